@@ -1,0 +1,29 @@
+# Genesis — the two commands a person needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export GENESIS_SIMULATOR_API_KEY ?= sim-key
+
+.PHONY: run test install migrate clean-var
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+# Migrate, seed the demo world, then run the simulator, Celery worker, Celery beat and the web server
+# until Ctrl-C. Embedded SQLite + file-system broker under var/ unless DATABASE_URL / REDIS_URL are set.
+run: migrate
+	$(PY) manage.py seed_demo
+	./scripts/run.sh
+
+# The whole suite. Uses Postgres/Redis when reachable (DATABASE_URL / REDIS_URL or local defaults);
+# GENESIS_REQUIRE_SERVICES=1 makes their absence an error.
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,5 @@
+"""HTTP endpoints of the audits app, mounted under /api/v1 by genesis/api.py."""
+
+from ninja import Router
+
+router = Router(tags=["audits"])

@@ -1,0 +1,91 @@
+"""The schema every `genesis/config/<env>.yaml` must satisfy.
+
+Every section forbids unknown keys, so a typo (`use_finetunned`) is reported instead of ignored.
+Secrets never live here: the YAML may only *name* environment variables through `${VAR}`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _split_commas(value: object) -> object:
+    """Accept "10,25,50" (what an environment variable can hold) as well as a YAML list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+IntList = Annotated[list[int], BeforeValidator(_split_commas)]
+StrList = Annotated[list[str], BeforeValidator(_split_commas)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelsSection(Section):
+    use_finetuned: bool = True
+    fallback_enabled: bool = True
+
+
+class ObservabilitySection(Section):
+    metrics_enabled: bool = True
+    log_requests: bool = False
+
+
+class AbTestingSection(Section):
+    stages: IntList = Field(default_factory=lambda: [10, 25, 50, 100])
+    min_stage_hours: float = Field(default=48, ge=0)
+    min_samples_per_arm: int = Field(default=150, ge=0)
+    success_rate_drop_points: float = Field(default=5.0, ge=0)
+    latency_increase_warn: float = Field(default=0.30, ge=0)
+    srm_p_threshold: float = Field(default=0.001, gt=0, lt=1)
+    guardrail_alpha: float = Field(default=0.05, gt=0, lt=1)
+
+
+class BenchmarksSection(Section):
+    min_relative_improvement: float = 0.08
+    bootstrap_resamples: int = Field(default=2000, ge=2000)
+    concurrency: int = Field(default=8, ge=1)
+
+
+class CostsSection(Section):
+    budget_usd: Decimal = Field(default=Decimal("30"), ge=0)
+    thresholds: IntList = Field(default_factory=lambda: [25, 50, 83])
+    hard_limit: bool = True
+
+
+class LoggingSection(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class FeaturesSection(Section):
+    gateway: bool = False
+    waltzrl: bool = False
+
+
+class AlertingSection(Section):
+    slack_webhook: str = ""
+    email_to: StrList = Field(default_factory=list)
+
+
+class GenesisConfig(Section):
+    debug: bool
+    allowed_hosts: StrList
+    database_url: str
+    redis_url: str = ""
+    simulator_url: str = "http://127.0.0.1:8765"
+    time_zone: str = "UTC"
+    models: ModelsSection = Field(default_factory=ModelsSection)
+    observability: ObservabilitySection = Field(default_factory=ObservabilitySection)
+    ab_testing: AbTestingSection = Field(default_factory=AbTestingSection)
+    benchmarks: BenchmarksSection = Field(default_factory=BenchmarksSection)
+    costs: CostsSection = Field(default_factory=CostsSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+    features: FeaturesSection = Field(default_factory=FeaturesSection)
+    alerting: AlertingSection = Field(default_factory=AlertingSection)

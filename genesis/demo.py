@@ -1,0 +1,42 @@
+"""The demo world `seed_demo` builds, step by step; every step is idempotent, so the command can run
+again after an upgrade and only adds what is missing. Each app owns its own step."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from models_app.demo import seed_registry
+
+DEMO_ADMIN_USERNAME = "admin"
+
+
+def seed_admin(*, out) -> None:  # type: ignore[no-untyped-def]
+    """The superuser. Its password comes from GENESIS_ADMIN_PASSWORD, or is generated and printed
+    once, when the user is created; it is never printed again."""
+    User = get_user_model()
+    if User.objects.filter(username=DEMO_ADMIN_USERNAME).exists():
+        out.write(f"admin: user '{DEMO_ADMIN_USERNAME}' already exists (password unchanged)")
+        return
+    password = os.environ.get("GENESIS_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+    User.objects.create_superuser(username=DEMO_ADMIN_USERNAME, email="admin@example.com", password=password)
+    if os.environ.get("GENESIS_ADMIN_PASSWORD"):
+        out.write(f"admin: created superuser '{DEMO_ADMIN_USERNAME}' with the password from GENESIS_ADMIN_PASSWORD")
+    else:
+        out.write(f"admin: created superuser '{DEMO_ADMIN_USERNAME}' with password: {password}  (shown once)")
+
+
+DEMO_STEPS: list[Callable[..., None]] = [
+    seed_admin,
+    seed_registry,
+]
+
+
+def seed_demo_world(*, out) -> None:  # type: ignore[no-untyped-def]
+    for step in DEMO_STEPS:
+        with transaction.atomic():
+            step(out=out)

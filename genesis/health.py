@@ -1,0 +1,92 @@
+"""Liveness and readiness, without authentication.
+
+/healthz answers from the process alone (no I/O), so an orchestrator restarts only a truly stuck
+process. /readyz checks the database, Redis and a Celery worker, each bounded to about a second, and
+never makes a paid call; a failed check makes it 503 and names what failed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+CHECK_TIMEOUT_SECONDS = 1.0
+
+_check_pool = concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="readyz")
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    finally:
+        # The check runs in a pool thread; its connection must not outlive the check.
+        connection.close()
+    return "ok"
+
+
+def check_redis() -> str:
+    if not settings.REDIS_URL:
+        return "ok (not configured: embedded broker and local cache)"
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=CHECK_TIMEOUT_SECONDS, socket_timeout=CHECK_TIMEOUT_SECONDS
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return "ok"
+
+
+def check_celery() -> str:
+    from genesis.celery import app
+
+    replies = app.control.ping(timeout=CHECK_TIMEOUT_SECONDS * 0.8)
+    if not replies:
+        raise RuntimeError("no Celery worker answered a ping")
+    return f"ok ({len(replies)} worker{'s' if len(replies) != 1 else ''})"
+
+
+READINESS_CHECKS: dict[str, Callable[[], str]] = {
+    "database": check_database,
+    "redis": check_redis,
+    "celery": check_celery,
+}
+
+
+def run_readiness_checks() -> dict[str, tuple[bool, str]]:
+    futures = {name: _check_pool.submit(check) for name, check in READINESS_CHECKS.items()}
+    results: dict[str, tuple[bool, str]] = {}
+    for name, future in futures.items():
+        try:
+            results[name] = (True, future.result(timeout=CHECK_TIMEOUT_SECONDS + 0.5))
+        except concurrent.futures.TimeoutError:
+            results[name] = (False, f"failed: no answer within {CHECK_TIMEOUT_SECONDS:.0f} s")
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which
+            results[name] = (False, f"failed: {type(exc).__name__}: {exc}"[:300])
+    return results
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    results = run_readiness_checks()
+    ready = all(ok for ok, _ in results.values())
+    failed = [name for name, (ok, _) in results.items() if not ok]
+    body = {
+        "status": "ok" if ready else f"unavailable: {', '.join(failed)}",
+        "checks": {name: message for name, (_, message) in results.items()},
+    }
+    return JsonResponse(body, status=200 if ready else 503)

@@ -1,0 +1,229 @@
+"""Genesis settings: one module, driven by the environment and `genesis/config/<GENESIS_ENV>.yaml`.
+
+Secrets (the secret key, provider API keys, webhook URLs) come only from environment variables. A
+missing or malformed value stops start-up with a message naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from genesis.config.loader import ConfigError, load_config, normalise_env_name
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("GENESIS_VAR_DIR", BASE_DIR / "var"))
+
+DEV_SECRET_KEY = "genesis-dev-insecure-secret-key-change-me"
+
+try:
+    GENESIS_ENV = normalise_env_name(os.environ.get("GENESIS_ENV", "dev"))
+    SECRET_KEY = os.environ.get("GENESIS_SECRET_KEY", "")
+    if GENESIS_ENV == "production" and SECRET_KEY in ("", DEV_SECRET_KEY):
+        raise ConfigError(
+            "GENESIS_SECRET_KEY: production refuses to start without a secret key of its own; "
+            "set GENESIS_SECRET_KEY to a long random value (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(50))')"
+        )
+    GENESIS = load_config(env_name=GENESIS_ENV)
+    if GENESIS_ENV == "production" and GENESIS.debug:
+        raise ConfigError("genesis/config/production.yaml: debug: production refuses to start with DEBUG on")
+    if GENESIS_ENV == "production" and not GENESIS.allowed_hosts:
+        raise ConfigError(
+            "genesis/config/production.yaml: allowed_hosts: production refuses to start with no allowed "
+            "hosts; set GENESIS_ALLOWED_HOSTS"
+        )
+except ConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
+SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
+DEBUG = GENESIS.debug
+ALLOWED_HOSTS = GENESIS.allowed_hosts
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "django_celery_beat",
+    "simple_history",
+    "models_app",
+    "experiments",
+    "costs",
+    "audits",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+if not DEBUG:
+    # runserver serves static files in development; in production WhiteNoise serves the collected ones.
+    MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                      "whitenoise.middleware.WhiteNoiseMiddleware")
+
+ROOT_URLCONF = "genesis.urls"
+WSGI_APPLICATION = "genesis.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ----------------------------------------------------------------------------------
+USING_SQLITE = GENESIS.database_url.startswith("sqlite")
+if USING_SQLITE:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    sqlite_path = GENESIS.database_url.removeprefix("sqlite:///")
+    sqlite_file = Path(sqlite_path) if Path(sqlite_path).is_absolute() else BASE_DIR / sqlite_path
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": sqlite_file,
+            # Worker, beat and web share one file: wait for the write lock instead of failing.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+            # A file, not memory, so a Celery worker started by the tests sees the test database.
+            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+        }
+    }
+else:
+    DATABASES = {"default": dj_database_url.parse(GENESIS.database_url, conn_max_age=60, conn_health_checks=True)}
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- cache and Redis ---------------------------------------------------------------------------
+REDIS_URL = GENESIS.redis_url
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Celery ----------------------------------------------------------------------------------------
+# Reliability (GUIDE, "Tasks are idempotent"): a task is acknowledged only after it finished
+# (acks_late) and goes back to the queue if its worker dies (reject_on_worker_lost), so every task must
+# be safe to run twice: tasks load their row by id and skip work already done. Workers take one message
+# at a time because benchmark chunks are long. Redis' visibility timeout is above the longest task, or
+# Redis would hand a still-running task to a second worker.
+from kombu import Queue  # noqa: E402
+
+CELERY_LONGEST_TASK_SECONDS = 30 * 60
+CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": CELERY_LONGEST_TASK_SECONDS + 600}
+if not REDIS_URL:
+    # The embedded broker: messages are files under var/celery, shared by web, worker and beat.
+    celery_dir = VAR_DIR / "celery"
+    for sub in ("queue", "processed", "control"):
+        (celery_dir / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        data_folder_in=str(celery_dir / "queue"),
+        data_folder_out=str(celery_dir / "queue"),
+        processed_folder=str(celery_dir / "processed"),
+        control_folder=str(celery_dir / "control"),
+        store_processed=False,
+    )
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True  # a background job's outcome lives on its row, not in a result store
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_LONGEST_TASK_SECONDS
+CELERY_TASK_TIME_LIMIT = CELERY_LONGEST_TASK_SECONDS + 60
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = [Queue("default"), Queue("benchmarks")]
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = GENESIS.time_zone
+
+# --- auth, i18n, static ------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = GENESIS.time_zone
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+MEDIA_ROOT = VAR_DIR / "media"
+LOGIN_URL = "admin:login"
+
+# --- security: production behind TLS ------------------------------------------------------------
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = os.environ.get("GENESIS_SSL_REDIRECT", "true").lower() == "true"
+    # Probes and the Prometheus scraper talk plain HTTP inside the cluster.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    CSRF_TRUSTED_ORIGINS = [f"https://{host}" for host in ALLOWED_HOSTS if host and "*" not in host]
+
+# --- logging -------------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "format": '{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": "%(message)s"}'
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GENESIS.logging.format}},
+    "root": {"handlers": ["console"], "level": GENESIS.logging.level},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# --- Genesis domain settings (named as in the public contract) -----------------------------------
+ROLLOUT_STAGES = GENESIS.ab_testing.stages
+ROLLOUT_MIN_STAGE_HOURS = GENESIS.ab_testing.min_stage_hours
+ROLLOUT_MIN_SAMPLES_PER_ARM = GENESIS.ab_testing.min_samples_per_arm
+BENCHMARK_MIN_RELATIVE_IMPROVEMENT = GENESIS.benchmarks.min_relative_improvement
+BUDGET_THRESHOLDS = GENESIS.costs.thresholds
+GENESIS_SIMULATOR_URL = GENESIS.simulator_url

@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from genesis import health
+from genesis.api import api
+
+admin.site.site_header = "Genesis control plane"
+admin.site.site_title = "Genesis"
+admin.site.index_title = "Fine-tuned models, experiments, costs and audits"
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("", include("django_prometheus.urls")),
+    path("api/v1/", api.urls),
+    path("admin/", admin.site.urls),
+]

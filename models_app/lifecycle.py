@@ -1,0 +1,49 @@
+"""The model-version lifecycle as a transition table (pure: no Django).
+
+registered → benchmarking → approved_for_rollout → rolling_out → live → retired, or rejected.
+A benchmark that is not decisive sends the version back to registered; a rollout that is rolled back
+rejects it (or, when aborted by a person without a verdict, returns it to approved_for_rollout).
+A baseline needs no benchmark against itself, so it may go straight from registered to live.
+"""
+
+from __future__ import annotations
+
+REGISTERED = "registered"
+BENCHMARKING = "benchmarking"
+APPROVED_FOR_ROLLOUT = "approved_for_rollout"
+ROLLING_OUT = "rolling_out"
+LIVE = "live"
+RETIRED = "retired"
+REJECTED = "rejected"
+
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    REGISTERED: frozenset({BENCHMARKING, APPROVED_FOR_ROLLOUT, REJECTED, RETIRED, LIVE}),
+    BENCHMARKING: frozenset({REGISTERED, APPROVED_FOR_ROLLOUT, REJECTED}),
+    APPROVED_FOR_ROLLOUT: frozenset({BENCHMARKING, ROLLING_OUT, REJECTED, RETIRED}),
+    ROLLING_OUT: frozenset({LIVE, APPROVED_FOR_ROLLOUT, REJECTED}),
+    LIVE: frozenset({RETIRED}),
+    RETIRED: frozenset(),
+    REJECTED: frozenset({RETIRED}),
+}
+
+
+def transition_refusal(*, current: str, target: str, kind: str, verdict_overridden: bool = False) -> str | None:
+    """Why `current → target` is not allowed for a version of `kind`, or None when it is.
+
+    `verdict_overridden` is set by the service once a person with the override permission has given
+    a reason to skip a missing or non-PASS benchmark verdict."""
+    if target not in ALLOWED_TRANSITIONS:
+        return f"'{target}' is not a model status"
+    if target == current:
+        return f"the version is already {current}"
+    if target not in ALLOWED_TRANSITIONS[current]:
+        allowed = ", ".join(sorted(ALLOWED_TRANSITIONS[current])) or "none (final state)"
+        return f"a {current} version cannot become {target}; allowed next: {allowed}"
+    if current == REGISTERED and target in (LIVE, APPROVED_FOR_ROLLOUT) and kind != "baseline" and not (
+        target == APPROVED_FOR_ROLLOUT and verdict_overridden
+    ):
+        return (
+            f"a fine-tuned version cannot become {target} without a benchmark: run "
+            "`manage.py benchmark_finetuned` first, or override the verdict with a reason"
+        )
+    return None

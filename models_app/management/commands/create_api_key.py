@@ -1,0 +1,33 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from genesis.errors import DomainError
+from models_app.models import Agent
+from models_app.services import api_key_create
+
+
+class Command(BaseCommand):
+    help = "Create an API key for one or more agents. The key is printed once, as the last line; only its hash is stored."
+
+    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+        target = parser.add_mutually_exclusive_group(required=True)
+        target.add_argument("--agent", action="append", dest="agents", metavar="NAME", help="an agent slug (repeatable)")
+        target.add_argument("--all-agents", action="store_true", help="the key may act for every agent")
+        parser.add_argument("--label", default="", help="what the key is for (default: the agent names)")
+
+    def handle(self, *args, agents, all_agents, label, **options) -> None:  # type: ignore[no-untyped-def]
+        selected: list[Agent] = []
+        if agents:
+            found = {agent.slug: agent for agent in Agent.objects.filter(slug__in=agents)}
+            missing = [slug for slug in agents if slug not in found]
+            if missing:
+                known = ", ".join(Agent.objects.values_list("slug", flat=True)) or "none (run seed_demo)"
+                raise CommandError(f"unknown agent(s): {', '.join(missing)}; known agents: {known}", returncode=2)
+            selected = [found[slug] for slug in dict.fromkeys(agents)]
+        label = label or ("all agents" if all_agents else ", ".join(agent.slug for agent in selected))
+        try:
+            key, raw_key = api_key_create(label=label, agents=selected, all_agents=all_agents)
+        except DomainError as exc:
+            raise CommandError(exc.message) from None
+        scope = "all agents" if all_agents else ", ".join(agent.slug for agent in selected)
+        self.stderr.write(f"created API key '{key.label}' ({key.prefix}…) for {scope}; store it now, it is not shown again")
+        self.stdout.write(raw_key)

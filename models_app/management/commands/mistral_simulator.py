@@ -1,0 +1,28 @@
+"""`manage.py mistral_simulator`: serve the Mistral API subset until stopped (see models_app/simulator)."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from models_app.simulator.cli import add_simulator_arguments, config_from_arguments
+from models_app.simulator.server import serve
+
+
+class Command(BaseCommand):
+    help = "Serve the Mistral API subset Genesis uses (chat, models, files, fine-tuning jobs) on loopback."
+    requires_system_checks: list[str] = []  # a stand-alone server: no database, no checks
+    requires_migrations_checks = False
+
+    def add_arguments(self, parser) -> None:
+        add_simulator_arguments(parser)
+
+    def handle(self, *args, **options) -> None:
+        try:
+            config = config_from_arguments(options)
+        except ValueError as error:
+            raise CommandError(f"mistral_simulator: {error}", returncode=2) from None
+        serve(config, announce=self._announce)
+
+    def _announce(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()  # `make run` logs to a file: say we are up now, not at exit

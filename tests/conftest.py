@@ -1,0 +1,137 @@
+"""Fixtures shared by every test: real services, a real Celery worker process, API keys."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from models_app.services import api_key_cache_clear
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_api_key_cache() -> Iterator[None]:
+    # Keys are cached per process; a test must not see a key a previous test's database held.
+    api_key_cache_clear()
+    yield
+    api_key_cache_clear()
+
+
+def test_database_url() -> str:
+    """The URL of the database this test run uses, for processes started by the tests."""
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(settings_dict['NAME']).resolve()}"
+    user = settings_dict.get("USER") or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{settings_dict.get('HOST') or '127.0.0.1'}:{settings_dict.get('PORT') or 5432}/{settings_dict['NAME']}"
+
+
+test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """Environment for a process the tests start: same services, the test database."""
+    env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1", **extra}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return env
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess on the test database and the test broker."""
+
+    def __init__(self, *, queues: str = "default,benchmarks", concurrency: int = 2, log_path: Path) -> None:
+        self.queues, self.concurrency, self.log_path = queues, concurrency, log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 30.0) -> WorkerProcess:
+        from genesis.celery import app
+
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "genesis", "worker", "-Q", self.queues,
+             "--concurrency", str(self.concurrency), "--pool", "prefork", "--loglevel", "INFO",
+             "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"],
+            cwd=ROOT, env=child_environment(), stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"celery worker exited early; see {self.log_path}")
+            if app.control.ping(timeout=0.5):
+                return self
+        self.stop()
+        raise RuntimeError(f"celery worker did not answer a ping within {timeout:.0f} s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (parent and pool children), as a crash would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "log", None):
+            self.log.close()
+
+
+@pytest.fixture
+def celery_worker(transactional_db, tmp_path) -> Iterator[WorkerProcess]:  # type: ignore[no-untyped-def]
+    """A running worker. Tests using it write committed rows (transactional_db) so the worker sees them."""
+    worker = WorkerProcess(log_path=tmp_path / "worker.log").start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def start_worker(transactional_db, tmp_path):  # type: ignore[no-untyped-def]
+    """Factory for tests that kill and restart workers."""
+    workers: list[WorkerProcess] = []
+
+    def start(**kwargs) -> WorkerProcess:  # type: ignore[no-untyped-def]
+        worker = WorkerProcess(log_path=tmp_path / f"worker-{len(workers)}.log", **kwargs).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def api_key_for():  # type: ignore[no-untyped-def]
+    """`api_key_for("qa_agent")` → a raw bearer key allowed for that agent (created through the service)."""
+    from models_app.models import Agent
+    from models_app.services import api_key_create
+
+    def make(*slugs: str, all_agents: bool = False) -> str:
+        agents = list(Agent.objects.filter(slug__in=slugs))
+        _, raw = api_key_create(label=f"test {'all' if all_agents else ','.join(slugs)}", agents=agents, all_agents=all_agents)
+        return raw
+
+    return make
+
+
+@pytest.fixture
+def seeded_demo(db):  # type: ignore[no-untyped-def]
+    """The demo world `seed_demo` builds."""
+    import io
+
+    from django.core.management import call_command
+
+    call_command("seed_demo", stdout=io.StringIO())

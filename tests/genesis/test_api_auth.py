@@ -1,0 +1,109 @@
+"""API-key authentication and the JSON error shapes of the contract."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+
+from models_app.models import ApiKey
+from models_app.services import api_key_authenticate, api_key_revoke, hash_api_key
+
+pytestmark = pytest.mark.django_db
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def create_key_via_command(*args: str) -> str:
+    out = io.StringIO()
+    call_command("create_api_key", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue().strip().splitlines()[-1]
+
+
+def test_key_from_command_is_stored_only_as_a_hash(seeded_demo):
+    raw = create_key_via_command("--agent", "qa_agent", "--label", "qa service")
+    key = ApiKey.objects.get(label="qa service")
+    assert key.hashed_key == hash_api_key(raw)
+    assert raw not in key.hashed_key and key.prefix == raw[: len(key.prefix)]
+    assert not ApiKey.objects.filter(hashed_key=raw).exists()
+    assert list(key.agents.values_list("slug", flat=True)) == ["qa_agent"]
+
+
+def test_agent_key_is_accepted_for_its_agent_and_403_for_another(client, seeded_demo):
+    raw = create_key_via_command("--agent", "qa_agent")
+    listed = client.get("/api/v1/agents", **bearer(raw))
+    assert listed.status_code == 200
+    assert [a["agent"] for a in listed.json()] == ["qa_agent"]
+    assert listed.json()[0]["live_model"]["model"] == "open-mistral-7b"
+    assert client.get("/api/v1/agents/qa_agent", **bearer(raw)).status_code == 200
+    refused = client.get("/api/v1/agents/legal_agent", **bearer(raw))
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "API key 'qa_agent' may not act for agent 'legal_agent'"
+    unknown = client.get("/api/v1/agents/nobody_agent", **bearer(raw))
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "agent 'nobody_agent' does not exist"
+
+
+def test_wrong_or_missing_key_gets_401_json(client, seeded_demo):
+    for headers in ({}, bearer("gk_not-a-real-key"), bearer("something-else"), {"HTTP_AUTHORIZATION": "Basic abc"}):
+        response = client.get("/api/v1/agents", **headers)
+        assert response.status_code == 401
+        assert "missing or invalid API key" in response.json()["detail"]
+
+
+def test_revoked_key_is_refused(client, seeded_demo):
+    raw = create_key_via_command("--all-agents")
+    assert client.get("/api/v1/agents", **bearer(raw)).status_code == 200
+    api_key_revoke(key=ApiKey.objects.get(hashed_key=hash_api_key(raw)))
+    from models_app.services import api_key_cache_clear
+
+    api_key_cache_clear()  # the revocation reaches other processes within API_KEY_CACHE_SECONDS
+    assert client.get("/api/v1/agents", **bearer(raw)).status_code == 401
+
+
+def test_all_agents_key_lists_all_five(client, seeded_demo):
+    raw = create_key_via_command("--all-agents")
+    agents = [a["agent"] for a in client.get("/api/v1/agents", **bearer(raw)).json()]
+    assert agents == ["analyst_agent", "content_agent", "legal_agent", "qa_agent", "support_agent"]
+
+
+def test_cached_authentication_touches_no_database(seeded_demo, django_assert_num_queries):
+    raw = create_key_via_command("--agent", "qa_agent")
+    api_key_authenticate(raw_key=raw)
+    with django_assert_num_queries(0):
+        assert api_key_authenticate(raw_key=raw).agent_slugs == frozenset({"qa_agent"})
+
+
+def test_last_used_is_recorded(client, seeded_demo):
+    raw = create_key_via_command("--agent", "qa_agent")
+    client.get("/api/v1/agents", **bearer(raw))
+    assert ApiKey.objects.get(hashed_key=hash_api_key(raw)).last_used_at is not None
+
+
+@pytest.mark.parametrize("args", [["--agent", "nobody_agent"], []])
+def test_create_api_key_usage_errors_exit_2(seeded_demo, args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import child_environment
+
+    result = subprocess.run([sys.executable, "manage.py", "create_api_key", *args], cwd=Path(__file__).resolve().parents[2],
+                            env=child_environment(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+
+
+def test_unknown_api_route_is_json_404(client, seeded_demo):
+    raw = create_key_via_command("--all-agents")
+    response = client.get("/api/v1/no-such-thing", **bearer(raw))
+    assert response.status_code == 404
+
+
+def test_openapi_and_docs_are_served(client):
+    schema = client.get("/api/v1/openapi.json")
+    assert schema.status_code == 200
+    assert schema.json()["info"]["title"] == "Genesis control plane"
+    assert client.get("/api/v1/docs").status_code == 200

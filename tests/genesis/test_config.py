@@ -1,0 +1,146 @@
+"""The YAML configuration loader: expansion, defaults, and every error naming file and key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genesis.config.loader import ConfigError, expand_variables, load_config, normalise_env_name
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MINIMAL = """
+debug: ${GENESIS_DEBUG:-false}
+allowed_hosts: ${HOSTS:-a.example.com,b.example.com}
+database_url: ${DATABASE_URL}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "dev") -> Path:
+    (tmp_path / f"{name}.yaml").write_text(text)
+    return tmp_path
+
+
+def test_expansion_uses_the_environment_then_the_default():
+    raw = {"a": "${X:-one}", "b": ["pre-${Y:-two}-post"], "c": {"d": "${X}"}}
+    assert expand_variables(raw, environ={"X": "set"}, file="f.yaml") == {"a": "set", "b": ["pre-two-post"], "c": {"d": "set"}}
+
+
+def test_empty_variable_counts_as_unset_for_the_default():
+    assert expand_variables("${X:-fallback}", environ={"X": ""}, file="f.yaml") == "fallback"
+
+
+def test_missing_required_variable_names_file_key_and_variable():
+    with pytest.raises(ConfigError) as exc:
+        expand_variables({"db": {"url": "${DATABASE_URL}"}}, environ={}, file="genesis/config/prod.yaml")
+    assert str(exc.value) == "genesis/config/prod.yaml: db.url: environment variable DATABASE_URL is required but not set"
+
+
+def test_values_are_coerced_by_the_schema(tmp_path):
+    text = MINIMAL + "ab_testing:\n  stages: ${ROLLOUT_STAGES:-10,25,50,100}\n  min_stage_hours: ${H:-48}\n"
+    config = load_config(env_name="dev", environ={"DATABASE_URL": "sqlite:///x", "ROLLOUT_STAGES": "5,20,100"},
+                         config_dir=write(tmp_path, text))
+    assert config.debug is False
+    assert config.allowed_hosts == ["a.example.com", "b.example.com"]
+    assert config.ab_testing.stages == [5, 20, 100]
+    assert config.ab_testing.min_stage_hours == 48.0
+    assert config.ab_testing.min_samples_per_arm == 150  # schema default
+    assert config.costs.thresholds == [25, 50, 83]
+
+
+def test_unknown_key_is_named(tmp_path):
+    text = MINIMAL + "models:\n  use_finetunned: true\n"
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={"DATABASE_URL": "x"}, config_dir=write(tmp_path, text))
+    assert "dev.yaml: models.use_finetunned: unknown key" in str(exc.value)
+
+
+def test_wrong_type_is_named_with_the_value(tmp_path):
+    text = MINIMAL + "ab_testing:\n  min_stage_hours: soon\n"
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={"DATABASE_URL": "x"}, config_dir=write(tmp_path, text))
+    assert "dev.yaml: ab_testing.min_stage_hours:" in str(exc.value)
+    assert "'soon'" in str(exc.value)
+
+
+def test_missing_required_key_is_named(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={}, config_dir=write(tmp_path, "debug: true\nallowed_hosts: [x]\n"))
+    assert "dev.yaml: database_url: required key is missing" in str(exc.value)
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={}, config_dir=write(tmp_path, "debug: [unclosed\n"))
+    assert "dev.yaml: not valid YAML" in str(exc.value)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="dev.yaml: the top level must be a mapping"):
+        load_config(env_name="dev", environ={}, config_dir=write(tmp_path, "- a\n- b\n"))
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("dev", "dev"), ("development", "dev"), ("PROD", "production"), ("staging", "staging")])
+def test_environment_aliases(raw, expected):
+    assert normalise_env_name(raw) == expected
+
+
+def test_unknown_environment_is_refused():
+    with pytest.raises(ConfigError, match="GENESIS_ENV='qa' is not one of"):
+        normalise_env_name("qa")
+
+
+@pytest.mark.parametrize("env_name", ["dev", "staging", "production"])
+def test_shipped_files_are_valid(env_name):
+    environ = {"DATABASE_URL": "postgres://x/y", "REDIS_URL": "redis://x", "GENESIS_ALLOWED_HOSTS": "genesis.example.com"}
+    config = load_config(env_name=env_name, environ=environ)
+    assert config.ab_testing.stages == [10, 25, 50, 100]
+    assert config.benchmarks.min_relative_improvement == 0.08
+    assert config.debug is (env_name == "dev")
+
+
+def run_django(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("GENESIS_", "DJANGO_"))}
+    environ.update(env)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=environ, capture_output=True,
+                          text=True, timeout=60)
+
+
+PRODUCTION = {
+    "GENESIS_ENV": "production",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "GENESIS_ALLOWED_HOSTS": "genesis.example.com",
+}
+
+
+def test_production_without_secret_key_refuses_to_start():
+    result = run_django("check", **PRODUCTION)
+    assert result.returncode != 0
+    assert "GENESIS_SECRET_KEY" in result.stderr
+    assert "refuses to start without a secret key" in result.stderr
+
+
+def test_production_with_debug_refuses_to_start():
+    result = run_django("check", **PRODUCTION, GENESIS_SECRET_KEY="x" * 60, GENESIS_DEBUG="true")
+    assert result.returncode != 0
+    assert "production refuses to start with DEBUG on" in result.stderr
+
+
+def test_production_without_allowed_hosts_refuses_to_start():
+    env = {**PRODUCTION, "GENESIS_SECRET_KEY": "k" * 60}
+    del env["GENESIS_ALLOWED_HOSTS"]
+    result = run_django("check", **env)
+    assert result.returncode != 0
+    assert "allowed_hosts: environment variable GENESIS_ALLOWED_HOSTS is required" in result.stderr
+
+
+def test_check_deploy_is_clean_under_production_settings():
+    secret = "p8Vq3nX1-Lk0zR7t_Yw2mB9sC4dE6fG5hJ8kL1nP3qR7sT0uV2wX4yZ6aB8cD0eF"
+    result = run_django("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION, GENESIS_SECRET_KEY=secret)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
