@@ -10,6 +10,7 @@ from collections.abc import Callable
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from genesis.schedules import install_default_schedules
 from models_app.demo import seed_registry
 
 DEMO_ADMIN_USERNAME = "admin"
@@ -30,9 +31,16 @@ def seed_admin(*, out) -> None:  # type: ignore[no-untyped-def]
         out.write(f"admin: created superuser '{DEMO_ADMIN_USERNAME}' with password: {password}  (shown once)")
 
 
+def seed_schedules(*, out) -> None:  # type: ignore[no-untyped-def]
+    created = install_default_schedules()
+    out.write(f"schedules: {len(created)} installed" + (f" ({', '.join(created)})" if created else ""))
+
+
+# Each app appends its step; order matters where a step uses what an earlier one made.
 DEMO_STEPS: list[Callable[..., None]] = [
     seed_admin,
     seed_registry,
+    seed_schedules,
 ]
 
 

@@ -1,0 +1,3 @@
+"""Admin pages of the models_app, one module per domain; importing them registers them."""
+
+from models_app.admin import registry  # noqa: F401

@@ -1,0 +1,8 @@
+"""HTTP endpoints of the models_app: one Router per domain, combined into `router`."""
+
+from ninja import Router
+
+from models_app.api.registry import router as registry_router
+
+router = Router()
+router.add_router("", registry_router)
