@@ -1,0 +1,68 @@
+"""The provider layer: every model call in Genesis goes through `ChatProvider.chat`.
+
+No Django here. Build providers with `build_provider(...)` (or a `ProviderCache`), retry with
+`call_with_retries(...)` (the only retry layer), fall back with `chat_with_fallback(...)`.
+"""
+
+from .base import (
+    ChatMessage,
+    ChatProvider,
+    ChatResult,
+    FineTuningJobSnapshot,
+    FineTuningProvider,
+    JobCheckpoint,
+    JobEvent,
+    ModelInfo,
+    ProviderKind,
+    ProviderSettings,
+    UploadedFile,
+)
+from .errors import (
+    PermanentProviderError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRefused,
+    TransientProviderError,
+    UnknownModelError,
+    UnsupportedParameterError,
+)
+from .factory import ProviderCache, build_provider
+from .fallback import ChatOutcome, FallbackEvent, ModelRoute, chat_with_fallback
+from .mistral import MistralProvider
+from .openai_compatible import OpenAICompatibleProvider
+from .retry import NO_RETRY, RetryAttempt, RetryPolicy, call_with_retries
+from .simulator import SIMULATOR_DEFAULT_URL, simulator_provider
+
+__all__ = [
+    "NO_RETRY",
+    "SIMULATOR_DEFAULT_URL",
+    "ChatMessage",
+    "ChatOutcome",
+    "ChatProvider",
+    "ChatResult",
+    "FallbackEvent",
+    "FineTuningJobSnapshot",
+    "FineTuningProvider",
+    "JobCheckpoint",
+    "JobEvent",
+    "MistralProvider",
+    "ModelInfo",
+    "ModelRoute",
+    "OpenAICompatibleProvider",
+    "PermanentProviderError",
+    "ProviderAuthError",
+    "ProviderCache",
+    "ProviderError",
+    "ProviderKind",
+    "ProviderRefused",
+    "ProviderSettings",
+    "RetryAttempt",
+    "RetryPolicy",
+    "TransientProviderError",
+    "UnknownModelError",
+    "UnsupportedParameterError",
+    "build_provider",
+    "call_with_retries",
+    "chat_with_fallback",
+    "simulator_provider",
+]

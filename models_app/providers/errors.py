@@ -1,0 +1,172 @@
+"""Provider errors, sorted by what the caller should do about them.
+
+TransientProviderError: try again later (timeouts, connection errors, 429, 5xx); `retry_after`
+    carries the provider's Retry-After in seconds when it sent one.
+PermanentProviderError: retrying cannot help (bad key, unknown model, invalid request, a refusal).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+
+BODY_EXCERPT_CHARS = 500
+
+
+def body_excerpt(body: str | None) -> str:
+    """The provider's answer, short enough for an admin page or a log line."""
+    text = (body or "").strip()
+    if len(text) > BODY_EXCERPT_CHARS:
+        return text[:BODY_EXCERPT_CHARS] + f"… ({len(text) - BODY_EXCERPT_CHARS} more characters)"
+    return text
+
+
+class ProviderError(Exception):
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status_code: int | None = None,
+        provider_answer: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status_code = status_code
+        self.provider_answer = body_excerpt(provider_answer) if provider_answer else None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TransientProviderError(ProviderError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status_code: int | None = None,
+        provider_answer: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status_code=status_code, provider_answer=provider_answer)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    pass
+
+
+class ProviderAuthError(PermanentProviderError):
+    """The provider rejected the API key (401/403)."""
+
+
+class UnknownModelError(PermanentProviderError):
+    """The provider does not serve the requested model."""
+
+
+class ProviderRefused(PermanentProviderError):
+    """The provider refused an operation (e.g. a deprecated fine-tuning route answering 404/410, or a
+    job that cannot be started in its state). `provider_answer` holds what it said, for the admin."""
+
+
+class UnsupportedParameterError(PermanentProviderError):
+    """A chat parameter this provider kind does not understand."""
+
+
+_UNKNOWN_MODEL = re.compile(
+    r"invalid[ _]model|unknown model|model\b.{0,120}\b(not found|does not exist|not exist|is not available)"
+    r"|no such model|model_not_found",
+    re.IGNORECASE | re.DOTALL,
+)
+# 501 (not implemented) and 505 will not change on retry; every other 5xx may.
+TRANSIENT_STATUSES = frozenset({408, 425, 429}) | (frozenset(range(500, 600)) - {501, 505})
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    reference = now if now is not None else time.time()
+    return max(0.0, moment.timestamp() - reference)
+
+
+def error_from_response(
+    *,
+    provider: str,
+    operation: str,
+    status_code: int,
+    body: str | None,
+    retry_after_header: str | None,
+    api_key_env: str | None,
+    api_key_present: bool,
+    refusal_is_expected: bool = False,
+    model: str | None = None,
+) -> ProviderError:
+    """Sort an HTTP error answer into the error the caller can act on.
+
+    `refusal_is_expected` marks management routes (files, fine-tuning) where any other 4xx means the
+    provider refuses the operation, e.g. Mistral's deprecated routes answering 404/410.
+    """
+    answer = body_excerpt(body)
+    said = f": {answer}" if answer else ""
+    if status_code in (401, 403):
+        if api_key_env and api_key_present:
+            source = f"the API key from ${api_key_env}"
+            message = f"provider '{provider}' rejected {source} ({status_code})"
+        elif api_key_env:
+            message = f"provider '{provider}' rejected the request: no API key, ${api_key_env} is unset or empty ({status_code})"
+        else:
+            message = f"provider '{provider}' rejected its API key ({status_code})"
+        return ProviderAuthError(message, provider=provider, status_code=status_code, provider_answer=body)
+    if status_code == 429:
+        retry_after = parse_retry_after(retry_after_header)
+        wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""
+        return TransientProviderError(
+            f"provider '{provider}' is rate limiting {operation} (429){wait}",
+            provider=provider,
+            status_code=status_code,
+            provider_answer=body,
+            retry_after=retry_after,
+        )
+    if status_code in TRANSIENT_STATUSES:
+        return TransientProviderError(
+            f"provider '{provider}' failed on {operation} ({status_code}){said}",
+            provider=provider,
+            status_code=status_code,
+            provider_answer=body,
+            retry_after=parse_retry_after(retry_after_header),
+        )
+    if model and status_code in (400, 404, 422) and _UNKNOWN_MODEL.search(body or ""):
+        return UnknownModelError(
+            f"provider '{provider}' does not serve model '{model}' ({status_code}){said}",
+            provider=provider,
+            status_code=status_code,
+            provider_answer=body,
+        )
+    if refusal_is_expected:
+        return ProviderRefused(
+            f"provider '{provider}' refused to {operation} ({status_code}){said}",
+            provider=provider,
+            status_code=status_code,
+            provider_answer=body,
+        )
+    return PermanentProviderError(
+        f"provider '{provider}' rejected the {operation} request ({status_code}){said}",
+        provider=provider,
+        status_code=status_code,
+        provider_answer=body,
+    )

@@ -1,0 +1,97 @@
+"""Build a provider from plain values, e.g. from a `ProviderAccount` row:
+
+    build_provider(
+        kind=account.kind, name=account.name, base_url=account.base_url,
+        api_key=os.environ.get(account.api_key_env, ""), api_key_env=account.api_key_env,
+        timeout_seconds=account.timeout_seconds, max_concurrency=account.max_concurrency,
+        rate_limit_per_minute=account.rate_limit_per_minute,
+    )
+
+Never reads settings or the environment itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+import httpx
+
+from .base import ChatProvider, ProviderKind, ProviderSettings
+from .mistral import MistralProvider
+from .openai_compatible import OpenAICompatibleProvider
+
+
+def build_provider(
+    *,
+    kind: ProviderKind | str,
+    base_url: str | None,
+    api_key: str,
+    name: str | None = None,
+    api_key_env: str | None = None,
+    timeout_seconds: float = 30.0,
+    max_concurrency: int = 8,
+    rate_limit_per_minute: int | None = None,
+    strip_answer_markers: bool | None = None,
+    http_client: httpx.Client | None = None,
+) -> MistralProvider | OpenAICompatibleProvider:
+    """A provider for `kind`. "simulator" is the Mistral implementation pointed at the simulator;
+    it alone receives benchmark answer markers unless `strip_answer_markers` says otherwise."""
+    try:
+        provider_kind = ProviderKind(kind)
+    except ValueError:
+        raise ValueError(f"unknown provider kind {kind!r}; expected one of {', '.join(k.value for k in ProviderKind)}") from None
+    if provider_kind is not ProviderKind.MISTRAL and not base_url:
+        raise ValueError(f"a {provider_kind.value} provider needs a base_url")
+    settings = ProviderSettings(
+        name=name or provider_kind.value,
+        kind=provider_kind,
+        base_url=base_url or None,
+        api_key=api_key,
+        api_key_env=api_key_env or None,
+        timeout_seconds=timeout_seconds,
+        max_concurrency=max_concurrency,
+        rate_limit_per_minute=rate_limit_per_minute,
+        strip_answer_markers=(
+            provider_kind is not ProviderKind.SIMULATOR if strip_answer_markers is None else strip_answer_markers
+        ),
+    )
+    if provider_kind is ProviderKind.OPENAI_COMPATIBLE:
+        return OpenAICompatibleProvider(settings, http_client=http_client)
+    return MistralProvider(settings, http_client=http_client)
+
+
+class ProviderCache:
+    """One provider (and so one HTTP connection pool and one call gate) per distinct configuration
+    in a process. A changed key or URL yields a new provider; the old one is closed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._providers: dict[str, tuple[tuple[Any, ...], ChatProvider]] = {}
+
+    def get(self, **options: Any) -> MistralProvider | OpenAICompatibleProvider:
+        identity = options.get("name") or str(options.get("kind"))
+        # The key takes part only as a digest, so the cache holds no second copy of it.
+        fingerprint = tuple(
+            sorted(
+                (key, hashlib.sha256(str(value).encode()).hexdigest() if key == "api_key" else repr(value))
+                for key, value in options.items()
+            )
+        )
+        with self._lock:
+            cached = self._providers.get(identity)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]  # type: ignore[return-value]
+            provider = build_provider(**options)
+            self._providers[identity] = (fingerprint, provider)
+        if cached is not None:
+            cached[1].close()
+        return provider
+
+    def close_all(self) -> None:
+        with self._lock:
+            providers = [provider for _, provider in self._providers.values()]
+            self._providers.clear()
+        for provider in providers:
+            provider.close()

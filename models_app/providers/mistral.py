@@ -1,0 +1,369 @@
+"""Mistral through the official `mistralai` SDK (1.12.x): chat, models, files and fine-tuning jobs.
+
+Pinned below 2: mistralai 2.x dropped `fine_tuning.jobs`, which Genesis drives; 3.x moves to a
+different HTTP stack. The "simulator" provider kind is this class pointed at the simulator's URL.
+
+One attempt per call: the SDK's retries are disabled (retry_config=None) because retries live in
+providers/retry.py only. The SDK's debug logger is replaced by a no-op because it would print the
+Authorization header when MISTRAL_DEBUG is set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import httpx
+from mistralai import Mistral
+from mistralai import models as sdk_models
+from mistralai.types import UNSET
+from mistralai.types.basemodel import Unset
+from mistralai.utils.logger import NoOpLogger
+
+from .base import (
+    ChatMessage,
+    ChatResult,
+    FineTuningJobSnapshot,
+    JobCheckpoint,
+    JobEvent,
+    ModelInfo,
+    ProviderSettings,
+    UploadedFile,
+    prepared_messages,
+)
+from .errors import (
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+    UnsupportedParameterError,
+    error_from_response,
+)
+from .throttle import CallGate
+
+T = TypeVar("T")
+
+# Chat parameters the SDK's chat.complete accepts, and the names Genesis may use for them.
+_CHAT_PARAMETERS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stop",
+        "random_seed",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "presence_penalty",
+        "frequency_penalty",
+        "n",
+        "safe_prompt",
+        "parallel_tool_calls",
+        "prediction",
+        "prompt_mode",
+        "metadata",
+    }
+)
+_PARAMETER_ALIASES = {"seed": "random_seed"}
+
+
+class MistralProvider:
+    def __init__(self, settings: ProviderSettings, *, http_client: httpx.Client | None = None) -> None:
+        self.settings = settings
+        self._owns_http_client = http_client is None
+        self._http = http_client or httpx.Client(
+            timeout=settings.timeout_seconds,
+            limits=httpx.Limits(
+                max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
+            ),
+            follow_redirects=True,
+        )
+        self._sdk = Mistral(
+            # None, not "": an empty key must reach the provider as "no key" (and a clear 401).
+            api_key=settings.api_key or None,
+            server_url=settings.base_url or None,
+            client=self._http,
+            retry_config=None,
+            timeout_ms=int(settings.timeout_seconds * 1000),
+            debug_logger=NoOpLogger(),
+        )
+        self._gate = CallGate(
+            provider=settings.name,
+            max_concurrency=settings.max_concurrency,
+            rate_limit_per_minute=settings.rate_limit_per_minute,
+            wait_limit_seconds=settings.timeout_seconds,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def close(self) -> None:
+        if self._owns_http_client:
+            self._http.close()
+
+    # ---- chat and models ---------------------------------------------------------------------
+    def chat(
+        self, *, model: str, messages: Sequence[ChatMessage], parameters: Mapping[str, Any] | None = None
+    ) -> ChatResult:
+        options = self._chat_options(parameters or {})
+        prepared = prepared_messages(messages, strip_markers=self.settings.strip_answer_markers)
+        timing: dict[str, float] = {}
+
+        def complete() -> Any:
+            # Timed inside the call gate: latency is the provider's, not our own queueing.
+            started = time.perf_counter()
+            try:
+                return self._sdk.chat.complete(model=model, messages=prepared, **options)
+            finally:
+                timing["latency_ms"] = (time.perf_counter() - started) * 1000
+
+        response = self._call("chat completion", complete, model=model)
+        if not response.choices:
+            raise PermanentProviderError(
+                f"provider '{self.name}' answered the chat completion without any choice", provider=self.name
+            )
+        choice = response.choices[0]
+        usage = response.usage
+        return ChatResult(
+            text=_content_text(choice.message.content),
+            prompt_tokens=int(usage.prompt_tokens or 0),
+            completion_tokens=int(usage.completion_tokens or 0),
+            latency_ms=round(timing["latency_ms"], 2),
+            finish_reason=str(choice.finish_reason),
+            model=response.model or model,
+            provider=self.name,
+        )
+
+    def list_models(self) -> list[ModelInfo]:
+        listing = self._call("list models", lambda: self._sdk.models.list())
+        return [_model_info(card) for card in listing.data or []]
+
+    def retrieve_model(self, *, model_id: str) -> ModelInfo:
+        card = self._call("retrieve model", lambda: self._sdk.models.retrieve(model_id=model_id), model=model_id)
+        return _model_info(card)
+
+    # ---- files and fine-tuning jobs ----------------------------------------------------------
+    def upload_file(self, *, filename: str, content: bytes, purpose: str = "fine-tune") -> UploadedFile:
+        uploaded = self._call(
+            "upload a training file",
+            lambda: self._sdk.files.upload(file={"file_name": filename, "content": content}, purpose=purpose),
+            refusal_is_expected=True,
+        )
+        return _uploaded_file(uploaded)
+
+    def retrieve_file(self, *, file_id: str) -> UploadedFile:
+        stored = self._call(
+            f"retrieve file {file_id}", lambda: self._sdk.files.retrieve(file_id=file_id), refusal_is_expected=True
+        )
+        return _uploaded_file(stored)
+
+    def create_job(
+        self,
+        *,
+        base_model: str,
+        training_file_ids: Sequence[str],
+        validation_file_ids: Sequence[str] = (),
+        hyperparameters: Mapping[str, Any] | None = None,
+        suffix: str | None = None,
+        auto_start: bool = False,
+    ) -> FineTuningJobSnapshot:
+        created = self._call(
+            "create a fine-tuning job",
+            lambda: self._sdk.fine_tuning.jobs.create(
+                model=base_model,
+                training_files=[{"file_id": file_id, "weight": 1} for file_id in training_file_ids],
+                validation_files=list(validation_file_ids) or UNSET,
+                hyperparameters=dict(hyperparameters or {}),
+                suffix=suffix if suffix else UNSET,
+                auto_start=auto_start,
+            ),
+            refusal_is_expected=True,
+        )
+        if isinstance(created, sdk_models.LegacyJobMetadataOut):
+            # What Mistral answers to a dry run: an estimate, not a job.
+            raise PermanentProviderError(
+                f"provider '{self.name}' answered job creation with metadata only ({created.details})",
+                provider=self.name,
+            )
+        return _job_snapshot(created)
+
+    def list_jobs(
+        self, *, page: int = 0, page_size: int = 100, base_model: str | None = None, status: str | None = None
+    ) -> list[FineTuningJobSnapshot]:
+        listing = self._call(
+            "list fine-tuning jobs",
+            lambda: self._sdk.fine_tuning.jobs.list(
+                page=page, page_size=page_size, model=base_model or UNSET, status=status or UNSET
+            ),
+            refusal_is_expected=True,
+        )
+        return [_job_snapshot(job) for job in listing.data or []]
+
+    def get_job(self, *, job_id: str) -> FineTuningJobSnapshot:
+        job = self._call(
+            f"get fine-tuning job {job_id}",
+            lambda: self._sdk.fine_tuning.jobs.get(job_id=job_id),
+            refusal_is_expected=True,
+        )
+        return _job_snapshot(job)
+
+    def start_job(self, *, job_id: str) -> FineTuningJobSnapshot:
+        job = self._call(
+            f"start fine-tuning job {job_id}",
+            lambda: self._sdk.fine_tuning.jobs.start(job_id=job_id),
+            refusal_is_expected=True,
+        )
+        return _job_snapshot(job)
+
+    def cancel_job(self, *, job_id: str) -> FineTuningJobSnapshot:
+        job = self._call(
+            f"cancel fine-tuning job {job_id}",
+            lambda: self._sdk.fine_tuning.jobs.cancel(job_id=job_id),
+            refusal_is_expected=True,
+        )
+        return _job_snapshot(job)
+
+    # ---- plumbing ----------------------------------------------------------------------------
+    def _chat_options(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        for key, value in parameters.items():
+            name = _PARAMETER_ALIASES.get(key, key)
+            if name not in _CHAT_PARAMETERS:
+                raise UnsupportedParameterError(
+                    f"provider '{self.name}' (Mistral) does not take chat parameter '{key}'; "
+                    f"supported: {', '.join(sorted(_CHAT_PARAMETERS | set(_PARAMETER_ALIASES)))}",
+                    provider=self.name,
+                )
+            if value is not None:
+                options[name] = value
+        return options
+
+    def _call(
+        self, operation: str, request: Callable[[], T], *, model: str | None = None, refusal_is_expected: bool = False
+    ) -> T:
+        try:
+            with self._gate.admit():
+                return request()
+        except ProviderError:
+            raise
+        except sdk_models.ResponseValidationError as error:
+            if 200 <= error.status_code < 300:
+                raise PermanentProviderError(
+                    f"provider '{self.name}' answered {operation} with a shape the SDK cannot read: {error.message}",
+                    provider=self.name,
+                    status_code=error.status_code,
+                    provider_answer=error.body,
+                ) from error
+            raise self._error_from_answer(error, operation, model, refusal_is_expected) from error
+        except sdk_models.MistralError as error:
+            raise self._error_from_answer(error, operation, model, refusal_is_expected) from error
+        except httpx.TimeoutException as error:
+            raise TransientProviderError(
+                f"provider '{self.name}' timed out after {self.settings.timeout_seconds:g}s on {operation}",
+                provider=self.name,
+            ) from error
+        except (httpx.TransportError, sdk_models.NoResponseError) as error:
+            raise TransientProviderError(
+                f"cannot reach provider '{self.name}' at {self.settings.base_url or 'the Mistral API'} "
+                f"for {operation}: {error}",
+                provider=self.name,
+            ) from error
+
+    def _error_from_answer(
+        self, error: sdk_models.MistralError, operation: str, model: str | None, refusal_is_expected: bool
+    ) -> ProviderError:
+        return error_from_response(
+            provider=self.name,
+            operation=operation,
+            status_code=error.status_code,
+            body=error.body,
+            retry_after_header=error.headers.get("retry-after"),
+            api_key_env=self.settings.api_key_env,
+            api_key_present=bool(self.settings.api_key),
+            refusal_is_expected=refusal_is_expected,
+            model=model,
+        )
+
+
+def _set(value: Any) -> Any:
+    """The SDK marks absent optional fields with UNSET; Genesis wants None."""
+    return None if isinstance(value, Unset) else value
+
+
+def _timestamp(value: Any) -> datetime:
+    return datetime.fromtimestamp(int(_set(value) or 0), tz=timezone.utc)
+
+
+def _content_text(content: Any) -> str:
+    content = _set(content)
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(str(getattr(chunk, "text", "") or "") for chunk in content)
+
+
+def _model_info(card: Any) -> ModelInfo:
+    fine_tuned = getattr(card, "type", "base") == "fine-tuned"
+    capabilities = getattr(card, "capabilities", None)
+    return ModelInfo(
+        id=card.id,
+        fine_tuned=fine_tuned,
+        base_model=getattr(card, "root", None) if fine_tuned else card.id,
+        job_id=getattr(card, "job", None) if fine_tuned else None,
+        fine_tunable=bool(capabilities and capabilities.fine_tuning),
+    )
+
+
+def _uploaded_file(stored: Any) -> UploadedFile:
+    return UploadedFile(
+        id=stored.id,
+        filename=stored.filename,
+        purpose=str(stored.purpose),
+        size_bytes=int(stored.size_bytes),
+        num_lines=_set(stored.num_lines),
+        created_at=_timestamp(stored.created_at),
+    )
+
+
+def _job_snapshot(job: Any) -> FineTuningJobSnapshot:
+    metadata = _set(job.metadata)
+    cost = _set(metadata.cost) if metadata is not None else None
+    hyperparameters = job.hyperparameters.model_dump(mode="json", by_alias=True) if job.hyperparameters else {}
+    return FineTuningJobSnapshot(
+        id=job.id,
+        status=str(job.status),
+        base_model=job.model,
+        fine_tuned_model=_set(job.fine_tuned_model),
+        training_file_ids=list(job.training_files or []),
+        validation_file_ids=list(_set(job.validation_files) or []),
+        hyperparameters={key: value for key, value in hyperparameters.items() if value is not None},
+        suffix=_set(job.suffix),
+        auto_start=bool(job.auto_start),
+        trained_tokens=_set(job.trained_tokens),
+        cost=None if cost is None else Decimal(str(cost)),
+        cost_currency=_set(metadata.cost_currency) if metadata is not None else None,
+        expected_duration_seconds=_set(metadata.expected_duration_seconds) if metadata is not None else None,
+        created_at=_timestamp(job.created_at),
+        modified_at=_timestamp(job.modified_at),
+        events=[
+            JobEvent(name=event.name, created_at=_timestamp(event.created_at), data=dict(_set(event.data) or {}))
+            for event in getattr(job, "events", None) or []
+        ],
+        checkpoints=[
+            JobCheckpoint(
+                step_number=checkpoint.step_number,
+                created_at=_timestamp(checkpoint.created_at),
+                metrics={
+                    "train_loss": _set(checkpoint.metrics.train_loss),
+                    "valid_loss": _set(checkpoint.metrics.valid_loss),
+                    "valid_mean_token_accuracy": _set(checkpoint.metrics.valid_mean_token_accuracy),
+                },
+            )
+            for checkpoint in getattr(job, "checkpoints", None) or []
+        ],
+        raw=job.model_dump(mode="json", by_alias=True),
+    )
