@@ -1,5 +1,59 @@
-"""HTTP endpoints of the costs app, mounted under /api/v1 by genesis/api.py."""
+"""HTTP endpoints of the costs app, mounted under /api/v1 by genesis/api.py.
 
-from ninja import Router
+Agents authenticate with API keys, not as people, so nothing here can override a budget: an override
+needs a user with costs.override_budget (the admin or a command run `--as` that user)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+
+from costs import budgeting, selectors, services
+from models_app.models import Agent
+from models_app.services import ensure_agent_access
 
 router = Router(tags=["costs"])
+
+
+class CostSummaryOut(Schema):
+    budget_usd: str = Field(..., description='Decimal string, e.g. "30.00"')
+    spent_usd: str = Field(..., description="Decimal string: the exact ledger amount, at least two decimals")
+    percent: float = Field(..., description="spent / budget × 100, two decimals")
+    thresholds_crossed: list[int] = Field(..., description="Thresholds (percent) the current period's spend has reached")
+    by_agent: dict[str, str]
+    by_operation: dict[str, str]
+
+
+@router.get("/costs/summary", response=CostSummaryOut, summary="Spend against a budget, by agent and operation")
+def costs_summary(request: HttpRequest, budget: str = "default"):  # type: ignore[no-untyped-def]
+    """`?budget=NAME` picks another budget than `default` (the one seed_demo makes)."""
+    selected = selectors.budget_by_name(name=budget)
+    if selected.agent_id is not None:
+        # A budget of one agent is that agent's business.
+        ensure_agent_access(principal=request.auth, agent_slug=selected.agent.slug)
+    return selectors.cost_summary(budget=selected)
+
+
+class BudgetCheckIn(Schema):
+    agent: str
+    estimate_usd: Decimal = Field(..., ge=0, description="What the work is expected to cost, in dollars.")
+
+
+class BudgetCheckOut(Schema):
+    allowed: bool
+    estimate_usd: str
+    budgets_checked: list[str]
+
+
+@router.post(
+    "/costs/budget-check",
+    response=BudgetCheckOut,
+    summary="Ask before starting paid work: 200 if the estimate fits every hard-limit budget, else 409",
+)
+def costs_budget_check(request: HttpRequest, payload: BudgetCheckIn):  # type: ignore[no-untyped-def]
+    ensure_agent_access(principal=request.auth, agent_slug=payload.agent)
+    agent = Agent.objects.get(slug=payload.agent)
+    check = services.budget_check(agent=agent, estimate_usd=payload.estimate_usd, actor=None)
+    return {"allowed": True, "estimate_usd": budgeting.money_str(check.estimate_usd), "budgets_checked": check.checked}

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class CostsConfig(AppConfig):
     name = "costs"
     verbose_name = "Costs and budgets"
+
+    def ready(self) -> None:
+        from costs.metrics import register_collector
+
+        register_collector()

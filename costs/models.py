@@ -1,3 +1,253 @@
-"""Tables of the costs app (see its issue)."""
+"""Tables of the costs app: prices, the append-only ledger, budgets with their alerts and overrides,
+and cost reports. Every write goes through costs/services.py; rows hold no business logic.
 
-from django.db import models  # noqa: F401
+The ledger is append-only at three levels: the services never update or delete an entry (a
+correction is a reversing entry), the admin offers neither, and on PostgreSQL a trigger refuses any
+UPDATE or DELETE of a row (migration 0002).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from simple_history.models import HistoricalRecords
+
+from costs.pricing import DEFAULT_FINE_TUNING_MINIMUM_USD, DEFAULT_STORAGE_USD_PER_MONTH
+
+# Dollars per million tokens can be fractions of a cent ($0.25 / 1M); ledger amounts are kept in
+# micro-dollars (costs/pricing.py, LEDGER_QUANTUM).
+RATE = {"max_digits": 12, "decimal_places": 6}
+LEDGER_MONEY = {"max_digits": 16, "decimal_places": 6}
+BUDGET_MONEY = {"max_digits": 12, "decimal_places": 2}
+
+
+class Operation(models.TextChoices):
+    FINE_TUNING = "fine_tuning", "Fine-tuning"
+    BENCHMARK = "benchmark", "Benchmark"
+    INFERENCE = "inference", "Inference"
+    STORAGE = "storage", "Storage"
+    MANUAL = "manual", "Manual"
+
+
+class PriceTable(models.Model):
+    """One version of one model's prices, in force from `effective_from` until the model's next
+    version. A fine-tuned `ft:<base>:…` model without rows of its own is priced as its base."""
+
+    model = models.CharField(max_length=200, db_index=True, help_text="Provider model id, e.g. open-mistral-7b.")
+    effective_from = models.DateField()
+    input_usd_per_million = models.DecimalField(**RATE, validators=[MinValueValidator(Decimal(0))])
+    output_usd_per_million = models.DecimalField(**RATE, validators=[MinValueValidator(Decimal(0))])
+    training_usd_per_million = models.DecimalField(
+        **RATE, null=True, blank=True, validators=[MinValueValidator(Decimal(0))],
+        help_text="Fine-tuning training tokens; empty when the model cannot be fine-tuned or the price is unknown.",
+    )
+    fine_tuning_minimum_usd = models.DecimalField(
+        **RATE, default=DEFAULT_FINE_TUNING_MINIMUM_USD, validators=[MinValueValidator(Decimal(0))],
+        help_text="Minimum fee per fine-tuning job.",
+    )
+    storage_usd_per_month = models.DecimalField(
+        **RATE, default=DEFAULT_STORAGE_USD_PER_MONTH, validators=[MinValueValidator(Decimal(0))],
+        help_text="Monthly storage fee per fine-tuned model.",
+    )
+    source = models.CharField(max_length=500, help_text="Where the prices were read: a URL or document.")
+    source_date = models.DateField(help_text="When the source was read.")
+    note = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        verbose_name = "price"
+        constraints = [models.UniqueConstraint(fields=["model", "effective_from"], name="one_price_version_per_model_and_date")]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from.isoformat()}"
+
+
+class CostEntry(models.Model):
+    """One line of the ledger. Never changed: a correction is another entry with the opposite amount
+    (`reverses`). The idempotency key makes a retried task or a repeated request charge once."""
+
+    amount_usd = models.DecimalField(**LEDGER_MONEY)
+    agent = models.ForeignKey("models_app.Agent", on_delete=models.PROTECT, related_name="cost_entries")
+    operation = models.CharField(max_length=16, choices=Operation.choices)
+    model = models.CharField(max_length=200, blank=True)
+    tokens = models.BigIntegerField(null=True, blank=True, help_text="All tokens the entry paid for.")
+    input_tokens = models.BigIntegerField(null=True, blank=True)
+    output_tokens = models.BigIntegerField(null=True, blank=True)
+    # What caused the charge: a row (content type + id) when there is one, and/or a free-form source.
+    source_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    source_id = models.CharField(max_length=64, blank=True)
+    source_object = GenericForeignKey("source_type", "source_id")
+    source = models.CharField(max_length=300, blank=True, help_text="e.g. 'track_costs --log', 'outcome evt-42'.")
+    occurred_at = models.DateTimeField(db_index=True)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    note = models.TextField(blank=True)
+    reverses = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversal",
+        help_text="The entry this one cancels.",
+    )
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        verbose_name = "cost entry"
+        verbose_name_plural = "cost entries"
+        indexes = [
+            models.Index(fields=["agent", "occurred_at"], name="costs_entry_agent_time"),
+            models.Index(fields=["source_type", "source_id"], name="costs_entry_source"),
+        ]
+        constraints = [
+            # Only a reversal may be negative; anything else that lowers spend would hide it.
+            models.CheckConstraint(
+                condition=Q(amount_usd__gte=0) | Q(reverses__isnull=False), name="only_reversals_are_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.amount_usd} USD {self.operation} {self.agent_id}"
+
+
+class CostDashboard(CostEntry):
+    """No table: puts the cost dashboard on the admin index next to the ledger (costs/admin.py)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "cost dashboard"
+        verbose_name_plural = "cost dashboard"
+
+
+class BudgetPeriod(models.TextChoices):
+    TOTAL = "total", "Total (never resets)"
+    MONTHLY = "monthly", "Monthly"
+    DAILY = "daily", "Daily"
+
+
+class Severity(models.TextChoices):
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"
+    EMERGENCY = "emergency", "Emergency"
+
+
+class Budget(models.Model):
+    """A spending limit for all agents or one, per period, with alert thresholds and an optional
+    hard limit that refuses paid work which would not fit."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    amount_usd = models.DecimalField(**BUDGET_MONEY, validators=[MinValueValidator(Decimal(0))])
+    period = models.CharField(max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.TOTAL)
+    agent = models.ForeignKey(
+        "models_app.Agent", null=True, blank=True, on_delete=models.PROTECT, related_name="budgets",
+        help_text="Empty: the budget covers all agents.",
+    )
+    thresholds = models.JSONField(
+        default=list, help_text='Alert thresholds: [{"percent": 25, "severity": "warning"}, …].'
+    )
+    hard_limit = models.BooleanField(default=True, help_text="Refuse paid work whose estimate does not fit.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("override_budget", "Can start paid work over a hard budget limit, giving a reason")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BudgetAlert(models.Model):
+    """A threshold crossed in one period of one budget. The unique constraint, together with the
+    budget row lock taken while it is created, makes it exactly once."""
+
+    class Delivery(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed (gave up)"
+
+    budget = models.ForeignKey(Budget, on_delete=models.PROTECT, related_name="alerts")
+    period_key = models.CharField(max_length=10, help_text="'total', 'YYYY-MM' or 'YYYY-MM-DD'.")
+    period_start = models.DateTimeField(null=True, blank=True)
+    threshold_percent = models.PositiveSmallIntegerField()
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    budget_usd = models.DecimalField(**BUDGET_MONEY, help_text="The budget's amount when it was crossed.")
+    spent_usd = models.DecimalField(**LEDGER_MONEY, help_text="Spend in the period when it was crossed.")
+    triggered_by = models.ForeignKey(CostEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivery = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.PENDING)
+    delivery_attempts = models.PositiveSmallIntegerField(default=0)
+    deliveries = models.JSONField(default=dict, blank=True, help_text="Per channel: 'ok' or the failure.")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget", "period_key", "threshold_percent"], name="one_alert_per_budget_period_threshold"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget.name} {self.period_key} {self.threshold_percent} % ({self.severity})"
+
+
+class BudgetOverride(models.Model):
+    """Paid work started over a hard limit: who allowed it, why, and the numbers they saw."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.PROTECT, related_name="overrides")
+    agent = models.ForeignKey("models_app.Agent", on_delete=models.PROTECT, related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField()
+    estimate_usd = models.DecimalField(**LEDGER_MONEY)
+    budget_usd = models.DecimalField(**BUDGET_MONEY)
+    spent_usd = models.DecimalField(**LEDGER_MONEY)
+    period_key = models.CharField(max_length=10)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.budget.name}: {self.estimate_usd} USD by {self.actor} ({self.created_at:%Y-%m-%d})"
+
+
+class CostReport(models.Model):
+    """A report is a background job: a row that moves pending → running → succeeded | failed."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    schedule_key = models.CharField(
+        max_length=40, null=True, blank=True, unique=True,
+        help_text="'daily:YYYY-MM-DD' for the beat-made report, so a repeated beat makes one report a day.",
+    )
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    as_of = models.DateTimeField(null=True, blank=True, help_text="Entries recorded up to this moment are included.")
+    entry_count = models.PositiveIntegerField(null=True, blank=True)
+    total_usd = models.DecimalField(**LEDGER_MONEY, null=True, blank=True)
+    markdown = models.TextField(blank=True)
+    csv = models.TextField(blank=True)
+    deliveries = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"cost report #{self.pk} ({self.status})"

@@ -1,0 +1,369 @@
+"""Admin pages of the costs app. Every button and form calls a service; the ledger can be read,
+added to and reversed here, never edited or deleted. The cost dashboard is the changelist of the
+CostDashboard proxy, so it sits on the admin index next to the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from simple_history.admin import SimpleHistoryAdmin
+
+from costs import budgeting, charts, selectors
+from costs.models import Budget, BudgetAlert, BudgetOverride, CostDashboard, CostEntry, CostReport, Operation, PriceTable
+from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
+from genesis.errors import DomainError
+
+
+class ReadOnlyAdminMixin:
+    """Rows written only by services (alerts, overrides, reports): viewable, never edited here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- prices ------------------------------------------------------------------------------------------------
+
+
+@admin.register(PriceTable)
+class PriceTableAdmin(SimpleHistoryAdmin):
+    list_display = ("model", "effective_from", "input_usd_per_million", "output_usd_per_million",
+                    "training_usd_per_million", "fine_tuning_minimum_usd", "storage_usd_per_month", "source_date")
+    list_filter = ("model",)
+    search_fields = ("model", "source")
+    fields = ("model", "effective_from", "input_usd_per_million", "output_usd_per_million", "training_usd_per_million",
+              "fine_tuning_minimum_usd", "storage_usd_per_month", "source", "source_date", "note", "created_by", "created_at")
+    readonly_fields = ("created_by", "created_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: PriceTable | None = None):  # type: ignore[no-untyped-def]
+        # A version is identified by model and date; a price change is a new version.
+        return (*self.readonly_fields, "model", "effective_from") if obj else self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # costs already computed from a version stay explained by it
+
+    def save_model(self, request: HttpRequest, obj: PriceTable, form: forms.ModelForm, change: bool) -> None:
+        saved = price_upsert(
+            model=obj.model, effective_from=obj.effective_from, input_usd_per_million=obj.input_usd_per_million,
+            output_usd_per_million=obj.output_usd_per_million, training_usd_per_million=obj.training_usd_per_million,
+            fine_tuning_minimum_usd=obj.fine_tuning_minimum_usd, storage_usd_per_month=obj.storage_usd_per_month,
+            source=obj.source, source_date=obj.source_date, note=obj.note, actor=request.user,
+        )
+        obj.pk = saved.pk
+
+
+# --- the ledger ----------------------------------------------------------------------------------------------
+
+
+class CostEntryAddForm(forms.ModelForm):
+    amount_usd = forms.DecimalField(min_value=Decimal(0), decimal_places=6, max_digits=16, label="Amount (USD)")
+
+    class Meta:
+        model = CostEntry
+        fields = ("agent", "operation", "amount_usd", "model", "tokens", "note")
+
+
+class ReverseForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="Kept on the reversing entry.")
+
+
+@admin.register(CostEntry)
+class CostEntryAdmin(admin.ModelAdmin):
+    list_display = ("id", "occurred_at", "agent", "operation", "model", "amount_usd", "tokens", "source", "actor", "reverses")
+    list_filter = ("operation", "agent", "occurred_at")
+    search_fields = ("idempotency_key", "model", "source", "note", "agent__slug")
+    date_hierarchy = "occurred_at"
+    list_select_related = ("agent", "actor")
+    readonly = ("id", "amount_usd", "agent", "operation", "model", "tokens", "input_tokens", "output_tokens", "source",
+                "source_link", "occurred_at", "recorded_at", "actor", "idempotency_key", "note", "reverses", "reversal_link")
+
+    def get_form(self, request, obj=None, **kwargs):  # type: ignore[no-untyped-def]
+        if obj is None:
+            kwargs["form"] = CostEntryAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return self.readonly if obj else ("agent", "operation", "amount_usd", "model", "tokens", "note")
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return self.readonly if obj else ()
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # append-only
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # append-only: reverse instead
+
+    def save_model(self, request: HttpRequest, obj: CostEntry, form: forms.ModelForm, change: bool) -> None:
+        data = form.cleaned_data
+        entry = cost_record(
+            agent=data["agent"], operation=data["operation"], amount_usd=data["amount_usd"], model=data.get("model") or "",
+            tokens=data.get("tokens"), note=data.get("note") or "", actor=request.user, source="admin",
+            idempotency_key=f"admin:{uuid.uuid4()}",
+        )
+        obj.pk = entry.pk
+
+    @admin.display(description="caused by")
+    def source_link(self, entry: CostEntry) -> str:
+        if entry.source_type_id is None:
+            return "—"
+        target = entry.source_object
+        label = f"{entry.source_type.name} #{entry.source_id}"
+        if target is None:
+            return f"{label} (gone)"
+        try:
+            url = reverse(f"admin:{entry.source_type.app_label}_{entry.source_type.model}_change", args=[entry.source_id])
+        except Exception:  # noqa: BLE001 - not every model has an admin page
+            return str(target)
+        return format_html('<a href="{}">{}</a>', url, target)
+
+    @admin.display(description="reversal")
+    def reversal_link(self, entry: CostEntry) -> str:
+        reversal = CostEntry.objects.filter(reverses=entry).first()
+        if reversal is not None:
+            url = reverse("admin:costs_costentry_change", args=[reversal.pk])
+            return format_html('reversed by <a href="{}">#{}</a>', url, reversal.pk)
+        if entry.reverses_id is not None:
+            return "—"
+        url = reverse("admin:costs_costentry_reverse", args=[entry.pk])
+        return format_html('<a class="button" href="{}">Reverse this entry…</a>', url)
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path("<int:pk>/reverse/", self.admin_site.admin_view(self.reverse_view), name="costs_costentry_reverse"),
+            *super().get_urls(),
+        ]
+
+    def reverse_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        entry = get_object_or_404(CostEntry.objects.select_related("agent"), pk=pk)
+        if not self.has_add_permission(request):
+            raise DjangoPermissionDenied
+        form = ReverseForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                reversal = cost_entry_reverse(entry=entry, actor=request.user, reason=form.cleaned_data["reason"])
+            except DomainError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"entry #{entry.pk} reversed by #{reversal.pk}")
+                return HttpResponseRedirect(reverse("admin:costs_costentry_change", args=[reversal.pk]))
+        context = {**self.admin_site.each_context(request), "title": f"Reverse cost entry #{entry.pk}", "entry": entry,
+                   "form": form, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/costs/costentry/reverse.html", context)
+
+
+# --- budgets ------------------------------------------------------------------------------------------------------
+
+
+class BudgetForm(forms.ModelForm):
+    thresholds = forms.CharField(
+        help_text="Percent and severity (warning, critical, emergency), e.g. '25 warning, 50 critical, 83 emergency'.",
+    )
+    reason = forms.CharField(required=False, help_text="Why the budget changes (kept in its history).")
+
+    class Meta:
+        model = Budget
+        fields = ("name", "amount_usd", "period", "agent", "thresholds", "hard_limit", "active")
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        from django.conf import settings
+
+        current = self.instance.thresholds if self.instance.pk else budgeting.default_thresholds(settings.BUDGET_THRESHOLDS)
+        self.initial["thresholds"] = ", ".join(f"{t.percent} {t.severity}" for t in budgeting.parse_thresholds(current))
+
+    def clean_thresholds(self) -> list[dict[str, object]]:
+        try:
+            return [t.as_dict() for t in budgeting.parse_thresholds(self.cleaned_data["thresholds"])]
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+@admin.register(Budget)
+class BudgetAdmin(SimpleHistoryAdmin):
+    form = BudgetForm
+    list_display = ("name", "scope", "period", "amount_usd", "spent", "used", "hard_limit", "active")
+    list_filter = ("period", "hard_limit", "active")
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return ("name",) if obj else ()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # deactivate instead; alerts and overrides refer to it
+
+    @admin.display(description="scope")
+    def scope(self, budget: Budget) -> str:
+        return budget.agent.slug if budget.agent_id else "all agents"
+
+    @admin.display(description="spent (current period)")
+    def spent(self, budget: Budget) -> str:
+        return budgeting.format_usd(selectors.budget_status(budget=budget).spent)
+
+    @admin.display(description="used")
+    def used(self, budget: Budget) -> str:
+        return budgeting.format_percent(selectors.budget_status(budget=budget).percent)
+
+    def save_model(self, request: HttpRequest, obj: Budget, form: BudgetForm, change: bool) -> None:
+        data = form.cleaned_data
+        try:
+            saved = budget_upsert(
+                name=obj.name, amount_usd=data["amount_usd"], period=data["period"], agent=data.get("agent"),
+                thresholds=data["thresholds"], hard_limit=data["hard_limit"], active=data["active"], actor=request.user,
+                reason=data.get("reason") or "",
+            )
+        except DomainError as exc:
+            messages.error(request, exc.message)
+            return
+        obj.pk = saved.pk
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "budget", "period_key", "threshold_percent", "severity", "spent_usd", "budget_usd",
+                    "delivery", "delivery_attempts")
+    list_filter = ("severity", "delivery", "budget")
+
+
+@admin.register(BudgetOverride)
+class BudgetOverrideAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "budget", "agent", "actor", "estimate_usd", "spent_usd", "budget_usd", "reason")
+    list_filter = ("budget", "agent")
+
+
+# --- reports ---------------------------------------------------------------------------------------------------------
+
+
+@admin.register(CostReport)
+class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "created_at", "schedule_key", "status", "finished_at", "entry_count", "total_usd", "downloads")
+    list_filter = ("status",)
+    exclude = ("markdown", "csv")
+    readonly_fields = ("downloads", "preview")
+    change_list_template = "admin/costs/costreport/change_list.html"
+
+    @admin.display(description="download")
+    def downloads(self, report: CostReport) -> str:
+        if report.status != CostReport.Status.SUCCEEDED:
+            return report.error[:120] if report.error else "—"
+        return format_html(
+            '<a href="{}">markdown</a> · <a href="{}">CSV</a>',
+            reverse("admin:costs_costreport_download", args=[report.pk, "md"]),
+            reverse("admin:costs_costreport_download", args=[report.pk, "csv"]),
+        )
+
+    @admin.display(description="report")
+    def preview(self, report: CostReport) -> str:
+        return format_html("<pre style='white-space: pre-wrap'>{}</pre>", report.markdown or "—")
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path("<int:pk>/download/<str:fmt>/", self.admin_site.admin_view(self.download_view), name="costs_costreport_download"),
+            path("generate/", self.admin_site.admin_view(self.generate_view), name="costs_costreport_generate"),
+            *super().get_urls(),
+        ]
+
+    def download_view(self, request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise DjangoPermissionDenied
+        report = get_object_or_404(CostReport, pk=pk, status=CostReport.Status.SUCCEEDED)
+        content, content_type = {"md": (report.markdown, "text/markdown"), "csv": (report.csv, "text/csv")}.get(fmt, (None, ""))
+        if content is None:
+            raise DjangoPermissionDenied
+        response = HttpResponse(content, content_type=f"{content_type}; charset=utf-8")
+        stamp = (report.as_of or report.created_at).strftime("%Y-%m-%d")
+        response["Content-Disposition"] = f'attachment; filename="genesis-costs-{stamp}-{report.pk}.{fmt}"'
+        return response
+
+    def generate_view(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:costs_costreport_changelist"))
+        try:
+            report = cost_report_request(actor=request.user)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"report #{report.pk} queued; a worker makes it in a moment")
+        return HttpResponseRedirect(reverse("admin:costs_costreport_changelist"))
+
+
+# --- the dashboard -----------------------------------------------------------------------------------------------------
+
+
+@admin.register(CostDashboard)
+class CostDashboardAdmin(admin.ModelAdmin):
+    """The cost dashboard: budget gauge with thresholds, spend over time by agent and by operation,
+    burn rate and projected exhaustion, and the alerts."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("costs.view_costentry")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [path("", self.admin_site.admin_view(self.changelist_view), name="costs_costdashboard_changelist")]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise DjangoPermissionDenied
+        budgets = list(Budget.objects.filter(active=True).select_related("agent").order_by("name"))
+        chosen_name = request.GET.get("budget") or ("default" if any(b.name == "default" for b in budgets) else None)
+        budget = next((b for b in budgets if b.name == chosen_name), budgets[0] if budgets else None)
+        days = 30
+        context: dict[str, Any] = {
+            **self.admin_site.each_context(request),
+            "title": "Cost dashboard",
+            "opts": self.model._meta,
+            "budgets": budgets,
+            "budget": budget,
+            "days": days,
+            "now": timezone.localtime(),
+        }
+        if budget is not None:
+            status = selectors.budget_status(budget=budget)
+            context.update(
+                status=status,
+                spent=budgeting.format_usd(status.spent),
+                limit=budgeting.format_usd(budget.amount_usd),
+                remaining=budgeting.format_usd(status.remaining),
+                percent=budgeting.format_percent(status.percent),
+                burn=budgeting.format_usd(status.projection.burn_usd_per_day),
+                gauge=charts.budget_gauge(percent=status.percent, thresholds=status.thresholds),
+                by_agent_totals=[(k, budgeting.format_usd(v)) for k, v in selectors.spend_by(dimension="agent", budget=budget, period=status.period).items()],
+                by_operation_totals=[(k, budgeting.format_usd(v)) for k, v in selectors.spend_by(dimension="operation", budget=budget, period=status.period).items()],
+                alerts=list(selectors.recent_alerts(budget=budget, limit=20)),
+                overrides=list(BudgetOverride.objects.filter(budget=budget).select_related("agent", "actor")[:10]),
+            )
+        by_agent = selectors.daily_spend(dimension="agent", days=days, budget=budget)
+        by_operation = selectors.daily_spend(dimension="operation", days=days, budget=budget)
+        context.update(
+            agent_chart=charts.stacked_bars(days=by_agent.days, series=by_agent.series),
+            operation_chart=charts.stacked_bars(days=by_operation.days, series=by_operation.series),
+            operations=Operation.choices,
+        )
+        return TemplateResponse(request, "admin/costs/dashboard.html", context)

@@ -1,0 +1,234 @@
+"""Budget arithmetic: periods, thresholds, burn rate and projection, refusal messages. No Django.
+
+Everything here takes plain values (Decimal dollars, aware datetimes) so the rules can be tested for
+all inputs without a database; costs/services.py applies them under a row lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+
+from costs.pricing import CENT
+
+PERIOD_TOTAL = "total"
+PERIOD_MONTHLY = "monthly"
+PERIOD_DAILY = "daily"
+PERIODS = (PERIOD_TOTAL, PERIOD_MONTHLY, PERIOD_DAILY)
+
+SEVERITIES = ("warning", "critical", "emergency")
+
+# Burn rate looks back this far: long enough to smooth one expensive benchmark, short enough to
+# follow a change of pace.
+BURN_RATE_WINDOW = timedelta(days=7)
+
+
+@dataclass(frozen=True, order=True)
+class Threshold:
+    percent: int
+    severity: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"percent": self.percent, "severity": self.severity}
+
+
+def default_thresholds(percents: list[int]) -> list[Threshold]:
+    """25/50/83 → warning/critical/emergency; any further threshold is an emergency too."""
+    ordered = sorted(set(percents))
+    return [Threshold(percent, SEVERITIES[min(index, len(SEVERITIES) - 1)]) for index, percent in enumerate(ordered)]
+
+
+def parse_thresholds(raw: object) -> list[Threshold]:
+    """Thresholds from the stored JSON (`[{"percent": 25, "severity": "warning"}, …]`) or from text a
+    person typed (`25 warning, 50 critical, 83 emergency`; a bare `25, 50, 83` gets default severities).
+    Raises ValueError naming the bad part."""
+    if isinstance(raw, str):
+        parts = [part.strip() for part in raw.replace(";", ",").split(",") if part.strip()]
+        items: list[object] = []
+        for part in parts:
+            words = part.replace(":", " ").replace("%", " ").split()
+            if len(words) == 1:
+                items.append({"percent": words[0]})
+            elif len(words) == 2:
+                items.append({"percent": words[0], "severity": words[1]})
+            else:
+                raise ValueError(f"'{part}': write a percent and a severity, e.g. '25 warning'")
+        raw = items
+    if not isinstance(raw, list | tuple):
+        raise ValueError("thresholds must be a list")
+    percents: list[int] = []
+    severities: dict[int, str | None] = {}
+    for item in raw:
+        if isinstance(item, Threshold):
+            item = item.as_dict()
+        if isinstance(item, int | str):
+            item = {"percent": item}
+        if not isinstance(item, dict) or "percent" not in item:
+            raise ValueError(f"{item!r}: each threshold needs a percent")
+        try:
+            percent = int(str(item["percent"]).strip())
+        except ValueError:
+            raise ValueError(f"'{item['percent']}': a threshold is a whole percent, e.g. 25") from None
+        if not 1 <= percent <= 1000:
+            raise ValueError(f"{percent}: a threshold is a percent between 1 and 1000")
+        if percent in severities:
+            raise ValueError(f"{percent} %: listed twice")
+        severity = item.get("severity")
+        if severity is not None and severity not in SEVERITIES:
+            raise ValueError(f"'{severity}': severity is one of {', '.join(SEVERITIES)}")
+        percents.append(percent)
+        severities[percent] = severity
+    defaults = {threshold.percent: threshold.severity for threshold in default_thresholds(percents)}
+    return sorted(Threshold(percent, severities[percent] or defaults[percent]) for percent in percents)
+
+
+@dataclass(frozen=True)
+class Period:
+    key: str  # "total", "2026-11" or "2026-11-25": one alert per (budget, key, threshold)
+    start: datetime | None
+    end: datetime | None  # exclusive
+
+    @property
+    def label(self) -> str:
+        return "all time" if self.key == PERIOD_TOTAL else self.key
+
+
+def period_containing(period: str, at: datetime) -> Period:
+    """The budget period that contains `at`, in `at`'s own time zone."""
+    if period == PERIOD_TOTAL:
+        return Period(PERIOD_TOTAL, None, None)
+    if period == PERIOD_MONTHLY:
+        start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        return Period(start.strftime("%Y-%m"), start, end)
+    if period == PERIOD_DAILY:
+        start = at.replace(hour=0, minute=0, second=0, microsecond=0)
+        # Add a day by calendar, not 24 h, so a DST change does not shift the boundary.
+        end = (start + timedelta(days=1, hours=12)).replace(hour=0)
+        return Period(start.strftime("%Y-%m-%d"), start, end)
+    raise ValueError(f"period '{period}' is not one of {', '.join(PERIODS)}")
+
+
+def percent_used(*, spent: Decimal, limit: Decimal) -> Decimal:
+    if limit <= 0:
+        return Decimal(0) if spent <= 0 else Decimal("Infinity")
+    return spent * 100 / limit
+
+
+def thresholds_reached(*, spent: Decimal, limit: Decimal, thresholds: list[Threshold]) -> list[Threshold]:
+    """The thresholds `spent` has reached (spent ≥ percent % of limit), compared exactly in Decimal."""
+    if limit <= 0:
+        return list(thresholds) if spent > 0 else []
+    return [threshold for threshold in thresholds if spent * 100 >= limit * threshold.percent]
+
+
+def format_usd(amount: Decimal) -> str:
+    sign = "-" if amount < 0 else ""
+    return f"{sign}${abs(amount).quantize(CENT, rounding=ROUND_HALF_UP):,.2f}"
+
+
+def format_percent(value: Decimal) -> str:
+    """91 → "91 %", 96.666… → "96.6 %" (rounded down, so a threshold is never shown as reached early)."""
+    if value.is_infinite():
+        return "∞ %"
+    shown = value.quantize(Decimal("0.1"), rounding=ROUND_DOWN)
+    text = f"{shown:f}".removesuffix(".0")
+    return f"{text} %"
+
+
+def money_str(amount: Decimal) -> str:
+    """Money for JSON: exact (the ledger's micro-dollars), at least two decimals: 7.5 → "7.50",
+    0.000025 → "0.000025"."""
+    exact = amount.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
+    if exact == exact.to_integral_value() or -exact.as_tuple().exponent < 2:
+        return f"{exact.quantize(CENT):f}"
+    return f"{exact:f}"
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    budget: str
+    limit: Decimal
+    spent: Decimal
+    estimate: Decimal
+    period: Period
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.limit - self.spent, Decimal(0))
+
+
+def estimate_shortfall(*, budget: str, limit: Decimal, spent: Decimal, estimate: Decimal, period: Period) -> Shortfall | None:
+    """A Shortfall when the estimate does not fit in what is left of the budget, else None."""
+    if estimate <= max(limit - spent, Decimal(0)):
+        return None
+    return Shortfall(budget=budget, limit=limit, spent=spent, estimate=estimate, period=period)
+
+
+def refusal_message(shortfall: Shortfall, *, override_permission: str) -> str:
+    period = "" if shortfall.period.key == PERIOD_TOTAL else f" for {shortfall.period.label}"
+    percent = format_percent(percent_used(spent=shortfall.spent, limit=shortfall.limit))
+    return (
+        f"budget '{shortfall.budget}' is at {percent} of {format_usd(shortfall.limit)}{period} "
+        f"({format_usd(shortfall.spent)} spent); this run needs an estimated {format_usd(shortfall.estimate)} "
+        f"but only {format_usd(shortfall.remaining)} is left — raise the budget or pass an override reason "
+        f"as a user with {override_permission}"
+    )
+
+
+@dataclass(frozen=True)
+class Projection:
+    spent: Decimal
+    limit: Decimal
+    remaining: Decimal
+    burn_usd_per_day: Decimal
+    window_days: Decimal
+    exhausted: bool
+    exhaustion_at: datetime | None  # None: no spending, so no exhaustion in sight
+    within_period: bool  # False when the money outlasts the period (it resets first)
+
+
+def project_exhaustion(
+    *,
+    spent: Decimal,
+    limit: Decimal,
+    window_spend: Decimal,
+    window_start: datetime,
+    now: datetime,
+    period_end: datetime | None,
+) -> Projection:
+    """Burn rate = spend in the window / the window's length in days (at least one day, so a first
+    expensive hour is not extrapolated to a full day twenty-four times). Exhaustion = now + what is
+    left / burn rate."""
+    window_days = max(Decimal(str((now - window_start).total_seconds())) / Decimal(86400), Decimal(1))
+    burn = max(window_spend, Decimal(0)) / window_days
+    remaining = limit - spent
+    exhausted = remaining <= 0
+    exhaustion_at: datetime | None
+    if exhausted:
+        exhaustion_at = now
+    elif burn > 0:
+        exhaustion_at = now + timedelta(days=float(remaining / burn))
+    else:
+        exhaustion_at = None
+    within = exhaustion_at is not None and (period_end is None or exhaustion_at < period_end)
+    return Projection(
+        spent=spent,
+        limit=limit,
+        remaining=max(remaining, Decimal(0)),
+        burn_usd_per_day=burn,
+        window_days=window_days,
+        exhausted=exhausted,
+        exhaustion_at=exhaustion_at,
+        within_period=within,
+    )
+
+
+def burn_window_start(*, now: datetime, period_start: datetime | None, first_entry_at: datetime | None) -> datetime:
+    """The burn-rate window starts a week ago, or at the period start or first entry if later."""
+    start = now - BURN_RATE_WINDOW
+    for candidate in (period_start, first_entry_at):
+        if candidate is not None and candidate > start:
+            start = candidate
+    return min(start, now)

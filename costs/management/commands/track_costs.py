@@ -1,0 +1,118 @@
+"""`track_costs --report [--format md|csv|json] [--out FILE]` prints (or writes) the ledger report;
+`track_costs --log --agent A --operation OP --cost USD [--tokens N] [--model M] [--note T]` records an
+entry. Exit 0 done, 1 refused by the service, 2 usage error (unknown agent, bad number, …)."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from costs import budgeting, reports, selectors
+from costs.models import Operation
+from costs.services import cost_record
+from genesis.errors import DomainError, InvalidInput
+from models_app.models import Agent
+
+LOG_ONLY = ("agent", "operation", "cost", "tokens", "model", "note", "key")
+
+
+def usage_error(message: str) -> CommandError:
+    return CommandError(message, returncode=2)
+
+
+class Command(BaseCommand):
+    help = "The cost ledger: print a report (--report) or record an entry by hand (--log)."
+
+    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+        mode = parser.add_mutually_exclusive_group(required=True)
+        mode.add_argument("--report", action="store_true", help="print the ledger report")
+        mode.add_argument("--log", action="store_true", help="record one cost entry")
+        parser.add_argument("--format", choices=reports.FORMATS, help="report format (default md)")
+        parser.add_argument("--out", metavar="FILE", help="write the report to FILE instead of stdout")
+        parser.add_argument("--agent", metavar="A", help="agent slug, e.g. qa_agent")
+        parser.add_argument("--operation", metavar="OP", help=f"one of {', '.join(Operation.values)}")
+        parser.add_argument("--cost", metavar="USD", help="amount in dollars, e.g. 2.50")
+        parser.add_argument("--tokens", metavar="N", help="tokens the cost paid for")
+        parser.add_argument("--model", metavar="M", default="", help="model id")
+        parser.add_argument("--note", metavar="T", default="", help="why")
+        parser.add_argument("--key", metavar="K", help="idempotency key (default: a new one); the same key records once")
+        parser.add_argument("--as", dest="username", metavar="USERNAME", help="record as this user (default: the system)")
+
+    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        if options["report"]:
+            given = [f"--{name}" for name in LOG_ONLY if options.get(name) not in (None, "")]
+            if given:
+                raise usage_error(f"{', '.join(given)}: only with --log")
+            self.report(fmt=options["format"] or "md", out=options["out"])
+        else:
+            if options["format"] or options["out"]:
+                raise usage_error("--format and --out go with --report, not --log")
+            self.log(options)
+
+    def report(self, *, fmt: str, out: str | None) -> None:
+        data = selectors.cost_report_data()
+        text = reports.render(data, fmt=fmt)
+        if out is None:
+            self.stdout.write(text, ending="")
+            return
+        try:
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise usage_error(f"--out {out}: cannot write ({exc.strerror})") from None
+        self.stdout.write(
+            f"wrote the {fmt} report to {out}: {budgeting.format_usd(data.total)} over {data.entry_count} entries"
+        )
+
+    def log(self, options: dict) -> None:  # type: ignore[type-arg]
+        missing = [f"--{name}" for name in ("agent", "operation", "cost") if not options.get(name)]
+        if missing:
+            raise usage_error(f"--log needs {', '.join(missing)}")
+        agent = Agent.objects.filter(slug=options["agent"]).first()
+        if agent is None:
+            known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
+            raise usage_error(f"--agent: unknown agent '{options['agent']}'; known agents: {known}")
+        if options["operation"] not in Operation.values:
+            raise usage_error(f"--operation: '{options['operation']}' is not one of {', '.join(Operation.values)}")
+        try:
+            cost = Decimal(options["cost"])
+        except InvalidOperation:
+            raise usage_error(f"--cost: '{options['cost']}' is not a number of dollars, e.g. 2.50") from None
+        if not cost.is_finite() or cost < 0:
+            raise usage_error(f"--cost: '{options['cost']}' must be zero or more (correct an entry by reversing it in the admin)")
+        tokens = None
+        if options["tokens"] is not None:
+            try:
+                tokens = int(options["tokens"])
+            except ValueError:
+                raise usage_error(f"--tokens: '{options['tokens']}' is not a whole number") from None
+            if tokens < 0:
+                raise usage_error("--tokens: cannot be negative")
+        actor = None
+        if options["username"]:
+            actor = get_user_model().objects.filter(username=options["username"]).first()
+            if actor is None:
+                raise usage_error(f"--as: no user '{options['username']}'")
+        try:
+            entry = cost_record(
+                agent=agent, operation=options["operation"], amount_usd=cost, tokens=tokens, model=options["model"],
+                note=options["note"], actor=actor, source="track_costs --log",
+                idempotency_key=options["key"] or f"manual:{uuid.uuid4()}",
+            )
+        except InvalidInput as exc:
+            raise usage_error(exc.message) from None
+        except DomainError as exc:
+            raise CommandError(exc.message, returncode=1) from None
+        self.stdout.write(
+            f"recorded entry #{entry.pk}: {budgeting.format_usd(entry.amount_usd)} {entry.operation} for {agent.slug}"
+        )
+        for budget in selectors.budgets_covering(agent_id=agent.pk):
+            status = selectors.budget_status(budget=budget)
+            reached = ", ".join(f"{t.percent} %" for t in status.reached) or "none"
+            self.stdout.write(
+                f"budget '{budget.name}': {budgeting.format_usd(status.spent)} of {budgeting.format_usd(budget.amount_usd)} "
+                f"({budgeting.format_percent(status.percent)}; thresholds reached: {reached})"
+            )

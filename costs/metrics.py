@@ -1,0 +1,96 @@
+"""Prometheus metrics of the costs app, computed from the database when /metrics is scraped.
+
+Why at scrape time and not counters bumped by the services: the web runs as several gunicorn
+processes and the ledger is also written by Celery workers, so an in-process counter would only see
+its own process's share (and reset on restart). The ledger is the source of truth; one grouped query
+per scrape reads it. Counters stay monotonic because charges and reversals are exported apart.
+
+- genesis_cost_usd_total{agent,operation}            counter: charges (positive entries)
+- genesis_cost_reversed_usd_total{agent,operation}   counter: reversals (as positive amounts);
+  net spend = charges − reversals
+- genesis_budget_limit_usd{budget}, genesis_budget_spent_usd{budget}   gauges, current period
+- genesis_budget_used_ratio{budget}                   gauge: spent / limit in the current period
+- genesis_budget_alerts_total{budget,severity}        counter: alerts raised
+- genesis_cost_metrics_up                             1 when the numbers above could be read
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+
+
+def _families() -> dict[str, CounterMetricFamily | GaugeMetricFamily]:
+    return {
+        "cost": CounterMetricFamily("genesis_cost_usd", "Charges on the cost ledger (USD)", labels=["agent", "operation"]),
+        "reversed": CounterMetricFamily(
+            "genesis_cost_reversed_usd", "Reversed charges on the cost ledger (USD)", labels=["agent", "operation"]
+        ),
+        "limit": GaugeMetricFamily("genesis_budget_limit_usd", "Budget amount (USD)", labels=["budget"]),
+        "spent": GaugeMetricFamily("genesis_budget_spent_usd", "Spend in the budget's current period (USD)", labels=["budget"]),
+        "ratio": GaugeMetricFamily("genesis_budget_used_ratio", "Spent / budget in the current period", labels=["budget"]),
+        "alerts": CounterMetricFamily("genesis_budget_alerts", "Budget alerts raised", labels=["budget", "severity"]),
+        "up": GaugeMetricFamily("genesis_cost_metrics_up", "1 if the cost metrics could be read from the database"),
+    }
+
+
+class CostMetricsCollector(Collector):
+    def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        # Registration asks for the names; answer without touching the database.
+        yield from _families().values()
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        families = _families()
+        try:
+            self._fill(families)
+        except Exception as exc:  # noqa: BLE001 - a scrape must still answer when the database does not
+            logger.warning("cost metrics unavailable: %s: %s", type(exc).__name__, exc)
+            up = GaugeMetricFamily("genesis_cost_metrics_up", "1 if the cost metrics could be read from the database")
+            up.add_metric([], 0)
+            yield up
+            return
+        yield from families.values()
+
+    @staticmethod
+    def _fill(families: dict[str, CounterMetricFamily | GaugeMetricFamily]) -> None:
+        from django.db.models import Count, Q, Sum
+
+        from costs.models import Budget, BudgetAlert, CostEntry
+        from costs.selectors import budget_status
+
+        rows = (
+            CostEntry.objects.values("agent__slug", "operation")
+            .annotate(charged=Sum("amount_usd", filter=Q(amount_usd__gt=0)), reversed=Sum("amount_usd", filter=Q(amount_usd__lt=0)))
+            .order_by("agent__slug", "operation")
+        )
+        for row in rows:
+            labels = [row["agent__slug"], row["operation"]]
+            families["cost"].add_metric(labels, float(row["charged"] or 0))
+            families["reversed"].add_metric(labels, float(-(row["reversed"] or 0)))
+        for budget in Budget.objects.filter(active=True).order_by("name"):
+            status = budget_status(budget=budget)
+            families["limit"].add_metric([budget.name], float(budget.amount_usd))
+            families["spent"].add_metric([budget.name], float(status.spent))
+            families["ratio"].add_metric([budget.name], float(status.spent / budget.amount_usd) if budget.amount_usd else 0.0)
+        for row in BudgetAlert.objects.values("budget__name", "severity").annotate(n=Count("id")).order_by("budget__name"):
+            families["alerts"].add_metric([row["budget__name"], row["severity"]], row["n"])
+        families["up"].add_metric([], 1)
+
+
+_collector: CostMetricsCollector | None = None
+
+
+def register_collector() -> None:
+    """Register once per process (AppConfig.ready can run more than once in tests)."""
+    global _collector
+    if _collector is not None:
+        return
+    from prometheus_client import REGISTRY
+
+    _collector = CostMetricsCollector()
+    REGISTRY.register(_collector)

@@ -1,0 +1,105 @@
+"""Where budget alerts and cost reports go: the log (always), email through Django's mail (when
+`alerting.email_to` / GENESIS_ALERT_EMAILS names recipients) and a Slack-compatible webhook (when
+`alerting.slack_webhook` / GENESIS_SLACK_WEBHOOK is set).
+
+`deliver` never raises: a channel that fails is logged and reported back as "failed: …", and the
+caller keeps the alert or report row with that result, so nothing is lost and a later sweep can retry
+only the channels that failed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import requests
+from django.conf import settings
+from django.core.mail import EmailMessage
+
+logger = logging.getLogger("genesis.costs.alerts")
+
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+OK = "ok"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: str
+    mimetype: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    subject: str
+    text: str
+    severity: str = "info"  # warning, critical, emergency for budget alerts
+    attachments: tuple[Attachment, ...] = field(default_factory=tuple)
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, notice: Notice) -> None: ...
+
+
+_LOG_LEVELS = {"warning": logging.WARNING, "critical": logging.ERROR, "emergency": logging.CRITICAL}
+
+
+class LogChannel:
+    name = "log"
+
+    def send(self, notice: Notice) -> None:
+        logger.log(_LOG_LEVELS.get(notice.severity, logging.INFO), "%s — %s", notice.subject, notice.text)
+
+
+class EmailChannel:
+    name = "email"
+
+    def __init__(self, recipients: list[str]) -> None:
+        self.recipients = recipients
+
+    def send(self, notice: Notice) -> None:
+        message = EmailMessage(subject=notice.subject, body=notice.text, to=self.recipients)
+        for attachment in notice.attachments:
+            message.attach(attachment.filename, attachment.content, attachment.mimetype)
+        message.send(fail_silently=False)
+
+
+class SlackWebhookChannel:
+    """POSTs `{"text": …}`, which Slack, Mattermost, Rocket.Chat and Discord's /slack endpoint accept."""
+
+    name = "slack"
+
+    def __init__(self, url: str, timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> None:
+        self.url, self.timeout = url, timeout
+
+    def send(self, notice: Notice) -> None:
+        response = requests.post(self.url, json={"text": f"*{notice.subject}*\n{notice.text}"}, timeout=self.timeout)
+        if response.status_code >= 300:
+            raise RuntimeError(f"webhook answered HTTP {response.status_code}: {response.text[:200]}")
+
+
+def configured_channels() -> list[Channel]:
+    """The channels the settings name, read at call time (the worker and web share the config)."""
+    alerting = settings.GENESIS.alerting
+    channels: list[Channel] = [LogChannel()]
+    if alerting.email_to:
+        channels.append(EmailChannel(list(alerting.email_to)))
+    if alerting.slack_webhook:
+        channels.append(SlackWebhookChannel(alerting.slack_webhook))
+    return channels
+
+
+def deliver(notice: Notice, channels: list[Channel]) -> dict[str, str]:
+    """Send through each channel; return {channel: "ok" | "failed: …"}. Never raises."""
+    results: dict[str, str] = {}
+    for channel in channels:
+        try:
+            channel.send(notice)
+        except Exception as exc:  # noqa: BLE001 - one broken channel must not stop the others
+            logger.error("could not deliver %r through %s: %s: %s", notice.subject, channel.name, type(exc).__name__, exc)
+            results[channel.name] = f"failed: {type(exc).__name__}: {exc}"[:300]
+        else:
+            results[channel.name] = OK
+    return results

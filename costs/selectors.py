@@ -1,0 +1,378 @@
+"""Reads of the costs app: prices in force, spend per budget period, burn rate and projection, the
+summary the API serves, the series the dashboard draws and the data a report is made of.
+
+Money is summed in SQL (Sum over a DecimalField is exact on PostgreSQL) and stays Decimal."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.apps import apps
+from django.contrib.contenttypes.models import ContentType
+from django.db import DatabaseError, transaction
+from django.db.models import Count, DecimalField, Min, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
+
+from costs import budgeting, pricing
+from costs.models import Budget, BudgetAlert, CostEntry, PriceTable
+from genesis.errors import NotFound
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+_MONEY_SUM = DecimalField(max_digits=20, decimal_places=6)
+
+
+def _sum_amount() -> Coalesce:
+    return Coalesce(Sum("amount_usd"), Value(ZERO), output_field=_MONEY_SUM)
+
+
+# --- prices -----------------------------------------------------------------------------------------
+
+
+def _as_price(row: PriceTable) -> pricing.Price:
+    return pricing.Price(
+        model=row.model,
+        effective_from=row.effective_from,
+        input_usd_per_million=row.input_usd_per_million,
+        output_usd_per_million=row.output_usd_per_million,
+        training_usd_per_million=row.training_usd_per_million,
+        fine_tuning_minimum_usd=row.fine_tuning_minimum_usd,
+        storage_usd_per_month=row.storage_usd_per_month,
+    )
+
+
+def price_in_force(*, model: str, on: date | None = None, base_model: str | None = None) -> pricing.Price:
+    """The price that applies to `model` on `on` (today by default); a fine-tuned model without prices
+    of its own gets its base model's. Raises NotFound with what to do."""
+    on = on or timezone.localdate()
+    rows = PriceTable.objects.filter(model__in=pricing.price_candidates(model, base_model), effective_from__lte=on)
+    try:
+        return pricing.resolve_price(model=model, on=on, prices=[_as_price(row) for row in rows], base_model=base_model)
+    except pricing.PriceUnknown as exc:
+        raise NotFound(str(exc)) from None
+
+
+def inference_cost(
+    *, model: str, input_tokens: int, output_tokens: int, on: date | None = None, base_model: str | None = None
+) -> Decimal:
+    """What `input_tokens` + `output_tokens` cost on `model` at the prices in force on `on`."""
+    price = price_in_force(model=model, on=on, base_model=base_model)
+    return pricing.inference_cost(price=price, input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+def fine_tuning_cost(*, model: str, training_tokens: int, on: date | None = None, base_model: str | None = None) -> Decimal:
+    """A fine-tuning job on base `model` over `training_tokens`, never below the minimum fee."""
+    price = price_in_force(model=model, on=on, base_model=base_model)
+    try:
+        return pricing.fine_tuning_cost(price=price, training_tokens=training_tokens)
+    except pricing.PriceUnknown as exc:
+        raise NotFound(str(exc)) from None
+
+
+# --- budgets ------------------------------------------------------------------------------------------
+
+
+def budgets_covering(*, agent_id: int) -> QuerySet[Budget]:
+    """Active budgets that count `agent`'s spend: the all-agents ones and the agent's own, in a fixed
+    order so that services locking several of them never deadlock."""
+    return Budget.objects.filter(active=True).filter(Q(agent__isnull=True) | Q(agent_id=agent_id)).order_by("pk")
+
+
+def entries_in_scope(*, budget: Budget, period: budgeting.Period) -> QuerySet[CostEntry]:
+    entries = CostEntry.objects.all()
+    if budget.agent_id is not None:
+        entries = entries.filter(agent_id=budget.agent_id)
+    if period.start is not None:
+        entries = entries.filter(occurred_at__gte=period.start)
+    if period.end is not None:
+        entries = entries.filter(occurred_at__lt=period.end)
+    return entries
+
+
+def budget_spent(*, budget: Budget, period: budgeting.Period) -> Decimal:
+    return entries_in_scope(budget=budget, period=period).aggregate(total=_sum_amount())["total"]
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    budget: Budget
+    period: budgeting.Period
+    spent: Decimal
+    percent: Decimal
+    thresholds: list[budgeting.Threshold]
+    reached: list[budgeting.Threshold]
+    projection: budgeting.Projection
+
+    @property
+    def limit(self) -> Decimal:
+        return self.budget.amount_usd
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.limit - self.spent, ZERO)
+
+
+def budget_status(*, budget: Budget, now: datetime | None = None) -> BudgetStatus:
+    """Spend in the budget's current period, the thresholds it has reached, burn rate and projection."""
+    now = timezone.localtime(now or timezone.now())
+    period = budgeting.period_containing(budget.period, now)
+    in_period = entries_in_scope(budget=budget, period=period)
+    totals = in_period.aggregate(total=_sum_amount(), first=Min("occurred_at"))
+    spent = totals["total"]
+    thresholds = budgeting.parse_thresholds(budget.thresholds)
+    window_start = budgeting.burn_window_start(now=now, period_start=period.start, first_entry_at=totals["first"])
+    window_spend = in_period.filter(occurred_at__gte=window_start, occurred_at__lte=now).aggregate(total=_sum_amount())["total"]
+    projection = budgeting.project_exhaustion(
+        spent=spent, limit=budget.amount_usd, window_spend=window_spend, window_start=window_start, now=now,
+        period_end=period.end,
+    )
+    return BudgetStatus(
+        budget=budget,
+        period=period,
+        spent=spent,
+        percent=budgeting.percent_used(spent=spent, limit=budget.amount_usd),
+        thresholds=thresholds,
+        reached=budgeting.thresholds_reached(spent=spent, limit=budget.amount_usd, thresholds=thresholds),
+        projection=projection,
+    )
+
+
+def budget_by_name(*, name: str) -> Budget:
+    budget = Budget.objects.select_related("agent").filter(name=name).first()
+    if budget is None:
+        known = ", ".join(Budget.objects.order_by("name").values_list("name", flat=True)) or "none (run seed_demo)"
+        raise NotFound(f"budget '{name}' does not exist; budgets: {known}")
+    return budget
+
+
+def spend_by(*, dimension: str, budget: Budget | None = None, period: budgeting.Period | None = None) -> dict[str, Decimal]:
+    """Spend grouped by `agent`, `operation` or `model`, within a budget's scope and period if given."""
+    field_name = {"agent": "agent__slug", "operation": "operation", "model": "model"}[dimension]
+    entries = CostEntry.objects.all()
+    if budget is not None:
+        entries = entries_in_scope(budget=budget, period=period or budgeting.period_containing(budget.period, timezone.localtime()))
+    rows = entries.values(field_name).annotate(total=_sum_amount()).order_by(field_name)
+    return {row[field_name] or "": row["total"] for row in rows}
+
+
+def cost_summary(*, budget: Budget, now: datetime | None = None) -> dict[str, Any]:
+    """What GET /api/v1/costs/summary answers, exactly the contract's keys: money as exact decimal
+    strings, spend within the budget's scope and current period."""
+    status = budget_status(budget=budget, now=now)
+    percent = status.percent if status.percent.is_finite() else Decimal(100)
+    return {
+        "budget_usd": budgeting.money_str(budget.amount_usd),
+        "spent_usd": budgeting.money_str(status.spent),
+        "percent": float(round(percent, 2)),
+        "thresholds_crossed": [threshold.percent for threshold in status.reached],
+        "by_agent": {k: budgeting.money_str(v) for k, v in spend_by(dimension="agent", budget=budget, period=status.period).items()},
+        "by_operation": {k: budgeting.money_str(v) for k, v in spend_by(dimension="operation", budget=budget, period=status.period).items()},
+    }
+
+
+# --- series for the dashboard ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DailySeries:
+    days: list[date]
+    series: dict[str, list[Decimal]]  # name → spend per day, aligned with `days`
+
+    @property
+    def total(self) -> Decimal:
+        return sum((sum(values, ZERO) for values in self.series.values()), ZERO)
+
+
+def daily_spend(*, dimension: str, days: int = 30, budget: Budget | None = None, today: date | None = None) -> DailySeries:
+    """Spend per day for the last `days` days, one series per agent or operation (within a budget's
+    agent scope when given)."""
+    field_name = {"agent": "agent__slug", "operation": "operation"}[dimension]
+    today = today or timezone.localdate()
+    first_day = today - timedelta(days=days - 1)
+    start = timezone.make_aware(datetime.combine(first_day, datetime.min.time()))
+    entries = CostEntry.objects.filter(occurred_at__gte=start)
+    if budget is not None and budget.agent_id is not None:
+        entries = entries.filter(agent_id=budget.agent_id)
+    rows = entries.annotate(day=TruncDate("occurred_at")).values("day", field_name).annotate(total=_sum_amount())
+    all_days = [first_day + timedelta(days=offset) for offset in range(days)]
+    index = {day: position for position, day in enumerate(all_days)}
+    series: dict[str, list[Decimal]] = defaultdict(lambda: [ZERO] * days)
+    for row in rows:
+        if row["day"] in index:
+            series[row[field_name]][index[row["day"]]] += row["total"]
+    return DailySeries(days=all_days, series=dict(sorted(series.items())))
+
+
+def recent_alerts(*, budget: Budget | None = None, limit: int = 50) -> QuerySet[BudgetAlert]:
+    alerts = BudgetAlert.objects.select_related("budget", "triggered_by__agent")
+    if budget is not None:
+        alerts = alerts.filter(budget=budget)
+    return alerts.order_by("-created_at", "-id")[:limit]
+
+
+# --- reports --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpendRow:
+    day: date
+    agent: str
+    operation: str
+    model: str
+    entries: int
+    tokens: int
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class BudgetLine:
+    name: str
+    scope: str
+    period: str
+    limit: Decimal
+    spent: Decimal
+    percent: Decimal
+    thresholds: list[budgeting.Threshold]
+    reached: list[int]
+    hard_limit: bool
+    burn_usd_per_day: Decimal
+    exhaustion_at: datetime | None
+    within_period: bool
+
+
+@dataclass(frozen=True)
+class AlertLine:
+    budget: str
+    period: str
+    threshold: int
+    severity: str
+    spent: Decimal
+    limit: Decimal
+    created_at: datetime
+    delivery: str
+
+
+@dataclass(frozen=True)
+class FineTuningJobLine:
+    job: str
+    agent: str
+    model: str
+    status: str
+    created_at: datetime | None
+    cost: Decimal
+
+
+@dataclass(frozen=True)
+class ReportData:
+    as_of: datetime
+    rows: list[SpendRow]
+    budgets: list[BudgetLine] = field(default_factory=list)
+    alerts: list[AlertLine] = field(default_factory=list)
+    fine_tuning_jobs: list[FineTuningJobLine] | None = None  # None: the fine-tuning app is not installed yet
+
+    @property
+    def total(self) -> Decimal:
+        return sum((row.amount for row in self.rows), ZERO)
+
+    @property
+    def entry_count(self) -> int:
+        return sum(row.entries for row in self.rows)
+
+
+def _first_attribute(obj: Any, names: tuple[str, ...], default: Any = "") -> Any:
+    for name in names:
+        value = getattr(obj, name, None)
+        if value not in (None, ""):
+            return value
+    return default
+
+
+def fine_tuning_jobs_for_report(*, limit: int = 100) -> list[FineTuningJobLine] | None:
+    """Fine-tuning jobs with their status and what the ledger charged for each.
+
+    Extension point: the FineTuningJob table belongs to models_app and is built in another issue, so
+    it is looked up by name and read defensively; until it exists the report says so (None)."""
+    try:
+        job_model = apps.get_model("models_app", "FineTuningJob")
+    except LookupError:
+        return None
+    content_type = ContentType.objects.get_for_model(job_model)
+    charged = {
+        row["source_id"]: row["total"]
+        for row in CostEntry.objects.filter(source_type=content_type).values("source_id").annotate(total=_sum_amount())
+    }
+    ordering = "-created_at" if any(f.name == "created_at" for f in job_model._meta.get_fields()) else "-pk"
+    try:
+        with transaction.atomic():  # a savepoint: a missing table must not abort the caller's transaction
+            jobs = list(job_model.objects.all().order_by(ordering)[:limit])
+    except DatabaseError as exc:
+        logger.warning("fine-tuning jobs left out of the cost report: %s", exc)
+        return None
+    lines = []
+    for job in jobs:
+        agent = _first_attribute(job, ("agent",), None)
+        lines.append(
+            FineTuningJobLine(
+                job=str(_first_attribute(job, ("provider_job_id", "job_id", "external_id"), job.pk)),
+                agent=str(getattr(agent, "slug", agent or "")),
+                model=str(_first_attribute(job, ("fine_tuned_model", "model_id", "base_model", "model"))),
+                status=str(_first_attribute(job, ("status",), "unknown")),
+                created_at=_first_attribute(job, ("created_at",), None),
+                cost=charged.get(str(job.pk), ZERO),
+            )
+        )
+    return lines
+
+
+def cost_report_data(*, as_of: datetime | None = None) -> ReportData:
+    """Everything a cost report holds, for the ledger as it stood at `as_of` (entries recorded by then)."""
+    as_of = as_of or timezone.now()
+    entries = CostEntry.objects.filter(recorded_at__lte=as_of)
+    grouped = (
+        entries.annotate(day=TruncDate("occurred_at"))
+        .values("day", "agent__slug", "operation", "model")
+        .annotate(total=_sum_amount(), n=Count("id"), token_sum=Coalesce(Sum("tokens"), Value(0)))
+        .order_by("day", "agent__slug", "operation", "model")
+    )
+    rows = [
+        SpendRow(
+            day=row["day"], agent=row["agent__slug"], operation=row["operation"], model=row["model"],
+            entries=row["n"], tokens=int(row["token_sum"]), amount=row["total"],
+        )
+        for row in grouped
+    ]
+    budgets = []
+    for budget in Budget.objects.filter(active=True).select_related("agent").order_by("name"):
+        status = budget_status(budget=budget, now=as_of)
+        budgets.append(
+            BudgetLine(
+                name=budget.name,
+                scope=budget.agent.slug if budget.agent else "all agents",
+                period=status.period.label,
+                limit=budget.amount_usd,
+                spent=status.spent,
+                percent=status.percent,
+                thresholds=status.thresholds,
+                reached=[threshold.percent for threshold in status.reached],
+                hard_limit=budget.hard_limit,
+                burn_usd_per_day=status.projection.burn_usd_per_day,
+                exhaustion_at=status.projection.exhaustion_at,
+                within_period=status.projection.within_period,
+            )
+        )
+    alerts = [
+        AlertLine(
+            budget=alert.budget.name, period=alert.period_key, threshold=alert.threshold_percent,
+            severity=alert.severity, spent=alert.spent_usd, limit=alert.budget_usd, created_at=alert.created_at,
+            delivery=alert.delivery,
+        )
+        for alert in BudgetAlert.objects.filter(created_at__lte=as_of).select_related("budget").order_by("-created_at", "-id")[:100]
+    ]
+    return ReportData(as_of=as_of, rows=rows, budgets=budgets, alerts=alerts, fine_tuning_jobs=fine_tuning_jobs_for_report())

@@ -1,0 +1,645 @@
+"""Every write of the costs app: prices, ledger entries and their reversals, budgets, the budget check
+that guards paid work, alert delivery, storage charges and reports.
+
+Exactly-once alerts: `cost_record` locks (SELECT … FOR UPDATE) every budget that covers the entry's
+agent, in primary-key order, before inserting the entry, and evaluates the thresholds in the same
+transaction. Entries counted by one budget are therefore added one at a time, each sees the total
+including all earlier ones, and the unique constraint on (budget, period, threshold) backs it up.
+(LiteLLM's max_budget was bypassed by concurrent requests, #34732: its check read a cached total.)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from functools import partial
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from costs import budgeting, notifications, pricing, reports, selectors
+from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, CostReport, Operation, PriceTable
+from costs.selectors import fine_tuning_cost, inference_cost, price_in_force  # noqa: F401 - part of the services' surface
+from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from genesis.permissions import require_permission
+
+logger = logging.getLogger(__name__)
+
+OVERRIDE_PERMISSION = "costs.override_budget"
+MAX_ALERT_DELIVERY_ATTEMPTS = 5
+
+
+def _decimal(value: Any, *, name: str) -> Decimal:
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise InvalidInput(f"{name}: '{value}' is not a number of dollars, e.g. 2.50") from None
+    if not amount.is_finite():
+        raise InvalidInput(f"{name}: '{value}' is not a number of dollars, e.g. 2.50")
+    return amount
+
+
+def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
+    """simple-history reads these when the row is saved: who changed it and why."""
+    instance._history_user = actor
+    instance._change_reason = reason[:100] if reason else ""
+
+
+# --- prices ---------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def price_upsert(
+    *,
+    model: str,
+    effective_from: date,
+    input_usd_per_million: Decimal | str,
+    output_usd_per_million: Decimal | str,
+    source: str,
+    source_date: date,
+    training_usd_per_million: Decimal | str | None = None,
+    fine_tuning_minimum_usd: Decimal | str = pricing.DEFAULT_FINE_TUNING_MINIMUM_USD,
+    storage_usd_per_month: Decimal | str = pricing.DEFAULT_STORAGE_USD_PER_MONTH,
+    note: str = "",
+    actor: Any = None,
+    overwrite: bool = True,
+) -> PriceTable:
+    """Create or change the price version of `model` from `effective_from`. A price change is a new
+    version with a later date; editing a version is kept in its history. With `overwrite=False` an
+    existing version is left as it is (so re-seeding never undoes an edit made in the admin)."""
+    require_permission(actor=actor, permission="costs.change_pricetable", action="edit prices")
+    model = model.strip()
+    if not model:
+        raise InvalidInput("model: must not be empty")
+    if not source.strip():
+        raise InvalidInput("source: say where the prices come from (a URL or document)")
+    values = {
+        "input_usd_per_million": _decimal(input_usd_per_million, name="input_usd_per_million"),
+        "output_usd_per_million": _decimal(output_usd_per_million, name="output_usd_per_million"),
+        "training_usd_per_million": None if training_usd_per_million in (None, "") else _decimal(training_usd_per_million, name="training_usd_per_million"),
+        "fine_tuning_minimum_usd": _decimal(fine_tuning_minimum_usd, name="fine_tuning_minimum_usd"),
+        "storage_usd_per_month": _decimal(storage_usd_per_month, name="storage_usd_per_month"),
+    }
+    for name, value in values.items():
+        if value is not None and value < 0:
+            raise InvalidInput(f"{name}: a price cannot be negative")
+    price = PriceTable.objects.select_for_update().filter(model=model, effective_from=effective_from).first()
+    if price is None:
+        price = PriceTable(model=model, effective_from=effective_from, created_by=actor)
+        reason = "created"
+    elif not overwrite:
+        return price
+    else:
+        reason = "updated"
+    for name, value in {**values, "source": source.strip(), "source_date": source_date, "note": note}.items():
+        setattr(price, name, value)
+    _record_history(price, actor=actor, reason=reason)
+    price.save()
+    return price
+
+
+# --- the ledger -------------------------------------------------------------------------------------------
+
+
+def _amount_for(
+    *, operation: str, amount_usd: Any, model: str, base_model: str | None, tokens: int | None,
+    input_tokens: int | None, output_tokens: int | None, on: date,
+) -> Decimal:
+    if amount_usd is not None:
+        amount = _decimal(amount_usd, name="amount_usd")
+        if amount < 0:
+            raise InvalidInput(
+                f"amount_usd: {amount} is negative; the ledger is append-only — correct an entry by reversing it"
+            )
+        return pricing.to_ledger_amount(amount)
+    if not model:
+        raise InvalidInput("give amount_usd, or a model and its tokens to price")
+    if operation in (Operation.INFERENCE, Operation.BENCHMARK):
+        if input_tokens is None or output_tokens is None:
+            raise InvalidInput(f"{operation}: give input_tokens and output_tokens (input and output are priced differently)")
+        return inference_cost(model=model, input_tokens=input_tokens, output_tokens=output_tokens, on=on, base_model=base_model)
+    if operation == Operation.FINE_TUNING:
+        if tokens is None:
+            raise InvalidInput("fine_tuning: give the training tokens (tokens) or the provider's reported cost (amount_usd)")
+        return fine_tuning_cost(model=model, training_tokens=tokens, on=on, base_model=base_model)
+    if operation == Operation.STORAGE:
+        return pricing.storage_cost(price=price_in_force(model=model, on=on, base_model=base_model))
+    raise InvalidInput(f"{operation}: give amount_usd")
+
+
+def _same_charge(entry: CostEntry, *, agent_id: int, operation: str, amount: Decimal) -> bool:
+    return entry.agent_id == agent_id and entry.operation == operation and entry.amount_usd == amount
+
+
+@transaction.atomic
+def cost_record(
+    *,
+    agent: Any,
+    operation: str,
+    idempotency_key: str,
+    amount_usd: Decimal | str | None = None,
+    model: str = "",
+    base_model: str | None = None,
+    tokens: int | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    source: str = "",
+    source_object: models.Model | None = None,
+    actor: Any = None,
+    note: str = "",
+    occurred_at: datetime | None = None,
+) -> CostEntry:
+    """Put one charge on the ledger and raise the budget alerts it causes.
+
+    The amount is `amount_usd` (e.g. a provider's reported cost) or is computed from the price table:
+    inference/benchmark from input_tokens + output_tokens, fine_tuning from training `tokens` (with the
+    minimum fee), storage as one month. Idempotent on `idempotency_key`: the same key returns the entry
+    already recorded (a key reused for a different charge is refused)."""
+    require_permission(actor=actor, permission="costs.add_costentry", action="record costs")
+    key = (idempotency_key or "").strip()
+    if not key:
+        raise InvalidInput("idempotency_key: must not be empty (e.g. 'benchmark-result:42')")
+    if operation not in Operation.values:
+        raise InvalidInput(f"operation: '{operation}' is not one of {', '.join(Operation.values)}")
+    for name, count in (("tokens", tokens), ("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        if count is not None and count < 0:
+            raise InvalidInput(f"{name}: cannot be negative")
+    occurred_at = occurred_at or timezone.now()
+    amount = _amount_for(
+        operation=operation, amount_usd=amount_usd, model=model, base_model=base_model, tokens=tokens,
+        input_tokens=input_tokens, output_tokens=output_tokens, on=timezone.localdate(occurred_at),
+    )
+    if tokens is None and input_tokens is not None and output_tokens is not None:
+        tokens = input_tokens + output_tokens
+
+    # The lock that makes threshold checks (and the alerts) exactly-once; see the module docstring.
+    budgets = list(selectors.budgets_covering(agent_id=agent.pk).select_for_update())
+
+    existing = CostEntry.objects.filter(idempotency_key=key).first()
+    if existing is None:
+        try:
+            with transaction.atomic():  # a savepoint: a lost race on the key must not abort the caller
+                entry = CostEntry.objects.create(
+                    amount_usd=amount, agent=agent, operation=operation, model=model, tokens=tokens,
+                    input_tokens=input_tokens, output_tokens=output_tokens,
+                    source_type=ContentType.objects.get_for_model(source_object) if source_object is not None else None,
+                    source_id=str(source_object.pk) if source_object is not None else "",
+                    source=source[:300], occurred_at=occurred_at, actor=actor, idempotency_key=key, note=note,
+                )
+        except IntegrityError:
+            existing = CostEntry.objects.filter(idempotency_key=key).first()
+            if existing is None:
+                raise
+    if existing is not None:
+        if not _same_charge(existing, agent_id=agent.pk, operation=operation, amount=amount):
+            raise Conflict(
+                f"idempotency key '{key}' was already used for entry #{existing.pk} ({existing.amount_usd} USD "
+                f"{existing.operation} for agent #{existing.agent_id}); use a new key for a different charge"
+            )
+        return existing
+
+    for budget in budgets:
+        _raise_alerts(budget=budget, at=entry.occurred_at, triggered_by=entry)
+    return entry
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One charge of a batch for `cost_record_many`; fields as in `cost_record`."""
+
+    agent: Any
+    operation: str
+    idempotency_key: str
+    amount_usd: Decimal | str | None = None
+    model: str = ""
+    base_model: str | None = None
+    tokens: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    source: str = ""
+    source_object: models.Model | None = None
+    note: str = ""
+    occurred_at: datetime | None = None
+
+
+@transaction.atomic
+def cost_record_many(*, charges: list[Charge], actor: Any = None) -> list[CostEntry]:
+    """`cost_record` for a batch (e.g. the tokens of up to 1 000 outcome events): all or nothing, one
+    lock of the covering budgets, one bulk insert, thresholds evaluated once per budget and period.
+    Returns the entries in the order of `charges` (an already recorded key returns its entry)."""
+    require_permission(actor=actor, permission="costs.add_costentry", action="record costs")
+    if not charges:
+        return []
+    now = timezone.now()
+    prices: dict[tuple[str, str | None, date], pricing.Price] = {}
+
+    def price_for(model: str, base_model: str | None, on: date) -> pricing.Price:
+        if (model, base_model, on) not in prices:
+            prices[(model, base_model, on)] = price_in_force(model=model, on=on, base_model=base_model)
+        return prices[(model, base_model, on)]
+
+    planned: dict[str, CostEntry] = {}
+    for position, charge in enumerate(charges):
+        key = (charge.idempotency_key or "").strip()
+        where = f"charges[{position}]"
+        if not key:
+            raise InvalidInput(f"{where}.idempotency_key: must not be empty")
+        if charge.operation not in Operation.values:
+            raise InvalidInput(f"{where}.operation: '{charge.operation}' is not one of {', '.join(Operation.values)}")
+        for name in ("tokens", "input_tokens", "output_tokens"):
+            if (getattr(charge, name) or 0) < 0:
+                raise InvalidInput(f"{where}.{name}: cannot be negative")
+        occurred_at = charge.occurred_at or now
+        on = timezone.localdate(occurred_at)
+        tokens = charge.tokens
+        if charge.amount_usd is None and charge.model and charge.operation in (Operation.INFERENCE, Operation.BENCHMARK) \
+                and charge.input_tokens is not None and charge.output_tokens is not None:
+            amount = pricing.inference_cost(price=price_for(charge.model, charge.base_model, on),
+                                            input_tokens=charge.input_tokens, output_tokens=charge.output_tokens)
+        else:
+            try:
+                amount = _amount_for(
+                    operation=charge.operation, amount_usd=charge.amount_usd, model=charge.model, base_model=charge.base_model,
+                    tokens=charge.tokens, input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, on=on,
+                )
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}: {exc.message}") from None
+        if tokens is None and charge.input_tokens is not None and charge.output_tokens is not None:
+            tokens = charge.input_tokens + charge.output_tokens
+        entry = CostEntry(
+            amount_usd=amount, agent=charge.agent, operation=charge.operation, model=charge.model, tokens=tokens,
+            input_tokens=charge.input_tokens, output_tokens=charge.output_tokens,
+            source_type=ContentType.objects.get_for_model(charge.source_object) if charge.source_object is not None else None,
+            source_id=str(charge.source_object.pk) if charge.source_object is not None else "",
+            source=charge.source[:300], occurred_at=occurred_at, actor=actor, idempotency_key=key, note=charge.note,
+        )
+        earlier = planned.get(key)
+        if earlier is not None and not _same_charge(earlier, agent_id=charge.agent.pk, operation=charge.operation, amount=amount):
+            raise Conflict(f"{where}.idempotency_key: '{key}' appears twice in the batch for different charges")
+        planned.setdefault(key, entry)
+
+    agent_ids = {entry.agent_id for entry in planned.values()}
+    budgets = list(
+        Budget.objects.filter(active=True).filter(models.Q(agent__isnull=True) | models.Q(agent_id__in=agent_ids))
+        .order_by("pk").select_for_update()
+    )
+    known = {entry.idempotency_key: entry for entry in CostEntry.objects.filter(idempotency_key__in=list(planned))}
+    # ignore_conflicts: a concurrent batch may have inserted the same key since; it is fetched below.
+    CostEntry.objects.bulk_create([entry for key, entry in planned.items() if key not in known], ignore_conflicts=True)
+    stored = {entry.idempotency_key: entry for entry in CostEntry.objects.filter(idempotency_key__in=list(planned))}
+    for key, entry in planned.items():
+        if not _same_charge(stored[key], agent_id=entry.agent_id, operation=entry.operation, amount=entry.amount_usd):
+            raise Conflict(f"idempotency key '{key}' was already used for entry #{stored[key].pk}; use a new key for a different charge")
+
+    new_entries = [stored[key] for key in planned if key not in known]
+    for budget in budgets:
+        # The batch crossed a threshold together: its newest entry in the budget's scope and period stands for it.
+        newest_by_period: dict[str, CostEntry] = {}
+        for entry in new_entries:
+            if budget.agent_id is None or budget.agent_id == entry.agent_id:
+                period_key = budgeting.period_containing(budget.period, timezone.localtime(entry.occurred_at)).key
+                if period_key not in newest_by_period or entry.pk > newest_by_period[period_key].pk:
+                    newest_by_period[period_key] = entry
+        for entry in newest_by_period.values():
+            _raise_alerts(budget=budget, at=entry.occurred_at, triggered_by=entry)
+    return [stored[(charge.idempotency_key or "").strip()] for charge in charges]
+
+
+@transaction.atomic
+def cost_entry_reverse(*, entry: CostEntry, actor: Any, reason: str) -> CostEntry:
+    """Cancel `entry` with an entry of the opposite amount (the only way to correct the ledger).
+    Reversing twice returns the same reversal."""
+    require_permission(actor=actor, permission="costs.add_costentry", action="reverse cost entries")
+    if not reason.strip():
+        raise InvalidInput("reason: say why the entry is reversed")
+    entry = CostEntry.objects.select_related("agent").get(pk=entry.pk)
+    if entry.reverses_id is not None:
+        raise Conflict(f"entry #{entry.pk} is itself a reversal of #{entry.reverses_id}; record a new charge instead")
+    # Same budgets locked as for a charge, so totals seen by concurrent threshold checks stay exact.
+    list(selectors.budgets_covering(agent_id=entry.agent_id).select_for_update())
+    existing = CostEntry.objects.filter(reverses=entry).first()
+    if existing is not None:
+        return existing
+    return CostEntry.objects.create(
+        amount_usd=-entry.amount_usd, agent=entry.agent, operation=entry.operation, model=entry.model,
+        tokens=-entry.tokens if entry.tokens is not None else None,
+        source_type_id=entry.source_type_id, source_id=entry.source_id, source=f"reversal of #{entry.pk}",
+        # Backdated to the charge it cancels, so the correction lands in the same day and budget period.
+        occurred_at=entry.occurred_at, actor=actor, idempotency_key=f"reversal:{entry.pk}", note=reason, reverses=entry,
+    )
+
+
+# --- budgets and alerts -------------------------------------------------------------------------------------
+
+
+def _raise_alerts(*, budget: Budget, at: datetime, triggered_by: CostEntry | None) -> list[BudgetAlert]:
+    """Create the alerts for thresholds the budget's period containing `at` has reached and that have
+    none yet. The caller holds the budget's row lock."""
+    period = budgeting.period_containing(budget.period, timezone.localtime(at))
+    spent = selectors.budget_spent(budget=budget, period=period)
+    reached = budgeting.thresholds_reached(
+        spent=spent, limit=budget.amount_usd, thresholds=budgeting.parse_thresholds(budget.thresholds)
+    )
+    if not reached:
+        return []
+    already = set(
+        BudgetAlert.objects.filter(budget=budget, period_key=period.key).values_list("threshold_percent", flat=True)
+    )
+    created = []
+    for threshold in reached:
+        if threshold.percent in already:
+            continue
+        try:
+            with transaction.atomic():
+                alert = BudgetAlert.objects.create(
+                    budget=budget, period_key=period.key, period_start=period.start, threshold_percent=threshold.percent,
+                    severity=threshold.severity, budget_usd=budget.amount_usd, spent_usd=spent, triggered_by=triggered_by,
+                )
+        except IntegrityError:
+            continue  # the constraint is the last line of defence; the lock should make this unreachable
+        created.append(alert)
+        transaction.on_commit(partial(_enqueue_alert_delivery, alert.pk))
+    return created
+
+
+def _enqueue_alert_delivery(alert_id: int) -> None:
+    from costs.tasks import deliver_budget_alert
+
+    try:
+        deliver_budget_alert.delay(alert_id)
+    except Exception as exc:  # noqa: BLE001 - the alert row is committed; the sweep delivers it later
+        logger.warning("could not enqueue delivery of budget alert %s (%s); redeliver_budget_alerts will send it", alert_id, exc)
+
+
+def _budget_values(*, amount_usd: Any, period: str, thresholds: Any) -> tuple[Decimal, list[budgeting.Threshold]]:
+    amount = _decimal(amount_usd, name="amount_usd")
+    if amount < 0:
+        raise InvalidInput("amount_usd: a budget cannot be negative")
+    if period not in budgeting.PERIODS:
+        raise InvalidInput(f"period: '{period}' is not one of {', '.join(budgeting.PERIODS)}")
+    try:
+        parsed = budgeting.parse_thresholds(thresholds)
+    except ValueError as exc:
+        raise InvalidInput(f"thresholds: {exc}") from None
+    return amount, parsed
+
+
+@transaction.atomic
+def budget_upsert(
+    *,
+    name: str,
+    amount_usd: Decimal | str,
+    period: str = budgeting.PERIOD_TOTAL,
+    agent: Any = None,
+    thresholds: Any = None,
+    hard_limit: bool = True,
+    active: bool = True,
+    actor: Any = None,
+    reason: str = "",
+) -> Budget:
+    """Create or change a budget. Thresholds default to settings.BUDGET_THRESHOLDS (25/50/83 →
+    warning/critical/emergency). Lowering the amount below what is spent raises the alerts at once."""
+    from django.conf import settings
+
+    require_permission(actor=actor, permission="costs.change_budget", action="edit budgets")
+    if not name.strip():
+        raise InvalidInput("name: must not be empty")
+    amount, parsed = _budget_values(
+        amount_usd=amount_usd, period=period, thresholds=settings.BUDGET_THRESHOLDS if thresholds is None else thresholds
+    )
+    budget = Budget.objects.select_for_update().filter(name=name).first()
+    changes = {
+        "amount_usd": amount, "period": period, "agent": agent, "thresholds": [t.as_dict() for t in parsed],
+        "hard_limit": hard_limit, "active": active,
+    }
+    if budget is None:
+        budget = Budget(name=name, **changes)
+        _record_history(budget, actor=actor, reason=reason or "created")
+        budget.save()
+    elif any(getattr(budget, field_name) != value for field_name, value in changes.items()):
+        for field_name, value in changes.items():
+            setattr(budget, field_name, value)
+        _record_history(budget, actor=actor, reason=reason or "updated")
+        budget.save()
+    if budget.active:
+        _raise_alerts(budget=budget, at=timezone.now(), triggered_by=None)
+    return budget
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """The outcome of a check that let the work go ahead (a refusal raises Conflict instead)."""
+
+    estimate_usd: Decimal
+    checked: list[str] = field(default_factory=list)  # names of the hard-limit budgets looked at
+    overrides: list[BudgetOverride] = field(default_factory=list)
+
+    @property
+    def overridden(self) -> bool:
+        return bool(self.overrides)
+
+
+@transaction.atomic
+def budget_check(*, agent: Any, estimate_usd: Decimal | str, actor: Any, override_reason: str | None = None) -> BudgetCheck:
+    """Call before starting paid work (a benchmark run, a fine-tuning job) for `agent`.
+
+    Every active hard-limit budget covering the agent must have `estimate_usd` left in its current
+    period; otherwise Conflict (HTTP 409, command exit 1) with a message saying how to go on. A user
+    holding costs.override_budget may go on anyway by giving `override_reason`; each override is
+    recorded as a BudgetOverride row. The check does not reserve money: the work's real costs land
+    on the ledger as they happen."""
+    estimate = _decimal(estimate_usd, name="estimate_usd")
+    if estimate < 0:
+        raise InvalidInput("estimate_usd: cannot be negative")
+    now = timezone.localtime()
+    budgets = list(selectors.budgets_covering(agent_id=agent.pk).filter(hard_limit=True))
+    shortfalls: list[tuple[Budget, budgeting.Shortfall]] = []
+    for budget in budgets:
+        period = budgeting.period_containing(budget.period, now)
+        shortfall = budgeting.estimate_shortfall(
+            budget=budget.name, limit=budget.amount_usd, spent=selectors.budget_spent(budget=budget, period=period),
+            estimate=estimate, period=period,
+        )
+        if shortfall is not None:
+            shortfalls.append((budget, shortfall))
+    checked = [budget.name for budget in budgets]
+    if not shortfalls:
+        return BudgetCheck(estimate_usd=estimate, checked=checked)
+    reason = (override_reason or "").strip()
+    if not reason:
+        raise Conflict("; ".join(budgeting.refusal_message(s, override_permission=OVERRIDE_PERMISSION) for _, s in shortfalls))
+    if actor is None:
+        raise PermissionDenied(
+            f"a budget override needs a person: run it as a user with the permission '{OVERRIDE_PERMISSION}'"
+        )
+    require_permission(
+        actor=actor, permission=OVERRIDE_PERMISSION,
+        action=f"start paid work over budget '{shortfalls[0][0].name}' (an override)",
+    )
+    overrides = [
+        BudgetOverride.objects.create(
+            budget=budget, agent=agent, actor=actor, reason=reason, estimate_usd=estimate, budget_usd=budget.amount_usd,
+            spent_usd=shortfall.spent, period_key=shortfall.period.key,
+        )
+        for budget, shortfall in shortfalls
+    ]
+    logger.warning(
+        "budget override by %s for %s: %s over %s (%s)", actor, agent, budgeting.format_usd(estimate),
+        ", ".join(budget.name for budget, _ in shortfalls), reason,
+    )
+    return BudgetCheck(estimate_usd=estimate, checked=checked, overrides=overrides)
+
+
+def alert_notice(alert: BudgetAlert) -> notifications.Notice:
+    budget = alert.budget
+    scope = f"agent {budget.agent.slug}" if budget.agent_id else "all agents"
+    period = "all time" if alert.period_key == budgeting.PERIOD_TOTAL else alert.period_key
+    text = (
+        f"Budget '{budget.name}' ({scope}, {period}) reached {alert.threshold_percent} %: "
+        f"{budgeting.format_usd(alert.spent_usd)} of {budgeting.format_usd(alert.budget_usd)} spent."
+    )
+    if alert.triggered_by_id:
+        entry = alert.triggered_by
+        text += f" Crossed by entry #{entry.pk}: {budgeting.format_usd(entry.amount_usd)} {entry.operation} for {entry.agent.slug}."
+    if budget.hard_limit:
+        text += " Hard limit is on: paid work that does not fit will be refused."
+    return notifications.Notice(
+        subject=f"[Genesis] {alert.severity.upper()}: budget '{budget.name}' at {alert.threshold_percent} %",
+        text=text, severity=alert.severity,
+    )
+
+
+def budget_alert_deliver(*, alert_id: int) -> BudgetAlert | None:
+    """Send a pending alert through the channels that have not yet taken it; record each result.
+    Gives up (delivery = failed) after MAX_ALERT_DELIVERY_ATTEMPTS; the alert row itself stays."""
+    with transaction.atomic():
+        # skip_locked: a second worker (task + sweep) must not send the same alert twice.
+        alert = BudgetAlert.objects.select_for_update(skip_locked=True).filter(pk=alert_id).first()
+        if alert is None or alert.delivery != BudgetAlert.Delivery.PENDING:
+            return alert
+        channels = [c for c in notifications.configured_channels() if alert.deliveries.get(c.name) != notifications.OK]
+        results = notifications.deliver(alert_notice(alert), channels)
+        alert.deliveries = {**alert.deliveries, **results}
+        alert.delivery_attempts += 1
+        if all(alert.deliveries.get(c.name) == notifications.OK for c in notifications.configured_channels()):
+            alert.delivery, alert.delivered_at = BudgetAlert.Delivery.DELIVERED, timezone.now()
+        elif alert.delivery_attempts >= MAX_ALERT_DELIVERY_ATTEMPTS:
+            alert.delivery = BudgetAlert.Delivery.FAILED
+            logger.error("gave up delivering budget alert %s after %s attempts: %s", alert.pk, alert.delivery_attempts, alert.deliveries)
+        alert.save(update_fields=["deliveries", "delivery_attempts", "delivery", "delivered_at"])
+        return alert
+
+
+def budget_alerts_redeliver(*, older_than_seconds: int = 60) -> int:
+    """Retry pending alerts older than a minute (a failed channel, or a process that died between
+    commit and enqueue). Returns how many were attempted."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    pending = list(
+        BudgetAlert.objects.filter(delivery=BudgetAlert.Delivery.PENDING, created_at__lt=cutoff).values_list("pk", flat=True)[:200]
+    )
+    for alert_id in pending:
+        budget_alert_deliver(alert_id=alert_id)
+    return len(pending)
+
+
+# --- storage ------------------------------------------------------------------------------------------------
+
+
+def storage_charge_month(*, month: date | None = None) -> list[CostEntry]:
+    """Charge one month of storage for every fine-tuned model the provider keeps (every fine-tuned
+    version not retired or rejected). Idempotent per provider, model and month, so the daily beat run
+    charges each model once a month. Not one transaction: each charge commits on its own, so one
+    model without a price does not hold back the others."""
+    from models_app.models import ModelKind, ModelStatus, ModelVersion
+
+    now = timezone.localtime()
+    month_start = (month or now.date()).replace(day=1)
+    in_month = (now.year, now.month) == (month_start.year, month_start.month)
+    occurred_at = now if in_month else timezone.make_aware(datetime.combine(month_start, datetime.min.time()))
+    versions = (
+        ModelVersion.objects.filter(kind=ModelKind.FINE_TUNED)
+        .exclude(status__in=[ModelStatus.RETIRED, ModelStatus.REJECTED])
+        .select_related("agent", "provider")
+        .order_by("pk")
+    )
+    charged = []
+    for version in versions:
+        try:
+            price = price_in_force(model=version.model_id, on=month_start, base_model=version.base_model)
+        except NotFound as exc:
+            logger.warning("no storage charge for %s in %s: %s", version.model_id, f"{month_start:%Y-%m}", exc.message)
+            continue
+        charged.append(
+            cost_record(
+                agent=version.agent, operation=Operation.STORAGE, amount_usd=pricing.storage_cost(price=price),
+                model=version.model_id, source_object=version, source=f"storage {month_start:%Y-%m}",
+                idempotency_key=f"storage:{version.provider.name}:{version.model_id}:{month_start:%Y-%m}",
+                occurred_at=occurred_at, note=f"monthly storage of a fine-tuned model ({price.model} price of {price.effective_from})",
+            )
+        )
+    return charged
+
+
+# --- reports ------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def cost_report_request(*, actor: Any = None) -> CostReport:
+    """Queue a report (the admin's "Generate now"); a worker makes it."""
+    require_permission(actor=actor, permission="costs.add_costreport", action="generate cost reports")
+    report = CostReport.objects.create(requested_by=actor)
+    from costs.tasks import run_cost_report
+
+    run_cost_report.delay_on_commit(report.pk)
+    return report
+
+
+def cost_report_daily(*, day: date | None = None) -> CostReport:
+    """The beat-made report of `day` (today): one per day however often beat fires."""
+    day = day or timezone.localdate()
+    report, _ = CostReport.objects.get_or_create(schedule_key=f"daily:{day.isoformat()}")
+    return cost_report_run(report_id=report.pk)
+
+
+def cost_report_run(*, report_id: int) -> CostReport:
+    """Advance a report row: pending → running → succeeded (markdown and CSV stored, sent to the
+    channels) or failed (error kept). A report already succeeded is left as it is."""
+    with transaction.atomic():
+        report = CostReport.objects.select_for_update(skip_locked=True).filter(pk=report_id).first()
+        if report is None:
+            busy = CostReport.objects.filter(pk=report_id).first()
+            if busy is None:
+                raise NotFound(f"cost report #{report_id} does not exist")
+            return busy  # another worker is making it right now
+        if report.status == CostReport.Status.SUCCEEDED:
+            return report
+        report.status, report.started_at, report.error = CostReport.Status.RUNNING, timezone.now(), ""
+        report.save(update_fields=["status", "started_at", "error"])
+    try:
+        data = selectors.cost_report_data(as_of=timezone.now())
+        markdown, csv_text = reports.render_markdown(data), reports.render_csv(data)
+    except Exception as exc:
+        CostReport.objects.filter(pk=report_id).update(
+            status=CostReport.Status.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"[:2000]
+        )
+        logger.exception("cost report %s failed", report_id)
+        raise
+    CostReport.objects.filter(pk=report_id).update(
+        status=CostReport.Status.SUCCEEDED, finished_at=timezone.now(), as_of=data.as_of, entry_count=data.entry_count,
+        total_usd=data.total, markdown=markdown, csv=csv_text,
+    )
+    notice = notifications.Notice(
+        subject=f"[Genesis] cost report {data.as_of:%Y-%m-%d}: {budgeting.format_usd(data.total)}",
+        text=reports.report_summary_text(data),
+        attachments=(
+            notifications.Attachment(f"genesis-costs-{data.as_of:%Y-%m-%d}.md", markdown, "text/markdown"),
+            notifications.Attachment(f"genesis-costs-{data.as_of:%Y-%m-%d}.csv", csv_text, "text/csv"),
+        ),
+    )
+    deliveries = notifications.deliver(notice, notifications.configured_channels())
+    CostReport.objects.filter(pk=report_id).update(deliveries=deliveries)
+    return CostReport.objects.get(pk=report_id)

@@ -1,0 +1,50 @@
+"""Celery entry points of the costs app: ids in, one service call, safe to run twice.
+
+Retries: none of these calls a paid or rate-limited API. A failed alert channel is kept on the alert
+row and retried by the `redeliver_budget_alerts` sweep, not by re-running the task."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from costs import services
+from genesis.errors import NotFound
+
+logger = logging.getLogger(__name__)
+
+TASK_OPTIONS = {"acks_late": True, "reject_on_worker_lost": True}
+
+
+@shared_task(name="costs.deliver_budget_alert", **TASK_OPTIONS)
+def deliver_budget_alert(alert_id: int) -> str:
+    alert = services.budget_alert_deliver(alert_id=alert_id)
+    if alert is None:
+        # Gone (a flushed test database) or locked by the sweep, which will finish it.
+        return "skipped"
+    return alert.delivery
+
+
+@shared_task(name="costs.redeliver_budget_alerts", **TASK_OPTIONS)
+def redeliver_budget_alerts() -> int:
+    return services.budget_alerts_redeliver()
+
+
+@shared_task(name="costs.charge_monthly_storage", **TASK_OPTIONS)
+def charge_monthly_storage() -> int:
+    return len(services.storage_charge_month())
+
+
+@shared_task(name="costs.daily_cost_report", **TASK_OPTIONS)
+def daily_cost_report() -> int:
+    return services.cost_report_daily().pk
+
+
+@shared_task(name="costs.run_cost_report", **TASK_OPTIONS)
+def run_cost_report(report_id: int) -> str:
+    try:
+        return services.cost_report_run(report_id=report_id).status
+    except NotFound as exc:
+        logger.info("cost report %s not run: %s", report_id, exc.message)
+        return "skipped"

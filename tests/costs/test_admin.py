@@ -1,0 +1,112 @@
+"""The admin: the ledger can be read, added to and reversed but never edited or deleted; budgets and
+prices are edited through their services; reports download; the dashboard renders."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from costs.models import Budget, CostEntry, CostReport, PriceTable
+from costs.services import cost_record, cost_report_run
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):  # type: ignore[no-untyped-def]
+    user = UserFactory(username="root", is_superuser=True)
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+def test_admin_adds_a_manual_entry_through_the_service(admin_client, qa_agent, default_budget):
+    response = admin_client.post("/admin/costs/costentry/add/", {
+        "agent": qa_agent.pk, "operation": "manual", "amount_usd": "12.50", "model": "", "tokens": "", "note": "invoice 42",
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    entry = CostEntry.objects.get()
+    assert (entry.amount_usd, entry.actor, entry.source, entry.note) == (Decimal("12.5"), admin_client.user, "admin", "invoice 42")
+    assert entry.idempotency_key.startswith("admin:")
+    assert sorted(default_budget.alerts.values_list("threshold_percent", flat=True)) == [25]
+
+
+def test_ledger_entries_cannot_be_edited_or_deleted_only_reversed(admin_client, qa_agent):
+    entry = cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("3"), idempotency_key="e")
+    page = admin_client.get(f"/admin/costs/costentry/{entry.pk}/change/")
+    assert page.status_code == 200 and "Reverse this entry" in page.content.decode()
+    assert 'name="_save"' not in page.content.decode()
+    assert admin_client.post(f"/admin/costs/costentry/{entry.pk}/change/", {"amount_usd": "0"}).status_code == 403
+    assert admin_client.post(f"/admin/costs/costentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert admin_client.post(f"/admin/costs/costentry/{entry.pk}/reverse/", {"reason": "charged twice"}).status_code == 302
+    reversal = CostEntry.objects.get(reverses=entry)
+    assert (reversal.amount_usd, reversal.actor, reversal.note) == (Decimal("-3"), admin_client.user, "charged twice")
+    entry.refresh_from_db()
+    assert entry.amount_usd == Decimal("3")
+
+
+def test_budget_form_parses_thresholds_and_keeps_who_changed_it(admin_client):
+    response = admin_client.post("/admin/costs/budget/add/", {
+        "name": "experiments", "amount_usd": "100", "period": "monthly", "agent": "",
+        "thresholds": "50 warning, 90 emergency", "hard_limit": "on", "active": "on", "reason": "Q4 plan",
+    })
+    assert response.status_code == 302, response.content.decode()[:3000]
+    budget = Budget.objects.get(name="experiments")
+    assert budget.thresholds == [{"percent": 50, "severity": "warning"}, {"percent": 90, "severity": "emergency"}]
+    record = budget.history.get()
+    assert (record.history_user, record.history_change_reason) == (admin_client.user, "Q4 plan")
+    bad = admin_client.post(f"/admin/costs/budget/{budget.pk}/change/", {
+        "amount_usd": "100", "period": "monthly", "agent": "", "thresholds": "50 loud", "active": "on"})
+    assert bad.status_code == 200 and "&#x27;loud&#x27;: severity is one of warning, critical, emergency" in bad.content.decode()
+
+
+def test_price_added_in_the_admin_names_its_author(admin_client):
+    response = admin_client.post("/admin/costs/pricetable/add/", {
+        "model": "mistral-small-latest", "effective_from": "2026-01-01", "input_usd_per_million": "0.1",
+        "output_usd_per_million": "0.3", "training_usd_per_million": "", "fine_tuning_minimum_usd": "4",
+        "storage_usd_per_month": "2", "source": "https://mistral.ai/pricing", "source_date": "2026-01-02", "note": "",
+    })
+    assert response.status_code == 302, response.content.decode()[:3000]
+    price = PriceTable.objects.get(model="mistral-small-latest")
+    assert (price.effective_from, price.created_by, price.history.get().history_user) == (date(2026, 1, 1), admin_client.user, admin_client.user)
+
+
+def test_reports_download_and_generate_now(admin_client, qa_agent):
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("2"), idempotency_key="x")
+    report = cost_report_run(report_id=CostReport.objects.create().pk)
+    listing = admin_client.get("/admin/costs/costreport/").content.decode()
+    assert f"/admin/costs/costreport/{report.pk}/download/csv/" in listing and "Generate a report now" in listing
+    download = admin_client.get(f"/admin/costs/costreport/{report.pk}/download/csv/")
+    assert download["Content-Disposition"] == f'attachment; filename="genesis-costs-{report.as_of:%Y-%m-%d}-{report.pk}.csv"'
+    assert download.content.decode() == report.csv
+    assert admin_client.get(f"/admin/costs/costreport/{report.pk}/download/md/").content.decode() == report.markdown
+    assert admin_client.post("/admin/costs/costreport/generate/").status_code == 302
+    queued = CostReport.objects.exclude(pk=report.pk).get()
+    assert (queued.status, queued.requested_by) == ("pending", admin_client.user)
+
+
+def test_dashboard_is_on_the_index_and_shows_gauge_projection_and_alerts(admin_client, qa_agent, default_budget):
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("16"), idempotency_key="x")
+    index = admin_client.get("/admin/").content.decode()
+    assert "/admin/costs/costdashboard/" in index and "Cost dashboard" in index
+    page = admin_client.get("/admin/costs/costdashboard/").content.decode()
+    assert re.findall(r'class="threshold-marker( reached)?" data-percent="(\d+)"', page) == [(" reached", "25"), (" reached", "50"), ("", "83")]
+    assert '<div class="figure" data-testid="spent">$16.00</div>' in page
+    assert 'data-testid="percent">53.3 %</div>' in page
+    assert page.count('class="alert-row"') == 2
+    assert 'class="bar"' in page and "qa_agent $16.00" in page
+
+
+def test_dashboard_needs_the_ledger_view_permission(client, db):
+    client.force_login(UserFactory(username="nobody_special"))
+    assert client.get("/admin/costs/costdashboard/").status_code == 403
+
+
+def test_dashboard_without_a_budget_says_how_to_make_one(admin_client):
+    page = admin_client.get("/admin/costs/costdashboard/")
+    assert page.status_code == 200
+    assert 'id="no-budget"' in page.content.decode() and "/admin/costs/budget/add/" in page.content.decode()

@@ -1,0 +1,67 @@
+"""GET /api/v1/costs/summary and POST /api/v1/costs/budget-check (409 when the estimate does not fit)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from costs.services import budget_upsert, cost_record
+
+pytestmark = pytest.mark.django_db
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def charge(agent, amount, key, operation="benchmark"):  # type: ignore[no-untyped-def]
+    return cost_record(agent=agent, operation=operation, amount_usd=Decimal(amount), idempotency_key=key)
+
+
+def test_summary_has_the_contract_shape_with_decimal_strings(client, qa_agent, legal_agent, default_budget, api_key_for):
+    charge(qa_agent, "7.25", "a")
+    charge(legal_agent, "8.000125", "b", operation="inference")
+    response = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent")))
+    assert response.status_code == 200
+    assert response.json() == {
+        "budget_usd": "30.00",
+        "spent_usd": "15.250125",
+        "percent": 50.83,
+        "thresholds_crossed": [25, 50],
+        "by_agent": {"legal_agent": "8.000125", "qa_agent": "7.25"},
+        "by_operation": {"benchmark": "7.25", "inference": "8.000125"},
+    }
+
+
+def test_summary_of_another_budget_unknown_budget_and_missing_key(client, qa_agent, legal_agent, default_budget, api_key_for):
+    budget_upsert(name="legal", amount_usd="10", agent=legal_agent)
+    charge(legal_agent, "3", "l")
+    qa_key = api_key_for("qa_agent")
+    assert client.get("/api/v1/costs/summary?budget=legal", **bearer(api_key_for("legal_agent"))).json()["spent_usd"] == "3.00"
+    refused = client.get("/api/v1/costs/summary?budget=legal", **bearer(qa_key))
+    assert (refused.status_code, refused.json()["detail"]) == (403, "API key 'test qa_agent' may not act for agent 'legal_agent'")
+    unknown = client.get("/api/v1/costs/summary?budget=nope", **bearer(qa_key))
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "budget 'nope' does not exist; budgets: default, legal"
+    assert client.get("/api/v1/costs/summary").status_code == 401
+
+
+def test_budget_check_answers_409_with_the_message_when_one_dollar_is_left(client, qa_agent, legal_agent, default_budget, api_key_for):
+    charge(qa_agent, "29", "spent")
+    key = api_key_for("qa_agent")
+    refused = client.post("/api/v1/costs/budget-check", {"agent": "qa_agent", "estimate_usd": "2.00"},
+                          content_type="application/json", **bearer(key))
+    assert refused.status_code == 409
+    assert refused.json() == {"detail": (
+        "budget 'default' is at 96.6 % of $30.00 ($29.00 spent); this run needs an estimated $2.00 but only $1.00 is "
+        "left — raise the budget or pass an override reason as a user with costs.override_budget")}
+    fits = client.post("/api/v1/costs/budget-check", {"agent": "qa_agent", "estimate_usd": "0.75"},
+                       content_type="application/json", **bearer(key))
+    assert (fits.status_code, fits.json()) == (200, {"allowed": True, "estimate_usd": "0.75", "budgets_checked": ["default"]})
+    other = client.post("/api/v1/costs/budget-check", {"agent": "legal_agent", "estimate_usd": "1"},
+                        content_type="application/json", **bearer(key))
+    assert other.status_code == 403
+    negative = client.post("/api/v1/costs/budget-check", {"agent": "qa_agent", "estimate_usd": "-1"},
+                           content_type="application/json", **bearer(key))
+    assert negative.status_code == 422 and negative.json()["errors"][0]["field"] == "estimate_usd"

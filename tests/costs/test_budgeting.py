@@ -1,0 +1,121 @@
+"""costs/budgeting.py: periods, thresholds, the refusal message, burn rate and projection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from costs.budgeting import (
+    Period,
+    Threshold,
+    burn_window_start,
+    default_thresholds,
+    estimate_shortfall,
+    format_percent,
+    money_str,
+    parse_thresholds,
+    period_containing,
+    project_exhaustion,
+    refusal_message,
+    thresholds_reached,
+)
+
+DEFAULT = default_thresholds([25, 50, 83])
+
+
+def test_default_thresholds_get_warning_critical_emergency():
+    assert DEFAULT == [Threshold(25, "warning"), Threshold(50, "critical"), Threshold(83, "emergency")]
+    assert default_thresholds([90, 10, 50, 75])[-1] == Threshold(90, "emergency")
+
+
+def test_parse_thresholds_from_text_json_and_errors():
+    assert parse_thresholds("25 warning, 50 critical, 83 emergency") == DEFAULT
+    assert parse_thresholds("83, 25, 50") == DEFAULT
+    assert parse_thresholds([{"percent": 50, "severity": "emergency"}, 25]) == [Threshold(25, "warning"), Threshold(50, "emergency")]
+    with pytest.raises(ValueError, match="'loud': severity is one of warning, critical, emergency"):
+        parse_thresholds("25 loud")
+    with pytest.raises(ValueError, match="25 %: listed twice"):
+        parse_thresholds("25, 25")
+    with pytest.raises(ValueError, match="between 1 and 1000"):
+        parse_thresholds([0])
+
+
+def test_periods_and_their_keys():
+    at = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    assert period_containing("total", at) == Period("total", None, None)
+    monthly = period_containing("monthly", at)
+    assert (monthly.key, monthly.start, monthly.end) == ("2026-12", datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+    daily = period_containing("daily", at)
+    assert (daily.key, daily.start, daily.end) == ("2026-12-31", datetime(2026, 12, 31, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+
+
+def test_thresholds_are_reached_exactly_at_the_percent():
+    limit = Decimal("30")
+    assert thresholds_reached(spent=Decimal("7.499999"), limit=limit, thresholds=DEFAULT) == []
+    assert thresholds_reached(spent=Decimal("7.50"), limit=limit, thresholds=DEFAULT) == DEFAULT[:1]
+    assert thresholds_reached(spent=Decimal("24.90"), limit=limit, thresholds=DEFAULT) == DEFAULT  # 83 % of $30
+    assert thresholds_reached(spent=Decimal("24.899999"), limit=limit, thresholds=DEFAULT) == DEFAULT[:2]
+    assert thresholds_reached(spent=Decimal("0.01"), limit=Decimal(0), thresholds=DEFAULT) == DEFAULT
+
+
+@given(
+    spent=st.decimals(min_value=0, max_value=1000, places=6),
+    more=st.decimals(min_value=0, max_value=1000, places=6),
+    limit=st.decimals(min_value=Decimal("0.01"), max_value=1000, places=2),
+)
+def test_reached_thresholds_only_grow_as_spend_grows(spent, more, limit):
+    before = thresholds_reached(spent=spent, limit=limit, thresholds=DEFAULT)
+    after = thresholds_reached(spent=spent + more, limit=limit, thresholds=DEFAULT)
+    assert set(before) <= set(after)
+    assert all(spent * 100 >= limit * t.percent for t in before)
+
+
+def test_refusal_message_names_budget_numbers_and_the_way_out():
+    shortfall = estimate_shortfall(
+        budget="default", limit=Decimal("30"), spent=Decimal("27.30"), estimate=Decimal("3.00"), period=Period("total", None, None)
+    )
+    assert refusal_message(shortfall, override_permission="costs.override_budget") == (
+        "budget 'default' is at 91 % of $30.00 ($27.30 spent); this run needs an estimated $3.00 but only $2.70 is "
+        "left — raise the budget or pass an override reason as a user with costs.override_budget"
+    )
+    assert estimate_shortfall(budget="d", limit=Decimal("30"), spent=Decimal("27.30"), estimate=Decimal("2.70"),
+                              period=Period("total", None, None)) is None
+
+
+def test_percent_is_shown_rounded_down_and_money_strings_are_exact():
+    assert format_percent(Decimal("96.6666")) == "96.6 %"
+    assert format_percent(Decimal("82.99")) == "82.9 %"
+    assert format_percent(Decimal("91")) == "91 %"
+    assert money_str(Decimal("7.500000")) == "7.50"
+    assert money_str(Decimal("30")) == "30.00"
+    assert money_str(Decimal("0.000025")) == "0.000025"
+    assert money_str(Decimal("-1.2")) == "-1.20"
+
+
+def test_projection_from_burn_rate():
+    now = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    start = now - timedelta(days=4)
+    projection = project_exhaustion(
+        spent=Decimal("20"), limit=Decimal("30"), window_spend=Decimal("8"), window_start=start, now=now, period_end=None
+    )
+    assert projection.burn_usd_per_day == Decimal("2")
+    assert projection.exhaustion_at == now + timedelta(days=5)
+    assert projection.within_period and not projection.exhausted
+    idle = project_exhaustion(spent=Decimal("1"), limit=Decimal("30"), window_spend=Decimal(0), window_start=start, now=now, period_end=None)
+    assert idle.exhaustion_at is None and not idle.within_period
+    month_end = now + timedelta(days=2)
+    late = project_exhaustion(spent=Decimal("20"), limit=Decimal("30"), window_spend=Decimal("8"), window_start=start, now=now, period_end=month_end)
+    assert not late.within_period
+    over = project_exhaustion(spent=Decimal("31"), limit=Decimal("30"), window_spend=Decimal("8"), window_start=start, now=now, period_end=None)
+    assert over.exhausted and over.remaining == 0 and over.exhaustion_at == now
+
+
+def test_burn_window_is_a_week_or_since_the_first_entry():
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    assert burn_window_start(now=now, period_start=None, first_entry_at=None) == now - timedelta(days=7)
+    assert burn_window_start(now=now, period_start=None, first_entry_at=now - timedelta(hours=3)) == now - timedelta(hours=3)
+    assert burn_window_start(now=now, period_start=datetime(2026, 11, 1, tzinfo=UTC), first_entry_at=None) == now - timedelta(days=7)

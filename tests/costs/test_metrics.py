@@ -1,0 +1,38 @@
+"""/metrics exports spend and budget usage, read from the database at scrape time."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from costs.services import cost_entry_reverse, cost_record
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_metrics_follow_the_ledger_and_budgets(client, qa_agent, default_budget):
+    entry = cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("9"), idempotency_key="a")
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("1.5"), idempotency_key="b")
+    cost_entry_reverse(entry=entry, actor=UserFactory(is_superuser=True), reason="test")
+    samples = scrape(client)
+    labels = (("agent", "qa_agent"), ("operation", "benchmark"))
+    assert samples[("genesis_cost_usd_total", labels)] == 9.0
+    assert samples[("genesis_cost_reversed_usd_total", labels)] == 9.0
+    assert samples[("genesis_cost_usd_total", (("agent", "qa_agent"), ("operation", "manual")))] == 1.5
+    assert samples[("genesis_budget_used_ratio", (("budget", "default"),))] == pytest.approx(0.05)
+    assert samples[("genesis_budget_limit_usd", (("budget", "default"),))] == 30.0
+    assert samples[("genesis_budget_alerts_total", (("budget", "default"), ("severity", "warning")))] == 1.0
+    assert samples[("genesis_cost_metrics_up", ())] == 1.0

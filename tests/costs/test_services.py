@@ -1,0 +1,290 @@
+"""costs/services.py on a real database: the ledger, alerts, the budget check and its overrides,
+storage charges and prices."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, PriceTable
+from costs.selectors import budget_status, inference_cost
+from costs.services import (
+    budget_check,
+    budget_upsert,
+    cost_entry_reverse,
+    cost_record,
+    price_upsert,
+    storage_charge_month,
+)
+from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from tests.costs.factories import PriceTableFactory
+from tests.factories import ModelVersionFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+FT_MODEL = "ft:open-mistral-7b:1a2b3c4d:20261101:5e6f7a8b"
+
+
+def charge(agent, amount, key, **kwargs):  # type: ignore[no-untyped-def]
+    return cost_record(agent=agent, operation=kwargs.pop("operation", "manual"), amount_usd=Decimal(amount),
+                       idempotency_key=key, **kwargs)
+
+
+# --- the ledger ---------------------------------------------------------------------------------------------
+
+
+def test_same_idempotency_key_charges_once(qa_agent):
+    first = charge(qa_agent, "1.25", "benchmark-result:1", operation="benchmark")
+    again = charge(qa_agent, "1.25", "benchmark-result:1", operation="benchmark")
+    assert again.pk == first.pk
+    assert CostEntry.objects.count() == 1
+
+
+def test_reusing_a_key_for_a_different_charge_is_refused(qa_agent):
+    charge(qa_agent, "1.25", "job:7")
+    with pytest.raises(Conflict, match="idempotency key 'job:7' was already used for entry #"):
+        charge(qa_agent, "9.99", "job:7")
+    assert CostEntry.objects.count() == 1
+
+
+def test_amount_is_computed_from_tokens_and_the_base_price_of_a_fine_tuned_model(qa_agent, base_price):
+    entry = cost_record(agent=qa_agent, operation="inference", model=FT_MODEL, input_tokens=400_000,
+                        output_tokens=200_000, idempotency_key="outcome:evt-1", source="outcome evt-1")
+    assert entry.amount_usd == Decimal("0.150000")  # 600k tokens at $0.25 / 1M (open-mistral-7b)
+    assert entry.tokens == 600_000
+    assert inference_cost(model=FT_MODEL, input_tokens=400_000, output_tokens=200_000) == entry.amount_usd
+
+
+def test_a_fine_tuned_model_with_its_own_price_uses_it(qa_agent, base_price):
+    PriceTableFactory(model=FT_MODEL, effective_from=date(2026, 1, 1), input_usd_per_million=Decimal("0.75"),
+                      output_usd_per_million=Decimal("0.75"))
+    entry = cost_record(agent=qa_agent, operation="inference", model=FT_MODEL, input_tokens=1_000_000,
+                        output_tokens=0, idempotency_key="outcome:evt-2")
+    assert entry.amount_usd == Decimal("0.750000")
+
+
+def test_fine_tuning_cost_from_training_tokens_has_the_minimum_fee(qa_agent, base_price):
+    small = cost_record(agent=qa_agent, operation="fine_tuning", model="open-mistral-7b", tokens=100_000,
+                        idempotency_key="ft-job:1")
+    large = cost_record(agent=qa_agent, operation="fine_tuning", model="open-mistral-7b", tokens=5_000_000,
+                        idempotency_key="ft-job:2")
+    assert (small.amount_usd, large.amount_usd) == (Decimal("4.000000"), Decimal("10.000000"))
+
+
+def test_unpriced_model_negative_amounts_and_missing_tokens_are_refused(qa_agent, base_price):
+    with pytest.raises(NotFound, match="no price for model 'gpt-unknown' in force on"):
+        cost_record(agent=qa_agent, operation="inference", model="gpt-unknown", input_tokens=1, output_tokens=1,
+                    idempotency_key="x1")
+    with pytest.raises(InvalidInput, match="append-only — correct an entry by reversing it"):
+        charge(qa_agent, "-1", "x2")
+    with pytest.raises(InvalidInput, match="give input_tokens and output_tokens"):
+        cost_record(agent=qa_agent, operation="inference", model="open-mistral-7b", tokens=10, idempotency_key="x3")
+    with pytest.raises(InvalidInput, match="operation: 'coffee' is not one of"):
+        charge(qa_agent, "1", "x4", operation="coffee")
+    assert CostEntry.objects.count() == 0
+
+
+def test_a_user_needs_the_add_permission_to_record(qa_agent):
+    clerk = UserFactory(username="clerk")
+    with pytest.raises(PermissionDenied, match="user 'clerk' may not record costs: it needs the permission 'costs.add_costentry'"):
+        charge(qa_agent, "1", "x", actor=clerk)
+
+
+def test_reversal_is_an_opposite_entry_and_happens_once(qa_agent, default_budget):
+    admin = UserFactory(username="boss", is_superuser=True)
+    entry = charge(qa_agent, "2.50", "manual:1")
+    reversal = cost_entry_reverse(entry=entry, actor=admin, reason="typed the wrong agent")
+    assert (reversal.amount_usd, reversal.reverses_id, reversal.actor, reversal.occurred_at) == (
+        Decimal("-2.500000"), entry.pk, admin, entry.occurred_at)
+    assert cost_entry_reverse(entry=entry, actor=admin, reason="again").pk == reversal.pk
+    with pytest.raises(Conflict, match="is itself a reversal"):
+        cost_entry_reverse(entry=reversal, actor=admin, reason="undo the undo")
+    assert budget_status(budget=default_budget).spent == Decimal(0)
+    assert CostEntry.objects.count() == 2
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the append-only trigger exists on PostgreSQL only")
+def test_database_refuses_to_update_or_delete_a_ledger_row(qa_agent):
+    entry = charge(qa_agent, "1", "manual:trigger")
+    for statement in (lambda: CostEntry.objects.filter(pk=entry.pk).update(amount_usd=0),
+                      lambda: CostEntry.objects.filter(pk=entry.pk).delete()):
+        with pytest.raises(IntegrityError, match="costs_costentry is append-only"), transaction.atomic():
+            statement()
+    entry.refresh_from_db()
+    assert entry.amount_usd == Decimal("1.000000")
+
+
+# --- alerts ---------------------------------------------------------------------------------------------------
+
+
+def test_each_threshold_alerts_once_with_its_severity(qa_agent, default_budget):
+    charge(qa_agent, "7.49", "e1")
+    assert BudgetAlert.objects.count() == 0
+    crossing = charge(qa_agent, "0.01", "e2")  # $7.50 = 25 % of $30
+    charge(qa_agent, "1", "e3")
+    charge(qa_agent, "16.40", "e4")  # $24.90 = 83 %: crosses 50 and 83 at once
+    charge(qa_agent, "5", "e5")
+    alerts = {a.threshold_percent: a for a in BudgetAlert.objects.all()}
+    assert sorted(alerts) == [25, 50, 83]
+    assert (alerts[25].severity, alerts[50].severity, alerts[83].severity) == ("warning", "critical", "emergency")
+    assert alerts[25].triggered_by == crossing and alerts[25].spent_usd == Decimal("7.50")
+    assert alerts[50].triggered_by_id == alerts[83].triggered_by_id
+    assert alerts[83].spent_usd == Decimal("24.90")
+
+
+def test_agent_budget_counts_only_its_agent(qa_agent, legal_agent):
+    budget_upsert(name="legal", amount_usd="10", agent=legal_agent, thresholds="50")
+    charge(qa_agent, "9", "q1")
+    assert not BudgetAlert.objects.exists()
+    charge(legal_agent, "5", "l1")
+    assert list(BudgetAlert.objects.values_list("budget__name", "threshold_percent")) == [("legal", 50)]
+
+
+def test_monthly_budget_alerts_again_in_a_new_month(qa_agent):
+    budget_upsert(name="monthly", amount_usd="10", period="monthly", thresholds="50")
+    now = timezone.now()
+    last_month = now.replace(day=1) - timedelta(days=3)
+    charge(qa_agent, "6", "old", occurred_at=last_month)
+    charge(qa_agent, "6", "new", occurred_at=now)
+    keys = sorted(BudgetAlert.objects.values_list("period_key", flat=True))
+    assert keys == sorted([f"{last_month:%Y-%m}", f"{now:%Y-%m}"])
+
+
+def test_lowering_a_budget_below_spend_raises_its_alerts_with_a_trace(qa_agent, default_budget):
+    admin = UserFactory(username="cfo", is_superuser=True)
+    charge(qa_agent, "10", "m1")  # 33 % of $30
+    budget_upsert(name="default", amount_usd="12", actor=admin, reason="quarter cut")  # 83 % of $12
+    assert sorted(BudgetAlert.objects.values_list("threshold_percent", flat=True)) == [25, 50, 83]
+    latest = Budget.objects.get(name="default").history.first()
+    assert (latest.history_user, latest.history_change_reason, latest.amount_usd) == (admin, "quarter cut", Decimal("12.00"))
+    assert latest.prev_record.amount_usd == Decimal("30.00")
+
+
+def test_budget_thresholds_default_from_settings_and_bad_ones_are_refused(settings):
+    settings.BUDGET_THRESHOLDS = [10, 90]
+    budget = budget_upsert(name="b", amount_usd="5")
+    assert budget.thresholds == [{"percent": 10, "severity": "warning"}, {"percent": 90, "severity": "critical"}]
+    with pytest.raises(InvalidInput, match="thresholds: 'loud': severity is one of"):
+        budget_upsert(name="c", amount_usd="5", thresholds="25 loud")
+    with pytest.raises(InvalidInput, match="period: 'weekly' is not one of total, monthly, daily"):
+        budget_upsert(name="d", amount_usd="5", period="weekly")
+
+
+# --- the budget check (done-when: $1 left, $2 estimate) ----------------------------------------------------------------
+
+
+def test_hard_limit_with_one_dollar_left_refuses_a_two_dollar_estimate(qa_agent, default_budget):
+    charge(qa_agent, "29", "spent")
+    with pytest.raises(Conflict) as refused:
+        budget_check(agent=qa_agent, estimate_usd=Decimal("2"), actor=None)
+    assert refused.value.message == (
+        "budget 'default' is at 96.6 % of $30.00 ($29.00 spent); this run needs an estimated $2.00 but only $1.00 is "
+        "left — raise the budget or pass an override reason as a user with costs.override_budget"
+    )
+    assert refused.value.status_code == 409
+    assert budget_check(agent=qa_agent, estimate_usd=Decimal("1"), actor=None).checked == ["default"]
+    assert not BudgetOverride.objects.exists()
+
+
+def test_override_with_a_reason_by_a_permitted_user_goes_through_and_is_recorded(qa_agent, default_budget, overrider):
+    charge(qa_agent, "29", "spent")
+    check = budget_check(agent=qa_agent, estimate_usd="2", actor=overrider, override_reason="release blocker, CFO agreed")
+    assert check.overridden
+    override = BudgetOverride.objects.get()
+    assert (override.budget, override.agent, override.actor, override.reason) == (
+        default_budget, qa_agent, overrider, "release blocker, CFO agreed")
+    assert (override.estimate_usd, override.spent_usd, override.budget_usd) == (Decimal("2"), Decimal("29"), Decimal("30"))
+
+
+def test_override_needs_the_permission_a_reason_and_a_person(qa_agent, default_budget):
+    charge(qa_agent, "29", "spent")
+    intern = UserFactory(username="intern")
+    with pytest.raises(PermissionDenied, match="user 'intern' may not start paid work over budget 'default'.*costs.override_budget"):
+        budget_check(agent=qa_agent, estimate_usd="2", actor=intern, override_reason="please")
+    with pytest.raises(Conflict, match="is at 96.6 %"):
+        budget_check(agent=qa_agent, estimate_usd="2", actor=intern, override_reason="   ")
+    with pytest.raises(PermissionDenied, match="a budget override needs a person"):
+        budget_check(agent=qa_agent, estimate_usd="2", actor=None, override_reason="beat says so")
+    assert not BudgetOverride.objects.exists()
+
+
+def test_soft_budgets_and_other_agents_budgets_do_not_refuse(qa_agent, legal_agent):
+    budget_upsert(name="soft", amount_usd="1", hard_limit=False)
+    budget_upsert(name="legal-only", amount_usd="1", agent=legal_agent)
+    check = budget_check(agent=qa_agent, estimate_usd="50", actor=None)
+    assert check.checked == [] and not check.overridden
+    with pytest.raises(Conflict, match="budget 'legal-only' is at 0 % of \\$1.00"):
+        budget_check(agent=legal_agent, estimate_usd="2", actor=None)
+
+
+# --- storage and prices ----------------------------------------------------------------------------------------------
+
+
+def test_monthly_storage_charges_each_stored_fine_tuned_model_once_a_month(qa_agent, base_price):
+    stored = ModelVersionFactory(agent=qa_agent, model_id=FT_MODEL)
+    ModelVersionFactory(agent=qa_agent, model_id="ft:open-mistral-7b:00000000:20260101:11111111", status="retired")
+    ModelVersionFactory(agent=qa_agent, model_id="open-mistral-7b", kind="baseline", base_model="open-mistral-7b")
+    first = storage_charge_month()
+    again = storage_charge_month()
+    assert [e.pk for e in first] == [e.pk for e in again]
+    entry = CostEntry.objects.get()
+    assert (entry.operation, entry.amount_usd, entry.model, entry.source_object) == ("storage", Decimal("2.000000"), FT_MODEL, stored)
+    assert entry.idempotency_key == f"storage:simulator:{FT_MODEL}:{timezone.localdate():%Y-%m}"
+    previous_month = timezone.localdate().replace(day=1) - timedelta(days=1)
+    storage_charge_month(month=previous_month)
+    assert CostEntry.objects.count() == 2
+
+
+def test_price_versions_keep_their_history_and_seeding_does_not_overwrite(db):
+    admin = UserFactory(username="pricer", is_superuser=True)
+    price = price_upsert(model="m", effective_from=date(2026, 1, 1), input_usd_per_million="1", output_usd_per_million="2",
+                         source="https://example.com/pricing", source_date=date(2026, 1, 2), actor=admin)
+    price_upsert(model="m", effective_from=date(2026, 1, 1), input_usd_per_million="9", output_usd_per_million="9",
+                 source="seed", source_date=date(2026, 1, 2), overwrite=False)
+    price.refresh_from_db()
+    assert price.input_usd_per_million == Decimal("1")
+    price_upsert(model="m", effective_from=date(2026, 1, 1), input_usd_per_million="1.5", output_usd_per_million="2",
+                 source="https://example.com/pricing", source_date=date(2026, 2, 1), actor=admin)
+    history = list(PriceTable.objects.get(pk=price.pk).history.order_by("history_date"))
+    assert [(h.history_type, h.input_usd_per_million, h.history_user) for h in history] == [
+        ("+", Decimal("1"), admin), ("~", Decimal("1.5"), admin)]
+    with pytest.raises(InvalidInput, match="source: say where the prices come from"):
+        price_upsert(model="n", effective_from=date(2026, 1, 1), input_usd_per_million="1", output_usd_per_million="1",
+                     source=" ", source_date=date(2026, 1, 1))
+
+
+# --- batches ------------------------------------------------------------------------------------------------------------
+
+
+def test_a_batch_is_priced_once_per_model_inserted_at_once_and_alerts_once(qa_agent, legal_agent, base_price, default_budget,
+                                                                          django_assert_max_num_queries):
+    from costs.services import Charge, cost_record_many
+
+    charges = [
+        Charge(agent=(qa_agent, legal_agent)[i % 2], operation="inference", model=FT_MODEL, input_tokens=3_000_000,
+               output_tokens=1_000_000, idempotency_key=f"outcome:{i}", source=f"outcome {i}")
+        for i in range(20)
+    ]  # $1 each: $20 = 66.7 % of $30, crossing 25 and 50 together
+    with django_assert_max_num_queries(20):
+        entries = cost_record_many(charges=charges)
+    assert [e.amount_usd for e in entries] == [Decimal("1.000000")] * 20
+    assert len({e.pk for e in entries}) == 20
+    alerts = list(BudgetAlert.objects.order_by("threshold_percent"))
+    assert [(a.threshold_percent, a.spent_usd, a.triggered_by_id) for a in alerts] == [
+        (25, Decimal("20"), entries[-1].pk), (50, Decimal("20"), entries[-1].pk)]
+    # Retried with two new events: the twenty are not charged again.
+    retried = cost_record_many(charges=[*charges, *(Charge(agent=qa_agent, operation="manual", amount_usd="5",
+                                                           idempotency_key=f"extra:{i}") for i in range(2))])
+    assert [e.pk for e in retried[:20]] == [e.pk for e in entries]
+    assert CostEntry.objects.count() == 22
+    assert sorted(BudgetAlert.objects.values_list("threshold_percent", flat=True)) == [25, 50, 83]
+    with pytest.raises(Conflict, match="appears twice in the batch for different charges"):
+        cost_record_many(charges=[Charge(agent=qa_agent, operation="manual", amount_usd="1", idempotency_key="dup"),
+                                  Charge(agent=qa_agent, operation="manual", amount_usd="2", idempotency_key="dup")])
+    with pytest.raises(InvalidInput, match=r"charges\[0\]: inference: give input_tokens and output_tokens"):
+        cost_record_many(charges=[Charge(agent=qa_agent, operation="inference", model=FT_MODEL, tokens=5, idempotency_key="t")])
+    assert CostEntry.objects.count() == 22

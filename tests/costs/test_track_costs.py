@@ -1,0 +1,105 @@
+"""`manage.py track_costs` as the contract says: --report in md/csv/json (to stdout or --out) and
+--log; exit 2 for usage errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from costs.models import CostEntry
+from costs.services import cost_record
+from tests.conftest import ROOT, child_environment
+from tests.factories import UserFactory
+
+
+def track_costs(*args: str) -> str:
+    out = io.StringIO()
+    call_command("track_costs", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_log_records_a_manual_entry_and_prints_the_budget(qa_agent, default_budget):
+    printed = track_costs("--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "8.5",
+                          "--tokens", "1200", "--model", "open-mistral-7b", "--note", "prototype spend from the CSV")
+    entry = CostEntry.objects.get()
+    assert (entry.amount_usd, entry.operation, entry.tokens, entry.model, entry.note, entry.source, entry.actor) == (
+        Decimal("8.5"), "manual", 1200, "open-mistral-7b", "prototype spend from the CSV", "track_costs --log", None)
+    assert printed.splitlines() == [
+        f"recorded entry #{entry.pk}: $8.50 manual for qa_agent",
+        "budget 'default': $8.50 of $30.00 (28.3 %; thresholds reached: 25 %)",
+    ]
+
+
+@pytest.mark.django_db
+def test_log_with_a_key_records_once_and_as_a_user(qa_agent):
+    UserFactory(username="ops", is_superuser=True)
+    for _ in range(2):
+        track_costs("--log", "--agent", "qa_agent", "--operation", "fine_tuning", "--cost", "4", "--key", "ft-job:9", "--as", "ops")
+    entry = CostEntry.objects.get()
+    assert (entry.idempotency_key, entry.actor.username) == ("ft-job:9", "ops")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--log", "--agent", "nobody", "--operation", "manual", "--cost", "1"], "--agent: unknown agent 'nobody'; known agents: qa_agent"),
+        (["--log", "--agent", "qa_agent", "--operation", "coffee", "--cost", "1"], "--operation: 'coffee' is not one of fine_tuning, benchmark, inference, storage, manual"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "-2"], "--cost: '-2' must be zero or more"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "two"], "--cost: 'two' is not a number of dollars"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual"], "--log needs --cost"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--tokens", "-5"], "--tokens: cannot be negative"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--format", "csv"], "--format and --out go with --report"),
+        (["--report", "--agent", "qa_agent"], "--agent: only with --log"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--as", "ghost"], "--as: no user 'ghost'"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message(qa_agent, args, message):
+    with pytest.raises(CommandError) as error:
+        track_costs(*args)
+    assert error.value.returncode == 2
+    assert message in str(error.value)
+    assert not CostEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_report_formats_and_out_file(qa_agent, legal_agent, default_budget, tmp_path):
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("1.234567"), idempotency_key="a")
+    cost_record(agent=legal_agent, operation="inference", amount_usd=Decimal("0.000033"), idempotency_key="b", model="open-mistral-7b", tokens=132)
+    rows = list(csv.reader(io.StringIO(track_costs("--report", "--format", "csv"))))
+    assert rows[0] == ["day", "agent", "operation", "model", "entries", "tokens", "amount_usd"]
+    assert [row[1:] for row in rows[1:]] == [
+        ["legal_agent", "inference", "open-mistral-7b", "1", "132", "0.000033"],
+        ["qa_agent", "benchmark", "", "1", "0", "1.234567"],
+        ["", "", "", "2", "132", "1.2346"],
+    ]
+    report = json.loads(track_costs("--report", "--format", "json"))
+    assert (report["total_usd"], report["by_agent"], report["budgets"][0]["name"]) == (
+        "1.2346", {"legal_agent": "0.000033", "qa_agent": "1.234567"}, "default")
+    markdown = track_costs("--report")
+    for heading in ("## Budgets", "## Alerts", "### By agent", "### By operation", "### By model", "### By day", "## Fine-tuning jobs"):
+        assert heading in markdown
+    target = tmp_path / "costs.md"
+    assert track_costs("--report", "--out", str(target)) == f"wrote the md report to {target}: $1.23 over 2 entries\n"
+    assert target.read_text() == markdown
+
+
+def test_a_real_process_exits_2_on_usage_errors_and_0_when_done(transactional_db, qa_agent):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "manage.py", "track_costs", *args], cwd=ROOT, env=child_environment(),
+                              capture_output=True, text=True, timeout=60)
+
+    assert run().returncode == 2  # neither --report nor --log
+    unknown = run("--log", "--agent", "nobody", "--operation", "manual", "--cost", "1")
+    assert unknown.returncode == 2 and "unknown agent 'nobody'" in unknown.stderr
+    done = run("--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1.5")
+    assert done.returncode == 0, done.stderr
+    assert CostEntry.objects.get().amount_usd == Decimal("1.5")
