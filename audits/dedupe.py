@@ -1,0 +1,361 @@
+"""Exact and near duplicates among training examples.
+
+Pure module (stdlib + numpy + scipy); no Django.
+
+* **Exact**: the text of an example (its message contents, see
+  :func:`audits.formats.conversation_text`) is case-folded and its whitespace
+  collapsed; equal 64-bit BLAKE2b hashes of that are the same example.
+* **Near**: MinHash over word 3-shingles estimates the Jaccard similarity of
+  two examples; LSH banding proposes candidate pairs and a pair whose
+  estimated similarity reaches ``threshold`` (default 0.8) is a near
+  duplicate.  Groups are the connected components of those pairs.
+
+Counting follows the contract: a line counts when it repeats an *earlier*
+line — a group of three identical lines counts 2 — and a line counted as an
+exact duplicate is never counted again as a near one (near duplicates are
+looked for among the first line of each exact group only).
+
+Why this MinHash: it runs in numpy over whole batches of examples, one hash
+per shingle ("one permutation hashing", Li, Owen & Zhang 2012, densified by
+rotation, Shrivastava & Li 2014) instead of 128 hashes per shingle, and keeps
+8 bits per bin (b-bit MinHash, Li & König 2010) so 100 000 examples need
+12.8 MB.  Hashes are deterministic (no ``hash()``), so worker processes agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+DEFAULT_THRESHOLD = 0.8
+NUM_BINS = 128  # signature length; 16 LSH bands of 8 rows
+BANDS = 16
+ROWS_PER_BAND = NUM_BINS // BANDS
+SHINGLE_WORDS = 3
+_EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+_BYTE_BASE = np.uint64(0x100000001B3)  # FNV prime: odd, so invertible modulo 2**64
+_BYTE_BASE_INVERSE = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+
+
+def normalise(text: str) -> str:
+    """Case-folded, whitespace collapsed: what "the same text" means here."""
+    return " ".join(text.casefold().split())
+
+
+def exact_key(normalised: str) -> int:
+    """A 64-bit fingerprint of normalised text (BLAKE2b, so stable across processes)."""
+    return int.from_bytes(hashlib.blake2b(normalised.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every input bit affects every output bit.  In place."""
+    values ^= values >> np.uint64(30)
+    values *= np.uint64(0xBF58476D1CE4E5B9)
+    values ^= values >> np.uint64(27)
+    values *= np.uint64(0x94D049BB133111EB)
+    values ^= values >> np.uint64(31)
+    return values
+
+
+_power_cache: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _power_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """base**k and base**-k (mod 2**64) for k < size, kept between batches
+    (cumprod is sequential and slow; batches are all about the same size)."""
+    global _power_cache
+    if _power_cache is None or _power_cache[0].size < size:
+        capacity = max(size, 1 << 20)
+        powers = np.full(capacity, _BYTE_BASE, dtype=np.uint64)
+        powers[0] = 1
+        inverse = np.full(capacity, _BYTE_BASE_INVERSE, dtype=np.uint64)
+        inverse[0] = 1
+        _power_cache = (np.cumprod(powers, dtype=np.uint64), np.cumprod(inverse, dtype=np.uint64))
+    return _power_cache
+
+
+def minhash_signatures(normalised_texts: list[str]) -> np.ndarray:
+    """MinHash signatures, one row of ``NUM_BINS`` uint8 per text.
+
+    A text with no words gets an all-255 row and should not be compared.
+    """
+    count = len(normalised_texts)
+    signatures = np.full((count, NUM_BINS), 255, dtype=np.uint8)
+    if count == 0:
+        return signatures
+    encoded = [text.encode("utf-8") for text in normalised_texts]
+    lengths = np.fromiter((len(item) for item in encoded), dtype=np.int64, count=count)
+    # Texts are joined by "\n", which normalised text never contains.
+    buffer = np.frombuffer(b"\n".join(encoded), dtype=np.uint8)
+    if buffer.size == 0:
+        return signatures
+    doc_starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+
+    # Word boundaries: a word is a maximal run of bytes that are not " " or "\n".
+    is_separator = (buffer == 32) | (buffer == 10)
+    is_word = ~is_separator
+    edges = np.diff(np.concatenate(([False], is_word, [False])).astype(np.int8))
+    word_starts = np.flatnonzero(edges == 1)
+    word_ends = np.flatnonzero(edges == -1)
+    if word_starts.size == 0:
+        return signatures
+
+    # Polynomial hash of each word's bytes from prefix sums (mod 2**64):
+    # hash[a, b) = (P[b] - P[a]) * base**(b - 1), P[j] = Σ_{k<j} s_k · base**-k.
+    size = buffer.size
+    powers, inverse_powers = _power_tables(size)
+    prefix = np.zeros(size + 1, dtype=np.uint64)
+    terms = buffer.astype(np.uint64)
+    terms += np.uint64(1)
+    terms *= inverse_powers[:size]
+    np.cumsum(terms, dtype=np.uint64, out=prefix[1:])
+    del terms
+    word_hashes = prefix[word_ends]
+    word_hashes -= prefix[word_starts]
+    word_hashes *= powers[word_ends - 1]
+    word_hashes = _mix(word_hashes)
+    del prefix
+
+    word_docs = np.searchsorted(doc_starts, word_starts, side="right") - 1
+    words_per_doc = np.bincount(word_docs, minlength=count)
+
+    # Shingles of SHINGLE_WORDS consecutive words of one document; a document
+    # with fewer words is one shingle of all its words.
+    shingle = word_hashes.copy()
+    for offset in range(1, SHINGLE_WORDS):
+        shifted = np.zeros_like(word_hashes)
+        shifted[:-offset] = word_hashes[offset:]
+        shingle = _mix(shingle * np.uint64(0x9E3779B97F4A7C15) + shifted)
+    position_in_doc = np.arange(word_hashes.size) - np.concatenate(([0], np.cumsum(words_per_doc)[:-1]))[word_docs]
+    full_shingle = position_in_doc + SHINGLE_WORDS <= words_per_doc[word_docs]
+    # For short documents take the shingle starting at their first word, built
+    # from as many words as they have (shorter windows wrap into the next doc,
+    # so recompute them explicitly).
+    short_docs = np.flatnonzero((words_per_doc > 0) & (words_per_doc < SHINGLE_WORDS))
+    keep = full_shingle
+    if short_docs.size:
+        first_word = np.concatenate(([0], np.cumsum(words_per_doc)[:-1]))[short_docs]
+        one_word = word_hashes[first_word]
+        next_word = word_hashes[np.minimum(first_word + 1, word_hashes.size - 1)]
+        two_words = _mix(one_word * np.uint64(0x9E3779B97F4A7C15) + next_word)
+        shingle[first_word] = np.where(words_per_doc[short_docs] > 1, two_words, one_word)
+        keep = keep.copy()
+        keep[first_word] = True
+    shingle = _mix(shingle[keep])
+    shingle_docs = word_docs[keep]
+
+    # One permutation hashing: the top 7 bits choose the bin, the rest is the
+    # value; each bin keeps its minimum.
+    bins = (shingle >> np.uint64(57)).astype(np.int64)
+    values = shingle & np.uint64(0x01FFFFFFFFFFFFFF)
+    flat = np.full(count * NUM_BINS, _EMPTY, dtype=np.uint64)
+    np.minimum.at(flat, shingle_docs * NUM_BINS + bins, values)
+    minima = flat.reshape(count, NUM_BINS)
+
+    # Densify by rotation: an empty bin borrows the next non-empty bin to its
+    # right (circularly), salted with the distance, so short texts still get
+    # full signatures that estimate Jaccard similarity without bias.
+    empty = minima == _EMPTY
+    if empty.any():
+        index = np.where(empty, 2 * NUM_BINS, np.arange(NUM_BINS))
+        doubled = np.concatenate((index, index + NUM_BINS), axis=1)
+        next_full = np.minimum.accumulate(doubled[:, ::-1], axis=1)[:, ::-1][:, :NUM_BINS]
+        has_any = ~empty.all(axis=1)
+        next_full = np.where(has_any[:, None], next_full, np.arange(NUM_BINS))
+        distance = (next_full - np.arange(NUM_BINS)).astype(np.uint64)
+        borrowed = np.take_along_axis(minima, next_full % NUM_BINS, axis=1)
+        densified = _mix(borrowed + distance * np.uint64(0x9E3779B97F4A7C15))
+        minima = np.where(empty & has_any[:, None], densified, minima)
+        signatures[has_any] = _mix(minima[has_any]).astype(np.uint8)
+    else:
+        signatures[:] = _mix(minima).astype(np.uint8)
+    return signatures
+
+
+def estimated_similarity(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Jaccard estimates for row pairs of 8-bit signatures (corrected for chance matches)."""
+    agreement = (first == second).mean(axis=-1)
+    return np.clip((agreement - 1 / 256) / (1 - 1 / 256), 0.0, 1.0)
+
+
+@dataclass
+class DuplicateReport:
+    """Groups of line numbers; the first line of each group is the one kept."""
+
+    exact_groups: list[list[int]] = field(default_factory=list)
+    near_groups: list[list[int]] = field(default_factory=list)
+    threshold: float = DEFAULT_THRESHOLD
+
+    @property
+    def exact(self) -> int:
+        """Lines that repeat an earlier line exactly."""
+        return sum(len(group) - 1 for group in self.exact_groups)
+
+    @property
+    def near(self) -> int:
+        """Lines that nearly repeat an earlier line (and were not exact repeats)."""
+        return sum(len(group) - 1 for group in self.near_groups)
+
+    def redundant_lines(self) -> set[int]:
+        """Every line a deduplicated dataset drops: all but the first of each group."""
+        return {line for group in self.exact_groups + self.near_groups for line in group[1:]}
+
+
+@dataclass
+class ExampleFingerprints:
+    """What duplicate detection needs per example, in compact arrays.
+
+    Built incrementally (``add``) in one process, or from several workers'
+    pieces with :meth:`concatenate`.
+    """
+
+    lines: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    exact_keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+    signatures: np.ndarray = field(default_factory=lambda: np.empty((0, NUM_BINS), dtype=np.uint8))
+
+    @classmethod
+    def concatenate(cls, parts: list[ExampleFingerprints]) -> ExampleFingerprints:
+        if not parts:
+            return cls()
+        return cls(
+            np.concatenate([part.lines for part in parts]),
+            np.concatenate([part.exact_keys for part in parts]),
+            np.concatenate([part.signatures for part in parts]),
+        )
+
+
+class FingerprintCollector:
+    """Accumulates examples and hashes them in numpy batches (bounded memory)."""
+
+    def __init__(self, *, batch_size: int = 2048, batch_bytes: int = 1 << 20, near: bool = True) -> None:
+        # Batches of about 1 MB of text keep numpy's temporaries small (and
+        # reused), which matters more than batch count on this kind of machine.
+        self._batch_size = batch_size
+        self._batch_bytes = batch_bytes
+        self._pending_bytes = 0
+        self._near = near
+        self._pending_lines: list[int] = []
+        self._pending_texts: list[str] = []
+        self._lines: list[np.ndarray] = []
+        self._keys: list[np.ndarray] = []
+        self._signatures: list[np.ndarray] = []
+
+    def add(self, *, line: int, text: str) -> None:
+        """Record one example's text (raw; it is normalised here). Empty text is ignored."""
+        self.add_normalised(line=line, normalised=normalise(text))
+
+    def add_normalised(self, *, line: int, normalised: str) -> None:
+        """Record text already passed through :func:`normalise`."""
+        if not normalised:
+            return
+        self._pending_lines.append(line)
+        self._pending_texts.append(normalised)
+        self._pending_bytes += len(normalised)
+        if len(self._pending_texts) >= self._batch_size or self._pending_bytes >= self._batch_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending_texts:
+            return
+        self._lines.append(np.asarray(self._pending_lines, dtype=np.int64))
+        self._keys.append(np.fromiter((exact_key(t) for t in self._pending_texts), dtype=np.uint64))
+        if self._near:
+            self._signatures.append(minhash_signatures(self._pending_texts))
+        else:
+            self._signatures.append(np.empty((len(self._pending_texts), NUM_BINS), dtype=np.uint8))
+        self._pending_lines = []
+        self._pending_texts = []
+        self._pending_bytes = 0
+
+    def finish(self) -> ExampleFingerprints:
+        self._flush()
+        if not self._lines:
+            return ExampleFingerprints()
+        return ExampleFingerprints(
+            np.concatenate(self._lines), np.concatenate(self._keys), np.concatenate(self._signatures)
+        )
+
+
+def _runs_of_equal(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, stop) of each run of equal adjacent values with length ≥ 2."""
+    if sorted_values.size < 2:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    boundaries = np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1
+    starts = np.concatenate(([0], boundaries))
+    stops = np.concatenate((boundaries, [sorted_values.size]))
+    long = stops - starts >= 2
+    return starts[long], stops[long]
+
+
+def find_duplicates(
+    fingerprints: ExampleFingerprints,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    near: bool = True,
+) -> DuplicateReport:
+    """Exact groups, then near groups among the first line of each exact group."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+    report = DuplicateReport(threshold=threshold)
+    count = fingerprints.lines.size
+    if count == 0:
+        return report
+    order = np.lexsort((fingerprints.lines, fingerprints.exact_keys))
+    sorted_keys = fingerprints.exact_keys[order]
+    starts, stops = _runs_of_equal(sorted_keys)
+    representative = np.ones(count, dtype=bool)
+    for start, stop in zip(starts.tolist(), stops.tolist()):
+        members = order[start:stop]
+        report.exact_groups.append(fingerprints.lines[members].tolist())
+        representative[members[1:]] = False
+    report.exact_groups.sort(key=lambda group: group[0])
+    if not near:
+        return report
+
+    candidates = np.flatnonzero(representative)
+    if candidates.size < 2:
+        return report
+    signatures = np.ascontiguousarray(fingerprints.signatures[candidates])
+    band_keys = signatures.view(np.uint64)  # each 8-byte band of the row as one key
+    pair_first: list[np.ndarray] = []
+    pair_second: list[np.ndarray] = []
+    for band in range(BANDS):
+        keys = band_keys[:, band]
+        band_order = np.argsort(keys, kind="stable")
+        run_starts, run_stops = _runs_of_equal(keys[band_order])
+        if run_starts.size == 0:
+            continue
+        # Pair every member of a bucket with the bucket's first member: linear in
+        # the bucket size, and the components below join the rest.
+        sizes = run_stops - run_starts
+        leaders = np.repeat(band_order[run_starts], sizes - 1)
+        member_positions = np.concatenate([np.arange(a + 1, b) for a, b in zip(run_starts.tolist(), run_stops.tolist())])
+        pair_first.append(leaders)
+        pair_second.append(band_order[member_positions])
+    if not pair_first:
+        return report
+    first = np.concatenate(pair_first)
+    second = np.concatenate(pair_second)
+    unique_pairs = np.unique(np.minimum(first, second) * candidates.size + np.maximum(first, second))
+    first, second = np.divmod(unique_pairs, candidates.size)
+    similar = np.zeros(first.size, dtype=bool)
+    chunk = 65536
+    for begin in range(0, first.size, chunk):
+        end = begin + chunk
+        similar[begin:end] = estimated_similarity(signatures[first[begin:end]], signatures[second[begin:end]]) >= threshold
+    first, second = first[similar], second[similar]
+    if first.size == 0:
+        return report
+    graph = coo_matrix((np.ones(first.size, dtype=np.int8), (first, second)), shape=(candidates.size, candidates.size))
+    _, labels = connected_components(graph, directed=False)
+    label_order = np.lexsort((fingerprints.lines[candidates], labels))
+    run_starts, run_stops = _runs_of_equal(labels[label_order])
+    for start, stop in zip(run_starts.tolist(), run_stops.tolist()):
+        report.near_groups.append(fingerprints.lines[candidates[label_order[start:stop]]].tolist())
+    report.near_groups.sort(key=lambda group: group[0])
+    return report

@@ -1,0 +1,412 @@
+"""Mistral fine-tuning format checks for chat JSONL, line by line, streamed.
+
+Pure module (stdlib only); no Django.
+
+The rules are Mistral's (``mistral-finetune``'s data loader and
+``mistral_common``'s request validator in fine-tuning mode):
+
+* every line is one JSON object with a non-empty ``messages`` list;
+* each message is an object whose ``role`` is system, user, assistant or tool;
+* system, user and tool messages have string ``content``; an assistant message
+  has string ``content`` or ``tool_calls`` (or both);
+* ``tool_calls`` appear only on assistant messages; each call has a 9-character
+  ``id`` of a-z, A-Z, 0-9 and a ``function`` with a ``name`` (a-z, A-Z, 0-9,
+  ``_``, ``-``; at most 64) and string ``arguments``;
+* the tool calls of an assistant message are answered by the tool messages
+  right after it, one per call, each with the ``tool_call_id`` of its call
+  (only the final assistant message may leave its calls unanswered);
+* roles follow Mistral's order (after user: user, assistant or system; after
+  assistant: assistant, user or tool; after tool: tool or assistant; after
+  system: system, user or assistant);
+* ``weight``, when given on an assistant message, is 0 or 1, and at least one
+  assistant message carries loss (has no ``weight: 0``);
+* the last message is from the assistant;
+* a top-level ``tools`` list, when given, holds ``{"type": "function",
+  "function": {"name", "description", "parameters": {…}}}`` entries.
+
+Reading never holds more than one line (capped at ``max_line_bytes``) in
+memory, so a 1 GB file — or a 1 GB file with no newline at all — is fine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterator
+
+ROLES = ("system", "user", "assistant", "tool")
+_ROLE_SET = frozenset(ROLES)
+_TOOL_CALL_ID = re.compile(r"[a-zA-Z0-9]{9}")
+_FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_ALLOWED_NEXT = {
+    "system": frozenset({"system", "user", "assistant"}),
+    "user": frozenset({"user", "assistant", "system"}),
+    "assistant": frozenset({"assistant", "user", "tool"}),
+    "tool": frozenset({"tool", "assistant"}),
+}
+
+#: Lines longer than this are reported and skipped without being read whole.
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+#: Problems reported per line; the rest of a broken line adds nothing useful.
+MAX_ERRORS_PER_LINE = 5
+_READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FormatError:
+    """One problem, located: ``line`` is 1-based; 0 means the file as a whole."""
+
+    line: int
+    detail: str  # human-readable and self-contained: "line 12: messages[2].role …"
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    """One physical line of a JSONL file, as bytes without its newline."""
+
+    number: int
+    data: bytes
+    ended_with_newline: bool
+    overlong: bool = False  # longer than max_line_bytes: ``data`` holds only the start
+
+
+@dataclass(slots=True)
+class CheckedLine:
+    """A line after parsing and checking."""
+
+    number: int
+    record: Any = None  # the parsed JSON value (any JSON type), None when it did not parse
+    parsed: bool = False
+    text: str = ""  # the decoded line (invalid UTF-8 replaced), for scanning unparsable lines
+    errors: list[str] = field(default_factory=list)  # details without the "line N: " prefix
+    blank: bool = False
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    @property
+    def is_example(self) -> bool:
+        """A JSON object with a non-empty messages list: worth deduplicating and grading."""
+        return (
+            isinstance(self.record, dict)
+            and isinstance(self.record.get("messages"), list)
+            and bool(self.record["messages"])
+        )
+
+    def format_errors(self) -> list[FormatError]:
+        return [FormatError(self.number, f"line {self.number}: {detail}") for detail in self.errors]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def iter_raw_lines(
+    stream: IO[bytes],
+    *,
+    first_line_number: int = 1,
+    end_offset: int | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[RawLine]:
+    """Physical lines of a binary stream, from its current position.
+
+    ``end_offset`` stops before the line that starts at or after that byte
+    offset (for reading one slice of a file in a worker).  A final line without
+    a newline is still a line; an empty file has none.
+    """
+    number = first_line_number
+    while True:
+        if end_offset is not None and stream.tell() >= end_offset:
+            return
+        data = stream.readline(max_line_bytes + 1)
+        if not data:
+            return
+        if data.endswith(b"\n"):
+            yield RawLine(number, data[:-1], True)
+        elif len(data) <= max_line_bytes:
+            yield RawLine(number, data, False)  # the last line, without a newline
+        else:
+            # Too long to hold: keep the start for the report, skip to the newline.
+            ended = False
+            while True:
+                chunk = stream.readline(_READ_CHUNK)
+                if not chunk:
+                    break
+                if chunk.endswith(b"\n"):
+                    ended = True
+                    break
+            yield RawLine(number, data[:max_line_bytes], ended, overlong=True)
+        number += 1
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def check_line(
+    raw: RawLine, *, first_in_file: bool | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> CheckedLine:
+    """Decode, parse and check one line; every problem becomes a detail string.
+
+    ``first_in_file`` (default: line number 1) allows a UTF-8 byte-order mark.
+    """
+    checked = CheckedLine(raw.number)
+    data = raw.data
+    if data.endswith(b"\r"):
+        data = data[:-1]  # CRLF files are common and harmless
+    if first_in_file is None:
+        first_in_file = raw.number == 1
+    if first_in_file and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark is an editor artefact, not content
+    if raw.overlong:
+        checked.text = data.decode("utf-8", errors="replace")
+        checked.errors.append(
+            f"line is longer than {max_line_bytes // (1024 * 1024)} MiB; it was skipped "
+            "(a single example that large is not usable for fine-tuning)"
+        )
+        return checked
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        text = data.decode("utf-8", errors="replace")
+        checked.errors.append(
+            f"not valid UTF-8 (byte 0x{data[error.start]:02x} at byte {error.start + 1}); "
+            "save the file as UTF-8"
+        )
+    checked.text = text
+    if not text.strip():
+        checked.blank = True
+        checked.errors.append("blank line; every line must be one JSON object")
+        return checked
+    try:
+        record = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as error:
+        position = getattr(error, "colno", None)
+        reason = getattr(error, "msg", str(error))
+        where = f" at column {position}" if position is not None else ""
+        hint = ""
+        if not raw.ended_with_newline:
+            hint = "; the file ends without a newline here, so the last line looks truncated"
+        checked.errors.append(f"invalid JSON{where}: {reason}{hint}")
+        return checked
+    except RecursionError:
+        checked.errors.append("invalid JSON: nested too deeply")
+        return checked
+    checked.record = record
+    checked.parsed = True
+    checked.errors.extend(check_record(record)[:MAX_ERRORS_PER_LINE])
+    return checked
+
+
+def check_record(record: object) -> list[str]:
+    """Every Mistral fine-tuning rule a parsed line breaks, as readable details."""
+    if not isinstance(record, dict):
+        return [f'expected a JSON object with a "messages" list, got {_describe(record)}']
+    errors: list[str] = []
+    if "messages" not in record:
+        keys = ", ".join(sorted(record)[:8]) or "no keys"
+        return [f'missing "messages" (the object has {keys})']
+    messages = record["messages"]
+    if not isinstance(messages, list):
+        return [f'"messages" must be a list, got {_describe(messages)}']
+    if not messages:
+        return ['"messages" is empty; an example needs at least a user and an assistant message']
+    if "tools" in record:
+        errors.extend(_check_tools(record["tools"]))
+
+    previous_role: str | None = None
+    pending_calls: dict[str, int] = {}  # tool call id → index of the assistant message
+    calling_message: int | None = None
+    loss_bearing = 0
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            errors.append(f"{where} must be an object, got {_describe(message)}")
+            previous_role = None
+            continue
+        role = message.get("role")
+        if role is None:
+            errors.append(f'{where} has no "role"')
+            previous_role = None
+            continue
+        if not isinstance(role, str) or role not in _ROLE_SET:
+            errors.append(f"{where}.role {role!r} is not one of {', '.join(ROLES)}")
+            previous_role = None
+            continue
+        if pending_calls and role != "tool":
+            errors.append(
+                f"messages[{calling_message}] (assistant) makes tool calls "
+                f"{', '.join(sorted(pending_calls))} that no tool message answers before {where}"
+            )
+            pending_calls.clear()
+        if previous_role is not None and role not in _ALLOWED_NEXT[previous_role]:
+            errors.append(f"{where}: a {role} message cannot follow a {previous_role} message")
+        content = message.get("content")
+        tool_calls = message.get("tool_calls")
+        if tool_calls is not None and role != "assistant":
+            errors.append(f"{where}.tool_calls is only allowed on assistant messages (role is {role!r})")
+        if role == "assistant":
+            has_calls = isinstance(tool_calls, list) and bool(tool_calls)
+            if content is not None and not isinstance(content, str):
+                errors.append(f"{where}.content must be a string, got {_describe(content)}")
+            elif not (isinstance(content, str) and content.strip()) and not has_calls:
+                errors.append(f"{where} (assistant) needs non-empty content or tool_calls")
+            if tool_calls is not None:
+                call_ids = _check_tool_calls(where, tool_calls, errors)
+                pending_calls = {call_id: index for call_id in call_ids}
+                calling_message = index
+            weight = message.get("weight")
+            if weight is not None and (isinstance(weight, bool) or weight not in (0, 1)):
+                errors.append(f"{where}.weight must be 0 or 1, got {json.dumps(weight)}")
+            elif weight != 0:
+                loss_bearing += 1
+        else:
+            if "content" not in message:
+                errors.append(f'{where} ({role}) has no "content"; it must be a string')
+            elif not isinstance(content, str):
+                errors.append(f"{where}.content must be a string, got {_describe(content)}")
+            if "weight" in message:
+                errors.append(f"{where}.weight is only allowed on assistant messages")
+        if role == "tool":
+            _check_tool_message(where, message, pending_calls, previous_role, errors)
+        previous_role = role
+        if len(errors) >= MAX_ERRORS_PER_LINE:
+            return errors
+
+    last = messages[-1]
+    last_role = last.get("role") if isinstance(last, dict) else None
+    if isinstance(last_role, str) and last_role in _ROLE_SET and last_role != "assistant":
+        errors.append(f"the last message must be from the assistant, got {last_role!r}")
+    elif last_role == "assistant" and loss_bearing == 0:
+        errors.append("no assistant message carries loss: every assistant message has weight 0")
+    return errors
+
+
+def _check_tool_calls(where: str, tool_calls: object, errors: list[str]) -> list[str]:
+    if not isinstance(tool_calls, list):
+        errors.append(f"{where}.tool_calls must be a list, got {_describe(tool_calls)}")
+        return []
+    call_ids: list[str] = []
+    for call_index, call in enumerate(tool_calls):
+        call_where = f"{where}.tool_calls[{call_index}]"
+        if not isinstance(call, dict):
+            errors.append(f"{call_where} must be an object, got {_describe(call)}")
+            continue
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or _TOOL_CALL_ID.fullmatch(call_id) is None:
+            errors.append(f"{call_where}.id {call_id!r} must be 9 characters of a-z, A-Z, 0-9")
+        else:
+            call_ids.append(call_id)
+        function = call.get("function")
+        if not isinstance(function, dict):
+            errors.append(f'{call_where} needs a "function" object with "name" and "arguments"')
+            continue
+        name = function.get("name")
+        if not isinstance(name, str) or _FUNCTION_NAME.fullmatch(name) is None:
+            errors.append(f"{call_where}.function.name {name!r} must be 1–64 characters of a-z, A-Z, 0-9, _ or -")
+        if not isinstance(function.get("arguments"), str):
+            errors.append(
+                f"{call_where}.function.arguments must be a JSON-encoded string, "
+                f"got {_describe(function.get('arguments'))}"
+            )
+    return call_ids
+
+
+def _check_tool_message(
+    where: str,
+    message: dict[str, Any],
+    pending_calls: dict[str, int],
+    previous_role: str | None,
+    errors: list[str],
+) -> None:
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str):
+        errors.append(f'{where} (tool) needs a "tool_call_id" naming the call it answers')
+    elif _TOOL_CALL_ID.fullmatch(call_id) is None:
+        errors.append(f"{where}.tool_call_id {call_id!r} must be 9 characters of a-z, A-Z, 0-9")
+    elif call_id in pending_calls:
+        del pending_calls[call_id]
+        return
+    else:
+        errors.append(f"{where}.tool_call_id {call_id!r} does not answer a tool call of the assistant message before it")
+        return
+    if previous_role not in ("assistant", "tool"):
+        errors.append(f"{where} (tool) must follow an assistant message with tool_calls")
+
+
+def _check_tools(tools: object) -> list[str]:
+    if not isinstance(tools, list):
+        return [f'"tools" must be a list, got {_describe(tools)}']
+    errors = []
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict):
+            errors.append(f'tools[{index}] must be {{"type": "function", "function": {{…}}}}')
+            continue
+        name = function.get("name")
+        if not isinstance(name, str) or _FUNCTION_NAME.fullmatch(name) is None:
+            errors.append(f"tools[{index}].function.name {name!r} must be 1–64 characters of a-z, A-Z, 0-9, _ or -")
+        if not isinstance(function.get("parameters"), dict):
+            errors.append(f"tools[{index}].function.parameters must be a JSON Schema object")
+    return errors
+
+
+# --------------------------------------------------------------------------- text of a line
+
+
+def iter_strings(value: object) -> Iterator[str]:
+    """Every string value (not key) in a parsed JSON value, in document order.
+
+    Iterative rather than recursive: it runs once per line of every audit,
+    and deep nesting must not hit the recursion limit.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(reversed(item.values()))  # type: ignore[call-overload]
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+
+
+def conversation_text(record: dict[str, Any]) -> str:
+    """The words of an example: message contents and tool-call arguments, in order.
+
+    What duplicates and difficulty are judged on (roles and ids are not).
+    """
+    parts: list[str] = []
+    for message in record.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        tool_calls = message.get("tool_calls")
+        if isinstance(tool_calls, list):
+            for call in tool_calls:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    parts.append(f"{function.get('name', '')} {function.get('arguments', '')}")
+    return "\n".join(parts)

@@ -1,0 +1,213 @@
+"""Write a copy of a chat JSONL with its PII replaced.
+
+Pure module (stdlib + :mod:`audits.pii`); no Django.
+
+Two styles:
+
+* ``placeholder`` — every occurrence becomes its type: ``[EMAIL]``, ``[PHONE]``…
+* ``pseudonym`` — the same value always becomes the same numbered stand-in
+  within the file (``<EMAIL_1>``, ``<EMAIL_2>``…), so a conversation that
+  mentions one address three times still reads as one person.  Values are
+  compared canonically: e-mails case-insensitively, numbers by their digits.
+
+Replacement happens inside JSON string values and the line is serialised
+again, so every line that was valid JSON stays valid JSON; a line without PII
+is copied byte for byte.  Lines that are not JSON are scrubbed as text.  The
+output has exactly as many lines as the input (an over-long line, which the
+audit skips, becomes an empty line), so line numbers keep pointing at the
+same examples.  Auditing the output finds none of the scrubbed types: each
+string is rescanned after replacement until nothing is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Sequence
+
+from audits.formats import DEFAULT_MAX_LINE_BYTES, check_line, iter_raw_lines
+from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, scan_text
+
+ScrubMode = Literal["placeholder", "pseudonym"]
+SCRUB_MODES: tuple[str, ...] = ("placeholder", "pseudonym")
+_MAX_ROUNDS = 4  # a replacement can expose a new match only at its edges; this settles it
+
+
+def placeholder_for(pii_type: str) -> str:
+    return f"[{pii_type.upper()}]"
+
+
+def _canonical(value: str, pii_type: str) -> str:
+    if pii_type == "email":
+        return value.casefold()
+    if pii_type in ("phone", "credit_card", "ssn"):
+        return "".join(char for char in value if char.isdigit())
+    if pii_type == "iban":
+        return value.replace(" ", "").upper()
+    if pii_type == "ip_address":
+        return value.lower()
+    return value
+
+
+@dataclass
+class PseudonymTable:
+    """The same (type, value) → the same ``<TYPE_n>`` for the life of the table."""
+
+    _assigned: dict[tuple[str, str], str] = field(default_factory=dict)
+    _next: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PII_TYPES, 1))
+
+    def pseudonym(self, value: str, pii_type: str) -> str:
+        key = (pii_type, _canonical(value, pii_type))
+        name = self._assigned.get(key)
+        if name is None:
+            name = f"<{pii_type.upper()}_{self._next[pii_type]}>"
+            self._next[pii_type] += 1
+            self._assigned[key] = name
+        return name
+
+    def __len__(self) -> int:
+        return len(self._assigned)
+
+
+@dataclass
+class Scrubber:
+    """Replaces PII in strings; keeps counts and (for pseudonyms) the table."""
+
+    mode: ScrubMode = "placeholder"
+    types: frozenset[str] = frozenset(PII_TYPES)
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
+    pseudonyms: PseudonymTable = field(default_factory=PseudonymTable)
+    replaced: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PII_TYPES, 0))
+
+    def __post_init__(self) -> None:
+        if self.mode not in SCRUB_MODES:
+            raise ValueError(f"scrub mode must be one of {', '.join(SCRUB_MODES)}, got {self.mode!r}")
+        unknown = set(self.types) - set(PII_TYPES)
+        if unknown:
+            raise ValueError(f"unknown PII types {sorted(unknown)}; known: {', '.join(PII_TYPES)}")
+
+    def scrub_text(self, text: str) -> str:
+        for _ in range(_MAX_ROUNDS):
+            matches = scan_text(text, types=self.types, phone_regions=self.phone_regions)
+            if not matches:
+                return text
+            pieces: list[str] = []
+            position = 0
+            for match in matches:
+                value = text[match.start : match.end]
+                pieces.append(text[position : match.start])
+                if self.mode == "pseudonym":
+                    pieces.append(self.pseudonyms.pseudonym(value, match.type))
+                else:
+                    pieces.append(placeholder_for(match.type))
+                self.replaced[match.type] += 1
+                position = match.end
+            pieces.append(text[position:])
+            text = "".join(pieces)
+        return text
+
+    def scrub_value(self, value: Any) -> Any:
+        """A copy of a parsed JSON value with every string value scrubbed (keys untouched)."""
+        if isinstance(value, str):
+            return self.scrub_text(value)
+        if isinstance(value, list):
+            return [self.scrub_value(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self.scrub_value(item) for key, item in value.items()}
+        return value
+
+
+@dataclass
+class ScrubResult:
+    source: str
+    destination: str
+    mode: str
+    lines: int
+    lines_changed: int
+    replaced: dict[str, int]
+    distinct_values: int  # pseudonym mode: how many different values were replaced
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "mode": self.mode,
+            "lines": self.lines,
+            "lines_changed": self.lines_changed,
+            "replaced": dict(self.replaced),
+            "distinct_values": self.distinct_values,
+            "notes": list(self.notes),
+        }
+
+
+def scrub_file(
+    *,
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    mode: ScrubMode = "placeholder",
+    types: Iterable[str] | None = None,
+    phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScrubResult:
+    """Stream ``source`` to ``destination`` with PII replaced (see the module doc).
+
+    The output is written to a temporary file beside ``destination`` and moved
+    into place at the end, so a failed run never leaves half a dataset.
+    """
+    scrubber = Scrubber(
+        mode=mode,
+        types=frozenset(PII_TYPES if types is None else types),
+        phone_regions=tuple(phone_regions),
+    )
+    source_path = os.fspath(source)
+    destination_path = Path(destination)
+    if destination_path.resolve() == Path(source_path).resolve():
+        raise ValueError("the scrubbed copy must not overwrite the source file")
+    size = os.path.getsize(source_path)
+    temporary = destination_path.with_name(destination_path.name + ".partial")
+    lines = 0
+    changed = 0
+    notes: list[str] = []
+    try:
+        with open(source_path, "rb") as reader, open(temporary, "wb") as writer:
+            for raw in iter_raw_lines(reader, max_line_bytes=max_line_bytes):
+                lines += 1
+                if raw.overlong:
+                    notes.append(f"line {raw.number}: longer than {max_line_bytes} bytes; written as an empty line")
+                    writer.write(b"\n")
+                    changed += 1
+                    continue
+                checked = check_line(raw, max_line_bytes=max_line_bytes)
+                before = sum(scrubber.replaced.values())
+                if checked.parsed:
+                    record = scrubber.scrub_value(checked.record)
+                    output = json.dumps(record, ensure_ascii=False).encode("utf-8")
+                else:
+                    output = scrubber.scrub_text(checked.text).encode("utf-8")
+                if sum(scrubber.replaced.values()) == before:
+                    output = raw.data  # untouched: keep the original bytes
+                else:
+                    changed += 1
+                writer.write(output + b"\n")
+                if progress is not None and lines % 10000 == 0:
+                    progress(reader.tell(), size)
+        os.replace(temporary, destination_path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    if progress is not None:
+        progress(size, size)
+    return ScrubResult(
+        source=source_path,
+        destination=str(destination_path),
+        mode=mode,
+        lines=lines,
+        lines_changed=changed,
+        replaced={t: n for t, n in scrubber.replaced.items()},
+        distinct_values=len(scrubber.pseudonyms),
+        notes=notes,
+    )

@@ -1,0 +1,176 @@
+"""Mistral fine-tuning format checks: each broken input gives a line-numbered, readable error."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audits.formats import RawLine, check_line, check_record, conversation_text, iter_raw_lines, iter_strings
+from audits.report import audit_file
+
+USER = {"role": "user", "content": "What is the weather in Paris?"}
+ANSWER = {"role": "assistant", "content": "Sunny, 21 °C."}
+CALL = {
+    "role": "assistant",
+    "content": "",
+    "tool_calls": [{"id": "D681PevKs", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}],
+}
+TOOL_REPLY = {"role": "tool", "tool_call_id": "D681PevKs", "name": "get_weather", "content": "{\"temp\": 21}"}
+
+
+def errors_of(record: object) -> list[str]:
+    return check_record(record)
+
+
+def test_plain_and_tool_calling_examples_are_valid() -> None:
+    assert errors_of({"messages": [USER, ANSWER]}) == []
+    assert errors_of({"messages": [{"role": "system", "content": "Be brief."}, USER, CALL, TOOL_REPLY, ANSWER]}) == []
+    # The final assistant message may end on calls the data does not answer.
+    assert errors_of({"messages": [USER, CALL]}) == []
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {"type": "object"}}}]
+    assert errors_of({"messages": [USER, CALL, TOOL_REPLY, ANSWER], "tools": tools}) == []
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ([1, 2], 'expected a JSON object with a "messages" list, got an array'),
+        ("hello", 'expected a JSON object with a "messages" list, got a string'),
+        ({"prompt": "x", "completion": "y"}, 'missing "messages" (the object has completion, prompt)'),
+        ({"messages": {"role": "user"}}, '"messages" must be a list, got an object'),
+        ({"messages": []}, '"messages" is empty'),
+        ({"messages": [USER, "hi"]}, "messages[1] must be an object, got a string"),
+        ({"messages": [{"content": "x"}, ANSWER]}, 'messages[0] has no "role"'),
+        ({"messages": [USER, {"role": "bot", "content": "hi"}]}, "messages[1].role 'bot' is not one of system, user, assistant, tool"),
+        ({"messages": [{"role": "user", "content": ["a"]}, ANSWER]}, "messages[0].content must be a string, got an array"),
+        ({"messages": [{"role": "user"}, ANSWER]}, 'messages[0] (user) has no "content"; it must be a string'),
+        ({"messages": [USER, {"role": "assistant", "content": " "}]}, "messages[1] (assistant) needs non-empty content or tool_calls"),
+        ({"messages": [{**USER, "tool_calls": CALL["tool_calls"]}, ANSWER]}, "messages[0].tool_calls is only allowed on assistant messages (role is 'user')"),
+        ({"messages": [USER, {**CALL, "tool_calls": [{**CALL["tool_calls"][0], "id": "call_123"}]}, TOOL_REPLY, ANSWER]}, "messages[1].tool_calls[0].id 'call_123' must be 9 characters of a-z, A-Z, 0-9"),
+        ({"messages": [USER, CALL, {**TOOL_REPLY, "tool_call_id": "Zz9Zz9Zz9"}, ANSWER]}, "messages[2].tool_call_id 'Zz9Zz9Zz9' does not answer a tool call of the assistant message before it"),
+        ({"messages": [USER, CALL, ANSWER]}, "messages[1] (assistant) makes tool calls D681PevKs that no tool message answers before messages[2]"),
+        ({"messages": [USER, {**CALL, "tool_calls": [{"id": "D681PevKs", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}, TOOL_REPLY, ANSWER]}, "messages[1].tool_calls[0].function.arguments must be a JSON-encoded string, got an object"),
+        ({"messages": [USER, {**ANSWER, "weight": 0.5}]}, "messages[1].weight must be 0 or 1, got 0.5"),
+        ({"messages": [USER, {**ANSWER, "weight": 0}]}, "no assistant message carries loss: every assistant message has weight 0"),
+        ({"messages": [USER, ANSWER, USER]}, "the last message must be from the assistant, got 'user'"),
+        ({"messages": [USER, TOOL_REPLY, ANSWER]}, "messages[1]: a tool message cannot follow a user message"),
+        ({"messages": [USER, ANSWER], "tools": [{"type": "function", "function": {"name": "bad name!", "parameters": {}}}]}, "tools[0].function.name 'bad name!' must be 1–64 characters of a-z, A-Z, 0-9, _ or -"),
+    ],
+)
+def test_each_rule_names_the_problem(record: object, expected: str) -> None:
+    assert expected in " | ".join(errors_of(record))
+
+
+def raw(data: bytes, *, number: int = 12, ended_with_newline: bool = True) -> RawLine:
+    return RawLine(number, data, ended_with_newline)
+
+
+def test_a_line_that_is_not_json() -> None:
+    checked = check_line(raw(b'{"messages": [}'))
+    assert not checked.valid and not checked.parsed
+    assert checked.format_errors()[0].detail.startswith("line 12: invalid JSON at column 15:")
+
+
+def test_a_truncated_last_line_says_so() -> None:
+    checked = check_line(raw(b'{"messages": [{"role": "user", "cont', ended_with_newline=False))
+    assert "the file ends without a newline here, so the last line looks truncated" in checked.errors[0]
+
+
+def test_non_utf8_bytes_are_reported_with_their_position_and_still_parsed() -> None:
+    line = json.dumps({"messages": [USER, ANSWER]}).encode().replace(b"Paris", b"Par\xe9s")
+    checked = check_line(raw(line, number=3))
+    position = line.index(b"\xe9") + 1
+    assert checked.format_errors()[0].detail == f"line 3: not valid UTF-8 (byte 0xe9 at byte {position}); save the file as UTF-8"
+    assert checked.parsed and "Par\ufffds" in checked.record["messages"][0]["content"]
+
+
+def test_blank_lines_nan_and_bom() -> None:
+    assert check_line(raw(b"   ")).errors == ["blank line; every line must be one JSON object"]
+    assert "NaN is not valid JSON" in check_line(raw(b'{"messages": NaN}')).errors[0]
+    good = json.dumps({"messages": [USER, ANSWER]}).encode()
+    assert check_line(RawLine(1, b"\xef\xbb\xbf" + good + b"\r", True)).valid  # BOM and CRLF are harmless
+    assert not check_line(RawLine(2, b"\xef\xbb\xbf" + good, True)).valid  # a BOM mid-file is not
+
+
+def test_reading_is_line_by_line_and_caps_overlong_lines() -> None:
+    stream = io.BytesIO(b"a\n" + b"x" * 100 + b"\nb\nlast")
+    lines = list(iter_raw_lines(stream, max_line_bytes=10))
+    assert [(line.number, line.data[:3], line.ended_with_newline, line.overlong) for line in lines] == [
+        (1, b"a", True, False),
+        (2, b"xxx", True, True),
+        (3, b"b", True, False),
+        (4, b"las", False, False),
+    ]
+    assert len(lines[1].data) == 10
+    assert "longer than" in check_line(lines[1], max_line_bytes=10).errors[0]
+    assert list(iter_raw_lines(io.BytesIO(b""))) == []
+
+
+def test_audit_reports_every_bad_input_with_its_line_number(tmp_path: Path) -> None:
+    good = json.dumps({"messages": [USER, ANSWER]})
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(
+        b"\n".join(
+            [
+                good.encode(),  # 1
+                b"[1, 2, 3]",  # 2: JSON, not an object
+                b"",  # 3: blank
+                good.replace("Paris", "Par\udce9s").encode("utf-8", "surrogateescape"),  # 4: bad UTF-8
+                json.dumps({"messages": [USER, {"role": "bot", "content": "hi"}]}).encode(),  # 5
+                b'{"messages": [{"role": "user", "content": "unfinish',  # 6: truncated, no newline
+            ]
+        )
+    )
+    report = audit_file(path)
+    assert (report.lines, report.valid) == (6, 1)
+    by_line = {error.line: error.detail for error in report.format_errors}
+    assert sorted(by_line) == [2, 3, 4, 5, 6]
+    assert by_line[2] == 'line 2: expected a JSON object with a "messages" list, got an array'
+    assert by_line[3] == "line 3: blank line; every line must be one JSON object"
+    assert by_line[4].startswith("line 4: not valid UTF-8 (byte 0xe9")
+    assert by_line[5] == "line 5: messages[1].role 'bot' is not one of system, user, assistant, tool"
+    assert by_line[6].startswith("line 6: invalid JSON") and by_line[6].endswith("looks truncated")
+
+
+def test_an_empty_file_is_a_clear_finding(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(b"")
+    report = audit_file(path)
+    assert report.to_contract_dict()["format_errors"] == [
+        {"line": 0, "detail": "the file is empty: it has no lines, so no examples to train on"}
+    ]
+    assert (report.lines, report.valid, report.has_findings) == (0, 0, True)
+
+
+def test_text_helpers() -> None:
+    record = {"messages": [USER, CALL, TOOL_REPLY, ANSWER], "meta": {"tags": ["a", 1]}}
+    assert list(iter_strings({"k": ["x", {"y": "z"}], "n": 1})) == ["x", "z"]
+    assert "get_weather" in conversation_text(record) and "tags" not in conversation_text(record)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+    | st.sampled_from(["user", "assistant", "tool", "system", "D681PevKs"]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["messages", "role", "content", "tool_calls", "tool_call_id", "id", "function", "name", "arguments", "weight", "tools", "parameters"]), children, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=_json)
+def test_any_json_value_gets_a_verdict_never_an_exception(record: object) -> None:
+    errors = check_record(record)
+    assert all(isinstance(error, str) and error for error in errors)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200), ended=st.booleans())
+def test_any_bytes_get_a_verdict_never_an_exception(data: bytes, ended: bool) -> None:
+    checked = check_line(RawLine(5, data.replace(b"\n", b""), ended))
+    assert checked.valid or all(detail.startswith("line 5: ") for detail in (e.detail for e in checked.format_errors()))

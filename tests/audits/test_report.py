@@ -1,0 +1,124 @@
+"""The whole-file audit: the contract's JSON object, no raw PII, same answer with two workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from audits import report as report_module
+from audits.pii import PII_TYPES
+from audits.report import UnreadableDataset, audit_file
+from tests.audits.samples import PLANTED, chat_line, sentence_with, write_lines
+
+CONTRACT_KEYS = {"lines", "valid", "format_errors", "pii", "duplicates", "difficulty"}
+
+
+def dataset(path: Path) -> Path:
+    lines = []
+    for values in PLANTED.values():
+        for value in values:
+            lines.append(chat_line(sentence_with(value)))
+    lines += [chat_line("How are you today?", "Fine, thanks.")] * 3  # a group of three
+    lines.append(chat_line("How are you today, my friend?", "Fine, thanks."))
+    lines.append('{"messages": [{"role": "bot", "content": "hi"}]}')
+    lines.append(
+        chat_line(
+            "Write a function that must return the 3 largest values without sorting; explain step by step.",
+            "First, because a heap keeps the k largest, therefore O(n log k).\n```python\ndef top(xs):\n    return xs\n```\n"
+            + "We compare the trade-off. " * 40,
+        )
+    )
+    return write_lines(path, lines)
+
+
+def test_the_contract_object(tmp_path: Path) -> None:
+    report = audit_file(dataset(tmp_path / "d.jsonl"))
+    result = report.to_contract_dict()
+    assert CONTRACT_KEYS <= set(result)
+    planted = sum(len(values) for values in PLANTED.values())
+    assert result["lines"] == planted + 6
+    assert result["valid"] == planted + 5
+    assert result["format_errors"] == [
+        {"line": planted + 5, "detail": f"line {planted + 5}: messages[0].role 'bot' is not one of system, user, assistant, tool"}
+    ]
+    assert result["pii"] == {t: len(PLANTED[t]) for t in PII_TYPES}
+    assert list(result["pii"]) == ["email", "phone", "credit_card", "iban", "ip_address", "ssn", "api_key"]
+    assert result["duplicates"] == {"exact": 2, "near": 0}
+    assert set(result["difficulty"]) == {"easy", "medium", "hard"}
+    assert sum(result["difficulty"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert result["difficulty"]["hard"] > 0
+    assert json.loads(json.dumps(result)) == result  # plain JSON
+    assert report.has_findings
+
+
+def test_the_report_never_contains_the_pii_it_found(tmp_path: Path) -> None:
+    report = audit_file(dataset(tmp_path / "d.jsonl"))
+    dumped = json.dumps(report.to_contract_dict(), ensure_ascii=False)
+    for values in PLANTED.values():
+        for value in values:
+            assert value not in dumped, value
+    samples = report.to_contract_dict()["pii_samples"]
+    assert all(len(samples[t]) == min(5, len(PLANTED[t])) for t in PII_TYPES)
+    assert samples["email"][0] == {"line": 1, "masked": "j***@e***.com"}
+
+
+def test_line_numbers_for_pii_duplicates_and_difficulty(tmp_path: Path) -> None:
+    report = audit_file(dataset(tmp_path / "d.jsonl"))
+    assert report.pii_lines["email"] == [1, 2, 3, 4]
+    first_copy = sum(len(values) for values in PLANTED.values()) + 1
+    assert report.duplicates.exact_groups == [[first_copy, first_copy + 1, first_copy + 2]]
+    assert report.level_of_line(1) == "easy"
+    assert report.level_of_line(report.lines) == "hard"
+    assert report.level_of_line(report.lines - 1) == "easy"  # the broken line is still an example
+    assert first_copy + 1 not in report.examples_by_level()  # duplicates are not usable for rebalancing
+    explained = report.to_contract_dict()["difficulty_examples"]["hard"][0]
+    assert explained["line"] == report.lines and explained["explanation"].startswith("hard (")
+
+
+def test_clean_file_has_no_findings(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "clean.jsonl", [chat_line("Hello there", "Hi, how can I help?"), chat_line("Thanks", "You are welcome.")])
+    report = audit_file(path)
+    assert not report.has_findings
+    assert report.to_contract_dict()["format_errors"] == []
+
+
+def test_two_workers_give_the_same_answer_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = dataset(tmp_path / "base.jsonl").read_text()
+    path = tmp_path / "big.jsonl"
+    path.write_text(base * 6)  # duplicates across the byte ranges of different workers
+    single = audit_file(path, workers=1).to_contract_dict()
+    monkeypatch.setattr(report_module, "_PARALLEL_MIN_BYTES", 0)
+    progress: list[tuple[int, int]] = []
+    parallel_report = audit_file(path, workers=2, progress=lambda done, total: progress.append((done, total)))
+    parallel = parallel_report.to_contract_dict()
+    assert parallel_report.workers == 2
+    for key in ("seconds", "workers"):
+        single.pop(key)
+        parallel.pop(key)
+    assert parallel == single
+    assert progress[-1] == (path.stat().st_size, path.stat().st_size)
+
+
+def test_progress_is_reported_in_one_process_too(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "many.jsonl", [chat_line(f"Question {i}?", f"Answer {i}.") for i in range(25000)])
+    progress: list[tuple[int, int]] = []
+    audit_file(path, progress=lambda done, total: progress.append((done, total)))
+    size = path.stat().st_size
+    assert len(progress) == 3  # lines 10 000 and 20 000, then the end
+    assert progress[0][0] < progress[1][0] < progress[2][0] == size and {total for _, total in progress} == {size}
+
+
+def test_unreadable_paths_raise(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableDataset, match="cannot read"):
+        audit_file(tmp_path / "missing.jsonl")
+    with pytest.raises(UnreadableDataset):
+        audit_file(tmp_path)
+
+
+def test_format_errors_are_capped_but_counted(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "bad.jsonl", ["[1]"] * 30)
+    result = audit_file(path, max_format_errors=10).to_contract_dict()
+    assert len(result["format_errors"]) == 10
+    assert result["format_errors_total"] == 30 and result["format_errors_truncated"]
