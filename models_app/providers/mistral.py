@@ -1,6 +1,7 @@
 """Mistral through the official `mistralai` SDK (1.12.x): chat, models, files and fine-tuning jobs.
 
-Pinned below 2: mistralai 2.x dropped `fine_tuning.jobs`, which Genesis drives; 3.x moves to a
+Pinned at 1.12.4, the last 1.x: 2.0 moved the client to `mistralai.client` and later 2.x releases no
+longer ship `fine_tuning.jobs`, which Genesis drives; 3.x moves to a
 different HTTP stack. The "simulator" provider kind is this class pointed at the simulator's URL.
 
 One attempt per call: the SDK's retries are disabled (retry_config=None) because retries live in
