@@ -1,5 +1,179 @@
-"""HTTP endpoints of the experiments app, mounted under /api/v1 by genesis/api.py."""
+"""HTTP endpoints of online evaluation, mounted under /api/v1 by genesis/api.py.
 
-from ninja import Router
+`POST /route` and `GET /agents/{agent}/config` answer from the in-process routing table
+(experiments/routing.py): no database query per request in steady state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from ninja import Field, Router, Schema, Status
+from pydantic import BaseModel
+
+from experiments import routing
+from experiments.selectors import experiment_results, get_experiment
+from experiments.services import MAX_OUTCOME_EVENTS, outcomes_ingest
+from genesis.errors import Conflict, PermissionDenied
+from models_app.services import ensure_agent_access
 
 router = Router(tags=["experiments"])
+
+
+class RouteIn(BaseModel):
+    # A plain pydantic model, not a ninja Schema: Schema's Django-attribute root validator costs
+    # ~15 µs a request on the hot path and this body has nothing to read from Django objects.
+    agent: str = Field(min_length=1, max_length=64)
+    user_id: str = Field(min_length=1, max_length=200)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouteOut(Schema):
+    agent: str
+    model: str
+    provider: str
+    variant: str = Field(description="control | treatment | live (no running experiment)")
+    experiment: str | None
+    stage_percent: int | None
+
+
+class ModelRefOut(Schema):
+    model: str
+    provider: str
+
+
+class ExperimentRoutingOut(Schema):
+    key: str
+    seed: str
+    stage_percent: int
+    control: ModelRefOut
+    treatment: ModelRefOut
+
+
+class AgentConfigOut(Schema):
+    agent: str
+    config_version: int
+    live: ModelRefOut
+    experiment: ExperimentRoutingOut | None
+
+
+class OutcomesIn(Schema):
+    # Items are checked one by one by the service, so one bad event is rejected by index instead of
+    # failing the whole batch; only the batch size is checked here.
+    events: list[Any] = Field(max_length=MAX_OUTCOME_EVENTS)
+
+
+class RejectedOut(Schema):
+    index: int
+    detail: str
+
+
+class OutcomesOut(Schema):
+    accepted: int
+    duplicates: int
+    rejected: list[RejectedOut]
+
+
+class ArmOut(Schema):
+    n: int
+    success_rate: float | None
+    mean_quality: float | None
+    quality_n: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    mean_latency_ms: float | None
+    cost_per_request_usd: str | None
+    cost_usd: str
+    stage_users: int
+
+
+class ComparisonOut(Schema):
+    control: float | None
+    treatment: float | None
+    absolute_lift: float | None
+    absolute_ci95: list[float | None]
+    relative_lift: float | None
+    ci95: list[float | None] | None
+    p_value: float | None
+
+
+class GuardrailOut(Schema):
+    metric: str
+    state: str
+    on_violation: str
+    estimate: float | None
+    interval: list[float] | None
+    reason: str
+
+
+class ResultsOut(Schema):
+    experiment: str
+    agent: str
+    status: str
+    stage_percent: int | None
+    config_version: int
+    control: ModelRefOut
+    treatment: ModelRefOut
+    variants: dict[str, ArmOut]
+    relative_lift: float | None = Field(description="Success rate, treatment vs control")
+    ci95: list[float | None] | None = Field(description="95 % interval of the relative lift")
+    p_value: float | None
+    comparisons: dict[str, ComparisonOut | None]
+    srm_p: float | None
+    srm_flagged: bool
+    guardrails: list[GuardrailOut]
+
+
+def _entry(request: HttpRequest, agent: str) -> routing.AgentEntry:
+    table = routing.current_table(agent=agent)
+    ensure_agent_access(principal=request.auth, agent_slug=agent, known_agents=table.known_agents)
+    return table.agents[agent]
+
+
+@router.post("/route", response=RouteOut, summary="Which model serves this user")
+def route(request: HttpRequest, payload: RouteIn) -> HttpResponse:
+    entry = _entry(request, payload.agent)
+    try:
+        decision = routing.decide(entry=entry, user_id=payload.user_id)
+    except routing.AgentNotRoutable as exc:
+        raise Conflict(exc.message) from None
+    # Serialised here rather than by the response schema (nor dataclasses.asdict, ~30 µs): this is
+    # the hot path, and the decision already has exactly the documented shape.
+    body = {"agent": decision.agent, "model": decision.model, "provider": decision.provider, "variant": decision.variant,
+            "experiment": decision.experiment, "stage_percent": decision.stage_percent}
+    return HttpResponse(json.dumps(body), content_type="application/json")
+
+
+@router.get(
+    "/agents/{agent}/config",
+    response={200: AgentConfigOut, 304: None},
+    summary="Everything an agent needs to route locally (ETag; If-None-Match → 304)",
+)
+def agent_config(request: HttpRequest, agent: str) -> HttpResponse:
+    entry = _entry(request, agent)
+    if entry.problem:
+        raise Conflict(entry.problem)
+    if_none_match = request.headers.get("If-None-Match", "")
+    if entry.etag in {tag.strip() for tag in if_none_match.split(",")} or if_none_match.strip() == "*":
+        response = HttpResponse(status=304)
+    else:
+        response = HttpResponse(json.dumps(entry.config_json), content_type="application/json")
+    response["ETag"] = entry.etag
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+@router.post("/outcomes", response={202: OutcomesOut}, summary="Report what happened (≤ 1 000 events)")
+def outcomes(request: HttpRequest, payload: OutcomesIn):  # type: ignore[no-untyped-def]
+    result = outcomes_ingest(principal=request.auth, events=payload.events)
+    return Status(202, {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected})
+
+
+@router.get("/experiments/{key}/results", response=ResultsOut, summary="Per-arm metrics, lift, SRM and guardrails")
+def results(request: HttpRequest, key: str):  # type: ignore[no-untyped-def]
+    experiment = get_experiment(key=key)
+    if not request.auth.may_act_for(experiment.agent.slug):
+        raise PermissionDenied(f"API key '{request.auth.label}' may not act for agent '{experiment.agent.slug}'")
+    return experiment_results(experiment=experiment)

@@ -1,3 +1,219 @@
-"""Tables of the experiments app (see its issue)."""
+"""Tables of online evaluation: experiments, their stage plan and approvals, exposures, outcomes and
+the audit trail. Every write goes through experiments/services.py; rows hold no business logic."""
 
-from django.db import models  # noqa: F401
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ExperimentStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+    COMPLETED = "completed", "Completed"
+
+
+# An agent serves at most one experiment at a time: its running or paused one.
+ACTIVE_STATUSES = (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED)
+FINAL_STATUSES = (ExperimentStatus.ROLLED_BACK, ExperimentStatus.COMPLETED)
+
+
+class Experiment(models.Model):
+    """A staged rollout of one candidate model version (treatment) against the agent's live one
+    (control). Users are split by GrowthBook hash v2 of (seed, user id): see experiments/assignment.py."""
+
+    key = models.SlugField(max_length=100, unique=True)
+    agent = models.ForeignKey("models_app.Agent", on_delete=models.PROTECT, related_name="experiments")
+    control = models.ForeignKey("models_app.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    treatment = models.ForeignKey("models_app.ModelVersion", on_delete=models.PROTECT, related_name="experiments")
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=ExperimentStatus.choices, default=ExperimentStatus.DRAFT)
+    seed = models.CharField(max_length=64, help_text="Hash seed of this experiment; never changes once set.")
+    stage_plan = models.JSONField(help_text="Treatment percentages, strictly increasing, ending at 100.")
+    min_stage_hours = models.FloatField()
+    min_samples_per_arm = models.PositiveIntegerField()
+    planned_samples_per_arm = models.PositiveIntegerField(
+        default=2000, help_text="Sample per arm the sequential guardrail test is tuned for."
+    )
+    guardrails = models.JSONField(help_text="List of guardrail rules (metric, direction, threshold, kind, action).")
+    # Incremented by every edit; a stage approval is valid only for the version it was requested at.
+    config_version = models.PositiveIntegerField(default=1)
+    current_stage = models.ForeignKey(
+        "ExperimentStage", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    verdict_override_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # Set by every change that can alter a routing decision; the agent's config version derives from it.
+    routing_changed_at = models.DateTimeField(auto_now_add=True)
+    # The last guardrail evaluation, kept for the admin page and for "warning" state changes.
+    guardrail_states = models.JSONField(default=list, blank=True)
+    guardrails_checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent"], condition=Q(status__in=["running", "paused"]), name="one_active_experiment_per_agent"
+            ),
+        ]
+        permissions = [
+            ("start_experiment", "Can start an experiment"),
+            ("request_stage", "Can request a stage advance"),
+            ("approve_stage", "Can approve a stage advance"),
+            ("pause_experiment", "Can pause or resume an experiment"),
+            ("rollback_experiment", "Can roll back an experiment"),
+            ("override_verdict", "Can start an experiment whose candidate has no PASS verdict, with a reason"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class StageStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACTIVE = "active", "Active"
+    DONE = "done", "Done"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+
+
+class ExperimentStage(models.Model):
+    """One step of the plan (10 %, 25 %…), created when the experiment starts."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="stages")
+    index = models.PositiveSmallIntegerField()
+    percent = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=StageStatus.choices, default=StageStatus.PENDING)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["experiment", "index"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "index"], name="unique_stage_index")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.key} stage {self.index + 1} ({self.percent} %)"
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    VOIDED = "voided", "Voided"
+
+
+class StageApproval(models.Model):
+    """A request to advance to `stage`, and its approval by a second person."""
+
+    stage = models.ForeignKey(ExperimentStage, on_delete=models.CASCADE, related_name="approvals")
+    status = models.CharField(max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
+    config_version = models.PositiveIntegerField(help_text="The experiment's config version when requested.")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    note = models.TextField(blank=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    void_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["stage"], condition=Q(status="pending"), name="one_pending_approval_per_stage"),
+        ]
+
+    def __str__(self) -> str:
+        return f"advance to {self.stage} ({self.status})"
+
+
+class Variant(models.TextChoices):
+    CONTROL = "control", "Control"
+    TREATMENT = "treatment", "Treatment"
+    LIVE = "live", "Live (no experiment)"
+
+
+class Assignment(models.Model):
+    """A user's exposure to an arm: the first time they were seen in it, and in which stage. A user
+    who moves control → treatment when the stage rises has one row per arm."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="assignments")
+    user_id = models.CharField(max_length=200)
+    variant = models.CharField(max_length=16, choices=Variant.choices)
+    stage = models.ForeignKey(ExperimentStage, null=True, on_delete=models.SET_NULL, related_name="+")
+    first_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "user_id", "variant"], name="unique_assignment_per_arm"),
+        ]
+
+
+# Column order and PostgreSQL types for bulk inserts (experiments/bulk.py).
+ASSIGNMENT_COLUMNS = (
+    ("experiment_id", "bigint"), ("user_id", "text"), ("variant", "text"), ("stage_id", "bigint"), ("first_seen", "timestamptz"),
+)
+
+
+class OutcomeEvent(models.Model):
+    """What happened when a model served a request, reported by the agent. `event_id` makes a
+    resent event count once. The variant is the arm whose model served it (as reported)."""
+
+    event_id = models.CharField(max_length=200, unique=True)
+    agent = models.ForeignKey("models_app.Agent", on_delete=models.PROTECT, related_name="+")
+    experiment = models.ForeignKey(Experiment, null=True, blank=True, on_delete=models.CASCADE, related_name="outcomes")
+    variant = models.CharField(max_length=16, choices=Variant.choices)
+    user_id = models.CharField(max_length=200)
+    model = models.CharField(max_length=200)
+    success = models.BooleanField()
+    latency_ms = models.FloatField()
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    quality = models.FloatField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["experiment", "variant", "occurred_at"], name="outcome_exp_variant_time")]
+
+
+class EventAction(models.TextChoices):
+    CREATE = "create", "Created"
+    EDIT = "edit", "Edited"
+    START = "start", "Started"
+    REQUEST = "request", "Advance requested"
+    APPROVAL = "approval", "Advance approved"
+    REFUSAL = "refusal", "Refused"
+    VOID = "void", "Approval voided"
+    PAUSE = "pause", "Paused"
+    RESUME = "resume", "Resumed"
+    ROLLBACK = "rollback", "Rolled back"
+    COMPLETE = "complete", "Completed"
+    GUARDRAIL_WARNING = "guardrail_warning", "Guardrail warning"
+
+
+class ExperimentEvent(models.Model):
+    """The audit trail: who did what to an experiment, when, from which state to which, and why.
+    `actor` null means Genesis itself (the guardrail task)."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=24, choices=EventAction.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    reason = models.TextField(blank=True)
+    # A short machine-readable cause ("manual", "guardrail_success_rate", "srm", "four_eyes"…),
+    # the `reason` label of genesis_experiment_rollbacks_total.
+    reason_code = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["action", "reason_code"], name="event_action_reason")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.key}: {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,153 @@
+"""Results over 1 M outcomes: `experiment_results` (the selector behind
+`GET /api/v1/experiments/{key}/results`) against the bare SQL aggregate it is built on.
+
+Target (issue 5): the selector takes <= 2x the bare aggregate.
+
+The bare aggregate is one hand-written GROUP BY over the experiment's outcomes computing exactly the
+numbers the page needs — per arm n, successes, Σ/Σ² of latency, quality and cost, outcomes and
+distinct users in the current stage, latency p50/p95 with percentile_cont. The selector does that
+through the ORM and then the statistics (lift, intervals, p-values, SRM, the sequential guardrails).
+Each side is timed `--repeats` times after a warm-up run, alternating; the best time counts.
+
+    DATABASE_URL=postgres://… REDIS_URL=redis://… .venv/bin/python bench/results/run.py [--outcomes 1000000] [--repeats 5]
+
+Uses a scratch database: migrates, seeds, starts analyst_agent's demo experiment if needed, and
+fills it with synthetic outcomes (generate_series, once; later runs reuse them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+TARGET_RATIO = 2.0
+AGENT = "analyst_agent"
+
+
+def setup(outcomes: int):  # type: ignore[no-untyped-def]
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
+    import io
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection, transaction
+
+    from experiments.models import Experiment, OutcomeEvent
+    from experiments.services import experiment_start
+
+    call_command("migrate", verbosity=0)
+    call_command("seed_demo", stdout=io.StringIO())
+    experiment = Experiment.objects.filter(agent__slug=AGENT, status="running").first()
+    if experiment is None:
+        draft = Experiment.objects.filter(agent__slug=AGENT, status="draft").order_by("-created_at").first()
+        if draft is None:
+            raise SystemExit(f"{AGENT} has no draft experiment to start (seed_demo makes one on a fresh database)")
+        experiment = experiment_start(experiment=draft, actor=None, override_reason="bench/results: synthetic data")
+    experiment = Experiment.objects.select_related("control", "treatment", "current_stage").get(pk=experiment.pk)
+    have = OutcomeEvent.objects.filter(experiment=experiment).count()
+    if have < outcomes:
+        started = time.perf_counter()
+        # 10 % treatment (the first stage); treatment succeeds a little less and is a little slower.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                """
+                INSERT INTO experiments_outcomeevent (event_id, agent_id, experiment_id, variant, user_id, model, success,
+                    latency_ms, input_tokens, output_tokens, quality, cost_usd, occurred_at, received_at)
+                SELECT 'bench-results-' || %(exp)s || '-' || g, %(agent)s, %(exp)s,
+                       CASE WHEN g %% 10 = 0 THEN 'treatment' ELSE 'control' END,
+                       'user-' || (g %% 200000),
+                       CASE WHEN g %% 10 = 0 THEN %(treatment)s ELSE %(control)s END,
+                       random() < CASE WHEN g %% 10 = 0 THEN 0.88 ELSE 0.90 END,
+                       200 + random() * 600 + CASE WHEN g %% 10 = 0 THEN 20 ELSE 0 END,
+                       100 + (random() * 500)::int, 50 + (random() * 300)::int,
+                       random(), (random() * 0.0005)::numeric(14, 8),
+                       %(start)s + (g || ' milliseconds')::interval, now()
+                FROM generate_series(%(first)s, %(last)s) AS g
+                ON CONFLICT (event_id) DO NOTHING
+                """,
+                {"exp": experiment.pk, "agent": experiment.agent_id, "treatment": experiment.treatment.model_id,
+                 "control": experiment.control.model_id, "start": experiment.current_stage.started_at,
+                 "first": have + 1, "last": outcomes},
+            )
+            cursor.execute("ANALYZE experiments_outcomeevent")
+        print(f"inserted {outcomes - have:,} synthetic outcomes in {time.perf_counter() - started:.1f} s")
+    return experiment
+
+
+BARE_SQL = """
+SELECT variant,
+       count(*), sum(success::int),
+       sum(latency_ms), sum(latency_ms * latency_ms),
+       count(quality), sum(quality), sum(quality * quality),
+       count(cost_usd), sum(cost_usd), sum((cost_usd::float8) * (cost_usd::float8)),
+       count(*) FILTER (WHERE occurred_at >= %(stage)s),
+       count(DISTINCT user_id) FILTER (WHERE occurred_at >= %(stage)s),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
+FROM experiments_outcomeevent
+WHERE experiment_id = %(exp)s AND variant IN ('control', 'treatment')
+GROUP BY variant
+ORDER BY variant
+"""
+
+
+def best_times(runs: dict[str, object], repeats: int) -> dict[str, tuple[float, object]]:  # type: ignore[type-arg]
+    """Best wall time of each run; runs alternate, so a busy moment on the machine hits both alike."""
+    results = {name: run() for name, run in runs.items()}  # warm-up: caches, plans
+    timings: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            results[name] = run()
+            timings[name].append(time.perf_counter() - started)
+    return {name: (min(timings[name]), results[name]) for name in runs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--outcomes", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        print("set DATABASE_URL to a scratch PostgreSQL database (percentile_cont is PostgreSQL's)", file=sys.stderr)
+        return 2
+    experiment = setup(args.outcomes)
+
+    from django.db import connection
+
+    from experiments.selectors import experiment_results, get_experiment
+
+    def bare():  # type: ignore[no-untyped-def]
+        with connection.cursor() as cursor:
+            cursor.execute(BARE_SQL, {"exp": experiment.pk, "stage": experiment.current_stage.started_at})
+            return cursor.fetchall()
+
+    def selector():  # type: ignore[no-untyped-def]
+        return experiment_results(experiment=get_experiment(key=experiment.key))
+
+    measured = best_times({"bare": bare, "selector": selector}, args.repeats)
+    (bare_seconds, rows), (selector_seconds, results) = measured["bare"], measured["selector"]
+    n = sum(row[1] for row in rows)
+    # The selector's numbers are the bare aggregate's.
+    assert results["variants"]["control"]["n"] + results["variants"]["treatment"]["n"] == n
+    assert abs(results["variants"]["control"]["latency_p95_ms"] - rows[0][14]) < 1e-6
+    ratio = selector_seconds / bare_seconds
+    print(f"{n:,} outcomes in experiment {experiment.key}")
+    print(f"bare SQL aggregate: {bare_seconds * 1000:.0f} ms; experiment_results: {selector_seconds * 1000:.0f} ms "
+          f"(best of {args.repeats})")
+    print(f"ratio selector / bare SQL: {ratio:.2f} (target <= {TARGET_RATIO}) {'PASS' if ratio <= TARGET_RATIO else 'FAIL'}")
+    print(f"lift {results['relative_lift']:+.4f} (95 % {results['ci95'][0]:+.4f} to {results['ci95'][1]:+.4f}), "
+          f"p = {results['p_value']:.3g}, srm_p = {results['srm_p']}")
+    return 0 if ratio <= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The experiment page: stage timeline, what each hold waits for, metrics, the audit trail, and the
+start / request / approve / pause / resume / roll back buttons — each shown only to people the
+service would allow, and each calling that service (which checks again)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.views.decorators.http import require_POST
+
+from experiments import selectors, services
+from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
+from genesis.errors import DomainError
+from models_app.models import ModelStatus, ModelVersion
+from models_app.selectors import CANDIDATE_STATUSES
+
+
+class ExperimentForm(forms.ModelForm):
+    class Meta:
+        model = Experiment
+        fields = ("agent", "treatment", "key", "description", "stage_plan", "min_stage_hours", "min_samples_per_arm",
+                  "planned_samples_per_arm", "guardrails")
+        help_texts = {
+            "key": "Leave empty for AGENT-DATE-SEED. Letters, digits, hyphens, underscores.",
+            "stage_plan": "e.g. [10, 25, 50, 100]; fixed once the experiment starts.",
+            "guardrails": 'e.g. [{"metric": "success_rate", "harmful_direction": "decrease", "threshold": 0.05, '
+                          '"threshold_kind": "absolute", "on_violation": "breach"}]',
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "treatment" in self.fields:
+            self.fields["treatment"].queryset = ModelVersion.objects.filter(
+                kind="fine_tuned", status__in=CANDIDATE_STATUSES
+            ).exclude(status=ModelStatus.ROLLING_OUT).select_related("agent")
+        if "key" in self.fields:
+            self.fields["key"].required = False
+        for name, default in (("stage_plan", _settings_default("stage_plan")), ("guardrails", _settings_default("guardrails")),
+                              ("min_stage_hours", _settings_default("min_stage_hours")),
+                              ("min_samples_per_arm", _settings_default("min_samples_per_arm"))):
+            if name in self.fields and not self.instance.pk:
+                self.fields[name].initial = default
+
+    def clean(self) -> dict[str, Any]:
+        # The service's own validators, so the form shows the same messages the API and CLI give.
+        cleaned = super().clean()
+        for name, validate in (("stage_plan", services.validate_stage_plan), ("guardrails", services.validate_guardrails)):
+            if name in cleaned and cleaned[name] is not None:
+                try:
+                    cleaned[name] = validate(cleaned[name])
+                except DomainError as exc:
+                    self.add_error(name, ValidationError(exc.message))
+        return cleaned
+
+
+def _settings_default(name: str) -> Any:
+    from django.conf import settings
+
+    return {
+        "stage_plan": list(settings.ROLLOUT_STAGES),
+        "guardrails": services.default_guardrails(),
+        "min_stage_hours": settings.ROLLOUT_MIN_STAGE_HOURS,
+        "min_samples_per_arm": settings.ROLLOUT_MIN_SAMPLES_PER_ARM,
+    }[name]
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    form = ExperimentForm
+    change_form_template = "admin/experiments/experiment/change_form.html"
+    list_display = ("key", "agent", "status", "stage", "treatment_model", "started_by", "created_at")
+    list_filter = ("status", "agent")
+    search_fields = ("key", "agent__slug", "treatment__model_id")
+    list_select_related = ("agent", "treatment", "current_stage", "started_by")
+
+    @admin.display(description="stage")
+    def stage(self, experiment: Experiment) -> str:
+        if experiment.status in ACTIVE_STATUSES and experiment.current_stage:
+            return f"{experiment.current_stage.percent} %"
+        return "—"
+
+    @admin.display(description="candidate")
+    def treatment_model(self, experiment: Experiment) -> str:
+        return experiment.treatment.model_id
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None):  # type: ignore[no-untyped-def]
+        if obj is None:
+            return ()
+        fixed = ["agent", "treatment", "key", "seed", "config_version", "status"]
+        if obj.status != ExperimentStatus.DRAFT:
+            fixed.append("stage_plan")
+        if obj.status in (ExperimentStatus.ROLLED_BACK, ExperimentStatus.COMPLETED):
+            fixed += ["description", "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", "guardrails"]
+        return fixed
+
+    def get_fields(self, request: HttpRequest, obj: Experiment | None = None):  # type: ignore[no-untyped-def]
+        if obj is None:
+            return ExperimentForm.Meta.fields
+        return ("key", "agent", "treatment", "status", "seed", "config_version", "description", "stage_plan",
+                "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", "guardrails")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
+        return False  # the audit trail must survive; roll back instead
+
+    # --- writes go through the services -----------------------------------------------------------
+
+    def save_model(self, request: HttpRequest, obj: Experiment, form: forms.ModelForm, change: bool) -> None:
+        data = form.cleaned_data
+        try:
+            if change:
+                edits = {name: data[name] for name in form.changed_data if name in services._EDITABLE}
+                services.experiment_update(experiment=obj, actor=request.user, **edits)
+            else:
+                created = services.experiment_create(
+                    agent=data["agent"], treatment=data["treatment"], actor=request.user, key=data.get("key") or "",
+                    description=data.get("description") or "", stage_plan=data.get("stage_plan"),
+                    min_stage_hours=data.get("min_stage_hours"), min_samples_per_arm=data.get("min_samples_per_arm"),
+                    planned_samples_per_arm=data.get("planned_samples_per_arm"), guardrails=data.get("guardrails"),
+                )
+                obj.pk = created.pk
+        except DomainError as exc:
+            request._experiment_refusal = exc.message  # type: ignore[attr-defined]
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass  # nothing related is edited here; the service wrote what there is
+
+    def response_add(self, request: HttpRequest, obj: Experiment, post_url_continue: str | None = None) -> HttpResponse:
+        refusal = getattr(request, "_experiment_refusal", None)
+        if refusal:
+            messages.error(request, f"not created: {refusal}")
+            return HttpResponseRedirect(reverse("admin:experiments_experiment_add"))
+        return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[obj.pk]))
+
+    def response_change(self, request: HttpRequest, obj: Experiment) -> HttpResponse:
+        refusal = getattr(request, "_experiment_refusal", None)
+        if refusal:
+            messages.error(request, f"not saved: {refusal}")
+        else:
+            messages.success(request, f"{obj.key} saved")
+        return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[obj.pk]))
+
+    # --- the experiment page ---------------------------------------------------------------------
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None):  # type: ignore[no-untyped-def]
+        experiment = Experiment.objects.filter(pk=object_id).first()
+        extra_context = dict(extra_context or {})
+        if experiment is not None and self.has_view_or_change_permission(request, experiment):
+            extra_context["rollout"] = rollout_page_context(experiment=selectors.get_experiment(key=experiment.key), user=request.user)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path("<int:pk>/act/<str:action>/", self.admin_site.admin_view(require_POST(self.act_view)),
+                 name="experiments_experiment_act"),
+            *super().get_urls(),
+        ]
+
+    def act_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
+        experiment = get_object_or_404(Experiment, pk=pk)
+        if not self.has_view_or_change_permission(request, experiment):
+            raise DjangoPermissionDenied
+        reason = request.POST.get("reason", "").strip()
+        try:
+            done = _run_action(action, experiment=experiment, user=request.user, reason=reason,
+                               override_reason=request.POST.get("override_reason", ""))
+        except DomainError as exc:
+            messages.error(request, f"refused: {exc.message}")
+        else:
+            messages.success(request, done)
+        return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[pk]))
+
+
+def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, override_reason: str) -> str:
+    if action == "start":
+        services.experiment_start(experiment=experiment, actor=user, override_reason=override_reason)
+        return f"{experiment.key} started at {experiment.stage_plan[0]} %"
+    if action == "request":
+        approval = services.stage_request_advance(experiment=experiment, actor=user, note=reason)
+        return f"advance to {approval.stage.percent} % requested; a second person must approve it"
+    if action == "approve":
+        pending = selectors.pending_approval(experiment=experiment)
+        if pending is None:
+            experiment = selectors.get_experiment(key=experiment.key)
+            stage = experiment.stages.filter(index=(experiment.current_stage.index + 1) if experiment.current_stage else 0).first()
+            if stage is None:
+                raise DomainError(f"experiment '{experiment.key}' has no stage to approve")
+        else:
+            stage = pending.stage
+        services.stage_approve(stage=stage, actor=user)
+        return f"advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
+    if action == "pause":
+        services.experiment_pause(experiment=experiment, actor=user, reason=reason)
+        return f"{experiment.key} paused: everyone gets the live model"
+    if action == "resume":
+        services.experiment_resume(experiment=experiment, actor=user, reason=reason)
+        return f"{experiment.key} resumed"
+    if action == "rollback":
+        services.experiment_rollback(experiment=experiment, actor=user, reason=reason)
+        return f"{experiment.key} rolled back: everyone gets the live model; the candidate is rejected"
+    raise DomainError(f"unknown action '{action}'")
+
+
+def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]:
+    """What the page shows, and which buttons this person gets (the services check again)."""
+    running = experiment.status == ExperimentStatus.RUNNING
+    metrics = selectors.experiment_metrics(experiment=experiment) if running else None
+    holds = selectors.stage_holds(experiment=experiment, metrics=metrics) if running else []
+    pending = selectors.pending_approval(experiment=experiment)
+    open_holds = [hold for hold in holds if not hold.cleared]
+    next_percent = None
+    if running and experiment.current_stage is not None:
+        following = experiment.stages.filter(index=experiment.current_stage.index + 1).first()
+        next_percent = following.percent if following else None
+
+    def can(codename: str) -> bool:
+        return user.is_active and user.has_perm(f"experiments.{codename}")
+
+    four_eyes_blocker = ""
+    if pending is not None:
+        if experiment.started_by_id == user.pk:
+            four_eyes_blocker = "you started this experiment; another approver must approve"
+        elif pending.requested_by_id == user.pk:
+            four_eyes_blocker = "you requested this advance; another approver must approve"
+    candidate = experiment.treatment
+    needs_override = candidate.status != ModelStatus.APPROVED_FOR_ROLLOUT
+    buttons = {
+        "start": experiment.status == ExperimentStatus.DRAFT and can("start_experiment") and (not needs_override or can("override_verdict")),
+        "needs_override": needs_override,
+        "request": running and pending is None and next_percent is not None and can("request_stage"),
+        "approve": running and pending is not None and can("approve_stage") and not four_eyes_blocker,
+        "approve_blocked_by": "; ".join(f"{hold.name}: {hold.detail}" for hold in open_holds),
+        "pause": running and can("pause_experiment"),
+        "resume": experiment.status == ExperimentStatus.PAUSED and can("pause_experiment"),
+        "rollback": experiment.status in ACTIVE_STATUSES and can("rollback_experiment"),
+    }
+    return {
+        "experiment": experiment,
+        "timeline": selectors.experiment_timeline(experiment=experiment),
+        "holds": holds,
+        "pending": pending,
+        "next_percent": next_percent,
+        "four_eyes_blocker": four_eyes_blocker if can("approve_stage") else "",
+        "results": selectors.experiment_results(experiment=experiment) if experiment.status != ExperimentStatus.DRAFT else None,
+        "events": selectors.experiment_events(experiment=experiment),
+        "buttons": buttons,
+        "any_button": any(buttons[name] for name in ("start", "request", "approve", "pause", "resume", "rollback")),
+    }

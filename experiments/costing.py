@@ -1,0 +1,97 @@
+"""THE hook between outcome ingestion and the costs app: tokens → inference cost on the ledger.
+
+* :func:`price_rows` sets ``cost_usd`` on each outcome that carries tokens, at the price in force on
+  the day it occurred (costs.selectors.price_in_force; a fine-tuned ``ft:<base>:…`` model without
+  prices of its own is priced as its base). An outcome whose model has no price keeps ``cost_usd``
+  empty and is still accepted — a missing price must not lose the outcome — and a warning names the
+  model once per batch.
+* :func:`record_rows` puts the cost of the *newly accepted* outcomes on the ledger with
+  costs.services.cost_record_many: one entry per (agent, model, day) per request, whose amount is the
+  sum of the outcomes' own costs, so the ledger and the results page agree to the micro-dollar. The
+  idempotency key is derived from the event ids, and only events the database just inserted are
+  charged, so a resent batch is charged nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+
+def _local_day(moment: datetime, cache: dict[datetime, date]) -> date:
+    # Most events of a batch share a timestamp (the receipt time); localdate is not free at 1 000 a batch.
+    day = cache.get(moment)
+    if day is None:
+        day = cache[moment] = timezone.localdate(moment)
+    return day
+
+
+def price_rows(*, rows: list[dict[str, Any]]) -> None:
+    from costs import pricing
+    from costs.selectors import price_in_force
+    from genesis.errors import NotFound
+
+    prices: dict[tuple[str, date], Any] = {}
+    unpriced: set[str] = set()
+    days: dict[datetime, date] = {}
+    for row in rows:
+        input_tokens, output_tokens = row["input_tokens"], row["output_tokens"]
+        if input_tokens is None and output_tokens is None:
+            continue
+        day = _local_day(row["occurred_at"], days)
+        key = (row["model"], day)
+        if key not in prices:
+            try:
+                prices[key] = price_in_force(model=row["model"], on=day)
+            except NotFound:
+                prices[key] = None
+                unpriced.add(row["model"])
+        price = prices[key]
+        if price is not None:
+            row["cost_usd"] = pricing.inference_cost(
+                price=price, input_tokens=input_tokens or 0, output_tokens=output_tokens or 0
+            )
+    if unpriced:
+        logger.warning(
+            "outcomes: no price for %s; their tokens are not on the ledger — add prices in the admin "
+            "(Costs and budgets › Prices)", ", ".join(sorted(unpriced)),
+        )
+
+
+def record_rows(*, rows: list[dict[str, Any]]) -> None:
+    from costs.models import Operation
+    from costs.services import Charge, cost_record_many
+    from models_app.models import Agent
+
+    groups: dict[tuple[int, str, date], list[dict[str, Any]]] = defaultdict(list)
+    days: dict[datetime, date] = {}
+    for row in rows:
+        if row["cost_usd"] is not None:
+            groups[(row["agent_id"], row["model"], _local_day(row["occurred_at"], days))].append(row)
+    if not groups:
+        return
+    agents = Agent.objects.in_bulk({agent_id for agent_id, _, _ in groups})
+    charges = []
+    for (agent_id, model, day), members in groups.items():
+        digest = hashlib.sha256("\n".join(sorted(row["event_id"] for row in members)).encode()).hexdigest()[:32]
+        occurred_at: datetime = max(row["occurred_at"] for row in members)
+        charges.append(Charge(
+            agent=agents[agent_id],
+            operation=Operation.INFERENCE,
+            idempotency_key=f"outcomes:{agent_id}:{day.isoformat()}:{digest}",
+            amount_usd=sum((row["cost_usd"] for row in members), Decimal(0)),
+            model=model,
+            input_tokens=sum(row["input_tokens"] or 0 for row in members),
+            output_tokens=sum(row["output_tokens"] or 0 for row in members),
+            source=f"outcomes: {len(members)} event(s), first {members[0]['event_id']}"[:300],
+            occurred_at=occurred_at,
+        ))
+    cost_record_many(charges=charges)

@@ -1,0 +1,161 @@
+"""`manage.py rollout_models`: drive an agent's staged rollout from a terminal with the same services,
+permissions and four-eyes checks as the admin buttons. Exit 0 done, 1 refused (reason printed), 2 usage."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from experiments import selectors, services
+from experiments.models import Experiment, ExperimentStatus
+from genesis.errors import DomainError
+from models_app.models import Agent
+from models_app.selectors import candidate_versions
+
+ACTIONS = ("status", "start", "request", "approve", "pause", "resume", "rollback")
+
+
+class Command(BaseCommand):
+    help = (
+        "Show or move an agent's staged rollout: --status, --start, --request (ask for the next stage), "
+        "--approve (a second person approves it), --pause/--resume, --rollback --reason TEXT. Acts as --as USERNAME."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--agent", required=True, metavar="NAME", help="the agent slug, e.g. qa_agent")
+        action = parser.add_mutually_exclusive_group(required=True)
+        action.add_argument("--status", action="store_const", const="status", dest="action", help="show stages, holds, guardrails")
+        action.add_argument("--start", action="store_const", const="start", dest="action",
+                            help="start the agent's draft experiment (one is created for the newest candidate if none exists)")
+        action.add_argument("--request", action="store_const", const="request", dest="action", help="request the next stage")
+        action.add_argument("--approve", action="store_const", const="approve", dest="action",
+                            help="approve the requested next stage (not as its starter or requester)")
+        action.add_argument("--pause", action="store_const", const="pause", dest="action", help="pause: everyone gets the live model")
+        action.add_argument("--resume", action="store_const", const="resume", dest="action", help="resume a paused experiment")
+        action.add_argument("--rollback", action="store_const", const="rollback", dest="action",
+                            help="roll back to the live model and reject the candidate (needs --reason)")
+        parser.add_argument("--reason", default="", metavar="TEXT", help="why (required with --rollback; a note otherwise)")
+        parser.add_argument("--as", dest="username", required=True, metavar="USERNAME", help="the person acting")
+        parser.add_argument("--candidate", default="", metavar="MODEL", help="--start without a draft: the candidate model id")
+        parser.add_argument("--override-reason", default="", metavar="TEXT",
+                            help="--start a candidate without a PASS verdict (needs experiments.override_verdict)")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def handle(self, *args: Any, agent: str, action: str, reason: str, username: str, candidate: str,
+               override_reason: str, **options: Any) -> None:
+        as_json = bool(options["json"])
+        agent_row = Agent.objects.filter(slug=agent).first()
+        if agent_row is None:
+            known = ", ".join(Agent.objects.values_list("slug", flat=True)) or "none (run seed_demo)"
+            raise CommandError(f"unknown agent '{agent}'; known agents: {known}", returncode=2)
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"unknown user '{username}' (--as names the person acting)", returncode=2)
+        if action == "rollback" and not reason.strip():
+            raise CommandError("--rollback needs --reason TEXT: it goes on the audit trail and the alert", returncode=2)
+
+        try:
+            experiment = self._act(action, agent_row, user, reason=reason, candidate=candidate, override_reason=override_reason)
+        except DomainError as exc:
+            experiment = selectors.experiment_for_agent(agent_slug=agent)
+            self._report(experiment, agent=agent, action=action, ok=False, detail=exc.message, as_json=as_json)
+            raise CommandError(f"refused: {exc.message}", returncode=1) from None
+        detail = {
+            "status": "", "start": "started", "request": "next stage requested", "approve": "stage approved",
+            "pause": "paused", "resume": "resumed", "rollback": "rolled back",
+        }[action]
+        self._report(experiment, agent=agent, action=action, ok=True, detail=detail, as_json=as_json)
+
+    def _act(self, action: str, agent: Agent, user: Any, *, reason: str, candidate: str, override_reason: str) -> Experiment | None:
+        if action == "start":
+            experiment = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).order_by("-created_at").first()
+            if experiment is None:
+                versions = candidate_versions(agent=agent)
+                treatment = versions.filter(model_id=candidate).first() if candidate else versions.first()
+                if treatment is None:
+                    raise DomainError(
+                        f"agent '{agent.slug}' has no candidate" + (f" '{candidate}'" if candidate else "")
+                        + " to roll out: register or fine-tune one first"
+                    )
+                experiment = services.experiment_create(agent=agent, treatment=treatment, actor=user)
+            return services.experiment_start(experiment=experiment, actor=user, override_reason=override_reason)
+        experiment = selectors.experiment_for_agent(agent_slug=agent.slug)
+        if action == "status":
+            return experiment
+        if experiment is None:
+            raise DomainError(f"agent '{agent.slug}' has no experiment: --start one first")
+        if action == "request":
+            services.stage_request_advance(experiment=experiment, actor=user, note=reason)
+        elif action == "approve":
+            pending = selectors.pending_approval(experiment=experiment)
+            stage = pending.stage if pending else None
+            if stage is None and experiment.current_stage is not None:
+                stage = experiment.stages.filter(index=experiment.current_stage.index + 1).first()
+            if stage is None:
+                raise DomainError(f"experiment '{experiment.key}' is {experiment.status}; it has no stage to approve")
+            services.stage_approve(stage=stage, actor=user)
+        elif action == "pause":
+            services.experiment_pause(experiment=experiment, actor=user, reason=reason)
+        elif action == "resume":
+            services.experiment_resume(experiment=experiment, actor=user, reason=reason)
+        elif action == "rollback":
+            services.experiment_rollback(experiment=experiment, actor=user, reason=reason)
+        return selectors.get_experiment(key=experiment.key)
+
+    def _report(self, experiment: Experiment | None, *, agent: str, action: str, ok: bool, detail: str, as_json: bool) -> None:
+        state = _state(experiment)
+        if as_json:
+            self.stdout.write(json.dumps({"agent": agent, "action": action, "ok": ok, "detail": detail, **state}, default=str))
+            return
+        if not ok:
+            self.stderr.write(f"refused: {detail}")
+        if experiment is None:
+            self.stdout.write(f"{agent}: no experiment")
+            return
+        if ok and detail:
+            self.stdout.write(f"{experiment.key}: {detail}")
+        stage = f" at {state['stage_percent']} %" if state["stage_percent"] is not None else ""
+        self.stdout.write(
+            f"{experiment.key} ({agent}): {state['status']}{stage} — control {state['control']}, treatment {state['treatment']}"
+        )
+        self.stdout.write("stages: " + "  ".join(
+            f"[{'>' if s['current'] else ' '}{s['percent']}% {s['status']}]" for s in state["stages"]
+        ))
+        if state["pending_request"]:
+            request = state["pending_request"]
+            self.stdout.write(f"requested: advance to {request['percent']} % by {request['requested_by']} — waits for a second person")
+        for hold in state["holds"]:
+            self.stdout.write(f"  {'ok  ' if hold['cleared'] else 'HOLD'} {hold['name']}: {hold['detail']}")
+
+
+def _state(experiment: Experiment | None) -> dict[str, Any]:
+    """What --status shows (and every --json object carries)."""
+    if experiment is None:
+        return {"experiment": None, "status": None, "stage_percent": None, "stages": [], "pending_request": None,
+                "holds": [], "guardrails": []}
+    experiment = selectors.get_experiment(key=experiment.key)
+    running = experiment.status == ExperimentStatus.RUNNING
+    metrics = selectors.experiment_metrics(experiment=experiment) if running else None
+    pending = selectors.pending_approval(experiment=experiment)
+    timeline = selectors.experiment_timeline(experiment=experiment)
+    return {
+        "experiment": experiment.key,
+        "status": experiment.status,
+        "stage_percent": experiment.current_stage.percent if experiment.current_stage and experiment.status in ("running", "paused") else None,
+        "config_version": experiment.config_version,
+        "control": experiment.control.model_id,
+        "treatment": experiment.treatment.model_id,
+        "stages": [{"percent": s["percent"], "status": s["status"], "current": bool(s.get("current")),
+                    "started_at": s["started_at"], "ended_at": s["ended_at"]} for s in timeline],
+        "pending_request": (
+            {"percent": pending.stage.percent, "requested_by": pending.requested_by.get_username() if pending.requested_by else None,
+             "requested_at": pending.requested_at, "config_version": pending.config_version} if pending else None
+        ),
+        "holds": [hold.as_json() for hold in selectors.stage_holds(experiment=experiment, metrics=metrics)] if running else [],
+        "guardrails": (
+            [g.as_json() for g in selectors.experiment_guardrail_results(experiment=experiment, metrics=metrics)] if metrics else []
+        ),
+    }

@@ -1,0 +1,954 @@
+"""Every write of online evaluation: experiments and their stages, approvals, guardrail actions and
+outcome ingestion. The admin buttons, `manage.py rollout_models`, the API and the guardrail task all
+call these functions, so they enforce the same permissions, four-eyes rule and holds.
+
+`actor=None` means Genesis itself (the guardrail task, seed_demo). A person must act for requests and
+approvals: the four-eyes rule is about people.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone as dt_timezone
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from experiments import routing
+from experiments.assignment import new_experiment_seed
+from experiments.bulk import insert_ignoring_conflicts
+from experiments.models import (
+    ACTIVE_STATUSES,
+    ASSIGNMENT_COLUMNS,
+    ApprovalStatus,
+    Assignment,
+    EventAction,
+    Experiment,
+    ExperimentEvent,
+    ExperimentStage,
+    ExperimentStatus,
+    OutcomeEvent,
+    StageApproval,
+    StageStatus,
+    Variant,
+)
+from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
+from genesis.permissions import require_permission
+from models_app.models import Agent, ModelStatus, ModelVersion
+from models_app.services import ApiPrincipal, model_version_transition
+
+logger = logging.getLogger(__name__)
+
+GUARDRAIL_METRICS = ("success_rate", "latency_ms", "quality", "cost_per_request")
+MAX_OUTCOME_EVENTS = 1000
+_T = TypeVar("_T")
+
+
+# --- defaults and validation ----------------------------------------------------------------------
+
+
+def default_guardrails() -> list[dict[str, Any]]:
+    """The prototype's rules (success rate down more than 5 points rolls back; latency up more than
+    30 % warns, both from settings.GENESIS.ab_testing) plus two warnings of ours on quality and cost."""
+    ab = settings.GENESIS.ab_testing
+    return [
+        {"metric": "success_rate", "harmful_direction": "decrease", "threshold": ab.success_rate_drop_points / 100,
+         "threshold_kind": "absolute", "on_violation": "breach"},
+        {"metric": "latency_ms", "harmful_direction": "increase", "threshold": ab.latency_increase_warn,
+         "threshold_kind": "relative", "on_violation": "warning"},
+        {"metric": "quality", "harmful_direction": "decrease", "threshold": 0.05,
+         "threshold_kind": "absolute", "on_violation": "warning"},
+        {"metric": "cost_per_request", "harmful_direction": "increase", "threshold": 0.50,
+         "threshold_kind": "relative", "on_violation": "warning"},
+    ]
+
+
+def validate_stage_plan(plan: Sequence[Any]) -> list[int]:
+    """Whole percentages, strictly increasing, between 1 and 100, ending at 100 (the last approval
+    makes the candidate live)."""
+    if any(isinstance(value, bool) for value in plan):
+        raise InvalidInput(f"stage_plan: {list(plan)!r} must be whole percentages, e.g. 10,25,50,100")
+    try:
+        stages = [int(value) for value in plan]
+    except (TypeError, ValueError):
+        raise InvalidInput(f"stage_plan: {list(plan)!r} must be whole percentages, e.g. 10,25,50,100") from None
+    if any(str(value).strip() != str(stage) for value, stage in zip(plan, stages) if not isinstance(value, int)):
+        raise InvalidInput(f"stage_plan: {list(plan)!r} must be whole percentages, e.g. 10,25,50,100")
+    if not stages:
+        raise InvalidInput("stage_plan: must name at least one stage, e.g. 10,25,50,100")
+    if any(not 1 <= stage <= 100 for stage in stages):
+        raise InvalidInput(f"stage_plan: {stages} — every stage must be between 1 and 100 %")
+    if any(later <= earlier for earlier, later in zip(stages, stages[1:])):
+        raise InvalidInput(f"stage_plan: {stages} — stages must increase strictly (a rollout never steps back)")
+    if stages[-1] != 100:
+        raise InvalidInput(f"stage_plan: {stages} — the last stage must be 100 (approving it makes the candidate live)")
+    return stages
+
+
+def validate_guardrails(rules: Any) -> list[dict[str, Any]]:
+    if not isinstance(rules, list):
+        raise InvalidInput("guardrails: must be a list of rules")
+    cleaned = []
+    for index, rule in enumerate(rules):
+        where = f"guardrails[{index}]"
+        if not isinstance(rule, dict):
+            raise InvalidInput(f"{where}: must be an object")
+        unknown = set(rule) - {"metric", "harmful_direction", "threshold", "threshold_kind", "on_violation"}
+        if unknown:
+            raise InvalidInput(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        metric = rule.get("metric")
+        if metric not in GUARDRAIL_METRICS:
+            raise InvalidInput(f"{where}.metric: '{metric}' is not one of {', '.join(GUARDRAIL_METRICS)}")
+        direction = rule.get("harmful_direction", "decrease" if metric in ("success_rate", "quality") else "increase")
+        if direction not in ("decrease", "increase"):
+            raise InvalidInput(f"{where}.harmful_direction: must be 'decrease' or 'increase'")
+        kind = rule.get("threshold_kind", "absolute")
+        if kind not in ("absolute", "relative"):
+            raise InvalidInput(f"{where}.threshold_kind: must be 'absolute' or 'relative'")
+        action = rule.get("on_violation", "breach")
+        if action not in ("breach", "warning"):
+            raise InvalidInput(f"{where}.on_violation: must be 'breach' (rolls back) or 'warning' (tells people)")
+        threshold = rule.get("threshold")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
+            raise InvalidInput(f"{where}.threshold: must be a number >= 0")
+        cleaned.append({"metric": metric, "harmful_direction": direction, "threshold": float(threshold),
+                        "threshold_kind": kind, "on_violation": action})
+    if len({rule["metric"] for rule in cleaned}) != len(cleaned):
+        raise InvalidInput("guardrails: one rule per metric")
+    return cleaned
+
+
+def _validate_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise InvalidInput(f"{name}: must be a number >= {minimum:g}")
+    if integer and int(value) != value:
+        raise InvalidInput(f"{name}: must be a whole number")
+    return int(value) if integer else float(value)
+
+
+# --- the audit trail --------------------------------------------------------------------------------
+
+
+def _snapshot(experiment: Experiment) -> dict[str, Any]:
+    stage = experiment.current_stage
+    return {
+        "status": experiment.status,
+        "stage_percent": stage.percent if stage else None,
+        "config_version": experiment.config_version,
+    }
+
+
+def _record(
+    experiment: Experiment,
+    *,
+    action: str,
+    actor: Any,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str = "",
+    reason_code: str = "",
+) -> ExperimentEvent:
+    return ExperimentEvent.objects.create(
+        experiment=experiment,
+        action=action,
+        actor=actor,
+        before=before or {},
+        after=after if after is not None else _snapshot(experiment),
+        reason=reason,
+        reason_code=reason_code,
+    )
+
+
+def _username(actor: Any) -> str:
+    return actor.get_username() if actor is not None else "genesis"
+
+
+def _recording_refusals(action: str, run: Callable[[], _T], *, experiment: Experiment, actor: Any) -> _T:
+    """Run `run` atomically; when the domain refuses, keep a REFUSAL entry (in its own transaction,
+    after the refused one rolled back) and re-raise."""
+    try:
+        with transaction.atomic():
+            return run()
+    except DomainError as exc:
+        with transaction.atomic():
+            _record(
+                experiment,
+                action=EventAction.REFUSAL,
+                actor=actor if getattr(actor, "pk", None) else None,
+                before=_snapshot(Experiment.objects.get(pk=experiment.pk)),
+                after={"attempted": action},
+                reason=exc.message,
+                reason_code=type(exc).__name__.lower(),
+            )
+        raise
+
+
+def _lock(experiment: Experiment) -> Experiment:
+    return (
+        Experiment.objects.select_for_update(of=("self",))
+        .select_related("agent", "control", "treatment", "current_stage")
+        .get(pk=experiment.pk)
+    )
+
+
+def _attribute_model_change(version: ModelVersion, *, actor: Any) -> None:
+    """The registry service ran as Genesis (the experiment permission was checked here); name the
+    person who caused it on the version's history entry."""
+    if actor is not None and getattr(actor, "pk", None):
+        latest = version.history.order_by("-history_id").first()
+        if latest is not None:
+            version.history.filter(history_id=latest.history_id).update(history_user=actor)
+
+
+def _transition_model(version: ModelVersion, *, to_status: str, actor: Any, reason: str, verdict_overridden: bool = False) -> ModelVersion:
+    moved = model_version_transition(
+        version=version, to_status=to_status, actor=None, reason=reason, verdict_overridden=verdict_overridden
+    )
+    _attribute_model_change(moved, actor=actor)
+    return moved
+
+
+# --- experiments ----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def experiment_create(
+    *,
+    agent: Agent,
+    treatment: ModelVersion,
+    actor: Any = None,
+    key: str = "",
+    description: str = "",
+    stage_plan: Sequence[Any] | None = None,
+    min_stage_hours: float | None = None,
+    min_samples_per_arm: int | None = None,
+    planned_samples_per_arm: int | None = None,
+    guardrails: list[dict[str, Any]] | None = None,
+) -> Experiment:
+    """A draft experiment of `treatment` against the agent's live version. Holds and the stage plan
+    default to settings (ROLLOUT_*); all of them can be edited until the start."""
+    require_permission(actor=actor, permission="experiments.add_experiment", action="create experiments")
+    from models_app.selectors import live_version
+
+    control = live_version(agent=agent)
+    if control is None:
+        raise Conflict(f"agent '{agent.slug}' has no live model version to compare against: make its baseline live first")
+    if treatment.agent_id != agent.pk:
+        raise InvalidInput(f"treatment: '{treatment.model_id}' belongs to agent '{treatment.agent.slug}', not '{agent.slug}'")
+    if treatment.pk == control.pk:
+        raise InvalidInput(f"treatment: '{treatment.model_id}' is already the live model; choose a candidate")
+    allowed = (ModelStatus.REGISTERED, ModelStatus.BENCHMARKING, ModelStatus.APPROVED_FOR_ROLLOUT)
+    if treatment.status not in allowed:
+        raise Conflict(
+            f"treatment: '{treatment.model_id}' is {treatment.status}; a candidate must be one of "
+            f"{', '.join(allowed)}"
+        )
+    seed = new_experiment_seed()
+    key = (key or f"{agent.slug}-{timezone.now():%Y%m%d}-{seed[:6]}").strip()
+    if Experiment.objects.filter(key=key).exists():
+        raise Conflict(f"key: an experiment '{key}' already exists; choose another key")
+    from django.core.validators import validate_slug
+    from django.core.exceptions import ValidationError as DjangoValidationError
+
+    try:
+        validate_slug(key)
+    except DjangoValidationError:
+        raise InvalidInput(f"key: '{key}' may contain only letters, digits, hyphens and underscores") from None
+    experiment = _create_experiment_row(
+        key=key,
+        agent=agent,
+        control=control,
+        treatment=treatment,
+        description=description,
+        seed=seed,
+        stage_plan=validate_stage_plan(stage_plan if stage_plan is not None else settings.ROLLOUT_STAGES),
+        min_stage_hours=_validate_number(
+            "min_stage_hours", settings.ROLLOUT_MIN_STAGE_HOURS if min_stage_hours is None else min_stage_hours, minimum=0
+        ),
+        min_samples_per_arm=_validate_number(
+            "min_samples_per_arm",
+            settings.ROLLOUT_MIN_SAMPLES_PER_ARM if min_samples_per_arm is None else min_samples_per_arm,
+            minimum=2,
+            integer=True,
+        ),
+        planned_samples_per_arm=_validate_number(
+            "planned_samples_per_arm", 2000 if planned_samples_per_arm is None else planned_samples_per_arm,
+            minimum=2, integer=True,
+        ),
+        guardrails=validate_guardrails(default_guardrails() if guardrails is None else guardrails),
+        created_by=actor,
+    )
+    _record(experiment, action=EventAction.CREATE, actor=actor, after={**_snapshot(experiment), **_settings_of(experiment)})
+    return experiment
+
+
+def _create_experiment_row(**fields: Any) -> Experiment:
+    try:
+        with transaction.atomic():
+            return Experiment.objects.create(**fields)
+    except IntegrityError:
+        raise Conflict(f"key: an experiment '{fields['key']}' already exists; choose another key") from None
+
+
+_EDITABLE = ("stage_plan", "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", "guardrails", "description")
+
+
+def _settings_of(experiment: Experiment) -> dict[str, Any]:
+    return {name: getattr(experiment, name) for name in _EDITABLE}
+
+
+@transaction.atomic
+def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: Any) -> Experiment:
+    """Edit the plan (until the start), the holds and the guardrails. Every effective edit raises the
+    config version, which voids pending stage approvals: people approved what they saw."""
+    require_permission(actor=actor, permission="experiments.change_experiment", action="edit experiments")
+    unknown = set(changes) - set(_EDITABLE)
+    if unknown:
+        raise InvalidInput(f"cannot edit {', '.join(sorted(unknown))}; editable: {', '.join(_EDITABLE)}")
+    experiment = _lock(experiment)
+    if experiment.status in (ExperimentStatus.ROLLED_BACK, ExperimentStatus.COMPLETED):
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; a finished experiment cannot be edited")
+    cleaned: dict[str, Any] = {}
+    for name, value in changes.items():
+        if value is None:
+            continue
+        if name == "stage_plan":
+            plan = validate_stage_plan(value)
+            if plan != experiment.stage_plan and experiment.status != ExperimentStatus.DRAFT:
+                raise Conflict(f"stage_plan: experiment '{experiment.key}' has started; the plan is fixed at the start")
+            cleaned[name] = plan
+        elif name == "guardrails":
+            cleaned[name] = validate_guardrails(value)
+        elif name == "min_stage_hours":
+            cleaned[name] = _validate_number(name, value, minimum=0)
+        elif name in ("min_samples_per_arm", "planned_samples_per_arm"):
+            cleaned[name] = _validate_number(name, value, minimum=2, integer=True)
+        else:
+            cleaned[name] = str(value)
+    before = _settings_of(experiment)
+    changed = {name: value for name, value in cleaned.items() if before[name] != value}
+    if not changed:
+        return experiment
+    for name, value in changed.items():
+        setattr(experiment, name, value)
+    experiment.config_version += 1
+    experiment.save(update_fields=[*changed, "config_version"])
+    voided = _void_pending_approvals(experiment, actor=actor, why=f"the experiment was edited ({', '.join(sorted(changed))})")
+    _record(
+        experiment,
+        action=EventAction.EDIT,
+        actor=actor,
+        before={**{name: before[name] for name in changed}, "config_version": experiment.config_version - 1},
+        after={**changed, "config_version": experiment.config_version, "voided_approvals": voided},
+    )
+    return experiment
+
+
+def _void_pending_approvals(experiment: Experiment, *, actor: Any, why: str) -> int:
+    pending = list(
+        StageApproval.objects.select_for_update(of=("self",))
+        .filter(stage__experiment=experiment, status=ApprovalStatus.PENDING)
+        .select_related("stage")
+    )
+    for approval in pending:
+        approval.status = ApprovalStatus.VOIDED
+        approval.void_reason = why
+        approval.decided_at = timezone.now()
+        approval.save(update_fields=["status", "void_reason", "decided_at"])
+        _record(
+            experiment,
+            action=EventAction.VOID,
+            actor=actor,
+            before={"approval": approval.pk, "stage_percent": approval.stage.percent, "status": "pending",
+                    "config_version": approval.config_version},
+            after={"approval": approval.pk, "status": "voided", "config_version": experiment.config_version},
+            reason=f"request to advance to {approval.stage.percent} % voided: {why}; request it again",
+        )
+    return len(pending)
+
+
+def experiment_start(*, experiment: Experiment, actor: Any = None, override_reason: str = "") -> Experiment:
+    """Start the first stage. The candidate needs a PASS verdict (status approved_for_rollout) unless
+    a person with experiments.override_verdict gives `override_reason`. The candidate becomes
+    rolling_out."""
+    return _recording_refusals(
+        "start", lambda: _start(experiment=experiment, actor=actor, override_reason=override_reason.strip()),
+        experiment=experiment, actor=actor,
+    )
+
+
+def _start(*, experiment: Experiment, actor: Any, override_reason: str) -> Experiment:
+    require_permission(actor=actor, permission="experiments.start_experiment", action="start experiments")
+    experiment = _lock(experiment)
+    if experiment.status != ExperimentStatus.DRAFT:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a draft can be started")
+    other = Experiment.objects.filter(agent=experiment.agent, status__in=ACTIVE_STATUSES).exclude(pk=experiment.pk).first()
+    if other is not None:
+        raise Conflict(
+            f"agent '{experiment.agent.slug}' already has experiment '{other.key}' {other.status}; "
+            "complete or roll it back first"
+        )
+    control = ModelVersion.objects.get(pk=experiment.control_id)
+    if control.status != ModelStatus.LIVE:
+        raise Conflict(
+            f"control '{control.model_id}' is no longer live (it is {control.status}); create a new experiment "
+            "against the current live version"
+        )
+    treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
+    overridden = False
+    if treatment.status != ModelStatus.APPROVED_FOR_ROLLOUT:
+        if treatment.status not in (ModelStatus.REGISTERED, ModelStatus.BENCHMARKING):
+            raise Conflict(f"candidate '{treatment.model_id}' is {treatment.status}; it cannot be rolled out")
+        if not override_reason:
+            raise Conflict(
+                f"candidate '{treatment.model_id}' has no PASS verdict (it is {treatment.status}): run "
+                f"`manage.py benchmark_finetuned --agent {experiment.agent.slug}` first, or give an override reason "
+                "as a user with experiments.override_verdict"
+            )
+        require_permission(
+            actor=actor, permission="experiments.override_verdict", action="start a candidate without a PASS verdict"
+        )
+        treatment = _transition_model(
+            treatment, to_status=ModelStatus.APPROVED_FOR_ROLLOUT, actor=actor, verdict_overridden=True,
+            reason=f"experiment {experiment.key}: verdict overridden by {_username(actor)}: {override_reason}",
+        )
+        overridden = True
+    _transition_model(
+        treatment, to_status=ModelStatus.ROLLING_OUT, actor=actor,
+        reason=f"experiment {experiment.key} started by {_username(actor)}",
+    )
+    before = _snapshot(experiment)
+    now = timezone.now()
+    stages = ExperimentStage.objects.bulk_create(
+        [ExperimentStage(experiment=experiment, index=index, percent=percent) for index, percent in enumerate(experiment.stage_plan)]
+    )
+    first = ExperimentStage.objects.get(experiment=experiment, index=0)
+    first.status, first.started_at = StageStatus.ACTIVE, now
+    first.save(update_fields=["status", "started_at"])
+    experiment.status = ExperimentStatus.RUNNING
+    experiment.started_by = actor
+    experiment.started_at = now
+    experiment.current_stage = first
+    experiment.routing_changed_at = now
+    if overridden:
+        experiment.verdict_override_reason = override_reason
+    try:
+        with transaction.atomic():
+            experiment.save(update_fields=["status", "started_by", "started_at", "current_stage", "routing_changed_at",
+                                           "verdict_override_reason"])
+    except IntegrityError:
+        # one_active_experiment_per_agent: another experiment of this agent started at the same moment.
+        raise Conflict(f"agent '{experiment.agent.slug}' started another experiment just now; complete or roll it back first") from None
+    _record(
+        experiment, action=EventAction.START, actor=actor, before=before,
+        after={**_snapshot(experiment), "stages": [stage.percent for stage in stages], "verdict_overridden": overridden},
+        reason=override_reason if overridden else "",
+        reason_code="verdict_override" if overridden else "",
+    )
+    routing.publish_change()
+    return experiment
+
+
+def _next_stage(experiment: Experiment) -> ExperimentStage | None:
+    current = experiment.current_stage
+    if current is None:
+        return None
+    return ExperimentStage.objects.filter(experiment=experiment, index=current.index + 1).first()
+
+
+def stage_request_advance(*, experiment: Experiment, actor: Any, note: str = "") -> StageApproval:
+    """Ask for the next stage. It may be asked while holds are open (the request shows what they wait
+    for); it can be approved only once they clear, by someone else."""
+    return _recording_refusals(
+        "request", lambda: _request(experiment=experiment, actor=actor, note=note), experiment=experiment, actor=actor
+    )
+
+
+def _require_person(actor: Any, action: str) -> None:
+    if actor is None or not getattr(actor, "pk", None):
+        raise PermissionDenied(f"{action} needs a person: the four-eyes rule is about who asked and who approved")
+
+
+def _request(*, experiment: Experiment, actor: Any, note: str) -> StageApproval:
+    _require_person(actor, "requesting a stage advance")
+    require_permission(actor=actor, permission="experiments.request_stage", action="request stage advances")
+    experiment = _lock(experiment)
+    if experiment.status != ExperimentStatus.RUNNING:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a running experiment advances")
+    target = _next_stage(experiment)
+    if target is None:
+        raise Conflict(f"experiment '{experiment.key}' has no further stage")
+    pending = StageApproval.objects.filter(stage=target, status=ApprovalStatus.PENDING).select_related("requested_by").first()
+    if pending is not None:
+        raise Conflict(
+            f"an advance to {target.percent} % is already requested by {_username(pending.requested_by)} "
+            f"at {pending.requested_at:%Y-%m-%d %H:%M} UTC; it waits for approval"
+        )
+    from experiments.selectors import stage_holds
+
+    holds = stage_holds(experiment=experiment)
+    try:
+        with transaction.atomic():  # a savepoint: losing a race must not abort the caller's transaction
+            approval = StageApproval.objects.create(
+                stage=target, config_version=experiment.config_version, requested_by=actor, note=note
+            )
+    except IntegrityError:
+        raise Conflict(f"an advance to {target.percent} % was requested by someone else just now; it waits for approval") from None
+    _record(
+        experiment, action=EventAction.REQUEST, actor=actor,
+        after={**_snapshot(experiment), "requested_percent": target.percent, "approval": approval.pk,
+               "open_holds": [hold.as_json() for hold in holds if not hold.cleared]},
+        reason=note,
+    )
+    return approval
+
+
+def stage_approve(*, stage: ExperimentStage, actor: Any) -> ExperimentStage:
+    """Approve the advance to `stage`: it must be the next stage, requested at the current config
+    version by someone else, and every hold must be clear. Approving 100 % completes the experiment
+    and makes the candidate the live model."""
+    return _recording_refusals(
+        "approve", lambda: _approve(stage=stage, actor=actor), experiment=stage.experiment, actor=actor
+    )
+
+
+def _approve(*, stage: ExperimentStage, actor: Any) -> ExperimentStage:
+    _require_person(actor, "approving a stage")
+    require_permission(actor=actor, permission="experiments.approve_stage", action="approve stage advances")
+    experiment = _lock(stage.experiment)
+    stage = ExperimentStage.objects.get(pk=stage.pk)
+    if experiment.status != ExperimentStatus.RUNNING:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a running experiment advances")
+    target = _next_stage(experiment)
+    if target is None or target.pk != stage.pk:
+        expected = f"{target.percent} %" if target else "none"
+        raise Conflict(
+            f"stages cannot be skipped: experiment '{experiment.key}' is at {experiment.current_stage.percent} %, "
+            f"so the next stage is {expected}, not {stage.percent} %"
+        )
+    approval = (
+        StageApproval.objects.select_for_update(of=("self",))
+        .filter(stage=stage, status=ApprovalStatus.PENDING)
+        .select_related("requested_by")
+        .first()
+    )
+    if approval is None:
+        raise Conflict(f"nobody has requested the advance to {stage.percent} %: request it first, then a second person approves")
+    if experiment.started_by_id == actor.pk:
+        raise PermissionDenied(
+            f"four-eyes: {actor.get_username()} started experiment '{experiment.key}' and so cannot approve its "
+            "stages; ask another approver"
+        )
+    if approval.requested_by_id == actor.pk:
+        raise PermissionDenied(
+            f"four-eyes: {actor.get_username()} requested this advance and so cannot approve it; ask another approver"
+        )
+    if approval.config_version != experiment.config_version:
+        raise Conflict(
+            f"the request was made at config version {approval.config_version}, but the experiment is now at "
+            f"{experiment.config_version}; request the advance again"
+        )
+    from experiments.selectors import stage_holds
+
+    open_holds = [hold for hold in stage_holds(experiment=experiment) if not hold.cleared]
+    if open_holds:
+        raise Conflict(
+            f"cannot advance '{experiment.key}' to {stage.percent} % yet — "
+            + "; ".join(f"{hold.name}: {hold.detail}" for hold in open_holds)
+        )
+    before = _snapshot(experiment)
+    now = timezone.now()
+    approval.status, approval.decided_by, approval.decided_at = ApprovalStatus.APPROVED, actor, now
+    approval.save(update_fields=["status", "decided_by", "decided_at"])
+    current = ExperimentStage.objects.get(pk=experiment.current_stage_id)
+    current.status, current.ended_at = StageStatus.DONE, now
+    current.save(update_fields=["status", "ended_at"])
+    stage.status, stage.started_at = StageStatus.ACTIVE, now
+    experiment.current_stage = stage
+    experiment.routing_changed_at = now
+    if stage.percent >= 100:
+        stage.status, stage.ended_at = StageStatus.DONE, now
+        experiment.status = ExperimentStatus.COMPLETED
+        experiment.ended_at = now
+    stage.save(update_fields=["status", "started_at", "ended_at"])
+    experiment.save(update_fields=["current_stage", "routing_changed_at", "status", "ended_at"])
+    _record(
+        experiment, action=EventAction.APPROVAL, actor=actor, before=before,
+        after={**_snapshot(experiment), "approval": approval.pk, "requested_by": _username(approval.requested_by)},
+    )
+    if experiment.status == ExperimentStatus.COMPLETED:
+        treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
+        _transition_model(
+            treatment, to_status=ModelStatus.LIVE, actor=actor,
+            reason=f"experiment {experiment.key} completed: 100 % approved by {actor.get_username()}",
+        )
+        _record(experiment, action=EventAction.COMPLETE, actor=actor, before=before,
+                reason=f"'{treatment.model_id}' is now the live model of {experiment.agent.slug}")
+    routing.publish_change()
+    return stage
+
+
+def experiment_pause(*, experiment: Experiment, actor: Any = None, reason: str = "", reason_code: str = "manual") -> Experiment:
+    """Stop the split (everyone gets the live model) without ending the experiment."""
+    return _recording_refusals(
+        "pause", lambda: _pause(experiment=experiment, actor=actor, reason=reason, reason_code=reason_code),
+        experiment=experiment, actor=actor,
+    )
+
+
+def _pause(*, experiment: Experiment, actor: Any, reason: str, reason_code: str) -> Experiment:
+    require_permission(actor=actor, permission="experiments.pause_experiment", action="pause experiments")
+    experiment = _lock(experiment)
+    if experiment.status != ExperimentStatus.RUNNING:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a running experiment can be paused")
+    before = _snapshot(experiment)
+    experiment.status = ExperimentStatus.PAUSED
+    experiment.routing_changed_at = timezone.now()
+    experiment.save(update_fields=["status", "routing_changed_at"])
+    _record(experiment, action=EventAction.PAUSE, actor=actor, before=before, reason=reason, reason_code=reason_code)
+    routing.publish_change()
+    if actor is None:
+        transaction.on_commit(lambda: logger.warning("experiment %s paused by Genesis: %s", experiment.key, reason))
+    return experiment
+
+
+def experiment_resume(*, experiment: Experiment, actor: Any, reason: str = "") -> Experiment:
+    return _recording_refusals(
+        "resume", lambda: _resume(experiment=experiment, actor=actor, reason=reason), experiment=experiment, actor=actor
+    )
+
+
+def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
+    require_permission(actor=actor, permission="experiments.pause_experiment", action="resume experiments")
+    experiment = _lock(experiment)
+    if experiment.status != ExperimentStatus.PAUSED:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a paused experiment can be resumed")
+    before = _snapshot(experiment)
+    experiment.status = ExperimentStatus.RUNNING
+    experiment.routing_changed_at = timezone.now()
+    experiment.save(update_fields=["status", "routing_changed_at"])
+    _record(experiment, action=EventAction.RESUME, actor=actor, before=before, reason=reason)
+    routing.publish_change()
+    return experiment
+
+
+def experiment_rollback(*, experiment: Experiment, actor: Any = None, reason: str, reason_code: str = "manual") -> Experiment:
+    """Send everyone back to the live model (0 %), reject the candidate, and tell people: log,
+    webhook (settings.GENESIS.alerting.slack_webhook) and genesis_experiment_rollbacks_total."""
+    return _recording_refusals(
+        "rollback", lambda: _rollback(experiment=experiment, actor=actor, reason=reason.strip(), reason_code=reason_code),
+        experiment=experiment, actor=actor,
+    )
+
+
+def _rollback(*, experiment: Experiment, actor: Any, reason: str, reason_code: str) -> Experiment:
+    require_permission(actor=actor, permission="experiments.rollback_experiment", action="roll back experiments")
+    if not reason:
+        raise InvalidInput("reason: say why the experiment is rolled back; it goes on the audit trail and the alert")
+    experiment = _lock(experiment)
+    if experiment.status not in ACTIVE_STATUSES:
+        raise Conflict(
+            f"experiment '{experiment.key}' is {experiment.status}; only a running or paused experiment can be rolled back"
+        )
+    before = _snapshot(experiment)
+    now = timezone.now()
+    if experiment.current_stage_id:
+        ExperimentStage.objects.filter(pk=experiment.current_stage_id).update(status=StageStatus.ROLLED_BACK, ended_at=now)
+    experiment.status = ExperimentStatus.ROLLED_BACK
+    experiment.ended_at = now
+    experiment.routing_changed_at = now
+    experiment.save(update_fields=["status", "ended_at", "routing_changed_at"])
+    _void_pending_approvals(experiment, actor=actor, why="the experiment was rolled back")
+    treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
+    if treatment.status == ModelStatus.ROLLING_OUT:
+        _transition_model(
+            treatment, to_status=ModelStatus.REJECTED, actor=actor,
+            reason=f"experiment {experiment.key} rolled back by {_username(actor)}: {reason}"[:500],
+        )
+    event = _record(
+        experiment, action=EventAction.ROLLBACK, actor=actor, before=before,
+        after={**_snapshot(experiment), "stage_percent": 0}, reason=reason, reason_code=reason_code,
+    )
+    routing.publish_change()
+    message = f"experiment {experiment.key} ({experiment.agent.slug}) rolled back by {_username(actor)}: {reason}"
+    transaction.on_commit(lambda: logger.warning(message))
+    from experiments.tasks import notify_rollback
+
+    notify_rollback.delay_on_commit(event_id=event.pk)
+    return experiment
+
+
+def rollback_notify(*, event_id: int) -> bool:
+    """Post a rollback to the alert webhook. True when posted, False when no webhook is configured.
+    Raises requests' transient errors so the task can retry."""
+    import requests
+
+    url = settings.GENESIS.alerting.slack_webhook
+    if not url:
+        return False
+    event = ExperimentEvent.objects.select_related("experiment__agent", "experiment__treatment", "actor").filter(pk=event_id).first()
+    if event is None:
+        logger.warning("rollback alert: audit event %s no longer exists; nothing to send", event_id)
+        return False
+    experiment = event.experiment
+    text = (
+        f":rotating_light: Genesis rolled back experiment *{experiment.key}* of *{experiment.agent.slug}* "
+        f"(candidate {experiment.treatment.model_id}) at {event.before.get('stage_percent')} %. "
+        f"By: {_username(event.actor)}. Why: {event.reason}"
+    )
+    response = requests.post(url, json={"text": text, "experiment": experiment.key, "agent": experiment.agent.slug,
+                                        "reason_code": event.reason_code}, timeout=5)
+    if response.status_code >= 500 or response.status_code == 429:
+        response.raise_for_status()
+    if response.status_code >= 400:
+        logger.error("alert webhook refused the rollback alert for %s: HTTP %s", experiment.key, response.status_code)
+    return True
+
+
+# --- guardrails -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuardrailCheck:
+    action: str  # "none", "paused", "rolled_back", "skipped"
+    reason: str = ""
+    states: list[dict[str, Any]] = field(default_factory=list)
+
+
+@transaction.atomic
+def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
+    """Judge one running experiment now (the beat task's work): a breach rolls it back, a sample-ratio
+    mismatch pauses it, new warnings are logged and recorded; no data changes nothing. Idempotent."""
+    from experiments.selectors import experiment_guardrail_results, experiment_metrics
+
+    experiment = Experiment.objects.select_for_update(skip_locked=True).filter(pk=experiment_id).first()
+    if experiment is None or experiment.status != ExperimentStatus.RUNNING:
+        return GuardrailCheck(action="skipped", reason="not running (or being changed right now)")
+    metrics = experiment_metrics(experiment=experiment)
+    results = experiment_guardrail_results(experiment=experiment, metrics=metrics)
+    states = [result.as_json() for result in results]
+    previous = {state["metric"]: state["state"] for state in experiment.guardrail_states or []}
+    experiment.guardrail_states = states
+    experiment.guardrails_checked_at = timezone.now()
+    experiment.save(update_fields=["guardrail_states", "guardrails_checked_at"])
+
+    breaches = [result for result in results if result.state == "breach"]
+    if breaches:
+        first = breaches[0]
+        reason = "guardrail breached — " + "; ".join(result.reason for result in breaches)
+        experiment_rollback(experiment=experiment, actor=None, reason=reason, reason_code=f"guardrail_{first.metric}")
+        return GuardrailCheck(action="rolled_back", reason=reason, states=states)
+    srm_threshold = settings.GENESIS.ab_testing.srm_p_threshold
+    if metrics.srm_p is not None and metrics.srm_p < srm_threshold:
+        reason = (
+            f"sample-ratio mismatch: {metrics.stage_users_control} control and {metrics.stage_users_treatment} treatment "
+            f"users in this {metrics.stage_percent} % stage (p = {metrics.srm_p:.2g} < {srm_threshold:g}); "
+            "check assignment and outcome logging before resuming"
+        )
+        experiment_pause(experiment=experiment, actor=None, reason=reason, reason_code="srm")
+        return GuardrailCheck(action="paused", reason=reason, states=states)
+    for result in results:
+        if result.state == "warning" and previous.get(result.metric) != "warning":
+            _record(experiment, action=EventAction.GUARDRAIL_WARNING, actor=None, reason=result.reason,
+                    reason_code=f"guardrail_{result.metric}")
+            message = f"experiment {experiment.key}: guardrail warning — {result.reason}"
+            transaction.on_commit(lambda message=message: logger.warning(message))
+    return GuardrailCheck(action="none", states=states)
+
+
+# --- outcomes -------------------------------------------------------------------------------------
+
+
+class OutcomeEventIn(BaseModel):
+    """One outcome as the contract names it; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    event_id: str = Field(min_length=1, max_length=200)
+    agent: str = Field(min_length=1, max_length=64)
+    user_id: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=200)
+    success: bool
+    latency_ms: float = Field(ge=0, allow_inf_nan=False)
+    input_tokens: int | None = Field(default=None, ge=0, le=2_000_000_000)
+    output_tokens: int | None = Field(default=None, ge=0, le=2_000_000_000)
+    quality: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    occurred_at: datetime | None = None
+
+    @field_validator("success", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        # "yes", 1 or "0" are too easy to get wrong for the metric everything hangs on.
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error.get("loc", ())) or "event"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], received_at: datetime | None = None) -> IngestResult:
+    """Validate each event on its own, then insert the valid ones in one statement. A repeated
+    event_id (earlier, or twice in this batch) counts as a duplicate and is stored once. Raises
+    PermissionDenied when the key may not act for an agent named in the batch."""
+    if len(events) > MAX_OUTCOME_EVENTS:
+        raise InvalidInput(f"events: at most {MAX_OUTCOME_EVENTS} per request, got {len(events)}; send them in batches")
+    received_at = received_at or timezone.now()
+    rejected: list[dict[str, Any]] = []
+    valid: list[tuple[int, OutcomeEventIn]] = []
+    for index, raw in enumerate(events):
+        if not isinstance(raw, dict):
+            rejected.append({"index": index, "detail": "event: must be an object"})
+            continue
+        try:
+            valid.append((index, OutcomeEventIn.model_validate(raw)))
+        except ValidationError as exc:
+            rejected.append({"index": index, "detail": _describe_validation_error(exc)})
+
+    agent_ids = dict(Agent.objects.filter(slug__in={event.agent for _, event in valid}).values_list("slug", "id"))
+    if principal is not None:
+        forbidden = sorted({event.agent for _, event in valid if event.agent in agent_ids and not principal.may_act_for(event.agent)})
+        if forbidden:
+            raise PermissionDenied(f"API key '{principal.label}' may not act for agent(s) {', '.join(forbidden)}")
+    experiments = {
+        experiment.agent_id: experiment
+        for experiment in Experiment.objects.filter(agent_id__in=agent_ids.values(), status__in=ACTIVE_STATUSES)
+        .select_related("control", "treatment")
+    }
+
+    rows: list[dict[str, Any]] = []
+    seen_in_batch: set[str] = set()
+    duplicates = 0
+    for index, event in valid:
+        agent_id = agent_ids.get(event.agent)
+        if agent_id is None:
+            rejected.append({"index": index, "detail": f"agent: '{event.agent}' does not exist"})
+            continue
+        if event.event_id in seen_in_batch:
+            duplicates += 1
+            continue
+        seen_in_batch.add(event.event_id)
+        occurred_at = event.occurred_at or received_at
+        if timezone.is_naive(occurred_at):
+            occurred_at = occurred_at.replace(tzinfo=dt_timezone.utc)
+        experiment = experiments.get(agent_id)
+        variant, experiment_id = Variant.LIVE.value, None
+        if experiment is not None:
+            # The arm is the model that served, as the agent reports it: a client that routes wrongly
+            # then shows up as a sample-ratio mismatch instead of silently polluting an arm.
+            if event.model == experiment.treatment.model_id:
+                variant, experiment_id = Variant.TREATMENT.value, experiment.pk
+            elif event.model == experiment.control.model_id:
+                variant, experiment_id = Variant.CONTROL.value, experiment.pk
+        rows.append({
+            "event_id": event.event_id,
+            "agent_id": agent_id,
+            "experiment_id": experiment_id,
+            "variant": variant,
+            "user_id": event.user_id,
+            "model": event.model,
+            "success": event.success,
+            "latency_ms": event.latency_ms,
+            "input_tokens": event.input_tokens,
+            "output_tokens": event.output_tokens,
+            "quality": event.quality,
+            "cost_usd": None,
+            "occurred_at": occurred_at,
+            "received_at": received_at,
+            "_agent_slug": event.agent,
+        })
+    rejected.sort(key=lambda item: item["index"])
+    if not rows:
+        return IngestResult(accepted=0, duplicates=duplicates, rejected=rejected)
+
+    price_outcome_tokens(rows=rows)
+    with transaction.atomic():
+        inserted_ids = _insert_outcomes_ignoring_duplicates(rows)
+        inserted = [row for row in rows if row["event_id"] in inserted_ids]
+        _record_exposures_of(inserted)
+        record_inference_cost(rows=inserted)
+    return IngestResult(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted), rejected=rejected)
+
+
+_OUTCOME_COLUMNS = (
+    ("event_id", "text"), ("agent_id", "bigint"), ("experiment_id", "bigint"), ("variant", "text"), ("user_id", "text"),
+    ("model", "text"), ("success", "boolean"), ("latency_ms", "double precision"), ("input_tokens", "integer"),
+    ("output_tokens", "integer"), ("quality", "double precision"), ("cost_usd", "numeric"),
+    ("occurred_at", "timestamptz"), ("received_at", "timestamptz"),
+)
+
+
+def _insert_outcomes_ignoring_duplicates(rows: list[dict[str, Any]]) -> set[str]:
+    """INSERT … ON CONFLICT (event_id) DO NOTHING RETURNING event_id: the database says exactly which
+    events are new, even when two requests carry the same event at once."""
+    return set(insert_ignoring_conflicts(
+        table=OutcomeEvent._meta.db_table,
+        columns=_OUTCOME_COLUMNS,
+        rows=[[row[name] for name, _ in _OUTCOME_COLUMNS] for row in rows],
+        conflict=["event_id"],
+        returning="event_id",
+    ))
+
+
+def _record_exposures_of(rows: list[dict[str, Any]]) -> None:
+    """Agents that decide in-process (experiments/client.py) never call /route, so the outcomes they
+    report are the only sign of their users' exposure; record it here too."""
+    stage_of = dict(
+        Experiment.objects.filter(pk__in={row["experiment_id"] for row in rows if row["experiment_id"]})
+        .values_list("pk", "current_stage_id")
+    )
+    earliest: dict[tuple[int, str, str], datetime] = {}
+    for row in rows:
+        if row["experiment_id"] is None:
+            continue
+        key = (row["experiment_id"], row["user_id"], row["variant"])
+        if key not in earliest or row["occurred_at"] < earliest[key]:
+            earliest[key] = row["occurred_at"]
+    insert_ignoring_conflicts(
+        table=Assignment._meta.db_table,
+        columns=ASSIGNMENT_COLUMNS,
+        rows=[[exp_id, user_id, variant, stage_of.get(exp_id), seen] for (exp_id, user_id, variant), seen in earliest.items()],
+        conflict=["experiment_id", "user_id", "variant"],
+    )
+
+
+def price_outcome_tokens(*, rows: list[dict[str, Any]]) -> None:
+    """Set `cost_usd` on each outcome row that carries tokens (experiments/costing.py, the one place
+    that talks to the costs app)."""
+    from experiments import costing
+
+    costing.price_rows(rows=rows)
+
+
+def record_inference_cost(*, rows: list[dict[str, Any]]) -> None:
+    """Put the inference cost of newly accepted outcomes on the ledger, one entry per (agent, model)."""
+    from experiments import costing
+
+    costing.record_rows(rows=rows)
+
+
+# --- exposures --------------------------------------------------------------------------------------
+
+
+def exposures_flush() -> int:
+    """Write the exposures buffered in Redis by the routing path (the beat task's work)."""
+    return routing.drain_exposure_queue()
+

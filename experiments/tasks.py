@@ -1,0 +1,55 @@
+"""Celery entry points of online evaluation: ids in, one service call, safe to run twice."""
+
+from __future__ import annotations
+
+import requests
+from celery import shared_task
+
+from experiments import services
+from experiments.models import Experiment, ExperimentStatus
+
+# Webhook failures worth another try; a 4xx other than 429 will not get better by retrying.
+TRANSIENT_WEBHOOK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.HTTPError)
+
+
+@shared_task(name="experiments.evaluate_guardrails", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def evaluate_guardrails() -> int:
+    """Beat, every minute: fan out one check per running experiment (each locks its own row)."""
+    ids = list(Experiment.objects.filter(status=ExperimentStatus.RUNNING).values_list("pk", flat=True))
+    for experiment_id in ids:
+        evaluate_experiment_guardrails.delay(experiment_id=experiment_id)
+    return len(ids)
+
+
+@shared_task(
+    name="experiments.evaluate_experiment_guardrails",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    soft_time_limit=50,
+    time_limit=60,
+)
+def evaluate_experiment_guardrails(*, experiment_id: int) -> str:
+    return services.guardrails_check(experiment_id=experiment_id).action
+
+
+@shared_task(name="experiments.flush_exposures", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             soft_time_limit=50, time_limit=60)
+def flush_exposures() -> int:
+    """Beat, every 10 s: move exposures buffered by /route from Redis into Assignment rows."""
+    return services.exposures_flush()
+
+
+@shared_task(
+    name="experiments.notify_rollback",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=TRANSIENT_WEBHOOK_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=6,
+)
+def notify_rollback(*, event_id: int) -> bool:
+    return services.rollback_notify(event_id=event_id)

@@ -1,0 +1,101 @@
+"""Builders for experiment tests: an agent with a live baseline and an approved candidate, people
+with exactly the permissions a test names, and outcome batches with chosen success rates."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import zlib
+from typing import Any
+
+from django.contrib.auth.models import Permission
+
+from experiments.models import Experiment
+from experiments.services import experiment_create, outcomes_ingest
+from models_app.models import Agent, ModelVersion
+from models_app.services import model_version_transition
+from tests.factories import AgentFactory, ModelVersionFactory, UserFactory
+
+_event_ids = itertools.count()
+
+
+def person(username: str, *perms: str, superuser: bool = False):  # type: ignore[no-untyped-def]
+    """A staff user holding exactly `perms` (codenames of the experiments app, or 'app.codename')."""
+    user = UserFactory(username=username, is_superuser=superuser)
+    for perm in perms:
+        app_label, codename = perm.split(".") if "." in perm else ("experiments", perm)
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return type(user).objects.get(pk=user.pk)  # drop the permission cache
+
+
+def rollout_team() -> dict[str, Any]:
+    """starter (creates, starts, requests), approver, second approver, roller (rolls back), nobody."""
+    return {
+        "starter": person("starter", "add_experiment", "change_experiment", "start_experiment", "request_stage",
+                          "approve_stage", "pause_experiment", "override_verdict"),
+        "requester": person("requester", "request_stage", "approve_stage"),
+        "approver": person("approver", "approve_stage", "view_experiment"),
+        "roller": person("roller", "rollback_experiment", "pause_experiment"),
+        "nobody": person("nobody"),
+    }
+
+
+def agent_with_candidate(slug: str = "qa_agent", *, candidate_status: str = "approved_for_rollout") -> tuple[Agent, ModelVersion, ModelVersion]:
+    agent = AgentFactory(slug=slug)
+    baseline = ModelVersionFactory(agent=agent, model_id="open-mistral-7b", kind="baseline")
+    model_version_transition(version=baseline, to_status="live", reason="test: serves today")
+    candidate = ModelVersionFactory(agent=agent, model_id=f"ft:open-mistral-7b:{zlib.crc32(slug.encode()):08x}:20261101:cafebabe")
+    path = {"registered": [], "benchmarking": ["benchmarking"],
+            "approved_for_rollout": ["benchmarking", "approved_for_rollout"]}[candidate_status]
+    for status in path:
+        candidate = model_version_transition(version=candidate, to_status=status, reason="test")
+    baseline.refresh_from_db()
+    return agent, baseline, candidate
+
+
+def draft_experiment(slug: str = "qa_agent", *, actor: Any = None, **options: Any) -> Experiment:
+    agent, _, candidate = agent_with_candidate(slug, candidate_status=options.pop("candidate_status", "approved_for_rollout"))
+    options.setdefault("min_stage_hours", 0)
+    options.setdefault("min_samples_per_arm", 20)
+    return experiment_create(agent=agent, treatment=candidate, actor=actor, key=options.pop("key", f"{slug}-exp"), **options)
+
+
+def outcome_events(
+    experiment: Experiment,
+    *,
+    arm: str,
+    n: int,
+    success_rate: float,
+    latency_ms: float = 400.0,
+    quality: float | None = None,
+    seed: int = 0,
+    user_prefix: str | None = None,
+) -> list[dict[str, Any]]:
+    """`n` events from distinct users served by the arm's model; exactly round(n·rate) succeed."""
+    rng = random.Random(seed)
+    model = (experiment.treatment if arm == "treatment" else experiment.control).model_id
+    successes = set(rng.sample(range(n), round(n * success_rate)))
+    prefix = user_prefix or f"{arm}-{seed}"
+    events = []
+    for i in range(n):
+        event = {
+            "event_id": f"evt-{next(_event_ids)}",
+            "agent": experiment.agent.slug,
+            "user_id": f"{prefix}-{i}",
+            "model": model,
+            "success": i in successes,
+            "latency_ms": latency_ms * rng.uniform(0.8, 1.2),
+        }
+        if quality is not None:
+            event["quality"] = min(1.0, max(0.0, rng.gauss(quality, 0.05)))
+        events.append(event)
+    return events
+
+
+def feed(experiment: Experiment, **kwargs: Any) -> int:
+    """Ingest a batch through the real service; returns the number accepted."""
+    events = outcome_events(experiment, **kwargs)
+    accepted = 0
+    for start in range(0, len(events), 1000):
+        accepted += outcomes_ingest(principal=None, events=events[start : start + 1000]).accepted
+    return accepted

@@ -1,0 +1,122 @@
+"""The experiment admin page: timeline, holds, metrics and the audit trail; buttons appear only for
+people allowed to use them, and pressing one calls the service."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from experiments.models import EventAction, Experiment, ExperimentEvent
+from experiments.services import experiment_start, stage_request_advance
+from tests.experiments.factories import draft_experiment, feed, person, rollout_team
+
+pytestmark = pytest.mark.django_db
+
+GUARDRAILS = '[{"metric": "success_rate", "harmful_direction": "decrease", "threshold": 0.05}]'
+
+
+@pytest.fixture
+def team():  # type: ignore[no-untyped-def]
+    members = rollout_team()
+    for name in ("starter", "requester", "approver", "roller"):
+        members[name].user_permissions.add(*person_permission("view_experiment"))
+    return {name: type(user).objects.get(pk=user.pk) for name, user in members.items()}
+
+
+def person_permission(codename: str):  # type: ignore[no-untyped-def]
+    from django.contrib.auth.models import Permission
+
+    return [Permission.objects.get(content_type__app_label="experiments", codename=codename)]
+
+
+def page(client, user, experiment: Experiment) -> str:  # type: ignore[no-untyped-def]
+    client.force_login(user)
+    response = client.get(reverse("admin:experiments_experiment_change", args=[experiment.pk]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_the_page_shows_timeline_holds_metrics_and_trail(client, team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], min_stage_hours=48), actor=team["starter"])
+    feed(experiment, arm="treatment", n=25, success_rate=0.8, seed=1)
+    feed(experiment, arm="control", n=225, success_rate=0.9, seed=2)
+    html = page(client, team["approver"], experiment)
+    assert 'id="timeline"' in html and "10 % — active" in html and "100 % — pending" in html
+    assert "min_time" in html and "of the 48.0 h minimum in this stage" in html
+    assert 'id="metrics"' in html and "<td>treatment</td><td>25</td>" in html
+    assert 'id="audit"' in html and "Started" in html
+
+
+def test_buttons_follow_permissions_and_four_eyes(client, team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    requester_html = page(client, team["requester"], experiment)
+    assert 'name="request"' in requester_html and 'name="rollback"' not in requester_html
+    roller_html = page(client, team["roller"], experiment)
+    assert 'name="rollback"' in roller_html and 'name="pause"' in roller_html and 'name="request"' not in roller_html
+
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    assert 'name="approve"' not in page(client, team["starter"], experiment)
+    assert "Cannot approve: you started this experiment" in page(client, team["starter"], experiment)
+    assert "Cannot approve: you requested this advance" in page(client, team["requester"], experiment)
+    approver_html = page(client, team["approver"], experiment)
+    # Holds are open (no outcomes yet): the button is there but disabled, saying what it waits for.
+    assert 'name="approve" disabled' in approver_html and "waiting for: min_samples" in approver_html
+
+
+def test_pressing_buttons_calls_the_services(client, team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    act = lambda action: reverse("admin:experiments_experiment_act", args=[experiment.pk, action])  # noqa: E731
+
+    client.force_login(team["requester"])
+    response = client.post(act("request"), {"reason": "numbers look fine"}, follow=True)
+    assert "Advance to 25 % requested" in response.content.decode()  # the admin capitalises messages
+    response = client.post(act("approve"), follow=True)
+    assert "Refused: four-eyes: requester requested this advance" in response.content.decode()
+
+    client.force_login(team["approver"])
+    response = client.post(act("approve"), follow=True)
+    assert "Advanced to 25 %" in response.content.decode()
+    assert Experiment.objects.get(pk=experiment.pk).current_stage.percent == 25
+
+    client.force_login(team["roller"])
+    response = client.post(act("rollback"), {"reason": "tone"}, follow=True)
+    assert "rolled back" in response.content.decode()
+    assert ExperimentEvent.objects.filter(action=EventAction.ROLLBACK, actor=team["roller"], reason="tone").exists()
+
+
+def test_a_staff_user_without_view_permission_gets_403(client, team):
+    experiment = draft_experiment(actor=team["starter"])
+    outsider = person("outsider")
+    client.force_login(outsider)
+    assert client.get(reverse("admin:experiments_experiment_change", args=[experiment.pk])).status_code == 403
+    assert client.post(reverse("admin:experiments_experiment_act", args=[experiment.pk, "start"])).status_code == 403
+
+
+def test_creating_and_editing_through_the_admin_uses_the_services(client, team):
+    from tests.experiments.factories import agent_with_candidate
+
+    agent, _, candidate = agent_with_candidate()
+    admin_user = person("boss", superuser=True)
+    client.force_login(admin_user)
+    response = client.post(reverse("admin:experiments_experiment_add"), {
+        "agent": agent.pk, "treatment": candidate.pk, "key": "", "description": "",
+        "stage_plan": "[10, 100]", "min_stage_hours": "1", "min_samples_per_arm": "30",
+        "planned_samples_per_arm": "2000", "guardrails": GUARDRAILS,
+    })
+    assert response.status_code == 302, response.content.decode()[:300]
+    experiment = Experiment.objects.get()
+    assert experiment.stage_plan == [10, 100] and experiment.created_by == admin_user
+    bad = client.post(reverse("admin:experiments_experiment_change", args=[experiment.pk]), {
+        "description": "", "stage_plan": "[10, 50]", "min_stage_hours": "1", "min_samples_per_arm": "30",
+        "planned_samples_per_arm": "2000", "guardrails": GUARDRAILS,
+    })
+    assert bad.status_code == 200 and "the last stage must be 100" in bad.content.decode()
+    client.post(reverse("admin:experiments_experiment_change", args=[experiment.pk]), {
+        "description": "", "stage_plan": "[10, 100]", "min_stage_hours": "2", "min_samples_per_arm": "30",
+        "planned_samples_per_arm": "2000", "guardrails": GUARDRAILS,
+    })
+    experiment.refresh_from_db()
+    assert experiment.min_stage_hours == 2 and experiment.config_version == 2
+    assert ExperimentEvent.objects.get(action=EventAction.EDIT).actor == admin_user

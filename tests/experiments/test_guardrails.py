@@ -1,0 +1,203 @@
+"""Guardrails: no data holds, a breach rolls back by itself (audit entry, webhook, metric), a sample
+ratio mismatch pauses, a warning is recorded once — and, end to end, a real Celery worker driven by a
+real beat process rolls back an experiment fed bad treatment outcomes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from experiments.models import EventAction, Experiment, ExperimentEvent
+from experiments.services import experiment_start, guardrails_check, rollback_notify
+from models_app.models import ModelVersion
+from tests.conftest import ROOT, child_environment
+from tests.experiments.factories import draft_experiment, feed, rollout_team
+
+
+class WebhookReceiver:
+    """A real HTTP server standing in for Slack: records every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        received: list[dict] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+def running_experiment(**options) -> Experiment:  # type: ignore[no-untyped-def]
+    team = rollout_team()
+    return experiment_start(experiment=draft_experiment(actor=team["starter"], **options), actor=team["starter"])
+
+
+def rollback_metric_line(client, agent: str, reason: str) -> str | None:  # type: ignore[no-untyped-def]
+    text = client.get("/metrics").content.decode()
+    prefix = f'genesis_experiment_rollbacks_total{{agent="{agent}",reason="{reason}"}} '
+    return next((line for line in text.splitlines() if line.startswith(prefix)), None)
+
+
+@pytest.mark.django_db
+def test_no_data_holds_and_changes_nothing():
+    experiment = running_experiment()
+    feed(experiment, arm="treatment", n=5, success_rate=0.0)  # below the 20 per arm needed
+    result = guardrails_check(experiment_id=experiment.pk)
+    assert result.action == "none"
+    experiment.refresh_from_db()
+    assert experiment.status == "running" and experiment.current_stage.percent == 10
+    states = {state["metric"]: state["state"] for state in experiment.guardrail_states}
+    assert states["success_rate"] == "no_data" and "waiting for data" in experiment.guardrail_states[0]["reason"]
+    assert experiment.guardrails_checked_at is not None
+
+
+@pytest.mark.django_db
+def test_a_breach_rolls_back_by_itself_with_the_reason_and_the_metric(client, django_capture_on_commit_callbacks):
+    experiment = running_experiment()
+    feed(experiment, arm="control", n=900, success_rate=0.95, seed=1)
+    feed(experiment, arm="treatment", n=100, success_rate=0.50, seed=2)
+    assert rollback_metric_line(client, "qa_agent", "guardrail_success_rate") is None
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        result = guardrails_check(experiment_id=experiment.pk)
+    assert result.action == "rolled_back"
+    assert len(callbacks) >= 2  # the routing signal and the alert task are sent only on commit
+    experiment.refresh_from_db()
+    assert experiment.status == "rolled_back"
+    assert ModelVersion.objects.get(pk=experiment.treatment_id).status == "rejected"
+    event = ExperimentEvent.objects.get(experiment=experiment, action=EventAction.ROLLBACK)
+    assert event.actor is None and event.reason_code == "guardrail_success_rate"
+    assert event.reason.startswith("guardrail breached — success_rate: treatment 0.5 vs control 0.95")
+    assert "conclusively: roll back" in event.reason
+    assert event.before["stage_percent"] == 10 and event.after["stage_percent"] == 0
+    assert rollback_metric_line(client, "qa_agent", "guardrail_success_rate").endswith(" 1.0")
+    assert guardrails_check(experiment_id=experiment.pk).action == "skipped"  # idempotent
+
+
+@pytest.mark.django_db
+def test_a_sample_ratio_mismatch_pauses():
+    experiment = running_experiment()
+    # 50/50 users in a 10 % stage: assignment or logging is broken.
+    feed(experiment, arm="control", n=100, success_rate=0.9, seed=1)
+    feed(experiment, arm="treatment", n=100, success_rate=0.9, seed=2)
+    result = guardrails_check(experiment_id=experiment.pk)
+    assert result.action == "paused"
+    experiment.refresh_from_db()
+    assert experiment.status == "paused"
+    pause = ExperimentEvent.objects.get(experiment=experiment, action=EventAction.PAUSE)
+    assert pause.actor is None and pause.reason_code == "srm"
+    assert pause.reason.startswith("sample-ratio mismatch: 100 control and 100 treatment users in this 10 % stage")
+
+
+@pytest.mark.django_db
+def test_a_warning_is_recorded_once_and_holds_the_stage():
+    from experiments.selectors import stage_holds
+
+    experiment = running_experiment()
+    feed(experiment, arm="control", n=900, success_rate=0.9, latency_ms=300, seed=1)
+    feed(experiment, arm="treatment", n=100, success_rate=0.9, latency_ms=600, seed=2)
+    assert guardrails_check(experiment_id=experiment.pk).action == "none"
+    assert guardrails_check(experiment_id=experiment.pk).action == "none"
+    warnings = ExperimentEvent.objects.filter(experiment=experiment, action=EventAction.GUARDRAIL_WARNING)
+    assert warnings.count() == 1 and warnings.get().reason_code == "guardrail_latency_ms"
+    experiment.refresh_from_db()
+    assert experiment.status == "running"
+    guardrail_hold = next(h for h in stage_holds(experiment=experiment) if h.name == "guardrails")
+    assert not guardrail_hold.cleared and "latency_ms" in guardrail_hold.detail
+
+
+@pytest.mark.django_db
+def test_the_rollback_alert_is_posted_to_the_webhook(webhook, settings):
+    experiment = running_experiment()
+    from experiments.services import experiment_rollback
+
+    experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
+    event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
+    original = settings.GENESIS.alerting.slack_webhook
+    settings.GENESIS.alerting.slack_webhook = webhook.url
+    try:
+        assert rollback_notify(event_id=event.pk) is True
+    finally:
+        settings.GENESIS.alerting.slack_webhook = original
+    [body] = webhook.received
+    assert body["experiment"] == "qa_agent-exp" and body["reason_code"] == "guardrail_success_rate"
+    assert "rolled back experiment *qa_agent-exp* of *qa_agent*" in body["text"] and "By: genesis" in body["text"]
+
+
+# --- end to end: real worker, real beat -----------------------------------------------------------
+
+
+def start_beat(tmp_path):  # type: ignore[no-untyped-def]
+    log = (tmp_path / "beat.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "genesis", "beat", "--loglevel", "INFO", "--max-interval", "1",
+         "--pidfile=", "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
+        cwd=ROOT, env=child_environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    return process, log
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_real_worker_and_beat_roll_back_a_bad_candidate_by_themselves(client, start_worker, tmp_path, webhook, monkeypatch):
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every_two_seconds, _ = IntervalSchedule.objects.get_or_create(every=2, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="test guardrails", task="experiments.evaluate_guardrails", interval=every_two_seconds)
+    monkeypatch.setenv("GENESIS_SLACK_WEBHOOK", webhook.url)  # the worker's alert goes to our receiver
+    start_worker(queues="default")
+    beat, beat_log = start_beat(tmp_path)
+    try:
+        experiment = running_experiment()
+        feed(experiment, arm="control", n=900, success_rate=0.95, seed=1)
+        feed(experiment, arm="treatment", n=100, success_rate=0.50, seed=2)  # the candidate is much worse
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and Experiment.objects.get(pk=experiment.pk).status == "running":
+            time.sleep(0.5)
+        experiment.refresh_from_db()
+        assert experiment.status == "rolled_back", (tmp_path / "beat.log").read_text()[-2000:]
+        event = ExperimentEvent.objects.get(experiment=experiment, action=EventAction.ROLLBACK)
+        assert event.actor is None and event.reason_code == "guardrail_success_rate"
+        assert "success_rate" in event.reason
+        assert ModelVersion.objects.get(pk=experiment.treatment_id).status == "rejected"
+        assert rollback_metric_line(client, "qa_agent", "guardrail_success_rate").endswith(" 1.0")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not webhook.received:
+            time.sleep(0.2)
+        assert webhook.received and webhook.received[0]["reason_code"] == "guardrail_success_rate"
+    finally:
+        beat.terminate()
+        try:
+            beat.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            beat.kill()
+        beat_log.close()

@@ -1,0 +1,168 @@
+"""POST /outcomes: 202 with accepted / duplicates / per-index rejections, idempotent on event_id, the
+1 000-event limit, agent permissions, and attribution of each event to an arm."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from experiments.models import Assignment, OutcomeEvent
+from experiments.services import experiment_start
+from tests.experiments.factories import draft_experiment, outcome_events, rollout_team
+
+pytestmark = pytest.mark.django_db
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def post(client, key: str, events: list):  # type: ignore[no-untyped-def]
+    return client.post("/api/v1/outcomes", {"events": events}, content_type="application/json", **bearer(key))
+
+
+def event(**changes):  # type: ignore[no-untyped-def]
+    base = {"event_id": "e-1", "agent": "qa_agent", "user_id": "u-1", "model": "open-mistral-7b",
+            "success": True, "latency_ms": 350.5}
+    return {**base, **changes}
+
+
+@pytest.fixture
+def running():  # type: ignore[no-untyped-def]
+    team = rollout_team()
+    return experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+
+
+def test_a_valid_batch_is_accepted_with_202(client, running, api_key_for):
+    events = outcome_events(running, arm="treatment", n=30, success_rate=0.8, quality=0.7)
+    response = post(client, api_key_for("qa_agent"), events)
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 30, "duplicates": 0, "rejected": []}
+    stored = OutcomeEvent.objects.filter(experiment=running, variant="treatment")
+    assert stored.count() == 30 and stored.filter(success=True).count() == 24
+
+
+def test_a_repeated_event_id_is_counted_once(client, running, api_key_for):
+    key = api_key_for("qa_agent")
+    events = outcome_events(running, arm="control", n=10, success_rate=0.9)
+    assert post(client, key, events).json() == {"accepted": 10, "duplicates": 0, "rejected": []}
+    assert post(client, key, events).json() == {"accepted": 0, "duplicates": 10, "rejected": []}
+    # Twice within one batch, and once more next to a new event.
+    fresh = event(event_id="new-1")
+    assert post(client, key, [fresh, fresh, events[0]]).json() == {"accepted": 1, "duplicates": 2, "rejected": []}
+    assert OutcomeEvent.objects.count() == 11
+
+
+def test_each_bad_event_is_rejected_by_index_and_the_rest_accepted(client, running, api_key_for):
+    events = [
+        event(event_id="ok-0"),
+        event(event_id="bad-1", quality=1.5),
+        {"event_id": "bad-2", "agent": "qa_agent"},
+        event(event_id="bad-3", latency_ms=-1),
+        event(event_id="bad-4", success="yes"),
+        event(event_id="bad-5", agent="nobody_agent"),
+        "not an object",
+        event(event_id="ok-7", occurred_at="2026-11-01T10:00:00Z", input_tokens=12, output_tokens=30),
+        event(event_id="", user_id="u"),
+        event(event_id="bad-9", latency_ms="fast"),
+    ]
+    body = post(client, api_key_for("qa_agent"), events).json()
+    assert body["accepted"] == 2 and body["duplicates"] == 0
+    rejected = {item["index"]: item["detail"] for item in body["rejected"]}
+    assert sorted(rejected) == [1, 2, 3, 4, 5, 6, 8, 9]
+    assert rejected[1].startswith("quality: ") and "less than or equal to 1" in rejected[1]
+    assert "user_id: Field required" in rejected[2] and "success: Field required" in rejected[2]
+    assert rejected[3].startswith("latency_ms: ") and "greater than or equal to 0" in rejected[3]
+    assert rejected[4] == "success: Value error, must be true or false"
+    assert rejected[5] == "agent: 'nobody_agent' does not exist"
+    assert rejected[6] == "event: must be an object"
+    assert rejected[8].startswith("event_id: ")
+    assert rejected[9].startswith("latency_ms: ")
+    seven = OutcomeEvent.objects.get(event_id="ok-7")
+    assert seven.occurred_at == datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+    assert (seven.input_tokens, seven.output_tokens) == (12, 30)
+
+
+def test_more_than_1000_events_is_422(client, running, api_key_for):
+    events = [event(event_id=f"e-{i}") for i in range(1001)]
+    response = post(client, api_key_for("qa_agent"), events)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("events: ")
+    assert not OutcomeEvent.objects.exists()
+    assert post(client, api_key_for("qa_agent"), events[:1000]).json()["accepted"] == 1000
+
+
+def test_a_key_may_report_only_for_its_agents(client, running, api_key_for):
+    from tests.factories import AgentFactory
+
+    AgentFactory(slug="legal_agent")
+    response = post(client, api_key_for("qa_agent"), [event(), event(event_id="e-2", agent="legal_agent")])
+    assert response.status_code == 403
+    assert response.json()["detail"] == "API key 'test qa_agent' may not act for agent(s) legal_agent"
+    assert not OutcomeEvent.objects.exists()
+    assert post(client, "gk_nope", [event()]).status_code == 401
+
+
+def test_events_are_attributed_to_the_arm_whose_model_served_them(client, running, api_key_for):
+    key = api_key_for("qa_agent")
+    body = post(client, key, [
+        event(event_id="t", user_id="u-t", model=running.treatment.model_id),
+        event(event_id="c", user_id="u-c", model=running.control.model_id),
+        event(event_id="x", user_id="u-x", model="some-other-model"),
+    ]).json()
+    assert body["accepted"] == 3
+    arms = dict(OutcomeEvent.objects.values_list("event_id", "variant"))
+    assert arms == {"t": "treatment", "c": "control", "x": "live"}
+    assert OutcomeEvent.objects.get(event_id="x").experiment is None
+    # Agents that route in-process never call /route: their outcomes record the exposure.
+    assert set(Assignment.objects.values_list("user_id", "variant", "stage__percent")) == {
+        ("u-t", "treatment", 10), ("u-c", "control", 10)
+    }
+
+
+def test_without_an_experiment_outcomes_are_stored_as_live(client, api_key_for):
+    team = rollout_team()
+    draft_experiment(actor=team["starter"])
+    assert post(client, api_key_for("qa_agent"), [event()]).status_code == 202
+    stored = OutcomeEvent.objects.get()
+    assert (stored.variant, stored.experiment) == ("live", None)
+    assert not Assignment.objects.exists()
+
+
+def test_an_empty_batch_is_fine(client, running, api_key_for):
+    assert post(client, api_key_for("qa_agent"), []).json() == {"accepted": 0, "duplicates": 0, "rejected": []}
+
+
+def test_tokens_become_inference_cost_on_the_ledger_once(client, running, api_key_for):
+    from datetime import date
+    from decimal import Decimal
+
+    from costs.models import CostEntry
+    from costs.services import price_upsert
+
+    price_upsert(model="open-mistral-7b", effective_from=date(2024, 1, 1), input_usd_per_million="0.25",
+                 output_usd_per_million="0.75", source="test price list", source_date=date(2024, 1, 1))
+    key = api_key_for("qa_agent")
+    events = [
+        # The candidate is priced as its base model (no prices of its own).
+        event(event_id="t-1", model=running.treatment.model_id, input_tokens=1_000, output_tokens=2_000),
+        event(event_id="t-2", model=running.treatment.model_id, input_tokens=3_000, output_tokens=0),
+        event(event_id="c-1", model=running.control.model_id, input_tokens=4_000, output_tokens=4_000),
+        event(event_id="n-1", model="unpriced-model", input_tokens=10, output_tokens=10),
+        event(event_id="z-1"),  # no tokens: no cost
+    ]
+    assert post(client, key, events).json()["accepted"] == 5
+    costs = dict(OutcomeEvent.objects.values_list("event_id", "cost_usd"))
+    assert costs["t-1"] == Decimal("0.00175")  # 1 000 × 0.25 + 2 000 × 0.75, per million
+    assert costs["t-2"] == Decimal("0.00075")
+    assert costs["c-1"] == Decimal("0.004")
+    assert costs["n-1"] is None and costs["z-1"] is None
+    ledger = {entry.model: entry for entry in CostEntry.objects.filter(operation="inference")}
+    assert set(ledger) == {running.treatment.model_id, running.control.model_id}
+    assert ledger[running.treatment.model_id].amount_usd == Decimal("0.0025")
+    assert (ledger[running.treatment.model_id].input_tokens, ledger[running.treatment.model_id].output_tokens) == (4_000, 2_000)
+    assert ledger[running.control.model_id].amount_usd == Decimal("0.004")
+
+    assert post(client, key, events).json()["duplicates"] == 5
+    assert CostEntry.objects.filter(operation="inference").count() == 2  # a resent batch is charged nothing

@@ -1,0 +1,114 @@
+"""`manage.py rollout_models`: the same services and checks as the admin, exit 0 done / 1 refused / 2 usage."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from experiments.models import EventAction, Experiment, ExperimentEvent
+from tests.conftest import ROOT, child_environment
+from tests.experiments.factories import draft_experiment, feed, rollout_team
+
+pytestmark = pytest.mark.django_db
+
+
+def rollout(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("rollout_models", *args, stdout=out, stderr=err)
+    except CommandError as exc:
+        return exc.returncode, out.getvalue(), err.getvalue() + str(exc)
+    return 0, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def team():  # type: ignore[no-untyped-def]
+    return rollout_team()
+
+
+def test_start_request_approve_and_status_with_four_eyes(team):
+    experiment = draft_experiment(actor=team["starter"])
+    code, out, _ = rollout("--agent", "qa_agent", "--start", "--as", "starter", "--json")
+    assert code == 0
+    started = json.loads(out)
+    assert started["ok"] is True and started["status"] == "running" and started["stage_percent"] == 10
+    assert [s["percent"] for s in started["stages"]] == [10, 25, 50, 100]
+
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    assert rollout("--agent", "qa_agent", "--request", "--as", "starter")[0] == 0
+
+    code, out, err = rollout("--agent", "qa_agent", "--approve", "--as", "starter", "--json")
+    assert code == 1
+    refused = json.loads(out)
+    assert refused["ok"] is False and refused["detail"].startswith("four-eyes: starter started experiment")
+    assert "refused: four-eyes" in err
+
+    code, out, _ = rollout("--agent", "qa_agent", "--approve", "--as", "approver", "--json")
+    assert code == 0 and json.loads(out)["stage_percent"] == 25
+
+    code, out, _ = rollout("--agent", "qa_agent", "--status", "--as", "nobody")
+    assert code == 0
+    assert "qa_agent-exp (qa_agent): running at 25 %" in out
+    assert "stages: [ 10% done]  [>25% active]  [ 50% pending]  [ 100% pending]" in out
+    assert "HOLD min_samples: control 0 and treatment 0 outcomes in this stage (minimum 20 per arm)" in out
+
+
+def test_a_user_without_permission_is_refused_with_exit_1(team):
+    draft_experiment(actor=team["starter"])
+    code, _, err = rollout("--agent", "qa_agent", "--start", "--as", "nobody")
+    assert code == 1
+    assert "user 'nobody' may not start experiments: it needs the permission 'experiments.start_experiment'" in err
+    assert Experiment.objects.get().status == "draft"
+
+
+def test_open_holds_refuse_an_approval(team):
+    draft_experiment(actor=team["starter"], min_stage_hours=48)
+    rollout("--agent", "qa_agent", "--start", "--as", "starter")
+    rollout("--agent", "qa_agent", "--request", "--as", "requester")
+    code, out, err = rollout("--agent", "qa_agent", "--approve", "--as", "approver")
+    assert code == 1 and "cannot advance 'qa_agent-exp' to 25 % yet — min_time: 0.0 h of the 48.0 h minimum" in err
+    assert ExperimentEvent.objects.filter(action=EventAction.REFUSAL, actor=team["approver"]).exists()
+
+
+def test_rollback_needs_a_reason_and_records_it(team):
+    draft_experiment(actor=team["starter"])
+    rollout("--agent", "qa_agent", "--start", "--as", "starter")
+    code, _, err = rollout("--agent", "qa_agent", "--rollback", "--as", "roller")
+    assert code == 2 and "--rollback needs --reason" in err
+    code, out, _ = rollout("--agent", "qa_agent", "--rollback", "--reason", "tone complaints", "--as", "roller", "--json")
+    assert code == 0 and json.loads(out)["status"] == "rolled_back"
+    event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
+    assert event.actor == team["roller"] and event.reason == "tone complaints"
+
+
+def test_start_without_a_draft_creates_one_for_the_newest_candidate(team):
+    from tests.experiments.factories import agent_with_candidate
+
+    _, _, candidate = agent_with_candidate()
+    code, out, _ = rollout("--agent", "qa_agent", "--start", "--as", "starter", "--json")
+    assert code == 0
+    assert json.loads(out)["treatment"] == candidate.model_id
+    assert Experiment.objects.get().created_by == team["starter"]
+
+
+def test_unknown_agent_or_user_is_a_usage_error(team):
+    assert rollout("--agent", "nobody_agent", "--status", "--as", "starter")[0] == 2
+    draft_experiment(actor=team["starter"])
+    code, _, err = rollout("--agent", "qa_agent", "--status", "--as", "ghost")
+    assert code == 2 and "unknown user 'ghost'" in err
+
+
+def test_bad_arguments_exit_2_from_the_command_line():
+    env = child_environment()
+    missing_action = subprocess.run([sys.executable, "manage.py", "rollout_models", "--agent", "qa_agent", "--as", "x"],
+                                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert missing_action.returncode == 2 and "one of the arguments --status --start" in missing_action.stderr
+    two_actions = subprocess.run([sys.executable, "manage.py", "rollout_models", "--agent", "qa_agent", "--start",
+                                  "--approve", "--as", "x"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert two_actions.returncode == 2 and "not allowed with argument" in two_actions.stderr

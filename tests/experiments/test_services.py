@@ -1,0 +1,361 @@
+"""Experiment services: creation, start and the verdict gate, stage requests and approvals (four-eyes,
+holds, config-version binding, no skipping), completion, pause, rollback and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from experiments.models import (
+    ApprovalStatus,
+    EventAction,
+    Experiment,
+    ExperimentEvent,
+    ExperimentStage,
+    StageApproval,
+)
+from experiments.selectors import stage_holds
+from experiments.services import (
+    experiment_create,
+    experiment_pause,
+    experiment_resume,
+    experiment_rollback,
+    experiment_start,
+    experiment_update,
+    stage_approve,
+    stage_request_advance,
+)
+from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from models_app.models import ModelVersion
+from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, rollout_team
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def team():  # type: ignore[no-untyped-def]
+    return rollout_team()
+
+
+def next_stage(experiment: Experiment) -> ExperimentStage:
+    experiment.refresh_from_db()
+    return experiment.stages.get(index=experiment.current_stage.index + 1)
+
+
+def satisfy_sample_holds(experiment: Experiment, *, per_arm: int = 20, seed: int = 0) -> None:
+    """Outcomes in the current stage's split, both arms equally good: every data hold clears."""
+    experiment.refresh_from_db()
+    percent = experiment.current_stage.percent
+    treatment = per_arm if percent <= 50 else round(per_arm * percent / (100 - percent))
+    control = round(treatment * (100 - percent) / percent)
+    feed(experiment, arm="treatment", n=treatment, success_rate=0.9, seed=seed)
+    feed(experiment, arm="control", n=control, success_rate=0.9, seed=seed + 1000)
+
+
+def events(experiment: Experiment, action: str) -> list[ExperimentEvent]:
+    return list(ExperimentEvent.objects.filter(experiment=experiment, action=action).order_by("at", "id"))
+
+
+# --- creation ------------------------------------------------------------------------------------
+
+
+def test_create_takes_the_live_version_as_control_and_defaults_from_settings(team, settings):
+    agent, baseline, candidate = agent_with_candidate()
+    experiment = experiment_create(agent=agent, treatment=candidate, actor=team["starter"])
+    assert experiment.control == baseline and experiment.treatment == candidate
+    assert experiment.status == "draft"
+    assert experiment.stage_plan == settings.ROLLOUT_STAGES == [10, 25, 50, 100]
+    assert experiment.min_stage_hours == settings.ROLLOUT_MIN_STAGE_HOURS
+    assert experiment.min_samples_per_arm == settings.ROLLOUT_MIN_SAMPLES_PER_ARM
+    assert experiment.guardrails[0] == {"metric": "success_rate", "harmful_direction": "decrease", "threshold": 0.05,
+                                        "threshold_kind": "absolute", "on_violation": "breach"}
+    assert experiment.guardrails[1]["metric"] == "latency_ms" and experiment.guardrails[1]["on_violation"] == "warning"
+    assert len(experiment.seed) == 16 and experiment.config_version == 1
+    created = events(experiment, EventAction.CREATE)
+    assert len(created) == 1 and created[0].actor == team["starter"]
+
+
+def test_each_experiment_gets_its_own_seed(team):
+    first = draft_experiment("qa_agent", actor=team["starter"])
+    second = draft_experiment("legal_agent", actor=team["starter"])
+    assert first.seed != second.seed
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        ([10, 5, 100], "must increase strictly"),
+        ([10, 25, 50], "last stage must be 100"),
+        ([0, 100], "between 1 and 100"),
+        ([], "at least one stage"),
+        (["ten", 100], "whole percentages"),
+    ],
+)
+def test_a_bad_stage_plan_is_refused_with_a_reason(team, plan, message):
+    agent, _, candidate = agent_with_candidate()
+    with pytest.raises(InvalidInput, match=message):
+        experiment_create(agent=agent, treatment=candidate, actor=team["starter"], stage_plan=plan)
+    assert not Experiment.objects.exists()
+
+
+def test_create_needs_a_live_control_and_a_candidate_of_the_same_agent(team):
+    agent, baseline, candidate = agent_with_candidate("qa_agent")
+    other_agent, _, other_candidate = agent_with_candidate("legal_agent")
+    with pytest.raises(InvalidInput, match="belongs to agent 'legal_agent'"):
+        experiment_create(agent=agent, treatment=other_candidate, actor=team["starter"])
+    with pytest.raises(InvalidInput, match="already the live model"):
+        experiment_create(agent=agent, treatment=baseline, actor=team["starter"])
+    with pytest.raises(PermissionDenied, match="experiments.add_experiment"):
+        experiment_create(agent=agent, treatment=candidate, actor=team["nobody"])
+
+
+def test_the_plan_is_editable_until_the_start_and_fixed_after(team):
+    experiment = draft_experiment(actor=team["starter"])
+    experiment = experiment_update(experiment=experiment, actor=team["starter"], stage_plan=[5, 20, 100])
+    assert experiment.stage_plan == [5, 20, 100] and experiment.config_version == 2
+    edit = events(experiment, EventAction.EDIT)[0]
+    assert edit.before == {"stage_plan": [10, 25, 50, 100], "config_version": 1}
+    assert edit.after["stage_plan"] == [5, 20, 100] and edit.actor == team["starter"]
+    experiment_start(experiment=experiment, actor=team["starter"])
+    assert list(experiment.stages.values_list("percent", flat=True)) == [5, 20, 100]
+    with pytest.raises(Conflict, match="the plan is fixed at the start"):
+        experiment_update(experiment=experiment, actor=team["starter"], stage_plan=[10, 100])
+
+
+# --- start and the verdict gate ---------------------------------------------------------------------
+
+
+def test_start_moves_the_candidate_to_rolling_out_and_opens_the_first_stage(team):
+    experiment = draft_experiment(actor=team["starter"])
+    experiment = experiment_start(experiment=experiment, actor=team["starter"])
+    assert experiment.status == "running" and experiment.started_by == team["starter"]
+    assert experiment.current_stage.percent == 10 and experiment.current_stage.status == "active"
+    assert ModelVersion.objects.get(pk=experiment.treatment_id).status == "rolling_out"
+    history = ModelVersion.objects.get(pk=experiment.treatment_id).history.order_by("-history_id").first()
+    assert history.history_user == team["starter"]
+    start = events(experiment, EventAction.START)[0]
+    assert start.before["status"] == "draft" and start.after["status"] == "running"
+    assert start.after["stage_percent"] == 10
+
+
+def test_a_candidate_without_a_pass_verdict_needs_an_override_by_someone_allowed(team):
+    experiment = draft_experiment(actor=team["starter"], candidate_status="registered")
+    with pytest.raises(Conflict, match="has no PASS verdict .* benchmark_finetuned"):
+        experiment_start(experiment=experiment, actor=team["starter"])
+    operator = rollout_team_operator_without_override()
+    with pytest.raises(PermissionDenied, match="experiments.override_verdict"):
+        experiment_start(experiment=experiment, actor=operator, override_reason="urgent fix")
+    assert Experiment.objects.get(pk=experiment.pk).status == "draft"
+    assert ModelVersion.objects.get(pk=experiment.treatment_id).status == "registered"
+
+    experiment = experiment_start(experiment=experiment, actor=team["starter"], override_reason="benchmark suite broken; manual review OK")
+    assert experiment.status == "running"
+    assert experiment.verdict_override_reason == "benchmark suite broken; manual review OK"
+    assert ModelVersion.objects.get(pk=experiment.treatment_id).status == "rolling_out"
+    start = events(experiment, EventAction.START)[0]
+    assert start.reason_code == "verdict_override" and start.after["verdict_overridden"] is True
+    refusals = events(experiment, EventAction.REFUSAL)
+    assert [r.after["attempted"] for r in refusals] == ["start", "start"]
+    assert "no PASS verdict" in refusals[0].reason and refusals[1].actor == operator
+
+
+def rollout_team_operator_without_override():  # type: ignore[no-untyped-def]
+    from tests.experiments.factories import person
+
+    return person("operator", "start_experiment", "request_stage")
+
+
+def test_a_user_without_permission_cannot_start_and_the_refusal_is_recorded(team):
+    experiment = draft_experiment(actor=team["starter"])
+    with pytest.raises(PermissionDenied, match="user 'nobody' may not start experiments"):
+        experiment_start(experiment=experiment, actor=team["nobody"])
+    refusal = events(experiment, EventAction.REFUSAL)[0]
+    assert refusal.actor == team["nobody"] and refusal.reason_code == "permissiondenied"
+    assert Experiment.objects.get(pk=experiment.pk).status == "draft"
+
+
+def test_only_one_active_experiment_per_agent(team):
+    experiment = draft_experiment(actor=team["starter"])
+    experiment_start(experiment=experiment, actor=team["starter"])
+    from tests.factories import ModelVersionFactory
+
+    second_candidate = ModelVersionFactory(agent=experiment.agent, model_id="ft:open-mistral-7b:00000002:20261101:cafebabe")
+    second = experiment_create(agent=experiment.agent, treatment=second_candidate, actor=team["starter"], key="second")
+    with pytest.raises(Conflict, match="already has experiment 'qa_agent-exp' running"):
+        experiment_start(experiment=second, actor=team["starter"], override_reason="x")
+
+
+# --- requests, approvals, four-eyes, holds ------------------------------------------------------------
+
+
+def test_approving_as_the_starter_is_refused_with_a_reason(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(experiment)
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    with pytest.raises(PermissionDenied, match="four-eyes: starter started experiment 'qa_agent-exp'"):
+        stage_approve(stage=next_stage(experiment), actor=team["starter"])
+    refusal = events(experiment, EventAction.REFUSAL)[-1]
+    assert refusal.actor == team["starter"] and "four-eyes" in refusal.reason
+    assert refusal.after == {"attempted": "approve"}
+    assert Experiment.objects.get(pk=experiment.pk).current_stage.percent == 10
+
+
+def test_the_requester_cannot_approve_their_own_request(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(experiment)
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    with pytest.raises(PermissionDenied, match="requester requested this advance"):
+        stage_approve(stage=next_stage(experiment), actor=team["requester"])
+
+
+def test_a_user_without_the_permission_cannot_approve(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(experiment)
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    with pytest.raises(PermissionDenied, match="experiments.approve_stage"):
+        stage_approve(stage=next_stage(experiment), actor=team["roller"])
+
+
+def test_a_second_person_approves_once_holds_clear_and_the_stage_advances(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(experiment)
+    approval = stage_request_advance(experiment=experiment, actor=team["starter"], note="looks fine")
+    assert approval.config_version == 1 and approval.stage.percent == 25
+    stage = stage_approve(stage=next_stage(experiment), actor=team["approver"])
+    experiment.refresh_from_db()
+    assert stage.percent == 25 and experiment.current_stage == stage and stage.status == "active"
+    assert experiment.stages.get(index=0).status == "done"
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.APPROVED and approval.decided_by == team["approver"]
+    approved = events(experiment, EventAction.APPROVAL)[0]
+    assert approved.before["stage_percent"] == 10 and approved.after["stage_percent"] == 25
+    assert approved.actor == team["approver"] and approved.after["requested_by"] == "starter"
+
+
+def test_a_stage_with_open_holds_cannot_be_approved(team):
+    experiment = experiment_start(
+        experiment=draft_experiment(actor=team["starter"], min_stage_hours=48), actor=team["starter"]
+    )
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    with pytest.raises(Conflict) as refused:
+        stage_approve(stage=next_stage(experiment), actor=team["approver"])
+    message = refused.value.message
+    assert "min_time: 0.0 h of the 48.0 h minimum" in message
+    assert "min_samples: control 0 and treatment 0 outcomes in this stage (minimum 20 per arm)" in message
+    assert "guardrails: success_rate: waiting for data" in message
+
+    satisfy_sample_holds(experiment)
+    experiment.refresh_from_db()
+    open_holds = [hold.name for hold in stage_holds(experiment=experiment) if not hold.cleared]
+    assert open_holds == ["min_time"]
+    with pytest.raises(Conflict, match="min_time"):
+        stage_approve(stage=next_stage(experiment), actor=team["approver"])
+
+    # 48 hours later (the stage's start moved back rather than the clock forward).
+    ExperimentStage.objects.filter(pk=experiment.current_stage_id).update(started_at=timezone.now() - timedelta(hours=49))
+    assert stage_approve(stage=next_stage(experiment), actor=team["approver"]).percent == 25
+    assert len(events(experiment, EventAction.REFUSAL)) == 2
+
+
+def test_an_edit_voids_a_pending_approval(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(experiment)
+    approval = stage_request_advance(experiment=experiment, actor=team["requester"])
+    experiment_update(experiment=experiment, actor=team["starter"], min_samples_per_arm=25)
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.VOIDED and "edited (min_samples_per_arm)" in approval.void_reason
+    void = events(experiment, EventAction.VOID)[0]
+    assert void.before["config_version"] == 1 and void.after["config_version"] == 2
+    with pytest.raises(Conflict, match="nobody has requested the advance to 25 %"):
+        stage_approve(stage=next_stage(experiment), actor=team["approver"])
+    # Requested again at version 2, it can be approved (25 per arm needed now).
+    satisfy_sample_holds(experiment, per_arm=5, seed=7)
+    again = stage_request_advance(experiment=experiment, actor=team["requester"])
+    assert again.config_version == 2
+    assert stage_approve(stage=next_stage(experiment), actor=team["approver"]).percent == 25
+
+
+def test_an_approval_bound_to_an_older_config_version_is_refused(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(experiment)
+    approval = stage_request_advance(experiment=experiment, actor=team["requester"])
+    # A version bump that did not go through experiment_update (e.g. a direct database fix).
+    Experiment.objects.filter(pk=experiment.pk).update(config_version=5)
+    with pytest.raises(Conflict, match="made at config version 1, but the experiment is now at 5"):
+        stage_approve(stage=approval.stage, actor=team["approver"])
+
+
+def test_stages_cannot_be_skipped(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(experiment)
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    fifty = experiment.stages.get(percent=50)
+    with pytest.raises(Conflict, match="stages cannot be skipped: .* at 10 %, so the next stage is 25 %, not 50 %"):
+        stage_approve(stage=fifty, actor=team["approver"])
+
+
+def test_a_second_request_for_the_same_stage_is_refused(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    with pytest.raises(Conflict, match="already requested by requester"):
+        stage_request_advance(experiment=experiment, actor=team["starter"])
+    assert StageApproval.objects.filter(status="pending").count() == 1
+
+
+def test_approving_100_percent_completes_and_makes_the_candidate_live(team):
+    experiment = experiment_start(
+        experiment=draft_experiment(actor=team["starter"], stage_plan=[50, 100]), actor=team["starter"]
+    )
+    satisfy_sample_holds(experiment)
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    stage_approve(stage=next_stage(experiment), actor=team["approver"])
+    experiment.refresh_from_db()
+    assert experiment.status == "completed" and experiment.ended_at is not None
+    treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
+    control = ModelVersion.objects.get(pk=experiment.control_id)
+    assert (treatment.status, control.status) == ("live", "retired")
+    assert treatment.history.order_by("-history_id").first().history_user == team["approver"]
+    complete = events(experiment, EventAction.COMPLETE)[0]
+    assert complete.actor == team["approver"] and complete.after["status"] == "completed"
+    with pytest.raises(Conflict, match="is completed"):
+        stage_request_advance(experiment=experiment, actor=team["requester"])
+
+
+# --- pause, resume, rollback --------------------------------------------------------------------------
+
+
+def test_pause_and_resume(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    experiment = experiment_pause(experiment=experiment, actor=team["roller"], reason="investigating a complaint")
+    assert experiment.status == "paused"
+    with pytest.raises(Conflict, match="only a running experiment advances"):
+        stage_request_advance(experiment=experiment, actor=team["requester"])
+    experiment = experiment_resume(experiment=experiment, actor=team["roller"])
+    assert experiment.status == "running"
+    pause, resume = events(experiment, EventAction.PAUSE)[0], events(experiment, EventAction.RESUME)[0]
+    assert (pause.before["status"], pause.after["status"], pause.reason) == ("running", "paused", "investigating a complaint")
+    assert (resume.before["status"], resume.after["status"]) == ("paused", "running")
+
+
+def test_a_manual_rollback_rejects_the_candidate_and_is_audited(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    with pytest.raises(InvalidInput, match="say why"):
+        experiment_rollback(experiment=experiment, actor=team["roller"], reason="  ")
+    with pytest.raises(PermissionDenied, match="experiments.rollback_experiment"):
+        experiment_rollback(experiment=experiment, actor=team["approver"], reason="no")
+    experiment = experiment_rollback(experiment=experiment, actor=team["roller"], reason="users complain about tone")
+    assert experiment.status == "rolled_back"
+    assert ModelVersion.objects.get(pk=experiment.treatment_id).status == "rejected"
+    assert ModelVersion.objects.get(pk=experiment.control_id).status == "live"
+    assert experiment.stages.get(index=0).status == "rolled_back"
+    assert StageApproval.objects.get().status == ApprovalStatus.VOIDED
+    rollback = events(experiment, EventAction.ROLLBACK)[0]
+    assert rollback.actor == team["roller"] and rollback.reason == "users complain about tone"
+    assert rollback.reason_code == "manual"
+    assert rollback.before == {"status": "running", "stage_percent": 10, "config_version": 1}
+    assert rollback.after["status"] == "rolled_back" and rollback.after["stage_percent"] == 0
+    with pytest.raises(Conflict, match="is rolled_back"):
+        experiment_start(experiment=experiment, actor=team["starter"])
