@@ -7,15 +7,19 @@ by state. Domain errors raised by services are mapped here and nowhere else.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
 from genesis.errors import DomainError
 from models_app.services import ApiPrincipal, api_key_authenticate
+
+
+logger = logging.getLogger(__name__)
 
 
 class ApiKeyAuth(HttpBearer):
@@ -57,6 +61,19 @@ def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> H
 @api.exception_handler(DomainError)
 def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
     return api.create_response(request, {"detail": exc.message}, status=exc.status_code)
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    # ninja answers an unparsable JSON body with 400; the contract calls every invalid body 422.
+    status = 422 if exc.status_code == 400 else exc.status_code
+    return api.create_response(request, {"detail": str(exc)}, status=status)
+
+
+@api.exception_handler(Exception)
+def on_unexpected_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("unexpected error answering %s %s", request.method, request.path)
+    return api.create_response(request, {"detail": "internal error; it has been logged"}, status=500)
 
 
 @api.exception_handler(Http404)

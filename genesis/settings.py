@@ -22,9 +22,9 @@ DEV_SECRET_KEY = "genesis-dev-insecure-secret-key-change-me"
 try:
     GENESIS_ENV = normalise_env_name(os.environ.get("GENESIS_ENV", "dev"))
     SECRET_KEY = os.environ.get("GENESIS_SECRET_KEY", "")
-    if GENESIS_ENV == "production" and SECRET_KEY in ("", DEV_SECRET_KEY):
+    if GENESIS_ENV != "dev" and SECRET_KEY in ("", DEV_SECRET_KEY):
         raise ConfigError(
-            "GENESIS_SECRET_KEY: production refuses to start without a secret key of its own; "
+            f"GENESIS_SECRET_KEY: {GENESIS_ENV} refuses to start without a secret key of its own; "
             "set GENESIS_SECRET_KEY to a long random value (python -c 'import secrets; "
             "print(secrets.token_urlsafe(50))')"
         )
@@ -99,8 +99,9 @@ TEMPLATES = [
 USING_SQLITE = GENESIS.database_url.startswith("sqlite")
 if USING_SQLITE:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # A relative SQLite path lives under var/ (GENESIS_VAR_DIR), with the broker's files.
     sqlite_path = GENESIS.database_url.removeprefix("sqlite:///")
-    sqlite_file = Path(sqlite_path) if Path(sqlite_path).is_absolute() else BASE_DIR / sqlite_path
+    sqlite_file = Path(sqlite_path) if Path(sqlite_path).is_absolute() else VAR_DIR / sqlite_path
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -194,6 +195,15 @@ STORAGES = {
 MEDIA_ROOT = VAR_DIR / "media"
 LOGIN_URL = "admin:login"
 
+# --- email (budget alerts, cost reports): the SMTP server and its credentials from the environment --
+EMAIL_HOST = os.environ.get("GENESIS_EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("GENESIS_EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("GENESIS_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("GENESIS_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = os.environ.get("GENESIS_EMAIL_USE_TLS", "false").lower() == "true"
+EMAIL_TIMEOUT = 10  # an unreachable mail server must not hold a worker
+DEFAULT_FROM_EMAIL = os.environ.get("GENESIS_EMAIL_FROM", "genesis@localhost")
+
 # --- security: production behind TLS ------------------------------------------------------------
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -213,9 +223,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {
-            "format": '{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": "%(message)s"}'
-        },
+        "json": {"()": "genesis.logging.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GENESIS.logging.format}},
     "root": {"handlers": ["console"], "level": GENESIS.logging.level},

@@ -7,9 +7,9 @@ import hashlib
 
 from django.conf import settings
 
-from models_app.models import Agent, ModelKind, ModelStatus, ProviderKind
+from models_app.models import ModelKind, ModelStatus, ModelVersion, ProviderKind
 from models_app.services import (
-    agent_upsert,
+    agent_ensure,
     model_version_register,
     model_version_transition,
     provider_account_upsert,
@@ -62,7 +62,7 @@ def seed_registry(*, out) -> None:  # type: ignore[no-untyped-def]
         api_key_env="GENESIS_SIMULATOR_API_KEY",
     )
     for slug, (name, purpose, system_prompt) in DEMO_AGENTS.items():
-        agent = agent_upsert(slug=slug, name=name, purpose=purpose, system_prompt=system_prompt)
+        agent = agent_ensure(slug=slug, name=name, purpose=purpose, system_prompt=system_prompt)
         baseline = model_version_register(
             agent=agent,
             provider=provider,
@@ -71,7 +71,11 @@ def seed_registry(*, out) -> None:  # type: ignore[no-untyped-def]
             kind=ModelKind.BASELINE,
             reason="demo: the prototype's base model",
         )
-        if not Agent.objects.filter(pk=agent.pk, versions__status=ModelStatus.LIVE).exists():
+        # Only a freshly registered baseline is put live: once people have moved versions on, the demo
+        # leaves their choices alone (and never fails because the baseline was retired).
+        if baseline.status == ModelStatus.REGISTERED and not ModelVersion.objects.filter(
+            agent=agent, status=ModelStatus.LIVE
+        ).exists():
             model_version_transition(version=baseline, to_status=ModelStatus.LIVE, reason="demo: serves today")
         model_version_register(
             agent=agent,

@@ -27,6 +27,21 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+# What a person may do by hand (the admin's "Change status…"): take a version out of service. Every
+# other move belongs to a process that checks its own evidence: a benchmark run (benchmarking,
+# approved_for_rollout, back to registered), a verdict override with its permission and reason, and a
+# rollout with its four-eyes approvals (rolling_out, live). A baseline needs no evidence to go live.
+MANUAL_TARGETS = frozenset({RETIRED, REJECTED})
+
+
+def manual_targets(*, current: str, kind: str) -> list[str]:
+    """The statuses a person may move a version to by hand, in a stable order."""
+    allowed = set(ALLOWED_TRANSITIONS[current]) & MANUAL_TARGETS
+    if kind == "baseline" and current == REGISTERED:
+        allowed.add(LIVE)
+    return sorted(allowed)
+
+
 def transition_refusal(*, current: str, target: str, kind: str, verdict_overridden: bool = False) -> str | None:
     """Why `current → target` is not allowed for a version of `kind`, or None when it is.
 

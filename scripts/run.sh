@@ -28,5 +28,5 @@ echo "Ctrl-C stops everything."
 echo
 $PY manage.py runserver "127.0.0.1:${port}" --noreload &
 pids+=($!)
-wait -n "${pids[@]}"
+wait -n "${pids[@]}" || true
 echo "a Genesis process stopped; see var/log/ — stopping the rest" >&2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,10 +58,11 @@ class WorkerProcess:
         from genesis.celery import app
 
         self.log = self.log_path.open("ab")
+        self.name = f"test-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "genesis", "worker", "-Q", self.queues,
              "--concurrency", str(self.concurrency), "--pool", "prefork", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"],
+             "--without-gossip", "--without-mingle", "-n", self.name],
             cwd=ROOT, env=child_environment(), stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -68,7 +70,8 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"celery worker exited early; see {self.log_path}")
-            if app.control.ping(timeout=0.5):
+            # Ask this worker by name: another worker on the same broker must not count as ready.
+            if app.control.ping(timeout=0.5, destination=[self.name]):
                 return self
         self.stop()
         raise RuntimeError(f"celery worker did not answer a ping within {timeout:.0f} s; see {self.log_path}")

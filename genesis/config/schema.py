@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 def _split_commas(value: object) -> object:
@@ -19,7 +19,26 @@ def _split_commas(value: object) -> object:
     return value
 
 
-IntList = Annotated[list[int], BeforeValidator(_split_commas)]
+def _percent_steps(values: list[int]) -> list[int]:
+    """Stage plans and budget thresholds: whole percents from 1 to 100, strictly increasing."""
+    if not values:
+        raise ValueError("must list at least one percent")
+    if any(not 1 <= value <= 100 for value in values):
+        raise ValueError(f"every percent must be between 1 and 100, got {values}")
+    if any(later <= earlier for earlier, later in zip(values, values[1:])):
+        raise ValueError(f"percents must increase strictly, got {values}")
+    return values
+
+
+def _rollout_stages(values: list[int]) -> list[int]:
+    values = _percent_steps(values)
+    if values[-1] != 100:
+        raise ValueError(f"the last stage must be 100 (the full rollout), got {values}")
+    return values
+
+
+PercentSteps = Annotated[list[int], BeforeValidator(_split_commas), AfterValidator(_percent_steps)]
+RolloutStages = Annotated[list[int], BeforeValidator(_split_commas), AfterValidator(_rollout_stages)]
 StrList = Annotated[list[str], BeforeValidator(_split_commas)]
 
 
@@ -38,7 +57,7 @@ class ObservabilitySection(Section):
 
 
 class AbTestingSection(Section):
-    stages: IntList = Field(default_factory=lambda: [10, 25, 50, 100])
+    stages: RolloutStages = Field(default_factory=lambda: [10, 25, 50, 100])
     min_stage_hours: float = Field(default=48, ge=0)
     min_samples_per_arm: int = Field(default=150, ge=0)
     success_rate_drop_points: float = Field(default=5.0, ge=0)
@@ -55,7 +74,7 @@ class BenchmarksSection(Section):
 
 class CostsSection(Section):
     budget_usd: Decimal = Field(default=Decimal("30"), ge=0)
-    thresholds: IntList = Field(default_factory=lambda: [25, 50, 83])
+    thresholds: PercentSteps = Field(default_factory=lambda: [25, 50, 83])
     hard_limit: bool = True
 
 

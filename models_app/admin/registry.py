@@ -16,7 +16,14 @@ from genesis.errors import DomainError
 from models_app import lifecycle
 from models_app.models import Agent, ApiKey, ModelStatus, ModelVersion, ProviderAccount
 from models_app.selectors import CANDIDATE_STATUSES
-from models_app.services import api_key_create, api_key_revoke, model_version_transition
+from models_app.services import (
+    agent_ensure,
+    agent_upsert,
+    api_key_create,
+    api_key_revoke,
+    model_version_change_status_by_hand,
+    provider_account_upsert,
+)
 
 
 class ModelVersionInline(admin.TabularInline):
@@ -36,6 +43,10 @@ class AgentAdmin(SimpleHistoryAdmin):
     list_display = ("slug", "name", "live_model", "candidates")
     search_fields = ("slug", "name", "purpose")
     readonly_fields = ("created_at", "updated_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Agent | None = None):  # type: ignore[no-untyped-def]
+        # API keys, experiments and the ledger refer to agents by slug: it never changes.
+        return (*self.readonly_fields, "slug") if obj else self.readonly_fields
     inlines = [ModelVersionInline]
     fieldsets = (
         (None, {"fields": ("slug", "name", "purpose")}),
@@ -45,6 +56,16 @@ class AgentAdmin(SimpleHistoryAdmin):
 
     def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         return super().get_queryset(request).prefetch_related("versions")
+
+    AGENT_FIELDS = ("name", "purpose", "system_prompt", "temperature", "max_tokens", "top_p", "fallback_enabled")
+
+    def save_model(self, request: HttpRequest, obj: Agent, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+        values = {field: form.cleaned_data[field] for field in self.AGENT_FIELDS}
+        try:
+            saved = (agent_upsert if change else agent_ensure)(slug=obj.slug, actor=request.user, **values)
+        except DomainError as exc:
+            raise DjangoPermissionDenied(exc.message) from None
+        obj.pk = saved.pk
 
     @admin.display(description="live model")
     def live_model(self, agent: Agent) -> str:
@@ -65,7 +86,7 @@ class TransitionForm(forms.Form):
 
     def __init__(self, *args, version: ModelVersion, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        allowed = sorted(lifecycle.ALLOWED_TRANSITIONS[version.status])
+        allowed = lifecycle.manual_targets(current=version.status, kind=version.kind)
         self.fields["to_status"].choices = [(status, ModelStatus(status).label) for status in allowed]
 
 
@@ -82,13 +103,13 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
         if obj is None:
             return ("status", "status_changed_at", "created_at", "registered_by", "change_status_link")
         # The identity of a registered version never changes; register a new one instead.
-        return ("agent", "provider", "model_id", "base_model", "kind", *self.readonly_fields)
+        return ("agent", "provider", "model_id", "base_model", "kind", "reason", *self.readonly_fields)
 
     def save_model(self, request: HttpRequest, obj: ModelVersion, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         from models_app.services import model_version_register
 
         if change:
-            return  # nothing editable but the reason text, which is part of the registration
+            return  # nothing is editable on a registered version; its status moves through services
         registered = model_version_register(
             agent=obj.agent, provider=obj.provider, model_id=obj.model_id, base_model=obj.base_model,
             kind=obj.kind, actor=request.user, reason=obj.reason,
@@ -97,7 +118,7 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
 
     @admin.display(description="change status")
     def change_status_link(self, version: ModelVersion) -> str:
-        if not version.pk or not lifecycle.ALLOWED_TRANSITIONS[version.status]:
+        if not version.pk or not lifecycle.manual_targets(current=version.status, kind=version.kind):
             return "—"
         url = reverse("admin:models_app_modelversion_transition", args=[version.pk])
         return format_html('<a class="button" href="{}">Change status…</a>', url)
@@ -116,7 +137,7 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
         form = TransitionForm(request.POST or None, version=version)
         if request.method == "POST" and form.is_valid():
             try:
-                model_version_transition(
+                model_version_change_status_by_hand(
                     version=version, to_status=form.cleaned_data["to_status"], actor=request.user,
                     reason=form.cleaned_data["reason"],
                 )
@@ -134,6 +155,15 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
 class ProviderAccountAdmin(SimpleHistoryAdmin):
     list_display = ("name", "kind", "base_url", "api_key_env", "key_present", "max_concurrency", "enabled")
     list_filter = ("kind", "enabled")
+    PROVIDER_FIELDS = ("base_url", "api_key_env", "rate_limit_per_minute", "max_concurrency", "timeout_seconds", "enabled")
+
+    def save_model(self, request: HttpRequest, obj: ProviderAccount, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+        values = {field: form.cleaned_data[field] for field in self.PROVIDER_FIELDS}
+        try:
+            saved = provider_account_upsert(name=obj.name, kind=form.cleaned_data["kind"], actor=request.user, **values)
+        except DomainError as exc:
+            raise DjangoPermissionDenied(exc.message) from None
+        obj.pk = saved.pk
 
     @admin.display(boolean=True, description="key set in environment")
     def key_present(self, provider: ProviderAccount) -> bool:

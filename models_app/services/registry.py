@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 import time
@@ -17,6 +18,8 @@ from genesis.permissions import require_permission
 from models_app import lifecycle
 from models_app.models import Agent, ApiKey, ModelKind, ModelStatus, ModelVersion, ProviderAccount, ProviderKind
 
+API_KEY_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
+
 
 def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
     """simple-history reads these when the row is saved: who changed it and why."""
@@ -25,6 +28,17 @@ def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
 
 
 # --- agents and providers ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def agent_ensure(*, slug: str, name: str, actor: Any = None, **defaults: Any) -> Agent:
+    """The agent with this slug, created with these values when missing; an existing agent is left
+    as people edited it."""
+    require_permission(actor=actor, permission="models_app.add_agent", action="add agents")
+    agent, created = Agent.objects.get_or_create(slug=slug, defaults={"name": name, **defaults})
+    if created:
+        agent.history.filter(history_type="+").update(history_user=actor)
+    return agent
 
 
 @transaction.atomic
@@ -44,12 +58,24 @@ def agent_upsert(*, slug: str, name: str, purpose: str = "", actor: Any = None, 
 @transaction.atomic
 def provider_account_upsert(*, name: str, kind: str, base_url: str, api_key_env: str, actor: Any = None, **defaults: Any) -> ProviderAccount:
     require_permission(actor=actor, permission="models_app.change_provideraccount", action="edit providers")
+    validate_api_key_env(api_key_env)
     if kind not in ProviderKind.values:
         raise InvalidInput(f"kind: '{kind}' is not one of {', '.join(ProviderKind.values)}")
     provider, _ = ProviderAccount.objects.update_or_create(
         name=name, defaults={"kind": kind, "base_url": base_url, "api_key_env": api_key_env, **defaults}
     )
     return provider
+
+
+def validate_api_key_env(name: str) -> None:
+    """A provider's key is sent as a bearer token to the provider's URL, so the variable it names must
+    be an API key's: naming DATABASE_URL or GENESIS_SECRET_KEY would hand that secret to whoever can
+    edit the account."""
+    if name and not API_KEY_ENV_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"api_key_env: '{name}' is not allowed; name an environment variable ending in _API_KEY, "
+            "e.g. MISTRAL_API_KEY"
+        )
 
 
 # --- model versions ------------------------------------------------------------------------------
@@ -90,7 +116,11 @@ def model_version_transition(
     *, version: ModelVersion, to_status: str, actor: Any = None, reason: str = "", verdict_overridden: bool = False
 ) -> ModelVersion:
     """Move a version along its lifecycle (models_app/lifecycle.py), refusing illegal moves with a
-    message. Making a version live retires the agent's previous live version in the same transaction."""
+    message. Making a version live retires the agent's previous live version in the same transaction.
+
+    Called by the services that own each move (benchmarks, rollouts, the by-hand change above);
+    `verdict_overridden=True` may only be passed by a service that has itself checked the override
+    permission and recorded the reason."""
     require_permission(actor=actor, permission="models_app.change_modelversion", action="change model status")
     version = ModelVersion.objects.select_for_update().select_related("agent").get(pk=version.pk)
     refusal = lifecycle.transition_refusal(
@@ -110,6 +140,24 @@ def model_version_transition(
     _record_history(version, actor=actor, reason=reason)
     version.save(update_fields=["status", "status_changed_at"])
     return version
+
+
+@transaction.atomic
+def model_version_change_status_by_hand(
+    *, version: ModelVersion, to_status: str, actor: Any, reason: str
+) -> ModelVersion:
+    """A person retires or rejects a version (or puts a baseline live). Benchmarks and rollouts move
+    versions through their own services; this refuses to stand in for them."""
+    if not reason.strip():
+        raise InvalidInput("reason: say why the status changes; it is kept in the version's history")
+    allowed = lifecycle.manual_targets(current=version.status, kind=version.kind)
+    if to_status not in allowed:
+        raise Conflict(
+            f"{version.agent.slug} / {version.model_id}: a person may move a {version.status} version only to "
+            f"{', '.join(allowed) or 'nothing'} by hand; benchmarking and approval come from a benchmark run "
+            "(or a verdict override), rolling out and going live from an approved rollout"
+        )
+    return model_version_transition(version=version, to_status=to_status, actor=actor, reason=reason)
 
 
 # --- API keys -------------------------------------------------------------------------------------
@@ -171,6 +219,8 @@ class ApiPrincipal:
 # answered from memory. A revoked key therefore keeps working for at most this many seconds in a
 # process that saw it just before.
 API_KEY_CACHE_SECONDS = 10.0
+# Only keys that exist are remembered (misses would let anyone grow the cache), and at most this many.
+API_KEY_CACHE_MAX_ENTRIES = 10_000
 _principal_cache: dict[str, tuple[float, ApiPrincipal | None]] = {}
 _principal_cache_lock = threading.Lock()
 
@@ -195,8 +245,11 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal | None:
         )
         # last_used_at is refreshed when the cache entry is, i.e. at most every few seconds.
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
-    with _principal_cache_lock:
-        _principal_cache[digest] = (now, principal)
+    if principal is not None:
+        with _principal_cache_lock:
+            if len(_principal_cache) >= API_KEY_CACHE_MAX_ENTRIES:
+                _principal_cache.clear()  # rare; the next requests simply look their keys up again
+            _principal_cache[digest] = (now, principal)
     return principal
 
 

@@ -107,3 +107,32 @@ def test_openapi_and_docs_are_served(client):
     assert schema.status_code == 200
     assert schema.json()["info"]["title"] == "Genesis control plane"
     assert client.get("/api/v1/docs").status_code == 200
+
+
+def test_unknown_keys_are_not_remembered(seeded_demo):
+    from models_app.services import registry
+
+    for n in range(50):
+        assert api_key_authenticate(raw_key=f"gk_made-up-{n}") is None
+    assert registry._principal_cache == {}
+
+
+def test_unparsable_json_body_is_422_with_detail(client, seeded_demo):
+    raw = create_key_via_command("--all-agents")
+    response = client.post("/api/v1/costs/budget-check", data="{not json", content_type="application/json", **bearer(raw))
+    assert response.status_code == 422
+    assert "detail" in response.json()
+
+
+def test_an_unexpected_error_is_json_500(client, seeded_demo, monkeypatch):
+    from models_app.api import registry as registry_api
+
+    raw = create_key_via_command("--all-agents")
+
+    def explode(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(registry_api, "agents_with_versions", explode)
+    response = client.get("/api/v1/agents", **bearer(raw))
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error; it has been logged"}

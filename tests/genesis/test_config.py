@@ -144,3 +144,46 @@ def test_check_deploy_is_clean_under_production_settings():
     result = run_django("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION, GENESIS_SECRET_KEY=secret)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [("10,50,25,100", "percents must increase strictly"), ("10,25,50", "the last stage must be 100"),
+     ("0,100", "between 1 and 100"), ("10,abc,100", "valid integer")],
+)
+def test_bad_rollout_stages_stop_start_up_naming_the_key(tmp_path, stages, message):
+    text = MINIMAL + "ab_testing:\n  stages: ${ROLLOUT_STAGES}\n"
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={"DATABASE_URL": "x", "ROLLOUT_STAGES": stages}, config_dir=write(tmp_path, text))
+    assert "dev.yaml: ab_testing.stages" in str(exc.value)
+    assert message in str(exc.value)
+
+
+def test_bad_budget_thresholds_are_refused(tmp_path):
+    text = MINIMAL + "costs:\n  thresholds: ${BUDGET_THRESHOLDS}\n"
+    with pytest.raises(ConfigError, match=r"dev.yaml: costs.thresholds: .*between 1 and 100"):
+        load_config(env_name="dev", environ={"DATABASE_URL": "x", "BUDGET_THRESHOLDS": "25,50,130"}, config_dir=write(tmp_path, text))
+
+
+def test_staging_also_refuses_the_development_secret_key():
+    env = {**PRODUCTION, "GENESIS_ENV": "staging"}
+    result = run_django("check", **env)
+    assert result.returncode != 0
+    assert "staging refuses to start without a secret key" in result.stderr
+
+
+def test_json_log_lines_are_valid_json_with_the_traceback():
+    import json
+    import logging
+
+    from genesis.logging import JsonFormatter
+
+    try:
+        raise ValueError('bad "value"\nsecond line')
+    except ValueError:
+        record = logging.LogRecord("genesis", logging.ERROR, __file__, 1, 'failed: %s', ('quote " inside',), sys.exc_info())
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert entry["message"] == 'failed: quote " inside'
+    assert "ValueError" in entry["exception"]

@@ -87,3 +87,36 @@ def test_register_is_idempotent_and_validates():
     assert first.pk == again.pk
     with pytest.raises(InvalidInput, match="kind: 'huge' is not one of"):
         model_version_register(agent=agent, provider=provider, model_id="n", base_model="b", kind="huge")
+
+
+def test_by_hand_a_person_may_only_retire_or_reject_or_put_a_baseline_live():
+    from models_app.services import model_version_change_status_by_hand
+
+    user = UserFactory(username="operator", is_superuser=True)
+    candidate = walk(ModelVersionFactory(), "benchmarking", "approved_for_rollout")
+    with pytest.raises(Conflict, match="rolling out and going live from an approved rollout"):
+        model_version_change_status_by_hand(version=candidate, to_status="rolling_out", actor=user, reason="ship it")
+    with pytest.raises(InvalidInput, match="reason: say why"):
+        model_version_change_status_by_hand(version=candidate, to_status="rejected", actor=user, reason=" ")
+    rejected = model_version_change_status_by_hand(version=candidate, to_status="rejected", actor=user, reason="bad tone")
+    assert rejected.status == "rejected"
+    baseline = ModelVersionFactory(kind="baseline", model_id="open-mistral-nemo")
+    assert model_version_change_status_by_hand(version=baseline, to_status="live", actor=user, reason="new base").status == "live"
+
+
+def test_manual_targets_never_offer_rollout_states():
+    for current in lifecycle.ALLOWED_TRANSITIONS:
+        for kind in ("baseline", "fine_tuned"):
+            offered = set(lifecycle.manual_targets(current=current, kind=kind))
+            assert not offered & {"benchmarking", "approved_for_rollout", "rolling_out", "registered"}
+            assert ("live" in offered) == (kind == "baseline" and current == "registered")
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "GENESIS_SECRET_KEY", "lowercase_api_key", "MISTRAL_KEY"])
+def test_provider_key_variable_must_be_an_api_key(name):
+    from models_app.services import provider_account_upsert
+
+    with pytest.raises(InvalidInput, match=f"api_key_env: '{name}' is not allowed"):
+        provider_account_upsert(name="evil", kind="openai_compatible", base_url="http://127.0.0.1:9/v1", api_key_env=name)
+    assert provider_account_upsert(name="ok", kind="openai_compatible", base_url="http://127.0.0.1:9/v1",
+                                   api_key_env="VLLM_API_KEY").api_key_env == "VLLM_API_KEY"

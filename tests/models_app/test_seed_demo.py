@@ -55,3 +55,16 @@ def test_generated_password_is_printed_once(monkeypatch):
     password = line.split("password: ")[1].split()[0]
     assert get_user_model().objects.get(username="admin").check_password(password)
     assert password not in second.getvalue()
+
+
+def test_seed_demo_keeps_what_people_changed():
+    from models_app.services import agent_upsert, model_version_transition
+
+    call_command("seed_demo", stdout=io.StringIO())
+    agent_upsert(slug="qa_agent", name="QA agent", purpose="edited by a person", system_prompt="Be terse.")
+    baseline = ModelVersion.objects.get(agent__slug="qa_agent", kind="baseline")
+    model_version_transition(version=baseline, to_status="retired", reason="replaced elsewhere")
+    call_command("seed_demo", stdout=io.StringIO())  # must neither fail nor undo the edits
+    agent = Agent.objects.get(slug="qa_agent")
+    assert (agent.purpose, agent.system_prompt) == ("edited by a person", "Be terse.")
+    assert ModelVersion.objects.get(pk=baseline.pk).status == "retired"
