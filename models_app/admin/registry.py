@@ -155,6 +155,9 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
 class ProviderAccountAdmin(SimpleHistoryAdmin):
     list_display = ("name", "kind", "base_url", "api_key_env", "key_present", "max_concurrency", "enabled")
     list_filter = ("kind", "enabled")
+    def get_readonly_fields(self, request: HttpRequest, obj: ProviderAccount | None = None):  # type: ignore[no-untyped-def]
+        return ("name",) if obj else ()  # model versions name their provider; it is not renamed
+
     PROVIDER_FIELDS = ("base_url", "api_key_env", "rate_limit_per_minute", "max_concurrency", "timeout_seconds", "enabled")
 
     def save_model(self, request: HttpRequest, obj: ProviderAccount, form, change: bool) -> None:  # type: ignore[no-untyped-def]
