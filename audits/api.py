@@ -1,5 +1,151 @@
-"""HTTP endpoints of the audits app, mounted under /api/v1 by genesis/api.py."""
+"""HTTP endpoints of the audits app, mounted under /api/v1 by genesis/api.py.
 
-from ninja import Router
+An API key acts for agents: it may upload a dataset for an agent it may act for, and read the
+datasets and audits of those agents. A dataset with no agent belongs to no one agent, so only a key
+allowed for all agents may upload or read it. Keys are not people: the services run as the system,
+and the row remembers which key it came from (`via`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import File, Form, Router, Schema, Status
+from ninja.files import UploadedFile
+
+from audits import selectors, services
+from audits.dedupe import DEFAULT_THRESHOLD
+from audits.models import AuditRun, Dataset
+from genesis.errors import PermissionDenied
+from models_app.models import Agent
+from models_app.services import ApiPrincipal, ensure_agent_access
 
 router = Router(tags=["audits"])
+
+
+class AuditRunBrief(Schema):
+    id: int
+    status: str
+    progress: float
+    url: str
+
+
+class DatasetOut(Schema):
+    id: int
+    name: str
+    agent: str | None
+    purpose: str
+    origin: str
+    parent: int | None
+    status: str
+    size_bytes: int
+    lines: int
+    sha256: str
+    created_at: datetime
+    achieved_mix: dict[str, float] | None = None
+    shortfall: str = ""
+    latest_audit: AuditRunBrief | None
+
+
+class AuditRunOut(Schema):
+    id: int
+    dataset: int
+    status: str
+    progress: float
+    near_threshold: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str
+    has_findings: bool | None
+    report: dict[str, Any] | None
+
+
+def _principal(request: HttpRequest) -> ApiPrincipal:
+    return request.auth  # type: ignore[attr-defined, no-any-return]
+
+
+def _via(principal: ApiPrincipal) -> str:
+    return f"api key '{principal.label}' (#{principal.key_id})"
+
+
+def _ensure_dataset_access(principal: ApiPrincipal, dataset: Dataset) -> None:
+    if dataset.agent_id is not None:
+        ensure_agent_access(principal=principal, agent_slug=dataset.agent.slug)
+    elif not principal.all_agents:
+        raise PermissionDenied(
+            f"API key '{principal.label}' may not read dataset #{dataset.pk}: it belongs to no agent, "
+            "so only a key for all agents may"
+        )
+
+
+def _run_brief(run: AuditRun | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {"id": run.pk, "status": run.status, "progress": run.progress, "url": f"/api/v1/audits/runs/{run.pk}"}
+
+
+def _dataset_out(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "id": dataset.pk, "name": dataset.original_name, "agent": dataset.agent.slug if dataset.agent_id else None,
+        "purpose": dataset.purpose, "origin": dataset.origin, "parent": dataset.parent_id, "status": dataset.status,
+        "size_bytes": dataset.size_bytes, "lines": dataset.line_count, "sha256": dataset.sha256,
+        "created_at": dataset.created_at, "achieved_mix": selectors.ordered_mix(dataset.achieved_mix), "shortfall": dataset.shortfall,
+        "latest_audit": _run_brief(dataset.latest_audit),
+    }
+
+
+@router.post(
+    "/audits/datasets",
+    response={201: DatasetOut},
+    summary="Upload a chat JSONL dataset (multipart); its audit is queued",
+)
+def audits_dataset_upload(  # type: ignore[no-untyped-def]
+    request: HttpRequest,
+    file: File[UploadedFile],
+    agent: Form[str | None] = None,
+    purpose: Form[str] = "training",
+    near_threshold: Form[float] = DEFAULT_THRESHOLD,
+):
+    """Multipart fields: `file` (the JSONL), `agent` (slug; may be left out only by a key for all
+    agents), `purpose` (training, validation, benchmark), `near_threshold` (0–1, default 0.8).
+    Answers 201 with the dataset and its queued audit; poll `latest_audit.url` for the report."""
+    principal = _principal(request)
+    owner = None
+    if agent:
+        ensure_agent_access(principal=principal, agent_slug=agent)
+        owner = Agent.objects.get(slug=agent)
+    elif not principal.all_agents:
+        raise PermissionDenied(
+            f"API key '{principal.label}' acts for {', '.join(sorted(principal.agent_slugs)) or 'no agent'}: "
+            "name the dataset's agent in the form field 'agent'"
+        )
+    dataset = services.dataset_upload(
+        content=file, original_name=file.name or "dataset.jsonl", purpose=purpose, agent=owner,
+        via=_via(principal), near_threshold=near_threshold,
+    )
+    return Status(201, _dataset_out(selectors.dataset_get(dataset_id=dataset.pk)))
+
+
+@router.get("/audits/datasets/{dataset_id}", response=DatasetOut, summary="A dataset and its latest audit")
+def audits_dataset_detail(request: HttpRequest, dataset_id: int):  # type: ignore[no-untyped-def]
+    dataset = selectors.dataset_get(dataset_id=dataset_id)
+    _ensure_dataset_access(_principal(request), dataset)
+    return _dataset_out(dataset)
+
+
+@router.get("/audits/runs/{run_id}", response=AuditRunOut, summary="An audit run: status, progress and the JSON report")
+def audits_run_detail(request: HttpRequest, run_id: int):  # type: ignore[no-untyped-def]
+    """`report` is null until the run has succeeded; then it is the `audit_dataset --json` object
+    (`lines`, `valid`, `format_errors`, `pii`, `duplicates`, `difficulty`) with its extras: masked
+    samples, line numbers, duplicate groups. It never holds a raw PII value."""
+    run = selectors.audit_run_get(run_id=run_id)
+    _ensure_dataset_access(_principal(request), run.dataset)
+    return {
+        "id": run.pk, "dataset": run.dataset_id, "status": run.status, "progress": run.progress,
+        "near_threshold": run.near_threshold, "created_at": run.created_at, "started_at": run.started_at,
+        "finished_at": run.finished_at, "error": run.error, "has_findings": run.has_findings,
+        "report": selectors.ordered_report(run.report),
+    }

@@ -1,0 +1,665 @@
+"""Every write of the audits app: storing datasets, starting and advancing audit runs, and writing
+scrubbed and rebalanced copies. The admin, the API, the `audit_dataset` command and the Celery tasks
+all come here, so they cannot disagree.
+
+Files are streamed (1 MB at a time), never read whole: a 1 GB upload costs a buffer, not a gigabyte.
+The copy into MEDIA_ROOT happens *before* the database transaction that records it, so a slow upload
+never holds a transaction (and its locks) open; a failure afterwards removes the copy again.
+
+The pure cores (audits/report.py, scrub.py, rebalance.py) read and write files by path, so datasets
+live on a file-system storage (MEDIA_ROOT/datasets/). Workers on other machines need MEDIA_ROOT on a
+shared file system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import uuid
+import zlib
+from datetime import timedelta
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audits import rebalance as rebalance_core
+from audits import scrub as scrub_core
+from audits.dedupe import DEFAULT_THRESHOLD
+from audits.difficulty import LEVELS
+from audits.models import (
+    AUDIT_TRANSITIONS,
+    AuditRun,
+    AuditStatus,
+    Dataset,
+    DatasetOrigin,
+    DatasetPurpose,
+    DatasetStatus,
+)
+from audits.pii import PII_TYPES
+from audits.report import AuditReport, UnreadableDataset, audit_file
+from genesis.errors import Conflict, InvalidInput, NotFound
+from genesis.permissions import require_permission
+from models_app.models import Agent
+
+logger = logging.getLogger(__name__)
+
+DATASET_DIR = "datasets"
+COPY_CHUNK_BYTES = 1024 * 1024
+# Progress is written to the row at most every 2 % (and at most every half second), so a fast audit
+# does not spend its time writing progress and a slow one still moves visibly.
+PROGRESS_STEP = 0.02
+PROGRESS_MIN_SECONDS = 0.5
+# Keys of the Postgres advisory locks that say "a worker is on this row right now".
+_LOCK_NAMESPACE_RUN = zlib.crc32(b"audits.AuditRun") & 0x7FFFFFFF
+_LOCK_NAMESPACE_DATASET = zlib.crc32(b"audits.Dataset") & 0x7FFFFFFF
+MAX_ERROR_CHARS = 4000
+# A worker killed mid-job (out of memory, a hard time limit) gets its message back and tries again;
+# a job that kills its worker every time must stop somewhere, with a reason, not loop forever.
+MAX_ATTEMPTS = 3
+# Beat's sweep (audits_sweep_stranded): a job queued this long without a worker starting it lost
+# its message (e.g. the broker was down when it was sent) and is sent again.
+STRANDED_AFTER_SECONDS = 10 * 60
+
+
+def _gave_up(attempts: int) -> str:
+    return (
+        f"a worker started this {attempts} times and never finished: it was killed each time (out of memory, or "
+        "past the task time limit?). Give the workers more memory or time, or split the file, then try again."
+    )
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    name: str  # the storage name, relative to MEDIA_ROOT
+    size_bytes: int
+    line_count: int
+    sha256: str
+
+
+def dataset_file_path(*, dataset: Dataset) -> Path:
+    """The dataset's file on disk (the cores read by path)."""
+    return Path(default_storage.path(dataset.file.name))
+
+
+def _new_storage_name(original_name: str) -> str:
+    safe = default_storage.get_valid_name(Path(original_name).name) or "dataset.jsonl"
+    # A random prefix, not get_available_name: two uploads of "train.jsonl" at the same moment
+    # must not race for one name.
+    return f"{DATASET_DIR}/{timezone.now():%Y/%m}/{uuid.uuid4().hex[:12]}-{safe[:150]}"
+
+
+def _chunks_of(content: Any) -> Iterator[bytes]:
+    if hasattr(content, "chunks"):  # a Django File / UploadedFile
+        yield from content.chunks(COPY_CHUNK_BYTES)
+        return
+    while True:
+        chunk = content.read(COPY_CHUNK_BYTES)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _store_stream(content: IO[bytes] | Any, name: str) -> StoredFile:
+    """Copy `content` to storage `name` a chunk at a time, hashing and counting lines on the way."""
+    path = Path(default_storage.path(name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A name of its own: two processes writing the same name (the demo seed, run by parallel test
+    # suites) must not write into one another's half-written file.
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    digest = hashlib.sha256()
+    size = newlines = 0
+    last = b""
+    try:
+        with open(partial, "wb") as out:
+            for chunk in _chunks_of(content):
+                if isinstance(chunk, str):
+                    raise InvalidInput("file: send the dataset as bytes (open it in binary mode)")
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                newlines += chunk.count(b"\n")
+                last = chunk[-1:]
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    # The cores count a last line without a newline as a line; so do we.
+    lines = newlines + (1 if size and last != b"\n" else 0)
+    return StoredFile(name=name, size_bytes=size, line_count=lines, sha256=digest.hexdigest())
+
+
+def _measure(name: str) -> StoredFile:
+    with open(default_storage.path(name), "rb") as stream:
+        digest = hashlib.sha256()
+        size = newlines = 0
+        last = b""
+        for chunk in iter(lambda: stream.read(COPY_CHUNK_BYTES), b""):
+            digest.update(chunk)
+            size += len(chunk)
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return StoredFile(name, size, newlines + (1 if size and last != b"\n" else 0), digest.hexdigest())
+
+
+def _delete_quietly(name: str) -> None:
+    try:
+        default_storage.delete(name)
+    except OSError:
+        logger.warning("could not remove %s after a failed dataset write", name, exc_info=True)
+
+
+# --- locks and progress -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _worker_lock(namespace: int, pk: int) -> Iterator[bool]:
+    """True when this process may work on the row. On Postgres a session advisory lock, held while
+    the work runs: a message delivered twice while the first worker is alive finds it taken and
+    leaves; when a worker dies its connection closes and the lock goes with it, so the redelivered
+    message takes over. Other databases (the embedded SQLite run) have one worker host: always True."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key = (namespace, pk & 0x7FFFFFFF)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+        acquired = bool(cursor.fetchone()[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+
+
+class _ProgressWriter:
+    """The cores' progress callback (bytes done, bytes in total) → the row's progress column,
+    scaled into [start, end] and throttled. Below 1.0 until the row is finished, because the work
+    after the last byte (grouping duplicates, hashing the copy) still takes a moment."""
+
+    def __init__(self, *, model: type[AuditRun] | type[Dataset], pk: int, start: float = 0.0, end: float = 0.99) -> None:
+        self.model, self.pk, self.start, self.end = model, pk, start, end
+        self.written = start
+        self.written_at = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        fraction = self.start + (self.end - self.start) * (min(done, total) / total if total else 1.0)
+        now = time.monotonic()
+        if fraction <= self.written:
+            return
+        if fraction < self.end and (fraction - self.written < PROGRESS_STEP or now - self.written_at < PROGRESS_MIN_SECONDS):
+            return
+        self.model.objects.filter(pk=self.pk).update(progress=round(fraction, 4))
+        self.written, self.written_at = fraction, now
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+
+
+# --- datasets ---------------------------------------------------------------------------------------------
+
+
+def _check_purpose(purpose: str) -> None:
+    if purpose not in DatasetPurpose.values:
+        raise InvalidInput(f"purpose: '{purpose}' is not one of {', '.join(DatasetPurpose.values)}")
+
+
+def _check_threshold(near_threshold: float) -> None:
+    if not 0 < near_threshold <= 1:
+        raise InvalidInput(f"near_threshold: {near_threshold} is not in (0, 1]; 0.8 is the usual choice")
+
+
+def dataset_upload(
+    *,
+    content: IO[bytes] | Any,
+    original_name: str,
+    purpose: str = DatasetPurpose.TRAINING,
+    agent: Agent | None = None,
+    actor: Any = None,
+    via: str = "",
+    audit: bool = True,
+    near_threshold: float = DEFAULT_THRESHOLD,
+) -> Dataset:
+    """Store an uploaded JSONL file as a dataset and (by default) queue its audit.
+
+    `content` is a binary stream or a Django `File`/`UploadedFile`; it is copied a chunk at a time
+    while its sha256, size and line count are computed. The copy is made before the transaction
+    (see the module doc) and removed if recording it fails.
+    """
+    require_permission(actor=actor, permission="audits.add_dataset", action="upload datasets")
+    if audit:
+        require_permission(actor=actor, permission="audits.add_auditrun", action="start audits")
+    _check_purpose(purpose)
+    _check_threshold(near_threshold)
+    original_name = Path(original_name or "").name.strip()
+    if not original_name:
+        raise InvalidInput("file: the upload has no file name")
+    stored = _store_stream(content, _new_storage_name(original_name))
+    try:
+        with transaction.atomic():
+            dataset = Dataset.objects.create(
+                agent=agent, purpose=purpose, origin=DatasetOrigin.UPLOAD, status=DatasetStatus.READY,
+                file=stored.name, original_name=original_name[:255], size_bytes=stored.size_bytes,
+                line_count=stored.line_count, sha256=stored.sha256, uploaded_by=actor, via=via[:200],
+                progress=1.0, finished_at=timezone.now(),
+            )
+            if audit:
+                _audit_create(dataset=dataset, requested_by=actor, via=via, near_threshold=near_threshold)
+    except BaseException:
+        _delete_quietly(stored.name)
+        raise
+    return dataset
+
+
+# --- audit runs ---------------------------------------------------------------------------------------------
+
+
+def _audit_create(
+    *, dataset: Dataset, requested_by: Any, via: str, near_threshold: float = DEFAULT_THRESHOLD,
+    find_near_duplicates: bool = True,
+) -> AuditRun:
+    run = AuditRun.objects.create(
+        dataset=dataset, near_threshold=near_threshold, find_near_duplicates=find_near_duplicates,
+        requested_by=requested_by, via=via[:200],
+    )
+    Dataset.objects.filter(pk=dataset.pk).update(latest_audit=run)
+    dataset.latest_audit = run
+    from audits.tasks import run_audit
+
+    run_audit.delay_on_commit(run.pk)
+    return run
+
+
+@transaction.atomic
+def audit_start(
+    *,
+    dataset: Dataset,
+    actor: Any = None,
+    via: str = "",
+    near_threshold: float = DEFAULT_THRESHOLD,
+    find_near_duplicates: bool = True,
+) -> AuditRun:
+    """Queue an audit of `dataset` (the admin's "Audit again"); a worker does it."""
+    require_permission(actor=actor, permission="audits.add_auditrun", action="start audits")
+    _check_threshold(near_threshold)
+    # Locking the dataset makes two clicks at once start one run, not two.
+    dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+    if dataset.status != DatasetStatus.READY:
+        raise Conflict(
+            f"dataset #{dataset.pk} is {dataset.get_status_display().lower()}; "
+            + ("its audit starts by itself once it is written" if dataset.status == DatasetStatus.PENDING
+               else "it has no file to audit")
+        )
+    active = dataset.audit_runs.filter(status__in=[AuditStatus.QUEUED, AuditStatus.RUNNING]).first()
+    if active is not None:
+        raise Conflict(
+            f"audit #{active.pk} of dataset #{dataset.pk} is still {active.status} ({active.progress:.0%}); "
+            "wait for it to finish before starting another"
+        )
+    return _audit_create(
+        dataset=dataset, requested_by=actor, via=via, near_threshold=near_threshold,
+        find_near_duplicates=find_near_duplicates,
+    )
+
+
+def _advance(run: AuditRun, to_status: str) -> None:
+    allowed = AUDIT_TRANSITIONS[run.status]
+    if to_status not in allowed:
+        raise Conflict(
+            f"audit #{run.pk} is {run.status}; it may move only to "
+            + (", ".join(sorted(allowed)) if allowed else "nowhere (it is finished)")
+        )
+    run.status = to_status
+
+
+def _report_json(report: AuditReport, *, storage_name: str) -> dict[str, Any]:
+    """The stored report: the contract object and its extras, with the file named as stored
+    (the worker's absolute path says nothing to a person and leaks the server layout)."""
+    data = report.to_contract_dict()
+    data["file"] = {"name": storage_name, "bytes": report.size_bytes}
+    return data
+
+
+def _summary_columns(report: AuditReport) -> dict[str, Any]:
+    difficulty = report.difficulty
+    return {
+        "lines": report.lines,
+        "valid": report.valid,
+        "format_error_total": report.format_error_total,
+        "pii_total": sum(report.pii_counts.values()),
+        "duplicates_exact": report.duplicates.exact,
+        "duplicates_near": report.duplicates.near,
+        "easy": difficulty["easy"],
+        "medium": difficulty["medium"],
+        "hard": difficulty["hard"],
+        "has_findings": report.has_findings,
+        "seconds": round(report.seconds, 3),
+        "processes": report.workers,
+    }
+
+
+def audit_run_execute(*, run_id: int, workers: int = 1) -> AuditRun:
+    """Do a queued audit run (the `audits.run_audit` task): queued → running → succeeded | failed.
+
+    Safe to call twice: a finished run is returned as it is, and a run another live worker holds
+    is left to it. A run whose worker died (running, lock free) is taken over and redone — the audit
+    only reads the file, so redoing it is harmless. Not one transaction: the row's progress must be
+    visible while the audit runs.
+    """
+    with _worker_lock(_LOCK_NAMESPACE_RUN, run_id) as mine:
+        if not mine:
+            run = AuditRun.objects.filter(pk=run_id).first()
+            if run is None:
+                raise NotFound(f"audit run #{run_id} does not exist")
+            return run
+        with transaction.atomic():
+            run = AuditRun.objects.select_for_update().select_related("dataset").filter(pk=run_id).first()
+            if run is None:
+                raise NotFound(f"audit run #{run_id} does not exist")
+            if run.status in (AuditStatus.SUCCEEDED, AuditStatus.FAILED):
+                return run
+            if run.attempts >= MAX_ATTEMPTS:
+                _advance(run, AuditStatus.FAILED)
+                run.finished_at, run.error = timezone.now(), _gave_up(run.attempts)
+                run.save(update_fields=["status", "finished_at", "error"])
+                return run
+            _advance(run, AuditStatus.RUNNING)
+            run.started_at, run.progress, run.error = timezone.now(), 0.0, ""
+            run.attempts += 1
+            run.save(update_fields=["status", "started_at", "progress", "error", "attempts"])
+        dataset = run.dataset
+        try:
+            report = audit_file(
+                dataset_file_path(dataset=dataset),
+                workers=workers,
+                near_threshold=run.near_threshold,
+                find_near_duplicates=run.find_near_duplicates,
+                progress=_ProgressWriter(model=AuditRun, pk=run.pk),
+            )
+        except UnreadableDataset as exc:
+            return _audit_fail(
+                run, f"the file of dataset #{dataset.pk} ({dataset.file.name}) cannot be read: {exc}. "
+                "Was it moved or deleted from MEDIA_ROOT, or is MEDIA_ROOT not shared with this worker?"
+            )
+        except Exception as exc:  # noqa: BLE001 - anything the audit raises ends the run, with the reason
+            logger.exception("audit run %s failed", run.pk)
+            return _audit_fail(run, _error_text(exc))
+        AuditRun.objects.filter(pk=run.pk).update(
+            status=AuditStatus.SUCCEEDED, progress=1.0, finished_at=timezone.now(),
+            report=_report_json(report, storage_name=dataset.file.name), **_summary_columns(report),
+        )
+        return AuditRun.objects.get(pk=run.pk)
+
+
+def _audit_fail(run: AuditRun, message: str) -> AuditRun:
+    AuditRun.objects.filter(pk=run.pk).update(status=AuditStatus.FAILED, finished_at=timezone.now(), error=message)
+    return AuditRun.objects.get(pk=run.pk)
+
+
+def dataset_record_audit(
+    *,
+    path: str | os.PathLike[str],
+    report: AuditReport,
+    purpose: str = DatasetPurpose.TRAINING,
+    agent: Agent | None = None,
+    actor: Any = None,
+    via: str = "command: audit_dataset --record",
+    original_name: str | None = None,
+    storage_name: str | None = None,
+) -> AuditRun:
+    """Keep a file audited outside the workers (the command's `--record`, the demo seed): the file
+    is stored as a dataset and `report` as its succeeded audit run. `storage_name` fixes where the
+    copy goes (the demo uses one name, so seeding again rewrites one file instead of adding copies)."""
+    require_permission(actor=actor, permission="audits.add_dataset", action="record datasets")
+    require_permission(actor=actor, permission="audits.add_auditrun", action="record audits")
+    _check_purpose(purpose)
+    source = Path(path)
+    original_name = Path(original_name or source.name).name
+    try:
+        with open(source, "rb") as stream:
+            stored = _store_stream(stream, storage_name or _new_storage_name(original_name))
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        if stored.size_bytes != report.size_bytes:
+            raise Conflict(
+                f"{source} changed while it was audited ({report.size_bytes} bytes audited, "
+                f"{stored.size_bytes} bytes now); audit it again"
+            )
+        with transaction.atomic():
+            now = timezone.now()
+            dataset = Dataset.objects.create(
+                agent=agent, purpose=purpose, origin=DatasetOrigin.UPLOAD, status=DatasetStatus.READY,
+                file=stored.name, original_name=original_name[:255], size_bytes=stored.size_bytes,
+                line_count=stored.line_count, sha256=stored.sha256, uploaded_by=actor, via=via[:200],
+                progress=1.0, finished_at=now,
+            )
+            run = AuditRun.objects.create(
+                dataset=dataset, status=AuditStatus.SUCCEEDED, progress=1.0,
+                near_threshold=report.duplicates.threshold, requested_by=actor, via=via[:200],
+                started_at=now, finished_at=now, attempts=1,
+                report=_report_json(report, storage_name=stored.name), **_summary_columns(report),
+            )
+            Dataset.objects.filter(pk=dataset.pk).update(latest_audit=run)
+    except BaseException:
+        _delete_quietly(stored.name)
+        raise
+    return run
+
+
+# --- derived datasets: scrub and rebalance ----------------------------------------------------------------
+
+
+def _derive_create(
+    *, parent: Dataset, origin: str, suffix: str, parameters: dict[str, Any], actor: Any, via: str
+) -> Dataset:
+    parent = Dataset.objects.select_for_update().get(pk=parent.pk)
+    if parent.status != DatasetStatus.READY:
+        raise Conflict(
+            f"dataset #{parent.pk} is {parent.get_status_display().lower()}; only a ready dataset can be "
+            f"{'scrubbed' if origin == DatasetOrigin.SCRUB else 'rebalanced'}"
+        )
+    stem = Path(parent.original_name).stem or f"dataset-{parent.pk}"
+    original_name = f"{stem}.{suffix}.jsonl"
+    dataset = Dataset.objects.create(
+        agent=parent.agent, purpose=parent.purpose, origin=origin, parent=parent,
+        status=DatasetStatus.PENDING, progress=0.0, file=_new_storage_name(original_name),
+        original_name=original_name[:255], uploaded_by=actor, via=via[:200], parameters=parameters,
+    )
+    from audits.tasks import derive_dataset
+
+    derive_dataset.delay_on_commit(dataset.pk)
+    return dataset
+
+
+@transaction.atomic
+def dataset_scrub(
+    *,
+    dataset: Dataset,
+    mode: str = "placeholder",
+    types: Iterable[str] | None = None,
+    actor: Any = None,
+    via: str = "",
+) -> Dataset:
+    """Queue a copy of `dataset` with its PII replaced: typed placeholders (`[EMAIL]`) or consistent
+    pseudonyms (`<EMAIL_1>`, the same value → the same stand-in). Returns the new dataset, pending;
+    a worker writes it, then audits it (that audit finds none of the scrubbed types)."""
+    require_permission(actor=actor, permission="audits.add_dataset", action="scrub datasets")
+    if mode not in scrub_core.SCRUB_MODES:
+        raise InvalidInput(f"mode: '{mode}' is not one of {', '.join(scrub_core.SCRUB_MODES)}")
+    if isinstance(types, str):
+        types = [types]
+    chosen = list(PII_TYPES) if types is None else [t for t in PII_TYPES if t in set(types)]
+    unknown = sorted(set(types or ()) - set(PII_TYPES))
+    if unknown or not chosen:
+        raise InvalidInput(
+            f"types: {'unknown ' + ', '.join(unknown) if unknown else 'choose at least one'}; "
+            f"known: {', '.join(PII_TYPES)}"
+        )
+    suffix = f"scrubbed-{'placeholders' if mode == 'placeholder' else 'pseudonyms'}"
+    return _derive_create(
+        parent=dataset, origin=DatasetOrigin.SCRUB, suffix=suffix,
+        parameters={"mode": mode, "types": chosen}, actor=actor, via=via,
+    )
+
+
+@transaction.atomic
+def dataset_rebalance(
+    *,
+    dataset: Dataset,
+    mix: str | Mapping[str, float] = "30,45,25",
+    seed: int = 0,
+    target_size: int | None = None,
+    actor: Any = None,
+    via: str = "",
+) -> Dataset:
+    """Queue a copy of `dataset` moved toward an easy / medium / hard `mix` ("30,45,25"): duplicates
+    and invalid lines dropped, levels down-sampled or repeated at most twice, never invented. The
+    worker stores the mix achieved and the shortfall ("0 hard examples: 250 more needed")."""
+    require_permission(actor=actor, permission="audits.add_dataset", action="rebalance datasets")
+    if isinstance(mix, str):
+        try:
+            shares = rebalance_core.parse_mix(mix)
+        except ValueError as exc:
+            raise InvalidInput(f"mix: {exc}") from None
+    else:
+        shares = dict(mix)
+        if set(shares) != set(LEVELS) or abs(sum(shares.values()) - 1) > 1e-6 or min(shares.values()) < 0:
+            raise InvalidInput(f"mix: give shares for easy, medium and hard that add up to 1, got {shares}")
+    if target_size is not None and target_size < 0:
+        raise InvalidInput(f"target_size: {target_size} is negative; leave it empty to keep the usable size")
+    latest = dataset.audit_runs.filter(status=AuditStatus.SUCCEEDED).order_by("-finished_at").first()
+    near_threshold = latest.near_threshold if latest is not None else DEFAULT_THRESHOLD
+    percent = "-".join(f"{round(shares[level] * 100):g}" for level in LEVELS)
+    return _derive_create(
+        parent=dataset, origin=DatasetOrigin.REBALANCE, suffix=f"rebalanced-{percent}",
+        parameters={
+            "mix": {level: round(shares[level], 6) for level in LEVELS},
+            "seed": seed, "target_size": target_size, "near_threshold": near_threshold,
+        },
+        actor=actor, via=via,
+    )
+
+
+def dataset_derive_execute(*, dataset_id: int, workers: int = 1) -> Dataset:
+    """Write a pending scrubbed / rebalanced dataset (the `audits.derive_dataset` task), then queue
+    its audit: pending → ready | failed. Safe to call twice, like `audit_run_execute`: the copy is
+    written beside its final name and moved into place, so a redo replaces, never appends."""
+    with _worker_lock(_LOCK_NAMESPACE_DATASET, dataset_id) as mine:
+        dataset = Dataset.objects.select_related("parent").filter(pk=dataset_id).first()
+        if dataset is None:
+            raise NotFound(f"dataset #{dataset_id} does not exist")
+        if not mine or dataset.status != DatasetStatus.PENDING:
+            return dataset
+        if dataset.attempts >= MAX_ATTEMPTS:
+            return _derive_fail(dataset, _gave_up(dataset.attempts))
+        Dataset.objects.filter(pk=dataset.pk).update(
+            started_at=timezone.now(), progress=0.0, error="", attempts=F("attempts") + 1
+        )
+        source = dataset_file_path(dataset=dataset.parent)
+        destination = dataset_file_path(dataset=dataset)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        params = dataset.parameters
+        achieved_mix: dict[str, float] | None = None
+        shortfall = ""
+        try:
+            if dataset.origin == DatasetOrigin.SCRUB:
+                scrubbed = scrub_core.scrub_file(
+                    source=source, destination=destination, mode=params["mode"], types=params["types"],
+                    progress=_ProgressWriter(model=Dataset, pk=dataset.pk, end=0.95),
+                )
+                result = {key: value for key, value in scrubbed.to_dict().items() if key not in ("source", "destination")}
+            else:
+                # The plan needs every line's level, which only a fresh audit of the parent holds.
+                report = audit_file(
+                    source, workers=workers, near_threshold=params.get("near_threshold", DEFAULT_THRESHOLD),
+                    progress=_ProgressWriter(model=Dataset, pk=dataset.pk, end=0.9),
+                )
+                rebalanced = rebalance_core.rebalance_file(
+                    source=source, destination=destination, report=report, mix=params["mix"],
+                    seed=params.get("seed", 0), target_size=params.get("target_size"),
+                )
+                result = {key: value for key, value in rebalanced.to_dict().items() if key not in ("source", "destination")}
+                achieved_mix = rebalanced.plan.achieved_mix
+                shortfall = "\n".join(rebalanced.plan.shortfalls)
+            stored = _measure(dataset.file.name)
+        except UnreadableDataset as exc:
+            return _derive_fail(dataset, f"the file of dataset #{dataset.parent_id} cannot be read: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the reason goes on the row for a person to read
+            logger.exception("writing dataset %s failed", dataset.pk)
+            return _derive_fail(dataset, _error_text(exc))
+        with transaction.atomic():
+            Dataset.objects.filter(pk=dataset.pk).update(
+                status=DatasetStatus.READY, progress=1.0, finished_at=timezone.now(), size_bytes=stored.size_bytes,
+                line_count=stored.line_count, sha256=stored.sha256, result=result, achieved_mix=achieved_mix,
+                shortfall=shortfall,
+            )
+            dataset.refresh_from_db()
+            _audit_create(dataset=dataset, requested_by=dataset.uploaded_by, via=f"after {dataset.origin} of #{dataset.parent_id}")
+        return dataset
+
+
+def _derive_fail(dataset: Dataset, message: str) -> Dataset:
+    Dataset.objects.filter(pk=dataset.pk).update(status=DatasetStatus.FAILED, finished_at=timezone.now(), error=message)
+    dataset.refresh_from_db()
+    return dataset
+
+
+# --- beat's sweep ----------------------------------------------------------------------------------------
+
+
+def _lock_is_free(namespace: int, pk: int) -> bool:
+    with _worker_lock(namespace, pk) as free:
+        return free
+
+
+def audits_sweep_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -> dict[str, int]:
+    """Beat, every few minutes: the backstop for work whose message is gone.
+
+    * an audit still queued, or a copy still pending and never started, after `older_than_seconds`
+      lost its message (the broker was down when it was sent): its task is sent again;
+    * an audit or copy "running" for longer than the task's hard time limit with no worker holding
+      its lock was killed without being handed back (a hard time limit is not redelivered): it is
+      sent again too, and the attempts cap turns a job that always dies into a failure with a reason.
+
+    A duplicate message is harmless: the tasks skip work that is finished or held by a live worker.
+    """
+    from django.conf import settings
+
+    from audits.tasks import derive_dataset, run_audit
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    dead_cutoff = now - timedelta(seconds=getattr(settings, "CELERY_TASK_TIME_LIMIT", 1860) + 60)
+    runs = list(AuditRun.objects.filter(status=AuditStatus.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True))
+    runs += [
+        pk for pk in AuditRun.objects.filter(status=AuditStatus.RUNNING, started_at__lt=dead_cutoff).values_list("pk", flat=True)
+        if _lock_is_free(_LOCK_NAMESPACE_RUN, pk)
+    ]
+    copies = list(
+        Dataset.objects.filter(status=DatasetStatus.PENDING, started_at__isnull=True, created_at__lt=cutoff).values_list("pk", flat=True)
+    )
+    copies += [
+        pk for pk in Dataset.objects.filter(status=DatasetStatus.PENDING, started_at__lt=dead_cutoff).values_list("pk", flat=True)
+        if _lock_is_free(_LOCK_NAMESPACE_DATASET, pk)
+    ]
+    for pk in runs:
+        run_audit.delay_on_commit(pk)
+    for pk in copies:
+        derive_dataset.delay_on_commit(pk)
+    if runs or copies:
+        logger.warning("audits sweep: sent again audit runs %s and dataset copies %s", runs, copies)
+    return {"audit_runs": len(runs), "datasets": len(copies)}

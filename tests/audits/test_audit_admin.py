@@ -1,0 +1,201 @@
+"""The admin's dataset pages: upload through the form (the service stores it and queues the audit),
+the dataset page with the audit summary, PII per type with masked samples and line numbers, format
+errors, duplicate groups and the difficulty chart — and never a raw PII value —, the buttons that
+call the services, downloads, and read-only lists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from audits import services
+from audits.models import AuditRun, AuditStatus, Dataset, DatasetOrigin, DatasetStatus
+from audits.pii import PII_TYPES
+from tests.audits.samples import PLANTED, chat_line, sentence_with
+from tests.audits.test_models_services import mixed_lines
+from tests.factories import AgentFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):  # type: ignore[no-untyped-def]
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return Path(settings.MEDIA_ROOT)
+
+
+@pytest.fixture
+def admin_client(client):  # type: ignore[no-untyped-def]
+    user = UserFactory(username="root", is_superuser=True)
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+def planted_body() -> bytes:
+    lines = [chat_line(sentence_with(value)) for values in PLANTED.values() for value in values]
+    lines += [chat_line("How are you today?", "Fine, thanks.")] * 2
+    lines.append('{"messages": [{"role": "bot", "content": "hi"}]}')
+    return ("\n".join(lines) + "\n").encode()
+
+
+def audited(dataset: Dataset) -> AuditRun:
+    dataset.refresh_from_db()
+    return services.audit_run_execute(run_id=dataset.latest_audit_id)
+
+
+def test_upload_form_stores_the_file_and_shows_the_audit_without_raw_pii(admin_client, media_root):
+    agent = AgentFactory(slug="support_agent")
+    body = planted_body()
+    response = admin_client.post("/admin/audits/dataset/add/", {
+        "file": SimpleUploadedFile("customers.jsonl", body), "agent": agent.pk, "purpose": "training", "near_threshold": "0.8",
+    })
+    dataset = Dataset.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/admin/audits/dataset/{dataset.pk}/change/"
+    assert (dataset.uploaded_by, dataset.via, dataset.agent, dataset.original_name) == (admin_client.user, "admin", agent, "customers.jsonl")
+    assert (media_root / dataset.file.name).read_bytes() == body
+
+    queued = admin_client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
+    assert 'data-status="queued"' in queued and 'id="audit-progress"' in queued
+    assert '<meta http-equiv="refresh" content="2">' in queued  # the page follows the audit by itself
+
+    run = audited(dataset)
+    page = admin_client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
+    assert 'http-equiv="refresh"' not in page
+    planted = sum(len(values) for values in PLANTED.values())
+    assert f'data-testid="pii-total">{planted}<' in page
+    for pii_type in PII_TYPES:
+        row = re.search(rf'<tr data-pii-type="{pii_type}">(.*?)</tr>', page, re.S).group(1)
+        assert f'<td class="count">{len(PLANTED[pii_type])}</td>' in row
+    email_row = re.search(r'<tr data-pii-type="email">(.*?)</tr>', page, re.S).group(1)
+    assert "1, 2, 3, 4" in email_row and '<span class="masked">j***@e***.com</span> (line 1)' in email_row
+    assert f"<td>{planted + 3}</td><td>line {planted + 3}: messages[0].role &#x27;bot&#x27; is not one of" in page
+    assert f'<tr class="duplicate-group" data-kind="exact"><td>exact</td><td>{planted + 1}, {planted + 2}</td></tr>' in page
+    assert page.count('class="difficulty-bar"') == 3 and 'data-level="easy" data-fraction="1.0"' in page
+    for values in PLANTED.values():
+        for value in values:
+            assert value not in page, value
+            # HTML-escaped forms too ("O'Neil" becomes "O&#x27;Neil").
+            assert value.replace("'", "&#x27;").replace("&", "&amp;") not in page, value
+    assert run.status == AuditStatus.SUCCEEDED
+
+
+def test_buttons_call_the_services(admin_client, media_root):
+    dataset = services.dataset_upload(content=SimpleUploadedFile("t.jsonl", planted_body()), original_name="t.jsonl")
+    page = admin_client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
+    for action in ("audit", "scrub-placeholder", "scrub-pseudonym", "rebalance"):
+        assert f'data-action="{action}"' in page
+
+    refused = admin_client.post(f"/admin/audits/dataset/{dataset.pk}/audit/", follow=True)
+    assert "is still queued" in refused.content.decode() and AuditRun.objects.count() == 1
+    audited(dataset)
+    AuditRun.objects.filter(dataset=dataset).update(near_threshold=0.65)
+    assert admin_client.post(f"/admin/audits/dataset/{dataset.pk}/audit/").status_code == 302
+    again = AuditRun.objects.get(dataset=dataset, requested_by=admin_client.user, via="admin: audit again")
+    assert (again.status, again.near_threshold) == (AuditStatus.QUEUED, 0.65)  # as the audit before
+
+    response = admin_client.post(f"/admin/audits/dataset/{dataset.pk}/scrub/", {"mode": "pseudonym"})
+    scrubbed = Dataset.objects.get(origin=DatasetOrigin.SCRUB)
+    assert response["Location"] == f"/admin/audits/dataset/{scrubbed.pk}/change/"
+    assert (scrubbed.parent, scrubbed.uploaded_by, scrubbed.parameters["mode"]) == (dataset, admin_client.user, "pseudonym")
+    pending = admin_client.get(response["Location"]).content.decode()
+    assert 'data-status="pending"' in pending and 'http-equiv="refresh"' in pending
+    services.dataset_derive_execute(dataset_id=scrubbed.pk)
+    audited(scrubbed)
+    page = admin_client.get(response["Location"]).content.decode()
+    assert 'data-testid="pii-total">0<' in page and f'data-testid="parent-link">#{dataset.pk} t.jsonl' in page
+
+    bad = admin_client.post(f"/admin/audits/dataset/{dataset.pk}/rebalance/", {"mix": "90,20", "seed": "0"}, follow=True)
+    assert "Mix: the mix needs three numbers" in bad.content.decode()
+    assert not Dataset.objects.filter(origin=DatasetOrigin.REBALANCE).exists()
+    assert admin_client.post(f"/admin/audits/dataset/{dataset.pk}/rebalance/", {"mix": "50,30,20", "seed": "4"}).status_code == 302
+    rebalanced = Dataset.objects.get(origin=DatasetOrigin.REBALANCE)
+    assert rebalanced.parameters["mix"] == {"easy": 0.5, "medium": 0.3, "hard": 0.2} and rebalanced.parameters["seed"] == 4
+    parent_page = admin_client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
+    assert parent_page.count('class="derived-row"') == 2
+
+
+def test_rebalanced_page_shows_the_achieved_mix_and_the_shortfall(admin_client):
+    source = SimpleUploadedFile("mix.jsonl", ("\n".join(mixed_lines(easy=20, medium=12, hard=2)) + "\n").encode())
+    dataset = services.dataset_upload(content=source, original_name="mix.jsonl", audit=False)
+    rebalanced = services.dataset_derive_execute(dataset_id=services.dataset_rebalance(dataset=dataset).pk)
+    page = admin_client.get(f"/admin/audits/dataset/{rebalanced.pk}/change/").content.decode()
+    assert f'<span data-level="hard" data-share="{rebalanced.achieved_mix["hard"]}">' in page
+    assert "<li>2 hard examples: " in page and "more needed" in page
+
+
+def test_download_streams_the_file_and_a_pending_copy_has_none(admin_client, media_root):
+    body = planted_body()
+    dataset = services.dataset_upload(content=SimpleUploadedFile("d.jsonl", body), original_name="d.jsonl")
+    response = admin_client.get(f"/admin/audits/dataset/{dataset.pk}/download/")
+    assert response.status_code == 200 and b"".join(response.streaming_content) == body
+    assert response["Content-Disposition"] == 'attachment; filename="d.jsonl"'
+    pending = services.dataset_scrub(dataset=dataset)
+    assert admin_client.get(f"/admin/audits/dataset/{pending.pk}/download/").status_code == 404
+
+
+def test_a_viewer_reads_but_cannot_press_buttons(client):
+    dataset = services.dataset_upload(content=SimpleUploadedFile("d.jsonl", planted_body()), original_name="d.jsonl")
+    viewer = UserFactory(username="viewer")
+    viewer.user_permissions.add(*Permission.objects.filter(content_type__app_label="audits", codename__startswith="view_"))
+    client.force_login(viewer)
+    page = client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
+    assert "data-action=" not in page
+    refused = client.post(f"/admin/audits/dataset/{dataset.pk}/scrub/", {"mode": "placeholder"}, follow=True)
+    assert "User &#x27;viewer&#x27; may not scrub datasets: it needs the permission &#x27;audits.add_dataset&#x27;" in refused.content.decode()
+    assert Dataset.objects.count() == 1
+    assert client.get("/admin/audits/dataset/add/").status_code == 403
+    assert client.post(f"/admin/audits/dataset/{dataset.pk}/delete/", {"post": "yes"}).status_code == 403
+    stranger = UserFactory(username="stranger")
+    client.force_login(stranger)
+    assert client.get(f"/admin/audits/dataset/{dataset.pk}/change/").status_code == 403
+    assert client.get(f"/admin/audits/dataset/{dataset.pk}/download/").status_code == 403
+
+
+def test_lists_render_in_a_fixed_number_of_queries(admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def changelist_queries() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as queries:
+            page = admin_client.get("/admin/audits/dataset/").content.decode()
+        return len(queries), page
+
+    def add(index: int) -> None:
+        dataset = services.dataset_upload(content=SimpleUploadedFile(f"d{index}.jsonl", planted_body()), original_name=f"d{index}.jsonl")
+        if index % 2:
+            audited(dataset)
+
+    for index in range(2):
+        add(index)
+    few, _ = changelist_queries()
+    for index in range(2, 6):
+        add(index)
+    many, page = changelist_queries()
+    assert many == few  # rows come with their agent, uploader, parent and latest audit
+    assert page.count("PII · ") == 3 and page.count("queued 0%") == 3
+    runs = admin_client.get("/admin/audits/auditrun/")
+    assert runs.status_code == 200 and runs.content.decode().count("?run=") == 6
+    run = AuditRun.objects.filter(status=AuditStatus.SUCCEEDED).first()
+    redirect = admin_client.get(f"/admin/audits/auditrun/{run.pk}/change/")
+    assert redirect["Location"] == f"/admin/audits/dataset/{run.dataset_id}/change/?run={run.pk}"
+    assert f"Audit #{run.pk}" in admin_client.get(redirect["Location"]).content.decode()
+    assert admin_client.get("/admin/audits/auditrun/add/").status_code == 403
+
+
+def test_a_failed_audit_and_a_failed_copy_say_why(admin_client, media_root):
+    dataset = services.dataset_upload(content=SimpleUploadedFile("d.jsonl", planted_body()), original_name="d.jsonl")
+    pending = services.dataset_scrub(dataset=dataset)
+    (media_root / dataset.file.name).unlink()
+    audited(dataset)
+    services.dataset_derive_execute(dataset_id=pending.pk)
+    page = admin_client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
+    assert 'data-status="failed"' in page and "cannot be read" in page
+    copy_page = admin_client.get(f"/admin/audits/dataset/{pending.pk}/change/").content.decode()
+    assert 'data-status="failed"' in copy_page and "FileNotFoundError" in copy_page
+    assert Dataset.objects.get(pk=pending.pk).status == DatasetStatus.FAILED
+    assert 'data-action="scrub-placeholder"' not in copy_page  # nothing to scrub
