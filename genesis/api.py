@@ -39,7 +39,7 @@ api = NinjaAPI(
 def _field_name(location: list[Any]) -> str:
     # ninja prefixes the parameter source and name ("body", "payload"); people think in fields.
     parts = [str(part) for part in location]
-    if len(parts) >= 2 and parts[0] in {"body", "query", "path"}:
+    if len(parts) >= 2 and parts[0] in {"body", "query", "path", "form", "file"}:
         parts = parts[2:] if len(parts) > 2 else parts[1:]
     return ".".join(parts) or "body"
 
