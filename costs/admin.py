@@ -1,6 +1,10 @@
 """Admin pages of the costs app. Every button and form calls a service; the ledger can be read,
 added to and reversed here, never edited or deleted. The cost dashboard is the changelist of the
-CostDashboard proxy, so it sits on the admin index next to the ledger."""
+CostDashboard proxy, so it sits on the admin index next to the ledger.
+
+Add and change forms save through their service while the form is validated (ServiceForm): the admin
+then either shows the service's refusal as a form error or reports a save that happened — never a 500
+and never "added successfully" for a row that was not written."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -23,6 +28,45 @@ from costs import budgeting, charts, selectors
 from costs.models import Budget, BudgetAlert, BudgetOverride, CostDashboard, CostEntry, CostReport, Operation, PriceTable
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
 from genesis.errors import DomainError
+
+
+class ServiceForm(forms.ModelForm):
+    """A ModelForm whose save is a service call, made as the last step of validation so that a
+    DomainError becomes a form error. The admin runs the whole view in one transaction, so the
+    service's write commits only with a response that reports it."""
+
+    actor: Any = None  # the request's user; ServiceFormAdminMixin.get_form sets it
+    saved: models.Model | None = None
+
+    def save_through_service(self, *, actor: Any) -> models.Model:
+        raise NotImplementedError
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        if not self.is_bound or self.errors:
+            return
+        try:
+            self.saved = self.save_through_service(actor=self.actor)
+        except DomainError as exc:
+            # Services prefix a message with the parameter it is about ("amount_usd: …"); show it on that field.
+            parameter, separator, rest = exc.message.partition(": ")
+            if separator and parameter in self.fields:
+                self.add_error(parameter, rest)
+            else:
+                self.add_error(None, exc.message)
+
+
+class ServiceFormAdminMixin:
+    """For a ModelAdmin whose form is a ServiceForm: the form gets the user, and saving the model is
+    taking the row the service wrote."""
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any):  # type: ignore[no-untyped-def]
+        form_class = super().get_form(request, obj, **kwargs)  # type: ignore[misc]
+        return type(form_class.__name__, (form_class,), {"actor": request.user})
+
+    def save_model(self, request: HttpRequest, obj: models.Model, form: ServiceForm, change: bool) -> None:
+        obj.pk = form.saved.pk  # type: ignore[union-attr]  # written by the service during validation
+        obj._state.adding = False
 
 
 class ReadOnlyAdminMixin:
@@ -41,8 +85,25 @@ class ReadOnlyAdminMixin:
 # --- prices ------------------------------------------------------------------------------------------------
 
 
+class PriceTableForm(ServiceForm):
+    class Meta:
+        model = PriceTable
+        fields = ("model", "effective_from", "input_usd_per_million", "output_usd_per_million", "training_usd_per_million",
+                  "fine_tuning_minimum_usd", "storage_usd_per_month", "source", "source_date", "note")
+
+    def save_through_service(self, *, actor: Any) -> PriceTable:
+        price = self.instance  # model and effective_from come from the row when they are read-only
+        return price_upsert(
+            model=price.model, effective_from=price.effective_from, input_usd_per_million=price.input_usd_per_million,
+            output_usd_per_million=price.output_usd_per_million, training_usd_per_million=price.training_usd_per_million,
+            fine_tuning_minimum_usd=price.fine_tuning_minimum_usd, storage_usd_per_month=price.storage_usd_per_month,
+            source=price.source, source_date=price.source_date, note=price.note, actor=actor,
+        )
+
+
 @admin.register(PriceTable)
-class PriceTableAdmin(SimpleHistoryAdmin):
+class PriceTableAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
+    form = PriceTableForm
     list_display = ("model", "effective_from", "input_usd_per_million", "output_usd_per_million",
                     "training_usd_per_million", "fine_tuning_minimum_usd", "storage_usd_per_month", "source_date")
     list_filter = ("model",)
@@ -58,25 +119,24 @@ class PriceTableAdmin(SimpleHistoryAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # costs already computed from a version stay explained by it
 
-    def save_model(self, request: HttpRequest, obj: PriceTable, form: forms.ModelForm, change: bool) -> None:
-        saved = price_upsert(
-            model=obj.model, effective_from=obj.effective_from, input_usd_per_million=obj.input_usd_per_million,
-            output_usd_per_million=obj.output_usd_per_million, training_usd_per_million=obj.training_usd_per_million,
-            fine_tuning_minimum_usd=obj.fine_tuning_minimum_usd, storage_usd_per_month=obj.storage_usd_per_month,
-            source=obj.source, source_date=obj.source_date, note=obj.note, actor=request.user,
-        )
-        obj.pk = saved.pk
-
 
 # --- the ledger ----------------------------------------------------------------------------------------------
 
 
-class CostEntryAddForm(forms.ModelForm):
+class CostEntryAddForm(ServiceForm):
     amount_usd = forms.DecimalField(min_value=Decimal(0), decimal_places=6, max_digits=16, label="Amount (USD)")
 
     class Meta:
         model = CostEntry
         fields = ("agent", "operation", "amount_usd", "model", "tokens", "note")
+
+    def save_through_service(self, *, actor: Any) -> CostEntry:
+        data = self.cleaned_data
+        return cost_record(
+            agent=data["agent"], operation=data["operation"], amount_usd=data["amount_usd"], model=data.get("model") or "",
+            tokens=data.get("tokens"), note=data.get("note") or "", actor=actor, source="admin",
+            idempotency_key=f"admin:{uuid.uuid4()}",
+        )
 
 
 class ReverseForm(forms.Form):
@@ -84,7 +144,7 @@ class ReverseForm(forms.Form):
 
 
 @admin.register(CostEntry)
-class CostEntryAdmin(admin.ModelAdmin):
+class CostEntryAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     list_display = ("id", "occurred_at", "agent", "operation", "model", "amount_usd", "tokens", "source", "actor", "reverses")
     list_filter = ("operation", "agent", "occurred_at")
     search_fields = ("idempotency_key", "model", "source", "note", "agent__slug")
@@ -109,15 +169,6 @@ class CostEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # append-only: reverse instead
-
-    def save_model(self, request: HttpRequest, obj: CostEntry, form: forms.ModelForm, change: bool) -> None:
-        data = form.cleaned_data
-        entry = cost_record(
-            agent=data["agent"], operation=data["operation"], amount_usd=data["amount_usd"], model=data.get("model") or "",
-            tokens=data.get("tokens"), note=data.get("note") or "", actor=request.user, source="admin",
-            idempotency_key=f"admin:{uuid.uuid4()}",
-        )
-        obj.pk = entry.pk
 
     @admin.display(description="caused by")
     def source_link(self, entry: CostEntry) -> str:
@@ -171,7 +222,7 @@ class CostEntryAdmin(admin.ModelAdmin):
 # --- budgets ------------------------------------------------------------------------------------------------------
 
 
-class BudgetForm(forms.ModelForm):
+class BudgetForm(ServiceForm):
     thresholds = forms.CharField(
         help_text="Percent and severity (warning, critical, emergency), e.g. '25 warning, 50 critical, 83 emergency'.",
     )
@@ -194,12 +245,21 @@ class BudgetForm(forms.ModelForm):
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
 
+    def save_through_service(self, *, actor: Any) -> Budget:
+        data = self.cleaned_data
+        return budget_upsert(
+            name=self.instance.name, amount_usd=data["amount_usd"], period=data["period"], agent=data.get("agent"),
+            thresholds=data["thresholds"], hard_limit=data["hard_limit"], active=data["active"], actor=actor,
+            reason=data.get("reason") or "",
+        )
+
 
 @admin.register(Budget)
-class BudgetAdmin(SimpleHistoryAdmin):
+class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
     form = BudgetForm
-    list_display = ("name", "scope", "period", "amount_usd", "spent", "used", "hard_limit", "active")
+    list_display = ("name", "scope", "period", "amount_usd", "spent", "hard_limit", "active")
     list_filter = ("period", "hard_limit", "active")
+    list_select_related = ("agent",)
 
     def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
         return ("name",) if obj else ()
@@ -213,24 +273,11 @@ class BudgetAdmin(SimpleHistoryAdmin):
 
     @admin.display(description="spent (current period)")
     def spent(self, budget: Budget) -> str:
-        return budgeting.format_usd(selectors.budget_status(budget=budget).spent)
-
-    @admin.display(description="used")
-    def used(self, budget: Budget) -> str:
-        return budgeting.format_percent(selectors.budget_status(budget=budget).percent)
-
-    def save_model(self, request: HttpRequest, obj: Budget, form: BudgetForm, change: bool) -> None:
-        data = form.cleaned_data
-        try:
-            saved = budget_upsert(
-                name=obj.name, amount_usd=data["amount_usd"], period=data["period"], agent=data.get("agent"),
-                thresholds=data["thresholds"], hard_limit=data["hard_limit"], active=data["active"], actor=request.user,
-                reason=data.get("reason") or "",
-            )
-        except DomainError as exc:
-            messages.error(request, exc.message)
-            return
-        obj.pk = saved.pk
+        """Spend and share of the budget, from one query per row (the burn rate is the dashboard's)."""
+        period = budgeting.period_containing(budget.period, timezone.localtime())
+        spent = selectors.budget_spent(budget=budget, period=period)
+        percent = budgeting.percent_used(spent=spent, limit=budget.amount_usd)
+        return f"{budgeting.format_usd(spent)} ({budgeting.format_percent(percent)})"
 
 
 @admin.register(BudgetAlert)

@@ -160,8 +160,11 @@ class Shortfall:
 
 
 def estimate_shortfall(*, budget: str, limit: Decimal, spent: Decimal, estimate: Decimal, period: Period) -> Shortfall | None:
-    """A Shortfall when the estimate does not fit in what is left of the budget, else None."""
-    if estimate <= max(limit - spent, Decimal(0)):
+    """A Shortfall when the estimate does not fit in what is left of the budget, else None. A budget
+    with nothing left refuses everything, even an estimate of zero: an estimate is a guess, and paid
+    work started on a spent budget can only overspend it."""
+    remaining = limit - spent
+    if remaining > 0 and estimate <= remaining:
         return None
     return Shortfall(budget=budget, limit=limit, spent=spent, estimate=estimate, period=period)
 
@@ -169,10 +172,16 @@ def estimate_shortfall(*, budget: str, limit: Decimal, spent: Decimal, estimate:
 def refusal_message(shortfall: Shortfall, *, override_permission: str) -> str:
     period = "" if shortfall.period.key == PERIOD_TOTAL else f" for {shortfall.period.label}"
     percent = format_percent(percent_used(spent=shortfall.spent, limit=shortfall.limit))
+    if shortfall.remaining <= 0:
+        need = "nothing is left, so no paid work may start"
+    else:
+        need = (
+            f"this run needs an estimated {format_usd(shortfall.estimate)} "
+            f"but only {format_usd(shortfall.remaining)} is left"
+        )
     return (
         f"budget '{shortfall.budget}' is at {percent} of {format_usd(shortfall.limit)}{period} "
-        f"({format_usd(shortfall.spent)} spent); this run needs an estimated {format_usd(shortfall.estimate)} "
-        f"but only {format_usd(shortfall.remaining)} is left — raise the budget or pass an override reason "
+        f"({format_usd(shortfall.spent)} spent); {need} — raise the budget or pass an override reason "
         f"as a user with {override_permission}"
     )
 

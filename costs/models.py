@@ -187,6 +187,10 @@ class BudgetAlert(models.Model):
     delivery_attempts = models.PositiveSmallIntegerField(default=0)
     deliveries = models.JSONField(default=dict, blank=True, help_text="Per channel: 'ok' or the failure.")
     delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_claimed_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Set while a worker sends the alert; other workers leave it alone until the claim is old (services.ALERT_DELIVERY_LEASE).",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

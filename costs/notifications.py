@@ -4,13 +4,18 @@
 
 `deliver` never raises: a channel that fails is logged and reported back as "failed: …", and the
 caller keeps the alert or report row with that result, so nothing is lost and a later sweep can retry
-only the channels that failed."""
+only the channels that failed.
+
+A webhook URL is a secret (whoever has it can post to the channel), so a webhook failure is described
+by the exception's type, the host and the HTTP status only — never the exception text, which for
+`requests` errors contains the URL path, nor the response body."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -42,19 +47,31 @@ class Channel(Protocol):
 
     def send(self, notice: Notice) -> None: ...
 
+    def describe_failure(self, exc: Exception) -> str:
+        """What may be logged and stored about a failed send (it is shown in the admin)."""
+        ...
+
+
+def _describe_exception(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
 
 _LOG_LEVELS = {"warning": logging.WARNING, "critical": logging.ERROR, "emergency": logging.CRITICAL}
 
 
 class LogChannel:
     name = "log"
+    describe_failure = staticmethod(_describe_exception)
 
     def send(self, notice: Notice) -> None:
         logger.log(_LOG_LEVELS.get(notice.severity, logging.INFO), "%s — %s", notice.subject, notice.text)
 
 
 class EmailChannel:
+    """Django's mail backend; host, port, credentials, TLS and timeout come from the EMAIL_* settings."""
+
     name = "email"
+    describe_failure = staticmethod(_describe_exception)
 
     def __init__(self, recipients: list[str]) -> None:
         self.recipients = recipients
@@ -66,6 +83,14 @@ class EmailChannel:
         message.send(fail_silently=False)
 
 
+class WebhookRefused(Exception):
+    """The webhook answered with an HTTP error status."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
 class SlackWebhookChannel:
     """POSTs `{"text": …}`, which Slack, Mattermost, Rocket.Chat and Discord's /slack endpoint accept."""
 
@@ -74,10 +99,27 @@ class SlackWebhookChannel:
     def __init__(self, url: str, timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> None:
         self.url, self.timeout = url, timeout
 
+    @property
+    def host(self) -> str:
+        """Host and port only: the path and query of a webhook URL are its secret, and the user info
+        part would be a password."""
+        parts = urlsplit(self.url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return f"{parts.hostname or '?'}{f':{port}' if port else ''}"
+
     def send(self, notice: Notice) -> None:
         response = requests.post(self.url, json={"text": f"*{notice.subject}*\n{notice.text}"}, timeout=self.timeout)
         if response.status_code >= 300:
-            raise RuntimeError(f"webhook answered HTTP {response.status_code}: {response.text[:200]}")
+            raise WebhookRefused(response.status_code)
+
+    def describe_failure(self, exc: Exception) -> str:
+        status = getattr(exc, "status_code", None)
+        if status is None:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+        return f"{type(exc).__name__} from webhook host {self.host}" + (f", HTTP {status}" if status else "")
 
 
 def configured_channels() -> list[Channel]:
@@ -98,8 +140,9 @@ def deliver(notice: Notice, channels: list[Channel]) -> dict[str, str]:
         try:
             channel.send(notice)
         except Exception as exc:  # noqa: BLE001 - one broken channel must not stop the others
-            logger.error("could not deliver %r through %s: %s: %s", notice.subject, channel.name, type(exc).__name__, exc)
-            results[channel.name] = f"failed: {type(exc).__name__}: {exc}"[:300]
+            failure = channel.describe_failure(exc)
+            logger.error("could not deliver %r through %s: %s", notice.subject, channel.name, failure)
+            results[channel.name] = f"failed: {failure}"[:300]
         else:
             results[channel.name] = OK
     return results

@@ -92,9 +92,7 @@ def render_markdown(data: ReportData) -> str:
     lines += _table("By model", _totals_by(data, "model"), total)
     lines += _table("By day", _totals_by(data, "day"), total)
     lines += ["## Fine-tuning jobs", ""]
-    if data.fine_tuning_jobs is None:
-        lines.append("Fine-tuning jobs are not tracked in this installation yet (no FineTuningJob table).")
-    elif not data.fine_tuning_jobs:
+    if not data.fine_tuning_jobs:
         lines.append("No fine-tuning job.")
     else:
         lines += ["| job | agent | model | status | created | charged |", "|---|---|---|---|---|---:|"]
@@ -135,7 +133,7 @@ def report_as_dict(data: ReportData) -> dict[str, Any]:
              "delivery": a.delivery}
             for a in data.alerts
         ],
-        "fine_tuning_jobs": None if data.fine_tuning_jobs is None else [
+        "fine_tuning_jobs": [
             {"job": j.job, "agent": j.agent, "model": j.model, "status": j.status,
              "created_at": j.created_at.isoformat() if j.created_at else None, "cost_usd": money_str(j.cost)}
             for j in data.fine_tuning_jobs

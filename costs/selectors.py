@@ -5,16 +5,14 @@ Money is summed in SQL (Sum over a DecimalField is exact on PostgreSQL) and stay
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
-from django.db import DatabaseError, transaction
 from django.db.models import Count, DecimalField, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -22,8 +20,8 @@ from django.utils import timezone
 from costs import budgeting, pricing
 from costs.models import Budget, BudgetAlert, CostEntry, PriceTable
 from genesis.errors import NotFound
-
-logger = logging.getLogger(__name__)
+from models_app.finetuning_selectors import jobs_for_agents
+from models_app.models import FineTuningJob
 
 ZERO = Decimal(0)
 _MONEY_SUM = DecimalField(max_digits=20, decimal_places=6)
@@ -79,10 +77,10 @@ def fine_tuning_cost(*, model: str, training_tokens: int, on: date | None = None
 # --- budgets ------------------------------------------------------------------------------------------
 
 
-def budgets_covering(*, agent_id: int) -> QuerySet[Budget]:
-    """Active budgets that count `agent`'s spend: the all-agents ones and the agent's own, in a fixed
-    order so that services locking several of them never deadlock."""
-    return Budget.objects.filter(active=True).filter(Q(agent__isnull=True) | Q(agent_id=agent_id)).order_by("pk")
+def budgets_covering(*, agent_ids: Collection[int]) -> QuerySet[Budget]:
+    """Active budgets that count the spend of any of `agent_ids`: the all-agents ones and the agents'
+    own, in a fixed order so that services locking several of them never deadlock."""
+    return Budget.objects.filter(active=True).filter(Q(agent__isnull=True) | Q(agent_id__in=agent_ids)).order_by("pk")
 
 
 def entries_in_scope(*, budget: Budget, period: budgeting.Period) -> QuerySet[CostEntry]:
@@ -147,8 +145,8 @@ def budget_status(*, budget: Budget, now: datetime | None = None) -> BudgetStatu
 def budget_by_name(*, name: str) -> Budget:
     budget = Budget.objects.select_related("agent").filter(name=name).first()
     if budget is None:
-        known = ", ".join(Budget.objects.order_by("name").values_list("name", flat=True)) or "none (run seed_demo)"
-        raise NotFound(f"budget '{name}' does not exist; budgets: {known}")
+        # Not the list of budgets: a caller (an agent's API key) may only see the budgets it may read.
+        raise NotFound(f"budget '{name}' does not exist")
     return budget
 
 
@@ -275,7 +273,7 @@ class ReportData:
     rows: list[SpendRow]
     budgets: list[BudgetLine] = field(default_factory=list)
     alerts: list[AlertLine] = field(default_factory=list)
-    fine_tuning_jobs: list[FineTuningJobLine] | None = None  # None: the fine-tuning app is not installed yet
+    fine_tuning_jobs: list[FineTuningJobLine] = field(default_factory=list)
 
     @property
     def total(self) -> Decimal:
@@ -286,49 +284,29 @@ class ReportData:
         return sum(row.entries for row in self.rows)
 
 
-def _first_attribute(obj: Any, names: tuple[str, ...], default: Any = "") -> Any:
-    for name in names:
-        value = getattr(obj, name, None)
-        if value not in (None, ""):
-            return value
-    return default
-
-
-def fine_tuning_jobs_for_report(*, limit: int = 100) -> list[FineTuningJobLine] | None:
-    """Fine-tuning jobs with their status and what the ledger charged for each.
-
-    Extension point: the FineTuningJob table belongs to models_app and is built in another issue, so
-    it is looked up by name and read defensively; until it exists the report says so (None)."""
-    try:
-        job_model = apps.get_model("models_app", "FineTuningJob")
-    except LookupError:
-        return None
-    content_type = ContentType.objects.get_for_model(job_model)
+def fine_tuning_jobs_for_report(*, as_of: datetime, limit: int = 100) -> list[FineTuningJobLine]:
+    """The newest fine-tuning jobs created by `as_of`, with what the ledger had charged for each by then
+    (entries whose source row is the job)."""
+    jobs = list(jobs_for_agents().filter(created_at__lte=as_of)[:limit])
     charged = {
         row["source_id"]: row["total"]
-        for row in CostEntry.objects.filter(source_type=content_type).values("source_id").annotate(total=_sum_amount())
+        for row in CostEntry.objects.filter(
+            source_type=ContentType.objects.get_for_model(FineTuningJob),
+            source_id__in=[str(job.pk) for job in jobs],
+            recorded_at__lte=as_of,
+        ).values("source_id").annotate(total=_sum_amount())
     }
-    ordering = "-created_at" if any(f.name == "created_at" for f in job_model._meta.get_fields()) else "-pk"
-    try:
-        with transaction.atomic():  # a savepoint: a missing table must not abort the caller's transaction
-            jobs = list(job_model.objects.all().order_by(ordering)[:limit])
-    except DatabaseError as exc:
-        logger.warning("fine-tuning jobs left out of the cost report: %s", exc)
-        return None
-    lines = []
-    for job in jobs:
-        agent = _first_attribute(job, ("agent",), None)
-        lines.append(
-            FineTuningJobLine(
-                job=str(_first_attribute(job, ("provider_job_id", "job_id", "external_id"), job.pk)),
-                agent=str(getattr(agent, "slug", agent or "")),
-                model=str(_first_attribute(job, ("fine_tuned_model", "model_id", "base_model", "model"))),
-                status=str(_first_attribute(job, ("status",), "unknown")),
-                created_at=_first_attribute(job, ("created_at",), None),
-                cost=charged.get(str(job.pk), ZERO),
-            )
+    return [
+        FineTuningJobLine(
+            job=job.provider_job_id or f"#{job.pk}",
+            agent=job.agent.slug,
+            model=job.fine_tuned_model or job.base_model,
+            status=job.status,
+            created_at=job.created_at,
+            cost=charged.get(str(job.pk), ZERO),
         )
-    return lines
+        for job in jobs
+    ]
 
 
 def cost_report_data(*, as_of: datetime | None = None) -> ReportData:
@@ -375,4 +353,6 @@ def cost_report_data(*, as_of: datetime | None = None) -> ReportData:
         )
         for alert in BudgetAlert.objects.filter(created_at__lte=as_of).select_related("budget").order_by("-created_at", "-id")[:100]
     ]
-    return ReportData(as_of=as_of, rows=rows, budgets=budgets, alerts=alerts, fine_tuning_jobs=fine_tuning_jobs_for_report())
+    return ReportData(
+        as_of=as_of, rows=rows, budgets=budgets, alerts=alerts, fine_tuning_jobs=fine_tuning_jobs_for_report(as_of=as_of)
+    )

@@ -13,17 +13,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from costs import budgeting, notifications, pricing, reports, selectors
 from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, CostReport, Operation, PriceTable
-from costs.selectors import fine_tuning_cost, inference_cost, price_in_force  # noqa: F401 - part of the services' surface
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.permissions import require_permission
 
@@ -31,16 +31,49 @@ logger = logging.getLogger(__name__)
 
 OVERRIDE_PERMISSION = "costs.override_budget"
 MAX_ALERT_DELIVERY_ATTEMPTS = 5
+# How long a worker may take to send an alert before another may try: far above the channels'
+# timeouts (EMAIL_TIMEOUT, notifications.WEBHOOK_TIMEOUT_SECONDS), so it only runs out when the
+# worker that claimed the alert died while sending.
+ALERT_DELIVERY_LEASE = timedelta(minutes=5)
+# Token counts are BigIntegerField columns.
+MAX_TOKENS = 2**63 - 1
 
 
-def _decimal(value: Any, *, name: str) -> Decimal:
+def _decimal(value: Any, *, name: str, column: models.DecimalField | None = None) -> Decimal:
+    """`value` as a finite Decimal, or InvalidInput naming `name`. With `column` (the model field it
+    will be stored in) it is rounded half-up to the column's decimal places, and refused when it has
+    more whole digits than the column holds — the one place amounts are checked against the schema."""
     try:
         amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
         raise InvalidInput(f"{name}: '{value}' is not a number of dollars, e.g. 2.50") from None
     if not amount.is_finite():
         raise InvalidInput(f"{name}: '{value}' is not a number of dollars, e.g. 2.50")
+    if column is None:
+        return amount
+    quantum = Decimal(1).scaleb(-column.decimal_places)
+    bound = Decimal(10) ** (column.max_digits - column.decimal_places)
+    # Compared before rounding too: rounding 1E+40 to micro-dollars would exceed Decimal's precision.
+    if abs(amount) >= bound or abs(amount := amount.quantize(quantum, rounding=ROUND_HALF_UP)) >= bound:
+        raise InvalidInput(
+            f"{name}: {value} is too large; it can be at most {bound - quantum:,f} "
+            f"({column.max_digits - column.decimal_places} digits before the decimal point)"
+        )
     return amount
+
+
+def _ledger_amount(value: Any, *, name: str = "amount_usd") -> Decimal:
+    return _decimal(value, name=name, column=CostEntry._meta.get_field("amount_usd"))
+
+
+def _check_tokens(**counts: int | None) -> None:
+    for name, count in counts.items():
+        if count is None:
+            continue
+        if count < 0:
+            raise InvalidInput(f"{name}: cannot be negative")
+        if count > MAX_TOKENS:
+            raise InvalidInput(f"{name}: {count} is too large; it can be at most {MAX_TOKENS:,}")
 
 
 def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
@@ -77,12 +110,16 @@ def price_upsert(
         raise InvalidInput("model: must not be empty")
     if not source.strip():
         raise InvalidInput("source: say where the prices come from (a URL or document)")
+    given = {
+        "input_usd_per_million": input_usd_per_million,
+        "output_usd_per_million": output_usd_per_million,
+        "training_usd_per_million": None if training_usd_per_million == "" else training_usd_per_million,
+        "fine_tuning_minimum_usd": fine_tuning_minimum_usd,
+        "storage_usd_per_month": storage_usd_per_month,
+    }
     values = {
-        "input_usd_per_million": _decimal(input_usd_per_million, name="input_usd_per_million"),
-        "output_usd_per_million": _decimal(output_usd_per_million, name="output_usd_per_million"),
-        "training_usd_per_million": None if training_usd_per_million in (None, "") else _decimal(training_usd_per_million, name="training_usd_per_million"),
-        "fine_tuning_minimum_usd": _decimal(fine_tuning_minimum_usd, name="fine_tuning_minimum_usd"),
-        "storage_usd_per_month": _decimal(storage_usd_per_month, name="storage_usd_per_month"),
+        name: None if value is None else _decimal(value, name=name, column=PriceTable._meta.get_field(name))
+        for name, value in given.items()
     }
     for name, value in values.items():
         if value is not None and value < 0:
@@ -110,29 +147,58 @@ def _amount_for(
     input_tokens: int | None, output_tokens: int | None, on: date,
 ) -> Decimal:
     if amount_usd is not None:
-        amount = _decimal(amount_usd, name="amount_usd")
+        amount = _ledger_amount(amount_usd)
         if amount < 0:
             raise InvalidInput(
                 f"amount_usd: {amount} is negative; the ledger is append-only — correct an entry by reversing it"
             )
-        return pricing.to_ledger_amount(amount)
+        return amount
     if not model:
         raise InvalidInput("give amount_usd, or a model and its tokens to price")
     if operation in (Operation.INFERENCE, Operation.BENCHMARK):
         if input_tokens is None or output_tokens is None:
             raise InvalidInput(f"{operation}: give input_tokens and output_tokens (input and output are priced differently)")
-        return inference_cost(model=model, input_tokens=input_tokens, output_tokens=output_tokens, on=on, base_model=base_model)
-    if operation == Operation.FINE_TUNING:
+        cost = selectors.inference_cost(model=model, input_tokens=input_tokens, output_tokens=output_tokens, on=on, base_model=base_model)
+    elif operation == Operation.FINE_TUNING:
         if tokens is None:
             raise InvalidInput("fine_tuning: give the training tokens (tokens) or the provider's reported cost (amount_usd)")
-        return fine_tuning_cost(model=model, training_tokens=tokens, on=on, base_model=base_model)
-    if operation == Operation.STORAGE:
-        return pricing.storage_cost(price=price_in_force(model=model, on=on, base_model=base_model))
-    raise InvalidInput(f"{operation}: give amount_usd")
+        cost = selectors.fine_tuning_cost(model=model, training_tokens=tokens, on=on, base_model=base_model)
+    elif operation == Operation.STORAGE:
+        cost = pricing.storage_cost(price=selectors.price_in_force(model=model, on=on, base_model=base_model))
+    else:
+        raise InvalidInput(f"{operation}: give amount_usd")
+    return _ledger_amount(cost, name="amount_usd (computed from the tokens)")
 
 
-def _same_charge(entry: CostEntry, *, agent_id: int, operation: str, amount: Decimal) -> bool:
-    return entry.agent_id == agent_id and entry.operation == operation and entry.amount_usd == amount
+@dataclass(frozen=True)
+class _ChargeIdentity:
+    """What makes a retry the same charge: who, what kind, and the row that caused it. Not the amount,
+    which a retry recomputes at a later time or after a price edit, nor the free-text `source` label."""
+
+    agent_id: int
+    operation: str
+    source_type_id: int | None
+    source_id: str
+
+    @classmethod
+    def of_entry(cls, entry: CostEntry) -> _ChargeIdentity:
+        return cls(entry.agent_id, entry.operation, entry.source_type_id, entry.source_id)
+
+    @classmethod
+    def of_request(cls, *, agent: Any, operation: str, source_object: models.Model | None) -> _ChargeIdentity:
+        if source_object is None:
+            return cls(agent.pk, operation, None, "")
+        return cls(agent.pk, operation, ContentType.objects.get_for_model(source_object).pk, str(source_object.pk))
+
+
+def _original_entry(entry: CostEntry, *, key: str, identity: _ChargeIdentity) -> CostEntry:
+    """The entry already recorded under `key` when `identity` is the same charge (a retry), else Conflict."""
+    if _ChargeIdentity.of_entry(entry) != identity:
+        raise Conflict(
+            f"idempotency key '{key}' was already used for entry #{entry.pk} ({entry.amount_usd} USD "
+            f"{entry.operation} for agent #{entry.agent_id}); use a new key for a different charge"
+        )
+    return entry
 
 
 @transaction.atomic
@@ -157,17 +223,21 @@ def cost_record(
 
     The amount is `amount_usd` (e.g. a provider's reported cost) or is computed from the price table:
     inference/benchmark from input_tokens + output_tokens, fine_tuning from training `tokens` (with the
-    minimum fee), storage as one month. Idempotent on `idempotency_key`: the same key returns the entry
-    already recorded (a key reused for a different charge is refused)."""
+    minimum fee), storage as one month. Idempotent on `idempotency_key`: a retry — the same key for the
+    same agent, operation and source row — returns the entry already recorded, as it was recorded
+    (nothing is priced again); the key reused for a different agent, operation or source is refused."""
     require_permission(actor=actor, permission="costs.add_costentry", action="record costs")
     key = (idempotency_key or "").strip()
     if not key:
         raise InvalidInput("idempotency_key: must not be empty (e.g. 'benchmark-result:42')")
     if operation not in Operation.values:
         raise InvalidInput(f"operation: '{operation}' is not one of {', '.join(Operation.values)}")
-    for name, count in (("tokens", tokens), ("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-        if count is not None and count < 0:
-            raise InvalidInput(f"{name}: cannot be negative")
+    _check_tokens(tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens)
+    identity = _ChargeIdentity.of_request(agent=agent, operation=operation, source_object=source_object)
+    existing = CostEntry.objects.filter(idempotency_key=key).first()
+    if existing is not None:
+        return _original_entry(existing, key=key, identity=identity)
+
     occurred_at = occurred_at or timezone.now()
     amount = _amount_for(
         operation=operation, amount_usd=amount_usd, model=model, base_model=base_model, tokens=tokens,
@@ -177,30 +247,20 @@ def cost_record(
         tokens = input_tokens + output_tokens
 
     # The lock that makes threshold checks (and the alerts) exactly-once; see the module docstring.
-    budgets = list(selectors.budgets_covering(agent_id=agent.pk).select_for_update())
-
-    existing = CostEntry.objects.filter(idempotency_key=key).first()
-    if existing is None:
-        try:
-            with transaction.atomic():  # a savepoint: a lost race on the key must not abort the caller
-                entry = CostEntry.objects.create(
-                    amount_usd=amount, agent=agent, operation=operation, model=model, tokens=tokens,
-                    input_tokens=input_tokens, output_tokens=output_tokens,
-                    source_type=ContentType.objects.get_for_model(source_object) if source_object is not None else None,
-                    source_id=str(source_object.pk) if source_object is not None else "",
-                    source=source[:300], occurred_at=occurred_at, actor=actor, idempotency_key=key, note=note,
-                )
-        except IntegrityError:
-            existing = CostEntry.objects.filter(idempotency_key=key).first()
-            if existing is None:
-                raise
-    if existing is not None:
-        if not _same_charge(existing, agent_id=agent.pk, operation=operation, amount=amount):
-            raise Conflict(
-                f"idempotency key '{key}' was already used for entry #{existing.pk} ({existing.amount_usd} USD "
-                f"{existing.operation} for agent #{existing.agent_id}); use a new key for a different charge"
+    budgets = list(selectors.budgets_covering(agent_ids=[agent.pk]).select_for_update())
+    try:
+        with transaction.atomic():  # a savepoint: a lost race on the key must not abort the caller
+            entry = CostEntry.objects.create(
+                amount_usd=amount, agent=agent, operation=operation, model=model, tokens=tokens,
+                input_tokens=input_tokens, output_tokens=output_tokens, source_type_id=identity.source_type_id,
+                source_id=identity.source_id, source=source[:300], occurred_at=occurred_at, actor=actor,
+                idempotency_key=key, note=note,
             )
-        return existing
+    except IntegrityError:
+        existing = CostEntry.objects.filter(idempotency_key=key).first()
+        if existing is None:
+            raise
+        return _original_entry(existing, key=key, identity=identity)
 
     for budget in budgets:
         _raise_alerts(budget=budget, at=entry.occurred_at, triggered_by=entry)
@@ -235,14 +295,8 @@ def cost_record_many(*, charges: list[Charge], actor: Any = None) -> list[CostEn
     if not charges:
         return []
     now = timezone.now()
-    prices: dict[tuple[str, str | None, date], pricing.Price] = {}
-
-    def price_for(model: str, base_model: str | None, on: date) -> pricing.Price:
-        if (model, base_model, on) not in prices:
-            prices[(model, base_model, on)] = price_in_force(model=model, on=on, base_model=base_model)
-        return prices[(model, base_model, on)]
-
-    planned: dict[str, CostEntry] = {}
+    keys: list[str] = []
+    identities: dict[str, _ChargeIdentity] = {}
     for position, charge in enumerate(charges):
         key = (charge.idempotency_key or "").strip()
         where = f"charges[{position}]"
@@ -250,52 +304,71 @@ def cost_record_many(*, charges: list[Charge], actor: Any = None) -> list[CostEn
             raise InvalidInput(f"{where}.idempotency_key: must not be empty")
         if charge.operation not in Operation.values:
             raise InvalidInput(f"{where}.operation: '{charge.operation}' is not one of {', '.join(Operation.values)}")
-        for name in ("tokens", "input_tokens", "output_tokens"):
-            if (getattr(charge, name) or 0) < 0:
-                raise InvalidInput(f"{where}.{name}: cannot be negative")
+        try:
+            _check_tokens(tokens=charge.tokens, input_tokens=charge.input_tokens, output_tokens=charge.output_tokens)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}.{exc.message}") from None
+        identity = _ChargeIdentity.of_request(agent=charge.agent, operation=charge.operation, source_object=charge.source_object)
+        if identities.setdefault(key, identity) != identity:
+            raise Conflict(f"{where}.idempotency_key: '{key}' appears twice in the batch for different charges")
+        keys.append(key)
+
+    # Retries first: a key already on the ledger returns its entry as recorded, without pricing it again.
+    stored = {entry.idempotency_key: entry for entry in CostEntry.objects.filter(idempotency_key__in=identities)}
+    for key, entry in stored.items():
+        _original_entry(entry, key=key, identity=identities[key])
+
+    prices: dict[tuple[str, str | None, date], pricing.Price] = {}
+
+    def price_for(model: str, base_model: str | None, on: date) -> pricing.Price:
+        if (model, base_model, on) not in prices:
+            prices[(model, base_model, on)] = selectors.price_in_force(model=model, on=on, base_model=base_model)
+        return prices[(model, base_model, on)]
+
+    planned: dict[str, CostEntry] = {}
+    for position, (key, charge) in enumerate(zip(keys, charges, strict=True)):
+        if key in stored or key in planned:
+            continue
+        where = f"charges[{position}]"
         occurred_at = charge.occurred_at or now
         on = timezone.localdate(occurred_at)
         tokens = charge.tokens
-        if charge.amount_usd is None and charge.model and charge.operation in (Operation.INFERENCE, Operation.BENCHMARK) \
-                and charge.input_tokens is not None and charge.output_tokens is not None:
-            amount = pricing.inference_cost(price=price_for(charge.model, charge.base_model, on),
-                                            input_tokens=charge.input_tokens, output_tokens=charge.output_tokens)
-        else:
-            try:
+        try:
+            if charge.amount_usd is None and charge.model and charge.operation in (Operation.INFERENCE, Operation.BENCHMARK) \
+                    and charge.input_tokens is not None and charge.output_tokens is not None:
+                amount = _ledger_amount(
+                    pricing.inference_cost(price=price_for(charge.model, charge.base_model, on),
+                                           input_tokens=charge.input_tokens, output_tokens=charge.output_tokens),
+                    name="amount_usd (computed from the tokens)",
+                )
+            else:
                 amount = _amount_for(
                     operation=charge.operation, amount_usd=charge.amount_usd, model=charge.model, base_model=charge.base_model,
                     tokens=charge.tokens, input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, on=on,
                 )
-            except InvalidInput as exc:
-                raise InvalidInput(f"{where}: {exc.message}") from None
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc.message}") from None
         if tokens is None and charge.input_tokens is not None and charge.output_tokens is not None:
             tokens = charge.input_tokens + charge.output_tokens
-        entry = CostEntry(
+        identity = identities[key]
+        planned[key] = CostEntry(
             amount_usd=amount, agent=charge.agent, operation=charge.operation, model=charge.model, tokens=tokens,
-            input_tokens=charge.input_tokens, output_tokens=charge.output_tokens,
-            source_type=ContentType.objects.get_for_model(charge.source_object) if charge.source_object is not None else None,
-            source_id=str(charge.source_object.pk) if charge.source_object is not None else "",
-            source=charge.source[:300], occurred_at=occurred_at, actor=actor, idempotency_key=key, note=charge.note,
+            input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, source_type_id=identity.source_type_id,
+            source_id=identity.source_id, source=charge.source[:300], occurred_at=occurred_at, actor=actor,
+            idempotency_key=key, note=charge.note,
         )
-        earlier = planned.get(key)
-        if earlier is not None and not _same_charge(earlier, agent_id=charge.agent.pk, operation=charge.operation, amount=amount):
-            raise Conflict(f"{where}.idempotency_key: '{key}' appears twice in the batch for different charges")
-        planned.setdefault(key, entry)
+    if not planned:
+        return [stored[key] for key in keys]
 
-    agent_ids = {entry.agent_id for entry in planned.values()}
-    budgets = list(
-        Budget.objects.filter(active=True).filter(models.Q(agent__isnull=True) | models.Q(agent_id__in=agent_ids))
-        .order_by("pk").select_for_update()
-    )
-    known = {entry.idempotency_key: entry for entry in CostEntry.objects.filter(idempotency_key__in=list(planned))}
+    budgets = list(selectors.budgets_covering(agent_ids={entry.agent_id for entry in planned.values()}).select_for_update())
     # ignore_conflicts: a concurrent batch may have inserted the same key since; it is fetched below.
-    CostEntry.objects.bulk_create([entry for key, entry in planned.items() if key not in known], ignore_conflicts=True)
-    stored = {entry.idempotency_key: entry for entry in CostEntry.objects.filter(idempotency_key__in=list(planned))}
-    for key, entry in planned.items():
-        if not _same_charge(stored[key], agent_id=entry.agent_id, operation=entry.operation, amount=entry.amount_usd):
-            raise Conflict(f"idempotency key '{key}' was already used for entry #{stored[key].pk}; use a new key for a different charge")
+    CostEntry.objects.bulk_create(list(planned.values()), ignore_conflicts=True)
+    inserted = {entry.idempotency_key: entry for entry in CostEntry.objects.filter(idempotency_key__in=list(planned))}
+    for key, entry in inserted.items():
+        _original_entry(entry, key=key, identity=identities[key])
+    stored.update(inserted)
 
-    new_entries = [stored[key] for key in planned if key not in known]
+    new_entries = list(inserted.values())
     for budget in budgets:
         # The batch crossed a threshold together: its newest entry in the budget's scope and period stands for it.
         newest_by_period: dict[str, CostEntry] = {}
@@ -306,31 +379,49 @@ def cost_record_many(*, charges: list[Charge], actor: Any = None) -> list[CostEn
                     newest_by_period[period_key] = entry
         for entry in newest_by_period.values():
             _raise_alerts(budget=budget, at=entry.occurred_at, triggered_by=entry)
-    return [stored[(charge.idempotency_key or "").strip()] for charge in charges]
+    return [stored[key] for key in keys]
 
 
 @transaction.atomic
 def cost_entry_reverse(*, entry: CostEntry, actor: Any, reason: str) -> CostEntry:
     """Cancel `entry` with an entry of the opposite amount (the only way to correct the ledger).
-    Reversing twice returns the same reversal."""
+    Reversing twice — one after the other or at the same moment — returns the same reversal: the
+    entry's row lock makes the second wait for the first and then find its reversal."""
     require_permission(actor=actor, permission="costs.add_costentry", action="reverse cost entries")
     if not reason.strip():
         raise InvalidInput("reason: say why the entry is reversed")
-    entry = CostEntry.objects.select_related("agent").get(pk=entry.pk)
+    # The entry's row only, not its agent's; NO KEY so rows referring to it (alerts) are not held up.
+    # (The ledger's trigger refuses UPDATE, not a row lock.)
+    entry = CostEntry.objects.select_for_update(of=("self",), no_key=True).select_related("agent").get(pk=entry.pk)
     if entry.reverses_id is not None:
         raise Conflict(f"entry #{entry.pk} is itself a reversal of #{entry.reverses_id}; record a new charge instead")
     # Same budgets locked as for a charge, so totals seen by concurrent threshold checks stay exact.
-    list(selectors.budgets_covering(agent_id=entry.agent_id).select_for_update())
+    list(selectors.budgets_covering(agent_ids=[entry.agent_id]).select_for_update())
     existing = CostEntry.objects.filter(reverses=entry).first()
     if existing is not None:
         return existing
-    return CostEntry.objects.create(
-        amount_usd=-entry.amount_usd, agent=entry.agent, operation=entry.operation, model=entry.model,
-        tokens=-entry.tokens if entry.tokens is not None else None,
-        source_type_id=entry.source_type_id, source_id=entry.source_id, source=f"reversal of #{entry.pk}",
-        # Backdated to the charge it cancels, so the correction lands in the same day and budget period.
-        occurred_at=entry.occurred_at, actor=actor, idempotency_key=f"reversal:{entry.pk}", note=reason, reverses=entry,
-    )
+    key = f"reversal:{entry.pk}"
+    try:
+        with transaction.atomic():  # a savepoint, so the refusal below leaves the caller's transaction usable
+            return CostEntry.objects.create(
+                amount_usd=-entry.amount_usd, agent=entry.agent, operation=entry.operation, model=entry.model,
+                tokens=-entry.tokens if entry.tokens is not None else None,
+                source_type_id=entry.source_type_id, source_id=entry.source_id, source=f"reversal of #{entry.pk}",
+                # Backdated to the charge it cancels, so the correction lands in the same day and budget period.
+                occurred_at=entry.occurred_at, actor=actor, idempotency_key=key, note=reason, reverses=entry,
+            )
+    except IntegrityError:
+        existing = CostEntry.objects.filter(reverses=entry).first()
+        if existing is not None:
+            return existing
+        holder = CostEntry.objects.filter(idempotency_key=key).first()
+        if holder is None:
+            raise
+        raise Conflict(
+            f"entry #{entry.pk} cannot be reversed: the idempotency key its reversal needs, '{key}', is already "
+            f"taken by entry #{holder.pk} ({holder.source or 'no source'}), which is not a reversal of it; "
+            f"check entry #{holder.pk} (keys starting with 'reversal:' are meant for reversals)"
+        ) from None
 
 
 # --- budgets and alerts -------------------------------------------------------------------------------------
@@ -376,7 +467,8 @@ def _enqueue_alert_delivery(alert_id: int) -> None:
 
 
 def _budget_values(*, amount_usd: Any, period: str, thresholds: Any) -> tuple[Decimal, list[budgeting.Threshold]]:
-    amount = _decimal(amount_usd, name="amount_usd")
+    # Rounded to the column's cents here, so an unchanged budget compares equal to its stored row.
+    amount = _decimal(amount_usd, name="amount_usd", column=Budget._meta.get_field("amount_usd"))
     if amount < 0:
         raise InvalidInput("amount_usd: a budget cannot be negative")
     if period not in budgeting.PERIODS:
@@ -403,8 +495,6 @@ def budget_upsert(
 ) -> Budget:
     """Create or change a budget. Thresholds default to settings.BUDGET_THRESHOLDS (25/50/83 →
     warning/critical/emergency). Lowering the amount below what is spent raises the alerts at once."""
-    from django.conf import settings
-
     require_permission(actor=actor, permission="costs.change_budget", action="edit budgets")
     if not name.strip():
         raise InvalidInput("name: must not be empty")
@@ -448,15 +538,15 @@ def budget_check(*, agent: Any, estimate_usd: Decimal | str, actor: Any, overrid
     """Call before starting paid work (a benchmark run, a fine-tuning job) for `agent`.
 
     Every active hard-limit budget covering the agent must have `estimate_usd` left in its current
-    period; otherwise Conflict (HTTP 409, command exit 1) with a message saying how to go on. A user
+    period (a budget with nothing left refuses even an estimate of zero); otherwise Conflict (HTTP 409, command exit 1) with a message saying how to go on. A user
     holding costs.override_budget may go on anyway by giving `override_reason`; each override is
     recorded as a BudgetOverride row. The check does not reserve money: the work's real costs land
     on the ledger as they happen."""
-    estimate = _decimal(estimate_usd, name="estimate_usd")
+    estimate = _decimal(estimate_usd, name="estimate_usd", column=BudgetOverride._meta.get_field("estimate_usd"))
     if estimate < 0:
         raise InvalidInput("estimate_usd: cannot be negative")
     now = timezone.localtime()
-    budgets = list(selectors.budgets_covering(agent_id=agent.pk).filter(hard_limit=True))
+    budgets = list(selectors.budgets_covering(agent_ids=[agent.pk]).filter(hard_limit=True))
     shortfalls: list[tuple[Budget, budgeting.Shortfall]] = []
     for budget in budgets:
         period = budgeting.period_containing(budget.period, now)
@@ -515,31 +605,56 @@ def alert_notice(alert: BudgetAlert) -> notifications.Notice:
 
 def budget_alert_deliver(*, alert_id: int) -> BudgetAlert | None:
     """Send a pending alert through the channels that have not yet taken it; record each result.
-    Gives up (delivery = failed) after MAX_ALERT_DELIVERY_ATTEMPTS; the alert row itself stays."""
+    Gives up (delivery = failed) after MAX_ALERT_DELIVERY_ATTEMPTS; the alert row itself stays.
+
+    No lock is held while the mail server and the webhook are called (on embedded SQLite a held lock
+    is the whole database's write lock): the alert is claimed in one short transaction, sent outside
+    any, and the results recorded in a second. The claim is a lease, so a second worker (the task and
+    the sweep) leaves an alert being sent alone, and takes it over only when the lease has run out —
+    the first worker died while sending. Returns None when the alert is gone or locked right now."""
+    claimed_at = timezone.now()
     with transaction.atomic():
-        # skip_locked: a second worker (task + sweep) must not send the same alert twice.
         alert = BudgetAlert.objects.select_for_update(skip_locked=True).filter(pk=alert_id).first()
         if alert is None or alert.delivery != BudgetAlert.Delivery.PENDING:
             return alert
-        channels = [c for c in notifications.configured_channels() if alert.deliveries.get(c.name) != notifications.OK]
-        results = notifications.deliver(alert_notice(alert), channels)
-        alert.deliveries = {**alert.deliveries, **results}
+        if alert.delivery_claimed_at is not None and alert.delivery_claimed_at > claimed_at - ALERT_DELIVERY_LEASE:
+            return alert  # another worker is sending it
+        alert.delivery_claimed_at = claimed_at
+        alert.save(update_fields=["delivery_claimed_at"])
+
+    configured = notifications.configured_channels()
+    pending = [channel for channel in configured if alert.deliveries.get(channel.name) != notifications.OK]
+    results = notifications.deliver(alert_notice(alert), pending)
+
+    with transaction.atomic():
+        alert = BudgetAlert.objects.select_for_update().get(pk=alert_id)
+        if alert.delivery != BudgetAlert.Delivery.PENDING:
+            return alert  # a worker that took over an expired claim finished it
+        deliveries = dict(alert.deliveries)
+        for name, result in results.items():
+            if deliveries.get(name) != notifications.OK:
+                deliveries[name] = result
+        alert.deliveries = deliveries
         alert.delivery_attempts += 1
-        if all(alert.deliveries.get(c.name) == notifications.OK for c in notifications.configured_channels()):
+        if alert.delivery_claimed_at == claimed_at:
+            alert.delivery_claimed_at = None
+        if all(deliveries.get(channel.name) == notifications.OK for channel in configured):
             alert.delivery, alert.delivered_at = BudgetAlert.Delivery.DELIVERED, timezone.now()
         elif alert.delivery_attempts >= MAX_ALERT_DELIVERY_ATTEMPTS:
             alert.delivery = BudgetAlert.Delivery.FAILED
-            logger.error("gave up delivering budget alert %s after %s attempts: %s", alert.pk, alert.delivery_attempts, alert.deliveries)
-        alert.save(update_fields=["deliveries", "delivery_attempts", "delivery", "delivered_at"])
+            logger.error("gave up delivering budget alert %s after %s attempts: %s", alert.pk, alert.delivery_attempts, deliveries)
+        alert.save(update_fields=["deliveries", "delivery_attempts", "delivery", "delivered_at", "delivery_claimed_at"])
         return alert
 
 
 def budget_alerts_redeliver(*, older_than_seconds: int = 60) -> int:
     """Retry pending alerts older than a minute (a failed channel, or a process that died between
-    commit and enqueue). Returns how many were attempted."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    commit and enqueue, or while sending). Returns how many were attempted."""
+    now = timezone.now()
     pending = list(
-        BudgetAlert.objects.filter(delivery=BudgetAlert.Delivery.PENDING, created_at__lt=cutoff).values_list("pk", flat=True)[:200]
+        BudgetAlert.objects.filter(delivery=BudgetAlert.Delivery.PENDING, created_at__lt=now - timedelta(seconds=older_than_seconds))
+        .filter(models.Q(delivery_claimed_at__isnull=True) | models.Q(delivery_claimed_at__lte=now - ALERT_DELIVERY_LEASE))
+        .values_list("pk", flat=True)[:200]
     )
     for alert_id in pending:
         budget_alert_deliver(alert_id=alert_id)
@@ -569,7 +684,7 @@ def storage_charge_month(*, month: date | None = None) -> list[CostEntry]:
     charged = []
     for version in versions:
         try:
-            price = price_in_force(model=version.model_id, on=month_start, base_model=version.base_model)
+            price = selectors.price_in_force(model=version.model_id, on=month_start, base_model=version.base_model)
         except NotFound as exc:
             logger.warning("no storage charge for %s in %s: %s", version.model_id, f"{month_start:%Y-%m}", exc.message)
             continue
@@ -607,31 +722,45 @@ def cost_report_daily(*, day: date | None = None) -> CostReport:
 
 def cost_report_run(*, report_id: int) -> CostReport:
     """Advance a report row: pending → running → succeeded (markdown and CSV stored, sent to the
-    channels) or failed (error kept). A report already succeeded is left as it is."""
+    channels) or failed (error kept). A report already succeeded is left as it is.
+
+    Made and sent at most once: a report RUNNING since less than the task time limit
+    (settings.CELERY_TASK_TIME_LIMIT) is another worker's and is left to it; one RUNNING for longer was
+    abandoned (Celery kills a task at that limit) and is claimed again. The claim is the row's
+    `started_at`: only the run whose claim still stands when it has built the report stores and sends
+    it."""
     with transaction.atomic():
         report = CostReport.objects.select_for_update(skip_locked=True).filter(pk=report_id).first()
         if report is None:
             busy = CostReport.objects.filter(pk=report_id).first()
             if busy is None:
                 raise NotFound(f"cost report #{report_id} does not exist")
-            return busy  # another worker is making it right now
+            return busy  # another worker is claiming it right now
         if report.status == CostReport.Status.SUCCEEDED:
             return report
-        report.status, report.started_at, report.error = CostReport.Status.RUNNING, timezone.now(), ""
+        claimed_at = timezone.now()
+        if report.status == CostReport.Status.RUNNING:
+            stale_before = claimed_at - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+            if report.started_at is not None and report.started_at > stale_before:
+                return report  # another worker is making it
+            logger.warning("cost report %s was left running since %s; making it again", report_id, report.started_at)
+        report.status, report.started_at, report.error = CostReport.Status.RUNNING, claimed_at, ""
         report.save(update_fields=["status", "started_at", "error"])
+    claim = CostReport.objects.filter(pk=report_id, status=CostReport.Status.RUNNING, started_at=claimed_at)
     try:
         data = selectors.cost_report_data(as_of=timezone.now())
         markdown, csv_text = reports.render_markdown(data), reports.render_csv(data)
     except Exception as exc:
-        CostReport.objects.filter(pk=report_id).update(
-            status=CostReport.Status.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"[:2000]
-        )
+        claim.update(status=CostReport.Status.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"[:2000])
         logger.exception("cost report %s failed", report_id)
         raise
-    CostReport.objects.filter(pk=report_id).update(
+    stored = claim.update(
         status=CostReport.Status.SUCCEEDED, finished_at=timezone.now(), as_of=data.as_of, entry_count=data.entry_count,
         total_usd=data.total, markdown=markdown, csv=csv_text,
     )
+    if not stored:
+        logger.warning("cost report %s was claimed by another run while this one made it; that run sends it", report_id)
+        return CostReport.objects.get(pk=report_id)
     notice = notifications.Notice(
         subject=f"[Genesis] cost report {data.as_of:%Y-%m-%d}: {budgeting.format_usd(data.total)}",
         text=reports.report_summary_text(data),

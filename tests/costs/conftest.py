@@ -44,7 +44,9 @@ def overrider(db):  # type: ignore[no-untyped-def]
 
 class WebhookRecorder:
     """A real HTTP server standing in for a Slack-compatible webhook: it keeps every JSON body it is
-    sent and answers `status` (200 unless a test makes it fail)."""
+    sent and answers `status` (200 unless a test makes it fail). A failure's body repeats the request
+    path, as many proxies' error pages do. `on_request`, when set, runs in the server's thread while
+    the sender waits for the answer."""
 
     def __init__(self) -> None:
         import http.server
@@ -54,6 +56,7 @@ class WebhookRecorder:
         recorder = self
         self.bodies: list[dict[str, object]] = []
         self.status = 200
+        self.on_request = None
         self._lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -63,9 +66,11 @@ class WebhookRecorder:
                 with recorder._lock:
                     recorder.bodies.append(body)
                     status = recorder.status
+                if recorder.on_request is not None:
+                    recorder.on_request()
                 self.send_response(status)
                 self.end_headers()
-                self.wfile.write(b"ok" if status < 300 else b"upstream trouble")
+                self.wfile.write(b"ok" if status < 300 else f"upstream trouble at {self.path}".encode())
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -8,12 +8,24 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from costs.models import Budget, CostEntry, CostReport, PriceTable
-from costs.services import cost_record, cost_report_run
+from costs.services import budget_upsert, cost_record, cost_report_run
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
+
+
+def staff_client(client, *codenames: str):  # type: ignore[no-untyped-def]
+    """A client logged in as staff holding exactly the given costs permissions."""
+    user = UserFactory(username="clerk")
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="costs", codename__in=codenames))
+    client.force_login(user)
+    return client
 
 
 @pytest.fixture
@@ -110,3 +122,48 @@ def test_dashboard_without_a_budget_says_how_to_make_one(admin_client):
     page = admin_client.get("/admin/costs/costdashboard/")
     assert page.status_code == 200
     assert 'id="no-budget"' in page.content.decode() and "/admin/costs/budget/add/" in page.content.decode()
+
+
+def test_a_budget_the_service_refuses_is_a_form_error_not_a_500_or_a_false_success(client):
+    """The clerk may open the add form (costs.add_budget) but budget_upsert needs costs.change_budget."""
+    clerk = staff_client(client, "add_budget", "view_budget")
+    response = clerk.post("/admin/costs/budget/add/", {
+        "name": "experiments", "amount_usd": "100", "period": "monthly", "agent": "",
+        "thresholds": "50 warning", "hard_limit": "on", "active": "on",
+    })
+    page = response.content.decode()
+    assert response.status_code == 200, page[:2000]
+    assert "user &#x27;clerk&#x27; may not edit budgets: it needs the permission &#x27;costs.change_budget&#x27;" in page
+    assert "errornote" in page and "was added successfully" not in page
+    assert not Budget.objects.exists() and not LogEntry.objects.exists()
+
+
+def test_a_price_the_service_refuses_is_a_form_error_not_a_500(client):
+    clerk = staff_client(client, "add_pricetable", "view_pricetable")
+    response = clerk.post("/admin/costs/pricetable/add/", {
+        "model": "mistral-small-latest", "effective_from": "2026-01-01", "input_usd_per_million": "0.1",
+        "output_usd_per_million": "0.3", "training_usd_per_million": "", "fine_tuning_minimum_usd": "4",
+        "storage_usd_per_month": "2", "source": "https://mistral.ai/pricing", "source_date": "2026-01-02", "note": "",
+    })
+    assert response.status_code == 200
+    assert "may not edit prices: it needs the permission &#x27;costs.change_pricetable&#x27;" in response.content.decode()
+    assert not PriceTable.objects.exists() and not LogEntry.objects.exists()
+
+
+def test_budget_list_costs_one_query_per_budget(admin_client, qa_agent, legal_agent):
+    """Spend and percent come from one computation per row (not a full budget_status per column)."""
+    budget_upsert(name="all", amount_usd="30")
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("16"), idempotency_key="x")
+
+    def queries_for_the_list() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as queries:
+            page = admin_client.get("/admin/costs/budget/")
+        assert page.status_code == 200
+        return len(queries), page.content.decode()
+
+    one, first_page = queries_for_the_list()
+    budget_upsert(name="qa", amount_usd="20", agent=qa_agent)
+    budget_upsert(name="legal", amount_usd="10", agent=legal_agent)
+    three, page = queries_for_the_list()
+    assert three - one == 2
+    assert "$16.00 (53.3 %)" in first_page and "$16.00 (80 %)" in page and "$0.00 (0 %)" in page

@@ -86,6 +86,29 @@ def test_refusal_message_names_budget_numbers_and_the_way_out():
                               period=Period("total", None, None)) is None
 
 
+@given(
+    limit=st.decimals(min_value=0, max_value=1000, places=2),
+    spent=st.decimals(min_value=0, max_value=2000, places=6),
+    estimate=st.decimals(min_value=0, max_value=1000, places=6),
+)
+def test_work_fits_only_when_something_is_left_and_the_estimate_fits_in_it(limit, spent, estimate):
+    shortfall = estimate_shortfall(budget="b", limit=limit, spent=spent, estimate=estimate, period=Period("total", None, None))
+    fits = limit - spent > 0 and estimate <= limit - spent
+    assert (shortfall is None) == fits
+
+
+def test_a_spent_budget_refuses_an_estimate_of_zero_and_says_nothing_is_left():
+    total = Period("total", None, None)
+    for limit, spent in ((Decimal("30"), Decimal("30")), (Decimal("30"), Decimal("31.5")), (Decimal("0"), Decimal("0"))):
+        assert estimate_shortfall(budget="d", limit=limit, spent=spent, estimate=Decimal(0), period=total) is not None
+    assert estimate_shortfall(budget="d", limit=Decimal("30"), spent=Decimal("29.99"), estimate=Decimal(0), period=total) is None
+    spent = estimate_shortfall(budget="default", limit=Decimal("30"), spent=Decimal("31.50"), estimate=Decimal(0), period=total)
+    assert refusal_message(spent, override_permission="costs.override_budget") == (
+        "budget 'default' is at 105 % of $30.00 ($31.50 spent); nothing is left, so no paid work may start — raise "
+        "the budget or pass an override reason as a user with costs.override_budget"
+    )
+
+
 def test_percent_is_shown_rounded_down_and_money_strings_are_exact():
     assert format_percent(Decimal("96.6666")) == "96.6 %"
     assert format_percent(Decimal("82.99")) == "82.9 %"

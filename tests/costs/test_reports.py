@@ -15,9 +15,12 @@ from django.core.management import call_command
 from django.db.models import Sum
 from django.utils import timezone
 
+from costs import reports
 from costs.models import CostEntry, CostReport
+from costs.selectors import cost_report_data
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_run
 from genesis.schedules import install_default_schedules
+from tests.costs.factories import FineTuningJobFactory
 from tests.factories import AgentFactory, UserFactory
 
 
@@ -129,3 +132,67 @@ def test_report_csv_sums_to_the_ledger_for_any_charges(qa_agent, legal_agent):
             transaction.set_rollback(True)
 
     check()
+
+
+@pytest.mark.django_db
+def test_a_report_another_worker_is_making_is_left_to_it(qa_agent, settings, alert_channels, mailoutbox):
+    """A second run (task redelivered, beat again) must not make and send the report a second time."""
+    started = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT - 60)
+    report = CostReport.objects.create(status=CostReport.Status.RUNNING, started_at=started)
+    again = cost_report_run(report_id=report.pk)
+    assert (again.status, again.started_at, again.markdown, again.deliveries) == ("running", started, "", {})
+    assert mailoutbox == [] and alert_channels.texts() == []
+
+
+@pytest.mark.django_db
+def test_a_report_left_running_past_the_task_time_limit_is_made_and_sent_once(qa_agent, settings, alert_channels, mailoutbox):
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("2"), idempotency_key="x")
+    abandoned = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    report = CostReport.objects.create(status=CostReport.Status.RUNNING, started_at=abandoned)
+    made = cost_report_run(report_id=report.pk)
+    assert made.status == CostReport.Status.SUCCEEDED and made.started_at > abandoned and made.total_usd == Decimal("2")
+    assert cost_report_run(report_id=report.pk).finished_at == made.finished_at
+    assert len(mailoutbox) == 1 and len(alert_channels.texts()) == 1
+
+
+@pytest.mark.django_db
+def test_a_run_that_lost_its_claim_while_building_neither_stores_nor_sends(qa_agent, settings, alert_channels, mailoutbox, monkeypatch):
+    """The first run takes longer than the time limit; a second run claims the report again and makes
+    and sends it; when the first finishes building, its claim is gone and it drops its result."""
+    report = CostReport.objects.create()
+    render_csv = reports.render_csv
+    runs: list[CostReport] = []
+    builds = 0
+
+    def slow_render_csv(data):  # type: ignore[no-untyped-def]
+        nonlocal builds
+        builds += 1
+        if builds == 1:  # the first run, mid-build: the time limit passes and another run takes over
+            past = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 1)
+            CostReport.objects.filter(pk=report.pk).update(started_at=past)
+            runs.append(cost_report_run(report_id=report.pk))
+        return render_csv(data)
+
+    monkeypatch.setattr(reports, "render_csv", slow_render_csv)
+    first = cost_report_run(report_id=report.pk)
+    (second,) = runs
+    assert builds == 2 and second.status == CostReport.Status.SUCCEEDED
+    assert (first.pk, first.status, first.started_at, first.finished_at) == (second.pk, second.status, second.started_at, second.finished_at)
+    assert len(mailoutbox) == 1 and len(alert_channels.texts()) == 1
+
+
+@pytest.mark.django_db
+def test_report_lists_fine_tuning_jobs_with_what_the_ledger_charged_by_then(qa_agent):
+    succeeded = FineTuningJobFactory(agent=qa_agent, provider_job_id="ftjob-1", status="SUCCESS",
+                                     fine_tuned_model="ft:open-mistral-7b:1a2b3c4d:20261101:5e6f7a8b")
+    not_created = FineTuningJobFactory(agent=qa_agent)
+    cost_record(agent=qa_agent, operation="fine_tuning", amount_usd=Decimal("4.50"), idempotency_key="ft-1", source_object=succeeded)
+    as_of = timezone.now()
+    cost_record(agent=qa_agent, operation="fine_tuning", amount_usd=Decimal("1"), idempotency_key="ft-1b", source_object=succeeded)
+    lines = {line.job: line for line in cost_report_data(as_of=as_of).fine_tuning_jobs}
+    assert set(lines) == {"ftjob-1", f"#{not_created.pk}"}
+    assert (lines["ftjob-1"].agent, lines["ftjob-1"].model, lines["ftjob-1"].status, lines["ftjob-1"].cost) == (
+        "qa_agent", succeeded.fine_tuned_model, "SUCCESS", Decimal("4.50"))
+    assert (lines[f"#{not_created.pk}"].model, lines[f"#{not_created.pk}"].cost) == ("open-mistral-7b", Decimal(0))
+    markdown = reports.render_markdown(cost_report_data())
+    assert f"| ftjob-1 | qa_agent | {succeeded.fine_tuned_model} | SUCCESS |" in markdown and "| $5.50 |" in markdown

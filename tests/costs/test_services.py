@@ -3,6 +3,8 @@ storage charges and prices."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -30,6 +32,7 @@ FT_MODEL = "ft:open-mistral-7b:1a2b3c4d:20261101:5e6f7a8b"
 
 
 def charge(agent, amount, key, **kwargs):  # type: ignore[no-untyped-def]
+    """A charge of `amount` dollars (operation manual unless given)."""
     return cost_record(agent=agent, operation=kwargs.pop("operation", "manual"), amount_usd=Decimal(amount),
                        idempotency_key=key, **kwargs)
 
@@ -44,11 +47,52 @@ def test_same_idempotency_key_charges_once(qa_agent):
     assert CostEntry.objects.count() == 1
 
 
-def test_reusing_a_key_for_a_different_charge_is_refused(qa_agent):
-    charge(qa_agent, "1.25", "job:7")
-    with pytest.raises(Conflict, match="idempotency key 'job:7' was already used for entry #"):
-        charge(qa_agent, "9.99", "job:7")
+def test_reusing_a_key_for_another_agent_operation_or_source_is_refused(qa_agent, legal_agent):
+    job, other_job = ModelVersionFactory(agent=qa_agent), ModelVersionFactory(agent=qa_agent)
+    charge(qa_agent, "1.25", "job:7", source_object=job)
+    for different in ({"agent": legal_agent}, {"operation": "benchmark"}, {"source_object": other_job}, {"source_object": None}):
+        with pytest.raises(Conflict, match="idempotency key 'job:7' was already used for entry #"):
+            charge(**{"agent": qa_agent, "amount": "1.25", "key": "job:7", "source_object": job, **different})
     assert CostEntry.objects.count() == 1
+
+
+def test_a_retry_returns_the_original_entry_after_a_price_edit_or_on_a_later_day(qa_agent, base_price):
+    """A retried task recomputes with a later occurred_at and today's prices; it must get the entry it
+    already recorded, not a Conflict (nor a second charge)."""
+    job = ModelVersionFactory(agent=qa_agent)
+    tokens = {"model": "open-mistral-7b", "input_tokens": 2_000_000, "output_tokens": 0, "source_object": job}
+    original = cost_record(agent=qa_agent, operation="inference", idempotency_key="result:1", **tokens)
+    assert original.amount_usd == Decimal("0.500000")
+    price_upsert(model="open-mistral-7b", effective_from=base_price.effective_from, input_usd_per_million="0.30",
+                 output_usd_per_million="0.30", source="corrected", source_date=date(2026, 11, 26))
+    tomorrow = timezone.now() + timedelta(days=1)
+    price_upsert(model="open-mistral-7b", effective_from=timezone.localdate(tomorrow), input_usd_per_million="9",
+                 output_usd_per_million="9", source="new prices", source_date=date(2026, 11, 26))
+    after_edit = cost_record(agent=qa_agent, operation="inference", idempotency_key="result:1", **tokens)
+    next_day = cost_record(agent=qa_agent, operation="inference", idempotency_key="result:1", occurred_at=tomorrow, **tokens)
+    provider_amount = cost_record(agent=qa_agent, operation="inference", idempotency_key="result:1", amount_usd="0.61",
+                                  source_object=job)
+    assert {e.pk for e in (after_edit, next_day, provider_amount)} == {original.pk}
+    assert (next_day.amount_usd, next_day.occurred_at) == (Decimal("0.500000"), original.occurred_at)
+    assert CostEntry.objects.count() == 1
+
+
+def test_amounts_that_do_not_fit_their_columns_are_refused_naming_the_limit(qa_agent, base_price):
+    with pytest.raises(InvalidInput, match=r"^amount_usd: 99999999999 is too large; it can be at most 9,999,999,999\.999999 "):
+        charge(qa_agent, "99999999999", "big")
+    with pytest.raises(InvalidInput, match=r"^amount_usd \(computed from the tokens\): .* is too large"):
+        cost_record(agent=qa_agent, operation="inference", model="open-mistral-7b", input_tokens=10**18,
+                    output_tokens=10**18, idempotency_key="many-tokens")
+    with pytest.raises(InvalidInput, match=r"^tokens: 9223372036854775808 is too large"):
+        cost_record(agent=qa_agent, operation="manual", amount_usd="1", tokens=2**63, idempotency_key="t")
+    with pytest.raises(InvalidInput, match=r"^input_usd_per_million: 1000000 is too large; it can be at most 999,999\.999999"):
+        price_upsert(model="m", effective_from=date(2026, 1, 1), input_usd_per_million="1000000", output_usd_per_million="1",
+                     source="typo", source_date=date(2026, 1, 1))
+    with pytest.raises(InvalidInput, match=r"^amount_usd: 1E\+40 is too large; it can be at most 9,999,999,999\.99 "):
+        budget_upsert(name="huge", amount_usd="1E+40")
+    assert (CostEntry.objects.count(), PriceTable.objects.filter(model="m").count(), Budget.objects.count()) == (0, 0, 0)
+    assert charge(qa_agent, "0.0000004", "rounds-down").amount_usd == Decimal("0")  # micro-dollars, half up
+    assert charge(qa_agent, "9999999999.999999", "largest").amount_usd == Decimal("9999999999.999999")
 
 
 def test_amount_is_computed_from_tokens_and_the_base_price_of_a_fine_tuned_model(qa_agent, base_price):
@@ -107,6 +151,57 @@ def test_reversal_is_an_opposite_entry_and_happens_once(qa_agent, default_budget
     assert CostEntry.objects.count() == 2
 
 
+def test_reversal_whose_key_is_taken_is_refused_with_a_clear_message(qa_agent):
+    admin = UserFactory(username="boss", is_superuser=True)
+    entry = charge(qa_agent, "2.50", "manual:1")
+    squatter = charge(qa_agent, "1", f"reversal:{entry.pk}", source="track_costs --log")
+    with pytest.raises(Conflict, match=(
+        rf"entry #{entry.pk} cannot be reversed: the idempotency key its reversal needs, 'reversal:{entry.pk}', is "
+        rf"already taken by entry #{squatter.pk} \(track_costs --log\), which is not a reversal of it")):
+        cost_entry_reverse(entry=entry, actor=admin, reason="wrong agent")
+    assert CostEntry.objects.count() == 2
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks and concurrent transactions need PostgreSQL")
+def test_two_concurrent_reversals_without_a_budget_make_one_and_both_get_it(transactional_db, qa_agent):
+    """No budget covers the agent, so only the entry's own row lock orders the two: the second waits
+    for the first to commit, then finds its reversal (before, it failed with IntegrityError → 500)."""
+    admin = UserFactory(username="boss", is_superuser=True)
+    entry = charge(qa_agent, "2.50", "manual:1")
+    first_done, release, results = threading.Event(), threading.Event(), {}
+
+    def reverse(name: str, *, hold: bool) -> None:
+        try:
+            with transaction.atomic():
+                results[name] = cost_entry_reverse(entry=entry, actor=admin, reason=name).pk
+                if hold:  # keep the transaction open, as a slow request would
+                    first_done.set()
+                    release.wait(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            results[name] = exc
+        finally:
+            first_done.set()
+            connection.close()
+
+    first = threading.Thread(target=reverse, args=("first",), kwargs={"hold": True})
+    first.start()
+    assert first_done.wait(timeout=30)
+    second = threading.Thread(target=reverse, args=("second",), kwargs={"hold": False})
+    second.start()
+    with connection.cursor() as cursor:  # wait until the second is blocked by the first's transaction
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.05)
+    release.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    reversal = CostEntry.objects.get(reverses=entry)
+    assert results == {"first": reversal.pk, "second": reversal.pk}
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the append-only trigger exists on PostgreSQL only")
 def test_database_refuses_to_update_or_delete_a_ledger_row(qa_agent):
     entry = charge(qa_agent, "1", "manual:trigger")
@@ -154,6 +249,14 @@ def test_monthly_budget_alerts_again_in_a_new_month(qa_agent):
     assert keys == sorted([f"{last_month:%Y-%m}", f"{now:%Y-%m}"])
 
 
+def test_budget_amount_is_kept_in_cents_so_an_unchanged_upsert_changes_nothing(db):
+    first = budget_upsert(name="team", amount_usd="12.345")
+    assert first.amount_usd == Decimal("12.35")
+    budget_upsert(name="team", amount_usd="12.345")
+    budget = Budget.objects.get(name="team")
+    assert (budget.amount_usd, budget.history.count()) == (Decimal("12.35"), 1)
+
+
 def test_lowering_a_budget_below_spend_raises_its_alerts_with_a_trace(qa_agent, default_budget):
     admin = UserFactory(username="cfo", is_superuser=True)
     charge(qa_agent, "10", "m1")  # 33 % of $30
@@ -188,6 +291,18 @@ def test_hard_limit_with_one_dollar_left_refuses_a_two_dollar_estimate(qa_agent,
     assert refused.value.status_code == 409
     assert budget_check(agent=qa_agent, estimate_usd=Decimal("1"), actor=None).checked == ["default"]
     assert not BudgetOverride.objects.exists()
+
+
+def test_a_spent_budget_refuses_even_an_estimate_of_zero(qa_agent, default_budget):
+    charge(qa_agent, "30", "all-of-it")
+    with pytest.raises(Conflict) as refused:
+        budget_check(agent=qa_agent, estimate_usd="0", actor=None)
+    assert refused.value.message == (
+        "budget 'default' is at 100 % of $30.00 ($30.00 spent); nothing is left, so no paid work may start — raise "
+        "the budget or pass an override reason as a user with costs.override_budget"
+    )
+    budget_upsert(name="default", amount_usd="30.01")
+    assert budget_check(agent=qa_agent, estimate_usd="0", actor=None).checked == ["default"]
 
 
 def test_override_with_a_reason_by_a_permitted_user_goes_through_and_is_recorded(qa_agent, default_budget, overrider):
@@ -284,7 +399,13 @@ def test_a_batch_is_priced_once_per_model_inserted_at_once_and_alerts_once(qa_ag
     assert sorted(BudgetAlert.objects.values_list("threshold_percent", flat=True)) == [25, 50, 83]
     with pytest.raises(Conflict, match="appears twice in the batch for different charges"):
         cost_record_many(charges=[Charge(agent=qa_agent, operation="manual", amount_usd="1", idempotency_key="dup"),
-                                  Charge(agent=qa_agent, operation="manual", amount_usd="2", idempotency_key="dup")])
+                                  Charge(agent=qa_agent, operation="storage", amount_usd="1", idempotency_key="dup")])
+    with pytest.raises(Conflict, match="idempotency key 'outcome:0' was already used for entry #"):
+        cost_record_many(charges=[Charge(agent=legal_agent, operation="inference", amount_usd="1", idempotency_key="outcome:0")])
+    # Retried after a price edit: the recorded entries come back as they were, nothing is priced again.
+    price_upsert(model="open-mistral-7b", effective_from=base_price.effective_from, input_usd_per_million="1",
+                 output_usd_per_million="1", source="corrected", source_date=date(2026, 11, 26))
+    assert [e.pk for e in cost_record_many(charges=charges)] == [e.pk for e in entries]
     with pytest.raises(InvalidInput, match=r"charges\[0\]: inference: give input_tokens and output_tokens"):
         cost_record_many(charges=[Charge(agent=qa_agent, operation="inference", model=FT_MODEL, tokens=5, idempotency_key="t")])
     assert CostEntry.objects.count() == 22

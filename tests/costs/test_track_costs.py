@@ -60,6 +60,10 @@ def test_log_with_a_key_records_once_and_as_a_user(qa_agent):
         (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--format", "csv"], "--format and --out go with --report"),
         (["--report", "--agent", "qa_agent"], "--agent: only with --log"),
         (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--as", "ghost"], "--as: no user 'ghost'"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "99999999999"],
+         "--cost: 99999999999 is too large; it can be at most 9,999,999,999.999999 (10 digits before the decimal point)"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--tokens", "99999999999999999999"],
+         "--tokens: 99999999999999999999 is too large; it can be at most 9,223,372,036,854,775,807"),
     ],
 )
 def test_usage_errors_exit_2_with_a_message(qa_agent, args, message):
@@ -100,6 +104,9 @@ def test_a_real_process_exits_2_on_usage_errors_and_0_when_done(transactional_db
     assert run().returncode == 2  # neither --report nor --log
     unknown = run("--log", "--agent", "nobody", "--operation", "manual", "--cost", "1")
     assert unknown.returncode == 2 and "unknown agent 'nobody'" in unknown.stderr
+    too_large = run("--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "99999999999")
+    assert too_large.returncode == 2 and "--cost: 99999999999 is too large" in too_large.stderr, too_large.stderr
+    assert "Traceback" not in too_large.stderr
     done = run("--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1.5")
     assert done.returncode == 0, done.stderr
     assert CostEntry.objects.get().amount_usd == Decimal("1.5")

@@ -18,10 +18,19 @@ from genesis.errors import DomainError, InvalidInput
 from models_app.models import Agent
 
 LOG_ONLY = ("agent", "operation", "cost", "tokens", "model", "note", "key")
+# The service names its parameters; a person running the command knows them by their options.
+OPTION_OF_PARAMETER = {"amount_usd": "--cost", "tokens": "--tokens", "model": "--model", "idempotency_key": "--key"}
 
 
 def usage_error(message: str) -> CommandError:
     return CommandError(message, returncode=2)
+
+
+def in_option_terms(message: str) -> str:
+    """'amount_usd: 99999999999 is too large; …' → '--cost: 99999999999 is too large; …'."""
+    parameter, separator, rest = message.partition(": ")
+    option = OPTION_OF_PARAMETER.get(parameter)
+    return f"{option}: {rest}" if separator and option else message
 
 
 class Command(BaseCommand):
@@ -103,13 +112,13 @@ class Command(BaseCommand):
                 idempotency_key=options["key"] or f"manual:{uuid.uuid4()}",
             )
         except InvalidInput as exc:
-            raise usage_error(exc.message) from None
+            raise usage_error(in_option_terms(exc.message)) from None
         except DomainError as exc:
             raise CommandError(exc.message, returncode=1) from None
         self.stdout.write(
             f"recorded entry #{entry.pk}: {budgeting.format_usd(entry.amount_usd)} {entry.operation} for {agent.slug}"
         )
-        for budget in selectors.budgets_covering(agent_id=agent.pk):
+        for budget in selectors.budgets_covering(agent_ids=[agent.pk]):
             status = selectors.budget_status(budget=budget)
             reached = ", ".join(f"{t.percent} %" for t in status.reached) or "none"
             self.stdout.write(
