@@ -23,7 +23,8 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     ROLLING_OUT: frozenset({LIVE, APPROVED_FOR_ROLLOUT, REJECTED}),
     LIVE: frozenset({RETIRED}),
     RETIRED: frozenset(),
-    REJECTED: frozenset({RETIRED}),
+    # A rejected version comes back only through a recorded verdict override (see transition_refusal).
+    REJECTED: frozenset({RETIRED, APPROVED_FOR_ROLLOUT}),
 }
 
 
@@ -54,6 +55,11 @@ def transition_refusal(*, current: str, target: str, kind: str, verdict_overridd
     if target not in ALLOWED_TRANSITIONS[current]:
         allowed = ", ".join(sorted(ALLOWED_TRANSITIONS[current])) or "none (final state)"
         return f"a {current} version cannot become {target}; allowed next: {allowed}"
+    if current == REJECTED and target == APPROVED_FOR_ROLLOUT and not verdict_overridden:
+        return (
+            "a rejected version can be approved for rollout only by overriding its verdict, with the "
+            "permission and a reason"
+        )
     if current == REGISTERED and target in (LIVE, APPROVED_FOR_ROLLOUT) and kind != "baseline" and not (
         target == APPROVED_FOR_ROLLOUT and verdict_overridden
     ):

@@ -34,7 +34,7 @@ def test_full_lifecycle_of_a_fine_tune_retires_the_previous_live_version():
     [
         ((), "rolling_out", "a registered version cannot become rolling_out"),
         (("benchmarking",), "live", "a benchmarking version cannot become live"),
-        (("benchmarking", "rejected"), "approved_for_rollout", "a rejected version cannot become approved_for_rollout"),
+        (("benchmarking", "rejected"), "approved_for_rollout", "only by overriding its verdict"),
         (("benchmarking", "rejected", "retired"), "registered", r"allowed next: none \(final state\)"),
         ((), "live", "cannot become live without a benchmark"),
         ((), "registered", "already registered"),
@@ -52,7 +52,8 @@ def test_every_listed_transition_is_accepted_by_the_table():
     for current, targets in lifecycle.ALLOWED_TRANSITIONS.items():
         for target in targets:
             kind = "baseline"  # a baseline may skip the benchmark; everything else is the same
-            assert lifecycle.transition_refusal(current=current, target=target, kind=kind) is None
+            overridden = current == "rejected" and target == "approved_for_rollout"
+            assert lifecycle.transition_refusal(current=current, target=target, kind=kind, verdict_overridden=overridden) is None
 
 
 def test_override_lets_an_unbenchmarked_fine_tune_be_approved():

@@ -1,0 +1,171 @@
+"""What `benchmark_finetuned` and `run_all_benchmarks` share: resolving names given on the command
+line, checking a worker is there, waiting for runs with a progress bar, and printing comparisons.
+(The leading underscore keeps Django from listing this module as a command.)"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from django.core.management.base import CommandError
+
+from models_app.models import Agent, BenchmarkRun, BenchmarkSuite, ModelVersion
+from models_app.selectors_benchmarks import benchmark_run_get, benchmark_run_summary, money, version_by_model_id
+
+START_WORKER_COMMAND = ".venv/bin/celery -A genesis worker -Q default,benchmarks --loglevel INFO"
+POLL_SECONDS = 0.5
+RESUME_CHECK_SECONDS = 30.0
+
+
+def usage_error(message: str) -> CommandError:
+    return CommandError(message, returncode=2)
+
+
+def resolve_agent(slug: str) -> Agent:
+    agent = Agent.objects.filter(slug=slug).first()
+    if agent is None:
+        known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
+        raise usage_error(f"unknown agent '{slug}'; known agents: {known}")
+    return agent
+
+
+def resolve_suite(agent: Agent, slug: str | None) -> BenchmarkSuite | None:
+    if slug is None:
+        return None
+    suite = BenchmarkSuite.objects.filter(agent=agent, slug=slug).order_by("-version").first()
+    if suite is None:
+        known = ", ".join(sorted(set(agent.benchmark_suites.values_list("slug", flat=True)))) or "none"
+        raise usage_error(f"agent '{agent.slug}' has no benchmark suite '{slug}'; its suites: {known}")
+    return suite
+
+
+def resolve_version(agent: Agent, model_id: str | None, role: str) -> ModelVersion | None:
+    if model_id is None:
+        return None
+    versions = version_by_model_id(agent=agent, model_id=model_id)
+    if not versions:
+        known = ", ".join(agent.versions.values_list("model_id", flat=True)) or "none"
+        raise usage_error(f"--{role}: agent '{agent.slug}' has no model '{model_id}'; its models: {known}")
+    if len(versions) > 1:
+        raise usage_error(
+            f"--{role}: '{model_id}' is served by several providers for '{agent.slug}' "
+            f"({', '.join(v.provider.name for v in versions)}); choose in the admin"
+        )
+    return versions[0]
+
+
+def require_worker(timeout: float = 3.0) -> None:
+    from models_app.tasks.benchmarks import benchmark_workers
+
+    if not benchmark_workers(timeout=timeout):
+        raise CommandError(
+            f"no Celery worker consuming the 'benchmarks' queue answered within {timeout:g} s; start one with:\n"
+            f"  {START_WORKER_COMMAND}\n(or `make run`, which starts one), then run this command again",
+            returncode=1,
+        )
+
+
+def raw_stream(wrapper: Any) -> TextIO:
+    """The stream under a command's OutputWrapper: the bar redraws with '\r', and the wrapper
+    would end every write with a newline."""
+    return getattr(wrapper, "_out", wrapper)
+
+
+class ProgressBar:
+    """A one-line bar on stderr, redrawn in place; only on a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = hasattr(stream, "isatty") and stream.isatty()
+        self.last = ""
+
+    def draw(self, runs: list[BenchmarkRun]) -> None:
+        if not self.enabled:
+            return
+        done = sum(run.completed_items for run in runs)
+        total = sum(run.total_items for run in runs) or 1
+        width = 30
+        filled = int(width * done / total)
+        states = ", ".join(sorted({run.status for run in runs}))
+        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} pairs ({100 * done / total:.0f} %) {states}"
+        if line != self.last:
+            self.stream.write(line + " " * max(0, len(self.last) - len(line)))
+            self.stream.flush()
+            self.last = line
+
+    def close(self) -> None:
+        if self.enabled and self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def wait_for_runs(run_ids: list[int], *, stderr: TextIO = sys.stderr) -> list[BenchmarkRun]:
+    """Poll until every run is finished; hand dead workers' chunks on now and then (as beat does)."""
+    from models_app.tasks.benchmarks import benchmark_runs_resume
+
+    bar = ProgressBar(stderr)
+    last_resume = time.monotonic()
+    try:
+        while True:
+            runs = [benchmark_run_get(run_id=run_id) for run_id in run_ids]
+            bar.draw(runs)  # type: ignore[arg-type]
+            if all(run.is_finished for run in runs):  # type: ignore[union-attr]
+                return runs  # type: ignore[return-value]
+            if time.monotonic() - last_resume >= RESUME_CHECK_SECONDS:
+                # Without beat (a bare worker), a killed worker's chunks would wait forever.
+                benchmark_runs_resume.delay()
+                last_resume = time.monotonic()
+            time.sleep(POLL_SECONDS)
+    finally:
+        bar.close()
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:+.1f} %"
+
+
+def comparison_text(run: BenchmarkRun) -> str:
+    summary = benchmark_run_summary(run=run)
+    comparison = run.comparison or {}
+    lines = [
+        f"run #{run.pk} {run.agent.slug}: {run.candidate.model_id} vs {run.baseline.model_id} "
+        f"on suite {run.suite.slug} v{run.suite_version} ({run.total_items // 2} cases) — {run.status}",
+    ]
+    for side in ("baseline", "candidate"):
+        entry = summary[side]
+        mean = "—" if entry["mean_score"] is None else f"{entry['mean_score']:.3f}"
+        lines.append(f"  {side:<9}  {entry['model']:<45} mean {mean}  (n={entry['n']})")
+    if run.verdict:
+        ci = summary["ci95"]
+        interval = f"95 % CI [{percent(ci[0])}, {percent(ci[1])}]" if ci else "95 % CI —"
+        lines.append(
+            f"  relative improvement {percent(summary['relative_improvement'])}, {interval} "
+            f"(threshold {percent(comparison.get('threshold'))})"
+        )
+        lines.append(f"  verdict: {run.verdict}")
+        lines += [f"    - {reason}" for reason in comparison.get("reasons", [])]
+        per_tag = comparison.get("per_tag", [])
+        if per_tag:
+            lines.append("  per tag:" + "".join(
+                f"\n    {row['tag']:<24} n={row['n']:<4} baseline {row['baseline_mean']:.3f}  candidate {row['candidate_mean']:.3f}"
+                for row in per_tag
+            ))
+        worse = comparison.get("regressions", [])
+        if worse:
+            lines.append(f"  worse on {len(worse)} case(s): " + ", ".join(r["key"] for r in worse[:10]) + (" …" if len(worse) > 10 else ""))
+        if comparison.get("candidate_status"):
+            lines.append(f"  candidate is now {comparison['candidate_status']}")
+    if run.error:
+        lines.append(f"  error: {run.error}")
+    lines.append(f"  cost: ${summary['cost_usd']} (estimated ${money(run.estimated_cost_usd)})")
+    return "\n".join(lines)
+
+
+def json_object(run: BenchmarkRun) -> dict[str, Any]:
+    """The contract's object; a run that ended without a verdict also says its status and error."""
+    summary = benchmark_run_summary(run=run)
+    if not run.verdict:
+        summary["status"] = run.status
+        summary["error"] = run.error
+    return summary

@@ -1,0 +1,67 @@
+"""`manage.py benchmark_finetuned --agent NAME [--suite SLUG] [--candidate MODEL] [--baseline MODEL] [--json]`
+
+Runs the suite on both models through Celery (a worker must consume the `benchmarks` queue), waits,
+and prints the comparison. Exit 0 on PASS, 1 otherwise (FAIL, INCONCLUSIVE, a refusal such as the
+budget, a failed run, no worker), 2 on a usage error (including a name that matches nothing).
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from genesis.errors import DomainError
+from models_app.management.commands._benchmark_cli import (
+    raw_stream,
+    comparison_text,
+    json_object,
+    require_worker,
+    resolve_agent,
+    resolve_suite,
+    resolve_version,
+    wait_for_runs,
+)
+from models_app.models import BenchmarkVerdict
+from models_app.services.benchmarks import benchmark_run_create
+
+
+class Command(BaseCommand):
+    help = "Benchmark an agent's fine-tuned candidate against its baseline through Celery and print the verdict."
+
+    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--agent", required=True, metavar="NAME", help="agent slug, e.g. qa_agent")
+        parser.add_argument("--suite", metavar="SLUG", help="suite slug (default: the agent's latest suite)")
+        parser.add_argument("--candidate", metavar="MODEL", help="candidate model id (default: newest benchmarkable fine-tune)")
+        parser.add_argument("--baseline", metavar="MODEL", help="baseline model id (default: the live model)")
+        parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        agent = resolve_agent(options["agent"])
+        suite = resolve_suite(agent, options["suite"])
+        candidate = resolve_version(agent, options["candidate"], "candidate")
+        baseline = resolve_version(agent, options["baseline"], "baseline")
+        require_worker()
+        try:
+            run = benchmark_run_create(
+                agent=agent, suite=suite, candidate=candidate, baseline=baseline,
+                requested_via="command: benchmark_finetuned",
+            )
+        except DomainError as exc:
+            raise CommandError(exc.message, returncode=1) from None
+        if not options["json"]:
+            self.stderr.write(
+                f"run #{run.pk}: {run.candidate.model_id} vs {run.baseline.model_id}, {run.total_items} pairs, "
+                f"estimated ${run.estimated_cost_usd}; waiting for the workers…"
+            )
+        try:
+            (finished,) = wait_for_runs([run.pk], stderr=raw_stream(self.stderr))
+        except KeyboardInterrupt:
+            self.stderr.write(f"\nstopped waiting; run #{run.pk} goes on in the workers (admin: Benchmark runs)")
+            raise SystemExit(130) from None
+        if options["json"]:
+            self.stdout.write(json.dumps(json_object(finished)))
+        else:
+            self.stdout.write(comparison_text(finished))
+        if finished.verdict != BenchmarkVerdict.PASS:
+            raise SystemExit(1)

@@ -1,0 +1,38 @@
+"""`manage.py export_benchmark_suite --agent NAME --slug SLUG [--suite-version N] [--out FILE]`
+
+Writes a suite version as JSONL (standard output by default), ready for `import_benchmark_suite`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand
+
+from models_app.management.commands._benchmark_cli import resolve_agent, usage_error
+from models_app.models import BenchmarkSuite
+from models_app.selectors_benchmarks import benchmark_suite_jsonl
+
+
+class Command(BaseCommand):
+    help = "Export a benchmark suite version as JSONL."
+
+    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--agent", required=True, metavar="NAME")
+        parser.add_argument("--slug", required=True, metavar="SLUG")
+        parser.add_argument("--suite-version", type=int, default=None, dest="suite_version", help="default: the latest")
+        parser.add_argument("--out", default=None, metavar="FILE", help="default: standard output")
+
+    def handle(self, *args, agent, slug, suite_version, out, **options) -> None:  # type: ignore[no-untyped-def]
+        found = resolve_agent(agent)
+        suites = BenchmarkSuite.objects.filter(agent=found, slug=slug)
+        suite = (suites.filter(version=suite_version) if suite_version else suites.order_by("-version")).first()
+        if suite is None:
+            version = f" v{suite_version}" if suite_version else ""
+            raise usage_error(f"agent '{found.slug}' has no benchmark suite '{slug}'{version}")
+        text = benchmark_suite_jsonl(suite=suite)
+        if out:
+            Path(out).write_text(text, encoding="utf-8")
+            self.stderr.write(f"{suite}: {suite.case_count} cases written to {out}")
+        else:
+            self.stdout.write(text, ending="")

@@ -1,0 +1,66 @@
+"""`manage.py run_all_benchmarks [--json]`: `benchmark_finetuned` for every agent with a candidate.
+
+Each agent gets its own run (stored on its own); the runs go to the workers together and the command
+waits for all of them. Exit 0 when every run PASSes, 1 otherwise (or when a run could not start).
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand
+
+from genesis.errors import DomainError
+from models_app.management.commands._benchmark_cli import (
+    comparison_text,
+    json_object,
+    raw_stream,
+    require_worker,
+    wait_for_runs,
+)
+from models_app.models import BenchmarkVerdict
+from models_app.selectors_benchmarks import agents_with_benchmark_candidates
+from models_app.services.benchmarks import benchmark_run_create
+
+
+class Command(BaseCommand):
+    help = "Benchmark the candidate of every agent that has one; exit 0 only if all PASS."
+
+    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--json", action="store_true", help="print a JSON list, one object per agent")
+
+    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        agents = agents_with_benchmark_candidates()
+        if not agents:
+            if options["json"]:
+                self.stdout.write("[]")
+            else:
+                self.stdout.write("no agent has a fine-tuned candidate to benchmark")
+            return
+        require_worker()
+        started, refused = [], []
+        for agent in agents:
+            try:
+                run = benchmark_run_create(agent=agent, requested_via="command: run_all_benchmarks")
+            except DomainError as exc:
+                refused.append({"agent": agent.slug, "run": None, "verdict": None, "error": exc.message})
+                if not options["json"]:
+                    self.stderr.write(f"{agent.slug}: not started: {exc.message}")
+                continue
+            started.append(run.pk)
+        if not options["json"]:
+            self.stderr.write(f"{len(started)} run(s) queued; waiting for the workers…")
+        try:
+            runs = wait_for_runs(started, stderr=raw_stream(self.stderr)) if started else []
+        except KeyboardInterrupt:
+            self.stderr.write(f"\nstopped waiting; runs {', '.join(f'#{pk}' for pk in started)} go on in the workers")
+            raise SystemExit(130) from None
+        if options["json"]:
+            objects = [{"agent": run.agent.slug, **json_object(run)} for run in runs] + refused
+            self.stdout.write(json.dumps(objects))
+        else:
+            self.stdout.write("\n\n".join(comparison_text(run) for run in runs))
+            verdicts = ", ".join(f"{run.agent.slug} {run.verdict or run.status}" for run in runs)
+            self.stdout.write(f"\nsummary: {verdicts}" + (f"; not started: {', '.join(r['agent'] for r in refused)}" if refused else ""))
+        if refused or any(run.verdict != BenchmarkVerdict.PASS for run in runs):
+            raise SystemExit(1)

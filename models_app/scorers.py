@@ -1,0 +1,647 @@
+"""Benchmark scorers: how a model's reply to a case is graded. Pure (no Django).
+
+A case names its scorer with a specification, a JSON object whose `name` picks the scorer and whose
+other keys are its options:
+
+    {"name": "normalized_match"}
+    {"name": "contains_all", "values": ["refund", "5 business days"]}
+    {"name": "numeric", "tolerance": 0.5}
+    {"name": "json_schema", "schema": {"type": "object", "required": ["category"]}}
+    {"name": "llm_judge", "rubric": "Polite, names the refund amount, no promises."}
+
+Every scorer returns a `Score`: a number in [0, 1] and a short reason a person can read next to the
+reply. Scorers are looked up by name in `SCORERS`, so a new one is a function plus one entry.
+
+`reference` is the case's expected answer (a string, a number, or any JSON value); where a scorer
+needs a list (contains_any/all) it may come from the options (`values`) or from the reference.
+
+The LLM judge is the only scorer that calls a model. It receives a `JudgeContext` holding a callable
+that asks the judge model (the caller wires it to the provider layer) and a cache; the verdict is
+cached under a hash of everything the judge saw, so the same reply is never judged (or paid for) twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+REASON_MAX_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Score:
+    score: float  # 0..1
+    reason: str
+    # Tokens and money the scorer itself spent (the LLM judge); zero for the others.
+    judge_prompt_tokens: int = 0
+    judge_completion_tokens: int = 0
+    judge_model: str = ""
+    judge_cached: bool = False
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.score <= 1.0) or math.isnan(self.score):
+            raise ValueError(f"a score must be within [0, 1], got {self.score}")
+        if len(self.reason) > REASON_MAX_CHARS:
+            object.__setattr__(self, "reason", self.reason[: REASON_MAX_CHARS - 1] + "…")
+
+
+class ScorerSpecError(ValueError):
+    """A scorer specification that cannot be used; the message names the option."""
+
+
+# ---- text helpers ------------------------------------------------------------------------------
+
+_PUNCTUATION_CATEGORIES = ("P", "S")  # punctuation and symbols
+
+
+def normalize_text(text: str) -> str:
+    """Case-, accent-, punctuation- and whitespace-insensitive form: "  Yes, it IS! " -> "yes it is".
+
+    Accents are dropped (NFKD) so that "café" and "cafe" match; symbols such as "$" and "%" are
+    dropped with punctuation, so compare numbers with the `numeric` scorer instead."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    kept = []
+    for char in decomposed:
+        category = unicodedata.category(char)
+        if category == "Mn":  # combining accent
+            continue
+        kept.append(" " if category[0] in _PUNCTUATION_CATEGORIES else char)
+    return " ".join("".join(kept).casefold().split())
+
+
+def _short(text: str, limit: int = 60) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _string_list(value: Any, *, option: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence) and value and all(isinstance(item, str) and item for item in value):
+        return list(value)
+    raise ScorerSpecError(f"{option}: needs a non-empty list of non-empty strings")
+
+
+# ---- the scorers -------------------------------------------------------------------------------
+
+
+def score_exact(*, output: str, reference: Any, options: Mapping[str, Any]) -> Score:
+    """Equal after trimming surrounding whitespace (case-sensitive unless `ignore_case`)."""
+    expected = _as_text(reference).strip()
+    got = output.strip()
+    if options.get("ignore_case"):
+        equal = got.casefold() == expected.casefold()
+    else:
+        equal = got == expected
+    if equal:
+        return Score(1.0, "exact match")
+    return Score(0.0, f"expected exactly {_short(expected)!r}, got {_short(got)!r}")
+
+
+def score_normalized_match(*, output: str, reference: Any, options: Mapping[str, Any]) -> Score:
+    """Equal after `normalize_text` on both sides; any of several references when given a list."""
+    references = reference if isinstance(reference, list) else [reference]
+    got = normalize_text(output)
+    for candidate in references:
+        if got == normalize_text(_as_text(candidate)):
+            return Score(1.0, "matches the reference (normalised)")
+    return Score(0.0, f"expected {_short(_as_text(references[0]))!r} (normalised), got {_short(output)!r}")
+
+
+def _contains(needle: str, haystack: str, *, case_sensitive: bool) -> bool:
+    if case_sensitive:
+        return needle in haystack
+    return normalize_text(needle) in normalize_text(haystack) if normalize_text(needle) else needle in haystack
+
+
+def _contains_values(options: Mapping[str, Any], reference: Any) -> list[str]:
+    source = options.get("values", reference)
+    return _string_list(source, option="values")
+
+
+def score_contains_any(*, output: str, reference: Any, options: Mapping[str, Any]) -> Score:
+    values = _contains_values(options, reference)
+    case_sensitive = bool(options.get("case_sensitive", False))
+    for value in values:
+        if _contains(value, output, case_sensitive=case_sensitive):
+            return Score(1.0, f"contains {_short(value, 40)!r}")
+    return Score(0.0, f"contains none of {', '.join(repr(_short(v, 30)) for v in values[:5])}")
+
+
+def score_contains_all(*, output: str, reference: Any, options: Mapping[str, Any]) -> Score:
+    """Fraction of the values present (1.0 when all are); `partial: false` makes it all or nothing."""
+    values = _contains_values(options, reference)
+    case_sensitive = bool(options.get("case_sensitive", False))
+    missing = [value for value in values if not _contains(value, output, case_sensitive=case_sensitive)]
+    if not missing:
+        return Score(1.0, f"contains all {len(values)} required value(s)")
+    fraction = (len(values) - len(missing)) / len(values)
+    score = fraction if options.get("partial", True) else 0.0
+    return Score(score, f"missing {len(missing)} of {len(values)}: {', '.join(repr(_short(v, 30)) for v in missing[:5])}")
+
+
+_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+
+
+def _compiled_pattern(options: Mapping[str, Any], reference: Any) -> re.Pattern[str]:
+    pattern = options.get("pattern", reference if isinstance(reference, str) else None)
+    if not isinstance(pattern, str) or not pattern:
+        raise ScorerSpecError("pattern: needs a regular expression (in the options or as the reference)")
+    flags_text = options.get("flags", "")
+    if not isinstance(flags_text, str) or any(flag not in _REGEX_FLAGS for flag in flags_text):
+        raise ScorerSpecError(f"flags: use letters among {''.join(_REGEX_FLAGS)}, got {flags_text!r}")
+    flags = 0
+    for flag in flags_text:
+        flags |= _REGEX_FLAGS[flag]
+    try:
+        return re.compile(pattern, flags)
+    except re.error as error:
+        raise ScorerSpecError(f"pattern: not a valid regular expression: {error}") from None
+
+
+def score_regex(*, output: str, reference: Any, options: Mapping[str, Any]) -> Score:
+    """Pattern found in the reply (`search`), or matching all of it with `fullmatch: true`."""
+    pattern = _compiled_pattern(options, reference)
+    full = bool(options.get("fullmatch", False))
+    text = output.strip() if full else output
+    matched = pattern.fullmatch(text) if full else pattern.search(text)
+    if matched:
+        return Score(1.0, f"matches /{_short(pattern.pattern, 40)}/")
+    return Score(0.0, f"does not {'fully ' if full else ''}match /{_short(pattern.pattern, 40)}/")
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*(?P<body>.*?)\s*```$", re.DOTALL | re.IGNORECASE)
+
+
+def _parse_json_reply(output: str) -> tuple[Any, str | None]:
+    """The JSON value of a reply (a ```json fence around it is accepted), or an error message."""
+    text = output.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group("body")
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as error:
+        return None, f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+
+
+def score_valid_json(*, output: str, reference: Any, options: Mapping[str, Any]) -> Score:
+    value, error = _parse_json_reply(output)
+    if error:
+        return Score(0.0, error)
+    wanted = options.get("type")
+    if wanted and _json_type_name(value) != wanted and not (wanted == "number" and _json_type_name(value) == "integer"):
+        return Score(0.0, f"valid JSON, but a {_json_type_name(value)}, not a {wanted}")
+    return Score(1.0, "valid JSON")
+
+
+def score_json_schema(*, output: str, reference: Any, options: Mapping[str, Any]) -> Score:
+    schema = options.get("schema", reference)
+    if not isinstance(schema, Mapping):
+        raise ScorerSpecError("schema: needs a JSON Schema object (in the options or as the reference)")
+    value, error = _parse_json_reply(output)
+    if error:
+        return Score(0.0, error)
+    problems = json_schema_errors(value, schema)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Score(0.0, f"schema: {problems[0]}{more}")
+    return Score(1.0, "valid JSON matching the schema")
+
+
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def extract_numbers(text: str) -> list[float]:
+    """Numbers written in `text`: "−1,234.5", "12%", "$40" -> [-1234.5, 12.0, 40.0]."""
+    numbers = []
+    for match in _NUMBER_IN_TEXT.finditer(text):
+        token = match.group(0).replace(",", "").replace("−", "-")
+        try:
+            numbers.append(float(token))
+        except ValueError:
+            continue
+    return numbers
+
+
+def score_numeric(*, output: str, reference: Any, options: Mapping[str, Any]) -> Score:
+    """The first number in the reply (`pick: last` for the last) within `tolerance` (absolute) or
+    `relative_tolerance` (a fraction of the reference) of the reference number."""
+    try:
+        expected = float(options.get("value", reference))
+    except (TypeError, ValueError):
+        raise ScorerSpecError(f"reference: needs a number, got {reference!r}") from None
+    tolerance = float(options.get("tolerance", 0.0))
+    relative = float(options.get("relative_tolerance", 0.0))
+    if tolerance < 0 or relative < 0:
+        raise ScorerSpecError("tolerance/relative_tolerance: must be >= 0")
+    numbers = extract_numbers(output)
+    if not numbers:
+        return Score(0.0, f"no number in the reply (expected {expected:g})")
+    got = numbers[-1] if options.get("pick") == "last" else numbers[0]
+    allowed = max(tolerance, relative * abs(expected))
+    difference = abs(got - expected)
+    if difference <= allowed + 1e-12:
+        return Score(1.0, f"{got:g} is within {allowed:g} of {expected:g}")
+    return Score(0.0, f"{got:g} is {difference:g} away from {expected:g} (allowed {allowed:g})")
+
+
+def score_length(*, output: str, reference: Any, options: Mapping[str, Any]) -> Score:
+    """Characters within [min_chars, max_chars] and words within [min_words, max_words]."""
+    bounds = {key: options.get(key) for key in ("min_chars", "max_chars", "min_words", "max_words")}
+    if all(value is None for value in bounds.values()):
+        raise ScorerSpecError("length: give at least one of min_chars, max_chars, min_words, max_words")
+    for key, value in bounds.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ScorerSpecError(f"{key}: needs a non-negative integer, got {value!r}")
+    text = output.strip()
+    chars, words = len(text), len(text.split())
+    problems = []
+    if bounds["min_chars"] is not None and chars < bounds["min_chars"]:
+        problems.append(f"{chars} characters < {bounds['min_chars']}")
+    if bounds["max_chars"] is not None and chars > bounds["max_chars"]:
+        problems.append(f"{chars} characters > {bounds['max_chars']}")
+    if bounds["min_words"] is not None and words < bounds["min_words"]:
+        problems.append(f"{words} words < {bounds['min_words']}")
+    if bounds["max_words"] is not None and words > bounds["max_words"]:
+        problems.append(f"{words} words > {bounds['max_words']}")
+    if problems:
+        return Score(0.0, "; ".join(problems))
+    return Score(1.0, f"{chars} characters, {words} words: within bounds")
+
+
+# ---- the LLM judge -------------------------------------------------------------------------------
+
+
+class JudgeCache(Protocol):
+    def get(self, key: str) -> Mapping[str, Any] | None: ...
+
+    def set(self, key: str, value: Mapping[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class JudgeReply:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+# (model, messages) -> the judge's reply; wired by the caller to the provider layer (with retries).
+AskJudge = Callable[[str, list[dict[str, str]]], JudgeReply]
+
+
+@dataclass
+class JudgeContext:
+    ask: AskJudge
+    cache: JudgeCache
+    default_model: str
+    question: str = ""  # the case's prompt as the model saw it (markers stripped)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+JUDGE_SYSTEM_PROMPT = (
+    "You grade an AI assistant's reply against a rubric. Reply with one JSON object and nothing else: "
+    '{"score": <number from 0 to 1>, "reason": "<one short sentence>"}. 1 means the reply fully meets '
+    "the rubric, 0 that it does not meet it at all."
+)
+
+
+def judge_messages(*, rubric: str, question: str, reference: Any, output: str) -> list[dict[str, str]]:
+    parts = [f"Rubric:\n{rubric}", f"Question:\n{question}" if question else ""]
+    if reference not in (None, ""):
+        parts.append(f"Reference answer:\n{_as_text(reference)}")
+    parts.append(f"Reply to grade:\n{output}")
+    return [
+        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+        {"role": "user", "content": "\n\n".join(part for part in parts if part)},
+    ]
+
+
+def judge_cache_key(*, model: str, messages: list[dict[str, str]]) -> str:
+    """The hash of everything the judge sees: same inputs, same verdict, paid once."""
+    canonical = json.dumps({"model": model, "messages": messages}, sort_keys=True, ensure_ascii=False)
+    return "judge:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_SCORE_FIELD = re.compile(r"score\W{0,3}\s*(?P<value>-?\d+(?:\.\d+)?)\s*(?P<scale>/\s*(?:10|100|1)\b)?", re.IGNORECASE)
+
+
+def parse_judge_reply(text: str) -> tuple[float, str] | None:
+    """(score in [0, 1], reason) from a judge's reply, or None when it holds no score.
+
+    Accepts the JSON object asked for (also inside a ```json fence or surrounded by text), or a
+    "Score: 7/10" line; a score above 1 is read on the 10- or 100-point scale it implies."""
+    value: float | None = None
+    reason = ""
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        try:
+            obj = json.loads(text[start : end + 1])
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("score"), (int, float)) and not isinstance(obj.get("score"), bool):
+            value = float(obj["score"])
+            reason = str(obj.get("reason") or "")
+    if value is None:
+        match = _SCORE_FIELD.search(text)
+        if match is None:
+            stripped = text.strip()
+            try:
+                value = float(stripped)
+            except ValueError:
+                return None
+        else:
+            value = float(match.group("value"))
+            scale = (match.group("scale") or "").replace("/", "").strip()
+            if scale:
+                value = value / float(scale)
+        reason = reason or text.strip()
+    if math.isnan(value) or value < 0:
+        return None
+    if value > 1:
+        value = value / 10 if value <= 10 else value / 100 if value <= 100 else math.nan
+    if math.isnan(value):
+        return None
+    return min(1.0, value), reason
+
+
+def score_llm_judge(*, output: str, reference: Any, options: Mapping[str, Any], judge: JudgeContext | None = None) -> Score:
+    rubric = options.get("rubric")
+    if not isinstance(rubric, str) or not rubric.strip():
+        raise ScorerSpecError("rubric: the LLM judge needs a rubric (what a good reply does)")
+    if judge is None:
+        raise ScorerSpecError("llm_judge: no judge model is configured for this run")
+    model = str(options.get("judge_model") or judge.default_model)
+    messages = judge_messages(rubric=rubric, question=judge.question, reference=reference, output=output)
+    key = judge_cache_key(model=model, messages=messages)
+    cached = judge.cache.get(key)
+    if cached is not None:
+        return Score(float(cached["score"]), str(cached["reason"]), judge_model=model, judge_cached=True)
+    reply = judge.ask(model, messages)
+    parsed = parse_judge_reply(reply.text)
+    if parsed is None:
+        score, reason = 0.0, f"judge {model} gave no readable score: {_short(reply.text, 80)!r}"
+    else:
+        score, reason = parsed[0], f"judge {model}: {_short(parsed[1], 200)}"
+    verdict = Score(
+        score,
+        reason,
+        judge_prompt_tokens=reply.prompt_tokens,
+        judge_completion_tokens=reply.completion_tokens,
+        judge_model=model,
+    )
+    # Cached even when unreadable: the judge answered and was paid; asking again would pay twice.
+    judge.cache.set(key, {"score": verdict.score, "reason": verdict.reason})
+    return verdict
+
+
+# ---- combining scorers ---------------------------------------------------------------------------
+
+
+def score_all(
+    *, output: str, reference: Any, options: Mapping[str, Any], judge: JudgeContext | None = None
+) -> Score:
+    """Every listed scorer must agree: the lowest of their scores, with the reasons of the failing ones.
+    `{"name": "all", "scorers": [{"name": "contains_all", "values": ["BrightBrew"]}, {"name": "length", "max_chars": 60}]}`"""
+    parts = options.get("scorers")
+    if not isinstance(parts, list) or not parts or not all(isinstance(part, Mapping) for part in parts):
+        raise ScorerSpecError("scorers: 'all' needs a non-empty list of scorer specifications")
+    results = [score_output(spec=part, output=output, reference=reference, judge=judge) for part in parts]
+    lowest = min(result.score for result in results)
+    failing = [result.reason for result in results if result.score < 1.0]
+    return Score(
+        lowest,
+        "; ".join(failing) if failing else "; ".join(result.reason for result in results),
+        judge_prompt_tokens=sum(result.judge_prompt_tokens for result in results),
+        judge_completion_tokens=sum(result.judge_completion_tokens for result in results),
+        judge_model=next((result.judge_model for result in results if result.judge_model), ""),
+        judge_cached=all(result.judge_cached for result in results if result.judge_model),
+    )
+
+
+# ---- registry and entry point ------------------------------------------------------------------
+
+ScorerFunction = Callable[..., Score]
+
+SCORERS: dict[str, ScorerFunction] = {
+    "exact": score_exact,
+    "normalized_match": score_normalized_match,
+    "contains_any": score_contains_any,
+    "contains_all": score_contains_all,
+    "regex": score_regex,
+    "valid_json": score_valid_json,
+    "json_schema": score_json_schema,
+    "numeric": score_numeric,
+    "length": score_length,
+    "llm_judge": score_llm_judge,
+    "all": score_all,
+}
+# Alternative spellings people reach for.
+SCORER_ALIASES = {"normalised_match": "normalized_match", "normalized": "normalized_match", "json": "valid_json",
+                  "judge": "llm_judge", "numeric_tolerance": "numeric", "length_bounds": "length"}
+
+
+def scorer_name(spec: Mapping[str, Any]) -> str:
+    name = spec.get("name") if isinstance(spec, Mapping) else None
+    if not isinstance(name, str) or not name:
+        raise ScorerSpecError(f"scorer: needs a 'name' among {', '.join(SCORERS)}")
+    name = SCORER_ALIASES.get(name, name)
+    if name not in SCORERS:
+        raise ScorerSpecError(f"scorer: unknown name {name!r}; known: {', '.join(SCORERS)}")
+    return name
+
+
+def score_output(
+    *, spec: Mapping[str, Any], output: str, reference: Any, judge: JudgeContext | None = None
+) -> Score:
+    """Grade `output` with the scorer `spec` names. Raises ScorerSpecError for an unusable spec."""
+    name = scorer_name(spec)
+    options = {key: value for key, value in spec.items() if key != "name"}
+    if name in ("llm_judge", "all"):
+        return SCORERS[name](output=output, reference=reference, options=options, judge=judge)
+    return SCORERS[name](output=output, reference=reference, options=options)
+
+
+def validate_scorer_spec(spec: Any, reference: Any) -> list[str]:
+    """Problems with a scorer specification, found without a reply (for imports). Empty when usable."""
+    if not isinstance(spec, Mapping):
+        return ["scorer: needs an object such as {\"name\": \"exact\"}"]
+    try:
+        name = scorer_name(spec)
+    except ScorerSpecError as error:
+        return [str(error)]
+    options = {key: value for key, value in spec.items() if key != "name"}
+    if name in ("exact", "normalized_match") and reference in (None, "", []):
+        return [f"reference: the {name} scorer needs the expected answer"]
+    try:
+        if name == "all":
+            parts = options.get("scorers")
+            if not isinstance(parts, list) or not parts:
+                raise ScorerSpecError("scorers: 'all' needs a non-empty list of scorer specifications")
+            return [f"scorers[{index}]: {problem}" for index, part in enumerate(parts)
+                    for problem in validate_scorer_spec(part, reference)]
+        if name == "llm_judge":
+            if not isinstance(options.get("rubric"), str) or not options["rubric"].strip():
+                raise ScorerSpecError("rubric: the LLM judge needs a rubric (what a good reply does)")
+        elif name == "json_schema":
+            schema = options.get("schema", reference)
+            if not isinstance(schema, Mapping):
+                raise ScorerSpecError("schema: needs a JSON Schema object (in the options or as the reference)")
+            schema_problems = json_schema_check_schema(schema)
+            if schema_problems:
+                raise ScorerSpecError(f"schema: {schema_problems[0]}")
+        else:
+            # A dry run on an empty reply exercises the option parsing of every other scorer.
+            SCORERS[name](output="", reference=reference, options=options)
+    except ScorerSpecError as error:
+        return [str(error)]
+    except (TypeError, ValueError) as error:
+        return [f"scorer {name}: {error}"]
+    return []
+
+
+# ---- a JSON Schema subset ------------------------------------------------------------------------
+# Enough of draft 2020-12 for benchmark answers, without a dependency: type, enum, const, properties,
+# required, additionalProperties, items, minItems/maxItems, uniqueItems, minLength/maxLength,
+# pattern, minimum/maximum, exclusiveMinimum/exclusiveMaximum, multipleOf, anyOf, oneOf, allOf, not.
+
+SUPPORTED_SCHEMA_KEYWORDS = frozenset(
+    {"type", "enum", "const", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+     "uniqueItems", "minLength", "maxLength", "pattern", "minimum", "maximum", "exclusiveMinimum",
+     "exclusiveMaximum", "multipleOf", "anyOf", "oneOf", "allOf", "not", "title", "description", "$schema",
+     "$id", "default", "examples", "format"}
+)
+_JSON_TYPES = ("null", "boolean", "object", "array", "number", "string", "integer")
+
+
+def _json_type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "integer" if value.is_integer() else "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _is_type(value: Any, wanted: str) -> bool:
+    actual = _json_type_name(value)
+    return actual == wanted or (wanted == "number" and actual == "integer")
+
+
+def json_schema_check_schema(schema: Any, path: str = "#") -> list[str]:
+    """Keywords this subset does not understand (rather than silently accepting everything)."""
+    if isinstance(schema, bool):
+        return []
+    if not isinstance(schema, Mapping):
+        return [f"{path}: a schema must be an object or a boolean"]
+    problems = [f"{path}: unsupported keyword '{key}'" for key in schema if key not in SUPPORTED_SCHEMA_KEYWORDS]
+    types = schema.get("type")
+    for type_name in [types] if isinstance(types, str) else (types or []):
+        if type_name not in _JSON_TYPES:
+            problems.append(f"{path}/type: unknown type {type_name!r}")
+    for key in ("properties",):
+        for name, sub in (schema.get(key) or {}).items():
+            problems += json_schema_check_schema(sub, f"{path}/{key}/{name}")
+    for key in ("items", "additionalProperties", "not"):
+        if isinstance(schema.get(key), (Mapping, bool)):
+            problems += json_schema_check_schema(schema[key], f"{path}/{key}")
+    for key in ("anyOf", "oneOf", "allOf"):
+        for index, sub in enumerate(schema.get(key) or []):
+            problems += json_schema_check_schema(sub, f"{path}/{key}/{index}")
+    return problems
+
+
+def json_schema_errors(value: Any, schema: Any, path: str = "$") -> list[str]:
+    """Why `value` does not satisfy `schema` (empty when it does), each naming the JSON path."""
+    if schema is True:
+        return []
+    if schema is False:
+        return [f"{path}: no value is allowed here"]
+    errors: list[str] = []
+    types = schema.get("type")
+    if types is not None:
+        wanted = [types] if isinstance(types, str) else list(types)
+        if not any(_is_type(value, type_name) for type_name in wanted):
+            return [f"{path}: expected {' or '.join(wanted)}, got {_json_type_name(value)}"]
+    if "const" in schema and value != schema["const"]:
+        errors.append(f"{path}: must be {json.dumps(schema['const'])}")
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{path}: must be one of {', '.join(json.dumps(v) for v in schema['enum'])}")
+    if isinstance(value, str):
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            errors.append(f"{path}: shorter than {schema['minLength']} characters")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            errors.append(f"{path}: longer than {schema['maxLength']} characters")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errors.append(f"{path}: does not match /{schema['pattern']}/")
+    if _is_type(value, "number"):
+        if "minimum" in schema and value < schema["minimum"]:
+            errors.append(f"{path}: {value} < minimum {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            errors.append(f"{path}: {value} > maximum {schema['maximum']}")
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            errors.append(f"{path}: {value} <= exclusive minimum {schema['exclusiveMinimum']}")
+        if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
+            errors.append(f"{path}: {value} >= exclusive maximum {schema['exclusiveMaximum']}")
+        if "multipleOf" in schema:
+            quotient = value / schema["multipleOf"]
+            if abs(quotient - round(quotient)) > 1e-9:
+                errors.append(f"{path}: not a multiple of {schema['multipleOf']}")
+    if isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            errors.append(f"{path}: fewer than {schema['minItems']} items")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            errors.append(f"{path}: more than {schema['maxItems']} items")
+        if schema.get("uniqueItems"):
+            seen = [json.dumps(item, sort_keys=True) for item in value]
+            if len(seen) != len(set(seen)):
+                errors.append(f"{path}: items are not unique")
+        if "items" in schema:
+            for index, item in enumerate(value):
+                errors += json_schema_errors(item, schema["items"], f"{path}[{index}]")
+    if isinstance(value, dict):
+        for name in schema.get("required", []):
+            if name not in value:
+                errors.append(f"{path}: missing required property '{name}'")
+        properties = schema.get("properties", {})
+        for name, item in value.items():
+            if name in properties:
+                errors += json_schema_errors(item, properties[name], f"{path}.{name}")
+            elif "additionalProperties" in schema:
+                additional = schema["additionalProperties"]
+                if additional is False:
+                    errors.append(f"{path}: unexpected property '{name}'")
+                elif isinstance(additional, Mapping):
+                    errors += json_schema_errors(item, additional, f"{path}.{name}")
+    for sub in schema.get("allOf", []):
+        errors += json_schema_errors(value, sub, path)
+    if "anyOf" in schema and not any(not json_schema_errors(value, sub, path) for sub in schema["anyOf"]):
+        errors.append(f"{path}: matches none of the anyOf alternatives")
+    if "oneOf" in schema:
+        matching = sum(1 for sub in schema["oneOf"] if not json_schema_errors(value, sub, path))
+        if matching != 1:
+            errors.append(f"{path}: matches {matching} of the oneOf alternatives, not exactly one")
+    if "not" in schema and not json_schema_errors(value, schema["not"], path):
+        errors.append(f"{path}: must not match the 'not' schema")
+    return errors

@@ -1,0 +1,220 @@
+"""Reads of benchmarks: which suite and candidate a run uses by default, runs and their results, the
+contract's summary object, and the data of the admin's run page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import DecimalField, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
+
+from models_app import benchmark_stats
+from models_app.benchmark_suites import SuiteCase, suite_jsonl
+from models_app.models import (
+    Agent,
+    BenchmarkCase,
+    BenchmarkResult,
+    BenchmarkRun,
+    BenchmarkRunStatus,
+    BenchmarkSuite,
+    ModelKind,
+    ModelStatus,
+    ModelVersion,
+)
+
+# A candidate can be benchmarked from these statuses (lifecycle: → benchmarking).
+BENCHMARKABLE_STATUSES = (ModelStatus.REGISTERED, ModelStatus.APPROVED_FOR_ROLLOUT)
+ACTIVE_RUN_STATUSES = (BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING)
+ZERO = Decimal(0)
+MICRO_DOLLAR = Decimal("0.000001")  # the ledger's quantum (costs.pricing.LEDGER_QUANTUM)
+
+
+def money(amount: Decimal) -> str:
+    """Dollars as a decimal string, to the micro-dollar the ledger keeps: "0.000934"."""
+    return str(amount.quantize(MICRO_DOLLAR))
+
+
+def latest_suite(*, agent: Agent, slug: str | None = None) -> BenchmarkSuite | None:
+    """The newest version of `slug` (or of the agent's most recently imported suite)."""
+    suites = BenchmarkSuite.objects.filter(agent=agent).select_related("agent")
+    if slug is not None:
+        return suites.filter(slug=slug).order_by("-version").first()
+    return suites.order_by("-created_at", "-pk").first()
+
+
+def default_candidate(*, agent: Agent) -> ModelVersion | None:
+    """The newest fine-tuned version that may be benchmarked now."""
+    return (
+        agent.versions.select_related("provider", "agent")
+        .filter(kind=ModelKind.FINE_TUNED, status__in=BENCHMARKABLE_STATUSES)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def version_by_model_id(*, agent: Agent, model_id: str) -> list[ModelVersion]:
+    """Versions of the agent named `model_id` (one per provider serving it)."""
+    return list(agent.versions.select_related("provider", "agent").filter(model_id=model_id))
+
+
+def agents_with_benchmark_candidates() -> list[Agent]:
+    """Agents with a fine-tuned version ready to benchmark, for `run_all_benchmarks`."""
+    return list(
+        Agent.objects.filter(versions__kind=ModelKind.FINE_TUNED, versions__status__in=BENCHMARKABLE_STATUSES)
+        .distinct()
+        .order_by("slug")
+    )
+
+
+def active_run_for_candidate(*, candidate: ModelVersion) -> BenchmarkRun | None:
+    return BenchmarkRun.objects.filter(candidate=candidate, status__in=ACTIVE_RUN_STATUSES).order_by("-pk").first()
+
+
+def benchmark_runs(
+    *, agent_slugs: frozenset[str] | None = None, status: str | None = None, limit: int = 50
+) -> QuerySet[BenchmarkRun]:
+    runs = BenchmarkRun.objects.select_related("agent", "suite", "candidate", "baseline").order_by("-created_at", "-pk")
+    if agent_slugs is not None:
+        runs = runs.filter(agent__slug__in=agent_slugs)
+    if status:
+        runs = runs.filter(status=status)
+    return runs[:limit]
+
+
+def benchmark_run_get(*, run_id: int) -> BenchmarkRun | None:
+    return (
+        BenchmarkRun.objects.select_related(
+            "agent", "suite", "candidate__provider", "baseline__provider", "requested_by", "cancelled_by"
+        )
+        .filter(pk=run_id)
+        .first()
+    )
+
+
+def benchmark_run_cost(*, run: BenchmarkRun) -> Decimal:
+    """What the run has cost so far, summed in SQL."""
+    return run.results.aggregate(
+        total=Coalesce(Sum("cost_usd"), Value(ZERO), output_field=DecimalField(max_digits=20, decimal_places=8))
+    )["total"]
+
+
+def benchmark_run_pairs(*, run: BenchmarkRun) -> list[benchmark_stats.PairedScore]:
+    """Cases scored for both models, with their tags, in suite order."""
+    scores: dict[int, dict[int, float]] = {}
+    for case_id, version_id, score in run.results.values_list("case_id", "model_version_id", "score"):
+        scores.setdefault(case_id, {})[version_id] = score
+    pairs = []
+    for case in BenchmarkCase.objects.filter(pk__in=scores).order_by("position").only("pk", "key", "tags"):
+        by_model = scores[case.pk]
+        if run.baseline_id in by_model and run.candidate_id in by_model:
+            pairs.append(
+                benchmark_stats.PairedScore(
+                    key=case.key, baseline=by_model[run.baseline_id], candidate=by_model[run.candidate_id],
+                    tags=tuple(case.tags or ()),
+                )
+            )
+    return pairs
+
+
+def _model_summary(run: BenchmarkRun, version: ModelVersion, comparison: dict[str, Any] | None, side: str) -> dict[str, Any]:
+    if comparison is not None:
+        mean, n = comparison[f"{side}_mean"], comparison["n"]
+    else:
+        scored = run.results.filter(model_version=version).values_list("score", flat=True)
+        values = list(scored)
+        mean, n = (round(sum(values) / len(values), 6) if values else None), len(values)
+    return {"model": version.model_id, "mean_score": mean, "n": n}
+
+
+def benchmark_run_summary(*, run: BenchmarkRun) -> dict[str, Any]:
+    """The object `benchmark_finetuned --json` prints (the public contract), from the stored run."""
+    comparison = run.comparison
+    ci95 = None
+    if comparison is not None and comparison.get("ci_low") is not None:
+        ci95 = [comparison["ci_low"], comparison["ci_high"]]
+    return {
+        "run": run.pk,
+        "verdict": run.verdict or None,
+        "baseline": _model_summary(run, run.baseline, comparison, "baseline"),
+        "candidate": _model_summary(run, run.candidate, comparison, "candidate"),
+        "relative_improvement": comparison.get("relative_improvement") if comparison else None,
+        "ci95": ci95,
+        "cost_usd": money(run.cost_usd if run.is_finished else benchmark_run_cost(run=run)),
+    }
+
+
+@dataclass(frozen=True)
+class RegressionLine:
+    key: str
+    tags: tuple[str, ...]
+    baseline_score: float
+    candidate_score: float
+    delta: float
+    baseline_output: str
+    candidate_output: str
+    candidate_reason: str
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run: BenchmarkRun
+    summary: dict[str, Any]
+    comparison: dict[str, Any] | None
+    histogram_bins: list[str]
+    baseline_histogram: list[int]
+    candidate_histogram: list[int]
+    regressions: list[RegressionLine]
+    errors: int
+    chunks: list[dict[str, Any]]
+
+
+def benchmark_run_report(*, run: BenchmarkRun, worst: int = 20) -> RunReport:
+    """Everything the admin's run page shows, in a fixed number of queries."""
+    results = list(
+        run.results.select_related("case").only(
+            "score", "output", "reason", "error", "model_version_id", "case__key", "case__tags", "case__position"
+        )
+    )
+    baseline_scores = [r.score for r in results if r.model_version_id == run.baseline_id]
+    candidate_scores = [r.score for r in results if r.model_version_id == run.candidate_id]
+    by_case: dict[str, dict[int, BenchmarkResult]] = {}
+    for result in results:
+        by_case.setdefault(result.case.key, {})[result.model_version_id] = result
+    pairs = [
+        (key, models[run.baseline_id], models[run.candidate_id])
+        for key, models in by_case.items()
+        if run.baseline_id in models and run.candidate_id in models
+    ]
+    worse = sorted(
+        (pair for pair in pairs if pair[2].score < pair[1].score), key=lambda pair: (pair[2].score - pair[1].score, pair[0])
+    )[:worst]
+    bins = 10
+    return RunReport(
+        run=run,
+        summary=benchmark_run_summary(run=run),
+        comparison=run.comparison,
+        histogram_bins=[f"{i / bins:.1f}–{(i + 1) / bins:.1f}" for i in range(bins)],
+        baseline_histogram=benchmark_stats.score_histogram(baseline_scores, bins=bins),
+        candidate_histogram=benchmark_stats.score_histogram(candidate_scores, bins=bins),
+        regressions=[
+            RegressionLine(
+                key=key, tags=tuple(candidate.case.tags or ()), baseline_score=baseline.score,
+                candidate_score=candidate.score, delta=candidate.score - baseline.score,
+                baseline_output=baseline.output, candidate_output=candidate.output, candidate_reason=candidate.reason,
+            )
+            for key, baseline, candidate in worse
+        ],
+        errors=sum(1 for r in results if r.error),
+        chunks=list(run.chunks.values("index", "status", "worker", "attempts", "heartbeat_at", "error")),
+    )
+
+
+def benchmark_suite_jsonl(*, suite: BenchmarkSuite) -> str:
+    """The suite version as JSONL, ready to import again (the export of the admin and the command)."""
+    cases = [
+        SuiteCase(key=c.key, messages=c.messages, reference=c.reference, scorer=c.scorer, tags=list(c.tags or []))
+        for c in suite.cases.order_by("position")
+    ]
+    return suite_jsonl(description=suite.description, cases=cases)

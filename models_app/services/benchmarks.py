@@ -1,0 +1,1036 @@
+"""Every write of benchmarks: suites, runs and their chunks, case results, verdicts and overrides.
+
+How a run goes (the admin, the API and the commands all start it with `benchmark_run_create`):
+
+1. `benchmark_run_create` resolves the suite, candidate and baseline, estimates the cost and checks
+   it against the budget (costs.budget_check: a refusal is a Conflict), moves the candidate to
+   benchmarking, and splits the (model, case) pairs into chunks — rows — each sent to the
+   `benchmarks` queue once the transaction commits.
+2. A worker's `benchmark_chunk_execute` claims a chunk (a lease: worker name + token + heartbeat),
+   asks the models in a thread pool bounded by the provider's max_concurrency and by the shared
+   limits in Redis (models_app/benchmark_limits.py), scores the answers, and writes results in small
+   batches. Each result is unique per (run, model, case): a pair is scored once.
+   Its cost goes on the ledger once, under the result's idempotency key, posted just after by
+   `benchmark_run_post_costs` (a `default`-queue task): the result row is the outbox. Posting in the
+   chunk itself would hold every batch for the ledger's budget locks (several round trips a result,
+   more than the provider call's share of the chunk's time).
+3. The chunk that completes the run computes the comparison (models_app/benchmark_stats.py) and
+   moves the candidate: PASS → approved_for_rollout, INCONCLUSIVE → registered, FAIL → rejected.
+
+Resuming: a killed worker's chunks keep a lease nobody renews. `benchmark_runs_resume_stalled`
+(beat, every minute; also called by a waiting `benchmark_finetuned`) hands them to live workers,
+which skip the pairs already scored. Only an answer received but not yet written when the worker
+died (at most one batch, ~¼ s of work) is asked again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Collection, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from threading import Event
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import Count, OuterRef, Subquery
+from django.utils import timezone
+
+from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from genesis.permissions import require_permission
+from models_app import benchmark_stats, scorers
+from models_app.benchmark_limits import ProviderLimiter, RedisProviderLimiter
+from models_app.benchmark_suites import cases_fingerprint, parse_suite_jsonl
+from models_app.models import (
+    Agent,
+    BenchmarkCase,
+    BenchmarkChunk,
+    BenchmarkChunkStatus,
+    BenchmarkResult,
+    BenchmarkRun,
+    BenchmarkRunStatus,
+    BenchmarkSuite,
+    BenchmarkVerdict,
+    BenchmarkVerdictOverride,
+    ModelStatus,
+    ModelVersion,
+    ProviderAccount,
+)
+from models_app.providers import (
+    PermanentProviderError,
+    ProviderAuthError,
+    RetryPolicy,
+    TransientProviderError,
+    UnknownModelError,
+    UnsupportedParameterError,
+    call_with_retries,
+)
+from models_app.providers.base import ChatResult
+from models_app.selectors_benchmarks import (
+    BENCHMARKABLE_STATUSES,
+    active_run_for_candidate,
+    benchmark_run_cost,
+    benchmark_run_pairs,
+    default_candidate,
+    latest_suite,
+)
+from models_app.services.registry import model_version_transition
+from models_app.simulator.markers import strip_answer_markers
+
+logger = logging.getLogger(__name__)
+
+OVERRIDE_PERMISSION = "models_app.override_benchmark_verdict"
+MAX_ERRORS_SHOWN = 20
+
+# Chunk leases. A worker renews its chunk's heartbeat at least this often…
+CHUNK_HEARTBEAT_SECONDS = 5.0
+# …so a running chunk whose heartbeat is older than this has lost its worker and is handed on.
+CHUNK_STALLED_AFTER_SECONDS = 60.0
+# A queued chunk whose message may have been lost (a worker killed between receiving and claiming
+# it, or a broker outage at enqueue time) is sent again after this long; a duplicate is harmless.
+QUEUED_CHUNK_RESEND_AFTER_SECONDS = 600.0
+# Rounds of transient failures a chunk may go through (each after per-call retries) before the run fails.
+MAX_CHUNK_ATTEMPTS = 6
+# Claims of one chunk (retries, hand-overs after dead workers) after which the run fails instead of
+# trying forever: a chunk that keeps killing its workers or its task needs a person.
+MAX_CHUNK_CLAIMS = 12
+# Results are written in small batches: often enough that a killed worker loses little, rarely
+# enough that writing does not dominate a fast provider.
+FLUSH_EVERY_SECONDS = 0.25
+FLUSH_MAX_RESULTS = 48
+# Per call: retries of transient errors (429, 5xx, timeouts) inside the chunk, with backoff.
+CALL_RETRY_POLICY = RetryPolicy(max_attempts=4, base_delay_seconds=0.5, max_delay_seconds=10.0)
+JUDGE_CACHE_SECONDS = 30 * 24 * 3600
+# A shared call slot outlives a killed holder by at most this long (live holders renew theirs).
+LIMITER_LEASE_SECONDS = 6.0
+DEFAULT_JUDGE_MODEL = "mistral-large-latest"
+CHARS_PER_TOKEN_ESTIMATE = 4
+
+RUN_TRANSITIONS: dict[str, frozenset[str]] = {
+    BenchmarkRunStatus.QUEUED: frozenset({BenchmarkRunStatus.RUNNING, BenchmarkRunStatus.FAILED, BenchmarkRunStatus.CANCELLED}),
+    BenchmarkRunStatus.RUNNING: frozenset(
+        {BenchmarkRunStatus.COMPLETED, BenchmarkRunStatus.FAILED, BenchmarkRunStatus.CANCELLED}
+    ),
+    BenchmarkRunStatus.COMPLETED: frozenset(),
+    BenchmarkRunStatus.FAILED: frozenset(),
+    BenchmarkRunStatus.CANCELLED: frozenset(),
+}
+VERDICT_TO_STATUS = {
+    BenchmarkVerdict.PASS: ModelStatus.APPROVED_FOR_ROLLOUT,
+    BenchmarkVerdict.INCONCLUSIVE: ModelStatus.REGISTERED,
+    BenchmarkVerdict.FAIL: ModelStatus.REJECTED,
+}
+
+
+def _move_run(run: BenchmarkRun, to_status: str) -> None:
+    if to_status not in RUN_TRANSITIONS[run.status]:
+        allowed = ", ".join(sorted(RUN_TRANSITIONS[run.status])) or "none (finished)"
+        raise Conflict(f"benchmark run #{run.pk} is {run.status} and cannot become {to_status}; allowed next: {allowed}")
+    run.status = to_status
+
+
+# --- suites ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SuiteImport:
+    suite: BenchmarkSuite
+    created: bool  # False when the file held exactly the cases of the latest version
+
+
+@transaction.atomic
+def benchmark_suite_import(
+    *,
+    agent: Agent,
+    slug: str,
+    lines: Iterable[str],
+    description: str | None = None,
+    source: str = "",
+    actor: Any = None,
+) -> SuiteImport:
+    """Import a JSONL suite (models_app/benchmark_suites) as the next version of `agent`/`slug`.
+
+    The file is validated line by line and refused as a whole, with every problem and its line
+    number, if anything is wrong. Cases of an existing version never change (runs refer to them):
+    different cases make a new version; the same cases return the latest version (so re-seeding
+    and re-importing are idempotent)."""
+    require_permission(actor=actor, permission="models_app.add_benchmarksuite", action="import benchmark suites")
+    slug = slug.strip()
+    if not slug or not all(ch.isalnum() or ch in "-_" for ch in slug) or len(slug) > 64:
+        raise InvalidInput(f"slug: '{slug}' must be 1-64 letters, digits, '-' or '_'")
+    parsed = parse_suite_jsonl(lines)
+    if parsed.errors:
+        shown = "; ".join(str(error) for error in parsed.errors[:MAX_ERRORS_SHOWN])
+        more = f"; and {len(parsed.errors) - MAX_ERRORS_SHOWN} more" if len(parsed.errors) > MAX_ERRORS_SHOWN else ""
+        raise InvalidInput(f"suite file refused, {len(parsed.errors)} problem(s): {shown}{more}")
+    description = parsed.description if description is None else description
+    # Serialise imports of one agent's suites, so two imports cannot both take the next version number.
+    Agent.objects.select_for_update().filter(pk=agent.pk).first()
+    fingerprint = cases_fingerprint(parsed.cases)
+    latest = BenchmarkSuite.objects.filter(agent=agent, slug=slug).order_by("-version").first()
+    if latest is not None and latest.fingerprint == fingerprint:
+        if description and latest.description != description:
+            latest.description = description
+            latest.save(update_fields=["description"])
+        return SuiteImport(suite=latest, created=False)
+    suite = BenchmarkSuite.objects.create(
+        agent=agent, slug=slug, version=(latest.version + 1) if latest else 1, description=description or "",
+        fingerprint=fingerprint, case_count=len(parsed.cases), source=source[:200], created_by=actor,
+    )
+    BenchmarkCase.objects.bulk_create(
+        BenchmarkCase(suite=suite, key=case.key, position=index, messages=case.messages, reference=case.reference,
+                      scorer=case.scorer, tags=case.tags)
+        for index, case in enumerate(parsed.cases)
+    )
+    logger.info("benchmark suite %s imported (%s cases) by %s", suite, suite.case_count, actor or "the system")
+    return SuiteImport(suite=suite, created=True)
+
+
+# --- cost estimate --------------------------------------------------------------------------------------
+
+
+def _tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE))
+
+
+def _price(model: str, base_model: str | None) -> Any:
+    """The price in force for `model` (costs app), or a Conflict saying where to add it."""
+    from costs.selectors import price_in_force
+
+    try:
+        return price_in_force(model=model, base_model=base_model)
+    except NotFound as exc:
+        raise Conflict(f"cannot estimate the benchmark's cost: {exc.message}") from None
+
+
+def case_messages(*, case_messages: list[dict[str, str]], system_prompt: str) -> list[dict[str, str]]:
+    """What the model is sent: the agent's system prompt first, unless the case brings its own."""
+    messages = [dict(message) for message in case_messages]
+    if system_prompt and (not messages or messages[0].get("role") != "system"):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def benchmark_cost_estimate(
+    *, cases: list[BenchmarkCase], versions: list[ModelVersion], parameters: Mapping[str, Any]
+) -> Decimal:
+    """Dollars the run should cost: prompt tokens (about four characters each) plus a reply of
+    twice the reference's length (at least 64 tokens, at most max_tokens) per case and model, plus
+    the judge's calls for llm_judge cases. An estimate for the budget check, not a bill."""
+    from costs.pricing import inference_cost
+
+    max_tokens = int(parameters.get("max_tokens") or 512)
+    system_prompt = str(parameters.get("system_prompt") or "")
+    judge_price = None
+    total = Decimal(0)
+    for version in versions:
+        price = _price(version.model_id, version.base_model)
+        for case in cases:
+            prompt = sum(_tokens(m.get("content", "")) for m in case_messages(case_messages=case.messages, system_prompt=system_prompt))
+            reference = "" if case.reference is None else str(case.reference)
+            reply = min(max_tokens, max(64, 2 * _tokens(reference)))
+            total += inference_cost(price=price, input_tokens=prompt, output_tokens=reply)
+            if _uses_judge(case.scorer):
+                if judge_price is None:
+                    judge_price = _price(str(parameters.get("judge_model") or DEFAULT_JUDGE_MODEL), None)
+                judge_prompt = prompt + reply + _tokens(str(case.scorer)) + 120
+                total += inference_cost(price=judge_price, input_tokens=judge_prompt, output_tokens=64)
+    return total
+
+
+def _uses_judge(spec: Any) -> bool:
+    if not isinstance(spec, Mapping):
+        return False
+    if spec.get("name") in ("llm_judge", "judge"):
+        return True
+    return any(_uses_judge(part) for part in spec.get("scorers", []) or [])
+
+
+# --- creating, cancelling and overriding runs ---------------------------------------------------------------
+
+PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "max_tokens": (int,),
+    "random_seed": (int,),
+    "chunk_size": (int,),
+    "judge_model": (str,),
+    "judge_provider": (str,),
+    "bootstrap_seed": (int,),
+}
+
+
+def _run_parameters(*, agent: Agent, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    unknown = sorted(set(overrides or {}) - set(PARAMETER_TYPES))
+    if unknown:
+        raise InvalidInput(f"parameters: unknown {', '.join(unknown)}; known: {', '.join(sorted(PARAMETER_TYPES))}")
+    for name, value in (overrides or {}).items():
+        if isinstance(value, bool) or not isinstance(value, PARAMETER_TYPES[name]):
+            raise InvalidInput(f"parameters.{name}: expected {PARAMETER_TYPES[name][0].__name__}, got {value!r}")
+    if (overrides or {}).get("chunk_size") is not None and not 1 <= overrides["chunk_size"] <= 1000:  # type: ignore[index]
+        raise InvalidInput("parameters.chunk_size: must be between 1 and 1000")
+    benchmarks = settings.GENESIS.benchmarks
+    return {
+        # Generation settings: the agent's, frozen now so both models (and a resumed run) get the same.
+        "system_prompt": agent.system_prompt,
+        "temperature": agent.temperature,
+        "top_p": agent.top_p,
+        "max_tokens": agent.max_tokens,
+        # Gate settings, frozen too: a run's verdict must not change with a later settings change.
+        "min_relative_improvement": settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT,
+        "bootstrap_resamples": benchmarks.bootstrap_resamples,
+        "bootstrap_seed": 0,
+        "confidence": 0.95,
+        "judge_model": DEFAULT_JUDGE_MODEL,
+        **dict(overrides or {}),
+    }
+
+
+def _resolve_versions(
+    *, agent: Agent, candidate: ModelVersion | None, baseline: ModelVersion | None
+) -> tuple[ModelVersion, ModelVersion]:
+    from models_app.selectors import baseline_version
+
+    candidate = candidate or default_candidate(agent=agent)
+    if candidate is None:
+        raise Conflict(
+            f"agent '{agent.slug}' has no fine-tuned version to benchmark (registered or approved_for_rollout): "
+            "register one first, or name it with --candidate"
+        )
+    baseline = baseline or baseline_version(agent=agent)
+    if baseline is None:
+        raise Conflict(f"agent '{agent.slug}' has no baseline (no live version and no baseline version): register one")
+    for role, version in (("candidate", candidate), ("baseline", baseline)):
+        if version.agent_id != agent.pk:
+            raise InvalidInput(f"{role}: {version.model_id} belongs to agent '{version.agent.slug}', not '{agent.slug}'")
+        if not version.provider.enabled:
+            raise Conflict(f"{role}: provider '{version.provider.name}' of {version.model_id} is disabled; enable it in the admin")
+    if candidate.pk == baseline.pk:
+        raise InvalidInput(f"candidate and baseline are the same version ({candidate.model_id}); compare two different models")
+    return candidate, baseline
+
+
+def _chunk_size(*, parameters: Mapping[str, Any], concurrency: int) -> int:
+    if parameters.get("chunk_size"):
+        return int(parameters["chunk_size"])
+    # Enough pairs to keep the chunk's threads busy for several rounds (each chunk's start and end
+    # leave its threads partly idle: measured with bench/benchmark_runner, 8 rounds beat 4), few enough
+    # that several workers share a large run. A killed worker loses no scored pair whatever the size.
+    return min(250, max(16, 8 * concurrency))
+
+
+@transaction.atomic
+def benchmark_run_create(
+    *,
+    agent: Agent,
+    suite: BenchmarkSuite | None = None,
+    candidate: ModelVersion | None = None,
+    baseline: ModelVersion | None = None,
+    actor: Any = None,
+    requested_via: str = "",
+    parameters: Mapping[str, Any] | None = None,
+    budget_override_reason: str | None = None,
+) -> BenchmarkRun:
+    """Queue a run of `suite` (default: the agent's latest) on `candidate` (default: its newest
+    benchmarkable fine-tune) and `baseline` (default: its live model). Refused (Conflict) when the
+    budget cannot take the estimate, unless a person with costs.override_budget gives a reason."""
+    from costs.services import budget_check
+
+    require_permission(actor=actor, permission="models_app.add_benchmarkrun", action="start benchmark runs")
+    suite = suite or latest_suite(agent=agent)
+    if suite is None:
+        raise Conflict(f"agent '{agent.slug}' has no benchmark suite: import one (admin or `import_benchmark_suite`)")
+    if suite.agent_id != agent.pk:
+        raise InvalidInput(f"suite: {suite} belongs to agent '{suite.agent.slug}', not '{agent.slug}'")
+    candidate, baseline = _resolve_versions(agent=agent, candidate=candidate, baseline=baseline)
+    # Lock the candidate: two runs started at once for one candidate must not both go ahead.
+    candidate = ModelVersion.objects.select_for_update().select_related("provider", "agent").get(pk=candidate.pk)
+    active = active_run_for_candidate(candidate=candidate)
+    if active is not None:
+        raise Conflict(f"{candidate.model_id} is already being benchmarked by run #{active.pk} ({active.status}); wait for it or cancel it")
+    if candidate.status not in BENCHMARKABLE_STATUSES:
+        raise Conflict(
+            f"{candidate.model_id} is {candidate.status}; only a registered or approved_for_rollout version can be "
+            "benchmarked (a rejected one needs a new fine-tune)"
+        )
+    params = _run_parameters(agent=agent, overrides=parameters)
+    cases = list(suite.cases.order_by("position"))
+    if not cases:
+        raise Conflict(f"suite {suite} has no case")
+    estimate = benchmark_cost_estimate(cases=cases, versions=[baseline, candidate], parameters=params)
+    check = budget_check(agent=agent, estimate_usd=estimate, actor=actor, override_reason=budget_override_reason)
+    run = BenchmarkRun.objects.create(
+        agent=agent, suite=suite, suite_version=suite.version, candidate=candidate, baseline=baseline,
+        parameters=params, total_items=2 * len(cases), estimated_cost_usd=estimate, requested_by=actor,
+        requested_via=requested_via[:120], budget_override_reason=(budget_override_reason or "") if check.overridden else "",
+        candidate_status_before=candidate.status,
+    )
+    # Moved by the system on the requester's behalf: starting a run needs add_benchmarkrun, not the
+    # right to change model statuses by hand. Who asked is on the run and in the reason.
+    model_version_transition(
+        version=candidate, to_status=ModelStatus.BENCHMARKING, actor=None,
+        reason=f"benchmark run #{run.pk} requested by {_who(actor, requested_via)}",
+    )
+    # Pairs in case order, baseline then candidate: a partial run still holds complete pairs.
+    items = [[version.pk, case.pk] for case in cases for version in (baseline, candidate)]
+    size = _chunk_size(parameters=params, concurrency=max(baseline.provider.max_concurrency, candidate.provider.max_concurrency))
+    now = timezone.now()
+    chunks = BenchmarkChunk.objects.bulk_create(
+        BenchmarkChunk(run=run, index=index, items=items[start : start + size], enqueued_at=now)
+        for index, start in enumerate(range(0, len(items), size))
+    )
+    _send_chunks_on_commit([chunk.pk for chunk in chunks])
+    logger.info(
+        "benchmark run #%s queued: %s vs %s on %s (%s pairs in %s chunks, estimate $%s)",
+        run.pk, candidate.model_id, baseline.model_id, suite, len(items), len(chunks), estimate,
+    )
+    return run
+
+
+def _who(actor: Any, requested_via: str = "") -> str:
+    name = actor.get_username() if getattr(actor, "pk", None) else "the system"
+    return f"{name} ({requested_via})" if requested_via else name
+
+
+def _send_chunks_on_commit(chunk_ids: list[int]) -> None:
+    from models_app.tasks.benchmarks import benchmark_chunk_run
+
+    def send() -> None:
+        for chunk_id in chunk_ids:
+            try:
+                benchmark_chunk_run.delay(chunk_id)
+            except Exception as exc:  # noqa: BLE001 - the chunk row stays queued; the resume sweep sends it again
+                logger.warning("could not enqueue benchmark chunk %s (%s); the resume sweep will", chunk_id, exc)
+
+    transaction.on_commit(send)
+
+
+def _restore_candidate(run: BenchmarkRun, *, actor: Any, reason: str) -> None:
+    """A run that ends without a verdict gives the candidate back the status it had."""
+    candidate = ModelVersion.objects.get(pk=run.candidate_id)
+    target = run.candidate_status_before or ModelStatus.REGISTERED
+    if candidate.status != ModelStatus.BENCHMARKING or target == ModelStatus.BENCHMARKING:
+        return  # someone moved it meanwhile; leave their decision alone
+    model_version_transition(version=candidate, to_status=target, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def benchmark_run_cancel(*, run: BenchmarkRun, actor: Any, reason: str = "") -> BenchmarkRun:
+    """Stop a queued or running run. Workers stop asking models at their next batch; results
+    already written stay (and stay paid for)."""
+    require_permission(actor=actor, permission="models_app.change_benchmarkrun", action="cancel benchmark runs")
+    run = BenchmarkRun.objects.select_for_update().get(pk=run.pk)
+    _move_run(run, BenchmarkRunStatus.CANCELLED)
+    run.cancelled_by = actor if getattr(actor, "pk", None) else None
+    run.finished_at = timezone.now()
+    run.error = f"cancelled by {actor or 'the system'}" + (f": {reason}" if reason else "")
+    run.cost_usd = benchmark_run_cost(run=run)
+    run.save(update_fields=["status", "cancelled_by", "finished_at", "error", "cost_usd"])
+    _restore_candidate(run, actor=None, reason=f"benchmark run #{run.pk} cancelled by {_who(actor)}")
+    return run
+
+
+@transaction.atomic
+def benchmark_verdict_override(*, run: BenchmarkRun, actor: Any, reason: str) -> BenchmarkVerdictOverride:
+    """Approve the candidate for rollout despite a non-PASS verdict. Needs the permission
+    models_app.override_benchmark_verdict and a reason; recorded as a BenchmarkVerdictOverride and in
+    the model version's history."""
+    if actor is None or not getattr(actor, "pk", None):
+        raise PermissionDenied(f"overriding a benchmark verdict needs a person with the permission '{OVERRIDE_PERMISSION}'")
+    require_permission(actor=actor, permission=OVERRIDE_PERMISSION, action="override benchmark verdicts")
+    if not reason.strip():
+        raise InvalidInput("reason: say why the candidate should go to rollout despite the verdict")
+    run = BenchmarkRun.objects.select_for_update().select_related("candidate").get(pk=run.pk)
+    if run.status != BenchmarkRunStatus.COMPLETED:
+        raise Conflict(f"run #{run.pk} is {run.status}; only a completed run's verdict can be overridden")
+    if run.verdict == BenchmarkVerdict.PASS:
+        raise Conflict(f"run #{run.pk} passed; there is nothing to override")
+    candidate = ModelVersion.objects.select_for_update().get(pk=run.candidate_id)
+    before = candidate.status
+    model_version_transition(
+        version=candidate, to_status=ModelStatus.APPROVED_FOR_ROLLOUT, actor=actor, verdict_overridden=True,
+        reason=f"benchmark verdict {run.verdict} of run #{run.pk} overridden: {reason.strip()}",
+    )
+    override = BenchmarkVerdictOverride.objects.create(
+        run=run, actor=actor, verdict_before=run.verdict, candidate_status_before=before,
+        candidate_status_after=ModelStatus.APPROVED_FOR_ROLLOUT, reason=reason.strip(),
+    )
+    logger.warning("benchmark verdict %s of run #%s overridden by %s: %s", run.verdict, run.pk, actor, reason)
+    return override
+
+
+# --- finishing runs --------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def benchmark_run_fail(*, run_id: int, error: str) -> BenchmarkRun:
+    run = BenchmarkRun.objects.select_for_update().get(pk=run_id)
+    if run.is_finished:
+        return run
+    _move_run(run, BenchmarkRunStatus.FAILED)
+    run.error = error[:4000]
+    run.finished_at = timezone.now()
+    run.cost_usd = benchmark_run_cost(run=run)
+    run.save(update_fields=["status", "error", "finished_at", "cost_usd"])
+    _restore_candidate(run, actor=None, reason=f"benchmark run #{run.pk} failed")
+    logger.error("benchmark run #%s failed: %s", run.pk, error)
+    return run
+
+
+@transaction.atomic
+def benchmark_run_finish_if_complete(*, run_id: int) -> BenchmarkRun | None:
+    """Compare and decide once every chunk is done; None while work remains. Safe to call twice."""
+    run = BenchmarkRun.objects.select_for_update().select_related("candidate", "baseline", "agent").get(pk=run_id)
+    if run.status != BenchmarkRunStatus.RUNNING:
+        return run if run.is_finished else None
+    if run.chunks.exclude(status=BenchmarkChunkStatus.DONE).exists():
+        return None
+    scored = run.results.count()
+    if scored != run.total_items:
+        # Every chunk says done but pairs are missing: a bug, not a reason to guess a verdict.
+        return benchmark_run_fail(run_id=run.pk, error=f"all chunks finished but only {scored} of {run.total_items} pairs were scored")
+    params = run.parameters
+    comparison = benchmark_stats.compare_paired(
+        benchmark_run_pairs(run=run),
+        threshold=float(params.get("min_relative_improvement", settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT)),
+        resamples=int(params.get("bootstrap_resamples", settings.GENESIS.benchmarks.bootstrap_resamples)),
+        seed=int(params.get("bootstrap_seed", 0)),
+        confidence=float(params.get("confidence", 0.95)),
+    )
+    data = comparison.as_dict()
+    data["errors"] = run.results.exclude(error="").count()
+    _move_run(run, BenchmarkRunStatus.COMPLETED)
+    run.verdict = comparison.verdict
+    run.finished_at = timezone.now()
+    run.cost_usd = benchmark_run_cost(run=run)
+    target = VERDICT_TO_STATUS[BenchmarkVerdict(comparison.verdict)]
+    candidate = ModelVersion.objects.select_for_update().get(pk=run.candidate_id)
+    if candidate.status == ModelStatus.BENCHMARKING:
+        model_version_transition(
+            version=candidate, to_status=target, actor=None,
+            reason=f"benchmark run #{run.pk}: {comparison.verdict} ({comparison.reasons[0]})",
+        )
+        data["candidate_status"] = target
+    else:
+        data["candidate_status"] = candidate.status
+        data["reasons"].append(
+            f"the candidate was not moved to {target}: it was {candidate.status} when the run finished (changed meanwhile)"
+        )
+    run.comparison = data
+    run.save(update_fields=["status", "verdict", "finished_at", "cost_usd", "comparison"])
+    logger.info("benchmark run #%s completed: %s", run.pk, "; ".join(comparison.reasons))
+    return run
+
+
+# --- chunks: claim, execute, resume ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkLease:
+    chunk_id: int
+    run_id: int
+    token: uuid.UUID
+    items: list[tuple[int, int]]
+    claims: int
+
+
+@dataclass
+class ChunkOutcome:
+    chunk_id: int
+    scored: int = 0
+    skipped_reason: str = ""
+    retry_in: float | None = None  # set when transient failures remain: the task retries after this long
+    error: str = ""
+    run_finished: bool = False
+
+
+def worker_identity(*, node: str) -> str:
+    """Who holds a chunk: the Celery node name (what a ping answers) and the process id, because the
+    pool processes of one worker share its node name."""
+    return f"{node}#{os.getpid()}"
+
+
+def worker_node(identity: str) -> str:
+    return identity.rpartition("#")[0] or identity
+
+
+def _holder_alive(holder: str, claimant: str) -> bool | None:
+    """Whether the process holding a chunk still exists, when it runs on the claimant's worker (same
+    node, so the same host); None when only its heartbeat can tell."""
+    node, _, pid = holder.rpartition("#")
+    if not node or node != worker_node(claimant) or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@transaction.atomic
+def benchmark_chunk_claim(*, chunk_id: int, worker: str) -> ChunkLease | None:
+    """Take the chunk for `worker` (see `worker_identity`), or None when it is done, its run is over,
+    or another live process holds it. A chunk whose holder is gone (a dead pool process of the same
+    worker, or no heartbeat for CHUNK_STALLED_AFTER_SECONDS) is taken over."""
+    chunk = BenchmarkChunk.objects.select_for_update().filter(pk=chunk_id).first()
+    if chunk is None:
+        return None
+    now = timezone.now()
+    BenchmarkRun.objects.filter(pk=chunk.run_id, status=BenchmarkRunStatus.QUEUED).update(
+        status=BenchmarkRunStatus.RUNNING, started_at=now
+    )
+    run_status = BenchmarkRun.objects.filter(pk=chunk.run_id).values_list("status", flat=True).get()
+    if run_status != BenchmarkRunStatus.RUNNING or chunk.status == BenchmarkChunkStatus.DONE:
+        return None
+    if chunk.status == BenchmarkChunkStatus.RUNNING and chunk.worker != worker:
+        alive = _holder_alive(chunk.worker, worker)
+        fresh = chunk.heartbeat_at is not None and chunk.heartbeat_at > now - timedelta(seconds=CHUNK_STALLED_AFTER_SECONDS)
+        if alive or (alive is None and fresh):
+            return None
+    chunk.status = BenchmarkChunkStatus.RUNNING
+    chunk.worker = worker[:200]
+    chunk.lease_token = uuid.uuid4()
+    chunk.attempts += 1
+    chunk.heartbeat_at = now
+    chunk.started_at = chunk.started_at or now
+    chunk.save(update_fields=["status", "worker", "lease_token", "attempts", "heartbeat_at", "started_at"])
+    return ChunkLease(
+        chunk_id=chunk.pk, run_id=chunk.run_id, token=chunk.lease_token, items=[(int(a), int(b)) for a, b in chunk.items],
+        claims=chunk.attempts,
+    )
+
+
+def _heartbeat(lease: ChunkLease) -> bool:
+    """Renew the lease; False when the chunk was handed to another worker or the run is over."""
+    renewed = BenchmarkChunk.objects.filter(
+        pk=lease.chunk_id, lease_token=lease.token, status=BenchmarkChunkStatus.RUNNING
+    ).update(heartbeat_at=timezone.now())
+    running = BenchmarkRun.objects.filter(pk=lease.run_id, status=BenchmarkRunStatus.RUNNING).exists()
+    return bool(renewed) and running
+
+
+@transaction.atomic
+def _release_chunk(lease: ChunkLease, *, done: bool, error: str = "") -> None:
+    changes: dict[str, Any] = {
+        "status": BenchmarkChunkStatus.DONE if done else BenchmarkChunkStatus.QUEUED,
+        "lease_token": None,
+        "finished_at": timezone.now() if done else None,
+        "enqueued_at": None if done else timezone.now(),
+    }
+    if error:
+        changes["error"] = error[:2000]  # otherwise the note of what happened before (e.g. a hand-over) stays
+    BenchmarkChunk.objects.filter(pk=lease.chunk_id, lease_token=lease.token).update(**changes)
+
+
+@dataclass
+class _Answer:
+    """What a worker thread brings back for one (model, case) pair."""
+
+    model_version_id: int
+    case_id: int
+    kind: str  # scored | refused | transient | fatal | skipped
+    output: str = ""
+    score: float = 0.0
+    reason: str = ""
+    error: str = ""
+    finish_reason: str = ""
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    judge_prompt_tokens: int = 0
+    judge_completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    retry_after: float | None = None
+
+
+class _JudgeCache:
+    """The LLM judge's verdicts in the shared cache (Redis when configured), so a judged reply is
+    never judged, or paid for, again — across workers and restarts."""
+
+    def get(self, key: str) -> Mapping[str, Any] | None:
+        return cache.get(f"genesis:benchmarks:{key}")
+
+    def set(self, key: str, value: Mapping[str, Any]) -> None:
+        cache.set(f"genesis:benchmarks:{key}", dict(value), JUDGE_CACHE_SECONDS)
+
+
+_limiters: dict[tuple[Any, ...], ProviderLimiter] = {}
+
+
+def _limiter_for(account: ProviderAccount) -> ProviderLimiter:
+    """The shared (Redis) limits of a provider account; none without Redis, where the provider's
+    own in-process gate is the only limit."""
+    if not settings.REDIS_URL:
+        return ProviderLimiter()
+    identity = (account.pk, account.max_concurrency, account.rate_limit_per_minute, account.timeout_seconds)
+    limiter = _limiters.get(identity)
+    if limiter is None:
+        import redis
+
+        limiter = RedisProviderLimiter(
+            redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5),
+            provider=f"{account.pk}-{account.name}",
+            max_concurrency=account.max_concurrency,
+            rate_limit_per_minute=account.rate_limit_per_minute or None,
+            lease_seconds=LIMITER_LEASE_SECONDS,
+            wait_limit_seconds=max(30.0, account.timeout_seconds),
+        )
+        _limiters[identity] = limiter
+    return limiter
+
+
+@dataclass
+class _ChunkContext:
+    run: BenchmarkRun
+    cases: dict[int, BenchmarkCase]
+    versions: dict[int, ModelVersion]
+    prices: dict[int, Any]
+    judge_price: Any
+    judge_account: ProviderAccount | None
+    stop: Event = field(default_factory=Event)
+
+
+def _ask(account: ProviderAccount, model: str, messages: list[dict[str, str]], parameters: Mapping[str, Any]) -> ChatResult:
+    from models_app.gateway import provider_for
+
+    provider = provider_for(account)
+    limiter = _limiter_for(account)
+
+    def attempt() -> ChatResult:
+        with limiter.slot():
+            return provider.chat(model=model, messages=messages, parameters=parameters)
+
+    # The shared slot is held only during the call itself, never during a backoff wait.
+    return call_with_retries(attempt, policy=CALL_RETRY_POLICY)
+
+
+def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> _Answer:
+    """Runs in a worker thread: no database access here (the main thread writes)."""
+    from costs.pricing import inference_cost
+
+    if context.stop.is_set():
+        return _Answer(version_id, case_id, "skipped")
+    run, case, version = context.run, context.cases[case_id], context.versions[version_id]
+    params = run.parameters
+    generation = {key: params[key] for key in ("temperature", "top_p", "max_tokens", "random_seed") if params.get(key) is not None}
+    messages = case_messages(case_messages=case.messages, system_prompt=str(params.get("system_prompt") or ""))
+    try:
+        result = _ask(version.provider, version.model_id, messages, generation)
+    except (ProviderAuthError, UnknownModelError, UnsupportedParameterError) as error:
+        # Not about this case: every pair would fail the same way, so the run fails now, saying why.
+        return _Answer(version_id, case_id, "fatal", error=f"{version.model_id}: {error}")
+    except PermanentProviderError as error:
+        return _Answer(version_id, case_id, "refused", reason="the provider refused this case", error=str(error)[:2000])
+    except TransientProviderError as error:
+        return _Answer(version_id, case_id, "transient", error=str(error), retry_after=error.retry_after)
+    cost = inference_cost(price=context.prices[version_id], input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens)
+    judge = None
+    if context.judge_account is not None:
+        judge_account = context.judge_account
+
+        def ask_judge(model: str, judge_messages: list[dict[str, str]]) -> scorers.JudgeReply:
+            reply = _ask(judge_account, model, judge_messages, {"temperature": 0.0, "max_tokens": 200})
+            return scorers.JudgeReply(reply.text, reply.prompt_tokens, reply.completion_tokens)
+
+        question = strip_answer_markers(str(case.messages[-1].get("content", "")))
+        judge = scorers.JudgeContext(
+            ask=ask_judge, cache=_JudgeCache(), default_model=str(params.get("judge_model") or DEFAULT_JUDGE_MODEL),
+            question=question,
+        )
+    try:
+        graded = scorers.score_output(spec=case.scorer, output=result.text, reference=case.reference, judge=judge)
+    except scorers.ScorerSpecError as error:
+        graded = scorers.Score(0.0, f"scorer error: {error}")
+    except TransientProviderError as error:
+        # The judge failed transiently: the pair is retried later (and the model asked again).
+        return _Answer(version_id, case_id, "transient", error=f"judge: {error}", retry_after=error.retry_after)
+    except PermanentProviderError as error:
+        graded = scorers.Score(0.0, f"judge refused: {str(error)[:200]}")
+    if graded.judge_prompt_tokens or graded.judge_completion_tokens:
+        cost += inference_cost(
+            price=context.judge_price, input_tokens=graded.judge_prompt_tokens, output_tokens=graded.judge_completion_tokens
+        )
+    return _Answer(
+        version_id, case_id, "scored", output=result.text, score=graded.score, reason=graded.reason,
+        finish_reason=result.finish_reason, latency_ms=result.latency_ms, prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens, judge_prompt_tokens=graded.judge_prompt_tokens,
+        judge_completion_tokens=graded.judge_completion_tokens, cost_usd=cost,
+    )
+
+
+def result_cost_key(*, run_id: int, model_version_id: int, case_id: int) -> str:
+    return f"benchmark:{run_id}:{model_version_id}:{case_id}"
+
+
+def _result_row(run: BenchmarkRun, answer: _Answer) -> BenchmarkResult:
+    return BenchmarkResult(
+        run_id=run.pk, model_version_id=answer.model_version_id, case_id=answer.case_id, output=answer.output,
+        score=answer.score, reason=answer.reason[:300], error=answer.error, finish_reason=answer.finish_reason[:32],
+        latency_ms=answer.latency_ms, prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+        judge_prompt_tokens=answer.judge_prompt_tokens, judge_completion_tokens=answer.judge_completion_tokens,
+        cost_usd=answer.cost_usd,
+        cost_key=result_cost_key(run_id=run.pk, model_version_id=answer.model_version_id, case_id=answer.case_id),
+    )
+
+
+@transaction.atomic
+def benchmark_run_post_costs(*, run_id: int, batch_size: int = 50) -> int:
+    """Put the run's results on the ledger: one costs.cost_record entry per result, under its
+    cost key, and the result marked posted in the same transaction. Idempotent, and several calls may
+    run at once (each takes rows the others have not locked). Returns how many results it posted."""
+    from costs.models import Operation
+    from costs.services import cost_record
+
+    run = BenchmarkRun.objects.select_related("agent").get(pk=run_id)
+    rows = list(
+        BenchmarkResult.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(run_id=run_id, cost_posted_at__isnull=True)
+        .select_related("model_version", "case")
+        .order_by("pk")[:batch_size]
+    )
+    for row in rows:
+        if not row.cost_usd:
+            continue  # nothing was paid (e.g. the provider refused the case)
+        version = row.model_version
+        cost_record(
+            agent=run.agent, operation=Operation.BENCHMARK, idempotency_key=row.cost_key, amount_usd=row.cost_usd,
+            model=version.model_id, base_model=version.base_model,
+            input_tokens=row.prompt_tokens + row.judge_prompt_tokens,
+            output_tokens=row.completion_tokens + row.judge_completion_tokens,
+            source=f"benchmark run #{run.pk}: case {row.case.key} on {version.model_id}", source_object=row,
+        )
+    BenchmarkResult.objects.filter(pk__in=[row.pk for row in rows]).update(cost_posted_at=timezone.now())
+    return len(rows)
+
+
+def benchmark_run_post_all_costs(*, run_id: int) -> int:
+    """`benchmark_run_post_costs` until nothing is left (each batch commits on its own, so the
+    budget rows are never locked for long)."""
+    total = 0
+    while posted := benchmark_run_post_costs(run_id=run_id):
+        total += posted
+    return total
+
+
+def _post_costs_on_commit(run_id: int) -> None:
+    from models_app.tasks.benchmarks import benchmark_costs_post
+
+    def send() -> None:
+        try:
+            benchmark_costs_post.delay(run_id)
+        except Exception as exc:  # noqa: BLE001 - the results stay unposted; the resume sweep posts them
+            logger.warning("could not enqueue the ledger posting of benchmark run #%s (%s)", run_id, exc)
+
+    transaction.on_commit(send)
+
+
+def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[_Answer]) -> tuple[int, bool]:
+    """Write a batch of results in one transaction. Returns (new results, lease still ours and run
+    still running)."""
+    run = context.run
+    try:
+        with transaction.atomic():
+            existing = set(
+                BenchmarkResult.objects.filter(run_id=run.pk, case_id__in={a.case_id for a in answers}).values_list(
+                    "model_version_id", "case_id"
+                )
+            )
+            rows = BenchmarkResult.objects.bulk_create(
+                [_result_row(run, a) for a in answers if (a.model_version_id, a.case_id) not in existing]
+            )
+            created = len(rows)
+    except IntegrityError:
+        # Another worker wrote some of these pairs in the meantime: write the rest one by one.
+        created = 0
+        for answer in answers:
+            try:
+                with transaction.atomic():
+                    _result_row(run, answer).save(force_insert=True)
+                    created += 1
+            except IntegrityError:
+                continue
+    completed = (
+        BenchmarkResult.objects.filter(run_id=OuterRef("pk")).order_by().values("run_id").annotate(n=Count("pk")).values("n")
+    )
+    BenchmarkRun.objects.filter(pk=run.pk).update(completed_items=Subquery(completed))
+    return created, _heartbeat(lease)
+
+
+def benchmark_chunk_execute(*, chunk_id: int, worker: str) -> ChunkOutcome:
+    """Claim a chunk, answer and score its remaining pairs, write them, and finish the run when
+    this was the last chunk. Not one transaction on purpose: it runs for seconds to minutes, and
+    each batch of results commits on its own so a killed worker keeps what it wrote."""
+    lease = benchmark_chunk_claim(chunk_id=chunk_id, worker=worker)
+    if lease is None:
+        return ChunkOutcome(chunk_id=chunk_id, skipped_reason="done, run over, or held by a live worker")
+    run = BenchmarkRun.objects.select_related("agent", "candidate__provider", "baseline__provider").get(pk=lease.run_id)
+    if lease.claims > MAX_CHUNK_CLAIMS:
+        previous = BenchmarkChunk.objects.filter(pk=chunk_id).values_list("error", flat=True).get()
+        message = f"chunk {chunk_id} was started {lease.claims - 1} times without finishing" + (f"; last: {previous}" if previous else "")
+        _release_chunk(lease, done=False, error=message)
+        benchmark_run_fail(run_id=run.pk, error=message)
+        return ChunkOutcome(chunk_id=chunk_id, error=message, run_finished=True)
+    try:
+        context = _chunk_context(run, lease)
+    except Conflict as error:
+        _release_chunk(lease, done=False, error=error.message)
+        benchmark_run_fail(run_id=run.pk, error=error.message)
+        return ChunkOutcome(chunk_id=chunk_id, error=error.message, run_finished=True)
+    done = set(
+        BenchmarkResult.objects.filter(run_id=run.pk, case_id__in={case_id for _, case_id in lease.items}).values_list(
+            "model_version_id", "case_id"
+        )
+    )
+    pending = [item for item in lease.items if item not in done]
+    outcome = ChunkOutcome(chunk_id=chunk_id)
+    transient: list[_Answer] = []
+    fatal: str = ""
+    lost_lease = False
+    buffer: list[_Answer] = []
+    threads = max(v.provider.max_concurrency for v in context.versions.values())
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"benchmark-chunk-{chunk_id}") as pool:
+        try:
+            futures: set[Future[_Answer]] = {pool.submit(_answer_pair, context, mv, case) for mv, case in pending}
+            last_write = time.monotonic()
+            while futures:
+                finished, futures = wait(futures, timeout=CHUNK_HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    try:
+                        answer = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a bug must fail the run with its message, not loop
+                        logger.exception("benchmark chunk %s: unexpected error", chunk_id)
+                        fatal = fatal or f"internal error while scoring: {type(exc).__name__}: {exc}"
+                        context.stop.set()
+                        continue
+                    if answer.kind in ("scored", "refused"):
+                        buffer.append(answer)
+                    elif answer.kind == "transient":
+                        transient.append(answer)
+                    elif answer.kind == "fatal":
+                        fatal = fatal or answer.error
+                        context.stop.set()
+                due = time.monotonic() - last_write >= (FLUSH_EVERY_SECONDS if buffer else CHUNK_HEARTBEAT_SECONDS)
+                if (buffer and (len(buffer) >= FLUSH_MAX_RESULTS or not futures)) or due:
+                    created, still_ours = _store_answers(context, lease, buffer) if buffer else (0, _heartbeat(lease))
+                    outcome.scored += created
+                    buffer = []
+                    last_write = time.monotonic()
+                    if not still_ours and not context.stop.is_set():
+                        lost_lease = True
+                        context.stop.set()  # the threads skip what they have not started
+            if buffer:
+                created, _ = _store_answers(context, lease, buffer)
+                outcome.scored += created
+        except BaseException:
+            # A database error, a soft time limit…: the threads must not go on asking (and paying).
+            context.stop.set()
+            raise
+    if outcome.scored:
+        _post_costs_on_commit(run.pk)
+    if fatal:
+        _release_chunk(lease, done=False, error=fatal)
+        benchmark_run_fail(run_id=run.pk, error=fatal)
+        outcome.error, outcome.run_finished = fatal, True
+        return outcome
+    if lost_lease:
+        outcome.skipped_reason = "the run stopped or the chunk was handed to another worker"
+        return outcome
+    if transient:
+        message = (
+            f"{len(transient)} pair(s) failed transiently after {CALL_RETRY_POLICY.max_attempts} attempts each, "
+            f"e.g. {transient[0].error}"
+        )
+        attempts = BenchmarkChunk.objects.filter(pk=chunk_id).values_list("attempts", flat=True).get()
+        if attempts >= MAX_CHUNK_ATTEMPTS:
+            _release_chunk(lease, done=False, error=message)
+            benchmark_run_fail(run_id=run.pk, error=f"chunk {chunk_id} gave up after {attempts} rounds: {message}")
+            outcome.error, outcome.run_finished = message, True
+            return outcome
+        _release_chunk(lease, done=False, error=message)
+        waits = [a.retry_after for a in transient if a.retry_after is not None]
+        outcome.retry_in = max([5.0 * attempts, *waits])
+        outcome.error = message
+        return outcome
+    _release_chunk(lease, done=True)
+    finished = benchmark_run_finish_if_complete(run_id=run.pk)
+    outcome.run_finished = finished is not None
+    return outcome
+
+
+def _chunk_context(run: BenchmarkRun, lease: ChunkLease) -> _ChunkContext:
+    case_ids = {case_id for _, case_id in lease.items}
+    cases = {case.pk: case for case in BenchmarkCase.objects.filter(pk__in=case_ids)}
+    versions = {run.baseline_id: run.baseline, run.candidate_id: run.candidate}
+    prices = {pk: _price(version.model_id, version.base_model) for pk, version in versions.items()}
+    judge_account = judge_price = None
+    if any(_uses_judge(case.scorer) for case in cases.values()):
+        judge_price = _price(str(run.parameters.get("judge_model") or DEFAULT_JUDGE_MODEL), None)
+        provider_name = run.parameters.get("judge_provider")
+        judge_account = (
+            ProviderAccount.objects.filter(name=provider_name).first() if provider_name else run.candidate.provider
+        )
+        if judge_account is None:
+            raise Conflict(f"judge provider '{provider_name}' does not exist")
+    return _ChunkContext(run=run, cases=cases, versions=versions, prices=prices, judge_price=judge_price,
+                         judge_account=judge_account)
+
+
+@transaction.atomic
+def benchmark_runs_resume_stalled(
+    *,
+    live_workers: Collection[str] | None,
+    now: datetime | None = None,
+    stalled_after_seconds: float = CHUNK_STALLED_AFTER_SECONDS,
+    resend_queued_after_seconds: float = QUEUED_CHUNK_RESEND_AFTER_SECONDS,
+) -> list[int]:
+    """Hand the chunks of dead workers to live ones; returns the chunk ids sent again.
+
+    A running chunk is taken back when its worker is not among `live_workers` (the names that
+    answered a Celery ping; None when the ping could not be made) or its heartbeat is older than
+    `stalled_after_seconds`. A queued chunk is sent again when it has waited longer than
+    `resend_queued_after_seconds` (its message may have died with a worker). Duplicated messages are
+    harmless: a chunk is claimed by one worker at a time and scored pairs are skipped. Results left
+    off the ledger for as long get their posting sent again."""
+    now = now or timezone.now()
+    stalled_before = now - timedelta(seconds=stalled_after_seconds)
+    resend_before = now - timedelta(seconds=resend_queued_after_seconds)
+    resend: list[int] = []
+    chunks = BenchmarkChunk.objects.select_for_update(skip_locked=True).filter(
+        run__status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING],
+        status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING],
+    )
+    for chunk in chunks:
+        if chunk.status == BenchmarkChunkStatus.RUNNING:
+            worker_gone = live_workers is not None and worker_node(chunk.worker) not in live_workers
+            silent = chunk.heartbeat_at is None or chunk.heartbeat_at < stalled_before
+            if not (worker_gone or silent):
+                continue
+            why = f"worker {chunk.worker} " + ("no longer answers" if worker_gone else f"sent no heartbeat since {chunk.heartbeat_at:%H:%M:%S}")
+            logger.warning("benchmark run #%s chunk %s: %s; handing it to another worker", chunk.run_id, chunk.index, why)
+            chunk.status, chunk.lease_token, chunk.error = BenchmarkChunkStatus.QUEUED, None, f"{why}; handed on"
+        elif chunk.enqueued_at is not None and chunk.enqueued_at >= resend_before:
+            continue
+        chunk.enqueued_at = now
+        chunk.save(update_fields=["status", "lease_token", "error", "enqueued_at"])
+        resend.append(chunk.pk)
+    if resend:
+        _send_chunks_on_commit(resend)
+    # The ledger's outbox: results whose posting message was lost (a worker killed before it ran).
+    unposted = (
+        BenchmarkResult.objects.filter(cost_posted_at__isnull=True, created_at__lt=now - timedelta(seconds=stalled_after_seconds))
+        .values_list("run_id", flat=True)
+        .distinct()
+    )
+    for run_id in unposted:
+        _post_costs_on_commit(run_id)
+    return resend

@@ -1,0 +1,72 @@
+"""Fixtures of the models_app tests: the Mistral simulator in a thread on an ephemeral port, with the
+seeded `simulator` provider account pointed at it (so Celery workers started by the tests reach it
+over real HTTP, as the demo does)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from models_app.simulator import SimulatorConfig, start_in_thread, stop
+from models_app.simulator.server import SimulatorHTTPServer
+
+SIMULATOR_KEY = "sim-key"  # GENESIS_SIMULATOR_API_KEY in tests (genesis/pytest_services.py)
+
+
+@pytest.fixture
+def simulator_factory() -> Iterator[Callable[..., SimulatorHTTPServer]]:
+    """`simulator_factory(quality={...}, latency_ms=..., error_rate=...)` starts a simulator in a
+    thread on a free port; every one started is stopped after the test."""
+    servers: list[SimulatorHTTPServer] = []
+
+    def start(**options: Any) -> SimulatorHTTPServer:
+        config = SimulatorConfig(port=0, seed=0, api_keys=frozenset({SIMULATOR_KEY}), **options)
+        server, _ = start_in_thread(config)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        stop(server)
+
+
+def point_demo_provider_at(server: SimulatorHTTPServer, **account: Any) -> None:
+    """Make the seeded `simulator` provider account talk to `server` (through the registry service)."""
+    from models_app.models import ProviderAccount
+    from models_app.services import provider_account_upsert
+
+    current = ProviderAccount.objects.get(name="simulator")
+    provider_account_upsert(
+        name="simulator", kind=current.kind, base_url=server.base_url, api_key_env=current.api_key_env, **account
+    )
+
+
+@pytest.fixture
+def demo_simulator(seeded_demo, simulator_factory) -> SimulatorHTTPServer:  # type: ignore[no-untyped-def]
+    """The demo world, with its provider served by a simulator of the default quality
+    (fine-tuned `ft:*` models 0.85, base models 0.55)."""
+    server = simulator_factory()
+    # The seeded account allows 600 calls a minute, paced; tests need not wait for that.
+    point_demo_provider_at(server, rate_limit_per_minute=60_000, max_concurrency=8)
+    return server
+
+
+@pytest.fixture
+def empty_broker(transactional_db):  # type: ignore[no-untyped-def]
+    """No message left over from an earlier test (on this test run's own Redis database)."""
+    from genesis.celery import app
+
+    app.control.purge()
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

@@ -1,0 +1,79 @@
+"""The admin pages of benchmarks: start a run, read its report, cancel it; import and export suites."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from models_app.models import Agent, BenchmarkChunk, BenchmarkRun, BenchmarkSuite
+from models_app.services.benchmarks import benchmark_chunk_execute, benchmark_run_create
+
+pytestmark = pytest.mark.django_db
+
+
+def test_start_a_run_from_the_admin(admin_client, demo_simulator):
+    agent = Agent.objects.get(slug="support_agent")
+    response = admin_client.post(reverse("admin:models_app_benchmarkrun_add"), {"agent": agent.pk})
+
+    run = BenchmarkRun.objects.get()
+    assert response.status_code == 302 and response.url == reverse("admin:models_app_benchmarkrun_change", args=[run.pk])
+    assert run.requested_by.username == "admin" and run.requested_via == "admin: admin" and run.status == "queued"
+    page = admin_client.get(response.url).content.decode()
+    assert "no verdict yet" in page and 'http-equiv="refresh"' in page and "Cancel the run" in page
+
+
+def test_a_refused_start_shows_the_reason(admin_client, demo_simulator):
+    from costs.services import budget_upsert
+
+    budget_upsert(name="default", amount_usd="0.0001")
+    agent = Agent.objects.get(slug="support_agent")
+    refused = admin_client.post(reverse("admin:models_app_benchmarkrun_add"), {"agent": agent.pk})
+    assert refused.status_code == 200 and "Budget &#x27;default&#x27; is at" in refused.content.decode()  # capfirst by the admin
+    assert not BenchmarkRun.objects.exists()
+
+
+def test_the_run_page_shows_verdict_reasons_tags_histogram_and_regressions(admin_client, demo_simulator):
+    run = benchmark_run_create(agent=Agent.objects.get(slug="content_agent"))
+    for chunk in BenchmarkChunk.objects.filter(run=run):
+        benchmark_chunk_execute(chunk_id=chunk.pk, worker="inline@test")
+    run.refresh_from_db()
+
+    page = admin_client.get(reverse("admin:models_app_benchmarkrun_change", args=[run.pk])).content.decode()
+
+    assert 'class="bm-verdict bm-PASS"' in page and run.comparison["reasons"][1].replace("'", "&#x27;") in page
+    assert "<h2>Per tag</h2>" in page and "difficulty:hard" in page and "tagline" in page
+    assert '<svg class="bm-hist"' in page and page.count('<rect class="candidate"') == 10
+    assert "<h2>Worst regressions</h2>" in page and "http-equiv" not in page
+    assert "cdn" not in page.lower()
+    listing = admin_client.get(reverse("admin:models_app_benchmarkrun_changelist")).content.decode()
+    assert "64/64 (100 %)" in listing and "PASS" in listing
+
+
+def test_cancel_from_the_admin(admin_client, demo_simulator):
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
+    response = admin_client.post(reverse("admin:models_app_benchmarkrun_cancel", args=[run.pk]), {"reason": "typo in suite"})
+    run.refresh_from_db()
+    assert response.status_code == 302 and run.status == "cancelled" and "typo in suite" in run.error
+
+
+def test_import_a_suite_file_and_export_it(admin_client, seeded_demo):
+    agent = Agent.objects.get(slug="qa_agent")
+    bad = SimpleUploadedFile("bad.jsonl", b'{"id": "a"}\nnot json\n')
+    refused = admin_client.post(reverse("admin:models_app_benchmarksuite_import"), {"agent": agent.pk, "slug": "extra", "file": bad})
+    page = refused.content.decode()
+    assert refused.status_code == 200 and "The file was refused" in page
+    assert "line 1: messages: needs a non-empty list" in page and "line 2: not valid JSON" in page
+
+    case = {"id": "x1", "messages": [{"role": "user", "content": "2+2?"}], "reference": 4, "scorer": {"name": "numeric"}}
+    good = SimpleUploadedFile("good.jsonl", (json.dumps(case) + "\n").encode())
+    imported = admin_client.post(reverse("admin:models_app_benchmarksuite_import"), {"agent": agent.pk, "slug": "extra", "file": good})
+    suite = BenchmarkSuite.objects.get(slug="extra")
+    assert imported.status_code == 302 and suite.case_count == 1 and suite.created_by.username == "admin"
+
+    exported = admin_client.get(reverse("admin:models_app_benchmarksuite_export", args=[suite.pk]))
+    assert exported["Content-Disposition"] == 'attachment; filename="qa_agent-extra-v1.jsonl"'
+    assert json.loads(exported.content.decode().splitlines()[0])["id"] == "x1"
+    assert admin_client.get(reverse("admin:models_app_benchmarksuite_change", args=[suite.pk])).status_code == 200

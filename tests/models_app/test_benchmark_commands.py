@@ -1,0 +1,175 @@
+"""The benchmark commands as people and scripts use them: the contract's JSON object and exit codes
+(`benchmark_finetuned`, `run_all_benchmarks`, through real Celery workers), the worker check, usage
+errors, and suite import/export."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from costs.models import CostEntry
+from django.db.models import Sum
+
+from models_app.management.commands._benchmark_cli import START_WORKER_COMMAND, ProgressBar
+from models_app.models import BenchmarkRun, BenchmarkSuite, ModelVersion
+from tests.conftest import ROOT, child_environment
+from tests.models_app.conftest import point_demo_provider_at, wait_until
+
+CONTRACT_KEYS = {"run", "verdict", "baseline", "candidate", "relative_improvement", "ci95", "cost_usd"}
+
+
+def manage(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python manage.py …` in a child process on the test database, as a person would run it."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=child_environment(), capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.worker
+def test_benchmark_finetuned_prints_the_contract_object_and_the_verdict_follows_the_simulator(
+    empty_broker, demo_simulator, simulator_factory, celery_worker
+):
+    better = manage("benchmark_finetuned", "--agent", "qa_agent", "--json")
+
+    assert better.returncode == 0, better.stderr
+    lines = better.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert set(result) == CONTRACT_KEYS
+    assert result["verdict"] == "PASS"
+    assert result["baseline"]["model"] == "open-mistral-7b" and result["candidate"]["model"].startswith("ft:open-mistral-7b:")
+    assert result["baseline"]["n"] == result["candidate"]["n"] == 32
+    assert result["candidate"]["mean_score"] > result["baseline"]["mean_score"]
+    low, high = result["ci95"]
+    assert 0 < low <= result["relative_improvement"] <= high and result["relative_improvement"] >= 0.08
+    run = BenchmarkRun.objects.get(pk=result["run"])
+    assert run.status == "completed" and Decimal(result["cost_usd"]) == run.cost_usd > 0
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
+    # The ledger follows: one entry per pair, summing to the run's cost.
+    entries = CostEntry.objects.filter(idempotency_key__startswith=f"benchmark:{run.pk}:", operation="benchmark")
+    wait_until(lambda: entries.count() == 64, timeout=30)
+    assert entries.aggregate(total=Sum("amount_usd"))["total"] == run.cost_usd
+
+    # Now a fine-tune exactly as good as its base.
+    point_demo_provider_at(simulator_factory(quality={"ft:*": 0.55, "*": 0.55}), rate_limit_per_minute=60_000)
+    equal = manage("benchmark_finetuned", "--agent", "legal_agent", "--suite", "core", "--baseline", "open-mistral-7b", "--json")
+
+    assert equal.returncode == 1, equal.stderr
+    verdict = json.loads(equal.stdout)
+    assert set(verdict) == CONTRACT_KEYS and verdict["verdict"] in ("FAIL", "INCONCLUSIVE")
+    assert verdict["relative_improvement"] < 0.08
+
+
+@pytest.mark.worker
+def test_run_all_benchmarks_runs_every_agent_with_a_candidate_each_on_its_own(empty_broker, demo_simulator, celery_worker):
+    out = io.StringIO()
+    call_command("run_all_benchmarks", "--json", stdout=out, stderr=io.StringIO())  # exit 0: no SystemExit
+
+    results = json.loads(out.getvalue())
+    assert sorted(r["agent"] for r in results) == ["analyst_agent", "content_agent", "legal_agent", "qa_agent", "support_agent"]
+    assert all(set(r) == CONTRACT_KEYS | {"agent"} and r["verdict"] == "PASS" for r in results)
+    assert len({r["run"] for r in results}) == 5 == BenchmarkRun.objects.filter(status="completed").count()
+
+    # Every candidate passed and is approved: asking again runs them again, as new runs.
+    text = io.StringIO()
+    call_command("run_all_benchmarks", stdout=text, stderr=io.StringIO())
+    assert "summary: analyst_agent PASS" in text.getvalue() and BenchmarkRun.objects.count() == 10
+
+
+@pytest.mark.django_db
+def test_without_a_worker_the_command_exits_1_and_says_how_to_start_one(empty_broker, demo_simulator):
+    with pytest.raises(CommandError) as refused:
+        call_command("benchmark_finetuned", "--agent", "qa_agent", stdout=io.StringIO(), stderr=io.StringIO())
+    assert refused.value.returncode == 1
+    assert "no Celery worker consuming the 'benchmarks' queue" in str(refused.value)
+    assert START_WORKER_COMMAND in str(refused.value)
+    assert not BenchmarkRun.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--agent", "nobody"], "unknown agent 'nobody'; known agents: analyst_agent"),
+        (["--agent", "qa_agent", "--suite", "missing"], "agent 'qa_agent' has no benchmark suite 'missing'; its suites: core"),
+        (["--agent", "qa_agent", "--candidate", "ft:nope"], "--candidate: agent 'qa_agent' has no model 'ft:nope'"),
+        (["--agent", "qa_agent", "--baseline", "gpt-x"], "--baseline: agent 'qa_agent' has no model 'gpt-x'"),
+    ],
+)
+def test_names_that_match_nothing_are_usage_errors(seeded_demo, arguments, message):
+    with pytest.raises(CommandError) as refused:
+        call_command("benchmark_finetuned", *arguments, stdout=io.StringIO())
+    assert refused.value.returncode == 2 and message in str(refused.value)
+
+
+def test_a_missing_agent_argument_exits_2():
+    for command in (["benchmark_finetuned"], ["run_all_benchmarks", "--jsn"]):
+        completed = subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, capture_output=True, text=True,
+                                   timeout=60, env=child_environment(DATABASE_URL="sqlite:////nonexistent/never-opened.sqlite3"))
+        assert completed.returncode == 2, completed.stderr
+
+
+def test_the_progress_bar_draws_only_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    class Run:
+        completed_items, total_items, status = 16, 64, "running"
+
+    terminal, pipe = Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        bar = ProgressBar(stream)
+        bar.draw([Run()])  # type: ignore[list-item]
+        bar.close()
+    assert terminal.getvalue().startswith("\r[#######.......................] 16/64 pairs (25 %) running")
+    assert pipe.getvalue() == ""
+
+
+# ---- import / export --------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_import_and_export_commands_round_trip(seeded_demo, tmp_path: Path):
+    exported = tmp_path / "qa.jsonl"
+    call_command("export_benchmark_suite", "--agent", "qa_agent", "--slug", "core", "--out", str(exported), stderr=io.StringIO())
+    lines = exported.read_text().splitlines()
+    assert len(lines) == 33  # the description line and 32 cases
+
+    out = io.StringIO()
+    call_command("import_benchmark_suite", str(exported), "--agent", "qa_agent", "--slug", "core", stdout=out)
+    assert "qa_agent/core v1: 32 cases, unchanged" in out.getvalue()
+
+    exported.write_text("\n".join(lines[:-1]) + "\n")
+    call_command("import_benchmark_suite", str(exported), "--agent", "qa_agent", "--slug", "core", stdout=out)
+    assert "qa_agent/core v2: 31 cases, imported" in out.getvalue()
+    assert BenchmarkSuite.objects.filter(agent__slug="qa_agent", slug="core").count() == 2
+
+    stdout = io.StringIO()
+    call_command("export_benchmark_suite", "--agent", "qa_agent", "--slug", "core", "--suite-version", "1", stdout=stdout)
+    assert stdout.getvalue().splitlines() == lines
+
+
+@pytest.mark.django_db
+def test_import_command_refuses_a_bad_file_with_line_numbers_and_unreadable_paths_as_usage(seeded_demo, tmp_path: Path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "messages": [{"role": "user", "content": "hi"}], "scorer": {"name": "exact"}, "reference": "x"}\n'
+                   "not json\n"
+                   '{"id": "b", "messages": [], "scorer": {"name": "exact"}, "reference": "x"}\n')
+    with pytest.raises(CommandError) as refused:
+        call_command("import_benchmark_suite", str(bad), "--agent", "qa_agent", "--slug", "x", stdout=io.StringIO())
+    assert refused.value.returncode == 1
+    assert "line 2: not valid JSON" in str(refused.value) and "line 3: messages: needs a non-empty list" in str(refused.value)
+
+    with pytest.raises(CommandError) as missing:
+        call_command("import_benchmark_suite", str(tmp_path / "none.jsonl"), "--agent", "qa_agent", "--slug", "x")
+    assert missing.value.returncode == 2

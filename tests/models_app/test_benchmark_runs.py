@@ -1,0 +1,484 @@
+"""Benchmark runs end to end against the simulator over HTTP: the run row and its chunks, results
+written once, costs on the ledger once, verdicts following the simulator's quality, resuming after a
+killed worker (with real Celery workers), cancel, failures, budget refusals and overrides."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import redis
+from django.conf import settings
+from django.db.models import Sum
+from django.utils import timezone
+
+from costs.models import CostEntry
+from costs.services import budget_upsert
+from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from models_app.benchmark_limits import RedisProviderLimiter
+from models_app.models import (
+    Agent,
+    BenchmarkChunk,
+    BenchmarkResult,
+    BenchmarkRun,
+    BenchmarkVerdictOverride,
+    ModelVersion,
+    ProviderAccount,
+)
+from models_app.providers import TransientProviderError
+from models_app.services import model_version_register
+from models_app.services.benchmarks import (
+    benchmark_chunk_claim,
+    benchmark_chunk_execute,
+    benchmark_run_cancel,
+    benchmark_run_post_all_costs,
+    benchmark_run_create,
+    benchmark_runs_resume_stalled,
+    benchmark_suite_import,
+    benchmark_verdict_override,
+)
+from models_app.simulator.markers import format_answer_marker
+from tests.factories import UserFactory
+from tests.models_app.conftest import point_demo_provider_at, wait_until
+
+EQUAL_QUALITY = {"ft:*": 0.55, "*": 0.55}
+
+
+def chat_requests(server) -> int:  # type: ignore[no-untyped-def]
+    return sum(1 for method, path, _ in server.state.request_log if path == "/v1/chat/completions")
+
+
+def run_inline(run: BenchmarkRun, *, worker: str = "inline@test", rounds: int = 5) -> BenchmarkRun:
+    """Do the workers' job in this process: execute every chunk until none is left (a chunk with
+    transiently failing pairs is released, as the Celery task would retry it)."""
+    for _ in range(rounds):
+        pending = list(BenchmarkChunk.objects.filter(run=run).exclude(status="done").order_by("index"))
+        if not pending:
+            break
+        for chunk in pending:
+            benchmark_chunk_execute(chunk_id=chunk.pk, worker=worker)
+    benchmark_run_post_all_costs(run_id=run.pk)  # what the `benchmark_costs_post` task does after each chunk
+    run.refresh_from_db()
+    return run
+
+
+def ledger_entries(run: BenchmarkRun):  # type: ignore[no-untyped-def]
+    return CostEntry.objects.filter(idempotency_key__startswith=f"benchmark:{run.pk}:")
+
+
+def assert_scored_once_and_paid_once(run: BenchmarkRun) -> None:
+    results = BenchmarkResult.objects.filter(run=run)
+    pairs = list(results.values_list("model_version_id", "case_id"))
+    assert len(pairs) == len(set(pairs)) == run.total_items == 2 * run.suite.case_count
+    assert not results.filter(cost_posted_at__isnull=True).exists()
+    entries = ledger_entries(run)
+    assert entries.count() == results.filter(cost_usd__gt=0).count() == run.total_items
+    assert set(entries.values_list("idempotency_key", flat=True)) == set(results.values_list("cost_key", flat=True))
+    assert entries.aggregate(total=Sum("amount_usd"))["total"] == results.aggregate(total=Sum("cost_usd"))["total"] == run.cost_usd
+    assert run.cost_usd > 0
+
+
+# ---- in-process runs (the chunk service called directly) ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_clearly_better_fine_tune_passes_and_is_approved_for_rollout(demo_simulator):
+    agent = Agent.objects.get(slug="qa_agent")
+    run = benchmark_run_create(agent=agent, requested_via="test")
+    assert run.status == "queued" and run.total_items == 64 and run.estimated_cost_usd > 0
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "benchmarking"
+    assert run.baseline.status == "live" and run.suite.slug == "core" and run.suite_version == 1
+
+    run = run_inline(run)
+
+    assert run.status == "completed" and run.verdict == "PASS", run.comparison["reasons"]
+    assert run.started_at <= run.finished_at and run.completed_items == 64
+    comparison = run.comparison
+    assert comparison["n"] == 32 and comparison["candidate_mean"] > comparison["baseline_mean"]
+    assert comparison["relative_improvement"] >= settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT and comparison["ci_low"] > 0
+    assert comparison["resamples"] >= 2000 and {row["tag"] for row in comparison["per_tag"]} >= {"difficulty:easy", "difficulty:hard"}
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
+    assert_scored_once_and_paid_once(run)
+    assert chat_requests(demo_simulator) == 64  # one call per pair, nothing asked twice
+    result = BenchmarkResult.objects.filter(run=run).first()
+    assert result.prompt_tokens > 0 and result.latency_ms > 0 and result.reason and result.finish_reason == "stop"
+
+
+@pytest.mark.django_db
+def test_a_fine_tune_no_better_than_its_base_does_not_pass(seeded_demo, simulator_factory):
+    point_demo_provider_at(simulator_factory(quality=EQUAL_QUALITY), rate_limit_per_minute=60_000)
+    run = run_inline(benchmark_run_create(agent=Agent.objects.get(slug="qa_agent")))
+
+    assert run.status == "completed" and run.verdict in ("FAIL", "INCONCLUSIVE")
+    assert run.comparison["relative_improvement"] < settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT
+    expected = {"FAIL": "rejected", "INCONCLUSIVE": "registered"}[run.verdict]
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == expected
+
+
+@pytest.mark.django_db
+def test_each_run_is_stored_on_its_own(demo_simulator):
+    agent = Agent.objects.get(slug="legal_agent")
+    first = run_inline(benchmark_run_create(agent=agent))
+    second = run_inline(benchmark_run_create(agent=agent))  # approved_for_rollout may be benchmarked again
+
+    assert first.pk != second.pk and first.verdict == second.verdict == "PASS"
+    assert BenchmarkResult.objects.filter(run=first).count() == BenchmarkResult.objects.filter(run=second).count() == 64
+    assert ledger_entries(first).count() == ledger_entries(second).count() == 64
+
+
+@pytest.mark.django_db
+def test_a_chunk_taken_over_from_a_dead_worker_skips_pairs_already_scored(demo_simulator):
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 16})
+    first = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
+    benchmark_chunk_execute(chunk_id=first.pk, worker="worker-a@test")
+    assert benchmark_run_post_all_costs(run_id=run.pk) == 16
+    asked, paid = chat_requests(demo_simulator), ledger_entries(run).count()
+    assert asked == paid == 16
+
+    # As if worker A had died holding the chunk: running, its lease not renewed for minutes.
+    BenchmarkChunk.objects.filter(pk=first.pk).update(
+        status="running", worker="worker-a@test", heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+    outcome = benchmark_chunk_execute(chunk_id=first.pk, worker="worker-b@test")
+
+    assert outcome.scored == 0 and outcome.skipped_reason == ""
+    assert benchmark_run_post_all_costs(run_id=run.pk) == 0  # posting again finds nothing to post
+    assert chat_requests(demo_simulator) == asked and ledger_entries(run).count() == paid
+    assert BenchmarkChunk.objects.get(pk=first.pk).status == "done"
+    run = run_inline(run)
+    assert run.status == "completed"
+    assert_scored_once_and_paid_once(run)
+
+
+@pytest.mark.django_db
+def test_a_chunk_held_by_a_live_worker_is_not_taken(demo_simulator):
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
+    chunk = BenchmarkChunk.objects.filter(run=run).first()
+    assert benchmark_chunk_claim(chunk_id=chunk.pk, worker="worker-a@test") is not None
+    assert benchmark_chunk_claim(chunk_id=chunk.pk, worker="worker-b@test") is None
+    run.refresh_from_db()
+    assert run.status == "running" and run.started_at is not None
+
+
+@pytest.mark.django_db
+def test_resume_hands_on_chunks_of_dead_or_silent_workers_only(demo_simulator, django_capture_on_commit_callbacks):
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 8})
+    chunks = list(BenchmarkChunk.objects.filter(run=run).order_by("index"))
+    now = timezone.now()
+    BenchmarkChunk.objects.filter(pk=chunks[0].pk).update(status="running", worker="dead@test", heartbeat_at=now)
+    BenchmarkChunk.objects.filter(pk=chunks[1].pk).update(status="running", worker="alive@test", heartbeat_at=now)
+    BenchmarkChunk.objects.filter(pk=chunks[2].pk).update(
+        status="running", worker="alive@test", heartbeat_at=now - timedelta(minutes=5)
+    )
+    BenchmarkChunk.objects.filter(pk=chunks[3].pk).update(enqueued_at=now - timedelta(hours=1))
+    BenchmarkChunk.objects.filter(pk=chunks[4].pk).update(status="done")
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        resent = benchmark_runs_resume_stalled(live_workers={"alive@test"}, now=now)
+
+    assert sorted(resent) == sorted([chunks[0].pk, chunks[2].pk, chunks[3].pk])
+    assert len(callbacks) == 1  # the messages are sent once the transaction commits
+    handed_on = BenchmarkChunk.objects.get(pk=chunks[0].pk)
+    assert handed_on.status == "queued" and handed_on.lease_token is None and "no longer answers" in handed_on.error
+    assert BenchmarkChunk.objects.get(pk=chunks[1].pk).status == "running"
+    assert "sent no heartbeat" in BenchmarkChunk.objects.get(pk=chunks[2].pk).error
+    # Without a ping, only silence counts.
+    BenchmarkChunk.objects.filter(pk=chunks[0].pk).update(status="running", worker="dead@test", heartbeat_at=now)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert chunks[0].pk not in benchmark_runs_resume_stalled(live_workers=None, now=now)
+
+
+@pytest.mark.django_db
+def test_transient_errors_are_retried_and_every_pair_is_still_paid_once(seeded_demo, simulator_factory):
+    server = simulator_factory(error_rate=0.25, retry_after_seconds=0)
+    point_demo_provider_at(server, rate_limit_per_minute=60_000, max_concurrency=8)
+    run = run_inline(benchmark_run_create(agent=Agent.objects.get(slug="analyst_agent")), rounds=8)
+
+    statuses = [status for _, path, status in server.state.request_log if path == "/v1/chat/completions"]
+    assert {429, 500} <= set(statuses) and statuses.count(200) == 64
+    assert run.status == "completed" and run.verdict == "PASS"
+    assert_scored_once_and_paid_once(run)
+
+
+@pytest.mark.django_db
+def test_a_model_the_provider_does_not_serve_fails_the_run_with_its_message(demo_simulator):
+    agent = Agent.objects.get(slug="qa_agent")
+    unknown = model_version_register(
+        agent=agent, provider=ProviderAccount.objects.get(name="simulator"),
+        model_id="ft:open-mixtral-8x7b:0badc0de:20261101:0badc0de", base_model="open-mixtral-8x7b", kind="fine_tuned",
+    )
+    run = run_inline(benchmark_run_create(agent=agent, candidate=unknown))
+
+    assert run.status == "failed" and run.verdict == ""
+    assert "ft:open-mixtral-8x7b:0badc0de:20261101:0badc0de" in run.error and "does not serve" in run.error
+    assert ModelVersion.objects.get(pk=unknown.pk).status == "registered"  # given back its status
+
+
+@pytest.mark.django_db
+def test_cancel_stops_the_run_and_gives_the_candidate_its_status_back(demo_simulator):
+    operator = UserFactory(username="operator", is_superuser=True)
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 16})
+    chunks = list(BenchmarkChunk.objects.filter(run=run).order_by("index"))
+    benchmark_chunk_execute(chunk_id=chunks[0].pk, worker="w@test")
+
+    benchmark_run_cancel(run=run, actor=operator, reason="wrong suite")
+    outcome = benchmark_chunk_execute(chunk_id=chunks[1].pk, worker="w@test")
+
+    run.refresh_from_db()
+    assert run.status == "cancelled" and run.cancelled_by == operator and "wrong suite" in run.error
+    assert outcome.scored == 0 and BenchmarkResult.objects.filter(run=run).count() == 16
+    assert run.cost_usd == BenchmarkResult.objects.filter(run=run).aggregate(t=Sum("cost_usd"))["t"]
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "registered"
+    with pytest.raises(Conflict, match="cancelled and cannot become cancelled"):
+        benchmark_run_cancel(run=run, actor=operator)
+
+
+@pytest.mark.django_db
+def test_a_candidate_cannot_be_in_two_runs_at_once(demo_simulator):
+    agent = Agent.objects.get(slug="qa_agent")
+    first = benchmark_run_create(agent=agent)
+    with pytest.raises(Conflict, match=f"already being benchmarked by run #{first.pk}"):
+        benchmark_run_create(agent=agent, candidate=first.candidate)
+
+
+@pytest.mark.django_db
+def test_budget_refusal_is_a_conflict_and_an_override_needs_the_permission_and_a_reason(demo_simulator):
+    budget_upsert(name="default", amount_usd="0.0001", hard_limit=True)
+    agent = Agent.objects.get(slug="qa_agent")
+    with pytest.raises(Conflict, match="budget 'default'") as refused:
+        benchmark_run_create(agent=agent)
+    assert "costs.override_budget" in refused.value.message
+    assert not BenchmarkRun.objects.exists()
+    assert ModelVersion.objects.filter(agent=agent, kind="fine_tuned").get().status == "registered"
+
+    clerk = UserFactory(username="clerk")
+    clerk.user_permissions.add(*_permissions("models_app.add_benchmarkrun"))
+    with pytest.raises(PermissionDenied, match="costs.override_budget"):
+        benchmark_run_create(agent=agent, actor=_fresh(clerk), budget_override_reason="quarter-end demo")
+    boss = UserFactory(username="boss", is_superuser=True)
+    run = benchmark_run_create(agent=agent, actor=boss, budget_override_reason="quarter-end demo")
+    assert run.budget_override_reason == "quarter-end demo" and run.requested_by == boss
+
+
+@pytest.mark.django_db
+def test_starting_a_run_needs_only_the_run_permission_and_names_the_requester(demo_simulator):
+    nobody = UserFactory(username="nobody")
+    agent = Agent.objects.get(slug="qa_agent")
+    with pytest.raises(PermissionDenied, match="models_app.add_benchmarkrun"):
+        benchmark_run_create(agent=agent, actor=nobody)
+    analyst = UserFactory(username="analyst")
+    analyst.user_permissions.add(*_permissions("models_app.add_benchmarkrun"))
+    run = benchmark_run_create(agent=agent, actor=_fresh(analyst), requested_via="admin")
+    latest = ModelVersion.objects.get(pk=run.candidate_id).history.order_by("-history_date").first()
+    assert latest.status == "benchmarking" and latest.history_change_reason == f"benchmark run #{run.pk} requested by analyst (admin)"
+
+
+@pytest.mark.django_db
+def test_a_chunk_of_a_dead_pool_process_of_the_same_worker_is_taken_over_at_once(demo_simulator):
+    import os
+    import subprocess
+    import sys
+
+    from models_app.services.benchmarks import worker_identity
+
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
+    chunk = BenchmarkChunk.objects.filter(run=run).first()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    node = "celery@host"
+    BenchmarkChunk.objects.filter(pk=chunk.pk).update(status="running", worker=f"{node}#{gone.pid}", heartbeat_at=timezone.now())
+    BenchmarkRun.objects.filter(pk=run.pk).update(status="running")
+    me = worker_identity(node=node)
+    assert me == f"{node}#{os.getpid()}"
+    assert benchmark_chunk_claim(chunk_id=chunk.pk, worker=me) is not None  # no need to wait for the heartbeat to age
+    assert benchmark_chunk_claim(chunk_id=chunk.pk, worker=f"{node}#{gone.pid}") is None  # a live holder (this process) keeps it
+
+
+@pytest.mark.django_db
+def test_overriding_an_inconclusive_verdict_needs_the_permission_and_a_reason_and_is_recorded(seeded_demo, simulator_factory):
+    # The fine-tune always answers right, the base never: two marked cases go to the candidate, and one
+    # unmarked case both pass — a +200 % improvement on 3 cases whose interval still touches zero.
+    point_demo_provider_at(simulator_factory(quality={"ft:*": 1.0, "*": 0.0}), rate_limit_per_minute=60_000)
+    agent = Agent.objects.get(slug="qa_agent")
+    lines = [
+        json.dumps({"id": f"m{n}", "messages": [{"role": "user", "content": f"Is {n} even? {format_answer_marker(answer, ['Maybe'])}"}],
+                    "reference": answer, "scorer": {"name": "exact"}, "tags": ["marked"]})
+        for n, answer in ((2, "Yes"), (3, "No"))
+    ] + [json.dumps({"id": "free", "messages": [{"role": "user", "content": "Say anything."}],
+                     "scorer": {"name": "length", "min_chars": 1}, "tags": ["free"]})]
+    suite = benchmark_suite_import(agent=agent, slug="tiny", lines=lines).suite
+    run = run_inline(benchmark_run_create(agent=agent, suite=suite))
+    assert run.verdict == "INCONCLUSIVE", run.comparison["reasons"]
+    assert run.comparison["more_cases_needed"] >= 1
+    candidate = ModelVersion.objects.get(pk=run.candidate_id)
+    assert candidate.status == "registered"
+
+    reviewer = UserFactory(username="reviewer")
+    reviewer.user_permissions.add(*_permissions("models_app.change_modelversion"))
+    with pytest.raises(PermissionDenied, match="models_app.override_benchmark_verdict"):
+        benchmark_verdict_override(run=run, actor=_fresh(reviewer), reason="small suite")
+    reviewer.user_permissions.add(*_permissions("models_app.override_benchmark_verdict"))
+    with pytest.raises(InvalidInput, match="reason"):
+        benchmark_verdict_override(run=run, actor=_fresh(reviewer), reason="  ")
+    override = benchmark_verdict_override(run=run, actor=_fresh(reviewer), reason="3 cases cannot decide; product owner accepts")
+
+    candidate.refresh_from_db()
+    assert candidate.status == "approved_for_rollout"
+    assert (override.verdict_before, override.candidate_status_before, override.candidate_status_after) == (
+        "INCONCLUSIVE", "registered", "approved_for_rollout")
+    assert BenchmarkVerdictOverride.objects.get().actor == reviewer
+    latest = candidate.history.order_by("-history_date").first()
+    assert latest.history_user == reviewer and "overridden" in latest.history_change_reason
+
+
+@pytest.mark.django_db
+def test_llm_judge_cases_ask_the_judge_once_per_reply_and_pay_for_it(seeded_demo, simulator_factory):
+    # The judge model answers the marker of its prompt: the rubric carries the verdict it must give.
+    server = simulator_factory(quality={"mistral-large-latest": 1.0, "ft:*": 0.85, "*": 0.55})
+    point_demo_provider_at(server, rate_limit_per_minute=60_000)
+    agent = Agent.objects.get(slug="support_agent")
+    rubric = f"Polite and specific ({uuid.uuid4().hex}). " + format_answer_marker('{"score": 0.75, "reason": "polite"}')
+    lines = [json.dumps({"id": "judged", "messages": [{"role": "user", "content": "Apologise for the double charge."}],
+                         "scorer": {"name": "llm_judge", "rubric": rubric}, "tags": ["judge"]})]
+    suite = benchmark_suite_import(agent=agent, slug="judged", lines=lines).suite
+
+    first = run_inline(benchmark_run_create(agent=agent, suite=suite))
+    after_first = chat_requests(server)
+    ModelVersion.objects.filter(pk=first.candidate_id).update(status="registered")
+    second = run_inline(benchmark_run_create(agent=agent, suite=suite))
+
+    assert after_first == 4  # two models, and the judge once for each reply
+    assert chat_requests(server) - after_first == 2  # same replies: the judge's verdicts come from the cache
+    for result in BenchmarkResult.objects.filter(run=first):
+        assert result.score == 0.75 and "judge mistral-large-latest: polite" in result.reason
+        assert result.judge_prompt_tokens > 0 and result.cost_usd > Decimal(0)
+    for result in BenchmarkResult.objects.filter(run=second):
+        assert result.score == 0.75 and result.judge_prompt_tokens == 0
+    assert first.cost_usd > second.cost_usd
+
+
+def _permissions(*names: str):  # type: ignore[no-untyped-def]
+    from django.contrib.auth.models import Permission
+
+    found = []
+    for name in names:
+        app_label, codename = name.split(".")
+        found.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return found
+
+
+def _fresh(user):  # type: ignore[no-untyped-def]
+    """The user re-read, so its permission cache sees newly granted permissions."""
+    return type(user).objects.get(pk=user.pk)
+
+
+# ---- the shared limits in Redis ---------------------------------------------------------------------------------
+
+
+def test_the_shared_limiter_bounds_calls_in_flight_across_threads():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    provider = f"test-{uuid.uuid4().hex[:8]}"
+    limiter = RedisProviderLimiter(client, provider=provider, max_concurrency=3, rate_limit_per_minute=None,
+                                   lease_seconds=5, wait_limit_seconds=5)
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def call() -> None:
+        with limiter.slot():
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            time.sleep(0.03)
+            with lock:
+                in_flight[0] -= 1
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 3
+
+
+def test_the_shared_limiter_paces_calls_and_frees_the_slots_of_dead_holders():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    paced = RedisProviderLimiter(client, provider=f"test-{uuid.uuid4().hex[:8]}", max_concurrency=10,
+                                 rate_limit_per_minute=1200, lease_seconds=5, wait_limit_seconds=5)
+    started = time.monotonic()
+    for _ in range(5):
+        with paced.slot():
+            pass
+    assert time.monotonic() - started >= 4 * 0.05 * 0.9  # 1 200 a minute: 50 ms apart
+
+    provider = f"test-{uuid.uuid4().hex[:8]}"
+    options = dict(provider=provider, max_concurrency=1, rate_limit_per_minute=None, lease_seconds=0.3, wait_limit_seconds=0.1)
+    holder = RedisProviderLimiter(client, **options)
+    other = RedisProviderLimiter(client, **options)
+    with holder.slot():
+        time.sleep(0.6)  # longer than the lease: the holder's renewals keep the slot
+        with pytest.raises(TransientProviderError, match="shared call slots stayed busy"):
+            other._acquire_slot()
+    dead = RedisProviderLimiter(client, **{**options, "sleep": lambda seconds: time.sleep(3600)})  # never renews
+    dead._acquire_slot()  # a holder that died without releasing its slot
+    with pytest.raises(TransientProviderError):
+        other._acquire_slot()
+    time.sleep(0.35)
+    other.release(other._acquire_slot())  # its lease ran out
+
+
+# ---- real Celery workers -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_a_worker_killed_mid_run_is_replaced_and_every_pair_is_scored_and_paid_once(
+    empty_broker, seeded_demo, simulator_factory, start_worker
+):
+    from models_app.tasks.benchmarks import benchmark_runs_resume
+
+    # Slow enough to kill in the middle: 150 ms a call, two calls at a time, 8 chunks of 8 pairs.
+    server = simulator_factory(latency_ms=150)
+    point_demo_provider_at(server, rate_limit_per_minute=60_000, max_concurrency=2)
+    first = start_worker()
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 8})
+
+    wait_until(lambda: BenchmarkResult.objects.filter(run=run).count() >= 12, timeout=30)
+    first.kill()  # SIGKILL, parent and pool: no cleanup, no ack, leases left behind
+    scored_at_kill = BenchmarkResult.objects.filter(run=run).count()
+    held = list(BenchmarkChunk.objects.filter(run=run, status="running").values_list("worker", flat=True))
+    assert 0 < scored_at_kill < run.total_items and held
+
+    start_worker()
+    benchmark_runs_resume.delay()  # what beat sends every minute
+    run = wait_until(lambda: BenchmarkRun.objects.filter(pk=run.pk, status__in=["completed", "failed"]).first(), timeout=60)
+
+    assert run.status == "completed" and run.verdict == "PASS", run.error
+    wait_until(lambda: not BenchmarkResult.objects.filter(run=run, cost_posted_at__isnull=True).exists(), timeout=30)
+    assert_scored_once_and_paid_once(run)
+    # Only answers in flight or not yet written at the kill can have been asked twice.
+    assert chat_requests(server) - run.total_items <= 2 + 8
+    assert any("no longer answers" in (error or "") for error in BenchmarkChunk.objects.filter(run=run).values_list("error", flat=True))
+
+
+@pytest.mark.django_db
+def test_a_worse_fine_tune_fails_is_rejected_and_only_a_recorded_override_brings_it_back(seeded_demo, simulator_factory):
+    point_demo_provider_at(simulator_factory(quality={"ft:*": 0.0, "*": 1.0}), rate_limit_per_minute=60_000)
+    run = run_inline(benchmark_run_create(agent=Agent.objects.get(slug="support_agent")))
+
+    assert run.verdict == "FAIL" and run.comparison["candidate_mean"] < run.comparison["baseline_mean"]
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "rejected"
+    assert run.comparison["regressions"] and run.comparison["regressions"][0]["delta"] < 0
+    with pytest.raises(InvalidInput, match="reason: say why"):
+        benchmark_verdict_override(run=run, actor=UserFactory(username="chief", is_superuser=True), reason=" ")
+    with pytest.raises(PermissionDenied):
+        benchmark_verdict_override(run=run, actor=UserFactory(username="intern"), reason="ship it")
+    override = benchmark_verdict_override(run=run, actor=UserFactory(username="chief", is_superuser=True), reason="judged by legal")
+    assert (override.verdict_before, override.candidate_status_before, override.candidate_status_after) == (
+        "FAIL", "rejected", "approved_for_rollout"
+    )
+    candidate = ModelVersion.objects.get(pk=run.candidate_id)
+    assert candidate.status == "approved_for_rollout"
+    assert "overridden: judged by legal" in candidate.history.latest().history_change_reason

@@ -1,0 +1,176 @@
+"""The benchmark gate: known answers for the paired bootstrap and the verdict rule (pure: no database)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models_app.benchmark_stats import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    PairedScore,
+    compare_paired,
+    gate_verdict,
+    more_cases_to_decide,
+    regressions,
+    score_histogram,
+    tag_breakdown,
+)
+
+
+def pairs(baseline: list[float], candidate: list[float], tags: tuple[str, ...] = ()) -> list[PairedScore]:
+    return [PairedScore(key=f"c{i:03d}", baseline=b, candidate=c, tags=tags) for i, (b, c) in enumerate(zip(baseline, candidate))]
+
+
+# ---- the verdict rule ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "improvement, low, high, verdict",
+    [
+        (0.10, 0.02, 0.18, PASS),  # at least the threshold, interval above zero
+        (0.08, 0.001, 0.20, PASS),  # exactly the threshold counts
+        (0.10, -0.01, 0.21, INCONCLUSIVE),  # enough on average, but zero is plausible
+        (0.05, 0.01, 0.09, INCONCLUSIVE),  # below the threshold, but the interval still reaches it
+        (0.07, 0.01, 0.079, FAIL),  # positive, yet even the optimistic end is below the threshold
+        (0.0, -0.05, 0.05, FAIL),  # no change
+        (-0.20, -0.30, -0.10, FAIL),  # worse
+        (0.10, 0.0, 0.20, INCONCLUSIVE),  # a lower bound of exactly zero is not above zero
+    ],
+)
+def test_verdict_rule_known_answers(improvement, low, high, verdict):
+    assert gate_verdict(relative_improvement=improvement, ci_low=low, ci_high=high, threshold=0.08) == verdict
+
+
+def test_more_cases_known_answers():
+    # Heading for PASS: the lower half-width 0.12 must shrink below 0.10 → n·(0.12/0.10)² = 144 cases.
+    assert more_cases_to_decide(n=100, relative_improvement=0.10, ci_low=-0.02, ci_high=0.22, threshold=0.08) == 44
+    # Heading for FAIL: the upper half-width 0.06 must shrink below 0.08 − 0.05 → n·(0.06/0.03)² = 400 cases.
+    assert more_cases_to_decide(n=100, relative_improvement=0.05, ci_low=0.0, ci_high=0.11, threshold=0.08) == 300
+    # On the boundary itself no number of cases decides it.
+    assert more_cases_to_decide(n=100, relative_improvement=0.0, ci_low=-0.1, ci_high=0.1, threshold=0.0) is None
+
+
+# ---- the paired bootstrap --------------------------------------------------------------------------------------
+
+
+def test_a_constant_improvement_has_a_zero_width_interval_and_passes():
+    result = compare_paired(pairs([0.5] * 40, [0.6] * 40), threshold=0.08, resamples=2000, seed=1)
+    assert result.relative_improvement == pytest.approx(0.2)
+    assert result.ci_low == pytest.approx(0.2) and result.ci_high == pytest.approx(0.2)
+    assert result.verdict == PASS and result.wins == 40 and result.regressions == []
+
+
+def test_identical_models_fail_the_gate():
+    scores = [1.0, 0.0, 1.0, 1.0, 0.0] * 8
+    result = compare_paired(pairs(scores, scores), threshold=0.08, resamples=2000, seed=0)
+    assert (result.relative_improvement, result.ci_low, result.ci_high) == (0.0, 0.0, 0.0)
+    assert result.verdict == FAIL and result.ties == 40
+    assert "even its optimistic end is not enough" in result.reasons[1]
+
+
+def test_two_case_bootstrap_known_answer():
+    # Resampling two cases gives the candidate mean 1, ½ or 0 with probabilities ¼, ½, ¼, so the
+    # relative change is 0, −½ or −1: the 95 % interval spans exactly [−1, 0].
+    result = compare_paired(pairs([1.0, 1.0], [1.0, 0.0]), threshold=0.08, resamples=2000, seed=3)
+    assert result.relative_improvement == pytest.approx(-0.5)
+    assert (result.ci_low, result.ci_high) == (pytest.approx(-1.0), pytest.approx(0.0))
+    assert result.verdict == FAIL
+    assert [r.key for r in result.regressions] == ["c001"]
+
+
+def test_interval_agrees_with_the_normal_approximation_on_a_large_suite():
+    # Baseline fixed at 0.5, candidate right on 300 of 500 cases: relative improvement = 2·mean − 1 = 0.2,
+    # standard error of the mean √(0.6·0.4/500) → interval 0.2 ± 2·1.96·0.0219 ≈ [0.114, 0.286].
+    candidate = [1.0] * 300 + [0.0] * 200
+    result = compare_paired(pairs([0.5] * 500, candidate), threshold=0.08, resamples=4000, seed=11)
+    half_width = 2 * 1.959964 * math.sqrt(0.6 * 0.4 / 500)
+    assert result.relative_improvement == pytest.approx(0.2)
+    assert result.ci_low == pytest.approx(0.2 - half_width, abs=0.01)
+    assert result.ci_high == pytest.approx(0.2 + half_width, abs=0.01)
+    assert result.verdict == PASS
+
+
+def test_the_bootstrap_is_seeded():
+    rng = np.random.default_rng(5)
+    baseline = list(rng.integers(0, 2, 60).astype(float))
+    candidate = list(rng.integers(0, 2, 60).astype(float))
+    first = compare_paired(pairs(baseline, candidate), threshold=0.08, resamples=2000, seed=42)
+    again = compare_paired(pairs(baseline, candidate), threshold=0.08, resamples=2000, seed=42)
+    other = compare_paired(pairs(baseline, candidate), threshold=0.08, resamples=2000, seed=43)
+    assert (first.ci_low, first.ci_high) == (again.ci_low, again.ci_high)
+    assert (first.ci_low, first.ci_high) != (other.ci_low, other.ci_high)
+
+
+def test_the_pairing_matters():
+    # The candidate is right exactly where the baseline is, plus on 6 more of 60 cases: no case got
+    # worse, so every paired resample shows a gain, although 6 wins in 60 is a small difference of means.
+    baseline = [1.0] * 30 + [0.0] * 30
+    candidate = [1.0] * 36 + [0.0] * 24
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, resamples=2000, seed=0)
+    assert result.relative_improvement == pytest.approx(0.2)
+    assert result.ci_low > 0 and result.verdict == PASS and result.losses == 0
+
+
+def test_inconclusive_says_how_many_more_cases_would_decide():
+    rng = np.random.default_rng(7)
+    baseline = rng.integers(0, 2, 40).astype(float)
+    flips = rng.random(40)
+    candidate = np.where(flips < 0.25, 1.0, np.where(flips > 0.85, 0.0, baseline))
+    result = compare_paired(pairs(list(baseline), list(candidate)), threshold=0.08, resamples=2000, seed=0)
+    assert result.verdict == INCONCLUSIVE
+    assert result.more_cases_needed is not None and result.more_cases_needed > 0
+    assert f"about {result.more_cases_needed} more case(s) would decide it" in result.reasons[-1]
+
+
+def test_a_zero_baseline_is_judged_on_the_absolute_gain():
+    result = compare_paired(pairs([0.0] * 20, [1.0] * 10 + [0.0] * 10), threshold=0.08, resamples=2000, seed=0)
+    assert result.verdict == PASS and result.relative_improvement is None and result.ci_low is None
+    assert "unbounded" in result.reasons[0]
+    nothing = compare_paired(pairs([0.0] * 20, [0.0] * 20), threshold=0.08, resamples=2000, seed=0)
+    assert nothing.verdict == FAIL
+
+
+def test_no_paired_case_is_inconclusive():
+    result = compare_paired([], threshold=0.08)
+    assert result.verdict == INCONCLUSIVE and result.n == 0
+
+
+def test_resamples_and_confidence_are_validated():
+    with pytest.raises(ValueError):
+        compare_paired(pairs([1.0], [1.0]), threshold=0.08, resamples=0)
+    with pytest.raises(ValueError):
+        compare_paired(pairs([1.0], [1.0]), threshold=0.08, confidence=1.0)
+
+
+# ---- breakdowns ---------------------------------------------------------------------------------------------------
+
+
+def test_per_tag_breakdown_and_regressions_worst_first():
+    data = [
+        PairedScore("a", 1.0, 0.0, ("difficulty:hard", "json")),
+        PairedScore("b", 0.5, 1.0, ("difficulty:hard",)),
+        PairedScore("c", 1.0, 0.5, ("difficulty:easy",)),
+        PairedScore("d", 0.0, 0.0, ("difficulty:easy",)),
+    ]
+    rows = {row.tag: row for row in tag_breakdown(data)}
+    assert list(rows) == ["difficulty:easy", "difficulty:hard", "json"]
+    hard = rows["difficulty:hard"]
+    assert (hard.n, hard.baseline_mean, hard.candidate_mean, hard.wins, hard.losses) == (2, 0.75, 0.5, 1, 1)
+    assert hard.relative_improvement == pytest.approx(-1 / 3)
+    assert rows["difficulty:easy"].ties == 1
+    assert [(r.key, r.delta) for r in regressions(data)] == [("a", -1.0), ("c", -0.5)]
+    assert [r.key for r in regressions(data, limit=1)] == ["a"]
+
+
+def test_score_histogram_bins():
+    assert score_histogram([0.0, 0.05, 0.1, 0.55, 0.99, 1.0], bins=10) == [2, 1, 0, 0, 0, 1, 0, 0, 0, 2]
+
+
+def test_comparison_serialises_to_json_ready_rounded_values():
+    data = compare_paired(pairs([0.5] * 3, [2 / 3] * 3, ("t",)), threshold=0.08, resamples=2000).as_dict()
+    assert data["candidate_mean"] == 0.666667 and data["per_tag"][0]["tag"] == "t"
+    assert isinstance(data["reasons"], list) and data["verdict"] == PASS

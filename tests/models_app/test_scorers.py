@@ -1,0 +1,278 @@
+"""Every scorer, with replies that must pass and replies that must not (pure: no database)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from models_app.scorers import (
+    SCORERS,
+    JudgeContext,
+    JudgeReply,
+    Score,
+    ScorerSpecError,
+    extract_numbers,
+    judge_cache_key,
+    json_schema_errors,
+    normalize_text,
+    parse_judge_reply,
+    score_output,
+    validate_scorer_spec,
+)
+
+
+def grade(spec: dict, output: str, reference=None, judge=None) -> Score:
+    return score_output(spec=spec, output=output, reference=reference, judge=judge)
+
+
+# ---- exact and normalised -------------------------------------------------------------------------
+
+
+def test_exact_ignores_surrounding_whitespace_only():
+    assert grade({"name": "exact"}, "  phone\n", "phone").score == 1.0
+    miss = grade({"name": "exact"}, "Phone", "phone")
+    assert miss.score == 0.0 and "expected exactly 'phone'" in miss.reason
+    assert grade({"name": "exact", "ignore_case": True}, "Phone", "phone").score == 1.0
+
+
+def test_normalized_match_ignores_case_accents_punctuation_and_spacing():
+    assert normalize_text("  Yes, it IS — café! ") == "yes it is cafe"
+    assert grade({"name": "normalized_match"}, "yes.", "Yes").score == 1.0
+    assert grade({"name": "normalised_match"}, "Enterprise!", "enterprise").score == 1.0  # the British alias
+    assert grade({"name": "normalized_match"}, "No", "Yes").score == 0.0
+    assert grade({"name": "normalized_match"}, "the EMEA region", ["EMEA", "the emea region"]).score == 1.0
+
+
+# ---- contains ---------------------------------------------------------------------------------------
+
+
+def test_contains_any_passes_on_one_value():
+    spec = {"name": "contains_any", "values": ["refund", "credit note"]}
+    assert grade(spec, "We issued a Refund today.").score == 1.0
+    miss = grade(spec, "We looked into it.")
+    assert miss.score == 0.0 and "contains none of" in miss.reason
+
+
+def test_contains_all_gives_partial_credit_unless_told_not_to():
+    spec = {"name": "contains_all", "values": ["refund", "5 business days", "card"]}
+    assert grade(spec, "Your refund reaches your card within 5 business days.").score == 1.0
+    partial = grade(spec, "Your refund is on its way.")
+    assert partial.score == pytest.approx(1 / 3) and "missing 2 of 3" in partial.reason
+    assert grade({**spec, "partial": False}, "Your refund is on its way.").score == 0.0
+    assert grade({"name": "contains_all", "values": ["ABC"], "case_sensitive": True}, "abc").score == 0.0
+
+
+def test_contains_takes_the_values_from_the_reference_when_the_spec_has_none():
+    assert grade({"name": "contains_all"}, "clause 7 of the agreement", ["clause 7"]).score == 1.0
+
+
+# ---- regex ------------------------------------------------------------------------------------------
+
+
+def test_regex_search_fullmatch_and_flags():
+    assert grade({"name": "regex", "pattern": r"\bclause\s+12[.]2\b", "flags": "i"}, "See Clause 12.2.").score == 1.0
+    assert grade({"name": "regex", "pattern": r"\bclause\s+12[.]2\b"}, "See Clause 12.2.").score == 0.0
+    assert grade({"name": "regex", "pattern": "PASS", "fullmatch": True}, " PASS ").score == 1.0
+    assert grade({"name": "regex", "pattern": "PASS", "fullmatch": True}, "PASS: fine").score == 0.0
+
+
+def test_a_broken_regex_is_a_spec_error_naming_the_option():
+    with pytest.raises(ScorerSpecError, match="pattern: not a valid regular expression"):
+        grade({"name": "regex", "pattern": "("}, "x")
+    with pytest.raises(ScorerSpecError, match="flags"):
+        grade({"name": "regex", "pattern": "x", "flags": "q"}, "x")
+
+
+# ---- JSON -------------------------------------------------------------------------------------------
+
+
+def test_valid_json_accepts_a_fenced_object_and_reports_where_parsing_failed():
+    assert grade({"name": "valid_json"}, '```json\n{"a": 1}\n```').score == 1.0
+    broken = grade({"name": "valid_json"}, '{"a": 1,}')
+    assert broken.score == 0.0 and "line 1 column" in broken.reason
+    assert grade({"name": "valid_json", "type": "object"}, "[1, 2]").score == 0.0
+
+
+TICKET_SCHEMA = {
+    "type": "object",
+    "required": ["category", "priority"],
+    "additionalProperties": False,
+    "properties": {"category": {"enum": ["billing", "account", "sales"]}, "priority": {"const": "high"}},
+}
+
+
+def test_json_schema_checks_required_enum_const_and_extra_properties():
+    spec = {"name": "json_schema", "schema": TICKET_SCHEMA}
+    assert grade(spec, '{"category": "billing", "priority": "high"}').score == 1.0
+    assert "missing required property 'priority'" in grade(spec, '{"category": "billing"}').reason
+    assert "must be one of" in grade(spec, '{"category": "other", "priority": "high"}').reason
+    assert "unexpected property 'note'" in grade(spec, '{"category": "sales", "priority": "high", "note": 1}').reason
+    assert grade(spec, "billing, high").score == 0.0
+
+
+def test_json_schema_subset_known_answers():
+    schema = {
+        "type": "object",
+        "properties": {
+            "region": {"type": "string", "minLength": 2, "pattern": "^[A-Z]"},
+            "change": {"type": "number", "minimum": -100, "exclusiveMaximum": 1000, "multipleOf": 0.25},
+            "months": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3, "uniqueItems": True},
+            "trend": {"anyOf": [{"const": "up"}, {"const": "down"}]},
+            "owner": {"oneOf": [{"type": "string"}, {"type": "null"}]},
+            "code": {"not": {"const": "XX"}},
+        },
+    }
+    good = {"region": "EMEA", "change": 12.5, "months": [1, 2], "trend": "up", "owner": None, "code": "FR"}
+    assert json_schema_errors(good, schema) == []
+    bad = {"region": "e", "change": 12.3, "months": [1, 1, 2, 3], "trend": "flat", "owner": 3, "code": "XX"}
+    errors = " | ".join(json_schema_errors(bad, schema))
+    for expected in ("shorter than 2", "does not match", "not a multiple of 0.25", "more than 3 items",
+                     "not unique", "none of the anyOf", "0 of the oneOf", "must not match"):
+        assert expected in errors
+    assert json_schema_errors(3.0, {"type": "integer"}) == []  # JSON makes no difference between 3 and 3.0
+    assert json_schema_errors(True, {"type": "integer"}) == ["$: expected integer, got boolean"]
+
+
+def test_unsupported_schema_keywords_are_refused_at_import_not_silently_ignored():
+    problems = validate_scorer_spec({"name": "json_schema", "schema": {"type": "object", "dependentRequired": {}}}, None)
+    assert problems == ["schema: #: unsupported keyword 'dependentRequired'"]
+
+
+# ---- numeric and length --------------------------------------------------------------------------------
+
+
+def test_numeric_reads_the_number_in_the_reply_within_tolerance():
+    assert extract_numbers("Revenue grew 15.0 % to $1,234.50 (−3 vs plan)") == [15.0, 1234.5, -3.0]
+    assert grade({"name": "numeric", "tolerance": 0.05}, "15.0", 15).score == 1.0
+    assert grade({"name": "numeric", "tolerance": 0.05}, "Growth was 15.04 %.", 15).score == 1.0
+    miss = grade({"name": "numeric", "tolerance": 0.05}, "17.0", 15)
+    assert miss.score == 0.0 and "2 away from 15" in miss.reason
+    assert grade({"name": "numeric", "relative_tolerance": 0.01}, "$6,080", 6050).score == 1.0
+    assert grade({"name": "numeric", "relative_tolerance": 0.001}, "$6,080", 6050).score == 0.0
+    assert grade({"name": "numeric", "pick": "last"}, "From 120 to 138", 138).score == 1.0
+    assert grade({"name": "numeric"}, "I'm not sure about that.", 29).reason == "no number in the reply (expected 29)"
+
+
+def test_numeric_needs_a_numeric_reference():
+    assert validate_scorer_spec({"name": "numeric"}, "about ten") == ["reference: needs a number, got 'about ten'"]
+
+
+def test_length_bounds_in_characters_and_words():
+    spec = {"name": "length", "min_words": 3, "max_words": 8, "max_chars": 60}
+    assert grade(spec, "PedalPro: ride further, sweat less").score == 1.0
+    too_long = grade(spec, "PedalPro is the product that finally brings together everything you ever wanted")
+    assert too_long.score == 0.0 and "words > 8" in too_long.reason and "characters > 60" in too_long.reason
+    assert grade(spec, "Ride.").reason == "1 words < 3"
+    assert validate_scorer_spec({"name": "length"}, None) == [
+        "length: give at least one of min_chars, max_chars, min_words, max_words"
+    ]
+
+
+# ---- combining ---------------------------------------------------------------------------------------------
+
+
+def test_all_takes_the_lowest_score_and_the_reasons_of_what_failed():
+    spec = {"name": "all", "scorers": [{"name": "contains_all", "values": ["BrightBrew"]}, {"name": "length", "max_chars": 20}]}
+    assert grade(spec, "BrightBrew: cold brew").score == 0.0  # 21 characters
+    assert grade(spec, "BrightBrew, weekly").score == 1.0
+    result = grade(spec, "Coffee delivered weekly to you")
+    assert result.score == 0.0 and "missing 1 of 1" in result.reason and "characters > 20" in result.reason
+
+
+# ---- the LLM judge -------------------------------------------------------------------------------------------
+
+
+class MemoryCache:
+    def __init__(self) -> None:
+        self.data: dict[str, dict] = {}
+
+    def get(self, key):  # type: ignore[no-untyped-def]
+        return self.data.get(key)
+
+    def set(self, key, value):  # type: ignore[no-untyped-def]
+        self.data[key] = dict(value)
+
+
+def test_llm_judge_asks_the_judge_once_per_input_and_caches_the_verdict():
+    calls: list[tuple[str, list]] = []
+
+    def ask(model: str, messages: list) -> JudgeReply:
+        calls.append((model, messages))
+        return JudgeReply('{"score": 0.8, "reason": "polite and names the amount"}', prompt_tokens=120, completion_tokens=15)
+
+    judge = JudgeContext(ask=ask, cache=MemoryCache(), default_model="mistral-large-latest", question="Refund?")
+    spec = {"name": "llm_judge", "rubric": "Polite, names the refund amount."}
+    first = grade(spec, "We refunded $29.", judge=judge)
+    again = grade(spec, "We refunded $29.", judge=judge)
+    other = grade(spec, "No.", judge=judge)
+
+    assert first.score == pytest.approx(0.8) and "polite" in first.reason
+    assert (first.judge_prompt_tokens, first.judge_completion_tokens, first.judge_cached) == (120, 15, False)
+    assert again.score == first.score and again.judge_cached and again.judge_prompt_tokens == 0
+    assert len(calls) == 2 and other.score == pytest.approx(0.8)
+    model, messages = calls[0]
+    assert model == "mistral-large-latest" and "Polite, names the refund amount." in messages[1]["content"]
+    assert "We refunded $29." in messages[1]["content"]
+
+
+def test_llm_judge_model_can_be_chosen_per_case_and_the_cache_key_follows_the_inputs():
+    messages = [{"role": "user", "content": "x"}]
+    assert judge_cache_key(model="a", messages=messages) != judge_cache_key(model="b", messages=messages)
+    seen = []
+    judge = JudgeContext(ask=lambda model, m: seen.append(model) or JudgeReply("Score: 7/10"), cache=MemoryCache(),
+                         default_model="default-judge")
+    assert grade({"name": "llm_judge", "rubric": "r", "judge_model": "small-judge"}, "x", judge=judge).score == pytest.approx(0.7)
+    assert seen == ["small-judge"]
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ('{"score": 1, "reason": "ok"}', 1.0),
+        ('Here you go: ```json\n{"score": 0.25, "reason": "vague"}\n```', 0.25),
+        ("SCORE: 8/10 - mostly right", 0.8),
+        ("score = 45/100", 0.45),
+        ("0.6", 0.6),
+        ('{"score": 7, "reason": "out of ten"}', 0.7),
+    ],
+)
+def test_judge_replies_are_read_on_their_scale(reply, expected):
+    parsed = parse_judge_reply(reply)
+    assert parsed is not None and parsed[0] == pytest.approx(expected)
+
+
+def test_an_unreadable_judge_reply_scores_zero_and_says_so():
+    assert parse_judge_reply("I think it is fine.") is None
+    judge = JudgeContext(ask=lambda model, m: JudgeReply("Looks fine to me."), cache=MemoryCache(), default_model="j")
+    result = grade({"name": "llm_judge", "rubric": "r"}, "x", judge=judge)
+    assert result.score == 0.0 and "no readable score" in result.reason
+
+
+def test_llm_judge_without_a_rubric_or_a_judge_is_a_spec_error():
+    assert validate_scorer_spec({"name": "llm_judge"}, None) == [
+        "rubric: the LLM judge needs a rubric (what a good reply does)"
+    ]
+    with pytest.raises(ScorerSpecError, match="no judge model"):
+        grade({"name": "llm_judge", "rubric": "r"}, "x")
+
+
+# ---- the registry ---------------------------------------------------------------------------------------------
+
+
+def test_every_registered_scorer_is_covered_by_a_test_above():
+    assert set(SCORERS) == {"exact", "normalized_match", "contains_any", "contains_all", "regex", "valid_json",
+                            "json_schema", "numeric", "length", "llm_judge", "all"}
+
+
+def test_unknown_or_missing_scorer_names_list_the_known_ones():
+    assert "known: exact, normalized_match" in validate_scorer_spec({"name": "bleu"}, None)[0]
+    assert validate_scorer_spec("exact", None) == ['scorer: needs an object such as {"name": "exact"}']
+    assert validate_scorer_spec({"name": "exact"}, None) == ["reference: the exact scorer needs the expected answer"]
+
+
+@given(st.text(max_size=200), st.sampled_from(["exact", "normalized_match", "contains_any", "numeric", "valid_json"]))
+def test_scores_always_lie_in_the_unit_interval(output, name):
+    spec = {"name": name, "values": ["a"]} if name == "contains_any" else {"name": name}
+    result = grade(spec, output, 3 if name == "numeric" else "a")
+    assert 0.0 <= result.score <= 1.0 and result.reason
