@@ -10,3 +10,20 @@ from models_app.models.registry import (  # noqa: F401
     ProviderAccount,
     ProviderKind,
 )
+from models_app.models.benchmarks import (  # noqa: F401, E402
+    BenchmarkCase,
+    BenchmarkChunk,
+    BenchmarkChunkStatus,
+    BenchmarkResult,
+    BenchmarkRun,
+    BenchmarkRunStatus,
+    BenchmarkSuite,
+    BenchmarkVerdict,
+    BenchmarkVerdictOverride,
+)
+from models_app.models.finetuning import (  # noqa: F401, E402
+    FineTuningJob,
+    FineTuningStatus,
+    TrainingFile,
+    TrainingFilePurpose,
+)

@@ -1,0 +1,135 @@
+"""Rules of fine-tuning job tracking, as plain values (no Django): which statuses exist and which are
+still moving, whether a provider snapshot is newer than what a job row holds, and how many training
+tokens — and so how many dollars — a job is expected to use.
+
+The statuses are the provider's own (Mistral's `status` field, mirrored exactly), plus two local ones
+for a job the provider does not (or no longer) know: NOT_CREATED and REFUSED.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+# The provider's statuses, exactly as Mistral (and the simulator) spell them.
+QUEUED = "QUEUED"
+VALIDATING = "VALIDATING"
+VALIDATED = "VALIDATED"
+RUNNING = "RUNNING"
+SUCCESS = "SUCCESS"
+FAILED = "FAILED"
+FAILED_VALIDATION = "FAILED_VALIDATION"
+CANCELLED = "CANCELLED"
+CANCELLATION_REQUESTED = "CANCELLATION_REQUESTED"
+PROVIDER_STATUSES = (
+    QUEUED, VALIDATING, VALIDATED, RUNNING, SUCCESS, FAILED, FAILED_VALIDATION, CANCELLED, CANCELLATION_REQUESTED,
+)
+
+# Local statuses: the row exists but the provider has no job for it (yet), or refuses to talk about it.
+NOT_CREATED = "NOT_CREATED"
+REFUSED = "REFUSED"
+
+TERMINAL_STATUSES = frozenset({SUCCESS, FAILED, FAILED_VALIDATION, CANCELLED})
+# What the provider may still change: beat polls these.
+MOVING_STATUSES = frozenset({QUEUED, VALIDATING, VALIDATED, RUNNING, CANCELLATION_REQUESTED})
+STARTABLE_STATUSES = frozenset({QUEUED, VALIDATING, VALIDATED})
+CANCELLABLE_STATUSES = frozenset({QUEUED, VALIDATING, VALIDATED, RUNNING})
+
+# Order of progress at the same provider timestamp (Mistral's modified_at has one-second resolution,
+# so two snapshots a second apart can carry the same time).
+_PROGRESS_RANK = {
+    QUEUED: 0,
+    VALIDATING: 1,
+    VALIDATED: 2,
+    RUNNING: 3,
+    CANCELLATION_REQUESTED: 4,
+    SUCCESS: 5,
+    FAILED: 5,
+    FAILED_VALIDATION: 5,
+    CANCELLED: 5,
+}
+
+# HTTP statuses with which a provider says the job or its route is gone (Mistral's deprecated
+# fine-tuning routes answer 404/410): the job cannot be followed there any more.
+GONE_HTTP_STATUSES = frozenset({404, 405, 410})
+
+# Mistral reports `train_tokens_per_step` per job; 131 072 is its value for the small models (and the
+# simulator's). Used only to estimate a job given in training steps before the provider has seen it.
+DEFAULT_TOKENS_PER_STEP = 131_072
+CHARS_PER_TOKEN = 4  # the estimate the simulator (and Mistral's own rule of thumb) uses
+MAX_SUFFIX_LENGTH = 18  # Mistral refuses longer model suffixes
+
+HYPERPARAMETER_NAMES = frozenset(
+    {"training_steps", "epochs", "learning_rate", "weight_decay", "warmup_fraction", "fim_ratio", "seq_len"}
+)
+
+
+def snapshot_is_stale(
+    *,
+    current_status: str | None,
+    current_modified_at: datetime | None,
+    incoming_status: str,
+    incoming_modified_at: datetime,
+) -> bool:
+    """True when a snapshot must not overwrite what the row holds, because the row already reflects
+    something later: syncs run concurrently (beat, a person's "sync now", a redelivered task) and the
+    one that fetched first may write last. A terminal status is final at the provider, so nothing
+    replaces it but the same status."""
+    if current_status is None or current_status not in _PROGRESS_RANK:
+        return False
+    if current_status in TERMINAL_STATUSES and incoming_status != current_status:
+        return True
+    if current_modified_at is None:
+        return False
+    current = (current_modified_at, _PROGRESS_RANK[current_status])
+    incoming = (incoming_modified_at, _PROGRESS_RANK.get(incoming_status, -1))
+    return incoming < current
+
+
+def estimate_file_tokens(*, characters: int, samples: int) -> int:
+    """Tokens of a training file: about one per four characters of sample text."""
+    if samples <= 0:
+        return 0
+    return max(1, characters // CHARS_PER_TOKEN)
+
+
+def estimate_training_tokens(
+    *,
+    file_tokens: int,
+    epochs: float | None = None,
+    training_steps: int | None = None,
+    tokens_per_step: int = DEFAULT_TOKENS_PER_STEP,
+) -> int:
+    """Tokens a job trains on: steps × tokens per step when given in steps, else the file's tokens ×
+    epochs (one epoch when neither is given) — what the provider bills as training tokens."""
+    if file_tokens < 0:
+        raise ValueError("file_tokens cannot be negative")
+    if training_steps is not None:
+        if training_steps < 1:
+            raise ValueError("training_steps must be at least 1")
+        return training_steps * tokens_per_step
+    epochs = 1.0 if epochs is None else float(epochs)
+    if not math.isfinite(epochs) or epochs <= 0:
+        raise ValueError("epochs must be a positive number")
+    return math.ceil(file_tokens * epochs)
+
+
+def hyperparameter_problems(hyperparameters: dict[str, object]) -> list[str]:
+    """What is wrong with a hyperparameter dict, before the provider is asked (it checks ranges)."""
+    problems = []
+    for name, value in hyperparameters.items():
+        if name not in HYPERPARAMETER_NAMES:
+            problems.append(f"'{name}' is not a fine-tuning hyperparameter; known: {', '.join(sorted(HYPERPARAMETER_NAMES))}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            problems.append(f"'{name}' must be a number, got {value!r}")
+            continue
+        zero_allowed = name in ("weight_decay", "warmup_fraction", "fim_ratio")
+        if value < 0 or (value == 0 and not zero_allowed):
+            problems.append(f"'{name}' must be {'zero or more' if zero_allowed else 'positive'}, got {value!r}")
+    if "training_steps" in hyperparameters and "epochs" in hyperparameters:
+        problems.append("give training_steps or epochs, not both")
+    steps = hyperparameters.get("training_steps")
+    if isinstance(steps, float) and not steps.is_integer():
+        problems.append(f"'training_steps' must be a whole number, got {steps!r}")
+    return problems

@@ -1,0 +1,307 @@
+"""`manage.py fine_tune …`: fine-tuning jobs from a terminal, through the services the admin uses.
+
+    fine_tune upload --agent support_agent models_app/demo_data/support_agent_train.jsonl
+    fine_tune create --agent support_agent --training models_app/demo_data/support_agent_train.jsonl --epochs 2
+    fine_tune start 3 | cancel 3 | sync 3 | sync --all | status [3] [--agent A] [--json]
+
+Exit status: 0 done; 1 refused (by a rule, a budget, a permission or the provider — the reason is
+printed); 2 usage error (unknown agent, job, file or user; bad options).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from genesis.errors import DomainError
+from models_app import finetuning_rules as rules
+from models_app.finetuning_selectors import jobs_for_agents, jobs_to_sync
+from models_app.models import Agent, FineTuningJob, ProviderAccount, TrainingFile, TrainingFilePurpose
+from models_app.services.finetuning import (
+    TrainingFileInvalid,
+    finetuning_job_cancel,
+    finetuning_job_create,
+    finetuning_job_start,
+    finetuning_job_submit,
+    finetuning_job_sync,
+    finetuning_provider_jobs,
+    training_file_upload,
+)
+
+USAGE = 2
+REFUSED = 1
+
+
+def job_summary(job: FineTuningJob) -> dict[str, Any]:
+    """One job as JSON (money as decimal strings)."""
+    return {
+        "id": job.pk,
+        "agent": job.agent.slug,
+        "provider": job.provider.name,
+        "provider_job_id": job.provider_job_id or None,
+        "base_model": job.base_model,
+        "status": job.status,
+        "provider_status": job.provider_status or None,
+        "hyperparameters": job.hyperparameters,
+        "trained_tokens": job.trained_tokens,
+        "estimated_cost_usd": None if job.estimated_cost_usd is None else str(job.estimated_cost_usd),
+        "cost_usd": None if job.cost_usd is None else str(job.cost_usd),
+        "cost_recorded": job.cost_recorded_at is not None,
+        "fine_tuned_model": job.fine_tuned_model or None,
+        "model_version_id": job.model_version_id,
+        "last_error": job.last_error or None,
+        "provider_answer": job.provider_answer or None,
+        "provider_answer_status": job.provider_answer_status,
+        "created_at": job.created_at.isoformat(),
+        "last_synced_at": job.last_synced_at.isoformat() if job.last_synced_at else None,
+    }
+
+
+class Command(BaseCommand):
+    help = "Upload training files and create, start, cancel, sync and list fine-tuning jobs (the admin's services)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{upload,create,submit,start,cancel,sync,status}")
+
+        def add(name: str, help_text: str) -> CommandParser:
+            sub = actions.add_parser(name, help=help_text)
+            sub.add_argument("--as", dest="username", metavar="USERNAME",
+                             help="act as this user (permissions and history); default: the system")
+            sub.add_argument("--json", action="store_true", help="print one JSON object")
+            return sub
+
+        upload = add("upload", "check a chat JSONL file line by line and upload it for an agent")
+        upload.add_argument("path")
+        upload.add_argument("--agent", required=True)
+        upload.add_argument("--purpose", choices=TrainingFilePurpose.values, default=TrainingFilePurpose.TRAINING)
+        upload.add_argument("--provider", help="provider account name (default: the one serving the agent's baseline)")
+
+        create = add("create", "estimate, check the budget, and create a job at the provider")
+        create.add_argument("--agent", required=True)
+        training = create.add_mutually_exclusive_group(required=True)
+        training.add_argument("--training", metavar="PATH", help="upload this file first")
+        training.add_argument("--training-file", metavar="ID", help="a training file uploaded before (id or provider file id)")
+        validation = create.add_mutually_exclusive_group()
+        validation.add_argument("--validation", metavar="PATH")
+        validation.add_argument("--validation-file", metavar="ID")
+        create.add_argument("--base-model", help="default: the base model of the agent's baseline")
+        length = create.add_mutually_exclusive_group()
+        length.add_argument("--epochs", type=float)
+        length.add_argument("--training-steps", type=int)
+        create.add_argument("--learning-rate", type=float)
+        create.add_argument("--suffix", default="")
+        create.add_argument("--auto-start", action="store_true", help="the provider starts training once validated")
+        create.add_argument("--override-reason", help="go over a hard budget (needs --as a user with costs.override_budget)")
+        create.add_argument("--no-submit", action="store_true", help="save the job without creating it at the provider yet")
+
+        for name, help_text in (("start", "start a validated job"), ("submit", "create a saved job at the provider"),
+                                ("cancel", "cancel a job")):
+            sub = add(name, help_text)
+            sub.add_argument("job", help="job id (or the provider's job id)")
+            if name == "cancel":
+                sub.add_argument("--reason", default="")
+
+        sync = add("sync", "ask the provider now (as beat does every minute)")
+        target = sync.add_mutually_exclusive_group(required=True)
+        target.add_argument("job", nargs="?", help="job id (or the provider's job id)")
+        target.add_argument("--all", action="store_true", help="every job the provider may still change")
+
+        status = add("status", "list jobs, or show one")
+        status.add_argument("job", nargs="?")
+        status.add_argument("--agent")
+        status.add_argument("--limit", type=int, default=20)
+        status.add_argument("--provider", help="list the jobs this provider account holds, tracked or not")
+
+    # --- entry ------------------------------------------------------------------------------------
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.as_json = options["json"]
+        actor = self._actor(options.get("username"))
+        handler = getattr(self, f"_{options['action']}")
+        try:
+            handler(options, actor)
+        except TrainingFileInvalid as exc:
+            for line, detail in exc.problems:
+                self.stderr.write(detail if line else f"file: {detail}")
+            raise CommandError(exc.message, returncode=REFUSED) from None
+        except DomainError as exc:
+            raise CommandError(exc.message, returncode=REFUSED) from None
+
+    # --- actions ----------------------------------------------------------------------------------
+    def _upload(self, options: dict[str, Any], actor: Any) -> None:
+        agent = self._agent(options["agent"])
+        training_file = self._upload_path(options["path"], agent=agent, purpose=options["purpose"],
+                                          provider=self._provider(options.get("provider")), actor=actor)
+        if self.as_json:
+            self.stdout.write(json.dumps({
+                "id": training_file.pk, "provider_file_id": training_file.provider_file_id, "agent": agent.slug,
+                "purpose": training_file.purpose, "lines": training_file.line_count,
+                "estimated_tokens": training_file.estimated_tokens, "sha256": training_file.sha256,
+            }))
+        else:
+            self.stdout.write(
+                f"uploaded {training_file.filename} for {agent.slug}: {training_file.line_count} samples, "
+                f"~{training_file.estimated_tokens} tokens, provider file {training_file.provider_file_id} "
+                f"(training file id {training_file.pk})"
+            )
+
+    def _create(self, options: dict[str, Any], actor: Any) -> None:
+        agent = self._agent(options["agent"])
+        if options["training"]:
+            training_file = self._upload_path(options["training"], agent=agent, purpose=TrainingFilePurpose.TRAINING, actor=actor)
+        else:
+            training_file = self._training_file(options["training_file"], purpose=TrainingFilePurpose.TRAINING)
+        validation_file = None
+        if options["validation"]:
+            validation_file = self._upload_path(options["validation"], agent=agent, purpose=TrainingFilePurpose.VALIDATION,
+                                                provider=training_file.provider, actor=actor)
+        elif options["validation_file"]:
+            validation_file = self._training_file(options["validation_file"], purpose=TrainingFilePurpose.VALIDATION)
+        hyperparameters = {
+            name: options[name] for name in ("epochs", "training_steps", "learning_rate") if options.get(name) is not None
+        }
+        job = finetuning_job_create(
+            agent=agent, training_file=training_file, validation_file=validation_file,
+            base_model=options.get("base_model"), hyperparameters=hyperparameters, suffix=options["suffix"],
+            auto_start=options["auto_start"], actor=actor, override_reason=options.get("override_reason"),
+            submit=not options["no_submit"],
+        )
+        self._print(job)
+        if job.status == rules.REFUSED or (job.status == rules.NOT_CREATED and job.last_error):
+            raise CommandError(f"job #{job.pk} was saved but not created at the provider: {job.last_error}", returncode=REFUSED)
+
+    def _submit(self, options: dict[str, Any], actor: Any) -> None:
+        job = finetuning_job_submit(job=self._job(options["job"]), actor=actor)
+        self._print(job)
+        if job.status in (rules.REFUSED, rules.NOT_CREATED):
+            raise CommandError(f"job #{job.pk} was not created at the provider: {job.last_error}", returncode=REFUSED)
+
+    def _start(self, options: dict[str, Any], actor: Any) -> None:
+        self._print(finetuning_job_start(job=self._job(options["job"]), actor=actor))
+
+    def _cancel(self, options: dict[str, Any], actor: Any) -> None:
+        self._print(finetuning_job_cancel(job=self._job(options["job"]), actor=actor, reason=options["reason"]))
+
+    def _sync(self, options: dict[str, Any], actor: Any) -> None:
+        jobs = list(jobs_to_sync()) if options["all"] else [self._job(options["job"])]
+        results = [finetuning_job_sync(job=job, actor=actor) for job in jobs]
+        if self.as_json:
+            self.stdout.write(json.dumps([job_summary(job) for job in results] if options["all"] else job_summary(results[0])))
+        else:
+            for job in results:
+                self._print(job)
+            if options["all"] and not results:
+                self.stdout.write("no job to sync")
+        if any(job.status == rules.REFUSED for job in results):
+            raise CommandError("the provider refused to answer for a job; its answer is shown above", returncode=REFUSED)
+
+    def _status(self, options: dict[str, Any], actor: Any) -> None:
+        if options.get("provider"):
+            self._provider_listing(self._provider(options["provider"]), actor=actor)
+            return
+        if options["job"]:
+            self._print(self._job(options["job"]), detailed=True)
+            return
+        if options.get("agent"):
+            self._agent(options["agent"])
+        jobs = list(jobs_for_agents(agent=options.get("agent"))[: max(1, options["limit"])])
+        if self.as_json:
+            self.stdout.write(json.dumps([job_summary(job) for job in jobs]))
+            return
+        if not jobs:
+            self.stdout.write("no fine-tuning jobs")
+        for job in jobs:
+            self._print(job)
+
+    def _provider_listing(self, provider: ProviderAccount, *, actor: Any) -> None:
+        listing = finetuning_provider_jobs(provider=provider, actor=actor)
+        if self.as_json:
+            self.stdout.write(json.dumps([
+                {"provider_job_id": item.snapshot.id, "status": item.snapshot.status, "base_model": item.snapshot.base_model,
+                 "fine_tuned_model": item.snapshot.fine_tuned_model, "tracked_as": item.job.pk if item.job else None}
+                for item in listing
+            ]))
+            return
+        if not listing:
+            self.stdout.write(f"provider '{provider.name}' holds no fine-tuning jobs")
+        for item in listing:
+            tracked = f"job #{item.job.pk} ({item.job.agent.slug})" if item.job else "NOT TRACKED by Genesis"
+            self.stdout.write(f"{item.snapshot.id} {item.snapshot.base_model} {item.snapshot.status} — {tracked}")
+
+    # --- output -----------------------------------------------------------------------------------
+    def _print(self, job: FineTuningJob, *, detailed: bool = False) -> None:
+        if self.as_json:
+            self.stdout.write(json.dumps(job_summary(job)))
+            return
+        cost = f"${job.cost_usd}" if job.cost_usd is not None else f"≈${job.estimated_cost_usd} (estimate)"
+        line = (f"job #{job.pk} {job.agent.slug} {job.base_model} {job.status}"
+                f"{' (' + job.provider_job_id + ')' if job.provider_job_id else ''} cost {cost}")
+        if job.trained_tokens is not None:
+            line += f", {job.trained_tokens} trained tokens"
+        if job.fine_tuned_model:
+            line += f" → {job.fine_tuned_model}"
+        if job.model_version_id:
+            line += f" (model version #{job.model_version_id}{', cost on the ledger' if job.cost_recorded_at else ''})"
+        self.stdout.write(line)
+        if job.last_error:
+            self.stdout.write(f"  last error: {job.last_error}")
+        if job.provider_answer:
+            self.stdout.write(f"  provider's answer (HTTP {job.provider_answer_status}): {job.provider_answer}")
+        if detailed:
+            for event in job.events:
+                self.stdout.write(f"  {event.get('created_at')} {event.get('name')} {json.dumps(event.get('data', {}))}")
+
+    # --- parsing --------------------------------------------------------------------------------------
+    def _actor(self, username: str | None) -> Any:
+        if not username:
+            return None
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"--as: no user '{username}'", returncode=USAGE)
+        return user
+
+    def _agent(self, slug: str) -> Agent:
+        agent = Agent.objects.filter(slug=slug).first()
+        if agent is None:
+            known = ", ".join(Agent.objects.values_list("slug", flat=True)) or "none (run seed_demo)"
+            raise CommandError(f"--agent: unknown agent '{slug}'; known agents: {known}", returncode=USAGE)
+        return agent
+
+    def _provider(self, name: str | None) -> ProviderAccount | None:
+        if not name:
+            return None
+        provider = ProviderAccount.objects.filter(name=name).first()
+        if provider is None:
+            known = ", ".join(ProviderAccount.objects.values_list("name", flat=True)) or "none"
+            raise CommandError(f"--provider: unknown provider account '{name}'; known: {known}", returncode=USAGE)
+        return provider
+
+    def _job(self, reference: str) -> FineTuningJob:
+        jobs = FineTuningJob.objects.select_related("agent", "provider")
+        job = jobs.filter(pk=int(reference)).first() if reference.isdigit() else None
+        job = job or jobs.filter(provider_job_id=reference).first()
+        if job is None:
+            raise CommandError(f"no fine-tuning job '{reference}' (give its id or the provider's job id)", returncode=USAGE)
+        return job
+
+    def _training_file(self, reference: str, *, purpose: str) -> TrainingFile:
+        files = TrainingFile.objects.select_related("agent", "provider")
+        found = files.filter(pk=int(reference)).first() if reference.isdigit() else None
+        found = found or files.filter(provider_file_id=reference).first()
+        if found is None:
+            raise CommandError(f"no uploaded {purpose} file '{reference}' (give its id or the provider's file id)", returncode=USAGE)
+        return found
+
+    def _upload_path(self, raw_path: str, *, agent: Agent, purpose: str, actor: Any,
+                     provider: ProviderAccount | None = None) -> TrainingFile:
+        path = Path(raw_path)
+        try:
+            stream = path.open("rb")
+        except OSError as exc:
+            raise CommandError(f"{raw_path}: cannot read it ({exc.strerror})", returncode=USAGE) from None
+        with stream:
+            return training_file_upload(agent=agent, content=stream, filename=path.name, purpose=purpose,
+                                        provider=provider, actor=actor)

@@ -1,0 +1,116 @@
+"""The fine-tuning admin through Django's test client: upload and create from the add page, the
+buttons on a job's page (start, sync, cancel, submit), and what the page shows — status, events,
+cost, the registered version and the provider's refusal."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from models_app.models import FineTuningJob, TrainingFile
+from models_app.services import provider_account_upsert
+from models_app.services.finetuning import finetuning_job_create, training_file_upload
+from tests.factories import UserFactory
+from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
+from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, wait_until
+
+
+@pytest.fixture
+def admin_client_for(client):  # type: ignore[no-untyped-def]
+    def login(**options):  # type: ignore[no-untyped-def]
+        user = UserFactory(**options)
+        client.force_login(user)
+        return client
+
+    return login
+
+
+def demo_upload() -> SimpleUploadedFile:
+    return SimpleUploadedFile(DEMO_TRAINING_FILE.name, DEMO_TRAINING_FILE.read_bytes(), content_type="application/jsonl")
+
+
+def press(client, job: FineTuningJob, action: str):  # type: ignore[no-untyped-def]
+    return client.post(reverse("admin:models_app_finetuningjob_action", args=[job.pk, action]), follow=True)
+
+
+def test_a_person_uploads_creates_starts_and_sees_the_registered_version(ft_world, admin_client_for) -> None:
+    client = admin_client_for(username="root", is_superuser=True)
+    add_url = reverse("admin:models_app_finetuningjob_add")
+    assert client.get(add_url).status_code == 200
+    response = client.post(add_url, {"agent": "support_agent", "training_upload": demo_upload(), "epochs": "1"}, follow=True)
+    job = FineTuningJob.objects.get()
+    assert response.redirect_chain[-1][0] == reverse("admin:models_app_finetuningjob_change", args=[job.pk])
+    assert job.status == "QUEUED" and job.created_by.username == "root"
+    assert TrainingFile.objects.get().uploaded_by.username == "root"
+    page = response.content.decode()
+    assert 'data-job-action="start"' in page and 'data-job-action="cancel"' in page and 'name="_save"' not in page
+
+    page = press(client, job, "start").content.decode()
+    assert "Start training: job #" in page and "Running" in page
+    wait_until(lambda: ft_world.simulator.state.get_job(job.provider_job_id).status(time.time()) == "SUCCESS",
+               timeout=10, what="the simulated job to finish")
+    page = press(client, job, "sync").content.decode()
+    job.refresh_from_db()
+    assert job.status == "SUCCESS" and job.model_version is not None
+    assert job.model_version.model_id in page
+    assert reverse("admin:models_app_modelversion_change", args=[job.model_version_id]) in page
+    assert "4.000000 USD (charged)" in page
+    assert "status-updated" in page and "train loss" in page  # events and checkpoints tables
+    assert 'data-job-action="start"' not in page
+
+
+def test_an_invalid_upload_shows_every_bad_line(ft_world, admin_client_for) -> None:
+    client = admin_client_for(username="root", is_superuser=True)
+    broken = SimpleUploadedFile("broken.jsonl", chat_lines(2) + b'{"messages": []}\n' + chat_lines(1))
+    response = client.post(reverse("admin:models_app_finetuningjob_add"), {"agent": "support_agent", "training_upload": broken})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "line 3: &quot;messages&quot; is empty" in page
+    assert not FineTuningJob.objects.exists() and not TrainingFile.objects.exists()
+
+
+def test_the_training_file_page_uploads_through_the_service(ft_world, admin_client_for) -> None:
+    client = admin_client_for(username="root", is_superuser=True)
+    response = client.post(
+        reverse("admin:models_app_trainingfile_add"),
+        {"agent": "support_agent", "file": demo_upload(), "purpose": "training"}, follow=True,
+    )
+    training_file = TrainingFile.objects.get()
+    assert training_file.line_count == 50
+    assert f"50 samples at provider &#x27;sim-ft&#x27; as {training_file.provider_file_id}" in response.content.decode()
+
+
+def test_the_providers_refusal_is_shown_on_the_job(ft_world, admin_client_for) -> None:
+    with DEMO_TRAINING_FILE.open("rb") as stream:
+        training_file = training_file_upload(agent=ft_world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)
+    # A provider URL where nothing listens for fine-tuning: the simulator's 404 for an unknown route.
+    provider_account_upsert(name="sim-ft", kind="simulator", base_url=ft_world.simulator.base_url + "/gone",
+                            api_key_env="GENESIS_SIMULATOR_API_KEY")
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    assert job.status == "REFUSED"
+    client = admin_client_for(username="root", is_superuser=True)
+    page = client.get(reverse("admin:models_app_finetuningjob_change", args=[job.pk])).content.decode()
+    assert "Refused by the provider" in page
+    assert "HTTP 404" in page and "No route POST /gone/v1/fine_tuning/jobs" in page
+    assert 'data-job-action="submit"' in page
+
+
+def test_buttons_need_the_change_permission(ft_world, admin_client_for) -> None:
+    with DEMO_TRAINING_FILE.open("rb") as stream:
+        training_file = training_file_upload(agent=ft_world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    client = admin_client_for(username="viewer")
+    viewer = get_user_model().objects.get(username="viewer")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_finetuningjob"))
+    page = client.get(reverse("admin:models_app_finetuningjob_change", args=[job.pk])).content.decode()
+    assert "data-job-action" not in page
+    response = client.post(reverse("admin:models_app_finetuningjob_action", args=[job.pk, "cancel"]))
+    assert response.status_code == 403
+    job.refresh_from_db()
+    assert job.status == "QUEUED"
+    assert client.get(reverse("admin:models_app_finetuningjob_action", args=[job.pk, "cancel"])).status_code == 405

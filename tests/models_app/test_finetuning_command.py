@@ -1,0 +1,111 @@
+"""`manage.py fine_tune` from a terminal (in-process through call_command, and one real subprocess
+for the exit status): upload, create, start, sync, cancel, status, and the exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from costs.services import budget_upsert, cost_record
+from models_app.models import FineTuningJob, TrainingFile
+from tests.conftest import ROOT, child_environment
+from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
+from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, wait_until
+
+
+def fine_tune(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("fine_tune", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_the_demo_flow_from_a_terminal(ft_world) -> None:
+    out, _ = fine_tune("upload", "--agent", "support_agent", str(DEMO_TRAINING_FILE), "--json")
+    uploaded = json.loads(out)
+    assert (uploaded["lines"], uploaded["purpose"]) == (50, "training")
+
+    out, _ = fine_tune("create", "--agent", "support_agent", "--training-file", uploaded["provider_file_id"],
+                       "--epochs", "3", "--json")
+    created = json.loads(out)
+    assert created["status"] == "QUEUED" and created["hyperparameters"] == {"epochs": 3.0}
+    assert created["estimated_cost_usd"] == "4.000000"
+    job_id = str(created["id"])
+
+    out, _ = fine_tune("start", job_id)
+    assert f"job #{job_id} support_agent open-mistral-7b RUNNING" in out
+    wait_until(lambda: ft_world.simulator.state.get_job(created["provider_job_id"]).status(time.time()) == "SUCCESS",
+               timeout=10, what="the simulated job to finish")
+    out, _ = fine_tune("sync", created["provider_job_id"], "--json")  # the provider's id works too
+    synced = json.loads(out)
+    assert synced["status"] == "SUCCESS" and synced["model_version_id"] and synced["cost_recorded"] is True
+    assert synced["cost_usd"] == "4.000000"
+
+    out, _ = fine_tune("status", "--agent", "support_agent", "--json")
+    assert [job["id"] for job in json.loads(out)] == [int(job_id)]
+    out, _ = fine_tune("status", "--provider", "sim-ft")
+    assert f"{created['provider_job_id']} open-mistral-7b SUCCESS — job #{job_id} (support_agent)" in out
+
+
+def test_create_can_upload_and_cancel_a_job(ft_world) -> None:
+    out, _ = fine_tune("create", "--agent", "support_agent", "--training", str(DEMO_TRAINING_FILE), "--training-steps", "2")
+    job = FineTuningJob.objects.get()
+    assert job.hyperparameters == {"training_steps": 2} and "QUEUED" in out
+    out, _ = fine_tune("cancel", str(job.pk), "--reason", "wrong base model")
+    assert "CANCELLATION_REQUESTED" in out
+    assert job.history.first().history_change_reason.startswith("cancelled: wrong base model")
+
+
+def test_an_invalid_file_prints_each_line_and_exits_1(ft_world) -> None:
+    path = ROOT / "var" / "test_finetuning_broken.jsonl"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(chat_lines(2) + b"{oops\n")
+    try:
+        with pytest.raises(CommandError) as refused:
+            fine_tune("upload", "--agent", "support_agent", str(path))
+    finally:
+        path.unlink()
+    assert refused.value.returncode == 1
+    assert "1 of 3 lines are not valid" in str(refused.value)
+    assert not TrainingFile.objects.exists()
+
+
+def test_a_budget_refusal_exits_1_with_the_reason(ft_world) -> None:
+    budget_upsert(name="support", amount_usd="5", agent=ft_world.agent, hard_limit=True)
+    cost_record(agent=ft_world.agent, operation="manual", amount_usd="3", idempotency_key="test:spent")
+    with pytest.raises(CommandError) as refused:
+        fine_tune("create", "--agent", "support_agent", "--training", str(DEMO_TRAINING_FILE))
+    assert refused.value.returncode == 1 and "support" in str(refused.value)
+    assert not FineTuningJob.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("upload", "--agent", "nobody", "x.jsonl"),
+        ("upload", "--agent", "support_agent", "/nonexistent/train.jsonl"),
+        ("start", "999999"),
+        ("status", "--agent", "support_agent", "--as", "ghost"),
+        ("create", "--agent", "support_agent", "--training-file", "file-that-does-not-exist"),
+    ],
+)
+def test_usage_errors_exit_2(ft_world, arguments: tuple[str, ...]) -> None:
+    with pytest.raises(CommandError) as refused:
+        fine_tune(*arguments)
+    assert refused.value.returncode == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_terminal_gets_exit_status_2_for_bad_options(ft_world) -> None:
+    finished = subprocess.run(
+        [sys.executable, "manage.py", "fine_tune", "create", "--agent", "support_agent", "--epochs", "1",
+         "--training-steps", "3", "--training-file", "1"],
+        cwd=ROOT, env=child_environment(), capture_output=True, text=True, timeout=60,
+    )
+    assert finished.returncode == 2, finished.stderr
+    assert "not allowed with argument" in finished.stderr

@@ -1,0 +1,380 @@
+"""Fine-tuning services over real HTTP: the real `mistralai` SDK (1.12.4) against the simulator for
+every job route (create, list, get, start, cancel), the budget check, registration on SUCCESS exactly
+once with the cost on the ledger, and a provider that refuses."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.db import connection
+
+from costs.models import BudgetOverride, CostEntry
+from costs.services import budget_upsert, cost_record
+from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from models_app.finetuning_selectors import jobs_to_sync
+from models_app.models import FineTuningJob, ModelVersion, TrainingFile
+from models_app.providers.retry import RetryPolicy
+from models_app.services import provider_account_upsert
+from models_app.services.finetuning import (
+    ProviderUnavailable,
+    TrainingFileInvalid,
+    finetuning_job_cancel,
+    finetuning_job_create,
+    finetuning_job_start,
+    finetuning_job_submit,
+    finetuning_job_sync,
+    finetuning_provider_jobs,
+    training_file_upload,
+)
+from tests.factories import UserFactory
+from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
+from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, DEMO_VALIDATION_FILE, chat_lines, wait_until
+
+FAST_RETRY = RetryPolicy(max_attempts=2, base_delay_seconds=0.01, max_delay_seconds=0.05)
+
+
+def upload_demo(world, **options: Any) -> TrainingFile:  # type: ignore[no-untyped-def]
+    with DEMO_TRAINING_FILE.open("rb") as stream:
+        return training_file_upload(agent=world.agent, content=stream, filename=DEMO_TRAINING_FILE.name, **options)
+
+
+def started_job(world, **options: Any) -> FineTuningJob:  # type: ignore[no-untyped-def]
+    job = finetuning_job_create(agent=world.agent, training_file=upload_demo(world), **options)
+    return finetuning_job_start(job=job)
+
+
+def sync_until(job: FineTuningJob, status: str, *, timeout: float = 5.0) -> FineTuningJob:
+    return wait_until(
+        lambda: (synced := finetuning_job_sync(job=job)).status == status and synced,
+        timeout=timeout, interval=0.1, what=f"job #{job.pk} to be {status}",
+    )
+
+
+# --- training files -----------------------------------------------------------------------------
+
+
+def test_upload_checks_the_file_and_stores_what_identifies_it(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    content = DEMO_TRAINING_FILE.read_bytes()
+    assert training_file.line_count == 50
+    assert training_file.size_bytes == len(content)
+    assert training_file.provider == ft_world.provider and training_file.provider_file_id
+    assert training_file.estimated_tokens == sum(len(line.strip()) for line in content.decode().splitlines()) // 4
+    # The provider holds it, with the same line count.
+    assert ft_world.simulator.state.get_file(training_file.provider_file_id).num_lines == 50
+
+
+def test_uploading_the_same_bytes_again_reuses_the_upload(ft_world) -> None:
+    first = upload_demo(ft_world)
+    second = upload_demo(ft_world)
+    assert second.pk == first.pk
+    assert len([r for r in ft_world.requests("/v1/files") if r[0] == "POST"]) == 1
+
+
+def test_an_invalid_file_is_refused_with_line_numbers_before_the_provider_sees_it(ft_world) -> None:
+    content = chat_lines(3) + b'{"messages": [{"role": "user", "content": "no answer"}]}\n' + b"not json\n" + chat_lines(2)
+    with pytest.raises(TrainingFileInvalid) as refused:
+        training_file_upload(agent=ft_world.agent, content=io.BytesIO(content), filename="broken.jsonl")
+    assert [line for line, _ in refused.value.problems] == [4, 5]
+    assert refused.value.invalid_lines == 2
+    assert "broken.jsonl: 2 of 7 lines" in refused.value.message
+    assert "line 4:" in refused.value.message and "line 5: invalid JSON" in refused.value.message
+    assert ft_world.requests("/v1/files") == []
+    assert not TrainingFile.objects.exists()
+
+
+def test_an_empty_file_is_refused(ft_world) -> None:
+    with pytest.raises(TrainingFileInvalid, match="empty"):
+        training_file_upload(agent=ft_world.agent, content=io.BytesIO(b""), filename="empty.jsonl")
+
+
+# --- every job route through the services, with the real SDK -------------------------------------
+
+
+def test_create_estimates_checks_the_budget_and_creates_the_job_at_the_provider(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file, hyperparameters={"epochs": 2})
+    assert job.status == "QUEUED" and job.provider_job_id
+    assert job.base_model == "open-mistral-7b"  # the baseline's
+    # 2 epochs of ~4 300 tokens at $2 / 1M is far below the $4 minimum fee.
+    assert job.estimated_cost_usd == Decimal("4")
+    assert job.cost_usd == Decimal("4.0") and job.cost_currency == "USD"  # the provider's own figure
+    remote = ft_world.simulator.state.get_job(job.provider_job_id)
+    assert remote.training_file_ids == [training_file.provider_file_id]
+    assert remote.hyperparameters["epochs"] == 2
+    assert ("POST", "/v1/fine_tuning/jobs", 200) in ft_world.simulator.state.request_log
+
+
+def test_list_get_start_and_cancel_go_to_the_provider(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    other = finetuning_job_create(agent=ft_world.agent, training_file=training_file, suffix="second")
+
+    # list: the provider's jobs, each matched with the row that tracks it
+    listing = {item.snapshot.id: item.job for item in finetuning_provider_jobs(provider=ft_world.provider)}
+    assert listing == {job.provider_job_id: job, other.provider_job_id: other}
+
+    # get (sync): QUEUED → VALIDATED, with the provider's events
+    job = sync_until(job, "VALIDATED")
+    assert [event["data"]["status"] for event in job.events] == ["QUEUED", "VALIDATED"]
+    assert job.last_synced_at is not None
+
+    # start
+    job = finetuning_job_start(job=job)
+    assert job.status == "RUNNING" and job.started_at is not None
+    assert ft_world.simulator.state.get_job(job.provider_job_id).started_at is not None
+
+    # cancel: requested, then cancelled at the provider
+    job = finetuning_job_cancel(job=job, reason="wrong data")
+    assert job.status == "CANCELLATION_REQUESTED"
+    job = sync_until(job, "CANCELLED")
+    assert job.finished_at is not None and job.model_version is None
+    assert not CostEntry.objects.filter(idempotency_key=f"finetune:{job.pk}").exists()
+    routes = {(method, path) for method, path, status in ft_world.simulator.state.request_log if status == 200}
+    jobs_path = "/v1/fine_tuning/jobs"
+    assert {
+        ("POST", jobs_path), ("GET", jobs_path), ("GET", f"{jobs_path}/{job.provider_job_id}"),
+        ("POST", f"{jobs_path}/{job.provider_job_id}/start"), ("POST", f"{jobs_path}/{job.provider_job_id}/cancel"),
+    } <= routes
+
+
+def test_start_is_refused_in_a_state_that_cannot_start(ft_world) -> None:
+    job = started_job(ft_world)
+    with pytest.raises(Conflict, match="only a queued or validated job can be started"):
+        finetuning_job_start(job=job)
+
+
+def test_success_registers_the_fine_tuned_model_once_with_its_cost(ft_world) -> None:
+    job = started_job(ft_world)
+    job = sync_until(job, "SUCCESS")
+    version = job.model_version
+    assert version is not None
+    assert (version.kind, version.status, version.agent, version.provider) == ("fine_tuned", "registered", ft_world.agent, ft_world.provider)
+    assert version.model_id == job.fine_tuned_model and version.model_id.startswith("ft:open-mistral-7b:")
+    assert f"job #{job.pk}" in version.reason
+    entry = CostEntry.objects.get(idempotency_key=f"finetune:{job.pk}")
+    assert (entry.amount_usd, entry.operation, entry.agent, entry.model) == (Decimal("4"), "fine_tuning", ft_world.agent, version.model_id)
+    assert entry.source_object == job
+    assert job.cost_recorded_at is not None and job.trained_tokens and job.checkpoints
+
+    # Syncing again changes nothing: still one version, one entry, no new history row.
+    history_rows = job.history.count()
+    again = finetuning_job_sync(job=job)
+    assert again.model_version_id == version.pk
+    assert ModelVersion.objects.filter(agent=ft_world.agent, kind="fine_tuned").count() == 1
+    assert CostEntry.objects.filter(operation="fine_tuning").count() == 1
+    assert job.history.count() == history_rows
+    assert job not in jobs_to_sync()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_syncs_register_the_model_once(ft_world) -> None:
+    job = started_job(ft_world)
+    wait_until(lambda: ft_world.simulator.state.get_job(job.provider_job_id).status(time.time()) == "SUCCESS",
+               timeout=5, what="the simulated job to finish")
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            barrier.wait()
+            finetuning_job_sync(job=job)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sync) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    job = ft_world.job(job)
+    assert job.status == "SUCCESS" and job.model_version is not None
+    assert ModelVersion.objects.filter(agent=ft_world.agent, kind="fine_tuned").count() == 1
+    assert CostEntry.objects.filter(idempotency_key=f"finetune:{job.pk}").count() == 1
+
+
+def test_a_failed_job_registers_nothing(ft_world) -> None:
+    job = started_job(ft_world, suffix="simulate-failure")
+    job = sync_until(job, "FAILED")
+    assert job.model_version is None and job.cost_recorded_at is None
+    assert not CostEntry.objects.filter(operation="fine_tuning").exists()
+
+
+def test_validation_file_is_sent_and_checkpoints_carry_validation_loss(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    with DEMO_VALIDATION_FILE.open("rb") as stream:
+        validation_file = training_file_upload(agent=ft_world.agent, content=stream, filename="valid.jsonl", purpose="validation")
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file, validation_file=validation_file, auto_start=True)
+    job = sync_until(job, "SUCCESS")
+    assert ft_world.simulator.state.get_job(job.provider_job_id).validation_file_ids == [validation_file.provider_file_id]
+    assert job.checkpoints and all(c["metrics"]["valid_loss"] is not None for c in job.checkpoints)
+
+
+def test_bad_inputs_are_refused_before_anything_is_written(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    with pytest.raises(InvalidInput, match="give training_steps or epochs, not both"):
+        finetuning_job_create(agent=ft_world.agent, training_file=training_file, hyperparameters={"epochs": 1, "training_steps": 3})
+    with pytest.raises(InvalidInput, match="'momentum' is not a fine-tuning hyperparameter"):
+        finetuning_job_create(agent=ft_world.agent, training_file=training_file, hyperparameters={"momentum": 0.9})
+    with pytest.raises(InvalidInput, match="suffix"):
+        finetuning_job_create(agent=ft_world.agent, training_file=training_file, suffix="x" * 19)
+    assert not FineTuningJob.objects.exists()
+
+
+# --- money -----------------------------------------------------------------------------------------
+
+
+def test_an_estimate_over_a_hard_budget_is_refused_and_an_override_is_recorded(ft_world) -> None:
+    budget_upsert(name="support", amount_usd="5", agent=ft_world.agent, hard_limit=True)
+    cost_record(agent=ft_world.agent, operation="manual", amount_usd="3", idempotency_key="test:spent-3")
+    training_file = upload_demo(ft_world)
+    with pytest.raises(Conflict, match="support"):
+        finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    assert not FineTuningJob.objects.exists() and ft_world.simulator.state.list_jobs(model=None, status=None, suffix=None) == []
+
+    person = UserFactory(username="lead")
+    person.user_permissions.add(*Permission.objects.filter(
+        codename__in=["add_finetuningjob", "add_trainingfile", "override_budget"]
+    ))
+    person = type(person).objects.get(pk=person.pk)
+    job = finetuning_job_create(
+        agent=ft_world.agent, training_file=training_file, actor=person, override_reason="launch needs it this week"
+    )
+    assert job.status == "QUEUED" and job.created_by == person
+    assert job.budget_override_reason == "launch needs it this week"
+    assert BudgetOverride.objects.get(agent=ft_world.agent).reason == "launch needs it this week"
+    assert job.history.first().history_user == person
+
+
+def test_a_missing_training_price_is_refused_with_what_to_do(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    with pytest.raises(Conflict, match="cannot estimate what fine-tuning mistral-large-latest costs"):
+        finetuning_job_create(agent=ft_world.agent, training_file=training_file, base_model="mistral-large-latest")
+
+
+def test_a_person_without_permission_cannot_start_a_job(ft_world) -> None:
+    job = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    viewer = UserFactory(username="viewer")
+    with pytest.raises(PermissionDenied, match="models_app.change_finetuningjob"):
+        finetuning_job_start(job=job, actor=viewer)
+
+
+# --- provider trouble ------------------------------------------------------------------------------
+
+
+def test_a_transient_failure_is_retried_once_and_then_noted_not_raised(ft_world) -> None:
+    job = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    ft_world.simulator.state.queue_faults(500)
+    job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
+    assert job.last_error == "" and job.status in ("QUEUED", "VALIDATED")
+    get_statuses = [s for m, p, s in ft_world.simulator.state.request_log if m == "GET" and p.endswith(job.provider_job_id)]
+    assert get_statuses == [500, 200]
+
+    ft_world.simulator.state.queue_faults(503, 503)
+    job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
+    assert "503" in job.last_error and job.provider_answer_status == 503
+    assert job.status in ("QUEUED", "VALIDATED") and job in jobs_to_sync()
+
+    job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
+    assert job.last_error == "" and job.provider_answer == ""
+
+
+def test_a_provider_that_cannot_be_reached_on_start_says_so(ft_world) -> None:
+    job = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    ft_world.simulator.state.queue_faults(500, 500, 500)
+    with pytest.raises(ProviderUnavailable, match="try again"):
+        finetuning_job_start(job=job)
+    assert "500" in ft_world.job(job).last_error
+
+
+class RefusingProvider(ThreadingHTTPServer):
+    """A tiny local stand-in for a Mistral whose fine-tuning routes are gone (404/410)."""
+
+    daemon_threads = True
+    ANSWER = {"object": "error", "message": "Fine-tuning API v1 is deprecated and has been removed; use the new API", "type": "gone", "code": "410"}
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), RefusingHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class RefusingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        status = 410 if self.path.startswith("/v1/fine_tuning/jobs") else 404
+        body = json.dumps(RefusingProvider.ANSWER if status == 410 else {"message": "not found"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def refusing_provider() -> Iterator[RefusingProvider]:
+    server = RefusingProvider()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def point_provider_at(world, url: str) -> None:  # type: ignore[no-untyped-def]
+    provider_account_upsert(name=world.provider.name, kind="simulator", base_url=url, api_key_env="GENESIS_SIMULATOR_API_KEY")
+
+
+def test_a_refused_creation_keeps_the_job_with_the_providers_answer(ft_world, refusing_provider) -> None:
+    training_file = upload_demo(ft_world)
+    point_provider_at(ft_world, refusing_provider.url)
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    assert job.pk and job.status == "REFUSED" and job.provider_job_id == ""
+    assert job.provider_answer_status == 410
+    assert "deprecated and has been removed" in job.provider_answer
+    assert "refused to create a fine-tuning job (410)" in job.last_error
+    # When the provider answers again, the same row can be submitted.
+    point_provider_at(ft_world, ft_world.simulator.base_url)
+    job = finetuning_job_submit(job=job)
+    assert job.status == "QUEUED" and job.provider_job_id and job.provider_answer == ""
+
+
+def test_a_provider_refusing_to_answer_for_a_job_marks_it_and_keeps_it(ft_world, refusing_provider) -> None:
+    job = started_job(ft_world)
+    point_provider_at(ft_world, refusing_provider.url)
+    job = finetuning_job_sync(job=job)
+    assert job.status == "REFUSED"
+    assert job.provider_status == "RUNNING"  # what the provider last said, kept
+    assert job.provider_answer_status == 410 and "deprecated" in job.provider_answer
+    assert job.provider_job_id  # not lost: the id is there to follow it up elsewhere
+    assert job not in jobs_to_sync()  # and not polled every minute for nothing
+    assert "refused" in job.history.first().history_change_reason
+
+
+def test_an_openai_compatible_account_cannot_fine_tune(ft_world) -> None:
+    account = provider_account_upsert(name="vllm", kind="openai_compatible", base_url="http://127.0.0.1:9/v1", api_key_env="")
+    with pytest.raises(InvalidInput, match="cannot fine-tune"):
+        training_file_upload(agent=ft_world.agent, content=io.BytesIO(chat_lines(2)), filename="x.jsonl", provider=account)
