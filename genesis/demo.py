@@ -10,8 +10,12 @@ from collections.abc import Callable
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from audits.demo import seed_audits
+from costs.demo import seed_costs
+from experiments.demo import seed_experiments
 from genesis.schedules import install_default_schedules
 from models_app.demo import seed_registry
+from models_app.demo_benchmarks import seed_benchmark_suites
 
 DEMO_ADMIN_USERNAME = "admin"
 
@@ -40,6 +44,10 @@ def seed_schedules(*, out) -> None:  # type: ignore[no-untyped-def]
 DEMO_STEPS: list[Callable[..., None]] = [
     seed_admin,
     seed_registry,
+    seed_costs,
+    seed_benchmark_suites,
+    seed_experiments,
+    seed_audits,
     seed_schedules,
 ]
 

@@ -19,7 +19,40 @@ class DefaultSchedule:
 
 
 # Each app adds its entries here.
-DEFAULT_SCHEDULES: list[DefaultSchedule] = []
+DEFAULT_SCHEDULES: list[DefaultSchedule] = [
+    DefaultSchedule(
+        name="costs: daily cost report", task="costs.daily_cost_report", crontab="5 0 * * *",
+        description="Markdown and CSV cost report (spend, budgets, alerts, fine-tuning jobs), sent to the alert channels.",
+    ),
+    DefaultSchedule(
+        name="costs: monthly storage charges", task="costs.charge_monthly_storage", crontab="15 0 * * *",
+        description="Charges $2/month per stored fine-tuned model; runs daily, charges each model once a month.",
+    ),
+    DefaultSchedule(
+        name="costs: redeliver budget alerts", task="costs.redeliver_budget_alerts", every_seconds=300,
+        description="Retries budget alerts whose notification channels failed.",
+    ),
+    DefaultSchedule(
+        name="fine-tuning: sync active jobs", task="models_app.sync_active_fine_tuning_jobs", every_seconds=60,
+        description="Asks the provider about every fine-tuning job still moving; on SUCCESS registers the model and its cost.",
+    ),
+    DefaultSchedule(
+        name="benchmarks: resume stalled runs", task="models_app.benchmark_runs_resume", every_seconds=60,
+        description="Hands the chunks of benchmark runs whose worker died (no ping answer or no heartbeat for 60 s) to live workers.",
+    ),
+    DefaultSchedule(
+        name="experiments: evaluate guardrails", task="experiments.evaluate_guardrails", every_seconds=60,
+        description="Judges every running experiment (sequential test): a breach rolls back, a sample-ratio mismatch pauses.",
+    ),
+    DefaultSchedule(
+        name="experiments: flush exposures", task="experiments.flush_exposures", every_seconds=10,
+        description="Writes the exposures /route buffered in Redis as Assignment rows.",
+    ),
+    DefaultSchedule(
+        name="audits: resend stranded audits", task="audits.sweep_stranded", every_seconds=300,
+        description="Sends again the audits and dataset copies whose message was lost (queued > 10 min, or killed past the time limit).",
+    ),
+]
 
 
 def install_default_schedules() -> list[str]:

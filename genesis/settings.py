@@ -227,7 +227,8 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GENESIS.logging.format}},
     "root": {"handlers": ["console"], "level": GENESIS.logging.level},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # httpx logs every provider request at INFO; benchmark workers would drown the log.
+    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
 
 # --- Genesis domain settings (named as in the public contract) -----------------------------------
