@@ -139,7 +139,7 @@ else:
 from kombu import Queue  # noqa: E402
 
 CELERY_LONGEST_TASK_SECONDS = 30 * 60
-CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+CELERY_BROKER_URL = REDIS_URL or "filesystem://localhost//"  # a host, or kombu warns on every connection
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": CELERY_LONGEST_TASK_SECONDS + 600}
 if not REDIS_URL:
     # The embedded broker: messages are files under var/celery, shared by web, worker and beat.
