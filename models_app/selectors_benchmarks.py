@@ -94,10 +94,12 @@ def benchmark_run_get(*, run_id: int) -> BenchmarkRun | None:
 
 
 def benchmark_run_cost(*, run: BenchmarkRun) -> Decimal:
-    """What the run has cost so far, summed in SQL."""
-    return run.results.aggregate(
+    """What the run has cost so far, summed in SQL. Quantized to the column's places because SQLite
+    (the embedded mode) sums decimals as floats."""
+    total = run.results.aggregate(
         total=Coalesce(Sum("cost_usd"), Value(ZERO), output_field=DecimalField(max_digits=20, decimal_places=8))
     )["total"]
+    return Decimal(total).quantize(Decimal("0.00000001"))
 
 
 def benchmark_run_pairs(*, run: BenchmarkRun) -> list[benchmark_stats.PairedScore]:

@@ -57,7 +57,8 @@ def test_benchmark_finetuned_prints_the_contract_object_and_the_verdict_follows_
     # The ledger follows: one entry per pair, summing to the run's cost.
     entries = CostEntry.objects.filter(idempotency_key__startswith=f"benchmark:{run.pk}:", operation="benchmark")
     wait_until(lambda: entries.count() == 64, timeout=30)
-    assert entries.aggregate(total=Sum("amount_usd"))["total"] == run.cost_usd
+    # Quantized: the embedded SQLite sums decimals as floats (Postgres sums them exactly).
+    assert Decimal(entries.aggregate(total=Sum("amount_usd"))["total"]).quantize(Decimal("0.00000001")) == run.cost_usd
 
     # Now a fine-tune exactly as good as its base.
     point_demo_provider_at(simulator_factory(quality={"ft:*": 0.55, "*": 0.55}), rate_limit_per_minute=60_000)

@@ -79,7 +79,11 @@ def assert_scored_once_and_paid_once(run: BenchmarkRun) -> None:
     entries = ledger_entries(run)
     assert entries.count() == results.filter(cost_usd__gt=0).count() == run.total_items
     assert set(entries.values_list("idempotency_key", flat=True)) == set(results.values_list("cost_key", flat=True))
-    assert entries.aggregate(total=Sum("amount_usd"))["total"] == results.aggregate(total=Sum("cost_usd"))["total"] == run.cost_usd
+    # Quantized: the embedded SQLite sums decimals as floats (Postgres sums them exactly).
+    def summed(rows, field):  # type: ignore[no-untyped-def]
+        return Decimal(rows.aggregate(total=Sum(field))["total"]).quantize(Decimal("0.00000001"))
+
+    assert summed(entries, "amount_usd") == summed(results, "cost_usd") == run.cost_usd
     assert run.cost_usd > 0
 
 
@@ -380,6 +384,7 @@ def _fresh(user):  # type: ignore[no-untyped-def]
 # ---- the shared limits in Redis ---------------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the shared limiter lives in Redis (REDIS_URL)")
 def test_the_shared_limiter_bounds_calls_in_flight_across_threads():
     client = redis.Redis.from_url(settings.REDIS_URL)
     provider = f"test-{uuid.uuid4().hex[:8]}"
@@ -404,6 +409,7 @@ def test_the_shared_limiter_bounds_calls_in_flight_across_threads():
     assert peak[0] == 3
 
 
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the shared limiter lives in Redis (REDIS_URL)")
 def test_the_shared_limiter_paces_calls_and_frees_the_slots_of_dead_holders():
     client = redis.Redis.from_url(settings.REDIS_URL)
     paced = RedisProviderLimiter(client, provider=f"test-{uuid.uuid4().hex[:8]}", max_concurrency=10,
