@@ -998,27 +998,38 @@ def benchmark_runs_resume_stalled(
     A running chunk is taken back when its worker is not among `live_workers` (the names that
     answered a Celery ping; None when the ping could not be made) or its heartbeat is older than
     `stalled_after_seconds`. A queued chunk is sent again when it has waited longer than
-    `resend_queued_after_seconds` (its message may have died with a worker). Duplicated messages are
-    harmless: a chunk is claimed by one worker at a time and scored pairs are skipped. Results left
-    off the ledger for as long get their posting sent again."""
+    `resend_queued_after_seconds` (its message may have died with a worker), or at once when a dead
+    worker was found holding a chunk: a worker killed between receiving a chunk's message and claiming
+    it leaves that chunk queued with its message stuck, unacknowledged, for the broker's visibility
+    timeout. Duplicated messages are harmless: a chunk is claimed by one worker at a time and scored
+    pairs are skipped. Results left off the ledger for as long get their posting sent again."""
     now = now or timezone.now()
     stalled_before = now - timedelta(seconds=stalled_after_seconds)
     resend_before = now - timedelta(seconds=resend_queued_after_seconds)
     resend: list[int] = []
-    chunks = BenchmarkChunk.objects.select_for_update(skip_locked=True).filter(
-        run__status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING],
-        status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING],
+    chunks = list(
+        BenchmarkChunk.objects.select_for_update(skip_locked=True).filter(
+            run__status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING],
+            status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING],
+        )
     )
+    dead_workers = {
+        chunk.worker
+        for chunk in chunks
+        if chunk.status == BenchmarkChunkStatus.RUNNING
+        and live_workers is not None
+        and worker_node(chunk.worker) not in live_workers
+    }
     for chunk in chunks:
         if chunk.status == BenchmarkChunkStatus.RUNNING:
-            worker_gone = live_workers is not None and worker_node(chunk.worker) not in live_workers
+            worker_gone = chunk.worker in dead_workers
             silent = chunk.heartbeat_at is None or chunk.heartbeat_at < stalled_before
             if not (worker_gone or silent):
                 continue
             why = f"worker {chunk.worker} " + ("no longer answers" if worker_gone else f"sent no heartbeat since {chunk.heartbeat_at:%H:%M:%S}")
             logger.warning("benchmark run #%s chunk %s: %s; handing it to another worker", chunk.run_id, chunk.index, why)
             chunk.status, chunk.lease_token, chunk.error = BenchmarkChunkStatus.QUEUED, None, f"{why}; handed on"
-        elif chunk.enqueued_at is not None and chunk.enqueued_at >= resend_before:
+        elif not dead_workers and chunk.enqueued_at is not None and chunk.enqueued_at >= resend_before:
             continue
         chunk.enqueued_at = now
         chunk.save(update_fields=["status", "lease_token", "error", "enqueued_at"])

@@ -62,7 +62,8 @@ def benchmark_costs_post(run_id: int) -> int:
     return benchmark_run_post_all_costs(run_id=run_id)
 
 
-PING_TIMEOUT_SECONDS = 1.5
+# A worker busy starting or scoring can take a while to answer; an empty reply means "judge by heartbeats".
+PING_TIMEOUT_SECONDS = 3.0
 
 
 @shared_task(name="models_app.benchmark_runs_resume", acks_late=True, ignore_result=True)
