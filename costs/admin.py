@@ -25,7 +25,17 @@ from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from costs import budgeting, charts, selectors
-from costs.models import Budget, BudgetAlert, BudgetOverride, CostDashboard, CostEntry, CostReport, Operation, PriceTable
+from costs.models import (
+    Budget,
+    BudgetAlert,
+    BudgetOverride,
+    CostDashboard,
+    CostEntry,
+    CostHold,
+    CostReport,
+    Operation,
+    PriceTable,
+)
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
 from genesis.errors import DomainError
 
@@ -291,6 +301,14 @@ class BudgetAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class BudgetOverrideAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "budget", "agent", "actor", "estimate_usd", "spent_usd", "budget_usd", "reason")
     list_filter = ("budget", "agent")
+
+
+@admin.register(CostHold)
+class CostHoldAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Estimates set aside by paid work still running; they count against hard limits until released."""
+
+    list_display = ("created_at", "agent", "operation", "amount_usd", "source", "released_at", "expires_at")
+    list_filter = ("operation", "agent", ("released_at", admin.EmptyFieldListFilter))
 
 
 # --- reports ---------------------------------------------------------------------------------------------------------

@@ -153,20 +153,24 @@ class Shortfall:
     spent: Decimal
     estimate: Decimal
     period: Period
+    held: Decimal = Decimal(0)  # set aside for paid work still running
 
     @property
     def remaining(self) -> Decimal:
-        return max(self.limit - self.spent, Decimal(0))
+        return max(self.limit - self.spent - self.held, Decimal(0))
 
 
-def estimate_shortfall(*, budget: str, limit: Decimal, spent: Decimal, estimate: Decimal, period: Period) -> Shortfall | None:
-    """A Shortfall when the estimate does not fit in what is left of the budget, else None. A budget
-    with nothing left refuses everything, even an estimate of zero: an estimate is a guess, and paid
-    work started on a spent budget can only overspend it."""
-    remaining = limit - spent
+def estimate_shortfall(
+    *, budget: str, limit: Decimal, spent: Decimal, estimate: Decimal, period: Period, held: Decimal = Decimal(0)
+) -> Shortfall | None:
+    """A Shortfall when the estimate does not fit in what is left of the budget — the limit less what
+    is spent and what running work holds — else None. A budget with nothing left refuses everything,
+    even an estimate of zero: an estimate is a guess, and paid work started on a spent budget can
+    only overspend it."""
+    remaining = limit - spent - held
     if remaining > 0 and estimate <= remaining:
         return None
-    return Shortfall(budget=budget, limit=limit, spent=spent, estimate=estimate, period=period)
+    return Shortfall(budget=budget, limit=limit, spent=spent, estimate=estimate, period=period, held=held)
 
 
 def refusal_message(shortfall: Shortfall, *, override_permission: str) -> str:
@@ -179,9 +183,10 @@ def refusal_message(shortfall: Shortfall, *, override_permission: str) -> str:
             f"this run needs an estimated {format_usd(shortfall.estimate)} "
             f"but only {format_usd(shortfall.remaining)} is left"
         )
+    held = f", {format_usd(shortfall.held)} held by work still running" if shortfall.held > 0 else ""
     return (
         f"budget '{shortfall.budget}' is at {percent} of {format_usd(shortfall.limit)}{period} "
-        f"({format_usd(shortfall.spent)} spent); {need} — raise the budget or pass an override reason "
+        f"({format_usd(shortfall.spent)} spent{held}); {need} — raise the budget or pass an override reason "
         f"as a user with {override_permission}"
     )
 

@@ -1,5 +1,6 @@
 """Tables of the costs app: prices, the append-only ledger, budgets with their alerts and overrides,
-and cost reports. Every write goes through costs/services.py; rows hold no business logic.
+the holds of paid work in progress, and cost reports. Every write goes through costs/services.py;
+rows hold no business logic.
 
 The ledger is append-only at three levels: the services never update or delete an entry (a
 correction is a reversing entry), the admin offers neither, and on PostgreSQL a trigger refuses any
@@ -222,6 +223,38 @@ class BudgetOverride(models.Model):
 
     def __str__(self) -> str:
         return f"{self.budget.name}: {self.estimate_usd} USD by {self.actor} ({self.created_at:%Y-%m-%d})"
+
+
+class CostHold(models.Model):
+    """Money set aside for paid work that has started and not yet ended (a benchmark run, a
+    fine-tuning job): its estimate counts against every hard limit covering the agent until the work
+    releases it, so work started at the same moment cannot together overspend a budget that each
+    alone fits in. The hold counts in full while the work runs, even as its real costs land on the
+    ledger: a hard limit errs on the side of refusing. A hold its work never released (the work was
+    lost) stops counting at `expires_at`."""
+
+    agent = models.ForeignKey("models_app.Agent", on_delete=models.PROTECT, related_name="+")
+    operation = models.CharField(max_length=16, choices=Operation.choices)
+    amount_usd = models.DecimalField(**LEDGER_MONEY, validators=[MinValueValidator(Decimal(0))])
+    source_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, related_name="+")
+    source_id = models.CharField(max_length=64)
+    source_object = GenericForeignKey("source_type", "source_id")
+    source = models.CharField(max_length=300, help_text="e.g. 'benchmark run #12'.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["source_type", "source_id"], name="costs_hold_one_per_source"),
+        ]
+        indexes = [
+            models.Index(fields=["agent"], name="costs_hold_open", condition=Q(released_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount_usd} USD held for {self.source}"
 
 
 class CostReport(models.Model):

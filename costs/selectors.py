@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from costs import budgeting, pricing
-from costs.models import Budget, BudgetAlert, CostEntry, PriceTable
+from costs.models import Budget, BudgetAlert, CostEntry, CostHold, PriceTable
 from genesis.errors import NotFound
 from models_app.finetuning_selectors import jobs_for_agents
 from models_app.models import FineTuningJob
@@ -96,6 +96,19 @@ def entries_in_scope(*, budget: Budget, period: budgeting.Period) -> QuerySet[Co
 
 def budget_spent(*, budget: Budget, period: budgeting.Period) -> Decimal:
     return entries_in_scope(budget=budget, period=period).aggregate(total=_sum_amount())["total"]
+
+
+def open_holds(*, now: datetime | None = None) -> QuerySet[CostHold]:
+    """Holds of paid work still running: not released and not expired."""
+    return CostHold.objects.filter(released_at__isnull=True, expires_at__gt=now or timezone.now())
+
+
+def budget_held(*, budget: Budget, now: datetime | None = None) -> Decimal:
+    """Money set aside by running work of the budget's agents (whatever the period: it lands now)."""
+    holds = open_holds(now=now)
+    if budget.agent_id is not None:
+        holds = holds.filter(agent_id=budget.agent_id)
+    return holds.aggregate(total=_sum_amount())["total"]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from costs import budgeting, notifications, pricing, reports, selectors
-from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, CostReport, Operation, PriceTable
+from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, CostHold, CostReport, Operation, PriceTable
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.permissions import require_permission
 
@@ -527,39 +527,72 @@ class BudgetCheck:
     estimate_usd: Decimal
     checked: list[str] = field(default_factory=list)  # names of the hard-limit budgets looked at
     overrides: list[BudgetOverride] = field(default_factory=list)
+    hold: CostHold | None = None
 
     @property
     def overridden(self) -> bool:
         return bool(self.overrides)
 
 
+# A hold whose work never released it (the work was lost with its rows) stops counting after this.
+DEFAULT_HOLD_LASTS = timedelta(days=1)
+
+
 @transaction.atomic
-def budget_check(*, agent: Any, estimate_usd: Decimal | str, actor: Any, override_reason: str | None = None) -> BudgetCheck:
+def budget_check(
+    *,
+    agent: Any,
+    estimate_usd: Decimal | str,
+    actor: Any,
+    override_reason: str | None = None,
+    hold_for: models.Model | None = None,
+    operation: str = "",
+    hold_lasts: timedelta = DEFAULT_HOLD_LASTS,
+) -> BudgetCheck:
     """Call before starting paid work (a benchmark run, a fine-tuning job) for `agent`.
 
     Every active hard-limit budget covering the agent must have `estimate_usd` left in its current
-    period (a budget with nothing left refuses even an estimate of zero); otherwise Conflict (HTTP 409, command exit 1) with a message saying how to go on. A user
-    holding costs.override_budget may go on anyway by giving `override_reason`; each override is
-    recorded as a BudgetOverride row. The check does not reserve money: the work's real costs land
-    on the ledger as they happen."""
+    period, after what is spent and what running work holds (a budget with nothing left refuses even
+    an estimate of zero); otherwise Conflict (HTTP 409, command exit 1) with a message saying how to
+    go on. A user holding costs.override_budget may go on anyway by giving `override_reason`; each
+    override is recorded as a BudgetOverride row.
+
+    Work that starts passes `hold_for` (its saved row, in the transaction that creates it) and its
+    ledger `operation`: the estimate is then held (a CostHold) until `cost_hold_release` is called
+    for that row, and the budgets are locked while checking, so two starts at the same moment are
+    checked one after the other — the second sees the first one's hold (LiteLLM's max_budget was
+    bypassed by concurrent requests, #34732). Without `hold_for` it is a question, not a reservation."""
     estimate = _decimal(estimate_usd, name="estimate_usd", column=BudgetOverride._meta.get_field("estimate_usd"))
     if estimate < 0:
         raise InvalidInput("estimate_usd: cannot be negative")
     now = timezone.localtime()
-    budgets = list(selectors.budgets_covering(agent_ids=[agent.pk]).filter(hard_limit=True))
+    covering = selectors.budgets_covering(agent_ids=[agent.pk]).filter(hard_limit=True)
+    # Locked in primary-key order, as cost_record locks them, so the two never deadlock.
+    budgets = list(covering.select_for_update() if hold_for is not None else covering)
     shortfalls: list[tuple[Budget, budgeting.Shortfall]] = []
     for budget in budgets:
         period = budgeting.period_containing(budget.period, now)
         shortfall = budgeting.estimate_shortfall(
             budget=budget.name, limit=budget.amount_usd, spent=selectors.budget_spent(budget=budget, period=period),
-            estimate=estimate, period=period,
+            held=selectors.budget_held(budget=budget, now=now), estimate=estimate, period=period,
         )
         if shortfall is not None:
             shortfalls.append((budget, shortfall))
     checked = [budget.name for budget in budgets]
-    if not shortfalls:
-        return BudgetCheck(estimate_usd=estimate, checked=checked)
-    reason = (override_reason or "").strip()
+    overrides: list[BudgetOverride] = []
+    if shortfalls:
+        overrides = _budget_override(agent=agent, estimate=estimate, actor=actor, reason=override_reason, shortfalls=shortfalls)
+    hold = None
+    if hold_for is not None:
+        hold = _hold_place(agent=agent, estimate=estimate, source=hold_for, operation=operation, lasts=hold_lasts)
+    return BudgetCheck(estimate_usd=estimate, checked=checked, overrides=overrides, hold=hold)
+
+
+def _budget_override(
+    *, agent: Any, estimate: Decimal, actor: Any, reason: str | None, shortfalls: list[tuple[Budget, budgeting.Shortfall]]
+) -> list[BudgetOverride]:
+    """Record a person's override of the `shortfalls`, or refuse (Conflict) when nobody gave a reason."""
+    reason = (reason or "").strip()
     if not reason:
         raise Conflict("; ".join(budgeting.refusal_message(s, override_permission=OVERRIDE_PERMISSION) for _, s in shortfalls))
     if actor is None:
@@ -581,7 +614,33 @@ def budget_check(*, agent: Any, estimate_usd: Decimal | str, actor: Any, overrid
         "budget override by %s for %s: %s over %s (%s)", actor, agent, budgeting.format_usd(estimate),
         ", ".join(budget.name for budget, _ in shortfalls), reason,
     )
-    return BudgetCheck(estimate_usd=estimate, checked=checked, overrides=overrides)
+    return overrides
+
+
+def _hold_place(*, agent: Any, estimate: Decimal, source: models.Model, operation: str, lasts: timedelta) -> CostHold:
+    if operation not in Operation.values:
+        raise InvalidInput(f"operation: '{operation}' is not one of {', '.join(Operation.values)}")
+    if source.pk is None:
+        raise InvalidInput("hold_for: save the work's row first; the hold points at it")
+    source_type = ContentType.objects.get_for_model(source)
+    hold = CostHold.objects.select_for_update().filter(source_type=source_type, source_id=str(source.pk)).first()
+    if hold is not None and hold.released_at is None:
+        raise Conflict(f"{source} already holds budget; release it before checking again")
+    # One hold per work: work that ended and starts again (a refused job submitted again) holds anew.
+    hold = hold or CostHold(source_type=source_type, source_id=str(source.pk))
+    hold.agent, hold.operation, hold.amount_usd, hold.source = agent, operation, estimate, str(source)[:300]
+    hold.expires_at, hold.released_at = timezone.now() + lasts, None
+    hold.save()
+    return hold
+
+
+def cost_hold_release(*, source: models.Model) -> bool:
+    """The work behind `source` has ended (its real costs are on the ledger, or will be by the
+    postings it has queued): its hold stops counting. Idempotent; False when nothing was held."""
+    released = CostHold.objects.filter(
+        source_type=ContentType.objects.get_for_model(source), source_id=str(source.pk), released_at__isnull=True,
+    ).update(released_at=timezone.now())
+    return bool(released)
 
 
 def alert_notice(alert: BudgetAlert) -> notifications.Notice:

@@ -12,12 +12,13 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, PriceTable
+from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, CostHold, PriceTable
 from costs.selectors import budget_status, inference_cost
 from costs.services import (
     budget_check,
     budget_upsert,
     cost_entry_reverse,
+    cost_hold_release,
     cost_record,
     price_upsert,
     storage_charge_month,
@@ -334,6 +335,106 @@ def test_soft_budgets_and_other_agents_budgets_do_not_refuse(qa_agent, legal_age
     assert check.checked == [] and not check.overridden
     with pytest.raises(Conflict, match="budget 'legal-only' is at 0 % of \\$1.00"):
         budget_check(agent=legal_agent, estimate_usd="2", actor=None)
+
+
+# --- holds: work in progress counts against the limit --------------------------------------------------------------
+
+
+def test_a_hold_counts_against_the_limit_until_its_work_releases_it(qa_agent, default_budget):
+    charge(qa_agent, "28", "spent")
+    first_run, second_run = ModelVersionFactory(), ModelVersionFactory()
+    check = budget_check(agent=qa_agent, estimate_usd="1.50", actor=None, hold_for=first_run, operation="benchmark")
+    assert (check.hold.amount_usd, check.hold.operation, check.hold.source_object) == (Decimal("1.5"), "benchmark", first_run)
+
+    with pytest.raises(Conflict) as refused:
+        budget_check(agent=qa_agent, estimate_usd="1", actor=None, hold_for=second_run, operation="benchmark")
+    assert refused.value.message == (
+        "budget 'default' is at 93.3 % of $30.00 ($28.00 spent, $1.50 held by work still running); this run needs an "
+        "estimated $1.00 but only $0.50 is left — raise the budget or pass an override reason as a user with "
+        "costs.override_budget"
+    )
+    assert CostHold.objects.count() == 1  # the refused start holds nothing
+    with pytest.raises(Conflict, match="already holds budget"):
+        budget_check(agent=qa_agent, estimate_usd="0.10", actor=None, hold_for=first_run, operation="benchmark")
+
+    assert cost_hold_release(source=first_run) is True
+    assert cost_hold_release(source=first_run) is False  # idempotent
+    assert budget_check(agent=qa_agent, estimate_usd="1", actor=None, hold_for=second_run, operation="benchmark").hold
+    # Work that ended and starts again holds anew, on the same row.
+    cost_hold_release(source=second_run)
+    again = budget_check(agent=qa_agent, estimate_usd="0.25", actor=None, hold_for=first_run, operation="benchmark").hold
+    assert (again.amount_usd, again.released_at, CostHold.objects.count()) == (Decimal("0.25"), None, 2)
+
+
+def test_a_hold_whose_work_was_lost_stops_counting_when_it_expires(qa_agent, default_budget):
+    charge(qa_agent, "29", "spent")
+    lost = ModelVersionFactory()
+    budget_check(agent=qa_agent, estimate_usd="1", actor=None, hold_for=lost, operation="fine_tuning",
+                 hold_lasts=timedelta(hours=2))
+    with pytest.raises(Conflict, match="nothing is left"):
+        budget_check(agent=qa_agent, estimate_usd="0.5", actor=None)
+    CostHold.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert budget_check(agent=qa_agent, estimate_usd="0.5", actor=None).checked == ["default"]
+
+
+def test_a_hold_needs_a_saved_row_and_a_ledger_operation(qa_agent, default_budget):
+    with pytest.raises(InvalidInput, match="operation: 'training' is not one of"):
+        budget_check(agent=qa_agent, estimate_usd="1", actor=None, hold_for=ModelVersionFactory(), operation="training")
+    with pytest.raises(InvalidInput, match="hold_for: save the work's row first"):
+        budget_check(agent=qa_agent, estimate_usd="1", actor=None, hold_for=PriceTable(), operation="benchmark")
+
+
+def test_an_override_over_held_money_is_recorded_and_holds_too(qa_agent, default_budget, overrider):
+    charge(qa_agent, "29", "spent")
+    budget_check(agent=qa_agent, estimate_usd="0.80", actor=None, hold_for=ModelVersionFactory(), operation="benchmark")
+    check = budget_check(agent=qa_agent, estimate_usd="0.50", actor=overrider, override_reason="demo for the board",
+                         hold_for=ModelVersionFactory(), operation="benchmark")
+    assert check.overridden and check.hold is not None
+    assert CostHold.objects.filter(released_at__isnull=True).count() == 2
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks and concurrent transactions need PostgreSQL")
+def test_two_starts_at_once_cannot_together_overspend_what_each_fits_in(transactional_db, qa_agent, default_budget):
+    """$1 left, two works of $0.60 started at the same moment: the second waits for the first's
+    transaction, then sees its hold and is refused (LiteLLM #34732: concurrent requests passed)."""
+    charge(qa_agent, "29", "spent")
+    sources = {"first": ModelVersionFactory(), "second": ModelVersionFactory()}
+    first_checked, release, results = threading.Event(), threading.Event(), {}
+
+    def start(name: str, *, hold_open: bool) -> None:
+        try:
+            with transaction.atomic():
+                budget_check(agent=qa_agent, estimate_usd="0.60", actor=None, hold_for=sources[name], operation="benchmark")
+                results[name] = "started"
+                if hold_open:  # the rest of the work's creation, still in the same transaction
+                    first_checked.set()
+                    release.wait(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            results[name] = exc
+        finally:
+            first_checked.set()
+            connection.close()
+
+    first = threading.Thread(target=start, args=("first",), kwargs={"hold_open": True})
+    first.start()
+    assert first_checked.wait(timeout=30)
+    second = threading.Thread(target=start, args=("second",), kwargs={"hold_open": False})
+    second.start()
+    with connection.cursor() as cursor:  # the second must be waiting for the first's budget lock
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the second start did not wait for the first")
+    release.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert results["first"] == "started"
+    assert isinstance(results["second"], Conflict) and "$0.60 held by work still running" in results["second"].message
+    assert list(CostHold.objects.values_list("source_id", flat=True)) == [str(sources["first"].pk)]
 
 
 # --- storage and prices ----------------------------------------------------------------------------------------------
