@@ -26,7 +26,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import IO, Any, TypeVar
 
@@ -37,7 +37,7 @@ from audits import formats
 from costs.models import Operation
 from costs.pricing import to_ledger_amount
 from costs.selectors import fine_tuning_cost
-from costs.services import budget_check, cost_record
+from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, DomainError, InvalidInput, NotFound
 from genesis.permissions import require_permission
 from models_app import finetuning_rules as rules
@@ -66,6 +66,9 @@ T = TypeVar("T")
 INTERACTIVE_RETRY = RetryPolicy(max_attempts=3, base_delay_seconds=0.5, max_delay_seconds=5.0)
 # Beat's sync has a minute between ticks: the provider layer's default policy.
 SYNC_RETRY = RetryPolicy()
+# A job's estimate is held against the budgets until the job ends; a job lost without ending (its row
+# deleted by hand, its provider gone for good) stops holding after this, longer than any training.
+FINE_TUNING_HOLD_LASTS = timedelta(days=7)
 MAX_REPORTED_PROBLEMS = 20
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024  # larger uploads spill to a temporary file while they are checked
 COPY_CHUNK_BYTES = 1024 * 1024
@@ -313,7 +316,6 @@ def _job_insert(
             raise InvalidInput(f"base_model: agent '{agent.slug}' has no baseline to take it from; name one")
         base_model = version.base_model
     _, estimate = estimate_job_cost(base_model=base_model, training_file=training_file, hyperparameters=hyperparameters)
-    check = budget_check(agent=agent, estimate_usd=estimate, actor=actor, override_reason=override_reason)
     job = FineTuningJob(
         agent=agent,
         provider=training_file.provider,
@@ -324,9 +326,14 @@ def _job_insert(
         suffix=suffix,
         auto_start=auto_start,
         estimated_cost_usd=estimate,
-        budget_override_reason=(override_reason or "").strip() if check.overridden else "",
         created_by=actor,
     )
+    # Saved first because the hold points at the row; its history row is written once, below, when
+    # the check has said whether the budget was overridden. A refusal rolls the row back.
+    job.save_without_historical_record()
+    check = budget_check(agent=agent, estimate_usd=estimate, actor=actor, override_reason=override_reason,
+                         hold_for=job, operation=Operation.FINE_TUNING, hold_lasts=FINE_TUNING_HOLD_LASTS)
+    job.budget_override_reason = (override_reason or "").strip() if check.overridden else ""
     _record_history(job, actor=actor, reason=f"created; estimated ${estimate}" + (" (budget overridden)" if check.overridden else ""))
     job.save()
     return job
@@ -378,28 +385,47 @@ def _submit(*, job_id: int, actor: Any) -> FineTuningJob:
         raise Conflict(
             f"fine-tuning job #{job.pk} is already at the provider as {job.provider_job_id or '—'} ({job.status})"
         )
+    if job.status == rules.REFUSED:
+        # Its hold was released when it was refused; asking again is paid work again.
+        budget_check(agent=job.agent, estimate_usd=job.estimated_cost_usd, actor=actor, hold_for=job,
+                     operation=Operation.FINE_TUNING, hold_lasts=FINE_TUNING_HOLD_LASTS)
     client = _fine_tuning_provider(job.provider)
     now = timezone.now()
-    try:
-        snapshot = _call(
-            lambda: client.create_job(
+
+    def create() -> FineTuningJobSnapshot:
+        try:
+            return client.create_job(
                 base_model=job.base_model,
                 training_file_ids=[job.training_file.provider_file_id],
                 validation_file_ids=[job.validation_file.provider_file_id] if job.validation_file else [],
                 hyperparameters=job.hyperparameters,
                 suffix=job.suffix or None,
                 auto_start=job.auto_start,
-            ),
-            policy=INTERACTIVE_RETRY,
-        )
-    except ProviderError as error:
+            )
+        except TransientProviderError as error:
+            if error.status_code == 429:
+                raise  # refused before it was looked at: asking again cannot make a second job
+            # A timeout or a 5xx may come after the provider created the job: asking again could
+            # create (and bill) a second one, so it is not retried.
+            raise _CreationUnanswered(error) from None
+
+    try:
+        snapshot = _call(create, policy=INTERACTIVE_RETRY)
+    except (ProviderError, _CreationUnanswered) as failure:
         # Permanent: the provider refused this job (bad model, deprecated route, bad key…); its answer is
         # kept and the row is REFUSED. Transient: it stays NOT_CREATED and can be submitted again.
+        error = failure.error if isinstance(failure, _CreationUnanswered) else failure
         _note_error(job, error, now=now)
+        if isinstance(failure, _CreationUnanswered):
+            job.last_error += (
+                " — the provider may have created the job anyway: look for it in the provider's job list "
+                "(admin › Fine-tuning jobs › provider jobs) before submitting again"
+            )
         if not isinstance(error, TransientProviderError):
             job.status = rules.REFUSED
         _record_history(job, actor=actor, reason=f"submit failed: {error.message}")
         job.save()
+        _release_budget_when_ended(job)
         return job
     job.provider_job_id = snapshot.id
     job.submitted_at = now
@@ -446,6 +472,7 @@ def finetuning_job_cancel(*, job: FineTuningJob, actor: Any = None, reason: str 
             job.finished_at = timezone.now()
             _record_history(job, actor=actor, reason=f"{why} (before it reached the provider)")
             job.save()
+            _release_budget_when_ended(job)
             return job
     if job.status not in rules.CANCELLABLE_STATUSES:
         raise Conflict(f"fine-tuning job #{job.pk} is {job.status} and cannot be cancelled")
@@ -520,6 +547,14 @@ def _clear_error(job: FineTuningJob) -> None:
     job.last_error_at = None
 
 
+class _CreationUnanswered(Exception):
+    """A job creation that failed without a sure "not created" (see `_submit`)."""
+
+    def __init__(self, error: TransientProviderError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 @transaction.atomic
 def _record_provider_error(*, job_id: int, error: ProviderError, actor: Any, operation: str) -> FineTuningJob:
     job = FineTuningJob.objects.select_for_update(of=("self",)).select_related("agent", "provider").get(pk=job_id)
@@ -534,7 +569,20 @@ def _record_provider_error(*, job_id: int, error: ProviderError, actor: Any, ope
         logger.warning("fine-tuning job #%s: %s failed: %s", job.pk, operation, error.message)
     _record_history(job, actor=actor, reason=f"{operation}: {'refused' if gone else 'failed'} ({error.status_code or 'no answer'})")
     job.save()
+    _release_budget_when_ended(job)
     return job
+
+
+def _release_budget_when_ended(job: FineTuningJob) -> None:
+    """A job that ended — its training cost on the ledger when it succeeded — or that its provider
+    refused to create holds no budget any more (submitting a refused job again holds it again). A job
+    the provider stopped answering for (REFUSED after it was created) may still be training: it keeps
+    its hold until the hold expires."""
+    succeeded_and_charged = job.status == rules.SUCCESS and job.model_version_id is not None
+    ended_unpaid = job.status in rules.TERMINAL_STATUSES and job.status != rules.SUCCESS
+    never_created = job.status == rules.REFUSED and not job.provider_job_id
+    if succeeded_and_charged or ended_unpaid or never_created:
+        cost_hold_release(source=job)
 
 
 def _events_json(snapshot: FineTuningJobSnapshot) -> list[dict[str, Any]]:
@@ -609,6 +657,7 @@ def _settle(*, job_id: int, snapshot: FineTuningJobSnapshot, actor: Any, reason:
         transitions = f"{before['status']} → {job.status}" if before["status"] != job.status else job.status
         _record_history(job, actor=actor, reason=f"{reason}: {transitions}")
     job.save()
+    _release_budget_when_ended(job)
     return job
 
 

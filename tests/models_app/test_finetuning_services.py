@@ -17,7 +17,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
 
-from costs.models import BudgetOverride, CostEntry
+from costs.models import BudgetOverride, CostEntry, CostHold
 from costs.services import budget_upsert, cost_record
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from models_app.finetuning_selectors import jobs_to_sync
@@ -258,6 +258,30 @@ def test_an_estimate_over_a_hard_budget_is_refused_and_an_override_is_recorded(f
     assert job.history.first().history_user == person
 
 
+def test_a_job_holds_its_estimate_against_the_budget_until_it_ends(ft_world) -> None:
+    """Jobs created one after another cannot together overspend a budget each alone fits in."""
+    budget_upsert(name="support", amount_usd="9", agent=ft_world.agent, hard_limit=True)
+    training_file = upload_demo(ft_world)
+    succeeding = finetuning_job_start(job=finetuning_job_create(agent=ft_world.agent, training_file=training_file))
+    failing = finetuning_job_start(
+        job=finetuning_job_create(agent=ft_world.agent, training_file=training_file, suffix="simulate-failure")
+    )
+    with pytest.raises(Conflict, match=r"\(\$0.00 spent, \$8.00 held by work still running\); this run needs an estimated \$4.00"):
+        finetuning_job_create(agent=ft_world.agent, training_file=training_file, suffix="third")
+    assert FineTuningJob.objects.count() == 2 and CostHold.objects.count() == 2
+
+    failing = sync_until(failing, "FAILED")  # ended without a cost: its hold goes
+    assert CostHold.objects.get(source_id=str(failing.pk)).released_at is not None
+    succeeding = sync_until(succeeding, "SUCCESS")  # its cost is on the ledger now, so its hold goes
+    assert CostEntry.objects.get(idempotency_key=f"finetune:{succeeding.pk}").amount_usd == Decimal("4")
+    assert CostHold.objects.get(source_id=str(succeeding.pk)).released_at is not None
+    third = finetuning_job_create(agent=ft_world.agent, training_file=training_file, suffix="third")  # $4 spent, $5 left
+    assert CostHold.objects.get(source_id=str(third.pk)).released_at is None
+    finetuning_job_cancel(job=third)  # asked of the provider; held until it says CANCELLED
+    sync_until(third, "CANCELLED")
+    assert CostHold.objects.get(source_id=str(third.pk)).released_at is not None
+
+
 def test_a_missing_training_price_is_refused_with_what_to_do(ft_world) -> None:
     training_file = upload_demo(ft_world)
     with pytest.raises(Conflict, match="cannot estimate what fine-tuning mistral-large-latest costs"):
@@ -289,6 +313,23 @@ def test_a_transient_failure_is_retried_once_and_then_noted_not_raised(ft_world)
 
     job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
     assert job.last_error == "" and job.provider_answer == ""
+
+
+def test_a_creation_is_asked_again_after_a_429_but_never_after_an_answer_that_may_hide_a_job(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+
+    def creations() -> list[int]:
+        return [s for m, p, s in ft_world.simulator.state.request_log if m == "POST" and p == "/v1/fine_tuning/jobs"]
+
+    ft_world.simulator.state.queue_faults(429)  # refused before it was looked at: safe to ask again
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    assert job.status == "QUEUED" and creations() == [429, 200]
+
+    # A 500 may come after the provider created the job: asked once, kept NOT_CREATED, with what to check.
+    ft_world.simulator.state.queue_faults(500)
+    second = finetuning_job_create(agent=ft_world.agent, training_file=training_file, suffix="second")
+    assert second.status == "NOT_CREATED" and creations() == [429, 200, 500]
+    assert "may have created the job anyway" in second.last_error and "provider's job list" in second.last_error
 
 
 def test_a_provider_that_cannot_be_reached_on_start_says_so(ft_world) -> None:
