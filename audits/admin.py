@@ -26,6 +26,9 @@ from genesis.errors import DomainError
 from models_app.models import Agent
 
 
+DOWNLOAD_PERMISSION = "audits.download_dataset"
+
+
 def human_bytes(size: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
@@ -66,8 +69,9 @@ class DatasetUploadForm(forms.Form):
     file = forms.FileField(help_text="A chat JSONL file: one {\"messages\": [...]} object per line.")
     agent = forms.ModelChoiceField(queryset=Agent.objects.order_by("slug"), required=False, empty_label="(no agent)")
     purpose = forms.ChoiceField(choices=DatasetPurpose.choices, initial=DatasetPurpose.TRAINING)
+    # Checked by the service (audits.dedupe.check_threshold), the one place that knows the bounds.
     near_threshold = forms.FloatField(
-        min_value=0.01, max_value=1.0, initial=DEFAULT_THRESHOLD,
+        initial=DEFAULT_THRESHOLD,
         help_text="Similarity (estimated Jaccard of word shingles) at which two examples count as near duplicates.",
     )
 
@@ -185,6 +189,7 @@ class DatasetAdmin(admin.ModelAdmin):
             "size": human_bytes(dataset.size_bytes),
             "can_audit": user.has_perm("audits.add_auditrun") and dataset.status == DatasetStatus.READY,
             "can_derive": user.has_perm("audits.add_dataset") and dataset.status == DatasetStatus.READY,
+            "can_download": user.has_perm(DOWNLOAD_PERMISSION),
             "scrub_modes": [(mode, "placeholders" if mode == "placeholder" else "pseudonyms") for mode in SCRUB_MODES],
             "rebalance_form": RebalanceForm(),
             # JSON columns come back with their keys reordered (Postgres jsonb); show them in the usual order.
@@ -256,7 +261,8 @@ class DatasetAdmin(admin.ModelAdmin):
 
     def download_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         dataset = self._dataset_or_404(pk)
-        if not self.has_view_permission(request, dataset):
+        # Viewing a dataset shows counts and masked samples; the file itself holds the raw PII.
+        if not request.user.has_perm(DOWNLOAD_PERMISSION):
             raise DjangoPermissionDenied
         if dataset.status != DatasetStatus.READY:
             raise Http404(f"dataset #{pk} has no file yet ({dataset.get_status_display().lower()})")

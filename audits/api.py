@@ -2,8 +2,8 @@
 
 An API key acts for agents: it may upload a dataset for an agent it may act for, and read the
 datasets and audits of those agents. A dataset with no agent belongs to no one agent, so only a key
-allowed for all agents may upload or read it. Keys are not people: the services run as the system,
-and the row remembers which key it came from (`via`).
+allowed for all agents may upload or read it. Keys are not people: the upload service checks the key
+(`principal`) against the agent, and the row remembers which key it came from (`via`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ninja.files import UploadedFile
 from audits import selectors, services
 from audits.dedupe import DEFAULT_THRESHOLD
 from audits.models import AuditRun, Dataset
-from genesis.errors import PermissionDenied
+from genesis.errors import NotFound, PermissionDenied
 from models_app.models import Agent
 from models_app.services import ApiPrincipal, ensure_agent_access
 
@@ -115,16 +115,12 @@ def audits_dataset_upload(  # type: ignore[no-untyped-def]
     principal = _principal(request)
     owner = None
     if agent:
-        ensure_agent_access(principal=principal, agent_slug=agent)
-        owner = Agent.objects.get(slug=agent)
-    elif not principal.all_agents:
-        raise PermissionDenied(
-            f"API key '{principal.label}' acts for {', '.join(sorted(principal.agent_slugs)) or 'no agent'}: "
-            "name the dataset's agent in the form field 'agent'"
-        )
+        owner = Agent.objects.filter(slug=agent).first()
+        if owner is None:
+            raise NotFound(f"agent '{agent}' does not exist")
     dataset = services.dataset_upload(
         content=file, original_name=file.name or "dataset.jsonl", purpose=purpose, agent=owner,
-        via=_via(principal), near_threshold=near_threshold,
+        principal=principal, via=_via(principal), near_threshold=near_threshold,
     )
     return Status(201, _dataset_out(selectors.dataset_get(dataset_id=dataset.pk)))
 

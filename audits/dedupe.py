@@ -6,9 +6,11 @@ Pure module (stdlib + numpy + scipy); no Django.
   :func:`audits.formats.conversation_text`) is case-folded and its whitespace
   collapsed; equal 64-bit BLAKE2b hashes of that are the same example.
 * **Near**: MinHash over word 3-shingles estimates the Jaccard similarity of
-  two examples; LSH banding proposes candidate pairs and a pair whose
-  estimated similarity reaches ``threshold`` (default 0.8) is a near
-  duplicate.  Groups are the connected components of those pairs.
+  two examples; LSH banding (bands and rows chosen for the threshold, see
+  :func:`lsh_bands`) proposes candidate pairs within each bucket and a pair
+  whose estimated similarity reaches ``threshold`` (default 0.8, at least
+  ``MIN_THRESHOLD``) is a near duplicate.  Groups are the connected components
+  of those pairs.
 
 Counting follows the contract: a line counts when it repeats an *earlier*
 line — a group of three identical lines counts 2 — and a line counted as an
@@ -26,20 +28,65 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 DEFAULT_THRESHOLD = 0.8
-NUM_BINS = 128  # signature length; 16 LSH bands of 8 rows
-BANDS = 16
-ROWS_PER_BAND = NUM_BINS // BANDS
+NUM_BINS = 128  # signature length; split into LSH bands by lsh_bands(threshold)
+# With 8-bit bins two unrelated examples agree on a bin 1 time in 256, so a band needs at least 3
+# rows (a chance match of 1 in 16.7 million) or the candidate pairs of a big file explode; with 3
+# rows, 128 bins reach down to this threshold (a pair 0.1 above it is still found 9 times in 10).
+MIN_ROWS_PER_BAND = 3
+MIN_THRESHOLD = 0.3
+# A bucket member is compared with this many members after it (all of them in smaller buckets):
+# one huge bucket (thousands of examples sharing a band) must not cost a quadratic number of pairs.
+BUCKET_WINDOW = 32
 SHINGLE_WORDS = 3
 _EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 _BYTE_BASE = np.uint64(0x100000001B3)  # FNV prime: odd, so invertible modulo 2**64
 _BYTE_BASE_INVERSE = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+
+
+def check_threshold(threshold: float) -> None:
+    """The one check of a near-duplicate threshold (the command, the services, the API and the admin
+    all come here)."""
+    if not MIN_THRESHOLD <= threshold <= 1.0:
+        raise ValueError(
+            f"near-duplicate threshold must be between {MIN_THRESHOLD:g} and 1, got {threshold:g}: "
+            f"the MinHash signature ({NUM_BINS} 8-bit bins) cannot find examples less similar than "
+            f"{MIN_THRESHOLD:g} reliably; 0.8 is the usual choice"
+        )
+
+
+def _agreement(similarity: np.ndarray) -> np.ndarray:
+    """Chance that two signatures agree on one bin, for examples of this Jaccard similarity."""
+    return similarity + (1.0 - similarity) / 256
+
+
+@lru_cache(maxsize=64)
+def lsh_bands(threshold: float) -> tuple[int, int]:
+    """(bands, rows per band) for ``threshold``, as datasketch's ``_optimal_param`` chooses them:
+    the split of the signature whose candidate curve 1 - (1 - p**rows)**bands best separates
+    pairs below the threshold from pairs above it. Missing a pair costs more than proposing one
+    (every candidate is verified), so misses weigh three times as much."""
+    check_threshold(threshold)
+    similarity = np.linspace(0.0, 1.0, 201)
+    below = similarity < threshold
+    best: tuple[float, int, int] | None = None
+    for rows in range(MIN_ROWS_PER_BAND, NUM_BINS + 1):
+        bands = NUM_BINS // rows
+        candidate = 1.0 - (1.0 - _agreement(similarity) ** rows) ** bands
+        cost = 0.25 * np.trapezoid(np.where(below, candidate, 0.0), similarity) + 0.75 * np.trapezoid(
+            np.where(below, 0.0, 1.0 - candidate), similarity
+        )
+        if best is None or cost < best[0]:
+            best = (float(cost), bands, rows)
+    assert best is not None
+    return best[1], best[2]
 
 
 def normalise(text: str) -> str:
@@ -299,8 +346,7 @@ def find_duplicates(
     near: bool = True,
 ) -> DuplicateReport:
     """Exact groups, then near groups among the first line of each exact group."""
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+    check_threshold(threshold)
     report = DuplicateReport(threshold=threshold)
     count = fingerprints.lines.size
     if count == 0:
@@ -320,37 +366,30 @@ def find_duplicates(
     candidates = np.flatnonzero(representative)
     if candidates.size < 2:
         return report
-    signatures = np.ascontiguousarray(fingerprints.signatures[candidates])
-    band_keys = signatures.view(np.uint64)  # each 8-byte band of the row as one key
-    pair_first: list[np.ndarray] = []
-    pair_second: list[np.ndarray] = []
-    for band in range(BANDS):
-        keys = band_keys[:, band]
-        band_order = np.argsort(keys, kind="stable")
-        run_starts, run_stops = _runs_of_equal(keys[band_order])
-        if run_starts.size == 0:
-            continue
-        # Pair every member of a bucket with the bucket's first member: linear in
-        # the bucket size, and the components below join the rest.
-        sizes = run_stops - run_starts
-        leaders = np.repeat(band_order[run_starts], sizes - 1)
-        member_positions = np.concatenate([np.arange(a + 1, b) for a, b in zip(run_starts.tolist(), run_stops.tolist())])
-        pair_first.append(leaders)
-        pair_second.append(band_order[member_positions])
-    if not pair_first:
-        return report
-    first = np.concatenate(pair_first)
-    second = np.concatenate(pair_second)
-    unique_pairs = np.unique(np.minimum(first, second) * candidates.size + np.maximum(first, second))
-    first, second = np.divmod(unique_pairs, candidates.size)
-    similar = np.zeros(first.size, dtype=bool)
-    chunk = 65536
-    for begin in range(0, first.size, chunk):
-        end = begin + chunk
-        similar[begin:end] = estimated_similarity(signatures[first[begin:end]], signatures[second[begin:end]]) >= threshold
-    first, second = first[similar], second[similar]
+    # Usually (few exact duplicates) every example is a candidate: no copy of the signatures then.
+    if candidates.size == count:
+        signatures = fingerprints.signatures
+    else:
+        signatures = np.ascontiguousarray(fingerprints.signatures[candidates])
+    bands, rows = lsh_bands(threshold)
+    verified_first: list[np.ndarray] = []
+    verified_second: list[np.ndarray] = []
+    for band in range(bands):
+        first, second = _bucket_pairs(_band_keys(signatures, band * rows, rows))
+        # Verified band by band, so only similar pairs (few) are kept, never every candidate.
+        similar = np.zeros(first.size, dtype=bool)
+        for begin in range(0, first.size, 65536):
+            end = begin + 65536
+            similar[begin:end] = (
+                estimated_similarity(signatures[first[begin:end]], signatures[second[begin:end]]) >= threshold
+            )
+        verified_first.append(first[similar])
+        verified_second.append(second[similar])
+    first = np.concatenate(verified_first)
+    second = np.concatenate(verified_second)
     if first.size == 0:
         return report
+    # Groups are the connected components of the verified pairs (a union-find over them).
     graph = coo_matrix((np.ones(first.size, dtype=np.int8), (first, second)), shape=(candidates.size, candidates.size))
     _, labels = connected_components(graph, directed=False)
     label_order = np.lexsort((fingerprints.lines[candidates], labels))
@@ -359,3 +398,34 @@ def find_duplicates(
         report.near_groups.append(fingerprints.lines[candidates[label_order[start:stop]]].tolist())
     report.near_groups.sort(key=lambda group: group[0])
     return report
+
+
+def _band_keys(signatures: np.ndarray, first_bin: int, rows: int) -> np.ndarray:
+    """One 64-bit key per signature for the bins [first_bin, first_bin + rows)."""
+    keys = np.zeros(signatures.shape[0], dtype=np.uint64)
+    for column in range(first_bin, first_bin + rows):
+        keys = _mix(keys * np.uint64(0x9E3779B97F4A7C15) + signatures[:, column].astype(np.uint64))
+    return keys
+
+
+def _bucket_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of positions with equal keys: every pair of a bucket, except that in a bucket larger
+    than BUCKET_WINDOW + 1 each member is paired only with the BUCKET_WINDOW members after it
+    (in file order) — enough to chain a big group of duplicates together."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    in_bucket = np.zeros(sorted_keys.size, dtype=bool)
+    same = sorted_keys[1:] == sorted_keys[:-1]
+    in_bucket[1:] |= same
+    in_bucket[:-1] |= same
+    order, sorted_keys = order[in_bucket], sorted_keys[in_bucket]
+    firsts: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
+    seconds: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
+    for distance in range(1, BUCKET_WINDOW + 1):
+        # Sorted, so equal keys `distance` apart are in one bucket; none at d means none beyond.
+        positions = np.flatnonzero(sorted_keys[distance:] == sorted_keys[:-distance])
+        if positions.size == 0:
+            break
+        firsts.append(order[positions])
+        seconds.append(order[positions + distance])
+    return np.concatenate(firsts), np.concatenate(seconds)

@@ -22,6 +22,10 @@ DEMO_NAME = "support_tickets_demo.jsonl"
 DEMO_STORAGE_NAME = f"{DATASET_DIR}/demo/{DEMO_NAME}"
 DEMO_VIA = "seed_demo"
 SYSTEM = "You are a friendly billing support agent. Resolve the customer's question."
+PLAN_ANSWER = (
+    "Yes: open Settings > Plan, pick the new plan and confirm. The difference is prorated to the day and shows "
+    "on your next invoice, and you can switch back at any time without a fee."
+)
 
 
 def _chat(user: str, assistant: str) -> str:
@@ -39,9 +43,9 @@ DEMO_LINES = [
     _chat("Refund to my account GB82 WEST 1234 5698 7654 32 please.", "Refunds go back to the original payment method; bank transfers are not possible."),
     _chat("Our integration uses the key AKIAIOSFODNN7EXAMPLE, is that why it fails?",
           "Never share keys in a ticket: rotate that key now, then check the request signature."),
-    _chat("Can I change my plan?", "Yes: Settings > Plan, pick the new plan, and the difference is prorated."),
-    _chat("Can I change my plan?", "Yes: Settings > Plan, pick the new plan, and the difference is prorated."),
-    _chat("Can I change my plan please?", "Yes: Settings > Plan, pick the new plan, and the difference is prorated."),
+    _chat("Can I change my plan?", PLAN_ANSWER),
+    _chat("Can I change my plan?", PLAN_ANSWER),
+    _chat("Please, can I change my plan?", PLAN_ANSWER),  # a near duplicate (the system prompt does not count)
     _chat(
         "Explain why my invoice total differs from the plan price, step by step, and compare it with last month.",
         "First, the plan price excludes tax; because your address changed, therefore a different VAT rate applies. "

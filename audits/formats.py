@@ -159,6 +159,77 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+def _shape(value: object) -> str:
+    """What a value is, never what it says: a field that should hold a role or an id may hold
+    anything a person typed, PII included, and error details end up in reports, logs and the admin."""
+    if isinstance(value, str):
+        return f"a {len(value)}-character string"
+    if isinstance(value, (list, dict)):
+        return f"{_describe(value)} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    return _describe(value)
+
+
+# Lone surrogates can only come from \uD800-\uDFFF escapes (strict UTF-8 decoding never yields one),
+# so lines without such an escape skip the walk.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Keys of the chat format; other keys are named by position only (a key may be PII too).
+_KNOWN_KEYS = frozenset({
+    "messages", "role", "content", "tool_calls", "tool_call_id", "id", "type", "function", "name",
+    "arguments", "weight", "tools", "parameters", "description",
+})
+
+
+def _path_step(path: str, key: object, index: int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    name = key if key in _KNOWN_KEYS else f"<key {index + 1}>"
+    return f"{path}.{name}" if path else str(name)
+
+
+def replace_lone_surrogates(record: Any) -> tuple[Any, str | None, int]:
+    """``record`` with every unpaired UTF-16 surrogate (in values and keys) replaced by U+FFFD.
+
+    JSON allows ``"\\ud800"`` but such a string cannot be encoded as UTF-8: hashing, scanning or
+    storing it (Postgres jsonb refuses it) would fail. Returns (record, path of the first string that
+    had one, strings changed). Changes the parsed containers in place; iterative, for deep values.
+    """
+    if isinstance(record, str):
+        if _SURROGATE.search(record) is None:
+            return record, None, 0
+        return _SURROGATE.sub("\ufffd", record), "the value", 1
+    first: str | None = None
+    changed = 0
+    stack: list[tuple[Any, str]] = [(record, "")]
+    while stack:
+        container, path = stack.pop()
+        if isinstance(container, dict):
+            if any(isinstance(key, str) and _SURROGATE.search(key) for key in container):
+                items = list(container.items())
+                container.clear()
+                for key, item in items:
+                    if _SURROGATE.search(key):
+                        changed += 1
+                        first = first or f"{path or 'the object'} has a key that"
+                        key = _SURROGATE.sub("\ufffd", key)
+                    container[key] = item
+            slots = [(key, _path_step(path, key, index)) for index, key in enumerate(container)]
+        else:
+            slots = [(index, _path_step(path, index, index)) for index in range(len(container))]
+        children = []
+        for key, where in slots:
+            item = container[key]
+            if isinstance(item, str):
+                if _SURROGATE.search(item):
+                    container[key] = _SURROGATE.sub("\ufffd", item)
+                    changed += 1
+                    first = first or where
+            elif isinstance(item, (dict, list)):
+                children.append((item, where))
+        stack.extend(reversed(children))
+    return record, first, changed
+
+
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -212,9 +283,20 @@ def check_line(
     except RecursionError:
         checked.errors.append("invalid JSON: nested too deeply")
         return checked
+    surrogate_error = None
+    if _SURROGATE_ESCAPE.search(text):
+        record, where, changed = replace_lone_surrogates(record)
+        if where is not None:
+            more = f" (and {changed - 1} more string{'s' if changed > 2 else ''})" if changed > 1 else ""
+            surrogate_error = (
+                f"{where} contains an unpaired UTF-16 surrogate{more}; it is not valid Unicode "
+                "(it was read as U+FFFD)"
+            )
     checked.record = record
     checked.parsed = True
-    checked.errors.extend(check_record(record)[:MAX_ERRORS_PER_LINE])
+    if surrogate_error is not None:
+        checked.errors.append(surrogate_error)
+    checked.errors.extend(check_record(record)[: MAX_ERRORS_PER_LINE - len(checked.errors)])
     return checked
 
 
@@ -224,8 +306,8 @@ def check_record(record: object) -> list[str]:
         return [f'expected a JSON object with a "messages" list, got {_describe(record)}']
     errors: list[str] = []
     if "messages" not in record:
-        keys = ", ".join(sorted(record)[:8]) or "no keys"
-        return [f'missing "messages" (the object has {keys})']
+        # Key names are not echoed: a key can be PII as easily as a value.
+        return [f'missing "messages" (the object has {len(record)} key{"s" if len(record) != 1 else ""})']
     messages = record["messages"]
     if not isinstance(messages, list):
         return [f'"messages" must be a list, got {_describe(messages)}']
@@ -250,13 +332,14 @@ def check_record(record: object) -> list[str]:
             previous_role = None
             continue
         if not isinstance(role, str) or role not in _ROLE_SET:
-            errors.append(f"{where}.role {role!r} is not one of {', '.join(ROLES)}")
+            errors.append(f"{where}.role is {_shape(role)}, not one of {', '.join(ROLES)}")
             previous_role = None
             continue
         if pending_calls and role != "tool":
+            unanswered = len(pending_calls)
             errors.append(
-                f"messages[{calling_message}] (assistant) makes tool calls "
-                f"{', '.join(sorted(pending_calls))} that no tool message answers before {where}"
+                f"messages[{calling_message}] (assistant) makes {unanswered} tool call{'s' if unanswered != 1 else ''} "
+                f"that no tool message answers before {where}"
             )
             pending_calls.clear()
         if previous_role is not None and role not in _ALLOWED_NEXT[previous_role]:
@@ -277,8 +360,10 @@ def check_record(record: object) -> list[str]:
                 calling_message = index
             weight = message.get("weight")
             if weight is not None and (isinstance(weight, bool) or weight not in (0, 1)):
-                errors.append(f"{where}.weight must be 0 or 1, got {json.dumps(weight)}")
-            elif weight != 0:
+                errors.append(f"{where}.weight must be 0 or 1, got {_shape(weight)}")
+            # An invalid weight is its own error, not a weight of 0: it must not also be reported
+            # as "no assistant message carries loss".
+            if weight is None or weight != 0 or isinstance(weight, bool):
                 loss_bearing += 1
         else:
             if "content" not in message:
@@ -314,7 +399,7 @@ def _check_tool_calls(where: str, tool_calls: object, errors: list[str]) -> list
             continue
         call_id = call.get("id")
         if not isinstance(call_id, str) or _TOOL_CALL_ID.fullmatch(call_id) is None:
-            errors.append(f"{call_where}.id {call_id!r} must be 9 characters of a-z, A-Z, 0-9")
+            errors.append(f"{call_where}.id is {_shape(call_id)}; it must be 9 characters of a-z, A-Z, 0-9")
         else:
             call_ids.append(call_id)
         function = call.get("function")
@@ -323,12 +408,23 @@ def _check_tool_calls(where: str, tool_calls: object, errors: list[str]) -> list
             continue
         name = function.get("name")
         if not isinstance(name, str) or _FUNCTION_NAME.fullmatch(name) is None:
-            errors.append(f"{call_where}.function.name {name!r} must be 1–64 characters of a-z, A-Z, 0-9, _ or -")
-        if not isinstance(function.get("arguments"), str):
             errors.append(
-                f"{call_where}.function.arguments must be a JSON-encoded string, "
-                f"got {_describe(function.get('arguments'))}"
+                f"{call_where}.function.name is {_shape(name)}; it must be 1–64 characters of a-z, A-Z, 0-9, _ or -"
             )
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            errors.append(f"{call_where}.function.arguments must be a JSON-encoded string, got {_describe(arguments)}")
+        else:
+            # Mistral parses the arguments; so does scrubbing (to replace PII without breaking them).
+            try:
+                json.loads(arguments, parse_constant=_refuse_constant)
+            except ValueError as error:
+                errors.append(
+                    f"{call_where}.function.arguments is not valid JSON "
+                    f"({getattr(error, 'msg', 'unparsable')} at column {getattr(error, 'colno', '?')})"
+                )
+            except RecursionError:
+                errors.append(f"{call_where}.function.arguments is not valid JSON (nested too deeply)")
     return call_ids
 
 
@@ -343,12 +439,12 @@ def _check_tool_message(
     if not isinstance(call_id, str):
         errors.append(f'{where} (tool) needs a "tool_call_id" naming the call it answers')
     elif _TOOL_CALL_ID.fullmatch(call_id) is None:
-        errors.append(f"{where}.tool_call_id {call_id!r} must be 9 characters of a-z, A-Z, 0-9")
+        errors.append(f"{where}.tool_call_id is {_shape(call_id)}; it must be 9 characters of a-z, A-Z, 0-9")
     elif call_id in pending_calls:
         del pending_calls[call_id]
         return
     else:
-        errors.append(f"{where}.tool_call_id {call_id!r} does not answer a tool call of the assistant message before it")
+        errors.append(f"{where}.tool_call_id does not answer a tool call of the assistant message before it")
         return
     if previous_role not in ("assistant", "tool"):
         errors.append(f"{where} (tool) must follow an assistant message with tool_calls")
@@ -365,7 +461,7 @@ def _check_tools(tools: object) -> list[str]:
             continue
         name = function.get("name")
         if not isinstance(name, str) or _FUNCTION_NAME.fullmatch(name) is None:
-            errors.append(f"tools[{index}].function.name {name!r} must be 1–64 characters of a-z, A-Z, 0-9, _ or -")
+            errors.append(f"tools[{index}].function.name is {_shape(name)}; it must be 1–64 characters of a-z, A-Z, 0-9, _ or -")
         if not isinstance(function.get("parameters"), dict):
             errors.append(f"tools[{index}].function.parameters must be a JSON Schema object")
     return errors
@@ -374,8 +470,18 @@ def _check_tools(tools: object) -> list[str]:
 # --------------------------------------------------------------------------- text of a line
 
 
-def iter_strings(value: object) -> Iterator[str]:
-    """Every string value (not key) in a parsed JSON value, in document order.
+def is_long_integer(value: object) -> bool:
+    """A JSON integer of 8–19 digits: long enough to be a card, phone, SSN or account number.
+
+    PII is not always quoted (``{"card": 4111111111111111}``), so the audit scans such numbers and
+    the scrub replaces them; shorter ones (counts, ids, years) cannot be any PII type here.
+    """
+    return isinstance(value, int) and not isinstance(value, bool) and 10_000_000 <= abs(value) < 10**19
+
+
+def iter_texts(value: object) -> Iterator[str]:
+    """Every piece of a parsed JSON value that can hold PII, in document order: string values,
+    object keys (other than the chat format's own), and long integers (:func:`is_long_integer`) as their digits.
 
     Iterative rather than recursive: it runs once per line of every audit,
     and deep nesting must not hit the recursion limit.
@@ -386,19 +492,27 @@ def iter_strings(value: object) -> Iterator[str]:
         if isinstance(item, str):
             yield item
         elif isinstance(item, dict):
-            stack.extend(reversed(item.values()))  # type: ignore[call-overload]
+            for key, child in reversed(item.items()):
+                stack.append(child)
+                if key not in _KNOWN_KEYS:  # the format's own keys hold no PII; skip scanning them
+                    stack.append(key)
         elif isinstance(item, list):
             stack.extend(reversed(item))
+        elif is_long_integer(item):
+            yield str(item)
 
 
 def conversation_text(record: dict[str, Any]) -> str:
-    """The words of an example: message contents and tool-call arguments, in order.
+    """The words of an example: user, assistant and tool message contents and tool-call arguments,
+    in order.
 
-    What duplicates and difficulty are judged on (roles and ids are not).
+    What duplicates and difficulty are judged on (roles and ids are not). System messages are left
+    out: a dataset often gives every example the same long system prompt, which would make every
+    pair of examples look alike and every example look long.
     """
     parts: list[str] = []
     for message in record.get("messages") or ():
-        if not isinstance(message, dict):
+        if not isinstance(message, dict) or message.get("role") == "system":
             continue
         content = message.get("content")
         if isinstance(content, str):

@@ -709,7 +709,7 @@ def mask(value: str, pii_type: str) -> str:
     """A sample that shows what kind of thing was found but never the thing.
 
     ``john.doe@example.com`` → ``j***@e***.com``; a card → ``****-****-****-4242``;
-    an SSN → ``***-**-6789``; a key → ``sk-…[48 chars]``.  At most the last four
+    an SSN → ``***-**-**89``; a key → ``sk-…[48 chars]``.  At most the last four
     digits of a number survive, and never more than a third of them.
     """
     if pii_type == EMAIL and "@" in value:
@@ -721,8 +721,9 @@ def mask(value: str, pii_type: str) -> str:
         last = "".join(digits[-4:])
         masked = "-".join(["****"] * max(1, (len(digits) - 4 + 3) // 4) + [last])
     elif pii_type == SSN:
+        # 9 digits: keeping the usual last four would show 4 of 9, more than the third allowed.
         digits = [char for char in value if char.isdigit()]
-        masked = "***-**-" + "".join(digits[-4:])
+        masked = "***-**-**" + "".join(digits[-2:])
     elif pii_type == PHONE:
         digit_count = sum(char.isdigit() for char in value)
         masked = _star_digits(value, keep_last=min(2, digit_count // 3))

@@ -2,8 +2,8 @@
 
 Pure module (stdlib only); no Django.
 
-Only valid, deduplicated examples are used (the first line of each duplicate
-group is kept).  Each level is then down-sampled at random, or up-sampled by
+Only valid, deduplicated examples are used (the first valid line of each
+duplicate group is kept).  Each level is then down-sampled at random, or up-sampled by
 repeating its examples — each at most ``max_upsample`` (2) times in total.
 Nothing is ever invented: a level that has too few examples stays short, and
 the plan says how many are missing ("0 hard examples: 2500 more needed").
@@ -218,7 +218,7 @@ def rebalance_file(
         report = audit_file(source)
     usable = report.examples_by_level(valid_only=True, drop_duplicates=True)
     plan = plan_rebalance(levels_by_line=usable, mix=mix, seed=seed, target_size=target_size)
-    plan.dropped_duplicates = len(report.duplicates.redundant_lines())
+    plan.dropped_duplicates = len(report.redundant_lines())
     plan.dropped_invalid = int(report.lines - int(report.valid_lines.sum()))
     destination_path = Path(destination)
     if destination_path.resolve() == Path(os.fspath(source)).resolve():

@@ -42,7 +42,7 @@ from audits.formats import (
     check_line,
     conversation_text,
     iter_raw_lines,
-    iter_strings,
+    iter_texts,
 )
 from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, PiiMatch, mask, scan_text
 
@@ -55,6 +55,8 @@ MAX_PII_SAMPLES_PER_TYPE = 5
 MAX_PII_LINES_PER_TYPE = 1000
 MAX_DIFFICULTY_EXAMPLES_PER_LEVEL = 3
 MAX_GROUPS_IN_JSON = 100
+# A group of near-identical examples can be most of the file; a report stays small.
+MAX_LINES_PER_GROUP = 20
 # Below this size one process is faster than starting workers.
 _PARALLEL_MIN_BYTES = 8 * 1024 * 1024
 _SLICES_PER_WORKER = 4  # finer slices: progress to report and work to balance
@@ -148,13 +150,34 @@ class AuditReport:
             or self.duplicates.near
         )
 
+    def redundant_lines(self) -> set[int]:
+        """Valid lines a deduplicated copy drops: in each group of duplicates (an exact group, joined
+        with the exact groups its near group links), every valid line but the first valid one.
+
+        The first *valid* one: when the first line of a group is broken, its valid repeat is the copy
+        worth keeping, not a duplicate of a line that is dropped anyway.
+        """
+        exact_by_first = {group[0]: group for group in self.duplicates.exact_groups}
+        in_near_group: set[int] = set()
+        groups: list[list[int]] = []
+        for near_group in self.duplicates.near_groups:
+            members = [line for first in near_group for line in exact_by_first.get(first, [first])]
+            in_near_group.update(near_group)
+            groups.append(sorted(members))
+        groups.extend(group for group in self.duplicates.exact_groups if group[0] not in in_near_group)
+        redundant: set[int] = set()
+        for group in groups:
+            valid = [line for line in group if self.valid_lines[line - 1]]
+            redundant.update(valid[1:])
+        return redundant
+
     def examples_by_level(self, *, valid_only: bool = True, drop_duplicates: bool = True) -> dict[int, str]:
         """Line → level for the examples a rebalanced dataset may use."""
         usable = self.levels != NOT_AN_EXAMPLE
         if valid_only:
             usable &= self.valid_lines
         lines = np.flatnonzero(usable) + 1
-        redundant = self.duplicates.redundant_lines() if drop_duplicates else set()
+        redundant = self.redundant_lines() if drop_duplicates else set()
         names = difficulty_module.LEVELS
         return {int(line): names[self.levels[line - 1]] for line in lines.tolist() if line not in redundant}
 
@@ -189,8 +212,8 @@ class AuditReport:
             "pii_lines": {pii_type: lines for pii_type, lines in self.pii_lines.items()},
             "pii_lines_total": dict(self.pii_line_total),
             "duplicate_groups": {
-                "exact": self.duplicates.exact_groups[:max_groups],
-                "near": self.duplicates.near_groups[:max_groups],
+                "exact": [_capped_group(group) for group in self.duplicates.exact_groups[:max_groups]],
+                "near": [_capped_group(group) for group in self.duplicates.near_groups[:max_groups]],
                 "exact_total": len(self.duplicates.exact_groups),
                 "near_total": len(self.duplicates.near_groups),
                 "near_threshold": self.duplicates.threshold,
@@ -204,6 +227,11 @@ class AuditReport:
             "workers": self.workers,
             "notes": list(self.notes),
         }
+
+
+def _capped_group(group: list[int]) -> dict[str, Any]:
+    """A duplicate group as stored and shown: its first lines (the first is the one kept) and its size."""
+    return {"lines": group[:MAX_LINES_PER_GROUP], "total": len(group)}
 
 
 # --------------------------------------------------------------------------- one range
@@ -243,9 +271,9 @@ def _audit_range(
                 if room > 0:
                     result.format_errors.extend((line, detail) for detail in checked.errors[:room])
 
-            # PII: in every string value of a parsed line; in the raw text otherwise.
-            # "\x00" joins strings because no detector matches across it.
-            text = "\x00".join(iter_strings(checked.record)) if checked.parsed else checked.text
+            # PII: in every string, key and long number of a parsed line; in the raw text otherwise.
+            # "\x00" joins them because no detector matches across it.
+            text = "\x00".join(iter_texts(checked.record)) if checked.parsed else checked.text
             if text:
                 matches = scan_text(text, phone_regions=options.phone_regions)
                 if matches:

@@ -10,8 +10,10 @@ Two styles:
   mentions one address three times still reads as one person.  Values are
   compared canonically: e-mails case-insensitively, numbers by their digits.
 
-Replacement happens inside JSON string values and the line is serialised
-again, so every line that was valid JSON stays valid JSON; a line without PII
+Replacement happens inside JSON string values, object keys and long integers
+(which become placeholder strings), and tool-call ``arguments`` are parsed and
+encoded again; the line is serialised again, so every line that was valid JSON
+stays valid JSON; a line without PII
 is copied byte for byte.  Lines that are not JSON are scrubbed as text.  The
 output has exactly as many lines as the input (an over-long line, which the
 audit skips, becomes an empty line), so line numbers keep pointing at the
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
 
-from audits.formats import DEFAULT_MAX_LINE_BYTES, check_line, iter_raw_lines
+from audits.formats import DEFAULT_MAX_LINE_BYTES, check_line, is_long_integer, iter_raw_lines
 from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, scan_text
 
 ScrubMode = Literal["placeholder", "pseudonym"]
@@ -109,14 +111,49 @@ class Scrubber:
         return text
 
     def scrub_value(self, value: Any) -> Any:
-        """A copy of a parsed JSON value with every string value scrubbed (keys untouched)."""
-        if isinstance(value, str):
-            return self.scrub_text(value)
-        if isinstance(value, list):
-            return [self.scrub_value(item) for item in value]
-        if isinstance(value, dict):
-            return {key: self.scrub_value(item) for key, item in value.items()}
-        return value
+        """A copy of a parsed JSON value with its PII replaced wherever the audit looks for it
+        (:func:`audits.formats.iter_texts`): string values, object keys (renamed), and long integers
+        (replaced by a placeholder string). Tool-call ``arguments`` are JSON inside a string: they are
+        parsed, scrubbed and encoded again, so a replaced number cannot leave them unparsable.
+
+        Iterative (deeply nested lines must not hit the recursion limit), in document order so
+        pseudonyms are numbered in reading order.
+        """
+        root = [value]
+        stack: list[tuple[Any, Any, bool]] = [(root, 0, False)]  # (container, key, holds arguments)
+        while stack:
+            container, key, is_arguments = stack.pop()
+            item = container[key]
+            if isinstance(item, str):
+                container[key] = self._scrub_arguments(item) if is_arguments else self.scrub_text(item)
+            elif is_long_integer(item):
+                digits = str(item)
+                scrubbed = self.scrub_text(digits)
+                if scrubbed != digits:
+                    container[key] = scrubbed
+            elif isinstance(item, list):
+                copy = list(item)
+                container[key] = copy
+                stack.extend((copy, index, False) for index in reversed(range(len(copy))))
+            elif isinstance(item, dict):
+                copy = {}
+                for child_key, child in item.items():
+                    new_key = self.scrub_text(child_key)
+                    while new_key in copy or (new_key != child_key and new_key in item):
+                        new_key += "_"  # two keys scrubbed to one placeholder stay two keys
+                    copy[new_key] = child
+                container[key] = copy
+                stack.extend((copy, child_key, child_key == "arguments") for child_key in reversed(list(copy)))
+        return root[0]
+
+    def _scrub_arguments(self, text: str) -> str:
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            return self.scrub_text(text)  # not JSON (the audit reports it): scrubbed as text
+        if isinstance(parsed, str):
+            return self.scrub_text(text)
+        return json.dumps(self.scrub_value(parsed), ensure_ascii=False)
 
 
 @dataclass
@@ -184,8 +221,11 @@ def scrub_file(
                 checked = check_line(raw, max_line_bytes=max_line_bytes)
                 before = sum(scrubber.replaced.values())
                 if checked.parsed:
-                    record = scrubber.scrub_value(checked.record)
-                    output = json.dumps(record, ensure_ascii=False).encode("utf-8")
+                    try:
+                        output = json.dumps(scrubber.scrub_value(checked.record), ensure_ascii=False).encode("utf-8")
+                    except RecursionError:  # too deep for the JSON encoder: scrubbed as text instead
+                        notes.append(f"line {raw.number}: nested too deeply to re-encode; scrubbed as text")
+                        output = scrubber.scrub_text(checked.text).encode("utf-8")
                 else:
                     output = scrubber.scrub_text(checked.text).encode("utf-8")
                 if sum(scrubber.replaced.values()) == before:

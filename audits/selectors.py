@@ -101,8 +101,8 @@ class ReportView:
     pii_total: int
     format_errors: list[dict[str, Any]]
     format_errors_total: int
-    exact_groups: list[list[int]]
-    near_groups: list[list[int]]
+    exact_groups: list[dict[str, Any]]  # {"lines": first lines, "total": size, "more": size - shown}
+    near_groups: list[dict[str, Any]]
     exact_groups_total: int
     near_groups_total: int
     duplicates: dict[str, int]
@@ -115,6 +115,14 @@ class ReportView:
     @property
     def format_errors_hidden(self) -> int:
         return max(0, self.format_errors_total - len(self.format_errors))
+
+
+def _group_view(group: dict[str, Any] | list[int]) -> dict[str, Any]:
+    # Reports stored before groups were capped hold plain lists of lines.
+    lines = list(group) if isinstance(group, list) else list(group.get("lines", []))
+    total = len(lines) if isinstance(group, list) else int(group.get("total", len(lines)))
+    lines = lines[:LINES_SHOWN]
+    return {"lines": lines, "total": total, "more": max(0, total - len(lines))}
 
 
 def report_view(report: dict[str, Any]) -> ReportView:
@@ -139,8 +147,8 @@ def report_view(report: dict[str, Any]) -> ReportView:
         pii_total=sum(row.count for row in rows),
         format_errors=list(report.get("format_errors", []))[:FORMAT_ERRORS_SHOWN],
         format_errors_total=int(report.get("format_errors_total", len(report.get("format_errors", [])))),
-        exact_groups=list(groups.get("exact", []))[:GROUPS_SHOWN],
-        near_groups=list(groups.get("near", []))[:GROUPS_SHOWN],
+        exact_groups=[_group_view(group) for group in list(groups.get("exact", []))[:GROUPS_SHOWN]],
+        near_groups=[_group_view(group) for group in list(groups.get("near", []))[:GROUPS_SHOWN]],
         exact_groups_total=int(groups.get("exact_total", 0)),
         near_groups_total=int(groups.get("near_total", 0)),
         duplicates=dict(report.get("duplicates", {"exact": 0, "near": 0})),

@@ -26,14 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from audits import rebalance as rebalance_core
 from audits import scrub as scrub_core
-from audits.dedupe import DEFAULT_THRESHOLD
+from audits.dedupe import DEFAULT_THRESHOLD, check_threshold
 from audits.difficulty import LEVELS
 from audits.models import (
     AUDIT_TRANSITIONS,
@@ -46,9 +47,10 @@ from audits.models import (
 )
 from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
-from genesis.errors import Conflict, InvalidInput, NotFound
+from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.permissions import require_permission
 from models_app.models import Agent
+from models_app.services import ApiPrincipal
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +113,10 @@ def _chunks_of(content: Any) -> Iterator[bytes]:
         yield chunk
 
 
-def _store_stream(content: IO[bytes] | Any, name: str) -> StoredFile:
-    """Copy `content` to storage `name` a chunk at a time, hashing and counting lines on the way."""
+def _store_stream(content: IO[bytes] | Any, name: str, *, max_bytes: int | None = None) -> StoredFile:
+    """Copy `content` to storage `name` a chunk at a time, hashing and counting lines on the way.
+    Past `max_bytes` the copy stops and is removed (checked while copying: a stream's size is not
+    known before it is read)."""
     path = Path(default_storage.path(name))
     path.parent.mkdir(parents=True, exist_ok=True)
     # A name of its own: two processes writing the same name (the demo seed, run by parallel test
@@ -126,9 +130,14 @@ def _store_stream(content: IO[bytes] | Any, name: str) -> StoredFile:
             for chunk in _chunks_of(content):
                 if isinstance(chunk, str):
                     raise InvalidInput("file: send the dataset as bytes (open it in binary mode)")
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise InvalidInput(
+                        f"file: the dataset is larger than the upload limit of {_size_text(max_bytes)} "
+                        "(AUDIT_MAX_UPLOAD_BYTES); split it, or ask an operator to raise the limit"
+                    )
                 out.write(chunk)
                 digest.update(chunk)
-                size += len(chunk)
                 newlines += chunk.count(b"\n")
                 last = chunk[-1:]
         os.replace(partial, path)
@@ -138,6 +147,13 @@ def _store_stream(content: IO[bytes] | Any, name: str) -> StoredFile:
     # The cores count a last line without a newline as a line; so do we.
     lines = newlines + (1 if size and last != b"\n" else 0)
     return StoredFile(name=name, size_bytes=size, line_count=lines, sha256=digest.hexdigest())
+
+
+def _size_text(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} bytes"
 
 
 def _measure(name: str) -> StoredFile:
@@ -201,7 +217,15 @@ class _ProgressWriter:
             return
         if fraction < self.end and (fraction - self.written < PROGRESS_STEP or now - self.written_at < PROGRESS_MIN_SECONDS):
             return
-        self.model.objects.filter(pk=self.pk).update(progress=round(fraction, 4))
+        # Progress is a courtesy: a failed write (a lock timeout, a dropped connection) must not kill
+        # an audit that has done most of its work. The savepoint keeps an outer transaction usable;
+        # the next update tries again, and the final write of the row reports a lasting failure.
+        try:
+            with transaction.atomic():
+                self.model.objects.filter(pk=self.pk).update(progress=round(fraction, 4))
+        except DatabaseError:
+            logger.warning("could not write the progress of %s #%s; skipped", self.model.__name__, self.pk, exc_info=True)
+            return
         self.written, self.written_at = fraction, now
 
 
@@ -218,8 +242,22 @@ def _check_purpose(purpose: str) -> None:
 
 
 def _check_threshold(near_threshold: float) -> None:
-    if not 0 < near_threshold <= 1:
-        raise InvalidInput(f"near_threshold: {near_threshold} is not in (0, 1]; 0.8 is the usual choice")
+    try:
+        check_threshold(near_threshold)
+    except ValueError as exc:
+        raise InvalidInput(f"near_threshold: {exc}") from None
+
+
+def _check_key_may_upload(principal: ApiPrincipal, agent: Agent | None) -> None:
+    """An API key acts for agents, not as a person: it may store datasets of its agents, and
+    datasets of no agent only when it acts for all of them."""
+    if agent is not None and not principal.may_act_for(agent.slug):
+        raise PermissionDenied(f"API key '{principal.label}' may not act for agent '{agent.slug}'")
+    if agent is None and not principal.all_agents:
+        raise PermissionDenied(
+            f"API key '{principal.label}' acts for {', '.join(sorted(principal.agent_slugs)) or 'no agent'}: "
+            "name the dataset's agent in the form field 'agent'"
+        )
 
 
 def dataset_upload(
@@ -229,6 +267,7 @@ def dataset_upload(
     purpose: str = DatasetPurpose.TRAINING,
     agent: Agent | None = None,
     actor: Any = None,
+    principal: ApiPrincipal | None = None,
     via: str = "",
     audit: bool = True,
     near_threshold: float = DEFAULT_THRESHOLD,
@@ -236,9 +275,15 @@ def dataset_upload(
     """Store an uploaded JSONL file as a dataset and (by default) queue its audit.
 
     `content` is a binary stream or a Django `File`/`UploadedFile`; it is copied a chunk at a time
-    while its sha256, size and line count are computed. The copy is made before the transaction
-    (see the module doc) and removed if recording it fails.
+    while its sha256, size and line count are computed, up to settings.AUDIT_MAX_UPLOAD_BYTES. The
+    copy is made before the transaction (see the module doc) and removed if recording it fails.
+    The uploader is a person (`actor`, checked for permissions) or an API key (`principal`, checked
+    for the agent); neither means the system itself.
     """
+    if principal is not None:
+        if actor is not None:
+            raise ValueError("an upload comes from a person (actor) or an API key (principal), not both")
+        _check_key_may_upload(principal, agent)
     require_permission(actor=actor, permission="audits.add_dataset", action="upload datasets")
     if audit:
         require_permission(actor=actor, permission="audits.add_auditrun", action="start audits")
@@ -247,7 +292,7 @@ def dataset_upload(
     original_name = Path(original_name or "").name.strip()
     if not original_name:
         raise InvalidInput("file: the upload has no file name")
-    stored = _store_stream(content, _new_storage_name(original_name))
+    stored = _store_stream(content, _new_storage_name(original_name), max_bytes=settings.AUDIT_MAX_UPLOAD_BYTES)
     try:
         with transaction.atomic():
             dataset = Dataset.objects.create(

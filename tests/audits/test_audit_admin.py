@@ -73,7 +73,7 @@ def test_upload_form_stores_the_file_and_shows_the_audit_without_raw_pii(admin_c
         assert f'<td class="count">{len(PLANTED[pii_type])}</td>' in row
     email_row = re.search(r'<tr data-pii-type="email">(.*?)</tr>', page, re.S).group(1)
     assert "1, 2, 3, 4" in email_row and '<span class="masked">j***@e***.com</span> (line 1)' in email_row
-    assert f"<td>{planted + 3}</td><td>line {planted + 3}: messages[0].role &#x27;bot&#x27; is not one of" in page
+    assert f"<td>{planted + 3}</td><td>line {planted + 3}: messages[0].role is a 3-character string, not one of" in page
     assert f'<tr class="duplicate-group" data-kind="exact"><td>exact</td><td>{planted + 1}, {planted + 2}</td></tr>' in page
     assert page.count('class="difficulty-bar"') == 3 and 'data-level="easy" data-fraction="1.0"' in page
     for values in PLANTED.values():
@@ -199,3 +199,18 @@ def test_a_failed_audit_and_a_failed_copy_say_why(admin_client, media_root):
     assert 'data-status="failed"' in copy_page and "FileNotFoundError" in copy_page
     assert Dataset.objects.get(pk=pending.pk).status == DatasetStatus.FAILED
     assert 'data-action="scrub-placeholder"' not in copy_page  # nothing to scrub
+
+
+def test_downloading_the_raw_file_needs_its_own_permission(client):
+    dataset = services.dataset_upload(content=SimpleUploadedFile("d.jsonl", planted_body()), original_name="d.jsonl")
+    viewer = UserFactory(username="viewer")
+    viewer.user_permissions.add(*Permission.objects.filter(content_type__app_label="audits", codename__startswith="view_"))
+    client.force_login(viewer)
+    assert 'id="download-dataset"' not in client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
+    assert client.get(f"/admin/audits/dataset/{dataset.pk}/download/").status_code == 403
+    viewer.user_permissions.add(Permission.objects.get(content_type__app_label="audits", codename="download_dataset"))
+    viewer = type(viewer).objects.get(pk=viewer.pk)
+    client.force_login(viewer)
+    assert 'id="download-dataset"' in client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
+    response = client.get(f"/admin/audits/dataset/{dataset.pk}/download/")
+    assert response.status_code == 200 and b"".join(response.streaming_content) == planted_body()

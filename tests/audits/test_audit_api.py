@@ -126,3 +126,11 @@ def test_runs_and_datasets_of_other_agents_are_refused(client, agents, api_key_f
     no_agent = client.get(f"/api/v1/audits/datasets/{unowned.pk}", **bearer(qa_key))
     assert no_agent.status_code == 403 and "belongs to no agent, so only a key for all agents may" in no_agent.json()["detail"]
     assert client.get(f"/api/v1/audits/datasets/{unowned.pk}", **bearer(api_key_for(all_agents=True))).status_code == 200
+
+
+def test_an_upload_over_the_size_limit_is_refused_naming_the_limit(client, agents, api_key_for, settings):
+    settings.AUDIT_MAX_UPLOAD_BYTES = 1024
+    response = post_dataset(client, api_key_for("qa_agent"), agent="qa_agent")
+    assert response.status_code == 422
+    assert "larger than the upload limit of 1 KiB (AUDIT_MAX_UPLOAD_BYTES)" in response.json()["detail"]
+    assert not Dataset.objects.exists()

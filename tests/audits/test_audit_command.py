@@ -103,7 +103,7 @@ def check_case(name: str, result: dict[str, Any]) -> None:
     elif name == "planted":
         planted = planted_count()
         assert (result["lines"], result["valid"]) == (planted + 4, planted + 3)
-        assert errors == [{"line": planted + 4, "detail": f"line {planted + 4}: messages[0].role 'bot' is not one of system, user, assistant, tool"}]
+        assert errors == [{"line": planted + 4, "detail": f"line {planted + 4}: messages[0].role is a 3-character string, not one of system, user, assistant, tool"}]
         assert result["pii"] == {t: len(PLANTED[t]) for t in PII_TYPES}
         assert result["duplicates"] == {"exact": 2, "near": 0}
     elif name == "empty":
@@ -172,7 +172,7 @@ def test_directory_and_usage_errors_exit_2(tmp_path):
         (clean, "--rebalance", str(tmp_path / "r.jsonl"), "--mix", "a,b,c"): "got 'a,b,c'",
         (clean, "--scrub", clean): "that is the file being audited",
         (clean, "--scrub", str(tmp_path / "missing-dir" / "s.jsonl")): "does not exist",
-        (clean, "--near-threshold", "0"): "--near-threshold: 0.0 is not in (0, 1]",
+        (clean, "--near-threshold", "0"): "--near-threshold: near-duplicate threshold must be between 0.3 and 1, got 0",
         (clean, "--agent", "qa_agent"): "--agent only mean something with --record",
     }
     for args, message in cases.items():
@@ -233,3 +233,22 @@ def test_record_keeps_the_dataset_and_its_audit(tmp_path, settings):
     assert code == 2 and "--agent: unknown agent 'nobody'; known agents: qa_agent" in err
     code, _, err = run_command(str(planted_file(tmp_path)), "--record", "--as", "ghost")
     assert code == 2 and "--as: no user 'ghost'" in err
+
+
+@pytest.mark.django_db
+def test_record_checks_agent_and_user_before_writing_anything(tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    scrubbed, rebalanced = tmp_path / "scrubbed.jsonl", tmp_path / "rebalanced.jsonl"
+    for flags in (("--agent", "nobody"), ("--as", "ghost")):
+        code, stdout, _ = run_command(str(planted_file(tmp_path)), "--record", *flags, "--scrub", str(scrubbed), "--rebalance", str(rebalanced))
+        assert code == 2 and stdout == ""
+        assert not scrubbed.exists() and not rebalanced.exists()
+
+
+def test_an_unpaired_surrogate_is_a_finding_not_a_traceback(tmp_path):
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text('{"messages":[{"role":"user","content":"hi \\ud800 there"},{"role":"assistant","content":"ok"}]}\n')
+    finished = run_subprocess(str(path), "--json", "--scrub", str(tmp_path / "s.jsonl"), "--rebalance", str(tmp_path / "r.jsonl"))
+    assert finished.returncode == 1 and "Traceback" not in finished.stderr, finished.stderr
+    result = json.loads(finished.stdout)
+    assert result["format_errors"][0]["detail"].startswith("line 1: messages[0].content contains an unpaired UTF-16 surrogate")

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from audits.dedupe import (
+    BUCKET_WINDOW,
+    MIN_THRESHOLD,
+    NUM_BINS,
+    ExampleFingerprints,
     FingerprintCollector,
+    lsh_bands,
     estimated_similarity,
     exact_key,
     find_duplicates,
@@ -77,15 +82,72 @@ def test_a_line_counted_as_exact_is_not_counted_again_as_near() -> None:
     assert report.redundant_lines() == {2, 3, 4, 5}
 
 
-def test_the_threshold_is_configurable() -> None:
-    base = prose(9, words=60)
-    edited = " ".join(word if i % 12 else "edit" for i, word in enumerate(base.split()))
-    similarity = true_jaccard(base, edited)
-    assert 0.3 < similarity < 0.75
-    assert duplicates_of([base, edited], threshold=0.8).near == 0
-    assert duplicates_of([base, edited], threshold=0.2).near == 1
-    with pytest.raises(ValueError, match="threshold"):
-        duplicates_of([base], threshold=1.5)
+def edited_pairs(count: int, rate: float, seed: int) -> list[tuple[str, str]]:
+    """(text, the text with about `rate` of its words replaced) pairs, unrelated to one another."""
+    rng = random.Random(seed)
+    pairs = []
+    for index in range(count):
+        base = prose(1000 + seed * 100 + index, words=150).split()
+        edited = [word if rng.random() > rate else rng.choice(_WORDS) for word in base]
+        pairs.append((" ".join(base), " ".join(edited)))
+    return pairs
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
+def test_the_threshold_is_configurable_and_works_across_its_range(threshold: float) -> None:
+    # Pairs clearly above the threshold are found (LSH may miss a few at random) and pairs clearly
+    # below it are not; with the bands fixed for 0.8, pairs at 0.4 were found 1 time in 5.
+    above = [pair for pair in edited_pairs(40, 0.01, seed=1) + edited_pairs(40, 0.08, seed=2) + edited_pairs(40, 0.16, seed=3)
+             if threshold + 0.12 <= true_jaccard(*pair) < 1][:20]  # identical ones are exact, not near
+    below = [pair for pair in edited_pairs(40, 0.16, seed=4) + edited_pairs(40, 0.3, seed=5) + edited_pairs(40, 0.6, seed=6)
+             if true_jaccard(*pair) <= threshold - 0.12][:20]
+    assert len(above) == 20 and len(below) == 20
+    found_above = sum(duplicates_of(list(pair), threshold=threshold).near for pair in above)
+    found_below = sum(duplicates_of(list(pair), threshold=threshold).near for pair in below)
+    assert found_above >= 18 and found_below <= 1
+
+
+def test_thresholds_the_signature_cannot_support_are_refused_with_the_reason() -> None:
+    for refused in (MIN_THRESHOLD - 0.01, 0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"between {MIN_THRESHOLD:g} and 1, got .*cannot find examples less similar"):
+            duplicates_of([prose(1)], threshold=refused)
+
+
+def test_bands_are_chosen_for_the_threshold() -> None:
+    chosen = [lsh_bands(threshold) for threshold in (0.3, 0.5, 0.8, 0.95)]
+    assert all(bands * rows <= NUM_BINS and rows >= 3 for bands, rows in chosen)
+    assert [rows for _, rows in chosen] == sorted(rows for _, rows in chosen)  # stricter: longer bands
+    assert chosen[0] != chosen[2]
+
+
+def fingerprints_of(signatures: np.ndarray) -> ExampleFingerprints:
+    count = len(signatures)
+    # Different exact keys: only the signatures can make them duplicates.
+    return ExampleFingerprints(np.arange(1, count + 1, dtype=np.int64), np.arange(count, dtype=np.uint64), signatures)
+
+
+def test_bucket_members_are_compared_with_each_other_not_only_with_the_first() -> None:
+    rng = np.random.default_rng(0)
+    bands, rows = lsh_bands(0.8)
+    twin = rng.integers(0, 256, NUM_BINS, dtype=np.uint8)
+    near_twin = twin.copy()
+    near_twin[0] ^= 1  # about 0.99 similar; differs in band 0 only
+    # In every other band an unrelated example comes first in the twins' bucket.
+    blockers = []
+    for band in range(1, bands):
+        blocker = rng.integers(0, 256, NUM_BINS, dtype=np.uint8)
+        blocker[band * rows : (band + 1) * rows] = twin[band * rows : (band + 1) * rows]
+        blockers.append(blocker)
+    report = find_duplicates(fingerprints_of(np.stack(blockers + [twin, near_twin])))
+    assert report.near_groups == [[bands, bands + 1]]
+
+
+def test_a_bucket_larger_than_the_window_still_forms_one_group() -> None:
+    rng = np.random.default_rng(1)
+    signature = rng.integers(0, 256, NUM_BINS, dtype=np.uint8)
+    size = 3 * BUCKET_WINDOW + 5
+    report = find_duplicates(fingerprints_of(np.tile(signature, (size, 1))))
+    assert report.near_groups == [list(range(1, size + 1))]
 
 
 def test_minhash_estimates_jaccard_and_is_deterministic() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audits.formats import RawLine, check_line, check_record, conversation_text, iter_raw_lines, iter_strings
+from audits.formats import RawLine, check_line, check_record, conversation_text, iter_raw_lines, iter_texts
 from audits.report import audit_file
 
 USER = {"role": "user", "content": "What is the weather in Paris?"}
@@ -41,25 +41,25 @@ def test_plain_and_tool_calling_examples_are_valid() -> None:
     [
         ([1, 2], 'expected a JSON object with a "messages" list, got an array'),
         ("hello", 'expected a JSON object with a "messages" list, got a string'),
-        ({"prompt": "x", "completion": "y"}, 'missing "messages" (the object has completion, prompt)'),
+        ({"prompt": "x", "completion": "y"}, 'missing "messages" (the object has 2 keys)'),
         ({"messages": {"role": "user"}}, '"messages" must be a list, got an object'),
         ({"messages": []}, '"messages" is empty'),
         ({"messages": [USER, "hi"]}, "messages[1] must be an object, got a string"),
         ({"messages": [{"content": "x"}, ANSWER]}, 'messages[0] has no "role"'),
-        ({"messages": [USER, {"role": "bot", "content": "hi"}]}, "messages[1].role 'bot' is not one of system, user, assistant, tool"),
+        ({"messages": [USER, {"role": "bot", "content": "hi"}]}, "messages[1].role is a 3-character string, not one of system, user, assistant, tool"),
         ({"messages": [{"role": "user", "content": ["a"]}, ANSWER]}, "messages[0].content must be a string, got an array"),
         ({"messages": [{"role": "user"}, ANSWER]}, 'messages[0] (user) has no "content"; it must be a string'),
         ({"messages": [USER, {"role": "assistant", "content": " "}]}, "messages[1] (assistant) needs non-empty content or tool_calls"),
         ({"messages": [{**USER, "tool_calls": CALL["tool_calls"]}, ANSWER]}, "messages[0].tool_calls is only allowed on assistant messages (role is 'user')"),
-        ({"messages": [USER, {**CALL, "tool_calls": [{**CALL["tool_calls"][0], "id": "call_123"}]}, TOOL_REPLY, ANSWER]}, "messages[1].tool_calls[0].id 'call_123' must be 9 characters of a-z, A-Z, 0-9"),
-        ({"messages": [USER, CALL, {**TOOL_REPLY, "tool_call_id": "Zz9Zz9Zz9"}, ANSWER]}, "messages[2].tool_call_id 'Zz9Zz9Zz9' does not answer a tool call of the assistant message before it"),
-        ({"messages": [USER, CALL, ANSWER]}, "messages[1] (assistant) makes tool calls D681PevKs that no tool message answers before messages[2]"),
+        ({"messages": [USER, {**CALL, "tool_calls": [{**CALL["tool_calls"][0], "id": "call_123"}]}, TOOL_REPLY, ANSWER]}, "messages[1].tool_calls[0].id is a 8-character string; it must be 9 characters of a-z, A-Z, 0-9"),
+        ({"messages": [USER, CALL, {**TOOL_REPLY, "tool_call_id": "Zz9Zz9Zz9"}, ANSWER]}, "messages[2].tool_call_id does not answer a tool call of the assistant message before it"),
+        ({"messages": [USER, CALL, ANSWER]}, "messages[1] (assistant) makes 1 tool call that no tool message answers before messages[2]"),
         ({"messages": [USER, {**CALL, "tool_calls": [{"id": "D681PevKs", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}, TOOL_REPLY, ANSWER]}, "messages[1].tool_calls[0].function.arguments must be a JSON-encoded string, got an object"),
-        ({"messages": [USER, {**ANSWER, "weight": 0.5}]}, "messages[1].weight must be 0 or 1, got 0.5"),
+        ({"messages": [USER, {**ANSWER, "weight": 0.5}]}, "messages[1].weight must be 0 or 1, got a number"),
         ({"messages": [USER, {**ANSWER, "weight": 0}]}, "no assistant message carries loss: every assistant message has weight 0"),
         ({"messages": [USER, ANSWER, USER]}, "the last message must be from the assistant, got 'user'"),
         ({"messages": [USER, TOOL_REPLY, ANSWER]}, "messages[1]: a tool message cannot follow a user message"),
-        ({"messages": [USER, ANSWER], "tools": [{"type": "function", "function": {"name": "bad name!", "parameters": {}}}]}, "tools[0].function.name 'bad name!' must be 1–64 characters of a-z, A-Z, 0-9, _ or -"),
+        ({"messages": [USER, ANSWER], "tools": [{"type": "function", "function": {"name": "bad name!", "parameters": {}}}]}, "tools[0].function.name is a 9-character string; it must be 1–64 characters of a-z, A-Z, 0-9, _ or -"),
     ],
 )
 def test_each_rule_names_the_problem(record: object, expected: str) -> None:
@@ -133,7 +133,7 @@ def test_audit_reports_every_bad_input_with_its_line_number(tmp_path: Path) -> N
     assert by_line[2] == 'line 2: expected a JSON object with a "messages" list, got an array'
     assert by_line[3] == "line 3: blank line; every line must be one JSON object"
     assert by_line[4].startswith("line 4: not valid UTF-8 (byte 0xe9")
-    assert by_line[5] == "line 5: messages[1].role 'bot' is not one of system, user, assistant, tool"
+    assert by_line[5] == "line 5: messages[1].role is a 3-character string, not one of system, user, assistant, tool"
     assert by_line[6].startswith("line 6: invalid JSON") and by_line[6].endswith("looks truncated")
 
 
@@ -149,8 +149,17 @@ def test_an_empty_file_is_a_clear_finding(tmp_path: Path) -> None:
 
 def test_text_helpers() -> None:
     record = {"messages": [USER, CALL, TOOL_REPLY, ANSWER], "meta": {"tags": ["a", 1]}}
-    assert list(iter_strings({"k": ["x", {"y": "z"}], "n": 1})) == ["x", "z"]
+    # Values, keys and long numbers (where PII hides unquoted), in document order; short numbers not.
+    assert list(iter_texts({"k": ["x", {"y": "z"}], "n": 1, "card": 4111111111111111, "t": True, "role": "user"})) == [
+        "k", "x", "y", "z", "n", "card", "4111111111111111", "t", "user"
+    ]
     assert "get_weather" in conversation_text(record) and "tags" not in conversation_text(record)
+
+
+def test_conversation_text_leaves_out_system_messages() -> None:
+    record = {"messages": [{"role": "system", "content": "You are a helpful bank assistant."}, USER, ANSWER]}
+    assert "bank" not in conversation_text(record)
+    assert conversation_text(record) == conversation_text({"messages": [USER, ANSWER]})
 
 
 _json = st.recursive(
@@ -169,8 +178,85 @@ def test_any_json_value_gets_a_verdict_never_an_exception(record: object) -> Non
     assert all(isinstance(error, str) and error for error in errors)
 
 
-@settings(max_examples=200, deadline=None)
-@given(data=st.binary(max_size=200), ended=st.booleans())
-def test_any_bytes_get_a_verdict_never_an_exception(data: bytes, ended: bool) -> None:
+_json_ish_bytes = st.one_of(
+    st.binary(max_size=200),
+    # JSON text with \\u escapes, lone surrogates among them.
+    st.lists(st.sampled_from(["\\ud800", "\\udfff", "\\ud83d\\ude00", "\\u00e9", "a", " ", '"', "\\\\"]), max_size=8).map(
+        lambda parts: ('{"messages": [{"role": "user", "content": "' + "".join(parts) + '"}], "k": 1}').encode()
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=_json_ish_bytes, ended=st.booleans())
+def test_any_bytes_get_a_verdict_that_can_be_scanned_and_stored(data: bytes, ended: bool) -> None:
     checked = check_line(RawLine(5, data.replace(b"\n", b""), ended))
-    assert checked.valid or all(detail.startswith("line 5: ") for detail in (e.detail for e in checked.format_errors()))
+    # Valid exactly when nothing is wrong, and every problem is a sentence.
+    assert checked.valid == (not checked.errors) and all(isinstance(e, str) and e for e in checked.errors)
+    # Whatever the line held, what the scanners and the report see is encodable text: no lone surrogate.
+    json.dumps(checked.record, ensure_ascii=False).encode("utf-8")
+    checked.text.encode("utf-8")
+    for text in iter_texts(checked.record):
+        text.encode("utf-8")
+
+
+def test_an_unpaired_surrogate_is_a_line_numbered_error_and_reads_as_a_replacement_character() -> None:
+    line = b'{"messages": [{"role": "user", "content": "hi \\ud800 there"}, {"role": "assistant", "content": "ok"}]}'
+    checked = check_line(RawLine(7, line, True))
+    assert [error.detail for error in checked.format_errors()] == [
+        "line 7: messages[0].content contains an unpaired UTF-16 surrogate; it is not valid Unicode (it was read as U+FFFD)"
+    ]
+    assert checked.record["messages"][0]["content"] == "hi \ufffd there"
+    # A pair is one character (an emoji), not an error.
+    pair = check_line(RawLine(1, line.replace(b"\\ud800", b"\\ud83d\\ude00"), True))
+    assert pair.valid and pair.record["messages"][0]["content"] == "hi \U0001F600 there"
+
+
+def test_a_surrogate_in_a_key_is_replaced_and_the_key_not_named() -> None:
+    line = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}], "jane\\udc00@example.org": 1}'
+    checked = check_line(RawLine(1, line, True))
+    assert checked.errors == ["the object has a key that contains an unpaired UTF-16 surrogate; it is not valid Unicode (it was read as U+FFFD)"]
+    assert "jane\ufffd@example.org" in checked.record
+
+
+def test_error_details_describe_values_and_never_echo_them() -> None:
+    email, phone, ssn, key = "john.doe@example.com", "+44 20 7946 0958", "123-45-6789", "sk-proj-abcdefghijklmnop1234567890"
+    record = {
+        "messages": [
+            {"role": f"call me at {phone} or {email}", "content": "hi"},
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": "ok", "weight": f"SSN {ssn}"},
+            {"role": "user", "content": "y"},
+            {"role": "assistant", "tool_calls": [{"id": key, "function": {"name": email, "arguments": "{}"}}]},
+        ]
+    }
+    errors = check_record(record) + check_record({email: 1})
+    text = " ".join(errors)
+    for value in (email, phone, ssn, key, "john", "6789"):
+        assert value not in text
+    assert "messages[0].role is a 51-character string, not one of system, user, assistant, tool" in errors
+    assert "messages[2].weight must be 0 or 1, got a 15-character string" in errors
+    assert "messages[4].tool_calls[0].id is a 34-character string; it must be 9 characters of a-z, A-Z, 0-9" in errors
+    assert 'missing "messages" (the object has 1 key)' in errors
+    # An invalid weight is reported once, not also as "no assistant message carries loss".
+    assert not any("carries loss" in error for error in errors)
+
+
+def test_unanswered_tool_calls_are_counted_not_listed() -> None:
+    call = {"id": "123456789", "function": {"name": "f", "arguments": "{}"}}  # an id can look like an SSN
+    errors = check_record({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]},
+                                        {"role": "user", "content": "y"}, {"role": "assistant", "content": "z"}]})
+    assert errors[0] == "messages[1] (assistant) makes 1 tool call that no tool message answers before messages[2]"
+    assert "123456789" not in " ".join(errors)
+
+
+def test_tool_call_arguments_must_be_json() -> None:
+    def calling(arguments: str) -> dict[str, object]:
+        call = {"id": "abcdefghi", "function": {"name": "lookup", "arguments": arguments}}
+        return {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]},
+                             {"role": "tool", "tool_call_id": "abcdefghi", "content": "r"}, {"role": "assistant", "content": "z"}]}
+
+    assert check_record(calling('{"phone": 4155552671}')) == []
+    assert check_record(calling("{phone: 4155552671")) == [
+        "messages[1].tool_calls[0].function.arguments is not valid JSON (Expecting property name enclosed in double quotes at column 2)"
+    ]

@@ -219,7 +219,7 @@ def test_audit_again_is_refused_while_one_is_active_and_for_a_pending_dataset(tm
     assert dataset.latest_audit == again and (again.near_threshold, again.find_near_duplicates) == (0.6, False)
     with pytest.raises(PermissionDenied, match="audits.add_auditrun"):
         services.audit_start(dataset=dataset, actor=auditor("add_dataset"))
-    with pytest.raises(InvalidInput, match=r"near_threshold: 1.5 is not in \(0, 1\]"):
+    with pytest.raises(InvalidInput, match=r"near_threshold: near-duplicate threshold must be between 0.3 and 1, got 1.5"):
         services.audit_start(dataset=dataset, near_threshold=1.5)
     scrubbed = services.dataset_scrub(dataset=dataset)
     with pytest.raises(Conflict, match="is being written; its audit starts by itself once it is written"):
@@ -442,3 +442,58 @@ def test_the_sweep_resends_only_stranded_work(tmp_path, django_capture_on_commit
     assert counts == {"audit_runs": 2, "datasets": 1}  # lost + killed; the lost copy
     assert len(callbacks) == 3
     # fresh's own audit (just queued), held's (locked), done's (finished) and the new copy are left alone.
+
+
+# --- review fixes ---------------------------------------------------------------------------------------
+
+
+def test_an_unpaired_surrogate_fails_one_line_not_the_run_and_the_report_is_stored(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text(chat_line("fine") + "\n" + '{"messages":[{"role":"user","content":"hi \\ud800 there"},{"role":"assistant","content":"ok"}]}\n')
+    run = run_queued_audit(upload(path))
+    assert run.status == AuditStatus.SUCCEEDED, run.error
+    run.refresh_from_db()  # read back from Postgres jsonb, which refuses a lone surrogate
+    assert run.report["format_errors"][0]["detail"].startswith("line 2: messages[0].content contains an unpaired UTF-16 surrogate")
+    scrubbed = services.dataset_derive_execute(dataset_id=services.dataset_scrub(dataset=run.dataset).pk)
+    rebalanced = services.dataset_derive_execute(dataset_id=services.dataset_rebalance(dataset=run.dataset).pk)
+    assert (scrubbed.status, rebalanced.status) == (DatasetStatus.READY, DatasetStatus.READY), (scrubbed.error, rebalanced.error)
+
+
+def test_an_upload_over_the_limit_is_refused_naming_it_and_leaves_no_file(tmp_path, media_root, settings):
+    settings.AUDIT_MAX_UPLOAD_BYTES = 2048
+    path = write_lines(tmp_path / "big.jsonl", [chat_line(f"question {i}") for i in range(100)])
+    with pytest.raises(InvalidInput, match=r"larger than the upload limit of 2 KiB \(AUDIT_MAX_UPLOAD_BYTES\)"):
+        upload(path)
+    assert not Dataset.objects.exists()
+    assert not [p for p in media_root.rglob("*") if p.is_file()]
+    settings.AUDIT_MAX_UPLOAD_BYTES = path.stat().st_size  # exactly at the limit is fine
+    assert upload(path).size_bytes == path.stat().st_size
+
+
+def test_an_api_key_is_checked_by_the_upload_service(tmp_path):
+    from models_app.services import ApiPrincipal
+
+    qa, legal = AgentFactory(slug="qa_agent"), AgentFactory(slug="legal_agent")
+    path = write_lines(tmp_path / "t.jsonl", [chat_line("hi")])
+    key = ApiPrincipal(key_id=1, label="qa key", all_agents=False, agent_slugs=frozenset({"qa_agent"}))
+    with pytest.raises(PermissionDenied, match="API key 'qa key' may not act for agent 'legal_agent'"):
+        upload(path, agent=legal, principal=key)
+    with pytest.raises(PermissionDenied, match="name the dataset's agent"):
+        upload(path, principal=key)
+    assert upload(path, agent=qa, principal=key).agent == qa
+
+
+def test_the_threshold_is_checked_in_one_place_with_its_reason(tmp_path):
+    path = write_lines(tmp_path / "t.jsonl", [chat_line("hi")])
+    with pytest.raises(InvalidInput, match=r"near_threshold: near-duplicate threshold must be between 0.3 and 1, got 0.2"):
+        upload(path, near_threshold=0.2)
+
+
+def test_a_failed_progress_write_is_skipped_and_the_connection_stays_usable(tmp_path):
+    dataset = upload(write_lines(tmp_path / "t.jsonl", [chat_line("hi")]))
+    run_id = dataset.latest_audit_id
+    # A range past 1.0 makes Postgres refuse the write (the progress check constraint): a real failure.
+    writer = services._ProgressWriter(model=AuditRun, pk=run_id, start=0.0, end=2.0)
+    writer(900, 1000)
+    assert AuditRun.objects.get(pk=run_id).progress == 0.0  # skipped, and the next query works
+    assert writer.written == 0.0

@@ -107,7 +107,7 @@ def test_checksums() -> None:
     [
         ("john.doe@example.com", "email", "j***@e***.com"),
         ("4242 4242 4242 4242", "credit_card", "****-****-****-4242"),
-        ("123-45-6789", "ssn", "***-**-6789"),
+        ("123-45-6789", "ssn", "***-**-**89"),
         ("(415) 555-2671", "phone", "(***) ***-**71"),
         ("GB82 WEST 1234 5698 7654 32", "iban", "GB****************5432"),
         ("192.168.1.1", "ip_address", "192.***.***.***"),
@@ -170,3 +170,13 @@ def test_matches_are_sorted_disjoint_and_inside_the_text(text: str) -> None:
     for match in matches:
         assert previous_end <= match.start < match.end <= len(text)
         previous_end = match.end
+
+
+NUMBER_CASES = [(t, v) for t, v in PLANTED_CASES if t in ("credit_card", "ssn", "phone", "iban")]
+
+
+@pytest.mark.parametrize(("pii_type", "value"), NUMBER_CASES, ids=[f"{t}:{v[:24]}" for t, v in NUMBER_CASES])
+def test_a_mask_shows_at_most_a_third_of_the_digits(pii_type: str, value: str) -> None:
+    digits = sum(char.isdigit() for char in value)
+    shown = sum(char.isdigit() for char in mask(value, pii_type))
+    assert shown <= digits / 3

@@ -96,3 +96,16 @@ def test_rebalance_file_drops_duplicates_and_invalid_lines(tmp_path: Path) -> No
     again = rebalance_file(source=source, destination=tmp_path / "again.jsonl", seed=1)
     assert (tmp_path / "again.jsonl").read_bytes() == destination.read_bytes()
     assert again.plan.copies == result.plan.copies
+
+
+def test_a_valid_example_whose_earlier_duplicate_is_invalid_is_kept(tmp_path: Path) -> None:
+    bad = json.dumps({"messages": [{"role": "customer", "content": "Where is my refund?"}, {"role": "assistant", "content": "On its way."}]})
+    good = chat("Where is my refund?", "On its way.")
+    other = chat("How do I reset my password?", "Use the link on the login page.")
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join([bad, good, other]) + "\n")
+    report = audit_file(source)
+    assert report.duplicates.exact_groups == [[1, 2]]  # same words: the role is not part of the text
+    result = rebalance_file(source=source, destination=tmp_path / "out.jsonl", report=report, mix={"easy": 1.0, "medium": 0.0, "hard": 0.0})
+    assert (tmp_path / "out.jsonl").read_text().splitlines() == [good, other]
+    assert (result.plan.dropped_duplicates, result.plan.dropped_invalid) == (0, 1)

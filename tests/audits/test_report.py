@@ -41,7 +41,7 @@ def test_the_contract_object(tmp_path: Path) -> None:
     assert result["lines"] == planted + 6
     assert result["valid"] == planted + 5
     assert result["format_errors"] == [
-        {"line": planted + 5, "detail": f"line {planted + 5}: messages[0].role 'bot' is not one of system, user, assistant, tool"}
+        {"line": planted + 5, "detail": f"line {planted + 5}: messages[0].role is a 3-character string, not one of system, user, assistant, tool"}
     ]
     assert result["pii"] == {t: len(PLANTED[t]) for t in PII_TYPES}
     assert list(result["pii"]) == ["email", "phone", "credit_card", "iban", "ip_address", "ssn", "api_key"]
@@ -122,3 +122,74 @@ def test_format_errors_are_capped_but_counted(tmp_path: Path) -> None:
     result = audit_file(path, max_format_errors=10).to_contract_dict()
     assert len(result["format_errors"]) == 10
     assert result["format_errors_total"] == 30 and result["format_errors_truncated"]
+
+
+def shared_prompt_lines(count: int = 500, seed: int = 3) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(50000)]
+    system = " ".join(rng.choice(vocabulary) for _ in range(250))
+    lines = []
+    for _ in range(count):
+        question = " ".join(rng.choice(vocabulary) for _ in range(10))
+        answer = " ".join(rng.choice(vocabulary) for _ in range(10))
+        lines.append(json.dumps({"messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ]}))
+    return lines
+
+
+def test_a_shared_system_prompt_does_not_make_examples_duplicates(tmp_path: Path) -> None:
+    report = audit_file(write_lines(tmp_path / "prompted.jsonl", shared_prompt_lines()))
+    assert (report.duplicates.exact, report.duplicates.near) == (0, 0)
+    assert len(report.examples_by_level()) == 500  # a rebalanced copy may use every one
+
+
+def test_the_system_prompt_does_not_make_an_example_harder(tmp_path: Path) -> None:
+    bare = [json.dumps({"messages": json.loads(line)["messages"][1:]}) for line in shared_prompt_lines(50)]
+    with_prompt = audit_file(write_lines(tmp_path / "prompted.jsonl", shared_prompt_lines(50)))
+    without = audit_file(write_lines(tmp_path / "bare.jsonl", bare))
+    assert with_prompt.levels.tolist() == without.levels.tolist()
+    assert with_prompt.difficulty_counts == without.difficulty_counts
+
+
+def test_an_unpaired_surrogate_is_reported_and_the_report_stays_encodable(tmp_path: Path) -> None:
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text(
+        chat_line("fine") + "\n" + '{"messages":[{"role":"user","content":"hi \\ud800 mail jo@example.com"},{"role":"assistant","content":"ok"}]}\n'
+    )
+    report = audit_file(path)
+    result = report.to_contract_dict()
+    assert result["format_errors"] == [{"line": 2, "detail": "line 2: messages[0].content contains an unpaired UTF-16 surrogate; it is not valid Unicode (it was read as U+FFFD)"}]
+    assert result["pii"]["email"] == 1 and result["valid"] == 1
+    json.dumps(result, ensure_ascii=False).encode("utf-8")
+
+
+def test_pii_in_numbers_and_keys_is_counted(tmp_path: Path) -> None:
+    line = chat_line("hello", meta={"card": 4111111111111111, "jane@example.org": "x", "count": 12345})
+    report = audit_file(write_lines(tmp_path / "hidden.jsonl", [line]))
+    assert report.pii_counts["credit_card"] == 1 and report.pii_counts["email"] == 1
+    assert sum(report.pii_counts.values()) == 2
+
+
+def test_format_errors_in_the_report_hold_no_planted_pii(tmp_path: Path) -> None:
+    email, ssn, key = "john.doe@example.com", "123-45-6789", "sk-proj-abcdefghijklmnop1234567890"
+    lines = [
+        json.dumps({"messages": [{"role": f"mail {email}", "content": "hi"}, {"role": "assistant", "content": "ok"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "ok", "weight": f"SSN {ssn}"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"id": key, "function": {"name": "f", "arguments": "{}"}}]}]}),
+        json.dumps({email: 1}),
+    ]
+    result = audit_file(write_lines(tmp_path / "bad.jsonl", lines)).to_contract_dict()
+    assert [error["line"] for error in result["format_errors"]] == [1, 2, 3, 4]
+    text = json.dumps(result)
+    for value in (email, ssn, key, "john.doe", "45-6789"):
+        assert value not in text
+
+
+def test_duplicate_groups_are_stored_capped_with_their_size(tmp_path: Path) -> None:
+    lines = [chat_line("How are you today?", "Fine, thanks.")] * 50
+    groups = audit_file(write_lines(tmp_path / "same.jsonl", lines)).to_contract_dict()["duplicate_groups"]
+    assert groups["exact"] == [{"lines": list(range(1, report_module.MAX_LINES_PER_GROUP + 1)), "total": 50}]

@@ -113,3 +113,41 @@ def test_scrubbed_text_never_scans_as_pii(values: list[str], glue: list[str], mo
     # And the round trip through JSON keeps it valid and clean.
     record = json.loads(json.dumps(Scrubber(mode=mode).scrub_value({"messages": [{"content": text}]})))  # type: ignore[arg-type]
     assert scan_text(record["messages"][0]["content"]) == []
+
+
+def test_pii_in_keys_and_numbers_is_scrubbed_and_the_audit_finds_none(tmp_path: Path) -> None:
+    line = chat_line("hello", meta={"card": 4111111111111111, "jane@example.org": "x", "john@example.org": "y", "count": 12345})
+    source = write_lines(tmp_path / "hidden.jsonl", [line])
+    scrub_file(source=source, destination=tmp_path / "out.jsonl")
+    meta = json.loads((tmp_path / "out.jsonl").read_text())["meta"]
+    assert meta == {"card": "[CREDIT_CARD]", "[EMAIL]": "x", "[EMAIL]_": "y", "count": 12345}  # two keys stay two
+    assert not any(audit_file(tmp_path / "out.jsonl").pii_counts.values())
+
+
+def tool_call_line(arguments: str) -> str:
+    call = {"id": "abcdefghi", "function": {"name": "lookup", "arguments": arguments}}
+    return json.dumps({"messages": [
+        {"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "abcdefghi", "content": "r"}, {"role": "assistant", "content": "z"},
+    ]})
+
+
+@pytest.mark.parametrize("mode", ["placeholder", "pseudonym"])
+def test_tool_call_arguments_stay_valid_json(tmp_path: Path, mode: str) -> None:
+    arguments = json.dumps({"phone": 4155552671, "note": "mail jo@example.com", "card": "4111 1111 1111 1111"})
+    source = write_lines(tmp_path / "calls.jsonl", [tool_call_line(arguments)])
+    assert audit_file(source).valid == 1
+    scrub_file(source=source, destination=tmp_path / "out.jsonl", mode=mode)  # type: ignore[arg-type]
+    scrubbed = audit_file(tmp_path / "out.jsonl")
+    assert scrubbed.valid == 1 and not any(scrubbed.pii_counts.values())
+    record = json.loads((tmp_path / "out.jsonl").read_text())
+    parsed = json.loads(record["messages"][1]["tool_calls"][0]["function"]["arguments"])
+    assert set(parsed) == {"phone", "note", "card"} and isinstance(parsed["phone"], str)
+
+
+def test_deeply_nested_lines_are_scrubbed_without_a_recursion_error(tmp_path: Path) -> None:
+    deep = '{"messages": [{"role": "user", "content": "mail jo@example.com"}, {"role": "assistant", "content": "ok"}], "x": ' + "[" * 900 + '"jo@example.com"' + "]" * 900 + "}"
+    source = write_lines(tmp_path / "deep.jsonl", [deep])
+    result = scrub_file(source=source, destination=tmp_path / "out.jsonl")
+    assert result.replaced["email"] == 2
+    assert "jo@example.com" not in (tmp_path / "out.jsonl").read_text()

@@ -33,7 +33,7 @@ def test_upload_audit_and_scrub_in_the_admin(live_server, celery_worker, dataset
     chromium_executable()  # skip (or fail under GENESIS_REQUIRE_SERVICES=1) before building anything
     curator = UserFactory(username="curator")
     curator.user_permissions.add(*Permission.objects.filter(
-        content_type__app_label="audits", codename__in=["view_dataset", "add_dataset", "add_auditrun", "view_auditrun"]))
+        content_type__app_label="audits", codename__in=["view_dataset", "add_dataset", "add_auditrun", "view_auditrun", "download_dataset"]))
     AgentFactory(slug="support_agent")
     lines = [chat_line(f"Ticket {index}: {sentence_with(value)}") for index, values in enumerate(PLANTED.values()) for value in values]
     source = write_lines(tmp_path / "support_tickets.jsonl", lines)

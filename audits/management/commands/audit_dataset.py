@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audits import rebalance as rebalance_core
 from audits import scrub as scrub_core
-from audits.dedupe import DEFAULT_THRESHOLD
+from audits.dedupe import DEFAULT_THRESHOLD, check_threshold
 from audits.difficulty import LEVELS
 from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
@@ -70,6 +70,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         path = Path(options["path"])
         mix = self._check_usage(path, options)
+        # Who and for which agent are usage questions: answered before any file is read or written.
+        owner = self._record_owner(options) if options["record"] else None
         progress = _Progress(sys.stderr) if not options["json"] and sys.stderr.isatty() else None
         try:
             report = audit_file(
@@ -87,7 +89,7 @@ class Command(BaseCommand):
         if options["rebalance"]:
             result["rebalance"] = self._rebalance(path, Path(options["rebalance"]), report, mix, options)
         if options["record"]:
-            result["recorded"] = self._record(path, report, options)
+            result["recorded"] = self._record(path, report, options, owner)
         if options["json"]:
             self.stdout.write(json.dumps(result, ensure_ascii=False))
         else:
@@ -104,8 +106,10 @@ class Command(BaseCommand):
             mix = rebalance_core.parse_mix(options["mix"] or "30,45,25")
         except ValueError as exc:
             raise usage_error(f"--mix: {exc}") from None
-        if not 0 < options["near_threshold"] <= 1:
-            raise usage_error(f"--near-threshold: {options['near_threshold']} is not in (0, 1]; 0.8 is the usual choice")
+        try:
+            check_threshold(options["near_threshold"])
+        except ValueError as exc:
+            raise usage_error(f"--near-threshold: {exc}") from None
         if options["target_size"] is not None and options["target_size"] < 0:
             raise usage_error("--target-size must not be negative")
         if not options["record"]:
@@ -144,12 +148,11 @@ class Command(BaseCommand):
             raise usage_error(f"--rebalance {out}: {exc}") from None
         return rebalanced.to_dict()
 
-    def _record(self, path: Path, report: AuditReport, options: dict[str, Any]) -> dict[str, Any]:
+    def _record_owner(self, options: dict[str, Any]) -> tuple[Any, Any]:
+        """(agent, actor) that --agent and --as name; a usage error when either does not exist."""
         # Imported here: without --record the command touches no database at all.
         from django.contrib.auth import get_user_model
 
-        from audits.services import dataset_record_audit
-        from genesis.errors import DomainError
         from models_app.models import Agent
 
         agent = None
@@ -163,6 +166,13 @@ class Command(BaseCommand):
             actor = get_user_model().objects.filter(username=options["as_user"]).first()
             if actor is None:
                 raise usage_error(f"--as: no user '{options['as_user']}'")
+        return agent, actor
+
+    def _record(self, path: Path, report: AuditReport, options: dict[str, Any], owner: tuple[Any, Any]) -> dict[str, Any]:
+        from audits.services import dataset_record_audit
+        from genesis.errors import DomainError
+
+        agent, actor = owner
         try:
             run = dataset_record_audit(path=path, report=report, purpose=options["purpose"] or "training", agent=agent, actor=actor)
         except DomainError as exc:
