@@ -169,7 +169,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         reason = request.POST.get("reason", "").strip()
         try:
             done = _run_action(action, experiment=experiment, user=request.user, reason=reason,
-                               override_reason=request.POST.get("override_reason", ""))
+                               override_reason=request.POST.get("override_reason", ""), shown=request.POST)
         except DomainError as exc:
             messages.error(request, f"refused: {exc.message}")
         else:
@@ -177,7 +177,14 @@ class ExperimentAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[pk]))
 
 
-def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, override_reason: str) -> str:
+def _shown_number(shown: Any, name: str) -> int:
+    try:
+        return int(shown.get(name, ""))
+    except ValueError:
+        raise DomainError("the approve form does not say which request it showed; reload the page") from None
+
+
+def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, override_reason: str, shown: Any) -> str:
     if action == "start":
         services.experiment_start(experiment=experiment, actor=user, override_reason=override_reason)
         return f"{experiment.key} started at {experiment.stage_plan[0]} %"
@@ -193,7 +200,9 @@ def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, 
                 raise DomainError(f"experiment '{experiment.key}' has no stage to approve")
         else:
             stage = pending.stage
-        services.stage_approve(stage=stage, actor=user)
+        # The page posts the request and config version it showed; the service refuses if either moved.
+        services.stage_approve(stage=stage, actor=user, approval_id=_shown_number(shown, "approval"),
+                               config_version=_shown_number(shown, "config_version"))
         return f"advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
     if action == "pause":
         services.experiment_pause(experiment=experiment, actor=user, reason=reason)

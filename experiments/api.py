@@ -11,11 +11,11 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema, Status
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from experiments import routing
 from experiments.selectors import experiment_results, get_experiment
-from experiments.services import MAX_OUTCOME_EVENTS, outcomes_ingest
+from experiments.services import MAX_OUTCOME_EVENTS, outcomes_ingest, reject_nul
 from genesis.errors import Conflict, PermissionDenied
 from models_app.services import ensure_agent_access
 
@@ -28,6 +28,10 @@ class RouteIn(BaseModel):
     agent: str = Field(min_length=1, max_length=64)
     user_id: str = Field(min_length=1, max_length=200)
     attributes: dict[str, Any] = Field(default_factory=dict)
+
+    # Ids are opaque and used byte for byte (no stripping): the in-process client hashes exactly what
+    # it is given, and POST /outcomes stores it as given. A NUL would make the exposure unwritable.
+    _no_nul = field_validator("agent", "user_id")(reject_nul)
 
 
 class RouteOut(Schema):

@@ -66,10 +66,10 @@ def price_rows(*, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def record_rows(*, rows: list[dict[str, Any]]) -> None:
+def record_rows(*, rows: list[dict[str, Any]], agents: dict[int, Any]) -> None:
+    """`agents`: the Agent of each row's ``agent_id`` (the caller has loaded them already)."""
     from costs.models import Operation
     from costs.services import Charge, cost_record_many
-    from models_app.models import Agent
 
     groups: dict[tuple[int, str, date], list[dict[str, Any]]] = defaultdict(list)
     days: dict[datetime, date] = {}
@@ -78,7 +78,6 @@ def record_rows(*, rows: list[dict[str, Any]]) -> None:
             groups[(row["agent_id"], row["model"], _local_day(row["occurred_at"], days))].append(row)
     if not groups:
         return
-    agents = Agent.objects.in_bulk({agent_id for agent_id, _, _ in groups})
     charges = []
     for (agent_id, model, day), members in groups.items():
         digest = hashlib.sha256("\n".join(sorted(row["event_id"] for row in members)).encode()).hexdigest()[:32]

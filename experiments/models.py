@@ -160,9 +160,10 @@ ASSIGNMENT_COLUMNS = (
 
 class OutcomeEvent(models.Model):
     """What happened when a model served a request, reported by the agent. `event_id` makes a
-    resent event count once. The variant is the arm whose model served it (as reported)."""
+    resent event count once; it is the agent's own id, so unique per agent (two agents may both
+    number their events from 1). The variant is the arm whose model served it (as reported)."""
 
-    event_id = models.CharField(max_length=200, unique=True)
+    event_id = models.CharField(max_length=200)
     agent = models.ForeignKey("models_app.Agent", on_delete=models.PROTECT, related_name="+")
     experiment = models.ForeignKey(Experiment, null=True, blank=True, on_delete=models.CASCADE, related_name="outcomes")
     variant = models.CharField(max_length=16, choices=Variant.choices)
@@ -179,6 +180,7 @@ class OutcomeEvent(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["experiment", "variant", "occurred_at"], name="outcome_exp_variant_time")]
+        constraints = [models.UniqueConstraint(fields=["agent", "event_id"], name="unique_event_id_per_agent")]
 
 
 class EventAction(models.TextChoices):

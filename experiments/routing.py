@@ -45,7 +45,7 @@ from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Max
 
 from experiments.client import AgentRouteConfig, RouteDecision, decide_route
@@ -56,6 +56,9 @@ CHECK_INTERVAL_SECONDS = 1.0
 MAX_AGE_SECONDS = 30.0
 GENERATION_KEY = "genesis:experiments:routing_generation"
 EXPOSURE_LIST_KEY = "genesis:experiments:exposures"
+# Batches the drain could not write because of what they hold (not because the database is away):
+# kept for a person to look at instead of blocking every batch queued behind them.
+EXPOSURE_DEAD_LETTER_KEY = "genesis:experiments:exposures:dead"
 EXPOSURE_FLUSH_SECONDS = 2.0
 EXPOSURE_FLUSH_SIZE = 500
 EXPOSURE_BUFFER_CAP = 100_000  # beyond this, while Redis is down, new exposures are dropped (and counted)
@@ -428,7 +431,10 @@ def write_exposures(*, rows: list[list[Any]]) -> int:
 
 def drain_exposure_queue(*, max_batches: int = 200) -> int:
     """Move exposure batches from Redis into the database; safe to run concurrently and twice (the
-    insert ignores rows already stored; a batch is removed from Redis only after it is written)."""
+    insert ignores rows already stored; a batch is removed from Redis only after it is written).
+    A batch that cannot be written because of its content goes to EXPOSURE_DEAD_LETTER_KEY (logged),
+    so it never blocks the batches behind it; when the database itself is unreachable the batch stays
+    at the head and the next run tries again."""
     client = _redis()
     if client is None:
         return 0
@@ -437,9 +443,18 @@ def drain_exposure_queue(*, max_batches: int = 200) -> int:
         raw = client.lindex(EXPOSURE_LIST_KEY, 0)
         if raw is None:
             break
-        rows = json.loads(raw)
-        with transaction.atomic():
-            written += write_exposures(rows=rows)
+        try:
+            # wrap_database_errors: the bulk insert's COPY talks to the driver directly; this turns the
+            # driver's errors into Django's, so the two kinds below can be told apart.
+            with transaction.atomic(), connection.wrap_database_errors:
+                written += write_exposures(rows=json.loads(raw))
+        except (OperationalError, InterfaceError):
+            raise  # the database is away, not the batch at fault: keep it for the next run
+        except (DatabaseError, ValueError, TypeError) as exc:
+            logger.error("exposures: a batch of %d bytes cannot be written (%s: %s); moved to Redis list %s",
+                         len(raw), type(exc).__name__, exc, EXPOSURE_DEAD_LETTER_KEY)
+            client.pipeline(transaction=True).rpush(EXPOSURE_DEAD_LETTER_KEY, raw).lrem(EXPOSURE_LIST_KEY, 1, raw).execute()
+            continue
         # Remove exactly the batch we wrote; if another drainer already took it, this is a no-op.
         client.lrem(EXPOSURE_LIST_KEY, 1, raw)
     return written

@@ -229,6 +229,22 @@ class GuardrailState:
         return data
 
 
+def _unreported_reason(metric: str, *, rule: dict[str, Any], control: stats.ArmSummary, treatment: stats.ArmSummary) -> str:
+    """Why an optional metric is not guarded, or "" when it is. An agent may report quality or cost
+    for no arm, or — when only one model returns it — for one arm only. Neither will ever fill in,
+    so waiting for them would hold the stage forever. A warning rule is then shown as not reported;
+    a breach rule (someone chose to roll back on it) keeps waiting for both arms."""
+    if metric not in OPTIONAL_METRICS:
+        return ""
+    name = metric.replace("_", " ")
+    if control.n == 0 and treatment.n == 0:
+        return f"{metric}: the agent reports no {name} for this experiment; not guarded"
+    if rule["on_violation"] == "warning" and min(control.n, treatment.n) == 0:
+        reporting = "control" if control.n else "treatment"
+        return f"{metric}: only the {reporting} arm reports {name}, so the arms cannot be compared; not guarded"
+    return ""
+
+
 def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentMetrics) -> list[GuardrailState]:
     """Each of the experiment's guardrail rules judged by the sequential test of experiments/stats.py."""
     alpha = settings.GENESIS.ab_testing.guardrail_alpha
@@ -236,10 +252,11 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
     for rule in experiment.guardrails:
         metric = rule["metric"]
         control, treatment = metrics.control.summary(metric), metrics.treatment.summary(metric)
-        if metric in OPTIONAL_METRICS and control.n == 0 and treatment.n == 0:
+        unreported = _unreported_reason(metric, rule=rule, control=control, treatment=treatment)
+        if unreported:
             results.append(GuardrailState(
                 metric=metric, state="not_reported", on_violation=rule["on_violation"], estimate=None, interval=None,
-                reason=f"{metric}: the agent reports no {metric.replace('_', ' ')} for this experiment; not guarded",
+                reason=unreported,
             ))
             continue
         result = stats.evaluate_guardrail(

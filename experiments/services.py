@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from experiments import routing
 from experiments.assignment import new_experiment_seed
-from experiments.bulk import insert_ignoring_conflicts
+from experiments.bulk import insert_ignoring_conflicts, staged_rows
 from experiments.models import (
     ACTIVE_STATUSES,
     ASSIGNMENT_COLUMNS,
@@ -38,6 +39,7 @@ from experiments.models import (
     StageStatus,
     Variant,
 )
+from genesis.config.schema import rollout_stage_problem
 from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
 from models_app.models import Agent, ModelStatus, ModelVersion
@@ -47,6 +49,11 @@ logger = logging.getLogger(__name__)
 
 GUARDRAIL_METRICS = ("success_rate", "latency_ms", "quality", "cost_per_request")
 MAX_OUTCOME_EVENTS = 1000
+# Floors no experiment may go below (see validate_guardrails and _validate_sample_size): without them
+# one person could create a rollout whose guardrails can never fire. Time in a stage may be 0 (a
+# demo, a test); the approver sees the holds, and a started experiment's holds only tighten.
+MIN_SAMPLES_PER_ARM_FLOOR = 20
+MAX_SUCCESS_RATE_DROP = 0.20
 _T = TypeVar("_T")
 
 
@@ -70,8 +77,8 @@ def default_guardrails() -> list[dict[str, Any]]:
 
 
 def validate_stage_plan(plan: Sequence[Any]) -> list[int]:
-    """Whole percentages, strictly increasing, between 1 and 100, ending at 100 (the last approval
-    makes the candidate live)."""
+    """Whole percentages checked by genesis.config.schema.rollout_stage_problem: at least two,
+    strictly increasing, the first below 100 and the last 100 (the last approval makes the candidate live)."""
     if any(isinstance(value, bool) for value in plan):
         raise InvalidInput(f"stage_plan: {list(plan)!r} must be whole percentages, e.g. 10,25,50,100")
     try:
@@ -80,14 +87,9 @@ def validate_stage_plan(plan: Sequence[Any]) -> list[int]:
         raise InvalidInput(f"stage_plan: {list(plan)!r} must be whole percentages, e.g. 10,25,50,100") from None
     if any(str(value).strip() != str(stage) for value, stage in zip(plan, stages) if not isinstance(value, int)):
         raise InvalidInput(f"stage_plan: {list(plan)!r} must be whole percentages, e.g. 10,25,50,100")
-    if not stages:
-        raise InvalidInput("stage_plan: must name at least one stage, e.g. 10,25,50,100")
-    if any(not 1 <= stage <= 100 for stage in stages):
-        raise InvalidInput(f"stage_plan: {stages} — every stage must be between 1 and 100 %")
-    if any(later <= earlier for earlier, later in zip(stages, stages[1:])):
-        raise InvalidInput(f"stage_plan: {stages} — stages must increase strictly (a rollout never steps back)")
-    if stages[-1] != 100:
-        raise InvalidInput(f"stage_plan: {stages} — the last stage must be 100 (approving it makes the candidate live)")
+    problem = rollout_stage_problem(stages)  # the same rule as ROLLOUT_STAGES
+    if problem:
+        raise InvalidInput(f"stage_plan: {problem}")
     return stages
 
 
@@ -121,7 +123,56 @@ def validate_guardrails(rules: Any) -> list[dict[str, Any]]:
                         "threshold_kind": kind, "on_violation": action})
     if len({rule["metric"] for rule in cleaned}) != len(cleaned):
         raise InvalidInput("guardrails: one rule per metric")
+    # Success rate is what the rollout protects users with: it must always be able to roll back.
+    success = next((rule for rule in cleaned if rule["metric"] == "success_rate"), None)
+    if success is None or success["harmful_direction"] != "decrease" or success["on_violation"] != "breach":
+        raise InvalidInput(
+            "guardrails: a success_rate rule with harmful_direction 'decrease' and on_violation 'breach' is required "
+            "(it rolls the candidate back when it fails users), e.g. "
+            '{"metric": "success_rate", "harmful_direction": "decrease", "threshold": 0.05}'
+        )
+    if success["threshold"] > MAX_SUCCESS_RATE_DROP:
+        raise InvalidInput(
+            f"guardrails: the success_rate threshold {success['threshold']:g} is above {MAX_SUCCESS_RATE_DROP:g}; "
+            "a rollout that tolerates a bigger drop is not guarded"
+        )
     return cleaned
+
+
+def _validate_sample_size(name: str, value: Any) -> int:
+    return _validate_number(name, value, minimum=MIN_SAMPLES_PER_ARM_FLOOR, integer=True)
+
+
+def _loosenings(*, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """How `after` (the edited settings) would make a started experiment easier to advance or harder
+    to roll back than `before`. Tightening is fine: the approvers agreed to the looser settings."""
+    found = []
+    if after.get("min_stage_hours", before["min_stage_hours"]) < before["min_stage_hours"]:
+        found.append("lowers min_stage_hours")
+    if after.get("min_samples_per_arm", before["min_samples_per_arm"]) < before["min_samples_per_arm"]:
+        found.append("lowers min_samples_per_arm")
+    if after.get("planned_samples_per_arm", before["planned_samples_per_arm"]) != before["planned_samples_per_arm"]:
+        found.append("changes planned_samples_per_arm (it tunes the sequential test)")
+    new_rules = {rule["metric"]: rule for rule in after.get("guardrails", before["guardrails"])}
+    for old in before["guardrails"]:
+        metric, new = old["metric"], new_rules.get(old["metric"])
+        if new is None:
+            found.append(f"removes the {metric} guardrail")
+        elif (new["harmful_direction"], new["threshold_kind"]) != (old["harmful_direction"], old["threshold_kind"]):
+            found.append(f"changes what the {metric} guardrail measures")
+        elif new["threshold"] > old["threshold"]:
+            found.append(f"raises the {metric} threshold")
+        elif old["on_violation"] == "breach" and new["on_violation"] != "breach":
+            found.append(f"turns the {metric} guardrail from breach (rolls back) into warning")
+    return found
+
+
+def reject_nul(value: str) -> str:
+    """A pydantic field validator for identifiers from outside (user ids, event ids, model names):
+    PostgreSQL text cannot hold NUL, so a row with one could never be written."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    return value
 
 
 def _validate_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
@@ -271,15 +322,11 @@ def experiment_create(
         min_stage_hours=_validate_number(
             "min_stage_hours", settings.ROLLOUT_MIN_STAGE_HOURS if min_stage_hours is None else min_stage_hours, minimum=0
         ),
-        min_samples_per_arm=_validate_number(
-            "min_samples_per_arm",
-            settings.ROLLOUT_MIN_SAMPLES_PER_ARM if min_samples_per_arm is None else min_samples_per_arm,
-            minimum=2,
-            integer=True,
+        min_samples_per_arm=_validate_sample_size(
+            "min_samples_per_arm", settings.ROLLOUT_MIN_SAMPLES_PER_ARM if min_samples_per_arm is None else min_samples_per_arm,
         ),
-        planned_samples_per_arm=_validate_number(
+        planned_samples_per_arm=_validate_sample_size(
             "planned_samples_per_arm", 2000 if planned_samples_per_arm is None else planned_samples_per_arm,
-            minimum=2, integer=True,
         ),
         guardrails=validate_guardrails(default_guardrails() if guardrails is None else guardrails),
         created_by=actor,
@@ -328,10 +375,18 @@ def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: A
         elif name == "min_stage_hours":
             cleaned[name] = _validate_number(name, value, minimum=0)
         elif name in ("min_samples_per_arm", "planned_samples_per_arm"):
-            cleaned[name] = _validate_number(name, value, minimum=2, integer=True)
+            cleaned[name] = _validate_sample_size(name, value)
         else:
             cleaned[name] = str(value)
     before = _settings_of(experiment)
+    # Once started, one person with change_experiment must not undo what the approvers agreed to:
+    # holds and guardrails may only tighten. To loosen them, roll back and start a new experiment.
+    loosened = _loosenings(before=before, after=cleaned) if experiment.status != ExperimentStatus.DRAFT else []
+    if loosened:
+        raise Conflict(
+            f"experiment '{experiment.key}' has started, so its holds and guardrails can only be tightened; this edit "
+            f"{', '.join(loosened)}. Roll it back and start a new experiment to loosen them"
+        )
     changed = {name: value for name, value in cleaned.items() if before[name] != value}
     if not changed:
         return experiment
@@ -381,6 +436,14 @@ def experiment_start(*, experiment: Experiment, actor: Any = None, override_reas
         "start", lambda: _start(experiment=experiment, actor=actor, override_reason=override_reason.strip()),
         experiment=experiment, actor=actor,
     )
+
+
+def experiment_create_and_start(*, agent: Agent, treatment: ModelVersion, actor: Any = None, override_reason: str = "") -> Experiment:
+    """Create a draft with the default plan and start it, all or nothing: a refused start leaves no
+    draft behind (`rollout_models --start` for an agent without a draft)."""
+    with transaction.atomic():
+        experiment = experiment_create(agent=agent, treatment=treatment, actor=actor)
+        return experiment_start(experiment=experiment, actor=actor, override_reason=override_reason)
 
 
 def _start(*, experiment: Experiment, actor: Any, override_reason: str) -> Experiment:
@@ -492,7 +555,10 @@ def _request(*, experiment: Experiment, actor: Any, note: str) -> StageApproval:
         )
     from experiments.selectors import stage_holds
 
-    holds = stage_holds(experiment=experiment)
+    return _create_request(experiment, target=target, actor=actor, note=note, holds=stage_holds(experiment=experiment))
+
+
+def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: Any, note: str, holds: list[Any]) -> StageApproval:
     try:
         with transaction.atomic():  # a savepoint: losing a race must not abort the caller's transaction
             approval = StageApproval.objects.create(
@@ -509,16 +575,28 @@ def _request(*, experiment: Experiment, actor: Any, note: str) -> StageApproval:
     return approval
 
 
-def stage_approve(*, stage: ExperimentStage, actor: Any) -> ExperimentStage:
-    """Approve the advance to `stage`: it must be the next stage, requested at the current config
-    version by someone else, and every hold must be clear. Approving 100 % completes the experiment
-    and makes the candidate the live model."""
+def stage_approve(
+    *, stage: ExperimentStage, actor: Any, approval_id: int | None = None, config_version: int | None = None
+) -> ExperimentStage:
+    """Approve the advance to `stage`: it must be the next stage, every hold must be clear, and the
+    approver must not be the person who started the experiment. Approving 100 % completes the
+    experiment and makes the candidate the live model.
+
+    With a pending request (the admin's request → approve flow), it must be at the current config
+    version and made by someone else. Without one (`rollout_models --approve`, as the contract
+    names no request step), the approver requests and approves in one go: two people are still
+    involved, the starter and the approver.
+
+    `approval_id` and `config_version`: what the approver was shown (the admin page posts them).
+    When given, a different pending request or config version is refused: people approve what they saw."""
     return _recording_refusals(
-        "approve", lambda: _approve(stage=stage, actor=actor), experiment=stage.experiment, actor=actor
+        "approve",
+        lambda: _approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version),
+        experiment=stage.experiment, actor=actor,
     )
 
 
-def _approve(*, stage: ExperimentStage, actor: Any) -> ExperimentStage:
+def _approve(*, stage: ExperimentStage, actor: Any, approval_id: int | None, config_version: int | None) -> ExperimentStage:
     _require_person(actor, "approving a stage")
     require_permission(actor=actor, permission="experiments.approve_stage", action="approve stage advances")
     experiment = _lock(stage.experiment)
@@ -538,30 +616,41 @@ def _approve(*, stage: ExperimentStage, actor: Any) -> ExperimentStage:
         .select_related("requested_by")
         .first()
     )
-    if approval is None:
-        raise Conflict(f"nobody has requested the advance to {stage.percent} %: request it first, then a second person approves")
+    shown_changed = (approval_id is not None and (approval is None or approval.pk != approval_id)) or (
+        config_version is not None and config_version != experiment.config_version
+    )
+    if shown_changed:
+        raise Conflict(
+            f"the request to advance '{experiment.key}' changed since you opened the page (now: "
+            + (f"request {approval.pk} by {_username(approval.requested_by)}" if approval else "no pending request")
+            + f", config version {experiment.config_version}); reload"
+        )
     if experiment.started_by_id == actor.pk:
         raise PermissionDenied(
             f"four-eyes: {actor.get_username()} started experiment '{experiment.key}' and so cannot approve its "
             "stages; ask another approver"
         )
-    if approval.requested_by_id == actor.pk:
+    if approval is not None and approval.requested_by_id == actor.pk:
         raise PermissionDenied(
             f"four-eyes: {actor.get_username()} requested this advance and so cannot approve it; ask another approver"
         )
-    if approval.config_version != experiment.config_version:
+    if approval is not None and approval.config_version != experiment.config_version:
         raise Conflict(
             f"the request was made at config version {approval.config_version}, but the experiment is now at "
             f"{experiment.config_version}; request the advance again"
         )
     from experiments.selectors import stage_holds
 
-    open_holds = [hold for hold in stage_holds(experiment=experiment) if not hold.cleared]
+    holds = stage_holds(experiment=experiment)
+    open_holds = [hold for hold in holds if not hold.cleared]
     if open_holds:
         raise Conflict(
             f"cannot advance '{experiment.key}' to {stage.percent} % yet — "
             + "; ".join(f"{hold.name}: {hold.detail}" for hold in open_holds)
         )
+    if approval is None:
+        approval = _create_request(experiment, target=stage, actor=actor, holds=holds,
+                                   note="requested and approved in one go by the approver")
     before = _snapshot(experiment)
     now = timezone.now()
     approval.status, approval.decided_by, approval.decided_at = ApprovalStatus.APPROVED, actor, now
@@ -630,10 +719,19 @@ def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
     if experiment.status != ExperimentStatus.PAUSED:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a paused experiment can be resumed")
     before = _snapshot(experiment)
+    now = timezone.now()
+    # Restart the stage clock: while paused everyone got the live model, so the paused time must
+    # count neither toward min_stage_hours nor toward the stage's sample and SRM window (both read
+    # from started_at). The stage's first start stays on the audit trail.
+    stage = experiment.current_stage
+    stage_started_before = stage.started_at
+    stage.started_at = now
+    stage.save(update_fields=["started_at"])
     experiment.status = ExperimentStatus.RUNNING
-    experiment.routing_changed_at = timezone.now()
+    experiment.routing_changed_at = now
     experiment.save(update_fields=["status", "routing_changed_at"])
-    _record(experiment, action=EventAction.RESUME, actor=actor, before=before, reason=reason)
+    _record(experiment, action=EventAction.RESUME, actor=actor, before={**before, "stage_started_at": stage_started_before.isoformat()},
+            after={**_snapshot(experiment), "stage_started_at": now.isoformat()}, reason=reason)
     routing.publish_change()
     return experiment
 
@@ -684,9 +782,17 @@ def _rollback(*, experiment: Experiment, actor: Any, reason: str, reason_code: s
     return experiment
 
 
+class AlertWebhookUnavailable(Exception):
+    """The alert webhook could not take an alert right now (worth another try). The message names only
+    the host and the status or error type: the webhook URL is a secret (Slack's carries the token),
+    and this message ends up in worker logs and retry lines."""
+
+
 def rollback_notify(*, event_id: int) -> bool:
     """Post a rollback to the alert webhook. True when posted, False when no webhook is configured.
-    Raises requests' transient errors so the task can retry."""
+    Raises AlertWebhookUnavailable on a connection error, a timeout, a 429 or a 5xx so the task can retry."""
+    from urllib.parse import urlsplit
+
     import requests
 
     url = settings.GENESIS.alerting.slack_webhook
@@ -702,10 +808,15 @@ def rollback_notify(*, event_id: int) -> bool:
         f"(candidate {experiment.treatment.model_id}) at {event.before.get('stage_percent')} %. "
         f"By: {_username(event.actor)}. Why: {event.reason}"
     )
-    response = requests.post(url, json={"text": text, "experiment": experiment.key, "agent": experiment.agent.slug,
-                                        "reason_code": event.reason_code}, timeout=5)
+    host = urlsplit(url).hostname or "an unparsable URL"
+    try:
+        response = requests.post(url, json={"text": text, "experiment": experiment.key, "agent": experiment.agent.slug,
+                                            "reason_code": event.reason_code}, timeout=5)
+    except requests.RequestException as exc:
+        # requests' messages carry the full URL; `from None` keeps it out of the traceback too.
+        raise AlertWebhookUnavailable(f"alert webhook at {host}: {type(exc).__name__}") from None
     if response.status_code >= 500 or response.status_code == 429:
-        response.raise_for_status()
+        raise AlertWebhookUnavailable(f"alert webhook at {host} answered HTTP {response.status_code}")
     if response.status_code >= 400:
         logger.error("alert webhook refused the rollback alert for %s: HTTP %s", experiment.key, response.status_code)
     return True
@@ -765,21 +876,35 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
 # --- outcomes -------------------------------------------------------------------------------------
 
 
+MAX_OUTCOME_LATENCY_MS = 3_600_000
+MAX_OUTCOME_TOKENS = 10_000_000
+# Agents' clocks drift a little; an outcome from further in the future than this is a bug (a wrong
+# time zone, milliseconds read as seconds) and would sit in every "since the stage began" window.
+MAX_OUTCOME_CLOCK_SKEW = timedelta(minutes=5)
+
+
 class OutcomeEventIn(BaseModel):
     """One outcome as the contract names it; unknown fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    # No whitespace stripping: ids are opaque and used byte for byte, as POST /route and the
+    # in-process client hash them (" u1" is routed as " u1", so it is recorded as " u1").
+    model_config = ConfigDict(extra="ignore")
 
     event_id: str = Field(min_length=1, max_length=200)
     agent: str = Field(min_length=1, max_length=64)
     user_id: str = Field(min_length=1, max_length=200)
     model: str = Field(min_length=1, max_length=200)
     success: bool
-    latency_ms: float = Field(ge=0, allow_inf_nan=False)
-    input_tokens: int | None = Field(default=None, ge=0, le=2_000_000_000)
-    output_tokens: int | None = Field(default=None, ge=0, le=2_000_000_000)
+    # Upper bounds keep the per-arm sums (Σx² of latency, tokens × price in cost_usd numeric(14, 8))
+    # finite: one absurd value would otherwise make every results query fail. An hour is more than
+    # any request takes; ten million tokens more than any context window.
+    latency_ms: float = Field(ge=0, le=MAX_OUTCOME_LATENCY_MS, allow_inf_nan=False)
+    input_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS)
+    output_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS)
     quality: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     occurred_at: datetime | None = None
+
+    _no_nul = field_validator("event_id", "agent", "user_id", "model")(reject_nul)
 
     @field_validator("success", mode="before")
     @classmethod
@@ -823,44 +948,51 @@ def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], receiv
         except ValidationError as exc:
             rejected.append({"index": index, "detail": _describe_validation_error(exc)})
 
-    agent_ids = dict(Agent.objects.filter(slug__in={event.agent for _, event in valid}).values_list("slug", "id"))
+    agents = {agent.slug: agent for agent in Agent.objects.filter(slug__in={event.agent for _, event in valid})}
     if principal is not None:
-        forbidden = sorted({event.agent for _, event in valid if event.agent in agent_ids and not principal.may_act_for(event.agent)})
+        forbidden = sorted({event.agent for _, event in valid if event.agent in agents and not principal.may_act_for(event.agent)})
         if forbidden:
             raise PermissionDenied(f"API key '{principal.label}' may not act for agent(s) {', '.join(forbidden)}")
-    experiments = {
-        experiment.agent_id: experiment
-        for experiment in Experiment.objects.filter(agent_id__in=agent_ids.values(), status__in=ACTIVE_STATUSES)
-        .select_related("control", "treatment")
+    # Only a running experiment's outcomes are its own: while paused everyone gets the live model, so
+    # those outcomes are "live" (counting them as control would trip the SRM check on resume).
+    # The arm is the model that served, as the agent reports it: a client that routes wrongly then
+    # shows up as a sample-ratio mismatch instead of silently polluting an arm. Worked out once per
+    # agent and batch, not per event; treatment is written last so it wins if both arms share a model.
+    arms: dict[int, dict[str, tuple[str, int]]] = {
+        agent_id: {control_model: (Variant.CONTROL.value, experiment_id), treatment_model: (Variant.TREATMENT.value, experiment_id)}
+        for experiment_id, agent_id, control_model, treatment_model in Experiment.objects.filter(
+            agent_id__in=[agent.pk for agent in agents.values()], status=ExperimentStatus.RUNNING
+        ).values_list("pk", "agent_id", "control__model_id", "treatment__model_id")
     }
+    live = (Variant.LIVE.value, None)
 
     rows: list[dict[str, Any]] = []
-    seen_in_batch: set[str] = set()
+    seen_in_batch: set[tuple[int, str]] = set()  # (agent id, event_id): event ids are unique per agent
     duplicates = 0
     for index, event in valid:
-        agent_id = agent_ids.get(event.agent)
-        if agent_id is None:
+        agent = agents.get(event.agent)
+        if agent is None:
             rejected.append({"index": index, "detail": f"agent: '{event.agent}' does not exist"})
             continue
-        if event.event_id in seen_in_batch:
+        occurred_at = event.occurred_at
+        if occurred_at is None:
+            occurred_at = received_at
+        elif occurred_at.tzinfo is None:
+            occurred_at = occurred_at.replace(tzinfo=dt_timezone.utc)
+        if occurred_at > received_at + MAX_OUTCOME_CLOCK_SKEW:
+            rejected.append({"index": index, "detail": (
+                f"occurred_at: {occurred_at.isoformat()} is in the future (received at {received_at.isoformat()}, "
+                f"allowing {MAX_OUTCOME_CLOCK_SKEW.total_seconds() / 60:g} minutes of clock skew); check the agent's clock and time zone"
+            )})
+            continue
+        if (agent.pk, event.event_id) in seen_in_batch:
             duplicates += 1
             continue
-        seen_in_batch.add(event.event_id)
-        occurred_at = event.occurred_at or received_at
-        if timezone.is_naive(occurred_at):
-            occurred_at = occurred_at.replace(tzinfo=dt_timezone.utc)
-        experiment = experiments.get(agent_id)
-        variant, experiment_id = Variant.LIVE.value, None
-        if experiment is not None:
-            # The arm is the model that served, as the agent reports it: a client that routes wrongly
-            # then shows up as a sample-ratio mismatch instead of silently polluting an arm.
-            if event.model == experiment.treatment.model_id:
-                variant, experiment_id = Variant.TREATMENT.value, experiment.pk
-            elif event.model == experiment.control.model_id:
-                variant, experiment_id = Variant.CONTROL.value, experiment.pk
+        seen_in_batch.add((agent.pk, event.event_id))
+        variant, experiment_id = arms.get(agent.pk, {}).get(event.model, live)
         rows.append({
             "event_id": event.event_id,
-            "agent_id": agent_id,
+            "agent_id": agent.pk,
             "experiment_id": experiment_id,
             "variant": variant,
             "user_id": event.user_id,
@@ -873,7 +1005,6 @@ def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], receiv
             "cost_usd": None,
             "occurred_at": occurred_at,
             "received_at": received_at,
-            "_agent_slug": event.agent,
         })
     rejected.sort(key=lambda item: item["index"])
     if not rows:
@@ -881,10 +1012,9 @@ def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], receiv
 
     price_outcome_tokens(rows=rows)
     with transaction.atomic():
-        inserted_ids = _insert_outcomes_ignoring_duplicates(rows)
-        inserted = [row for row in rows if row["event_id"] in inserted_ids]
-        _record_exposures_of(inserted)
-        record_inference_cost(rows=inserted)
+        inserted_ids = _store_outcomes_and_exposures(rows)
+        inserted = [row for row in rows if (row["agent_id"], row["event_id"]) in inserted_ids]
+        record_inference_cost(rows=inserted, agents={agent.pk: agent for agent in agents.values()})
     return IngestResult(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted), rejected=rejected)
 
 
@@ -894,23 +1024,66 @@ _OUTCOME_COLUMNS = (
     ("output_tokens", "integer"), ("quality", "double precision"), ("cost_usd", "numeric"),
     ("occurred_at", "timestamptz"), ("received_at", "timestamptz"),
 )
+_outcome_values = operator.itemgetter(*(name for name, _ in _OUTCOME_COLUMNS))
 
 
-def _insert_outcomes_ignoring_duplicates(rows: list[dict[str, Any]]) -> set[str]:
-    """INSERT … ON CONFLICT (event_id) DO NOTHING RETURNING event_id: the database says exactly which
-    events are new, even when two requests carry the same event at once."""
-    return set(insert_ignoring_conflicts(
-        table=OutcomeEvent._meta.db_table,
-        columns=_OUTCOME_COLUMNS,
-        rows=[[row[name] for name, _ in _OUTCOME_COLUMNS] for row in rows],
-        conflict=["event_id"],
-        returning="event_id",
-    ))
+def _store_outcomes_and_exposures(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    """Insert the outcomes whose event id is new for their agent and record the exposure of each new
+    outcome's user in its arm; return the (agent id, event_id) pairs inserted."""
+    if connection.vendor != "postgresql":
+        inserted = _insert_outcomes_ignoring_duplicates(rows)
+        _record_exposures_of([row for row in rows if (row["agent_id"], row["event_id"]) in inserted])
+        return inserted
+    # On PostgreSQL one statement does both: the rows go in by COPY (experiments/bulk.py), and the
+    # exposures come from what the INSERT really added (RETURNING), earliest sighting per
+    # (experiment, user, arm) in the experiment's current stage — the same rows _record_exposures_of
+    # writes, without a second COPY and its round trips (a sixth of the work of a batch, bench/outcomes).
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(name) for name, _ in _OUTCOME_COLUMNS)
+    with staged_rows(table=OutcomeEvent._meta.db_table, columns=_OUTCOME_COLUMNS, rows=map(_outcome_values, rows)) as (cursor, staging):
+        cursor.execute(f"""
+            WITH batch AS (DELETE FROM {staging} RETURNING {names}),
+            new AS (
+                INSERT INTO {quote(OutcomeEvent._meta.db_table)} ({names}) SELECT {names} FROM batch
+                ON CONFLICT (agent_id, event_id) DO NOTHING
+                RETURNING agent_id, event_id, experiment_id, user_id, variant, occurred_at
+            ),
+            exposures AS (
+                INSERT INTO {quote(Assignment._meta.db_table)} (experiment_id, user_id, variant, stage_id, first_seen)
+                SELECT new.experiment_id, new.user_id, new.variant, experiment.current_stage_id, MIN(new.occurred_at)
+                FROM new JOIN {quote(Experiment._meta.db_table)} experiment ON experiment.id = new.experiment_id
+                GROUP BY new.experiment_id, new.user_id, new.variant, experiment.current_stage_id
+                ON CONFLICT (experiment_id, user_id, variant) DO NOTHING
+            )
+            SELECT agent_id, event_id FROM new
+        """)
+        return set(cursor.fetchall())
+
+
+def _insert_outcomes_ignoring_duplicates(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    """INSERT … ON CONFLICT (agent_id, event_id) DO NOTHING RETURNING event_id: the database says
+    exactly which events are new, even when two requests carry the same event at once. Event ids are
+    unique per agent (two agents may both send "1"), so it runs once per agent in the batch — usually
+    once, as an API key acts for one agent — and returns (agent id, event_id) pairs."""
+    by_agent: dict[int, list[Any]] = {}
+    for row in rows:
+        by_agent.setdefault(row["agent_id"], []).append(_outcome_values(row))
+    inserted: set[tuple[int, str]] = set()
+    for agent_id, values in by_agent.items():
+        inserted.update((agent_id, event_id) for event_id in insert_ignoring_conflicts(
+            table=OutcomeEvent._meta.db_table,
+            columns=_OUTCOME_COLUMNS,
+            rows=values,
+            conflict=["agent_id", "event_id"],
+            returning="event_id",
+        ))
+    return inserted
 
 
 def _record_exposures_of(rows: list[dict[str, Any]]) -> None:
     """Agents that decide in-process (experiments/client.py) never call /route, so the outcomes they
-    report are the only sign of their users' exposure; record it here too."""
+    report are the only sign of their users' exposure; record it here too, in the experiment's
+    current stage."""
     stage_of = dict(
         Experiment.objects.filter(pk__in={row["experiment_id"] for row in rows if row["experiment_id"]})
         .values_list("pk", "current_stage_id")
@@ -938,11 +1111,11 @@ def price_outcome_tokens(*, rows: list[dict[str, Any]]) -> None:
     costing.price_rows(rows=rows)
 
 
-def record_inference_cost(*, rows: list[dict[str, Any]]) -> None:
+def record_inference_cost(*, rows: list[dict[str, Any]], agents: dict[int, Agent]) -> None:
     """Put the inference cost of newly accepted outcomes on the ledger, one entry per (agent, model)."""
     from experiments import costing
 
-    costing.record_rows(rows=rows)
+    costing.record_rows(rows=rows, agents=agents)
 
 
 # --- exposures --------------------------------------------------------------------------------------

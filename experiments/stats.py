@@ -12,7 +12,8 @@ What is here
 * :func:`compare_means` — quality, latency, cost per request: Welch's t-test from (n, mean,
   variance), with absolute and relative (delta-method) 95 % intervals.
 * :func:`srm_p_value` — sample-ratio mismatch: chi-square goodness of fit of the arms' counts
-  against the split the plan expects; :func:`srm_flagged` when p < 0.001 (GrowthBook's threshold).
+  against the split the plan expects (the threshold, GrowthBook's 0.001, is a setting:
+  ``ab_testing.srm_p_threshold``, applied by experiments/selectors.py and services.py).
 * :func:`sequential_difference` / :func:`evaluate_guardrail` — the guardrail test run every minute.
 * :func:`simulate_aa_experiments` — seeded A/A simulation that measures the false-alarm rate of
   looking again and again, with the sequential test or with a naive fixed-horizon test.
@@ -61,7 +62,6 @@ from scipy import stats as scipy_stats
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_CONFIDENCE = 0.95
-SRM_P_VALUE_THRESHOLD = 0.001
 DEFAULT_MIN_SAMPLES_PER_ARM = 150
 DEFAULT_PLANNED_SAMPLES_PER_ARM = 2_000
 
@@ -284,11 +284,6 @@ def srm_p_value(*, observed: Sequence[int], expected_fractions: Sequence[float])
     return float(scipy_stats.chi2.sf(statistic, len(kept_observed) - 1))
 
 
-def srm_flagged(*, p_value: float) -> bool:
-    """A split this unlikely means assignment or logging is broken: pause, don't read the metrics."""
-    return p_value < SRM_P_VALUE_THRESHOLD
-
-
 # --------------------------------------------------------------------------------------------
 # Sequential (always-valid over the planned horizon) interval for treatment − control
 
@@ -398,30 +393,6 @@ def _trapezoid_weights(grid: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class GuardrailSpec:
-    """A rule: ``metric`` must not move in ``harmful_direction`` by more than ``threshold``.
-
-    ``threshold`` is in the metric's units (``absolute``: 0.05 = 5 points of success rate) or a
-    fraction of control's mean (``relative``: 0.30 = 30 % slower). ``on_violation`` is the state a
-    confirmed violation gets: 'breach' rolls back, 'warning' only tells people.
-    """
-
-    metric: str
-    harmful_direction: HarmfulDirection
-    threshold: float
-    threshold_kind: ThresholdKind = "absolute"
-    on_violation: ViolationState = "breach"
-
-
-# The prototype's rules: success rate down more than 5 points rolls back; latency up more than
-# 30 % warns. Experiments may carry their own.
-DEFAULT_GUARDRAILS: tuple[GuardrailSpec, ...] = (
-    GuardrailSpec(metric="success_rate", harmful_direction="decrease", threshold=0.05, threshold_kind="absolute", on_violation="breach"),
-    GuardrailSpec(metric="latency_ms", harmful_direction="increase", threshold=0.30, threshold_kind="relative", on_violation="warning"),
-)
-
-
-@dataclass(frozen=True)
 class GuardrailResult:
     metric: str
     state: GuardrailState
@@ -444,6 +415,11 @@ def evaluate_guardrail(
     planned_samples_per_arm: int = DEFAULT_PLANNED_SAMPLES_PER_ARM,
 ) -> GuardrailResult:
     """Judge one guardrail metric of a running experiment; safe to call every minute.
+
+    The rule: ``metric`` must not move in ``harmful_direction`` by more than ``threshold``, in the
+    metric's units (``absolute``: 0.05 = 5 points of success rate) or as a fraction of control's
+    mean (``relative``: 0.30 = 30 % slower). The rules themselves live on the experiment
+    (experiments/services.py validates them and holds the defaults).
 
     * ``no_data`` — an arm has fewer than ``min_samples_per_arm`` values. Holds the stage; never
       advances it.
@@ -493,29 +469,6 @@ def evaluate_guardrail(
     else:
         state, reason = "healthy", f"{summary} — within the limit"
     return GuardrailResult(metric=metric, state=state, estimate=result.estimate, interval=result.interval, reason=reason)
-
-
-def evaluate_guardrail_spec(
-    *,
-    spec: GuardrailSpec,
-    control: ArmSummary,
-    treatment: ArmSummary,
-    alpha: float = DEFAULT_ALPHA,
-    min_samples_per_arm: int = DEFAULT_MIN_SAMPLES_PER_ARM,
-    planned_samples_per_arm: int = DEFAULT_PLANNED_SAMPLES_PER_ARM,
-) -> GuardrailResult:
-    return evaluate_guardrail(
-        metric=spec.metric,
-        harmful_direction=spec.harmful_direction,
-        threshold=spec.threshold,
-        threshold_kind=spec.threshold_kind,
-        on_violation=spec.on_violation,
-        control=control,
-        treatment=treatment,
-        alpha=alpha,
-        min_samples_per_arm=min_samples_per_arm,
-        planned_samples_per_arm=planned_samples_per_arm,
-    )
 
 
 def _describe_limit(threshold: float, threshold_kind: ThresholdKind, harmful_direction: HarmfulDirection) -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import requests
 from celery import shared_task
 
 from experiments import services
 from experiments.models import Experiment, ExperimentStatus
 
-# Webhook failures worth another try; a 4xx other than 429 will not get better by retrying.
-TRANSIENT_WEBHOOK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.HTTPError)
+# Webhook failures worth another try (connection errors, timeouts, 429, 5xx), already stripped of
+# the secret webhook URL; a 4xx other than 429 will not get better by retrying.
+TRANSIENT_WEBHOOK_ERRORS = (services.AlertWebhookUnavailable,)
 
 
 @shared_task(name="experiments.evaluate_guardrails", acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -1,8 +1,8 @@
 """The model-version lifecycle as a transition table (pure: no Django).
 
 registered → benchmarking → approved_for_rollout → rolling_out → live → retired, or rejected.
-A benchmark that is not decisive sends the version back to registered; a rollout that is rolled back
-rejects it (or, when aborted by a person without a verdict, returns it to approved_for_rollout).
+A benchmark that is not decisive sends the version back to registered; a rollout that is rolled back —
+by the guardrails or by a person — rejects it (experiments/services.py `_rollback`).
 A baseline needs no benchmark against itself, so it may go straight from registered to live.
 """
 

@@ -71,7 +71,7 @@ def setup(outcomes: int):  # type: ignore[no-untyped-def]
                        random(), (random() * 0.0005)::numeric(14, 8),
                        %(start)s + (g || ' milliseconds')::interval, now()
                 FROM generate_series(%(first)s, %(last)s) AS g
-                ON CONFLICT (event_id) DO NOTHING
+                ON CONFLICT (agent_id, event_id) DO NOTHING
                 """,
                 {"exp": experiment.pk, "agent": experiment.agent_id, "treatment": experiment.treatment.model_id,
                  "control": experiment.control.model_id, "start": experiment.current_stage.started_at,

@@ -30,10 +30,26 @@ def _percent_steps(values: list[int]) -> list[int]:
     return values
 
 
-def _rollout_stages(values: list[int]) -> list[int]:
-    values = _percent_steps(values)
+def rollout_stage_problem(values: list[int]) -> str | None:
+    """What is wrong with a rollout stage plan, or None. The one rule for ROLLOUT_STAGES and for every
+    experiment's plan (experiments/services.py): at least two whole percents, strictly increasing,
+    the first below 100 and the last exactly 100. One stage would be 100 % at the start — no partial
+    stage, no approval by a second person, and no next stage to approve, so it could never complete."""
+    if len(values) < 2:
+        return f"needs at least two stages, a partial one first and 100 last (e.g. 10,25,50,100), got {values}"
+    if any(not 1 <= value <= 100 for value in values):
+        return f"every stage must be between 1 and 100 %, got {values}"
+    if any(later <= earlier for earlier, later in zip(values, values[1:])):
+        return f"percents must increase strictly (a rollout never steps back), got {values}"
     if values[-1] != 100:
-        raise ValueError(f"the last stage must be 100 (the full rollout), got {values}")
+        return f"the last stage must be 100 (approving it makes the candidate live), got {values}"
+    return None
+
+
+def _rollout_stages(values: list[int]) -> list[int]:
+    problem = rollout_stage_problem(values)
+    if problem:
+        raise ValueError(problem)
     return values
 
 
@@ -59,15 +75,21 @@ class ObservabilitySection(Section):
 class AbTestingSection(Section):
     stages: RolloutStages = Field(default_factory=lambda: [10, 25, 50, 100])
     min_stage_hours: float = Field(default=48, ge=0)
-    min_samples_per_arm: int = Field(default=150, ge=0)
+    # At least 20: below that the guardrail and sample-ratio tests say nothing (experiments/services.py
+    # MIN_SAMPLES_PER_ARM_FLOOR refuses such an experiment too).
+    min_samples_per_arm: int = Field(default=150, ge=20)
     success_rate_drop_points: float = Field(default=5.0, ge=0)
     latency_increase_warn: float = Field(default=0.30, ge=0)
     srm_p_threshold: float = Field(default=0.001, gt=0, lt=1)
-    guardrail_alpha: float = Field(default=0.05, gt=0, lt=1)
+    # Below 0.5: the sequential guardrail boundary (experiments/stats.py) exists only there.
+    guardrail_alpha: float = Field(default=0.05, gt=0, lt=0.5)
 
 
 class BenchmarksSection(Section):
     min_relative_improvement: float = 0.08
+    # Below this many paired cases the gate is always INCONCLUSIVE: a tiny suite can show a zero-width
+    # interval and would otherwise PASS on no evidence.
+    min_cases: int = Field(default=20, ge=1)
     bootstrap_resamples: int = Field(default=2000, ge=2000)
     concurrency: int = Field(default=8, ge=1)
 
@@ -86,6 +108,11 @@ class LoggingSection(Section):
 class FeaturesSection(Section):
     gateway: bool = False
     waltzrl: bool = False
+
+
+class AuditsSection(Section):
+    # Largest dataset upload (admin, API) in bytes; 1 GiB.
+    max_upload_bytes: int = Field(default=1 << 30, ge=1)
 
 
 class AlertingSection(Section):
@@ -107,4 +134,5 @@ class GenesisConfig(Section):
     costs: CostsSection = Field(default_factory=CostsSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     features: FeaturesSection = Field(default_factory=FeaturesSection)
+    audits: AuditsSection = Field(default_factory=AuditsSection)
     alerting: AlertingSection = Field(default_factory=AlertingSection)

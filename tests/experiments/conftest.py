@@ -21,7 +21,7 @@ def _clear_redis_keys() -> None:
 
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        client.delete(routing.GENERATION_KEY, routing.EXPOSURE_LIST_KEY)
+        client.delete(routing.GENERATION_KEY, routing.EXPOSURE_LIST_KEY, routing.EXPOSURE_DEAD_LETTER_KEY)
     finally:
         client.close()
 

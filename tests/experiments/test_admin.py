@@ -72,11 +72,13 @@ def test_pressing_buttons_calls_the_services(client, team):
     client.force_login(team["requester"])
     response = client.post(act("request"), {"reason": "numbers look fine"}, follow=True)
     assert "Advance to 25 % requested" in response.content.decode()  # the admin capitalises messages
-    response = client.post(act("approve"), follow=True)
+    shown = shown_on_page(page(client, team["approver"], experiment))
+    client.force_login(team["requester"])
+    response = client.post(act("approve"), shown, follow=True)
     assert "Refused: four-eyes: requester requested this advance" in response.content.decode()
 
     client.force_login(team["approver"])
-    response = client.post(act("approve"), follow=True)
+    response = client.post(act("approve"), shown, follow=True)
     assert "Advanced to 25 %" in response.content.decode()
     assert Experiment.objects.get(pk=experiment.pk).current_stage.percent == 25
 
@@ -84,6 +86,42 @@ def test_pressing_buttons_calls_the_services(client, team):
     response = client.post(act("rollback"), {"reason": "tone"}, follow=True)
     assert "rolled back" in response.content.decode()
     assert ExperimentEvent.objects.filter(action=EventAction.ROLLBACK, actor=team["roller"], reason="tone").exists()
+
+
+def shown_on_page(html: str) -> dict[str, str]:
+    """The hidden fields of the approve form: the request and config version the page showed."""
+    import re
+
+    form = html[html.index("/act/approve/"):]
+    form = form[: form.index("</form>")]
+    return dict(re.findall(r'<input type="hidden" name="(approval|config_version)" value="([^"]*)"', form))
+
+
+def test_approving_a_request_that_changed_since_the_page_was_opened_is_refused(client, team):
+    from experiments.models import StageApproval
+    from experiments.services import experiment_update
+
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    feed(experiment, arm="treatment", n=30, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=270, success_rate=0.9, seed=2)
+    first = stage_request_advance(experiment=experiment, actor=team["requester"], note="as it was")
+    shown = shown_on_page(page(client, team["approver"], experiment))
+    assert shown == {"approval": str(first.pk), "config_version": "1"}
+
+    # Meanwhile the experiment is edited (voiding that request) and the advance is requested again.
+    experiment_update(experiment=experiment, actor=team["starter"], min_samples_per_arm=25)
+    second = stage_request_advance(experiment=experiment, actor=team["requester"], note="after the edit")
+    act = reverse("admin:experiments_experiment_act", args=[experiment.pk, "approve"])
+    response = client.post(act, shown, follow=True)
+    assert "changed since you opened the page" in response.content.decode() and "reload" in response.content.decode()
+    assert Experiment.objects.get(pk=experiment.pk).current_stage.percent == 10
+    assert StageApproval.objects.get(pk=second.pk).status == "pending"
+
+    # A form that does not say what it showed is refused too; the reloaded page's form goes through.
+    response = client.post(act, follow=True)
+    assert "does not say which request it showed" in response.content.decode()
+    response = client.post(act, shown_on_page(page(client, team["approver"], experiment)), follow=True)
+    assert "Advanced to 25 %" in response.content.decode()
 
 
 def test_a_staff_user_without_view_permission_gets_403(client, team):

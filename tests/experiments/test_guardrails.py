@@ -201,3 +201,55 @@ def test_the_real_worker_and_beat_roll_back_a_bad_candidate_by_themselves(client
         except subprocess.TimeoutExpired:
             beat.kill()
         beat_log.close()
+
+
+SECRET_PATH = "/services/T0000/B0000/secret-token-do-not-log"
+
+
+def _failure_text(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc)) + repr(exc)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("failure", ["connection_refused", "http_500"])
+def test_a_failing_webhook_is_reported_without_its_secret_url(settings, failure):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from experiments.services import AlertWebhookUnavailable, experiment_rollback
+    from experiments.tasks import TRANSIENT_WEBHOOK_ERRORS
+
+    experiment = running_experiment()
+    experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
+    event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    port = server.server_address[1]
+    if failure == "http_500":
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    else:
+        server.server_close()  # nothing listens on the port any more
+    original = settings.GENESIS.alerting.slack_webhook
+    settings.GENESIS.alerting.slack_webhook = f"http://127.0.0.1:{port}{SECRET_PATH}"
+    try:
+        with pytest.raises(AlertWebhookUnavailable) as raised:
+            rollback_notify(event_id=event.pk)
+    finally:
+        settings.GENESIS.alerting.slack_webhook = original
+        if failure == "http_500":
+            server.shutdown()
+            server.server_close()
+    text = _failure_text(raised.value)
+    assert "secret-token" not in text and "/services/" not in text
+    assert "alert webhook at 127.0.0.1" in str(raised.value)
+    assert ("HTTP 500" if failure == "http_500" else "ConnectionError") in str(raised.value)
+    assert isinstance(raised.value, TRANSIENT_WEBHOOK_ERRORS)  # the task retries it

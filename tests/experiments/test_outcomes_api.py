@@ -166,3 +166,49 @@ def test_tokens_become_inference_cost_on_the_ledger_once(client, running, api_ke
 
     assert post(client, key, events).json()["duplicates"] == 5
     assert CostEntry.objects.filter(operation="inference").count() == 2  # a resent batch is charged nothing
+
+
+def test_values_that_would_break_the_aggregates_are_rejected_naming_the_field(client, running, api_key_for):
+    key = api_key_for("qa_agent")
+    response = post(client, key, [event(event_id="slow", latency_ms=1e200), event(event_id="ok", latency_ms=3_600_000),
+                                  event(event_id="tokens", input_tokens=2_000_000_000)])
+    body = response.json()
+    assert response.status_code == 202 and body["accepted"] == 1
+    assert [(r["index"], r["detail"].split(":")[0]) for r in body["rejected"]] == [(0, "latency_ms"), (2, "input_tokens")]
+    # The results, which square and sum latencies in SQL, still work.
+    assert client.get(f"/api/v1/experiments/{running.key}/results", **bearer(key)).status_code == 200
+
+
+def test_a_nul_in_any_string_field_is_rejected_per_event(client, running, api_key_for):
+    events = [event(event_id="e\x00"), event(event_id="e-2", user_id="u\x001"), event(event_id="e-3", model="m\x00"),
+              event(event_id="e-4")]
+    body = post(client, api_key_for("qa_agent"), events).json()
+    assert body["accepted"] == 1
+    assert [(r["index"], r["detail"].split(":")[0]) for r in body["rejected"]] == [(0, "event_id"), (1, "user_id"), (2, "model")]
+    assert all("NUL" in r["detail"] for r in body["rejected"])
+
+
+def test_an_event_from_the_future_is_rejected(client, running, api_key_for):
+    from datetime import timedelta
+
+    now = datetime.now(UTC)
+    events = [event(event_id="future", occurred_at=(now + timedelta(hours=1)).isoformat()),
+              event(event_id="skewed", occurred_at=(now + timedelta(minutes=2)).isoformat())]
+    body = post(client, api_key_for("qa_agent"), events).json()
+    assert body["accepted"] == 1 and [r["index"] for r in body["rejected"]] == [0]
+    assert body["rejected"][0]["detail"].startswith("occurred_at:") and "in the future" in body["rejected"][0]["detail"]
+    assert list(OutcomeEvent.objects.values_list("event_id", flat=True)) == ["skewed"]
+
+
+def test_event_ids_are_unique_per_agent_not_across_agents(client, api_key_for):
+    from models_app.services import model_version_transition
+    from tests.factories import AgentFactory, ModelVersionFactory
+
+    for slug in ("qa_agent", "legal_agent"):
+        baseline = ModelVersionFactory(agent=AgentFactory(slug=slug), model_id="open-mistral-7b", kind="baseline")
+        model_version_transition(version=baseline, to_status="live", reason="test")
+    qa, legal = api_key_for("qa_agent"), api_key_for("legal_agent")
+    assert post(client, qa, [event(event_id="1")]).json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert post(client, legal, [event(event_id="1", agent="legal_agent")]).json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert post(client, qa, [event(event_id="1")]).json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+    assert sorted(OutcomeEvent.objects.values_list("agent__slug", "event_id")) == [("legal_agent", "1"), ("qa_agent", "1")]

@@ -112,3 +112,41 @@ def test_bad_arguments_exit_2_from_the_command_line():
     two_actions = subprocess.run([sys.executable, "manage.py", "rollout_models", "--agent", "qa_agent", "--start",
                                   "--approve", "--as", "x"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert two_actions.returncode == 2 and "not allowed with argument" in two_actions.stderr
+
+
+def test_approve_without_a_request_requests_and_approves_as_the_contract_says(team):
+    # The contract's script: --start as one person, --approve as another; no --request step.
+    experiment = draft_experiment(actor=team["starter"])
+    assert rollout("--agent", "qa_agent", "--start", "--as", "starter")[0] == 0
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+
+    code, _, err = rollout("--agent", "qa_agent", "--approve", "--as", "starter")
+    assert code == 1 and "four-eyes: starter started experiment" in err  # still checked against the starter
+
+    code, out, _ = rollout("--agent", "qa_agent", "--approve", "--as", "approver", "--json")
+    assert code == 0 and json.loads(out)["stage_percent"] == 25
+    from experiments.models import StageApproval
+
+    approval = StageApproval.objects.get(stage__percent=25)
+    assert approval.status == "approved" and approval.requested_by == approval.decided_by == team["approver"]
+    request = ExperimentEvent.objects.get(action=EventAction.REQUEST)
+    assert request.actor == team["approver"] and "in one go" in request.reason
+
+
+def test_start_with_a_refused_start_leaves_no_draft(team):
+    from tests.experiments.factories import agent_with_candidate
+
+    agent_with_candidate(candidate_status="registered")  # no PASS verdict, and no override reason given
+    code, _, err = rollout("--agent", "qa_agent", "--start", "--as", "starter")
+    assert code == 1 and "has no PASS verdict" in err
+    assert not Experiment.objects.exists()
+
+
+def test_start_refuses_a_candidate_that_is_not_the_drafts(team):
+    experiment = draft_experiment(actor=team["starter"])
+    code, _, err = rollout("--agent", "qa_agent", "--start", "--candidate", "ft:something-else", "--as", "starter")
+    assert code == 1 and f"draft experiment 'qa_agent-exp' for candidate '{experiment.treatment.model_id}', not 'ft:something-else'" in err
+    assert Experiment.objects.get().status == "draft"
+    code, out, _ = rollout("--agent", "qa_agent", "--start", "--candidate", experiment.treatment.model_id, "--as", "starter", "--json")
+    assert code == 0 and json.loads(out)["status"] == "running"

@@ -287,3 +287,40 @@ def test_without_redis_the_table_is_rebuilt_every_check_interval(client, running
     time.sleep(routing.CHECK_INTERVAL_SECONDS + 0.05)
     with django_assert_max_num_queries(5):  # one rebuild of the table
         assert route(client, key, "user-1").json()["variant"] == "live"
+
+
+def test_a_user_id_with_a_nul_is_refused_naming_the_field(client, running, api_key_for):
+    response = route(client, api_key_for("qa_agent"), "user\x00one")
+    assert response.status_code == 422
+    assert "user_id" in response.json()["detail"] and "NUL" in response.json()["detail"]
+    assert routing.flush_exposure_buffer() == 0  # nothing was recorded for it
+
+
+def test_user_ids_are_used_byte_for_byte_by_route_and_by_outcomes(client, running, api_key_for):
+    from experiments.models import OutcomeEvent
+    from experiments.services import outcomes_ingest
+
+    answer = route(client, api_key_for("qa_agent"), " u1").json()
+    assert answer["variant"] == decide_route(config=AgentRouteConfig.from_json(routing.current_table().agents["qa_agent"].config_json),
+                                             user_id=" u1").variant
+    outcomes_ingest(principal=None, events=[{"event_id": "e-space", "agent": "qa_agent", "user_id": " u1",
+                                             "model": answer["model"], "success": True, "latency_ms": 10}])
+    assert OutcomeEvent.objects.get(event_id="e-space").user_id == " u1"  # the same id /route hashed
+
+
+@pytest.mark.skipif(not routing.settings.REDIS_URL, reason="the exposure queue lives in Redis")
+def test_a_batch_that_cannot_be_written_is_set_aside_and_does_not_block_the_queue(running, caplog):
+    import json
+
+    client = redis.Redis.from_url(routing.settings.REDIS_URL)
+    now = time.time()
+    bad = json.dumps([[running.pk, "nul\x00user", "control", running.current_stage_id, now]])
+    good = json.dumps([[running.pk, "fine-user", "treatment", running.current_stage_id, now]])
+    client.rpush(routing.EXPOSURE_LIST_KEY, bad, good)
+
+    assert routing.drain_exposure_queue() == 1
+    assert list(Assignment.objects.values_list("user_id", flat=True)) == ["fine-user"]
+    assert client.llen(routing.EXPOSURE_LIST_KEY) == 0
+    assert [raw.decode() for raw in client.lrange(routing.EXPOSURE_DEAD_LETTER_KEY, 0, -1)] == [bad]
+    assert any(routing.EXPOSURE_DEAD_LETTER_KEY in record.getMessage() for record in caplog.records)
+    client.close()

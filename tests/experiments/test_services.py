@@ -89,7 +89,9 @@ def test_each_experiment_gets_its_own_seed(team):
         ([10, 5, 100], "must increase strictly"),
         ([10, 25, 50], "last stage must be 100"),
         ([0, 100], "between 1 and 100"),
-        ([], "at least one stage"),
+        ([], "at least two stages"),
+        ([100], "at least two stages"),  # no partial stage, nothing to approve: it could never complete
+        ([100, 100], "increase strictly"),
         (["ten", 100], "whole percentages"),
     ],
 )
@@ -268,7 +270,9 @@ def test_an_edit_voids_a_pending_approval(team):
     assert approval.status == ApprovalStatus.VOIDED and "edited (min_samples_per_arm)" in approval.void_reason
     void = events(experiment, EventAction.VOID)[0]
     assert void.before["config_version"] == 1 and void.after["config_version"] == 2
-    with pytest.raises(Conflict, match="nobody has requested the advance to 25 %"):
+    # The voided request no longer counts: approving now would be the approver's own request, held
+    # by the raised sample minimum.
+    with pytest.raises(Conflict, match="min_samples: .*minimum 25 per arm"):
         stage_approve(stage=next_stage(experiment), actor=team["approver"])
     # Requested again at version 2, it can be approved (25 per arm needed now).
     satisfy_sample_holds(experiment, per_arm=5, seed=7)

@@ -9,17 +9,14 @@ import pytest
 from scipy import stats
 
 from experiments.stats import (
-    DEFAULT_GUARDRAILS,
     ArmSummary,
     compare_means,
     compare_proportions,
     evaluate_guardrail,
-    evaluate_guardrail_spec,
     sequential_boundary_level,
     sequential_critical_z,
     sequential_difference,
     simulate_aa_experiments,
-    srm_flagged,
     srm_p_value,
 )
 
@@ -130,10 +127,12 @@ def test_srm_p_value_matches_scipy_chisquare(observed: list[int], fractions: lis
     )
 
 
-def test_srm_flags_a_broken_split_below_one_in_a_thousand() -> None:
+def test_srm_flags_a_broken_split_below_the_configured_threshold(settings) -> None:
+    threshold = settings.GENESIS.ab_testing.srm_p_threshold  # what selectors and services compare with
+    assert threshold == 0.001
     broken = srm_p_value(observed=[1_200, 8_800], expected_fractions=[0.1, 0.9])
     healthy = srm_p_value(observed=[1_020, 8_980], expected_fractions=[0.1, 0.9])
-    assert srm_flagged(p_value=broken) and not srm_flagged(p_value=healthy)
+    assert broken < threshold <= healthy
 
 
 def test_srm_edge_cases() -> None:
@@ -217,17 +216,25 @@ def _latency(n: int, mean: float, sd: float) -> ArmSummary:
     return ArmSummary(n=n, total=total, sum_of_squares=sd**2 * (n - 1) + total**2 / n)
 
 
-SUCCESS_RATE, LATENCY = DEFAULT_GUARDRAILS
+def _default_rule(metric: str) -> dict:
+    """The rule an experiment gets by default (experiments/services.py), as stored on the experiment."""
+    from experiments.services import default_guardrails
+
+    return next(rule for rule in default_guardrails() if rule["metric"] == metric)
+
+
+def evaluate_default(metric: str, *, control: ArmSummary, treatment: ArmSummary):  # type: ignore[no-untyped-def]
+    return evaluate_guardrail(**_default_rule(metric), control=control, treatment=treatment)
 
 
 def test_below_the_minimum_sample_the_guardrail_has_no_data() -> None:
-    result = evaluate_guardrail_spec(spec=SUCCESS_RATE, control=_success(1_000, 0.95), treatment=_success(40, 0.5))
+    result = evaluate_default("success_rate", control=_success(1_000, 0.95), treatment=_success(40, 0.5))
     assert result.state == "no_data" and result.estimate is None
     assert "40 of the 150" in result.reason
 
 
 def test_success_rate_down_fifteen_points_is_a_breach() -> None:
-    result = evaluate_guardrail_spec(spec=SUCCESS_RATE, control=_success(4_000, 0.95), treatment=_success(1_000, 0.80))
+    result = evaluate_default("success_rate", control=_success(4_000, 0.95), treatment=_success(1_000, 0.80))
     assert result.state == "breach", result.reason
     assert result.estimate == pytest.approx(-0.15)
     assert result.interval is not None and result.interval.high < -0.05
@@ -235,32 +242,32 @@ def test_success_rate_down_fifteen_points_is_a_breach() -> None:
 
 
 def test_equal_arms_are_healthy() -> None:
-    result = evaluate_guardrail_spec(spec=SUCCESS_RATE, control=_success(4_000, 0.95), treatment=_success(1_000, 0.95))
+    result = evaluate_default("success_rate", control=_success(4_000, 0.95), treatment=_success(1_000, 0.95))
     assert result.state == "healthy", result.reason
 
 
 def test_a_drop_beyond_the_limit_without_enough_evidence_is_a_warning_not_a_breach() -> None:
-    result = evaluate_guardrail_spec(spec=SUCCESS_RATE, control=_success(1_500, 0.90), treatment=_success(150, 0.84))
+    result = evaluate_default("success_rate", control=_success(1_500, 0.90), treatment=_success(150, 0.84))
     assert result.interval is not None and result.interval.contains(0.0)
     assert result.state == "warning", result.reason
     assert "not yet conclusive" in result.reason
 
 
 def test_a_real_but_small_drop_within_the_limit_is_healthy() -> None:
-    result = evaluate_guardrail_spec(spec=SUCCESS_RATE, control=_success(50_000, 0.95), treatment=_success(50_000, 0.93))
+    result = evaluate_default("success_rate", control=_success(50_000, 0.95), treatment=_success(50_000, 0.93))
     assert result.interval is not None and result.interval.high < 0  # the drop is real …
     assert result.state == "healthy", result.reason  # … and within 5 points
 
 
 def test_latency_up_fifty_percent_is_a_warning_by_default() -> None:
-    result = evaluate_guardrail_spec(spec=LATENCY, control=_latency(3_000, 800.0, 200.0), treatment=_latency(1_000, 1_200.0, 300.0))
+    result = evaluate_default("latency_ms", control=_latency(3_000, 800.0, 200.0), treatment=_latency(1_000, 1_200.0, 300.0))
     assert result.state == "warning", result.reason
     assert result.interval is not None and result.interval.low > 0.30 * 800.0
     assert "review the candidate" in result.reason
 
 
 def test_latency_up_ten_percent_is_within_a_thirty_percent_limit() -> None:
-    result = evaluate_guardrail_spec(spec=LATENCY, control=_latency(3_000, 800.0, 200.0), treatment=_latency(1_000, 880.0, 200.0))
+    result = evaluate_default("latency_ms", control=_latency(3_000, 800.0, 200.0), treatment=_latency(1_000, 880.0, 200.0))
     assert result.state == "healthy", result.reason
 
 

@@ -103,6 +103,15 @@ def test_shipped_files_are_valid(env_name):
     assert config.debug is (env_name == "dev")
 
 
+def test_the_benchmark_minimum_of_cases_comes_from_the_environment_and_must_be_positive():
+    environ = {"DATABASE_URL": "postgres://x/y"}
+    assert load_config(env_name="dev", environ=environ).benchmarks.min_cases == 20
+    assert load_config(env_name="dev", environ={**environ, "BENCHMARK_MIN_CASES": "50"}).benchmarks.min_cases == 50
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={**environ, "BENCHMARK_MIN_CASES": "0"})
+    assert "dev.yaml: benchmarks.min_cases:" in str(exc.value)
+
+
 def run_django(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("GENESIS_", "DJANGO_"))}
     environ.update(env)

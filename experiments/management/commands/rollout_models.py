@@ -32,14 +32,16 @@ class Command(BaseCommand):
                             help="start the agent's draft experiment (one is created for the newest candidate if none exists)")
         action.add_argument("--request", action="store_const", const="request", dest="action", help="request the next stage")
         action.add_argument("--approve", action="store_const", const="approve", dest="action",
-                            help="approve the requested next stage (not as its starter or requester)")
+                            help="approve the next stage (not as the starter); without a --request by someone "
+                                 "else it requests and approves in one go, as one approver")
         action.add_argument("--pause", action="store_const", const="pause", dest="action", help="pause: everyone gets the live model")
         action.add_argument("--resume", action="store_const", const="resume", dest="action", help="resume a paused experiment")
         action.add_argument("--rollback", action="store_const", const="rollback", dest="action",
                             help="roll back to the live model and reject the candidate (needs --reason)")
         parser.add_argument("--reason", default="", metavar="TEXT", help="why (required with --rollback; a note otherwise)")
         parser.add_argument("--as", dest="username", required=True, metavar="USERNAME", help="the person acting")
-        parser.add_argument("--candidate", default="", metavar="MODEL", help="--start without a draft: the candidate model id")
+        parser.add_argument("--candidate", default="", metavar="MODEL",
+                            help="--start: the candidate model id (must match the agent's draft, if it has one)")
         parser.add_argument("--override-reason", default="", metavar="TEXT",
                             help="--start a candidate without a PASS verdict (needs experiments.override_verdict)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -72,16 +74,23 @@ class Command(BaseCommand):
     def _act(self, action: str, agent: Agent, user: Any, *, reason: str, candidate: str, override_reason: str) -> Experiment | None:
         if action == "start":
             experiment = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).order_by("-created_at").first()
-            if experiment is None:
-                versions = candidate_versions(agent=agent)
-                treatment = versions.filter(model_id=candidate).first() if candidate else versions.first()
-                if treatment is None:
+            if experiment is not None:
+                # --candidate names what the person means to roll out; starting another model is worse than refusing.
+                if candidate and experiment.treatment.model_id != candidate:
                     raise DomainError(
-                        f"agent '{agent.slug}' has no candidate" + (f" '{candidate}'" if candidate else "")
-                        + " to roll out: register or fine-tune one first"
+                        f"agent '{agent.slug}' has draft experiment '{experiment.key}' for candidate "
+                        f"'{experiment.treatment.model_id}', not '{candidate}': start it without --candidate, or edit "
+                        "the draft in the admin"
                     )
-                experiment = services.experiment_create(agent=agent, treatment=treatment, actor=user)
-            return services.experiment_start(experiment=experiment, actor=user, override_reason=override_reason)
+                return services.experiment_start(experiment=experiment, actor=user, override_reason=override_reason)
+            versions = candidate_versions(agent=agent)
+            treatment = versions.filter(model_id=candidate).first() if candidate else versions.first()
+            if treatment is None:
+                raise DomainError(
+                    f"agent '{agent.slug}' has no candidate" + (f" '{candidate}'" if candidate else "")
+                    + " to roll out: register or fine-tune one first"
+                )
+            return services.experiment_create_and_start(agent=agent, treatment=treatment, actor=user, override_reason=override_reason)
         experiment = selectors.experiment_for_agent(agent_slug=agent.slug)
         if action == "status":
             return experiment
