@@ -13,6 +13,16 @@ The verdict rule (issue 4), with threshold t = BENCHMARK_MIN_RELATIVE_IMPROVEMEN
 When the baseline scores zero on every case the relative improvement is undefined; the rule then
 reads the interval of the absolute mean delta against zero (anything above nothing is an
 improvement) and says so in its reasons.
+
+Two guards keep the numbers honest:
+
+- Fewer than `min_cases` paired cases (BENCHMARK_MIN_CASES) never decide: a two-case suite can show a
+  zero-width interval and would otherwise PASS on no evidence. The verdict is INCONCLUSIVE and the
+  first reason says how many cases the gate needs.
+- When resamples that drew only zero-baseline cases make an end of the interval infinite, the
+  verdict still reads that end (+∞ is above any threshold), but the interval is reported as absent
+  (`ci_low` = `ci_high` = None) with a reason, because a half-infinite pair has no JSON form and the
+  contract's `ci95` is either two numbers or null.
 """
 
 from __future__ import annotations
@@ -158,9 +168,10 @@ def _relative(candidate_means: np.ndarray, baseline_means: np.ndarray) -> np.nda
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = delta / baseline_means
     # A resample whose baseline mean is zero: any gain is an unbounded improvement, any loss an
-    # unbounded regression, no change is no change.
+    # unbounded regression, no change is no change (set apart: sign(0) · ∞ would be NaN).
     zero = baseline_means == 0
-    ratio[zero] = np.sign(delta[zero]) * np.inf
+    ratio[zero] = np.copysign(np.inf, delta[zero])
+    ratio[zero & (delta == 0)] = 0.0
     return ratio
 
 
@@ -182,65 +193,99 @@ def _percent(value: float) -> str:
     return f"{value * 100:+.1f} %"
 
 
+@dataclass(frozen=True)
+class _Decision:
+    """What the rule concluded, before the common fields are added."""
+
+    verdict: str
+    reasons: list[str]
+    relative_improvement: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    more_cases_needed: int | None = None
+
+
 def compare_paired(
     pairs: Sequence[PairedScore],
     *,
     threshold: float,
+    min_cases: int,
     resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
     max_regressions: int | None = None,
 ) -> Comparison:
-    """Compare candidate and baseline on the same cases and apply the gate."""
+    """Compare candidate and baseline on the same cases and apply the gate (fewer than `min_cases`
+    paired cases are always INCONCLUSIVE)."""
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be within (0, 1), got {confidence}")
+    if min_cases < 1:
+        raise ValueError(f"min_cases must be >= 1, got {min_cases}")
     n = len(pairs)
     base = np.array([pair.baseline for pair in pairs], dtype=float)
     cand = np.array([pair.candidate for pair in pairs], dtype=float)
     deltas = cand - base
     wins, losses = int((deltas > 0).sum()), int((deltas < 0).sum())
-    common = dict(
+    baseline_mean, candidate_mean = (float(base.mean()), float(cand.mean())) if n else (0.0, 0.0)
+    if n == 0:
+        decision = _Decision(INCONCLUSIVE, ["no case has a score from both models"])
+    else:
+        baseline_means, candidate_means = bootstrap_means(base, cand, resamples=resamples, seed=seed)
+        if baseline_mean == 0:
+            decision = _decide_absolute(
+                n=n, candidate_mean=candidate_mean, gains=candidate_means - baseline_means, confidence=confidence
+            )
+        else:
+            decision = _decide_relative(
+                n=n, baseline_mean=baseline_mean, candidate_mean=candidate_mean, baseline_means=baseline_means,
+                candidate_means=candidate_means, threshold=threshold, confidence=confidence,
+            )
+    reasons, more = decision.reasons, decision.more_cases_needed
+    if 0 < n < min_cases:
+        # Whatever the numbers say, this few cases cannot decide (the reason goes first: it is the one
+        # that matters, and the candidate's status change quotes the first reason).
+        reasons = [f"only {n} paired case(s): the gate needs at least {min_cases} to decide, so the verdict is "
+                   f"{INCONCLUSIVE}; add cases to the suite"] + reasons
+        more = max(more or 0, min_cases - n)
+    return Comparison(
+        n=n, baseline_mean=baseline_mean, candidate_mean=candidate_mean, mean_delta=candidate_mean - baseline_mean,
+        relative_improvement=decision.relative_improvement, ci_low=decision.ci_low, ci_high=decision.ci_high,
+        verdict=INCONCLUSIVE if n < min_cases else decision.verdict, reasons=reasons, more_cases_needed=more,
         threshold=threshold, resamples=resamples, seed=seed, confidence=confidence, wins=wins, losses=losses,
         ties=n - wins - losses, per_tag=tag_breakdown(pairs), regressions=regressions(pairs, limit=max_regressions),
     )
-    if n == 0:
-        return Comparison(
-            n=0, baseline_mean=0.0, candidate_mean=0.0, mean_delta=0.0, relative_improvement=None, ci_low=None,
-            ci_high=None, verdict=INCONCLUSIVE, reasons=["no case has a score from both models"],
-            more_cases_needed=None, **common,
-        )
-    baseline_mean, candidate_mean = float(base.mean()), float(cand.mean())
-    mean_delta = candidate_mean - baseline_mean
+
+
+def _decide_absolute(*, n: int, candidate_mean: float, gains: np.ndarray, confidence: float) -> _Decision:
+    """The baseline scored 0 on every case: judge the absolute gain (the resamples' `gains`) against zero."""
     level = f"{confidence * 100:g} %"
-    baseline_means, candidate_means = bootstrap_means(base, cand, resamples=resamples, seed=seed)
+    mean_delta = candidate_mean
+    low, high = percentile_interval(gains, confidence=confidence)
+    if low > 0:
+        return _Decision(PASS, [
+            f"the baseline scored 0 on all {n} cases, so the relative improvement is unbounded",
+            f"the candidate's mean gain {mean_delta:+.3f} has a {level} interval [{low:+.3f}, {high:+.3f}] above zero",
+        ])
+    if high <= 0:
+        return _Decision(FAIL, [
+            f"neither model scored on any of the {n} cases" if candidate_mean == 0 else
+            f"the candidate's mean gain {mean_delta:+.3f} has a {level} interval entirely at or below zero"
+        ])
+    return _Decision(INCONCLUSIVE, [
+        f"the baseline scored 0 on all {n} cases; the candidate's mean gain {mean_delta:+.3f} has a "
+        f"{level} interval [{low:+.3f}, {high:+.3f}] that includes zero"
+    ])
 
-    if baseline_mean == 0:
-        low, high = percentile_interval(candidate_means - baseline_means, confidence=confidence)
-        if low > 0:
-            verdict = PASS
-            reasons = [
-                f"the baseline scored 0 on all {n} cases, so the relative improvement is unbounded",
-                f"the candidate's mean gain {mean_delta:+.3f} has a {level} interval [{low:+.3f}, {high:+.3f}] above zero",
-            ]
-        elif high <= 0:
-            verdict = FAIL
-            reasons = [f"neither model scored on any of the {n} cases" if candidate_mean == 0 else
-                       f"the candidate's mean gain {mean_delta:+.3f} has a {level} interval entirely at or below zero"]
-        else:
-            verdict = INCONCLUSIVE
-            reasons = [
-                f"the baseline scored 0 on all {n} cases; the candidate's mean gain {mean_delta:+.3f} has a "
-                f"{level} interval [{low:+.3f}, {high:+.3f}] that includes zero"
-            ]
-        return Comparison(
-            n=n, baseline_mean=baseline_mean, candidate_mean=candidate_mean, mean_delta=mean_delta,
-            relative_improvement=None, ci_low=None, ci_high=None, verdict=verdict, reasons=reasons,
-            more_cases_needed=None, **common,
-        )
 
-    relative_improvement = mean_delta / baseline_mean
+def _decide_relative(
+    *, n: int, baseline_mean: float, candidate_mean: float, baseline_means: np.ndarray, candidate_means: np.ndarray,
+    threshold: float, confidence: float,
+) -> _Decision:
+    """The verdict rule on the relative improvement and its bootstrap interval."""
+    level = f"{confidence * 100:g} %"
+    relative_improvement = (candidate_mean - baseline_mean) / baseline_mean
     ci_low, ci_high = percentile_interval(_relative(candidate_means, baseline_means), confidence=confidence)
     verdict = gate_verdict(
         relative_improvement=relative_improvement, ci_low=ci_low, ci_high=ci_high, threshold=threshold
@@ -267,11 +312,16 @@ def compare_paired(
             reasons.append(f"about {more} more case(s) would decide it, if the effect stays the same")
         else:
             reasons.append("more cases would not decide it at this effect size")
-    return Comparison(
-        n=n, baseline_mean=baseline_mean, candidate_mean=candidate_mean, mean_delta=mean_delta,
-        relative_improvement=relative_improvement, ci_low=ci_low if math.isfinite(ci_low) else None,
-        ci_high=ci_high if math.isfinite(ci_high) else None, verdict=verdict, reasons=reasons,
-        more_cases_needed=more, **common,
+    finite = math.isfinite(ci_low) and math.isfinite(ci_high)
+    if not finite:
+        zero_baseline = int((baseline_means == 0).sum())
+        reasons.append(
+            f"{zero_baseline} of {len(baseline_means)} resamples drew only cases where the baseline scored 0, "
+            "where the relative change is unbounded, so the interval has no finite end and is not reported "
+            "(ci95 null); the verdict above already accounts for it"
+        )
+    return _Decision(
+        verdict, reasons, relative_improvement, ci_low if finite else None, ci_high if finite else None, more
     )
 
 

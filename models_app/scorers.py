@@ -86,6 +86,14 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _string_list(value: Any, *, option: str) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -182,6 +190,7 @@ def score_regex(*, output: str, reference: Any, options: Mapping[str, Any]) -> S
     return Score(0.0, f"does not {'fully ' if full else ''}match /{_short(pattern.pattern, 40)}/")
 
 
+_JSON_TYPES = ("null", "boolean", "object", "array", "number", "string", "integer")
 _FENCE = re.compile(r"^```(?:json)?\s*(?P<body>.*?)\s*```$", re.DOTALL | re.IGNORECASE)
 
 
@@ -192,9 +201,17 @@ def _parse_json_reply(output: str) -> tuple[Any, str | None]:
     if fenced:
         text = fenced.group("body")
     try:
-        return json.loads(text), None
+        return json.loads(text, parse_constant=_refuse_constant), None
     except json.JSONDecodeError as error:
         return None, f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+    except (ValueError, RecursionError) as error:
+        # The reply is the model's, so anything it can hold is graded, never raised: NaN/Infinity
+        # (not JSON, and they break number checks), integers over Python's 4 300 digits, deep nesting.
+        return None, f"not valid JSON: {_short(str(error), 80)}"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def score_valid_json(*, output: str, reference: Any, options: Mapping[str, Any]) -> Score:
@@ -211,6 +228,10 @@ def score_json_schema(*, output: str, reference: Any, options: Mapping[str, Any]
     schema = options.get("schema", reference)
     if not isinstance(schema, Mapping):
         raise ScorerSpecError("schema: needs a JSON Schema object (in the options or as the reference)")
+    # Checked before the reply is read, so the import's dry run on an empty reply finds a bad schema too.
+    schema_problems = json_schema_check_schema(schema)
+    if schema_problems:
+        raise ScorerSpecError(f"schema: {schema_problems[0]}")
     value, error = _parse_json_reply(output)
     if error:
         return Score(0.0, error)
@@ -453,6 +474,46 @@ SCORER_ALIASES = {"normalised_match": "normalized_match", "normalized": "normali
                   "judge": "llm_judge", "numeric_tolerance": "numeric", "length_bounds": "length"}
 
 
+# The options each scorer reads and what each must be. Checked at import and again before scoring, so a
+# typo ("ignorecase") or a string where JSON wants a boolean ("partial": "no", which reads as true) is an
+# error naming the option instead of a grade silently computed some other way. Options whose shape is
+# richer (values, pattern, schema, scorers) are checked by the scorer itself.
+_BOOLEAN = ("a boolean (true or false)", lambda value: isinstance(value, bool))
+_NUMBER = ("a number", _is_number)
+_COUNT = ("a non-negative integer", _is_count)
+_TEXT = ("a string", lambda value: isinstance(value, str))
+_CHECKED_BY_SCORER = ("", lambda value: True)
+SCORER_OPTIONS: dict[str, dict[str, tuple[str, Callable[[Any], bool]]]] = {
+    "exact": {"ignore_case": _BOOLEAN},
+    "normalized_match": {},
+    "contains_any": {"values": _CHECKED_BY_SCORER, "case_sensitive": _BOOLEAN},
+    "contains_all": {"values": _CHECKED_BY_SCORER, "case_sensitive": _BOOLEAN, "partial": _BOOLEAN},
+    "regex": {"pattern": _CHECKED_BY_SCORER, "flags": _CHECKED_BY_SCORER, "fullmatch": _BOOLEAN},
+    "valid_json": {"type": (f"one of {', '.join(_JSON_TYPES)}", lambda value: value in _JSON_TYPES)},
+    "json_schema": {"schema": _CHECKED_BY_SCORER},
+    "numeric": {"value": _NUMBER, "tolerance": _NUMBER, "relative_tolerance": _NUMBER,
+                "pick": ("'first' or 'last'", lambda value: value in ("first", "last"))},
+    "length": {"min_chars": _COUNT, "max_chars": _COUNT, "min_words": _COUNT, "max_words": _COUNT},
+    "llm_judge": {"rubric": _CHECKED_BY_SCORER, "judge_model": _TEXT},
+    "all": {"scorers": _CHECKED_BY_SCORER},
+}
+
+
+# What a scorer raises when its specification cannot be used in a way no check above foresaw.
+_SCORING_ERRORS = (re.error, TypeError, ValueError, ArithmeticError)
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> None:
+    known = SCORER_OPTIONS[name]
+    for option, value in options.items():
+        if option not in known:
+            allowed = ", ".join(known) or "none"
+            raise ScorerSpecError(f"{option}: not an option of the {name} scorer (its options: {allowed})")
+        expected, accepts = known[option]
+        if not accepts(value):
+            raise ScorerSpecError(f"{option}: needs {expected}, got {json.dumps(value)}")
+
+
 def scorer_name(spec: Mapping[str, Any]) -> str:
     name = spec.get("name") if isinstance(spec, Mapping) else None
     if not isinstance(name, str) or not name:
@@ -469,9 +530,17 @@ def score_output(
     """Grade `output` with the scorer `spec` names. Raises ScorerSpecError for an unusable spec."""
     name = scorer_name(spec)
     options = {key: value for key, value in spec.items() if key != "name"}
-    if name in ("llm_judge", "all"):
-        return SCORERS[name](output=output, reference=reference, options=options, judge=judge)
-    return SCORERS[name](output=output, reference=reference, options=options)
+    _check_options(name, options)
+    try:
+        if name in ("llm_judge", "all"):
+            return SCORERS[name](output=output, reference=reference, options=options, judge=judge)
+        return SCORERS[name](output=output, reference=reference, options=options)
+    except ScorerSpecError:
+        raise
+    except _SCORING_ERRORS as error:
+        # An option the checks let through (a case imported before they existed, or a gap in them)
+        # costs this case its grade with the reason, instead of stopping the whole run.
+        raise ScorerSpecError(f"scorer {name}: {error}") from error
 
 
 def validate_scorer_spec(spec: Any, reference: Any) -> list[str]:
@@ -486,6 +555,7 @@ def validate_scorer_spec(spec: Any, reference: Any) -> list[str]:
     if name in ("exact", "normalized_match") and reference in (None, "", []):
         return [f"reference: the {name} scorer needs the expected answer"]
     try:
+        _check_options(name, options)
         if name == "all":
             parts = options.get("scorers")
             if not isinstance(parts, list) or not parts:
@@ -495,19 +565,13 @@ def validate_scorer_spec(spec: Any, reference: Any) -> list[str]:
         if name == "llm_judge":
             if not isinstance(options.get("rubric"), str) or not options["rubric"].strip():
                 raise ScorerSpecError("rubric: the LLM judge needs a rubric (what a good reply does)")
-        elif name == "json_schema":
-            schema = options.get("schema", reference)
-            if not isinstance(schema, Mapping):
-                raise ScorerSpecError("schema: needs a JSON Schema object (in the options or as the reference)")
-            schema_problems = json_schema_check_schema(schema)
-            if schema_problems:
-                raise ScorerSpecError(f"schema: {schema_problems[0]}")
         else:
-            # A dry run on an empty reply exercises the option parsing of every other scorer.
+            # A dry run on an empty reply exercises the option parsing of every other scorer (the
+            # json_schema scorer checks its schema before it reads the reply).
             SCORERS[name](output="", reference=reference, options=options)
     except ScorerSpecError as error:
         return [str(error)]
-    except (TypeError, ValueError) as error:
+    except _SCORING_ERRORS as error:
         return [f"scorer {name}: {error}"]
     return []
 
@@ -523,7 +587,6 @@ SUPPORTED_SCHEMA_KEYWORDS = frozenset(
      "exclusiveMaximum", "multipleOf", "anyOf", "oneOf", "allOf", "not", "title", "description", "$schema",
      "$id", "default", "examples", "format"}
 )
-_JSON_TYPES = ("null", "boolean", "object", "array", "number", "string", "integer")
 
 
 def _json_type_name(value: Any) -> str:
@@ -549,26 +612,56 @@ def _is_type(value: Any, wanted: str) -> bool:
     return actual == wanted or (wanted == "number" and actual == "integer")
 
 
+# What each keyword's value must be, where a wrong one would raise or silently mis-grade while scoring
+# ({"minimum": "5"} cannot be compared with a number; {"required": "name"} would require 'n', 'a', …).
+_SCHEMA_VALUE_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "enum": ("a list", lambda value: isinstance(value, list)),
+    "required": ("a list of property names", lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value)),
+    "properties": ("an object of schemas", lambda value: isinstance(value, Mapping)),
+    "uniqueItems": ("a boolean", lambda value: isinstance(value, bool)),
+    "pattern": ("a regular expression string", lambda value: isinstance(value, str)),
+    "multipleOf": ("a number above 0", lambda value: _is_number(value) and value > 0),
+    **{key: ("a number", _is_number) for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")},
+    **{key: ("a non-negative integer", _is_count) for key in ("minLength", "maxLength", "minItems", "maxItems")},
+    **{key: ("a non-empty list of schemas", lambda value: isinstance(value, list) and bool(value))
+       for key in ("anyOf", "oneOf", "allOf")},
+    **{key: ("a schema (an object or a boolean)", lambda value: isinstance(value, (Mapping, bool)))
+       for key in ("items", "additionalProperties", "not")},
+}
+
+
 def json_schema_check_schema(schema: Any, path: str = "#") -> list[str]:
-    """Keywords this subset does not understand (rather than silently accepting everything)."""
+    """What in `schema` this subset cannot use: keywords it does not understand (rather than silently
+    accepting everything) and keyword values of the wrong kind, each with its path."""
     if isinstance(schema, bool):
         return []
     if not isinstance(schema, Mapping):
         return [f"{path}: a schema must be an object or a boolean"]
     problems = [f"{path}: unsupported keyword '{key}'" for key in schema if key not in SUPPORTED_SCHEMA_KEYWORDS]
+    for key, (expected, accepts) in _SCHEMA_VALUE_RULES.items():
+        if key in schema and not accepts(schema[key]):
+            problems.append(f"{path}/{key}: needs {expected}, got {json.dumps(schema[key])}")
+    if isinstance(schema.get("pattern"), str):
+        try:
+            re.compile(schema["pattern"])
+        except re.error as error:
+            problems.append(f"{path}/pattern: not a valid regular expression: {error}")
     types = schema.get("type")
-    for type_name in [types] if isinstance(types, str) else (types or []):
+    if types is not None and not isinstance(types, (str, list)):
+        problems.append(f"{path}/type: needs a type name or a list of them, got {json.dumps(types)}")
+    for type_name in [types] if isinstance(types, str) else (types if isinstance(types, list) else []):
         if type_name not in _JSON_TYPES:
-            problems.append(f"{path}/type: unknown type {type_name!r}")
-    for key in ("properties",):
-        for name, sub in (schema.get(key) or {}).items():
-            problems += json_schema_check_schema(sub, f"{path}/{key}/{name}")
+            problems.append(f"{path}/type: unknown type {json.dumps(type_name)}")
+    if isinstance(schema.get("properties"), Mapping):
+        for name, sub in schema["properties"].items():
+            problems += json_schema_check_schema(sub, f"{path}/properties/{name}")
     for key in ("items", "additionalProperties", "not"):
         if isinstance(schema.get(key), (Mapping, bool)):
             problems += json_schema_check_schema(schema[key], f"{path}/{key}")
     for key in ("anyOf", "oneOf", "allOf"):
-        for index, sub in enumerate(schema.get(key) or []):
-            problems += json_schema_check_schema(sub, f"{path}/{key}/{index}")
+        if isinstance(schema.get(key), list):
+            for index, sub in enumerate(schema[key]):
+                problems += json_schema_check_schema(sub, f"{path}/{key}/{index}")
     return problems
 
 
@@ -604,10 +697,9 @@ def json_schema_errors(value: Any, schema: Any, path: str = "$") -> list[str]:
             errors.append(f"{path}: {value} <= exclusive minimum {schema['exclusiveMinimum']}")
         if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
             errors.append(f"{path}: {value} >= exclusive maximum {schema['exclusiveMaximum']}")
-        if "multipleOf" in schema:
-            quotient = value / schema["multipleOf"]
-            if abs(quotient - round(quotient)) > 1e-9:
-                errors.append(f"{path}: not a multiple of {schema['multipleOf']}")
+        # The IEEE remainder is exact and cannot overflow, unlike value / multipleOf for a tiny divisor.
+        if "multipleOf" in schema and abs(math.remainder(value, schema["multipleOf"])) > 1e-9 * schema["multipleOf"]:
+            errors.append(f"{path}: not a multiple of {schema['multipleOf']}")
     if isinstance(value, list):
         if "minItems" in schema and len(value) < schema["minItems"]:
             errors.append(f"{path}: fewer than {schema['minItems']} items")

@@ -133,8 +133,10 @@ def _model_summary(run: BenchmarkRun, version: ModelVersion, comparison: dict[st
 def benchmark_run_summary(*, run: BenchmarkRun) -> dict[str, Any]:
     """The object `benchmark_finetuned --json` prints (the public contract), from the stored run."""
     comparison = run.comparison
+    # The contract's ci95 is two numbers or null, never half of an interval. The gate stores both ends or
+    # neither; runs decided before it did may hold one end only (an unbounded other end), hence both checked.
     ci95 = None
-    if comparison is not None and comparison.get("ci_low") is not None:
+    if comparison is not None and comparison.get("ci_low") is not None and comparison.get("ci_high") is not None:
         ci95 = [comparison["ci_low"], comparison["ci_high"]]
     return {
         "run": run.pk,
@@ -144,6 +146,16 @@ def benchmark_run_summary(*, run: BenchmarkRun) -> dict[str, Any]:
         "relative_improvement": comparison.get("relative_improvement") if comparison else None,
         "ci95": ci95,
         "cost_usd": money(run.cost_usd if run.is_finished else benchmark_run_cost(run=run)),
+    }
+
+
+def benchmark_summary_not_started() -> dict[str, Any]:
+    """The contract's object for a run that could not start: the same keys, nothing measured, nothing
+    spent — so a script reading `--json` never meets a missing key."""
+    nothing = {"model": None, "mean_score": None, "n": 0}
+    return {
+        "run": None, "verdict": None, "baseline": dict(nothing), "candidate": dict(nothing),
+        "relative_improvement": None, "ci95": None, "cost_usd": money(ZERO),
     }
 
 

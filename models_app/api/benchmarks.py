@@ -55,7 +55,10 @@ class RunOut(Schema):
     baseline: ModelScoreOut
     candidate: ModelScoreOut
     relative_improvement: float | None
-    ci95: list[float] | None
+    ci95: tuple[float, float] | None = Field(
+        ..., description="95 % interval of the relative improvement; null when there is none (no verdict yet, "
+        "a baseline that scored 0 everywhere, or an unbounded end — the reasons say which)",
+    )
     cost_usd: str = Field(..., description="Decimal string")
     estimated_cost_usd: str = Field(..., description="Decimal string")
     progress: ProgressOut

@@ -235,7 +235,8 @@ def training_file_upload(
     try:
         uploaded = _call(lambda: client.upload_file(filename=filename, content=payload), policy=INTERACTIVE_RETRY)
     except ProviderRefused as error:
-        raise InvalidInput(
+        # The provider's refusal, not a bad argument: a Conflict (HTTP 409, command exit 1).
+        raise Conflict(
             f"{filename}: provider '{account.name}' refused the file"
             + (f": {error.provider_answer}" if error.provider_answer else f": {error.message}")
         ) from None

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-
-from costs.models import CostEntry
 from django.db.models import Sum
 
+from costs.models import CostEntry
+from costs.services import budget_upsert
 from models_app.management.commands._benchmark_cli import START_WORKER_COMMAND, ProgressBar
-from models_app.models import BenchmarkRun, BenchmarkSuite, ModelVersion
+from models_app.models import Agent, BenchmarkRun, BenchmarkSuite, ModelVersion, ProviderAccount
+from models_app.services import model_version_register
 from tests.conftest import ROOT, child_environment
 from tests.models_app.conftest import point_demo_provider_at, wait_until
 
@@ -84,6 +85,66 @@ def test_run_all_benchmarks_runs_every_agent_with_a_candidate_each_on_its_own(em
     text = io.StringIO()
     call_command("run_all_benchmarks", stdout=text, stderr=io.StringIO())
     assert "summary: analyst_agent PASS" in text.getvalue() and BenchmarkRun.objects.count() == 10
+
+
+@pytest.mark.worker
+def test_every_json_answer_has_the_contract_keys_and_invalid_arguments_exit_2(empty_broker, demo_simulator, celery_worker):
+    agent = Agent.objects.get(slug="qa_agent")
+    # The service refuses the same model twice as invalid input: a usage error, and nothing printed or started.
+    out = io.StringIO()
+    with pytest.raises(CommandError) as same:
+        call_command("benchmark_finetuned", "--agent", "qa_agent", "--candidate", "open-mistral-7b",
+                     "--baseline", "open-mistral-7b", "--json", stdout=out, stderr=io.StringIO())
+    assert same.value.returncode == 2 and "same version" in str(same.value)
+    assert out.getvalue() == "" and not BenchmarkRun.objects.exists()
+
+    # A run that fails: the contract's object with a null verdict; why goes to stderr.
+    unknown = model_version_register(
+        agent=agent, provider=ProviderAccount.objects.get(name="simulator"),
+        model_id="ft:open-mixtral-8x7b:0badc0de:20261101:0badc0de", base_model="open-mixtral-8x7b", kind="fine_tuned",
+    )
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as failed:
+        call_command("benchmark_finetuned", "--agent", "qa_agent", "--candidate", unknown.model_id, "--json", stdout=out, stderr=err)
+    result = json.loads(out.getvalue())
+    assert failed.value.code == 1 and set(result) == CONTRACT_KEYS
+    assert result["run"] == BenchmarkRun.objects.get().pk and result["verdict"] is None and result["ci95"] is None
+    assert set(result["candidate"]) == {"model", "mean_score", "n"}
+    assert f"run #{result['run']} qa_agent: failed: " in err.getvalue() and "does not serve" in err.getvalue()
+
+    # Runs that cannot start (the budget is spent): the same keys, "run": null, for each agent.
+    budget_upsert(name="default", amount_usd="0.0001")
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("run_all_benchmarks", "--json", stdout=out, stderr=err)
+    results = json.loads(out.getvalue())
+    assert [r["agent"] for r in results] == ["analyst_agent", "content_agent", "legal_agent", "qa_agent", "support_agent"]
+    for entry in results:
+        assert set(entry) == CONTRACT_KEYS | {"agent"} and entry["run"] is None and entry["verdict"] is None
+        assert entry["baseline"] == entry["candidate"] == {"model": None, "mean_score": None, "n": 0}
+        assert entry["cost_usd"] == "0.000000" and f"{entry['agent']}: not started: budget 'default'" in err.getvalue()
+
+    out = io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("benchmark_finetuned", "--agent", "legal_agent", "--json", stdout=out, stderr=io.StringIO())
+    assert refused.value.returncode == 1 and "budget 'default'" in str(refused.value)
+    assert json.loads(out.getvalue()) == {key: value for key, value in results[0].items() if key != "agent"}
+
+
+@pytest.mark.django_db
+def test_without_a_worker_json_still_prints_the_contract_objects(empty_broker, demo_simulator):
+    out = io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("benchmark_finetuned", "--agent", "qa_agent", "--json", stdout=out, stderr=io.StringIO())
+    assert refused.value.returncode == 1 and "no Celery worker" in str(refused.value)
+    assert set(json.loads(out.getvalue())) == CONTRACT_KEYS and json.loads(out.getvalue())["run"] is None
+
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("run_all_benchmarks", "--json", stdout=out, stderr=io.StringIO())
+    results = json.loads(out.getvalue())
+    assert len(results) == 5 and all(set(r) == CONTRACT_KEYS | {"agent"} and r["run"] is None for r in results)
+    assert not BenchmarkRun.objects.exists()
 
 
 @pytest.mark.django_db
@@ -174,3 +235,12 @@ def test_import_command_refuses_a_bad_file_with_line_numbers_and_unreadable_path
     with pytest.raises(CommandError) as missing:
         call_command("import_benchmark_suite", str(tmp_path / "none.jsonl"), "--agent", "qa_agent", "--slug", "x")
     assert missing.value.returncode == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("where", ["missing-directory/qa.jsonl", "."])
+def test_export_to_a_path_that_cannot_be_written_is_a_usage_error(seeded_demo, tmp_path: Path, where):
+    target = tmp_path / where  # a directory that does not exist, or a directory itself
+    with pytest.raises(CommandError) as refused:
+        call_command("export_benchmark_suite", "--agent", "qa_agent", "--slug", "core", "--out", str(target), stderr=io.StringIO())
+    assert refused.value.returncode == 2 and str(refused.value).startswith(f"--out {target}: cannot write it (")

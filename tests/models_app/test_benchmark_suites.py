@@ -100,6 +100,28 @@ def test_import_refuses_the_whole_file_with_line_numbers(seeded_demo):
 
 
 @pytest.mark.django_db
+def test_import_refuses_scorer_options_that_would_break_or_bend_the_run_naming_each_line(seeded_demo):
+    # Each of these used to import and then fail the whole run (a regex or a comparison raising while
+    # scoring) or grade silently otherwise ("partial": "no" is a true string).
+    schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": "("}, "age": {"minimum": "5"}}}
+    lines = [
+        line(),
+        line(id="q2", reference=None, scorer={"name": "json_schema", "schema": schema}),
+        line(id="q3", reference=None, scorer={"name": "json_schema", "schema": {"type": "object", "required": "name"}}),
+        line(id="q4", reference=None, scorer={"name": "contains_all", "values": ["refund"], "partial": "no"}),
+    ]
+    with pytest.raises(InvalidInput) as refused:
+        benchmark_suite_import(agent=Agent.objects.get(slug="qa_agent"), slug="options", lines=lines)
+
+    message = refused.value.message
+    assert message.startswith("suite file refused, 3 problem(s): ")
+    assert "line 2: schema: #/properties/name/pattern: not a valid regular expression" in message
+    assert 'line 3: schema: #/required: needs a list of property names, got "name"' in message
+    assert 'line 4: partial: needs a boolean (true or false), got "no"' in message
+    assert not BenchmarkSuite.objects.filter(slug="options").exists()
+
+
+@pytest.mark.django_db
 def test_seeded_suites_export_to_the_file_they_came_from(seeded_demo):
     for slug in DEMO_AGENTS:
         suite = BenchmarkSuite.objects.get(agent__slug=slug, slug="core")

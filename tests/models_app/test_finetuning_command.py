@@ -100,6 +100,14 @@ def test_usage_errors_exit_2(ft_world, arguments: tuple[str, ...]) -> None:
     assert refused.value.returncode == 2
 
 
+def test_values_the_service_refuses_as_invalid_are_usage_errors(ft_world) -> None:
+    # Parsed fine by argparse, refused by the service as invalid input (HTTP 422): the contract's exit 2.
+    with pytest.raises(CommandError) as refused:
+        fine_tune("create", "--agent", "support_agent", "--training", str(DEMO_TRAINING_FILE), "--epochs", "-1")
+    assert refused.value.returncode == 2 and "hyperparameters: " in str(refused.value)
+    assert not FineTuningJob.objects.exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_real_terminal_gets_exit_status_2_for_bad_options(ft_world) -> None:
     finished = subprocess.run(

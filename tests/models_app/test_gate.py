@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models_app.benchmark_stats import (
     FAIL,
@@ -19,6 +22,11 @@ from models_app.benchmark_stats import (
     score_histogram,
     tag_breakdown,
 )
+
+
+MIN_CASES = 20  # BENCHMARK_MIN_CASES's default
+# The bootstrap and rule tests on a handful of cases waive the minimum, to check the arithmetic alone.
+NO_MINIMUM = 1
 
 
 def pairs(baseline: list[float], candidate: list[float], tags: tuple[str, ...] = ()) -> list[PairedScore]:
@@ -58,7 +66,7 @@ def test_more_cases_known_answers():
 
 
 def test_a_constant_improvement_has_a_zero_width_interval_and_passes():
-    result = compare_paired(pairs([0.5] * 40, [0.6] * 40), threshold=0.08, resamples=2000, seed=1)
+    result = compare_paired(pairs([0.5] * 40, [0.6] * 40), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=1)
     assert result.relative_improvement == pytest.approx(0.2)
     assert result.ci_low == pytest.approx(0.2) and result.ci_high == pytest.approx(0.2)
     assert result.verdict == PASS and result.wins == 40 and result.regressions == []
@@ -66,7 +74,7 @@ def test_a_constant_improvement_has_a_zero_width_interval_and_passes():
 
 def test_identical_models_fail_the_gate():
     scores = [1.0, 0.0, 1.0, 1.0, 0.0] * 8
-    result = compare_paired(pairs(scores, scores), threshold=0.08, resamples=2000, seed=0)
+    result = compare_paired(pairs(scores, scores), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert (result.relative_improvement, result.ci_low, result.ci_high) == (0.0, 0.0, 0.0)
     assert result.verdict == FAIL and result.ties == 40
     assert "even its optimistic end is not enough" in result.reasons[1]
@@ -75,7 +83,7 @@ def test_identical_models_fail_the_gate():
 def test_two_case_bootstrap_known_answer():
     # Resampling two cases gives the candidate mean 1, ½ or 0 with probabilities ¼, ½, ¼, so the
     # relative change is 0, −½ or −1: the 95 % interval spans exactly [−1, 0].
-    result = compare_paired(pairs([1.0, 1.0], [1.0, 0.0]), threshold=0.08, resamples=2000, seed=3)
+    result = compare_paired(pairs([1.0, 1.0], [1.0, 0.0]), threshold=0.08, min_cases=NO_MINIMUM, resamples=2000, seed=3)
     assert result.relative_improvement == pytest.approx(-0.5)
     assert (result.ci_low, result.ci_high) == (pytest.approx(-1.0), pytest.approx(0.0))
     assert result.verdict == FAIL
@@ -86,7 +94,7 @@ def test_interval_agrees_with_the_normal_approximation_on_a_large_suite():
     # Baseline fixed at 0.5, candidate right on 300 of 500 cases: relative improvement = 2·mean − 1 = 0.2,
     # standard error of the mean √(0.6·0.4/500) → interval 0.2 ± 2·1.96·0.0219 ≈ [0.114, 0.286].
     candidate = [1.0] * 300 + [0.0] * 200
-    result = compare_paired(pairs([0.5] * 500, candidate), threshold=0.08, resamples=4000, seed=11)
+    result = compare_paired(pairs([0.5] * 500, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=4000, seed=11)
     half_width = 2 * 1.959964 * math.sqrt(0.6 * 0.4 / 500)
     assert result.relative_improvement == pytest.approx(0.2)
     assert result.ci_low == pytest.approx(0.2 - half_width, abs=0.01)
@@ -98,9 +106,9 @@ def test_the_bootstrap_is_seeded():
     rng = np.random.default_rng(5)
     baseline = list(rng.integers(0, 2, 60).astype(float))
     candidate = list(rng.integers(0, 2, 60).astype(float))
-    first = compare_paired(pairs(baseline, candidate), threshold=0.08, resamples=2000, seed=42)
-    again = compare_paired(pairs(baseline, candidate), threshold=0.08, resamples=2000, seed=42)
-    other = compare_paired(pairs(baseline, candidate), threshold=0.08, resamples=2000, seed=43)
+    first = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=42)
+    again = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=42)
+    other = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=43)
     assert (first.ci_low, first.ci_high) == (again.ci_low, again.ci_high)
     assert (first.ci_low, first.ci_high) != (other.ci_low, other.ci_high)
 
@@ -110,7 +118,7 @@ def test_the_pairing_matters():
     # worse, so every paired resample shows a gain, although 6 wins in 60 is a small difference of means.
     baseline = [1.0] * 30 + [0.0] * 30
     candidate = [1.0] * 36 + [0.0] * 24
-    result = compare_paired(pairs(baseline, candidate), threshold=0.08, resamples=2000, seed=0)
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert result.relative_improvement == pytest.approx(0.2)
     assert result.ci_low > 0 and result.verdict == PASS and result.losses == 0
 
@@ -120,30 +128,104 @@ def test_inconclusive_says_how_many_more_cases_would_decide():
     baseline = rng.integers(0, 2, 40).astype(float)
     flips = rng.random(40)
     candidate = np.where(flips < 0.25, 1.0, np.where(flips > 0.85, 0.0, baseline))
-    result = compare_paired(pairs(list(baseline), list(candidate)), threshold=0.08, resamples=2000, seed=0)
+    result = compare_paired(pairs(list(baseline), list(candidate)), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert result.verdict == INCONCLUSIVE
     assert result.more_cases_needed is not None and result.more_cases_needed > 0
     assert f"about {result.more_cases_needed} more case(s) would decide it" in result.reasons[-1]
 
 
 def test_a_zero_baseline_is_judged_on_the_absolute_gain():
-    result = compare_paired(pairs([0.0] * 20, [1.0] * 10 + [0.0] * 10), threshold=0.08, resamples=2000, seed=0)
+    result = compare_paired(pairs([0.0] * 20, [1.0] * 10 + [0.0] * 10), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert result.verdict == PASS and result.relative_improvement is None and result.ci_low is None
     assert "unbounded" in result.reasons[0]
-    nothing = compare_paired(pairs([0.0] * 20, [0.0] * 20), threshold=0.08, resamples=2000, seed=0)
+    nothing = compare_paired(pairs([0.0] * 20, [0.0] * 20), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert nothing.verdict == FAIL
 
 
 def test_no_paired_case_is_inconclusive():
-    result = compare_paired([], threshold=0.08)
+    result = compare_paired([], threshold=0.08, min_cases=MIN_CASES)
     assert result.verdict == INCONCLUSIVE and result.n == 0
 
 
 def test_resamples_and_confidence_are_validated():
     with pytest.raises(ValueError):
-        compare_paired(pairs([1.0], [1.0]), threshold=0.08, resamples=0)
+        compare_paired(pairs([1.0], [1.0]), threshold=0.08, min_cases=MIN_CASES, resamples=0)
     with pytest.raises(ValueError):
-        compare_paired(pairs([1.0], [1.0]), threshold=0.08, confidence=1.0)
+        compare_paired(pairs([1.0], [1.0]), threshold=0.08, min_cases=MIN_CASES, confidence=1.0)
+    with pytest.raises(ValueError, match="min_cases"):
+        compare_paired(pairs([1.0], [1.0]), threshold=0.08, min_cases=0)
+
+
+# ---- resamples where the baseline scored nothing ---------------------------------------------------------------
+
+
+def test_a_resample_where_both_models_score_zero_is_no_change_not_nan():
+    # Baseline right on case 0 only; the candidate also on cases 7-9, and never worse. A resample missing
+    # case 0 has a baseline mean of 0: with a gain the change is +inf, without one (no 0, 7, 8 or 9
+    # drawn) it is 0 — sign(0)·inf used to make it NaN, and a NaN quantile made the verdict meaningless.
+    # Known answer: no change is negative, and P(no 7, 8, 9 drawn) = 0.7¹⁰ ≈ 2.8 % > 2.5 %, so the lower
+    # bound is exactly 0; P(baseline mean 0) = 0.9¹⁰ ≈ 35 % > 2.5 %, so the upper end is +inf.
+    baseline = [1.0] + [0.0] * 9
+    candidate = [1.0] + [0.0] * 6 + [1.0, 1.0, 1.0]
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=NO_MINIMUM, resamples=20_000, seed=0)
+
+    assert result.relative_improvement == pytest.approx(3.0)
+    assert result.verdict == INCONCLUSIVE  # enough on average, but the lower bound 0 is not above zero
+    assert "[+0.0 %, +∞]" in result.reasons[1] and not any("nan" in reason for reason in result.reasons)
+    # An unbounded end is not an interval one can print: both ends are left out, and a reason says why.
+    assert (result.ci_low, result.ci_high) == (None, None)
+    assert "no finite end" in result.reasons[-1]
+
+
+def test_a_baseline_that_scores_on_few_cases_passes_without_a_half_open_interval():
+    # Baseline right on 2 of 30 cases, the candidate on 20 (including those 2): +900 %. About 13 % of
+    # resamples (28/30)³⁰ miss both baseline hits, so the interval's upper end is +inf.
+    baseline = [1.0] * 2 + [0.0] * 28
+    candidate = [1.0] * 20 + [0.0] * 10
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
+
+    assert result.relative_improvement == pytest.approx(9.0)
+    assert result.verdict == PASS and "lies entirely above zero" in result.reasons[1]
+    assert (result.ci_low, result.ci_high) == (None, None)
+    assert "of 2000 resamples drew only cases where the baseline scored 0" in result.reasons[-1]
+    json.dumps(result.as_dict(), allow_nan=False)  # nothing infinite or NaN reaches the stored JSON
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.25, 0.5, 1.0]), st.sampled_from([0.0, 0.5, 1.0])), min_size=1, max_size=25))
+def test_the_interval_is_two_finite_numbers_or_none_and_nothing_is_nan(scores):
+    baseline, candidate = [b for b, _ in scores], [c for _, c in scores]
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=NO_MINIMUM, resamples=2000, seed=0)
+
+    assert (result.ci_low is None) == (result.ci_high is None)
+    if result.ci_low is not None:
+        assert math.isfinite(result.ci_low) and math.isfinite(result.ci_high) and result.ci_low <= result.ci_high
+    json.dumps(result.as_dict(), allow_nan=False)
+    assert not any("nan" in reason.lower() for reason in result.reasons)
+
+
+# ---- the minimum number of cases ----------------------------------------------------------------------------------
+
+
+def test_too_few_cases_are_inconclusive_however_clear_they_look():
+    # Two cases with the same +20 % gain: a zero-width interval above zero, which would PASS.
+    two = pairs([0.5, 0.5], [0.6, 0.6])
+    assert compare_paired(two, threshold=0.08, min_cases=2, resamples=2000).verdict == PASS
+
+    result = compare_paired(two, threshold=0.08, min_cases=MIN_CASES, resamples=2000)
+    assert result.verdict == INCONCLUSIVE and result.more_cases_needed == 18
+    assert result.reasons[0] == (
+        "only 2 paired case(s): the gate needs at least 20 to decide, so the verdict is INCONCLUSIVE; add cases to the suite"
+    )
+    # The same holds for a clear loss: too few cases to reject a candidate either.
+    assert compare_paired(pairs([1.0, 1.0], [0.0, 0.0]), threshold=0.08, min_cases=MIN_CASES).verdict == INCONCLUSIVE
+
+
+def test_the_minimum_itself_is_enough_to_decide():
+    at_minimum = compare_paired(pairs([0.5] * 20, [0.6] * 20), threshold=0.08, min_cases=MIN_CASES, resamples=2000)
+    one_short = compare_paired(pairs([0.5] * 19, [0.6] * 19), threshold=0.08, min_cases=MIN_CASES, resamples=2000)
+    assert (at_minimum.verdict, one_short.verdict) == (PASS, INCONCLUSIVE)
+    assert at_minimum.more_cases_needed is None and one_short.more_cases_needed == 1
 
 
 # ---- breakdowns ---------------------------------------------------------------------------------------------------
@@ -171,6 +253,6 @@ def test_score_histogram_bins():
 
 
 def test_comparison_serialises_to_json_ready_rounded_values():
-    data = compare_paired(pairs([0.5] * 3, [2 / 3] * 3, ("t",)), threshold=0.08, resamples=2000).as_dict()
+    data = compare_paired(pairs([0.5] * 3, [2 / 3] * 3, ("t",)), threshold=0.08, min_cases=NO_MINIMUM, resamples=2000).as_dict()
     assert data["candidate_mean"] == 0.666667 and data["per_tag"][0]["tag"] == "t"
     assert isinstance(data["reasons"], list) and data["verdict"] == PASS

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models_app.scorers import (
+    SCORER_OPTIONS,
     SCORERS,
     JudgeContext,
     JudgeReply,
@@ -260,9 +261,111 @@ def test_llm_judge_without_a_rubric_or_a_judge_is_a_spec_error():
 # ---- the registry ---------------------------------------------------------------------------------------------
 
 
-def test_every_registered_scorer_is_covered_by_a_test_above():
-    assert set(SCORERS) == {"exact", "normalized_match", "contains_any", "contains_all", "regex", "valid_json",
-                            "json_schema", "numeric", "length", "llm_judge", "all"}
+def judge_saying_good_is_right() -> JudgeContext:
+    """A judge that gives 1 to the reply "good" and 0 to anything else."""
+    def ask(model: str, messages: list) -> JudgeReply:
+        right = messages[1]["content"].endswith("Reply to grade:\ngood")
+        return JudgeReply(f'{{"score": {1 if right else 0}, "reason": "r"}}')
+
+    return JudgeContext(ask=ask, cache=MemoryCache(), default_model="j")
+
+
+# For every registered scorer: a specification, its reference, a reply it must pass and one it must not.
+EXAMPLES = {
+    "exact": ({"name": "exact", "ignore_case": True}, "phone", "Phone", "phones"),
+    "normalized_match": ({"name": "normalized_match"}, "Yes", "yes.", "No"),
+    "contains_any": ({"name": "contains_any", "values": ["refund", "credit"]}, None, "a refund", "nothing"),
+    "contains_all": ({"name": "contains_all", "values": ["a1", "b2"], "partial": False}, None, "a1 b2", "a1 only"),
+    "regex": ({"name": "regex", "pattern": r"\d{3}", "fullmatch": True}, None, "123", "1234"),
+    "valid_json": ({"name": "valid_json", "type": "object"}, None, '{"a": 1}', "[1]"),
+    "json_schema": ({"name": "json_schema", "schema": {"type": "object", "required": ["a"]}}, None, '{"a": 1}', '{"b": 1}'),
+    "numeric": ({"name": "numeric", "tolerance": 0.5, "pick": "last"}, 10, "from 3 to 10.4", "from 10 to 11"),
+    "length": ({"name": "length", "max_words": 3}, None, "one two three", "one two three four"),
+    "llm_judge": ({"name": "llm_judge", "rubric": "r"}, None, "good", "bad"),
+    "all": ({"name": "all", "scorers": [{"name": "contains_any", "values": ["a"]}, {"name": "length", "max_chars": 5}]},
+            None, "a b", "a b c d"),
+}
+
+
+def test_every_registered_scorer_has_an_example_and_an_options_table():
+    # A scorer added to SCORERS without an example below (or without the options it reads, which the
+    # import checks) fails here, naming it.
+    assert set(SCORERS) - set(EXAMPLES) == set()
+    assert set(SCORERS) ^ set(SCORER_OPTIONS) == set()
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_each_scorer_imports_its_example_and_tells_a_right_reply_from_a_wrong_one(name):
+    spec, reference, right, wrong = EXAMPLES[name]
+    assert validate_scorer_spec(spec, reference) == []
+    judge = judge_saying_good_is_right()
+    assert grade(spec, right, reference, judge=judge).score == 1.0
+    assert grade(spec, wrong, reference, judge=judge).score < 1.0
+
+
+# ---- options that cannot be used --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, reference, problem",
+    [
+        ({"name": "json_schema", "schema": {"type": "string", "pattern": "("}}, None,
+         "schema: #/pattern: not a valid regular expression: missing ), unterminated subpattern at position 0"),
+        ({"name": "json_schema", "schema": {"type": "number", "minimum": "5"}}, None, 'schema: #/minimum: needs a number, got "5"'),
+        ({"name": "json_schema", "schema": {"type": "object", "required": "name"}}, None,
+         'schema: #/required: needs a list of property names, got "name"'),
+        ({"name": "json_schema", "schema": {"properties": {"n": {"multipleOf": 0}}}}, None,
+         "schema: #/properties/n/multipleOf: needs a number above 0, got 0"),
+        ({"name": "json_schema", "schema": {"items": "string"}}, None,
+         'schema: #/items: needs a schema (an object or a boolean), got "string"'),
+        ({"name": "json_schema", "schema": {"properties": "name"}}, None, 'schema: #/properties: needs an object of schemas, got "name"'),
+        ({"name": "contains_all", "values": ["a"], "partial": "no"}, None, 'partial: needs a boolean (true or false), got "no"'),
+        ({"name": "exact", "ignore_case": "yes"}, "x", 'ignore_case: needs a boolean (true or false), got "yes"'),
+        ({"name": "regex", "pattern": "x", "fullmatch": 1}, None, "fullmatch: needs a boolean (true or false), got 1"),
+        ({"name": "exact", "ignorecase": True}, "x", "ignorecase: not an option of the exact scorer (its options: ignore_case)"),
+        ({"name": "numeric", "tolerance": "0.5"}, 3, 'tolerance: needs a number, got "0.5"'),
+        ({"name": "numeric", "pick": "largest"}, 3, "pick: needs 'first' or 'last', got \"largest\""),
+        ({"name": "valid_json", "type": "dict"}, None,
+         'type: needs one of null, boolean, object, array, number, string, integer, got "dict"'),
+        ({"name": "all", "scorers": [{"name": "contains_all", "values": ["a"], "partial": "no"}]}, None,
+         'scorers[0]: partial: needs a boolean (true or false), got "no"'),
+    ],
+)
+def test_unusable_options_are_refused_at_import_and_are_a_spec_error_when_scored(spec, reference, problem):
+    assert validate_scorer_spec(spec, reference) == [problem]
+    # A case stored before these checks existed: scoring it is a spec error for that case (the run
+    # records "scorer error: …" for it), never another exception that would stop the run.
+    with pytest.raises(ScorerSpecError):
+        grade(spec, '{"a": "x"}', reference)
+
+
+def test_an_error_raised_inside_a_scorer_is_a_spec_error_for_that_case():
+    class UnreadableCache(MemoryCache):
+        def get(self, key):  # type: ignore[no-untyped-def]
+            return {"score": "high", "reason": "written by something else"}
+
+    judge = JudgeContext(ask=lambda model, m: JudgeReply('{"score": 1}'), cache=UnreadableCache(), default_model="j")
+    with pytest.raises(ScorerSpecError, match="scorer llm_judge: could not convert string to float: 'high'"):
+        grade({"name": "llm_judge", "rubric": "r"}, "x", judge=judge)
+
+
+@pytest.mark.parametrize("reply", ["NaN", "Infinity", "-Infinity", "1" * 5000, "[" * 100_000 + "]" * 100_000])
+def test_whatever_the_model_replies_is_graded_never_raised(reply):
+    # NaN and Infinity are not JSON (and would break number checks), Python refuses integers of more
+    # than 4 300 digits, and deep nesting exhausts the recursion limit: each is a reply worth 0.
+    for spec in ({"name": "valid_json"}, {"name": "json_schema", "schema": {"type": "number", "multipleOf": 0.25}}):
+        result = grade(spec, reply)
+        assert result.score == 0.0 and result.reason.startswith("not valid JSON")
+
+
+def test_multiple_of_a_tiny_divisor_does_not_overflow():
+    # 2¹⁰⁰⁰ / 2⁻¹⁰⁰⁰ is infinite as a float, and rounding infinity raised OverflowError mid-run. Powers of
+    # two are exact in binary, so these are true multiples.
+    assert json_schema_errors(2.0**1000, {"multipleOf": 2.0**-1000}) == []
+    assert json_schema_errors(1.5, {"multipleOf": 2.0**-1070}) == []
+    assert json_schema_errors(3 * 2.0**-1000, {"multipleOf": 2.0**-999}) == [f"$: not a multiple of {2.0**-999}"]
+    assert json_schema_errors(0.3, {"multipleOf": 0.1}) == []  # floating-point noise is not a remainder
+    assert json_schema_errors(12.3, {"multipleOf": 0.25}) == ["$: not a multiple of 0.25"]
 
 
 def test_unknown_or_missing_scorer_names_list_the_known_ones():

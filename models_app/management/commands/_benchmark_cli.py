@@ -163,9 +163,13 @@ def comparison_text(run: BenchmarkRun) -> str:
 
 
 def json_object(run: BenchmarkRun) -> dict[str, Any]:
-    """The contract's object; a run that ended without a verdict also says its status and error."""
-    summary = benchmark_run_summary(run=run)
-    if not run.verdict:
-        summary["status"] = run.status
-        summary["error"] = run.error
-    return summary
+    """The contract's object, with exactly its keys whatever became of the run (a failed or cancelled
+    run has a null verdict; `no_verdict_note` says why, for standard error)."""
+    return benchmark_run_summary(run=run)
+
+
+def no_verdict_note(run: BenchmarkRun) -> str | None:
+    """Why a finished run has no verdict, or None when it has one."""
+    if run.verdict:
+        return None
+    return f"run #{run.pk} {run.agent.slug}: {run.status}" + (f": {run.error}" if run.error else "")

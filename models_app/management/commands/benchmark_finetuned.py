@@ -2,7 +2,11 @@
 
 Runs the suite on both models through Celery (a worker must consume the `benchmarks` queue), waits,
 and prints the comparison. Exit 0 on PASS, 1 otherwise (FAIL, INCONCLUSIVE, a refusal such as the
-budget, a failed run, no worker), 2 on a usage error (including a name that matches nothing).
+budget, a failed run, no worker), 2 on a usage error (a name that matches nothing, or arguments the
+service refuses as invalid, such as the same model as candidate and baseline).
+
+With --json, every exit 0 or 1 prints the contract's object with all its keys (nulls for what does not
+exist: a run that never started has "run": null); the reason for a missing verdict goes to stderr.
 """
 
 from __future__ import annotations
@@ -11,18 +15,21 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from genesis.errors import DomainError
+from genesis.errors import DomainError, InvalidInput
 from models_app.management.commands._benchmark_cli import (
-    raw_stream,
     comparison_text,
     json_object,
+    no_verdict_note,
+    raw_stream,
     require_worker,
     resolve_agent,
     resolve_suite,
     resolve_version,
+    usage_error,
     wait_for_runs,
 )
 from models_app.models import BenchmarkVerdict
+from models_app.selectors_benchmarks import benchmark_summary_not_started
 from models_app.services.benchmarks import benchmark_run_create
 
 
@@ -41,14 +48,19 @@ class Command(BaseCommand):
         suite = resolve_suite(agent, options["suite"])
         candidate = resolve_version(agent, options["candidate"], "candidate")
         baseline = resolve_version(agent, options["baseline"], "baseline")
-        require_worker()
         try:
+            require_worker()
             run = benchmark_run_create(
                 agent=agent, suite=suite, candidate=candidate, baseline=baseline,
                 requested_via="command: benchmark_finetuned",
             )
-        except DomainError as exc:
-            raise CommandError(exc.message, returncode=1) from None
+        except InvalidInput as exc:
+            raise usage_error(exc.message) from None
+        except (DomainError, CommandError) as exc:
+            # Refused (budget, a candidate already in a run, …) or no worker: nothing started.
+            if options["json"]:
+                self.stdout.write(json.dumps(benchmark_summary_not_started()))
+            raise CommandError(str(exc), returncode=1) from None
         if not options["json"]:
             self.stderr.write(
                 f"run #{run.pk}: {run.candidate.model_id} vs {run.baseline.model_id}, {run.total_items} pairs, "
@@ -61,6 +73,8 @@ class Command(BaseCommand):
             raise SystemExit(130) from None
         if options["json"]:
             self.stdout.write(json.dumps(json_object(finished)))
+            if note := no_verdict_note(finished):
+                self.stderr.write(note)
         else:
             self.stdout.write(comparison_text(finished))
         if finished.verdict != BenchmarkVerdict.PASS:

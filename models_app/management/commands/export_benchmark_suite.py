@@ -1,6 +1,7 @@
 """`manage.py export_benchmark_suite --agent NAME --slug SLUG [--suite-version N] [--out FILE]`
 
 Writes a suite version as JSONL (standard output by default), ready for `import_benchmark_suite`.
+Exit 0 written, 2 usage error (unknown agent or suite, or an --out path that cannot be written).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ class Command(BaseCommand):
             raise usage_error(f"agent '{found.slug}' has no benchmark suite '{slug}'{version}")
         text = benchmark_suite_jsonl(suite=suite)
         if out:
-            Path(out).write_text(text, encoding="utf-8")
+            try:
+                Path(out).write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise usage_error(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
             self.stderr.write(f"{suite}: {suite.case_count} cases written to {out}")
         else:
             self.stdout.write(text, ending="")

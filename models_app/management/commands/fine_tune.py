@@ -5,7 +5,8 @@
     fine_tune start 3 | cancel 3 | sync 3 | sync --all | status [3] [--agent A] [--json]
 
 Exit status: 0 done; 1 refused (by a rule, a budget, a permission or the provider — the reason is
-printed); 2 usage error (unknown agent, job, file or user; bad options).
+printed; also a training file with invalid lines); 2 usage error (unknown agent, job, file or user; bad
+options, including values the service refuses as invalid input, such as --epochs -1).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from genesis.errors import DomainError
+from genesis.errors import DomainError, InvalidInput
 from models_app import finetuning_rules as rules
 from models_app.finetuning_selectors import jobs_for_agents, jobs_to_sync
 from models_app.models import Agent, FineTuningJob, ProviderAccount, TrainingFile, TrainingFilePurpose
@@ -127,6 +128,9 @@ class Command(BaseCommand):
             for line, detail in exc.problems:
                 self.stderr.write(detail if line else f"file: {detail}")
             raise CommandError(exc.message, returncode=REFUSED) from None
+        except InvalidInput as exc:
+            # What the API answers with 422: the arguments given cannot be used (CONTRACT: 2 = usage error).
+            raise CommandError(exc.message, returncode=USAGE) from None
         except DomainError as exc:
             raise CommandError(exc.message, returncode=REFUSED) from None
 

@@ -2,24 +2,29 @@
 
 Each agent gets its own run (stored on its own); the runs go to the workers together and the command
 waits for all of them. Exit 0 when every run PASSes, 1 otherwise (or when a run could not start).
+
+With --json: a list with one object per agent, each the contract's object plus "agent"; an agent whose
+run could not start (refused, or no worker) has "run": null and nulls for what was not measured. Why
+a run could not start or has no verdict goes to stderr.
 """
 
 from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from genesis.errors import DomainError
 from models_app.management.commands._benchmark_cli import (
     comparison_text,
     json_object,
+    no_verdict_note,
     raw_stream,
     require_worker,
     wait_for_runs,
 )
 from models_app.models import BenchmarkVerdict
-from models_app.selectors_benchmarks import agents_with_benchmark_candidates
+from models_app.selectors_benchmarks import agents_with_benchmark_candidates, benchmark_summary_not_started
 from models_app.services.benchmarks import benchmark_run_create
 
 
@@ -37,15 +42,19 @@ class Command(BaseCommand):
             else:
                 self.stdout.write("no agent has a fine-tuned candidate to benchmark")
             return
-        require_worker()
+        try:
+            require_worker()
+        except CommandError:
+            if options["json"]:
+                self.stdout.write(json.dumps([{"agent": agent.slug, **benchmark_summary_not_started()} for agent in agents]))
+            raise
         started, refused = [], []
         for agent in agents:
             try:
                 run = benchmark_run_create(agent=agent, requested_via="command: run_all_benchmarks")
             except DomainError as exc:
-                refused.append({"agent": agent.slug, "run": None, "verdict": None, "error": exc.message})
-                if not options["json"]:
-                    self.stderr.write(f"{agent.slug}: not started: {exc.message}")
+                refused.append({"agent": agent.slug, **benchmark_summary_not_started()})
+                self.stderr.write(f"{agent.slug}: not started: {exc.message}")
                 continue
             started.append(run.pk)
         if not options["json"]:
@@ -57,7 +66,10 @@ class Command(BaseCommand):
             raise SystemExit(130) from None
         if options["json"]:
             objects = [{"agent": run.agent.slug, **json_object(run)} for run in runs] + refused
-            self.stdout.write(json.dumps(objects))
+            self.stdout.write(json.dumps(sorted(objects, key=lambda entry: entry["agent"])))
+            for run in runs:
+                if note := no_verdict_note(run):
+                    self.stderr.write(note)
         else:
             self.stdout.write("\n\n".join(comparison_text(run) for run in runs))
             verdicts = ", ".join(f"{run.agent.slug} {run.verdict or run.status}" for run in runs)

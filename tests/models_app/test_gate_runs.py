@@ -1,0 +1,131 @@
+"""The gate on real runs (Postgres, the simulator over HTTP, the chunk service called in-process): a
+baseline that scores on few cases, suites below the minimum size, and scorer specifications that
+cannot be used, as the API and the commands report them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from models_app.management.commands._benchmark_cli import json_object
+from models_app.models import Agent, BenchmarkCase, BenchmarkChunk, BenchmarkResult, BenchmarkRun, ModelVersion
+from models_app.services.benchmarks import (
+    benchmark_chunk_execute,
+    benchmark_run_create,
+    benchmark_run_post_all_costs,
+    benchmark_suite_import,
+)
+from models_app.simulator.markers import format_answer_marker
+from tests.models_app.conftest import point_demo_provider_at
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/benchmarks/runs"
+# The fine-tune always gives a marked case's answer, the base never does.
+PERFECT_FINE_TUNE = {"ft:*": 1.0, "*": 0.0}
+
+
+def marked_case(key: str, *, answer: str, reference: str) -> str:
+    """A case whose prompt tells the simulator `answer` (the fine-tune says it, the base says "Maybe")."""
+    prompt = f"Question {key}? {format_answer_marker(answer, ['Maybe'])}"
+    return json.dumps({"id": key, "messages": [{"role": "user", "content": prompt}], "reference": reference,
+                       "scorer": {"name": "exact"}, "tags": ["marked"]})
+
+
+def free_case(key: str) -> str:
+    """A case both models pass: any reply will do."""
+    return json.dumps({"id": key, "messages": [{"role": "user", "content": f"Say anything about {key}."}],
+                       "scorer": {"name": "length", "min_chars": 1}, "tags": ["free"]})
+
+
+def run_to_the_end(run: BenchmarkRun) -> BenchmarkRun:
+    """Do the workers' job in this process: every chunk, then the costs (the last chunk decides the verdict)."""
+    for chunk in BenchmarkChunk.objects.filter(run=run).order_by("index"):
+        benchmark_chunk_execute(chunk_id=chunk.pk, worker="inline@test")
+    benchmark_run_post_all_costs(run_id=run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def test_a_baseline_right_on_2_of_30_cases_passes_and_the_api_reports_a_null_interval(
+    seeded_demo, simulator_factory, client, api_key_for
+):
+    point_demo_provider_at(simulator_factory(quality=PERFECT_FINE_TUNE), rate_limit_per_minute=60_000)
+    agent = Agent.objects.get(slug="qa_agent")
+    # Both right on 2 cases; only the fine-tune on 18; neither on 10 (the reference is not the marked answer).
+    lines = ([free_case(f"both{n}") for n in range(2)]
+             + [marked_case(f"ft{n}", answer="Yes", reference="Yes") for n in range(18)]
+             + [marked_case(f"none{n}", answer="Yes", reference="No") for n in range(10)])
+    suite = benchmark_suite_import(agent=agent, slug="sparse-baseline", lines=lines).suite
+
+    run = run_to_the_end(benchmark_run_create(agent=agent, suite=suite))
+
+    comparison = run.comparison
+    assert run.verdict == "PASS", comparison["reasons"]
+    assert (comparison["baseline_mean"], comparison["candidate_mean"]) == (round(2 / 30, 6), round(20 / 30, 6))
+    assert comparison["relative_improvement"] == pytest.approx(9.0)
+    # Resamples that miss both baseline hits make the upper end +inf: no half-open [lo, null] is stored.
+    assert comparison["ci_low"] is None and comparison["ci_high"] is None
+    assert "no finite end" in comparison["reasons"][-1]
+
+    key = bearer(api_key_for("qa_agent"))
+    detail = client.get(f"{URL}/{run.pk}", **key)
+    assert detail.status_code == 200, detail.content
+    assert detail.json()["ci95"] is None and detail.json()["verdict"] == "PASS"
+    listing = client.get(URL, **key)
+    assert listing.status_code == 200 and [r["ci95"] for r in listing.json()] == [None]
+    printed = json.dumps(json_object(run), allow_nan=False)  # what `benchmark_finetuned --json` prints
+    assert json.loads(printed)["ci95"] is None
+
+    # A run decided before the fix holds one end only; it is reported as null too, not as a 500.
+    BenchmarkRun.objects.filter(pk=run.pk).update(comparison={**comparison, "ci_low": 3.0, "ci_high": None})
+    again = client.get(f"{URL}/{run.pk}", **key)
+    assert again.status_code == 200 and again.json()["ci95"] is None
+
+
+def test_a_suite_below_the_minimum_is_inconclusive_until_the_setting_allows_it(seeded_demo, simulator_factory, settings):
+    point_demo_provider_at(simulator_factory(quality=PERFECT_FINE_TUNE), rate_limit_per_minute=60_000)
+    agent = Agent.objects.get(slug="qa_agent")
+    suite = benchmark_suite_import(
+        agent=agent, slug="two-cases", lines=[marked_case(f"q{n}", answer="Yes", reference="Yes") for n in range(2)]
+    ).suite
+    assert settings.BENCHMARK_MIN_CASES == 20  # the default
+
+    small = run_to_the_end(benchmark_run_create(agent=agent, suite=suite))
+
+    assert small.parameters["min_cases"] == 20  # frozen with the run, like the threshold
+    assert small.verdict == "INCONCLUSIVE" and small.comparison["more_cases_needed"] == 18
+    assert small.comparison["reasons"][0].startswith("only 2 paired case(s): the gate needs at least 20 to decide")
+    candidate = ModelVersion.objects.get(pk=small.candidate_id)
+    assert candidate.status == "registered"
+    assert "only 2 paired case(s)" in candidate.history.order_by("-history_date").first().history_change_reason
+
+    settings.BENCHMARK_MIN_CASES = 2
+    allowed = run_to_the_end(benchmark_run_create(agent=agent, suite=suite))
+    assert allowed.verdict == "PASS", allowed.comparison["reasons"]
+
+
+def test_a_stored_scorer_specification_that_cannot_be_used_is_a_scorer_error_for_its_case_only(
+    seeded_demo, simulator_factory
+):
+    point_demo_provider_at(simulator_factory(quality=PERFECT_FINE_TUNE), rate_limit_per_minute=60_000)
+    agent = Agent.objects.get(slug="qa_agent")
+    suite = benchmark_suite_import(
+        agent=agent, slug="stale-spec", lines=[free_case("ok"), free_case("stale")]
+    ).suite
+    # A case imported before the checks existed: the import would refuse this schema today.
+    BenchmarkCase.objects.filter(suite=suite, key="stale").update(
+        scorer={"name": "json_schema", "schema": {"type": "number", "minimum": "5"}}
+    )
+
+    run = run_to_the_end(benchmark_run_create(agent=agent, suite=suite))
+
+    assert run.status == "completed" and run.error == ""
+    stale = BenchmarkResult.objects.filter(run=run, case__key="stale")
+    assert stale.count() == 2 and {r.score for r in stale} == {0.0}
+    assert {r.reason for r in stale} == {'scorer error: schema: #/minimum: needs a number, got "5"'}
+    assert {r.score for r in BenchmarkResult.objects.filter(run=run, case__key="ok")} == {1.0}
