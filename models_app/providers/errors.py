@@ -41,6 +41,18 @@ class ProviderError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled as cls(*args) by default, which these keyword-only fields break: a provider error
+        # raised in a multiprocessing pool could not reach the parent (and the pool hung).
+        return (_rebuild_error, (type(self), dict(self.__dict__)))
+
+
+def _rebuild_error(cls: type[ProviderError], fields: dict[str, object]) -> ProviderError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, fields.get("message", ""))
+    error.__dict__.update(fields)
+    return error
+
 
 class TransientProviderError(ProviderError):
     def __init__(

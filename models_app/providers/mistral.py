@@ -6,7 +6,8 @@ different HTTP stack. The "simulator" provider kind is this class pointed at the
 
 One attempt per call: the SDK's retries are disabled (retry_config=None) because retries live in
 providers/retry.py only. The SDK's debug logger is replaced by a no-op because it would print the
-Authorization header when MISTRAL_DEBUG is set.
+Authorization header when MISTRAL_DEBUG is set. mistral_sdk_caches keeps the SDK from rebuilding
+its pydantic wrapper models and type hints on every call (most of its CPU per call otherwise).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .base import (
     UploadedFile,
     prepared_messages,
 )
+from . import mistral_sdk_caches
 from .errors import (
     PermanentProviderError,
     ProviderError,
@@ -45,6 +47,8 @@ from .errors import (
 from .throttle import CallGate
 
 T = TypeVar("T")
+
+mistral_sdk_caches.install()
 
 # Chat parameters the SDK's chat.complete accepts, and the names Genesis may use for them.
 _CHAT_PARAMETERS = frozenset(

@@ -7,9 +7,10 @@ How a run goes (the admin, the API and the commands all start it with `benchmark
    benchmarking, and splits the (model, case) pairs into chunks — rows — each sent to the
    `benchmarks` queue once the transaction commits.
 2. A worker's `benchmark_chunk_execute` claims a chunk (a lease: worker name + token + heartbeat),
-   asks the models in a thread pool bounded by the provider's max_concurrency and by the shared
-   limits in Redis (models_app/benchmark_limits.py), scores the answers, and writes results in small
-   batches. Each result is unique per (run, model, case): a pair is scored once.
+   asks the models from max_concurrency threads that take pairs one after another within the shared
+   limits in Redis (models_app/benchmark_limits.py), scores the answers, and its main thread writes
+   them in small batches (one transaction each: the rows, the lease's heartbeat, the run's
+   progress). Each result is unique per (run, model, case): a pair is scored once.
    Its cost goes on the ledger once, under the result's idempotency key, posted just after by
    `benchmark_run_post_costs` (a `default`-queue task): the result row is the outbox. Posting in the
    chunk itself would hold every batch for the ledger's budget locks (several round trips a result,
@@ -28,10 +29,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import time
 import uuid
+from collections import deque
 from collections.abc import Collection, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -41,7 +45,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import F
 from django.utils import timezone
 
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -112,6 +116,9 @@ JUDGE_CACHE_SECONDS = 30 * 24 * 3600
 # A shared call slot outlives a killed holder by at most this long (live holders renew theirs).
 LIMITER_LEASE_SECONDS = 6.0
 DEFAULT_JUDGE_MODEL = "mistral-large-latest"
+# A run's estimate is held against the budgets until it is finished and paid; a hold whose run was
+# lost (its rows deleted by hand) stops counting after this.
+BENCHMARK_HOLD_LASTS = timedelta(days=1)
 CHARS_PER_TOKEN_ESTIMATE = 4
 
 RUN_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -286,6 +293,7 @@ def _run_parameters(*, agent: Agent, overrides: Mapping[str, Any] | None) -> dic
         "max_tokens": agent.max_tokens,
         # Gate settings, frozen too: a run's verdict must not change with a later settings change.
         "min_relative_improvement": settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT,
+        "min_cases": settings.BENCHMARK_MIN_CASES,
         "bootstrap_resamples": benchmarks.bootstrap_resamples,
         "bootstrap_seed": 0,
         "confidence": 0.95,
@@ -321,10 +329,20 @@ def _resolve_versions(
 def _chunk_size(*, parameters: Mapping[str, Any], concurrency: int) -> int:
     if parameters.get("chunk_size"):
         return int(parameters["chunk_size"])
-    # Enough pairs to keep the chunk's threads busy for several rounds (each chunk's start and end
-    # leave its threads partly idle: measured with bench/benchmark_runner, 8 rounds beat 4), few enough
-    # that several workers share a large run. A killed worker loses no scored pair whatever the size.
-    return min(250, max(16, 8 * concurrency))
+    # Enough pairs to keep the chunk's threads busy for many rounds (each chunk costs a claim, a
+    # context and a hand-over of some tens of ms of CPU, and its end leaves threads idle: measured with
+    # bench/benchmark_runner, 16 rounds beat 8, which beat 4), few enough that several workers share a
+    # large run. A killed worker loses no scored pair whatever the size.
+    return min(250, max(16, 16 * concurrency))
+
+
+def _chunk_starts(count: int, size: int, *, stagger: bool) -> list[int]:
+    """Where each chunk of `count` pairs starts. With `stagger`, the first chunk is half as long:
+    workers that start together then reach the end of their chunks at different moments, so one
+    worker's hand-over to its next chunk (last write, release, next claim: a few hundred ms) is
+    covered by the other's calls instead of all of them leaving the provider idle at once."""
+    first = max(1, size // 2) if stagger and count > size else size
+    return [0, *range(first, count, size)]
 
 
 @transaction.atomic
@@ -342,6 +360,7 @@ def benchmark_run_create(
     """Queue a run of `suite` (default: the agent's latest) on `candidate` (default: its newest
     benchmarkable fine-tune) and `baseline` (default: its live model). Refused (Conflict) when the
     budget cannot take the estimate, unless a person with costs.override_budget gives a reason."""
+    from costs.models import Operation
     from costs.services import budget_check
 
     require_permission(actor=actor, permission="models_app.add_benchmarkrun", action="start benchmark runs")
@@ -366,13 +385,17 @@ def benchmark_run_create(
     if not cases:
         raise Conflict(f"suite {suite} has no case")
     estimate = benchmark_cost_estimate(cases=cases, versions=[baseline, candidate], parameters=params)
-    check = budget_check(agent=agent, estimate_usd=estimate, actor=actor, override_reason=budget_override_reason)
     run = BenchmarkRun.objects.create(
         agent=agent, suite=suite, suite_version=suite.version, candidate=candidate, baseline=baseline,
         parameters=params, total_items=2 * len(cases), estimated_cost_usd=estimate, requested_by=actor,
-        requested_via=requested_via[:120], budget_override_reason=(budget_override_reason or "") if check.overridden else "",
-        candidate_status_before=candidate.status,
+        requested_via=requested_via[:120], candidate_status_before=candidate.status,
     )
+    # The estimate is held for the run until it is finished and paid; a refusal rolls the run back.
+    check = budget_check(agent=agent, estimate_usd=estimate, actor=actor, override_reason=budget_override_reason,
+                         hold_for=run, operation=Operation.BENCHMARK, hold_lasts=BENCHMARK_HOLD_LASTS)
+    if check.overridden:
+        run.budget_override_reason = budget_override_reason or ""
+        run.save(update_fields=["budget_override_reason"])
     # Moved by the system on the requester's behalf: starting a run needs add_benchmarkrun, not the
     # right to change model statuses by hand. Who asked is on the run and in the reason.
     model_version_transition(
@@ -382,10 +405,11 @@ def benchmark_run_create(
     # Pairs in case order, baseline then candidate: a partial run still holds complete pairs.
     items = [[version.pk, case.pk] for case in cases for version in (baseline, candidate)]
     size = _chunk_size(parameters=params, concurrency=max(baseline.provider.max_concurrency, candidate.provider.max_concurrency))
+    starts = _chunk_starts(len(items), size, stagger=not params.get("chunk_size"))
     now = timezone.now()
     chunks = BenchmarkChunk.objects.bulk_create(
-        BenchmarkChunk(run=run, index=index, items=items[start : start + size], enqueued_at=now)
-        for index, start in enumerate(range(0, len(items), size))
+        BenchmarkChunk(run=run, index=index, items=items[start:end], enqueued_at=now)
+        for index, (start, end) in enumerate(zip(starts, [*starts[1:], len(items)], strict=True))
     )
     _send_chunks_on_commit([chunk.pk for chunk in chunks])
     logger.info(
@@ -435,6 +459,7 @@ def benchmark_run_cancel(*, run: BenchmarkRun, actor: Any, reason: str = "") -> 
     run.cost_usd = benchmark_run_cost(run=run)
     run.save(update_fields=["status", "cancelled_by", "finished_at", "error", "cost_usd"])
     _restore_candidate(run, actor=None, reason=f"benchmark run #{run.pk} cancelled by {_who(actor)}")
+    _release_budget_when_settled(run)
     return run
 
 
@@ -481,6 +506,7 @@ def benchmark_run_fail(*, run_id: int, error: str) -> BenchmarkRun:
     run.cost_usd = benchmark_run_cost(run=run)
     run.save(update_fields=["status", "error", "finished_at", "cost_usd"])
     _restore_candidate(run, actor=None, reason=f"benchmark run #{run.pk} failed")
+    _release_budget_when_settled(run)
     logger.error("benchmark run #%s failed: %s", run.pk, error)
     return run
 
@@ -501,6 +527,7 @@ def benchmark_run_finish_if_complete(*, run_id: int) -> BenchmarkRun | None:
     comparison = benchmark_stats.compare_paired(
         benchmark_run_pairs(run=run),
         threshold=float(params.get("min_relative_improvement", settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT)),
+        min_cases=int(params.get("min_cases", settings.BENCHMARK_MIN_CASES)),
         resamples=int(params.get("bootstrap_resamples", settings.GENESIS.benchmarks.bootstrap_resamples)),
         seed=int(params.get("bootstrap_seed", 0)),
         confidence=float(params.get("confidence", 0.95)),
@@ -526,6 +553,7 @@ def benchmark_run_finish_if_complete(*, run_id: int) -> BenchmarkRun | None:
         )
     run.comparison = data
     run.save(update_fields=["status", "verdict", "finished_at", "cost_usd", "comparison"])
+    _release_budget_when_settled(run)
     logger.info("benchmark run #%s completed: %s", run.pk, "; ".join(comparison.reasons))
     return run
 
@@ -611,12 +639,13 @@ def benchmark_chunk_claim(*, chunk_id: int, worker: str) -> ChunkLease | None:
 
 
 def _heartbeat(lease: ChunkLease) -> bool:
-    """Renew the lease; False when the chunk was handed to another worker or the run is over."""
+    """Renew the lease; False when the chunk was handed to another worker or the run is over (one
+    statement: the run's status is read by the same UPDATE)."""
     renewed = BenchmarkChunk.objects.filter(
-        pk=lease.chunk_id, lease_token=lease.token, status=BenchmarkChunkStatus.RUNNING
+        pk=lease.chunk_id, lease_token=lease.token, status=BenchmarkChunkStatus.RUNNING,
+        run__status=BenchmarkRunStatus.RUNNING,
     ).update(heartbeat_at=timezone.now())
-    running = BenchmarkRun.objects.filter(pk=lease.run_id, status=BenchmarkRunStatus.RUNNING).exists()
-    return bool(renewed) and running
+    return bool(renewed)
 
 
 @transaction.atomic
@@ -689,22 +718,38 @@ def _limiter_for(account: ProviderAccount) -> ProviderLimiter:
     return limiter
 
 
+@dataclass(frozen=True)
+class _Route:
+    """How a chunk's threads reach one provider account: its process-wide client and shared limits,
+    looked up once per chunk rather than at every call."""
+
+    provider: Any
+    limiter: ProviderLimiter
+
+    @classmethod
+    def of(cls, account: ProviderAccount) -> _Route:
+        from models_app.gateway import provider_for
+
+        return cls(provider=provider_for(account), limiter=_limiter_for(account))
+
+
 @dataclass
 class _ChunkContext:
     run: BenchmarkRun
     cases: dict[int, BenchmarkCase]
     versions: dict[int, ModelVersion]
+    routes: dict[int, _Route]  # by model version id
     prices: dict[int, Any]
     judge_price: Any
-    judge_account: ProviderAccount | None
+    judge_route: _Route | None
     stop: Event = field(default_factory=Event)
 
+    def all_routes(self) -> list[_Route]:
+        return [*self.routes.values(), *([self.judge_route] if self.judge_route else [])]
 
-def _ask(account: ProviderAccount, model: str, messages: list[dict[str, str]], parameters: Mapping[str, Any]) -> ChatResult:
-    from models_app.gateway import provider_for
 
-    provider = provider_for(account)
-    limiter = _limiter_for(account)
+def _ask(route: _Route, model: str, messages: list[dict[str, str]], parameters: Mapping[str, Any]) -> ChatResult:
+    provider, limiter = route.provider, route.limiter
 
     def attempt() -> ChatResult:
         with limiter.slot():
@@ -712,6 +757,27 @@ def _ask(account: ProviderAccount, model: str, messages: list[dict[str, str]], p
 
     # The shared slot is held only during the call itself, never during a backoff wait.
     return call_with_retries(attempt, policy=CALL_RETRY_POLICY)
+
+
+def _answer_pairs(context: _ChunkContext, todo: deque[tuple[int, int]], answers: queue.SimpleQueue[Any]) -> None:
+    """One of a chunk's threads: take pairs from `todo` until none is left, putting each answer (or
+    the unexpected exception) on `answers` for the chunk's main thread, which writes them. The thread
+    keeps its call slot from one call to the next (benchmark_limits.keeping_slot: fewer Redis round
+    trips) and gives it back when it is done."""
+    with ExitStack() as slots:
+        for limiter in {id(route.limiter): route.limiter for route in context.all_routes()}.values():
+            slots.enter_context(limiter.keeping_slot())
+        while True:
+            try:
+                version_id, case_id = todo.popleft()
+            except IndexError:
+                return
+            try:
+                answers.put(_answer_pair(context, version_id, case_id))
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which fails the run
+                answers.put(exc)
+                if not isinstance(exc, Exception):
+                    raise
 
 
 def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> _Answer:
@@ -725,7 +791,7 @@ def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> _Answ
     generation = {key: params[key] for key in ("temperature", "top_p", "max_tokens", "random_seed") if params.get(key) is not None}
     messages = case_messages(case_messages=case.messages, system_prompt=str(params.get("system_prompt") or ""))
     try:
-        result = _ask(version.provider, version.model_id, messages, generation)
+        result = _ask(context.routes[version_id], version.model_id, messages, generation)
     except (ProviderAuthError, UnknownModelError, UnsupportedParameterError) as error:
         # Not about this case: every pair would fail the same way, so the run fails now, saying why.
         return _Answer(version_id, case_id, "fatal", error=f"{version.model_id}: {error}")
@@ -735,11 +801,11 @@ def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> _Answ
         return _Answer(version_id, case_id, "transient", error=str(error), retry_after=error.retry_after)
     cost = inference_cost(price=context.prices[version_id], input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens)
     judge = None
-    if context.judge_account is not None:
-        judge_account = context.judge_account
+    if context.judge_route is not None:
+        judge_route = context.judge_route
 
         def ask_judge(model: str, judge_messages: list[dict[str, str]]) -> scorers.JudgeReply:
-            reply = _ask(judge_account, model, judge_messages, {"temperature": 0.0, "max_tokens": 200})
+            reply = _ask(judge_route, model, judge_messages, {"temperature": 0.0, "max_tokens": 200})
             return scorers.JudgeReply(reply.text, reply.prompt_tokens, reply.completion_tokens)
 
         question = strip_answer_markers(str(case.messages[-1].get("content", "")))
@@ -784,12 +850,14 @@ def _result_row(run: BenchmarkRun, answer: _Answer) -> BenchmarkResult:
 
 
 @transaction.atomic
-def benchmark_run_post_costs(*, run_id: int, batch_size: int = 50) -> int:
-    """Put the run's results on the ledger: one costs.cost_record entry per result, under its
-    cost key, and the result marked posted in the same transaction. Idempotent, and several calls may
-    run at once (each takes rows the others have not locked). Returns how many results it posted."""
+def benchmark_run_post_costs(*, run_id: int, batch_size: int = 200) -> int:
+    """Put the run's results on the ledger: one entry per paid result, under its cost key, and the
+    results marked posted in the same transaction. The batch goes in with costs.cost_record_many (one
+    lock of the budgets, one insert, thresholds checked once) rather than one cost_record each, which
+    cost more CPU than the benchmark's own provider calls. Idempotent, and several calls may run at
+    once (each takes rows the others have not locked). Returns how many results it posted."""
     from costs.models import Operation
-    from costs.services import cost_record
+    from costs.services import Charge, cost_record_many
 
     run = BenchmarkRun.objects.select_related("agent").get(pk=run_id)
     rows = list(
@@ -798,28 +866,41 @@ def benchmark_run_post_costs(*, run_id: int, batch_size: int = 50) -> int:
         .select_related("model_version", "case")
         .order_by("pk")[:batch_size]
     )
-    for row in rows:
-        if not row.cost_usd:
-            continue  # nothing was paid (e.g. the provider refused the case)
-        version = row.model_version
-        cost_record(
+    cost_record_many(charges=[
+        Charge(
             agent=run.agent, operation=Operation.BENCHMARK, idempotency_key=row.cost_key, amount_usd=row.cost_usd,
-            model=version.model_id, base_model=version.base_model,
+            model=row.model_version.model_id, base_model=row.model_version.base_model,
             input_tokens=row.prompt_tokens + row.judge_prompt_tokens,
             output_tokens=row.completion_tokens + row.judge_completion_tokens,
-            source=f"benchmark run #{run.pk}: case {row.case.key} on {version.model_id}", source_object=row,
+            source=f"benchmark run #{run.pk}: case {row.case.key} on {row.model_version.model_id}", source_object=row,
         )
+        for row in rows
+        if row.cost_usd  # nothing was paid (e.g. the provider refused the case)
+    ])
     BenchmarkResult.objects.filter(pk__in=[row.pk for row in rows]).update(cost_posted_at=timezone.now())
     return len(rows)
 
 
 def benchmark_run_post_all_costs(*, run_id: int) -> int:
     """`benchmark_run_post_costs` until nothing is left (each batch commits on its own, so the
-    budget rows are never locked for long)."""
+    budget rows are never locked for long), then let a finished run's budget hold go."""
     total = 0
     while posted := benchmark_run_post_costs(run_id=run_id):
         total += posted
+    with transaction.atomic():
+        # The run's row lock orders this after a finishing transaction, so that between the two of
+        # them one always sees the run finished and every result posted.
+        _release_budget_when_settled(BenchmarkRun.objects.select_for_update().get(pk=run_id))
     return total
+
+
+def _release_budget_when_settled(run: BenchmarkRun) -> None:
+    """A finished run whose results are all on the ledger holds no budget any more (its real cost
+    is spent now). Called when a run finishes and after each posting; idempotent."""
+    from costs.services import cost_hold_release
+
+    if run.is_finished and not BenchmarkResult.objects.filter(run_id=run.pk, cost_posted_at__isnull=True).exists():
+        cost_hold_release(source=run)
 
 
 def _post_costs_on_commit(run_id: int) -> None:
@@ -835,35 +916,39 @@ def _post_costs_on_commit(run_id: int) -> None:
 
 
 def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[_Answer]) -> tuple[int, bool]:
-    """Write a batch of results in one transaction. Returns (new results, lease still ours and run
-    still running)."""
+    """Write a batch of results, renew the lease and add to the run's progress in one transaction
+    (one commit a batch). Returns (new results, lease still ours and run still running).
+
+    The rows go in without a look first: the unique (run, model, case) constraint is what keeps a
+    pair from being written twice. Only when another worker wrote some of them meanwhile (a chunk
+    handed on while its first holder still lived) does the insert fail; the batch is then written
+    again one row at a time, skipping the pairs already there."""
     run = context.run
     try:
         with transaction.atomic():
-            existing = set(
-                BenchmarkResult.objects.filter(run_id=run.pk, case_id__in={a.case_id for a in answers}).values_list(
-                    "model_version_id", "case_id"
-                )
-            )
-            rows = BenchmarkResult.objects.bulk_create(
-                [_result_row(run, a) for a in answers if (a.model_version_id, a.case_id) not in existing]
-            )
-            created = len(rows)
+            created = len(BenchmarkResult.objects.bulk_create([_result_row(run, a) for a in answers]))
+            return created, _count_progress(lease, created)
     except IntegrityError:
-        # Another worker wrote some of these pairs in the meantime: write the rest one by one.
+        pass
+    with transaction.atomic():
         created = 0
         for answer in answers:
             try:
                 with transaction.atomic():
                     _result_row(run, answer).save(force_insert=True)
-                    created += 1
+                created += 1
             except IntegrityError:
                 continue
-    completed = (
-        BenchmarkResult.objects.filter(run_id=OuterRef("pk")).order_by().values("run_id").annotate(n=Count("pk")).values("n")
-    )
-    BenchmarkRun.objects.filter(pk=run.pk).update(completed_items=Subquery(completed))
-    return created, _heartbeat(lease)
+        return created, _count_progress(lease, created)
+
+
+def _count_progress(lease: ChunkLease, created: int) -> bool:
+    """Inside the batch's transaction: renew the lease, then add the new results to the run's
+    progress (the chunk's row before the run's, the order the other services lock them in)."""
+    still_ours = _heartbeat(lease)
+    if created:
+        BenchmarkRun.objects.filter(pk=lease.run_id).update(completed_items=F("completed_items") + created)
+    return still_ours
 
 
 def benchmark_chunk_execute(*, chunk_id: int, worker: str) -> ChunkOutcome:
@@ -897,21 +982,31 @@ def benchmark_chunk_execute(*, chunk_id: int, worker: str) -> ChunkOutcome:
     fatal: str = ""
     lost_lease = False
     buffer: list[_Answer] = []
-    threads = max(v.provider.max_concurrency for v in context.versions.values())
+    threads = min(len(pending), max(v.provider.max_concurrency for v in context.versions.values())) or 1
+    todo = deque(pending)
+    answers: queue.SimpleQueue[_Answer | BaseException] = queue.SimpleQueue()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"benchmark-chunk-{chunk_id}") as pool:
         try:
-            futures: set[Future[_Answer]] = {pool.submit(_answer_pair, context, mv, case) for mv, case in pending}
+            workers = [pool.submit(_answer_pairs, context, todo, answers) for _ in range(threads)]
+            remaining = len(pending)
             last_write = time.monotonic()
-            while futures:
-                finished, futures = wait(futures, timeout=CHUNK_HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    try:
-                        answer = future.result()
-                    except Exception as exc:  # noqa: BLE001 - a bug must fail the run with its message, not loop
-                        logger.exception("benchmark chunk %s: unexpected error", chunk_id)
-                        fatal = fatal or f"internal error while scoring: {type(exc).__name__}: {exc}"
-                        context.stop.set()
-                        continue
+            while remaining:
+                write_at = last_write + (FLUSH_EVERY_SECONDS if buffer else CHUNK_HEARTBEAT_SECONDS)
+                try:
+                    answer = answers.get(timeout=max(0.0, write_at - time.monotonic()))
+                except queue.Empty:
+                    answer = None
+                    if all(worker.done() for worker in workers) and answers.empty():
+                        # Every thread ended (a BaseException) with pairs left: stop rather than wait forever.
+                        fatal = fatal or f"the chunk's threads stopped with {remaining} pair(s) unanswered"
+                        break
+                if isinstance(answer, BaseException):  # a bug must fail the run with its message, not loop
+                    remaining -= 1
+                    logger.error("benchmark chunk %s: unexpected error", chunk_id, exc_info=answer)
+                    fatal = fatal or f"internal error while scoring: {type(answer).__name__}: {answer}"
+                    context.stop.set()
+                elif answer is not None:
+                    remaining -= 1
                     if answer.kind in ("scored", "refused"):
                         buffer.append(answer)
                     elif answer.kind == "transient":
@@ -919,8 +1014,8 @@ def benchmark_chunk_execute(*, chunk_id: int, worker: str) -> ChunkOutcome:
                     elif answer.kind == "fatal":
                         fatal = fatal or answer.error
                         context.stop.set()
-                due = time.monotonic() - last_write >= (FLUSH_EVERY_SECONDS if buffer else CHUNK_HEARTBEAT_SECONDS)
-                if (buffer and (len(buffer) >= FLUSH_MAX_RESULTS or not futures)) or due:
+                due = time.monotonic() >= write_at
+                if (buffer and (len(buffer) >= FLUSH_MAX_RESULTS or not remaining)) or due:
                     created, still_ours = _store_answers(context, lease, buffer) if buffer else (0, _heartbeat(lease))
                     outcome.scored += created
                     buffer = []
@@ -981,8 +1076,9 @@ def _chunk_context(run: BenchmarkRun, lease: ChunkLease) -> _ChunkContext:
         )
         if judge_account is None:
             raise Conflict(f"judge provider '{provider_name}' does not exist")
-    return _ChunkContext(run=run, cases=cases, versions=versions, prices=prices, judge_price=judge_price,
-                         judge_account=judge_account)
+    routes = {pk: _Route.of(version.provider) for pk, version in versions.items()}
+    return _ChunkContext(run=run, cases=cases, versions=versions, routes=routes, prices=prices, judge_price=judge_price,
+                         judge_route=_Route.of(judge_account) if judge_account is not None else None)
 
 
 @transaction.atomic
@@ -1044,4 +1140,12 @@ def benchmark_runs_resume_stalled(
     )
     for run_id in unposted:
         _post_costs_on_commit(run_id)
+    # A run whose chunks are all done but which is still running: its worker died (or its database
+    # call failed) between releasing the last chunk and finishing the run. Finishing is safe twice.
+    finished_chunks_only = BenchmarkRun.objects.filter(status=BenchmarkRunStatus.RUNNING).exclude(
+        chunks__status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING]
+    )
+    for run_id in finished_chunks_only.values_list("pk", flat=True):
+        logger.warning("benchmark run #%s: every chunk is done but the run was not finished; finishing it", run_id)
+        benchmark_run_finish_if_complete(run_id=run_id)
     return resend

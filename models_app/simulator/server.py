@@ -37,6 +37,9 @@ _ROLES = frozenset({"system", "user", "assistant", "tool"})
 class SimulatorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hung client must not keep the process (or a test run) alive
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a client pool opening 16 connections at once on a busy
+    # machine had some of them wait a full second for a SYN retransmission.
+    request_queue_size = 128
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config

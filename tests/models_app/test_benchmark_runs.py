@@ -18,6 +18,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from costs.models import CostEntry
+from costs.models import CostHold
 from costs.services import budget_upsert
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from models_app.benchmark_limits import RedisProviderLimiter
@@ -496,3 +497,32 @@ def test_a_worse_fine_tune_fails_is_rejected_and_only_a_recorded_override_brings
     candidate = ModelVersion.objects.get(pk=run.candidate_id)
     assert candidate.status == "approved_for_rollout"
     assert "overridden: judged by legal" in candidate.history.latest().history_change_reason
+
+
+@pytest.mark.django_db
+def test_a_run_holds_its_estimate_until_it_is_finished_and_paid(demo_simulator):
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
+    hold = CostHold.objects.get(source_id=str(run.pk))
+    assert (hold.amount_usd, hold.operation, hold.released_at) == (run.estimated_cost_usd, "benchmark", None)
+
+    run = run_inline(run)  # finished, and every result posted to the ledger
+    assert run.status == "completed"
+    hold.refresh_from_db()
+    assert hold.released_at is not None
+
+
+@pytest.mark.django_db
+def test_the_sweep_finishes_a_run_whose_chunks_are_all_done_but_which_was_never_finished(
+    demo_simulator, django_capture_on_commit_callbacks
+):
+    run = run_inline(benchmark_run_create(agent=Agent.objects.get(slug="qa_agent")))
+    # As if the worker died between releasing the last chunk and finishing the run.
+    BenchmarkRun.objects.filter(pk=run.pk).update(status="running", verdict="", finished_at=None)
+    ModelVersion.objects.filter(pk=run.candidate_id).update(status="benchmarking")
+
+    with django_capture_on_commit_callbacks(execute=False):
+        benchmark_runs_resume_stalled(live_workers={"alive@test"})
+
+    run.refresh_from_db()
+    assert run.status == "completed" and run.finished_at is not None and run.verdict == "PASS"
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
