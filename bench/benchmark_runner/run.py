@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         "simulator, to see the runner's own cost without the SDK's (its answers are not marked, so the verdict is FAIL)",
     )
     args = parser.parse_args(argv)
+    # A SIGTERM (e.g. `timeout`) must still stop the workers below: left running, they would take
+    # the next bench's or test run's messages from the same Redis database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
         print("set DATABASE_URL (PostgreSQL) and REDIS_URL (a Redis database of its own)", file=sys.stderr)
         return 2
