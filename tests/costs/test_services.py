@@ -38,6 +38,44 @@ def charge(agent, amount, key, **kwargs):  # type: ignore[no-untyped-def]
                        idempotency_key=key, **kwargs)
 
 
+def one_after_the_other(work):  # type: ignore[no-untyped-def]
+    """Run `work("first")` and `work("second")` in two threads, each in its own transaction: the
+    first keeps its transaction open until the second is waiting for a lock (PostgreSQL), then
+    commits. Returns each one's result or exception, and whether the second was seen waiting."""
+    first_done, release, results = threading.Event(), threading.Event(), {}
+
+    def run(name: str, *, hold_open: bool) -> None:
+        try:
+            with transaction.atomic():
+                results[name] = work(name)
+                if hold_open:  # keep the transaction open, as a slow request would
+                    first_done.set()
+                    release.wait(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the caller's assertions show it
+            results[name] = exc
+        finally:
+            first_done.set()
+            connection.close()
+
+    first = threading.Thread(target=run, args=("first",), kwargs={"hold_open": True})
+    first.start()
+    assert first_done.wait(timeout=30)
+    second = threading.Thread(target=run, args=("second",), kwargs={"hold_open": False})
+    second.start()
+    waited = False
+    with connection.cursor() as cursor:
+        deadline = time.monotonic() + 30
+        while not waited and time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            waited = bool(cursor.fetchone()[0])
+            if not waited:
+                time.sleep(0.05)
+    release.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    return results, waited
+
+
 # --- the ledger ---------------------------------------------------------------------------------------------
 
 
@@ -169,36 +207,7 @@ def test_two_concurrent_reversals_without_a_budget_make_one_and_both_get_it(tran
     for the first to commit, then finds its reversal (before, it failed with IntegrityError → 500)."""
     admin = UserFactory(username="boss", is_superuser=True)
     entry = charge(qa_agent, "2.50", "manual:1")
-    first_done, release, results = threading.Event(), threading.Event(), {}
-
-    def reverse(name: str, *, hold: bool) -> None:
-        try:
-            with transaction.atomic():
-                results[name] = cost_entry_reverse(entry=entry, actor=admin, reason=name).pk
-                if hold:  # keep the transaction open, as a slow request would
-                    first_done.set()
-                    release.wait(timeout=30)
-        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
-            results[name] = exc
-        finally:
-            first_done.set()
-            connection.close()
-
-    first = threading.Thread(target=reverse, args=("first",), kwargs={"hold": True})
-    first.start()
-    assert first_done.wait(timeout=30)
-    second = threading.Thread(target=reverse, args=("second",), kwargs={"hold": False})
-    second.start()
-    with connection.cursor() as cursor:  # wait until the second is blocked by the first's transaction
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
-            if cursor.fetchone()[0]:
-                break
-            time.sleep(0.05)
-    release.set()
-    first.join(timeout=30)
-    second.join(timeout=30)
+    results, _ = one_after_the_other(lambda name: cost_entry_reverse(entry=entry, actor=admin, reason=name).pk)
     reversal = CostEntry.objects.get(reverses=entry)
     assert results == {"first": reversal.pk, "second": reversal.pk}
 
@@ -399,39 +408,13 @@ def test_two_starts_at_once_cannot_together_overspend_what_each_fits_in(transact
     transaction, then sees its hold and is refused (LiteLLM #34732: concurrent requests passed)."""
     charge(qa_agent, "29", "spent")
     sources = {"first": ModelVersionFactory(), "second": ModelVersionFactory()}
-    first_checked, release, results = threading.Event(), threading.Event(), {}
 
-    def start(name: str, *, hold_open: bool) -> None:
-        try:
-            with transaction.atomic():
-                budget_check(agent=qa_agent, estimate_usd="0.60", actor=None, hold_for=sources[name], operation="benchmark")
-                results[name] = "started"
-                if hold_open:  # the rest of the work's creation, still in the same transaction
-                    first_checked.set()
-                    release.wait(timeout=30)
-        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
-            results[name] = exc
-        finally:
-            first_checked.set()
-            connection.close()
+    def start(name: str) -> str:
+        budget_check(agent=qa_agent, estimate_usd="0.60", actor=None, hold_for=sources[name], operation="benchmark")
+        return "started"
 
-    first = threading.Thread(target=start, args=("first",), kwargs={"hold_open": True})
-    first.start()
-    assert first_checked.wait(timeout=30)
-    second = threading.Thread(target=start, args=("second",), kwargs={"hold_open": False})
-    second.start()
-    with connection.cursor() as cursor:  # the second must be waiting for the first's budget lock
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
-            if cursor.fetchone()[0]:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the second start did not wait for the first")
-    release.set()
-    first.join(timeout=30)
-    second.join(timeout=30)
+    results, second_waited = one_after_the_other(start)
+    assert second_waited, "the second start did not wait for the first's budget lock"
     assert results["first"] == "started"
     assert isinstance(results["second"], Conflict) and "$0.60 held by work still running" in results["second"].message
     assert list(CostHold.objects.values_list("source_id", flat=True)) == [str(sources["first"].pk)]
