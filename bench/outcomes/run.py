@@ -1,6 +1,6 @@
 """Outcome ingestion speed: events per second through `outcomes_ingest`, the service behind
 `POST /api/v1/outcomes` (validation one by one, per batch one COPY into a staging table and one
-INSERT … ON CONFLICT DO NOTHING RETURNING, exposures, pricing and the ledger entry).
+INSERT … ON CONFLICT DO NOTHING that also records exposures, pricing and the ledger entry).
 
 Target (issue 5): >= 20 000 events/s.
 
