@@ -3,9 +3,19 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
 
 app = Celery("genesis")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+def _warm_up_providers(**_: object) -> None:
+    # In the worker's main process, before it forks its pool: every pool process then starts with
+    # the provider layer's lazy work done (models_app/providers/factory.py warm_up).
+    from models_app.providers.factory import warm_up
+
+    warm_up()

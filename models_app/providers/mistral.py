@@ -44,6 +44,7 @@ from .errors import (
     UnsupportedParameterError,
     error_from_response,
 )
+from .http import new_http_client
 from .throttle import CallGate
 
 T = TypeVar("T")
@@ -74,22 +75,32 @@ _CHAT_PARAMETERS = frozenset(
 _PARAMETER_ALIASES = {"seed": "random_seed"}
 
 
+class _SynchronousOnly:
+    """Stands in for the SDK's async HTTP client. Genesis calls the SDK synchronously; left to
+    itself the SDK would make an httpx.AsyncClient per provider (another CA-bundle load, ~50 ms) and
+    close it with asyncio.run() when the provider goes."""
+
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        raise RuntimeError("MistralProvider calls the Mistral SDK synchronously only")
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        raise RuntimeError("MistralProvider calls the Mistral SDK synchronously only")
+
+    async def aclose(self) -> None:
+        return None
+
+
 class MistralProvider:
     def __init__(self, settings: ProviderSettings, *, http_client: httpx.Client | None = None) -> None:
         self.settings = settings
         self._owns_http_client = http_client is None
-        self._http = http_client or httpx.Client(
-            timeout=settings.timeout_seconds,
-            limits=httpx.Limits(
-                max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
-            ),
-            follow_redirects=True,
-        )
+        self._http = http_client or new_http_client(settings)
         self._sdk = Mistral(
             # None, not "": an empty key must reach the provider as "no key" (and a clear 401).
             api_key=settings.api_key or None,
             server_url=settings.base_url or None,
             client=self._http,
+            async_client=_SynchronousOnly(),
             retry_config=None,
             timeout_ms=int(settings.timeout_seconds * 1000),
             debug_logger=NoOpLogger(),
@@ -108,6 +119,10 @@ class MistralProvider:
     def close(self) -> None:
         if self._owns_http_client:
             self._http.close()
+
+    def load_lazy_parts(self) -> None:
+        """Import the SDK's chat module now rather than on the first call (factory.warm_up)."""
+        self._sdk.chat  # noqa: B018 - the attribute loads the module
 
     # ---- chat and models ---------------------------------------------------------------------
     def chat(

@@ -17,6 +17,7 @@ import httpx
 
 from .base import ChatMessage, ChatResult, ModelInfo, ProviderSettings, prepared_messages
 from .errors import PermanentProviderError, ProviderError, TransientProviderError, error_from_response
+from .http import new_http_client
 from .throttle import CallGate
 
 CHARS_PER_TOKEN_ESTIMATE = 4  # only when a server reports no usage (some llama.cpp builds)
@@ -36,15 +37,7 @@ class OpenAICompatibleProvider:
         headers = {"Accept": "application/json"}
         if settings.api_key:  # local servers (Ollama, llama.cpp) need none
             headers["Authorization"] = f"Bearer {settings.api_key}"
-        self._http = http_client or httpx.Client(
-            base_url=api_root(settings.base_url),
-            headers=headers,
-            timeout=settings.timeout_seconds,
-            limits=httpx.Limits(
-                max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
-            ),
-            follow_redirects=True,
-        )
+        self._http = http_client or new_http_client(settings, base_url=api_root(settings.base_url), headers=headers)
         self._gate = CallGate(
             provider=settings.name,
             max_concurrency=settings.max_concurrency,

@@ -500,3 +500,22 @@ def test_call_gate_spaces_calls_to_the_rate_limit_and_bounds_concurrency() -> No
         with pytest.raises(TransientProviderError, match="1 concurrent slots stayed busy"):
             with busy.admit():
                 pass
+
+
+def test_every_provider_of_a_process_shares_one_tls_context_and_warm_up_sends_nothing():
+    # Loading the CA bundle was ~50 ms of CPU per client (and a second one for the SDK's unused
+    # async client); a process now loads it once, and warm_up does so before a worker forks.
+    from models_app.providers.factory import warm_up
+    from models_app.providers.http import tls_context
+
+    warm_up()  # no server anywhere: it must only build and close
+    mistral = build_provider(kind="mistral", base_url="https://api.mistral.ai", api_key="k", name="tls-a")
+    compatible = build_provider(kind="openai_compatible", base_url="https://vllm.example/v1", api_key="", name="tls-b")
+    try:
+        for provider in (mistral, compatible):
+            assert provider._http._transport._pool._ssl_context is tls_context()
+        with pytest.raises(RuntimeError, match="synchronously"):
+            mistral._sdk.sdk_configuration.async_client.build_request("GET", "https://api.mistral.ai")
+    finally:
+        mistral.close()
+        compatible.close()
