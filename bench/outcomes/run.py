@@ -34,6 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "route")]
+# As in production, for the in-process measurement too (the HTTP server is started with DEBUG off):
+# DEBUG on would wrap every cursor and keep every query in memory.
+os.environ.setdefault("GENESIS_DEBUG", "false")
 
 TARGET_EVENTS_PER_SECOND = 20_000
 BATCH = 1_000
