@@ -15,37 +15,44 @@ These limits are shared by every process that talks to the same Redis:
 Taking a slot and booking a start are one Lua script (one round trip, atomic however many workers
 race); releasing is another (it also wakes a waiter). Each round trip costs the caller about a tenth
 of a provider call's CPU (redis-py and the socket, ~0.25 ms on a small VM) and one more wait to get
-the interpreter lock back among the process's threads, so:
+the interpreter lock back among the process's threads, so a process hands its slots around locally:
 
-- when the slots are all taken, the threads of one process queue on a local lock and only the first
-  of them polls Redis, instead of every thread polling on its own;
-- inside `keeping_slot()` (a benchmark chunk's threads, which make call after call) a thread keeps
-  its slot from one call to its next, for at most `keep_seconds`, instead of giving it back and
-  asking again: only the start is booked for each call (no round trip at all without a rate limit).
-  A kept slot is still a lease in the set, renewed like any. Then the thread gives it back, waking a
-  waiter, and pauses a moment before asking again, so that a waiter in another process gets it:
-  threads take turns and the processes' shares even out. A call that fails gives its slot back at
-  once (a backoff wait never holds one).
+- a slot given back while other threads of the same process wait for one goes to one of them
+  directly (no round trip); the slot stays a lease in the set, renewed like any. A slot circulates
+  this way for at most `keep_seconds` after it was taken from Redis, then goes back to Redis (waking
+  a waiter there, in any process), so that processes take turns and their shares even out;
+- of the threads of one process waiting for a slot, only one asks Redis (blocking on the wake-up
+  list); the others wait locally for a slot handed on or for their turn to ask.
+
+A thread holds a slot only for the call itself: the time it then spends reading the answer,
+scoring it and preparing its next request, another thread of the process calls with that slot (a
+chunk runs more threads than its process gets slots). A call that fails gives its slot back at once
+(a backoff wait never holds one). Redis unreachable is a transient provider error: the run's
+retries (and the chunk's next round) handle it like a provider's own hiccup.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from models_app.providers import TransientProviderError
 
+logger = logging.getLogger(__name__)
+
 KEY_PREFIX = "genesis:provider-limits"
-# How long a thread that gave back a slot it kept waits before asking again (see keeping_slot).
-TURN_PAUSE_SECONDS = 0.002
 
 # Take a slot (KEYS[1]) if one is free and, in the same step, book the next start time allowed by the
 # rate limit (KEYS[2]): one round trip per call instead of two. With ARGV[8] = '1' the caller already
-# holds the slot ARGV[4] (kept from its previous call) and only books a start, unless that lease ran
+# holds the slot ARGV[4] (handed on by a thread of its process) and only books a start, unless that lease ran
 # out meanwhile. Returns {answer, slots left}: answer is the seconds to wait before starting (>= 0), -1
 # when no slot is free, or -2 - wait when the rate limit would delay the call more than the caller
 # accepts (no slot is then taken).
@@ -97,10 +104,6 @@ class ProviderLimiter:
     def slot(self) -> Iterator[None]:
         yield
 
-    @contextmanager
-    def keeping_slot(self) -> Iterator[None]:
-        yield
-
 
 class RedisProviderLimiter(ProviderLimiter):
     def __init__(
@@ -134,80 +137,120 @@ class RedisProviderLimiter(ProviderLimiter):
         self._wake_key = f"{KEY_PREFIX}:{provider}:released"
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
-        # Held by the one thread of this process that is asking Redis for a slot (see the docstring).
-        self._asking = threading.Lock()
-        # Whether the last slot this process took was the last free one: the next thread then waits
+        # The local hand-off (see the module docstring), all under `_turns`: slots given back for a
+        # waiting thread of this process (token, taken from Redis at), how many threads wait here,
+        # and whether one of them is asking Redis.
+        self._turns = threading.Condition()
+        self._handed_on: deque[tuple[str, float]] = deque()
+        self._waiting = 0
+        self._asking = False
+        # Whether the last slot this process took was the last free one: the next asker then waits
         # for a release before asking, instead of asking once in vain first.
         self._none_left = False
-        # Per thread: whether it is inside keeping_slot(), and the slot it kept (token, taken at).
-        self._local = threading.local()
         self._held: set[str] = set()
         self._held_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        kept = self._reuse_kept_slot()
-        token, taken_at = kept if kept is not None else (self._acquire_slot(), self._clock())
+        token, taken_at = self._take()
         succeeded = False
         try:
             yield
             succeeded = True
         finally:
-            if succeeded and getattr(self._local, "keeping", False):
-                self._local.kept = (token, taken_at)
+            if succeeded:
+                self._give_back(token, taken_at)
             else:
                 self.release(token)
 
-    @contextmanager
-    def keeping_slot(self) -> Iterator[None]:
-        """Within this block the calling thread keeps its slot between calls (see the module
-        docstring); the slot is given back when the block ends."""
-        self._local.keeping = True
-        try:
-            yield
-        finally:
-            self._local.keeping = False
-            kept, self._local.kept = getattr(self._local, "kept", None), None
-            if kept is not None:
-                self.release(kept[0])
-
     def release(self, token: str) -> None:
+        """Give a slot back to Redis (best effort: if Redis cannot be reached, the lease, no longer
+        renewed, runs out by itself within `lease_seconds`)."""
         with self._held_lock:
             self._held.discard(token)
-        self._release(keys=[self._slots_key, self._wake_key], args=[token, self._max_concurrency, self._key_ttl_ms])
-
-    def _reuse_kept_slot(self) -> tuple[str, float] | None:
-        """The slot this thread kept from its previous call, with this call's start booked; None when
-        there is none, or it has been kept for `keep_seconds` (then it is given back)."""
-        kept, self._local.kept = getattr(self._local, "kept", None), None
-        if kept is None:
-            return None
-        token, taken_at = kept
-        now = self._clock()
-        if now - taken_at >= self._keep_seconds:
-            self.release(token)
-            self._sleep(TURN_PAUSE_SECONDS)  # the waiter woken by the release asks meanwhile
-            return None
-        if not self._interval:
-            return kept
         try:
-            reply, _ = self._acquire(
-                keys=[self._slots_key, self._pace_key],
-                args=[now, now + self._lease_seconds, self._max_concurrency, token, self._key_ttl_ms,
-                      self._interval, self._wait_limit, "1"],
-            )
+            self._release(keys=[self._slots_key, self._wake_key], args=[token, self._max_concurrency, self._key_ttl_ms])
+        except RedisError as exc:
+            logger.warning("provider '%s': could not give a call slot back (%s); its lease runs out by itself",
+                           self._provider, type(exc).__name__)
+
+    def _take(self) -> tuple[str, float]:
+        """A slot for one call, its start booked under the rate limit: one handed on by a thread of
+        this process, or else one from Redis. Returns (token, when it was taken from Redis)."""
+        deadline = self._clock() + self._wait_limit
+        while True:
+            with self._turns:
+                self._waiting += 1
+                try:
+                    while not self._handed_on and self._asking:
+                        left = deadline - self._clock()
+                        if left <= 0:
+                            raise self._busy_error()
+                        self._turns.wait(left)
+                    handed = self._handed_on.popleft() if self._handed_on else None
+                    if handed is None:
+                        self._asking = True
+                finally:
+                    self._waiting -= 1
+            if handed is None:
+                break
+            if self._clock() - handed[1] >= self._keep_seconds:
+                self.release(handed[0])  # it has circulated here long enough: another process's turn
+                continue
+            if self._book_start(handed[0]):
+                return handed
+            # Its lease ran out meanwhile (the slot went to someone else): wait for another.
+        try:
+            token, wait = self._take_slot(deadline)
+        finally:
+            with self._turns:
+                self._asking = False
+                self._turns.notify()  # the next waiter asks now (or takes a slot handed on)
+        if wait > 0:
+            self._sleep(wait)  # after letting the next thread ask: the start is booked already
+        return token, self._clock()
+
+    def _give_back(self, token: str, taken_at: float) -> None:
+        """After a call: hand the slot to a thread of this process that waits for one, while it has
+        circulated here for less than `keep_seconds`; otherwise give it back to Redis."""
+        with self._turns:
+            # One slot per waiting thread at most: a waiter is counted until it has taken one, so
+            # two calls ending together must not both hand on to a single waiter (the second slot
+            # would sit here, renewed, held from every other process).
+            if len(self._handed_on) < self._waiting and self._clock() - taken_at < self._keep_seconds:
+                self._handed_on.append((token, taken_at))
+                self._turns.notify()
+                return
+        self.release(token)
+
+    def _book_start(self, token: str) -> bool:
+        """Book the next call's start on a slot handed on (and wait for it); False when the slot's
+        lease ran out meanwhile. Without a rate limit there is nothing to book."""
+        if not self._interval:
+            return True
+        now = self._clock()
+        try:
+            reply, _ = self._script(self._acquire, keys=[self._slots_key, self._pace_key],
+                                    args=[now, now + self._lease_seconds, self._max_concurrency, token, self._key_ttl_ms,
+                                          self._interval, self._wait_limit, "1"])
             answer = self._checked(float(reply))
         except BaseException:
             self.release(token)
             raise
-        if answer < 0:  # the lease ran out meanwhile and the slot went to someone else
+        if answer < 0:
             with self._held_lock:
                 self._held.discard(token)
-            return None
+            return False
         if answer > 0:
             self._sleep(answer)
-        return kept
+        return True
+
+    def _script(self, script: Any, *, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return script(keys=keys, args=args)
+        except RedisError as exc:
+            raise self._unreachable(exc) from None
 
     def _hold(self, token: str) -> None:
         with self._held_lock:
@@ -233,19 +276,6 @@ class RedisProviderLimiter(ProviderLimiter):
             except Exception:  # noqa: BLE001 - a Redis blip: the next round renews, the lease has slack
                 continue
 
-    def _acquire_slot(self) -> str:
-        """Take a slot and wait for the call's turn under the rate limit; returns the lease token."""
-        deadline = self._clock() + self._wait_limit
-        if not self._asking.acquire(timeout=max(0.0, self._wait_limit)):
-            raise self._busy_error()
-        try:
-            token, wait = self._take_slot(deadline)
-        finally:
-            self._asking.release()
-        if wait > 0:
-            self._sleep(wait)  # after letting the next thread ask: the start is booked already
-        return token
-
     def _checked(self, answer: float) -> float:
         """The script's answer, or the error when the rate limit would delay the call too long."""
         if answer <= -2:
@@ -269,11 +299,11 @@ class RedisProviderLimiter(ProviderLimiter):
         token = secrets.token_hex(8)
         pause = 0.02
         if self._none_left:
-            self._client.blpop([self._wake_key], timeout=max(0.001, min(pause, deadline - self._clock())))
+            self._wait_for_release(timeout=min(pause, deadline - self._clock()))
         while True:
             now = self._clock()
-            reply, left = self._acquire(
-                keys=[self._slots_key, self._pace_key],
+            reply, left = self._script(
+                self._acquire, keys=[self._slots_key, self._pace_key],
                 args=[now, now + self._lease_seconds, self._max_concurrency, token, self._key_ttl_ms,
                       self._interval, self._wait_limit, "0"],
             )
@@ -286,5 +316,17 @@ class RedisProviderLimiter(ProviderLimiter):
                 raise self._busy_error()
             # Block until a holder releases a slot (a wake-up), or briefly: a slot can also free by
             # a dead holder's lease running out, which sends no wake-up.
-            self._client.blpop([self._wake_key], timeout=max(0.001, min(pause, deadline - now)))
+            self._wait_for_release(timeout=min(pause, deadline - now))
             pause = min(pause * 2, 0.1)
+
+    def _wait_for_release(self, *, timeout: float) -> None:
+        try:
+            self._client.blpop([self._wake_key], timeout=max(0.001, timeout))
+        except RedisError as exc:
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: RedisError) -> TransientProviderError:
+        return TransientProviderError(
+            f"provider '{self._provider}': the shared limits in Redis cannot be reached ({type(exc).__name__})",
+            provider=self._provider,
+        )

@@ -105,7 +105,7 @@ def benchmark_run_cost(*, run: BenchmarkRun) -> Decimal:
 def benchmark_run_pairs(*, run: BenchmarkRun) -> list[benchmark_stats.PairedScore]:
     """Cases scored for both models, with their tags, in suite order."""
     scores: dict[int, dict[int, float]] = {}
-    for case_id, version_id, score in run.results.values_list("case_id", "model_version_id", "score"):
+    for case_id, version_id, score in run.results.filter(scored=True).values_list("case_id", "model_version_id", "score"):
         scores.setdefault(case_id, {})[version_id] = score
     pairs = []
     for case in BenchmarkCase.objects.filter(pk__in=scores).order_by("position").only("pk", "key", "tags"):
@@ -124,7 +124,7 @@ def _model_summary(run: BenchmarkRun, version: ModelVersion, comparison: dict[st
     if comparison is not None:
         mean, n = comparison[f"{side}_mean"], comparison["n"]
     else:
-        scored = run.results.filter(model_version=version).values_list("score", flat=True)
+        scored = run.results.filter(model_version=version, scored=True).values_list("score", flat=True)
         values = list(scored)
         mean, n = (round(sum(values) / len(values), 6) if values else None), len(values)
     return {"model": version.model_id, "mean_score": mean, "n": n}
@@ -187,7 +187,7 @@ class RunReport:
 def benchmark_run_report(*, run: BenchmarkRun, worst: int = 20) -> RunReport:
     """Everything the admin's run page shows, in a fixed number of queries."""
     results = list(
-        run.results.select_related("case").only(
+        run.results.filter(scored=True).select_related("case").only(
             "score", "output", "reason", "error", "model_version_id", "case__key", "case__tags", "case__position"
         )
     )

@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
 os.environ.setdefault("GENESIS_SIMULATOR_API_KEY", "sim-key")
+# As in production (this process and the workers it starts): DEBUG on would wrap every cursor and
+# keep every query in memory.
+os.environ.setdefault("GENESIS_DEBUG", "false")
 
 TARGET_RATIO = 0.8
 

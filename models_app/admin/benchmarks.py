@@ -26,10 +26,12 @@ from models_app.models import (
     BenchmarkVerdict,
     BenchmarkVerdictOverride,
     ModelKind,
+    ModelStatus,
     ModelVersion,
 )
 from models_app.selectors_benchmarks import BENCHMARKABLE_STATUSES, benchmark_run_report, benchmark_suite_jsonl
 from models_app.services.benchmarks import (
+    CHANGE_VERSION_PERMISSION,
     OVERRIDE_PERMISSION,
     benchmark_run_cancel,
     benchmark_run_create,
@@ -270,8 +272,10 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
             "histogram": histogram_bars(report.baseline_histogram, report.candidate_histogram),
             "overrides": BenchmarkVerdictOverride.objects.filter(run=run).select_related("actor"),
             "can_cancel": not run.is_finished and request.user.has_perm("models_app.change_benchmarkrun"),
+            # The service checks the same two permissions; the button is offered only to who can use it.
             "can_override": run.status == BenchmarkRunStatus.COMPLETED and run.verdict != BenchmarkVerdict.PASS
-            and request.user.has_perm(OVERRIDE_PERMISSION),
+            and run.candidate.status != ModelStatus.APPROVED_FOR_ROLLOUT
+            and request.user.has_perm(OVERRIDE_PERMISSION) and request.user.has_perm(CHANGE_VERSION_PERMISSION),
             "override_form": OverrideForm(),
             "cancel_form": CancelForm(),
             "refresh_seconds": 3 if not run.is_finished else None,

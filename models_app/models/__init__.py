@@ -18,6 +18,7 @@ from models_app.models.benchmarks import (  # noqa: F401, E402
     BenchmarkRun,
     BenchmarkRunStatus,
     BenchmarkSuite,
+    BenchmarkUnscoredAnswer,
     BenchmarkVerdict,
     BenchmarkVerdictOverride,
 )

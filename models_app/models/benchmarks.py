@@ -170,8 +170,13 @@ class BenchmarkResult(models.Model):
     case = models.ForeignKey(BenchmarkCase, on_delete=models.PROTECT, related_name="results")
     output = models.TextField(blank=True)
     score = models.FloatField()
+    # False for an answer the run ended before its judge could grade (BenchmarkUnscoredAnswer): it was
+    # paid for and is kept for its cost, but its score of 0 is no grade and counts in no mean.
+    scored = models.BooleanField(default=True)
     reason = models.CharField(max_length=300, blank=True)
-    error = models.TextField(blank=True, help_text="The provider's refusal, when it refused this case.")
+    error = models.TextField(
+        blank=True, help_text="The provider's refusal when it refused this case, or why the answer was never scored."
+    )
     finish_reason = models.CharField(max_length=32, blank=True)
     latency_ms = models.FloatField(default=0)
     prompt_tokens = models.PositiveIntegerField(default=0)
@@ -196,6 +201,36 @@ class BenchmarkResult(models.Model):
 
     def __str__(self) -> str:
         return f"run #{self.run_id} {self.case.key} ({self.model_version.model_id}): {self.score:.2f}"
+
+
+class BenchmarkUnscoredAnswer(models.Model):
+    """A model's answer whose LLM judge failed transiently. It was paid for, so it is kept: the chunk's
+    retry asks only the judge again, never the model. Once judged it becomes a BenchmarkResult (and
+    this row goes); if the run is cancelled or fails first, it becomes a result marked not scored, so
+    its cost still reaches the run's total and the ledger."""
+
+    run = models.ForeignKey(BenchmarkRun, on_delete=models.CASCADE, related_name="unscored_answers")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    case = models.ForeignKey(BenchmarkCase, on_delete=models.PROTECT, related_name="+")
+    output = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    latency_ms = models.FloatField(default=0)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    judge_prompt_tokens = models.PositiveIntegerField(default=0)
+    judge_completion_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(default=0, **MONEY, help_text="The model's answer plus any judge call already paid.")
+    error = models.TextField(blank=True, help_text="The judge's last error.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "model_version", "case"], name="unique_benchmark_unscored_answer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run #{self.run_id}: unscored answer of model version {self.model_version_id} to case {self.case_id}"
 
 
 class BenchmarkVerdictOverride(models.Model):

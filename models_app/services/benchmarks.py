@@ -4,8 +4,8 @@ How a run goes (the admin, the API and the commands all start it with `benchmark
 
 1. `benchmark_run_create` resolves the suite, candidate and baseline, estimates the cost and checks
    it against the budget (costs.budget_check: a refusal is a Conflict), moves the candidate to
-   benchmarking, and splits the (model, case) pairs into chunks — rows — each sent to the
-   `benchmarks` queue once the transaction commits.
+   benchmarking (an approved_for_rollout one keeps its status), and splits the (model, case) pairs
+   into chunks — rows — each sent to the `benchmarks` queue once the transaction commits.
 2. A worker's `benchmark_chunk_execute` claims a chunk (a lease: worker name + token + heartbeat),
    asks the models from max_concurrency threads that take pairs one after another within the shared
    limits in Redis (models_app/benchmark_limits.py), scores the answers, and its main thread writes
@@ -15,13 +15,20 @@ How a run goes (the admin, the API and the commands all start it with `benchmark
    `benchmark_run_post_costs` (a `default`-queue task): the result row is the outbox. Posting in the
    chunk itself would hold every batch for the ledger's budget locks (several round trips a result,
    more than the provider call's share of the chunk's time).
+   An answer whose LLM judge fails transiently is kept (BenchmarkUnscoredAnswer) with its cost, so
+   the chunk's retry asks only the judge: the model is never asked, nor paid, twice.
 3. The chunk that completes the run computes the comparison (models_app/benchmark_stats.py) and
    moves the candidate: PASS → approved_for_rollout, INCONCLUSIVE → registered, FAIL → rejected.
+   A candidate that was already approved_for_rollout is left there (see `_decide_candidate`).
+
+Cancelling or failing a run does not wait for the answers already in flight: they are written when
+they land, and their cost is added to the run's total then (and posted to the ledger like any other).
 
 Resuming: a killed worker's chunks keep a lease nobody renews. `benchmark_runs_resume_stalled`
 (beat, every minute; also called by a waiting `benchmark_finetuned`) hands them to live workers,
 which skip the pairs already scored. Only an answer received but not yet written when the worker
-died (at most one batch, ~¼ s of work) is asked again.
+died (at most one batch, ~¼ s of work) is asked again. A chunk whose task raises (a database error, a
+soft time limit) gives its lease back at once, so its retry need not wait for the heartbeat to age.
 """
 
 from __future__ import annotations
@@ -35,7 +42,6 @@ import uuid
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -45,7 +51,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Case, F, When
 from django.utils import timezone
 
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -62,6 +68,7 @@ from models_app.models import (
     BenchmarkRun,
     BenchmarkRunStatus,
     BenchmarkSuite,
+    BenchmarkUnscoredAnswer,
     BenchmarkVerdict,
     BenchmarkVerdictOverride,
     ModelStatus,
@@ -92,6 +99,8 @@ from models_app.simulator.markers import strip_answer_markers
 logger = logging.getLogger(__name__)
 
 OVERRIDE_PERMISSION = "models_app.override_benchmark_verdict"
+# An override changes the model version's status, so it also needs the right to change versions.
+CHANGE_VERSION_PERMISSION = "models_app.change_modelversion"
 MAX_ERRORS_SHOWN = 20
 
 # Chunk leases. A worker renews its chunk's heartbeat at least this often…
@@ -130,6 +139,7 @@ RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     BenchmarkRunStatus.FAILED: frozenset(),
     BenchmarkRunStatus.CANCELLED: frozenset(),
 }
+FINISHED_RUN_STATUSES = (BenchmarkRunStatus.COMPLETED, BenchmarkRunStatus.FAILED, BenchmarkRunStatus.CANCELLED)
 VERDICT_TO_STATUS = {
     BenchmarkVerdict.PASS: ModelStatus.APPROVED_FOR_ROLLOUT,
     BenchmarkVerdict.INCONCLUSIVE: ModelStatus.REGISTERED,
@@ -396,12 +406,15 @@ def benchmark_run_create(
     if check.overridden:
         run.budget_override_reason = budget_override_reason or ""
         run.save(update_fields=["budget_override_reason"])
-    # Moved by the system on the requester's behalf: starting a run needs add_benchmarkrun, not the
-    # right to change model statuses by hand. Who asked is on the run and in the reason.
-    model_version_transition(
-        version=candidate, to_status=ModelStatus.BENCHMARKING, actor=None,
-        reason=f"benchmark run #{run.pk} requested by {_who(actor, requested_via)}",
-    )
+    # An approved candidate keeps its status while it is benchmarked again: an experiment may be about
+    # to start with it, and a run in progress is no reason to make that start need an override.
+    if candidate.status != ModelStatus.APPROVED_FOR_ROLLOUT:
+        # Moved by the system on the requester's behalf: starting a run needs add_benchmarkrun, not the
+        # right to change model statuses by hand. Who asked is on the run and in the reason.
+        model_version_transition(
+            version=candidate, to_status=ModelStatus.BENCHMARKING, actor=None,
+            reason=f"benchmark run #{run.pk} requested by {_who(actor, requested_via)}",
+        )
     # Pairs in case order, baseline then candidate: a partial run still holds complete pairs.
     items = [[version.pk, case.pk] for case in cases for version in (baseline, candidate)]
     size = _chunk_size(parameters=params, concurrency=max(baseline.provider.max_concurrency, candidate.provider.max_concurrency))
@@ -456,6 +469,8 @@ def benchmark_run_cancel(*, run: BenchmarkRun, actor: Any, reason: str = "") -> 
     run.cancelled_by = actor if getattr(actor, "pk", None) else None
     run.finished_at = timezone.now()
     run.error = f"cancelled by {actor or 'the system'}" + (f": {reason}" if reason else "")
+    _write_unscored_answers_as_results(run)
+    # What has landed so far; answers still in flight add theirs when they are written (_count_progress).
     run.cost_usd = benchmark_run_cost(run=run)
     run.save(update_fields=["status", "cancelled_by", "finished_at", "error", "cost_usd"])
     _restore_candidate(run, actor=None, reason=f"benchmark run #{run.pk} cancelled by {_who(actor)}")
@@ -465,12 +480,19 @@ def benchmark_run_cancel(*, run: BenchmarkRun, actor: Any, reason: str = "") -> 
 
 @transaction.atomic
 def benchmark_verdict_override(*, run: BenchmarkRun, actor: Any, reason: str) -> BenchmarkVerdictOverride:
-    """Approve the candidate for rollout despite a non-PASS verdict. Needs the permission
-    models_app.override_benchmark_verdict and a reason; recorded as a BenchmarkVerdictOverride and in
-    the model version's history."""
+    """Approve the candidate for rollout despite a non-PASS verdict. Needs a person with the permissions
+    models_app.override_benchmark_verdict and models_app.change_modelversion (the override changes the
+    version's status), and a reason; recorded as a BenchmarkVerdictOverride and in the model version's
+    history, both under the overrider's name."""
     if actor is None or not getattr(actor, "pk", None):
-        raise PermissionDenied(f"overriding a benchmark verdict needs a person with the permission '{OVERRIDE_PERMISSION}'")
+        raise PermissionDenied(
+            f"overriding a benchmark verdict needs a person with the permissions '{OVERRIDE_PERMISSION}' and "
+            f"'{CHANGE_VERSION_PERMISSION}'"
+        )
     require_permission(actor=actor, permission=OVERRIDE_PERMISSION, action="override benchmark verdicts")
+    # Checked here, before anything is read or locked, rather than left to model_version_transition:
+    # the rule belongs to the override, whichever page or command calls it.
+    require_permission(actor=actor, permission=CHANGE_VERSION_PERMISSION, action="override benchmark verdicts")
     if not reason.strip():
         raise InvalidInput("reason: say why the candidate should go to rollout despite the verdict")
     run = BenchmarkRun.objects.select_for_update().select_related("candidate").get(pk=run.pk)
@@ -479,6 +501,9 @@ def benchmark_verdict_override(*, run: BenchmarkRun, actor: Any, reason: str) ->
     if run.verdict == BenchmarkVerdict.PASS:
         raise Conflict(f"run #{run.pk} passed; there is nothing to override")
     candidate = ModelVersion.objects.select_for_update().get(pk=run.candidate_id)
+    if candidate.status == ModelStatus.APPROVED_FOR_ROLLOUT:
+        # A re-run does not demote an approved candidate (_decide_candidate): there is nothing to lift.
+        raise Conflict(f"{candidate.model_id} is already {ModelStatus.APPROVED_FOR_ROLLOUT}; there is nothing to override")
     before = candidate.status
     model_version_transition(
         version=candidate, to_status=ModelStatus.APPROVED_FOR_ROLLOUT, actor=actor, verdict_overridden=True,
@@ -503,6 +528,8 @@ def benchmark_run_fail(*, run_id: int, error: str) -> BenchmarkRun:
     _move_run(run, BenchmarkRunStatus.FAILED)
     run.error = error[:4000]
     run.finished_at = timezone.now()
+    _write_unscored_answers_as_results(run)
+    # What has landed so far; answers still in flight add theirs when they are written (_count_progress).
     run.cost_usd = benchmark_run_cost(run=run)
     run.save(update_fields=["status", "error", "finished_at", "cost_usd"])
     _restore_candidate(run, actor=None, reason=f"benchmark run #{run.pk} failed")
@@ -538,24 +565,48 @@ def benchmark_run_finish_if_complete(*, run_id: int) -> BenchmarkRun | None:
     run.verdict = comparison.verdict
     run.finished_at = timezone.now()
     run.cost_usd = benchmark_run_cost(run=run)
-    target = VERDICT_TO_STATUS[BenchmarkVerdict(comparison.verdict)]
-    candidate = ModelVersion.objects.select_for_update().get(pk=run.candidate_id)
-    if candidate.status == ModelStatus.BENCHMARKING:
-        model_version_transition(
-            version=candidate, to_status=target, actor=None,
-            reason=f"benchmark run #{run.pk}: {comparison.verdict} ({comparison.reasons[0]})",
-        )
-        data["candidate_status"] = target
-    else:
-        data["candidate_status"] = candidate.status
-        data["reasons"].append(
-            f"the candidate was not moved to {target}: it was {candidate.status} when the run finished (changed meanwhile)"
-        )
+    data["candidate_status"] = _decide_candidate(run, comparison, data["reasons"])
     run.comparison = data
     run.save(update_fields=["status", "verdict", "finished_at", "cost_usd", "comparison"])
     _release_budget_when_settled(run)
     logger.info("benchmark run #%s completed: %s", run.pk, "; ".join(comparison.reasons))
     return run
+
+
+def _decide_candidate(run: BenchmarkRun, comparison: benchmark_stats.Comparison, reasons: list[str]) -> str:
+    """Move the candidate as the verdict says and return its status; when it is left elsewhere, say
+    why in `reasons`.
+
+    A candidate that was approved_for_rollout before the run stays approved whatever the new verdict:
+    an experiment may be using it (a draft about to start), and demoting it behind that experiment's
+    back is not a benchmark's call. The verdict is recorded on the run and said in its reasons and in
+    the log; a person decides (reject or retire it by hand, or roll it out anyway)."""
+    target = VERDICT_TO_STATUS[BenchmarkVerdict(comparison.verdict)]
+    approved = ModelStatus.APPROVED_FOR_ROLLOUT
+    candidate = ModelVersion.objects.select_for_update().get(pk=run.candidate_id)
+    was_approved = run.candidate_status_before == approved
+    if was_approved and target != approved and candidate.status in (approved, ModelStatus.BENCHMARKING):
+        message = (
+            f"the candidate stays {approved} despite this {comparison.verdict}: it was approved before the run and an "
+            "experiment may use it, so a re-run does not demote it; reject or retire it by hand if this verdict "
+            "should stop its rollout"
+        )
+        reasons.append(message)
+        logger.warning("benchmark run #%s of %s: %s", run.pk, candidate.model_id, message)
+        target = approved
+    if candidate.status == target:
+        return target  # an approved candidate re-run: nothing moves
+    if candidate.status == ModelStatus.BENCHMARKING:
+        # Moved to benchmarking when the run started: give it the verdict's status.
+        model_version_transition(
+            version=candidate, to_status=target, actor=None,
+            reason=f"benchmark run #{run.pk}: {comparison.verdict} ({comparison.reasons[0]})",
+        )
+        return target
+    reasons.append(
+        f"the candidate was not moved to {target}: it was {candidate.status} when the run finished (changed meanwhile)"
+    )
+    return candidate.status
 
 
 # --- chunks: claim, execute, resume ---------------------------------------------------------------------------
@@ -649,12 +700,14 @@ def _heartbeat(lease: ChunkLease) -> bool:
 
 
 @transaction.atomic
-def _release_chunk(lease: ChunkLease, *, done: bool, error: str = "") -> None:
+def _release_chunk(lease: ChunkLease, *, done: bool, error: str = "", enqueued: bool = True) -> None:
+    """Give the lease back: the chunk is done, or queued again. `enqueued` says a message for it is on
+    its way (the task retries itself); without one, the resume sweep sends it at its next pass."""
     changes: dict[str, Any] = {
         "status": BenchmarkChunkStatus.DONE if done else BenchmarkChunkStatus.QUEUED,
         "lease_token": None,
         "finished_at": timezone.now() if done else None,
-        "enqueued_at": None if done else timezone.now(),
+        "enqueued_at": timezone.now() if not done and enqueued else None,
     }
     if error:
         changes["error"] = error[:2000]  # otherwise the note of what happened before (e.g. a hand-over) stays
@@ -667,7 +720,9 @@ class _Answer:
 
     model_version_id: int
     case_id: int
-    kind: str  # scored | refused | transient | fatal | skipped
+    # scored | refused | transient | fatal | skipped, or unscored: the model answered (and was paid) but
+    # its judge failed transiently, so the answer is kept for the retry.
+    kind: str
     output: str = ""
     score: float = 0.0
     reason: str = ""
@@ -680,6 +735,7 @@ class _Answer:
     judge_completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     retry_after: float | None = None
+    kept_id: int | None = None  # the BenchmarkUnscoredAnswer this answer was taken from
 
 
 class _JudgeCache:
@@ -742,10 +798,9 @@ class _ChunkContext:
     prices: dict[int, Any]
     judge_price: Any
     judge_route: _Route | None
+    # Answers of earlier rounds whose judge failed, by (model version id, case id).
+    unscored: dict[tuple[int, int], BenchmarkUnscoredAnswer] = field(default_factory=dict)
     stop: Event = field(default_factory=Event)
-
-    def all_routes(self) -> list[_Route]:
-        return [*self.routes.values(), *([self.judge_route] if self.judge_route else [])]
 
 
 def _ask(route: _Route, model: str, messages: list[dict[str, str]], parameters: Mapping[str, Any]) -> ChatResult:
@@ -761,23 +816,19 @@ def _ask(route: _Route, model: str, messages: list[dict[str, str]], parameters: 
 
 def _answer_pairs(context: _ChunkContext, todo: deque[tuple[int, int]], answers: queue.SimpleQueue[Any]) -> None:
     """One of a chunk's threads: take pairs from `todo` until none is left, putting each answer (or
-    the unexpected exception) on `answers` for the chunk's main thread, which writes them. The thread
-    keeps its call slot from one call to the next (benchmark_limits.keeping_slot: fewer Redis round
-    trips) and gives it back when it is done."""
-    with ExitStack() as slots:
-        for limiter in {id(route.limiter): route.limiter for route in context.all_routes()}.values():
-            slots.enter_context(limiter.keeping_slot())
-        while True:
-            try:
-                version_id, case_id = todo.popleft()
-            except IndexError:
-                return
-            try:
-                answers.put(_answer_pair(context, version_id, case_id))
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which fails the run
-                answers.put(exc)
-                if not isinstance(exc, Exception):
-                    raise
+    the unexpected exception) on `answers` for the chunk's main thread, which writes them. Its call
+    slot is handed to another thread of the process between calls (benchmark_limits)."""
+    while True:
+        try:
+            version_id, case_id = todo.popleft()
+        except IndexError:
+            return
+        try:
+            answers.put(_answer_pair(context, version_id, case_id))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which fails the run
+            answers.put(exc)
+            if not isinstance(exc, Exception):
+                raise
 
 
 def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> _Answer:
@@ -788,24 +839,45 @@ def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> _Answ
         return _Answer(version_id, case_id, "skipped")
     run, case, version = context.run, context.cases[case_id], context.versions[version_id]
     params = run.parameters
-    generation = {key: params[key] for key in ("temperature", "top_p", "max_tokens", "random_seed") if params.get(key) is not None}
-    messages = case_messages(case_messages=case.messages, system_prompt=str(params.get("system_prompt") or ""))
-    try:
-        result = _ask(context.routes[version_id], version.model_id, messages, generation)
-    except (ProviderAuthError, UnknownModelError, UnsupportedParameterError) as error:
-        # Not about this case: every pair would fail the same way, so the run fails now, saying why.
-        return _Answer(version_id, case_id, "fatal", error=f"{version.model_id}: {error}")
-    except PermanentProviderError as error:
-        return _Answer(version_id, case_id, "refused", reason="the provider refused this case", error=str(error)[:2000])
-    except TransientProviderError as error:
-        return _Answer(version_id, case_id, "transient", error=str(error), retry_after=error.retry_after)
-    cost = inference_cost(price=context.prices[version_id], input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens)
+    kept = context.unscored.get((version_id, case_id))
+    if kept is not None:
+        # Asked and paid in an earlier round whose judge failed: only the judge is asked again.
+        answer = _Answer(
+            version_id, case_id, "scored", output=kept.output, finish_reason=kept.finish_reason, latency_ms=kept.latency_ms,
+            prompt_tokens=kept.prompt_tokens, completion_tokens=kept.completion_tokens,
+            judge_prompt_tokens=kept.judge_prompt_tokens, judge_completion_tokens=kept.judge_completion_tokens,
+            cost_usd=kept.cost_usd, kept_id=kept.pk,
+        )
+    else:
+        generation = {key: params[key] for key in ("temperature", "top_p", "max_tokens", "random_seed") if params.get(key) is not None}
+        messages = case_messages(case_messages=case.messages, system_prompt=str(params.get("system_prompt") or ""))
+        try:
+            result = _ask(context.routes[version_id], version.model_id, messages, generation)
+        except (ProviderAuthError, UnknownModelError, UnsupportedParameterError) as error:
+            # Not about this case: every pair would fail the same way, so the run fails now, saying why.
+            return _Answer(version_id, case_id, "fatal", error=f"{version.model_id}: {error}")
+        except PermanentProviderError as error:
+            return _Answer(version_id, case_id, "refused", reason="the provider refused this case", error=str(error)[:2000])
+        except TransientProviderError as error:
+            return _Answer(version_id, case_id, "transient", error=str(error), retry_after=error.retry_after)
+        answer = _Answer(
+            version_id, case_id, "scored", output=result.text, finish_reason=result.finish_reason,
+            latency_ms=result.latency_ms, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+            cost_usd=inference_cost(
+                price=context.prices[version_id], input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens
+            ),
+        )
     judge = None
+    # Every judge reply received for this answer, counted as it arrives: a composite scorer may have
+    # paid one judge before another failed, and what was paid must reach the ledger either way.
+    judge_spent = [0, 0]
     if context.judge_route is not None:
         judge_route = context.judge_route
 
         def ask_judge(model: str, judge_messages: list[dict[str, str]]) -> scorers.JudgeReply:
             reply = _ask(judge_route, model, judge_messages, {"temperature": 0.0, "max_tokens": 200})
+            judge_spent[0] += reply.prompt_tokens
+            judge_spent[1] += reply.completion_tokens
             return scorers.JudgeReply(reply.text, reply.prompt_tokens, reply.completion_tokens)
 
         question = strip_answer_markers(str(case.messages[-1].get("content", "")))
@@ -814,38 +886,36 @@ def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> _Answ
             question=question,
         )
     try:
-        graded = scorers.score_output(spec=case.scorer, output=result.text, reference=case.reference, judge=judge)
+        graded = scorers.score_output(spec=case.scorer, output=answer.output, reference=case.reference, judge=judge)
     except scorers.ScorerSpecError as error:
         graded = scorers.Score(0.0, f"scorer error: {error}")
     except TransientProviderError as error:
-        # The judge failed transiently: the pair is retried later (and the model asked again).
-        return _Answer(version_id, case_id, "transient", error=f"judge: {error}", retry_after=error.retry_after)
+        # The judge failed transiently: the answer is kept, and only the judge is asked again later.
+        answer.kind, answer.error, answer.retry_after = "unscored", f"judge: {error}", error.retry_after
+        graded = None
     except PermanentProviderError as error:
         graded = scorers.Score(0.0, f"judge refused: {str(error)[:200]}")
-    if graded.judge_prompt_tokens or graded.judge_completion_tokens:
-        cost += inference_cost(
-            price=context.judge_price, input_tokens=graded.judge_prompt_tokens, output_tokens=graded.judge_completion_tokens
-        )
-    return _Answer(
-        version_id, case_id, "scored", output=result.text, score=graded.score, reason=graded.reason,
-        finish_reason=result.finish_reason, latency_ms=result.latency_ms, prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens, judge_prompt_tokens=graded.judge_prompt_tokens,
-        judge_completion_tokens=graded.judge_completion_tokens, cost_usd=cost,
-    )
+    if any(judge_spent):
+        answer.judge_prompt_tokens += judge_spent[0]
+        answer.judge_completion_tokens += judge_spent[1]
+        answer.cost_usd += inference_cost(price=context.judge_price, input_tokens=judge_spent[0], output_tokens=judge_spent[1])
+    if graded is not None:
+        answer.score, answer.reason = graded.score, graded.reason
+    return answer
 
 
 def result_cost_key(*, run_id: int, model_version_id: int, case_id: int) -> str:
     return f"benchmark:{run_id}:{model_version_id}:{case_id}"
 
 
-def _result_row(run: BenchmarkRun, answer: _Answer) -> BenchmarkResult:
+def _result_row(run_id: int, answer: _Answer) -> BenchmarkResult:
     return BenchmarkResult(
-        run_id=run.pk, model_version_id=answer.model_version_id, case_id=answer.case_id, output=answer.output,
+        run_id=run_id, model_version_id=answer.model_version_id, case_id=answer.case_id, output=answer.output,
         score=answer.score, reason=answer.reason[:300], error=answer.error, finish_reason=answer.finish_reason[:32],
         latency_ms=answer.latency_ms, prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
         judge_prompt_tokens=answer.judge_prompt_tokens, judge_completion_tokens=answer.judge_completion_tokens,
         cost_usd=answer.cost_usd,
-        cost_key=result_cost_key(run_id=run.pk, model_version_id=answer.model_version_id, case_id=answer.case_id),
+        cost_key=result_cost_key(run_id=run_id, model_version_id=answer.model_version_id, case_id=answer.case_id),
     )
 
 
@@ -917,38 +987,151 @@ def _post_costs_on_commit(run_id: int) -> None:
 
 def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[_Answer]) -> tuple[int, bool]:
     """Write a batch of results, renew the lease and add to the run's progress in one transaction
-    (one commit a batch). Returns (new results, lease still ours and run still running).
+    (one commit a batch; a batch holding judge retries commits those in a second one). Returns (new
+    results, lease still ours and run still running).
 
     The rows go in without a look first: the unique (run, model, case) constraint is what keeps a
     pair from being written twice. Only when another worker wrote some of them meanwhile (a chunk
     handed on while its first holder still lived) does the insert fail; the batch is then written
-    again one row at a time, skipping the pairs already there."""
+    again one row at a time, skipping the pairs already there.
+
+    Answers that involve a kept answer (its judge failed now, or it was judged at last) are written
+    apart, by `_store_judge_retries`."""
     run = context.run
+    retries = [answer for answer in answers if answer.kind == "unscored" or answer.kept_id is not None]
+    if retries:
+        answers = [answer for answer in answers if not (answer.kind == "unscored" or answer.kept_id is not None)]
     try:
         with transaction.atomic():
-            created = len(BenchmarkResult.objects.bulk_create([_result_row(run, a) for a in answers]))
-            return created, _count_progress(lease, created)
+            BenchmarkResult.objects.bulk_create([_result_row(run.pk, a) for a in answers])
+            created, still_ours = len(answers), _count_progress(lease, answers)
     except IntegrityError:
-        pass
-    with transaction.atomic():
-        created = 0
-        for answer in answers:
-            try:
-                with transaction.atomic():
-                    _result_row(run, answer).save(force_insert=True)
-                created += 1
-            except IntegrityError:
-                continue
-        return created, _count_progress(lease, created)
+        with transaction.atomic():
+            written = []
+            for answer in answers:
+                try:
+                    with transaction.atomic():
+                        _result_row(run.pk, answer).save(force_insert=True)
+                    written.append(answer)
+                except IntegrityError:
+                    continue
+            created, still_ours = len(written), _count_progress(lease, written)
+    if retries:
+        created += _store_judge_retries(run.pk, retries)
+    return created, still_ours
 
 
-def _count_progress(lease: ChunkLease, created: int) -> bool:
+def _count_progress(lease: ChunkLease, created: list[_Answer]) -> bool:
     """Inside the batch's transaction: renew the lease, then add the new results to the run's
     progress (the chunk's row before the run's, the order the other services lock them in)."""
     still_ours = _heartbeat(lease)
     if created:
-        BenchmarkRun.objects.filter(pk=lease.run_id).update(completed_items=F("completed_items") + created)
+        cost = sum((answer.cost_usd for answer in created), Decimal(0))
+        BenchmarkRun.objects.filter(pk=lease.run_id).update(
+            completed_items=F("completed_items") + len(created),
+            # A run cancelled or failed while these answers were in flight summed its cost without
+            # them: add theirs. Evaluated on the row as this UPDATE finds it once the ending
+            # transaction committed, so each answer is counted either there or here, never both.
+            cost_usd=Case(When(status__in=FINISHED_RUN_STATUSES, then=F("cost_usd") + cost), default=F("cost_usd")),
+        )
     return still_ours
+
+
+@transaction.atomic
+def _store_judge_retries(run_id: int, answers: list[_Answer]) -> int:
+    """Write the answers of a batch that concern the LLM judge's retries: kept answers judged at last
+    become results (their kept row goes), answers whose judge failed are kept for the next round.
+    When the run has ended meanwhile, those are written as unscored results instead: nobody would
+    judge them, and their cost must still count. Returns the new scored results.
+
+    The run's row is locked first, as the ending services do before `_write_unscored_answers_as_results`
+    (and before the results and kept rows): either they see the rows kept here, or this sees the run
+    ended. Rare (judge failures only), so the lock costs the ordinary batches nothing."""
+    status = BenchmarkRun.objects.select_for_update().filter(pk=run_id).values_list("status", flat=True).get()
+    judged = [answer for answer in answers if answer.kind != "unscored"]
+    unscored = [answer for answer in answers if answer.kind == "unscored"]
+    created = []
+    for answer in judged:
+        try:
+            with transaction.atomic():
+                _result_row(run_id, answer).save(force_insert=True)
+            created.append(answer)
+        except IntegrityError:
+            continue  # written already (the chunk handed on, or the run ended and wrote its kept answers)
+    BenchmarkUnscoredAnswer.objects.filter(pk__in=[answer.kept_id for answer in judged]).delete()
+    late_cost = Decimal(0)
+    if status in FINISHED_RUN_STATUSES:
+        late_cost = sum((answer.cost_usd for answer in created), Decimal(0)) + _write_unscored_results(run_id, unscored)
+    else:
+        _keep_unscored(run_id, unscored)
+    if created or late_cost:
+        BenchmarkRun.objects.filter(pk=run_id).update(
+            completed_items=F("completed_items") + len(created), cost_usd=F("cost_usd") + late_cost
+        )
+    return len(created)
+
+
+def _keep_unscored(run_id: int, answers: list[_Answer]) -> None:
+    """Keep answers whose judge failed, for the chunk's next round to ask only the judge."""
+    for answer in answers:
+        if answer.kept_id is not None:
+            # Kept already and failed again: a composite scorer may have paid another judge meanwhile.
+            BenchmarkUnscoredAnswer.objects.filter(pk=answer.kept_id).update(
+                judge_prompt_tokens=answer.judge_prompt_tokens, judge_completion_tokens=answer.judge_completion_tokens,
+                cost_usd=answer.cost_usd, error=answer.error[:2000], updated_at=timezone.now(),
+            )
+    BenchmarkUnscoredAnswer.objects.bulk_create(
+        [
+            BenchmarkUnscoredAnswer(
+                run_id=run_id, model_version_id=a.model_version_id, case_id=a.case_id, output=a.output,
+                finish_reason=a.finish_reason[:32], latency_ms=a.latency_ms, prompt_tokens=a.prompt_tokens,
+                completion_tokens=a.completion_tokens, judge_prompt_tokens=a.judge_prompt_tokens,
+                judge_completion_tokens=a.judge_completion_tokens, cost_usd=a.cost_usd, error=a.error[:2000],
+            )
+            for a in answers
+            if a.kept_id is None
+        ],
+        ignore_conflicts=True,  # kept already by another holder of the chunk
+    )
+
+
+def _write_unscored_results(run_id: int, answers: list[_Answer]) -> Decimal:
+    """Write answers that will never be scored (their run ended) as results marked not scored, for
+    their cost to reach the ledger; pairs already written are skipped. Their score of 0 counts in no
+    mean, histogram or regression (the selectors read scored results only). Returns the cost of the
+    rows written."""
+    cost, written = Decimal(0), 0
+    for answer in answers:
+        row = _result_row(run_id, answer)
+        row.score, row.scored, row.reason = 0.0, False, "not scored"
+        row.error = f"not scored: the run ended before the judge answered ({answer.error})"
+        try:
+            with transaction.atomic():
+                row.save(force_insert=True)
+        except IntegrityError:
+            continue
+        cost, written = cost + answer.cost_usd, written + 1
+    if written:
+        _post_costs_on_commit(run_id)
+    return cost
+
+
+def _write_unscored_answers_as_results(run: BenchmarkRun) -> None:
+    """For a run ending now (its row locked): its kept answers become unscored results, so the run's
+    total, summed next, and the ledger include what they cost."""
+    kept = list(BenchmarkUnscoredAnswer.objects.select_for_update().filter(run_id=run.pk))
+    if not kept:
+        return
+    _write_unscored_results(run.pk, [
+        _Answer(
+            row.model_version_id, row.case_id, "unscored", output=row.output, finish_reason=row.finish_reason,
+            latency_ms=row.latency_ms, prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
+            judge_prompt_tokens=row.judge_prompt_tokens, judge_completion_tokens=row.judge_completion_tokens,
+            cost_usd=row.cost_usd, error=row.error,
+        )
+        for row in kept
+    ])
+    BenchmarkUnscoredAnswer.objects.filter(pk__in=[row.pk for row in kept]).delete()
 
 
 def benchmark_chunk_execute(*, chunk_id: int, worker: str) -> ChunkOutcome:
@@ -958,6 +1141,25 @@ def benchmark_chunk_execute(*, chunk_id: int, worker: str) -> ChunkOutcome:
     lease = benchmark_chunk_claim(chunk_id=chunk_id, worker=worker)
     if lease is None:
         return ChunkOutcome(chunk_id=chunk_id, skipped_reason="done, run over, or held by a live worker")
+    try:
+        return _execute_claimed_chunk(lease)
+    except BaseException as error:
+        # A database error, a soft time limit, a bug: give the lease back now (the chunk's threads
+        # have stopped by then), so the task's retry, which may run in another process, can claim it at
+        # once instead of waiting for the heartbeat to age. No enqueued_at: the resume sweep sends it
+        # again at its next pass in case nothing retries it. Best effort: the database may be the
+        # error, and then the lease simply ages as before.
+        try:
+            _release_chunk(lease, done=False, error=f"the chunk's task stopped: {type(error).__name__}: {error}",
+                           enqueued=False)
+        except Exception as release_error:  # noqa: BLE001 - the original error is what matters
+            logger.warning("benchmark chunk %s: could not give its lease back (%s)", chunk_id, release_error)
+        raise
+
+
+def _execute_claimed_chunk(lease: ChunkLease) -> ChunkOutcome:
+    """`benchmark_chunk_execute` once the chunk is ours."""
+    chunk_id = lease.chunk_id
     run = BenchmarkRun.objects.select_related("agent", "candidate__provider", "baseline__provider").get(pk=lease.run_id)
     if lease.claims > MAX_CHUNK_CLAIMS:
         previous = BenchmarkChunk.objects.filter(pk=chunk_id).values_list("error", flat=True).get()
@@ -982,6 +1184,8 @@ def benchmark_chunk_execute(*, chunk_id: int, worker: str) -> ChunkOutcome:
     fatal: str = ""
     lost_lease = False
     buffer: list[_Answer] = []
+    # As many threads as call slots: with two chunks in two processes that is twice the slots, so a
+    # slot handed on finds a thread ready (benchmark_limits); more threads measured slower (GIL).
     threads = min(len(pending), max(v.provider.max_concurrency for v in context.versions.values())) or 1
     todo = deque(pending)
     answers: queue.SimpleQueue[_Answer | BaseException] = queue.SimpleQueue()
@@ -1009,6 +1213,9 @@ def benchmark_chunk_execute(*, chunk_id: int, worker: str) -> ChunkOutcome:
                     remaining -= 1
                     if answer.kind in ("scored", "refused"):
                         buffer.append(answer)
+                    elif answer.kind == "unscored":
+                        buffer.append(answer)  # kept (paid for) at the next write
+                        transient.append(answer)  # and its judge asked again in the next round
                     elif answer.kind == "transient":
                         transient.append(answer)
                     elif answer.kind == "fatal":
@@ -1077,8 +1284,14 @@ def _chunk_context(run: BenchmarkRun, lease: ChunkLease) -> _ChunkContext:
         if judge_account is None:
             raise Conflict(f"judge provider '{provider_name}' does not exist")
     routes = {pk: _Route.of(version.provider) for pk, version in versions.items()}
+    unscored = {}
+    if judge_account is not None:  # only the judge leaves answers unscored
+        unscored = {
+            (answer.model_version_id, answer.case_id): answer
+            for answer in BenchmarkUnscoredAnswer.objects.filter(run_id=run.pk, case_id__in=case_ids)
+        }
     return _ChunkContext(run=run, cases=cases, versions=versions, routes=routes, prices=prices, judge_price=judge_price,
-                         judge_route=_Route.of(judge_account) if judge_account is not None else None)
+                         judge_route=_Route.of(judge_account) if judge_account is not None else None, unscored=unscored)
 
 
 @transaction.atomic

@@ -77,3 +77,33 @@ def test_import_a_suite_file_and_export_it(admin_client, seeded_demo):
     assert exported["Content-Disposition"] == 'attachment; filename="qa_agent-extra-v1.jsonl"'
     assert json.loads(exported.content.decode().splitlines()[0])["id"] == "x1"
     assert admin_client.get(reverse("admin:models_app_benchmarksuite_change", args=[suite.pk])).status_code == 200
+
+
+def test_the_override_button_is_offered_only_with_the_right_to_change_model_versions_too(client, seeded_demo, simulator_factory):
+    from django.contrib.auth.models import Permission
+
+    from models_app.models import BenchmarkVerdictOverride, ModelVersion
+    from tests.factories import UserFactory
+    from tests.models_app.conftest import point_demo_provider_at
+
+    point_demo_provider_at(simulator_factory(quality={"ft:*": 0.0, "*": 1.0}), rate_limit_per_minute=60_000)
+    run = benchmark_run_create(agent=Agent.objects.get(slug="legal_agent"))
+    for chunk in BenchmarkChunk.objects.filter(run=run):
+        benchmark_chunk_execute(chunk_id=chunk.pk, worker="inline@test")
+    run.refresh_from_db()
+    assert run.verdict == "FAIL"
+    reviewer = UserFactory(username="reviewer")
+    reviewer.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label="models_app", codename__in=["view_benchmarkrun", "override_benchmark_verdict"]))
+    client.force_login(reviewer)
+    page_url = reverse("admin:models_app_benchmarkrun_change", args=[run.pk])
+
+    assert "Override the verdict" not in client.get(page_url).content.decode()
+    refused = client.post(reverse("admin:models_app_benchmarkrun_override", args=[run.pk]), {"reason": "legal says yes"}, follow=True)
+    assert "models_app.change_modelversion" in refused.content.decode() and not BenchmarkVerdictOverride.objects.exists()
+
+    reviewer.user_permissions.add(Permission.objects.get(content_type__app_label="models_app", codename="change_modelversion"))
+    assert "Override the verdict" in client.get(page_url).content.decode()
+    client.post(reverse("admin:models_app_benchmarkrun_override", args=[run.pk]), {"reason": "legal says yes"})
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
+    assert BenchmarkVerdictOverride.objects.get().actor == reviewer

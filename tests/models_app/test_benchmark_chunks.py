@@ -1,6 +1,6 @@
 """How a benchmark chunk is laid out, written and throttled: the staggered chunk layout, a batch of
 results written in one transaction (and again row by row when another worker wrote some of its
-pairs), and call slots kept between a thread's calls yet shared fairly across processes."""
+pairs), and call slots handed between a process's threads yet shared fairly across processes."""
 
 from __future__ import annotations
 
@@ -80,48 +80,89 @@ def _limiter(client, provider: str, **options) -> RedisProviderLimiter:  # type:
     return RedisProviderLimiter(client, provider=provider, **{**settings_, **options})
 
 
+def _wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
 @needs_redis
-def test_a_thread_keeps_its_slot_between_calls_and_gives_it_back_at_the_end_or_on_a_failure():
+def test_a_slot_given_back_goes_to_a_waiting_thread_of_the_same_process_else_back_to_redis():
     client = redis.Redis.from_url(settings.REDIS_URL)
     provider = f"test-{uuid.uuid4().hex[:8]}"
     slots_key = f"{KEY_PREFIX}:{provider}:in-flight"
-    limiter = _limiter(client, provider, keep_seconds=60)
+    limiter = _limiter(client, provider, max_concurrency=1, keep_seconds=60)
+    leases: dict[str, list[bytes]] = {}
+    release_first = threading.Event()
 
-    with limiter.keeping_slot():
+    def call(name: str, hold: threading.Event | None = None) -> None:
         with limiter.slot():
-            leases = client.zrange(slots_key, 0, -1)
-        assert client.zrange(slots_key, 0, -1) == leases  # kept between calls
+            leases[name] = client.zrange(slots_key, 0, -1)
+            if hold is not None:
+                hold.wait(5)
+
+    first = threading.Thread(target=call, args=("first", release_first))
+    first.start()
+    _wait_until(lambda: "first" in leases)
+    asker = threading.Thread(target=call, args=("asker",))  # polls Redis for the one slot
+    asker.start()
+    _wait_until(lambda: limiter._asking)
+    local = threading.Thread(target=call, args=("local",))  # waits here for a slot handed on
+    local.start()
+    _wait_until(lambda: limiter._waiting == 1)
+    release_first.set()
+    for thread in (first, asker, local):
+        thread.join(5)
+        assert not thread.is_alive()
+
+    assert leases["local"] == leases["first"]  # the same lease, handed on without a round trip
+    assert len(leases["asker"]) == 1  # nobody waited here any more: back to Redis, where the asker got it
+    assert client.zcard(slots_key) == 0 and not limiter._handed_on
+    with pytest.raises(RuntimeError):
         with limiter.slot():
-            assert client.zrange(slots_key, 0, -1) == leases  # the same lease, not a second one
-        with pytest.raises(RuntimeError):
-            with limiter.slot():
-                raise RuntimeError("the call failed")
-        assert client.zcard(slots_key) == 0  # a failed call (and its backoff) holds no slot
-        with limiter.slot():
-            pass
-        assert client.zcard(slots_key) == 1
-    assert client.zcard(slots_key) == 0
-    with limiter.slot():  # outside keeping_slot(), every call gives its slot back
-        pass
+            raise RuntimeError("the call failed")
+    assert client.zcard(slots_key) == 0  # a failed call (and its backoff) holds no slot
+
+
+@needs_redis
+def test_a_single_waiter_is_handed_one_slot_however_many_calls_end_together():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    provider = f"test-{uuid.uuid4().hex[:8]}"
+    slots_key = f"{KEY_PREFIX}:{provider}:in-flight"
+    limiter = _limiter(client, provider, max_concurrency=2, keep_seconds=60)
+    (one, one_taken), (two, two_taken) = limiter._take(), limiter._take()
+    with limiter._turns:
+        limiter._waiting = 1  # one thread waits here: both calls end before it wakes up
+    limiter._give_back(one, one_taken)
+    limiter._give_back(two, two_taken)
+    assert [token for token, _ in limiter._handed_on] == [one]
+    assert client.zrange(slots_key, 0, -1) == [one.encode()]  # the second went back to Redis at once
+
+    with limiter._turns:
+        limiter._waiting = 0
+    assert limiter._take()[0] == one  # the waiter's slot, still in force
+    limiter.release(one)
     assert client.zcard(slots_key) == 0
 
 
 @needs_redis
-def test_kept_slots_take_turns_with_other_processes_and_still_pace_each_call():
+def test_slots_circulating_in_one_process_take_turns_with_other_processes_and_still_pace_each_call():
     client = redis.Redis.from_url(settings.REDIS_URL)
     provider = f"test-{uuid.uuid4().hex[:8]}"
-    # Two "processes" (limiter instances) sharing one slot: the busy one keeps it at most 0.1 s.
+    # Two "processes" (limiter instances) sharing one slot; the busy one has three threads calling
+    # without a pause, so its slot is always wanted here, yet it goes back to Redis after 0.1 s.
     busy, other = (_limiter(client, provider, max_concurrency=1, keep_seconds=0.1) for _ in range(2))
     stop = threading.Event()
 
     def keep_calling() -> None:
-        with busy.keeping_slot():
-            while not stop.is_set():
-                with busy.slot():
-                    time.sleep(0.01)
+        while not stop.is_set():
+            with busy.slot():
+                time.sleep(0.01)
 
-    thread = threading.Thread(target=keep_calling)
-    thread.start()
+    threads = [threading.Thread(target=keep_calling) for _ in range(3)]
+    for thread in threads:
+        thread.start()
     try:
         time.sleep(0.05)
         started = time.monotonic()
@@ -129,13 +170,58 @@ def test_kept_slots_take_turns_with_other_processes_and_still_pace_each_call():
             waited = time.monotonic() - started
     finally:
         stop.set()
-        thread.join()
-    assert waited < 1.0  # its turn came while the busy thread was still calling
+        for thread in threads:
+            thread.join()
+    assert waited < 1.0  # its turn came while the busy threads were still calling
 
-    paced = _limiter(client, f"test-{uuid.uuid4().hex[:8]}", rate_limit_per_minute=1200, keep_seconds=60)
-    started = time.monotonic()
-    with paced.keeping_slot():
-        for _ in range(5):
+    paced = _limiter(client, f"test-{uuid.uuid4().hex[:8]}", max_concurrency=1, rate_limit_per_minute=1200, keep_seconds=60)
+    starts: list[float] = []
+
+    def paced_calls() -> None:
+        for _ in range(2):
             with paced.slot():
-                pass
-    assert time.monotonic() - started >= 4 * 0.05 * 0.9  # 1 200 a minute: 50 ms apart, kept slot or not
+                starts.append(time.monotonic())
+
+    threads = [threading.Thread(target=paced_calls) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    starts.sort()
+    # 1 200 a minute: 50 ms apart, whether the slot came from Redis or was handed on.
+    assert min(later - earlier for earlier, later in zip(starts, starts[1:])) >= 0.05 * 0.9
+
+
+def test_redis_out_of_reach_is_a_transient_error_and_giving_a_slot_back_never_raises():
+    from models_app.providers import TransientProviderError
+
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    limiter = _limiter(unreachable, f"test-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(TransientProviderError, match="cannot be reached"):
+        with limiter.slot():
+            pass
+    limiter.release("a-token")  # best effort: the lease would run out by itself
+
+
+@pytest.mark.django_db
+def test_an_answer_whose_judge_failed_after_its_run_was_cancelled_is_written_unscored_and_counted(demo_simulator):
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 16})
+    chunk = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
+    lease = benchmark_chunk_claim(chunk_id=chunk.pk, worker="worker-a@test")
+    context = _chunk_context(BenchmarkRun.objects.select_related("agent", "candidate__provider", "baseline__provider").get(pk=run.pk), lease)
+    scored, judge_failed = _answers(lease, 2)
+    judge_failed.kind, judge_failed.error, judge_failed.score = "unscored", "judge: 503 service unavailable", 0.0
+    _store_answers(context, lease, [scored])
+
+    benchmark_run_cancel(run=run, actor=None, reason="test")
+    cost_when_cancelled = BenchmarkRun.objects.get(pk=run.pk).cost_usd
+    _store_answers(context, lease, [judge_failed])  # its model answered (and was paid) before the cancel
+
+    row = BenchmarkResult.objects.get(run=run, model_version_id=judge_failed.model_version_id, case_id=judge_failed.case_id)
+    assert row.score == 0 and not row.scored and row.error.startswith("not scored") and "503" in row.error
+    assert BenchmarkRun.objects.get(pk=run.pk).cost_usd == cost_when_cancelled + judge_failed.cost_usd
+    # Its 0 is no grade: the cancelled run's means count only the answer that was scored.
+    from models_app.selectors_benchmarks import benchmark_run_summary
+
+    summary = benchmark_run_summary(run=BenchmarkRun.objects.get(pk=run.pk))
+    assert summary["candidate"]["n"] + summary["baseline"]["n"] == 1

@@ -1,6 +1,8 @@
 """Benchmark runs end to end against the simulator over HTTP: the run row and its chunks, results
 written once, costs on the ledger once, verdicts following the simulator's quality, resuming after a
-killed worker (with real Celery workers), cancel, failures, budget refusals and overrides."""
+killed worker (with real Celery workers), cancel, failures, budget refusals and overrides; a judge
+that fails transiently (only the judge is asked again), answers landing after a run ended, re-runs of
+an approved candidate, and a chunk task that raises."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from models_app.models import (
     BenchmarkChunk,
     BenchmarkResult,
     BenchmarkRun,
+    BenchmarkUnscoredAnswer,
     BenchmarkVerdictOverride,
     ModelVersion,
     ProviderAccount,
@@ -436,13 +439,13 @@ def test_the_shared_limiter_paces_calls_and_frees_the_slots_of_dead_holders():
     with holder.slot():
         time.sleep(0.6)  # longer than the lease: the holder's renewals keep the slot
         with pytest.raises(TransientProviderError, match="shared call slots stayed busy"):
-            other._acquire_slot()
+            other._take()
     dead = RedisProviderLimiter(client, **{**options, "sleep": lambda seconds: time.sleep(3600)})  # never renews
-    dead._acquire_slot()  # a holder that died without releasing its slot
+    dead._take()  # a holder that died without releasing its slot
     with pytest.raises(TransientProviderError):
-        other._acquire_slot()
+        other._take()
     time.sleep(0.35)
-    other.release(other._acquire_slot())  # its lease ran out
+    other.release(other._take()[0])  # its lease ran out
 
 
 # ---- real Celery workers -------------------------------------------------------------------------------------------
@@ -526,3 +529,231 @@ def test_the_sweep_finishes_a_run_whose_chunks_are_all_done_but_which_was_never_
     run.refresh_from_db()
     assert run.status == "completed" and run.finished_at is not None and run.verdict == "PASS"
     assert ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
+
+
+# ---- the LLM judge failing transiently: only the judge is asked again ---------------------------------------------
+
+
+def _judged_run(agent_slug: str, simulator_factory):  # type: ignore[no-untyped-def]
+    """A one-case llm_judge run whose judge has a provider account (and simulator) of its own, so that
+    its faults touch only the judge. Returns (run, models' simulator, judge's simulator)."""
+    from models_app.services import provider_account_upsert
+
+    models = simulator_factory()
+    point_demo_provider_at(models, rate_limit_per_minute=60_000)
+    judge = simulator_factory(quality={"mistral-large-latest": 1.0})
+    provider_account_upsert(name="judge", kind="simulator", base_url=judge.base_url, api_key_env="GENESIS_SIMULATOR_API_KEY",
+                            rate_limit_per_minute=60_000)
+    agent = Agent.objects.get(slug=agent_slug)
+    # A fresh rubric each time: the judge's verdicts are cached in Redis across tests.
+    rubric = f"Polite and specific ({uuid.uuid4().hex}). " + format_answer_marker('{"score": 0.75, "reason": "polite"}')
+    lines = [json.dumps({"id": "judged", "messages": [{"role": "user", "content": "Apologise for the double charge."}],
+                         "scorer": {"name": "llm_judge", "rubric": rubric}})]
+    suite = benchmark_suite_import(agent=agent, slug="judged", lines=lines).suite
+    run = benchmark_run_create(agent=agent, suite=suite, parameters={"judge_provider": "judge"})
+    return run, models, judge
+
+
+def _fail_every_judge_call_of_one_round(judge) -> int:  # type: ignore[no-untyped-def]
+    """Returns how many judge requests fail: two replies to judge, each through all its retries."""
+    from models_app.services.benchmarks import CALL_RETRY_POLICY
+
+    failing = 2 * CALL_RETRY_POLICY.max_attempts
+    judge.state.queue_faults(*[500] * failing)
+    return failing
+
+
+def _price(model: str, base_model: str | None = None):  # type: ignore[no-untyped-def]
+    from costs.selectors import price_in_force
+
+    return price_in_force(model=model, base_model=base_model)
+
+
+@pytest.mark.django_db
+def test_a_transient_judge_failure_asks_only_the_judge_again_and_every_call_is_paid_once(seeded_demo, simulator_factory):
+    from costs.pricing import inference_cost
+
+    run, models, judge = _judged_run("support_agent", simulator_factory)
+    failing = _fail_every_judge_call_of_one_round(judge)
+    chunk = BenchmarkChunk.objects.get(run=run)
+
+    first_round = benchmark_chunk_execute(chunk_id=chunk.pk, worker="w@test")
+
+    assert first_round.retry_in is not None and "judge" in first_round.error
+    assert chat_requests(models) == 2 and not BenchmarkResult.objects.filter(run=run).exists()
+    kept = list(BenchmarkUnscoredAnswer.objects.filter(run=run))
+    assert len(kept) == 2 and all(answer.output and answer.cost_usd > 0 for answer in kept)
+
+    run = run_inline(run)  # the chunk's retry, as the Celery task would run it
+
+    assert run.status == "completed", run.error
+    assert chat_requests(models) == 2  # the models were asked once; their answers were kept
+    judge_calls = [status for _, path, status in judge.state.request_log if path == "/v1/chat/completions"]
+    assert judge_calls.count(200) == 2 and len(judge_calls) == 2 + failing
+    assert not BenchmarkUnscoredAnswer.objects.filter(run=run).exists()
+    for result in BenchmarkResult.objects.filter(run=run).select_related("model_version"):
+        version = result.model_version
+        paid = inference_cost(price=_price(version.model_id, version.base_model), input_tokens=result.prompt_tokens,
+                              output_tokens=result.completion_tokens) + inference_cost(
+            price=_price("mistral-large-latest"), input_tokens=result.judge_prompt_tokens,
+            output_tokens=result.judge_completion_tokens)
+        assert result.score == 0.75 and result.judge_prompt_tokens > 0 and result.cost_usd == paid
+    assert_scored_once_and_paid_once(run)
+
+
+@pytest.mark.django_db
+def test_answers_kept_for_the_judge_are_still_paid_when_the_run_ends_before_it_answers(seeded_demo, simulator_factory):
+    run, models, judge = _judged_run("support_agent", simulator_factory)
+    _fail_every_judge_call_of_one_round(judge)
+    benchmark_chunk_execute(chunk_id=BenchmarkChunk.objects.get(run=run).pk, worker="w@test")
+    kept_cost = sum(answer.cost_usd for answer in BenchmarkUnscoredAnswer.objects.filter(run=run))
+
+    benchmark_run_cancel(run=run, actor=None, reason="judge down")
+    benchmark_run_post_all_costs(run_id=run.pk)
+
+    run.refresh_from_db()
+    results = BenchmarkResult.objects.filter(run=run)
+    assert results.count() == 2 and all(r.error.startswith("not scored") and r.score == 0 for r in results)
+    assert not BenchmarkUnscoredAnswer.objects.filter(run=run).exists()
+    assert run.cost_usd == kept_cost > 0  # the models' answers were paid: the run says so…
+    assert ledger_entries(run).aggregate(total=Sum("amount_usd"))["total"] == kept_cost  # …and so does the ledger
+    assert ledger_entries(run).count() == 2
+
+
+# ---- a run that ends while answers are in flight ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["cancel", "fail"])
+def test_answers_landing_after_a_run_ended_are_counted_once_in_its_cost_and_on_the_ledger(
+    ending, transactional_db, seeded_demo, simulator_factory
+):
+    from django.db import connection
+
+    from models_app.services.benchmarks import benchmark_run_fail
+
+    # Slow calls, four at a time: whenever the run ends, answers are on their way.
+    point_demo_provider_at(simulator_factory(latency_ms=300), rate_limit_per_minute=60_000, max_concurrency=4)
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 64})
+    chunk = BenchmarkChunk.objects.get(run=run)
+
+    def worker() -> None:
+        try:
+            benchmark_chunk_execute(chunk_id=chunk.pk, worker="w@test")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        wait_until(lambda: BenchmarkResult.objects.filter(run=run).exists(), timeout=30)
+        if ending == "cancel":
+            ended = benchmark_run_cancel(run=run, actor=None, reason="enough")
+        else:
+            ended = benchmark_run_fail(run_id=run.pk, error="another chunk failed")
+    finally:
+        thread.join(timeout=60)
+    benchmark_run_post_all_costs(run_id=run.pk)
+
+    run.refresh_from_db()
+    results = BenchmarkResult.objects.filter(run=run)
+    assert run.status == {"cancel": "cancelled", "fail": "failed"}[ending]
+    assert run.cost_usd > ended.cost_usd > 0  # answers landed after the run ended, and their cost was added…
+    assert run.cost_usd == results.aggregate(total=Sum("cost_usd"))["total"]  # …once
+    entries = ledger_entries(run)
+    assert entries.count() == results.count() and entries.aggregate(total=Sum("amount_usd"))["total"] == run.cost_usd
+    assert not results.filter(cost_posted_at__isnull=True).exists()
+
+
+# ---- re-benchmarking an approved candidate --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_non_pass_re_run_of_an_approved_candidate_records_the_verdict_but_does_not_demote_it(
+    seeded_demo, simulator_factory, caplog
+):
+    agent = Agent.objects.get(slug="support_agent")
+    point_demo_provider_at(simulator_factory(), rate_limit_per_minute=60_000)
+    first = run_inline(benchmark_run_create(agent=agent))
+    candidate = ModelVersion.objects.get(pk=first.candidate_id)
+    assert first.verdict == "PASS" and candidate.status == "approved_for_rollout"
+
+    # The same candidate, now clearly worse than its baseline.
+    point_demo_provider_at(simulator_factory(quality={"ft:*": 0.0, "*": 1.0}), rate_limit_per_minute=60_000)
+    second = benchmark_run_create(agent=agent, candidate=candidate)
+    assert ModelVersion.objects.get(pk=candidate.pk).status == "approved_for_rollout"  # an experiment may still start it
+    with caplog.at_level("WARNING", logger="models_app.services.benchmarks"):
+        second = run_inline(second)
+
+    assert second.status == "completed" and second.verdict == "FAIL"
+    assert ModelVersion.objects.get(pk=candidate.pk).status == "approved_for_rollout"
+    assert second.comparison["candidate_status"] == "approved_for_rollout"
+    said = [reason for reason in second.comparison["reasons"] if "stays approved_for_rollout despite this FAIL" in reason]
+    assert said and "reject or retire it by hand" in said[0]
+    assert any(f"benchmark run #{second.pk}" in r.getMessage() and "does not demote" in r.getMessage() for r in caplog.records)
+
+    reviewer = UserFactory(username="reviewer")
+    reviewer.user_permissions.add(*_permissions("models_app.override_benchmark_verdict", "models_app.change_modelversion"))
+    with pytest.raises(Conflict, match="already approved_for_rollout; there is nothing to override"):
+        benchmark_verdict_override(run=second, actor=_fresh(reviewer), reason="still fine")
+
+
+@pytest.mark.django_db
+def test_an_approved_candidate_can_start_its_experiment_during_a_re_run_which_then_leaves_it_rolling_out(demo_simulator):
+    from experiments.services import experiment_create, experiment_start
+
+    agent = Agent.objects.get(slug="content_agent")
+    candidate = ModelVersion.objects.get(pk=run_inline(benchmark_run_create(agent=agent)).candidate_id)
+    rerun = benchmark_run_create(agent=agent, candidate=candidate)
+
+    experiment_start(experiment=experiment_create(agent=agent, treatment=candidate))  # no override needed
+    rerun = run_inline(rerun)
+
+    assert ModelVersion.objects.get(pk=candidate.pk).status == "rolling_out"
+    assert any("it was rolling_out when the run finished" in reason for reason in rerun.comparison["reasons"])
+
+
+# ---- overriding needs the right to change the model version too ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_overriding_a_verdict_also_needs_the_permission_to_change_model_versions(seeded_demo, simulator_factory):
+    point_demo_provider_at(simulator_factory(quality={"ft:*": 0.0, "*": 1.0}), rate_limit_per_minute=60_000)
+    run = run_inline(benchmark_run_create(agent=Agent.objects.get(slug="legal_agent")))
+    assert run.verdict == "FAIL"
+    reviewer = UserFactory(username="reviewer")
+    reviewer.user_permissions.add(*_permissions("models_app.override_benchmark_verdict"))
+
+    with pytest.raises(PermissionDenied, match="may not override benchmark verdicts: it needs the permission 'models_app.change_modelversion'"):
+        benchmark_verdict_override(run=run, actor=_fresh(reviewer), reason="legal signed it off")
+    assert not BenchmarkVerdictOverride.objects.exists()
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "rejected"
+
+    reviewer.user_permissions.add(*_permissions("models_app.change_modelversion"))
+    override = benchmark_verdict_override(run=run, actor=_fresh(reviewer), reason="legal signed it off")
+    candidate = ModelVersion.objects.get(pk=run.candidate_id)
+    assert candidate.status == "approved_for_rollout" and override.actor == reviewer
+    assert candidate.history.latest().history_user == reviewer
+
+
+# ---- a chunk whose task raises gives its lease back ------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_a_chunk_whose_task_raises_gives_its_lease_back_at_once(empty_broker, seeded_demo, simulator_factory, start_worker):
+    from genesis.celery import app
+    from models_app.tasks.benchmarks import benchmark_chunk_run
+
+    point_demo_provider_at(simulator_factory(latency_ms=400), rate_limit_per_minute=60_000, max_concurrency=2)
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 64})
+    app.control.purge()  # the chunk's own message: this test sends it, with a soft time limit the task will hit
+    chunk = BenchmarkChunk.objects.get(run=run)
+    start_worker()
+
+    benchmark_chunk_run.apply_async((chunk.pk,), soft_time_limit=2)
+
+    # Claimed once, then given back once SoftTimeLimitExceeded stopped the task: well before its heartbeat
+    # would age (60 s), and with no resume sweep running here.
+    released = wait_until(lambda: BenchmarkChunk.objects.filter(pk=chunk.pk, status="queued", attempts=1).first(), timeout=30)
+    assert released.lease_token is None and "SoftTimeLimitExceeded" in released.error
+    assert released.enqueued_at is None  # nothing retries it: the sweep sends it again at its next pass
+    assert benchmark_chunk_claim(chunk_id=chunk.pk, worker="celery@elsewhere#1") is not None
