@@ -50,30 +50,38 @@ logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "genesis:provider-limits"
 
+# Every time in these scripts is Redis's own clock (TIME), never a worker's: workers on several
+# machines share the leases and the pacer, and their clocks may disagree.
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+"""
+
 # Take a slot (KEYS[1]) if one is free and, in the same step, book the next start time allowed by the
-# rate limit (KEYS[2]): one round trip per call instead of two. With ARGV[8] = '1' the caller already
-# holds the slot ARGV[4] (handed on by a thread of its process) and only books a start, unless that lease ran
-# out meanwhile. Returns {answer, slots left}: answer is the seconds to wait before starting (>= 0), -1
-# when no slot is free, or -2 - wait when the rate limit would delay the call more than the caller
-# accepts (no slot is then taken).
-_ACQUIRE = """
-local now = tonumber(ARGV[1])
-local holding = ARGV[8] == '1' and redis.call('ZSCORE', KEYS[1], ARGV[4])
+# rate limit (KEYS[2]): one round trip per call instead of two. ARGV: lease seconds, max concurrency,
+# token, key TTL (ms), pacing interval (s), longest acceptable wait (s), holding. With holding = '1'
+# the caller already holds the slot ARGV[3] (handed on by a thread of its process) and only books a
+# start, unless that lease ran out meanwhile. Returns {answer, slots left}: answer is the seconds to
+# wait before starting (>= 0), -1 when no slot is free, or -2 - wait when the rate limit would delay
+# the call more than the caller accepts (no slot is then taken).
+_ACQUIRE = _NOW + """
+local lease = redis.call('ZSCORE', KEYS[1], ARGV[3])
+local holding = ARGV[7] == '1' and lease and tonumber(lease) > now
 local taken = 0
 if not holding then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   taken = redis.call('ZCARD', KEYS[1])
-  if taken >= tonumber(ARGV[3]) then
+  if taken >= tonumber(ARGV[2]) then
     return {'-1', 0}
   end
 end
 local wait = 0
-local interval = tonumber(ARGV[6])
+local interval = tonumber(ARGV[5])
 if interval > 0 then
   local next_start = tonumber(redis.call('GET', KEYS[2]) or '0')
   local start = math.max(now, next_start)
   wait = start - now
-  if wait > tonumber(ARGV[7]) then
+  if wait > tonumber(ARGV[6]) then
     return {tostring(-2 - wait), 1}
   end
   redis.call('SET', KEYS[2], tostring(start + interval), 'PX', math.ceil((wait + interval) * 1000) + 1000)
@@ -81,9 +89,19 @@ end
 if holding then
   return {tostring(wait), 1}
 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {tostring(wait), tonumber(ARGV[3]) - taken - 1}
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {tostring(wait), tonumber(ARGV[2]) - taken - 1}
+"""
+
+# Extend the leases ARGV[3..] still in the set KEYS[1] (XX: one that ran out meanwhile has been given
+# away) to ARGV[1] seconds from now; ARGV[2] is the set's TTL (ms).
+_RENEW = _NOW + """
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 """
 
 # Give back a slot (KEYS[1]) and wake one waiter (KEYS[2], in any process) instead of letting them all
@@ -136,6 +154,7 @@ class RedisProviderLimiter(ProviderLimiter):
         self._pace_key = f"{KEY_PREFIX}:{provider}:next-start"
         self._wake_key = f"{KEY_PREFIX}:{provider}:released"
         self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         # The local hand-off (see the module docstring), all under `_turns`: slots given back for a
         # waiting thread of this process (token, taken from Redis at), how many threads wait here,
@@ -229,10 +248,9 @@ class RedisProviderLimiter(ProviderLimiter):
         lease ran out meanwhile. Without a rate limit there is nothing to book."""
         if not self._interval:
             return True
-        now = self._clock()
         try:
             reply, _ = self._script(self._acquire, keys=[self._slots_key, self._pace_key],
-                                    args=[now, now + self._lease_seconds, self._max_concurrency, token, self._key_ttl_ms,
+                                    args=[self._lease_seconds, self._max_concurrency, token, self._key_ttl_ms,
                                           self._interval, self._wait_limit, "1"])
             answer = self._checked(float(reply))
         except BaseException:
@@ -266,13 +284,8 @@ class RedisProviderLimiter(ProviderLimiter):
                 tokens = list(self._held)
             if not tokens:
                 continue
-            expires = self._clock() + self._lease_seconds
             try:
-                # XX: renew only leases still there (one expired meanwhile has been given away).
-                pipeline = self._client.pipeline()
-                pipeline.zadd(self._slots_key, {token: expires for token in tokens}, xx=True)
-                pipeline.pexpire(self._slots_key, self._key_ttl_ms)
-                pipeline.execute()
+                self._renew(keys=[self._slots_key], args=[self._lease_seconds, self._key_ttl_ms, *tokens])
             except Exception:  # noqa: BLE001 - a Redis blip: the next round renews, the lease has slack
                 continue
 
@@ -304,8 +317,7 @@ class RedisProviderLimiter(ProviderLimiter):
             now = self._clock()
             reply, left = self._script(
                 self._acquire, keys=[self._slots_key, self._pace_key],
-                args=[now, now + self._lease_seconds, self._max_concurrency, token, self._key_ttl_ms,
-                      self._interval, self._wait_limit, "0"],
+                args=[self._lease_seconds, self._max_concurrency, token, self._key_ttl_ms, self._interval, self._wait_limit, "0"],
             )
             answer = self._checked(float(reply))
             self._none_left = int(left) <= 0

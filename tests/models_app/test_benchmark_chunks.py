@@ -225,3 +225,25 @@ def test_an_answer_whose_judge_failed_after_its_run_was_cancelled_is_written_uns
 
     summary = benchmark_run_summary(run=BenchmarkRun.objects.get(pk=run.pk))
     assert summary["candidate"]["n"] + summary["baseline"]["n"] == 1
+
+
+@needs_redis
+def test_a_worker_whose_clock_is_wrong_neither_loses_nor_overstays_its_slot():
+    # Leases and the pacer use Redis's clock: a worker an hour behind must still hold its slot (its
+    # own clock would have written a lease that ran out an hour ago), and one an hour ahead must not
+    # keep it an hour past its death.
+    from models_app.providers import TransientProviderError
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    provider = f"test-{uuid.uuid4().hex[:8]}"
+    slots_key = f"{KEY_PREFIX}:{provider}:in-flight"
+    behind = _limiter(client, provider, max_concurrency=1, clock=lambda: time.time() - 3600)
+    other = _limiter(client, provider, max_concurrency=1, wait_limit_seconds=0.2)
+    with behind.slot():
+        with pytest.raises(TransientProviderError, match="stayed busy"):
+            other._take()
+
+    ahead = _limiter(client, provider, max_concurrency=1, clock=lambda: time.time() + 3600)
+    token, _ = ahead._take()
+    assert client.zscore(slots_key, token) < time.time() + 10  # lease_seconds (5) from Redis's now
+    ahead.release(token)
