@@ -26,7 +26,8 @@ the interpreter lock back among the process's threads, so a process hands its sl
 
 A thread holds a slot only for the call itself: the time it then spends reading the answer,
 scoring it and preparing its next request, another thread of the process calls with that slot (a
-chunk runs more threads than its process gets slots). A call that fails gives its slot back at once
+chunk runs as many threads as the account has slots, so with chunks in several processes each has
+threads to spare). A call that fails gives its slot back at once
 (a backoff wait never holds one). Redis unreachable is a transient provider error: the run's
 retries (and the chunk's next round) handle it like a provider's own hiccup.
 """
