@@ -248,9 +248,29 @@ class DuplicateReport:
         """Lines that nearly repeat an earlier line (and were not exact repeats)."""
         return sum(len(group) - 1 for group in self.near_groups)
 
-    def redundant_lines(self) -> set[int]:
-        """Every line a deduplicated dataset drops: all but the first of each group."""
-        return {line for group in self.exact_groups + self.near_groups for line in group[1:]}
+    def redundant_lines(self, *, valid_lines: np.ndarray | None = None) -> set[int]:
+        """Every line a deduplicated dataset drops: in each group of duplicates (an exact group,
+        joined with the exact groups its near group links), every line but the first.
+
+        With ``valid_lines`` (bool per line, index = line - 1) only valid lines count: the first
+        *valid* line of a group is kept, because when the first line is broken its valid repeat is
+        the copy worth keeping, not a duplicate of a line that is dropped anyway; invalid lines are
+        dropped as invalid, not as duplicates, so they are not in the answer.
+        """
+        exact_by_first = {group[0]: group for group in self.exact_groups}
+        in_near_group: set[int] = set()
+        groups: list[list[int]] = []
+        for near_group in self.near_groups:
+            # A near group holds the first line of each exact group it links.
+            members = [line for first in near_group for line in exact_by_first.get(first, [first])]
+            in_near_group.update(near_group)
+            groups.append(sorted(members))
+        groups.extend(group for group in self.exact_groups if group[0] not in in_near_group)
+        redundant: set[int] = set()
+        for group in groups:
+            kept_or_dropped = group if valid_lines is None else [line for line in group if valid_lines[line - 1]]
+            redundant.update(kept_or_dropped[1:])
+        return redundant
 
 
 @dataclass

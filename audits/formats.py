@@ -48,7 +48,8 @@ _ALLOWED_NEXT = {
 
 #: Lines longer than this are reported and skipped without being read whole.
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
-#: Problems reported per line; the rest of a broken line adds nothing useful.
+#: Problem details kept per line (every problem is still counted): past a few, more details of one
+#: broken line add nothing useful, and a line of 100 000 broken messages must not become 100 000 strings.
 MAX_ERRORS_PER_LINE = 5
 _READ_CHUNK = 1024 * 1024
 
@@ -72,6 +73,20 @@ class RawLine:
 
 
 @dataclass(slots=True)
+class Problems:
+    """Problems found, all counted; only the first ``keep`` are kept as details (None: all)."""
+
+    keep: int | None = MAX_ERRORS_PER_LINE
+    details: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def append(self, detail: str) -> None:
+        self.count += 1
+        if self.keep is None or len(self.details) < self.keep:
+            self.details.append(detail)
+
+
+@dataclass(slots=True)
 class CheckedLine:
     """A line after parsing and checking."""
 
@@ -79,12 +94,22 @@ class CheckedLine:
     record: Any = None  # the parsed JSON value (any JSON type), None when it did not parse
     parsed: bool = False
     text: str = ""  # the decoded line (invalid UTF-8 replaced), for scanning unparsable lines
-    errors: list[str] = field(default_factory=list)  # details without the "line N: " prefix
+    problems: Problems = field(default_factory=Problems)
     blank: bool = False
 
     @property
+    def errors(self) -> list[str]:
+        """The first MAX_ERRORS_PER_LINE problems, as details without the "line N: " prefix."""
+        return self.problems.details
+
+    @property
+    def error_count(self) -> int:
+        """Every problem of the line, also those past the details kept."""
+        return self.problems.count
+
+    @property
     def valid(self) -> bool:
-        return not self.errors
+        return not self.problems.count
 
     @property
     def is_example(self) -> bool:
@@ -237,7 +262,8 @@ def _refuse_constant(name: str) -> float:
 def check_line(
     raw: RawLine, *, first_in_file: bool | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 ) -> CheckedLine:
-    """Decode, parse and check one line; every problem becomes a detail string.
+    """Decode, parse and check one line; every problem is counted, the first few become detail
+    strings (see :class:`Problems`).
 
     ``first_in_file`` (default: line number 1) allows a UTF-8 byte-order mark.
     """
@@ -251,7 +277,7 @@ def check_line(
         data = data[3:]  # a UTF-8 byte-order mark is an editor artefact, not content
     if raw.overlong:
         checked.text = data.decode("utf-8", errors="replace")
-        checked.errors.append(
+        checked.problems.append(
             f"line is longer than {max_line_bytes // (1024 * 1024)} MiB; it was skipped "
             "(a single example that large is not usable for fine-tuning)"
         )
@@ -260,14 +286,14 @@ def check_line(
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         text = data.decode("utf-8", errors="replace")
-        checked.errors.append(
+        checked.problems.append(
             f"not valid UTF-8 (byte 0x{data[error.start]:02x} at byte {error.start + 1}); "
             "save the file as UTF-8"
         )
     checked.text = text
     if not text.strip():
         checked.blank = True
-        checked.errors.append("blank line; every line must be one JSON object")
+        checked.problems.append("blank line; every line must be one JSON object")
         return checked
     try:
         record = json.loads(text, parse_constant=_refuse_constant)
@@ -278,10 +304,10 @@ def check_line(
         hint = ""
         if not raw.ended_with_newline:
             hint = "; the file ends without a newline here, so the last line looks truncated"
-        checked.errors.append(f"invalid JSON{where}: {reason}{hint}")
+        checked.problems.append(f"invalid JSON{where}: {reason}{hint}")
         return checked
     except RecursionError:
-        checked.errors.append("invalid JSON: nested too deeply")
+        checked.problems.append("invalid JSON: nested too deeply")
         return checked
     surrogate_error = None
     if _SURROGATE_ESCAPE.search(text):
@@ -295,26 +321,36 @@ def check_line(
     checked.record = record
     checked.parsed = True
     if surrogate_error is not None:
-        checked.errors.append(surrogate_error)
-    checked.errors.extend(check_record(record)[: MAX_ERRORS_PER_LINE - len(checked.errors)])
+        checked.problems.append(surrogate_error)
+    _check_record(record, checked.problems)
     return checked
 
 
 def check_record(record: object) -> list[str]:
-    """Every Mistral fine-tuning rule a parsed line breaks, as readable details."""
+    """Every Mistral fine-tuning rule a parsed line breaks, as readable details (all of them;
+    :func:`check_line` keeps only the first few of a line)."""
+    problems = Problems(keep=None)
+    _check_record(record, problems)
+    return problems.details
+
+
+def _check_record(record: object, errors: Problems) -> None:
     if not isinstance(record, dict):
-        return [f'expected a JSON object with a "messages" list, got {_describe(record)}']
-    errors: list[str] = []
+        errors.append(f'expected a JSON object with a "messages" list, got {_describe(record)}')
+        return
     if "messages" not in record:
         # Key names are not echoed: a key can be PII as easily as a value.
-        return [f'missing "messages" (the object has {len(record)} key{"s" if len(record) != 1 else ""})']
+        errors.append(f'missing "messages" (the object has {len(record)} key{"s" if len(record) != 1 else ""})')
+        return
     messages = record["messages"]
     if not isinstance(messages, list):
-        return [f'"messages" must be a list, got {_describe(messages)}']
+        errors.append(f'"messages" must be a list, got {_describe(messages)}')
+        return
     if not messages:
-        return ['"messages" is empty; an example needs at least a user and an assistant message']
+        errors.append('"messages" is empty; an example needs at least a user and an assistant message')
+        return
     if "tools" in record:
-        errors.extend(_check_tools(record["tools"]))
+        _check_tools(record["tools"], errors)
 
     previous_role: str | None = None
     pending_calls: dict[str, int] = {}  # tool call id → index of the assistant message
@@ -375,8 +411,6 @@ def check_record(record: object) -> list[str]:
         if role == "tool":
             _check_tool_message(where, message, pending_calls, previous_role, errors)
         previous_role = role
-        if len(errors) >= MAX_ERRORS_PER_LINE:
-            return errors
 
     last = messages[-1]
     last_role = last.get("role") if isinstance(last, dict) else None
@@ -384,10 +418,9 @@ def check_record(record: object) -> list[str]:
         errors.append(f"the last message must be from the assistant, got {last_role!r}")
     elif last_role == "assistant" and loss_bearing == 0:
         errors.append("no assistant message carries loss: every assistant message has weight 0")
-    return errors
 
 
-def _check_tool_calls(where: str, tool_calls: object, errors: list[str]) -> list[str]:
+def _check_tool_calls(where: str, tool_calls: object, errors: Problems) -> list[str]:
     if not isinstance(tool_calls, list):
         errors.append(f"{where}.tool_calls must be a list, got {_describe(tool_calls)}")
         return []
@@ -433,7 +466,7 @@ def _check_tool_message(
     message: dict[str, Any],
     pending_calls: dict[str, int],
     previous_role: str | None,
-    errors: list[str],
+    errors: Problems,
 ) -> None:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str):
@@ -450,10 +483,10 @@ def _check_tool_message(
         errors.append(f"{where} (tool) must follow an assistant message with tool_calls")
 
 
-def _check_tools(tools: object) -> list[str]:
+def _check_tools(tools: object, errors: Problems) -> None:
     if not isinstance(tools, list):
-        return [f'"tools" must be a list, got {_describe(tools)}']
-    errors = []
+        errors.append(f'"tools" must be a list, got {_describe(tools)}')
+        return
     for index, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict):
@@ -464,7 +497,6 @@ def _check_tools(tools: object) -> list[str]:
             errors.append(f"tools[{index}].function.name is {_shape(name)}; it must be 1–64 characters of a-z, A-Z, 0-9, _ or -")
         if not isinstance(function.get("parameters"), dict):
             errors.append(f"tools[{index}].function.parameters must be a JSON Schema object")
-    return errors
 
 
 # --------------------------------------------------------------------------- text of a line

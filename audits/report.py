@@ -151,25 +151,8 @@ class AuditReport:
         )
 
     def redundant_lines(self) -> set[int]:
-        """Valid lines a deduplicated copy drops: in each group of duplicates (an exact group, joined
-        with the exact groups its near group links), every valid line but the first valid one.
-
-        The first *valid* one: when the first line of a group is broken, its valid repeat is the copy
-        worth keeping, not a duplicate of a line that is dropped anyway.
-        """
-        exact_by_first = {group[0]: group for group in self.duplicates.exact_groups}
-        in_near_group: set[int] = set()
-        groups: list[list[int]] = []
-        for near_group in self.duplicates.near_groups:
-            members = [line for first in near_group for line in exact_by_first.get(first, [first])]
-            in_near_group.update(near_group)
-            groups.append(sorted(members))
-        groups.extend(group for group in self.duplicates.exact_groups if group[0] not in in_near_group)
-        redundant: set[int] = set()
-        for group in groups:
-            valid = [line for line in group if self.valid_lines[line - 1]]
-            redundant.update(valid[1:])
-        return redundant
+        """Valid lines a deduplicated copy drops (see :meth:`DuplicateReport.redundant_lines`)."""
+        return self.duplicates.redundant_lines(valid_lines=self.valid_lines)
 
     def examples_by_level(self, *, valid_only: bool = True, drop_duplicates: bool = True) -> dict[int, str]:
         """Line → level for the examples a rebalanced dataset may use."""
@@ -266,7 +249,7 @@ def _audit_range(
             if checked.valid:
                 result.valid += 1
             else:
-                result.format_error_total += len(checked.errors)
+                result.format_error_total += checked.error_count  # every problem, not just those listed
                 room = options.max_format_errors - len(result.format_errors)
                 if room > 0:
                     result.format_errors.extend((line, detail) for detail in checked.errors[:room])

@@ -122,28 +122,45 @@ def _store_stream(content: IO[bytes] | Any, name: str, *, max_bytes: int | None 
     # A name of its own: two processes writing the same name (the demo seed, run by parallel test
     # suites) must not write into one another's half-written file.
     partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    digest = hashlib.sha256()
-    size = newlines = 0
-    last = b""
     try:
         with open(partial, "wb") as out:
-            for chunk in _chunks_of(content):
-                if isinstance(chunk, str):
-                    raise InvalidInput("file: send the dataset as bytes (open it in binary mode)")
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise InvalidInput(
-                        f"file: the dataset is larger than the upload limit of {_size_text(max_bytes)} "
-                        "(AUDIT_MAX_UPLOAD_BYTES); split it, or ask an operator to raise the limit"
-                    )
-                out.write(chunk)
-                digest.update(chunk)
-                newlines += chunk.count(b"\n")
-                last = chunk[-1:]
+            stored = _tally(_chunks_of(content), name, out=out, max_bytes=max_bytes)
         os.replace(partial, path)
     finally:
         if partial.exists():
             partial.unlink()
+    return stored
+
+
+def _measure(name: str) -> StoredFile:
+    """Size, lines and hash of a file already in storage (a copy a core wrote there)."""
+    with open(default_storage.path(name), "rb") as stream:
+        return _tally(_chunks_of(stream), name)
+
+
+def _tally(
+    chunks: Iterable[bytes], name: str, *, out: IO[bytes] | None = None, max_bytes: int | None = None
+) -> StoredFile:
+    """Hash, size and count the lines of `chunks` in one pass, writing each to `out` when given.
+    Past `max_bytes` it stops with an error (checked while reading: a stream's size is not known
+    before it is read)."""
+    digest = hashlib.sha256()
+    size = newlines = 0
+    last = b""
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            raise InvalidInput("file: send the dataset as bytes (open it in binary mode)")
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise InvalidInput(
+                f"file: the dataset is larger than the upload limit of {_size_text(max_bytes)} "
+                "(AUDIT_MAX_UPLOAD_BYTES); split it, or ask an operator to raise the limit"
+            )
+        if out is not None:
+            out.write(chunk)
+        digest.update(chunk)
+        newlines += chunk.count(b"\n")
+        last = chunk[-1:]
     # The cores count a last line without a newline as a line; so do we.
     lines = newlines + (1 if size and last != b"\n" else 0)
     return StoredFile(name=name, size_bytes=size, line_count=lines, sha256=digest.hexdigest())
@@ -154,19 +171,6 @@ def _size_text(size: int) -> str:
         if size >= scale:
             return f"{size / scale:g} {unit}"
     return f"{size} bytes"
-
-
-def _measure(name: str) -> StoredFile:
-    with open(default_storage.path(name), "rb") as stream:
-        digest = hashlib.sha256()
-        size = newlines = 0
-        last = b""
-        for chunk in iter(lambda: stream.read(COPY_CHUNK_BYTES), b""):
-            digest.update(chunk)
-            size += len(chunk)
-            newlines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return StoredFile(name, size, newlines + (1 if size and last != b"\n" else 0), digest.hexdigest())
 
 
 def _delete_quietly(name: str) -> None:

@@ -252,3 +252,15 @@ def test_an_unpaired_surrogate_is_a_finding_not_a_traceback(tmp_path):
     assert finished.returncode == 1 and "Traceback" not in finished.stderr, finished.stderr
     result = json.loads(finished.stdout)
     assert result["format_errors"][0]["detail"].startswith("line 1: messages[0].content contains an unpaired UTF-16 surrogate")
+
+
+def test_the_json_and_the_summary_count_every_problem_of_a_line(tmp_path):
+    middle = [{"role": "bot", "content": f"hi {n}"} for n in range(12)]
+    line = json.dumps({"messages": [{"role": "user", "content": "Hello?"}, *middle, {"role": "assistant", "content": "Hi."}]})
+    path = write_lines(tmp_path / "many.jsonl", [chat_line("How are you?"), line])
+    code, stdout, _ = run_command(str(path), "--json")
+    result = json.loads(stdout)
+    assert code == 1 and result["format_errors_total"] == 12
+    assert 0 < len(result["format_errors"]) < 12 and {error["line"] for error in result["format_errors"]} == {2}
+    code, stdout, _ = run_command(str(path))
+    assert code == 1 and f"Format errors: 12 (first {len(result['format_errors'])})" in stdout

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audits.formats import RawLine, check_line, check_record, conversation_text, iter_raw_lines, iter_texts
+from audits.formats import (
+    MAX_ERRORS_PER_LINE,
+    RawLine,
+    check_line,
+    check_record,
+    conversation_text,
+    iter_raw_lines,
+    iter_texts,
+)
 from audits.report import audit_file
 
 USER = {"role": "user", "content": "What is the weather in Paris?"}
@@ -260,3 +268,18 @@ def test_tool_call_arguments_must_be_json() -> None:
     assert check_record(calling("{phone: 4155552671")) == [
         "messages[1].tool_calls[0].function.arguments is not valid JSON (Expecting property name enclosed in double quotes at column 2)"
     ]
+
+
+def test_a_line_with_many_problems_counts_every_one_and_keeps_a_few_details() -> None:
+    # Twelve messages with an unknown role: twelve problems, each its own error.
+    record = {"messages": [USER] + [{"role": "bot", "content": f"hi {n}"} for n in range(12)] + [ANSWER]}
+    assert len(check_record(record)) == 12
+    checked = check_line(RawLine(4, json.dumps(record).encode(), True))
+    assert checked.error_count == 12 and not checked.valid
+    assert checked.errors == [
+        f"messages[{index}].role is a 3-character string, not one of system, user, assistant, tool"
+        for index in range(1, 1 + MAX_ERRORS_PER_LINE)
+    ]
+    # A problem found before the record's own (an unpaired surrogate) is counted with them.
+    with_surrogate = json.dumps(record).replace("hi 0", "hi \\ud800").encode()
+    assert check_line(RawLine(4, with_surrogate, True)).error_count == 13

@@ -9,6 +9,7 @@ import pytest
 
 from audits import report as report_module
 from audits.pii import PII_TYPES
+from audits.formats import MAX_ERRORS_PER_LINE
 from audits.report import UnreadableDataset, audit_file
 from tests.audits.samples import PLANTED, chat_line, sentence_with, write_lines
 
@@ -122,6 +123,28 @@ def test_format_errors_are_capped_but_counted(tmp_path: Path) -> None:
     result = audit_file(path, max_format_errors=10).to_contract_dict()
     assert len(result["format_errors"]) == 10
     assert result["format_errors_total"] == 30 and result["format_errors_truncated"]
+
+
+def many_problem_line(bad_messages: int) -> str:
+    """A line whose every middle message has an unknown role: one problem each."""
+    middle = [{"role": "bot", "content": f"hi {n}"} for n in range(bad_messages)]
+    return json.dumps({"messages": [{"role": "user", "content": "Hello?"}, *middle, {"role": "assistant", "content": "Hi."}]})
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_problem_of_a_line_is_counted_though_only_a_few_are_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    monkeypatch.setattr(report_module, "_PARALLEL_MIN_BYTES", 0)
+    lines = [chat_line("How are you?"), many_problem_line(12), chat_line("Fine?"), many_problem_line(7), "[1]"]
+    result = audit_file(write_lines(tmp_path / "bad.jsonl", lines), workers=workers).to_contract_dict()
+    assert result["format_errors_total"] == 12 + 7 + 1
+    assert (result["lines"], result["valid"]) == (5, 2)
+    listed = [error["line"] for error in result["format_errors"]]
+    assert listed == [2] * MAX_ERRORS_PER_LINE + [4] * MAX_ERRORS_PER_LINE + [5]
+    assert result["format_errors_truncated"]
+    # The contract keys are the same as ever; only the count is exact now.
+    assert list(result)[:6] == ["lines", "valid", "format_errors", "pii", "duplicates", "difficulty"]
 
 
 def shared_prompt_lines(count: int = 500, seed: int = 3) -> list[str]:
