@@ -1,5 +1,5 @@
 """Admin pages of fine-tuning: upload a training file, create / submit / start / cancel / sync a job,
-and read its status, events, checkpoints, cost, the provider's answer and the registered version.
+adopt the provider job a lost creation answer left untracked, and read its status, events, checkpoints, cost, the provider's answer and the registered version.
 
 Every button calls a service (models_app/services/finetuning.py); no row is written here.
 """
@@ -24,6 +24,8 @@ from models_app import finetuning_rules as rules
 from models_app.models import Agent, FineTuningJob, ProviderAccount, TrainingFile, TrainingFilePurpose
 from models_app.services.finetuning import (
     TrainingFileInvalid,
+    finetuning_adoption_candidates,
+    finetuning_job_adopt,
     finetuning_job_cancel,
     finetuning_job_create,
     finetuning_job_start,
@@ -113,6 +115,14 @@ class TrainingFileAdmin(admin.ModelAdmin):
 
 
 # --- jobs -----------------------------------------------------------------------------------------
+
+
+class FineTuningJobAdoptForm(forms.Form):
+    provider_job_id = forms.CharField(
+        max_length=100, label="Provider job id",
+        help_text="The provider's id of the job this row's lost creation made (see the provider's jobs above).",
+    )
+    reason = forms.CharField(required=False, max_length=200, help_text="Optional: kept in the job's history.")
 
 
 class FineTuningJobCreateForm(forms.Form):
@@ -256,6 +266,8 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
 
     def available_actions(self, job: FineTuningJob) -> list[str]:
         actions = []
+        if job.status == rules.NOT_CREATED and not job.provider_job_id:
+            actions.append("adopt")
         if job.status in (rules.NOT_CREATED, rules.REFUSED) and not job.provider_job_id:
             actions.append("submit")
         if job.status in rules.STARTABLE_STATUSES:
@@ -270,6 +282,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         return [
             path("<int:pk>/do/<slug:action>/", self.admin_site.admin_view(self.action_view),
                  name="models_app_finetuningjob_action"),
+            path("<int:pk>/adopt/", self.admin_site.admin_view(self.adopt_view), name="models_app_finetuningjob_adopt"),
             *super().get_urls(),
         ]
 
@@ -278,6 +291,9 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         extra_context = dict(extra_context or {})
         if job is not None and self.has_change_permission(request, job):
             extra_context["job_actions"] = [
+                {"name": name, "label": "Adopt a provider job", "link": True,
+                 "url": reverse("admin:models_app_finetuningjob_adopt", args=[job.pk])}
+                if name == "adopt" else
                 {"name": name, "label": self.ACTIONS[name][0],
                  "url": reverse("admin:models_app_finetuningjob_action", args=[job.pk, name])}
                 for name in self.available_actions(job)
@@ -304,6 +320,45 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         else:
             self._report(request, job, done=label)
         return HttpResponseRedirect(reverse("admin:models_app_finetuningjob_change", args=[pk]))
+
+    def adopt_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Link a NOT_CREATED job to the provider job its lost creation answer left untracked: the
+        provider's untracked jobs are listed, matching ones first, and the chosen one is checked by
+        the service (it exists, no other row tracks it, same model and files) before it is linked."""
+        job = get_object_or_404(FineTuningJob.objects.select_related("agent", "provider", "training_file"), pk=pk)
+        if not self.has_change_permission(request, job):
+            raise DjangoPermissionDenied
+        change_url = reverse("admin:models_app_finetuningjob_change", args=[pk])
+        form = FineTuningJobAdoptForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                job = finetuning_job_adopt(job=job, provider_job_id=form.cleaned_data["provider_job_id"],
+                                           actor=request.user, reason=form.cleaned_data["reason"])
+            except DomainError as exc:
+                messages.error(request, exc.message)
+            else:
+                self._report(request, job, done=f"Adopted provider job {job.provider_job_id}")
+                return HttpResponseRedirect(change_url)
+        candidates = []
+        try:
+            candidates = finetuning_adoption_candidates(job=job, actor=request.user)
+        except DomainError as exc:
+            messages.warning(request, f"Could not list the provider's jobs ({exc.message}); give the job id by hand.")
+        matching = [candidate for candidate in candidates if candidate.matches]
+        if request.method != "POST" and len(matching) == 1:
+            form = FineTuningJobAdoptForm(initial={"provider_job_id": matching[0].snapshot.id})
+        context = {
+            **self.admin_site.each_context(request), "title": f"Adopt a provider job for fine-tuning job #{job.pk}",
+            "form": form, "opts": self.model._meta, "job": job, "change_url": change_url, "candidates": candidates,
+            "submit_label": "Check at the provider and adopt",
+            "explanation": f"Job #{job.pk} ({job.agent.slug}, {job.base_model}, {job.training_file.filename}) is "
+                     f"{job.get_status_display().lower()}: its creation may have reached provider "
+                     f"'{job.provider.name}' without the answer reaching us. Adopting links this row to the "
+                     "provider's job, so it is followed, charged and holds its budget as if the creation had "
+                     "answered. The provider is asked first; a job it does not have, one another row tracks, "
+                     "or one trained on something else is refused.",
+        }
+        return TemplateResponse(request, "admin/models_app/finetuningjob/adopt.html", context)
 
     def _report(self, request: HttpRequest, job: FineTuningJob, *, done: str) -> None:
         if job.last_error:

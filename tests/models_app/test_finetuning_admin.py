@@ -114,3 +114,67 @@ def test_buttons_need_the_change_permission(ft_world, admin_client_for) -> None:
     job.refresh_from_db()
     assert job.status == "QUEUED"
     assert client.get(reverse("admin:models_app_finetuningjob_action", args=[job.pk, "cancel"])).status_code == 405
+
+
+def lost_creation_with_orphan(world) -> tuple[FineTuningJob, str]:  # type: ignore[no-untyped-def]
+    """A job whose creation met a 500 (NOT_CREATED), and the job the provider made for it anyway
+    (created with the real SDK straight at the simulator)."""
+    from models_app.gateway import provider_for
+
+    with DEMO_TRAINING_FILE.open("rb") as stream:
+        training_file = training_file_upload(agent=world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)
+    world.simulator.state.queue_faults(500)
+    job = finetuning_job_create(agent=world.agent, training_file=training_file, auto_start=True)
+    assert job.status == "NOT_CREATED"
+    orphan = provider_for(world.provider).create_job(
+        base_model=job.base_model, training_file_ids=[training_file.provider_file_id], auto_start=True,
+        hyperparameters=job.hyperparameters,
+    )
+    return job, orphan.id
+
+
+def test_a_person_adopts_the_orphan_from_the_jobs_page(ft_world, admin_client_for) -> None:
+    job, orphan = lost_creation_with_orphan(ft_world)
+    client = admin_client_for(username="root", is_superuser=True)
+    page = client.get(reverse("admin:models_app_finetuningjob_change", args=[job.pk])).content.decode()
+    adopt_url = reverse("admin:models_app_finetuningjob_adopt", args=[job.pk])
+    assert f'href="{adopt_url}" data-job-action="adopt"' in page and "may have created the job anyway" in page
+
+    page = client.get(adopt_url).content.decode()
+    assert f'data-provider-job="{orphan}"' in page and "matches" in page
+    assert f'value="{orphan}"' in page  # the one matching job is filled in
+    response = client.post(adopt_url, {"provider_job_id": orphan, "reason": "the 500 hid it"}, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("admin:models_app_finetuningjob_change", args=[job.pk])
+    assert f"Adopted provider job {orphan}: job #{job.pk} is" in response.content.decode()
+    job.refresh_from_db()
+    assert job.provider_job_id == orphan and job.status != "NOT_CREATED" and job.last_error == ""
+    assert job.history.first().history_user.username == "root"
+    assert 'data-job-action="adopt"' not in response.content.decode()  # nothing left to adopt
+
+    # A second look: the provider job is tracked now, so it is no longer offered, and a second row cannot take it.
+    response = client.post(adopt_url, {"provider_job_id": orphan}, follow=True)
+    assert f"already tracks provider job {orphan}" in response.content.decode()
+
+
+def test_an_unknown_provider_job_is_refused_on_the_adopt_page(ft_world, admin_client_for) -> None:
+    job, _ = lost_creation_with_orphan(ft_world)
+    client = admin_client_for(username="root", is_superuser=True)
+    response = client.post(reverse("admin:models_app_finetuningjob_adopt", args=[job.pk]), {"provider_job_id": "job-nope"})
+    assert response.status_code == 200
+    assert "sim-ft&#x27; has no fine-tuning job &#x27;job-nope&#x27;" in response.content.decode()
+    job.refresh_from_db()
+    assert job.status == "NOT_CREATED" and job.provider_job_id == ""
+
+
+def test_the_adopt_page_needs_the_change_permission(ft_world, admin_client_for) -> None:
+    job, orphan = lost_creation_with_orphan(ft_world)
+    client = admin_client_for(username="viewer")
+    viewer = get_user_model().objects.get(username="viewer")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_finetuningjob"))
+    page = client.get(reverse("admin:models_app_finetuningjob_change", args=[job.pk])).content.decode()
+    assert 'data-job-action="adopt"' not in page
+    adopt_url = reverse("admin:models_app_finetuningjob_adopt", args=[job.pk])
+    assert client.get(adopt_url).status_code == 403
+    assert client.post(adopt_url, {"provider_job_id": orphan}).status_code == 403
+    job.refresh_from_db()
+    assert job.provider_job_id == ""

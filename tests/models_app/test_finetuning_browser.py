@@ -57,3 +57,36 @@ def test_a_person_trains_a_model_from_the_admin(live_server, ft_world, tmp_path)
     assert CostEntry.objects.get(idempotency_key=f"finetune:{job.pk}").amount_usd == job.cost_usd
     assert event_rows == 1 + 4  # header + QUEUED, VALIDATED, RUNNING, SUCCESS
     assert buttons == ["sync"]  # nothing left to start or cancel
+
+
+def test_a_person_adopts_the_job_a_lost_creation_left_at_the_provider(live_server, ft_world) -> None:
+    from models_app.gateway import provider_for
+    from models_app.services.finetuning import finetuning_job_create, training_file_upload
+
+    chromium_executable()
+    UserFactory(username="trainer", is_superuser=True)
+    with DEMO_TRAINING_FILE.open("rb") as stream:
+        training_file = training_file_upload(agent=ft_world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)
+    ft_world.simulator.state.queue_faults(500)  # the creation's answer is lost…
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file, auto_start=True)
+    orphan = provider_for(ft_world.provider).create_job(  # …but the provider made the job
+        base_model=job.base_model, training_file_ids=[training_file.provider_file_id], auto_start=True,
+        hyperparameters=job.hyperparameters,
+    ).id
+
+    with chromium_page() as page:
+        admin_login(page, live_server.url, username="trainer", password=PASSWORD)
+        page.goto(f"{live_server.url}/admin/models_app/finetuningjob/{job.pk}/change/")
+        page.click("[data-job-action=adopt]")
+        page.click(f"[data-adopt='{orphan}']")
+        page.wait_for_selector("ul.messagelist >> text=Adopted provider job")
+        assert page.inner_text(".field-provider_job_id .readonly").strip() == orphan
+        wait_until(lambda: ft_world.simulator.state.get_job(orphan).status(time.time()) == "SUCCESS",
+                   timeout=10, what="the adopted job to finish")
+        page.click("[data-job-action=sync]")
+        page.wait_for_selector(".field-status_display >> text=Success")
+        cost_text = page.inner_text(".field-cost_display .readonly")
+
+    assert cost_text == "4.000000 USD (charged)"
+    assert CostEntry.objects.filter(idempotency_key=f"finetune:{job.pk}").count() == 1
+    assert FineTuningJob.objects.get(pk=job.pk).history.filter(history_change_reason__startswith="adopted").exists()

@@ -117,3 +117,28 @@ def test_a_real_terminal_gets_exit_status_2_for_bad_options(ft_world) -> None:
     )
     assert finished.returncode == 2, finished.stderr
     assert "not allowed with argument" in finished.stderr
+
+
+def test_adopt_links_a_lost_creation_to_the_providers_job(ft_world) -> None:
+    from models_app.gateway import provider_for
+
+    out, _ = fine_tune("upload", "--agent", "support_agent", str(DEMO_TRAINING_FILE), "--json")
+    provider_file_id = json.loads(out)["provider_file_id"]
+    ft_world.simulator.state.queue_faults(500)
+    with pytest.raises(CommandError):
+        fine_tune("create", "--agent", "support_agent", "--training-file", provider_file_id)
+    job = FineTuningJob.objects.get()
+    assert job.status == "NOT_CREATED" and f"fine_tune adopt {job.pk} <provider job id>" in job.last_error
+    orphan = provider_for(ft_world.provider).create_job(base_model=job.base_model, training_file_ids=[provider_file_id]).id
+
+    out, _ = fine_tune("status", "--provider", "sim-ft")
+    assert f"{orphan} open-mistral-7b" in out and "NOT TRACKED by Genesis" in out
+    with pytest.raises(CommandError, match="has no fine-tuning job 'job-nope'") as refused:
+        fine_tune("adopt", str(job.pk), "job-nope")
+    assert refused.value.returncode == 1
+    out, _ = fine_tune("adopt", str(job.pk), orphan, "--reason", "found it", "--json")
+    adopted = json.loads(out)
+    assert adopted["provider_job_id"] == orphan and adopted["status"] in ("QUEUED", "VALIDATED")
+    with pytest.raises(CommandError, match=f"already tracks provider job {orphan}") as refused:
+        fine_tune("adopt", str(job.pk), orphan)
+    assert refused.value.returncode == 1

@@ -19,13 +19,17 @@ from django.db import connection
 
 from costs.models import BudgetOverride, CostEntry, CostHold
 from costs.services import budget_upsert, cost_record
-from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from models_app.finetuning_selectors import jobs_to_sync
+from models_app.tasks.finetuning import sync_fine_tuning_job
 from models_app.models import FineTuningJob, ModelVersion, TrainingFile
 from models_app.providers.retry import RetryPolicy
 from models_app.services import provider_account_upsert
+from models_app.gateway import provider_for
 from models_app.services.finetuning import (
     ProviderUnavailable,
+    finetuning_adoption_candidates,
+    finetuning_job_adopt,
     TrainingFileInvalid,
     finetuning_job_cancel,
     finetuning_job_create,
@@ -419,3 +423,172 @@ def test_an_openai_compatible_account_cannot_fine_tune(ft_world) -> None:
     account = provider_account_upsert(name="vllm", kind="openai_compatible", base_url="http://127.0.0.1:9/v1", api_key_env="")
     with pytest.raises(InvalidInput, match="cannot fine-tune"):
         training_file_upload(agent=ft_world.agent, content=io.BytesIO(chat_lines(2)), filename="x.jsonl", provider=account)
+
+
+# --- adopting the job a lost creation answer left at the provider ----------------------------------
+
+
+def lost_creation(world, **options: Any) -> FineTuningJob:  # type: ignore[no-untyped-def]
+    """A job whose creation met a 500: kept NOT_CREATED, its estimate held, nothing at the provider."""
+    training_file = options.pop("training_file", None) or upload_demo(world)
+    world.simulator.state.queue_faults(500)
+    job = finetuning_job_create(agent=world.agent, training_file=training_file, **options)
+    assert job.status == "NOT_CREATED" and not job.provider_job_id and "may have created the job anyway" in job.last_error
+    return job
+
+
+def orphan_at_provider(world, job: FineTuningJob, **changes: Any) -> str:  # type: ignore[no-untyped-def]
+    """What `_submit` sends for `job`, sent with the real SDK straight to the simulator: the job a
+    creation whose answer was lost leaves at the provider, tracked by no row."""
+    request = {
+        "base_model": job.base_model, "training_file_ids": [job.training_file.provider_file_id],
+        "hyperparameters": job.hyperparameters, "suffix": job.suffix or None, "auto_start": job.auto_start,
+    } | changes
+    return provider_for(world.provider).create_job(**request).id
+
+
+def person_with(*codenames: str, username: str = "lead"):  # type: ignore[no-untyped-def]
+    person = UserFactory(username=username)
+    person.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return type(person).objects.get(pk=person.pk)  # fresh permission cache
+
+
+def job_lookups(world, provider_job_id: str) -> list[int]:  # type: ignore[no-untyped-def]
+    return [s for m, p, s in world.simulator.state.request_log if m == "GET" and p == f"/v1/fine_tuning/jobs/{provider_job_id}"]
+
+
+def test_an_adopted_job_is_followed_to_success_and_charged_once(ft_world) -> None:
+    job = lost_creation(ft_world, hyperparameters={"epochs": 2}, auto_start=True)
+    hold = CostHold.objects.get(source_id=str(job.pk))
+    orphan = orphan_at_provider(ft_world, job)
+    assert [c.snapshot.id for c in finetuning_adoption_candidates(job=job) if c.matches] == [orphan]
+    person = person_with("change_finetuningjob")
+
+    job = finetuning_job_adopt(job=job, provider_job_id=f" {orphan} ", actor=person, reason="found in the provider's list")
+    assert job.provider_job_id == orphan and job.status in ("QUEUED", "VALIDATED", "RUNNING")
+    assert job.last_error == "" and job.provider_answer == "" and job.submitted_at is not None
+    assert job_lookups(ft_world, orphan) == [200]  # checked at the provider (its retrieve call) first
+    latest = job.history.first()
+    assert latest.history_user == person and latest.history_change_reason.startswith(f"adopted provider job {orphan}")
+    assert job in jobs_to_sync()  # beat follows it from now on
+    hold.refresh_from_db()
+    assert hold.released_at is None  # the adopted job keeps holding its estimate
+
+    # Beat's per-job task takes it from here, as if the creation had answered.
+    wait_until(lambda: sync_fine_tuning_job(job.pk) == "SUCCESS", timeout=10, what="the adopted job to succeed")
+    job = ft_world.job(job)
+    assert job.model_version is not None and job.model_version.model_id == job.fine_tuned_model
+    entry = CostEntry.objects.get(operation="fine_tuning")
+    assert (entry.idempotency_key, entry.amount_usd, entry.source_object) == (f"finetune:{job.pk}", Decimal("4"), job)
+    hold.refresh_from_db()
+    assert hold.released_at is not None
+    assert sync_fine_tuning_job(job.pk).startswith("nothing to do") and finetuning_job_sync(job=job).pk == job.pk
+    assert CostEntry.objects.filter(operation="fine_tuning").count() == 1
+    assert len(ft_world.simulator.state.list_jobs(model=None, status=None, suffix=None)) == 1  # never created twice
+
+
+def test_adopting_a_job_that_already_succeeded_registers_and_charges_it_at_once(ft_world) -> None:
+    job = lost_creation(ft_world, auto_start=True)
+    orphan = orphan_at_provider(ft_world, job)
+    wait_until(lambda: ft_world.simulator.state.get_job(orphan).status(time.time()) == "SUCCESS",
+               timeout=10, what="the orphan to finish")
+    job = finetuning_job_adopt(job=job, provider_job_id=orphan)
+    assert job.status == "SUCCESS" and job.model_version is not None and job.cost_recorded_at is not None
+    assert CostEntry.objects.get(operation="fine_tuning").idempotency_key == f"finetune:{job.pk}"
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
+    assert job not in jobs_to_sync()
+
+
+def test_an_unknown_provider_job_is_refused_with_what_to_do(ft_world) -> None:
+    job = lost_creation(ft_world)
+    with pytest.raises(NotFound, match="provider 'sim-ft' has no fine-tuning job 'job-nope'") as refused:
+        finetuning_job_adopt(job=job, provider_job_id="job-nope")
+    assert "fine_tune status --provider sim-ft" in refused.value.message and refused.value.status_code == 404
+    job = ft_world.job(job)
+    assert job.status == "NOT_CREATED" and job.provider_job_id == ""
+    with pytest.raises(InvalidInput, match="provider_job_id"):
+        finetuning_job_adopt(job=job, provider_job_id="  ")
+
+
+def test_a_provider_job_another_row_tracks_is_refused(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    tracked = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    job = lost_creation(ft_world, training_file=training_file)
+    with pytest.raises(Conflict, match=f"already tracked by job #{tracked.pk} \\(QUEUED\\)") as refused:
+        finetuning_job_adopt(job=job, provider_job_id=tracked.provider_job_id)
+    assert refused.value.status_code == 409 and f"Cancel job #{job.pk} if it is a leftover" in refused.value.message
+    assert job_lookups(ft_world, tracked.provider_job_id) == []  # refused before the provider was asked
+
+    # The orphan adopted by one row cannot be adopted by a second one.
+    orphan = orphan_at_provider(ft_world, job)
+    finetuning_job_adopt(job=job, provider_job_id=orphan)
+    second = lost_creation(ft_world, training_file=training_file)
+    with pytest.raises(Conflict, match=f"already tracked by job #{job.pk}"):
+        finetuning_job_adopt(job=second, provider_job_id=orphan)
+    assert ft_world.job(second).provider_job_id == ""
+
+
+def test_only_a_job_waiting_for_its_creation_answer_can_adopt(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    queued = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    cancelled = finetuning_job_cancel(job=lost_creation(ft_world, training_file=training_file))
+    assert cancelled.status == "CANCELLED"
+    orphan = orphan_at_provider(ft_world, cancelled)
+    with pytest.raises(Conflict, match=f"already tracks provider job {queued.provider_job_id}"):
+        finetuning_job_adopt(job=queued, provider_job_id=orphan)
+    with pytest.raises(Conflict, match="is CANCELLED, not waiting for a creation answer") as refused:
+        finetuning_job_adopt(job=cancelled, provider_job_id=orphan)
+    assert "--no-submit" in refused.value.message
+    assert job_lookups(ft_world, orphan) == []
+    assert ft_world.job(queued).provider_job_id == queued.provider_job_id and ft_world.job(cancelled).provider_job_id == ""
+
+
+def test_adopting_needs_the_change_permission(ft_world) -> None:
+    job = lost_creation(ft_world)
+    orphan = orphan_at_provider(ft_world, job)
+    viewer = person_with("view_finetuningjob", username="viewer")
+    with pytest.raises(PermissionDenied, match="user 'viewer' may not adopt provider fine-tuning jobs: .*models_app.change_finetuningjob"):
+        finetuning_job_adopt(job=job, provider_job_id=orphan, actor=viewer)
+    assert job_lookups(ft_world, orphan) == [] and ft_world.job(job).provider_job_id == ""
+
+
+def test_a_provider_job_trained_on_something_else_is_refused(ft_world) -> None:
+    job = lost_creation(ft_world, hyperparameters={"epochs": 2})
+    other_file = training_file_upload(agent=ft_world.agent, content=io.BytesIO(chat_lines(5)), filename="other.jsonl")
+    orphan = orphan_at_provider(ft_world, job, training_file_ids=[other_file.provider_file_id], hyperparameters={"epochs": 3})
+    with pytest.raises(Conflict, match=f"provider job {orphan} is not the one job #{job.pk} asked for") as refused:
+        finetuning_job_adopt(job=job, provider_job_id=orphan)
+    assert f"training files {other_file.provider_file_id}, not {job.training_file.provider_file_id}" in refused.value.message
+    assert "epochs 3.0, not 2" in refused.value.message
+    assert ft_world.job(job).status == "NOT_CREATED"
+    [candidate] = finetuning_adoption_candidates(job=job)
+    assert not candidate.matches and candidate.snapshot.id == orphan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_rows_adopting_the_same_provider_job_at_once_one_wins(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    rows = [lost_creation(ft_world, training_file=training_file) for _ in range(2)]
+    orphan = orphan_at_provider(ft_world, rows[0])
+    barrier = threading.Barrier(2)
+    outcomes: dict[int, object] = {}
+
+    def adopt(job: FineTuningJob) -> None:
+        try:
+            barrier.wait()
+            outcomes[job.pk] = finetuning_job_adopt(job=job, provider_job_id=orphan).provider_job_id
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            outcomes[job.pk] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=adopt, args=(job,)) for job in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    won = [pk for pk, outcome in outcomes.items() if outcome == orphan]
+    lost = [outcome for outcome in outcomes.values() if isinstance(outcome, Conflict)]
+    assert len(won) == 1 and len(lost) == 1, outcomes
+    assert f"already tracked by job #{won[0]}" in lost[0].message
+    assert list(FineTuningJob.objects.filter(provider_job_id=orphan).values_list("pk", flat=True)) == won

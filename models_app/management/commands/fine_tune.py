@@ -3,6 +3,8 @@
     fine_tune upload --agent support_agent models_app/demo_data/support_agent_train.jsonl
     fine_tune create --agent support_agent --training models_app/demo_data/support_agent_train.jsonl --epochs 2
     fine_tune start 3 | cancel 3 | sync 3 | sync --all | status [3] [--agent A] [--json]
+    fine_tune status --provider sim-ft            # the provider's jobs, tracked or not
+    fine_tune adopt 3 <provider job id> --as lead # link job 3 to the job its lost creation made
 
 Exit status: 0 done; 1 refused (by a rule, a budget, a permission or the provider — the reason is
 printed; also a training file with invalid lines); 2 usage error (unknown agent, job, file or user; bad
@@ -24,6 +26,7 @@ from models_app.finetuning_selectors import jobs_for_agents, jobs_to_sync
 from models_app.models import Agent, FineTuningJob, ProviderAccount, TrainingFile, TrainingFilePurpose
 from models_app.services.finetuning import (
     TrainingFileInvalid,
+    finetuning_job_adopt,
     finetuning_job_cancel,
     finetuning_job_create,
     finetuning_job_start,
@@ -66,7 +69,7 @@ class Command(BaseCommand):
     help = "Upload training files and create, start, cancel, sync and list fine-tuning jobs (the admin's services)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{upload,create,submit,start,cancel,sync,status}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{upload,create,submit,start,cancel,sync,status,adopt}")
 
         def add(name: str, help_text: str) -> CommandParser:
             sub = actions.add_parser(name, help=help_text)
@@ -105,6 +108,11 @@ class Command(BaseCommand):
             sub.add_argument("job", help="job id (or the provider's job id)")
             if name == "cancel":
                 sub.add_argument("--reason", default="")
+
+        adopt = add("adopt", "link a job whose creation was never answered to the job the provider made for it")
+        adopt.add_argument("job", help="job id (NOT_CREATED)")
+        adopt.add_argument("provider_job_id", help="the provider's job id (fine_tune status --provider NAME lists them)")
+        adopt.add_argument("--reason", default="", help="kept in the job's history")
 
         sync = add("sync", "ask the provider now (as beat does every minute)")
         target = sync.add_mutually_exclusive_group(required=True)
@@ -188,6 +196,10 @@ class Command(BaseCommand):
 
     def _cancel(self, options: dict[str, Any], actor: Any) -> None:
         self._print(finetuning_job_cancel(job=self._job(options["job"]), actor=actor, reason=options["reason"]))
+
+    def _adopt(self, options: dict[str, Any], actor: Any) -> None:
+        self._print(finetuning_job_adopt(job=self._job(options["job"]), provider_job_id=options["provider_job_id"],
+                                         actor=actor, reason=options["reason"]))
 
     def _sync(self, options: dict[str, Any], actor: Any) -> None:
         jobs = list(jobs_to_sync()) if options["all"] else [self._job(options["job"])]
