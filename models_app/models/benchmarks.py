@@ -138,13 +138,19 @@ class BenchmarkChunkStatus(models.TextChoices):
 class BenchmarkChunk(models.Model):
     """A slice of a run's (model, case) pairs that one Celery task works through. A worker claims
     it with a lease (its name and a token) and renews a heartbeat; a chunk whose worker died is
-    handed to another, which skips the pairs already scored."""
+    handed to another, which skips the pairs already scored. `received_by` names the worker that last
+    received a message for the queued chunk, so a worker killed before claiming it is noticed too."""
 
     run = models.ForeignKey(BenchmarkRun, on_delete=models.CASCADE, related_name="chunks")
     index = models.PositiveIntegerField()
     items = models.JSONField(help_text="[[model_version_id, case_id], …]")
     status = models.CharField(max_length=16, choices=BenchmarkChunkStatus.choices, default=BenchmarkChunkStatus.QUEUED)
     worker = models.CharField(max_length=200, blank=True)
+    received_by = models.CharField(
+        max_length=200, blank=True, default="",
+        help_text="Celery node that last received a message for this chunk while it was queued; "
+        "emptied when the chunk is queued again.",
+    )
     lease_token = models.UUIDField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     enqueued_at = models.DateTimeField(null=True, blank=True)

@@ -29,6 +29,10 @@ Resuming: a killed worker's chunks keep a lease nobody renews. `benchmark_runs_r
 which skip the pairs already scored. Only an answer received but not yet written when the worker
 died (at most one batch, ~¼ s of work) is asked again. A chunk whose task raises (a database error, a
 soft time limit) gives its lease back at once, so its retry need not wait for the heartbeat to age.
+A worker killed while it held chunk messages it had not claimed yet (waiting for a pool process, or a
+retry's countdown) leaves them unacknowledged in Redis until the visibility timeout; each worker notes
+on the chunk that it received the message (`benchmark_chunk_received`, called as the message arrives),
+so the same sweep sends such a chunk again as soon as that worker no longer answers.
 """
 
 from __future__ import annotations
@@ -107,8 +111,10 @@ MAX_ERRORS_SHOWN = 20
 CHUNK_HEARTBEAT_SECONDS = 5.0
 # …so a running chunk whose heartbeat is older than this has lost its worker and is handed on.
 CHUNK_STALLED_AFTER_SECONDS = 60.0
-# A queued chunk whose message may have been lost (a worker killed between receiving and claiming
-# it, or a broker outage at enqueue time) is sent again after this long; a duplicate is harmless.
+# A queued chunk is sent again after this long when nothing else says its message is lost: a broker
+# outage at enqueue time, a receipt that could not be noted, a sweep without a ping. A worker killed
+# after receiving the message does not wait for this: the chunk names it (`received_by`) and the sweep
+# re-sends at once once it no longer answers. A duplicate is harmless.
 QUEUED_CHUNK_RESEND_AFTER_SECONDS = 600.0
 # Rounds of transient failures a chunk may go through (each after per-call retries) before the run fails.
 MAX_CHUNK_ATTEMPTS = 6
@@ -656,6 +662,16 @@ def _holder_alive(holder: str, claimant: str) -> bool | None:
     return True
 
 
+def benchmark_chunk_received(*, chunk_id: int, worker: str) -> bool:
+    """Note that the Celery node `worker` received a message for this chunk and has not claimed it
+    yet, so that if it dies holding the message (unacknowledged until Redis' visibility timeout) the
+    resume sweep sends the chunk again at once. One UPDATE, only while the chunk is queued: a running
+    chunk's holder is already watched. Returns whether a queued chunk was marked."""
+    return bool(
+        BenchmarkChunk.objects.filter(pk=chunk_id, status=BenchmarkChunkStatus.QUEUED).update(received_by=worker[:200])
+    )
+
+
 @transaction.atomic
 def benchmark_chunk_claim(*, chunk_id: int, worker: str) -> ChunkLease | None:
     """Take the chunk for `worker` (see `worker_identity`), or None when it is done, its run is over,
@@ -702,10 +718,12 @@ def _heartbeat(lease: ChunkLease) -> bool:
 @transaction.atomic
 def _release_chunk(lease: ChunkLease, *, done: bool, error: str = "", enqueued: bool = True) -> None:
     """Give the lease back: the chunk is done, or queued again. `enqueued` says a message for it is on
-    its way (the task retries itself); without one, the resume sweep sends it at its next pass."""
+    its way (the task retries itself); without one, the resume sweep sends it at its next pass. The
+    receiver of earlier messages is cleared: the next message's receiver notes itself."""
     changes: dict[str, Any] = {
         "status": BenchmarkChunkStatus.DONE if done else BenchmarkChunkStatus.QUEUED,
         "lease_token": None,
+        "received_by": "",
         "finished_at": timezone.now() if done else None,
         "enqueued_at": timezone.now() if not done and enqueued else None,
     }
@@ -1306,12 +1324,14 @@ def benchmark_runs_resume_stalled(
 
     A running chunk is taken back when its worker is not among `live_workers` (the names that
     answered a Celery ping; None when the ping could not be made) or its heartbeat is older than
-    `stalled_after_seconds`. A queued chunk is sent again when it has waited longer than
-    `resend_queued_after_seconds` (its message may have died with a worker), or at once when a dead
-    worker was found holding a chunk: a worker killed between receiving a chunk's message and claiming
-    it leaves that chunk queued with its message stuck, unacknowledged, for the broker's visibility
-    timeout. Duplicated messages are harmless: a chunk is claimed by one worker at a time and scored
-    pairs are skipped. Results left off the ledger for as long get their posting sent again."""
+    `stalled_after_seconds`. A queued chunk is sent again at once when the worker that received its
+    message (`received_by`, see `benchmark_chunk_received`) is not among `live_workers`: killed
+    before claiming the chunk, it left the message unacknowledged in Redis until the visibility
+    timeout. Any other queued chunk is sent again once it has waited longer than
+    `resend_queued_after_seconds` (a message lost some other way, or no ping to judge by). A chunk
+    sent again forgets its receiver until the new message's receiver notes itself. Duplicated
+    messages are harmless: a chunk is claimed by one worker at a time and scored pairs are skipped.
+    Results left off the ledger for as long get their posting sent again."""
     now = now or timezone.now()
     stalled_before = now - timedelta(seconds=stalled_after_seconds)
     resend_before = now - timedelta(seconds=resend_queued_after_seconds)
@@ -1322,26 +1342,27 @@ def benchmark_runs_resume_stalled(
             status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING],
         )
     )
-    dead_workers = {
-        chunk.worker
-        for chunk in chunks
-        if chunk.status == BenchmarkChunkStatus.RUNNING
-        and live_workers is not None
-        and worker_node(chunk.worker) not in live_workers
-    }
+
+    def gone(node: str) -> bool:
+        return live_workers is not None and node not in live_workers
+
     for chunk in chunks:
         if chunk.status == BenchmarkChunkStatus.RUNNING:
-            worker_gone = chunk.worker in dead_workers
+            worker_gone = gone(worker_node(chunk.worker))
             silent = chunk.heartbeat_at is None or chunk.heartbeat_at < stalled_before
             if not (worker_gone or silent):
                 continue
             why = f"worker {chunk.worker} " + ("no longer answers" if worker_gone else f"sent no heartbeat since {chunk.heartbeat_at:%H:%M:%S}")
             logger.warning("benchmark run #%s chunk %s: %s; handing it to another worker", chunk.run_id, chunk.index, why)
             chunk.status, chunk.lease_token, chunk.error = BenchmarkChunkStatus.QUEUED, None, f"{why}; handed on"
-        elif not dead_workers and chunk.enqueued_at is not None and chunk.enqueued_at >= resend_before:
+        elif chunk.received_by and gone(chunk.received_by):
+            why = f"worker {chunk.received_by} received its message and no longer answers"
+            logger.warning("benchmark run #%s chunk %s: %s; sending it again", chunk.run_id, chunk.index, why)
+            chunk.error = f"{why}; sent again"
+        elif chunk.enqueued_at is not None and chunk.enqueued_at >= resend_before:
             continue
-        chunk.enqueued_at = now
-        chunk.save(update_fields=["status", "lease_token", "error", "enqueued_at"])
+        chunk.enqueued_at, chunk.received_by = now, ""
+        chunk.save(update_fields=["status", "lease_token", "error", "enqueued_at", "received_by"])
         resend.append(chunk.pk)
     if resend:
         _send_chunks_on_commit(resend)

@@ -4,18 +4,26 @@ Chunks go to the `benchmarks` queue (scale it out with `celery -A genesis worker
 A chunk task that still has transiently failing pairs after the per-call retries is retried with
 a countdown (honouring the provider's Retry-After); database connection blips are retried with
 backoff. Nothing else is retried: a permanent provider error fails the run with its message.
+
+A worker notes on a chunk that it received its message the moment the message arrives (the
+`task_received` hook below), before it waits for a pool process or a retry's countdown: killed
+before claiming the chunk, it would otherwise strand the message in Redis until the visibility
+timeout, and the resume sweep could not tell.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from celery.signals import task_received
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from models_app.services.benchmarks import (
     MAX_CHUNK_ATTEMPTS,
     benchmark_chunk_execute,
+    benchmark_chunk_received,
     benchmark_run_post_all_costs,
     benchmark_runs_resume_stalled,
     worker_identity,
@@ -48,6 +56,26 @@ def benchmark_chunk_run(self, chunk_id: int) -> str:  # type: ignore[no-untyped-
     return f"chunk {chunk_id}: {outcome.scored} pair(s) scored" + (f"; {outcome.error}" if outcome.error else "")
 
 
+@task_received.connect
+def benchmark_chunk_message_received(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """In the worker's main process, as a chunk's message arrives: note this worker on the chunk.
+
+    Here rather than in the task, because a message is held unacknowledged from its arrival, not
+    only once a pool process runs it: it may wait for a free process, or for a retry's countdown. If
+    the whole worker is killed meanwhile, the resume sweep sees the chunk's receiver gone and sends
+    the chunk again at once. Best effort and never raises into the consumer: without the note, the
+    sweep still re-sends the chunk after QUEUED_CHUNK_RESEND_AFTER_SECONDS."""
+    if request is None or request.task_name != benchmark_chunk_run.name:
+        return
+    try:
+        chunk_id = int(request.args[0] if request.args else request.kwargs["chunk_id"])
+        # This process serves no request or task whose end would recycle a broken or aged connection.
+        close_old_connections()
+        benchmark_chunk_received(chunk_id=chunk_id, worker=request.hostname or "unknown-worker")
+    except Exception as exc:  # noqa: BLE001 - the chunk still runs; only a faster re-send is lost
+        logger.warning("benchmark chunk message %s: could not note its receipt (%s)", request.id, exc)
+
+
 @shared_task(
     name="models_app.benchmark_costs_post",
     acks_late=True,
@@ -68,7 +96,7 @@ PING_TIMEOUT_SECONDS = 3.0
 
 @shared_task(name="models_app.benchmark_runs_resume", acks_late=True, ignore_result=True)
 def benchmark_runs_resume() -> list[int]:
-    """Beat, every minute: hand the chunks of dead workers to live ones."""
+    """Beat, every minute: hand the chunks of dead workers, held or only received, to live ones."""
     from genesis.celery import app
 
     try:

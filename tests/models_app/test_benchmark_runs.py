@@ -1,6 +1,7 @@
 """Benchmark runs end to end against the simulator over HTTP: the run row and its chunks, results
 written once, costs on the ledger once, verdicts following the simulator's quality, resuming after a
-killed worker (with real Celery workers), cancel, failures, budget refusals and overrides; a judge
+killed worker (with real Celery workers), including one killed holding a chunk's message it had not
+claimed, cancel, failures, budget refusals and overrides; a judge
 that fails transiently (only the judge is asked again), answers landing after a run ended, re-runs of
 an approved candidate, and a chunk task that raises."""
 
@@ -39,6 +40,7 @@ from models_app.services import model_version_register
 from models_app.services.benchmarks import (
     benchmark_chunk_claim,
     benchmark_chunk_execute,
+    benchmark_chunk_received,
     benchmark_run_cancel,
     benchmark_run_post_all_costs,
     benchmark_run_create,
@@ -194,19 +196,72 @@ def test_resume_hands_on_chunks_of_dead_or_silent_workers_only(demo_simulator, d
     assert BenchmarkChunk.objects.get(pk=chunks[0].pk).status == "running"
     assert "sent no heartbeat" in BenchmarkChunk.objects.get(pk=chunks[1].pk).error
 
-    # A worker that no longer answers loses its chunk, and every queued chunk goes again at once: the
-    # dead worker may have received a message and died before claiming its chunk.
+    # A worker that no longer answers loses its chunk at once. The other queued chunks stay put: none
+    # names that worker as the receiver of its message (see the test after this one).
     BenchmarkChunk.objects.filter(pk=chunks[1].pk).update(status="running", worker="dead@test", heartbeat_at=now)
     with django_capture_on_commit_callbacks(execute=False):
         resent = benchmark_runs_resume_stalled(live_workers={"alive@test"}, now=now)
-    queued = BenchmarkChunk.objects.filter(run=run, status="queued").values_list("pk", flat=True)
-    assert sorted(resent) == sorted(queued) and chunks[1].pk in resent and chunks[0].pk not in resent
+    assert resent == [chunks[1].pk]
     assert "no longer answers" in BenchmarkChunk.objects.get(pk=chunks[1].pk).error
 
     # Without a ping, only silence counts.
     BenchmarkChunk.objects.filter(pk=chunks[1].pk).update(status="running", worker="dead@test", heartbeat_at=now)
     with django_capture_on_commit_callbacks(execute=False):
         assert benchmark_runs_resume_stalled(live_workers=None, now=now) == []
+
+
+@pytest.mark.django_db
+def test_a_queued_chunk_whose_message_went_to_a_worker_now_dead_is_sent_again_at_once_and_only_once(
+    demo_simulator, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 8})
+    to_dead, to_alive, in_queue, running = (c.pk for c in BenchmarkChunk.objects.filter(run=run).order_by("index")[:4])
+    with django_assert_num_queries(1):  # run by the worker's consumer for every chunk message: one UPDATE
+        assert benchmark_chunk_received(chunk_id=to_dead, worker="dead@test")
+    assert benchmark_chunk_received(chunk_id=to_alive, worker="alive@test")
+    assert benchmark_chunk_claim(chunk_id=running, worker="alive@test#1") is not None
+    # A duplicate message of a running chunk is not noted: its holder is what the sweep watches.
+    assert not benchmark_chunk_received(chunk_id=running, worker="dead@test")
+    now = timezone.now()  # every chunk was enqueued just now: far from QUEUED_CHUNK_RESEND_AFTER_SECONDS
+
+    with django_capture_on_commit_callbacks(execute=False):
+        assert benchmark_runs_resume_stalled(live_workers=None, now=now) == []  # no ping: nobody known dead
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        resent = benchmark_runs_resume_stalled(live_workers={"alive@test"}, now=now)
+
+    assert resent == [to_dead] and len(callbacks) == 1
+    chunk = BenchmarkChunk.objects.get(pk=to_dead)
+    assert chunk.status == "queued" and chunk.enqueued_at == now
+    assert "dead@test received its message and no longer answers" in chunk.error
+    # The receiver is forgotten with the old message: the next sweep waits for the new message's receiver.
+    assert chunk.received_by == ""
+    later = now + timedelta(seconds=30)  # within the running chunk's heartbeat allowance
+    with django_capture_on_commit_callbacks(execute=False):
+        assert benchmark_runs_resume_stalled(live_workers={"alive@test"}, now=later) == []
+    assert BenchmarkChunk.objects.get(pk=to_alive).received_by == "alive@test"
+    assert BenchmarkChunk.objects.get(pk=in_queue).received_by == ""
+
+    # A receiver that is alive does not stop the slow re-send: its message may still have been lost.
+    BenchmarkChunk.objects.filter(pk=to_alive).update(enqueued_at=now - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=False):
+        assert benchmark_runs_resume_stalled(live_workers={"alive@test"}, now=later) == [to_alive]
+
+
+@pytest.mark.django_db
+def test_a_chunk_given_back_for_a_retry_forgets_who_received_its_earlier_message(demo_simulator):
+    from models_app.services.benchmarks import _release_chunk
+
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
+    chunk = BenchmarkChunk.objects.filter(run=run).first()
+    benchmark_chunk_received(chunk_id=chunk.pk, worker="worker-a@test")
+    lease = benchmark_chunk_claim(chunk_id=chunk.pk, worker="worker-a@test#1")
+
+    _release_chunk(lease, done=False, error="2 pair(s) failed transiently")  # what a retry does
+
+    chunk.refresh_from_db()
+    assert chunk.status == "queued" and chunk.received_by == ""
+    # worker-a dying now strands no message of this chunk: its retry's message is not received yet.
+    assert benchmark_runs_resume_stalled(live_workers={"alive@test"}) == []
 
 
 @pytest.mark.django_db
@@ -479,6 +534,34 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_pair_is_scored_and_paid_o
     # Only answers in flight or not yet written at the kill can have been asked twice.
     assert chat_requests(server) - run.total_items <= 2 + 8
     assert any("no longer answers" in (error or "") for error in BenchmarkChunk.objects.filter(run=run).values_list("error", flat=True))
+
+
+@pytest.mark.worker
+def test_a_worker_killed_holding_a_chunk_message_it_had_not_claimed_is_replaced_at_once(
+    empty_broker, seeded_demo, simulator_factory, start_worker
+):
+    from genesis.celery import app
+    from models_app.tasks.benchmarks import benchmark_chunk_run, benchmark_runs_resume
+
+    point_demo_provider_at(simulator_factory(), rate_limit_per_minute=60_000, max_concurrency=4)
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 64})
+    app.control.purge()  # the chunk's own message: this test sends it, with a countdown the worker waits out
+    chunk = BenchmarkChunk.objects.get(run=run)
+    first = start_worker()
+
+    # Held unacknowledged by the first worker for an hour, as a retry's countdown would be.
+    benchmark_chunk_run.apply_async((chunk.pk,), countdown=3600)
+    wait_until(lambda: BenchmarkChunk.objects.filter(pk=chunk.pk, received_by=first.name).exists(), timeout=30)
+    first.kill()  # SIGKILL: the message stays in Redis, unacknowledged, until the visibility timeout
+    assert BenchmarkChunk.objects.filter(pk=chunk.pk, status="queued", attempts=0).exists()
+
+    start_worker()
+    benchmark_runs_resume.delay()  # what beat sends every minute; the chunk was enqueued seconds ago
+    run = wait_until(lambda: BenchmarkRun.objects.filter(pk=run.pk, status__in=["completed", "failed"]).first(), timeout=60)
+
+    assert run.status == "completed", run.error
+    chunk.refresh_from_db()
+    assert chunk.attempts == 1 and f"{first.name} received its message and no longer answers" in chunk.error
 
 
 @pytest.mark.django_db
