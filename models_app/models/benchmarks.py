@@ -167,14 +167,29 @@ class BenchmarkChunk(models.Model):
         return f"run #{self.run_id} chunk {self.index}"
 
 
-class BenchmarkResult(models.Model):
+class ModelAnswer(models.Model):
+    """What a model answered to a case and what asking cost in tokens: a result's, and a kept
+    answer's while its judge is asked again."""
+
+    output = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    latency_ms = models.FloatField(default=0)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    judge_prompt_tokens = models.PositiveIntegerField(default=0)
+    judge_completion_tokens = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class BenchmarkResult(ModelAnswer):
     """One model's answer to one case in one run: written once (the unique constraint), and its
     cost goes on the ledger once under `cost_key` (posted just after, see `cost_posted_at`)."""
 
     run = models.ForeignKey(BenchmarkRun, on_delete=models.CASCADE, related_name="results")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     case = models.ForeignKey(BenchmarkCase, on_delete=models.PROTECT, related_name="results")
-    output = models.TextField(blank=True)
     score = models.FloatField()
     # False for an answer the run ended before its judge could grade (BenchmarkUnscoredAnswer): it was
     # paid for and is kept for its cost, but its score of 0 is no grade and counts in no mean.
@@ -183,12 +198,6 @@ class BenchmarkResult(models.Model):
     error = models.TextField(
         blank=True, help_text="The provider's refusal when it refused this case, or why the answer was never scored."
     )
-    finish_reason = models.CharField(max_length=32, blank=True)
-    latency_ms = models.FloatField(default=0)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    judge_prompt_tokens = models.PositiveIntegerField(default=0)
-    judge_completion_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(default=0, **MONEY)
     cost_key = models.CharField(max_length=120, unique=True, help_text="Idempotency key of its ledger entry.")
     cost_posted_at = models.DateTimeField(null=True, blank=True, help_text="When its cost went on the ledger.")
@@ -209,7 +218,7 @@ class BenchmarkResult(models.Model):
         return f"run #{self.run_id} {self.case.key} ({self.model_version.model_id}): {self.score:.2f}"
 
 
-class BenchmarkUnscoredAnswer(models.Model):
+class BenchmarkUnscoredAnswer(ModelAnswer):
     """A model's answer whose LLM judge failed transiently. It was paid for, so it is kept: the chunk's
     retry asks only the judge again, never the model. Once judged it becomes a BenchmarkResult (and
     this row goes); if the run is cancelled or fails first, it becomes a result marked not scored, so
@@ -218,13 +227,6 @@ class BenchmarkUnscoredAnswer(models.Model):
     run = models.ForeignKey(BenchmarkRun, on_delete=models.CASCADE, related_name="unscored_answers")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     case = models.ForeignKey(BenchmarkCase, on_delete=models.PROTECT, related_name="+")
-    output = models.TextField(blank=True)
-    finish_reason = models.CharField(max_length=32, blank=True)
-    latency_ms = models.FloatField(default=0)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    judge_prompt_tokens = models.PositiveIntegerField(default=0)
-    judge_completion_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(default=0, **MONEY, help_text="The model's answer plus any judge call already paid.")
     error = models.TextField(blank=True, help_text="The judge's last error.")
     created_at = models.DateTimeField(auto_now_add=True)

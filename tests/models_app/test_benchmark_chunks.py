@@ -53,12 +53,18 @@ def _answers(lease, count: int) -> list[_Answer]:  # type: ignore[no-untyped-def
     ]
 
 
-@pytest.mark.django_db
-def test_a_batch_whose_pairs_were_partly_written_meanwhile_writes_the_rest_and_counts_each_once(demo_simulator):
+def _first_chunk_claimed():  # type: ignore[no-untyped-def]
+    """A new qa_agent run (chunks of 16 pairs), its first chunk claimed by worker-a, and its context."""
     run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 16})
     chunk = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
     lease = benchmark_chunk_claim(chunk_id=chunk.pk, worker="worker-a@test")
     context = _chunk_context(BenchmarkRun.objects.select_related("agent", "candidate__provider", "baseline__provider").get(pk=run.pk), lease)
+    return run, chunk, lease, context
+
+
+@pytest.mark.django_db
+def test_a_batch_whose_pairs_were_partly_written_meanwhile_writes_the_rest_and_counts_each_once(demo_simulator):
+    run, chunk, lease, context = _first_chunk_claimed()
     answers = _answers(lease, 3)
 
     assert _store_answers(context, lease, answers[:1]) == (1, True)  # e.g. written by another worker
@@ -80,6 +86,12 @@ def _limiter(client, provider: str, **options) -> RedisProviderLimiter:  # type:
     return RedisProviderLimiter(client, provider=provider, **{**settings_, **options})
 
 
+def _new_provider_keys() -> tuple[redis.Redis, str, str]:
+    """A Redis client, a provider name no other test uses, and the key of its slot leases."""
+    provider = f"test-{uuid.uuid4().hex[:8]}"
+    return redis.Redis.from_url(settings.REDIS_URL), provider, f"{KEY_PREFIX}:{provider}:in-flight"
+
+
 def _wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
@@ -89,9 +101,7 @@ def _wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-unt
 
 @needs_redis
 def test_a_slot_given_back_goes_to_a_waiting_thread_of_the_same_process_else_back_to_redis():
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    provider = f"test-{uuid.uuid4().hex[:8]}"
-    slots_key = f"{KEY_PREFIX}:{provider}:in-flight"
+    client, provider, slots_key = _new_provider_keys()
     limiter = _limiter(client, provider, max_concurrency=1, keep_seconds=60)
     leases: dict[str, list[bytes]] = {}
     release_first = threading.Event()
@@ -127,9 +137,7 @@ def test_a_slot_given_back_goes_to_a_waiting_thread_of_the_same_process_else_bac
 
 @needs_redis
 def test_a_single_waiter_is_handed_one_slot_however_many_calls_end_together():
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    provider = f"test-{uuid.uuid4().hex[:8]}"
-    slots_key = f"{KEY_PREFIX}:{provider}:in-flight"
+    client, provider, slots_key = _new_provider_keys()
     limiter = _limiter(client, provider, max_concurrency=2, keep_seconds=60)
     (one, one_taken), (two, two_taken) = limiter._take(), limiter._take()
     with limiter._turns:
@@ -205,10 +213,7 @@ def test_redis_out_of_reach_is_a_transient_error_and_giving_a_slot_back_never_ra
 
 @pytest.mark.django_db
 def test_an_answer_whose_judge_failed_after_its_run_was_cancelled_is_written_unscored_and_counted(demo_simulator):
-    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 16})
-    chunk = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
-    lease = benchmark_chunk_claim(chunk_id=chunk.pk, worker="worker-a@test")
-    context = _chunk_context(BenchmarkRun.objects.select_related("agent", "candidate__provider", "baseline__provider").get(pk=run.pk), lease)
+    run, chunk, lease, context = _first_chunk_claimed()
     scored, judge_failed = _answers(lease, 2)
     judge_failed.kind, judge_failed.error, judge_failed.score = "unscored", "judge: 503 service unavailable", 0.0
     _store_answers(context, lease, [scored])
@@ -234,9 +239,7 @@ def test_a_worker_whose_clock_is_wrong_neither_loses_nor_overstays_its_slot():
     # keep it an hour past its death.
     from models_app.providers import TransientProviderError
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    provider = f"test-{uuid.uuid4().hex[:8]}"
-    slots_key = f"{KEY_PREFIX}:{provider}:in-flight"
+    client, provider, slots_key = _new_provider_keys()
     behind = _limiter(client, provider, max_concurrency=1, clock=lambda: time.time() - 3600)
     other = _limiter(client, provider, max_concurrency=1, wait_limit_seconds=0.2)
     with behind.slot():
