@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 
 from experiments import routing
+from tests.experiments.factories import rollout_team
 
 # Read once: a test may point settings.REDIS_URL at a dead port.
 REDIS_URL = settings.REDIS_URL
@@ -39,3 +40,10 @@ def _fresh_routing() -> Iterator[None]:
 def _fast_password_hashing(settings) -> None:  # type: ignore[no-untyped-def]
     # The real hasher costs ~0.2 s a user; these tests make several users each and test no passwords.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def team():  # type: ignore[no-untyped-def]
+    """The people of a rollout (tests/experiments/factories.py rollout_team); test_admin overrides it
+    to let them see experiments in the admin too."""
+    return rollout_team()

@@ -22,14 +22,9 @@ from experiments.services import (
     validate_guardrails,
 )
 from genesis.errors import Conflict, InvalidInput
-from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, outcome_events, rollout_team
+from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, outcome_events
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def team():  # type: ignore[no-untyped-def]
-    return rollout_team()
 
 
 def running(team, **options):  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 
 from experiments.models import EventAction, Experiment, ExperimentEvent
 from tests.conftest import ROOT, child_environment
-from tests.experiments.factories import draft_experiment, feed, rollout_team
+from tests.experiments.factories import draft_experiment, feed
 
 pytestmark = pytest.mark.django_db
 
@@ -24,11 +24,6 @@ def rollout(*args: str) -> tuple[int, str, str]:
     except CommandError as exc:
         return exc.returncode, out.getvalue(), err.getvalue() + str(exc)
     return 0, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture
-def team():  # type: ignore[no-untyped-def]
-    return rollout_team()
 
 
 def test_start_request_approve_and_status_with_four_eyes(team):

@@ -18,7 +18,7 @@ from experiments.services import (
     stage_approve,
     stage_request_advance,
 )
-from tests.experiments.factories import draft_experiment, feed, rollout_team
+from tests.experiments.factories import draft_experiment, feed
 
 pytestmark = pytest.mark.django_db
 
@@ -44,11 +44,6 @@ def variants(client, key: str, users: list[str], agent: str = "qa_agent") -> dic
         assert response.status_code == 200, response.content
         answers[user] = response.json()["variant"]
     return answers
-
-
-@pytest.fixture
-def team():  # type: ignore[no-untyped-def]
-    return rollout_team()
 
 
 @pytest.fixture

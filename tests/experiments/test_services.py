@@ -29,14 +29,9 @@ from experiments.services import (
 )
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from models_app.models import ModelVersion
-from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, rollout_team
+from tests.experiments.factories import agent_with_candidate, draft_experiment, feed
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def team():  # type: ignore[no-untyped-def]
-    return rollout_team()
 
 
 def next_stage(experiment: Experiment) -> ExperimentStage:
