@@ -44,7 +44,7 @@ import queue
 import time
 import uuid
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -1011,7 +1011,8 @@ def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[_Ans
     The rows go in without a look first: the unique (run, model, case) constraint is what keeps a
     pair from being written twice. Only when another worker wrote some of them meanwhile (a chunk
     handed on while its first holder still lived) does the insert fail; the batch is then written
-    again one row at a time, skipping the pairs already there.
+    again one row at a time, skipping the pairs already there. Those pairs were paid for twice, so
+    this worker's answers to them still go on the ledger (`_charge_paid_twice`).
 
     Answers that involve a kept answer (its judge failed now, or it was judged at last) are written
     apart, by `_store_judge_retries`."""
@@ -1025,15 +1026,16 @@ def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[_Ans
             created, still_ours = len(answers), _count_progress(lease, answers)
     except IntegrityError:
         with transaction.atomic():
-            written = []
+            written, paid_twice = [], []
             for answer in answers:
                 try:
                     with transaction.atomic():
                         _result_row(run.pk, answer).save(force_insert=True)
                     written.append(answer)
                 except IntegrityError:
-                    continue
+                    paid_twice.append(answer)
             created, still_ours = len(written), _count_progress(lease, written)
+            _charge_paid_twice(context, lease, paid_twice)
     if retries:
         created += _store_judge_retries(run.pk, retries)
     return created, still_ours
@@ -1046,13 +1048,54 @@ def _count_progress(lease: ChunkLease, created: list[_Answer]) -> bool:
     if created:
         cost = sum((answer.cost_usd for answer in created), Decimal(0))
         BenchmarkRun.objects.filter(pk=lease.run_id).update(
-            completed_items=F("completed_items") + len(created),
-            # A run cancelled or failed while these answers were in flight summed its cost without
-            # them: add theirs. Evaluated on the row as this UPDATE finds it once the ending
-            # transaction committed, so each answer is counted either there or here, never both.
-            cost_usd=Case(When(status__in=FINISHED_RUN_STATUSES, then=F("cost_usd") + cost), default=F("cost_usd")),
+            completed_items=F("completed_items") + len(created), cost_usd=_cost_if_run_ended(cost)
         )
     return still_ours
+
+
+def _cost_if_run_ended(cost: Decimal) -> Case:
+    """The run's cost_usd plus `cost` when the run has ended, else unchanged. A run cancelled or
+    failed while answers were in flight summed its cost without them: they add theirs. Evaluated on
+    the row as the UPDATE finds it once the ending transaction committed, so each answer is counted
+    either there or here, never both."""
+    return Case(When(status__in=FINISHED_RUN_STATUSES, then=F("cost_usd") + cost), default=F("cost_usd"))
+
+
+def _charge_paid_twice(context: _ChunkContext, lease: ChunkLease, answers: Sequence[_Answer]) -> None:
+    """Put on the ledger, against the run itself, what this worker paid for pairs another worker had
+    answered first (a chunk handed on while its first holder still ran): no result row carries that
+    money, but it was spent. Inside the batch's transaction. One entry per pair and claim of the
+    chunk: a batch written again charges nothing more. The run's row is locked first, as for late
+    results, so a run ending meanwhile counts each such answer once (benchmark_run_cost sums these
+    entries with the results)."""
+    from costs.models import CostEntry, Operation
+    from costs.services import Charge, cost_record_many
+
+    run = context.run
+    keyed = {
+        f"{result_cost_key(run_id=run.pk, model_version_id=a.model_version_id, case_id=a.case_id)}:paid-again:claim-{lease.claims}": a
+        for a in answers
+        if a.cost_usd
+    }
+    for key in CostEntry.objects.filter(idempotency_key__in=list(keyed)).values_list("idempotency_key", flat=True):
+        del keyed[key]  # charged when this batch was written before
+    if not keyed:
+        return
+    cost = sum((answer.cost_usd for answer in keyed.values()), Decimal(0))
+    BenchmarkRun.objects.filter(pk=run.pk).update(cost_usd=_cost_if_run_ended(cost))
+    charges = []
+    for key, answer in keyed.items():
+        version, case = context.versions[answer.model_version_id], context.cases[answer.case_id]
+        charges.append(Charge(
+            agent=run.agent, operation=Operation.BENCHMARK, idempotency_key=key,
+            amount_usd=answer.cost_usd, model=version.model_id, base_model=version.base_model,
+            input_tokens=answer.prompt_tokens + answer.judge_prompt_tokens,
+            output_tokens=answer.completion_tokens + answer.judge_completion_tokens,
+            source=f"benchmark run #{run.pk}: case {case.key} on {version.model_id} answered again (chunk "
+                   f"{lease.chunk_id} was handed on while its first worker still ran)",
+            source_object=run,
+        ))
+    cost_record_many(charges=charges)
 
 
 @transaction.atomic

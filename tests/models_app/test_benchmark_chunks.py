@@ -15,6 +15,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from costs.models import CostEntry
 from models_app.benchmark_limits import KEY_PREFIX, RedisProviderLimiter
 from models_app.models import Agent, BenchmarkChunk, BenchmarkResult, BenchmarkRun
 from models_app.services.benchmarks import (
@@ -26,6 +27,7 @@ from models_app.services.benchmarks import (
     benchmark_run_cancel,
     benchmark_run_create,
 )
+from models_app.selectors_benchmarks import benchmark_run_cost
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the shared limiter lives in Redis (REDIS_URL)")
 
@@ -75,10 +77,33 @@ def test_a_batch_whose_pairs_were_partly_written_meanwhile_writes_the_rest_and_c
     run.refresh_from_db()
     assert BenchmarkResult.objects.filter(run=run).count() == 3 and run.completed_items == 3
     assert BenchmarkChunk.objects.get(pk=chunk.pk).heartbeat_at > long_ago  # the batch renewed the lease
+    # The first pair was answered (and paid) twice: the second answer has no result row, but its
+    # money is on the ledger against the run, and in the run's cost.
+    paid_again = CostEntry.objects.get(idempotency_key__contains=":paid-again:")
+    assert paid_again.source_object == run and paid_again.amount_usd == Decimal("0.000003")
+    assert "answered again" in paid_again.source and paid_again.input_tokens == 10
+    assert benchmark_run_cost(run=run) == 4 * Decimal("0.000003")
 
     benchmark_run_cancel(run=run, actor=None, reason="test")
     created, still_running = _store_answers(context, lease, _answers(lease, 4)[3:])
     assert (created, still_running) == (1, False)  # an answer already paid for is kept; the chunk stops
+
+
+@pytest.mark.django_db
+def test_an_answer_paid_twice_after_the_run_ended_is_added_to_its_cost_once(demo_simulator):
+    run, chunk, lease, context = _first_chunk_claimed()
+    answers = _answers(lease, 2)
+    _store_answers(context, lease, answers)
+    benchmark_run_cancel(run=run, actor=None, reason="test")
+    run.refresh_from_db()
+    assert run.cost_usd == 2 * Decimal("0.000003")
+
+    # A second holder's answers to the same pairs arrive after the run ended: charged, counted once.
+    assert _store_answers(context, lease, answers) == (0, False)
+    _store_answers(context, lease, answers)  # the same batch again (a retry) charges nothing more
+    run.refresh_from_db()
+    assert CostEntry.objects.filter(idempotency_key__contains=":paid-again:").count() == 2
+    assert run.cost_usd == benchmark_run_cost(run=run) == 4 * Decimal("0.000003")
 
 
 def _limiter(client, provider: str, **options) -> RedisProviderLimiter:  # type: ignore[no-untyped-def]
