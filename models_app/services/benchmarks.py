@@ -46,7 +46,7 @@ import uuid
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from threading import Event
@@ -754,6 +754,21 @@ class _Answer:
     cost_usd: Decimal = Decimal(0)
     retry_after: float | None = None
     kept_id: int | None = None  # the BenchmarkUnscoredAnswer this answer was taken from
+    # What that kept answer had cost before this round (its model, earlier judges), and its judge
+    # tokens then: counted wherever the kept answer is counted.
+    kept_cost_usd: Decimal = Decimal(0)
+    kept_judge_tokens: tuple[int, int] = (0, 0)
+
+    def spent_this_round(self) -> _Answer:
+        """This answer cut down to what this round paid: all of it, or for a kept answer only the
+        judge calls made since it was kept."""
+        if self.kept_id is None:
+            return self
+        return replace(
+            self, cost_usd=self.cost_usd - self.kept_cost_usd, prompt_tokens=0, completion_tokens=0,
+            judge_prompt_tokens=self.judge_prompt_tokens - self.kept_judge_tokens[0],
+            judge_completion_tokens=self.judge_completion_tokens - self.kept_judge_tokens[1],
+        )
 
 
 class _JudgeCache:
@@ -864,7 +879,8 @@ def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> _Answ
             version_id, case_id, "scored", output=kept.output, finish_reason=kept.finish_reason, latency_ms=kept.latency_ms,
             prompt_tokens=kept.prompt_tokens, completion_tokens=kept.completion_tokens,
             judge_prompt_tokens=kept.judge_prompt_tokens, judge_completion_tokens=kept.judge_completion_tokens,
-            cost_usd=kept.cost_usd, kept_id=kept.pk,
+            cost_usd=kept.cost_usd, kept_id=kept.pk, kept_cost_usd=kept.cost_usd,
+            kept_judge_tokens=(kept.judge_prompt_tokens, kept.judge_completion_tokens),
         )
     else:
         generation = {key: params[key] for key in ("temperature", "top_p", "max_tokens", "random_seed") if params.get(key) is not None}
@@ -1035,9 +1051,9 @@ def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[_Ans
                 except IntegrityError:
                     paid_twice.append(answer)
             created, still_ours = len(written), _count_progress(lease, written)
-            _charge_paid_twice(context, lease, paid_twice)
+            _charge_paid_twice(run, paid_twice, attempt=f"claim-{lease.claims}")
     if retries:
-        created += _store_judge_retries(run.pk, retries)
+        created += _store_judge_retries(run, retries, attempt=f"claim-{lease.claims}")
     return created, still_ours
 
 
@@ -1061,45 +1077,47 @@ def _cost_if_run_ended(cost: Decimal) -> Case:
     return Case(When(status__in=FINISHED_RUN_STATUSES, then=F("cost_usd") + cost), default=F("cost_usd"))
 
 
-def _charge_paid_twice(context: _ChunkContext, lease: ChunkLease, answers: Sequence[_Answer]) -> None:
-    """Put on the ledger, against the run itself, what this worker paid for pairs another worker had
-    answered first (a chunk handed on while its first holder still ran): no result row carries that
-    money, but it was spent. Inside the batch's transaction. One entry per pair and claim of the
-    chunk: a batch written again charges nothing more. The run's row is locked first, as for late
-    results, so a run ending meanwhile counts each such answer once (benchmark_run_cost sums these
-    entries with the results)."""
+def _charge_paid_twice(run: BenchmarkRun, answers: Sequence[_Answer], *, attempt: str) -> None:
+    """Put on the ledger, against the run itself, what was paid for pairs whose result another
+    answer had already written — a chunk handed on while its first holder still ran, or a kept
+    answer judged again after its run ended: no result row carries that money, but it was spent.
+    Inside the writing transaction. One entry per pair and `attempt` (the chunk's claim, or the
+    run's end), so writing the same answers again charges nothing more. The run's row is locked
+    first, as for late results, so a run ending meanwhile counts each such answer once
+    (benchmark_run_cost sums these entries with the results)."""
     from costs.models import CostEntry, Operation
     from costs.services import Charge, cost_record_many
 
-    run = context.run
+    paid = [answer.spent_this_round() for answer in answers]
     keyed = {
-        f"{result_cost_key(run_id=run.pk, model_version_id=a.model_version_id, case_id=a.case_id)}:paid-again:claim-{lease.claims}": a
-        for a in answers
+        f"{result_cost_key(run_id=run.pk, model_version_id=a.model_version_id, case_id=a.case_id)}:paid-again:{attempt}": a
+        for a in paid
         if a.cost_usd
     }
     for key in CostEntry.objects.filter(idempotency_key__in=list(keyed)).values_list("idempotency_key", flat=True):
-        del keyed[key]  # charged when this batch was written before
+        del keyed[key]  # charged when these answers were written before
     if not keyed:
         return
     cost = sum((answer.cost_usd for answer in keyed.values()), Decimal(0))
     BenchmarkRun.objects.filter(pk=run.pk).update(cost_usd=_cost_if_run_ended(cost))
-    charges = []
-    for key, answer in keyed.items():
-        version, case = context.versions[answer.model_version_id], context.cases[answer.case_id]
-        charges.append(Charge(
-            agent=run.agent, operation=Operation.BENCHMARK, idempotency_key=key,
-            amount_usd=answer.cost_usd, model=version.model_id, base_model=version.base_model,
+    versions = ModelVersion.objects.in_bulk({answer.model_version_id for answer in keyed.values()})
+    case_keys = dict(BenchmarkCase.objects.filter(pk__in={answer.case_id for answer in keyed.values()}).values_list("pk", "key"))
+    cost_record_many(charges=[
+        Charge(
+            agent=run.agent, operation=Operation.BENCHMARK, idempotency_key=key, amount_usd=answer.cost_usd,
+            model=versions[answer.model_version_id].model_id, base_model=versions[answer.model_version_id].base_model,
             input_tokens=answer.prompt_tokens + answer.judge_prompt_tokens,
             output_tokens=answer.completion_tokens + answer.judge_completion_tokens,
-            source=f"benchmark run #{run.pk}: case {case.key} on {version.model_id} answered again (chunk "
-                   f"{lease.chunk_id} was handed on while its first worker still ran)",
+            source=f"benchmark run #{run.pk}: case {case_keys[answer.case_id]} on "
+                   f"{versions[answer.model_version_id].model_id} paid again ({attempt}) after its result was written",
             source_object=run,
-        ))
-    cost_record_many(charges=charges)
+        )
+        for key, answer in keyed.items()
+    ])
 
 
 @transaction.atomic
-def _store_judge_retries(run_id: int, answers: list[_Answer]) -> int:
+def _store_judge_retries(run: BenchmarkRun, answers: list[_Answer], *, attempt: str) -> int:
     """Write the answers of a batch that concern the LLM judge's retries: kept answers judged at last
     become results (their kept row goes), answers whose judge failed are kept for the next round.
     When the run has ended meanwhile, those are written as unscored results instead: nobody would
@@ -1107,28 +1125,34 @@ def _store_judge_retries(run_id: int, answers: list[_Answer]) -> int:
 
     The run's row is locked first, as the ending services do before `_write_unscored_answers_as_results`
     (and before the results and kept rows): either they see the rows kept here, or this sees the run
-    ended. Rare (judge failures only), so the lock costs the ordinary batches nothing."""
+    ended. Rare (judge failures only), so the lock costs the ordinary batches nothing. A judged answer
+    whose pair was written meanwhile (the run ended and wrote its kept answer, or another holder
+    judged it) still paid its judge: `_charge_paid_twice`."""
+    run_id = run.pk
     status = BenchmarkRun.objects.select_for_update().filter(pk=run_id).values_list("status", flat=True).get()
     judged = [answer for answer in answers if answer.kind != "unscored"]
     unscored = [answer for answer in answers if answer.kind == "unscored"]
-    created = []
+    created, paid_twice = [], []
     for answer in judged:
         try:
             with transaction.atomic():
                 _result_row(run_id, answer).save(force_insert=True)
             created.append(answer)
         except IntegrityError:
-            continue  # written already (the chunk handed on, or the run ended and wrote its kept answers)
+            paid_twice.append(answer)  # written already (the chunk handed on, or the run ended and wrote its kept answers)
     BenchmarkUnscoredAnswer.objects.filter(pk__in=[answer.kept_id for answer in judged]).delete()
     late_cost = Decimal(0)
     if status in FINISHED_RUN_STATUSES:
-        late_cost = sum((answer.cost_usd for answer in created), Decimal(0)) + _write_unscored_results(run_id, unscored)
+        unscored_cost, written_already = _write_unscored_results(run_id, unscored)
+        late_cost = sum((answer.cost_usd for answer in created), Decimal(0)) + unscored_cost
+        paid_twice += written_already
     else:
         _keep_unscored(run_id, unscored)
     if created or late_cost:
         BenchmarkRun.objects.filter(pk=run_id).update(
             completed_items=F("completed_items") + len(created), cost_usd=F("cost_usd") + late_cost
         )
+    _charge_paid_twice(run, paid_twice, attempt=attempt)
     return len(created)
 
 
@@ -1156,12 +1180,12 @@ def _keep_unscored(run_id: int, answers: list[_Answer]) -> None:
     )
 
 
-def _write_unscored_results(run_id: int, answers: list[_Answer]) -> Decimal:
+def _write_unscored_results(run_id: int, answers: list[_Answer]) -> tuple[Decimal, list[_Answer]]:
     """Write answers that will never be scored (their run ended) as results marked not scored, for
-    their cost to reach the ledger; pairs already written are skipped. Their score of 0 counts in no
-    mean, histogram or regression (the selectors read scored results only). Returns the cost of the
-    rows written."""
-    cost, written = Decimal(0), 0
+    their cost to reach the ledger. Their score of 0 counts in no mean, histogram or regression (the
+    selectors read scored results only). Returns the cost of the rows written and the answers whose
+    pair was written already (paid twice: the caller charges them)."""
+    cost, written, written_already = Decimal(0), 0, []
     for answer in answers:
         row = _result_row(run_id, answer)
         row.score, row.scored, row.reason = 0.0, False, "not scored"
@@ -1170,11 +1194,12 @@ def _write_unscored_results(run_id: int, answers: list[_Answer]) -> Decimal:
             with transaction.atomic():
                 row.save(force_insert=True)
         except IntegrityError:
+            written_already.append(answer)
             continue
         cost, written = cost + answer.cost_usd, written + 1
     if written:
         _post_costs_on_commit(run_id)
-    return cost
+    return cost, written_already
 
 
 def _write_unscored_answers_as_results(run: BenchmarkRun) -> None:
@@ -1183,7 +1208,7 @@ def _write_unscored_answers_as_results(run: BenchmarkRun) -> None:
     kept = list(BenchmarkUnscoredAnswer.objects.select_for_update().filter(run_id=run.pk))
     if not kept:
         return
-    _write_unscored_results(run.pk, [
+    _, written_already = _write_unscored_results(run.pk, [
         _Answer(
             row.model_version_id, row.case_id, "unscored", output=row.output, finish_reason=row.finish_reason,
             latency_ms=row.latency_ms, prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
@@ -1192,6 +1217,8 @@ def _write_unscored_answers_as_results(run: BenchmarkRun) -> None:
         )
         for row in kept
     ])
+    # A kept answer whose pair has a result already (another holder of the chunk answered it too).
+    _charge_paid_twice(run, written_already, attempt="run-end")
     BenchmarkUnscoredAnswer.objects.filter(pk__in=[row.pk for row in kept]).delete()
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from costs.models import CostEntry
 from models_app.benchmark_limits import KEY_PREFIX, RedisProviderLimiter
-from models_app.models import Agent, BenchmarkChunk, BenchmarkResult, BenchmarkRun
+from models_app.models import Agent, BenchmarkChunk, BenchmarkResult, BenchmarkRun, BenchmarkUnscoredAnswer
 from models_app.services.benchmarks import (
     _Answer,
     _chunk_context,
@@ -81,7 +81,7 @@ def test_a_batch_whose_pairs_were_partly_written_meanwhile_writes_the_rest_and_c
     # money is on the ledger against the run, and in the run's cost.
     paid_again = CostEntry.objects.get(idempotency_key__contains=":paid-again:")
     assert paid_again.source_object == run and paid_again.amount_usd == Decimal("0.000003")
-    assert "answered again" in paid_again.source and paid_again.input_tokens == 10
+    assert "paid again" in paid_again.source and paid_again.input_tokens == 10
     assert benchmark_run_cost(run=run) == 4 * Decimal("0.000003")
 
     benchmark_run_cancel(run=run, actor=None, reason="test")
@@ -275,3 +275,48 @@ def test_a_worker_whose_clock_is_wrong_neither_loses_nor_overstays_its_slot():
     token, _ = ahead._take()
     assert client.zscore(slots_key, token) < time.time() + 10  # lease_seconds (5) from Redis's now
     ahead.release(token)
+
+
+def _kept_answer(context, lease, answer):  # type: ignore[no-untyped-def]
+    """`answer` kept because its judge failed (the model was paid), as a chunk's round leaves it."""
+    failed = _Answer(answer.model_version_id, answer.case_id, "unscored", output=answer.output, prompt_tokens=10,
+                     completion_tokens=2, cost_usd=Decimal("0.000003"), error="judge: 503 service unavailable")
+    _store_answers(context, lease, [failed])
+    return BenchmarkUnscoredAnswer.objects.get(run_id=lease.run_id, case_id=answer.case_id,
+                                               model_version_id=answer.model_version_id)
+
+
+@pytest.mark.django_db
+def test_a_judge_paid_after_the_run_wrote_its_kept_answer_is_charged_on_top(demo_simulator):
+    run, chunk, lease, context = _first_chunk_claimed()
+    kept = _kept_answer(context, lease, _answers(lease, 1)[0])
+    benchmark_run_cancel(run=run, actor=None, reason="test")  # the kept answer becomes an unscored result
+    assert BenchmarkRun.objects.get(pk=run.pk).cost_usd == Decimal("0.000003")
+
+    # The judge asked again in that chunk's round answers now, after the run ended: its tokens were paid.
+    judged = _Answer(kept.model_version_id, kept.case_id, "scored", output=kept.output, score=1.0, prompt_tokens=10,
+                     completion_tokens=2, judge_prompt_tokens=30, judge_completion_tokens=5,
+                     cost_usd=Decimal("0.000005"), kept_id=kept.pk, kept_cost_usd=Decimal("0.000003"))
+    _store_answers(context, lease, [judged])
+    _store_answers(context, lease, [judged])  # written again: charged once
+
+    entry = CostEntry.objects.get(idempotency_key__contains=":paid-again:")
+    assert entry.amount_usd == Decimal("0.000002") and (entry.input_tokens, entry.output_tokens) == (30, 5)
+    run.refresh_from_db()
+    assert run.cost_usd == benchmark_run_cost(run=run) == Decimal("0.000005")
+    assert BenchmarkResult.objects.get(run=run, case_id=kept.case_id).scored is False  # the result stays unscored
+
+
+@pytest.mark.django_db
+def test_a_kept_answer_whose_pair_another_worker_answered_is_charged_when_the_run_ends(demo_simulator):
+    run, chunk, lease, context = _first_chunk_claimed()
+    answer = _answers(lease, 1)[0]
+    _kept_answer(context, lease, answer)
+    _store_answers(context, lease, [answer])  # another holder of the chunk answered and judged the pair
+    benchmark_run_cancel(run=run, actor=None, reason="test")
+
+    run.refresh_from_db()
+    entry = CostEntry.objects.get(idempotency_key__endswith=":paid-again:run-end")
+    assert entry.amount_usd == Decimal("0.000003") and entry.source_object == run
+    assert run.cost_usd == benchmark_run_cost(run=run) == 2 * Decimal("0.000003")
+    assert BenchmarkResult.objects.get(run=run, case_id=answer.case_id).scored  # the judged result is kept
