@@ -98,6 +98,18 @@ def budget_spent(*, budget: Budget, period: budgeting.Period) -> Decimal:
     return entries_in_scope(budget=budget, period=period).aggregate(total=_sum_amount())["total"]
 
 
+def ledger_keys_recorded(*, keys: Collection[str]) -> set[str]:
+    """Which of the idempotency `keys` the ledger holds already."""
+    return set(CostEntry.objects.filter(idempotency_key__in=list(keys)).values_list("idempotency_key", flat=True))
+
+
+def ledger_total_for(*, source: Any) -> Decimal:
+    """What the ledger holds against the row `source` (entries whose source object it is, reversals
+    included)."""
+    entries = CostEntry.objects.filter(source_type=ContentType.objects.get_for_model(source), source_id=str(source.pk))
+    return entries.aggregate(total=_sum_amount())["total"]
+
+
 def open_holds(*, now: datetime | None = None) -> QuerySet[CostHold]:
     """Holds of paid work still running: not released and not expired."""
     return CostHold.objects.filter(released_at__isnull=True, expires_at__gt=now or timezone.now())

@@ -94,22 +94,16 @@ def benchmark_run_get(*, run_id: int) -> BenchmarkRun | None:
 
 
 def benchmark_run_cost(*, run: BenchmarkRun) -> Decimal:
-    """What the run has cost so far, summed in SQL: its results, plus the ledger entries charged to
-    the run itself (answers paid for twice when a chunk was handed on while its first worker still
-    ran; services/benchmarks `_charge_paid_twice`). Quantized to the column's places because SQLite
-    (the embedded mode) sums decimals as floats."""
-    from django.contrib.contenttypes.models import ContentType
+    """What the run has cost so far, summed in SQL: its results, plus what the ledger holds against
+    the run itself (answers paid for again after their pair's result was written; services/benchmarks
+    `_charge_paid_twice`). Quantized to the column's places because SQLite (the embedded mode) sums
+    decimals as floats."""
+    from costs.selectors import ledger_total_for
 
-    from costs.models import CostEntry
-
-    def total(rows: QuerySet[Any], column: str) -> Decimal:
-        summed = rows.aggregate(
-            total=Coalesce(Sum(column), Value(ZERO), output_field=DecimalField(max_digits=20, decimal_places=8))
-        )["total"]
-        return Decimal(summed)
-
-    charged_to_run = CostEntry.objects.filter(source_type=ContentType.objects.get_for_model(BenchmarkRun), source_id=str(run.pk))
-    return (total(run.results.all(), "cost_usd") + total(charged_to_run, "amount_usd")).quantize(Decimal("0.00000001"))
+    results = run.results.aggregate(
+        total=Coalesce(Sum("cost_usd"), Value(ZERO), output_field=DecimalField(max_digits=20, decimal_places=8))
+    )["total"]
+    return (Decimal(results) + ledger_total_for(source=run)).quantize(Decimal("0.00000001"))
 
 
 def benchmark_run_pairs(*, run: BenchmarkRun) -> list[benchmark_stats.PairedScore]:

@@ -1085,7 +1085,8 @@ def _charge_paid_twice(run: BenchmarkRun, answers: Sequence[_Answer], *, attempt
     run's end), so writing the same answers again charges nothing more. The run's row is locked
     first, as for late results, so a run ending meanwhile counts each such answer once
     (benchmark_run_cost sums these entries with the results)."""
-    from costs.models import CostEntry, Operation
+    from costs.models import Operation
+    from costs.selectors import ledger_keys_recorded
     from costs.services import Charge, cost_record_many
 
     paid = [answer.spent_this_round() for answer in answers]
@@ -1094,7 +1095,7 @@ def _charge_paid_twice(run: BenchmarkRun, answers: Sequence[_Answer], *, attempt
         for a in paid
         if a.cost_usd
     }
-    for key in CostEntry.objects.filter(idempotency_key__in=list(keyed)).values_list("idempotency_key", flat=True):
+    for key in ledger_keys_recorded(keys=keyed):
         del keyed[key]  # charged when these answers were written before
     if not keyed:
         return
