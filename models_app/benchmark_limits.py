@@ -10,7 +10,10 @@ These limits are shared by every process that talks to the same Redis:
   mid-call frees its slots within `lease_seconds` instead of leaking them;
 - rate: calls start at least 60 / `rate_limit_per_minute` seconds apart. One key holds the next free
   start time; each caller atomically books the next start and sleeps until it (a shared pacer: fair,
-  and no burst can exceed the provider's limit).
+  and no burst can exceed the provider's limit). A limit the slots cannot reach is not paced: with
+  every call lasting at least SHORTEST_CALL_SECONDS, `max_concurrency` slots start at most
+  `max_concurrency / SHORTEST_CALL_SECONDS` calls a second, and booking each start under a limit
+  above that would cost every call a round trip for nothing.
 
 Taking a slot and booking a start are one Lua script (one round trip, atomic however many workers
 race); releasing is another (it also wakes a waiter). Each round trip costs the caller about a tenth
@@ -50,6 +53,10 @@ from models_app.providers import TransientProviderError
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "genesis:provider-limits"
+
+# No model call is shorter: even a cached answer from a server on the same machine is an HTTP
+# exchange through the SDK, which alone takes longer.
+SHORTEST_CALL_SECONDS = 0.001
 
 # Every time in these scripts is Redis's own clock (TIME), never a worker's: workers on several
 # machines share the leases and the pacer, and their clocks may disagree.
@@ -143,7 +150,9 @@ class RedisProviderLimiter(ProviderLimiter):
         self._client = client
         self._provider = provider
         self._max_concurrency = max_concurrency
-        self._interval = 60.0 / rate_limit_per_minute if rate_limit_per_minute else 0.0
+        interval = 60.0 / rate_limit_per_minute if rate_limit_per_minute else 0.0
+        # Pacing only where the limit can be reached (see the module docstring).
+        self._interval = interval if interval * max_concurrency > SHORTEST_CALL_SECONDS else 0.0
         self._lease_seconds = lease_seconds
         # The set itself disappears when nobody has used the provider for a while.
         self._key_ttl_ms = int(max(60.0, lease_seconds * 4) * 1000)

@@ -225,6 +225,18 @@ def test_slots_circulating_in_one_process_take_turns_with_other_processes_and_st
     assert min(later - earlier for earlier, later in zip(starts, starts[1:])) >= 0.05 * 0.9
 
 
+@needs_redis
+def test_a_rate_limit_the_slots_cannot_reach_books_no_start_and_one_they_can_does():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    # 16 slots of calls lasting 1 ms or more start at most 960 000 calls a minute.
+    for per_minute, paced in ((10_000_000, False), (1_000_000, False), (900_000, True), (600, True)):
+        provider = f"test-{uuid.uuid4().hex[:8]}"
+        limiter = _limiter(client, provider, max_concurrency=16, rate_limit_per_minute=per_minute)
+        with limiter.slot():
+            pass
+        assert client.exists(f"{KEY_PREFIX}:{provider}:next-start") == paced, per_minute
+
+
 def test_redis_out_of_reach_is_a_transient_error_and_giving_a_slot_back_never_raises():
     from models_app.providers import TransientProviderError
 
