@@ -227,8 +227,7 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GENESIS.logging.format}},
     "root": {"handlers": ["console"], "level": GENESIS.logging.level},
-    # httpx logs every provider request at INFO; benchmark workers would drown the log.
-    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 
 # --- Genesis domain settings (named as in the public contract) -----------------------------------

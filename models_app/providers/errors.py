@@ -124,6 +124,7 @@ def error_from_response(
     body: str | None,
     retry_after_header: str | None,
     api_key_env: str | None,
+    location_header: str | None = None,
     api_key_present: bool,
     refusal_is_expected: bool = False,
     model: str | None = None,
@@ -144,6 +145,17 @@ def error_from_response(
         else:
             message = f"provider '{provider}' rejected its API key ({status_code})"
         return ProviderAuthError(message, provider=provider, status_code=status_code, provider_answer=body)
+    if 300 <= status_code < 400:
+        # Providers' clients follow no redirect (providers/http.py): resending the request, with its
+        # API key, wherever an answer points is not theirs to decide.
+        target = f" to {location_header}" if location_header else ""
+        return PermanentProviderError(
+            f"provider '{provider}' redirected the {operation} request ({status_code}){target}: set the provider "
+            "account's base URL to the address it should use (redirects are not followed)",
+            provider=provider,
+            status_code=status_code,
+            provider_answer=body,
+        )
     if status_code == 429:
         retry_after = parse_retry_after(retry_after_header)
         wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""

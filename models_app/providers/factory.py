@@ -16,10 +16,8 @@ import hashlib
 import threading
 from typing import Any
 
-import httpx
-
 from .base import ChatProvider, ProviderKind, ProviderSettings
-from .http import tls_context
+from .http import ProviderHttpClient, tls_context
 from .mistral import MistralProvider
 from .openai_compatible import OpenAICompatibleProvider
 
@@ -35,7 +33,7 @@ def build_provider(
     max_concurrency: int = 8,
     rate_limit_per_minute: int | None = None,
     strip_answer_markers: bool | None = None,
-    http_client: httpx.Client | None = None,
+    http_client: ProviderHttpClient | None = None,
 ) -> MistralProvider | OpenAICompatibleProvider:
     """A provider for `kind`. "simulator" is the Mistral implementation pointed at the simulator;
     it alone receives benchmark answer markers unless `strip_answer_markers` says otherwise."""
@@ -65,13 +63,13 @@ def build_provider(
 
 def warm_up() -> None:
     """Do now, once, what a process's first provider would do lazily: load the CA bundle (one TLS
-    context per process), import httpcore's HTTP/1.1 stack (on a client's first transport) and the
-    SDK's chat module (on first use). Celery workers call it before they fork their pool
-    (genesis/celery.py): otherwise every pool process spent a quarter to half a second of CPU on it
-    at the start of its first benchmark chunk, with its calls waiting (bench/benchmark_runner)."""
+    context per process) and the SDK's chat module (on first use). Celery workers call it before
+    they fork their pool (genesis/celery.py): otherwise every pool process spent a quarter to half a
+    second of CPU on it at the start of its first benchmark chunk, with its calls waiting
+    (bench/benchmark_runner)."""
     tls_context()
     # Nothing is sent: the address is only parsed (port 9 is "discard", in case it ever were). The
-    # OpenAI-compatible provider needs nothing more: its client is the same httpx client.
+    # OpenAI-compatible provider needs nothing more: its client is the same provider HTTP client.
     provider = MistralProvider(ProviderSettings(name="warm-up", kind=ProviderKind.MISTRAL, base_url="http://127.0.0.1:9"))
     provider.load_lazy_parts()
     provider.close()

@@ -44,7 +44,7 @@ from .errors import (
     UnsupportedParameterError,
     error_from_response,
 )
-from .http import new_http_client
+from .http import ProviderHttpClient, new_http_client
 from .throttle import CallGate
 
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class _SynchronousOnly:
 
 
 class MistralProvider:
-    def __init__(self, settings: ProviderSettings, *, http_client: httpx.Client | None = None) -> None:
+    def __init__(self, settings: ProviderSettings, *, http_client: ProviderHttpClient | None = None) -> None:
         self.settings = settings
         self._owns_http_client = http_client is None
         self._http = http_client or new_http_client(settings)
@@ -301,6 +301,7 @@ class MistralProvider:
             status_code=error.status_code,
             body=error.body,
             retry_after_header=error.headers.get("retry-after"),
+            location_header=error.headers.get("location"),
             api_key_env=self.settings.api_key_env,
             api_key_present=bool(self.settings.api_key),
             refusal_is_expected=refusal_is_expected,

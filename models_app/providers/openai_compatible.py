@@ -1,4 +1,4 @@
-"""OpenAI-compatible chat servers (vLLM, Ollama, llama.cpp's server, Together…) over plain httpx.
+"""OpenAI-compatible chat servers (vLLM, Ollama, llama.cpp's server, Together…) over plain HTTP (providers/http.py).
 
 `base_url` may end in `/v1` (as these servers document it: http://localhost:11434/v1) or not
 (http://localhost:8000); the routes used are `<…>/v1/chat/completions` and `<…>/v1/models`.
@@ -17,7 +17,7 @@ import httpx
 
 from .base import ChatMessage, ChatResult, ModelInfo, ProviderSettings, prepared_messages
 from .errors import PermanentProviderError, ProviderError, TransientProviderError, error_from_response
-from .http import new_http_client
+from .http import ProviderHttpClient, new_http_client
 from .throttle import CallGate
 
 CHARS_PER_TOKEN_ESTIMATE = 4  # only when a server reports no usage (some llama.cpp builds)
@@ -29,7 +29,7 @@ def api_root(base_url: str) -> str:
 
 
 class OpenAICompatibleProvider:
-    def __init__(self, settings: ProviderSettings, *, http_client: httpx.Client | None = None) -> None:
+    def __init__(self, settings: ProviderSettings, *, http_client: ProviderHttpClient | None = None) -> None:
         if not settings.base_url:
             raise ValueError(f"provider '{settings.name}': an OpenAI-compatible provider needs a base_url")
         self.settings = settings
@@ -127,13 +127,14 @@ class OpenAICompatibleProvider:
                 f"cannot reach provider '{self.name}' at {self.settings.base_url} for {operation}: {error}",
                 provider=self.name,
             ) from error
-        if response.status_code >= 400:
+        if not 200 <= response.status_code < 300:  # a redirect too: the client follows none
             raise error_from_response(
                 provider=self.name,
                 operation=operation,
                 status_code=response.status_code,
                 body=response.text,
                 retry_after_header=response.headers.get("retry-after"),
+                location_header=response.headers.get("location"),
                 api_key_env=self.settings.api_key_env,
                 api_key_present=bool(self.settings.api_key),
                 model=model,

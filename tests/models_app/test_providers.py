@@ -459,6 +459,19 @@ def test_openai_compatible_errors_are_sorted(stub: StubServer) -> None:
         provider.chat(model="llama3", messages=QUESTION)
 
 
+def test_a_redirect_is_not_followed_but_reported_as_the_providers_error(stub: StubServer) -> None:
+    # An http:// base URL answered with a redirect to https:// is a configuration to fix, not a
+    # request to send again somewhere else (with its API key).
+    moved = StubReply(301, {"moved": True}, {"Location": "https://elsewhere.invalid/v1/chat/completions"})
+    stub.replies[("POST", "/v1/chat/completions")] = moved
+    for kind in ("openai_compatible", "mistral"):
+        provider = build_provider(kind=kind, name=f"moved-{kind}", base_url=stub.url, api_key="k")
+        with pytest.raises(PermanentProviderError, match=rf"^provider 'moved-{kind}' redirected the chat completion request "
+                           r"\(301\) to https://elsewhere.invalid/v1/chat/completions: set the provider account's base URL"):
+            provider.chat(model="llama3", messages=QUESTION)
+    assert [request["path"] for request in stub.received] == ["/v1/chat/completions"] * 2
+
+
 # ---- construction and local limits -------------------------------------------------------------
 
 
@@ -513,7 +526,7 @@ def test_every_provider_of_a_process_shares_one_tls_context_and_warm_up_sends_no
     compatible = build_provider(kind="openai_compatible", base_url="https://vllm.example/v1", api_key="", name="tls-b")
     try:
         for provider in (mistral, compatible):
-            assert provider._http._transport._pool._ssl_context is tls_context()
+            assert provider._http.ssl_context is tls_context()
         with pytest.raises(RuntimeError, match="synchronously"):
             mistral._sdk.sdk_configuration.async_client.build_request("GET", "https://api.mistral.ai")
     finally:

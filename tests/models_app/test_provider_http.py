@@ -1,0 +1,264 @@
+"""The providers' HTTP client (models_app/providers/http.py) against real servers on loopback:
+keep-alive, connections the server dropped, timeouts, base URLs, proxies and TLS verification."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from models_app.providers.http import ProviderHttpClient, tls_context
+
+
+@dataclass
+class Seen:
+    """What a stub server received: one entry per request."""
+
+    request_lines: list[str] = field(default_factory=list)
+    client_ports: list[int] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+
+
+class StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, answer: Callable[[BaseHTTPRequestHandler], None]) -> None:
+        self.answer = answer
+        self.seen = Seen()
+        super().__init__(("127.0.0.1", 0), StubHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # e.g. the slow answer written after the client gave up: expected, not worth a traceback
+
+
+class StubHandler(BaseHTTPRequestHandler):
+    server: StubServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._record()
+        self.server.answer(self)
+
+    do_POST = do_GET  # noqa: N815
+
+    def _record(self) -> None:
+        seen = self.server.seen
+        seen.request_lines.append(self.requestline)
+        seen.client_ports.append(self.client_address[1])
+        seen.headers.append({name.lower(): value for name, value in self.headers.items()})
+        seen.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def reply(handler: BaseHTTPRequestHandler, payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.fixture()
+def serve() -> Iterator[Callable[[Callable[[BaseHTTPRequestHandler], None]], StubServer]]:
+    servers: list[StubServer] = []
+
+    def start(answer: Callable[[BaseHTTPRequestHandler], None]) -> StubServer:
+        server = StubServer(answer)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def client(**options: Any) -> ProviderHttpClient:
+    return ProviderHttpClient(**{"timeout_seconds": 5.0, "max_idle_connections": 4, "trust_env": False, **options})
+
+
+def test_requests_to_one_origin_reuse_one_kept_alive_connection(serve) -> None:
+    server = serve(lambda handler: reply(handler, {"ok": True}))
+    http = client()
+    for _ in range(5):
+        response = http.request("POST", f"{server.url}/v1/chat/completions", json={"model": "m"})
+        assert response.status_code == 200 and response.json() == {"ok": True}
+    assert len(set(server.seen.client_ports)) == 1
+    assert server.seen.bodies == [b'{"model":"m"}'] * 5
+    http.close()
+
+
+def test_a_connection_the_server_dropped_while_idle_is_not_used_again(serve) -> None:
+    def answer_then_hang_up(handler: BaseHTTPRequestHandler) -> None:
+        reply(handler, {"ok": True})  # says nothing of closing (an HTTP/1.1 keep-alive answer)…
+        handler.close_connection = True  # …and closes, as a server does when its idle timeout ends
+
+    server = serve(answer_then_hang_up)
+    http = client()
+    assert http.request("GET", f"{server.url}/a").status_code == 200
+    time.sleep(0.2)  # the server's close reaches the idle connection
+    assert http.request("GET", f"{server.url}/b").status_code == 200
+    assert len(set(server.seen.client_ports)) == 2
+    http.close()
+
+
+def test_an_answer_that_closes_the_connection_is_not_kept(serve) -> None:
+    server = serve(lambda handler: reply(handler, {"ok": True}, headers={"Connection": "close"}))
+    http = client()
+    for _ in range(3):
+        assert http.request("GET", server.url + "/").json() == {"ok": True}
+    assert len(set(server.seen.client_ports)) == 3
+    assert http._idle.get(("http", "127.0.0.1", server.server_address[1]), []) == []
+    http.close()
+
+
+def test_a_slow_answer_is_a_read_timeout_and_a_closed_port_a_connect_error(serve) -> None:
+    server = serve(lambda handler: (time.sleep(1.0), reply(handler, {"late": True})))
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout, match="no answer from 127.0.0.1 within 0.2s"):
+        client(timeout_seconds=0.2).request("GET", server.url + "/slow")
+    assert time.monotonic() - started < 0.9
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with pytest.raises(httpx.ConnectError, match=f"could not connect to 127.0.0.1:{closed_port}"):
+        client().request("GET", f"http://127.0.0.1:{closed_port}/")
+
+
+def test_relative_urls_join_the_base_url_and_headers_merge_over_the_clients(serve) -> None:
+    server = serve(lambda handler: reply(handler, {"path": handler.path}))
+    http = client(base_url=server.url + "/v1", headers={"Authorization": "Bearer k", "Accept": "application/json"})
+    response = http.request("GET", "models", headers={"Accept": "text/plain"}, params={"page": "2"})
+    assert response.json() == {"path": "/v1/models?page=2"}
+    sent = server.seen.headers[0]
+    assert sent["authorization"] == "Bearer k" and sent["accept"] == "text/plain"
+    assert sent["host"] == f"127.0.0.1:{server.server_address[1]}" and sent["user-agent"] == "genesis-provider-client"
+    with pytest.raises(ValueError, match="no base_url"):
+        client().request("GET", "models")
+    with pytest.raises(RuntimeError, match="closed"):
+        http.close()
+        http.request("GET", "models")
+
+
+def test_plain_http_goes_through_the_proxy_with_its_credentials_unless_no_proxy_says_otherwise(serve, monkeypatch) -> None:
+    proxy = serve(lambda handler: reply(handler, {"via": "proxy"}))
+    origin = serve(lambda handler: reply(handler, {"via": "origin"}))
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:p%40ss@127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.setenv("NO_PROXY", "")
+    proxied = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2)
+    target = f"http://provider.invalid:8080/v1/models"
+    assert proxied.request("GET", target).json() == {"via": "proxy"}
+    assert proxy.seen.request_lines == [f"GET {target} HTTP/1.1"]
+    assert proxy.seen.headers[0]["proxy-authorization"] == "Basic dXNlcjpwQHNz"  # user:p@ss
+    assert proxy.seen.headers[0]["host"] == "provider.invalid:8080"
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2)
+    assert direct.request("GET", origin.url + "/v1/models").json() == {"via": "origin"}
+    assert origin.seen.request_lines == ["GET /v1/models HTTP/1.1"]
+    assert "proxy-authorization" not in origin.seen.headers[0]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as on every machine Genesis runs on)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture()
+def tls_server(serve, certificate) -> StubServer:
+    server = serve(lambda handler: reply(handler, {"secure": True}))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
+
+
+def trusting(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(certificate[0]))
+    return context
+
+
+def test_https_verifies_the_servers_certificate(tls_server, certificate) -> None:
+    url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models"
+    assert client(ssl_context=trusting(certificate)).request("GET", url).json() == {"secure": True}
+    # The process's context (the CA bundle) does not know this self-signed certificate.
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        client(ssl_context=tls_context()).request("GET", url)
+
+
+class TunnelHandler(BaseHTTPRequestHandler):
+    """A CONNECT proxy: the bytes of the tunnel pass through untouched (TLS stays end to end)."""
+
+    protocol_version = "HTTP/1.1"
+    tunnels: list[tuple[str, str]] = []
+
+    def do_CONNECT(self) -> None:  # noqa: N802
+        TunnelHandler.tunnels.append((self.path, self.headers.get("Proxy-Authorization", "")))
+        host, _, port = self.path.rpartition(":")
+        upstream = socket.create_connection((host, int(port)))
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        sockets = [self.connection, upstream]
+        while True:
+            readable, _, _ = select.select(sockets, [], [], 5)
+            if not readable:
+                break
+            for sock in readable:
+                data = sock.recv(65536)
+                if not data:
+                    upstream.close()
+                    return
+                (upstream if sock is self.connection else self.connection).sendall(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_https_through_a_proxy_is_a_connect_tunnel(tls_server, certificate, monkeypatch) -> None:
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), TunnelHandler)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://ops:secret@127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setenv("NO_PROXY", "")
+        http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
+        url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models"
+        assert http.request("GET", url).json() == {"secure": True}
+        assert TunnelHandler.tunnels == [(f"127.0.0.1:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
+        http.close()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
