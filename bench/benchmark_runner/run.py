@@ -233,7 +233,8 @@ def print_timeline(run, *, requested_at: float) -> None:  # type: ignore[no-unty
               f"#{chunk.worker.rpartition('#')[2]}, {start:.3f} → {end:.3f} s ({end - start:.3f} s), {chunk.attempts} claim(s)")
     if latencies:
         pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
-        print(f"    call latency ms: p50 {pick(0.5):.1f}, p90 {pick(0.9):.1f}, p99 {pick(0.99):.1f}, max {latencies[-1]:.1f}")
+        print(f"    call latency ms: mean {sum(latencies) / len(latencies):.1f}, p50 {pick(0.5):.1f}, p90 {pick(0.9):.1f}, "
+              f"p99 {pick(0.99):.1f}, max {latencies[-1]:.1f}")
     print(f"    run finished {run.finished_at.timestamp() - requested_at:.3f} s after the request")
 
 
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also print each chunk's worker and start/finish times, and the calls' latency percentiles")
     parser.add_argument(
         "--provider-kind", choices=("simulator", "openai_compatible"), default="simulator",
-        help="simulator: the Mistral SDK path the demo uses (default); openai_compatible: plain httpx to the same "
+        help="simulator: the Mistral SDK path the demo uses (default); openai_compatible: plain HTTP to the same "
         "simulator, to see the runner's own cost without the SDK's (its answers are not marked, so the verdict is FAIL)",
     )
     args = parser.parse_args(argv)
