@@ -12,9 +12,11 @@ types — Request, Response and the exceptions — so the mistralai SDK (whose H
 implements: build_request, send, close) and the providers' error mapping work unchanged.
 
 Left out on purpose: HTTP/2, cookies, redirects (a 3xx is returned as it is, and the provider's
-error names the status), compressed answers (none is asked for) and streamed bodies (`stream=True`
-still reads the answer whole; no provider here streams). A proxy is reached over plain HTTP; HTTPS
-goes through it in a CONNECT tunnel, so the TLS session is still with the provider.
+error names the status), compressed answers (none is asked for) and streaming (`stream=True` still
+reads the answer whole, and a request body of unknown length is read whole and sent with its length;
+no provider here streams). A proxy is reached over plain HTTP; HTTPS goes through it in a CONNECT
+tunnel, so the TLS session is still with the provider (an IPv6 literal cannot be tunnelled: Python
+3.11's CONNECT line leaves out its brackets).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import select
 import socket
 import ssl
 import threading
+import time
 import urllib.request
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -68,7 +72,7 @@ class ProviderHttpClient:
         self._timeout = httpx.Timeout(timeout_seconds)
         # Relative URLs are joined below the base, as httpx does: "v1/" + "models" → "v1/models".
         self._base_url = httpx.URL(base_url.rstrip("/") + "/") if base_url else None
-        self._headers = {"User-Agent": _USER_AGENT, **(headers or {})}
+        self._headers = _lowercased({"User-Agent": _USER_AGENT, **(headers or {})})
         self.ssl_context = ssl_context or tls_context()
         self._max_idle = max(1, max_idle_connections)
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
@@ -103,7 +107,8 @@ class ProviderHttpClient:
         chosen = self._timeout if timeout is httpx.USE_CLIENT_DEFAULT or timeout is None else httpx.Timeout(timeout)
         return httpx.Request(
             method, target, params=params or None, content=content, data=data, files=files, json=json,
-            headers={**self._headers, **(headers or {})}, extensions={**(extensions or {}), "timeout": chosen.as_dict()},
+            # Header names are case-insensitive: the SDK's "user-agent" replaces our "User-Agent".
+            headers={**self._headers, **_lowercased(headers or {})}, extensions={**(extensions or {}), "timeout": chosen.as_dict()},
         )
 
     def request(self, method: str, url: httpx.URL | str, **options: Any) -> httpx.Response:
@@ -127,15 +132,25 @@ class ProviderHttpClient:
         scheme = url.scheme
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r} in {url}", request=request)
-        origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
+        # The host as it goes on the wire (IDNA-encoded, IPv6 without brackets).
+        origin = (scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[scheme])
+        started = time.perf_counter()
         body = request.read()
+        headers = request.headers.raw
+        if "transfer-encoding" in request.headers:
+            # A body of unknown length (an iterator, a pipe) was read whole just above: send it with
+            # its length rather than chunked, which would need the chunk framing written out.
+            headers = [(name, value) for name, value in headers if name.lower() != b"transfer-encoding"]
+            headers.append((b"Content-Length", str(len(body)).encode("ascii")))
         connection = self._idle_connection(origin) or self._connect(origin, request, timeouts)
         proxied = isinstance(connection, _ForwardProxyConnection)
         try:
+            assert connection.sock is not None
+            connection.sock.settimeout(timeouts.get("read"))  # this request's, whoever opened the connection
             # Through a forward proxy the request line names the whole URL (RFC 9112, absolute form).
-            target = str(url) if proxied else url.raw_path.decode("ascii")
+            target = str(url.copy_with(fragment=None)) if proxied else url.raw_path.decode("ascii")
             connection.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
-            for name, value in request.headers.raw:
+            for name, value in headers:
                 connection.putheader(name, value)
             for name, value in (connection.proxy_headers.items() if proxied else ()):
                 connection.putheader(name, value)
@@ -143,6 +158,9 @@ class ProviderHttpClient:
         except TimeoutError as error:
             connection.close()
             raise httpx.WriteTimeout(f"timed out sending the request to {url.host}", request=request) from error
+        except ValueError as error:  # http.client refuses a header with a line break in it
+            connection.close()
+            raise httpx.LocalProtocolError(f"invalid request to {url.host}: {error}", request=request) from error
         except (http.client.HTTPException, OSError) as error:
             connection.close()
             raise httpx.WriteError(f"could not send the request to {url.host}: {error!r}", request=request) from error
@@ -160,10 +178,17 @@ class ProviderHttpClient:
             connection.close()
         else:
             self._keep(origin, connection)
-        return httpx.Response(
-            answer.status, headers=answer.getheaders(), content=content, request=request,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason.encode("latin-1", "replace")},
+        response = httpx.Response(
+            answer.status,
+            # http.client decoded the header bytes as latin-1; httpx takes them back as bytes, so a
+            # non-ASCII value (which httpx would refuse as text) is kept as it came.
+            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.getheaders()],
+            content=content, request=request,
+            extensions={"http_version": b"HTTP/1.0" if answer.version == 10 else b"HTTP/1.1",
+                        "reason_phrase": answer.reason.encode("latin-1", "replace")},
         )
+        response.elapsed = timedelta(seconds=time.perf_counter() - started)
+        return response
 
     def close(self) -> None:
         with self._lock:
@@ -200,6 +225,10 @@ class ProviderHttpClient:
         proxy = self._proxy_for(scheme, host)
         if proxy is not None:
             proxy_host, proxy_port, credentials = proxy
+            if ":" in host:
+                # http.client (3.11) writes "CONNECT 2001:db8::1:443", which no proxy can read.
+                raise httpx.ProxyError(f"IPv6 address {host} cannot be reached through the proxy: use a host name, "
+                                       "or list the address in NO_PROXY", request=request)
             if scheme == "https":
                 connection: http.client.HTTPConnection = http.client.HTTPSConnection(
                     proxy_host, proxy_port, timeout=timeouts.get("connect"), context=self.ssl_context)
@@ -211,16 +240,16 @@ class ProviderHttpClient:
             connection = http.client.HTTPSConnection(host, port, timeout=timeouts.get("connect"), context=self.ssl_context)
         else:
             connection = http.client.HTTPConnection(host, port, timeout=timeouts.get("connect"))
+        via = f" through the proxy {proxy[0]}:{proxy[1]}" if proxy is not None else ""
         try:
             connection.connect()
         except TimeoutError as error:
             connection.close()
-            raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}", request=request) from error
-        except OSError as error:  # refused, unknown host, TLS verification, a proxy's refusal…
+            raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}{via}", request=request) from error
+        except (OSError, http.client.HTTPException) as error:  # refused, unknown host, TLS verification…
             connection.close()
-            raise httpx.ConnectError(f"could not connect to {host}:{port}: {error}", request=request) from error
-        assert connection.sock is not None
-        connection.sock.settimeout(timeouts.get("read"))
+            failure = httpx.ProxyError if proxy is not None else httpx.ConnectError  # e.g. the proxy's 407
+            raise failure(f"could not connect to {host}:{port}{via}: {error}", request=request) from error
         return connection
 
     def _proxy_for(self, scheme: str, host: str) -> tuple[str, int, str] | None:
@@ -253,6 +282,10 @@ def _readable(sock: socket.socket) -> bool:
         poller.register(sock, select.POLLIN)
         return bool(poller.poll(0))
     return bool(select.select([sock], [], [], 0)[0])
+
+
+def _lowercased(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
 
 
 def _proxy_authorization(credentials: str) -> dict[str, str]:

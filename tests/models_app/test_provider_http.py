@@ -29,6 +29,7 @@ class Seen:
     request_lines: list[str] = field(default_factory=list)
     client_ports: list[int] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    raw_headers: list[list[tuple[str, str]]] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
 
 
@@ -64,6 +65,7 @@ class StubHandler(BaseHTTPRequestHandler):
         seen.request_lines.append(self.requestline)
         seen.client_ports.append(self.client_address[1])
         seen.headers.append({name.lower(): value for name, value in self.headers.items()})
+        seen.raw_headers.append(list(self.headers.items()))
         seen.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
 
     def log_message(self, *args: Any) -> None:
@@ -109,6 +111,18 @@ def test_requests_to_one_origin_reuse_one_kept_alive_connection(serve) -> None:
         assert response.status_code == 200 and response.json() == {"ok": True}
     assert len(set(server.seen.client_ports)) == 1
     assert server.seen.bodies == [b'{"model":"m"}'] * 5
+    http.close()
+
+
+def test_a_requests_own_timeout_holds_on_a_connection_opened_with_another(serve) -> None:
+    server = serve(lambda handler: (time.sleep(0.6) if handler.path == "/slow" else None, reply(handler, {"ok": True})))
+    http = client(timeout_seconds=5.0)
+    answered = http.request("GET", server.url + "/fast")
+    assert answered.elapsed.total_seconds() > 0
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout, match="within 0.2s"):
+        http.request("GET", server.url + "/slow", timeout=0.2)  # on the connection the first request opened
+    assert time.monotonic() - started < 0.5
     http.close()
 
 
@@ -163,6 +177,40 @@ def test_relative_urls_join_the_base_url_and_headers_merge_over_the_clients(serv
     with pytest.raises(RuntimeError, match="closed"):
         http.close()
         http.request("GET", "models")
+
+
+def test_header_names_merge_whatever_their_case_and_odd_answer_headers_come_back_as_sent(serve) -> None:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        body = b"{}"
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("X-Region", "Z\u00fcrich")  # written as latin-1 by http.server
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    server = serve(answer)
+    # The mistralai SDK names its headers in lower case: they must replace the client's, not join them.
+    http = client(headers={"Accept": "*/*"})
+    response = http.request("GET", server.url + "/", headers={"user-agent": "mistral-client-python", "accept": "application/json"})
+    names = [name.lower() for name, _ in server.seen.raw_headers[0]]
+    assert names.count("user-agent") == 1 and names.count("accept") == 1
+    assert server.seen.headers[0]["user-agent"] == "mistral-client-python"
+    assert server.seen.headers[0]["accept"] == "application/json"
+    assert response.headers.raw[-1] == (b"X-Region", "Z\u00fcrich".encode("latin-1"))
+
+
+def test_a_body_of_unknown_length_is_sent_with_its_length_and_a_bad_header_is_refused(serve) -> None:
+    server = serve(lambda handler: reply(handler, {"ok": True}))
+    http = client()
+    streamed = http.request("POST", server.url + "/upload", content=iter([b"ab", b"cd"]))  # httpx would send it chunked
+    assert streamed.status_code == 200
+    assert server.seen.bodies == [b"abcd"] and server.seen.headers[0]["content-length"] == "4"
+    assert "transfer-encoding" not in server.seen.headers[0]
+    with pytest.raises(httpx.LocalProtocolError, match="invalid request"):
+        http.request("GET", server.url + "/", headers={"X-Note": "one\r\nInjected: yes"})
+    assert http.request("GET", server.url + "/again").status_code == 200  # the connection that was kept still works
+    assert len(server.seen.bodies) == 2
+    http.close()
 
 
 def test_plain_http_goes_through_the_proxy_with_its_credentials_unless_no_proxy_says_otherwise(serve, monkeypatch) -> None:
