@@ -72,7 +72,7 @@ class ProviderHttpClient:
         self._timeout = httpx.Timeout(timeout_seconds)
         # Relative URLs are joined below the base, as httpx does: "v1/" + "models" → "v1/models".
         self._base_url = httpx.URL(base_url.rstrip("/") + "/") if base_url else None
-        self._headers = _lowercased({"User-Agent": _USER_AGENT, **(headers or {})})
+        self._headers = _by_lowercase_name({"User-Agent": _USER_AGENT, **(headers or {})})
         self.ssl_context = ssl_context or tls_context()
         self._max_idle = max(1, max_idle_connections)
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
@@ -108,7 +108,8 @@ class ProviderHttpClient:
         return httpx.Request(
             method, target, params=params or None, content=content, data=data, files=files, json=json,
             # Header names are case-insensitive: the SDK's "user-agent" replaces our "User-Agent".
-            headers={**self._headers, **_lowercased(headers or {})}, extensions={**(extensions or {}), "timeout": chosen.as_dict()},
+            headers=list({**self._headers, **_by_lowercase_name(headers or {})}.values()),
+            extensions={**(extensions or {}), "timeout": chosen.as_dict()},
         )
 
     def request(self, method: str, url: httpx.URL | str, **options: Any) -> httpx.Response:
@@ -284,8 +285,10 @@ def _readable(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
-def _lowercased(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
+def _by_lowercase_name(headers: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """The headers keyed by their lower-cased name, each kept with the name as written (some
+    servers are less forgiving of case than HTTP says they must be)."""
+    return {name.lower(): (name, value) for name, value in headers.items()}
 
 
 def _proxy_authorization(credentials: str) -> dict[str, str]:
