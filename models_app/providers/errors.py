@@ -124,10 +124,10 @@ def error_from_response(
     body: str | None,
     retry_after_header: str | None,
     api_key_env: str | None,
-    location_header: str | None = None,
     api_key_present: bool,
     refusal_is_expected: bool = False,
     model: str | None = None,
+    location_header: str | None = None,
 ) -> ProviderError:
     """Sort an HTTP error answer into the error the caller can act on.
 
