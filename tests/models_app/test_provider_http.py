@@ -213,23 +213,32 @@ def test_a_body_of_unknown_length_is_sent_with_its_length_and_a_bad_header_is_re
     http.close()
 
 
+def set_proxy_environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
+    """Only these proxy variables, in both spellings (the lower-case one wins where both are set)."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        value = variables.get(name, "")
+        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name.upper(), value)
+
+
 def test_plain_http_goes_through_the_proxy_with_its_credentials_unless_no_proxy_says_otherwise(serve, monkeypatch) -> None:
     proxy = serve(lambda handler: reply(handler, {"via": "proxy"}))
     origin = serve(lambda handler: reply(handler, {"via": "origin"}))
-    monkeypatch.setenv("HTTP_PROXY", f"http://user:p%40ss@127.0.0.1:{proxy.server_address[1]}")
-    monkeypatch.setenv("NO_PROXY", "")
+    set_proxy_environment(monkeypatch, http_proxy=f"http://user:p%40ss@127.0.0.1:{proxy.server_address[1]}")
     proxied = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2)
-    target = f"http://provider.invalid:8080/v1/models"
+    target = "http://provider.invalid:8080/v1/models"
     assert proxied.request("GET", target).json() == {"via": "proxy"}
     assert proxy.seen.request_lines == [f"GET {target} HTTP/1.1"]
     assert proxy.seen.headers[0]["proxy-authorization"] == "Basic dXNlcjpwQHNz"  # user:p@ss
     assert proxy.seen.headers[0]["host"] == "provider.invalid:8080"
 
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    set_proxy_environment(monkeypatch, http_proxy=f"http://127.0.0.1:{proxy.server_address[1]}", no_proxy="127.0.0.1")
     direct = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2)
     assert direct.request("GET", origin.url + "/v1/models").json() == {"via": "origin"}
     assert origin.seen.request_lines == ["GET /v1/models HTTP/1.1"]
     assert "proxy-authorization" not in origin.seen.headers[0]
+    proxied.close()
+    direct.close()
 
 
 @pytest.fixture(scope="module")
@@ -255,8 +264,7 @@ def tls_server(serve, certificate) -> StubServer:
 
 
 def trusting(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(certificate[0]))
-    return context
+    return ssl.create_default_context(cafile=str(certificate[0]))
 
 
 def test_https_verifies_the_servers_certificate(tls_server, certificate) -> None:
@@ -300,8 +308,7 @@ def test_https_through_a_proxy_is_a_connect_tunnel(tls_server, certificate, monk
     proxy.daemon_threads = True
     threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
-        monkeypatch.setenv("HTTPS_PROXY", f"http://ops:secret@127.0.0.1:{proxy.server_address[1]}")
-        monkeypatch.setenv("NO_PROXY", "")
+        set_proxy_environment(monkeypatch, https_proxy=f"http://ops:secret@127.0.0.1:{proxy.server_address[1]}")
         http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
         url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models"
         assert http.request("GET", url).json() == {"secure": True}
