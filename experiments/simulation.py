@@ -63,18 +63,20 @@ class _Cells:
 
 
 @dataclass(frozen=True)
-class RollbackResult:
+class TriggerRate:
+    """How many simulated rollouts a rule acted on (rolled back, paused), and after how long."""
+
     experiments: int
-    rolled_back: int
-    hours_to_rollback: list[float] = field(default_factory=list)
+    triggered: int
+    hours_to_trigger: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
-        return self.rolled_back / self.experiments
+        return self.triggered / self.experiments
 
     @property
     def median_hours(self) -> float | None:
-        return float(np.median(self.hours_to_rollback)) if self.hours_to_rollback else None
+        return float(np.median(self.hours_to_trigger)) if self.hours_to_trigger else None
 
 
 def _rates(rollout: Rollout, minute: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +156,7 @@ def stratified_difference(control: _Cells, treatment: _Cells, k: int) -> tuple[n
     return difference, np.sqrt(variances[0] + variances[1]), 2 * weight_sum, means[0], means[1]
 
 
-def simulate_rollbacks(*, rollout: Rollout, experiments: int, seed: int, batch: int = 25) -> RollbackResult:
+def simulate_rollbacks(*, rollout: Rollout, experiments: int, seed: int, batch: int = 25) -> TriggerRate:
     """How often the success-rate guardrail rolls a rollout back, and how soon."""
     rng = np.random.default_rng(seed)
     rolled_back, hours = 0, []
@@ -183,7 +185,7 @@ def simulate_rollbacks(*, rollout: Rollout, experiments: int, seed: int, batch: 
         for index in first[first >= 0]:
             hours.append(look_minutes[index] / 60)
         rolled_back += int((first >= 0).sum())
-    return RollbackResult(experiments=experiments, rolled_back=rolled_back, hours_to_rollback=hours)
+    return TriggerRate(experiments=experiments, triggered=rolled_back, hours_to_trigger=hours)
 
 
 def final_p_values(*, rollout: Rollout, experiments: int, seed: int, stratified: bool = True) -> np.ndarray:
@@ -204,21 +206,6 @@ def final_p_values(*, rollout: Rollout, experiments: int, seed: int, stratified:
 # SRM
 
 
-@dataclass(frozen=True)
-class SrmResult:
-    experiments: int
-    paused: int
-    hours_to_pause: list[float]
-
-    @property
-    def rate(self) -> float:
-        return self.paused / self.experiments
-
-    @property
-    def median_hours(self) -> float | None:
-        return float(np.median(self.hours_to_pause)) if self.hours_to_pause else None
-
-
 def simulate_srm(
     *,
     experiments: int,
@@ -230,7 +217,7 @@ def simulate_srm(
     check_every_minutes: int = 1,
     rollout_alpha: float = 0.01,
     concentration: float = stats.SRM_PRIOR_CONCENTRATION,
-) -> SrmResult:
+) -> TriggerRate:
     """How often the per-minute SRM check pauses a rollout, and how soon. ``true_fractions`` is the
     share treatment really gets (the planned one when None: a correct split)."""
     rng = np.random.default_rng(seed)
@@ -257,4 +244,4 @@ def simulate_srm(
         hit = flagged.any(axis=1) & (first_pause < 0)
         first_pause[hit] = (stage * per_stage + flagged[hit].argmax(axis=1) + 1) / 60
     paused = first_pause >= 0
-    return SrmResult(experiments=experiments, paused=int(paused.sum()), hours_to_pause=list(first_pause[paused]))
+    return TriggerRate(experiments=experiments, triggered=int(paused.sum()), hours_to_trigger=list(first_pause[paused]))

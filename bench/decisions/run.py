@@ -47,7 +47,7 @@ def _line(label: str, value: str) -> None:
     print(f"  {label:<58} {value}")
 
 
-def _rate(result: simulation.RollbackResult | simulation.SrmResult) -> str:
+def _rate(result: simulation.TriggerRate) -> str:
     low, high = _wilson(result.rate, result.experiments)
     median = f", median {result.median_hours:.2f} h" if result.median_hours is not None else ""
     return f"{result.rate:6.1%}  (95 % CI {low:.1%}–{high:.1%}, n={result.experiments}{median})"
@@ -83,7 +83,7 @@ def part_srm(*, experiments: int, seed: int) -> None:
     _line("correct split: rollouts paused", _rate(simulation.simulate_srm(experiments=experiments * 2, seed=seed)))
     mismatch = simulation.simulate_srm(experiments=experiments // 2, seed=seed + 1, true_fractions=(0.11, 0.25, 0.50))
     _line("10 % planned, 11 % served: caught", _rate(mismatch))
-    within_day = sum(hours <= 24 for hours in mismatch.hours_to_pause) / mismatch.experiments
+    within_day = sum(hours <= 24 for hours in mismatch.hours_to_trigger) / mismatch.experiments
     _line("  … within 24 h", f"{within_day:6.1%}")
 
 
