@@ -20,6 +20,7 @@ from models_app.management.commands._benchmark_cli import (
     comparison_text,
     json_object,
     no_verdict_note,
+    not_started_object,
     raw_stream,
     require_worker,
     resolve_agent,
@@ -29,7 +30,6 @@ from models_app.management.commands._benchmark_cli import (
     wait_for_runs,
 )
 from models_app.models import BenchmarkVerdict
-from models_app.selectors_benchmarks import benchmark_summary_not_started
 from models_app.services.benchmarks import benchmark_run_create
 
 
@@ -59,7 +59,7 @@ class Command(BaseCommand):
         except (DomainError, CommandError) as exc:
             # Refused (budget, a candidate already in a run, …) or no worker: nothing started.
             if options["json"]:
-                self.stdout.write(json.dumps(benchmark_summary_not_started()))
+                self.stdout.write(json.dumps(not_started_object()))
             raise CommandError(str(exc), returncode=1) from None
         if not options["json"]:
             self.stderr.write(

@@ -19,6 +19,7 @@ from models_app.management.commands._benchmark_cli import (
     comparison_text,
     json_object,
     no_verdict_note,
+    not_started_object,
     raw_stream,
     require_worker,
     wait_for_runs,
@@ -46,14 +47,14 @@ class Command(BaseCommand):
             require_worker()
         except CommandError:
             if options["json"]:
-                self.stdout.write(json.dumps([{"agent": agent.slug, **benchmark_summary_not_started()} for agent in agents]))
+                self.stdout.write(json.dumps([{"agent": agent.slug, **not_started_object()} for agent in agents]))
             raise
         started, refused = [], []
         for agent in agents:
             try:
                 run = benchmark_run_create(agent=agent, requested_via="command: run_all_benchmarks")
             except DomainError as exc:
-                refused.append({"agent": agent.slug, **benchmark_summary_not_started()})
+                refused.append({"agent": agent.slug, **not_started_object()})
                 self.stderr.write(f"{agent.slug}: not started: {exc.message}")
                 continue
             started.append(run.pk)
