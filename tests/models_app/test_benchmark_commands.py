@@ -54,6 +54,9 @@ def test_benchmark_finetuned_prints_the_contract_object_and_the_verdict_follows_
     assert result["candidate"]["mean_score"] > result["baseline"]["mean_score"]
     low, high = result["ci95"]
     assert 0 < low <= result["relative_improvement"] <= high and result["relative_improvement"] >= 0.08
+    # The extra key: the rule applied (its PASS means the interval's lower end reached the threshold) and the plan.
+    assert result["gate"]["rule"] == "at_least_threshold" and low >= 0.08 and result["gate"]["resamples"] >= 10_000
+    assert result["gate"]["plan"]["current_cases"] == 48 and "paired cases give 80 % power" in result["gate"]["plan_text"]
     run = BenchmarkRun.objects.get(pk=result["run"])
     assert run.status == "completed" and Decimal(result["cost_usd"]) == run.cost_usd > 0
     assert ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
@@ -87,6 +90,8 @@ def test_run_all_benchmarks_runs_every_agent_with_a_candidate_each_on_its_own(em
     text = io.StringIO()
     call_command("run_all_benchmarks", stdout=text, stderr=io.StringIO())
     assert "summary: analyst_agent PASS" in text.getvalue() and BenchmarkRun.objects.count() == 10
+    assert text.getvalue().count("  rule: at_least_threshold — confident the improvement is at least") == 5
+    assert text.getvalue().count("  suite's power: ") == 5 and "Monte-Carlo error of the interval's ends ±" in text.getvalue()
 
 
 @pytest.mark.worker
@@ -215,7 +220,7 @@ def test_import_and_export_commands_round_trip(seeded_demo, tmp_path: Path):
 
     exported.write_text("\n".join(lines[:-1]) + "\n")
     call_command("import_benchmark_suite", str(exported), "--agent", "qa_agent", "--slug", "core", stdout=out)
-    assert "qa_agent/core v2: 31 cases, imported" in out.getvalue()
+    assert "qa_agent/core v2: 47 cases, imported" in out.getvalue()
     assert BenchmarkSuite.objects.filter(agent__slug="qa_agent", slug="core").count() == 2
 
     stdout = io.StringIO()
