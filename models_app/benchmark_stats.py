@@ -97,8 +97,8 @@ REFINE_MAX_FACTOR = 16
 _BOOTSTRAP_BLOCK_ELEMENTS = 2_000_000
 
 # The planner's power and, when a suite has no finished run to measure the spread on, its assumption:
-# binary-like scores, baseline right on 60 % of cases, the two models disagreeing on about 16 % of
-# cases (the reference score model below gives per-case delta SD ≈ 0.40 there).
+# baseline mean 0.60 and per-case delta SD 0.40 — a little above the 0.36 of the reference score model
+# below (simulate_scores), so an unmeasured suite errs towards more cases.
 PLAN_POWER = 0.80
 PLAN_IMPROVEMENT_FACTOR = 2.0  # the plan is for a true improvement of twice the threshold
 ASSUMED_DELTA_SD = 0.40
@@ -301,15 +301,16 @@ def _draw_means(
 ) -> tuple[np.ndarray, np.ndarray]:
     n = len(baseline)
     block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // max(1, n))
-    baseline_means = np.empty(resamples)
-    candidate_means = np.empty(resamples)
+    # Both scores of a case in one complex number: one gather and one mean per resample instead of two
+    # (1.5–2× faster; the real and imaginary sums are the same float64 sums).
+    paired = baseline + 1j * candidate
+    means = np.empty(resamples, dtype=complex)
     for start in range(0, resamples, block):
         stop = min(resamples, start + block)
         # int32 indices: half the memory traffic of the default int64, about 2.5× faster to draw and gather.
         indices = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)
-        baseline_means[start:stop] = baseline[indices].mean(axis=1)
-        candidate_means[start:stop] = candidate[indices].mean(axis=1)
-    return baseline_means, candidate_means
+        means[start:stop] = paired[indices].mean(axis=1)
+    return means.real.copy(), means.imag.copy()
 
 
 def bootstrap_means(

@@ -18,8 +18,8 @@ Each probability is printed with its binomial standard error.
     .venv/bin/python bench/decisions/gate.py [--simulations 1000] [--resamples 2000] [--flip-suites 300]
                                             [--seed 20261206] [--workers 2] [--json]
 
-Importable: `gate_operating_characteristics(seed=...)` returns the numbers as a dict (bench/decisions/
-run.py prints them with the other decision rules').
+Importable: `gate_operating_characteristics(seed=...)` returns the numbers as a dict, and `main(seed=...)`
+prints them (bench/decisions/run.py's `gate` part calls it).
 """
 
 from __future__ import annotations
@@ -195,7 +195,9 @@ def _format(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, seed: int | None = None) -> int:
+    """Print the gate's numbers. `main(seed=…)` (as bench/decisions/run.py calls it) reads no command
+    line: the caller's own arguments are not this script's."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--simulations", type=int, default=SIMULATIONS, help="simulated suites per (n, r) cell")
@@ -203,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flip-suites", type=int, default=FLIP_SUITES, help="borderline suites for the seed-flip rate")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    args = parser.parse_args(argv)
+    args = parser.parse_args([] if argv is None and seed is not None else argv)
+    if seed is not None:
+        args.seed = seed
     result = gate_operating_characteristics(seed=args.seed, simulations=args.simulations, resamples=args.resamples,
                                             flip_suites=args.flip_suites, workers=args.workers)
     print(json.dumps(result, indent=2) if args.json else _format(result))
