@@ -516,7 +516,8 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_pair_is_scored_and_paid_o
     server = simulator_factory(latency_ms=150)
     point_demo_provider_at(server, rate_limit_per_minute=60_000, max_concurrency=2)
     first = start_worker()
-    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 8})
+    # legal_agent's 32-case suite: 64 pairs (qa_agent's grew to 48 cases with issue 14).
+    run = benchmark_run_create(agent=Agent.objects.get(slug="legal_agent"), parameters={"chunk_size": 8})
 
     wait_until(lambda: BenchmarkResult.objects.filter(run=run).count() >= 12, timeout=30)
     first.kill()  # SIGKILL, parent and pool: no cleanup, no ack, leases left behind
