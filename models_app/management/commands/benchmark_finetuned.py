@@ -6,7 +6,8 @@ budget, a failed run, no worker), 2 on a usage error (a name that matches nothin
 service refuses as invalid, such as the same model as candidate and baseline).
 
 With --json, every exit 0 or 1 prints the contract's object with all its keys (nulls for what does not
-exist: a run that never started has "run": null); the reason for a missing verdict goes to stderr.
+exist: a run that never started has "run": null), plus "gate" (the rule applied, the resampling and its
+Monte-Carlo error, the suite's sample-size plan); the reason for a missing verdict goes to stderr.
 """
 
 from __future__ import annotations
