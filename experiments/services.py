@@ -44,6 +44,7 @@ from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
 from models_app.models import Agent, ModelStatus, ModelVersion
 from models_app.services import ApiPrincipal, model_version_transition
+from models_app.selectors import candidate_versions
 
 logger = logging.getLogger(__name__)
 
@@ -1132,3 +1133,31 @@ def exposures_flush() -> int:
     """Write the exposures buffered in Redis by the routing path (the beat task's work)."""
     return routing.drain_exposure_queue()
 
+
+
+def experiment_start_for_agent(
+    *, agent: Agent, actor: Any = None, candidate_model_id: str = "", override_reason: str = ""
+) -> Experiment:
+    """Start the agent's rollout: its draft experiment (whose candidate must be `candidate_model_id`
+    when one is named), or else a new experiment for its newest candidate — what the launch board's
+    "Start rollout" and `rollout_models --start` both do."""
+    from models_app.selectors import candidate_versions
+
+    draft = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).order_by("-created_at").first()
+    if draft is not None:
+        # Naming a candidate means that one: starting another model is worse than refusing.
+        if candidate_model_id and draft.treatment.model_id != candidate_model_id:
+            raise Conflict(
+                f"agent '{agent.slug}' has draft experiment '{draft.key}' for candidate "
+                f"'{draft.treatment.model_id}', not '{candidate_model_id}': start it without a candidate, or edit "
+                "the draft in the admin"
+            )
+        return experiment_start(experiment=draft, actor=actor, override_reason=override_reason)
+    versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
+    treatment = versions.filter(model_id=candidate_model_id).first() if candidate_model_id else versions.first()
+    if treatment is None:
+        raise Conflict(
+            f"agent '{agent.slug}' has no candidate" + (f" '{candidate_model_id}'" if candidate_model_id else "")
+            + " to roll out: register or fine-tune one first"
+        )
+    return experiment_create_and_start(agent=agent, treatment=treatment, actor=actor, override_reason=override_reason)

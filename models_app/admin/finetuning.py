@@ -31,8 +31,10 @@ from models_app.services.finetuning import (
     finetuning_job_start,
     finetuning_job_submit,
     finetuning_job_sync,
+    training_file_from_dataset,
     training_file_upload,
 )
+from audits.models import AuditStatus, Dataset, DatasetStatus
 
 STATUS_COLOURS = {
     rules.SUCCESS: "#2e7d32",
@@ -133,10 +135,18 @@ class FineTuningJobCreateForm(forms.Form):
         queryset=TrainingFile.objects.filter(purpose=TrainingFilePurpose.TRAINING).select_related("agent"),
         required=False, label="…or a training file uploaded before",
     )
+    training_dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.none(), required=False, label="…or an audited dataset",
+        help_text="A dataset of the Training-data audits whose audit has finished; it is uploaded to the provider "
+                  "and linked, so the model's lineage shows its audit.",
+    )
     validation_upload = forms.FileField(required=False, label="Upload a validation file (optional)")
     validation_file = forms.ModelChoiceField(
         queryset=TrainingFile.objects.filter(purpose=TrainingFilePurpose.VALIDATION).select_related("agent"),
         required=False, label="…or a validation file uploaded before",
+    )
+    validation_dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.none(), required=False, label="…or an audited validation dataset",
     )
     base_model = forms.CharField(required=False, max_length=120, help_text="Empty: the base model of the agent's baseline.")
     epochs = forms.FloatField(required=False, min_value=0.01, help_text="Passes over the data (give epochs or training steps).")
@@ -149,11 +159,24 @@ class FineTuningJobCreateForm(forms.Form):
         help_text="Only when the estimate does not fit a hard budget: why it should go ahead (needs costs.override_budget).",
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        audited = (
+            Dataset.objects.filter(status=DatasetStatus.READY, agent__isnull=False, latest_audit__status=AuditStatus.SUCCEEDED)
+            .select_related("agent", "latest_audit").order_by("agent__slug", "-created_at")
+        )
+        self.fields["training_dataset"].queryset = audited.filter(purpose="training")
+        self.fields["validation_dataset"].queryset = audited.filter(purpose="validation")
+        for name in ("training_dataset", "validation_dataset"):
+            self.fields[name].label_from_instance = _dataset_label
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if bool(data.get("training_upload")) == bool(data.get("training_file")):
-            raise forms.ValidationError("Upload a training file or choose one uploaded before (one of the two).")
-        if data.get("validation_upload") and data.get("validation_file"):
+        if sum(bool(data.get(name)) for name in ("training_upload", "training_file", "training_dataset")) != 1:
+            raise forms.ValidationError(
+                "Upload a training file, choose one uploaded before, or choose an audited dataset (one of the three)."
+            )
+        if sum(bool(data.get(name)) for name in ("validation_upload", "validation_file", "validation_dataset")) > 1:
             raise forms.ValidationError("Upload a validation file or choose one, not both.")
         if data.get("epochs") and data.get("training_steps"):
             raise forms.ValidationError("Give epochs or training steps, not both.")
@@ -162,6 +185,12 @@ class FineTuningJobCreateForm(forms.Form):
     def hyperparameters(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {name: data[name] for name in ("epochs", "training_steps", "learning_rate") if data.get(name) not in (None, "")}
+
+
+def _dataset_label(dataset: Dataset) -> str:
+    audit = dataset.latest_audit
+    findings = "findings" if audit and audit.has_findings else "clean"
+    return f"{dataset.agent.slug}: {dataset.original_name} (#{dataset.pk}, {dataset.line_count} lines, audit {findings})"
 
 
 @admin.register(FineTuningJob)
@@ -391,12 +420,21 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         data = form.cleaned_data
         agent = data["agent"]
         files: dict[str, TrainingFile | None] = {}
-        for purpose, upload_field, chosen_field in (
-            (TrainingFilePurpose.TRAINING, "training_upload", "training_file"),
-            (TrainingFilePurpose.VALIDATION, "validation_upload", "validation_file"),
+        for purpose, upload_field, chosen_field, dataset_field in (
+            (TrainingFilePurpose.TRAINING, "training_upload", "training_file", "training_dataset"),
+            (TrainingFilePurpose.VALIDATION, "validation_upload", "validation_file", "validation_dataset"),
         ):
             upload = data.get(upload_field)
             files[purpose] = data.get(chosen_field)
+            if data.get(dataset_field):
+                if data[dataset_field].agent_id != agent.pk:
+                    form.add_error(dataset_field, f"this dataset belongs to {data[dataset_field].agent.slug}, not {agent.slug}")
+                    return None
+                try:
+                    files[purpose] = training_file_from_dataset(dataset=data[dataset_field], actor=request.user)
+                except DomainError as exc:
+                    messages.error(request, exc.message)
+                    return None
             if upload:
                 try:
                     files[purpose] = training_file_upload(
