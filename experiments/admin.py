@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from experiments import selectors, services
-from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
+from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from genesis.errors import DomainError
 from models_app.models import ModelStatus, ModelVersion
 from models_app.selectors import CANDIDATE_STATUSES
@@ -108,6 +108,12 @@ class ExperimentAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
         return False  # the audit trail must survive; roll back instead
+
+    def has_change_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
+        # A completed or rolled-back experiment is a record: its page is read-only (no Save buttons).
+        if obj is not None and obj.status in FINAL_STATUSES:
+            return False
+        return super().has_change_permission(request, obj)
 
     # --- writes go through the services -----------------------------------------------------------
 

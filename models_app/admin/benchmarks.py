@@ -158,6 +158,15 @@ class RunStartForm(forms.Form):
         help_text="Only if the budget refuses the run and you hold costs.override_budget: why it should go ahead.",
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Choosing the agent reloads the form with ?agent=, so the lists hold only that agent's suites and models.
+        self.fields["agent"].widget.attrs["onchange"] = "window.location.search = '?agent=' + this.value"
+        agent_id = self.data.get("agent") or self.initial.get("agent")
+        if agent_id and str(agent_id).isdigit():
+            for name in ("suite", "candidate", "baseline"):
+                self.fields[name].queryset = self.fields[name].queryset.filter(agent_id=int(agent_id))
+
 
 class OverrideForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=True,
@@ -241,7 +250,7 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
             try:
                 run = benchmark_run_create(
                     agent=data["agent"], suite=data["suite"], candidate=data["candidate"], baseline=data["baseline"],
-                    actor=request.user, requested_via=f"admin: {request.user.get_username()}",
+                    actor=request.user, requested_via="admin page",
                     budget_override_reason=data["budget_override_reason"] or None,
                 )
             except DomainError as exc:

@@ -19,6 +19,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
+from costs.budgeting import format_usd
 from genesis.errors import DomainError
 from models_app import finetuning_rules as rules
 from models_app.models import Agent, FineTuningJob, ProviderAccount, TrainingFile, TrainingFilePurpose
@@ -229,9 +230,11 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
     @admin.display(description="cost (provider)")
     def cost_display(self, job: FineTuningJob) -> str:
         if job.cost_usd is None:
-            return f"≈ ${job.estimated_cost_usd} (estimate)" if job.estimated_cost_usd is not None else "—"
+            return f"≈ {format_usd(job.estimated_cost_usd)} (estimate)" if job.estimated_cost_usd is not None else "—"
         state = "charged" if job.cost_recorded_at else "reported, not yet charged"
-        return f"{job.cost_usd} {job.cost_currency or 'USD'} ({state})"
+        if job.cost_currency in ("", "USD"):
+            return f"{format_usd(job.cost_usd)} ({state})"
+        return f"{job.cost_usd} {job.cost_currency} ({state})"
 
     @admin.display(description="model version")
     def model_version_link(self, job: FineTuningJob) -> str:
@@ -318,6 +321,8 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         job = self.get_object(request, object_id)
         extra_context = dict(extra_context or {})
+        # While the provider moves the job (beat syncs it every minute), the page follows it.
+        extra_context["refresh_seconds"] = 10 if job is not None and job.is_moving else None
         if job is not None and self.has_change_permission(request, job):
             extra_context["job_actions"] = [
                 {"name": name, "label": "Adopt a provider job", "link": True,

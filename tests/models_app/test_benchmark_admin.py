@@ -20,7 +20,7 @@ def test_start_a_run_from_the_admin(admin_client, demo_simulator):
 
     run = BenchmarkRun.objects.get()
     assert response.status_code == 302 and response.url == reverse("admin:models_app_benchmarkrun_change", args=[run.pk])
-    assert run.requested_by.username == "admin" and run.requested_via == "admin: admin" and run.status == "queued"
+    assert run.requested_by.username == "admin" and run.requested_via == "admin page" and run.status == "queued"
     page = admin_client.get(response.url).content.decode()
     assert "no verdict yet" in page and 'http-equiv="refresh"' in page and "Cancel the run" in page
 
@@ -31,7 +31,7 @@ def test_a_refused_start_shows_the_reason(admin_client, demo_simulator):
     budget_upsert(name="default", amount_usd="0.0001")
     agent = Agent.objects.get(slug="support_agent")
     refused = admin_client.post(reverse("admin:models_app_benchmarkrun_add"), {"agent": agent.pk})
-    assert refused.status_code == 200 and "Budget &#x27;default&#x27; is at" in refused.content.decode()  # capfirst by the admin
+    assert refused.status_code == 200 and "budget &#x27;default&#x27; is at" in refused.content.decode()  # as written, not capitalised
     assert not BenchmarkRun.objects.exists()
 
 
