@@ -4,6 +4,7 @@ service would allow, and each calling that service (which checks again)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
@@ -216,10 +217,28 @@ def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, 
     if action == "resume":
         services.experiment_resume(experiment=experiment, actor=user, reason=reason)
         return f"{experiment.key} resumed"
+    if action == "targets":
+        services.experiment_set_stage_targets(experiment=experiment, actor=user, targets=_shown_targets(experiment, shown))
+        return f"launch calendar of {experiment.key} saved"
     if action == "rollback":
         services.experiment_rollback(experiment=experiment, actor=user, reason=reason)
         return f"{experiment.key} rolled back: everyone gets the live model; the candidate is rejected"
     raise DomainError(f"unknown action '{action}'")
+
+
+def _shown_targets(experiment: Experiment, shown: Any) -> dict[int, Any]:
+    """The calendar form's `target_<percent>` fields (datetime-local, UTC; empty clears a target)."""
+    targets: dict[int, Any] = {}
+    for percent in experiment.stage_plan:
+        value = (shown.get(f"target_{percent}") or "").strip()
+        if not value:
+            targets[percent] = None
+            continue
+        try:
+            targets[percent] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        except ValueError:
+            raise DomainError(f"target of {percent} %: '{value}' is not a date and time (YYYY-MM-DD HH:MM, UTC)") from None
+    return targets
 
 
 def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]:
@@ -264,6 +283,8 @@ def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]
         "four_eyes_blocker": four_eyes_blocker if can("approve_stage") else "",
         "results": selectors.experiment_results(experiment=experiment) if experiment.status != ExperimentStatus.DRAFT else None,
         "events": selectors.experiment_events(experiment=experiment),
+        "calendar": selectors.experiment_calendar(experiment=experiment),
+        "can_plan": experiment.status not in FINAL_STATUSES and can("change_experiment"),
         "buttons": buttons,
         "any_button": any(buttons[name] for name in ("start", "request", "approve", "pause", "resume", "rollback")),
     }

@@ -1161,3 +1161,35 @@ def experiment_start_for_agent(
             + " to roll out: register or fine-tune one first"
         )
     return experiment_create_and_start(agent=agent, treatment=treatment, actor=actor, override_reason=override_reason)
+
+
+@transaction.atomic
+def experiment_set_stage_targets(*, experiment: Experiment, actor: Any, targets: dict[int, datetime | None]) -> Experiment:
+    """Set (or clear, with None) the date the operator aims to start each stage at — the launch
+    calendar's plan. A target holds nothing and changes no routing, so it leaves the config version
+    and pending requests alone; it is recorded with before and after."""
+    require_permission(actor=actor, permission="experiments.change_experiment", action="plan experiment stages")
+    experiment = _lock(experiment)
+    if experiment.status in (ExperimentStatus.ROLLED_BACK, ExperimentStatus.COMPLETED):
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; its calendar is history")
+    plan = set(experiment.stage_plan)
+    unknown = sorted(set(targets) - plan)
+    if unknown:
+        raise InvalidInput(f"targets: {', '.join(f'{p} %' for p in unknown)} is not a stage of {experiment.stage_plan}")
+    before = dict(experiment.stage_targets)
+    after = dict(before)
+    for percent, when in targets.items():
+        if when is None:
+            after.pop(str(percent), None)
+        else:
+            after[str(percent)] = when.isoformat()
+    ordered = [datetime.fromisoformat(after[str(p)]) for p in experiment.stage_plan if str(p) in after]
+    if ordered != sorted(ordered):
+        raise InvalidInput("targets: each stage's target must come after the one before it")
+    if after == before:
+        return experiment
+    experiment.stage_targets = after
+    experiment.save(update_fields=["stage_targets"])
+    _record(experiment, action=EventAction.EDIT, actor=actor, before={"stage_targets": before},
+            after={**_snapshot(experiment), "stage_targets": after}, reason="launch calendar")
+    return experiment

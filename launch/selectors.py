@@ -7,7 +7,6 @@ summed from the ledger in SQL."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +23,7 @@ from costs import budgeting
 from costs.models import Budget, CostEntry, Operation
 from costs.selectors import spend_by
 from experiments import selectors as experiment_selectors
+from experiments.calendar import CalendarEntry
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
@@ -81,15 +81,6 @@ class NextAction:
     tone: str = WAIT
 
 
-@dataclass(frozen=True)
-class CalendarStage:
-    percent: int
-    status: str  # done | active | planned | rolled_back
-    started_at: datetime | None
-    earliest_advance_at: datetime | None
-    late: bool
-
-
 @dataclass
 class BoardRow:
     agent: Agent
@@ -104,7 +95,7 @@ class BoardRow:
     next_action: NextAction
     experiment: Experiment | None = None
     can_roll_back: bool = False
-    calendar: list[CalendarStage] = field(default_factory=list)
+    calendar: list[CalendarEntry] = field(default_factory=list)
 
 
 # --- what belongs to a candidate ------------------------------------------------------------------
@@ -254,11 +245,11 @@ def _who_may(perm: str) -> str:
     return ", ".join(names) if names else f"a user with {perm}"
 
 
-def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, Cell, NextAction | None, list[CalendarStage]]:
+def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, Cell, NextAction | None, list[CalendarEntry]]:
     """The rollout and guardrail cells and, for a running or paused experiment, its next action."""
     if experiment is None:
         return Cell("not started", IDLE), Cell("—", IDLE), None, []
-    calendar = launch_calendar(experiment=experiment)
+    calendar = experiment_selectors.experiment_calendar(experiment=experiment)
     link = ("admin:experiments_experiment_change", (experiment.pk,))
     if experiment.status == ExperimentStatus.DRAFT:
         return Cell(f"draft {experiment.key}", IDLE, "", *link), Cell("—", IDLE), None, calendar
@@ -308,35 +299,6 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
         _who_may("experiments.request_stage"), blocked_by=waits, tone=ATTENTION,
     )
     return rollout, guard_cell, action, calendar
-
-
-def launch_calendar(*, experiment: Experiment, now: datetime | None = None) -> list[CalendarStage]:
-    """The earliest time each stage can advance given the minimum hours in a stage: the current
-    stage from its start, each later one a minimum stage after the one before (from now for a
-    draft). A stage still open past its earliest time is late only if its holds other than time
-    are what keep it — the board shows that through the rollout cell; here `late` marks a stage
-    whose earliest time passed over a day ago without an advance."""
-    now = now or timezone.now()
-    step = timedelta(hours=experiment.min_stage_hours)
-    if experiment.status == ExperimentStatus.DRAFT:
-        start = now
-        return [CalendarStage(p, "planned", None, start + step * (i + 1) if p < 100 else None, False)
-                for i, p in enumerate(experiment.stage_plan)]
-    stages = list(experiment.stages.order_by("index"))
-    calendar: list[CalendarStage] = []
-    cursor: datetime | None = None
-    for stage in stages:
-        if stage.status in ("done", "rolled_back"):
-            calendar.append(CalendarStage(stage.percent, stage.status, stage.started_at, None, False))
-            continue
-        if stage.status == "active" and stage.started_at is not None:
-            cursor = stage.started_at + step
-            late = experiment.status == ExperimentStatus.RUNNING and now - cursor > timedelta(days=1)
-            calendar.append(CalendarStage(stage.percent, "active", stage.started_at, cursor, late))
-            continue
-        cursor = (max(cursor, now) if cursor else now) + step
-        calendar.append(CalendarStage(stage.percent, "planned", None, cursor if stage.percent < 100 else None, False))
-    return calendar
 
 
 def _current_spend() -> tuple[dict[str, Decimal], str]:
