@@ -4,6 +4,7 @@ service would allow, and each calling that service (which checks again)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
-from experiments import selectors, services
+from experiments import routing, selectors, services
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from genesis.errors import DomainError
 from models_app.models import ModelStatus, ModelVersion
@@ -141,14 +142,14 @@ class ExperimentAdmin(admin.ModelAdmin):
     def response_add(self, request: HttpRequest, obj: Experiment, post_url_continue: str | None = None) -> HttpResponse:
         refusal = getattr(request, "_experiment_refusal", None)
         if refusal:
-            messages.error(request, f"not created: {refusal}")
+            messages.error(request, f"Not created: {refusal}")
             return HttpResponseRedirect(reverse("admin:experiments_experiment_add"))
         return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[obj.pk]))
 
     def response_change(self, request: HttpRequest, obj: Experiment) -> HttpResponse:
         refusal = getattr(request, "_experiment_refusal", None)
         if refusal:
-            messages.error(request, f"not saved: {refusal}")
+            messages.error(request, f"Not saved: {refusal}")
         else:
             messages.success(request, f"{obj.key} saved")
         return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[obj.pk]))
@@ -178,7 +179,7 @@ class ExperimentAdmin(admin.ModelAdmin):
             done = _run_action(action, experiment=experiment, user=request.user, reason=reason,
                                override_reason=request.POST.get("override_reason", ""), shown=request.POST)
         except DomainError as exc:
-            messages.error(request, f"refused: {exc.message}")
+            messages.error(request, f"Refused: {exc.message}")
         else:
             messages.success(request, done)
         return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[pk]))
@@ -197,7 +198,7 @@ def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, 
         return f"{experiment.key} started at {experiment.stage_plan[0]} %"
     if action == "request":
         approval = services.stage_request_advance(experiment=experiment, actor=user, note=reason)
-        return f"advance to {approval.stage.percent} % requested; a second person must approve it"
+        return f"Advance to {approval.stage.percent} % requested; a second person must approve it"
     if action == "approve":
         pending = selectors.pending_approval(experiment=experiment)
         if pending is None:
@@ -209,8 +210,8 @@ def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, 
             stage = pending.stage
         # The page posts the request and config version it showed; the service refuses if either moved.
         services.stage_approve(stage=stage, actor=user, approval_id=_shown_number(shown, "approval"),
-                               config_version=_shown_number(shown, "config_version"))
-        return f"advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
+                               config_version=_shown_number(shown, "config_version"), reason=reason)
+        return f"Advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
     if action == "pause":
         services.experiment_pause(experiment=experiment, actor=user, reason=reason)
         return f"{experiment.key} paused: everyone gets the live model"
@@ -219,7 +220,7 @@ def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, 
         return f"{experiment.key} resumed"
     if action == "targets":
         services.experiment_set_stage_targets(experiment=experiment, actor=user, targets=_shown_targets(experiment, shown))
-        return f"launch calendar of {experiment.key} saved"
+        return f"Launch calendar of {experiment.key} saved"
     if action == "rollback":
         services.experiment_rollback(experiment=experiment, actor=user, reason=reason)
         return f"{experiment.key} rolled back: everyone gets the live model; the candidate is rejected"
@@ -239,6 +240,27 @@ def _shown_targets(experiment: Experiment, shown: Any) -> dict[int, Any]:
         except ValueError:
             raise DomainError(f"target of {percent} %: '{value}' is not a date and time (YYYY-MM-DD HH:MM, UTC)") from None
     return targets
+
+
+def _shown_value(value: Any) -> str:
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True)
+    return "—" if value is None else str(value)
+
+
+def _event_changes(event: Any) -> list[str]:
+    """An edit's "field: before → after" lines (status moves are shown in their own column)."""
+    if event.action != "edit":
+        return []
+    names = [name for name in {**event.before, **event.after} if name not in ("status", "stage_percent", "voided_approvals")]
+    return [f"{name}: {_shown_value(event.before.get(name))} → {_shown_value(event.after.get(name))}" for name in names]
+
+
+def _agent_config_version(experiment: Experiment) -> int | None:
+    """The number GET /agents/{agent}/config answers as `config_version` (the agent's routing config),
+    so the page and the API name the same thing the same way."""
+    entry = routing.current_table(agent=experiment.agent.slug).agents.get(experiment.agent.slug)
+    return entry.config_json.get("config_version") if entry is not None and entry.config_json else None
 
 
 def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]:
@@ -282,7 +304,8 @@ def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]
         "next_percent": next_percent,
         "four_eyes_blocker": four_eyes_blocker if can("approve_stage") else "",
         "results": selectors.experiment_results(experiment=experiment) if experiment.status != ExperimentStatus.DRAFT else None,
-        "events": selectors.experiment_events(experiment=experiment),
+        "events": [(event, _event_changes(event)) for event in selectors.experiment_events(experiment=experiment)],
+        "agent_config_version": _agent_config_version(experiment),
         "calendar": selectors.experiment_calendar(experiment=experiment),
         "can_plan": experiment.status not in FINAL_STATUSES and can("change_experiment"),
         "buttons": buttons,

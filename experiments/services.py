@@ -577,7 +577,8 @@ def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: A
 
 
 def stage_approve(
-    *, stage: ExperimentStage, actor: Any, approval_id: int | None = None, config_version: int | None = None
+    *, stage: ExperimentStage, actor: Any, approval_id: int | None = None, config_version: int | None = None,
+    reason: str = "",
 ) -> ExperimentStage:
     """Approve the advance to `stage`: it must be the next stage, every hold must be clear, and the
     approver must not be the person who started the experiment. Approving 100 % completes the
@@ -592,12 +593,15 @@ def stage_approve(
     When given, a different pending request or config version is refused: people approve what they saw."""
     return _recording_refusals(
         "approve",
-        lambda: _approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version),
+        lambda: _approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version,
+                         reason=reason),
         experiment=stage.experiment, actor=actor,
     )
 
 
-def _approve(*, stage: ExperimentStage, actor: Any, approval_id: int | None, config_version: int | None) -> ExperimentStage:
+def _approve(
+    *, stage: ExperimentStage, actor: Any, approval_id: int | None, config_version: int | None, reason: str = ""
+) -> ExperimentStage:
     _require_person(actor, "approving a stage")
     require_permission(actor=actor, permission="experiments.approve_stage", action="approve stage advances")
     experiment = _lock(stage.experiment)
@@ -671,6 +675,7 @@ def _approve(*, stage: ExperimentStage, actor: Any, approval_id: int | None, con
     _record(
         experiment, action=EventAction.APPROVAL, actor=actor, before=before,
         after={**_snapshot(experiment), "approval": approval.pk, "requested_by": _username(approval.requested_by)},
+        reason=reject_nul(reason.strip()),  # why the approver judged the evidence enough (optional)
     )
     if experiment.status == ExperimentStatus.COMPLETED:
         treatment = ModelVersion.objects.get(pk=experiment.treatment_id)

@@ -33,6 +33,7 @@ from models_app.services.benchmarks import benchmark_run_create
 
 admin.site.index_template = "admin/launch/index.html"
 admin.site.site_url = "/admin/"  # "View site": the board, not a 404 at "/"
+admin.site.empty_value_display = "—"  # an empty cell, never "None" or "-"
 
 BOARD_ACTIONS = ("benchmark", "rollout", "request", "approve", "resume", "rollback")
 
@@ -102,7 +103,8 @@ def _run(action: str, *, agent: Agent, user: Any, post: Any) -> str:
         if pending is None:
             raise Conflict(f"no advance of '{experiment.key}' is waiting for approval; reload the board")
         stage = experiment_services.stage_approve(
-            stage=pending.stage, actor=user, approval_id=_shown(post, "approval"), config_version=_shown(post, "config_version")
+            stage=pending.stage, actor=user, approval_id=_shown(post, "approval"), config_version=_shown(post, "config_version"),
+            reason=reason,
         )
         return f"advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
     if action == "resume":

@@ -7,6 +7,7 @@ Every button calls a service (models_app/services/finetuning.py); no row is writ
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
@@ -51,6 +52,19 @@ STATUS_COLOURS = {
 def _status_badge(status: str, label: str) -> str:
     colour = STATUS_COLOURS.get(status, "#555")
     return format_html('<strong style="color:{}">{}</strong>', colour, label)
+
+
+def _human_time(value: Any) -> str:
+    """The provider's ISO timestamp (or epoch seconds) as people read it: "2026-12-06 00:19:04 UTC"."""
+    if value in (None, ""):
+        return "—"
+    try:
+        moment = datetime.fromtimestamp(value, tz=UTC) if isinstance(value, int | float) else datetime.fromisoformat(str(value))
+    except (ValueError, OverflowError, OSError):
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _problems_text(error: TrainingFileInvalid) -> list[str]:
@@ -263,7 +277,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
             return "—"
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((event.get("created_at", ""), event.get("name", ""), json.dumps(event.get("data", {}))) for event in job.events),
+            ((_human_time(event.get("created_at")), event.get("name", ""), json.dumps(event.get("data", {}))) for event in job.events),
         )
         return format_html("<table><tr><th>when</th><th>event</th><th>data</th></tr>{}</table>", rows)
 
@@ -274,7 +288,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (c.get("step_number"), c.get("created_at", ""), c["metrics"].get("train_loss"),
+                (c.get("step_number"), _human_time(c.get("created_at")), c["metrics"].get("train_loss"),
                  c["metrics"].get("valid_loss"), c["metrics"].get("valid_mean_token_accuracy"))
                 for c in job.checkpoints
             ),

@@ -76,3 +76,37 @@ def test_the_job_form_takes_an_audited_dataset_and_the_moving_job_page_refreshes
     assert job.training_file.dataset == dataset and job.status == "QUEUED"
     assert 'http-equiv="refresh"' in response.content.decode()  # it moves: the page follows it
     assert "$4.00" in response.content.decode()  # the estimate, through the money helper
+
+
+def test_approval_reason_edit_before_after_and_one_config_version(client, api_key_for):
+    from experiments.models import EventAction, ExperimentEvent
+    from experiments.services import experiment_update
+    from tests.experiments.factories import feed
+
+    starter = person("starter", "view_experiment", "add_experiment", "change_experiment", "start_experiment", "request_stage")
+    approver = person("approver", "view_experiment", "approve_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    experiment_update(experiment=experiment, actor=starter, min_samples_per_arm=25)
+    feed(experiment, arm="treatment", n=25, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=225, success_rate=0.9, seed=2)
+    client.force_login(starter)
+    client.post(reverse("admin:experiments_experiment_act", args=[experiment.pk, "request"]))
+    client.force_login(approver)
+    page = client.get(reverse("admin:experiments_experiment_change", args=[experiment.pk])).content.decode()
+    assert 'name="reason" placeholder="why approve' in page
+    assert "min_samples_per_arm: 20 → 25" in page and "config_version: 1 → 2" in page  # the edit, before → after
+    api = client.get("/api/v1/agents/qa_agent/config", HTTP_AUTHORIZATION=f"Bearer {api_key_for('qa_agent')}").json()
+    assert f'<span data-testid="agent-config-version">{api["config_version"]}</span>' in page
+    pending = experiment.stages.get(percent=25).approvals.get()
+    client.post(reverse("admin:experiments_experiment_act", args=[experiment.pk, "approve"]),
+                {"approval": pending.pk, "config_version": 2, "reason": "success rate steady over 250 users"})
+    event = ExperimentEvent.objects.get(action=EventAction.APPROVAL)
+    assert event.actor == approver and event.reason == "success rate steady over 250 users"
+
+
+def test_provider_timestamps_read_as_people_read_them():
+    from models_app.admin.finetuning import _human_time
+
+    assert _human_time("2026-12-06T00:19:04.123456+00:00") == "2026-12-06 00:19:04 UTC"
+    assert _human_time(1796515200) == "2026-12-06 00:00:00 UTC"
+    assert _human_time(None) == "—" and _human_time("soon") == "soon"
