@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from experiments import routing, selectors, services
@@ -24,7 +25,95 @@ from models_app.models import ModelStatus, ModelVersion
 from models_app.selectors import CANDIDATE_STATUSES
 
 
+_GUARDRAIL_CHOICES = {
+    "harmful_direction": (("decrease", "a decrease harms"), ("increase", "an increase harms")),
+    "threshold_kind": (("absolute", "absolute"), ("relative", "relative to control")),
+    "on_violation": (("breach", "roll back"), ("warning", "warn")),
+}
+
+
+class GuardrailsWidget(forms.Widget):
+    """The guardrail rules as a table — metric, which way harms, threshold, kind, what happens — one
+    row per rule and two empty rows to add one; an empty metric drops the row. The service validates
+    the list (experiments.services.validate_guardrails), so the form shows its messages."""
+
+    def _rules(self, value: Any) -> list[dict[str, Any]]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value else []
+            except ValueError:
+                value = []
+        return [rule for rule in value if isinstance(rule, dict)] if isinstance(value, list) else []
+
+    def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> str:
+        rows = [*self._rules(value), {}, {}]
+
+        def select(field: str, index: int, current: str, choices: Any) -> str:
+            options = format_html_join("", '<option value="{}"{}>{}</option>',
+                                       ((key, " selected" if key == current else "", label) for key, label in choices))
+            return format_html('<select name="{}-{}-{}">{}</select>', name, index, field, options)
+
+        body = format_html_join("", "<tr>{}</tr>", (
+            (format_html(
+                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+                select("metric", index, rule.get("metric", ""), (("", "— none —"), *((m, m) for m in services.GUARDRAIL_METRICS))),
+                select("harmful_direction", index, rule.get("harmful_direction", "decrease"), _GUARDRAIL_CHOICES["harmful_direction"]),
+                format_html('<input type="number" step="any" min="0" name="{}-{}-threshold" value="{}" style="width:7em">',
+                            name, index, "" if rule.get("threshold") is None else f"{rule['threshold']:g}"),
+                select("threshold_kind", index, rule.get("threshold_kind", "absolute"), _GUARDRAIL_CHOICES["threshold_kind"]),
+                select("on_violation", index, rule.get("on_violation", "breach"), _GUARDRAIL_CHOICES["on_violation"]),
+            ),)
+            for index, rule in enumerate(rows)
+        ))
+        return format_html(
+            '<table class="guardrails-form"><thead><tr><th>metric</th><th>harmful direction</th><th>threshold</th>'
+            "<th>kind</th><th>on violation</th></tr></thead><tbody>{}</tbody></table>"
+            '<input type="hidden" name="{}-count" value="{}">',
+            body, name, len(rows),
+        )
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        if f"{name}-count" not in data:
+            # A script posting the rules as JSON (the field's former shape) still works.
+            raw = data.get(name)
+            try:
+                return json.loads(raw) if raw else None
+            except ValueError:
+                return raw  # the service says what is wrong with it
+        rules = []
+        for index in range(int(data.get(f"{name}-count") or 0)):
+            metric = data.get(f"{name}-{index}-metric", "")
+            if not metric:
+                continue
+            threshold: Any = data.get(f"{name}-{index}-threshold", "")
+            try:
+                threshold = float(threshold)
+            except ValueError:
+                pass  # the service names the row and the problem
+            rules.append({"metric": metric, "harmful_direction": data.get(f"{name}-{index}-harmful_direction", ""),
+                          "threshold": threshold, "threshold_kind": data.get(f"{name}-{index}-threshold_kind", ""),
+                          "on_violation": data.get(f"{name}-{index}-on_violation", "")})
+        return rules
+
+
+class GuardrailsField(forms.Field):
+    widget = GuardrailsWidget
+
+    def to_python(self, value: Any) -> Any:
+        return value
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        return data is not None and initial != data
+
+
 class ExperimentForm(forms.ModelForm):
+    guardrails = GuardrailsField(
+        required=False,
+        help_text="Absolute thresholds are in the metric's own unit (success rate and quality as fractions: 0.05 = 5 "
+                  "points); relative ones a fraction of control's value (0.30 = 30 %). A success-rate rule that rolls "
+                  "back is required; once started, rules can only be tightened.",
+    )
+
     class Meta:
         model = Experiment
         fields = ("agent", "treatment", "key", "description", "stage_plan", "min_stage_hours", "min_samples_per_arm",
@@ -32,8 +121,6 @@ class ExperimentForm(forms.ModelForm):
         help_texts = {
             "key": "Leave empty for AGENT-DATE-SEED. Letters, digits, hyphens, underscores.",
             "stage_plan": "e.g. [10, 25, 50, 100]; fixed once the experiment starts.",
-            "guardrails": 'e.g. [{"metric": "success_rate", "harmful_direction": "decrease", "threshold": 0.05, '
-                          '"threshold_kind": "absolute", "on_violation": "breach"}]',
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from costs.budgeting import format_usd
 from genesis.errors import DomainError
 from models_app.models import (
     Agent,
@@ -203,7 +204,7 @@ def histogram_bars(baseline: list[int], candidate: list[int]) -> dict[str, Any]:
 @admin.register(BenchmarkRun)
 class BenchmarkRunAdmin(admin.ModelAdmin):
     list_display = ("id", "agent", "suite_label", "candidate_model", "baseline_model", "status", "progress", "verdict",
-                    "cost_usd", "created_at")
+                    "cost", "created_at")
     list_filter = ("status", "verdict", "agent")
     search_fields = ("candidate__model_id", "baseline__model_id", "agent__slug")
     list_select_related = ("agent", "suite", "candidate", "baseline")
@@ -214,6 +215,10 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # evidence for a verdict; each run is kept on its own
+
+    @admin.display(description="cost", ordering="cost_usd")
+    def cost(self, run: BenchmarkRun) -> str:
+        return format_usd(run.cost_usd)  # a run's cents and fractions of a cent: "$0.0013", not "0.00130000"
 
     @admin.display(description="suite")
     def suite_label(self, run: BenchmarkRun) -> str:
