@@ -263,7 +263,7 @@ class ExperimentAdmin(admin.ModelAdmin):
             raise DjangoPermissionDenied
         reason = request.POST.get("reason", "").strip()
         try:
-            done = _run_action(action, experiment=experiment, user=request.user, reason=reason,
+            done = rollout_action(action, experiment=experiment, user=request.user, reason=reason,
                                override_reason=request.POST.get("override_reason", ""), shown=request.POST)
         except DomainError as exc:
             messages.error(request, f"Refused: {exc.message}")
@@ -279,7 +279,9 @@ def _shown_number(shown: Any, name: str) -> int:
         raise DomainError("the approve form does not say which request it showed; reload the page") from None
 
 
-def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, override_reason: str, shown: Any) -> str:
+def rollout_action(action: str, *, experiment: Experiment, user: Any, reason: str, override_reason: str, shown: Any) -> str:
+    """Press one of the rollout buttons (this page's, or the launch board's): call its service and
+    say what happened. `shown` holds what the approve form showed (request id, settings version)."""
     if action == "start":
         services.experiment_start(experiment=experiment, actor=user, override_reason=override_reason)
         return f"{experiment.key} started at {experiment.stage_plan[0]} %"

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 
 from costs.budgeting import format_usd
 from experiments import selectors as experiment_selectors
+from experiments.admin import rollout_action
 from experiments import services as experiment_services
 from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
 from genesis.errors import Conflict, DomainError
@@ -69,13 +70,6 @@ def _active_experiment(agent: Agent) -> Experiment:
     return experiment_selectors.get_experiment(key=experiment.key)
 
 
-def _shown(post: Any, name: str) -> int:
-    try:
-        return int(post.get(name, ""))
-    except ValueError:
-        raise Conflict("the board's form does not say which request it showed; reload the board") from None
-
-
 def _run(action: str, *, agent: Agent, user: Any, post: Any) -> str:
     reason = (post.get("reason") or "").strip()
     if action == "benchmark":
@@ -94,26 +88,11 @@ def _run(action: str, *, agent: Agent, user: Any, post: Any) -> str:
             else experiment_services.experiment_create_and_start(agent=agent, treatment=candidate, actor=user)
         )
         return f"rollout {experiment.key} of {candidate.model_id} started at {experiment.stage_plan[0]} %"
-    experiment = _active_experiment(agent)
-    if action == "request":
-        approval = experiment_services.stage_request_advance(experiment=experiment, actor=user, note=reason)
-        return f"advance to {approval.stage.percent} % requested; the approvers are told"
-    if action == "approve":
-        pending = experiment_selectors.pending_approval(experiment=experiment)
-        if pending is None:
-            raise Conflict(f"no advance of '{experiment.key}' is waiting for approval; reload the board")
-        stage = experiment_services.stage_approve(
-            stage=pending.stage, actor=user, approval_id=_shown(post, "approval"), config_version=_shown(post, "config_version"),
-            reason=reason,
-        )
-        return f"advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
-    if action == "resume":
-        experiment_services.experiment_resume(experiment=experiment, actor=user, reason=reason)
-        return f"{experiment.key} resumed"
-    if not reason:
+    if action == "rollback" and not reason:
         raise Conflict("a roll back needs a reason: it goes on the audit trail and the alert")
-    experiment_services.experiment_rollback(experiment=experiment, actor=user, reason=reason)
-    return f"{experiment.key} rolled back: everyone gets the live model; the candidate is rejected"
+    # The experiment page's buttons, pressed from the board: the same services, words and checks.
+    return rollout_action(action, experiment=_active_experiment(agent), user=user, reason=reason, override_reason="",
+                          shown=post)
 
 
 def lineage_context(version: ModelVersion) -> dict[str, Any]:

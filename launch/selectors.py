@@ -60,6 +60,7 @@ class Cell:
     detail: str = ""
     url_name: str = ""
     url_args: tuple[Any, ...] = ()
+    title: str = ""  # the long explanation, on hover
 
     @property
     def url(self) -> str:
@@ -73,6 +74,7 @@ class NextAction:
 
     text: str
     action: str = ""
+    label: str = ""  # the button's words
     allowed: bool = False
     who: str = ""
     blocked_by: str = ""
@@ -260,7 +262,7 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
         return Cell("rolled back", BAD, event.reason if event else "", *link), Cell("—", IDLE), None, calendar
     percent = experiment.current_stage.percent if experiment.current_stage else 0
     if experiment.status == ExperimentStatus.PAUSED:
-        action = NextAction("resume the paused rollout", "resume", _user_can(user, "experiments.pause_experiment"),
+        action = NextAction("resume the paused rollout", "resume", "Resume", _user_can(user, "experiments.pause_experiment"),
                             _who_may("experiments.pause_experiment"), tone=ATTENTION)
         return Cell(f"{percent} % — paused", ATTENTION, "", *link), Cell("paused", IDLE), action, calendar
 
@@ -273,11 +275,14 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
     worst = next((state for state in ("breach", "warning", "no_data") if state in states), "healthy")
     guard_tone = {"breach": BAD, "warning": ATTENTION, "no_data": WAIT, "healthy": OK}[worst]
     guard_text = {"breach": "breach", "warning": "warning", "no_data": "waiting for data", "healthy": "healthy"}[worst]
-    guard_cell = Cell(guard_text, guard_tone, "; ".join(g.reason for g in guardrails if g.state == worst))
+    guard_cell = Cell(guard_text, guard_tone, ", ".join(g.metric for g in guardrails if g.state == worst and worst != "healthy"),
+                      title="; ".join(g.reason for g in guardrails if g.state == worst))
 
     pending = experiment_selectors.pending_approval(experiment=experiment)
     following = experiment.stages.filter(index=experiment.current_stage.index + 1).first() if experiment.current_stage else None
-    rollout = Cell(f"{percent} %", WAIT if open_holds else OK, ("waits for " + waits) if waits else "holds clear", *link)
+    rollout = Cell(f"{percent} %", WAIT if open_holds else OK,
+                   ("waits for " + ", ".join(hold.name.replace("_", " ") for hold in open_holds)) if open_holds else "holds clear",
+                   *link, title=waits)
     if following is None:
         return rollout, guard_cell, None, calendar
     if pending is not None:
@@ -288,14 +293,14 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
         elif user is not None and pending.requested_by_id == user.pk:
             blocked = "you requested this advance; another approver must approve"
         action = NextAction(
-            f"approve {following.percent} % (requested by {requester})", "approve",
+            f"approve {following.percent} % (requested by {requester})", "approve", f"Approve {following.percent} %",
             _user_can(user, "experiments.approve_stage") and not blocked, _who_may("experiments.approve_stage"),
             blocked_by=blocked or waits, approval_id=pending.pk, config_version=experiment.config_version,
             tone=WAIT if open_holds else ATTENTION,
         )
         return rollout, guard_cell, action, calendar
     action = NextAction(
-        f"request {following.percent} %", "request", _user_can(user, "experiments.request_stage"),
+        f"request {following.percent} %", "request", f"Request {following.percent} %", _user_can(user, "experiments.request_stage"),
         _who_may("experiments.request_stage"), blocked_by=waits, tone=ATTENTION,
     )
     return rollout, guard_cell, action, calendar
@@ -315,19 +320,19 @@ def _pre_rollout_action(*, agent: Agent, candidate: ModelVersion | None, user: A
         moving = FineTuningJob.objects.filter(agent=agent, status__in=finetuning_rules.MOVING_STATUSES).exists()
         if moving:
             return NextAction("wait for the fine-tuning job", tone=WAIT)
-        return NextAction("fine-tune a candidate (Fine-tuning jobs › Add)", "finetune",
+        return NextAction("fine-tune a candidate (Fine-tuning jobs › Add)", "finetune", "Create a fine-tuning job",
                           _user_can(user, "models_app.add_finetuningjob"), _who_may("models_app.add_finetuningjob"), tone=IDLE)
     active_run = BenchmarkRun.objects.filter(candidate=candidate, status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING]).first()
     if active_run is not None:
         return NextAction(f"wait for benchmark run #{active_run.pk} ({active_run.progress_percent:.0f} %)", tone=WAIT)
     if candidate.status == ModelStatus.APPROVED_FOR_ROLLOUT:
         return NextAction(
-            f"start the rollout of {candidate.model_id}", "rollout", _user_can(user, "experiments.start_experiment"),
+            "start the rollout at the first stage", "rollout", "Start rollout", _user_can(user, "experiments.start_experiment"),
             _who_may("experiments.start_experiment"), tone=ATTENTION,
         )
     if candidate.status == ModelStatus.REGISTERED:
         return NextAction(
-            f"benchmark {candidate.model_id} against the live model", "benchmark",
+            "benchmark the candidate against the live model", "benchmark", "Start benchmark",
             _user_can(user, "models_app.add_benchmarkrun"), _who_may("models_app.add_benchmarkrun"), tone=ATTENTION,
         )
     return NextAction(f"candidate is {candidate.get_status_display().lower()}", tone=WAIT)

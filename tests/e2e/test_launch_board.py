@@ -121,7 +121,7 @@ def test_operator_and_approver_launch_support_agent_from_the_board(
             row.locator("button[name=benchmark]").click()
             page.wait_for_selector(".messagelist")
             benchmark_message = page.inner_text(".messagelist")
-            _reload_until(page, "support_agent", "start the rollout")
+            _reload_until(page, "support_agent", "Start rollout")
             board_benchmark = _row(page, "support_agent").locator("[data-testid=benchmark]").inner_text()
             _row(page, "support_agent").locator("button[name=rollout]").click()
             page.wait_for_selector(".messagelist")
@@ -140,7 +140,7 @@ def test_operator_and_approver_launch_support_agent_from_the_board(
                 _reload_until_enabled(page, "support_agent", "approve")
                 _row(page, "support_agent").locator("button[name=approve]").click()
                 page.wait_for_selector(".messagelist")
-                assert f"advanced to {percent} %" in page.inner_text(".messagelist"), page.inner_text(".messagelist")
+                assert f"Advanced to {percent} %" in page.inner_text(".messagelist"), page.inner_text(".messagelist")
                 _login_as(page, base, "olivia", e2e_password)
 
             page.screenshot(path=str(tmp_path / "2-live.png"), full_page=True)

@@ -88,7 +88,7 @@ def test_request_then_approve_from_the_board_with_four_eyes(client):
     stale = client.post("/admin/launch/act/qa_agent/approve/", {"approval": approval.pk + 1, "config_version": 1}, follow=True)
     assert "changed since you opened the page" in text_of(stale.content)
     done = client.post("/admin/launch/act/qa_agent/approve/", {"approval": approval.pk, "config_version": 1}, follow=True)
-    assert "qa_agent: advanced to 25 %" in text_of(done.content)
+    assert "qa_agent: Advanced to 25 %" in text_of(done.content)
     assert Experiment.objects.get().current_stage.percent == 25
 
 
