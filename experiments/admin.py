@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 
 from experiments import routing, selectors, services
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
+from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
 from genesis.errors import DomainError
 from models_app.models import ModelStatus, ModelVersion
 from models_app.selectors import CANDIDATE_STATUSES
@@ -397,6 +398,7 @@ def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]
         "agent_config_version": _agent_config_version(experiment),
         "calendar": selectors.experiment_calendar(experiment=experiment),
         "can_plan": experiment.status not in FINAL_STATUSES and can("change_experiment"),
+        "operating_curve": SUCCESS_RATE_ROLLBACK_CURVE,
         "buttons": buttons,
         "any_button": any(buttons[name] for name in ("start", "request", "approve", "pause", "resume", "rollback")),
     }
