@@ -320,7 +320,7 @@ def _pre_rollout_action(*, agent: Agent, candidate: ModelVersion | None, user: A
         moving = FineTuningJob.objects.filter(agent=agent, status__in=finetuning_rules.MOVING_STATUSES).exists()
         if moving:
             return NextAction("wait for the fine-tuning job", tone=WAIT)
-        return NextAction("fine-tune a candidate (Fine-tuning jobs › Add)", "finetune", "Create a fine-tuning job",
+        return NextAction("fine-tune a candidate", "finetune", "Create a fine-tuning job",
                           _user_can(user, "models_app.add_finetuningjob"), _who_may("models_app.add_finetuningjob"), tone=IDLE)
     active_run = BenchmarkRun.objects.filter(candidate=candidate, status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING]).first()
     if active_run is not None:
