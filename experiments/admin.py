@@ -239,7 +239,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         if refusal:
             messages.error(request, f"Not saved: {refusal}")
         else:
-            messages.success(request, f"{obj.key} saved")
+            messages.success(request, f"Experiment {obj.key} saved")
         return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[obj.pk]))
 
     # --- the experiment page ---------------------------------------------------------------------
@@ -285,7 +285,7 @@ def rollout_action(action: str, *, experiment: Experiment, user: Any, reason: st
     say what happened. `shown` holds what the approve form showed (request id, settings version)."""
     if action == "start":
         services.experiment_start(experiment=experiment, actor=user, override_reason=override_reason)
-        return f"{experiment.key} started at {experiment.stage_plan[0]} %"
+        return f"Experiment {experiment.key} started at {experiment.stage_plan[0]} %"
     if action == "request":
         approval = services.stage_request_advance(experiment=experiment, actor=user, note=reason)
         return f"Advance to {approval.stage.percent} % requested; a second person must approve it"
@@ -304,16 +304,16 @@ def rollout_action(action: str, *, experiment: Experiment, user: Any, reason: st
         return f"Advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
     if action == "pause":
         services.experiment_pause(experiment=experiment, actor=user, reason=reason)
-        return f"{experiment.key} paused: everyone gets the live model"
+        return f"Experiment {experiment.key} paused: everyone gets the live model"
     if action == "resume":
         services.experiment_resume(experiment=experiment, actor=user, reason=reason)
-        return f"{experiment.key} resumed"
+        return f"Experiment {experiment.key} resumed"
     if action == "targets":
         services.experiment_set_stage_targets(experiment=experiment, actor=user, targets=_shown_targets(experiment, shown))
         return f"Launch calendar of {experiment.key} saved"
     if action == "rollback":
         services.experiment_rollback(experiment=experiment, actor=user, reason=reason)
-        return f"{experiment.key} rolled back: everyone gets the live model; the candidate is rejected"
+        return f"Experiment {experiment.key} rolled back: everyone gets the live model; the candidate is rejected"
     raise DomainError(f"unknown action '{action}'")
 
 

@@ -57,9 +57,9 @@ def board_act(request: HttpRequest, agent: str, action: str) -> HttpResponse:
     try:
         done = _run(action, agent=agent_row, user=request.user, post=request.POST)
     except DomainError as exc:
-        messages.error(request, f"{agent_row.slug}: refused — {exc.message}")
+        messages.error(request, f"Agent {agent_row.slug}: refused — {exc.message}")
     else:
-        messages.success(request, f"{agent_row.slug}: {done}")
+        messages.success(request, f"Agent {agent_row.slug}: {done}")
     return HttpResponseRedirect(reverse("admin:index") + f"#agent-{agent_row.slug}")
 
 

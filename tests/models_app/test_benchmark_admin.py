@@ -31,7 +31,7 @@ def test_a_refused_start_shows_the_reason(admin_client, demo_simulator):
     budget_upsert(name="default", amount_usd="0.0001")
     agent = Agent.objects.get(slug="support_agent")
     refused = admin_client.post(reverse("admin:models_app_benchmarkrun_add"), {"agent": agent.pk})
-    assert refused.status_code == 200 and "budget &#x27;default&#x27; is at" in refused.content.decode()  # as written, not capitalised
+    assert refused.status_code == 200 and "Budget &#x27;default&#x27; is at" in refused.content.decode()  # capfirst by the admin
     assert not BenchmarkRun.objects.exists()
 
 
