@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from costs import notifications
 from experiments.models import ApprovalStatus, ExperimentStatus, StageApproval
+from experiments.selectors import stage_holds
 from launch import report as launch_report
 from launch.models import ApprovalNotice
 from launch.selectors import launch_report_facts
@@ -66,15 +67,19 @@ def _channels(recipients: list[str]) -> list[notifications.Channel]:
 
 
 def approval_requests_notify(*, now: datetime | None = None) -> dict[str, int]:
-    """Announce each pending stage request to its approvers once, and remind them once when it has
-    waited GENESIS_APPROVAL_REMINDER_HOURS. Safe to run concurrently and repeatedly (beat runs it
-    every minute): the notice row is claimed before anything is sent."""
+    """Announce each pending stage request to its approvers once — as soon as it can be approved:
+    when it is made if its holds are clear, else when they clear — and remind them once when it has
+    waited GENESIS_APPROVAL_REMINDER_HOURS since. Safe to run concurrently and repeatedly (beat runs
+    it every minute): the notice row is claimed before anything is sent."""
     now = now or timezone.now()
     pending = StageApproval.objects.filter(
         status=ApprovalStatus.PENDING, stage__experiment__status=ExperimentStatus.RUNNING
     ).select_related("stage__experiment__agent", "stage__experiment__treatment", "requested_by")
-    counts = {"notified": 0, "reminded": 0}
+    counts = {"notified": 0, "reminded": 0, "waiting_for_holds": 0}
     for approval in pending.filter(launch_notice__isnull=True):
+        if any(not hold.cleared for hold in stage_holds(experiment=approval.stage.experiment, now=now)):
+            counts["waiting_for_holds"] += 1  # nobody can approve it yet; told when the holds clear
+            continue
         recipients = [user.email for user in approvers_of(approval) if user.email]
         try:
             with transaction.atomic():
@@ -85,7 +90,7 @@ def approval_requests_notify(*, now: datetime | None = None) -> dict[str, int]:
         notice.save(update_fields=["deliveries"])
         counts["notified"] += 1
     due = now - timedelta(hours=settings.GENESIS_APPROVAL_REMINDER_HOURS)
-    for approval in pending.filter(requested_at__lte=due, launch_notice__reminded_at__isnull=True, launch_notice__isnull=False):
+    for approval in pending.filter(launch_notice__notified_at__lte=due, launch_notice__reminded_at__isnull=True):
         claimed = ApprovalNotice.objects.filter(approval=approval, reminded_at__isnull=True).update(reminded_at=now)
         if not claimed:
             continue

@@ -1,5 +1,6 @@
-"""Approvers are told about a stage request once, with a link to the approve form, and reminded once
-when it has waited GENESIS_APPROVAL_REMINDER_HOURS; the weekly report goes to the alert channels."""
+"""Approvers are told about a stage request once, when it can be approved (its holds clear), with a
+link to the approve form, and reminded once after GENESIS_APPROVAL_REMINDER_HOURS; the weekly report
+goes to the alert channels."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from experiments.services import experiment_start, stage_request_advance
 from launch.models import ApprovalNotice
 from launch.services import approval_requests_notify, launch_report_send
 from tests.costs.test_notifications import use_channels
-from tests.experiments.factories import draft_experiment, person
+from tests.experiments.factories import draft_experiment, feed, person
 
 pytestmark = pytest.mark.django_db
 
@@ -25,10 +26,15 @@ def test_a_request_is_announced_once_and_reminded_once(settings):
     approver = person("approver", "approve_stage")
     person("bystander", "view_experiment")
     experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
-    approval = stage_request_advance(experiment=experiment, actor=starter, note="numbers look fine")
+    stage_request_advance(experiment=experiment, actor=starter, note="numbers look fine")
+    # Requested while the stage still waits for samples: nobody can approve it yet, so nobody is told.
+    assert approval_requests_notify() == {"notified": 0, "reminded": 0, "waiting_for_holds": 1}
+    assert mail.outbox == []
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
 
-    assert approval_requests_notify() == {"notified": 1, "reminded": 0}
-    assert approval_requests_notify() == {"notified": 0, "reminded": 0}
+    assert approval_requests_notify() == {"notified": 1, "reminded": 0, "waiting_for_holds": 0}
+    assert approval_requests_notify() == {"notified": 0, "reminded": 0, "waiting_for_holds": 0}
     assert len(mail.outbox) == 1
     message = mail.outbox[0]
     # Only people who may approve it — not the starter (four-eyes), not someone without the permission.
@@ -38,8 +44,8 @@ def test_a_request_is_announced_once_and_reminded_once(settings):
     assert ApprovalNotice.objects.get().deliveries == {"log": "ok", "email": "ok"}
 
     later = timezone.now() + timedelta(hours=3)
-    assert approval_requests_notify(now=later) == {"notified": 0, "reminded": 1}
-    assert approval_requests_notify(now=later + timedelta(hours=5)) == {"notified": 0, "reminded": 0}
+    assert approval_requests_notify(now=later)["reminded"] == 1
+    assert approval_requests_notify(now=later + timedelta(hours=5))["reminded"] == 0
     assert len(mail.outbox) == 2 and mail.outbox[1].subject.startswith("[Genesis] reminder: approve")
 
 
