@@ -124,8 +124,28 @@ def thresholds_reached(*, spent: Decimal, limit: Decimal, thresholds: list[Thres
 
 
 def format_usd(amount: Decimal) -> str:
+    """Money for people, the one helper of the admin, the reports and the commands: cents from a cent
+    up ("$1,234.50"), and below a cent two significant digits, so a small amount is never shown as
+    nothing: 0.0013 → "$0.0013", 0.000934 → "$0.00093" (the ledger keeps micro-dollars, so at most
+    six decimals). Zero is "$0.00"."""
+    amount = Decimal(amount)
     sign = "-" if amount < 0 else ""
-    return f"{sign}${abs(amount).quantize(CENT, rounding=ROUND_HALF_UP):,.2f}"
+    magnitude = abs(amount)
+    if magnitude == 0 or magnitude >= Decimal("0.005"):
+        return f"{sign}${magnitude.quantize(CENT, rounding=ROUND_HALF_UP):,.2f}"
+    places = min(6, max(2, 1 - magnitude.adjusted()))  # two significant digits
+    shown = magnitude.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    if shown == 0:
+        return f"{sign}<$0.000001" if not sign else "-$0.000001"
+    return f"{sign}${shown:f}"
+
+
+def format_usd_tick(value: Decimal, *, step: Decimal) -> str:
+    """A chart axis label: as many decimals as the axis step needs (at least two), so the ticks of a
+    $0.005 axis read $0.00125, $0.0025… rather than $0.00 five times."""
+    value, step = Decimal(value), Decimal(step)
+    places = 2 if step <= 0 else min(6, max(2, -step.normalize().as_tuple().exponent))
+    return f"${value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,.{places}f}"
 
 
 def format_percent(value: Decimal) -> str:

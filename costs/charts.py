@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from costs.budgeting import Threshold, format_usd
+from costs.budgeting import Threshold, format_usd, format_usd_tick
 
 # Colour-blind-safe (Okabe–Ito), then greys for any further series.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999", "#666666", "#333333")
@@ -97,7 +97,7 @@ def stacked_bars(
         if index % label_every == 0
     ]
     y_ticks = [
-        Tick(position=round(top + plot_height * (1 - fraction), 2), label=format_usd(ceiling * Decimal(str(fraction))))
+        Tick(position=round(top + plot_height * (1 - fraction), 2), label=format_usd_tick(ceiling * Decimal(str(fraction)), step=ceiling / 4))
         for fraction in (0, 0.25, 0.5, 0.75, 1)
     ]
     legend = [

@@ -4,6 +4,8 @@ service would allow, and each calling that service (which checks again)."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
@@ -13,17 +15,106 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from experiments import selectors, services
-from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
+from experiments import routing, selectors, services
+from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
 from genesis.errors import DomainError
 from models_app.models import ModelStatus, ModelVersion
 from models_app.selectors import CANDIDATE_STATUSES
 
 
+_GUARDRAIL_CHOICES = {
+    "harmful_direction": (("decrease", "a decrease harms"), ("increase", "an increase harms")),
+    "threshold_kind": (("absolute", "absolute"), ("relative", "relative to control")),
+    "on_violation": (("breach", "roll back"), ("warning", "warn")),
+}
+
+
+class GuardrailsWidget(forms.Widget):
+    """The guardrail rules as a table — metric, which way harms, threshold, kind, what happens — one
+    row per rule and two empty rows to add one; an empty metric drops the row. The service validates
+    the list (experiments.services.validate_guardrails), so the form shows its messages."""
+
+    def _rules(self, value: Any) -> list[dict[str, Any]]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value else []
+            except ValueError:
+                value = []
+        return [rule for rule in value if isinstance(rule, dict)] if isinstance(value, list) else []
+
+    def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> str:
+        rows = [*self._rules(value), {}, {}]
+
+        def select(field: str, index: int, current: str, choices: Any) -> str:
+            options = format_html_join("", '<option value="{}"{}>{}</option>',
+                                       ((key, " selected" if key == current else "", label) for key, label in choices))
+            return format_html('<select name="{}-{}-{}">{}</select>', name, index, field, options)
+
+        body = format_html_join("", "<tr>{}</tr>", (
+            (format_html(
+                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+                select("metric", index, rule.get("metric", ""), (("", "— none —"), *((m, m) for m in services.GUARDRAIL_METRICS))),
+                select("harmful_direction", index, rule.get("harmful_direction", "decrease"), _GUARDRAIL_CHOICES["harmful_direction"]),
+                format_html('<input type="number" step="any" min="0" name="{}-{}-threshold" value="{}" style="width:7em">',
+                            name, index, "" if rule.get("threshold") is None else f"{rule['threshold']:g}"),
+                select("threshold_kind", index, rule.get("threshold_kind", "absolute"), _GUARDRAIL_CHOICES["threshold_kind"]),
+                select("on_violation", index, rule.get("on_violation", "breach"), _GUARDRAIL_CHOICES["on_violation"]),
+            ),)
+            for index, rule in enumerate(rows)
+        ))
+        return format_html(
+            '<table class="guardrails-form"><thead><tr><th>metric</th><th>harmful direction</th><th>threshold</th>'
+            "<th>kind</th><th>on violation</th></tr></thead><tbody>{}</tbody></table>"
+            '<input type="hidden" name="{}-count" value="{}">',
+            body, name, len(rows),
+        )
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        if f"{name}-count" not in data:
+            # A script posting the rules as JSON (the field's former shape) still works.
+            raw = data.get(name)
+            try:
+                return json.loads(raw) if raw else None
+            except ValueError:
+                return raw  # the service says what is wrong with it
+        rules = []
+        for index in range(int(data.get(f"{name}-count") or 0)):
+            metric = data.get(f"{name}-{index}-metric", "")
+            if not metric:
+                continue
+            threshold: Any = data.get(f"{name}-{index}-threshold", "")
+            try:
+                threshold = float(threshold)
+            except ValueError:
+                pass  # the service names the row and the problem
+            rules.append({"metric": metric, "harmful_direction": data.get(f"{name}-{index}-harmful_direction", ""),
+                          "threshold": threshold, "threshold_kind": data.get(f"{name}-{index}-threshold_kind", ""),
+                          "on_violation": data.get(f"{name}-{index}-on_violation", "")})
+        return rules
+
+
+class GuardrailsField(forms.Field):
+    widget = GuardrailsWidget
+
+    def to_python(self, value: Any) -> Any:
+        return value
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        return data is not None and initial != data
+
+
 class ExperimentForm(forms.ModelForm):
+    guardrails = GuardrailsField(
+        required=False,
+        help_text="Absolute thresholds are in the metric's own unit (success rate and quality as fractions: 0.05 = 5 "
+                  "points); relative ones a fraction of control's value (0.30 = 30 %). A success-rate rule that rolls "
+                  "back is required; once started, rules can only be tightened.",
+    )
+
     class Meta:
         model = Experiment
         fields = ("agent", "treatment", "key", "description", "stage_plan", "min_stage_hours", "min_samples_per_arm",
@@ -31,8 +122,6 @@ class ExperimentForm(forms.ModelForm):
         help_texts = {
             "key": "Leave empty for AGENT-DATE-SEED. Letters, digits, hyphens, underscores.",
             "stage_plan": "e.g. [10, 25, 50, 100]; fixed once the experiment starts.",
-            "guardrails": 'e.g. [{"metric": "success_rate", "harmful_direction": "decrease", "threshold": 0.05, '
-                          '"threshold_kind": "absolute", "on_violation": "breach"}]',
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -110,6 +199,12 @@ class ExperimentAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
         return False  # the audit trail must survive; roll back instead
 
+    def has_change_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
+        # A completed or rolled-back experiment is a record: its page is read-only (no Save buttons).
+        if obj is not None and obj.status in FINAL_STATUSES:
+            return False
+        return super().has_change_permission(request, obj)
+
     # --- writes go through the services -----------------------------------------------------------
 
     def save_model(self, request: HttpRequest, obj: Experiment, form: forms.ModelForm, change: bool) -> None:
@@ -135,16 +230,16 @@ class ExperimentAdmin(admin.ModelAdmin):
     def response_add(self, request: HttpRequest, obj: Experiment, post_url_continue: str | None = None) -> HttpResponse:
         refusal = getattr(request, "_experiment_refusal", None)
         if refusal:
-            messages.error(request, f"not created: {refusal}")
+            messages.error(request, f"Not created: {refusal}")
             return HttpResponseRedirect(reverse("admin:experiments_experiment_add"))
         return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[obj.pk]))
 
     def response_change(self, request: HttpRequest, obj: Experiment) -> HttpResponse:
         refusal = getattr(request, "_experiment_refusal", None)
         if refusal:
-            messages.error(request, f"not saved: {refusal}")
+            messages.error(request, f"Not saved: {refusal}")
         else:
-            messages.success(request, f"{obj.key} saved")
+            messages.success(request, f"Experiment {obj.key} saved")
         return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[obj.pk]))
 
     # --- the experiment page ---------------------------------------------------------------------
@@ -169,10 +264,10 @@ class ExperimentAdmin(admin.ModelAdmin):
             raise DjangoPermissionDenied
         reason = request.POST.get("reason", "").strip()
         try:
-            done = _run_action(action, experiment=experiment, user=request.user, reason=reason,
+            done = rollout_action(action, experiment=experiment, user=request.user, reason=reason,
                                override_reason=request.POST.get("override_reason", ""), shown=request.POST)
         except DomainError as exc:
-            messages.error(request, f"refused: {exc.message}")
+            messages.error(request, f"Refused: {exc.message}")
         else:
             messages.success(request, done)
         return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[pk]))
@@ -185,13 +280,15 @@ def _shown_number(shown: Any, name: str) -> int:
         raise DomainError("the approve form does not say which request it showed; reload the page") from None
 
 
-def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, override_reason: str, shown: Any) -> str:
+def rollout_action(action: str, *, experiment: Experiment, user: Any, reason: str, override_reason: str, shown: Any) -> str:
+    """Press one of the rollout buttons (this page's, or the launch board's): call its service and
+    say what happened. `shown` holds what the approve form showed (request id, settings version)."""
     if action == "start":
         services.experiment_start(experiment=experiment, actor=user, override_reason=override_reason)
-        return f"{experiment.key} started at {experiment.stage_plan[0]} %"
+        return f"Experiment {experiment.key} started at {experiment.stage_plan[0]} %"
     if action == "request":
         approval = services.stage_request_advance(experiment=experiment, actor=user, note=reason)
-        return f"advance to {approval.stage.percent} % requested; a second person must approve it"
+        return f"Advance to {approval.stage.percent} % requested; a second person must approve it"
     if action == "approve":
         pending = selectors.pending_approval(experiment=experiment)
         if pending is None:
@@ -203,18 +300,57 @@ def _run_action(action: str, *, experiment: Experiment, user: Any, reason: str, 
             stage = pending.stage
         # The page posts the request and config version it showed; the service refuses if either moved.
         services.stage_approve(stage=stage, actor=user, approval_id=_shown_number(shown, "approval"),
-                               config_version=_shown_number(shown, "config_version"))
-        return f"advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
+                               config_version=_shown_number(shown, "config_version"), reason=reason)
+        return f"Advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
     if action == "pause":
         services.experiment_pause(experiment=experiment, actor=user, reason=reason)
-        return f"{experiment.key} paused: everyone gets the live model"
+        return f"Experiment {experiment.key} paused: everyone gets the live model"
     if action == "resume":
         services.experiment_resume(experiment=experiment, actor=user, reason=reason)
-        return f"{experiment.key} resumed"
+        return f"Experiment {experiment.key} resumed"
+    if action == "targets":
+        services.experiment_set_stage_targets(experiment=experiment, actor=user, targets=_shown_targets(experiment, shown))
+        return f"Launch calendar of {experiment.key} saved"
     if action == "rollback":
         services.experiment_rollback(experiment=experiment, actor=user, reason=reason)
-        return f"{experiment.key} rolled back: everyone gets the live model; the candidate is rejected"
+        return f"Experiment {experiment.key} rolled back: everyone gets the live model; the candidate is rejected"
     raise DomainError(f"unknown action '{action}'")
+
+
+def _shown_targets(experiment: Experiment, shown: Any) -> dict[int, Any]:
+    """The calendar form's `target_<percent>` fields (datetime-local, UTC; empty clears a target)."""
+    targets: dict[int, Any] = {}
+    for percent in experiment.stage_plan:
+        value = (shown.get(f"target_{percent}") or "").strip()
+        if not value:
+            targets[percent] = None
+            continue
+        try:
+            targets[percent] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        except ValueError:
+            raise DomainError(f"target of {percent} %: '{value}' is not a date and time (YYYY-MM-DD HH:MM, UTC)") from None
+    return targets
+
+
+def _shown_value(value: Any) -> str:
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True)
+    return "—" if value is None else str(value)
+
+
+def _event_changes(event: Any) -> list[str]:
+    """An edit's "field: before → after" lines (status moves are shown in their own column)."""
+    if event.action != "edit":
+        return []
+    names = [name for name in {**event.before, **event.after} if name not in ("status", "stage_percent", "voided_approvals")]
+    return [f"{name}: {_shown_value(event.before.get(name))} → {_shown_value(event.after.get(name))}" for name in names]
+
+
+def _agent_config_version(experiment: Experiment) -> int | None:
+    """The number GET /agents/{agent}/config answers as `config_version` (the agent's routing config),
+    so the page and the API name the same thing the same way."""
+    entry = routing.current_table(agent=experiment.agent.slug).agents.get(experiment.agent.slug)
+    return entry.config_json.get("config_version") if entry is not None and entry.config_json else None
 
 
 def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]:
@@ -258,7 +394,10 @@ def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]
         "next_percent": next_percent,
         "four_eyes_blocker": four_eyes_blocker if can("approve_stage") else "",
         "results": selectors.experiment_results(experiment=experiment) if experiment.status != ExperimentStatus.DRAFT else None,
-        "events": selectors.experiment_events(experiment=experiment),
+        "events": [(event, _event_changes(event)) for event in selectors.experiment_events(experiment=experiment)],
+        "agent_config_version": _agent_config_version(experiment),
+        "calendar": selectors.experiment_calendar(experiment=experiment),
+        "can_plan": experiment.status not in FINAL_STATUSES and can("change_experiment"),
         "operating_curve": SUCCESS_RATE_ROLLBACK_CURVE,
         "buttons": buttons,
         "any_button": any(buttons[name] for name in ("start", "request", "approve", "pause", "resume", "rollback")),

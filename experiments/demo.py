@@ -10,20 +10,35 @@ from experiments.services import experiment_create
 from models_app.models import Agent
 from models_app.selectors import candidate_versions, live_version
 
-# Four-eyes needs two people: operators start, request and roll back; approvers approve stages.
+# Four-eyes needs two people: operators benchmark, start, request and roll back; approvers approve
+# stages. Both may read the evidence a stage is judged on: the candidate, its benchmark runs, its
+# fine-tuning job and the audit of its training data ("app.codename"; bare names are experiments').
+EVIDENCE = (
+    "view_experiment", "models_app.view_agent", "models_app.view_modelversion", "models_app.view_benchmarkrun",
+    "models_app.view_benchmarksuite", "models_app.view_finetuningjob", "models_app.view_trainingfile",
+    "audits.view_dataset", "audits.view_auditrun", "costs.view_costentry",
+)
 DEMO_GROUPS: dict[str, tuple[str, ...]] = {
     "Rollout operators": (
-        "view_experiment", "add_experiment", "change_experiment", "start_experiment", "request_stage",
-        "pause_experiment", "rollback_experiment",
+        *EVIDENCE, "add_experiment", "change_experiment", "start_experiment", "request_stage",
+        "pause_experiment", "rollback_experiment", "models_app.add_benchmarkrun",
     ),
-    "Rollout approvers": ("view_experiment", "approve_stage"),
+    "Rollout approvers": (*EVIDENCE, "approve_stage"),
 }
+
+
+def _permissions(names: tuple[str, ...]) -> list[Permission]:
+    found = []
+    for name in names:
+        app_label, codename = name.split(".") if "." in name else ("experiments", name)
+        found.extend(Permission.objects.filter(content_type__app_label=app_label, codename=codename))
+    return found
 
 
 def seed_experiments(*, out) -> None:  # type: ignore[no-untyped-def]
     for name, codenames in DEMO_GROUPS.items():
         group, _ = Group.objects.get_or_create(name=name)
-        group.permissions.add(*Permission.objects.filter(content_type__app_label="experiments", codename__in=codenames))
+        group.permissions.add(*_permissions(codenames))
     drafts = []
     for agent in Agent.objects.order_by("slug"):
         if Experiment.objects.filter(agent=agent).exists() or live_version(agent=agent) is None:

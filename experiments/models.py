@@ -55,6 +55,9 @@ class Experiment(models.Model):
     # The last guardrail evaluation, kept for the admin page and for "warning" state changes.
     guardrail_states = models.JSONField(default=list, blank=True)
     guardrails_checked_at = models.DateTimeField(null=True, blank=True)
+    # The launch calendar: the date the operator aims to start each stage at ({"25": ISO datetime}),
+    # shown beside the earliest time the holds allow (experiments/calendar.py). A plan, not a hold.
+    stage_targets = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

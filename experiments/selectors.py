@@ -24,6 +24,7 @@ from django.db.models import Aggregate, Count, FloatField, QuerySet
 from django.utils import timezone
 
 from experiments import stats
+from experiments.calendar import CalendarEntry, PlannedStage, rollout_calendar
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
@@ -605,3 +606,16 @@ def rollback_counts() -> list[tuple[str, str, int]]:
         .annotate(total=Count("id"))
         .order_by()
     )
+
+
+def experiment_calendar(*, experiment: Experiment, now: datetime | None = None) -> list[CalendarEntry]:
+    """The launch calendar (experiments/calendar.py) of an experiment: its stages, their earliest
+    start given the minimum hours, and the operator's targets."""
+    now = now or timezone.now()
+    if experiment.status == "draft":
+        stages = [PlannedStage(percent, "planned", None) for percent in experiment.stage_plan]
+    else:
+        stages = [PlannedStage(stage.percent, stage.status, stage.started_at) for stage in experiment.stages.order_by("index")]
+    targets = {int(percent): datetime.fromisoformat(when) for percent, when in (experiment.stage_targets or {}).items()}
+    return rollout_calendar(stages=stages, min_stage_hours=experiment.min_stage_hours, targets=targets, now=now,
+                            running=experiment.status in ("draft", "running"))

@@ -44,6 +44,7 @@ from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
 from models_app.models import Agent, ModelStatus, ModelVersion
 from models_app.services import ApiPrincipal, model_version_transition
+from models_app.selectors import candidate_versions
 
 logger = logging.getLogger(__name__)
 
@@ -576,7 +577,8 @@ def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: A
 
 
 def stage_approve(
-    *, stage: ExperimentStage, actor: Any, approval_id: int | None = None, config_version: int | None = None
+    *, stage: ExperimentStage, actor: Any, approval_id: int | None = None, config_version: int | None = None,
+    reason: str = "",
 ) -> ExperimentStage:
     """Approve the advance to `stage`: it must be the next stage, every hold must be clear, and the
     approver must not be the person who started the experiment. Approving 100 % completes the
@@ -591,12 +593,15 @@ def stage_approve(
     When given, a different pending request or config version is refused: people approve what they saw."""
     return _recording_refusals(
         "approve",
-        lambda: _approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version),
+        lambda: _approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version,
+                         reason=reason),
         experiment=stage.experiment, actor=actor,
     )
 
 
-def _approve(*, stage: ExperimentStage, actor: Any, approval_id: int | None, config_version: int | None) -> ExperimentStage:
+def _approve(
+    *, stage: ExperimentStage, actor: Any, approval_id: int | None, config_version: int | None, reason: str = ""
+) -> ExperimentStage:
     _require_person(actor, "approving a stage")
     require_permission(actor=actor, permission="experiments.approve_stage", action="approve stage advances")
     experiment = _lock(stage.experiment)
@@ -670,6 +675,7 @@ def _approve(*, stage: ExperimentStage, actor: Any, approval_id: int | None, con
     _record(
         experiment, action=EventAction.APPROVAL, actor=actor, before=before,
         after={**_snapshot(experiment), "approval": approval.pk, "requested_by": _username(approval.requested_by)},
+        reason=reject_nul(reason.strip()),  # why the approver judged the evidence enough (optional)
     )
     if experiment.status == ExperimentStatus.COMPLETED:
         treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
@@ -1131,3 +1137,63 @@ def exposures_flush() -> int:
     """Write the exposures buffered in Redis by the routing path (the beat task's work)."""
     return routing.drain_exposure_queue()
 
+
+
+def experiment_start_for_agent(
+    *, agent: Agent, actor: Any = None, candidate_model_id: str = "", override_reason: str = ""
+) -> Experiment:
+    """Start the agent's rollout: its draft experiment (whose candidate must be `candidate_model_id`
+    when one is named), or else a new experiment for its newest candidate — what the launch board's
+    "Start rollout" and `rollout_models --start` both do."""
+    from models_app.selectors import candidate_versions
+
+    draft = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).order_by("-created_at").first()
+    if draft is not None:
+        # Naming a candidate means that one: starting another model is worse than refusing.
+        if candidate_model_id and draft.treatment.model_id != candidate_model_id:
+            raise Conflict(
+                f"agent '{agent.slug}' has draft experiment '{draft.key}' for candidate "
+                f"'{draft.treatment.model_id}', not '{candidate_model_id}': start it without a candidate, or edit "
+                "the draft in the admin"
+            )
+        return experiment_start(experiment=draft, actor=actor, override_reason=override_reason)
+    versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
+    treatment = versions.filter(model_id=candidate_model_id).first() if candidate_model_id else versions.first()
+    if treatment is None:
+        raise Conflict(
+            f"agent '{agent.slug}' has no candidate" + (f" '{candidate_model_id}'" if candidate_model_id else "")
+            + " to roll out: register or fine-tune one first"
+        )
+    return experiment_create_and_start(agent=agent, treatment=treatment, actor=actor, override_reason=override_reason)
+
+
+@transaction.atomic
+def experiment_set_stage_targets(*, experiment: Experiment, actor: Any, targets: dict[int, datetime | None]) -> Experiment:
+    """Set (or clear, with None) the date the operator aims to start each stage at — the launch
+    calendar's plan. A target holds nothing and changes no routing, so it leaves the config version
+    and pending requests alone; it is recorded with before and after."""
+    require_permission(actor=actor, permission="experiments.change_experiment", action="plan experiment stages")
+    experiment = _lock(experiment)
+    if experiment.status in (ExperimentStatus.ROLLED_BACK, ExperimentStatus.COMPLETED):
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; its calendar is history")
+    plan = set(experiment.stage_plan)
+    unknown = sorted(set(targets) - plan)
+    if unknown:
+        raise InvalidInput(f"targets: {', '.join(f'{p} %' for p in unknown)} is not a stage of {experiment.stage_plan}")
+    before = dict(experiment.stage_targets)
+    after = dict(before)
+    for percent, when in targets.items():
+        if when is None:
+            after.pop(str(percent), None)
+        else:
+            after[str(percent)] = when.isoformat()
+    ordered = [datetime.fromisoformat(after[str(p)]) for p in experiment.stage_plan if str(p) in after]
+    if ordered != sorted(ordered):
+        raise InvalidInput("targets: each stage's target must come after the one before it")
+    if after == before:
+        return experiment
+    experiment.stage_targets = after
+    experiment.save(update_fields=["stage_targets"])
+    _record(experiment, action=EventAction.EDIT, actor=actor, before={"stage_targets": before},
+            after={**_snapshot(experiment), "stage_targets": after}, reason="launch calendar")
+    return experiment

@@ -85,12 +85,14 @@ def _mount_routers() -> None:
     from audits.api import router as audits_router
     from costs.api import router as costs_router
     from experiments.api import router as experiments_router
+    from launch.api import router as launch_router
     from models_app.api import router as models_router
 
     api.add_router("/", models_router)
     api.add_router("/", experiments_router)
     api.add_router("/", costs_router)
     api.add_router("/", audits_router)
+    api.add_router("/", launch_router)
 
 
 _mount_routers()

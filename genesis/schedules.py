@@ -52,6 +52,14 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
         name="audits: resend stranded audits", task="audits.sweep_stranded", every_seconds=300,
         description="Sends again the audits and dataset copies whose message was lost (queued > 10 min, or killed past the time limit).",
     ),
+    DefaultSchedule(
+        name="launch: weekly Go/No-Go report", task="launch.send_launch_report", crontab="0 7 * * 1",
+        description="The Go/No-Go report of every agent's candidate (markdown and HTML), sent to the alert channels the cost reports use.",
+    ),
+    DefaultSchedule(
+        name="launch: tell approvers about stage requests", task="launch.notify_approvers", every_seconds=60,
+        description="Emails the approvers of each new stage request (and posts to the webhook) once, and reminds once after GENESIS_APPROVAL_REMINDER_HOURS.",
+    ),
 ]
 
 

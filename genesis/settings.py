@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "experiments",
     "costs",
     "audits",
+    "launch",
 ]
 
 MIDDLEWARE = [
@@ -196,6 +197,11 @@ MEDIA_ROOT = VAR_DIR / "media"
 LOGIN_URL = "admin:login"
 
 # --- email (budget alerts, cost reports): the SMTP server and its credentials from the environment --
+# Where people reach the admin, for links in notifications; and when an unanswered stage request is
+# reminded to its approvers (once).
+GENESIS_PUBLIC_URL = os.environ.get("GENESIS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+GENESIS_APPROVAL_REMINDER_HOURS = float(os.environ.get("GENESIS_APPROVAL_REMINDER_HOURS", "24"))
+
 EMAIL_HOST = os.environ.get("GENESIS_EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("GENESIS_EMAIL_PORT", "25"))
 EMAIL_HOST_USER = os.environ.get("GENESIS_EMAIL_USER", "")

@@ -1,8 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from genesis import health
 from genesis.api import api
+from launch.admin import launch_urls
 
 admin.site.site_header = "Genesis control plane"
 admin.site.site_title = "Genesis"
@@ -13,5 +15,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("", include("django_prometheus.urls")),
     path("api/v1/", api.urls),
+    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+    *launch_urls(),  # the launch board is the admin's home page
     path("admin/", admin.site.urls),
 ]

@@ -1,14 +1,59 @@
 #!/usr/bin/env bash
 # Run the Mistral simulator, a Celery worker, Celery beat and the web server together; Ctrl-C stops all.
+#
+# Reads: GENESIS_PORT (web, default 8000), GENESIS_SIMULATOR_PORT (default 8765),
+# GENESIS_SIMULATOR_JOB_SECONDS (a simulated fine-tuning job's length, default 60),
+# GENESIS_WORKER_CONCURRENCY (Celery worker processes, default 4). Logs go to var/log/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 mkdir -p var/log
-pids=()
-stop() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap stop INT TERM EXIT
 
-$PY manage.py mistral_simulator --host 127.0.0.1 --port "${GENESIS_SIMULATOR_PORT:-8765}" \
+port="${GENESIS_PORT:-8000}"
+simulator_port="${GENESIS_SIMULATOR_PORT:-8765}"
+
+# A port another program holds would make that server die in its log while the rest run on: refuse
+# up front, naming the port and the variable that moves it.
+port_taken() {
+  "$PY" - "$1" <<'EOF'
+import socket, sys
+with socket.socket() as probe:
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind(("127.0.0.1", int(sys.argv[1])))
+    except OSError:
+        sys.exit(0)
+sys.exit(1)
+EOF
+}
+for check in "web server:$port:GENESIS_PORT" "Mistral simulator:$simulator_port:GENESIS_SIMULATOR_PORT"; do
+  IFS=: read -r what number variable <<<"$check"
+  if port_taken "$number"; then
+    echo "make run: port $number (the $what) is already in use on 127.0.0.1 — stop what holds it" \
+         "(e.g. an earlier 'make run': ss -ltnp | grep :$number) or set $variable to another port" >&2
+    exit 1
+  fi
+done
+
+pids=()
+stopping=0
+stop() {
+  trap - INT TERM EXIT
+  if [ "${#pids[@]}" -gt 0 ]; then kill "${pids[@]}" 2>/dev/null || true; fi
+  wait 2>/dev/null || true
+}
+on_interrupt() {
+  stopping=1
+  echo
+  echo "stopping Genesis (simulator, worker, beat, web server)…"
+  stop
+  echo "Genesis stopped."
+  exit 0
+}
+trap on_interrupt INT TERM
+trap stop EXIT
+
+$PY manage.py mistral_simulator --host 127.0.0.1 --port "$simulator_port" \
   --job-seconds "${GENESIS_SIMULATOR_JOB_SECONDS:-60}" >var/log/simulator.log 2>&1 &
 pids+=($!)
 $PY -m celery -A genesis worker -Q default,benchmarks --concurrency "${GENESIS_WORKER_CONCURRENCY:-4}" \
@@ -17,16 +62,25 @@ pids+=($!)
 $PY -m celery -A genesis beat --loglevel INFO --pidfile= >var/log/beat.log 2>&1 &
 pids+=($!)
 
-port="${GENESIS_PORT:-8000}"
+password_line="password: the one seed_demo gave it when it created the user (GENESIS_ADMIN_PASSWORD, or
+             printed once above); to set a new one: .venv/bin/python manage.py changepassword admin"
 echo
 echo "Genesis is starting:"
-echo "  admin      http://127.0.0.1:${port}/admin/   (user 'admin'; password from GENESIS_ADMIN_PASSWORD or printed by seed_demo above)"
+echo "  admin      http://127.0.0.1:${port}/admin/   — the launch board"
+echo "             user 'admin', ${password_line}"
 echo "  API docs   http://127.0.0.1:${port}/api/v1/docs"
 echo "  readiness  http://127.0.0.1:${port}/readyz"
+echo "  simulator  http://127.0.0.1:${simulator_port}/v1/models (key: \$GENESIS_SIMULATOR_API_KEY, 'sim-key' here)"
 echo "  logs       var/log/{simulator,worker,beat}.log"
 echo "Ctrl-C stops everything."
 echo
-$PY manage.py runserver "127.0.0.1:${port}" --noreload &
+# Started in the background, the processes ignore Ctrl-C (no job control in a script): the trap
+# above stops them all, and says so.
+$PY manage.py runserver "127.0.0.1:${port}" --noreload </dev/null &
 pids+=($!)
-wait -n "${pids[@]}" || true
-echo "a Genesis process stopped; see var/log/ — stopping the rest" >&2
+status=0
+wait -n "${pids[@]}" || status=$?
+if [ "$stopping" = 0 ]; then
+  echo "a Genesis process stopped (exit $status); see var/log/ — stopping the rest" >&2
+  exit 1
+fi

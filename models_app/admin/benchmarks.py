@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from costs.budgeting import format_usd
 from genesis.errors import DomainError
 from models_app.models import (
     Agent,
@@ -167,6 +168,15 @@ class RunStartForm(forms.Form):
         help_text="Only if the budget refuses the run and you hold costs.override_budget: why it should go ahead.",
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Choosing the agent reloads the form with ?agent=, so the lists hold only that agent's suites and models.
+        self.fields["agent"].widget.attrs["onchange"] = "window.location.search = '?agent=' + this.value"
+        agent_id = self.data.get("agent") or self.initial.get("agent")
+        if agent_id and str(agent_id).isdigit():
+            for name in ("suite", "candidate", "baseline"):
+                self.fields[name].queryset = self.fields[name].queryset.filter(agent_id=int(agent_id))
+
 
 class OverrideForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=True,
@@ -203,7 +213,7 @@ def histogram_bars(baseline: list[int], candidate: list[int]) -> dict[str, Any]:
 @admin.register(BenchmarkRun)
 class BenchmarkRunAdmin(admin.ModelAdmin):
     list_display = ("id", "agent", "suite_label", "candidate_model", "baseline_model", "status", "progress", "verdict",
-                    "cost_usd", "created_at")
+                    "cost", "created_at")
     list_filter = ("status", "verdict", "agent")
     search_fields = ("candidate__model_id", "baseline__model_id", "agent__slug")
     list_select_related = ("agent", "suite", "candidate", "baseline")
@@ -214,6 +224,10 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # evidence for a verdict; each run is kept on its own
+
+    @admin.display(description="cost", ordering="cost_usd")
+    def cost(self, run: BenchmarkRun) -> str:
+        return format_usd(run.cost_usd)  # a run's cents and fractions of a cent: "$0.0013", not "0.00130000"
 
     @admin.display(description="suite")
     def suite_label(self, run: BenchmarkRun) -> str:
@@ -250,7 +264,7 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
             try:
                 run = benchmark_run_create(
                     agent=data["agent"], suite=data["suite"], candidate=data["candidate"], baseline=data["baseline"],
-                    actor=request.user, requested_via=f"admin: {request.user.get_username()}",
+                    actor=request.user, requested_via="admin page",
                     budget_override_reason=data["budget_override_reason"] or None,
                 )
             except DomainError as exc:

@@ -7,6 +7,7 @@ Every button calls a service (models_app/services/finetuning.py); no row is writ
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
@@ -19,6 +20,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
+from costs.budgeting import format_usd
 from genesis.errors import DomainError
 from models_app import finetuning_rules as rules
 from models_app.models import Agent, FineTuningJob, ProviderAccount, TrainingFile, TrainingFilePurpose
@@ -31,8 +33,10 @@ from models_app.services.finetuning import (
     finetuning_job_start,
     finetuning_job_submit,
     finetuning_job_sync,
+    training_file_from_dataset,
     training_file_upload,
 )
+from audits.models import AuditStatus, Dataset, DatasetStatus
 
 STATUS_COLOURS = {
     rules.SUCCESS: "#2e7d32",
@@ -48,6 +52,19 @@ STATUS_COLOURS = {
 def _status_badge(status: str, label: str) -> str:
     colour = STATUS_COLOURS.get(status, "#555")
     return format_html('<strong style="color:{}">{}</strong>', colour, label)
+
+
+def _human_time(value: Any) -> str:
+    """The provider's ISO timestamp (or epoch seconds) as people read it: "2026-12-06 00:19:04 UTC"."""
+    if value in (None, ""):
+        return "—"
+    try:
+        moment = datetime.fromtimestamp(value, tz=UTC) if isinstance(value, int | float) else datetime.fromisoformat(str(value))
+    except (ValueError, OverflowError, OSError):
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _problems_text(error: TrainingFileInvalid) -> list[str]:
@@ -133,10 +150,18 @@ class FineTuningJobCreateForm(forms.Form):
         queryset=TrainingFile.objects.filter(purpose=TrainingFilePurpose.TRAINING).select_related("agent"),
         required=False, label="…or a training file uploaded before",
     )
+    training_dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.none(), required=False, label="…or an audited dataset",
+        help_text="A dataset of the Training-data audits whose audit has finished; it is uploaded to the provider "
+                  "and linked, so the model's lineage shows its audit.",
+    )
     validation_upload = forms.FileField(required=False, label="Upload a validation file (optional)")
     validation_file = forms.ModelChoiceField(
         queryset=TrainingFile.objects.filter(purpose=TrainingFilePurpose.VALIDATION).select_related("agent"),
         required=False, label="…or a validation file uploaded before",
+    )
+    validation_dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.none(), required=False, label="…or an audited validation dataset",
     )
     base_model = forms.CharField(required=False, max_length=120, help_text="Empty: the base model of the agent's baseline.")
     epochs = forms.FloatField(required=False, min_value=0.01, help_text="Passes over the data (give epochs or training steps).")
@@ -149,11 +174,24 @@ class FineTuningJobCreateForm(forms.Form):
         help_text="Only when the estimate does not fit a hard budget: why it should go ahead (needs costs.override_budget).",
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        audited = (
+            Dataset.objects.filter(status=DatasetStatus.READY, agent__isnull=False, latest_audit__status=AuditStatus.SUCCEEDED)
+            .select_related("agent", "latest_audit").order_by("agent__slug", "-created_at")
+        )
+        self.fields["training_dataset"].queryset = audited.filter(purpose="training")
+        self.fields["validation_dataset"].queryset = audited.filter(purpose="validation")
+        for name in ("training_dataset", "validation_dataset"):
+            self.fields[name].label_from_instance = _dataset_label
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if bool(data.get("training_upload")) == bool(data.get("training_file")):
-            raise forms.ValidationError("Upload a training file or choose one uploaded before (one of the two).")
-        if data.get("validation_upload") and data.get("validation_file"):
+        if sum(bool(data.get(name)) for name in ("training_upload", "training_file", "training_dataset")) != 1:
+            raise forms.ValidationError(
+                "Upload a training file, choose one uploaded before, or choose an audited dataset (one of the three)."
+            )
+        if sum(bool(data.get(name)) for name in ("validation_upload", "validation_file", "validation_dataset")) > 1:
             raise forms.ValidationError("Upload a validation file or choose one, not both.")
         if data.get("epochs") and data.get("training_steps"):
             raise forms.ValidationError("Give epochs or training steps, not both.")
@@ -162,6 +200,12 @@ class FineTuningJobCreateForm(forms.Form):
     def hyperparameters(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {name: data[name] for name in ("epochs", "training_steps", "learning_rate") if data.get(name) not in (None, "")}
+
+
+def _dataset_label(dataset: Dataset) -> str:
+    audit = dataset.latest_audit
+    findings = "findings" if audit and audit.has_findings else "clean"
+    return f"{dataset.agent.slug}: {dataset.original_name} (#{dataset.pk}, {dataset.line_count} lines, audit {findings})"
 
 
 @admin.register(FineTuningJob)
@@ -200,9 +244,11 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
     @admin.display(description="cost (provider)")
     def cost_display(self, job: FineTuningJob) -> str:
         if job.cost_usd is None:
-            return f"≈ ${job.estimated_cost_usd} (estimate)" if job.estimated_cost_usd is not None else "—"
+            return f"≈ {format_usd(job.estimated_cost_usd)} (estimate)" if job.estimated_cost_usd is not None else "—"
         state = "charged" if job.cost_recorded_at else "reported, not yet charged"
-        return f"{job.cost_usd} {job.cost_currency or 'USD'} ({state})"
+        if job.cost_currency in ("", "USD"):
+            return f"{format_usd(job.cost_usd)} ({state})"
+        return f"{job.cost_usd} {job.cost_currency} ({state})"
 
     @admin.display(description="model version")
     def model_version_link(self, job: FineTuningJob) -> str:
@@ -231,7 +277,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
             return "—"
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((event.get("created_at", ""), event.get("name", ""), json.dumps(event.get("data", {}))) for event in job.events),
+            ((_human_time(event.get("created_at")), event.get("name", ""), json.dumps(event.get("data", {}))) for event in job.events),
         )
         return format_html("<table><tr><th>when</th><th>event</th><th>data</th></tr>{}</table>", rows)
 
@@ -242,7 +288,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (c.get("step_number"), c.get("created_at", ""), c["metrics"].get("train_loss"),
+                (c.get("step_number"), _human_time(c.get("created_at")), c["metrics"].get("train_loss"),
                  c["metrics"].get("valid_loss"), c["metrics"].get("valid_mean_token_accuracy"))
                 for c in job.checkpoints
             ),
@@ -289,6 +335,8 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         job = self.get_object(request, object_id)
         extra_context = dict(extra_context or {})
+        # While the provider moves the job (beat syncs it every minute), the page follows it.
+        extra_context["refresh_seconds"] = 10 if job is not None and job.is_moving else None
         if job is not None and self.has_change_permission(request, job):
             extra_context["job_actions"] = [
                 {"name": name, "label": "Adopt a provider job", "link": True,
@@ -391,12 +439,21 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         data = form.cleaned_data
         agent = data["agent"]
         files: dict[str, TrainingFile | None] = {}
-        for purpose, upload_field, chosen_field in (
-            (TrainingFilePurpose.TRAINING, "training_upload", "training_file"),
-            (TrainingFilePurpose.VALIDATION, "validation_upload", "validation_file"),
+        for purpose, upload_field, chosen_field, dataset_field in (
+            (TrainingFilePurpose.TRAINING, "training_upload", "training_file", "training_dataset"),
+            (TrainingFilePurpose.VALIDATION, "validation_upload", "validation_file", "validation_dataset"),
         ):
             upload = data.get(upload_field)
             files[purpose] = data.get(chosen_field)
+            if data.get(dataset_field):
+                if data[dataset_field].agent_id != agent.pk:
+                    form.add_error(dataset_field, f"this dataset belongs to {data[dataset_field].agent.slug}, not {agent.slug}")
+                    return None
+                try:
+                    files[purpose] = training_file_from_dataset(dataset=data[dataset_field], actor=request.user)
+                except DomainError as exc:
+                    messages.error(request, exc.message)
+                    return None
             if upload:
                 try:
                     files[purpose] = training_file_upload(

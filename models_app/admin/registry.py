@@ -105,6 +105,12 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
         # The identity of a registered version never changes; register a new one instead.
         return ("agent", "provider", "model_id", "base_model", "kind", "reason", *self.readonly_fields)
 
+    def has_delete_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
+        # A live or rolling-out version serves users; retire it (another goes live) or roll back instead.
+        if obj is not None and obj.status in (ModelStatus.LIVE, ModelStatus.ROLLING_OUT):
+            return False
+        return super().has_delete_permission(request, obj)
+
     def save_model(self, request: HttpRequest, obj: ModelVersion, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         from models_app.services import model_version_register
 

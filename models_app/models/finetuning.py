@@ -37,6 +37,10 @@ class TrainingFile(models.Model):
     size_bytes = models.BigIntegerField()
     sha256 = models.CharField(max_length=64, db_index=True)
     estimated_tokens = models.BigIntegerField(help_text="About one token per four characters of sample text.")
+    dataset = models.ForeignKey(
+        "audits.Dataset", null=True, blank=True, on_delete=models.PROTECT, related_name="training_files",
+        help_text="The audited dataset these bytes came from (same sha256), so a model's lineage reaches its audit.",
+    )
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -36,9 +36,11 @@ from decimal import Decimal
 from typing import IO, Any, TypeVar
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audits import formats
+from audits.models import AuditStatus, Dataset, DatasetStatus
 from costs.models import Operation
 from costs.pricing import to_ledger_amount
 from costs.selectors import fine_tuning_cost
@@ -202,8 +204,13 @@ def training_file_upload(
     purpose: str = TrainingFilePurpose.TRAINING,
     provider: ProviderAccount | None = None,
     actor: Any = None,
+    dataset: Dataset | None = None,
 ) -> TrainingFile:
     """Check a chat JSONL file line by line, then upload it to the provider for `agent`.
+
+    The file is linked to `dataset` (an audits.Dataset with the same bytes), or else to the newest
+    ready dataset of the agent (or of no agent) with the same sha256, so a model's lineage reaches
+    the audit of the data it was trained on.
 
     `content` is read in chunks into a spooled temporary file (memory up to 8 MiB, then disk), so the
     check never holds the whole file; the upload itself hands the bytes to the SDK. A file with any
@@ -230,10 +237,16 @@ def training_file_upload(
                 problems=scanned.problems,
                 invalid_lines=scanned.invalid_lines,
             )
+        if dataset is not None and dataset.sha256 and dataset.sha256 != scanned.sha256:
+            raise InvalidInput(f"dataset: #{dataset.pk} holds other bytes than {filename} (sha256 differs)")
+        dataset = dataset or _dataset_with_bytes(agent=agent, sha256=scanned.sha256)
         existing = TrainingFile.objects.filter(
             agent=agent, provider=account, sha256=scanned.sha256, purpose=purpose
         ).order_by("-uploaded_at").first()
         if existing is not None:
+            if existing.dataset_id is None and dataset is not None:
+                TrainingFile.objects.filter(pk=existing.pk, dataset__isnull=True).update(dataset=dataset)
+                existing.dataset = dataset
             return existing
         spool.seek(0)
         payload = spool.read()
@@ -260,9 +273,40 @@ def training_file_upload(
                 "sha256": scanned.sha256,
                 "estimated_tokens": scanned.estimated_tokens,
                 "uploaded_by": actor,
+                "dataset": dataset,
             },
         )
     return training_file
+
+
+def _dataset_with_bytes(*, agent: Agent, sha256: str) -> Dataset | None:
+    return (
+        Dataset.objects.filter(sha256=sha256, status=DatasetStatus.READY)
+        .filter(Q(agent=agent) | Q(agent__isnull=True))
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def training_file_from_dataset(*, dataset: Dataset, actor: Any = None, provider: ProviderAccount | None = None) -> TrainingFile:
+    """Upload an audited dataset (audits.Dataset, purpose training or validation) as a training file
+    for its agent — the fine-tuning job form's "…or an audited dataset". Refused while its audit has
+    not finished: people choose audited data so that they have read the audit."""
+    if dataset.status != DatasetStatus.READY:
+        raise Conflict(f"dataset #{dataset.pk} is {dataset.get_status_display().lower()}; wait until it is ready")
+    if dataset.purpose not in TrainingFilePurpose.values:
+        raise InvalidInput(f"dataset: #{dataset.pk} is a {dataset.purpose} dataset, not training or validation data")
+    if dataset.agent_id is None:
+        raise InvalidInput(f"dataset: #{dataset.pk} belongs to no agent; upload it for the agent the job trains")
+    audit = dataset.latest_audit
+    if audit is None or audit.status != AuditStatus.SUCCEEDED:
+        state = "has no audit" if audit is None else f"audit #{audit.pk} is {audit.status}"
+        raise Conflict(f"dataset #{dataset.pk} {state}; audit it first (Datasets › Audit again)")
+    with dataset.file.open("rb") as content:
+        return training_file_upload(
+            agent=dataset.agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,
+            provider=provider, actor=actor, dataset=dataset,
+        )
 
 
 # --- creating a job -------------------------------------------------------------------------------

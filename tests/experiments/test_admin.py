@@ -158,3 +158,27 @@ def test_creating_and_editing_through_the_admin_uses_the_services(client, team):
     experiment.refresh_from_db()
     assert experiment.min_stage_hours == 2 and experiment.config_version == 2
     assert ExperimentEvent.objects.get(action=EventAction.EDIT).actor == admin_user
+
+
+def test_guardrails_are_edited_in_a_table_not_as_json(client, team):
+    from tests.experiments.factories import draft_experiment
+
+    experiment = draft_experiment(actor=team["starter"])
+    client.force_login(person("boss", superuser=True))
+    url = reverse("admin:experiments_experiment_change", args=[experiment.pk])
+    page = client.get(url).content.decode()
+    assert 'class="guardrails-form"' in page and 'name="guardrails-0-metric"' in page and "<textarea name=\"guardrails\"" not in page
+    rows = {"guardrails-count": "3",
+            "guardrails-0-metric": "success_rate", "guardrails-0-harmful_direction": "decrease", "guardrails-0-threshold": "0.03",
+            "guardrails-0-threshold_kind": "absolute", "guardrails-0-on_violation": "breach",
+            "guardrails-1-metric": "latency_ms", "guardrails-1-harmful_direction": "increase", "guardrails-1-threshold": "0.2",
+            "guardrails-1-threshold_kind": "relative", "guardrails-1-on_violation": "warning",
+            "guardrails-2-metric": ""}
+    form = {"description": "", "stage_plan": "[10, 25, 50, 100]", "min_stage_hours": "0", "min_samples_per_arm": "20",
+            "planned_samples_per_arm": "2000"}
+    bad = client.post(url, {**form, **rows, "guardrails-0-on_violation": "warning"})
+    assert bad.status_code == 200 and "a success_rate rule with harmful_direction" in bad.content.decode()
+    client.post(url, {**form, **rows})
+    experiment.refresh_from_db()
+    assert [(rule["metric"], rule["threshold"], rule["on_violation"]) for rule in experiment.guardrails] == [
+        ("success_rate", 0.03, "breach"), ("latency_ms", 0.2, "warning")]

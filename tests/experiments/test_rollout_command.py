@@ -145,3 +145,26 @@ def test_start_refuses_a_candidate_that_is_not_the_drafts(team):
     assert Experiment.objects.get().status == "draft"
     code, out, _ = rollout("--agent", "qa_agent", "--start", "--candidate", experiment.treatment.model_id, "--as", "starter", "--json")
     assert code == 0 and json.loads(out)["status"] == "running"
+
+
+def test_status_reads_without_as_and_shows_every_agent_without_agent(team):
+    draft_experiment(actor=team["starter"])
+    assert rollout("--agent", "qa_agent", "--start", "--as", "starter")[0] == 0
+    code, out, _ = rollout("--agent", "qa_agent", "--status")
+    assert code == 0 and "qa_agent-exp (qa_agent): running at 10 %" in out
+    code, out, _ = rollout("--status")
+    assert code == 0 and out.startswith("qa_agent: qa_agent-exp running at 10 %; holds: min_samples")
+    code, out, _ = rollout("--status", "--json")
+    assert [state["agent"] for state in json.loads(out)] == ["qa_agent"]
+    code, _, err = rollout("--agent", "qa_agent", "--request")
+    assert code == 2 and "--request needs --as USERNAME" in err
+    assert rollout("--start", "--as", "starter")[0] == 2
+
+
+@pytest.mark.django_db(transaction=True)  # the command runs in another process: it must see the rows
+def test_a_refusal_is_printed_once_from_the_command_line(team):
+    draft_experiment(actor=team["starter"])
+    result = subprocess.run([sys.executable, "manage.py", "rollout_models", "--agent", "qa_agent", "--start", "--as", "nobody"],
+                            cwd=ROOT, env=child_environment(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.count("may not start experiments") == 1 and "CommandError" not in result.stderr

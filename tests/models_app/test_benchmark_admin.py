@@ -20,7 +20,7 @@ def test_start_a_run_from_the_admin(admin_client, demo_simulator):
 
     run = BenchmarkRun.objects.get()
     assert response.status_code == 302 and response.url == reverse("admin:models_app_benchmarkrun_change", args=[run.pk])
-    assert run.requested_by.username == "admin" and run.requested_via == "admin: admin" and run.status == "queued"
+    assert run.requested_by.username == "admin" and run.requested_via == "admin page" and run.status == "queued"
     page = admin_client.get(response.url).content.decode()
     assert "no verdict yet" in page and 'http-equiv="refresh"' in page and "Cancel the run" in page
 

@@ -59,7 +59,7 @@ def test_a_person_uploads_creates_starts_and_sees_the_registered_version(ft_worl
     assert job.status == "SUCCESS" and job.model_version is not None
     assert job.model_version.model_id in page
     assert reverse("admin:models_app_modelversion_change", args=[job.model_version_id]) in page
-    assert "4.000000 USD (charged)" in page
+    assert "$4.00 (charged)" in page
     assert "status-updated" in page and "train loss" in page  # events and checkpoints tables
     assert 'data-job-action="start"' not in page
 

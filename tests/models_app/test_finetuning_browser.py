@@ -53,7 +53,7 @@ def test_a_person_trains_a_model_from_the_admin(live_server, ft_world, tmp_path)
     assert "Created: job #" in created_message
     assert job.provider_job_id == provider_job_id and job.hyperparameters == {"epochs": 2.0, "learning_rate": 0.0001}
     assert version_text == f"{job.model_version.model_id} (Registered)" and job.model_version.model_id.startswith("ft:")
-    assert cost_text == "4.000000 USD (charged)"
+    assert cost_text == "$4.00 (charged)"  # through the money helper
     assert CostEntry.objects.get(idempotency_key=f"finetune:{job.pk}").amount_usd == job.cost_usd
     assert event_rows == 1 + 4  # header + QUEUED, VALIDATED, RUNNING, SUCCESS
     assert buttons == ["sync"]  # nothing left to start or cancel
@@ -87,6 +87,6 @@ def test_a_person_adopts_the_job_a_lost_creation_left_at_the_provider(live_serve
         page.wait_for_selector(".field-status_display >> text=Success")
         cost_text = page.inner_text(".field-cost_display .readonly")
 
-    assert cost_text == "4.000000 USD (charged)"
+    assert cost_text == "$4.00 (charged)"  # through the money helper
     assert CostEntry.objects.filter(idempotency_key=f"finetune:{job.pk}").count() == 1
     assert FineTuningJob.objects.get(pk=job.pk).history.filter(history_change_reason__startswith="adopted").exists()

@@ -4,6 +4,7 @@ permissions and four-eyes checks as the admin buttons. Exit 0 done, 1 refused (r
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -13,7 +14,6 @@ from experiments import selectors, services
 from experiments.models import Experiment, ExperimentStatus
 from genesis.errors import DomainError
 from models_app.models import Agent
-from models_app.selectors import candidate_versions
 
 ACTIONS = ("status", "start", "request", "approve", "pause", "resume", "rollback")
 
@@ -25,7 +25,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--agent", required=True, metavar="NAME", help="the agent slug, e.g. qa_agent")
+        parser.add_argument("--agent", metavar="NAME",
+                            help="the agent slug, e.g. qa_agent (required except with --status, which then shows every agent)")
         action = parser.add_mutually_exclusive_group(required=True)
         action.add_argument("--status", action="store_const", const="status", dest="action", help="show stages, holds, guardrails")
         action.add_argument("--start", action="store_const", const="start", dest="action",
@@ -39,23 +40,37 @@ class Command(BaseCommand):
         action.add_argument("--rollback", action="store_const", const="rollback", dest="action",
                             help="roll back to the live model and reject the candidate (needs --reason)")
         parser.add_argument("--reason", default="", metavar="TEXT", help="why (required with --rollback; a note otherwise)")
-        parser.add_argument("--as", dest="username", required=True, metavar="USERNAME", help="the person acting")
+        parser.add_argument("--as", dest="username", default="", metavar="USERNAME",
+                            help="the person acting (required except with --status, which only reads)")
         parser.add_argument("--candidate", default="", metavar="MODEL",
                             help="--start: the candidate model id (must match the agent's draft, if it has one)")
         parser.add_argument("--override-reason", default="", metavar="TEXT",
                             help="--start a candidate without a PASS verdict (needs experiments.override_verdict)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
-    def handle(self, *args: Any, agent: str, action: str, reason: str, username: str, candidate: str,
+    def run_from_argv(self, argv: list[str]) -> None:
+        self._from_terminal = True  # a refusal is then printed once, without Django's "CommandError:" prefix
+        super().run_from_argv(argv)
+
+    def handle(self, *args: Any, agent: str | None, action: str, reason: str, username: str, candidate: str,
                override_reason: str, **options: Any) -> None:
         as_json = bool(options["json"])
+        if agent is None:
+            if action != "status":
+                raise CommandError(f"--{action} needs --agent NAME (only --status shows every agent)", returncode=2)
+            self._status_of_all(as_json=as_json)
+            return
         agent_row = Agent.objects.filter(slug=agent).first()
         if agent_row is None:
             known = ", ".join(Agent.objects.values_list("slug", flat=True)) or "none (run seed_demo)"
             raise CommandError(f"unknown agent '{agent}'; known agents: {known}", returncode=2)
-        user = get_user_model().objects.filter(username=username).first()
-        if user is None:
-            raise CommandError(f"unknown user '{username}' (--as names the person acting)", returncode=2)
+        user = None
+        if username or action != "status":
+            if not username:
+                raise CommandError(f"--{action} needs --as USERNAME: the person acting", returncode=2)
+            user = get_user_model().objects.filter(username=username).first()
+            if user is None:
+                raise CommandError(f"unknown user '{username}' (--as names the person acting)", returncode=2)
         if action == "rollback" and not reason.strip():
             raise CommandError("--rollback needs --reason TEXT: it goes on the audit trail and the alert", returncode=2)
 
@@ -64,6 +79,9 @@ class Command(BaseCommand):
         except DomainError as exc:
             experiment = selectors.experiment_for_agent(agent_slug=agent)
             self._report(experiment, agent=agent, action=action, ok=False, detail=exc.message, as_json=as_json)
+            if getattr(self, "_from_terminal", False):
+                self.stderr.write(f"refused: {exc.message}")
+                sys.exit(1)
             raise CommandError(f"refused: {exc.message}", returncode=1) from None
         detail = {
             "status": "", "start": "started", "request": "next stage requested", "approve": "stage approved",
@@ -73,24 +91,9 @@ class Command(BaseCommand):
 
     def _act(self, action: str, agent: Agent, user: Any, *, reason: str, candidate: str, override_reason: str) -> Experiment | None:
         if action == "start":
-            experiment = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).order_by("-created_at").first()
-            if experiment is not None:
-                # --candidate names what the person means to roll out; starting another model is worse than refusing.
-                if candidate and experiment.treatment.model_id != candidate:
-                    raise DomainError(
-                        f"agent '{agent.slug}' has draft experiment '{experiment.key}' for candidate "
-                        f"'{experiment.treatment.model_id}', not '{candidate}': start it without --candidate, or edit "
-                        "the draft in the admin"
-                    )
-                return services.experiment_start(experiment=experiment, actor=user, override_reason=override_reason)
-            versions = candidate_versions(agent=agent)
-            treatment = versions.filter(model_id=candidate).first() if candidate else versions.first()
-            if treatment is None:
-                raise DomainError(
-                    f"agent '{agent.slug}' has no candidate" + (f" '{candidate}'" if candidate else "")
-                    + " to roll out: register or fine-tune one first"
-                )
-            return services.experiment_create_and_start(agent=agent, treatment=treatment, actor=user, override_reason=override_reason)
+            return services.experiment_start_for_agent(
+                agent=agent, actor=user, candidate_model_id=candidate, override_reason=override_reason
+            )
         experiment = selectors.experiment_for_agent(agent_slug=agent.slug)
         if action == "status":
             return experiment
@@ -119,8 +122,6 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps({"agent": agent, "action": action, "ok": ok, "detail": detail, **state}, default=str))
             return
-        if not ok:
-            self.stderr.write(f"refused: {detail}")
         if experiment is None:
             self.stdout.write(f"{agent}: no experiment")
             return
@@ -138,6 +139,29 @@ class Command(BaseCommand):
             self.stdout.write(f"requested: advance to {request['percent']} % by {request['requested_by']} — waits for a second person")
         for hold in state["holds"]:
             self.stdout.write(f"  {'ok  ' if hold['cleared'] else 'HOLD'} {hold['name']}: {hold['detail']}")
+
+
+    def _status_of_all(self, *, as_json: bool) -> None:
+        """--status without --agent: one line per agent (or a JSON list of the --json objects)."""
+        states = []
+        for agent in Agent.objects.order_by("slug"):
+            experiment = selectors.experiment_for_agent(agent_slug=agent.slug) or (
+                Experiment.objects.filter(agent=agent).order_by("-created_at").first()
+            )
+            states.append({"agent": agent.slug, **_state(experiment)})
+        if as_json:
+            self.stdout.write(json.dumps(states, default=str))
+            return
+        for state in states:
+            if state["experiment"] is None:
+                self.stdout.write(f"{state['agent']}: no experiment")
+                continue
+            stage = f" at {state['stage_percent']} %" if state["stage_percent"] is not None else ""
+            waiting = [hold["name"] for hold in state["holds"] if not hold["cleared"]]
+            pending = state["pending_request"]
+            extra = f"; {pending['percent']} % requested by {pending['requested_by']}, waits for approval" if pending else ""
+            extra += f"; holds: {', '.join(waiting)}" if waiting else ""
+            self.stdout.write(f"{state['agent']}: {state['experiment']} {state['status']}{stage}{extra}")
 
 
 def _state(experiment: Experiment | None) -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""The launch console in the admin: the board (the admin's home page), its buttons, a model
+version's lineage (on the version's own page), the approvers' queue and the Go/No-Go download.
+
+Each button calls the service the experiment, benchmark or fine-tuning pages call (which checks the
+permission and the four-eyes rule again); no row is written here. Mounted by genesis/urls.py before
+the admin's own URLs, so /admin/ is the board."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from costs.budgeting import format_usd
+from experiments import selectors as experiment_selectors
+from experiments.admin import rollout_action
+from experiments import services as experiment_services
+from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
+from genesis.errors import Conflict, DomainError
+from launch import report as launch_report
+from launch import selectors
+from models_app.admin.registry import ModelVersionAdmin
+from models_app.models import Agent, ModelVersion
+from models_app.services.benchmarks import benchmark_run_create
+
+admin.site.index_template = "admin/launch/index.html"
+admin.site.site_url = "/admin/"  # "View site": the board, not a 404 at "/"
+admin.site.empty_value_display = "—"  # an empty cell, never "None" or "-"
+
+BOARD_ACTIONS = ("benchmark", "rollout", "request", "approve", "resume", "rollback")
+
+
+def board_index(request: HttpRequest) -> HttpResponse:
+    """The admin's home: the launch board above Django's list of apps."""
+    rows, period = selectors.launch_board(user=request.user)
+    waiting = list(selectors.experiments_awaiting_approval())
+    return admin.site.index(request, extra_context={
+        "board": rows, "spend_period": period, "awaiting_approval": waiting,
+        "board_totals": format_usd(sum((row.spend for row in rows), selectors.ZERO)),
+    })
+
+
+@require_POST
+def board_act(request: HttpRequest, agent: str, action: str) -> HttpResponse:
+    agent_row = get_object_or_404(Agent, slug=agent)
+    if action not in BOARD_ACTIONS:
+        raise DjangoPermissionDenied
+    try:
+        done = _run(action, agent=agent_row, user=request.user, post=request.POST)
+    except DomainError as exc:
+        messages.error(request, f"Agent {agent_row.slug}: refused — {exc.message}")
+    else:
+        messages.success(request, f"Agent {agent_row.slug}: {done}")
+    return HttpResponseRedirect(reverse("admin:index") + f"#agent-{agent_row.slug}")
+
+
+def _active_experiment(agent: Agent) -> Experiment:
+    experiment = Experiment.objects.filter(agent=agent, status__in=ACTIVE_STATUSES).first()
+    if experiment is None:
+        raise Conflict(f"agent '{agent.slug}' has no running experiment; reload the board")
+    return experiment_selectors.get_experiment(key=experiment.key)
+
+
+def _run(action: str, *, agent: Agent, user: Any, post: Any) -> str:
+    reason = (post.get("reason") or "").strip()
+    if action == "benchmark":
+        candidate = selectors.agent_candidate(agent=agent)
+        run = benchmark_run_create(agent=agent, candidate=candidate, actor=user, requested_via="launch board")
+        return f"benchmark run #{run.pk} queued: {run.candidate.model_id} against {run.baseline.model_id} on {run.suite}"
+    if action == "rollout":
+        # The board's candidate: its draft if it has one, else a new experiment (another candidate's
+        # draft is left as it is).
+        candidate = selectors.agent_candidate(agent=agent)
+        if candidate is None:
+            raise Conflict(f"agent '{agent.slug}' has no candidate to roll out")
+        draft = Experiment.objects.filter(agent=agent, treatment=candidate, status=ExperimentStatus.DRAFT).first()
+        experiment = (
+            experiment_services.experiment_start(experiment=draft, actor=user) if draft is not None
+            else experiment_services.experiment_create_and_start(agent=agent, treatment=candidate, actor=user)
+        )
+        return f"rollout {experiment.key} of {candidate.model_id} started at {experiment.stage_plan[0]} %"
+    if action == "rollback" and not reason:
+        raise Conflict("a roll back needs a reason: it goes on the audit trail and the alert")
+    # The experiment page's buttons, pressed from the board: the same services, words and checks.
+    return rollout_action(action, experiment=_active_experiment(agent), user=user, reason=reason, override_reason="",
+                          shown=post)
+
+
+def lineage_context(version: ModelVersion) -> dict[str, Any]:
+    lineage = selectors.model_lineage(version=version)
+    costs = lineage["costs"]
+    return {
+        "lineage": lineage,
+        "lineage_total": format_usd(Decimal(costs["total_usd"])),
+        "lineage_total_exact": costs["total_usd"],
+        "lineage_costs": [(operation, format_usd(Decimal(amount))) for operation, amount in costs["by_operation"].items()],
+        "lineage_runs": [
+            {**run, "improvement": selectors.format_relative(run["relative_improvement"]),
+             "interval": launch_report.interval(*(run["ci95"] or (None, None))),
+             "cost": format_usd(Decimal(run["cost_usd"]))}
+            for run in lineage["benchmark_runs"]
+        ],
+        "lineage_job_cost": format_usd(Decimal(lineage["fine_tuning_job"]["cost_usd"]))
+        if lineage["fine_tuning_job"] and lineage["fine_tuning_job"]["cost_usd"] is not None else None,
+    }
+
+
+class ModelVersionLineageAdmin(ModelVersionAdmin):
+    """The registry's version page with the version's lineage below its fields."""
+
+    change_form_template = "admin/launch/modelversion_change_form.html"
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None):  # type: ignore[no-untyped-def]
+        version = ModelVersion.objects.select_related("agent", "provider").filter(pk=object_id).first()
+        extra_context = dict(extra_context or {})
+        if version is not None and self.has_view_or_change_permission(request, version):
+            extra_context.update(lineage_context(version))
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+admin.site.unregister(ModelVersion)
+admin.site.register(ModelVersion, ModelVersionLineageAdmin)
+
+
+def report_download(request: HttpRequest) -> HttpResponse:
+    """The Go/No-Go report as a file (?format=md|html|json, default md)."""
+    fmt = request.GET.get("format", "md")
+    if fmt not in ("md", "html", "json"):
+        fmt = "md"
+    now = timezone.now()
+    text = launch_report.render(selectors.launch_report_facts(), fmt=fmt, generated_at=now)
+    content_type = {"md": "text/markdown", "html": "text/html", "json": "application/json"}[fmt]
+    response = HttpResponse(text, content_type=f"{content_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="launch_report_{now:%Y%m%d}.{fmt}"'
+    return response
+
+
+def approvals_waiting(request: HttpRequest) -> HttpResponse:
+    context = {**admin.site.each_context(request), "title": "Stage advances waiting for approval",
+               "awaiting_approval": list(selectors.experiments_awaiting_approval())}
+    return TemplateResponse(request, "admin/launch/approvals.html", context)
+
+
+def launch_urls() -> list[Any]:
+    """URL patterns genesis/urls.py mounts before admin.site.urls."""
+    view = admin.site.admin_view
+    return [
+        path("admin/", view(board_index), name="launch_board"),
+        path("admin/launch/act/<slug:agent>/<slug:action>/", view(board_act), name="launch_board_act"),
+        path("admin/launch/report/", view(staff_member_required(report_download)), name="launch_report_download"),
+        path("admin/launch/approvals/", view(approvals_waiting), name="launch_approvals"),
+    ]
+

@@ -1,0 +1,26 @@
+"""`GET /api/v1/models/{id}/lineage`: a model version's path from training data to launch, scoped to
+the agents the key may act for (403 otherwise, 404 for an unknown version)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ninja import Router
+
+from genesis.errors import NotFound
+from launch.selectors import model_lineage
+from models_app.models import ModelVersion
+from models_app.services import ensure_agent_access
+
+router = Router(tags=["launch"])
+
+
+@router.get("/models/{version_id}/lineage", response=dict[str, Any],
+            summary="A model version's lineage: datasets and audits, fine-tuning job, benchmark runs, experiment stages "
+                    "with approvers, total cost (decimal string)")
+def lineage(request, version_id: int):  # type: ignore[no-untyped-def]
+    version = ModelVersion.objects.select_related("agent", "provider").filter(pk=version_id).first()
+    if version is None:
+        raise NotFound(f"model version {version_id} does not exist")
+    ensure_agent_access(principal=request.auth, agent_slug=version.agent.slug)
+    return model_lineage(version=version)

@@ -1,0 +1,278 @@
+"""The Go/No-Go report: judges each agent's launch facts (launch/selectors.py `launch_facts`, plain
+data) and renders them as markdown, HTML or JSON. Pure: no Django, no database — the same facts
+always give the same report.
+
+A candidate is GO when its last completed benchmark PASSed (or a person overrode the verdict, which
+is named), its training data's audit found no PII and no format error, and its rollout has neither
+been rolled back nor breached a guardrail. Cautions (data not linked to an audit, duplicates, a
+guardrail warning, tags where the candidate scored lower) are listed but do not block."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from costs.budgeting import format_usd
+
+GO, NO_GO = "GO", "NO-GO"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    decision: str | None  # GO, NO-GO, or None when the agent has no candidate
+    blockers: list[str] = field(default_factory=list)
+    cautions: list[str] = field(default_factory=list)
+    passed: list[str] = field(default_factory=list)
+
+
+def percent(value: float | None) -> str:
+    """A relative change as a signed percent: 0.1234 → "+12.3 %"."""
+    return "—" if value is None else f"{value * 100:+.1f} %"
+
+
+def interval(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "interval unbounded"
+    return f"95 % interval {percent(low)} to {percent(high)}"
+
+
+def tag_wins_and_regressions(per_tag: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    wins = [tag for tag in per_tag if (tag.get("mean_delta") or 0) > 0]
+    regressions = [tag for tag in per_tag if (tag.get("mean_delta") or 0) < 0]
+    return wins, regressions
+
+
+def _benchmark_judgement(benchmark: dict[str, Any] | None, judgement: Judgement) -> None:
+    if benchmark is None:
+        judgement.blockers.append("not benchmarked: run the suite (board › Start benchmark)")
+        return
+    verdict = benchmark["verdict"]
+    line = (f"benchmark run #{benchmark['run']}: {verdict}, {percent(benchmark['relative_improvement'])} "
+            f"({interval(benchmark['ci_low'], benchmark['ci_high'])}) on {benchmark['n']} paired cases")
+    if verdict == "PASS":
+        judgement.passed.append(line)
+    elif benchmark["overridden"]:
+        judgement.cautions.append(f"{line} — verdict overridden by a person (see the run's overrides)")
+    else:
+        more = f"; about {benchmark['more_cases_needed']} more cases would decide it" if benchmark.get("more_cases_needed") else ""
+        judgement.blockers.append(f"{line}{more}")
+    _, regressions = tag_wins_and_regressions(benchmark["per_tag"])
+    if regressions:
+        judgement.cautions.append("scored lower on tag(s) " + ", ".join(
+            f"{tag['tag']} ({percent(tag.get('relative_improvement'))}, {tag.get('losses', 0)} losses)" for tag in regressions
+        ))
+
+
+def _audit_judgement(training: dict[str, Any] | None, judgement: Judgement) -> None:
+    audit_entry = (training or {}).get("audit")
+    if not training or training.get("job") is None:
+        judgement.cautions.append("no fine-tuning job here: the training data cannot be traced")
+        return
+    if audit_entry is None or audit_entry.get("audit") is None:
+        judgement.cautions.append(f"training file {training['file']} is linked to no audited dataset")
+        return
+    audit = audit_entry["audit"]
+    if audit["status"] != "succeeded":
+        judgement.blockers.append(f"training data audit #{audit['id']} is {audit['status']}")
+        return
+    if audit["pii"] or audit["format_errors"]:
+        judgement.blockers.append(
+            f"training data audit #{audit['id']}: {audit['pii']} PII occurrence(s), {audit['format_errors']} format error(s)"
+        )
+    else:
+        judgement.passed.append(f"training data audit #{audit['id']}: no PII, no format error")
+    duplicates = (audit.get("duplicates") or {})
+    if duplicates.get("exact") or duplicates.get("near"):
+        judgement.cautions.append(
+            f"training data has {duplicates.get('exact') or 0} exact and {duplicates.get('near') or 0} near duplicate lines"
+        )
+
+
+def _rollout_judgement(rollout: dict[str, Any] | None, judgement: Judgement) -> None:
+    if rollout is None:
+        return
+    status = rollout["status"]
+    if status == "rolled_back":
+        judgement.blockers.append(f"experiment {rollout['experiment']} was rolled back")
+    elif status == "completed":
+        judgement.passed.append(f"experiment {rollout['experiment']} completed at 100 %")
+    for guardrail in rollout.get("guardrails") or []:
+        if guardrail["state"] == "breach":
+            judgement.blockers.append(f"guardrail {guardrail['metric']} breached in {rollout['experiment']}")
+        elif guardrail["state"] == "warning":
+            judgement.cautions.append(f"guardrail {guardrail['metric']} warns in {rollout['experiment']}")
+
+
+def judge(facts: dict[str, Any]) -> Judgement:
+    if not facts.get("candidate"):
+        return Judgement(decision=None)
+    judgement = Judgement(decision=GO)
+    _benchmark_judgement(facts.get("benchmark"), judgement)
+    _audit_judgement(facts.get("training_data"), judgement)
+    _rollout_judgement(facts.get("rollout"), judgement)
+    return Judgement(GO if not judgement.blockers else NO_GO, judgement.blockers, judgement.cautions, judgement.passed)
+
+
+def all_go(entries: list[dict[str, Any]]) -> bool:
+    """True when every agent with a candidate is GO (the command's exit 0)."""
+    return all(judge(facts).decision in (None, GO) for facts in entries)
+
+
+def _power_line(benchmark: dict[str, Any]) -> str:
+    if benchmark.get("power") is not None:
+        return f"power {float(benchmark['power']) * 100:.0f} %"
+    if benchmark.get("planner"):
+        return f"planner: {benchmark['planner']}"
+    # The gate stores no power figure: say what the run had rather than invent one.
+    return f"n = {benchmark['n']} paired cases (no power figure stored with the run)"
+
+
+def as_dict(entries: list[dict[str, Any]], *, generated_at: datetime) -> dict[str, Any]:
+    agents = []
+    for facts in entries:
+        judgement = judge(facts)
+        agents.append({**facts, "recommendation": judgement.decision, "blockers": judgement.blockers,
+                       "cautions": judgement.cautions, "passed": judgement.passed})
+    return {"generated_at": generated_at.isoformat(), "all_go": all_go(entries), "agents": agents}
+
+
+def render_json(entries: list[dict[str, Any]], *, generated_at: datetime) -> str:
+    return json.dumps(as_dict(entries, generated_at=generated_at), indent=2, default=str)
+
+
+def _markdown_agent(facts: dict[str, Any]) -> list[str]:
+    judgement = judge(facts)
+    lines = [f"## {facts['agent']}", ""]
+    lines.append(f"- Live model: `{facts['live'] or 'none'}`")
+    if not facts.get("candidate"):
+        lines += ["- No candidate: nothing to decide.", ""]
+        return lines
+    lines.append(f"- Candidate: `{facts['candidate']}` ({facts['candidate_status'].replace('_', ' ')})")
+    lines.append(f"- **Recommendation: {judgement.decision}**")
+    benchmark = facts.get("benchmark")
+    if benchmark:
+        lines.append(
+            f"- Benchmark run #{benchmark['run']} on {benchmark['suite']} ({benchmark['suite_cases']} cases): "
+            f"**{benchmark['verdict']}**, relative improvement {percent(benchmark['relative_improvement'])} "
+            f"({interval(benchmark['ci_low'], benchmark['ci_high'])}); threshold {percent(benchmark['threshold'])}; "
+            f"{_power_line(benchmark)}; cost {format_usd(Decimal(benchmark['cost_usd']))}"
+        )
+        wins, regressions = tag_wins_and_regressions(benchmark["per_tag"])
+        if benchmark["per_tag"]:
+            lines += ["", "| tag | n | baseline | candidate | relative | wins | losses |", "|---|---|---|---|---|---|---|"]
+            for tag in benchmark["per_tag"]:
+                lines.append(
+                    f"| {tag['tag']} | {tag['n']} | {tag['baseline_mean']:.3f} | {tag['candidate_mean']:.3f} "
+                    f"| {percent(tag.get('relative_improvement'))} | {tag['wins']} | {tag['losses']} |"
+                )
+            lines.append("")
+        lines.append(f"- Tags won: {', '.join(t['tag'] for t in wins) or 'none'}; tags regressed: "
+                     f"{', '.join(t['tag'] for t in regressions) or 'none'}")
+    else:
+        lines.append("- Benchmark: none completed")
+    training = facts.get("training_data") or {}
+    audit = ((training.get("audit") or {}).get("audit")) if training else None
+    if audit:
+        lines.append(
+            f"- Training data: {training['file']} — audit #{audit['id']} {audit['status']}: {audit['valid']} of "
+            f"{audit['lines']} lines valid, {audit['format_errors']} format errors, {audit['pii']} PII, "
+            f"{audit['duplicates']['exact']} exact / {audit['duplicates']['near']} near duplicates"
+        )
+    else:
+        lines.append(f"- Training data: {training.get('file') or 'no fine-tuning job'} — not audited")
+    rollout = facts.get("rollout")
+    if rollout:
+        stage = f" at {rollout['stage_percent']} %" if rollout.get("stage_percent") is not None else ""
+        lines.append(f"- Rollout: {rollout['experiment']} {rollout['status'].replace('_', ' ')}{stage}")
+    else:
+        lines.append("- Rollout: not started")
+    lines.append(f"- Cost so far (ledger): {format_usd(Decimal(facts['cost_usd']))}")
+    lines += ["", "Reasons:"]
+    lines += [f"- ✘ {reason}" for reason in judgement.blockers]
+    lines += [f"- ⚠ {reason}" for reason in judgement.cautions]
+    lines += [f"- ✔ {reason}" for reason in judgement.passed]
+    lines.append("")
+    return lines
+
+
+def render_markdown(entries: list[dict[str, Any]], *, generated_at: datetime) -> str:
+    with_candidate = [facts for facts in entries if facts.get("candidate")]
+    go = [facts["agent"] for facts in with_candidate if judge(facts).decision == GO]
+    lines = [
+        f"# Go/No-Go report — {generated_at:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"{len(go)} of {len(with_candidate)} agent(s) with a candidate are GO"
+        + (f": {', '.join(go)}." if go else "."),
+        "",
+        "| agent | candidate | verdict | improvement | recommendation | cost so far |",
+        "|---|---|---|---|---|---|",
+    ]
+    for facts in entries:
+        benchmark = facts.get("benchmark") or {}
+        decision = judge(facts).decision or "—"
+        cost = format_usd(Decimal(facts["cost_usd"])) if facts.get("cost_usd") else "—"
+        lines.append(
+            f"| {facts['agent']} | {facts.get('candidate') or '—'} | {benchmark.get('verdict') or '—'} "
+            f"| {percent(benchmark.get('relative_improvement')) if benchmark else '—'} | {decision} | {cost} |"
+        )
+    lines.append("")
+    for facts in entries:
+        lines += _markdown_agent(facts)
+    return "\n".join(lines)
+
+
+def render_html(entries: list[dict[str, Any]], *, generated_at: datetime) -> str:
+    """The markdown's content as a standalone page (tables and lists, escaped)."""
+    body: list[str] = []
+    in_table = in_list = False
+    for line in render_markdown(entries, generated_at=generated_at).splitlines():
+        if line.startswith("|"):
+            if line.startswith("|---"):
+                continue
+            cells = [html.escape(cell.strip()) for cell in line.strip("|").split("|")]
+            if not in_table:
+                body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells) + "</tr>")
+                in_table = True
+            else:
+                body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("- "):
+            if not in_list:
+                body.append("<ul>")
+                in_list = True
+            body.append(f"<li>{_inline(line[2:])}</li>")
+            continue
+        if in_list:
+            body.append("</ul>")
+            in_list = False
+        if line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line:
+            body.append(f"<p>{_inline(line)}</p>")
+    body.append("</table>" if in_table else "")
+    body.append("</ul>" if in_list else "")
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Go/No-Go report</title><style>{style}</style>"
+            f"</head><body>{''.join(body)}</body></html>")
+
+
+def _inline(text: str) -> str:
+    escaped = html.escape(text)
+    parts = escaped.split("**")
+    escaped = "".join(f"<strong>{part}</strong>" if i % 2 else part for i, part in enumerate(parts))
+    parts = escaped.split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
+def render(entries: list[dict[str, Any]], *, fmt: str, generated_at: datetime) -> str:
+    return {"md": render_markdown, "html": render_html, "json": render_json}[fmt](entries, generated_at=generated_at)

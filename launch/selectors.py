@@ -1,0 +1,529 @@
+"""Reads of the launch console: one row per agent for the board, a model version's lineage, and the
+facts the Go/No-Go report judges. They read across every app (this app is at the top of the
+dependency order) and write nothing; the numbers come from the other apps' rows and selectors —
+benchmark verdicts as the gate stored them, holds and guardrails from experiments.selectors, money
+summed from the ledger in SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils import timezone
+
+from audits.models import AuditRun, AuditStatus, Dataset
+from costs import budgeting
+from costs.models import Budget, CostEntry, Operation
+from costs.selectors import spend_by
+from experiments import selectors as experiment_selectors
+from experiments.calendar import CalendarEntry
+from experiments.models import (
+    ACTIVE_STATUSES,
+    ApprovalStatus,
+    EventAction,
+    Experiment,
+    ExperimentStatus,
+    StageApproval,
+)
+from models_app import finetuning_rules
+from models_app.models import (
+    Agent,
+    BenchmarkRun,
+    BenchmarkRunStatus,
+    FineTuningJob,
+    ModelKind,
+    ModelStatus,
+    ModelVersion,
+)
+from models_app.selectors import CANDIDATE_STATUSES, live_version
+
+ZERO = Decimal(0)
+LEDGER_DECIMALS = Decimal("0.000001")
+
+# The board's five tones; each state is shown with its words too, never by colour alone.
+OK, WAIT, ATTENTION, BAD, IDLE = "ok", "wait", "attention", "bad", "idle"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One state on the board: what it says, its tone, and an optional link and detail."""
+
+    text: str
+    tone: str = IDLE
+    detail: str = ""
+    url_name: str = ""
+    url_args: tuple[Any, ...] = ()
+    title: str = ""  # the long explanation, on hover
+
+    @property
+    def url(self) -> str:
+        return reverse(self.url_name, args=self.url_args) if self.url_name else ""
+
+
+@dataclass(frozen=True)
+class NextAction:
+    """What the row needs next. `action` names the board button (benchmark, rollout, request,
+    approve, resume); `allowed` says whether this user may press it — when not, `who` says who may."""
+
+    text: str
+    action: str = ""
+    label: str = ""  # the button's words
+    allowed: bool = False
+    who: str = ""
+    blocked_by: str = ""
+    approval_id: int | None = None
+    config_version: int | None = None
+    tone: str = WAIT
+
+
+@dataclass
+class BoardRow:
+    agent: Agent
+    live: ModelVersion | None
+    candidate: ModelVersion | None
+    audit: Cell
+    job: Cell
+    benchmark: Cell
+    rollout: Cell
+    guardrails: Cell
+    spend: Decimal
+    next_action: NextAction
+    experiment: Experiment | None = None
+    can_roll_back: bool = False
+    calendar: list[CalendarEntry] = field(default_factory=list)
+
+
+# --- what belongs to a candidate ------------------------------------------------------------------
+
+
+def agent_candidate(*, agent: Agent) -> ModelVersion | None:
+    """The version on its way to launch: the one being rolled out, else the newest fine-tuned candidate."""
+    active = Experiment.objects.filter(agent=agent, status__in=ACTIVE_STATUSES).select_related("treatment").first()
+    if active is not None:
+        return active.treatment
+    return (
+        agent.versions.select_related("provider", "agent")
+        .filter(kind=ModelKind.FINE_TUNED, status__in=CANDIDATE_STATUSES)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def fine_tuning_job_of(*, version: ModelVersion) -> FineTuningJob | None:
+    return (
+        FineTuningJob.objects.filter(model_version=version)
+        .select_related("training_file__dataset__latest_audit", "validation_file__dataset__latest_audit", "provider")
+        .first()
+    )
+
+
+def benchmark_runs_of(*, version: ModelVersion) -> QuerySet[BenchmarkRun]:
+    return BenchmarkRun.objects.filter(candidate=version).select_related("suite", "baseline", "candidate").order_by("created_at", "pk")
+
+
+def experiments_of(*, version: ModelVersion) -> QuerySet[Experiment]:
+    return Experiment.objects.filter(treatment=version).select_related("control", "current_stage", "started_by").order_by("created_at", "pk")
+
+
+def _candidate_entries(version: ModelVersion) -> QuerySet[CostEntry]:
+    """Ledger entries of a candidate's path to launch: its fine-tuning job, every benchmark run of
+    it (both models' answers and any answer paid twice), the inference its experiments served on it
+    and its storage — plus any reversal of those."""
+    condition = Q(agent_id=version.agent_id, model=version.model_id, operation__in=[Operation.INFERENCE, Operation.STORAGE])
+    job = FineTuningJob.objects.filter(model_version=version).only("pk").first()
+    if job is not None:
+        condition |= Q(source_type=ContentType.objects.get_for_model(FineTuningJob), source_id=str(job.pk))
+    for run_id in BenchmarkRun.objects.filter(candidate=version).values_list("pk", flat=True):
+        condition |= Q(operation=Operation.BENCHMARK, idempotency_key__startswith=f"benchmark:{run_id}:")
+    base = CostEntry.objects.filter(condition)
+    return CostEntry.objects.filter(Q(pk__in=base.values("pk")) | Q(reverses__in=base.values("pk")))
+
+
+def candidate_costs(*, version: ModelVersion) -> dict[str, Decimal]:
+    """What the ledger holds for the candidate's path, by operation, and `total` — summed in SQL."""
+    rows = _candidate_entries(version).values("operation").annotate(total=Coalesce(Sum("amount_usd"), ZERO)).order_by("operation")
+    by_operation = {row["operation"]: row["total"] for row in rows}
+    return {**by_operation, "total": sum(by_operation.values(), ZERO)}
+
+
+def money(amount: Decimal) -> str:
+    """Exact decimal string for JSON (the ledger's micro-dollars)."""
+    return budgeting.money_str(amount)
+
+
+# --- the board ------------------------------------------------------------------------------------
+
+
+def _audit_cell(job: FineTuningJob | None) -> Cell:
+    if job is None:
+        return Cell("no training job", IDLE, "the candidate was registered without a fine-tuning job here")
+    dataset = job.training_file.dataset
+    if dataset is None:
+        return Cell("not audited", ATTENTION, f"{job.training_file.filename} is linked to no audited dataset")
+    audit = dataset.latest_audit
+    if audit is None:
+        return Cell("not audited", ATTENTION, f"dataset #{dataset.pk} has no audit", "admin:audits_dataset_change", (dataset.pk,))
+    if audit.status in (AuditStatus.QUEUED, AuditStatus.RUNNING):
+        return Cell(f"auditing ({audit.progress:.0%})", WAIT, "", "admin:audits_dataset_change", (dataset.pk,))
+    if audit.status == AuditStatus.FAILED:
+        return Cell("audit failed", BAD, audit.error[:200], "admin:audits_dataset_change", (dataset.pk,))
+    return Cell(
+        "findings" if audit.has_findings else "clean", ATTENTION if audit.has_findings else OK, _audit_summary(audit),
+        "admin:audits_dataset_change", (dataset.pk,),
+    )
+
+
+def _audit_summary(audit: AuditRun) -> str:
+    return (
+        f"{audit.valid} of {audit.lines} lines valid, {audit.format_error_total} format errors, "
+        f"{audit.pii_total} PII, {audit.duplicates_exact} exact / {audit.duplicates_near} near duplicates"
+    )
+
+
+def _job_cell(*, agent: Agent, candidate: ModelVersion | None, job: FineTuningJob | None) -> Cell:
+    moving = FineTuningJob.objects.filter(agent=agent, status__in=finetuning_rules.MOVING_STATUSES).order_by("-created_at").first()
+    shown = moving or job
+    if shown is None:
+        return Cell("none", IDLE, "no fine-tuning job for this agent's candidate")
+    tone = {finetuning_rules.SUCCESS: OK, finetuning_rules.FAILED: BAD, finetuning_rules.FAILED_VALIDATION: BAD,
+            finetuning_rules.REFUSED: BAD, finetuning_rules.CANCELLED: IDLE}.get(shown.status, WAIT)
+    return Cell(f"#{shown.pk} {shown.get_status_display().lower()}", tone, shown.fine_tuned_model or shown.base_model,
+                "admin:models_app_finetuningjob_change", (shown.pk,))
+
+
+def format_relative(value: float | None) -> str:
+    """0.1234 → "+12.3 %"."""
+    return "—" if value is None else f"{value * 100:+.1f} %"
+
+
+def run_interval_text(comparison: dict[str, Any] | None) -> str:
+    if not comparison:
+        return ""
+    low, high = comparison.get("ci_low"), comparison.get("ci_high")
+    if low is None or high is None:
+        return "interval unbounded"
+    return f"95 % interval {format_relative(low)} to {format_relative(high)}"
+
+
+def _benchmark_cell(candidate: ModelVersion | None) -> Cell:
+    if candidate is None:
+        return Cell("—", IDLE)
+    run = BenchmarkRun.objects.filter(candidate=candidate).order_by("-created_at", "-pk").first()
+    if run is None:
+        return Cell("not benchmarked", ATTENTION)
+    link = ("admin:models_app_benchmarkrun_change", (run.pk,))
+    if not run.is_finished:
+        return Cell(f"run #{run.pk} {run.status} ({run.progress_percent:.0f} %)", WAIT, "", *link)
+    if run.status != BenchmarkRunStatus.COMPLETED:
+        return Cell(f"run #{run.pk} {run.status}", BAD, run.error[:200], *link)
+    comparison = run.comparison or {}
+    tone = {"PASS": OK, "FAIL": BAD}.get(run.verdict, ATTENTION)
+    text = f"{run.verdict} {format_relative(comparison.get('relative_improvement'))}"
+    return Cell(text, tone, run_interval_text(comparison), *link)
+
+
+def _user_can(user: Any, perm: str) -> bool:
+    return bool(user is not None and user.is_active and user.has_perm(perm))
+
+
+def _who_may(perm: str) -> str:
+    app_label, codename = perm.split(".")
+    groups = list(Group.objects.filter(permissions__codename=codename, permissions__content_type__app_label=app_label)
+                  .values_list("name", flat=True).order_by("name"))
+    if groups:
+        return "someone in " + " or ".join(f"“{name}”" for name in groups)
+    users = get_user_model().objects.filter(
+        Q(user_permissions__codename=codename, user_permissions__content_type__app_label=app_label) | Q(is_superuser=True),
+        is_active=True,
+    ).distinct()
+    names = sorted(user.get_username() for user in users[:5])
+    return ", ".join(names) if names else f"a user with {perm}"
+
+
+def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, Cell, NextAction | None, list[CalendarEntry]]:
+    """The rollout and guardrail cells and, for a running or paused experiment, its next action."""
+    if experiment is None:
+        return Cell("not started", IDLE), Cell("—", IDLE), None, []
+    calendar = experiment_selectors.experiment_calendar(experiment=experiment)
+    link = ("admin:experiments_experiment_change", (experiment.pk,))
+    if experiment.status == ExperimentStatus.DRAFT:
+        return Cell(f"draft {experiment.key}", IDLE, "", *link), Cell("—", IDLE), None, calendar
+    if experiment.status == ExperimentStatus.COMPLETED:
+        return Cell("100 % — completed", OK, "", *link), Cell("—", IDLE), None, calendar
+    if experiment.status == ExperimentStatus.ROLLED_BACK:
+        event = experiment.events.filter(action=EventAction.ROLLBACK).order_by("-at").first()
+        return Cell("rolled back", BAD, event.reason if event else "", *link), Cell("—", IDLE), None, calendar
+    percent = experiment.current_stage.percent if experiment.current_stage else 0
+    if experiment.status == ExperimentStatus.PAUSED:
+        action = NextAction("resume the paused rollout", "resume", "Resume", _user_can(user, "experiments.pause_experiment"),
+                            _who_may("experiments.pause_experiment"), tone=ATTENTION)
+        return Cell(f"{percent} % — paused", ATTENTION, "", *link), Cell("paused", IDLE), action, calendar
+
+    metrics = experiment_selectors.experiment_metrics(experiment=experiment)
+    holds = experiment_selectors.stage_holds(experiment=experiment, metrics=metrics)
+    guardrails = experiment_selectors.experiment_guardrail_results(experiment=experiment, metrics=metrics)
+    open_holds = [hold for hold in holds if not hold.cleared]
+    waits = "; ".join(f"{hold.name.replace('_', ' ')}: {hold.detail}" for hold in open_holds)
+    states = [g.state for g in guardrails]
+    worst = next((state for state in ("breach", "warning", "no_data") if state in states), "healthy")
+    guard_tone = {"breach": BAD, "warning": ATTENTION, "no_data": WAIT, "healthy": OK}[worst]
+    guard_text = {"breach": "breach", "warning": "warning", "no_data": "waiting for data", "healthy": "healthy"}[worst]
+    guard_cell = Cell(guard_text, guard_tone, ", ".join(g.metric for g in guardrails if g.state == worst and worst != "healthy"),
+                      title="; ".join(g.reason for g in guardrails if g.state == worst))
+
+    pending = experiment_selectors.pending_approval(experiment=experiment)
+    following = experiment.stages.filter(index=experiment.current_stage.index + 1).first() if experiment.current_stage else None
+    rollout = Cell(f"{percent} %", WAIT if open_holds else OK,
+                   ("waits for " + ", ".join(hold.name.replace("_", " ") for hold in open_holds)) if open_holds else "holds clear",
+                   *link, title=waits)
+    if following is None:
+        return rollout, guard_cell, None, calendar
+    if pending is not None:
+        requester = pending.requested_by.get_username() if pending.requested_by else "?"
+        blocked = ""
+        if user is not None and experiment.started_by_id == user.pk:
+            blocked = "you started this experiment; another approver must approve"
+        elif user is not None and pending.requested_by_id == user.pk:
+            blocked = "you requested this advance; another approver must approve"
+        action = NextAction(
+            f"approve {following.percent} % (requested by {requester})", "approve", f"Approve {following.percent} %",
+            _user_can(user, "experiments.approve_stage") and not blocked, _who_may("experiments.approve_stage"),
+            blocked_by=blocked or waits, approval_id=pending.pk, config_version=experiment.config_version,
+            tone=WAIT if open_holds else ATTENTION,
+        )
+        return rollout, guard_cell, action, calendar
+    action = NextAction(
+        f"request {following.percent} %", "request", f"Request {following.percent} %", _user_can(user, "experiments.request_stage"),
+        _who_may("experiments.request_stage"), blocked_by=waits, tone=ATTENTION,
+    )
+    return rollout, guard_cell, action, calendar
+
+
+def _current_spend() -> tuple[dict[str, Decimal], str]:
+    budget = Budget.objects.filter(name="default").first()
+    if budget is not None:
+        period = budgeting.period_containing(budget.period, timezone.localtime())
+        label = {"monthly": "this month", "daily": "today", "total": "all time"}.get(budget.period, budget.period)
+        return spend_by(dimension="agent", budget=budget, period=period), label
+    return spend_by(dimension="agent"), "all time"
+
+
+def _pre_rollout_action(*, agent: Agent, candidate: ModelVersion | None, user: Any) -> NextAction:
+    if candidate is None:
+        moving = FineTuningJob.objects.filter(agent=agent, status__in=finetuning_rules.MOVING_STATUSES).exists()
+        if moving:
+            return NextAction("wait for the fine-tuning job", tone=WAIT)
+        return NextAction("fine-tune a candidate", "finetune", "Create a fine-tuning job",
+                          _user_can(user, "models_app.add_finetuningjob"), _who_may("models_app.add_finetuningjob"), tone=IDLE)
+    active_run = BenchmarkRun.objects.filter(candidate=candidate, status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING]).first()
+    if active_run is not None:
+        return NextAction(f"wait for benchmark run #{active_run.pk} ({active_run.progress_percent:.0f} %)", tone=WAIT)
+    if candidate.status == ModelStatus.APPROVED_FOR_ROLLOUT:
+        return NextAction(
+            "start the rollout at the first stage", "rollout", "Start rollout", _user_can(user, "experiments.start_experiment"),
+            _who_may("experiments.start_experiment"), tone=ATTENTION,
+        )
+    if candidate.status == ModelStatus.REGISTERED:
+        return NextAction(
+            "benchmark the candidate against the live model", "benchmark", "Start benchmark",
+            _user_can(user, "models_app.add_benchmarkrun"), _who_may("models_app.add_benchmarkrun"), tone=ATTENTION,
+        )
+    return NextAction(f"candidate is {candidate.get_status_display().lower()}", tone=WAIT)
+
+
+def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[BoardRow], str]:
+    """One row per agent (or the one `agent`), and the label of the spend period."""
+    spend, period_label = _current_spend()
+    agents = [agent] if agent is not None else list(Agent.objects.order_by("slug"))
+    rows = []
+    for row_agent in agents:
+        candidate = agent_candidate(agent=row_agent)
+        job = fine_tuning_job_of(version=candidate) if candidate else None
+        experiment = (
+            Experiment.objects.filter(agent=row_agent, status__in=ACTIVE_STATUSES).select_related("current_stage", "treatment").first()
+            or (Experiment.objects.filter(agent=row_agent, treatment=candidate).order_by("-created_at").first() if candidate else None)
+            or Experiment.objects.filter(agent=row_agent).order_by("-created_at").first()
+        )
+        rollout, guardrails, action, calendar = _rollout_state(experiment, user=user)
+        if action is None:
+            action = _pre_rollout_action(agent=row_agent, candidate=candidate, user=user)
+        rows.append(BoardRow(
+            agent=row_agent, live=live_version(agent=row_agent), candidate=candidate, audit=_audit_cell(job),
+            job=_job_cell(agent=row_agent, candidate=candidate, job=job), benchmark=_benchmark_cell(candidate),
+            rollout=rollout, guardrails=guardrails, spend=spend.get(row_agent.slug, ZERO), next_action=action,
+            experiment=experiment, calendar=calendar,
+            can_roll_back=bool(experiment and experiment.status in ACTIVE_STATUSES and _user_can(user, "experiments.rollback_experiment")),
+        ))
+    return rows, period_label
+
+
+def experiments_awaiting_approval() -> QuerySet[StageApproval]:
+    """Pending stage requests, oldest first: the approvers' queue."""
+    return (
+        StageApproval.objects.filter(status=ApprovalStatus.PENDING, stage__experiment__status=ExperimentStatus.RUNNING)
+        .select_related("stage__experiment__agent", "stage__experiment__treatment", "requested_by")
+        .order_by("requested_at")
+    )
+
+
+# --- lineage --------------------------------------------------------------------------------------
+
+
+def _dataset_json(dataset: Dataset | None, *, role: str, filename: str) -> dict[str, Any]:
+    if dataset is None:
+        return {"role": role, "file": filename, "dataset": None, "audit": None}
+    audit = dataset.latest_audit
+    return {
+        "role": role,
+        "file": filename,
+        "dataset": {"id": dataset.pk, "name": dataset.original_name, "purpose": dataset.purpose, "lines": dataset.line_count,
+                    "sha256": dataset.sha256, "created_at": dataset.created_at},
+        "audit": None if audit is None else {
+            "id": audit.pk, "status": audit.status, "has_findings": audit.has_findings, "lines": audit.lines,
+            "valid": audit.valid, "format_errors": audit.format_error_total, "pii": audit.pii_total,
+            "pii_by_type": ((audit.report or {}).get("pii") or {}),
+            "duplicates": {"exact": audit.duplicates_exact, "near": audit.duplicates_near},
+            "difficulty": {"easy": audit.easy, "medium": audit.medium, "hard": audit.hard},
+            "finished_at": audit.finished_at,
+        },
+    }
+
+
+def _username(user: Any) -> str | None:
+    return user.get_username() if user is not None else None
+
+
+def model_lineage(*, version: ModelVersion) -> dict[str, Any]:
+    """The version's path in order: training and validation data with their audits, the
+    fine-tuning job, every benchmark run, every experiment with its stages, approvers and any
+    rollback, and what the ledger holds for it (money as exact decimal strings)."""
+    job = fine_tuning_job_of(version=version)
+    datasets = []
+    if job is not None:
+        datasets.append(_dataset_json(job.training_file.dataset, role="training", filename=job.training_file.filename))
+        if job.validation_file is not None:
+            datasets.append(_dataset_json(job.validation_file.dataset, role="validation", filename=job.validation_file.filename))
+    runs = []
+    for run in benchmark_runs_of(version=version):
+        comparison = run.comparison or {}
+        ci95 = [comparison["ci_low"], comparison["ci_high"]] if comparison.get("ci_low") is not None and comparison.get("ci_high") is not None else None
+        runs.append({
+            "id": run.pk, "status": run.status, "verdict": run.verdict or None, "suite": str(run.suite),
+            "baseline": run.baseline.model_id, "n": comparison.get("n"),
+            "relative_improvement": comparison.get("relative_improvement"), "ci95": ci95,
+            "cost_usd": money(run.cost_usd), "requested_by": _username(run.requested_by),
+            "created_at": run.created_at, "finished_at": run.finished_at,
+            "overrides": [{"by": _username(o.actor), "reason": o.reason, "at": o.created_at} for o in run.overrides.all()],
+        })
+    experiments = []
+    for experiment in experiments_of(version=version):
+        approvals: dict[int, list[StageApproval]] = {}
+        for approval in StageApproval.objects.filter(stage__experiment=experiment).select_related("requested_by", "decided_by").order_by("requested_at"):
+            approvals.setdefault(approval.stage_id, []).append(approval)
+        rollback = experiment.events.filter(action=EventAction.ROLLBACK).select_related("actor").order_by("-at").first()
+        experiments.append({
+            "id": experiment.pk, "key": experiment.key, "status": experiment.status, "control": experiment.control.model_id,
+            "started_by": _username(experiment.started_by), "started_at": experiment.started_at, "ended_at": experiment.ended_at,
+            "min_stage_hours": experiment.min_stage_hours, "min_samples_per_arm": experiment.min_samples_per_arm,
+            "stages": [
+                {
+                    "percent": stage.percent, "status": stage.status, "started_at": stage.started_at, "ended_at": stage.ended_at,
+                    "approvals": [
+                        {"status": a.status, "requested_by": _username(a.requested_by), "requested_at": a.requested_at,
+                         "approved_by": _username(a.decided_by) if a.status == ApprovalStatus.APPROVED else None,
+                         "decided_at": a.decided_at, "note": a.note, "void_reason": a.void_reason}
+                        for a in approvals.get(stage.pk, [])
+                    ],
+                }
+                for stage in experiment.stages.order_by("index")
+            ],
+            "rollback": None if rollback is None else {
+                "at": rollback.at, "by": _username(rollback.actor) or "genesis", "reason": rollback.reason, "reason_code": rollback.reason_code,
+            },
+        })
+    costs = candidate_costs(version=version)
+    return {
+        "model_version": {
+            "id": version.pk, "agent": version.agent.slug, "model": version.model_id, "base_model": version.base_model,
+            "kind": version.kind, "status": version.status, "provider": version.provider.name, "created_at": version.created_at,
+        },
+        "datasets": datasets,
+        "fine_tuning_job": None if job is None else {
+            "id": job.pk, "provider_job_id": job.provider_job_id, "status": job.status, "base_model": job.base_model,
+            "trained_tokens": job.trained_tokens, "hyperparameters": job.hyperparameters,
+            "cost_usd": None if job.cost_usd is None else money(job.cost_usd),
+            "estimated_cost_usd": None if job.estimated_cost_usd is None else money(job.estimated_cost_usd),
+            "created_by": _username(job.created_by), "created_at": job.created_at, "finished_at": job.finished_at,
+        },
+        "benchmark_runs": runs,
+        "experiments": experiments,
+        "costs": {
+            "by_operation": {operation: money(amount) for operation, amount in costs.items() if operation != "total"},
+            "total_usd": money(costs["total"]),
+        },
+        "total_cost_usd": money(costs["total"]),
+    }
+
+
+# --- the Go/No-Go report's facts --------------------------------------------------------------------
+
+
+def launch_facts(*, agent: Agent) -> dict[str, Any]:
+    """Everything the Go/No-Go report says about one agent, as plain data (launch/report.py judges
+    and renders it)."""
+    candidate = agent_candidate(agent=agent)
+    live = live_version(agent=agent)
+    facts: dict[str, Any] = {"agent": agent.slug, "live": live.model_id if live else None,
+                             "candidate": candidate.model_id if candidate else None}
+    if candidate is None:
+        return facts
+    facts["candidate_status"] = candidate.status
+    run = BenchmarkRun.objects.filter(candidate=candidate, status=BenchmarkRunStatus.COMPLETED).select_related("suite").order_by("-finished_at", "-pk").first()
+    if run is None:
+        facts["benchmark"] = None
+    else:
+        comparison = run.comparison or {}
+        facts["benchmark"] = {
+            "run": run.pk, "verdict": run.verdict, "suite": str(run.suite), "suite_cases": run.suite.case_count,
+            "n": comparison.get("n"), "relative_improvement": comparison.get("relative_improvement"),
+            "ci_low": comparison.get("ci_low"), "ci_high": comparison.get("ci_high"),
+            "threshold": comparison.get("threshold"), "more_cases_needed": comparison.get("more_cases_needed"),
+            # A power or planner figure when the gate stores one; nothing is computed here in its place.
+            "power": comparison.get("power"), "planner": comparison.get("planner"),
+            "per_tag": comparison.get("per_tag") or [], "reasons": comparison.get("reasons") or [],
+            "overridden": run.overrides.exists(), "cost_usd": money(run.cost_usd),
+        }
+    job = fine_tuning_job_of(version=candidate)
+    audit = None
+    if job is not None and job.training_file.dataset is not None:
+        audit = _dataset_json(job.training_file.dataset, role="training", filename=job.training_file.filename)
+    facts["training_data"] = {"job": job.pk if job else None, "file": job.training_file.filename if job else None, "audit": audit}
+    experiment = Experiment.objects.filter(treatment=candidate).select_related("current_stage").order_by("-created_at").first()
+    if experiment is None:
+        facts["rollout"] = None
+    else:
+        rollout: dict[str, Any] = {
+            "experiment": experiment.key, "status": experiment.status,
+            "stage_percent": experiment.current_stage.percent if experiment.current_stage else None,
+        }
+        if experiment.status == ExperimentStatus.RUNNING:
+            results = experiment_selectors.experiment_results(experiment=experiment)
+            rollout["guardrails"] = [{"metric": g["metric"], "state": g["state"]} for g in results["guardrails"]]
+            rollout["relative_lift"] = results.get("relative_lift")
+        facts["rollout"] = rollout
+    facts["cost_usd"] = money(candidate_costs(version=candidate)["total"])
+    return facts
+
+
+def launch_report_facts(*, agent_slug: str | None = None) -> list[dict[str, Any]]:
+    agents = Agent.objects.order_by("slug")
+    if agent_slug is not None:
+        agents = agents.filter(slug=agent_slug)
+    return [launch_facts(agent=agent) for agent in agents]

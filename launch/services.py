@@ -1,0 +1,120 @@
+"""Writes of the launch console: telling approvers about stage requests (once, and one reminder),
+and sending the Go/No-Go report through the channels the cost reports use (log, email, the
+Slack-compatible webhook — costs/notifications.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from costs import notifications
+from experiments.models import ApprovalStatus, ExperimentStatus, StageApproval
+from experiments.selectors import stage_holds
+from launch import report as launch_report
+from launch.models import ApprovalNotice
+from launch.selectors import launch_report_facts
+
+
+def approvers_of(approval: StageApproval) -> list[Any]:
+    """Active users who may approve `approval`: experiments.approve_stage (directly, through a group
+    or as superuser), minus the experiment's starter and the requester (four-eyes)."""
+    users = get_user_model().objects.filter(is_active=True).filter(
+        Q(is_superuser=True)
+        | Q(user_permissions__codename="approve_stage", user_permissions__content_type__app_label="experiments")
+        | Q(groups__permissions__codename="approve_stage", groups__permissions__content_type__app_label="experiments")
+    ).distinct()
+    excluded = {approval.stage.experiment.started_by_id, approval.requested_by_id}
+    return [user for user in users.order_by("username") if user.pk not in excluded]
+
+
+def _approve_link(approval: StageApproval) -> str:
+    path = reverse("admin:experiments_experiment_change", args=[approval.stage.experiment_id])
+    return f"{settings.GENESIS_PUBLIC_URL}{path}#actions"
+
+
+def _notice(approval: StageApproval, *, reminder: bool) -> notifications.Notice:
+    experiment = approval.stage.experiment
+    requester = approval.requested_by.get_username() if approval.requested_by else "someone"
+    waited = timezone.now() - approval.requested_at
+    subject = (f"[Genesis] {'reminder: ' if reminder else ''}approve {experiment.key} → {approval.stage.percent} %"
+               f" ({experiment.agent.slug})")
+    text = (
+        f"{requester} asked to advance {experiment.key} ({experiment.treatment.model_id} for {experiment.agent.slug}) to "
+        f"{approval.stage.percent} %"
+        + (f" {int(waited.total_seconds() // 3600)} h ago and it is still waiting" if reminder else "")
+        + (f": “{approval.note}”" if approval.note else "")
+        + f". Review the evidence and approve or not: {_approve_link(approval)}"
+    )
+    return notifications.Notice(subject=subject, text=text)
+
+
+def _channels(recipients: list[str]) -> list[notifications.Channel]:
+    """The alert channels, with the email going to the approvers (not the alert list)."""
+    channels: list[notifications.Channel] = [notifications.LogChannel()]
+    if recipients:
+        channels.append(notifications.EmailChannel(recipients))
+    webhook = settings.GENESIS.alerting.slack_webhook
+    if webhook:
+        channels.append(notifications.SlackWebhookChannel(webhook))
+    return channels
+
+
+def approval_requests_notify(*, now: datetime | None = None) -> dict[str, int]:
+    """Announce each pending stage request to its approvers once — as soon as it can be approved:
+    when it is made if its holds are clear, else when they clear — and remind them once when it has
+    waited GENESIS_APPROVAL_REMINDER_HOURS since. Safe to run concurrently and repeatedly (beat runs
+    it every minute): the notice row is claimed before anything is sent."""
+    now = now or timezone.now()
+    pending = StageApproval.objects.filter(
+        status=ApprovalStatus.PENDING, stage__experiment__status=ExperimentStatus.RUNNING
+    ).select_related("stage__experiment__agent", "stage__experiment__treatment", "requested_by")
+    counts = {"notified": 0, "reminded": 0, "waiting_for_holds": 0}
+    for approval in pending.filter(launch_notice__isnull=True):
+        if any(not hold.cleared for hold in stage_holds(experiment=approval.stage.experiment, now=now)):
+            counts["waiting_for_holds"] += 1  # nobody can approve it yet; told when the holds clear
+            continue
+        recipients = [user.email for user in approvers_of(approval) if user.email]
+        try:
+            with transaction.atomic():
+                notice = ApprovalNotice.objects.create(approval=approval, notified_at=now, recipients=recipients)
+        except IntegrityError:
+            continue  # another run announced it
+        notice.deliveries = notifications.deliver(_notice(approval, reminder=False), _channels(recipients))
+        notice.save(update_fields=["deliveries"])
+        counts["notified"] += 1
+    due = now - timedelta(hours=settings.GENESIS_APPROVAL_REMINDER_HOURS)
+    for approval in pending.filter(launch_notice__notified_at__lte=due, launch_notice__reminded_at__isnull=True):
+        claimed = ApprovalNotice.objects.filter(approval=approval, reminded_at__isnull=True).update(reminded_at=now)
+        if not claimed:
+            continue
+        recipients = [user.email for user in approvers_of(approval) if user.email]
+        deliveries = notifications.deliver(_notice(approval, reminder=True), _channels(recipients))
+        ApprovalNotice.objects.filter(approval=approval).update(reminder_deliveries=deliveries)
+        counts["reminded"] += 1
+    return counts
+
+
+def launch_report_send(*, now: datetime | None = None) -> dict[str, str]:
+    """Make the Go/No-Go report and send it (summary in the text, markdown and HTML attached)."""
+    now = now or timezone.now()
+    entries = launch_report_facts()
+    markdown = launch_report.render_markdown(entries, generated_at=now)
+    judged = [(facts["agent"], launch_report.judge(facts).decision) for facts in entries]
+    summary = "; ".join(f"{agent}: {decision}" for agent, decision in judged if decision) or "no agent has a candidate"
+    notice = notifications.Notice(
+        subject=f"[Genesis] Go/No-Go report {now:%Y-%m-%d}: {'all GO' if launch_report.all_go(entries) else 'not all GO'}",
+        text=summary,
+        attachments=(
+            notifications.Attachment(f"launch-report-{now:%Y-%m-%d}.md", markdown, "text/markdown"),
+            notifications.Attachment(f"launch-report-{now:%Y-%m-%d}.html",
+                                     launch_report.render_html(entries, generated_at=now), "text/html"),
+        ),
+    )
+    return notifications.deliver(notice, notifications.configured_channels())

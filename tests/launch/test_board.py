@@ -1,0 +1,128 @@
+"""The launch board (the admin's home): one row per agent with its states in words, and the next
+action as a button only for people the service would allow — each button calling that service."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import pytest
+from django.contrib.auth.models import Group
+
+from experiments.models import Experiment, StageApproval
+from experiments.services import experiment_start, stage_request_advance
+from launch.selectors import launch_board
+from models_app.models import BenchmarkRun
+from tests.experiments.factories import draft_experiment, feed, person
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def text_of(html: bytes) -> str:
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html.decode())))
+
+
+def member(username: str, group: str):  # type: ignore[no-untyped-def]
+    user = UserFactory(username=username)
+    user.groups.add(Group.objects.get(name=group))
+    return type(user).objects.get(pk=user.pk)
+
+
+def test_the_admin_home_is_the_board_with_a_row_per_agent(seeded_demo, client):
+    operator = member("olivia", "Rollout operators")
+    client.force_login(operator)
+    page = client.get("/admin/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    for slug in ("qa_agent", "content_agent", "legal_agent", "support_agent", "analyst_agent"):
+        assert f'id="agent-{slug}"' in html
+    # The demo candidates are registered, not benchmarked: the operator may start a benchmark.
+    assert html.count('name="benchmark"') == 5
+    assert "not benchmarked" in text_of(page.content) and "None" not in text_of(page.content).split("Launch board")[1].split("Total")[0]
+
+
+def test_a_person_without_the_permission_sees_who_may_instead_of_a_button(seeded_demo, client):
+    approver = member("adam", "Rollout approvers")
+    client.force_login(approver)
+    html = client.get("/admin/").content.decode()
+    assert 'name="benchmark"' not in html
+    assert "for someone in “Rollout operators”" in html
+
+
+def test_the_benchmark_button_calls_the_service_and_a_refusal_is_shown(seeded_demo, client):
+    client.force_login(member("olivia", "Rollout operators"))
+    response = client.post("/admin/launch/act/support_agent/benchmark/", follow=True)
+    run = BenchmarkRun.objects.get()
+    assert run.agent.slug == "support_agent" and run.requested_via == "launch board"
+    page = text_of(response.content)
+    # The identifier keeps its case (the admin capitalises a message's first letter: it starts with a word).
+    assert f"Agent support_agent: benchmark run #{run.pk} queued" in page and "Support_agent" not in page
+
+    client.force_login(member("adam", "Rollout approvers"))
+    response = client.post("/admin/launch/act/qa_agent/benchmark/", follow=True)
+    assert "qa_agent: refused — user 'adam' may not start benchmark runs" in text_of(response.content)
+    assert BenchmarkRun.objects.count() == 1
+    assert client.get("/admin/launch/act/qa_agent/benchmark/").status_code == 405
+
+
+def test_request_then_approve_from_the_board_with_four_eyes(client):
+    starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage", "approve_stage")
+    approver = person("approver", "view_experiment", "approve_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+
+    rows, _ = launch_board(user=starter)
+    assert rows[0].next_action.action == "request" and rows[0].next_action.allowed
+    assert "min samples" in rows[0].rollout.detail  # what the stage waits for, in words
+    client.force_login(starter)
+    client.post("/admin/launch/act/qa_agent/request/")
+    approval = StageApproval.objects.get()
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+
+    starter_row = launch_board(user=starter)[0][0]
+    assert starter_row.next_action.action == "approve" and not starter_row.next_action.allowed
+    assert "you started this experiment" in starter_row.next_action.blocked_by
+    page = client.get("/admin/").content.decode()
+    assert 'name="approve"' not in page and "awaiting-approval" in page
+
+    client.force_login(approver)
+    stale = client.post("/admin/launch/act/qa_agent/approve/", {"approval": approval.pk + 1, "config_version": 1}, follow=True)
+    assert "changed since you opened the page" in text_of(stale.content)
+    done = client.post("/admin/launch/act/qa_agent/approve/", {"approval": approval.pk, "config_version": 1}, follow=True)
+    assert "qa_agent: Advanced to 25 %" in text_of(done.content)
+    assert Experiment.objects.get().current_stage.percent == 25
+
+
+def test_roll_back_from_the_board_needs_a_reason(client):
+    roller = person("roller", "view_experiment", "rollback_experiment")
+    starter = person("starter", "add_experiment", "start_experiment")
+    experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    assert launch_board(user=roller)[0][0].can_roll_back
+    client.force_login(roller)
+    refused = client.post("/admin/launch/act/qa_agent/rollback/", {"reason": " "}, follow=True)
+    assert "a roll back needs a reason" in text_of(refused.content)
+    client.post("/admin/launch/act/qa_agent/rollback/", {"reason": "angry customers"})
+    assert Experiment.objects.get().status == "rolled_back"
+
+
+def test_the_approvals_queue_lists_pending_requests(client):
+    starter = person("starter", "add_experiment", "start_experiment", "request_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    stage_request_advance(experiment=experiment, actor=starter, note="looks good")
+    client.force_login(person("approver", "view_experiment", "approve_stage"))
+    page = text_of(client.get("/admin/launch/approvals/").content)
+    assert "qa_agent-exp" in page and "25 %" in page and "starter" in page and "looks good" in page
+
+
+def test_view_site_and_the_root_lead_to_the_board(client):
+    client.force_login(UserFactory(username="root", is_superuser=True))
+    assert client.get("/").headers["Location"] == "/admin/"
+    assert 'href="/admin/"' in client.get("/admin/").content.decode()  # "View site"
+
+
+def test_the_go_no_go_report_downloads(seeded_demo, client):
+    client.force_login(member("adam", "Rollout approvers"))
+    response = client.get("/admin/launch/report/?format=md")
+    assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
+    assert "# Go/No-Go report" in response.content.decode() and "NO-GO" in response.content.decode()

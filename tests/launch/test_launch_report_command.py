@@ -1,0 +1,67 @@
+"""`manage.py launch_report`: per-agent Go/No-Go from real benchmark runs and the ledger; exit 0 when
+every agent with a candidate is GO, 1 otherwise, 2 usage."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from models_app.models import Agent
+from models_app.services.benchmarks import benchmark_run_create
+from tests.conftest import ROOT, child_environment
+from tests.factories import UserFactory
+from tests.models_app.conftest import demo_simulator, simulator_factory  # noqa: F401
+from tests.models_app.test_gate_runs import run_to_the_end
+
+pytestmark = pytest.mark.django_db
+
+
+def launch_report(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("launch_report", *args, stdout=out, stderr=err)
+    except SystemExit as exc:
+        return int(exc.code), out.getvalue(), err.getvalue()
+    except CommandError as exc:
+        return exc.returncode, out.getvalue(), err.getvalue() + str(exc)
+    return 0, out.getvalue(), err.getvalue()
+
+
+def test_a_passed_candidate_is_go_and_the_numbers_match_the_run_and_the_ledger(demo_simulator, tmp_path):  # noqa: F811
+    root = UserFactory(username="root", is_superuser=True)
+    run = run_to_the_end(benchmark_run_create(agent=Agent.objects.get(slug="support_agent"), actor=root))
+    assert run.verdict == "PASS"
+
+    code, out, _ = launch_report("--agent", "support_agent", "--format", "json")
+    assert code == 0
+    entry = json.loads(out)["agents"][0]
+    assert entry["recommendation"] == "GO" and entry["benchmark"]["run"] == run.pk
+    assert entry["benchmark"]["relative_improvement"] == run.comparison["relative_improvement"]
+    assert entry["benchmark"]["suite_cases"] == 32 and entry["benchmark"]["n"] == run.comparison["n"]
+    assert Decimal(entry["cost_usd"]) == run.cost_usd > 0  # the run is all this candidate has cost
+
+    code, out, err = launch_report("--format", "md")  # the other four are not benchmarked
+    assert code == 1 and "NO-GO: analyst_agent, content_agent, legal_agent, qa_agent" in err
+    assert "## support_agent" in out and "**Recommendation: GO**" in out and "1 of 5 agent(s) with a candidate are GO" in out
+
+    target = tmp_path / "report.html"
+    code, out, _ = launch_report("--agent", "support_agent", "--format", "html", "--out", str(target))
+    assert code == 0 and "support_agent GO" in out and "<h2>support_agent</h2>" in target.read_text()
+
+
+def test_usage_errors_exit_2(seeded_demo, tmp_path):
+    assert launch_report("--agent", "nobody")[0] == 2
+    code, _, err = launch_report("--out", str(tmp_path / "missing" / "r.md"))
+    assert code == 2 and "cannot write" in err
+
+
+def test_bad_format_exits_2_from_the_command_line():
+    result = subprocess.run([sys.executable, "manage.py", "launch_report", "--format", "pdf"], cwd=ROOT,
+                            env=child_environment(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "invalid choice" in result.stderr

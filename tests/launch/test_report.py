@@ -1,0 +1,96 @@
+"""The Go/No-Go judgement and its renderings (launch/report.py, pure: plain facts in, text out)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from launch import report
+
+NOW = datetime(2026, 12, 7, 7, 0, tzinfo=UTC)
+
+
+def facts(**changes):  # type: ignore[no-untyped-def]
+    """An agent whose candidate PASSed on clean, audited data and has not been rolled out yet."""
+    base = {
+        "agent": "support_agent", "live": "open-mistral-7b", "candidate": "ft:open-mistral-7b:abc", "candidate_status": "approved_for_rollout",
+        "benchmark": {
+            "run": 7, "verdict": "PASS", "suite": "support_agent/core v1", "suite_cases": 32, "n": 32,
+            "relative_improvement": 0.5, "ci_low": 0.2, "ci_high": 1.0, "threshold": 0.08, "more_cases_needed": None,
+            "power": None, "planner": None, "overridden": False, "cost_usd": "0.0013", "reasons": [],
+            "per_tag": [
+                {"tag": "billing", "n": 20, "baseline_mean": 0.5, "candidate_mean": 0.9, "mean_delta": 0.4,
+                 "relative_improvement": 0.8, "wins": 9, "losses": 1, "ties": 10},
+                {"tag": "refunds", "n": 12, "baseline_mean": 0.6, "candidate_mean": 0.5, "mean_delta": -0.1,
+                 "relative_improvement": -0.1667, "wins": 1, "losses": 3, "ties": 8},
+            ],
+        },
+        "training_data": {"job": 3, "file": "support_train.jsonl", "audit": {"audit": {
+            "id": 5, "status": "succeeded", "lines": 50, "valid": 50, "format_errors": 0, "pii": 0,
+            "duplicates": {"exact": 0, "near": 0}}}},
+        "rollout": None,
+        "cost_usd": "4.0013",
+    }
+    base.update(changes)
+    return base
+
+
+def test_a_pass_on_clean_audited_data_is_go_with_its_reasons():
+    judgement = report.judge(facts())
+    assert judgement.decision == report.GO and judgement.blockers == []
+    assert any("benchmark run #7: PASS, +50.0 % (95 % interval +20.0 % to +100.0 %) on 32 paired cases" in p for p in judgement.passed)
+    # A tag the candidate scored lower on is named, as a caution.
+    assert judgement.cautions == ["scored lower on tag(s) refunds (-16.7 %, 3 losses)"]
+
+
+def test_each_blocker_makes_it_no_go():
+    fail = facts(benchmark={**facts()["benchmark"], "verdict": "FAIL"})
+    pii = facts(training_data={"job": 3, "file": "f.jsonl", "audit": {"audit": {
+        "id": 5, "status": "succeeded", "lines": 50, "valid": 50, "format_errors": 0, "pii": 2, "duplicates": {}}}})
+    rolled_back = facts(rollout={"experiment": "support-x", "status": "rolled_back", "stage_percent": 25})
+    breach = facts(rollout={"experiment": "support-x", "status": "running", "stage_percent": 25,
+                            "guardrails": [{"metric": "success_rate", "state": "breach"}]})
+    unbenchmarked = facts(benchmark=None)
+    for case, expected in ((fail, "benchmark run #7: FAIL"), (pii, "2 PII"), (rolled_back, "rolled back"), (breach, "breached"),
+                           (unbenchmarked, "not benchmarked")):
+        judgement = report.judge(case)
+        assert judgement.decision == report.NO_GO, case
+        assert expected in " ".join(judgement.blockers), judgement.blockers
+
+
+def test_an_override_or_unaudited_data_is_a_caution_not_a_blocker():
+    overridden = facts(benchmark={**facts()["benchmark"], "verdict": "INCONCLUSIVE", "overridden": True})
+    unaudited = facts(training_data={"job": 3, "file": "f.jsonl", "audit": None})
+    assert report.judge(overridden).decision == report.GO
+    assert "overridden by a person" in " ".join(report.judge(overridden).cautions)
+    assert report.judge(unaudited).decision == report.GO
+    assert "linked to no audited dataset" in " ".join(report.judge(unaudited).cautions)
+
+
+def test_exit_rule_ignores_agents_without_a_candidate():
+    nobody = {"agent": "qa_agent", "live": "open-mistral-7b", "candidate": None}
+    assert report.all_go([facts(), nobody]) is True
+    assert report.all_go([facts(benchmark=None), nobody]) is False
+    assert report.judge(nobody).decision is None
+
+
+def test_markdown_shows_money_below_a_cent_and_per_tag_relative_as_percent():
+    text = report.render_markdown([facts()], generated_at=NOW)
+    assert "1 of 1 agent(s) with a candidate are GO: support_agent." in text
+    assert "cost $0.0013" in text  # the run's cost, not "$0.00"
+    assert "| refunds | 12 | 0.600 | 0.500 | -16.7 % | 1 | 3 |" in text
+    assert "**Recommendation: GO**" in text
+    assert "n = 32 paired cases (no power figure stored with the run)" in text
+
+
+def test_a_power_figure_is_used_when_the_run_has_one():
+    text = report.render_markdown([facts(benchmark={**facts()["benchmark"], "power": 0.83})], generated_at=NOW)
+    assert "power 83 %" in text and "no power figure" not in text
+
+
+def test_json_and_html_carry_the_same_decision():
+    data = json.loads(report.render_json([facts(), facts(agent="qa_agent", benchmark=None)], generated_at=NOW))
+    assert data["all_go"] is False
+    assert [(a["agent"], a["recommendation"]) for a in data["agents"]] == [("support_agent", "GO"), ("qa_agent", "NO-GO")]
+    page = report.render_html([facts()], generated_at=NOW)
+    assert "<strong>Recommendation: GO</strong>" in page and "<td>refunds</td>" in page and "<script" not in page
