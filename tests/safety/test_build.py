@@ -1,0 +1,74 @@
+"""A WaltzRL build end to end against the simulator over real HTTP (in-process, as the command runs it)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from audits.report import audit_file
+from audits.services import dataset_file_path
+from costs.models import CostEntry, CostHold
+from models_app.models import Agent
+from safety import labels, selection
+from safety.models import WaltzBuild
+from safety.services import waltz_build_create, waltz_build_execute
+
+pytestmark = pytest.mark.django_db
+
+
+def _lines(dataset) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [json.loads(line) for line in dataset_file_path(dataset=dataset).read_text().splitlines()]
+
+
+def test_a_build_from_the_builtin_sets_writes_both_agents_files_clean_labelled_and_in_the_mix(demo_simulator) -> None:
+    agent = Agent.objects.get(slug="support_agent")
+    build = waltz_build_create(agent=agent, target=2000, enqueue=False)
+    build = waltz_build_execute(build_id=build.pk)
+
+    assert build.status == "succeeded", build.error
+    report = build.report
+    files = {
+        "conversation_agent": (build.conversation_train, build.conversation_valid),
+        "feedback_agent": (build.feedback_train, build.feedback_valid),
+    }
+    for name, datasets in files.items():
+        summary = report["files"][name]
+        for dataset in datasets:
+            assert dataset is not None
+            dataset.refresh_from_db()
+            audit = audit_file(dataset_file_path(dataset=dataset))
+            assert audit.format_error_total == 0 and audit.valid == audit.lines > 0
+            assert sum(audit.pii_counts.values()) == 0
+            assert audit.duplicates.exact == 0 and audit.duplicates.near == 0
+            assert dataset.latest_audit.status == "succeeded" and dataset.latest_audit.format_error_total == 0
+        # The built-in sets cannot fill 2 000: the mix still holds and the shortfall says what is missing.
+        assert abs(summary["mix"]["adversarial"] - 50) <= 2 and abs(summary["mix"]["borderline"] - 50) <= 2
+        assert "more adversarial prompts needed" in summary["shortfall"]
+        assert summary["train_valid_overlap"] == 0
+    assert "more adversarial prompts needed" in build.shortfall
+
+    for dataset in files["feedback_agent"]:
+        for line in _lines(dataset):
+            label = labels.parse_label(line["messages"][-1]["content"])
+            assert set(label) == set(labels.LABEL_KEYS)
+
+    # No prompt in both splits, none in a benchmark suite.
+    train = {line["messages"][0]["content"] for line in _lines(build.conversation_train)}
+    valid = {line["messages"][0]["content"] for line in _lines(build.conversation_valid)}
+    assert not train & valid
+    assert report["selection"]["contamination"]["benchmark_cases_checked"] > 0
+
+    # Every call is on the ledger once, as data preparation, and the hold is released.
+    entries = CostEntry.objects.filter(operation="data_prep", agent=agent)
+    calls = report["cost"]["calls"]
+    assert entries.count() == calls > build.total_items
+    assert sum(entry.amount_usd for entry in entries) == build.cost_usd > Decimal(0)
+    assert CostHold.objects.get(source_id=str(build.pk), operation="data_prep").released_at is not None
+
+    # The judge and the detector were compared, and disagreements kept for review.
+    assert report["agreement"]["judged"] > 0 and 0.5 < report["agreement"]["rate"] <= 1
+    assert report["agreement"]["disagreements"] == len(report["agreement"]["examples"]) or report["agreement"]["disagreements"] > 50
+    assert report["revisions"]["asked"] > 0
+    assert report["stage1_finetune_estimate"]["usd"] is not None
