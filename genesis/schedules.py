@@ -52,6 +52,10 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
         name="audits: resend stranded audits", task="audits.sweep_stranded", every_seconds=300,
         description="Sends again the audits and dataset copies whose message was lost (queued > 10 min, or killed past the time limit).",
     ),
+    DefaultSchedule(
+        name="safety: resend stranded WaltzRL builds", task="safety.resend_stranded_builds", every_seconds=300,
+        description="Sends again WaltzRL builds queued > 5 min, or running with no worker on them, so they resume.",
+    ),
 ]
 
 

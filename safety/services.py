@@ -93,6 +93,7 @@ CALL_RETRY = RetryPolicy(max_attempts=4, base_delay_seconds=0.5, max_delay_secon
 HOLD_LASTS = timedelta(days=1)
 STAGE1_EPOCHS = 3
 MAX_SHOWN = 50
+STRANDED_AFTER_SECONDS = 5 * 60
 _LOCK_NAMESPACE = zlib.crc32(b"safety.WaltzBuild") & 0x7FFFFFFF
 
 
@@ -494,6 +495,26 @@ def waltz_build_execute(*, build_id: int) -> WaltzBuild:
             return _fail(build_id, f"the provider refused a call: {exc}")
         except (InvalidInput, Conflict, NotFound) as exc:
             return _fail(build_id, exc.message)
+
+
+def waltz_builds_resend_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -> list[int]:
+    """Beat, every few minutes: send again the builds whose message is gone — queued for longer than
+    `older_than_seconds` (the broker was down when it was sent), or running with no worker holding
+    their lock (the worker died; its message would otherwise wait out Redis' visibility timeout). A
+    duplicate is harmless: the task skips finished builds and builds another worker holds."""
+    from safety.tasks import run_waltz_build
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    stranded = list(WaltzBuild.objects.filter(status=BuildStatus.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True))
+    for pk in WaltzBuild.objects.filter(status=BuildStatus.RUNNING, started_at__lt=cutoff).values_list("pk", flat=True):
+        with _worker_lock(pk) as free:
+            if free:
+                stranded.append(pk)
+    for pk in stranded:
+        run_waltz_build.delay_on_commit(pk)
+    if stranded:
+        logger.warning("WaltzRL sweep: sent builds %s again", stranded)
+    return stranded
 
 
 # --- the files and the report ----------------------------------------------------------------------------

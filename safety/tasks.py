@@ -42,3 +42,8 @@ def run_waltz_build(self, build_id: int) -> str:  # type: ignore[no-untyped-def]
             services.waltz_build_fail(build_id=build_id, error=f"the provider kept failing: {exc}")
             return "failed"
         raise self.retry(countdown=min(60, 5 * 2 ** self.request.retries), max_retries=None) from exc
+
+
+@shared_task(name="safety.resend_stranded_builds", acks_late=True, reject_on_worker_lost=True, soft_time_limit=50, time_limit=60)
+def resend_stranded_builds() -> list[int]:
+    return services.waltz_builds_resend_stranded()

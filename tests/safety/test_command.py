@@ -98,3 +98,15 @@ def test_usage_errors_exit_2_and_a_budget_refusal_exits_1(demo_simulator, tmp_pa
     assert code == 1 and "budget" in err
     assert json.loads(out)["build"] is None
     assert not WaltzBuild.objects.exists()  # refused whole: no build row, no hold
+
+
+def test_the_finetune_flag_starts_the_stage1_job_through_the_budget_check(demo_simulator, tmp_path) -> None:
+    from models_app.models import FineTuningJob
+
+    code, out, err = run("--agent", "content_agent", "--target", "60", "--out", str(tmp_path), "--json", "--finetune")
+    assert code == 0, err
+    summary = json.loads(out)
+    job = FineTuningJob.objects.get(pk=summary["finetuning_job"])
+    assert WaltzBuild.objects.get(pk=summary["build"]).finetuning_job == job
+    assert job.training_file.filename == "feedback_agent_train.jsonl" and job.estimated_cost_usd > 0
+    assert job.status not in ("NOT_CREATED", "REFUSED"), job.last_error

@@ -59,3 +59,25 @@ def test_a_worker_killed_mid_build_is_resumed_without_paying_twice_for_any_promp
     # The simulator was asked at most once more than the ledger holds: the call in flight at the kill.
     assert 0 <= len(arrivals) - len(keys) <= 1
     assert sum(entry.amount_usd for entry in entries) == build.cost_usd
+
+
+def test_a_build_whose_message_was_lost_is_sent_again_by_the_sweep_and_finishes(
+    empty_broker, seeded_demo, simulator_factory, start_worker
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from safety.services import waltz_builds_resend_stranded
+
+    point_demo_provider_at(simulator_factory(), rate_limit_per_minute=60_000, max_concurrency=4)
+    lost = waltz_build_create(agent=Agent.objects.get(slug="qa_agent"), target=30, enqueue=False)  # its message never sent
+    fresh = waltz_build_create(agent=Agent.objects.get(slug="qa_agent"), target=30, seed=1, enqueue=False)
+    WaltzBuild.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(minutes=6))
+    start_worker(queues="default")
+
+    assert waltz_builds_resend_stranded() == [lost.pk]  # the fresh one may still have its message on the way
+    build = wait_until(lambda: WaltzBuild.objects.filter(pk=lost.pk, status__in=["succeeded", "failed"]).first(), timeout=90)
+    assert build.status == "succeeded", build.error
+    assert WaltzBuild.objects.get(pk=fresh.pk).status == "queued"
+    assert waltz_builds_resend_stranded() == []
