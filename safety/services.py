@@ -231,7 +231,9 @@ def _select_prompts(*, prompt_sets: Sequence[PromptSet], target: int, mix: dict[
         by_kind[prompts[index].prompt_set.kind].append(index)
     available = {kind: len(indexes) for kind, indexes in by_kind.items()}
     plan = selection.plan_mix(available=available, target=target, mix=mix)
-    wanted = {kind: min(available[kind], math.ceil(plan.take[kind] * (1 + SELECTION_MARGIN)) + (1 if plan.take[kind] else 0))
+    # Each kind's full share of the target (not the share the shortest kind allows), so a file's
+    # shortfall names what truly lacks rather than prompts left unread to keep the mix.
+    wanted = {kind: min(available[kind], math.ceil(target * mix[kind] / 100 * (1 + SELECTION_MARGIN)) + (1 if mix[kind] else 0))
               for kind in by_kind}
     chosen: list[int] = []
     for kind, indexes in by_kind.items():
