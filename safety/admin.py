@@ -87,9 +87,9 @@ class PromptSetAdmin(admin.ModelAdmin):
                 messages.success(request, f"{prompt_set.prompt_count} prompts imported as set #{prompt_set.pk}{note}")
                 return HttpResponseRedirect(reverse("admin:safety_promptset_change", args=[prompt_set.pk]))
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Import a prompt set",
-                   "form": form, "submit": "Import",
+                   "form": form, "submit_label": "Import",
                    "intro": "Bring an export of WildJailbreak, OR-Bench, Do-Not-Answer or HarmBench; bad lines are skipped and named."}
-        return TemplateResponse(request, "admin/safety/form.html", context)
+        return TemplateResponse(request, "admin/models_app/finetuningjob/form.html", context)
 
 
 @admin.register(WaltzBuild)
@@ -139,10 +139,10 @@ class WaltzBuildAdmin(admin.ModelAdmin):
                                           f"estimated ${build.estimated_cost_usd} (held against the budget)")
                 return HttpResponseRedirect(reverse("admin:safety_waltzbuild_change", args=[build.pk]))
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Start a WaltzRL build",
-                   "form": form, "submit": "Check the budget and start",
+                   "form": form, "submit_label": "Check the budget and start",
                    "intro": "The conversation agent answers each prompt, the judge labels it, a rule-based detector "
                             "cross-checks; the files are audited and the report shows agreement and cost."}
-        return TemplateResponse(request, "admin/safety/form.html", context)
+        return TemplateResponse(request, "admin/models_app/finetuningjob/form.html", context)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         build = WaltzBuild.objects.select_related("agent", "conversation_model", "finetuning_job").filter(

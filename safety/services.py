@@ -30,15 +30,14 @@ import math
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -52,6 +51,7 @@ from costs.pricing import inference_cost
 from costs.selectors import price_in_force
 from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound
+from genesis.locks import worker_lock
 from genesis.permissions import require_permission
 from models_app.finetuning_rules import CHARS_PER_TOKEN
 from models_app.gateway import generation_parameters, provider_for
@@ -329,23 +329,9 @@ def waltz_build_create(
 # --- running a build -----------------------------------------------------------------------------------
 
 
-@contextmanager
-def _worker_lock(build_id: int) -> Iterator[bool]:
-    """A Postgres session advisory lock while a worker is on the build: a duplicate delivery finds it
-    taken and leaves; a dead worker's lock goes with its connection. Elsewhere (SQLite) always True."""
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    key = (_LOCK_NAMESPACE, build_id & 0x7FFFFFFF)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
-        acquired = bool(cursor.fetchone()[0])
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+def _worker_lock(build_id: int) -> Any:
+    """A Postgres advisory lock while a worker is on the build (genesis/locks.py)."""
+    return worker_lock(_LOCK_NAMESPACE, build_id)
 
 
 def _advance(build: WaltzBuild, to_status: str) -> None:
