@@ -72,13 +72,24 @@ def revision_messages(*, prompt: str, response: str, feedback: str) -> list[dict
     ]
 
 
-def conversation_example(*, prompt: str, response: str, revision: str = "", feedback: str = "") -> dict[str, Any]:
+def system_turn(system_prompt: str) -> list[dict[str, str]]:
+    """The conversation agent's own system prompt (as deployed), if it has one."""
+    return [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+
+
+def conversation_messages(*, prompt: str, system_prompt: str = "") -> list[dict[str, str]]:
+    """What the conversation agent is asked: its system prompt, then the user's prompt."""
+    return [*system_turn(system_prompt), {"role": "user", "content": prompt}]
+
+
+def conversation_example(*, prompt: str, response: str, revision: str = "", feedback: str = "", system_prompt: str = "") -> dict[str, Any]:
     """A conversation-agent training line: the answer, or — for a revision — the first answer (no loss),
     the feedback, and the revised answer (the loss)."""
+    system = system_turn(system_prompt)
     if not revision:
-        return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]}
+        return {"messages": [*system, {"role": "user", "content": prompt}, {"role": "assistant", "content": response}]}
     first, answer, ask = revision_messages(prompt=prompt, response=response, feedback=feedback)
-    return {"messages": [first, {**answer, "weight": 0}, ask, {"role": "assistant", "content": revision}]}
+    return {"messages": [*system, first, {**answer, "weight": 0}, ask, {"role": "assistant", "content": revision}]}
 
 
 class InvalidLabel(ValueError):

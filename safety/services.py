@@ -397,7 +397,7 @@ def _save(build: WaltzBuild, item: WaltzItem, calls: list[_Call], fields: list[s
 def _process_item(build: WaltzBuild, item: WaltzItem, conversation: _Route, judge_route: _Route, scrubber: Scrubber) -> None:
     parameters = {**generation_parameters(build.agent), "max_tokens": CONVERSATION_MAX_TOKENS}
     if not item.answered:
-        result = _ask(conversation, [{"role": "user", "content": item.text}], parameters)
+        result = _ask(conversation, labels.conversation_messages(prompt=item.text, system_prompt=build.agent.system_prompt), parameters)
         item.response, item.answered = scrubber.scrub_text(result.text), True
         _save(build, item, [_Call("answer", conversation, result.prompt_tokens, result.completion_tokens)], ["response", "answered"])
     if item.judge_valid is None:
@@ -423,7 +423,8 @@ def _process_item(build: WaltzBuild, item: WaltzItem, conversation: _Route, judg
                                    "detector_refusal", "agrees", "disagreements"])
     needs_revision = item.judge_valid and (item.unsafe or item.overrefuse) and (item.label or {}).get("feedback")
     if needs_revision and not item.revised:
-        messages = labels.revision_messages(prompt=item.text, response=item.response, feedback=item.label["feedback"])
+        messages = [*labels.system_turn(build.agent.system_prompt),
+                    *labels.revision_messages(prompt=item.text, response=item.response, feedback=item.label["feedback"])]
         result = _ask(conversation, messages, parameters)
         item.revision, item.revised = scrubber.scrub_text(result.text), True
         item.revision_ok = labels.revision_acceptable(kind=item.kind, revision=item.revision)
@@ -516,7 +517,7 @@ class _Pool:
     duplicates_removed: int = 0
 
 
-def _pools(items: Sequence[WaltzItem]) -> tuple[_Pool, _Pool, dict[str, int]]:
+def _pools(items: Sequence[WaltzItem], *, system_prompt: str) -> tuple[_Pool, _Pool, dict[str, int]]:
     conversation, feedback = _Pool(), _Pool()
     dropped: Counter[str] = Counter()
     for item in items:
@@ -529,10 +530,12 @@ def _pools(items: Sequence[WaltzItem]) -> tuple[_Pool, _Pool, dict[str, int]]:
         label = {**item.label, "unsafe": item.unsafe, "overrefuse": item.overrefuse}
         feedback.examples.append((item, labels.feedback_example(prompt=item.text, response=item.response, label=label)))
         if not item.unsafe and not item.overrefuse:
-            conversation.examples.append((item, labels.conversation_example(prompt=item.text, response=item.response)))
+            conversation.examples.append((item, labels.conversation_example(
+                prompt=item.text, response=item.response, system_prompt=system_prompt)))
         elif item.revised and item.revision_ok:
             conversation.examples.append((item, labels.conversation_example(
-                prompt=item.text, response=item.response, revision=item.revision, feedback=item.label["feedback"])))
+                prompt=item.text, response=item.response, revision=item.revision, feedback=item.label["feedback"],
+                system_prompt=system_prompt)))
         else:
             dropped["conversation_without_acceptable_answer"] += 1
     for pool in (conversation, feedback):
@@ -540,6 +543,10 @@ def _pools(items: Sequence[WaltzItem]) -> tuple[_Pool, _Pool, dict[str, int]]:
         pool.duplicates_removed = len(redundant)
         pool.examples = [pair for index, pair in enumerate(pool.examples) if index not in redundant]
     return conversation, feedback, dict(dropped)
+
+
+def _first_user_turn(example: dict[str, Any]) -> str:
+    return next(message["content"] for message in example["messages"] if message["role"] == "user")
 
 
 def _write_jsonl(path: Path, examples: Sequence[dict[str, Any]]) -> None:
@@ -584,7 +591,7 @@ def _finish(build_id: int) -> WaltzBuild:
     build = WaltzBuild.objects.select_related("agent", "conversation_model").get(pk=build_id)
     items = list(build.items.order_by("position"))
     target, mix = int(build.parameters["target"]), dict(build.parameters["mix"])
-    conversation_pool, feedback_pool, dropped = _pools(items)
+    conversation_pool, feedback_pool, dropped = _pools(items, system_prompt=build.agent.system_prompt)
     files: dict[str, dict[str, Any]] = {}
     datasets: dict[str, Any] = {}
     shortfalls: list[str] = []
@@ -618,10 +625,8 @@ def _finish(build_id: int) -> WaltzBuild:
                 summary[f"{split}_audit"] = {"audit_run": run.pk, "dataset": run.dataset_id, "format_errors": report.format_error_total,
                                              "pii": sum(report.pii_counts.values()), "duplicates": {"exact": report.duplicates.exact,
                                                                                                     "near": report.duplicates.near}}
-            train_texts = [example["messages"][1 if agent_name == "feedback_agent" else 0]["content"] for item, example in chosen
-                           if item.split == selection.TRAIN]
-            valid_texts = [example["messages"][1 if agent_name == "feedback_agent" else 0]["content"] for item, example in chosen
-                           if item.split == selection.VALID]
+            train_texts = [_first_user_turn(example) for item, example in chosen if item.split == selection.TRAIN]
+            valid_texts = [_first_user_turn(example) for item, example in chosen if item.split == selection.VALID]
             summary["train_valid_overlap"] = len(selection.contaminated_indexes(valid_texts, train_texts))
             files[agent_name] = summary
     report = _report(build, items, files=files, dropped=dropped, feedback_train_chars=feedback_train_chars)

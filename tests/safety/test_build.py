@@ -55,9 +55,13 @@ def test_a_build_from_the_builtin_sets_writes_both_agents_files_clean_labelled_a
             assert set(label) == set(labels.LABEL_KEYS)
 
     # No prompt in both splits, none in a benchmark suite.
-    train = {line["messages"][0]["content"] for line in _lines(build.conversation_train)}
-    valid = {line["messages"][0]["content"] for line in _lines(build.conversation_valid)}
-    assert not train & valid
+    def prompts(dataset) -> set[str]:  # type: ignore[no-untyped-def]
+        return {next(m["content"] for m in line["messages"] if m["role"] == "user") for line in _lines(dataset)}
+
+    train, valid = prompts(build.conversation_train), prompts(build.conversation_valid)
+    assert train and valid and not train & valid
+    # The conversation agent is trained as deployed: with its agent's system prompt.
+    assert _lines(build.conversation_train)[0]["messages"][0] == {"role": "system", "content": agent.system_prompt}
     assert report["selection"]["contamination"]["benchmark_cases_checked"] > 0
 
     # Every call is on the ledger once, as data preparation, and the hold is released.

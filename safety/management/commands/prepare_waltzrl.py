@@ -26,6 +26,7 @@ from django.core.management.base import BaseCommand, CommandError
 from audits.services import dataset_file_path
 from genesis.errors import DomainError, InvalidInput, PermissionDenied
 from models_app.models import Agent, ModelVersion
+from models_app.providers import TransientProviderError
 from models_app.selectors import baseline_version, live_version
 from models_app.services.benchmarks import DEFAULT_JUDGE_MODEL
 from safety import selectors, services
@@ -90,7 +91,12 @@ class Command(BaseCommand):
             return
         if not options["json"]:
             self.stderr.write(f"build #{build.pk}: {build.total_items} prompts, estimated ${build.estimated_cost_usd}")
-        build = services.waltz_build_execute(build_id=build.pk)
+        try:
+            build = services.waltz_build_execute(build_id=build.pk)
+        except TransientProviderError as exc:
+            self.stderr.write(f"build #{build.pk} paused: the provider kept failing ({exc}). Its answers so far are kept; "
+                              "a worker resumes it: beat's sweep re-sends it to the default queue within minutes.")
+            sys.exit(REFUSED)
         out = Path(options["out"] or Path("var") / "waltzrl" / f"build-{build.pk}")
         if build.status == BuildStatus.SUCCEEDED:
             self._write_files(build, out)
