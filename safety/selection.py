@@ -32,22 +32,19 @@ TRAIN = "train"
 VALID = "valid"
 
 
+def find_duplicate_prompts(texts: Sequence[str], *, threshold: float = DEFAULT_THRESHOLD) -> tuple[dict[str, int], set[int]]:
+    """({"exact", "near"} counted as the audit counts them — a line repeating an earlier one —, and the
+    indexes (0-based) of the texts that repeat an earlier one exactly or nearly; the first is kept)."""
+    collector = FingerprintCollector()
+    for index, text in enumerate(texts):
+        collector.add(line=index + 1, text=text)
+    report = find_duplicates(collector.finish(), threshold=threshold)
+    return {"exact": report.exact, "near": report.near}, {line - 1 for line in report.redundant_lines()}
+
+
 def redundant_indexes(texts: Sequence[str], *, threshold: float = DEFAULT_THRESHOLD) -> set[int]:
     """Indexes (0-based) of texts that repeat an earlier one exactly or nearly; the first is kept."""
-    collector = FingerprintCollector()
-    for index, text in enumerate(texts):
-        collector.add(line=index + 1, text=text)
-    report = find_duplicates(collector.finish(), threshold=threshold)
-    return {line - 1 for line in report.redundant_lines()}
-
-
-def duplicate_counts(texts: Sequence[str], *, threshold: float = DEFAULT_THRESHOLD) -> dict[str, int]:
-    """{"exact", "near"} as the audit counts them (a line repeating an earlier one)."""
-    collector = FingerprintCollector()
-    for index, text in enumerate(texts):
-        collector.add(line=index + 1, text=text)
-    report = find_duplicates(collector.finish(), threshold=threshold)
-    return {"exact": report.exact, "near": report.near}
+    return find_duplicate_prompts(texts, threshold=threshold)[1]
 
 
 def contaminated_indexes(

@@ -221,8 +221,7 @@ def _select_prompts(*, prompt_sets: Sequence[PromptSet], target: int, mix: dict[
     prompts = list(SafetyPrompt.objects.filter(prompt_set__in=prompt_sets).select_related("prompt_set").order_by("prompt_set_id", "line"))
     scrubber = Scrubber(mode="placeholder")
     texts = [scrubber.scrub_text(prompt.text) for prompt in prompts]
-    duplicates = selection.duplicate_counts(texts)
-    redundant = selection.redundant_indexes(texts)
+    duplicates, redundant = selection.find_duplicate_prompts(texts)
     benchmark_texts = _benchmark_texts()
     contaminated = selection.contaminated_indexes(texts, benchmark_texts) - redundant
     keep = [i for i in range(len(prompts)) if i not in redundant and i not in contaminated]
@@ -233,7 +232,7 @@ def _select_prompts(*, prompt_sets: Sequence[PromptSet], target: int, mix: dict[
     plan = selection.plan_mix(available=available, target=target, mix=mix)
     # Each kind's full share of the target (not the share the shortest kind allows), so a file's
     # shortfall names what truly lacks rather than prompts left unread to keep the mix.
-    wanted = {kind: min(available[kind], math.ceil(target * mix[kind] / 100 * (1 + SELECTION_MARGIN)) + (1 if mix[kind] else 0))
+    wanted = {kind: min(available[kind], math.ceil(target * mix[kind] / 100 * (1 + SELECTION_MARGIN)) + 1) if mix[kind] else 0
               for kind in by_kind}
     chosen: list[int] = []
     for kind, indexes in by_kind.items():

@@ -102,7 +102,7 @@ def test_duplicates_contamination_and_split() -> None:
         "What is the capital of France?",
     ]
     assert selection.redundant_indexes(texts) == {1, 2}
-    assert selection.duplicate_counts(texts) == {"exact": 1, "near": 1}
+    assert selection.find_duplicate_prompts(texts) == ({"exact": 1, "near": 1}, {1, 2})
     assert selection.contaminated_indexes(texts, ["what is  the capital of FRANCE?"]) == {3}
     assert selection.contaminated_indexes(texts, ["Tell me about penguins in Antarctica and their food."]) == set()
     splits = [selection.split_of(f"prompt number {n}", seed=1, validation=0.1) for n in range(2000)]
