@@ -95,6 +95,7 @@ STAGE1_EPOCHS = 3
 MAX_SHOWN = 50
 STRANDED_AFTER_SECONDS = 5 * 60
 _LOCK_NAMESPACE = zlib.crc32(b"safety.WaltzBuild") & 0x7FFFFFFF
+_FINETUNE_LOCK_NAMESPACE = zlib.crc32(b"safety.WaltzBuild.finetune") & 0x7FFFFFFF
 
 
 # --- prompt sets -----------------------------------------------------------------------------------------
@@ -701,22 +702,26 @@ def _report(build: WaltzBuild, items: Sequence[WaltzItem], *, files: dict[str, A
 def waltz_build_finetune(*, build: WaltzBuild, actor: Any = None, override_reason: str | None = None,
                          submit: bool = True) -> FineTuningJob:
     """Create the Stage-1 fine-tuning job (the feedback agent) from the build's files: they are
-    uploaded to the provider and the job goes through the fine-tuning service's budget check."""
+    uploaded to the provider and the job goes through the fine-tuning service's budget check. An
+    advisory lock makes two clicks at once start one job (the second is refused)."""
     require_permission(actor=actor, permission="safety.finetune_waltzbuild", action="fine-tune from WaltzRL builds")
-    build = WaltzBuild.objects.select_related("agent", "feedback_train", "feedback_valid").get(pk=build.pk)
-    if build.status != BuildStatus.SUCCEEDED or build.feedback_train is None:
-        raise Conflict(f"WaltzRL build #{build.pk} is {build.status} and has no feedback-agent training file yet")
-    if build.finetuning_job_id:
-        raise Conflict(f"WaltzRL build #{build.pk} already started fine-tuning job #{build.finetuning_job_id}")
+    with worker_lock(_FINETUNE_LOCK_NAMESPACE, build.pk) as mine:
+        if not mine:
+            raise Conflict(f"the Stage-1 job of WaltzRL build #{build.pk} is being created right now")
+        build = WaltzBuild.objects.select_related("agent", "feedback_train", "feedback_valid").get(pk=build.pk)
+        if build.status != BuildStatus.SUCCEEDED or build.feedback_train is None:
+            raise Conflict(f"WaltzRL build #{build.pk} is {build.status} and has no feedback-agent training file yet")
+        if build.finetuning_job_id:
+            raise Conflict(f"WaltzRL build #{build.pk} already started fine-tuning job #{build.finetuning_job_id}")
 
-    def upload(dataset: Any, purpose: str) -> Any:
-        with open(dataset_file_path(dataset=dataset), "rb") as content:
-            return training_file_upload(agent=build.agent, content=content, filename=dataset.original_name,
-                                        purpose=purpose, actor=actor)
+        def upload(dataset: Any, purpose: str) -> Any:
+            with open(dataset_file_path(dataset=dataset), "rb") as content:
+                return training_file_upload(agent=build.agent, content=content, filename=dataset.original_name,
+                                            purpose=purpose, actor=actor)
 
-    training = upload(build.feedback_train, "training")
-    validation = upload(build.feedback_valid, "validation") if build.feedback_valid else None
-    job = finetuning_job_create(agent=build.agent, training_file=training, validation_file=validation,
-                                suffix="waltzfb", actor=actor, override_reason=override_reason, submit=submit)
-    WaltzBuild.objects.filter(pk=build.pk).update(finetuning_job=job)
-    return job
+        training = upload(build.feedback_train, "training")
+        validation = upload(build.feedback_valid, "validation") if build.feedback_valid else None
+        job = finetuning_job_create(agent=build.agent, training_file=training, validation_file=validation,
+                                    suffix="waltzfb", actor=actor, override_reason=override_reason, submit=submit)
+        WaltzBuild.objects.filter(pk=build.pk).update(finetuning_job=job)
+        return job

@@ -63,6 +63,8 @@ def test_the_build_page_shows_agreement_and_cost_and_starts_stage1_through_the_b
     assert job.training_file.filename == "feedback_agent_train.jsonl" and job.validation_file.filename == "feedback_agent_valid.jsonl"
     assert CostHold.objects.filter(operation="fine_tuning", source_id=str(job.pk), released_at__isnull=True).exists()
     assert f"Stage-1 fine-tuning job #{job.pk}" in page and "Fine-tune the feedback agent (Stage 1)" not in page
+    page = root_client.post(reverse("admin:safety_waltzbuild_finetune", args=[build.pk]), follow=True).content.decode()
+    assert f"already started fine-tuning job #{job.pk}" in page and FineTuningJob.objects.count() == 1
 
 
 def test_a_build_is_started_from_the_add_page(root_client, seeded_demo) -> None:
