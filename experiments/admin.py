@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 
 from experiments import selectors, services
 from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
+from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
 from genesis.errors import DomainError
 from models_app.models import ModelStatus, ModelVersion
 from models_app.selectors import CANDIDATE_STATUSES
@@ -258,6 +259,7 @@ def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]
         "four_eyes_blocker": four_eyes_blocker if can("approve_stage") else "",
         "results": selectors.experiment_results(experiment=experiment) if experiment.status != ExperimentStatus.DRAFT else None,
         "events": selectors.experiment_events(experiment=experiment),
+        "operating_curve": SUCCESS_RATE_ROLLBACK_CURVE,
         "buttons": buttons,
         "any_button": any(buttons[name] for name in ("start", "request", "approve", "pause", "resume", "rollback")),
     }

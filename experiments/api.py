@@ -81,7 +81,8 @@ class OutcomesOut(Schema):
 
 
 class ArmOut(Schema):
-    n: int
+    n: int = Field(description="Outcomes")
+    users: int = Field(description="Users, the unit of analysis (a user active in two stages counts in each)")
     success_rate: float | None
     mean_quality: float | None
     quality_n: int
@@ -97,10 +98,10 @@ class ComparisonOut(Schema):
     control: float | None
     treatment: float | None
     absolute_lift: float | None
-    absolute_ci95: list[float | None]
+    absolute_ci95: list[float | None] | None = Field(description="95 % interval of treatment − control; null without spread")
     relative_lift: float | None
-    ci95: list[float | None] | None
-    p_value: float | None
+    ci95: list[float | None] | None = Field(description="95 % Fieller interval of the relative lift; null when unbounded")
+    p_value: float | None = Field(description="Two-sided Welch t, from the same standard error as the intervals")
 
 
 class GuardrailOut(Schema):
@@ -110,6 +111,21 @@ class GuardrailOut(Schema):
     estimate: float | None
     interval: list[float] | None
     reason: str
+    rule: str = Field(description="What this guardrail's decision means")
+    alpha: float = Field(description="The level this rule is tested at (rules that roll back share guardrail_alpha)")
+
+
+class AnalysisStageOut(Schema):
+    percent: int
+    started_at: str
+    users: dict[str, int]
+
+
+class AnalysisOut(Schema):
+    unit: str
+    method: str
+    covers: str = Field(description="The stages the estimates cover")
+    stages: list[AnalysisStageOut]
 
 
 class ResultsOut(Schema):
@@ -124,8 +140,10 @@ class ResultsOut(Schema):
     relative_lift: float | None = Field(description="Success rate, treatment vs control")
     ci95: list[float | None] | None = Field(description="95 % interval of the relative lift")
     p_value: float | None
+    analysis: AnalysisOut
     comparisons: dict[str, ComparisonOut | None]
-    srm_p: float | None
+    srm_p: float | None = Field(description="Any-time-valid sample-ratio-mismatch p-value of the current stage")
+    srm_threshold: float = Field(description="The current stage's pause threshold for srm_p")
     srm_flagged: bool
     guardrails: list[GuardrailOut]
 

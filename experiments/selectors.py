@@ -1,11 +1,13 @@
-"""Reads of online evaluation: per-arm aggregates (in SQL), results, guardrail states, holds.
+"""Reads of online evaluation: per-user, per-stage aggregates (in SQL), results, guardrail states, holds.
 
-Every metric starts from one GROUP BY over the experiment's outcome events — count, Σx and Σx² per
-arm and metric, distinct users in the current stage, and (on PostgreSQL) latency percentiles with
-`percentile_cont` — and the statistics in experiments/stats.py work from those aggregates. No
-Python loop over events. On SQLite (the embedded dev mode), which has no percentile aggregate, the
-latency percentiles are computed in Python from the sorted latencies of each arm: documented, and
-fine for a demo; use PostgreSQL for real traffic.
+Every metric starts from one SQL query over the experiment's outcome events: an inner GROUP BY per
+(stage, arm, user) — each user's outcomes, successes, summed latency, quality and cost — and an
+outer GROUP BY per (stage, arm) of those per-user numbers and their squares and products, the
+sufficient statistics of experiments/stats.RatioSummary. The stage of an outcome is the stage
+whose window [started_at, ended_at) holds its occurred_at. The statistics in experiments/stats.py
+work from those aggregates, stage by stage (stratified). No Python loop over events. Latency
+percentiles (descriptive, over all the arm's outcomes) come from `percentile_cont` on PostgreSQL;
+on SQLite (the embedded dev mode), which has none, from the sorted latencies in Python.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Aggregate, Count, F, FloatField, IntegerField, Q, QuerySet, Sum
-from django.db.models.functions import Cast
+from django.db.models import Aggregate, Count, FloatField, QuerySet
 from django.utils import timezone
 
 from experiments import stats
@@ -29,6 +30,7 @@ from experiments.models import (
     EventAction,
     Experiment,
     ExperimentEvent,
+    ExperimentStage,
     OutcomeEvent,
     StageApproval,
     Variant,
@@ -37,10 +39,10 @@ from genesis.errors import NotFound
 
 ARMS = (Variant.CONTROL.value, Variant.TREATMENT.value)
 COST_QUANTUM = Decimal("0.00000001")
+METRICS = ("success_rate", "latency_ms", "quality", "cost_per_request")
 # Quality and cost are optional in an outcome: an agent that never reports them cannot hold a stage
 # on them forever. A metric with no observation at all in either arm is "not_reported".
 OPTIONAL_METRICS = ("quality", "cost_per_request")
-SRM_MIN_EXPECTED_PER_ARM = 5
 
 
 class PercentileCont(Aggregate):
@@ -57,56 +59,80 @@ class PercentileCont(Aggregate):
 
 
 @dataclass(frozen=True)
-class ArmMetrics:
-    n: int
-    successes: int
-    latency: stats.ArmSummary
-    quality: stats.ArmSummary
-    cost: stats.ArmSummary
+class ArmCell:
+    """One arm in one stage: its users, outcomes, and each metric's per-user ratio statistics."""
+
+    users: int
+    outcomes: int
+    metrics: dict[str, stats.RatioSummary]
     cost_total: Decimal
-    stage_n: int  # outcomes since the current stage began
-    stage_users: int  # distinct users with outcomes since the current stage began
+
+    def summary(self, metric: str) -> stats.RatioSummary:
+        return self.metrics[metric]
+
+
+EMPTY_CELL = ArmCell(users=0, outcomes=0, metrics={metric: stats.EMPTY for metric in METRICS}, cost_total=Decimal(0))
+
+
+@dataclass(frozen=True)
+class StageCells:
+    index: int
+    percent: int
+    started_at: datetime
+    control: ArmCell
+    treatment: ArmCell
+
+    def arm(self, variant: str) -> ArmCell:
+        return self.control if variant == Variant.CONTROL else self.treatment
+
+
+@dataclass(frozen=True)
+class ArmTotals:
+    """An arm over every analysed stage, for display: outcomes, users (a user active in two stages
+    counts in each), and the raw (unstratified) means."""
+
+    users: int
+    outcomes: int
+    successes: float
+    quality_n: int
+    quality_sum: float
+    latency_sum: float
+    cost_n: int
+    cost_total: Decimal
     latency_p50: float | None
     latency_p95: float | None
-
-    @property
-    def success(self) -> stats.ArmSummary:
-        return stats.ArmSummary.from_successes(n=self.n, successes=self.successes)
-
-    def summary(self, metric: str) -> stats.ArmSummary:
-        return {"success_rate": self.success, "latency_ms": self.latency, "quality": self.quality,
-                "cost_per_request": self.cost}[metric]
-
-
-EMPTY_ARM = ArmMetrics(
-    n=0, successes=0, latency=stats.ArmSummary(0, 0.0, 0.0), quality=stats.ArmSummary(0, 0.0, 0.0),
-    cost=stats.ArmSummary(0, 0.0, 0.0), cost_total=Decimal(0), stage_n=0, stage_users=0, latency_p50=None,
-    latency_p95=None,
-)
 
 
 @dataclass(frozen=True)
 class ExperimentMetrics:
-    arms: dict[str, ArmMetrics]
+    stages: list[StageCells]  # the stages that have started, in order: the strata
+    arms: dict[str, ArmTotals]
     stage_percent: int | None
     stage_started_at: datetime | None
-    srm_p: float | None  # None outside a stage, or while an arm expects fewer than 5 users
+    srm_p: float | None  # anytime-valid p of the current stage's split; None outside a stage with control
+    srm_threshold: float  # the current stage's share of the rollout's false-pause budget
 
     @property
-    def control(self) -> ArmMetrics:
-        return self.arms[Variant.CONTROL]
+    def current(self) -> StageCells | None:
+        return self.stages[-1] if self.stages and self.stage_started_at else None
 
     @property
-    def treatment(self) -> ArmMetrics:
-        return self.arms[Variant.TREATMENT]
+    def srm_flagged(self) -> bool:
+        return self.srm_p is not None and self.srm_p < self.srm_threshold
+
+    def strata(self, metric: str) -> list[stats.Stratum]:
+        return [stats.Stratum(stage.control.summary(metric), stage.treatment.summary(metric)) for stage in self.stages]
+
+    def arm_users(self, variant: str) -> int:
+        return sum(stage.arm(variant).users for stage in self.stages)
 
     @property
     def stage_users_control(self) -> int:
-        return self.control.stage_users
+        return self.current.control.users if self.current else 0
 
     @property
     def stage_users_treatment(self) -> int:
-        return self.treatment.stage_users
+        return self.current.treatment.users if self.current else 0
 
 
 def get_experiment(*, key: str) -> Experiment:
@@ -133,73 +159,137 @@ def experiment_for_agent(*, agent_slug: str) -> Experiment | None:
     )
 
 
-def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = False) -> ExperimentMetrics:
-    """Per-arm aggregates of the experiment's outcomes in one SQL query (plus one per arm for the
-    percentiles on SQLite only)."""
-    stage = experiment.current_stage
-    stage_started_at = stage.started_at if stage is not None else None
-    in_stage = Q(occurred_at__gte=stage_started_at) if stage_started_at else Q(pk__in=[])
-    latency, quality = F("latency_ms"), F("quality")
-    cost = Cast("cost_usd", FloatField())
-    aggregates: dict[str, Any] = {
-        "n": Count("id"),
-        "successes": Sum(Cast("success", IntegerField())),
-        "latency_sum": Sum(latency),
-        "latency_sumsq": Sum(latency * latency),
-        "quality_n": Count("quality"),
-        "quality_sum": Sum(quality),
-        "quality_sumsq": Sum(quality * quality),
-        "cost_n": Count("cost_usd"),
-        "cost_total": Sum("cost_usd"),
-        "cost_sumsq": Sum(cost * cost),
-        "stage_n": Count("id", filter=in_stage),
-        "stage_users": Count("user_id", filter=in_stage, distinct=True),
-    }
-    postgres = connection.vendor == "postgresql"
-    if include_percentiles and postgres:
-        aggregates["p50"] = PercentileCont("latency_ms", fraction=0.50)
-        aggregates["p95"] = PercentileCont("latency_ms", fraction=0.95)
-    rows = (
-        OutcomeEvent.objects.filter(experiment=experiment, variant__in=ARMS)
-        .values("variant")
-        .order_by("variant")
-        .annotate(**aggregates)
+# The inner query's per-user columns, and the outer query's sums of them: (column, expression).
+_PER_USER_COLUMNS = (
+    ("n", "COUNT(*)"),
+    ("succ", "SUM(CASE WHEN success THEN 1 ELSE 0 END)"),
+    ("lat", "SUM(latency_ms)"),
+    ("q_n", "COUNT(quality)"),
+    ("q", "COALESCE(SUM(quality), 0)"),
+    ("c_n", "COUNT(cost_usd)"),
+    ("c", "COALESCE(SUM(cost_usd), 0)"),
+)
+# metric → (numerator column, denominator column) of its per-user ratio
+_RATIOS = {"success_rate": ("succ", "n"), "latency_ms": ("lat", "n"), "quality": ("q", "q_n"), "cost_per_request": ("c", "c_n")}
+
+
+def _per_user_sql(windows: int) -> str:
+    stage_case = " ".join(f"WHEN occurred_at >= %s AND occurred_at < %s THEN {index}" for index in range(windows))
+    per_user = ", ".join(f"{expression} AS {name}" for name, expression in _PER_USER_COLUMNS)
+    sums: dict[str, str] = {}
+    for numerator, denominator in _RATIOS.values():
+        sums[numerator] = numerator
+        sums[f"{numerator}_sq"] = f"{numerator} * {numerator}"
+        sums[denominator] = denominator
+        sums[f"{denominator}_sq"] = f"{denominator} * {denominator}"
+        sums[f"{numerator}_x_{denominator}"] = f"{numerator} * {denominator}"
+    per_stage = ", ".join(["COUNT(*) AS users"] + [f"SUM({expression}) AS {name}" for name, expression in sums.items()])
+    return (
+        f"SELECT stage, variant, {per_stage} FROM ("
+        f" SELECT CASE {stage_case} END AS stage, variant, user_id, {per_user}"
+        f" FROM {OutcomeEvent._meta.db_table}"
+        f" WHERE experiment_id = %s AND variant IN (%s, %s) AND occurred_at >= %s"
+        f" GROUP BY 1, variant, user_id"
+        f") AS per_user WHERE stage IS NOT NULL GROUP BY stage, variant"
     )
-    arms = {arm: EMPTY_ARM for arm in ARMS}
+
+
+def _ratio(row: dict[str, Any], numerator: str, denominator: str) -> stats.RatioSummary:
+    return stats.RatioSummary(
+        users=int(row["users"]),
+        numerator_sum=float(row[numerator] or 0), numerator_sum_squares=float(row[f"{numerator}_sq"] or 0),
+        denominator_sum=float(row[denominator] or 0), denominator_sum_squares=float(row[f"{denominator}_sq"] or 0),
+        cross_sum=float(row[f"{numerator}_x_{denominator}"] or 0),
+    )
+
+
+def _cells_by_stage(*, experiment: Experiment, stages: list[ExperimentStage]) -> dict[tuple[int, str], ArmCell]:
+    if not stages:
+        return {}
+    far_future = timezone.now() + timedelta(days=36_500)
+    params: list[Any] = []
+    for stage in stages:
+        params += [stage.started_at, stage.ended_at or far_future]
+    params += [experiment.pk, *ARMS, stages[0].started_at]
+    with connection.cursor() as cursor:
+        cursor.execute(_per_user_sql(len(stages)), params)
+        columns = [column[0] for column in cursor.description]
+        rows = [dict(zip(columns, values)) for values in cursor.fetchall()]
+    cells = {}
     for row in rows:
-        p50, p95 = row.get("p50"), row.get("p95")
-        if include_percentiles and not postgres:
-            p50, p95 = _percentiles_in_python(experiment=experiment, variant=row["variant"])
-        arms[row["variant"]] = ArmMetrics(
-            n=row["n"],
-            successes=int(row["successes"] or 0),
-            latency=stats.ArmSummary(row["n"], float(row["latency_sum"] or 0), float(row["latency_sumsq"] or 0)),
-            quality=stats.ArmSummary(row["quality_n"], float(row["quality_sum"] or 0), float(row["quality_sumsq"] or 0)),
-            cost=stats.ArmSummary(row["cost_n"], float(row["cost_total"] or 0), float(row["cost_sumsq"] or 0)),
-            cost_total=Decimal(row["cost_total"] or 0),
-            stage_n=row["stage_n"],
-            stage_users=row["stage_users"],
-            latency_p50=p50,
-            latency_p95=p95,
+        cells[(int(row["stage"]), row["variant"])] = ArmCell(
+            users=int(row["users"]),
+            outcomes=int(row["n"] or 0),
+            metrics={metric: _ratio(row, numerator, denominator) for metric, (numerator, denominator) in _RATIOS.items()},
+            cost_total=Decimal(str(row["c"] or 0)),
         )
+    return cells
+
+
+def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = False) -> ExperimentMetrics:
+    """Per-stage, per-arm, per-user aggregates of the experiment's outcomes in one SQL query (plus
+    the latency percentiles when asked: one query on PostgreSQL, one per arm on SQLite)."""
+    started = [stage for stage in experiment.stages.order_by("index") if stage.started_at is not None]
+    cells = _cells_by_stage(experiment=experiment, stages=started)
+    stage_cells = [
+        StageCells(index=stage.index, percent=stage.percent, started_at=stage.started_at,  # type: ignore[arg-type]
+                   control=cells.get((position, Variant.CONTROL), EMPTY_CELL),
+                   treatment=cells.get((position, Variant.TREATMENT), EMPTY_CELL))
+        for position, stage in enumerate(started)
+    ]
+    percentiles = _latency_percentiles(experiment=experiment) if include_percentiles else {}
+    arms = {}
+    for arm in ARMS:
+        arm_cells = [stage.arm(arm) for stage in stage_cells]
+        arms[arm] = ArmTotals(
+            users=sum(cell.users for cell in arm_cells),
+            outcomes=sum(cell.outcomes for cell in arm_cells),
+            successes=sum(cell.metrics["success_rate"].numerator_sum for cell in arm_cells),
+            quality_n=round(sum(cell.metrics["quality"].denominator_sum for cell in arm_cells)),
+            quality_sum=sum(cell.metrics["quality"].numerator_sum for cell in arm_cells),
+            latency_sum=sum(cell.metrics["latency_ms"].numerator_sum for cell in arm_cells),
+            cost_n=round(sum(cell.metrics["cost_per_request"].denominator_sum for cell in arm_cells)),
+            cost_total=sum((cell.cost_total for cell in arm_cells), Decimal(0)),
+            latency_p50=percentiles.get(arm, (None, None))[0],
+            latency_p95=percentiles.get(arm, (None, None))[1],
+        )
+    stage = experiment.current_stage
+    current = stage_cells[-1] if stage is not None and stage_cells and stage_cells[-1].index == stage.index else None
     srm_p = None
-    if stage is not None:
-        fraction = stage.percent / 100
-        observed = [arms[Variant.CONTROL].stage_users, arms[Variant.TREATMENT].stage_users]
-        # The chi-square approximation needs about 5 expected users per arm (the textbook rule);
-        # below that, a handful of early users would "prove" a mismatch and pause the experiment.
-        if min(fraction, 1 - fraction) * sum(observed) >= SRM_MIN_EXPECTED_PER_ARM:
-            srm_p = stats.srm_p_value(observed=observed, expected_fractions=[1 - fraction, fraction])
-    return ExperimentMetrics(arms=arms, stage_percent=stage.percent if stage else None,
-                             stage_started_at=stage_started_at, srm_p=srm_p)
-
-
-def _percentiles_in_python(*, experiment: Experiment, variant: str) -> tuple[float | None, float | None]:
-    """SQLite fallback: linear interpolation between order statistics, as percentile_cont does."""
-    values = list(
-        OutcomeEvent.objects.filter(experiment=experiment, variant=variant).order_by("latency_ms").values_list("latency_ms", flat=True)
+    if current is not None and 0 < current.percent < 100:
+        fraction = current.percent / 100
+        srm_p = stats.srm_p_value(
+            observed=[current.control.users, current.treatment.users], expected_fractions=[1 - fraction, fraction]
+        )
+    return ExperimentMetrics(
+        stages=stage_cells,
+        arms=arms,
+        stage_percent=stage.percent if stage else None,
+        stage_started_at=stage.started_at if stage else None,
+        srm_p=srm_p,
+        srm_threshold=srm_threshold_per_stage(experiment=experiment),
     )
-    return _percentile_cont(values, 0.50), _percentile_cont(values, 0.95)
+
+
+def srm_threshold_per_stage(*, experiment: Experiment) -> float:
+    return stats.srm_threshold_per_stage(
+        rollout_alpha=settings.GENESIS.ab_testing.srm_alpha, stage_plan=experiment.stage_plan
+    )
+
+
+def _latency_percentiles(*, experiment: Experiment) -> dict[str, tuple[float | None, float | None]]:
+    outcomes = OutcomeEvent.objects.filter(experiment=experiment, variant__in=ARMS)
+    if connection.vendor == "postgresql":
+        rows = outcomes.values("variant").order_by("variant").annotate(
+            p50=PercentileCont("latency_ms", fraction=0.50), p95=PercentileCont("latency_ms", fraction=0.95)
+        )
+        return {row["variant"]: (row["p50"], row["p95"]) for row in rows}
+    # SQLite: linear interpolation between order statistics, as percentile_cont does.
+    found = {}
+    for arm in ARMS:
+        values = list(outcomes.filter(variant=arm).order_by("latency_ms").values_list("latency_ms", flat=True))
+        found[arm] = (_percentile_cont(values, 0.50), _percentile_cont(values, 0.95))
+    return found
 
 
 def _percentile_cont(sorted_values: list[float], fraction: float) -> float | None:
@@ -222,6 +312,8 @@ class GuardrailState:
     estimate: float | None
     interval: tuple[float, float] | None
     reason: str
+    rule: str  # what the decision means (stats.guardrail_rule_text)
+    alpha: float  # the level this rule is tested at, after the Bonferroni share
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -229,7 +321,7 @@ class GuardrailState:
         return data
 
 
-def _unreported_reason(metric: str, *, rule: dict[str, Any], control: stats.ArmSummary, treatment: stats.ArmSummary) -> str:
+def _unreported_reason(metric: str, *, rule: dict[str, Any], control_reports: float, treatment_reports: float) -> str:
     """Why an optional metric is not guarded, or "" when it is. An agent may report quality or cost
     for no arm, or — when only one model returns it — for one arm only. Neither will ever fill in,
     so waiting for them would hold the stage forever. A warning rule is then shown as not reported;
@@ -237,26 +329,43 @@ def _unreported_reason(metric: str, *, rule: dict[str, Any], control: stats.ArmS
     if metric not in OPTIONAL_METRICS:
         return ""
     name = metric.replace("_", " ")
-    if control.n == 0 and treatment.n == 0:
+    if control_reports == 0 and treatment_reports == 0:
         return f"{metric}: the agent reports no {name} for this experiment; not guarded"
-    if rule["on_violation"] == "warning" and min(control.n, treatment.n) == 0:
-        reporting = "control" if control.n else "treatment"
+    if rule["on_violation"] == "warning" and min(control_reports, treatment_reports) == 0:
+        reporting = "control" if control_reports else "treatment"
         return f"{metric}: only the {reporting} arm reports {name}, so the arms cannot be compared; not guarded"
     return ""
 
 
-def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentMetrics) -> list[GuardrailState]:
-    """Each of the experiment's guardrail rules judged by the sequential test of experiments/stats.py."""
+def guardrail_alphas(*, rules: list[dict[str, Any]]) -> list[float]:
+    """The level each rule is tested at: the rules that roll back share guardrail_alpha (Bonferroni),
+    so a good candidate is rolled back by any of them with probability at most guardrail_alpha; a
+    warning rule, which only holds the stage, gets the whole of it."""
     alpha = settings.GENESIS.ab_testing.guardrail_alpha
+    breach_rules = sum(1 for rule in rules if rule["on_violation"] == "breach") or 1
+    return [alpha / breach_rules if rule["on_violation"] == "breach" else alpha for rule in rules]
+
+
+def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentMetrics) -> list[GuardrailState]:
+    """Each of the experiment's guardrail rules judged by the sequential test of experiments/stats.py,
+    on every stage so far (stratified)."""
     results = []
-    for rule in experiment.guardrails:
+    for rule, alpha in zip(experiment.guardrails, guardrail_alphas(rules=experiment.guardrails)):
         metric = rule["metric"]
-        control, treatment = metrics.control.summary(metric), metrics.treatment.summary(metric)
-        unreported = _unreported_reason(metric, rule=rule, control=control, treatment=treatment)
+        strata = metrics.strata(metric)
+        rule_text = stats.guardrail_rule_text(
+            metric=metric, harmful_direction=rule["harmful_direction"], threshold=rule["threshold"],
+            threshold_kind=rule["threshold_kind"], on_violation=rule["on_violation"], alpha=alpha,
+        )
+        unreported = _unreported_reason(
+            metric, rule=rule,
+            control_reports=sum(stratum.control.denominator_sum for stratum in strata),
+            treatment_reports=sum(stratum.treatment.denominator_sum for stratum in strata),
+        )
         if unreported:
             results.append(GuardrailState(
                 metric=metric, state="not_reported", on_violation=rule["on_violation"], estimate=None, interval=None,
-                reason=unreported,
+                reason=unreported, rule=rule_text, alpha=alpha,
             ))
             continue
         result = stats.evaluate_guardrail(
@@ -265,8 +374,7 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
             threshold=rule["threshold"],
             threshold_kind=rule["threshold_kind"],
             on_violation=rule["on_violation"],
-            control=control,
-            treatment=treatment,
+            strata=strata,
             alpha=alpha,
             min_samples_per_arm=max(2, experiment.min_samples_per_arm),
             planned_samples_per_arm=experiment.planned_samples_per_arm,
@@ -278,6 +386,8 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
             estimate=result.estimate,
             interval=(result.interval.low, result.interval.high) if result.interval else None,
             reason=result.reason,
+            rule=rule_text,
+            alpha=alpha,
         ))
     return results
 
@@ -318,7 +428,8 @@ def stage_holds(
         ))
 
     need = experiment.min_samples_per_arm
-    control_n, treatment_n = metrics.control.stage_n, metrics.treatment.stage_n
+    current = metrics.current
+    control_n, treatment_n = (current.control.outcomes, current.treatment.outcomes) if current else (0, 0)
     holds.append(Hold(
         "min_samples", control_n >= need and treatment_n >= need,
         f"control {control_n} and treatment {treatment_n} outcomes in this stage (minimum {need} per arm)",
@@ -331,18 +442,18 @@ def stage_holds(
         "; ".join(g.reason for g in unhealthy) if unhealthy else "all guardrails healthy",
     ))
 
-    threshold = settings.GENESIS.ab_testing.srm_p_threshold
     split = (
         f"split {metrics.stage_users_control}/{metrics.stage_users_treatment} users vs planned "
         f"{100 - (metrics.stage_percent or 0)}/{metrics.stage_percent} %"
     )
     if metrics.srm_p is None:
-        holds.append(Hold("srm", True, f"{split}: too few users yet to test the split"))
+        holds.append(Hold("srm", True, f"{split}: no control arm to compare with"))
     else:
-        flagged = metrics.srm_p < threshold
         holds.append(Hold(
-            "srm", not flagged,
-            f"{split}: SRM p = {metrics.srm_p:.3g}" + (" — mismatch: check assignment and logging" if flagged else ""),
+            "srm", not metrics.srm_flagged,
+            f"{split}: any-time SRM p = {stats.format_number(metrics.srm_p)} (pauses below "
+            f"{stats.format_number(metrics.srm_threshold)})"
+            + (" — mismatch: check assignment and logging" if metrics.srm_flagged else ""),
         ))
     return holds
 
@@ -365,6 +476,10 @@ def _money(value: Decimal) -> str:
     return str(value.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP))
 
 
+def _interval_json(interval: stats.Interval | None) -> list[float | None] | None:
+    return [_float(interval.low), _float(interval.high)] if interval else None
+
+
 def _comparison_json(comparison: stats.Comparison | None) -> dict[str, Any] | None:
     if comparison is None:
         return None
@@ -372,44 +487,54 @@ def _comparison_json(comparison: stats.Comparison | None) -> dict[str, Any] | No
         "control": _float(comparison.control_mean),
         "treatment": _float(comparison.treatment_mean),
         "absolute_lift": _float(comparison.absolute_lift),
-        "absolute_ci95": [_float(comparison.absolute_interval.low), _float(comparison.absolute_interval.high)],
+        "absolute_ci95": _interval_json(comparison.absolute_interval),
         "relative_lift": _float(comparison.relative_lift),
-        "ci95": (
-            [_float(comparison.relative_interval.low), _float(comparison.relative_interval.high)]
-            if comparison.relative_interval else None
-        ),
+        "ci95": _interval_json(comparison.relative_interval),
         "p_value": _float(comparison.p_value),
     }
 
 
-def _arm_json(arm: ArmMetrics) -> dict[str, Any]:
+def _arm_json(arm: ArmTotals, *, stage_users: int) -> dict[str, Any]:
     return {
-        "n": arm.n,
-        "success_rate": _float(arm.successes / arm.n) if arm.n else None,
-        "mean_quality": _float(arm.quality.mean) if arm.quality.n else None,
-        "quality_n": arm.quality.n,
+        "n": arm.outcomes,
+        "users": arm.users,
+        "success_rate": _float(arm.successes / arm.outcomes) if arm.outcomes else None,
+        "mean_quality": _float(arm.quality_sum / arm.quality_n) if arm.quality_n else None,
+        "quality_n": arm.quality_n,
         "latency_p50_ms": _float(arm.latency_p50),
         "latency_p95_ms": _float(arm.latency_p95),
-        "mean_latency_ms": _float(arm.latency.mean) if arm.n else None,
-        "cost_per_request_usd": _money(arm.cost_total / arm.cost.n) if arm.cost.n else None,
+        "mean_latency_ms": _float(arm.latency_sum / arm.outcomes) if arm.outcomes else None,
+        "cost_per_request_usd": _money(arm.cost_total / arm.cost_n) if arm.cost_n else None,
         "cost_usd": _money(arm.cost_total),
-        "stage_users": arm.stage_users,
+        "stage_users": stage_users,
+    }
+
+
+def _analysis_json(metrics: ExperimentMetrics) -> dict[str, Any]:
+    """Which data the estimates cover, and how they were made."""
+    stages = [
+        {"percent": stage.percent, "started_at": stage.started_at.isoformat(),
+         "users": {"control": stage.control.users, "treatment": stage.treatment.users}}
+        for stage in metrics.stages
+    ]
+    covered = ", ".join(f"{stage.percent} %" for stage in metrics.stages) or "none yet"
+    return {
+        "unit": "user",
+        "method": "per-user ratio metrics (delta method), each stage compared within itself and the stages "
+                  "combined with Cochran–Mantel–Haenszel weights; Welch t p-values and intervals from one "
+                  "standard error; relative intervals by Fieller's method",
+        "covers": f"stages {covered}",
+        "stages": stages,
     }
 
 
 def experiment_results(*, experiment: Experiment) -> dict[str, Any]:
-    """Everything the results endpoint and the admin page show, from one aggregate query."""
+    """Everything the results endpoint and the admin page show, from one aggregate query (and one
+    for the latency percentiles)."""
     metrics = experiment_metrics(experiment=experiment, include_percentiles=True)
-    control, treatment = metrics.control, metrics.treatment
-    success = stats.compare_proportions(control=control.success, treatment=treatment.success)
-    comparisons = {
-        "success_rate": _comparison_json(success),
-        "quality": _comparison_json(stats.compare_means(control=control.quality, treatment=treatment.quality)),
-        "latency_ms": _comparison_json(stats.compare_means(control=control.latency, treatment=treatment.latency)),
-        "cost_per_request": _comparison_json(stats.compare_means(control=control.cost, treatment=treatment.cost)),
-    }
+    comparisons = {metric: _comparison_json(stats.compare(metrics.strata(metric))) for metric in METRICS}
+    success = comparisons["success_rate"]
     guardrails = experiment_guardrail_results(experiment=experiment, metrics=metrics)
-    threshold = settings.GENESIS.ab_testing.srm_p_threshold
     return {
         "experiment": experiment.key,
         "agent": experiment.agent.slug,
@@ -418,14 +543,19 @@ def experiment_results(*, experiment: Experiment) -> dict[str, Any]:
         "config_version": experiment.config_version,
         "control": {"model": experiment.control.model_id, "provider": experiment.control.provider.name},
         "treatment": {"model": experiment.treatment.model_id, "provider": experiment.treatment.provider.name},
-        "variants": {"control": _arm_json(control), "treatment": _arm_json(treatment)},
+        "variants": {
+            "control": _arm_json(metrics.arms[Variant.CONTROL], stage_users=metrics.stage_users_control),
+            "treatment": _arm_json(metrics.arms[Variant.TREATMENT], stage_users=metrics.stage_users_treatment),
+        },
+        "analysis": _analysis_json(metrics),
         # The primary metric, success rate, at the top level: relative lift, its 95 % interval, p-value.
-        "relative_lift": comparisons["success_rate"]["relative_lift"] if success else None,
-        "ci95": comparisons["success_rate"]["ci95"] if success else None,
-        "p_value": comparisons["success_rate"]["p_value"] if success else None,
+        "relative_lift": success["relative_lift"] if success else None,
+        "ci95": success["ci95"] if success else None,
+        "p_value": success["p_value"] if success else None,
         "comparisons": comparisons,
         "srm_p": _float(metrics.srm_p),
-        "srm_flagged": metrics.srm_p is not None and metrics.srm_p < threshold,
+        "srm_threshold": metrics.srm_threshold,
+        "srm_flagged": metrics.srm_flagged,
         "guardrails": [g.as_json() for g in guardrails],
     }
 

@@ -21,7 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from experiments import routing
+from experiments import routing, stats
 from experiments.assignment import new_experiment_seed
 from experiments.bulk import insert_ignoring_conflicts, staged_rows
 from experiments.models import (
@@ -855,12 +855,11 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
         reason = "guardrail breached — " + "; ".join(result.reason for result in breaches)
         experiment_rollback(experiment=experiment, actor=None, reason=reason, reason_code=f"guardrail_{first.metric}")
         return GuardrailCheck(action="rolled_back", reason=reason, states=states)
-    srm_threshold = settings.GENESIS.ab_testing.srm_p_threshold
-    if metrics.srm_p is not None and metrics.srm_p < srm_threshold:
+    if metrics.srm_flagged:
         reason = (
             f"sample-ratio mismatch: {metrics.stage_users_control} control and {metrics.stage_users_treatment} treatment "
-            f"users in this {metrics.stage_percent} % stage (p = {metrics.srm_p:.2g} < {srm_threshold:g}); "
-            "check assignment and outcome logging before resuming"
+            f"users in this {metrics.stage_percent} % stage (any-time p = {stats.format_number(metrics.srm_p)} < "
+            f"{stats.format_number(metrics.srm_threshold)}); check assignment and outcome logging before resuming"
         )
         experiment_pause(experiment=experiment, actor=None, reason=reason, reason_code="srm")
         return GuardrailCheck(action="paused", reason=reason, states=states)

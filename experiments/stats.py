@@ -1,69 +1,85 @@
 """Statistics of online experiments (pure: numpy/scipy, no Django).
 
-Everything starts from per-arm aggregates, :class:`ArmSummary` = (n, Σx, Σx²), which the results
-selector computes in SQL (``COUNT(x)``, ``SUM(x)``, ``SUM(x * x)``) and passes in. For a yes/no
-metric such as success, x is 0 or 1, so Σx = Σx² = the number of successes.
+The unit of analysis is the user
+--------------------------------
+Users are what the experiment randomises, so every metric is analysed per user: a metric is a
+*ratio* Σx / Σy over the arm's users, x being the user's numerator (successes, summed latency,
+summed quality, summed cost) and y its denominator (the user's outcomes, or the outcomes that
+report quality / cost). :class:`RatioSummary` holds an arm's per-user sufficient statistics
+(users, Σx, Σx², Σy, Σy², Σxy), which the results selector computes in SQL, and its variance is
+the delta-method variance of a ratio of means — the same as GrowthBook's ``RatioStatistic``. A user
+who reports ten correlated outcomes counts once, with the weight of its ten, instead of as ten
+independent observations (which made intervals too narrow: issue 14 measured 9.4 % false
+rollbacks in A/A with ten outcomes per user at a 5 % level).
 
-What is here
-------------
-* :func:`compare_proportions` — success rates: absolute lift with a 95 % Wald interval, relative
-  lift with a delta-method interval, two-sided p-value of the pooled two-proportion z-test
-  (identical to Pearson's chi-square test of the 2×2 table without continuity correction).
-* :func:`compare_means` — quality, latency, cost per request: Welch's t-test from (n, mean,
-  variance), with absolute and relative (delta-method) 95 % intervals.
-* :func:`srm_p_value` — sample-ratio mismatch: chi-square goodness of fit of the arms' counts
-  against the split the plan expects (the threshold, GrowthBook's 0.001, is a setting:
-  ``ab_testing.srm_p_threshold``, applied by experiments/selectors.py and services.py).
-* :func:`sequential_difference` / :func:`evaluate_guardrail` — the guardrail test run every minute.
-* :func:`simulate_aa_experiments` — seeded A/A simulation that measures the false-alarm rate of
-  looking again and again, with the sequential test or with a naive fixed-horizon test.
+Stage-aware estimates
+---------------------
+The treatment share rises stage by stage (10 → 25 → 50 %). Pooling all outcomes would give
+treatment more of the late data than control, so any drift in the base rate over the days of a
+rollout would look like an effect (an A/A rollout whose base rate drifts 0.91 → 0.89 showed
+p < 0.05 in 95 % of experiments). So each stage is a *stratum*: treatment and control are compared
+within the stage, where both saw the same days, and the stages' estimates are combined with
+Cochran–Mantel–Haenszel weights w = n_c·n_t / (n_c + n_t) (users), which do not depend on the
+estimated variances (inverse-variance weights would correlate with the estimates for rates). A
+user active in two stages counts in each.
 
-The sequential guardrail test
------------------------------
-A fixed-horizon test looked at every minute flags *some* difference in most A/A experiments
-(each look is another 5 % chance; see the A/A test). The guardrail therefore uses a confidence
-sequence for the difference of means Δ = treatment − control, an interval that holds at every
-look at once::
+Fixed-horizon comparisons (the results page)
+--------------------------------------------
+:func:`compare` — absolute lift with a Welch t interval, the p-value from the *same* unpooled
+standard error and degrees of freedom (as GrowthBook's frequentist engine), and the relative lift
+with a **Fieller** interval. Fieller's interval for the ratio μ_t / μ_c contains 1 exactly when
+the absolute test does not reject, so the p-value, the absolute interval and the relative interval
+can never disagree about "no effect" (the delta-method interval GrowthBook uses could, and covered
+92.5 % instead of 95 % at small rates). When control's mean is not itself distinguishable from zero
+the Fieller set is unbounded and the relative interval is ``None``. Too little data (fewer than two
+users in an arm, or no spread at all) gives ``None`` for intervals and p-values, never a fake
+``[0, 0]`` and ``p = 1``.
 
-    Δ̂ ± SE · c(τ),    c(τ)² = (1 + 1/(uτ)) · (ln(1 + uτ) + 2 ln(1/α_b))
+Sequential guardrails (checked every minute)
+--------------------------------------------
+:func:`sequential_difference` — a confidence sequence for treatment − control::
 
-where SE is the usual unpooled standard error, τ = n_eff / planned_samples_per_arm is the
-information fraction (n_eff = 2 / (1/n_control + 1/n_treatment), the per-arm size of a balanced
-experiment with the same precision), and u = ρ²·(planned horizon). This is the two-sided
-normal-mixture boundary (Robbins 1970; Howard et al. 2021) in the asymptotic form of
-Waudby-Smith et al. 2023, "Time-uniform central limit theory and asymptotic confidence
-sequences" — the boundary GrowthBook's sequential testing draws — with ρ tuned, as GrowthBook
-does, so the interval is narrowest at the planned sample size: u = −2 ln α_b + ln(1 − 2 ln α_b).
+    Δ̂ ± SE · c(τ),    c(τ)² = (1 + 1/(uτ)) · (ln(1 + uτ) + 2 ln(1/α))
 
-One change, and why: drawn at level α_b = α the boundary is valid for looks *forever*, so over
-the few days an experiment actually runs it spends far less than α (about 1.5–2 % at α = 5 %
-with frequent looks): guardrails would be needlessly slow to catch a regression. We draw it at
-the level α_b for which a Brownian motion — the large-sample limit of the standardised running
-difference — crosses it somewhere in (0, planned horizon] with probability exactly α under
-*continuous* monitoring (:func:`sequential_boundary_level`, ≈ 0.126 for α = 0.05, found by a
-deterministic numerical integration, cached). Looks at discrete times (every minute) can only
-cross less often, so the family-wise false-alarm rate over the planned horizon is at most α
-however often anyone looks. Past the planned horizon the guarantee weakens gradually towards α_b
-(the level at which the boundary is always valid); size ``planned_samples_per_arm`` to the sample
-an experiment is expected to reach.
+the two-sided normal-mixture boundary (Robbins 1970; Howard et al. 2021, in the asymptotic form of
+Waudby-Smith et al. 2023), the boundary GrowthBook's sequential testing draws. τ is the information
+fraction (effective users / planned users per arm) and u = ρ²·horizon is chosen, as GrowthBook
+does, so that the interval is narrowest at the planned sample: u = −2 ln α + ln(1 − 2 ln α).
+Drawn at level α itself, the boundary holds at **every** sample size, for ever (Ville's
+inequality): ten times the planned traffic, or an experiment left running for a month, cannot
+raise the false-alarm rate above α. The planned sample only decides where the interval is
+tightest. (An earlier version drew the boundary at a calibrated α_b ≈ 0.126 to be exact up to the
+planned sample; past it the error rate rose towards α_b.)
+
+SRM (sample-ratio mismatch), also checked every minute
+------------------------------------------------------
+:func:`srm_p_value` is the anytime-valid p-value of Lindon & Malek (2022): the Dirichlet-multinomial
+Bayes factor of the observed arm counts against the planned split, p = min(1, 1/BF). Under a
+correct split the Bayes factor is a non-negative martingale, so P(p ever falls below a) ≤ a
+however often anyone looks (Ville). The prior is concentrated around the planned split
+(``SRM_PRIOR_CONCENTRATION``) so that mismatches of about a point are found within hours at
+production traffic.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from scipy import optimize
+from scipy import special
 from scipy import stats as scipy_stats
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_MIN_SAMPLES_PER_ARM = 150
 DEFAULT_PLANNED_SAMPLES_PER_ARM = 2_000
+# Dirichlet prior of the SRM test: concentration K around the planned split (α_i = K·p_i). A prior
+# standard deviation of about one point at a 10 % split (√(0.09 / K) ≈ 0.0095): a 10 % vs 11 %
+# mismatch at 2 000 users/h is found in about 8 h (bench/decisions), gross ones in minutes.
+SRM_PRIOR_CONCENTRATION = 1_000.0
 
 GuardrailState = Literal["no_data", "healthy", "warning", "breach"]
 HarmfulDirection = Literal["decrease", "increase"]
@@ -72,45 +88,81 @@ ViolationState = Literal["warning", "breach"]
 
 
 # --------------------------------------------------------------------------------------------
-# Inputs and outputs
+# Inputs
 
 
 @dataclass(frozen=True)
-class ArmSummary:
-    """One arm's aggregates for one metric: n = COUNT(x), total = SUM(x), sum_of_squares = SUM(x*x)."""
+class RatioSummary:
+    """One arm's per-user sufficient statistics of a ratio metric Σx / Σy.
 
-    n: int
-    total: float
-    sum_of_squares: float
+    ``users`` = N, then over the users: Σx, Σx², Σy, Σy², Σx·y. For success rate x is the user's
+    successes and y its outcomes; for latency x is its summed latency and y its outcomes; for
+    quality and cost y counts only the outcomes that report them.
+    """
+
+    users: int
+    numerator_sum: float
+    numerator_sum_squares: float
+    denominator_sum: float
+    denominator_sum_squares: float
+    cross_sum: float
 
     def __post_init__(self) -> None:
-        if self.n < 0:
-            raise ValueError(f"n must be >= 0, got {self.n}")
+        if self.users < 0:
+            raise ValueError(f"users must be >= 0, got {self.users}")
 
     @classmethod
-    def from_values(cls, values: Iterable[float]) -> ArmSummary:
-        array = np.asarray(list(values), dtype=float)
-        return cls(n=int(array.size), total=float(array.sum()), sum_of_squares=float(np.square(array).sum()))
-
-    @classmethod
-    def from_successes(cls, *, n: int, successes: int) -> ArmSummary:
-        if not 0 <= successes <= n:
-            raise ValueError(f"successes must be between 0 and n={n}, got {successes}")
-        return cls(n=n, total=successes, sum_of_squares=successes)
+    def from_users(cls, users: Iterable[tuple[float, float]]) -> RatioSummary:
+        """From (numerator, denominator) per user."""
+        pairs = np.asarray(list(users), dtype=float).reshape(-1, 2)
+        x, y = pairs[:, 0], pairs[:, 1]
+        return cls(
+            users=int(len(pairs)), numerator_sum=float(x.sum()), numerator_sum_squares=float((x * x).sum()),
+            denominator_sum=float(y.sum()), denominator_sum_squares=float((y * y).sum()), cross_sum=float((x * y).sum()),
+        )
 
     @property
     def mean(self) -> float:
-        return float(self.total) / self.n if self.n else math.nan
+        """Σx / Σy; NaN when no user has a denominator."""
+        return self.numerator_sum / self.denominator_sum if self.denominator_sum else math.nan
 
     @property
     def variance(self) -> float:
-        """Sample variance (n − 1 in the denominator); NaN below two observations."""
-        if self.n < 2:
+        """Per-user delta-method variance of the ratio (GrowthBook's ``RatioStatistic.variance``);
+        NaN below two users or without denominators."""
+        n = self.users
+        if n < 2 or not self.denominator_sum:
             return math.nan
-        total = float(self.total)
-        centred = float(self.sum_of_squares) - total * total / self.n
-        # Σx² − (Σx)²/n can come out a hair below zero in floating point for a constant metric.
-        return max(centred, 0.0) / (self.n - 1)
+        mean_x, mean_y = self.numerator_sum / n, self.denominator_sum / n
+        var_x = _sample_variance(self.numerator_sum, self.numerator_sum_squares, n)
+        var_y = _sample_variance(self.denominator_sum, self.denominator_sum_squares, n)
+        covariance = (self.cross_sum - self.numerator_sum * self.denominator_sum / n) / (n - 1)
+        variance = var_x / mean_y**2 - 2 * covariance * mean_x / mean_y**3 + mean_x**2 * var_y / mean_y**4
+        # A constant metric can come out a hair below zero in floating point.
+        return max(variance, 0.0)
+
+    @property
+    def variance_of_mean(self) -> float:
+        return self.variance / self.users if self.users >= 2 else math.nan
+
+    def estimable(self) -> bool:
+        """Two users and a denominator: enough for a mean and its variance."""
+        return self.users >= 2 and self.denominator_sum > 0
+
+
+EMPTY = RatioSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def _sample_variance(total: float, sum_of_squares: float, n: int) -> float:
+    return max(sum_of_squares - total * total / n, 0.0) / (n - 1)
+
+
+@dataclass(frozen=True)
+class Stratum:
+    """Control and treatment in one stage."""
+
+    control: RatioSummary
+    treatment: RatioSummary
 
 
 @dataclass(frozen=True)
@@ -122,177 +174,183 @@ class Interval:
         return self.low <= value <= self.high
 
 
+# --------------------------------------------------------------------------------------------
+# The stratified estimate both the results page and the guardrails start from
+
+
+@dataclass(frozen=True)
+class StratifiedEstimate:
+    control_mean: float
+    treatment_mean: float
+    variance_of_control_mean: float
+    variance_of_treatment_mean: float
+    degrees_of_freedom: float  # Welch–Satterthwaite over every (stage, arm) cell; inf without spread
+    effective_users: float  # per-arm users of a balanced one-stage experiment with the same precision
+    strata: int  # stages that entered the estimate
+
+    @property
+    def difference(self) -> float:
+        return self.treatment_mean - self.control_mean
+
+    @property
+    def standard_error(self) -> float:
+        return math.sqrt(self.variance_of_control_mean + self.variance_of_treatment_mean)
+
+
+def stratified_estimate(strata: Sequence[Stratum]) -> StratifiedEstimate | None:
+    """Each stage's arms compared within the stage, combined with CMH weights; None while no stage
+    has two users with a denominator in both arms."""
+    usable = [s for s in strata if s.control.estimable() and s.treatment.estimable()]
+    if not usable:
+        return None
+    sizes = np.array([[s.control.users, s.treatment.users] for s in usable], dtype=float)
+    weights = sizes[:, 0] * sizes[:, 1] / sizes.sum(axis=1)
+    weights /= weights.sum()
+    means = np.array([[s.control.mean, s.treatment.mean] for s in usable])
+    cell_variances = np.array([[s.control.variance_of_mean, s.treatment.variance_of_mean] for s in usable])
+    weighted_variances = weights[:, None] ** 2 * cell_variances
+    variance_control, variance_treatment = weighted_variances.sum(axis=0)
+    total_variance = variance_control + variance_treatment
+    satterthwaite = float((weighted_variances**2 / (sizes - 1)).sum())
+    degrees_of_freedom = total_variance**2 / satterthwaite if satterthwaite > 0 else math.inf
+    unnormalised = sizes[:, 0] * sizes[:, 1] / sizes.sum(axis=1)
+    return StratifiedEstimate(
+        control_mean=float(weights @ means[:, 0]),
+        treatment_mean=float(weights @ means[:, 1]),
+        variance_of_control_mean=float(variance_control),
+        variance_of_treatment_mean=float(variance_treatment),
+        degrees_of_freedom=float(degrees_of_freedom),
+        effective_users=float(2 * unnormalised.sum()),
+        strata=len(usable),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed-horizon comparison (results endpoint, admin page)
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """Treatment against control for one metric, at a fixed horizon (the results page)."""
+    """Treatment against control for one metric at a fixed horizon. Intervals and p-value are None
+    when the data cannot support them (no spread, or control's mean indistinguishable from zero for
+    the relative interval)."""
 
     control_mean: float
     treatment_mean: float
     absolute_lift: float  # treatment − control, in the metric's units
-    absolute_interval: Interval
-    relative_lift: float | None  # (treatment − control) / control; None when control's mean is 0
-    relative_interval: Interval | None
-    p_value: float
+    absolute_interval: Interval | None
+    relative_lift: float | None  # treatment / control − 1; None when control's mean is 0
+    relative_interval: Interval | None  # Fieller
+    p_value: float | None  # two-sided Welch t, same standard error as the intervals
+    strata: int
 
 
-# --------------------------------------------------------------------------------------------
-# Fixed-horizon comparisons (results endpoint)
-
-
-def compare_proportions(
-    *, control: ArmSummary, treatment: ArmSummary, confidence: float = DEFAULT_CONFIDENCE
-) -> Comparison | None:
-    """Success rates of two arms of 0/1 outcomes. None while an arm has no observations."""
-    if control.n == 0 or treatment.n == 0:
+def compare(strata: Sequence[Stratum], *, confidence: float = DEFAULT_CONFIDENCE) -> Comparison | None:
+    """The stratified comparison of one metric; None while no stage has two users in each arm."""
+    estimate = stratified_estimate(strata)
+    if estimate is None:
         return None
-    p_control, p_treatment = control.mean, treatment.mean
-    difference = p_treatment - p_control
-    critical = scipy_stats.norm.ppf(0.5 + confidence / 2)
-
-    # The p-value tests "same rate" and so estimates that one rate from both arms (pooled).
-    pooled = (float(control.total) + float(treatment.total)) / (control.n + treatment.n)
-    pooled_se = math.sqrt(pooled * (1 - pooled) * (1 / control.n + 1 / treatment.n))
-    p_value = _two_sided_normal_p_value(difference, pooled_se)
-
-    # The interval describes the difference, so each arm keeps its own rate (unpooled, Wald).
-    variance_control = p_control * (1 - p_control) / control.n
-    variance_treatment = p_treatment * (1 - p_treatment) / treatment.n
-    half_width = critical * math.sqrt(variance_control + variance_treatment)
-    relative_lift, relative_interval = _relative_lift(
-        mean_control=p_control,
-        mean_treatment=p_treatment,
-        variance_of_mean_control=variance_control,
-        variance_of_mean_treatment=variance_treatment,
-        critical=critical,
-    )
-    return Comparison(
-        control_mean=p_control,
-        treatment_mean=p_treatment,
-        absolute_lift=difference,
-        absolute_interval=Interval(difference - half_width, difference + half_width),
-        relative_lift=relative_lift,
-        relative_interval=relative_interval,
-        p_value=p_value,
-    )
-
-
-def compare_means(
-    *, control: ArmSummary, treatment: ArmSummary, confidence: float = DEFAULT_CONFIDENCE
-) -> Comparison | None:
-    """Welch's unequal-variance t-test from aggregates. None while an arm has fewer than 2 values."""
-    if control.n < 2 or treatment.n < 2:
-        return None
-    variance_of_mean_control = control.variance / control.n
-    variance_of_mean_treatment = treatment.variance / treatment.n
-    standard_error = math.sqrt(variance_of_mean_control + variance_of_mean_treatment)
-    difference = treatment.mean - control.mean
-
-    if standard_error == 0.0:
-        # Both arms constant: the difference is known exactly.
-        return Comparison(
-            control_mean=control.mean,
-            treatment_mean=treatment.mean,
-            absolute_lift=difference,
-            absolute_interval=Interval(difference, difference),
-            relative_lift=difference / control.mean if control.mean else None,
-            relative_interval=(
-                Interval(difference / control.mean, difference / control.mean) if control.mean else None
-            ),
-            p_value=1.0 if difference == 0 else 0.0,
+    difference = estimate.difference
+    relative_lift = estimate.treatment_mean / estimate.control_mean - 1 if estimate.control_mean else None
+    standard_error = estimate.standard_error
+    absolute_interval = relative_interval = p_value = None
+    if standard_error > 0 and math.isfinite(standard_error):
+        critical = float(scipy_stats.t.ppf(0.5 + confidence / 2, estimate.degrees_of_freedom))
+        absolute_interval = Interval(difference - critical * standard_error, difference + critical * standard_error)
+        p_value = float(2 * scipy_stats.t.sf(abs(difference) / standard_error, estimate.degrees_of_freedom))
+        ratio = fieller_interval(
+            numerator=estimate.treatment_mean, numerator_variance=estimate.variance_of_treatment_mean,
+            denominator=estimate.control_mean, denominator_variance=estimate.variance_of_control_mean,
+            critical=critical,
         )
-
-    degrees_of_freedom = (variance_of_mean_control + variance_of_mean_treatment) ** 2 / (
-        variance_of_mean_control**2 / (control.n - 1) + variance_of_mean_treatment**2 / (treatment.n - 1)
-    )
-    critical = scipy_stats.t.ppf(0.5 + confidence / 2, degrees_of_freedom)
-    p_value = float(2 * scipy_stats.t.sf(abs(difference) / standard_error, degrees_of_freedom))
-    half_width = critical * standard_error
-    relative_lift, relative_interval = _relative_lift(
-        mean_control=control.mean,
-        mean_treatment=treatment.mean,
-        variance_of_mean_control=variance_of_mean_control,
-        variance_of_mean_treatment=variance_of_mean_treatment,
-        critical=critical,
-    )
+        relative_interval = Interval(ratio.low - 1, ratio.high - 1) if ratio else None
     return Comparison(
-        control_mean=control.mean,
-        treatment_mean=treatment.mean,
-        absolute_lift=difference,
-        absolute_interval=Interval(difference - half_width, difference + half_width),
-        relative_lift=relative_lift,
-        relative_interval=relative_interval,
-        p_value=p_value,
+        control_mean=estimate.control_mean, treatment_mean=estimate.treatment_mean, absolute_lift=difference,
+        absolute_interval=absolute_interval, relative_lift=relative_lift, relative_interval=relative_interval,
+        p_value=p_value, strata=estimate.strata,
     )
 
 
-def _relative_lift(
-    *,
-    mean_control: float,
-    mean_treatment: float,
-    variance_of_mean_control: float,
-    variance_of_mean_treatment: float,
-    critical: float,
-) -> tuple[float | None, Interval | None]:
-    if mean_control == 0:
-        return None, None
-    lift = mean_treatment / mean_control - 1
-    # Delta method for the ratio of two independent means, as GrowthBook's frequentist engine:
-    # Var(T/C) ≈ Var(T)/C² + T²·Var(C)/C⁴.
-    variance = variance_of_mean_treatment / mean_control**2 + mean_treatment**2 * variance_of_mean_control / mean_control**4
-    half_width = critical * math.sqrt(variance)
-    return lift, Interval(lift - half_width, lift + half_width)
-
-
-def _two_sided_normal_p_value(difference: float, standard_error: float) -> float:
-    if standard_error == 0.0:
-        return 1.0 if difference == 0 else 0.0
-    return float(2 * scipy_stats.norm.sf(abs(difference) / standard_error))
+def fieller_interval(
+    *, numerator: float, numerator_variance: float, denominator: float, denominator_variance: float, critical: float
+) -> Interval | None:
+    """Fieller's interval for numerator / denominator of two independent normal estimates: the ρ
+    with (N − ρ·D)² ≤ z²·(Var N + ρ²·Var D). None when it is unbounded (D within z standard
+    errors of zero)."""
+    a = denominator**2 - critical**2 * denominator_variance
+    if a <= 0:
+        return None
+    b = numerator * denominator
+    c = numerator**2 - critical**2 * numerator_variance
+    # With a > 0 the discriminant is z²·(Var D·N² + Var N·a) ≥ 0.
+    root = math.sqrt(max(b * b - a * c, 0.0))
+    return Interval((b - root) / a, (b + root) / a)
 
 
 # --------------------------------------------------------------------------------------------
-# Sample-ratio mismatch
+# Sample-ratio mismatch (anytime-valid)
 
 
-def srm_p_value(*, observed: Sequence[int], expected_fractions: Sequence[float]) -> float:
-    """Chi-square goodness-of-fit p-value of arm counts against the planned split.
-
-    ``expected_fractions`` must sum to 1 and cover the same arms, in the same order, as
-    ``observed``. An arm planned at 0 % that has users is an impossible split (p = 0); arms planned
-    at 0 % with no users are left out. With no users at all there is no evidence of anything (p = 1).
-    """
+def srm_bayes_factor(
+    *, observed: Sequence[int], expected_fractions: Sequence[float], concentration: float = SRM_PRIOR_CONCENTRATION
+) -> float:
+    """Dirichlet-multinomial Bayes factor of the counts against the planned split (Lindon & Malek
+    2022). An arm planned at 0 % that has users makes the split impossible (∞); arms planned at
+    0 % with no users are left out."""
     if len(observed) != len(expected_fractions) or len(observed) < 2:
         raise ValueError("observed and expected_fractions need the same length, at least 2")
     if any(count < 0 for count in observed) or any(fraction < 0 for fraction in expected_fractions):
         raise ValueError("counts and fractions must be non-negative")
     if not math.isclose(math.fsum(expected_fractions), 1.0, abs_tol=1e-9):
         raise ValueError(f"expected_fractions must sum to 1, got {math.fsum(expected_fractions)!r}")
-    total = sum(observed)
-    if total == 0:
-        return 1.0
-    kept_observed: list[float] = []
-    kept_expected: list[float] = []
+    if concentration <= 0:
+        raise ValueError(f"concentration must be > 0, got {concentration!r}")
+    kept = []
     for count, fraction in zip(observed, expected_fractions):
         if fraction == 0:
             if count > 0:
-                return 0.0
+                return math.inf
             continue
-        kept_observed.append(count)
-        kept_expected.append(fraction * total)
-    if len(kept_observed) < 2:
+        kept.append((count, fraction))
+    if len(kept) < 2:
         return 1.0
-    statistic = sum((o - e) ** 2 / e for o, e in zip(kept_observed, kept_expected))
-    return float(scipy_stats.chi2.sf(statistic, len(kept_observed) - 1))
+    counts = np.array([count for count, _ in kept], dtype=float)
+    prior = concentration * np.array([fraction for _, fraction in kept])
+    log_marginal = (
+        special.gammaln(prior.sum()) - special.gammaln(prior.sum() + counts.sum())
+        + float((special.gammaln(prior + counts) - special.gammaln(prior)).sum())
+    )
+    log_null = float((counts * np.log(prior / prior.sum())).sum())
+    return math.exp(min(log_marginal - log_null, 700.0))
+
+
+def srm_p_value(
+    *, observed: Sequence[int], expected_fractions: Sequence[float], concentration: float = SRM_PRIOR_CONCENTRATION
+) -> float:
+    """Anytime-valid p-value of a sample-ratio mismatch: min(1, 1 / Bayes factor). Under a correct
+    split, P(it is ever below a) ≤ a, however often it is computed."""
+    factor = srm_bayes_factor(observed=observed, expected_fractions=expected_fractions, concentration=concentration)
+    return 0.0 if math.isinf(factor) else min(1.0, 1.0 / factor)
+
+
+def srm_threshold_per_stage(*, rollout_alpha: float, stage_plan: Sequence[int]) -> float:
+    """Each stage with a control arm (below 100 %) is tested on its own users, so the rollout's
+    false-pause budget is shared among them (Bonferroni): P(any false pause) ≤ rollout_alpha."""
+    tested = sum(1 for percent in stage_plan if 0 < percent < 100) or 1
+    return rollout_alpha / tested
 
 
 # --------------------------------------------------------------------------------------------
-# Sequential (always-valid over the planned horizon) interval for treatment − control
+# Sequential (always-valid) interval for treatment − control
 
 
 @dataclass(frozen=True)
 class SequentialDifference:
     estimate: float  # treatment mean − control mean
-    interval: Interval  # holds at every look up to the planned horizon with probability 1 − alpha
-    information_fraction: float  # τ: 1.0 when the planned sample per arm is reached
+    control_mean: float
+    interval: Interval  # holds at every look, at every sample size, with probability 1 − alpha
+    information_fraction: float  # τ: 1.0 at the planned sample per arm
+    critical: float  # c(τ): standard errors either side
 
     @property
     def excludes_zero(self) -> bool:
@@ -300,92 +358,41 @@ class SequentialDifference:
 
 
 def sequential_difference(
+    strata: Sequence[Stratum],
     *,
-    control: ArmSummary,
-    treatment: ArmSummary,
     alpha: float = DEFAULT_ALPHA,
     planned_samples_per_arm: int = DEFAULT_PLANNED_SAMPLES_PER_ARM,
 ) -> SequentialDifference | None:
-    """The confidence-sequence interval for treatment − control. None below 2 values per arm."""
-    if control.n < 2 or treatment.n < 2:
+    """The confidence-sequence interval for treatment − control (stratified by stage). None while
+    no stage has two users in each arm."""
+    estimate = stratified_estimate(strata)
+    if estimate is None:
         return None
-    standard_error = math.sqrt(control.variance / control.n + treatment.variance / treatment.n)
-    information_fraction = _information_fraction(control.n, treatment.n, planned_samples_per_arm)
+    information_fraction = estimate.effective_users / planned_samples_per_arm
     critical = float(sequential_critical_z(information_fraction=information_fraction, alpha=alpha))
-    estimate = treatment.mean - control.mean
-    half_width = critical * standard_error
+    half_width = critical * estimate.standard_error
     return SequentialDifference(
-        estimate=estimate,
-        interval=Interval(estimate - half_width, estimate + half_width),
+        estimate=estimate.difference,
+        control_mean=estimate.control_mean,
+        interval=Interval(estimate.difference - half_width, estimate.difference + half_width),
         information_fraction=information_fraction,
+        critical=critical,
     )
 
 
 def sequential_critical_z(*, information_fraction: float | np.ndarray, alpha: float = DEFAULT_ALPHA) -> float | np.ndarray:
-    """c(τ): how many standard errors the confidence sequence extends either side at τ (vectorised)."""
-    level = sequential_boundary_level(alpha)
-    return _mixture_boundary_z(np.asarray(information_fraction, dtype=float), level)
-
-
-@functools.lru_cache(maxsize=32)
-def sequential_boundary_level(alpha: float) -> float:
-    """α_b such that a Brownian motion crosses the mixture boundary by τ = 1 with probability alpha."""
-    if not 0.0 < alpha < 0.5:
-        raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
-    return float(
-        optimize.brentq(lambda level: _crossing_probability(level) - alpha, alpha, 0.999, xtol=1e-7)
-    )
-
-
-def _information_fraction(n_control: int | np.ndarray, n_treatment: int | np.ndarray, planned: int) -> float | np.ndarray:
-    effective_n = 2.0 / (1.0 / np.asarray(n_control, dtype=float) + 1.0 / np.asarray(n_treatment, dtype=float))
-    return effective_n / planned
-
-
-def _mixture_tuning(level: float) -> float:
-    # u = ρ²·horizon, GrowthBook's choice of ρ: the boundary is narrowest at the planned horizon.
-    log_term = -2.0 * math.log(level)
-    return log_term + math.log1p(log_term)
-
-
-def _mixture_boundary_z(information_fraction: np.ndarray, level: float) -> np.ndarray:
-    u_tau = _mixture_tuning(level) * information_fraction
+    """c(τ) of the normal-mixture boundary at level alpha, tuned to be narrowest at τ = 1 (vectorised)."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    u_tau = _mixture_tuning(alpha) * np.asarray(information_fraction, dtype=float)
     with np.errstate(divide="ignore"):
-        return np.sqrt((1.0 + 1.0 / u_tau) * (np.log1p(u_tau) + 2.0 * math.log(1.0 / level)))
+        return np.sqrt((1.0 + 1.0 / u_tau) * (np.log1p(u_tau) + 2.0 * math.log(1.0 / alpha)))
 
 
-def _crossing_probability(level: float, *, start: float = 0.01, steps: int = 80, grid_points: int = 241) -> float:
-    """P(a standard Brownian motion B leaves |B(τ)| < √τ·c(τ) for some τ in (0, 1]), c drawn at ``level``.
-
-    Propagates the density of B over a log-spaced grid of τ, killing mass outside the boundary; the
-    chance of crossing *between* grid points is the Brownian-bridge formula
-    exp(−2·(b₁ − x₁)(b₂ − x₂)/Δτ) for each side, which makes a coarse grid agree with continuous
-    monitoring (checked against the constant boundary, whose answer is known in closed form, and
-    against simulation in the tests). Before τ = 0.01 the boundary is > 9 standard deviations
-    away, so nothing measurable crosses there.
-    """
-    taus = np.geomspace(start, 1.0, steps + 1)
-    bounds = np.sqrt(taus) * _mixture_boundary_z(taus, level)
-    x = np.linspace(-bounds[0], bounds[0], grid_points)
-    weights = _trapezoid_weights(x)
-    density = scipy_stats.norm.pdf(x, scale=math.sqrt(start))
-    for index in range(steps):
-        step = taus[index + 1] - taus[index]
-        y = np.linspace(-bounds[index + 1], bounds[index + 1], grid_points)
-        from_x, to_y = x[:, None], y[None, :]
-        kernel = np.exp(-((to_y - from_x) ** 2) / (2 * step)) / math.sqrt(2 * math.pi * step)
-        upper_gap = np.clip((bounds[index] - from_x) * (bounds[index + 1] - to_y), 0.0, None)
-        lower_gap = np.clip((bounds[index] + from_x) * (bounds[index + 1] + to_y), 0.0, None)
-        kernel *= (1 - np.exp(-2 * upper_gap / step)) * (1 - np.exp(-2 * lower_gap / step))
-        density = (weights * density) @ kernel
-        x, weights = y, _trapezoid_weights(y)
-    return float(1.0 - np.sum(weights * density))
-
-
-def _trapezoid_weights(grid: np.ndarray) -> np.ndarray:
-    weights = np.full(grid.size, grid[1] - grid[0])
-    weights[0] = weights[-1] = weights[0] / 2
-    return weights
+def _mixture_tuning(alpha: float) -> float:
+    # u = ρ²·horizon, GrowthBook's choice of ρ: the boundary is narrowest at the planned horizon.
+    log_term = -2.0 * math.log(alpha)
+    return log_term + math.log1p(log_term)
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,8 +413,7 @@ def evaluate_guardrail(
     metric: str,
     harmful_direction: HarmfulDirection,
     threshold: float,
-    control: ArmSummary,
-    treatment: ArmSummary,
+    strata: Sequence[Stratum],
     threshold_kind: ThresholdKind = "absolute",
     on_violation: ViolationState = "breach",
     alpha: float = DEFAULT_ALPHA,
@@ -416,138 +422,103 @@ def evaluate_guardrail(
 ) -> GuardrailResult:
     """Judge one guardrail metric of a running experiment; safe to call every minute.
 
-    The rule: ``metric`` must not move in ``harmful_direction`` by more than ``threshold``, in the
-    metric's units (``absolute``: 0.05 = 5 points of success rate) or as a fraction of control's
-    mean (``relative``: 0.30 = 30 % slower). The rules themselves live on the experiment
-    (experiments/services.py validates them and holds the defaults).
+    What "roll back when success drops more than 5 points" means (:func:`harm_beyond_tolerance`):
 
-    * ``no_data`` — an arm has fewer than ``min_samples_per_arm`` values. Holds the stage; never
-      advances it.
-    * ``on_violation`` ('breach' or 'warning') — the sequential interval lies wholly on the harmful
-      side of zero (the harm is real, at family-wise level alpha however often we look) *and* the
-      estimated harm is beyond the threshold (the harm is large enough to act on).
-    * ``warning`` — the estimate is beyond the threshold but not yet conclusive: hold, look again.
+    1. **confident the harm exceeds the tolerance** — the whole any-time interval of the harm lies
+       beyond it (a non-inferiority test at level alpha: a true drop of exactly the tolerance is
+       rolled back with probability at most alpha, smaller drops less often), or
+    2. **confident of harm, and the estimate is more than twice the tolerance** — a gross regression
+       is acted on at once instead of waiting until the interval is narrow enough for (1): at
+       2 000 users/h a 10-point drop is rolled back in about an hour instead of three.
+
+    bench/decisions measures the rollback probability at each drop size; the README and the admin's
+    guardrail help publish it. ``threshold`` is in the metric's units (``absolute``: 0.05 = 5 points
+    of success rate) or a fraction of control's mean (``relative``: 0.30 = 30 % slower). The caller
+    divides alpha among the rules that roll back (Bonferroni).
+
+    * ``no_data`` — an arm has fewer than ``min_samples_per_arm`` users. Holds the stage.
+    * ``on_violation`` ('breach' or 'warning') — the rule above holds.
+    * ``warning`` — the estimate is beyond the tolerance but the rule does not hold yet.
     * ``healthy`` — otherwise.
-
-    A relative threshold is turned into metric units with control's current mean, whose own
-    uncertainty is ignored: control is the larger arm for all but the last stage.
     """
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0, got {threshold!r}")
     if min_samples_per_arm < 2:
-        raise ValueError("min_samples_per_arm must be at least 2: a variance needs two values")
-    if control.n < min_samples_per_arm or treatment.n < min_samples_per_arm:
+        raise ValueError("min_samples_per_arm must be at least 2: a variance needs two users")
+    control_users = sum(stratum.control.users for stratum in strata)
+    treatment_users = sum(stratum.treatment.users for stratum in strata)
+    result = sequential_difference(strata, alpha=alpha, planned_samples_per_arm=planned_samples_per_arm)
+    if control_users < min_samples_per_arm or treatment_users < min_samples_per_arm or result is None:
         return GuardrailResult(
-            metric=metric,
-            state="no_data",
-            estimate=None,
-            interval=None,
+            metric=metric, state="no_data", estimate=None, interval=None,
             reason=(
-                f"{metric}: waiting for data — control has {control.n} and treatment {treatment.n} of "
-                f"the {min_samples_per_arm} samples per arm needed"
+                f"{metric}: waiting for data — control has {control_users} and treatment {treatment_users} of "
+                f"the {min_samples_per_arm} users per arm needed"
             ),
         )
-    result = sequential_difference(
-        control=control, treatment=treatment, alpha=alpha, planned_samples_per_arm=planned_samples_per_arm
-    )
-    assert result is not None  # both arms have >= min_samples_per_arm >= 2 values
-    harm_sign = -1.0 if harmful_direction == "decrease" else 1.0
-    harm = harm_sign * result.estimate  # > 0 means treatment is worse
-    limit = threshold if threshold_kind == "absolute" else threshold * abs(control.mean)
-    harm_is_confirmed = (result.interval.high < 0) if harmful_direction == "decrease" else (result.interval.low > 0)
+    control_mean = result.control_mean
+    harm = (-1.0 if harmful_direction == "decrease" else 1.0) * result.estimate  # > 0: treatment is worse
+    limit = threshold if threshold_kind == "absolute" else threshold * abs(control_mean)
+    half_width = (result.interval.high - result.interval.low) / 2
     summary = (
-        f"{metric}: treatment {treatment.mean:.4g} vs control {control.mean:.4g} "
-        f"(difference {result.estimate:+.4g}, {1 - alpha:.0%} sequential interval "
-        f"{result.interval.low:+.4g} to {result.interval.high:+.4g}; limit {_describe_limit(threshold, threshold_kind, harmful_direction)})"
+        f"{metric}: treatment {format_number(control_mean + result.estimate)} vs control {format_number(control_mean)} "
+        f"(difference {format_number(result.estimate, signed=True)}, {(1 - alpha) * 100:g} % any-time interval "
+        f"{format_number(result.interval.low, signed=True)} to {format_number(result.interval.high, signed=True)}; "
+        f"tolerance {_describe_limit(threshold, threshold_kind, harmful_direction)})"
     )
-    if harm > limit and harm_is_confirmed:
+    if harm_beyond_tolerance(harm=harm, half_width=half_width, limit=limit):
         action = "roll back" if on_violation == "breach" else "review the candidate"
         state: GuardrailState = on_violation
-        reason = f"{summary} — worse than the limit, conclusively: {action}"
+        reason = f"{summary} — confidently worse than the tolerance allows: {action}"
     elif harm > limit:
-        state, reason = "warning", f"{summary} — beyond the limit but not yet conclusive: hold and keep watching"
+        state, reason = "warning", f"{summary} — beyond the tolerance but not yet confident: hold and keep watching"
     else:
-        state, reason = "healthy", f"{summary} — within the limit"
+        state, reason = "healthy", f"{summary} — within the tolerance"
     return GuardrailResult(metric=metric, state=state, estimate=result.estimate, interval=result.interval, reason=reason)
+
+
+# A confident harm estimated at more than this many tolerances is acted on without waiting for the
+# interval to clear the tolerance itself (see evaluate_guardrail).
+GROSS_HARM_MULTIPLE = 2.0
+
+
+def harm_beyond_tolerance(*, harm: Any, half_width: Any, limit: Any) -> Any:
+    """The guardrail's decision (vectorised, for bench/decisions): harm is the estimated harm
+    (> 0: treatment worse), half_width the any-time interval's c·SE, limit the tolerance."""
+    lower = harm - half_width
+    return np.logical_or(lower > limit, np.logical_and(lower > 0, harm > GROSS_HARM_MULTIPLE * limit))
+
+
+def guardrail_rule_text(
+    *, metric: str, harmful_direction: HarmfulDirection, threshold: float, threshold_kind: ThresholdKind,
+    on_violation: ViolationState, alpha: float,
+) -> str:
+    """What the rule's decision means, in one sentence for the admin and the results endpoint."""
+    worse = "lower" if harmful_direction == "decrease" else "higher"
+    action = "Rolls back" if on_violation == "breach" else "Warns"
+    tolerance = _describe_limit(threshold, threshold_kind, harmful_direction)
+    return (
+        f"{action} when treatment's {metric} is confidently {worse} than control's by more than the tolerance "
+        f"({tolerance}), or confidently {worse} with an estimated change of more than {GROSS_HARM_MULTIPLE:g}× the "
+        f"tolerance; confidence {(1 - alpha) * 100:g} %, by an interval valid at every check."
+    )
 
 
 def _describe_limit(threshold: float, threshold_kind: ThresholdKind, harmful_direction: HarmfulDirection) -> str:
     verb = "down" if harmful_direction == "decrease" else "up"
-    return f"{verb} {threshold:.0%}" if threshold_kind == "relative" else f"{verb} {threshold:g}"
+    return f"{verb} {threshold:.0%}" if threshold_kind == "relative" else f"{verb} {format_number(threshold)}"
 
 
-# --------------------------------------------------------------------------------------------
-# A/A simulation
-
-
-@dataclass(frozen=True)
-class AASimulationResult:
-    experiments: int
-    looks_per_experiment: int
-    flagged: int  # experiments in which at least one look flagged a difference
-
-    @property
-    def false_alarm_rate(self) -> float:
-        return self.flagged / self.experiments
-
-
-def simulate_aa_experiments(
-    *,
-    seed: int,
-    experiments: int = 1_000,
-    method: Literal["sequential", "fixed_horizon"] = "sequential",
-    stage_fractions: Sequence[float] = (0.10, 0.25, 0.50),
-    looks_per_stage: int = 100,
-    users_per_look: int = 40,
-    success_rate: float = 0.9,
-    alpha: float = DEFAULT_ALPHA,
-    min_samples_per_arm: int = 100,
-    planned_samples_per_arm: int | None = None,
-    look_every: int = 1,
-) -> AASimulationResult:
-    """Run seeded A/A rollouts (both arms succeed with ``success_rate``) and count false alarms.
-
-    Each experiment goes through ``stage_fractions``; in every look interval ("minute")
-    ``users_per_look`` users arrive and each lands in treatment with the stage's fraction. At
-    every ``look_every``-th minute, once both arms have ``min_samples_per_arm`` users, the
-    success-rate difference is tested — by the sequential interval, or by the naive 95 % z-test
-    that ignores the repeated looks. ``planned_samples_per_arm`` defaults to the n_eff the design
-    reaches at its end. Vectorised over experiments × looks with numpy.
-    """
-    rng = np.random.default_rng(seed)
-    fractions = np.repeat(np.asarray(stage_fractions, dtype=float), looks_per_stage)
-    treatment_arrivals = rng.binomial(users_per_look, np.broadcast_to(fractions, (experiments, fractions.size)))
-    control_arrivals = users_per_look - treatment_arrivals
-    n_treatment = np.cumsum(treatment_arrivals, axis=1)
-    n_control = np.cumsum(control_arrivals, axis=1)
-    successes_treatment = np.cumsum(rng.binomial(treatment_arrivals, success_rate), axis=1)
-    successes_control = np.cumsum(rng.binomial(control_arrivals, success_rate), axis=1)
-
-    looked = np.zeros(fractions.size, dtype=bool)
-    looked[look_every - 1 :: look_every] = True
-    visible = looked & (n_treatment >= max(min_samples_per_arm, 2)) & (n_control >= max(min_samples_per_arm, 2))
-
-    # Per-arm rates and sample variances exactly as ArmSummary computes them from (n, Σx, Σx²).
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate_treatment = successes_treatment / n_treatment
-        rate_control = successes_control / n_control
-        variance_treatment = rate_treatment * (1 - rate_treatment) * n_treatment / (n_treatment - 1)
-        variance_control = rate_control * (1 - rate_control) * n_control / (n_control - 1)
-        standard_error = np.sqrt(variance_treatment / n_treatment + variance_control / n_control)
-        z = np.where(standard_error > 0, (rate_treatment - rate_control) / standard_error, 0.0)
-
-    if method == "sequential":
-        if planned_samples_per_arm is None:
-            expected_treatment = users_per_look * fractions.sum()
-            expected_control = users_per_look * (1 - fractions).sum()
-            planned_samples_per_arm = round(2 / (1 / expected_treatment + 1 / expected_control))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            information = _information_fraction(n_control, n_treatment, planned_samples_per_arm)
-        critical = sequential_critical_z(information_fraction=information, alpha=alpha)
-    elif method == "fixed_horizon":
-        critical = scipy_stats.norm.ppf(1 - alpha / 2)
-    else:
-        raise ValueError(f"unknown method {method!r}")
-
-    flagged = (visible & (np.abs(z) >= critical)).any(axis=1)
-    return AASimulationResult(experiments=experiments, looks_per_experiment=int(looked.sum()), flagged=int(flagged.sum()))
+def format_number(value: float, *, signed: bool = False) -> str:
+    """A number for people: fixed notation (never 8e-05), about four significant digits, and
+    floating-point dust (4e-19) shown as 0."""
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) < 1e-12:
+        value = 0.0
+    magnitude = abs(value)
+    decimals = 0 if magnitude >= 100 else 2 if magnitude >= 1 or magnitude == 0 else min(10, 3 - math.floor(math.log10(magnitude)))
+    text = f"{value:+,.{decimals}f}" if signed else f"{value:,.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".") if decimals > 2 else text
+    return text

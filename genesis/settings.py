@@ -237,6 +237,7 @@ ROLLOUT_MIN_STAGE_HOURS = GENESIS.ab_testing.min_stage_hours
 ROLLOUT_MIN_SAMPLES_PER_ARM = GENESIS.ab_testing.min_samples_per_arm
 BENCHMARK_MIN_RELATIVE_IMPROVEMENT = GENESIS.benchmarks.min_relative_improvement
 BENCHMARK_MIN_CASES = GENESIS.benchmarks.min_cases
+BENCHMARK_GATE_RULE = GENESIS.benchmarks.gate_rule
 BUDGET_THRESHOLDS = GENESIS.costs.thresholds
 GENESIS_SIMULATOR_URL = GENESIS.simulator_url
 AUDIT_MAX_UPLOAD_BYTES = GENESIS.audits.max_upload_bytes

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db.models import DecimalField, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
@@ -153,6 +154,76 @@ def benchmark_run_summary(*, run: BenchmarkRun) -> dict[str, Any]:
     }
 
 
+def suite_sample_size_plan(*, suite: BenchmarkSuite) -> benchmark_stats.SampleSizePlan:
+    """How many cases the suite needs for the gate (as configured now) to PASS a candidate twice the
+    threshold better with 80 % power, and its power at its own size: from the per-case delta spread of
+    the newest finished run of the suite (any version of its slug), or the planner's stated assumption."""
+    threshold, rule, min_cases = settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT, settings.BENCHMARK_GATE_RULE, settings.BENCHMARK_MIN_CASES
+    runs = BenchmarkRun.objects.filter(
+        suite__agent_id=suite.agent_id, suite__slug=suite.slug, status=BenchmarkRunStatus.COMPLETED
+    ).exclude(comparison=None).order_by("-finished_at", "-pk").only("pk", "comparison")
+    for run in runs[:5]:
+        comparison = run.comparison or {}
+        spread, baseline_mean = comparison.get("delta_sd"), comparison.get("baseline_mean") or 0
+        if spread is not None and baseline_mean > 0:
+            return benchmark_stats.plan_sample_size(
+                threshold=threshold, rule=rule, delta_sd=spread, baseline_mean=baseline_mean,
+                current_cases=suite.case_count, min_cases=min_cases,
+                basis=f"per-case delta SD {spread:.3f} on a baseline mean of {baseline_mean:.3f}, measured by run "
+                      f"#{run.pk} ({comparison.get('n')} cases)",
+            )
+    return benchmark_stats.assumed_plan(threshold=threshold, rule=rule, current_cases=suite.case_count, min_cases=min_cases)
+
+
+def stored_plan(data: dict[str, Any] | None) -> benchmark_stats.SampleSizePlan | None:
+    """A plan as a finished run stored it (comparison["plan"]); None for runs decided before the planner."""
+    if not data:
+        return None
+    return benchmark_stats.SampleSizePlan(**data)
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """What the gate applied to a run, for its page and the commands: the rule, the resampling, its
+    Monte-Carlo error, and the suite's power."""
+
+    rule: str | None
+    rule_text: str
+    resamples: int | None
+    seed: int | None
+    mc_se: tuple[float | None, float | None] | None
+    mc_close: bool
+    bootstrap_ci: list[float] | None
+    fieller_ci: list[float] | None
+    plan: benchmark_stats.SampleSizePlan
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule, "rule_text": self.rule_text, "resamples": self.resamples, "seed": self.seed,
+            "mc_se": list(self.mc_se) if self.mc_se else None, "mc_close": self.mc_close,
+            "bootstrap_ci": self.bootstrap_ci, "fieller_ci": self.fieller_ci, "plan": self.plan.as_dict(),
+            "plan_text": self.plan.summary(),
+        }
+
+
+def benchmark_run_gate(*, run: BenchmarkRun) -> GateReport:
+    """The gate's side of a run: what the finished run stored, or — before it finishes — the rule it
+    will apply and the suite's plan."""
+    comparison = run.comparison or {}
+    parameters = run.parameters or {}
+    rule = comparison.get("rule") or parameters.get("gate_rule")
+    plan = stored_plan(comparison.get("plan")) or suite_sample_size_plan(suite=run.suite)
+    decided = bool(comparison)
+    return GateReport(
+        rule=rule, rule_text=benchmark_stats.RULES.get(rule or "", "decided before the rule was recorded"),
+        resamples=comparison.get("resamples") if decided else parameters.get("bootstrap_resamples"),
+        seed=comparison.get("seed") if decided else parameters.get("bootstrap_seed"),
+        mc_se=(comparison.get("mc_se_low"), comparison.get("mc_se_high")) if decided else None,
+        mc_close=bool(comparison.get("mc_close")), bootstrap_ci=comparison.get("bootstrap_ci"),
+        fieller_ci=comparison.get("fieller_ci"), plan=plan,
+    )
+
+
 def benchmark_summary_not_started() -> dict[str, Any]:
     """The contract's object for a run that could not start: the same keys, nothing measured, nothing
     spent — so a script reading `--json` never meets a missing key."""
@@ -186,6 +257,7 @@ class RunReport:
     regressions: list[RegressionLine]
     errors: int
     chunks: list[dict[str, Any]]
+    gate: GateReport
 
 
 def benchmark_run_report(*, run: BenchmarkRun, worst: int = 20) -> RunReport:
@@ -226,6 +298,7 @@ def benchmark_run_report(*, run: BenchmarkRun, worst: int = 20) -> RunReport:
         ],
         errors=sum(1 for r in results if r.error),
         chunks=list(run.chunks.values("index", "status", "worker", "attempts", "heartbeat_at", "error")),
+        gate=benchmark_run_gate(run=run),
     )
 
 

@@ -3,10 +3,12 @@
 
 Target (issue 5): the selector takes <= 2x the bare aggregate.
 
-The bare aggregate is one hand-written GROUP BY over the experiment's outcomes computing exactly the
-numbers the page needs — per arm n, successes, Σ/Σ² of latency, quality and cost, outcomes and
-distinct users in the current stage, latency p50/p95 with percentile_cont. The selector does that
-through the ORM and then the statistics (lift, intervals, p-values, SRM, the sequential guardrails).
+The bare aggregate is one hand-written GROUP BY over the experiment's outcomes computing the
+per-event numbers of the page — per arm n, successes, Σ/Σ² of latency, quality and cost, outcomes
+and distinct users in the current stage, latency p50/p95 with percentile_cont. The selector computes
+the per-user, per-stage sufficient statistics instead (a GROUP BY per user inside one per stage and
+arm), the percentiles, and then the statistics (stratified lift, intervals, p-values, SRM, the
+sequential guardrails).
 Each side is timed `--repeats` times after a warm-up run, alternating; the best time counts.
 
     DATABASE_URL=postgres://… REDIS_URL=redis://… .venv/bin/python bench/results/run.py [--outcomes 1000000] [--repeats 5]

@@ -80,8 +80,11 @@ class AbTestingSection(Section):
     min_samples_per_arm: int = Field(default=150, ge=20)
     success_rate_drop_points: float = Field(default=5.0, ge=0)
     latency_increase_warn: float = Field(default=0.30, ge=0)
-    srm_p_threshold: float = Field(default=0.001, gt=0, lt=1)
-    # Below 0.5: the sequential guardrail boundary (experiments/stats.py) exists only there.
+    # The chance that a correctly split rollout is ever paused for SRM, over all its stages, checked
+    # every minute (the anytime-valid test of experiments/stats.py; each stage gets an equal share).
+    srm_alpha: float = Field(default=0.01, gt=0, lt=1)
+    # The chance that a good candidate is ever rolled back by a guardrail (shared by the rules that
+    # roll back) or held by a warning rule, at any sample size.
     guardrail_alpha: float = Field(default=0.05, gt=0, lt=0.5)
 
 
@@ -90,7 +93,11 @@ class BenchmarksSection(Section):
     # Below this many paired cases the gate is always INCONCLUSIVE: a tiny suite can show a zero-width
     # interval and would otherwise PASS on no evidence.
     min_cases: int = Field(default=20, ge=1)
-    bootstrap_resamples: int = Field(default=2000, ge=2000)
+    # The gate's hypothesis (models_app/benchmark_stats.py RULES; README "Benchmarks"): "at_least_threshold"
+    # PASSes only when confident the improvement is at least min_relative_improvement.
+    gate_rule: Literal["at_least_threshold", "improves_and_reaches"] = "at_least_threshold"
+    # At least 10 000: the verdict must not hang on the resampling seed (more are drawn near a boundary).
+    bootstrap_resamples: int = Field(default=10_000, ge=10_000)
     concurrency: int = Field(default=8, ge=1)
 
 

@@ -29,7 +29,12 @@ from models_app.models import (
     ModelStatus,
     ModelVersion,
 )
-from models_app.selectors_benchmarks import BENCHMARKABLE_STATUSES, benchmark_run_report, benchmark_suite_jsonl
+from models_app.selectors_benchmarks import (
+    BENCHMARKABLE_STATUSES,
+    benchmark_run_report,
+    benchmark_suite_jsonl,
+    suite_sample_size_plan,
+)
 from models_app.services.benchmarks import (
     CHANGE_VERSION_PERMISSION,
     OVERRIDE_PERMISSION,
@@ -70,8 +75,8 @@ class BenchmarkSuiteAdmin(admin.ModelAdmin):
     list_display = ("__str__", "agent", "slug", "version", "case_count", "source", "created_by", "created_at", "actions_links")
     list_filter = ("agent",)
     search_fields = ("slug", "description", "agent__slug")
-    readonly_fields = ("agent", "slug", "version", "description", "fingerprint", "case_count", "source", "created_by",
-                       "created_at", "actions_links")
+    readonly_fields = ("agent", "slug", "version", "description", "fingerprint", "case_count", "sample_size_plan",
+                       "source", "created_by", "created_at", "actions_links")
     inlines = [BenchmarkCaseInline]
     change_list_template = "admin/models_app/benchmarksuite/change_list.html"
 
@@ -83,6 +88,10 @@ class BenchmarkSuiteAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # runs refer to it
+
+    @admin.display(description="cases needed (80 % power)")
+    def sample_size_plan(self, suite: BenchmarkSuite) -> str:
+        return suite_sample_size_plan(suite=suite).summary()
 
     @admin.display(description="")
     def actions_links(self, suite: BenchmarkSuite) -> str:

@@ -310,8 +310,9 @@ def _run_parameters(*, agent: Agent, overrides: Mapping[str, Any] | None) -> dic
         # Gate settings, frozen too: a run's verdict must not change with a later settings change.
         "min_relative_improvement": settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT,
         "min_cases": settings.BENCHMARK_MIN_CASES,
+        "gate_rule": settings.BENCHMARK_GATE_RULE,
         "bootstrap_resamples": benchmarks.bootstrap_resamples,
-        "bootstrap_seed": 0,
+        # bootstrap_seed is set from the run's id once the run exists (benchmark_run_create), unless given.
         "confidence": 0.95,
         "judge_model": DEFAULT_JUDGE_MODEL,
         **dict(overrides or {}),
@@ -406,6 +407,11 @@ def benchmark_run_create(
         parameters=params, total_items=2 * len(cases), estimated_cost_usd=estimate, requested_by=actor,
         requested_via=requested_via[:120], candidate_status_before=candidate.status,
     )
+    if "bootstrap_seed" not in params:
+        # Derived from the run, not a constant: two runs of one suite are independent resampling experiments,
+        # and deciding the same run again gives the same verdict.
+        run.parameters = {**params, "bootstrap_seed": benchmark_stats.run_seed(run_id=run.pk)}
+        run.save(update_fields=["parameters"])
     # The estimate is held for the run until it is finished and paid; a refusal rolls the run back.
     check = budget_check(agent=agent, estimate_usd=estimate, actor=actor, override_reason=budget_override_reason,
                          hold_for=run, operation=Operation.BENCHMARK, hold_lasts=BENCHMARK_HOLD_LASTS)
@@ -561,8 +567,10 @@ def benchmark_run_finish_if_complete(*, run_id: int) -> BenchmarkRun | None:
         benchmark_run_pairs(run=run),
         threshold=float(params.get("min_relative_improvement", settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT)),
         min_cases=int(params.get("min_cases", settings.BENCHMARK_MIN_CASES)),
+        # A run created before the rule was a setting was decided by today's improves_and_reaches.
+        rule=str(params.get("gate_rule", benchmark_stats.RULE_IMPROVES_AND_REACHES)),
         resamples=int(params.get("bootstrap_resamples", settings.GENESIS.benchmarks.bootstrap_resamples)),
-        seed=int(params.get("bootstrap_seed", 0)),
+        seed=int(params.get("bootstrap_seed", benchmark_stats.run_seed(run_id=run.pk))),
         confidence=float(params.get("confidence", 0.95)),
     )
     data = comparison.as_dict()

@@ -1,6 +1,6 @@
 """The rollout settings in genesis/config/schema.py follow the same rules the experiment services
-apply: a stage plan ROLLOUT_STAGES could never complete, or a guardrail alpha the statistics module
-refuses, stops start-up instead of failing at the first experiment."""
+apply: a stage plan ROLLOUT_STAGES could never complete, or a guardrail alpha that would make the
+guardrails meaningless, stops start-up instead of failing at the first experiment."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from experiments.services import validate_stage_plan
-from experiments.stats import sequential_boundary_level
 from genesis.config.loader import ConfigError, load_config
 from genesis.errors import InvalidInput
 
@@ -34,12 +33,17 @@ def test_the_default_plan_satisfies_both(tmp_path):
 
 
 @pytest.mark.parametrize("alpha", [0.5, 0.7])
-def test_a_guardrail_alpha_the_sequential_test_cannot_use_stops_start_up(tmp_path, alpha):
-    with pytest.raises(ValueError):
-        sequential_boundary_level(alpha)  # what would happen at the first guardrail check
+def test_a_guardrail_alpha_of_one_half_or_more_stops_start_up(tmp_path, alpha):
+    # A coin flip would roll back a good candidate as often: no guardrail at all.
     with pytest.raises(ConfigError, match="ab_testing.guardrail_alpha"):
         _load(tmp_path, f"  guardrail_alpha: {alpha}\n")
 
 
 def test_a_guardrail_alpha_below_one_half_loads(tmp_path):
     assert _load(tmp_path, "  guardrail_alpha: 0.1\n").ab_testing.guardrail_alpha == 0.1
+
+
+@pytest.mark.parametrize("srm_alpha", [0, 1, 1.5])
+def test_an_srm_alpha_outside_zero_to_one_stops_start_up(tmp_path, srm_alpha):
+    with pytest.raises(ConfigError, match="ab_testing.srm_alpha"):
+        _load(tmp_path, f"  srm_alpha: {srm_alpha}\n")

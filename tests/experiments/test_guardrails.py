@@ -96,7 +96,7 @@ def test_a_breach_rolls_back_by_itself_with_the_reason_and_the_metric(client, dj
     event = ExperimentEvent.objects.get(experiment=experiment, action=EventAction.ROLLBACK)
     assert event.actor is None and event.reason_code == "guardrail_success_rate"
     assert event.reason.startswith("guardrail breached — success_rate: treatment 0.5 vs control 0.95")
-    assert "conclusively: roll back" in event.reason
+    assert "confidently worse than the tolerance allows: roll back" in event.reason
     assert event.before["stage_percent"] == 10 and event.after["stage_percent"] == 0
     assert rollback_metric_line(client, "qa_agent", "guardrail_success_rate").endswith(" 1.0")
     assert guardrails_check(experiment_id=experiment.pk).action == "skipped"  # idempotent

@@ -42,14 +42,15 @@ def test_per_arm_numbers_match_an_independent_python_computation(experiment_with
     experiment = get_experiment(key=experiment.key)
     from django.db import connection
 
-    # One aggregate query, no loop over events; SQLite has no percentile_cont, so its documented
-    # fallback reads each arm's sorted latencies (one more query per arm).
-    with django_assert_max_num_queries(1 if connection.vendor == "postgresql" else 3):
+    # The stage windows, one per-user aggregate query and one for the percentiles, no loop over
+    # events; SQLite has no percentile_cont, so its documented fallback reads each arm's sorted
+    # latencies (one query per arm).
+    with django_assert_max_num_queries(3 if connection.vendor == "postgresql" else 4):
         results = experiment_results(experiment=experiment)
     for arm, events in (("control", control), ("treatment", treatment)):
         got = results["variants"][arm]
         latencies = np.array([e["latency_ms"] for e in events])
-        assert got["n"] == len(events)
+        assert got["n"] == len(events) and got["users"] == len({e["user_id"] for e in events})
         assert got["success_rate"] == pytest.approx(np.mean([e["success"] for e in events]))
         assert got["mean_quality"] == pytest.approx(np.mean([e["quality"] for e in events]))
         assert got["latency_p50_ms"] == pytest.approx(np.percentile(latencies, 50))  # linear, as percentile_cont
@@ -64,12 +65,20 @@ def test_lift_interval_and_p_value_of_the_success_rate(experiment_with_data):
     results = experiment_results(experiment=experiment)
     c_success = sum(e["success"] for e in control)
     t_success = sum(e["success"] for e in treatment)
-    table = [[c_success, len(control) - c_success], [t_success, len(treatment) - t_success]]
-    chi2_p = scipy_stats.chi2_contingency(table, correction=False).pvalue
-    assert results["p_value"] == pytest.approx(chi2_p, rel=1e-6)
+    # One outcome per user in one stage: the per-user analysis is Welch's t-test on the users' 0/1
+    # outcomes, computed independently here by scipy.
+    welch = scipy_stats.ttest_ind([float(e["success"]) for e in treatment], [float(e["success"]) for e in control],
+                                  equal_var=False)
+    assert results["p_value"] == pytest.approx(welch.pvalue, rel=1e-9)
+    absolute = results["comparisons"]["success_rate"]["absolute_ci95"]
+    welch_interval = welch.confidence_interval(0.95)
+    assert absolute == pytest.approx([welch_interval.low, welch_interval.high], rel=1e-9)
     assert results["relative_lift"] == pytest.approx((t_success / len(treatment)) / (c_success / len(control)) - 1)
     low, high = results["ci95"]
     assert low < results["relative_lift"] < high
+    # The relative (Fieller) interval, the absolute interval and the p-value agree about "no effect".
+    assert (results["p_value"] < 0.05) == (low > 0 or high < 0) == (absolute[0] > 0 or absolute[1] < 0)
+    assert results["analysis"]["unit"] == "user" and results["analysis"]["covers"] == "stages 20 %"
     assert results["comparisons"]["latency_ms"]["relative_lift"] < 0  # treatment is faster
     assert results["comparisons"]["quality"]["p_value"] < 0.05
 
@@ -79,6 +88,7 @@ def test_srm_and_guardrail_states(experiment_with_data):
     results = experiment_results(experiment=experiment)
     # 400 / 100 users against a planned 80 / 20 split: exactly as planned.
     assert results["srm_p"] == pytest.approx(1.0) and results["srm_flagged"] is False
+    assert results["srm_threshold"] == pytest.approx(0.01)  # the rollout's 1 %, one stage with control
     states = {g["metric"]: g["state"] for g in results["guardrails"]}
     assert states["success_rate"] == "healthy" and states["latency_ms"] == "healthy"
     assert set(states) == {"success_rate", "latency_ms", "quality", "cost_per_request"}
@@ -110,3 +120,40 @@ def test_an_experiment_without_outcomes_has_empty_arms_and_no_comparison():
     assert results["variants"]["control"]["n"] == 0 and results["variants"]["control"]["success_rate"] is None
     assert results["relative_lift"] is None and results["p_value"] is None
     assert {g["state"] for g in results["guardrails"]} == {"no_data", "not_reported"}
+    # No data is null, never a fake interval [0, 0] with p = 1.
+    assert results["ci95"] is None and results["comparisons"]["success_rate"] is None
+
+
+def test_one_outcome_per_arm_gives_null_statistics_not_zeros():
+    team = rollout_team()
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], stage_plan=[20, 100]), actor=team["starter"])
+    outcomes_ingest(principal=None, events=outcome_events(experiment, arm="control", n=1, success_rate=1.0, seed=3)
+                    + outcome_events(experiment, arm="treatment", n=1, success_rate=0.0, seed=4))
+    results = experiment_results(experiment=experiment)
+    assert results["variants"]["control"]["n"] == 1 and results["variants"]["treatment"]["n"] == 1
+    assert results["p_value"] is None and results["ci95"] is None and results["relative_lift"] is None
+
+
+def test_a_user_with_many_outcomes_counts_once_in_the_interval():
+    """Ten outcomes from each of 30 users are 30 independent units, not 300: the interval is as wide
+    as Welch's on the users' own success rates."""
+    team = rollout_team()
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], stage_plan=[50, 100]), actor=team["starter"])
+    rng = np.random.default_rng(7)
+    rates = {}
+    events = []
+    for arm in ("control", "treatment"):
+        rates[arm] = []
+        for user in range(30):
+            base = outcome_events(experiment, arm=arm, n=10, success_rate=float(rng.choice([0.5, 0.8, 1.0])),
+                                  seed=user, user_prefix=f"{arm}-user-{user}")
+            for event in base:
+                event["user_id"] = f"{arm}-user-{user}"
+            rates[arm].append(np.mean([e["success"] for e in base]))
+            events += base
+    outcomes_ingest(principal=None, events=events)
+    results = experiment_results(experiment=experiment)
+    assert results["variants"]["control"]["users"] == 30 and results["variants"]["control"]["n"] == 300
+    # Every user has 10 outcomes, so the ratio metric is the mean of the users' rates.
+    welch = scipy_stats.ttest_ind(rates["treatment"], rates["control"], equal_var=False)
+    assert results["p_value"] == pytest.approx(welch.pvalue, rel=1e-6)

@@ -1,4 +1,7 @@
-"""Statistics: known answers against scipy, the sequential guardrail test, seeded A/A simulations."""
+"""experiments/stats.py and experiments/simulation.py: known answers against scipy, the per-user
+ratio metrics, stratified estimates, Fieller intervals, the anytime-valid SRM test, and — at a
+smaller scale than bench/decisions/run.py, seeded — the operating characteristics the README
+publishes, so a regression in any rule fails CI."""
 
 from __future__ import annotations
 
@@ -6,214 +9,242 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+from scipy import stats as scipy_stats
 
-from experiments.stats import (
-    ArmSummary,
-    compare_means,
-    compare_proportions,
-    evaluate_guardrail,
-    sequential_boundary_level,
-    sequential_critical_z,
-    sequential_difference,
-    simulate_aa_experiments,
-    srm_p_value,
+from experiments import simulation, stats
+from experiments.stats import RatioSummary, Stratum, compare, evaluate_guardrail
+
+
+def _binary_users(n: int, rate: float) -> RatioSummary:
+    """n users with one 0/1 outcome each, exactly round(n·rate) successes."""
+    successes = round(n * rate)
+    return RatioSummary.from_users([(1.0, 1.0)] * successes + [(0.0, 1.0)] * (n - successes))
+
+
+def _users_with_mean(n: int, mean: float, sd: float) -> RatioSummary:
+    """n users with one outcome each, values of exactly this mean and sample standard deviation."""
+    half = n // 2
+    spread = sd * math.sqrt((n - 1) / n)
+    values = [mean + spread] * half + [mean - spread] * (n - half)
+    return RatioSummary.from_users([(value, 1.0) for value in values])
+
+
+# ------------------------------------------------------------------ per-user ratio statistics
+
+
+def test_ratio_variance_is_the_delta_method_of_the_users_sums() -> None:
+    rng = np.random.default_rng(1)
+    outcomes = rng.integers(1, 12, size=400).astype(float)
+    successes = rng.binomial(outcomes.astype(int), 0.8).astype(float)
+    summary = RatioSummary.from_users(zip(successes, outcomes))
+    mean_x, mean_y = successes.mean(), outcomes.mean()
+    covariance = np.cov(successes, outcomes, ddof=1)
+    expected = (covariance[0, 0] / mean_y**2 - 2 * covariance[0, 1] * mean_x / mean_y**3
+                + mean_x**2 * covariance[1, 1] / mean_y**4)
+    assert summary.mean == pytest.approx(successes.sum() / outcomes.sum())
+    assert summary.variance == pytest.approx(expected, rel=1e-9)
+    assert summary.variance_of_mean == pytest.approx(expected / 400, rel=1e-9)
+
+
+def test_with_one_outcome_per_user_the_ratio_is_the_plain_mean_and_sample_variance() -> None:
+    values = np.array([3.0, 5.0, 8.0, 13.0])
+    summary = RatioSummary.from_users((value, 1.0) for value in values)
+    assert summary.mean == pytest.approx(values.mean())
+    assert summary.variance == pytest.approx(values.var(ddof=1))
+
+
+def test_a_constant_metric_never_gets_a_negative_variance_and_one_user_has_none() -> None:
+    assert RatioSummary.from_users([(0.1, 1.0)] * 3).variance >= 0.0
+    assert math.isnan(RatioSummary.from_users([(1.0, 1.0)]).variance)
+    assert not stats.EMPTY.estimable() and math.isnan(stats.EMPTY.mean)
+
+
+# ------------------------------------------------------------------ fixed-horizon comparison
+
+
+def test_one_stage_one_outcome_per_user_is_welchs_t_test() -> None:
+    rng = np.random.default_rng(2)
+    control, treatment = rng.normal(10, 2, 300), rng.normal(10.6, 3, 120)
+    result = compare([Stratum(RatioSummary.from_users((v, 1.0) for v in control),
+                              RatioSummary.from_users((v, 1.0) for v in treatment))])
+    welch = scipy_stats.ttest_ind(treatment, control, equal_var=False)
+    interval = welch.confidence_interval(0.95)
+    assert result is not None and result.p_value == pytest.approx(welch.pvalue, rel=1e-9)
+    assert result.absolute_interval is not None
+    assert (result.absolute_interval.low, result.absolute_interval.high) == pytest.approx((interval.low, interval.high), rel=1e-9)
+    assert result.relative_lift == pytest.approx(treatment.mean() / control.mean() - 1)
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    n_control=st.integers(5, 400), n_treatment=st.integers(5, 400),
+    rate_control=st.floats(0.02, 0.98), rate_treatment=st.floats(0.02, 0.98),
 )
-
-Z_95 = stats.norm.ppf(0.975)
-
-
-# ------------------------------------------------------------------ aggregates
-
-
-def test_arm_summary_from_aggregates_matches_numpy() -> None:
-    values = np.random.default_rng(3).lognormal(mean=6, sigma=0.5, size=1_000)
-    summary = ArmSummary(n=values.size, total=float(values.sum()), sum_of_squares=float((values**2).sum()))
-    assert summary.mean == pytest.approx(values.mean(), rel=1e-12)
-    assert summary.variance == pytest.approx(values.var(ddof=1), rel=1e-9)
-    assert ArmSummary.from_values(values) == summary
+def test_p_value_absolute_and_relative_intervals_never_disagree(n_control, n_treatment, rate_control, rate_treatment) -> None:
+    result = compare([Stratum(_binary_users(n_control, rate_control), _binary_users(n_treatment, rate_treatment))])
+    if result is None or result.p_value is None:
+        return
+    significant = result.p_value < 0.05
+    assert result.absolute_interval is not None
+    assert significant == (not result.absolute_interval.contains(0.0))
+    if result.relative_interval is not None:  # Fieller contains 0 exactly when the test does not reject
+        assert significant == (not result.relative_interval.contains(0.0))
 
 
-def test_arm_summary_of_successes_is_a_rate_with_bernoulli_variance() -> None:
-    summary = ArmSummary.from_successes(n=200, successes=150)
-    assert summary.mean == 0.75
-    assert summary.variance == pytest.approx(0.75 * 0.25 * 200 / 199)
-    with pytest.raises(ValueError, match="successes"):
-        ArmSummary.from_successes(n=10, successes=11)
+def test_fieller_interval_covers_the_relative_lift_at_small_rates_where_the_delta_method_does_not() -> None:
+    """Issue 14 measured 92.5 % coverage for the delta-method interval at p 0.05 → 0.06, n 200."""
+    rng = np.random.default_rng(3)
+    true_lift = 0.06 / 0.05 - 1
+    covered = delta_covered = total = 0
+    for _ in range(1500):
+        c, t = rng.binomial(200, 0.05), rng.binomial(200, 0.06)
+        result = compare([Stratum(_binary_users(200, c / 200), _binary_users(200, t / 200))])
+        if result is None or result.p_value is None:
+            continue
+        total += 1
+        # A null interval is Fieller's unbounded set (control indistinguishable from 0): it holds
+        # every value, so it covers; the endpoint says "cannot be bounded" rather than a number.
+        covered += result.relative_interval is None or result.relative_interval.contains(true_lift)
+        # The delta-method interval gbstats uses, for contrast.
+        mc, mt = c / 200, t / 200
+        variance = (mt * (1 - mt) / 199) / mc**2 + mt**2 * (mc * (1 - mc) / 199) / mc**4
+        delta_covered += abs(mt / mc - 1 - true_lift) <= 1.96 * math.sqrt(variance)
+    assert covered / total >= 0.94, covered / total
+    assert delta_covered / total < covered / total
 
 
-def test_constant_metric_never_gets_a_negative_variance() -> None:
-    # Σx² − (Σx)²/n comes out below zero in floating point for 0.7 × 7; a negative variance would
-    # make the standard error NaN.
-    assert ArmSummary.from_values([0.7] * 7).variance == 0.0
+def test_too_little_data_gives_none_not_a_zero_interval_and_p_one() -> None:
+    one_each = compare([Stratum(_binary_users(1, 1.0), _binary_users(1, 0.0))])
+    assert one_each is None
+    no_spread = compare([Stratum(_binary_users(50, 1.0), _binary_users(50, 1.0))])
+    assert no_spread is not None and no_spread.p_value is None and no_spread.absolute_interval is None
 
 
-# ------------------------------------------------------------------ proportions
+def test_stratified_estimate_removes_a_time_trend_that_pooling_turns_into_an_effect() -> None:
+    """A/A whose base rate drifts 0.91 → 0.89 while the split rises: pooled over stages, treatment
+    (whose data is later) looks worse; compared stage by stage, it does not."""
+    rollout = simulation.Rollout(control_rate=0.91, final_control_rate=0.89, stage_hours=12, users_per_hour=4_000)
+    pooled = simulation.final_p_values(rollout=rollout, experiments=150, seed=11, stratified=False)
+    stratified = simulation.final_p_values(rollout=rollout, experiments=150, seed=11, stratified=True)
+    assert (pooled < 0.05).mean() > 0.5
+    assert (stratified < 0.05).mean() <= 0.10
 
 
-def test_two_proportion_comparison_known_answer() -> None:
-    result = compare_proportions(
-        control=ArmSummary.from_successes(n=1_000, successes=500),
-        treatment=ArmSummary.from_successes(n=1_000, successes=550),
-    )
-    assert result is not None
-    # The pooled z-test is Pearson's chi-square on the 2×2 table without continuity correction.
-    table = [[550, 450], [500, 500]]
-    assert result.p_value == pytest.approx(stats.chi2_contingency(table, correction=False).pvalue, rel=1e-9)
-    assert result.absolute_lift == pytest.approx(0.05)
-    half_width = Z_95 * math.sqrt(0.55 * 0.45 / 1_000 + 0.5 * 0.5 / 1_000)
-    assert result.absolute_interval.low == pytest.approx(0.05 - half_width)
-    assert result.absolute_interval.high == pytest.approx(0.05 + half_width)
-    # Delta method: Var(T/C) = Var(T)/C² + T²·Var(C)/C⁴.
-    relative_sd = math.sqrt((0.55 * 0.45 / 1_000) / 0.25 + 0.55**2 * (0.25 / 1_000) / 0.5**4)
-    assert result.relative_lift == pytest.approx(0.10)
-    assert result.relative_interval is not None
-    assert result.relative_interval.low == pytest.approx(0.10 - Z_95 * relative_sd)
-    assert result.relative_interval.high == pytest.approx(0.10 + Z_95 * relative_sd)
-
-
-def test_two_proportion_comparison_edge_cases() -> None:
-    assert compare_proportions(control=ArmSummary.from_successes(n=0, successes=0), treatment=ArmSummary.from_successes(n=5, successes=1)) is None
-    all_succeed = compare_proportions(
-        control=ArmSummary.from_successes(n=100, successes=100), treatment=ArmSummary.from_successes(n=100, successes=100)
-    )
-    assert all_succeed is not None and all_succeed.p_value == 1.0
-    zero_control = compare_proportions(
-        control=ArmSummary.from_successes(n=100, successes=0), treatment=ArmSummary.from_successes(n=100, successes=5)
-    )
-    assert zero_control is not None and zero_control.relative_lift is None and zero_control.relative_interval is None
-
-
-# ------------------------------------------------------------------ means (Welch)
-
-
-def test_welch_comparison_matches_scipy() -> None:
-    rng = np.random.default_rng(11)
-    control_values = rng.normal(loc=800, scale=120, size=400)
-    treatment_values = rng.normal(loc=830, scale=200, size=150)
-    result = compare_means(control=ArmSummary.from_values(control_values), treatment=ArmSummary.from_values(treatment_values))
-    assert result is not None
-    reference = stats.ttest_ind(treatment_values, control_values, equal_var=False)
-    assert result.p_value == pytest.approx(reference.pvalue, rel=1e-9)
-    interval = reference.confidence_interval(confidence_level=0.95)
-    assert result.absolute_interval.low == pytest.approx(interval.low, rel=1e-9)
-    assert result.absolute_interval.high == pytest.approx(interval.high, rel=1e-9)
-    from_stats = stats.ttest_ind_from_stats(
-        mean1=treatment_values.mean(), std1=treatment_values.std(ddof=1), nobs1=150,
-        mean2=control_values.mean(), std2=control_values.std(ddof=1), nobs2=400, equal_var=False,
-    )
-    assert result.p_value == pytest.approx(from_stats.pvalue, rel=1e-9)
-    assert result.relative_lift == pytest.approx(treatment_values.mean() / control_values.mean() - 1)
-    assert result.relative_interval is not None and result.relative_interval.contains(result.relative_lift)
-
-
-def test_welch_needs_two_values_per_arm_and_handles_constant_arms() -> None:
-    assert compare_means(control=ArmSummary.from_values([1.0]), treatment=ArmSummary.from_values([1.0, 2.0])) is None
-    constant = compare_means(control=ArmSummary.from_values([2.0] * 5), treatment=ArmSummary.from_values([3.0] * 5))
-    assert constant is not None and constant.p_value == 0.0 and constant.relative_lift == pytest.approx(0.5)
+def test_stratified_estimate_weights_stages_by_their_users_and_keeps_the_difference_within_a_stage() -> None:
+    early = Stratum(_binary_users(900, 0.90), _binary_users(100, 0.90))
+    late = Stratum(_binary_users(500, 0.80), _binary_users(500, 0.80))
+    estimate = stats.stratified_estimate([early, late])
+    assert estimate is not None and estimate.difference == pytest.approx(0.0, abs=1e-12)
+    w_early, w_late = 900 * 100 / 1000, 500 * 500 / 1000
+    assert estimate.control_mean == pytest.approx((w_early * 0.9 + w_late * 0.8) / (w_early + w_late))
+    assert estimate.effective_users == pytest.approx(2 * (w_early + w_late))
 
 
 # ------------------------------------------------------------------ SRM
 
 
-@pytest.mark.parametrize(
-    ("observed", "fractions"),
-    [([1_000, 9_000], [0.1, 0.9]), ([1_100, 8_900], [0.1, 0.9]), ([2_600, 7_400], [0.25, 0.75]), ([30, 40, 30], [0.3, 0.4, 0.3])],
-)
-def test_srm_p_value_matches_scipy_chisquare(observed: list[int], fractions: list[float]) -> None:
-    expected = [fraction * sum(observed) for fraction in fractions]
-    assert srm_p_value(observed=observed, expected_fractions=fractions) == pytest.approx(
-        stats.chisquare(observed, f_exp=expected).pvalue, rel=1e-9
-    )
-
-
-def test_srm_flags_a_broken_split_below_the_configured_threshold(settings) -> None:
-    threshold = settings.GENESIS.ab_testing.srm_p_threshold  # what selectors and services compare with
-    assert threshold == 0.001
-    broken = srm_p_value(observed=[1_200, 8_800], expected_fractions=[0.1, 0.9])
-    healthy = srm_p_value(observed=[1_020, 8_980], expected_fractions=[0.1, 0.9])
-    assert broken < threshold <= healthy
+def test_srm_bayes_factor_is_the_beta_binomial_against_the_binomial() -> None:
+    k = stats.SRM_PRIOR_CONCENTRATION
+    for treated, total, fraction in ((110, 1_000, 0.10), (260, 1_000, 0.25), (5_100, 10_000, 0.5)):
+        expected = scipy_stats.betabinom.pmf(treated, total, k * fraction, k * (1 - fraction)) / scipy_stats.binom.pmf(
+            treated, total, fraction
+        )
+        got = stats.srm_bayes_factor(observed=[total - treated, treated], expected_fractions=[1 - fraction, fraction])
+        assert got == pytest.approx(expected, rel=1e-6)
 
 
 def test_srm_edge_cases() -> None:
-    assert srm_p_value(observed=[0, 0], expected_fractions=[0.1, 0.9]) == 1.0
-    assert srm_p_value(observed=[5, 100], expected_fractions=[0.0, 1.0]) == 0.0  # users in a 0 % arm
-    assert srm_p_value(observed=[0, 100], expected_fractions=[0.0, 1.0]) == 1.0
-    with pytest.raises(ValueError, match="sum to 1"):
-        srm_p_value(observed=[1, 2], expected_fractions=[0.5, 0.6])
-    with pytest.raises(ValueError, match="same length"):
-        srm_p_value(observed=[1, 2, 3], expected_fractions=[0.5, 0.5])
+    assert stats.srm_p_value(observed=[0, 0], expected_fractions=[0.9, 0.1]) == 1.0
+    assert stats.srm_p_value(observed=[10, 1], expected_fractions=[1.0, 0.0]) == 0.0
+    assert stats.srm_p_value(observed=[10, 0], expected_fractions=[1.0, 0.0]) == 1.0
+    with pytest.raises(ValueError):
+        stats.srm_p_value(observed=[1, 2], expected_fractions=[0.5, 0.6])
+    assert stats.srm_threshold_per_stage(rollout_alpha=0.01, stage_plan=[10, 25, 50, 100]) == pytest.approx(0.01 / 3)
 
 
-# ------------------------------------------------------------------ sequential interval
+def test_srm_checked_every_minute_over_three_stages_rarely_pauses_a_correct_split() -> None:
+    result = simulation.simulate_srm(experiments=400, seed=12)
+    assert result.rate <= 0.02, result  # the rollout's budget is 1 %; 400 runs have ~0.5 % noise
 
 
-def test_boundary_level_makes_brownian_motion_cross_by_the_horizon_with_probability_alpha() -> None:
-    # Independent of the numerical integration that chose the level: simulate the standardised
-    # running difference (a Brownian motion in information time) looked at 1 000 times up to τ = 1.
-    rng = np.random.default_rng(2024)
-    looks = np.linspace(1e-3, 1.0, 1_000)
-    steps = np.diff(looks, prepend=0.0)
-    paths = np.cumsum(rng.standard_normal((10_000, looks.size)) * np.sqrt(steps), axis=1)
-    z = paths / np.sqrt(looks)
-    crossed = (np.abs(z) >= sequential_critical_z(information_fraction=looks, alpha=0.05)).any(axis=1).mean()
-    # Discrete looks cross a little less often than continuous monitoring, never more.
-    assert 0.038 <= crossed <= 0.055, crossed
-    assert 0.05 < sequential_boundary_level(0.05) < 0.5
+def test_srm_catches_ten_versus_eleven_percent_within_a_day() -> None:
+    result = simulation.simulate_srm(experiments=60, seed=13, true_fractions=(0.11, 0.25, 0.50), stage_hours=24)
+    assert result.rate == 1.0 and result.median_hours is not None and result.median_hours < 24, result
 
 
-def test_sequential_interval_is_wider_than_fixed_horizon_and_narrows_with_data() -> None:
-    small = sequential_difference(
-        control=ArmSummary.from_successes(n=300, successes=270), treatment=ArmSummary.from_successes(n=300, successes=255)
-    )
-    large = sequential_difference(
-        control=ArmSummary.from_successes(n=3_000, successes=2_700), treatment=ArmSummary.from_successes(n=3_000, successes=2_550)
-    )
-    assert small is not None and large is not None
-    fixed = compare_proportions(
-        control=ArmSummary.from_successes(n=300, successes=270), treatment=ArmSummary.from_successes(n=300, successes=255)
-    )
-    assert fixed is not None
-    assert small.interval.high - small.interval.low > fixed.absolute_interval.high - fixed.absolute_interval.low
-    assert large.interval.high - large.interval.low < small.interval.high - small.interval.low
-    assert small.estimate == pytest.approx(-0.05) and large.excludes_zero and not small.excludes_zero
+# ------------------------------------------------------------------ sequential guardrails
 
 
-# ------------------------------------------------------------------ A/A simulations (issue 5 acceptance)
+def test_the_boundary_is_valid_at_every_sample_size_not_only_up_to_the_plan() -> None:
+    # Drawn at alpha itself: wider than a fixed-horizon 95 % interval everywhere, and still finite
+    # (not shrinking to nothing) far past the planned sample.
+    taus = np.array([0.05, 0.5, 1.0, 10.0, 100.0])
+    critical = stats.sequential_critical_z(information_fraction=taus, alpha=0.05)
+    assert np.all(critical > 1.96) and np.all(np.isfinite(critical))
+    assert critical[2] == critical.min()  # narrowest at the plan
 
 
-def test_aa_experiments_looked_at_every_minute_flag_five_percent_of_the_time() -> None:
-    # 1 000 seeded A/A rollouts through the 10/25/50 % stages, 300 looks each (every "minute").
-    result = simulate_aa_experiments(seed=20240605, experiments=1_000, method="sequential")
-    assert result.looks_per_experiment == 300
-    assert 0.035 <= result.false_alarm_rate <= 0.065, result
+def test_simulation_applies_exactly_the_guardrail_rule_of_the_stats_module() -> None:
+    rollout = simulation.Rollout(stage_hours=2, outcomes_per_user=3, within_user_correlation=0.2, treatment_drop=0.04)
+    control, treatment = simulation.simulate_cells(np.random.default_rng(5), rollout, 2)
+    k = rollout.outcomes_per_user
+    difference, standard_error, effective, _, _ = simulation.stratified_difference(control, treatment, k)
+    look = rollout.minutes - 1
+    strata = []
+    for stage in range(len(rollout.stage_fractions)):
+        arms = []
+        for cells in (control, treatment):
+            users, total, squares = cells.users[0, look, stage], cells.total[0, look, stage], cells.squares[0, look, stage]
+            arms.append(RatioSummary(users=int(users), numerator_sum=total, numerator_sum_squares=squares,
+                                     denominator_sum=k * users, denominator_sum_squares=k * k * users, cross_sum=k * total))
+        strata.append(Stratum(*arms))
+    estimate = stats.stratified_estimate(strata)
+    assert estimate is not None
+    assert difference[0, look] == pytest.approx(estimate.difference, rel=1e-9)
+    assert standard_error[0, look] == pytest.approx(estimate.standard_error, rel=1e-9)
+    assert effective[0, look] == pytest.approx(estimate.effective_users, rel=1e-9)
 
 
-def test_aa_experiments_looked_at_only_at_the_end_of_each_stage_are_not_inflated() -> None:
-    result = simulate_aa_experiments(seed=20240605, experiments=1_000, method="sequential", look_every=100)
-    assert result.looks_per_experiment == 3
-    assert result.false_alarm_rate <= 0.065, result
+@pytest.mark.parametrize(
+    "name, rollout",
+    [
+        ("one outcome per user", simulation.Rollout(stage_hours=12)),
+        ("ten correlated outcomes per user", simulation.Rollout(stage_hours=6, outcomes_per_user=10, within_user_correlation=0.2)),
+        ("ten times the planned traffic", simulation.Rollout(stage_hours=12, users_per_hour=20_000)),
+    ],
+)
+def test_aa_rollouts_checked_every_minute_are_rarely_rolled_back(name, rollout) -> None:
+    result = simulation.simulate_rollbacks(rollout=rollout, experiments=100, seed=21)
+    assert result.rate <= 0.05, (name, result.rate)
 
 
-def test_naive_fixed_horizon_test_peeked_at_every_minute_inflates_false_alarms() -> None:
-    # Same experiments, same looks, each look a plain 95 % z-test: this is why the guardrail is sequential.
-    every_minute = simulate_aa_experiments(seed=20240605, experiments=1_000, method="fixed_horizon")
-    every_stage = simulate_aa_experiments(seed=20240605, experiments=1_000, method="fixed_horizon", look_every=100)
-    assert every_minute.false_alarm_rate > 0.20, every_minute
-    assert every_stage.false_alarm_rate > 0.08, every_stage
+def test_analysing_every_outcome_as_independent_would_roll_back_good_candidates() -> None:
+    """The per-user analysis is what keeps the clustered A/A above valid: the old per-event one
+    (and its minimum counted in outcomes) fails on the same data."""
+    clustered = simulation.Rollout(stage_hours=6, outcomes_per_user=10, within_user_correlation=0.2)
+    per_event = simulation.simulate_rollbacks(rollout=simulation.Rollout(**{**clustered.__dict__, "per_user": False}),
+                                              experiments=60, seed=22)
+    assert per_event.rate > 0.15, per_event.rate
 
 
-# ------------------------------------------------------------------ guardrails
+def test_a_ten_point_drop_is_rolled_back_within_two_hours_median() -> None:
+    result = simulation.simulate_rollbacks(rollout=simulation.Rollout(stage_hours=4, treatment_drop=0.10), experiments=60, seed=23)
+    assert result.rate == 1.0 and result.median_hours is not None and result.median_hours < 2.0, result
 
 
-def _success(n: int, rate: float) -> ArmSummary:
-    return ArmSummary.from_successes(n=n, successes=round(n * rate))
+def test_operating_curve_matches_the_label_down_more_than_five_points() -> None:
+    curve = {
+        drop: simulation.simulate_rollbacks(rollout=simulation.Rollout(stage_hours=12, treatment_drop=drop),
+                                            experiments=100, seed=24).rate
+        for drop in (0.03, 0.05, 0.08)
+    }
+    assert curve[0.03] <= 0.03, curve  # well within the tolerance: almost never
+    assert curve[0.05] <= 0.12, curve  # exactly the tolerance: about alpha (5 %), 100 runs of noise
+    assert curve[0.08] >= 0.95, curve  # clearly beyond: caught
 
 
-def _latency(n: int, mean: float, sd: float) -> ArmSummary:
-    # Aggregates of a metric with this exact mean and sample standard deviation.
-    total = n * mean
-    return ArmSummary(n=n, total=total, sum_of_squares=sd**2 * (n - 1) + total**2 / n)
+# ------------------------------------------------------------------ guardrail decisions
 
 
 def _default_rule(metric: str) -> dict:
@@ -223,58 +254,74 @@ def _default_rule(metric: str) -> dict:
     return next(rule for rule in default_guardrails() if rule["metric"] == metric)
 
 
-def evaluate_default(metric: str, *, control: ArmSummary, treatment: ArmSummary):  # type: ignore[no-untyped-def]
-    return evaluate_guardrail(**_default_rule(metric), control=control, treatment=treatment)
+def evaluate_default(metric: str, *, control: RatioSummary, treatment: RatioSummary):  # type: ignore[no-untyped-def]
+    return evaluate_guardrail(**_default_rule(metric), strata=[Stratum(control, treatment)])
 
 
 def test_below_the_minimum_sample_the_guardrail_has_no_data() -> None:
-    result = evaluate_default("success_rate", control=_success(1_000, 0.95), treatment=_success(40, 0.5))
+    result = evaluate_default("success_rate", control=_binary_users(1_000, 0.95), treatment=_binary_users(40, 0.5))
     assert result.state == "no_data" and result.estimate is None
-    assert "40 of the 150" in result.reason
+    assert "40 of the 150 users" in result.reason
 
 
 def test_success_rate_down_fifteen_points_is_a_breach() -> None:
-    result = evaluate_default("success_rate", control=_success(4_000, 0.95), treatment=_success(1_000, 0.80))
+    result = evaluate_default("success_rate", control=_binary_users(4_000, 0.95), treatment=_binary_users(1_000, 0.80))
     assert result.state == "breach", result.reason
     assert result.estimate == pytest.approx(-0.15)
     assert result.interval is not None and result.interval.high < -0.05
     assert "roll back" in result.reason
 
 
+def test_a_gross_drop_is_a_breach_before_the_interval_clears_the_tolerance() -> None:
+    # 16 points down on few users: confidently worse, estimate > 2 × tolerance, interval not yet past 5.
+    result = evaluate_default("success_rate", control=_binary_users(1_500, 0.92), treatment=_binary_users(160, 0.76))
+    assert result.interval is not None and result.interval.high > -0.05 and result.interval.high < 0
+    assert result.state == "breach", result.reason
+
+
 def test_equal_arms_are_healthy() -> None:
-    result = evaluate_default("success_rate", control=_success(4_000, 0.95), treatment=_success(1_000, 0.95))
+    result = evaluate_default("success_rate", control=_binary_users(4_000, 0.95), treatment=_binary_users(1_000, 0.95))
     assert result.state == "healthy", result.reason
 
 
-def test_a_drop_beyond_the_limit_without_enough_evidence_is_a_warning_not_a_breach() -> None:
-    result = evaluate_default("success_rate", control=_success(1_500, 0.90), treatment=_success(150, 0.84))
+def test_a_drop_beyond_the_tolerance_without_enough_evidence_is_a_warning_not_a_breach() -> None:
+    result = evaluate_default("success_rate", control=_binary_users(1_500, 0.90), treatment=_binary_users(150, 0.84))
     assert result.interval is not None and result.interval.contains(0.0)
     assert result.state == "warning", result.reason
-    assert "not yet conclusive" in result.reason
+    assert "not yet confident" in result.reason
 
 
-def test_a_real_but_small_drop_within_the_limit_is_healthy() -> None:
-    result = evaluate_default("success_rate", control=_success(50_000, 0.95), treatment=_success(50_000, 0.93))
+def test_a_confident_drop_of_less_than_twice_the_tolerance_waits_for_the_interval() -> None:
+    # 7 points down, clearly real, but the interval still reaches into the tolerance: hold, not roll back.
+    result = evaluate_default("success_rate", control=_binary_users(3_000, 0.95), treatment=_binary_users(400, 0.88))
+    assert result.interval is not None and result.interval.high < 0 and result.interval.high > -0.05
+    assert result.state == "warning", result.reason
+
+
+def test_a_real_but_small_drop_within_the_tolerance_is_healthy() -> None:
+    result = evaluate_default("success_rate", control=_binary_users(50_000, 0.95), treatment=_binary_users(50_000, 0.93))
     assert result.interval is not None and result.interval.high < 0  # the drop is real …
     assert result.state == "healthy", result.reason  # … and within 5 points
 
 
 def test_latency_up_fifty_percent_is_a_warning_by_default() -> None:
-    result = evaluate_default("latency_ms", control=_latency(3_000, 800.0, 200.0), treatment=_latency(1_000, 1_200.0, 300.0))
+    result = evaluate_default("latency_ms", control=_users_with_mean(3_000, 800.0, 200.0),
+                              treatment=_users_with_mean(1_000, 1_200.0, 300.0))
     assert result.state == "warning", result.reason
     assert result.interval is not None and result.interval.low > 0.30 * 800.0
     assert "review the candidate" in result.reason
 
 
 def test_latency_up_ten_percent_is_within_a_thirty_percent_limit() -> None:
-    result = evaluate_default("latency_ms", control=_latency(3_000, 800.0, 200.0), treatment=_latency(1_000, 880.0, 200.0))
+    result = evaluate_default("latency_ms", control=_users_with_mean(3_000, 800.0, 200.0),
+                              treatment=_users_with_mean(1_000, 880.0, 200.0))
     assert result.state == "healthy", result.reason
 
 
 def test_harm_in_the_other_direction_is_not_harm() -> None:
     faster = evaluate_guardrail(
         metric="latency_ms", harmful_direction="increase", threshold=0.3, threshold_kind="relative",
-        control=_latency(3_000, 800.0, 200.0), treatment=_latency(1_000, 400.0, 100.0),
+        strata=[Stratum(_users_with_mean(3_000, 800.0, 200.0), _users_with_mean(1_000, 400.0, 100.0))],
     )
     assert faster.state == "healthy"
 
@@ -282,4 +329,12 @@ def test_harm_in_the_other_direction_is_not_harm() -> None:
 def test_guardrail_refuses_meaningless_settings() -> None:
     with pytest.raises(ValueError, match="min_samples_per_arm"):
         evaluate_guardrail(metric="m", harmful_direction="decrease", threshold=0.05,
-                           control=_success(10, 0.5), treatment=_success(10, 0.5), min_samples_per_arm=1)
+                           strata=[Stratum(_binary_users(10, 0.5), _binary_users(10, 0.5))], min_samples_per_arm=1)
+
+
+def test_numbers_for_people_never_use_scientific_notation() -> None:
+    assert stats.format_number(8e-05) == "0.00008"
+    assert stats.format_number(4.337e-19, signed=True) == "+0.00"
+    assert stats.format_number(-0.0449) == "-0.0449"
+    assert stats.format_number(1234.5) == "1,234"
+    assert "e" not in stats.format_number(1.23e-7)

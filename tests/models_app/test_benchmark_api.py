@@ -24,7 +24,7 @@ def test_starting_a_run_answers_202_with_the_queued_run(client, demo_simulator, 
     assert body["status"] == "queued" and body["verdict"] is None and body["agent"] == "qa_agent"
     assert body["suite"] == {"slug": "core", "version": 1}
     assert body["baseline"]["model"] == "open-mistral-7b" and body["candidate"]["model"].startswith("ft:")
-    assert body["progress"] == {"done": 0, "total": 64, "percent": 0.0}
+    assert body["progress"] == {"done": 0, "total": 96, "percent": 0.0}
     assert body["cost_usd"] == "0.000000" and float(body["estimated_cost_usd"]) > 0
     run = BenchmarkRun.objects.get(pk=body["run"])
     assert run.requested_via.startswith("api: test qa_agent")
@@ -84,4 +84,4 @@ def test_a_finished_run_shows_verdict_interval_tags_and_regressions(client, demo
     assert body["progress"]["percent"] == 100.0 and body["cost_usd"] == "{:.6f}".format(run.cost_usd)
     assert body["reasons"] and {row["tag"] for row in body["per_tag"]} >= {"tagline", "difficulty:easy"}
     assert isinstance(body["regressions"], list) and body["finished_at"] is not None
-    assert body["baseline"]["n"] == body["candidate"]["n"] == 32
+    assert body["baseline"]["n"] == body["candidate"]["n"] == 48

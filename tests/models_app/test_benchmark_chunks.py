@@ -44,7 +44,7 @@ def test_the_first_chunk_is_half_as_long_and_every_pair_is_in_one_chunk() -> Non
 @pytest.mark.django_db
 def test_an_explicit_chunk_size_is_kept_exactly(demo_simulator):
     run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 16})
-    assert [len(items) for items in BenchmarkChunk.objects.filter(run=run).order_by("index").values_list("items", flat=True)] == [16] * 4
+    assert [len(items) for items in BenchmarkChunk.objects.filter(run=run).order_by("index").values_list("items", flat=True)] == [16] * 6
 
 
 def _answers(lease, count: int) -> list[_Answer]:  # type: ignore[no-untyped-def]

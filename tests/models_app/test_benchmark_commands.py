@@ -25,6 +25,8 @@ from tests.conftest import ROOT, child_environment
 from tests.models_app.conftest import point_demo_provider_at, wait_until
 
 CONTRACT_KEYS = {"run", "verdict", "baseline", "candidate", "relative_improvement", "ci95", "cost_usd"}
+# Every contract key, exactly, plus the one extra key the commands add: the gate's rule, resampling and plan.
+PRINTED_KEYS = CONTRACT_KEYS | {"gate"}
 
 
 def manage(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -45,19 +47,22 @@ def test_benchmark_finetuned_prints_the_contract_object_and_the_verdict_follows_
     lines = better.stdout.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
-    assert set(result) == CONTRACT_KEYS
+    assert set(result) == PRINTED_KEYS
     assert result["verdict"] == "PASS"
     assert result["baseline"]["model"] == "open-mistral-7b" and result["candidate"]["model"].startswith("ft:open-mistral-7b:")
-    assert result["baseline"]["n"] == result["candidate"]["n"] == 32
+    assert result["baseline"]["n"] == result["candidate"]["n"] == 48
     assert result["candidate"]["mean_score"] > result["baseline"]["mean_score"]
     low, high = result["ci95"]
     assert 0 < low <= result["relative_improvement"] <= high and result["relative_improvement"] >= 0.08
+    # The extra key: the rule applied (its PASS means the interval's lower end reached the threshold) and the plan.
+    assert result["gate"]["rule"] == "at_least_threshold" and low >= 0.08 and result["gate"]["resamples"] >= 10_000
+    assert result["gate"]["plan"]["current_cases"] == 48 and "paired cases give 80 % power" in result["gate"]["plan_text"]
     run = BenchmarkRun.objects.get(pk=result["run"])
     assert run.status == "completed" and Decimal(result["cost_usd"]) == run.cost_usd > 0
     assert ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
     # The ledger follows: one entry per pair, summing to the run's cost.
     entries = CostEntry.objects.filter(idempotency_key__startswith=f"benchmark:{run.pk}:", operation="benchmark")
-    wait_until(lambda: entries.count() == 64, timeout=30)
+    wait_until(lambda: entries.count() == 96, timeout=30)
     # Quantized: the embedded SQLite sums decimals as floats (Postgres sums them exactly).
     assert Decimal(entries.aggregate(total=Sum("amount_usd"))["total"]).quantize(Decimal("0.00000001")) == run.cost_usd
 
@@ -67,7 +72,7 @@ def test_benchmark_finetuned_prints_the_contract_object_and_the_verdict_follows_
 
     assert equal.returncode == 1, equal.stderr
     verdict = json.loads(equal.stdout)
-    assert set(verdict) == CONTRACT_KEYS and verdict["verdict"] in ("FAIL", "INCONCLUSIVE")
+    assert set(verdict) == PRINTED_KEYS and verdict["verdict"] in ("FAIL", "INCONCLUSIVE")
     assert verdict["relative_improvement"] < 0.08
 
 
@@ -78,13 +83,15 @@ def test_run_all_benchmarks_runs_every_agent_with_a_candidate_each_on_its_own(em
 
     results = json.loads(out.getvalue())
     assert sorted(r["agent"] for r in results) == ["analyst_agent", "content_agent", "legal_agent", "qa_agent", "support_agent"]
-    assert all(set(r) == CONTRACT_KEYS | {"agent"} and r["verdict"] == "PASS" for r in results)
+    assert all(set(r) == PRINTED_KEYS | {"agent"} and r["verdict"] == "PASS" for r in results)
     assert len({r["run"] for r in results}) == 5 == BenchmarkRun.objects.filter(status="completed").count()
 
     # Every candidate passed and is approved: asking again runs them again, as new runs.
     text = io.StringIO()
     call_command("run_all_benchmarks", stdout=text, stderr=io.StringIO())
     assert "summary: analyst_agent PASS" in text.getvalue() and BenchmarkRun.objects.count() == 10
+    assert text.getvalue().count("  rule: at_least_threshold — confident the improvement is at least") == 5
+    assert text.getvalue().count("  suite's power: ") == 5 and "Monte-Carlo error of the interval's ends ±" in text.getvalue()
 
 
 @pytest.mark.worker
@@ -107,7 +114,7 @@ def test_every_json_answer_has_the_contract_keys_and_invalid_arguments_exit_2(em
     with pytest.raises(SystemExit) as failed:
         call_command("benchmark_finetuned", "--agent", "qa_agent", "--candidate", unknown.model_id, "--json", stdout=out, stderr=err)
     result = json.loads(out.getvalue())
-    assert failed.value.code == 1 and set(result) == CONTRACT_KEYS
+    assert failed.value.code == 1 and set(result) == PRINTED_KEYS
     assert result["run"] == BenchmarkRun.objects.get().pk and result["verdict"] is None and result["ci95"] is None
     assert set(result["candidate"]) == {"model", "mean_score", "n"}
     assert f"run #{result['run']} qa_agent: failed: " in err.getvalue() and "does not serve" in err.getvalue()
@@ -120,7 +127,7 @@ def test_every_json_answer_has_the_contract_keys_and_invalid_arguments_exit_2(em
     results = json.loads(out.getvalue())
     assert [r["agent"] for r in results] == ["analyst_agent", "content_agent", "legal_agent", "qa_agent", "support_agent"]
     for entry in results:
-        assert set(entry) == CONTRACT_KEYS | {"agent"} and entry["run"] is None and entry["verdict"] is None
+        assert set(entry) == PRINTED_KEYS | {"agent"} and entry["run"] is None and entry["verdict"] is None
         assert entry["baseline"] == entry["candidate"] == {"model": None, "mean_score": None, "n": 0}
         assert entry["cost_usd"] == "0.000000" and f"{entry['agent']}: not started: budget 'default'" in err.getvalue()
 
@@ -137,13 +144,13 @@ def test_without_a_worker_json_still_prints_the_contract_objects(empty_broker, d
     with pytest.raises(CommandError) as refused:
         call_command("benchmark_finetuned", "--agent", "qa_agent", "--json", stdout=out, stderr=io.StringIO())
     assert refused.value.returncode == 1 and "no Celery worker" in str(refused.value)
-    assert set(json.loads(out.getvalue())) == CONTRACT_KEYS and json.loads(out.getvalue())["run"] is None
+    assert set(json.loads(out.getvalue())) == PRINTED_KEYS and json.loads(out.getvalue())["run"] is None
 
     out = io.StringIO()
     with pytest.raises(CommandError):
         call_command("run_all_benchmarks", "--json", stdout=out, stderr=io.StringIO())
     results = json.loads(out.getvalue())
-    assert len(results) == 5 and all(set(r) == CONTRACT_KEYS | {"agent"} and r["run"] is None for r in results)
+    assert len(results) == 5 and all(set(r) == PRINTED_KEYS | {"agent"} and r["run"] is None for r in results)
     assert not BenchmarkRun.objects.exists()
 
 
@@ -205,15 +212,15 @@ def test_import_and_export_commands_round_trip(seeded_demo, tmp_path: Path):
     exported = tmp_path / "qa.jsonl"
     call_command("export_benchmark_suite", "--agent", "qa_agent", "--slug", "core", "--out", str(exported), stderr=io.StringIO())
     lines = exported.read_text().splitlines()
-    assert len(lines) == 33  # the description line and 32 cases
+    assert len(lines) == 49  # the description line and 48 cases
 
     out = io.StringIO()
     call_command("import_benchmark_suite", str(exported), "--agent", "qa_agent", "--slug", "core", stdout=out)
-    assert "qa_agent/core v1: 32 cases, unchanged" in out.getvalue()
+    assert "qa_agent/core v1: 48 cases, unchanged" in out.getvalue()
 
     exported.write_text("\n".join(lines[:-1]) + "\n")
     call_command("import_benchmark_suite", str(exported), "--agent", "qa_agent", "--slug", "core", stdout=out)
-    assert "qa_agent/core v2: 31 cases, imported" in out.getvalue()
+    assert "qa_agent/core v2: 47 cases, imported" in out.getvalue()
     assert BenchmarkSuite.objects.filter(agent__slug="qa_agent", slug="core").count() == 2
 
     stdout = io.StringIO()

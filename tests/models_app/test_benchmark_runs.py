@@ -100,21 +100,21 @@ def assert_scored_once_and_paid_once(run: BenchmarkRun) -> None:
 def test_a_clearly_better_fine_tune_passes_and_is_approved_for_rollout(demo_simulator):
     agent = Agent.objects.get(slug="qa_agent")
     run = benchmark_run_create(agent=agent, requested_via="test")
-    assert run.status == "queued" and run.total_items == 64 and run.estimated_cost_usd > 0
+    assert run.status == "queued" and run.total_items == 96 and run.estimated_cost_usd > 0
     assert ModelVersion.objects.get(pk=run.candidate_id).status == "benchmarking"
     assert run.baseline.status == "live" and run.suite.slug == "core" and run.suite_version == 1
 
     run = run_inline(run)
 
     assert run.status == "completed" and run.verdict == "PASS", run.comparison["reasons"]
-    assert run.started_at <= run.finished_at and run.completed_items == 64
+    assert run.started_at <= run.finished_at and run.completed_items == 96
     comparison = run.comparison
-    assert comparison["n"] == 32 and comparison["candidate_mean"] > comparison["baseline_mean"]
+    assert comparison["n"] == 48 and comparison["candidate_mean"] > comparison["baseline_mean"]
     assert comparison["relative_improvement"] >= settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT and comparison["ci_low"] > 0
     assert comparison["resamples"] >= 2000 and {row["tag"] for row in comparison["per_tag"]} >= {"difficulty:easy", "difficulty:hard"}
     assert ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
     assert_scored_once_and_paid_once(run)
-    assert chat_requests(demo_simulator) == 64  # one call per pair, nothing asked twice
+    assert chat_requests(demo_simulator) == 96  # one call per pair, nothing asked twice
     result = BenchmarkResult.objects.filter(run=run).first()
     assert result.prompt_tokens > 0 and result.latency_ms > 0 and result.reason and result.finish_reason == "stop"
 
@@ -516,7 +516,8 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_pair_is_scored_and_paid_o
     server = simulator_factory(latency_ms=150)
     point_demo_provider_at(server, rate_limit_per_minute=60_000, max_concurrency=2)
     first = start_worker()
-    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 8})
+    # legal_agent's 32-case suite: 64 pairs (qa_agent's grew to 48 cases with issue 14).
+    run = benchmark_run_create(agent=Agent.objects.get(slug="legal_agent"), parameters={"chunk_size": 8})
 
     wait_until(lambda: BenchmarkResult.objects.filter(run=run).count() >= 12, timeout=30)
     first.kill()  # SIGKILL, parent and pool: no cleanup, no ack, leases left behind
@@ -544,7 +545,7 @@ def test_a_worker_killed_holding_a_chunk_message_it_had_not_claimed_is_replaced_
     from models_app.tasks.benchmarks import benchmark_chunk_run, benchmark_runs_resume
 
     point_demo_provider_at(simulator_factory(), rate_limit_per_minute=60_000, max_concurrency=4)
-    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 64})
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 96})
     app.control.purge()  # the chunk's own message: this test sends it, with a countdown the worker waits out
     chunk = BenchmarkChunk.objects.get(run=run)
     first = start_worker()
@@ -716,7 +717,7 @@ def test_answers_landing_after_a_run_ended_are_counted_once_in_its_cost_and_on_t
 
     # Slow calls, four at a time: whenever the run ends, answers are on their way.
     point_demo_provider_at(simulator_factory(latency_ms=300), rate_limit_per_minute=60_000, max_concurrency=4)
-    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 64})
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 96})
     chunk = BenchmarkChunk.objects.get(run=run)
 
     def worker() -> None:
@@ -827,7 +828,7 @@ def test_a_chunk_whose_task_raises_gives_its_lease_back_at_once(empty_broker, se
     from models_app.tasks.benchmarks import benchmark_chunk_run
 
     point_demo_provider_at(simulator_factory(latency_ms=400), rate_limit_per_minute=60_000, max_concurrency=2)
-    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 64})
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 96})
     app.control.purge()  # the chunk's own message: this test sends it, with a soft time limit the task will hit
     chunk = BenchmarkChunk.objects.get(run=run)
     start_worker()

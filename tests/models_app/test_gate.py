@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from models_app.benchmark_stats import (
     FAIL,
+    RULE_AT_LEAST_THRESHOLD,
+    RULE_IMPROVES_AND_REACHES,
     INCONCLUSIVE,
     PASS,
     PairedScore,
@@ -25,6 +27,7 @@ from models_app.benchmark_stats import (
 
 
 MIN_CASES = 20  # BENCHMARK_MIN_CASES's default
+AT_LEAST, IMPROVES = RULE_AT_LEAST_THRESHOLD, RULE_IMPROVES_AND_REACHES
 # The bootstrap and rule tests on a handful of cases waive the minimum, to check the arithmetic alone.
 NO_MINIMUM = 1
 
@@ -49,24 +52,45 @@ def pairs(baseline: list[float], candidate: list[float], tags: tuple[str, ...] =
         (0.10, 0.0, 0.20, INCONCLUSIVE),  # a lower bound of exactly zero is not above zero
     ],
 )
-def test_verdict_rule_known_answers(improvement, low, high, verdict):
-    assert gate_verdict(relative_improvement=improvement, ci_low=low, ci_high=high, threshold=0.08) == verdict
+def test_improves_and_reaches_rule_known_answers(improvement, low, high, verdict):
+    assert gate_verdict(relative_improvement=improvement, ci_low=low, ci_high=high, threshold=0.08, rule=IMPROVES) == verdict
+
+
+@pytest.mark.parametrize(
+    "improvement, low, high, verdict",
+    [
+        (0.20, 0.08, 0.30, PASS),  # the lower end at the threshold: confident of at least 8 %
+        (0.10, 0.02, 0.18, INCONCLUSIVE),  # improves, confidently, but not confidently by 8 %
+        (0.30, 0.079, 0.50, INCONCLUSIVE),  # just short of the threshold at the lower end
+        (0.07, 0.01, 0.079, FAIL),  # confidently below the threshold
+        (-0.20, -0.30, -0.10, FAIL),
+    ],
+)
+def test_at_least_threshold_rule_known_answers(improvement, low, high, verdict):
+    assert gate_verdict(relative_improvement=improvement, ci_low=low, ci_high=high, threshold=0.08, rule=AT_LEAST) == verdict
+
+
+def test_an_unknown_rule_is_refused():
+    with pytest.raises(ValueError, match="unknown gate rule 'sometimes'"):
+        gate_verdict(relative_improvement=0.1, ci_low=0.09, ci_high=0.2, threshold=0.08, rule="sometimes")
 
 
 def test_more_cases_known_answers():
     # Heading for PASS: the lower half-width 0.12 must shrink below 0.10 → n·(0.12/0.10)² = 144 cases.
-    assert more_cases_to_decide(n=100, relative_improvement=0.10, ci_low=-0.02, ci_high=0.22, threshold=0.08) == 44
+    assert more_cases_to_decide(n=100, relative_improvement=0.10, ci_low=-0.02, ci_high=0.22, threshold=0.08, rule=IMPROVES) == 44
+    # Under at_least_threshold the lower end must rise to the threshold: n·(0.12/0.02)² = 3 600 cases.
+    assert more_cases_to_decide(n=100, relative_improvement=0.10, ci_low=-0.02, ci_high=0.22, threshold=0.08, rule=AT_LEAST) == 3500
     # Heading for FAIL: the upper half-width 0.06 must shrink below 0.08 − 0.05 → n·(0.06/0.03)² = 400 cases.
-    assert more_cases_to_decide(n=100, relative_improvement=0.05, ci_low=0.0, ci_high=0.11, threshold=0.08) == 300
+    assert more_cases_to_decide(n=100, relative_improvement=0.05, ci_low=0.0, ci_high=0.11, threshold=0.08, rule=IMPROVES) == 300
     # On the boundary itself no number of cases decides it.
-    assert more_cases_to_decide(n=100, relative_improvement=0.0, ci_low=-0.1, ci_high=0.1, threshold=0.0) is None
+    assert more_cases_to_decide(n=100, relative_improvement=0.0, ci_low=-0.1, ci_high=0.1, threshold=0.0, rule=IMPROVES) is None
 
 
 # ---- the paired bootstrap --------------------------------------------------------------------------------------
 
 
 def test_a_constant_improvement_has_a_zero_width_interval_and_passes():
-    result = compare_paired(pairs([0.5] * 40, [0.6] * 40), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=1)
+    result = compare_paired(pairs([0.5] * 40, [0.6] * 40), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=1)
     assert result.relative_improvement == pytest.approx(0.2)
     assert result.ci_low == pytest.approx(0.2) and result.ci_high == pytest.approx(0.2)
     assert result.verdict == PASS and result.wins == 40 and result.regressions == []
@@ -74,7 +98,7 @@ def test_a_constant_improvement_has_a_zero_width_interval_and_passes():
 
 def test_identical_models_fail_the_gate():
     scores = [1.0, 0.0, 1.0, 1.0, 0.0] * 8
-    result = compare_paired(pairs(scores, scores), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
+    result = compare_paired(pairs(scores, scores), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert (result.relative_improvement, result.ci_low, result.ci_high) == (0.0, 0.0, 0.0)
     assert result.verdict == FAIL and result.ties == 40
     assert "even its optimistic end is not enough" in result.reasons[1]
@@ -83,10 +107,12 @@ def test_identical_models_fail_the_gate():
 def test_two_case_bootstrap_known_answer():
     # Resampling two cases gives the candidate mean 1, ½ or 0 with probabilities ¼, ½, ¼, so the
     # relative change is 0, −½ or −1: the 95 % interval spans exactly [−1, 0].
-    result = compare_paired(pairs([1.0, 1.0], [1.0, 0.0]), threshold=0.08, min_cases=NO_MINIMUM, resamples=2000, seed=3)
+    result = compare_paired(pairs([1.0, 1.0], [1.0, 0.0]), threshold=0.08, rule=AT_LEAST, min_cases=NO_MINIMUM, resamples=2000, seed=3)
     assert result.relative_improvement == pytest.approx(-0.5)
-    assert (result.ci_low, result.ci_high) == (pytest.approx(-1.0), pytest.approx(0.0))
-    assert result.verdict == FAIL
+    assert result.bootstrap_ci == (pytest.approx(-1.0), pytest.approx(0.0))
+    # The reported interval is the hull with Fieller's: with t₁ = 12.71 on two cases, −0.5 ± 12.71·0.5.
+    assert (result.ci_low, result.ci_high) == (pytest.approx(-0.5 - 12.7062 * 0.5, abs=1e-3), pytest.approx(5.853, abs=1e-3))
+    assert result.verdict == INCONCLUSIVE  # two cases cannot rule out +8 % (the bootstrap alone said FAIL)
     assert [r.key for r in result.regressions] == ["c001"]
 
 
@@ -94,7 +120,7 @@ def test_interval_agrees_with_the_normal_approximation_on_a_large_suite():
     # Baseline fixed at 0.5, candidate right on 300 of 500 cases: relative improvement = 2·mean − 1 = 0.2,
     # standard error of the mean √(0.6·0.4/500) → interval 0.2 ± 2·1.96·0.0219 ≈ [0.114, 0.286].
     candidate = [1.0] * 300 + [0.0] * 200
-    result = compare_paired(pairs([0.5] * 500, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=4000, seed=11)
+    result = compare_paired(pairs([0.5] * 500, candidate), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=4000, seed=11)
     half_width = 2 * 1.959964 * math.sqrt(0.6 * 0.4 / 500)
     assert result.relative_improvement == pytest.approx(0.2)
     assert result.ci_low == pytest.approx(0.2 - half_width, abs=0.01)
@@ -106,9 +132,9 @@ def test_the_bootstrap_is_seeded():
     rng = np.random.default_rng(5)
     baseline = list(rng.integers(0, 2, 60).astype(float))
     candidate = list(rng.integers(0, 2, 60).astype(float))
-    first = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=42)
-    again = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=42)
-    other = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=43)
+    first = compare_paired(pairs(baseline, candidate), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=42)
+    again = compare_paired(pairs(baseline, candidate), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=42)
+    other = compare_paired(pairs(baseline, candidate), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=43)
     assert (first.ci_low, first.ci_high) == (again.ci_low, again.ci_high)
     assert (first.ci_low, first.ci_high) != (other.ci_low, other.ci_high)
 
@@ -118,7 +144,7 @@ def test_the_pairing_matters():
     # worse, so every paired resample shows a gain, although 6 wins in 60 is a small difference of means.
     baseline = [1.0] * 30 + [0.0] * 30
     candidate = [1.0] * 36 + [0.0] * 24
-    result = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, rule=IMPROVES, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert result.relative_improvement == pytest.approx(0.2)
     assert result.ci_low > 0 and result.verdict == PASS and result.losses == 0
 
@@ -128,32 +154,32 @@ def test_inconclusive_says_how_many_more_cases_would_decide():
     baseline = rng.integers(0, 2, 40).astype(float)
     flips = rng.random(40)
     candidate = np.where(flips < 0.25, 1.0, np.where(flips > 0.85, 0.0, baseline))
-    result = compare_paired(pairs(list(baseline), list(candidate)), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
+    result = compare_paired(pairs(list(baseline), list(candidate)), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert result.verdict == INCONCLUSIVE
     assert result.more_cases_needed is not None and result.more_cases_needed > 0
     assert f"about {result.more_cases_needed} more case(s) would decide it" in result.reasons[-1]
 
 
 def test_a_zero_baseline_is_judged_on_the_absolute_gain():
-    result = compare_paired(pairs([0.0] * 20, [1.0] * 10 + [0.0] * 10), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
+    result = compare_paired(pairs([0.0] * 20, [1.0] * 10 + [0.0] * 10), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert result.verdict == PASS and result.relative_improvement is None and result.ci_low is None
     assert "unbounded" in result.reasons[0]
-    nothing = compare_paired(pairs([0.0] * 20, [0.0] * 20), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
+    nothing = compare_paired(pairs([0.0] * 20, [0.0] * 20), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert nothing.verdict == FAIL
 
 
 def test_no_paired_case_is_inconclusive():
-    result = compare_paired([], threshold=0.08, min_cases=MIN_CASES)
+    result = compare_paired([], threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, seed=0)
     assert result.verdict == INCONCLUSIVE and result.n == 0
 
 
 def test_resamples_and_confidence_are_validated():
     with pytest.raises(ValueError):
-        compare_paired(pairs([1.0], [1.0]), threshold=0.08, min_cases=MIN_CASES, resamples=0)
+        compare_paired(pairs([1.0], [1.0]), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=0, seed=0)
     with pytest.raises(ValueError):
-        compare_paired(pairs([1.0], [1.0]), threshold=0.08, min_cases=MIN_CASES, confidence=1.0)
+        compare_paired(pairs([1.0], [1.0]), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, confidence=1.0, seed=0)
     with pytest.raises(ValueError, match="min_cases"):
-        compare_paired(pairs([1.0], [1.0]), threshold=0.08, min_cases=0)
+        compare_paired(pairs([1.0], [1.0]), threshold=0.08, rule=AT_LEAST, min_cases=0, seed=0)
 
 
 # ---- resamples where the baseline scored nothing ---------------------------------------------------------------
@@ -167,7 +193,7 @@ def test_a_resample_where_both_models_score_zero_is_no_change_not_nan():
     # bound is exactly 0; P(baseline mean 0) = 0.9¹⁰ ≈ 35 % > 2.5 %, so the upper end is +inf.
     baseline = [1.0] + [0.0] * 9
     candidate = [1.0] + [0.0] * 6 + [1.0, 1.0, 1.0]
-    result = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=NO_MINIMUM, resamples=20_000, seed=0)
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, rule=AT_LEAST, min_cases=NO_MINIMUM, resamples=20_000, seed=0)
 
     assert result.relative_improvement == pytest.approx(3.0)
     assert result.verdict == INCONCLUSIVE  # enough on average, but the lower bound 0 is not above zero
@@ -182,7 +208,7 @@ def test_a_baseline_that_scores_on_few_cases_passes_without_a_half_open_interval
     # resamples (28/30)³⁰ miss both baseline hits, so the interval's upper end is +inf.
     baseline = [1.0] * 2 + [0.0] * 28
     candidate = [1.0] * 20 + [0.0] * 10
-    result = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=MIN_CASES, resamples=2000, seed=0)
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, rule=IMPROVES, min_cases=MIN_CASES, resamples=2000, seed=0)
 
     assert result.relative_improvement == pytest.approx(9.0)
     assert result.verdict == PASS and "lies entirely above zero" in result.reasons[1]
@@ -195,7 +221,7 @@ def test_a_baseline_that_scores_on_few_cases_passes_without_a_half_open_interval
 @given(st.lists(st.tuples(st.sampled_from([0.0, 0.25, 0.5, 1.0]), st.sampled_from([0.0, 0.5, 1.0])), min_size=1, max_size=25))
 def test_the_interval_is_two_finite_numbers_or_none_and_nothing_is_nan(scores):
     baseline, candidate = [b for b, _ in scores], [c for _, c in scores]
-    result = compare_paired(pairs(baseline, candidate), threshold=0.08, min_cases=NO_MINIMUM, resamples=2000, seed=0)
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, rule=AT_LEAST, min_cases=NO_MINIMUM, resamples=2000, seed=0)
 
     assert (result.ci_low is None) == (result.ci_high is None)
     if result.ci_low is not None:
@@ -210,20 +236,20 @@ def test_the_interval_is_two_finite_numbers_or_none_and_nothing_is_nan(scores):
 def test_too_few_cases_are_inconclusive_however_clear_they_look():
     # Two cases with the same +20 % gain: a zero-width interval above zero, which would PASS.
     two = pairs([0.5, 0.5], [0.6, 0.6])
-    assert compare_paired(two, threshold=0.08, min_cases=2, resamples=2000).verdict == PASS
+    assert compare_paired(two, threshold=0.08, rule=AT_LEAST, min_cases=2, resamples=2000, seed=0).verdict == PASS
 
-    result = compare_paired(two, threshold=0.08, min_cases=MIN_CASES, resamples=2000)
+    result = compare_paired(two, threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert result.verdict == INCONCLUSIVE and result.more_cases_needed == 18
     assert result.reasons[0] == (
         "only 2 paired case(s): the gate needs at least 20 to decide, so the verdict is INCONCLUSIVE; add cases to the suite"
     )
     # The same holds for a clear loss: too few cases to reject a candidate either.
-    assert compare_paired(pairs([1.0, 1.0], [0.0, 0.0]), threshold=0.08, min_cases=MIN_CASES).verdict == INCONCLUSIVE
+    assert compare_paired(pairs([1.0, 1.0], [0.0, 0.0]), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, seed=0).verdict == INCONCLUSIVE
 
 
 def test_the_minimum_itself_is_enough_to_decide():
-    at_minimum = compare_paired(pairs([0.5] * 20, [0.6] * 20), threshold=0.08, min_cases=MIN_CASES, resamples=2000)
-    one_short = compare_paired(pairs([0.5] * 19, [0.6] * 19), threshold=0.08, min_cases=MIN_CASES, resamples=2000)
+    at_minimum = compare_paired(pairs([0.5] * 20, [0.6] * 20), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=0)
+    one_short = compare_paired(pairs([0.5] * 19, [0.6] * 19), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert (at_minimum.verdict, one_short.verdict) == (PASS, INCONCLUSIVE)
     assert at_minimum.more_cases_needed is None and one_short.more_cases_needed == 1
 
@@ -253,6 +279,6 @@ def test_score_histogram_bins():
 
 
 def test_comparison_serialises_to_json_ready_rounded_values():
-    data = compare_paired(pairs([0.5] * 3, [2 / 3] * 3, ("t",)), threshold=0.08, min_cases=NO_MINIMUM, resamples=2000).as_dict()
+    data = compare_paired(pairs([0.5] * 3, [2 / 3] * 3, ("t",)), threshold=0.08, rule=AT_LEAST, min_cases=NO_MINIMUM, resamples=2000, seed=0).as_dict()
     assert data["candidate_mean"] == 0.666667 and data["per_tag"][0]["tag"] == "t"
     assert isinstance(data["reasons"], list) and data["verdict"] == PASS

@@ -129,3 +129,59 @@ def test_a_stored_scorer_specification_that_cannot_be_used_is_a_scorer_error_for
     assert stale.count() == 2 and {r.score for r in stale} == {0.0}
     assert {r.reason for r in stale} == {'scorer error: schema: #/minimum: needs a number, got "5"'}
     assert {r.score for r in BenchmarkResult.objects.filter(run=run, case__key="ok")} == {1.0}
+
+
+# ---- issue 14: the rule, the seed and the plan of a run --------------------------------------------------------
+
+
+def test_a_run_stores_the_rule_and_a_seed_from_its_id_and_its_page_shows_them_with_the_suites_power(
+    seeded_demo, simulator_factory, admin_client, settings
+):
+    from django.urls import reverse
+
+    from models_app.benchmark_stats import run_seed
+
+    point_demo_provider_at(simulator_factory(), rate_limit_per_minute=60_000)
+    agent = Agent.objects.get(slug="legal_agent")
+    suite_url = reverse("admin:models_app_benchmarksuite_change", args=[agent.benchmark_suites.get().pk])
+    before = admin_client.get(suite_url).content.decode()
+    assert "Cases needed (80 % power)" in before and "assumed per-case delta SD 0.40" in before
+
+    first = run_to_the_end(benchmark_run_create(agent=agent))
+    assert settings.BENCHMARK_GATE_RULE == "at_least_threshold"  # the default
+    assert first.parameters["gate_rule"] == first.comparison["rule"] == "at_least_threshold"
+    assert first.parameters["bootstrap_seed"] == first.comparison["seed"] == run_seed(run_id=first.pk)
+    assert first.parameters["bootstrap_resamples"] == 10_000 and first.comparison["resamples"] >= 10_000
+    assert first.comparison["mc_se_low"] > 0 and first.comparison["plan"]["current_cases"] == 32
+    page = admin_client.get(reverse("admin:models_app_benchmarkrun_change", args=[first.pk])).content.decode()
+    assert "<code>at_least_threshold</code> (applied)" in page and "confident the improvement is at least" in page
+    assert f"seed {first.comparison['seed']} (derived from the run)" in page
+    assert "paired cases give 80 % power to PASS" in page and "measured on these 32 cases" in page
+
+    # The suite page now plans from the spread this run measured.
+    after = admin_client.get(suite_url).content.decode()
+    assert f"measured by run #{first.pk} (32 cases)" in after
+
+    # The candidate was approved; change the setting and benchmark it again: a new seed, the other rule.
+    settings.BENCHMARK_GATE_RULE = "improves_and_reaches"
+    second = run_to_the_end(benchmark_run_create(agent=agent))
+    assert second.comparison["rule"] == "improves_and_reaches" and second.comparison["seed"] != first.comparison["seed"]
+    page = admin_client.get(reverse("admin:models_app_benchmarkrun_change", args=[second.pk])).content.decode()
+    assert "<code>improves_and_reaches</code> (applied)" in page
+    printed = json_object(second)  # what `benchmark_finetuned --json` prints
+    assert printed["gate"]["rule"] == "improves_and_reaches" and printed["gate"]["plan"]["cases_needed"] > 0
+    assert printed["ci95"] == [second.comparison["ci_low"], second.comparison["ci_high"]]
+
+
+def test_the_gate_rule_and_resamples_come_from_the_environment_and_are_checked():
+    from genesis.config.loader import ConfigError, load_config
+
+    environ = {"DATABASE_URL": "postgres://x/y"}
+    default = load_config(env_name="dev", environ=environ).benchmarks
+    assert (default.gate_rule, default.bootstrap_resamples) == ("at_least_threshold", 10_000)
+    chosen = load_config(env_name="production", environ={**environ, "BENCHMARK_GATE_RULE": "improves_and_reaches",
+                                                            "REDIS_URL": "redis://x", "GENESIS_ALLOWED_HOSTS": "h"})
+    assert chosen.benchmarks.gate_rule == "improves_and_reaches"
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={**environ, "BENCHMARK_GATE_RULE": "sometimes"})
+    assert "dev.yaml: benchmarks.gate_rule:" in str(exc.value)

@@ -11,7 +11,14 @@ from typing import Any, TextIO
 from django.core.management.base import CommandError
 
 from models_app.models import Agent, BenchmarkRun, BenchmarkSuite, ModelVersion
-from models_app.selectors_benchmarks import benchmark_run_get, benchmark_run_summary, money, version_by_model_id
+from models_app.selectors_benchmarks import (
+    benchmark_run_gate,
+    benchmark_run_get,
+    benchmark_run_summary,
+    benchmark_summary_not_started,
+    money,
+    version_by_model_id,
+)
 
 START_WORKER_COMMAND = ".venv/bin/celery -A genesis worker -Q default,benchmarks --loglevel INFO"
 POLL_SECONDS = 0.5
@@ -144,6 +151,12 @@ def comparison_text(run: BenchmarkRun) -> str:
             f"(threshold {percent(comparison.get('threshold'))})"
         )
         lines.append(f"  verdict: {run.verdict}")
+        gate = benchmark_run_gate(run=run)
+        lines.append(f"  rule: {gate.rule} — {gate.rule_text}")
+        if gate.mc_se:
+            errors = ", ".join("—" if se is None else f"±{se:.5f}" for se in gate.mc_se)
+            lines.append(f"  {gate.resamples} resamples, seed {gate.seed}; Monte-Carlo error of the interval's ends {errors}"
+                         + (" — within MC error of flipping" if gate.mc_close else ""))
         lines += [f"    - {reason}" for reason in comparison.get("reasons", [])]
         per_tag = comparison.get("per_tag", [])
         if per_tag:
@@ -158,14 +171,21 @@ def comparison_text(run: BenchmarkRun) -> str:
             lines.append(f"  candidate is now {comparison['candidate_status']}")
     if run.error:
         lines.append(f"  error: {run.error}")
+    lines.append(f"  suite's power: {benchmark_run_gate(run=run).plan.summary()}")
     lines.append(f"  cost: ${summary['cost_usd']} (estimated ${money(run.estimated_cost_usd)})")
     return "\n".join(lines)
 
 
 def json_object(run: BenchmarkRun) -> dict[str, Any]:
     """The contract's object, with exactly its keys whatever became of the run (a failed or cancelled
-    run has a null verdict; `no_verdict_note` says why, for standard error)."""
-    return benchmark_run_summary(run=run)
+    run has a null verdict; `no_verdict_note` says why, for standard error), plus one extra key, "gate":
+    the rule applied, the resampling and its Monte-Carlo error, and the suite's sample-size plan."""
+    return {**benchmark_run_summary(run=run), "gate": benchmark_run_gate(run=run).as_dict()}
+
+
+def not_started_object() -> dict[str, Any]:
+    """The object of a run that could not start: the contract's keys with nulls, and "gate" null too."""
+    return {**benchmark_summary_not_started(), "gate": None}
 
 
 def no_verdict_note(run: BenchmarkRun) -> str | None:

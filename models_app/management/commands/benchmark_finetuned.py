@@ -6,7 +6,8 @@ budget, a failed run, no worker), 2 on a usage error (a name that matches nothin
 service refuses as invalid, such as the same model as candidate and baseline).
 
 With --json, every exit 0 or 1 prints the contract's object with all its keys (nulls for what does not
-exist: a run that never started has "run": null); the reason for a missing verdict goes to stderr.
+exist: a run that never started has "run": null), plus "gate" (the rule applied, the resampling and its
+Monte-Carlo error, the suite's sample-size plan); the reason for a missing verdict goes to stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from models_app.management.commands._benchmark_cli import (
     comparison_text,
     json_object,
     no_verdict_note,
+    not_started_object,
     raw_stream,
     require_worker,
     resolve_agent,
@@ -29,7 +31,6 @@ from models_app.management.commands._benchmark_cli import (
     wait_for_runs,
 )
 from models_app.models import BenchmarkVerdict
-from models_app.selectors_benchmarks import benchmark_summary_not_started
 from models_app.services.benchmarks import benchmark_run_create
 
 
@@ -59,7 +60,7 @@ class Command(BaseCommand):
         except (DomainError, CommandError) as exc:
             # Refused (budget, a candidate already in a run, …) or no worker: nothing started.
             if options["json"]:
-                self.stdout.write(json.dumps(benchmark_summary_not_started()))
+                self.stdout.write(json.dumps(not_started_object()))
             raise CommandError(str(exc), returncode=1) from None
         if not options["json"]:
             self.stderr.write(

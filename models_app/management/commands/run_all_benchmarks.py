@@ -3,7 +3,7 @@
 Each agent gets its own run (stored on its own); the runs go to the workers together and the command
 waits for all of them. Exit 0 when every run PASSes, 1 otherwise (or when a run could not start).
 
-With --json: a list with one object per agent, each the contract's object plus "agent"; an agent whose
+With --json: a list with one object per agent, each the contract's object plus "agent" and "gate"; an agent whose
 run could not start (refused, or no worker) has "run": null and nulls for what was not measured. Why
 a run could not start or has no verdict goes to stderr.
 """
@@ -19,12 +19,13 @@ from models_app.management.commands._benchmark_cli import (
     comparison_text,
     json_object,
     no_verdict_note,
+    not_started_object,
     raw_stream,
     require_worker,
     wait_for_runs,
 )
 from models_app.models import BenchmarkVerdict
-from models_app.selectors_benchmarks import agents_with_benchmark_candidates, benchmark_summary_not_started
+from models_app.selectors_benchmarks import agents_with_benchmark_candidates
 from models_app.services.benchmarks import benchmark_run_create
 
 
@@ -46,14 +47,14 @@ class Command(BaseCommand):
             require_worker()
         except CommandError:
             if options["json"]:
-                self.stdout.write(json.dumps([{"agent": agent.slug, **benchmark_summary_not_started()} for agent in agents]))
+                self.stdout.write(json.dumps([{"agent": agent.slug, **not_started_object()} for agent in agents]))
             raise
         started, refused = [], []
         for agent in agents:
             try:
                 run = benchmark_run_create(agent=agent, requested_via="command: run_all_benchmarks")
             except DomainError as exc:
-                refused.append({"agent": agent.slug, **benchmark_summary_not_started()})
+                refused.append({"agent": agent.slug, **not_started_object()})
                 self.stderr.write(f"{agent.slug}: not started: {exc.message}")
                 continue
             started.append(run.pk)

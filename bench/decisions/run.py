@@ -1,0 +1,194 @@
+"""The operating characteristics of every decision rule Genesis makes, measured by seeded simulation
+at production scale (issue 14), and a parity check against GrowthBook's gbstats.
+
+    .venv/bin/pip install --no-deps -r requirements-bench-nodeps.txt      # gbstats, once
+    .venv/bin/python bench/decisions/run.py [--part NAME ...] [--experiments N] [--seed S]
+
+Parts (each a few minutes at most on 2 cores):
+
+* ``guardrails`` — A/A rollbacks of the success-rate guardrail, checked every minute through three
+  48 h stages (10 → 25 → 50 %) at 2 000 users/h: one outcome per user, ten correlated outcomes per
+  user (intra-user correlation 0.2, and the old per-outcome analysis on the same data for
+  contrast), ten times the planned traffic; then the rollback probability and median time at drops
+  of 0, 2, 3, 4, 5, 6 and 10 points (tolerance 5).
+* ``srm`` — correctly split rollouts paused by the per-minute SRM check, and the time to catch a
+  10 % vs 11 % split.
+* ``estimates`` — an A/A whose base rate drifts 0.91 → 0.89 over the six days: the results page's
+  p < 0.05 rate stratified by stage (production) and pooled (the old way); the relative-lift
+  interval's coverage at p 0.05 → 0.06 with 200 users per arm; p-value/interval agreement.
+* ``gate`` — the benchmark gate's P(PASS / FAIL / INCONCLUSIVE) (bench/decisions/gate.py).
+* ``gbstats`` — relative lift, intervals and p-values of per-user ratio metrics against gbstats'
+  frequentist engine (RatioStatistic + TwoSidedTTest).
+
+Everything calls experiments/stats.py and experiments/simulation.py directly: the same functions
+the results selector and the guardrail task call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from experiments import simulation, stats  # noqa: E402  (after the path is set)
+
+DROPS = (0.0, 0.02, 0.03, 0.04, 0.05, 0.06, 0.10)
+
+
+def _line(label: str, value: str) -> None:
+    print(f"  {label:<58} {value}")
+
+
+def _rate(result: simulation.TriggerRate) -> str:
+    low, high = _wilson(result.rate, result.experiments)
+    median = f", median {result.median_hours:.2f} h" if result.median_hours is not None else ""
+    return f"{result.rate:6.1%}  (95 % CI {low:.1%}–{high:.1%}, n={result.experiments}{median})"
+
+
+def _wilson(rate: float, n: int) -> tuple[float, float]:
+    z = 1.96
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def part_guardrails(*, experiments: int, seed: int) -> None:
+    print("Guardrail (success rate, tolerance 5 points, alpha 5 %, checked every minute, 3 × 48 h at 2 000 users/h)")
+    base = simulation.Rollout()
+    clustered = replace(base, outcomes_per_user=10, within_user_correlation=0.2)
+    scenarios = [
+        ("A/A, one outcome per user", base, experiments),
+        ("A/A, 10 outcomes per user (correlation 0.2)", clustered, experiments // 2),
+        ("  same data, every outcome counted as independent (per event)", replace(clustered, per_user=False), experiments // 4),
+        ("A/A, traffic 10× the plan (20 000 users/h)", replace(base, users_per_hour=20_000), experiments // 2),
+    ]
+    for label, rollout, count in scenarios:
+        _line(label, _rate(simulation.simulate_rollbacks(rollout=rollout, experiments=count, seed=seed)))
+    print("  Operating curve — P(rollback) over the rollout, by true drop:")
+    for drop in DROPS:
+        result = simulation.simulate_rollbacks(rollout=replace(base, treatment_drop=drop), experiments=experiments // 2, seed=seed + 1)
+        _line(f"    drop {drop * 100:.0f} points", _rate(result))
+
+
+def part_srm(*, experiments: int, seed: int) -> None:
+    print("SRM (anytime-valid, rollout budget 1 %, checked every minute over 3 × 48 h at 2 000 users/h)")
+    _line("correct split: rollouts paused", _rate(simulation.simulate_srm(experiments=experiments * 2, seed=seed)))
+    mismatch = simulation.simulate_srm(experiments=experiments // 2, seed=seed + 1, true_fractions=(0.11, 0.25, 0.50))
+    _line("10 % planned, 11 % served: caught", _rate(mismatch))
+    within_day = sum(hours <= 24 for hours in mismatch.hours_to_trigger) / mismatch.experiments
+    _line("  … within 24 h", f"{within_day:6.1%}")
+
+
+def part_estimates(*, experiments: int, seed: int) -> None:
+    print("Results page estimates")
+    drift = simulation.Rollout(control_rate=0.91, final_control_rate=0.89)
+    count = min(experiments, 200)
+    for label, stratified in (("stratified by stage (production)", True), ("pooled over stages (the old way)", False)):
+        p_values = np.concatenate([
+            simulation.final_p_values(rollout=drift, experiments=25, seed=seed + batch, stratified=stratified)
+            for batch in range(count // 25)
+        ])
+        _line(f"A/A with drift 0.91 → 0.89: p < 0.05, {label}", f"{(p_values < 0.05).mean():6.1%}  (n={p_values.size})")
+    rng = np.random.default_rng(seed)
+    true_lift, covered, delta_covered, agree, bounded, total = 0.06 / 0.05 - 1, 0, 0, 0, 0, 0
+    for _ in range(4_000):
+        c, t = rng.binomial(200, 0.05), rng.binomial(200, 0.06)
+        control = stats.RatioSummary.from_users([(1.0, 1.0)] * c + [(0.0, 1.0)] * (200 - c))
+        treatment = stats.RatioSummary.from_users([(1.0, 1.0)] * t + [(0.0, 1.0)] * (200 - t))
+        result = stats.compare([stats.Stratum(control, treatment)])
+        if result is None or result.p_value is None:
+            continue
+        total += 1
+        covered += result.relative_interval is None or result.relative_interval.contains(true_lift)
+        mc, mt = c / 200, t / 200
+        delta_se = math.sqrt((mt * (1 - mt) / 199) / mc**2 + mt**2 * (mc * (1 - mc) / 199) / mc**4)
+        delta_covered += abs(mt / mc - 1 - true_lift) <= 1.96 * delta_se
+        if result.relative_interval is not None:
+            bounded += 1
+            agree += (result.p_value < 0.05) == (not result.relative_interval.contains(0.0))
+    _line("relative-lift 95 % interval coverage, p 0.05 → 0.06, n 200 (Fieller)", f"{covered / total:6.1%}  (n={total})")
+    _line("  the delta-method interval on the same data", f"{delta_covered / total:6.1%}")
+    _line("p < 0.05 exactly when the (bounded) relative interval excludes 0", f"{agree / bounded:6.1%}  (n={bounded})")
+
+
+def part_gate(*, experiments: int, seed: int) -> None:
+    try:
+        from bench.decisions import gate
+    except ImportError as exc:  # written alongside; say so rather than fail the other parts
+        print(f"Benchmark gate: bench/decisions/gate.py is not available ({exc})")
+        return
+    gate.main(seed=seed)
+
+
+def part_gbstats(*, experiments: int, seed: int) -> None:
+    print("Parity with GrowthBook's gbstats (frequentist, per-user ratio metrics, one stage)")
+    try:
+        from gbstats.frequentist.tests import FrequentistConfig, TwoSidedTTest
+        from gbstats.models.statistics import RatioStatistic, SampleMeanStatistic
+    except ImportError:
+        print("  gbstats is not installed: .venv/bin/pip install --no-deps -r requirements-bench-nodeps.txt")
+        return
+    rng = np.random.default_rng(seed)
+    worst = {"relative lift": 0.0, "absolute interval": 0.0, "p-value (absolute)": 0.0,
+             "relative interval (Fieller vs delta), 5 000 users/arm": 0.0}
+    relative_test_p = 0.0
+    for case in range(200):
+        arms = []
+        for arm in range(2):
+            users = 5_000
+            outcomes = rng.integers(1, 8, size=users).astype(float)
+            rate = np.clip(rng.beta(8, 2, size=users) + 0.02 * arm, 0, 1)
+            successes = rng.binomial(outcomes.astype(int), rate).astype(float)
+            ours = stats.RatioSummary.from_users(zip(successes, outcomes))
+            theirs = RatioStatistic(
+                n=users,
+                m_statistic=SampleMeanStatistic(n=users, sum=successes.sum(), sum_squares=(successes**2).sum()),
+                d_statistic=SampleMeanStatistic(n=users, sum=outcomes.sum(), sum_squares=(outcomes**2).sum()),
+                m_d_sum_of_products=(successes * outcomes).sum(),
+            )
+            arms.append((ours, theirs))
+        comparison = stats.compare([stats.Stratum(arms[0][0], arms[1][0])])
+        absolute = TwoSidedTTest(arms[0][1], arms[1][1], FrequentistConfig(difference_type="absolute")).compute_result()
+        relative = TwoSidedTTest(arms[0][1], arms[1][1], FrequentistConfig(difference_type="relative")).compute_result()
+        assert comparison is not None and comparison.absolute_interval and comparison.relative_interval and comparison.p_value is not None
+        worst["relative lift"] = max(worst["relative lift"], abs(comparison.relative_lift - relative.expected))
+        worst["absolute interval"] = max(worst["absolute interval"], abs(comparison.absolute_interval.low - absolute.ci[0]),
+                                         abs(comparison.absolute_interval.high - absolute.ci[1]))
+        worst["p-value (absolute)"] = max(worst["p-value (absolute)"], abs(comparison.p_value - absolute.p_value))
+        key = "relative interval (Fieller vs delta), 5 000 users/arm"
+        worst[key] = max(worst[key], abs(comparison.relative_interval.low - relative.ci[0]),
+                         abs(comparison.relative_interval.high - relative.ci[1]))
+        relative_test_p = max(relative_test_p, abs(comparison.p_value - relative.p_value))
+    for label, difference in worst.items():
+        _line(f"max |ours − gbstats|, {label}", f"{difference:.2e}  {'ok' if difference <= 1e-3 else 'ABOVE 1e-3'}")
+    # gbstats' relative test has a p-value of its own (the delta-method z of the lift), which can
+    # disagree with its absolute one; ours is the absolute test's, which Fieller's interval matches.
+    _line("  for information: gbstats' relative-test p-value, a different test", f"{relative_test_p:.2e}")
+
+
+PARTS = {"guardrails": part_guardrails, "srm": part_srm, "estimates": part_estimates, "gate": part_gate,
+         "gbstats": part_gbstats}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", action="append", choices=sorted(PARTS), help="run only these parts (repeatable)")
+    parser.add_argument("--experiments", type=int, default=1_000, help="simulated rollouts per scenario (default 1 000)")
+    parser.add_argument("--seed", type=int, default=20261206)
+    args = parser.parse_args()
+    for name in args.part or list(PARTS):
+        started = time.perf_counter()
+        PARTS[name](experiments=args.experiments, seed=args.seed)
+        print(f"  [{name}: {time.perf_counter() - started:.0f} s]\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
