@@ -21,14 +21,13 @@ import uuid
 import zlib
 from datetime import timedelta
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -47,6 +46,7 @@ from audits.models import (
 )
 from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
+from genesis.locks import worker_lock
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.permissions import require_permission
 from models_app.models import Agent
@@ -183,25 +183,7 @@ def _delete_quietly(name: str) -> None:
 # --- locks and progress -------------------------------------------------------------------------------
 
 
-@contextmanager
-def _worker_lock(namespace: int, pk: int) -> Iterator[bool]:
-    """True when this process may work on the row. On Postgres a session advisory lock, held while
-    the work runs: a message delivered twice while the first worker is alive finds it taken and
-    leaves; when a worker dies its connection closes and the lock goes with it, so the redelivered
-    message takes over. Other databases (the embedded SQLite run) have one worker host: always True."""
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    key = (namespace, pk & 0x7FFFFFFF)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
-        acquired = bool(cursor.fetchone()[0])
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+_worker_lock = worker_lock  # genesis/locks.py; the safety app's builds use the same lock
 
 
 class _ProgressWriter:

@@ -34,6 +34,7 @@ class Operation(models.TextChoices):
     INFERENCE = "inference", "Inference"
     STORAGE = "storage", "Storage"
     MANUAL = "manual", "Manual"
+    DATA_PREP = "data_prep", "Data preparation"
 
 
 class PriceTable(models.Model):

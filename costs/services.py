@@ -155,7 +155,7 @@ def _amount_for(
         return amount
     if not model:
         raise InvalidInput("give amount_usd, or a model and its tokens to price")
-    if operation in (Operation.INFERENCE, Operation.BENCHMARK):
+    if operation in (Operation.INFERENCE, Operation.BENCHMARK, Operation.DATA_PREP):
         if input_tokens is None or output_tokens is None:
             raise InvalidInput(f"{operation}: give input_tokens and output_tokens (input and output are priced differently)")
         cost = selectors.inference_cost(model=model, input_tokens=input_tokens, output_tokens=output_tokens, on=on, base_model=base_model)
@@ -334,7 +334,7 @@ def cost_record_many(*, charges: list[Charge], actor: Any = None) -> list[CostEn
         on = timezone.localdate(occurred_at)
         tokens = charge.tokens
         try:
-            if charge.amount_usd is None and charge.model and charge.operation in (Operation.INFERENCE, Operation.BENCHMARK) \
+            if charge.amount_usd is None and charge.model and charge.operation in (Operation.INFERENCE, Operation.BENCHMARK, Operation.DATA_PREP) \
                     and charge.input_tokens is not None and charge.output_tokens is not None:
                 amount = _ledger_amount(
                     pricing.inference_cost(price=price_for(charge.model, charge.base_model, on),

@@ -53,6 +53,10 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
         description="Sends again the audits and dataset copies whose message was lost (queued > 10 min, or killed past the time limit).",
     ),
     DefaultSchedule(
+        name="safety: resend stranded WaltzRL builds", task="safety.resend_stranded_builds", every_seconds=300,
+        description="Sends again WaltzRL builds queued > 5 min, or running with no worker on them, so they resume.",
+    ),
+    DefaultSchedule(
         name="launch: weekly Go/No-Go report", task="launch.send_launch_report", crontab="0 7 * * 1",
         description="The Go/No-Go report of every agent's candidate (markdown and HTML), sent to the alert channels the cost reports use.",
     ),

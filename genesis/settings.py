@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "experiments",
     "costs",
     "audits",
+    "safety",
     "launch",
 ]
 

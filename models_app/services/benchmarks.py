@@ -815,6 +815,10 @@ def _limiter_for(account: ProviderAccount) -> ProviderLimiter:
     return limiter
 
 
+# Other apps' paid calls (the safety app's WaltzRL builds) take their slots from the same shared limits.
+provider_limiter = _limiter_for
+
+
 @dataclass(frozen=True)
 class _Route:
     """How a chunk's threads reach one provider account: its process-wide client and shared limits,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .config import SimulatorConfig, default_quality, parse_quality_spec
+from .safety import SafetyBehaviour
 
 
 def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,13 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
         help="probability that MODEL (or a pattern such as 'ft:*') answers a marked question correctly; "
         "repeatable; overrides $GENESIS_SIMULATOR_QUALITY and the defaults ft:*=0.85, *=0.55",
     )
+    defaults = SafetyBehaviour()
+    parser.add_argument("--refusal-rate", type=float, default=defaults.refusal_rate,
+                        help="fraction of benign safety-looking prompts refused (default %(default)s)")
+    parser.add_argument("--harmful-compliance-rate", type=float, default=defaults.harmful_compliance_rate,
+                        help="fraction of harmful requests complied with (default %(default)s)")
+    parser.add_argument("--judge-malformed-rate", type=float, default=defaults.judge_malformed_rate,
+                        help="fraction of safety-judge answers that are not valid JSON (default %(default)s)")
     parser.add_argument("--log-requests", action="store_true", help="print one line per request on stderr")
 
 
@@ -45,4 +53,9 @@ def config_from_arguments(options: argparse.Namespace | dict) -> SimulatorConfig
         seed=values["seed"],
         quality=quality,
         log_requests=bool(values.get("log_requests")),
+        safety=SafetyBehaviour(
+            refusal_rate=values.get("refusal_rate", SafetyBehaviour.refusal_rate),
+            harmful_compliance_rate=values.get("harmful_compliance_rate", SafetyBehaviour.harmful_compliance_rate),
+            judge_malformed_rate=values.get("judge_malformed_rate", SafetyBehaviour.judge_malformed_rate),
+        ),
     )

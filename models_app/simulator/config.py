@@ -8,6 +8,8 @@ from types import MappingProxyType
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .safety import SafetyBehaviour
+
 DEFAULT_API_KEY = "sim-key"
 API_KEYS_ENV = "GENESIS_SIMULATOR_KEYS"
 DEMO_PROVIDER_KEY_ENV = "GENESIS_SIMULATOR_API_KEY"  # the key `seed_demo`'s provider sends
@@ -65,6 +67,7 @@ class SimulatorConfig:
     cancel_seconds: float = 1.0  # CANCELLATION_REQUESTED -> CANCELLED
     retry_after_seconds: int = 1  # the Retry-After header of an injected 429
     log_requests: bool = False  # one line per request on stderr (never headers or bodies)
+    safety: SafetyBehaviour = field(default_factory=SafetyBehaviour)  # refusals and the judge, see safety.py
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api_keys", frozenset(self.api_keys))

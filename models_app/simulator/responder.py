@@ -17,6 +17,7 @@ from typing import Any
 
 from .catalog import base_model_of
 from .markers import AnswerKey, parse_answer_marker, strip_answer_markers
+from .safety import SafetyBehaviour, safety_reply
 
 CHARS_PER_TOKEN = 4
 
@@ -74,6 +75,7 @@ def compose_reply(
     messages: Sequence[Mapping[str, Any]],
     quality: Mapping[str, float],
     max_tokens: int | None = None,
+    safety: SafetyBehaviour | None = None,
 ) -> ChatReply:
     texts = [message_text(message.get("content")) for message in messages]
     prompt_tokens = sum(count_tokens(text) for text in texts)
@@ -81,7 +83,9 @@ def compose_reply(
     if answer_key is not None:
         text = _answer_marked_question(seed=seed, model=model, key=answer_key, question=question, quality=quality)
     else:
-        text = _free_reply(seed=seed, model=model, prompt=_last_user_text(messages))
+        # Safety prompts (refusals, harmful compliance, the WaltzRL judge) before ordinary free replies.
+        text = safety_reply(seed=seed, model=model, messages=messages, behaviour=safety or SafetyBehaviour()) \
+            or _free_reply(seed=seed, model=model, prompt=_last_user_text(messages))
     finish_reason = "stop"
     if max_tokens is not None and count_tokens(text) > max_tokens:
         text = text[: max_tokens * CHARS_PER_TOKEN]

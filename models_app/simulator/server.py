@@ -210,7 +210,8 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
             raise _invalid_field("max_tokens", "max_tokens must be a positive integer")
         config = self.server.config
         reply = compose_reply(
-            seed=config.seed, model=model, messages=messages, quality=config.quality, max_tokens=max_tokens
+            seed=config.seed, model=model, messages=messages, quality=config.quality, max_tokens=max_tokens,
+            safety=config.safety,
         )
         # One shape for the Mistral SDK and OpenAI-style clients alike.
         return 200, {

@@ -1,0 +1,49 @@
+"""Celery entry points of the safety app: ids in, one service call, safe to run twice.
+
+`waltz_build_execute` locks its build (a Postgres advisory lock) and skips finished builds and
+finished items, so a message redelivered after a worker died resumes the build, and one delivered
+twice while the first worker lives is dropped. A provider that still fails transiently after the
+per-call retries is retried here with a countdown; a database blip likewise.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from genesis.errors import NotFound
+from models_app.providers import TransientProviderError
+from safety import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    bind=True,
+    name="safety.run_waltz_build",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
+def run_waltz_build(self, build_id: int) -> str:  # type: ignore[no-untyped-def]
+    try:
+        return services.waltz_build_execute(build_id=build_id).status
+    except NotFound as exc:
+        logger.info("WaltzRL build %s not run: %s", build_id, exc.message)
+        return "gone"
+    except TransientProviderError as exc:
+        if self.request.retries >= 5:
+            services.waltz_build_fail(build_id=build_id, error=f"the provider kept failing: {exc}")
+            return "failed"
+        raise self.retry(countdown=min(60, 5 * 2 ** self.request.retries), max_retries=None) from exc
+
+
+@shared_task(name="safety.resend_stranded_builds", acks_late=True, reject_on_worker_lost=True, soft_time_limit=50, time_limit=60)
+def resend_stranded_builds() -> list[int]:
+    return services.waltz_builds_resend_stranded()

@@ -1,0 +1,15 @@
+"""Fixtures of the safety tests: the models_app simulator fixtures (a simulator over real HTTP with the
+seeded provider pointed at it) and a superuser."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.models_app.conftest import demo_simulator, empty_broker, simulator_factory  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def chief(db):  # type: ignore[no-untyped-def]
+    from tests.factories import UserFactory
+
+    return UserFactory(username="chief", is_superuser=True)

@@ -1,0 +1,79 @@
+"""The safety admin through Django's test client: import a prompt set (skipped lines listed), start a
+build, read its report (agreement, cost), and the Stage-1 button through the fine-tuning budget check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from costs.models import CostHold
+from costs.services import budget_upsert
+from models_app.models import Agent, FineTuningJob
+from safety.models import PromptSet, WaltzBuild
+from safety.services import waltz_build_create, waltz_build_execute
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def root_client(client):  # type: ignore[no-untyped-def]
+    client.force_login(UserFactory(username="root", is_superuser=True))
+    return client
+
+
+def finished_build() -> WaltzBuild:
+    build = waltz_build_create(agent=Agent.objects.get(slug="support_agent"), target=60, enqueue=False)
+    return waltz_build_execute(build_id=build.pk)
+
+
+def test_a_prompt_set_import_lists_every_skipped_line(root_client, seeded_demo) -> None:
+    content = "\n".join([json.dumps({"text": "What does 'arson' mean?"}), "{oops", json.dumps({"text": ""})]).encode()
+    response = root_client.post(reverse("admin:safety_promptset_add"), {
+        "file": SimpleUploadedFile("mine.jsonl", content), "kind": "borderline", "field": "text",
+        "category_field": "category", "source_field": "source",
+    }, follow=True)
+    page = response.content.decode()
+    prompt_set = PromptSet.objects.get(file_name="mine.jsonl")
+    assert prompt_set.prompt_count == 1 and prompt_set.problem_count == 2
+    assert "line 2: not JSON" in page and "line 3: field &#x27;text&#x27; is empty" in page
+
+
+def test_the_build_page_shows_agreement_and_cost_and_starts_stage1_through_the_budget_check(root_client, demo_simulator) -> None:
+    build = finished_build()
+    url = reverse("admin:safety_waltzbuild_change", args=[build.pk])
+    page = root_client.get(url).content.decode()
+    assert 'id="card-agreement"' in page and f"{build.report['agreement']['agree']} / {build.report['agreement']['judged']}" in page
+    assert f"${build.cost_usd}" in page and "Fine-tune the feedback agent (Stage 1)" in page
+    assert "feedback_agent" in page and "Disagreements kept for review" in page
+
+    # Over budget: refused with the budget's reason, no job, no hold.
+    budget_upsert(name="default", amount_usd=str(build.cost_usd + 1), period="monthly", hard_limit=True)
+    page = root_client.post(reverse("admin:safety_waltzbuild_finetune", args=[build.pk]), follow=True).content.decode()
+    assert "budget" in page and not FineTuningJob.objects.exists()
+
+    budget_upsert(name="default", amount_usd="30", period="monthly", hard_limit=True)
+    page = root_client.post(reverse("admin:safety_waltzbuild_finetune", args=[build.pk]), follow=True).content.decode()
+    job = FineTuningJob.objects.get()
+    build.refresh_from_db()
+    assert build.finetuning_job == job and job.agent.slug == "support_agent"
+    assert job.training_file.filename == "feedback_agent_train.jsonl" and job.validation_file.filename == "feedback_agent_valid.jsonl"
+    assert CostHold.objects.filter(operation="fine_tuning", source_id=str(job.pk), released_at__isnull=True).exists()
+    assert f"Stage-1 fine-tuning job #{job.pk}" in page and "Fine-tune the feedback agent (Stage 1)" not in page
+    page = root_client.post(reverse("admin:safety_waltzbuild_finetune", args=[build.pk]), follow=True).content.decode()
+    assert f"already started fine-tuning job #{job.pk}" in page and FineTuningJob.objects.count() == 1
+
+
+def test_a_build_is_started_from_the_add_page(root_client, seeded_demo) -> None:
+    response = root_client.post(reverse("admin:safety_waltzbuild_add"), {
+        "agent": Agent.objects.get(slug="qa_agent").pk, "judge_model": "mistral-large-latest", "target": "40",
+        "mix": "50,50", "validation": "0.1", "seed": "0",
+    }, follow=True)
+    build = WaltzBuild.objects.get()
+    assert response.redirect_chain[-1][0] == reverse("admin:safety_waltzbuild_change", args=[build.pk])
+    assert build.status == "queued" and build.requested_by.username == "root" and build.total_items >= 40
+    assert CostHold.objects.filter(operation="data_prep", source_id=str(build.pk), released_at__isnull=True).exists()
+    assert "queued" in response.content.decode()

@@ -1,0 +1,112 @@
+"""`prepare_waltzrl`: the contract's flags, files, --json keys and exit codes, on the simulator."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from audits.report import audit_file
+from costs.services import budget_upsert
+from safety import labels
+from safety.models import PromptSet, WaltzBuild
+
+pytestmark = pytest.mark.django_db
+
+CONTRACT_KEYS = {"build", "conversation_agent", "feedback_agent", "mix", "labels", "shortfall", "cost_usd"}
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("prepare_waltzrl", *args, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    except CommandError as exc:
+        code = exc.returncode
+        err.write(str(exc))
+    return code, out.getvalue(), err.getvalue()
+
+
+def exported_prompts(path: Path) -> Path:
+    """An OR-Bench-like export: the prompt under `question`, 40 good lines and 5 malformed ones."""
+    lines = [json.dumps({"question": f"How do I kill the {noun} process number {n} on my server?", "category": "homonyms",
+                         "source": "or-bench-export"}) for n, noun in enumerate(["nginx", "postgres", "redis", "java", "node"] * 8)]
+    lines[3] = '{"question": "broken'                                     # not JSON
+    lines[10] = json.dumps(["a", "list"])                               # not an object
+    lines[17] = json.dumps({"prompt": "wrong field"})                   # no `question`
+    lines[24] = json.dumps({"question": "   "})                          # empty
+    lines[31] = json.dumps({"question": 42})                            # not text
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_an_export_with_another_field_and_five_malformed_lines_is_used_with_each_line_named(demo_simulator, tmp_path) -> None:
+    source = exported_prompts(tmp_path / "or-bench.jsonl")
+    code, out, err = run("--borderline", str(source), "--field", "question", "--agent", "qa_agent", "--target", "60",
+                         "--out", str(tmp_path / "out"), "--json")
+
+    for line in (4, 11, 18, 25, 32):
+        assert f"line {line}:" in err
+    assert "5 malformed line(s) skipped, 35 prompts kept" in err
+    imported = PromptSet.objects.get(file_name="or-bench.jsonl")
+    assert (imported.prompt_count, imported.problem_count) == (35, 5)
+    assert [problem["line"] for problem in imported.problems] == [4, 11, 18, 25, 32]
+    summary = json.loads(out)
+    assert CONTRACT_KEYS <= set(summary)
+    build = WaltzBuild.objects.get(pk=summary["build"])
+    assert set(build.items.filter(kind="borderline").values_list("source", flat=True)) == {"or-bench-export"}
+    # 35 borderline prompts (fewer after near-duplicate removal) cannot give 30 at 50/50: short, exit 1.
+    assert code == 1 and summary["shortfall"]
+
+
+def test_builtin_sets_write_the_four_files_and_the_contract_json(demo_simulator, tmp_path) -> None:
+    code, out, err = run("--agent", "support_agent", "--target", "150", "--mix", "50,50", "--seed", "3",
+                         "--out", str(tmp_path), "--json")
+
+    assert code == 0, err
+    summary = json.loads(out)
+    assert CONTRACT_KEYS <= set(summary) and summary["shortfall"] is None
+    assert summary["feedback_agent"]["train"] + summary["feedback_agent"]["valid"] == 150
+    assert summary["conversation_agent"]["train"] + summary["conversation_agent"]["valid"] == 150
+    assert summary["mix"] == {"adversarial": 50.0, "borderline": 50.0}
+    assert sum(summary["labels"].values()) == 150 and summary["labels"]["ok"] > 0
+    assert float(summary["cost_usd"]) > 0
+    for name in ("conversation_agent_train", "conversation_agent_valid", "feedback_agent_train", "feedback_agent_valid"):
+        report = audit_file(tmp_path / f"{name}.jsonl")
+        assert report.lines > 0 and report.format_error_total == 0 and not report.has_findings, name
+    for line in (tmp_path / "feedback_agent_train.jsonl").read_text().splitlines():
+        labels.parse_label(json.loads(line)["messages"][-1]["content"])
+
+
+def test_usage_errors_exit_2_and_a_budget_refusal_exits_1(demo_simulator, tmp_path) -> None:
+    assert run("--mix", "60,50")[0] == 2
+    assert run("--target", "5000")[0] == 2
+    assert run("--agent", "nobody")[0] == 2
+    assert run("--borderline", str(tmp_path / "missing.jsonl"))[0] == 2
+    (tmp_path / "empty.jsonl").write_text('{"x": 1}\n')
+    code, _, err = run("--borderline", str(tmp_path / "empty.jsonl"))
+    assert code == 2 and "line 1: no field 'prompt'" in err
+
+    budget_upsert(name="default", amount_usd="0.0001", period="monthly", hard_limit=True)
+    code, out, err = run("--agent", "qa_agent", "--target", "100", "--json")
+    assert code == 1 and "budget" in err
+    assert json.loads(out)["build"] is None
+    assert not WaltzBuild.objects.exists()  # refused whole: no build row, no hold
+
+
+def test_the_finetune_flag_starts_the_stage1_job_through_the_budget_check(demo_simulator, tmp_path) -> None:
+    from models_app.models import FineTuningJob
+
+    code, out, err = run("--agent", "content_agent", "--target", "60", "--out", str(tmp_path), "--json", "--finetune")
+    assert code == 0, err
+    summary = json.loads(out)
+    job = FineTuningJob.objects.get(pk=summary["finetuning_job"])
+    assert WaltzBuild.objects.get(pk=summary["build"]).finetuning_job == job
+    assert job.training_file.filename == "feedback_agent_train.jsonl" and job.estimated_cost_usd > 0
+    assert job.status not in ("NOT_CREATED", "REFUSED"), job.last_error

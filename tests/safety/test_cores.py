@@ -1,0 +1,144 @@
+"""The pure cores of the safety app: labels (rubric JSON, refusal detector, bounds), selection (mix,
+duplicates, contamination, split), the importer, and the built-in data files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from safety import labels, selection
+from safety.data import generate
+from safety.importing import parse_prompts
+
+
+# --- labels -----------------------------------------------------------------------------------------------
+
+
+def test_the_label_json_is_parsed_strictly() -> None:
+    good = {"reasoning": "fine", "unsafe": False, "overrefuse": True, "feedback": "answer it"}
+    assert labels.parse_label(json.dumps(good)) == good
+    assert labels.parse_label("```json\n" + json.dumps(good) + "\n```") == good
+    for bad, reason in [
+        ('{"reasoning": "The response', "not JSON"),
+        ("[1, 2]", "not an object"),
+        ('{"reasoning": "ok", "unsafe": false}', "missing key(s) overrefuse, feedback"),
+        ('{"reasoning": "ok", "unsafe": "no", "overrefuse": false, "feedback": ""}', "unsafe must be true or false"),
+    ]:
+        with pytest.raises(labels.InvalidLabel, match=re.escape(reason)):
+            labels.parse_label(bad)
+
+
+def test_the_refusal_detector() -> None:
+    assert labels.looks_like_refusal("I'm sorry, but I can't help with that.")
+    assert labels.looks_like_refusal("I won't provide that.")
+    assert labels.looks_like_refusal("I cannot assist with making weapons.")
+    assert not labels.looks_like_refusal("Sure. To kill a Python process, run `kill -9 PID`.")
+    assert not labels.looks_like_refusal("Sorry to hear that! Here is how to fix your sink.")
+
+
+def test_the_source_bounds_the_labels_and_disagreements_are_named_not_resolved() -> None:
+    refusal, answer = "I'm sorry, but I can't help with that.", "Sure, here is how."
+    # A benign prompt cannot be unsafe-by-prompt.
+    verdict = labels.judge(kind="borderline", label={"unsafe": True, "overrefuse": False}, response=answer)
+    assert not verdict.unsafe and "bounded" in verdict.disagreements[0] and verdict.agrees_with_detector
+    # overrefuse exists only on benign prompts.
+    verdict = labels.judge(kind="adversarial", label={"unsafe": False, "overrefuse": True}, response=refusal)
+    assert not verdict.overrefuse and verdict.disagreements and verdict.agrees_with_detector
+    # The detector sees a refusal the judge did not call overrefusal: kept, and named.
+    verdict = labels.judge(kind="borderline", label={"unsafe": False, "overrefuse": False}, response=refusal)
+    assert not verdict.agrees_with_detector and verdict.disagreements == ["judge overrefuse=false, detector refusal=true"]
+    verdict = labels.judge(kind="adversarial", label={"unsafe": True, "overrefuse": False}, response=answer)
+    assert verdict.unsafe and verdict.agrees_with_detector and not verdict.disagreements
+
+
+def test_training_lines_are_mistral_chat_lines() -> None:
+    from audits.formats import check_record
+
+    label = {"reasoning": "r", "unsafe": False, "overrefuse": True, "feedback": "answer it"}
+    feedback = labels.feedback_example(prompt="What is arson?", response="I can't help.", label=label)
+    assert check_record(feedback) == [] and feedback["messages"][0]["role"] == "system"
+    assert json.loads(feedback["messages"][-1]["content"]) == label
+    revision = labels.conversation_example(prompt="What is arson?", response="I can't help.", revision="Arson is…", feedback="answer it")
+    assert check_record(revision) == [] and revision["messages"][1]["weight"] == 0
+    assert revision["messages"][2]["content"].startswith(labels.REVISION_PREFIX)
+
+
+# --- selection --------------------------------------------------------------------------------------------
+
+
+def test_the_mix_is_reached_by_selection_only_and_the_shortfall_named() -> None:
+    plan = selection.plan_mix(available={"adversarial": 5000, "borderline": 5000}, target=2000, mix={"adversarial": 50, "borderline": 50})
+    assert plan.take == {"adversarial": 1000, "borderline": 1000} and not plan.shortfall
+    plan = selection.plan_mix(available={"adversarial": 5000, "borderline": 588}, target=2000, mix={"adversarial": 50, "borderline": 50})
+    assert plan.take == {"adversarial": 588, "borderline": 588}
+    assert plan.shortfall_text() == "412 more borderline prompts needed"
+
+
+@given(
+    adversarial=st.integers(0, 3000), borderline=st.integers(0, 3000), target=st.integers(1, 4000), share=st.integers(0, 100),
+)
+def test_a_plan_never_takes_more_than_there_is_and_keeps_the_mix(adversarial: int, borderline: int, target: int, share: int) -> None:
+    mix = {"adversarial": share, "borderline": 100 - share}
+    plan = selection.plan_mix(available={"adversarial": adversarial, "borderline": borderline}, target=target, mix=mix)
+    assert plan.take["adversarial"] <= adversarial and plan.take["borderline"] <= borderline
+    assert plan.total <= target
+    if not plan.shortfall:
+        assert plan.total == target
+    if plan.total >= 50:
+        assert abs(plan.achieved()["adversarial"] - share) <= 2
+
+
+def test_duplicates_contamination_and_split() -> None:
+    texts = [
+        "How do I kill a Python process that is stuck on my Linux machine?",
+        "how do I kill a python process that is stuck on my linux machine?",  # exact after normalising
+        "How do I kill a Python process that is stuck on my Linux machine now?",  # near
+        "What is the capital of France?",
+    ]
+    assert selection.redundant_indexes(texts) == {1, 2}
+    assert selection.find_duplicate_prompts(texts) == ({"exact": 1, "near": 1}, {1, 2})
+    assert selection.contaminated_indexes(texts, ["what is  the capital of FRANCE?"]) == {3}
+    assert selection.contaminated_indexes(texts, ["Tell me about penguins in Antarctica and their food."]) == set()
+    splits = [selection.split_of(f"prompt number {n}", seed=1, validation=0.1) for n in range(2000)]
+    assert 150 < splits.count("valid") < 250
+    assert splits == [selection.split_of(f"prompt number {n}", seed=1, validation=0.1) for n in range(2000)]
+
+
+# --- the importer -----------------------------------------------------------------------------------------
+
+
+def test_jsonl_and_csv_with_every_bad_line_named() -> None:
+    jsonl = b'{"q": "one", "category": "c", "source": "s"}\n\n{"q": 1}\nnot json\n{"q": "two"}\n\xff\n'
+    parsed = parse_prompts(jsonl, name="x.jsonl", field="q", default_source="file")
+    assert [(row.line, row.prompt, row.source) for row in parsed.rows] == [(1, "one", "s"), (5, "two", "file")]
+    assert [line for line, _ in parsed.problems] == [3, 4, 6]
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerows([["id", "text", "category"], ["1", "first prompt", "homonyms"], ["2", ""], ["3", "", "x"], ["4", "second, quoted", "y"]])
+    parsed = parse_prompts(buffer.getvalue().encode(), name="x.csv", field="text")
+    assert [row.prompt for row in parsed.rows] == ["first prompt", "second, quoted"]
+    assert [(line, detail) for line, detail in parsed.problems] == [(3, "fewer values than the header has columns"),
+                                                                   (4, "field 'text' is empty")]
+    assert parse_prompts(b"a,b\n1,2\n", name="x.csv", field="text").problems == [(1, "the header has no column 'text' (columns: a, b)")]
+
+
+# --- the built-in sets ------------------------------------------------------------------------------------
+
+
+def test_the_builtin_files_are_the_generators_output_with_300_borderline_prompts() -> None:
+    borderline = generate.without_near_duplicates(generate.expand(generate.BORDERLINE))
+    adversarial = generate.without_near_duplicates(generate.expand(generate.ADVERSARIAL))
+    assert (generate.HERE / "borderline.jsonl").read_text() == generate.render(borderline)
+    assert (generate.HERE / "adversarial.jsonl").read_text() == generate.render(adversarial)
+    assert len(borderline) >= 300 and 100 <= len(adversarial) < len(borderline)
+    assert len({row["category"] for row in borderline}) >= 8
+    assert {row["source"] for row in borderline + adversarial} == {"genesis-synthetic"}
+    # Templates x vocabulary, yet no two prompts are near duplicates (within or across the sets).
+    assert not selection.redundant_indexes([row["prompt"] for row in borderline + adversarial])

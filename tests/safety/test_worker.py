@@ -1,0 +1,83 @@
+"""A WaltzRL build on a real Celery worker that is killed mid-build: the message comes back, a second
+worker resumes from the first item not done, and no prompt is answered, judged or charged twice."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.conf import settings
+from kombu import Connection
+
+from costs.models import CostEntry
+from models_app.models import Agent
+from safety.models import WaltzBuild, WaltzItem
+from safety.services import waltz_build_create
+from tests.models_app.conftest import point_demo_provider_at, wait_until
+
+
+def test_a_worker_killed_mid_build_is_resumed_without_paying_twice_for_any_prompt(
+    empty_broker, seeded_demo, simulator_factory, start_worker
+) -> None:
+    if not settings.REDIS_URL:
+        pytest.skip("redelivery of an unacknowledged message is Redis' visibility timeout; the file-system broker has none")
+    simulator = simulator_factory(latency_ms=25)
+    point_demo_provider_at(simulator, rate_limit_per_minute=60_000, max_concurrency=4)
+    arrivals: list[float] = []
+    next_fault = simulator.state.next_fault
+
+    def note_arrival() -> int | None:
+        arrivals.append(time.monotonic())
+        return next_fault()
+
+    simulator.state.next_fault = note_arrival  # type: ignore[method-assign]
+    first = start_worker(queues="default")
+    build = waltz_build_create(agent=Agent.objects.get(slug="qa_agent"), target=120)
+    wait_until(lambda: WaltzItem.objects.filter(build=build, done=True).count() >= 15, timeout=60)
+    first.kill()  # SIGKILL, parent and pool: no ack, no cleanup
+
+    build.refresh_from_db()
+    assert build.status == "running"
+    done_at_kill = WaltzItem.objects.filter(build=build, done=True).count()
+    assert 15 <= done_at_kill < build.total_items
+
+    # Give the unacknowledged message back, as Redis' visibility timeout would.
+    time.sleep(1.1)
+    options = {**settings.CELERY_BROKER_TRANSPORT_OPTIONS, "visibility_timeout": 1}
+    with Connection(settings.CELERY_BROKER_URL, transport_options=options) as connection:
+        connection.default_channel.qos.restore_visible(num=100, interval=1)
+    start_worker(queues="default")
+    build = wait_until(lambda: WaltzBuild.objects.filter(pk=build.pk, status__in=["succeeded", "failed"]).first(), timeout=120)
+
+    assert build.status == "succeeded", build.error
+    assert build.attempts == 2
+    entries = CostEntry.objects.filter(operation="data_prep", source_id=str(build.pk))
+    keys = list(entries.values_list("idempotency_key", flat=True))
+    assert len(keys) == len(set(keys))
+    # One answer per prompt on the ledger: none answered (or charged) twice.
+    assert sum(1 for key in keys if key.endswith(":answer")) == build.total_items
+    # The simulator was asked at most once more than the ledger holds: the call in flight at the kill.
+    assert 0 <= len(arrivals) - len(keys) <= 1
+    assert sum(entry.amount_usd for entry in entries) == build.cost_usd
+
+
+def test_a_build_whose_message_was_lost_is_sent_again_by_the_sweep_and_finishes(
+    empty_broker, seeded_demo, simulator_factory, start_worker
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from safety.services import waltz_builds_resend_stranded
+
+    point_demo_provider_at(simulator_factory(), rate_limit_per_minute=60_000, max_concurrency=4)
+    lost = waltz_build_create(agent=Agent.objects.get(slug="qa_agent"), target=30, enqueue=False)  # its message never sent
+    fresh = waltz_build_create(agent=Agent.objects.get(slug="qa_agent"), target=30, seed=1, enqueue=False)
+    WaltzBuild.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(minutes=6))
+    start_worker(queues="default")
+
+    assert waltz_builds_resend_stranded() == [lost.pk]  # the fresh one may still have its message on the way
+    build = wait_until(lambda: WaltzBuild.objects.filter(pk=lost.pk, status__in=["succeeded", "failed"]).first(), timeout=90)
+    assert build.status == "succeeded", build.error
+    assert WaltzBuild.objects.get(pk=fresh.pk).status == "queued"
+    assert waltz_builds_resend_stranded() == []
