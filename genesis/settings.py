@@ -72,6 +72,12 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
+# /api/ requests go through this shorter chain (genesis/wsgi.py): nothing above that only the admin uses.
+API_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+
 if not DEBUG:
     # runserver serves static files in development; in production WhiteNoise serves the collected ones.
     MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,

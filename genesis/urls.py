@@ -1,7 +1,7 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import path
 
-from genesis import health
+from genesis import health, metrics
 from genesis.api import api
 
 admin.site.site_header = "Genesis control plane"
@@ -11,7 +11,7 @@ admin.site.index_title = "Fine-tuned models, experiments, costs and audits"
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics.metrics_view, name="prometheus-django-metrics"),
     path("api/v1/", api.urls),
     path("admin/", admin.site.urls),
 ]
