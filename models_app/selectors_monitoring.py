@@ -36,6 +36,6 @@ def benchmark_runs_since_progress(*, now: datetime | None = None) -> list[tuple[
     }
     worst: dict[str, float] = {}
     for run in runs:
-        last = max(filter(None, (last_chunk.get(run.pk), run.started_at, run.created_at)))
+        last = max(filter(None, (last_chunk.get(run.pk), run.started_at or run.created_at)))
         worst[run.agent.slug] = max(worst.get(run.agent.slug, 0.0), (now - last).total_seconds())
     return sorted(worst.items())
