@@ -2,7 +2,8 @@
 workers) and evaluating ops/prometheus/alerts.yml: after traffic in which qa_agent's treatment fails
 often and answers slowly, the error-rate and latency alerts' expressions return series for qa_agent
 and none for content_agent (healthy) or legal_agent (idle); every metric a rule or a Grafana panel
-names is in /metrics and in Prometheus; every panel's query runs without error."""
+names (and every runbook's PromQL) is in /metrics and in Prometheus; every panel's and runbook's query
+runs without error."""
 
 from __future__ import annotations
 
@@ -42,6 +43,13 @@ pytestmark = [
 
 def rule_expressions() -> dict[str, str]:
     return {rule["alert"]: rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
+
+
+def runbook_queries() -> list[str]:
+    queries = []
+    for path in sorted((ROOT / "docs" / "runbooks").glob("*.md")):
+        queries += [block.strip() for block in re.findall(r"```promql\n(.*?)```", path.read_text(), re.DOTALL)]
+    return queries
 
 
 def panel_expressions() -> list[tuple[str, str]]:
@@ -220,12 +228,17 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
         assert len(panels) >= 20
         for title, expr in panels:
             prometheus.query(expr)
+        queries = runbook_queries()
+        assert len(queries) >= 20
+        for expr in queries:
+            prometheus.query(expr)
+        named_in_runbooks = {name for expr in queries for name in METRIC_NAME.findall(expr)}
         p95 = {series["metric"].get("variant"): float(series["value"][1]) for series in prometheus.query(
             'histogram_quantile(0.95, sum by (variant, le) (rate(genesis_agent_request_duration_seconds_bucket{agent="qa_agent"}[5m])))')}
         assert 10 < p95["treatment"] <= 15 and p95["control"] <= 0.5
 
         exposed = {sample.name for family in text_string_to_metric_families(genesis_server.metrics_text()) for sample in family.samples}
-        named = {name for _, expr in [*expressions.items(), *panels] for name in METRIC_NAME.findall(expr)}
+        named = {name for _, expr in [*expressions.items(), *panels] for name in METRIC_NAME.findall(expr)} | named_in_runbooks
         assert named - exposed == set(), "named by a rule or panel but not in /metrics"
         in_prometheus = {series["metric"]["__name__"] for series in prometheus.query('{__name__=~"genesis_.+"}')}
         assert named - in_prometheus == set(), "named by a rule or panel but not scraped"
