@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.ops.tools import tool
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "ops" / "alertmanager" / "alertmanager.yml"
 AMTOOL = shutil.which("amtool")
 
-pytestmark = pytest.mark.skipif(AMTOOL is None, reason="amtool not installed (Debian package 'prometheus-alertmanager')")
+pytestmark = tool("amtool", "prometheus-alertmanager")
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:

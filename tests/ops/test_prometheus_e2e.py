@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from experiments.metrics import ROLLOUT_CACHE_KEY
 from tests.conftest import ROOT, WorkerProcess, child_environment
 from tests.ops.conftest import free_port, stop_process, wait_for
+from tests.ops.tools import tool
 
 PROMETHEUS = shutil.which("prometheus")
 RULES = ROOT / "ops" / "prometheus" / "alerts.yml"
@@ -36,7 +37,7 @@ METRIC_NAME = re.compile(r"\bgenesis_[a-z0-9_]+")
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (Debian package 'prometheus'; .ci/run installs it)"),
+    tool("prometheus", "prometheus"),
     pytest.mark.timeout(240),
 ]
 
