@@ -18,13 +18,17 @@ from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 API_PATH_PREFIX = "/api/"
 
 
-class ApiWSGIHandler(WSGIHandler):
-    """A WSGIHandler whose middleware chain is `settings.API_MIDDLEWARE`."""
+class MiddlewareListWSGIHandler(WSGIHandler):
+    """A WSGIHandler whose middleware chain is `middleware` instead of `settings.MIDDLEWARE`."""
+
+    def __init__(self, middleware: list[str]) -> None:
+        self._middleware = list(middleware)
+        super().__init__()
 
     def load_middleware(self, is_async: bool = False) -> None:
         # BaseHandler reads settings.MIDDLEWARE; swapped only while the chain is built, at start-up.
         full = settings.MIDDLEWARE
-        settings.MIDDLEWARE = settings.API_MIDDLEWARE
+        settings.MIDDLEWARE = self._middleware
         try:
             super().load_middleware(is_async)
         finally:
@@ -33,7 +37,7 @@ class ApiWSGIHandler(WSGIHandler):
 
 def split_application():  # type: ignore[no-untyped-def]
     django.setup(set_prefix=False)
-    api_handler, full_handler = ApiWSGIHandler(), WSGIHandler()
+    api_handler, full_handler = MiddlewareListWSGIHandler(settings.API_MIDDLEWARE), WSGIHandler()
 
     def application(environ, start_response):  # type: ignore[no-untyped-def]
         handler = api_handler if environ.get("PATH_INFO", "").startswith(API_PATH_PREFIX) else full_handler
