@@ -31,6 +31,7 @@ reads the experiment's outcomes):
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -41,7 +42,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from genesis.metrics import register_scrape_collector
+from genesis.metrics import add_unlabelled, register_scrape_collector
 
 logger = logging.getLogger(__name__)
 
@@ -96,21 +97,70 @@ _known_models = _KnownModels()
 
 
 def outcomes_count(*, rows: Iterable[Mapping[str, Any]], agent_slugs: Mapping[int, str]) -> None:
-    """Count stored outcome rows (dicts with agent_id, model, variant, success, latency_ms, tokens)."""
+    """Count stored outcome rows (dicts with agent_id, model, variant, success, latency_ms, tokens).
+
+    Summed per label set first, then one increment per series: in multiprocess mode every increment
+    is a locked write to a memory-mapped file, and per-event increments cost ~40 % of a 1 000-event
+    batch's time (bench/outcomes)."""
     try:
+        groups: dict[tuple[str, str, str], _Group] = {}
+        labels_of: dict[tuple[int, str, str], tuple[str, str, str]] = {}
         for row in rows:
-            agent = agent_slugs[row["agent_id"]]
-            model = _known_models.label(row["agent_id"], row["model"])
-            labels = (agent, model, row["variant"])
-            REQUESTS.labels(*labels).inc()
-            (SUCCESSES if row["success"] else ERRORS).labels(*labels).inc()
-            DURATION.labels(*labels).observe(max(0.0, float(row["latency_ms"])) / 1000.0)
-            if row.get("input_tokens"):
-                TOKENS.labels(agent, model, "input").inc(row["input_tokens"])
-            if row.get("output_tokens"):
-                TOKENS.labels(agent, model, "output").inc(row["output_tokens"])
+            key = (row["agent_id"], row["model"], row["variant"])
+            labels = labels_of.get(key)
+            if labels is None:
+                labels = labels_of[key] = (agent_slugs[key[0]], _known_models.label(key[0], key[1]), key[2])
+            group = groups.get(labels)
+            if group is None:
+                group = groups[labels] = _Group()
+            group.add(row)
+        for labels, group in groups.items():
+            REQUESTS.labels(*labels).inc(group.requests)
+            if group.errors:
+                ERRORS.labels(*labels).inc(group.errors)
+            if group.requests > group.errors:
+                SUCCESSES.labels(*labels).inc(group.requests - group.errors)
+            _observe_many(DURATION.labels(*labels), group.latencies_seconds)
+            agent, model, _ = labels
+            if group.input_tokens:
+                TOKENS.labels(agent, model, "input").inc(group.input_tokens)
+            if group.output_tokens:
+                TOKENS.labels(agent, model, "output").inc(group.output_tokens)
     except Exception:  # noqa: BLE001 - the outcomes are stored; a metrics failure must not fail the request
         logger.exception("metrics: outcomes stored but not counted")
+
+
+class _Group:
+    __slots__ = ("requests", "errors", "latencies_seconds", "input_tokens", "output_tokens")
+
+    def __init__(self) -> None:
+        self.requests = self.errors = self.input_tokens = self.output_tokens = 0
+        self.latencies_seconds: list[float] = []
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self.requests += 1
+        self.errors += not row["success"]
+        self.latencies_seconds.append(max(0.0, float(row["latency_ms"])) / 1000.0)
+        self.input_tokens += row.get("input_tokens") or 0
+        self.output_tokens += row.get("output_tokens") or 0
+
+
+def _observe_many(child: Any, amounts: list[float]) -> None:
+    """Histogram.observe for many values at once: one increment per bucket touched instead of one per
+    value. Uses the child's bucket values as prometheus_client's own observe() does (bounds ascending,
+    the last +Inf); falls back to observe() if a future version lays them out differently."""
+    bounds, buckets, total = getattr(child, "_upper_bounds", None), getattr(child, "_buckets", None), getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for amount in amounts:
+            child.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect.bisect_left(bounds, amount)] += 1
+    total.inc(sum(amounts))
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
 
 
 # --- read at scrape time -------------------------------------------------------------------------
@@ -204,14 +254,9 @@ class RolloutCollector(Collector):
                     families["srm"].add_metric([agent], srm_p)
         except Exception as exc:  # noqa: BLE001
             logger.warning("metrics: cannot read rollout state: %s: %s", type(exc).__name__, exc)
-        try:
-            from experiments.selectors_monitoring import exposure_dead_letter_size
+        from experiments.selectors_monitoring import exposure_dead_letter_size
 
-            size = exposure_dead_letter_size()
-            if size is not None:
-                families["dead"].add_metric([], size)
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("metrics: cannot read the exposure dead letters: %s: %s", type(exc).__name__, exc)
+        add_unlabelled(families["dead"], read=exposure_dead_letter_size, what="the exposure dead letters")
         yield from families.values()
 
 

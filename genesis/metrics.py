@@ -29,7 +29,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -77,6 +77,18 @@ def exposition() -> bytes:
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def add_unlabelled(family: GaugeMetricFamily, *, read: Callable[[], float | None], what: str) -> None:
+    """Add `read()` to a gauge without labels; nothing when it reads None or fails (logged: a scrape
+    must answer when the database or Redis does not)."""
+    try:
+        value = read()
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("metrics: cannot read %s: %s: %s", what, type(exc).__name__, exc)
+        return
+    if value is not None:
+        family.add_metric([], value)
 
 
 # --- Celery ------------------------------------------------------------------------------------------
@@ -167,12 +179,7 @@ class CeleryCollector(Collector):
                 families["queue"].add_metric([queue], length)
         except Exception as exc:  # noqa: BLE001 - a scrape answers even when Redis does not
             logger.warning("metrics: cannot read Celery queues: %s: %s", type(exc).__name__, exc)
-        try:
-            tick = _beat_last_tick()
-            if tick is not None:
-                families["beat"].add_metric([], tick)
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("metrics: cannot read beat's last tick: %s: %s", type(exc).__name__, exc)
+        add_unlabelled(families["beat"], read=_beat_last_tick, what="beat's last tick")
         yield from families.values()
 
 
