@@ -65,8 +65,9 @@ TOKENS = Counter("genesis_agent_tokens_total", "Tokens reported in outcomes", ["
 
 
 class _KnownModels:
-    """Per process: each agent's registered model ids, re-read at most once a minute and only when an
-    outcome names a model not seen yet (so steady traffic costs no query)."""
+    """Per process: each agent's registered model ids, re-read when an agent not seen yet reports, or
+    at most once a minute when an outcome names a model not seen yet (so steady traffic costs no
+    query; a version registered a moment ago may count as `other` for up to a minute)."""
 
     def __init__(self) -> None:
         self._models: dict[int, frozenset[str]] = {}
@@ -74,19 +75,20 @@ class _KnownModels:
         self._lock = threading.Lock()
 
     def label(self, agent_id: int, model: str) -> str:
-        if model in self._models.get(agent_id, ()):
+        known = self._models.get(agent_id)
+        if known is not None and model in known:
             return model
-        if time.monotonic() - self._loaded_at >= KNOWN_MODELS_MAX_AGE_SECONDS:
-            self._reload()
-            if model in self._models.get(agent_id, ()):
+        if known is None or time.monotonic() - self._loaded_at >= KNOWN_MODELS_MAX_AGE_SECONDS:
+            self._reload(agent_id)
+            if model in self._models[agent_id]:
                 return model
         return OTHER_MODEL
 
-    def _reload(self) -> None:
+    def _reload(self, asking_agent_id: int) -> None:
         from models_app.models import ModelVersion
 
         with self._lock:
-            models: dict[int, set[str]] = {}
+            models: dict[int, set[str]] = {asking_agent_id: set()}  # an agent without versions is known too
             for agent_id, model_id in ModelVersion.objects.values_list("agent_id", "model_id"):
                 models.setdefault(agent_id, set()).add(model_id)
             self._models = {agent_id: frozenset(ids) for agent_id, ids in models.items()}
