@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_ready
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
 
@@ -28,3 +28,10 @@ def _announce_worker(sender: object = None, **_: object) -> None:
 
     queues = sorted(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or {})
     start_worker_heartbeat(hostname=getattr(sender, "hostname", "") or "", queues=queues)
+
+
+@worker_shutdown.connect
+def _retire_worker(sender: object = None, **_: object) -> None:
+    from genesis.metrics import stop_worker_heartbeat
+
+    stop_worker_heartbeat(hostname=getattr(sender, "hostname", "") or "")

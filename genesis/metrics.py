@@ -183,28 +183,46 @@ class CeleryCollector(Collector):
         yield from families.values()
 
 
+_stop_heartbeat = threading.Event()
+
+
 def start_worker_heartbeat(*, hostname: str, queues: list[str]) -> threading.Thread | None:
     """In a Celery worker's main process: say every 15 s, in Redis, which queues it consumes, so
-    /metrics can count workers per queue without pinging them during a scrape."""
+    /metrics can count workers per queue without pinging them during a scrape. A worker that stops
+    cleanly removes its key (stop_worker_heartbeat); a killed one's expires within a minute."""
     if not settings.REDIS_URL:
         return None
     key = f"{WORKER_HEARTBEAT_KEY}{hostname or socket.gethostname()}"
     payload = json.dumps(sorted(queues))
+    _stop_heartbeat.clear()
 
     def beat() -> None:
         client = None
-        while True:
+        while not _stop_heartbeat.is_set():
             try:
                 client = client or redis_client()
                 client.set(key, payload, ex=WORKER_HEARTBEAT_TTL_SECONDS)
             except Exception as exc:  # noqa: BLE001 - Redis away: try again next time
                 logger.warning("worker heartbeat not written: %s: %s", type(exc).__name__, exc)
                 client = None
-            time.sleep(WORKER_HEARTBEAT_SECONDS)
+            _stop_heartbeat.wait(WORKER_HEARTBEAT_SECONDS)
 
     thread = threading.Thread(target=beat, name="genesis-worker-heartbeat", daemon=True)
     thread.start()
     return thread
+
+
+def stop_worker_heartbeat(*, hostname: str) -> None:
+    _stop_heartbeat.set()
+    if not settings.REDIS_URL:
+        return
+    client = redis_client()
+    try:
+        client.delete(f"{WORKER_HEARTBEAT_KEY}{hostname or socket.gethostname()}")
+    except Exception as exc:  # noqa: BLE001 - the key expires by itself
+        logger.warning("worker heartbeat not removed: %s: %s", type(exc).__name__, exc)
+    finally:
+        client.close()
 
 
 def register_metrics() -> None:

@@ -178,12 +178,25 @@ def fallback_in_another_process(*, metrics_dir: Path, simulator_url: str, tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def forget_killed_workers() -> None:
+    """Heartbeats of workers that earlier tests killed (SIGKILL: no clean shutdown) live up to a minute."""
+    from genesis.metrics import WORKER_HEARTBEAT_KEY, redis_client
+
+    client = redis_client()
+    try:
+        for key in client.scan_iter(match=f"{WORKER_HEARTBEAT_KEY}*"):
+            client.delete(key)
+    finally:
+        client.close()
+
+
 def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_server, prometheus_for, api_key_for, tmp_path):
     from models_app.simulator.config import SimulatorConfig
     from models_app.simulator.server import start_in_thread, stop
 
     models = world()
     cache.delete(ROLLOUT_CACHE_KEY)
+    forget_killed_workers()
     simulator, _ = start_in_thread(SimulatorConfig(port=0, seed=0, api_keys=frozenset({os.environ.get("GENESIS_SIMULATOR_API_KEY", "sim-key")})))
     worker = WorkerProcess(queues="default", concurrency=1, log_path=tmp_path / "worker.log").start()
     try:
