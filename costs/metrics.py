@@ -10,6 +10,8 @@ per scrape reads it. Counters stay monotonic because charges and reversals are e
   net spend = charges − reversals
 - genesis_budget_limit_usd{budget}, genesis_budget_spent_usd{budget}   gauges, current period
 - genesis_budget_used_ratio{budget}                   gauge: spent / limit in the current period
+- genesis_budget_threshold_usd{budget,threshold}      gauge: each alert threshold in dollars (dashboard lines)
+- genesis_budget_threshold_crossed_percent{budget}    gauge: highest threshold reached this period (0: none)
 - genesis_budget_alerts_total{budget,severity}        counter: alerts raised
 - genesis_cost_metrics_up                             1 when the numbers above could be read
 """
@@ -34,6 +36,13 @@ def _families() -> dict[str, CounterMetricFamily | GaugeMetricFamily]:
         "limit": GaugeMetricFamily("genesis_budget_limit_usd", "Budget amount (USD)", labels=["budget"]),
         "spent": GaugeMetricFamily("genesis_budget_spent_usd", "Spend in the budget's current period (USD)", labels=["budget"]),
         "ratio": GaugeMetricFamily("genesis_budget_used_ratio", "Spent / budget in the current period", labels=["budget"]),
+        "threshold": GaugeMetricFamily(
+            "genesis_budget_threshold_usd", "A budget alert threshold in dollars", labels=["budget", "threshold"]
+        ),
+        "crossed": GaugeMetricFamily(
+            "genesis_budget_threshold_crossed_percent", "Highest alert threshold reached this period (%; 0 = none)",
+            labels=["budget"],
+        ),
         "alerts": CounterMetricFamily("genesis_budget_alerts", "Budget alerts raised", labels=["budget", "severity"]),
         "up": GaugeMetricFamily("genesis_cost_metrics_up", "1 if the cost metrics could be read from the database"),
     }
@@ -60,37 +69,45 @@ class CostMetricsCollector(Collector):
     def _fill(families: dict[str, CounterMetricFamily | GaugeMetricFamily]) -> None:
         from django.db.models import Count, Q, Sum
 
-        from costs.models import Budget, BudgetAlert, CostEntry
+        from costs.models import Budget, BudgetAlert, CostEntry, Operation
         from costs.selectors import budget_status
+        from models_app.models import Agent
 
         rows = (
             CostEntry.objects.values("agent__slug", "operation")
             .annotate(charged=Sum("amount_usd", filter=Q(amount_usd__gt=0)), reversed=Sum("amount_usd", filter=Q(amount_usd__lt=0)))
             .order_by("agent__slug", "operation")
         )
+        seen = set()
         for row in rows:
             labels = [row["agent__slug"], row["operation"]]
+            seen.add(tuple(labels))
             families["cost"].add_metric(labels, float(row["charged"] or 0))
             families["reversed"].add_metric(labels, float(-(row["reversed"] or 0)))
+        # Every agent × operation from zero: increase() cannot see the first charge of a series that
+        # appears already holding it, so the burn alerts would miss a new agent's first big spend.
+        for slug in Agent.objects.order_by("slug").values_list("slug", flat=True):
+            for operation in Operation.values:
+                if (slug, operation) not in seen:
+                    families["cost"].add_metric([slug, operation], 0.0)
+                    families["reversed"].add_metric([slug, operation], 0.0)
         for budget in Budget.objects.filter(active=True).order_by("name"):
             status = budget_status(budget=budget)
             families["limit"].add_metric([budget.name], float(budget.amount_usd))
             families["spent"].add_metric([budget.name], float(status.spent))
             families["ratio"].add_metric([budget.name], float(status.spent / budget.amount_usd) if budget.amount_usd else 0.0)
+            for threshold in status.thresholds:
+                families["threshold"].add_metric(
+                    [budget.name, str(threshold.percent)], float(budget.amount_usd) * threshold.percent / 100
+                )
+            families["crossed"].add_metric([budget.name], max((t.percent for t in status.reached), default=0))
         for row in BudgetAlert.objects.values("budget__name", "severity").annotate(n=Count("id")).order_by("budget__name"):
             families["alerts"].add_metric([row["budget__name"], row["severity"]], row["n"])
         families["up"].add_metric([], 1)
 
 
-_collector: CostMetricsCollector | None = None
-
-
 def register_collector() -> None:
-    """Register once per process (AppConfig.ready can run more than once in tests)."""
-    global _collector
-    if _collector is not None:
-        return
-    from prometheus_client import REGISTRY
+    """Serve these at /metrics (once per process; AppConfig.ready can run more than once in tests)."""
+    from genesis.metrics import register_scrape_collector
 
-    _collector = CostMetricsCollector()
-    REGISTRY.register(_collector)
+    register_scrape_collector(CostMetricsCollector())

@@ -402,3 +402,7 @@ def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]
         "buttons": buttons,
         "any_button": any(buttons[name] for name in ("start", "request", "approve", "pause", "resume", "rollback")),
     }
+
+
+# The Agent list gains a health column (experiments/admin_health.py).
+from experiments import admin_health  # noqa: E402,F401

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema, Status
 from pydantic import BaseModel, field_validator
 
-from experiments import routing
+from experiments import routing, selectors_monitoring
 from experiments.selectors import experiment_results, get_experiment
 from experiments.services import MAX_OUTCOME_EVENTS, outcomes_ingest, reject_nul
 from genesis.errors import Conflict, PermissionDenied
@@ -199,3 +199,30 @@ def results(request: HttpRequest, key: str):  # type: ignore[no-untyped-def]
     if not request.auth.may_act_for(experiment.agent.slug):
         raise PermissionDenied(f"API key '{request.auth.label}' may not act for agent '{experiment.agent.slug}'")
     return experiment_results(experiment=experiment)
+
+
+class HealthWindowOut(Schema):
+    requests: int
+    error_ratio: float | None
+    latency_p95_ms: float | None
+
+
+class HealthExperimentOut(Schema):
+    key: str
+    status: str
+    stage_percent: int
+
+
+class AgentHealthOut(Schema):
+    agent: str
+    status: str = Field(description="ok | degraded | failing | idle")
+    window_5m: HealthWindowOut
+    window_15m: HealthWindowOut
+    live_model: str | None
+    experiment: HealthExperimentOut | None
+
+
+@router.get("/agents/{agent}/health", response=AgentHealthOut, summary="Error ratio and p95 latency of the last 5 and 15 minutes")
+def agent_health(request: HttpRequest, agent: str):  # type: ignore[no-untyped-def]
+    ensure_agent_access(principal=request.auth, agent_slug=agent)
+    return selectors_monitoring.agent_health(agent_slug=agent)

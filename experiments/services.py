@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from experiments import routing, stats
 from experiments.assignment import new_experiment_seed
 from experiments.bulk import insert_ignoring_conflicts, staged_rows
+from experiments.metrics import outcomes_count
 from experiments.models import (
     ACTIVE_STATUSES,
     ASSIGNMENT_COLUMNS,
@@ -1023,6 +1024,7 @@ def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], receiv
         skipped = _store_outcomes_and_exposures(rows)
         inserted = [row for row in rows if (row["agent_id"], row["event_id"]) not in skipped] if skipped else rows
         record_inference_cost(rows=inserted, agents={agent.pk: agent for agent in agents.values()})
+    outcomes_count(rows=inserted, agent_slugs={agent.pk: slug for slug, agent in agents.items()})  # /metrics
     return IngestResult(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted), rejected=rejected)
 
 

@@ -88,8 +88,9 @@ def _mount_routers() -> None:
     from launch.api import router as launch_router
     from models_app.api import router as models_router
 
-    api.add_router("/", models_router)
+    # Experiments first: POST /route is the hot path, and URLs are matched in this order.
     api.add_router("/", experiments_router)
+    api.add_router("/", models_router)
     api.add_router("/", costs_router)
     api.add_router("/", audits_router)
     api.add_router("/", launch_router)

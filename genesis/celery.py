@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
 
@@ -19,3 +19,19 @@ def _warm_up_providers(**_: object) -> None:
     from models_app.providers.factory import warm_up
 
     warm_up()
+
+
+@worker_ready.connect
+def _announce_worker(sender: object = None, **_: object) -> None:
+    # A heartbeat naming the queues this worker consumes: /metrics counts workers per queue from it.
+    from genesis.metrics import start_worker_heartbeat
+
+    queues = sorted(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or {})
+    start_worker_heartbeat(hostname=getattr(sender, "hostname", "") or "", queues=queues)
+
+
+@worker_shutdown.connect
+def _retire_worker(sender: object = None, **_: object) -> None:
+    from genesis.metrics import stop_worker_heartbeat
+
+    stop_worker_heartbeat(hostname=getattr(sender, "hostname", "") or "")

@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import path
 from django.views.generic import RedirectView
 
-from genesis import health
+from genesis import health, metrics
 from genesis.api import api
 from launch.admin import launch_urls
 
@@ -13,7 +13,7 @@ admin.site.index_title = "Fine-tuned models, experiments, costs and audits"
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics.metrics_view, name="prometheus-django-metrics"),
     path("api/v1/", api.urls),
     path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
     *launch_urls(),  # the launch board is the admin's home page

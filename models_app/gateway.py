@@ -14,27 +14,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
-from prometheus_client import Counter
 
+from models_app.metrics import CHAT_CALLS, FALLBACKS, provider_call_recorder
 from models_app.models import Agent, ModelVersion, ProviderAccount
 from models_app.providers.base import ChatMessage
 from models_app.providers.factory import ProviderCache
 from models_app.providers.fallback import ChatOutcome, FallbackEvent, ModelRoute, chat_with_fallback
+from models_app.providers.instrumented import InstrumentedProvider
 
 logger = logging.getLogger(__name__)
-
-FALLBACKS = Counter(
-    "genesis_model_fallbacks_total",
-    "Calls answered by the baseline because the fine-tuned model failed transiently",
-    ["agent", "primary_model", "fallback_model"],
-)
 
 _providers = ProviderCache()
 
 
 def provider_for(account: ProviderAccount):  # type: ignore[no-untyped-def]
-    """The process-wide provider client of an account; its key is read from the environment only."""
-    return _providers.get(
+    """The process-wide provider client of an account; its key is read from the environment only.
+    Every call through it is counted in genesis_provider_calls_total (models_app/metrics.py)."""
+    provider = _providers.get(
         kind=account.kind,
         name=account.name,
         base_url=account.base_url,
@@ -44,6 +40,7 @@ def provider_for(account: ProviderAccount):  # type: ignore[no-untyped-def]
         max_concurrency=account.max_concurrency,
         rate_limit_per_minute=account.rate_limit_per_minute,
     )
+    return InstrumentedProvider(provider, record=provider_call_recorder(account.name))
 
 
 def generation_parameters(agent: Agent) -> dict[str, Any]:
@@ -67,6 +64,8 @@ def chat_for_version(
         and agent.fallback_enabled
         and settings.GENESIS.models.fallback_enabled
     )
+
+    CHAT_CALLS.labels(agent.slug, version.model_id).inc()
 
     def record(event: FallbackEvent) -> None:
         FALLBACKS.labels(agent=agent.slug, primary_model=event.primary_model, fallback_model=event.fallback_model).inc()

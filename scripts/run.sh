@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 mkdir -p var/log
+# Web, worker and beat count metrics in files here; /metrics adds them up (genesis/metrics.py). Emptied
+# at each start, as prometheus_client's multiprocess mode requires.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/prometheus}"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 port="${GENESIS_PORT:-8000}"
 simulator_port="${GENESIS_SIMULATOR_PORT:-8765}"

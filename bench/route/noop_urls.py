@@ -1,11 +1,20 @@
-"""The project's URLs with one more endpoint on the same NinjaAPI: `POST /api/v1/bench/noop`, the
-baseline `POST /api/v1/route` is measured against — same middleware, same URL depth, same API-key
-auth, and nothing else (no body parsing, no work)."""
+"""The project's URLs with two more endpoints for bench/route/run.py:
+
+- `POST /api/v1/bench/noop` on the same NinjaAPI: the same middleware, URL depth and API-key auth as
+  every API call, and nothing else (no body parsing, no work);
+- `POST /bare/route`: the baseline the issue sets — a bare Django + django-ninja endpoint with the same
+  bearer check and the same body schema as /route, served with no middleware at all (noop_wsgi.py),
+  answering a fixed body of /route's shape.
+"""
+
+import json
 
 from django.http import HttpRequest, HttpResponse
-from ninja import Router
+from django.urls import path
+from ninja import NinjaAPI, Router
 
-from genesis.api import api
+from experiments.api import RouteIn
+from genesis.api import ApiKeyAuth, api
 
 noop_router = Router(tags=["bench"])
 
@@ -18,4 +27,16 @@ def noop(request: HttpRequest) -> HttpResponse:
 # Before genesis.urls reads api.urls, so the router is part of the one API.
 api.add_router("/bench", noop_router)
 
-from genesis.urls import urlpatterns  # noqa: E402,F401
+bare_api = NinjaAPI(title="bare baseline", auth=ApiKeyAuth(), urls_namespace="bare", docs_url=None, openapi_url=None)
+BARE_ANSWER = {"agent": "qa_agent", "model": "open-mistral-7b", "provider": "simulator", "variant": "live",
+               "experiment": None, "stage_percent": None}
+
+
+@bare_api.post("/route")
+def bare_route(request: HttpRequest, payload: RouteIn) -> HttpResponse:
+    return HttpResponse(json.dumps({**BARE_ANSWER, "agent": payload.agent}), content_type="application/json")
+
+
+from genesis.urls import urlpatterns as project_urlpatterns  # noqa: E402
+
+urlpatterns = [*project_urlpatterns, path("bare/", bare_api.urls)]

@@ -1,4 +1,4 @@
-"""genesis.wsgi with bench/route/noop_urls.py as the URL conf (adds the no-op baseline endpoint).
+"""genesis.wsgi with bench/route/noop_urls.py as the URL conf, and `/bare/` served with no middleware.
 Serve with: gunicorn --pythonpath bench/route noop_wsgi:application"""
 
 import os
@@ -13,7 +13,14 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 settings.ROOT_URLCONF = "noop_urls"
-application = get_wsgi_application()
+
+from genesis.wsgi import MiddlewareListWSGIHandler, split_application  # noqa: E402
+
+project = split_application()
+bare = MiddlewareListWSGIHandler([])
+
+
+def application(environ, start_response):  # type: ignore[no-untyped-def]
+    return (bare if environ.get("PATH_INFO", "").startswith("/bare/") else project)(environ, start_response)

@@ -1,22 +1,27 @@
-"""Routing throughput: `POST /api/v1/route` against an authenticated no-op endpoint on the same server.
+"""Routing throughput: `POST /api/v1/route` against a bare Django + django-ninja endpoint on the same server.
 
-Targets (issue 5): route throughput >= 0.8x the no-op's; route p99 < 25 ms at half of its own
-saturation throughput.
+Targets (issues 5 and 15): route throughput >= 0.8x the bare endpoint's; route p99 < 25 ms at half of its
+own saturation throughput.
 
-What runs: gunicorn (sync workers, DEBUG off) serving genesis with one extra endpoint on the same
-NinjaAPI, `POST /api/v1/bench/noop` (bench/route/noop_urls.py) — the same middleware, URL depth and
-API-key auth as every API call, and nothing else. qa_agent gets a running experiment at its first stage, so
-`/route` does the whole job: auth (cached), the in-process config, the hash, the exposure buffer
-(flushed to Redis every 2 s) and the JSON answer. Load comes from `--clients` processes on the same
-machine, each sending one request at a time with a fresh user id; each endpoint is measured
-`--rounds` times, alternating, and the best round counts. Then open-loop runs at half the measured
-route throughput give the latency percentiles (measured from each request's *scheduled* time, so a
-stall is not hidden by the client waiting for it), again `--rounds` alternating rounds, best p99.
-The machine running this is shared with the load generator (and, on a dev box, with anything else
-running): compare the two endpoints of one run, not runs with each other.
+What runs: gunicorn (2 gthread workers x 4 threads, DEBUG off, metrics in multiprocess mode as in
+production) serving genesis.wsgi — API calls through settings.API_MIDDLEWARE, the rest through the full
+stack — plus two endpoints (bench/route/noop_urls.py):
+- `POST /bare/route`, the baseline: a NinjaAPI of its own with the same bearer check (genesis.api's
+  ApiKeyAuth) and the same body schema (experiments.api.RouteIn), served with no middleware at all,
+  answering a fixed body of /route's shape;
+- `POST /api/v1/bench/noop`: the project's API stack (middleware, URL depth, key auth) doing nothing.
+qa_agent gets a running experiment at its first stage, so `/route` does the whole job: auth (cached), the
+in-process config, the hash, the exposure buffer (flushed to Redis every 2 s) and the JSON answer.
+Load comes from `--clients` processes on the same machine (wrk is not used: not installed here), each
+keeping one HTTP/1.1 connection open and sending one request at a time with a fresh user id; each
+endpoint is measured `--rounds` times, alternating, and the best round counts. Then open-loop runs at
+half the measured route throughput give the latency percentiles (measured from each request's
+*scheduled* time, so a stall is not hidden by the client waiting for it), again `--rounds` alternating
+rounds, best p99. The machine running this is shared with the load generator (and, on a dev box, with
+anything else running): compare the endpoints of one run, not runs with each other.
 
     DATABASE_URL=postgres://… REDIS_URL=redis://… .venv/bin/python bench/route/run.py \
-        [--seconds 8] [--clients 6] [--workers 2] [--rounds 2] [--port 8811]
+        [--seconds 8] [--clients 6] [--workers 2] [--threads 4] [--rounds 2] [--port 8811]
 
 It migrates and seeds the database it is given (seed_demo is idempotent) and leaves qa_agent's
 experiment running; use a scratch database.
@@ -68,11 +73,13 @@ def setup_world() -> str:
     return raw_key
 
 
-def start_server(*, port: int, workers: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "GENESIS_DEBUG": "false", "GENESIS_SSL_REDIRECT": "false", "GENESIS_LOG_LEVEL": "WARNING"}
+def start_server(*, port: int, workers: int, threads: int, metrics_dir: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "GENESIS_DEBUG": "false", "GENESIS_SSL_REDIRECT": "false", "GENESIS_LOG_LEVEL": "WARNING",
+           "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--pythonpath", str(ROOT / "bench" / "route"), "noop_wsgi:application",
-         "-w", str(workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
+         "-w", str(workers), "-k", "gthread", "--threads", str(threads), "-b", f"127.0.0.1:{port}",
+         "--log-level", "warning"],
         cwd=ROOT, env=env, start_new_session=True,
     )
     deadline = time.monotonic() + 30
@@ -88,13 +95,30 @@ def start_server(*, port: int, workers: int) -> subprocess.Popen[bytes]:
     raise SystemExit("gunicorn did not come up within 30 s")
 
 
+_connection: http.client.HTTPConnection | None = None
+
+
 def _send(port: int, path: str, key: str, user: str) -> None:
+    """One request on this client process's kept-alive connection (opened again if the server closed it)."""
+    global _connection
     body = json.dumps({"agent": "qa_agent", "user_id": user})
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    connection.request("POST", path, body=body, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    response = connection.getresponse()
-    response.read()
-    connection.close()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    for attempt in (1, 2):
+        if _connection is None:
+            _connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            _connection.request("POST", path, body=body, headers=headers)
+            response = _connection.getresponse()
+            response.read()
+            break
+        except (http.client.HTTPException, ConnectionError):
+            _connection.close()
+            _connection = None
+            if attempt == 2:
+                raise
+    if response.will_close:
+        _connection.close()
+        _connection = None
     if response.status != 200:
         raise RuntimeError(f"{path} answered {response.status}")
 
@@ -135,11 +159,15 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
+BARE, NOOP, ROUTE = "/bare/route", "/api/v1/bench/noop", "/api/v1/route"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--port", type=int, default=8811)
     args = parser.parse_args()
@@ -147,44 +175,53 @@ def main() -> int:
         print("set DATABASE_URL (PostgreSQL) and REDIS_URL: the routing cache is refreshed through Redis", file=sys.stderr)
         return 2
 
-    key = setup_world()
-    server = start_server(port=args.port, workers=args.workers)
-    try:
-        with multiprocessing.Pool(args.clients) as pool:
-            for path in ("/api/v1/bench/noop", "/api/v1/route"):  # warm-up: key cache, routing table, imports
-                throughput(pool, port=args.port, path=path, key=key, seconds=1.0, clients=args.clients)
-            best = {"/api/v1/bench/noop": 0.0, "/api/v1/route": 0.0}
-            for _ in range(args.rounds):
-                for path in best:
-                    best[path] = max(best[path], throughput(pool, port=args.port, path=path, key=key,
-                                                            seconds=args.seconds, clients=args.clients))
-            half = best["/api/v1/route"] / 2
-            # Latency rounds alternate too; the least disturbed round (lowest p99) of each path counts.
-            latencies: dict[str, list[float]] = {}
-            for _ in range(args.rounds):
-                for path in ("/api/v1/route", "/api/v1/bench/noop"):
-                    values = [ms for chunk in pool.map(open_loop, [(args.port, path, key, args.seconds, c, half / args.clients)
-                                                                   for c in range(args.clients)]) for ms in chunk]
-                    if path not in latencies or percentile(values, 0.99) < percentile(latencies[path], 0.99):
-                        latencies[path] = values
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=15)
+    import tempfile
 
-    ratio = best["/api/v1/route"] / best["/api/v1/bench/noop"]
-    route_p99 = percentile(latencies["/api/v1/route"], 0.99)
-    print(f"server: gunicorn, {args.workers} sync workers, DEBUG off; load: {args.clients} client processes on the same machine "
-          f"({os.cpu_count()} CPUs)")
+    key = setup_world()
+    with tempfile.TemporaryDirectory(prefix="bench-route-metrics-") as metrics_dir:
+        server = start_server(port=args.port, workers=args.workers, threads=args.threads, metrics_dir=metrics_dir)
+        try:
+            best, latencies = measure(args, key)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=15)
+
+    ratio = best[ROUTE] / best[BARE]
+    route_p99 = percentile(latencies[ROUTE], 0.99)
+    print(f"server: gunicorn, {args.workers} gthread workers x {args.threads} threads, DEBUG off; load: {args.clients} "
+          f"client processes with kept-alive connections on the same machine ({os.cpu_count()} CPUs)")
     print(f"saturation throughput (best of {args.rounds} x {args.seconds:.0f} s, load average now {os.getloadavg()[0]:.1f}): "
-          f"no-op {best['/api/v1/bench/noop']:.0f} req/s, route {best['/api/v1/route']:.0f} req/s")
-    print(f"route / no-op throughput: {ratio:.3f} (target >= {TARGET_THROUGHPUT_RATIO}) "
+          f"bare {best[BARE]:.0f} req/s, project no-op {best[NOOP]:.0f} req/s, route {best[ROUTE]:.0f} req/s")
+    print(f"project no-op / bare: {best[NOOP] / best[BARE]:.3f}")
+    print(f"route / bare throughput: {ratio:.3f} (target >= {TARGET_THROUGHPUT_RATIO}) "
           f"{'PASS' if ratio >= TARGET_THROUGHPUT_RATIO else 'FAIL'}")
     for path, values in latencies.items():
-        print(f"{path} at {half:.0f} req/s (half of route's saturation): n={len(values)} "
+        print(f"{path} at {best[ROUTE] / 2:.0f} req/s (half of route's saturation): n={len(values)} "
               f"p50 {percentile(values, 0.50):.1f} ms, p95 {percentile(values, 0.95):.1f} ms, p99 {percentile(values, 0.99):.1f} ms")
     print(f"route p99 at half load: {route_p99:.1f} ms (target < {TARGET_P99_MS:.0f} ms) "
           f"{'PASS' if route_p99 < TARGET_P99_MS else 'FAIL'}")
     return 0 if ratio >= TARGET_THROUGHPUT_RATIO and route_p99 < TARGET_P99_MS else 1
+
+
+def measure(args: argparse.Namespace, key: str) -> tuple[dict[str, float], dict[str, list[float]]]:
+    with multiprocessing.Pool(args.clients) as pool:
+        for path in (BARE, NOOP, ROUTE):  # warm-up: key cache, routing table, imports
+            throughput(pool, port=args.port, path=path, key=key, seconds=1.0, clients=args.clients)
+        best = {BARE: 0.0, NOOP: 0.0, ROUTE: 0.0}
+        for _ in range(args.rounds):
+            for path in best:
+                best[path] = max(best[path], throughput(pool, port=args.port, path=path, key=key,
+                                                        seconds=args.seconds, clients=args.clients))
+        half = best[ROUTE] / 2
+        # Latency rounds alternate too; the least disturbed round (lowest p99) of each path counts.
+        latencies: dict[str, list[float]] = {}
+        for _ in range(args.rounds):
+            for path in (ROUTE, BARE):
+                values = [ms for chunk in pool.map(open_loop, [(args.port, path, key, args.seconds, c, half / args.clients)
+                                                               for c in range(args.clients)]) for ms in chunk]
+                if path not in latencies or percentile(values, 0.99) < percentile(latencies[path], 0.99):
+                    latencies[path] = values
+    return best, latencies
 
 
 if __name__ == "__main__":

@@ -1,0 +1,176 @@
+"""Reads for monitoring: the rollout state /metrics exports, pause counts, the exposure dead letters,
+and an agent's health (GET /agents/{agent}/health, the Agent admin's health column).
+
+Health is computed from the outcomes recorded in the last 15 minutes (by `received_at`, which a BRIN
+index keeps cheap to range over on PostgreSQL) and never asks a model anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Max, Q
+from django.utils import timezone
+
+from experiments.health import WindowStats, health_status
+from experiments.models import ACTIVE_STATUSES, EventAction, Experiment, ExperimentEvent, OutcomeEvent
+from experiments.routing import EXPOSURE_DEAD_LETTER_KEY
+from experiments.selectors import (
+    PercentileCont,
+    _percentile_cont,
+    experiment_guardrail_results,
+    experiment_metrics,
+    stage_holds,
+)
+from models_app.models import Agent, ModelVersion
+
+HEALTH_WINDOWS = {"window_5m": timedelta(minutes=5), "window_15m": timedelta(minutes=15)}
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    agent: str
+    status: str  # none | running | paused
+    stage_percent: int
+    pause_reason: str
+    holds_open: int
+    guardrails: tuple[tuple[str, str], ...]  # (metric, state)
+    stage_started: float | None  # Unix time
+    srm_p: float | None
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (self.agent, self.status, self.stage_percent, self.pause_reason, self.holds_open,
+                [list(pair) for pair in self.guardrails], self.stage_started, self.srm_p)
+
+
+def _active_experiments() -> dict[int, Experiment]:
+    experiments = Experiment.objects.select_related("agent", "current_stage").filter(status__in=ACTIVE_STATUSES)
+    return {experiment.agent_id: experiment for experiment in experiments}
+
+
+def _last_pause_reasons(experiment_ids: list[int]) -> dict[int, str]:
+    reasons: dict[int, str] = {}
+    events = ExperimentEvent.objects.filter(experiment_id__in=experiment_ids, action=EventAction.PAUSE).order_by("at", "id")
+    for experiment_id, reason_code in events.values_list("experiment_id", "reason_code"):
+        reasons[experiment_id] = reason_code
+    return reasons
+
+
+def rollout_states() -> list[RolloutState]:
+    """Every agent's rollout: none, or its running / paused experiment with stage, holds and guardrails."""
+    active = _active_experiments()
+    pause_reasons = _last_pause_reasons([e.pk for e in active.values() if e.status == "paused"])
+    states = []
+    for agent in Agent.objects.order_by("slug"):
+        experiment = active.get(agent.pk)
+        if experiment is None:
+            states.append(RolloutState(agent.slug, "none", 0, "", 0, (), None, None))
+            continue
+        stage = experiment.current_stage
+        stage_started = stage.started_at.timestamp() if stage is not None and stage.started_at else None
+        if experiment.status != "running":
+            states.append(RolloutState(agent.slug, experiment.status, 0, pause_reasons.get(experiment.pk, ""), 0, (),
+                                       stage_started, None))
+            continue
+        metrics = experiment_metrics(experiment=experiment)
+        guardrails = experiment_guardrail_results(experiment=experiment, metrics=metrics)
+        holds = stage_holds(experiment=experiment, metrics=metrics)
+        states.append(RolloutState(
+            agent=agent.slug, status="running", stage_percent=stage.percent if stage else 0, pause_reason="",
+            holds_open=sum(1 for hold in holds if not hold.cleared),
+            guardrails=tuple((g.metric, g.state) for g in guardrails),
+            stage_started=stage_started, srm_p=metrics.srm_p,
+        ))
+    return states
+
+
+def pause_counts() -> list[tuple[str, str, int]]:
+    """(agent, reason_code, pauses) over all time: genesis_experiment_pauses_total."""
+    return list(
+        ExperimentEvent.objects.filter(action=EventAction.PAUSE)
+        .values_list("experiment__agent__slug", "reason_code")
+        .annotate(total=Count("id"))
+        .order_by()
+    )
+
+
+def last_rollbacks() -> list[tuple[str, str, float]]:
+    """(agent, reason_code, Unix time) of each agent's latest rollback per reason."""
+    rows = (
+        ExperimentEvent.objects.filter(action=EventAction.ROLLBACK)
+        .values_list("experiment__agent__slug", "reason_code")
+        .annotate(last=Max("at"))
+        .order_by()
+    )
+    return [(agent, reason, last.timestamp()) for agent, reason, last in rows]
+
+
+def exposure_dead_letter_size() -> int | None:
+    """Exposure batches parked in Redis because they could not be written; None without Redis."""
+    if not settings.REDIS_URL:
+        return None
+    from genesis.metrics import redis_client
+
+    client = redis_client()
+    try:
+        return int(client.llen(EXPOSURE_DEAD_LETTER_KEY))
+    finally:
+        client.close()
+
+
+# --- health ---------------------------------------------------------------------------------------
+
+
+def _window_stats(*, agent_id: int, since: datetime) -> WindowStats:
+    outcomes = OutcomeEvent.objects.filter(agent_id=agent_id, received_at__gte=since)
+    if connection.vendor == "postgresql":
+        row = outcomes.aggregate(
+            requests=Count("id"), errors=Count("id", filter=Q(success=False)),
+            p95=PercentileCont("latency_ms", fraction=0.95),
+        )
+        return WindowStats(requests=row["requests"], errors=row["errors"], latency_p95_ms=row["p95"])
+    latencies, errors = [], 0
+    for success, latency_ms in outcomes.values_list("success", "latency_ms"):
+        latencies.append(latency_ms)
+        errors += not success
+    latencies.sort()
+    return WindowStats(requests=len(latencies), errors=errors, latency_p95_ms=_percentile_cont(latencies, 0.95))
+
+
+def agent_health(*, agent_slug: str, now: datetime | None = None) -> dict[str, Any]:
+    """The health document of GET /agents/{agent}/health."""
+    now = now or timezone.now()
+    agent = Agent.objects.get(slug=agent_slug)
+    windows = {name: _window_stats(agent_id=agent.pk, since=now - span) for name, span in HEALTH_WINDOWS.items()}
+    live = ModelVersion.objects.filter(agent=agent, status="live").values_list("model_id", flat=True).first()
+    experiment = (
+        Experiment.objects.select_related("current_stage").filter(agent=agent, status__in=ACTIVE_STATUSES).first()
+    )
+    return {
+        "agent": agent.slug,
+        "status": health_status(window_5m=windows["window_5m"], window_15m=windows["window_15m"]),
+        **{name: stats.as_json() for name, stats in windows.items()},
+        "live_model": live,
+        "experiment": None if experiment is None else {
+            "key": experiment.key,
+            "status": experiment.status,
+            "stage_percent": experiment.current_stage.percent
+            if experiment.status == "running" and experiment.current_stage else 0,
+        },
+    }
+
+
+def agents_health_statuses(*, agents: list[Agent], now: datetime | None = None) -> dict[int, str]:
+    """Just the status of each agent (the Agent admin list's column): two queries per agent listed."""
+    now = now or timezone.now()
+    counts: dict[str, dict[int, WindowStats]] = {}
+    for name, span in HEALTH_WINDOWS.items():
+        counts[name] = {agent.pk: _window_stats(agent_id=agent.pk, since=now - span) for agent in agents}
+    return {
+        agent.pk: health_status(window_5m=counts["window_5m"][agent.pk], window_15m=counts["window_15m"][agent.pk])
+        for agent in agents
+    }

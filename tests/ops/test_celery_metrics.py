@@ -1,0 +1,46 @@
+"""Celery figures at /metrics: a real worker announces the queues it consumes and withdraws when it
+stops cleanly; queue lengths come from the broker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from genesis.metrics import CeleryCollector
+from tests.conftest import WorkerProcess
+from tests.ops.test_prometheus_e2e import forget_killed_workers
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def gauges(name: str) -> dict[str, float]:
+    return {sample.labels["queue"]: sample.value for family in CeleryCollector().collect()
+            for sample in family.samples if sample.name == name}
+
+
+def test_a_worker_is_counted_on_its_queues_while_it_runs(tmp_path) -> None:
+    forget_killed_workers()
+    assert gauges("genesis_celery_workers") == {"default": 0, "benchmarks": 0}
+    worker = WorkerProcess(queues="default", concurrency=1, log_path=tmp_path / "worker.log").start()
+    try:
+        deadline = time.monotonic() + 20
+        while gauges("genesis_celery_workers")["default"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert gauges("genesis_celery_workers") == {"default": 1, "benchmarks": 0}
+    finally:
+        worker.stop()
+    assert gauges("genesis_celery_workers") == {"default": 0, "benchmarks": 0}
+
+
+def test_queue_lengths_count_waiting_messages() -> None:
+    from genesis.celery import app
+
+    app.control.purge()
+    before = gauges("genesis_celery_queue_length")
+    assert before == {"default": 0, "benchmarks": 0}
+    with app.producer_or_acquire() as producer:
+        for _ in range(3):
+            app.send_task("genesis.no_such_task", queue="benchmarks", producer=producer)
+    assert gauges("genesis_celery_queue_length") == {"default": 0, "benchmarks": 3}
+    app.control.purge()

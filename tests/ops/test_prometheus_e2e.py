@@ -1,0 +1,261 @@
+"""End to end with a real Prometheus (Debian's `prometheus`) scraping the running app (gunicorn, two
+workers) and evaluating ops/prometheus/alerts.yml: after traffic in which qa_agent's treatment fails
+often and answers slowly, the error-rate and latency alerts' expressions return series for qa_agent
+and none for content_agent (healthy) or legal_agent (idle); every metric a rule or a Grafana panel
+names (and every runbook's PromQL) is in /metrics and in Prometheus; every panel's and runbook's query
+runs without error."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.cache import cache
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from experiments.metrics import ROLLOUT_CACHE_KEY
+from tests.conftest import ROOT, WorkerProcess, child_environment
+from tests.ops.conftest import free_port, stop_process, wait_for
+from tests.ops.tools import tool
+
+PROMETHEUS = shutil.which("prometheus")
+RULES = ROOT / "ops" / "prometheus" / "alerts.yml"
+DASHBOARD = ROOT / "ops" / "grafana" / "genesis.json"
+METRIC_NAME = re.compile(r"\bgenesis_[a-z0-9_]+")
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    tool("prometheus", "prometheus"),
+    pytest.mark.timeout(240),
+]
+
+
+def rule_expressions() -> dict[str, str]:
+    return {rule["alert"]: rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
+
+
+def runbook_queries() -> list[str]:
+    queries = []
+    for path in sorted((ROOT / "docs" / "runbooks").glob("*.md")):
+        queries += [block.strip() for block in re.findall(r"```promql\n(.*?)```", path.read_text(), re.DOTALL)]
+    return queries
+
+
+def panel_expressions() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [(panel["title"], target["expr"].replace("$agent", ".*"))
+            for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+class Prometheus:
+    def __init__(self, *, target_port: int, tmp_path: Path) -> None:
+        self.port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [{"job_name": "genesis", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
+        }))
+        self.log = tmp_path / "prometheus.log"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_for(f"http://127.0.0.1:{self.port}/-/ready", process=self.process, timeout=30, log=self.log)
+
+    def query(self, expr: str) -> list[dict]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"{expr!r}: {error.read().decode()}") from None
+        assert body["status"] == "success", (expr, body)
+        return body["data"]["result"]
+
+    def wait_until(self, expr: str, value: float, *, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.query(expr)
+            if result and float(result[0]["value"][1]) == value:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{expr} did not reach {value} within {timeout:.0f} s: {self.query(expr)}")
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+@pytest.fixture
+def prometheus_for(tmp_path):  # type: ignore[no-untyped-def]
+    started: list[Prometheus] = []
+
+    def start(server) -> Prometheus:  # type: ignore[no-untyped-def]
+        started.append(Prometheus(target_port=server.port, tmp_path=tmp_path))
+        return started[-1]
+
+    yield start
+    for prometheus in started:
+        prometheus.stop()
+
+
+def events(agent: str, model: str, *, n: int, failures: int, latency_ms: float, prefix: str) -> list[dict]:
+    return [{"event_id": f"{prefix}-{i}", "agent": agent, "user_id": f"{prefix}-user-{i}", "model": model,
+             "success": i >= failures, "latency_ms": latency_ms * (0.9 + 0.2 * i / n),
+             "input_tokens": 40, "output_tokens": 60} for i in range(n)]
+
+
+def world() -> dict:
+    """seed_demo's five agents: qa_agent runs an experiment (faulty, slow treatment), support_agent's
+    is paused on an SRM, analyst_agent's rolled back; legal_agent gets a benchmark run that stopped
+    moving 20 minutes ago; beat last ran a minute ago."""
+    import io
+
+    from django.core.management import call_command
+    from django_celery_beat.models import PeriodicTask
+
+    from experiments.models import Experiment
+    from experiments.services import experiment_pause, experiment_rollback, experiment_start
+    from models_app.models import Agent, BenchmarkRun, ModelVersion
+    from models_app.services.benchmarks import benchmark_run_create
+    from tests.factories import UserFactory
+
+    call_command("seed_demo", stdout=io.StringIO())
+    started = {}
+    for slug in ("qa_agent", "support_agent", "analyst_agent"):
+        draft = Experiment.objects.get(agent__slug=slug, status="draft")
+        started[slug] = experiment_start(experiment=draft, actor=None, override_reason="e2e monitoring test")
+    experiment_pause(experiment=started["support_agent"], reason="split mismatch", reason_code="srm")
+    experiment_rollback(experiment=started["analyst_agent"], reason="success rate fell", reason_code="guardrail_success_rate")
+    root = UserFactory(username="e2e-root", is_superuser=True)
+    run = benchmark_run_create(agent=Agent.objects.get(slug="legal_agent"), actor=root)
+    twenty_minutes_ago = timezone.now() - timezone.timedelta(minutes=20)
+    BenchmarkRun.objects.filter(pk=run.pk).update(status="running", created_at=twenty_minutes_ago, started_at=twenty_minutes_ago)
+    PeriodicTask.objects.filter(pk=PeriodicTask.objects.order_by("pk").values("pk")[:1]).update(
+        last_run_at=timezone.now() - timezone.timedelta(minutes=1)
+    )
+    qa = started["qa_agent"]
+    live = {slug: ModelVersion.objects.get(agent__slug=slug, status="live").model_id for slug in ("content_agent",)}
+    return {"control": qa.control.model_id, "treatment": qa.treatment.model_id, "content": live["content_agent"]}
+
+
+def fallback_in_another_process(*, metrics_dir: Path, simulator_url: str, tmp_path: Path) -> None:
+    """A control-plane chat in a separate process (as a Celery task would make it): content_agent's
+    fine-tuned model is unreachable, so the baseline answers — one fallback, provider calls counted."""
+    script = textwrap.dedent(f"""
+        import os
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
+        import django
+        django.setup()
+        from models_app.models import ModelVersion, ProviderAccount
+        from models_app.gateway import chat_for_version
+        dead, _ = ProviderAccount.objects.get_or_create(name="unreachable", defaults=dict(
+            kind="simulator", base_url="http://127.0.0.1:9", api_key_env="GENESIS_SIMULATOR_API_KEY"))
+        ProviderAccount.objects.filter(name="simulator").update(base_url="{simulator_url}")
+        candidate = ModelVersion.objects.filter(agent__slug="content_agent", kind="fine_tuned").first()
+        ModelVersion.objects.filter(pk=candidate.pk).update(provider=dead)
+        candidate.refresh_from_db()
+        baseline = ModelVersion.objects.get(agent__slug="content_agent", status="live")
+        outcome = chat_for_version(version=candidate, fallback=baseline, messages=[{{"role": "user", "content": "hello"}}])
+        assert outcome.fell_back, outcome
+    """)
+    env = child_environment(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def forget_killed_workers() -> None:
+    """Heartbeats of workers that earlier tests killed (SIGKILL: no clean shutdown) live up to a minute."""
+    from genesis.metrics import WORKER_HEARTBEAT_KEY, redis_client
+
+    client = redis_client()
+    try:
+        for key in client.scan_iter(match=f"{WORKER_HEARTBEAT_KEY}*"):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_server, prometheus_for, api_key_for, tmp_path):
+    from models_app.simulator.config import SimulatorConfig
+    from models_app.simulator.server import start_in_thread, stop
+
+    models = world()
+    cache.delete(ROLLOUT_CACHE_KEY)
+    forget_killed_workers()
+    simulator, _ = start_in_thread(SimulatorConfig(port=0, seed=0, api_keys=frozenset({os.environ.get("GENESIS_SIMULATOR_API_KEY", "sim-key")})))
+    worker = WorkerProcess(queues="default", concurrency=1, log_path=tmp_path / "worker.log").start()
+    try:
+        fallback_in_another_process(metrics_dir=genesis_server.metrics_dir, simulator_url=simulator.base_url, tmp_path=tmp_path)
+        prometheus = prometheus_for(genesis_server)
+        key = api_key_for("qa_agent", "content_agent")
+        posted = 0
+        for wave in (1, 2):
+            batches = [
+                events("qa_agent", models["control"], n=100, failures=2, latency_ms=400, prefix=f"c{wave}"),
+                events("qa_agent", models["treatment"], n=100, failures=40, latency_ms=12_000, prefix=f"t{wave}"),
+                events("content_agent", models["content"], n=150, failures=1, latency_ms=600, prefix=f"h{wave}"),
+            ]
+            for batch in batches:
+                status, body = genesis_server.request("POST", "/api/v1/outcomes", key=key, body={"events": batch})
+                assert status == 202 and body["accepted"] == len(batch), body
+                posted += len(batch)
+            prometheus.wait_until("sum(genesis_agent_requests_total)", posted)
+        time.sleep(2.5)  # two more scrapes, so every rate has samples on both sides of wave 2
+
+        expressions = rule_expressions()
+
+        def agents(alert: str) -> set[tuple[str, ...]]:
+            return {tuple(series["metric"].get(label, "") for label in ("agent", "variant"))
+                    for series in prometheus.query(expressions[alert])}
+
+        assert agents("HighModelErrorRate") == {("qa_agent", "")}
+        assert agents("LowSuccessRate") == {("qa_agent", "")}
+        assert agents("HighModelLatency") == {("qa_agent", "treatment")}
+        assert agents("VeryHighModelLatency") == {("qa_agent", "treatment")}
+        assert agents("ModelUnavailable") == set()  # traffic is flowing; legal_agent is idle, not down
+        assert agents("ExperimentPausedBySRM") == {("support_agent", "")}
+        assert agents("ExperimentRolledBack") == {("analyst_agent", "")}
+        assert agents("BenchmarkRunStalled") == {("legal_agent", "")}
+        queues = {series["metric"]["queue"] for series in prometheus.query(expressions["CeleryQueueWithoutWorker"])}
+        assert queues == {"benchmarks"}  # the worker consumes only "default"
+        assert prometheus.query(expressions["CeleryBeatStalled"]) == []
+        # Every other rule's expression is valid PromQL against the real data.
+        for alert, expr in expressions.items():
+            prometheus.query(expr)
+
+        panels = panel_expressions()
+        assert len(panels) >= 20
+        for title, expr in panels:
+            prometheus.query(expr)
+        queries = runbook_queries()
+        assert len(queries) >= 20
+        for expr in queries:
+            prometheus.query(expr)
+        named_in_runbooks = {name for expr in queries for name in METRIC_NAME.findall(expr)}
+        p95 = {series["metric"].get("variant"): float(series["value"][1]) for series in prometheus.query(
+            'histogram_quantile(0.95, sum by (variant, le) (rate(genesis_agent_request_duration_seconds_bucket{agent="qa_agent"}[5m])))')}
+        assert 10 < p95["treatment"] <= 15 and p95["control"] <= 0.5
+
+        exposed = {sample.name for family in text_string_to_metric_families(genesis_server.metrics_text()) for sample in family.samples}
+        named = {name for _, expr in [*expressions.items(), *panels] for name in METRIC_NAME.findall(expr)} | named_in_runbooks
+        assert named - exposed == set(), "named by a rule or panel but not in /metrics"
+        in_prometheus = {series["metric"]["__name__"] for series in prometheus.query('{__name__=~"genesis_.+"}')}
+        assert named - in_prometheus == set(), "named by a rule or panel but not scraped"
+    finally:
+        worker.stop()
+        stop(simulator)
