@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pii/run.py scan  [--mb 3] [--seed 7] [--skip-presidio] [--skip-scrubadub]
     .venv/bin/python bench/pii/run.py audit [--mb 100] [--workers 2] [--seed 7] [--keep FILE]
+    .venv/bin/python bench/pii/run.py audit --shape short [--lines 1000000] [--workers 2] [--keep FILE]
 
 ``scan`` builds a seeded Faker corpus of chat-like documents with PII of every
 type planted at known offsets (plus look-alikes that are *not* PII: Luhn-invalid
@@ -533,6 +534,29 @@ def write_audit_corpus(*, path: Path, target_bytes: int, seed: int) -> dict[str,
     return stats
 
 
+def write_short_lines_corpus(*, path: Path, lines: int, seed: int) -> dict[str, int]:
+    """`lines` short chat lines (~85 bytes each, mostly distinct, 2 % exact repeats): the shape whose
+    per-line bookkeeping, not its bytes, used to set the audit's memory."""
+    rng = random.Random(seed)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    stats = {"lines": 0, "exact_planted": 0}
+    previous = ""
+    with path.open("w", encoding="utf-8") as handle:
+        for index in range(lines):
+            if previous and rng.random() < 0.02:
+                line = previous
+                stats["exact_planted"] += 1
+            else:
+                line = json.dumps({"messages": [
+                    {"role": "user", "content": f"q{index} {rng.choice(words)} {rng.randrange(10**6)}?"},
+                    {"role": "assistant", "content": f"a {rng.choice(words)} {rng.randrange(10**6)}"},
+                ]})
+                previous = line
+            handle.write(line + "\n")
+            stats["lines"] += 1
+    return stats
+
+
 def command_audit(args: argparse.Namespace) -> int:
     from audits.report import audit_file
 
@@ -542,7 +566,10 @@ def command_audit(args: argparse.Namespace) -> int:
     else:
         path = Path(args.keep) if args.keep else Path(tempfile.mkdtemp()) / "audit-bench.jsonl"
         started = time.perf_counter()
-        stats = write_audit_corpus(path=path, target_bytes=int(args.mb * 1e6), seed=args.seed)
+        if args.shape == "short":
+            stats = write_short_lines_corpus(path=path, lines=args.lines, seed=args.seed)
+        else:
+            stats = write_audit_corpus(path=path, target_bytes=int(args.mb * 1e6), seed=args.seed)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s: {stats}")
     before = resource.getrusage(resource.RUSAGE_SELF)
     rss_before = before.ru_maxrss
@@ -583,6 +610,9 @@ def main() -> int:
     audit.add_argument("--workers", type=int, default=2)
     audit.add_argument("--seed", type=int, default=7)
     audit.add_argument("--keep", help="write (or reuse) the JSONL at this path instead of a temp file")
+    audit.add_argument("--shape", choices=["ordinary", "short"], default="ordinary",
+                       help="ordinary: --mb of chat lines of every kind; short: --lines short lines (~85 bytes)")
+    audit.add_argument("--lines", type=int, default=1_000_000, help="line count of --shape short")
     args = parser.parse_args()
     return command_scan(args) if args.command == "scan" else command_audit(args)
 
