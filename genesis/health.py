@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET
 # The whole probe answers within this, whatever hangs; each check's own network timeouts are shorter
 # so that a refused or silent service is reported as such rather than as "no answer".
 PROBE_DEADLINE_SECONDS = 1.0
-CHECK_TIMEOUT_SECONDS = 0.7
+CHECK_TIMEOUT_SECONDS = 0.6
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,9 @@ def check_celery() -> str:
     with app.connection_for_write() as connection:
         # One quick connection attempt: kombu's default would retry a broker that is down for seconds
         # (and leave this thread behind the probe's deadline, retrying).
-        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=CHECK_TIMEOUT_SECONDS / 2)
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=CHECK_TIMEOUT_SECONDS / 3)
         # limit=1: one live worker is enough to be ready, and the answer comes as soon as it replies.
-        replies = app.control.ping(timeout=CHECK_TIMEOUT_SECONDS / 2, limit=1, connection=connection)
+        replies = app.control.ping(timeout=CHECK_TIMEOUT_SECONDS * 2 / 3, limit=1, connection=connection)
     if not replies:
         raise NoWorkerAnswered("no Celery worker answered a ping")
     return f"ok ({next(iter(replies[0]))} answered)"
