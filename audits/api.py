@@ -18,8 +18,8 @@ from ninja.files import UploadedFile
 from audits import selectors, services
 from audits.dedupe import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from audits.models import AuditRun, Dataset
-from genesis.errors import InvalidInput, NotFound, PermissionDenied
-from genesis.validation import ObjectId, Slug, reject_nul
+from genesis.errors import NotFound, PermissionDenied
+from genesis.validation import ObjectId, Slug, check_text, refuse_repeated_form_fields
 from models_app.models import Agent
 from models_app.services import ApiPrincipal, ensure_agent_access
 
@@ -102,19 +102,6 @@ Purpose = Literal["training", "validation", "benchmark"]
 UPLOAD_FIELDS = ("file", "agent", "purpose", "near_threshold")
 
 
-def _refuse_repeated_fields(request: HttpRequest) -> None:
-    # Django keeps every value of a repeated field and ninja reads one of them: which one the sender
-    # meant cannot be known, so the upload is refused instead of silently taking one.
-    for name in UPLOAD_FIELDS:
-        if len(request.POST.getlist(name)) + len(request.FILES.getlist(name)) > 1:
-            raise InvalidInput(f"{name}: sent more than once; send each multipart field once", code="invalid_field")
-
-
-def _check_file_name(name: str | None) -> None:
-    try:
-        reject_nul(name or "")
-    except ValueError as exc:
-        raise InvalidInput(f"file: the file name {exc}", code="invalid_field") from None
 
 
 @router.post(
@@ -133,8 +120,8 @@ def audits_dataset_upload(  # type: ignore[no-untyped-def]
     `agent` (slug; may be left out only by a key for all agents), `purpose` (training, validation,
     benchmark), `near_threshold` (0.3–1, default 0.8). Answers 201 with the dataset and its queued
     audit; poll `latest_audit.url` for the report."""
-    _refuse_repeated_fields(request)
-    _check_file_name(file.name)
+    refuse_repeated_form_fields(request, UPLOAD_FIELDS)
+    check_text(file.name or "", field="file: the file name")
     principal = _principal(request)
     owner = None
     if agent:

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
+from django.http import HttpRequest
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+
+from genesis.errors import InvalidInput
 
 # Column widths the values are compared with: Agent.slug / Budget.name (64), model ids and user ids (200).
 SLUG_MAX_LENGTH = 64
@@ -34,6 +38,22 @@ def reject_nul(value: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("must be valid Unicode text (no lone surrogate)") from None
     return value
+
+
+def check_text(value: str, *, field: str) -> str:
+    """reject_nul for code that is not a pydantic validator: InvalidInput (422) naming `field`."""
+    try:
+        return reject_nul(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{field} {exc}", code="invalid_field") from None
+
+
+def refuse_repeated_form_fields(request: HttpRequest, names: Iterable[str]) -> None:
+    """A multipart or form field sent more than once is refused: Django keeps every value and ninja
+    reads one of them, and which one the sender meant cannot be known."""
+    for name in names:
+        if len(request.POST.getlist(name)) + len(request.FILES.getlist(name)) > 1:
+            raise InvalidInput(f"{name}: sent more than once; send each multipart field once", code="invalid_field")
 
 
 def _text(*, max_length: int, min_length: int = 1, description: str | None = None) -> Any:
