@@ -240,3 +240,18 @@ def test_outcome_events_are_documented_field_by_field(openapi):
     assert properties["success"]["type"] == "boolean"
     assert properties["event_id"]["maxLength"] == 200
     assert {"input_tokens", "output_tokens", "quality", "occurred_at"} <= set(properties)
+
+
+def test_a_nul_that_slips_past_validation_is_still_a_422(rf, key):
+    # Backstop for an endpoint that forgets the validation layer: the database's own refusal of a NUL
+    # (a real DataError from a real query) is the client's bad text, not a server error.
+    from django.db import DataError, transaction
+
+    from genesis.api import api
+    from models_app.models import Agent
+
+    with pytest.raises(DataError) as raised, transaction.atomic():
+        Agent.objects.filter(slug="qa\x00agent").exists()
+    response = api.on_exception(rf.get("/api/v1/somewhere"), raised.value)
+    assert response.status_code == 422
+    assert json.loads(response.content)["code"] == "invalid_field"
