@@ -557,6 +557,52 @@ def write_short_lines_corpus(*, path: Path, lines: int, seed: int) -> dict[str, 
     return stats
 
 
+class TreeMemorySampler:
+    """Peak PSS of this process and its descendants (the audit's workers), sampled every 0.1 s from
+    /proc (Linux). PSS shares the pages forked workers inherit instead of counting them once per
+    process, as summed RSS does, so it is what the audit really holds."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _descendants(pid: int) -> list[int]:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as handle:
+                kids = [int(item) for item in handle.read().split()]
+        except OSError:
+            return []
+        return [grand for kid in kids for grand in [kid, *TreeMemorySampler._descendants(kid)]]
+
+    @staticmethod
+    def _pss_mb(pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as handle:
+                for line in handle:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            pids = [os.getpid(), *self._descendants(os.getpid())]
+            self.peak_mb = max(self.peak_mb, sum(self._pss_mb(pid) for pid in pids))
+
+    def __enter__(self) -> "TreeMemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def command_audit(args: argparse.Namespace) -> int:
     from audits.report import audit_file
 
@@ -575,7 +621,8 @@ def command_audit(args: argparse.Namespace) -> int:
     rss_before = before.ru_maxrss
     cpu_before = before.ru_utime + before.ru_stime
     started = time.perf_counter()
-    report = audit_file(path, workers=args.workers)
+    with TreeMemorySampler() as sampler:
+        report = audit_file(path, workers=args.workers)
     seconds = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -590,7 +637,8 @@ def command_audit(args: argparse.Namespace) -> int:
         f"audit of {size_mb:.1f} MB with workers={args.workers}: {seconds:.2f} s wall ({size_mb / seconds:.1f} MB/s); "
         f"peak RSS parent {parent_peak:.0f} MB (before the audit {rss_before / 1024:.0f} MB), "
         f"largest worker {child_peak:.0f} MB, parent + workers ≤ {parent_peak + args.workers * child_peak:.0f} MB; "
-        f"{cpu_seconds:.1f} CPU seconds in all (a wall time far above CPU seconds / workers means other load)"
+        f"{cpu_seconds:.1f} CPU seconds in all (a wall time far above CPU seconds / workers means other load); "
+        f"peak PSS of parent + workers together {sampler.peak_mb:.0f} MB"
     )
     if not args.keep:
         path.unlink()
