@@ -12,6 +12,11 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# Test-only packages (schemathesis for the API fuzz test), on top of the above.
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
 install: $(VENV)/.installed
 
 migrate: install
@@ -23,7 +28,9 @@ run: migrate
 	$(PY) manage.py seed_demo
 	./scripts/run.sh
 
-# The whole suite. Uses Postgres/Redis when reachable (DATABASE_URL / REDIS_URL or local defaults);
+# The whole suite, with the API fuzz test (schemathesis, requirements-test.txt) and the browser tests
+# (Debian's chromium at /usr/bin/chromium; skipped without it unless GENESIS_REQUIRE_SERVICES=1).
+# Uses Postgres/Redis when reachable (DATABASE_URL / REDIS_URL or local defaults);
 # GENESIS_REQUIRE_SERVICES=1 makes their absence an error.
-test: install
+test: install $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -9,16 +9,17 @@ allowed for all agents may upload or read it. Keys are not people: the upload se
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from audits import selectors, services
-from audits.dedupe import DEFAULT_THRESHOLD
+from audits.dedupe import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from audits.models import AuditRun, Dataset
 from genesis.errors import NotFound, PermissionDenied
+from genesis.validation import ObjectId, Slug, check_text, refuse_repeated_form_fields
 from models_app.models import Agent
 from models_app.services import ApiPrincipal, ensure_agent_access
 
@@ -97,6 +98,12 @@ def _dataset_out(dataset: Dataset) -> dict[str, Any]:
     }
 
 
+Purpose = Literal["training", "validation", "benchmark"]
+UPLOAD_FIELDS = ("file", "agent", "purpose", "near_threshold")
+
+
+
+
 @router.post(
     "/audits/datasets",
     response={201: DatasetOut},
@@ -105,13 +112,16 @@ def _dataset_out(dataset: Dataset) -> dict[str, Any]:
 def audits_dataset_upload(  # type: ignore[no-untyped-def]
     request: HttpRequest,
     file: File[UploadedFile],
-    agent: Form[str | None] = None,
-    purpose: Form[str] = "training",
-    near_threshold: Form[float] = DEFAULT_THRESHOLD,
+    agent: Slug = Form(None),  # type: ignore[assignment]
+    purpose: Purpose = Form("training"),
+    near_threshold: float = Form(DEFAULT_THRESHOLD, ge=MIN_THRESHOLD, le=1.0, allow_inf_nan=False),
 ):
-    """Multipart fields: `file` (the JSONL), `agent` (slug; may be left out only by a key for all
-    agents), `purpose` (training, validation, benchmark), `near_threshold` (0–1, default 0.8).
-    Answers 201 with the dataset and its queued audit; poll `latest_audit.url` for the report."""
+    """Multipart fields, each at most once: `file` (the JSONL; a longer name keeps its last 255 characters),
+    `agent` (slug; may be left out only by a key for all agents), `purpose` (training, validation,
+    benchmark), `near_threshold` (0.3–1, default 0.8). Answers 201 with the dataset and its queued
+    audit; poll `latest_audit.url` for the report."""
+    refuse_repeated_form_fields(request, UPLOAD_FIELDS)
+    check_text(file.name or "", field="file: the file name")
     principal = _principal(request)
     owner = None
     if agent:
@@ -126,14 +136,14 @@ def audits_dataset_upload(  # type: ignore[no-untyped-def]
 
 
 @router.get("/audits/datasets/{dataset_id}", response=DatasetOut, summary="A dataset and its latest audit")
-def audits_dataset_detail(request: HttpRequest, dataset_id: int):  # type: ignore[no-untyped-def]
+def audits_dataset_detail(request: HttpRequest, dataset_id: ObjectId):  # type: ignore[no-untyped-def]
     dataset = selectors.dataset_get(dataset_id=dataset_id)
     _ensure_dataset_access(_principal(request), dataset)
     return _dataset_out(dataset)
 
 
 @router.get("/audits/runs/{run_id}", response=AuditRunOut, summary="An audit run: status, progress and the JSON report")
-def audits_run_detail(request: HttpRequest, run_id: int):  # type: ignore[no-untyped-def]
+def audits_run_detail(request: HttpRequest, run_id: ObjectId):  # type: ignore[no-untyped-def]
     """`report` is null until the run has succeeded; then it is the `audit_dataset --json` object
     (`lines`, `valid`, `format_errors`, `pii`, `duplicates`, `difficulty`) with its extras: masked
     samples, line numbers, duplicate groups. It never holds a raw PII value."""

@@ -17,6 +17,15 @@ line — a group of three identical lines counts 2 — and a line counted as an
 exact duplicate is never counted again as a near one (near duplicates are
 looked for among the first line of each exact group only).
 
+Memory is bounded whatever the line count: every example keeps 16 bytes (its line and exact key), but
+signatures (128 bytes each) are kept for at most about ``NEAR_MAX_EXAMPLES`` examples. In a file
+with more examples, near duplicates are looked for among a *consistent sample*: the examples whose
+first MinHash bin is below a limit (``sample_below`` of 256). Two near duplicates agree on that bin
+with probability about their similarity, so they are kept or dropped together — a pair at 0.8
+survives a 1/4 sample about 85 % as often as both being kept at random would be 1/16. The report then
+says which fraction was sampled, and its near count is a lower bound. Exact duplicates are always
+complete.
+
 Why this MinHash: it runs in numpy over whole batches of examples, one hash
 per shingle ("one permutation hashing", Li, Owen & Zhang 2012, densified by
 rotation, Shrivastava & Li 2014) instead of 128 hashes per shingle, and keeps
@@ -45,6 +54,9 @@ MIN_THRESHOLD = 0.3
 # one huge bucket (thousands of examples sharing a band) must not cost a quadratic number of pairs.
 BUCKET_WINDOW = 32
 SHINGLE_WORDS = 3
+# Signatures kept at most (≈ 38 MB of them); see the module doc for the sampling above it.
+NEAR_MAX_EXAMPLES = 300_000
+SAMPLE_LEVELS = 256  # the first bin is a uint8: an example is sampled when it is below `sample_below`
 _EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 _BYTE_BASE = np.uint64(0x100000001B3)  # FNV prime: odd, so invertible modulo 2**64
@@ -284,33 +296,65 @@ class ExampleFingerprints:
     lines: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     exact_keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
     signatures: np.ndarray = field(default_factory=lambda: np.empty((0, NUM_BINS), dtype=np.uint8))
+    # Positions (into `lines`) of the examples `signatures` belongs to, in order; None: every example.
+    signature_rows: np.ndarray | None = None
+
+    def rows_with_signatures(self) -> np.ndarray:
+        return np.arange(self.lines.size) if self.signature_rows is None else self.signature_rows
 
     @classmethod
     def concatenate(cls, parts: list[ExampleFingerprints]) -> ExampleFingerprints:
         if not parts:
             return cls()
+        offsets = np.cumsum([0] + [part.lines.size for part in parts[:-1]])
         return cls(
             np.concatenate([part.lines for part in parts]),
             np.concatenate([part.exact_keys for part in parts]),
             np.concatenate([part.signatures for part in parts]),
+            np.concatenate([part.rows_with_signatures() + offset for part, offset in zip(parts, offsets)]),
         )
+
+    def sample_signatures(self, below: int) -> ExampleFingerprints:
+        """Keep the signatures whose first bin is below `below` (a tighter consistent sample)."""
+        keep = self.signatures[:, 0] < below
+        return ExampleFingerprints(self.lines, self.exact_keys, self.signatures[keep], self.rows_with_signatures()[keep])
+
+
+def sample_limit(signature_count: int, first_bins: np.ndarray, *, cap: int = NEAR_MAX_EXAMPLES) -> int:
+    """The largest `below` that keeps at most `cap` of the signatures whose first bins are counted
+    in `first_bins` (a bincount of length SAMPLE_LEVELS); SAMPLE_LEVELS when all fit."""
+    if signature_count <= cap:
+        return SAMPLE_LEVELS
+    kept = np.cumsum(first_bins)
+    return max(1, int(np.searchsorted(kept, cap, side="right")))
+
+
+def sample_below_for(estimated_examples: int, *, cap: int = NEAR_MAX_EXAMPLES) -> int:
+    """The first sampling limit for a file expected to hold `estimated_examples` examples."""
+    if estimated_examples <= cap:
+        return SAMPLE_LEVELS
+    return max(1, SAMPLE_LEVELS * cap // estimated_examples)
 
 
 class FingerprintCollector:
     """Accumulates examples and hashes them in numpy batches (bounded memory)."""
 
-    def __init__(self, *, batch_size: int = 2048, batch_bytes: int = 1 << 20, near: bool = True) -> None:
+    def __init__(self, *, batch_size: int = 2048, batch_bytes: int = 1 << 20, near: bool = True,
+                 sample_below: int = SAMPLE_LEVELS) -> None:
         # Batches of about 1 MB of text keep numpy's temporaries small (and
         # reused), which matters more than batch count on this kind of machine.
         self._batch_size = batch_size
         self._batch_bytes = batch_bytes
         self._pending_bytes = 0
         self._near = near
+        self._sample_below = sample_below
+        self._count = 0
         self._pending_lines: list[int] = []
         self._pending_texts: list[str] = []
         self._lines: list[np.ndarray] = []
         self._keys: list[np.ndarray] = []
         self._signatures: list[np.ndarray] = []
+        self._signature_rows: list[np.ndarray] = []
 
     def add(self, *, line: int, text: str) -> None:
         """Record one example's text (raw; it is normalised here). Empty text is ignored."""
@@ -332,9 +376,11 @@ class FingerprintCollector:
         self._lines.append(np.asarray(self._pending_lines, dtype=np.int64))
         self._keys.append(np.fromiter((exact_key(t) for t in self._pending_texts), dtype=np.uint64))
         if self._near:
-            self._signatures.append(minhash_signatures(self._pending_texts))
-        else:
-            self._signatures.append(np.empty((len(self._pending_texts), NUM_BINS), dtype=np.uint8))
+            signatures = minhash_signatures(self._pending_texts)
+            kept = np.flatnonzero(signatures[:, 0] < self._sample_below)
+            self._signatures.append(signatures if kept.size == len(signatures) else signatures[kept])
+            self._signature_rows.append(kept + self._count)
+        self._count += len(self._pending_texts)
         self._pending_lines = []
         self._pending_texts = []
         self._pending_bytes = 0
@@ -343,9 +389,13 @@ class FingerprintCollector:
         self._flush()
         if not self._lines:
             return ExampleFingerprints()
-        return ExampleFingerprints(
-            np.concatenate(self._lines), np.concatenate(self._keys), np.concatenate(self._signatures)
-        )
+        lines, keys = np.concatenate(self._lines), np.concatenate(self._keys)
+        self._lines, self._keys = [], []
+        if not self._signatures:
+            return ExampleFingerprints(lines, keys, np.empty((0, NUM_BINS), dtype=np.uint8), np.empty(0, dtype=np.int64))
+        signatures, rows = np.concatenate(self._signatures), np.concatenate(self._signature_rows)
+        self._signatures, self._signature_rows = [], []
+        return ExampleFingerprints(lines, keys, signatures, rows)
 
 
 def _runs_of_equal(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -383,19 +433,18 @@ def find_duplicates(
     if not near:
         return report
 
-    candidates = np.flatnonzero(representative)
-    if candidates.size < 2:
+    # Candidates: the first line of each exact group, among the examples with a signature. They are
+    # masked rather than copied out: the signatures are the largest structure of a big audit.
+    signature_rows = fingerprints.rows_with_signatures()
+    signatures = fingerprints.signatures
+    usable = representative[signature_rows]
+    if np.count_nonzero(usable) < 2:
         return report
-    # Usually (few exact duplicates) every example is a candidate: no copy of the signatures then.
-    if candidates.size == count:
-        signatures = fingerprints.signatures
-    else:
-        signatures = np.ascontiguousarray(fingerprints.signatures[candidates])
     bands, rows = lsh_bands(threshold)
     verified_first: list[np.ndarray] = []
     verified_second: list[np.ndarray] = []
     for band in range(bands):
-        first, second = _bucket_pairs(_band_keys(signatures, band * rows, rows))
+        first, second = _bucket_pairs(_band_keys(signatures, band * rows, rows), usable)
         # Verified band by band, so only similar pairs (few) are kept, never every candidate.
         similar = np.zeros(first.size, dtype=bool)
         for begin in range(0, first.size, 65536):
@@ -410,12 +459,15 @@ def find_duplicates(
     if first.size == 0:
         return report
     # Groups are the connected components of the verified pairs (a union-find over them).
-    graph = coo_matrix((np.ones(first.size, dtype=np.int8), (first, second)), shape=(candidates.size, candidates.size))
+    size = signature_rows.size
+    graph = coo_matrix((np.ones(first.size, dtype=np.int8), (first, second)), shape=(size, size))
     _, labels = connected_components(graph, directed=False)
-    label_order = np.lexsort((fingerprints.lines[candidates], labels))
-    run_starts, run_stops = _runs_of_equal(labels[label_order])
+    involved = np.unique(np.concatenate((first, second)))  # the others are groups of one
+    member_lines = fingerprints.lines[signature_rows[involved]]
+    label_order = np.lexsort((member_lines, labels[involved]))
+    run_starts, run_stops = _runs_of_equal(labels[involved][label_order])
     for start, stop in zip(run_starts.tolist(), run_stops.tolist()):
-        report.near_groups.append(fingerprints.lines[candidates[label_order[start:stop]]].tolist())
+        report.near_groups.append(member_lines[label_order[start:stop]].tolist())
     report.near_groups.sort(key=lambda group: group[0])
     return report
 
@@ -428,11 +480,14 @@ def _band_keys(signatures: np.ndarray, first_bin: int, rows: int) -> np.ndarray:
     return keys
 
 
-def _bucket_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _bucket_pairs(keys: np.ndarray, usable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of positions with equal keys: every pair of a bucket, except that in a bucket larger
     than BUCKET_WINDOW + 1 each member is paired only with the BUCKET_WINDOW members after it
-    (in file order) — enough to chain a big group of duplicates together."""
+    (in file order) — enough to chain a big group of duplicates together. Only `usable` positions
+    (all when None) take part."""
     order = np.argsort(keys, kind="stable")
+    if usable is not None:
+        order = order[usable[order]]
     sorted_keys = keys[order]
     in_bucket = np.zeros(sorted_keys.size, dtype=bool)
     same = sorted_keys[1:] == sorted_keys[:-1]

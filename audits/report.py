@@ -29,12 +29,16 @@ import numpy as np
 from audits import difficulty as difficulty_module
 from audits.dedupe import (
     DEFAULT_THRESHOLD,
+    NEAR_MAX_EXAMPLES,
     NUM_BINS,
+    SAMPLE_LEVELS,
     DuplicateReport,
     ExampleFingerprints,
     FingerprintCollector,
     find_duplicates,
     normalise,
+    sample_below_for,
+    sample_limit,
 )
 from audits.formats import (
     DEFAULT_MAX_LINE_BYTES,
@@ -89,6 +93,9 @@ class AuditOptions:
     phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     max_format_errors: int = MAX_FORMAT_ERRORS
+    # Consistent sample of the near-duplicate signatures (audits/dedupe.py): SAMPLE_LEVELS keeps all.
+    near_sample_below: int = SAMPLE_LEVELS
+    near_max_examples: int = NEAR_MAX_EXAMPLES
 
 
 @dataclass
@@ -135,6 +142,8 @@ class AuditReport:
     seconds: float
     workers: int
     notes: list[str] = field(default_factory=list)
+    # 1.0, or the share of examples near duplicates were looked for among (audits/dedupe.py).
+    near_sampled_fraction: float = 1.0
 
     @property
     def difficulty(self) -> dict[str, float]:
@@ -200,6 +209,7 @@ class AuditReport:
                 "exact_total": len(self.duplicates.exact_groups),
                 "near_total": len(self.duplicates.near_groups),
                 "near_threshold": self.duplicates.threshold,
+                "near_sampled_fraction": round(self.near_sampled_fraction, 4),
             },
             "difficulty_counts": dict(self.difficulty_counts),
             "difficulty_examples": {
@@ -234,7 +244,7 @@ def _audit_range(
     10 000 lines.
     """
     result = _SliceResult()
-    collector = FingerprintCollector(near=options.find_near_duplicates)
+    collector = FingerprintCollector(near=options.find_near_duplicates, sample_below=options.near_sample_below)
     levels = bytearray()
     validity = bytearray()
     difficulty_examples = result.difficulty_examples
@@ -333,12 +343,15 @@ def _merge(path: str, size: int, parts: list[_SliceResult], options: AuditOption
     # Fingerprints are copied into one set of arrays part by part, freeing each
     # part as it goes, so the parent never holds them twice.
     example_count = sum(part.fingerprints.lines.size for part in parts)
+    signature_count = sum(part.fingerprints.signatures.shape[0] for part in parts)
     all_fingerprints = ExampleFingerprints(
         np.empty(example_count, dtype=np.int64),
         np.empty(example_count, dtype=np.uint64),
-        np.empty((example_count, NUM_BINS), dtype=np.uint8),
+        np.empty((signature_count, NUM_BINS), dtype=np.uint8),
+        np.empty(signature_count, dtype=np.int64),
     )
     filled = 0
+    signed = 0
     for part in parts:
         for line, detail in part.format_errors:
             if len(format_errors) < options.max_format_errors:
@@ -362,13 +375,23 @@ def _merge(path: str, size: int, parts: list[_SliceResult], options: AuditOption
         stop = filled + piece.lines.size
         all_fingerprints.lines[filled:stop] = piece.lines + offset
         all_fingerprints.exact_keys[filled:stop] = piece.exact_keys
-        all_fingerprints.signatures[filled:stop] = piece.signatures
+        signed_stop = signed + piece.signatures.shape[0]
+        all_fingerprints.signatures[signed:signed_stop] = piece.signatures
+        all_fingerprints.signature_rows[signed:signed_stop] = piece.rows_with_signatures() + filled  # type: ignore[index]
+        signed = signed_stop
         filled = stop
         part.fingerprints = ExampleFingerprints()
         offset += part.lines
     levels = np.frombuffer(b"".join(part.levels for part in parts), dtype=np.uint8)
     counts = np.bincount(levels[levels != NOT_AN_EXAMPLE], minlength=len(difficulty_module.LEVELS))
     difficulty_counts = {level: int(counts[code]) for level, code in LEVEL_CODES.items()}
+    # The workers sampled from an estimate of the example count; with more than that, the sample is
+    # made tighter here (consistently: the same rule with a lower limit).
+    sample_below = options.near_sample_below
+    if signature_count > options.near_max_examples * 5 // 4:
+        first_bins = np.bincount(all_fingerprints.signatures[:, 0], minlength=SAMPLE_LEVELS)
+        sample_below = min(sample_below, sample_limit(signature_count, first_bins, cap=options.near_max_examples))
+        all_fingerprints = all_fingerprints.sample_signatures(sample_below)
     duplicates = find_duplicates(
         all_fingerprints,
         threshold=options.near_threshold,
@@ -397,6 +420,7 @@ def _merge(path: str, size: int, parts: list[_SliceResult], options: AuditOption
         valid_lines=np.frombuffer(b"".join(part.validity for part in parts), dtype=np.uint8).astype(bool),
         seconds=0.0,
         workers=1,
+        near_sampled_fraction=sample_below / SAMPLE_LEVELS,
     )
 
 
@@ -427,6 +451,7 @@ def audit_file(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     max_format_errors: int = MAX_FORMAT_ERRORS,
     progress: ProgressCallback | None = None,
+    near_max_examples: int = NEAR_MAX_EXAMPLES,
 ) -> AuditReport:
     """Audit a chat JSONL file: format, PII, duplicates, difficulty.
 
@@ -450,6 +475,8 @@ def audit_file(
         phone_regions=tuple(phone_regions),
         max_line_bytes=max_line_bytes,
         max_format_errors=max_format_errors,
+        near_sample_below=sample_below_for(_estimated_lines(path_text, size), cap=near_max_examples),
+        near_max_examples=near_max_examples,
     )
     notes: list[str] = []
     used_workers = 1
@@ -474,7 +501,23 @@ def audit_file(
     report.workers = used_workers
     report.notes.extend(notes)
     report.seconds = time.perf_counter() - started
+    if report.near_sampled_fraction < 1.0:
+        report.notes.append(
+            f"near duplicates were looked for among about {report.near_sampled_fraction:.0%} of the examples "
+            f"(a consistent MinHash sample, to keep memory bounded above {near_max_examples:,} examples): "
+            "the near count is a lower bound; exact duplicates are complete"
+        )
     return report
+
+
+def _estimated_lines(path: str, size: int, *, probe_bytes: int = 1 << 20) -> int:
+    """Lines in the file, from the mean length of those in its first MB (for sizing, not counting)."""
+    with open(path, "rb") as stream:
+        head = stream.read(probe_bytes)
+    newlines = head.count(b"\n")
+    if not head or newlines == 0:
+        return 1
+    return size * newlines // len(head)
 
 
 def _audit_in_processes(

@@ -5,13 +5,12 @@ needs a user with costs.override_budget (the admin or a command run `--as` that 
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
 
 from costs import budgeting, selectors, services
 from models_app.models import Agent
+from genesis.validation import MoneyUSD, Slug
 from models_app.services import ensure_agent_access
 
 router = Router(tags=["costs"])
@@ -22,23 +21,31 @@ class CostSummaryOut(Schema):
     spent_usd: str = Field(..., description="Decimal string: the exact ledger amount, at least two decimals")
     percent: float = Field(..., description="spent / budget × 100, two decimals")
     thresholds_crossed: list[int] = Field(..., description="Thresholds (percent) the current period's spend has reached")
-    by_agent: dict[str, str]
+    by_agent: dict[str, str] = Field(
+        ..., description="Spend per agent (decimal strings), only of the agents this key may act for; "
+        "spent_usd and by_operation stay the budget's totals, so for a key of some agents by_agent may add "
+        "up to less than spent_usd",
+    )
     by_operation: dict[str, str]
 
 
 @router.get("/costs/summary", response=CostSummaryOut, summary="Spend against a budget, by agent and operation")
-def costs_summary(request: HttpRequest, budget: str = "default"):  # type: ignore[no-untyped-def]
-    """`?budget=NAME` picks another budget than `default` (the one seed_demo makes)."""
+def costs_summary(request: HttpRequest, budget: Slug = "default"):  # type: ignore[no-untyped-def]
+    """`?budget=NAME` picks another budget than `default` (the one seed_demo makes). `by_agent` names
+    only the agents this key may act for; `spent_usd` stays the budget's total."""
     selected = selectors.budget_by_name(name=budget)
     if selected.agent_id is not None:
         # A budget of one agent is that agent's business.
         ensure_agent_access(principal=request.auth, agent_slug=selected.agent.slug)
-    return selectors.cost_summary(budget=selected)
+    principal = request.auth
+    return selectors.cost_summary(
+        budget=selected, visible_agents=None if principal.all_agents else principal.agent_slugs,
+    )
 
 
 class BudgetCheckIn(Schema):
-    agent: str
-    estimate_usd: Decimal = Field(..., ge=0, description="What the work is expected to cost, in dollars.")
+    agent: Slug
+    estimate_usd: MoneyUSD = Field(..., description="What the work is expected to cost, in dollars.")
 
 
 class BudgetCheckOut(Schema):

@@ -185,9 +185,11 @@ def spend_by(*, dimension: str, budget: Budget | None = None, period: budgeting.
     return {row[field_name] or "": row["total"] for row in rows}
 
 
-def cost_summary(*, budget: Budget, now: datetime | None = None) -> dict[str, Any]:
+def cost_summary(*, budget: Budget, now: datetime | None = None, visible_agents: frozenset[str] | None = None) -> dict[str, Any]:
     """What GET /api/v1/costs/summary answers, exactly the contract's keys: money as exact decimal
-    strings, spend within the budget's scope and current period."""
+    strings, spend within the budget's scope and current period. With `visible_agents` (an API key's
+    agents) `by_agent` names only those: one agent's key must not learn another agent's spend; the
+    total and the split by operation stay the budget's."""
     status = budget_status(budget=budget, now=now)
     percent = status.percent if status.percent.is_finite() else Decimal(100)
     return {
@@ -195,7 +197,10 @@ def cost_summary(*, budget: Budget, now: datetime | None = None) -> dict[str, An
         "spent_usd": budgeting.money_str(status.spent),
         "percent": float(round(percent, 2)),
         "thresholds_crossed": [threshold.percent for threshold in status.reached],
-        "by_agent": {k: budgeting.money_str(v) for k, v in spend_by(dimension="agent", budget=budget, period=status.period).items()},
+        "by_agent": {
+            k: budgeting.money_str(v) for k, v in spend_by(dimension="agent", budget=budget, period=status.period).items()
+            if visible_agents is None or k in visible_agents
+        },
         "by_operation": {k: budgeting.money_str(v) for k, v in spend_by(dimension="operation", budget=budget, period=status.period).items()},
     }
 

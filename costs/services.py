@@ -53,8 +53,10 @@ def _decimal(value: Any, *, name: str, column: models.DecimalField | None = None
         return amount
     quantum = Decimal(1).scaleb(-column.decimal_places)
     bound = Decimal(10) ** (column.max_digits - column.decimal_places)
-    # Compared before rounding too: rounding 1E+40 to micro-dollars would exceed Decimal's precision.
-    if abs(amount) >= bound or abs(amount := amount.quantize(quantum, rounding=ROUND_HALF_UP)) >= bound:
+    # The exponent is compared first, without arithmetic: abs(), a comparison or quantize on 1E+1000000
+    # would raise decimal.Overflow, and rounding 1E+40 to micro-dollars would exceed the precision.
+    whole_digits = column.max_digits - column.decimal_places
+    if amount.adjusted() >= whole_digits or abs(amount := amount.quantize(quantum, rounding=ROUND_HALF_UP)) >= bound:
         raise InvalidInput(
             f"{name}: {value} is too large; it can be at most {bound - quantum:,f} "
             f"({column.max_digits - column.decimal_places} digits before the decimal point)"
@@ -594,7 +596,10 @@ def _budget_override(
     """Record a person's override of the `shortfalls`, or refuse (Conflict) when nobody gave a reason."""
     reason = (reason or "").strip()
     if not reason:
-        raise Conflict("; ".join(budgeting.refusal_message(s, override_permission=OVERRIDE_PERMISSION) for _, s in shortfalls))
+        raise Conflict(
+            "; ".join(budgeting.refusal_message(s, override_permission=OVERRIDE_PERMISSION) for _, s in shortfalls),
+            code="budget_exceeded",
+        )
     if actor is None:
         raise PermissionDenied(
             f"a budget override needs a person: run it as a user with the permission '{OVERRIDE_PERMISSION}'"

@@ -7,15 +7,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema, Status
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, WithJsonSchema
 
 from experiments import routing, selectors_monitoring
 from experiments.selectors import experiment_results, get_experiment
-from experiments.services import MAX_OUTCOME_EVENTS, outcomes_ingest, reject_nul
+from experiments.services import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_ingest
+from genesis.validation import Identifier, Slug
 from genesis.errors import Conflict, PermissionDenied
 from models_app.services import ensure_agent_access
 
@@ -25,13 +26,11 @@ router = Router(tags=["experiments"])
 class RouteIn(BaseModel):
     # A plain pydantic model, not a ninja Schema: Schema's Django-attribute root validator costs
     # ~15 µs a request on the hot path and this body has nothing to read from Django objects.
-    agent: str = Field(min_length=1, max_length=64)
-    user_id: str = Field(min_length=1, max_length=200)
-    attributes: dict[str, Any] = Field(default_factory=dict)
-
     # Ids are opaque and used byte for byte (no stripping): the in-process client hashes exactly what
     # it is given, and POST /outcomes stores it as given. A NUL would make the exposure unwritable.
-    _no_nul = field_validator("agent", "user_id")(reject_nul)
+    agent: Slug
+    user_id: Identifier
+    attributes: dict[str, Any] = Field(default_factory=dict)
 
 
 class RouteOut(Schema):
@@ -63,10 +62,23 @@ class AgentConfigOut(Schema):
     experiment: ExperimentRoutingOut | None
 
 
+def _outcome_event_schema() -> dict[str, Any]:
+    schema = OutcomeEventIn.model_json_schema()
+    schema.pop("title", None)
+    schema["description"] = (
+        "One outcome. Each event is checked on its own: one that breaks these rules is listed in `rejected` "
+        "with its index and field, and the others are accepted. Unknown fields are ignored."
+    )
+    return schema
+
+
 class OutcomesIn(Schema):
     # Items are checked one by one by the service, so one bad event is rejected by index instead of
-    # failing the whole batch; only the batch size is checked here.
-    events: list[Any] = Field(max_length=MAX_OUTCOME_EVENTS)
+    # failing the whole batch; only the batch size is checked here. The document still shows what
+    # an event is (OutcomeEventIn's fields, types and bounds).
+    events: Annotated[list[Any], WithJsonSchema({
+        "type": "array", "maxItems": MAX_OUTCOME_EVENTS, "items": _outcome_event_schema(),
+    })] = Field(max_length=MAX_OUTCOME_EVENTS)
 
 
 class RejectedOut(Schema):
@@ -173,7 +185,7 @@ def route(request: HttpRequest, payload: RouteIn) -> HttpResponse:
     response={200: AgentConfigOut, 304: None},
     summary="Everything an agent needs to route locally (ETag; If-None-Match → 304)",
 )
-def agent_config(request: HttpRequest, agent: str) -> HttpResponse:
+def agent_config(request: HttpRequest, agent: Slug) -> HttpResponse:
     entry = _entry(request, agent)
     if entry.problem:
         raise Conflict(entry.problem)
@@ -194,7 +206,7 @@ def outcomes(request: HttpRequest, payload: OutcomesIn):  # type: ignore[no-unty
 
 
 @router.get("/experiments/{key}/results", response=ResultsOut, summary="Per-arm metrics, lift, SRM and guardrails")
-def results(request: HttpRequest, key: str):  # type: ignore[no-untyped-def]
+def results(request: HttpRequest, key: Identifier):  # type: ignore[no-untyped-def]
     experiment = get_experiment(key=key)
     if not request.auth.may_act_for(experiment.agent.slug):
         raise PermissionDenied(f"API key '{request.auth.label}' may not act for agent '{experiment.agent.slug}'")

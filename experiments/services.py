@@ -43,6 +43,7 @@ from experiments.models import (
 from genesis.config.schema import rollout_stage_problem
 from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
+from genesis.validation import Identifier, Slug
 from models_app.models import Agent, ModelStatus, ModelVersion
 from models_app.services import ApiPrincipal, model_version_transition
 from models_app.selectors import candidate_versions
@@ -167,14 +168,6 @@ def _loosenings(*, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         elif old["on_violation"] == "breach" and new["on_violation"] != "breach":
             found.append(f"turns the {metric} guardrail from breach (rolls back) into warning")
     return found
-
-
-def reject_nul(value: str) -> str:
-    """A pydantic field validator for identifiers from outside (user ids, event ids, model names):
-    PostgreSQL text cannot hold NUL, so a row with one could never be written."""
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (\\u0000)")
-    return value
 
 
 def _validate_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
@@ -634,11 +627,13 @@ def _approve(
     if experiment.started_by_id == actor.pk:
         raise PermissionDenied(
             f"four-eyes: {actor.get_username()} started experiment '{experiment.key}' and so cannot approve its "
-            "stages; ask another approver"
+            "stages; ask another approver",
+            code="four_eyes",
         )
     if approval is not None and approval.requested_by_id == actor.pk:
         raise PermissionDenied(
-            f"four-eyes: {actor.get_username()} requested this advance and so cannot approve it; ask another approver"
+            f"four-eyes: {actor.get_username()} requested this advance and so cannot approve it; ask another approver",
+            code="four_eyes",
         )
     if approval is not None and approval.config_version != experiment.config_version:
         raise Conflict(
@@ -896,10 +891,12 @@ class OutcomeEventIn(BaseModel):
     # in-process client hash them (" u1" is routed as " u1", so it is recorded as " u1").
     model_config = ConfigDict(extra="ignore")
 
-    event_id: str = Field(min_length=1, max_length=200)
-    agent: str = Field(min_length=1, max_length=64)
-    user_id: str = Field(min_length=1, max_length=200)
-    model: str = Field(min_length=1, max_length=200)
+    # Identifier / Slug (genesis/validation.py) bound the length and refuse NUL, which PostgreSQL
+    # text cannot hold.
+    event_id: Identifier
+    agent: Slug
+    user_id: Identifier
+    model: Identifier
     success: bool
     # Upper bounds keep the per-arm sums (Σx² of latency, tokens × price in cost_usd numeric(14, 8))
     # finite: one absurd value would otherwise make every results query fail. An hour is more than
@@ -909,8 +906,6 @@ class OutcomeEventIn(BaseModel):
     output_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS)
     quality: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     occurred_at: datetime | None = None
-
-    _no_nul = field_validator("event_id", "agent", "user_id", "model")(reject_nul)
 
     @field_validator("success", mode="before")
     @classmethod

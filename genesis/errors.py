@@ -1,30 +1,69 @@
 """Domain errors raised by services, mapped to HTTP in one place (genesis/api.py) and to exit codes
-by the commands. Messages are written for the person who must act on them."""
+by the commands. Messages are written for the person who must act on them; `code` is the stable,
+machine-readable name of the refusal (Saleor's error_codes), the same in the API, the admin and the
+CLI. Every code the API can answer with is listed in ERROR_CODES and in the README."""
+
+from __future__ import annotations
+
+# code → what it means. The API's error bodies are {"detail": str, "code": one of these}.
+ERROR_CODES: dict[str, str] = {
+    "unauthenticated": "401: missing, malformed, unknown or revoked API key",
+    "forbidden": "403: the key may not act for that agent (or the action needs a person)",
+    "four_eyes": "403: the four-eyes rule: who started or requested may not approve",
+    "not_found": "404: unknown agent, experiment, budget, run, job, dataset or route",
+    "method_not_allowed": "405: the path exists but not with this method",
+    "conflict": "409: refused by the current state (no live model, a transition not allowed, …)",
+    "budget_exceeded": "409: the estimate does not fit a hard-limit budget",
+    "payload_too_large": "413: the request body is larger than the API accepts (the detail says the limit)",
+    "malformed_request": "400: the request could not be parsed (a broken multipart body, too many fields)",
+    "invalid_field": "422: a field, parameter or body failed validation (the detail and `errors` name it)",
+    "invalid_input": "422: the service refused a value (the detail names the field)",
+    "provider_unavailable": "503: the model provider did not answer even after retries; try again later",
+    "service_unavailable": "503: the database or another service needed for this request is unreachable; retry after Retry-After seconds",
+    "internal_error": "500: a bug; it has been logged",
+}
 
 
 class DomainError(Exception):
-    """A request the domain refuses. `status_code` is the HTTP status the API answers with."""
+    """A request the domain refuses. `status_code` is the HTTP status the API answers with, `code`
+    the stable name of the refusal (a class default, or a more specific one given when raised)."""
 
     status_code = 400
+    code = "malformed_request"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if code is not None:
+            if code not in ERROR_CODES:
+                raise ValueError(f"unknown error code {code!r}: add it to genesis.errors.ERROR_CODES and the README")
+            self.code = code
 
 
 class NotFound(DomainError):
     status_code = 404
+    code = "not_found"
 
 
 class PermissionDenied(DomainError):
     status_code = 403
+    code = "forbidden"
 
 
 class InvalidInput(DomainError):
     status_code = 422
+    code = "invalid_input"
 
 
 class Conflict(DomainError):
     """Refused by the current state: an illegal transition, an exhausted budget, an open hold."""
 
     status_code = 409
+    code = "conflict"
+
+
+class ServiceUnavailable(DomainError):
+    """A service this request needs (the database) cannot be reached; worth retrying shortly."""
+
+    status_code = 503
+    code = "service_unavailable"

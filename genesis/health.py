@@ -1,14 +1,17 @@
 """Liveness and readiness, without authentication.
 
 /healthz answers from the process alone (no I/O), so an orchestrator restarts only a truly stuck
-process. /readyz checks the database, Redis and a Celery worker, each bounded to about a second, and
-never makes a paid call; a failed check makes it 503 and names what failed.
+process. /readyz checks the database, Redis and a Celery worker at the same time, under one shared
+deadline of about a second for the whole probe (load balancers poll it; a Redis that is down must not
+make each probe take seconds), and never makes a paid call; a failed or late check makes it 503 and
+names what failed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -16,7 +19,10 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-CHECK_TIMEOUT_SECONDS = 1.0
+# The whole probe answers within this, whatever hangs; each check's own network timeouts are shorter
+# so that a refused or silent service is reported as such rather than as "no answer".
+PROBE_DEADLINE_SECONDS = 1.0
+CHECK_TIMEOUT_SECONDS = 0.6
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +61,12 @@ def check_redis() -> str:
 def check_celery() -> str:
     from genesis.celery import app
 
-    # limit=1: one live worker is enough to be ready, and the answer comes as soon as it replies.
-    replies = app.control.ping(timeout=CHECK_TIMEOUT_SECONDS * 0.8, limit=1)
+    with app.connection_for_write() as connection:
+        # One quick connection attempt: kombu's default would retry a broker that is down for seconds
+        # (and leave this thread behind the probe's deadline, retrying).
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=CHECK_TIMEOUT_SECONDS / 3)
+        # limit=1: one live worker is enough to be ready, and the answer comes as soon as it replies.
+        replies = app.control.ping(timeout=CHECK_TIMEOUT_SECONDS * 2 / 3, limit=1, connection=connection)
     if not replies:
         raise NoWorkerAnswered("no Celery worker answered a ping")
     return f"ok ({next(iter(replies[0]))} answered)"
@@ -92,11 +102,13 @@ def run_readiness_checks() -> dict[str, tuple[bool, str]]:
     threads = {name: _Check(name, check) for name, check in READINESS_CHECKS.items()}
     for thread in threads.values():
         thread.start()
+    # One deadline for all: joining each thread with its own timeout would add them up.
+    deadline = time.monotonic() + PROBE_DEADLINE_SECONDS
     results: dict[str, tuple[bool, str]] = {}
     for name, thread in threads.items():
-        thread.join(timeout=CHECK_TIMEOUT_SECONDS + 0.5)
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
-            results[name] = (False, f"failed: no answer within {CHECK_TIMEOUT_SECONDS:.0f} s")
+            results[name] = (False, f"failed: no answer within {PROBE_DEADLINE_SECONDS:g} s")
         elif thread.error is not None:
             # The endpoint is public: name the kind of failure, keep hosts and credentials in the log.
             logger.warning("readiness check %s failed: %s", name, thread.error)

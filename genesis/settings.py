@@ -50,6 +50,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # django-ninja's bundled Swagger UI (templates and static files) for /api/v1/docs: without the app
+    # the page loads Swagger UI from a CDN and is blank offline.
+    "ninja",
     "django_prometheus",
     "django_celery_beat",
     "simple_history",
@@ -71,15 +74,23 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "genesis.middleware.ApiJsonErrorsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 # /api/ requests go through this shorter chain (genesis/wsgi.py): nothing above that only the admin uses.
 # CommonMiddleware is left out too (APPEND_SLASH redirects and PREPEND_WWW are for pages, and it cost
 # ~10 µs a call, bench/route); without it gunicorn sends API answers chunked instead of with a length.
+# ApiJsonErrorsMiddleware stays: it is what turns Django's HTML 404 / empty 405 into the API's JSON.
 API_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "genesis.middleware.ApiJsonErrorsMiddleware",
 ]
+
+# Request bodies: a full POST /outcomes batch (1 000 events, each with 200-character ids written as
+# \uXXXX escapes and extra fields) is under 8 MB; above this limit the API answers 413 and says so.
+# Files in multipart uploads do not count (AUDIT_MAX_UPLOAD_BYTES bounds those).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 
 if not DEBUG:
     # runserver serves static files in development; in production WhiteNoise serves the collected ones.

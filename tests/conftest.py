@@ -19,6 +19,30 @@ from models_app.services import api_key_cache_clear
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _redis_left_as_found() -> Iterator[None]:
+    """A test run leaves its Redis database as it found it: every key the run created (judge cache,
+    routing generations, kombu bindings and queues of tasks no worker took …) is deleted at the end;
+    keys that were there before the run are not touched (REDIS_URL may be a developer's own db)."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        yield
+        return
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        before = set(client.scan_iter(count=1000))
+    except redis.RedisError:
+        yield
+        return
+    yield
+    created = [key for key in client.scan_iter(count=1000) if key not in before]
+    for start in range(0, len(created), 500):
+        client.delete(*created[start:start + 500])
+    client.close()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_api_key_cache() -> Iterator[None]:
     # Keys are cached per process; a test must not see a key a previous test's database held.

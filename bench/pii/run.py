@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pii/run.py scan  [--mb 3] [--seed 7] [--skip-presidio] [--skip-scrubadub]
     .venv/bin/python bench/pii/run.py audit [--mb 100] [--workers 2] [--seed 7] [--keep FILE]
+    .venv/bin/python bench/pii/run.py audit --shape short [--lines 1000000] [--workers 2] [--keep FILE]
 
 ``scan`` builds a seeded Faker corpus of chat-like documents with PII of every
 type planted at known offsets (plus look-alikes that are *not* PII: Luhn-invalid
@@ -533,6 +534,75 @@ def write_audit_corpus(*, path: Path, target_bytes: int, seed: int) -> dict[str,
     return stats
 
 
+def write_short_lines_corpus(*, path: Path, lines: int, seed: int) -> dict[str, int]:
+    """`lines` short chat lines (~85 bytes each, mostly distinct, 2 % exact repeats): the shape whose
+    per-line bookkeeping, not its bytes, used to set the audit's memory."""
+    rng = random.Random(seed)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    stats = {"lines": 0, "exact_planted": 0}
+    previous = ""
+    with path.open("w", encoding="utf-8") as handle:
+        for index in range(lines):
+            if previous and rng.random() < 0.02:
+                line = previous
+                stats["exact_planted"] += 1
+            else:
+                line = json.dumps({"messages": [
+                    {"role": "user", "content": f"q{index} {rng.choice(words)} {rng.randrange(10**6)}?"},
+                    {"role": "assistant", "content": f"a {rng.choice(words)} {rng.randrange(10**6)}"},
+                ]})
+                previous = line
+            handle.write(line + "\n")
+            stats["lines"] += 1
+    return stats
+
+
+class TreeMemorySampler:
+    """Peak PSS of this process and its descendants (the audit's workers), sampled every 0.1 s from
+    /proc (Linux). PSS shares the pages forked workers inherit instead of counting them once per
+    process, as summed RSS does, so it is what the audit really holds."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _descendants(pid: int) -> list[int]:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as handle:
+                kids = [int(item) for item in handle.read().split()]
+        except OSError:
+            return []
+        return [grand for kid in kids for grand in [kid, *TreeMemorySampler._descendants(kid)]]
+
+    @staticmethod
+    def _pss_mb(pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as handle:
+                for line in handle:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            pids = [os.getpid(), *self._descendants(os.getpid())]
+            self.peak_mb = max(self.peak_mb, sum(self._pss_mb(pid) for pid in pids))
+
+    def __enter__(self) -> "TreeMemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def command_audit(args: argparse.Namespace) -> int:
     from audits.report import audit_file
 
@@ -542,13 +612,17 @@ def command_audit(args: argparse.Namespace) -> int:
     else:
         path = Path(args.keep) if args.keep else Path(tempfile.mkdtemp()) / "audit-bench.jsonl"
         started = time.perf_counter()
-        stats = write_audit_corpus(path=path, target_bytes=int(args.mb * 1e6), seed=args.seed)
+        if args.shape == "short":
+            stats = write_short_lines_corpus(path=path, lines=args.lines, seed=args.seed)
+        else:
+            stats = write_audit_corpus(path=path, target_bytes=int(args.mb * 1e6), seed=args.seed)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s: {stats}")
     before = resource.getrusage(resource.RUSAGE_SELF)
     rss_before = before.ru_maxrss
     cpu_before = before.ru_utime + before.ru_stime
     started = time.perf_counter()
-    report = audit_file(path, workers=args.workers)
+    with TreeMemorySampler() as sampler:
+        report = audit_file(path, workers=args.workers)
     seconds = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -563,7 +637,8 @@ def command_audit(args: argparse.Namespace) -> int:
         f"audit of {size_mb:.1f} MB with workers={args.workers}: {seconds:.2f} s wall ({size_mb / seconds:.1f} MB/s); "
         f"peak RSS parent {parent_peak:.0f} MB (before the audit {rss_before / 1024:.0f} MB), "
         f"largest worker {child_peak:.0f} MB, parent + workers ≤ {parent_peak + args.workers * child_peak:.0f} MB; "
-        f"{cpu_seconds:.1f} CPU seconds in all (a wall time far above CPU seconds / workers means other load)"
+        f"{cpu_seconds:.1f} CPU seconds in all (a wall time far above CPU seconds / workers means other load); "
+        f"peak PSS of parent + workers together {sampler.peak_mb:.0f} MB"
     )
     if not args.keep:
         path.unlink()
@@ -583,6 +658,9 @@ def main() -> int:
     audit.add_argument("--workers", type=int, default=2)
     audit.add_argument("--seed", type=int, default=7)
     audit.add_argument("--keep", help="write (or reuse) the JSONL at this path instead of a temp file")
+    audit.add_argument("--shape", choices=["ordinary", "short"], default="ordinary",
+                       help="ordinary: --mb of chat lines of every kind; short: --lines short lines (~85 bytes)")
+    audit.add_argument("--lines", type=int, default=1_000_000, help="line count of --shape short")
     args = parser.parse_args()
     return command_scan(args) if args.command == "scan" else command_audit(args)
 

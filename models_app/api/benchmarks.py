@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from ninja import Field, Query, Router, Schema, Status
 
 from genesis.errors import NotFound
+from genesis.validation import Identifier, ObjectId, Slug
 from models_app.models import Agent, BenchmarkRun, BenchmarkSuite
 from models_app.selectors_benchmarks import (
     benchmark_run_get,
@@ -23,10 +24,10 @@ router = Router(tags=["benchmarks"])
 
 
 class RunIn(Schema):
-    agent: str = Field(..., description="The agent whose models are compared, e.g. qa_agent")
-    suite: str | None = Field(None, description="Suite slug; default: the agent's latest suite")
-    candidate: str | None = Field(None, description="Model id of the fine-tuned candidate; default: the newest benchmarkable one")
-    baseline: str | None = Field(None, description="Model id of the baseline; default: the live model")
+    agent: Slug = Field(..., description="The agent whose models are compared, e.g. qa_agent")
+    suite: Slug | None = Field(None, description="Suite slug; default: the agent's latest suite")
+    candidate: Identifier | None = Field(None, description="Model id of the fine-tuned candidate; default: the newest benchmarkable one")
+    baseline: Identifier | None = Field(None, description="Model id of the baseline; default: the live model")
 
 
 class ModelScoreOut(Schema):
@@ -107,6 +108,9 @@ def _one_version(agent: Agent, model_id: str | None, role: str):  # type: ignore
     return versions[0]
 
 
+RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+
+
 @router.post("/benchmarks/runs", response={202: RunOut}, summary="Start a benchmark run (candidate vs baseline)")
 def create_run(request, payload: RunIn):  # type: ignore[no-untyped-def]
     ensure_agent_access(principal=request.auth, agent_slug=payload.agent)
@@ -126,8 +130,8 @@ def create_run(request, payload: RunIn):  # type: ignore[no-untyped-def]
 @router.get("/benchmarks/runs", response=list[RunOut], summary="Recent benchmark runs of the agents this key may act for")
 def list_runs(
     request,  # type: ignore[no-untyped-def]
-    agent: str | None = Query(None),
-    status: str | None = Query(None),
+    agent: Slug | None = Query(None),
+    status: RunStatus | None = Query(None),
     limit: int = Query(50, ge=1, le=200),
 ):
     principal = request.auth
@@ -139,7 +143,7 @@ def list_runs(
 
 
 @router.get("/benchmarks/runs/{run_id}", response=RunDetailOut, summary="One run: progress, verdict, per-tag table, regressions")
-def get_run(request, run_id: int):  # type: ignore[no-untyped-def]
+def get_run(request, run_id: ObjectId):  # type: ignore[no-untyped-def]
     run = benchmark_run_get(run_id=run_id)
     if run is None:
         raise NotFound(f"benchmark run #{run_id} does not exist")

@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ninja import Router, Schema
+from ninja import Query, Router, Schema
 
 from genesis.errors import NotFound
+from genesis.validation import ObjectId, Slug
 from models_app.finetuning_selectors import jobs_for_agents
 from models_app.models import FineTuningJob
 from models_app.services import ensure_agent_access
@@ -80,17 +81,16 @@ def _job_out(job: FineTuningJob) -> FineTuningJobOut:
 
 
 @router.get("/fine-tuning/jobs", response=list[FineTuningJobOut], summary="Fine-tuning jobs of the agents this key may act for")
-def list_jobs(request, agent: str | None = None, limit: int = 50):  # type: ignore[no-untyped-def]
+def list_jobs(request, agent: Slug | None = None, limit: int = Query(50, ge=1, le=200)):  # type: ignore[no-untyped-def]
     principal = request.auth
     if agent is not None:
         ensure_agent_access(principal=principal, agent_slug=agent)
     slugs = None if principal.all_agents else principal.agent_slugs
-    limit = max(1, min(limit, 200))
     return [_job_out(job) for job in jobs_for_agents(agent_slugs=slugs, agent=agent)[:limit]]
 
 
 @router.get("/fine-tuning/jobs/{job_id}", response=FineTuningJobOut, summary="One fine-tuning job")
-def get_job(request, job_id: int):  # type: ignore[no-untyped-def]
+def get_job(request, job_id: ObjectId):  # type: ignore[no-untyped-def]
     job = jobs_for_agents().filter(pk=job_id).first()
     # A job of an agent the key may not see answers 404, not 403: its existence is not the key's business.
     if job is None or not request.auth.may_act_for(job.agent.slug):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ninja import Router, Schema
 
+from genesis.validation import Slug
 from models_app.selectors import agents_with_versions
 from models_app.services import ensure_agent_access
 
@@ -57,6 +58,6 @@ def list_agents(request):  # type: ignore[no-untyped-def]
 
 
 @router.get("/agents/{agent}", response=AgentOut, summary="One agent and its models")
-def get_agent(request, agent: str):  # type: ignore[no-untyped-def]
+def get_agent(request, agent: Slug):  # type: ignore[no-untyped-def]
     ensure_agent_access(principal=request.auth, agent_slug=agent)
     return _agent_out(agents_with_versions(slugs=frozenset({agent})).get())

@@ -95,6 +95,7 @@ class ProviderUnavailable(DomainError):
     """The provider did not answer (timeouts, 429, 5xx) even after the retries: try again later."""
 
     status_code = 503
+    code = "provider_unavailable"
 
 
 def _record_history(instance: Any, *, actor: Any, reason: str) -> None:

@@ -6,11 +6,12 @@ import hashlib
 import re
 import secrets
 import threading
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -162,6 +163,8 @@ def model_version_change_status_by_hand(
 
 # --- API keys -------------------------------------------------------------------------------------
 
+logger = logging.getLogger(__name__)
+
 API_KEY_PREFIX = "gk_"
 
 
@@ -234,7 +237,16 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal | None:
     cached = _principal_cache.get(digest)
     if cached and now - cached[0] < API_KEY_CACHE_SECONDS:
         return cached[1]
-    key = ApiKey.objects.filter(hashed_key=digest, revoked=False).prefetch_related("agents").first()
+    try:
+        key = ApiKey.objects.filter(hashed_key=digest, revoked=False).prefetch_related("agents").first()
+    except DatabaseError:
+        if cached:
+            # The database cannot say whether the key was revoked meanwhile, and requests that need no
+            # database (POST /route answers from memory) should go on: the last answer stands until
+            # the database is back. A key never seen gets the error (503 from the API).
+            logger.warning("database unreachable: API key #%s answered from the process cache", cached[1].key_id if cached[1] else "?")
+            return cached[1]
+        raise
     principal = None
     if key is not None:
         principal = ApiPrincipal(
@@ -243,8 +255,12 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal | None:
             all_agents=key.all_agents,
             agent_slugs=frozenset(agent.slug for agent in key.agents.all()),
         )
-        # last_used_at is refreshed when the cache entry is, i.e. at most every few seconds.
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        # last_used_at is refreshed when the cache entry is, i.e. at most every few seconds; a
+        # bookkeeping write that fails must not fail the request the key was just verified for.
+        try:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        except DatabaseError:
+            logger.warning("could not record last_used_at of API key #%s: database error", key.pk)
     if principal is not None:
         with _principal_cache_lock:
             if len(_principal_cache) >= API_KEY_CACHE_MAX_ENTRIES:

@@ -77,7 +77,7 @@ def test_upload_checks_the_key_and_the_input(client, agents, api_key_for):
     nobody = post_dataset(client, qa_key)
     assert nobody.status_code == 403 and "name the dataset's agent in the form field 'agent'" in nobody.json()["detail"]
     purpose = post_dataset(client, qa_key, agent="qa_agent", purpose="exam")
-    assert purpose.status_code == 422 and purpose.json()["detail"] == "purpose: 'exam' is not one of training, validation, benchmark"
+    assert purpose.status_code == 422 and purpose.json()["detail"] == "purpose: Input should be 'training', 'validation' or 'benchmark'"
     missing = client.post("/api/v1/audits/datasets", {"agent": "qa_agent"}, **bearer(qa_key))
     assert missing.status_code == 422 and missing.json()["errors"][0]["field"].startswith("file")
     assert not Dataset.objects.exists()

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from costs.services import budget_upsert, cost_record
+from tests.factories import AgentFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,7 @@ def charge(agent, amount, key, operation="benchmark"):  # type: ignore[no-untype
 def test_summary_has_the_contract_shape_with_decimal_strings(client, qa_agent, legal_agent, default_budget, api_key_for):
     charge(qa_agent, "7.25", "a")
     charge(legal_agent, "8.000125", "b", operation="inference")
-    response = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent")))
+    response = client.get("/api/v1/costs/summary", **bearer(api_key_for(all_agents=True)))
     assert response.status_code == 200
     assert response.json() == {
         "budget_usd": "30.00",
@@ -32,6 +33,19 @@ def test_summary_has_the_contract_shape_with_decimal_strings(client, qa_agent, l
         "by_agent": {"legal_agent": "8.000125", "qa_agent": "7.25"},
         "by_operation": {"benchmark": "7.25", "inference": "8.000125"},
     }
+
+
+def test_summary_by_agent_names_only_the_agents_the_key_may_act_for(client, qa_agent, legal_agent, default_budget, api_key_for):
+    content_agent = AgentFactory(slug="content_agent")
+    # The shared `default` budget covers every agent; a one-agent key must not learn the others' spend.
+    charge(qa_agent, "7.25", "a")
+    charge(legal_agent, "8.000125", "b", operation="inference")
+    charge(content_agent, "1", "c")
+    body = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent"))).json()
+    assert body["by_agent"] == {"qa_agent": "7.25"}
+    assert body["spent_usd"] == "16.250125"  # the budget's total stays the total
+    two = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent", "content_agent"))).json()
+    assert two["by_agent"] == {"content_agent": "1.00", "qa_agent": "7.25"}
 
 
 def test_summary_of_another_budget_unknown_budget_and_missing_key(client, qa_agent, legal_agent, default_budget, api_key_for):
@@ -56,7 +70,8 @@ def test_budget_check_answers_409_with_the_message_when_one_dollar_is_left(clien
     assert refused.status_code == 409
     assert refused.json() == {"detail": (
         "budget 'default' is at 96.6 % of $30.00 ($29.00 spent); this run needs an estimated $2.00 but only $1.00 is "
-        "left — raise the budget or pass an override reason as a user with costs.override_budget")}
+        "left — raise the budget or pass an override reason as a user with costs.override_budget"),
+        "code": "budget_exceeded"}
     fits = client.post("/api/v1/costs/budget-check", {"agent": "qa_agent", "estimate_usd": "0.75"},
                        content_type="application/json", **bearer(key))
     assert (fits.status_code, fits.json()) == (200, {"allowed": True, "estimate_usd": "0.75", "budgets_checked": ["default"]})

@@ -135,4 +135,4 @@ def test_an_unexpected_error_is_json_500(client, seeded_demo, monkeypatch):
     monkeypatch.setattr(registry_api, "agents_with_versions", explode)
     response = client.get("/api/v1/agents", **bearer(raw))
     assert response.status_code == 500
-    assert response.json() == {"detail": "internal error; it has been logged"}
+    assert response.json() == {"detail": "internal error; it has been logged", "code": "internal_error"}

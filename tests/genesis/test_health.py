@@ -44,7 +44,9 @@ def test_readyz_names_celery_when_no_worker_answers(client):
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "celery" in response.json()["status"]
-    assert response.json()["checks"]["celery"] == "failed: NoWorkerAnswered"
+    # With no worker the ping waits out its timeout, which on a loaded machine may pass the probe's
+    # one-second deadline: either way the check names celery as failed.
+    assert response.json()["checks"]["celery"] in {"failed: NoWorkerAnswered", "failed: no answer within 1 s"}
 
 
 def test_a_slow_check_is_cut_off_at_about_a_second(monkeypatch):
@@ -55,7 +57,7 @@ def test_a_slow_check_is_cut_off_at_about_a_second(monkeypatch):
     monkeypatch.setitem(health.READINESS_CHECKS, "redis", lambda: "ok")
     started = time.monotonic()
     results = health.run_readiness_checks()
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 1.4  # one shared deadline of a second, not one per check
     assert results["database"][0] is False
     assert "no answer within" in results["database"][1]
 
