@@ -235,6 +235,6 @@ class AgentHealthOut(Schema):
 
 
 @router.get("/agents/{agent}/health", response=AgentHealthOut, summary="Error ratio and p95 latency of the last 5 and 15 minutes")
-def agent_health(request: HttpRequest, agent: str):  # type: ignore[no-untyped-def]
+def agent_health(request: HttpRequest, agent: Slug):  # type: ignore[no-untyped-def]
     ensure_agent_access(principal=request.auth, agent_slug=agent)
     return selectors_monitoring.agent_health(agent_slug=agent)

@@ -8,6 +8,7 @@ from typing import Any
 from ninja import Router
 
 from genesis.errors import NotFound
+from genesis.validation import ObjectId
 from launch.selectors import model_lineage
 from models_app.models import ModelVersion
 from models_app.services import ensure_agent_access
@@ -18,7 +19,7 @@ router = Router(tags=["launch"])
 @router.get("/models/{version_id}/lineage", response=dict[str, Any],
             summary="A model version's lineage: datasets and audits, fine-tuning job, benchmark runs, experiment stages "
                     "with approvers, total cost (decimal string)")
-def lineage(request, version_id: int):  # type: ignore[no-untyped-def]
+def lineage(request, version_id: ObjectId):  # type: ignore[no-untyped-def]
     version = ModelVersion.objects.select_related("agent", "provider").filter(pk=version_id).first()
     if version is None:
         raise NotFound(f"model version {version_id} does not exist")
