@@ -391,6 +391,78 @@ def experiments_awaiting_approval() -> QuerySet[StageApproval]:
     )
 
 
+# --- the agent page ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusStep:
+    """One status a model version entered, when, by whom and why (from its simple-history rows)."""
+
+    status: str
+    label: str
+    at: Any
+    by: str | None
+    reason: str
+
+
+@dataclass
+class VersionTimeline:
+    version: ModelVersion
+    steps: list[StatusStep]
+    benchmark_runs: list[BenchmarkRun]
+    experiments: list[Experiment]
+
+
+@dataclass
+class AgentPage:
+    row: BoardRow
+    spend_period: str
+    timeline: list[VersionTimeline]
+
+
+def version_status_steps(*, version: ModelVersion, history: list[Any]) -> list[StatusStep]:
+    """The statuses the version went through, oldest first: each history row whose status differs from
+    the row before it (edits that left the status alone are not steps)."""
+    labels = dict(ModelStatus.choices)
+    steps: list[StatusStep] = []
+    for record in history:
+        if steps and steps[-1].status == record.status:
+            continue
+        steps.append(StatusStep(record.status, labels.get(record.status, record.status), record.history_date,
+                                _username(record.history_user), record.history_change_reason or ""))
+    if not steps:  # a version saved before its history was kept: what the row itself says
+        steps.append(StatusStep(version.status, labels.get(version.status, version.status), version.status_changed_at,
+                                None, version.reason))
+    return steps
+
+
+def agent_timeline(*, agent: Agent) -> list[VersionTimeline]:
+    """Every model version of the agent, newest first, with its status changes (registered → benchmarking
+    → approved for rollout → rolling out → live → retired, or rejected), its benchmark runs and its
+    experiments."""
+    versions = list(agent.versions.select_related("provider").order_by("-created_at", "-pk"))
+    history: dict[int, list[Any]] = {}
+    for record in ModelVersion.history.filter(agent=agent).select_related("history_user").order_by("history_date", "history_id"):
+        history.setdefault(record.id, []).append(record)
+    runs: dict[int, list[BenchmarkRun]] = {}
+    for run in BenchmarkRun.objects.filter(candidate__agent=agent).select_related("suite", "baseline").order_by("created_at", "pk"):
+        runs.setdefault(run.candidate_id, []).append(run)
+    experiments: dict[int, list[Experiment]] = {}
+    for experiment in Experiment.objects.filter(agent=agent).select_related("current_stage").order_by("created_at", "pk"):
+        experiments.setdefault(experiment.treatment_id, []).append(experiment)
+    return [
+        VersionTimeline(version, version_status_steps(version=version, history=history.get(version.pk, [])),
+                        runs.get(version.pk, []), experiments.get(version.pk, []))
+        for version in versions
+    ]
+
+
+def agent_page(*, agent: Agent, user: Any = None) -> AgentPage:
+    """The agent's board row, and the timeline of its model versions."""
+    rows, period = launch_board(user=user, agent=agent)
+    return AgentPage(row=rows[0], spend_period=period, timeline=agent_timeline(agent=agent))
+
+
 # --- lineage --------------------------------------------------------------------------------------
 
 
