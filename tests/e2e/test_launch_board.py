@@ -158,6 +158,7 @@ def test_operator_and_approver_launch_support_agent_from_the_board(
             timeline = page.locator(f"#agent-timeline tr[data-version='{candidate.pk}'] li[data-status]").evaluate_all(
                 "items => items.map(item => item.dataset.status)")
             retired_before = page.locator("#agent-timeline tr.version-retired").count()
+            page.screenshot(path=str(tmp_path / "4-agent.png"), full_page=True)
     finally:
         stop(simulator)
 

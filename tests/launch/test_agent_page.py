@@ -68,6 +68,8 @@ def test_the_agent_page_shows_the_row_the_versions_timeline_and_links(demo_simul
     assert f"?agent__id__exact={agent.pk}" in html  # the lists below, filtered to this agent
     assert client.get(reverse("admin:models_app_agent_change", args=[agent.pk])).content.decode().count(page_url) == 1
     assert client.get("/admin/launch/agent/nobody/").status_code == 404
+    one = client.get(reverse("launch_report_download") + "?format=md&agent=support_agent").content.decode()
+    assert one.count("\n## ") == 1 and "## support_agent" in one and f"power {plan['current_power'] * 100:.0f} %" in one
 
 
 def test_the_timeline_comes_from_history_and_skips_edits_that_kept_the_status(seeded_demo):
