@@ -43,7 +43,7 @@ from experiments.models import (
 from genesis.config.schema import rollout_stage_problem
 from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
-from genesis.validation import Identifier, Slug
+from genesis.validation import Identifier, Slug, reject_nul
 from models_app.models import Agent, ModelStatus, ModelVersion
 from models_app.services import ApiPrincipal, model_version_transition
 from models_app.selectors import candidate_versions

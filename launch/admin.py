@@ -1,5 +1,6 @@
-"""The launch console in the admin: the board (the admin's home page), its buttons, a model
-version's lineage (on the version's own page), the approvers' queue and the Go/No-Go download.
+"""The launch console in the admin: the board (the admin's home page), its buttons, an agent's launch
+page (its row in full and its model versions' timeline), a model version's lineage (on the version's
+own page), the approvers' queue and the Go/No-Go download.
 
 Each button calls the service the experiment, benchmark or fine-tuning pages call (which checks the
 permission and the four-eyes rule again); no row is written here. Mounted by genesis/urls.py before
@@ -28,7 +29,7 @@ from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
 from genesis.errors import Conflict, DomainError
 from launch import report as launch_report
 from launch import selectors
-from models_app.admin.registry import ModelVersionAdmin
+from models_app.admin.registry import AgentAdmin, ModelVersionAdmin
 from models_app.models import Agent, ModelVersion
 from models_app.services.benchmarks import benchmark_run_create
 
@@ -137,11 +138,32 @@ def report_download(request: HttpRequest) -> HttpResponse:
     if fmt not in ("md", "html", "json"):
         fmt = "md"
     now = timezone.now()
-    text = launch_report.render(selectors.launch_report_facts(), fmt=fmt, generated_at=now)
+    text = launch_report.render(selectors.launch_report_facts(agent_slug=request.GET.get("agent") or None), fmt=fmt, generated_at=now)
     content_type = {"md": "text/markdown", "html": "text/html", "json": "application/json"}[fmt]
     response = HttpResponse(text, content_type=f"{content_type}; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="launch_report_{now:%Y%m%d}.{fmt}"'
     return response
+
+
+def agent_view(request: HttpRequest, agent: str) -> HttpResponse:
+    """An agent's launch page: its board row in full, its model versions' timeline, links below."""
+    page = selectors.agent_page(agent=get_object_or_404(Agent, slug=agent), user=request.user)
+    row = page.row
+    cells = [("training data audit", row.audit), ("fine-tuning job", row.job), ("benchmark", row.benchmark),
+             ("rollout", row.rollout), ("guardrails", row.guardrails)]
+    context = {**admin.site.each_context(request), "title": f"Agent {row.agent.slug}", "row": row,
+               "spend_period": page.spend_period, "cells": cells, "timeline": page.timeline}
+    return TemplateResponse(request, "admin/launch/agent.html", context)
+
+
+class AgentLaunchAdmin(AgentAdmin):
+    """The registry's agent form with a link to the agent's launch page."""
+
+    change_form_template = "admin/launch/agent_change_form.html"
+
+
+admin.site.unregister(Agent)
+admin.site.register(Agent, AgentLaunchAdmin)
 
 
 def approvals_waiting(request: HttpRequest) -> HttpResponse:
@@ -158,5 +180,6 @@ def launch_urls() -> list[Any]:
         path("admin/launch/act/<slug:agent>/<slug:action>/", view(board_act), name="launch_board_act"),
         path("admin/launch/report/", view(staff_member_required(report_download)), name="launch_report_download"),
         path("admin/launch/approvals/", view(approvals_waiting), name="launch_approvals"),
+        path("admin/launch/agent/<slug:agent>/", view(agent_view), name="launch_agent"),
     ]
 

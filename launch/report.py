@@ -122,13 +122,34 @@ def all_go(entries: list[dict[str, Any]]) -> bool:
     return all(judge(facts).decision in (None, GO) for facts in entries)
 
 
+def power_short(plan: dict[str, Any] | None) -> str:
+    """The board's short form of a run's stored plan: "power 83 %; 25 cases for 80 %" ("" without a plan)."""
+    if not plan:
+        return ""
+    target = f"{plan['power'] * 100:.0f} %"
+    needed = f"{plan['cases_needed']} cases for {target}" if plan.get("cases_needed") is not None else f"no suite size reaches {target}"
+    if plan.get("current_power") is None:
+        return needed
+    return f"power {plan['current_power'] * 100:.0f} %; {needed}"
+
+
 def _power_line(benchmark: dict[str, Any]) -> str:
-    if benchmark.get("power") is not None:
-        return f"power {float(benchmark['power']) * 100:.0f} %"
-    if benchmark.get("planner"):
-        return f"planner: {benchmark['planner']}"
-    # The gate stores no power figure: say what the run had rather than invent one.
-    return f"n = {benchmark['n']} paired cases (no power figure stored with the run)"
+    """The suite's power as the gate stored it with the run: the rule applied, the power at the run's
+    size to PASS the planned true improvement (by default twice the threshold), and the cases needed for the
+    plan's power. A run decided before the planner says so and shows only its n."""
+    plan = benchmark.get("plan")
+    if not plan:
+        return f"n = {benchmark['n']} paired cases (no power figure stored with the run: decided before the sample-size planner)"
+    target = f"{plan['power'] * 100:.0f} %"
+    parts = [f"rule `{benchmark.get('rule') or plan['rule']}`"]
+    if plan.get("current_power") is not None:
+        parts.append(f"power {plan['current_power'] * 100:.0f} % with {plan['current_cases']} cases to PASS a true "
+                     f"improvement of {percent(plan['planned_improvement'])} (threshold {percent(plan['threshold'])})")
+    if plan.get("cases_needed") is not None:
+        parts.append(f"{plan['cases_needed']} cases needed for {target} power")
+    else:
+        parts.append(f"no suite size reaches {target} power at that improvement")
+    return "; ".join(parts)
 
 
 def as_dict(entries: list[dict[str, Any]], *, generated_at: datetime) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from experiments.models import (
     ExperimentStatus,
     StageApproval,
 )
+from launch.report import power_short
 from models_app import finetuning_rules
 from models_app.models import (
     Agent,
@@ -43,6 +44,7 @@ from models_app.models import (
     ModelVersion,
 )
 from models_app.selectors import CANDIDATE_STATUSES, live_version
+from models_app.selectors_benchmarks import stored_plan
 
 ZERO = Decimal(0)
 LEDGER_DECIMALS = Decimal("0.000001")
@@ -212,6 +214,20 @@ def run_interval_text(comparison: dict[str, Any] | None) -> str:
     return f"95 % interval {format_relative(low)} to {format_relative(high)}"
 
 
+def stored_gate_plan(comparison: dict[str, Any] | None) -> dict[str, Any]:
+    """What the gate stored on a finished run about the suite's power: the rule it applied, the
+    sample-size plan verbatim (`power` is its power at the run's size), and the plan's one-line summary
+    as the run's page shows it. All None for a run decided before the planner."""
+    comparison = comparison or {}
+    plan = stored_plan(comparison.get("plan"))
+    return {
+        "rule": comparison.get("rule"),
+        "plan": comparison.get("plan") if plan is not None else None,
+        "power": plan.current_power if plan is not None else None,
+        "plan_text": plan.summary() if plan is not None else None,
+    }
+
+
 def _benchmark_cell(candidate: ModelVersion | None) -> Cell:
     if candidate is None:
         return Cell("—", IDLE)
@@ -226,7 +242,9 @@ def _benchmark_cell(candidate: ModelVersion | None) -> Cell:
     comparison = run.comparison or {}
     tone = {"PASS": OK, "FAIL": BAD}.get(run.verdict, ATTENTION)
     text = f"{run.verdict} {format_relative(comparison.get('relative_improvement'))}"
-    return Cell(text, tone, run_interval_text(comparison), *link)
+    gate = stored_gate_plan(comparison)
+    detail = "; ".join(part for part in (run_interval_text(comparison), power_short(gate["plan"])) if part)
+    return Cell(text, tone, detail, *link, title=gate["plan_text"] or "")
 
 
 def _user_can(user: Any, perm: str) -> bool:
@@ -373,6 +391,78 @@ def experiments_awaiting_approval() -> QuerySet[StageApproval]:
     )
 
 
+# --- the agent page ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusStep:
+    """One status a model version entered, when, by whom and why (from its simple-history rows)."""
+
+    status: str
+    label: str
+    at: Any
+    by: str | None
+    reason: str
+
+
+@dataclass
+class VersionTimeline:
+    version: ModelVersion
+    steps: list[StatusStep]
+    benchmark_runs: list[BenchmarkRun]
+    experiments: list[Experiment]
+
+
+@dataclass
+class AgentPage:
+    row: BoardRow
+    spend_period: str
+    timeline: list[VersionTimeline]
+
+
+def version_status_steps(*, version: ModelVersion, history: list[Any]) -> list[StatusStep]:
+    """The statuses the version went through, oldest first: each history row whose status differs from
+    the row before it (edits that left the status alone are not steps)."""
+    labels = dict(ModelStatus.choices)
+    steps: list[StatusStep] = []
+    for record in history:
+        if steps and steps[-1].status == record.status:
+            continue
+        steps.append(StatusStep(record.status, labels.get(record.status, record.status), record.history_date,
+                                _username(record.history_user), record.history_change_reason or ""))
+    if not steps:  # a version saved before its history was kept: what the row itself says
+        steps.append(StatusStep(version.status, labels.get(version.status, version.status), version.status_changed_at,
+                                None, version.reason))
+    return steps
+
+
+def agent_timeline(*, agent: Agent) -> list[VersionTimeline]:
+    """Every model version of the agent, newest first, with its status changes (registered → benchmarking
+    → approved for rollout → rolling out → live → retired, or rejected), its benchmark runs and its
+    experiments."""
+    versions = list(agent.versions.select_related("provider").order_by("-created_at", "-pk"))
+    history: dict[int, list[Any]] = {}
+    for record in ModelVersion.history.filter(agent=agent).select_related("history_user").order_by("history_date", "history_id"):
+        history.setdefault(record.id, []).append(record)
+    runs: dict[int, list[BenchmarkRun]] = {}
+    for run in BenchmarkRun.objects.filter(candidate__agent=agent).select_related("suite", "baseline").order_by("created_at", "pk"):
+        runs.setdefault(run.candidate_id, []).append(run)
+    experiments: dict[int, list[Experiment]] = {}
+    for experiment in Experiment.objects.filter(agent=agent).select_related("current_stage").order_by("created_at", "pk"):
+        experiments.setdefault(experiment.treatment_id, []).append(experiment)
+    return [
+        VersionTimeline(version, version_status_steps(version=version, history=history.get(version.pk, [])),
+                        runs.get(version.pk, []), experiments.get(version.pk, []))
+        for version in versions
+    ]
+
+
+def agent_page(*, agent: Agent, user: Any = None) -> AgentPage:
+    """The agent's board row, and the timeline of its model versions."""
+    rows, period = launch_board(user=user, agent=agent)
+    return AgentPage(row=rows[0], spend_period=period, timeline=agent_timeline(agent=agent))
+
+
 # --- lineage --------------------------------------------------------------------------------------
 
 
@@ -495,8 +585,9 @@ def launch_facts(*, agent: Agent) -> dict[str, Any]:
             "n": comparison.get("n"), "relative_improvement": comparison.get("relative_improvement"),
             "ci_low": comparison.get("ci_low"), "ci_high": comparison.get("ci_high"),
             "threshold": comparison.get("threshold"), "more_cases_needed": comparison.get("more_cases_needed"),
-            # A power or planner figure when the gate stores one; nothing is computed here in its place.
-            "power": comparison.get("power"), "planner": comparison.get("planner"),
+            # The gate's plan as the run stored it (rule, power at the planned improvement, cases needed);
+            # None for a run decided before the planner — nothing is computed here in its place.
+            **stored_gate_plan(comparison),
             "per_tag": comparison.get("per_tag") or [], "reasons": comparison.get("reasons") or [],
             "overridden": run.overrides.exists(), "cost_usd": money(run.cost_usd),
         }

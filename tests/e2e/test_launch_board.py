@@ -151,11 +151,21 @@ def test_operator_and_approver_launch_support_agent_from_the_board(
             lineage_text = page.inner_text("#lineage")
             lineage_total = page.inner_text("[data-testid=lineage-total]").strip()
             page.screenshot(path=str(tmp_path / "3-lineage.png"), full_page=True)
+            # The agent's name on the board leads to its page: the model versions' timeline.
+            page.goto(base + "/admin/")
+            _row(page, "support_agent").locator("td.agent-slug a").click()
+            page.wait_for_selector("#agent-timeline")
+            timeline = page.locator(f"#agent-timeline tr[data-version='{candidate.pk}'] li[data-status]").evaluate_all(
+                "items => items.map(item => item.dataset.status)")
+            retired_before = page.locator("#agent-timeline tr.version-retired").count()
+            page.screenshot(path=str(tmp_path / "4-agent.png"), full_page=True)
     finally:
         stop(simulator)
 
     assert "benchmark run #" in benchmark_message
-    assert board_benchmark.startswith("PASS +")
+    assert board_benchmark.startswith("PASS +") and "power " in board_benchmark  # the suite's power, as stored
+    assert timeline == ["registered", "benchmarking", "approved_for_rollout", "rolling_out", "live"]
+    assert retired_before == 1  # the baseline it replaced
     assert "started at 10 %" in started_message
     candidate.refresh_from_db()
     assert candidate.status == "live"

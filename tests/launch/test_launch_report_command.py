@@ -45,10 +45,17 @@ def test_a_passed_candidate_is_go_and_the_numbers_match_the_run_and_the_ledger(d
     assert entry["benchmark"]["relative_improvement"] == run.comparison["relative_improvement"]
     assert entry["benchmark"]["suite_cases"] == 32 and entry["benchmark"]["n"] == run.comparison["n"]
     assert Decimal(entry["cost_usd"]) == run.cost_usd > 0  # the run is all this candidate has cost
+    # The suite's power is the one the gate stored with the run, not recomputed.
+    stored = run.comparison["plan"]
+    assert entry["benchmark"]["plan"] == stored and entry["benchmark"]["rule"] == run.comparison["rule"]
+    assert entry["benchmark"]["power"] == stored["current_power"] is not None
 
     code, out, err = launch_report("--format", "md")  # the other four are not benchmarked
     assert code == 1 and "NO-GO: analyst_agent, content_agent, legal_agent, qa_agent" in err
     assert "## support_agent" in out and "**Recommendation: GO**" in out and "1 of 5 agent(s) with a candidate are GO" in out
+    assert f"power {stored['current_power'] * 100:.0f} % with {stored['current_cases']} cases" in out
+    if stored["cases_needed"] is not None:
+        assert f"{stored['cases_needed']} cases needed for 80 % power" in out
 
     target = tmp_path / "report.html"
     code, out, _ = launch_report("--agent", "support_agent", "--format", "html", "--out", str(target))

@@ -17,7 +17,7 @@ def facts(**changes):  # type: ignore[no-untyped-def]
         "benchmark": {
             "run": 7, "verdict": "PASS", "suite": "support_agent/core v1", "suite_cases": 32, "n": 32,
             "relative_improvement": 0.5, "ci_low": 0.2, "ci_high": 1.0, "threshold": 0.08, "more_cases_needed": None,
-            "power": None, "planner": None, "overridden": False, "cost_usd": "0.0013", "reasons": [],
+            "rule": "at_least_threshold", "plan": None, "power": None, "plan_text": None, "overridden": False, "cost_usd": "0.0013", "reasons": [],
             "per_tag": [
                 {"tag": "billing", "n": 20, "baseline_mean": 0.5, "candidate_mean": 0.9, "mean_delta": 0.4,
                  "relative_improvement": 0.8, "wins": 9, "losses": 1, "ties": 10},
@@ -80,12 +80,27 @@ def test_markdown_shows_money_below_a_cent_and_per_tag_relative_as_percent():
     assert "cost $0.0013" in text  # the run's cost, not "$0.00"
     assert "| refunds | 12 | 0.600 | 0.500 | -16.7 % | 1 | 3 |" in text
     assert "**Recommendation: GO**" in text
-    assert "n = 32 paired cases (no power figure stored with the run)" in text
+    assert "n = 32 paired cases (no power figure stored with the run: decided before the sample-size planner)" in text
 
 
-def test_a_power_figure_is_used_when_the_run_has_one():
-    text = report.render_markdown([facts(benchmark={**facts()["benchmark"], "power": 0.83})], generated_at=NOW)
-    assert "power 83 %" in text and "no power figure" not in text
+PLAN = {"rule": "at_least_threshold", "threshold": 0.08, "planned_improvement": 0.16, "power": 0.8, "relative_sd": 0.4,
+        "basis": "per-case delta SD 0.200 measured on these 32 cases", "cases_needed": 57, "current_cases": 32,
+        "current_power": 0.523, "detectable_improvement": 0.21}
+
+
+def test_the_stored_plan_gives_the_rule_the_power_and_the_cases_needed():
+    with_plan = facts(benchmark={**facts()["benchmark"], "plan": PLAN, "power": PLAN["current_power"]})
+    text = report.render_markdown([with_plan], generated_at=NOW)
+    assert ("rule `at_least_threshold`; power 52 % with 32 cases to PASS a true improvement of +16.0 % "
+            "(threshold +8.0 %); 57 cases needed for 80 % power") in text
+    assert "no power figure" not in text
+    assert "<code>at_least_threshold</code>; power 52 %" in report.render_html([with_plan], generated_at=NOW)
+    assert json.loads(report.render_json([with_plan], generated_at=NOW))["agents"][0]["benchmark"]["plan"] == PLAN
+    assert report.power_short(PLAN) == "power 52 %; 57 cases for 80 %"
+    unreachable = {**PLAN, "cases_needed": None}
+    assert "no suite size reaches 80 % power" in report.render_markdown(
+        [facts(benchmark={**facts()["benchmark"], "plan": unreachable})], generated_at=NOW)
+    assert report.power_short(None) == ""
 
 
 def test_json_and_html_carry_the_same_decision():
