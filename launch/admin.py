@@ -24,12 +24,13 @@ from django.views.decorators.http import require_POST
 from costs.budgeting import format_usd
 from experiments import selectors as experiment_selectors
 from experiments.admin import rollout_action
+from experiments.admin_health import AgentWithHealthAdmin
 from experiments import services as experiment_services
 from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
 from genesis.errors import Conflict, DomainError
 from launch import report as launch_report
 from launch import selectors
-from models_app.admin.registry import AgentAdmin, ModelVersionAdmin
+from models_app.admin.registry import ModelVersionAdmin
 from models_app.models import Agent, ModelVersion
 from models_app.services.benchmarks import benchmark_run_create
 
@@ -156,8 +157,9 @@ def agent_view(request: HttpRequest, agent: str) -> HttpResponse:
     return TemplateResponse(request, "admin/launch/agent.html", context)
 
 
-class AgentLaunchAdmin(AgentAdmin):
-    """The registry's agent form with a link to the agent's launch page."""
+class AgentLaunchAdmin(AgentWithHealthAdmin):
+    """The agent admin as the apps below extend it (the registry's form, the health column of
+    experiments) with a link to the agent's launch page."""
 
     change_form_template = "admin/launch/agent_change_form.html"
 

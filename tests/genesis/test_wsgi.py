@@ -5,6 +5,7 @@ everything else through the full stack."""
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from django.conf import settings
@@ -38,4 +39,13 @@ def test_the_admin_keeps_the_full_stack():
     status, headers, _ = call("/admin/login/")
     assert status.startswith("200")
     assert headers["X-Frame-Options"] == "DENY" and "Cookie" in headers.get("Vary", "")
-    assert settings.API_MIDDLEWARE == ["django.middleware.security.SecurityMiddleware"]
+    assert settings.API_MIDDLEWARE == ["django.middleware.security.SecurityMiddleware",
+                                       "genesis.middleware.ApiJsonErrorsMiddleware"]
+
+
+def test_an_unknown_api_path_answers_json_on_the_short_chain_too():
+    # The API's own handler is not reached for a path no route serves: the JSON errors middleware,
+    # kept on the API chain, turns Django's HTML 404 into the API's error body.
+    status, headers, body = call("/api/v1/no-such-thing")
+    assert status.startswith("404") and headers["Content-Type"].startswith("application/json")
+    assert json.loads(body)["code"] == "not_found"
