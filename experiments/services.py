@@ -1135,15 +1135,12 @@ def exposures_flush() -> int:
     return routing.drain_exposure_queue()
 
 
-
 def experiment_start_for_agent(
     *, agent: Agent, actor: Any = None, candidate_model_id: str = "", override_reason: str = ""
 ) -> Experiment:
     """Start the agent's rollout: its draft experiment (whose candidate must be `candidate_model_id`
     when one is named), or else a new experiment for its newest candidate — what the launch board's
     "Start rollout" and `rollout_models --start` both do."""
-    from models_app.selectors import candidate_versions
-
     draft = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).order_by("-created_at").first()
     if draft is not None:
         # Naming a candidate means that one: starting another model is worse than refusing.
