@@ -204,8 +204,8 @@ def stratified_estimate(strata: Sequence[Stratum]) -> StratifiedEstimate | None:
     if not usable:
         return None
     sizes = np.array([[s.control.users, s.treatment.users] for s in usable], dtype=float)
-    weights = sizes[:, 0] * sizes[:, 1] / sizes.sum(axis=1)
-    weights /= weights.sum()
+    cmh_weights = sizes[:, 0] * sizes[:, 1] / sizes.sum(axis=1)  # n_c·n_t / (n_c + n_t): half a stage's n_eff
+    weights = cmh_weights / cmh_weights.sum()
     means = np.array([[s.control.mean, s.treatment.mean] for s in usable])
     cell_variances = np.array([[s.control.variance_of_mean, s.treatment.variance_of_mean] for s in usable])
     weighted_variances = weights[:, None] ** 2 * cell_variances
@@ -213,14 +213,13 @@ def stratified_estimate(strata: Sequence[Stratum]) -> StratifiedEstimate | None:
     total_variance = variance_control + variance_treatment
     satterthwaite = float((weighted_variances**2 / (sizes - 1)).sum())
     degrees_of_freedom = total_variance**2 / satterthwaite if satterthwaite > 0 else math.inf
-    unnormalised = sizes[:, 0] * sizes[:, 1] / sizes.sum(axis=1)
     return StratifiedEstimate(
         control_mean=float(weights @ means[:, 0]),
         treatment_mean=float(weights @ means[:, 1]),
         variance_of_control_mean=float(variance_control),
         variance_of_treatment_mean=float(variance_treatment),
         degrees_of_freedom=float(degrees_of_freedom),
-        effective_users=float(2 * unnormalised.sum()),
+        effective_users=float(2 * cmh_weights.sum()),
         strata=len(usable),
     )
 
