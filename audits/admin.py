@@ -23,7 +23,7 @@ from audits.models import AuditRun, AuditStatus, Dataset, DatasetPurpose, Datase
 from audits.pii import PII_TYPES
 from audits.scrub import SCRUB_MODES
 from genesis.errors import DomainError
-from models_app.models import Agent
+from models_app.registry.models import Agent
 
 
 DOWNLOAD_PERMISSION = "audits.download_dataset"

@@ -20,8 +20,8 @@ from audits.dedupe import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from audits.models import AuditRun, Dataset
 from genesis.errors import NotFound, PermissionDenied
 from genesis.validation import ObjectId, Slug, check_text, refuse_repeated_form_fields
-from models_app.models import Agent
-from models_app.services import ApiPrincipal, ensure_agent_access
+from models_app.registry.models import Agent
+from models_app.registry.services import ApiPrincipal, ensure_agent_access
 
 router = Router(tags=["audits"])
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from audits.models import Dataset
 from audits.report import audit_file
 from audits.services import DATASET_DIR, dataset_record_audit
-from models_app.models import Agent
+from models_app.registry.models import Agent
 
 DEMO_AGENT = "support_agent"
 DEMO_NAME = "support_tickets_demo.jsonl"

@@ -49,8 +49,8 @@ from audits.report import AuditReport, UnreadableDataset, audit_file
 from genesis.locks import worker_lock
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.permissions import require_permission
-from models_app.models import Agent
-from models_app.services import ApiPrincipal
+from models_app.registry.models import Agent
+from models_app.registry.services import ApiPrincipal
 
 logger = logging.getLogger(__name__)
 

@@ -71,7 +71,7 @@ class CostMetricsCollector(Collector):
 
         from costs.models import Budget, BudgetAlert, CostEntry, Operation
         from costs.selectors import budget_status
-        from models_app.models import Agent
+        from models_app.registry.models import Agent
 
         rows = (
             CostEntry.objects.values("agent__slug", "operation")

@@ -20,8 +20,8 @@ from django.utils import timezone
 from costs import budgeting, pricing
 from costs.models import Budget, BudgetAlert, CostEntry, CostHold, PriceTable
 from genesis.errors import NotFound
-from models_app.finetuning_selectors import jobs_for_agents
-from models_app.models import FineTuningJob
+from models_app.finetuning.selectors import jobs_for_agents
+from models_app.finetuning.models import FineTuningJob
 
 ZERO = Decimal(0)
 _MONEY_SUM = DecimalField(max_digits=20, decimal_places=6)

@@ -733,7 +733,7 @@ def storage_charge_month(*, month: date | None = None) -> list[CostEntry]:
     version not retired or rejected). Idempotent per provider, model and month, so the daily beat run
     charges each model once a month. Not one transaction: each charge commits on its own, so one
     model without a price does not hold back the others."""
-    from models_app.models import ModelKind, ModelStatus, ModelVersion
+    from models_app.registry.models import ModelKind, ModelStatus, ModelVersion
 
     now = timezone.localtime()
     month_start = (month or now.date()).replace(day=1)

@@ -22,8 +22,8 @@ from experiments import routing, selectors, services
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
 from genesis.errors import DomainError
-from models_app.models import ModelStatus, ModelVersion
-from models_app.selectors import CANDIDATE_STATUSES
+from models_app.registry.models import ModelStatus, ModelVersion
+from models_app.registry.selectors import CANDIDATE_STATUSES
 
 
 _GUARDRAIL_CHOICES = {

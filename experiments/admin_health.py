@@ -8,8 +8,8 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from experiments.selectors_monitoring import agents_health_statuses
-from models_app.admin.registry import AgentAdmin
-from models_app.models import Agent
+from models_app.registry.admin import AgentAdmin
+from models_app.registry.models import Agent
 
 HEALTH_COLOURS = {"ok": "#2e7d32", "degraded": "#ef6c00", "failing": "#c62828", "idle": "#757575"}
 

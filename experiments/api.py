@@ -18,7 +18,7 @@ from experiments.selectors import experiment_results, get_experiment
 from experiments.services import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_ingest
 from genesis.validation import Identifier, Slug
 from genesis.errors import Conflict, PermissionDenied
-from models_app.services import ensure_agent_access
+from models_app.registry.services import ensure_agent_access
 
 router = Router(tags=["experiments"])
 

@@ -7,8 +7,8 @@ from django.contrib.auth.models import Group, Permission
 
 from experiments.models import Experiment
 from experiments.services import experiment_create
-from models_app.models import Agent
-from models_app.selectors import candidate_versions, live_version
+from models_app.registry.models import Agent
+from models_app.registry.selectors import candidate_versions, live_version
 
 # Four-eyes needs two people: operators benchmark, start, request and roll back; approvers approve
 # stages. Both may read the evidence a stage is judged on: the candidate, its benchmark runs, its

@@ -85,7 +85,7 @@ class _KnownModels:
         return OTHER_MODEL
 
     def _reload(self, asking_agent_id: int) -> None:
-        from models_app.models import ModelVersion
+        from models_app.registry.models import ModelVersion
 
         with self._lock:
             models: dict[int, set[str]] = {asking_agent_id: set()}  # an agent without versions is known too

@@ -167,7 +167,7 @@ def _etag(config_json: dict[str, Any]) -> str:
 def build_routing_table(*, generation: int | None) -> RoutingTable:
     """Every agent's routing config from the database (five queries, whatever the number of agents)."""
     from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
-    from models_app.models import Agent, ModelStatus, ModelVersion
+    from models_app.registry.models import Agent, ModelStatus, ModelVersion
 
     slugs = dict(Agent.objects.values_list("id", "slug"))
     live = {

@@ -26,7 +26,7 @@ from experiments.selectors import (
     experiment_metrics,
     stage_holds,
 )
-from models_app.models import Agent, ModelVersion
+from models_app.registry.models import Agent, ModelVersion
 
 HEALTH_WINDOWS = {"window_5m": timedelta(minutes=5), "window_15m": timedelta(minutes=15)}
 

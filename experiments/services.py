@@ -44,9 +44,9 @@ from genesis.config.schema import rollout_stage_problem
 from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
 from genesis.validation import Identifier, Slug, reject_nul
-from models_app.models import Agent, ModelStatus, ModelVersion
-from models_app.services import ApiPrincipal, model_version_transition
-from models_app.selectors import candidate_versions
+from models_app.registry.models import Agent, ModelStatus, ModelVersion
+from models_app.registry.services import ApiPrincipal, model_version_transition
+from models_app.registry.selectors import candidate_versions
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def experiment_create(
     """A draft experiment of `treatment` against the agent's live version. Holds and the stage plan
     default to settings (ROLLOUT_*); all of them can be edited until the start."""
     require_permission(actor=actor, permission="experiments.add_experiment", action="create experiments")
-    from models_app.selectors import live_version
+    from models_app.registry.selectors import live_version
 
     control = live_version(agent=agent)
     if control is None:

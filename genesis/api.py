@@ -24,7 +24,7 @@ from ninja.security import HttpBearer
 
 from genesis.errors import DomainError
 from genesis.openapi import declare_error_responses
-from models_app.services import ApiPrincipal, api_key_authenticate
+from models_app.registry.services import ApiPrincipal, api_key_authenticate
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
 from genesis.errors import Conflict, DomainError
 from launch import report as launch_report
 from launch import selectors
-from models_app.admin.registry import ModelVersionAdmin
-from models_app.models import Agent, ModelVersion
-from models_app.services.benchmarks import benchmark_run_create
+from models_app.registry.admin import ModelVersionAdmin
+from models_app.registry.models import Agent, ModelVersion
+from models_app.benchmarks.services import benchmark_run_create
 
 admin.site.index_template = "admin/launch/index.html"
 admin.site.site_url = "/admin/"  # "View site": the board, not a 404 at "/"

@@ -10,8 +10,8 @@ from ninja import Router
 from genesis.errors import NotFound
 from genesis.validation import ObjectId
 from launch.selectors import model_lineage
-from models_app.models import ModelVersion
-from models_app.services import ensure_agent_access
+from models_app.registry.models import ModelVersion
+from models_app.registry.services import ensure_agent_access
 
 router = Router(tags=["launch"])
 

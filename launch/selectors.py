@@ -33,18 +33,12 @@ from experiments.models import (
     StageApproval,
 )
 from launch.report import power_short
-from models_app import finetuning_rules
-from models_app.models import (
-    Agent,
-    BenchmarkRun,
-    BenchmarkRunStatus,
-    FineTuningJob,
-    ModelKind,
-    ModelStatus,
-    ModelVersion,
-)
-from models_app.selectors import CANDIDATE_STATUSES, live_version
-from models_app.selectors_benchmarks import stored_plan
+from models_app.finetuning import rules as finetuning_rules
+from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus
+from models_app.finetuning.models import FineTuningJob
+from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
+from models_app.registry.selectors import CANDIDATE_STATUSES, live_version
+from models_app.benchmarks.selectors import stored_plan
 
 ZERO = Decimal(0)
 LEDGER_DECIMALS = Decimal("0.000001")

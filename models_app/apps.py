@@ -6,6 +6,11 @@ class ModelsAppConfig(AppConfig):
     verbose_name = "Model registry"
 
     def ready(self) -> None:
-        from models_app.metrics import register_metrics
+        # import here: the collectors read tables, which Django loads only once the app registry is ready.
+        from models_app.benchmarks.metrics import BenchmarkRunsCollector
+        from models_app.finetuning.metrics import FineTuningJobsCollector
 
-        register_metrics()
+        from genesis.metrics import register_scrape_collector
+
+        register_scrape_collector(BenchmarkRunsCollector())
+        register_scrape_collector(FineTuningJobsCollector())

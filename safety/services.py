@@ -53,13 +53,15 @@ from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound
 from genesis.locks import worker_lock
 from genesis.permissions import require_permission
-from models_app.finetuning_rules import CHARS_PER_TOKEN
-from models_app.gateway import generation_parameters, provider_for
-from models_app.models import Agent, BenchmarkCase, FineTuningJob, ModelVersion, ProviderAccount
+from models_app.finetuning.rules import CHARS_PER_TOKEN
+from models_app.registry.gateway import generation_parameters, provider_for
+from models_app.benchmarks.models import BenchmarkCase
+from models_app.finetuning.models import FineTuningJob
+from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.providers import PermanentProviderError, RetryPolicy, call_with_retries
-from models_app.selectors import baseline_version, live_version
-from models_app.services.benchmarks import DEFAULT_JUDGE_MODEL, provider_limiter
-from models_app.services.finetuning import finetuning_job_create, training_file_upload
+from models_app.registry.selectors import baseline_version, live_version
+from models_app.benchmarks.services import DEFAULT_JUDGE_MODEL, provider_limiter
+from models_app.finetuning.services import finetuning_job_create, training_file_upload
 from models_app.simulator.markers import strip_answer_markers
 from safety import labels, selection
 from safety.importing import parse_prompts

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from models_app.services import api_key_cache_clear
+from models_app.registry.services import api_key_cache_clear
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,8 +143,8 @@ def start_worker(transactional_db, tmp_path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def api_key_for():  # type: ignore[no-untyped-def]
     """`api_key_for("qa_agent")` → a raw bearer key allowed for that agent (created through the service)."""
-    from models_app.models import Agent
-    from models_app.services import api_key_create
+    from models_app.registry.models import Agent
+    from models_app.registry.services import api_key_create
 
     def make(*slugs: str, all_agents: bool = False) -> str:
         agents = list(Agent.objects.filter(slug__in=slugs))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
-from models_app.models import Agent, ModelKind, ModelStatus, ModelVersion, ProviderAccount, ProviderKind
+from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion, ProviderAccount, ProviderKind
 
 
 class UserFactory(factory.django.DjangoModelFactory):

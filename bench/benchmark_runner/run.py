@@ -86,8 +86,8 @@ def case_lines(cases: int) -> list[str]:
 
 def build_world(*, simulator_url: str, cases: int, concurrency: int, kind: str):  # type: ignore[no-untyped-def]
     from costs.services import price_upsert
-    from models_app.services import agent_upsert, model_version_register, provider_account_upsert
-    from models_app.services.benchmarks import benchmark_suite_import
+    from models_app.registry.services import agent_upsert, model_version_register, provider_account_upsert
+    from models_app.benchmarks.services import benchmark_suite_import
 
     # A rate limit the slots cannot reach (a generous tier): the shared limiter does not pace it, so
     # what is measured is the concurrency limit. A reachable limit costs each call one more Redis round
@@ -172,8 +172,8 @@ def execute_inline(run_id: int, threads: int) -> None:
     """The chunk service called by `threads` threads of this process, as workers would call it."""
     from django.db import connection
 
-    from models_app.models import BenchmarkChunk
-    from models_app.services.benchmarks import benchmark_chunk_execute
+    from models_app.benchmarks.models import BenchmarkChunk
+    from models_app.benchmarks.services import benchmark_chunk_execute
 
     queue = list(BenchmarkChunk.objects.filter(run_id=run_id).order_by("index").values_list("pk", flat=True))
     lock = threading.Lock()
@@ -271,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     from django.db import connection
 
     from genesis.celery import app
-    from models_app.models import BenchmarkResult, BenchmarkRun
-    from models_app.services.benchmarks import benchmark_run_create, benchmark_run_post_all_costs
+    from models_app.benchmarks.models import BenchmarkResult, BenchmarkRun
+    from models_app.benchmarks.services import benchmark_run_create, benchmark_run_post_all_costs
 
     base_name = connection.settings_dict["NAME"]
     connection.settings_dict["TEST"]["NAME"] = f"{base_name}_benchmark_runner"
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                 print_timeline(run, requested_at=requested_at)
                 print_cpu(cpu_before, cpu_after, calls=2 * args.cases)
             # The candidate is approved after a PASS; put it back so the next repeat may run.
-            from models_app.models import ModelVersion
+            from models_app.registry.models import ModelVersion
 
             ModelVersion.objects.filter(pk=candidate.pk).update(status="registered")
         best = max(ratios)

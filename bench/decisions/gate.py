@@ -1,7 +1,7 @@
 """The benchmark gate's operating characteristics: P(PASS / FAIL / INCONCLUSIVE) by suite size and true
 improvement, under both rules, and how often the bootstrap seed alone changes a borderline verdict.
 
-Every verdict comes from `models_app.benchmark_stats.gate_scores` — the decision `compare_paired` makes
+Every verdict comes from `models_app.benchmarks.stats.gate_scores` — the decision `compare_paired` makes
 for a finished run, minus the per-case report — on suites drawn from `benchmark_stats.simulate_scores`.
 
 What the simulated suites assume (the reference score model; see its docstring): per-case scores in
@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from models_app import benchmark_stats as gate  # noqa: E402
+from models_app.benchmarks import stats as gate  # noqa: E402
 
 THRESHOLD = 0.08  # BENCHMARK_MIN_RELATIVE_IMPROVEMENT's default
 SIZES = (32, 100, 400)

@@ -59,8 +59,8 @@ def setup_world() -> str:
 
     from experiments.models import Experiment
     from experiments.services import experiment_start
-    from models_app.models import Agent
-    from models_app.services import api_key_create
+    from models_app.registry.models import Agent
+    from models_app.registry.services import api_key_create
 
     call_command("migrate", verbosity=0)
     call_command("seed_demo", stdout=io.StringIO())

@@ -93,7 +93,7 @@ class BenchmarksSection(Section):
     # Below this many paired cases the gate is always INCONCLUSIVE: a tiny suite can show a zero-width
     # interval and would otherwise PASS on no evidence.
     min_cases: int = Field(default=20, ge=1)
-    # The gate's hypothesis (models_app/benchmark_stats.py RULES; README "Benchmarks"): "at_least_threshold"
+    # The gate's hypothesis (models_app/benchmarks/stats.py RULES; README "Benchmarks"): "at_least_threshold"
     # PASSes only when confident the improvement is at least min_relative_improvement.
     gate_rule: Literal["at_least_threshold", "improves_and_reaches"] = "at_least_threshold"
     # At least 10 000: the verdict must not hang on the resampling seed (more are drawn near a boundary).

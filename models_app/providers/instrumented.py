@@ -1,6 +1,6 @@
 """A provider wrapper that reports every call (operation, model, outcome, seconds) to a callback.
 
-Django-free and metrics-library-free: models_app/gateway.py passes a callback that counts in
+Django-free and metrics-library-free: models_app/registry/gateway.py passes a callback that counts in
 Prometheus. Everything not listed in CALLS (settings, name, close…) passes through untouched.
 """
 

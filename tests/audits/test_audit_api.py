@@ -62,7 +62,7 @@ def test_upload_stores_the_dataset_and_queues_its_audit(client, agents, api_key_
 
 
 def dataset_key_id(raw_key: str) -> int:
-    from models_app.services import api_key_authenticate
+    from models_app.registry.services import api_key_authenticate
 
     return api_key_authenticate(raw_key=raw_key).key_id
 

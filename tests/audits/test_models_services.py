@@ -471,7 +471,7 @@ def test_an_upload_over_the_limit_is_refused_naming_it_and_leaves_no_file(tmp_pa
 
 
 def test_an_api_key_is_checked_by_the_upload_service(tmp_path):
-    from models_app.services import ApiPrincipal
+    from models_app.registry.services import ApiPrincipal
 
     qa, legal = AgentFactory(slug="qa_agent"), AgentFactory(slug="legal_agent")
     path = write_lines(tmp_path / "t.jsonl", [chat_line("hi")])

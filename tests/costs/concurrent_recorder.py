@@ -18,7 +18,7 @@ def record_one(index: int, agent_slug: str, amount: Decimal, sync_dir: Path) -> 
     from django.db import connection
 
     from costs.services import cost_record
-    from models_app.models import Agent
+    from models_app.registry.models import Agent
 
     agent = Agent.objects.get(slug=agent_slug)
     (sync_dir / f"ready-{index}").touch()

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from costs.models import Budget, PriceTable
 from costs.selectors import price_in_force
 from costs.services import budget_upsert
-from models_app.demo import demo_fine_tuned_model_id
+from models_app.registry.demo import demo_fine_tuned_model_id
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ import pytest
 
 from experiments.models import EventAction, Experiment, ExperimentEvent
 from experiments.services import experiment_start
-from models_app.models import ModelVersion
+from models_app.registry.models import ModelVersion
 from tests.e2e.conftest import admin_login, chromium_executable, chromium_page
 from tests.experiments.factories import draft_experiment, feed, person
 

@@ -10,7 +10,7 @@ import pytest
 from django.core.files.storage import default_storage
 
 from audits.models import Dataset
-from models_app.models import FineTuningJob
+from models_app.finetuning.models import FineTuningJob
 from safety.models import WaltzBuild
 from tests.e2e.conftest import admin_login, chromium_executable, chromium_page
 from tests.factories import UserFactory

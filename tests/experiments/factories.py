@@ -12,8 +12,8 @@ from django.contrib.auth.models import Permission
 
 from experiments.models import Experiment
 from experiments.services import experiment_create, outcomes_ingest
-from models_app.models import Agent, ModelVersion
-from models_app.services import model_version_transition
+from models_app.registry.models import Agent, ModelVersion
+from models_app.registry.services import model_version_transition
 from tests.factories import AgentFactory, ModelVersionFactory, UserFactory
 
 _event_ids = itertools.count()

@@ -16,7 +16,7 @@ import pytest
 
 from experiments.models import EventAction, Experiment, ExperimentEvent
 from experiments.services import experiment_start, guardrails_check, rollback_notify
-from models_app.models import ModelVersion
+from models_app.registry.models import ModelVersion
 from tests.conftest import ROOT, child_environment
 from tests.experiments.factories import draft_experiment, feed, rollout_team
 

@@ -79,7 +79,7 @@ def test_health_is_scoped_like_every_agent_endpoint(client, api_key_for):
 
 
 def test_health_makes_no_provider_call(client, api_key_for, django_assert_max_num_queries):
-    from models_app.metrics import PROVIDER_CALLS
+    from models_app.registry.metrics import PROVIDER_CALLS
 
     _, baseline, _ = agent_with_candidate("qa_agent")
     record("qa_agent", baseline.model_id, n=20, failures=1, latency_ms=500)

@@ -201,7 +201,7 @@ def test_an_event_from_the_future_is_rejected(client, running, api_key_for):
 
 
 def test_event_ids_are_unique_per_agent_not_across_agents(client, api_key_for):
-    from models_app.services import model_version_transition
+    from models_app.registry.services import model_version_transition
     from tests.factories import AgentFactory, ModelVersionFactory
 
     for slug in ("qa_agent", "legal_agent"):

@@ -130,7 +130,7 @@ def test_the_keys_the_database_no_longer_checks_are_still_kept_by_django(running
     # row at the 20 000 events/s target); PROTECT and CASCADE must hold through the ORM all the same.
     from django.db.models import ProtectedError
 
-    from models_app.models import Agent
+    from models_app.registry.models import Agent
 
     assert outcomes_ingest(principal=None, events=[event(running, user_id="u-keys")]).accepted == 1
     with pytest.raises(ProtectedError) as refused:

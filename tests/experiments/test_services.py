@@ -28,7 +28,7 @@ from experiments.services import (
     stage_request_advance,
 )
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
-from models_app.models import ModelVersion
+from models_app.registry.models import ModelVersion
 from tests.experiments.factories import agent_with_candidate, draft_experiment, feed
 
 pytestmark = pytest.mark.django_db

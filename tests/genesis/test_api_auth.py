@@ -7,8 +7,8 @@ import io
 import pytest
 from django.core.management import call_command
 
-from models_app.models import ApiKey
-from models_app.services import api_key_authenticate, api_key_revoke, hash_api_key
+from models_app.registry.models import ApiKey
+from models_app.registry.services import api_key_authenticate, api_key_revoke, hash_api_key
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +58,7 @@ def test_revoked_key_is_refused(client, seeded_demo):
     raw = create_key_via_command("--all-agents")
     assert client.get("/api/v1/agents", **bearer(raw)).status_code == 200
     api_key_revoke(key=ApiKey.objects.get(hashed_key=hash_api_key(raw)))
-    from models_app.services import api_key_cache_clear
+    from models_app.registry.services import api_key_cache_clear
 
     api_key_cache_clear()  # the revocation reaches other processes within API_KEY_CACHE_SECONDS
     assert client.get("/api/v1/agents", **bearer(raw)).status_code == 401
@@ -110,7 +110,7 @@ def test_openapi_and_docs_are_served(client):
 
 
 def test_unknown_keys_are_not_remembered(seeded_demo):
-    from models_app.services import registry
+    from models_app.registry.services import registry
 
     for n in range(50):
         assert api_key_authenticate(raw_key=f"gk_made-up-{n}") is None

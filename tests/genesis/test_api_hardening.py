@@ -248,7 +248,7 @@ def test_a_nul_that_slips_past_validation_is_still_a_422(rf, key):
     from django.db import DataError, transaction
 
     from genesis.api import api
-    from models_app.models import Agent
+    from models_app.registry.models import Agent
 
     with pytest.raises(DataError) as raised, transaction.atomic():
         Agent.objects.filter(slug="qa\x00agent").exists()

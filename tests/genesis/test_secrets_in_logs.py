@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from models_app.models import ApiKey
-from models_app.services import api_key_cache_clear, api_key_revoke, hash_api_key
+from models_app.registry.models import ApiKey
+from models_app.registry.services import api_key_cache_clear, api_key_revoke, hash_api_key
 from tests.factories import AgentFactory
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group
 from experiments.models import Experiment, StageApproval
 from experiments.services import experiment_start, stage_request_advance
 from launch.selectors import launch_board
-from models_app.models import BenchmarkRun
+from models_app.benchmarks.models import BenchmarkRun
 from tests.experiments.factories import draft_experiment, feed, person
 from tests.factories import UserFactory
 

@@ -11,7 +11,8 @@ from django.urls import reverse
 
 from audits import services as audit_services
 from experiments.services import experiment_rollback, experiment_start
-from models_app.models import Agent, FineTuningJob, ModelVersion
+from models_app.finetuning.models import FineTuningJob
+from models_app.registry.models import Agent, ModelVersion
 from tests.experiments.factories import draft_experiment, person
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, ft_simulator, ft_world  # noqa: F401
@@ -105,7 +106,7 @@ def test_approval_reason_edit_before_after_and_one_config_version(client, api_ke
 
 
 def test_provider_timestamps_read_as_people_read_them():
-    from models_app.admin.finetuning import _human_time
+    from models_app.finetuning.admin import _human_time
 
     assert _human_time("2026-12-06T00:19:04.123456+00:00") == "2026-12-06 00:19:04 UTC"
     assert _human_time(1796515200) == "2026-12-06 00:00:00 UTC"

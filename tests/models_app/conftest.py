@@ -35,8 +35,8 @@ def simulator_factory() -> Iterator[Callable[..., SimulatorHTTPServer]]:
 
 def point_demo_provider_at(server: SimulatorHTTPServer, **account: Any) -> None:
     """Make the seeded `simulator` provider account talk to `server` (through the registry service)."""
-    from models_app.models import ProviderAccount
-    from models_app.services import provider_account_upsert
+    from models_app.registry.models import ProviderAccount
+    from models_app.registry.services import provider_account_upsert
 
     current = ProviderAccount.objects.get(name="simulator")
     provider_account_upsert(

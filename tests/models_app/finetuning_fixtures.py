@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from models_app.models import Agent, FineTuningJob, ModelVersion, ProviderAccount
+from models_app.finetuning.models import FineTuningJob
+from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.simulator import SimulatorConfig, start_in_thread, stop
 from models_app.simulator.server import SimulatorHTTPServer
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_TRAINING_FILE = ROOT / "models_app" / "demo_data" / "support_agent_train.jsonl"
-DEMO_VALIDATION_FILE = ROOT / "models_app" / "demo_data" / "support_agent_valid.jsonl"
+DEMO_TRAINING_FILE = ROOT / "models_app" / "finetuning" / "demo_data" / "support_agent_train.jsonl"
+DEMO_VALIDATION_FILE = ROOT / "models_app" / "finetuning" / "demo_data" / "support_agent_valid.jsonl"
 SIMULATOR_KEY = "sim-key"  # GENESIS_SIMULATOR_API_KEY in tests (genesis/pytest_services.py)
 FAST_JOBS = SimulatorConfig(
     port=0, seed=11, job_seconds=1.0, validation_seconds=0.05, cancel_seconds=0.1, api_keys=frozenset({SIMULATOR_KEY})
@@ -91,7 +92,12 @@ class FineTuningWorld:
 @pytest.fixture
 def ft_world(db, ft_simulator) -> FineTuningWorld:  # type: ignore[no-untyped-def]
     from costs.services import budget_upsert, price_upsert
-    from models_app.services import agent_upsert, model_version_register, model_version_transition, provider_account_upsert
+    from models_app.registry.services import (
+        agent_upsert,
+        model_version_register,
+        model_version_transition,
+        provider_account_upsert,
+    )
 
     provider = provider_account_upsert(
         name="sim-ft", kind="simulator", base_url=ft_simulator.base_url, api_key_env="GENESIS_SIMULATOR_API_KEY",

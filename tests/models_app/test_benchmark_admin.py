@@ -8,8 +8,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from models_app.models import Agent, BenchmarkChunk, BenchmarkRun, BenchmarkSuite
-from models_app.services.benchmarks import benchmark_chunk_execute, benchmark_run_create
+from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun, BenchmarkSuite
+from models_app.registry.models import Agent
+from models_app.benchmarks.services import benchmark_chunk_execute, benchmark_run_create
 
 pytestmark = pytest.mark.django_db
 
@@ -82,7 +83,8 @@ def test_import_a_suite_file_and_export_it(admin_client, seeded_demo):
 def test_the_override_button_is_offered_only_with_the_right_to_change_model_versions_too(client, seeded_demo, simulator_factory):
     from django.contrib.auth.models import Permission
 
-    from models_app.models import BenchmarkVerdictOverride, ModelVersion
+    from models_app.benchmarks.models import BenchmarkVerdictOverride
+    from models_app.registry.models import ModelVersion
     from tests.factories import UserFactory
     from tests.models_app.conftest import point_demo_provider_at
 

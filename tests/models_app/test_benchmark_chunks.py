@@ -16,9 +16,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from costs.models import CostEntry
-from models_app.benchmark_limits import KEY_PREFIX, RedisProviderLimiter
-from models_app.models import Agent, BenchmarkChunk, BenchmarkResult, BenchmarkRun, BenchmarkUnscoredAnswer
-from models_app.services.benchmarks import (
+from models_app.benchmarks.limits import KEY_PREFIX, RedisProviderLimiter
+from models_app.benchmarks.models import BenchmarkChunk, BenchmarkResult, BenchmarkRun, BenchmarkUnscoredAnswer
+from models_app.registry.models import Agent
+from models_app.benchmarks.services import (
     _Answer,
     _chunk_context,
     _chunk_starts,
@@ -27,7 +28,7 @@ from models_app.services.benchmarks import (
     benchmark_run_cancel,
     benchmark_run_create,
 )
-from models_app.selectors_benchmarks import benchmark_run_cost
+from models_app.benchmarks.selectors import benchmark_run_cost
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the shared limiter lives in Redis (REDIS_URL)")
 
@@ -263,7 +264,7 @@ def test_an_answer_whose_judge_failed_after_its_run_was_cancelled_is_written_uns
     assert row.score == 0 and not row.scored and row.error.startswith("not scored") and "503" in row.error
     assert BenchmarkRun.objects.get(pk=run.pk).cost_usd == cost_when_cancelled + judge_failed.cost_usd
     # Its 0 is no grade: the cancelled run's means count only the answer that was scored.
-    from models_app.selectors_benchmarks import benchmark_run_summary
+    from models_app.benchmarks.selectors import benchmark_run_summary
 
     summary = benchmark_run_summary(run=BenchmarkRun.objects.get(pk=run.pk))
     assert summary["candidate"]["n"] + summary["baseline"]["n"] == 1

@@ -24,20 +24,18 @@ from costs.models import CostEntry
 from costs.models import CostHold
 from costs.services import budget_upsert
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
-from models_app.benchmark_limits import RedisProviderLimiter
-from models_app.models import (
-    Agent,
+from models_app.benchmarks.limits import RedisProviderLimiter
+from models_app.benchmarks.models import (
     BenchmarkChunk,
     BenchmarkResult,
     BenchmarkRun,
     BenchmarkUnscoredAnswer,
     BenchmarkVerdictOverride,
-    ModelVersion,
-    ProviderAccount,
 )
+from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.providers import TransientProviderError
-from models_app.services import model_version_register
-from models_app.services.benchmarks import (
+from models_app.registry.services import model_version_register
+from models_app.benchmarks.services import (
     benchmark_chunk_claim,
     benchmark_chunk_execute,
     benchmark_chunk_received,
@@ -249,7 +247,7 @@ def test_a_queued_chunk_whose_message_went_to_a_worker_now_dead_is_sent_again_at
 
 @pytest.mark.django_db
 def test_a_chunk_given_back_for_a_retry_forgets_who_received_its_earlier_message(demo_simulator):
-    from models_app.services.benchmarks import _release_chunk
+    from models_app.benchmarks.services import _release_chunk
 
     run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
     chunk = BenchmarkChunk.objects.filter(run=run).first()
@@ -355,7 +353,7 @@ def test_a_chunk_of_a_dead_pool_process_of_the_same_worker_is_taken_over_at_once
     import subprocess
     import sys
 
-    from models_app.services.benchmarks import worker_identity
+    from models_app.benchmarks.services import worker_identity
 
     run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
     chunk = BenchmarkChunk.objects.filter(run=run).first()
@@ -510,7 +508,7 @@ def test_the_shared_limiter_paces_calls_and_frees_the_slots_of_dead_holders():
 def test_a_worker_killed_mid_run_is_replaced_and_every_pair_is_scored_and_paid_once(
     empty_broker, seeded_demo, simulator_factory, start_worker
 ):
-    from models_app.tasks.benchmarks import benchmark_runs_resume
+    from models_app.benchmarks.tasks import benchmark_runs_resume
 
     # Slow enough to kill in the middle: 150 ms a call, two calls at a time, 8 chunks of 8 pairs.
     server = simulator_factory(latency_ms=150)
@@ -542,7 +540,7 @@ def test_a_worker_killed_holding_a_chunk_message_it_had_not_claimed_is_replaced_
     empty_broker, seeded_demo, simulator_factory, start_worker
 ):
     from genesis.celery import app
-    from models_app.tasks.benchmarks import benchmark_chunk_run, benchmark_runs_resume
+    from models_app.benchmarks.tasks import benchmark_chunk_run, benchmark_runs_resume
 
     point_demo_provider_at(simulator_factory(), rate_limit_per_minute=60_000, max_concurrency=4)
     run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 96})
@@ -621,7 +619,7 @@ def test_the_sweep_finishes_a_run_whose_chunks_are_all_done_but_which_was_never_
 def _judged_run(agent_slug: str, simulator_factory):  # type: ignore[no-untyped-def]
     """A one-case llm_judge run whose judge has a provider account (and simulator) of its own, so that
     its faults touch only the judge. Returns (run, models' simulator, judge's simulator)."""
-    from models_app.services import provider_account_upsert
+    from models_app.registry.services import provider_account_upsert
 
     models = simulator_factory()
     point_demo_provider_at(models, rate_limit_per_minute=60_000)
@@ -640,7 +638,7 @@ def _judged_run(agent_slug: str, simulator_factory):  # type: ignore[no-untyped-
 
 def _fail_every_judge_call_of_one_round(judge) -> int:  # type: ignore[no-untyped-def]
     """Returns how many judge requests fail: two replies to judge, each through all its retries."""
-    from models_app.services.benchmarks import CALL_RETRY_POLICY
+    from models_app.benchmarks.services import CALL_RETRY_POLICY
 
     failing = 2 * CALL_RETRY_POLICY.max_attempts
     judge.state.queue_faults(*[500] * failing)
@@ -713,7 +711,7 @@ def test_answers_landing_after_a_run_ended_are_counted_once_in_its_cost_and_on_t
 ):
     from django.db import connection
 
-    from models_app.services.benchmarks import benchmark_run_fail
+    from models_app.benchmarks.services import benchmark_run_fail
 
     # Slow calls, four at a time: whenever the run ends, answers are on their way.
     point_demo_provider_at(simulator_factory(latency_ms=300), rate_limit_per_minute=60_000, max_concurrency=4)
@@ -765,7 +763,7 @@ def test_a_non_pass_re_run_of_an_approved_candidate_records_the_verdict_but_does
     point_demo_provider_at(simulator_factory(quality={"ft:*": 0.0, "*": 1.0}), rate_limit_per_minute=60_000)
     second = benchmark_run_create(agent=agent, candidate=candidate)
     assert ModelVersion.objects.get(pk=candidate.pk).status == "approved_for_rollout"  # an experiment may still start it
-    with caplog.at_level("WARNING", logger="models_app.services.benchmarks"):
+    with caplog.at_level("WARNING", logger="models_app.benchmarks.services"):
         second = run_inline(second)
 
     assert second.status == "completed" and second.verdict == "FAIL"
@@ -825,7 +823,7 @@ def test_overriding_a_verdict_also_needs_the_permission_to_change_model_versions
 @pytest.mark.worker
 def test_a_chunk_whose_task_raises_gives_its_lease_back_at_once(empty_broker, seeded_demo, simulator_factory, start_worker):
     from genesis.celery import app
-    from models_app.tasks.benchmarks import benchmark_chunk_run
+    from models_app.benchmarks.tasks import benchmark_chunk_run
 
     point_demo_provider_at(simulator_factory(latency_ms=400), rate_limit_per_minute=60_000, max_concurrency=2)
     run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 96})

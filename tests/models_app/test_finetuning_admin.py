@@ -12,9 +12,9 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from models_app.models import FineTuningJob, TrainingFile
-from models_app.services import provider_account_upsert
-from models_app.services.finetuning import finetuning_job_create, training_file_upload
+from models_app.finetuning.models import FineTuningJob, TrainingFile
+from models_app.registry.services import provider_account_upsert
+from models_app.finetuning.services import finetuning_job_create, training_file_upload
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, wait_until
@@ -119,7 +119,7 @@ def test_buttons_need_the_change_permission(ft_world, admin_client_for) -> None:
 def lost_creation_with_orphan(world) -> tuple[FineTuningJob, str]:  # type: ignore[no-untyped-def]
     """A job whose creation met a 500 (NOT_CREATED), and the job the provider made for it anyway
     (created with the real SDK straight at the simulator)."""
-    from models_app.gateway import provider_for
+    from models_app.registry.gateway import provider_for
 
     with DEMO_TRAINING_FILE.open("rb") as stream:
         training_file = training_file_upload(agent=world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from costs.models import CostEntry
-from models_app.models import FineTuningJob
+from models_app.finetuning.models import FineTuningJob
 from tests.e2e.conftest import admin_login, chromium_executable, chromium_page
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
@@ -60,8 +60,8 @@ def test_a_person_trains_a_model_from_the_admin(live_server, ft_world, tmp_path)
 
 
 def test_a_person_adopts_the_job_a_lost_creation_left_at_the_provider(live_server, ft_world) -> None:
-    from models_app.gateway import provider_for
-    from models_app.services.finetuning import finetuning_job_create, training_file_upload
+    from models_app.registry.gateway import provider_for
+    from models_app.finetuning.services import finetuning_job_create, training_file_upload
 
     chromium_executable()
     UserFactory(username="trainer", is_superuser=True)

@@ -13,7 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from costs.services import budget_upsert, cost_record
-from models_app.models import FineTuningJob, TrainingFile
+from models_app.finetuning.models import FineTuningJob, TrainingFile
 from tests.conftest import ROOT, child_environment
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, wait_until
@@ -120,7 +120,7 @@ def test_a_real_terminal_gets_exit_status_2_for_bad_options(ft_world) -> None:
 
 
 def test_adopt_links_a_lost_creation_to_the_providers_job(ft_world) -> None:
-    from models_app.gateway import provider_for
+    from models_app.registry.gateway import provider_for
 
     out, _ = fine_tune("upload", "--agent", "support_agent", str(DEMO_TRAINING_FILE), "--json")
     provider_file_id = json.loads(out)["provider_file_id"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models_app import finetuning_rules as rules
+from models_app.finetuning import rules
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 # A job's life as the provider reports it: (seconds after T0, status), in order.

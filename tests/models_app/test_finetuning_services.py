@@ -20,13 +20,14 @@ from django.db import connection
 from costs.models import BudgetOverride, CostEntry, CostHold
 from costs.services import budget_upsert, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from models_app.finetuning_selectors import jobs_to_sync
-from models_app.tasks.finetuning import sync_fine_tuning_job
-from models_app.models import FineTuningJob, ModelVersion, TrainingFile
+from models_app.finetuning.selectors import jobs_to_sync
+from models_app.finetuning.tasks import sync_fine_tuning_job
+from models_app.finetuning.models import FineTuningJob, TrainingFile
+from models_app.registry.models import ModelVersion
 from models_app.providers.retry import RetryPolicy
-from models_app.services import provider_account_upsert
-from models_app.gateway import provider_for
-from models_app.services.finetuning import (
+from models_app.registry.services import provider_account_upsert
+from models_app.registry.gateway import provider_for
+from models_app.finetuning.services import (
     ProviderUnavailable,
     finetuning_adoption_candidates,
     finetuning_job_adopt,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models_app.benchmark_stats import (
+from models_app.benchmarks.stats import (
     FAIL,
     RULE_AT_LEAST_THRESHOLD,
     RULE_IMPROVES_AND_REACHES,

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from models_app import benchmark_stats as gate
+from models_app.benchmarks import stats as gate
 
 AT_LEAST, IMPROVES = gate.RULE_AT_LEAST_THRESHOLD, gate.RULE_IMPROVES_AND_REACHES
 THRESHOLD = 0.08

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from models_app.management.commands._benchmark_cli import json_object
-from models_app.models import Agent, BenchmarkCase, BenchmarkChunk, BenchmarkResult, BenchmarkRun, ModelVersion
-from models_app.services.benchmarks import (
+from models_app.benchmarks.models import BenchmarkCase, BenchmarkChunk, BenchmarkResult, BenchmarkRun
+from models_app.registry.models import Agent, ModelVersion
+from models_app.benchmarks.services import (
     benchmark_chunk_execute,
     benchmark_run_create,
     benchmark_run_post_all_costs,
@@ -139,7 +140,7 @@ def test_a_run_stores_the_rule_and_a_seed_from_its_id_and_its_page_shows_them_wi
 ):
     from django.urls import reverse
 
-    from models_app.benchmark_stats import run_seed
+    from models_app.benchmarks.stats import run_seed
 
     point_demo_provider_at(simulator_factory(), rate_limit_per_minute=60_000)
     agent = Agent.objects.get(slug="legal_agent")

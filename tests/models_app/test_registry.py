@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
-from models_app import lifecycle
-from models_app.models import ModelStatus, ModelVersion
-from models_app.services import model_version_register, model_version_transition
+from models_app.registry import lifecycle
+from models_app.registry.models import ModelStatus, ModelVersion
+from models_app.registry.services import model_version_register, model_version_transition
 from tests.factories import AgentFactory, ModelVersionFactory, ProviderAccountFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -91,7 +91,7 @@ def test_register_is_idempotent_and_validates():
 
 
 def test_by_hand_a_person_may_only_retire_or_reject_or_put_a_baseline_live():
-    from models_app.services import model_version_change_status_by_hand
+    from models_app.registry.services import model_version_change_status_by_hand
 
     user = UserFactory(username="operator", is_superuser=True)
     candidate = walk(ModelVersionFactory(), "benchmarking", "approved_for_rollout")
@@ -115,7 +115,7 @@ def test_manual_targets_never_offer_rollout_states():
 
 @pytest.mark.parametrize("name", ["DATABASE_URL", "GENESIS_SECRET_KEY", "lowercase_api_key", "MISTRAL_KEY"])
 def test_provider_key_variable_must_be_an_api_key(name):
-    from models_app.services import provider_account_upsert
+    from models_app.registry.services import provider_account_upsert
 
     with pytest.raises(InvalidInput, match=f"api_key_env: '{name}' is not allowed"):
         provider_account_upsert(name="evil", kind="openai_compatible", base_url="http://127.0.0.1:9/v1", api_key_env=name)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models_app.scorers import (
+from models_app.benchmarks.scorers import (
     SCORER_OPTIONS,
     SCORERS,
     JudgeContext,

@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from models_app.demo import DEMO_AGENTS
-from models_app.models import Agent, ModelVersion, ProviderAccount
+from models_app.registry.demo import DEMO_AGENTS
+from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +58,7 @@ def test_generated_password_is_printed_once(monkeypatch):
 
 
 def test_seed_demo_keeps_what_people_changed():
-    from models_app.services import agent_upsert, model_version_transition
+    from models_app.registry.services import agent_upsert, model_version_transition
 
     call_command("seed_demo", stdout=io.StringIO())
     agent_upsert(slug="qa_agent", name="QA agent", purpose="edited by a person", system_prompt="Be terse.")

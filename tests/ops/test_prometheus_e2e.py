@@ -130,8 +130,9 @@ def world() -> dict:
 
     from experiments.models import Experiment
     from experiments.services import experiment_pause, experiment_rollback, experiment_start
-    from models_app.models import Agent, BenchmarkRun, ModelVersion
-    from models_app.services.benchmarks import benchmark_run_create
+    from models_app.benchmarks.models import BenchmarkRun
+    from models_app.registry.models import Agent, ModelVersion
+    from models_app.benchmarks.services import benchmark_run_create
     from tests.factories import UserFactory
 
     call_command("seed_demo", stdout=io.StringIO())
@@ -162,7 +163,7 @@ def fallback_in_another_process(*, metrics_dir: Path, simulator_url: str, tmp_pa
         import django
         django.setup()
         from models_app.models import ModelVersion, ProviderAccount
-        from models_app.gateway import chat_for_version
+        from models_app.registry.gateway import chat_for_version
         dead, _ = ProviderAccount.objects.get_or_create(name="unreachable", defaults=dict(
             kind="simulator", base_url="http://127.0.0.1:9", api_key_env="GENESIS_SIMULATOR_API_KEY"))
         ProviderAccount.objects.filter(name="simulator").update(base_url="{simulator_url}")

@@ -11,7 +11,8 @@ from django.urls import reverse
 
 from costs.models import CostHold
 from costs.services import budget_upsert
-from models_app.models import Agent, FineTuningJob
+from models_app.finetuning.models import FineTuningJob
+from models_app.registry.models import Agent
 from safety.models import PromptSet, WaltzBuild
 from safety.services import waltz_build_create, waltz_build_execute
 from tests.factories import UserFactory

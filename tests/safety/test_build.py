@@ -10,7 +10,7 @@ import pytest
 from audits.report import audit_file
 from audits.services import dataset_file_path
 from costs.models import CostEntry, CostHold
-from models_app.models import Agent
+from models_app.registry.models import Agent
 from safety import labels, selection
 from safety.models import WaltzBuild
 from safety.services import waltz_build_create, waltz_build_execute
@@ -79,7 +79,7 @@ def test_a_build_from_the_builtin_sets_writes_both_agents_files_clean_labelled_a
 
 
 def test_pii_is_scrubbed_and_benchmark_cases_and_duplicates_are_kept_out(demo_simulator) -> None:
-    from models_app.models import BenchmarkCase
+    from models_app.benchmarks.models import BenchmarkCase
     from models_app.simulator.markers import strip_answer_markers
     from safety.services import prompt_set_import
 

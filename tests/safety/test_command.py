@@ -101,7 +101,7 @@ def test_usage_errors_exit_2_and_a_budget_refusal_exits_1(demo_simulator, tmp_pa
 
 
 def test_the_finetune_flag_starts_the_stage1_job_through_the_budget_check(demo_simulator, tmp_path) -> None:
-    from models_app.models import FineTuningJob
+    from models_app.finetuning.models import FineTuningJob
 
     code, out, err = run("--agent", "content_agent", "--target", "60", "--out", str(tmp_path), "--json", "--finetune")
     assert code == 0, err

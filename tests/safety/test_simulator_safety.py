@@ -8,7 +8,7 @@ import json
 import pytest
 
 from costs.models import CostEntry
-from models_app.models import Agent
+from models_app.registry.models import Agent
 from models_app.simulator import SimulatorConfig
 from models_app.simulator.cli import add_simulator_arguments, config_from_arguments
 from models_app.simulator.responder import compose_reply

@@ -10,7 +10,7 @@ from django.conf import settings
 from kombu import Connection
 
 from costs.models import CostEntry
-from models_app.models import Agent
+from models_app.registry.models import Agent
 from safety.models import WaltzBuild, WaltzItem
 from safety.services import waltz_build_create
 from tests.models_app.conftest import point_demo_provider_at, wait_until

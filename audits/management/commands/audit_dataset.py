@@ -153,7 +153,7 @@ class Command(BaseCommand):
         # Imported here: without --record the command touches no database at all.
         from django.contrib.auth import get_user_model
 
-        from models_app.models import Agent
+        from models_app.registry.models import Agent
 
         agent = None
         if options["agent"]:

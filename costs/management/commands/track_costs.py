@@ -15,7 +15,7 @@ from costs import budgeting, reports, selectors
 from costs.models import Operation
 from costs.services import cost_record
 from genesis.errors import DomainError, InvalidInput
-from models_app.models import Agent
+from models_app.registry.models import Agent
 
 LOG_ONLY = ("agent", "operation", "cost", "tokens", "model", "note", "key")
 # The service names its parameters; a person running the command knows them by their options.

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from experiments import selectors, services
 from experiments.models import Experiment, ExperimentStatus
 from genesis.errors import DomainError
-from models_app.models import Agent
+from models_app.registry.models import Agent
 
 ACTIONS = ("status", "start", "request", "approve", "pause", "resume", "rollback")
 

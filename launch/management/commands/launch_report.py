@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from launch import report
 from launch.selectors import launch_report_facts
-from models_app.models import Agent
+from models_app.registry.models import Agent
 
 
 class Command(BaseCommand):

@@ -10,8 +10,9 @@ from typing import Any, TextIO
 
 from django.core.management.base import CommandError
 
-from models_app.models import Agent, BenchmarkRun, BenchmarkSuite, ModelVersion
-from models_app.selectors_benchmarks import (
+from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
+from models_app.registry.models import Agent, ModelVersion
+from models_app.benchmarks.selectors import (
     benchmark_run_gate,
     benchmark_run_get,
     benchmark_run_summary,
@@ -63,7 +64,7 @@ def resolve_version(agent: Agent, model_id: str | None, role: str) -> ModelVersi
 
 
 def require_worker(timeout: float = 3.0) -> None:
-    from models_app.tasks.benchmarks import benchmark_workers
+    from models_app.benchmarks.tasks import benchmark_workers
 
     if not benchmark_workers(timeout=timeout):
         raise CommandError(
@@ -109,7 +110,7 @@ class ProgressBar:
 
 def wait_for_runs(run_ids: list[int], *, stderr: TextIO = sys.stderr) -> list[BenchmarkRun]:
     """Poll until every run is finished; hand dead workers' chunks on now and then (as beat does)."""
-    from models_app.tasks.benchmarks import benchmark_runs_resume
+    from models_app.benchmarks.tasks import benchmark_runs_resume
 
     bar = ProgressBar(stderr)
     last_resume = time.monotonic()

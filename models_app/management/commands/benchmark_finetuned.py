@@ -30,8 +30,8 @@ from models_app.management.commands._benchmark_cli import (
     usage_error,
     wait_for_runs,
 )
-from models_app.models import BenchmarkVerdict
-from models_app.services.benchmarks import benchmark_run_create
+from models_app.benchmarks.models import BenchmarkVerdict
+from models_app.benchmarks.services import benchmark_run_create
 
 
 class Command(BaseCommand):

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from genesis.errors import DomainError
-from models_app.models import Agent
-from models_app.services import api_key_create
+from models_app.registry.models import Agent
+from models_app.registry.services import api_key_create
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 """`manage.py fine_tune …`: fine-tuning jobs from a terminal, through the services the admin uses.
 
-    fine_tune upload --agent support_agent models_app/demo_data/support_agent_train.jsonl
-    fine_tune create --agent support_agent --training models_app/demo_data/support_agent_train.jsonl --epochs 2
+    fine_tune upload --agent support_agent models_app/finetuning/demo_data/support_agent_train.jsonl
+    fine_tune create --agent support_agent --training models_app/finetuning/demo_data/support_agent_train.jsonl --epochs 2
     fine_tune start 3 | cancel 3 | sync 3 | sync --all | status [3] [--agent A] [--json]
     fine_tune status --provider sim-ft            # the provider's jobs, tracked or not
     fine_tune adopt 3 <provider job id> --as lead # link job 3 to the job its lost creation made
@@ -21,10 +21,11 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from genesis.errors import DomainError, InvalidInput
-from models_app import finetuning_rules as rules
-from models_app.finetuning_selectors import jobs_for_agents, jobs_to_sync
-from models_app.models import Agent, FineTuningJob, ProviderAccount, TrainingFile, TrainingFilePurpose
-from models_app.services.finetuning import (
+from models_app.finetuning import rules
+from models_app.finetuning.selectors import jobs_for_agents, jobs_to_sync
+from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
+from models_app.registry.models import Agent, ProviderAccount
+from models_app.finetuning.services import (
     TrainingFileInvalid,
     finetuning_job_adopt,
     finetuning_job_cancel,

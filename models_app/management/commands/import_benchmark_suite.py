@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from genesis.errors import DomainError
 from models_app.management.commands._benchmark_cli import resolve_agent, usage_error
-from models_app.services.benchmarks import benchmark_suite_import
+from models_app.benchmarks.services import benchmark_suite_import
 
 
 class Command(BaseCommand):

@@ -24,9 +24,9 @@ from models_app.management.commands._benchmark_cli import (
     require_worker,
     wait_for_runs,
 )
-from models_app.models import BenchmarkVerdict
-from models_app.selectors_benchmarks import agents_with_benchmark_candidates
-from models_app.services.benchmarks import benchmark_run_create
+from models_app.benchmarks.models import BenchmarkVerdict
+from models_app.benchmarks.selectors import agents_with_benchmark_candidates
+from models_app.benchmarks.services import benchmark_run_create
 
 
 class Command(BaseCommand):

@@ -25,10 +25,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audits.services import dataset_file_path
 from genesis.errors import DomainError, InvalidInput, PermissionDenied
-from models_app.models import Agent, ModelVersion
+from models_app.registry.models import Agent, ModelVersion
 from models_app.providers import TransientProviderError
-from models_app.selectors import baseline_version, live_version
-from models_app.services.benchmarks import DEFAULT_JUDGE_MODEL
+from models_app.registry.selectors import baseline_version, live_version
+from models_app.benchmarks.services import DEFAULT_JUDGE_MODEL
 from safety import selectors, services
 from safety.models import BuildStatus, PromptKind
 

@@ -1,0 +1,331 @@
+"""Admin pages of benchmarks: suites (import/export JSONL), and runs — start one, follow it, read its
+verdict, per-tag table, score histogram and worst regressions, cancel it, or override its verdict.
+Every button calls a service; nothing here writes a row itself."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from costs.budgeting import format_usd
+from genesis.errors import DomainError
+from models_app.benchmarks.models import (
+    BenchmarkCase,
+    BenchmarkRun,
+    BenchmarkRunStatus,
+    BenchmarkSuite,
+    BenchmarkVerdict,
+    BenchmarkVerdictOverride,
+)
+from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
+from models_app.benchmarks.selectors import (
+    BENCHMARKABLE_STATUSES,
+    benchmark_run_report,
+    benchmark_suite_jsonl,
+    suite_sample_size_plan,
+)
+from models_app.benchmarks.services import (
+    CHANGE_VERSION_PERMISSION,
+    OVERRIDE_PERMISSION,
+    benchmark_run_cancel,
+    benchmark_run_create,
+    benchmark_suite_import,
+    benchmark_verdict_override,
+)
+
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+
+
+# --- suites ---------------------------------------------------------------------------------------------
+
+
+class BenchmarkCaseInline(admin.TabularInline):
+    model = BenchmarkCase
+    fields = ("key", "tags", "scorer", "reference", "messages")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class SuiteImportForm(forms.Form):
+    agent = forms.ModelChoiceField(queryset=Agent.objects.order_by("slug"))
+    slug = forms.SlugField(max_length=64, help_text="A new slug starts a suite; an existing one adds a version.")
+    file = forms.FileField(help_text="JSONL, one case per line (see the format below).")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
+                                  help_text="Optional; otherwise the file's {\"suite\": …} header line, if any.")
+
+
+@admin.register(BenchmarkSuite)
+class BenchmarkSuiteAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "agent", "slug", "version", "case_count", "source", "created_by", "created_at", "actions_links")
+    list_filter = ("agent",)
+    search_fields = ("slug", "description", "agent__slug")
+    readonly_fields = ("agent", "slug", "version", "description", "fingerprint", "case_count", "sample_size_plan",
+                       "source", "created_by", "created_at", "actions_links")
+    inlines = [BenchmarkCaseInline]
+    change_list_template = "admin/models_app/benchmarksuite/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # suites come from a JSONL import (the button on the list)
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # a version is immutable: import a new file instead
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # runs refer to it
+
+    @admin.display(description="cases needed (80 % power)")
+    def sample_size_plan(self, suite: BenchmarkSuite) -> str:
+        return suite_sample_size_plan(suite=suite).summary()
+
+    @admin.display(description="")
+    def actions_links(self, suite: BenchmarkSuite) -> str:
+        export = reverse("admin:models_app_benchmarksuite_export", args=[suite.pk])
+        start = reverse("admin:models_app_benchmarkrun_add") + f"?agent={suite.agent_id}&suite={suite.pk}"
+        return format_html('<a href="{}">Export JSONL</a> · <a href="{}">Start a run</a>', export, start)
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="models_app_benchmarksuite_import"),
+            path("<int:pk>/export/", self.admin_site.admin_view(self.export_view), name="models_app_benchmarksuite_export"),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm("models_app.add_benchmarksuite"):
+            raise DjangoPermissionDenied
+        form = SuiteImportForm(request.POST or None, request.FILES or None)
+        errors: list[str] = []
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            if upload.size > MAX_IMPORT_BYTES:
+                errors = [f"the file is {upload.size} bytes; the limit is {MAX_IMPORT_BYTES}"]
+            else:
+                try:
+                    text = upload.read().decode("utf-8")
+                except UnicodeDecodeError:
+                    errors = ["the file is not UTF-8 text"]
+                else:
+                    try:
+                        imported = benchmark_suite_import(
+                            agent=form.cleaned_data["agent"], slug=form.cleaned_data["slug"],
+                            lines=io.StringIO(text), description=form.cleaned_data["description"] or None,
+                            source=f"admin upload: {upload.name}", actor=request.user,
+                        )
+                    except DomainError as exc:
+                        errors = [part.strip() for part in exc.message.split(";")]
+                    else:
+                        suite = imported.suite
+                        if imported.created:
+                            messages.success(request, f"imported {suite} with {suite.case_count} cases")
+                        else:
+                            messages.info(request, f"the file holds exactly the cases of {suite}; no new version made")
+                        return HttpResponseRedirect(reverse("admin:models_app_benchmarksuite_change", args=[suite.pk]))
+        context = {**self.admin_site.each_context(request), "title": "Import a benchmark suite (JSONL)", "form": form,
+                   "errors": errors, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/models_app/benchmarksuite/import.html", context)
+
+    def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise DjangoPermissionDenied
+        suite = get_object_or_404(BenchmarkSuite.objects.select_related("agent"), pk=pk)
+        response = HttpResponse(benchmark_suite_jsonl(suite=suite), content_type="application/x-ndjson; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{suite.agent.slug}-{suite.slug}-v{suite.version}.jsonl"'
+        return response
+
+
+# --- runs ---------------------------------------------------------------------------------------------------
+
+
+class RunStartForm(forms.Form):
+    agent = forms.ModelChoiceField(queryset=Agent.objects.order_by("slug"))
+    suite = forms.ModelChoiceField(queryset=BenchmarkSuite.objects.select_related("agent"), required=False,
+                                   help_text="Default: the agent's latest suite.")
+    candidate = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.filter(kind=ModelKind.FINE_TUNED, status__in=BENCHMARKABLE_STATUSES).select_related("agent"),
+        required=False, help_text="Default: the agent's newest registered or approved fine-tune.",
+    )
+    baseline = forms.ModelChoiceField(queryset=ModelVersion.objects.select_related("agent"), required=False,
+                                      help_text="Default: the agent's live model.")
+    budget_override_reason = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Only if the budget refuses the run and you hold costs.override_budget: why it should go ahead.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Choosing the agent reloads the form with ?agent=, so the lists hold only that agent's suites and models.
+        self.fields["agent"].widget.attrs["onchange"] = "window.location.search = '?agent=' + this.value"
+        agent_id = self.data.get("agent") or self.initial.get("agent")
+        if agent_id and str(agent_id).isdigit():
+            for name in ("suite", "candidate", "baseline"):
+                self.fields[name].queryset = self.fields[name].queryset.filter(agent_id=int(agent_id))
+
+
+class OverrideForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=True,
+                             help_text="Why the candidate should go to rollout despite the verdict (kept in the record).")
+
+
+class CancelForm(forms.Form):
+    reason = forms.CharField(required=False, max_length=500)
+
+
+HISTOGRAM_WIDTH, HISTOGRAM_HEIGHT, HISTOGRAM_TOP = 600, 160, 10
+
+
+def histogram_bars(baseline: list[int], candidate: list[int]) -> dict[str, Any]:
+    """Rectangles of a paired histogram (baseline and candidate side by side per score bin), for a
+    plain inline SVG: no script, no CDN."""
+    bins = len(baseline)
+    peak = max([1, *baseline, *candidate])
+    slot = HISTOGRAM_WIDTH / bins
+    bar = slot * 0.38
+    bars = []
+    for index in range(bins):
+        for offset, count, css in ((0.1, baseline[index], "baseline"), (0.52, candidate[index], "candidate")):
+            height = (HISTOGRAM_HEIGHT - HISTOGRAM_TOP) * count / peak
+            bars.append({"x": round(index * slot + offset * slot, 1), "y": round(HISTOGRAM_HEIGHT - height, 1),
+                         "width": round(bar, 1), "height": round(height, 1), "count": count, "css": css,
+                         "label_x": round(index * slot + offset * slot + bar / 2, 1)})
+    labels = [{"x": round(index * slot + slot / 2, 1), "text": f"{index / bins:.1f}–{(index + 1) / bins:.1f}"}
+              for index in range(bins)]
+    return {"bars": bars, "labels": labels, "width": HISTOGRAM_WIDTH, "height": HISTOGRAM_HEIGHT + 18,
+            "axis_y": HISTOGRAM_HEIGHT}
+
+
+@admin.register(BenchmarkRun)
+class BenchmarkRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "agent", "suite_label", "candidate_model", "baseline_model", "status", "progress", "verdict",
+                    "cost", "created_at")
+    list_filter = ("status", "verdict", "agent")
+    search_fields = ("candidate__model_id", "baseline__model_id", "agent__slug")
+    list_select_related = ("agent", "suite", "candidate", "baseline")
+    ordering = ("-created_at",)
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # runs are advanced by the workers; the page below has the buttons
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # evidence for a verdict; each run is kept on its own
+
+    @admin.display(description="cost", ordering="cost_usd")
+    def cost(self, run: BenchmarkRun) -> str:
+        return format_usd(run.cost_usd)  # a run's cents and fractions of a cent: "$0.0013", not "0.00130000"
+
+    @admin.display(description="suite")
+    def suite_label(self, run: BenchmarkRun) -> str:
+        return f"{run.suite.slug} v{run.suite_version}"
+
+    @admin.display(description="candidate")
+    def candidate_model(self, run: BenchmarkRun) -> str:
+        return run.candidate.model_id
+
+    @admin.display(description="baseline")
+    def baseline_model(self, run: BenchmarkRun) -> str:
+        return run.baseline.model_id
+
+    @admin.display(description="progress")
+    def progress(self, run: BenchmarkRun) -> str:
+        return f"{run.completed_items}/{run.total_items} ({run.progress_percent:g} %)"
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="models_app_benchmarkrun_cancel"),
+            path("<int:pk>/override/", self.admin_site.admin_view(self.override_view),
+                 name="models_app_benchmarkrun_override"),
+            *super().get_urls(),
+        ]
+
+    # The "add" page starts a run through the service.
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise DjangoPermissionDenied
+        initial = {key: request.GET[key] for key in ("agent", "suite") if request.GET.get(key)}
+        form = RunStartForm(request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                run = benchmark_run_create(
+                    agent=data["agent"], suite=data["suite"], candidate=data["candidate"], baseline=data["baseline"],
+                    actor=request.user, requested_via="admin page",
+                    budget_override_reason=data["budget_override_reason"] or None,
+                )
+            except DomainError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"run #{run.pk} queued: {run.candidate.model_id} vs {run.baseline.model_id}")
+                return HttpResponseRedirect(reverse("admin:models_app_benchmarkrun_change", args=[run.pk]))
+        context = {**self.admin_site.each_context(request), "title": "Start a benchmark run", "form": form,
+                   "opts": self.model._meta}
+        return TemplateResponse(request, "admin/models_app/benchmarkrun/start.html", context)
+
+    # The "change" page is the run's report.
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise DjangoPermissionDenied
+        run = get_object_or_404(
+            BenchmarkRun.objects.select_related("agent", "suite", "candidate__provider", "baseline__provider",
+                                                "requested_by", "cancelled_by"),
+            pk=object_id,
+        )
+        report = benchmark_run_report(run=run)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Benchmark run #{run.pk}",
+            "run": run,
+            "report": report,
+            "comparison": report.comparison or {},
+            "histogram": histogram_bars(report.baseline_histogram, report.candidate_histogram),
+            "overrides": BenchmarkVerdictOverride.objects.filter(run=run).select_related("actor"),
+            "can_cancel": not run.is_finished and request.user.has_perm("models_app.change_benchmarkrun"),
+            # The service checks the same two permissions; the button is offered only to who can use it.
+            "can_override": run.status == BenchmarkRunStatus.COMPLETED and run.verdict != BenchmarkVerdict.PASS
+            and run.candidate.status != ModelStatus.APPROVED_FOR_ROLLOUT
+            and request.user.has_perm(OVERRIDE_PERMISSION) and request.user.has_perm(CHANGE_VERSION_PERMISSION),
+            "override_form": OverrideForm(),
+            "cancel_form": CancelForm(),
+            "refresh_seconds": 3 if not run.is_finished else None,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/models_app/benchmarkrun/detail.html", context)
+
+    def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        run = get_object_or_404(BenchmarkRun, pk=pk)
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:models_app_benchmarkrun_change", args=[pk]))
+        form = CancelForm(request.POST)
+        try:
+            benchmark_run_cancel(run=run, actor=request.user, reason=form.data.get("reason", ""))
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"run #{pk} cancelled")
+        return HttpResponseRedirect(reverse("admin:models_app_benchmarkrun_change", args=[pk]))
+
+    def override_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        run = get_object_or_404(BenchmarkRun, pk=pk)
+        form = OverrideForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                benchmark_verdict_override(run=run, actor=request.user, reason=form.cleaned_data["reason"])
+            except DomainError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"verdict of run #{pk} overridden: the candidate is approved for rollout")
+        elif request.method == "POST":
+            messages.error(request, "give a reason for the override")
+        return HttpResponseRedirect(reverse("admin:models_app_benchmarkrun_change", args=[pk]))

@@ -1,0 +1,45 @@
+"""Prometheus gauges of benchmark runs, read from the database at scrape time:
+
+- ``genesis_benchmark_runs{state}``  runs per state (every state, 0 included)
+- ``genesis_benchmark_run_seconds_since_progress{agent}``  the longest a running run of the agent has
+  gone without a chunk heartbeat or a finished chunk
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from models_app.benchmarks.selectors import benchmark_run_counts, benchmark_runs_since_progress
+
+logger = logging.getLogger(__name__)
+
+
+class BenchmarkRunsCollector(Collector):
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families()
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily("genesis_benchmark_runs", "Benchmark runs by state", labels=["state"]),
+            GaugeMetricFamily(
+                "genesis_benchmark_run_seconds_since_progress",
+                "Longest time a running benchmark run of the agent has gone without progress (seconds)",
+                labels=["agent"],
+            ),
+        )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        runs, stall = self._families()
+        try:
+            for state, count in benchmark_run_counts():
+                runs.add_metric([state], count)
+            for agent, seconds in benchmark_runs_since_progress():
+                stall.add_metric([agent], seconds)
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the database does not
+            logger.warning("metrics: cannot count benchmark runs: %s: %s", type(exc).__name__, exc)
+        yield from (runs, stall)

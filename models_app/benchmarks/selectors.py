@@ -1,0 +1,335 @@
+"""Reads of benchmarks: which suite and candidate a run uses by default, runs and their results, the
+contract's summary object, and the data of the admin's run page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, DecimalField, Max, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from models_app.benchmarks import stats as benchmark_stats
+from models_app.benchmarks.suites import SuiteCase, suite_jsonl
+from models_app.benchmarks.models import (
+    BenchmarkCase,
+    BenchmarkChunk,
+    BenchmarkResult,
+    BenchmarkRun,
+    BenchmarkRunStatus,
+    BenchmarkSuite,
+)
+from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
+
+# A candidate can be benchmarked from these statuses (lifecycle: → benchmarking).
+BENCHMARKABLE_STATUSES = (ModelStatus.REGISTERED, ModelStatus.APPROVED_FOR_ROLLOUT)
+ACTIVE_RUN_STATUSES = (BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING)
+ZERO = Decimal(0)
+MICRO_DOLLAR = Decimal("0.000001")  # the ledger's quantum (costs.pricing.LEDGER_QUANTUM)
+
+
+def money(amount: Decimal) -> str:
+    """Dollars as a decimal string, to the micro-dollar the ledger keeps: "0.000934"."""
+    return str(amount.quantize(MICRO_DOLLAR))
+
+
+def latest_suite(*, agent: Agent, slug: str | None = None) -> BenchmarkSuite | None:
+    """The newest version of `slug` (or of the agent's most recently imported suite)."""
+    suites = BenchmarkSuite.objects.filter(agent=agent).select_related("agent")
+    if slug is not None:
+        return suites.filter(slug=slug).order_by("-version").first()
+    return suites.order_by("-created_at", "-pk").first()
+
+
+def default_candidate(*, agent: Agent) -> ModelVersion | None:
+    """The newest fine-tuned version that may be benchmarked now."""
+    return (
+        agent.versions.select_related("provider", "agent")
+        .filter(kind=ModelKind.FINE_TUNED, status__in=BENCHMARKABLE_STATUSES)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def version_by_model_id(*, agent: Agent, model_id: str) -> list[ModelVersion]:
+    """Versions of the agent named `model_id` (one per provider serving it)."""
+    return list(agent.versions.select_related("provider", "agent").filter(model_id=model_id))
+
+
+def agents_with_benchmark_candidates() -> list[Agent]:
+    """Agents with a fine-tuned version ready to benchmark, for `run_all_benchmarks`."""
+    return list(
+        Agent.objects.filter(versions__kind=ModelKind.FINE_TUNED, versions__status__in=BENCHMARKABLE_STATUSES)
+        .distinct()
+        .order_by("slug")
+    )
+
+
+def active_run_for_candidate(*, candidate: ModelVersion) -> BenchmarkRun | None:
+    return BenchmarkRun.objects.filter(candidate=candidate, status__in=ACTIVE_RUN_STATUSES).order_by("-pk").first()
+
+
+def benchmark_runs(
+    *, agent_slugs: frozenset[str] | None = None, status: str | None = None, limit: int = 50
+) -> QuerySet[BenchmarkRun]:
+    runs = BenchmarkRun.objects.select_related("agent", "suite", "candidate", "baseline").order_by("-created_at", "-pk")
+    if agent_slugs is not None:
+        runs = runs.filter(agent__slug__in=agent_slugs)
+    if status:
+        runs = runs.filter(status=status)
+    return runs[:limit]
+
+
+def benchmark_run_get(*, run_id: int) -> BenchmarkRun | None:
+    return (
+        BenchmarkRun.objects.select_related(
+            "agent", "suite", "candidate__provider", "baseline__provider", "requested_by", "cancelled_by"
+        )
+        .filter(pk=run_id)
+        .first()
+    )
+
+
+def benchmark_run_cost(*, run: BenchmarkRun) -> Decimal:
+    """What the run has cost so far, summed in SQL: its results, plus what the ledger holds against
+    the run itself (answers paid for again after their pair's result was written; services/benchmarks
+    `_charge_paid_twice`). Quantized to the column's places because SQLite (the embedded mode) sums
+    decimals as floats."""
+    from costs.selectors import ledger_total_for
+
+    results = run.results.aggregate(
+        total=Coalesce(Sum("cost_usd"), Value(ZERO), output_field=DecimalField(max_digits=20, decimal_places=8))
+    )["total"]
+    return (Decimal(results) + ledger_total_for(source=run)).quantize(Decimal("0.00000001"))
+
+
+def benchmark_run_pairs(*, run: BenchmarkRun) -> list[benchmark_stats.PairedScore]:
+    """Cases scored for both models, with their tags, in suite order."""
+    scores: dict[int, dict[int, float]] = {}
+    for case_id, version_id, score in run.results.filter(scored=True).values_list("case_id", "model_version_id", "score"):
+        scores.setdefault(case_id, {})[version_id] = score
+    pairs = []
+    for case in BenchmarkCase.objects.filter(pk__in=scores).order_by("position").only("pk", "key", "tags"):
+        by_model = scores[case.pk]
+        if run.baseline_id in by_model and run.candidate_id in by_model:
+            pairs.append(
+                benchmark_stats.PairedScore(
+                    key=case.key, baseline=by_model[run.baseline_id], candidate=by_model[run.candidate_id],
+                    tags=tuple(case.tags or ()),
+                )
+            )
+    return pairs
+
+
+def _model_summary(run: BenchmarkRun, version: ModelVersion, comparison: dict[str, Any] | None, side: str) -> dict[str, Any]:
+    if comparison is not None:
+        mean, n = comparison[f"{side}_mean"], comparison["n"]
+    else:
+        scored = run.results.filter(model_version=version, scored=True).values_list("score", flat=True)
+        values = list(scored)
+        mean, n = (round(sum(values) / len(values), 6) if values else None), len(values)
+    return {"model": version.model_id, "mean_score": mean, "n": n}
+
+
+def benchmark_run_summary(*, run: BenchmarkRun) -> dict[str, Any]:
+    """The object `benchmark_finetuned --json` prints (the public contract), from the stored run."""
+    comparison = run.comparison
+    # The contract's ci95 is two numbers or null, never half of an interval. The gate stores both ends or
+    # neither; runs decided before it did may hold one end only (an unbounded other end), hence both checked.
+    ci95 = None
+    if comparison is not None and comparison.get("ci_low") is not None and comparison.get("ci_high") is not None:
+        ci95 = [comparison["ci_low"], comparison["ci_high"]]
+    return {
+        "run": run.pk,
+        "verdict": run.verdict or None,
+        "baseline": _model_summary(run, run.baseline, comparison, "baseline"),
+        "candidate": _model_summary(run, run.candidate, comparison, "candidate"),
+        "relative_improvement": comparison.get("relative_improvement") if comparison else None,
+        "ci95": ci95,
+        "cost_usd": money(run.cost_usd if run.is_finished else benchmark_run_cost(run=run)),
+    }
+
+
+def suite_sample_size_plan(*, suite: BenchmarkSuite) -> benchmark_stats.SampleSizePlan:
+    """How many cases the suite needs for the gate (as configured now) to PASS a candidate twice the
+    threshold better with 80 % power, and its power at its own size: from the per-case delta spread of
+    the newest finished run of the suite (any version of its slug), or the planner's stated assumption."""
+    threshold, rule, min_cases = settings.BENCHMARK_MIN_RELATIVE_IMPROVEMENT, settings.BENCHMARK_GATE_RULE, settings.BENCHMARK_MIN_CASES
+    runs = BenchmarkRun.objects.filter(
+        suite__agent_id=suite.agent_id, suite__slug=suite.slug, status=BenchmarkRunStatus.COMPLETED
+    ).exclude(comparison=None).order_by("-finished_at", "-pk").only("pk", "comparison")
+    for run in runs[:5]:
+        comparison = run.comparison or {}
+        spread, baseline_mean = comparison.get("delta_sd"), comparison.get("baseline_mean") or 0
+        if spread is not None and baseline_mean > 0:
+            return benchmark_stats.plan_sample_size(
+                threshold=threshold, rule=rule, delta_sd=spread, baseline_mean=baseline_mean,
+                current_cases=suite.case_count, min_cases=min_cases,
+                basis=f"per-case delta SD {spread:.3f} on a baseline mean of {baseline_mean:.3f}, measured by run "
+                      f"#{run.pk} ({comparison.get('n')} cases)",
+            )
+    return benchmark_stats.assumed_plan(threshold=threshold, rule=rule, current_cases=suite.case_count, min_cases=min_cases)
+
+
+def stored_plan(data: dict[str, Any] | None) -> benchmark_stats.SampleSizePlan | None:
+    """A plan as a finished run stored it (comparison["plan"]); None for runs decided before the planner."""
+    if not data:
+        return None
+    return benchmark_stats.SampleSizePlan(**data)
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """What the gate applied to a run, for its page and the commands: the rule, the resampling, its
+    Monte-Carlo error, and the suite's power."""
+
+    rule: str | None
+    rule_text: str
+    resamples: int | None
+    seed: int | None
+    mc_se: tuple[float | None, float | None] | None
+    mc_close: bool
+    bootstrap_ci: list[float] | None
+    fieller_ci: list[float] | None
+    plan: benchmark_stats.SampleSizePlan
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule, "rule_text": self.rule_text, "resamples": self.resamples, "seed": self.seed,
+            "mc_se": list(self.mc_se) if self.mc_se else None, "mc_close": self.mc_close,
+            "bootstrap_ci": self.bootstrap_ci, "fieller_ci": self.fieller_ci, "plan": self.plan.as_dict(),
+            "plan_text": self.plan.summary(),
+        }
+
+
+def benchmark_run_gate(*, run: BenchmarkRun) -> GateReport:
+    """The gate's side of a run: what the finished run stored, or — before it finishes — the rule it
+    will apply and the suite's plan."""
+    comparison = run.comparison or {}
+    parameters = run.parameters or {}
+    rule = comparison.get("rule") or parameters.get("gate_rule")
+    plan = stored_plan(comparison.get("plan")) or suite_sample_size_plan(suite=run.suite)
+    decided = bool(comparison)
+    return GateReport(
+        rule=rule, rule_text=benchmark_stats.RULES.get(rule or "", "decided before the rule was recorded"),
+        resamples=comparison.get("resamples") if decided else parameters.get("bootstrap_resamples"),
+        seed=comparison.get("seed") if decided else parameters.get("bootstrap_seed"),
+        mc_se=(comparison.get("mc_se_low"), comparison.get("mc_se_high")) if decided else None,
+        mc_close=bool(comparison.get("mc_close")), bootstrap_ci=comparison.get("bootstrap_ci"),
+        fieller_ci=comparison.get("fieller_ci"), plan=plan,
+    )
+
+
+def benchmark_summary_not_started() -> dict[str, Any]:
+    """The contract's object for a run that could not start: the same keys, nothing measured, nothing
+    spent — so a script reading `--json` never meets a missing key."""
+    nothing = {"model": None, "mean_score": None, "n": 0}
+    return {
+        "run": None, "verdict": None, "baseline": dict(nothing), "candidate": dict(nothing),
+        "relative_improvement": None, "ci95": None, "cost_usd": money(ZERO),
+    }
+
+
+@dataclass(frozen=True)
+class RegressionLine:
+    key: str
+    tags: tuple[str, ...]
+    baseline_score: float
+    candidate_score: float
+    delta: float
+    baseline_output: str
+    candidate_output: str
+    candidate_reason: str
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run: BenchmarkRun
+    summary: dict[str, Any]
+    comparison: dict[str, Any] | None
+    histogram_bins: list[str]
+    baseline_histogram: list[int]
+    candidate_histogram: list[int]
+    regressions: list[RegressionLine]
+    errors: int
+    chunks: list[dict[str, Any]]
+    gate: GateReport
+
+
+def benchmark_run_report(*, run: BenchmarkRun, worst: int = 20) -> RunReport:
+    """Everything the admin's run page shows, in a fixed number of queries."""
+    results = list(
+        run.results.filter(scored=True).select_related("case").only(
+            "score", "output", "reason", "error", "model_version_id", "case__key", "case__tags", "case__position"
+        )
+    )
+    baseline_scores = [r.score for r in results if r.model_version_id == run.baseline_id]
+    candidate_scores = [r.score for r in results if r.model_version_id == run.candidate_id]
+    by_case: dict[str, dict[int, BenchmarkResult]] = {}
+    for result in results:
+        by_case.setdefault(result.case.key, {})[result.model_version_id] = result
+    pairs = [
+        (key, models[run.baseline_id], models[run.candidate_id])
+        for key, models in by_case.items()
+        if run.baseline_id in models and run.candidate_id in models
+    ]
+    worse = sorted(
+        (pair for pair in pairs if pair[2].score < pair[1].score), key=lambda pair: (pair[2].score - pair[1].score, pair[0])
+    )[:worst]
+    bins = 10
+    return RunReport(
+        run=run,
+        summary=benchmark_run_summary(run=run),
+        comparison=run.comparison,
+        histogram_bins=[f"{i / bins:.1f}–{(i + 1) / bins:.1f}" for i in range(bins)],
+        baseline_histogram=benchmark_stats.score_histogram(baseline_scores, bins=bins),
+        candidate_histogram=benchmark_stats.score_histogram(candidate_scores, bins=bins),
+        regressions=[
+            RegressionLine(
+                key=key, tags=tuple(candidate.case.tags or ()), baseline_score=baseline.score,
+                candidate_score=candidate.score, delta=candidate.score - baseline.score,
+                baseline_output=baseline.output, candidate_output=candidate.output, candidate_reason=candidate.reason,
+            )
+            for key, baseline, candidate in worse
+        ],
+        errors=sum(1 for r in results if r.error),
+        chunks=list(run.chunks.values("index", "status", "worker", "attempts", "heartbeat_at", "error")),
+        gate=benchmark_run_gate(run=run),
+    )
+
+
+def benchmark_suite_jsonl(*, suite: BenchmarkSuite) -> str:
+    """The suite version as JSONL, ready to import again (the export of the admin and the command)."""
+    cases = [
+        SuiteCase(key=c.key, messages=c.messages, reference=c.reference, scorer=c.scorer, tags=list(c.tags or []))
+        for c in suite.cases.order_by("position")
+    ]
+    return suite_jsonl(description=suite.description, cases=cases)
+
+
+def benchmark_run_counts() -> list[tuple[str, int]]:
+    """(state, runs) for every state, 0 included: /metrics' genesis_benchmark_runs."""
+    counts = dict(BenchmarkRun.objects.values_list("status").annotate(n=Count("id")).order_by())
+    return [(state, counts.get(state, 0)) for state in BenchmarkRunStatus.values]
+
+
+def benchmark_runs_since_progress(*, now: datetime | None = None) -> list[tuple[str, float]]:
+    """(agent, seconds) for each agent with a running run: the longest any of its running runs has gone
+    without a chunk heartbeat, a finished chunk or (for a run with neither yet) its start."""
+    now = now or timezone.now()
+    runs = BenchmarkRun.objects.filter(status=BenchmarkRunStatus.RUNNING).select_related("agent")
+    last_chunk = {
+        row["run_id"]: max(filter(None, (row["heartbeat"], row["finished"])), default=None)
+        for row in BenchmarkChunk.objects.filter(run__in=runs).values("run_id").annotate(
+            heartbeat=Max("heartbeat_at"), finished=Max("finished_at")
+        ).order_by()
+    }
+    worst: dict[str, float] = {}
+    for run in runs:
+        last = max(filter(None, (last_chunk.get(run.pk), run.started_at or run.created_at)))
+        worst[run.agent.slug] = max(worst.get(run.agent.slug, 0.0), (now - last).total_seconds())
+    return sorted(worst.items())

@@ -1,0 +1,1 @@
+"""Fine-tuning: training files uploaded to a provider, jobs tracked until they register a model version."""

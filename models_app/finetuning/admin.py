@@ -1,0 +1,480 @@
+"""Admin pages of fine-tuning: upload a training file, create / submit / start / cancel / sync a job,
+adopt the provider job a lost creation answer left untracked, and read its status, events, checkpoints, cost, the provider's answer and the registered version.
+
+Every button calls a service (models_app/finetuning/services.py); no row is written here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from simple_history.admin import SimpleHistoryAdmin
+
+from costs.budgeting import format_usd
+from genesis.errors import DomainError
+from models_app.finetuning import rules
+from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
+from models_app.registry.models import Agent, ProviderAccount
+from models_app.finetuning.services import (
+    TrainingFileInvalid,
+    finetuning_adoption_candidates,
+    finetuning_job_adopt,
+    finetuning_job_cancel,
+    finetuning_job_create,
+    finetuning_job_start,
+    finetuning_job_submit,
+    finetuning_job_sync,
+    training_file_from_dataset,
+    training_file_upload,
+)
+from audits.models import AuditStatus, Dataset, DatasetStatus
+
+STATUS_COLOURS = {
+    rules.SUCCESS: "#2e7d32",
+    rules.RUNNING: "#1565c0",
+    rules.FAILED: "#c62828",
+    rules.FAILED_VALIDATION: "#c62828",
+    rules.REFUSED: "#c62828",
+    rules.CANCELLED: "#6d6d6d",
+    rules.NOT_CREATED: "#b26a00",
+}
+
+
+def _status_badge(status: str, label: str) -> str:
+    colour = STATUS_COLOURS.get(status, "#555")
+    return format_html('<strong style="color:{}">{}</strong>', colour, label)
+
+
+def _human_time(value: Any) -> str:
+    """The provider's ISO timestamp (or epoch seconds) as people read it: "2026-12-06 00:19:04 UTC"."""
+    if value in (None, ""):
+        return "—"
+    try:
+        moment = datetime.fromtimestamp(value, tz=UTC) if isinstance(value, int | float) else datetime.fromisoformat(str(value))
+    except (ValueError, OverflowError, OSError):
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _problems_text(error: TrainingFileInvalid) -> list[str]:
+    shown = [detail for _, detail in error.problems]
+    if error.invalid_lines > len(shown):
+        shown.append(f"… {error.invalid_lines} invalid lines in all")
+    return shown
+
+
+# --- training files -------------------------------------------------------------------------------
+
+
+class TrainingFileUploadForm(forms.Form):
+    agent = forms.ModelChoiceField(queryset=Agent.objects.all(), to_field_name="slug")
+    file = forms.FileField(help_text="Chat JSONL: one {\"messages\": [...]} sample per line. Checked line by line before upload.")
+    purpose = forms.ChoiceField(choices=TrainingFilePurpose.choices, initial=TrainingFilePurpose.TRAINING)
+    provider = forms.ModelChoiceField(
+        queryset=ProviderAccount.objects.filter(enabled=True), required=False,
+        help_text="Empty: the provider serving the agent's baseline.",
+    )
+
+
+@admin.register(TrainingFile)
+class TrainingFileAdmin(admin.ModelAdmin):
+    list_display = ("filename", "agent", "purpose", "line_count", "estimated_tokens", "provider", "provider_file_id", "uploaded_by", "uploaded_at")
+    list_filter = ("purpose", "agent", "provider")
+    search_fields = ("filename", "provider_file_id", "sha256", "agent__slug")
+    readonly_fields = ("agent", "provider", "provider_file_id", "filename", "purpose", "line_count", "size_bytes", "sha256",
+                       "estimated_tokens", "uploaded_by", "uploaded_at")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # an uploaded file is what the provider holds; upload a new one instead
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # jobs refer to it, and the audit trail needs it
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise DjangoPermissionDenied
+        form = TrainingFileUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                training_file = training_file_upload(
+                    agent=form.cleaned_data["agent"], content=upload, filename=upload.name,
+                    purpose=form.cleaned_data["purpose"], provider=form.cleaned_data["provider"], actor=request.user,
+                )
+            except TrainingFileInvalid as exc:
+                for problem in _problems_text(exc):
+                    form.add_error("file", problem)
+                messages.error(request, exc.message)
+            except DomainError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(
+                    request, f"{training_file.filename}: {training_file.line_count} samples at provider "
+                    f"'{training_file.provider.name}' as {training_file.provider_file_id}",
+                )
+                return HttpResponseRedirect(reverse("admin:models_app_trainingfile_changelist"))
+        context = {
+            **self.admin_site.each_context(request), "title": "Upload a training file", "form": form,
+            "opts": self.model._meta, "submit_label": "Check and upload",
+        }
+        return TemplateResponse(request, "admin/models_app/finetuningjob/form.html", context)
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+
+class FineTuningJobAdoptForm(forms.Form):
+    provider_job_id = forms.CharField(
+        max_length=100, label="Provider job id",
+        help_text="The provider's id of the job this row's lost creation made (see the provider's jobs above).",
+    )
+    reason = forms.CharField(required=False, max_length=200, help_text="Optional: kept in the job's history.")
+
+
+class FineTuningJobCreateForm(forms.Form):
+    agent = forms.ModelChoiceField(queryset=Agent.objects.all(), to_field_name="slug")
+    training_upload = forms.FileField(required=False, label="Upload a training file",
+                                      help_text="Chat JSONL, checked line by line, then uploaded to the provider.")
+    training_file = forms.ModelChoiceField(
+        queryset=TrainingFile.objects.filter(purpose=TrainingFilePurpose.TRAINING).select_related("agent"),
+        required=False, label="…or a training file uploaded before",
+    )
+    training_dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.none(), required=False, label="…or an audited dataset",
+        help_text="A dataset of the Training-data audits whose audit has finished; it is uploaded to the provider "
+                  "and linked, so the model's lineage shows its audit.",
+    )
+    validation_upload = forms.FileField(required=False, label="Upload a validation file (optional)")
+    validation_file = forms.ModelChoiceField(
+        queryset=TrainingFile.objects.filter(purpose=TrainingFilePurpose.VALIDATION).select_related("agent"),
+        required=False, label="…or a validation file uploaded before",
+    )
+    validation_dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.none(), required=False, label="…or an audited validation dataset",
+    )
+    base_model = forms.CharField(required=False, max_length=120, help_text="Empty: the base model of the agent's baseline.")
+    epochs = forms.FloatField(required=False, min_value=0.01, help_text="Passes over the data (give epochs or training steps).")
+    training_steps = forms.IntegerField(required=False, min_value=1)
+    learning_rate = forms.FloatField(required=False, min_value=0, initial=0.0001)
+    suffix = forms.CharField(required=False, max_length=rules.MAX_SUFFIX_LENGTH)
+    auto_start = forms.BooleanField(required=False, help_text="Let the provider start training as soon as the data is validated.")
+    override_reason = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Only when the estimate does not fit a hard budget: why it should go ahead (needs costs.override_budget).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        audited = (
+            Dataset.objects.filter(status=DatasetStatus.READY, agent__isnull=False, latest_audit__status=AuditStatus.SUCCEEDED)
+            .select_related("agent", "latest_audit").order_by("agent__slug", "-created_at")
+        )
+        self.fields["training_dataset"].queryset = audited.filter(purpose="training")
+        self.fields["validation_dataset"].queryset = audited.filter(purpose="validation")
+        for name in ("training_dataset", "validation_dataset"):
+            self.fields[name].label_from_instance = _dataset_label
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if sum(bool(data.get(name)) for name in ("training_upload", "training_file", "training_dataset")) != 1:
+            raise forms.ValidationError(
+                "Upload a training file, choose one uploaded before, or choose an audited dataset (one of the three)."
+            )
+        if sum(bool(data.get(name)) for name in ("validation_upload", "validation_file", "validation_dataset")) > 1:
+            raise forms.ValidationError("Upload a validation file or choose one, not both.")
+        if data.get("epochs") and data.get("training_steps"):
+            raise forms.ValidationError("Give epochs or training steps, not both.")
+        return data
+
+    def hyperparameters(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {name: data[name] for name in ("epochs", "training_steps", "learning_rate") if data.get(name) not in (None, "")}
+
+
+def _dataset_label(dataset: Dataset) -> str:
+    audit = dataset.latest_audit
+    findings = "findings" if audit and audit.has_findings else "clean"
+    return f"{dataset.agent.slug}: {dataset.original_name} (#{dataset.pk}, {dataset.line_count} lines, audit {findings})"
+
+
+@admin.register(FineTuningJob)
+class FineTuningJobAdmin(SimpleHistoryAdmin):
+    list_display = ("id", "agent", "base_model", "status_display", "trained_tokens", "cost_display", "fine_tuned_model",
+                    "model_version_link", "last_synced_at", "created_by", "created_at")
+    list_filter = ("status", "agent", "provider", "base_model")
+    search_fields = ("provider_job_id", "fine_tuned_model", "agent__slug", "training_file__filename")
+    list_select_related = ("agent", "model_version", "created_by")
+    change_form_template = "admin/models_app/finetuningjob/change_form.html"
+    fieldsets = (
+        ("Job", {"fields": ("agent", "provider", "provider_job_id", "base_model", "training_file", "validation_file",
+                            "hyperparameters_display", "suffix", "auto_start")}),
+        ("Status", {"fields": ("status_display", "provider_status", "provider_answer_display", "last_error",
+                               "last_error_at", "submitted_at", "started_at", "finished_at", "last_synced_at",
+                               "trained_tokens")}),
+        ("Cost", {"fields": ("estimated_cost_usd", "cost_display", "cost_recorded_at", "budget_override_reason")}),
+        ("Result", {"fields": ("fine_tuned_model", "model_version_link")}),
+        ("Events", {"fields": ("events_table",)}),
+        ("Checkpoints", {"fields": ("checkpoints_table",)}),
+        ("Provider's last answer about the job", {"fields": ("snapshot_display",), "classes": ("collapse",)}),
+        ("Who", {"fields": ("created_by", "created_at", "updated_at")}),
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [name for _, options in self.fieldsets for name in options["fields"]]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a job is a record of money spent; cancel it instead
+
+    # --- columns --------------------------------------------------------------------------------
+    @admin.display(description="status", ordering="status")
+    def status_display(self, job: FineTuningJob) -> str:
+        return _status_badge(job.status, job.get_status_display())
+
+    @admin.display(description="cost (provider)")
+    def cost_display(self, job: FineTuningJob) -> str:
+        if job.cost_usd is None:
+            return f"≈ {format_usd(job.estimated_cost_usd)} (estimate)" if job.estimated_cost_usd is not None else "—"
+        state = "charged" if job.cost_recorded_at else "reported, not yet charged"
+        if job.cost_currency in ("", "USD"):
+            return f"{format_usd(job.cost_usd)} ({state})"
+        return f"{job.cost_usd} {job.cost_currency} ({state})"
+
+    @admin.display(description="model version")
+    def model_version_link(self, job: FineTuningJob) -> str:
+        if job.model_version_id is None:
+            return "—"
+        url = reverse("admin:models_app_modelversion_change", args=[job.model_version_id])
+        return format_html('<a href="{}">{} ({})</a>', url, job.model_version.model_id, job.model_version.get_status_display())
+
+    @admin.display(description="hyperparameters")
+    def hyperparameters_display(self, job: FineTuningJob) -> str:
+        return ", ".join(f"{key}={value}" for key, value in sorted(job.hyperparameters.items())) or "provider defaults"
+
+    @admin.display(description="provider's answer")
+    def provider_answer_display(self, job: FineTuningJob) -> str:
+        if not job.provider_answer and not job.provider_answer_status:
+            return "—"
+        return format_html(
+            '<div style="border-left:4px solid #c62828;padding:4px 8px;white-space:pre-wrap">'
+            "<strong>HTTP {}</strong>\n{}</div>",
+            job.provider_answer_status or "—", job.provider_answer or "(no body)",
+        )
+
+    @admin.display(description="events (oldest first)")
+    def events_table(self, job: FineTuningJob) -> str:
+        if not job.events:
+            return "—"
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((_human_time(event.get("created_at")), event.get("name", ""), json.dumps(event.get("data", {}))) for event in job.events),
+        )
+        return format_html("<table><tr><th>when</th><th>event</th><th>data</th></tr>{}</table>", rows)
+
+    @admin.display(description="checkpoints")
+    def checkpoints_table(self, job: FineTuningJob) -> str:
+        if not job.checkpoints:
+            return "—"
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (c.get("step_number"), _human_time(c.get("created_at")), c["metrics"].get("train_loss"),
+                 c["metrics"].get("valid_loss"), c["metrics"].get("valid_mean_token_accuracy"))
+                for c in job.checkpoints
+            ),
+        )
+        return format_html(
+            "<table><tr><th>step</th><th>when</th><th>train loss</th><th>valid loss</th><th>valid accuracy</th></tr>{}</table>",
+            rows,
+        )
+
+    @admin.display(description="JSON")
+    def snapshot_display(self, job: FineTuningJob) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(job.provider_snapshot, indent=2, sort_keys=True)) if job.provider_snapshot else "—"
+
+    # --- buttons --------------------------------------------------------------------------------
+    ACTIONS = {
+        "submit": ("Submit to the provider", finetuning_job_submit),
+        "start": ("Start training", finetuning_job_start),
+        "cancel": ("Cancel job", finetuning_job_cancel),
+        "sync": ("Sync now", finetuning_job_sync),
+    }
+
+    def available_actions(self, job: FineTuningJob) -> list[str]:
+        actions = []
+        if job.status == rules.NOT_CREATED and not job.provider_job_id:
+            actions.append("adopt")
+        if job.status in (rules.NOT_CREATED, rules.REFUSED) and not job.provider_job_id:
+            actions.append("submit")
+        if job.status in rules.STARTABLE_STATUSES:
+            actions.append("start")
+        if job.status in rules.CANCELLABLE_STATUSES or job.status == rules.NOT_CREATED:
+            actions.append("cancel")
+        if job.provider_job_id:
+            actions.append("sync")
+        return actions
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path("<int:pk>/do/<slug:action>/", self.admin_site.admin_view(self.action_view),
+                 name="models_app_finetuningjob_action"),
+            path("<int:pk>/adopt/", self.admin_site.admin_view(self.adopt_view), name="models_app_finetuningjob_adopt"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        job = self.get_object(request, object_id)
+        extra_context = dict(extra_context or {})
+        # While the provider moves the job (beat syncs it every minute), the page follows it.
+        extra_context["refresh_seconds"] = 10 if job is not None and job.is_moving else None
+        if job is not None and self.has_change_permission(request, job):
+            extra_context["job_actions"] = [
+                {"name": name, "label": "Adopt a provider job", "link": True,
+                 "url": reverse("admin:models_app_finetuningjob_adopt", args=[job.pk])}
+                if name == "adopt" else
+                {"name": name, "label": self.ACTIONS[name][0],
+                 "url": reverse("admin:models_app_finetuningjob_action", args=[job.pk, name])}
+                for name in self.available_actions(job)
+            ]
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request: HttpRequest, obj: FineTuningJob, form: Any, change: bool) -> None:
+        # Every field is read-only and the page has no save button; a forged POST must not write the row.
+        return None
+
+    def action_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        job = get_object_or_404(FineTuningJob, pk=pk)
+        if action not in self.ACTIONS:
+            raise DjangoPermissionDenied
+        if not self.has_change_permission(request, job):
+            raise DjangoPermissionDenied
+        label, service = self.ACTIONS[action]
+        try:
+            job = service(job=job, actor=request.user)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            self._report(request, job, done=label)
+        return HttpResponseRedirect(reverse("admin:models_app_finetuningjob_change", args=[pk]))
+
+    def adopt_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Link a NOT_CREATED job to the provider job its lost creation answer left untracked: the
+        provider's untracked jobs are listed, matching ones first, and the chosen one is checked by
+        the service (it exists, no other row tracks it, same model and files) before it is linked."""
+        job = get_object_or_404(FineTuningJob.objects.select_related("agent", "provider", "training_file"), pk=pk)
+        if not self.has_change_permission(request, job):
+            raise DjangoPermissionDenied
+        change_url = reverse("admin:models_app_finetuningjob_change", args=[pk])
+        form = FineTuningJobAdoptForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                job = finetuning_job_adopt(job=job, provider_job_id=form.cleaned_data["provider_job_id"],
+                                           actor=request.user, reason=form.cleaned_data["reason"])
+            except DomainError as exc:
+                messages.error(request, exc.message)
+            else:
+                self._report(request, job, done=f"Adopted provider job {job.provider_job_id}")
+                return HttpResponseRedirect(change_url)
+        candidates = []
+        try:
+            candidates = finetuning_adoption_candidates(job=job, actor=request.user)
+        except DomainError as exc:
+            messages.warning(request, f"Could not list the provider's jobs ({exc.message}); give the job id by hand.")
+        matching = [candidate for candidate in candidates if candidate.matches]
+        if request.method != "POST" and len(matching) == 1:
+            form = FineTuningJobAdoptForm(initial={"provider_job_id": matching[0].snapshot.id})
+        context = {
+            **self.admin_site.each_context(request), "title": f"Adopt a provider job for fine-tuning job #{job.pk}",
+            "form": form, "opts": self.model._meta, "job": job, "change_url": change_url, "candidates": candidates,
+            "submit_label": "Check at the provider and adopt",
+            "explanation": f"Job #{job.pk} ({job.agent.slug}, {job.base_model}, {job.training_file.filename}) is "
+                     f"{job.get_status_display().lower()}: its creation may have reached provider "
+                     f"'{job.provider.name}' without the answer reaching us. Adopting links this row to the "
+                     "provider's job, so it is followed, charged and holds its budget as if the creation had "
+                     "answered. The provider is asked first; a job it does not have, one another row tracks, "
+                     "or one trained on something else is refused.",
+        }
+        return TemplateResponse(request, "admin/models_app/finetuningjob/adopt.html", context)
+
+    def _report(self, request: HttpRequest, job: FineTuningJob, *, done: str) -> None:
+        if job.last_error:
+            answer = f" — the provider said: {job.provider_answer}" if job.provider_answer else ""
+            messages.warning(request, f"{done}: job #{job.pk} is {job.status}; {job.last_error}{answer}")
+        else:
+            messages.success(request, f"{done}: job #{job.pk} is {job.get_status_display()}")
+
+    # --- creating -------------------------------------------------------------------------------
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise DjangoPermissionDenied
+        initial = {"agent": request.GET.get("agent")} if request.GET.get("agent") else None
+        form = FineTuningJobCreateForm(request.POST or None, request.FILES or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            job = self._create(request, form)
+            if job is not None:
+                self._report(request, job, done="Created")
+                return HttpResponseRedirect(reverse("admin:models_app_finetuningjob_change", args=[job.pk]))
+        context = {
+            **self.admin_site.each_context(request), "title": "Create a fine-tuning job", "form": form,
+            "opts": self.model._meta, "submit_label": "Check the budget and create",
+            "intro": "The training file is checked line by line and uploaded, the job's cost is estimated and "
+                     "checked against the agent's budgets, then the job is created at the provider. "
+                     "Start it from its page once it is validated (or tick auto start).",
+        }
+        return TemplateResponse(request, "admin/models_app/finetuningjob/form.html", context)
+
+    def _create(self, request: HttpRequest, form: FineTuningJobCreateForm) -> FineTuningJob | None:
+        data = form.cleaned_data
+        agent = data["agent"]
+        files: dict[str, TrainingFile | None] = {}
+        for purpose, upload_field, chosen_field, dataset_field in (
+            (TrainingFilePurpose.TRAINING, "training_upload", "training_file", "training_dataset"),
+            (TrainingFilePurpose.VALIDATION, "validation_upload", "validation_file", "validation_dataset"),
+        ):
+            upload = data.get(upload_field)
+            files[purpose] = data.get(chosen_field)
+            if data.get(dataset_field):
+                if data[dataset_field].agent_id != agent.pk:
+                    form.add_error(dataset_field, f"this dataset belongs to {data[dataset_field].agent.slug}, not {agent.slug}")
+                    return None
+                try:
+                    files[purpose] = training_file_from_dataset(dataset=data[dataset_field], actor=request.user)
+                except DomainError as exc:
+                    messages.error(request, exc.message)
+                    return None
+            if upload:
+                try:
+                    files[purpose] = training_file_upload(
+                        agent=agent, content=upload, filename=upload.name, purpose=purpose, actor=request.user
+                    )
+                except TrainingFileInvalid as exc:
+                    for problem in _problems_text(exc):
+                        form.add_error(upload_field, problem)
+                    messages.error(request, exc.message)
+                    return None
+                except DomainError as exc:
+                    messages.error(request, exc.message)
+                    return None
+        try:
+            return finetuning_job_create(
+                agent=agent, training_file=files[TrainingFilePurpose.TRAINING],
+                validation_file=files[TrainingFilePurpose.VALIDATION], base_model=data["base_model"] or None,
+                hyperparameters=form.hyperparameters(), suffix=data["suffix"], auto_start=data["auto_start"],
+                actor=request.user, override_reason=data["override_reason"] or None,
+            )
+        except DomainError as exc:
+            messages.error(request, exc.message)
+            return None

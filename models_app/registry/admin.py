@@ -1,0 +1,236 @@
+"""Admin pages of the registry. Every button calls a service; no row is written here directly."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from simple_history.admin import SimpleHistoryAdmin
+
+from genesis.errors import DomainError
+from models_app.registry import lifecycle
+from models_app.registry.models import Agent, ApiKey, ModelStatus, ModelVersion, ProviderAccount
+from models_app.registry.selectors import CANDIDATE_STATUSES
+from models_app.registry.services import (
+    agent_ensure,
+    agent_upsert,
+    api_key_create,
+    api_key_revoke,
+    model_version_change_status_by_hand,
+    provider_account_upsert,
+)
+
+
+class ModelVersionInline(admin.TabularInline):
+    model = ModelVersion
+    fields = ("model_id", "kind", "status", "provider", "status_changed_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Agent)
+class AgentAdmin(SimpleHistoryAdmin):
+    list_display = ("slug", "name", "live_model", "candidates")
+    search_fields = ("slug", "name", "purpose")
+    readonly_fields = ("created_at", "updated_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Agent | None = None):  # type: ignore[no-untyped-def]
+        # API keys, experiments and the ledger refer to agents by slug: it never changes.
+        return (*self.readonly_fields, "slug") if obj else self.readonly_fields
+    inlines = [ModelVersionInline]
+    fieldsets = (
+        (None, {"fields": ("slug", "name", "purpose")}),
+        ("Generation defaults", {"fields": ("system_prompt", "temperature", "max_tokens", "top_p", "fallback_enabled")}),
+        ("When", {"fields": ("created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        return super().get_queryset(request).prefetch_related("versions")
+
+    AGENT_FIELDS = ("name", "purpose", "system_prompt", "temperature", "max_tokens", "top_p", "fallback_enabled")
+
+    def save_model(self, request: HttpRequest, obj: Agent, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+        values = {field: form.cleaned_data[field] for field in self.AGENT_FIELDS}
+        try:
+            saved = (agent_upsert if change else agent_ensure)(slug=obj.slug, actor=request.user, **values)
+        except DomainError as exc:
+            raise DjangoPermissionDenied(exc.message) from None
+        obj.pk = saved.pk
+
+    @admin.display(description="live model")
+    def live_model(self, agent: Agent) -> str:
+        live = [v for v in agent.versions.all() if v.status == ModelStatus.LIVE]
+        return live[0].model_id if live else "—"
+
+    @admin.display(description="candidates")
+    def candidates(self, agent: Agent) -> str:
+        pending = [v for v in agent.versions.all() if v.kind == "fine_tuned" and v.status in CANDIDATE_STATUSES]
+        if not pending:
+            return "—"
+        return format_html_join(", ", "{} ({})", ((v.model_id, v.get_status_display()) for v in pending))
+
+
+class TransitionForm(forms.Form):
+    to_status = forms.ChoiceField(label="Move to")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=True)
+
+    def __init__(self, *args, version: ModelVersion, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        allowed = lifecycle.manual_targets(current=version.status, kind=version.kind)
+        self.fields["to_status"].choices = [(status, ModelStatus(status).label) for status in allowed]
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(SimpleHistoryAdmin):
+    list_display = ("model_id", "agent", "kind", "status", "provider", "registered_by", "created_at")
+    list_filter = ("status", "kind", "agent", "provider")
+    search_fields = ("model_id", "base_model", "agent__slug")
+    readonly_fields = ("status", "status_changed_at", "created_at", "registered_by", "change_status_link")
+    fields = ("agent", "provider", "model_id", "base_model", "kind", "reason", "status", "change_status_link",
+              "status_changed_at", "registered_by", "created_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None):  # type: ignore[no-untyped-def]
+        if obj is None:
+            return ("status", "status_changed_at", "created_at", "registered_by", "change_status_link")
+        # The identity of a registered version never changes; register a new one instead.
+        return ("agent", "provider", "model_id", "base_model", "kind", "reason", *self.readonly_fields)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
+        # A live or rolling-out version serves users; retire it (another goes live) or roll back instead.
+        if obj is not None and obj.status in (ModelStatus.LIVE, ModelStatus.ROLLING_OUT):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: ModelVersion, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+        from models_app.registry.services import model_version_register
+
+        if change:
+            return  # nothing is editable on a registered version; its status moves through services
+        registered = model_version_register(
+            agent=obj.agent, provider=obj.provider, model_id=obj.model_id, base_model=obj.base_model,
+            kind=obj.kind, actor=request.user, reason=obj.reason,
+        )
+        obj.pk = registered.pk
+
+    @admin.display(description="change status")
+    def change_status_link(self, version: ModelVersion) -> str:
+        if not version.pk or not lifecycle.manual_targets(current=version.status, kind=version.kind):
+            return "—"
+        url = reverse("admin:models_app_modelversion_transition", args=[version.pk])
+        return format_html('<a class="button" href="{}">Change status…</a>', url)
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path("<int:pk>/transition/", self.admin_site.admin_view(self.transition_view),
+                 name="models_app_modelversion_transition"),
+            *super().get_urls(),
+        ]
+
+    def transition_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        version = get_object_or_404(ModelVersion.objects.select_related("agent"), pk=pk)
+        if not self.has_change_permission(request, version):
+            raise DjangoPermissionDenied
+        form = TransitionForm(request.POST or None, version=version)
+        if request.method == "POST" and form.is_valid():
+            try:
+                model_version_change_status_by_hand(
+                    version=version, to_status=form.cleaned_data["to_status"], actor=request.user,
+                    reason=form.cleaned_data["reason"],
+                )
+            except DomainError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"{version.model_id} is now {form.cleaned_data['to_status']}")
+                return HttpResponseRedirect(reverse("admin:models_app_modelversion_change", args=[pk]))
+        context = {**self.admin_site.each_context(request), "title": f"Change status of {version}",
+                   "version": version, "form": form, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/models_app/modelversion/transition.html", context)
+
+
+@admin.register(ProviderAccount)
+class ProviderAccountAdmin(SimpleHistoryAdmin):
+    list_display = ("name", "kind", "base_url", "api_key_env", "key_present", "max_concurrency", "enabled")
+    list_filter = ("kind", "enabled")
+    def get_readonly_fields(self, request: HttpRequest, obj: ProviderAccount | None = None):  # type: ignore[no-untyped-def]
+        return ("name",) if obj else ()  # model versions name their provider; it is not renamed
+
+    PROVIDER_FIELDS = ("base_url", "api_key_env", "rate_limit_per_minute", "max_concurrency", "timeout_seconds", "enabled")
+
+    def save_model(self, request: HttpRequest, obj: ProviderAccount, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+        values = {field: form.cleaned_data[field] for field in self.PROVIDER_FIELDS}
+        try:
+            saved = provider_account_upsert(name=obj.name, kind=form.cleaned_data["kind"], actor=request.user, **values)
+        except DomainError as exc:
+            raise DjangoPermissionDenied(exc.message) from None
+        obj.pk = saved.pk
+
+    @admin.display(boolean=True, description="key set in environment")
+    def key_present(self, provider: ProviderAccount) -> bool:
+        import os
+
+        return bool(provider.api_key_env and os.environ.get(provider.api_key_env))
+
+
+class ApiKeyCreateForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("label", "all_agents", "agents")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("label", "prefix", "scope", "created_by", "created_at", "last_used_at", "revoked")
+    list_filter = ("revoked", "all_agents")
+    search_fields = ("label", "prefix")
+    actions = ["revoke_selected"]
+
+    def get_form(self, request, obj=None, **kwargs):  # type: ignore[no-untyped-def]
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        if obj is None:
+            return ("label", "all_agents", "agents")
+        return ("label", "prefix", "all_agents", "agents", "created_by", "created_at", "last_used_at", "revoked", "revoked_at")
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        if obj is None:
+            return ()
+        return self.get_fields(request, obj)
+
+    @admin.display(description="agents")
+    def scope(self, key: ApiKey) -> str:
+        return "all agents" if key.all_agents else ", ".join(a.slug for a in key.agents.all())
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        if change:
+            return
+        key, raw_key = api_key_create(
+            label=form.cleaned_data["label"], agents=list(form.cleaned_data["agents"]),
+            all_agents=form.cleaned_data["all_agents"], actor=request.user,
+        )
+        obj.pk = key.pk
+        messages.warning(request, f"The new key, shown only this once: {raw_key}")
+
+    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
+        pass  # the service stored the agents
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False  # revoke instead, so the audit trail keeps the key's record
+
+    @admin.action(description="Revoke selected keys")
+    def revoke_selected(self, request, queryset):  # type: ignore[no-untyped-def]
+        for key in queryset:
+            api_key_revoke(key=key, actor=request.user)
+        self.message_user(request, f"revoked {queryset.count()} key(s)")

@@ -1,0 +1,63 @@
+"""Registry endpoints: which agents a key may act for, and their models."""
+
+from __future__ import annotations
+
+from ninja import Router, Schema
+
+from genesis.validation import Slug
+from models_app.registry.selectors import agents_with_versions
+from models_app.registry.services import ensure_agent_access
+
+router = Router(tags=["registry"])
+
+
+class ModelVersionOut(Schema):
+    id: int
+    model: str
+    provider: str
+    base_model: str
+    kind: str
+    status: str
+
+
+class AgentOut(Schema):
+    agent: str
+    name: str
+    purpose: str
+    live_model: ModelVersionOut | None
+    candidates: list[ModelVersionOut]
+
+
+def _version_out(version) -> ModelVersionOut:  # type: ignore[no-untyped-def]
+    return ModelVersionOut(
+        id=version.pk,
+        model=version.model_id,
+        provider=version.provider.name,
+        base_model=version.base_model,
+        kind=version.kind,
+        status=version.status,
+    )
+
+
+def _agent_out(agent) -> AgentOut:  # type: ignore[no-untyped-def]
+    live = next((v for v in agent.active_versions if v.status == "live"), None)
+    return AgentOut(
+        agent=agent.slug,
+        name=agent.name,
+        purpose=agent.purpose,
+        live_model=_version_out(live) if live else None,
+        candidates=[_version_out(v) for v in agent.active_versions if v.status != "live"],
+    )
+
+
+@router.get("/agents", response=list[AgentOut], summary="Agents this key may act for, with their models")
+def list_agents(request):  # type: ignore[no-untyped-def]
+    principal = request.auth
+    agents = agents_with_versions(slugs=None if principal.all_agents else principal.agent_slugs)
+    return [_agent_out(agent) for agent in agents]
+
+
+@router.get("/agents/{agent}", response=AgentOut, summary="One agent and its models")
+def get_agent(request, agent: Slug):  # type: ignore[no-untyped-def]
+    ensure_agent_access(principal=request.auth, agent_slug=agent)
+    return _agent_out(agents_with_versions(slugs=frozenset({agent})).get())

@@ -1,0 +1,291 @@
+"""Every write to the model registry: agents, providers, model versions and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from genesis.permissions import require_permission
+from models_app.registry import lifecycle
+from models_app.registry.models import (
+    Agent,
+    ApiKey,
+    ModelKind,
+    ModelStatus,
+    ModelVersion,
+    ProviderAccount,
+    ProviderKind,
+)
+
+API_KEY_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
+
+
+def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
+    """simple-history reads these when the row is saved: who changed it and why."""
+    instance._history_user = actor
+    instance._change_reason = reason[:100] if reason else ""
+
+
+# --- agents and providers ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def agent_ensure(*, slug: str, name: str, actor: Any = None, **defaults: Any) -> Agent:
+    """The agent with this slug, created with these values when missing; an existing agent is left
+    as people edited it."""
+    require_permission(actor=actor, permission="models_app.add_agent", action="add agents")
+    agent, created = Agent.objects.get_or_create(slug=slug, defaults={"name": name, **defaults})
+    if created:
+        agent.history.filter(history_type="+").update(history_user=actor)
+    return agent
+
+
+@transaction.atomic
+def agent_upsert(*, slug: str, name: str, purpose: str = "", actor: Any = None, **defaults: Any) -> Agent:
+    require_permission(actor=actor, permission="models_app.change_agent", action="edit agents")
+    agent, created = Agent.objects.get_or_create(slug=slug, defaults={"name": name, "purpose": purpose, **defaults})
+    if not created:
+        changed = {"name": name, "purpose": purpose, **defaults}
+        if any(getattr(agent, field) != value for field, value in changed.items()):
+            for field, value in changed.items():
+                setattr(agent, field, value)
+            _record_history(agent, actor=actor, reason="updated")
+            agent.save()
+    return agent
+
+
+@transaction.atomic
+def provider_account_upsert(*, name: str, kind: str, base_url: str, api_key_env: str, actor: Any = None, **defaults: Any) -> ProviderAccount:
+    require_permission(actor=actor, permission="models_app.change_provideraccount", action="edit providers")
+    validate_api_key_env(api_key_env)
+    if kind not in ProviderKind.values:
+        raise InvalidInput(f"kind: '{kind}' is not one of {', '.join(ProviderKind.values)}")
+    provider, _ = ProviderAccount.objects.update_or_create(
+        name=name, defaults={"kind": kind, "base_url": base_url, "api_key_env": api_key_env, **defaults}
+    )
+    return provider
+
+
+def validate_api_key_env(name: str) -> None:
+    """A provider's key is sent as a bearer token to the provider's URL, so the variable it names must
+    be an API key's: naming DATABASE_URL or GENESIS_SECRET_KEY would hand that secret to whoever can
+    edit the account."""
+    if name and not API_KEY_ENV_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"api_key_env: '{name}' is not allowed; name an environment variable ending in _API_KEY, "
+            "e.g. MISTRAL_API_KEY"
+        )
+
+
+# --- model versions ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def model_version_register(
+    *,
+    agent: Agent,
+    provider: ProviderAccount,
+    model_id: str,
+    base_model: str,
+    kind: str,
+    actor: Any = None,
+    reason: str = "",
+) -> ModelVersion:
+    """Register a model an agent could use. Registering the same (agent, provider, model) twice
+    returns the existing version, so a retried task or a re-run seed never makes duplicates."""
+    require_permission(actor=actor, permission="models_app.add_modelversion", action="register model versions")
+    if kind not in ModelKind.values:
+        raise InvalidInput(f"kind: '{kind}' is not one of {', '.join(ModelKind.values)}")
+    if not model_id.strip():
+        raise InvalidInput("model_id: must not be empty")
+    version, created = ModelVersion.objects.get_or_create(
+        agent=agent,
+        provider=provider,
+        model_id=model_id,
+        defaults={"base_model": base_model, "kind": kind, "registered_by": actor, "reason": reason},
+    )
+    if created:
+        # get_or_create saved before we could say who; record it on the creation entry.
+        version.history.filter(history_type="+").update(history_user=actor, history_change_reason=reason[:100])
+    return version
+
+
+@transaction.atomic
+def model_version_transition(
+    *, version: ModelVersion, to_status: str, actor: Any = None, reason: str = "", verdict_overridden: bool = False
+) -> ModelVersion:
+    """Move a version along its lifecycle (models_app/registry/lifecycle.py), refusing illegal moves with a
+    message. Making a version live retires the agent's previous live version in the same transaction.
+
+    Called by the services that own each move (benchmarks, rollouts, the by-hand change above);
+    `verdict_overridden=True` may only be passed by a service that has itself checked the override
+    permission and recorded the reason."""
+    require_permission(actor=actor, permission="models_app.change_modelversion", action="change model status")
+    version = ModelVersion.objects.select_for_update().select_related("agent").get(pk=version.pk)
+    refusal = lifecycle.transition_refusal(
+        current=version.status, target=to_status, kind=version.kind, verdict_overridden=verdict_overridden
+    )
+    if refusal:
+        raise Conflict(f"{version.agent.slug} / {version.model_id}: {refusal}")
+    now = timezone.now()
+    if to_status == ModelStatus.LIVE:
+        for previous in ModelVersion.objects.select_for_update().filter(agent=version.agent, status=ModelStatus.LIVE):
+            previous.status = ModelStatus.RETIRED
+            previous.status_changed_at = now
+            _record_history(previous, actor=actor, reason=f"replaced by {version.model_id}")
+            previous.save(update_fields=["status", "status_changed_at"])
+    version.status = to_status
+    version.status_changed_at = now
+    _record_history(version, actor=actor, reason=reason)
+    version.save(update_fields=["status", "status_changed_at"])
+    return version
+
+
+@transaction.atomic
+def model_version_change_status_by_hand(
+    *, version: ModelVersion, to_status: str, actor: Any, reason: str
+) -> ModelVersion:
+    """A person retires or rejects a version (or puts a baseline live). Benchmarks and rollouts move
+    versions through their own services; this refuses to stand in for them."""
+    if not reason.strip():
+        raise InvalidInput("reason: say why the status changes; it is kept in the version's history")
+    allowed = lifecycle.manual_targets(current=version.status, kind=version.kind)
+    if to_status not in allowed:
+        raise Conflict(
+            f"{version.agent.slug} / {version.model_id}: a person may move a {version.status} version only to "
+            f"{', '.join(allowed) or 'nothing'} by hand; benchmarking and approval come from a benchmark run "
+            "(or a verdict override), rolling out and going live from an approved rollout"
+        )
+    return model_version_transition(version=version, to_status=to_status, actor=actor, reason=reason)
+
+
+# --- API keys -------------------------------------------------------------------------------------
+
+logger = logging.getLogger(__name__)
+
+API_KEY_PREFIX = "gk_"
+
+
+def hash_api_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(
+    *, label: str, agents: list[Agent] | None = None, all_agents: bool = False, actor: Any = None
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its raw value, which is shown once and never stored."""
+    require_permission(actor=actor, permission="models_app.add_apikey", action="create API keys")
+    if not label.strip():
+        raise InvalidInput("label: must not be empty")
+    if not all_agents and not agents:
+        raise InvalidInput("agents: name at least one agent, or allow all agents")
+    raw_key = f"{API_KEY_PREFIX}{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(
+        label=label,
+        prefix=raw_key[: len(API_KEY_PREFIX) + 8],
+        hashed_key=hash_api_key(raw_key),
+        all_agents=all_agents,
+        created_by=actor,
+    )
+    if agents:
+        key.agents.set(agents)
+    return key, raw_key
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey, actor: Any = None) -> ApiKey:
+    require_permission(actor=actor, permission="models_app.change_apikey", action="revoke API keys")
+    if not key.revoked:
+        key.revoked = True
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked", "revoked_at"])
+    return key
+
+
+@dataclass(frozen=True)
+class ApiPrincipal:
+    """Who is calling the API: an immutable snapshot of a key, safe to cache in the process."""
+
+    key_id: int
+    label: str
+    all_agents: bool
+    agent_slugs: frozenset[str]
+
+    def may_act_for(self, agent_slug: str) -> bool:
+        return self.all_agents or agent_slug in self.agent_slugs
+
+
+# Authentication is on every API request, the routing hot path included, so a key seen recently is
+# answered from memory. A revoked key therefore keeps working for at most this many seconds in a
+# process that saw it just before.
+API_KEY_CACHE_SECONDS = 10.0
+# Only keys that exist are remembered (misses would let anyone grow the cache), and at most this many.
+API_KEY_CACHE_MAX_ENTRIES = 10_000
+_principal_cache: dict[str, tuple[float, ApiPrincipal | None]] = {}
+_principal_cache_lock = threading.Lock()
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiPrincipal | None:
+    """The principal for a raw bearer key, or None when the key is unknown or revoked."""
+    if not raw_key.startswith(API_KEY_PREFIX):
+        return None
+    digest = hash_api_key(raw_key)
+    now = time.monotonic()
+    cached = _principal_cache.get(digest)
+    if cached and now - cached[0] < API_KEY_CACHE_SECONDS:
+        return cached[1]
+    try:
+        key = ApiKey.objects.filter(hashed_key=digest, revoked=False).prefetch_related("agents").first()
+    except DatabaseError:
+        if cached:
+            # The database cannot say whether the key was revoked meanwhile, and requests that need no
+            # database (POST /route answers from memory) should go on: the last answer stands until
+            # the database is back. A key never seen gets the error (503 from the API).
+            logger.warning("database unreachable: API key #%s answered from the process cache", cached[1].key_id if cached[1] else "?")
+            return cached[1]
+        raise
+    principal = None
+    if key is not None:
+        principal = ApiPrincipal(
+            key_id=key.pk,
+            label=key.label,
+            all_agents=key.all_agents,
+            agent_slugs=frozenset(agent.slug for agent in key.agents.all()),
+        )
+        # last_used_at is refreshed when the cache entry is, i.e. at most every few seconds; a
+        # bookkeeping write that fails must not fail the request the key was just verified for.
+        try:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        except DatabaseError:
+            logger.warning("could not record last_used_at of API key #%s: database error", key.pk)
+    if principal is not None:
+        with _principal_cache_lock:
+            if len(_principal_cache) >= API_KEY_CACHE_MAX_ENTRIES:
+                _principal_cache.clear()  # rare; the next requests simply look their keys up again
+            _principal_cache[digest] = (now, principal)
+    return principal
+
+
+def api_key_cache_clear() -> None:
+    with _principal_cache_lock:
+        _principal_cache.clear()
+
+
+def ensure_agent_access(*, principal: ApiPrincipal, agent_slug: str, known_agents: frozenset[str] | None = None) -> None:
+    """404 for an agent that does not exist, 403 for one this key may not act for."""
+    exists = agent_slug in known_agents if known_agents is not None else Agent.objects.filter(slug=agent_slug).exists()
+    if not exists:
+        raise NotFound(f"agent '{agent_slug}' does not exist")
+    if not principal.may_act_for(agent_slug):
+        raise PermissionDenied(f"API key '{principal.label}' may not act for agent '{agent_slug}'")
