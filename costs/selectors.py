@@ -6,7 +6,7 @@ Money is summed in SQL (Sum over a DecimalField is exact on PostgreSQL) and stay
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -20,8 +20,6 @@ from django.utils import timezone
 from costs import budgeting, pricing
 from costs.models import Budget, BudgetAlert, CostEntry, CostHold, PriceTable
 from genesis.errors import NotFound
-from models_app.finetuning.selectors import jobs_for_agents
-from models_app.finetuning.models import FineTuningJob
 
 ZERO = Decimal(0)
 _MONEY_SUM = DecimalField(max_digits=20, decimal_places=6)
@@ -314,29 +312,35 @@ class ReportData:
         return sum(row.entries for row in self.rows)
 
 
-def fine_tuning_jobs_for_report(*, as_of: datetime, limit: int = 100) -> list[FineTuningJobLine]:
-    """The newest fine-tuning jobs created by `as_of`, with what the ledger had charged for each by then
-    (entries whose source row is the job)."""
-    jobs = list(jobs_for_agents().filter(created_at__lte=as_of)[:limit])
-    charged = {
-        row["source_id"]: row["total"]
-        for row in CostEntry.objects.filter(
-            source_type=ContentType.objects.get_for_model(FineTuningJob),
-            source_id__in=[str(job.pk) for job in jobs],
+def charged_by_source(*, model: type[Any], source_ids: Collection[int], as_of: datetime) -> dict[int, Decimal]:
+    """What the ledger had charged each row of `model` among `source_ids` by `as_of` (entries whose
+    source object is that row); rows with no entry are left out."""
+    rows = (
+        CostEntry.objects.filter(
+            source_type=ContentType.objects.get_for_model(model),
+            source_id__in=[str(pk) for pk in source_ids],
             recorded_at__lte=as_of,
-        ).values("source_id").annotate(total=_sum_amount())
-    }
-    return [
-        FineTuningJobLine(
-            job=job.provider_job_id or f"#{job.pk}",
-            agent=job.agent.slug,
-            model=job.fine_tuned_model or job.base_model,
-            status=job.status,
-            created_at=job.created_at,
-            cost=charged.get(str(job.pk), ZERO),
         )
-        for job in jobs
-    ]
+        .values("source_id")
+        .annotate(total=_sum_amount())
+    )
+    return {int(row["source_id"]): row["total"] for row in rows}
+
+
+# The report lists fine-tuning jobs, which the costs app does not know (it sits below fine-tuning): the
+# fine-tuning domain registers how to read them (models_app/apps.py). No source, no section.
+FineTuningJobsSource = Callable[..., list[FineTuningJobLine]]
+_fine_tuning_jobs_source: FineTuningJobsSource | None = None
+
+
+def register_fine_tuning_jobs_source(source: FineTuningJobsSource) -> None:
+    """`source(*, as_of, limit)` returns the newest jobs created by `as_of`, with their cost by then."""
+    global _fine_tuning_jobs_source
+    _fine_tuning_jobs_source = source
+
+
+def fine_tuning_jobs_for_report(*, as_of: datetime, limit: int = 100) -> list[FineTuningJobLine]:
+    return _fine_tuning_jobs_source(as_of=as_of, limit=limit) if _fine_tuning_jobs_source else []
 
 
 def cost_report_data(*, as_of: datetime | None = None) -> ReportData:

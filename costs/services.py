@@ -725,44 +725,6 @@ def budget_alerts_redeliver(*, older_than_seconds: int = 60) -> int:
     return len(pending)
 
 
-# --- storage ------------------------------------------------------------------------------------------------
-
-
-def storage_charge_month(*, month: date | None = None) -> list[CostEntry]:
-    """Charge one month of storage for every fine-tuned model the provider keeps (every fine-tuned
-    version not retired or rejected). Idempotent per provider, model and month, so the daily beat run
-    charges each model once a month. Not one transaction: each charge commits on its own, so one
-    model without a price does not hold back the others."""
-    from models_app.registry.models import ModelKind, ModelStatus, ModelVersion
-
-    now = timezone.localtime()
-    month_start = (month or now.date()).replace(day=1)
-    in_month = (now.year, now.month) == (month_start.year, month_start.month)
-    occurred_at = now if in_month else timezone.make_aware(datetime.combine(month_start, datetime.min.time()))
-    versions = (
-        ModelVersion.objects.filter(kind=ModelKind.FINE_TUNED)
-        .exclude(status__in=[ModelStatus.RETIRED, ModelStatus.REJECTED])
-        .select_related("agent", "provider")
-        .order_by("pk")
-    )
-    charged = []
-    for version in versions:
-        try:
-            price = selectors.price_in_force(model=version.model_id, on=month_start, base_model=version.base_model)
-        except NotFound as exc:
-            logger.warning("no storage charge for %s in %s: %s", version.model_id, f"{month_start:%Y-%m}", exc.message)
-            continue
-        charged.append(
-            cost_record(
-                agent=version.agent, operation=Operation.STORAGE, amount_usd=pricing.storage_cost(price=price),
-                model=version.model_id, source_object=version, source=f"storage {month_start:%Y-%m}",
-                idempotency_key=f"storage:{version.provider.name}:{version.model_id}:{month_start:%Y-%m}",
-                occurred_at=occurred_at, note=f"monthly storage of a fine-tuned model ({price.model} price of {price.effective_from})",
-            )
-        )
-    return charged
-
-
 # --- reports ------------------------------------------------------------------------------------------------
 
 

@@ -31,11 +31,6 @@ def redeliver_budget_alerts() -> int:
     return services.budget_alerts_redeliver()
 
 
-@shared_task(name="costs.charge_monthly_storage", **TASK_OPTIONS)
-def charge_monthly_storage() -> int:
-    return len(services.storage_charge_month())
-
-
 @shared_task(name="costs.daily_cost_report", **TASK_OPTIONS)
 def daily_cost_report() -> int:
     return services.cost_report_daily().pk

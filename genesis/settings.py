@@ -187,6 +187,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_LONGEST_TASK_SECONDS
 CELERY_TASK_TIME_LIMIT = CELERY_LONGEST_TASK_SECONDS + 60
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [Queue("default"), Queue("benchmarks")]
+# Where a task goes when it is not the default queue; here rather than on the task, so a task sent by name
+# (genesis/tasks.py send_on_commit) from a process that never imported it is routed the same way.
+CELERY_TASK_ROUTES = {"models_app.benchmark_chunk_run": {"queue": "benchmarks"}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = GENESIS.time_zone

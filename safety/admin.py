@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 
 from genesis.errors import DomainError
 from models_app.registry.models import Agent
-from models_app.benchmarks.services import DEFAULT_JUDGE_MODEL
+from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
 from safety import selectors, services
 from safety.models import PromptKind, PromptSet, WaltzBuild
 

@@ -60,7 +60,8 @@ from models_app.finetuning.models import FineTuningJob
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.providers import PermanentProviderError, RetryPolicy, call_with_retries
 from models_app.registry.selectors import baseline_version, live_version
-from models_app.benchmarks.services import DEFAULT_JUDGE_MODEL, provider_limiter
+from models_app.benchmarks.runner import provider_limiter
+from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
 from models_app.finetuning.services import finetuning_job_create, training_file_upload
 from models_app.simulator.markers import strip_answer_markers
 from safety import labels, selection

@@ -173,7 +173,7 @@ def execute_inline(run_id: int, threads: int) -> None:
     from django.db import connection
 
     from models_app.benchmarks.models import BenchmarkChunk
-    from models_app.benchmarks.services import benchmark_chunk_execute
+    from models_app.benchmarks.runner import benchmark_chunk_execute
 
     queue = list(BenchmarkChunk.objects.filter(run_id=run_id).order_by("index").values_list("pk", flat=True))
     lock = threading.Lock()
@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from genesis.celery import app
     from models_app.benchmarks.models import BenchmarkResult, BenchmarkRun
-    from models_app.benchmarks.services import benchmark_run_create, benchmark_run_post_all_costs
+    from models_app.benchmarks.ledger import benchmark_run_post_all_costs
+    from models_app.benchmarks.services import benchmark_run_create
 
     base_name = connection.settings_dict["NAME"]
     connection.settings_dict["TEST"]["NAME"] = f"{base_name}_benchmark_runner"

@@ -26,7 +26,6 @@ from models_app.benchmarks.models import (
     BenchmarkVerdict,
     BenchmarkVerdictOverride,
 )
-from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
 from models_app.benchmarks.selectors import (
     BENCHMARKABLE_STATUSES,
     benchmark_run_report,
@@ -41,6 +40,7 @@ from models_app.benchmarks.services import (
     benchmark_suite_import,
     benchmark_verdict_override,
 )
+from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 

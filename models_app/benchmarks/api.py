@@ -10,7 +10,6 @@ from ninja import Field, Query, Router, Schema, Status
 from genesis.errors import NotFound
 from genesis.validation import Identifier, ObjectId, Slug
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
-from models_app.registry.models import Agent
 from models_app.benchmarks.selectors import (
     benchmark_run_get,
     benchmark_run_summary,
@@ -18,8 +17,9 @@ from models_app.benchmarks.selectors import (
     money,
     version_by_model_id,
 )
-from models_app.registry.services import ensure_agent_access
 from models_app.benchmarks.services import benchmark_run_create
+from models_app.registry.models import Agent
+from models_app.registry.services import ensure_agent_access
 
 router = Router(tags=["benchmarks"])
 

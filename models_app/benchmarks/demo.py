@@ -6,10 +6,10 @@ unchanged file imports as the existing version."""
 
 from __future__ import annotations
 
+from models_app.benchmarks.services import benchmark_suite_import
 from models_app.benchmarks.suites import demo_suite_path
 from models_app.registry.demo import DEMO_AGENTS
 from models_app.registry.models import Agent
-from models_app.benchmarks.services import benchmark_suite_import
 
 DEMO_SUITE_SLUG = "core"
 

@@ -257,3 +257,17 @@ class BenchmarkVerdictOverride(models.Model):
 
     def __str__(self) -> str:
         return f"override of run #{self.run_id} ({self.verdict_before}) by {self.actor}"
+
+
+RUN_TRANSITIONS: dict[str, frozenset[str]] = {
+    BenchmarkRunStatus.QUEUED: frozenset({BenchmarkRunStatus.RUNNING, BenchmarkRunStatus.FAILED, BenchmarkRunStatus.CANCELLED}),
+    BenchmarkRunStatus.RUNNING: frozenset(
+        {BenchmarkRunStatus.COMPLETED, BenchmarkRunStatus.FAILED, BenchmarkRunStatus.CANCELLED}
+    ),
+    BenchmarkRunStatus.COMPLETED: frozenset(),
+    BenchmarkRunStatus.FAILED: frozenset(),
+    BenchmarkRunStatus.CANCELLED: frozenset(),
+}
+
+
+FINISHED_RUN_STATUSES = (BenchmarkRunStatus.COMPLETED, BenchmarkRunStatus.FAILED, BenchmarkRunStatus.CANCELLED)

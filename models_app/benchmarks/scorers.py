@@ -737,3 +737,14 @@ def json_schema_errors(value: Any, schema: Any, path: str = "$") -> list[str]:
     if "not" in schema and not json_schema_errors(value, schema["not"], path):
         errors.append(f"{path}: must not match the 'not' schema")
     return errors
+
+
+DEFAULT_JUDGE_MODEL = "mistral-large-latest"
+
+
+def uses_judge(spec: Any) -> bool:
+    if not isinstance(spec, Mapping):
+        return False
+    if spec.get("name") in ("llm_judge", "judge"):
+        return True
+    return any(uses_judge(part) for part in spec.get("scorers", []) or [])

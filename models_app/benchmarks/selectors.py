@@ -14,7 +14,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from models_app.benchmarks import stats as benchmark_stats
-from models_app.benchmarks.suites import SuiteCase, suite_jsonl
 from models_app.benchmarks.models import (
     BenchmarkCase,
     BenchmarkChunk,
@@ -23,7 +22,9 @@ from models_app.benchmarks.models import (
     BenchmarkRunStatus,
     BenchmarkSuite,
 )
+from models_app.benchmarks.suites import SuiteCase, suite_jsonl
 from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
+from costs.selectors import ledger_total_for
 
 # A candidate can be benchmarked from these statuses (lifecycle: → benchmarking).
 BENCHMARKABLE_STATUSES = (ModelStatus.REGISTERED, ModelStatus.APPROVED_FOR_ROLLOUT)
@@ -97,9 +98,8 @@ def benchmark_run_get(*, run_id: int) -> BenchmarkRun | None:
 def benchmark_run_cost(*, run: BenchmarkRun) -> Decimal:
     """What the run has cost so far, summed in SQL: its results, plus what the ledger holds against
     the run itself (answers paid for again after their pair's result was written; services/benchmarks
-    `_charge_paid_twice`). Quantized to the column's places because SQLite (the embedded mode) sums
+    `charge_paid_twice`). Quantized to the column's places because SQLite (the embedded mode) sums
     decimals as floats."""
-    from costs.selectors import ledger_total_for
 
     results = run.results.aggregate(
         total=Coalesce(Sum("cost_usd"), Value(ZERO), output_field=DecimalField(max_digits=20, decimal_places=8))

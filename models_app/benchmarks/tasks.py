@@ -16,15 +16,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import shared_task
+from celery import current_app, shared_task
 from celery.signals import task_received
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import close_old_connections
 
-from models_app.benchmarks.services import (
+from genesis.tasks import RETRY_ON_DATABASE_ERRORS, SWEEP_OPTIONS
+from models_app.benchmarks.ledger import benchmark_run_post_all_costs
+from models_app.benchmarks.runner import (
     MAX_CHUNK_ATTEMPTS,
     benchmark_chunk_execute,
     benchmark_chunk_received,
-    benchmark_run_post_all_costs,
     benchmark_runs_resume_stalled,
     worker_identity,
 )
@@ -34,18 +35,8 @@ logger = logging.getLogger(__name__)
 BENCHMARKS_QUEUE = "benchmarks"
 
 
-@shared_task(
-    bind=True,
-    name="models_app.benchmark_chunk_run",
-    queue=BENCHMARKS_QUEUE,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=MAX_CHUNK_ATTEMPTS,
-)
+# Sent to the `benchmarks` queue (settings.CELERY_TASK_ROUTES).
+@shared_task(bind=True, name="models_app.benchmark_chunk_run", max_retries=MAX_CHUNK_ATTEMPTS, **RETRY_ON_DATABASE_ERRORS)
 def benchmark_chunk_run(self, chunk_id: int) -> str:  # type: ignore[no-untyped-def]
     outcome = benchmark_chunk_execute(chunk_id=chunk_id, worker=worker_identity(node=self.request.hostname or "unknown-worker"))
     if outcome.retry_in is not None:
@@ -76,15 +67,7 @@ def benchmark_chunk_message_received(sender: Any = None, request: Any = None, **
         logger.warning("benchmark chunk message %s: could not note its receipt (%s)", request.id, exc)
 
 
-@shared_task(
-    name="models_app.benchmark_costs_post",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=8,
-)
+@shared_task(name="models_app.benchmark_costs_post", max_retries=8, **RETRY_ON_DATABASE_ERRORS)
 def benchmark_costs_post(run_id: int) -> int:
     """Put a run's new results on the ledger (idempotent: each under its own key)."""
     return benchmark_run_post_all_costs(run_id=run_id)
@@ -94,13 +77,11 @@ def benchmark_costs_post(run_id: int) -> int:
 PING_TIMEOUT_SECONDS = 3.0
 
 
-@shared_task(name="models_app.benchmark_runs_resume", acks_late=True, ignore_result=True)
+@shared_task(name="models_app.benchmark_runs_resume", **SWEEP_OPTIONS)
 def benchmark_runs_resume() -> list[int]:
     """Beat, every minute: hand the chunks of dead workers, held or only received, to live ones."""
-    from genesis.celery import app
-
     try:
-        replies = app.control.ping(timeout=PING_TIMEOUT_SECONDS)
+        replies = current_app.control.ping(timeout=PING_TIMEOUT_SECONDS)
         live = {name for reply in replies for name in reply} or None
     except Exception as exc:  # noqa: BLE001 - without a ping, only stale heartbeats say a worker is gone
         logger.warning("benchmark resume: ping failed (%s); judging workers by their heartbeats only", exc)
@@ -110,16 +91,14 @@ def benchmark_runs_resume() -> list[int]:
 
 def benchmark_workers(*, timeout: float = 3.0) -> list[str]:
     """Names of the running workers that consume the `benchmarks` queue (empty when none answers)."""
-    from genesis.celery import app
-
     try:
-        replies = app.control.ping(timeout=min(timeout, 2.0))
+        replies = current_app.control.ping(timeout=min(timeout, 2.0))
     except Exception:  # noqa: BLE001 - an unreachable broker means no worker, said by the caller
         return []
     if not replies:
         return []
     try:
-        queues = app.control.inspect(timeout=timeout).active_queues() or {}
+        queues = current_app.control.inspect(timeout=timeout).active_queues() or {}
     except Exception:  # noqa: BLE001
         queues = {}
     if not queues:

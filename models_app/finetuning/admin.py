@@ -13,31 +13,30 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
+from audits.models import AuditStatus, Dataset, DatasetStatus
 from costs.budgeting import format_usd
 from genesis.errors import DomainError
 from models_app.finetuning import rules
-from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
-from models_app.registry.models import Agent, ProviderAccount
-from models_app.finetuning.services import (
-    TrainingFileInvalid,
-    finetuning_adoption_candidates,
-    finetuning_job_adopt,
-    finetuning_job_cancel,
-    finetuning_job_create,
-    finetuning_job_start,
-    finetuning_job_submit,
-    finetuning_job_sync,
-    training_file_from_dataset,
-    training_file_upload,
+from models_app.finetuning.models import (
+    FineTuningJob,
+    TrainingFile,
+    TrainingFilePurpose,
 )
-from audits.models import AuditStatus, Dataset, DatasetStatus
+from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
+from models_app.finetuning.services import TrainingFileInvalid, finetuning_job_cancel, finetuning_job_create, finetuning_job_start, finetuning_job_submit, finetuning_job_sync, training_file_from_dataset, training_file_upload
+from models_app.registry.models import Agent, ProviderAccount
 
 STATUS_COLOURS = {
     rules.SUCCESS: "#2e7d32",

@@ -13,8 +13,8 @@ from ninja import Query, Router, Schema
 
 from genesis.errors import NotFound
 from genesis.validation import ObjectId, Slug
-from models_app.finetuning.selectors import jobs_for_agents
 from models_app.finetuning.models import FineTuningJob
+from models_app.finetuning.selectors import jobs_for_agents
 from models_app.registry.services import ensure_agent_access
 
 router = Router(tags=["fine-tuning"])

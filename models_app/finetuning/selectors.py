@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
+
 from django.db.models import Count, F, Q, QuerySet
 
+from costs.selectors import FineTuningJobLine, charged_by_source
 from models_app.finetuning import rules
 from models_app.finetuning.models import FineTuningJob, FineTuningStatus, TrainingFile
 from models_app.registry.models import Agent
@@ -41,3 +45,21 @@ def finetuning_job_counts() -> list[tuple[str, int]]:
     """(state, jobs) for every state, 0 included: /metrics' genesis_finetuning_jobs."""
     counts = dict(FineTuningJob.objects.values_list("status").annotate(n=Count("id")).order_by())
     return [(state, counts.get(state, 0)) for state in FineTuningStatus.values]
+
+
+def fine_tuning_job_lines(*, as_of: datetime, limit: int = 100) -> list[FineTuningJobLine]:
+    """The cost report's fine-tuning section: the newest jobs created by `as_of`, with what the ledger
+    had charged for each by then (registered with costs by models_app/apps.py)."""
+    jobs = list(jobs_for_agents().filter(created_at__lte=as_of)[:limit])
+    charged = charged_by_source(model=FineTuningJob, source_ids=[job.pk for job in jobs], as_of=as_of)
+    return [
+        FineTuningJobLine(
+            job=job.provider_job_id or f"#{job.pk}",
+            agent=job.agent.slug,
+            model=job.fine_tuned_model or job.base_model,
+            status=job.status,
+            created_at=job.created_at,
+            cost=charged.get(job.pk, Decimal(0)),
+        )
+        for job in jobs
+    ]

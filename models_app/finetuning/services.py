@@ -29,13 +29,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -48,23 +47,30 @@ from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, DomainError, InvalidInput, NotFound
 from genesis.permissions import require_permission
 from models_app.finetuning import rules
-from models_app.registry.gateway import provider_for
-from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
-from models_app.registry.models import Agent, ModelKind, ModelVersion, ProviderAccount, ProviderKind
+from models_app.finetuning.models import (
+    FineTuningJob,
+    TrainingFile,
+    TrainingFilePurpose,
+)
 from models_app.providers.base import FineTuningJobSnapshot
-from models_app.providers.errors import ProviderError, ProviderRefused, TransientProviderError
-from models_app.providers.mistral import MistralProvider
-from models_app.providers.retry import RetryPolicy, call_with_retries
+from models_app.providers.errors import (
+    ProviderError,
+    ProviderRefused,
+    TransientProviderError,
+)
+from models_app.providers.retry import RetryPolicy
+from models_app.registry.models import (
+    Agent,
+    ModelKind,
+    ModelVersion,
+    ProviderAccount,
+)
 from models_app.registry.selectors import baseline_version
 from models_app.registry.services import model_version_register
+from models_app.finetuning.provider_calls import INTERACTIVE_RETRY, SYNC_RETRY, call_provider, domain_error, fine_tuning_provider, default_provider_account
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
-# A person is waiting in the admin or at a terminal: a few quick tries, then say so.
-INTERACTIVE_RETRY = RetryPolicy(max_attempts=3, base_delay_seconds=0.5, max_delay_seconds=5.0)
-# Beat's sync has a minute between ticks: the provider layer's default policy.
-SYNC_RETRY = RetryPolicy()
 # A job's estimate is held against the budgets until the job ends; a job lost without ending (its row
 # deleted by hand, its provider gone for good) stops holding after this, longer than any training.
 FINE_TUNING_HOLD_LASTS = timedelta(days=7)
@@ -83,13 +89,6 @@ class TrainingFileInvalid(InvalidInput):
         self.invalid_lines = invalid_lines
 
 
-class ProviderUnavailable(DomainError):
-    """The provider did not answer (timeouts, 429, 5xx) even after the retries: try again later."""
-
-    status_code = 503
-    code = "provider_unavailable"
-
-
 def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
     """simple-history reads these when the row is saved: who changed it and why."""
     instance._history_user = actor
@@ -98,49 +97,6 @@ def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
 
 def ledger_key(job: FineTuningJob) -> str:
     return f"{LEDGER_KEY_PREFIX}{job.pk}"
-
-
-# --- providers ------------------------------------------------------------------------------------
-
-
-def default_provider_account(*, agent: Agent) -> ProviderAccount:
-    """The account serving the agent's baseline: where its fine-tunes are trained unless told otherwise."""
-    version = baseline_version(agent=agent)
-    if version is None:
-        raise InvalidInput(
-            f"agent '{agent.slug}' has no baseline or live model version, so no provider to train on; "
-            "register one (or name the provider account)"
-        )
-    return version.provider
-
-
-def _fine_tuning_provider(account: ProviderAccount) -> MistralProvider:
-    if not account.enabled:
-        raise Conflict(f"provider account '{account.name}' is disabled; enable it in the admin first")
-    if account.kind not in (ProviderKind.MISTRAL, ProviderKind.SIMULATOR):
-        raise InvalidInput(
-            f"provider account '{account.name}' is {account.get_kind_display()}, which cannot fine-tune; "
-            "use a Mistral or simulator account"
-        )
-    provider = provider_for(account)
-    # The factory builds Mistral for both kinds; provider_for wraps it to count its calls (models_app/registry/metrics.py).
-    assert isinstance(provider.wrapped, MistralProvider)
-    return provider  # type: ignore[no-any-return]
-
-
-def _call(operation: Callable[[], T], *, policy: RetryPolicy) -> T:
-    def log_retry(attempt: Any) -> None:
-        logger.info("provider call retry %d in %.1fs: %s", attempt.retry_number, attempt.delay_seconds, attempt.error)
-
-    return call_with_retries(operation, policy=policy, on_retry=log_retry)
-
-
-def _domain_error(error: ProviderError, *, action: str) -> DomainError:
-    """What a person is told when the provider will not do `action`."""
-    answer = f" — the provider said: {error.provider_answer}" if error.provider_answer else ""
-    if isinstance(error, TransientProviderError):
-        return ProviderUnavailable(f"could not {action}: {error.message}; try again in a minute")
-    return Conflict(f"could not {action}: {error.message}{answer}")
 
 
 # --- training files -------------------------------------------------------------------------------
@@ -216,7 +172,7 @@ def training_file_upload(
         raise InvalidInput(f"purpose: '{purpose}' is not one of {', '.join(TrainingFilePurpose.values)}")
     filename = (filename or "").strip() or "training.jsonl"
     account = provider or default_provider_account(agent=agent)
-    client = _fine_tuning_provider(account)
+    client = fine_tuning_provider(account)
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
         while chunk := content.read(COPY_CHUNK_BYTES):
             spool.write(chunk)
@@ -245,7 +201,7 @@ def training_file_upload(
         spool.seek(0)
         payload = spool.read()
     try:
-        uploaded = _call(lambda: client.upload_file(filename=filename, content=payload), policy=INTERACTIVE_RETRY)
+        uploaded = call_provider(lambda: client.upload_file(filename=filename, content=payload), policy=INTERACTIVE_RETRY)
     except ProviderRefused as error:
         # The provider's refusal, not a bad argument: a Conflict (HTTP 409, command exit 1).
         raise Conflict(
@@ -253,7 +209,7 @@ def training_file_upload(
             + (f": {error.provider_answer}" if error.provider_answer else f": {error.message}")
         ) from None
     except ProviderError as error:
-        raise _domain_error(error, action=f"upload {filename} to provider '{account.name}'") from None
+        raise domain_error(error, action=f"upload {filename} to provider '{account.name}'") from None
     with transaction.atomic():
         training_file, _ = TrainingFile.objects.get_or_create(
             provider=account,
@@ -433,7 +389,7 @@ def _submit(*, job_id: int, actor: Any) -> FineTuningJob:
         # Its hold was released when it was refused; asking again is paid work again.
         budget_check(agent=job.agent, estimate_usd=job.estimated_cost_usd, actor=actor, hold_for=job,
                      operation=Operation.FINE_TUNING, hold_lasts=FINE_TUNING_HOLD_LASTS)
-    client = _fine_tuning_provider(job.provider)
+    client = fine_tuning_provider(job.provider)
     now = timezone.now()
 
     def create() -> FineTuningJobSnapshot:
@@ -454,7 +410,7 @@ def _submit(*, job_id: int, actor: Any) -> FineTuningJob:
             raise _CreationUnanswered(error) from None
 
     try:
-        snapshot = _call(create, policy=INTERACTIVE_RETRY)
+        snapshot = call_provider(create, policy=INTERACTIVE_RETRY)
     except (ProviderError, _CreationUnanswered) as failure:
         # Permanent: the provider refused this job (bad model, deprecated route, bad key…); its answer is
         # kept and the row is REFUSED. Transient: it stays NOT_CREATED and can be submitted again.
@@ -484,29 +440,29 @@ def _submit(*, job_id: int, actor: Any) -> FineTuningJob:
 # --- start, cancel, sync --------------------------------------------------------------------------
 
 
-def _load(job: FineTuningJob) -> FineTuningJob:
+def job_reload(job: FineTuningJob) -> FineTuningJob:
     return FineTuningJob.objects.select_related("agent", "provider", "training_file").get(pk=job.pk)
 
 
 def finetuning_job_start(*, job: FineTuningJob, actor: Any = None) -> FineTuningJob:
     """Start training a validated job (Conflict in any other state, or when the provider refuses)."""
     require_permission(actor=actor, permission="models_app.change_finetuningjob", action="start fine-tuning jobs")
-    job = _load(job)
+    job = job_reload(job)
     if job.status not in rules.STARTABLE_STATUSES:
         raise Conflict(f"fine-tuning job #{job.pk} is {job.status}; only a queued or validated job can be started")
-    client = _fine_tuning_provider(job.provider)
+    client = fine_tuning_provider(job.provider)
     try:
-        snapshot = _call(lambda: client.start_job(job_id=job.provider_job_id), policy=INTERACTIVE_RETRY)
+        snapshot = call_provider(lambda: client.start_job(job_id=job.provider_job_id), policy=INTERACTIVE_RETRY)
     except ProviderError as error:
         _record_provider_error(job_id=job.pk, error=error, actor=actor, operation="start")
-        raise _domain_error(error, action=f"start fine-tuning job #{job.pk}") from None
+        raise domain_error(error, action=f"start fine-tuning job #{job.pk}") from None
     return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason="started", started=True)
 
 
 def finetuning_job_cancel(*, job: FineTuningJob, actor: Any = None, reason: str = "") -> FineTuningJob:
     """Cancel a job. One not yet created at the provider is cancelled here only."""
     require_permission(actor=actor, permission="models_app.change_finetuningjob", action="cancel fine-tuning jobs")
-    job = _load(job)
+    job = job_reload(job)
     why = f"cancelled{': ' + reason.strip() if reason.strip() else ''}"
     if job.status == rules.NOT_CREATED:
         with transaction.atomic():
@@ -521,12 +477,12 @@ def finetuning_job_cancel(*, job: FineTuningJob, actor: Any = None, reason: str 
             return job
     if job.status not in rules.CANCELLABLE_STATUSES:
         raise Conflict(f"fine-tuning job #{job.pk} is {job.status} and cannot be cancelled")
-    client = _fine_tuning_provider(job.provider)
+    client = fine_tuning_provider(job.provider)
     try:
-        snapshot = _call(lambda: client.cancel_job(job_id=job.provider_job_id), policy=INTERACTIVE_RETRY)
+        snapshot = call_provider(lambda: client.cancel_job(job_id=job.provider_job_id), policy=INTERACTIVE_RETRY)
     except ProviderError as error:
         _record_provider_error(job_id=job.pk, error=error, actor=actor, operation="cancel")
-        raise _domain_error(error, action=f"cancel fine-tuning job #{job.pk}") from None
+        raise domain_error(error, action=f"cancel fine-tuning job #{job.pk}") from None
     return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason=why)
 
 
@@ -538,14 +494,14 @@ def finetuning_job_sync(*, job: FineTuningJob, actor: Any = None, retry_policy: 
     deprecated routes) marks the job REFUSED with the provider's answer; any other failure is kept in
     `last_error` and the next sync tries again. The returned job says what happened."""
     require_permission(actor=actor, permission="models_app.change_finetuningjob", action="sync fine-tuning jobs")
-    job = _load(job)
+    job = job_reload(job)
     if not job.provider_job_id:
         raise Conflict(f"fine-tuning job #{job.pk} is not at the provider ({job.status}); submit it first")
     if job.status in rules.TERMINAL_STATUSES and (job.status != rules.SUCCESS or job.model_version_id):
         return job  # final at the provider, and everything it implies is done
-    client = _fine_tuning_provider(job.provider)
+    client = fine_tuning_provider(job.provider)
     try:
-        snapshot = _call(lambda: client.get_job(job_id=job.provider_job_id), policy=retry_policy)
+        snapshot = call_provider(lambda: client.get_job(job_id=job.provider_job_id), policy=retry_policy)
     except ProviderError as error:
         return _record_provider_error(job_id=job.pk, error=error, actor=actor, operation="sync")
     return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason="synced")
@@ -562,158 +518,17 @@ def finetuning_provider_jobs(*, provider: ProviderAccount, actor: Any = None, pa
     is one created outside Genesis — or one whose creation answer was lost (the process died between
     the provider's answer and our commit): a person can see it here and cancel it at the provider."""
     require_permission(actor=actor, permission="models_app.view_finetuningjob", action="list fine-tuning jobs")
-    client = _fine_tuning_provider(provider)
+    client = fine_tuning_provider(provider)
     try:
-        snapshots = _call(lambda: client.list_jobs(page=0, page_size=page_size), policy=INTERACTIVE_RETRY)
+        snapshots = call_provider(lambda: client.list_jobs(page=0, page_size=page_size), policy=INTERACTIVE_RETRY)
     except ProviderError as error:
-        raise _domain_error(error, action=f"list the fine-tuning jobs of provider '{provider.name}'") from None
+        raise domain_error(error, action=f"list the fine-tuning jobs of provider '{provider.name}'") from None
     tracked = {
         job.provider_job_id: job
         for job in FineTuningJob.objects.filter(provider=provider, provider_job_id__in=[s.id for s in snapshots])
         .select_related("agent", "provider")
     }
     return [ProviderJobListing(snapshot=snapshot, job=tracked.get(snapshot.id)) for snapshot in snapshots]
-
-
-# --- adopting a job whose creation answer was lost -----------------------------------------------
-
-HYPERPARAMETER_TOLERANCE = 1e-9  # the provider echoes floats through JSON; compare, not ==
-
-
-def finetuning_job_adopt(*, job: FineTuningJob, provider_job_id: str, actor: Any = None, reason: str = "") -> FineTuningJob:
-    """Link a row still waiting for its creation answer (NOT_CREATED: a timeout or 5xx that may hide a
-    job the provider did create) to that provider job, as if the creation had answered: the row takes
-    the provider's id and status, beat's sync follows it from there, its budget hold stays until it
-    ends, and on SUCCESS its model is registered and its cost charged once (`finetune:<pk>`).
-
-    The provider is asked for the job first (its retrieve call, outside any transaction); the row is
-    then checked again and written under its lock. Refused with NotFound when the provider has no such
-    job, and Conflict when another row already tracks it, when this row is not waiting for a creation
-    answer, or when the provider's job is not this row's (another base model, training or validation
-    file, suffix, or a hyperparameter the row asked for)."""
-    require_permission(actor=actor, permission="models_app.change_finetuningjob", action="adopt provider fine-tuning jobs")
-    provider_job_id = (provider_job_id or "").strip()
-    if not provider_job_id:
-        raise InvalidInput("provider_job_id: give the provider's id of the job to adopt (from its job list)")
-    job = _load(job)
-    _check_adoptable(job, provider_job_id=provider_job_id)  # the cheap refusals, before the provider is asked
-    client = _fine_tuning_provider(job.provider)
-    try:
-        snapshot = _call(lambda: client.get_job(job_id=provider_job_id), policy=INTERACTIVE_RETRY)
-    except ProviderRefused as error:
-        if error.status_code == 404:
-            raise NotFound(
-                f"provider '{job.provider.name}' has no fine-tuning job '{provider_job_id}'; check the id in its job "
-                f"list (manage.py fine_tune status --provider {job.provider.name}). If the provider really created "
-                f"nothing, submit job #{job.pk} again instead"
-            ) from None
-        raise _domain_error(error, action=f"look up fine-tuning job '{provider_job_id}' at provider '{job.provider.name}'") from None
-    except ProviderError as error:
-        raise _domain_error(error, action=f"look up fine-tuning job '{provider_job_id}' at provider '{job.provider.name}'") from None
-    mismatches = _adoption_mismatches(job, snapshot)
-    if mismatches:
-        raise Conflict(
-            f"provider job {snapshot.id} is not the one job #{job.pk} asked for: {'; '.join(mismatches)}. "
-            "Adopt the provider job that matches this row, or create a job row with that job's settings "
-            "(fine_tune create … --no-submit) and adopt it there"
-        )
-    why = f"adopted provider job {snapshot.id}" + (f" ({reason.strip()})" if reason.strip() else "")
-    try:
-        with transaction.atomic():
-            job = FineTuningJob.objects.select_for_update(of=("self",)).select_related(
-                "agent", "provider", "training_file"
-            ).get(pk=job.pk)
-            _check_adoptable(job, provider_job_id=snapshot.id)  # again: a submit or adoption may have won meanwhile
-            before = {name: getattr(job, name) for name in _TRACKED_FIELDS}
-            job.provider_job_id = snapshot.id
-            # When the provider created it, not when we learnt of it (unless the provider did not say).
-            job.submitted_at = snapshot.created_at if snapshot.created_at.timestamp() > 0 else timezone.now()
-            job = _settle_locked(job, snapshot=snapshot, actor=actor, reason=why, before=before)
-    except IntegrityError:
-        # Another row took the same provider job between our check and our write (the unique constraint).
-        raise Conflict(_already_tracked_message(job, provider_job_id=snapshot.id)) from None
-    logger.info("fine-tuning job #%s %s by %s: now %s", job.pk, why, actor or "the system", job.status)
-    return job
-
-
-@dataclass(frozen=True)
-class AdoptionCandidate:
-    snapshot: FineTuningJobSnapshot
-    mismatches: list[str]  # empty: the provider job is what this row would have created
-
-    @property
-    def matches(self) -> bool:
-        return not self.mismatches
-
-
-def finetuning_adoption_candidates(*, job: FineTuningJob, actor: Any = None) -> list[AdoptionCandidate]:
-    """The provider's jobs no row tracks, each with how it differs from `job` — matching ones first,
-    newest first within each — for a person choosing which one `job` should adopt."""
-    listing = finetuning_provider_jobs(provider=job.provider, actor=actor)
-    job = _load(job)
-    candidates = [
-        AdoptionCandidate(snapshot=item.snapshot, mismatches=_adoption_mismatches(job, item.snapshot))
-        for item in listing
-        if item.job is None
-    ]
-    candidates.sort(key=lambda candidate: candidate.snapshot.created_at, reverse=True)
-    return sorted(candidates, key=lambda candidate: not candidate.matches)
-
-
-def _already_tracked_message(job: FineTuningJob, *, provider_job_id: str) -> str:
-    other = FineTuningJob.objects.filter(provider=job.provider, provider_job_id=provider_job_id).exclude(pk=job.pk).first()
-    tracker = f"job #{other.pk} ({other.status})" if other else "another job row"
-    return (
-        f"provider job {provider_job_id} is already tracked by {tracker}; a provider job can be adopted by one row "
-        f"only. Cancel job #{job.pk} if it is a leftover, or adopt a provider job no row tracks"
-    )
-
-
-def _check_adoptable(job: FineTuningJob, *, provider_job_id: str) -> None:
-    if job.provider_job_id:
-        raise Conflict(
-            f"fine-tuning job #{job.pk} already tracks provider job {job.provider_job_id} ({job.status}); "
-            "only a job whose creation was never answered (NOT_CREATED) can adopt one"
-        )
-    if job.status != rules.NOT_CREATED:
-        raise Conflict(
-            f"fine-tuning job #{job.pk} is {job.status}, not waiting for a creation answer; only a NOT_CREATED job can "
-            "adopt a provider job. To track the provider's job, create a job row with its settings "
-            "(fine_tune create … --no-submit) and adopt it there"
-        )
-    if FineTuningJob.objects.filter(provider=job.provider, provider_job_id=provider_job_id).exclude(pk=job.pk).exists():
-        raise Conflict(_already_tracked_message(job, provider_job_id=provider_job_id))
-
-
-def _adoption_mismatches(job: FineTuningJob, snapshot: FineTuningJobSnapshot) -> list[str]:
-    """Where the provider's job differs from what the row would have created; empty when it matches.
-    A training-file list or hyperparameter the provider does not report is not compared."""
-    mismatches = []
-    if snapshot.base_model != job.base_model:
-        mismatches.append(f"base model {snapshot.base_model}, not {job.base_model}")
-    if snapshot.training_file_ids and set(snapshot.training_file_ids) != {job.training_file.provider_file_id}:
-        mismatches.append(
-            f"training files {', '.join(snapshot.training_file_ids)}, not {job.training_file.provider_file_id}"
-        )
-    wanted_validation = {job.validation_file.provider_file_id} if job.validation_file_id else set()
-    if set(snapshot.validation_file_ids) != wanted_validation and (snapshot.validation_file_ids or wanted_validation):
-        mismatches.append(
-            f"validation files {', '.join(snapshot.validation_file_ids) or 'none'}, "
-            f"not {', '.join(wanted_validation) or 'none'}"
-        )
-    if (snapshot.suffix or "") != (job.suffix or ""):
-        mismatches.append(f"suffix '{snapshot.suffix or ''}', not '{job.suffix}'")
-    for name, wanted in sorted(job.hyperparameters.items()):
-        reported = snapshot.hyperparameters.get(name)
-        if reported is None:
-            continue
-        try:
-            same = abs(float(reported) - float(wanted)) <= HYPERPARAMETER_TOLERANCE * max(1.0, abs(float(wanted)))
-        except (TypeError, ValueError):
-            same = reported == wanted
-        if not same:
-            mismatches.append(f"{name} {reported}, not {wanted}")
-    return mismatches
 
 
 # --- writing what the provider said ---------------------------------------------------------------
@@ -819,23 +634,23 @@ def _apply_snapshot(job: FineTuningJob, snapshot: FineTuningJobSnapshot, *, now:
     return True
 
 
-_TRACKED_FIELDS = ("status", "provider_status", "fine_tuned_model", "model_version_id", "cost_usd", "last_error", "provider_answer")
+TRACKED_FIELDS = ("status", "provider_status", "fine_tuned_model", "model_version_id", "cost_usd", "last_error", "provider_answer")
 
 
 @transaction.atomic
 def _settle(*, job_id: int, snapshot: FineTuningJobSnapshot, actor: Any, reason: str, started: bool = False) -> FineTuningJob:
     """Write a snapshot under the row lock and, on SUCCESS, do what success implies (once)."""
     job = FineTuningJob.objects.select_for_update(of=("self",)).select_related("agent", "provider", "training_file").get(pk=job_id)
-    return _settle_locked(job, snapshot=snapshot, actor=actor, reason=reason, started=started)
+    return settle_locked(job, snapshot=snapshot, actor=actor, reason=reason, started=started)
 
 
-def _settle_locked(
+def settle_locked(
     job: FineTuningJob, *, snapshot: FineTuningJobSnapshot, actor: Any, reason: str, started: bool = False,
     before: dict[str, Any] | None = None,
 ) -> FineTuningJob:
     """`_settle` for a row the caller has locked (and perhaps changed: `before` is what it was)."""
     if before is None:
-        before = {name: getattr(job, name) for name in _TRACKED_FIELDS}
+        before = {name: getattr(job, name) for name in TRACKED_FIELDS}
     now = timezone.now()
     applied = _apply_snapshot(job, snapshot, now=now)
     if applied:
@@ -844,7 +659,7 @@ def _settle_locked(
         job.started_at = now
     if job.status == rules.SUCCESS and job.model_version_id is None:
         _register_fine_tuned_model(job, now=now)
-    changed = [name for name in _TRACKED_FIELDS if getattr(job, name) != before[name]]
+    changed = [name for name in TRACKED_FIELDS if getattr(job, name) != before[name]]
     if not changed and not started:
         # Progress only (trained tokens, checkpoints, the sync time): no history row every minute.
         job.skip_history_when_saving = True

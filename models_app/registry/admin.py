@@ -14,7 +14,13 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from genesis.errors import DomainError
 from models_app.registry import lifecycle
-from models_app.registry.models import Agent, ApiKey, ModelStatus, ModelVersion, ProviderAccount
+from models_app.registry.models import (
+    Agent,
+    ApiKey,
+    ModelStatus,
+    ModelVersion,
+    ProviderAccount,
+)
 from models_app.registry.selectors import CANDIDATE_STATUSES
 from models_app.registry.services import (
     agent_ensure,
@@ -24,6 +30,7 @@ from models_app.registry.services import (
     model_version_change_status_by_hand,
     provider_account_upsert,
 )
+from models_app.registry.services import model_version_register
 
 
 class ModelVersionInline(admin.TabularInline):
@@ -112,7 +119,6 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
         return super().has_delete_permission(request, obj)
 
     def save_model(self, request: HttpRequest, obj: ModelVersion, form, change: bool) -> None:  # type: ignore[no-untyped-def]
-        from models_app.registry.services import model_version_register
 
         if change:
             return  # nothing is editable on a registered version; its status moves through services

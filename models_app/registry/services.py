@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import threading
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any

@@ -1,5 +1,5 @@
-"""costs/services.py on a real database: the ledger, alerts, the budget check and its overrides,
-storage charges and prices."""
+"""costs/services.py on a real database: the ledger, alerts, the budget check and its overrides, and
+prices."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from costs.services import (
     cost_hold_release,
     cost_record,
     price_upsert,
-    storage_charge_month,
 )
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from tests.costs.factories import PriceTableFactory
@@ -420,22 +419,7 @@ def test_two_starts_at_once_cannot_together_overspend_what_each_fits_in(transact
     assert list(CostHold.objects.values_list("source_id", flat=True)) == [str(sources["first"].pk)]
 
 
-# --- storage and prices ----------------------------------------------------------------------------------------------
-
-
-def test_monthly_storage_charges_each_stored_fine_tuned_model_once_a_month(qa_agent, base_price):
-    stored = ModelVersionFactory(agent=qa_agent, model_id=FT_MODEL)
-    ModelVersionFactory(agent=qa_agent, model_id="ft:open-mistral-7b:00000000:20260101:11111111", status="retired")
-    ModelVersionFactory(agent=qa_agent, model_id="open-mistral-7b", kind="baseline", base_model="open-mistral-7b")
-    first = storage_charge_month()
-    again = storage_charge_month()
-    assert [e.pk for e in first] == [e.pk for e in again]
-    entry = CostEntry.objects.get()
-    assert (entry.operation, entry.amount_usd, entry.model, entry.source_object) == ("storage", Decimal("2.000000"), FT_MODEL, stored)
-    assert entry.idempotency_key == f"storage:simulator:{FT_MODEL}:{timezone.localdate():%Y-%m}"
-    previous_month = timezone.localdate().replace(day=1) - timedelta(days=1)
-    storage_charge_month(month=previous_month)
-    assert CostEntry.objects.count() == 2
+# --- prices ----------------------------------------------------------------------------------------------
 
 
 def test_price_versions_keep_their_history_and_seeding_does_not_overwrite(db):

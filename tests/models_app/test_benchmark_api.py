@@ -7,7 +7,8 @@ import pytest
 from costs.services import budget_upsert
 from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun
 from models_app.registry.models import Agent
-from models_app.benchmarks.services import benchmark_chunk_execute, benchmark_run_create
+from models_app.benchmarks.runner import benchmark_chunk_execute
+from models_app.benchmarks.services import benchmark_run_create
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/benchmarks/runs"

@@ -19,15 +19,9 @@ from costs.models import CostEntry
 from models_app.benchmarks.limits import KEY_PREFIX, RedisProviderLimiter
 from models_app.benchmarks.models import BenchmarkChunk, BenchmarkResult, BenchmarkRun, BenchmarkUnscoredAnswer
 from models_app.registry.models import Agent
-from models_app.benchmarks.services import (
-    _Answer,
-    _chunk_context,
-    _chunk_starts,
-    _store_answers,
-    benchmark_chunk_claim,
-    benchmark_run_cancel,
-    benchmark_run_create,
-)
+from models_app.benchmarks.answers import Answer
+from models_app.benchmarks.runner import _chunk_context, _store_answers, benchmark_chunk_claim
+from models_app.benchmarks.services import _chunk_starts, benchmark_run_cancel, benchmark_run_create
 from models_app.benchmarks.selectors import benchmark_run_cost
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the shared limiter lives in Redis (REDIS_URL)")
@@ -48,9 +42,9 @@ def test_an_explicit_chunk_size_is_kept_exactly(demo_simulator):
     assert [len(items) for items in BenchmarkChunk.objects.filter(run=run).order_by("index").values_list("items", flat=True)] == [16] * 6
 
 
-def _answers(lease, count: int) -> list[_Answer]:  # type: ignore[no-untyped-def]
+def _answers(lease, count: int) -> list[Answer]:  # type: ignore[no-untyped-def]
     return [
-        _Answer(version_id, case_id, "scored", output="42", score=1.0, reason="matches", finish_reason="stop",
+        Answer(version_id, case_id, "scored", output="42", score=1.0, reason="matches", finish_reason="stop",
                 latency_ms=50.0, prompt_tokens=10, completion_tokens=2, cost_usd=Decimal("0.000003"))
         for version_id, case_id in lease.items[:count]
     ]
@@ -292,7 +286,7 @@ def test_a_worker_whose_clock_is_wrong_neither_loses_nor_overstays_its_slot():
 
 def _kept_answer(context, lease, answer):  # type: ignore[no-untyped-def]
     """`answer` kept because its judge failed (the model was paid), as a chunk's round leaves it."""
-    failed = _Answer(answer.model_version_id, answer.case_id, "unscored", output=answer.output, prompt_tokens=10,
+    failed = Answer(answer.model_version_id, answer.case_id, "unscored", output=answer.output, prompt_tokens=10,
                      completion_tokens=2, cost_usd=Decimal("0.000003"), error="judge: 503 service unavailable")
     _store_answers(context, lease, [failed])
     return BenchmarkUnscoredAnswer.objects.get(run_id=lease.run_id, case_id=answer.case_id,
@@ -307,7 +301,7 @@ def test_a_judge_paid_after_the_run_wrote_its_kept_answer_is_charged_on_top(demo
     assert BenchmarkRun.objects.get(pk=run.pk).cost_usd == Decimal("0.000003")
 
     # The judge asked again in that chunk's round answers now, after the run ended: its tokens were paid.
-    judged = _Answer(kept.model_version_id, kept.case_id, "scored", output=kept.output, score=1.0, prompt_tokens=10,
+    judged = Answer(kept.model_version_id, kept.case_id, "scored", output=kept.output, score=1.0, prompt_tokens=10,
                      completion_tokens=2, judge_prompt_tokens=30, judge_completion_tokens=5,
                      cost_usd=Decimal("0.000005"), kept_id=kept.pk, kept_cost_usd=Decimal("0.000003"))
     _store_answers(context, lease, [judged])

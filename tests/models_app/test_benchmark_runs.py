@@ -35,17 +35,9 @@ from models_app.benchmarks.models import (
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.providers import TransientProviderError
 from models_app.registry.services import model_version_register
-from models_app.benchmarks.services import (
-    benchmark_chunk_claim,
-    benchmark_chunk_execute,
-    benchmark_chunk_received,
-    benchmark_run_cancel,
-    benchmark_run_post_all_costs,
-    benchmark_run_create,
-    benchmark_runs_resume_stalled,
-    benchmark_suite_import,
-    benchmark_verdict_override,
-)
+from models_app.benchmarks.ledger import benchmark_run_post_all_costs
+from models_app.benchmarks.runner import benchmark_chunk_claim, benchmark_chunk_execute, benchmark_chunk_received, benchmark_runs_resume_stalled
+from models_app.benchmarks.services import benchmark_run_cancel, benchmark_run_create, benchmark_suite_import, benchmark_verdict_override
 from models_app.simulator.markers import format_answer_marker
 from tests.factories import UserFactory
 from tests.models_app.conftest import point_demo_provider_at, wait_until
@@ -247,7 +239,7 @@ def test_a_queued_chunk_whose_message_went_to_a_worker_now_dead_is_sent_again_at
 
 @pytest.mark.django_db
 def test_a_chunk_given_back_for_a_retry_forgets_who_received_its_earlier_message(demo_simulator):
-    from models_app.benchmarks.services import _release_chunk
+    from models_app.benchmarks.runner import _release_chunk
 
     run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
     chunk = BenchmarkChunk.objects.filter(run=run).first()
@@ -353,7 +345,7 @@ def test_a_chunk_of_a_dead_pool_process_of_the_same_worker_is_taken_over_at_once
     import subprocess
     import sys
 
-    from models_app.benchmarks.services import worker_identity
+    from models_app.benchmarks.runner import worker_identity
 
     run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
     chunk = BenchmarkChunk.objects.filter(run=run).first()
@@ -638,14 +630,14 @@ def _judged_run(agent_slug: str, simulator_factory):  # type: ignore[no-untyped-
 
 def _fail_every_judge_call_of_one_round(judge) -> int:  # type: ignore[no-untyped-def]
     """Returns how many judge requests fail: two replies to judge, each through all its retries."""
-    from models_app.benchmarks.services import CALL_RETRY_POLICY
+    from models_app.benchmarks.runner import CALL_RETRY_POLICY
 
     failing = 2 * CALL_RETRY_POLICY.max_attempts
     judge.state.queue_faults(*[500] * failing)
     return failing
 
 
-def _price(model: str, base_model: str | None = None):  # type: ignore[no-untyped-def]
+def price_for_estimate(model: str, base_model: str | None = None):  # type: ignore[no-untyped-def]
     from costs.selectors import price_in_force
 
     return price_in_force(model=model, base_model=base_model)
@@ -675,9 +667,9 @@ def test_a_transient_judge_failure_asks_only_the_judge_again_and_every_call_is_p
     assert not BenchmarkUnscoredAnswer.objects.filter(run=run).exists()
     for result in BenchmarkResult.objects.filter(run=run).select_related("model_version"):
         version = result.model_version
-        paid = inference_cost(price=_price(version.model_id, version.base_model), input_tokens=result.prompt_tokens,
+        paid = inference_cost(price=price_for_estimate(version.model_id, version.base_model), input_tokens=result.prompt_tokens,
                               output_tokens=result.completion_tokens) + inference_cost(
-            price=_price("mistral-large-latest"), input_tokens=result.judge_prompt_tokens,
+            price=price_for_estimate("mistral-large-latest"), input_tokens=result.judge_prompt_tokens,
             output_tokens=result.judge_completion_tokens)
         assert result.score == 0.75 and result.judge_prompt_tokens > 0 and result.cost_usd == paid
     assert_scored_once_and_paid_once(run)

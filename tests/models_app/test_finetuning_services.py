@@ -27,19 +27,9 @@ from models_app.registry.models import ModelVersion
 from models_app.providers.retry import RetryPolicy
 from models_app.registry.services import provider_account_upsert
 from models_app.registry.gateway import provider_for
-from models_app.finetuning.services import (
-    ProviderUnavailable,
-    finetuning_adoption_candidates,
-    finetuning_job_adopt,
-    TrainingFileInvalid,
-    finetuning_job_cancel,
-    finetuning_job_create,
-    finetuning_job_start,
-    finetuning_job_submit,
-    finetuning_job_sync,
-    finetuning_provider_jobs,
-    training_file_upload,
-)
+from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
+from models_app.finetuning.provider_calls import ProviderUnavailable
+from models_app.finetuning.services import TrainingFileInvalid, finetuning_job_cancel, finetuning_job_create, finetuning_job_start, finetuning_job_submit, finetuning_job_sync, finetuning_provider_jobs, training_file_upload
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, DEMO_VALIDATION_FILE, chat_lines, wait_until

@@ -157,3 +157,11 @@ def suite_jsonl(*, description: str, cases: Iterable[SuiteCase]) -> str:
 
 def demo_suite_path(agent_slug: str) -> Path:
     return DEMO_SUITES_DIR / f"{agent_slug}.jsonl"
+
+
+def case_messages(*, case_messages: list[dict[str, str]], system_prompt: str) -> list[dict[str, str]]:
+    """What the model is sent: the agent's system prompt first, unless the case brings its own."""
+    messages = [dict(message) for message in case_messages]
+    if system_prompt and (not messages or messages[0].get("role") != "system"):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages

@@ -11,7 +11,6 @@ from typing import Any, TextIO
 from django.core.management.base import CommandError
 
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
-from models_app.registry.models import Agent, ModelVersion
 from models_app.benchmarks.selectors import (
     benchmark_run_gate,
     benchmark_run_get,
@@ -20,6 +19,9 @@ from models_app.benchmarks.selectors import (
     money,
     version_by_model_id,
 )
+from models_app.registry.models import Agent, ModelVersion
+from models_app.benchmarks.tasks import benchmark_workers
+from models_app.benchmarks.tasks import benchmark_runs_resume
 
 START_WORKER_COMMAND = ".venv/bin/celery -A genesis worker -Q default,benchmarks --loglevel INFO"
 POLL_SECONDS = 0.5
@@ -64,7 +66,6 @@ def resolve_version(agent: Agent, model_id: str | None, role: str) -> ModelVersi
 
 
 def require_worker(timeout: float = 3.0) -> None:
-    from models_app.benchmarks.tasks import benchmark_workers
 
     if not benchmark_workers(timeout=timeout):
         raise CommandError(
@@ -110,7 +111,6 @@ class ProgressBar:
 
 def wait_for_runs(run_ids: list[int], *, stderr: TextIO = sys.stderr) -> list[BenchmarkRun]:
     """Poll until every run is finished; hand dead workers' chunks on now and then (as beat does)."""
-    from models_app.benchmarks.tasks import benchmark_runs_resume
 
     bar = ProgressBar(stderr)
     last_resume = time.monotonic()

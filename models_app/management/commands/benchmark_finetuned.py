@@ -17,6 +17,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from genesis.errors import DomainError, InvalidInput
+from models_app.benchmarks.models import BenchmarkVerdict
+from models_app.benchmarks.services import benchmark_run_create
 from models_app.management.commands._benchmark_cli import (
     comparison_text,
     json_object,
@@ -30,8 +32,6 @@ from models_app.management.commands._benchmark_cli import (
     usage_error,
     wait_for_runs,
 )
-from models_app.benchmarks.models import BenchmarkVerdict
-from models_app.benchmarks.services import benchmark_run_create
 
 
 class Command(BaseCommand):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from models_app.management.commands._benchmark_cli import resolve_agent, usage_error
 from models_app.benchmarks.models import BenchmarkSuite
 from models_app.benchmarks.selectors import benchmark_suite_jsonl
+from models_app.management.commands._benchmark_cli import resolve_agent, usage_error
 
 
 class Command(BaseCommand):

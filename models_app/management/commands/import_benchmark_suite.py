@@ -10,8 +10,8 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from genesis.errors import DomainError
-from models_app.management.commands._benchmark_cli import resolve_agent, usage_error
 from models_app.benchmarks.services import benchmark_suite_import
+from models_app.management.commands._benchmark_cli import resolve_agent, usage_error
 
 
 class Command(BaseCommand):

@@ -15,6 +15,9 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from genesis.errors import DomainError
+from models_app.benchmarks.models import BenchmarkVerdict
+from models_app.benchmarks.selectors import agents_with_benchmark_candidates
+from models_app.benchmarks.services import benchmark_run_create
 from models_app.management.commands._benchmark_cli import (
     comparison_text,
     json_object,
@@ -24,9 +27,6 @@ from models_app.management.commands._benchmark_cli import (
     require_worker,
     wait_for_runs,
 )
-from models_app.benchmarks.models import BenchmarkVerdict
-from models_app.benchmarks.selectors import agents_with_benchmark_candidates
-from models_app.benchmarks.services import benchmark_run_create
 
 
 class Command(BaseCommand):

@@ -28,7 +28,7 @@ from genesis.errors import DomainError, InvalidInput, PermissionDenied
 from models_app.registry.models import Agent, ModelVersion
 from models_app.providers import TransientProviderError
 from models_app.registry.selectors import baseline_version, live_version
-from models_app.benchmarks.services import DEFAULT_JUDGE_MODEL
+from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
 from safety import selectors, services
 from safety.models import BuildStatus, PromptKind
 

@@ -1,0 +1,65 @@
+"""An answer to one (model, case) pair as the runner holds it before it is written, and the result row
+it becomes (with the idempotency key its cost goes on the ledger under)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from models_app.benchmarks.models import (
+    BenchmarkResult,
+)
+
+
+@dataclass
+class Answer:
+    """What a worker thread brings back for one (model, case) pair."""
+
+    model_version_id: int
+    case_id: int
+    # scored | refused | transient | fatal | skipped, or unscored: the model answered (and was paid) but
+    # its judge failed transiently, so the answer is kept for the retry.
+    kind: str
+    output: str = ""
+    score: float = 0.0
+    reason: str = ""
+    error: str = ""
+    finish_reason: str = ""
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    judge_prompt_tokens: int = 0
+    judge_completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    retry_after: float | None = None
+    kept_id: int | None = None  # the BenchmarkUnscoredAnswer this answer was taken from
+    # What that kept answer had cost before this round (its model, earlier judges), and its judge
+    # tokens then: counted wherever the kept answer is counted.
+    kept_cost_usd: Decimal = Decimal(0)
+    kept_judge_tokens: tuple[int, int] = (0, 0)
+
+    def spent_this_round(self) -> Answer:
+        """This answer cut down to what this round paid: all of it, or for a kept answer only the
+        judge calls made since it was kept."""
+        if self.kept_id is None:
+            return self
+        return replace(
+            self, cost_usd=self.cost_usd - self.kept_cost_usd, prompt_tokens=0, completion_tokens=0,
+            judge_prompt_tokens=self.judge_prompt_tokens - self.kept_judge_tokens[0],
+            judge_completion_tokens=self.judge_completion_tokens - self.kept_judge_tokens[1],
+        )
+
+
+def result_cost_key(*, run_id: int, model_version_id: int, case_id: int) -> str:
+    return f"benchmark:{run_id}:{model_version_id}:{case_id}"
+
+
+def result_row(run_id: int, answer: Answer) -> BenchmarkResult:
+    return BenchmarkResult(
+        run_id=run_id, model_version_id=answer.model_version_id, case_id=answer.case_id, output=answer.output,
+        score=answer.score, reason=answer.reason[:300], error=answer.error, finish_reason=answer.finish_reason[:32],
+        latency_ms=answer.latency_ms, prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+        judge_prompt_tokens=answer.judge_prompt_tokens, judge_completion_tokens=answer.judge_completion_tokens,
+        cost_usd=answer.cost_usd,
+        cost_key=result_cost_key(run_id=run_id, model_version_id=answer.model_version_id, case_id=answer.case_id),
+    )
