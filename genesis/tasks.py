@@ -8,6 +8,7 @@ task goes to) are in settings.py's CELERY_* block; a task names only what differ
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from celery import current_app
@@ -28,18 +29,21 @@ RETRY_ON_DATABASE_ERRORS: dict[str, Any] = {
 SWEEP_OPTIONS: dict[str, Any] = {"soft_time_limit": 50, "time_limit": 60}
 
 
-def send_on_commit(task_name: str, *args: Any, what: str, **kwargs: Any) -> None:
-    """Send the task called `task_name` once the current transaction commits (at once outside one).
+def send_task(task_name: str, *args: Any, what: str, **kwargs: Any) -> bool:
+    """Send the task called `task_name` now; False when the broker cannot take it.
 
     By name, so a service that hands work to the queue does not import the task module that calls it
     back (the task is the entry point above the service). A broker that cannot take the message is
     logged, not raised: the row is committed as it should be, and its sweep sends the task again.
     `what` names the work in that log line."""
+    try:
+        current_app.send_task(task_name, args=args, kwargs=kwargs)
+    except Exception as exc:  # noqa: BLE001 - the committed row stays to be swept; see the docstring
+        logger.warning("could not enqueue %s (%s: %s); its sweep will send it again", what, type(exc).__name__, exc)
+        return False
+    return True
 
-    def send() -> None:
-        try:
-            current_app.send_task(task_name, args=args, kwargs=kwargs)
-        except Exception as exc:  # noqa: BLE001 - the committed row stays to be swept; see the docstring
-            logger.warning("could not enqueue %s (%s: %s); its sweep will send it again", what, type(exc).__name__, exc)
 
-    transaction.on_commit(send)
+def send_on_commit(task_name: str, *args: Any, what: str, **kwargs: Any) -> None:
+    """`send_task` once the current transaction commits (at once outside one)."""
+    transaction.on_commit(partial(send_task, task_name, *args, what=what, **kwargs))

@@ -319,44 +319,56 @@ def _answer_pairs(context: _ChunkContext, todo: deque[tuple[int, int]], answers:
 
 def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> Answer:
     """Runs in a worker thread: no database access here (the main thread writes)."""
-
     if context.stop.is_set():
         return Answer(version_id, case_id, "skipped")
-    run, case, version = context.run, context.cases[case_id], context.versions[version_id]
-    params = run.parameters
     kept = context.unscored.get((version_id, case_id))
-    if kept is not None:
-        # Asked and paid in an earlier round whose judge failed: only the judge is asked again.
-        answer = Answer(
-            version_id, case_id, "scored", output=kept.output, finish_reason=kept.finish_reason, latency_ms=kept.latency_ms,
-            prompt_tokens=kept.prompt_tokens, completion_tokens=kept.completion_tokens,
-            judge_prompt_tokens=kept.judge_prompt_tokens, judge_completion_tokens=kept.judge_completion_tokens,
-            cost_usd=kept.cost_usd, kept_id=kept.pk, kept_cost_usd=kept.cost_usd,
-            kept_judge_tokens=(kept.judge_prompt_tokens, kept.judge_completion_tokens),
-        )
-    else:
-        generation = {key: params[key] for key in ("temperature", "top_p", "max_tokens", "random_seed") if params.get(key) is not None}
-        messages = case_messages(case_messages=case.messages, system_prompt=str(params.get("system_prompt") or ""))
-        try:
-            result = _ask(context.routes[version_id], version.model_id, messages, generation)
-        except (ProviderAuthError, UnknownModelError, UnsupportedParameterError) as error:
-            # Not about this case: every pair would fail the same way, so the run fails now, saying why.
-            return Answer(version_id, case_id, "fatal", error=f"{version.model_id}: {error}")
-        except PermanentProviderError as error:
-            return Answer(version_id, case_id, "refused", reason="the provider refused this case", error=str(error)[:2000])
-        except TransientProviderError as error:
-            return Answer(version_id, case_id, "transient", error=str(error), retry_after=error.retry_after)
-        answer = Answer(
-            version_id, case_id, "scored", output=result.text, finish_reason=result.finish_reason,
-            latency_ms=result.latency_ms, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-            cost_usd=inference_cost(
-                price=context.prices[version_id], input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens
-            ),
-        )
-    judge = None
+    # Asked and paid in an earlier round whose judge failed: only the judge is asked again.
+    answer = _kept_answer(kept, version_id, case_id) if kept is not None else _ask_model(context, version_id, case_id)
+    if answer.kind == "scored":
+        _score_answer(context, context.cases[case_id], answer)
+    return answer
+
+
+def _kept_answer(kept: Any, version_id: int, case_id: int) -> Answer:
+    return Answer(
+        version_id, case_id, "scored", output=kept.output, finish_reason=kept.finish_reason, latency_ms=kept.latency_ms,
+        prompt_tokens=kept.prompt_tokens, completion_tokens=kept.completion_tokens,
+        judge_prompt_tokens=kept.judge_prompt_tokens, judge_completion_tokens=kept.judge_completion_tokens,
+        cost_usd=kept.cost_usd, kept_id=kept.pk, kept_cost_usd=kept.cost_usd,
+        kept_judge_tokens=(kept.judge_prompt_tokens, kept.judge_completion_tokens),
+    )
+
+
+def _ask_model(context: _ChunkContext, version_id: int, case_id: int) -> Answer:
+    """The model's answer to the case, not scored yet; or why there is none."""
+    params, case, version = context.run.parameters, context.cases[case_id], context.versions[version_id]
+    generation = {key: params[key] for key in ("temperature", "top_p", "max_tokens", "random_seed") if params.get(key) is not None}
+    messages = case_messages(case_messages=case.messages, system_prompt=str(params.get("system_prompt") or ""))
+    try:
+        result = _ask(context.routes[version_id], version.model_id, messages, generation)
+    except (ProviderAuthError, UnknownModelError, UnsupportedParameterError) as error:
+        # Not about this case: every pair would fail the same way, so the run fails now, saying why.
+        return Answer(version_id, case_id, "fatal", error=f"{version.model_id}: {error}")
+    except PermanentProviderError as error:
+        return Answer(version_id, case_id, "refused", reason="the provider refused this case", error=str(error)[:2000])
+    except TransientProviderError as error:
+        return Answer(version_id, case_id, "transient", error=str(error), retry_after=error.retry_after)
+    return Answer(
+        version_id, case_id, "scored", output=result.text, finish_reason=result.finish_reason,
+        latency_ms=result.latency_ms, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+        cost_usd=inference_cost(
+            price=context.prices[version_id], input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens
+        ),
+    )
+
+
+def _score_answer(context: _ChunkContext, case: BenchmarkCase, answer: Answer) -> None:
+    """Score the answer in place with the case's scorer, asking the judge when the scorer needs one and
+    adding what the judge cost; a judge that fails transiently leaves the answer unscored (kept)."""
     # Every judge reply received for this answer, counted as it arrives: a composite scorer may have
     # paid one judge before another failed, and what was paid must reach the ledger either way.
     judge_spent = [0, 0]
+    judge = None
     if context.judge_route is not None:
         judge_route = context.judge_route
 
@@ -366,11 +378,12 @@ def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> Answe
             judge_spent[1] += reply.completion_tokens
             return scorers.JudgeReply(reply.text, reply.prompt_tokens, reply.completion_tokens)
 
-        question = strip_answer_markers(str(case.messages[-1].get("content", "")))
         judge = scorers.JudgeContext(
-            ask=ask_judge, cache=_JudgeCache(), default_model=str(params.get("judge_model") or DEFAULT_JUDGE_MODEL),
-            question=question,
+            ask=ask_judge, cache=_JudgeCache(),
+            default_model=str(context.run.parameters.get("judge_model") or DEFAULT_JUDGE_MODEL),
+            question=strip_answer_markers(str(case.messages[-1].get("content", ""))),
         )
+    graded: scorers.Score | None
     try:
         graded = scorers.score_output(spec=case.scorer, output=answer.output, reference=case.reference, judge=judge)
     except scorers.ScorerSpecError as error:
@@ -387,7 +400,6 @@ def _answer_pair(context: _ChunkContext, version_id: int, case_id: int) -> Answe
         answer.cost_usd += inference_cost(price=context.judge_price, input_tokens=judge_spent[0], output_tokens=judge_spent[1])
     if graded is not None:
         answer.score, answer.reason = graded.score, graded.reason
-    return answer
 
 
 def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[Answer]) -> tuple[int, bool]:
@@ -528,114 +540,139 @@ def benchmark_chunk_execute(*, chunk_id: int, worker: str) -> ChunkOutcome:
 
 
 def _execute_claimed_chunk(lease: ChunkLease) -> ChunkOutcome:
-    """`benchmark_chunk_execute` once the chunk is ours."""
-    chunk_id = lease.chunk_id
+    """`benchmark_chunk_execute` once the chunk is ours: answer the pairs not yet written, then say
+    how the chunk ends (done, retried later, handed on, or the run failed)."""
     run = BenchmarkRun.objects.select_related("agent", "candidate__provider", "baseline__provider").get(pk=lease.run_id)
     if lease.claims > MAX_CHUNK_CLAIMS:
-        previous = BenchmarkChunk.objects.filter(pk=chunk_id).values_list("error", flat=True).get()
-        message = f"chunk {chunk_id} was started {lease.claims - 1} times without finishing" + (f"; last: {previous}" if previous else "")
-        _release_chunk(lease, done=False, error=message)
-        benchmark_run_fail(run_id=run.pk, error=message)
-        return ChunkOutcome(chunk_id=chunk_id, error=message, run_finished=True)
+        previous = BenchmarkChunk.objects.filter(pk=lease.chunk_id).values_list("error", flat=True).get()
+        message = f"chunk {lease.chunk_id} was started {lease.claims - 1} times without finishing" + (
+            f"; last: {previous}" if previous else ""
+        )
+        return _fail_chunk_and_run(lease, ChunkOutcome(chunk_id=lease.chunk_id), error=message)
     try:
         context = _chunk_context(run, lease)
     except Conflict as error:
-        _release_chunk(lease, done=False, error=error.message)
-        benchmark_run_fail(run_id=run.pk, error=error.message)
-        return ChunkOutcome(chunk_id=chunk_id, error=error.message, run_finished=True)
+        return _fail_chunk_and_run(lease, ChunkOutcome(chunk_id=lease.chunk_id), error=error.message)
     done = set(
         BenchmarkResult.objects.filter(run_id=run.pk, case_id__in={case_id for _, case_id in lease.items}).values_list(
             "model_version_id", "case_id"
         )
     )
-    pending = [item for item in lease.items if item not in done]
-    outcome = ChunkOutcome(chunk_id=chunk_id)
-    transient: list[Answer] = []
+    collected = _collect_answers(context, lease, [item for item in lease.items if item not in done])
+    if collected.outcome.scored:
+        post_costs_on_commit(run.pk)
+    return _conclude_chunk(lease, collected)
+
+
+def _fail_chunk_and_run(lease: ChunkLease, outcome: ChunkOutcome, *, error: str, run_error: str = "") -> ChunkOutcome:
+    _release_chunk(lease, done=False, error=error)
+    benchmark_run_fail(run_id=lease.run_id, error=run_error or error)
+    outcome.error, outcome.run_finished = error, True
+    return outcome
+
+
+@dataclass
+class _Collected:
+    """What the chunk's main thread gathered from its threads: written results (in `outcome`), answers
+    waiting for the next write, pairs to retry, and why it stopped early if it did."""
+
+    outcome: ChunkOutcome
+    buffer: list[Answer] = field(default_factory=list)
+    transient: list[Answer] = field(default_factory=list)
     fatal: str = ""
-    lost_lease = False
-    buffer: list[Answer] = []
+    lost_lease: bool = False
+
+    def take(self, answer: Answer | BaseException, context: _ChunkContext) -> None:
+        if isinstance(answer, BaseException):  # a bug must fail the run with its message, not loop
+            logger.error("benchmark chunk %s: unexpected error", self.outcome.chunk_id, exc_info=answer)
+            self.fatal = self.fatal or f"internal error while scoring: {type(answer).__name__}: {answer}"
+            context.stop.set()
+        elif answer.kind in ("scored", "refused"):
+            self.buffer.append(answer)
+        elif answer.kind == "unscored":
+            self.buffer.append(answer)  # kept (paid for) at the next write
+            self.transient.append(answer)  # and its judge asked again in the next round
+        elif answer.kind == "transient":
+            self.transient.append(answer)
+        elif answer.kind == "fatal":
+            self.fatal = self.fatal or answer.error
+            context.stop.set()
+
+    def write(self, context: _ChunkContext, lease: ChunkLease) -> None:
+        """Write the buffered answers (or only renew the lease); a lease lost meanwhile stops the threads."""
+        created, still_ours = _store_answers(context, lease, self.buffer) if self.buffer else (0, _heartbeat(lease))
+        self.outcome.scored += created
+        self.buffer = []
+        if not still_ours and not context.stop.is_set():
+            self.lost_lease = True
+            context.stop.set()  # the threads skip what they have not started
+
+
+def _collect_answers(context: _ChunkContext, lease: ChunkLease, pending: list[tuple[int, int]]) -> _Collected:
+    """Ask the pending pairs from a pool of threads; the calling thread writes their answers in small
+    batches (every FLUSH_EVERY_SECONDS or FLUSH_MAX_RESULTS), renewing the lease at least every
+    CHUNK_HEARTBEAT_SECONDS while it waits."""
+    collected = _Collected(outcome=ChunkOutcome(chunk_id=lease.chunk_id))
     # As many threads as call slots: with two chunks in two processes that is twice the slots, so a
-    # slot handed on finds a thread ready (benchmark_limits); more threads measured slower (GIL).
+    # slot handed on finds a thread ready (benchmarks/limits.py); more threads measured slower (GIL).
     threads = min(len(pending), max(v.provider.max_concurrency for v in context.versions.values())) or 1
     todo = deque(pending)
     answers: queue.SimpleQueue[Answer | BaseException] = queue.SimpleQueue()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"benchmark-chunk-{chunk_id}") as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"benchmark-chunk-{lease.chunk_id}") as pool:
         try:
             workers = [pool.submit(_answer_pairs, context, todo, answers) for _ in range(threads)]
             remaining = len(pending)
             last_write = time.monotonic()
             while remaining:
-                write_at = last_write + (FLUSH_EVERY_SECONDS if buffer else CHUNK_HEARTBEAT_SECONDS)
+                write_at = last_write + (FLUSH_EVERY_SECONDS if collected.buffer else CHUNK_HEARTBEAT_SECONDS)
                 try:
-                    answer = answers.get(timeout=max(0.0, write_at - time.monotonic()))
+                    collected.take(answers.get(timeout=max(0.0, write_at - time.monotonic())), context)
+                    remaining -= 1
                 except queue.Empty:
-                    answer = None
                     if all(worker.done() for worker in workers) and answers.empty():
                         # Every thread ended (a BaseException) with pairs left: stop rather than wait forever.
-                        fatal = fatal or f"the chunk's threads stopped with {remaining} pair(s) unanswered"
+                        collected.fatal = collected.fatal or f"the chunk's threads stopped with {remaining} pair(s) unanswered"
                         break
-                if isinstance(answer, BaseException):  # a bug must fail the run with its message, not loop
-                    remaining -= 1
-                    logger.error("benchmark chunk %s: unexpected error", chunk_id, exc_info=answer)
-                    fatal = fatal or f"internal error while scoring: {type(answer).__name__}: {answer}"
-                    context.stop.set()
-                elif answer is not None:
-                    remaining -= 1
-                    if answer.kind in ("scored", "refused"):
-                        buffer.append(answer)
-                    elif answer.kind == "unscored":
-                        buffer.append(answer)  # kept (paid for) at the next write
-                        transient.append(answer)  # and its judge asked again in the next round
-                    elif answer.kind == "transient":
-                        transient.append(answer)
-                    elif answer.kind == "fatal":
-                        fatal = fatal or answer.error
-                        context.stop.set()
-                due = time.monotonic() >= write_at
-                if (buffer and (len(buffer) >= FLUSH_MAX_RESULTS or not remaining)) or due:
-                    created, still_ours = _store_answers(context, lease, buffer) if buffer else (0, _heartbeat(lease))
-                    outcome.scored += created
-                    buffer = []
+                full = len(collected.buffer) >= FLUSH_MAX_RESULTS or not remaining
+                if (collected.buffer and full) or time.monotonic() >= write_at:
+                    collected.write(context, lease)
                     last_write = time.monotonic()
-                    if not still_ours and not context.stop.is_set():
-                        lost_lease = True
-                        context.stop.set()  # the threads skip what they have not started
-            if buffer:
-                created, _ = _store_answers(context, lease, buffer)
-                outcome.scored += created
+            if collected.buffer:
+                collected.write(context, lease)
         except BaseException:
             # A database error, a soft time limit…: the threads must not go on asking (and paying).
             context.stop.set()
             raise
-    if outcome.scored:
-        post_costs_on_commit(run.pk)
-    if fatal:
-        _release_chunk(lease, done=False, error=fatal)
-        benchmark_run_fail(run_id=run.pk, error=fatal)
-        outcome.error, outcome.run_finished = fatal, True
-        return outcome
-    if lost_lease:
+    return collected
+
+
+def _conclude_chunk(lease: ChunkLease, collected: _Collected) -> ChunkOutcome:
+    """Release the chunk as its answers say: the run fails on a fatal answer or after too many rounds
+    of transient failures, a lost lease leaves the chunk to its new holder, transient failures retry
+    the chunk later (honouring Retry-After), and a complete chunk may finish the run."""
+    outcome = collected.outcome
+    if collected.fatal:
+        return _fail_chunk_and_run(lease, outcome, error=collected.fatal)
+    if collected.lost_lease:
         outcome.skipped_reason = "the run stopped or the chunk was handed to another worker"
         return outcome
-    if transient:
+    if collected.transient:
         message = (
-            f"{len(transient)} pair(s) failed transiently after {CALL_RETRY_POLICY.max_attempts} attempts each, "
-            f"e.g. {transient[0].error}"
+            f"{len(collected.transient)} pair(s) failed transiently after {CALL_RETRY_POLICY.max_attempts} attempts "
+            f"each, e.g. {collected.transient[0].error}"
         )
-        attempts = BenchmarkChunk.objects.filter(pk=chunk_id).values_list("attempts", flat=True).get()
+        attempts = BenchmarkChunk.objects.filter(pk=lease.chunk_id).values_list("attempts", flat=True).get()
         if attempts >= MAX_CHUNK_ATTEMPTS:
-            _release_chunk(lease, done=False, error=message)
-            benchmark_run_fail(run_id=run.pk, error=f"chunk {chunk_id} gave up after {attempts} rounds: {message}")
-            outcome.error, outcome.run_finished = message, True
-            return outcome
+            return _fail_chunk_and_run(
+                lease, outcome, error=message, run_error=f"chunk {lease.chunk_id} gave up after {attempts} rounds: {message}"
+            )
         _release_chunk(lease, done=False, error=message)
-        waits = [a.retry_after for a in transient if a.retry_after is not None]
+        waits = [a.retry_after for a in collected.transient if a.retry_after is not None]
         outcome.retry_in = max([5.0 * attempts, *waits])
         outcome.error = message
         return outcome
     _release_chunk(lease, done=True)
-    finished = benchmark_run_finish_if_complete(run_id=run.pk)
-    outcome.run_finished = finished is not None
+    outcome.run_finished = benchmark_run_finish_if_complete(run_id=lease.run_id) is not None
     return outcome
 
 
@@ -664,7 +701,6 @@ def _chunk_context(run: BenchmarkRun, lease: ChunkLease) -> _ChunkContext:
                          judge_route=_Route.of(judge_account) if judge_account is not None else None, unscored=unscored)
 
 
-@transaction.atomic
 def benchmark_runs_resume_stalled(
     *,
     live_workers: Collection[str] | None,
@@ -686,41 +722,24 @@ def benchmark_runs_resume_stalled(
     Results left off the ledger for as long get their posting sent again."""
     now = now or timezone.now()
     stalled_before = now - timedelta(seconds=stalled_after_seconds)
-    resend_before = now - timedelta(seconds=resend_queued_after_seconds)
     resend: list[int] = []
-    chunks = list(
-        BenchmarkChunk.objects.select_for_update(skip_locked=True).filter(
-            run__status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING],
-            status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING],
-        )
+    chunks = BenchmarkChunk.objects.select_for_update(skip_locked=True).filter(
+        run__status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING],
+        status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING],
     )
-
-    def gone(node: str) -> bool:
-        return live_workers is not None and node not in live_workers
-
     for chunk in chunks:
-        if chunk.status == BenchmarkChunkStatus.RUNNING:
-            worker_gone = gone(worker_node(chunk.worker))
-            silent = chunk.heartbeat_at is None or chunk.heartbeat_at < stalled_before
-            if not (worker_gone or silent):
-                continue
-            why = f"worker {chunk.worker} " + ("no longer answers" if worker_gone else f"sent no heartbeat since {chunk.heartbeat_at:%H:%M:%S}")
-            logger.warning("benchmark run #%s chunk %s: %s; handing it to another worker", chunk.run_id, chunk.index, why)
-            chunk.status, chunk.lease_token, chunk.error = BenchmarkChunkStatus.QUEUED, None, f"{why}; handed on"
-        elif chunk.received_by and gone(chunk.received_by):
-            why = f"worker {chunk.received_by} received its message and no longer answers"
-            logger.warning("benchmark run #%s chunk %s: %s; sending it again", chunk.run_id, chunk.index, why)
-            chunk.error = f"{why}; sent again"
-        elif chunk.enqueued_at is not None and chunk.enqueued_at >= resend_before:
-            continue
-        chunk.enqueued_at, chunk.received_by = now, ""
-        chunk.save(update_fields=["status", "lease_token", "error", "enqueued_at", "received_by"])
-        resend.append(chunk.pk)
+        if _take_back_for_resending(
+            chunk, live_workers=live_workers, stalled_before=stalled_before,
+            resend_before=now - timedelta(seconds=resend_queued_after_seconds),
+        ):
+            chunk.enqueued_at, chunk.received_by = now, ""
+            chunk.save(update_fields=["status", "lease_token", "error", "enqueued_at", "received_by"])
+            resend.append(chunk.pk)
     if resend:
         send_chunks_on_commit(resend)
     # The ledger's outbox: results whose posting message was lost (a worker killed before it ran).
     unposted = (
-        BenchmarkResult.objects.filter(cost_posted_at__isnull=True, created_at__lt=now - timedelta(seconds=stalled_after_seconds))
+        BenchmarkResult.objects.filter(cost_posted_at__isnull=True, created_at__lt=stalled_before)
         .values_list("run_id", flat=True)
         .distinct()
     )
@@ -735,6 +754,32 @@ def benchmark_runs_resume_stalled(
         logger.warning("benchmark run #%s: every chunk is done but the run was not finished; finishing it", run_id)
         benchmark_run_finish_if_complete(run_id=run_id)
     return resend
+
+
+def _take_back_for_resending(
+    chunk: BenchmarkChunk, *, live_workers: Collection[str] | None, stalled_before: datetime, resend_before: datetime
+) -> bool:
+    """Whether the sweep sends the chunk again (see `benchmark_runs_resume_stalled`); a running chunk
+    taken back is queued again here, with the reason on the row."""
+
+    def gone(node: str) -> bool:
+        return live_workers is not None and node not in live_workers
+
+    if chunk.status == BenchmarkChunkStatus.RUNNING:
+        worker_gone = gone(worker_node(chunk.worker))
+        silent = chunk.heartbeat_at is None or chunk.heartbeat_at < stalled_before
+        if not (worker_gone or silent):
+            return False
+        why = f"worker {chunk.worker} " + ("no longer answers" if worker_gone else f"sent no heartbeat since {chunk.heartbeat_at:%H:%M:%S}")
+        logger.warning("benchmark run #%s chunk %s: %s; handing it to another worker", chunk.run_id, chunk.index, why)
+        chunk.status, chunk.lease_token, chunk.error = BenchmarkChunkStatus.QUEUED, None, f"{why}; handed on"
+        return True
+    if chunk.received_by and gone(chunk.received_by):
+        why = f"worker {chunk.received_by} received its message and no longer answers"
+        logger.warning("benchmark run #%s chunk %s: %s; sending it again", chunk.run_id, chunk.index, why)
+        chunk.error = f"{why}; sent again"
+        return True
+    return chunk.enqueued_at is None or chunk.enqueued_at < resend_before
 
 
 _limiters: dict[tuple[Any, ...], ProviderLimiter] = {}

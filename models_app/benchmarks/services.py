@@ -52,7 +52,7 @@ from costs.models import Operation
 from costs.services import budget_check
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
-from genesis.tasks import send_on_commit
+from genesis.tasks import send_task
 from models_app.benchmarks import stats as benchmark_stats
 from models_app.benchmarks.answers import Answer, result_row
 from models_app.benchmarks.ledger import (
@@ -276,16 +276,7 @@ def benchmark_run_create(
     if suite.agent_id != agent.pk:
         raise InvalidInput(f"suite: {suite} belongs to agent '{suite.agent.slug}', not '{agent.slug}'")
     candidate, baseline = _resolve_versions(agent=agent, candidate=candidate, baseline=baseline)
-    # Lock the candidate: two runs started at once for one candidate must not both go ahead.
-    candidate = ModelVersion.objects.select_for_update().select_related("provider", "agent").get(pk=candidate.pk)
-    active = active_run_for_candidate(candidate=candidate)
-    if active is not None:
-        raise Conflict(f"{candidate.model_id} is already being benchmarked by run #{active.pk} ({active.status}); wait for it or cancel it")
-    if candidate.status not in BENCHMARKABLE_STATUSES:
-        raise Conflict(
-            f"{candidate.model_id} is {candidate.status}; only a registered or approved_for_rollout version can be "
-            "benchmarked (a rejected one needs a new fine-tune)"
-        )
+    candidate = _lock_benchmarkable(candidate)
     params = _run_parameters(agent=agent, overrides=parameters)
     cases = list(suite.cases.order_by("position"))
     if not cases:
@@ -316,10 +307,31 @@ def benchmark_run_create(
             version=candidate, to_status=ModelStatus.BENCHMARKING, actor=None,
             reason=f"benchmark run #{run.pk} requested by {_who(actor, requested_via)}",
         )
+    _queue_chunks(run, cases=cases, baseline=baseline, candidate=candidate)
+    return run
+
+
+def _lock_benchmarkable(candidate: ModelVersion) -> ModelVersion:
+    """The candidate, locked (two runs started at once for one candidate must not both go ahead), or a
+    Conflict saying why it cannot be benchmarked now."""
+    candidate = ModelVersion.objects.select_for_update().select_related("provider", "agent").get(pk=candidate.pk)
+    active = active_run_for_candidate(candidate=candidate)
+    if active is not None:
+        raise Conflict(f"{candidate.model_id} is already being benchmarked by run #{active.pk} ({active.status}); wait for it or cancel it")
+    if candidate.status not in BENCHMARKABLE_STATUSES:
+        raise Conflict(
+            f"{candidate.model_id} is {candidate.status}; only a registered or approved_for_rollout version can be "
+            "benchmarked (a rejected one needs a new fine-tune)"
+        )
+    return candidate
+
+
+def _queue_chunks(run: BenchmarkRun, *, cases: list[BenchmarkCase], baseline: ModelVersion, candidate: ModelVersion) -> None:
+    """Split the run's pairs into chunk rows and send them once the transaction commits."""
     # Pairs in case order, baseline then candidate: a partial run still holds complete pairs.
     items = [[version.pk, case.pk] for case in cases for version in (baseline, candidate)]
-    size = _chunk_size(parameters=params, concurrency=max(baseline.provider.max_concurrency, candidate.provider.max_concurrency))
-    starts = _chunk_starts(len(items), size, stagger=not params.get("chunk_size"))
+    size = _chunk_size(parameters=run.parameters, concurrency=max(baseline.provider.max_concurrency, candidate.provider.max_concurrency))
+    starts = _chunk_starts(len(items), size, stagger=not run.parameters.get("chunk_size"))
     now = timezone.now()
     chunks = BenchmarkChunk.objects.bulk_create(
         BenchmarkChunk(run=run, index=index, items=items[start:end], enqueued_at=now)
@@ -328,9 +340,8 @@ def benchmark_run_create(
     send_chunks_on_commit([chunk.pk for chunk in chunks])
     logger.info(
         "benchmark run #%s queued: %s vs %s on %s (%s pairs in %s chunks, estimate $%s)",
-        run.pk, candidate.model_id, baseline.model_id, suite, len(items), len(chunks), estimate,
+        run.pk, candidate.model_id, baseline.model_id, run.suite, len(items), len(chunks), run.estimated_cost_usd,
     )
-    return run
 
 
 def _who(actor: Any, requested_via: str = "") -> str:
@@ -340,8 +351,11 @@ def _who(actor: Any, requested_via: str = "") -> str:
 
 def send_chunks_on_commit(chunk_ids: list[int]) -> None:
     # A chunk that cannot be sent stays queued: the resume sweep sends it again.
-    for chunk_id in chunk_ids:
-        send_on_commit("models_app.benchmark_chunk_run", chunk_id, what=f"benchmark chunk {chunk_id}")
+    def send_all() -> None:
+        for chunk_id in chunk_ids:
+            send_task("models_app.benchmark_chunk_run", chunk_id, what=f"benchmark chunk {chunk_id}")
+
+    transaction.on_commit(send_all)
 
 
 def _restore_candidate(run: BenchmarkRun, *, actor: Any, reason: str) -> None:

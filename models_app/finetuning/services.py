@@ -52,7 +52,8 @@ from models_app.finetuning.models import (
     TrainingFile,
     TrainingFilePurpose,
 )
-from models_app.providers.base import FineTuningJobSnapshot
+from models_app.providers.base import FineTuningJobSnapshot, UploadedFile
+from models_app.providers.mistral import MistralProvider
 from models_app.providers.errors import (
     ProviderError,
     ProviderRefused,
@@ -177,16 +178,7 @@ def training_file_upload(
         while chunk := content.read(COPY_CHUNK_BYTES):
             spool.write(chunk)
         scanned = _scan_training_file(spool)
-        if scanned.problems:
-            shown = "; ".join(detail for _, detail in scanned.problems[:5])
-            more = f" (and {len(scanned.problems) - 5} more)" if len(scanned.problems) > 5 else ""
-            raise TrainingFileInvalid(
-                f"{filename}: {scanned.invalid_lines} of {scanned.line_count} lines are not valid fine-tuning "
-                f"samples — {shown}{more}. Fix them (manage.py audit_dataset {filename} lists every problem) "
-                "and upload again",
-                problems=scanned.problems,
-                invalid_lines=scanned.invalid_lines,
-            )
+        _refuse_invalid_lines(scanned, filename=filename)
         if dataset is not None and dataset.sha256 and dataset.sha256 != scanned.sha256:
             raise InvalidInput(f"dataset: #{dataset.pk} holds other bytes than {filename} (sha256 differs)")
         dataset = dataset or _dataset_with_bytes(agent=agent, sha256=scanned.sha256)
@@ -200,16 +192,7 @@ def training_file_upload(
             return existing
         spool.seek(0)
         payload = spool.read()
-    try:
-        uploaded = call_provider(lambda: client.upload_file(filename=filename, content=payload), policy=INTERACTIVE_RETRY)
-    except ProviderRefused as error:
-        # The provider's refusal, not a bad argument: a Conflict (HTTP 409, command exit 1).
-        raise Conflict(
-            f"{filename}: provider '{account.name}' refused the file"
-            + (f": {error.provider_answer}" if error.provider_answer else f": {error.message}")
-        ) from None
-    except ProviderError as error:
-        raise domain_error(error, action=f"upload {filename} to provider '{account.name}'") from None
+    uploaded = _upload(client, account=account, filename=filename, payload=payload)
     with transaction.atomic():
         training_file, _ = TrainingFile.objects.get_or_create(
             provider=account,
@@ -227,6 +210,32 @@ def training_file_upload(
             },
         )
     return training_file
+
+
+def _refuse_invalid_lines(scanned: _ScannedFile, *, filename: str) -> None:
+    if scanned.problems:
+        shown = "; ".join(detail for _, detail in scanned.problems[:5])
+        more = f" (and {len(scanned.problems) - 5} more)" if len(scanned.problems) > 5 else ""
+        raise TrainingFileInvalid(
+            f"{filename}: {scanned.invalid_lines} of {scanned.line_count} lines are not valid fine-tuning "
+            f"samples — {shown}{more}. Fix them (manage.py audit_dataset {filename} lists every problem) "
+            "and upload again",
+            problems=scanned.problems,
+            invalid_lines=scanned.invalid_lines,
+        )
+
+
+def _upload(client: MistralProvider, *, account: ProviderAccount, filename: str, payload: bytes) -> UploadedFile:
+    try:
+        return call_provider(lambda: client.upload_file(filename=filename, content=payload), policy=INTERACTIVE_RETRY)
+    except ProviderRefused as error:
+        # The provider's refusal, not a bad argument: a Conflict (HTTP 409, command exit 1).
+        raise Conflict(
+            f"{filename}: provider '{account.name}' refused the file"
+            + (f": {error.provider_answer}" if error.provider_answer else f": {error.message}")
+        ) from None
+    except ProviderError as error:
+        raise domain_error(error, action=f"upload {filename} to provider '{account.name}'") from None
 
 
 def _dataset_with_bytes(*, agent: Agent, sha256: str) -> Dataset | None:

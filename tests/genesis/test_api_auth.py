@@ -8,6 +8,8 @@ import pytest
 from django.core.management import call_command
 
 from models_app.registry.models import ApiKey
+from models_app.registry import api as registry_api
+from models_app.registry import services as registry_services
 from models_app.registry.services import api_key_authenticate, api_key_revoke, hash_api_key
 
 pytestmark = pytest.mark.django_db
@@ -110,11 +112,9 @@ def test_openapi_and_docs_are_served(client):
 
 
 def test_unknown_keys_are_not_remembered(seeded_demo):
-    from models_app.registry.services import registry
-
     for n in range(50):
         assert api_key_authenticate(raw_key=f"gk_made-up-{n}") is None
-    assert registry._principal_cache == {}
+    assert registry_services._principal_cache == {}
 
 
 def test_unparsable_json_body_is_422_with_detail(client, seeded_demo):
@@ -125,8 +125,6 @@ def test_unparsable_json_body_is_422_with_detail(client, seeded_demo):
 
 
 def test_an_unexpected_error_is_json_500(client, seeded_demo, monkeypatch):
-    from models_app.api import registry as registry_api
-
     raw = create_key_via_command("--all-agents")
 
     def explode(**kwargs):

@@ -24,7 +24,7 @@ CLIENT = textwrap.dedent("""
     django.setup()
     from django.db import connections
     from django.test import Client
-    from models_app.services import registry
+    from models_app.registry import services as registry
 
     client = Client()
 

@@ -162,7 +162,7 @@ def fallback_in_another_process(*, metrics_dir: Path, simulator_url: str, tmp_pa
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
         import django
         django.setup()
-        from models_app.models import ModelVersion, ProviderAccount
+        from models_app.registry.models import ModelVersion, ProviderAccount
         from models_app.registry.gateway import chat_for_version
         dead, _ = ProviderAccount.objects.get_or_create(name="unreachable", defaults=dict(
             kind="simulator", base_url="http://127.0.0.1:9", api_key_env="GENESIS_SIMULATOR_API_KEY"))
