@@ -701,6 +701,7 @@ def _chunk_context(run: BenchmarkRun, lease: ChunkLease) -> _ChunkContext:
                          judge_route=_Route.of(judge_account) if judge_account is not None else None, unscored=unscored)
 
 
+@transaction.atomic
 def benchmark_runs_resume_stalled(
     *,
     live_workers: Collection[str] | None,
