@@ -34,6 +34,14 @@ class DatasetStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+# A derived dataset (scrubbed, rebalanced) is written by a worker: pending until its file is complete.
+DATASET_TRANSITIONS: dict[str, frozenset[str]] = {
+    DatasetStatus.PENDING: frozenset({DatasetStatus.READY, DatasetStatus.FAILED}),
+    DatasetStatus.READY: frozenset(),
+    DatasetStatus.FAILED: frozenset(),
+}
+
+
 class Dataset(models.Model):
     """A chat JSONL file kept under MEDIA_ROOT/datasets/. An uploaded file is ready at once; a scrubbed
     or rebalanced copy names its parent and is written by a worker. The file never changes once

@@ -45,9 +45,11 @@ from costs.pricing import to_ledger_amount
 from costs.selectors import fine_tuning_cost
 from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, DomainError, InvalidInput, NotFound
+from genesis.jobs import advance
 from genesis.permissions import require_permission
 from models_app.finetuning import rules
 from models_app.finetuning.models import (
+    FINE_TUNING_TRANSITIONS,
     FineTuningJob,
     TrainingFile,
     TrainingFilePurpose,
@@ -423,7 +425,7 @@ def _submit(*, job_id: int, actor: Any) -> FineTuningJob:
                 f"{job.provider.name}) and adopt it (fine_tune adopt {job.pk} <provider job id>) before submitting again"
             )
         if not isinstance(error, TransientProviderError):
-            job.status = rules.REFUSED
+            advance(job, rules.REFUSED, transitions=FINE_TUNING_TRANSITIONS)
         _record_history(job, actor=actor, reason=f"submit failed: {error.message}")
         job.save()
         _release_budget_when_ended(job)
@@ -469,7 +471,7 @@ def finetuning_job_cancel(*, job: FineTuningJob, actor: Any = None, reason: str 
             job = FineTuningJob.objects.select_for_update().get(pk=job.pk)
             if job.status != rules.NOT_CREATED:
                 raise Conflict(f"fine-tuning job #{job.pk} became {job.status} meanwhile; cancel it again")
-            job.status = rules.CANCELLED
+            advance(job, rules.CANCELLED, transitions=FINE_TUNING_TRANSITIONS)
             job.finished_at = timezone.now()
             _record_history(job, actor=actor, reason=f"{why} (before it reached the provider)")
             job.save()
@@ -564,7 +566,7 @@ def _record_provider_error(*, job_id: int, error: ProviderError, actor: Any, ope
     if gone:
         # The provider will not say anything about this job any more: mark it, keep its last known
         # provider status and the answer, so it is visible and not silently polled forever.
-        job.status = rules.REFUSED
+        advance(job, rules.REFUSED, transitions=FINE_TUNING_TRANSITIONS)
         logger.warning("fine-tuning job #%s refused by provider '%s': %s", job.pk, job.provider.name, error.message)
     else:
         logger.warning("fine-tuning job #%s: %s failed: %s", job.pk, operation, error.message)
@@ -611,7 +613,7 @@ def _apply_snapshot(job: FineTuningJob, snapshot: FineTuningJobSnapshot, *, now:
         incoming_modified_at=snapshot.modified_at,
     ):
         return False
-    job.status = snapshot.status
+    advance(job, snapshot.status, transitions=FINE_TUNING_TRANSITIONS)
     job.provider_status = snapshot.status
     job.provider_modified_at = snapshot.modified_at
     if snapshot.trained_tokens is not None:
