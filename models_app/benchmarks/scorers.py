@@ -646,7 +646,11 @@ def json_schema_check_schema(schema: Any) -> list[str]:
     problems: list[str] = []
     for error in wrong_values or errors:
         if error.validator == "unevaluatedProperties":
+            # A schema holding one with an unknown keyword is reported too (its keywords count as
+            # unevaluated once a part fails): only the schema that holds the unknown keyword is named.
             unknown = ", ".join(f"'{key}'" for key in error.instance if key not in _DRAFT_KEYWORDS)
+            if not unknown:
+                continue
             problem = f"{_schema_path(error)}: unknown keyword {unknown} (not a JSON Schema 2020-12 keyword)"
         elif error.validator == "format" and error.validator_value == "regex":
             problem = f"{_schema_path(error)}: not a valid regular expression: {error.cause}"

@@ -155,7 +155,7 @@ def test_unknown_schema_keywords_are_refused_at_import_not_silently_ignored():
     schema = {"$defs": {"id": {"type": "integer"}}, "properties": {"id": {"$ref": "#/$defs/id"}},
               "dependentRequired": {"id": ["name"]}}
     assert validate_scorer_spec({"name": "json_schema", "schema": schema}, None) == []
-    assert json_schema_errors({"id": "7"}, schema) == ["$.id: '7' is not of type 'integer'", "$: 'name' is a dependency of 'id'"]
+    assert json_schema_errors({"id": "7"}, schema) == ["$: 'name' is a dependency of 'id'", "$.id: '7' is not of type 'integer'"]
 
 
 def test_a_ref_to_nothing_is_a_spec_error_for_the_case():
