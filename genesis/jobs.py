@@ -17,6 +17,25 @@ from genesis.errors import Conflict
 Transitions = Mapping[str, frozenset[str]]
 
 
+class WorkerJobStatus(models.TextChoices):
+    """A job one worker does at a time, under a lock, and another worker takes over when the first
+    dies: an audit run, a WaltzRL build."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+# running → running: a worker taking over a job whose previous worker died (its message came back).
+WORKER_JOB_TRANSITIONS: dict[str, frozenset[str]] = {
+    WorkerJobStatus.QUEUED: frozenset({WorkerJobStatus.RUNNING, WorkerJobStatus.FAILED}),
+    WorkerJobStatus.RUNNING: frozenset({WorkerJobStatus.RUNNING, WorkerJobStatus.SUCCEEDED, WorkerJobStatus.FAILED}),
+    WorkerJobStatus.SUCCEEDED: frozenset(),
+    WorkerJobStatus.FAILED: frozenset(),
+}
+
+
 def job_name(row: Any) -> str:
     """How a refusal names the row: its model's verbose name and primary key ("benchmark run #7")."""
     return f"{row._meta.verbose_name} #{row.pk}"

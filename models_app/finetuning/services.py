@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -60,6 +61,7 @@ from models_app.providers.errors import (
     ProviderRefused,
     TransientProviderError,
 )
+from models_app.providers.mistral import MistralProvider
 from models_app.providers.retry import RetryPolicy
 from models_app.registry.models import (
     Agent,
@@ -452,13 +454,10 @@ def finetuning_job_start(*, job: FineTuningJob, actor: Any = None) -> FineTuning
     job = job_reload(job)
     if job.status not in rules.STARTABLE_STATUSES:
         raise Conflict(f"fine-tuning job #{job.pk} is {job.status}; only a queued or validated job can be started")
-    client = fine_tuning_provider(job.provider)
-    try:
-        snapshot = call_provider(lambda: client.start_job(job_id=job.provider_job_id), policy=INTERACTIVE_RETRY)
-    except ProviderError as error:
-        _record_provider_error(job_id=job.pk, error=error, actor=actor, operation="start")
-        raise domain_error(error, action=f"start fine-tuning job #{job.pk}") from None
-    return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason="started", started=True)
+    return _ask_provider(
+        job, operation="start", ask=lambda client: client.start_job(job_id=job.provider_job_id), actor=actor,
+        reason="started", started=True,
+    )
 
 
 def finetuning_job_cancel(*, job: FineTuningJob, actor: Any = None, reason: str = "") -> FineTuningJob:
@@ -479,13 +478,29 @@ def finetuning_job_cancel(*, job: FineTuningJob, actor: Any = None, reason: str 
             return job
     if job.status not in rules.CANCELLABLE_STATUSES:
         raise Conflict(f"fine-tuning job #{job.pk} is {job.status} and cannot be cancelled")
+    return _ask_provider(
+        job, operation="cancel", ask=lambda client: client.cancel_job(job_id=job.provider_job_id), actor=actor, reason=why
+    )
+
+
+def _ask_provider(
+    job: FineTuningJob,
+    *,
+    operation: str,
+    ask: Callable[[MistralProvider], FineTuningJobSnapshot],
+    actor: Any,
+    reason: str,
+    started: bool = False,
+) -> FineTuningJob:
+    """Ask the provider to start or cancel the job and write its answer on the row. A refusal is noted
+    on the row and raised as the domain error a person reads."""
     client = fine_tuning_provider(job.provider)
     try:
-        snapshot = call_provider(lambda: client.cancel_job(job_id=job.provider_job_id), policy=INTERACTIVE_RETRY)
+        snapshot = call_provider(lambda: ask(client), policy=INTERACTIVE_RETRY)
     except ProviderError as error:
-        _record_provider_error(job_id=job.pk, error=error, actor=actor, operation="cancel")
-        raise domain_error(error, action=f"cancel fine-tuning job #{job.pk}") from None
-    return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason=why)
+        _record_provider_error(job_id=job.pk, error=error, actor=actor, operation=operation)
+        raise domain_error(error, action=f"{operation} fine-tuning job #{job.pk}") from None
+    return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason=reason, started=started)
 
 
 def finetuning_job_sync(*, job: FineTuningJob, actor: Any = None, retry_policy: RetryPolicy = SYNC_RETRY) -> FineTuningJob:
