@@ -51,9 +51,9 @@ LEVEL_COLOURS = {"easy": "#7fb77e", "medium": "#e8b04b", "hard": "#d0605e"}
 
 
 def difficulty_chart(view: selectors.ReportView) -> dict[str, Any]:
-    scale = Scale(top=1, length=CHART_WIDTH - CHART_LABEL_WIDTH - 110)  # the rest holds "12.5% (340)"
+    scale = Scale(top=1.0, length=CHART_WIDTH - CHART_LABEL_WIDTH - 110)  # the rest holds "12.5% (340)"
     bars = []
-    for level, row in zip(LEVELS, bands(len(LEVELS), slot=CHART_BAR_HEIGHT + CHART_GAP)):
+    for level, row in zip(LEVELS, bands(len(LEVELS), slot=CHART_BAR_HEIGHT + CHART_GAP), strict=True):
         fraction = view.difficulty[level]
         width = round(scale(fraction), 1)
         bars.append({

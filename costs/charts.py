@@ -58,7 +58,7 @@ def stacked_bars(
     day_bands = bands(len(days), slot=plot_width / max(len(days), 1), start=left)
     colours = palette_colours(series)
     bars: list[Bar] = []
-    for index, (day, band) in enumerate(zip(days, day_bands)):
+    for index, (day, band) in enumerate(zip(days, day_bands, strict=True)):
         x, bar_width = band.centred(share=0.72, minimum=1.0)
         stacked = Decimal(0)
         for name, values in series.items():
@@ -76,7 +76,7 @@ def stacked_bars(
     every = label_every(len(days))
     x_ticks = [
         Tick(position=round(band.centre, 2), label=day.strftime("%m-%d"))
-        for index, (day, band) in enumerate(zip(days, day_bands))
+        for index, (day, band) in enumerate(zip(days, day_bands, strict=True))
         if index % every == 0
     ]
     y_ticks = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 # Colour-blind-safe (Okabe–Ito), then greys for any further series.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999", "#666666", "#333333")
@@ -35,17 +36,20 @@ def nice_ceiling(value: Decimal) -> Decimal:
     return Decimal(10).scaleb(exponent)
 
 
-@dataclass(frozen=True)
-class Scale:
-    """Values from 0 to `top` (int, float or Decimal) onto `length` pixels."""
+Number = TypeVar("Number", int, float, Decimal)  # a scale's values are all of one kind (money stays Decimal)
 
-    top: int | float | Decimal
+
+@dataclass(frozen=True)
+class Scale(Generic[Number]):
+    """Values from 0 to `top` onto `length` pixels."""
+
+    top: Number
     length: float
 
-    def fraction(self, value: int | float | Decimal) -> float:
+    def fraction(self, value: Number) -> float:
         return float(value / self.top)
 
-    def __call__(self, value: int | float | Decimal) -> float:
+    def __call__(self, value: Number) -> float:
         return self.length * self.fraction(value)
 
 
