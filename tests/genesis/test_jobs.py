@@ -1,5 +1,5 @@
-"""The job-state helper (genesis/jobs.py) and the transition tables of the job rows: pure, on unsaved
-rows (no database)."""
+"""The job-state helper (genesis/jobs.py) and the transition tables of the job rows: the moves on
+unsaved rows (no database), then the locked finish path on real rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from audits.models import AUDIT_TRANSITIONS, DATASET_TRANSITIONS, AuditRun, AuditStatus, DatasetStatus
 from costs.models import REPORT_TRANSITIONS, CostReport
 from genesis.errors import Conflict
-from genesis.jobs import advance, check_move
+from genesis.jobs import advance, advance_locked, check_move
 from models_app.benchmarks.models import FINISHED_RUN_STATUSES, RUN_TRANSITIONS, BenchmarkRun, BenchmarkRunStatus
 from models_app.finetuning import rules
 from models_app.finetuning.models import FINE_TUNING_TRANSITIONS, FineTuningJob, FineTuningStatus
@@ -64,3 +64,21 @@ def test_a_fine_tuning_job_mirrors_any_provider_status_until_it_is_terminal() ->
         assert set(rules.PROVIDER_STATUSES) <= FINE_TUNING_TRANSITIONS[status]
     for status in rules.TERMINAL_STATUSES:
         assert FINE_TUNING_TRANSITIONS[status] == {status, rules.REFUSED}
+
+
+@pytest.mark.django_db
+def test_advance_locked_saves_the_move_with_its_fields() -> None:
+    report = CostReport.objects.create()
+    moved = advance_locked(CostReport, report.pk, CostReport.Status.RUNNING, transitions=REPORT_TRANSITIONS, error="")
+    report.refresh_from_db()
+    assert moved.status == report.status == CostReport.Status.RUNNING
+
+
+@pytest.mark.django_db
+def test_advance_locked_refuses_to_overwrite_a_finished_row() -> None:
+    # The finish path of a worker whose row something else already ended (it used to be a blind UPDATE).
+    report = CostReport.objects.create(status=CostReport.Status.SUCCEEDED)
+    with pytest.raises(Conflict, match=rf"cost report #{report.pk} is succeeded and cannot become failed"):
+        advance_locked(CostReport, report.pk, CostReport.Status.FAILED, transitions=REPORT_TRANSITIONS, error="late")
+    report.refresh_from_db()
+    assert (report.status, report.error) == (CostReport.Status.SUCCEEDED, "")
