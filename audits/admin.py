@@ -22,6 +22,7 @@ from audits.difficulty import LEVELS
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetPurpose, DatasetStatus
 from audits.pii import PII_TYPES
 from audits.scrub import SCRUB_MODES
+from genesis.charts import Scale, bands
 from genesis.errors import DomainError
 from models_app.registry.models import Agent
 
@@ -50,15 +51,15 @@ LEVEL_COLOURS = {"easy": "#7fb77e", "medium": "#e8b04b", "hard": "#d0605e"}
 
 
 def difficulty_chart(view: selectors.ReportView) -> dict[str, Any]:
-    room = CHART_WIDTH - CHART_LABEL_WIDTH - 110
+    scale = Scale(top=1.0, length=CHART_WIDTH - CHART_LABEL_WIDTH - 110)  # the rest holds "12.5% (340)"
     bars = []
-    for index, level in enumerate(LEVELS):
+    for level, row in zip(LEVELS, bands(len(LEVELS), slot=CHART_BAR_HEIGHT + CHART_GAP), strict=True):
         fraction = view.difficulty[level]
-        y = index * (CHART_BAR_HEIGHT + CHART_GAP)
+        width = round(scale(fraction), 1)
         bars.append({
             "level": level, "fraction": fraction, "count": view.difficulty_counts[level],
-            "percent": f"{fraction:.1%}", "x": CHART_LABEL_WIDTH, "y": y, "width": round(room * fraction, 1),
-            "text_y": y + CHART_BAR_HEIGHT * 0.68, "value_x": CHART_LABEL_WIDTH + round(room * fraction, 1) + 6,
+            "percent": f"{fraction:.1%}", "x": CHART_LABEL_WIDTH, "y": row.start, "width": width,
+            "text_y": row.start + CHART_BAR_HEIGHT * 0.68, "value_x": CHART_LABEL_WIDTH + width + 6,
             "colour": LEVEL_COLOURS[level],
         })
     return {"width": CHART_WIDTH, "height": len(LEVELS) * (CHART_BAR_HEIGHT + CHART_GAP), "bars": bars,

@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import Q
 
 from audits.dedupe import DEFAULT_THRESHOLD
+from genesis.jobs import WORKER_JOB_TRANSITIONS, WorkerJobStatus
 
 
 class DatasetPurpose(models.TextChoices):
@@ -32,6 +33,14 @@ class DatasetStatus(models.TextChoices):
     PENDING = "pending", "Being written"
     READY = "ready", "Ready"
     FAILED = "failed", "Failed"
+
+
+# A derived dataset (scrubbed, rebalanced) is written by a worker: pending until its file is complete.
+DATASET_TRANSITIONS: dict[str, frozenset[str]] = {
+    DatasetStatus.PENDING: frozenset({DatasetStatus.READY, DatasetStatus.FAILED}),
+    DatasetStatus.READY: frozenset(),
+    DatasetStatus.FAILED: frozenset(),
+}
 
 
 class Dataset(models.Model):
@@ -90,21 +99,10 @@ class Dataset(models.Model):
         return f"#{self.pk} {self.original_name}"
 
 
-class AuditStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-
-
-# The moves a run may make; services refuse anything else. running → running is a worker taking over
-# a run whose previous worker died (its message came back).
-AUDIT_TRANSITIONS: dict[str, frozenset[str]] = {
-    AuditStatus.QUEUED: frozenset({AuditStatus.RUNNING, AuditStatus.FAILED}),
-    AuditStatus.RUNNING: frozenset({AuditStatus.RUNNING, AuditStatus.SUCCEEDED, AuditStatus.FAILED}),
-    AuditStatus.SUCCEEDED: frozenset(),
-    AuditStatus.FAILED: frozenset(),
-}
+# An audit run is a worker job (genesis/jobs.py): queued → running → succeeded | failed, taken over by
+# another worker when its own dies. Services refuse any other move.
+AuditStatus = WorkerJobStatus
+AUDIT_TRANSITIONS = WORKER_JOB_TRANSITIONS
 
 
 class AuditRun(models.Model):

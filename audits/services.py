@@ -37,6 +37,7 @@ from audits.dedupe import DEFAULT_THRESHOLD, check_threshold
 from audits.difficulty import LEVELS
 from audits.models import (
     AUDIT_TRANSITIONS,
+    DATASET_TRANSITIONS,
     AuditRun,
     AuditStatus,
     Dataset,
@@ -48,6 +49,7 @@ from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
 from genesis.locks import worker_lock
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from genesis.jobs import advance, advance_locked
 from genesis.permissions import require_permission
 from models_app.registry.models import Agent
 from models_app.registry.services import ApiPrincipal
@@ -346,16 +348,6 @@ def audit_start(
     )
 
 
-def _advance(run: AuditRun, to_status: str) -> None:
-    allowed = AUDIT_TRANSITIONS[run.status]
-    if to_status not in allowed:
-        raise Conflict(
-            f"audit #{run.pk} is {run.status}; it may move only to "
-            + (", ".join(sorted(allowed)) if allowed else "nowhere (it is finished)")
-        )
-    run.status = to_status
-
-
 def _report_json(report: AuditReport, *, storage_name: str) -> dict[str, Any]:
     """The stored report: the contract object and its extras, with the file named as stored
     (the worker's absolute path says nothing to a person and leaks the server layout)."""
@@ -403,11 +395,11 @@ def audit_run_execute(*, run_id: int, workers: int = 1) -> AuditRun:
             if run.status in (AuditStatus.SUCCEEDED, AuditStatus.FAILED):
                 return run
             if run.attempts >= MAX_ATTEMPTS:
-                _advance(run, AuditStatus.FAILED)
+                advance(run, AuditStatus.FAILED, transitions=AUDIT_TRANSITIONS)
                 run.finished_at, run.error = timezone.now(), _gave_up(run.attempts)
                 run.save(update_fields=["status", "finished_at", "error"])
                 return run
-            _advance(run, AuditStatus.RUNNING)
+            advance(run, AuditStatus.RUNNING, transitions=AUDIT_TRANSITIONS)
             run.started_at, run.progress, run.error = timezone.now(), 0.0, ""
             run.attempts += 1
             run.save(update_fields=["status", "started_at", "progress", "error", "attempts"])
@@ -428,16 +420,17 @@ def audit_run_execute(*, run_id: int, workers: int = 1) -> AuditRun:
         except Exception as exc:  # noqa: BLE001 - anything the audit raises ends the run, with the reason
             logger.exception("audit run %s failed", run.pk)
             return _audit_fail(run, _error_text(exc))
-        AuditRun.objects.filter(pk=run.pk).update(
-            status=AuditStatus.SUCCEEDED, progress=1.0, finished_at=timezone.now(),
-            report=_report_json(report, storage_name=dataset.file.name), **_summary_columns(report),
+        return advance_locked(
+            AuditRun, run.pk, AuditStatus.SUCCEEDED, transitions=AUDIT_TRANSITIONS, progress=1.0,
+            finished_at=timezone.now(), report=_report_json(report, storage_name=dataset.file.name),
+            **_summary_columns(report),
         )
-        return AuditRun.objects.get(pk=run.pk)
 
 
 def _audit_fail(run: AuditRun, message: str) -> AuditRun:
-    AuditRun.objects.filter(pk=run.pk).update(status=AuditStatus.FAILED, finished_at=timezone.now(), error=message)
-    return AuditRun.objects.get(pk=run.pk)
+    return advance_locked(
+        AuditRun, run.pk, AuditStatus.FAILED, transitions=AUDIT_TRANSITIONS, finished_at=timezone.now(), error=message
+    )
 
 
 def dataset_record_audit(
@@ -633,20 +626,19 @@ def dataset_derive_execute(*, dataset_id: int, workers: int = 1) -> Dataset:
             logger.exception("writing dataset %s failed", dataset.pk)
             return _derive_fail(dataset, _error_text(exc))
         with transaction.atomic():
-            Dataset.objects.filter(pk=dataset.pk).update(
-                status=DatasetStatus.READY, progress=1.0, finished_at=timezone.now(), size_bytes=stored.size_bytes,
-                line_count=stored.line_count, sha256=stored.sha256, result=result, achieved_mix=achieved_mix,
-                shortfall=shortfall,
+            dataset = advance_locked(
+                Dataset, dataset.pk, DatasetStatus.READY, transitions=DATASET_TRANSITIONS, progress=1.0,
+                finished_at=timezone.now(), size_bytes=stored.size_bytes, line_count=stored.line_count,
+                sha256=stored.sha256, result=result, achieved_mix=achieved_mix, shortfall=shortfall,
             )
-            dataset.refresh_from_db()
             _audit_create(dataset=dataset, requested_by=dataset.uploaded_by, via=f"after {dataset.origin} of #{dataset.parent_id}")
         return dataset
 
 
 def _derive_fail(dataset: Dataset, message: str) -> Dataset:
-    Dataset.objects.filter(pk=dataset.pk).update(status=DatasetStatus.FAILED, finished_at=timezone.now(), error=message)
-    dataset.refresh_from_db()
-    return dataset
+    return advance_locked(
+        Dataset, dataset.pk, DatasetStatus.FAILED, transitions=DATASET_TRANSITIONS, finished_at=timezone.now(), error=message
+    )
 
 
 # --- beat's sweep ----------------------------------------------------------------------------------------

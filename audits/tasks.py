@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+from collections.abc import Callable
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from audits import services
+from audits.models import AuditRun, Dataset
 from genesis.errors import NotFound
 
 logger = logging.getLogger(__name__)
@@ -40,23 +42,28 @@ def audit_processes() -> int:
     return 1 if multiprocessing.current_process().daemon else AUDIT_PROCESSES
 
 
+def _status_unless_gone(work: Callable[[], AuditRun | Dataset], *, row: str) -> str:
+    """The row's status once the service has done its work, or "gone" when the row no longer exists
+    (its dataset was deleted, or a test database was flushed): nothing is left to do."""
+    try:
+        return work().status
+    except NotFound as exc:
+        logger.info("%s not done: %s", row, exc.message)
+        return "gone"
+
+
 @shared_task(name="audits.run_audit", **TASK_OPTIONS)
 def run_audit(run_id: int) -> str:
-    try:
-        return services.audit_run_execute(run_id=run_id, workers=audit_processes()).status
-    except NotFound as exc:
-        # Gone (its dataset was deleted, or a test database was flushed): nothing left to do.
-        logger.info("audit run %s not run: %s", run_id, exc.message)
-        return "gone"
+    return _status_unless_gone(
+        lambda: services.audit_run_execute(run_id=run_id, workers=audit_processes()), row=f"audit run {run_id}"
+    )
 
 
 @shared_task(name="audits.derive_dataset", **TASK_OPTIONS)
 def derive_dataset(dataset_id: int) -> str:
-    try:
-        return services.dataset_derive_execute(dataset_id=dataset_id, workers=audit_processes()).status
-    except NotFound as exc:
-        logger.info("dataset %s not written: %s", dataset_id, exc.message)
-        return "gone"
+    return _status_unless_gone(
+        lambda: services.dataset_derive_execute(dataset_id=dataset_id, workers=audit_processes()), row=f"dataset {dataset_id}"
+    )
 
 
 @shared_task(name="audits.sweep_stranded", acks_late=True, reject_on_worker_lost=True, soft_time_limit=50, time_limit=60)

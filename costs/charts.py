@@ -1,5 +1,6 @@
-"""Geometry of the cost dashboard's plain SVG charts (no JavaScript, no CDN: the admin may have no
-internet). Plain data in, rectangles and positions out; the template only draws them. No Django."""
+"""The cost dashboard's charts: spend per day as stacked bars and a budget's gauge, mapped onto the
+shared chart geometry (genesis/charts.py). Plain data in, rectangles and positions out; the template
+only draws them. No Django."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from datetime import date
 from decimal import Decimal
 
 from costs.budgeting import Threshold, format_usd, format_usd_tick
+from genesis.charts import Scale, Tick, bands, label_every, nice_ceiling, palette_colours
 
-# Colour-blind-safe (Okabe–Ito), then greys for any further series.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999", "#666666", "#333333")
 SEVERITY_COLOURS = {"ok": "#009E73", "warning": "#E69F00", "critical": "#D55E00", "emergency": "#B00020"}
+Y_TICK_FRACTIONS = (0, 0.25, 0.5, 0.75, 1)
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,6 @@ class LegendItem:
 
 
 @dataclass(frozen=True)
-class Tick:
-    position: float
-    label: str
-
-
-@dataclass(frozen=True)
 class StackedBars:
     width: int
     height: int
@@ -50,62 +45,51 @@ class StackedBars:
     empty: bool
 
 
-def _nice_ceiling(value: Decimal) -> Decimal:
-    """1, 2, 2.5, 5 × 10^n at or above `value`, for a readable axis."""
-    if value <= 0:
-        return Decimal(1)
-    exponent = value.adjusted()
-    for step in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10)):
-        candidate = step.scaleb(exponent)
-        if candidate >= value:
-            return candidate
-    return Decimal(10).scaleb(exponent)
-
-
 def stacked_bars(
     *, days: list[date], series: dict[str, list[Decimal]], width: int = 720, height: int = 240
 ) -> StackedBars:
     """One bar per day, stacked by series, scaled to the largest day."""
     left, right, top, bottom = 56.0, 8.0, 8.0, 28.0
     plot_width, plot_height = width - left - right, height - top - bottom
+    plot_bottom = top + plot_height
     totals = [sum((values[i] for values in series.values()), Decimal(0)) for i in range(len(days))]
-    ceiling = _nice_ceiling(max(totals, default=Decimal(0)))
-    slot = plot_width / max(len(days), 1)
-    bar_width = max(slot * 0.72, 1.0)
+    ceiling = nice_ceiling(max(totals, default=Decimal(0)))
+    scale = Scale(top=ceiling, length=plot_height)
+    day_bands = bands(len(days), slot=plot_width / max(len(days), 1), start=left)
+    colours = palette_colours(series)
     bars: list[Bar] = []
-    colours = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(series)}
-    for index, day in enumerate(days):
+    for index, (day, band) in enumerate(zip(days, day_bands, strict=True)):
+        x, bar_width = band.centred(share=0.72, minimum=1.0)
         stacked = Decimal(0)
         for name, values in series.items():
             value = values[index]
             if value <= 0:
                 continue
-            y_top = top + plot_height * float(1 - (stacked + value) / ceiling)
-            bar_height = plot_height * float(value / ceiling)
             bars.append(
                 Bar(
-                    x=round(left + index * slot + (slot - bar_width) / 2, 2), y=round(y_top, 2),
-                    width=round(bar_width, 2), height=round(max(bar_height, 0.5), 2), colour=colours[name],
+                    x=round(x, 2), y=round(plot_bottom - scale(stacked + value), 2), width=round(bar_width, 2),
+                    height=round(max(scale(value), 0.5), 2), colour=colours[name],
                     title=f"{day.isoformat()} {name}: {format_usd(value)}",
                 )
             )
             stacked += value
-    label_every = max(len(days) // 6, 1)
+    every = label_every(len(days))
     x_ticks = [
-        Tick(position=round(left + index * slot + slot / 2, 2), label=day.strftime("%m-%d"))
-        for index, day in enumerate(days)
-        if index % label_every == 0
+        Tick(position=round(band.centre, 2), label=day.strftime("%m-%d"))
+        for index, (day, band) in enumerate(zip(days, day_bands, strict=True))
+        if index % every == 0
     ]
     y_ticks = [
-        Tick(position=round(top + plot_height * (1 - fraction), 2), label=format_usd_tick(ceiling * Decimal(str(fraction)), step=ceiling / 4))
-        for fraction in (0, 0.25, 0.5, 0.75, 1)
+        Tick(position=round(plot_bottom - plot_height * fraction, 2),
+             label=format_usd_tick(ceiling * Decimal(str(fraction)), step=ceiling / 4))
+        for fraction in Y_TICK_FRACTIONS
     ]
     legend = [
         LegendItem(name=name, colour=colours[name], total=format_usd(sum(values, Decimal(0))))
         for name, values in series.items()
     ]
     return StackedBars(
-        width=width, height=height, plot_left=left, plot_bottom=top + plot_height, bars=bars, x_ticks=x_ticks,
+        width=width, height=height, plot_left=left, plot_bottom=plot_bottom, bars=bars, x_ticks=x_ticks,
         y_ticks=y_ticks, legend=legend, empty=not bars,
     )
 
@@ -139,10 +123,11 @@ def budget_gauge(*, percent: Decimal, thresholds: list[Threshold], width: int = 
     scale = max(100, max((t.percent for t in thresholds), default=100), int(min(shown, Decimal(1000))) + 1)
     if scale > 100:
         scale = ((scale + 9) // 10) * 10
-    inner_left, inner_width = 4.0, width - 8.0
+    inner_left = 4.0
+    along = Scale(top=Decimal(scale), length=width - 8.0)
 
     def x_of(value: Decimal | int) -> float:
-        return round(inner_left + inner_width * float(min(Decimal(value), Decimal(scale))) / scale, 2)
+        return round(inner_left + along(min(Decimal(value), Decimal(scale))), 2)
 
     reached = [t for t in thresholds if shown >= t.percent]
     fill_severity = reached[-1].severity if reached else "ok"

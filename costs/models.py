@@ -289,3 +289,15 @@ class CostReport(models.Model):
 
     def __str__(self) -> str:
         return f"cost report #{self.pk} ({self.status})"
+
+
+# running → running: a report abandoned by a killed worker is claimed again; failed → running: a
+# failed report is made again when its task is sent again.
+REPORT_TRANSITIONS: dict[str, frozenset[str]] = {
+    CostReport.Status.PENDING: frozenset({CostReport.Status.RUNNING}),
+    CostReport.Status.RUNNING: frozenset(
+        {CostReport.Status.RUNNING, CostReport.Status.SUCCEEDED, CostReport.Status.FAILED}
+    ),
+    CostReport.Status.SUCCEEDED: frozenset(),
+    CostReport.Status.FAILED: frozenset({CostReport.Status.RUNNING}),
+}

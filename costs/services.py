@@ -23,8 +23,19 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from costs import budgeting, notifications, pricing, reports, selectors
-from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, CostHold, CostReport, Operation, PriceTable
+from costs.models import (
+    REPORT_TRANSITIONS,
+    Budget,
+    BudgetAlert,
+    BudgetOverride,
+    CostEntry,
+    CostHold,
+    CostReport,
+    Operation,
+    PriceTable,
+)
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from genesis.jobs import advance, check_move
 from genesis.permissions import require_permission
 
 logger = logging.getLogger(__name__)
@@ -770,16 +781,20 @@ def cost_report_run(*, report_id: int) -> CostReport:
             if report.started_at is not None and report.started_at > stale_before:
                 return report  # another worker is making it
             logger.warning("cost report %s was left running since %s; making it again", report_id, report.started_at)
-        report.status, report.started_at, report.error = CostReport.Status.RUNNING, claimed_at, ""
+        advance(report, CostReport.Status.RUNNING, transitions=REPORT_TRANSITIONS)
+        report.started_at, report.error = claimed_at, ""
         report.save(update_fields=["status", "started_at", "error"])
+    # The finish is one conditional UPDATE on the claim, so a run whose claim was taken over stores nothing.
     claim = CostReport.objects.filter(pk=report_id, status=CostReport.Status.RUNNING, started_at=claimed_at)
     try:
         data = selectors.cost_report_data(as_of=timezone.now())
         markdown, csv_text = reports.render_markdown(data), reports.render_csv(data)
     except Exception as exc:
+        check_move(REPORT_TRANSITIONS, name=f"cost report #{report_id}", current=CostReport.Status.RUNNING, to=CostReport.Status.FAILED)
         claim.update(status=CostReport.Status.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"[:2000])
         logger.exception("cost report %s failed", report_id)
         raise
+    check_move(REPORT_TRANSITIONS, name=f"cost report #{report_id}", current=CostReport.Status.RUNNING, to=CostReport.Status.SUCCEEDED)
     stored = claim.update(
         status=CostReport.Status.SUCCEEDED, finished_at=timezone.now(), as_of=data.as_of, entry_count=data.entry_count,
         total_usd=data.total, markdown=markdown, csv=csv_text,

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from genesis.jobs import WORKER_JOB_TRANSITIONS, WorkerJobStatus
+
 MONEY = {"max_digits": 16, "decimal_places": 8}
 
 
@@ -64,20 +66,10 @@ class SafetyPrompt(models.Model):
         return self.text[:80]
 
 
-class BuildStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-
-
-BUILD_TRANSITIONS: dict[str, frozenset[str]] = {
-    BuildStatus.QUEUED: frozenset({BuildStatus.RUNNING, BuildStatus.FAILED}),
-    # running → running: a worker taking over a build whose previous worker died.
-    BuildStatus.RUNNING: frozenset({BuildStatus.RUNNING, BuildStatus.SUCCEEDED, BuildStatus.FAILED}),
-    BuildStatus.SUCCEEDED: frozenset(),
-    BuildStatus.FAILED: frozenset(),
-}
+# A WaltzRL build is a worker job (genesis/jobs.py): queued → running → succeeded | failed, taken over
+# by another worker when its own dies.
+BuildStatus = WorkerJobStatus
+BUILD_TRANSITIONS = WORKER_JOB_TRANSITIONS
 
 
 class WaltzBuild(models.Model):

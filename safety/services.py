@@ -51,6 +51,7 @@ from costs.pricing import inference_cost
 from costs.selectors import price_in_force
 from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound
+from genesis.jobs import advance
 from genesis.locks import worker_lock
 from genesis.permissions import require_permission
 from models_app.finetuning.rules import CHARS_PER_TOKEN
@@ -337,14 +338,6 @@ def _worker_lock(build_id: int) -> Any:
     return worker_lock(_LOCK_NAMESPACE, build_id)
 
 
-def _advance(build: WaltzBuild, to_status: str) -> None:
-    allowed = BUILD_TRANSITIONS[build.status]
-    if to_status not in allowed:
-        raise Conflict(f"WaltzRL build #{build.pk} is {build.status}; it may move only to "
-                       + (", ".join(sorted(allowed)) if allowed else "nowhere (it is finished)"))
-    build.status = to_status
-
-
 @dataclass(frozen=True)
 class _Route:
     provider: Any
@@ -441,7 +434,7 @@ def _fail(build_id: int, message: str) -> WaltzBuild:
     with transaction.atomic():
         build = WaltzBuild.objects.select_for_update().get(pk=build_id)
         if not build.is_finished:
-            _advance(build, BuildStatus.FAILED)
+            advance(build, BuildStatus.FAILED, transitions=BUILD_TRANSITIONS)
             build.error, build.finished_at = message[:4000], timezone.now()
             build.save(update_fields=["status", "error", "finished_at"])
         cost_hold_release(source=build)
@@ -470,7 +463,7 @@ def waltz_build_execute(*, build_id: int) -> WaltzBuild:
             if build.attempts >= MAX_BUILD_ATTEMPTS:
                 return _fail(build_id, f"a worker started this build {build.attempts} times and never finished it; "
                                        "see the worker logs, then start a new build")
-            _advance(build, BuildStatus.RUNNING)
+            advance(build, BuildStatus.RUNNING, transitions=BUILD_TRANSITIONS)
             build.attempts += 1
             build.started_at = build.started_at or timezone.now()
             build.completed_items = build.items.filter(done=True).count()
@@ -637,7 +630,7 @@ def _finish(build_id: int) -> WaltzBuild:
         build = WaltzBuild.objects.select_for_update().get(pk=build_id)
         if build.is_finished:
             return build
-        _advance(build, BuildStatus.SUCCEEDED)
+        advance(build, BuildStatus.SUCCEEDED, transitions=BUILD_TRANSITIONS)
         build.conversation_train = datasets.get("conversation_train")
         build.conversation_valid = datasets.get("conversation_valid")
         build.feedback_train = datasets.get("feedback_train")

@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from costs.budgeting import format_usd
+from genesis.charts import Scale, bands
 from genesis.errors import DomainError
 from models_app.benchmarks.models import (
     BenchmarkCase,
@@ -191,18 +192,17 @@ def histogram_bars(baseline: list[int], candidate: list[int]) -> dict[str, Any]:
     """Rectangles of a paired histogram (baseline and candidate side by side per score bin), for a
     plain inline SVG: no script, no CDN."""
     bins = len(baseline)
-    peak = max([1, *baseline, *candidate])
-    slot = HISTOGRAM_WIDTH / bins
-    bar = slot * 0.38
+    scale = Scale(top=max([1, *baseline, *candidate]), length=HISTOGRAM_HEIGHT - HISTOGRAM_TOP)
+    score_bins = bands(bins, slot=HISTOGRAM_WIDTH / bins)
     bars = []
-    for index in range(bins):
+    for index, score_bin in enumerate(score_bins):
         for offset, count, css in ((0.1, baseline[index], "baseline"), (0.52, candidate[index], "candidate")):
-            height = (HISTOGRAM_HEIGHT - HISTOGRAM_TOP) * count / peak
-            bars.append({"x": round(index * slot + offset * slot, 1), "y": round(HISTOGRAM_HEIGHT - height, 1),
-                         "width": round(bar, 1), "height": round(height, 1), "count": count, "css": css,
-                         "label_x": round(index * slot + offset * slot + bar / 2, 1)})
-    labels = [{"x": round(index * slot + slot / 2, 1), "text": f"{index / bins:.1f}–{(index + 1) / bins:.1f}"}
-              for index in range(bins)]
+            x, width = score_bin.part(offset=offset, share=0.38)
+            height = scale(count)
+            bars.append({"x": round(x, 1), "y": round(HISTOGRAM_HEIGHT - height, 1), "width": round(width, 1),
+                         "height": round(height, 1), "count": count, "css": css, "label_x": round(x + width / 2, 1)})
+    labels = [{"x": round(score_bin.centre, 1), "text": f"{index / bins:.1f}–{(index + 1) / bins:.1f}"}
+              for index, score_bin in enumerate(score_bins)]
     return {"bars": bars, "labels": labels, "width": HISTOGRAM_WIDTH, "height": HISTOGRAM_HEIGHT + 18,
             "axis_y": HISTOGRAM_HEIGHT}
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from costs.pricing import inference_cost
 from genesis.errors import Conflict
+from genesis.jobs import check_move
 from models_app.benchmarks import scorers
 from models_app.benchmarks.answers import Answer, result_row
 from models_app.benchmarks.ledger import (
@@ -38,6 +39,7 @@ from models_app.benchmarks.ledger import (
 from models_app.benchmarks.limits import ProviderLimiter, RedisProviderLimiter
 from models_app.benchmarks.models import (
     FINISHED_RUN_STATUSES,
+    RUN_TRANSITIONS,
     BenchmarkCase,
     BenchmarkChunk,
     BenchmarkChunkStatus,
@@ -177,6 +179,8 @@ def benchmark_chunk_claim(*, chunk_id: int, worker: str) -> ChunkLease | None:
     if chunk is None:
         return None
     now = timezone.now()
+    # The first chunk claimed starts the run; one conditional UPDATE, so two claims at once start it once.
+    check_move(RUN_TRANSITIONS, name=f"benchmark run #{chunk.run_id}", current=BenchmarkRunStatus.QUEUED, to=BenchmarkRunStatus.RUNNING)
     BenchmarkRun.objects.filter(pk=chunk.run_id, status=BenchmarkRunStatus.QUEUED).update(
         status=BenchmarkRunStatus.RUNNING, started_at=now
     )

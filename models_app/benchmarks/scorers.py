@@ -22,14 +22,22 @@ cached under a hash of everything the judge saw, so the same reply is never judg
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import jsonschema
+import jsonschema.protocols
+import jsonschema.validators
+import jsonschema_specifications
+import referencing.exceptions
+import referencing.jsonschema
 
 REASON_MAX_CHARS = 300
 
@@ -210,6 +218,12 @@ def _parse_json_reply(output: str) -> tuple[Any, str | None]:
         return None, f"not valid JSON: {_short(str(error), 80)}"
 
 
+def _json_type_name(value: Any) -> str:
+    """The JSON Schema type of a parsed value, the narrowest first: 3.0 is an integer, as in JSON Schema."""
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER
+    return next(name for name in ("null", "boolean", "integer", "number", "string", "array", "object") if checker.is_type(value, name))
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
@@ -219,7 +233,7 @@ def score_valid_json(*, output: str, reference: Any, options: Mapping[str, Any])
     if error:
         return Score(0.0, error)
     wanted = options.get("type")
-    if wanted and _json_type_name(value) != wanted and not (wanted == "number" and _json_type_name(value) == "integer"):
+    if wanted and not jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(value, wanted):
         return Score(0.0, f"valid JSON, but a {_json_type_name(value)}, not a {wanted}")
     return Score(1.0, "valid JSON")
 
@@ -229,9 +243,7 @@ def score_json_schema(*, output: str, reference: Any, options: Mapping[str, Any]
     if not isinstance(schema, Mapping):
         raise ScorerSpecError("schema: needs a JSON Schema object (in the options or as the reference)")
     # Checked before the reply is read, so the import's dry run on an empty reply finds a bad schema too.
-    schema_problems = json_schema_check_schema(schema)
-    if schema_problems:
-        raise ScorerSpecError(f"schema: {schema_problems[0]}")
+    _checked_validator(schema)
     value, error = _parse_json_reply(output)
     if error:
         return Score(0.0, error)
@@ -576,167 +588,102 @@ def validate_scorer_spec(spec: Any, reference: Any) -> list[str]:
     return []
 
 
-# ---- a JSON Schema subset ------------------------------------------------------------------------
-# Enough of draft 2020-12 for benchmark answers, without a dependency: type, enum, const, properties,
-# required, additionalProperties, items, minItems/maxItems, uniqueItems, minLength/maxLength,
-# pattern, minimum/maximum, exclusiveMinimum/exclusiveMaximum, multipleOf, anyOf, oneOf, allOf, not.
+# ---- JSON Schema (draft 2020-12, by the jsonschema library) ------------------------------------------
+# A schema is checked against the draft's metaschema before it is used, so a keyword value of the
+# wrong kind ({"minimum": "5"}, {"required": "name"}, a pattern that is not a regular expression) is
+# refused at import with its path instead of raising or mis-grading while scoring. The metaschema alone
+# lets any unknown keyword through — a typo such as "requried" would silently accept everything — so
+# the check uses a stricter one, built the way the draft intends (a `$dynamicAnchor: meta` extension):
+# every schema in the tree may hold only the draft's own keywords. `format` stays an annotation, as
+# the draft says by default.
 
-SUPPORTED_SCHEMA_KEYWORDS = frozenset(
-    {"type", "enum", "const", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-     "uniqueItems", "minLength", "maxLength", "pattern", "minimum", "maximum", "exclusiveMinimum",
-     "exclusiveMaximum", "multipleOf", "anyOf", "oneOf", "allOf", "not", "title", "description", "$schema",
-     "$id", "default", "examples", "format"}
+_STRICT_METASCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "urn:genesis:benchmark-scorer-schema",
+    "$dynamicAnchor": "meta",
+    "$ref": "https://json-schema.org/draft/2020-12/schema",
+    "unevaluatedProperties": False,
+}
+_METASCHEMA_CHECKER = jsonschema.Draft202012Validator(
+    _STRICT_METASCHEMA,
+    registry=jsonschema_specifications.REGISTRY.with_resource(
+        _STRICT_METASCHEMA["$id"], referencing.jsonschema.DRAFT202012.create_resource(_STRICT_METASCHEMA)
+    ),
+    format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,  # "format": "regex" checks each pattern
+)
+# Every keyword of the draft, from its vocabularies' metaschemas: what an unknown keyword is not.
+_DRAFT_KEYWORDS = frozenset(
+    keyword
+    for uri, resource in jsonschema_specifications.REGISTRY.items()
+    if uri.startswith("https://json-schema.org/draft/2020-12/meta/")
+    for keyword in resource.contents.get("properties", {})
 )
 
 
-def _json_type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "integer" if value.is_integer() else "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+def _schema_path(error: jsonschema.ValidationError) -> str:
+    return "/".join(["#", *(str(part) for part in error.absolute_path)])
 
 
-def _is_type(value: Any, wanted: str) -> bool:
-    actual = _json_type_name(value)
-    return actual == wanted or (wanted == "number" and actual == "integer")
-
-
-# What each keyword's value must be, where a wrong one would raise or silently mis-grade while scoring
-# ({"minimum": "5"} cannot be compared with a number; {"required": "name"} would require 'n', 'a', …).
-_SCHEMA_VALUE_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "enum": ("a list", lambda value: isinstance(value, list)),
-    "required": ("a list of property names", lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value)),
-    "properties": ("an object of schemas", lambda value: isinstance(value, Mapping)),
-    "uniqueItems": ("a boolean", lambda value: isinstance(value, bool)),
-    "pattern": ("a regular expression string", lambda value: isinstance(value, str)),
-    "multipleOf": ("a number above 0", lambda value: _is_number(value) and value > 0),
-    **{key: ("a number", _is_number) for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")},
-    **{key: ("a non-negative integer", _is_count) for key in ("minLength", "maxLength", "minItems", "maxItems")},
-    **{key: ("a non-empty list of schemas", lambda value: isinstance(value, list) and bool(value))
-       for key in ("anyOf", "oneOf", "allOf")},
-    **{key: ("a schema (an object or a boolean)", lambda value: isinstance(value, (Mapping, bool)))
-       for key in ("items", "additionalProperties", "not")},
-}
-
-
-def json_schema_check_schema(schema: Any, path: str = "#") -> list[str]:
-    """What in `schema` this subset cannot use: keywords it does not understand (rather than silently
-    accepting everything) and keyword values of the wrong kind, each with its path."""
-    if isinstance(schema, bool):
-        return []
-    if not isinstance(schema, Mapping):
-        return [f"{path}: a schema must be an object or a boolean"]
-    problems = [f"{path}: unsupported keyword '{key}'" for key in schema if key not in SUPPORTED_SCHEMA_KEYWORDS]
-    for key, (expected, accepts) in _SCHEMA_VALUE_RULES.items():
-        if key in schema and not accepts(schema[key]):
-            problems.append(f"{path}/{key}: needs {expected}, got {json.dumps(schema[key])}")
-    if isinstance(schema.get("pattern"), str):
-        try:
-            re.compile(schema["pattern"])
-        except re.error as error:
-            problems.append(f"{path}/pattern: not a valid regular expression: {error}")
-    types = schema.get("type")
-    if types is not None and not isinstance(types, (str, list)):
-        problems.append(f"{path}/type: needs a type name or a list of them, got {json.dumps(types)}")
-    for type_name in [types] if isinstance(types, str) else (types if isinstance(types, list) else []):
-        if type_name not in _JSON_TYPES:
-            problems.append(f"{path}/type: unknown type {json.dumps(type_name)}")
-    if isinstance(schema.get("properties"), Mapping):
-        for name, sub in schema["properties"].items():
-            problems += json_schema_check_schema(sub, f"{path}/properties/{name}")
-    for key in ("items", "additionalProperties", "not"):
-        if isinstance(schema.get(key), (Mapping, bool)):
-            problems += json_schema_check_schema(schema[key], f"{path}/{key}")
-    for key in ("anyOf", "oneOf", "allOf"):
-        if isinstance(schema.get(key), list):
-            for index, sub in enumerate(schema[key]):
-                problems += json_schema_check_schema(sub, f"{path}/{key}/{index}")
+def json_schema_check_schema(schema: Any) -> list[str]:
+    """What is wrong with `schema` as a draft 2020-12 schema, each with its path ("#/properties/age/minimum:
+    '5' is not of type 'number'"); empty when it can be used."""
+    errors = sorted(_METASCHEMA_CHECKER.iter_errors(schema), key=lambda error: [str(part) for part in error.absolute_path])
+    # A wrong keyword value stops the metaschema from counting the keywords around it as evaluated, so
+    # the unknown-keyword errors are only meaningful once nothing else is wrong.
+    wrong_values = [error for error in errors if error.validator != "unevaluatedProperties"]
+    problems: list[str] = []
+    for error in wrong_values or errors:
+        if error.validator == "unevaluatedProperties":
+            # A schema holding one with an unknown keyword is reported too (its keywords count as
+            # unevaluated once a part fails): only the schema that holds the unknown keyword is named.
+            unknown = ", ".join(f"'{key}'" for key in error.instance if key not in _DRAFT_KEYWORDS)
+            if not unknown:
+                continue
+            problem = f"{_schema_path(error)}: unknown keyword {unknown} (not a JSON Schema 2020-12 keyword)"
+        elif error.validator == "format" and error.validator_value == "regex":
+            problem = f"{_schema_path(error)}: not a valid regular expression: {error.cause}"
+        else:
+            problem = f"{_schema_path(error)}: {error.message}"
+        if problem not in problems:  # the metaschema reaches some keywords along several paths
+            problems.append(problem)
     return problems
 
 
-def json_schema_errors(value: Any, schema: Any, path: str = "$") -> list[str]:
-    """Why `value` does not satisfy `schema` (empty when it does), each naming the JSON path."""
-    if schema is True:
-        return []
-    if schema is False:
-        return [f"{path}: no value is allowed here"]
-    errors: list[str] = []
-    types = schema.get("type")
-    if types is not None:
-        wanted = [types] if isinstance(types, str) else list(types)
-        if not any(_is_type(value, type_name) for type_name in wanted):
-            return [f"{path}: expected {' or '.join(wanted)}, got {_json_type_name(value)}"]
-    if "const" in schema and value != schema["const"]:
-        errors.append(f"{path}: must be {json.dumps(schema['const'])}")
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{path}: must be one of {', '.join(json.dumps(v) for v in schema['enum'])}")
-    if isinstance(value, str):
-        if "minLength" in schema and len(value) < schema["minLength"]:
-            errors.append(f"{path}: shorter than {schema['minLength']} characters")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            errors.append(f"{path}: longer than {schema['maxLength']} characters")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(f"{path}: does not match /{schema['pattern']}/")
-    if _is_type(value, "number"):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append(f"{path}: {value} < minimum {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append(f"{path}: {value} > maximum {schema['maximum']}")
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-            errors.append(f"{path}: {value} <= exclusive minimum {schema['exclusiveMinimum']}")
-        if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
-            errors.append(f"{path}: {value} >= exclusive maximum {schema['exclusiveMaximum']}")
-        # The IEEE remainder is exact and cannot overflow, unlike value / multipleOf for a tiny divisor.
-        if "multipleOf" in schema and abs(math.remainder(value, schema["multipleOf"])) > 1e-9 * schema["multipleOf"]:
-            errors.append(f"{path}: not a multiple of {schema['multipleOf']}")
-    if isinstance(value, list):
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            errors.append(f"{path}: fewer than {schema['minItems']} items")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            errors.append(f"{path}: more than {schema['maxItems']} items")
-        if schema.get("uniqueItems"):
-            seen = [json.dumps(item, sort_keys=True) for item in value]
-            if len(seen) != len(set(seen)):
-                errors.append(f"{path}: items are not unique")
-        if "items" in schema:
-            for index, item in enumerate(value):
-                errors += json_schema_errors(item, schema["items"], f"{path}[{index}]")
-    if isinstance(value, dict):
-        for name in schema.get("required", []):
-            if name not in value:
-                errors.append(f"{path}: missing required property '{name}'")
-        properties = schema.get("properties", {})
-        for name, item in value.items():
-            if name in properties:
-                errors += json_schema_errors(item, properties[name], f"{path}.{name}")
-            elif "additionalProperties" in schema:
-                additional = schema["additionalProperties"]
-                if additional is False:
-                    errors.append(f"{path}: unexpected property '{name}'")
-                elif isinstance(additional, Mapping):
-                    errors += json_schema_errors(item, additional, f"{path}.{name}")
-    for sub in schema.get("allOf", []):
-        errors += json_schema_errors(value, sub, path)
-    if "anyOf" in schema and not any(not json_schema_errors(value, sub, path) for sub in schema["anyOf"]):
-        errors.append(f"{path}: matches none of the anyOf alternatives")
-    if "oneOf" in schema:
-        matching = sum(1 for sub in schema["oneOf"] if not json_schema_errors(value, sub, path))
-        if matching != 1:
-            errors.append(f"{path}: matches {matching} of the oneOf alternatives, not exactly one")
-    if "not" in schema and not json_schema_errors(value, schema["not"], path):
-        errors.append(f"{path}: must not match the 'not' schema")
-    return errors
+def _multiple_of(
+    validator: jsonschema.protocols.Validator, divisor: float, value: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """`multipleOf` without floating-point noise: 0.3 is a multiple of 0.1 (the library's division says
+    it is not). The IEEE remainder is exact and cannot overflow, unlike value / divisor for a tiny one."""
+    if validator.is_type(value, "number") and abs(math.remainder(value, divisor)) > 1e-9 * divisor:
+        yield jsonschema.ValidationError(f"{value} is not a multiple of {divisor}")
+
+
+_ReplyValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"multipleOf": _multiple_of})
+
+
+def _checked_validator(schema: Any) -> jsonschema.protocols.Validator:
+    """The validator of `schema` once checked (ScorerSpecError naming every problem otherwise)."""
+    return _validator_of_checked_schema(json.dumps(schema, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _validator_of_checked_schema(schema_json: str) -> jsonschema.protocols.Validator:
+    # Kept: every reply to a case is checked against the same schema, and the check is the costly part.
+    schema = json.loads(schema_json)
+    problems = json_schema_check_schema(schema)
+    if problems:
+        raise ScorerSpecError(f"schema: {'; '.join(problems)}")
+    return _ReplyValidator(schema)
+
+
+def json_schema_errors(value: Any, schema: Any) -> list[str]:
+    """Why `value` does not satisfy `schema` (empty when it does), each naming the JSON path
+    ("$.months[2]: 'x' is not of type 'integer'"). ScorerSpecError when the schema cannot be used."""
+    validator = _checked_validator(schema)
+    try:
+        return [f"{error.json_path}: {error.message}" for error in validator.iter_errors(value)]
+    except referencing.exceptions.Unresolvable as error:
+        raise ScorerSpecError(f"schema: a $ref points to nothing: {error}") from None
 
 
 DEFAULT_JUDGE_MODEL = "mistral-large-latest"

@@ -51,6 +51,7 @@ from django.utils import timezone
 from costs.models import Operation
 from costs.services import budget_check
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from genesis.jobs import advance
 from genesis.permissions import require_permission
 from genesis.tasks import send_task
 from models_app.benchmarks import stats as benchmark_stats
@@ -103,13 +104,6 @@ VERDICT_TO_STATUS = {
     BenchmarkVerdict.INCONCLUSIVE: ModelStatus.REGISTERED,
     BenchmarkVerdict.FAIL: ModelStatus.REJECTED,
 }
-
-
-def _move_run(run: BenchmarkRun, to_status: str) -> None:
-    if to_status not in RUN_TRANSITIONS[run.status]:
-        allowed = ", ".join(sorted(RUN_TRANSITIONS[run.status])) or "none (finished)"
-        raise Conflict(f"benchmark run #{run.pk} is {run.status} and cannot become {to_status}; allowed next: {allowed}")
-    run.status = to_status
 
 
 # --- suites ------------------------------------------------------------------------------------------
@@ -373,7 +367,7 @@ def benchmark_run_cancel(*, run: BenchmarkRun, actor: Any, reason: str = "") -> 
     already written stay (and stay paid for)."""
     require_permission(actor=actor, permission="models_app.change_benchmarkrun", action="cancel benchmark runs")
     run = BenchmarkRun.objects.select_for_update().get(pk=run.pk)
-    _move_run(run, BenchmarkRunStatus.CANCELLED)
+    advance(run, BenchmarkRunStatus.CANCELLED, transitions=RUN_TRANSITIONS)
     run.cancelled_by = actor if getattr(actor, "pk", None) else None
     run.finished_at = timezone.now()
     run.error = f"cancelled by {actor or 'the system'}" + (f": {reason}" if reason else "")
@@ -433,7 +427,7 @@ def benchmark_run_fail(*, run_id: int, error: str) -> BenchmarkRun:
     run = BenchmarkRun.objects.select_for_update().get(pk=run_id)
     if run.is_finished:
         return run
-    _move_run(run, BenchmarkRunStatus.FAILED)
+    advance(run, BenchmarkRunStatus.FAILED, transitions=RUN_TRANSITIONS)
     run.error = error[:4000]
     run.finished_at = timezone.now()
     write_unscored_answers_as_results(run)
@@ -471,7 +465,7 @@ def benchmark_run_finish_if_complete(*, run_id: int) -> BenchmarkRun | None:
     )
     data = comparison.as_dict()
     data["errors"] = run.results.exclude(error="").count()
-    _move_run(run, BenchmarkRunStatus.COMPLETED)
+    advance(run, BenchmarkRunStatus.COMPLETED, transitions=RUN_TRANSITIONS)
     run.verdict = comparison.verdict
     run.finished_at = timezone.now()
     run.cost_usd = benchmark_run_cost(run=run)

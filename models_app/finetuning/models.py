@@ -70,6 +70,21 @@ class FineTuningStatus(models.TextChoices):
     CANCELLATION_REQUESTED = rules.CANCELLATION_REQUESTED, "Cancellation requested"
 
 
+# The row mirrors the provider, so while the provider may still change the job any status it reports
+# is a move (a repeated one included: a sync that finds nothing new). NOT_CREATED may also be cancelled
+# here before it reaches the provider; a refused row may be submitted again or answered for again;
+# REFUSED is reachable from every status because a provider may stop answering for any job (404/410).
+# A terminal status is final at the provider: only the same status again (the sync that registers a
+# succeeded job's model) or REFUSED.
+_MIRRORED = frozenset(rules.PROVIDER_STATUSES) | {rules.REFUSED}
+FINE_TUNING_TRANSITIONS: dict[str, frozenset[str]] = {
+    rules.NOT_CREATED: _MIRRORED,
+    rules.REFUSED: _MIRRORED,
+    **{status: _MIRRORED for status in rules.MOVING_STATUSES},
+    **{status: frozenset({status, rules.REFUSED}) for status in rules.TERMINAL_STATUSES},
+}
+
+
 class FineTuningJob(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="fine_tuning_jobs")
     provider = models.ForeignKey(ProviderAccount, on_delete=models.PROTECT, related_name="fine_tuning_jobs")

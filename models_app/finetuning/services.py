@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -45,9 +46,11 @@ from costs.pricing import to_ledger_amount
 from costs.selectors import fine_tuning_cost
 from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, DomainError, InvalidInput, NotFound
+from genesis.jobs import advance
 from genesis.permissions import require_permission
 from models_app.finetuning import rules
 from models_app.finetuning.models import (
+    FINE_TUNING_TRANSITIONS,
     FineTuningJob,
     TrainingFile,
     TrainingFilePurpose,
@@ -59,6 +62,7 @@ from models_app.providers.errors import (
     ProviderRefused,
     TransientProviderError,
 )
+from models_app.providers.mistral import MistralProvider
 from models_app.providers.retry import RetryPolicy
 from models_app.registry.models import (
     Agent,
@@ -432,7 +436,7 @@ def _submit(*, job_id: int, actor: Any) -> FineTuningJob:
                 f"{job.provider.name}) and adopt it (fine_tune adopt {job.pk} <provider job id>) before submitting again"
             )
         if not isinstance(error, TransientProviderError):
-            job.status = rules.REFUSED
+            advance(job, rules.REFUSED, transitions=FINE_TUNING_TRANSITIONS)
         _record_history(job, actor=actor, reason=f"submit failed: {error.message}")
         job.save()
         _release_budget_when_ended(job)
@@ -459,13 +463,10 @@ def finetuning_job_start(*, job: FineTuningJob, actor: Any = None) -> FineTuning
     job = job_reload(job)
     if job.status not in rules.STARTABLE_STATUSES:
         raise Conflict(f"fine-tuning job #{job.pk} is {job.status}; only a queued or validated job can be started")
-    client = fine_tuning_provider(job.provider)
-    try:
-        snapshot = call_provider(lambda: client.start_job(job_id=job.provider_job_id), policy=INTERACTIVE_RETRY)
-    except ProviderError as error:
-        _record_provider_error(job_id=job.pk, error=error, actor=actor, operation="start")
-        raise domain_error(error, action=f"start fine-tuning job #{job.pk}") from None
-    return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason="started", started=True)
+    return _ask_provider(
+        job, operation="start", ask=lambda client: client.start_job(job_id=job.provider_job_id), actor=actor,
+        reason="started", started=True,
+    )
 
 
 def finetuning_job_cancel(*, job: FineTuningJob, actor: Any = None, reason: str = "") -> FineTuningJob:
@@ -478,7 +479,7 @@ def finetuning_job_cancel(*, job: FineTuningJob, actor: Any = None, reason: str 
             job = FineTuningJob.objects.select_for_update().get(pk=job.pk)
             if job.status != rules.NOT_CREATED:
                 raise Conflict(f"fine-tuning job #{job.pk} became {job.status} meanwhile; cancel it again")
-            job.status = rules.CANCELLED
+            advance(job, rules.CANCELLED, transitions=FINE_TUNING_TRANSITIONS)
             job.finished_at = timezone.now()
             _record_history(job, actor=actor, reason=f"{why} (before it reached the provider)")
             job.save()
@@ -486,13 +487,29 @@ def finetuning_job_cancel(*, job: FineTuningJob, actor: Any = None, reason: str 
             return job
     if job.status not in rules.CANCELLABLE_STATUSES:
         raise Conflict(f"fine-tuning job #{job.pk} is {job.status} and cannot be cancelled")
+    return _ask_provider(
+        job, operation="cancel", ask=lambda client: client.cancel_job(job_id=job.provider_job_id), actor=actor, reason=why
+    )
+
+
+def _ask_provider(
+    job: FineTuningJob,
+    *,
+    operation: str,
+    ask: Callable[[MistralProvider], FineTuningJobSnapshot],
+    actor: Any,
+    reason: str,
+    started: bool = False,
+) -> FineTuningJob:
+    """Ask the provider to start or cancel the job and write its answer on the row. A refusal is noted
+    on the row and raised as the domain error a person reads."""
     client = fine_tuning_provider(job.provider)
     try:
-        snapshot = call_provider(lambda: client.cancel_job(job_id=job.provider_job_id), policy=INTERACTIVE_RETRY)
+        snapshot = call_provider(lambda: ask(client), policy=INTERACTIVE_RETRY)
     except ProviderError as error:
-        _record_provider_error(job_id=job.pk, error=error, actor=actor, operation="cancel")
-        raise domain_error(error, action=f"cancel fine-tuning job #{job.pk}") from None
-    return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason=why)
+        _record_provider_error(job_id=job.pk, error=error, actor=actor, operation=operation)
+        raise domain_error(error, action=f"{operation} fine-tuning job #{job.pk}") from None
+    return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason=reason, started=started)
 
 
 def finetuning_job_sync(*, job: FineTuningJob, actor: Any = None, retry_policy: RetryPolicy = SYNC_RETRY) -> FineTuningJob:
@@ -573,7 +590,7 @@ def _record_provider_error(*, job_id: int, error: ProviderError, actor: Any, ope
     if gone:
         # The provider will not say anything about this job any more: mark it, keep its last known
         # provider status and the answer, so it is visible and not silently polled forever.
-        job.status = rules.REFUSED
+        advance(job, rules.REFUSED, transitions=FINE_TUNING_TRANSITIONS)
         logger.warning("fine-tuning job #%s refused by provider '%s': %s", job.pk, job.provider.name, error.message)
     else:
         logger.warning("fine-tuning job #%s: %s failed: %s", job.pk, operation, error.message)
@@ -620,7 +637,7 @@ def _apply_snapshot(job: FineTuningJob, snapshot: FineTuningJobSnapshot, *, now:
         incoming_modified_at=snapshot.modified_at,
     ):
         return False
-    job.status = snapshot.status
+    advance(job, snapshot.status, transitions=FINE_TUNING_TRANSITIONS)
     job.provider_status = snapshot.status
     job.provider_modified_at = snapshot.modified_at
     if snapshot.trained_tokens is not None:

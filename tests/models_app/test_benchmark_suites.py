@@ -116,8 +116,9 @@ def test_import_refuses_scorer_options_that_would_break_or_bend_the_run_naming_e
 
     message = refused.value.message
     assert message.startswith("suite file refused, 3 problem(s): ")
-    assert "line 2: schema: #/properties/name/pattern: not a valid regular expression" in message
-    assert 'line 3: schema: #/required: needs a list of property names, got "name"' in message
+    # Every problem of line 2's schema, in path order.
+    assert "line 2: schema: #/properties/age/minimum: '5' is not of type 'number'; #/properties/name/pattern: not a valid regular expression" in message
+    assert "line 3: schema: #/required: 'name' is not of type 'array'" in message
     assert 'line 4: partial: needs a boolean (true or false), got "no"' in message
     assert not BenchmarkSuite.objects.filter(slug="options").exists()
 

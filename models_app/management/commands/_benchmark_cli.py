@@ -4,11 +4,12 @@ line, checking a worker is there, waiting for runs with a progress bar, and prin
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any, TextIO
 
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
 
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
 from models_app.benchmarks.selectors import (
@@ -127,6 +128,25 @@ def wait_for_runs(run_ids: list[int], *, stderr: TextIO = sys.stderr) -> list[Be
             time.sleep(POLL_SECONDS)
     finally:
         bar.close()
+
+
+def wait_or_stop(command: BaseCommand, run_ids: list[int]) -> list[BenchmarkRun]:
+    """`wait_for_runs` with the progress on the command's stderr. Ctrl-C stops the waiting only (exit
+    130): the runs go on in the workers."""
+    try:
+        return wait_for_runs(run_ids, stderr=raw_stream(command.stderr)) if run_ids else []
+    except KeyboardInterrupt:
+        runs = ", ".join(f"#{pk}" for pk in run_ids)
+        command.stderr.write(f"\nstopped waiting; run {runs} going on in the workers (admin: Benchmark runs)")
+        raise SystemExit(130) from None
+
+
+def write_json(command: BaseCommand, payload: Any, *, runs: list[BenchmarkRun]) -> None:
+    """The --json answer on stdout; why a run has no verdict on stderr."""
+    command.stdout.write(json.dumps(payload))
+    for run in runs:
+        if note := no_verdict_note(run):
+            command.stderr.write(note)
 
 
 def percent(value: float | None) -> str:

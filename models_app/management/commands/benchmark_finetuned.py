@@ -22,15 +22,14 @@ from models_app.benchmarks.services import benchmark_run_create
 from models_app.management.commands._benchmark_cli import (
     comparison_text,
     json_object,
-    no_verdict_note,
     not_started_object,
-    raw_stream,
     require_worker,
     resolve_agent,
     resolve_suite,
     resolve_version,
     usage_error,
-    wait_for_runs,
+    wait_or_stop,
+    write_json,
 )
 
 
@@ -67,15 +66,9 @@ class Command(BaseCommand):
                 f"run #{run.pk}: {run.candidate.model_id} vs {run.baseline.model_id}, {run.total_items} pairs, "
                 f"estimated ${run.estimated_cost_usd}; waiting for the workers…"
             )
-        try:
-            (finished,) = wait_for_runs([run.pk], stderr=raw_stream(self.stderr))
-        except KeyboardInterrupt:
-            self.stderr.write(f"\nstopped waiting; run #{run.pk} goes on in the workers (admin: Benchmark runs)")
-            raise SystemExit(130) from None
+        (finished,) = wait_or_stop(self, [run.pk])
         if options["json"]:
-            self.stdout.write(json.dumps(json_object(finished)))
-            if note := no_verdict_note(finished):
-                self.stderr.write(note)
+            write_json(self, json_object(finished), runs=[finished])
         else:
             self.stdout.write(comparison_text(finished))
         if finished.verdict != BenchmarkVerdict.PASS:

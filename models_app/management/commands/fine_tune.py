@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Model, QuerySet
 
 from genesis.errors import DomainError, InvalidInput
 from models_app.finetuning import rules
@@ -34,6 +35,15 @@ from models_app.registry.models import Agent, ProviderAccount
 
 USAGE = 2
 REFUSED = 1
+
+Row = TypeVar("Row", bound=Model)
+
+
+def _by_id_or_provider_id(rows: QuerySet[Row], reference: str, *, provider_id_field: str) -> Row | None:
+    """The row a person named on the command line: by our id when it is a number, else (or when no
+    row has that id) by the provider's id."""
+    found = rows.filter(pk=int(reference)).first() if reference.isdigit() else None
+    return found or rows.filter(**{provider_id_field: reference}).first()
 
 
 def job_summary(job: FineTuningJob) -> dict[str, Any]:
@@ -293,16 +303,14 @@ class Command(BaseCommand):
 
     def _job(self, reference: str) -> FineTuningJob:
         jobs = FineTuningJob.objects.select_related("agent", "provider")
-        job = jobs.filter(pk=int(reference)).first() if reference.isdigit() else None
-        job = job or jobs.filter(provider_job_id=reference).first()
+        job = _by_id_or_provider_id(jobs, reference, provider_id_field="provider_job_id")
         if job is None:
             raise CommandError(f"no fine-tuning job '{reference}' (give its id or the provider's job id)", returncode=USAGE)
         return job
 
     def _training_file(self, reference: str, *, purpose: str) -> TrainingFile:
         files = TrainingFile.objects.select_related("agent", "provider")
-        found = files.filter(pk=int(reference)).first() if reference.isdigit() else None
-        found = found or files.filter(provider_file_id=reference).first()
+        found = _by_id_or_provider_id(files, reference, provider_id_field="provider_file_id")
         if found is None:
             raise CommandError(f"no uploaded {purpose} file '{reference}' (give its id or the provider's file id)", returncode=USAGE)
         return found

@@ -21,11 +21,10 @@ from models_app.benchmarks.services import benchmark_run_create
 from models_app.management.commands._benchmark_cli import (
     comparison_text,
     json_object,
-    no_verdict_note,
     not_started_object,
-    raw_stream,
     require_worker,
-    wait_for_runs,
+    wait_or_stop,
+    write_json,
 )
 
 
@@ -60,17 +59,10 @@ class Command(BaseCommand):
             started.append(run.pk)
         if not options["json"]:
             self.stderr.write(f"{len(started)} run(s) queued; waiting for the workers…")
-        try:
-            runs = wait_for_runs(started, stderr=raw_stream(self.stderr)) if started else []
-        except KeyboardInterrupt:
-            self.stderr.write(f"\nstopped waiting; runs {', '.join(f'#{pk}' for pk in started)} go on in the workers")
-            raise SystemExit(130) from None
+        runs = wait_or_stop(self, started)
         if options["json"]:
             objects = [{"agent": run.agent.slug, **json_object(run)} for run in runs] + refused
-            self.stdout.write(json.dumps(sorted(objects, key=lambda entry: entry["agent"])))
-            for run in runs:
-                if note := no_verdict_note(run):
-                    self.stderr.write(note)
+            write_json(self, sorted(objects, key=lambda entry: entry["agent"]), runs=runs)
         else:
             self.stdout.write("\n\n".join(comparison_text(run) for run in runs))
             verdicts = ", ".join(f"{run.agent.slug} {run.verdict or run.status}" for run in runs)
