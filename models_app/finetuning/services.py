@@ -55,8 +55,15 @@ from models_app.finetuning.models import (
     TrainingFile,
     TrainingFilePurpose,
 )
+from models_app.finetuning.provider_calls import (
+    INTERACTIVE_RETRY,
+    SYNC_RETRY,
+    call_provider,
+    default_provider_account,
+    domain_error,
+    fine_tuning_provider,
+)
 from models_app.providers.base import FineTuningJobSnapshot, UploadedFile
-from models_app.providers.mistral import MistralProvider
 from models_app.providers.errors import (
     ProviderError,
     ProviderRefused,
@@ -72,7 +79,6 @@ from models_app.registry.models import (
 )
 from models_app.registry.selectors import baseline_version
 from models_app.registry.services import model_version_register
-from models_app.finetuning.provider_calls import INTERACTIVE_RETRY, SYNC_RETRY, call_provider, domain_error, fine_tuning_provider, default_provider_account
 
 logger = logging.getLogger(__name__)
 
