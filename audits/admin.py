@@ -25,7 +25,6 @@ from audits.scrub import SCRUB_MODES
 from genesis.errors import DomainError
 from models_app.models import Agent
 
-
 DOWNLOAD_PERMISSION = "audits.download_dataset"
 
 

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 ROLES = ("system", "user", "assistant", "tool")
 _ROLE_SET = frozenset(ROLES)

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 from audits.formats import DEFAULT_MAX_LINE_BYTES, check_line, is_long_integer, iter_raw_lines
 from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, scan_text

@@ -19,9 +19,9 @@ import os
 import time
 import uuid
 import zlib
-from datetime import timedelta
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,8 +46,8 @@ from audits.models import (
 )
 from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
-from genesis.locks import worker_lock
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from genesis.locks import worker_lock
 from genesis.permissions import require_permission
 from models_app.models import Agent
 from models_app.services import ApiPrincipal

@@ -9,8 +9,8 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema
 
 from costs import budgeting, selectors, services
-from models_app.models import Agent
 from genesis.validation import MoneyUSD, Slug
+from models_app.models import Agent
 from models_app.services import ensure_agent_access
 
 router = Router(tags=["costs"])

@@ -23,9 +23,9 @@ from django.views.decorators.http import require_POST
 
 from costs.budgeting import format_usd
 from experiments import selectors as experiment_selectors
+from experiments import services as experiment_services
 from experiments.admin import rollout_action
 from experiments.admin_health import AgentWithHealthAdmin
-from experiments import services as experiment_services
 from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
 from genesis.errors import Conflict, DomainError
 from launch import report as launch_report
