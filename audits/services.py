@@ -48,7 +48,7 @@ from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.locks import worker_lock
-from genesis.permissions import require_permission
+from genesis.permissions import Actor, require_permission
 from models_app.models import Agent
 from models_app.services import ApiPrincipal
 
@@ -252,7 +252,7 @@ def dataset_upload(
     original_name: str,
     purpose: str = DatasetPurpose.TRAINING,
     agent: Agent | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     principal: ApiPrincipal | None = None,
     via: str = "",
     audit: bool = True,
@@ -318,7 +318,7 @@ def _audit_create(
 def audit_start(
     *,
     dataset: Dataset,
-    actor: Any = None,
+    actor: Actor = None,
     via: str = "",
     near_threshold: float = DEFAULT_THRESHOLD,
     find_near_duplicates: bool = True,
@@ -446,7 +446,7 @@ def dataset_record_audit(
     report: AuditReport,
     purpose: str = DatasetPurpose.TRAINING,
     agent: Agent | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     via: str = "command: audit_dataset --record",
     original_name: str | None = None,
     storage_name: str | None = None,
@@ -495,7 +495,7 @@ def dataset_record_audit(
 
 
 def _derive_create(
-    *, parent: Dataset, origin: str, suffix: str, parameters: dict[str, Any], actor: Any, via: str
+    *, parent: Dataset, origin: str, suffix: str, parameters: dict[str, Any], actor: Actor, via: str
 ) -> Dataset:
     parent = Dataset.objects.select_for_update().get(pk=parent.pk)
     if parent.status != DatasetStatus.READY:
@@ -522,7 +522,7 @@ def dataset_scrub(
     dataset: Dataset,
     mode: str = "placeholder",
     types: Iterable[str] | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     via: str = "",
 ) -> Dataset:
     """Queue a copy of `dataset` with its PII replaced: typed placeholders (`[EMAIL]`) or consistent
@@ -554,7 +554,7 @@ def dataset_rebalance(
     mix: str | Mapping[str, float] = "30,45,25",
     seed: int = 0,
     target_size: int | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     via: str = "",
 ) -> Dataset:
     """Queue a copy of `dataset` moved toward an easy / medium / hard `mix` ("30,45,25"): duplicates

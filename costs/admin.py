@@ -38,6 +38,7 @@ from costs.models import (
 )
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
 from genesis.errors import DomainError
+from genesis.permissions import Actor
 
 
 class ServiceForm(forms.ModelForm):
@@ -45,10 +46,10 @@ class ServiceForm(forms.ModelForm):
     DomainError becomes a form error. The admin runs the whole view in one transaction, so the
     service's write commits only with a response that reports it."""
 
-    actor: Any = None  # the request's user; ServiceFormAdminMixin.get_form sets it
+    actor: Actor = None  # the request's user; ServiceFormAdminMixin.get_form sets it
     saved: models.Model | None = None
 
-    def save_through_service(self, *, actor: Any) -> models.Model:
+    def save_through_service(self, *, actor: Actor) -> models.Model:
         raise NotImplementedError
 
     def full_clean(self) -> None:
@@ -101,7 +102,7 @@ class PriceTableForm(ServiceForm):
         fields = ("model", "effective_from", "input_usd_per_million", "output_usd_per_million", "training_usd_per_million",
                   "fine_tuning_minimum_usd", "storage_usd_per_month", "source", "source_date", "note")
 
-    def save_through_service(self, *, actor: Any) -> PriceTable:
+    def save_through_service(self, *, actor: Actor) -> PriceTable:
         price = self.instance  # model and effective_from come from the row when they are read-only
         return price_upsert(
             model=price.model, effective_from=price.effective_from, input_usd_per_million=price.input_usd_per_million,
@@ -140,7 +141,7 @@ class CostEntryAddForm(ServiceForm):
         model = CostEntry
         fields = ("agent", "operation", "amount_usd", "model", "tokens", "note")
 
-    def save_through_service(self, *, actor: Any) -> CostEntry:
+    def save_through_service(self, *, actor: Actor) -> CostEntry:
         data = self.cleaned_data
         return cost_record(
             agent=data["agent"], operation=data["operation"], amount_usd=data["amount_usd"], model=data.get("model") or "",
@@ -255,7 +256,7 @@ class BudgetForm(ServiceForm):
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
 
-    def save_through_service(self, *, actor: Any) -> Budget:
+    def save_through_service(self, *, actor: Actor) -> Budget:
         data = self.cleaned_data
         return budget_upsert(
             name=self.instance.name, amount_usd=data["amount_usd"], period=data["period"], agent=data.get("agent"),

@@ -25,7 +25,7 @@ from django.utils import timezone
 from costs import budgeting, notifications, pricing, reports, selectors
 from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, CostHold, CostReport, Operation, PriceTable
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from genesis.permissions import require_permission
+from genesis.permissions import Actor, require_permission
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _check_tokens(**counts: int | None) -> None:
             raise InvalidInput(f"{name}: {count} is too large; it can be at most {MAX_TOKENS:,}")
 
 
-def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
+def _record_history(instance: Any, *, actor: Actor, reason: str) -> None:
     """simple-history reads these when the row is saved: who changed it and why."""
     instance._history_user = actor
     instance._change_reason = reason[:100] if reason else ""
@@ -100,7 +100,7 @@ def price_upsert(
     fine_tuning_minimum_usd: Decimal | str = pricing.DEFAULT_FINE_TUNING_MINIMUM_USD,
     storage_usd_per_month: Decimal | str = pricing.DEFAULT_STORAGE_USD_PER_MONTH,
     note: str = "",
-    actor: Any = None,
+    actor: Actor = None,
     overwrite: bool = True,
 ) -> PriceTable:
     """Create or change the price version of `model` from `effective_from`. A price change is a new
@@ -217,7 +217,7 @@ def cost_record(
     output_tokens: int | None = None,
     source: str = "",
     source_object: models.Model | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     note: str = "",
     occurred_at: datetime | None = None,
 ) -> CostEntry:
@@ -289,7 +289,7 @@ class Charge:
 
 
 @transaction.atomic
-def cost_record_many(*, charges: list[Charge], actor: Any = None) -> list[CostEntry]:
+def cost_record_many(*, charges: list[Charge], actor: Actor = None) -> list[CostEntry]:
     """`cost_record` for a batch (e.g. the tokens of up to 1 000 outcome events): all or nothing, one
     lock of the covering budgets, one bulk insert, thresholds evaluated once per budget and period.
     Returns the entries in the order of `charges` (an already recorded key returns its entry)."""
@@ -385,7 +385,7 @@ def cost_record_many(*, charges: list[Charge], actor: Any = None) -> list[CostEn
 
 
 @transaction.atomic
-def cost_entry_reverse(*, entry: CostEntry, actor: Any, reason: str) -> CostEntry:
+def cost_entry_reverse(*, entry: CostEntry, actor: Actor, reason: str) -> CostEntry:
     """Cancel `entry` with an entry of the opposite amount (the only way to correct the ledger).
     Reversing twice — one after the other or at the same moment — returns the same reversal: the
     entry's row lock makes the second wait for the first and then find its reversal."""
@@ -492,7 +492,7 @@ def budget_upsert(
     thresholds: Any = None,
     hard_limit: bool = True,
     active: bool = True,
-    actor: Any = None,
+    actor: Actor = None,
     reason: str = "",
 ) -> Budget:
     """Create or change a budget. Thresholds default to settings.BUDGET_THRESHOLDS (25/50/83 →
@@ -545,7 +545,7 @@ def budget_check(
     *,
     agent: Any,
     estimate_usd: Decimal | str,
-    actor: Any,
+    actor: Actor,
     override_reason: str | None = None,
     hold_for: models.Model | None = None,
     operation: str = "",
@@ -591,7 +591,7 @@ def budget_check(
 
 
 def _budget_override(
-    *, agent: Any, estimate: Decimal, actor: Any, reason: str | None, shortfalls: list[tuple[Budget, budgeting.Shortfall]]
+    *, agent: Any, estimate: Decimal, actor: Actor, reason: str | None, shortfalls: list[tuple[Budget, budgeting.Shortfall]]
 ) -> list[BudgetOverride]:
     """Record a person's override of the `shortfalls`, or refuse (Conflict) when nobody gave a reason."""
     reason = (reason or "").strip()
@@ -767,7 +767,7 @@ def storage_charge_month(*, month: date | None = None) -> list[CostEntry]:
 
 
 @transaction.atomic
-def cost_report_request(*, actor: Any = None) -> CostReport:
+def cost_report_request(*, actor: Actor = None) -> CostReport:
     """Queue a report (the admin's "Generate now"); a worker makes it."""
     require_permission(actor=actor, permission="costs.add_costreport", action="generate cost reports")
     report = CostReport.objects.create(requested_by=actor)

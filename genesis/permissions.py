@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 from genesis.errors import PermissionDenied
 
+if TYPE_CHECKING:
+    # Only for the annotation: django.contrib.auth.models needs the app registry, and genesis sits
+    # below every app. The project uses Django's own User (no AUTH_USER_MODEL).
+    from django.contrib.auth.models import User
 
-def require_permission(*, actor: Any, permission: str, action: str) -> None:
+# Who asks a service to act: a signed-in person, checked for permissions and recorded on the rows
+# they write (created_by, requested_by, history), or None for the system itself (Celery beat, the
+# demo seed, a command run without --as). An API key is not an actor: services that accept one take
+# a separate `principal` argument (models_app.services.registry.ApiPrincipal).
+Actor: TypeAlias = "User | None"
+
+
+def require_permission(*, actor: Actor, permission: str, action: str) -> None:
     """Refuse unless `actor` holds `permission`. `actor=None` means the system itself (beat, seed)."""
     if actor is None:
         return

@@ -12,7 +12,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-MONEY = {"max_digits": 16, "decimal_places": 8}
+from genesis.validation import DecimalDigits
+
+MONEY: DecimalDigits = {"max_digits": 16, "decimal_places": 8}
 
 
 class PromptKind(models.TextChoices):

@@ -52,7 +52,7 @@ from costs.selectors import price_in_force
 from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound
 from genesis.locks import worker_lock
-from genesis.permissions import require_permission
+from genesis.permissions import Actor, require_permission
 from models_app.finetuning_rules import CHARS_PER_TOKEN
 from models_app.gateway import generation_parameters, provider_for
 from models_app.models import Agent, BenchmarkCase, FineTuningJob, ModelVersion, ProviderAccount
@@ -111,7 +111,7 @@ def prompt_set_import(
     category_field: str = "category",
     source_field: str = "source",
     origin: str = PromptSetOrigin.IMPORT,
-    actor: Any = None,
+    actor: Actor = None,
 ) -> PromptSet:
     """Keep the prompts of a JSONL or CSV file as a set of one kind. Malformed lines are skipped and
     named (line and reason) on the set; a file without one usable prompt is refused. The same bytes
@@ -274,7 +274,7 @@ def waltz_build_create(
     mix: dict[str, int] | None = None,
     validation: float = DEFAULT_VALIDATION,
     seed: int = 0,
-    actor: Any = None,
+    actor: Actor = None,
     via: str = "",
     override_reason: str | None = None,
     enqueue: bool = True,
@@ -699,7 +699,7 @@ def _report(build: WaltzBuild, items: Sequence[WaltzItem], *, files: dict[str, A
 # --- Stage 1 -----------------------------------------------------------------------------------------------
 
 
-def waltz_build_finetune(*, build: WaltzBuild, actor: Any = None, override_reason: str | None = None,
+def waltz_build_finetune(*, build: WaltzBuild, actor: Actor = None, override_reason: str | None = None,
                          submit: bool = True) -> FineTuningJob:
     """Create the Stage-1 fine-tuning job (the feedback agent) from the build's files: they are
     uploaded to the provider and the job goes through the fine-tuning service's budget check. An

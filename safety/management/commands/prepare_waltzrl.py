@@ -25,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audits.services import dataset_file_path
 from genesis.errors import DomainError, InvalidInput, PermissionDenied
+from genesis.permissions import Actor
 from models_app.models import Agent, ModelVersion
 from models_app.providers import TransientProviderError
 from models_app.selectors import baseline_version, live_version
@@ -152,7 +153,7 @@ class Command(BaseCommand):
             raise usage_error("--agent: name the agent whose model answers the prompts")
         raise usage_error("no agent has a model yet; run seed_demo or register one")
 
-    def _prompt_sets(self, options: dict[str, Any], actor: Any) -> list[Any]:
+    def _prompt_sets(self, options: dict[str, Any], actor: Actor) -> list[Any]:
         builtin = {prompt_set.kind: prompt_set for prompt_set in services.prompt_sets_builtin()}
         sets = []
         for kind in PromptKind.values:
