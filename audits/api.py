@@ -65,7 +65,7 @@ class AuditRunOut(Schema):
 
 
 def _principal(request: HttpRequest) -> ApiPrincipal:
-    return request.auth  # type: ignore[attr-defined, no-any-return]
+    return request.auth  # type: ignore[attr-defined]
 
 
 def _via(principal: ApiPrincipal) -> str:
@@ -112,7 +112,7 @@ UPLOAD_FIELDS = ("file", "agent", "purpose", "near_threshold")
 def audits_dataset_upload(  # type: ignore[no-untyped-def]
     request: HttpRequest,
     file: File[UploadedFile],
-    agent: Slug = Form(None),  # type: ignore[assignment]
+    agent: Slug = Form(None),
     purpose: Purpose = Form("training"),
     near_threshold: float = Form(DEFAULT_THRESHOLD, ge=MIN_THRESHOLD, le=1.0, allow_inf_nan=False),
 ):

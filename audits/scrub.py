@@ -133,18 +133,18 @@ class Scrubber:
                 if scrubbed != digits:
                     container[key] = scrubbed
             elif isinstance(item, list):
-                copy = list(item)
-                container[key] = copy
-                stack.extend((copy, index, False) for index in reversed(range(len(copy))))
+                list_copy = list(item)
+                container[key] = list_copy
+                stack.extend((list_copy, index, False) for index in reversed(range(len(list_copy))))
             elif isinstance(item, dict):
-                copy = {}
+                dict_copy: dict[str, Any] = {}
                 for child_key, child in item.items():
                     new_key = self.scrub_text(child_key)
-                    while new_key in copy or (new_key != child_key and new_key in item):
+                    while new_key in dict_copy or (new_key != child_key and new_key in item):
                         new_key += "_"  # two keys scrubbed to one placeholder stay two keys
-                    copy[new_key] = child
-                container[key] = copy
-                stack.extend((copy, child_key, child_key == "arguments") for child_key in reversed(list(copy)))
+                    dict_copy[new_key] = child
+                container[key] = dict_copy
+                stack.extend((dict_copy, child_key, child_key == "arguments") for child_key in reversed(list(dict_copy)))
         return root[0]
 
     def _scrub_arguments(self, text: str) -> str:

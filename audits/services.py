@@ -92,7 +92,14 @@ class StoredFile:
 
 def dataset_file_path(*, dataset: Dataset) -> Path:
     """The dataset's file on disk (the cores read by path)."""
-    return Path(default_storage.path(dataset.file.name))
+    return Path(default_storage.path(_storage_name(dataset)))
+
+
+def _storage_name(dataset: Dataset) -> str:
+    """The storage name of the dataset's file: every dataset is created with its file."""
+    if not dataset.file.name:
+        raise NotFound(f"dataset #{dataset.pk} has no file")
+    return dataset.file.name
 
 
 def _new_storage_name(original_name: str) -> str:
@@ -430,7 +437,7 @@ def audit_run_execute(*, run_id: int, workers: int = 1) -> AuditRun:
             return _audit_fail(run, _error_text(exc))
         AuditRun.objects.filter(pk=run.pk).update(
             status=AuditStatus.SUCCEEDED, progress=1.0, finished_at=timezone.now(),
-            report=_report_json(report, storage_name=dataset.file.name), **_summary_columns(report),
+            report=_report_json(report, storage_name=_storage_name(dataset)), **_summary_columns(report),
         )
         return AuditRun.objects.get(pk=run.pk)
 
@@ -597,6 +604,8 @@ def dataset_derive_execute(*, dataset_id: int, workers: int = 1) -> Dataset:
             return dataset
         if dataset.attempts >= MAX_ATTEMPTS:
             return _derive_fail(dataset, _gave_up(dataset.attempts))
+        if dataset.parent is None:
+            return _derive_fail(dataset, "a derived dataset needs the dataset it is derived from")
         Dataset.objects.filter(pk=dataset.pk).update(
             started_at=timezone.now(), progress=0.0, error="", attempts=F("attempts") + 1
         )
@@ -626,7 +635,7 @@ def dataset_derive_execute(*, dataset_id: int, workers: int = 1) -> Dataset:
                 result = {key: value for key, value in rebalanced.to_dict().items() if key not in ("source", "destination")}
                 achieved_mix = rebalanced.plan.achieved_mix
                 shortfall = "\n".join(rebalanced.plan.shortfalls)
-            stored = _measure(dataset.file.name)
+            stored = _measure(_storage_name(dataset))
         except UnreadableDataset as exc:
             return _derive_fail(dataset, f"the file of dataset #{dataset.parent_id} cannot be read: {exc}")
         except Exception as exc:  # noqa: BLE001 - the reason goes on the row for a person to read

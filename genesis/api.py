@@ -47,7 +47,7 @@ class ApiKeyAuth(HttpBearer):
 
 
 class GenesisAPI(NinjaAPI):
-    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None):  # type: ignore[no-untyped-def, override]
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
         return declare_error_responses(super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params))
 
 
@@ -114,7 +114,8 @@ def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpRespo
     )
 
 
-def _malformed(request: HttpRequest, exc: Exception) -> HttpResponse:
+# ninja types a handler's exception as `E | type[E]`.
+def _malformed(request: HttpRequest, exc: Exception | type[Exception]) -> HttpResponse:
     return error_response(request, status=400, code="malformed_request", detail=f"the request body could not be parsed: {exc}")
 
 
@@ -122,7 +123,7 @@ for _parse_error in (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent, 
     api.add_exception_handler(_parse_error, _malformed)
 
 
-def _database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+def _database_unavailable(request: HttpRequest, exc: Exception | type[Exception]) -> HttpResponse:
     # The database (or the connection to it) failed: worth retrying, not a bug. Hosts and
     # credentials stay in the log.
     logger.warning("database unavailable answering %s %s: %s", request.method, request.path, type(exc).__name__)

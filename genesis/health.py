@@ -88,7 +88,8 @@ class _Check(threading.Thread):
 
     def __init__(self, name: str, check: Callable[[], str]) -> None:
         super().__init__(name=f"readyz-{name}", daemon=True)
-        self.check, self.result = check, None  # type: ignore[assignment]
+        self.check = check
+        self.result = ""  # what the check answered, read only when it raised nothing
         self.error: Exception | None = None
 
     def run(self) -> None:
