@@ -101,8 +101,9 @@ class CostMetricsCollector(Collector):
                     [budget.name, str(threshold.percent)], float(budget.amount_usd) * threshold.percent / 100
                 )
             families["crossed"].add_metric([budget.name], max((t.percent for t in status.reached), default=0))
-        for row in BudgetAlert.objects.values("budget__name", "severity").annotate(n=Count("id")).order_by("budget__name"):
-            families["alerts"].add_metric([row["budget__name"], row["severity"]], row["n"])
+        alert_counts = BudgetAlert.objects.values("budget__name", "severity").annotate(n=Count("id"))
+        for alert_count in alert_counts.order_by("budget__name"):
+            families["alerts"].add_metric([alert_count["budget__name"], alert_count["severity"]], alert_count["n"])
         families["up"].add_metric([], 1)
 
 

@@ -39,7 +39,7 @@ ALERT_DELIVERY_LEASE = timedelta(minutes=5)
 MAX_TOKENS = 2**63 - 1
 
 
-def _decimal(value: Any, *, name: str, column: models.DecimalField | None = None) -> Decimal:
+def _decimal(value: Any, *, name: str, column: models.Field | models.ForeignObjectRel | None = None) -> Decimal:
     """`value` as a finite Decimal, or InvalidInput naming `name`. With `column` (the model field it
     will be stored in) it is rounded half-up to the column's decimal places, and refused when it has
     more whole digits than the column holds — the one place amounts are checked against the schema."""
@@ -49,7 +49,7 @@ def _decimal(value: Any, *, name: str, column: models.DecimalField | None = None
         raise InvalidInput(f"{name}: '{value}' is not a number of dollars, e.g. 2.50") from None
     if not amount.is_finite():
         raise InvalidInput(f"{name}: '{value}' is not a number of dollars, e.g. 2.50")
-    if column is None:
+    if not isinstance(column, models.DecimalField):
         return amount
     quantum = Decimal(1).scaleb(-column.decimal_places)
     bound = Decimal(10) ** (column.max_digits - column.decimal_places)
@@ -134,8 +134,9 @@ def price_upsert(
         return price
     else:
         reason = "updated"
-    for name, value in {**values, "source": source.strip(), "source_date": source_date, "note": note}.items():
-        setattr(price, name, value)
+    fields: dict[str, object] = {**values, "source": source.strip(), "source_date": source_date, "note": note}
+    for name, field_value in fields.items():
+        setattr(price, name, field_value)
     _record_history(price, actor=actor, reason=reason)
     price.save()
     return price
@@ -650,14 +651,14 @@ def cost_hold_release(*, source: models.Model) -> bool:
 
 def alert_notice(alert: BudgetAlert) -> notifications.Notice:
     budget = alert.budget
-    scope = f"agent {budget.agent.slug}" if budget.agent_id else "all agents"
+    scope = f"agent {budget.agent.slug}" if budget.agent is not None else "all agents"
     period = "all time" if alert.period_key == budgeting.PERIOD_TOTAL else alert.period_key
     text = (
         f"Budget '{budget.name}' ({scope}, {period}) reached {alert.threshold_percent} %: "
         f"{budgeting.format_usd(alert.spent_usd)} of {budgeting.format_usd(alert.budget_usd)} spent."
     )
-    if alert.triggered_by_id:
-        entry = alert.triggered_by
+    entry = alert.triggered_by
+    if entry is not None:
         text += f" Crossed by entry #{entry.pk}: {budgeting.format_usd(entry.amount_usd)} {entry.operation} for {entry.agent.slug}."
     if budget.hard_limit:
         text += " Hard limit is on: paid work that does not fit will be refused."

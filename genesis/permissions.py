@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
+from django.http import HttpRequest
+
 from genesis.errors import PermissionDenied
 
 if TYPE_CHECKING:
@@ -25,3 +27,12 @@ def require_permission(*, actor: Actor, permission: str, action: str) -> None:
     if not getattr(actor, "is_active", False) or not actor.has_perm(permission):
         name = getattr(actor, "get_username", lambda: str(actor))()
         raise PermissionDenied(f"user '{name}' may not {action}: it needs the permission '{permission}'")
+
+
+def request_actor(request: HttpRequest) -> User:
+    """The signed-in person behind an admin request, as the `actor` of the services it calls. Never
+    None: None means the system, which no permission check stops. The admin lets only signed-in staff
+    in, so an anonymous user here is refused rather than trusted."""
+    if not request.user.is_authenticated:
+        raise PermissionDenied("sign in to do this")
+    return request.user

@@ -421,10 +421,11 @@ def _process_item(build: WaltzBuild, item: WaltzItem, conversation: _Route, judg
             item.detector_refusal, item.agrees, item.disagreements = verdict.detector_refusal, verdict.agrees_with_detector, verdict.disagreements
         _save(build, item, calls, ["judge_raw", "judge_attempts", "judge_valid", "label", "unsafe", "overrefuse",
                                    "detector_refusal", "agrees", "disagreements"])
-    needs_revision = item.judge_valid and (item.unsafe or item.overrefuse) and (item.label or {}).get("feedback")
+    feedback: str = (item.label or {}).get("feedback") or ""
+    needs_revision = item.judge_valid and (item.unsafe or item.overrefuse) and feedback
     if needs_revision and not item.revised:
         messages = [*labels.system_turn(build.agent.system_prompt),
-                    *labels.revision_messages(prompt=item.text, response=item.response, feedback=item.label["feedback"])]
+                    *labels.revision_messages(prompt=item.text, response=item.response, feedback=feedback)]
         result = _ask(conversation, messages, parameters)
         item.revision, item.revised = scrubber.scrub_text(result.text), True
         item.revision_ok = labels.revision_acceptable(kind=item.kind, revision=item.revision)
@@ -527,14 +528,14 @@ def _pools(items: Sequence[WaltzItem], *, system_prompt: str) -> tuple[_Pool, _P
         if item.disagreements:
             dropped["disagreement_held_out"] += 1
             continue
-        label = {**item.label, "unsafe": item.unsafe, "overrefuse": item.overrefuse}
+        label = {**(item.label or {}), "unsafe": item.unsafe, "overrefuse": item.overrefuse}
         feedback.examples.append((item, labels.feedback_example(prompt=item.text, response=item.response, label=label)))
         if not item.unsafe and not item.overrefuse:
             conversation.examples.append((item, labels.conversation_example(
                 prompt=item.text, response=item.response, system_prompt=system_prompt)))
         elif item.revised and item.revision_ok:
             conversation.examples.append((item, labels.conversation_example(
-                prompt=item.text, response=item.response, revision=item.revision, feedback=item.label["feedback"],
+                prompt=item.text, response=item.response, revision=item.revision, feedback=label["feedback"],
                 system_prompt=system_prompt)))
         else:
             dropped["conversation_without_acceptable_answer"] += 1
@@ -615,16 +616,16 @@ def _finish(build_id: int) -> WaltzBuild:
                 _write_jsonl(path, examples)
                 if agent_name == "feedback_agent" and split == selection.TRAIN:
                     feedback_train_chars = sum(len(conversation_text(example)) for example in examples)
-                report = audit_file(path)
+                audit_report = audit_file(path)
                 run = dataset_record_audit(
-                    path=path, report=report, agent=build.agent,
+                    path=path, report=audit_report, agent=build.agent,
                     purpose=DatasetPurpose.TRAINING if split == selection.TRAIN else DatasetPurpose.VALIDATION,
                     via=f"WaltzRL build #{build.pk}", original_name=path.name,
                 )
                 datasets[f"{agent_name.split('_')[0]}_{split}"] = run.dataset
-                summary[f"{split}_audit"] = {"audit_run": run.pk, "dataset": run.dataset_id, "format_errors": report.format_error_total,
-                                             "pii": sum(report.pii_counts.values()), "duplicates": {"exact": report.duplicates.exact,
-                                                                                                    "near": report.duplicates.near}}
+                summary[f"{split}_audit"] = {"audit_run": run.pk, "dataset": run.dataset_id, "format_errors": audit_report.format_error_total,
+                                             "pii": sum(audit_report.pii_counts.values()), "duplicates": {"exact": audit_report.duplicates.exact,
+                                                                                                    "near": audit_report.duplicates.near}}
             train_texts = [_first_user_turn(example) for item, example in chosen if item.split == selection.TRAIN]
             valid_texts = [_first_user_turn(example) for item, example in chosen if item.split == selection.VALID]
             summary["train_valid_overlap"] = len(selection.contaminated_indexes(valid_texts, train_texts))
