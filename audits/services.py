@@ -315,7 +315,7 @@ def _audit_create(
     )
     Dataset.objects.filter(pk=dataset.pk).update(latest_audit=run)
     dataset.latest_audit = run
-    from audits.tasks import run_audit
+    from audits.tasks import run_audit  # import here: audits.tasks imports this module
 
     run_audit.delay_on_commit(run.pk)
     return run
@@ -517,7 +517,7 @@ def _derive_create(
         status=DatasetStatus.PENDING, progress=0.0, file=_new_storage_name(original_name),
         original_name=original_name[:255], uploaded_by=actor, via=via[:200], parameters=parameters,
     )
-    from audits.tasks import derive_dataset
+    from audits.tasks import derive_dataset  # import here: audits.tasks imports this module
 
     derive_dataset.delay_on_commit(dataset.pk)
     return dataset
@@ -679,7 +679,7 @@ def audits_sweep_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -
     """
     from django.conf import settings
 
-    from audits.tasks import derive_dataset, run_audit
+    from audits.tasks import derive_dataset, run_audit  # import here: audits.tasks imports this module
 
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_seconds)

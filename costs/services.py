@@ -461,7 +461,7 @@ def _raise_alerts(*, budget: Budget, at: datetime, triggered_by: CostEntry | Non
 
 
 def _enqueue_alert_delivery(alert_id: int) -> None:
-    from costs.tasks import deliver_budget_alert
+    from costs.tasks import deliver_budget_alert  # import here: costs.tasks imports this module
 
     try:
         deliver_budget_alert.delay(alert_id)
@@ -772,7 +772,7 @@ def cost_report_request(*, actor: Actor = None) -> CostReport:
     """Queue a report (the admin's "Generate now"); a worker makes it."""
     require_permission(actor=actor, permission="costs.add_costreport", action="generate cost reports")
     report = CostReport.objects.create(requested_by=actor)
-    from costs.tasks import run_cost_report
+    from costs.tasks import run_cost_report  # import here: costs.tasks imports this module
 
     run_cost_report.delay_on_commit(report.pk)
     return report

@@ -22,8 +22,13 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
+from audits.api import router as audits_router
+from costs.api import router as costs_router
+from experiments.api import router as experiments_router
 from genesis.errors import DomainError
 from genesis.openapi import declare_error_responses
+from launch.api import router as launch_router
+from models_app.api import router as models_router
 from models_app.services import ApiPrincipal, api_key_authenticate
 
 logger = logging.getLogger(__name__)
@@ -162,12 +167,6 @@ def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 
 
 def _mount_routers() -> None:
-    from audits.api import router as audits_router
-    from costs.api import router as costs_router
-    from experiments.api import router as experiments_router
-    from launch.api import router as launch_router
-    from models_app.api import router as models_router
-
     # Experiments first: POST /route is the hot path, and URLs are matched in this order.
     api.add_router("/", experiments_router)
     api.add_router("/", models_router)

@@ -48,7 +48,7 @@ from audits.scrub import Scrubber
 from audits.services import dataset_file_path, dataset_record_audit
 from costs.models import Operation
 from costs.pricing import inference_cost
-from costs.selectors import price_in_force
+from costs.selectors import fine_tuning_cost, price_in_force
 from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound
 from genesis.locks import worker_lock
@@ -320,7 +320,7 @@ def waltz_build_create(
         for position, ((prompt, text), split) in enumerate(zip(selected.prompts, splits, strict=True))
     ])
     if enqueue:
-        from safety.tasks import run_waltz_build
+        from safety.tasks import run_waltz_build  # import here: safety.tasks imports this module
 
         run_waltz_build.delay_on_commit(build.pk)
     return build
@@ -492,7 +492,7 @@ def waltz_builds_resend_stranded(*, older_than_seconds: int = STRANDED_AFTER_SEC
     `older_than_seconds` (the broker was down when it was sent), or running with no worker holding
     their lock (the worker died; its message would otherwise wait out Redis' visibility timeout). A
     duplicate is harmless: the task skips finished builds and builds another worker holds."""
-    from safety.tasks import run_waltz_build
+    from safety.tasks import run_waltz_build  # import here: safety.tasks imports this module
 
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     stranded = list(WaltzBuild.objects.filter(status=BuildStatus.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True))
@@ -578,8 +578,6 @@ def stage1_estimate(*, agent: Agent, feedback_train_chars: int, conversation: Mo
     """What the Stage-1 fine-tune (the feedback agent on the training file) should cost at the price table."""
     base = (baseline_version(agent=agent) or conversation).base_model or conversation.model_id
     tokens = max(1, feedback_train_chars // CHARS_PER_TOKEN) * STAGE1_EPOCHS
-    from costs.selectors import fine_tuning_cost
-
     try:
         usd: str | None = str(fine_tuning_cost(model=base, training_tokens=tokens))
     except NotFound as exc:
