@@ -311,19 +311,24 @@ def waltz_build_create(
     if check.overridden:
         build.budget_override_reason = (override_reason or "").strip()
         build.save(update_fields=["budget_override_reason"])
-    splits = [selection.split_of(text, seed=seed, validation=validation) for _, text in selected.prompts]
-    if validation > 0 and len(splits) > 1 and selection.VALID not in splits:
-        splits[-1] = selection.VALID  # a tiny build still gets a validation example
-    WaltzItem.objects.bulk_create([
-        WaltzItem(build=build, prompt=prompt, position=position, kind=prompt.prompt_set.kind, category=prompt.category,
-                  source=prompt.source, split=split, text=text)
-        for position, ((prompt, text), split) in enumerate(zip(selected.prompts, splits, strict=True))
-    ])
+    _items_create(build, selected.prompts, seed=seed, validation=validation)
     if enqueue:
         from safety.tasks import run_waltz_build  # import here: safety.tasks imports this module
 
         run_waltz_build.delay_on_commit(build.pk)
     return build
+
+
+def _items_create(build: WaltzBuild, prompts: list[tuple[SafetyPrompt, str]], *, seed: int, validation: float) -> None:
+    """One item per selected prompt, each in the training or the validation split."""
+    splits = [selection.split_of(text, seed=seed, validation=validation) for _, text in prompts]
+    if validation > 0 and len(splits) > 1 and selection.VALID not in splits:
+        splits[-1] = selection.VALID  # a tiny build still gets a validation example
+    WaltzItem.objects.bulk_create([
+        WaltzItem(build=build, prompt=prompt, position=position, kind=prompt.prompt_set.kind, category=prompt.category,
+                  source=prompt.source, split=split, text=text)
+        for position, ((prompt, text), split) in enumerate(zip(prompts, splits, strict=True))
+    ])
 
 
 # --- running a build -----------------------------------------------------------------------------------

@@ -65,14 +65,7 @@ class Command(BaseCommand):
         parser.add_argument("--finetune", action="store_true", help="then start the Stage-1 (feedback agent) fine-tuning job")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            mix = services.parse_mix(options["mix"])
-        except InvalidInput as exc:
-            raise usage_error(exc.message) from None
-        if not 1 <= options["target"] <= services.MAX_TARGET:
-            raise usage_error(f"--target must be between 1 and {services.MAX_TARGET}")
-        if not 0 <= options["validation"] <= 0.5:
-            raise usage_error("--validation must be between 0 and 0.5")
+        mix = self._checked_mix(options)
         actor = self._actor(options["as_user"])
         agent = self._agent(options["agent"])
         try:
@@ -123,6 +116,19 @@ class Command(BaseCommand):
         if build.shortfall:
             self.stderr.write(f"short of the target: {build.shortfall}")
             sys.exit(REFUSED)
+
+    @staticmethod
+    def _checked_mix(options: dict[str, Any]) -> dict[str, int]:
+        """The --mix, once it and --target and --validation are valid; a usage error otherwise."""
+        try:
+            mix = services.parse_mix(options["mix"])
+        except InvalidInput as exc:
+            raise usage_error(exc.message) from None
+        if not 1 <= options["target"] <= services.MAX_TARGET:
+            raise usage_error(f"--target must be between 1 and {services.MAX_TARGET}")
+        if not 0 <= options["validation"] <= 0.5:
+            raise usage_error("--validation must be between 0 and 0.5")
+        return mix
 
     def _refused(self, options: dict[str, Any], message: str) -> None:
         if options["json"]:
