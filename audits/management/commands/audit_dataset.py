@@ -92,7 +92,7 @@ class Command(BaseCommand):
             result["scrub"] = self._scrub(path, Path(options["scrub"]), options["scrub_mode"])
         if options["rebalance"]:
             result["rebalance"] = self._rebalance(path, Path(options["rebalance"]), report, mix, options)
-        if options["record"]:
+        if owner is not None:  # --record
             result["recorded"] = self._record(path, report, options, owner)
         if options["json"]:
             self.stdout.write(json.dumps(result, ensure_ascii=False))
@@ -134,7 +134,7 @@ class Command(BaseCommand):
 
     # --- the extra work ---------------------------------------------------------------------------
 
-    def _scrub(self, path: Path, out: Path, mode: str) -> dict[str, Any]:
+    def _scrub(self, path: Path, out: Path, mode: scrub_core.ScrubMode) -> dict[str, Any]:
         try:
             return scrub_core.scrub_file(source=path, destination=out, mode=mode).to_dict()
         except (ValueError, OSError) as exc:
