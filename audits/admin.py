@@ -24,13 +24,13 @@ from audits.pii import PII_TYPES
 from audits.scrub import SCRUB_MODES
 from genesis.charts import Scale, bands
 from genesis.errors import DomainError
+from genesis.permissions import request_actor
 from models_app.registry.models import Agent
-
 
 DOWNLOAD_PERMISSION = "audits.download_dataset"
 
 
-def human_bytes(size: int) -> str:
+def human_bytes(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -154,7 +154,7 @@ class DatasetAdmin(admin.ModelAdmin):
             try:
                 dataset = services.dataset_upload(
                     content=upload, original_name=upload.name, purpose=form.cleaned_data["purpose"],
-                    agent=form.cleaned_data["agent"], actor=request.user, via="admin",
+                    agent=form.cleaned_data["agent"], actor=request_actor(request), via="admin",
                     near_threshold=form.cleaned_data["near_threshold"],
                 )
             except DomainError as exc:
@@ -216,7 +216,7 @@ class DatasetAdmin(admin.ModelAdmin):
         try:
             previous = dataset.latest_audit  # audit again as before: same near-duplicate settings
             run = services.audit_start(
-                dataset=dataset, actor=request.user, via="admin: audit again",
+                dataset=dataset, actor=request_actor(request), via="admin: audit again",
                 near_threshold=previous.near_threshold if previous else DEFAULT_THRESHOLD,
                 find_near_duplicates=previous.find_near_duplicates if previous else True,
             )
@@ -233,7 +233,7 @@ class DatasetAdmin(admin.ModelAdmin):
         types = request.POST.getlist("types") or None
         try:
             derived = services.dataset_scrub(
-                dataset=dataset, mode=request.POST.get("mode", "placeholder"), types=types, actor=request.user, via="admin",
+                dataset=dataset, mode=request.POST.get("mode", "placeholder"), types=types, actor=request_actor(request), via="admin",
             )
         except DomainError as exc:
             messages.error(request, exc.message)
@@ -247,12 +247,12 @@ class DatasetAdmin(admin.ModelAdmin):
             return self._back(dataset)
         form = RebalanceForm(request.POST)
         if not form.is_valid():
-            messages.error(request, "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()))
+            messages.error(request, "; ".join(f"{field}: {' '.join(str(error) for error in errors)}" for field, errors in form.errors.items()))
             return self._back(dataset)
         try:
             derived = services.dataset_rebalance(
                 dataset=dataset, mix=form.cleaned_data["mix"], seed=form.cleaned_data["seed"] or 0,
-                target_size=form.cleaned_data["target_size"], actor=request.user, via="admin",
+                target_size=form.cleaned_data["target_size"], actor=request_actor(request), via="admin",
             )
         except DomainError as exc:
             messages.error(request, exc.message)
@@ -260,7 +260,7 @@ class DatasetAdmin(admin.ModelAdmin):
         messages.success(request, f"rebalancing into dataset #{derived.pk} ({derived.original_name}); it is audited when written")
         return self._back(derived)
 
-    def download_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def download_view(self, request: HttpRequest, pk: int) -> FileResponse:
         dataset = self._dataset_or_404(pk)
         # Viewing a dataset shows counts and masked samples; the file itself holds the raw PII.
         if not request.user.has_perm(DOWNLOAD_PERMISSION):

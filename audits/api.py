@@ -65,7 +65,7 @@ class AuditRunOut(Schema):
 
 
 def _principal(request: HttpRequest) -> ApiPrincipal:
-    return request.auth  # type: ignore[attr-defined, no-any-return]
+    return request.auth  # type: ignore[attr-defined]
 
 
 def _via(principal: ApiPrincipal) -> str:
@@ -73,7 +73,7 @@ def _via(principal: ApiPrincipal) -> str:
 
 
 def _ensure_dataset_access(principal: ApiPrincipal, dataset: Dataset) -> None:
-    if dataset.agent_id is not None:
+    if dataset.agent is not None:
         ensure_agent_access(principal=principal, agent_slug=dataset.agent.slug)
     elif not principal.all_agents:
         raise PermissionDenied(
@@ -90,7 +90,7 @@ def _run_brief(run: AuditRun | None) -> dict[str, Any] | None:
 
 def _dataset_out(dataset: Dataset) -> dict[str, Any]:
     return {
-        "id": dataset.pk, "name": dataset.original_name, "agent": dataset.agent.slug if dataset.agent_id else None,
+        "id": dataset.pk, "name": dataset.original_name, "agent": dataset.agent.slug if dataset.agent is not None else None,
         "purpose": dataset.purpose, "origin": dataset.origin, "parent": dataset.parent_id, "status": dataset.status,
         "size_bytes": dataset.size_bytes, "lines": dataset.line_count, "sha256": dataset.sha256,
         "created_at": dataset.created_at, "achieved_mix": selectors.ordered_mix(dataset.achieved_mix), "shortfall": dataset.shortfall,
@@ -112,7 +112,7 @@ UPLOAD_FIELDS = ("file", "agent", "purpose", "near_threshold")
 def audits_dataset_upload(  # type: ignore[no-untyped-def]
     request: HttpRequest,
     file: File[UploadedFile],
-    agent: Slug = Form(None),  # type: ignore[assignment]
+    agent: Slug = Form(None),
     purpose: Purpose = Form("training"),
     near_threshold: float = Form(DEFAULT_THRESHOLD, ge=MIN_THRESHOLD, le=1.0, allow_inf_nan=False),
 ):

@@ -154,7 +154,19 @@ def minhash_signatures(normalised_texts: list[str]) -> np.ndarray:
     if buffer.size == 0:
         return signatures
     doc_starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+    words = _word_hashes(buffer)
+    if words is None:
+        return signatures
+    word_starts, word_hashes = words
+    word_docs = np.searchsorted(doc_starts, word_starts, side="right") - 1
+    words_per_doc = np.bincount(word_docs, minlength=count)
+    shingle, shingle_docs = _shingles(word_hashes, word_docs, words_per_doc)
+    _write_densified(signatures, _bin_minima(shingle, shingle_docs, count))
+    return signatures
 
+
+def _word_hashes(buffer: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(start offset, hash) of every word of `buffer`, or None when it has none."""
     # Word boundaries: a word is a maximal run of bytes that are not " " or "\n".
     is_separator = (buffer == 32) | (buffer == 10)
     is_word = ~is_separator
@@ -162,7 +174,7 @@ def minhash_signatures(normalised_texts: list[str]) -> np.ndarray:
     word_starts = np.flatnonzero(edges == 1)
     word_ends = np.flatnonzero(edges == -1)
     if word_starts.size == 0:
-        return signatures
+        return None
 
     # Polynomial hash of each word's bytes from prefix sums (mod 2**64):
     # hash[a, b) = (P[b] - P[a]) * base**(b - 1), P[j] = Σ_{k<j} s_k · base**-k.
@@ -177,14 +189,12 @@ def minhash_signatures(normalised_texts: list[str]) -> np.ndarray:
     word_hashes = prefix[word_ends]
     word_hashes -= prefix[word_starts]
     word_hashes *= powers[word_ends - 1]
-    word_hashes = _mix(word_hashes)
-    del prefix
+    return word_starts, _mix(word_hashes)
 
-    word_docs = np.searchsorted(doc_starts, word_starts, side="right") - 1
-    words_per_doc = np.bincount(word_docs, minlength=count)
 
-    # Shingles of SHINGLE_WORDS consecutive words of one document; a document
-    # with fewer words is one shingle of all its words.
+def _shingles(word_hashes: np.ndarray, word_docs: np.ndarray, words_per_doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hash, document) of every shingle: SHINGLE_WORDS consecutive words of one document; a document
+    with fewer words is one shingle of all its words."""
     shingle = word_hashes.copy()
     for offset in range(1, SHINGLE_WORDS):
         shifted = np.zeros_like(word_hashes)
@@ -205,35 +215,40 @@ def minhash_signatures(normalised_texts: list[str]) -> np.ndarray:
         shingle[first_word] = np.where(words_per_doc[short_docs] > 1, two_words, one_word)
         keep = keep.copy()
         keep[first_word] = True
-    shingle = _mix(shingle[keep])
-    shingle_docs = word_docs[keep]
+    return _mix(shingle[keep]), word_docs[keep]
 
-    # One permutation hashing: the top 7 bits choose the bin, the rest is the
-    # value; each bin keeps its minimum.
+
+def _bin_minima(shingle: np.ndarray, shingle_docs: np.ndarray, count: int) -> np.ndarray:
+    """One permutation hashing: the top 7 bits choose the bin, the rest is the value; each bin keeps
+    its minimum (`_EMPTY` when no shingle fell in it). One row of NUM_BINS per document."""
     bins = (shingle >> np.uint64(57)).astype(np.int64)
     values = shingle & np.uint64(0x01FFFFFFFFFFFFFF)
     flat = np.full(count * NUM_BINS, _EMPTY, dtype=np.uint64)
     np.minimum.at(flat, shingle_docs * NUM_BINS + bins, values)
-    minima = flat.reshape(count, NUM_BINS)
+    return flat.reshape(count, NUM_BINS)
 
-    # Densify by rotation: an empty bin borrows the next non-empty bin to its
-    # right (circularly), salted with the distance, so short texts still get
-    # full signatures that estimate Jaccard similarity without bias.
+
+def _write_densified(signatures: np.ndarray, minima: np.ndarray) -> None:
+    """Fill the rows of `signatures` of documents with words from their bin minima.
+
+    Densify by rotation: an empty bin borrows the next non-empty bin to its
+    right (circularly), salted with the distance, so short texts still get
+    full signatures that estimate Jaccard similarity without bias.
+    """
     empty = minima == _EMPTY
-    if empty.any():
-        index = np.where(empty, 2 * NUM_BINS, np.arange(NUM_BINS))
-        doubled = np.concatenate((index, index + NUM_BINS), axis=1)
-        next_full = np.minimum.accumulate(doubled[:, ::-1], axis=1)[:, ::-1][:, :NUM_BINS]
-        has_any = ~empty.all(axis=1)
-        next_full = np.where(has_any[:, None], next_full, np.arange(NUM_BINS))
-        distance = (next_full - np.arange(NUM_BINS)).astype(np.uint64)
-        borrowed = np.take_along_axis(minima, next_full % NUM_BINS, axis=1)
-        densified = _mix(borrowed + distance * np.uint64(0x9E3779B97F4A7C15))
-        minima = np.where(empty & has_any[:, None], densified, minima)
-        signatures[has_any] = _mix(minima[has_any]).astype(np.uint8)
-    else:
+    if not empty.any():
         signatures[:] = _mix(minima).astype(np.uint8)
-    return signatures
+        return
+    index = np.where(empty, 2 * NUM_BINS, np.arange(NUM_BINS))
+    doubled = np.concatenate((index, index + NUM_BINS), axis=1)
+    next_full = np.minimum.accumulate(doubled[:, ::-1], axis=1)[:, ::-1][:, :NUM_BINS]
+    has_any = ~empty.all(axis=1)
+    next_full = np.where(has_any[:, None], next_full, np.arange(NUM_BINS))
+    distance = (next_full - np.arange(NUM_BINS)).astype(np.uint64)
+    borrowed = np.take_along_axis(minima, next_full % NUM_BINS, axis=1)
+    densified = _mix(borrowed + distance * np.uint64(0x9E3779B97F4A7C15))
+    minima = np.where(empty & has_any[:, None], densified, minima)
+    signatures[has_any] = _mix(minima[has_any]).astype(np.uint8)
 
 
 def estimated_similarity(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -440,22 +455,7 @@ def find_duplicates(
     usable = representative[signature_rows]
     if np.count_nonzero(usable) < 2:
         return report
-    bands, rows = lsh_bands(threshold)
-    verified_first: list[np.ndarray] = []
-    verified_second: list[np.ndarray] = []
-    for band in range(bands):
-        first, second = _bucket_pairs(_band_keys(signatures, band * rows, rows), usable)
-        # Verified band by band, so only similar pairs (few) are kept, never every candidate.
-        similar = np.zeros(first.size, dtype=bool)
-        for begin in range(0, first.size, 65536):
-            end = begin + 65536
-            similar[begin:end] = (
-                estimated_similarity(signatures[first[begin:end]], signatures[second[begin:end]]) >= threshold
-            )
-        verified_first.append(first[similar])
-        verified_second.append(second[similar])
-    first = np.concatenate(verified_first)
-    second = np.concatenate(verified_second)
+    first, second = _similar_pairs(signatures, usable, threshold)
     if first.size == 0:
         return report
     # Groups are the connected components of the verified pairs (a union-find over them).
@@ -470,6 +470,26 @@ def find_duplicates(
         report.near_groups.append(member_lines[label_order[start:stop]].tolist())
     report.near_groups.sort(key=lambda group: group[0])
     return report
+
+
+def _similar_pairs(signatures: np.ndarray, usable: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (first, second) signature rows of the pairs among `usable` that share an LSH bucket and
+    whose estimated similarity reaches `threshold`."""
+    bands, rows = lsh_bands(threshold)
+    verified_first: list[np.ndarray] = []
+    verified_second: list[np.ndarray] = []
+    for band in range(bands):
+        first, second = _bucket_pairs(_band_keys(signatures, band * rows, rows), usable)
+        # Verified band by band, so only similar pairs (few) are kept, never every candidate.
+        similar = np.zeros(first.size, dtype=bool)
+        for begin in range(0, first.size, 65536):
+            end = begin + 65536
+            similar[begin:end] = (
+                estimated_similarity(signatures[first[begin:end]], signatures[second[begin:end]]) >= threshold
+            )
+        verified_first.append(first[similar])
+        verified_second.append(second[similar])
+    return np.concatenate(verified_first), np.concatenate(verified_second)
 
 
 def _band_keys(signatures: np.ndarray, first_bin: int, rows: int) -> np.ndarray:

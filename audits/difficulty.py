@@ -37,8 +37,9 @@ from __future__ import annotations
 import math
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from audits.formats import conversation_text
 

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 ROLES = ("system", "user", "assistant", "tool")
 _ROLE_SET = frozenset(ROLES)
@@ -295,35 +296,40 @@ def check_line(
         checked.blank = True
         checked.problems.append("blank line; every line must be one JSON object")
         return checked
+    parsed, record = _parse_record(text, raw, checked.problems)
+    if parsed:
+        checked.record = record
+        checked.parsed = True
+        _check_record(record, checked.problems)
+    return checked
+
+
+def _parse_record(text: str, raw: RawLine, problems: Problems) -> tuple[bool, Any]:
+    """(True, the JSON value) of a line, or (False, None) with the reason added to `problems`.
+    Lone surrogates are replaced by U+FFFD (and reported), so the value can be stored and printed."""
     try:
         record = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as error:
         position = getattr(error, "colno", None)
         reason = getattr(error, "msg", str(error))
-        where = f" at column {position}" if position is not None else ""
+        at = f" at column {position}" if position is not None else ""
         hint = ""
         if not raw.ended_with_newline:
             hint = "; the file ends without a newline here, so the last line looks truncated"
-        checked.problems.append(f"invalid JSON{where}: {reason}{hint}")
-        return checked
+        problems.append(f"invalid JSON{at}: {reason}{hint}")
+        return False, None
     except RecursionError:
-        checked.problems.append("invalid JSON: nested too deeply")
-        return checked
-    surrogate_error = None
+        problems.append("invalid JSON: nested too deeply")
+        return False, None
     if _SURROGATE_ESCAPE.search(text):
         record, where, changed = replace_lone_surrogates(record)
         if where is not None:
             more = f" (and {changed - 1} more string{'s' if changed > 2 else ''})" if changed > 1 else ""
-            surrogate_error = (
+            problems.append(
                 f"{where} contains an unpaired UTF-16 surrogate{more}; it is not valid Unicode "
                 "(it was read as U+FFFD)"
             )
-    checked.record = record
-    checked.parsed = True
-    if surrogate_error is not None:
-        checked.problems.append(surrogate_error)
-    _check_record(record, checked.problems)
-    return checked
+    return True, record
 
 
 def check_record(record: object) -> list[str]:
@@ -352,72 +358,90 @@ def _check_record(record: object, errors: Problems) -> None:
     if "tools" in record:
         _check_tools(record["tools"], errors)
 
-    previous_role: str | None = None
-    pending_calls: dict[str, int] = {}  # tool call id → index of the assistant message
-    calling_message: int | None = None
-    loss_bearing = 0
+    conversation = _Conversation()
     for index, message in enumerate(messages):
-        where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            errors.append(f"{where} must be an object, got {_describe(message)}")
-            previous_role = None
-            continue
-        role = message.get("role")
-        if role is None:
-            errors.append(f'{where} has no "role"')
-            previous_role = None
-            continue
-        if not isinstance(role, str) or role not in _ROLE_SET:
-            errors.append(f"{where}.role is {_shape(role)}, not one of {', '.join(ROLES)}")
-            previous_role = None
-            continue
-        if pending_calls and role != "tool":
-            unanswered = len(pending_calls)
-            errors.append(
-                f"messages[{calling_message}] (assistant) makes {unanswered} tool call{'s' if unanswered != 1 else ''} "
-                f"that no tool message answers before {where}"
-            )
-            pending_calls.clear()
-        if previous_role is not None and role not in _ALLOWED_NEXT[previous_role]:
-            errors.append(f"{where}: a {role} message cannot follow a {previous_role} message")
-        content = message.get("content")
-        tool_calls = message.get("tool_calls")
-        if tool_calls is not None and role != "assistant":
-            errors.append(f"{where}.tool_calls is only allowed on assistant messages (role is {role!r})")
-        if role == "assistant":
-            has_calls = isinstance(tool_calls, list) and bool(tool_calls)
-            if content is not None and not isinstance(content, str):
-                errors.append(f"{where}.content must be a string, got {_describe(content)}")
-            elif not (isinstance(content, str) and content.strip()) and not has_calls:
-                errors.append(f"{where} (assistant) needs non-empty content or tool_calls")
-            if tool_calls is not None:
-                call_ids = _check_tool_calls(where, tool_calls, errors)
-                pending_calls = {call_id: index for call_id in call_ids}
-                calling_message = index
-            weight = message.get("weight")
-            if weight is not None and (isinstance(weight, bool) or weight not in (0, 1)):
-                errors.append(f"{where}.weight must be 0 or 1, got {_shape(weight)}")
-            # An invalid weight is its own error, not a weight of 0: it must not also be reported
-            # as "no assistant message carries loss".
-            if weight is None or weight != 0 or isinstance(weight, bool):
-                loss_bearing += 1
-        else:
-            if "content" not in message:
-                errors.append(f'{where} ({role}) has no "content"; it must be a string')
-            elif not isinstance(content, str):
-                errors.append(f"{where}.content must be a string, got {_describe(content)}")
-            if "weight" in message:
-                errors.append(f"{where}.weight is only allowed on assistant messages")
-        if role == "tool":
-            _check_tool_message(where, message, pending_calls, previous_role, errors)
-        previous_role = role
+        role = _check_message(index, message, conversation, errors)
+        conversation.previous_role = role
 
     last = messages[-1]
     last_role = last.get("role") if isinstance(last, dict) else None
     if isinstance(last_role, str) and last_role in _ROLE_SET and last_role != "assistant":
         errors.append(f"the last message must be from the assistant, got {last_role!r}")
-    elif last_role == "assistant" and loss_bearing == 0:
+    elif last_role == "assistant" and conversation.loss_bearing == 0:
         errors.append("no assistant message carries loss: every assistant message has weight 0")
+
+
+@dataclass(slots=True)
+class _Conversation:
+    """What the check of one message needs to know about the messages before it."""
+
+    previous_role: str | None = None
+    pending_calls: dict[str, int] = field(default_factory=dict)  # tool call id → index of the assistant message
+    calling_message: int | None = None
+    loss_bearing: int = 0  # assistant messages whose weight is not 0
+
+
+def _check_message(index: int, message: object, conversation: _Conversation, errors: Problems) -> str | None:
+    """Check messages[index]; its role when it has a valid one, else None."""
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        errors.append(f"{where} must be an object, got {_describe(message)}")
+        return None
+    role = message.get("role")
+    if role is None:
+        errors.append(f'{where} has no "role"')
+        return None
+    if not isinstance(role, str) or role not in _ROLE_SET:
+        errors.append(f"{where}.role is {_shape(role)}, not one of {', '.join(ROLES)}")
+        return None
+    if conversation.pending_calls and role != "tool":
+        unanswered = len(conversation.pending_calls)
+        errors.append(
+            f"messages[{conversation.calling_message}] (assistant) makes {unanswered} tool "
+            f"call{'s' if unanswered != 1 else ''} that no tool message answers before {where}"
+        )
+        conversation.pending_calls.clear()
+    previous_role = conversation.previous_role
+    if previous_role is not None and role not in _ALLOWED_NEXT[previous_role]:
+        errors.append(f"{where}: a {role} message cannot follow a {previous_role} message")
+    if message.get("tool_calls") is not None and role != "assistant":
+        errors.append(f"{where}.tool_calls is only allowed on assistant messages (role is {role!r})")
+    if role == "assistant":
+        _check_assistant_message(index, where, message, conversation, errors)
+    else:
+        content = message.get("content")
+        if "content" not in message:
+            errors.append(f'{where} ({role}) has no "content"; it must be a string')
+        elif not isinstance(content, str):
+            errors.append(f"{where}.content must be a string, got {_describe(content)}")
+        if "weight" in message:
+            errors.append(f"{where}.weight is only allowed on assistant messages")
+    if role == "tool":
+        _check_tool_message(where, message, conversation.pending_calls, previous_role, errors)
+    return role
+
+
+def _check_assistant_message(
+    index: int, where: str, message: dict[str, Any], conversation: _Conversation, errors: Problems
+) -> None:
+    content = message.get("content")
+    tool_calls = message.get("tool_calls")
+    has_calls = isinstance(tool_calls, list) and bool(tool_calls)
+    if content is not None and not isinstance(content, str):
+        errors.append(f"{where}.content must be a string, got {_describe(content)}")
+    elif not (isinstance(content, str) and content.strip()) and not has_calls:
+        errors.append(f"{where} (assistant) needs non-empty content or tool_calls")
+    if tool_calls is not None:
+        call_ids = _check_tool_calls(where, tool_calls, errors)
+        conversation.pending_calls = {call_id: index for call_id in call_ids}
+        conversation.calling_message = index
+    weight = message.get("weight")
+    if weight is not None and (isinstance(weight, bool) or weight not in (0, 1)):
+        errors.append(f"{where}.weight must be 0 or 1, got {_shape(weight)}")
+    # An invalid weight is its own error, not a weight of 0: it must not also be reported
+    # as "no assistant message carries loss".
+    if weight is None or weight != 0 or isinstance(weight, bool):
+        conversation.loss_bearing += 1
 
 
 def _check_tool_calls(where: str, tool_calls: object, errors: Problems) -> list[str]:

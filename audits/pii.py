@@ -33,8 +33,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import phonenumbers
 
@@ -224,11 +224,13 @@ def _region_plans(regions: tuple[str, ...]) -> tuple[tuple[int, str, re.Pattern[
     seen_codes: set[int] = set()
     for region in regions:
         metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-        if metadata is None or metadata.country_code in seen_codes:
+        if metadata is None or metadata.country_code is None or metadata.country_code in seen_codes:
+            continue
+        national_pattern = metadata.general_desc.national_number_pattern if metadata.general_desc else None
+        if national_pattern is None:
             continue
         seen_codes.add(metadata.country_code)
-        pattern = re.compile(metadata.general_desc.national_number_pattern)
-        plans.append((metadata.country_code, metadata.national_prefix or "", pattern))
+        plans.append((metadata.country_code, metadata.national_prefix or "", re.compile(national_pattern)))
     return tuple(plans)
 
 
@@ -342,33 +344,38 @@ def _classify_run(run: str, regions: tuple[str, ...]) -> list[tuple[str, int, in
         return []
     groups = [(m.start(), m.end()) for m in _DIGIT_GROUPS.finditer(run)]
     if len(groups) > 12:
-        # A long list of numbers: classify it in slices; PII is never this long.
-        found = []
-        for first in range(0, len(groups), 12):
-            slice_start = 0 if first == 0 else groups[first][0]
-            slice_end = groups[min(first + 12, len(groups)) - 1][1]
-            for kind, start, end in _classify_run(run[slice_start:slice_end], regions):
-                found.append((kind, slice_start + start, slice_start + end))
-        return found
+        return _classify_long_run(run, groups, regions)
+    return _take_pieces(run, groups, _run_pieces(run, groups), regions)
+
+
+def _classify_long_run(run: str, groups: list[tuple[int, int]], regions: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """A long list of numbers, classified in slices of 12 groups; PII is never this long."""
+    found = []
+    for first in range(0, len(groups), 12):
+        slice_start = 0 if first == 0 else groups[first][0]
+        slice_end = groups[min(first + 12, len(groups)) - 1][1]
+        for kind, start, end in _classify_run(run[slice_start:slice_end], regions):
+            found.append((kind, slice_start + start, slice_start + end))
+    return found
+
+
+def _run_pieces(run: str, groups: list[tuple[int, int]]) -> list[tuple[int, int, int, int, int]]:
+    """The candidate pieces of a run, as (digit count, first group, last group, start, end), longest first
+    then left to right."""
     # Numbers that are glued together are separated by spaces; a piece that
     # starts or ends at a "-" or "." cuts one of them in half ("2671 4111 …"
     # out of "415-555-2671 4111 1111 1111 1111").
     space_after = [" " in run[groups[index][1] : groups[index + 1][0]] for index in range(len(groups) - 1)]
-    pieces = []  # (digit count, first group, last group, start, end)
+    pieces = []
     for first in range(len(groups)):
         if first and not space_after[first - 1]:
             continue
         digit_count = 0
         for last in range(first, len(groups)):
-            if last < len(groups) - 1 and not space_after[last]:
-                digit_count += groups[last][1] - groups[last][0]
-                if digit_count > 19:
-                    break
-                continue
             digit_count += groups[last][1] - groups[last][0]
             if digit_count > 19:
                 break
-            if digit_count < 4:
+            if (last < len(groups) - 1 and not space_after[last]) or digit_count < 4:
                 continue
             start = 0 if first == 0 else groups[first][0]
             while start > 0 and run[start - 1] in "+(" and start > groups[first - 1][1]:
@@ -377,8 +384,14 @@ def _classify_run(run: str, regions: tuple[str, ...]) -> list[tuple[str, int, in
             if end < len(run) and run[end] == ")" and "(" in run[start:end]:
                 end += 1
             pieces.append((digit_count, first, last, start, end))
-    # Longest first, then left to right.
     pieces.sort(key=lambda piece: (piece[1] - piece[2], piece[1]))
+    return pieces
+
+
+def _take_pieces(
+    run: str, groups: list[tuple[int, int]], pieces: list[tuple[int, int, int, int, int]], regions: tuple[str, ...]
+) -> list[tuple[str, int, int]]:
+    """Strong shapes first, then phones in what is left; a group belongs to at most one finding."""
     taken = [False] * len(groups)
     found: list[tuple[str, int, int]] = []
     for digit_count, first, last, _, _ in pieces:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from audits.difficulty import LEVELS
 from audits.formats import iter_raw_lines

@@ -19,10 +19,11 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -331,57 +332,77 @@ def _line_start_offsets(path: str, size: int, pieces: int) -> list[int]:
     return offsets
 
 
-def _merge(path: str, size: int, parts: list[_SliceResult], options: AuditOptions) -> AuditReport:
-    offset = 0
-    format_errors: list[FormatError] = []
-    format_error_total = 0
-    pii_counts = dict.fromkeys(PII_TYPES, 0)
-    pii_samples: dict[str, list[PiiSample]] = {t: [] for t in PII_TYPES}
-    pii_lines: dict[str, list[int]] = {t: [] for t in PII_TYPES}
-    pii_line_total = dict.fromkeys(PII_TYPES, 0)
-    difficulty_examples: dict[str, list[DifficultyExample]] = {level: [] for level in difficulty_module.LEVELS}
-    # Fingerprints are copied into one set of arrays part by part, freeing each
-    # part as it goes, so the parent never holds them twice.
+@dataclass
+class _Findings:
+    """The per-line findings of the whole file, merged from its parts (line numbers made global)."""
+
+    format_errors: list[FormatError] = field(default_factory=list)
+    format_error_total: int = 0
+    pii_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PII_TYPES, 0))
+    pii_samples: dict[str, list[PiiSample]] = field(default_factory=lambda: {t: [] for t in PII_TYPES})
+    pii_lines: dict[str, list[int]] = field(default_factory=lambda: {t: [] for t in PII_TYPES})
+    pii_line_total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PII_TYPES, 0))
+    difficulty_examples: dict[str, list[DifficultyExample]] = field(
+        default_factory=lambda: {level: [] for level in difficulty_module.LEVELS}
+    )
+
+    def add(self, part: _SliceResult, *, offset: int, options: AuditOptions) -> None:
+        """Add a part whose first line is line `offset` + 1 of the file, within the report's caps."""
+        for line, detail in part.format_errors:
+            if len(self.format_errors) < options.max_format_errors:
+                self.format_errors.append(FormatError(line + offset, f"line {line + offset}: {detail}"))
+        self.format_error_total += part.format_error_total
+        for pii_type in PII_TYPES:
+            self.pii_counts[pii_type] += part.pii_counts[pii_type]
+            self.pii_line_total[pii_type] += part.pii_line_total[pii_type]
+            room = MAX_PII_LINES_PER_TYPE - len(self.pii_lines[pii_type])
+            self.pii_lines[pii_type].extend(line + offset for line in part.pii_lines[pii_type][:room])
+        for sample in part.pii_samples:
+            if len(self.pii_samples[sample.type]) < MAX_PII_SAMPLES_PER_TYPE:
+                self.pii_samples[sample.type].append(PiiSample(sample.line + offset, sample.type, sample.masked))
+        for level, examples in part.difficulty_examples.items():
+            for example in examples:
+                if len(self.difficulty_examples[level]) < MAX_DIFFICULTY_EXAMPLES_PER_LEVEL:
+                    self.difficulty_examples[level].append(
+                        DifficultyExample(example.line + offset, example.score, example.explanation)
+                    )
+
+
+def _merged_fingerprints(parts: list[_SliceResult]) -> ExampleFingerprints:
+    """The parts' fingerprints in one set of arrays (line numbers made global). Copied part by part,
+    freeing each part's as it goes, so the parent never holds them twice."""
     example_count = sum(part.fingerprints.lines.size for part in parts)
     signature_count = sum(part.fingerprints.signatures.shape[0] for part in parts)
-    all_fingerprints = ExampleFingerprints(
+    merged = ExampleFingerprints(
         np.empty(example_count, dtype=np.int64),
         np.empty(example_count, dtype=np.uint64),
         np.empty((signature_count, NUM_BINS), dtype=np.uint8),
         np.empty(signature_count, dtype=np.int64),
     )
-    filled = 0
-    signed = 0
+    offset = filled = signed = 0
     for part in parts:
-        for line, detail in part.format_errors:
-            if len(format_errors) < options.max_format_errors:
-                format_errors.append(FormatError(line + offset, f"line {line + offset}: {detail}"))
-        format_error_total += part.format_error_total
-        for pii_type in PII_TYPES:
-            pii_counts[pii_type] += part.pii_counts[pii_type]
-            pii_line_total[pii_type] += part.pii_line_total[pii_type]
-            room = MAX_PII_LINES_PER_TYPE - len(pii_lines[pii_type])
-            pii_lines[pii_type].extend(line + offset for line in part.pii_lines[pii_type][:room])
-        for sample in part.pii_samples:
-            if len(pii_samples[sample.type]) < MAX_PII_SAMPLES_PER_TYPE:
-                pii_samples[sample.type].append(PiiSample(sample.line + offset, sample.type, sample.masked))
-        for level, examples in part.difficulty_examples.items():
-            for example in examples:
-                if len(difficulty_examples[level]) < MAX_DIFFICULTY_EXAMPLES_PER_LEVEL:
-                    difficulty_examples[level].append(
-                        DifficultyExample(example.line + offset, example.score, example.explanation)
-                    )
         piece = part.fingerprints
         stop = filled + piece.lines.size
-        all_fingerprints.lines[filled:stop] = piece.lines + offset
-        all_fingerprints.exact_keys[filled:stop] = piece.exact_keys
+        merged.lines[filled:stop] = piece.lines + offset
+        merged.exact_keys[filled:stop] = piece.exact_keys
         signed_stop = signed + piece.signatures.shape[0]
-        all_fingerprints.signatures[signed:signed_stop] = piece.signatures
-        all_fingerprints.signature_rows[signed:signed_stop] = piece.rows_with_signatures() + filled  # type: ignore[index]
+        merged.signatures[signed:signed_stop] = piece.signatures
+        merged.signature_rows[signed:signed_stop] = piece.rows_with_signatures() + filled  # type: ignore[index]
         signed = signed_stop
         filled = stop
         part.fingerprints = ExampleFingerprints()
         offset += part.lines
+    return merged
+
+
+def _merge(path: str, size: int, parts: list[_SliceResult], options: AuditOptions) -> AuditReport:
+    findings = _Findings()
+    offset = 0
+    for part in parts:
+        findings.add(part, offset=offset, options=options)
+        offset += part.lines
+    all_fingerprints = _merged_fingerprints(parts)
+    signature_count = all_fingerprints.signatures.shape[0]
     levels = np.frombuffer(b"".join(part.levels for part in parts), dtype=np.uint8)
     counts = np.bincount(levels[levels != NOT_AN_EXAMPLE], minlength=len(difficulty_module.LEVELS))
     difficulty_counts = {level: int(counts[code]) for level, code in LEVEL_CODES.items()}
@@ -399,23 +420,23 @@ def _merge(path: str, size: int, parts: list[_SliceResult], options: AuditOption
     )
     lines = sum(part.lines for part in parts)
     if lines == 0:
-        format_errors = [FormatError(0, "the file is empty: it has no lines, so no examples to train on")]
-        format_error_total = 1
+        findings.format_errors = [FormatError(0, "the file is empty: it has no lines, so no examples to train on")]
+        findings.format_error_total = 1
     return AuditReport(
         path=path,
         size_bytes=size,
         lines=lines,
         valid=sum(part.valid for part in parts),
         examples=int(sum(difficulty_counts.values())),
-        format_errors=format_errors,
-        format_error_total=format_error_total,
-        pii_counts=pii_counts,
-        pii_samples=pii_samples,
-        pii_lines=pii_lines,
-        pii_line_total=pii_line_total,
+        format_errors=findings.format_errors,
+        format_error_total=findings.format_error_total,
+        pii_counts=findings.pii_counts,
+        pii_samples=findings.pii_samples,
+        pii_lines=findings.pii_lines,
+        pii_line_total=findings.pii_line_total,
         duplicates=duplicates,
         difficulty_counts=difficulty_counts,
-        difficulty_examples=difficulty_examples,
+        difficulty_examples=findings.difficulty_examples,
         levels=levels,
         valid_lines=np.frombuffer(b"".join(part.validity for part in parts), dtype=np.uint8).astype(bool),
         seconds=0.0,
@@ -479,24 +500,7 @@ def audit_file(
         near_max_examples=near_max_examples,
     )
     notes: list[str] = []
-    used_workers = 1
-    parts: list[_SliceResult] | None = None
-    if workers > 1 and size >= _PARALLEL_MIN_BYTES:
-        refusal = _can_start_processes()
-        if refusal is None:
-            offsets = _line_start_offsets(path_text, size, workers * _SLICES_PER_WORKER)
-            ranges = list(zip(offsets, offsets[1:] + [None]))
-            try:
-                parts = _audit_in_processes(path_text, size, ranges, workers, options, progress)
-                used_workers = workers
-            except (OSError, RuntimeError) as error:  # e.g. no /dev/shm, fork refused
-                notes.append(f"ran in one process: could not start {workers} workers ({error})")
-        else:
-            notes.append(f"ran in one process: {refusal}")
-    if parts is None:
-        parts = [_audit_range(path_text, 0, None, options, progress, size)]
-        if progress is not None:
-            progress(size, size)
+    parts, used_workers = _audit_parts(path_text, size, workers=workers, options=options, progress=progress, notes=notes)
     report = _merge(path_text, size, parts, options)
     report.workers = used_workers
     report.notes.extend(notes)
@@ -508,6 +512,28 @@ def audit_file(
             "the near count is a lower bound; exact duplicates are complete"
         )
     return report
+
+
+def _audit_parts(
+    path: str, size: int, *, workers: int, options: AuditOptions, progress: ProgressCallback | None, notes: list[str]
+) -> tuple[list[_SliceResult], int]:
+    """(the audited parts of the file, the processes used): byte ranges in `workers` processes when
+    the file is large enough and processes can start, else the whole file here (saying why in `notes`)."""
+    if workers > 1 and size >= _PARALLEL_MIN_BYTES:
+        refusal = _can_start_processes()
+        if refusal is None:
+            offsets = _line_start_offsets(path, size, workers * _SLICES_PER_WORKER)
+            ranges = list(zip(offsets, offsets[1:] + [None]))
+            try:
+                return _audit_in_processes(path, size, ranges, workers, options, progress), workers
+            except (OSError, RuntimeError) as error:  # e.g. no /dev/shm, fork refused
+                notes.append(f"ran in one process: could not start {workers} workers ({error})")
+        else:
+            notes.append(f"ran in one process: {refusal}")
+    parts = [_audit_range(path, 0, None, options, progress, size)]
+    if progress is not None:
+        progress(size, size)
+    return parts, 1
 
 
 def _estimated_lines(path: str, size: int, *, probe_bytes: int = 1 << 20) -> int:

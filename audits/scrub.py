@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
-from audits.formats import DEFAULT_MAX_LINE_BYTES, check_line, is_long_integer, iter_raw_lines
+from audits.formats import DEFAULT_MAX_LINE_BYTES, RawLine, check_line, is_long_integer, iter_raw_lines
 from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, scan_text
 
 ScrubMode = Literal["placeholder", "pseudonym"]
@@ -132,18 +133,18 @@ class Scrubber:
                 if scrubbed != digits:
                     container[key] = scrubbed
             elif isinstance(item, list):
-                copy = list(item)
-                container[key] = copy
-                stack.extend((copy, index, False) for index in reversed(range(len(copy))))
+                list_copy = list(item)
+                container[key] = list_copy
+                stack.extend((list_copy, index, False) for index in reversed(range(len(list_copy))))
             elif isinstance(item, dict):
-                copy = {}
+                dict_copy: dict[str, Any] = {}
                 for child_key, child in item.items():
                     new_key = self.scrub_text(child_key)
-                    while new_key in copy or (new_key != child_key and new_key in item):
+                    while new_key in dict_copy or (new_key != child_key and new_key in item):
                         new_key += "_"  # two keys scrubbed to one placeholder stay two keys
-                    copy[new_key] = child
-                container[key] = copy
-                stack.extend((copy, child_key, child_key == "arguments") for child_key in reversed(list(copy)))
+                    dict_copy[new_key] = child
+                container[key] = dict_copy
+                stack.extend((dict_copy, child_key, child_key == "arguments") for child_key in reversed(list(dict_copy)))
         return root[0]
 
     def _scrub_arguments(self, text: str) -> str:
@@ -180,6 +181,21 @@ class ScrubResult:
         }
 
 
+def _scrubbed_line(scrubber: Scrubber, raw: RawLine, *, max_line_bytes: int, notes: list[str]) -> bytes | None:
+    """The line with its PII replaced (the JSON re-encoded), or None when it holds none to replace."""
+    checked = check_line(raw, max_line_bytes=max_line_bytes)
+    before = sum(scrubber.replaced.values())
+    if checked.parsed:
+        try:
+            output = json.dumps(scrubber.scrub_value(checked.record), ensure_ascii=False).encode("utf-8")
+        except RecursionError:  # too deep for the JSON encoder: scrubbed as text instead
+            notes.append(f"line {raw.number}: nested too deeply to re-encode; scrubbed as text")
+            output = scrubber.scrub_text(checked.text).encode("utf-8")
+    else:
+        output = scrubber.scrub_text(checked.text).encode("utf-8")
+    return None if sum(scrubber.replaced.values()) == before else output
+
+
 def scrub_file(
     *,
     source: str | os.PathLike[str],
@@ -195,11 +211,7 @@ def scrub_file(
     The output is written to a temporary file beside ``destination`` and moved
     into place at the end, so a failed run never leaves half a dataset.
     """
-    scrubber = Scrubber(
-        mode=mode,
-        types=frozenset(PII_TYPES if types is None else types),
-        phone_regions=tuple(phone_regions),
-    )
+    scrubber = Scrubber(mode=mode, types=frozenset(PII_TYPES if types is None else types), phone_regions=tuple(phone_regions))
     source_path = os.fspath(source)
     destination_path = Path(destination)
     if destination_path.resolve() == Path(source_path).resolve():
@@ -218,17 +230,8 @@ def scrub_file(
                     writer.write(b"\n")
                     changed += 1
                     continue
-                checked = check_line(raw, max_line_bytes=max_line_bytes)
-                before = sum(scrubber.replaced.values())
-                if checked.parsed:
-                    try:
-                        output = json.dumps(scrubber.scrub_value(checked.record), ensure_ascii=False).encode("utf-8")
-                    except RecursionError:  # too deep for the JSON encoder: scrubbed as text instead
-                        notes.append(f"line {raw.number}: nested too deeply to re-encode; scrubbed as text")
-                        output = scrubber.scrub_text(checked.text).encode("utf-8")
-                else:
-                    output = scrubber.scrub_text(checked.text).encode("utf-8")
-                if sum(scrubber.replaced.values()) == before:
+                output = _scrubbed_line(scrubber, raw, max_line_bytes=max_line_bytes, notes=notes)
+                if output is None:
                     output = raw.data  # untouched: keep the original bytes
                 else:
                     changed += 1

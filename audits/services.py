@@ -19,9 +19,9 @@ import os
 import time
 import uuid
 import zlib
-from datetime import timedelta
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,10 +47,10 @@ from audits.models import (
 )
 from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
-from genesis.locks import worker_lock
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.jobs import advance, advance_locked
-from genesis.permissions import require_permission
+from genesis.locks import worker_lock
+from genesis.permissions import Actor, require_permission
 from models_app.registry.models import Agent
 from models_app.registry.services import ApiPrincipal
 
@@ -94,7 +94,14 @@ class StoredFile:
 
 def dataset_file_path(*, dataset: Dataset) -> Path:
     """The dataset's file on disk (the cores read by path)."""
-    return Path(default_storage.path(dataset.file.name))
+    return Path(default_storage.path(_storage_name(dataset)))
+
+
+def _storage_name(dataset: Dataset) -> str:
+    """The storage name of the dataset's file: every dataset is created with its file."""
+    if not dataset.file.name:
+        raise NotFound(f"dataset #{dataset.pk} has no file")
+    return dataset.file.name
 
 
 def _new_storage_name(original_name: str) -> str:
@@ -254,7 +261,7 @@ def dataset_upload(
     original_name: str,
     purpose: str = DatasetPurpose.TRAINING,
     agent: Agent | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     principal: ApiPrincipal | None = None,
     via: str = "",
     audit: bool = True,
@@ -310,7 +317,7 @@ def _audit_create(
     )
     Dataset.objects.filter(pk=dataset.pk).update(latest_audit=run)
     dataset.latest_audit = run
-    from audits.tasks import run_audit
+    from audits.tasks import run_audit  # import here: audits.tasks imports this module
 
     run_audit.delay_on_commit(run.pk)
     return run
@@ -320,7 +327,7 @@ def _audit_create(
 def audit_start(
     *,
     dataset: Dataset,
-    actor: Any = None,
+    actor: Actor = None,
     via: str = "",
     near_threshold: float = DEFAULT_THRESHOLD,
     find_near_duplicates: bool = True,
@@ -422,7 +429,7 @@ def audit_run_execute(*, run_id: int, workers: int = 1) -> AuditRun:
             return _audit_fail(run, _error_text(exc))
         return advance_locked(
             AuditRun, run.pk, AuditStatus.SUCCEEDED, transitions=AUDIT_TRANSITIONS, progress=1.0,
-            finished_at=timezone.now(), report=_report_json(report, storage_name=dataset.file.name),
+            finished_at=timezone.now(), report=_report_json(report, storage_name=_storage_name(dataset)),
             **_summary_columns(report),
         )
 
@@ -439,7 +446,7 @@ def dataset_record_audit(
     report: AuditReport,
     purpose: str = DatasetPurpose.TRAINING,
     agent: Agent | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     via: str = "command: audit_dataset --record",
     original_name: str | None = None,
     storage_name: str | None = None,
@@ -488,7 +495,7 @@ def dataset_record_audit(
 
 
 def _derive_create(
-    *, parent: Dataset, origin: str, suffix: str, parameters: dict[str, Any], actor: Any, via: str
+    *, parent: Dataset, origin: str, suffix: str, parameters: dict[str, Any], actor: Actor, via: str
 ) -> Dataset:
     parent = Dataset.objects.select_for_update().get(pk=parent.pk)
     if parent.status != DatasetStatus.READY:
@@ -503,7 +510,7 @@ def _derive_create(
         status=DatasetStatus.PENDING, progress=0.0, file=_new_storage_name(original_name),
         original_name=original_name[:255], uploaded_by=actor, via=via[:200], parameters=parameters,
     )
-    from audits.tasks import derive_dataset
+    from audits.tasks import derive_dataset  # import here: audits.tasks imports this module
 
     derive_dataset.delay_on_commit(dataset.pk)
     return dataset
@@ -515,7 +522,7 @@ def dataset_scrub(
     dataset: Dataset,
     mode: str = "placeholder",
     types: Iterable[str] | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     via: str = "",
 ) -> Dataset:
     """Queue a copy of `dataset` with its PII replaced: typed placeholders (`[EMAIL]`) or consistent
@@ -547,7 +554,7 @@ def dataset_rebalance(
     mix: str | Mapping[str, float] = "30,45,25",
     seed: int = 0,
     target_size: int | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     via: str = "",
 ) -> Dataset:
     """Queue a copy of `dataset` moved toward an easy / medium / hard `mix` ("30,45,25"): duplicates
@@ -590,6 +597,8 @@ def dataset_derive_execute(*, dataset_id: int, workers: int = 1) -> Dataset:
             return dataset
         if dataset.attempts >= MAX_ATTEMPTS:
             return _derive_fail(dataset, _gave_up(dataset.attempts))
+        if dataset.parent is None:
+            return _derive_fail(dataset, "a derived dataset needs the dataset it is derived from")
         Dataset.objects.filter(pk=dataset.pk).update(
             started_at=timezone.now(), progress=0.0, error="", attempts=F("attempts") + 1
         )
@@ -619,7 +628,7 @@ def dataset_derive_execute(*, dataset_id: int, workers: int = 1) -> Dataset:
                 result = {key: value for key, value in rebalanced.to_dict().items() if key not in ("source", "destination")}
                 achieved_mix = rebalanced.plan.achieved_mix
                 shortfall = "\n".join(rebalanced.plan.shortfalls)
-            stored = _measure(dataset.file.name)
+            stored = _measure(_storage_name(dataset))
         except UnreadableDataset as exc:
             return _derive_fail(dataset, f"the file of dataset #{dataset.parent_id} cannot be read: {exc}")
         except Exception as exc:  # noqa: BLE001 - the reason goes on the row for a person to read
@@ -662,7 +671,7 @@ def audits_sweep_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -
     """
     from django.conf import settings
 
-    from audits.tasks import derive_dataset, run_audit
+    from audits.tasks import derive_dataset, run_audit  # import here: audits.tasks imports this module
 
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_seconds)

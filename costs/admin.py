@@ -38,6 +38,7 @@ from costs.models import (
 )
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
 from genesis.errors import DomainError
+from genesis.permissions import Actor, request_actor
 
 
 class ServiceForm(forms.ModelForm):
@@ -45,10 +46,10 @@ class ServiceForm(forms.ModelForm):
     DomainError becomes a form error. The admin runs the whole view in one transaction, so the
     service's write commits only with a response that reports it."""
 
-    actor: Any = None  # the request's user; ServiceFormAdminMixin.get_form sets it
+    actor: Actor = None  # the request's user; ServiceFormAdminMixin.get_form sets it
     saved: models.Model | None = None
 
-    def save_through_service(self, *, actor: Any) -> models.Model:
+    def save_through_service(self, *, actor: Actor) -> models.Model:
         raise NotImplementedError
 
     def full_clean(self) -> None:
@@ -70,9 +71,11 @@ class ServiceFormAdminMixin:
     """For a ModelAdmin whose form is a ServiceForm: the form gets the user, and saving the model is
     taking the row the service wrote."""
 
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any):  # type: ignore[no-untyped-def]
-        form_class = super().get_form(request, obj, **kwargs)  # type: ignore[misc]
-        return type(form_class.__name__, (form_class,), {"actor": request.user})
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Any]]:
+        form_class = super().get_form(request, obj, change, **kwargs)  # type: ignore[misc]  # a mixin of ModelAdmin
+        return type(form_class.__name__, (form_class,), {"actor": request_actor(request)})
 
     def save_model(self, request: HttpRequest, obj: models.Model, form: ServiceForm, change: bool) -> None:
         obj.pk = form.saved.pk  # type: ignore[union-attr]  # written by the service during validation
@@ -101,7 +104,7 @@ class PriceTableForm(ServiceForm):
         fields = ("model", "effective_from", "input_usd_per_million", "output_usd_per_million", "training_usd_per_million",
                   "fine_tuning_minimum_usd", "storage_usd_per_month", "source", "source_date", "note")
 
-    def save_through_service(self, *, actor: Any) -> PriceTable:
+    def save_through_service(self, *, actor: Actor) -> PriceTable:
         price = self.instance  # model and effective_from come from the row when they are read-only
         return price_upsert(
             model=price.model, effective_from=price.effective_from, input_usd_per_million=price.input_usd_per_million,
@@ -140,7 +143,7 @@ class CostEntryAddForm(ServiceForm):
         model = CostEntry
         fields = ("agent", "operation", "amount_usd", "model", "tokens", "note")
 
-    def save_through_service(self, *, actor: Any) -> CostEntry:
+    def save_through_service(self, *, actor: Actor) -> CostEntry:
         data = self.cleaned_data
         return cost_record(
             agent=data["agent"], operation=data["operation"], amount_usd=data["amount_usd"], model=data.get("model") or "",
@@ -163,10 +166,12 @@ class CostEntryAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     readonly = ("id", "amount_usd", "agent", "operation", "model", "tokens", "input_tokens", "output_tokens", "source",
                 "source_link", "occurred_at", "recorded_at", "actor", "idempotency_key", "note", "reverses", "reversal_link")
 
-    def get_form(self, request, obj=None, **kwargs):  # type: ignore[no-untyped-def]
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Any]]:
         if obj is None:
             kwargs["form"] = CostEntryAddForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
         return self.readonly if obj else ("agent", "operation", "amount_usd", "model", "tokens", "note")
@@ -182,14 +187,15 @@ class CostEntryAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="caused by")
     def source_link(self, entry: CostEntry) -> str:
-        if entry.source_type_id is None:
+        source_type = entry.source_type
+        if source_type is None:
             return "—"
         target = entry.source_object
-        label = f"{entry.source_type.name} #{entry.source_id}"
+        label = f"{source_type.name} #{entry.source_id}"
         if target is None:
             return f"{label} (gone)"
         try:
-            url = reverse(f"admin:{entry.source_type.app_label}_{entry.source_type.model}_change", args=[entry.source_id])
+            url = reverse(f"admin:{source_type.app_label}_{source_type.model}_change", args=[entry.source_id])
         except Exception:  # noqa: BLE001 - not every model has an admin page
             return str(target)
         return format_html('<a href="{}">{}</a>', url, target)
@@ -218,7 +224,7 @@ class CostEntryAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         form = ReverseForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                reversal = cost_entry_reverse(entry=entry, actor=request.user, reason=form.cleaned_data["reason"])
+                reversal = cost_entry_reverse(entry=entry, actor=request_actor(request), reason=form.cleaned_data["reason"])
             except DomainError as exc:
                 messages.error(request, exc.message)
             else:
@@ -255,7 +261,7 @@ class BudgetForm(ServiceForm):
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
 
-    def save_through_service(self, *, actor: Any) -> Budget:
+    def save_through_service(self, *, actor: Actor) -> Budget:
         data = self.cleaned_data
         return budget_upsert(
             name=self.instance.name, amount_usd=data["amount_usd"], period=data["period"], agent=data.get("agent"),
@@ -279,7 +285,7 @@ class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
 
     @admin.display(description="scope")
     def scope(self, budget: Budget) -> str:
-        return budget.agent.slug if budget.agent_id else "all agents"
+        return budget.agent.slug if budget.agent is not None else "all agents"
 
     @admin.display(description="spent (current period)")
     def spent(self, budget: Budget) -> str:
@@ -359,7 +365,7 @@ class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:costs_costreport_changelist"))
         try:
-            report = cost_report_request(actor=request.user)
+            report = cost_report_request(actor=request_actor(request))
         except DomainError as exc:
             messages.error(request, exc.message)
         else:

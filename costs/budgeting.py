@@ -144,7 +144,7 @@ def format_usd_tick(value: Decimal, *, step: Decimal) -> str:
     """A chart axis label: as many decimals as the axis step needs (at least two), so the ticks of a
     $0.005 axis read $0.00125, $0.0025… rather than $0.00 five times."""
     value, step = Decimal(value), Decimal(step)
-    places = 2 if step <= 0 else min(6, max(2, -step.normalize().as_tuple().exponent))
+    places = 2 if step <= 0 else min(6, max(2, -int(step.normalize().as_tuple().exponent)))
     return f"${value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,.{places}f}"
 
 
@@ -161,7 +161,7 @@ def money_str(amount: Decimal) -> str:
     """Money for JSON: exact (the ledger's micro-dollars), at least two decimals: 7.5 → "7.50",
     0.000025 → "0.000025"."""
     exact = amount.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
-    if exact == exact.to_integral_value() or -exact.as_tuple().exponent < 2:
+    if exact == exact.to_integral_value() or -int(exact.as_tuple().exponent) < 2:
         return f"{exact.quantize(CENT):f}"
     return f"{exact:f}"
 

@@ -21,8 +21,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from django.db.models import Count, Q, Sum
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from costs.models import Budget, BudgetAlert, CostEntry, Operation
+from costs.selectors import budget_status
+from genesis.metrics import register_scrape_collector
+from models_app.registry.models import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +73,6 @@ class CostMetricsCollector(Collector):
 
     @staticmethod
     def _fill(families: dict[str, CounterMetricFamily | GaugeMetricFamily]) -> None:
-        from django.db.models import Count, Q, Sum
-
-        from costs.models import Budget, BudgetAlert, CostEntry, Operation
-        from costs.selectors import budget_status
-        from models_app.registry.models import Agent
-
         rows = (
             CostEntry.objects.values("agent__slug", "operation")
             .annotate(charged=Sum("amount_usd", filter=Q(amount_usd__gt=0)), reversed=Sum("amount_usd", filter=Q(amount_usd__lt=0)))
@@ -101,13 +101,12 @@ class CostMetricsCollector(Collector):
                     [budget.name, str(threshold.percent)], float(budget.amount_usd) * threshold.percent / 100
                 )
             families["crossed"].add_metric([budget.name], max((t.percent for t in status.reached), default=0))
-        for row in BudgetAlert.objects.values("budget__name", "severity").annotate(n=Count("id")).order_by("budget__name"):
-            families["alerts"].add_metric([row["budget__name"], row["severity"]], row["n"])
+        alert_counts = BudgetAlert.objects.values("budget__name", "severity").annotate(n=Count("id"))
+        for alert_count in alert_counts.order_by("budget__name"):
+            families["alerts"].add_metric([alert_count["budget__name"], alert_count["severity"]], alert_count["n"])
         families["up"].add_metric([], 1)
 
 
 def register_collector() -> None:
     """Serve these at /metrics (once per process; AppConfig.ready can run more than once in tests)."""
-    from genesis.metrics import register_scrape_collector
-
     register_scrape_collector(CostMetricsCollector())

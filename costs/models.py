@@ -20,12 +20,13 @@ from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
 from costs.pricing import DEFAULT_FINE_TUNING_MINIMUM_USD, DEFAULT_STORAGE_USD_PER_MONTH
+from genesis.validation import DecimalDigits
 
 # Dollars per million tokens can be fractions of a cent ($0.25 / 1M); ledger amounts are kept in
 # micro-dollars (costs/pricing.py, LEDGER_QUANTUM).
-RATE = {"max_digits": 12, "decimal_places": 6}
-LEDGER_MONEY = {"max_digits": 16, "decimal_places": 6}
-BUDGET_MONEY = {"max_digits": 12, "decimal_places": 2}
+RATE: DecimalDigits = {"max_digits": 12, "decimal_places": 6}
+LEDGER_MONEY: DecimalDigits = {"max_digits": 16, "decimal_places": 6}
+BUDGET_MONEY: DecimalDigits = {"max_digits": 12, "decimal_places": 2}
 
 
 class Operation(models.TextChoices):

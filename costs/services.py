@@ -8,6 +8,9 @@ including all earlier ones, and the unique constraint on (budget, period, thresh
 (LiteLLM's max_budget was bypassed by concurrent requests, #34732: its check read a cached total.)
 """
 
+# Long: the ledger, the budget check, the holds and the alerts take the same budget locks in the same
+# order (above); they stay in one module so that protocol is read and changed in one place.
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +39,7 @@ from costs.models import (
 )
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.jobs import advance, check_move
-from genesis.permissions import require_permission
+from genesis.permissions import Actor, require_permission
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ ALERT_DELIVERY_LEASE = timedelta(minutes=5)
 MAX_TOKENS = 2**63 - 1
 
 
-def _decimal(value: Any, *, name: str, column: models.DecimalField | None = None) -> Decimal:
+def _decimal(value: Any, *, name: str, column: models.Field | models.ForeignObjectRel | None = None) -> Decimal:
     """`value` as a finite Decimal, or InvalidInput naming `name`. With `column` (the model field it
     will be stored in) it is rounded half-up to the column's decimal places, and refused when it has
     more whole digits than the column holds — the one place amounts are checked against the schema."""
@@ -60,7 +63,7 @@ def _decimal(value: Any, *, name: str, column: models.DecimalField | None = None
         raise InvalidInput(f"{name}: '{value}' is not a number of dollars, e.g. 2.50") from None
     if not amount.is_finite():
         raise InvalidInput(f"{name}: '{value}' is not a number of dollars, e.g. 2.50")
-    if column is None:
+    if not isinstance(column, models.DecimalField):
         return amount
     quantum = Decimal(1).scaleb(-column.decimal_places)
     bound = Decimal(10) ** (column.max_digits - column.decimal_places)
@@ -89,7 +92,7 @@ def _check_tokens(**counts: int | None) -> None:
             raise InvalidInput(f"{name}: {count} is too large; it can be at most {MAX_TOKENS:,}")
 
 
-def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
+def _record_history(instance: Any, *, actor: Actor, reason: str) -> None:
     """simple-history reads these when the row is saved: who changed it and why."""
     instance._history_user = actor
     instance._change_reason = reason[:100] if reason else ""
@@ -111,7 +114,7 @@ def price_upsert(
     fine_tuning_minimum_usd: Decimal | str = pricing.DEFAULT_FINE_TUNING_MINIMUM_USD,
     storage_usd_per_month: Decimal | str = pricing.DEFAULT_STORAGE_USD_PER_MONTH,
     note: str = "",
-    actor: Any = None,
+    actor: Actor = None,
     overwrite: bool = True,
 ) -> PriceTable:
     """Create or change the price version of `model` from `effective_from`. A price change is a new
@@ -145,14 +148,18 @@ def price_upsert(
         return price
     else:
         reason = "updated"
-    for name, value in {**values, "source": source.strip(), "source_date": source_date, "note": note}.items():
-        setattr(price, name, value)
+    fields: dict[str, object] = {**values, "source": source.strip(), "source_date": source_date, "note": note}
+    for name, field_value in fields.items():
+        setattr(price, name, field_value)
     _record_history(price, actor=actor, reason=reason)
     price.save()
     return price
 
 
 # --- the ledger -------------------------------------------------------------------------------------------
+
+# Operations priced from input and output tokens.
+_TOKEN_PRICED = (Operation.INFERENCE, Operation.BENCHMARK, Operation.DATA_PREP)
 
 
 def _amount_for(
@@ -168,7 +175,7 @@ def _amount_for(
         return amount
     if not model:
         raise InvalidInput("give amount_usd, or a model and its tokens to price")
-    if operation in (Operation.INFERENCE, Operation.BENCHMARK, Operation.DATA_PREP):
+    if operation in _TOKEN_PRICED:
         if input_tokens is None or output_tokens is None:
             raise InvalidInput(f"{operation}: give input_tokens and output_tokens (input and output are priced differently)")
         cost = selectors.inference_cost(model=model, input_tokens=input_tokens, output_tokens=output_tokens, on=on, base_model=base_model)
@@ -214,6 +221,32 @@ def _original_entry(entry: CostEntry, *, key: str, identity: _ChargeIdentity) ->
     return entry
 
 
+def _checked_key(
+    idempotency_key: str, operation: str, *, tokens: int | None, input_tokens: int | None, output_tokens: int | None,
+    where: str = "",
+) -> str:
+    """The charge's idempotency key, stripped, once the charge's key, operation and token counts are
+    valid; InvalidInput naming the field (after `where`, the charge's place in a batch) otherwise."""
+    prefix = f"{where}." if where else ""
+    key = (idempotency_key or "").strip()
+    if not key:
+        raise InvalidInput(f"{prefix}idempotency_key: must not be empty" + ("" if where else " (e.g. 'benchmark-result:42')"))
+    if operation not in Operation.values:
+        raise InvalidInput(f"{prefix}operation: '{operation}' is not one of {', '.join(Operation.values)}")
+    try:
+        _check_tokens(tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{prefix}{exc.message}") from None
+    return key
+
+
+def _total_tokens(tokens: int | None, input_tokens: int | None, output_tokens: int | None) -> int | None:
+    """The entry's `tokens`: as given, else input + output when both are known."""
+    if tokens is None and input_tokens is not None and output_tokens is not None:
+        return input_tokens + output_tokens
+    return tokens
+
+
 @transaction.atomic
 def cost_record(
     *,
@@ -228,7 +261,7 @@ def cost_record(
     output_tokens: int | None = None,
     source: str = "",
     source_object: models.Model | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     note: str = "",
     occurred_at: datetime | None = None,
 ) -> CostEntry:
@@ -240,12 +273,7 @@ def cost_record(
     same agent, operation and source row — returns the entry already recorded, as it was recorded
     (nothing is priced again); the key reused for a different agent, operation or source is refused."""
     require_permission(actor=actor, permission="costs.add_costentry", action="record costs")
-    key = (idempotency_key or "").strip()
-    if not key:
-        raise InvalidInput("idempotency_key: must not be empty (e.g. 'benchmark-result:42')")
-    if operation not in Operation.values:
-        raise InvalidInput(f"operation: '{operation}' is not one of {', '.join(Operation.values)}")
-    _check_tokens(tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens)
+    key = _checked_key(idempotency_key, operation, tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens)
     identity = _ChargeIdentity.of_request(agent=agent, operation=operation, source_object=source_object)
     existing = CostEntry.objects.filter(idempotency_key=key).first()
     if existing is not None:
@@ -256,8 +284,7 @@ def cost_record(
         operation=operation, amount_usd=amount_usd, model=model, base_model=base_model, tokens=tokens,
         input_tokens=input_tokens, output_tokens=output_tokens, on=timezone.localdate(occurred_at),
     )
-    if tokens is None and input_tokens is not None and output_tokens is not None:
-        tokens = input_tokens + output_tokens
+    tokens = _total_tokens(tokens, input_tokens, output_tokens)
 
     # The lock that makes threshold checks (and the alerts) exactly-once; see the module docstring.
     budgets = list(selectors.budgets_covering(agent_ids=[agent.pk]).select_for_update())
@@ -300,27 +327,21 @@ class Charge:
 
 
 @transaction.atomic
-def cost_record_many(*, charges: list[Charge], actor: Any = None) -> list[CostEntry]:
+def cost_record_many(*, charges: list[Charge], actor: Actor = None) -> list[CostEntry]:
     """`cost_record` for a batch (e.g. the tokens of up to 1 000 outcome events): all or nothing, one
     lock of the covering budgets, one bulk insert, thresholds evaluated once per budget and period.
     Returns the entries in the order of `charges` (an already recorded key returns its entry)."""
     require_permission(actor=actor, permission="costs.add_costentry", action="record costs")
     if not charges:
         return []
-    now = timezone.now()
     keys: list[str] = []
     identities: dict[str, _ChargeIdentity] = {}
     for position, charge in enumerate(charges):
-        key = (charge.idempotency_key or "").strip()
         where = f"charges[{position}]"
-        if not key:
-            raise InvalidInput(f"{where}.idempotency_key: must not be empty")
-        if charge.operation not in Operation.values:
-            raise InvalidInput(f"{where}.operation: '{charge.operation}' is not one of {', '.join(Operation.values)}")
-        try:
-            _check_tokens(tokens=charge.tokens, input_tokens=charge.input_tokens, output_tokens=charge.output_tokens)
-        except InvalidInput as exc:
-            raise InvalidInput(f"{where}.{exc.message}") from None
+        key = _checked_key(
+            charge.idempotency_key, charge.operation, tokens=charge.tokens, input_tokens=charge.input_tokens,
+            output_tokens=charge.output_tokens, where=where,
+        )
         identity = _ChargeIdentity.of_request(agent=charge.agent, operation=charge.operation, source_object=charge.source_object)
         if identities.setdefault(key, identity) != identity:
             raise Conflict(f"{where}.idempotency_key: '{key}' appears twice in the batch for different charges")
@@ -330,46 +351,7 @@ def cost_record_many(*, charges: list[Charge], actor: Any = None) -> list[CostEn
     stored = {entry.idempotency_key: entry for entry in CostEntry.objects.filter(idempotency_key__in=identities)}
     for key, entry in stored.items():
         _original_entry(entry, key=key, identity=identities[key])
-
-    prices: dict[tuple[str, str | None, date], pricing.Price] = {}
-
-    def price_for(model: str, base_model: str | None, on: date) -> pricing.Price:
-        if (model, base_model, on) not in prices:
-            prices[(model, base_model, on)] = selectors.price_in_force(model=model, on=on, base_model=base_model)
-        return prices[(model, base_model, on)]
-
-    planned: dict[str, CostEntry] = {}
-    for position, (key, charge) in enumerate(zip(keys, charges, strict=True)):
-        if key in stored or key in planned:
-            continue
-        where = f"charges[{position}]"
-        occurred_at = charge.occurred_at or now
-        on = timezone.localdate(occurred_at)
-        tokens = charge.tokens
-        try:
-            if charge.amount_usd is None and charge.model and charge.operation in (Operation.INFERENCE, Operation.BENCHMARK, Operation.DATA_PREP) \
-                    and charge.input_tokens is not None and charge.output_tokens is not None:
-                amount = _ledger_amount(
-                    pricing.inference_cost(price=price_for(charge.model, charge.base_model, on),
-                                           input_tokens=charge.input_tokens, output_tokens=charge.output_tokens),
-                    name="amount_usd (computed from the tokens)",
-                )
-            else:
-                amount = _amount_for(
-                    operation=charge.operation, amount_usd=charge.amount_usd, model=charge.model, base_model=charge.base_model,
-                    tokens=charge.tokens, input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, on=on,
-                )
-        except InvalidInput as exc:
-            raise InvalidInput(f"{where}: {exc.message}") from None
-        if tokens is None and charge.input_tokens is not None and charge.output_tokens is not None:
-            tokens = charge.input_tokens + charge.output_tokens
-        identity = identities[key]
-        planned[key] = CostEntry(
-            amount_usd=amount, agent=charge.agent, operation=charge.operation, model=charge.model, tokens=tokens,
-            input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, source_type_id=identity.source_type_id,
-            source_id=identity.source_id, source=charge.source[:300], occurred_at=occurred_at, actor=actor,
-            idempotency_key=key, note=charge.note,
-        )
+    planned = _planned_entries(charges, keys=keys, identities=identities, skip=set(stored), actor=actor)
     if not planned:
         return [stored[key] for key in keys]
 
@@ -380,23 +362,68 @@ def cost_record_many(*, charges: list[Charge], actor: Any = None) -> list[CostEn
     for key, entry in inserted.items():
         _original_entry(entry, key=key, identity=identities[key])
     stored.update(inserted)
-
-    new_entries = list(inserted.values())
     for budget in budgets:
-        # The batch crossed a threshold together: its newest entry in the budget's scope and period stands for it.
-        newest_by_period: dict[str, CostEntry] = {}
-        for entry in new_entries:
-            if budget.agent_id is None or budget.agent_id == entry.agent_id:
-                period_key = budgeting.period_containing(budget.period, timezone.localtime(entry.occurred_at)).key
-                if period_key not in newest_by_period or entry.pk > newest_by_period[period_key].pk:
-                    newest_by_period[period_key] = entry
-        for entry in newest_by_period.values():
-            _raise_alerts(budget=budget, at=entry.occurred_at, triggered_by=entry)
+        _raise_batch_alerts(budget=budget, new_entries=list(inserted.values()))
     return [stored[key] for key in keys]
 
 
+def _planned_entries(
+    charges: list[Charge], *, keys: list[str], identities: dict[str, _ChargeIdentity], skip: set[str], actor: Actor,
+) -> dict[str, CostEntry]:
+    """The unsaved entries of the batch's charges not already on the ledger (`skip`), one per key."""
+    now = timezone.now()
+    prices: dict[tuple[str, str | None, date], pricing.Price] = {}  # one price lookup per model and day
+    planned: dict[str, CostEntry] = {}
+    for position, (key, charge) in enumerate(zip(keys, charges, strict=True)):
+        if key in skip or key in planned:
+            continue
+        occurred_at = charge.occurred_at or now
+        try:
+            amount = _batch_amount(charge, on=timezone.localdate(occurred_at), prices=prices)
+        except InvalidInput as exc:
+            raise InvalidInput(f"charges[{position}]: {exc.message}") from None
+        identity = identities[key]
+        planned[key] = CostEntry(
+            amount_usd=amount, agent=charge.agent, operation=charge.operation, model=charge.model,
+            tokens=_total_tokens(charge.tokens, charge.input_tokens, charge.output_tokens),
+            input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, source_type_id=identity.source_type_id,
+            source_id=identity.source_id, source=charge.source[:300], occurred_at=occurred_at, actor=actor,
+            idempotency_key=key, note=charge.note,
+        )
+    return planned
+
+
+def _batch_amount(charge: Charge, *, on: date, prices: dict[tuple[str, str | None, date], pricing.Price]) -> Decimal:
+    """`_amount_for` the charge; token-priced inference reuses the batch's `prices` (filled here)."""
+    if charge.amount_usd is None and charge.model and charge.operation in _TOKEN_PRICED \
+            and charge.input_tokens is not None and charge.output_tokens is not None:
+        price_key = (charge.model, charge.base_model, on)
+        if price_key not in prices:
+            prices[price_key] = selectors.price_in_force(model=charge.model, on=on, base_model=charge.base_model)
+        return _ledger_amount(
+            pricing.inference_cost(price=prices[price_key], input_tokens=charge.input_tokens, output_tokens=charge.output_tokens),
+            name="amount_usd (computed from the tokens)",
+        )
+    return _amount_for(
+        operation=charge.operation, amount_usd=charge.amount_usd, model=charge.model, base_model=charge.base_model,
+        tokens=charge.tokens, input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, on=on,
+    )
+
+
+def _raise_batch_alerts(*, budget: Budget, new_entries: list[CostEntry]) -> None:
+    """The batch crossed a threshold together: its newest entry in the budget's scope and period stands for it."""
+    newest_by_period: dict[str, CostEntry] = {}
+    for entry in new_entries:
+        if budget.agent_id is None or budget.agent_id == entry.agent_id:
+            period_key = budgeting.period_containing(budget.period, timezone.localtime(entry.occurred_at)).key
+            if period_key not in newest_by_period or entry.pk > newest_by_period[period_key].pk:
+                newest_by_period[period_key] = entry
+    for entry in newest_by_period.values():
+        _raise_alerts(budget=budget, at=entry.occurred_at, triggered_by=entry)
+
+
 @transaction.atomic
-def cost_entry_reverse(*, entry: CostEntry, actor: Any, reason: str) -> CostEntry:
+def cost_entry_reverse(*, entry: CostEntry, actor: Actor, reason: str) -> CostEntry:
     """Cancel `entry` with an entry of the opposite amount (the only way to correct the ledger).
     Reversing twice — one after the other or at the same moment — returns the same reversal: the
     entry's row lock makes the second wait for the first and then find its reversal."""
@@ -471,7 +498,7 @@ def _raise_alerts(*, budget: Budget, at: datetime, triggered_by: CostEntry | Non
 
 
 def _enqueue_alert_delivery(alert_id: int) -> None:
-    from costs.tasks import deliver_budget_alert
+    from costs.tasks import deliver_budget_alert  # import here: costs.tasks imports this module
 
     try:
         deliver_budget_alert.delay(alert_id)
@@ -503,7 +530,7 @@ def budget_upsert(
     thresholds: Any = None,
     hard_limit: bool = True,
     active: bool = True,
-    actor: Any = None,
+    actor: Actor = None,
     reason: str = "",
 ) -> Budget:
     """Create or change a budget. Thresholds default to settings.BUDGET_THRESHOLDS (25/50/83 →
@@ -556,7 +583,7 @@ def budget_check(
     *,
     agent: Any,
     estimate_usd: Decimal | str,
-    actor: Any,
+    actor: Actor,
     override_reason: str | None = None,
     hold_for: models.Model | None = None,
     operation: str = "",
@@ -602,7 +629,7 @@ def budget_check(
 
 
 def _budget_override(
-    *, agent: Any, estimate: Decimal, actor: Any, reason: str | None, shortfalls: list[tuple[Budget, budgeting.Shortfall]]
+    *, agent: Any, estimate: Decimal, actor: Actor, reason: str | None, shortfalls: list[tuple[Budget, budgeting.Shortfall]]
 ) -> list[BudgetOverride]:
     """Record a person's override of the `shortfalls`, or refuse (Conflict) when nobody gave a reason."""
     reason = (reason or "").strip()
@@ -661,14 +688,14 @@ def cost_hold_release(*, source: models.Model) -> bool:
 
 def alert_notice(alert: BudgetAlert) -> notifications.Notice:
     budget = alert.budget
-    scope = f"agent {budget.agent.slug}" if budget.agent_id else "all agents"
+    scope = f"agent {budget.agent.slug}" if budget.agent is not None else "all agents"
     period = "all time" if alert.period_key == budgeting.PERIOD_TOTAL else alert.period_key
     text = (
         f"Budget '{budget.name}' ({scope}, {period}) reached {alert.threshold_percent} %: "
         f"{budgeting.format_usd(alert.spent_usd)} of {budgeting.format_usd(alert.budget_usd)} spent."
     )
-    if alert.triggered_by_id:
-        entry = alert.triggered_by
+    entry = alert.triggered_by
+    if entry is not None:
         text += f" Crossed by entry #{entry.pk}: {budgeting.format_usd(entry.amount_usd)} {entry.operation} for {entry.agent.slug}."
     if budget.hard_limit:
         text += " Hard limit is on: paid work that does not fit will be refused."
@@ -740,11 +767,11 @@ def budget_alerts_redeliver(*, older_than_seconds: int = 60) -> int:
 
 
 @transaction.atomic
-def cost_report_request(*, actor: Any = None) -> CostReport:
+def cost_report_request(*, actor: Actor = None) -> CostReport:
     """Queue a report (the admin's "Generate now"); a worker makes it."""
     require_permission(actor=actor, permission="costs.add_costreport", action="generate cost reports")
     report = CostReport.objects.create(requested_by=actor)
-    from costs.tasks import run_cost_report
+    from costs.tasks import run_cost_report  # import here: costs.tasks imports this module
 
     run_cost_report.delay_on_commit(report.pk)
     return report

@@ -22,8 +22,13 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
+from audits.api import router as audits_router
+from costs.api import router as costs_router
+from experiments.api import router as experiments_router
 from genesis.errors import DomainError
 from genesis.openapi import declare_error_responses
+from launch.api import router as launch_router
+from models_app.api import router as models_router
 from models_app.registry.services import ApiPrincipal, api_key_authenticate
 
 logger = logging.getLogger(__name__)
@@ -47,7 +52,7 @@ class ApiKeyAuth(HttpBearer):
 
 
 class GenesisAPI(NinjaAPI):
-    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None):  # type: ignore[no-untyped-def, override]
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
         return declare_error_responses(super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params))
 
 
@@ -114,7 +119,8 @@ def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpRespo
     )
 
 
-def _malformed(request: HttpRequest, exc: Exception) -> HttpResponse:
+# ninja types a handler's exception as `E | type[E]`.
+def _malformed(request: HttpRequest, exc: Exception | type[Exception]) -> HttpResponse:
     return error_response(request, status=400, code="malformed_request", detail=f"the request body could not be parsed: {exc}")
 
 
@@ -122,7 +128,7 @@ for _parse_error in (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent, 
     api.add_exception_handler(_parse_error, _malformed)
 
 
-def _database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+def _database_unavailable(request: HttpRequest, exc: Exception | type[Exception]) -> HttpResponse:
     # The database (or the connection to it) failed: worth retrying, not a bug. Hosts and
     # credentials stay in the log.
     logger.warning("database unavailable answering %s %s: %s", request.method, request.path, type(exc).__name__)
@@ -161,12 +167,6 @@ def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 
 
 def _mount_routers() -> None:
-    from audits.api import router as audits_router
-    from costs.api import router as costs_router
-    from experiments.api import router as experiments_router
-    from launch.api import router as launch_router
-    from models_app.api import router as models_router
-
     # Experiments first: POST /route is the hot path, and URLs are matched in this order.
     api.add_router("/", experiments_router)
     api.add_router("/", models_router)

@@ -1,4 +1,7 @@
-"""The Celery app `genesis`; its configuration is the `CELERY_*` block of genesis/settings.py."""
+"""The Celery app `genesis`; its configuration is the `CELERY_*` block of genesis/settings.py.
+
+genesis/__init__.py loads this module in every process, before Django is set up: what only a worker
+needs (the metrics heartbeat, the providers' warm-up) is imported inside the signal handlers."""
 
 import os
 
@@ -16,7 +19,7 @@ app.autodiscover_tasks()
 def _warm_up_providers(**_: object) -> None:
     # In the worker's main process, before it forks its pool: every pool process then starts with
     # the provider layer's lazy work done (models_app/providers/factory.py warm_up).
-    from models_app.providers.factory import warm_up
+    from models_app.providers.factory import warm_up  # import here: see the module docstring
 
     warm_up()
 
@@ -24,7 +27,7 @@ def _warm_up_providers(**_: object) -> None:
 @worker_ready.connect
 def _announce_worker(sender: object = None, **_: object) -> None:
     # A heartbeat naming the queues this worker consumes: /metrics counts workers per queue from it.
-    from genesis.metrics import start_worker_heartbeat
+    from genesis.metrics import start_worker_heartbeat  # import here: see the module docstring
 
     queues = sorted(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or {})
     start_worker_heartbeat(hostname=getattr(sender, "hostname", "") or "", queues=queues)
@@ -32,6 +35,6 @@ def _announce_worker(sender: object = None, **_: object) -> None:
 
 @worker_shutdown.connect
 def _retire_worker(sender: object = None, **_: object) -> None:
-    from genesis.metrics import stop_worker_heartbeat
+    from genesis.metrics import stop_worker_heartbeat  # import here: see the module docstring
 
     stop_worker_heartbeat(hostname=getattr(sender, "hostname", "") or "")

@@ -14,8 +14,8 @@ from audits.demo import seed_audits
 from costs.demo import seed_costs
 from experiments.demo import seed_experiments
 from genesis.schedules import install_default_schedules
-from models_app.registry.demo import seed_registry
 from models_app.benchmarks.demo import seed_benchmark_suites
+from models_app.registry.demo import seed_registry
 
 DEMO_ADMIN_USERNAME = "admin"
 

@@ -19,6 +19,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
+from genesis.celery import app
+
 # The whole probe answers within this, whatever hangs; each check's own network timeouts are shorter
 # so that a refused or silent service is reported as such rather than as "no answer".
 PROBE_DEADLINE_SECONDS = 1.0
@@ -59,8 +61,6 @@ def check_redis() -> str:
 
 
 def check_celery() -> str:
-    from genesis.celery import app
-
     with app.connection_for_write() as connection:
         # One quick connection attempt: kombu's default would retry a broker that is down for seconds
         # (and leave this thread behind the probe's deadline, retrying).
@@ -88,7 +88,8 @@ class _Check(threading.Thread):
 
     def __init__(self, name: str, check: Callable[[], str]) -> None:
         super().__init__(name=f"readyz-{name}", daemon=True)
-        self.check, self.result = check, None  # type: ignore[assignment]
+        self.check = check
+        self.result = ""  # what the check answered, read only when it raised nothing
         self.error: Exception | None = None
 
     def run(self) -> None:

@@ -28,7 +28,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -123,7 +122,7 @@ def _redis_queue_lengths(client: Any) -> dict[str, int]:
 def _file_queue_lengths() -> dict[str, int]:
     # The embedded broker writes one file per message, named `<time>_<uuid>.<queue>.msg`.
     folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in")
-    names = os.listdir(folder) if folder and os.path.isdir(str(folder)) else []
+    names = os.listdir(str(folder)) if folder and os.path.isdir(str(folder)) else []
     return {queue: sum(1 for name in names if name.endswith(f".{queue}.msg")) for queue in _queue_names()}
 
 

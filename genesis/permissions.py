@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
+
+from django.http import HttpRequest
 
 from genesis.errors import PermissionDenied
 
+if TYPE_CHECKING:
+    # Only for the annotation: django.contrib.auth.models needs the app registry, and genesis sits
+    # below every app. The project uses Django's own User (no AUTH_USER_MODEL).
+    from django.contrib.auth.models import User
 
-def require_permission(*, actor: Any, permission: str, action: str) -> None:
+# Who asks a service to act: a signed-in person, checked for permissions and recorded on the rows
+# they write (created_by, requested_by, history), or None for the system itself (Celery beat, the
+# demo seed, a command run without --as). An API key is not an actor: services that accept one take
+# a separate `principal` argument (models_app.services.registry.ApiPrincipal).
+Actor: TypeAlias = "User | None"
+
+
+def require_permission(*, actor: Actor, permission: str, action: str) -> None:
     """Refuse unless `actor` holds `permission`. `actor=None` means the system itself (beat, seed)."""
     if actor is None:
         return
     if not getattr(actor, "is_active", False) or not actor.has_perm(permission):
         name = getattr(actor, "get_username", lambda: str(actor))()
         raise PermissionDenied(f"user '{name}' may not {action}: it needs the permission '{permission}'")
+
+
+def request_actor(request: HttpRequest) -> User:
+    """The signed-in person behind an admin request, as the `actor` of the services it calls. Never
+    None: None means the system, which no permission check stops. The admin lets only signed-in staff
+    in, so an anonymous user here is refused rather than trusted."""
+    if not request.user.is_authenticated:
+        raise PermissionDenied("sign in to do this")
+    return request.user

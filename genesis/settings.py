@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -117,6 +118,7 @@ TEMPLATES = [
 
 # --- database ----------------------------------------------------------------------------------
 USING_SQLITE = GENESIS.database_url.startswith("sqlite")
+DATABASES: dict[str, dict[str, Any]]
 if USING_SQLITE:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     # A relative SQLite path lives under var/ (GENESIS_VAR_DIR), with the broker's files.
@@ -133,7 +135,7 @@ if USING_SQLITE:
         }
     }
 else:
-    DATABASES = {"default": dj_database_url.parse(GENESIS.database_url, conn_max_age=60, conn_health_checks=True)}
+    DATABASES = {"default": dict(dj_database_url.parse(GENESIS.database_url, conn_max_age=60, conn_health_checks=True))}
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from django.http import HttpRequest
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
@@ -112,6 +112,14 @@ def parse_money(value: Any) -> Decimal:
     if not 0 <= value <= MAX_MONEY_NUMBER:
         raise ValueError(f"must be {_MONEY_HELP}")
     return Decimal(repr(value) if isinstance(value, float) else value).quantize(_MONEY_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+class DecimalDigits(TypedDict):
+    """The precision of a money column, spread into a DecimalField: `DecimalField(**LEDGER_MONEY)`.
+    Typed so that mypy checks the spread against the two keyword arguments it fills."""
+
+    max_digits: int
+    decimal_places: int
 
 
 MoneyUSD = Annotated[

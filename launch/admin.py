@@ -23,16 +23,16 @@ from django.views.decorators.http import require_POST
 
 from costs.budgeting import format_usd
 from experiments import selectors as experiment_selectors
+from experiments import services as experiment_services
 from experiments.admin import rollout_action
 from experiments.admin_health import AgentWithHealthAdmin
-from experiments import services as experiment_services
 from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
 from genesis.errors import Conflict, DomainError
 from launch import report as launch_report
 from launch import selectors
+from models_app.benchmarks.services import benchmark_run_create
 from models_app.registry.admin import ModelVersionAdmin
 from models_app.registry.models import Agent, ModelVersion
-from models_app.benchmarks.services import benchmark_run_create
 
 admin.site.index_template = "admin/launch/index.html"
 admin.site.site_url = "/admin/"  # "View site": the board, not a 404 at "/"

@@ -33,12 +33,12 @@ from experiments.models import (
     StageApproval,
 )
 from launch.report import power_short
-from models_app.finetuning import rules as finetuning_rules
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus
+from models_app.benchmarks.selectors import stored_plan
+from models_app.finetuning import rules as finetuning_rules
 from models_app.finetuning.models import FineTuningJob
 from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
 from models_app.registry.selectors import CANDIDATE_STATUSES, live_version
-from models_app.benchmarks.selectors import stored_plan
 
 ZERO = Decimal(0)
 LEDGER_DECIMALS = Decimal("0.000001")
@@ -494,44 +494,6 @@ def model_lineage(*, version: ModelVersion) -> dict[str, Any]:
         datasets.append(_dataset_json(job.training_file.dataset, role="training", filename=job.training_file.filename))
         if job.validation_file is not None:
             datasets.append(_dataset_json(job.validation_file.dataset, role="validation", filename=job.validation_file.filename))
-    runs = []
-    for run in benchmark_runs_of(version=version):
-        comparison = run.comparison or {}
-        ci95 = [comparison["ci_low"], comparison["ci_high"]] if comparison.get("ci_low") is not None and comparison.get("ci_high") is not None else None
-        runs.append({
-            "id": run.pk, "status": run.status, "verdict": run.verdict or None, "suite": str(run.suite),
-            "baseline": run.baseline.model_id, "n": comparison.get("n"),
-            "relative_improvement": comparison.get("relative_improvement"), "ci95": ci95,
-            "cost_usd": money(run.cost_usd), "requested_by": _username(run.requested_by),
-            "created_at": run.created_at, "finished_at": run.finished_at,
-            "overrides": [{"by": _username(o.actor), "reason": o.reason, "at": o.created_at} for o in run.overrides.all()],
-        })
-    experiments = []
-    for experiment in experiments_of(version=version):
-        approvals: dict[int, list[StageApproval]] = {}
-        for approval in StageApproval.objects.filter(stage__experiment=experiment).select_related("requested_by", "decided_by").order_by("requested_at"):
-            approvals.setdefault(approval.stage_id, []).append(approval)
-        rollback = experiment.events.filter(action=EventAction.ROLLBACK).select_related("actor").order_by("-at").first()
-        experiments.append({
-            "id": experiment.pk, "key": experiment.key, "status": experiment.status, "control": experiment.control.model_id,
-            "started_by": _username(experiment.started_by), "started_at": experiment.started_at, "ended_at": experiment.ended_at,
-            "min_stage_hours": experiment.min_stage_hours, "min_samples_per_arm": experiment.min_samples_per_arm,
-            "stages": [
-                {
-                    "percent": stage.percent, "status": stage.status, "started_at": stage.started_at, "ended_at": stage.ended_at,
-                    "approvals": [
-                        {"status": a.status, "requested_by": _username(a.requested_by), "requested_at": a.requested_at,
-                         "approved_by": _username(a.decided_by) if a.status == ApprovalStatus.APPROVED else None,
-                         "decided_at": a.decided_at, "note": a.note, "void_reason": a.void_reason}
-                        for a in approvals.get(stage.pk, [])
-                    ],
-                }
-                for stage in experiment.stages.order_by("index")
-            ],
-            "rollback": None if rollback is None else {
-                "at": rollback.at, "by": _username(rollback.actor) or "genesis", "reason": rollback.reason, "reason_code": rollback.reason_code,
-            },
-        })
     costs = candidate_costs(version=version)
     return {
         "model_version": {
@@ -546,13 +508,54 @@ def model_lineage(*, version: ModelVersion) -> dict[str, Any]:
             "estimated_cost_usd": None if job.estimated_cost_usd is None else money(job.estimated_cost_usd),
             "created_by": _username(job.created_by), "created_at": job.created_at, "finished_at": job.finished_at,
         },
-        "benchmark_runs": runs,
-        "experiments": experiments,
+        "benchmark_runs": [_benchmark_run_json(run) for run in benchmark_runs_of(version=version)],
+        "experiments": [_experiment_json(experiment) for experiment in experiments_of(version=version)],
         "costs": {
             "by_operation": {operation: money(amount) for operation, amount in costs.items() if operation != "total"},
             "total_usd": money(costs["total"]),
         },
         "total_cost_usd": money(costs["total"]),
+    }
+
+
+def _benchmark_run_json(run: BenchmarkRun) -> dict[str, Any]:
+    comparison = run.comparison or {}
+    ci95 = [comparison["ci_low"], comparison["ci_high"]] if comparison.get("ci_low") is not None and comparison.get("ci_high") is not None else None
+    return {
+        "id": run.pk, "status": run.status, "verdict": run.verdict or None, "suite": str(run.suite),
+        "baseline": run.baseline.model_id, "n": comparison.get("n"),
+        "relative_improvement": comparison.get("relative_improvement"), "ci95": ci95,
+        "cost_usd": money(run.cost_usd), "requested_by": _username(run.requested_by),
+        "created_at": run.created_at, "finished_at": run.finished_at,
+        "overrides": [{"by": _username(o.actor), "reason": o.reason, "at": o.created_at} for o in run.overrides.all()],
+    }
+
+
+def _experiment_json(experiment: Experiment) -> dict[str, Any]:
+    """The experiment with its stages, each stage's approvals, and its rollback if any."""
+    approvals: dict[int, list[StageApproval]] = {}
+    for approval in StageApproval.objects.filter(stage__experiment=experiment).select_related("requested_by", "decided_by").order_by("requested_at"):
+        approvals.setdefault(approval.stage_id, []).append(approval)
+    rollback = experiment.events.filter(action=EventAction.ROLLBACK).select_related("actor").order_by("-at").first()
+    return {
+        "id": experiment.pk, "key": experiment.key, "status": experiment.status, "control": experiment.control.model_id,
+        "started_by": _username(experiment.started_by), "started_at": experiment.started_at, "ended_at": experiment.ended_at,
+        "min_stage_hours": experiment.min_stage_hours, "min_samples_per_arm": experiment.min_samples_per_arm,
+        "stages": [
+            {
+                "percent": stage.percent, "status": stage.status, "started_at": stage.started_at, "ended_at": stage.ended_at,
+                "approvals": [
+                    {"status": a.status, "requested_by": _username(a.requested_by), "requested_at": a.requested_at,
+                     "approved_by": _username(a.decided_by) if a.status == ApprovalStatus.APPROVED else None,
+                     "decided_at": a.decided_at, "note": a.note, "void_reason": a.void_reason}
+                    for a in approvals.get(stage.pk, [])
+                ],
+            }
+            for stage in experiment.stages.order_by("index")
+        ],
+        "rollback": None if rollback is None else {
+            "at": rollback.at, "by": _username(rollback.actor) or "genesis", "reason": rollback.reason, "reason_code": rollback.reason_code,
+        },
     }
 
 

@@ -16,8 +16,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from genesis.errors import DomainError
-from models_app.registry.models import Agent
+from genesis.permissions import request_actor
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
+from models_app.registry.models import Agent
 from safety import selectors, services
 from safety.models import PromptKind, PromptSet, WaltzBuild
 
@@ -78,7 +79,7 @@ class PromptSetAdmin(admin.ModelAdmin):
                 prompt_set = services.prompt_set_import(
                     content=upload.read(), name=upload.name, kind=form.cleaned_data["kind"], field=form.cleaned_data["field"],
                     category_field=form.cleaned_data["category_field"], source_field=form.cleaned_data["source_field"],
-                    actor=request.user,
+                    actor=request_actor(request),
                 )
             except DomainError as exc:
                 form.add_error(None, exc.message)
@@ -130,7 +131,7 @@ class WaltzBuildAdmin(admin.ModelAdmin):
                 build = services.waltz_build_create(
                     agent=data["agent"], prompt_sets=list(data["prompt_sets"]) or None, judge_model=data["judge_model"],
                     target=data["target"], mix=services.parse_mix(data["mix"]), validation=data["validation"], seed=data["seed"],
-                    actor=request.user, via="admin", override_reason=data["override_reason"] or None,
+                    actor=request_actor(request), via="admin", override_reason=data["override_reason"] or None,
                 )
             except DomainError as exc:
                 form.add_error(None, exc.message)
@@ -176,7 +177,7 @@ class WaltzBuildAdmin(admin.ModelAdmin):
         if request.method != "POST":
             return back
         try:
-            job = services.waltz_build_finetune(build=build, actor=request.user,
+            job = services.waltz_build_finetune(build=build, actor=request_actor(request),
                                                 override_reason=request.POST.get("override_reason") or None)
         except DomainError as exc:
             messages.error(request, exc.message)

@@ -13,8 +13,9 @@ from django.db import models
 from django.db.models import Q
 
 from genesis.jobs import WORKER_JOB_TRANSITIONS, WorkerJobStatus
+from genesis.validation import DecimalDigits
 
-MONEY = {"max_digits": 16, "decimal_places": 8}
+MONEY: DecimalDigits = {"max_digits": 16, "decimal_places": 8}
 
 
 class PromptKind(models.TextChoices):

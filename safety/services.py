@@ -48,22 +48,22 @@ from audits.scrub import Scrubber
 from audits.services import dataset_file_path, dataset_record_audit
 from costs.models import Operation
 from costs.pricing import inference_cost
-from costs.selectors import price_in_force
+from costs.selectors import fine_tuning_cost, price_in_force
 from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound
 from genesis.jobs import advance
 from genesis.locks import worker_lock
-from genesis.permissions import require_permission
-from models_app.finetuning.rules import CHARS_PER_TOKEN
-from models_app.registry.gateway import generation_parameters, provider_for
+from genesis.permissions import Actor, require_permission
 from models_app.benchmarks.models import BenchmarkCase
-from models_app.finetuning.models import FineTuningJob
-from models_app.registry.models import Agent, ModelVersion, ProviderAccount
-from models_app.providers import PermanentProviderError, RetryPolicy, call_with_retries
-from models_app.registry.selectors import baseline_version, live_version
 from models_app.benchmarks.runner import provider_limiter
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
+from models_app.finetuning.models import FineTuningJob
+from models_app.finetuning.rules import CHARS_PER_TOKEN
 from models_app.finetuning.services import finetuning_job_create, training_file_upload
+from models_app.providers import PermanentProviderError, RetryPolicy, call_with_retries
+from models_app.registry.gateway import generation_parameters, provider_for
+from models_app.registry.models import Agent, ModelVersion, ProviderAccount
+from models_app.registry.selectors import baseline_version, live_version
 from models_app.simulator.markers import strip_answer_markers
 from safety import labels, selection
 from safety.importing import parse_prompts
@@ -115,7 +115,7 @@ def prompt_set_import(
     category_field: str = "category",
     source_field: str = "source",
     origin: str = PromptSetOrigin.IMPORT,
-    actor: Any = None,
+    actor: Actor = None,
 ) -> PromptSet:
     """Keep the prompts of a JSONL or CSV file as a set of one kind. Malformed lines are skipped and
     named (line and reason) on the set; a file without one usable prompt is refused. The same bytes
@@ -278,7 +278,7 @@ def waltz_build_create(
     mix: dict[str, int] | None = None,
     validation: float = DEFAULT_VALIDATION,
     seed: int = 0,
-    actor: Any = None,
+    actor: Actor = None,
     via: str = "",
     override_reason: str | None = None,
     enqueue: bool = True,
@@ -315,19 +315,24 @@ def waltz_build_create(
     if check.overridden:
         build.budget_override_reason = (override_reason or "").strip()
         build.save(update_fields=["budget_override_reason"])
-    splits = [selection.split_of(text, seed=seed, validation=validation) for _, text in selected.prompts]
+    _items_create(build, selected.prompts, seed=seed, validation=validation)
+    if enqueue:
+        from safety.tasks import run_waltz_build  # import here: safety.tasks imports this module
+
+        run_waltz_build.delay_on_commit(build.pk)
+    return build
+
+
+def _items_create(build: WaltzBuild, prompts: list[tuple[SafetyPrompt, str]], *, seed: int, validation: float) -> None:
+    """One item per selected prompt, each in the training or the validation split."""
+    splits = [selection.split_of(text, seed=seed, validation=validation) for _, text in prompts]
     if validation > 0 and len(splits) > 1 and selection.VALID not in splits:
         splits[-1] = selection.VALID  # a tiny build still gets a validation example
     WaltzItem.objects.bulk_create([
         WaltzItem(build=build, prompt=prompt, position=position, kind=prompt.prompt_set.kind, category=prompt.category,
                   source=prompt.source, split=split, text=text)
-        for position, ((prompt, text), split) in enumerate(zip(selected.prompts, splits, strict=True))
+        for position, ((prompt, text), split) in enumerate(zip(prompts, splits, strict=True))
     ])
-    if enqueue:
-        from safety.tasks import run_waltz_build
-
-        run_waltz_build.delay_on_commit(build.pk)
-    return build
 
 
 # --- running a build -----------------------------------------------------------------------------------
@@ -417,10 +422,11 @@ def _process_item(build: WaltzBuild, item: WaltzItem, conversation: _Route, judg
             item.detector_refusal, item.agrees, item.disagreements = verdict.detector_refusal, verdict.agrees_with_detector, verdict.disagreements
         _save(build, item, calls, ["judge_raw", "judge_attempts", "judge_valid", "label", "unsafe", "overrefuse",
                                    "detector_refusal", "agrees", "disagreements"])
-    needs_revision = item.judge_valid and (item.unsafe or item.overrefuse) and (item.label or {}).get("feedback")
+    feedback: str = (item.label or {}).get("feedback") or ""
+    needs_revision = item.judge_valid and (item.unsafe or item.overrefuse) and feedback
     if needs_revision and not item.revised:
         messages = [*labels.system_turn(build.agent.system_prompt),
-                    *labels.revision_messages(prompt=item.text, response=item.response, feedback=item.label["feedback"])]
+                    *labels.revision_messages(prompt=item.text, response=item.response, feedback=feedback)]
         result = _ask(conversation, messages, parameters)
         item.revision, item.revised = scrubber.scrub_text(result.text), True
         item.revision_ok = labels.revision_acceptable(kind=item.kind, revision=item.revision)
@@ -487,7 +493,7 @@ def waltz_builds_resend_stranded(*, older_than_seconds: int = STRANDED_AFTER_SEC
     `older_than_seconds` (the broker was down when it was sent), or running with no worker holding
     their lock (the worker died; its message would otherwise wait out Redis' visibility timeout). A
     duplicate is harmless: the task skips finished builds and builds another worker holds."""
-    from safety.tasks import run_waltz_build
+    from safety.tasks import run_waltz_build  # import here: safety.tasks imports this module
 
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     stranded = list(WaltzBuild.objects.filter(status=BuildStatus.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True))
@@ -523,14 +529,14 @@ def _pools(items: Sequence[WaltzItem], *, system_prompt: str) -> tuple[_Pool, _P
         if item.disagreements:
             dropped["disagreement_held_out"] += 1
             continue
-        label = {**item.label, "unsafe": item.unsafe, "overrefuse": item.overrefuse}
+        label = {**(item.label or {}), "unsafe": item.unsafe, "overrefuse": item.overrefuse}
         feedback.examples.append((item, labels.feedback_example(prompt=item.text, response=item.response, label=label)))
         if not item.unsafe and not item.overrefuse:
             conversation.examples.append((item, labels.conversation_example(
                 prompt=item.text, response=item.response, system_prompt=system_prompt)))
         elif item.revised and item.revision_ok:
             conversation.examples.append((item, labels.conversation_example(
-                prompt=item.text, response=item.response, revision=item.revision, feedback=item.label["feedback"],
+                prompt=item.text, response=item.response, revision=item.revision, feedback=label["feedback"],
                 system_prompt=system_prompt)))
         else:
             dropped["conversation_without_acceptable_answer"] += 1
@@ -573,8 +579,6 @@ def stage1_estimate(*, agent: Agent, feedback_train_chars: int, conversation: Mo
     """What the Stage-1 fine-tune (the feedback agent on the training file) should cost at the price table."""
     base = (baseline_version(agent=agent) or conversation).base_model or conversation.model_id
     tokens = max(1, feedback_train_chars // CHARS_PER_TOKEN) * STAGE1_EPOCHS
-    from costs.selectors import fine_tuning_cost
-
     try:
         usd: str | None = str(fine_tuning_cost(model=base, training_tokens=tokens))
     except NotFound as exc:
@@ -611,16 +615,16 @@ def _finish(build_id: int) -> WaltzBuild:
                 _write_jsonl(path, examples)
                 if agent_name == "feedback_agent" and split == selection.TRAIN:
                     feedback_train_chars = sum(len(conversation_text(example)) for example in examples)
-                report = audit_file(path)
+                audit_report = audit_file(path)
                 run = dataset_record_audit(
-                    path=path, report=report, agent=build.agent,
+                    path=path, report=audit_report, agent=build.agent,
                     purpose=DatasetPurpose.TRAINING if split == selection.TRAIN else DatasetPurpose.VALIDATION,
                     via=f"WaltzRL build #{build.pk}", original_name=path.name,
                 )
                 datasets[f"{agent_name.split('_')[0]}_{split}"] = run.dataset
-                summary[f"{split}_audit"] = {"audit_run": run.pk, "dataset": run.dataset_id, "format_errors": report.format_error_total,
-                                             "pii": sum(report.pii_counts.values()), "duplicates": {"exact": report.duplicates.exact,
-                                                                                                    "near": report.duplicates.near}}
+                summary[f"{split}_audit"] = {"audit_run": run.pk, "dataset": run.dataset_id, "format_errors": audit_report.format_error_total,
+                                             "pii": sum(audit_report.pii_counts.values()), "duplicates": {"exact": audit_report.duplicates.exact,
+                                                                                                    "near": audit_report.duplicates.near}}
             train_texts = [_first_user_turn(example) for item, example in chosen if item.split == selection.TRAIN]
             valid_texts = [_first_user_turn(example) for item, example in chosen if item.split == selection.VALID]
             summary["train_valid_overlap"] = len(selection.contaminated_indexes(valid_texts, train_texts))
@@ -695,7 +699,7 @@ def _report(build: WaltzBuild, items: Sequence[WaltzItem], *, files: dict[str, A
 # --- Stage 1 -----------------------------------------------------------------------------------------------
 
 
-def waltz_build_finetune(*, build: WaltzBuild, actor: Any = None, override_reason: str | None = None,
+def waltz_build_finetune(*, build: WaltzBuild, actor: Actor = None, override_reason: str | None = None,
                          submit: bool = True) -> FineTuningJob:
     """Create the Stage-1 fine-tuning job (the feedback agent) from the build's files: they are
     uploaded to the provider and the job goes through the fine-tuning service's budget check. An

@@ -59,7 +59,7 @@ def _cell(args: tuple[int, int, float, int, int]) -> list[dict[str, Any]]:
     seed, n, improvement, simulations, resamples = args
     rng = np.random.default_rng([seed, n, round(improvement * 1000)])
     counts = {rule: {gate.PASS: 0, gate.FAIL: 0, gate.INCONCLUSIVE: 0} for rule in RULES}
-    for index in range(simulations):
+    for _ in range(simulations):
         baseline, candidate = gate.simulate_scores(rng, n=n, true_improvement=improvement)
         resampling_seed = int(rng.integers(2**63))
         for rule in RULES:

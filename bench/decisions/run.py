@@ -140,7 +140,7 @@ def part_gbstats(*, experiments: int, seed: int) -> None:
     worst = {"relative lift": 0.0, "absolute interval": 0.0, "p-value (absolute)": 0.0,
              "relative interval (Fieller vs delta), 5 000 users/arm": 0.0}
     relative_test_p = 0.0
-    for case in range(200):
+    for _ in range(200):
         arms = []
         for arm in range(2):
             users = 5_000

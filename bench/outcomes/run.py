@@ -119,10 +119,11 @@ def main() -> int:
         # The bare INSERT of the same rows, for reference: the same bulk insert (COPY into the staging
         # table, INSERT … SELECT … ON CONFLICT), nothing else
         # (no validation, attribution, exposures, pricing or ledger).
-        from experiments.bulk import insert_ignoring_conflicts
-        from experiments.services import _OUTCOME_COLUMNS
         from django.db import transaction
         from django.utils import timezone
+
+        from experiments.bulk import insert_ignoring_conflicts
+        from experiments.services import _OUTCOME_COLUMNS
 
         OutcomeEvent.objects.filter(event_id__startswith=run).delete()
         now = timezone.now()

@@ -32,9 +32,9 @@ import string
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -594,7 +594,7 @@ class TreeMemorySampler:
             pids = [os.getpid(), *self._descendants(os.getpid())]
             self.peak_mb = max(self.peak_mb, sum(self._pss_mb(pid) for pid in pids))
 
-    def __enter__(self) -> "TreeMemorySampler":
+    def __enter__(self) -> TreeMemorySampler:
         self._thread.start()
         return self
 

@@ -24,7 +24,7 @@ def usd(value: object) -> str:
 
 
 @register.filter
-def percent(value: object) -> str:
+def percent(value: float | Decimal | str | None) -> str:
     """A relative change (a fraction) as a signed percent with one decimal; "—" when there is none."""
     if value is None or value == "":
         return "—"

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from genesis.config.schema import GenesisConfig
 
@@ -76,7 +77,7 @@ def expand_variables(value: Any, *, environ: Mapping[str, str], file: str, key: 
     return value
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     key = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":

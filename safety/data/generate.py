@@ -19,6 +19,8 @@ import json
 from itertools import product
 from pathlib import Path
 
+from safety.selection import redundant_indexes
+
 HERE = Path(__file__).resolve().parent
 SOURCE = "genesis-synthetic"
 
@@ -188,8 +190,6 @@ def expand(spec: dict[str, list[tuple[str, dict[str, list[str]]]]]) -> list[dict
 
 def without_near_duplicates(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     """Rows the audits' own near-duplicate check does not flag (short template prompts can look alike)."""
-    from safety.selection import redundant_indexes
-
     redundant = redundant_indexes([row["prompt"] for row in rows])
     return [row for index, row in enumerate(rows) if index not in redundant]
 

@@ -13,10 +13,10 @@ from audits.dedupe import (
     NUM_BINS,
     ExampleFingerprints,
     FingerprintCollector,
-    lsh_bands,
     estimated_similarity,
     exact_key,
     find_duplicates,
+    lsh_bands,
     minhash_signatures,
     normalise,
 )

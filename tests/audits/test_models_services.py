@@ -373,9 +373,9 @@ def test_upload_reads_a_plain_binary_stream(tmp_path):
 
 
 def test_the_demo_seed_makes_one_audited_dataset_with_something_in_every_section(media_root):
-    from audits.demo import DEMO_STORAGE_NAME, seed_audits
-
     from django.core.management.base import OutputWrapper
+
+    from audits.demo import DEMO_STORAGE_NAME, seed_audits
 
     AgentFactory(slug="support_agent")
     buffer = io.StringIO()

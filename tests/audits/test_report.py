@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from audits import report as report_module
-from audits.pii import PII_TYPES
 from audits.formats import MAX_ERRORS_PER_LINE
+from audits.pii import PII_TYPES
 from audits.report import UnreadableDataset, audit_file
 from tests.audits.samples import PLANTED, chat_line, sentence_with, write_lines
 

@@ -42,8 +42,9 @@ def main() -> None:
     import django
 
     django.setup()
-    import costs.services  # noqa: F401 - imported once here, shared by the forked children
     from django.db import connections
+
+    import costs.services  # noqa: F401 - imported once here, shared by the forked children
 
     connections.close_all()  # no connection may be shared across fork
     children = []

@@ -236,12 +236,12 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
         assert queues == {"benchmarks"}  # the worker consumes only "default"
         assert prometheus.query(expressions["CeleryBeatStalled"]) == []
         # Every other rule's expression is valid PromQL against the real data.
-        for alert, expr in expressions.items():
+        for expr in expressions.values():
             prometheus.query(expr)
 
         panels = panel_expressions()
         assert len(panels) >= 20
-        for title, expr in panels:
+        for _title, expr in panels:
             prometheus.query(expr)
         queries = runbook_queries()
         assert len(queries) >= 20

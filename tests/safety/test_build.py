@@ -11,8 +11,7 @@ from audits.report import audit_file
 from audits.services import dataset_file_path
 from costs.models import CostEntry, CostHold
 from models_app.registry.models import Agent
-from safety import labels, selection
-from safety.models import WaltzBuild
+from safety import labels
 from safety.services import waltz_build_create, waltz_build_execute
 
 pytestmark = pytest.mark.django_db

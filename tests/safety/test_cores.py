@@ -16,7 +16,6 @@ from safety import labels, selection
 from safety.data import generate
 from safety.importing import parse_prompts
 
-
 # --- labels -----------------------------------------------------------------------------------------------
 
 

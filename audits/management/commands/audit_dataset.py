@@ -20,14 +20,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from audits import rebalance as rebalance_core
 from audits import scrub as scrub_core
-from audits.dedupe import DEFAULT_THRESHOLD, check_threshold
+from audits.dedupe import DEFAULT_THRESHOLD, DuplicateReport, check_threshold
 from audits.difficulty import LEVELS
 from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
+from audits.services import dataset_record_audit
+from genesis.errors import DomainError
+from models_app.registry.models import Agent
 
 USAGE = 2
 FINDINGS = 1
@@ -88,7 +92,7 @@ class Command(BaseCommand):
             result["scrub"] = self._scrub(path, Path(options["scrub"]), options["scrub_mode"])
         if options["rebalance"]:
             result["rebalance"] = self._rebalance(path, Path(options["rebalance"]), report, mix, options)
-        if options["record"]:
+        if owner is not None:  # --record
             result["recorded"] = self._record(path, report, options, owner)
         if options["json"]:
             self.stdout.write(json.dumps(result, ensure_ascii=False))
@@ -130,7 +134,7 @@ class Command(BaseCommand):
 
     # --- the extra work ---------------------------------------------------------------------------
 
-    def _scrub(self, path: Path, out: Path, mode: str) -> dict[str, Any]:
+    def _scrub(self, path: Path, out: Path, mode: scrub_core.ScrubMode) -> dict[str, Any]:
         try:
             return scrub_core.scrub_file(source=path, destination=out, mode=mode).to_dict()
         except (ValueError, OSError) as exc:
@@ -150,11 +154,6 @@ class Command(BaseCommand):
 
     def _record_owner(self, options: dict[str, Any]) -> tuple[Any, Any]:
         """(agent, actor) that --agent and --as name; a usage error when either does not exist."""
-        # Imported here: without --record the command touches no database at all.
-        from django.contrib.auth import get_user_model
-
-        from models_app.registry.models import Agent
-
         agent = None
         if options["agent"]:
             agent = Agent.objects.filter(slug=options["agent"]).first()
@@ -169,9 +168,6 @@ class Command(BaseCommand):
         return agent, actor
 
     def _record(self, path: Path, report: AuditReport, options: dict[str, Any], owner: tuple[Any, Any]) -> dict[str, Any]:
-        from audits.services import dataset_record_audit
-        from genesis.errors import DomainError
-
         agent, actor = owner
         try:
             run = dataset_record_audit(path=path, report=report, purpose=options["purpose"] or "training", agent=agent, actor=actor)
@@ -232,7 +228,31 @@ def summary_text(report: AuditReport, result: dict[str, Any]) -> str:
 
     out.append("")
     pii_total = sum(report.pii_counts.values())
-    out.append(f"PII: {_count(pii_total)} occurrence{'s' if pii_total != 1 else ''}" + (" (masked samples only)" if pii_total else ""))
+    out.extend(_pii_lines(report, pii_total))
+    out.append("")
+    duplicates = report.duplicates
+    out.extend(_duplicate_lines(duplicates))
+    out.append("")
+    difficulty = report.difficulty
+    out.append(
+        "Difficulty: " + " · ".join(f"{level} {difficulty[level]:.1%} ({_count(report.difficulty_counts[level])})" for level in LEVELS)
+        + f" of {_count(report.examples)} examples"
+    )
+
+    out.extend(_derived_lines(result))
+    out.append("")
+    if report.has_findings:
+        found = [name for name, present in (
+            ("format errors", report.format_error_total), ("PII", pii_total),
+            ("duplicates", duplicates.exact + duplicates.near)) if present]
+        out.append(f"Findings: {', '.join(found)} (exit 1)")
+    else:
+        out.append("Clean: no format errors, PII or duplicates (exit 0)")
+    return "\n".join(out)
+
+
+def _pii_lines(report: AuditReport, pii_total: int) -> list[str]:
+    out = [f"PII: {_count(pii_total)} occurrence{'s' if pii_total != 1 else ''}" + (" (masked samples only)" if pii_total else "")]
     for pii_type in PII_TYPES:
         count = report.pii_counts[pii_type]
         if not count:
@@ -241,26 +261,25 @@ def summary_text(report: AuditReport, result: dict[str, Any]) -> str:
         out.append(f"  {pii_type:<12} {count:>8,}  on lines {_lines_list(report.pii_lines[pii_type], report.pii_line_total[pii_type])}")
         samples = ", ".join(f"{sample.masked} (line {sample.line})" for sample in report.pii_samples[pii_type])
         out.append(f"  {'':<12} {'':>8}  e.g. {samples}")
+    return out
 
-    out.append("")
-    duplicates = report.duplicates
-    out.append(
+
+def _duplicate_lines(duplicates: DuplicateReport) -> list[str]:
+    out = [
         f"Duplicates: {_count(duplicates.exact)} exact, {_count(duplicates.near)} near "
         f"(similarity ≥ {duplicates.threshold:g}) — lines that repeat an earlier one"
-    )
+    ]
     for kind, groups in (("exact", duplicates.exact_groups), ("near", duplicates.near_groups)):
         for group in groups[:5]:
             out.append(f"  {kind}: lines {_lines_list(group, len(group))}")
         if len(groups) > 5:
             out.append(f"  … {len(groups) - 5:,} more {kind} groups (see --json)")
+    return out
 
-    out.append("")
-    difficulty = report.difficulty
-    out.append(
-        "Difficulty: " + " · ".join(f"{level} {difficulty[level]:.1%} ({_count(report.difficulty_counts[level])})" for level in LEVELS)
-        + f" of {_count(report.examples)} examples"
-    )
 
+def _derived_lines(result: dict[str, Any]) -> list[str]:
+    """What --scrub, --rebalance and --record did."""
+    out: list[str] = []
     if "scrub" in result:
         scrubbed = result["scrub"]
         replaced = ", ".join(f"{t} {n:,}" for t, n in scrubbed["replaced"].items() if n) or "nothing"
@@ -277,13 +296,4 @@ def summary_text(report: AuditReport, result: dict[str, Any]) -> str:
     if "recorded" in result:
         recorded = result["recorded"]
         out += ["", f"Recorded as dataset #{recorded['dataset']} with audit #{recorded['audit_run']} ({recorded['admin']})"]
-
-    out.append("")
-    if report.has_findings:
-        found = [name for name, present in (
-            ("format errors", report.format_error_total), ("PII", pii_total),
-            ("duplicates", duplicates.exact + duplicates.near)) if present]
-        out.append(f"Findings: {', '.join(found)} (exit 1)")
-    else:
-        out.append("Clean: no format errors, PII or duplicates (exit 0)")
-    return "\n".join(out)
+    return out

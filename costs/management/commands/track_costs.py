@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -76,7 +77,7 @@ class Command(BaseCommand):
             f"wrote the {fmt} report to {out}: {budgeting.format_usd(data.total)} over {data.entry_count} entries"
         )
 
-    def log(self, options: dict) -> None:  # type: ignore[type-arg]
+    def log(self, options: dict[str, Any]) -> None:
         missing = [f"--{name}" for name in ("agent", "operation", "cost") if not options.get(name)]
         if missing:
             raise usage_error(f"--log needs {', '.join(missing)}")

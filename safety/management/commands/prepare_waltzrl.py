@@ -25,10 +25,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audits.services import dataset_file_path
 from genesis.errors import DomainError, InvalidInput, PermissionDenied
-from models_app.registry.models import Agent, ModelVersion
-from models_app.providers import TransientProviderError
-from models_app.registry.selectors import baseline_version, live_version
+from genesis.permissions import Actor
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
+from models_app.providers import TransientProviderError
+from models_app.registry.models import Agent, ModelVersion
+from models_app.registry.selectors import baseline_version, live_version
 from safety import selectors, services
 from safety.models import BuildStatus, PromptKind
 
@@ -64,14 +65,7 @@ class Command(BaseCommand):
         parser.add_argument("--finetune", action="store_true", help="then start the Stage-1 (feedback agent) fine-tuning job")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            mix = services.parse_mix(options["mix"])
-        except InvalidInput as exc:
-            raise usage_error(exc.message) from None
-        if not 1 <= options["target"] <= services.MAX_TARGET:
-            raise usage_error(f"--target must be between 1 and {services.MAX_TARGET}")
-        if not 0 <= options["validation"] <= 0.5:
-            raise usage_error("--validation must be between 0 and 0.5")
+        mix = self._checked_mix(options)
         actor = self._actor(options["as_user"])
         agent = self._agent(options["agent"])
         try:
@@ -123,6 +117,19 @@ class Command(BaseCommand):
             self.stderr.write(f"short of the target: {build.shortfall}")
             sys.exit(REFUSED)
 
+    @staticmethod
+    def _checked_mix(options: dict[str, Any]) -> dict[str, int]:
+        """The --mix, once it and --target and --validation are valid; a usage error otherwise."""
+        try:
+            mix = services.parse_mix(options["mix"])
+        except InvalidInput as exc:
+            raise usage_error(exc.message) from None
+        if not 1 <= options["target"] <= services.MAX_TARGET:
+            raise usage_error(f"--target must be between 1 and {services.MAX_TARGET}")
+        if not 0 <= options["validation"] <= 0.5:
+            raise usage_error("--validation must be between 0 and 0.5")
+        return mix
+
     def _refused(self, options: dict[str, Any], message: str) -> None:
         if options["json"]:
             self.stdout.write(json.dumps({"build": None, "conversation_agent": {"train": 0, "valid": 0},
@@ -152,7 +159,7 @@ class Command(BaseCommand):
             raise usage_error("--agent: name the agent whose model answers the prompts")
         raise usage_error("no agent has a model yet; run seed_demo or register one")
 
-    def _prompt_sets(self, options: dict[str, Any], actor: Any) -> list[Any]:
+    def _prompt_sets(self, options: dict[str, Any], actor: Actor) -> list[Any]:
         builtin = {prompt_set.kind: prompt_set for prompt_set in services.prompt_sets_builtin()}
         sets = []
         for kind in PromptKind.values:
