@@ -41,13 +41,7 @@ lint: $(VENV)/.installed-test imports
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# TODO(lead): the layers contract names models_app.registry, .finetuning and .benchmarks, which the
-# move creates; lint-imports refuses a contract whose layers do not exist ("Missing layer"). Until
-# they exist only the acyclic contract runs; once merged, drop the test and run `lint-imports` alone.
+# The import-graph contracts (pyproject.toml [tool.importlinter]): the apps' layers and no cycle
+# between the sub-packages of an app.
 imports: $(VENV)/.installed-test
-	@if [ -d models_app/registry ] && [ -d models_app/finetuning ] && [ -d models_app/benchmarks ]; then \
-		$(VENV)/bin/lint-imports; \
-	else \
-		echo "lint-imports: the layers contract waits for models_app/{registry,finetuning,benchmarks}"; \
-		$(VENV)/bin/lint-imports --contract acyclic; \
-	fi
+	$(VENV)/bin/lint-imports

@@ -51,6 +51,7 @@ from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.jobs import advance, advance_locked
 from genesis.locks import worker_lock
 from genesis.permissions import Actor, require_permission
+from genesis.tasks import send_on_commit
 from models_app.registry.models import Agent
 from models_app.registry.services import ApiPrincipal
 
@@ -317,9 +318,7 @@ def _audit_create(
     )
     Dataset.objects.filter(pk=dataset.pk).update(latest_audit=run)
     dataset.latest_audit = run
-    from audits.tasks import run_audit  # import here: audits.tasks imports this module
-
-    run_audit.delay_on_commit(run.pk)
+    send_on_commit("audits.run_audit", run.pk, what=f"audit run #{run.pk}")
     return run
 
 
@@ -510,9 +509,7 @@ def _derive_create(
         status=DatasetStatus.PENDING, progress=0.0, file=_new_storage_name(original_name),
         original_name=original_name[:255], uploaded_by=actor, via=via[:200], parameters=parameters,
     )
-    from audits.tasks import derive_dataset  # import here: audits.tasks imports this module
-
-    derive_dataset.delay_on_commit(dataset.pk)
+    send_on_commit("audits.derive_dataset", dataset.pk, what=f"the copy of dataset #{dataset.pk}")
     return dataset
 
 
@@ -669,10 +666,6 @@ def audits_sweep_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -
 
     A duplicate message is harmless: the tasks skip work that is finished or held by a live worker.
     """
-    from django.conf import settings
-
-    from audits.tasks import derive_dataset, run_audit  # import here: audits.tasks imports this module
-
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_seconds)
     dead_cutoff = now - timedelta(seconds=getattr(settings, "CELERY_TASK_TIME_LIMIT", 1860) + 60)
@@ -689,9 +682,9 @@ def audits_sweep_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -
         if _lock_is_free(_LOCK_NAMESPACE_DATASET, pk)
     ]
     for pk in runs:
-        run_audit.delay_on_commit(pk)
+        send_on_commit("audits.run_audit", pk, what=f"audit run #{pk}")
     for pk in copies:
-        derive_dataset.delay_on_commit(pk)
+        send_on_commit("audits.derive_dataset", pk, what=f"the copy of dataset #{pk}")
     if runs or copies:
         logger.warning("audits sweep: sent again audit runs %s and dataset copies %s", runs, copies)
     return {"audit_runs": len(runs), "datasets": len(copies)}

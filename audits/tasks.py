@@ -13,26 +13,17 @@ import multiprocessing
 from collections.abc import Callable
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
 from audits import services
 from audits.models import AuditRun, Dataset
 from genesis.errors import NotFound
+from genesis.tasks import RETRY_ON_DATABASE_ERRORS, SWEEP_OPTIONS
 
 logger = logging.getLogger(__name__)
 
 #: Processes an audit may use (the issue's target: a 100 MB file in under 10 s on both cores).
 AUDIT_PROCESSES = 2
 
-TASK_OPTIONS = {
-    "acks_late": True,
-    "reject_on_worker_lost": True,
-    "autoretry_for": (OperationalError, InterfaceError),
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 3,
-}
 
 
 def audit_processes() -> int:
@@ -52,20 +43,20 @@ def _status_unless_gone(work: Callable[[], AuditRun | Dataset], *, row: str) -> 
         return "gone"
 
 
-@shared_task(name="audits.run_audit", **TASK_OPTIONS)
+@shared_task(name="audits.run_audit", max_retries=3, **RETRY_ON_DATABASE_ERRORS)
 def run_audit(run_id: int) -> str:
     return _status_unless_gone(
         lambda: services.audit_run_execute(run_id=run_id, workers=audit_processes()), row=f"audit run {run_id}"
     )
 
 
-@shared_task(name="audits.derive_dataset", **TASK_OPTIONS)
+@shared_task(name="audits.derive_dataset", max_retries=3, **RETRY_ON_DATABASE_ERRORS)
 def derive_dataset(dataset_id: int) -> str:
     return _status_unless_gone(
         lambda: services.dataset_derive_execute(dataset_id=dataset_id, workers=audit_processes()), row=f"dataset {dataset_id}"
     )
 
 
-@shared_task(name="audits.sweep_stranded", acks_late=True, reject_on_worker_lost=True, soft_time_limit=50, time_limit=60)
+@shared_task(name="audits.sweep_stranded", **SWEEP_OPTIONS)
 def sweep_stranded() -> dict[str, int]:
     return services.audits_sweep_stranded()

@@ -40,6 +40,7 @@ from costs.models import (
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.jobs import advance, check_move
 from genesis.permissions import Actor, require_permission
+from genesis.tasks import send_on_commit, send_task
 
 logger = logging.getLogger(__name__)
 
@@ -498,12 +499,8 @@ def _raise_alerts(*, budget: Budget, at: datetime, triggered_by: CostEntry | Non
 
 
 def _enqueue_alert_delivery(alert_id: int) -> None:
-    from costs.tasks import deliver_budget_alert  # import here: costs.tasks imports this module
-
-    try:
-        deliver_budget_alert.delay(alert_id)
-    except Exception as exc:  # noqa: BLE001 - the alert row is committed; the sweep delivers it later
-        logger.warning("could not enqueue delivery of budget alert %s (%s); redeliver_budget_alerts will send it", alert_id, exc)
+    # A message the broker cannot take leaves the alert undelivered: redeliver_budget_alerts sends it.
+    send_task("costs.deliver_budget_alert", alert_id, what=f"delivery of budget alert {alert_id}")
 
 
 def _budget_values(*, amount_usd: Any, period: str, thresholds: Any) -> tuple[Decimal, list[budgeting.Threshold]]:
@@ -771,9 +768,7 @@ def cost_report_request(*, actor: Actor = None) -> CostReport:
     """Queue a report (the admin's "Generate now"); a worker makes it."""
     require_permission(actor=actor, permission="costs.add_costreport", action="generate cost reports")
     report = CostReport.objects.create(requested_by=actor)
-    from costs.tasks import run_cost_report  # import here: costs.tasks imports this module
-
-    run_cost_report.delay_on_commit(report.pk)
+    send_on_commit("costs.run_cost_report", report.pk, what=f"cost report #{report.pk}")
     return report
 
 

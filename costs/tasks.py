@@ -14,10 +14,7 @@ from genesis.errors import NotFound
 
 logger = logging.getLogger(__name__)
 
-TASK_OPTIONS = {"acks_late": True, "reject_on_worker_lost": True}
-
-
-@shared_task(name="costs.deliver_budget_alert", **TASK_OPTIONS)
+@shared_task(name="costs.deliver_budget_alert")
 def deliver_budget_alert(alert_id: int) -> str:
     alert = services.budget_alert_deliver(alert_id=alert_id)
     if alert is None:
@@ -26,17 +23,17 @@ def deliver_budget_alert(alert_id: int) -> str:
     return alert.delivery
 
 
-@shared_task(name="costs.redeliver_budget_alerts", **TASK_OPTIONS)
+@shared_task(name="costs.redeliver_budget_alerts")
 def redeliver_budget_alerts() -> int:
     return services.budget_alerts_redeliver()
 
 
-@shared_task(name="costs.daily_cost_report", **TASK_OPTIONS)
+@shared_task(name="costs.daily_cost_report")
 def daily_cost_report() -> int:
     return services.cost_report_daily().pk
 
 
-@shared_task(name="costs.run_cost_report", **TASK_OPTIONS)
+@shared_task(name="costs.run_cost_report")
 def run_cost_report(report_id: int) -> str:
     try:
         return services.cost_report_run(report_id=report_id).status

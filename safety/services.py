@@ -54,6 +54,7 @@ from genesis.errors import Conflict, InvalidInput, NotFound
 from genesis.jobs import advance
 from genesis.locks import worker_lock
 from genesis.permissions import Actor, require_permission
+from genesis.tasks import send_on_commit
 from models_app.benchmarks.models import BenchmarkCase
 from models_app.benchmarks.runner import provider_limiter
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
@@ -317,9 +318,7 @@ def waltz_build_create(
         build.save(update_fields=["budget_override_reason"])
     _items_create(build, selected.prompts, seed=seed, validation=validation)
     if enqueue:
-        from safety.tasks import run_waltz_build  # import here: safety.tasks imports this module
-
-        run_waltz_build.delay_on_commit(build.pk)
+        send_on_commit("safety.run_waltz_build", build.pk, what=f"WaltzRL build #{build.pk}")
     return build
 
 
@@ -493,8 +492,6 @@ def waltz_builds_resend_stranded(*, older_than_seconds: int = STRANDED_AFTER_SEC
     `older_than_seconds` (the broker was down when it was sent), or running with no worker holding
     their lock (the worker died; its message would otherwise wait out Redis' visibility timeout). A
     duplicate is harmless: the task skips finished builds and builds another worker holds."""
-    from safety.tasks import run_waltz_build  # import here: safety.tasks imports this module
-
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     stranded = list(WaltzBuild.objects.filter(status=BuildStatus.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True))
     for pk in WaltzBuild.objects.filter(status=BuildStatus.RUNNING, started_at__lt=cutoff).values_list("pk", flat=True):
@@ -502,7 +499,7 @@ def waltz_builds_resend_stranded(*, older_than_seconds: int = STRANDED_AFTER_SEC
             if free:
                 stranded.append(pk)
     for pk in stranded:
-        run_waltz_build.delay_on_commit(pk)
+        send_on_commit("safety.run_waltz_build", pk, what=f"WaltzRL build #{pk}")
     if stranded:
         logger.warning("WaltzRL sweep: sent builds %s again", stranded)
     return stranded

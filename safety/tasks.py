@@ -11,26 +11,16 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
 from genesis.errors import NotFound
+from genesis.tasks import RETRY_ON_DATABASE_ERRORS, SWEEP_OPTIONS
 from models_app.providers import TransientProviderError
 from safety import services
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(
-    bind=True,
-    name="safety.run_waltz_build",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=5,
-)
+@shared_task(bind=True, name="safety.run_waltz_build", max_retries=5, **RETRY_ON_DATABASE_ERRORS)
 def run_waltz_build(self, build_id: int) -> str:  # type: ignore[no-untyped-def]
     try:
         return services.waltz_build_execute(build_id=build_id).status
@@ -44,6 +34,6 @@ def run_waltz_build(self, build_id: int) -> str:  # type: ignore[no-untyped-def]
         raise self.retry(countdown=min(60, 5 * 2 ** self.request.retries), max_retries=None) from exc
 
 
-@shared_task(name="safety.resend_stranded_builds", acks_late=True, reject_on_worker_lost=True, soft_time_limit=50, time_limit=60)
+@shared_task(name="safety.resend_stranded_builds", **SWEEP_OPTIONS)
 def resend_stranded_builds() -> list[int]:
     return services.waltz_builds_resend_stranded()

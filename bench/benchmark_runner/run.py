@@ -86,8 +86,8 @@ def case_lines(cases: int) -> list[str]:
 
 def build_world(*, simulator_url: str, cases: int, concurrency: int, kind: str):  # type: ignore[no-untyped-def]
     from costs.services import price_upsert
-    from models_app.registry.services import agent_upsert, model_version_register, provider_account_upsert
     from models_app.benchmarks.services import benchmark_suite_import
+    from models_app.registry.services import agent_upsert, model_version_register, provider_account_upsert
 
     # A rate limit the slots cannot reach (a generous tier): the shared limiter does not pace it, so
     # what is measured is the concurrency limit. A reachable limit costs each call one more Redis round
@@ -271,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     from django.db import connection
 
     from genesis.celery import app
-    from models_app.benchmarks.models import BenchmarkResult, BenchmarkRun
     from models_app.benchmarks.ledger import benchmark_run_post_all_costs
+    from models_app.benchmarks.models import BenchmarkResult, BenchmarkRun
     from models_app.benchmarks.services import benchmark_run_create
 
     base_name = connection.settings_dict["NAME"]

@@ -13,6 +13,7 @@ from django.db.models import Count, DecimalField, Max, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from costs.selectors import ledger_total_for
 from models_app.benchmarks import stats as benchmark_stats
 from models_app.benchmarks.models import (
     BenchmarkCase,
@@ -24,7 +25,6 @@ from models_app.benchmarks.models import (
 )
 from models_app.benchmarks.suites import SuiteCase, suite_jsonl
 from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
-from costs.selectors import ledger_total_for
 
 # A candidate can be benchmarked from these statuses (lifecycle: → benchmarking).
 BENCHMARKABLE_STATUSES = (ModelStatus.REGISTERED, ModelStatus.APPROVED_FOR_ROLLOUT)

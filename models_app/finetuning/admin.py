@@ -29,13 +29,22 @@ from audits.models import AuditStatus, Dataset, DatasetStatus
 from costs.budgeting import format_usd
 from genesis.errors import DomainError
 from models_app.finetuning import rules
+from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
 from models_app.finetuning.models import (
     FineTuningJob,
     TrainingFile,
     TrainingFilePurpose,
 )
-from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
-from models_app.finetuning.services import TrainingFileInvalid, finetuning_job_cancel, finetuning_job_create, finetuning_job_start, finetuning_job_submit, finetuning_job_sync, training_file_from_dataset, training_file_upload
+from models_app.finetuning.services import (
+    TrainingFileInvalid,
+    finetuning_job_cancel,
+    finetuning_job_create,
+    finetuning_job_start,
+    finetuning_job_submit,
+    finetuning_job_sync,
+    training_file_from_dataset,
+    training_file_upload,
+)
 from models_app.registry.models import Agent, ProviderAccount
 
 STATUS_COLOURS = {

@@ -8,7 +8,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-
 from genesis.errors import Conflict, DomainError, InvalidInput
 from models_app.providers.errors import (
     ProviderError,

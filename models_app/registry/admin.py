@@ -28,9 +28,9 @@ from models_app.registry.services import (
     api_key_create,
     api_key_revoke,
     model_version_change_status_by_hand,
+    model_version_register,
     provider_account_upsert,
 )
-from models_app.registry.services import model_version_register
 
 
 class ModelVersionInline(admin.TabularInline):

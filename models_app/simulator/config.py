@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-from types import MappingProxyType
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from .safety import SafetyBehaviour
 

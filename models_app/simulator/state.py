@@ -15,7 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .catalog import BASE_MODELS_BY_ID, base_model_card, fine_tuned_model_card, training_cost_usd
@@ -311,7 +311,7 @@ class SimulatorState:
     def _fine_tuned_model_name(self, *, base_model: str, job_id: str, created_at: float) -> str:
         """ft:<base>:<8hex workspace>:<yyyymmdd>:<8hex job>, as Mistral names them."""
         workspace = f"{stable_hash(self.config.seed, 'workspace'):016x}"[:8]
-        day = datetime.fromtimestamp(created_at, tz=timezone.utc).strftime("%Y%m%d")
+        day = datetime.fromtimestamp(created_at, tz=UTC).strftime("%Y%m%d")
         model_hex = f"{stable_hash(self.config.seed, 'model', job_id):016x}"[:8]
         return f"ft:{base_model}:{workspace}:{day}:{model_hex}"
 

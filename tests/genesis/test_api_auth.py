@@ -7,9 +7,9 @@ import io
 import pytest
 from django.core.management import call_command
 
-from models_app.registry.models import ApiKey
 from models_app.registry import api as registry_api
 from models_app.registry import services as registry_services
+from models_app.registry.models import ApiKey
 from models_app.registry.services import api_key_authenticate, api_key_revoke, hash_api_key
 
 pytestmark = pytest.mark.django_db

@@ -15,8 +15,8 @@ from experiments.models import Experiment
 from experiments.services import experiment_create_and_start
 from launch import report
 from launch.selectors import agent_timeline
-from models_app.registry.models import Agent, ModelStatus, ModelVersion
 from models_app.benchmarks.services import benchmark_run_create
+from models_app.registry.models import Agent, ModelStatus, ModelVersion
 from models_app.registry.services import model_version_change_status_by_hand
 from tests.factories import UserFactory
 from tests.models_app.conftest import demo_simulator, simulator_factory  # noqa: F401

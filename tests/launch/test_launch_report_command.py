@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 from django.core.management import CommandError, call_command
 
-from models_app.registry.models import Agent
 from models_app.benchmarks.services import benchmark_run_create
+from models_app.registry.models import Agent
 from tests.conftest import ROOT, child_environment
 from tests.factories import UserFactory
 from tests.models_app.conftest import demo_simulator, simulator_factory  # noqa: F401

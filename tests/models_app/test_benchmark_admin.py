@@ -9,9 +9,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun, BenchmarkSuite
-from models_app.registry.models import Agent
 from models_app.benchmarks.runner import benchmark_chunk_execute
 from models_app.benchmarks.services import benchmark_run_create
+from models_app.registry.models import Agent
 
 pytestmark = pytest.mark.django_db
 

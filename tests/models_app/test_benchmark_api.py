@@ -6,9 +6,9 @@ import pytest
 
 from costs.services import budget_upsert
 from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun
-from models_app.registry.models import Agent
 from models_app.benchmarks.runner import benchmark_chunk_execute
 from models_app.benchmarks.services import benchmark_run_create
+from models_app.registry.models import Agent
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/benchmarks/runs"
@@ -83,7 +83,7 @@ def test_a_finished_run_shows_verdict_interval_tags_and_regressions(client, demo
     run.refresh_from_db()
     assert body["status"] == "completed" and body["verdict"] == run.verdict == "PASS"
     assert body["ci95"] == [run.comparison["ci_low"], run.comparison["ci_high"]]
-    assert body["progress"]["percent"] == 100.0 and body["cost_usd"] == "{:.6f}".format(run.cost_usd)
+    assert body["progress"]["percent"] == 100.0 and body["cost_usd"] == f"{run.cost_usd:.6f}"
     assert body["reasons"] and {row["tag"] for row in body["per_tag"]} >= {"tagline", "difficulty:easy"}
     assert isinstance(body["regressions"], list) and body["finished_at"] is not None
     assert body["baseline"]["n"] == body["candidate"]["n"] == 48

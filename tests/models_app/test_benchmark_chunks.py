@@ -16,13 +16,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from costs.models import CostEntry
+from models_app.benchmarks.answers import Answer
 from models_app.benchmarks.limits import KEY_PREFIX, RedisProviderLimiter
 from models_app.benchmarks.models import BenchmarkChunk, BenchmarkResult, BenchmarkRun, BenchmarkUnscoredAnswer
-from models_app.registry.models import Agent
-from models_app.benchmarks.answers import Answer
 from models_app.benchmarks.runner import _chunk_context, _store_answers, benchmark_chunk_claim
-from models_app.benchmarks.services import _chunk_starts, benchmark_run_cancel, benchmark_run_create
 from models_app.benchmarks.selectors import benchmark_run_cost
+from models_app.benchmarks.services import _chunk_starts, benchmark_run_cancel, benchmark_run_create
+from models_app.registry.models import Agent
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the shared limiter lives in Redis (REDIS_URL)")
 

@@ -18,8 +18,8 @@ from django.db.models import Sum
 
 from costs.models import CostEntry
 from costs.services import budget_upsert
-from models_app.management.commands._benchmark_cli import START_WORKER_COMMAND, ProgressBar
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
+from models_app.management.commands._benchmark_cli import START_WORKER_COMMAND, ProgressBar
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.registry.services import model_version_register
 from tests.conftest import ROOT, child_environment

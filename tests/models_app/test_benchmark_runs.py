@@ -20,10 +20,10 @@ from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
-from costs.models import CostEntry
-from costs.models import CostHold
+from costs.models import CostEntry, CostHold
 from costs.services import budget_upsert
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from models_app.benchmarks.ledger import benchmark_run_post_all_costs
 from models_app.benchmarks.limits import RedisProviderLimiter
 from models_app.benchmarks.models import (
     BenchmarkChunk,
@@ -32,12 +32,21 @@ from models_app.benchmarks.models import (
     BenchmarkUnscoredAnswer,
     BenchmarkVerdictOverride,
 )
-from models_app.registry.models import Agent, ModelVersion, ProviderAccount
+from models_app.benchmarks.runner import (
+    benchmark_chunk_claim,
+    benchmark_chunk_execute,
+    benchmark_chunk_received,
+    benchmark_runs_resume_stalled,
+)
+from models_app.benchmarks.services import (
+    benchmark_run_cancel,
+    benchmark_run_create,
+    benchmark_suite_import,
+    benchmark_verdict_override,
+)
 from models_app.providers import TransientProviderError
+from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.registry.services import model_version_register
-from models_app.benchmarks.ledger import benchmark_run_post_all_costs
-from models_app.benchmarks.runner import benchmark_chunk_claim, benchmark_chunk_execute, benchmark_chunk_received, benchmark_runs_resume_stalled
-from models_app.benchmarks.services import benchmark_run_cancel, benchmark_run_create, benchmark_suite_import, benchmark_verdict_override
 from models_app.simulator.markers import format_answer_marker
 from tests.factories import UserFactory
 from tests.models_app.conftest import point_demo_provider_at, wait_until

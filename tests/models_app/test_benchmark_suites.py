@@ -7,13 +7,13 @@ import json
 import pytest
 
 from genesis.errors import InvalidInput
-from models_app.benchmarks.suites import demo_suite_path, parse_suite_jsonl, suite_jsonl
-from models_app.registry.demo import DEMO_AGENTS
 from models_app.benchmarks.models import BenchmarkCase, BenchmarkSuite
-from models_app.registry.models import Agent
 from models_app.benchmarks.scorers import score_output
 from models_app.benchmarks.selectors import benchmark_suite_jsonl
 from models_app.benchmarks.services import benchmark_suite_import
+from models_app.benchmarks.suites import demo_suite_path, parse_suite_jsonl, suite_jsonl
+from models_app.registry.demo import DEMO_AGENTS
+from models_app.registry.models import Agent
 from models_app.simulator.markers import parse_answer_marker
 
 GOOD = {"id": "q1", "messages": [{"role": "user", "content": "Is 17 prime?"}], "reference": "Yes",

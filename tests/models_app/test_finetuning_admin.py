@@ -13,8 +13,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from models_app.finetuning.models import FineTuningJob, TrainingFile
-from models_app.registry.services import provider_account_upsert
 from models_app.finetuning.services import finetuning_job_create, training_file_upload
+from models_app.registry.services import provider_account_upsert
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, wait_until

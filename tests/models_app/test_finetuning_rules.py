@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from models_app.finetuning import rules
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 # A job's life as the provider reports it: (seconds after T0, status), in order.
 LIFE = [(0, "QUEUED"), (1, "VALIDATED"), (1, "RUNNING"), (5, "RUNNING"), (9, "SUCCESS")]
 

@@ -20,16 +20,25 @@ from django.db import connection
 from costs.models import BudgetOverride, CostEntry, CostHold
 from costs.services import budget_upsert, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from models_app.finetuning.selectors import jobs_to_sync
-from models_app.finetuning.tasks import sync_fine_tuning_job
-from models_app.finetuning.models import FineTuningJob, TrainingFile
-from models_app.registry.models import ModelVersion
-from models_app.providers.retry import RetryPolicy
-from models_app.registry.services import provider_account_upsert
-from models_app.registry.gateway import provider_for
 from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
+from models_app.finetuning.models import FineTuningJob, TrainingFile
 from models_app.finetuning.provider_calls import ProviderUnavailable
-from models_app.finetuning.services import TrainingFileInvalid, finetuning_job_cancel, finetuning_job_create, finetuning_job_start, finetuning_job_submit, finetuning_job_sync, finetuning_provider_jobs, training_file_upload
+from models_app.finetuning.selectors import jobs_to_sync
+from models_app.finetuning.services import (
+    TrainingFileInvalid,
+    finetuning_job_cancel,
+    finetuning_job_create,
+    finetuning_job_start,
+    finetuning_job_submit,
+    finetuning_job_sync,
+    finetuning_provider_jobs,
+    training_file_upload,
+)
+from models_app.finetuning.tasks import sync_fine_tuning_job
+from models_app.providers.retry import RetryPolicy
+from models_app.registry.gateway import provider_for
+from models_app.registry.models import ModelVersion
+from models_app.registry.services import provider_account_upsert
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, DEMO_VALIDATION_FILE, chat_lines, wait_until

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from models_app.benchmarks.stats import (
     FAIL,
-    RULE_AT_LEAST_THRESHOLD,
-    RULE_IMPROVES_AND_REACHES,
     INCONCLUSIVE,
     PASS,
+    RULE_AT_LEAST_THRESHOLD,
+    RULE_IMPROVES_AND_REACHES,
     PairedScore,
     compare_paired,
     gate_verdict,
@@ -24,7 +24,6 @@ from models_app.benchmarks.stats import (
     score_histogram,
     tag_breakdown,
 )
-
 
 MIN_CASES = 20  # BENCHMARK_MIN_CASES's default
 AT_LEAST, IMPROVES = RULE_AT_LEAST_THRESHOLD, RULE_IMPROVES_AND_REACHES

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from models_app.management.commands._benchmark_cli import json_object
-from models_app.benchmarks.models import BenchmarkCase, BenchmarkChunk, BenchmarkResult, BenchmarkRun
-from models_app.registry.models import Agent, ModelVersion
 from models_app.benchmarks.ledger import benchmark_run_post_all_costs
+from models_app.benchmarks.models import BenchmarkCase, BenchmarkChunk, BenchmarkResult, BenchmarkRun
 from models_app.benchmarks.runner import benchmark_chunk_execute
 from models_app.benchmarks.services import benchmark_run_create, benchmark_suite_import
+from models_app.management.commands._benchmark_cli import json_object
+from models_app.registry.models import Agent, ModelVersion
 from models_app.simulator.markers import format_answer_marker
 from tests.models_app.conftest import point_demo_provider_at
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
+from models_app.providers.errors import PermanentProviderError
 from models_app.registry.gateway import chat_for_version
 from models_app.registry.models import ModelVersion
-from models_app.providers.errors import PermanentProviderError
 from models_app.simulator.config import SimulatorConfig
 from models_app.simulator.server import start_in_thread, stop
 from tests.factories import AgentFactory, ModelVersionFactory, ProviderAccountFactory

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from models_app.registry.gateway import provider_for
-from models_app.registry.metrics import PROVIDER_CALLS
 from models_app.providers.errors import PermanentProviderError, TransientProviderError
 from models_app.providers.instrumented import InstrumentedProvider, call_status
+from models_app.registry.gateway import provider_for
+from models_app.registry.metrics import PROVIDER_CALLS
 from tests.factories import ProviderAccountFactory
 
 

@@ -131,8 +131,8 @@ def world() -> dict:
     from experiments.models import Experiment
     from experiments.services import experiment_pause, experiment_rollback, experiment_start
     from models_app.benchmarks.models import BenchmarkRun
-    from models_app.registry.models import Agent, ModelVersion
     from models_app.benchmarks.services import benchmark_run_create
+    from models_app.registry.models import Agent, ModelVersion
     from tests.factories import UserFactory
 
     call_command("seed_demo", stdout=io.StringIO())

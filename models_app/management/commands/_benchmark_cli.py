@@ -20,9 +20,8 @@ from models_app.benchmarks.selectors import (
     money,
     version_by_model_id,
 )
+from models_app.benchmarks.tasks import benchmark_runs_resume, benchmark_workers
 from models_app.registry.models import Agent, ModelVersion
-from models_app.benchmarks.tasks import benchmark_workers
-from models_app.benchmarks.tasks import benchmark_runs_resume
 
 START_WORKER_COMMAND = ".venv/bin/celery -A genesis worker -Q default,benchmarks --loglevel INFO"
 POLL_SECONDS = 0.5

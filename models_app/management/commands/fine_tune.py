@@ -23,14 +23,23 @@ from django.db.models import Model, QuerySet
 
 from genesis.errors import DomainError, InvalidInput
 from models_app.finetuning import rules
+from models_app.finetuning.adoption import finetuning_job_adopt
 from models_app.finetuning.models import (
     FineTuningJob,
     TrainingFile,
     TrainingFilePurpose,
 )
 from models_app.finetuning.selectors import jobs_for_agents, jobs_to_sync
-from models_app.finetuning.adoption import finetuning_job_adopt
-from models_app.finetuning.services import TrainingFileInvalid, finetuning_job_cancel, finetuning_job_create, finetuning_job_start, finetuning_job_submit, finetuning_job_sync, finetuning_provider_jobs, training_file_upload
+from models_app.finetuning.services import (
+    TrainingFileInvalid,
+    finetuning_job_cancel,
+    finetuning_job_create,
+    finetuning_job_start,
+    finetuning_job_submit,
+    finetuning_job_sync,
+    finetuning_provider_jobs,
+    training_file_upload,
+)
 from models_app.registry.models import Agent, ProviderAccount
 
 USAGE = 2
