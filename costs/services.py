@@ -22,8 +22,9 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from costs import budgeting, notifications, pricing, reports, selectors
+from costs import budgeting, pricing, reports, selectors
 from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, CostHold, CostReport, Operation, PriceTable
+from genesis import notifications
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.permissions import require_permission
 

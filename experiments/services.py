@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Any, TypeVar
 
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -778,50 +779,9 @@ def _rollback(*, experiment: Experiment, actor: Any, reason: str, reason_code: s
     routing.publish_change()
     message = f"experiment {experiment.key} ({experiment.agent.slug}) rolled back by {_username(actor)}: {reason}"
     transaction.on_commit(lambda: logger.warning(message))
-    from experiments.tasks import notify_rollback
-
-    notify_rollback.delay_on_commit(event_id=event.pk)
+    # By name: experiments.tasks imports this module. The alert goes out once the rollback is committed.
+    transaction.on_commit(lambda: current_app.send_task("experiments.notify_rollback", kwargs={"event_id": event.pk}))
     return experiment
-
-
-class AlertWebhookUnavailable(Exception):
-    """The alert webhook could not take an alert right now (worth another try). The message names only
-    the host and the status or error type: the webhook URL is a secret (Slack's carries the token),
-    and this message ends up in worker logs and retry lines."""
-
-
-def rollback_notify(*, event_id: int) -> bool:
-    """Post a rollback to the alert webhook. True when posted, False when no webhook is configured.
-    Raises AlertWebhookUnavailable on a connection error, a timeout, a 429 or a 5xx so the task can retry."""
-    from urllib.parse import urlsplit
-
-    import requests
-
-    url = settings.GENESIS.alerting.slack_webhook
-    if not url:
-        return False
-    event = ExperimentEvent.objects.select_related("experiment__agent", "experiment__treatment", "actor").filter(pk=event_id).first()
-    if event is None:
-        logger.warning("rollback alert: audit event %s no longer exists; nothing to send", event_id)
-        return False
-    experiment = event.experiment
-    text = (
-        f":rotating_light: Genesis rolled back experiment *{experiment.key}* of *{experiment.agent.slug}* "
-        f"(candidate {experiment.treatment.model_id}) at {event.before.get('stage_percent')} %. "
-        f"By: {_username(event.actor)}. Why: {event.reason}"
-    )
-    host = urlsplit(url).hostname or "an unparsable URL"
-    try:
-        response = requests.post(url, json={"text": text, "experiment": experiment.key, "agent": experiment.agent.slug,
-                                            "reason_code": event.reason_code}, timeout=5)
-    except requests.RequestException as exc:
-        # requests' messages carry the full URL; `from None` keeps it out of the traceback too.
-        raise AlertWebhookUnavailable(f"alert webhook at {host}: {type(exc).__name__}") from None
-    if response.status_code >= 500 or response.status_code == 429:
-        raise AlertWebhookUnavailable(f"alert webhook at {host} answered HTTP {response.status_code}")
-    if response.status_code >= 400:
-        logger.error("alert webhook refused the rollback alert for %s: HTTP %s", experiment.key, response.status_code)
-    return True
 
 
 # --- guardrails -----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Writes of the launch console: telling approvers about stage requests (once, and one reminder),
 and sending the Go/No-Go report through the channels the cost reports use (log, email, the
-Slack-compatible webhook — costs/notifications.py)."""
+Slack-compatible webhook — genesis/notifications.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from costs import notifications
+from genesis import notifications
 from experiments.models import ApprovalStatus, ExperimentStatus, StageApproval
 from experiments.selectors import stage_holds
 from launch import report as launch_report

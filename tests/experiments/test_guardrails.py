@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from experiments.models import EventAction, Experiment, ExperimentEvent
-from experiments.services import experiment_start, guardrails_check, rollback_notify
+from experiments.alerts import rollback_notify
+from experiments.services import experiment_start, guardrails_check
 from models_app.models import ModelVersion
 from tests.conftest import ROOT, child_environment
 from tests.experiments.factories import draft_experiment, feed, rollout_team
@@ -217,8 +218,9 @@ def _failure_text(exc: BaseException) -> str:
 def test_a_failing_webhook_is_reported_without_its_secret_url(settings, failure):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from experiments.services import AlertWebhookUnavailable, experiment_rollback
+    from experiments.services import experiment_rollback
     from experiments.tasks import TRANSIENT_WEBHOOK_ERRORS
+    from genesis.notifications import WebhookUnavailable
 
     experiment = running_experiment()
     experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
@@ -241,7 +243,7 @@ def test_a_failing_webhook_is_reported_without_its_secret_url(settings, failure)
     original = settings.GENESIS.alerting.slack_webhook
     settings.GENESIS.alerting.slack_webhook = f"http://127.0.0.1:{port}{SECRET_PATH}"
     try:
-        with pytest.raises(AlertWebhookUnavailable) as raised:
+        with pytest.raises(WebhookUnavailable) as raised:
             rollback_notify(event_id=event.pk)
     finally:
         settings.GENESIS.alerting.slack_webhook = original
