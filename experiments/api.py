@@ -15,7 +15,7 @@ from pydantic import BaseModel, WithJsonSchema
 
 from experiments import routing, selectors_monitoring
 from experiments.selectors import experiment_results, get_experiment
-from experiments.services import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_ingest
+from experiments.outcomes import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_ingest
 from genesis.validation import Identifier, Slug
 from genesis.errors import Conflict, PermissionDenied
 from models_app.services import ensure_agent_access

@@ -8,7 +8,7 @@ which quotes every value into the SQL text in Python — for a 1 000-event batch
 alone cannot skip duplicates, hence the staging table and the INSERT … SELECT that keeps
 ON CONFLICT DO NOTHING: the database still decides which rows are new, even when two requests carry
 the same row at once. `staged_rows` is that first half on its own, for a statement that does more
-with the rows (outcome ingestion also records exposures from them, experiments/services.py).
+with the rows (outcome ingestion also records exposures from them, experiments/outcomes.py).
 
 Elsewhere (SQLite, the embedded dev mode) it is a plain multi-row VALUES list; both return what the
 database inserted.

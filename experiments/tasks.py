@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from experiments import alerts, services
+from experiments import alerts, outcomes, services
 from experiments.models import Experiment, ExperimentStatus
 from genesis.notifications import WebhookUnavailable
 
@@ -38,7 +38,7 @@ def evaluate_experiment_guardrails(*, experiment_id: int) -> str:
              soft_time_limit=50, time_limit=60)
 def flush_exposures() -> int:
     """Beat, every 10 s: move exposures buffered by /route from Redis into Assignment rows."""
-    return services.exposures_flush()
+    return outcomes.exposures_flush()
 
 
 @shared_task(

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import EventAction, Experiment, ExperimentEvent, ExperimentStage, OutcomeEvent
+from experiments.outcomes import outcomes_ingest
 from experiments.selectors import experiment_guardrail_results, experiment_metrics, stage_holds
 from experiments.services import (
     experiment_create,
@@ -17,7 +18,6 @@ from experiments.services import (
     experiment_start,
     experiment_update,
     guardrails_check,
-    outcomes_ingest,
     stage_approve,
     validate_guardrails,
 )
