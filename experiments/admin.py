@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError
@@ -151,8 +152,6 @@ class ExperimentForm(forms.ModelForm):
 
 
 def _settings_default(name: str) -> Any:
-    from django.conf import settings
-
     return {
         "stage_plan": list(settings.ROLLOUT_STAGES),
         "guardrails": services.default_guardrails(),
@@ -211,7 +210,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         try:
             if change:
-                edits = {name: data[name] for name in form.changed_data if name in services._EDITABLE}
+                edits = {name: data[name] for name in form.changed_data if name in services.EDITABLE_SETTINGS}
                 services.experiment_update(experiment=obj, actor=request.user, **edits)
             else:
                 created = services.experiment_create(
@@ -290,17 +289,9 @@ def rollout_action(action: str, *, experiment: Experiment, user: Any, reason: st
         approval = services.stage_request_advance(experiment=experiment, actor=user, note=reason)
         return f"Advance to {approval.stage.percent} % requested; a second person must approve it"
     if action == "approve":
-        pending = selectors.pending_approval(experiment=experiment)
-        if pending is None:
-            experiment = selectors.get_experiment(key=experiment.key)
-            stage = experiment.stages.filter(index=(experiment.current_stage.index + 1) if experiment.current_stage else 0).first()
-            if stage is None:
-                raise DomainError(f"experiment '{experiment.key}' has no stage to approve")
-        else:
-            stage = pending.stage
         # The page posts the request and config version it showed; the service refuses if either moved.
-        services.stage_approve(stage=stage, actor=user, approval_id=_shown_number(shown, "approval"),
-                               config_version=_shown_number(shown, "config_version"), reason=reason)
+        stage = services.stage_approve_next(experiment=experiment, actor=user, approval_id=_shown_number(shown, "approval"),
+                                            config_version=_shown_number(shown, "config_version"), reason=reason)
         return f"Advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
     if action == "pause":
         services.experiment_pause(experiment=experiment, actor=user, reason=reason)

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from celery import current_app
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_slug
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -35,13 +37,19 @@ from experiments.models import (
     StageApproval,
     StageStatus,
 )
+from experiments.selectors import (
+    experiment_guardrail_results,
+    experiment_metrics,
+    pending_approval,
+    stage_holds,
+)
 from genesis.config.schema import rollout_stage_problem
 from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
 from genesis.validation import reject_nul
 from models_app.models import Agent, ModelStatus, ModelVersion
+from models_app.selectors import candidate_versions, live_version
 from models_app.services import model_version_transition
-from models_app.selectors import candidate_versions
 
 logger = logging.getLogger(__name__)
 
@@ -274,8 +282,6 @@ def experiment_create(
     """A draft experiment of `treatment` against the agent's live version. Holds and the stage plan
     default to settings (ROLLOUT_*); all of them can be edited until the start."""
     require_permission(actor=actor, permission="experiments.add_experiment", action="create experiments")
-    from models_app.selectors import live_version
-
     control = live_version(agent=agent)
     if control is None:
         raise Conflict(f"agent '{agent.slug}' has no live model version to compare against: make its baseline live first")
@@ -293,9 +299,6 @@ def experiment_create(
     key = (key or f"{agent.slug}-{timezone.now():%Y%m%d}-{seed[:6]}").strip()
     if Experiment.objects.filter(key=key).exists():
         raise Conflict(f"key: an experiment '{key}' already exists; choose another key")
-    from django.core.validators import validate_slug
-    from django.core.exceptions import ValidationError as DjangoValidationError
-
     try:
         validate_slug(key)
     except DjangoValidationError:
@@ -332,11 +335,12 @@ def _create_experiment_row(**fields: Any) -> Experiment:
         raise Conflict(f"key: an experiment '{fields['key']}' already exists; choose another key") from None
 
 
-_EDITABLE = ("stage_plan", "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", "guardrails", "description")
+# What experiment_update may change (the admin form offers exactly these).
+EDITABLE_SETTINGS = ("stage_plan", "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", "guardrails", "description")
 
 
 def _settings_of(experiment: Experiment) -> dict[str, Any]:
-    return {name: getattr(experiment, name) for name in _EDITABLE}
+    return {name: getattr(experiment, name) for name in EDITABLE_SETTINGS}
 
 
 @transaction.atomic
@@ -344,9 +348,9 @@ def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: A
     """Edit the plan (until the start), the holds and the guardrails. Every effective edit raises the
     config version, which voids pending stage approvals: people approved what they saw."""
     require_permission(actor=actor, permission="experiments.change_experiment", action="edit experiments")
-    unknown = set(changes) - set(_EDITABLE)
+    unknown = set(changes) - set(EDITABLE_SETTINGS)
     if unknown:
-        raise InvalidInput(f"cannot edit {', '.join(sorted(unknown))}; editable: {', '.join(_EDITABLE)}")
+        raise InvalidInput(f"cannot edit {', '.join(sorted(unknown))}; editable: {', '.join(EDITABLE_SETTINGS)}")
     experiment = _lock(experiment)
     if experiment.status in (ExperimentStatus.ROLLED_BACK, ExperimentStatus.COMPLETED):
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; a finished experiment cannot be edited")
@@ -542,8 +546,6 @@ def _request(*, experiment: Experiment, actor: Any, note: str) -> StageApproval:
             f"an advance to {target.percent} % is already requested by {_username(pending.requested_by)} "
             f"at {pending.requested_at:%Y-%m-%d %H:%M} UTC; it waits for approval"
         )
-    from experiments.selectors import stage_holds
-
     return _create_request(experiment, target=target, actor=actor, note=note, holds=stage_holds(experiment=experiment))
 
 
@@ -585,6 +587,21 @@ def stage_approve(
                          reason=reason),
         experiment=stage.experiment, actor=actor,
     )
+
+
+def stage_approve_next(
+    *, experiment: Experiment, actor: Any, approval_id: int | None = None, config_version: int | None = None,
+    reason: str = "",
+) -> ExperimentStage:
+    """Approve the experiment's next stage: the one a pending request asks for, else the one after
+    the current stage (which stage_approve then requests and approves in one go). What the admin's
+    and the launch board's Approve button and `rollout_models --approve` do."""
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    pending = pending_approval(experiment=experiment)
+    stage = pending.stage if pending is not None else _next_stage(experiment)
+    if stage is None:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; it has no stage to approve")
+    return stage_approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version, reason=reason)
 
 
 def _approve(
@@ -634,8 +651,6 @@ def _approve(
             f"the request was made at config version {approval.config_version}, but the experiment is now at "
             f"{experiment.config_version}; request the advance again"
         )
-    from experiments.selectors import stage_holds
-
     holds = stage_holds(experiment=experiment)
     open_holds = [hold for hold in holds if not hold.cleared]
     if open_holds:
@@ -791,8 +806,6 @@ class GuardrailCheck:
 def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
     """Judge one running experiment now (the beat task's work): a breach rolls it back, a sample-ratio
     mismatch pauses it, new warnings are logged and recorded; no data changes nothing. Idempotent."""
-    from experiments.selectors import experiment_guardrail_results, experiment_metrics
-
     experiment = Experiment.objects.select_for_update(skip_locked=True).filter(pk=experiment_id).first()
     if experiment is None or experiment.status != ExperimentStatus.RUNNING:
         return GuardrailCheck(action="skipped", reason="not running (or being changed right now)")
@@ -830,12 +843,17 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
 def experiment_start_for_agent(
     *, agent: Agent, actor: Any = None, candidate_model_id: str = "", override_reason: str = ""
 ) -> Experiment:
-    """Start the agent's rollout: its draft experiment (whose candidate must be `candidate_model_id`
-    when one is named), or else a new experiment for its newest candidate — what the launch board's
-    "Start rollout" and `rollout_models --start` both do."""
-    draft = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).order_by("-created_at").first()
+    """Start the agent's rollout: its draft experiment, or else a new experiment for its newest
+    candidate — what the launch board's "Start rollout" and `rollout_models --start` both do.
+
+    Naming a candidate means that one: its own draft when it has one, else a new experiment for it;
+    while another candidate's draft waits, that is refused (starting another model than the one the
+    draft was prepared for, or leaving two drafts, is worse than asking the person to choose)."""
+    drafts = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).select_related("treatment").order_by("-created_at")
+    draft = drafts.filter(treatment__model_id=candidate_model_id).first() if candidate_model_id else None
+    if draft is None:
+        draft = drafts.first()
     if draft is not None:
-        # Naming a candidate means that one: starting another model is worse than refusing.
         if candidate_model_id and draft.treatment.model_id != candidate_model_id:
             raise Conflict(
                 f"agent '{agent.slug}' has draft experiment '{draft.key}' for candidate "
