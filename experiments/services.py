@@ -245,21 +245,13 @@ def _lock(experiment: Experiment) -> Experiment:
     )
 
 
-def _attribute_model_change(version: ModelVersion, *, actor: Any) -> None:
-    """The registry service ran as Genesis (the experiment permission was checked here); name the
-    person who caused it on the version's history entry."""
-    if actor is not None and getattr(actor, "pk", None):
-        latest = version.history.order_by("-history_id").first()
-        if latest is not None:
-            version.history.filter(history_id=latest.history_id).update(history_user=actor)
-
-
 def _transition_model(version: ModelVersion, *, to_status: str, actor: Any, reason: str, verdict_overridden: bool = False) -> ModelVersion:
-    moved = model_version_transition(
-        version=version, to_status=to_status, actor=None, reason=reason, verdict_overridden=verdict_overridden
+    """The registry moves the version as Genesis (the experiment permission was checked here) and
+    names the person who caused it on the version's history."""
+    return model_version_transition(
+        version=version, to_status=to_status, actor=None, on_behalf_of=actor, reason=reason,
+        verdict_overridden=verdict_overridden,
     )
-    _attribute_model_change(moved, actor=actor)
-    return moved
 
 
 # --- experiments ----------------------------------------------------------------------------------

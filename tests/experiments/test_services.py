@@ -315,7 +315,9 @@ def test_approving_100_percent_completes_and_makes_the_candidate_live(team):
     treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
     control = ModelVersion.objects.get(pk=experiment.control_id)
     assert (treatment.status, control.status) == ("live", "retired")
+    # The registry names the approver on both versions' history (the retirement is their doing too).
     assert treatment.history.order_by("-history_id").first().history_user == team["approver"]
+    assert control.history.order_by("-history_id").first().history_user == team["approver"]
     complete = events(experiment, EventAction.COMPLETE)[0]
     assert complete.actor == team["approver"] and complete.after["status"] == "completed"
     with pytest.raises(Conflict, match="is completed"):
