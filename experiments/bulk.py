@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
@@ -89,9 +91,6 @@ def staged_rows(
 
 def _adapt(value: Any) -> Any:
     # What Django's SQLite backend stores: naive UTC text for datetimes, text for decimals.
-    from datetime import datetime, timezone
-    from decimal import Decimal
-
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(timezone.utc).replace(tzinfo=None)

@@ -16,14 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from experiments import costing, routing
 from experiments.bulk import insert_ignoring_conflicts, staged_rows
 from experiments.metrics import outcomes_count
-from experiments.models import (
-    ASSIGNMENT_COLUMNS,
-    Assignment,
-    Experiment,
-    ExperimentStatus,
-    OutcomeEvent,
-    Variant,
-)
+from experiments.models import ASSIGNMENT_COLUMNS, Assignment, Experiment, ExperimentStatus, OutcomeEvent, Variant
 from genesis.errors import InvalidInput, PermissionDenied
 from genesis.validation import Identifier, Slug
 from models_app.models import Agent

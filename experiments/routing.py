@@ -44,11 +44,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Max
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from experiments.bulk import insert_ignoring_conflicts
 from experiments.client import AgentRouteConfig, RouteDecision, decide_route
+from experiments.models import ACTIVE_STATUSES, ASSIGNMENT_COLUMNS, Assignment, Experiment, ExperimentStatus
+from models_app.models import Agent, ModelStatus, ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +119,6 @@ def _redis() -> Any:
     if not settings.REDIS_URL:
         return None
     if _redis_client is None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
         # No retries: redis-py's default (3 retries with backoff) holds a request ~4.5 s when Redis
         # is down. The routing path would rather answer from its last config and try again later.
         _redis_client = redis.Redis.from_url(
@@ -166,9 +168,6 @@ def _etag(config_json: dict[str, Any]) -> str:
 
 def build_routing_table(*, generation: int | None) -> RoutingTable:
     """Every agent's routing config from the database (five queries, whatever the number of agents)."""
-    from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
-    from models_app.models import Agent, ModelStatus, ModelVersion
-
     slugs = dict(Agent.objects.values_list("id", "slug"))
     live = {
         version.agent_id: version
@@ -405,9 +404,6 @@ def flush_exposure_buffer() -> int:
 def write_exposures(*, rows: list[list[Any]]) -> int:
     """Insert exposure rows [experiment_id, user_id, variant, stage_id, first_seen_epoch] in bulk;
     rows already stored are skipped (unique per experiment, user and arm)."""
-    from experiments.bulk import insert_ignoring_conflicts
-    from experiments.models import ASSIGNMENT_COLUMNS, Assignment, Experiment
-
     if not rows:
         return 0
     # Earliest sighting per (experiment, user, arm) wins within the batch.

@@ -37,12 +37,7 @@ from experiments.models import (
     StageApproval,
     StageStatus,
 )
-from experiments.selectors import (
-    experiment_guardrail_results,
-    experiment_metrics,
-    pending_approval,
-    stage_holds,
-)
+from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, stage_holds
 from genesis.config.schema import rollout_stage_problem
 from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
