@@ -1,5 +1,6 @@
 """Guardrails: no data holds, a breach rolls back by itself (audit entry, webhook, metric), a sample
-ratio mismatch pauses, a warning is recorded once — and, end to end, a real Celery worker driven by a
+ratio mismatch pauses, a warning is recorded once, an optional metric only one arm reports holds
+nothing unless its rule rolls back — and, end to end, a real Celery worker driven by a
 real beat process rolls back an experiment fed bad treatment outcomes."""
 
 from __future__ import annotations
@@ -9,14 +10,19 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from experiments.models import EventAction, Experiment, ExperimentEvent
 from experiments.alerts import rollback_notify
-from experiments.services import experiment_start, guardrails_check
+from experiments.models import EventAction, Experiment, ExperimentEvent
+from experiments.selectors import experiment_guardrail_results, experiment_metrics, stage_holds
+from experiments.services import experiment_rollback, experiment_start, guardrails_check, stage_approve
+from experiments.tasks import TRANSIENT_WEBHOOK_ERRORS
+from genesis.notifications import WebhookUnavailable
 from models_app.models import ModelVersion
 from tests.conftest import ROOT, child_environment
 from tests.experiments.factories import draft_experiment, feed, rollout_team
@@ -120,8 +126,6 @@ def test_a_sample_ratio_mismatch_pauses():
 
 @pytest.mark.django_db
 def test_a_warning_is_recorded_once_and_holds_the_stage():
-    from experiments.selectors import stage_holds
-
     experiment = running_experiment()
     feed(experiment, arm="control", n=900, success_rate=0.9, latency_ms=300, seed=1)
     feed(experiment, arm="treatment", n=100, success_rate=0.9, latency_ms=600, seed=2)
@@ -138,8 +142,6 @@ def test_a_warning_is_recorded_once_and_holds_the_stage():
 @pytest.mark.django_db
 def test_the_rollback_alert_is_posted_to_the_webhook(webhook, settings):
     experiment = running_experiment()
-    from experiments.services import experiment_rollback
-
     experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
     event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
     original = settings.GENESIS.alerting.slack_webhook
@@ -151,6 +153,33 @@ def test_the_rollback_alert_is_posted_to_the_webhook(webhook, settings):
     [body] = webhook.received
     assert body["experiment"] == "qa_agent-exp" and body["reason_code"] == "guardrail_success_rate"
     assert "rolled back experiment *qa_agent-exp* of *qa_agent*" in body["text"] and "By: genesis" in body["text"]
+
+
+# --- an optional metric only one arm reports --------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_warning_metric_reported_by_one_arm_only_does_not_hold_the_stage(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    feed(experiment, arm="treatment", n=30, success_rate=0.9, seed=1, quality=0.8)  # only the candidate reports quality
+    feed(experiment, arm="control", n=270, success_rate=0.9, seed=2)
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    states = {g.metric: g for g in experiment_guardrail_results(experiment=experiment, metrics=experiment_metrics(experiment=experiment))}
+    assert states["quality"].state == "not_reported"
+    assert "only the treatment arm reports quality" in states["quality"].reason
+    assert all(hold.cleared for hold in stage_holds(experiment=experiment))
+    assert stage_approve(stage=experiment.stages.get(index=1), actor=team["approver"]).percent == 25
+
+
+@pytest.mark.django_db
+def test_a_breach_rule_on_an_optional_metric_keeps_waiting_for_both_arms(team):
+    rules = [{"metric": "success_rate", "threshold": 0.05}, {"metric": "quality", "threshold": 0.05, "on_violation": "breach"}]
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], guardrails=rules), actor=team["starter"])
+    feed(experiment, arm="treatment", n=30, success_rate=0.9, seed=1, quality=0.8)
+    feed(experiment, arm="control", n=270, success_rate=0.9, seed=2)
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    states = {g.metric: g.state for g in experiment_guardrail_results(experiment=experiment, metrics=experiment_metrics(experiment=experiment))}
+    assert states["quality"] == "no_data"
 
 
 # --- end to end: real worker, real beat -----------------------------------------------------------
@@ -169,8 +198,6 @@ def start_beat(tmp_path):  # type: ignore[no-untyped-def]
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_the_real_worker_and_beat_roll_back_a_bad_candidate_by_themselves(client, start_worker, tmp_path, webhook, monkeypatch):
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
     every_two_seconds, _ = IntervalSchedule.objects.get_or_create(every=2, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.create(name="test guardrails", task="experiments.evaluate_guardrails", interval=every_two_seconds)
     monkeypatch.setenv("GENESIS_SLACK_WEBHOOK", webhook.url)  # the worker's alert goes to our receiver
@@ -208,20 +235,12 @@ SECRET_PATH = "/services/T0000/B0000/secret-token-do-not-log"
 
 
 def _failure_text(exc: BaseException) -> str:
-    import traceback
-
     return "".join(traceback.format_exception(exc)) + repr(exc)
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("failure", ["connection_refused", "http_500"])
 def test_a_failing_webhook_is_reported_without_its_secret_url(settings, failure):
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from experiments.services import experiment_rollback
-    from experiments.tasks import TRANSIENT_WEBHOOK_ERRORS
-    from genesis.notifications import WebhookUnavailable
-
     experiment = running_experiment()
     experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
     event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
