@@ -19,7 +19,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from experiments import routing, selectors, services
+from experiments import rollout_settings, routing, selectors, services
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
 from genesis.errors import DomainError
@@ -37,7 +37,7 @@ _GUARDRAIL_CHOICES = {
 class GuardrailsWidget(forms.Widget):
     """The guardrail rules as a table — metric, which way harms, threshold, kind, what happens — one
     row per rule and two empty rows to add one; an empty metric drops the row. The service validates
-    the list (experiments.services.validate_guardrails), so the form shows its messages."""
+    the list (experiments.rollout_settings.validate_guardrails), so the form shows its messages."""
 
     def _rules(self, value: Any) -> list[dict[str, Any]]:
         if isinstance(value, str):
@@ -58,7 +58,7 @@ class GuardrailsWidget(forms.Widget):
         body = format_html_join("", "<tr>{}</tr>", (
             (format_html(
                 "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
-                select("metric", index, rule.get("metric", ""), (("", "— none —"), *((m, m) for m in services.GUARDRAIL_METRICS))),
+                select("metric", index, rule.get("metric", ""), (("", "— none —"), *((m, m) for m in rollout_settings.GUARDRAIL_METRICS))),
                 select("harmful_direction", index, rule.get("harmful_direction", "decrease"), _GUARDRAIL_CHOICES["harmful_direction"]),
                 format_html('<input type="number" step="any" min="0" name="{}-{}-threshold" value="{}" style="width:7em">',
                             name, index, "" if rule.get("threshold") is None else f"{rule['threshold']:g}"),
@@ -142,7 +142,7 @@ class ExperimentForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         # The service's own validators, so the form shows the same messages the API and CLI give.
         cleaned = super().clean()
-        for name, validate in (("stage_plan", services.validate_stage_plan), ("guardrails", services.validate_guardrails)):
+        for name, validate in (("stage_plan", rollout_settings.validate_stage_plan), ("guardrails", rollout_settings.validate_guardrails)):
             if name in cleaned and cleaned[name] is not None:
                 try:
                     cleaned[name] = validate(cleaned[name])

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from experiments.models import Experiment
-from experiments.services import experiment_create, experiment_start, experiment_update, validate_guardrails
+from experiments.rollout_settings import validate_guardrails
+from experiments.services import experiment_create, experiment_start, experiment_update
 from genesis.errors import Conflict, InvalidInput
 from tests.experiments.factories import agent_with_candidate, draft_experiment
 

@@ -248,7 +248,7 @@ def test_operating_curve_matches_the_label_down_more_than_five_points() -> None:
 
 
 def _default_rule(metric: str) -> dict:
-    """The rule an experiment gets by default (experiments/services.py), as stored on the experiment."""
+    """The rule an experiment gets by default (experiments/services.py default_guardrails), as stored on the experiment."""
     from experiments.services import default_guardrails
 
     return next(rule for rule in default_guardrails() if rule["metric"] == metric)
