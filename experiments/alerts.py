@@ -8,6 +8,7 @@ import logging
 
 from django.conf import settings
 
+from experiments.audit import actor_name
 from experiments.models import ExperimentEvent
 from genesis import notifications
 
@@ -16,13 +17,12 @@ logger = logging.getLogger(__name__)
 
 def rollback_notice(event: ExperimentEvent) -> notifications.Notice:
     experiment = event.experiment
-    actor = event.actor.get_username() if event.actor is not None else "genesis"
     return notifications.Notice(
         subject=f":rotating_light: {experiment.key} rolled back",
         text=(
             f"Genesis rolled back experiment *{experiment.key}* of *{experiment.agent.slug}* "
             f"(candidate {experiment.treatment.model_id}) at {event.before.get('stage_percent')} %. "
-            f"By: {actor}. Why: {event.reason}"
+            f"By: {actor_name(event.actor)}. Why: {event.reason}"
         ),
         severity="critical",
         webhook_fields={"experiment": experiment.key, "agent": experiment.agent.slug, "reason_code": event.reason_code},

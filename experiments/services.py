@@ -11,10 +11,10 @@ approvals: the four-eyes rule is about people.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -23,21 +23,20 @@ from django.core.validators import validate_slug
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from experiments import rollout_settings, routing, stats
+from experiments import audit, rollout_settings, routing, stats
 from experiments.assignment import new_experiment_seed
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
     EventAction,
     Experiment,
-    ExperimentEvent,
     ExperimentStage,
     ExperimentStatus,
     StageApproval,
     StageStatus,
 )
 from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, stage_holds
-from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
+from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
 from genesis.validation import reject_nul
 from models_app.models import Agent, ModelStatus, ModelVersion
@@ -45,8 +44,6 @@ from models_app.selectors import candidate_versions, live_version
 from models_app.services import model_version_transition
 
 logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 
 # --- defaults ------------------------------------------------------------------------------------
@@ -68,61 +65,7 @@ def default_guardrails() -> list[dict[str, Any]]:
     ]
 
 
-# --- the audit trail --------------------------------------------------------------------------------
-
-
-def _snapshot(experiment: Experiment) -> dict[str, Any]:
-    stage = experiment.current_stage
-    return {
-        "status": experiment.status,
-        "stage_percent": stage.percent if stage else None,
-        "config_version": experiment.config_version,
-    }
-
-
-def _record(
-    experiment: Experiment,
-    *,
-    action: str,
-    actor: Any,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    reason: str = "",
-    reason_code: str = "",
-) -> ExperimentEvent:
-    return ExperimentEvent.objects.create(
-        experiment=experiment,
-        action=action,
-        actor=actor,
-        before=before or {},
-        after=after if after is not None else _snapshot(experiment),
-        reason=reason,
-        reason_code=reason_code,
-    )
-
-
-def _username(actor: Any) -> str:
-    return actor.get_username() if actor is not None else "genesis"
-
-
-def _recording_refusals(action: str, run: Callable[[], _T], *, experiment: Experiment, actor: Any) -> _T:
-    """Run `run` atomically; when the domain refuses, keep a REFUSAL entry (in its own transaction,
-    after the refused one rolled back) and re-raise."""
-    try:
-        with transaction.atomic():
-            return run()
-    except DomainError as exc:
-        with transaction.atomic():
-            _record(
-                experiment,
-                action=EventAction.REFUSAL,
-                actor=actor if getattr(actor, "pk", None) else None,
-                before=_snapshot(Experiment.objects.get(pk=experiment.pk)),
-                after={"attempted": action},
-                reason=exc.message,
-                reason_code=type(exc).__name__.lower(),
-            )
-        raise
+# --- locking and the registry --------------------------------------------------------------------------------
 
 
 def _lock(experiment: Experiment) -> Experiment:
@@ -203,7 +146,7 @@ def experiment_create(
         guardrails=rollout_settings.validate_guardrails(default_guardrails() if guardrails is None else guardrails),
         created_by=actor,
     )
-    _record(experiment, action=EventAction.CREATE, actor=actor, after={**_snapshot(experiment), **_settings_of(experiment)})
+    audit.record_event(experiment, action=EventAction.CREATE, actor=actor, after={**audit.snapshot(experiment), **_settings_of(experiment)})
     return experiment
 
 
@@ -268,7 +211,7 @@ def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: A
     experiment.config_version += 1
     experiment.save(update_fields=[*changed, "config_version"])
     voided = _void_pending_approvals(experiment, actor=actor, why=f"the experiment was edited ({', '.join(sorted(changed))})")
-    _record(
+    audit.record_event(
         experiment,
         action=EventAction.EDIT,
         actor=actor,
@@ -289,7 +232,7 @@ def _void_pending_approvals(experiment: Experiment, *, actor: Any, why: str) -> 
         approval.void_reason = why
         approval.decided_at = timezone.now()
         approval.save(update_fields=["status", "void_reason", "decided_at"])
-        _record(
+        audit.record_event(
             experiment,
             action=EventAction.VOID,
             actor=actor,
@@ -305,7 +248,7 @@ def experiment_start(*, experiment: Experiment, actor: Any = None, override_reas
     """Start the first stage. The candidate needs a PASS verdict (status approved_for_rollout) unless
     a person with experiments.override_verdict gives `override_reason`. The candidate becomes
     rolling_out."""
-    return _recording_refusals(
+    return audit.recording_refusals(
         "start", lambda: _start(experiment=experiment, actor=actor, override_reason=override_reason.strip()),
         experiment=experiment, actor=actor,
     )
@@ -322,44 +265,9 @@ def experiment_create_and_start(*, agent: Agent, treatment: ModelVersion, actor:
 def _start(*, experiment: Experiment, actor: Any, override_reason: str) -> Experiment:
     require_permission(actor=actor, permission="experiments.start_experiment", action="start experiments")
     experiment = _lock(experiment)
-    if experiment.status != ExperimentStatus.DRAFT:
-        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a draft can be started")
-    other = Experiment.objects.filter(agent=experiment.agent, status__in=ACTIVE_STATUSES).exclude(pk=experiment.pk).first()
-    if other is not None:
-        raise Conflict(
-            f"agent '{experiment.agent.slug}' already has experiment '{other.key}' {other.status}; "
-            "complete or roll it back first"
-        )
-    control = ModelVersion.objects.get(pk=experiment.control_id)
-    if control.status != ModelStatus.LIVE:
-        raise Conflict(
-            f"control '{control.model_id}' is no longer live (it is {control.status}); create a new experiment "
-            "against the current live version"
-        )
-    treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
-    overridden = False
-    if treatment.status != ModelStatus.APPROVED_FOR_ROLLOUT:
-        if treatment.status not in (ModelStatus.REGISTERED, ModelStatus.BENCHMARKING):
-            raise Conflict(f"candidate '{treatment.model_id}' is {treatment.status}; it cannot be rolled out")
-        if not override_reason:
-            raise Conflict(
-                f"candidate '{treatment.model_id}' has no PASS verdict (it is {treatment.status}): run "
-                f"`manage.py benchmark_finetuned --agent {experiment.agent.slug}` first, or give an override reason "
-                "as a user with experiments.override_verdict"
-            )
-        require_permission(
-            actor=actor, permission="experiments.override_verdict", action="start a candidate without a PASS verdict"
-        )
-        treatment = _transition_model(
-            treatment, to_status=ModelStatus.APPROVED_FOR_ROLLOUT, actor=actor, verdict_overridden=True,
-            reason=f"experiment {experiment.key}: verdict overridden by {_username(actor)}: {override_reason}",
-        )
-        overridden = True
-    _transition_model(
-        treatment, to_status=ModelStatus.ROLLING_OUT, actor=actor,
-        reason=f"experiment {experiment.key} started by {_username(actor)}",
-    )
-    before = _snapshot(experiment)
+    _require_startable(experiment)
+    overridden = _move_candidate_to_rollout(experiment, actor=actor, override_reason=override_reason)
+    before = audit.snapshot(experiment)
     now = timezone.now()
     stages = ExperimentStage.objects.bulk_create(
         [ExperimentStage(experiment=experiment, index=index, percent=percent) for index, percent in enumerate(experiment.stage_plan)]
@@ -381,14 +289,62 @@ def _start(*, experiment: Experiment, actor: Any, override_reason: str) -> Exper
     except IntegrityError:
         # one_active_experiment_per_agent: another experiment of this agent started at the same moment.
         raise Conflict(f"agent '{experiment.agent.slug}' started another experiment just now; complete or roll it back first") from None
-    _record(
+    audit.record_event(
         experiment, action=EventAction.START, actor=actor, before=before,
-        after={**_snapshot(experiment), "stages": [stage.percent for stage in stages], "verdict_overridden": overridden},
+        after={**audit.snapshot(experiment), "stages": [stage.percent for stage in stages], "verdict_overridden": overridden},
         reason=override_reason if overridden else "",
         reason_code="verdict_override" if overridden else "",
     )
     routing.publish_change()
     return experiment
+
+
+def _require_startable(experiment: Experiment) -> None:
+    """A draft, of an agent with no other active experiment, whose control is still the live model."""
+    if experiment.status != ExperimentStatus.DRAFT:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a draft can be started")
+    other = Experiment.objects.filter(agent=experiment.agent, status__in=ACTIVE_STATUSES).exclude(pk=experiment.pk).first()
+    if other is not None:
+        raise Conflict(
+            f"agent '{experiment.agent.slug}' already has experiment '{other.key}' {other.status}; "
+            "complete or roll it back first"
+        )
+    control = ModelVersion.objects.get(pk=experiment.control_id)
+    if control.status != ModelStatus.LIVE:
+        raise Conflict(
+            f"control '{control.model_id}' is no longer live (it is {control.status}); create a new experiment "
+            "against the current live version"
+        )
+
+
+def _move_candidate_to_rollout(experiment: Experiment, *, actor: Any, override_reason: str) -> bool:
+    """Move the candidate to rolling_out: straight from approved_for_rollout (a PASS verdict), or from
+    registered / benchmarking with an override reason given by someone allowed to override. True when
+    the verdict was overridden."""
+    treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
+    overridden = False
+    if treatment.status != ModelStatus.APPROVED_FOR_ROLLOUT:
+        if treatment.status not in (ModelStatus.REGISTERED, ModelStatus.BENCHMARKING):
+            raise Conflict(f"candidate '{treatment.model_id}' is {treatment.status}; it cannot be rolled out")
+        if not override_reason:
+            raise Conflict(
+                f"candidate '{treatment.model_id}' has no PASS verdict (it is {treatment.status}): run "
+                f"`manage.py benchmark_finetuned --agent {experiment.agent.slug}` first, or give an override reason "
+                "as a user with experiments.override_verdict"
+            )
+        require_permission(
+            actor=actor, permission="experiments.override_verdict", action="start a candidate without a PASS verdict"
+        )
+        treatment = _transition_model(
+            treatment, to_status=ModelStatus.APPROVED_FOR_ROLLOUT, actor=actor, verdict_overridden=True,
+            reason=f"experiment {experiment.key}: verdict overridden by {audit.actor_name(actor)}: {override_reason}",
+        )
+        overridden = True
+    _transition_model(
+        treatment, to_status=ModelStatus.ROLLING_OUT, actor=actor,
+        reason=f"experiment {experiment.key} started by {audit.actor_name(actor)}",
+    )
+    return overridden
 
 
 def _next_stage(experiment: Experiment) -> ExperimentStage | None:
@@ -401,7 +357,7 @@ def _next_stage(experiment: Experiment) -> ExperimentStage | None:
 def stage_request_advance(*, experiment: Experiment, actor: Any, note: str = "") -> StageApproval:
     """Ask for the next stage. It may be asked while holds are open (the request shows what they wait
     for); it can be approved only once they clear, by someone else."""
-    return _recording_refusals(
+    return audit.recording_refusals(
         "request", lambda: _request(experiment=experiment, actor=actor, note=note), experiment=experiment, actor=actor
     )
 
@@ -423,7 +379,7 @@ def _request(*, experiment: Experiment, actor: Any, note: str) -> StageApproval:
     pending = StageApproval.objects.filter(stage=target, status=ApprovalStatus.PENDING).select_related("requested_by").first()
     if pending is not None:
         raise Conflict(
-            f"an advance to {target.percent} % is already requested by {_username(pending.requested_by)} "
+            f"an advance to {target.percent} % is already requested by {audit.actor_name(pending.requested_by)} "
             f"at {pending.requested_at:%Y-%m-%d %H:%M} UTC; it waits for approval"
         )
     return _create_request(experiment, target=target, actor=actor, note=note, holds=stage_holds(experiment=experiment))
@@ -437,9 +393,9 @@ def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: A
             )
     except IntegrityError:
         raise Conflict(f"an advance to {target.percent} % was requested by someone else just now; it waits for approval") from None
-    _record(
+    audit.record_event(
         experiment, action=EventAction.REQUEST, actor=actor,
-        after={**_snapshot(experiment), "requested_percent": target.percent, "approval": approval.pk,
+        after={**audit.snapshot(experiment), "requested_percent": target.percent, "approval": approval.pk,
                "open_holds": [hold.as_json() for hold in holds if not hold.cleared]},
         reason=note,
     )
@@ -461,7 +417,7 @@ def stage_approve(
 
     `approval_id` and `config_version`: what the approver was shown (the admin page posts them).
     When given, a different pending request or config version is refused: people approve what they saw."""
-    return _recording_refusals(
+    return audit.recording_refusals(
         "approve",
         lambda: _approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version,
                          reason=reason),
@@ -491,6 +447,30 @@ def _approve(
     require_permission(actor=actor, permission="experiments.approve_stage", action="approve stage advances")
     experiment = _lock(stage.experiment)
     stage = ExperimentStage.objects.get(pk=stage.pk)
+    _require_next_stage(experiment, stage)
+    approval = (
+        StageApproval.objects.select_for_update(of=("self",))
+        .filter(stage=stage, status=ApprovalStatus.PENDING)
+        .select_related("requested_by")
+        .first()
+    )
+    _require_approvable_request(experiment, approval=approval, actor=actor, approval_id=approval_id, config_version=config_version)
+    holds = stage_holds(experiment=experiment)
+    open_holds = [hold for hold in holds if not hold.cleared]
+    if open_holds:
+        raise Conflict(
+            f"cannot advance '{experiment.key}' to {stage.percent} % yet — "
+            + "; ".join(f"{hold.name}: {hold.detail}" for hold in open_holds)
+        )
+    if approval is None:
+        approval = _create_request(experiment, target=stage, actor=actor, holds=holds,
+                                   note="requested and approved in one go by the approver")
+    _advance(experiment, stage=stage, approval=approval, actor=actor, reason=reason)
+    routing.publish_change()
+    return stage
+
+
+def _require_next_stage(experiment: Experiment, stage: ExperimentStage) -> None:
     if experiment.status != ExperimentStatus.RUNNING:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a running experiment advances")
     target = _next_stage(experiment)
@@ -500,19 +480,20 @@ def _approve(
             f"stages cannot be skipped: experiment '{experiment.key}' is at {experiment.current_stage.percent} %, "
             f"so the next stage is {expected}, not {stage.percent} %"
         )
-    approval = (
-        StageApproval.objects.select_for_update(of=("self",))
-        .filter(stage=stage, status=ApprovalStatus.PENDING)
-        .select_related("requested_by")
-        .first()
-    )
+
+
+def _require_approvable_request(
+    experiment: Experiment, *, approval: StageApproval | None, actor: Any, approval_id: int | None, config_version: int | None
+) -> None:
+    """The approver saw this request at this config version, and is neither the starter nor the
+    requester (four-eyes)."""
     shown_changed = (approval_id is not None and (approval is None or approval.pk != approval_id)) or (
         config_version is not None and config_version != experiment.config_version
     )
     if shown_changed:
         raise Conflict(
             f"the request to advance '{experiment.key}' changed since you opened the page (now: "
-            + (f"request {approval.pk} by {_username(approval.requested_by)}" if approval else "no pending request")
+            + (f"request {approval.pk} by {audit.actor_name(approval.requested_by)}" if approval else "no pending request")
             + f", config version {experiment.config_version}); reload"
         )
     if experiment.started_by_id == actor.pk:
@@ -531,17 +512,12 @@ def _approve(
             f"the request was made at config version {approval.config_version}, but the experiment is now at "
             f"{experiment.config_version}; request the advance again"
         )
-    holds = stage_holds(experiment=experiment)
-    open_holds = [hold for hold in holds if not hold.cleared]
-    if open_holds:
-        raise Conflict(
-            f"cannot advance '{experiment.key}' to {stage.percent} % yet — "
-            + "; ".join(f"{hold.name}: {hold.detail}" for hold in open_holds)
-        )
-    if approval is None:
-        approval = _create_request(experiment, target=stage, actor=actor, holds=holds,
-                                   note="requested and approved in one go by the approver")
-    before = _snapshot(experiment)
+
+
+def _advance(experiment: Experiment, *, stage: ExperimentStage, approval: StageApproval, actor: Any, reason: str) -> None:
+    """Approve `approval` and make `stage` current; at 100 % the experiment completes and the
+    candidate becomes the live model."""
+    before = audit.snapshot(experiment)
     now = timezone.now()
     approval.status, approval.decided_by, approval.decided_at = ApprovalStatus.APPROVED, actor, now
     approval.save(update_fields=["status", "decided_by", "decided_at"])
@@ -557,9 +533,9 @@ def _approve(
         experiment.ended_at = now
     stage.save(update_fields=["status", "started_at", "ended_at"])
     experiment.save(update_fields=["current_stage", "routing_changed_at", "status", "ended_at"])
-    _record(
+    audit.record_event(
         experiment, action=EventAction.APPROVAL, actor=actor, before=before,
-        after={**_snapshot(experiment), "approval": approval.pk, "requested_by": _username(approval.requested_by)},
+        after={**audit.snapshot(experiment), "approval": approval.pk, "requested_by": audit.actor_name(approval.requested_by)},
         reason=reject_nul(reason.strip()),  # why the approver judged the evidence enough (optional)
     )
     if experiment.status == ExperimentStatus.COMPLETED:
@@ -568,15 +544,13 @@ def _approve(
             treatment, to_status=ModelStatus.LIVE, actor=actor,
             reason=f"experiment {experiment.key} completed: 100 % approved by {actor.get_username()}",
         )
-        _record(experiment, action=EventAction.COMPLETE, actor=actor, before=before,
+        audit.record_event(experiment, action=EventAction.COMPLETE, actor=actor, before=before,
                 reason=f"'{treatment.model_id}' is now the live model of {experiment.agent.slug}")
-    routing.publish_change()
-    return stage
 
 
 def experiment_pause(*, experiment: Experiment, actor: Any = None, reason: str = "", reason_code: str = "manual") -> Experiment:
     """Stop the split (everyone gets the live model) without ending the experiment."""
-    return _recording_refusals(
+    return audit.recording_refusals(
         "pause", lambda: _pause(experiment=experiment, actor=actor, reason=reason, reason_code=reason_code),
         experiment=experiment, actor=actor,
     )
@@ -587,11 +561,11 @@ def _pause(*, experiment: Experiment, actor: Any, reason: str, reason_code: str)
     experiment = _lock(experiment)
     if experiment.status != ExperimentStatus.RUNNING:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a running experiment can be paused")
-    before = _snapshot(experiment)
+    before = audit.snapshot(experiment)
     experiment.status = ExperimentStatus.PAUSED
     experiment.routing_changed_at = timezone.now()
     experiment.save(update_fields=["status", "routing_changed_at"])
-    _record(experiment, action=EventAction.PAUSE, actor=actor, before=before, reason=reason, reason_code=reason_code)
+    audit.record_event(experiment, action=EventAction.PAUSE, actor=actor, before=before, reason=reason, reason_code=reason_code)
     routing.publish_change()
     if actor is None:
         transaction.on_commit(lambda: logger.warning("experiment %s paused by Genesis: %s", experiment.key, reason))
@@ -599,7 +573,7 @@ def _pause(*, experiment: Experiment, actor: Any, reason: str, reason_code: str)
 
 
 def experiment_resume(*, experiment: Experiment, actor: Any, reason: str = "") -> Experiment:
-    return _recording_refusals(
+    return audit.recording_refusals(
         "resume", lambda: _resume(experiment=experiment, actor=actor, reason=reason), experiment=experiment, actor=actor
     )
 
@@ -609,7 +583,7 @@ def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
     experiment = _lock(experiment)
     if experiment.status != ExperimentStatus.PAUSED:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a paused experiment can be resumed")
-    before = _snapshot(experiment)
+    before = audit.snapshot(experiment)
     now = timezone.now()
     # Restart the stage clock: while paused everyone got the live model, so the paused time must
     # count neither toward min_stage_hours nor toward the stage's sample and SRM window (both read
@@ -621,8 +595,8 @@ def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
     experiment.status = ExperimentStatus.RUNNING
     experiment.routing_changed_at = now
     experiment.save(update_fields=["status", "routing_changed_at"])
-    _record(experiment, action=EventAction.RESUME, actor=actor, before={**before, "stage_started_at": stage_started_before.isoformat()},
-            after={**_snapshot(experiment), "stage_started_at": now.isoformat()}, reason=reason)
+    audit.record_event(experiment, action=EventAction.RESUME, actor=actor, before={**before, "stage_started_at": stage_started_before.isoformat()},
+            after={**audit.snapshot(experiment), "stage_started_at": now.isoformat()}, reason=reason)
     routing.publish_change()
     return experiment
 
@@ -630,7 +604,7 @@ def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
 def experiment_rollback(*, experiment: Experiment, actor: Any = None, reason: str, reason_code: str = "manual") -> Experiment:
     """Send everyone back to the live model (0 %), reject the candidate, and tell people: log,
     webhook (settings.GENESIS.alerting.slack_webhook) and genesis_experiment_rollbacks_total."""
-    return _recording_refusals(
+    return audit.recording_refusals(
         "rollback", lambda: _rollback(experiment=experiment, actor=actor, reason=reason.strip(), reason_code=reason_code),
         experiment=experiment, actor=actor,
     )
@@ -645,7 +619,7 @@ def _rollback(*, experiment: Experiment, actor: Any, reason: str, reason_code: s
         raise Conflict(
             f"experiment '{experiment.key}' is {experiment.status}; only a running or paused experiment can be rolled back"
         )
-    before = _snapshot(experiment)
+    before = audit.snapshot(experiment)
     now = timezone.now()
     if experiment.current_stage_id:
         ExperimentStage.objects.filter(pk=experiment.current_stage_id).update(status=StageStatus.ROLLED_BACK, ended_at=now)
@@ -658,14 +632,14 @@ def _rollback(*, experiment: Experiment, actor: Any, reason: str, reason_code: s
     if treatment.status == ModelStatus.ROLLING_OUT:
         _transition_model(
             treatment, to_status=ModelStatus.REJECTED, actor=actor,
-            reason=f"experiment {experiment.key} rolled back by {_username(actor)}: {reason}"[:500],
+            reason=f"experiment {experiment.key} rolled back by {audit.actor_name(actor)}: {reason}"[:500],
         )
-    event = _record(
+    event = audit.record_event(
         experiment, action=EventAction.ROLLBACK, actor=actor, before=before,
-        after={**_snapshot(experiment), "stage_percent": 0}, reason=reason, reason_code=reason_code,
+        after={**audit.snapshot(experiment), "stage_percent": 0}, reason=reason, reason_code=reason_code,
     )
     routing.publish_change()
-    message = f"experiment {experiment.key} ({experiment.agent.slug}) rolled back by {_username(actor)}: {reason}"
+    message = f"experiment {experiment.key} ({experiment.agent.slug}) rolled back by {audit.actor_name(actor)}: {reason}"
     transaction.on_commit(lambda: logger.warning(message))
     # By name: experiments.tasks imports this module. The alert goes out once the rollback is committed.
     transaction.on_commit(lambda: current_app.send_task("experiments.notify_rollback", kwargs={"event_id": event.pk}))
@@ -713,7 +687,7 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
         return GuardrailCheck(action="paused", reason=reason, states=states)
     for result in results:
         if result.state == "warning" and previous.get(result.metric) != "warning":
-            _record(experiment, action=EventAction.GUARDRAIL_WARNING, actor=None, reason=result.reason,
+            audit.record_event(experiment, action=EventAction.GUARDRAIL_WARNING, actor=None, reason=result.reason,
                     reason_code=f"guardrail_{result.metric}")
             message = f"experiment {experiment.key}: guardrail warning — {result.reason}"
             transaction.on_commit(lambda message=message: logger.warning(message))
@@ -778,6 +752,6 @@ def experiment_set_stage_targets(*, experiment: Experiment, actor: Any, targets:
         return experiment
     experiment.stage_targets = after
     experiment.save(update_fields=["stage_targets"])
-    _record(experiment, action=EventAction.EDIT, actor=actor, before={"stage_targets": before},
-            after={**_snapshot(experiment), "stage_targets": after}, reason="launch calendar")
+    audit.record_event(experiment, action=EventAction.EDIT, actor=actor, before={"stage_targets": before},
+            after={**audit.snapshot(experiment), "stage_targets": after}, reason="launch calendar")
     return experiment
