@@ -188,44 +188,51 @@ def build_routing_table(*, generation: int | None) -> RoutingTable:
         Experiment.objects.values("agent_id").annotate(latest=Max("routing_changed_at")).values_list("agent_id", "latest")
     )
 
-    entries: dict[str, AgentEntry] = {}
-    for agent_id, slug in slugs.items():
-        config_version = max(_epoch_ms(version_changes.get(agent_id)), _epoch_ms(experiment_changes.get(agent_id)))
-        live_version = live.get(agent_id)
-        experiment = active.get(agent_id)
-        if live_version is None:
-            entries[slug] = AgentEntry(
-                config=None,  # type: ignore[arg-type]
-                config_json={},
-                etag="",
-                runtime=None,
-                problem=f"agent '{slug}' has no live model version: make one live in the registry first",
-            )
-            continue
-        experiment_json = None
-        runtime = None
-        if experiment is not None and experiment.status == ExperimentStatus.RUNNING and experiment.current_stage:
-            experiment_json = {
-                "key": experiment.key,
-                "seed": experiment.seed,
-                "stage_percent": experiment.current_stage.percent,
-                "control": _model_ref(experiment.control),
-                "treatment": _model_ref(experiment.treatment),
-            }
-            runtime = ExperimentRuntime(experiment_id=experiment.pk, stage_id=experiment.current_stage_id)
-        config_json = {
-            "agent": slug,
-            "config_version": config_version,
-            "live": _model_ref(live_version),
-            "experiment": experiment_json,
-        }
-        entries[slug] = AgentEntry(
-            config=AgentRouteConfig.from_json(config_json),
-            config_json=config_json,
-            etag=_etag(config_json),
-            runtime=runtime,
+    entries = {
+        slug: _agent_entry(
+            slug,
+            live_version=live.get(agent_id),
+            experiment=active.get(agent_id),
+            config_version=max(_epoch_ms(version_changes.get(agent_id)), _epoch_ms(experiment_changes.get(agent_id))),
         )
+        for agent_id, slug in slugs.items()
+    }
     return RoutingTable(agents=entries, generation=generation, loaded_at=time.monotonic(), known_agents=frozenset(entries))
+
+
+def _agent_entry(slug: str, *, live_version: ModelVersion | None, experiment: Experiment | None, config_version: int) -> AgentEntry:
+    """One agent's routing config: its live model, and the running experiment's split if it has one."""
+    if live_version is None:
+        return AgentEntry(
+            config=None,  # type: ignore[arg-type]
+            config_json={},
+            etag="",
+            runtime=None,
+            problem=f"agent '{slug}' has no live model version: make one live in the registry first",
+        )
+    experiment_json = None
+    runtime = None
+    if experiment is not None and experiment.status == ExperimentStatus.RUNNING and experiment.current_stage:
+        experiment_json = {
+            "key": experiment.key,
+            "seed": experiment.seed,
+            "stage_percent": experiment.current_stage.percent,
+            "control": _model_ref(experiment.control),
+            "treatment": _model_ref(experiment.treatment),
+        }
+        runtime = ExperimentRuntime(experiment_id=experiment.pk, stage_id=experiment.current_stage_id)
+    config_json = {
+        "agent": slug,
+        "config_version": config_version,
+        "live": _model_ref(live_version),
+        "experiment": experiment_json,
+    }
+    return AgentEntry(
+        config=AgentRouteConfig.from_json(config_json),
+        config_json=config_json,
+        etag=_etag(config_json),
+        runtime=runtime,
+    )
 
 
 def current_table(*, agent: str | None = None) -> RoutingTable:
