@@ -274,3 +274,34 @@ def test_a_failing_webhook_is_reported_without_its_secret_url(settings, failure)
     assert "alert webhook at 127.0.0.1" in str(raised.value)
     assert ("HTTP 500" if failure == "http_500" else "ConnectionError") in str(raised.value)
     assert isinstance(raised.value, TRANSIENT_WEBHOOK_ERRORS)  # the task retries it
+
+
+@pytest.mark.django_db
+def test_a_webhook_that_refuses_the_alert_for_good_is_logged_not_retried(settings, caplog):
+    """A 4xx other than 429 will not get better by retrying: logged (host and status, not the URL),
+    and the task ends instead of raising for a retry."""
+    experiment = running_experiment()
+    experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
+    event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
+
+    class Gone(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gone)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    original = settings.GENESIS.alerting.slack_webhook
+    settings.GENESIS.alerting.slack_webhook = f"http://127.0.0.1:{server.server_address[1]}{SECRET_PATH}"
+    try:
+        assert rollback_notify(event_id=event.pk) is False
+    finally:
+        settings.GENESIS.alerting.slack_webhook = original
+        server.shutdown()
+        server.server_close()
+    [refusal] = [record for record in caplog.records if "refused" in record.getMessage()]
+    assert "127.0.0.1" in refusal.getMessage() and "HTTP 404" in refusal.getMessage()
+    assert "secret-token" not in caplog.text
