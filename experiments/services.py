@@ -697,32 +697,30 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
 def experiment_start_for_agent(
     *, agent: Agent, actor: Any = None, candidate_model_id: str = "", override_reason: str = ""
 ) -> Experiment:
-    """Start the agent's rollout: its draft experiment, or else a new experiment for its newest
-    candidate — what the launch board's "Start rollout" and `rollout_models --start` both do.
-
-    Naming a candidate means that one: its own draft when it has one, else a new experiment for it;
-    while another candidate's draft waits, that is refused (starting another model than the one the
-    draft was prepared for, or leaving two drafts, is worse than asking the person to choose)."""
+    """Start the agent's rollout — what the launch board's "Start rollout" and `rollout_models
+    --start` both do. Without a candidate named: the agent's newest draft, or else a new experiment
+    for its newest candidate. With one named, only that model is ever started: its own draft, or else
+    a new experiment for it (another candidate's draft is left as it is); a name that is not one of
+    the agent's candidates is refused, naming the draft that waits, if any."""
     drafts = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).select_related("treatment").order_by("-created_at")
-    draft = drafts.filter(treatment__model_id=candidate_model_id).first() if candidate_model_id else None
-    if draft is None:
-        draft = drafts.first()
+    draft = drafts.filter(treatment__model_id=candidate_model_id).first() if candidate_model_id else drafts.first()
     if draft is not None:
-        if candidate_model_id and draft.treatment.model_id != candidate_model_id:
-            raise Conflict(
-                f"agent '{agent.slug}' has draft experiment '{draft.key}' for candidate "
-                f"'{draft.treatment.model_id}', not '{candidate_model_id}': start it without a candidate, or edit "
-                "the draft in the admin"
-            )
         return experiment_start(experiment=draft, actor=actor, override_reason=override_reason)
     versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
     treatment = versions.filter(model_id=candidate_model_id).first() if candidate_model_id else versions.first()
-    if treatment is None:
+    if treatment is not None:
+        return experiment_create_and_start(agent=agent, treatment=treatment, actor=actor, override_reason=override_reason)
+    other = drafts.first()
+    if other is not None:
         raise Conflict(
-            f"agent '{agent.slug}' has no candidate" + (f" '{candidate_model_id}'" if candidate_model_id else "")
-            + " to roll out: register or fine-tune one first"
+            f"agent '{agent.slug}' has draft experiment '{other.key}' for candidate "
+            f"'{other.treatment.model_id}', not '{candidate_model_id}': start it without a candidate, or edit "
+            "the draft in the admin"
         )
-    return experiment_create_and_start(agent=agent, treatment=treatment, actor=actor, override_reason=override_reason)
+    raise Conflict(
+        f"agent '{agent.slug}' has no candidate" + (f" '{candidate_model_id}'" if candidate_model_id else "")
+        + " to roll out: register or fine-tune one first"
+    )
 
 
 @transaction.atomic

@@ -188,17 +188,29 @@ def test_only_one_active_experiment_per_agent(team):
         experiment_start(experiment=second, actor=team["starter"], override_reason="x")
 
 
-def test_starting_for_an_agent_takes_the_named_candidates_own_draft(team):
-    """The launch board names its candidate: that candidate's draft starts even when another
-    candidate's draft is newer, and the other draft stays as it is."""
-    older = draft_experiment(actor=team["starter"])
-    other = ModelVersionFactory(agent=older.agent, model_id="ft:open-mistral-7b:other:20261102:0ddba11")
+def _second_candidate(agent):  # type: ignore[no-untyped-def]
+    other = ModelVersionFactory(agent=agent, model_id="ft:open-mistral-7b:other:20261102:0ddba11")
     for status in ("benchmarking", "approved_for_rollout"):
         other = model_version_transition(version=other, to_status=status, reason="test")
-    experiment_create(agent=older.agent, treatment=other, actor=team["starter"], key="qa_agent-other")
+    return other
+
+
+def test_starting_for_an_agent_takes_the_named_candidates_own_draft_before_a_newer_one(team):
+    older = draft_experiment(actor=team["starter"])
+    experiment_create(agent=older.agent, treatment=_second_candidate(older.agent), actor=team["starter"], key="qa_agent-other")
     started = experiment_start_for_agent(agent=older.agent, actor=team["starter"], candidate_model_id=older.treatment.model_id)
     assert (started.pk, started.status) == (older.pk, "running")
     assert Experiment.objects.get(key="qa_agent-other").status == "draft"
+
+
+def test_starting_a_named_candidate_without_a_draft_leaves_another_candidates_draft_alone(team):
+    """The launch board's case: seed_demo left a draft for an older candidate; the board starts its
+    own candidate in a new experiment."""
+    waiting = draft_experiment(actor=team["starter"])
+    other = _second_candidate(waiting.agent)
+    started = experiment_start_for_agent(agent=waiting.agent, actor=team["starter"], candidate_model_id=other.model_id)
+    assert (started.treatment_id, started.status) == (other.pk, "running") and started.pk != waiting.pk
+    assert Experiment.objects.get(pk=waiting.pk).status == "draft"
 
 
 # --- requests, approvals, four-eyes, holds ------------------------------------------------------------
