@@ -25,7 +25,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from costs import budgeting, notifications, pricing, reports, selectors
+from costs import budgeting, pricing, reports, selectors
 from costs.models import (
     REPORT_TRANSITIONS,
     Budget,
@@ -37,6 +37,7 @@ from costs.models import (
     Operation,
     PriceTable,
 )
+from genesis import notifications
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.jobs import advance, check_move
 from genesis.permissions import Actor, require_permission

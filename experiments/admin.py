@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError
@@ -18,13 +19,12 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from experiments import routing, selectors, services
+from experiments import rollout_settings, routing, selectors, services
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
 from genesis.errors import DomainError
 from models_app.registry.models import ModelStatus, ModelVersion
 from models_app.registry.selectors import CANDIDATE_STATUSES
-
 
 _GUARDRAIL_CHOICES = {
     "harmful_direction": (("decrease", "a decrease harms"), ("increase", "an increase harms")),
@@ -36,7 +36,7 @@ _GUARDRAIL_CHOICES = {
 class GuardrailsWidget(forms.Widget):
     """The guardrail rules as a table — metric, which way harms, threshold, kind, what happens — one
     row per rule and two empty rows to add one; an empty metric drops the row. The service validates
-    the list (experiments.services.validate_guardrails), so the form shows its messages."""
+    the list (experiments.rollout_settings.validate_guardrails), so the form shows its messages."""
 
     def _rules(self, value: Any) -> list[dict[str, Any]]:
         if isinstance(value, str):
@@ -57,7 +57,7 @@ class GuardrailsWidget(forms.Widget):
         body = format_html_join("", "<tr>{}</tr>", (
             (format_html(
                 "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
-                select("metric", index, rule.get("metric", ""), (("", "— none —"), *((m, m) for m in services.GUARDRAIL_METRICS))),
+                select("metric", index, rule.get("metric", ""), (("", "— none —"), *((m, m) for m in rollout_settings.GUARDRAIL_METRICS))),
                 select("harmful_direction", index, rule.get("harmful_direction", "decrease"), _GUARDRAIL_CHOICES["harmful_direction"]),
                 format_html('<input type="number" step="any" min="0" name="{}-{}-threshold" value="{}" style="width:7em">',
                             name, index, "" if rule.get("threshold") is None else f"{rule['threshold']:g}"),
@@ -141,7 +141,7 @@ class ExperimentForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         # The service's own validators, so the form shows the same messages the API and CLI give.
         cleaned = super().clean()
-        for name, validate in (("stage_plan", services.validate_stage_plan), ("guardrails", services.validate_guardrails)):
+        for name, validate in (("stage_plan", rollout_settings.validate_stage_plan), ("guardrails", rollout_settings.validate_guardrails)):
             if name in cleaned and cleaned[name] is not None:
                 try:
                     cleaned[name] = validate(cleaned[name])
@@ -151,8 +151,6 @@ class ExperimentForm(forms.ModelForm):
 
 
 def _settings_default(name: str) -> Any:
-    from django.conf import settings
-
     return {
         "stage_plan": list(settings.ROLLOUT_STAGES),
         "guardrails": services.default_guardrails(),
@@ -211,7 +209,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         try:
             if change:
-                edits = {name: data[name] for name in form.changed_data if name in services._EDITABLE}
+                edits = {name: data[name] for name in form.changed_data if name in services.EDITABLE_SETTINGS}
                 services.experiment_update(experiment=obj, actor=request.user, **edits)
             else:
                 created = services.experiment_create(
@@ -290,17 +288,9 @@ def rollout_action(action: str, *, experiment: Experiment, user: Any, reason: st
         approval = services.stage_request_advance(experiment=experiment, actor=user, note=reason)
         return f"Advance to {approval.stage.percent} % requested; a second person must approve it"
     if action == "approve":
-        pending = selectors.pending_approval(experiment=experiment)
-        if pending is None:
-            experiment = selectors.get_experiment(key=experiment.key)
-            stage = experiment.stages.filter(index=(experiment.current_stage.index + 1) if experiment.current_stage else 0).first()
-            if stage is None:
-                raise DomainError(f"experiment '{experiment.key}' has no stage to approve")
-        else:
-            stage = pending.stage
         # The page posts the request and config version it showed; the service refuses if either moved.
-        services.stage_approve(stage=stage, actor=user, approval_id=_shown_number(shown, "approval"),
-                               config_version=_shown_number(shown, "config_version"), reason=reason)
+        stage = services.stage_approve_next(experiment=experiment, actor=user, approval_id=_shown_number(shown, "approval"),
+                                            config_version=_shown_number(shown, "config_version"), reason=reason)
         return f"Advanced to {stage.percent} %" + (" — the candidate is now live" if stage.percent >= 100 else "")
     if action == "pause":
         services.experiment_pause(experiment=experiment, actor=user, reason=reason)

@@ -14,10 +14,10 @@ from ninja import Field, Router, Schema, Status
 from pydantic import BaseModel, WithJsonSchema
 
 from experiments import routing, selectors_monitoring
+from experiments.outcomes import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_ingest
 from experiments.selectors import experiment_results, get_experiment
-from experiments.services import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_ingest
-from genesis.validation import Identifier, Slug
 from genesis.errors import Conflict, PermissionDenied
+from genesis.validation import Identifier, Slug
 from models_app.registry.services import ensure_agent_access
 
 router = Router(tags=["experiments"])

@@ -8,7 +8,7 @@ which quotes every value into the SQL text in Python — for a 1 000-event batch
 alone cannot skip duplicates, hence the staging table and the INSERT … SELECT that keeps
 ON CONFLICT DO NOTHING: the database still decides which rows are new, even when two requests carry
 the same row at once. `staged_rows` is that first half on its own, for a statement that does more
-with the rows (outcome ingestion also records exposures from them, experiments/services.py).
+with the rows (outcome ingestion also records exposures from them, experiments/outcomes.py).
 
 Elsewhere (SQLite, the embedded dev mode) it is a plain multi-row VALUES list; both return what the
 database inserted.
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
@@ -89,9 +91,6 @@ def staged_rows(
 
 def _adapt(value: Any) -> Any:
     # What Django's SQLite backend stores: naive UTC text for datetimes, text for decimals.
-    from datetime import datetime, timezone
-    from decimal import Decimal
-
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(timezone.utc).replace(tzinfo=None)

@@ -23,6 +23,12 @@ from typing import Any
 
 from django.utils import timezone
 
+from costs import pricing
+from costs.models import Operation
+from costs.selectors import price_in_force
+from costs.services import Charge, cost_record_many
+from genesis.errors import NotFound
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,10 +41,6 @@ def _local_day(moment: datetime, cache: dict[datetime, date]) -> date:
 
 
 def price_rows(*, rows: list[dict[str, Any]]) -> None:
-    from costs import pricing
-    from costs.selectors import price_in_force
-    from genesis.errors import NotFound
-
     prices: dict[tuple[str, date], Any] = {}
     unpriced: set[str] = set()
     days: dict[datetime, date] = {}
@@ -68,9 +70,6 @@ def price_rows(*, rows: list[dict[str, Any]]) -> None:
 
 def record_rows(*, rows: list[dict[str, Any]], agents: dict[int, Any]) -> None:
     """`agents`: the Agent of each row's ``agent_id`` (the caller has loaded them already)."""
-    from costs.models import Operation
-    from costs.services import Charge, cost_record_many
-
     groups: dict[tuple[int, str, date], list[dict[str, Any]]] = defaultdict(list)
     days: dict[datetime, date] = {}
     for row in rows:

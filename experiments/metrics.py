@@ -38,11 +38,15 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from django.core.cache import cache
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from experiments.selectors import rollback_counts
+from experiments.selectors_monitoring import exposure_dead_letter_size, last_rollbacks, pause_counts, rollout_states
 from genesis.metrics import add_unlabelled, register_scrape_collector
+from models_app.registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +89,6 @@ class _KnownModels:
         return OTHER_MODEL
 
     def _reload(self, asking_agent_id: int) -> None:
-        from models_app.registry.models import ModelVersion
-
         with self._lock:
             models: dict[int, set[str]] = {asking_agent_id: set()}  # an agent without versions is known too
             for agent_id, model_id in ModelVersion.objects.values_list("agent_id", "model_id"):
@@ -191,9 +193,6 @@ class ExperimentEventsCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         families = self._families()
         try:
-            from experiments.selectors import rollback_counts
-            from experiments.selectors_monitoring import last_rollbacks, pause_counts
-
             for agent, reason, total in rollback_counts():
                 families["rollback"].add_metric([agent, reason or "unspecified"], total)
             for agent, reason, at in last_rollbacks():
@@ -233,10 +232,6 @@ class RolloutCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = _rollout_families()
         try:
-            from django.core.cache import cache
-
-            from experiments.selectors_monitoring import rollout_states
-
             states = cache.get(ROLLOUT_CACHE_KEY)
             if states is None:
                 states = [state.as_tuple() for state in rollout_states()]
@@ -256,8 +251,6 @@ class RolloutCollector(Collector):
                     families["srm"].add_metric([agent], srm_p)
         except Exception as exc:  # noqa: BLE001
             logger.warning("metrics: cannot read rollout state: %s: %s", type(exc).__name__, exc)
-        from experiments.selectors_monitoring import exposure_dead_letter_size
-
         add_unlabelled(families["dead"], read=exposure_dead_letter_size, what="the exposure dead letters")
         yield from families.values()
 

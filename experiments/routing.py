@@ -41,14 +41,21 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Max
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from experiments.bulk import insert_ignoring_conflicts
 from experiments.client import AgentRouteConfig, RouteDecision, decide_route
+from experiments.models import ACTIVE_STATUSES, ASSIGNMENT_COLUMNS, Assignment, Experiment, ExperimentStatus
+from models_app.registry.models import Agent, ModelStatus, ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +120,6 @@ def _redis() -> Any:
     if not settings.REDIS_URL:
         return None
     if _redis_client is None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
         # No retries: redis-py's default (3 retries with backoff) holds a request ~4.5 s when Redis
         # is down. The routing path would rather answer from its last config and try again later.
         _redis_client = redis.Redis.from_url(
@@ -166,9 +169,6 @@ def _etag(config_json: dict[str, Any]) -> str:
 
 def build_routing_table(*, generation: int | None) -> RoutingTable:
     """Every agent's routing config from the database (five queries, whatever the number of agents)."""
-    from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
-    from models_app.registry.models import Agent, ModelStatus, ModelVersion
-
     slugs = dict(Agent.objects.values_list("id", "slug"))
     live = {
         version.agent_id: version
@@ -189,44 +189,51 @@ def build_routing_table(*, generation: int | None) -> RoutingTable:
         Experiment.objects.values("agent_id").annotate(latest=Max("routing_changed_at")).values_list("agent_id", "latest")
     )
 
-    entries: dict[str, AgentEntry] = {}
-    for agent_id, slug in slugs.items():
-        config_version = max(_epoch_ms(version_changes.get(agent_id)), _epoch_ms(experiment_changes.get(agent_id)))
-        live_version = live.get(agent_id)
-        experiment = active.get(agent_id)
-        if live_version is None:
-            entries[slug] = AgentEntry(
-                config=None,  # type: ignore[arg-type]
-                config_json={},
-                etag="",
-                runtime=None,
-                problem=f"agent '{slug}' has no live model version: make one live in the registry first",
-            )
-            continue
-        experiment_json = None
-        runtime = None
-        if experiment is not None and experiment.status == ExperimentStatus.RUNNING and experiment.current_stage:
-            experiment_json = {
-                "key": experiment.key,
-                "seed": experiment.seed,
-                "stage_percent": experiment.current_stage.percent,
-                "control": _model_ref(experiment.control),
-                "treatment": _model_ref(experiment.treatment),
-            }
-            runtime = ExperimentRuntime(experiment_id=experiment.pk, stage_id=experiment.current_stage_id)
-        config_json = {
-            "agent": slug,
-            "config_version": config_version,
-            "live": _model_ref(live_version),
-            "experiment": experiment_json,
-        }
-        entries[slug] = AgentEntry(
-            config=AgentRouteConfig.from_json(config_json),
-            config_json=config_json,
-            etag=_etag(config_json),
-            runtime=runtime,
+    entries = {
+        slug: _agent_entry(
+            slug,
+            live_version=live.get(agent_id),
+            experiment=active.get(agent_id),
+            config_version=max(_epoch_ms(version_changes.get(agent_id)), _epoch_ms(experiment_changes.get(agent_id))),
         )
+        for agent_id, slug in slugs.items()
+    }
     return RoutingTable(agents=entries, generation=generation, loaded_at=time.monotonic(), known_agents=frozenset(entries))
+
+
+def _agent_entry(slug: str, *, live_version: ModelVersion | None, experiment: Experiment | None, config_version: int) -> AgentEntry:
+    """One agent's routing config: its live model, and the running experiment's split if it has one."""
+    if live_version is None:
+        return AgentEntry(
+            config=None,  # type: ignore[arg-type]
+            config_json={},
+            etag="",
+            runtime=None,
+            problem=f"agent '{slug}' has no live model version: make one live in the registry first",
+        )
+    experiment_json = None
+    runtime = None
+    if experiment is not None and experiment.status == ExperimentStatus.RUNNING and experiment.current_stage:
+        experiment_json = {
+            "key": experiment.key,
+            "seed": experiment.seed,
+            "stage_percent": experiment.current_stage.percent,
+            "control": _model_ref(experiment.control),
+            "treatment": _model_ref(experiment.treatment),
+        }
+        runtime = ExperimentRuntime(experiment_id=experiment.pk, stage_id=experiment.current_stage_id)
+    config_json = {
+        "agent": slug,
+        "config_version": config_version,
+        "live": _model_ref(live_version),
+        "experiment": experiment_json,
+    }
+    return AgentEntry(
+        config=AgentRouteConfig.from_json(config_json),
+        config_json=config_json,
+        etag=_etag(config_json),
+        runtime=runtime,
+    )
 
 
 def current_table(*, agent: str | None = None) -> RoutingTable:
@@ -405,9 +412,6 @@ def flush_exposure_buffer() -> int:
 def write_exposures(*, rows: list[list[Any]]) -> int:
     """Insert exposure rows [experiment_id, user_id, variant, stage_id, first_seen_epoch] in bulk;
     rows already stored are skipped (unique per experiment, user and arm)."""
-    from experiments.bulk import insert_ignoring_conflicts
-    from experiments.models import ASSIGNMENT_COLUMNS, Assignment, Experiment
-
     if not rows:
         return 0
     # Earliest sighting per (experiment, user, arm) wins within the batch.

@@ -26,6 +26,7 @@ from experiments.selectors import (
     experiment_metrics,
     stage_holds,
 )
+from genesis.metrics import redis_client
 from models_app.registry.models import Agent, ModelVersion
 
 HEALTH_WINDOWS = {"window_5m": timedelta(minutes=5), "window_15m": timedelta(minutes=15)}
@@ -113,8 +114,6 @@ def exposure_dead_letter_size() -> int | None:
     """Exposure batches parked in Redis because they could not be written; None without Redis."""
     if not settings.REDIS_URL:
         return None
-    from genesis.metrics import redis_client
-
     client = redis_client()
     try:
         return int(client.llen(EXPOSURE_DEAD_LETTER_KEY))

@@ -1,6 +1,8 @@
-"""Every write of online evaluation: experiments and their stages, approvals, guardrail actions and
-outcome ingestion. The admin buttons, `manage.py rollout_models`, the API and the guardrail task all
-call these functions, so they enforce the same permissions, four-eyes rule and holds.
+"""The rollout rules: every write of an experiment, its stages, approvals and guardrail actions.
+The admin buttons, the launch board, `manage.py rollout_models`, the API and the guardrail task all
+call these functions, so they enforce the same permissions, four-eyes rule and holds. (What agents
+report — outcomes and exposures — is written by experiments/outcomes.py; the rollback alert is sent
+by experiments/alerts.py.)
 
 `actor=None` means Genesis itself (the guardrail task, seed_demo). A person must act for requests and
 approvals: the four-eyes rule is about people.
@@ -9,58 +11,42 @@ approvals: the four-eyes rule is about people.
 from __future__ import annotations
 
 import logging
-import math
-import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone as dt_timezone
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
+from celery import current_app
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_slug
+from django.db import IntegrityError, transaction
 from django.utils import timezone
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from experiments import routing, stats
+from experiments import audit, rollout_settings, routing, stats
 from experiments.assignment import new_experiment_seed
-from experiments.bulk import insert_ignoring_conflicts, staged_rows
-from experiments.metrics import outcomes_count
 from experiments.models import (
     ACTIVE_STATUSES,
-    ASSIGNMENT_COLUMNS,
     ApprovalStatus,
-    Assignment,
     EventAction,
     Experiment,
-    ExperimentEvent,
     ExperimentStage,
     ExperimentStatus,
-    OutcomeEvent,
     StageApproval,
     StageStatus,
-    Variant,
 )
-from genesis.config.schema import rollout_stage_problem
-from genesis.errors import Conflict, DomainError, InvalidInput, PermissionDenied
+from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, stage_holds
+from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from genesis.permissions import require_permission
-from genesis.validation import Identifier, Slug, reject_nul
+from genesis.validation import reject_nul
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
-from models_app.registry.services import ApiPrincipal, model_version_transition
-from models_app.registry.selectors import candidate_versions
+from models_app.registry.selectors import candidate_versions, live_version
+from models_app.registry.services import model_version_transition
 
 logger = logging.getLogger(__name__)
 
-GUARDRAIL_METRICS = ("success_rate", "latency_ms", "quality", "cost_per_request")
-MAX_OUTCOME_EVENTS = 1000
-# Floors no experiment may go below (see validate_guardrails and _validate_sample_size): without them
-# one person could create a rollout whose guardrails can never fire. Time in a stage may be 0 (a
-# demo, a test); the approver sees the holds, and a started experiment's holds only tighten.
-MIN_SAMPLES_PER_ARM_FLOOR = 20
-MAX_SUCCESS_RATE_DROP = 0.20
-_T = TypeVar("_T")
 
-
-# --- defaults and validation ----------------------------------------------------------------------
+# --- defaults ------------------------------------------------------------------------------------
 
 
 def default_guardrails() -> list[dict[str, Any]]:
@@ -79,160 +65,7 @@ def default_guardrails() -> list[dict[str, Any]]:
     ]
 
 
-def validate_stage_plan(plan: Sequence[Any]) -> list[int]:
-    """Whole percentages checked by genesis.config.schema.rollout_stage_problem: at least two,
-    strictly increasing, the first below 100 and the last 100 (the last approval makes the candidate live)."""
-    if any(isinstance(value, bool) for value in plan):
-        raise InvalidInput(f"stage_plan: {list(plan)!r} must be whole percentages, e.g. 10,25,50,100")
-    try:
-        stages = [int(value) for value in plan]
-    except (TypeError, ValueError):
-        raise InvalidInput(f"stage_plan: {list(plan)!r} must be whole percentages, e.g. 10,25,50,100") from None
-    if any(str(value).strip() != str(stage) for value, stage in zip(plan, stages) if not isinstance(value, int)):
-        raise InvalidInput(f"stage_plan: {list(plan)!r} must be whole percentages, e.g. 10,25,50,100")
-    problem = rollout_stage_problem(stages)  # the same rule as ROLLOUT_STAGES
-    if problem:
-        raise InvalidInput(f"stage_plan: {problem}")
-    return stages
-
-
-def validate_guardrails(rules: Any) -> list[dict[str, Any]]:
-    if not isinstance(rules, list):
-        raise InvalidInput("guardrails: must be a list of rules")
-    cleaned = []
-    for index, rule in enumerate(rules):
-        where = f"guardrails[{index}]"
-        if not isinstance(rule, dict):
-            raise InvalidInput(f"{where}: must be an object")
-        unknown = set(rule) - {"metric", "harmful_direction", "threshold", "threshold_kind", "on_violation"}
-        if unknown:
-            raise InvalidInput(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        metric = rule.get("metric")
-        if metric not in GUARDRAIL_METRICS:
-            raise InvalidInput(f"{where}.metric: '{metric}' is not one of {', '.join(GUARDRAIL_METRICS)}")
-        direction = rule.get("harmful_direction", "decrease" if metric in ("success_rate", "quality") else "increase")
-        if direction not in ("decrease", "increase"):
-            raise InvalidInput(f"{where}.harmful_direction: must be 'decrease' or 'increase'")
-        kind = rule.get("threshold_kind", "absolute")
-        if kind not in ("absolute", "relative"):
-            raise InvalidInput(f"{where}.threshold_kind: must be 'absolute' or 'relative'")
-        action = rule.get("on_violation", "breach")
-        if action not in ("breach", "warning"):
-            raise InvalidInput(f"{where}.on_violation: must be 'breach' (rolls back) or 'warning' (tells people)")
-        threshold = rule.get("threshold")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
-            raise InvalidInput(f"{where}.threshold: must be a number >= 0")
-        cleaned.append({"metric": metric, "harmful_direction": direction, "threshold": float(threshold),
-                        "threshold_kind": kind, "on_violation": action})
-    if len({rule["metric"] for rule in cleaned}) != len(cleaned):
-        raise InvalidInput("guardrails: one rule per metric")
-    # Success rate is what the rollout protects users with: it must always be able to roll back.
-    success = next((rule for rule in cleaned if rule["metric"] == "success_rate"), None)
-    if success is None or success["harmful_direction"] != "decrease" or success["on_violation"] != "breach":
-        raise InvalidInput(
-            "guardrails: a success_rate rule with harmful_direction 'decrease' and on_violation 'breach' is required "
-            "(it rolls the candidate back when it fails users), e.g. "
-            '{"metric": "success_rate", "harmful_direction": "decrease", "threshold": 0.05}'
-        )
-    if success["threshold"] > MAX_SUCCESS_RATE_DROP:
-        raise InvalidInput(
-            f"guardrails: the success_rate threshold {success['threshold']:g} is above {MAX_SUCCESS_RATE_DROP:g}; "
-            "a rollout that tolerates a bigger drop is not guarded"
-        )
-    return cleaned
-
-
-def _validate_sample_size(name: str, value: Any) -> int:
-    return _validate_number(name, value, minimum=MIN_SAMPLES_PER_ARM_FLOOR, integer=True)
-
-
-def _loosenings(*, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """How `after` (the edited settings) would make a started experiment easier to advance or harder
-    to roll back than `before`. Tightening is fine: the approvers agreed to the looser settings."""
-    found = []
-    if after.get("min_stage_hours", before["min_stage_hours"]) < before["min_stage_hours"]:
-        found.append("lowers min_stage_hours")
-    if after.get("min_samples_per_arm", before["min_samples_per_arm"]) < before["min_samples_per_arm"]:
-        found.append("lowers min_samples_per_arm")
-    if after.get("planned_samples_per_arm", before["planned_samples_per_arm"]) != before["planned_samples_per_arm"]:
-        found.append("changes planned_samples_per_arm (it tunes the sequential test)")
-    new_rules = {rule["metric"]: rule for rule in after.get("guardrails", before["guardrails"])}
-    for old in before["guardrails"]:
-        metric, new = old["metric"], new_rules.get(old["metric"])
-        if new is None:
-            found.append(f"removes the {metric} guardrail")
-        elif (new["harmful_direction"], new["threshold_kind"]) != (old["harmful_direction"], old["threshold_kind"]):
-            found.append(f"changes what the {metric} guardrail measures")
-        elif new["threshold"] > old["threshold"]:
-            found.append(f"raises the {metric} threshold")
-        elif old["on_violation"] == "breach" and new["on_violation"] != "breach":
-            found.append(f"turns the {metric} guardrail from breach (rolls back) into warning")
-    return found
-
-
-def _validate_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
-        raise InvalidInput(f"{name}: must be a number >= {minimum:g}")
-    if integer and int(value) != value:
-        raise InvalidInput(f"{name}: must be a whole number")
-    return int(value) if integer else float(value)
-
-
-# --- the audit trail --------------------------------------------------------------------------------
-
-
-def _snapshot(experiment: Experiment) -> dict[str, Any]:
-    stage = experiment.current_stage
-    return {
-        "status": experiment.status,
-        "stage_percent": stage.percent if stage else None,
-        "config_version": experiment.config_version,
-    }
-
-
-def _record(
-    experiment: Experiment,
-    *,
-    action: str,
-    actor: Any,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    reason: str = "",
-    reason_code: str = "",
-) -> ExperimentEvent:
-    return ExperimentEvent.objects.create(
-        experiment=experiment,
-        action=action,
-        actor=actor,
-        before=before or {},
-        after=after if after is not None else _snapshot(experiment),
-        reason=reason,
-        reason_code=reason_code,
-    )
-
-
-def _username(actor: Any) -> str:
-    return actor.get_username() if actor is not None else "genesis"
-
-
-def _recording_refusals(action: str, run: Callable[[], _T], *, experiment: Experiment, actor: Any) -> _T:
-    """Run `run` atomically; when the domain refuses, keep a REFUSAL entry (in its own transaction,
-    after the refused one rolled back) and re-raise."""
-    try:
-        with transaction.atomic():
-            return run()
-    except DomainError as exc:
-        with transaction.atomic():
-            _record(
-                experiment,
-                action=EventAction.REFUSAL,
-                actor=actor if getattr(actor, "pk", None) else None,
-                before=_snapshot(Experiment.objects.get(pk=experiment.pk)),
-                after={"attempted": action},
-                reason=exc.message,
-                reason_code=type(exc).__name__.lower(),
-            )
-        raise
+# --- locking and the registry --------------------------------------------------------------------------------
 
 
 def _lock(experiment: Experiment) -> Experiment:
@@ -243,21 +76,13 @@ def _lock(experiment: Experiment) -> Experiment:
     )
 
 
-def _attribute_model_change(version: ModelVersion, *, actor: Any) -> None:
-    """The registry service ran as Genesis (the experiment permission was checked here); name the
-    person who caused it on the version's history entry."""
-    if actor is not None and getattr(actor, "pk", None):
-        latest = version.history.order_by("-history_id").first()
-        if latest is not None:
-            version.history.filter(history_id=latest.history_id).update(history_user=actor)
-
-
 def _transition_model(version: ModelVersion, *, to_status: str, actor: Any, reason: str, verdict_overridden: bool = False) -> ModelVersion:
-    moved = model_version_transition(
-        version=version, to_status=to_status, actor=None, reason=reason, verdict_overridden=verdict_overridden
+    """The registry moves the version as Genesis (the experiment permission was checked here) and
+    names the person who caused it on the version's history."""
+    return model_version_transition(
+        version=version, to_status=to_status, actor=None, on_behalf_of=actor, reason=reason,
+        verdict_overridden=verdict_overridden,
     )
-    _attribute_model_change(moved, actor=actor)
-    return moved
 
 
 # --- experiments ----------------------------------------------------------------------------------
@@ -280,8 +105,6 @@ def experiment_create(
     """A draft experiment of `treatment` against the agent's live version. Holds and the stage plan
     default to settings (ROLLOUT_*); all of them can be edited until the start."""
     require_permission(actor=actor, permission="experiments.add_experiment", action="create experiments")
-    from models_app.registry.selectors import live_version
-
     control = live_version(agent=agent)
     if control is None:
         raise Conflict(f"agent '{agent.slug}' has no live model version to compare against: make its baseline live first")
@@ -299,9 +122,6 @@ def experiment_create(
     key = (key or f"{agent.slug}-{timezone.now():%Y%m%d}-{seed[:6]}").strip()
     if Experiment.objects.filter(key=key).exists():
         raise Conflict(f"key: an experiment '{key}' already exists; choose another key")
-    from django.core.validators import validate_slug
-    from django.core.exceptions import ValidationError as DjangoValidationError
-
     try:
         validate_slug(key)
     except DjangoValidationError:
@@ -313,20 +133,20 @@ def experiment_create(
         treatment=treatment,
         description=description,
         seed=seed,
-        stage_plan=validate_stage_plan(stage_plan if stage_plan is not None else settings.ROLLOUT_STAGES),
-        min_stage_hours=_validate_number(
+        stage_plan=rollout_settings.validate_stage_plan(stage_plan if stage_plan is not None else settings.ROLLOUT_STAGES),
+        min_stage_hours=rollout_settings.validate_number(
             "min_stage_hours", settings.ROLLOUT_MIN_STAGE_HOURS if min_stage_hours is None else min_stage_hours, minimum=0
         ),
-        min_samples_per_arm=_validate_sample_size(
+        min_samples_per_arm=rollout_settings.validate_sample_size(
             "min_samples_per_arm", settings.ROLLOUT_MIN_SAMPLES_PER_ARM if min_samples_per_arm is None else min_samples_per_arm,
         ),
-        planned_samples_per_arm=_validate_sample_size(
+        planned_samples_per_arm=rollout_settings.validate_sample_size(
             "planned_samples_per_arm", 2000 if planned_samples_per_arm is None else planned_samples_per_arm,
         ),
-        guardrails=validate_guardrails(default_guardrails() if guardrails is None else guardrails),
+        guardrails=rollout_settings.validate_guardrails(default_guardrails() if guardrails is None else guardrails),
         created_by=actor,
     )
-    _record(experiment, action=EventAction.CREATE, actor=actor, after={**_snapshot(experiment), **_settings_of(experiment)})
+    audit.record_event(experiment, action=EventAction.CREATE, actor=actor, after={**audit.snapshot(experiment), **_settings_of(experiment)})
     return experiment
 
 
@@ -338,11 +158,12 @@ def _create_experiment_row(**fields: Any) -> Experiment:
         raise Conflict(f"key: an experiment '{fields['key']}' already exists; choose another key") from None
 
 
-_EDITABLE = ("stage_plan", "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", "guardrails", "description")
+# What experiment_update may change (the admin form offers exactly these).
+EDITABLE_SETTINGS = ("stage_plan", "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", "guardrails", "description")
 
 
 def _settings_of(experiment: Experiment) -> dict[str, Any]:
-    return {name: getattr(experiment, name) for name in _EDITABLE}
+    return {name: getattr(experiment, name) for name in EDITABLE_SETTINGS}
 
 
 @transaction.atomic
@@ -350,9 +171,9 @@ def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: A
     """Edit the plan (until the start), the holds and the guardrails. Every effective edit raises the
     config version, which voids pending stage approvals: people approved what they saw."""
     require_permission(actor=actor, permission="experiments.change_experiment", action="edit experiments")
-    unknown = set(changes) - set(_EDITABLE)
+    unknown = set(changes) - set(EDITABLE_SETTINGS)
     if unknown:
-        raise InvalidInput(f"cannot edit {', '.join(sorted(unknown))}; editable: {', '.join(_EDITABLE)}")
+        raise InvalidInput(f"cannot edit {', '.join(sorted(unknown))}; editable: {', '.join(EDITABLE_SETTINGS)}")
     experiment = _lock(experiment)
     if experiment.status in (ExperimentStatus.ROLLED_BACK, ExperimentStatus.COMPLETED):
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; a finished experiment cannot be edited")
@@ -361,22 +182,22 @@ def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: A
         if value is None:
             continue
         if name == "stage_plan":
-            plan = validate_stage_plan(value)
+            plan = rollout_settings.validate_stage_plan(value)
             if plan != experiment.stage_plan and experiment.status != ExperimentStatus.DRAFT:
                 raise Conflict(f"stage_plan: experiment '{experiment.key}' has started; the plan is fixed at the start")
             cleaned[name] = plan
         elif name == "guardrails":
-            cleaned[name] = validate_guardrails(value)
+            cleaned[name] = rollout_settings.validate_guardrails(value)
         elif name == "min_stage_hours":
-            cleaned[name] = _validate_number(name, value, minimum=0)
+            cleaned[name] = rollout_settings.validate_number(name, value, minimum=0)
         elif name in ("min_samples_per_arm", "planned_samples_per_arm"):
-            cleaned[name] = _validate_sample_size(name, value)
+            cleaned[name] = rollout_settings.validate_sample_size(name, value)
         else:
             cleaned[name] = str(value)
     before = _settings_of(experiment)
     # Once started, one person with change_experiment must not undo what the approvers agreed to:
     # holds and guardrails may only tighten. To loosen them, roll back and start a new experiment.
-    loosened = _loosenings(before=before, after=cleaned) if experiment.status != ExperimentStatus.DRAFT else []
+    loosened = rollout_settings.loosenings(before=before, after=cleaned) if experiment.status != ExperimentStatus.DRAFT else []
     if loosened:
         raise Conflict(
             f"experiment '{experiment.key}' has started, so its holds and guardrails can only be tightened; this edit "
@@ -390,7 +211,7 @@ def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: A
     experiment.config_version += 1
     experiment.save(update_fields=[*changed, "config_version"])
     voided = _void_pending_approvals(experiment, actor=actor, why=f"the experiment was edited ({', '.join(sorted(changed))})")
-    _record(
+    audit.record_event(
         experiment,
         action=EventAction.EDIT,
         actor=actor,
@@ -411,7 +232,7 @@ def _void_pending_approvals(experiment: Experiment, *, actor: Any, why: str) -> 
         approval.void_reason = why
         approval.decided_at = timezone.now()
         approval.save(update_fields=["status", "void_reason", "decided_at"])
-        _record(
+        audit.record_event(
             experiment,
             action=EventAction.VOID,
             actor=actor,
@@ -427,7 +248,7 @@ def experiment_start(*, experiment: Experiment, actor: Any = None, override_reas
     """Start the first stage. The candidate needs a PASS verdict (status approved_for_rollout) unless
     a person with experiments.override_verdict gives `override_reason`. The candidate becomes
     rolling_out."""
-    return _recording_refusals(
+    return audit.recording_refusals(
         "start", lambda: _start(experiment=experiment, actor=actor, override_reason=override_reason.strip()),
         experiment=experiment, actor=actor,
     )
@@ -444,44 +265,9 @@ def experiment_create_and_start(*, agent: Agent, treatment: ModelVersion, actor:
 def _start(*, experiment: Experiment, actor: Any, override_reason: str) -> Experiment:
     require_permission(actor=actor, permission="experiments.start_experiment", action="start experiments")
     experiment = _lock(experiment)
-    if experiment.status != ExperimentStatus.DRAFT:
-        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a draft can be started")
-    other = Experiment.objects.filter(agent=experiment.agent, status__in=ACTIVE_STATUSES).exclude(pk=experiment.pk).first()
-    if other is not None:
-        raise Conflict(
-            f"agent '{experiment.agent.slug}' already has experiment '{other.key}' {other.status}; "
-            "complete or roll it back first"
-        )
-    control = ModelVersion.objects.get(pk=experiment.control_id)
-    if control.status != ModelStatus.LIVE:
-        raise Conflict(
-            f"control '{control.model_id}' is no longer live (it is {control.status}); create a new experiment "
-            "against the current live version"
-        )
-    treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
-    overridden = False
-    if treatment.status != ModelStatus.APPROVED_FOR_ROLLOUT:
-        if treatment.status not in (ModelStatus.REGISTERED, ModelStatus.BENCHMARKING):
-            raise Conflict(f"candidate '{treatment.model_id}' is {treatment.status}; it cannot be rolled out")
-        if not override_reason:
-            raise Conflict(
-                f"candidate '{treatment.model_id}' has no PASS verdict (it is {treatment.status}): run "
-                f"`manage.py benchmark_finetuned --agent {experiment.agent.slug}` first, or give an override reason "
-                "as a user with experiments.override_verdict"
-            )
-        require_permission(
-            actor=actor, permission="experiments.override_verdict", action="start a candidate without a PASS verdict"
-        )
-        treatment = _transition_model(
-            treatment, to_status=ModelStatus.APPROVED_FOR_ROLLOUT, actor=actor, verdict_overridden=True,
-            reason=f"experiment {experiment.key}: verdict overridden by {_username(actor)}: {override_reason}",
-        )
-        overridden = True
-    _transition_model(
-        treatment, to_status=ModelStatus.ROLLING_OUT, actor=actor,
-        reason=f"experiment {experiment.key} started by {_username(actor)}",
-    )
-    before = _snapshot(experiment)
+    _require_startable(experiment)
+    overridden = _move_candidate_to_rollout(experiment, actor=actor, override_reason=override_reason)
+    before = audit.snapshot(experiment)
     now = timezone.now()
     stages = ExperimentStage.objects.bulk_create(
         [ExperimentStage(experiment=experiment, index=index, percent=percent) for index, percent in enumerate(experiment.stage_plan)]
@@ -503,14 +289,62 @@ def _start(*, experiment: Experiment, actor: Any, override_reason: str) -> Exper
     except IntegrityError:
         # one_active_experiment_per_agent: another experiment of this agent started at the same moment.
         raise Conflict(f"agent '{experiment.agent.slug}' started another experiment just now; complete or roll it back first") from None
-    _record(
+    audit.record_event(
         experiment, action=EventAction.START, actor=actor, before=before,
-        after={**_snapshot(experiment), "stages": [stage.percent for stage in stages], "verdict_overridden": overridden},
+        after={**audit.snapshot(experiment), "stages": [stage.percent for stage in stages], "verdict_overridden": overridden},
         reason=override_reason if overridden else "",
         reason_code="verdict_override" if overridden else "",
     )
     routing.publish_change()
     return experiment
+
+
+def _require_startable(experiment: Experiment) -> None:
+    """A draft, of an agent with no other active experiment, whose control is still the live model."""
+    if experiment.status != ExperimentStatus.DRAFT:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a draft can be started")
+    other = Experiment.objects.filter(agent=experiment.agent, status__in=ACTIVE_STATUSES).exclude(pk=experiment.pk).first()
+    if other is not None:
+        raise Conflict(
+            f"agent '{experiment.agent.slug}' already has experiment '{other.key}' {other.status}; "
+            "complete or roll it back first"
+        )
+    control = ModelVersion.objects.get(pk=experiment.control_id)
+    if control.status != ModelStatus.LIVE:
+        raise Conflict(
+            f"control '{control.model_id}' is no longer live (it is {control.status}); create a new experiment "
+            "against the current live version"
+        )
+
+
+def _move_candidate_to_rollout(experiment: Experiment, *, actor: Any, override_reason: str) -> bool:
+    """Move the candidate to rolling_out: straight from approved_for_rollout (a PASS verdict), or from
+    registered / benchmarking with an override reason given by someone allowed to override. True when
+    the verdict was overridden."""
+    treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
+    overridden = False
+    if treatment.status != ModelStatus.APPROVED_FOR_ROLLOUT:
+        if treatment.status not in (ModelStatus.REGISTERED, ModelStatus.BENCHMARKING):
+            raise Conflict(f"candidate '{treatment.model_id}' is {treatment.status}; it cannot be rolled out")
+        if not override_reason:
+            raise Conflict(
+                f"candidate '{treatment.model_id}' has no PASS verdict (it is {treatment.status}): run "
+                f"`manage.py benchmark_finetuned --agent {experiment.agent.slug}` first, or give an override reason "
+                "as a user with experiments.override_verdict"
+            )
+        require_permission(
+            actor=actor, permission="experiments.override_verdict", action="start a candidate without a PASS verdict"
+        )
+        treatment = _transition_model(
+            treatment, to_status=ModelStatus.APPROVED_FOR_ROLLOUT, actor=actor, verdict_overridden=True,
+            reason=f"experiment {experiment.key}: verdict overridden by {audit.actor_name(actor)}: {override_reason}",
+        )
+        overridden = True
+    _transition_model(
+        treatment, to_status=ModelStatus.ROLLING_OUT, actor=actor,
+        reason=f"experiment {experiment.key} started by {audit.actor_name(actor)}",
+    )
+    return overridden
 
 
 def _next_stage(experiment: Experiment) -> ExperimentStage | None:
@@ -523,7 +357,7 @@ def _next_stage(experiment: Experiment) -> ExperimentStage | None:
 def stage_request_advance(*, experiment: Experiment, actor: Any, note: str = "") -> StageApproval:
     """Ask for the next stage. It may be asked while holds are open (the request shows what they wait
     for); it can be approved only once they clear, by someone else."""
-    return _recording_refusals(
+    return audit.recording_refusals(
         "request", lambda: _request(experiment=experiment, actor=actor, note=note), experiment=experiment, actor=actor
     )
 
@@ -545,11 +379,9 @@ def _request(*, experiment: Experiment, actor: Any, note: str) -> StageApproval:
     pending = StageApproval.objects.filter(stage=target, status=ApprovalStatus.PENDING).select_related("requested_by").first()
     if pending is not None:
         raise Conflict(
-            f"an advance to {target.percent} % is already requested by {_username(pending.requested_by)} "
+            f"an advance to {target.percent} % is already requested by {audit.actor_name(pending.requested_by)} "
             f"at {pending.requested_at:%Y-%m-%d %H:%M} UTC; it waits for approval"
         )
-    from experiments.selectors import stage_holds
-
     return _create_request(experiment, target=target, actor=actor, note=note, holds=stage_holds(experiment=experiment))
 
 
@@ -561,9 +393,9 @@ def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: A
             )
     except IntegrityError:
         raise Conflict(f"an advance to {target.percent} % was requested by someone else just now; it waits for approval") from None
-    _record(
+    audit.record_event(
         experiment, action=EventAction.REQUEST, actor=actor,
-        after={**_snapshot(experiment), "requested_percent": target.percent, "approval": approval.pk,
+        after={**audit.snapshot(experiment), "requested_percent": target.percent, "approval": approval.pk,
                "open_holds": [hold.as_json() for hold in holds if not hold.cleared]},
         reason=note,
     )
@@ -585,12 +417,27 @@ def stage_approve(
 
     `approval_id` and `config_version`: what the approver was shown (the admin page posts them).
     When given, a different pending request or config version is refused: people approve what they saw."""
-    return _recording_refusals(
+    return audit.recording_refusals(
         "approve",
         lambda: _approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version,
                          reason=reason),
         experiment=stage.experiment, actor=actor,
     )
+
+
+def stage_approve_next(
+    *, experiment: Experiment, actor: Any, approval_id: int | None = None, config_version: int | None = None,
+    reason: str = "",
+) -> ExperimentStage:
+    """Approve the experiment's next stage: the one a pending request asks for, else the one after
+    the current stage (which stage_approve then requests and approves in one go). What the admin's
+    and the launch board's Approve button and `rollout_models --approve` do."""
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    pending = pending_approval(experiment=experiment)
+    stage = pending.stage if pending is not None else _next_stage(experiment)
+    if stage is None:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; it has no stage to approve")
+    return stage_approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version, reason=reason)
 
 
 def _approve(
@@ -600,6 +447,30 @@ def _approve(
     require_permission(actor=actor, permission="experiments.approve_stage", action="approve stage advances")
     experiment = _lock(stage.experiment)
     stage = ExperimentStage.objects.get(pk=stage.pk)
+    _require_next_stage(experiment, stage)
+    approval = (
+        StageApproval.objects.select_for_update(of=("self",))
+        .filter(stage=stage, status=ApprovalStatus.PENDING)
+        .select_related("requested_by")
+        .first()
+    )
+    _require_approvable_request(experiment, approval=approval, actor=actor, approval_id=approval_id, config_version=config_version)
+    holds = stage_holds(experiment=experiment)
+    open_holds = [hold for hold in holds if not hold.cleared]
+    if open_holds:
+        raise Conflict(
+            f"cannot advance '{experiment.key}' to {stage.percent} % yet — "
+            + "; ".join(f"{hold.name}: {hold.detail}" for hold in open_holds)
+        )
+    if approval is None:
+        approval = _create_request(experiment, target=stage, actor=actor, holds=holds,
+                                   note="requested and approved in one go by the approver")
+    _advance(experiment, stage=stage, approval=approval, actor=actor, reason=reason)
+    routing.publish_change()
+    return stage
+
+
+def _require_next_stage(experiment: Experiment, stage: ExperimentStage) -> None:
     if experiment.status != ExperimentStatus.RUNNING:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a running experiment advances")
     target = _next_stage(experiment)
@@ -609,19 +480,20 @@ def _approve(
             f"stages cannot be skipped: experiment '{experiment.key}' is at {experiment.current_stage.percent} %, "
             f"so the next stage is {expected}, not {stage.percent} %"
         )
-    approval = (
-        StageApproval.objects.select_for_update(of=("self",))
-        .filter(stage=stage, status=ApprovalStatus.PENDING)
-        .select_related("requested_by")
-        .first()
-    )
+
+
+def _require_approvable_request(
+    experiment: Experiment, *, approval: StageApproval | None, actor: Any, approval_id: int | None, config_version: int | None
+) -> None:
+    """The approver saw this request at this config version, and is neither the starter nor the
+    requester (four-eyes)."""
     shown_changed = (approval_id is not None and (approval is None or approval.pk != approval_id)) or (
         config_version is not None and config_version != experiment.config_version
     )
     if shown_changed:
         raise Conflict(
             f"the request to advance '{experiment.key}' changed since you opened the page (now: "
-            + (f"request {approval.pk} by {_username(approval.requested_by)}" if approval else "no pending request")
+            + (f"request {approval.pk} by {audit.actor_name(approval.requested_by)}" if approval else "no pending request")
             + f", config version {experiment.config_version}); reload"
         )
     if experiment.started_by_id == actor.pk:
@@ -640,19 +512,12 @@ def _approve(
             f"the request was made at config version {approval.config_version}, but the experiment is now at "
             f"{experiment.config_version}; request the advance again"
         )
-    from experiments.selectors import stage_holds
 
-    holds = stage_holds(experiment=experiment)
-    open_holds = [hold for hold in holds if not hold.cleared]
-    if open_holds:
-        raise Conflict(
-            f"cannot advance '{experiment.key}' to {stage.percent} % yet — "
-            + "; ".join(f"{hold.name}: {hold.detail}" for hold in open_holds)
-        )
-    if approval is None:
-        approval = _create_request(experiment, target=stage, actor=actor, holds=holds,
-                                   note="requested and approved in one go by the approver")
-    before = _snapshot(experiment)
+
+def _advance(experiment: Experiment, *, stage: ExperimentStage, approval: StageApproval, actor: Any, reason: str) -> None:
+    """Approve `approval` and make `stage` current; at 100 % the experiment completes and the
+    candidate becomes the live model."""
+    before = audit.snapshot(experiment)
     now = timezone.now()
     approval.status, approval.decided_by, approval.decided_at = ApprovalStatus.APPROVED, actor, now
     approval.save(update_fields=["status", "decided_by", "decided_at"])
@@ -668,9 +533,9 @@ def _approve(
         experiment.ended_at = now
     stage.save(update_fields=["status", "started_at", "ended_at"])
     experiment.save(update_fields=["current_stage", "routing_changed_at", "status", "ended_at"])
-    _record(
+    audit.record_event(
         experiment, action=EventAction.APPROVAL, actor=actor, before=before,
-        after={**_snapshot(experiment), "approval": approval.pk, "requested_by": _username(approval.requested_by)},
+        after={**audit.snapshot(experiment), "approval": approval.pk, "requested_by": audit.actor_name(approval.requested_by)},
         reason=reject_nul(reason.strip()),  # why the approver judged the evidence enough (optional)
     )
     if experiment.status == ExperimentStatus.COMPLETED:
@@ -679,15 +544,13 @@ def _approve(
             treatment, to_status=ModelStatus.LIVE, actor=actor,
             reason=f"experiment {experiment.key} completed: 100 % approved by {actor.get_username()}",
         )
-        _record(experiment, action=EventAction.COMPLETE, actor=actor, before=before,
+        audit.record_event(experiment, action=EventAction.COMPLETE, actor=actor, before=before,
                 reason=f"'{treatment.model_id}' is now the live model of {experiment.agent.slug}")
-    routing.publish_change()
-    return stage
 
 
 def experiment_pause(*, experiment: Experiment, actor: Any = None, reason: str = "", reason_code: str = "manual") -> Experiment:
     """Stop the split (everyone gets the live model) without ending the experiment."""
-    return _recording_refusals(
+    return audit.recording_refusals(
         "pause", lambda: _pause(experiment=experiment, actor=actor, reason=reason, reason_code=reason_code),
         experiment=experiment, actor=actor,
     )
@@ -698,11 +561,11 @@ def _pause(*, experiment: Experiment, actor: Any, reason: str, reason_code: str)
     experiment = _lock(experiment)
     if experiment.status != ExperimentStatus.RUNNING:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a running experiment can be paused")
-    before = _snapshot(experiment)
+    before = audit.snapshot(experiment)
     experiment.status = ExperimentStatus.PAUSED
     experiment.routing_changed_at = timezone.now()
     experiment.save(update_fields=["status", "routing_changed_at"])
-    _record(experiment, action=EventAction.PAUSE, actor=actor, before=before, reason=reason, reason_code=reason_code)
+    audit.record_event(experiment, action=EventAction.PAUSE, actor=actor, before=before, reason=reason, reason_code=reason_code)
     routing.publish_change()
     if actor is None:
         transaction.on_commit(lambda: logger.warning("experiment %s paused by Genesis: %s", experiment.key, reason))
@@ -710,7 +573,7 @@ def _pause(*, experiment: Experiment, actor: Any, reason: str, reason_code: str)
 
 
 def experiment_resume(*, experiment: Experiment, actor: Any, reason: str = "") -> Experiment:
-    return _recording_refusals(
+    return audit.recording_refusals(
         "resume", lambda: _resume(experiment=experiment, actor=actor, reason=reason), experiment=experiment, actor=actor
     )
 
@@ -720,7 +583,7 @@ def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
     experiment = _lock(experiment)
     if experiment.status != ExperimentStatus.PAUSED:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; only a paused experiment can be resumed")
-    before = _snapshot(experiment)
+    before = audit.snapshot(experiment)
     now = timezone.now()
     # Restart the stage clock: while paused everyone got the live model, so the paused time must
     # count neither toward min_stage_hours nor toward the stage's sample and SRM window (both read
@@ -732,8 +595,8 @@ def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
     experiment.status = ExperimentStatus.RUNNING
     experiment.routing_changed_at = now
     experiment.save(update_fields=["status", "routing_changed_at"])
-    _record(experiment, action=EventAction.RESUME, actor=actor, before={**before, "stage_started_at": stage_started_before.isoformat()},
-            after={**_snapshot(experiment), "stage_started_at": now.isoformat()}, reason=reason)
+    audit.record_event(experiment, action=EventAction.RESUME, actor=actor, before={**before, "stage_started_at": stage_started_before.isoformat()},
+            after={**audit.snapshot(experiment), "stage_started_at": now.isoformat()}, reason=reason)
     routing.publish_change()
     return experiment
 
@@ -741,7 +604,7 @@ def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
 def experiment_rollback(*, experiment: Experiment, actor: Any = None, reason: str, reason_code: str = "manual") -> Experiment:
     """Send everyone back to the live model (0 %), reject the candidate, and tell people: log,
     webhook (settings.GENESIS.alerting.slack_webhook) and genesis_experiment_rollbacks_total."""
-    return _recording_refusals(
+    return audit.recording_refusals(
         "rollback", lambda: _rollback(experiment=experiment, actor=actor, reason=reason.strip(), reason_code=reason_code),
         experiment=experiment, actor=actor,
     )
@@ -756,7 +619,7 @@ def _rollback(*, experiment: Experiment, actor: Any, reason: str, reason_code: s
         raise Conflict(
             f"experiment '{experiment.key}' is {experiment.status}; only a running or paused experiment can be rolled back"
         )
-    before = _snapshot(experiment)
+    before = audit.snapshot(experiment)
     now = timezone.now()
     if experiment.current_stage_id:
         ExperimentStage.objects.filter(pk=experiment.current_stage_id).update(status=StageStatus.ROLLED_BACK, ended_at=now)
@@ -769,59 +632,18 @@ def _rollback(*, experiment: Experiment, actor: Any, reason: str, reason_code: s
     if treatment.status == ModelStatus.ROLLING_OUT:
         _transition_model(
             treatment, to_status=ModelStatus.REJECTED, actor=actor,
-            reason=f"experiment {experiment.key} rolled back by {_username(actor)}: {reason}"[:500],
+            reason=f"experiment {experiment.key} rolled back by {audit.actor_name(actor)}: {reason}"[:500],
         )
-    event = _record(
+    event = audit.record_event(
         experiment, action=EventAction.ROLLBACK, actor=actor, before=before,
-        after={**_snapshot(experiment), "stage_percent": 0}, reason=reason, reason_code=reason_code,
+        after={**audit.snapshot(experiment), "stage_percent": 0}, reason=reason, reason_code=reason_code,
     )
     routing.publish_change()
-    message = f"experiment {experiment.key} ({experiment.agent.slug}) rolled back by {_username(actor)}: {reason}"
+    message = f"experiment {experiment.key} ({experiment.agent.slug}) rolled back by {audit.actor_name(actor)}: {reason}"
     transaction.on_commit(lambda: logger.warning(message))
-    from experiments.tasks import notify_rollback
-
-    notify_rollback.delay_on_commit(event_id=event.pk)
+    # By name: experiments.tasks imports this module. The alert goes out once the rollback is committed.
+    transaction.on_commit(lambda: current_app.send_task("experiments.notify_rollback", kwargs={"event_id": event.pk}))
     return experiment
-
-
-class AlertWebhookUnavailable(Exception):
-    """The alert webhook could not take an alert right now (worth another try). The message names only
-    the host and the status or error type: the webhook URL is a secret (Slack's carries the token),
-    and this message ends up in worker logs and retry lines."""
-
-
-def rollback_notify(*, event_id: int) -> bool:
-    """Post a rollback to the alert webhook. True when posted, False when no webhook is configured.
-    Raises AlertWebhookUnavailable on a connection error, a timeout, a 429 or a 5xx so the task can retry."""
-    from urllib.parse import urlsplit
-
-    import requests
-
-    url = settings.GENESIS.alerting.slack_webhook
-    if not url:
-        return False
-    event = ExperimentEvent.objects.select_related("experiment__agent", "experiment__treatment", "actor").filter(pk=event_id).first()
-    if event is None:
-        logger.warning("rollback alert: audit event %s no longer exists; nothing to send", event_id)
-        return False
-    experiment = event.experiment
-    text = (
-        f":rotating_light: Genesis rolled back experiment *{experiment.key}* of *{experiment.agent.slug}* "
-        f"(candidate {experiment.treatment.model_id}) at {event.before.get('stage_percent')} %. "
-        f"By: {_username(event.actor)}. Why: {event.reason}"
-    )
-    host = urlsplit(url).hostname or "an unparsable URL"
-    try:
-        response = requests.post(url, json={"text": text, "experiment": experiment.key, "agent": experiment.agent.slug,
-                                            "reason_code": event.reason_code}, timeout=5)
-    except requests.RequestException as exc:
-        # requests' messages carry the full URL; `from None` keeps it out of the traceback too.
-        raise AlertWebhookUnavailable(f"alert webhook at {host}: {type(exc).__name__}") from None
-    if response.status_code >= 500 or response.status_code == 429:
-        raise AlertWebhookUnavailable(f"alert webhook at {host} answered HTTP {response.status_code}")
-    if response.status_code >= 400:
-        logger.error("alert webhook refused the rollback alert for %s: HTTP %s", experiment.key, response.status_code)
-    return True
 
 
 # --- guardrails -----------------------------------------------------------------------------------
@@ -838,8 +660,6 @@ class GuardrailCheck:
 def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
     """Judge one running experiment now (the beat task's work): a breach rolls it back, a sample-ratio
     mismatch pauses it, new warnings are logged and recorded; no data changes nothing. Idempotent."""
-    from experiments.selectors import experiment_guardrail_results, experiment_metrics
-
     experiment = Experiment.objects.select_for_update(skip_locked=True).filter(pk=experiment_id).first()
     if experiment is None or experiment.status != ExperimentStatus.RUNNING:
         return GuardrailCheck(action="skipped", reason="not running (or being changed right now)")
@@ -867,298 +687,40 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
         return GuardrailCheck(action="paused", reason=reason, states=states)
     for result in results:
         if result.state == "warning" and previous.get(result.metric) != "warning":
-            _record(experiment, action=EventAction.GUARDRAIL_WARNING, actor=None, reason=result.reason,
+            audit.record_event(experiment, action=EventAction.GUARDRAIL_WARNING, actor=None, reason=result.reason,
                     reason_code=f"guardrail_{result.metric}")
             message = f"experiment {experiment.key}: guardrail warning — {result.reason}"
             transaction.on_commit(lambda message=message: logger.warning(message))
     return GuardrailCheck(action="none", states=states)
 
 
-# --- outcomes -------------------------------------------------------------------------------------
-
-
-MAX_OUTCOME_LATENCY_MS = 3_600_000
-MAX_OUTCOME_TOKENS = 10_000_000
-# Agents' clocks drift a little; an outcome from further in the future than this is a bug (a wrong
-# time zone, milliseconds read as seconds) and would sit in every "since the stage began" window.
-MAX_OUTCOME_CLOCK_SKEW = timedelta(minutes=5)
-
-
-class OutcomeEventIn(BaseModel):
-    """One outcome as the contract names it; unknown fields are ignored."""
-
-    # No whitespace stripping: ids are opaque and used byte for byte, as POST /route and the
-    # in-process client hash them (" u1" is routed as " u1", so it is recorded as " u1").
-    model_config = ConfigDict(extra="ignore")
-
-    # Identifier / Slug (genesis/validation.py) bound the length and refuse NUL, which PostgreSQL
-    # text cannot hold.
-    event_id: Identifier
-    agent: Slug
-    user_id: Identifier
-    model: Identifier
-    success: bool
-    # Upper bounds keep the per-arm sums (Σx² of latency, tokens × price in cost_usd numeric(14, 8))
-    # finite: one absurd value would otherwise make every results query fail. An hour is more than
-    # any request takes; ten million tokens more than any context window.
-    latency_ms: float = Field(ge=0, le=MAX_OUTCOME_LATENCY_MS, allow_inf_nan=False)
-    input_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS)
-    output_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS)
-    quality: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
-    occurred_at: datetime | None = None
-
-    @field_validator("success", mode="before")
-    @classmethod
-    def _strict_bool(cls, value: Any) -> Any:
-        # "yes", 1 or "0" are too easy to get wrong for the metric everything hangs on.
-        if not isinstance(value, bool):
-            raise ValueError("must be true or false")
-        return value
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    accepted: int
-    duplicates: int
-    rejected: list[dict[str, Any]]
-
-
-def _describe_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error.get("loc", ())) or "event"
-        parts.append(f"{location}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
-def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], received_at: datetime | None = None) -> IngestResult:
-    """Validate each event on its own, then insert the valid ones in one statement. A repeated
-    event_id (earlier, or twice in this batch) counts as a duplicate and is stored once. Raises
-    PermissionDenied when the key may not act for an agent named in the batch."""
-    if len(events) > MAX_OUTCOME_EVENTS:
-        raise InvalidInput(f"events: at most {MAX_OUTCOME_EVENTS} per request, got {len(events)}; send them in batches")
-    received_at = received_at or timezone.now()
-    rejected: list[dict[str, Any]] = []
-    valid: list[tuple[int, OutcomeEventIn]] = []
-    for index, raw in enumerate(events):
-        if not isinstance(raw, dict):
-            rejected.append({"index": index, "detail": "event: must be an object"})
-            continue
-        try:
-            valid.append((index, OutcomeEventIn.model_validate(raw)))
-        except ValidationError as exc:
-            rejected.append({"index": index, "detail": _describe_validation_error(exc)})
-
-    agents = {agent.slug: agent for agent in Agent.objects.filter(slug__in={event.agent for _, event in valid})}
-    if principal is not None:
-        forbidden = sorted({event.agent for _, event in valid if event.agent in agents and not principal.may_act_for(event.agent)})
-        if forbidden:
-            raise PermissionDenied(f"API key '{principal.label}' may not act for agent(s) {', '.join(forbidden)}")
-    # Only a running experiment's outcomes are its own: while paused everyone gets the live model, so
-    # those outcomes are "live" (counting them as control would trip the SRM check on resume).
-    # The arm is the model that served, as the agent reports it: a client that routes wrongly then
-    # shows up as a sample-ratio mismatch instead of silently polluting an arm. Worked out once per
-    # agent and batch, not per event; treatment is written last so it wins if both arms share a model.
-    arms: dict[int, dict[str, tuple[str, int]]] = {
-        agent_id: {control_model: (Variant.CONTROL.value, experiment_id), treatment_model: (Variant.TREATMENT.value, experiment_id)}
-        for experiment_id, agent_id, control_model, treatment_model in Experiment.objects.filter(
-            agent_id__in=[agent.pk for agent in agents.values()], status=ExperimentStatus.RUNNING
-        ).values_list("pk", "agent_id", "control__model_id", "treatment__model_id")
-    }
-    live = (Variant.LIVE.value, None)
-    agent_ids = {slug: agent.pk for slug, agent in agents.items()}
-    latest_allowed = received_at + MAX_OUTCOME_CLOCK_SKEW
-
-    rows: list[dict[str, Any]] = []
-    seen_in_batch: set[tuple[int, str]] = set()  # (agent id, event_id): event ids are unique per agent
-    duplicates = 0
-    for index, event in valid:
-        agent_id = agent_ids.get(event.agent)
-        if agent_id is None:
-            rejected.append({"index": index, "detail": f"agent: '{event.agent}' does not exist"})
-            continue
-        occurred_at = event.occurred_at
-        if occurred_at is None:
-            occurred_at = received_at
-        elif occurred_at.tzinfo is None:
-            occurred_at = occurred_at.replace(tzinfo=dt_timezone.utc)
-        if occurred_at > latest_allowed:
-            rejected.append({"index": index, "detail": (
-                f"occurred_at: {occurred_at.isoformat()} is in the future (received at {received_at.isoformat()}, "
-                f"allowing {MAX_OUTCOME_CLOCK_SKEW.total_seconds() / 60:g} minutes of clock skew); check the agent's clock and time zone"
-            )})
-            continue
-        key = (agent_id, event.event_id)
-        if key in seen_in_batch:
-            duplicates += 1
-            continue
-        seen_in_batch.add(key)
-        variant, experiment_id = arms.get(agent_id, {}).get(event.model, live)
-        rows.append({
-            "event_id": event.event_id,
-            "agent_id": agent_id,
-            "experiment_id": experiment_id,
-            "variant": variant,
-            "user_id": event.user_id,
-            "model": event.model,
-            "success": event.success,
-            "latency_ms": event.latency_ms,
-            "input_tokens": event.input_tokens,
-            "output_tokens": event.output_tokens,
-            "quality": event.quality,
-            "cost_usd": None,
-            "occurred_at": occurred_at,
-            "received_at": received_at,
-        })
-    rejected.sort(key=lambda item: item["index"])
-    if not rows:
-        return IngestResult(accepted=0, duplicates=duplicates, rejected=rejected)
-
-    price_outcome_tokens(rows=rows)
-    with transaction.atomic():
-        skipped = _store_outcomes_and_exposures(rows)
-        inserted = [row for row in rows if (row["agent_id"], row["event_id"]) not in skipped] if skipped else rows
-        record_inference_cost(rows=inserted, agents={agent.pk: agent for agent in agents.values()})
-    outcomes_count(rows=inserted, agent_slugs={agent.pk: slug for slug, agent in agents.items()})  # /metrics
-    return IngestResult(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted), rejected=rejected)
-
-
-_OUTCOME_COLUMNS = (
-    ("event_id", "text"), ("agent_id", "bigint"), ("experiment_id", "bigint"), ("variant", "text"), ("user_id", "text"),
-    ("model", "text"), ("success", "boolean"), ("latency_ms", "double precision"), ("input_tokens", "integer"),
-    ("output_tokens", "integer"), ("quality", "double precision"), ("cost_usd", "numeric"),
-    ("occurred_at", "timestamptz"), ("received_at", "timestamptz"),
-)
-_outcome_values = operator.itemgetter(*(name for name, _ in _OUTCOME_COLUMNS))
-
-
-def _store_outcomes_and_exposures(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
-    """Insert the outcomes whose event id is new for their agent and record the exposure of each new
-    outcome's user in its arm; return the (agent id, event_id) pairs NOT inserted (already stored,
-    perhaps by a concurrent request) — usually none, so usually nothing comes back."""
-    if connection.vendor != "postgresql":
-        inserted = _insert_outcomes_ignoring_duplicates(rows)
-        _record_exposures_of([row for row in rows if (row["agent_id"], row["event_id"]) in inserted])
-        return {(row["agent_id"], row["event_id"]) for row in rows} - inserted
-    # On PostgreSQL one statement does both: the rows go in by COPY (experiments/bulk.py), and the
-    # exposures come from what the INSERT really added (RETURNING), earliest sighting per
-    # (experiment, user, arm) in the experiment's current stage — the same rows _record_exposures_of
-    # writes, without a second COPY and its round trips (a sixth of the work of a batch, bench/outcomes).
-    # It answers with the skipped rows rather than the inserted ones: fetching a thousand ids back
-    # was a tenth of the batch's CPU time, for an answer that is almost always "all of them".
-    quote = connection.ops.quote_name
-    names = ", ".join(quote(name) for name, _ in _OUTCOME_COLUMNS)
-    with staged_rows(table=OutcomeEvent._meta.db_table, columns=_OUTCOME_COLUMNS, rows=map(_outcome_values, rows)) as (cursor, staging):
-        cursor.execute(f"""
-            WITH batch AS (DELETE FROM {staging} RETURNING {names}),
-            new AS (
-                INSERT INTO {quote(OutcomeEvent._meta.db_table)} ({names}) SELECT {names} FROM batch
-                ON CONFLICT (agent_id, event_id) DO NOTHING
-                RETURNING agent_id, event_id, experiment_id, user_id, variant, occurred_at
-            ),
-            exposures AS (
-                INSERT INTO {quote(Assignment._meta.db_table)} (experiment_id, user_id, variant, stage_id, first_seen)
-                SELECT new.experiment_id, new.user_id, new.variant, experiment.current_stage_id, MIN(new.occurred_at)
-                FROM new JOIN {quote(Experiment._meta.db_table)} experiment ON experiment.id = new.experiment_id
-                GROUP BY new.experiment_id, new.user_id, new.variant, experiment.current_stage_id
-                ON CONFLICT (experiment_id, user_id, variant) DO NOTHING
-            )
-            SELECT batch.agent_id, batch.event_id FROM batch
-            WHERE NOT EXISTS (SELECT FROM new WHERE new.agent_id = batch.agent_id AND new.event_id = batch.event_id)
-        """)
-        return set(cursor.fetchall())
-
-
-def _insert_outcomes_ignoring_duplicates(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
-    """INSERT … ON CONFLICT (agent_id, event_id) DO NOTHING RETURNING event_id: the database says
-    exactly which events are new, even when two requests carry the same event at once. Event ids are
-    unique per agent (two agents may both send "1"), so it runs once per agent in the batch — usually
-    once, as an API key acts for one agent — and returns (agent id, event_id) pairs."""
-    by_agent: dict[int, list[Any]] = {}
-    for row in rows:
-        by_agent.setdefault(row["agent_id"], []).append(_outcome_values(row))
-    inserted: set[tuple[int, str]] = set()
-    for agent_id, values in by_agent.items():
-        inserted.update((agent_id, event_id) for event_id in insert_ignoring_conflicts(
-            table=OutcomeEvent._meta.db_table,
-            columns=_OUTCOME_COLUMNS,
-            rows=values,
-            conflict=["agent_id", "event_id"],
-            returning="event_id",
-        ))
-    return inserted
-
-
-def _record_exposures_of(rows: list[dict[str, Any]]) -> None:
-    """Agents that decide in-process (experiments/client.py) never call /route, so the outcomes they
-    report are the only sign of their users' exposure; record it here too, in the experiment's
-    current stage."""
-    stage_of = dict(
-        Experiment.objects.filter(pk__in={row["experiment_id"] for row in rows if row["experiment_id"]})
-        .values_list("pk", "current_stage_id")
-    )
-    earliest: dict[tuple[int, str, str], datetime] = {}
-    for row in rows:
-        if row["experiment_id"] is None:
-            continue
-        key = (row["experiment_id"], row["user_id"], row["variant"])
-        if key not in earliest or row["occurred_at"] < earliest[key]:
-            earliest[key] = row["occurred_at"]
-    insert_ignoring_conflicts(
-        table=Assignment._meta.db_table,
-        columns=ASSIGNMENT_COLUMNS,
-        rows=[[exp_id, user_id, variant, stage_of.get(exp_id), seen] for (exp_id, user_id, variant), seen in earliest.items()],
-        conflict=["experiment_id", "user_id", "variant"],
-    )
-
-
-def price_outcome_tokens(*, rows: list[dict[str, Any]]) -> None:
-    """Set `cost_usd` on each outcome row that carries tokens (experiments/costing.py, the one place
-    that talks to the costs app)."""
-    from experiments import costing
-
-    costing.price_rows(rows=rows)
-
-
-def record_inference_cost(*, rows: list[dict[str, Any]], agents: dict[int, Agent]) -> None:
-    """Put the inference cost of newly accepted outcomes on the ledger, one entry per (agent, model)."""
-    from experiments import costing
-
-    costing.record_rows(rows=rows, agents=agents)
-
-
-# --- exposures --------------------------------------------------------------------------------------
-
-
-def exposures_flush() -> int:
-    """Write the exposures buffered in Redis by the routing path (the beat task's work)."""
-    return routing.drain_exposure_queue()
-
-
 def experiment_start_for_agent(
     *, agent: Agent, actor: Any = None, candidate_model_id: str = "", override_reason: str = ""
 ) -> Experiment:
-    """Start the agent's rollout: its draft experiment (whose candidate must be `candidate_model_id`
-    when one is named), or else a new experiment for its newest candidate — what the launch board's
-    "Start rollout" and `rollout_models --start` both do."""
-    draft = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).order_by("-created_at").first()
+    """Start the agent's rollout — what the launch board's "Start rollout" and `rollout_models
+    --start` both do. Without a candidate named: the agent's newest draft, or else a new experiment
+    for its newest candidate. With one named, only that model is ever started: its own draft, or else
+    a new experiment for it (another candidate's draft is left as it is); a name that is not one of
+    the agent's candidates is refused, naming the draft that waits, if any."""
+    drafts = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).select_related("treatment").order_by("-created_at")
+    draft = drafts.filter(treatment__model_id=candidate_model_id).first() if candidate_model_id else drafts.first()
     if draft is not None:
-        # Naming a candidate means that one: starting another model is worse than refusing.
-        if candidate_model_id and draft.treatment.model_id != candidate_model_id:
-            raise Conflict(
-                f"agent '{agent.slug}' has draft experiment '{draft.key}' for candidate "
-                f"'{draft.treatment.model_id}', not '{candidate_model_id}': start it without a candidate, or edit "
-                "the draft in the admin"
-            )
         return experiment_start(experiment=draft, actor=actor, override_reason=override_reason)
     versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
     treatment = versions.filter(model_id=candidate_model_id).first() if candidate_model_id else versions.first()
-    if treatment is None:
+    if treatment is not None:
+        return experiment_create_and_start(agent=agent, treatment=treatment, actor=actor, override_reason=override_reason)
+    other = drafts.first()
+    if other is not None:
         raise Conflict(
-            f"agent '{agent.slug}' has no candidate" + (f" '{candidate_model_id}'" if candidate_model_id else "")
-            + " to roll out: register or fine-tune one first"
+            f"agent '{agent.slug}' has draft experiment '{other.key}' for candidate "
+            f"'{other.treatment.model_id}', not '{candidate_model_id}': start it without a candidate, or edit "
+            "the draft in the admin"
         )
-    return experiment_create_and_start(agent=agent, treatment=treatment, actor=actor, override_reason=override_reason)
+    raise Conflict(
+        f"agent '{agent.slug}' has no candidate" + (f" '{candidate_model_id}'" if candidate_model_id else "")
+        + " to roll out: register or fine-tune one first"
+    )
 
 
 @transaction.atomic
@@ -1188,6 +750,6 @@ def experiment_set_stage_targets(*, experiment: Experiment, actor: Any, targets:
         return experiment
     experiment.stage_targets = after
     experiment.save(update_fields=["stage_targets"])
-    _record(experiment, action=EventAction.EDIT, actor=actor, before={"stage_targets": before},
-            after={**_snapshot(experiment), "stage_targets": after}, reason="launch calendar")
+    audit.record_event(experiment, action=EventAction.EDIT, actor=actor, before={"stage_targets": before},
+            after={**audit.snapshot(experiment), "stage_targets": after}, reason="launch calendar")
     return experiment

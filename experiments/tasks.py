@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from experiments import services
+from experiments import alerts, outcomes, services
 from experiments.models import Experiment, ExperimentStatus
+from genesis.notifications import WebhookUnavailable
 
 # Webhook failures worth another try (connection errors, timeouts, 429, 5xx), already stripped of
 # the secret webhook URL; a 4xx other than 429 will not get better by retrying.
-TRANSIENT_WEBHOOK_ERRORS = (services.AlertWebhookUnavailable,)
+TRANSIENT_WEBHOOK_ERRORS = (WebhookUnavailable,)
 
 
 @shared_task(name="experiments.evaluate_guardrails", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -37,7 +38,7 @@ def evaluate_experiment_guardrails(*, experiment_id: int) -> str:
              soft_time_limit=50, time_limit=60)
 def flush_exposures() -> int:
     """Beat, every 10 s: move exposures buffered by /route from Redis into Assignment rows."""
-    return services.exposures_flush()
+    return outcomes.exposures_flush()
 
 
 @shared_task(
@@ -52,4 +53,4 @@ def flush_exposures() -> int:
     max_retries=6,
 )
 def notify_rollback(*, event_id: int) -> bool:
-    return services.rollback_notify(event_id=event_id)
+    return alerts.rollback_notify(event_id=event_id)

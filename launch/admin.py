@@ -26,7 +26,7 @@ from experiments import selectors as experiment_selectors
 from experiments import services as experiment_services
 from experiments.admin import rollout_action
 from experiments.admin_health import AgentWithHealthAdmin
-from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus
+from experiments.models import ACTIVE_STATUSES, Experiment
 from genesis.errors import Conflict, DomainError
 from launch import report as launch_report
 from launch import selectors
@@ -79,16 +79,12 @@ def _run(action: str, *, agent: Agent, user: Any, post: Any) -> str:
         run = benchmark_run_create(agent=agent, candidate=candidate, actor=user, requested_via="launch board")
         return f"benchmark run #{run.pk} queued: {run.candidate.model_id} against {run.baseline.model_id} on {run.suite}"
     if action == "rollout":
-        # The board's candidate: its draft if it has one, else a new experiment (another candidate's
-        # draft is left as it is).
+        # The board's candidate: its draft if it has one, else a new experiment (the one rule of
+        # `rollout_models --start`, experiments.services.experiment_start_for_agent).
         candidate = selectors.agent_candidate(agent=agent)
         if candidate is None:
             raise Conflict(f"agent '{agent.slug}' has no candidate to roll out")
-        draft = Experiment.objects.filter(agent=agent, treatment=candidate, status=ExperimentStatus.DRAFT).first()
-        experiment = (
-            experiment_services.experiment_start(experiment=draft, actor=user) if draft is not None
-            else experiment_services.experiment_create_and_start(agent=agent, treatment=candidate, actor=user)
-        )
+        experiment = experiment_services.experiment_start_for_agent(agent=agent, actor=user, candidate_model_id=candidate.model_id)
         return f"rollout {experiment.key} of {candidate.model_id} started at {experiment.stage_plan[0]} %"
     if action == "rollback" and not reason:
         raise Conflict("a roll back needs a reason: it goes on the audit trail and the alert")

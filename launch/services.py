@@ -1,6 +1,6 @@
 """Writes of the launch console: telling approvers about stage requests (once, and one reminder),
 and sending the Go/No-Go report through the channels the cost reports use (log, email, the
-Slack-compatible webhook — costs/notifications.py)."""
+Slack-compatible webhook — genesis/notifications.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from costs import notifications
 from experiments.models import ApprovalStatus, ExperimentStatus, StageApproval
 from experiments.selectors import stage_holds
+from genesis import notifications
 from launch import report as launch_report
 from launch.models import ApprovalNotice
 from launch.selectors import launch_report_facts

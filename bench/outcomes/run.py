@@ -97,7 +97,7 @@ def main() -> int:
     from django.db import connection
 
     from experiments.models import Assignment, Experiment, OutcomeEvent
-    from experiments.services import outcomes_ingest
+    from experiments.outcomes import outcomes_ingest
 
     # Earlier runs deleted their rows; clear the dead ones now so every run meets the same table
     # (a scratch server may run without autovacuum, and the bloat would slow each run a little more).
@@ -123,7 +123,7 @@ def main() -> int:
         from django.utils import timezone
 
         from experiments.bulk import insert_ignoring_conflicts
-        from experiments.services import _OUTCOME_COLUMNS
+        from experiments.outcomes import OUTCOME_COLUMNS
 
         OutcomeEvent.objects.filter(event_id__startswith=run).delete()
         now = timezone.now()
@@ -133,7 +133,7 @@ def main() -> int:
         started = time.perf_counter()
         for start in range(0, len(rows), BATCH):
             with transaction.atomic():
-                insert_ignoring_conflicts(table="experiments_outcomeevent", columns=_OUTCOME_COLUMNS,
+                insert_ignoring_conflicts(table="experiments_outcomeevent", columns=OUTCOME_COLUMNS,
                                           rows=rows[start : start + BATCH], conflict=["agent_id", "event_id"], returning="event_id")
         bare = time.perf_counter() - started
         OutcomeEvent.objects.filter(event_id__startswith=run).delete()

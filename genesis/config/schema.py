@@ -32,7 +32,7 @@ def _percent_steps(values: list[int]) -> list[int]:
 
 def rollout_stage_problem(values: list[int]) -> str | None:
     """What is wrong with a rollout stage plan, or None. The one rule for ROLLOUT_STAGES and for every
-    experiment's plan (experiments/services.py): at least two whole percents, strictly increasing,
+    experiment's plan (experiments/rollout_settings.py): at least two whole percents, strictly increasing,
     the first below 100 and the last exactly 100. One stage would be 100 % at the start — no partial
     stage, no approval by a second person, and no next stage to approve, so it could never complete."""
     if len(values) < 2:
@@ -75,7 +75,7 @@ class ObservabilitySection(Section):
 class AbTestingSection(Section):
     stages: RolloutStages = Field(default_factory=lambda: [10, 25, 50, 100])
     min_stage_hours: float = Field(default=48, ge=0)
-    # At least 20: below that the guardrail and sample-ratio tests say nothing (experiments/services.py
+    # At least 20: below that the guardrail and sample-ratio tests say nothing (experiments/rollout_settings.py
     # MIN_SAMPLES_PER_ARM_FLOOR refuses such an experiment too).
     min_samples_per_arm: int = Field(default=150, ge=20)
     success_rate_drop_points: float = Field(default=5.0, ge=0)

@@ -122,15 +122,25 @@ def model_version_register(
 
 @transaction.atomic
 def model_version_transition(
-    *, version: ModelVersion, to_status: str, actor: Any = None, reason: str = "", verdict_overridden: bool = False
+    *, version: ModelVersion, to_status: str, actor: Any = None, reason: str = "", verdict_overridden: bool = False,
+    on_behalf_of: Any = None,
 ) -> ModelVersion:
     """Move a version along its lifecycle (models_app/registry/lifecycle.py), refusing illegal moves with a
     message. Making a version live retires the agent's previous live version in the same transaction.
 
     Called by the services that own each move (benchmarks, rollouts, the by-hand change above);
     `verdict_overridden=True` may only be passed by a service that has itself checked the override
-    permission and recorded the reason."""
+    permission and recorded the reason.
+
+    `on_behalf_of`: the person whose action in another service moved the version (a rollout's
+    starter or approver), when that service checked its own permission and calls as Genesis
+    (`actor=None`): the history entries name that person, without asking them for
+    models_app.change_modelversion."""
     require_permission(actor=actor, permission="models_app.change_modelversion", action="change model status")
+    if actor is None and getattr(on_behalf_of, "pk", None):
+        actor_in_history = on_behalf_of
+    else:
+        actor_in_history = actor
     version = ModelVersion.objects.select_for_update().select_related("agent").get(pk=version.pk)
     refusal = lifecycle.transition_refusal(
         current=version.status, target=to_status, kind=version.kind, verdict_overridden=verdict_overridden
@@ -142,11 +152,11 @@ def model_version_transition(
         for previous in ModelVersion.objects.select_for_update().filter(agent=version.agent, status=ModelStatus.LIVE):
             previous.status = ModelStatus.RETIRED
             previous.status_changed_at = now
-            _record_history(previous, actor=actor, reason=f"replaced by {version.model_id}")
+            _record_history(previous, actor=actor_in_history, reason=f"replaced by {version.model_id}")
             previous.save(update_fields=["status", "status_changed_at"])
     version.status = to_status
     version.status_changed_at = now
-    _record_history(version, actor=actor, reason=reason)
+    _record_history(version, actor=actor_in_history, reason=reason)
     version.save(update_fields=["status", "status_changed_at"])
     return version
 

@@ -42,7 +42,7 @@ def alert(db, qa_agent, default_budget):  # type: ignore[no-untyped-def]
 
 
 def test_an_alert_goes_to_the_log_email_and_webhook_once(alert, alert_channels, mailoutbox, caplog):
-    with caplog.at_level(logging.WARNING, logger="genesis.costs.alerts"):
+    with caplog.at_level(logging.WARNING, logger="genesis.notifications"):
         delivered = budget_alert_deliver(alert_id=alert.pk)
     assert (delivered.delivery, delivered.deliveries) == ("delivered", {"log": "ok", "email": "ok", "slack": "ok"})
     assert delivered.delivered_at is not None

@@ -11,7 +11,8 @@ from typing import Any
 from django.contrib.auth.models import Permission
 
 from experiments.models import Experiment
-from experiments.services import experiment_create, outcomes_ingest
+from experiments.outcomes import outcomes_ingest
+from experiments.services import experiment_create
 from models_app.registry.models import Agent, ModelVersion
 from models_app.registry.services import model_version_transition
 from tests.factories import AgentFactory, ModelVersionFactory, UserFactory

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.services import validate_stage_plan
+from experiments.rollout_settings import validate_stage_plan
 from genesis.config.loader import ConfigError, load_config
 from genesis.errors import InvalidInput
 

@@ -1,5 +1,6 @@
 """Guardrails: no data holds, a breach rolls back by itself (audit entry, webhook, metric), a sample
-ratio mismatch pauses, a warning is recorded once — and, end to end, a real Celery worker driven by a
+ratio mismatch pauses, a warning is recorded once, an optional metric only one arm reports holds
+nothing unless its rule rolls back — and, end to end, a real Celery worker driven by a
 real beat process rolls back an experiment fed bad treatment outcomes."""
 
 from __future__ import annotations
@@ -9,13 +10,19 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from experiments.alerts import rollback_notify
 from experiments.models import EventAction, Experiment, ExperimentEvent
-from experiments.services import experiment_start, guardrails_check, rollback_notify
+from experiments.selectors import experiment_guardrail_results, experiment_metrics, stage_holds
+from experiments.services import experiment_rollback, experiment_start, guardrails_check, stage_approve
+from experiments.tasks import TRANSIENT_WEBHOOK_ERRORS
+from genesis.notifications import WebhookUnavailable
 from models_app.registry.models import ModelVersion
 from tests.conftest import ROOT, child_environment
 from tests.experiments.factories import draft_experiment, feed, rollout_team
@@ -119,8 +126,6 @@ def test_a_sample_ratio_mismatch_pauses():
 
 @pytest.mark.django_db
 def test_a_warning_is_recorded_once_and_holds_the_stage():
-    from experiments.selectors import stage_holds
-
     experiment = running_experiment()
     feed(experiment, arm="control", n=900, success_rate=0.9, latency_ms=300, seed=1)
     feed(experiment, arm="treatment", n=100, success_rate=0.9, latency_ms=600, seed=2)
@@ -137,8 +142,6 @@ def test_a_warning_is_recorded_once_and_holds_the_stage():
 @pytest.mark.django_db
 def test_the_rollback_alert_is_posted_to_the_webhook(webhook, settings):
     experiment = running_experiment()
-    from experiments.services import experiment_rollback
-
     experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
     event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
     original = settings.GENESIS.alerting.slack_webhook
@@ -150,6 +153,33 @@ def test_the_rollback_alert_is_posted_to_the_webhook(webhook, settings):
     [body] = webhook.received
     assert body["experiment"] == "qa_agent-exp" and body["reason_code"] == "guardrail_success_rate"
     assert "rolled back experiment *qa_agent-exp* of *qa_agent*" in body["text"] and "By: genesis" in body["text"]
+
+
+# --- an optional metric only one arm reports --------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_warning_metric_reported_by_one_arm_only_does_not_hold_the_stage(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    feed(experiment, arm="treatment", n=30, success_rate=0.9, seed=1, quality=0.8)  # only the candidate reports quality
+    feed(experiment, arm="control", n=270, success_rate=0.9, seed=2)
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    states = {g.metric: g for g in experiment_guardrail_results(experiment=experiment, metrics=experiment_metrics(experiment=experiment))}
+    assert states["quality"].state == "not_reported"
+    assert "only the treatment arm reports quality" in states["quality"].reason
+    assert all(hold.cleared for hold in stage_holds(experiment=experiment))
+    assert stage_approve(stage=experiment.stages.get(index=1), actor=team["approver"]).percent == 25
+
+
+@pytest.mark.django_db
+def test_a_breach_rule_on_an_optional_metric_keeps_waiting_for_both_arms(team):
+    rules = [{"metric": "success_rate", "threshold": 0.05}, {"metric": "quality", "threshold": 0.05, "on_violation": "breach"}]
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], guardrails=rules), actor=team["starter"])
+    feed(experiment, arm="treatment", n=30, success_rate=0.9, seed=1, quality=0.8)
+    feed(experiment, arm="control", n=270, success_rate=0.9, seed=2)
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    states = {g.metric: g.state for g in experiment_guardrail_results(experiment=experiment, metrics=experiment_metrics(experiment=experiment))}
+    assert states["quality"] == "no_data"
 
 
 # --- end to end: real worker, real beat -----------------------------------------------------------
@@ -168,8 +198,6 @@ def start_beat(tmp_path):  # type: ignore[no-untyped-def]
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_the_real_worker_and_beat_roll_back_a_bad_candidate_by_themselves(client, start_worker, tmp_path, webhook, monkeypatch):
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
     every_two_seconds, _ = IntervalSchedule.objects.get_or_create(every=2, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.create(name="test guardrails", task="experiments.evaluate_guardrails", interval=every_two_seconds)
     monkeypatch.setenv("GENESIS_SLACK_WEBHOOK", webhook.url)  # the worker's alert goes to our receiver
@@ -207,19 +235,12 @@ SECRET_PATH = "/services/T0000/B0000/secret-token-do-not-log"
 
 
 def _failure_text(exc: BaseException) -> str:
-    import traceback
-
     return "".join(traceback.format_exception(exc)) + repr(exc)
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("failure", ["connection_refused", "http_500"])
 def test_a_failing_webhook_is_reported_without_its_secret_url(settings, failure):
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from experiments.services import AlertWebhookUnavailable, experiment_rollback
-    from experiments.tasks import TRANSIENT_WEBHOOK_ERRORS
-
     experiment = running_experiment()
     experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
     event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
@@ -241,7 +262,7 @@ def test_a_failing_webhook_is_reported_without_its_secret_url(settings, failure)
     original = settings.GENESIS.alerting.slack_webhook
     settings.GENESIS.alerting.slack_webhook = f"http://127.0.0.1:{port}{SECRET_PATH}"
     try:
-        with pytest.raises(AlertWebhookUnavailable) as raised:
+        with pytest.raises(WebhookUnavailable) as raised:
             rollback_notify(event_id=event.pk)
     finally:
         settings.GENESIS.alerting.slack_webhook = original
@@ -253,3 +274,34 @@ def test_a_failing_webhook_is_reported_without_its_secret_url(settings, failure)
     assert "alert webhook at 127.0.0.1" in str(raised.value)
     assert ("HTTP 500" if failure == "http_500" else "ConnectionError") in str(raised.value)
     assert isinstance(raised.value, TRANSIENT_WEBHOOK_ERRORS)  # the task retries it
+
+
+@pytest.mark.django_db
+def test_a_webhook_that_refuses_the_alert_for_good_is_logged_not_retried(settings, caplog):
+    """A 4xx other than 429 will not get better by retrying: logged (host and status, not the URL),
+    and the task ends instead of raising for a retry."""
+    experiment = running_experiment()
+    experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
+    event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
+
+    class Gone(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gone)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    original = settings.GENESIS.alerting.slack_webhook
+    settings.GENESIS.alerting.slack_webhook = f"http://127.0.0.1:{server.server_address[1]}{SECRET_PATH}"
+    try:
+        assert rollback_notify(event_id=event.pk) is False
+    finally:
+        settings.GENESIS.alerting.slack_webhook = original
+        server.shutdown()
+        server.server_close()
+    [refusal] = [record for record in caplog.records if "refused" in record.getMessage()]
+    assert "127.0.0.1" in refusal.getMessage() and "HTTP 404" in refusal.getMessage()
+    assert "secret-token" not in caplog.text

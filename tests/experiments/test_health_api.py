@@ -10,7 +10,8 @@ import pytest
 from django.utils import timezone
 
 from experiments.health import WindowStats, health_status
-from experiments.services import experiment_start, outcomes_ingest
+from experiments.outcomes import outcomes_ingest
+from experiments.services import experiment_start
 from tests.experiments.factories import agent_with_candidate, draft_experiment, rollout_team
 
 pytestmark = pytest.mark.django_db

@@ -8,8 +8,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
-from experiments.metrics import LATENCY_BUCKETS_SECONDS, OTHER_MODEL, _observe_many, outcomes_count
-from experiments.metrics import ERRORS, REQUESTS, SUCCESSES, TOKENS
+from experiments.metrics import (
+    ERRORS,
+    LATENCY_BUCKETS_SECONDS,
+    OTHER_MODEL,
+    REQUESTS,
+    SUCCESSES,
+    TOKENS,
+    _observe_many,
+    outcomes_count,
+)
 from tests.experiments.factories import agent_with_candidate
 
 

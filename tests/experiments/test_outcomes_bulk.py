@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from experiments.bulk import insert_ignoring_conflicts
 from experiments.models import ASSIGNMENT_COLUMNS, Assignment, OutcomeEvent
-from experiments.services import _OUTCOME_COLUMNS, experiment_start, outcomes_ingest
+from experiments.outcomes import OUTCOME_COLUMNS, outcomes_ingest
+from experiments.services import experiment_start
 from tests.experiments.factories import draft_experiment, rollout_team
 
 pytestmark = pytest.mark.django_db
@@ -57,7 +58,7 @@ def test_a_second_batch_in_the_same_transaction_sees_none_of_the_first(running):
         insert_ignoring_conflicts(table=Assignment._meta.db_table, columns=ASSIGNMENT_COLUMNS, rows=rows("a", "b"),
                                   conflict=["experiment_id", "user_id", "variant"])
         returned = insert_ignoring_conflicts(
-            table=OutcomeEvent._meta.db_table, columns=_OUTCOME_COLUMNS, conflict=["agent_id", "event_id"], returning="event_id",
+            table=OutcomeEvent._meta.db_table, columns=OUTCOME_COLUMNS, conflict=["agent_id", "event_id"], returning="event_id",
             rows=[["x-1", running.agent_id, None, "live", "u", "m", True, 1.0, None, None, None, Decimal("0.5"), now, now]],
         )
         assert returned == ["x-1"]

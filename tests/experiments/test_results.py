@@ -10,8 +10,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from experiments.models import OutcomeEvent
+from experiments.outcomes import outcomes_ingest
 from experiments.selectors import experiment_results, get_experiment
-from experiments.services import experiment_start, outcomes_ingest
+from experiments.services import experiment_start
 from tests.experiments.factories import draft_experiment, outcome_events, rollout_team
 
 pytestmark = pytest.mark.django_db

@@ -249,7 +249,7 @@ def test_config_without_an_experiment_is_null_and_403_for_another_agent(client, 
 
 
 def test_routed_users_become_assignment_rows_off_the_request_path(client, running, api_key_for, monkeypatch):
-    from experiments.services import exposures_flush
+    from experiments.outcomes import exposures_flush
 
     key = api_key_for("qa_agent")
     monkeypatch.setattr(routing, "EXPOSURE_FLUSH_SECONDS", 3600.0)
@@ -293,7 +293,7 @@ def test_a_user_id_with_a_nul_is_refused_naming_the_field(client, running, api_k
 
 def test_user_ids_are_used_byte_for_byte_by_route_and_by_outcomes(client, running, api_key_for):
     from experiments.models import OutcomeEvent
-    from experiments.services import outcomes_ingest
+    from experiments.outcomes import outcomes_ingest
 
     answer = route(client, api_key_for("qa_agent"), " u1").json()
     assert answer["variant"] == decide_route(config=AgentRouteConfig.from_json(routing.current_table().agents["qa_agent"].config_json),

@@ -23,13 +23,17 @@ from experiments.services import (
     experiment_resume,
     experiment_rollback,
     experiment_start,
+    experiment_start_for_agent,
     experiment_update,
     stage_approve,
+    stage_approve_next,
     stage_request_advance,
 )
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from models_app.registry.models import ModelVersion
+from models_app.registry.services import model_version_transition
 from tests.experiments.factories import agent_with_candidate, draft_experiment, feed
+from tests.factories import ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -184,6 +188,31 @@ def test_only_one_active_experiment_per_agent(team):
         experiment_start(experiment=second, actor=team["starter"], override_reason="x")
 
 
+def _second_candidate(agent):  # type: ignore[no-untyped-def]
+    other = ModelVersionFactory(agent=agent, model_id="ft:open-mistral-7b:other:20261102:0ddba11")
+    for status in ("benchmarking", "approved_for_rollout"):
+        other = model_version_transition(version=other, to_status=status, reason="test")
+    return other
+
+
+def test_starting_for_an_agent_takes_the_named_candidates_own_draft_before_a_newer_one(team):
+    older = draft_experiment(actor=team["starter"])
+    experiment_create(agent=older.agent, treatment=_second_candidate(older.agent), actor=team["starter"], key="qa_agent-other")
+    started = experiment_start_for_agent(agent=older.agent, actor=team["starter"], candidate_model_id=older.treatment.model_id)
+    assert (started.pk, started.status) == (older.pk, "running")
+    assert Experiment.objects.get(key="qa_agent-other").status == "draft"
+
+
+def test_starting_a_named_candidate_without_a_draft_leaves_another_candidates_draft_alone(team):
+    """The launch board's case: seed_demo left a draft for an older candidate; the board starts its
+    own candidate in a new experiment."""
+    waiting = draft_experiment(actor=team["starter"])
+    other = _second_candidate(waiting.agent)
+    started = experiment_start_for_agent(agent=waiting.agent, actor=team["starter"], candidate_model_id=other.model_id)
+    assert (started.treatment_id, started.status) == (other.pk, "running") and started.pk != waiting.pk
+    assert Experiment.objects.get(pk=waiting.pk).status == "draft"
+
+
 # --- requests, approvals, four-eyes, holds ------------------------------------------------------------
 
 
@@ -229,6 +258,19 @@ def test_a_second_person_approves_once_holds_clear_and_the_stage_advances(team):
     approved = events(experiment, EventAction.APPROVAL)[0]
     assert approved.before["stage_percent"] == 10 and approved.after["stage_percent"] == 25
     assert approved.actor == team["approver"] and approved.after["requested_by"] == "starter"
+
+
+def test_approve_next_takes_the_requested_stage_or_else_the_one_after_the_current(team):
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(experiment)
+    stage_request_advance(experiment=experiment, actor=team["starter"])
+    assert stage_approve_next(experiment=experiment, actor=team["approver"]).percent == 25  # the request's stage
+    satisfy_sample_holds(experiment, seed=1)
+    approved = stage_approve_next(experiment=experiment, actor=team["approver"])  # no request: the next one
+    assert approved.percent == 50 and events(experiment, EventAction.APPROVAL)[-1].after["requested_by"] == "approver"
+    draft = draft_experiment("legal_agent", actor=team["starter"])
+    with pytest.raises(Conflict, match="'legal_agent-exp' is draft; it has no stage to approve"):
+        stage_approve_next(experiment=draft, actor=team["approver"])
 
 
 def test_a_stage_with_open_holds_cannot_be_approved(team):
@@ -315,7 +357,9 @@ def test_approving_100_percent_completes_and_makes_the_candidate_live(team):
     treatment = ModelVersion.objects.get(pk=experiment.treatment_id)
     control = ModelVersion.objects.get(pk=experiment.control_id)
     assert (treatment.status, control.status) == ("live", "retired")
+    # The registry names the approver on both versions' history (the retirement is their doing too).
     assert treatment.history.order_by("-history_id").first().history_user == team["approver"]
+    assert control.history.order_by("-history_id").first().history_user == team["approver"]
     complete = events(experiment, EventAction.COMPLETE)[0]
     assert complete.actor == team["approver"] and complete.after["status"] == "completed"
     with pytest.raises(Conflict, match="is completed"):

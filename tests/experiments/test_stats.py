@@ -9,7 +9,9 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from experiments import simulation, stats
@@ -248,7 +250,7 @@ def test_operating_curve_matches_the_label_down_more_than_five_points() -> None:
 
 
 def _default_rule(metric: str) -> dict:
-    """The rule an experiment gets by default (experiments/services.py), as stored on the experiment."""
+    """The rule an experiment gets by default (experiments/services.py default_guardrails), as stored on the experiment."""
     from experiments.services import default_guardrails
 
     return next(rule for rule in default_guardrails() if rule["metric"] == metric)

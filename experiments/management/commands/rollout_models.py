@@ -102,13 +102,7 @@ class Command(BaseCommand):
         if action == "request":
             services.stage_request_advance(experiment=experiment, actor=user, note=reason)
         elif action == "approve":
-            pending = selectors.pending_approval(experiment=experiment)
-            stage = pending.stage if pending else None
-            if stage is None and experiment.current_stage is not None:
-                stage = experiment.stages.filter(index=experiment.current_stage.index + 1).first()
-            if stage is None:
-                raise DomainError(f"experiment '{experiment.key}' is {experiment.status}; it has no stage to approve")
-            services.stage_approve(stage=stage, actor=user)
+            services.stage_approve_next(experiment=experiment, actor=user)
         elif action == "pause":
             services.experiment_pause(experiment=experiment, actor=user, reason=reason)
         elif action == "resume":

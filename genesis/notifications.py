@@ -1,10 +1,18 @@
-"""Where budget alerts and cost reports go: the log (always), email through Django's mail (when
+"""The one way Genesis tells people something: the log (always), email through Django's mail (when
 `alerting.email_to` / GENESIS_ALERT_EMAILS names recipients) and a Slack-compatible webhook (when
-`alerting.slack_webhook` / GENESIS_SLACK_WEBHOOK is set).
+`alerting.slack_webhook` / GENESIS_SLACK_WEBHOOK is set). Budget alerts, cost reports, the launch
+console's approval requests and reports, and rollback alerts all go through here.
 
-`deliver` never raises: a channel that fails is logged and reported back as "failed: …", and the
-caller keeps the alert or report row with that result, so nothing is lost and a later sweep can retry
-only the channels that failed.
+Two ways to send, for two kinds of caller:
+
+* `deliver` never raises: a channel that fails is logged and reported back as "failed: …", and the
+  caller keeps the alert or report row with that result, so nothing is lost and a later sweep can
+  retry only the channels that failed (budget alerts, reports).
+* `webhook_post` is for a Celery task that retries by itself (the rollback alert): it raises
+  WebhookUnavailable when another try may succeed (connection error, timeout, 429, 5xx) and logs a
+  refusal that retrying cannot fix (any other 4xx).
+
+This module belongs to the genesis base layer: it imports nothing from the apps.
 
 A webhook URL is a secret (whoever has it can post to the channel), so a webhook failure is described
 by the exception's type, the host and the HTTP status only — never the exception text, which for
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -21,7 +30,7 @@ import requests
 from django.conf import settings
 from django.core.mail import EmailMessage
 
-logger = logging.getLogger("genesis.costs.alerts")
+logger = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 OK = "ok"
@@ -40,6 +49,9 @@ class Notice:
     text: str
     severity: str = "info"  # warning, critical, emergency for budget alerts
     attachments: tuple[Attachment, ...] = field(default_factory=tuple)
+    # Extra top-level keys of the webhook's JSON body, for programs reading the channel (the
+    # rollback alert's experiment, agent and reason_code); other channels ignore them.
+    webhook_fields: Mapping[str, str] = field(default_factory=dict)
 
 
 class Channel(Protocol):
@@ -111,7 +123,8 @@ class SlackWebhookChannel:
         return f"{parts.hostname or '?'}{f':{port}' if port else ''}"
 
     def send(self, notice: Notice) -> None:
-        response = requests.post(self.url, json={"text": f"*{notice.subject}*\n{notice.text}"}, timeout=self.timeout)
+        body = {"text": f"*{notice.subject}*\n{notice.text}", **notice.webhook_fields}
+        response = requests.post(self.url, json=body, timeout=self.timeout)
         if response.status_code >= 300:
             raise WebhookRefused(response.status_code)
 
@@ -146,3 +159,28 @@ def deliver(notice: Notice, channels: list[Channel]) -> dict[str, str]:
         else:
             results[channel.name] = OK
     return results
+
+
+class WebhookUnavailable(Exception):
+    """The webhook could not take a notice right now (worth another try). The message names only the
+    host and the status or error type: the webhook URL is a secret (Slack's carries the token), and
+    this message ends up in worker logs and retry lines."""
+
+
+def webhook_post(notice: Notice, *, url: str) -> bool:
+    """Post `notice` to the webhook at `url` for a caller that retries (a Celery task with
+    autoretry_for=(WebhookUnavailable,)). True when the webhook took it; False when it refused it
+    with a 4xx other than 429 (logged: retrying will not help). Raises WebhookUnavailable on a
+    connection error, a timeout, a 429 or a 5xx."""
+    channel = SlackWebhookChannel(url)
+    try:
+        channel.send(notice)
+    except WebhookRefused as exc:
+        if exc.status_code >= 500 or exc.status_code == 429:
+            raise WebhookUnavailable(f"alert webhook at {channel.host} answered HTTP {exc.status_code}") from None
+        logger.error("the webhook at %s refused %r: HTTP %s", channel.host, notice.subject, exc.status_code)
+        return False
+    except requests.RequestException as exc:
+        # requests' messages carry the full URL; `from None` keeps it out of the traceback too.
+        raise WebhookUnavailable(f"alert webhook at {channel.host}: {type(exc).__name__}") from None
+    return True

@@ -1,0 +1,292 @@
+"""Writes of what agents report: outcome events (POST /outcomes) and the exposures recorded from
+them and from the routing path. Validated one by one, stored in one statement, priced and put on the
+ledger (experiments/costing.py), counted for /metrics (experiments/metrics.py)."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from experiments import costing, routing
+from experiments.bulk import insert_ignoring_conflicts, staged_rows
+from experiments.metrics import outcomes_count
+from experiments.models import ASSIGNMENT_COLUMNS, Assignment, Experiment, ExperimentStatus, OutcomeEvent, Variant
+from genesis.errors import InvalidInput, PermissionDenied
+from genesis.validation import Identifier, Slug
+from models_app.registry.models import Agent
+from models_app.registry.services import ApiPrincipal
+
+MAX_OUTCOME_EVENTS = 1000
+
+MAX_OUTCOME_LATENCY_MS = 3_600_000
+MAX_OUTCOME_TOKENS = 10_000_000
+# Agents' clocks drift a little; an outcome from further in the future than this is a bug (a wrong
+# time zone, milliseconds read as seconds) and would sit in every "since the stage began" window.
+MAX_OUTCOME_CLOCK_SKEW = timedelta(minutes=5)
+
+
+class OutcomeEventIn(BaseModel):
+    """One outcome as the contract names it; unknown fields are ignored."""
+
+    # No whitespace stripping: ids are opaque and used byte for byte, as POST /route and the
+    # in-process client hash them (" u1" is routed as " u1", so it is recorded as " u1").
+    model_config = ConfigDict(extra="ignore")
+
+    # Identifier / Slug (genesis/validation.py) bound the length and refuse NUL, which PostgreSQL
+    # text cannot hold.
+    event_id: Identifier
+    agent: Slug
+    user_id: Identifier
+    model: Identifier
+    success: bool
+    # Upper bounds keep the per-arm sums (Σx² of latency, tokens × price in cost_usd numeric(14, 8))
+    # finite: one absurd value would otherwise make every results query fail. An hour is more than
+    # any request takes; ten million tokens more than any context window.
+    latency_ms: float = Field(ge=0, le=MAX_OUTCOME_LATENCY_MS, allow_inf_nan=False)
+    input_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS)
+    output_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS)
+    quality: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    occurred_at: datetime | None = None
+
+    @field_validator("success", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        # "yes", 1 or "0" are too easy to get wrong for the metric everything hangs on.
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error.get("loc", ())) or "event"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], received_at: datetime | None = None) -> IngestResult:
+    """Validate each event on its own, then insert the valid ones in one statement. A repeated
+    event_id (earlier, or twice in this batch) counts as a duplicate and is stored once. Raises
+    PermissionDenied when the key may not act for an agent named in the batch."""
+    if len(events) > MAX_OUTCOME_EVENTS:
+        raise InvalidInput(f"events: at most {MAX_OUTCOME_EVENTS} per request, got {len(events)}; send them in batches")
+    received_at = received_at or timezone.now()
+    valid, rejected = _validated(events)
+    agents = {agent.slug: agent for agent in Agent.objects.filter(slug__in={event.agent for _, event in valid})}
+    if principal is not None:
+        forbidden = sorted({event.agent for _, event in valid if event.agent in agents and not principal.may_act_for(event.agent)})
+        if forbidden:
+            raise PermissionDenied(f"API key '{principal.label}' may not act for agent(s) {', '.join(forbidden)}")
+    rows, duplicates = _outcome_rows(valid, agents=agents, received_at=received_at, rejected=rejected)
+    rejected.sort(key=lambda item: item["index"])
+    if not rows:
+        return IngestResult(accepted=0, duplicates=duplicates, rejected=rejected)
+
+    costing.price_rows(rows=rows)
+    with transaction.atomic():
+        skipped = _store_outcomes_and_exposures(rows)
+        inserted = [row for row in rows if (row["agent_id"], row["event_id"]) not in skipped] if skipped else rows
+        costing.record_rows(rows=inserted, agents={agent.pk: agent for agent in agents.values()})
+    outcomes_count(rows=inserted, agent_slugs={agent.pk: slug for slug, agent in agents.items()})  # /metrics
+    return IngestResult(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted), rejected=rejected)
+
+
+def _validated(events: list[Any]) -> tuple[list[tuple[int, OutcomeEventIn]], list[dict[str, Any]]]:
+    """(index, event) of each valid event, and {index, detail} of each invalid one."""
+    rejected: list[dict[str, Any]] = []
+    valid: list[tuple[int, OutcomeEventIn]] = []
+    for index, raw in enumerate(events):
+        if not isinstance(raw, dict):
+            rejected.append({"index": index, "detail": "event: must be an object"})
+            continue
+        try:
+            valid.append((index, OutcomeEventIn.model_validate(raw)))
+        except ValidationError as exc:
+            rejected.append({"index": index, "detail": _describe_validation_error(exc)})
+    return valid, rejected
+
+
+def _arms_of_running_experiments(agents: dict[str, Agent]) -> dict[int, dict[str, tuple[str, int]]]:
+    """agent id → {model id → (variant, experiment id)} of the agents' running experiments.
+
+    Only a running experiment's outcomes are its own: while paused everyone gets the live model, so
+    those outcomes are "live" (counting them as control would trip the SRM check on resume).
+    The arm is the model that served, as the agent reports it: a client that routes wrongly then
+    shows up as a sample-ratio mismatch instead of silently polluting an arm. Worked out once per
+    agent and batch, not per event; treatment is written last so it wins if both arms share a model."""
+    return {
+        agent_id: {control_model: (Variant.CONTROL.value, experiment_id), treatment_model: (Variant.TREATMENT.value, experiment_id)}
+        for experiment_id, agent_id, control_model, treatment_model in Experiment.objects.filter(
+            agent_id__in=[agent.pk for agent in agents.values()], status=ExperimentStatus.RUNNING
+        ).values_list("pk", "agent_id", "control__model_id", "treatment__model_id")
+    }
+
+
+def _outcome_rows(
+    valid: list[tuple[int, OutcomeEventIn]], *, agents: dict[str, Agent], received_at: datetime, rejected: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], int]:
+    """The rows to insert, one per new (agent, event_id) of the batch, and how many repeated an
+    event_id within the batch. Events of unknown agents or from the future go to `rejected`."""
+    arms = _arms_of_running_experiments(agents)
+    live = (Variant.LIVE.value, None)
+    agent_ids = {slug: agent.pk for slug, agent in agents.items()}
+    latest_allowed = received_at + MAX_OUTCOME_CLOCK_SKEW
+    rows: list[dict[str, Any]] = []
+    seen_in_batch: set[tuple[int, str]] = set()  # (agent id, event_id): event ids are unique per agent
+    duplicates = 0
+    for index, event in valid:
+        agent_id = agent_ids.get(event.agent)
+        if agent_id is None:
+            rejected.append({"index": index, "detail": f"agent: '{event.agent}' does not exist"})
+            continue
+        occurred_at = _occurred_at(event, received_at=received_at)
+        if occurred_at > latest_allowed:
+            rejected.append({"index": index, "detail": (
+                f"occurred_at: {occurred_at.isoformat()} is in the future (received at {received_at.isoformat()}, "
+                f"allowing {MAX_OUTCOME_CLOCK_SKEW.total_seconds() / 60:g} minutes of clock skew); check the agent's clock and time zone"
+            )})
+            continue
+        key = (agent_id, event.event_id)
+        if key in seen_in_batch:
+            duplicates += 1
+            continue
+        seen_in_batch.add(key)
+        variant, experiment_id = arms.get(agent_id, {}).get(event.model, live)
+        rows.append({
+            "event_id": event.event_id,
+            "agent_id": agent_id,
+            "experiment_id": experiment_id,
+            "variant": variant,
+            "user_id": event.user_id,
+            "model": event.model,
+            "success": event.success,
+            "latency_ms": event.latency_ms,
+            "input_tokens": event.input_tokens,
+            "output_tokens": event.output_tokens,
+            "quality": event.quality,
+            "cost_usd": None,
+            "occurred_at": occurred_at,
+            "received_at": received_at,
+        })
+    return rows, duplicates
+
+
+def _occurred_at(event: OutcomeEventIn, *, received_at: datetime) -> datetime:
+    """When the event happened: as reported (naive times are UTC), else when it was received."""
+    if event.occurred_at is None:
+        return received_at
+    if event.occurred_at.tzinfo is None:
+        return event.occurred_at.replace(tzinfo=dt_timezone.utc)
+    return event.occurred_at
+
+
+OUTCOME_COLUMNS = (
+    ("event_id", "text"), ("agent_id", "bigint"), ("experiment_id", "bigint"), ("variant", "text"), ("user_id", "text"),
+    ("model", "text"), ("success", "boolean"), ("latency_ms", "double precision"), ("input_tokens", "integer"),
+    ("output_tokens", "integer"), ("quality", "double precision"), ("cost_usd", "numeric"),
+    ("occurred_at", "timestamptz"), ("received_at", "timestamptz"),
+)
+_outcome_values = operator.itemgetter(*(name for name, _ in OUTCOME_COLUMNS))
+
+
+def _store_outcomes_and_exposures(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    """Insert the outcomes whose event id is new for their agent and record the exposure of each new
+    outcome's user in its arm; return the (agent id, event_id) pairs NOT inserted (already stored,
+    perhaps by a concurrent request) — usually none, so usually nothing comes back."""
+    if connection.vendor != "postgresql":
+        inserted = _insert_outcomes_ignoring_duplicates(rows)
+        _record_exposures_of([row for row in rows if (row["agent_id"], row["event_id"]) in inserted])
+        return {(row["agent_id"], row["event_id"]) for row in rows} - inserted
+    # On PostgreSQL one statement does both: the rows go in by COPY (experiments/bulk.py), and the
+    # exposures come from what the INSERT really added (RETURNING), earliest sighting per
+    # (experiment, user, arm) in the experiment's current stage — the same rows _record_exposures_of
+    # writes, without a second COPY and its round trips (a sixth of the work of a batch, bench/outcomes).
+    # It answers with the skipped rows rather than the inserted ones: fetching a thousand ids back
+    # was a tenth of the batch's CPU time, for an answer that is almost always "all of them".
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(name) for name, _ in OUTCOME_COLUMNS)
+    with staged_rows(table=OutcomeEvent._meta.db_table, columns=OUTCOME_COLUMNS, rows=map(_outcome_values, rows)) as (cursor, staging):
+        cursor.execute(f"""
+            WITH batch AS (DELETE FROM {staging} RETURNING {names}),
+            new AS (
+                INSERT INTO {quote(OutcomeEvent._meta.db_table)} ({names}) SELECT {names} FROM batch
+                ON CONFLICT (agent_id, event_id) DO NOTHING
+                RETURNING agent_id, event_id, experiment_id, user_id, variant, occurred_at
+            ),
+            exposures AS (
+                INSERT INTO {quote(Assignment._meta.db_table)} (experiment_id, user_id, variant, stage_id, first_seen)
+                SELECT new.experiment_id, new.user_id, new.variant, experiment.current_stage_id, MIN(new.occurred_at)
+                FROM new JOIN {quote(Experiment._meta.db_table)} experiment ON experiment.id = new.experiment_id
+                GROUP BY new.experiment_id, new.user_id, new.variant, experiment.current_stage_id
+                ON CONFLICT (experiment_id, user_id, variant) DO NOTHING
+            )
+            SELECT batch.agent_id, batch.event_id FROM batch
+            WHERE NOT EXISTS (SELECT FROM new WHERE new.agent_id = batch.agent_id AND new.event_id = batch.event_id)
+        """)
+        return set(cursor.fetchall())
+
+
+def _insert_outcomes_ignoring_duplicates(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    """INSERT … ON CONFLICT (agent_id, event_id) DO NOTHING RETURNING event_id: the database says
+    exactly which events are new, even when two requests carry the same event at once. Event ids are
+    unique per agent (two agents may both send "1"), so it runs once per agent in the batch — usually
+    once, as an API key acts for one agent — and returns (agent id, event_id) pairs."""
+    by_agent: dict[int, list[Any]] = {}
+    for row in rows:
+        by_agent.setdefault(row["agent_id"], []).append(_outcome_values(row))
+    inserted: set[tuple[int, str]] = set()
+    for agent_id, values in by_agent.items():
+        inserted.update((agent_id, event_id) for event_id in insert_ignoring_conflicts(
+            table=OutcomeEvent._meta.db_table,
+            columns=OUTCOME_COLUMNS,
+            rows=values,
+            conflict=["agent_id", "event_id"],
+            returning="event_id",
+        ))
+    return inserted
+
+
+def _record_exposures_of(rows: list[dict[str, Any]]) -> None:
+    """Agents that decide in-process (experiments/client.py) never call /route, so the outcomes they
+    report are the only sign of their users' exposure; record it here too, in the experiment's
+    current stage."""
+    stage_of = dict(
+        Experiment.objects.filter(pk__in={row["experiment_id"] for row in rows if row["experiment_id"]})
+        .values_list("pk", "current_stage_id")
+    )
+    earliest: dict[tuple[int, str, str], datetime] = {}
+    for row in rows:
+        if row["experiment_id"] is None:
+            continue
+        key = (row["experiment_id"], row["user_id"], row["variant"])
+        if key not in earliest or row["occurred_at"] < earliest[key]:
+            earliest[key] = row["occurred_at"]
+    insert_ignoring_conflicts(
+        table=Assignment._meta.db_table,
+        columns=ASSIGNMENT_COLUMNS,
+        rows=[[exp_id, user_id, variant, stage_of.get(exp_id), seen] for (exp_id, user_id, variant), seen in earliest.items()],
+        conflict=["experiment_id", "user_id", "variant"],
+    )
+
+
+# --- exposures --------------------------------------------------------------------------------------
+
+
+def exposures_flush() -> int:
+    """Write the exposures buffered in Redis by the routing path (the beat task's work)."""
+    return routing.drain_exposure_queue()

@@ -1,0 +1,69 @@
+"""Pausing: while an experiment is paused everyone gets the live model, so the paused time counts
+neither toward the stage's minimum time nor toward its split (outcomes, sample ratio)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from experiments.models import EventAction, Experiment, ExperimentEvent, ExperimentStage, OutcomeEvent
+from experiments.outcomes import outcomes_ingest
+from experiments.selectors import experiment_metrics, stage_holds
+from experiments.services import experiment_pause, experiment_resume, experiment_start, guardrails_check
+from tests.experiments.factories import draft_experiment, feed, outcome_events
+
+pytestmark = pytest.mark.django_db
+
+
+def running(team, **options):  # type: ignore[no-untyped-def]
+    return experiment_start(experiment=draft_experiment(actor=team["starter"], **options), actor=team["starter"])
+
+
+
+def test_outcomes_while_paused_go_to_the_live_model_not_to_the_experiment(team):
+    experiment = running(team)
+    experiment_pause(experiment=experiment, actor=team["starter"], reason="investigating")
+    # While paused everyone gets the live model (control's): those outcomes are not the experiment's.
+    feed(experiment, arm="control", n=200, success_rate=0.9, seed=3, user_prefix="during-pause")
+    assert OutcomeEvent.objects.filter(experiment=experiment).count() == 0
+    assert OutcomeEvent.objects.filter(experiment=None, variant="live").count() == 200
+
+
+def test_resuming_does_not_trip_srm_with_the_paused_traffic(team):
+    experiment = running(team, stage_plan=[10, 100])
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    experiment_pause(experiment=experiment, actor=team["starter"], reason="investigating")
+    feed(experiment, arm="control", n=300, success_rate=0.9, seed=3, user_prefix="during-pause")
+    experiment_resume(experiment=experiment, actor=team["starter"])
+    # Reported late: served before the resume, so outside the resumed stage's window.
+    late = outcome_events(experiment, arm="control", n=100, success_rate=0.9, seed=4, user_prefix="late")
+    for event in late:
+        event["occurred_at"] = (timezone.now() - timedelta(minutes=1)).isoformat()
+    outcomes_ingest(principal=None, events=late)
+    feed(experiment, arm="treatment", n=5, success_rate=0.9, seed=5, user_prefix="after-t")
+    feed(experiment, arm="control", n=45, success_rate=0.9, seed=6, user_prefix="after-c")
+
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    metrics = experiment_metrics(experiment=experiment)
+    assert (metrics.stage_users_control, metrics.stage_users_treatment) == (45, 5)
+    assert metrics.srm_p is not None and metrics.srm_p > 0.5
+    assert guardrails_check(experiment_id=experiment.pk).action == "none"
+    assert Experiment.objects.get(pk=experiment.pk).status == "running"
+
+
+def test_paused_time_does_not_count_toward_the_minimum_stage_time(team):
+    experiment = running(team, min_stage_hours=2)
+    stage = ExperimentStage.objects.get(pk=Experiment.objects.get(pk=experiment.pk).current_stage_id)
+    first_start = timezone.now() - timedelta(hours=3)
+    ExperimentStage.objects.filter(pk=stage.pk).update(started_at=first_start)  # started 3 h ago …
+    experiment_pause(experiment=experiment, actor=team["starter"])  # … and paused (say) for all of it
+    experiment_resume(experiment=experiment, actor=team["starter"])
+
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    min_time = next(hold for hold in stage_holds(experiment=experiment) if hold.name == "min_time")
+    assert not min_time.cleared and "0.0 h of the 2.0 h minimum" in min_time.detail
+    resumed = ExperimentEvent.objects.get(experiment=experiment, action=EventAction.RESUME)
+    assert resumed.before["stage_started_at"] == first_start.isoformat()
