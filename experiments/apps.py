@@ -6,7 +6,7 @@ class ExperimentsConfig(AppConfig):
     verbose_name = "Experiments and rollouts"
 
     def ready(self) -> None:
-        # Here, not at the top: apps.py is imported while the app registry is still loading, and
+        # import here: apps.py is imported while the app registry is still loading, and
         # the metrics module reads models (its collectors query the audit trail and rollout state).
         from experiments.metrics import register_metrics
 

@@ -162,6 +162,10 @@ class Assignment(models.Model):
             models.UniqueConstraint(fields=["experiment", "user_id", "variant"], name="unique_assignment_per_arm"),
         ]
 
+    def __str__(self) -> str:
+        # Said without a query: the experiment's id, not its key.
+        return f"user {self.user_id} in {self.variant} of experiment #{self.experiment_id}"
+
 
 # Column order and PostgreSQL types for bulk inserts (experiments/bulk.py).
 ASSIGNMENT_COLUMNS = (
@@ -201,6 +205,9 @@ class OutcomeEvent(models.Model):
     class Meta:
         indexes = [models.Index(fields=["experiment", "variant", "occurred_at"], name="outcome_exp_variant_time")]
         constraints = [models.UniqueConstraint(fields=["agent", "event_id"], name="unique_event_id_per_agent")]
+
+    def __str__(self) -> str:
+        return f"outcome {self.event_id} ({self.variant}, {'success' if self.success else 'failure'})"
 
 
 class EventAction(models.TextChoices):

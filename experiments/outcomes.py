@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -191,7 +190,7 @@ def _occurred_at(event: OutcomeEventIn, *, received_at: datetime) -> datetime:
     if event.occurred_at is None:
         return received_at
     if event.occurred_at.tzinfo is None:
-        return event.occurred_at.replace(tzinfo=dt_timezone.utc)
+        return event.occurred_at.replace(tzinfo=UTC)
     return event.occurred_at
 
 

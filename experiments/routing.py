@@ -41,8 +41,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -422,7 +421,7 @@ def write_exposures(*, rows: list[list[Any]]) -> int:
             earliest[key] = (stage_id, seen)
     existing_experiments = set(Experiment.objects.filter(pk__in={key[0] for key in earliest}).values_list("pk", flat=True))
     values = [
-        [exp_id, user_id, variant, stage_id, datetime.fromtimestamp(seen, tz=dt_timezone.utc)]
+        [exp_id, user_id, variant, stage_id, datetime.fromtimestamp(seen, tz=UTC)]
         for (exp_id, user_id, variant), (stage_id, seen) in earliest.items()
         if exp_id in existing_experiments
     ]

@@ -407,6 +407,7 @@ class GuardrailResult:
     reason: str  # one sentence a person can act on
 
 
+# Long: most of it is the docstring that states the published rollback rule, kept whole beside the code.
 def evaluate_guardrail(
     *,
     metric: str,

@@ -21,8 +21,8 @@ by the exception's type, the host and the HTTP status only — never the excepti
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 

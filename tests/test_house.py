@@ -5,8 +5,9 @@ migrations or bench/):
 - no function over 60 lines, unless the comment line just above its `def` (or its decorators)
   starts with `# Long:` and says why;
 - a `# noqa: C901` (ruff's complexity limit, 15) says why after the code;
-- no import of a project module inside a function unless the line says `# import here: <why>` — an
-  import placed there to dodge a cycle is still a cycle (GUIDE, "The house").
+- no import of a project module inside a function unless the line, or the comment just above its
+  group of imports, says `# import here: <why>` — an import placed there to dodge a cycle is still a
+  cycle (GUIDE, "The house").
 """
 
 from __future__ import annotations
@@ -119,6 +120,19 @@ def _project_modules(node: ast.Import | ast.ImportFrom) -> list[str]:
     return [name for name in names if name.split(".")[0] in APPS]
 
 
+def _comment_above_import_block(lines: list[str], lineno: int) -> str:
+    """The comment lines just above the block of imports holding line `lineno` (1-based): one
+    `# import here:` may explain a group of imports."""
+    index = lineno - 2
+    while index >= 0 and lines[index].strip().startswith(("from ", "import ")):
+        index -= 1
+    comment = []
+    while index >= 0 and lines[index].strip().startswith("#"):
+        comment.append(lines[index])
+        index -= 1
+    return " ".join(reversed(comment))
+
+
 def _unexplained_imports(lines: list[str], tree: ast.Module) -> list[tuple[int, str, list[str]]]:
     """(line, function, modules) of each project import inside a function without `# import here:`."""
     found: dict[int, tuple[int, str, list[str]]] = {}
@@ -129,7 +143,10 @@ def _unexplained_imports(lines: list[str], tree: ast.Module) -> list[tuple[int, 
             if not isinstance(node, (ast.Import, ast.ImportFrom)) or not (modules := _project_modules(node)):
                 continue
             assert node.end_lineno is not None
-            if not any(IMPORT_HERE.search(line) for line in lines[node.lineno - 1 : node.end_lineno]):
+            if not (
+                any(IMPORT_HERE.search(line) for line in lines[node.lineno - 1 : node.end_lineno])
+                or IMPORT_HERE.search(_comment_above_import_block(lines, node.lineno))
+            ):
                 found[node.lineno] = (node.lineno, function.name, modules)
     return sorted(found.values())
 

@@ -2,7 +2,7 @@
 improvement, under both rules, and how often the bootstrap seed alone changes a borderline verdict.
 
 Every verdict comes from `models_app.benchmarks.stats.gate_scores` — the decision `compare_paired` makes
-for a finished run, minus the per-case report — on suites drawn from `benchmark_stats.simulate_scores`.
+for a finished run, minus the per-case report — on suites drawn from `models_app.benchmarks.simulation.simulate_scores`.
 
 What the simulated suites assume (the reference score model; see its docstring): per-case scores in
 [0, 1] like the scorers produce — 70 % of cases right/wrong (exact, regex, JSON schema), 30 % graded like
@@ -39,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from models_app.benchmarks import stats as gate  # noqa: E402
+from models_app.benchmarks.simulation import simulate_scores  # noqa: E402
 
 THRESHOLD = 0.08  # BENCHMARK_MIN_RELATIVE_IMPROVEMENT's default
 SIZES = (32, 100, 400)
@@ -60,7 +61,7 @@ def _cell(args: tuple[int, int, float, int, int]) -> list[dict[str, Any]]:
     rng = np.random.default_rng([seed, n, round(improvement * 1000)])
     counts = {rule: {gate.PASS: 0, gate.FAIL: 0, gate.INCONCLUSIVE: 0} for rule in RULES}
     for _ in range(simulations):
-        baseline, candidate = gate.simulate_scores(rng, n=n, true_improvement=improvement)
+        baseline, candidate = simulate_scores(rng, n=n, true_improvement=improvement)
         resampling_seed = int(rng.integers(2**63))
         for rule in RULES:
             result = gate.gate_scores(baseline, candidate, threshold=THRESHOLD, rule=rule, resamples=resamples,
@@ -79,7 +80,7 @@ def _cell(args: tuple[int, int, float, int, int]) -> list[dict[str, Any]]:
 
 def reference_relative_sd(seed: int) -> float:
     """The reference model's per-case SD of the relative improvement (delta SD / baseline mean), measured."""
-    baseline, candidate = gate.simulate_scores(np.random.default_rng([seed, 0]), n=400_000, true_improvement=THRESHOLD)
+    baseline, candidate = simulate_scores(np.random.default_rng([seed, 0]), n=400_000, true_improvement=THRESHOLD)
     return float((candidate - baseline).std(ddof=1) / baseline.mean())
 
 
@@ -106,7 +107,7 @@ def _flips(args: tuple[int, str, float, int]) -> dict[str, Any]:
     close = 0
     passes = 0
     for _ in range(suites):
-        baseline, candidate = gate.simulate_scores(rng, n=FLIP_SIZE, true_improvement=improvement)
+        baseline, candidate = simulate_scores(rng, n=FLIP_SIZE, true_improvement=improvement)
         first_seed, second_seed = (int(value) for value in rng.integers(2**63, size=2))
         for label, options in settings.items():
             first = gate.gate_scores(baseline, candidate, threshold=THRESHOLD, rule=rule, seed=first_seed, **options)
@@ -122,7 +123,7 @@ def _flips(args: tuple[int, str, float, int]) -> dict[str, Any]:
 
 def gate_call_seconds(*, n: int = 1_000, repeats: int = 3) -> float:
     """Best-of-`repeats` time of one production gate call (10 000 resamples, refinement on) at n cases."""
-    baseline, candidate = gate.simulate_scores(np.random.default_rng(1), n=n, true_improvement=0.1)
+    baseline, candidate = simulate_scores(np.random.default_rng(1), n=n, true_improvement=0.1)
     best = math.inf
     for repeat in range(repeats):
         started = time.perf_counter()

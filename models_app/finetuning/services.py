@@ -192,13 +192,8 @@ def training_file_upload(
         if dataset is not None and dataset.sha256 and dataset.sha256 != scanned.sha256:
             raise InvalidInput(f"dataset: #{dataset.pk} holds other bytes than {filename} (sha256 differs)")
         dataset = dataset or _dataset_with_bytes(agent=agent, sha256=scanned.sha256)
-        existing = TrainingFile.objects.filter(
-            agent=agent, provider=account, sha256=scanned.sha256, purpose=purpose
-        ).order_by("-uploaded_at").first()
+        existing = _earlier_upload(agent=agent, account=account, sha256=scanned.sha256, purpose=purpose, dataset=dataset)
         if existing is not None:
-            if existing.dataset_id is None and dataset is not None:
-                TrainingFile.objects.filter(pk=existing.pk, dataset__isnull=True).update(dataset=dataset)
-                existing.dataset = dataset
             return existing
         spool.seek(0)
         payload = spool.read()
@@ -220,6 +215,20 @@ def training_file_upload(
             },
         )
     return training_file
+
+
+def _earlier_upload(
+    *, agent: Agent, account: ProviderAccount, sha256: str, purpose: str, dataset: Dataset | None
+) -> TrainingFile | None:
+    """The same bytes uploaded before for this agent, provider and purpose (linked to `dataset` now if
+    it had none), so a second upload returns it instead of a copy."""
+    existing = TrainingFile.objects.filter(agent=agent, provider=account, sha256=sha256, purpose=purpose).order_by(
+        "-uploaded_at"
+    ).first()
+    if existing is not None and existing.dataset_id is None and dataset is not None:
+        TrainingFile.objects.filter(pk=existing.pk, dataset__isnull=True).update(dataset=dataset)
+        existing.dataset = dataset
+    return existing
 
 
 def _refuse_invalid_lines(scanned: _ScannedFile, *, filename: str) -> None:

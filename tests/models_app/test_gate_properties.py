@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from models_app.benchmarks import stats as gate
+from models_app.benchmarks.simulation import simulate_scores
 
 AT_LEAST, IMPROVES = gate.RULE_AT_LEAST_THRESHOLD, gate.RULE_IMPROVES_AND_REACHES
 THRESHOLD = 0.08
@@ -19,7 +20,7 @@ def pass_rate(*, n: int, improvement: float, rule: str, simulations: int, seed: 
     rng = np.random.default_rng(seed)
     passes = 0
     for _ in range(simulations):
-        baseline, candidate = gate.simulate_scores(rng, n=n, true_improvement=improvement)
+        baseline, candidate = simulate_scores(rng, n=n, true_improvement=improvement)
         result = gate.gate_scores(baseline, candidate, threshold=THRESHOLD, rule=rule, resamples=resamples,
                                   seed=int(rng.integers(2**63)))
         passes += result.verdict == gate.PASS
@@ -51,7 +52,7 @@ def test_production_resampling_does_not_let_the_seed_decide_borderline_suites():
     rng = np.random.default_rng(4)
     flips = verdicts = 0
     for _ in range(40):
-        baseline, candidate = gate.simulate_scores(rng, n=100, true_improvement=borderline)
+        baseline, candidate = simulate_scores(rng, n=100, true_improvement=borderline)
         first, second = (gate.gate_scores(baseline, candidate, threshold=THRESHOLD, rule=AT_LEAST, seed=seed)
                          for seed in (11, 12))
         flips += first.verdict != second.verdict
@@ -77,7 +78,7 @@ def test_an_end_near_a_boundary_is_refined_and_its_monte_carlo_error_shrinks():
 
 
 def test_one_gate_call_at_1000_cases_uses_10_000_resamples_and_reports_its_monte_carlo_error():
-    baseline, candidate = gate.simulate_scores(np.random.default_rng(6), n=1_000, true_improvement=0.1)
+    baseline, candidate = simulate_scores(np.random.default_rng(6), n=1_000, true_improvement=0.1)
     result = gate.gate_scores(baseline, candidate, threshold=THRESHOLD, rule=AT_LEAST, seed=7)
     assert result.resamples >= 10_000
     # The Monte-Carlo SE of a 2.5 % quantile from 10 000 resamples: about 3 % of the interval's SD.
@@ -125,7 +126,7 @@ def test_the_planner_reports_the_power_of_the_current_suite_and_its_detectable_i
 @pytest.mark.parametrize("rule", [AT_LEAST, IMPROVES])
 def test_the_planned_size_gives_about_80_percent_power_in_simulation(rule):
     rng = np.random.default_rng(8)
-    baseline, candidate = gate.simulate_scores(rng, n=200_000, true_improvement=0.2)
+    baseline, candidate = simulate_scores(rng, n=200_000, true_improvement=0.2)
     plan = gate.plan_sample_size(threshold=THRESHOLD, rule=rule, delta_sd=float((candidate - baseline).std()),
                                  baseline_mean=0.6, planned_improvement=0.2)
     assert plan.cases_needed is not None
