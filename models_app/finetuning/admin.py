@@ -30,11 +30,7 @@ from costs.budgeting import format_usd
 from genesis.errors import DomainError
 from models_app.finetuning import rules
 from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
-from models_app.finetuning.models import (
-    FineTuningJob,
-    TrainingFile,
-    TrainingFilePurpose,
-)
+from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
 from models_app.finetuning.services import (
     TrainingFileInvalid,
     finetuning_job_cancel,

@@ -24,11 +24,7 @@ from django.db.models import Model, QuerySet
 from genesis.errors import DomainError, InvalidInput
 from models_app.finetuning import rules
 from models_app.finetuning.adoption import finetuning_job_adopt
-from models_app.finetuning.models import (
-    FineTuningJob,
-    TrainingFile,
-    TrainingFilePurpose,
-)
+from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
 from models_app.finetuning.selectors import jobs_for_agents, jobs_to_sync
 from models_app.finetuning.services import (
     TrainingFileInvalid,
