@@ -103,6 +103,12 @@ def client(**options: Any) -> ProviderHttpClient:
     return ProviderHttpClient(**{"timeout_seconds": 5.0, "max_idle_connections": 4, "trust_env": False, **options})
 
 
+def open_idle_connections(http: ProviderHttpClient, server: StubServer) -> int:
+    """How many open connections to `server` wait in the client's (urllib3) pool."""
+    pool = http._pools_for("http", "127.0.0.1").connection_from_host("127.0.0.1", server.server_address[1], "http")
+    return sum(1 for connection in list(pool.pool.queue) if connection is not None and not connection.is_closed)
+
+
 def test_requests_to_one_origin_reuse_one_kept_alive_connection(serve) -> None:
     server = serve(lambda handler: reply(handler, {"ok": True}))
     http = client()
@@ -111,6 +117,7 @@ def test_requests_to_one_origin_reuse_one_kept_alive_connection(serve) -> None:
         assert response.status_code == 200 and response.json() == {"ok": True}
     assert len(set(server.seen.client_ports)) == 1
     assert server.seen.bodies == [b'{"model":"m"}'] * 5
+    assert open_idle_connections(http, server) == 1
     http.close()
 
 
@@ -146,7 +153,7 @@ def test_an_answer_that_closes_the_connection_is_not_kept(serve) -> None:
     for _ in range(3):
         assert http.request("GET", server.url + "/").json() == {"ok": True}
     assert len(set(server.seen.client_ports)) == 3
-    assert http._idle.get(("http", "127.0.0.1", server.server_address[1]), []) == []
+    assert open_idle_connections(http, server) == 0
     http.close()
 
 
