@@ -131,6 +131,7 @@ class ProviderHttpClient:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._connect_timeout = connect_timeout_seconds
+        self._read_timeout = timeout_seconds
         self._timeout = self._timeouts(timeout_seconds)
         # Relative URLs are joined below the base, as httpx does: "v1/" + "models" → "v1/models".
         self._base_url = httpx.URL(base_url.rstrip("/") + "/") if base_url else None
@@ -175,7 +176,7 @@ class ProviderHttpClient:
             target = self._base_url.join(str(url).lstrip("/"))
         # No timeout (None) falls back to the client's: a provider call must never wait forever.
         chosen = (self._timeout if timeout is httpx.USE_CLIENT_DEFAULT or timeout is None
-                  else self._timeouts(httpx.Timeout(timeout).read or self._timeout.read))
+                  else self._timeouts(httpx.Timeout(timeout).read or self._read_timeout))
         return httpx.Request(
             method, target, params=params or None, content=content, data=data, files=files, json=json,
             # Header names are case-insensitive: the SDK's "user-agent" replaces our "User-Agent".
@@ -283,11 +284,9 @@ class ProviderHttpClient:
             manager = self._proxy_managers.get(proxy_url)
             if manager is None:
                 user, _, password = (proxy.auth or "").partition(":")
-                credentials = {"proxy_basic_auth": f"{unquote(user)}:{unquote(password)}"} if proxy.auth else {}
-                manager = urllib3.ProxyManager(
-                    proxy_url, proxy_headers=urllib3.make_headers(**credentials), proxy_ssl_context=self.ssl_context,
-                    **self._pool_options,
-                )
+                credentials = urllib3.make_headers(proxy_basic_auth=f"{unquote(user)}:{unquote(password)}") if proxy.auth else {}
+                manager = urllib3.ProxyManager(proxy_url, proxy_headers=credentials, proxy_ssl_context=self.ssl_context,
+                                               **self._pool_options)
                 self._proxy_managers[proxy_url] = manager
             return manager
 
