@@ -11,6 +11,7 @@ import re
 import time
 from datetime import timezone
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 BODY_EXCERPT_CHARS = 500
 
@@ -55,16 +56,9 @@ def _rebuild_error(cls: type[ProviderError], fields: dict[str, object]) -> Provi
 
 
 class TransientProviderError(ProviderError):
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        status_code: int | None = None,
-        provider_answer: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, provider=provider, status_code=status_code, provider_answer=provider_answer)
+    def __init__(self, message: str, *, retry_after: float | None = None, **fields: Any) -> None:
+        """`fields`: ProviderError's (provider, status_code, provider_answer)."""
+        super().__init__(message, **fields)
         self.retry_after = retry_after
 
 

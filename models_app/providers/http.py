@@ -1,31 +1,47 @@
-"""The HTTP client every provider talks through: keep-alive HTTP/1.1 connections per origin, the
-process's one TLS context, timeouts and the HTTP(S)_PROXY / NO_PROXY settings.
+"""The HTTP client every provider talks through: httpx's types outside, urllib3's connection pools
+inside.
 
-Why not httpx.Client itself: a chat completion through the mistralai SDK spent about half a
-millisecond of CPU per request in httpx.Client's layers (URL merging, auth, redirect and cookie
-handling, httpcore's pool, h11) — a third of the whole call's CPU, measured against the simulator.
-On a benchmark worker CPU per call is what limits how many calls 2 cores keep in flight (1 ms more
-per call cost the runner bench 0.08 of its ratio to the ideal), and the standard library's
-http.client does the same exchange for a third of the CPU. Providers send small JSON requests to one
-origin and read every answer whole, so this client keeps only what they use, and speaks httpx's
-types — Request, Response and the exceptions — so the mistralai SDK (whose HttpClient protocol it
-implements: build_request, send, close) and the providers' error mapping work unchanged.
+Why this shape: the mistralai SDK takes any client with httpx.Client's `build_request` / `send` /
+`close` and reads httpx's requests, responses and exceptions, and the providers' error mapping speaks
+httpx's exceptions too. httpx.Client itself spent about half a millisecond of CPU per chat completion
+in its layers (URL merging, auth, redirect and cookie handling, httpcore's pool, h11) — a third of the
+call's CPU against the simulator, and CPU per call is what limits a benchmark worker on 2 cores. So
+this adapter keeps httpx's types and hands each exchange to urllib3 (pinned in requirements.txt),
+which does the connection work that is easy to get subtly wrong by hand:
 
-Left out on purpose: HTTP/2, cookies, redirects (a 3xx is returned as it is, and the provider's
-error names the status), compressed answers (none is asked for) and streaming (`stream=True` still
-reads the answer whole, and a request body of unknown length is read whole and sent with its length;
-no provider here streams). A proxy is reached over plain HTTP; HTTPS goes through it in a CONNECT
-tunnel, so the TLS session is still with the provider (an IPv6 literal cannot be tunnelled: Python
-3.11's CONNECT line leaves out its brackets).
+- pooling: one keep-alive pool per origin keeping up to `max_idle_connections` idle (the account's
+  concurrency, so a full round of calls finds them all); a connection the server closed while idle
+  is noticed and replaced before it is used;
+- TLS with the process's one context (`tls_context()`): certificates and host names verified;
+- proxies from the environment, read as httpx and requests read them: HTTP_PROXY, HTTPS_PROXY,
+  ALL_PROXY and NO_PROXY, in lower or upper case (lower case wins). Plain HTTP goes to the proxy as
+  an absolute-form request; HTTPS goes through it in a CONNECT tunnel, so the TLS session is still
+  with the provider. The proxy itself may be `http://` or `https://` (then TLS to the proxy too,
+  verified with the same context); credentials in its URL are sent as Proxy-Authorization;
+- one more try for an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) whose connection
+  broke before an answer came: a kept-alive connection the server closed between the idle check and
+  the send. urllib3 cannot tell that from a fresh connection breaking, so any such request is sent at
+  most twice — harmless for an idempotent one. A POST is never sent again here (the server may have
+  acted on it), and nothing is after a timeout, a refused connection or an answer, whatever its
+  status: the providers' retry layer (retry.py) decides those;
+- timeouts, each per socket operation (as in httpx and requests), not a deadline for the whole call:
+  connecting (TCP, the proxy's tunnel, the TLS handshake) waits at most `connect_timeout_seconds`
+  (10 s, or the account's timeout if shorter); each wait for the answer at most the request's timeout
+  (the account's `timeout_seconds`, which the SDK passes on every call). urllib3 has no write timeout
+  of its own: it sends the request under the connect timeout, so that is the write timeout here too
+  (reported as such in the request's "timeout" extension);
+- a cap on the answer's size (`max_response_bytes`, 32 MiB by default: a chat completion or a page
+  of fine-tuning jobs is far below it): a larger answer raises ResponseTooLargeError, which the
+  providers turn into a permanent error naming the limit, and the connection is dropped unread.
+
+Left out on purpose: HTTP/2, cookies, redirects (a 3xx is returned as it is, and the provider's error
+names the status), asking for compressed answers, and streaming (`stream=True` still reads the answer
+whole). A request body of unknown length is read whole and sent with its length.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import http.client
-import select
-import socket
 import ssl
 import threading
 import time
@@ -33,14 +49,28 @@ import urllib.request
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import httpx
+import urllib3
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util import Retry, parse_url
 
 from .base import ProviderSettings
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _USER_AGENT = "genesis-provider-client"
+CONNECT_TIMEOUT_SECONDS = 10.0
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 @functools.cache
@@ -54,10 +84,39 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+class ResponseTooLargeError(httpx.RequestError):
+    """The answer is larger than the client's `max_response_bytes`. Not a transport error: sending
+    the request again would bring the same answer."""
+
+    def __init__(self, message: str, *, request: httpx.Request, limit_bytes: int) -> None:
+        super().__init__(message, request=request)
+        self.limit_bytes = limit_bytes
+
+
+class _RetryBrokenIdempotentRequest(Retry):
+    """urllib3's retry policy for the one case retried here (see the module's docstring): a read
+    error — the connection broke before the answer — on an idempotent method, once. urllib3 counts a
+    timeout waiting for the answer as a read error too; a slow provider is not a stale connection,
+    and waiting again would double the account's timeout, so a timeout is raised at once. So is a
+    proxy's refusal of the tunnel (also a "read error" to urllib3): asking again gets the same."""
+
+    def increment(self, method: str | None = None, url: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        error = kwargs.get("error")
+        if isinstance(error, ReadTimeoutError) or (isinstance(error, ProtocolError) and (_timed_out(error) or _tunnel_refused(error))):
+            raise error
+        return super().increment(method, url, *args, **kwargs)
+
+
+_RETRY = _RetryBrokenIdempotentRequest(
+    total=None, connect=False, read=1, redirect=False, status=False, other=False,
+    # A 429 or 503 with Retry-After is an answer: the providers' retry layer honours it, not urllib3.
+    respect_retry_after_header=False, raise_on_redirect=False, raise_on_status=False,
+)
+
+
 class ProviderHttpClient:
-    """httpx.Client's shape as far as the providers and the mistralai SDK use it. Thread-safe: a
-    connection serves one request at a time; idle ones wait in a per-origin pool of at most
-    `max_idle_connections` (the account's concurrency, so a full round of calls finds them all)."""
+    """httpx.Client's shape as far as the providers and the mistralai SDK use it, on urllib3's pools.
+    Thread-safe."""
 
     def __init__(
         self,
@@ -68,15 +127,27 @@ class ProviderHttpClient:
         headers: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         trust_env: bool = True,
+        connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
-        self._timeout = httpx.Timeout(timeout_seconds)
+        self._connect_timeout = connect_timeout_seconds
+        self._read_timeout = timeout_seconds
+        self._timeout = self._timeouts(timeout_seconds)
         # Relative URLs are joined below the base, as httpx does: "v1/" + "models" → "v1/models".
         self._base_url = httpx.URL(base_url.rstrip("/") + "/") if base_url else None
         self._headers = _by_lowercase_name({"User-Agent": _USER_AGENT, **(headers or {})})
         self.ssl_context = ssl_context or tls_context()
-        self._max_idle = max(1, max_idle_connections)
+        self.max_response_bytes = max_response_bytes
+        self._pool_options: dict[str, Any] = {
+            # block=False: a call beyond the pool's size opens one more connection rather than wait;
+            # the providers' call gate keeps calls to the account's concurrency, the pool's size.
+            "maxsize": max(1, max_idle_connections), "block": False, "retries": _RETRY, "ssl_context": self.ssl_context,
+        }
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._direct = urllib3.PoolManager(**self._pool_options)
+        self._proxy_managers: dict[str, urllib3.ProxyManager] = {}
+        self._route: dict[tuple[str, str], urllib3.PoolManager] = {}  # (scheme, host) → direct or a proxy
+        self._pools: dict[tuple[str, str, int], HTTPConnectionPool] = {}  # (scheme, host, port) → its pool
         self._lock = threading.Lock()
         self._closed = False
 
@@ -104,7 +175,8 @@ class ProviderHttpClient:
                 raise ValueError(f"relative URL {str(url)!r} but the client has no base_url")
             target = self._base_url.join(str(url).lstrip("/"))
         # No timeout (None) falls back to the client's: a provider call must never wait forever.
-        chosen = self._timeout if timeout is httpx.USE_CLIENT_DEFAULT or timeout is None else httpx.Timeout(timeout)
+        chosen = (self._timeout if timeout is httpx.USE_CLIENT_DEFAULT or timeout is None
+                  else self._timeouts(httpx.Timeout(timeout).read or self._read_timeout))
         return httpx.Request(
             method, target, params=params or None, content=content, data=data, files=files, json=json,
             # Header names are case-insensitive: the SDK's "user-agent" replaces our "User-Agent".
@@ -123,70 +195,43 @@ class ProviderHttpClient:
         auth: Any = httpx.USE_CLIENT_DEFAULT,
         follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
-        """One exchange on a pooled connection (or a new one). A connection the server closed
-        while it was idle is noticed before it is used; one that fails mid-exchange is an httpx
-        transport error and is not sent again here — the providers' retry layer decides that."""
         if self._closed:
             raise RuntimeError("the provider HTTP client is closed")
-        timeouts = request.extensions.get("timeout") or self._timeout.as_dict()
         url = request.url
         scheme = url.scheme
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r} in {url}", request=request)
-        # The host as it goes on the wire (IDNA-encoded, IPv6 without brackets).
-        origin = (scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[scheme])
+        host = url.raw_host.decode("ascii")  # as it goes on the wire: IDNA-encoded, IPv6 without brackets
+        port = url.port or _DEFAULT_PORTS[scheme]
+        timeouts = request.extensions.get("timeout") or self._timeout.as_dict()
         started = time.perf_counter()
         body = request.read()
-        headers = request.headers.raw
-        if "transfer-encoding" in request.headers:
-            # A body of unknown length (an iterator, a pipe) was read whole just above: send it with
-            # its length rather than chunked, which would need the chunk framing written out.
-            headers = [(name, value) for name, value in headers if name.lower() != b"transfer-encoding"]
-            headers.append((b"Content-Length", str(len(body)).encode("ascii")))
-        connection = self._idle_connection(origin) or self._connect(origin, request, timeouts)
-        proxied = isinstance(connection, _ForwardProxyConnection)
+        pool = self._pool(scheme, host, port)
+        # Through a forward proxy the request line names the whole URL (RFC 9112, absolute form);
+        # through a tunnel, or directly, only the path.
+        forwarded = pool.proxy is not None and scheme == "http"
+        target = str(url.copy_with(fragment=None)) if forwarded else url.raw_path.decode("ascii")
         try:
-            assert connection.sock is not None
-            connection.sock.settimeout(timeouts.get("read"))  # this request's, whoever opened the connection
-            # Through a forward proxy the request line names the whole URL (RFC 9112, absolute form).
-            target = str(url.copy_with(fragment=None)) if proxied else url.raw_path.decode("ascii")
-            connection.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
-            for name, value in headers:
-                connection.putheader(name, value)
-            for name, value in (connection.proxy_headers.items() if proxied else ()):
-                connection.putheader(name, value)
-            connection.endheaders(body or None)  # headers and body in one send (no Nagle stall)
-        except TimeoutError as error:
-            connection.close()
-            raise httpx.WriteTimeout(f"timed out sending the request to {url.host}", request=request) from error
+            answer = pool.urlopen(
+                request.method, target, body=body or None, headers=_wire_headers(request, body), retries=_RETRY,
+                redirect=False, assert_same_host=False, preload_content=False, decode_content=False,
+                timeout=urllib3.Timeout(connect=timeouts["connect"], read=timeouts["read"]),
+            )
+            content = self._read_capped(answer, request)
+        except ResponseTooLargeError:
+            raise
         except ValueError as error:  # http.client refuses a header with a line break in it
-            connection.close()
             raise httpx.LocalProtocolError(f"invalid request to {url.host}: {error}", request=request) from error
-        except (http.client.HTTPException, OSError) as error:
-            connection.close()
-            raise httpx.WriteError(f"could not send the request to {url.host}: {error!r}", request=request) from error
-        try:
-            answer = connection.getresponse()
-            content = answer.read()
-        except TimeoutError as error:
-            connection.close()
-            raise httpx.ReadTimeout(f"no answer from {url.host} within {timeouts.get('read')}s", request=request) from error
-        except (http.client.HTTPException, OSError) as error:
-            connection.close()
-            raise httpx.RemoteProtocolError(f"{url.host} closed the connection without a complete answer ({error!r})",
-                                            request=request) from error
-        if answer.will_close:
-            connection.close()
-        else:
-            self._keep(origin, connection)
+        except urllib3.exceptions.HTTPError as error:
+            raise _httpx_error(error, request, host=host, port=port, proxy=pool.proxy, timeouts=timeouts) from error
         response = httpx.Response(
             answer.status,
             # http.client decoded the header bytes as latin-1; httpx takes them back as bytes, so a
             # non-ASCII value (which httpx would refuse as text) is kept as it came.
-            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.getheaders()],
+            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()],
             content=content, request=request,
             extensions={"http_version": b"HTTP/1.0" if answer.version == 10 else b"HTTP/1.1",
-                        "reason_phrase": answer.reason.encode("latin-1", "replace")},
+                        "reason_phrase": (answer.reason or "").encode("latin-1", "replace")},
         )
         response.elapsed = timedelta(seconds=time.perf_counter() - started)
         return response
@@ -194,107 +239,127 @@ class ProviderHttpClient:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, {}
-        for connections in idle.values():
-            for connection in connections:
-                connection.close()
+            managers = [self._direct, *self._proxy_managers.values()]
+        for manager in managers:
+            manager.clear()  # closes every pool, and so every idle connection
 
     # ---- connections -------------------------------------------------------------------------
-    def _idle_connection(self, origin: tuple[str, str, int]) -> http.client.HTTPConnection | None:
-        """The most recently used idle connection that is still open. A socket with something to
-        read while idle is one the server closed (or broke): it is dropped, as httpcore does."""
-        while True:
+    def _timeouts(self, read_seconds: float) -> httpx.Timeout:
+        """What a request waits for: the answer `read_seconds`; connecting, and sending (urllib3
+        sends under the connect timeout), the connect timeout, never longer than the read one."""
+        connect = min(self._connect_timeout, read_seconds)
+        return httpx.Timeout(connect=connect, read=read_seconds, write=connect, pool=None)
+
+    def _pool(self, scheme: str, host: str, port: int) -> HTTPConnectionPool:
+        """The origin's connection pool, looked up once and then kept at hand: asking the pool
+        manager on every call (its key normalising, its LRU bookkeeping) costs about 12 µs a call.
+        A pool the manager has since closed (it keeps at most `num_pools` of them) is asked anew."""
+        pool = self._pools.get((scheme, host, port))
+        if pool is None or pool.pool is None:
+            pool = self._pools_for(scheme, host).connection_from_host(host, port, scheme)
             with self._lock:
-                pool = self._idle.get(origin)
-                if not pool:
-                    return None
-                connection = pool.pop()
-            if connection.sock is not None and not _readable(connection.sock):
-                return connection
-            connection.close()
+                self._pools[(scheme, host, port)] = pool
+        return pool
 
-    def _keep(self, origin: tuple[str, str, int], connection: http.client.HTTPConnection) -> None:
-        with self._lock:
-            pool = self._idle.setdefault(origin, [])
-            if not self._closed and len(pool) < self._max_idle:
-                pool.append(connection)
-                return
-        connection.close()
-
-    def _connect(self, origin: tuple[str, str, int], request: httpx.Request, timeouts: Mapping[str, Any]) -> http.client.HTTPConnection:
-        scheme, host, port = origin
-        proxy = self._proxy_for(scheme, host)
-        if proxy is not None:
-            proxy_host, proxy_port, credentials = proxy
-            if ":" in host:
-                # http.client (3.11) writes "CONNECT 2001:db8::1:443", which no proxy can read.
-                raise httpx.ProxyError(f"IPv6 address {host} cannot be reached through the proxy: use a host name, "
-                                       "or list the address in NO_PROXY", request=request)
-            if scheme == "https":
-                connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    proxy_host, proxy_port, timeout=timeouts.get("connect"), context=self.ssl_context)
-                connection.set_tunnel(host, port, headers=_proxy_authorization(credentials))
-            else:
-                connection = _ForwardProxyConnection(proxy_host, proxy_port, timeout=timeouts.get("connect"),
-                                                     proxy_headers=_proxy_authorization(credentials))
-        elif scheme == "https":
-            connection = http.client.HTTPSConnection(host, port, timeout=timeouts.get("connect"), context=self.ssl_context)
-        else:
-            connection = http.client.HTTPConnection(host, port, timeout=timeouts.get("connect"))
-        via = f" through the proxy {proxy[0]}:{proxy[1]}" if proxy is not None else ""
-        try:
-            connection.connect()
-        except TimeoutError as error:
-            connection.close()
-            raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}{via}", request=request) from error
-        except (OSError, http.client.HTTPException) as error:  # refused, unknown host, TLS verification…
-            connection.close()
-            failure = httpx.ProxyError if proxy is not None else httpx.ConnectError  # e.g. the proxy's 407
-            raise failure(f"could not connect to {host}:{port}{via}: {error}", request=request) from error
-        return connection
-
-    def _proxy_for(self, scheme: str, host: str) -> tuple[str, int, str] | None:
-        """(host, port, "user:password" or "") of the proxy for `scheme`, or None (none set, or the
-        host is in NO_PROXY)."""
+    def _pools_for(self, scheme: str, host: str) -> urllib3.PoolManager:
+        """The pool manager that reaches `host`: the direct one, or the proxy's for `scheme` unless
+        NO_PROXY names the host. Decided once per (scheme, host)."""
+        route = self._route.get((scheme, host))
+        if route is not None:
+            return route
         address = self._proxies.get(scheme) or self._proxies.get("all")
         if not address or urllib.request.proxy_bypass_environment(host, self._proxies):
-            return None
-        parts = urlsplit(address if "://" in address else f"http://{address}")
-        if parts.scheme != "http" or not parts.hostname:
-            raise httpx.ProxyError(f"proxy {parts.scheme}://{parts.hostname}: only a plain-HTTP proxy (http://host:port) is supported")
-        credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}" if parts.username else ""
-        return parts.hostname, parts.port or 80, credentials
+            route = self._direct
+        else:
+            route = self._proxy_manager(address)
+        with self._lock:
+            return self._route.setdefault((scheme, host), route)
+
+    def _proxy_manager(self, address: str) -> urllib3.ProxyManager:
+        proxy = parse_url(address if "://" in address else f"http://{address}")
+        if proxy.scheme not in ("http", "https") or not proxy.host:
+            raise httpx.ProxyError(f"proxy {address!r}: expected http://host:port or https://host:port")
+        proxy_url = proxy._replace(auth=None, path=None, query=None, fragment=None).url
+        with self._lock:
+            manager = self._proxy_managers.get(proxy_url)
+            if manager is None:
+                user, _, password = (proxy.auth or "").partition(":")
+                credentials = urllib3.make_headers(proxy_basic_auth=f"{unquote(user)}:{unquote(password)}") if proxy.auth else {}
+                manager = urllib3.ProxyManager(proxy_url, proxy_headers=credentials, proxy_ssl_context=self.ssl_context,
+                                               **self._pool_options)
+                self._proxy_managers[proxy_url] = manager
+            return manager
+
+    def _read_capped(self, answer: urllib3.BaseHTTPResponse, request: httpx.Request) -> bytes:
+        """The whole answer, unless it is larger than `max_response_bytes`: then the connection is
+        dropped (what is left of the answer is not read) and ResponseTooLargeError raised."""
+        limit = self.max_response_bytes
+        declared = answer.length_remaining  # the Content-Length, when the server sent one
+        content = b"" if declared is not None and declared > limit else answer.read(None if declared is not None else limit + 1)
+        if (declared is not None and declared > limit) or len(content) > limit:
+            answer.close()
+            answer.release_conn()  # the closed connection goes back to the pool, to be opened anew
+            raise ResponseTooLargeError(
+                f"{request.url.host} answered {request.method} {request.url.path} with more than {limit} bytes "
+                f"({declared if declared is not None else 'no length given'}); the provider HTTP client's "
+                "max_response_bytes refuses it", request=request, limit_bytes=limit,
+            )
+        answer.release_conn()  # read to its end, so already back in the pool: this is a no-op then
+        return content
 
 
+def _wire_headers(request: httpx.Request, body: bytes) -> dict[str, str]:
+    """The request's headers for urllib3 (latin-1, as http.client will encode them back). A body of
+    unknown length (an iterator, a pipe) was read whole: it is sent with its length rather than
+    chunked."""
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers.raw}
+    if "transfer-encoding" in request.headers:
+        headers = {name: value for name, value in headers.items() if name.lower() != "transfer-encoding"}
+        headers["Content-Length"] = str(len(body))
+    return headers
 
-class _ForwardProxyConnection(http.client.HTTPConnection):
-    """Plain HTTP through a forward proxy: a connection to the proxy, whose requests carry the
-    proxy's credentials."""
 
-    def __init__(self, host: str, port: int, *, timeout: float | None, proxy_headers: dict[str, str]) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.proxy_headers = proxy_headers
+def _timed_out(error: ProtocolError) -> bool:
+    """urllib3 reports a socket timeout while sending as a ProtocolError around a TimeoutError."""
+    return any(isinstance(cause, TimeoutError) for cause in error.args)
 
 
-def _readable(sock: socket.socket) -> bool:
-    """Whether `sock` has something to read now (poll: no limit on descriptor numbers)."""
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([sock], [], [], 0)[0])
+def _tunnel_refused(error: ProtocolError) -> bool:
+    """A proxy's answer other than 200 to CONNECT (a 407 for wrong credentials, a 403 for a host it
+    does not allow), which urllib3 reports as a broken connection around the OSError http.client
+    raised, told apart only by its text."""
+    return any(isinstance(cause, OSError) and "Tunnel connection failed" in str(cause) for cause in error.args)
+
+
+def _httpx_error(
+    error: urllib3.exceptions.HTTPError, request: httpx.Request, *, host: str, port: int, proxy: Any, timeouts: Mapping[str, Any]
+) -> httpx.TransportError:
+    """urllib3's exception as the httpx one the SDK and the providers' error mapping expect."""
+    if isinstance(error, MaxRetryError) and error.reason is not None:
+        error = error.reason  # type: ignore[assignment]
+    via = f" through the proxy {proxy.host}:{proxy.port}" if proxy is not None else ""
+    if isinstance(error, ProxyError):
+        return httpx.ProxyError(f"could not connect to {host}:{port}{via}: {error.original_error}", request=request)
+    if isinstance(error, ProtocolError) and _tunnel_refused(error):
+        return httpx.ProxyError(f"could not connect to {host}:{port}{via}: {error.args[-1]}", request=request)
+    if isinstance(error, NewConnectionError | SSLError):  # refused, unknown host, TLS verification…
+        return httpx.ConnectError(f"could not connect to {host}:{port}{via}: {error}", request=request)
+    if isinstance(error, ConnectTimeoutError):
+        return httpx.ConnectTimeout(f"timed out connecting to {host}:{port}{via}", request=request)
+    if isinstance(error, ReadTimeoutError):
+        return httpx.ReadTimeout(f"no answer from {host} within {timeouts['read']}s", request=request)
+    if isinstance(error, ProtocolError) and _timed_out(error):
+        return httpx.WriteTimeout(f"timed out sending the request to {host} ({timeouts['write']}s)", request=request)
+    if isinstance(error, ProtocolError):
+        return httpx.RemoteProtocolError(f"{host} closed the connection without a complete answer ({error.args[-1]!r})",
+                                         request=request)
+    return httpx.TransportError(f"HTTP exchange with {host} failed: {error!r}", request=request)
 
 
 def _by_lowercase_name(headers: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """The headers keyed by their lower-cased name, each kept with the name as written (some
     servers are less forgiving of case than HTTP says they must be)."""
     return {name.lower(): (name, value) for name, value in headers.items()}
-
-
-def _proxy_authorization(credentials: str) -> dict[str, str]:
-    if not credentials:
-        return {}
-    return {"Proxy-Authorization": "Basic " + base64.b64encode(credentials.encode()).decode("ascii")}
 
 
 def new_http_client(settings: ProviderSettings, **options: Any) -> ProviderHttpClient:

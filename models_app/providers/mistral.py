@@ -12,11 +12,10 @@ its pydantic wrapper models and type hints on every call (most of its CPU per ca
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from mistralai import Mistral
@@ -25,6 +24,7 @@ from mistralai.types import UNSET
 from mistralai.types.basemodel import Unset
 from mistralai.utils.logger import NoOpLogger
 
+from . import mistral_sdk_caches
 from .base import (
     ChatMessage,
     ChatResult,
@@ -36,18 +36,9 @@ from .base import (
     UploadedFile,
     prepared_messages,
 )
-from . import mistral_sdk_caches
-from .errors import (
-    PermanentProviderError,
-    ProviderError,
-    TransientProviderError,
-    UnsupportedParameterError,
-    error_from_response,
-)
-from .http import ProviderHttpClient, new_http_client
-from .throttle import CallGate
-
-T = TypeVar("T")
+from .errors import PermanentProviderError, ProviderError, UnsupportedParameterError
+from .http import ProviderHttpClient
+from .http_provider import HttpProvider
 
 mistral_sdk_caches.install()
 
@@ -90,11 +81,11 @@ class _SynchronousOnly:
         return None
 
 
-class MistralProvider:
+class MistralProvider(HttpProvider):
+    default_address = "the Mistral API"
+
     def __init__(self, settings: ProviderSettings, *, http_client: ProviderHttpClient | None = None) -> None:
-        self.settings = settings
-        self._owns_http_client = http_client is None
-        self._http = http_client or new_http_client(settings)
+        super().__init__(settings, http_client=http_client)
         self._sdk = Mistral(
             # None, not "": an empty key must reach the provider as "no key" (and a clear 401).
             api_key=settings.api_key or None,
@@ -105,20 +96,6 @@ class MistralProvider:
             timeout_ms=int(settings.timeout_seconds * 1000),
             debug_logger=NoOpLogger(),
         )
-        self._gate = CallGate(
-            provider=settings.name,
-            max_concurrency=settings.max_concurrency,
-            rate_limit_per_minute=settings.rate_limit_per_minute,
-            wait_limit_seconds=settings.timeout_seconds,
-        )
-
-    @property
-    def name(self) -> str:
-        return self.settings.name
-
-    def close(self) -> None:
-        if self._owns_http_client:
-            self._http.close()
 
     def load_lazy_parts(self) -> None:
         """Import the SDK's chat module now rather than on the first call (factory.warm_up)."""
@@ -130,17 +107,9 @@ class MistralProvider:
     ) -> ChatResult:
         options = self._chat_options(parameters or {})
         prepared = prepared_messages(messages, strip_markers=self.settings.strip_answer_markers)
-        timing: dict[str, float] = {}
-
-        def complete() -> Any:
-            # Timed inside the call gate: latency is the provider's, not our own queueing.
-            started = time.perf_counter()
-            try:
-                return self._sdk.chat.complete(model=model, messages=prepared, **options)
-            finally:
-                timing["latency_ms"] = (time.perf_counter() - started) * 1000
-
-        response = self._call("chat completion", complete, model=model)
+        response, latency_ms = self._timed_call(
+            "chat completion", lambda: self._sdk.chat.complete(model=model, messages=prepared, **options), model=model
+        )
         if not response.choices:
             raise PermanentProviderError(
                 f"provider '{self.name}' answered the chat completion without any choice", provider=self.name
@@ -151,7 +120,7 @@ class MistralProvider:
             text=_content_text(choice.message.content),
             prompt_tokens=int(usage.prompt_tokens or 0),
             completion_tokens=int(usage.completion_tokens or 0),
-            latency_ms=round(timing["latency_ms"], 2),
+            latency_ms=round(latency_ms, 2),
             finish_reason=str(choice.finish_reason),
             model=response.model or model,
             provider=self.name,
@@ -223,28 +192,13 @@ class MistralProvider:
         return [_job_snapshot(job) for job in listing.data or []]
 
     def get_job(self, *, job_id: str) -> FineTuningJobSnapshot:
-        job = self._call(
-            f"get fine-tuning job {job_id}",
-            lambda: self._sdk.fine_tuning.jobs.get(job_id=job_id),
-            refusal_is_expected=True,
-        )
-        return _job_snapshot(job)
+        return self._job_call(f"get fine-tuning job {job_id}", lambda: self._sdk.fine_tuning.jobs.get(job_id=job_id))
 
     def start_job(self, *, job_id: str) -> FineTuningJobSnapshot:
-        job = self._call(
-            f"start fine-tuning job {job_id}",
-            lambda: self._sdk.fine_tuning.jobs.start(job_id=job_id),
-            refusal_is_expected=True,
-        )
-        return _job_snapshot(job)
+        return self._job_call(f"start fine-tuning job {job_id}", lambda: self._sdk.fine_tuning.jobs.start(job_id=job_id))
 
     def cancel_job(self, *, job_id: str) -> FineTuningJobSnapshot:
-        job = self._call(
-            f"cancel fine-tuning job {job_id}",
-            lambda: self._sdk.fine_tuning.jobs.cancel(job_id=job_id),
-            refusal_is_expected=True,
-        )
-        return _job_snapshot(job)
+        return self._job_call(f"cancel fine-tuning job {job_id}", lambda: self._sdk.fine_tuning.jobs.cancel(job_id=job_id))
 
     # ---- plumbing ----------------------------------------------------------------------------
     def _chat_options(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,52 +215,22 @@ class MistralProvider:
                 options[name] = value
         return options
 
-    def _call(
-        self, operation: str, request: Callable[[], T], *, model: str | None = None, refusal_is_expected: bool = False
-    ) -> T:
-        try:
-            with self._gate.admit():
-                return request()
-        except ProviderError:
-            raise
-        except sdk_models.ResponseValidationError as error:
-            if 200 <= error.status_code < 300:
-                raise PermanentProviderError(
-                    f"provider '{self.name}' answered {operation} with a shape the SDK cannot read: {error.message}",
-                    provider=self.name,
-                    status_code=error.status_code,
-                    provider_answer=error.body,
-                ) from error
-            raise self._error_from_answer(error, operation, model, refusal_is_expected) from error
-        except sdk_models.MistralError as error:
-            raise self._error_from_answer(error, operation, model, refusal_is_expected) from error
-        except httpx.TimeoutException as error:
-            raise TransientProviderError(
-                f"provider '{self.name}' timed out after {self.settings.timeout_seconds:g}s on {operation}",
-                provider=self.name,
-            ) from error
-        except (httpx.TransportError, sdk_models.NoResponseError) as error:
-            raise TransientProviderError(
-                f"cannot reach provider '{self.name}' at {self.settings.base_url or 'the Mistral API'} "
-                f"for {operation}: {error}",
-                provider=self.name,
-            ) from error
+    def _job_call(self, operation: str, request: Callable[[], Any]) -> FineTuningJobSnapshot:
+        return _job_snapshot(self._call(operation, request, refusal_is_expected=True))
 
-    def _error_from_answer(
-        self, error: sdk_models.MistralError, operation: str, model: str | None, refusal_is_expected: bool
-    ) -> ProviderError:
-        return error_from_response(
-            provider=self.name,
-            operation=operation,
-            status_code=error.status_code,
-            body=error.body,
-            retry_after_header=error.headers.get("retry-after"),
-            location_header=error.headers.get("location"),
-            api_key_env=self.settings.api_key_env,
-            api_key_present=bool(self.settings.api_key),
-            refusal_is_expected=refusal_is_expected,
-            model=model,
-        )
+    def _provider_error(
+        self, error: Exception, *, operation: str, model: str | None, refusal_is_expected: bool
+    ) -> ProviderError | None:
+        """The SDK's own errors first: an answer it could not read, an error answer, no answer."""
+        if isinstance(error, sdk_models.ResponseValidationError) and 200 <= error.status_code < 300:
+            return self._unreadable_answer(operation, f"a shape the SDK cannot read: {error.message}",
+                                           status_code=error.status_code, answer=error.body)
+        if isinstance(error, sdk_models.MistralError):
+            return self._error_from_answer(operation=operation, status_code=error.status_code, body=error.body,
+                                           headers=error.headers, model=model, refusal_is_expected=refusal_is_expected)
+        if isinstance(error, sdk_models.NoResponseError):
+            return self._unreachable(operation, error)
+        return super()._provider_error(error, operation=operation, model=model, refusal_is_expected=refusal_is_expected)
 
 
 def _set(value: Any) -> Any:

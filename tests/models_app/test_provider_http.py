@@ -19,7 +19,17 @@ from typing import Any
 import httpx
 import pytest
 
-from models_app.providers.http import ProviderHttpClient, tls_context
+from models_app.providers import (
+    OpenAICompatibleProvider,
+    PermanentProviderError,
+    TransientProviderError,
+)
+from models_app.providers.base import ProviderKind, ProviderSettings
+from models_app.providers.http import (
+    ProviderHttpClient,
+    ResponseTooLargeError,
+    tls_context,
+)
 
 
 @dataclass
@@ -103,6 +113,12 @@ def client(**options: Any) -> ProviderHttpClient:
     return ProviderHttpClient(**{"timeout_seconds": 5.0, "max_idle_connections": 4, "trust_env": False, **options})
 
 
+def open_idle_connections(http: ProviderHttpClient, server: StubServer) -> int:
+    """How many open connections to `server` wait in the client's (urllib3) pool."""
+    pool = http._pools_for("http", "127.0.0.1").connection_from_host("127.0.0.1", server.server_address[1], "http")
+    return sum(1 for connection in list(pool.pool.queue) if connection is not None and not connection.is_closed)
+
+
 def test_requests_to_one_origin_reuse_one_kept_alive_connection(serve) -> None:
     server = serve(lambda handler: reply(handler, {"ok": True}))
     http = client()
@@ -111,6 +127,7 @@ def test_requests_to_one_origin_reuse_one_kept_alive_connection(serve) -> None:
         assert response.status_code == 200 and response.json() == {"ok": True}
     assert len(set(server.seen.client_ports)) == 1
     assert server.seen.bodies == [b'{"model":"m"}'] * 5
+    assert open_idle_connections(http, server) == 1
     http.close()
 
 
@@ -146,7 +163,7 @@ def test_an_answer_that_closes_the_connection_is_not_kept(serve) -> None:
     for _ in range(3):
         assert http.request("GET", server.url + "/").json() == {"ok": True}
     assert len(set(server.seen.client_ports)) == 3
-    assert http._idle.get(("http", "127.0.0.1", server.server_address[1]), []) == []
+    assert open_idle_connections(http, server) == 0
     http.close()
 
 
@@ -280,9 +297,15 @@ class TunnelHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     tunnels: list[tuple[str, str]] = []
+    refuse: int | None = None  # a status to answer every CONNECT with, e.g. 407
 
     def do_CONNECT(self) -> None:  # noqa: N802
         TunnelHandler.tunnels.append((self.path, self.headers.get("Proxy-Authorization", "")))
+        if TunnelHandler.refuse is not None:
+            self.send_response(TunnelHandler.refuse)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         host, _, port = self.path.rpartition(":")
         upstream = socket.create_connection((host, int(port)))
         self.send_response(200, "Connection established")
@@ -297,23 +320,176 @@ class TunnelHandler(BaseHTTPRequestHandler):
                 if not data:
                     upstream.close()
                     return
+                while isinstance(sock, ssl.SSLSocket) and sock.pending():  # TLS to the proxy: what select cannot see
+                    data += sock.recv(sock.pending())
                 (upstream if sock is self.connection else self.connection).sendall(data)
 
     def log_message(self, *args: Any) -> None:
         pass
 
 
-def test_https_through_a_proxy_is_a_connect_tunnel(tls_server, certificate, monkeypatch) -> None:
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), TunnelHandler)
-    proxy.daemon_threads = True
-    threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+def test_https_through_a_proxy_is_a_connect_tunnel(tls_server, certificate, tunnel_proxy, monkeypatch) -> None:
+    proxy = tunnel_proxy()
+    set_proxy_environment(monkeypatch, https_proxy=f"http://ops:secret@127.0.0.1:{proxy.server_address[1]}")
+    http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
+    url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models"
+    assert http.request("GET", url).json() == {"secure": True}
+    assert TunnelHandler.tunnels == [(f"127.0.0.1:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
+    http.close()
+
+
+# ---- what urllib3 brought: a retry on a broken kept-alive connection, timeouts, a size cap, proxies
+
+
+def test_a_kept_alive_connection_dropped_as_the_request_arrives_is_retried_for_get_but_not_for_post(serve) -> None:
+    def answer_first_request_of_each_connection(handler: BaseHTTPRequestHandler) -> None:
+        handler.served = getattr(handler, "served", 0) + 1  # one handler per connection
+        if handler.served == 1:
+            reply(handler, {"path": handler.path})  # keep-alive, and the client keeps it idle…
+        else:
+            # …until the next request arrives just as the server's idle timer fires: it reads the
+            # request and closes without answering. The client's idle check had found it open.
+            handler.close_connection = True
+
+    server = serve(answer_first_request_of_each_connection)
+    http = client()
+    assert http.request("GET", server.url + "/first").status_code == 200
+    assert http.request("GET", server.url + "/again").json() == {"path": "/again"}  # sent once more, on a new connection
+    assert server.seen.request_lines == ["GET /first HTTP/1.1", "GET /again HTTP/1.1", "GET /again HTTP/1.1"]
+    assert len(set(server.seen.client_ports)) == 2
+
+    # A POST is not sent again: the server may have acted on it before closing.
+    with pytest.raises(httpx.RemoteProtocolError, match="closed the connection without a complete answer"):
+        http.request("POST", server.url + "/v1/chat/completions", json={"model": "m"})
+    assert server.seen.request_lines[3:] == ["POST /v1/chat/completions HTTP/1.1"]
+    http.close()
+
+
+def test_a_slow_answer_is_not_waited_for_twice_even_for_a_get(serve) -> None:
+    server = serve(lambda handler: (time.sleep(0.8), reply(handler, {"late": True})))
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        client(timeout_seconds=0.3).request("GET", server.url + "/v1/models")
+    assert time.monotonic() - started < 0.55
+    assert server.seen.request_lines == ["GET /v1/models HTTP/1.1"]
+
+
+def test_connecting_has_its_own_shorter_timeout_and_sending_shares_it(serve) -> None:
+    # A listening socket that never accepts, its backlog full: the kernel leaves new connections
+    # unanswered, so connecting waits until the connect timeout.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
     try:
-        set_proxy_environment(monkeypatch, https_proxy=f"http://ops:secret@127.0.0.1:{proxy.server_address[1]}")
-        http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
-        url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models"
-        assert http.request("GET", url).json() == {"secure": True}
-        assert TunnelHandler.tunnels == [(f"127.0.0.1:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
-        http.close()
+        for _ in range(8):  # enough to fill the backlog whatever the kernel rounds it to
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+            fillers.append(filler)
+        http = client(timeout_seconds=5.0, connect_timeout_seconds=0.3)
+        request = http.build_request("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/")
+        assert request.extensions["timeout"] == {"connect": 0.3, "read": 5.0, "write": 0.3, "pool": None}
+        started = time.monotonic()
+        with pytest.raises(httpx.ConnectTimeout, match="timed out connecting to 127.0.0.1"):
+            http.send(request)
+        assert 0.25 < time.monotonic() - started < 2.0  # the connect timeout, not the 5 s read timeout
     finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    # The connect timeout is never longer than the request's own timeout.
+    assert client(timeout_seconds=2.0).build_request("GET", "http://h/").extensions["timeout"]["connect"] == 2.0
+    assert client(timeout_seconds=60.0).build_request("GET", "http://h/", timeout=0.5).extensions["timeout"] == {
+        "connect": 0.5, "read": 0.5, "write": 0.5, "pool": None}
+
+
+def big_answer(size: int, *, with_length: bool) -> Callable[[BaseHTTPRequestHandler], None]:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        body = json.dumps({"text": "x" * size}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        if with_length:
+            handler.send_header("Content-Length", str(len(body)))
+        else:
+            handler.send_header("Connection", "close")  # the answer ends when the connection does
+            handler.close_connection = True
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return answer
+
+
+@pytest.mark.parametrize("with_length", [True, False])
+def test_an_answer_above_the_size_cap_is_refused_and_its_connection_dropped(serve, with_length: bool) -> None:
+    server = serve(lambda handler: big_answer(4000 if handler.path == "/big" else 10, with_length=with_length)(handler))
+    http = client(max_response_bytes=1000)
+    assert http.request("GET", server.url + "/small").json() == {"text": "x" * 10}
+    with pytest.raises(ResponseTooLargeError, match="answered GET /big with more than 1000 bytes") as refused:
+        http.request("GET", server.url + "/big")
+    assert refused.value.limit_bytes == 1000
+    declared = len(json.dumps({"text": "x" * 4000}))
+    assert (f"({declared})" in str(refused.value)) is with_length  # the length the server declared, when it did
+    assert open_idle_connections(http, server) == 0
+    assert http.request("GET", server.url + "/small").status_code == 200  # the client goes on working
+    http.close()
+
+
+def test_a_provider_reports_an_oversized_answer_as_a_permanent_error_naming_the_limit(serve) -> None:
+    server = serve(big_answer(4000, with_length=True))
+    settings = ProviderSettings(name="local-llm", kind=ProviderKind.OPENAI_COMPATIBLE, base_url=server.url)
+    provider = OpenAICompatibleProvider(
+        settings, http_client=client(base_url=server.url + "/v1", max_response_bytes=1000))
+    with pytest.raises(PermanentProviderError) as refused:
+        provider.chat(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert str(refused.value) == (
+        "provider 'local-llm' answered chat completion with more than 1000 bytes, the HTTP client's limit "
+        "(max_response_bytes): a provider answer this large is not one Genesis asked for")
+    assert not isinstance(refused.value, TransientProviderError)
+
+
+@pytest.fixture()
+def tunnel_proxy() -> Iterator[Callable[..., ThreadingHTTPServer]]:
+    proxies: list[ThreadingHTTPServer] = []
+
+    def start(*, tls: tuple[Path, Path] | None = None, refuse: int | None = None) -> ThreadingHTTPServer:
+        TunnelHandler.tunnels = []
+        TunnelHandler.refuse = refuse
+        proxy = ThreadingHTTPServer(("127.0.0.1", 0), TunnelHandler)
+        proxy.daemon_threads = True
+        if tls is not None:  # an https:// proxy: TLS to the proxy, and the provider's TLS inside it
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            proxy.socket = context.wrap_socket(proxy.socket, server_side=True)
+        threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_https_through_an_https_proxy_read_from_the_upper_case_variable(tls_server, certificate, tunnel_proxy, monkeypatch) -> None:
+    proxy = tunnel_proxy(tls=certificate)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"https://ops:secret@127.0.0.1:{proxy.server_address[1]}")
+    http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
+    url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models"
+    assert http.request("GET", url).json() == {"secure": True}
+    assert http.request("GET", url).json() == {"secure": True}  # the tunnel is kept alive and used again
+    assert TunnelHandler.tunnels == [(f"127.0.0.1:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
+    http.close()
+
+
+def test_a_proxy_refusing_the_tunnel_is_a_proxy_error_asked_once(tls_server, certificate, tunnel_proxy, monkeypatch) -> None:
+    proxy = tunnel_proxy(refuse=407)
+    set_proxy_environment(monkeypatch, https_proxy=f"http://ops:wrong@127.0.0.1:{proxy.server_address[1]}")
+    http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
+    with pytest.raises(httpx.ProxyError, match=f"could not connect to 127.0.0.1:{tls_server.server_address[1]} through the "
+                       f"proxy 127.0.0.1:{proxy.server_address[1]}: Tunnel connection failed: 407"):
+        http.request("GET", f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models")
+    assert len(TunnelHandler.tunnels) == 1
+    http.close()
