@@ -61,6 +61,7 @@ __all__ = [
     "TransientProviderError",
     "UnknownModelError",
     "UnsupportedParameterError",
+    "UploadedFile",
     "build_provider",
     "call_with_retries",
     "chat_with_fallback",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -105,9 +105,52 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except (TypeError, ValueError):
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     reference = now if now is not None else time.time()
     return max(0.0, moment.timestamp() - reference)
+
+
+def _auth_error(
+    *, provider: str, status_code: int, body: str | None, api_key_env: str | None, api_key_present: bool
+) -> ProviderError:
+    if api_key_env and api_key_present:
+        source = f"the API key from ${api_key_env}"
+        message = f"provider '{provider}' rejected {source} ({status_code})"
+    elif api_key_env:
+        message = f"provider '{provider}' rejected the request: no API key, ${api_key_env} is unset or empty ({status_code})"
+    else:
+        message = f"provider '{provider}' rejected its API key ({status_code})"
+    return ProviderAuthError(message, provider=provider, status_code=status_code, provider_answer=body)
+
+
+def _redirect_error(
+    *, provider: str, operation: str, status_code: int, body: str | None, location_header: str | None
+) -> ProviderError:
+    # Providers' clients follow no redirect (providers/http.py): resending the request, with its
+    # API key, wherever an answer points is not theirs to decide.
+    target = f" to {location_header}" if location_header else ""
+    return PermanentProviderError(
+        f"provider '{provider}' redirected the {operation} request ({status_code}){target}: set the provider "
+        "account's base URL to the address it should use (redirects are not followed)",
+        provider=provider,
+        status_code=status_code,
+        provider_answer=body,
+    )
+
+
+def _transient_error(
+    *, provider: str, operation: str, status_code: int, body: str | None, retry_after_header: str | None
+) -> TransientProviderError:
+    retry_after = parse_retry_after(retry_after_header)
+    if status_code == 429:
+        wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""
+        message = f"provider '{provider}' is rate limiting {operation} (429){wait}"
+    else:
+        answer = body_excerpt(body)
+        message = f"provider '{provider}' failed on {operation} ({status_code})" + (f": {answer}" if answer else "")
+    return TransientProviderError(
+        message, provider=provider, status_code=status_code, provider_answer=body, retry_after=retry_after
+    )
 
 
 def error_from_response(
@@ -131,43 +174,14 @@ def error_from_response(
     answer = body_excerpt(body)
     said = f": {answer}" if answer else ""
     if status_code in (401, 403):
-        if api_key_env and api_key_present:
-            source = f"the API key from ${api_key_env}"
-            message = f"provider '{provider}' rejected {source} ({status_code})"
-        elif api_key_env:
-            message = f"provider '{provider}' rejected the request: no API key, ${api_key_env} is unset or empty ({status_code})"
-        else:
-            message = f"provider '{provider}' rejected its API key ({status_code})"
-        return ProviderAuthError(message, provider=provider, status_code=status_code, provider_answer=body)
+        return _auth_error(provider=provider, status_code=status_code, body=body, api_key_env=api_key_env,
+                           api_key_present=api_key_present)
     if 300 <= status_code < 400:
-        # Providers' clients follow no redirect (providers/http.py): resending the request, with its
-        # API key, wherever an answer points is not theirs to decide.
-        target = f" to {location_header}" if location_header else ""
-        return PermanentProviderError(
-            f"provider '{provider}' redirected the {operation} request ({status_code}){target}: set the provider "
-            "account's base URL to the address it should use (redirects are not followed)",
-            provider=provider,
-            status_code=status_code,
-            provider_answer=body,
-        )
-    if status_code == 429:
-        retry_after = parse_retry_after(retry_after_header)
-        wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""
-        return TransientProviderError(
-            f"provider '{provider}' is rate limiting {operation} (429){wait}",
-            provider=provider,
-            status_code=status_code,
-            provider_answer=body,
-            retry_after=retry_after,
-        )
-    if status_code in TRANSIENT_STATUSES:
-        return TransientProviderError(
-            f"provider '{provider}' failed on {operation} ({status_code}){said}",
-            provider=provider,
-            status_code=status_code,
-            provider_answer=body,
-            retry_after=parse_retry_after(retry_after_header),
-        )
+        return _redirect_error(provider=provider, operation=operation, status_code=status_code, body=body,
+                               location_header=location_header)
+    if status_code == 429 or status_code in TRANSIENT_STATUSES:
+        return _transient_error(provider=provider, operation=operation, status_code=status_code, body=body,
+                                retry_after_header=retry_after_header)
     if model and status_code in (400, 404, 422) and _UNKNOWN_MODEL.search(body or ""):
         return UnknownModelError(
             f"provider '{provider}' does not serve model '{model}' ({status_code}){said}",

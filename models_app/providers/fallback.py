@@ -44,13 +44,15 @@ class ChatOutcome:
     primary_error: ProviderError | None = None
 
 
+DEFAULT_RETRY_POLICY = RetryPolicy()
+
 def chat_with_fallback(
     *,
     primary: ModelRoute,
     fallback: ModelRoute | None,
     messages: Sequence[ChatMessage],
     parameters: Mapping[str, Any] | None = None,
-    retry_policy: RetryPolicy = RetryPolicy(),
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     on_fallback: Callable[[FallbackEvent], None] | None = None,
     on_retry: Callable[[RetryAttempt], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,

@@ -13,7 +13,7 @@ its pydantic wrapper models and type hints on every call (most of its CPU per ca
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -239,7 +239,7 @@ def _set(value: Any) -> Any:
 
 
 def _timestamp(value: Any) -> datetime:
-    return datetime.fromtimestamp(int(_set(value) or 0), tz=timezone.utc)
+    return datetime.fromtimestamp(int(_set(value) or 0), tz=UTC)
 
 
 def _content_text(content: Any) -> str:
