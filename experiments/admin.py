@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.conf import settings
@@ -23,8 +23,12 @@ from experiments import rollout_settings, routing, selectors, services
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
 from genesis.errors import DomainError
+from genesis.permissions import Actor, request_actor
 from models_app.registry.models import ModelStatus, ModelVersion
 from models_app.registry.selectors import CANDIDATE_STATUSES
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 _GUARDRAIL_CHOICES = {
     "harmful_direction": (("decrease", "a decrease harms"), ("increase", "an increase harms")),
@@ -210,10 +214,10 @@ class ExperimentAdmin(admin.ModelAdmin):
         try:
             if change:
                 edits = {name: data[name] for name in form.changed_data if name in services.EDITABLE_SETTINGS}
-                services.experiment_update(experiment=obj, actor=request.user, **edits)
+                services.experiment_update(experiment=obj, actor=request_actor(request), **edits)
             else:
                 created = services.experiment_create(
-                    agent=data["agent"], treatment=data["treatment"], actor=request.user, key=data.get("key") or "",
+                    agent=data["agent"], treatment=data["treatment"], actor=request_actor(request), key=data.get("key") or "",
                     description=data.get("description") or "", stage_plan=data.get("stage_plan"),
                     min_stage_hours=data.get("min_stage_hours"), min_samples_per_arm=data.get("min_samples_per_arm"),
                     planned_samples_per_arm=data.get("planned_samples_per_arm"), guardrails=data.get("guardrails"),
@@ -246,7 +250,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         experiment = Experiment.objects.filter(pk=object_id).first()
         extra_context = dict(extra_context or {})
         if experiment is not None and self.has_view_or_change_permission(request, experiment):
-            extra_context["rollout"] = rollout_page_context(experiment=selectors.get_experiment(key=experiment.key), user=request.user)
+            extra_context["rollout"] = rollout_page_context(experiment=selectors.get_experiment(key=experiment.key), user=request_actor(request))
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):  # type: ignore[no-untyped-def]
@@ -262,7 +266,7 @@ class ExperimentAdmin(admin.ModelAdmin):
             raise DjangoPermissionDenied
         reason = request.POST.get("reason", "").strip()
         try:
-            done = rollout_action(action, experiment=experiment, user=request.user, reason=reason,
+            done = rollout_action(action, experiment=experiment, user=request_actor(request), reason=reason,
                                override_reason=request.POST.get("override_reason", ""), shown=request.POST)
         except DomainError as exc:
             messages.error(request, f"Refused: {exc.message}")
@@ -278,7 +282,7 @@ def _shown_number(shown: Any, name: str) -> int:
         raise DomainError("the approve form does not say which request it showed; reload the page") from None
 
 
-def rollout_action(action: str, *, experiment: Experiment, user: Any, reason: str, override_reason: str, shown: Any) -> str:
+def rollout_action(action: str, *, experiment: Experiment, user: Actor, reason: str, override_reason: str, shown: Any) -> str:
     """Press one of the rollout buttons (this page's, or the launch board's): call its service and
     say what happened. `shown` holds what the approve form showed (request id, settings version)."""
     if action == "start":
@@ -343,7 +347,7 @@ def _agent_config_version(experiment: Experiment) -> int | None:
     return entry.config_json.get("config_version") if entry is not None and entry.config_json else None
 
 
-def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]:
+def rollout_page_context(*, experiment: Experiment, user: User) -> dict[str, Any]:
     """What the page shows, and which buttons this person gets (the services check again)."""
     running = experiment.status == ExperimentStatus.RUNNING
     metrics = selectors.experiment_metrics(experiment=experiment) if running else None

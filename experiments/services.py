@@ -37,7 +37,7 @@ from experiments.models import (
 )
 from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, stage_holds
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
-from genesis.permissions import require_permission
+from genesis.permissions import Actor, require_permission
 from genesis.validation import reject_nul
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
 from models_app.registry.selectors import candidate_versions, live_version
@@ -76,7 +76,7 @@ def _lock(experiment: Experiment) -> Experiment:
     )
 
 
-def _transition_model(version: ModelVersion, *, to_status: str, actor: Any, reason: str, verdict_overridden: bool = False) -> ModelVersion:
+def _transition_model(version: ModelVersion, *, to_status: str, actor: Actor, reason: str, verdict_overridden: bool = False) -> ModelVersion:
     """The registry moves the version as Genesis (the experiment permission was checked here) and
     names the person who caused it on the version's history."""
     return model_version_transition(
@@ -93,7 +93,7 @@ def experiment_create(
     *,
     agent: Agent,
     treatment: ModelVersion,
-    actor: Any = None,
+    actor: Actor = None,
     key: str = "",
     description: str = "",
     stage_plan: Sequence[Any] | None = None,
@@ -167,7 +167,7 @@ def _settings_of(experiment: Experiment) -> dict[str, Any]:
 
 
 @transaction.atomic
-def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: Any) -> Experiment:
+def experiment_update(*, experiment: Experiment, actor: Actor = None, **changes: Any) -> Experiment:
     """Edit the plan (until the start), the holds and the guardrails. Every effective edit raises the
     config version, which voids pending stage approvals: people approved what they saw."""
     require_permission(actor=actor, permission="experiments.change_experiment", action="edit experiments")
@@ -221,7 +221,7 @@ def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: A
     return experiment
 
 
-def _void_pending_approvals(experiment: Experiment, *, actor: Any, why: str) -> int:
+def _void_pending_approvals(experiment: Experiment, *, actor: Actor, why: str) -> int:
     pending = list(
         StageApproval.objects.select_for_update(of=("self",))
         .filter(stage__experiment=experiment, status=ApprovalStatus.PENDING)
@@ -244,7 +244,7 @@ def _void_pending_approvals(experiment: Experiment, *, actor: Any, why: str) -> 
     return len(pending)
 
 
-def experiment_start(*, experiment: Experiment, actor: Any = None, override_reason: str = "") -> Experiment:
+def experiment_start(*, experiment: Experiment, actor: Actor = None, override_reason: str = "") -> Experiment:
     """Start the first stage. The candidate needs a PASS verdict (status approved_for_rollout) unless
     a person with experiments.override_verdict gives `override_reason`. The candidate becomes
     rolling_out."""
@@ -254,7 +254,7 @@ def experiment_start(*, experiment: Experiment, actor: Any = None, override_reas
     )
 
 
-def experiment_create_and_start(*, agent: Agent, treatment: ModelVersion, actor: Any = None, override_reason: str = "") -> Experiment:
+def experiment_create_and_start(*, agent: Agent, treatment: ModelVersion, actor: Actor = None, override_reason: str = "") -> Experiment:
     """Create a draft with the default plan and start it, all or nothing: a refused start leaves no
     draft behind (`rollout_models --start` for an agent without a draft)."""
     with transaction.atomic():
@@ -262,7 +262,7 @@ def experiment_create_and_start(*, agent: Agent, treatment: ModelVersion, actor:
         return experiment_start(experiment=experiment, actor=actor, override_reason=override_reason)
 
 
-def _start(*, experiment: Experiment, actor: Any, override_reason: str) -> Experiment:
+def _start(*, experiment: Experiment, actor: Actor, override_reason: str) -> Experiment:
     require_permission(actor=actor, permission="experiments.start_experiment", action="start experiments")
     experiment = _lock(experiment)
     _require_startable(experiment)
@@ -317,7 +317,7 @@ def _require_startable(experiment: Experiment) -> None:
         )
 
 
-def _move_candidate_to_rollout(experiment: Experiment, *, actor: Any, override_reason: str) -> bool:
+def _move_candidate_to_rollout(experiment: Experiment, *, actor: Actor, override_reason: str) -> bool:
     """Move the candidate to rolling_out: straight from approved_for_rollout (a PASS verdict), or from
     registered / benchmarking with an override reason given by someone allowed to override. True when
     the verdict was overridden."""
@@ -354,7 +354,7 @@ def _next_stage(experiment: Experiment) -> ExperimentStage | None:
     return ExperimentStage.objects.filter(experiment=experiment, index=current.index + 1).first()
 
 
-def stage_request_advance(*, experiment: Experiment, actor: Any, note: str = "") -> StageApproval:
+def stage_request_advance(*, experiment: Experiment, actor: Actor, note: str = "") -> StageApproval:
     """Ask for the next stage. It may be asked while holds are open (the request shows what they wait
     for); it can be approved only once they clear, by someone else."""
     return audit.recording_refusals(
@@ -362,12 +362,12 @@ def stage_request_advance(*, experiment: Experiment, actor: Any, note: str = "")
     )
 
 
-def _require_person(actor: Any, action: str) -> None:
+def _require_person(actor: Actor, action: str) -> None:
     if actor is None or not getattr(actor, "pk", None):
         raise PermissionDenied(f"{action} needs a person: the four-eyes rule is about who asked and who approved")
 
 
-def _request(*, experiment: Experiment, actor: Any, note: str) -> StageApproval:
+def _request(*, experiment: Experiment, actor: Actor, note: str) -> StageApproval:
     _require_person(actor, "requesting a stage advance")
     require_permission(actor=actor, permission="experiments.request_stage", action="request stage advances")
     experiment = _lock(experiment)
@@ -385,7 +385,7 @@ def _request(*, experiment: Experiment, actor: Any, note: str) -> StageApproval:
     return _create_request(experiment, target=target, actor=actor, note=note, holds=stage_holds(experiment=experiment))
 
 
-def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: Any, note: str, holds: list[Any]) -> StageApproval:
+def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: Actor, note: str, holds: list[Any]) -> StageApproval:
     try:
         with transaction.atomic():  # a savepoint: losing a race must not abort the caller's transaction
             approval = StageApproval.objects.create(
@@ -403,7 +403,7 @@ def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: A
 
 
 def stage_approve(
-    *, stage: ExperimentStage, actor: Any, approval_id: int | None = None, config_version: int | None = None,
+    *, stage: ExperimentStage, actor: Actor, approval_id: int | None = None, config_version: int | None = None,
     reason: str = "",
 ) -> ExperimentStage:
     """Approve the advance to `stage`: it must be the next stage, every hold must be clear, and the
@@ -426,7 +426,7 @@ def stage_approve(
 
 
 def stage_approve_next(
-    *, experiment: Experiment, actor: Any, approval_id: int | None = None, config_version: int | None = None,
+    *, experiment: Experiment, actor: Actor, approval_id: int | None = None, config_version: int | None = None,
     reason: str = "",
 ) -> ExperimentStage:
     """Approve the experiment's next stage: the one a pending request asks for, else the one after
@@ -441,7 +441,7 @@ def stage_approve_next(
 
 
 def _approve(
-    *, stage: ExperimentStage, actor: Any, approval_id: int | None, config_version: int | None, reason: str = ""
+    *, stage: ExperimentStage, actor: Actor, approval_id: int | None, config_version: int | None, reason: str = ""
 ) -> ExperimentStage:
     _require_person(actor, "approving a stage")
     require_permission(actor=actor, permission="experiments.approve_stage", action="approve stage advances")
@@ -483,7 +483,7 @@ def _require_next_stage(experiment: Experiment, stage: ExperimentStage) -> None:
 
 
 def _require_approvable_request(
-    experiment: Experiment, *, approval: StageApproval | None, actor: Any, approval_id: int | None, config_version: int | None
+    experiment: Experiment, *, approval: StageApproval | None, actor: Actor, approval_id: int | None, config_version: int | None
 ) -> None:
     """The approver saw this request at this config version, and is neither the starter nor the
     requester (four-eyes)."""
@@ -514,7 +514,7 @@ def _require_approvable_request(
         )
 
 
-def _advance(experiment: Experiment, *, stage: ExperimentStage, approval: StageApproval, actor: Any, reason: str) -> None:
+def _advance(experiment: Experiment, *, stage: ExperimentStage, approval: StageApproval, actor: Actor, reason: str) -> None:
     """Approve `approval` and make `stage` current; at 100 % the experiment completes and the
     candidate becomes the live model."""
     before = audit.snapshot(experiment)
@@ -548,7 +548,7 @@ def _advance(experiment: Experiment, *, stage: ExperimentStage, approval: StageA
                 reason=f"'{treatment.model_id}' is now the live model of {experiment.agent.slug}")
 
 
-def experiment_pause(*, experiment: Experiment, actor: Any = None, reason: str = "", reason_code: str = "manual") -> Experiment:
+def experiment_pause(*, experiment: Experiment, actor: Actor = None, reason: str = "", reason_code: str = "manual") -> Experiment:
     """Stop the split (everyone gets the live model) without ending the experiment."""
     return audit.recording_refusals(
         "pause", lambda: _pause(experiment=experiment, actor=actor, reason=reason, reason_code=reason_code),
@@ -556,7 +556,7 @@ def experiment_pause(*, experiment: Experiment, actor: Any = None, reason: str =
     )
 
 
-def _pause(*, experiment: Experiment, actor: Any, reason: str, reason_code: str) -> Experiment:
+def _pause(*, experiment: Experiment, actor: Actor, reason: str, reason_code: str) -> Experiment:
     require_permission(actor=actor, permission="experiments.pause_experiment", action="pause experiments")
     experiment = _lock(experiment)
     if experiment.status != ExperimentStatus.RUNNING:
@@ -572,13 +572,13 @@ def _pause(*, experiment: Experiment, actor: Any, reason: str, reason_code: str)
     return experiment
 
 
-def experiment_resume(*, experiment: Experiment, actor: Any, reason: str = "") -> Experiment:
+def experiment_resume(*, experiment: Experiment, actor: Actor, reason: str = "") -> Experiment:
     return audit.recording_refusals(
         "resume", lambda: _resume(experiment=experiment, actor=actor, reason=reason), experiment=experiment, actor=actor
     )
 
 
-def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
+def _resume(*, experiment: Experiment, actor: Actor, reason: str) -> Experiment:
     require_permission(actor=actor, permission="experiments.pause_experiment", action="resume experiments")
     experiment = _lock(experiment)
     if experiment.status != ExperimentStatus.PAUSED:
@@ -601,7 +601,7 @@ def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
     return experiment
 
 
-def experiment_rollback(*, experiment: Experiment, actor: Any = None, reason: str, reason_code: str = "manual") -> Experiment:
+def experiment_rollback(*, experiment: Experiment, actor: Actor = None, reason: str, reason_code: str = "manual") -> Experiment:
     """Send everyone back to the live model (0 %), reject the candidate, and tell people: log,
     webhook (settings.GENESIS.alerting.slack_webhook) and genesis_experiment_rollbacks_total."""
     return audit.recording_refusals(
@@ -610,7 +610,7 @@ def experiment_rollback(*, experiment: Experiment, actor: Any = None, reason: st
     )
 
 
-def _rollback(*, experiment: Experiment, actor: Any, reason: str, reason_code: str) -> Experiment:
+def _rollback(*, experiment: Experiment, actor: Actor, reason: str, reason_code: str) -> Experiment:
     require_permission(actor=actor, permission="experiments.rollback_experiment", action="roll back experiments")
     if not reason:
         raise InvalidInput("reason: say why the experiment is rolled back; it goes on the audit trail and the alert")
@@ -695,7 +695,7 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
 
 
 def experiment_start_for_agent(
-    *, agent: Agent, actor: Any = None, candidate_model_id: str = "", override_reason: str = ""
+    *, agent: Agent, actor: Actor = None, candidate_model_id: str = "", override_reason: str = ""
 ) -> Experiment:
     """Start the agent's rollout — what the launch board's "Start rollout" and `rollout_models
     --start` both do. Without a candidate named: the agent's newest draft, or else a new experiment
@@ -724,7 +724,7 @@ def experiment_start_for_agent(
 
 
 @transaction.atomic
-def experiment_set_stage_targets(*, experiment: Experiment, actor: Any, targets: dict[int, datetime | None]) -> Experiment:
+def experiment_set_stage_targets(*, experiment: Experiment, actor: Actor, targets: dict[int, datetime | None]) -> Experiment:
     """Set (or clear, with None) the date the operator aims to start each stage at — the launch
     calendar's plan. A target holds nothing and changes no routing, so it leaves the config version
     and pending requests alone; it is recorded with before and after."""

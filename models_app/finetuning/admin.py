@@ -28,6 +28,7 @@ from simple_history.admin import SimpleHistoryAdmin
 from audits.models import AuditStatus, Dataset, DatasetStatus
 from costs.budgeting import format_usd
 from genesis.errors import DomainError
+from genesis.permissions import request_actor
 from models_app.finetuning import rules
 from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
 from models_app.finetuning.models import (
@@ -119,7 +120,7 @@ class TrainingFileAdmin(admin.ModelAdmin):
             try:
                 training_file = training_file_upload(
                     agent=form.cleaned_data["agent"], content=upload, filename=upload.name,
-                    purpose=form.cleaned_data["purpose"], provider=form.cleaned_data["provider"], actor=request.user,
+                    purpose=form.cleaned_data["purpose"], provider=form.cleaned_data["provider"], actor=request_actor(request),
                 )
             except TrainingFileInvalid as exc:
                 for problem in _problems_text(exc):
@@ -371,7 +372,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
             raise DjangoPermissionDenied
         label, service = self.ACTIONS[action]
         try:
-            job = service(job=job, actor=request.user)
+            job = service(job=job, actor=request_actor(request))
         except DomainError as exc:
             messages.error(request, exc.message)
         else:
@@ -390,7 +391,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 job = finetuning_job_adopt(job=job, provider_job_id=form.cleaned_data["provider_job_id"],
-                                           actor=request.user, reason=form.cleaned_data["reason"])
+                                           actor=request_actor(request), reason=form.cleaned_data["reason"])
             except DomainError as exc:
                 messages.error(request, exc.message)
             else:
@@ -398,7 +399,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
                 return HttpResponseRedirect(change_url)
         candidates = []
         try:
-            candidates = finetuning_adoption_candidates(job=job, actor=request.user)
+            candidates = finetuning_adoption_candidates(job=job, actor=request_actor(request))
         except DomainError as exc:
             messages.warning(request, f"Could not list the provider's jobs ({exc.message}); give the job id by hand.")
         matching = [candidate for candidate in candidates if candidate.matches]
@@ -459,14 +460,14 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
                     form.add_error(dataset_field, f"this dataset belongs to {data[dataset_field].agent.slug}, not {agent.slug}")
                     return None
                 try:
-                    files[purpose] = training_file_from_dataset(dataset=data[dataset_field], actor=request.user)
+                    files[purpose] = training_file_from_dataset(dataset=data[dataset_field], actor=request_actor(request))
                 except DomainError as exc:
                     messages.error(request, exc.message)
                     return None
             if upload:
                 try:
                     files[purpose] = training_file_upload(
-                        agent=agent, content=upload, filename=upload.name, purpose=purpose, actor=request.user
+                        agent=agent, content=upload, filename=upload.name, purpose=purpose, actor=request_actor(request)
                     )
                 except TrainingFileInvalid as exc:
                     for problem in _problems_text(exc):
@@ -481,7 +482,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
                 agent=agent, training_file=files[TrainingFilePurpose.TRAINING],
                 validation_file=files[TrainingFilePurpose.VALIDATION], base_model=data["base_model"] or None,
                 hyperparameters=form.hyperparameters(), suffix=data["suffix"], auto_start=data["auto_start"],
-                actor=request.user, override_reason=data["override_reason"] or None,
+                actor=request_actor(request), override_reason=data["override_reason"] or None,
             )
         except DomainError as exc:
             messages.error(request, exc.message)

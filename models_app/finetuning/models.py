@@ -13,10 +13,11 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
+from genesis.validation import DecimalDigits
 from models_app.finetuning import rules
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 
-MONEY = {"max_digits": 16, "decimal_places": 6}  # the ledger's precision (micro-dollars)
+MONEY: DecimalDigits = {"max_digits": 16, "decimal_places": 6}  # the ledger's precision (micro-dollars)
 
 
 class TrainingFilePurpose(models.TextChoices):

@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from genesis.errors import DomainError
+from genesis.permissions import request_actor
 from models_app.registry import lifecycle
 from models_app.registry.models import (
     Agent,
@@ -69,7 +70,7 @@ class AgentAdmin(SimpleHistoryAdmin):
     def save_model(self, request: HttpRequest, obj: Agent, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         values = {field: form.cleaned_data[field] for field in self.AGENT_FIELDS}
         try:
-            saved = (agent_upsert if change else agent_ensure)(slug=obj.slug, actor=request.user, **values)
+            saved = (agent_upsert if change else agent_ensure)(slug=obj.slug, actor=request_actor(request), **values)
         except DomainError as exc:
             raise DjangoPermissionDenied(exc.message) from None
         obj.pk = saved.pk
@@ -124,7 +125,7 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
             return  # nothing is editable on a registered version; its status moves through services
         registered = model_version_register(
             agent=obj.agent, provider=obj.provider, model_id=obj.model_id, base_model=obj.base_model,
-            kind=obj.kind, actor=request.user, reason=obj.reason,
+            kind=obj.kind, actor=request_actor(request), reason=obj.reason,
         )
         obj.pk = registered.pk
 
@@ -150,7 +151,7 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 model_version_change_status_by_hand(
-                    version=version, to_status=form.cleaned_data["to_status"], actor=request.user,
+                    version=version, to_status=form.cleaned_data["to_status"], actor=request_actor(request),
                     reason=form.cleaned_data["reason"],
                 )
             except DomainError as exc:
@@ -175,7 +176,7 @@ class ProviderAccountAdmin(SimpleHistoryAdmin):
     def save_model(self, request: HttpRequest, obj: ProviderAccount, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         values = {field: form.cleaned_data[field] for field in self.PROVIDER_FIELDS}
         try:
-            saved = provider_account_upsert(name=obj.name, kind=form.cleaned_data["kind"], actor=request.user, **values)
+            saved = provider_account_upsert(name=obj.name, kind=form.cleaned_data["kind"], actor=request_actor(request), **values)
         except DomainError as exc:
             raise DjangoPermissionDenied(exc.message) from None
         obj.pk = saved.pk
@@ -224,7 +225,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return
         key, raw_key = api_key_create(
             label=form.cleaned_data["label"], agents=list(form.cleaned_data["agents"]),
-            all_agents=form.cleaned_data["all_agents"], actor=request.user,
+            all_agents=form.cleaned_data["all_agents"], actor=request_actor(request),
         )
         obj.pk = key.pk
         messages.warning(request, f"The new key, shown only this once: {raw_key}")
@@ -238,5 +239,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke_selected(self, request, queryset):  # type: ignore[no-untyped-def]
         for key in queryset:
-            api_key_revoke(key=key, actor=request.user)
+            api_key_revoke(key=key, actor=request_actor(request))
         self.message_user(request, f"revoked {queryset.count()} key(s)")
