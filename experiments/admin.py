@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.conf import settings
@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from experiments import rollout_settings, routing, selectors, services
@@ -50,7 +51,7 @@ class GuardrailsWidget(forms.Widget):
                 value = []
         return [rule for rule in value if isinstance(rule, dict)] if isinstance(value, list) else []
 
-    def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> str:
+    def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> SafeString:
         rows = [*self._rules(value), {}, {}]
 
         def select(field: str, index: int, current: str, choices: Any) -> str:
@@ -131,7 +132,7 @@ class ExperimentForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if "treatment" in self.fields:
-            self.fields["treatment"].queryset = ModelVersion.objects.filter(
+            cast(forms.ModelChoiceField, self.fields["treatment"]).queryset = ModelVersion.objects.filter(
                 kind="fine_tuned", status__in=CANDIDATE_STATUSES
             ).exclude(status=ModelStatus.ROLLING_OUT).select_related("agent")
         if "key" in self.fields:
@@ -144,7 +145,8 @@ class ExperimentForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         # The service's own validators, so the form shows the same messages the API and CLI give.
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         for name, validate in (("stage_plan", rollout_settings.validate_stage_plan), ("guardrails", rollout_settings.validate_guardrails)):
             if name in cleaned and cleaned[name] is not None:
                 try:

@@ -14,7 +14,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.conf import settings
@@ -42,6 +43,9 @@ from genesis.validation import reject_nul
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
 from models_app.registry.selectors import candidate_versions, live_version
 from models_app.registry.services import model_version_transition
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -362,9 +366,11 @@ def stage_request_advance(*, experiment: Experiment, actor: Actor, note: str = "
     )
 
 
-def _require_person(actor: Actor, action: str) -> None:
+def _require_person(actor: Actor, action: str) -> User:
+    """The person behind `actor`: Genesis itself (None) can neither ask nor approve."""
     if actor is None or not getattr(actor, "pk", None):
         raise PermissionDenied(f"{action} needs a person: the four-eyes rule is about who asked and who approved")
+    return actor
 
 
 def _request(*, experiment: Experiment, actor: Actor, note: str) -> StageApproval:
@@ -443,8 +449,8 @@ def stage_approve_next(
 def _approve(
     *, stage: ExperimentStage, actor: Actor, approval_id: int | None, config_version: int | None, reason: str = ""
 ) -> ExperimentStage:
-    _require_person(actor, "approving a stage")
-    require_permission(actor=actor, permission="experiments.approve_stage", action="approve stage advances")
+    approver = _require_person(actor, "approving a stage")
+    require_permission(actor=approver, permission="experiments.approve_stage", action="approve stage advances")
     experiment = _lock(stage.experiment)
     stage = ExperimentStage.objects.get(pk=stage.pk)
     _require_next_stage(experiment, stage)
@@ -454,7 +460,7 @@ def _approve(
         .select_related("requested_by")
         .first()
     )
-    _require_approvable_request(experiment, approval=approval, actor=actor, approval_id=approval_id, config_version=config_version)
+    _require_approvable_request(experiment, approval=approval, actor=approver, approval_id=approval_id, config_version=config_version)
     holds = stage_holds(experiment=experiment)
     open_holds = [hold for hold in holds if not hold.cleared]
     if open_holds:
@@ -463,10 +469,18 @@ def _approve(
             + "; ".join(f"{hold.name}: {hold.detail}" for hold in open_holds)
         )
     if approval is None:
-        approval = _create_request(experiment, target=stage, actor=actor, holds=holds,
+        approval = _create_request(experiment, target=stage, actor=approver, holds=holds,
                                    note="requested and approved in one go by the approver")
-    _advance(experiment, stage=stage, approval=approval, actor=actor, reason=reason)
+    _advance(experiment, stage=stage, approval=approval, actor=approver, reason=reason)
     routing.publish_change()
+    return stage
+
+
+def _current_stage(experiment: Experiment) -> ExperimentStage:
+    """The stage a running or paused experiment is at: starting it sets one, and only its end clears it."""
+    stage = experiment.current_stage
+    if stage is None:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status} but has no current stage")
     return stage
 
 
@@ -477,13 +491,13 @@ def _require_next_stage(experiment: Experiment, stage: ExperimentStage) -> None:
     if target is None or target.pk != stage.pk:
         expected = f"{target.percent} %" if target else "none"
         raise Conflict(
-            f"stages cannot be skipped: experiment '{experiment.key}' is at {experiment.current_stage.percent} %, "
+            f"stages cannot be skipped: experiment '{experiment.key}' is at {_current_stage(experiment).percent} %, "
             f"so the next stage is {expected}, not {stage.percent} %"
         )
 
 
 def _require_approvable_request(
-    experiment: Experiment, *, approval: StageApproval | None, actor: Actor, approval_id: int | None, config_version: int | None
+    experiment: Experiment, *, approval: StageApproval | None, actor: User, approval_id: int | None, config_version: int | None
 ) -> None:
     """The approver saw this request at this config version, and is neither the starter nor the
     requester (four-eyes)."""
@@ -514,14 +528,14 @@ def _require_approvable_request(
         )
 
 
-def _advance(experiment: Experiment, *, stage: ExperimentStage, approval: StageApproval, actor: Actor, reason: str) -> None:
+def _advance(experiment: Experiment, *, stage: ExperimentStage, approval: StageApproval, actor: User, reason: str) -> None:
     """Approve `approval` and make `stage` current; at 100 % the experiment completes and the
     candidate becomes the live model."""
     before = audit.snapshot(experiment)
     now = timezone.now()
     approval.status, approval.decided_by, approval.decided_at = ApprovalStatus.APPROVED, actor, now
     approval.save(update_fields=["status", "decided_by", "decided_at"])
-    current = ExperimentStage.objects.get(pk=experiment.current_stage_id)
+    current = ExperimentStage.objects.get(pk=_current_stage(experiment).pk)
     current.status, current.ended_at = StageStatus.DONE, now
     current.save(update_fields=["status", "ended_at"])
     stage.status, stage.started_at = StageStatus.ACTIVE, now
@@ -588,14 +602,14 @@ def _resume(*, experiment: Experiment, actor: Actor, reason: str) -> Experiment:
     # Restart the stage clock: while paused everyone got the live model, so the paused time must
     # count neither toward min_stage_hours nor toward the stage's sample and SRM window (both read
     # from started_at). The stage's first start stays on the audit trail.
-    stage = experiment.current_stage
+    stage = _current_stage(experiment)
     stage_started_before = stage.started_at
     stage.started_at = now
     stage.save(update_fields=["started_at"])
     experiment.status = ExperimentStatus.RUNNING
     experiment.routing_changed_at = now
     experiment.save(update_fields=["status", "routing_changed_at"])
-    audit.record_event(experiment, action=EventAction.RESUME, actor=actor, before={**before, "stage_started_at": stage_started_before.isoformat()},
+    audit.record_event(experiment, action=EventAction.RESUME, actor=actor, before={**before, "stage_started_at": stage_started_before.isoformat() if stage_started_before else None},
             after={**audit.snapshot(experiment), "stage_started_at": now.isoformat()}, reason=reason)
     routing.publish_change()
     return experiment
@@ -677,7 +691,7 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
         reason = "guardrail breached — " + "; ".join(result.reason for result in breaches)
         experiment_rollback(experiment=experiment, actor=None, reason=reason, reason_code=f"guardrail_{first.metric}")
         return GuardrailCheck(action="rolled_back", reason=reason, states=states)
-    if metrics.srm_flagged:
+    if metrics.srm_flagged and metrics.srm_p is not None:
         reason = (
             f"sample-ratio mismatch: {metrics.stage_users_control} control and {metrics.stage_users_treatment} treatment "
             f"users in this {metrics.stage_percent} % stage (any-time p = {stats.format_number(metrics.srm_p)} < "
@@ -690,7 +704,7 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
             audit.record_event(experiment, action=EventAction.GUARDRAIL_WARNING, actor=None, reason=result.reason,
                     reason_code=f"guardrail_{result.metric}")
             message = f"experiment {experiment.key}: guardrail warning — {result.reason}"
-            transaction.on_commit(lambda message=message: logger.warning(message))
+            transaction.on_commit(partial(logger.warning, message))
     return GuardrailCheck(action="none", states=states)
 
 

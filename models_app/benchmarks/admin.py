@@ -5,7 +5,7 @@ Every button calls a service; nothing here writes a row itself."""
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -174,7 +174,9 @@ class RunStartForm(forms.Form):
         agent_id = self.data.get("agent") or self.initial.get("agent")
         if agent_id and str(agent_id).isdigit():
             for name in ("suite", "candidate", "baseline"):
-                self.fields[name].queryset = self.fields[name].queryset.filter(agent_id=int(agent_id))
+                field = cast(forms.ModelChoiceField, self.fields[name])
+                if field.queryset is not None:  # always: each of these fields declares its queryset above
+                    field.queryset = field.queryset.filter(agent_id=int(agent_id))
 
 
 class OverrideForm(forms.Form):

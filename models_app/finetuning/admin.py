@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -152,6 +152,16 @@ class FineTuningJobAdoptForm(forms.Form):
     reason = forms.CharField(required=False, max_length=200, help_text="Optional: kept in the job's history.")
 
 
+class AuditedDatasetChoiceField(forms.ModelChoiceField):
+    """Datasets named with their agent, size and audit outcome, so the right one can be picked."""
+
+    def label_from_instance(self, obj: Dataset) -> str:
+        audit = obj.latest_audit
+        findings = "findings" if audit and audit.has_findings else "clean"
+        agent = obj.agent.slug if obj.agent else "no agent"  # the form lists only datasets of an agent
+        return f"{agent}: {obj.original_name} (#{obj.pk}, {obj.line_count} lines, audit {findings})"
+
+
 class FineTuningJobCreateForm(forms.Form):
     agent = forms.ModelChoiceField(queryset=Agent.objects.all(), to_field_name="slug")
     training_upload = forms.FileField(required=False, label="Upload a training file",
@@ -160,7 +170,7 @@ class FineTuningJobCreateForm(forms.Form):
         queryset=TrainingFile.objects.filter(purpose=TrainingFilePurpose.TRAINING).select_related("agent"),
         required=False, label="…or a training file uploaded before",
     )
-    training_dataset = forms.ModelChoiceField(
+    training_dataset = AuditedDatasetChoiceField(
         queryset=Dataset.objects.none(), required=False, label="…or an audited dataset",
         help_text="A dataset of the Training-data audits whose audit has finished; it is uploaded to the provider "
                   "and linked, so the model's lineage shows its audit.",
@@ -170,7 +180,7 @@ class FineTuningJobCreateForm(forms.Form):
         queryset=TrainingFile.objects.filter(purpose=TrainingFilePurpose.VALIDATION).select_related("agent"),
         required=False, label="…or a validation file uploaded before",
     )
-    validation_dataset = forms.ModelChoiceField(
+    validation_dataset = AuditedDatasetChoiceField(
         queryset=Dataset.objects.none(), required=False, label="…or an audited validation dataset",
     )
     base_model = forms.CharField(required=False, max_length=120, help_text="Empty: the base model of the agent's baseline.")
@@ -190,13 +200,12 @@ class FineTuningJobCreateForm(forms.Form):
             Dataset.objects.filter(status=DatasetStatus.READY, agent__isnull=False, latest_audit__status=AuditStatus.SUCCEEDED)
             .select_related("agent", "latest_audit").order_by("agent__slug", "-created_at")
         )
-        self.fields["training_dataset"].queryset = audited.filter(purpose="training")
-        self.fields["validation_dataset"].queryset = audited.filter(purpose="validation")
-        for name in ("training_dataset", "validation_dataset"):
-            self.fields[name].label_from_instance = _dataset_label
+        for name, purpose in (("training_dataset", "training"), ("validation_dataset", "validation")):
+            cast(forms.ModelChoiceField, self.fields[name]).queryset = audited.filter(purpose=purpose)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if sum(bool(data.get(name)) for name in ("training_upload", "training_file", "training_dataset")) != 1:
             raise forms.ValidationError(
                 "Upload a training file, choose one uploaded before, or choose an audited dataset (one of the three)."
@@ -210,12 +219,6 @@ class FineTuningJobCreateForm(forms.Form):
     def hyperparameters(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {name: data[name] for name in ("epochs", "training_steps", "learning_rate") if data.get(name) not in (None, "")}
-
-
-def _dataset_label(dataset: Dataset) -> str:
-    audit = dataset.latest_audit
-    findings = "findings" if audit and audit.has_findings else "clean"
-    return f"{dataset.agent.slug}: {dataset.original_name} (#{dataset.pk}, {dataset.line_count} lines, audit {findings})"
 
 
 @admin.register(FineTuningJob)

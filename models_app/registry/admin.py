@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -48,7 +50,7 @@ class ModelVersionInline(admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(SimpleHistoryAdmin):
-    list_display = ("slug", "name", "live_model", "candidates")
+    list_display: tuple[str, ...] = ("slug", "name", "live_model", "candidates")  # extended by experiments/admin_health.py
     search_fields = ("slug", "name", "purpose")
     readonly_fields = ("created_at", "updated_at")
 
@@ -95,7 +97,7 @@ class TransitionForm(forms.Form):
     def __init__(self, *args, version: ModelVersion, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         allowed = lifecycle.manual_targets(current=version.status, kind=version.kind)
-        self.fields["to_status"].choices = [(status, ModelStatus(status).label) for status in allowed]
+        cast(forms.ChoiceField, self.fields["to_status"]).choices = [(status, ModelStatus(status).label) for status in allowed]
 
 
 @admin.register(ModelVersion)
