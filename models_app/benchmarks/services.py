@@ -339,7 +339,7 @@ def _queue_chunks(run: BenchmarkRun, *, cases: list[BenchmarkCase], baseline: Mo
 
 
 def _who(actor: Actor, requested_via: str = "") -> str:
-    name = actor.get_username() if getattr(actor, "pk", None) else "the system"
+    name = actor.get_username() if actor is not None and actor.pk else "the system"
     return f"{name} ({requested_via})" if requested_via else name
 
 

@@ -265,10 +265,11 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
 
     @admin.display(description="model version")
     def model_version_link(self, job: FineTuningJob) -> str:
-        if job.model_version_id is None:
+        version = job.model_version
+        if version is None:
             return "—"
-        url = reverse("admin:models_app_modelversion_change", args=[job.model_version_id])
-        return format_html('<a href="{}">{} ({})</a>', url, job.model_version.model_id, job.model_version.get_status_display())
+        url = reverse("admin:models_app_modelversion_change", args=[version.pk])
+        return format_html('<a href="{}">{} ({})</a>', url, version.model_id, version.get_status_display())
 
     @admin.display(description="hyperparameters")
     def hyperparameters_display(self, job: FineTuningJob) -> str:
@@ -480,9 +481,13 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
                 except DomainError as exc:
                     messages.error(request, exc.message)
                     return None
+        training_file = files[TrainingFilePurpose.TRAINING]
+        if training_file is None:  # the form's clean() already asks for one of the three
+            form.add_error(None, "Upload a training file, choose one uploaded before, or choose an audited dataset.")
+            return None
         try:
             return finetuning_job_create(
-                agent=agent, training_file=files[TrainingFilePurpose.TRAINING],
+                agent=agent, training_file=training_file,
                 validation_file=files[TrainingFilePurpose.VALIDATION], base_model=data["base_model"] or None,
                 hyperparameters=form.hyperparameters(), suffix=data["suffix"], auto_start=data["auto_start"],
                 actor=request_actor(request), override_reason=data["override_reason"] or None,

@@ -145,7 +145,7 @@ def _adoption_mismatches(job: FineTuningJob, snapshot: FineTuningJobSnapshot) ->
         mismatches.append(
             f"training files {', '.join(snapshot.training_file_ids)}, not {job.training_file.provider_file_id}"
         )
-    wanted_validation = {job.validation_file.provider_file_id} if job.validation_file_id else set()
+    wanted_validation = {job.validation_file.provider_file_id} if job.validation_file is not None else set()
     if set(snapshot.validation_file_ids) != wanted_validation and (snapshot.validation_file_ids or wanted_validation):
         mismatches.append(
             f"validation files {', '.join(snapshot.validation_file_ids) or 'none'}, "

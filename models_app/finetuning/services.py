@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import IO, Any
 
 from django.db import transaction
@@ -274,7 +275,8 @@ def training_file_from_dataset(*, dataset: Dataset, actor: Actor = None, provide
         raise Conflict(f"dataset #{dataset.pk} is {dataset.get_status_display().lower()}; wait until it is ready")
     if dataset.purpose not in TrainingFilePurpose.values:
         raise InvalidInput(f"dataset: #{dataset.pk} is a {dataset.purpose} dataset, not training or validation data")
-    if dataset.agent_id is None:
+    agent = dataset.agent
+    if agent is None:
         raise InvalidInput(f"dataset: #{dataset.pk} belongs to no agent; upload it for the agent the job trains")
     audit = dataset.latest_audit
     if audit is None or audit.status != AuditStatus.SUCCEEDED:
@@ -282,7 +284,7 @@ def training_file_from_dataset(*, dataset: Dataset, actor: Actor = None, provide
         raise Conflict(f"dataset #{dataset.pk} {state}; audit it first (Datasets › Audit again)")
     with dataset.file.open("rb") as content:
         return training_file_upload(
-            agent=dataset.agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,
+            agent=agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,
             provider=provider, actor=actor, dataset=dataset,
         )
 
@@ -415,6 +417,8 @@ def _submit(*, job_id: int, actor: Actor) -> FineTuningJob:
         )
     if job.status == rules.REFUSED:
         # Its hold was released when it was refused; asking again is paid work again.
+        if job.estimated_cost_usd is None:
+            raise InvalidInput(f"fine-tuning job #{job.pk} has no cost estimate to check against the budgets; create it again")
         budget_check(agent=job.agent, estimate_usd=job.estimated_cost_usd, actor=actor, hold_for=job,
                      operation=Operation.FINE_TUNING, hold_lasts=FINE_TUNING_HOLD_LASTS)
     client = fine_tuning_provider(job.provider)
@@ -747,22 +751,23 @@ def _register_fine_tuned_model(job: FineTuningJob, *, now: datetime) -> None:
 
 def _record_training_cost(job: FineTuningJob, *, version: ModelVersion, now: datetime) -> None:
     """The provider's reported cost when it is in dollars, else the trained tokens at our prices."""
-    common = {
-        "agent": job.agent,
-        "operation": Operation.FINE_TUNING,
-        "idempotency_key": ledger_key(job),
-        "model": version.model_id,
-        "base_model": job.base_model,
-        "tokens": job.trained_tokens,
-        "source": f"fine-tuning job {job.provider_job_id} ({job.provider.name})",
-        "source_object": job,
-        "actor": None,
-        "occurred_at": now,
-    }
+    record = partial(
+        cost_record,
+        agent=job.agent,
+        operation=Operation.FINE_TUNING,
+        idempotency_key=ledger_key(job),
+        model=version.model_id,
+        base_model=job.base_model,
+        tokens=job.trained_tokens,
+        source=f"fine-tuning job {job.provider_job_id} ({job.provider.name})",
+        source_object=job,
+        actor=None,
+        occurred_at=now,
+    )
     if job.cost_usd is not None and job.cost_currency in ("", "USD"):
-        cost_record(amount_usd=job.cost_usd, note="cost reported by the provider", **common)
+        record(amount_usd=job.cost_usd, note="cost reported by the provider")
     elif job.trained_tokens is not None:
         currency = f" (the provider reported {job.cost_usd} {job.cost_currency})" if job.cost_usd is not None else ""
-        cost_record(note=f"computed from {job.trained_tokens} trained tokens at the price table{currency}", **common)
+        record(note=f"computed from {job.trained_tokens} trained tokens at the price table{currency}")
     else:
         raise InvalidInput("the provider reported neither a cost nor trained tokens for the job")

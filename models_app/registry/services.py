@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import DatabaseError, transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -234,6 +235,12 @@ class ApiPrincipal:
 
     def may_act_for(self, agent_slug: str) -> bool:
         return self.all_agents or agent_slug in self.agent_slugs
+
+
+def request_principal(request: HttpRequest) -> ApiPrincipal:
+    """The API key behind an API request. The API's bearer authentication (genesis/api.py) refuses
+    a request without a valid key before any endpoint runs, and leaves the key in `request.auth`."""
+    return request.auth  # type: ignore[attr-defined]  # set by django-ninja; Django's HttpRequest stub does not know it
 
 
 # Authentication is on every API request, the routing hot path included, so a key seen recently is

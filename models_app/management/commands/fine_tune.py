@@ -231,8 +231,9 @@ class Command(BaseCommand):
             raise CommandError("the provider refused to answer for a job; its answer is shown above", returncode=REFUSED)
 
     def _status(self, options: dict[str, Any], actor: Actor) -> None:
-        if options.get("provider"):
-            self._provider_listing(self._provider(options["provider"]), actor=actor)
+        provider = self._provider(options.get("provider"))
+        if provider is not None:
+            self._provider_listing(provider, actor=actor)
             return
         if options["job"]:
             self._print(self._job(options["job"]), detailed=True)
