@@ -405,6 +405,14 @@ def finetuning_job_submit(*, job: FineTuningJob, actor: Actor = None) -> FineTun
     return _submit(job_id=job.pk, actor=actor)
 
 
+def _check_budget_again(job: FineTuningJob, *, actor: Actor) -> None:
+    """A refused job's hold was released when it was refused; asking again is paid work again."""
+    if job.estimated_cost_usd is None:
+        raise InvalidInput(f"fine-tuning job #{job.pk} has no cost estimate to check against the budgets; create it again")
+    budget_check(agent=job.agent, estimate_usd=job.estimated_cost_usd, actor=actor, hold_for=job,
+                 operation=Operation.FINE_TUNING, hold_lasts=FINE_TUNING_HOLD_LASTS)
+
+
 @transaction.atomic
 def _submit(*, job_id: int, actor: Actor) -> FineTuningJob:
     # The lock is held across the provider call on purpose (see the module docstring).
@@ -416,11 +424,7 @@ def _submit(*, job_id: int, actor: Actor) -> FineTuningJob:
             f"fine-tuning job #{job.pk} is already at the provider as {job.provider_job_id or '—'} ({job.status})"
         )
     if job.status == rules.REFUSED:
-        # Its hold was released when it was refused; asking again is paid work again.
-        if job.estimated_cost_usd is None:
-            raise InvalidInput(f"fine-tuning job #{job.pk} has no cost estimate to check against the budgets; create it again")
-        budget_check(agent=job.agent, estimate_usd=job.estimated_cost_usd, actor=actor, hold_for=job,
-                     operation=Operation.FINE_TUNING, hold_lasts=FINE_TUNING_HOLD_LASTS)
+        _check_budget_again(job, actor=actor)
     client = fine_tuning_provider(job.provider)
     now = timezone.now()
 
