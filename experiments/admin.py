@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.conf import settings
@@ -17,14 +17,19 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from experiments import rollout_settings, routing, selectors, services
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
 from genesis.errors import DomainError
+from genesis.permissions import Actor, request_actor
 from models_app.registry.models import ModelStatus, ModelVersion
 from models_app.registry.selectors import CANDIDATE_STATUSES
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 _GUARDRAIL_CHOICES = {
     "harmful_direction": (("decrease", "a decrease harms"), ("increase", "an increase harms")),
@@ -46,7 +51,7 @@ class GuardrailsWidget(forms.Widget):
                 value = []
         return [rule for rule in value if isinstance(rule, dict)] if isinstance(value, list) else []
 
-    def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> str:
+    def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> SafeString:
         rows = [*self._rules(value), {}, {}]
 
         def select(field: str, index: int, current: str, choices: Any) -> str:
@@ -127,7 +132,7 @@ class ExperimentForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if "treatment" in self.fields:
-            self.fields["treatment"].queryset = ModelVersion.objects.filter(
+            cast(forms.ModelChoiceField, self.fields["treatment"]).queryset = ModelVersion.objects.filter(
                 kind="fine_tuned", status__in=CANDIDATE_STATUSES
             ).exclude(status=ModelStatus.ROLLING_OUT).select_related("agent")
         if "key" in self.fields:
@@ -140,7 +145,8 @@ class ExperimentForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         # The service's own validators, so the form shows the same messages the API and CLI give.
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         for name, validate in (("stage_plan", rollout_settings.validate_stage_plan), ("guardrails", rollout_settings.validate_guardrails)):
             if name in cleaned and cleaned[name] is not None:
                 try:
@@ -210,10 +216,10 @@ class ExperimentAdmin(admin.ModelAdmin):
         try:
             if change:
                 edits = {name: data[name] for name in form.changed_data if name in services.EDITABLE_SETTINGS}
-                services.experiment_update(experiment=obj, actor=request.user, **edits)
+                services.experiment_update(experiment=obj, actor=request_actor(request), **edits)
             else:
                 created = services.experiment_create(
-                    agent=data["agent"], treatment=data["treatment"], actor=request.user, key=data.get("key") or "",
+                    agent=data["agent"], treatment=data["treatment"], actor=request_actor(request), key=data.get("key") or "",
                     description=data.get("description") or "", stage_plan=data.get("stage_plan"),
                     min_stage_hours=data.get("min_stage_hours"), min_samples_per_arm=data.get("min_samples_per_arm"),
                     planned_samples_per_arm=data.get("planned_samples_per_arm"), guardrails=data.get("guardrails"),
@@ -246,7 +252,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         experiment = Experiment.objects.filter(pk=object_id).first()
         extra_context = dict(extra_context or {})
         if experiment is not None and self.has_view_or_change_permission(request, experiment):
-            extra_context["rollout"] = rollout_page_context(experiment=selectors.get_experiment(key=experiment.key), user=request.user)
+            extra_context["rollout"] = rollout_page_context(experiment=selectors.get_experiment(key=experiment.key), user=request_actor(request))
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):  # type: ignore[no-untyped-def]
@@ -262,7 +268,7 @@ class ExperimentAdmin(admin.ModelAdmin):
             raise DjangoPermissionDenied
         reason = request.POST.get("reason", "").strip()
         try:
-            done = rollout_action(action, experiment=experiment, user=request.user, reason=reason,
+            done = rollout_action(action, experiment=experiment, user=request_actor(request), reason=reason,
                                override_reason=request.POST.get("override_reason", ""), shown=request.POST)
         except DomainError as exc:
             messages.error(request, f"Refused: {exc.message}")
@@ -278,7 +284,7 @@ def _shown_number(shown: Any, name: str) -> int:
         raise DomainError("the approve form does not say which request it showed; reload the page") from None
 
 
-def rollout_action(action: str, *, experiment: Experiment, user: Any, reason: str, override_reason: str, shown: Any) -> str:
+def rollout_action(action: str, *, experiment: Experiment, user: Actor, reason: str, override_reason: str, shown: Any) -> str:
     """Press one of the rollout buttons (this page's, or the launch board's): call its service and
     say what happened. `shown` holds what the approve form showed (request id, settings version)."""
     if action == "start":
@@ -343,7 +349,7 @@ def _agent_config_version(experiment: Experiment) -> int | None:
     return entry.config_json.get("config_version") if entry is not None and entry.config_json else None
 
 
-def rollout_page_context(*, experiment: Experiment, user: Any) -> dict[str, Any]:
+def rollout_page_context(*, experiment: Experiment, user: User) -> dict[str, Any]:
     """What the page shows, and which buttons this person gets (the services check again)."""
     running = experiment.status == ExperimentStatus.RUNNING
     metrics = selectors.experiment_metrics(experiment=experiment) if running else None

@@ -18,7 +18,7 @@ from experiments.outcomes import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_in
 from experiments.selectors import experiment_results, get_experiment
 from genesis.errors import Conflict, PermissionDenied
 from genesis.validation import Identifier, Slug
-from models_app.registry.services import ensure_agent_access
+from models_app.registry.services import ensure_agent_access, request_principal
 
 router = Router(tags=["experiments"])
 
@@ -162,7 +162,7 @@ class ResultsOut(Schema):
 
 def _entry(request: HttpRequest, agent: str) -> routing.AgentEntry:
     table = routing.current_table(agent=agent)
-    ensure_agent_access(principal=request.auth, agent_slug=agent, known_agents=table.known_agents)
+    ensure_agent_access(principal=request_principal(request), agent_slug=agent, known_agents=table.known_agents)
     return table.agents[agent]
 
 
@@ -201,15 +201,16 @@ def agent_config(request: HttpRequest, agent: Slug) -> HttpResponse:
 
 @router.post("/outcomes", response={202: OutcomesOut}, summary="Report what happened (≤ 1 000 events)")
 def outcomes(request: HttpRequest, payload: OutcomesIn):  # type: ignore[no-untyped-def]
-    result = outcomes_ingest(principal=request.auth, events=payload.events)
+    result = outcomes_ingest(principal=request_principal(request), events=payload.events)
     return Status(202, {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected})
 
 
 @router.get("/experiments/{key}/results", response=ResultsOut, summary="Per-arm metrics, lift, SRM and guardrails")
 def results(request: HttpRequest, key: Identifier):  # type: ignore[no-untyped-def]
     experiment = get_experiment(key=key)
-    if not request.auth.may_act_for(experiment.agent.slug):
-        raise PermissionDenied(f"API key '{request.auth.label}' may not act for agent '{experiment.agent.slug}'")
+    principal = request_principal(request)
+    if not principal.may_act_for(experiment.agent.slug):
+        raise PermissionDenied(f"API key '{principal.label}' may not act for agent '{experiment.agent.slug}'")
     return experiment_results(experiment=experiment)
 
 
@@ -236,5 +237,5 @@ class AgentHealthOut(Schema):
 
 @router.get("/agents/{agent}/health", response=AgentHealthOut, summary="Error ratio and p95 latency of the last 5 and 15 minutes")
 def agent_health(request: HttpRequest, agent: Slug):  # type: ignore[no-untyped-def]
-    ensure_agent_access(principal=request.auth, agent_slug=agent)
+    ensure_agent_access(principal=request_principal(request), agent_slug=agent)
     return selectors_monitoring.agent_health(agent_slug=agent)

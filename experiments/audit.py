@@ -12,6 +12,7 @@ from django.db import transaction
 
 from experiments.models import EventAction, Experiment, ExperimentEvent
 from genesis.errors import DomainError
+from genesis.permissions import Actor
 
 _T = TypeVar("_T")
 
@@ -30,7 +31,7 @@ def record_event(
     experiment: Experiment,
     *,
     action: str,
-    actor: Any,
+    actor: Actor,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     reason: str = "",
@@ -47,12 +48,12 @@ def record_event(
     )
 
 
-def actor_name(actor: Any) -> str:
+def actor_name(actor: Actor) -> str:
     """Who acted, as the trail and the alerts name them (None: Genesis itself)."""
     return actor.get_username() if actor is not None else "genesis"
 
 
-def recording_refusals(action: str, run: Callable[[], _T], *, experiment: Experiment, actor: Any) -> _T:
+def recording_refusals(action: str, run: Callable[[], _T], *, experiment: Experiment, actor: Actor) -> _T:
     """Run `run` atomically; when the domain refuses, keep a REFUSAL entry (in its own transaction,
     after the refused one rolled back) and re-raise."""
     try:

@@ -28,7 +28,7 @@ DEMO_GROUPS: dict[str, tuple[str, ...]] = {
 
 
 def _permissions(names: tuple[str, ...]) -> list[Permission]:
-    found = []
+    found: list[Permission] = []
     for name in names:
         app_label, codename = name.split(".") if "." in name else ("experiments", name)
         found.extend(Permission.objects.filter(content_type__app_label=app_label, codename=codename))

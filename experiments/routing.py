@@ -274,7 +274,7 @@ def current_table(*, agent: str | None = None) -> RoutingTable:
             or now - table.loaded_at >= MAX_AGE_SECONDS
             or (not redis_failed and (generation is None or generation != table.generation))
         )
-        if not must_reload:
+        if table is not None and not must_reload:
             return table
         stale_before = _stale
         _stale = False

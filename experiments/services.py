@@ -14,7 +14,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.conf import settings
@@ -37,11 +38,14 @@ from experiments.models import (
 )
 from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, stage_holds
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
-from genesis.permissions import require_permission
+from genesis.permissions import Actor, require_permission
 from genesis.validation import reject_nul
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
 from models_app.registry.selectors import candidate_versions, live_version
 from models_app.registry.services import model_version_transition
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +80,7 @@ def _lock(experiment: Experiment) -> Experiment:
     )
 
 
-def _transition_model(version: ModelVersion, *, to_status: str, actor: Any, reason: str, verdict_overridden: bool = False) -> ModelVersion:
+def _transition_model(version: ModelVersion, *, to_status: str, actor: Actor, reason: str, verdict_overridden: bool = False) -> ModelVersion:
     """The registry moves the version as Genesis (the experiment permission was checked here) and
     names the person who caused it on the version's history."""
     return model_version_transition(
@@ -93,7 +97,7 @@ def experiment_create(
     *,
     agent: Agent,
     treatment: ModelVersion,
-    actor: Any = None,
+    actor: Actor = None,
     key: str = "",
     description: str = "",
     stage_plan: Sequence[Any] | None = None,
@@ -167,7 +171,7 @@ def _settings_of(experiment: Experiment) -> dict[str, Any]:
 
 
 @transaction.atomic
-def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: Any) -> Experiment:
+def experiment_update(*, experiment: Experiment, actor: Actor = None, **changes: Any) -> Experiment:
     """Edit the plan (until the start), the holds and the guardrails. Every effective edit raises the
     config version, which voids pending stage approvals: people approved what they saw."""
     require_permission(actor=actor, permission="experiments.change_experiment", action="edit experiments")
@@ -221,7 +225,7 @@ def experiment_update(*, experiment: Experiment, actor: Any = None, **changes: A
     return experiment
 
 
-def _void_pending_approvals(experiment: Experiment, *, actor: Any, why: str) -> int:
+def _void_pending_approvals(experiment: Experiment, *, actor: Actor, why: str) -> int:
     pending = list(
         StageApproval.objects.select_for_update(of=("self",))
         .filter(stage__experiment=experiment, status=ApprovalStatus.PENDING)
@@ -244,7 +248,7 @@ def _void_pending_approvals(experiment: Experiment, *, actor: Any, why: str) -> 
     return len(pending)
 
 
-def experiment_start(*, experiment: Experiment, actor: Any = None, override_reason: str = "") -> Experiment:
+def experiment_start(*, experiment: Experiment, actor: Actor = None, override_reason: str = "") -> Experiment:
     """Start the first stage. The candidate needs a PASS verdict (status approved_for_rollout) unless
     a person with experiments.override_verdict gives `override_reason`. The candidate becomes
     rolling_out."""
@@ -254,7 +258,7 @@ def experiment_start(*, experiment: Experiment, actor: Any = None, override_reas
     )
 
 
-def experiment_create_and_start(*, agent: Agent, treatment: ModelVersion, actor: Any = None, override_reason: str = "") -> Experiment:
+def experiment_create_and_start(*, agent: Agent, treatment: ModelVersion, actor: Actor = None, override_reason: str = "") -> Experiment:
     """Create a draft with the default plan and start it, all or nothing: a refused start leaves no
     draft behind (`rollout_models --start` for an agent without a draft)."""
     with transaction.atomic():
@@ -262,7 +266,7 @@ def experiment_create_and_start(*, agent: Agent, treatment: ModelVersion, actor:
         return experiment_start(experiment=experiment, actor=actor, override_reason=override_reason)
 
 
-def _start(*, experiment: Experiment, actor: Any, override_reason: str) -> Experiment:
+def _start(*, experiment: Experiment, actor: Actor, override_reason: str) -> Experiment:
     require_permission(actor=actor, permission="experiments.start_experiment", action="start experiments")
     experiment = _lock(experiment)
     _require_startable(experiment)
@@ -317,7 +321,7 @@ def _require_startable(experiment: Experiment) -> None:
         )
 
 
-def _move_candidate_to_rollout(experiment: Experiment, *, actor: Any, override_reason: str) -> bool:
+def _move_candidate_to_rollout(experiment: Experiment, *, actor: Actor, override_reason: str) -> bool:
     """Move the candidate to rolling_out: straight from approved_for_rollout (a PASS verdict), or from
     registered / benchmarking with an override reason given by someone allowed to override. True when
     the verdict was overridden."""
@@ -354,7 +358,7 @@ def _next_stage(experiment: Experiment) -> ExperimentStage | None:
     return ExperimentStage.objects.filter(experiment=experiment, index=current.index + 1).first()
 
 
-def stage_request_advance(*, experiment: Experiment, actor: Any, note: str = "") -> StageApproval:
+def stage_request_advance(*, experiment: Experiment, actor: Actor, note: str = "") -> StageApproval:
     """Ask for the next stage. It may be asked while holds are open (the request shows what they wait
     for); it can be approved only once they clear, by someone else."""
     return audit.recording_refusals(
@@ -362,12 +366,14 @@ def stage_request_advance(*, experiment: Experiment, actor: Any, note: str = "")
     )
 
 
-def _require_person(actor: Any, action: str) -> None:
+def _require_person(actor: Actor, action: str) -> User:
+    """The person behind `actor`: Genesis itself (None) can neither ask nor approve."""
     if actor is None or not getattr(actor, "pk", None):
         raise PermissionDenied(f"{action} needs a person: the four-eyes rule is about who asked and who approved")
+    return actor
 
 
-def _request(*, experiment: Experiment, actor: Any, note: str) -> StageApproval:
+def _request(*, experiment: Experiment, actor: Actor, note: str) -> StageApproval:
     _require_person(actor, "requesting a stage advance")
     require_permission(actor=actor, permission="experiments.request_stage", action="request stage advances")
     experiment = _lock(experiment)
@@ -385,7 +391,7 @@ def _request(*, experiment: Experiment, actor: Any, note: str) -> StageApproval:
     return _create_request(experiment, target=target, actor=actor, note=note, holds=stage_holds(experiment=experiment))
 
 
-def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: Any, note: str, holds: list[Any]) -> StageApproval:
+def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: Actor, note: str, holds: list[Any]) -> StageApproval:
     try:
         with transaction.atomic():  # a savepoint: losing a race must not abort the caller's transaction
             approval = StageApproval.objects.create(
@@ -403,7 +409,7 @@ def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: A
 
 
 def stage_approve(
-    *, stage: ExperimentStage, actor: Any, approval_id: int | None = None, config_version: int | None = None,
+    *, stage: ExperimentStage, actor: Actor, approval_id: int | None = None, config_version: int | None = None,
     reason: str = "",
 ) -> ExperimentStage:
     """Approve the advance to `stage`: it must be the next stage, every hold must be clear, and the
@@ -426,7 +432,7 @@ def stage_approve(
 
 
 def stage_approve_next(
-    *, experiment: Experiment, actor: Any, approval_id: int | None = None, config_version: int | None = None,
+    *, experiment: Experiment, actor: Actor, approval_id: int | None = None, config_version: int | None = None,
     reason: str = "",
 ) -> ExperimentStage:
     """Approve the experiment's next stage: the one a pending request asks for, else the one after
@@ -441,10 +447,10 @@ def stage_approve_next(
 
 
 def _approve(
-    *, stage: ExperimentStage, actor: Any, approval_id: int | None, config_version: int | None, reason: str = ""
+    *, stage: ExperimentStage, actor: Actor, approval_id: int | None, config_version: int | None, reason: str = ""
 ) -> ExperimentStage:
-    _require_person(actor, "approving a stage")
-    require_permission(actor=actor, permission="experiments.approve_stage", action="approve stage advances")
+    approver = _require_person(actor, "approving a stage")
+    require_permission(actor=approver, permission="experiments.approve_stage", action="approve stage advances")
     experiment = _lock(stage.experiment)
     stage = ExperimentStage.objects.get(pk=stage.pk)
     _require_next_stage(experiment, stage)
@@ -454,7 +460,7 @@ def _approve(
         .select_related("requested_by")
         .first()
     )
-    _require_approvable_request(experiment, approval=approval, actor=actor, approval_id=approval_id, config_version=config_version)
+    _require_approvable_request(experiment, approval=approval, actor=approver, approval_id=approval_id, config_version=config_version)
     holds = stage_holds(experiment=experiment)
     open_holds = [hold for hold in holds if not hold.cleared]
     if open_holds:
@@ -463,10 +469,18 @@ def _approve(
             + "; ".join(f"{hold.name}: {hold.detail}" for hold in open_holds)
         )
     if approval is None:
-        approval = _create_request(experiment, target=stage, actor=actor, holds=holds,
+        approval = _create_request(experiment, target=stage, actor=approver, holds=holds,
                                    note="requested and approved in one go by the approver")
-    _advance(experiment, stage=stage, approval=approval, actor=actor, reason=reason)
+    _advance(experiment, stage=stage, approval=approval, actor=approver, reason=reason)
     routing.publish_change()
+    return stage
+
+
+def _current_stage(experiment: Experiment) -> ExperimentStage:
+    """The stage a running or paused experiment is at: starting it sets one, and only its end clears it."""
+    stage = experiment.current_stage
+    if stage is None:
+        raise Conflict(f"experiment '{experiment.key}' is {experiment.status} but has no current stage")
     return stage
 
 
@@ -477,13 +491,13 @@ def _require_next_stage(experiment: Experiment, stage: ExperimentStage) -> None:
     if target is None or target.pk != stage.pk:
         expected = f"{target.percent} %" if target else "none"
         raise Conflict(
-            f"stages cannot be skipped: experiment '{experiment.key}' is at {experiment.current_stage.percent} %, "
+            f"stages cannot be skipped: experiment '{experiment.key}' is at {_current_stage(experiment).percent} %, "
             f"so the next stage is {expected}, not {stage.percent} %"
         )
 
 
 def _require_approvable_request(
-    experiment: Experiment, *, approval: StageApproval | None, actor: Any, approval_id: int | None, config_version: int | None
+    experiment: Experiment, *, approval: StageApproval | None, actor: User, approval_id: int | None, config_version: int | None
 ) -> None:
     """The approver saw this request at this config version, and is neither the starter nor the
     requester (four-eyes)."""
@@ -514,14 +528,14 @@ def _require_approvable_request(
         )
 
 
-def _advance(experiment: Experiment, *, stage: ExperimentStage, approval: StageApproval, actor: Any, reason: str) -> None:
+def _advance(experiment: Experiment, *, stage: ExperimentStage, approval: StageApproval, actor: User, reason: str) -> None:
     """Approve `approval` and make `stage` current; at 100 % the experiment completes and the
     candidate becomes the live model."""
     before = audit.snapshot(experiment)
     now = timezone.now()
     approval.status, approval.decided_by, approval.decided_at = ApprovalStatus.APPROVED, actor, now
     approval.save(update_fields=["status", "decided_by", "decided_at"])
-    current = ExperimentStage.objects.get(pk=experiment.current_stage_id)
+    current = ExperimentStage.objects.get(pk=_current_stage(experiment).pk)
     current.status, current.ended_at = StageStatus.DONE, now
     current.save(update_fields=["status", "ended_at"])
     stage.status, stage.started_at = StageStatus.ACTIVE, now
@@ -548,7 +562,7 @@ def _advance(experiment: Experiment, *, stage: ExperimentStage, approval: StageA
                 reason=f"'{treatment.model_id}' is now the live model of {experiment.agent.slug}")
 
 
-def experiment_pause(*, experiment: Experiment, actor: Any = None, reason: str = "", reason_code: str = "manual") -> Experiment:
+def experiment_pause(*, experiment: Experiment, actor: Actor = None, reason: str = "", reason_code: str = "manual") -> Experiment:
     """Stop the split (everyone gets the live model) without ending the experiment."""
     return audit.recording_refusals(
         "pause", lambda: _pause(experiment=experiment, actor=actor, reason=reason, reason_code=reason_code),
@@ -556,7 +570,7 @@ def experiment_pause(*, experiment: Experiment, actor: Any = None, reason: str =
     )
 
 
-def _pause(*, experiment: Experiment, actor: Any, reason: str, reason_code: str) -> Experiment:
+def _pause(*, experiment: Experiment, actor: Actor, reason: str, reason_code: str) -> Experiment:
     require_permission(actor=actor, permission="experiments.pause_experiment", action="pause experiments")
     experiment = _lock(experiment)
     if experiment.status != ExperimentStatus.RUNNING:
@@ -572,13 +586,13 @@ def _pause(*, experiment: Experiment, actor: Any, reason: str, reason_code: str)
     return experiment
 
 
-def experiment_resume(*, experiment: Experiment, actor: Any, reason: str = "") -> Experiment:
+def experiment_resume(*, experiment: Experiment, actor: Actor, reason: str = "") -> Experiment:
     return audit.recording_refusals(
         "resume", lambda: _resume(experiment=experiment, actor=actor, reason=reason), experiment=experiment, actor=actor
     )
 
 
-def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
+def _resume(*, experiment: Experiment, actor: Actor, reason: str) -> Experiment:
     require_permission(actor=actor, permission="experiments.pause_experiment", action="resume experiments")
     experiment = _lock(experiment)
     if experiment.status != ExperimentStatus.PAUSED:
@@ -588,20 +602,20 @@ def _resume(*, experiment: Experiment, actor: Any, reason: str) -> Experiment:
     # Restart the stage clock: while paused everyone got the live model, so the paused time must
     # count neither toward min_stage_hours nor toward the stage's sample and SRM window (both read
     # from started_at). The stage's first start stays on the audit trail.
-    stage = experiment.current_stage
+    stage = _current_stage(experiment)
     stage_started_before = stage.started_at
     stage.started_at = now
     stage.save(update_fields=["started_at"])
     experiment.status = ExperimentStatus.RUNNING
     experiment.routing_changed_at = now
     experiment.save(update_fields=["status", "routing_changed_at"])
-    audit.record_event(experiment, action=EventAction.RESUME, actor=actor, before={**before, "stage_started_at": stage_started_before.isoformat()},
+    audit.record_event(experiment, action=EventAction.RESUME, actor=actor, before={**before, "stage_started_at": stage_started_before.isoformat() if stage_started_before else None},
             after={**audit.snapshot(experiment), "stage_started_at": now.isoformat()}, reason=reason)
     routing.publish_change()
     return experiment
 
 
-def experiment_rollback(*, experiment: Experiment, actor: Any = None, reason: str, reason_code: str = "manual") -> Experiment:
+def experiment_rollback(*, experiment: Experiment, actor: Actor = None, reason: str, reason_code: str = "manual") -> Experiment:
     """Send everyone back to the live model (0 %), reject the candidate, and tell people: log,
     webhook (settings.GENESIS.alerting.slack_webhook) and genesis_experiment_rollbacks_total."""
     return audit.recording_refusals(
@@ -610,7 +624,7 @@ def experiment_rollback(*, experiment: Experiment, actor: Any = None, reason: st
     )
 
 
-def _rollback(*, experiment: Experiment, actor: Any, reason: str, reason_code: str) -> Experiment:
+def _rollback(*, experiment: Experiment, actor: Actor, reason: str, reason_code: str) -> Experiment:
     require_permission(actor=actor, permission="experiments.rollback_experiment", action="roll back experiments")
     if not reason:
         raise InvalidInput("reason: say why the experiment is rolled back; it goes on the audit trail and the alert")
@@ -677,7 +691,7 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
         reason = "guardrail breached — " + "; ".join(result.reason for result in breaches)
         experiment_rollback(experiment=experiment, actor=None, reason=reason, reason_code=f"guardrail_{first.metric}")
         return GuardrailCheck(action="rolled_back", reason=reason, states=states)
-    if metrics.srm_flagged:
+    if metrics.srm_flagged and metrics.srm_p is not None:
         reason = (
             f"sample-ratio mismatch: {metrics.stage_users_control} control and {metrics.stage_users_treatment} treatment "
             f"users in this {metrics.stage_percent} % stage (any-time p = {stats.format_number(metrics.srm_p)} < "
@@ -690,12 +704,12 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
             audit.record_event(experiment, action=EventAction.GUARDRAIL_WARNING, actor=None, reason=result.reason,
                     reason_code=f"guardrail_{result.metric}")
             message = f"experiment {experiment.key}: guardrail warning — {result.reason}"
-            transaction.on_commit(lambda message=message: logger.warning(message))
+            transaction.on_commit(partial(logger.warning, message))
     return GuardrailCheck(action="none", states=states)
 
 
 def experiment_start_for_agent(
-    *, agent: Agent, actor: Any = None, candidate_model_id: str = "", override_reason: str = ""
+    *, agent: Agent, actor: Actor = None, candidate_model_id: str = "", override_reason: str = ""
 ) -> Experiment:
     """Start the agent's rollout — what the launch board's "Start rollout" and `rollout_models
     --start` both do. Without a candidate named: the agent's newest draft, or else a new experiment
@@ -724,7 +738,7 @@ def experiment_start_for_agent(
 
 
 @transaction.atomic
-def experiment_set_stage_targets(*, experiment: Experiment, actor: Any, targets: dict[int, datetime | None]) -> Experiment:
+def experiment_set_stage_targets(*, experiment: Experiment, actor: Actor, targets: dict[int, datetime | None]) -> Experiment:
     """Set (or clear, with None) the date the operator aims to start each stage at — the launch
     calendar's plan. A target holds nothing and changes no routing, so it leaves the config version
     and pending requests alone; it is recorded with before and after."""

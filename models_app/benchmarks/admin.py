@@ -5,7 +5,7 @@ Every button calls a service; nothing here writes a row itself."""
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from costs.budgeting import format_usd
 from genesis.charts import Scale, bands
 from genesis.errors import DomainError
+from genesis.permissions import request_actor
 from models_app.benchmarks.models import (
     BenchmarkCase,
     BenchmarkRun,
@@ -124,7 +125,7 @@ class BenchmarkSuiteAdmin(admin.ModelAdmin):
                         imported = benchmark_suite_import(
                             agent=form.cleaned_data["agent"], slug=form.cleaned_data["slug"],
                             lines=io.StringIO(text), description=form.cleaned_data["description"] or None,
-                            source=f"admin upload: {upload.name}", actor=request.user,
+                            source=f"admin upload: {upload.name}", actor=request_actor(request),
                         )
                     except DomainError as exc:
                         errors = [part.strip() for part in exc.message.split(";")]
@@ -173,7 +174,9 @@ class RunStartForm(forms.Form):
         agent_id = self.data.get("agent") or self.initial.get("agent")
         if agent_id and str(agent_id).isdigit():
             for name in ("suite", "candidate", "baseline"):
-                self.fields[name].queryset = self.fields[name].queryset.filter(agent_id=int(agent_id))
+                field = cast(forms.ModelChoiceField, self.fields[name])
+                if field.queryset is not None:  # always: each of these fields declares its queryset above
+                    field.queryset = field.queryset.filter(agent_id=int(agent_id))
 
 
 class OverrideForm(forms.Form):
@@ -261,7 +264,7 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
             try:
                 run = benchmark_run_create(
                     agent=data["agent"], suite=data["suite"], candidate=data["candidate"], baseline=data["baseline"],
-                    actor=request.user, requested_via="admin page",
+                    actor=request_actor(request), requested_via="admin page",
                     budget_override_reason=data["budget_override_reason"] or None,
                 )
             except DomainError as exc:
@@ -309,7 +312,7 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:models_app_benchmarkrun_change", args=[pk]))
         form = CancelForm(request.POST)
         try:
-            benchmark_run_cancel(run=run, actor=request.user, reason=form.data.get("reason", ""))
+            benchmark_run_cancel(run=run, actor=request_actor(request), reason=form.data.get("reason", ""))
         except DomainError as exc:
             messages.error(request, exc.message)
         else:
@@ -321,7 +324,7 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
         form = OverrideForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                benchmark_verdict_override(run=run, actor=request.user, reason=form.cleaned_data["reason"])
+                benchmark_verdict_override(run=run, actor=request_actor(request), reason=form.cleaned_data["reason"])
             except DomainError as exc:
                 messages.error(request, exc.message)
             else:

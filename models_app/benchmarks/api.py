@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
 from genesis.errors import NotFound
@@ -19,7 +20,7 @@ from models_app.benchmarks.selectors import (
 )
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.registry.models import Agent
-from models_app.registry.services import ensure_agent_access
+from models_app.registry.services import ensure_agent_access, request_principal
 
 router = Router(tags=["benchmarks"])
 
@@ -125,17 +126,18 @@ def create_run(request, payload: RunIn):  # type: ignore[no-untyped-def]
         agent=agent, suite=suite, candidate=_one_version(agent, payload.candidate, "candidate"),
         baseline=_one_version(agent, payload.baseline, "baseline"), requested_via=f"api: {request.auth.label}",
     )
-    return Status(202, _run_out(benchmark_run_get(run_id=run.pk)))
+    # Read again with the relations the answer shows (the service's row is the same run).
+    return Status(202, _run_out(benchmark_run_get(run_id=run.pk) or run))
 
 
 @router.get("/benchmarks/runs", response=list[RunOut], summary="Recent benchmark runs of the agents this key may act for")
 def list_runs(
-    request,  # type: ignore[no-untyped-def]
+    request: HttpRequest,
     agent: Slug | None = Query(None),
     status: RunStatus | None = Query(None),
     limit: int = Query(50, ge=1, le=200),
-):
-    principal = request.auth
+) -> list[dict[str, Any]]:
+    principal = request_principal(request)
     slugs = None if principal.all_agents else principal.agent_slugs
     if agent is not None:
         ensure_agent_access(principal=principal, agent_slug=agent)

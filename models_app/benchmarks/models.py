@@ -12,9 +12,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from genesis.validation import DecimalDigits
 from models_app.registry.models import Agent, ModelVersion
 
-MONEY = {"max_digits": 16, "decimal_places": 8}  # per-call costs are fractions of a cent
+MONEY: DecimalDigits = {"max_digits": 16, "decimal_places": 8}  # per-call costs are fractions of a cent
 
 
 class BenchmarkSuite(models.Model):

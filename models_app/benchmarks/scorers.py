@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import jsonschema
 import jsonschema.protocols
 import jsonschema.validators
-import jsonschema_specifications
+import jsonschema_specifications  # type: ignore[import-untyped]  # ships no type information (no py.typed)
 import referencing.exceptions
 import referencing.jsonschema
 

@@ -297,7 +297,7 @@ def benchmark_run_report(*, run: BenchmarkRun, worst: int = 20) -> RunReport:
             for key, baseline, candidate in worse
         ],
         errors=sum(1 for r in results if r.error),
-        chunks=list(run.chunks.values("index", "status", "worker", "attempts", "heartbeat_at", "error")),
+        chunks=[dict(chunk) for chunk in run.chunks.values("index", "status", "worker", "attempts", "heartbeat_at", "error")],
         gate=benchmark_run_gate(run=run),
     )
 

@@ -52,7 +52,7 @@ from costs.models import Operation
 from costs.services import budget_check
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from genesis.jobs import advance
-from genesis.permissions import require_permission
+from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_task
 from models_app.benchmarks import stats as benchmark_stats
 from models_app.benchmarks.answers import Answer, result_row
@@ -123,7 +123,7 @@ def benchmark_suite_import(
     lines: Iterable[str],
     description: str | None = None,
     source: str = "",
-    actor: Any = None,
+    actor: Actor = None,
 ) -> SuiteImport:
     """Import a JSONL suite (models_app/benchmarks/suites) as the next version of `agent`/`slug`.
 
@@ -254,7 +254,7 @@ def benchmark_run_create(
     suite: BenchmarkSuite | None = None,
     candidate: ModelVersion | None = None,
     baseline: ModelVersion | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     requested_via: str = "",
     parameters: Mapping[str, Any] | None = None,
     budget_override_reason: str | None = None,
@@ -338,8 +338,8 @@ def _queue_chunks(run: BenchmarkRun, *, cases: list[BenchmarkCase], baseline: Mo
     )
 
 
-def _who(actor: Any, requested_via: str = "") -> str:
-    name = actor.get_username() if getattr(actor, "pk", None) else "the system"
+def _who(actor: Actor, requested_via: str = "") -> str:
+    name = actor.get_username() if actor is not None and actor.pk else "the system"
     return f"{name} ({requested_via})" if requested_via else name
 
 
@@ -352,7 +352,7 @@ def send_chunks_on_commit(chunk_ids: list[int]) -> None:
     transaction.on_commit(send_all)
 
 
-def _restore_candidate(run: BenchmarkRun, *, actor: Any, reason: str) -> None:
+def _restore_candidate(run: BenchmarkRun, *, actor: Actor, reason: str) -> None:
     """A run that ends without a verdict gives the candidate back the status it had."""
     candidate = ModelVersion.objects.get(pk=run.candidate_id)
     target = run.candidate_status_before or ModelStatus.REGISTERED
@@ -362,7 +362,7 @@ def _restore_candidate(run: BenchmarkRun, *, actor: Any, reason: str) -> None:
 
 
 @transaction.atomic
-def benchmark_run_cancel(*, run: BenchmarkRun, actor: Any, reason: str = "") -> BenchmarkRun:
+def benchmark_run_cancel(*, run: BenchmarkRun, actor: Actor, reason: str = "") -> BenchmarkRun:
     """Stop a queued or running run. Workers stop asking models at their next batch; results
     already written stay (and stay paid for)."""
     require_permission(actor=actor, permission="models_app.change_benchmarkrun", action="cancel benchmark runs")
@@ -381,7 +381,7 @@ def benchmark_run_cancel(*, run: BenchmarkRun, actor: Any, reason: str = "") -> 
 
 
 @transaction.atomic
-def benchmark_verdict_override(*, run: BenchmarkRun, actor: Any, reason: str) -> BenchmarkVerdictOverride:
+def benchmark_verdict_override(*, run: BenchmarkRun, actor: Actor, reason: str) -> BenchmarkVerdictOverride:
     """Approve the candidate for rollout despite a non-PASS verdict. Needs a person with the permissions
     models_app.override_benchmark_verdict and models_app.change_modelversion (the override changes the
     version's status), and a reason; recorded as a BenchmarkVerdictOverride and in the model version's

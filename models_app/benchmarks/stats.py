@@ -70,7 +70,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -338,13 +338,16 @@ def _relative(candidate_means: np.ndarray, baseline_means: np.ndarray) -> np.nda
     return ratio
 
 
+def _quantile_method(values: np.ndarray) -> Literal["linear", "inverted_cdf"]:
+    """Linear interpolation is the usual percentile interval; with infinite values (zero-baseline
+    resamples) interpolation would give NaN, so take order statistics instead."""
+    return "linear" if np.all(np.isfinite(values)) else "inverted_cdf"
+
+
 def percentile_interval(values: np.ndarray, *, confidence: float, tail: float | None = None) -> tuple[float, float]:
     """The interval between the `tail` and 1 − `tail` quantiles (default: the plain percentile interval)."""
     tail = (1 - confidence) / 2 if tail is None else tail
-    # Linear interpolation is the usual percentile interval; with infinite values (zero-baseline
-    # resamples) interpolation would give NaN, so take order statistics instead.
-    method = "linear" if np.all(np.isfinite(values)) else "inverted_cdf"
-    low, high = np.quantile(values, [tail, 1 - tail], method=method)
+    low, high = np.quantile(values, [tail, 1 - tail], method=_quantile_method(values))
     return float(low), float(high)
 
 
@@ -354,8 +357,7 @@ def quantile_mc_se(values: np.ndarray, *, q: float) -> float | None:
     order statistics). None when either is infinite."""
     count = len(values)
     step = math.sqrt(q * (1 - q) / count)
-    method = "linear" if np.all(np.isfinite(values)) else "inverted_cdf"
-    below, above = np.quantile(values, [max(0.0, q - step), min(1.0, q + step)], method=method)
+    below, above = np.quantile(values, [max(0.0, q - step), min(1.0, q + step)], method=_quantile_method(values))
     if not (math.isfinite(below) and math.isfinite(above)):
         return None
     return float(above - below) / 2

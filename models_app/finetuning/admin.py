@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -28,6 +28,7 @@ from simple_history.admin import SimpleHistoryAdmin
 from audits.models import AuditStatus, Dataset, DatasetStatus
 from costs.budgeting import format_usd
 from genesis.errors import DomainError
+from genesis.permissions import request_actor
 from models_app.finetuning import rules
 from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
 from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
@@ -115,7 +116,7 @@ class TrainingFileAdmin(admin.ModelAdmin):
             try:
                 training_file = training_file_upload(
                     agent=form.cleaned_data["agent"], content=upload, filename=upload.name,
-                    purpose=form.cleaned_data["purpose"], provider=form.cleaned_data["provider"], actor=request.user,
+                    purpose=form.cleaned_data["purpose"], provider=form.cleaned_data["provider"], actor=request_actor(request),
                 )
             except TrainingFileInvalid as exc:
                 for problem in _problems_text(exc):
@@ -147,6 +148,16 @@ class FineTuningJobAdoptForm(forms.Form):
     reason = forms.CharField(required=False, max_length=200, help_text="Optional: kept in the job's history.")
 
 
+class AuditedDatasetChoiceField(forms.ModelChoiceField):
+    """Datasets named with their agent, size and audit outcome, so the right one can be picked."""
+
+    def label_from_instance(self, obj: Dataset) -> str:
+        audit = obj.latest_audit
+        findings = "findings" if audit and audit.has_findings else "clean"
+        agent = obj.agent.slug if obj.agent else "no agent"  # the form lists only datasets of an agent
+        return f"{agent}: {obj.original_name} (#{obj.pk}, {obj.line_count} lines, audit {findings})"
+
+
 class FineTuningJobCreateForm(forms.Form):
     agent = forms.ModelChoiceField(queryset=Agent.objects.all(), to_field_name="slug")
     training_upload = forms.FileField(required=False, label="Upload a training file",
@@ -155,7 +166,7 @@ class FineTuningJobCreateForm(forms.Form):
         queryset=TrainingFile.objects.filter(purpose=TrainingFilePurpose.TRAINING).select_related("agent"),
         required=False, label="…or a training file uploaded before",
     )
-    training_dataset = forms.ModelChoiceField(
+    training_dataset = AuditedDatasetChoiceField(
         queryset=Dataset.objects.none(), required=False, label="…or an audited dataset",
         help_text="A dataset of the Training-data audits whose audit has finished; it is uploaded to the provider "
                   "and linked, so the model's lineage shows its audit.",
@@ -165,7 +176,7 @@ class FineTuningJobCreateForm(forms.Form):
         queryset=TrainingFile.objects.filter(purpose=TrainingFilePurpose.VALIDATION).select_related("agent"),
         required=False, label="…or a validation file uploaded before",
     )
-    validation_dataset = forms.ModelChoiceField(
+    validation_dataset = AuditedDatasetChoiceField(
         queryset=Dataset.objects.none(), required=False, label="…or an audited validation dataset",
     )
     base_model = forms.CharField(required=False, max_length=120, help_text="Empty: the base model of the agent's baseline.")
@@ -185,13 +196,12 @@ class FineTuningJobCreateForm(forms.Form):
             Dataset.objects.filter(status=DatasetStatus.READY, agent__isnull=False, latest_audit__status=AuditStatus.SUCCEEDED)
             .select_related("agent", "latest_audit").order_by("agent__slug", "-created_at")
         )
-        self.fields["training_dataset"].queryset = audited.filter(purpose="training")
-        self.fields["validation_dataset"].queryset = audited.filter(purpose="validation")
-        for name in ("training_dataset", "validation_dataset"):
-            self.fields[name].label_from_instance = _dataset_label
+        for name, purpose in (("training_dataset", "training"), ("validation_dataset", "validation")):
+            cast(forms.ModelChoiceField, self.fields[name]).queryset = audited.filter(purpose=purpose)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if sum(bool(data.get(name)) for name in ("training_upload", "training_file", "training_dataset")) != 1:
             raise forms.ValidationError(
                 "Upload a training file, choose one uploaded before, or choose an audited dataset (one of the three)."
@@ -205,12 +215,6 @@ class FineTuningJobCreateForm(forms.Form):
     def hyperparameters(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {name: data[name] for name in ("epochs", "training_steps", "learning_rate") if data.get(name) not in (None, "")}
-
-
-def _dataset_label(dataset: Dataset) -> str:
-    audit = dataset.latest_audit
-    findings = "findings" if audit and audit.has_findings else "clean"
-    return f"{dataset.agent.slug}: {dataset.original_name} (#{dataset.pk}, {dataset.line_count} lines, audit {findings})"
 
 
 @admin.register(FineTuningJob)
@@ -257,10 +261,11 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
 
     @admin.display(description="model version")
     def model_version_link(self, job: FineTuningJob) -> str:
-        if job.model_version_id is None:
+        version = job.model_version
+        if version is None:
             return "—"
-        url = reverse("admin:models_app_modelversion_change", args=[job.model_version_id])
-        return format_html('<a href="{}">{} ({})</a>', url, job.model_version.model_id, job.model_version.get_status_display())
+        url = reverse("admin:models_app_modelversion_change", args=[version.pk])
+        return format_html('<a href="{}">{} ({})</a>', url, version.model_id, version.get_status_display())
 
     @admin.display(description="hyperparameters")
     def hyperparameters_display(self, job: FineTuningJob) -> str:
@@ -367,7 +372,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
             raise DjangoPermissionDenied
         label, service = self.ACTIONS[action]
         try:
-            job = service(job=job, actor=request.user)
+            job = service(job=job, actor=request_actor(request))
         except DomainError as exc:
             messages.error(request, exc.message)
         else:
@@ -386,7 +391,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 job = finetuning_job_adopt(job=job, provider_job_id=form.cleaned_data["provider_job_id"],
-                                           actor=request.user, reason=form.cleaned_data["reason"])
+                                           actor=request_actor(request), reason=form.cleaned_data["reason"])
             except DomainError as exc:
                 messages.error(request, exc.message)
             else:
@@ -394,7 +399,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
                 return HttpResponseRedirect(change_url)
         candidates = []
         try:
-            candidates = finetuning_adoption_candidates(job=job, actor=request.user)
+            candidates = finetuning_adoption_candidates(job=job, actor=request_actor(request))
         except DomainError as exc:
             messages.warning(request, f"Could not list the provider's jobs ({exc.message}); give the job id by hand.")
         matching = [candidate for candidate in candidates if candidate.matches]
@@ -455,14 +460,14 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
                     form.add_error(dataset_field, f"this dataset belongs to {data[dataset_field].agent.slug}, not {agent.slug}")
                     return None
                 try:
-                    files[purpose] = training_file_from_dataset(dataset=data[dataset_field], actor=request.user)
+                    files[purpose] = training_file_from_dataset(dataset=data[dataset_field], actor=request_actor(request))
                 except DomainError as exc:
                     messages.error(request, exc.message)
                     return None
             if upload:
                 try:
                     files[purpose] = training_file_upload(
-                        agent=agent, content=upload, filename=upload.name, purpose=purpose, actor=request.user
+                        agent=agent, content=upload, filename=upload.name, purpose=purpose, actor=request_actor(request)
                     )
                 except TrainingFileInvalid as exc:
                     for problem in _problems_text(exc):
@@ -472,12 +477,16 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
                 except DomainError as exc:
                     messages.error(request, exc.message)
                     return None
+        training_file = files[TrainingFilePurpose.TRAINING]
+        if training_file is None:  # the form's clean() already asks for one of the three
+            form.add_error(None, "Upload a training file, choose one uploaded before, or choose an audited dataset.")
+            return None
         try:
             return finetuning_job_create(
-                agent=agent, training_file=files[TrainingFilePurpose.TRAINING],
+                agent=agent, training_file=training_file,
                 validation_file=files[TrainingFilePurpose.VALIDATION], base_model=data["base_model"] or None,
                 hyperparameters=form.hyperparameters(), suffix=data["suffix"], auto_start=data["auto_start"],
-                actor=request.user, override_reason=data["override_reason"] or None,
+                actor=request_actor(request), override_reason=data["override_reason"] or None,
             )
         except DomainError as exc:
             messages.error(request, exc.message)

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from genesis.errors import Conflict, InvalidInput, NotFound
-from genesis.permissions import require_permission
+from genesis.permissions import Actor, require_permission
 from models_app.finetuning import rules
 from models_app.finetuning.models import (
     FineTuningJob,
@@ -31,7 +30,7 @@ logger = logging.getLogger(__name__)
 HYPERPARAMETER_TOLERANCE = 1e-9  # the provider echoes floats through JSON; compare, not ==
 
 
-def finetuning_job_adopt(*, job: FineTuningJob, provider_job_id: str, actor: Any = None, reason: str = "") -> FineTuningJob:
+def finetuning_job_adopt(*, job: FineTuningJob, provider_job_id: str, actor: Actor = None, reason: str = "") -> FineTuningJob:
     """Link a row still waiting for its creation answer (NOT_CREATED: a timeout or 5xx that may hide a
     job the provider did create) to that provider job, as if the creation had answered: the row takes
     the provider's id and status, beat's sync follows it from there, its budget hold stays until it
@@ -97,7 +96,7 @@ class AdoptionCandidate:
         return not self.mismatches
 
 
-def finetuning_adoption_candidates(*, job: FineTuningJob, actor: Any = None) -> list[AdoptionCandidate]:
+def finetuning_adoption_candidates(*, job: FineTuningJob, actor: Actor = None) -> list[AdoptionCandidate]:
     """The provider's jobs no row tracks, each with how it differs from `job` — matching ones first,
     newest first within each — for a person choosing which one `job` should adopt."""
     listing = finetuning_provider_jobs(provider=job.provider, actor=actor)
@@ -146,7 +145,7 @@ def _adoption_mismatches(job: FineTuningJob, snapshot: FineTuningJobSnapshot) ->
         mismatches.append(
             f"training files {', '.join(snapshot.training_file_ids)}, not {job.training_file.provider_file_id}"
         )
-    wanted_validation = {job.validation_file.provider_file_id} if job.validation_file_id else set()
+    wanted_validation = {job.validation_file.provider_file_id} if job.validation_file is not None else set()
     if set(snapshot.validation_file_ids) != wanted_validation and (snapshot.validation_file_ids or wanted_validation):
         mismatches.append(
             f"validation files {', '.join(snapshot.validation_file_ids) or 'none'}, "

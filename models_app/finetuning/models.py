@@ -8,15 +8,18 @@ advances the row. Writes go through models_app/finetuning/services.py.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
+from genesis.validation import DecimalDigits
 from models_app.finetuning import rules
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 
-MONEY = {"max_digits": 16, "decimal_places": 6}  # the ledger's precision (micro-dollars)
+MONEY: DecimalDigits = {"max_digits": 16, "decimal_places": 6}  # the ledger's precision (micro-dollars)
 
 
 class TrainingFilePurpose(models.TextChoices):
@@ -140,6 +143,13 @@ class FineTuningJob(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # Who changed what and when; the bulky provider copies are left out of the history rows.
     history = HistoricalRecords(excluded_fields=["events", "checkpoints", "provider_snapshot", "last_synced_at", "updated_at"])
+
+    if TYPE_CHECKING:
+        # Added by simple-history (which has no type information) to every model it tracks. Declared
+        # for mypy only: a real class attribute would turn history off, simple-history tests hasattr().
+        skip_history_when_saving: bool
+
+        def save_without_historical_record(self, *args: Any, **kwargs: Any) -> None: ...
 
     class Meta:
         ordering = ["-created_at"]

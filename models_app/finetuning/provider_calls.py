@@ -66,7 +66,7 @@ def fine_tuning_provider(account: ProviderAccount) -> MistralProvider:
     provider = provider_for(account)
     # The factory builds Mistral for both kinds; provider_for wraps it to count its calls (models_app/registry/metrics.py).
     assert isinstance(provider.wrapped, MistralProvider)
-    return provider  # type: ignore[no-any-return]
+    return provider
 
 
 def call_provider(operation: Callable[[], T], *, policy: RetryPolicy) -> T:

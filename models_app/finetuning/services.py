@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import IO, Any
 
 from django.db import transaction
@@ -47,7 +48,7 @@ from costs.selectors import fine_tuning_cost
 from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, DomainError, InvalidInput, NotFound
 from genesis.jobs import advance
-from genesis.permissions import require_permission
+from genesis.permissions import Actor, require_permission
 from models_app.finetuning import rules
 from models_app.finetuning.models import (
     FINE_TUNING_TRANSITIONS,
@@ -100,7 +101,7 @@ class TrainingFileInvalid(InvalidInput):
         self.invalid_lines = invalid_lines
 
 
-def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
+def _record_history(instance: Any, *, actor: Actor, reason: str) -> None:
     """simple-history reads these when the row is saved: who changed it and why."""
     instance._history_user = actor
     instance._change_reason = reason[:100] if reason else ""
@@ -164,7 +165,7 @@ def training_file_upload(
     filename: str,
     purpose: str = TrainingFilePurpose.TRAINING,
     provider: ProviderAccount | None = None,
-    actor: Any = None,
+    actor: Actor = None,
     dataset: Dataset | None = None,
 ) -> TrainingFile:
     """Check a chat JSONL file line by line, then upload it to the provider for `agent`.
@@ -266,7 +267,7 @@ def _dataset_with_bytes(*, agent: Agent, sha256: str) -> Dataset | None:
     )
 
 
-def training_file_from_dataset(*, dataset: Dataset, actor: Any = None, provider: ProviderAccount | None = None) -> TrainingFile:
+def training_file_from_dataset(*, dataset: Dataset, actor: Actor = None, provider: ProviderAccount | None = None) -> TrainingFile:
     """Upload an audited dataset (audits.Dataset, purpose training or validation) as a training file
     for its agent — the fine-tuning job form's "…or an audited dataset". Refused while its audit has
     not finished: people choose audited data so that they have read the audit."""
@@ -274,7 +275,8 @@ def training_file_from_dataset(*, dataset: Dataset, actor: Any = None, provider:
         raise Conflict(f"dataset #{dataset.pk} is {dataset.get_status_display().lower()}; wait until it is ready")
     if dataset.purpose not in TrainingFilePurpose.values:
         raise InvalidInput(f"dataset: #{dataset.pk} is a {dataset.purpose} dataset, not training or validation data")
-    if dataset.agent_id is None:
+    agent = dataset.agent
+    if agent is None:
         raise InvalidInput(f"dataset: #{dataset.pk} belongs to no agent; upload it for the agent the job trains")
     audit = dataset.latest_audit
     if audit is None or audit.status != AuditStatus.SUCCEEDED:
@@ -282,7 +284,7 @@ def training_file_from_dataset(*, dataset: Dataset, actor: Any = None, provider:
         raise Conflict(f"dataset #{dataset.pk} {state}; audit it first (Datasets › Audit again)")
     with dataset.file.open("rb") as content:
         return training_file_upload(
-            agent=dataset.agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,
+            agent=agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,
             provider=provider, actor=actor, dataset=dataset,
         )
 
@@ -316,7 +318,7 @@ def _job_insert(
     hyperparameters: dict[str, Any] | None,
     suffix: str,
     auto_start: bool,
-    actor: Any,
+    actor: Actor,
     override_reason: str | None,
 ) -> FineTuningJob:
     require_permission(actor=actor, permission="models_app.add_finetuningjob", action="create fine-tuning jobs")
@@ -376,7 +378,7 @@ def finetuning_job_create(
     hyperparameters: dict[str, Any] | None = None,
     suffix: str = "",
     auto_start: bool = False,
-    actor: Any = None,
+    actor: Actor = None,
     override_reason: str | None = None,
     submit: bool = True,
 ) -> FineTuningJob:
@@ -397,14 +399,22 @@ def finetuning_job_create(
     return job
 
 
-def finetuning_job_submit(*, job: FineTuningJob, actor: Any = None) -> FineTuningJob:
+def finetuning_job_submit(*, job: FineTuningJob, actor: Actor = None) -> FineTuningJob:
     """Create a saved job at its provider (again, after a failed attempt)."""
     require_permission(actor=actor, permission="models_app.change_finetuningjob", action="submit fine-tuning jobs")
     return _submit(job_id=job.pk, actor=actor)
 
 
+def _check_budget_again(job: FineTuningJob, *, actor: Actor) -> None:
+    """A refused job's hold was released when it was refused; asking again is paid work again."""
+    if job.estimated_cost_usd is None:
+        raise InvalidInput(f"fine-tuning job #{job.pk} has no cost estimate to check against the budgets; create it again")
+    budget_check(agent=job.agent, estimate_usd=job.estimated_cost_usd, actor=actor, hold_for=job,
+                 operation=Operation.FINE_TUNING, hold_lasts=FINE_TUNING_HOLD_LASTS)
+
+
 @transaction.atomic
-def _submit(*, job_id: int, actor: Any) -> FineTuningJob:
+def _submit(*, job_id: int, actor: Actor) -> FineTuningJob:
     # The lock is held across the provider call on purpose (see the module docstring).
     job = FineTuningJob.objects.select_for_update(of=("self",)).select_related(
         "agent", "provider", "training_file", "validation_file"
@@ -414,9 +424,7 @@ def _submit(*, job_id: int, actor: Any) -> FineTuningJob:
             f"fine-tuning job #{job.pk} is already at the provider as {job.provider_job_id or '—'} ({job.status})"
         )
     if job.status == rules.REFUSED:
-        # Its hold was released when it was refused; asking again is paid work again.
-        budget_check(agent=job.agent, estimate_usd=job.estimated_cost_usd, actor=actor, hold_for=job,
-                     operation=Operation.FINE_TUNING, hold_lasts=FINE_TUNING_HOLD_LASTS)
+        _check_budget_again(job, actor=actor)
     client = fine_tuning_provider(job.provider)
     now = timezone.now()
 
@@ -472,7 +480,7 @@ def job_reload(job: FineTuningJob) -> FineTuningJob:
     return FineTuningJob.objects.select_related("agent", "provider", "training_file").get(pk=job.pk)
 
 
-def finetuning_job_start(*, job: FineTuningJob, actor: Any = None) -> FineTuningJob:
+def finetuning_job_start(*, job: FineTuningJob, actor: Actor = None) -> FineTuningJob:
     """Start training a validated job (Conflict in any other state, or when the provider refuses)."""
     require_permission(actor=actor, permission="models_app.change_finetuningjob", action="start fine-tuning jobs")
     job = job_reload(job)
@@ -484,7 +492,7 @@ def finetuning_job_start(*, job: FineTuningJob, actor: Any = None) -> FineTuning
     )
 
 
-def finetuning_job_cancel(*, job: FineTuningJob, actor: Any = None, reason: str = "") -> FineTuningJob:
+def finetuning_job_cancel(*, job: FineTuningJob, actor: Actor = None, reason: str = "") -> FineTuningJob:
     """Cancel a job. One not yet created at the provider is cancelled here only."""
     require_permission(actor=actor, permission="models_app.change_finetuningjob", action="cancel fine-tuning jobs")
     job = job_reload(job)
@@ -512,7 +520,7 @@ def _ask_provider(
     *,
     operation: str,
     ask: Callable[[MistralProvider], FineTuningJobSnapshot],
-    actor: Any,
+    actor: Actor,
     reason: str,
     started: bool = False,
 ) -> FineTuningJob:
@@ -527,7 +535,7 @@ def _ask_provider(
     return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason=reason, started=started)
 
 
-def finetuning_job_sync(*, job: FineTuningJob, actor: Any = None, retry_policy: RetryPolicy = SYNC_RETRY) -> FineTuningJob:
+def finetuning_job_sync(*, job: FineTuningJob, actor: Actor = None, retry_policy: RetryPolicy = SYNC_RETRY) -> FineTuningJob:
     """Ask the provider where the job is and write it down. On SUCCESS, register the fine-tuned
     model (fine_tuned, registered) and record the training cost on the ledger — exactly once.
 
@@ -554,7 +562,7 @@ class ProviderJobListing:
     job: FineTuningJob | None  # None: the provider has a job Genesis does not track
 
 
-def finetuning_provider_jobs(*, provider: ProviderAccount, actor: Any = None, page_size: int = 100) -> list[ProviderJobListing]:
+def finetuning_provider_jobs(*, provider: ProviderAccount, actor: Actor = None, page_size: int = 100) -> list[ProviderJobListing]:
     """The provider's own list of jobs, each matched with the row tracking it. A job without a row
     is one created outside Genesis — or one whose creation answer was lost (the process died between
     the provider's answer and our commit): a person can see it here and cancel it at the provider."""
@@ -598,7 +606,7 @@ class _CreationUnanswered(Exception):
 
 
 @transaction.atomic
-def _record_provider_error(*, job_id: int, error: ProviderError, actor: Any, operation: str) -> FineTuningJob:
+def _record_provider_error(*, job_id: int, error: ProviderError, actor: Actor, operation: str) -> FineTuningJob:
     job = FineTuningJob.objects.select_for_update(of=("self",)).select_related("agent", "provider").get(pk=job_id)
     _note_error(job, error, now=timezone.now())
     gone = isinstance(error, ProviderRefused) and error.status_code in rules.GONE_HTTP_STATUSES
@@ -679,14 +687,14 @@ TRACKED_FIELDS = ("status", "provider_status", "fine_tuned_model", "model_versio
 
 
 @transaction.atomic
-def _settle(*, job_id: int, snapshot: FineTuningJobSnapshot, actor: Any, reason: str, started: bool = False) -> FineTuningJob:
+def _settle(*, job_id: int, snapshot: FineTuningJobSnapshot, actor: Actor, reason: str, started: bool = False) -> FineTuningJob:
     """Write a snapshot under the row lock and, on SUCCESS, do what success implies (once)."""
     job = FineTuningJob.objects.select_for_update(of=("self",)).select_related("agent", "provider", "training_file").get(pk=job_id)
     return settle_locked(job, snapshot=snapshot, actor=actor, reason=reason, started=started)
 
 
 def settle_locked(
-    job: FineTuningJob, *, snapshot: FineTuningJobSnapshot, actor: Any, reason: str, started: bool = False,
+    job: FineTuningJob, *, snapshot: FineTuningJobSnapshot, actor: Actor, reason: str, started: bool = False,
     before: dict[str, Any] | None = None,
 ) -> FineTuningJob:
     """`_settle` for a row the caller has locked (and perhaps changed: `before` is what it was)."""
@@ -747,22 +755,23 @@ def _register_fine_tuned_model(job: FineTuningJob, *, now: datetime) -> None:
 
 def _record_training_cost(job: FineTuningJob, *, version: ModelVersion, now: datetime) -> None:
     """The provider's reported cost when it is in dollars, else the trained tokens at our prices."""
-    common = {
-        "agent": job.agent,
-        "operation": Operation.FINE_TUNING,
-        "idempotency_key": ledger_key(job),
-        "model": version.model_id,
-        "base_model": job.base_model,
-        "tokens": job.trained_tokens,
-        "source": f"fine-tuning job {job.provider_job_id} ({job.provider.name})",
-        "source_object": job,
-        "actor": None,
-        "occurred_at": now,
-    }
+    record = partial(
+        cost_record,
+        agent=job.agent,
+        operation=Operation.FINE_TUNING,
+        idempotency_key=ledger_key(job),
+        model=version.model_id,
+        base_model=job.base_model,
+        tokens=job.trained_tokens,
+        source=f"fine-tuning job {job.provider_job_id} ({job.provider.name})",
+        source_object=job,
+        actor=None,
+        occurred_at=now,
+    )
     if job.cost_usd is not None and job.cost_currency in ("", "USD"):
-        cost_record(amount_usd=job.cost_usd, note="cost reported by the provider", **common)
+        record(amount_usd=job.cost_usd, note="cost reported by the provider")
     elif job.trained_tokens is not None:
         currency = f" (the provider reported {job.cost_usd} {job.cost_currency})" if job.cost_usd is not None else ""
-        cost_record(note=f"computed from {job.trained_tokens} trained tokens at the price table{currency}", **common)
+        record(note=f"computed from {job.trained_tokens} trained tokens at the price table{currency}")
     else:
         raise InvalidInput("the provider reported neither a cost nor trained tokens for the job")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -13,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from genesis.errors import DomainError
+from genesis.permissions import request_actor
 from models_app.registry import lifecycle
 from models_app.registry.models import (
     Agent,
@@ -47,7 +50,7 @@ class ModelVersionInline(admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(SimpleHistoryAdmin):
-    list_display = ("slug", "name", "live_model", "candidates")
+    list_display: tuple[str, ...] = ("slug", "name", "live_model", "candidates")  # extended by experiments/admin_health.py
     search_fields = ("slug", "name", "purpose")
     readonly_fields = ("created_at", "updated_at")
 
@@ -69,7 +72,7 @@ class AgentAdmin(SimpleHistoryAdmin):
     def save_model(self, request: HttpRequest, obj: Agent, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         values = {field: form.cleaned_data[field] for field in self.AGENT_FIELDS}
         try:
-            saved = (agent_upsert if change else agent_ensure)(slug=obj.slug, actor=request.user, **values)
+            saved = (agent_upsert if change else agent_ensure)(slug=obj.slug, actor=request_actor(request), **values)
         except DomainError as exc:
             raise DjangoPermissionDenied(exc.message) from None
         obj.pk = saved.pk
@@ -94,7 +97,7 @@ class TransitionForm(forms.Form):
     def __init__(self, *args, version: ModelVersion, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         allowed = lifecycle.manual_targets(current=version.status, kind=version.kind)
-        self.fields["to_status"].choices = [(status, ModelStatus(status).label) for status in allowed]
+        cast(forms.ChoiceField, self.fields["to_status"]).choices = [(status, ModelStatus(status).label) for status in allowed]
 
 
 @admin.register(ModelVersion)
@@ -124,7 +127,7 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
             return  # nothing is editable on a registered version; its status moves through services
         registered = model_version_register(
             agent=obj.agent, provider=obj.provider, model_id=obj.model_id, base_model=obj.base_model,
-            kind=obj.kind, actor=request.user, reason=obj.reason,
+            kind=obj.kind, actor=request_actor(request), reason=obj.reason,
         )
         obj.pk = registered.pk
 
@@ -150,7 +153,7 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 model_version_change_status_by_hand(
-                    version=version, to_status=form.cleaned_data["to_status"], actor=request.user,
+                    version=version, to_status=form.cleaned_data["to_status"], actor=request_actor(request),
                     reason=form.cleaned_data["reason"],
                 )
             except DomainError as exc:
@@ -175,7 +178,7 @@ class ProviderAccountAdmin(SimpleHistoryAdmin):
     def save_model(self, request: HttpRequest, obj: ProviderAccount, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         values = {field: form.cleaned_data[field] for field in self.PROVIDER_FIELDS}
         try:
-            saved = provider_account_upsert(name=obj.name, kind=form.cleaned_data["kind"], actor=request.user, **values)
+            saved = provider_account_upsert(name=obj.name, kind=form.cleaned_data["kind"], actor=request_actor(request), **values)
         except DomainError as exc:
             raise DjangoPermissionDenied(exc.message) from None
         obj.pk = saved.pk
@@ -200,10 +203,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ("label", "prefix")
     actions = ["revoke_selected"]
 
-    def get_form(self, request, obj=None, **kwargs):  # type: ignore[no-untyped-def]
+    def get_form(
+        self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[ApiKey]]:
         if obj is None:
             kwargs["form"] = ApiKeyCreateForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change=change, **kwargs)
 
     def get_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
         if obj is None:
@@ -224,7 +229,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return
         key, raw_key = api_key_create(
             label=form.cleaned_data["label"], agents=list(form.cleaned_data["agents"]),
-            all_agents=form.cleaned_data["all_agents"], actor=request.user,
+            all_agents=form.cleaned_data["all_agents"], actor=request_actor(request),
         )
         obj.pk = key.pk
         messages.warning(request, f"The new key, shown only this once: {raw_key}")
@@ -238,5 +243,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke_selected(self, request, queryset):  # type: ignore[no-untyped-def]
         for key in queryset:
-            api_key_revoke(key=key, actor=request.user)
+            api_key_revoke(key=key, actor=request_actor(request))
         self.message_user(request, f"revoked {queryset.count()} key(s)")

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import DatabaseError, transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from genesis.permissions import require_permission
+from genesis.permissions import Actor, require_permission
 from models_app.registry import lifecycle
 from models_app.registry.models import (
     Agent,
@@ -30,7 +31,7 @@ from models_app.registry.models import (
 API_KEY_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
 
 
-def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
+def _record_history(instance: Any, *, actor: Actor, reason: str) -> None:
     """simple-history reads these when the row is saved: who changed it and why."""
     instance._history_user = actor
     instance._change_reason = reason[:100] if reason else ""
@@ -40,7 +41,7 @@ def _record_history(instance: Any, *, actor: Any, reason: str) -> None:
 
 
 @transaction.atomic
-def agent_ensure(*, slug: str, name: str, actor: Any = None, **defaults: Any) -> Agent:
+def agent_ensure(*, slug: str, name: str, actor: Actor = None, **defaults: Any) -> Agent:
     """The agent with this slug, created with these values when missing; an existing agent is left
     as people edited it."""
     require_permission(actor=actor, permission="models_app.add_agent", action="add agents")
@@ -51,7 +52,7 @@ def agent_ensure(*, slug: str, name: str, actor: Any = None, **defaults: Any) ->
 
 
 @transaction.atomic
-def agent_upsert(*, slug: str, name: str, purpose: str = "", actor: Any = None, **defaults: Any) -> Agent:
+def agent_upsert(*, slug: str, name: str, purpose: str = "", actor: Actor = None, **defaults: Any) -> Agent:
     require_permission(actor=actor, permission="models_app.change_agent", action="edit agents")
     agent, created = Agent.objects.get_or_create(slug=slug, defaults={"name": name, "purpose": purpose, **defaults})
     if not created:
@@ -65,7 +66,7 @@ def agent_upsert(*, slug: str, name: str, purpose: str = "", actor: Any = None, 
 
 
 @transaction.atomic
-def provider_account_upsert(*, name: str, kind: str, base_url: str, api_key_env: str, actor: Any = None, **defaults: Any) -> ProviderAccount:
+def provider_account_upsert(*, name: str, kind: str, base_url: str, api_key_env: str, actor: Actor = None, **defaults: Any) -> ProviderAccount:
     require_permission(actor=actor, permission="models_app.change_provideraccount", action="edit providers")
     validate_api_key_env(api_key_env)
     if kind not in ProviderKind.values:
@@ -98,7 +99,7 @@ def model_version_register(
     model_id: str,
     base_model: str,
     kind: str,
-    actor: Any = None,
+    actor: Actor = None,
     reason: str = "",
 ) -> ModelVersion:
     """Register a model an agent could use. Registering the same (agent, provider, model) twice
@@ -122,8 +123,8 @@ def model_version_register(
 
 @transaction.atomic
 def model_version_transition(
-    *, version: ModelVersion, to_status: str, actor: Any = None, reason: str = "", verdict_overridden: bool = False,
-    on_behalf_of: Any = None,
+    *, version: ModelVersion, to_status: str, actor: Actor = None, reason: str = "", verdict_overridden: bool = False,
+    on_behalf_of: Actor = None,
 ) -> ModelVersion:
     """Move a version along its lifecycle (models_app/registry/lifecycle.py), refusing illegal moves with a
     message. Making a version live retires the agent's previous live version in the same transaction.
@@ -163,7 +164,7 @@ def model_version_transition(
 
 @transaction.atomic
 def model_version_change_status_by_hand(
-    *, version: ModelVersion, to_status: str, actor: Any, reason: str
+    *, version: ModelVersion, to_status: str, actor: Actor, reason: str
 ) -> ModelVersion:
     """A person retires or rejects a version (or puts a baseline live). Benchmarks and rollouts move
     versions through their own services; this refuses to stand in for them."""
@@ -192,7 +193,7 @@ def hash_api_key(raw_key: str) -> str:
 
 @transaction.atomic
 def api_key_create(
-    *, label: str, agents: list[Agent] | None = None, all_agents: bool = False, actor: Any = None
+    *, label: str, agents: list[Agent] | None = None, all_agents: bool = False, actor: Actor = None
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its raw value, which is shown once and never stored."""
     require_permission(actor=actor, permission="models_app.add_apikey", action="create API keys")
@@ -214,7 +215,7 @@ def api_key_create(
 
 
 @transaction.atomic
-def api_key_revoke(*, key: ApiKey, actor: Any = None) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, actor: Actor = None) -> ApiKey:
     require_permission(actor=actor, permission="models_app.change_apikey", action="revoke API keys")
     if not key.revoked:
         key.revoked = True
@@ -234,6 +235,12 @@ class ApiPrincipal:
 
     def may_act_for(self, agent_slug: str) -> bool:
         return self.all_agents or agent_slug in self.agent_slugs
+
+
+def request_principal(request: HttpRequest) -> ApiPrincipal:
+    """The API key behind an API request. The API's bearer authentication (genesis/api.py) refuses
+    a request without a valid key before any endpoint runs, and leaves the key in `request.auth`."""
+    return request.auth  # type: ignore[attr-defined]  # set by django-ninja; Django's HttpRequest stub does not know it
 
 
 # Authentication is on every API request, the routing hot path included, so a key seen recently is

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from email.parser import BytesParser
 from email.policy import HTTP
+from email.utils import collapse_rfc2231_value
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -50,6 +51,8 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
     def base_url(self) -> str:
         """The server URL for the SDK (routes start with /v1)."""
         host, port = self.server_address[:2]
+        if isinstance(host, bytes | bytearray):  # the stub allows bytes; an AF_INET address holds text
+            host = host.decode()
         return f"http://{host}:{port}"
 
 
@@ -116,7 +119,7 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -138,8 +141,8 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
             retry_after = self.server.config.retry_after_seconds
             body = SimulatorError(429, "Requests rate limit exceeded", error_type="rate_limited").body()
             return 429, body, {"Retry-After": str(retry_after)}
-        body = SimulatorError(status, "Internal server error (injected by the simulator)", error_type="internal_error")
-        return status, body.body(), {}
+        error = SimulatorError(status, "Internal server error (injected by the simulator)", error_type="internal_error")
+        return status, error.body(), {}
 
     def _send_json(self, status: int, payload: Any, extra_headers: dict[str, str]) -> None:
         encoded = json.dumps(payload).encode()
@@ -315,10 +318,12 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], di
     fields: dict[str, str] = {}
     files: dict[str, tuple[str, bytes]] = {}
     for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
+        name = collapse_rfc2231_value(part.get_param("name", header="content-disposition") or "")
         if not name:
             continue
-        payload = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)  # bytes, or None for a nested multipart
+        if not isinstance(payload, bytes):
+            payload = b""
         filename = part.get_filename()
         if filename is not None:
             files[name] = (filename, payload)

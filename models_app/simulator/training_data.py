@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ALLOWED_ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -27,7 +28,7 @@ class TrainingFileSummary:
         return not self.problems and self.num_lines > 0
 
 
-def summarize_training_file(content: bytes, *, stable_hash) -> TrainingFileSummary:
+def summarize_training_file(content: bytes, *, stable_hash: Callable[[str], int]) -> TrainingFileSummary:
     """Count samples and tokens; collect every problem (up to MAX_REPORTED_PROBLEMS), naming its line."""
     try:
         text = content.decode("utf-8")

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from experiments import selectors, services
 from experiments.models import Experiment, ExperimentStatus
 from genesis.errors import DomainError
+from genesis.permissions import Actor
 from models_app.registry.models import Agent
 
 ACTIONS = ("status", "start", "request", "approve", "pause", "resume", "rollback")
@@ -89,7 +90,7 @@ class Command(BaseCommand):
         }[action]
         self._report(experiment, agent=agent, action=action, ok=True, detail=detail, as_json=as_json)
 
-    def _act(self, action: str, agent: Agent, user: Any, *, reason: str, candidate: str, override_reason: str) -> Experiment | None:
+    def _act(self, action: str, agent: Agent, user: Actor, *, reason: str, candidate: str, override_reason: str) -> Experiment | None:
         if action == "start":
             return services.experiment_start_for_agent(
                 agent=agent, actor=user, candidate_model_id=candidate, override_reason=override_reason

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Model, QuerySet
 
 from genesis.errors import DomainError, InvalidInput
+from genesis.permissions import Actor
 from models_app.finetuning import rules
 from models_app.finetuning.adoption import finetuning_job_adopt
 from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
@@ -154,7 +155,7 @@ class Command(BaseCommand):
             raise CommandError(exc.message, returncode=REFUSED) from None
 
     # --- actions ----------------------------------------------------------------------------------
-    def _upload(self, options: dict[str, Any], actor: Any) -> None:
+    def _upload(self, options: dict[str, Any], actor: Actor) -> None:
         agent = self._agent(options["agent"])
         training_file = self._upload_path(options["path"], agent=agent, purpose=options["purpose"],
                                           provider=self._provider(options.get("provider")), actor=actor)
@@ -171,7 +172,7 @@ class Command(BaseCommand):
                 f"(training file id {training_file.pk})"
             )
 
-    def _create(self, options: dict[str, Any], actor: Any) -> None:
+    def _create(self, options: dict[str, Any], actor: Actor) -> None:
         agent = self._agent(options["agent"])
         if options["training"]:
             training_file = self._upload_path(options["training"], agent=agent, purpose=TrainingFilePurpose.TRAINING, actor=actor)
@@ -196,23 +197,23 @@ class Command(BaseCommand):
         if job.status == rules.REFUSED or (job.status == rules.NOT_CREATED and job.last_error):
             raise CommandError(f"job #{job.pk} was saved but not created at the provider: {job.last_error}", returncode=REFUSED)
 
-    def _submit(self, options: dict[str, Any], actor: Any) -> None:
+    def _submit(self, options: dict[str, Any], actor: Actor) -> None:
         job = finetuning_job_submit(job=self._job(options["job"]), actor=actor)
         self._print(job)
         if job.status in (rules.REFUSED, rules.NOT_CREATED):
             raise CommandError(f"job #{job.pk} was not created at the provider: {job.last_error}", returncode=REFUSED)
 
-    def _start(self, options: dict[str, Any], actor: Any) -> None:
+    def _start(self, options: dict[str, Any], actor: Actor) -> None:
         self._print(finetuning_job_start(job=self._job(options["job"]), actor=actor))
 
-    def _cancel(self, options: dict[str, Any], actor: Any) -> None:
+    def _cancel(self, options: dict[str, Any], actor: Actor) -> None:
         self._print(finetuning_job_cancel(job=self._job(options["job"]), actor=actor, reason=options["reason"]))
 
-    def _adopt(self, options: dict[str, Any], actor: Any) -> None:
+    def _adopt(self, options: dict[str, Any], actor: Actor) -> None:
         self._print(finetuning_job_adopt(job=self._job(options["job"]), provider_job_id=options["provider_job_id"],
                                          actor=actor, reason=options["reason"]))
 
-    def _sync(self, options: dict[str, Any], actor: Any) -> None:
+    def _sync(self, options: dict[str, Any], actor: Actor) -> None:
         jobs = list(jobs_to_sync()) if options["all"] else [self._job(options["job"])]
         results = [finetuning_job_sync(job=job, actor=actor) for job in jobs]
         if self.as_json:
@@ -225,9 +226,10 @@ class Command(BaseCommand):
         if any(job.status == rules.REFUSED for job in results):
             raise CommandError("the provider refused to answer for a job; its answer is shown above", returncode=REFUSED)
 
-    def _status(self, options: dict[str, Any], actor: Any) -> None:
-        if options.get("provider"):
-            self._provider_listing(self._provider(options["provider"]), actor=actor)
+    def _status(self, options: dict[str, Any], actor: Actor) -> None:
+        provider = self._provider(options.get("provider"))
+        if provider is not None:
+            self._provider_listing(provider, actor=actor)
             return
         if options["job"]:
             self._print(self._job(options["job"]), detailed=True)
@@ -243,7 +245,7 @@ class Command(BaseCommand):
         for job in jobs:
             self._print(job)
 
-    def _provider_listing(self, provider: ProviderAccount, *, actor: Any) -> None:
+    def _provider_listing(self, provider: ProviderAccount, *, actor: Actor) -> None:
         listing = finetuning_provider_jobs(provider=provider, actor=actor)
         if self.as_json:
             self.stdout.write(json.dumps([
@@ -320,7 +322,7 @@ class Command(BaseCommand):
             raise CommandError(f"no uploaded {purpose} file '{reference}' (give its id or the provider's file id)", returncode=USAGE)
         return found
 
-    def _upload_path(self, raw_path: str, *, agent: Agent, purpose: str, actor: Any,
+    def _upload_path(self, raw_path: str, *, agent: Agent, purpose: str, actor: Actor,
                      provider: ProviderAccount | None = None) -> TrainingFile:
         path = Path(raw_path)
         try:

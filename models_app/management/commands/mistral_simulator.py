@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from models_app.simulator.cli import add_simulator_arguments, config_from_arguments
 from models_app.simulator.server import serve
@@ -13,10 +15,10 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []  # a stand-alone server: no database, no checks
     requires_migrations_checks = False
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         add_simulator_arguments(parser)
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             config = config_from_arguments(options)
         except ValueError as error:
