@@ -268,7 +268,7 @@ class ProviderHttpClient:
         if route is not None:
             return route
         address = self._proxies.get(scheme) or self._proxies.get("all")
-        if not address or urllib.request.proxy_bypass_environment(host, self._proxies):
+        if not address or urllib.request.proxy_bypass_environment(host, self._proxies):  # type: ignore[attr-defined]  # in urllib.request at runtime; typeshed omits it
             route = self._direct
         else:
             route = self._proxy_manager(address)

@@ -90,7 +90,7 @@ class MistralProvider(HttpProvider):
             # None, not "": an empty key must reach the provider as "no key" (and a clear 401).
             api_key=settings.api_key or None,
             server_url=settings.base_url or None,
-            client=self._http,
+            client=self._http,  # type: ignore[arg-type]  # duck-typed: the SDK calls only build_request, send and close
             async_client=_SynchronousOnly(),
             retry_config=None,
             timeout_ms=int(settings.timeout_seconds * 1000),
@@ -108,7 +108,7 @@ class MistralProvider(HttpProvider):
         options = self._chat_options(parameters or {})
         prepared = prepared_messages(messages, strip_markers=self.settings.strip_answer_markers)
         response, latency_ms = self._timed_call(
-            "chat completion", lambda: self._sdk.chat.complete(model=model, messages=prepared, **options), model=model
+            "chat completion", lambda: self._sdk.chat.complete(model=model, messages=prepared, **options), model=model  # type: ignore[arg-type]  # plain dicts: the SDK validates them into its message types
         )
         if not response.choices:
             raise PermanentProviderError(
@@ -138,7 +138,7 @@ class MistralProvider(HttpProvider):
     def upload_file(self, *, filename: str, content: bytes, purpose: str = "fine-tune") -> UploadedFile:
         uploaded = self._call(
             "upload a training file",
-            lambda: self._sdk.files.upload(file={"file_name": filename, "content": content}, purpose=purpose),
+            lambda: self._sdk.files.upload(file={"file_name": filename, "content": content}, purpose=purpose),  # type: ignore[arg-type]  # a str: the SDK accepts values its Literal does not list yet
             refusal_is_expected=True,
         )
         return _uploaded_file(uploaded)
@@ -163,9 +163,9 @@ class MistralProvider(HttpProvider):
             "create a fine-tuning job",
             lambda: self._sdk.fine_tuning.jobs.create(
                 model=base_model,
-                training_files=[{"file_id": file_id, "weight": 1} for file_id in training_file_ids],
+                training_files=[{"file_id": file_id, "weight": 1} for file_id in training_file_ids],  # type: ignore[arg-type]  # plain dicts, validated by the SDK
                 validation_files=list(validation_file_ids) or UNSET,
-                hyperparameters=dict(hyperparameters or {}),
+                hyperparameters=dict(hyperparameters or {}),  # type: ignore[arg-type]  # plain dict, validated by the SDK
                 suffix=suffix if suffix else UNSET,
                 auto_start=auto_start,
             ),
@@ -185,7 +185,7 @@ class MistralProvider(HttpProvider):
         listing = self._call(
             "list fine-tuning jobs",
             lambda: self._sdk.fine_tuning.jobs.list(
-                page=page, page_size=page_size, model=base_model or UNSET, status=status or UNSET
+                page=page, page_size=page_size, model=base_model or UNSET, status=status or UNSET  # type: ignore[arg-type]  # any status the provider names, passed through
             ),
             refusal_is_expected=True,
         )
