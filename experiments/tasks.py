@@ -7,13 +7,14 @@ from celery import shared_task
 from experiments import alerts, outcomes, services
 from experiments.models import Experiment, ExperimentStatus
 from genesis.notifications import WebhookUnavailable
+from genesis.tasks import SWEEP_OPTIONS
 
 # Webhook failures worth another try (connection errors, timeouts, 429, 5xx), already stripped of
 # the secret webhook URL; a 4xx other than 429 will not get better by retrying.
 TRANSIENT_WEBHOOK_ERRORS = (WebhookUnavailable,)
 
 
-@shared_task(name="experiments.evaluate_guardrails", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(name="experiments.evaluate_guardrails", **SWEEP_OPTIONS)
 def evaluate_guardrails() -> int:
     """Beat, every minute: fan out one check per running experiment (each locks its own row)."""
     ids = list(Experiment.objects.filter(status=ExperimentStatus.RUNNING).values_list("pk", flat=True))
@@ -22,20 +23,13 @@ def evaluate_guardrails() -> int:
     return len(ids)
 
 
-@shared_task(
-    name="experiments.evaluate_experiment_guardrails",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    soft_time_limit=50,
-    time_limit=60,
-)
+# One check a minute per experiment, like a sweep: cut off rather than overlap the next one.
+@shared_task(name="experiments.evaluate_experiment_guardrails", **SWEEP_OPTIONS)
 def evaluate_experiment_guardrails(*, experiment_id: int) -> str:
     return services.guardrails_check(experiment_id=experiment_id).action
 
 
-@shared_task(name="experiments.flush_exposures", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-             soft_time_limit=50, time_limit=60)
+@shared_task(name="experiments.flush_exposures", **SWEEP_OPTIONS)
 def flush_exposures() -> int:
     """Beat, every 10 s: move exposures buffered by /route from Redis into Assignment rows."""
     return outcomes.exposures_flush()
@@ -43,9 +37,6 @@ def flush_exposures() -> int:
 
 @shared_task(
     name="experiments.notify_rollback",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
     autoretry_for=TRANSIENT_WEBHOOK_ERRORS,
     retry_backoff=5,
     retry_backoff_max=300,
