@@ -6,6 +6,7 @@ from celery import shared_task
 
 from launch import services
 
+
 @shared_task(name="launch.notify_approvers")
 def notify_approvers() -> dict[str, int]:
     return services.approval_requests_notify()
