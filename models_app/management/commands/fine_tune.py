@@ -23,20 +23,10 @@ from django.db.models import Model, QuerySet
 
 from genesis.errors import DomainError, InvalidInput
 from genesis.permissions import Actor
-from models_app.finetuning import rules
+from models_app.finetuning import rules, services
 from models_app.finetuning.adoption import finetuning_job_adopt
 from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
 from models_app.finetuning.selectors import jobs_for_agents, jobs_to_sync
-from models_app.finetuning.services import (
-    TrainingFileInvalid,
-    finetuning_job_cancel,
-    finetuning_job_create,
-    finetuning_job_start,
-    finetuning_job_submit,
-    finetuning_job_sync,
-    finetuning_provider_jobs,
-    training_file_upload,
-)
 from models_app.registry.models import Agent, ProviderAccount
 
 USAGE = 2
@@ -144,7 +134,7 @@ class Command(BaseCommand):
         handler = getattr(self, f"_{options['action']}")
         try:
             handler(options, actor)
-        except TrainingFileInvalid as exc:
+        except services.TrainingFileInvalid as exc:
             for line, detail in exc.problems:
                 self.stderr.write(detail if line else f"file: {detail}")
             raise CommandError(exc.message, returncode=REFUSED) from None
@@ -187,7 +177,7 @@ class Command(BaseCommand):
         hyperparameters = {
             name: options[name] for name in ("epochs", "training_steps", "learning_rate") if options.get(name) is not None
         }
-        job = finetuning_job_create(
+        job = services.finetuning_job_create(
             agent=agent, training_file=training_file, validation_file=validation_file,
             base_model=options.get("base_model"), hyperparameters=hyperparameters, suffix=options["suffix"],
             auto_start=options["auto_start"], actor=actor, override_reason=options.get("override_reason"),
@@ -198,16 +188,16 @@ class Command(BaseCommand):
             raise CommandError(f"job #{job.pk} was saved but not created at the provider: {job.last_error}", returncode=REFUSED)
 
     def _submit(self, options: dict[str, Any], actor: Actor) -> None:
-        job = finetuning_job_submit(job=self._job(options["job"]), actor=actor)
+        job = services.finetuning_job_submit(job=self._job(options["job"]), actor=actor)
         self._print(job)
         if job.status in (rules.REFUSED, rules.NOT_CREATED):
             raise CommandError(f"job #{job.pk} was not created at the provider: {job.last_error}", returncode=REFUSED)
 
     def _start(self, options: dict[str, Any], actor: Actor) -> None:
-        self._print(finetuning_job_start(job=self._job(options["job"]), actor=actor))
+        self._print(services.finetuning_job_start(job=self._job(options["job"]), actor=actor))
 
     def _cancel(self, options: dict[str, Any], actor: Actor) -> None:
-        self._print(finetuning_job_cancel(job=self._job(options["job"]), actor=actor, reason=options["reason"]))
+        self._print(services.finetuning_job_cancel(job=self._job(options["job"]), actor=actor, reason=options["reason"]))
 
     def _adopt(self, options: dict[str, Any], actor: Actor) -> None:
         self._print(finetuning_job_adopt(job=self._job(options["job"]), provider_job_id=options["provider_job_id"],
@@ -215,7 +205,7 @@ class Command(BaseCommand):
 
     def _sync(self, options: dict[str, Any], actor: Actor) -> None:
         jobs = list(jobs_to_sync()) if options["all"] else [self._job(options["job"])]
-        results = [finetuning_job_sync(job=job, actor=actor) for job in jobs]
+        results = [services.finetuning_job_sync(job=job, actor=actor) for job in jobs]
         if self.as_json:
             self.stdout.write(json.dumps([job_summary(job) for job in results] if options["all"] else job_summary(results[0])))
         else:
@@ -246,7 +236,7 @@ class Command(BaseCommand):
             self._print(job)
 
     def _provider_listing(self, provider: ProviderAccount, *, actor: Actor) -> None:
-        listing = finetuning_provider_jobs(provider=provider, actor=actor)
+        listing = services.finetuning_provider_jobs(provider=provider, actor=actor)
         if self.as_json:
             self.stdout.write(json.dumps([
                 {"provider_job_id": item.snapshot.id, "status": item.snapshot.status, "base_model": item.snapshot.base_model,
@@ -330,5 +320,5 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"{raw_path}: cannot read it ({exc.strerror})", returncode=USAGE) from None
         with stream:
-            return training_file_upload(agent=agent, content=stream, filename=path.name, purpose=purpose,
+            return services.training_file_upload(agent=agent, content=stream, filename=path.name, purpose=purpose,
                                         provider=provider, actor=actor)
