@@ -26,8 +26,10 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -142,7 +144,9 @@ def main() -> int:
         if not args.no_http:
             http_run = make_batches(run=f"{run}-http", batches=args.batches, control=experiment.control.model_id,
                                     treatment=experiment.treatment.model_id, tokens=tokens)
-            server = start_server(port=args.port, workers=args.workers)
+            # One thread a worker: the sync workers this bench was written for; metrics as in production.
+            metrics_dir = tempfile.mkdtemp(prefix="genesis-outcomes-bench-")
+            server = start_server(port=args.port, workers=args.workers, threads=1, metrics_dir=metrics_dir)
             try:
                 shares = [http_run[c :: args.clients] for c in range(args.clients)]
                 with multiprocessing.Pool(args.clients) as pool:
@@ -153,6 +157,7 @@ def main() -> int:
             finally:
                 os.killpg(server.pid, signal.SIGTERM)
                 server.wait(timeout=15)
+                shutil.rmtree(metrics_dir, ignore_errors=True)
             assert http_accepted == args.batches * BATCH - 5 * args.clients, http_accepted
     finally:
         OutcomeEvent.objects.filter(event_id__startswith=run).delete()
