@@ -61,7 +61,8 @@ from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
 from models_app.finetuning.models import FineTuningJob
 from models_app.finetuning.rules import CHARS_PER_TOKEN
 from models_app.finetuning.services import finetuning_job_create, training_file_upload
-from models_app.providers import PermanentProviderError, RetryPolicy, call_with_retries
+from models_app.providers import PermanentProviderError, call_with_retries
+from models_app.providers.retry import BATCH_CALL_RETRY
 from models_app.registry.gateway import generation_parameters, provider_for
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.registry.selectors import baseline_version, live_version
@@ -94,7 +95,6 @@ MAX_JUDGE_ATTEMPTS = 3
 MAX_BUILD_ATTEMPTS = 8
 CONVERSATION_MAX_TOKENS = 400
 JUDGE_MAX_TOKENS = 300
-CALL_RETRY = RetryPolicy(max_attempts=4, base_delay_seconds=0.5, max_delay_seconds=10.0)
 HOLD_LASTS = timedelta(days=1)
 STAGE1_EPOCHS = 3
 MAX_SHOWN = 50
@@ -359,7 +359,7 @@ def _ask(route: _Route, messages: list[dict[str, Any]], parameters: dict[str, An
         with route.limiter.slot():
             return route.provider.chat(model=route.model, messages=messages, parameters=parameters)
 
-    return call_with_retries(attempt, policy=CALL_RETRY)
+    return call_with_retries(attempt, policy=BATCH_CALL_RETRY)
 
 
 @dataclass

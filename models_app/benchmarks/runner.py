@@ -59,13 +59,13 @@ from models_app.benchmarks.suites import case_messages
 from models_app.providers import (
     PermanentProviderError,
     ProviderAuthError,
-    RetryPolicy,
     TransientProviderError,
     UnknownModelError,
     UnsupportedParameterError,
     call_with_retries,
 )
 from models_app.providers.base import ChatResult
+from models_app.providers.retry import BATCH_CALL_RETRY
 from models_app.registry.gateway import provider_for
 from models_app.registry.models import ModelVersion, ProviderAccount
 from models_app.simulator.markers import strip_answer_markers
@@ -75,43 +75,25 @@ logger = logging.getLogger(__name__)
 
 # Chunk leases. A worker renews its chunk's heartbeat at least this often…
 CHUNK_HEARTBEAT_SECONDS = 5.0
-
-
 # …so a running chunk whose heartbeat is older than this has lost its worker and is handed on.
 CHUNK_STALLED_AFTER_SECONDS = 60.0
-
-
 # A queued chunk is sent again after this long when nothing else says its message is lost: a broker
 # outage at enqueue time, a receipt that could not be noted, a sweep without a ping. A worker killed
 # after receiving the message does not wait for this: the chunk names it (`received_by`) and the sweep
 # re-sends at once once it no longer answers. A duplicate is harmless.
 QUEUED_CHUNK_RESEND_AFTER_SECONDS = 600.0
-
-
 # Rounds of transient failures a chunk may go through (each after per-call retries) before the run fails.
 MAX_CHUNK_ATTEMPTS = 6
-
-
 # Claims of one chunk (retries, hand-overs after dead workers) after which the run fails instead of
 # trying forever: a chunk that keeps killing its workers or its task needs a person.
 MAX_CHUNK_CLAIMS = 12
-
-
 # Results are written in small batches: often enough that a killed worker loses little, rarely
 # enough that writing does not dominate a fast provider.
 FLUSH_EVERY_SECONDS = 0.25
-
-
 FLUSH_MAX_RESULTS = 48
-
-
-# Per call: retries of transient errors (429, 5xx, timeouts) inside the chunk, with backoff.
-CALL_RETRY_POLICY = RetryPolicy(max_attempts=4, base_delay_seconds=0.5, max_delay_seconds=10.0)
-
-
+# Per call: retries of transient errors inside the chunk, with backoff (the provider layer's policy).
+CALL_RETRY_POLICY = BATCH_CALL_RETRY
 JUDGE_CACHE_SECONDS = 30 * 24 * 3600
-
-
 # A shared call slot outlives a killed holder by at most this long (live holders renew theirs).
 LIMITER_LEASE_SECONDS = 6.0
 

@@ -16,11 +16,7 @@ from models_app.providers.errors import (
 from models_app.providers.mistral import MistralProvider
 from models_app.providers.retry import RetryPolicy, call_with_retries
 from models_app.registry.gateway import provider_for
-from models_app.registry.models import (
-    Agent,
-    ProviderAccount,
-    ProviderKind,
-)
+from models_app.registry.models import Agent, ProviderAccount, ProviderKind
 from models_app.registry.selectors import baseline_version
 
 logger = logging.getLogger(__name__)
@@ -28,11 +24,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-
 # A person is waiting in the admin or at a terminal: a few quick tries, then say so.
 INTERACTIVE_RETRY = RetryPolicy(max_attempts=3, base_delay_seconds=0.5, max_delay_seconds=5.0)
-
-
 # Beat's sync has a minute between ticks: the provider layer's default policy.
 SYNC_RETRY = RetryPolicy()
 

@@ -38,6 +38,9 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+# Background batch work (benchmark chunks, WaltzRL builds): each call retries transient errors (429,
+# 5xx, timeouts) a few times with backoff before its task decides what to do with the pair.
+BATCH_CALL_RETRY = RetryPolicy(max_attempts=4, base_delay_seconds=0.5, max_delay_seconds=10.0)
 
 
 @dataclass(frozen=True)
