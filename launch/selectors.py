@@ -24,14 +24,7 @@ from costs.models import Budget, CostEntry, Operation
 from costs.selectors import spend_by
 from experiments import selectors as experiment_selectors
 from experiments.calendar import CalendarEntry
-from experiments.models import (
-    ACTIVE_STATUSES,
-    ApprovalStatus,
-    EventAction,
-    Experiment,
-    ExperimentStatus,
-    StageApproval,
-)
+from experiments.models import ACTIVE_STATUSES, ApprovalStatus, EventAction, Experiment, ExperimentStatus, StageApproval
 from launch.report import power_short
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus
 from models_app.benchmarks.selectors import stored_plan

@@ -6,9 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from models_app.benchmarks.models import (
-    BenchmarkResult,
-)
+from models_app.benchmarks.models import BenchmarkResult
 
 
 @dataclass

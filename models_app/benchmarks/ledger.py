@@ -21,12 +21,7 @@ from costs.services import Charge, cost_hold_release, cost_record_many
 from genesis.errors import Conflict, NotFound
 from genesis.tasks import send_on_commit
 from models_app.benchmarks.answers import Answer, result_cost_key
-from models_app.benchmarks.models import (
-    FINISHED_RUN_STATUSES,
-    BenchmarkCase,
-    BenchmarkResult,
-    BenchmarkRun,
-)
+from models_app.benchmarks.models import FINISHED_RUN_STATUSES, BenchmarkCase, BenchmarkResult, BenchmarkRun
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL, uses_judge
 from models_app.benchmarks.suites import case_messages
 from models_app.registry.models import ModelVersion

@@ -13,10 +13,7 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from models_app.benchmarks.selectors import (
-    benchmark_run_counts,
-    benchmark_runs_since_progress,
-)
+from models_app.benchmarks.selectors import benchmark_run_counts, benchmark_runs_since_progress
 
 logger = logging.getLogger(__name__)
 

@@ -30,12 +30,7 @@ from genesis.errors import Conflict
 from genesis.jobs import check_move
 from models_app.benchmarks import scorers
 from models_app.benchmarks.answers import Answer, result_row
-from models_app.benchmarks.ledger import (
-    charge_paid_twice,
-    cost_if_run_ended,
-    post_costs_on_commit,
-    price_for_estimate,
-)
+from models_app.benchmarks.ledger import charge_paid_twice, cost_if_run_ended, post_costs_on_commit, price_for_estimate
 from models_app.benchmarks.limits import ProviderLimiter, RedisProviderLimiter
 from models_app.benchmarks.models import (
     FINISHED_RUN_STATUSES,

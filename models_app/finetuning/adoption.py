@@ -13,16 +13,11 @@ from django.utils import timezone
 from genesis.errors import Conflict, InvalidInput, NotFound
 from genesis.permissions import Actor, require_permission
 from models_app.finetuning import rules
-from models_app.finetuning.models import (
-    FineTuningJob,
-)
+from models_app.finetuning.models import FineTuningJob
 from models_app.finetuning.provider_calls import INTERACTIVE_RETRY, call_provider, domain_error, fine_tuning_provider
 from models_app.finetuning.services import TRACKED_FIELDS, finetuning_provider_jobs, job_reload, settle_locked
 from models_app.providers.base import FineTuningJobSnapshot
-from models_app.providers.errors import (
-    ProviderError,
-    ProviderRefused,
-)
+from models_app.providers.errors import ProviderError, ProviderRefused
 
 logger = logging.getLogger(__name__)
 

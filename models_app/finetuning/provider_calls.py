@@ -9,10 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from genesis.errors import Conflict, DomainError, InvalidInput
-from models_app.providers.errors import (
-    ProviderError,
-    TransientProviderError,
-)
+from models_app.providers.errors import ProviderError, TransientProviderError
 from models_app.providers.mistral import MistralProvider
 from models_app.providers.retry import RetryPolicy, call_with_retries
 from models_app.registry.gateway import provider_for

@@ -50,12 +50,7 @@ from genesis.errors import Conflict, DomainError, InvalidInput, NotFound
 from genesis.jobs import advance
 from genesis.permissions import Actor, require_permission
 from models_app.finetuning import rules
-from models_app.finetuning.models import (
-    FINE_TUNING_TRANSITIONS,
-    FineTuningJob,
-    TrainingFile,
-    TrainingFilePurpose,
-)
+from models_app.finetuning.models import FINE_TUNING_TRANSITIONS, FineTuningJob, TrainingFile, TrainingFilePurpose
 from models_app.finetuning.provider_calls import (
     INTERACTIVE_RETRY,
     SYNC_RETRY,
@@ -65,19 +60,10 @@ from models_app.finetuning.provider_calls import (
     fine_tuning_provider,
 )
 from models_app.providers.base import FineTuningJobSnapshot, UploadedFile
-from models_app.providers.errors import (
-    ProviderError,
-    ProviderRefused,
-    TransientProviderError,
-)
+from models_app.providers.errors import ProviderError, ProviderRefused, TransientProviderError
 from models_app.providers.mistral import MistralProvider
 from models_app.providers.retry import RetryPolicy
-from models_app.registry.models import (
-    Agent,
-    ModelKind,
-    ModelVersion,
-    ProviderAccount,
-)
+from models_app.registry.models import Agent, ModelKind, ModelVersion, ProviderAccount
 from models_app.registry.selectors import baseline_version
 from models_app.registry.services import model_version_register
 

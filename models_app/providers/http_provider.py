@@ -15,12 +15,7 @@ from typing import TypeVar
 import httpx
 
 from .base import ProviderSettings
-from .errors import (
-    PermanentProviderError,
-    ProviderError,
-    TransientProviderError,
-    error_from_response,
-)
+from .errors import PermanentProviderError, ProviderError, TransientProviderError, error_from_response
 from .http import ProviderHttpClient, ResponseTooLargeError, new_http_client
 from .throttle import CallGate
 

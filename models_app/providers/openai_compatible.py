@@ -14,13 +14,7 @@ from typing import Any
 
 import httpx
 
-from .base import (
-    ChatMessage,
-    ChatResult,
-    ModelInfo,
-    ProviderSettings,
-    prepared_messages,
-)
+from .base import ChatMessage, ChatResult, ModelInfo, ProviderSettings, prepared_messages
 from .errors import PermanentProviderError
 from .http import ProviderHttpClient
 from .http_provider import HttpProvider

@@ -17,13 +17,7 @@ from simple_history.admin import SimpleHistoryAdmin
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
 from models_app.registry import lifecycle
-from models_app.registry.models import (
-    Agent,
-    ApiKey,
-    ModelStatus,
-    ModelVersion,
-    ProviderAccount,
-)
+from models_app.registry.models import Agent, ApiKey, ModelStatus, ModelVersion, ProviderAccount
 from models_app.registry.selectors import CANDIDATE_STATUSES
 from models_app.registry.services import (
     agent_ensure,

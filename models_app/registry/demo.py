@@ -7,12 +7,7 @@ import hashlib
 
 from django.conf import settings
 
-from models_app.registry.models import (
-    ModelKind,
-    ModelStatus,
-    ModelVersion,
-    ProviderKind,
-)
+from models_app.registry.models import ModelKind, ModelStatus, ModelVersion, ProviderKind
 from models_app.registry.services import (
     agent_ensure,
     model_version_register,

@@ -17,12 +17,7 @@ from django.conf import settings
 
 from models_app.providers.base import ChatMessage
 from models_app.providers.factory import ProviderCache
-from models_app.providers.fallback import (
-    ChatOutcome,
-    FallbackEvent,
-    ModelRoute,
-    chat_with_fallback,
-)
+from models_app.providers.fallback import ChatOutcome, FallbackEvent, ModelRoute, chat_with_fallback
 from models_app.providers.instrumented import InstrumentedProvider
 from models_app.registry.metrics import CHAT_CALLS, FALLBACKS, provider_call_recorder
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount

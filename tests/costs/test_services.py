@@ -14,14 +14,7 @@ from django.utils import timezone
 
 from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, CostHold, PriceTable
 from costs.selectors import budget_status, inference_cost
-from costs.services import (
-    budget_check,
-    budget_upsert,
-    cost_entry_reverse,
-    cost_hold_release,
-    cost_record,
-    price_upsert,
-)
+from costs.services import budget_check, budget_upsert, cost_entry_reverse, cost_hold_release, cost_record, price_upsert
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from tests.costs.factories import PriceTableFactory
 from tests.factories import ModelVersionFactory, UserFactory

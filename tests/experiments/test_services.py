@@ -8,14 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from experiments.models import (
-    ApprovalStatus,
-    EventAction,
-    Experiment,
-    ExperimentEvent,
-    ExperimentStage,
-    StageApproval,
-)
+from experiments.models import ApprovalStatus, EventAction, Experiment, ExperimentEvent, ExperimentStage, StageApproval
 from experiments.selectors import stage_holds
 from experiments.services import (
     experiment_create,

@@ -19,17 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from models_app.providers import (
-    OpenAICompatibleProvider,
-    PermanentProviderError,
-    TransientProviderError,
-)
+from models_app.providers import OpenAICompatibleProvider, PermanentProviderError, TransientProviderError
 from models_app.providers.base import ProviderKind, ProviderSettings
-from models_app.providers.http import (
-    ProviderHttpClient,
-    ResponseTooLargeError,
-    tls_context,
-)
+from models_app.providers.http import ProviderHttpClient, ResponseTooLargeError, tls_context
 
 
 @dataclass
