@@ -17,7 +17,6 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_slug
@@ -39,6 +38,7 @@ from experiments.models import (
 from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, stage_holds
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from genesis.permissions import Actor, require_permission
+from genesis.tasks import send_on_commit
 from genesis.validation import reject_nul
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
 from models_app.registry.selectors import candidate_versions, live_version
@@ -655,8 +655,9 @@ def _rollback(*, experiment: Experiment, actor: Actor, reason: str, reason_code:
     routing.publish_change()
     message = f"experiment {experiment.key} ({experiment.agent.slug}) rolled back by {audit.actor_name(actor)}: {reason}"
     transaction.on_commit(lambda: logger.warning(message))
-    # By name: experiments.tasks imports this module. The alert goes out once the rollback is committed.
-    transaction.on_commit(lambda: current_app.send_task("experiments.notify_rollback", kwargs={"event_id": event.pk}))
+    # Best effort once the rollback is committed: the event row and genesis_experiment_rollbacks_total
+    # (Alertmanager) say it too if the broker cannot take the webhook's task.
+    send_on_commit("experiments.notify_rollback", what=f"the rollback alert of {experiment.key}", event_id=event.pk)
     return experiment
 
 
