@@ -441,7 +441,6 @@ def evaluate_guardrail(
     * ``warning`` — the estimate is beyond the tolerance but the rule does not hold yet.
     * ``healthy`` — otherwise.
     """
-    # Long by its docstring, which states the published rollback rule; the code is about 35 lines.
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0, got {threshold!r}")
     if min_samples_per_arm < 2:
