@@ -21,7 +21,7 @@ from audits.models import AuditRun, Dataset
 from genesis.errors import NotFound, PermissionDenied
 from genesis.validation import ObjectId, Slug, check_text, refuse_repeated_form_fields
 from models_app.registry.models import Agent
-from models_app.registry.services import ApiPrincipal, ensure_agent_access
+from models_app.registry.services import ApiPrincipal, ensure_agent_access, request_principal
 
 router = Router(tags=["audits"])
 
@@ -63,9 +63,6 @@ class AuditRunOut(Schema):
     has_findings: bool | None
     report: dict[str, Any] | None
 
-
-def _principal(request: HttpRequest) -> ApiPrincipal:
-    return request.auth  # type: ignore[attr-defined]
 
 
 def _via(principal: ApiPrincipal) -> str:
@@ -122,7 +119,7 @@ def audits_dataset_upload(  # type: ignore[no-untyped-def]
     audit; poll `latest_audit.url` for the report."""
     refuse_repeated_form_fields(request, UPLOAD_FIELDS)
     check_text(file.name or "", field="file: the file name")
-    principal = _principal(request)
+    principal = request_principal(request)
     owner = None
     if agent:
         owner = Agent.objects.filter(slug=agent).first()
@@ -138,7 +135,7 @@ def audits_dataset_upload(  # type: ignore[no-untyped-def]
 @router.get("/audits/datasets/{dataset_id}", response=DatasetOut, summary="A dataset and its latest audit")
 def audits_dataset_detail(request: HttpRequest, dataset_id: ObjectId):  # type: ignore[no-untyped-def]
     dataset = selectors.dataset_get(dataset_id=dataset_id)
-    _ensure_dataset_access(_principal(request), dataset)
+    _ensure_dataset_access(request_principal(request), dataset)
     return _dataset_out(dataset)
 
 
@@ -148,7 +145,7 @@ def audits_run_detail(request: HttpRequest, run_id: ObjectId):  # type: ignore[n
     (`lines`, `valid`, `format_errors`, `pii`, `duplicates`, `difficulty`) with its extras: masked
     samples, line numbers, duplicate groups. It never holds a raw PII value."""
     run = selectors.audit_run_get(run_id=run_id)
-    _ensure_dataset_access(_principal(request), run.dataset)
+    _ensure_dataset_access(request_principal(request), run.dataset)
     return {
         "id": run.pk, "dataset": run.dataset_id, "status": run.status, "progress": run.progress,
         "near_threshold": run.near_threshold, "created_at": run.created_at, "started_at": run.started_at,

@@ -11,13 +11,10 @@ from ninja import Field, Router, Schema
 from costs import budgeting, selectors, services
 from genesis.validation import MoneyUSD, Slug
 from models_app.registry.models import Agent
-from models_app.registry.services import ApiPrincipal, ensure_agent_access
+from models_app.registry.services import ensure_agent_access, request_principal
 
 router = Router(tags=["costs"])
 
-
-def _principal(request: HttpRequest) -> ApiPrincipal:
-    return request.auth  # type: ignore[attr-defined]  # set by the API's bearer authentication
 
 
 class CostSummaryOut(Schema):
@@ -38,7 +35,7 @@ def costs_summary(request: HttpRequest, budget: Slug = "default"):  # type: igno
     """`?budget=NAME` picks another budget than `default` (the one seed_demo makes). `by_agent` names
     only the agents this key may act for; `spent_usd` stays the budget's total."""
     selected = selectors.budget_by_name(name=budget)
-    principal = _principal(request)
+    principal = request_principal(request)
     if selected.agent is not None:
         # A budget of one agent is that agent's business.
         ensure_agent_access(principal=principal, agent_slug=selected.agent.slug)
@@ -64,7 +61,7 @@ class BudgetCheckOut(Schema):
     summary="Ask before starting paid work: 200 if the estimate fits every hard-limit budget, else 409",
 )
 def costs_budget_check(request: HttpRequest, payload: BudgetCheckIn):  # type: ignore[no-untyped-def]
-    ensure_agent_access(principal=_principal(request), agent_slug=payload.agent)
+    ensure_agent_access(principal=request_principal(request), agent_slug=payload.agent)
     agent = Agent.objects.get(slug=payload.agent)
     check = services.budget_check(agent=agent, estimate_usd=payload.estimate_usd, actor=None)
     return {"allowed": True, "estimate_usd": budgeting.money_str(check.estimate_usd), "budgets_checked": check.checked}

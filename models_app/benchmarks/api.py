@@ -115,7 +115,8 @@ RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 
 @router.post("/benchmarks/runs", response={202: RunOut}, summary="Start a benchmark run (candidate vs baseline)")
 def create_run(request, payload: RunIn):  # type: ignore[no-untyped-def]
-    ensure_agent_access(principal=request.auth, agent_slug=payload.agent)
+    principal = request_principal(request)
+    ensure_agent_access(principal=principal, agent_slug=payload.agent)
     agent = Agent.objects.get(slug=payload.agent)
     suite = None
     if payload.suite is not None:
@@ -124,7 +125,7 @@ def create_run(request, payload: RunIn):  # type: ignore[no-untyped-def]
             raise NotFound(f"suite: agent '{agent.slug}' has no benchmark suite '{payload.suite}'")
     run = benchmark_run_create(
         agent=agent, suite=suite, candidate=_one_version(agent, payload.candidate, "candidate"),
-        baseline=_one_version(agent, payload.baseline, "baseline"), requested_via=f"api: {request.auth.label}",
+        baseline=_one_version(agent, payload.baseline, "baseline"), requested_via=f"api: {principal.label}",
     )
     # Read again with the relations the answer shows (the service's row is the same run).
     return Status(202, _run_out(benchmark_run_get(run_id=run.pk) or run))
@@ -150,5 +151,5 @@ def get_run(request, run_id: ObjectId):  # type: ignore[no-untyped-def]
     run = benchmark_run_get(run_id=run_id)
     if run is None:
         raise NotFound(f"benchmark run #{run_id} does not exist")
-    ensure_agent_access(principal=request.auth, agent_slug=run.agent.slug)
+    ensure_agent_access(principal=request_principal(request), agent_slug=run.agent.slug)
     return _run_out(run, detail=True)

@@ -15,7 +15,7 @@ from genesis.errors import NotFound
 from genesis.validation import ObjectId, Slug
 from models_app.finetuning.models import FineTuningJob
 from models_app.finetuning.selectors import jobs_for_agents
-from models_app.registry.services import ensure_agent_access
+from models_app.registry.services import ensure_agent_access, request_principal
 
 router = Router(tags=["fine-tuning"])
 
@@ -82,7 +82,7 @@ def _job_out(job: FineTuningJob) -> FineTuningJobOut:
 
 @router.get("/fine-tuning/jobs", response=list[FineTuningJobOut], summary="Fine-tuning jobs of the agents this key may act for")
 def list_jobs(request, agent: Slug | None = None, limit: int = Query(50, ge=1, le=200)):  # type: ignore[no-untyped-def]
-    principal = request.auth
+    principal = request_principal(request)
     if agent is not None:
         ensure_agent_access(principal=principal, agent_slug=agent)
     slugs = None if principal.all_agents else principal.agent_slugs
@@ -93,6 +93,6 @@ def list_jobs(request, agent: Slug | None = None, limit: int = Query(50, ge=1, l
 def get_job(request, job_id: ObjectId):  # type: ignore[no-untyped-def]
     job = jobs_for_agents().filter(pk=job_id).first()
     # A job of an agent the key may not see answers 404, not 403: its existence is not the key's business.
-    if job is None or not request.auth.may_act_for(job.agent.slug):
+    if job is None or not request_principal(request).may_act_for(job.agent.slug):
         raise NotFound(f"fine-tuning job {job_id} does not exist")
     return _job_out(job)

@@ -6,7 +6,7 @@ from ninja import Router, Schema
 
 from genesis.validation import Slug
 from models_app.registry.selectors import agents_with_versions
-from models_app.registry.services import ensure_agent_access
+from models_app.registry.services import ensure_agent_access, request_principal
 
 router = Router(tags=["registry"])
 
@@ -52,12 +52,12 @@ def _agent_out(agent) -> AgentOut:  # type: ignore[no-untyped-def]
 
 @router.get("/agents", response=list[AgentOut], summary="Agents this key may act for, with their models")
 def list_agents(request):  # type: ignore[no-untyped-def]
-    principal = request.auth
+    principal = request_principal(request)
     agents = agents_with_versions(slugs=None if principal.all_agents else principal.agent_slugs)
     return [_agent_out(agent) for agent in agents]
 
 
 @router.get("/agents/{agent}", response=AgentOut, summary="One agent and its models")
 def get_agent(request, agent: Slug):  # type: ignore[no-untyped-def]
-    ensure_agent_access(principal=request.auth, agent_slug=agent)
+    ensure_agent_access(principal=request_principal(request), agent_slug=agent)
     return _agent_out(agents_with_versions(slugs=frozenset({agent})).get())
