@@ -36,6 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "route")]
+
+from bench.targets import meets_target  # noqa: E402
+
 # As in production, for the in-process measurement too (the HTTP server is started with DEBUG off):
 # DEBUG on would wrap every cursor and keep every query in memory.
 os.environ.setdefault("GENESIS_DEBUG", "false")
@@ -175,8 +178,8 @@ def main() -> int:
         http_rate = events_total / http_seconds
         best = max(best, http_rate)
         print(f"HTTP POST /outcomes, {args.workers} gunicorn workers, {args.clients} clients: {http_rate:,.0f} events/s")
-    print(f"target >= {TARGET_EVENTS_PER_SECOND:,} events/s: {'PASS' if best >= TARGET_EVENTS_PER_SECOND else 'FAIL'}")
-    return 0 if best >= TARGET_EVENTS_PER_SECOND else 1
+    met = meets_target("best of the two", best, at_least=TARGET_EVENTS_PER_SECOND, digits=0, unit=" events/s")
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

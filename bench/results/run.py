@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.targets import meets_target  # noqa: E402
+
 TARGET_RATIO = 2.0
 AGENT = "analyst_agent"
 
@@ -145,10 +147,10 @@ def main() -> int:
     print(f"{n:,} outcomes in experiment {experiment.key}")
     print(f"bare SQL aggregate: {bare_seconds * 1000:.0f} ms; experiment_results: {selector_seconds * 1000:.0f} ms "
           f"(best of {args.repeats})")
-    print(f"ratio selector / bare SQL: {ratio:.2f} (target <= {TARGET_RATIO}) {'PASS' if ratio <= TARGET_RATIO else 'FAIL'}")
+    met = meets_target("ratio selector / bare SQL", ratio, at_most=TARGET_RATIO)
     print(f"lift {results['relative_lift']:+.4f} (95 % {results['ci95'][0]:+.4f} to {results['ci95'][1]:+.4f}), "
           f"p = {results['p_value']:.3g}, srm_p = {results['srm_p']}")
-    return 0 if ratio <= TARGET_RATIO else 1
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.targets import meets_target  # noqa: E402
+
 TARGET_THROUGHPUT_RATIO = 0.8
 TARGET_P99_MS = 25.0
 
@@ -193,14 +195,12 @@ def main() -> int:
     print(f"saturation throughput (best of {args.rounds} x {args.seconds:.0f} s, load average now {os.getloadavg()[0]:.1f}): "
           f"bare {best[BARE]:.0f} req/s, project no-op {best[NOOP]:.0f} req/s, route {best[ROUTE]:.0f} req/s")
     print(f"project no-op / bare: {best[NOOP] / best[BARE]:.3f}")
-    print(f"route / bare throughput: {ratio:.3f} (target >= {TARGET_THROUGHPUT_RATIO}) "
-          f"{'PASS' if ratio >= TARGET_THROUGHPUT_RATIO else 'FAIL'}")
+    throughput_met = meets_target("route / bare throughput", ratio, at_least=TARGET_THROUGHPUT_RATIO, digits=3)
     for path, values in latencies.items():
         print(f"{path} at {best[ROUTE] / 2:.0f} req/s (half of route's saturation): n={len(values)} "
               f"p50 {percentile(values, 0.50):.1f} ms, p95 {percentile(values, 0.95):.1f} ms, p99 {percentile(values, 0.99):.1f} ms")
-    print(f"route p99 at half load: {route_p99:.1f} ms (target < {TARGET_P99_MS:.0f} ms) "
-          f"{'PASS' if route_p99 < TARGET_P99_MS else 'FAIL'}")
-    return 0 if ratio >= TARGET_THROUGHPUT_RATIO and route_p99 < TARGET_P99_MS else 1
+    latency_met = meets_target("route p99 at half load", route_p99, at_most=TARGET_P99_MS, digits=1, unit=" ms")
+    return 0 if throughput_met and latency_met else 1
 
 
 def measure(args: argparse.Namespace, key: str) -> tuple[dict[str, float], dict[str, list[float]]]:
