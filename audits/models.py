@@ -18,9 +18,9 @@ from genesis.jobs import WORKER_JOB_TRANSITIONS, WorkerJobStatus
 
 
 class DatasetPurpose(models.TextChoices):
-    TRAINING = "training", "Training"
-    VALIDATION = "validation", "Validation"
-    BENCHMARK = "benchmark", "Benchmark"
+    TRAINING = "training"
+    VALIDATION = "validation"
+    BENCHMARK = "benchmark"
 
 
 class DatasetOrigin(models.TextChoices):
@@ -31,8 +31,8 @@ class DatasetOrigin(models.TextChoices):
 
 class DatasetStatus(models.TextChoices):
     PENDING = "pending", "Being written"
-    READY = "ready", "Ready"
-    FAILED = "failed", "Failed"
+    READY = "ready"
+    FAILED = "failed"
 
 
 # A derived dataset (scrubbed, rebalanced) is written by a worker: pending until its file is complete.

@@ -31,10 +31,10 @@ BUDGET_MONEY: DecimalDigits = {"max_digits": 12, "decimal_places": 2}
 
 class Operation(models.TextChoices):
     FINE_TUNING = "fine_tuning", "Fine-tuning"
-    BENCHMARK = "benchmark", "Benchmark"
-    INFERENCE = "inference", "Inference"
-    STORAGE = "storage", "Storage"
-    MANUAL = "manual", "Manual"
+    BENCHMARK = "benchmark"
+    INFERENCE = "inference"
+    STORAGE = "storage"
+    MANUAL = "manual"
     DATA_PREP = "data_prep", "Data preparation"
 
 
@@ -130,14 +130,14 @@ class CostDashboard(CostEntry):
 
 class BudgetPeriod(models.TextChoices):
     TOTAL = "total", "Total (never resets)"
-    MONTHLY = "monthly", "Monthly"
-    DAILY = "daily", "Daily"
+    MONTHLY = "monthly"
+    DAILY = "daily"
 
 
 class Severity(models.TextChoices):
-    WARNING = "warning", "Warning"
-    CRITICAL = "critical", "Critical"
-    EMERGENCY = "emergency", "Emergency"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    EMERGENCY = "emergency"
 
 
 class Budget(models.Model):
@@ -173,8 +173,8 @@ class BudgetAlert(models.Model):
     budget row lock taken while it is created, makes it exactly once."""
 
     class Delivery(models.TextChoices):
-        PENDING = "pending", "Pending"
-        DELIVERED = "delivered", "Delivered"
+        PENDING = "pending"
+        DELIVERED = "delivered"
         FAILED = "failed", "Failed (gave up)"
 
     budget = models.ForeignKey(Budget, on_delete=models.PROTECT, related_name="alerts")
@@ -263,10 +263,10 @@ class CostReport(models.Model):
     """A report is a background job: a row that moves pending → running → succeeded | failed."""
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     schedule_key = models.CharField(

@@ -9,11 +9,11 @@ from django.db.models import Q
 
 
 class ExperimentStatus(models.TextChoices):
-    DRAFT = "draft", "Draft"
-    RUNNING = "running", "Running"
-    PAUSED = "paused", "Paused"
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
     ROLLED_BACK = "rolled_back", "Rolled back"
-    COMPLETED = "completed", "Completed"
+    COMPLETED = "completed"
 
 
 # An agent serves at most one experiment at a time: its running or paused one.
@@ -80,9 +80,9 @@ class Experiment(models.Model):
 
 
 class StageStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    ACTIVE = "active", "Active"
-    DONE = "done", "Done"
+    PENDING = "pending"
+    ACTIVE = "active"
+    DONE = "done"
     ROLLED_BACK = "rolled_back", "Rolled back"
 
 
@@ -105,9 +105,9 @@ class ExperimentStage(models.Model):
 
 
 class ApprovalStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    APPROVED = "approved", "Approved"
-    VOIDED = "voided", "Voided"
+    PENDING = "pending"
+    APPROVED = "approved"
+    VOIDED = "voided"
 
 
 class StageApproval(models.Model):
@@ -134,8 +134,8 @@ class StageApproval(models.Model):
 
 
 class Variant(models.TextChoices):
-    CONTROL = "control", "Control"
-    TREATMENT = "treatment", "Treatment"
+    CONTROL = "control"
+    TREATMENT = "treatment"
     LIVE = "live", "Live (no experiment)"
 
 

@@ -21,10 +21,10 @@ class WorkerJobStatus(models.TextChoices):
     """A job one worker does at a time, under a lock, and another worker takes over when the first
     dies: an audit run, a WaltzRL build."""
 
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
 
 
 # running → running: a worker taking over a job whose previous worker died (its message came back).

@@ -59,11 +59,11 @@ class BenchmarkCase(models.Model):
 
 
 class BenchmarkRunStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class BenchmarkVerdict(models.TextChoices):
@@ -131,9 +131,9 @@ class BenchmarkRun(models.Model):
 
 
 class BenchmarkChunkStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    DONE = "done", "Done"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
 
 
 class BenchmarkChunk(models.Model):

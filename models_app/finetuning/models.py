@@ -23,8 +23,8 @@ MONEY: DecimalDigits = {"max_digits": 16, "decimal_places": 6}  # the ledger's p
 
 
 class TrainingFilePurpose(models.TextChoices):
-    TRAINING = "training", "Training"
-    VALIDATION = "validation", "Validation"
+    TRAINING = "training"
+    VALIDATION = "validation"
 
 
 class TrainingFile(models.Model):

@@ -69,18 +69,18 @@ class Agent(models.Model):
 
 
 class ModelKind(models.TextChoices):
-    BASELINE = "baseline", "Baseline"
+    BASELINE = "baseline"
     FINE_TUNED = "fine_tuned", "Fine-tuned"
 
 
 class ModelStatus(models.TextChoices):
-    REGISTERED = "registered", "Registered"
-    BENCHMARKING = "benchmarking", "Benchmarking"
+    REGISTERED = "registered"
+    BENCHMARKING = "benchmarking"
     APPROVED_FOR_ROLLOUT = "approved_for_rollout", "Approved for rollout"
     ROLLING_OUT = "rolling_out", "Rolling out"
-    LIVE = "live", "Live"
-    RETIRED = "retired", "Retired"
-    REJECTED = "rejected", "Rejected"
+    LIVE = "live"
+    RETIRED = "retired"
+    REJECTED = "rejected"
 
 
 class ModelVersion(models.Model):
