@@ -97,7 +97,7 @@ def benchmark_run_get(*, run_id: int) -> BenchmarkRun | None:
 
 def benchmark_run_cost(*, run: BenchmarkRun) -> Decimal:
     """What the run has cost so far, summed in SQL: its results, plus what the ledger holds against
-    the run itself (answers paid for again after their pair's result was written; services/benchmarks
+    the run itself (answers paid for again after their pair's result was written; ledger.py
     `charge_paid_twice`). Quantized to the column's places because SQLite (the embedded mode) sums
     decimals as floats."""
 

@@ -5,7 +5,7 @@ SUCCESS, registers the fine-tuned model and puts the cost on the ledger exactly 
 Transactions and provider calls: a provider call can take seconds (or a timeout), so most services
 call the provider first, outside any transaction, and then write the row under `select_for_update`
 in a short transaction; a snapshot that arrives after a newer one is ignored
-(finetuning_rules.snapshot_is_stale). Submitting is the exception: creating a job is paid and cannot
+(rules.snapshot_is_stale). Submitting is the exception: creating a job is paid and cannot
 be undone, so the row stays locked while the provider is asked, and a second submit of the same row
 waits for the first and then finds it no longer NOT_CREATED.
 

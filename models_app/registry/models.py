@@ -1,5 +1,5 @@
 """The model registry: agents, the providers that serve them, the model versions they can use, and
-the API keys agents authenticate with. Writes go through models_app/services.py."""
+the API keys agents authenticate with. Writes go through models_app/registry/services.py."""
 
 from __future__ import annotations
 
