@@ -34,18 +34,28 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 ROLES = ("system", "user", "assistant", "tool")
 _ROLE_SET = frozenset(ROLES)
-_TOOL_CALL_ID = re.compile(r"[a-zA-Z0-9]{9}")
-_FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _ALLOWED_NEXT = {
     "system": frozenset({"system", "user", "assistant"}),
     "user": frozenset({"user", "assistant", "system"}),
     "assistant": frozenset({"assistant", "user", "tool"}),
     "tool": frozenset({"tool", "assistant"}),
 }
+
+
+@dataclass(frozen=True)
+class _Identifier:
+    """A kind of name Mistral checks against a pattern, and how an error says what it must be."""
+
+    pattern: re.Pattern[str]
+    rule: str
+
+
+_TOOL_CALL_ID = _Identifier(re.compile(r"[a-zA-Z0-9]{9}"), "9 characters of a-z, A-Z, 0-9")
+_FUNCTION_NAME = _Identifier(re.compile(r"[a-zA-Z0-9_-]{1,64}"), "1–64 characters of a-z, A-Z, 0-9, _ or -")
 
 #: Lines longer than this are reported and skipped without being read whole.
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -444,6 +454,14 @@ def _check_assistant_message(
         conversation.loss_bearing += 1
 
 
+def _check_identifier(value: object, identifier: _Identifier, where: str, errors: Problems) -> TypeGuard[str]:
+    """Whether `value` is a string `identifier` accepts; when it is not, says so at `where`."""
+    if isinstance(value, str) and identifier.pattern.fullmatch(value) is not None:
+        return True
+    errors.append(f"{where} is {_shape(value)}; it must be {identifier.rule}")
+    return False
+
+
 def _check_tool_calls(where: str, tool_calls: object, errors: Problems) -> list[str]:
     if not isinstance(tool_calls, list):
         errors.append(f"{where}.tool_calls must be a list, got {_describe(tool_calls)}")
@@ -455,19 +473,13 @@ def _check_tool_calls(where: str, tool_calls: object, errors: Problems) -> list[
             errors.append(f"{call_where} must be an object, got {_describe(call)}")
             continue
         call_id = call.get("id")
-        if not isinstance(call_id, str) or _TOOL_CALL_ID.fullmatch(call_id) is None:
-            errors.append(f"{call_where}.id is {_shape(call_id)}; it must be 9 characters of a-z, A-Z, 0-9")
-        else:
+        if _check_identifier(call_id, _TOOL_CALL_ID, f"{call_where}.id", errors):
             call_ids.append(call_id)
         function = call.get("function")
         if not isinstance(function, dict):
             errors.append(f'{call_where} needs a "function" object with "name" and "arguments"')
             continue
-        name = function.get("name")
-        if not isinstance(name, str) or _FUNCTION_NAME.fullmatch(name) is None:
-            errors.append(
-                f"{call_where}.function.name is {_shape(name)}; it must be 1–64 characters of a-z, A-Z, 0-9, _ or -"
-            )
+        _check_identifier(function.get("name"), _FUNCTION_NAME, f"{call_where}.function.name", errors)
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             errors.append(f"{call_where}.function.arguments must be a JSON-encoded string, got {_describe(arguments)}")
@@ -495,13 +507,11 @@ def _check_tool_message(
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str):
         errors.append(f'{where} (tool) needs a "tool_call_id" naming the call it answers')
-    elif _TOOL_CALL_ID.fullmatch(call_id) is None:
-        errors.append(f"{where}.tool_call_id is {_shape(call_id)}; it must be 9 characters of a-z, A-Z, 0-9")
-    elif call_id in pending_calls:
-        del pending_calls[call_id]
-        return
-    else:
-        errors.append(f"{where}.tool_call_id does not answer a tool call of the assistant message before it")
+    elif _check_identifier(call_id, _TOOL_CALL_ID, f"{where}.tool_call_id", errors):
+        if call_id in pending_calls:
+            del pending_calls[call_id]
+        else:
+            errors.append(f"{where}.tool_call_id does not answer a tool call of the assistant message before it")
         return
     if previous_role not in ("assistant", "tool"):
         errors.append(f"{where} (tool) must follow an assistant message with tool_calls")
@@ -516,9 +526,7 @@ def _check_tools(tools: object, errors: Problems) -> None:
         if not isinstance(function, dict):
             errors.append(f'tools[{index}] must be {{"type": "function", "function": {{…}}}}')
             continue
-        name = function.get("name")
-        if not isinstance(name, str) or _FUNCTION_NAME.fullmatch(name) is None:
-            errors.append(f"tools[{index}].function.name is {_shape(name)}; it must be 1–64 characters of a-z, A-Z, 0-9, _ or -")
+        _check_identifier(function.get("name"), _FUNCTION_NAME, f"tools[{index}].function.name", errors)
         if not isinstance(function.get("parameters"), dict):
             errors.append(f"tools[{index}].function.parameters must be a JSON Schema object")
 

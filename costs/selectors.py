@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -32,25 +32,19 @@ def _sum_amount() -> Coalesce:
 # --- prices -----------------------------------------------------------------------------------------
 
 
-def _as_price(row: PriceTable) -> pricing.Price:
-    return pricing.Price(
-        model=row.model,
-        effective_from=row.effective_from,
-        input_usd_per_million=row.input_usd_per_million,
-        output_usd_per_million=row.output_usd_per_million,
-        training_usd_per_million=row.training_usd_per_million,
-        fine_tuning_minimum_usd=row.fine_tuning_minimum_usd,
-        storage_usd_per_month=row.storage_usd_per_month,
-    )
+# A PriceTable row's columns that make the pure core's Price: its fields, named alike.
+_PRICE_COLUMNS = tuple(price_field.name for price_field in fields(pricing.Price))
 
 
 def price_in_force(*, model: str, on: date | None = None, base_model: str | None = None) -> pricing.Price:
     """The price that applies to `model` on `on` (today by default); a fine-tuned model without prices
     of its own gets its base model's. Raises NotFound with what to do."""
     on = on or timezone.localdate()
-    rows = PriceTable.objects.filter(model__in=pricing.price_candidates(model, base_model), effective_from__lte=on)
+    rows = PriceTable.objects.filter(
+        model__in=pricing.price_candidates(model, base_model), effective_from__lte=on
+    ).values(*_PRICE_COLUMNS)
     try:
-        return pricing.resolve_price(model=model, on=on, prices=[_as_price(row) for row in rows], base_model=base_model)
+        return pricing.resolve_price(model=model, on=on, prices=[pricing.Price(**row) for row in rows], base_model=base_model)
     except pricing.PriceUnknown as exc:
         raise NotFound(str(exc)) from None
 

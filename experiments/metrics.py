@@ -43,8 +43,8 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from experiments.selectors import rollback_counts
-from experiments.selectors_monitoring import exposure_dead_letter_size, last_rollbacks, pause_counts, rollout_states
+from experiments.models import EventAction
+from experiments.selectors_monitoring import event_counts, exposure_dead_letter_size, last_rollbacks, rollout_states
 from genesis.metrics import add_unlabelled, register_scrape_collector
 from models_app.registry.models import ModelVersion
 
@@ -193,11 +193,11 @@ class ExperimentEventsCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         families = self._families()
         try:
-            for agent, reason, total in rollback_counts():
+            for agent, reason, total in event_counts(action=EventAction.ROLLBACK):
                 families["rollback"].add_metric([agent, reason or "unspecified"], total)
             for agent, reason, at in last_rollbacks():
                 families["last_rollback"].add_metric([agent, reason or "unspecified"], at)
-            for agent, reason, total in pause_counts():
+            for agent, reason, total in event_counts(action=EventAction.PAUSE):
                 families["pause"].add_metric([agent, reason or "unspecified"], total)
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the database is away
             logger.warning("metrics: cannot count experiment rollbacks and pauses: %s", exc)

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, QuerySet
+from django.db.models import Aggregate, FloatField, QuerySet
 from django.utils import timezone
 
 from experiments import stats
@@ -28,7 +28,6 @@ from experiments.calendar import CalendarEntry, PlannedStage, rollout_calendar
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
-    EventAction,
     Experiment,
     ExperimentEvent,
     ExperimentStage,
@@ -596,16 +595,6 @@ def pending_approval(*, experiment: Experiment) -> StageApproval | None:
 
 def experiment_events(*, experiment: Experiment, limit: int = 50) -> QuerySet[ExperimentEvent]:
     return experiment.events.select_related("actor").order_by("-at", "-id")[:limit]
-
-
-def rollback_counts() -> list[tuple[str, str, int]]:
-    """(agent, reason_code, rollbacks) over all time: genesis_experiment_rollbacks_total."""
-    return list(
-        ExperimentEvent.objects.filter(action=EventAction.ROLLBACK)
-        .values_list("experiment__agent__slug", "reason_code")
-        .annotate(total=Count("id"))
-        .order_by()
-    )
 
 
 def experiment_calendar(*, experiment: Experiment, now: datetime | None = None) -> list[CalendarEntry]:

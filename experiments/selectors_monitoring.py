@@ -1,5 +1,5 @@
-"""Reads for monitoring: the rollout state /metrics exports, pause counts, the exposure dead letters,
-and an agent's health (GET /agents/{agent}/health, the Agent admin's health column).
+"""Reads for monitoring: the rollout state /metrics exports, rollback and pause counts, the exposure
+dead letters, and an agent's health (GET /agents/{agent}/health, the Agent admin's health column).
 
 Health is computed from the outcomes recorded in the last 15 minutes (by `received_at`, which a BRIN
 index keeps cheap to range over on PostgreSQL) and never asks a model anything.
@@ -89,10 +89,11 @@ def rollout_states() -> list[RolloutState]:
     return states
 
 
-def pause_counts() -> list[tuple[str, str, int]]:
-    """(agent, reason_code, pauses) over all time: genesis_experiment_pauses_total."""
+def event_counts(*, action: EventAction) -> list[tuple[str, str, int]]:
+    """(agent, reason_code, events) of experiment events of one `action` over all time: the
+    rollbacks (genesis_experiment_rollbacks_total) or the pauses (genesis_experiment_pauses_total)."""
     return list(
-        ExperimentEvent.objects.filter(action=EventAction.PAUSE)
+        ExperimentEvent.objects.filter(action=action)
         .values_list("experiment__agent__slug", "reason_code")
         .annotate(total=Count("id"))
         .order_by()

@@ -9,7 +9,6 @@ from .base import (
     ChatProvider,
     ChatResult,
     FineTuningJobSnapshot,
-    FineTuningProvider,
     JobCheckpoint,
     JobEvent,
     ModelInfo,
@@ -31,18 +30,15 @@ from .fallback import ChatOutcome, FallbackEvent, ModelRoute, chat_with_fallback
 from .mistral import MistralProvider
 from .openai_compatible import OpenAICompatibleProvider
 from .retry import NO_RETRY, RetryAttempt, RetryPolicy, call_with_retries
-from .simulator import SIMULATOR_DEFAULT_URL, simulator_provider
 
 __all__ = [
     "NO_RETRY",
-    "SIMULATOR_DEFAULT_URL",
     "ChatMessage",
     "ChatOutcome",
     "ChatProvider",
     "ChatResult",
     "FallbackEvent",
     "FineTuningJobSnapshot",
-    "FineTuningProvider",
     "JobCheckpoint",
     "JobEvent",
     "MistralProvider",
@@ -65,5 +61,4 @@ __all__ = [
     "build_provider",
     "call_with_retries",
     "chat_with_fallback",
-    "simulator_provider",
 ]

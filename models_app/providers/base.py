@@ -91,7 +91,7 @@ class ChatProvider(Protocol):
     def close(self) -> None: ...
 
 
-# ---- fine-tuning (Mistral and the simulator only) ------------------------------------------
+# ---- fine-tuning: what MistralProvider's file and job calls return ----------------------------
 
 
 @dataclass(frozen=True)
@@ -146,33 +146,6 @@ class FineTuningJobSnapshot:
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
-
-
-class FineTuningProvider(Protocol):
-    def upload_file(self, *, filename: str, content: bytes, purpose: str = "fine-tune") -> UploadedFile: ...
-
-    def retrieve_file(self, *, file_id: str) -> UploadedFile: ...
-
-    def create_job(
-        self,
-        *,
-        base_model: str,
-        training_file_ids: Sequence[str],
-        validation_file_ids: Sequence[str] = (),
-        hyperparameters: Mapping[str, Any] | None = None,
-        suffix: str | None = None,
-        auto_start: bool = False,
-    ) -> FineTuningJobSnapshot: ...
-
-    def list_jobs(
-        self, *, page: int = 0, page_size: int = 100, base_model: str | None = None, status: str | None = None
-    ) -> list[FineTuningJobSnapshot]: ...
-
-    def get_job(self, *, job_id: str) -> FineTuningJobSnapshot: ...
-
-    def start_job(self, *, job_id: str) -> FineTuningJobSnapshot: ...
-
-    def cancel_job(self, *, job_id: str) -> FineTuningJobSnapshot: ...
 
 
 def prepared_messages(messages: Sequence[ChatMessage], *, strip_markers: bool) -> list[dict[str, Any]]:

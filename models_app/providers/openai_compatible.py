@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from models_app.simulator.responder import message_text
+
 from .base import ChatMessage, ChatResult, ModelInfo, ProviderSettings, prepared_messages
 from .errors import PermanentProviderError
 from .http import ProviderHttpClient
@@ -48,7 +50,7 @@ class OpenAICompatibleProvider(HttpProvider):
         try:
             choice = body["choices"][0]
             message = choice.get("message") or {}
-            text = _content_text(message.get("content"))
+            text = message_text(message.get("content"))
             finish_reason = str(choice.get("finish_reason") or "stop")
         except (KeyError, IndexError, TypeError, AttributeError):
             raise self._unreadable_answer("chat completion", "no choices[0].message",
@@ -57,7 +59,7 @@ class OpenAICompatibleProvider(HttpProvider):
         prompt_tokens = usage.get("prompt_tokens")
         completion_tokens = usage.get("completion_tokens")
         if prompt_tokens is None:
-            prompt_tokens = _estimate_tokens("".join(_content_text(m.get("content")) for m in prepared))
+            prompt_tokens = _estimate_tokens("".join(message_text(m.get("content")) for m in prepared))
         if completion_tokens is None:
             completion_tokens = _estimate_tokens(text)
         return ChatResult(
@@ -95,16 +97,6 @@ class OpenAICompatibleProvider(HttpProvider):
             raise self._unreadable_answer(operation, "something that is not a JSON object",
                                           status_code=response.status_code, answer=response.text)
         return body, response, latency_ms
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return str(content)
 
 
 def _estimate_tokens(text: str) -> int:

@@ -39,7 +39,8 @@ def count_tokens(text: str) -> int:
 
 
 def message_text(content: Any) -> str:
-    """The text of a message's content: a string, or Mistral/OpenAI content chunks."""
+    """The text of a message's content: a string, or Mistral/OpenAI content chunks. The
+    OpenAI-compatible provider reads its servers' answers with it too (they are the same JSON)."""
     if content is None:
         return ""
     if isinstance(content, str):

@@ -16,12 +16,14 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from .catalog import BASE_MODELS_BY_ID, base_model_card, fine_tuned_model_card, training_cost_usd
 from .config import SimulatorConfig
 from .responder import stable_hash
 from .training_data import summarize_training_file
+
+T = TypeVar("T")
 
 TOKENS_PER_STEP = 131_072  # what Mistral reports as train_tokens_per_step for small models
 CHECKPOINTS_PER_JOB = 4
@@ -242,11 +244,7 @@ class SimulatorState:
         return stored
 
     def get_file(self, file_id: str) -> StoredFile:
-        with self._lock:
-            stored = self._files.get(file_id)
-        if stored is None:
-            raise SimulatorError(404, f"File not found: {file_id}", error_type="not_found", param="file_id")
-        return stored
+        return self._stored(self._files, file_id, kind="File", param="file_id")
 
     # ---- fine-tuning jobs --------------------------------------------------------------------
     def create_job(self, request: Mapping[str, Any]) -> SimulatedJob:
@@ -316,11 +314,15 @@ class SimulatorState:
         return f"ft:{base_model}:{workspace}:{day}:{model_hex}"
 
     def get_job(self, job_id: str) -> SimulatedJob:
+        return self._stored(self._jobs, job_id, kind="Job", param="job_id")
+
+    def _stored(self, table: Mapping[str, T], key: str, *, kind: str, param: str) -> T:
+        """What `table` holds under `key`, or the 404 Mistral answers for an unknown id."""
         with self._lock:
-            job = self._jobs.get(job_id)
-        if job is None:
-            raise SimulatorError(404, f"Job not found: {job_id}", error_type="not_found", param="job_id")
-        return job
+            found = table.get(key)
+        if found is None:
+            raise SimulatorError(404, f"{kind} not found: {key}", error_type="not_found", param=param)
+        return found
 
     def list_jobs(self, *, model: str | None, status: str | None, suffix: str | None) -> list[SimulatedJob]:
         now = self.clock()
