@@ -460,6 +460,10 @@ def job_lookups(world, provider_job_id: str) -> list[int]:  # type: ignore[no-un
 def test_an_adopted_job_is_followed_to_success_and_charged_once(ft_world) -> None:
     job = lost_creation(ft_world, hyperparameters={"epochs": 2}, auto_start=True)
     hold = CostHold.objects.get(source_id=str(job.pk))
+    # The simulated job takes a second; the provider's clock stands still until the adoption is checked,
+    # so a loaded machine still finds the job moving when it is adopted.
+    provider_state, paused_at = ft_world.simulator.state, time.time()
+    provider_state.clock = lambda: paused_at
     orphan = orphan_at_provider(ft_world, job)
     assert [c.snapshot.id for c in finetuning_adoption_candidates(job=job) if c.matches] == [orphan]
     person = person_with("change_finetuningjob")
@@ -474,6 +478,7 @@ def test_an_adopted_job_is_followed_to_success_and_charged_once(ft_world) -> Non
     hold.refresh_from_db()
     assert hold.released_at is None  # the adopted job keeps holding its estimate
 
+    provider_state.clock = time.time
     # Beat's per-job task takes it from here, as if the creation had answered.
     wait_until(lambda: sync_fine_tuning_job(job.pk) == "SUCCESS", timeout=10, what="the adopted job to succeed")
     job = ft_world.job(job)
