@@ -6,6 +6,7 @@ is a record of what was uploaded, and an audit a record of what was found."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -226,20 +227,25 @@ class DatasetAdmin(admin.ModelAdmin):
             messages.success(request, f"audit #{run.pk} queued")
         return self._back(dataset)
 
+    def _derive(self, request: HttpRequest, dataset: Dataset, making: str, derive: Callable[[], Dataset]) -> HttpResponse:
+        """Make a copy of `dataset` through the service `derive` calls, then show the copy (its page
+        follows the writing) — or the refusal, on the dataset's own page."""
+        try:
+            derived = derive()
+        except DomainError as exc:
+            messages.error(request, exc.message)
+            return self._back(dataset)
+        messages.success(request, f"{making} into dataset #{derived.pk} ({derived.original_name}); it is audited when written")
+        return self._back(derived)
+
     def scrub_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         dataset = self._dataset_or_404(pk)
         if request.method != "POST":
             return self._back(dataset)
         types = request.POST.getlist("types") or None
-        try:
-            derived = services.dataset_scrub(
-                dataset=dataset, mode=request.POST.get("mode", "placeholder"), types=types, actor=request_actor(request), via="admin",
-            )
-        except DomainError as exc:
-            messages.error(request, exc.message)
-            return self._back(dataset)
-        messages.success(request, f"scrubbing into dataset #{derived.pk} ({derived.original_name}); it is audited when written")
-        return self._back(derived)
+        return self._derive(request, dataset, "scrubbing", lambda: services.dataset_scrub(
+            dataset=dataset, mode=request.POST.get("mode", "placeholder"), types=types, actor=request_actor(request), via="admin",
+        ))
 
     def rebalance_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         dataset = self._dataset_or_404(pk)
@@ -249,16 +255,10 @@ class DatasetAdmin(admin.ModelAdmin):
         if not form.is_valid():
             messages.error(request, "; ".join(f"{field}: {' '.join(str(error) for error in errors)}" for field, errors in form.errors.items()))
             return self._back(dataset)
-        try:
-            derived = services.dataset_rebalance(
-                dataset=dataset, mix=form.cleaned_data["mix"], seed=form.cleaned_data["seed"] or 0,
-                target_size=form.cleaned_data["target_size"], actor=request_actor(request), via="admin",
-            )
-        except DomainError as exc:
-            messages.error(request, exc.message)
-            return self._back(dataset)
-        messages.success(request, f"rebalancing into dataset #{derived.pk} ({derived.original_name}); it is audited when written")
-        return self._back(derived)
+        return self._derive(request, dataset, "rebalancing", lambda: services.dataset_rebalance(
+            dataset=dataset, mix=form.cleaned_data["mix"], seed=form.cleaned_data["seed"] or 0,
+            target_size=form.cleaned_data["target_size"], actor=request_actor(request), via="admin",
+        ))
 
     def download_view(self, request: HttpRequest, pk: int) -> FileResponse:
         dataset = self._dataset_or_404(pk)

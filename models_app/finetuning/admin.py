@@ -7,6 +7,7 @@ Every button calls a service (models_app/finetuning/services.py); no row is writ
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -73,6 +74,13 @@ def _problems_text(error: TrainingFileInvalid) -> list[str]:
     if error.invalid_lines > len(shown):
         shown.append(f"… {error.invalid_lines} invalid lines in all")
     return shown
+
+
+def _html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain HTML table for a read-only field: a header row, then one row a sequence, every cell escaped."""
+    header = format_html_join("", "<th>{}</th>", ((name,) for name in headers))
+    body = format_html_join("", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows))
+    return format_html("<table><tr>{}</tr>{}</table>", header, body)
 
 
 # --- training files -------------------------------------------------------------------------------
@@ -280,27 +288,22 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
     def events_table(self, job: FineTuningJob) -> str:
         if not job.events:
             return "—"
-        rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+        return _html_table(
+            ("when", "event", "data"),
             ((_human_time(event.get("created_at")), event.get("name", ""), json.dumps(event.get("data", {}))) for event in job.events),
         )
-        return format_html("<table><tr><th>when</th><th>event</th><th>data</th></tr>{}</table>", rows)
 
     @admin.display(description="checkpoints")
     def checkpoints_table(self, job: FineTuningJob) -> str:
         if not job.checkpoints:
             return "—"
-        rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        return _html_table(
+            ("step", "when", "train loss", "valid loss", "valid accuracy"),
             (
                 (c.get("step_number"), _human_time(c.get("created_at")), c["metrics"].get("train_loss"),
                  c["metrics"].get("valid_loss"), c["metrics"].get("valid_mean_token_accuracy"))
                 for c in job.checkpoints
             ),
-        )
-        return format_html(
-            "<table><tr><th>step</th><th>when</th><th>train loss</th><th>valid loss</th><th>valid accuracy</th></tr>{}</table>",
-            rows,
         )
 
     @admin.display(description="JSON")
