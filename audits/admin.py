@@ -23,6 +23,7 @@ from audits.difficulty import LEVELS
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetPurpose, DatasetStatus
 from audits.pii import PII_TYPES
 from audits.scrub import SCRUB_MODES
+from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin
 from genesis.charts import Scale, bands
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
@@ -85,7 +86,9 @@ class RebalanceForm(forms.Form):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(RecordAdminMixin, admin.ModelAdmin):
+    """A dataset is a record of an uploaded file: a new version is a new upload, none is edited here."""
+
     list_display = ("id", "name_link", "agent", "purpose", "origin_label", "status", "size", "line_count",
                     "audit_summary", "created_at", "uploaded_by")
     list_display_links = None
@@ -95,12 +98,6 @@ class DatasetAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         return selectors.datasets_for_list()
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # a dataset is a record of a file; a new version is a new upload
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     # --- list columns ------------------------------------------------------------------------------
 
@@ -275,8 +272,9 @@ class DatasetAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditRun)
-class AuditRunAdmin(admin.ModelAdmin):
-    """Every audit run, with the summary columns; a run's report is read on its dataset's page."""
+class AuditRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every audit run, with the summary columns; a run's report is read on its dataset's page. Runs
+    are started from a dataset's page ("Audit again") or by an upload, never added here."""
 
     list_display = ("id", "dataset_link", "status", "progress_percent", "lines", "valid", "format_error_total", "pii_total",
                     "duplicates_exact", "duplicates_near", "easy_share", "medium_share", "hard_share", "has_findings",
@@ -285,15 +283,6 @@ class AuditRunAdmin(admin.ModelAdmin):
     list_filter = ("status", "has_findings")
     search_fields = ("dataset__original_name",)
     list_select_related = ("dataset", "requested_by")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # started from a dataset's page ("Audit again") or by an upload
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="dataset")
     def dataset_link(self, run: AuditRun) -> str:

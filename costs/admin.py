@@ -37,6 +37,7 @@ from costs.models import (
     PriceTable,
 )
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
+from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin
 from genesis.errors import DomainError
 from genesis.permissions import Actor, request_actor
 
@@ -80,19 +81,6 @@ class ServiceFormAdminMixin:
     def save_model(self, request: HttpRequest, obj: models.Model, form: ServiceForm, change: bool) -> None:
         obj.pk = form.saved.pk  # type: ignore[union-attr]  # written by the service during validation
         obj._state.adding = False
-
-
-class ReadOnlyAdminMixin:
-    """Rows written only by services (alerts, overrides, reports): viewable, never edited here."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 # --- prices ------------------------------------------------------------------------------------------------
@@ -157,7 +145,9 @@ class ReverseForm(forms.Form):
 
 
 @admin.register(CostEntry)
-class CostEntryAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin):
+    """The ledger is append-only: an entry is added or reversed (a new entry), never changed or deleted."""
+
     list_display = ("id", "occurred_at", "agent", "operation", "model", "amount_usd", "tokens", "source", "actor", "reverses")
     list_filter = ("operation", "agent", "occurred_at")
     search_fields = ("idempotency_key", "model", "source", "note", "agent__slug")
@@ -178,12 +168,6 @@ class CostEntryAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
         return self.readonly if obj else ()
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # append-only
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # append-only: reverse instead
 
     @admin.display(description="caused by")
     def source_link(self, entry: CostEntry) -> str:
@@ -377,7 +361,7 @@ class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(CostDashboard)
-class CostDashboardAdmin(admin.ModelAdmin):
+class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The cost dashboard: budget gauge with thresholds, spend over time by agent and by operation,
     burn rate and projected exhaustion, and the alerts."""
 
@@ -386,15 +370,6 @@ class CostDashboardAdmin(admin.ModelAdmin):
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self.has_view_permission(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_urls(self):  # type: ignore[no-untyped-def]
         return [path("", self.admin_site.admin_view(self.changelist_view), name="costs_costdashboard_changelist")]

@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from genesis.admin_base import RecordAdminMixin
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
@@ -47,19 +48,13 @@ class BuildStartForm(forms.Form):
 
 
 @admin.register(PromptSet)
-class PromptSetAdmin(admin.ModelAdmin):
+class PromptSetAdmin(RecordAdminMixin, admin.ModelAdmin):
     list_display = ("id", "name", "kind", "origin", "prompt_field", "prompt_count", "problem_count", "created_at")
     list_filter = ("kind", "origin")
     search_fields = ("name", "file_name")
     readonly_fields = ("name", "kind", "origin", "file_name", "prompt_field", "sha256", "prompt_count", "problem_count",
                        "problem_lines", "created_by", "created_at")
     exclude = ("problems",)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="skipped lines")
     def problem_lines(self, prompt_set: PromptSet) -> str:
@@ -94,17 +89,11 @@ class PromptSetAdmin(admin.ModelAdmin):
 
 
 @admin.register(WaltzBuild)
-class WaltzBuildAdmin(admin.ModelAdmin):
+class WaltzBuildAdmin(RecordAdminMixin, admin.ModelAdmin):
     list_display = ("id", "agent", "status", "progress_percent", "total_items", "estimated_cost_usd", "cost_usd",
                     "shortfall_short", "created_at", "finished_at")
     list_filter = ("status", "agent")
     list_select_related = ("agent",)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="progress")
     def progress_percent(self, build: WaltzBuild) -> str:

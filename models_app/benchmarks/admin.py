@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from costs.budgeting import format_usd
+from genesis.admin_base import ReadOnlyAdminMixin, ReadOnlyTabularInline, RecordAdminMixin
 from genesis.charts import Scale, bands
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
@@ -50,16 +51,9 @@ MAX_IMPORT_BYTES = 20 * 1024 * 1024
 # --- suites ---------------------------------------------------------------------------------------------
 
 
-class BenchmarkCaseInline(admin.TabularInline):
+class BenchmarkCaseInline(ReadOnlyTabularInline):
     model = BenchmarkCase
     fields = ("key", "tags", "scorer", "reference", "messages")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class SuiteImportForm(forms.Form):
@@ -71,7 +65,10 @@ class SuiteImportForm(forms.Form):
 
 
 @admin.register(BenchmarkSuite)
-class BenchmarkSuiteAdmin(admin.ModelAdmin):
+class BenchmarkSuiteAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Suites come from a JSONL import (the button on the list), never the add form; a version is
+    immutable (import a new file instead) and runs refer to it."""
+
     list_display = ("__str__", "agent", "slug", "version", "case_count", "source", "created_by", "created_at", "actions_links")
     list_filter = ("agent",)
     search_fields = ("slug", "description", "agent__slug")
@@ -79,15 +76,6 @@ class BenchmarkSuiteAdmin(admin.ModelAdmin):
                        "source", "created_by", "created_at", "actions_links")
     inlines = [BenchmarkCaseInline]
     change_list_template = "admin/models_app/benchmarksuite/change_list.html"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # suites come from a JSONL import (the button on the list)
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # a version is immutable: import a new file instead
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # runs refer to it
 
     @admin.display(description="cases needed (80 % power)")
     def sample_size_plan(self, suite: BenchmarkSuite) -> str:
@@ -211,19 +199,16 @@ def histogram_bars(baseline: list[int], candidate: list[int]) -> dict[str, Any]:
 
 
 @admin.register(BenchmarkRun)
-class BenchmarkRunAdmin(admin.ModelAdmin):
+class BenchmarkRunAdmin(RecordAdminMixin, admin.ModelAdmin):
+    """Runs are advanced by the workers (the report page below has the buttons) and kept, each on its
+    own, as the evidence for a verdict."""
+
     list_display = ("id", "agent", "suite_label", "candidate_model", "baseline_model", "status", "progress", "verdict",
                     "cost", "created_at")
     list_filter = ("status", "verdict", "agent")
     search_fields = ("candidate__model_id", "baseline__model_id", "agent__slug")
     list_select_related = ("agent", "suite", "candidate", "baseline")
     ordering = ("-created_at",)
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # runs are advanced by the workers; the page below has the buttons
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # evidence for a verdict; each run is kept on its own
 
     @admin.display(description="cost", ordering="cost_usd")
     def cost(self, run: BenchmarkRun) -> str:

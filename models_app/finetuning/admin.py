@@ -23,6 +23,7 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from audits.models import AuditStatus, Dataset, DatasetStatus
 from costs.budgeting import format_usd
+from genesis.admin_base import RecordAdminMixin
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
 from models_app.finetuning import rules
@@ -97,18 +98,15 @@ class TrainingFileUploadForm(forms.Form):
 
 
 @admin.register(TrainingFile)
-class TrainingFileAdmin(admin.ModelAdmin):
+class TrainingFileAdmin(RecordAdminMixin, admin.ModelAdmin):
+    """An uploaded file is what the provider holds (upload a new one instead of changing it); jobs refer
+    to it and the audit trail needs it, so none is deleted."""
+
     list_display = ("filename", "agent", "purpose", "line_count", "estimated_tokens", "provider", "provider_file_id", "uploaded_by", "uploaded_at")
     list_filter = ("purpose", "agent", "provider")
     search_fields = ("filename", "provider_file_id", "sha256", "agent__slug")
     readonly_fields = ("agent", "provider", "provider_file_id", "filename", "purpose", "line_count", "size_bytes", "sha256",
                        "estimated_tokens", "uploaded_by", "uploaded_at")
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # an uploaded file is what the provider holds; upload a new one instead
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # jobs refer to it, and the audit trail needs it
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if not self.has_add_permission(request):

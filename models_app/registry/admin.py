@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
+from genesis.admin_base import ReadOnlyTabularInline
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
 from models_app.registry import lifecycle
@@ -30,16 +31,10 @@ from models_app.registry.services import (
 )
 
 
-class ModelVersionInline(admin.TabularInline):
+class ModelVersionInline(ReadOnlyTabularInline):
     model = ModelVersion
     fields = ("model_id", "kind", "status", "provider", "status_changed_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Agent)
