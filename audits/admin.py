@@ -23,7 +23,7 @@ from audits.difficulty import LEVELS
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetPurpose, DatasetStatus
 from audits.pii import PII_TYPES
 from audits.scrub import SCRUB_MODES
-from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin
+from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, admin_page
 from genesis.charts import Scale, bands
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
@@ -177,8 +177,6 @@ class DatasetAdmin(RecordAdminMixin, admin.ModelAdmin):
         page = selectors.dataset_page(dataset=dataset, run_id=int(run_id) if run_id and run_id.isdigit() else None)
         user = request.user
         context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
             "title": f"Dataset #{dataset.pk}: {dataset.original_name}",
             "page": page,
             "dataset": dataset,
@@ -196,7 +194,7 @@ class DatasetAdmin(RecordAdminMixin, admin.ModelAdmin):
             "target_mix": [(level, dataset.parameters.get("mix", {}).get(level, 0.0)) for level in LEVELS],
             "achieved_mix": [(level, (dataset.achieved_mix or {}).get(level, 0.0)) for level in LEVELS],
         }
-        return TemplateResponse(request, "admin/audits/dataset/detail.html", context)
+        return admin_page(self, request, "admin/audits/dataset/detail.html", context)
 
     def _dataset_or_404(self, pk: int) -> Dataset:
         try:

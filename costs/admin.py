@@ -18,7 +18,6 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -37,7 +36,7 @@ from costs.models import (
     PriceTable,
 )
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
-from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin
+from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, admin_page
 from genesis.errors import DomainError
 from genesis.permissions import Actor, request_actor
 
@@ -214,9 +213,8 @@ class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin):
             else:
                 messages.success(request, f"entry #{entry.pk} reversed by #{reversal.pk}")
                 return HttpResponseRedirect(reverse("admin:costs_costentry_change", args=[reversal.pk]))
-        context = {**self.admin_site.each_context(request), "title": f"Reverse cost entry #{entry.pk}", "entry": entry,
-                   "form": form, "opts": self.model._meta}
-        return TemplateResponse(request, "admin/costs/costentry/reverse.html", context)
+        context = {"title": f"Reverse cost entry #{entry.pk}", "entry": entry, "form": form}
+        return admin_page(self, request, "admin/costs/costentry/reverse.html", context)
 
 
 # --- budgets ------------------------------------------------------------------------------------------------------
@@ -382,9 +380,7 @@ class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         budget = next((b for b in budgets if b.name == chosen_name), budgets[0] if budgets else None)
         days = 30
         context: dict[str, Any] = {
-            **self.admin_site.each_context(request),
             "title": "Cost dashboard",
-            "opts": self.model._meta,
             "budgets": budgets,
             "budget": budget,
             "days": days,
@@ -412,4 +408,4 @@ class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             operation_chart=charts.stacked_bars(days=by_operation.days, series=by_operation.series),
             operations=Operation.choices,
         )
-        return TemplateResponse(request, "admin/costs/dashboard.html", context)
+        return admin_page(self, request, "admin/costs/dashboard.html", context)

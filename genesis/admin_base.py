@@ -1,13 +1,16 @@
-"""What the apps' admin pages share: rows that are records (viewed, never edited or deleted here)
-and inlines that only list rows."""
+"""What the apps' admin pages share: rows that are records (viewed, never edited or deleted here),
+inlines that only list rows, and the context every page of our own needs (its template extends
+templates/admin/model_page.html, which draws the breadcrumbs)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import flatten
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 
 class RecordAdminMixin:
@@ -40,3 +43,10 @@ class ReadOnlyTabularInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def admin_page(model_admin: admin.ModelAdmin, request: HttpRequest, template: str, context: Mapping[str, Any]) -> TemplateResponse:
+    """A page a ModelAdmin adds beside Django's own, with what the admin's templates expect: the
+    site's context (navigation, user) and `opts`, the model's _meta."""
+    page = {**model_admin.admin_site.each_context(request), "opts": model_admin.model._meta, **context}
+    return TemplateResponse(request, template, page)

@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from genesis.admin_base import RecordAdminMixin
+from genesis.admin_base import RecordAdminMixin, admin_page
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
@@ -150,13 +150,13 @@ class WaltzBuildAdmin(RecordAdminMixin, admin.ModelAdmin):
             )
         ]
         context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": f"WaltzRL build #{build.pk}",
+            "title": f"WaltzRL build #{build.pk}",
             "build": build, "report": report, "files": files, "summary": selectors.waltz_build_summary(build=build),
             "markdown": selectors.waltz_build_markdown(build=build),
             "can_finetune": request.user.has_perm(FINETUNE_PERMISSION) and build.status == "succeeded"
                             and build.feedback_train_id is not None and build.finetuning_job_id is None,
         }
-        return TemplateResponse(request, "admin/safety/waltzbuild/detail.html", context)
+        return admin_page(self, request, "admin/safety/waltzbuild/detail.html", context)
 
     def finetune_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         build = WaltzBuild.objects.filter(pk=pk).first()

@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from costs.budgeting import format_usd
-from genesis.admin_base import ReadOnlyAdminMixin, ReadOnlyTabularInline, RecordAdminMixin
+from genesis.admin_base import ReadOnlyAdminMixin, ReadOnlyTabularInline, RecordAdminMixin, admin_page
 from genesis.charts import Scale, bands
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
@@ -124,9 +124,8 @@ class BenchmarkSuiteAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                         else:
                             messages.info(request, f"the file holds exactly the cases of {suite}; no new version made")
                         return HttpResponseRedirect(reverse("admin:models_app_benchmarksuite_change", args=[suite.pk]))
-        context = {**self.admin_site.each_context(request), "title": "Import a benchmark suite (JSONL)", "form": form,
-                   "errors": errors, "opts": self.model._meta}
-        return TemplateResponse(request, "admin/models_app/benchmarksuite/import.html", context)
+        context = {"title": "Import a benchmark suite (JSONL)", "form": form, "errors": errors}
+        return admin_page(self, request, "admin/models_app/benchmarksuite/import.html", context)
 
     def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         if not self.has_view_permission(request):
@@ -272,7 +271,6 @@ class BenchmarkRunAdmin(RecordAdminMixin, admin.ModelAdmin):
         )
         report = benchmark_run_report(run=run)
         context = {
-            **self.admin_site.each_context(request),
             "title": f"Benchmark run #{run.pk}",
             "run": run,
             "report": report,
@@ -287,9 +285,8 @@ class BenchmarkRunAdmin(RecordAdminMixin, admin.ModelAdmin):
             "override_form": OverrideForm(),
             "cancel_form": CancelForm(),
             "refresh_seconds": 3 if not run.is_finished else None,
-            "opts": self.model._meta,
         }
-        return TemplateResponse(request, "admin/models_app/benchmarkrun/detail.html", context)
+        return admin_page(self, request, "admin/models_app/benchmarkrun/detail.html", context)
 
     def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         run = get_object_or_404(BenchmarkRun, pk=pk)

@@ -23,7 +23,7 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from audits.models import AuditStatus, Dataset, DatasetStatus
 from costs.budgeting import format_usd
-from genesis.admin_base import RecordAdminMixin
+from genesis.admin_base import RecordAdminMixin, admin_page
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
 from models_app.finetuning import rules
@@ -402,9 +402,8 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         if request.method != "POST" and len(matching) == 1:
             form = FineTuningJobAdoptForm(initial={"provider_job_id": matching[0].snapshot.id})
         context = {
-            **self.admin_site.each_context(request), "title": f"Adopt a provider job for fine-tuning job #{job.pk}",
-            "form": form, "opts": self.model._meta, "job": job, "change_url": change_url, "candidates": candidates,
-            "submit_label": "Check at the provider and adopt",
+            "title": f"Adopt a provider job for fine-tuning job #{job.pk}", "form": form, "job": job,
+            "change_url": change_url, "candidates": candidates, "submit_label": "Check at the provider and adopt",
             "explanation": f"Job #{job.pk} ({job.agent.slug}, {job.base_model}, {job.training_file.filename}) is "
                      f"{job.get_status_display().lower()}: its creation may have reached provider "
                      f"'{job.provider.name}' without the answer reaching us. Adopting links this row to the "
@@ -412,7 +411,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
                      "answered. The provider is asked first; a job it does not have, one another row tracks, "
                      "or one trained on something else is refused.",
         }
-        return TemplateResponse(request, "admin/models_app/finetuningjob/adopt.html", context)
+        return admin_page(self, request, "admin/models_app/finetuningjob/adopt.html", context)
 
     def _report(self, request: HttpRequest, job: FineTuningJob, *, done: str) -> None:
         if job.last_error:
