@@ -13,7 +13,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
@@ -23,7 +22,7 @@ from audits.difficulty import LEVELS
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetPurpose, DatasetStatus
 from audits.pii import PII_TYPES
 from audits.scrub import SCRUB_MODES
-from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, admin_page
+from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, ServiceAddFormMixin, admin_page
 from genesis.charts import Scale, bands
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
@@ -86,7 +85,7 @@ class RebalanceForm(forms.Form):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(RecordAdminMixin, admin.ModelAdmin):
+class DatasetAdmin(RecordAdminMixin, ServiceAddFormMixin):
     """A dataset is a record of an uploaded file: a new version is a new upload, none is edited here."""
 
     list_display = ("id", "name_link", "agent", "purpose", "origin_label", "status", "size", "line_count",
@@ -95,6 +94,12 @@ class DatasetAdmin(RecordAdminMixin, admin.ModelAdmin):
     list_filter = ("purpose", "origin", "status", "agent")
     search_fields = ("original_name", "sha256")
     date_hierarchy = "created_at"
+
+    add_form = DatasetUploadForm
+    add_page = {
+        "title": "Upload a dataset", "submit_label": "Upload and audit",
+        "intro": "The file is stored under MEDIA_ROOT/datasets/ and audited by a worker: format, PII, duplicates, difficulty.",
+    }
 
     def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         return selectors.datasets_for_list()
@@ -143,28 +148,17 @@ class DatasetAdmin(RecordAdminMixin, admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise DjangoPermissionDenied
-        form = DatasetUploadForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
-            try:
-                dataset = services.dataset_upload(
-                    content=upload, original_name=upload.name, purpose=form.cleaned_data["purpose"],
-                    agent=form.cleaned_data["agent"], actor=request_actor(request), via="admin",
-                    near_threshold=form.cleaned_data["near_threshold"],
-                )
-            except DomainError as exc:
-                form.add_error(None, exc.message)
-            else:
-                messages.success(request, f"{dataset.original_name} stored as dataset #{dataset.pk}; its audit is queued")
-                return HttpResponseRedirect(reverse("admin:audits_dataset_change", args=[dataset.pk]))
-        context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Upload a dataset", "form": form,
-            "intro": "The file is stored under MEDIA_ROOT/datasets/ and audited by a worker: format, PII, duplicates, difficulty.",
-        }
-        return TemplateResponse(request, "admin/audits/dataset/upload.html", context)
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> Dataset:
+        upload = form.cleaned_data["file"]
+        return services.dataset_upload(
+            content=upload, original_name=upload.name, purpose=form.cleaned_data["purpose"],
+            agent=form.cleaned_data["agent"], actor=request_actor(request), via="admin",
+            near_threshold=form.cleaned_data["near_threshold"],
+        )
+
+    def add_done(self, request: HttpRequest, dataset: Dataset) -> HttpResponse:
+        messages.success(request, f"{dataset.original_name} stored as dataset #{dataset.pk}; its audit is queued")
+        return self._back(dataset)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         try:

@@ -12,12 +12,17 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from costs.budgeting import format_usd
-from genesis.admin_base import ReadOnlyAdminMixin, ReadOnlyTabularInline, RecordAdminMixin, admin_page
+from genesis.admin_base import (
+    ReadOnlyAdminMixin,
+    ReadOnlyTabularInline,
+    RecordAdminMixin,
+    ServiceAddFormMixin,
+    admin_page,
+)
 from genesis.charts import Scale, bands
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
@@ -198,9 +203,9 @@ def histogram_bars(baseline: list[int], candidate: list[int]) -> dict[str, Any]:
 
 
 @admin.register(BenchmarkRun)
-class BenchmarkRunAdmin(RecordAdminMixin, admin.ModelAdmin):
+class BenchmarkRunAdmin(RecordAdminMixin, ServiceAddFormMixin):
     """Runs are advanced by the workers (the report page below has the buttons) and kept, each on its
-    own, as the evidence for a verdict."""
+    own, as the evidence for a verdict. The add page starts a run through the service."""
 
     list_display = ("id", "agent", "suite_label", "candidate_model", "baseline_model", "status", "progress", "verdict",
                     "cost", "created_at")
@@ -208,6 +213,9 @@ class BenchmarkRunAdmin(RecordAdminMixin, admin.ModelAdmin):
     search_fields = ("candidate__model_id", "baseline__model_id", "agent__slug")
     list_select_related = ("agent", "suite", "candidate", "baseline")
     ordering = ("-created_at",)
+    add_form = RunStartForm
+    add_form_template = "admin/models_app/benchmarkrun/start.html"
+    add_page = {"title": "Start a benchmark run"}
 
     @admin.display(description="cost", ordering="cost_usd")
     def cost(self, run: BenchmarkRun) -> str:
@@ -237,28 +245,23 @@ class BenchmarkRunAdmin(RecordAdminMixin, admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    # The "add" page starts a run through the service.
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise DjangoPermissionDenied
-        initial = {key: request.GET[key] for key in ("agent", "suite") if request.GET.get(key)}
-        form = RunStartForm(request.POST or None, initial=initial)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                run = benchmark_run_create(
-                    agent=data["agent"], suite=data["suite"], candidate=data["candidate"], baseline=data["baseline"],
-                    actor=request_actor(request), requested_via="admin page",
-                    budget_override_reason=data["budget_override_reason"] or None,
-                )
-            except DomainError as exc:
-                messages.error(request, exc.message)
-            else:
-                messages.success(request, f"run #{run.pk} queued: {run.candidate.model_id} vs {run.baseline.model_id}")
-                return HttpResponseRedirect(reverse("admin:models_app_benchmarkrun_change", args=[run.pk]))
-        context = {**self.admin_site.each_context(request), "title": "Start a benchmark run", "form": form,
-                   "opts": self.model._meta}
-        return TemplateResponse(request, "admin/models_app/benchmarkrun/start.html", context)
+    def add_form_initial(self, request: HttpRequest) -> dict[str, Any]:
+        return {key: request.GET[key] for key in ("agent", "suite") if request.GET.get(key)}
+
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> BenchmarkRun:
+        data = form.cleaned_data
+        return benchmark_run_create(
+            agent=data["agent"], suite=data["suite"], candidate=data["candidate"], baseline=data["baseline"],
+            actor=request_actor(request), requested_via="admin page",
+            budget_override_reason=data["budget_override_reason"] or None,
+        )
+
+    def add_refused(self, request: HttpRequest, form: forms.Form, error: DomainError) -> None:
+        messages.error(request, error.message)
+
+    def add_done(self, request: HttpRequest, run: BenchmarkRun) -> HttpResponse:
+        messages.success(request, f"run #{run.pk} queued: {run.candidate.model_id} vs {run.baseline.model_id}")
+        return HttpResponseRedirect(reverse("admin:models_app_benchmarkrun_change", args=[run.pk]))
 
     # The "change" page is the run's report.
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:

@@ -13,18 +13,18 @@ from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from audits.models import AuditStatus, Dataset, DatasetStatus
 from costs.budgeting import format_usd
-from genesis.admin_base import RecordAdminMixin, admin_page
-from genesis.errors import DomainError
+from genesis.admin_base import RecordAdminMixin, ServiceAddFormMixin, admin_page
+from genesis.errors import DomainError, InvalidInput
 from genesis.permissions import request_actor
 from models_app.finetuning import rules
 from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
@@ -70,11 +70,13 @@ def _human_time(value: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _problems_text(error: TrainingFileInvalid) -> list[str]:
+def _show_problems(form: forms.Form, field: str, error: TrainingFileInvalid) -> None:
+    """The invalid lines of a training file under the form field it was uploaded with."""
     shown = [detail for _, detail in error.problems]
     if error.invalid_lines > len(shown):
         shown.append(f"… {error.invalid_lines} invalid lines in all")
-    return shown
+    for problem in shown:
+        form.add_error(field, problem)
 
 
 def _html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -98,7 +100,7 @@ class TrainingFileUploadForm(forms.Form):
 
 
 @admin.register(TrainingFile)
-class TrainingFileAdmin(RecordAdminMixin, admin.ModelAdmin):
+class TrainingFileAdmin(RecordAdminMixin, ServiceAddFormMixin):
     """An uploaded file is what the provider holds (upload a new one instead of changing it); jobs refer
     to it and the audit trail needs it, so none is deleted."""
 
@@ -107,35 +109,29 @@ class TrainingFileAdmin(RecordAdminMixin, admin.ModelAdmin):
     search_fields = ("filename", "provider_file_id", "sha256", "agent__slug")
     readonly_fields = ("agent", "provider", "provider_file_id", "filename", "purpose", "line_count", "size_bytes", "sha256",
                        "estimated_tokens", "uploaded_by", "uploaded_at")
+    add_form = TrainingFileUploadForm
+    add_page = {"title": "Upload a training file", "submit_label": "Check and upload"}
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise DjangoPermissionDenied
-        form = TrainingFileUploadForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
-            try:
-                training_file = training_file_upload(
-                    agent=form.cleaned_data["agent"], content=upload, filename=upload.name,
-                    purpose=form.cleaned_data["purpose"], provider=form.cleaned_data["provider"], actor=request_actor(request),
-                )
-            except TrainingFileInvalid as exc:
-                for problem in _problems_text(exc):
-                    form.add_error("file", problem)
-                messages.error(request, exc.message)
-            except DomainError as exc:
-                messages.error(request, exc.message)
-            else:
-                messages.success(
-                    request, f"{training_file.filename}: {training_file.line_count} samples at provider "
-                    f"'{training_file.provider.name}' as {training_file.provider_file_id}",
-                )
-                return HttpResponseRedirect(reverse("admin:models_app_trainingfile_changelist"))
-        context = {
-            **self.admin_site.each_context(request), "title": "Upload a training file", "form": form,
-            "opts": self.model._meta, "submit_label": "Check and upload",
-        }
-        return TemplateResponse(request, "admin/models_app/finetuningjob/form.html", context)
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> TrainingFile:
+        upload = form.cleaned_data["file"]
+        try:
+            return training_file_upload(
+                agent=form.cleaned_data["agent"], content=upload, filename=upload.name,
+                purpose=form.cleaned_data["purpose"], provider=form.cleaned_data["provider"], actor=request_actor(request),
+            )
+        except TrainingFileInvalid as exc:
+            _show_problems(form, "file", exc)
+            raise
+
+    def add_refused(self, request: HttpRequest, form: forms.Form, error: DomainError) -> None:
+        messages.error(request, error.message)
+
+    def add_done(self, request: HttpRequest, training_file: TrainingFile) -> HttpResponse:
+        messages.success(
+            request, f"{training_file.filename}: {training_file.line_count} samples at provider "
+            f"'{training_file.provider.name}' as {training_file.provider_file_id}",
+        )
+        return HttpResponseRedirect(reverse("admin:models_app_trainingfile_changelist"))
 
 
 # --- jobs -----------------------------------------------------------------------------------------
@@ -211,6 +207,10 @@ class FineTuningJobCreateForm(forms.Form):
             raise forms.ValidationError("Upload a validation file or choose one, not both.")
         if data.get("epochs") and data.get("training_steps"):
             raise forms.ValidationError("Give epochs or training steps, not both.")
+        agent = data.get("agent")
+        for name in ("training_dataset", "validation_dataset"):
+            if agent is not None and data.get(name) and data[name].agent_id != agent.pk:
+                self.add_error(name, f"this dataset belongs to {data[name].agent.slug}, not {agent.slug}")
         return data
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -219,7 +219,7 @@ class FineTuningJobCreateForm(forms.Form):
 
 
 @admin.register(FineTuningJob)
-class FineTuningJobAdmin(SimpleHistoryAdmin):
+class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
     list_display = ("id", "agent", "base_model", "status_display", "trained_tokens", "cost_display", "fine_tuned_model",
                     "model_version_link", "last_synced_at", "created_by", "created_at")
     list_filter = ("status", "agent", "provider", "base_model")
@@ -241,7 +241,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [name for _, options in self.fieldsets for name in options["fields"]]
+        return flatten_fieldsets(self.fieldsets)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # a job is a record of money spent; cancel it instead
@@ -421,68 +421,51 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
             messages.success(request, f"{done}: job #{job.pk} is {job.get_status_display()}")
 
     # --- creating -------------------------------------------------------------------------------
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise DjangoPermissionDenied
-        initial = {"agent": request.GET.get("agent")} if request.GET.get("agent") else None
-        form = FineTuningJobCreateForm(request.POST or None, request.FILES or None, initial=initial)
-        if request.method == "POST" and form.is_valid():
-            job = self._create(request, form)
-            if job is not None:
-                self._report(request, job, done="Created")
-                return HttpResponseRedirect(reverse("admin:models_app_finetuningjob_change", args=[job.pk]))
-        context = {
-            **self.admin_site.each_context(request), "title": "Create a fine-tuning job", "form": form,
-            "opts": self.model._meta, "submit_label": "Check the budget and create",
-            "intro": "The training file is checked line by line and uploaded, the job's cost is estimated and "
-                     "checked against the agent's budgets, then the job is created at the provider. "
-                     "Start it from its page once it is validated (or tick auto start).",
-        }
-        return TemplateResponse(request, "admin/models_app/finetuningjob/form.html", context)
+    add_form = FineTuningJobCreateForm
+    add_page = {
+        "title": "Create a fine-tuning job", "submit_label": "Check the budget and create",
+        "intro": "The training file is checked line by line and uploaded, the job's cost is estimated and "
+                 "checked against the agent's budgets, then the job is created at the provider. "
+                 "Start it from its page once it is validated (or tick auto start).",
+    }
 
-    def _create(self, request: HttpRequest, form: FineTuningJobCreateForm) -> FineTuningJob | None:
+    def add_form_initial(self, request: HttpRequest) -> dict[str, Any] | None:
+        return {"agent": request.GET.get("agent")} if request.GET.get("agent") else None
+
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> FineTuningJob:
         data = form.cleaned_data
-        agent = data["agent"]
-        files: dict[str, TrainingFile | None] = {}
-        for purpose, upload_field, chosen_field, dataset_field in (
-            (TrainingFilePurpose.TRAINING, "training_upload", "training_file", "training_dataset"),
-            (TrainingFilePurpose.VALIDATION, "validation_upload", "validation_file", "validation_dataset"),
-        ):
-            upload = data.get(upload_field)
-            files[purpose] = data.get(chosen_field)
-            if data.get(dataset_field):
-                if data[dataset_field].agent_id != agent.pk:
-                    form.add_error(dataset_field, f"this dataset belongs to {data[dataset_field].agent.slug}, not {agent.slug}")
-                    return None
-                try:
-                    files[purpose] = training_file_from_dataset(dataset=data[dataset_field], actor=request_actor(request))
-                except DomainError as exc:
-                    messages.error(request, exc.message)
-                    return None
-            if upload:
-                try:
-                    files[purpose] = training_file_upload(
-                        agent=agent, content=upload, filename=upload.name, purpose=purpose, actor=request_actor(request)
-                    )
-                except TrainingFileInvalid as exc:
-                    for problem in _problems_text(exc):
-                        form.add_error(upload_field, problem)
-                    messages.error(request, exc.message)
-                    return None
-                except DomainError as exc:
-                    messages.error(request, exc.message)
-                    return None
-        training_file = files[TrainingFilePurpose.TRAINING]
-        if training_file is None:  # the form's clean() already asks for one of the three
-            form.add_error(None, "Upload a training file, choose one uploaded before, or choose an audited dataset.")
-            return None
-        try:
-            return finetuning_job_create(
-                agent=agent, training_file=training_file,
-                validation_file=files[TrainingFilePurpose.VALIDATION], base_model=data["base_model"] or None,
-                hyperparameters=form.hyperparameters(), suffix=data["suffix"], auto_start=data["auto_start"],
-                actor=request_actor(request), override_reason=data["override_reason"] or None,
-            )
-        except DomainError as exc:
-            messages.error(request, exc.message)
-            return None
+        training_file = self._chosen_file(request, form, TrainingFilePurpose.TRAINING)
+        validation_file = self._chosen_file(request, form, TrainingFilePurpose.VALIDATION)
+        if training_file is None:  # not reached: the form's clean() asks for one of the three
+            raise InvalidInput("Upload a training file, choose one uploaded before, or choose an audited dataset.")
+        return finetuning_job_create(
+            agent=data["agent"], training_file=training_file, validation_file=validation_file,
+            base_model=data["base_model"] or None, hyperparameters=cast(FineTuningJobCreateForm, form).hyperparameters(),
+            suffix=data["suffix"], auto_start=data["auto_start"], actor=request_actor(request),
+            override_reason=data["override_reason"] or None,
+        )
+
+    def _chosen_file(self, request: HttpRequest, form: forms.Form, purpose: TrainingFilePurpose) -> TrainingFile | None:
+        """The training or validation file the form names (its fields `<purpose>_upload`, `_dataset`,
+        `_file`): an upload or an audited dataset (either uploaded to the provider now), one uploaded
+        before, or none."""
+        data = form.cleaned_data
+        dataset, upload = data.get(f"{purpose.value}_dataset"), data.get(f"{purpose.value}_upload")
+        if dataset:
+            return training_file_from_dataset(dataset=dataset, actor=request_actor(request))
+        if upload:
+            try:
+                return training_file_upload(
+                    agent=data["agent"], content=upload, filename=upload.name, purpose=purpose, actor=request_actor(request)
+                )
+            except TrainingFileInvalid as exc:
+                _show_problems(form, f"{purpose.value}_upload", exc)
+                raise
+        return data.get(f"{purpose.value}_file")
+
+    def add_refused(self, request: HttpRequest, form: forms.Form, error: DomainError) -> None:
+        messages.error(request, error.message)
+
+    def add_done(self, request: HttpRequest, job: FineTuningJob) -> HttpResponse:
+        self._report(request, job, done="Created")
+        return HttpResponseRedirect(reverse("admin:models_app_finetuningjob_change", args=[job.pk]))
