@@ -6,13 +6,13 @@ is a record of what was uploaded, and an audit a record of what was found."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
@@ -22,6 +22,7 @@ from audits.difficulty import LEVELS
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetPurpose, DatasetStatus
 from audits.pii import PII_TYPES
 from audits.scrub import SCRUB_MODES
+from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, ServiceAddFormMixin, admin_page
 from genesis.charts import Scale, bands
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
@@ -84,7 +85,9 @@ class RebalanceForm(forms.Form):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(RecordAdminMixin, ServiceAddFormMixin):
+    """A dataset is a record of an uploaded file: a new version is a new upload, none is edited here."""
+
     list_display = ("id", "name_link", "agent", "purpose", "origin_label", "status", "size", "line_count",
                     "audit_summary", "created_at", "uploaded_by")
     list_display_links = None
@@ -92,14 +95,14 @@ class DatasetAdmin(admin.ModelAdmin):
     search_fields = ("original_name", "sha256")
     date_hierarchy = "created_at"
 
+    add_form = DatasetUploadForm
+    add_page = {
+        "title": "Upload a dataset", "submit_label": "Upload and audit",
+        "intro": "The file is stored under MEDIA_ROOT/datasets/ and audited by a worker: format, PII, duplicates, difficulty.",
+    }
+
     def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         return selectors.datasets_for_list()
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # a dataset is a record of a file; a new version is a new upload
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     # --- list columns ------------------------------------------------------------------------------
 
@@ -145,28 +148,17 @@ class DatasetAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise DjangoPermissionDenied
-        form = DatasetUploadForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
-            try:
-                dataset = services.dataset_upload(
-                    content=upload, original_name=upload.name, purpose=form.cleaned_data["purpose"],
-                    agent=form.cleaned_data["agent"], actor=request_actor(request), via="admin",
-                    near_threshold=form.cleaned_data["near_threshold"],
-                )
-            except DomainError as exc:
-                form.add_error(None, exc.message)
-            else:
-                messages.success(request, f"{dataset.original_name} stored as dataset #{dataset.pk}; its audit is queued")
-                return HttpResponseRedirect(reverse("admin:audits_dataset_change", args=[dataset.pk]))
-        context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Upload a dataset", "form": form,
-            "intro": "The file is stored under MEDIA_ROOT/datasets/ and audited by a worker: format, PII, duplicates, difficulty.",
-        }
-        return TemplateResponse(request, "admin/audits/dataset/upload.html", context)
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> Dataset:
+        upload = form.cleaned_data["file"]
+        return services.dataset_upload(
+            content=upload, original_name=upload.name, purpose=form.cleaned_data["purpose"],
+            agent=form.cleaned_data["agent"], actor=request_actor(request), via="admin",
+            near_threshold=form.cleaned_data["near_threshold"],
+        )
+
+    def add_done(self, request: HttpRequest, dataset: Dataset) -> HttpResponse:
+        messages.success(request, f"{dataset.original_name} stored as dataset #{dataset.pk}; its audit is queued")
+        return self._back(dataset)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         try:
@@ -179,8 +171,6 @@ class DatasetAdmin(admin.ModelAdmin):
         page = selectors.dataset_page(dataset=dataset, run_id=int(run_id) if run_id and run_id.isdigit() else None)
         user = request.user
         context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
             "title": f"Dataset #{dataset.pk}: {dataset.original_name}",
             "page": page,
             "dataset": dataset,
@@ -198,7 +188,7 @@ class DatasetAdmin(admin.ModelAdmin):
             "target_mix": [(level, dataset.parameters.get("mix", {}).get(level, 0.0)) for level in LEVELS],
             "achieved_mix": [(level, (dataset.achieved_mix or {}).get(level, 0.0)) for level in LEVELS],
         }
-        return TemplateResponse(request, "admin/audits/dataset/detail.html", context)
+        return admin_page(self, request, "admin/audits/dataset/detail.html", context)
 
     def _dataset_or_404(self, pk: int) -> Dataset:
         try:
@@ -226,20 +216,25 @@ class DatasetAdmin(admin.ModelAdmin):
             messages.success(request, f"audit #{run.pk} queued")
         return self._back(dataset)
 
+    def _derive(self, request: HttpRequest, dataset: Dataset, making: str, derive: Callable[[], Dataset]) -> HttpResponse:
+        """Make a copy of `dataset` through the service `derive` calls, then show the copy (its page
+        follows the writing) — or the refusal, on the dataset's own page."""
+        try:
+            derived = derive()
+        except DomainError as exc:
+            messages.error(request, exc.message)
+            return self._back(dataset)
+        messages.success(request, f"{making} into dataset #{derived.pk} ({derived.original_name}); it is audited when written")
+        return self._back(derived)
+
     def scrub_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         dataset = self._dataset_or_404(pk)
         if request.method != "POST":
             return self._back(dataset)
         types = request.POST.getlist("types") or None
-        try:
-            derived = services.dataset_scrub(
-                dataset=dataset, mode=request.POST.get("mode", "placeholder"), types=types, actor=request_actor(request), via="admin",
-            )
-        except DomainError as exc:
-            messages.error(request, exc.message)
-            return self._back(dataset)
-        messages.success(request, f"scrubbing into dataset #{derived.pk} ({derived.original_name}); it is audited when written")
-        return self._back(derived)
+        return self._derive(request, dataset, "scrubbing", lambda: services.dataset_scrub(
+            dataset=dataset, mode=request.POST.get("mode", "placeholder"), types=types, actor=request_actor(request), via="admin",
+        ))
 
     def rebalance_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         dataset = self._dataset_or_404(pk)
@@ -249,16 +244,10 @@ class DatasetAdmin(admin.ModelAdmin):
         if not form.is_valid():
             messages.error(request, "; ".join(f"{field}: {' '.join(str(error) for error in errors)}" for field, errors in form.errors.items()))
             return self._back(dataset)
-        try:
-            derived = services.dataset_rebalance(
-                dataset=dataset, mix=form.cleaned_data["mix"], seed=form.cleaned_data["seed"] or 0,
-                target_size=form.cleaned_data["target_size"], actor=request_actor(request), via="admin",
-            )
-        except DomainError as exc:
-            messages.error(request, exc.message)
-            return self._back(dataset)
-        messages.success(request, f"rebalancing into dataset #{derived.pk} ({derived.original_name}); it is audited when written")
-        return self._back(derived)
+        return self._derive(request, dataset, "rebalancing", lambda: services.dataset_rebalance(
+            dataset=dataset, mix=form.cleaned_data["mix"], seed=form.cleaned_data["seed"] or 0,
+            target_size=form.cleaned_data["target_size"], actor=request_actor(request), via="admin",
+        ))
 
     def download_view(self, request: HttpRequest, pk: int) -> FileResponse:
         dataset = self._dataset_or_404(pk)
@@ -275,8 +264,9 @@ class DatasetAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditRun)
-class AuditRunAdmin(admin.ModelAdmin):
-    """Every audit run, with the summary columns; a run's report is read on its dataset's page."""
+class AuditRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every audit run, with the summary columns; a run's report is read on its dataset's page. Runs
+    are started from a dataset's page ("Audit again") or by an upload, never added here."""
 
     list_display = ("id", "dataset_link", "status", "progress_percent", "lines", "valid", "format_error_total", "pii_total",
                     "duplicates_exact", "duplicates_near", "easy_share", "medium_share", "hard_share", "has_findings",
@@ -285,15 +275,6 @@ class AuditRunAdmin(admin.ModelAdmin):
     list_filter = ("status", "has_findings")
     search_fields = ("dataset__original_name",)
     list_select_related = ("dataset", "requested_by")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # started from a dataset's page ("Audit again") or by an upload
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="dataset")
     def dataset_link(self, run: AuditRun) -> str:

@@ -18,7 +18,6 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -37,6 +36,7 @@ from costs.models import (
     PriceTable,
 )
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
+from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, admin_page
 from genesis.errors import DomainError
 from genesis.permissions import Actor, request_actor
 
@@ -80,19 +80,6 @@ class ServiceFormAdminMixin:
     def save_model(self, request: HttpRequest, obj: models.Model, form: ServiceForm, change: bool) -> None:
         obj.pk = form.saved.pk  # type: ignore[union-attr]  # written by the service during validation
         obj._state.adding = False
-
-
-class ReadOnlyAdminMixin:
-    """Rows written only by services (alerts, overrides, reports): viewable, never edited here."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 # --- prices ------------------------------------------------------------------------------------------------
@@ -157,7 +144,9 @@ class ReverseForm(forms.Form):
 
 
 @admin.register(CostEntry)
-class CostEntryAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin):
+    """The ledger is append-only: an entry is added or reversed (a new entry), never changed or deleted."""
+
     list_display = ("id", "occurred_at", "agent", "operation", "model", "amount_usd", "tokens", "source", "actor", "reverses")
     list_filter = ("operation", "agent", "occurred_at")
     search_fields = ("idempotency_key", "model", "source", "note", "agent__slug")
@@ -178,12 +167,6 @@ class CostEntryAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
         return self.readonly if obj else ()
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # append-only
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # append-only: reverse instead
 
     @admin.display(description="caused by")
     def source_link(self, entry: CostEntry) -> str:
@@ -230,9 +213,8 @@ class CostEntryAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             else:
                 messages.success(request, f"entry #{entry.pk} reversed by #{reversal.pk}")
                 return HttpResponseRedirect(reverse("admin:costs_costentry_change", args=[reversal.pk]))
-        context = {**self.admin_site.each_context(request), "title": f"Reverse cost entry #{entry.pk}", "entry": entry,
-                   "form": form, "opts": self.model._meta}
-        return TemplateResponse(request, "admin/costs/costentry/reverse.html", context)
+        context = {"title": f"Reverse cost entry #{entry.pk}", "entry": entry, "form": form}
+        return admin_page(self, request, "admin/costs/costentry/reverse.html", context)
 
 
 # --- budgets ------------------------------------------------------------------------------------------------------
@@ -377,7 +359,7 @@ class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(CostDashboard)
-class CostDashboardAdmin(admin.ModelAdmin):
+class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The cost dashboard: budget gauge with thresholds, spend over time by agent and by operation,
     burn rate and projected exhaustion, and the alerts."""
 
@@ -386,15 +368,6 @@ class CostDashboardAdmin(admin.ModelAdmin):
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self.has_view_permission(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_urls(self):  # type: ignore[no-untyped-def]
         return [path("", self.admin_site.admin_view(self.changelist_view), name="costs_costdashboard_changelist")]
@@ -407,9 +380,7 @@ class CostDashboardAdmin(admin.ModelAdmin):
         budget = next((b for b in budgets if b.name == chosen_name), budgets[0] if budgets else None)
         days = 30
         context: dict[str, Any] = {
-            **self.admin_site.each_context(request),
             "title": "Cost dashboard",
-            "opts": self.model._meta,
             "budgets": budgets,
             "budget": budget,
             "days": days,
@@ -437,4 +408,4 @@ class CostDashboardAdmin(admin.ModelAdmin):
             operation_chart=charts.stacked_bars(days=by_operation.days, series=by_operation.series),
             operations=Operation.choices,
         )
-        return TemplateResponse(request, "admin/costs/dashboard.html", context)
+        return admin_page(self, request, "admin/costs/dashboard.html", context)

@@ -11,10 +11,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from genesis.admin_base import RecordAdminMixin, ServiceAddFormMixin, admin_page
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
@@ -47,19 +47,16 @@ class BuildStartForm(forms.Form):
 
 
 @admin.register(PromptSet)
-class PromptSetAdmin(admin.ModelAdmin):
+class PromptSetAdmin(RecordAdminMixin, ServiceAddFormMixin):
     list_display = ("id", "name", "kind", "origin", "prompt_field", "prompt_count", "problem_count", "created_at")
     list_filter = ("kind", "origin")
     search_fields = ("name", "file_name")
     readonly_fields = ("name", "kind", "origin", "file_name", "prompt_field", "sha256", "prompt_count", "problem_count",
                        "problem_lines", "created_by", "created_at")
     exclude = ("problems",)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    add_form = PromptSetImportForm
+    add_page = {"title": "Import a prompt set", "submit_label": "Import",
+                "intro": "Bring an export of WildJailbreak, OR-Bench, Do-Not-Answer or HarmBench; bad lines are skipped and named."}
 
     @admin.display(description="skipped lines")
     def problem_lines(self, prompt_set: PromptSet) -> str:
@@ -69,42 +66,30 @@ class PromptSetAdmin(admin.ModelAdmin):
             "", "<li>line {}: {}</li>", ((problem["line"], problem["detail"]) for problem in prompt_set.problems[:200])
         ))
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise DjangoPermissionDenied
-        form = PromptSetImportForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
-            try:
-                prompt_set = services.prompt_set_import(
-                    content=upload.read(), name=upload.name, kind=form.cleaned_data["kind"], field=form.cleaned_data["field"],
-                    category_field=form.cleaned_data["category_field"], source_field=form.cleaned_data["source_field"],
-                    actor=request_actor(request),
-                )
-            except DomainError as exc:
-                form.add_error(None, exc.message)
-            else:
-                note = f"; {prompt_set.problem_count} malformed line(s) skipped, each listed below" if prompt_set.problem_count else ""
-                messages.success(request, f"{prompt_set.prompt_count} prompts imported as set #{prompt_set.pk}{note}")
-                return HttpResponseRedirect(reverse("admin:safety_promptset_change", args=[prompt_set.pk]))
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Import a prompt set",
-                   "form": form, "submit_label": "Import",
-                   "intro": "Bring an export of WildJailbreak, OR-Bench, Do-Not-Answer or HarmBench; bad lines are skipped and named."}
-        return TemplateResponse(request, "admin/models_app/finetuningjob/form.html", context)
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> PromptSet:
+        upload = form.cleaned_data["file"]
+        return services.prompt_set_import(
+            content=upload.read(), name=upload.name, kind=form.cleaned_data["kind"], field=form.cleaned_data["field"],
+            category_field=form.cleaned_data["category_field"], source_field=form.cleaned_data["source_field"],
+            actor=request_actor(request),
+        )
+
+    def add_done(self, request: HttpRequest, prompt_set: PromptSet) -> HttpResponse:
+        note = f"; {prompt_set.problem_count} malformed line(s) skipped, each listed below" if prompt_set.problem_count else ""
+        messages.success(request, f"{prompt_set.prompt_count} prompts imported as set #{prompt_set.pk}{note}")
+        return HttpResponseRedirect(reverse("admin:safety_promptset_change", args=[prompt_set.pk]))
 
 
 @admin.register(WaltzBuild)
-class WaltzBuildAdmin(admin.ModelAdmin):
+class WaltzBuildAdmin(RecordAdminMixin, ServiceAddFormMixin):
     list_display = ("id", "agent", "status", "progress_percent", "total_items", "estimated_cost_usd", "cost_usd",
                     "shortfall_short", "created_at", "finished_at")
     list_filter = ("status", "agent")
     list_select_related = ("agent",)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    add_form = BuildStartForm
+    add_page = {"title": "Start a WaltzRL build", "submit_label": "Check the budget and start",
+                "intro": "The conversation agent answers each prompt, the judge labels it, a rule-based detector "
+                         "cross-checks; the files are audited and the report shows agreement and cost."}
 
     @admin.display(description="progress")
     def progress_percent(self, build: WaltzBuild) -> str:
@@ -121,29 +106,18 @@ class WaltzBuildAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise DjangoPermissionDenied
-        form = BuildStartForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                build = services.waltz_build_create(
-                    agent=data["agent"], prompt_sets=list(data["prompt_sets"]) or None, judge_model=data["judge_model"],
-                    target=data["target"], mix=services.parse_mix(data["mix"]), validation=data["validation"], seed=data["seed"],
-                    actor=request_actor(request), via="admin", override_reason=data["override_reason"] or None,
-                )
-            except DomainError as exc:
-                form.add_error(None, exc.message)
-            else:
-                messages.success(request, f"WaltzRL build #{build.pk} queued: {build.total_items} prompts, "
-                                          f"estimated ${build.estimated_cost_usd} (held against the budget)")
-                return HttpResponseRedirect(reverse("admin:safety_waltzbuild_change", args=[build.pk]))
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Start a WaltzRL build",
-                   "form": form, "submit_label": "Check the budget and start",
-                   "intro": "The conversation agent answers each prompt, the judge labels it, a rule-based detector "
-                            "cross-checks; the files are audited and the report shows agreement and cost."}
-        return TemplateResponse(request, "admin/models_app/finetuningjob/form.html", context)
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> WaltzBuild:
+        data = form.cleaned_data
+        return services.waltz_build_create(
+            agent=data["agent"], prompt_sets=list(data["prompt_sets"]) or None, judge_model=data["judge_model"],
+            target=data["target"], mix=services.parse_mix(data["mix"]), validation=data["validation"], seed=data["seed"],
+            actor=request_actor(request), via="admin", override_reason=data["override_reason"] or None,
+        )
+
+    def add_done(self, request: HttpRequest, build: WaltzBuild) -> HttpResponse:
+        messages.success(request, f"WaltzRL build #{build.pk} queued: {build.total_items} prompts, "
+                                  f"estimated ${build.estimated_cost_usd} (held against the budget)")
+        return HttpResponseRedirect(reverse("admin:safety_waltzbuild_change", args=[build.pk]))
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         build = WaltzBuild.objects.select_related("agent", "conversation_model", "finetuning_job").filter(
@@ -161,13 +135,13 @@ class WaltzBuildAdmin(admin.ModelAdmin):
             )
         ]
         context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": f"WaltzRL build #{build.pk}",
+            "title": f"WaltzRL build #{build.pk}",
             "build": build, "report": report, "files": files, "summary": selectors.waltz_build_summary(build=build),
             "markdown": selectors.waltz_build_markdown(build=build),
             "can_finetune": request.user.has_perm(FINETUNE_PERMISSION) and build.status == "succeeded"
                             and build.feedback_train_id is not None and build.finetuning_job_id is None,
         }
-        return TemplateResponse(request, "admin/safety/waltzbuild/detail.html", context)
+        return admin_page(self, request, "admin/safety/waltzbuild/detail.html", context)
 
     def finetune_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         build = WaltzBuild.objects.filter(pk=pk).first()

@@ -12,11 +12,17 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from costs.budgeting import format_usd
+from genesis.admin_base import (
+    ReadOnlyAdminMixin,
+    ReadOnlyTabularInline,
+    RecordAdminMixin,
+    ServiceAddFormMixin,
+    admin_page,
+)
 from genesis.charts import Scale, bands
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
@@ -50,16 +56,9 @@ MAX_IMPORT_BYTES = 20 * 1024 * 1024
 # --- suites ---------------------------------------------------------------------------------------------
 
 
-class BenchmarkCaseInline(admin.TabularInline):
+class BenchmarkCaseInline(ReadOnlyTabularInline):
     model = BenchmarkCase
     fields = ("key", "tags", "scorer", "reference", "messages")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class SuiteImportForm(forms.Form):
@@ -71,7 +70,10 @@ class SuiteImportForm(forms.Form):
 
 
 @admin.register(BenchmarkSuite)
-class BenchmarkSuiteAdmin(admin.ModelAdmin):
+class BenchmarkSuiteAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Suites come from a JSONL import (the button on the list), never the add form; a version is
+    immutable (import a new file instead) and runs refer to it."""
+
     list_display = ("__str__", "agent", "slug", "version", "case_count", "source", "created_by", "created_at", "actions_links")
     list_filter = ("agent",)
     search_fields = ("slug", "description", "agent__slug")
@@ -79,15 +81,6 @@ class BenchmarkSuiteAdmin(admin.ModelAdmin):
                        "source", "created_by", "created_at", "actions_links")
     inlines = [BenchmarkCaseInline]
     change_list_template = "admin/models_app/benchmarksuite/change_list.html"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # suites come from a JSONL import (the button on the list)
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # a version is immutable: import a new file instead
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # runs refer to it
 
     @admin.display(description="cases needed (80 % power)")
     def sample_size_plan(self, suite: BenchmarkSuite) -> str:
@@ -136,9 +129,8 @@ class BenchmarkSuiteAdmin(admin.ModelAdmin):
                         else:
                             messages.info(request, f"the file holds exactly the cases of {suite}; no new version made")
                         return HttpResponseRedirect(reverse("admin:models_app_benchmarksuite_change", args=[suite.pk]))
-        context = {**self.admin_site.each_context(request), "title": "Import a benchmark suite (JSONL)", "form": form,
-                   "errors": errors, "opts": self.model._meta}
-        return TemplateResponse(request, "admin/models_app/benchmarksuite/import.html", context)
+        context = {"title": "Import a benchmark suite (JSONL)", "form": form, "errors": errors}
+        return admin_page(self, request, "admin/models_app/benchmarksuite/import.html", context)
 
     def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         if not self.has_view_permission(request):
@@ -211,19 +203,19 @@ def histogram_bars(baseline: list[int], candidate: list[int]) -> dict[str, Any]:
 
 
 @admin.register(BenchmarkRun)
-class BenchmarkRunAdmin(admin.ModelAdmin):
+class BenchmarkRunAdmin(RecordAdminMixin, ServiceAddFormMixin):
+    """Runs are advanced by the workers (the report page below has the buttons) and kept, each on its
+    own, as the evidence for a verdict. The add page starts a run through the service."""
+
     list_display = ("id", "agent", "suite_label", "candidate_model", "baseline_model", "status", "progress", "verdict",
                     "cost", "created_at")
     list_filter = ("status", "verdict", "agent")
     search_fields = ("candidate__model_id", "baseline__model_id", "agent__slug")
     list_select_related = ("agent", "suite", "candidate", "baseline")
     ordering = ("-created_at",)
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # runs are advanced by the workers; the page below has the buttons
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # evidence for a verdict; each run is kept on its own
+    add_form = RunStartForm
+    add_form_template = "admin/models_app/benchmarkrun/start.html"
+    add_page = {"title": "Start a benchmark run"}
 
     @admin.display(description="cost", ordering="cost_usd")
     def cost(self, run: BenchmarkRun) -> str:
@@ -253,28 +245,23 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    # The "add" page starts a run through the service.
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise DjangoPermissionDenied
-        initial = {key: request.GET[key] for key in ("agent", "suite") if request.GET.get(key)}
-        form = RunStartForm(request.POST or None, initial=initial)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                run = benchmark_run_create(
-                    agent=data["agent"], suite=data["suite"], candidate=data["candidate"], baseline=data["baseline"],
-                    actor=request_actor(request), requested_via="admin page",
-                    budget_override_reason=data["budget_override_reason"] or None,
-                )
-            except DomainError as exc:
-                messages.error(request, exc.message)
-            else:
-                messages.success(request, f"run #{run.pk} queued: {run.candidate.model_id} vs {run.baseline.model_id}")
-                return HttpResponseRedirect(reverse("admin:models_app_benchmarkrun_change", args=[run.pk]))
-        context = {**self.admin_site.each_context(request), "title": "Start a benchmark run", "form": form,
-                   "opts": self.model._meta}
-        return TemplateResponse(request, "admin/models_app/benchmarkrun/start.html", context)
+    def add_form_initial(self, request: HttpRequest) -> dict[str, Any]:
+        return {key: request.GET[key] for key in ("agent", "suite") if request.GET.get(key)}
+
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> BenchmarkRun:
+        data = form.cleaned_data
+        return benchmark_run_create(
+            agent=data["agent"], suite=data["suite"], candidate=data["candidate"], baseline=data["baseline"],
+            actor=request_actor(request), requested_via="admin page",
+            budget_override_reason=data["budget_override_reason"] or None,
+        )
+
+    def add_refused(self, request: HttpRequest, form: forms.Form, error: DomainError) -> None:
+        messages.error(request, error.message)
+
+    def add_done(self, request: HttpRequest, run: BenchmarkRun) -> HttpResponse:
+        messages.success(request, f"run #{run.pk} queued: {run.candidate.model_id} vs {run.baseline.model_id}")
+        return HttpResponseRedirect(reverse("admin:models_app_benchmarkrun_change", args=[run.pk]))
 
     # The "change" page is the run's report.
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
@@ -287,7 +274,6 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
         )
         report = benchmark_run_report(run=run)
         context = {
-            **self.admin_site.each_context(request),
             "title": f"Benchmark run #{run.pk}",
             "run": run,
             "report": report,
@@ -302,9 +288,8 @@ class BenchmarkRunAdmin(admin.ModelAdmin):
             "override_form": OverrideForm(),
             "cancel_form": CancelForm(),
             "refresh_seconds": 3 if not run.is_finished else None,
-            "opts": self.model._meta,
         }
-        return TemplateResponse(request, "admin/models_app/benchmarkrun/detail.html", context)
+        return admin_page(self, request, "admin/models_app/benchmarkrun/detail.html", context)
 
     def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         run = get_object_or_404(BenchmarkRun, pk=pk)

@@ -7,22 +7,24 @@ Every button calls a service (models_app/finetuning/services.py); no row is writ
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from audits.models import AuditStatus, Dataset, DatasetStatus
 from costs.budgeting import format_usd
-from genesis.errors import DomainError
+from genesis.admin_base import RecordAdminMixin, ServiceAddFormMixin, admin_page
+from genesis.errors import DomainError, InvalidInput
 from genesis.permissions import request_actor
 from models_app.finetuning import rules
 from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
@@ -68,11 +70,20 @@ def _human_time(value: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _problems_text(error: TrainingFileInvalid) -> list[str]:
+def _show_problems(form: forms.Form, field: str, error: TrainingFileInvalid) -> None:
+    """The invalid lines of a training file under the form field it was uploaded with."""
     shown = [detail for _, detail in error.problems]
     if error.invalid_lines > len(shown):
         shown.append(f"… {error.invalid_lines} invalid lines in all")
-    return shown
+    for problem in shown:
+        form.add_error(field, problem)
+
+
+def _html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain HTML table for a read-only field: a header row, then one row a sequence, every cell escaped."""
+    header = format_html_join("", "<th>{}</th>", ((name,) for name in headers))
+    body = format_html_join("", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows))
+    return format_html("<table><tr>{}</tr>{}</table>", header, body)
 
 
 # --- training files -------------------------------------------------------------------------------
@@ -89,47 +100,38 @@ class TrainingFileUploadForm(forms.Form):
 
 
 @admin.register(TrainingFile)
-class TrainingFileAdmin(admin.ModelAdmin):
+class TrainingFileAdmin(RecordAdminMixin, ServiceAddFormMixin):
+    """An uploaded file is what the provider holds (upload a new one instead of changing it); jobs refer
+    to it and the audit trail needs it, so none is deleted."""
+
     list_display = ("filename", "agent", "purpose", "line_count", "estimated_tokens", "provider", "provider_file_id", "uploaded_by", "uploaded_at")
     list_filter = ("purpose", "agent", "provider")
     search_fields = ("filename", "provider_file_id", "sha256", "agent__slug")
     readonly_fields = ("agent", "provider", "provider_file_id", "filename", "purpose", "line_count", "size_bytes", "sha256",
                        "estimated_tokens", "uploaded_by", "uploaded_at")
+    add_form = TrainingFileUploadForm
+    add_page = {"title": "Upload a training file", "submit_label": "Check and upload"}
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # an uploaded file is what the provider holds; upload a new one instead
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> TrainingFile:
+        upload = form.cleaned_data["file"]
+        try:
+            return training_file_upload(
+                agent=form.cleaned_data["agent"], content=upload, filename=upload.name,
+                purpose=form.cleaned_data["purpose"], provider=form.cleaned_data["provider"], actor=request_actor(request),
+            )
+        except TrainingFileInvalid as exc:
+            _show_problems(form, "file", exc)
+            raise
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # jobs refer to it, and the audit trail needs it
+    def add_refused(self, request: HttpRequest, form: forms.Form, error: DomainError) -> None:
+        messages.error(request, error.message)
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise DjangoPermissionDenied
-        form = TrainingFileUploadForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
-            try:
-                training_file = training_file_upload(
-                    agent=form.cleaned_data["agent"], content=upload, filename=upload.name,
-                    purpose=form.cleaned_data["purpose"], provider=form.cleaned_data["provider"], actor=request_actor(request),
-                )
-            except TrainingFileInvalid as exc:
-                for problem in _problems_text(exc):
-                    form.add_error("file", problem)
-                messages.error(request, exc.message)
-            except DomainError as exc:
-                messages.error(request, exc.message)
-            else:
-                messages.success(
-                    request, f"{training_file.filename}: {training_file.line_count} samples at provider "
-                    f"'{training_file.provider.name}' as {training_file.provider_file_id}",
-                )
-                return HttpResponseRedirect(reverse("admin:models_app_trainingfile_changelist"))
-        context = {
-            **self.admin_site.each_context(request), "title": "Upload a training file", "form": form,
-            "opts": self.model._meta, "submit_label": "Check and upload",
-        }
-        return TemplateResponse(request, "admin/models_app/finetuningjob/form.html", context)
+    def add_done(self, request: HttpRequest, training_file: TrainingFile) -> HttpResponse:
+        messages.success(
+            request, f"{training_file.filename}: {training_file.line_count} samples at provider "
+            f"'{training_file.provider.name}' as {training_file.provider_file_id}",
+        )
+        return HttpResponseRedirect(reverse("admin:models_app_trainingfile_changelist"))
 
 
 # --- jobs -----------------------------------------------------------------------------------------
@@ -205,6 +207,10 @@ class FineTuningJobCreateForm(forms.Form):
             raise forms.ValidationError("Upload a validation file or choose one, not both.")
         if data.get("epochs") and data.get("training_steps"):
             raise forms.ValidationError("Give epochs or training steps, not both.")
+        agent = data.get("agent")
+        for name in ("training_dataset", "validation_dataset"):
+            if agent is not None and data.get(name) and data[name].agent_id != agent.pk:
+                self.add_error(name, f"this dataset belongs to {data[name].agent.slug}, not {agent.slug}")
         return data
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -213,7 +219,7 @@ class FineTuningJobCreateForm(forms.Form):
 
 
 @admin.register(FineTuningJob)
-class FineTuningJobAdmin(SimpleHistoryAdmin):
+class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
     list_display = ("id", "agent", "base_model", "status_display", "trained_tokens", "cost_display", "fine_tuned_model",
                     "model_version_link", "last_synced_at", "created_by", "created_at")
     list_filter = ("status", "agent", "provider", "base_model")
@@ -235,7 +241,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [name for _, options in self.fieldsets for name in options["fields"]]
+        return flatten_fieldsets(self.fieldsets)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # a job is a record of money spent; cancel it instead
@@ -280,27 +286,22 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
     def events_table(self, job: FineTuningJob) -> str:
         if not job.events:
             return "—"
-        rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+        return _html_table(
+            ("when", "event", "data"),
             ((_human_time(event.get("created_at")), event.get("name", ""), json.dumps(event.get("data", {}))) for event in job.events),
         )
-        return format_html("<table><tr><th>when</th><th>event</th><th>data</th></tr>{}</table>", rows)
 
     @admin.display(description="checkpoints")
     def checkpoints_table(self, job: FineTuningJob) -> str:
         if not job.checkpoints:
             return "—"
-        rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        return _html_table(
+            ("step", "when", "train loss", "valid loss", "valid accuracy"),
             (
                 (c.get("step_number"), _human_time(c.get("created_at")), c["metrics"].get("train_loss"),
                  c["metrics"].get("valid_loss"), c["metrics"].get("valid_mean_token_accuracy"))
                 for c in job.checkpoints
             ),
-        )
-        return format_html(
-            "<table><tr><th>step</th><th>when</th><th>train loss</th><th>valid loss</th><th>valid accuracy</th></tr>{}</table>",
-            rows,
         )
 
     @admin.display(description="JSON")
@@ -401,9 +402,8 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
         if request.method != "POST" and len(matching) == 1:
             form = FineTuningJobAdoptForm(initial={"provider_job_id": matching[0].snapshot.id})
         context = {
-            **self.admin_site.each_context(request), "title": f"Adopt a provider job for fine-tuning job #{job.pk}",
-            "form": form, "opts": self.model._meta, "job": job, "change_url": change_url, "candidates": candidates,
-            "submit_label": "Check at the provider and adopt",
+            "title": f"Adopt a provider job for fine-tuning job #{job.pk}", "form": form, "job": job,
+            "change_url": change_url, "candidates": candidates, "submit_label": "Check at the provider and adopt",
             "explanation": f"Job #{job.pk} ({job.agent.slug}, {job.base_model}, {job.training_file.filename}) is "
                      f"{job.get_status_display().lower()}: its creation may have reached provider "
                      f"'{job.provider.name}' without the answer reaching us. Adopting links this row to the "
@@ -411,7 +411,7 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
                      "answered. The provider is asked first; a job it does not have, one another row tracks, "
                      "or one trained on something else is refused.",
         }
-        return TemplateResponse(request, "admin/models_app/finetuningjob/adopt.html", context)
+        return admin_page(self, request, "admin/models_app/finetuningjob/adopt.html", context)
 
     def _report(self, request: HttpRequest, job: FineTuningJob, *, done: str) -> None:
         if job.last_error:
@@ -421,68 +421,51 @@ class FineTuningJobAdmin(SimpleHistoryAdmin):
             messages.success(request, f"{done}: job #{job.pk} is {job.get_status_display()}")
 
     # --- creating -------------------------------------------------------------------------------
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise DjangoPermissionDenied
-        initial = {"agent": request.GET.get("agent")} if request.GET.get("agent") else None
-        form = FineTuningJobCreateForm(request.POST or None, request.FILES or None, initial=initial)
-        if request.method == "POST" and form.is_valid():
-            job = self._create(request, form)
-            if job is not None:
-                self._report(request, job, done="Created")
-                return HttpResponseRedirect(reverse("admin:models_app_finetuningjob_change", args=[job.pk]))
-        context = {
-            **self.admin_site.each_context(request), "title": "Create a fine-tuning job", "form": form,
-            "opts": self.model._meta, "submit_label": "Check the budget and create",
-            "intro": "The training file is checked line by line and uploaded, the job's cost is estimated and "
-                     "checked against the agent's budgets, then the job is created at the provider. "
-                     "Start it from its page once it is validated (or tick auto start).",
-        }
-        return TemplateResponse(request, "admin/models_app/finetuningjob/form.html", context)
+    add_form = FineTuningJobCreateForm
+    add_page = {
+        "title": "Create a fine-tuning job", "submit_label": "Check the budget and create",
+        "intro": "The training file is checked line by line and uploaded, the job's cost is estimated and "
+                 "checked against the agent's budgets, then the job is created at the provider. "
+                 "Start it from its page once it is validated (or tick auto start).",
+    }
 
-    def _create(self, request: HttpRequest, form: FineTuningJobCreateForm) -> FineTuningJob | None:
+    def add_form_initial(self, request: HttpRequest) -> dict[str, Any] | None:
+        return {"agent": request.GET.get("agent")} if request.GET.get("agent") else None
+
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> FineTuningJob:
         data = form.cleaned_data
-        agent = data["agent"]
-        files: dict[str, TrainingFile | None] = {}
-        for purpose, upload_field, chosen_field, dataset_field in (
-            (TrainingFilePurpose.TRAINING, "training_upload", "training_file", "training_dataset"),
-            (TrainingFilePurpose.VALIDATION, "validation_upload", "validation_file", "validation_dataset"),
-        ):
-            upload = data.get(upload_field)
-            files[purpose] = data.get(chosen_field)
-            if data.get(dataset_field):
-                if data[dataset_field].agent_id != agent.pk:
-                    form.add_error(dataset_field, f"this dataset belongs to {data[dataset_field].agent.slug}, not {agent.slug}")
-                    return None
-                try:
-                    files[purpose] = training_file_from_dataset(dataset=data[dataset_field], actor=request_actor(request))
-                except DomainError as exc:
-                    messages.error(request, exc.message)
-                    return None
-            if upload:
-                try:
-                    files[purpose] = training_file_upload(
-                        agent=agent, content=upload, filename=upload.name, purpose=purpose, actor=request_actor(request)
-                    )
-                except TrainingFileInvalid as exc:
-                    for problem in _problems_text(exc):
-                        form.add_error(upload_field, problem)
-                    messages.error(request, exc.message)
-                    return None
-                except DomainError as exc:
-                    messages.error(request, exc.message)
-                    return None
-        training_file = files[TrainingFilePurpose.TRAINING]
-        if training_file is None:  # the form's clean() already asks for one of the three
-            form.add_error(None, "Upload a training file, choose one uploaded before, or choose an audited dataset.")
-            return None
-        try:
-            return finetuning_job_create(
-                agent=agent, training_file=training_file,
-                validation_file=files[TrainingFilePurpose.VALIDATION], base_model=data["base_model"] or None,
-                hyperparameters=form.hyperparameters(), suffix=data["suffix"], auto_start=data["auto_start"],
-                actor=request_actor(request), override_reason=data["override_reason"] or None,
-            )
-        except DomainError as exc:
-            messages.error(request, exc.message)
-            return None
+        training_file = self._chosen_file(request, form, TrainingFilePurpose.TRAINING)
+        validation_file = self._chosen_file(request, form, TrainingFilePurpose.VALIDATION)
+        if training_file is None:  # not reached: the form's clean() asks for one of the three
+            raise InvalidInput("Upload a training file, choose one uploaded before, or choose an audited dataset.")
+        return finetuning_job_create(
+            agent=data["agent"], training_file=training_file, validation_file=validation_file,
+            base_model=data["base_model"] or None, hyperparameters=cast(FineTuningJobCreateForm, form).hyperparameters(),
+            suffix=data["suffix"], auto_start=data["auto_start"], actor=request_actor(request),
+            override_reason=data["override_reason"] or None,
+        )
+
+    def _chosen_file(self, request: HttpRequest, form: forms.Form, purpose: TrainingFilePurpose) -> TrainingFile | None:
+        """The training or validation file the form names (its fields `<purpose>_upload`, `_dataset`,
+        `_file`): an upload or an audited dataset (either uploaded to the provider now), one uploaded
+        before, or none."""
+        data = form.cleaned_data
+        dataset, upload = data.get(f"{purpose.value}_dataset"), data.get(f"{purpose.value}_upload")
+        if dataset:
+            return training_file_from_dataset(dataset=dataset, actor=request_actor(request))
+        if upload:
+            try:
+                return training_file_upload(
+                    agent=data["agent"], content=upload, filename=upload.name, purpose=purpose, actor=request_actor(request)
+                )
+            except TrainingFileInvalid as exc:
+                _show_problems(form, f"{purpose.value}_upload", exc)
+                raise
+        return data.get(f"{purpose.value}_file")
+
+    def add_refused(self, request: HttpRequest, form: forms.Form, error: DomainError) -> None:
+        messages.error(request, error.message)
+
+    def add_done(self, request: HttpRequest, job: FineTuningJob) -> HttpResponse:
+        self._report(request, job, done="Created")
+        return HttpResponseRedirect(reverse("admin:models_app_finetuningjob_change", args=[job.pk]))

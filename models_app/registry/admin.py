@@ -9,11 +9,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
+from genesis.admin_base import ReadOnlyTabularInline, admin_page
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
 from models_app.registry import lifecycle
@@ -30,16 +30,10 @@ from models_app.registry.services import (
 )
 
 
-class ModelVersionInline(admin.TabularInline):
+class ModelVersionInline(ReadOnlyTabularInline):
     model = ModelVersion
     fields = ("model_id", "kind", "status", "provider", "status_changed_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Agent)
@@ -155,9 +149,8 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
             else:
                 messages.success(request, f"{version.model_id} is now {form.cleaned_data['to_status']}")
                 return HttpResponseRedirect(reverse("admin:models_app_modelversion_change", args=[pk]))
-        context = {**self.admin_site.each_context(request), "title": f"Change status of {version}",
-                   "version": version, "form": form, "opts": self.model._meta}
-        return TemplateResponse(request, "admin/models_app/modelversion/transition.html", context)
+        context = {"title": f"Change status of {version}", "version": version, "form": form}
+        return admin_page(self, request, "admin/models_app/modelversion/transition.html", context)
 
 
 @admin.register(ProviderAccount)

@@ -1,0 +1,95 @@
+"""What the apps' admin pages share: rows that are records (viewed, never edited or deleted here),
+inlines that only list rows, the add page of a model whose rows only a service writes, and the
+context every page of our own needs. The templates' side is templates/admin/model_page.html (the
+breadcrumbs) and templates/admin/form_page.html (a form that calls a service)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.utils import flatten
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from genesis.errors import DomainError
+
+
+class RecordAdminMixin:
+    """For the admin of rows that are records (an upload, a run, a ledger entry): added through a
+    service and viewed, never changed or deleted here."""
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyAdminMixin(RecordAdminMixin):
+    """Rows written only by services and workers (alerts, reports, audit runs): viewed, never added,
+    changed or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyTabularInline(admin.TabularInline):
+    """A parent's rows listed on its page: every field in `fields` read-only, none added or deleted."""
+
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return flatten(self.fields or ())
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def admin_page(model_admin: admin.ModelAdmin, request: HttpRequest, template: str, context: Mapping[str, Any]) -> TemplateResponse:
+    """A page a ModelAdmin adds beside Django's own, with what the admin's templates expect: the
+    site's context (navigation, user) and `opts`, the model's _meta."""
+    page = {**model_admin.admin_site.each_context(request), "opts": model_admin.model._meta, **context}
+    return TemplateResponse(request, template, page)
+
+
+class ServiceAddFormMixin(admin.ModelAdmin):
+    """The add page of a model whose rows only a service writes (Django's ModelForm would write the
+    row itself). It shows `add_form`, a plain form; a valid submission goes to `add_through_service`,
+    which calls the service and returns the row it wrote, and `add_done` then says so and redirects.
+    A DomainError the service raises is shown by `add_refused` — on the form unless an admin shows it
+    otherwise — and the form is shown again. A ModelAdmin itself only so that its hooks are typed:
+    among an admin's bases, put it before any other ModelAdmin (SimpleHistoryAdmin)."""
+
+    add_form: type[forms.Form]
+    add_form_template = "admin/form_page.html"
+    add_page: Mapping[str, str] = {}  # the page's title, and the intro and submit_label form_page.html shows
+
+    def add_form_initial(self, request: HttpRequest) -> dict[str, Any] | None:
+        return None
+
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> Any:
+        raise NotImplementedError
+
+    def add_refused(self, request: HttpRequest, form: forms.Form, error: DomainError) -> None:
+        form.add_error(None, error.message)
+
+    def add_done(self, request: HttpRequest, added: Any) -> HttpResponse:
+        raise NotImplementedError
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise DjangoPermissionDenied
+        form = self.add_form(request.POST or None, request.FILES or None, initial=self.add_form_initial(request))
+        if request.method == "POST" and form.is_valid():
+            try:
+                added = self.add_through_service(request, form)
+            except DomainError as exc:
+                self.add_refused(request, form, exc)
+            else:
+                return self.add_done(request, added)
+        return admin_page(self, request, self.add_form_template, {**self.add_page, "form": form})
