@@ -12,8 +12,9 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from audits import selectors, services
@@ -101,7 +102,7 @@ class DatasetAdmin(RecordAdminMixin, ServiceAddFormMixin):
         "intro": "The file is stored under MEDIA_ROOT/datasets/ and audited by a worker: format, PII, duplicates, difficulty.",
     }
 
-    def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Dataset]:
         return selectors.datasets_for_list()
 
     # --- list columns ------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ class DatasetAdmin(RecordAdminMixin, ServiceAddFormMixin):
 
     # --- pages ---------------------------------------------------------------------------------------
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         return [
             path("<int:pk>/audit/", view(self.audit_view), name="audits_dataset_audit"),

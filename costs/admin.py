@@ -18,7 +18,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
@@ -47,7 +47,7 @@ class ServiceForm(forms.ModelForm):
     service's write commits only with a response that reports it."""
 
     actor: Actor = None  # the request's user; ServiceFormAdminMixin.get_form sets it
-    saved: models.Model | None = None
+    saved: models.Model  # the row the service wrote: set once validation passes, which the admin's save requires
 
     def save_through_service(self, *, actor: Actor) -> models.Model:
         raise NotImplementedError
@@ -67,18 +67,19 @@ class ServiceForm(forms.ModelForm):
                 self.add_error(None, exc.message)
 
 
-class ServiceFormAdminMixin:
+class ServiceFormAdminMixin(admin.ModelAdmin):
     """For a ModelAdmin whose form is a ServiceForm: the form gets the user, and saving the model is
-    taking the row the service wrote."""
+    taking the row the service wrote. A ModelAdmin itself only so that its hooks are typed: among an
+    admin's bases, put it before any other ModelAdmin (SimpleHistoryAdmin)."""
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> type[forms.ModelForm[Any]]:
-        form_class = super().get_form(request, obj, change, **kwargs)  # type: ignore[misc]  # a mixin of ModelAdmin
+        form_class = super().get_form(request, obj, change, **kwargs)
         return type(form_class.__name__, (form_class,), {"actor": request_actor(request)})
 
     def save_model(self, request: HttpRequest, obj: models.Model, form: ServiceForm, change: bool) -> None:
-        obj.pk = form.saved.pk  # type: ignore[union-attr]  # written by the service during validation
+        obj.pk = form.saved.pk
         obj._state.adding = False
 
 
@@ -112,7 +113,7 @@ class PriceTableAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
               "fine_tuning_minimum_usd", "storage_usd_per_month", "source", "source_date", "note", "created_by", "created_at")
     readonly_fields = ("created_by", "created_at")
 
-    def get_readonly_fields(self, request: HttpRequest, obj: PriceTable | None = None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: PriceTable | None = None) -> tuple[str, ...]:
         # A version is identified by model and date; a price change is a new version.
         return (*self.readonly_fields, "model", "effective_from") if obj else self.readonly_fields
 
@@ -144,7 +145,7 @@ class ReverseForm(forms.Form):
 
 
 @admin.register(CostEntry)
-class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin):
+class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin):
     """The ledger is append-only: an entry is added or reversed (a new entry), never changed or deleted."""
 
     list_display = ("id", "occurred_at", "agent", "operation", "model", "amount_usd", "tokens", "source", "actor", "reverses")
@@ -162,10 +163,10 @@ class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin):
             kwargs["form"] = CostEntryAddForm
         return super().get_form(request, obj, change, **kwargs)
 
-    def get_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_fields(self, request: HttpRequest, obj: CostEntry | None = None) -> tuple[str, ...]:
         return self.readonly if obj else ("agent", "operation", "amount_usd", "model", "tokens", "note")
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: CostEntry | None = None) -> tuple[str, ...]:
         return self.readonly if obj else ()
 
     @admin.display(description="caused by")
@@ -194,7 +195,7 @@ class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin, admin.ModelAdmin):
         url = reverse("admin:costs_costentry_reverse", args=[entry.pk])
         return format_html('<a class="button" href="{}">Reverse this entry…</a>', url)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         return [
             path("<int:pk>/reverse/", self.admin_site.admin_view(self.reverse_view), name="costs_costentry_reverse"),
             *super().get_urls(),
@@ -230,7 +231,7 @@ class BudgetForm(ServiceForm):
         model = Budget
         fields = ("name", "amount_usd", "period", "agent", "thresholds", "hard_limit", "active")
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         from django.conf import settings
 
@@ -259,7 +260,7 @@ class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
     list_filter = ("period", "hard_limit", "active")
     list_select_related = ("agent",)
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: Budget | None = None) -> tuple[str, ...]:
         return ("name",) if obj else ()
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -324,7 +325,7 @@ class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def preview(self, report: CostReport) -> str:
         return format_html("<pre style='white-space: pre-wrap'>{}</pre>", report.markdown or "—")
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         return [
             path("<int:pk>/download/<str:fmt>/", self.admin_site.admin_view(self.download_view), name="costs_costreport_download"),
             path("generate/", self.admin_site.admin_view(self.generate_view), name="costs_costreport_generate"),
@@ -369,7 +370,7 @@ class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self.has_view_permission(request)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         return [path("", self.admin_site.admin_view(self.changelist_view), name="costs_costdashboard_changelist")]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:

@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
@@ -184,9 +184,9 @@ class ExperimentAdmin(admin.ModelAdmin):
     def treatment_model(self, experiment: Experiment) -> str:
         return experiment.treatment.model_id
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None) -> list[str]:
         if obj is None:
-            return ()
+            return []
         fixed = ["agent", "treatment", "key", "seed", "config_version", "status"]
         if obj.status != ExperimentStatus.DRAFT:
             fixed.append("stage_plan")
@@ -194,7 +194,7 @@ class ExperimentAdmin(admin.ModelAdmin):
             fixed += ["description", "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", "guardrails"]
         return fixed
 
-    def get_fields(self, request: HttpRequest, obj: Experiment | None = None):  # type: ignore[no-untyped-def]
+    def get_fields(self, request: HttpRequest, obj: Experiment | None = None) -> tuple[str, ...]:
         if obj is None:
             return ExperimentForm.Meta.fields
         return ("key", "agent", "treatment", "status", "seed", "config_version", "description", "stage_plan",
@@ -217,6 +217,7 @@ class ExperimentAdmin(admin.ModelAdmin):
             if change:
                 edits = {name: data[name] for name in form.changed_data if name in services.EDITABLE_SETTINGS}
                 services.experiment_update(experiment=obj, actor=request_actor(request), **edits)
+                messages.success(request, f"Experiment {obj.key} saved")
             else:
                 created = services.experiment_create(
                     agent=data["agent"], treatment=data["treatment"], actor=request_actor(request), key=data.get("key") or "",
@@ -226,36 +227,32 @@ class ExperimentAdmin(admin.ModelAdmin):
                 )
                 obj.pk = created.pk
         except DomainError as exc:
-            request._experiment_refusal = exc.message  # type: ignore[attr-defined]
+            # Nothing was written; response_add / response_change redirect, and this says why.
+            messages.error(request, f"{'Not saved' if change else 'Not created'}: {exc.message}")
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         pass  # nothing related is edited here; the service wrote what there is
 
     def response_add(self, request: HttpRequest, obj: Experiment, post_url_continue: str | None = None) -> HttpResponse:
-        refusal = getattr(request, "_experiment_refusal", None)
-        if refusal:
-            messages.error(request, f"Not created: {refusal}")
+        if obj.pk is None:  # the service refused to create it (save_model said why): the form again
             return HttpResponseRedirect(reverse("admin:experiments_experiment_add"))
         return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[obj.pk]))
 
     def response_change(self, request: HttpRequest, obj: Experiment) -> HttpResponse:
-        refusal = getattr(request, "_experiment_refusal", None)
-        if refusal:
-            messages.error(request, f"Not saved: {refusal}")
-        else:
-            messages.success(request, f"Experiment {obj.key} saved")
         return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[obj.pk]))
 
     # --- the experiment page ---------------------------------------------------------------------
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None):  # type: ignore[no-untyped-def]
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         experiment = Experiment.objects.filter(pk=object_id).first()
         extra_context = dict(extra_context or {})
         if experiment is not None and self.has_view_or_change_permission(request, experiment):
             extra_context["rollout"] = rollout_page_context(experiment=selectors.get_experiment(key=experiment.key), user=request_actor(request))
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         return [
             path("<int:pk>/act/<str:action>/", self.admin_site.admin_view(require_POST(self.act_view)),
                  name="experiments_experiment_act"),

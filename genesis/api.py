@@ -20,6 +20,7 @@ from django.http import Http404, HttpRequest, HttpResponse, UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.openapi.schema import OpenAPISchema
 from ninja.security import HttpBearer
 
 from audits.api import router as audits_router
@@ -52,8 +53,12 @@ class ApiKeyAuth(HttpBearer):
 
 
 class GenesisAPI(NinjaAPI):
-    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
-        return declare_error_responses(super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params))
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None
+    ) -> OpenAPISchema:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        declare_error_responses(schema)  # in place
+        return schema
 
 
 api = GenesisAPI(

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable
 
 from django.contrib.auth import get_user_model
+from django.core.management.base import OutputWrapper
 from django.db import transaction
 
 from audits.demo import seed_audits
@@ -20,7 +21,7 @@ from models_app.registry.demo import seed_registry
 DEMO_ADMIN_USERNAME = "admin"
 
 
-def seed_admin(*, out) -> None:  # type: ignore[no-untyped-def]
+def seed_admin(*, out: OutputWrapper) -> None:
     """The superuser. Its password comes from GENESIS_ADMIN_PASSWORD, or is generated and printed
     once, when the user is created; it is never printed again."""
     User = get_user_model()
@@ -35,7 +36,7 @@ def seed_admin(*, out) -> None:  # type: ignore[no-untyped-def]
         out.write(f"admin: created superuser '{DEMO_ADMIN_USERNAME}' with password: {password}  (shown once)")
 
 
-def seed_schedules(*, out) -> None:  # type: ignore[no-untyped-def]
+def seed_schedules(*, out: OutputWrapper) -> None:
     created = install_default_schedules()
     out.write(f"schedules: {len(created)} installed" + (f" ({', '.join(created)})" if created else ""))
 
@@ -52,7 +53,7 @@ DEMO_STEPS: list[Callable[..., None]] = [
 ]
 
 
-def seed_demo_world(*, out) -> None:  # type: ignore[no-untyped-def]
+def seed_demo_world(*, out: OutputWrapper) -> None:
     for step in DEMO_STEPS:
         with transaction.atomic():
             step(out=out)

@@ -8,12 +8,14 @@ of an API call's time (bench/route). So /api/ has a handler of its own built fro
 """
 
 import os
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
 
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.http import HttpResponseBase  # noqa: E402
 
 API_PATH_PREFIX = "/api/"
 
@@ -35,11 +37,11 @@ class MiddlewareListWSGIHandler(WSGIHandler):
             settings.MIDDLEWARE = full
 
 
-def split_application():  # type: ignore[no-untyped-def]
+def split_application() -> WSGIApplication:
     django.setup(set_prefix=False)
     api_handler, full_handler = MiddlewareListWSGIHandler(settings.API_MIDDLEWARE), WSGIHandler()
 
-    def application(environ, start_response):  # type: ignore[no-untyped-def]
+    def application(environ: WSGIEnvironment, start_response: StartResponse) -> HttpResponseBase:
         handler = api_handler if environ.get("PATH_INFO", "").startswith(API_PATH_PREFIX) else full_handler
         return handler(environ, start_response)
 

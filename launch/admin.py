@@ -117,7 +117,9 @@ class ModelVersionLineageAdmin(ModelVersionAdmin):
 
     change_form_template = "admin/launch/modelversion_change_form.html"
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None):  # type: ignore[no-untyped-def]
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         version = ModelVersion.objects.select_related("agent", "provider").filter(pk=object_id).first()
         extra_context = dict(extra_context or {})
         if version is not None and self.has_view_or_change_permission(request, version):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
 from ninja import Router
 
 from genesis.errors import NotFound
 from genesis.validation import ObjectId
 from launch.selectors import model_lineage
 from models_app.registry.models import ModelVersion
-from models_app.registry.services import ensure_agent_access
+from models_app.registry.services import ensure_agent_access, request_principal
 
 router = Router(tags=["launch"])
 
@@ -19,9 +20,9 @@ router = Router(tags=["launch"])
 @router.get("/models/{version_id}/lineage", response=dict[str, Any],
             summary="A model version's lineage: datasets and audits, fine-tuning job, benchmark runs, experiment stages "
                     "with approvers, total cost (decimal string)")
-def lineage(request, version_id: ObjectId):  # type: ignore[no-untyped-def]
+def lineage(request: HttpRequest, version_id: ObjectId) -> dict[str, Any]:
     version = ModelVersion.objects.select_related("agent", "provider").filter(pk=version_id).first()
     if version is None:
         raise NotFound(f"model version {version_id} does not exist")
-    ensure_agent_access(principal=request.auth, agent_slug=version.agent.slug)
+    ensure_agent_access(principal=request_principal(request), agent_slug=version.agent.slug)
     return model_lineage(version=version)

@@ -11,7 +11,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from genesis.admin_base import RecordAdminMixin, ServiceAddFormMixin, admin_page
@@ -99,7 +99,7 @@ class WaltzBuildAdmin(RecordAdminMixin, ServiceAddFormMixin):
     def shortfall_short(self, build: WaltzBuild) -> str:
         return (build.shortfall[:80] + "…") if len(build.shortfall) > 80 else (build.shortfall or "—")
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         return [
             path("<int:pk>/finetune/", view(self.finetune_view), name="safety_waltzbuild_finetune"),

@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from costs.budgeting import format_usd
@@ -92,7 +92,7 @@ class BenchmarkSuiteAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         start = reverse("admin:models_app_benchmarkrun_add") + f"?agent={suite.agent_id}&suite={suite.pk}"
         return format_html('<a href="{}">Export JSONL</a> · <a href="{}">Start a run</a>', export, start)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         return [
             path("import/", self.admin_site.admin_view(self.import_view), name="models_app_benchmarksuite_import"),
             path("<int:pk>/export/", self.admin_site.admin_view(self.export_view), name="models_app_benchmarksuite_export"),
@@ -237,7 +237,7 @@ class BenchmarkRunAdmin(RecordAdminMixin, ServiceAddFormMixin):
     def progress(self, run: BenchmarkRun) -> str:
         return f"{run.completed_items}/{run.total_items} ({run.progress_percent:g} %)"
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         return [
             path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="models_app_benchmarkrun_cancel"),
             path("<int:pk>/override/", self.admin_site.admin_view(self.override_view),

@@ -17,7 +17,7 @@ from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -330,7 +330,7 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
             actions.append("sync")
         return actions
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         return [
             path("<int:pk>/do/<slug:action>/", self.admin_site.admin_view(self.action_view),
                  name="models_app_finetuningjob_action"),

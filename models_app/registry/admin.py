@@ -7,9 +7,11 @@ from typing import Any, cast
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db.models import QuerySet
+from django.forms.formsets import BaseFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -42,7 +44,7 @@ class AgentAdmin(SimpleHistoryAdmin):
     search_fields = ("slug", "name", "purpose")
     readonly_fields = ("created_at", "updated_at")
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Agent | None = None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: Agent | None = None) -> tuple[str, ...]:
         # API keys, experiments and the ledger refer to agents by slug: it never changes.
         return (*self.readonly_fields, "slug") if obj else self.readonly_fields
     inlines = [ModelVersionInline]
@@ -52,12 +54,12 @@ class AgentAdmin(SimpleHistoryAdmin):
         ("When", {"fields": ("created_at", "updated_at")}),
     )
 
-    def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
         return super().get_queryset(request).prefetch_related("versions")
 
     AGENT_FIELDS = ("name", "purpose", "system_prompt", "temperature", "max_tokens", "top_p", "fallback_enabled")
 
-    def save_model(self, request: HttpRequest, obj: Agent, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+    def save_model(self, request: HttpRequest, obj: Agent, form: forms.ModelForm[Agent], change: bool) -> None:
         values = {field: form.cleaned_data[field] for field in self.AGENT_FIELDS}
         try:
             saved = (agent_upsert if change else agent_ensure)(slug=obj.slug, actor=request_actor(request), **values)
@@ -82,7 +84,7 @@ class TransitionForm(forms.Form):
     to_status = forms.ChoiceField(label="Move to")
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=True)
 
-    def __init__(self, *args, version: ModelVersion, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, version: ModelVersion, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         allowed = lifecycle.manual_targets(current=version.status, kind=version.kind)
         cast(forms.ChoiceField, self.fields["to_status"]).choices = [(status, ModelStatus(status).label) for status in allowed]
@@ -97,7 +99,7 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
     fields = ("agent", "provider", "model_id", "base_model", "kind", "reason", "status", "change_status_link",
               "status_changed_at", "registered_by", "created_at")
 
-    def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> tuple[str, ...]:
         if obj is None:
             return ("status", "status_changed_at", "created_at", "registered_by", "change_status_link")
         # The identity of a registered version never changes; register a new one instead.
@@ -109,8 +111,9 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
-    def save_model(self, request: HttpRequest, obj: ModelVersion, form, change: bool) -> None:  # type: ignore[no-untyped-def]
-
+    def save_model(
+        self, request: HttpRequest, obj: ModelVersion, form: forms.ModelForm[ModelVersion], change: bool
+    ) -> None:
         if change:
             return  # nothing is editable on a registered version; its status moves through services
         registered = model_version_register(
@@ -126,7 +129,7 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
         url = reverse("admin:models_app_modelversion_transition", args=[version.pk])
         return format_html('<a class="button" href="{}">Change status…</a>', url)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self) -> list[URLPattern]:
         return [
             path("<int:pk>/transition/", self.admin_site.admin_view(self.transition_view),
                  name="models_app_modelversion_transition"),
@@ -157,12 +160,14 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
 class ProviderAccountAdmin(SimpleHistoryAdmin):
     list_display = ("name", "kind", "base_url", "api_key_env", "key_present", "max_concurrency", "enabled")
     list_filter = ("kind", "enabled")
-    def get_readonly_fields(self, request: HttpRequest, obj: ProviderAccount | None = None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: ProviderAccount | None = None) -> tuple[str, ...]:
         return ("name",) if obj else ()  # model versions name their provider; it is not renamed
 
     PROVIDER_FIELDS = ("base_url", "api_key_env", "rate_limit_per_minute", "max_concurrency", "timeout_seconds", "enabled")
 
-    def save_model(self, request: HttpRequest, obj: ProviderAccount, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+    def save_model(
+        self, request: HttpRequest, obj: ProviderAccount, form: forms.ModelForm[ProviderAccount], change: bool
+    ) -> None:
         values = {field: form.cleaned_data[field] for field in self.PROVIDER_FIELDS}
         try:
             saved = provider_account_upsert(name=obj.name, kind=form.cleaned_data["kind"], actor=request_actor(request), **values)
@@ -197,12 +202,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
             kwargs["form"] = ApiKeyCreateForm
         return super().get_form(request, obj, change=change, **kwargs)
 
-    def get_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
             return ("label", "all_agents", "agents")
         return ("label", "prefix", "all_agents", "agents", "created_by", "created_at", "last_used_at", "revoked", "revoked_at")
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
             return ()
         return self.get_fields(request, obj)
@@ -211,7 +216,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def scope(self, key: ApiKey) -> str:
         return "all agents" if key.all_agents else ", ".join(a.slug for a in key.agents.all())
 
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm[ApiKey], change: bool) -> None:
         if change:
             return
         key, raw_key = api_key_create(
@@ -221,14 +226,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj.pk = key.pk
         messages.warning(request, f"The new key, shown only this once: {raw_key}")
 
-    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
+    def save_related(
+        self, request: HttpRequest, form: forms.ModelForm[ApiKey], formsets: list[BaseFormSet[Any]], change: bool
+    ) -> None:
         pass  # the service stored the agents
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False  # revoke instead, so the audit trail keeps the key's record
 
     @admin.action(description="Revoke selected keys")
-    def revoke_selected(self, request, queryset):  # type: ignore[no-untyped-def]
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
             api_key_revoke(key=key, actor=request_actor(request))
         self.message_user(request, f"revoked {queryset.count()} key(s)")
