@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import models
@@ -233,8 +234,6 @@ class BudgetForm(ServiceForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from django.conf import settings
-
         current = self.instance.thresholds if self.instance.pk else budgeting.default_thresholds(settings.BUDGET_THRESHOLDS)
         self.initial["thresholds"] = ", ".join(f"{t.percent} {t.severity}" for t in budgeting.parse_thresholds(current))
 
