@@ -106,13 +106,13 @@ UPLOAD_FIELDS = ("file", "agent", "purpose", "near_threshold")
     response={201: DatasetOut},
     summary="Upload a chat JSONL dataset (multipart); its audit is queued",
 )
-def audits_dataset_upload(  # type: ignore[no-untyped-def]
+def audits_dataset_upload(
     request: HttpRequest,
     file: File[UploadedFile],
     agent: Slug = Form(None),
     purpose: Purpose = Form("training"),
     near_threshold: float = Form(DEFAULT_THRESHOLD, ge=MIN_THRESHOLD, le=1.0, allow_inf_nan=False),
-):
+) -> Status[dict[str, Any]]:
     """Multipart fields, each at most once: `file` (the JSONL; a longer name keeps its last 255 characters),
     `agent` (slug; may be left out only by a key for all agents), `purpose` (training, validation,
     benchmark), `near_threshold` (0.3–1, default 0.8). Answers 201 with the dataset and its queued
@@ -133,14 +133,14 @@ def audits_dataset_upload(  # type: ignore[no-untyped-def]
 
 
 @router.get("/audits/datasets/{dataset_id}", response=DatasetOut, summary="A dataset and its latest audit")
-def audits_dataset_detail(request: HttpRequest, dataset_id: ObjectId):  # type: ignore[no-untyped-def]
+def audits_dataset_detail(request: HttpRequest, dataset_id: ObjectId) -> dict[str, Any]:
     dataset = selectors.dataset_get(dataset_id=dataset_id)
     _ensure_dataset_access(request_principal(request), dataset)
     return _dataset_out(dataset)
 
 
 @router.get("/audits/runs/{run_id}", response=AuditRunOut, summary="An audit run: status, progress and the JSON report")
-def audits_run_detail(request: HttpRequest, run_id: ObjectId):  # type: ignore[no-untyped-def]
+def audits_run_detail(request: HttpRequest, run_id: ObjectId) -> dict[str, Any]:
     """`report` is null until the run has succeeded; then it is the `audit_dataset --json` object
     (`lines`, `valid`, `format_errors`, `pii`, `duplicates`, `difficulty`) with its extras: masked
     samples, line numbers, duplicate groups. It never holds a raw PII value."""

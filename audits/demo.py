@@ -12,6 +12,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from django.core.management.base import OutputWrapper
+
 from audits.models import Dataset
 from audits.report import audit_file
 from audits.services import DATASET_DIR, dataset_record_audit
@@ -66,7 +68,7 @@ DEMO_LINES = [
 ]
 
 
-def seed_audits(*, out) -> None:  # type: ignore[no-untyped-def]
+def seed_audits(*, out: OutputWrapper) -> None:
     if Dataset.objects.filter(via=DEMO_VIA).exists():
         out.write("audits: demo dataset already there")
         return

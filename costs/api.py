@@ -5,6 +5,8 @@ needs a user with costs.override_budget (the admin or a command run `--as` that 
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
 
@@ -31,7 +33,7 @@ class CostSummaryOut(Schema):
 
 
 @router.get("/costs/summary", response=CostSummaryOut, summary="Spend against a budget, by agent and operation")
-def costs_summary(request: HttpRequest, budget: Slug = "default"):  # type: ignore[no-untyped-def]
+def costs_summary(request: HttpRequest, budget: Slug = "default") -> dict[str, Any]:
     """`?budget=NAME` picks another budget than `default` (the one seed_demo makes). `by_agent` names
     only the agents this key may act for; `spent_usd` stays the budget's total."""
     selected = selectors.budget_by_name(name=budget)
@@ -60,7 +62,7 @@ class BudgetCheckOut(Schema):
     response=BudgetCheckOut,
     summary="Ask before starting paid work: 200 if the estimate fits every hard-limit budget, else 409",
 )
-def costs_budget_check(request: HttpRequest, payload: BudgetCheckIn):  # type: ignore[no-untyped-def]
+def costs_budget_check(request: HttpRequest, payload: BudgetCheckIn) -> dict[str, Any]:
     ensure_agent_access(principal=request_principal(request), agent_slug=payload.agent)
     agent = Agent.objects.get(slug=payload.agent)
     check = services.budget_check(agent=agent, estimate_usd=payload.estimate_usd, actor=None)

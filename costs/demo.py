@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.conf import settings
+from django.core.management.base import OutputWrapper
 
 from costs.budgeting import format_usd
 from costs.models import Budget
@@ -31,13 +33,21 @@ TRAINING_NOTE = (
 PRICES_EFFECTIVE_FROM = date(2024, 6, 1)
 PRICES_READ_ON = date(2026, 11, 25)
 
-DEMO_PRICES: dict[str, dict[str, Decimal | None]] = {
-    "open-mistral-7b": {"input": Decimal("0.25"), "output": Decimal("0.25"), "training": Decimal("2")},
-    "open-mixtral-8x7b": {"input": Decimal("0.7"), "output": Decimal("0.7"), "training": None},
-    "open-mixtral-8x22b": {"input": Decimal("2"), "output": Decimal("6"), "training": None},
-    "mistral-small-latest": {"input": Decimal("1"), "output": Decimal("3"), "training": None},
-    "mistral-medium-latest": {"input": Decimal("2.7"), "output": Decimal("8.1"), "training": None},
-    "mistral-large-latest": {"input": Decimal("4"), "output": Decimal("12"), "training": None},
+class DemoRates(NamedTuple):
+    """USD per million tokens; `training` None where the model cannot be fine-tuned."""
+
+    input: Decimal
+    output: Decimal
+    training: Decimal | None
+
+
+DEMO_PRICES: dict[str, DemoRates] = {
+    "open-mistral-7b": DemoRates(input=Decimal("0.25"), output=Decimal("0.25"), training=Decimal("2")),
+    "open-mixtral-8x7b": DemoRates(input=Decimal("0.7"), output=Decimal("0.7"), training=None),
+    "open-mixtral-8x22b": DemoRates(input=Decimal("2"), output=Decimal("6"), training=None),
+    "mistral-small-latest": DemoRates(input=Decimal("1"), output=Decimal("3"), training=None),
+    "mistral-medium-latest": DemoRates(input=Decimal("2.7"), output=Decimal("8.1"), training=None),
+    "mistral-large-latest": DemoRates(input=Decimal("4"), output=Decimal("12"), training=None),
 }
 
 
@@ -46,17 +56,17 @@ def seed_prices() -> None:
         price_upsert(
             model=model,
             effective_from=PRICES_EFFECTIVE_FROM,
-            input_usd_per_million=rates["input"],  # type: ignore[arg-type]
-            output_usd_per_million=rates["output"],  # type: ignore[arg-type]
-            training_usd_per_million=rates["training"],
+            input_usd_per_million=rates.input,
+            output_usd_per_million=rates.output,
+            training_usd_per_million=rates.training,
             source=f"inference: {INFERENCE_SOURCE}; fine-tuning fees: {FINE_TUNING_SOURCE}",
             source_date=PRICES_READ_ON,
-            note=TRAINING_NOTE if rates["training"] is not None else "",
+            note=TRAINING_NOTE if rates.training is not None else "",
             overwrite=False,
         )
 
 
-def seed_costs(*, out) -> None:  # type: ignore[no-untyped-def]
+def seed_costs(*, out: OutputWrapper) -> None:
     seed_prices()
     if Budget.objects.filter(name=DEFAULT_BUDGET).exists():
         out.write(f"costs: {len(DEMO_PRICES)} model prices; budget '{DEFAULT_BUDGET}' already exists (left as it is)")

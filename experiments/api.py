@@ -200,13 +200,13 @@ def agent_config(request: HttpRequest, agent: Slug) -> HttpResponse:
 
 
 @router.post("/outcomes", response={202: OutcomesOut}, summary="Report what happened (≤ 1 000 events)")
-def outcomes(request: HttpRequest, payload: OutcomesIn):  # type: ignore[no-untyped-def]
+def outcomes(request: HttpRequest, payload: OutcomesIn) -> Status[dict[str, Any]]:
     result = outcomes_ingest(principal=request_principal(request), events=payload.events)
     return Status(202, {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected})
 
 
 @router.get("/experiments/{key}/results", response=ResultsOut, summary="Per-arm metrics, lift, SRM and guardrails")
-def results(request: HttpRequest, key: Identifier):  # type: ignore[no-untyped-def]
+def results(request: HttpRequest, key: Identifier) -> dict[str, Any]:
     experiment = get_experiment(key=key)
     principal = request_principal(request)
     if not principal.may_act_for(experiment.agent.slug):
@@ -236,6 +236,6 @@ class AgentHealthOut(Schema):
 
 
 @router.get("/agents/{agent}/health", response=AgentHealthOut, summary="Error ratio and p95 latency of the last 5 and 15 minutes")
-def agent_health(request: HttpRequest, agent: Slug):  # type: ignore[no-untyped-def]
+def agent_health(request: HttpRequest, agent: Slug) -> dict[str, Any]:
     ensure_agent_access(principal=request_principal(request), agent_slug=agent)
     return selectors_monitoring.agent_health(agent_slug=agent)

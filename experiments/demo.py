@@ -4,6 +4,7 @@ groups, and a draft experiment per agent with a candidate. Idempotent."""
 from __future__ import annotations
 
 from django.contrib.auth.models import Group, Permission
+from django.core.management.base import OutputWrapper
 
 from experiments.models import Experiment
 from experiments.services import experiment_create
@@ -35,7 +36,7 @@ def _permissions(names: tuple[str, ...]) -> list[Permission]:
     return found
 
 
-def seed_experiments(*, out) -> None:  # type: ignore[no-untyped-def]
+def seed_experiments(*, out: OutputWrapper) -> None:
     for name, codenames in DEMO_GROUPS.items():
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.add(*_permissions(codenames))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from genesis.errors import NotFound
 from genesis.tasks import RETRY_ON_DATABASE_ERRORS, SWEEP_OPTIONS
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, name="safety.run_waltz_build", max_retries=5, **RETRY_ON_DATABASE_ERRORS)
-def run_waltz_build(self, build_id: int) -> str:  # type: ignore[no-untyped-def]
+def run_waltz_build(self: Task, build_id: int) -> str:
     try:
         return services.waltz_build_execute(build_id=build_id).status
     except NotFound as exc:

@@ -34,6 +34,7 @@ import threading
 import time
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -44,6 +45,10 @@ os.environ.setdefault("GENESIS_SIMULATOR_API_KEY", "sim-key")
 os.environ.setdefault("GENESIS_DEBUG", "false")
 
 from bench.targets import meets_target  # noqa: E402
+
+if TYPE_CHECKING:
+    from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
+    from models_app.registry.models import Agent, ModelVersion
 
 TARGET_RATIO = 0.8
 
@@ -86,7 +91,9 @@ def case_lines(cases: int) -> list[str]:
     return lines
 
 
-def build_world(*, simulator_url: str, cases: int, concurrency: int, kind: str):  # type: ignore[no-untyped-def]
+def build_world(
+    *, simulator_url: str, cases: int, concurrency: int, kind: str
+) -> tuple[Agent, BenchmarkSuite, ModelVersion, ModelVersion]:
     from costs.services import price_upsert
     from models_app.benchmarks.services import benchmark_suite_import
     from models_app.registry.services import agent_upsert, model_version_register, provider_account_upsert
@@ -223,7 +230,7 @@ def print_cpu(before: dict[str, float], after: dict[str, float], *, calls: int) 
             print(f"      {seconds:6.2f} s  {key}")
 
 
-def print_timeline(run, *, requested_at: float) -> None:  # type: ignore[no-untyped-def]
+def print_timeline(run: BenchmarkRun, *, requested_at: float) -> None:
     """Where a run's time went: each chunk's process and span (seconds after the request), and the
     provider latency the calls measured (50 ms plus what the client and the simulator added)."""
     latencies = sorted(run.results.values_list("latency_ms", flat=True))

@@ -23,18 +23,23 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.targets import meets_target  # noqa: E402
 
+if TYPE_CHECKING:
+    from experiments.models import Experiment
+
 TARGET_RATIO = 2.0
 AGENT = "analyst_agent"
 
 
-def setup(outcomes: int):  # type: ignore[no-untyped-def]
+def setup(outcomes: int) -> Experiment:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
     import io
 
@@ -103,7 +108,7 @@ ORDER BY variant
 """
 
 
-def best_times(runs: dict[str, object], repeats: int) -> dict[str, tuple[float, object]]:  # type: ignore[type-arg]
+def best_times(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, Any]]:
     """Best wall time of each run; runs alternate, so a busy moment on the machine hits both alike."""
     results = {name: run() for name, run in runs.items()}  # warm-up: caches, plans
     timings: dict[str, list[float]] = {name: [] for name in runs}
@@ -129,12 +134,12 @@ def main() -> int:
 
     from experiments.selectors import experiment_results, get_experiment
 
-    def bare():  # type: ignore[no-untyped-def]
+    def bare() -> list[tuple[Any, ...]]:
         with connection.cursor() as cursor:
             cursor.execute(BARE_SQL, {"exp": experiment.pk, "stage": experiment.current_stage.started_at})
             return cursor.fetchall()
 
-    def selector():  # type: ignore[no-untyped-def]
+    def selector() -> dict[str, Any]:
         return experiment_results(experiment=get_experiment(key=experiment.key))
 
     measured = best_times({"bare": bare, "selector": selector}, args.repeats)

@@ -3,7 +3,9 @@ Serve with: gunicorn --pythonpath bench/route noop_wsgi:application"""
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[2])]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
@@ -22,5 +24,5 @@ project = split_application()
 bare = MiddlewareListWSGIHandler([])
 
 
-def application(environ, start_response):  # type: ignore[no-untyped-def]
+def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     return (bare if environ.get("PATH_INFO", "").startswith("/bare/") else project)(environ, start_response)

@@ -19,7 +19,7 @@ from models_app.benchmarks.selectors import (
     version_by_model_id,
 )
 from models_app.benchmarks.services import benchmark_run_create
-from models_app.registry.models import Agent
+from models_app.registry.models import Agent, ModelVersion
 from models_app.registry.services import ensure_agent_access, request_principal
 
 router = Router(tags=["benchmarks"])
@@ -101,7 +101,7 @@ def _run_out(run: BenchmarkRun, *, detail: bool = False) -> dict[str, Any]:
     return out
 
 
-def _one_version(agent: Agent, model_id: str | None, role: str):  # type: ignore[no-untyped-def]
+def _one_version(agent: Agent, model_id: str | None, role: str) -> ModelVersion | None:
     if model_id is None:
         return None
     versions = version_by_model_id(agent=agent, model_id=model_id)
@@ -114,7 +114,7 @@ RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 
 
 @router.post("/benchmarks/runs", response={202: RunOut}, summary="Start a benchmark run (candidate vs baseline)")
-def create_run(request, payload: RunIn):  # type: ignore[no-untyped-def]
+def create_run(request: HttpRequest, payload: RunIn) -> Status[dict[str, Any]]:
     principal = request_principal(request)
     ensure_agent_access(principal=principal, agent_slug=payload.agent)
     agent = Agent.objects.get(slug=payload.agent)
@@ -147,7 +147,7 @@ def list_runs(
 
 
 @router.get("/benchmarks/runs/{run_id}", response=RunDetailOut, summary="One run: progress, verdict, per-tag table, regressions")
-def get_run(request, run_id: ObjectId):  # type: ignore[no-untyped-def]
+def get_run(request: HttpRequest, run_id: ObjectId) -> dict[str, Any]:
     run = benchmark_run_get(run_id=run_id)
     if run is None:
         raise NotFound(f"benchmark run #{run_id} does not exist")

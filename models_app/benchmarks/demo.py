@@ -6,6 +6,8 @@ unchanged file imports as the existing version."""
 
 from __future__ import annotations
 
+from django.core.management.base import OutputWrapper
+
 from models_app.benchmarks.services import benchmark_suite_import
 from models_app.benchmarks.suites import demo_suite_path
 from models_app.registry.demo import DEMO_AGENTS
@@ -14,7 +16,7 @@ from models_app.registry.models import Agent
 DEMO_SUITE_SLUG = "core"
 
 
-def seed_benchmark_suites(*, out) -> None:  # type: ignore[no-untyped-def]
+def seed_benchmark_suites(*, out: OutputWrapper) -> None:
     lines = []
     for slug in DEMO_AGENTS:
         agent = Agent.objects.filter(slug=slug).first()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import current_app, shared_task
+from celery import Task, current_app, shared_task
 from celery.signals import task_received
 from django.db import close_old_connections
 
@@ -37,7 +37,7 @@ BENCHMARKS_QUEUE = "benchmarks"
 
 # Sent to the `benchmarks` queue (settings.CELERY_TASK_ROUTES).
 @shared_task(bind=True, name="models_app.benchmark_chunk_run", max_retries=MAX_CHUNK_ATTEMPTS, **RETRY_ON_DATABASE_ERRORS)
-def benchmark_chunk_run(self, chunk_id: int) -> str:  # type: ignore[no-untyped-def]
+def benchmark_chunk_run(self: Task, chunk_id: int) -> str:
     outcome = benchmark_chunk_execute(chunk_id=chunk_id, worker=worker_identity(node=self.request.hostname or "unknown-worker"))
     if outcome.retry_in is not None:
         # The service released the chunk and will fail the run itself once MAX_CHUNK_ATTEMPTS is reached.

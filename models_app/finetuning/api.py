@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.http import HttpRequest
 from ninja import Query, Router, Schema
 
 from genesis.errors import NotFound
@@ -81,7 +82,9 @@ def _job_out(job: FineTuningJob) -> FineTuningJobOut:
 
 
 @router.get("/fine-tuning/jobs", response=list[FineTuningJobOut], summary="Fine-tuning jobs of the agents this key may act for")
-def list_jobs(request, agent: Slug | None = None, limit: int = Query(50, ge=1, le=200)):  # type: ignore[no-untyped-def]
+def list_jobs(
+    request: HttpRequest, agent: Slug | None = None, limit: int = Query(50, ge=1, le=200)
+) -> list[FineTuningJobOut]:
     principal = request_principal(request)
     if agent is not None:
         ensure_agent_access(principal=principal, agent_slug=agent)
@@ -90,7 +93,7 @@ def list_jobs(request, agent: Slug | None = None, limit: int = Query(50, ge=1, l
 
 
 @router.get("/fine-tuning/jobs/{job_id}", response=FineTuningJobOut, summary="One fine-tuning job")
-def get_job(request, job_id: ObjectId):  # type: ignore[no-untyped-def]
+def get_job(request: HttpRequest, job_id: ObjectId) -> FineTuningJobOut:
     job = jobs_for_agents().filter(pk=job_id).first()
     # A job of an agent the key may not see answers 404, not 403: its existence is not the key's business.
     if job is None or not request_principal(request).may_act_for(job.agent.slug):

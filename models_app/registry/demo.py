@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
+from django.core.management.base import OutputWrapper
 
 from models_app.registry.models import ModelKind, ModelStatus, ModelVersion, ProviderKind
 from models_app.registry.services import (
@@ -54,7 +55,7 @@ def demo_fine_tuned_model_id(agent_slug: str) -> str:
     return f"ft:{DEMO_BASE_MODEL}:{digest[:8]}:{DEMO_FINE_TUNE_DATE}:{digest[8:16]}"
 
 
-def seed_registry(*, out) -> None:  # type: ignore[no-untyped-def]
+def seed_registry(*, out: OutputWrapper) -> None:
     provider = provider_account_upsert(
         name=DEMO_PROVIDER,
         kind=ProviderKind.SIMULATOR,

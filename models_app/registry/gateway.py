@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 _providers = ProviderCache()
 
 
-def provider_for(account: ProviderAccount):  # type: ignore[no-untyped-def]
+def provider_for(account: ProviderAccount) -> InstrumentedProvider:
     """The process-wide provider client of an account; its key is read from the environment only.
     Every call through it is counted in genesis_provider_calls_total (models_app/registry/metrics.py)."""
     provider = _providers.get(

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from models_app.providers.instrumented import CallRecorder
+
 PROVIDER_CALLS = Counter(
     "genesis_provider_calls_total", "Provider calls made by the control plane", ["provider", "model", "operation", "status"]
 )
@@ -31,7 +33,7 @@ FALLBACKS = Counter(
 )
 
 
-def provider_call_recorder(provider_name: str):  # type: ignore[no-untyped-def]
+def provider_call_recorder(provider_name: str) -> CallRecorder:
     def record(operation: str, model: str, status: str, seconds: float) -> None:
         PROVIDER_CALLS.labels(provider_name, model, operation, status).inc()
         PROVIDER_CALL_SECONDS.labels(provider_name, operation).observe(seconds)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audits import rebalance as rebalance_core
 from audits import scrub as scrub_core
@@ -48,7 +48,7 @@ class Command(BaseCommand):
     # Auditing a file needs neither the database nor the system checks; it must work anywhere.
     requires_system_checks: list[str] = []
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", metavar="PATH", help="the chat JSONL file")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
         parser.add_argument("--scrub", metavar="OUT", help="write a copy with PII replaced to OUT")

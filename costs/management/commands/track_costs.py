@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from costs import budgeting, reports, selectors
 from costs.models import Operation
@@ -37,7 +37,7 @@ def in_option_terms(message: str) -> str:
 class Command(BaseCommand):
     help = "The cost ledger: print a report (--report) or record an entry by hand (--log)."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         mode = parser.add_mutually_exclusive_group(required=True)
         mode.add_argument("--report", action="store_true", help="print the ledger report")
         mode.add_argument("--log", action="store_true", help="record one cost entry")
@@ -52,7 +52,7 @@ class Command(BaseCommand):
         parser.add_argument("--key", metavar="K", help="idempotency key (default: a new one); the same key records once")
         parser.add_argument("--as", dest="username", metavar="USERNAME", help="record as this user (default: the system)")
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         if options["report"]:
             given = [f"--{name}" for name in LOG_ONLY if options.get(name) not in (None, "")]
             if given:

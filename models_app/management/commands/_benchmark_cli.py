@@ -116,10 +116,10 @@ def wait_for_runs(run_ids: list[int], *, stderr: TextIO = sys.stderr) -> list[Be
     last_resume = time.monotonic()
     try:
         while True:
-            runs = [benchmark_run_get(run_id=run_id) for run_id in run_ids]
-            bar.draw(runs)  # type: ignore[arg-type]
-            if all(run.is_finished for run in runs):  # type: ignore[union-attr]
-                return runs  # type: ignore[return-value]
+            runs = [_existing_run(run_id) for run_id in run_ids]
+            bar.draw(runs)
+            if all(run.is_finished for run in runs):
+                return runs
             if time.monotonic() - last_resume >= RESUME_CHECK_SECONDS:
                 # Without beat (a bare worker), a killed worker's chunks would wait forever.
                 benchmark_runs_resume.delay()
@@ -127,6 +127,13 @@ def wait_for_runs(run_ids: list[int], *, stderr: TextIO = sys.stderr) -> list[Be
             time.sleep(POLL_SECONDS)
     finally:
         bar.close()
+
+
+def _existing_run(run_id: int) -> BenchmarkRun:
+    run = benchmark_run_get(run_id=run_id)
+    if run is None:
+        raise CommandError(f"run #{run_id} was deleted while waiting for it (admin: Benchmark runs)", returncode=1)
+    return run
 
 
 def wait_or_stop(command: BaseCommand, run_ids: list[int]) -> list[BenchmarkRun]:

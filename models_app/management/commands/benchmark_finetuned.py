@@ -13,8 +13,9 @@ Monte-Carlo error, the suite's sample-size plan); the reason for a missing verdi
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from genesis.errors import DomainError, InvalidInput
 from models_app.benchmarks.models import BenchmarkVerdict
@@ -36,14 +37,14 @@ from models_app.management.commands._benchmark_cli import (
 class Command(BaseCommand):
     help = "Benchmark an agent's fine-tuned candidate against its baseline through Celery and print the verdict."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--agent", required=True, metavar="NAME", help="agent slug, e.g. qa_agent")
         parser.add_argument("--suite", metavar="SLUG", help="suite slug (default: the agent's latest suite)")
         parser.add_argument("--candidate", metavar="MODEL", help="candidate model id (default: newest benchmarkable fine-tune)")
         parser.add_argument("--baseline", metavar="MODEL", help="baseline model id (default: the live model)")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         agent = resolve_agent(options["agent"])
         suite = resolve_suite(agent, options["suite"])
         candidate = resolve_version(agent, options["candidate"], "candidate")

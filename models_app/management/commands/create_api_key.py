@@ -1,4 +1,8 @@
-from django.core.management.base import BaseCommand, CommandError
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from genesis.errors import DomainError
 from models_app.registry.models import Agent
@@ -8,13 +12,13 @@ from models_app.registry.services import api_key_create
 class Command(BaseCommand):
     help = "Create an API key for one or more agents. The key is printed once, as the last line; only its hash is stored."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         target = parser.add_mutually_exclusive_group(required=True)
         target.add_argument("--agent", action="append", dest="agents", metavar="NAME", help="an agent slug (repeatable)")
         target.add_argument("--all-agents", action="store_true", help="the key may act for every agent")
         parser.add_argument("--label", default="", help="what the key is for (default: the agent names)")
 
-    def handle(self, *args, agents, all_agents, label, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, agents: list[str] | None, all_agents: bool, label: str, **options: Any) -> None:
         selected: list[Agent] = []
         if agents:
             found = {agent.slug: agent for agent in Agent.objects.filter(slug__in=agents)}

@@ -7,8 +7,9 @@ Exit 0 written, 2 usage error (unknown agent or suite, or an --out path that can
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from models_app.benchmarks.models import BenchmarkSuite
 from models_app.benchmarks.selectors import benchmark_suite_jsonl
@@ -18,13 +19,15 @@ from models_app.management.commands._benchmark_cli import resolve_agent, usage_e
 class Command(BaseCommand):
     help = "Export a benchmark suite version as JSONL."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--agent", required=True, metavar="NAME")
         parser.add_argument("--slug", required=True, metavar="SLUG")
         parser.add_argument("--suite-version", type=int, default=None, dest="suite_version", help="default: the latest")
         parser.add_argument("--out", default=None, metavar="FILE", help="default: standard output")
 
-    def handle(self, *args, agent, slug, suite_version, out, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(
+        self, *args: Any, agent: str, slug: str, suite_version: int | None, out: str | None, **options: Any
+    ) -> None:
         found = resolve_agent(agent)
         suites = BenchmarkSuite.objects.filter(agent=found, slug=slug)
         suite = (suites.filter(version=suite_version) if suite_version else suites.order_by("-version")).first()

@@ -7,7 +7,9 @@ refused (every problem is printed with its line number), 2 usage error or unread
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from genesis.errors import DomainError
 from models_app.benchmarks.services import benchmark_suite_import
@@ -17,13 +19,13 @@ from models_app.management.commands._benchmark_cli import resolve_agent, usage_e
 class Command(BaseCommand):
     help = "Import a benchmark suite from a JSONL file (validated line by line)."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", metavar="PATH", help="the JSONL file, '-' for standard input")
         parser.add_argument("--agent", required=True, metavar="NAME")
         parser.add_argument("--slug", required=True, metavar="SLUG", help="the suite's slug (a new one starts a suite)")
         parser.add_argument("--description", default=None)
 
-    def handle(self, *args, path, agent, slug, description, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, path: str, agent: str, slug: str, description: str | None, **options: Any) -> None:
         import sys
 
         found = resolve_agent(agent)

@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from genesis.schedules import install_default_schedules
@@ -6,6 +10,6 @@ from genesis.schedules import install_default_schedules
 class Command(BaseCommand):
     help = "Install the default Celery beat schedules that are missing (existing ones, edited or not, are kept)."
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         created = install_default_schedules()
         self.stdout.write(f"installed {len(created)} schedule(s): {', '.join(created) or 'none missing'}")

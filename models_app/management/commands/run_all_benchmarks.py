@@ -11,8 +11,9 @@ a run could not start or has no verdict goes to stderr.
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from genesis.errors import DomainError
 from models_app.benchmarks.models import BenchmarkVerdict
@@ -31,10 +32,10 @@ from models_app.management.commands._benchmark_cli import (
 class Command(BaseCommand):
     help = "Benchmark the candidate of every agent that has one; exit 0 only if all PASS."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print a JSON list, one object per agent")
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         agents = agents_with_benchmark_candidates()
         if not agents:
             if options["json"]:

@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from genesis.demo import seed_demo_world
@@ -9,6 +13,6 @@ class Command(BaseCommand):
         "the simulator provider, benchmark suites, the default budget, and a superuser."
     )
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         seed_demo_world(out=self.stdout)
         self.stdout.write(self.style.SUCCESS("demo world ready"))

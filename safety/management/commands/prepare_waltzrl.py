@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audits.services import dataset_file_path
 from genesis.errors import DomainError, InvalidInput, PermissionDenied
@@ -44,7 +44,7 @@ def usage_error(message: str) -> CommandError:
 class Command(BaseCommand):
     help = "Prepare WaltzRL conversation-agent and feedback-agent training files (labelled, balanced, audited)."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--adversarial", metavar="FILE", help="JSONL or CSV of harmful prompts (default: built-in set)")
         parser.add_argument("--borderline", metavar="FILE", help="JSONL or CSV of benign borderline prompts (default: built-in set)")
         parser.add_argument("--field", default="prompt", metavar="NAME", help="the field holding the prompt (default prompt)")
