@@ -16,7 +16,7 @@ from models_app.benchmarks.selectors import (
     benchmark_run_summary,
     benchmark_runs,
     money,
-    version_by_model_id,
+    version_named,
 )
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.registry.models import Agent, ModelVersion
@@ -102,12 +102,7 @@ def _run_out(run: BenchmarkRun, *, detail: bool = False) -> dict[str, Any]:
 
 
 def _one_version(agent: Agent, model_id: str | None, role: str) -> ModelVersion | None:
-    if model_id is None:
-        return None
-    versions = version_by_model_id(agent=agent, model_id=model_id)
-    if not versions:
-        raise NotFound(f"{role}: agent '{agent.slug}' has no model version '{model_id}'")
-    return versions[0]
+    return None if model_id is None else version_named(agent=agent, model_id=model_id, field=role)
 
 
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]

@@ -14,6 +14,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from costs.selectors import ledger_total_for
+from genesis.errors import Conflict, NotFound
 from models_app.benchmarks import stats as benchmark_stats
 from models_app.benchmarks.models import (
     BenchmarkCase,
@@ -56,9 +57,20 @@ def default_candidate(*, agent: Agent) -> ModelVersion | None:
     )
 
 
-def version_by_model_id(*, agent: Agent, model_id: str) -> list[ModelVersion]:
-    """Versions of the agent named `model_id` (one per provider serving it)."""
-    return list(agent.versions.select_related("provider", "agent").filter(model_id=model_id))
+def version_named(*, agent: Agent, model_id: str, field: str) -> ModelVersion:
+    """The agent's version a request names by its model id (`field` is the request's name for it).
+    Refuses an id the agent does not have (NotFound, naming the ones it has) and one that several
+    providers serve (Conflict): which of them is meant is for the person to choose, not a guess."""
+    versions = list(agent.versions.select_related("provider", "agent").filter(model_id=model_id).order_by("provider__name"))
+    if not versions:
+        known = ", ".join(agent.versions.order_by("model_id").values_list("model_id", flat=True)) or "none"
+        raise NotFound(f"{field}: agent '{agent.slug}' has no model '{model_id}'; its models: {known}")
+    if len(versions) > 1:
+        raise Conflict(
+            f"{field}: '{model_id}' is served by several providers for '{agent.slug}' "
+            f"({', '.join(v.provider.name for v in versions)}); choose in the admin"
+        )
+    return versions[0]
 
 
 def agents_with_benchmark_candidates() -> list[Agent]:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from costs.services import budget_upsert
 from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun
 from models_app.benchmarks.runner import benchmark_chunk_execute
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.registry.models import Agent
+from models_app.registry.services import model_version_register, provider_account_upsert
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/benchmarks/runs"
@@ -54,9 +59,31 @@ def test_invalid_bodies_and_unknown_names(client, demo_simulator, api_key_for):
     suite = client.post(URL, {"agent": "qa_agent", "suite": "nope"}, content_type="application/json", **key)
     assert suite.status_code == 404 and "no benchmark suite 'nope'" in suite.json()["detail"]
     model = client.post(URL, {"agent": "qa_agent", "candidate": "ft:nope"}, content_type="application/json", **key)
-    assert model.status_code == 404 and "no model version 'ft:nope'" in model.json()["detail"]
+    assert model.status_code == 404
+    assert model.json()["detail"].startswith("candidate: agent 'qa_agent' has no model 'ft:nope'; its models: ")
     same = client.post(URL, {"agent": "qa_agent", "candidate": "open-mistral-7b"}, content_type="application/json", **key)
     assert same.status_code == 422 and "same version" in same.json()["detail"]
+
+
+def test_a_model_id_two_providers_serve_is_refused_not_guessed(client, demo_simulator, api_key_for):
+    """The API and `benchmark_finetuned` resolve a model id through the same selector: both refuse it."""
+    agent = Agent.objects.get(slug="qa_agent")
+    served = agent.versions.get(status="live")
+    other = provider_account_upsert(name="second-host", kind="simulator", base_url="http://127.0.0.1:9/v1", api_key_env="")
+    model_version_register(agent=agent, provider=other, model_id=served.model_id, base_model=served.base_model, kind="baseline")
+    body = {"agent": "qa_agent", "baseline": served.model_id}
+
+    refused = client.post(URL, body, content_type="application/json", **bearer(api_key_for("qa_agent")))
+
+    assert refused.status_code == 409, refused.json()
+    assert refused.json()["detail"] == (
+        f"baseline: '{served.model_id}' is served by several providers for 'qa_agent' "
+        f"({', '.join(sorted([served.provider.name, 'second-host']))}); choose in the admin"
+    )
+    with pytest.raises(CommandError) as usage:
+        call_command("benchmark_finetuned", "--agent", "qa_agent", "--baseline", served.model_id, stdout=io.StringIO())
+    assert usage.value.returncode == 2 and str(usage.value).startswith(f"--baseline: '{served.model_id}' is served by several")
+    assert not BenchmarkRun.objects.exists()
 
 
 def test_refusals_are_409_with_the_reason(client, demo_simulator, api_key_for):

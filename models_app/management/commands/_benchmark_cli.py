@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from django.core.management.base import BaseCommand, CommandError
 
+from genesis.errors import DomainError
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
 from models_app.benchmarks.selectors import (
     benchmark_run_gate,
@@ -18,7 +19,7 @@ from models_app.benchmarks.selectors import (
     benchmark_run_summary,
     benchmark_summary_not_started,
     money,
-    version_by_model_id,
+    version_named,
 )
 from models_app.benchmarks.tasks import benchmark_runs_resume, benchmark_workers
 from models_app.registry.models import Agent, ModelVersion
@@ -53,16 +54,10 @@ def resolve_suite(agent: Agent, slug: str | None) -> BenchmarkSuite | None:
 def resolve_version(agent: Agent, model_id: str | None, role: str) -> ModelVersion | None:
     if model_id is None:
         return None
-    versions = version_by_model_id(agent=agent, model_id=model_id)
-    if not versions:
-        known = ", ".join(agent.versions.values_list("model_id", flat=True)) or "none"
-        raise usage_error(f"--{role}: agent '{agent.slug}' has no model '{model_id}'; its models: {known}")
-    if len(versions) > 1:
-        raise usage_error(
-            f"--{role}: '{model_id}' is served by several providers for '{agent.slug}' "
-            f"({', '.join(v.provider.name for v in versions)}); choose in the admin"
-        )
-    return versions[0]
+    try:
+        return version_named(agent=agent, model_id=model_id, field=f"--{role}")
+    except DomainError as exc:
+        raise usage_error(exc.message) from None
 
 
 def require_worker(timeout: float = 3.0) -> None:
