@@ -61,7 +61,7 @@ def test_database_url() -> str:
     return f"postgres://{user}{password}@{settings_dict.get('HOST') or '127.0.0.1'}:{settings_dict.get('PORT') or 5432}/{settings_dict['NAME']}"
 
 
-test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+test_database_url.__test__ = False  # a helper, not a test
 
 
 def child_environment(**extra: str) -> dict[str, str]:
@@ -118,7 +118,7 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def celery_worker(transactional_db, tmp_path) -> Iterator[WorkerProcess]:  # type: ignore[no-untyped-def]
+def celery_worker(transactional_db, tmp_path) -> Iterator[WorkerProcess]:
     """A running worker. Tests using it write committed rows (transactional_db) so the worker sees them."""
     worker = WorkerProcess(log_path=tmp_path / "worker.log").start()
     yield worker
@@ -126,11 +126,11 @@ def celery_worker(transactional_db, tmp_path) -> Iterator[WorkerProcess]:  # typ
 
 
 @pytest.fixture
-def start_worker(transactional_db, tmp_path):  # type: ignore[no-untyped-def]
+def start_worker(transactional_db, tmp_path):
     """Factory for tests that kill and restart workers."""
     workers: list[WorkerProcess] = []
 
-    def start(**kwargs) -> WorkerProcess:  # type: ignore[no-untyped-def]
+    def start(**kwargs) -> WorkerProcess:
         worker = WorkerProcess(log_path=tmp_path / f"worker-{len(workers)}.log", **kwargs).start()
         workers.append(worker)
         return worker
@@ -141,7 +141,7 @@ def start_worker(transactional_db, tmp_path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def api_key_for():  # type: ignore[no-untyped-def]
+def api_key_for():
     """`api_key_for("qa_agent")` → a raw bearer key allowed for that agent (created through the service)."""
     from models_app.registry.models import Agent
     from models_app.registry.services import api_key_create
@@ -155,7 +155,7 @@ def api_key_for():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def seeded_demo(db):  # type: ignore[no-untyped-def]
+def seeded_demo(db):
     """The demo world `seed_demo` builds."""
     import io
 

@@ -23,13 +23,13 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):  # type: ignore[no-untyped-def]
+def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     return Path(settings.MEDIA_ROOT)
 
 
 @pytest.fixture
-def admin_client(client):  # type: ignore[no-untyped-def]
+def admin_client(client):
     user = UserFactory(username="root", is_superuser=True)
     client.force_login(user)
     client.user = user

@@ -20,13 +20,13 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):  # type: ignore[no-untyped-def]
+def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     return Path(settings.MEDIA_ROOT)
 
 
 @pytest.fixture
-def agents(db):  # type: ignore[no-untyped-def]
+def agents(db):
     return AgentFactory(slug="qa_agent"), AgentFactory(slug="legal_agent")
 
 
@@ -39,7 +39,7 @@ def body() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def post_dataset(client, key: str, **fields):  # type: ignore[no-untyped-def]
+def post_dataset(client, key: str, **fields):
     data = {"file": SimpleUploadedFile("train.jsonl", body(), content_type="application/jsonl"), **fields}
     return client.post("/api/v1/audits/datasets", data, **bearer(key))
 

@@ -50,7 +50,7 @@ def finished_audit(dataset: Dataset) -> AuditRun:
         what=f"dataset #{dataset.pk} and its audit",
     )
     assert fresh.status == DatasetStatus.READY, fresh.error
-    return fresh.latest_audit  # type: ignore[return-value]
+    return fresh.latest_audit
 
 
 def upload(path: Path) -> Dataset:

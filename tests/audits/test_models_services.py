@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):  # type: ignore[no-untyped-def]
+def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     return Path(settings.MEDIA_ROOT)
 
@@ -61,7 +61,7 @@ def mixed_lines(*, easy: int, medium: int, hard: int, seed: int = 11) -> list[st
     return lines
 
 
-def upload(path: Path, **kwargs) -> Dataset:  # type: ignore[no-untyped-def]
+def upload(path: Path, **kwargs) -> Dataset:
     with open(path, "rb") as stream:
         return services.dataset_upload(content=stream, original_name=path.name, **kwargs)
 
@@ -71,7 +71,7 @@ def run_queued_audit(dataset: Dataset) -> AuditRun:
     return services.audit_run_execute(run_id=dataset.latest_audit_id)
 
 
-def auditor(*codenames: str):  # type: ignore[no-untyped-def]
+def auditor(*codenames: str):
     user = UserFactory()
     user.user_permissions.add(*Permission.objects.filter(content_type__app_label="audits", codename__in=codenames))
     return type(user).objects.get(pk=user.pk)  # fresh: permissions are cached per instance

@@ -88,7 +88,7 @@ def test_refuses_to_overwrite_its_source_and_unknown_modes(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="must not overwrite"):
         scrub_file(source=source, destination=source)
     with pytest.raises(ValueError, match="scrub mode"):
-        Scrubber(mode="redact")  # type: ignore[arg-type]
+        Scrubber(mode="redact")
 
 
 def test_pseudonym_table_canonicalises_values() -> None:
@@ -108,10 +108,10 @@ _ALL_VALUES = [value for values in PLANTED.values() for value in values]
 )
 def test_scrubbed_text_never_scans_as_pii(values: list[str], glue: list[str], mode: str) -> None:
     text = glue[0] + "".join(f" {value} {piece}" for value, piece in zip(values, glue[1:]))
-    scrubbed = Scrubber(mode=mode).scrub_text(text)  # type: ignore[arg-type]
+    scrubbed = Scrubber(mode=mode).scrub_text(text)
     assert scan_text(scrubbed) == []
     # And the round trip through JSON keeps it valid and clean.
-    record = json.loads(json.dumps(Scrubber(mode=mode).scrub_value({"messages": [{"content": text}]})))  # type: ignore[arg-type]
+    record = json.loads(json.dumps(Scrubber(mode=mode).scrub_value({"messages": [{"content": text}]})))
     assert scan_text(record["messages"][0]["content"]) == []
 
 
@@ -137,7 +137,7 @@ def test_tool_call_arguments_stay_valid_json(tmp_path: Path, mode: str) -> None:
     arguments = json.dumps({"phone": 4155552671, "note": "mail jo@example.com", "card": "4111 1111 1111 1111"})
     source = write_lines(tmp_path / "calls.jsonl", [tool_call_line(arguments)])
     assert audit_file(source).valid == 1
-    scrub_file(source=source, destination=tmp_path / "out.jsonl", mode=mode)  # type: ignore[arg-type]
+    scrub_file(source=source, destination=tmp_path / "out.jsonl", mode=mode)
     scrubbed = audit_file(tmp_path / "out.jsonl")
     assert scrubbed.valid == 1 and not any(scrubbed.pii_counts.values())
     record = json.loads((tmp_path / "out.jsonl").read_text())

@@ -12,28 +12,28 @@ from tests.factories import AgentFactory, UserFactory
 
 
 @pytest.fixture
-def qa_agent(db):  # type: ignore[no-untyped-def]
+def qa_agent(db):
     return AgentFactory(slug="qa_agent")
 
 
 @pytest.fixture
-def legal_agent(db):  # type: ignore[no-untyped-def]
+def legal_agent(db):
     return AgentFactory(slug="legal_agent")
 
 
 @pytest.fixture
-def base_price(db):  # type: ignore[no-untyped-def]
+def base_price(db):
     return PriceTableFactory()
 
 
 @pytest.fixture
-def default_budget(db):  # type: ignore[no-untyped-def]
+def default_budget(db):
     """$30, all agents, all time, 25/50/83 %, hard limit on — what seed_demo makes."""
     return budget_upsert(name="default", amount_usd=Decimal("30"), period="total", hard_limit=True)
 
 
 @pytest.fixture
-def overrider(db):  # type: ignore[no-untyped-def]
+def overrider(db):
     """A staff user holding costs.override_budget (and nothing else)."""
     from django.contrib.auth.models import Permission
 
@@ -90,14 +90,14 @@ class WebhookRecorder:
 
 
 @pytest.fixture
-def webhook():  # type: ignore[no-untyped-def]
+def webhook():
     recorder = WebhookRecorder()
     yield recorder
     recorder.close()
 
 
 @pytest.fixture
-def alert_channels(settings, webhook):  # type: ignore[no-untyped-def]
+def alert_channels(settings, webhook):
     """In this process, alerts go to the log, email (Django's test outbox) and the webhook above."""
     settings.GENESIS = settings.GENESIS.model_copy(
         update={"alerting": settings.GENESIS.alerting.model_copy(update={"slack_webhook": webhook.url, "email_to": ["finance@example.com"]})}

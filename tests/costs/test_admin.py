@@ -20,7 +20,7 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 
-def staff_client(client, *codenames: str):  # type: ignore[no-untyped-def]
+def staff_client(client, *codenames: str):
     """A client logged in as staff holding exactly the given costs permissions."""
     user = UserFactory(username="clerk")
     user.user_permissions.add(*Permission.objects.filter(content_type__app_label="costs", codename__in=codenames))
@@ -29,7 +29,7 @@ def staff_client(client, *codenames: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def admin_client(client):  # type: ignore[no-untyped-def]
+def admin_client(client):
     user = UserFactory(username="root", is_superuser=True)
     client.force_login(user)
     client.user = user

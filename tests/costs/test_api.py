@@ -16,7 +16,7 @@ def bearer(key: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
 
 
-def charge(agent, amount, key, operation="benchmark"):  # type: ignore[no-untyped-def]
+def charge(agent, amount, key, operation="benchmark"):
     return cost_record(agent=agent, operation=operation, amount_usd=Decimal(amount), idempotency_key=key)
 
 

@@ -23,7 +23,7 @@ AMOUNTS = [Decimal("0.52") + Decimal("0.000117") * index for index in range(PROC
 EXPECTED_TOTAL = Decimal("26.143325")
 
 
-def wait_for(condition, *, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def wait_for(condition, *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

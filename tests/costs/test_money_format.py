@@ -17,7 +17,7 @@ from costs.charts import stacked_bars
     ("0.0049", "$0.0049"), ("0.005", "$0.01"), ("0.25", "$0.25"), ("4.0013", "$4.00"), ("1234.5", "$1,234.50"),
     ("-0.0013", "-$0.0013"), ("0.0000004", "<$0.000001"),
 ])
-def test_format_usd(amount, shown):  # type: ignore[no-untyped-def]
+def test_format_usd(amount, shown):
     assert format_usd(Decimal(amount)) == shown
 
 

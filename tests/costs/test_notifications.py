@@ -24,7 +24,7 @@ from tests.costs.factories import BudgetAlertFactory
 SECRET = "T0SECRET-xoxb-9f8e7d6c"
 
 
-def use_channels(settings, *, slack_webhook: str = "", email_to: tuple[str, ...] = ()) -> None:  # type: ignore[no-untyped-def]
+def use_channels(settings, *, slack_webhook: str = "", email_to: tuple[str, ...] = ()) -> None:
     settings.GENESIS = settings.GENESIS.model_copy(update={"alerting": settings.GENESIS.alerting.model_copy(
         update={"slack_webhook": slack_webhook, "email_to": list(email_to)})})
 
@@ -36,7 +36,7 @@ def unused_port() -> int:
 
 
 @pytest.fixture
-def alert(db, qa_agent, default_budget):  # type: ignore[no-untyped-def]
+def alert(db, qa_agent, default_budget):
     cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("8"), idempotency_key="cross-25")
     return BudgetAlert.objects.get()
 

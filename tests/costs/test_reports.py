@@ -120,7 +120,7 @@ def test_report_csv_sums_to_the_ledger_for_any_charges(qa_agent, legal_agent):
 
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(charges=charges)
-    def check(charges):  # type: ignore[no-untyped-def]
+    def check(charges):
         with transaction.atomic():
             now = timezone.now()
             for index, (who, operation, amount, days_ago) in enumerate(charges):
@@ -164,7 +164,7 @@ def test_a_run_that_lost_its_claim_while_building_neither_stores_nor_sends(qa_ag
     runs: list[CostReport] = []
     builds = 0
 
-    def slow_render_csv(data):  # type: ignore[no-untyped-def]
+    def slow_render_csv(data):
         nonlocal builds
         builds += 1
         if builds == 1:  # the first run, mid-build: the time limit passes and another run takes over

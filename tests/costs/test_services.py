@@ -24,13 +24,13 @@ pytestmark = pytest.mark.django_db
 FT_MODEL = "ft:open-mistral-7b:1a2b3c4d:20261101:5e6f7a8b"
 
 
-def charge(agent, amount, key, **kwargs):  # type: ignore[no-untyped-def]
+def charge(agent, amount, key, **kwargs):
     """A charge of `amount` dollars (operation manual unless given)."""
     return cost_record(agent=agent, operation=kwargs.pop("operation", "manual"), amount_usd=Decimal(amount),
                        idempotency_key=key, **kwargs)
 
 
-def one_after_the_other(work):  # type: ignore[no-untyped-def]
+def one_after_the_other(work):
     """Run `work("first")` and `work("second")` in two threads, each in its own transaction: the
     first keeps its transaction open until the second is waiting for a lock (PostgreSQL), then
     commits. Returns each one's result or exception, and whether the second was seen waiting."""

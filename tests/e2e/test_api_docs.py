@@ -17,7 +17,7 @@ def test_the_api_docs_list_the_operations_without_internet(live_server):
     own_host = urlsplit(live_server.url).netloc
     refused: list[str] = []
 
-    def only_our_server(route):  # type: ignore[no-untyped-def]
+    def only_our_server(route):
         if urlsplit(route.request.url).netloc == own_host:
             route.continue_()
         else:

@@ -50,11 +50,11 @@ def _outcomes(base_url: str, key: str, *, model: str, n: int, prefix: str) -> No
     assert response.status_code == 202 and response.json()["accepted"] == n, response.text
 
 
-def _row(page, slug: str):  # type: ignore[no-untyped-def]
+def _row(page, slug: str):
     return page.locator(f"#agent-{slug}")
 
 
-def _reload_until(page, slug: str, text: str, *, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
+def _reload_until(page, slug: str, text: str, *, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while text.lower() not in _row(page, slug).locator("[data-testid=next-action]").inner_text().lower():
         if time.monotonic() > deadline:
@@ -63,7 +63,7 @@ def _reload_until(page, slug: str, text: str, *, timeout: float = 90.0) -> None:
         page.reload()
 
 
-def _reload_until_enabled(page, slug: str, button: str, *, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+def _reload_until_enabled(page, slug: str, button: str, *, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while _row(page, slug).locator(f"button[name={button}]:not([disabled])").count() != 1:
         if time.monotonic() > deadline:
@@ -72,7 +72,7 @@ def _reload_until_enabled(page, slug: str, button: str, *, timeout: float = 60.0
         page.reload()
 
 
-def _login_as(page, base_url: str, username: str, password: str) -> None:  # type: ignore[no-untyped-def]
+def _login_as(page, base_url: str, username: str, password: str) -> None:
     page.context.clear_cookies()
     admin_login(page, base_url, username=username, password=password)
 

@@ -37,13 +37,13 @@ def _fresh_routing() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:  # type: ignore[no-untyped-def]
+def _fast_password_hashing(settings) -> None:
     # The real hasher costs ~0.2 s a user; these tests make several users each and test no passwords.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
-def team():  # type: ignore[no-untyped-def]
+def team():
     """The people of a rollout (tests/experiments/factories.py rollout_team); test_admin overrides it
     to let them see experiments in the admin too."""
     return rollout_team()

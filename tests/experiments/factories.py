@@ -20,7 +20,7 @@ from tests.factories import AgentFactory, ModelVersionFactory, UserFactory
 _event_ids = itertools.count()
 
 
-def person(username: str, *perms: str, superuser: bool = False):  # type: ignore[no-untyped-def]
+def person(username: str, *perms: str, superuser: bool = False):
     """A staff user holding exactly `perms` (codenames of the experiments app, or 'app.codename')."""
     user = UserFactory(username=username, is_superuser=superuser)
     for perm in perms:

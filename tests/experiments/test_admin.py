@@ -16,20 +16,20 @@ GUARDRAILS = '[{"metric": "success_rate", "harmful_direction": "decrease", "thre
 
 
 @pytest.fixture
-def team():  # type: ignore[no-untyped-def]
+def team():
     members = rollout_team()
     for name in ("starter", "requester", "approver", "roller"):
         members[name].user_permissions.add(*person_permission("view_experiment"))
     return {name: type(user).objects.get(pk=user.pk) for name, user in members.items()}
 
 
-def person_permission(codename: str):  # type: ignore[no-untyped-def]
+def person_permission(codename: str):
     from django.contrib.auth.models import Permission
 
     return [Permission.objects.get(content_type__app_label="experiments", codename=codename)]
 
 
-def page(client, user, experiment: Experiment) -> str:  # type: ignore[no-untyped-def]
+def page(client, user, experiment: Experiment) -> str:
     client.force_login(user)
     response = client.get(reverse("admin:experiments_experiment_change", args=[experiment.pk]))
     assert response.status_code == 200

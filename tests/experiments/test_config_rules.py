@@ -15,7 +15,7 @@ from genesis.errors import InvalidInput
 MINIMAL = "debug: false\nallowed_hosts: a.example.com\ndatabase_url: ${DATABASE_URL}\n"
 
 
-def _load(tmp_path: Path, ab_testing: str, **environ: str):  # type: ignore[no-untyped-def]
+def _load(tmp_path: Path, ab_testing: str, **environ: str):
     (tmp_path / "dev.yaml").write_text(MINIMAL + "ab_testing:\n" + ab_testing)
     return load_config(env_name="dev", environ={"DATABASE_URL": "sqlite:///x", **environ}, config_dir=tmp_path)
 

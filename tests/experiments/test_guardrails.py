@@ -63,12 +63,12 @@ def webhook() -> Iterator[WebhookReceiver]:
     receiver.close()
 
 
-def running_experiment(**options) -> Experiment:  # type: ignore[no-untyped-def]
+def running_experiment(**options) -> Experiment:
     team = rollout_team()
     return experiment_start(experiment=draft_experiment(actor=team["starter"], **options), actor=team["starter"])
 
 
-def rollback_metric_line(client, agent: str, reason: str) -> str | None:  # type: ignore[no-untyped-def]
+def rollback_metric_line(client, agent: str, reason: str) -> str | None:
     text = client.get("/metrics").content.decode()
     prefix = f'genesis_experiment_rollbacks_total{{agent="{agent}",reason="{reason}"}} '
     return next((line for line in text.splitlines() if line.startswith(prefix)), None)
@@ -185,7 +185,7 @@ def test_a_breach_rule_on_an_optional_metric_keeps_waiting_for_both_arms(team):
 # --- end to end: real worker, real beat -----------------------------------------------------------
 
 
-def start_beat(tmp_path):  # type: ignore[no-untyped-def]
+def start_beat(tmp_path):
     log = (tmp_path / "beat.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "genesis", "beat", "--loglevel", "INFO", "--max-interval", "1",

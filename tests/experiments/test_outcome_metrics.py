@@ -37,7 +37,7 @@ def test_observing_many_at_once_equals_observing_one_by_one(amounts: list[float]
     assert [value for *_, value in got] == pytest.approx([value for *_, value in expected])
 
 
-def value(counter, *labels: str) -> float:  # type: ignore[no-untyped-def]
+def value(counter, *labels: str) -> float:
     return counter.labels(*labels)._value.get()
 
 

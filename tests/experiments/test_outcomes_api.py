@@ -18,18 +18,18 @@ def bearer(key: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
 
 
-def post(client, key: str, events: list):  # type: ignore[no-untyped-def]
+def post(client, key: str, events: list):
     return client.post("/api/v1/outcomes", {"events": events}, content_type="application/json", **bearer(key))
 
 
-def event(**changes):  # type: ignore[no-untyped-def]
+def event(**changes):
     base = {"event_id": "e-1", "agent": "qa_agent", "user_id": "u-1", "model": "open-mistral-7b",
             "success": True, "latency_ms": 350.5}
     return {**base, **changes}
 
 
 @pytest.fixture
-def running():  # type: ignore[no-untyped-def]
+def running():
     team = rollout_team()
     return experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
 

@@ -24,12 +24,12 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def running():  # type: ignore[no-untyped-def]
+def running():
     team = rollout_team()
     return experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
 
 
-def event(experiment, **changes):  # type: ignore[no-untyped-def]
+def event(experiment, **changes):
     base = {"event_id": f"e-{uuid.uuid4().hex[:12]}", "agent": experiment.agent.slug, "user_id": "u-1",
             "model": experiment.control.model_id, "success": True, "latency_ms": 350.5}
     return {**base, **changes}

@@ -23,7 +23,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def experiment_with_data():  # type: ignore[no-untyped-def]
+def experiment_with_data():
     team = rollout_team()
     experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], stage_plan=[20, 100]), actor=team["starter"])
     control = outcome_events(experiment, arm="control", n=400, success_rate=0.85, latency_ms=400, quality=0.70, seed=1)

@@ -33,11 +33,11 @@ def bearer(key: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
 
 
-def route(client, key: str, user_id: str, agent: str = "qa_agent"):  # type: ignore[no-untyped-def]
+def route(client, key: str, user_id: str, agent: str = "qa_agent"):
     return client.post("/api/v1/route", {"agent": agent, "user_id": user_id}, content_type="application/json", **bearer(key))
 
 
-def variants(client, key: str, users: list[str], agent: str = "qa_agent") -> dict[str, str]:  # type: ignore[no-untyped-def]
+def variants(client, key: str, users: list[str], agent: str = "qa_agent") -> dict[str, str]:
     answers = {}
     for user in users:
         response = route(client, key, user, agent)
@@ -47,13 +47,13 @@ def variants(client, key: str, users: list[str], agent: str = "qa_agent") -> dic
 
 
 @pytest.fixture
-def running(team, django_capture_on_commit_callbacks) -> Experiment:  # type: ignore[no-untyped-def]
+def running(team, django_capture_on_commit_callbacks) -> Experiment:
     experiment = draft_experiment(actor=team["starter"])
     with django_capture_on_commit_callbacks(execute=True):
         return experiment_start(experiment=experiment, actor=team["starter"])
 
 
-def advance(experiment: Experiment, team, capture) -> None:  # type: ignore[no-untyped-def]
+def advance(experiment: Experiment, team, capture) -> None:
     """Request and approve the next stage, with the data its holds need."""
     experiment.refresh_from_db()
     percent = experiment.current_stage.percent

@@ -14,7 +14,7 @@ from tests.experiments.factories import agent_with_candidate, draft_experiment
 pytestmark = pytest.mark.django_db
 
 
-def running(team, **options):  # type: ignore[no-untyped-def]
+def running(team, **options):
     return experiment_start(experiment=draft_experiment(actor=team["starter"], **options), actor=team["starter"])
 
 

@@ -155,7 +155,7 @@ def test_a_candidate_without_a_pass_verdict_needs_an_override_by_someone_allowed
     assert "no PASS verdict" in refusals[0].reason and refusals[1].actor == operator
 
 
-def rollout_team_operator_without_override():  # type: ignore[no-untyped-def]
+def rollout_team_operator_without_override():
     from tests.experiments.factories import person
 
     return person("operator", "start_experiment", "request_stage")
@@ -181,7 +181,7 @@ def test_only_one_active_experiment_per_agent(team):
         experiment_start(experiment=second, actor=team["starter"], override_reason="x")
 
 
-def _second_candidate(agent):  # type: ignore[no-untyped-def]
+def _second_candidate(agent):
     other = ModelVersionFactory(agent=agent, model_id="ft:open-mistral-7b:other:20261102:0ddba11")
     for status in ("benchmarking", "approved_for_rollout"):
         other = model_version_transition(version=other, to_status=status, reason="test")

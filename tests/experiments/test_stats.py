@@ -256,7 +256,7 @@ def _default_rule(metric: str) -> dict:
     return next(rule for rule in default_guardrails() if rule["metric"] == metric)
 
 
-def evaluate_default(metric: str, *, control: RatioSummary, treatment: RatioSummary):  # type: ignore[no-untyped-def]
+def evaluate_default(metric: str, *, control: RatioSummary, treatment: RatioSummary):
     return evaluate_guardrail(**_default_rule(metric), strata=[Stratum(control, treatment)])
 
 

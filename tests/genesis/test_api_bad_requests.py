@@ -21,7 +21,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def key(api_key_for):  # type: ignore[no-untyped-def]
+def key(api_key_for):
     AgentFactory(slug="qa_agent")
     AgentFactory(slug="legal_agent")
     budget_upsert(name="default", amount_usd="30", period="total", hard_limit=True)
@@ -29,11 +29,11 @@ def key(api_key_for):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def media_root(settings, tmp_path):  # type: ignore[no-untyped-def]
+def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
-def assert_invalid_field(response, field: str) -> None:  # type: ignore[no-untyped-def]
+def assert_invalid_field(response, field: str) -> None:
     assert response.status_code == 422, response.content
     body = response.json()
     assert body["code"] == "invalid_field", body
@@ -187,11 +187,11 @@ def test_every_error_body_has_a_detail_and_a_listed_code(client, key):
 
 
 @pytest.fixture
-def openapi(client):  # type: ignore[no-untyped-def]
+def openapi(client):
     return client.get("/api/v1/openapi.json").json()
 
 
-def operations(openapi):  # type: ignore[no-untyped-def]
+def operations(openapi):
     for path, item in openapi["paths"].items():
         for method, operation in item.items():
             yield path, method, operation

@@ -36,11 +36,11 @@ def every_log_record() -> Iterator[list[str]]:
     for logger in loggers:
         logger.setLevel(logging.DEBUG)
         logger.disabled = False
-    logging.Logger.callHandlers = recording  # type: ignore[method-assign]
+    logging.Logger.callHandlers = recording
     try:
         yield formatted
     finally:
-        logging.Logger.callHandlers = original_call_handlers  # type: ignore[method-assign]
+        logging.Logger.callHandlers = original_call_handlers
         for logger in loggers:
             logger.setLevel(levels[logger])
             logger.disabled = disabled[logger]
@@ -53,7 +53,7 @@ def header_variants(key: str) -> list[str]:
     ]
 
 
-def send_everywhere(client, header: str) -> list[int]:  # type: ignore[no-untyped-def]
+def send_everywhere(client, header: str) -> list[int]:
     auth = {"HTTP_AUTHORIZATION": header}
     statuses = [
         client.get("/api/v1/agents", **auth).status_code,

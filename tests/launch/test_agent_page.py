@@ -29,7 +29,7 @@ def text_of(html: bytes) -> str:
     return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html.decode())))
 
 
-def operator():  # type: ignore[no-untyped-def]
+def operator():
     user = UserFactory(username="olivia")
     user.groups.add(Group.objects.get(name="Rollout operators"))
     return type(user).objects.get(pk=user.pk)

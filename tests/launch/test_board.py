@@ -23,7 +23,7 @@ def text_of(html: bytes) -> str:
     return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html.decode())))
 
 
-def member(username: str, group: str):  # type: ignore[no-untyped-def]
+def member(username: str, group: str):
     user = UserFactory(username=username)
     user.groups.add(Group.objects.get(name=group))
     return type(user).objects.get(pk=user.pk)

@@ -10,7 +10,7 @@ from launch import report
 NOW = datetime(2026, 12, 7, 7, 0, tzinfo=UTC)
 
 
-def facts(**changes):  # type: ignore[no-untyped-def]
+def facts(**changes):
     """An agent whose candidate PASSed on clean, audited data and has not been rolled out yet."""
     base = {
         "agent": "support_agent", "live": "open-mistral-7b", "candidate": "ft:open-mistral-7b:abc", "candidate_status": "approved_for_rollout",

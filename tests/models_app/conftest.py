@@ -45,7 +45,7 @@ def point_demo_provider_at(server: SimulatorHTTPServer, **account: Any) -> None:
 
 
 @pytest.fixture
-def demo_simulator(seeded_demo, simulator_factory) -> SimulatorHTTPServer:  # type: ignore[no-untyped-def]
+def demo_simulator(seeded_demo, simulator_factory) -> SimulatorHTTPServer:
     """The demo world, with its provider served by a simulator of the default quality
     (fine-tuned `ft:*` models 0.85, base models 0.55)."""
     server = simulator_factory()
@@ -55,7 +55,7 @@ def demo_simulator(seeded_demo, simulator_factory) -> SimulatorHTTPServer:  # ty
 
 
 @pytest.fixture
-def empty_broker(transactional_db):  # type: ignore[no-untyped-def]
+def empty_broker(transactional_db):
     """No message left over from an earlier test (on this test run's own Redis database)."""
     from genesis.celery import app
 

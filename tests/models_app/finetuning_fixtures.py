@@ -90,7 +90,7 @@ class FineTuningWorld:
 
 
 @pytest.fixture
-def ft_world(db, ft_simulator) -> FineTuningWorld:  # type: ignore[no-untyped-def]
+def ft_world(db, ft_simulator) -> FineTuningWorld:
     from costs.services import budget_upsert, price_upsert
     from models_app.registry.services import (
         agent_upsert,

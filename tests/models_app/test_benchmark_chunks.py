@@ -42,7 +42,7 @@ def test_an_explicit_chunk_size_is_kept_exactly(demo_simulator):
     assert [len(items) for items in BenchmarkChunk.objects.filter(run=run).order_by("index").values_list("items", flat=True)] == [16] * 6
 
 
-def _answers(lease, count: int) -> list[Answer]:  # type: ignore[no-untyped-def]
+def _answers(lease, count: int) -> list[Answer]:
     return [
         Answer(version_id, case_id, "scored", output="42", score=1.0, reason="matches", finish_reason="stop",
                 latency_ms=50.0, prompt_tokens=10, completion_tokens=2, cost_usd=Decimal("0.000003"))
@@ -50,7 +50,7 @@ def _answers(lease, count: int) -> list[Answer]:  # type: ignore[no-untyped-def]
     ]
 
 
-def _first_chunk_claimed():  # type: ignore[no-untyped-def]
+def _first_chunk_claimed():
     """A new qa_agent run (chunks of 16 pairs), its first chunk claimed by worker-a, and its context."""
     run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 16})
     chunk = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
@@ -101,7 +101,7 @@ def test_an_answer_paid_twice_after_the_run_ended_is_added_to_its_cost_once(demo
     assert run.cost_usd == benchmark_run_cost(run=run) == 4 * Decimal("0.000003")
 
 
-def _limiter(client, provider: str, **options) -> RedisProviderLimiter:  # type: ignore[no-untyped-def]
+def _limiter(client, provider: str, **options) -> RedisProviderLimiter:
     settings_ = {"max_concurrency": 2, "rate_limit_per_minute": None, "lease_seconds": 5, "wait_limit_seconds": 5}
     return RedisProviderLimiter(client, provider=provider, **{**settings_, **options})
 
@@ -112,7 +112,7 @@ def _new_provider_keys() -> tuple[redis.Redis, str, str]:
     return redis.Redis.from_url(settings.REDIS_URL), provider, f"{KEY_PREFIX}:{provider}:in-flight"
 
 
-def _wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_until(condition, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -284,7 +284,7 @@ def test_a_worker_whose_clock_is_wrong_neither_loses_nor_overstays_its_slot():
     ahead.release(token)
 
 
-def _kept_answer(context, lease, answer):  # type: ignore[no-untyped-def]
+def _kept_answer(context, lease, answer):
     """`answer` kept because its judge failed (the model was paid), as a chunk's round leaves it."""
     failed = Answer(answer.model_version_id, answer.case_id, "unscored", output=answer.output, prompt_tokens=10,
                      completion_tokens=2, cost_usd=Decimal("0.000003"), error="judge: 503 service unavailable")

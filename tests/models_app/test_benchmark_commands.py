@@ -199,7 +199,7 @@ def test_the_progress_bar_draws_only_on_a_terminal():
     terminal, pipe = Terminal(), io.StringIO()
     for stream in (terminal, pipe):
         bar = ProgressBar(stream)
-        bar.draw([Run()])  # type: ignore[list-item]
+        bar.draw([Run()])
         bar.close()
     assert terminal.getvalue().startswith("\r[#######.......................] 16/64 pairs (25 %) running")
     assert pipe.getvalue() == ""

@@ -54,7 +54,7 @@ from tests.models_app.conftest import point_demo_provider_at, wait_until
 EQUAL_QUALITY = {"ft:*": 0.55, "*": 0.55}
 
 
-def chat_requests(server) -> int:  # type: ignore[no-untyped-def]
+def chat_requests(server) -> int:
     return sum(1 for method, path, _ in server.state.request_log if path == "/v1/chat/completions")
 
 
@@ -72,7 +72,7 @@ def run_inline(run: BenchmarkRun, *, worker: str = "inline@test", rounds: int = 
     return run
 
 
-def ledger_entries(run: BenchmarkRun):  # type: ignore[no-untyped-def]
+def ledger_entries(run: BenchmarkRun):
     return CostEntry.objects.filter(idempotency_key__startswith=f"benchmark:{run.pk}:")
 
 
@@ -85,7 +85,7 @@ def assert_scored_once_and_paid_once(run: BenchmarkRun) -> None:
     assert entries.count() == results.filter(cost_usd__gt=0).count() == run.total_items
     assert set(entries.values_list("idempotency_key", flat=True)) == set(results.values_list("cost_key", flat=True))
     # Quantized: the embedded SQLite sums decimals as floats (Postgres sums them exactly).
-    def summed(rows, field):  # type: ignore[no-untyped-def]
+    def summed(rows, field):
         return Decimal(rows.aggregate(total=Sum(field))["total"]).quantize(Decimal("0.00000001"))
 
     assert summed(entries, "amount_usd") == summed(results, "cost_usd") == run.cost_usd
@@ -432,7 +432,7 @@ def test_llm_judge_cases_ask_the_judge_once_per_reply_and_pay_for_it(seeded_demo
     assert first.cost_usd > second.cost_usd
 
 
-def _permissions(*names: str):  # type: ignore[no-untyped-def]
+def _permissions(*names: str):
     from django.contrib.auth.models import Permission
 
     found = []
@@ -442,7 +442,7 @@ def _permissions(*names: str):  # type: ignore[no-untyped-def]
     return found
 
 
-def _fresh(user):  # type: ignore[no-untyped-def]
+def _fresh(user):
     """The user re-read, so its permission cache sees newly granted permissions."""
     return type(user).objects.get(pk=user.pk)
 
@@ -617,7 +617,7 @@ def test_the_sweep_finishes_a_run_whose_chunks_are_all_done_but_which_was_never_
 # ---- the LLM judge failing transiently: only the judge is asked again ---------------------------------------------
 
 
-def _judged_run(agent_slug: str, simulator_factory):  # type: ignore[no-untyped-def]
+def _judged_run(agent_slug: str, simulator_factory):
     """A one-case llm_judge run whose judge has a provider account (and simulator) of its own, so that
     its faults touch only the judge. Returns (run, models' simulator, judge's simulator)."""
     from models_app.registry.services import provider_account_upsert
@@ -637,7 +637,7 @@ def _judged_run(agent_slug: str, simulator_factory):  # type: ignore[no-untyped-
     return run, models, judge
 
 
-def _fail_every_judge_call_of_one_round(judge) -> int:  # type: ignore[no-untyped-def]
+def _fail_every_judge_call_of_one_round(judge) -> int:
     """Returns how many judge requests fail: two replies to judge, each through all its retries."""
     from models_app.benchmarks.runner import CALL_RETRY_POLICY
 
@@ -646,7 +646,7 @@ def _fail_every_judge_call_of_one_round(judge) -> int:  # type: ignore[no-untype
     return failing
 
 
-def price_for_estimate(model: str, base_model: str | None = None):  # type: ignore[no-untyped-def]
+def price_for_estimate(model: str, base_model: str | None = None):
     from costs.selectors import price_in_force
 
     return price_in_force(model=model, base_model=base_model)

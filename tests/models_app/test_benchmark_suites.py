@@ -20,7 +20,7 @@ GOOD = {"id": "q1", "messages": [{"role": "user", "content": "Is 17 prime?"}], "
         "scorer": {"name": "normalized_match"}, "tags": ["difficulty:easy"]}
 
 
-def line(**changes) -> str:  # type: ignore[no-untyped-def]
+def line(**changes) -> str:
     return json.dumps({**GOOD, **changes})
 
 

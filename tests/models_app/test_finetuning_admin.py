@@ -21,8 +21,8 @@ from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines,
 
 
 @pytest.fixture
-def admin_client_for(client):  # type: ignore[no-untyped-def]
-    def login(**options):  # type: ignore[no-untyped-def]
+def admin_client_for(client):
+    def login(**options):
         user = UserFactory(**options)
         client.force_login(user)
         return client
@@ -34,7 +34,7 @@ def demo_upload() -> SimpleUploadedFile:
     return SimpleUploadedFile(DEMO_TRAINING_FILE.name, DEMO_TRAINING_FILE.read_bytes(), content_type="application/jsonl")
 
 
-def press(client, job: FineTuningJob, action: str):  # type: ignore[no-untyped-def]
+def press(client, job: FineTuningJob, action: str):
     return client.post(reverse("admin:models_app_finetuningjob_action", args=[job.pk, action]), follow=True)
 
 
@@ -116,7 +116,7 @@ def test_buttons_need_the_change_permission(ft_world, admin_client_for) -> None:
     assert client.get(reverse("admin:models_app_finetuningjob_action", args=[job.pk, "cancel"])).status_code == 405
 
 
-def lost_creation_with_orphan(world) -> tuple[FineTuningJob, str]:  # type: ignore[no-untyped-def]
+def lost_creation_with_orphan(world) -> tuple[FineTuningJob, str]:
     """A job whose creation met a 500 (NOT_CREATED), and the job the provider made for it anyway
     (created with the real SDK straight at the simulator)."""
     from models_app.registry.gateway import provider_for

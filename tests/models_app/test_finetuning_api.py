@@ -11,13 +11,13 @@ from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE
 
 
 @pytest.fixture
-def job(ft_world):  # type: ignore[no-untyped-def]
+def job(ft_world):
     with DEMO_TRAINING_FILE.open("rb") as stream:
         training_file = training_file_upload(agent=ft_world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)
     return finetuning_job_create(agent=ft_world.agent, training_file=training_file, hyperparameters={"epochs": 1})
 
 
-def get(client, url: str, key: str):  # type: ignore[no-untyped-def]
+def get(client, url: str, key: str):
     return client.get(url, HTTP_AUTHORIZATION=f"Bearer {key}")
 
 

@@ -46,12 +46,12 @@ from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, DEMO_VALIDA
 FAST_RETRY = RetryPolicy(max_attempts=2, base_delay_seconds=0.01, max_delay_seconds=0.05)
 
 
-def upload_demo(world, **options: Any) -> TrainingFile:  # type: ignore[no-untyped-def]
+def upload_demo(world, **options: Any) -> TrainingFile:
     with DEMO_TRAINING_FILE.open("rb") as stream:
         return training_file_upload(agent=world.agent, content=stream, filename=DEMO_TRAINING_FILE.name, **options)
 
 
-def started_job(world, **options: Any) -> FineTuningJob:  # type: ignore[no-untyped-def]
+def started_job(world, **options: Any) -> FineTuningJob:
     job = finetuning_job_create(agent=world.agent, training_file=upload_demo(world), **options)
     return finetuning_job_start(job=job)
 
@@ -389,7 +389,7 @@ def refusing_provider() -> Iterator[RefusingProvider]:
     server.server_close()
 
 
-def point_provider_at(world, url: str) -> None:  # type: ignore[no-untyped-def]
+def point_provider_at(world, url: str) -> None:
     provider_account_upsert(name=world.provider.name, kind="simulator", base_url=url, api_key_env="GENESIS_SIMULATOR_API_KEY")
 
 
@@ -428,7 +428,7 @@ def test_an_openai_compatible_account_cannot_fine_tune(ft_world) -> None:
 # --- adopting the job a lost creation answer left at the provider ----------------------------------
 
 
-def lost_creation(world, **options: Any) -> FineTuningJob:  # type: ignore[no-untyped-def]
+def lost_creation(world, **options: Any) -> FineTuningJob:
     """A job whose creation met a 500: kept NOT_CREATED, its estimate held, nothing at the provider."""
     training_file = options.pop("training_file", None) or upload_demo(world)
     world.simulator.state.queue_faults(500)
@@ -437,7 +437,7 @@ def lost_creation(world, **options: Any) -> FineTuningJob:  # type: ignore[no-un
     return job
 
 
-def orphan_at_provider(world, job: FineTuningJob, **changes: Any) -> str:  # type: ignore[no-untyped-def]
+def orphan_at_provider(world, job: FineTuningJob, **changes: Any) -> str:
     """What `_submit` sends for `job`, sent with the real SDK straight to the simulator: the job a
     creation whose answer was lost leaves at the provider, tracked by no row."""
     request = {
@@ -447,13 +447,13 @@ def orphan_at_provider(world, job: FineTuningJob, **changes: Any) -> str:  # typ
     return provider_for(world.provider).create_job(**request).id
 
 
-def person_with(*codenames: str, username: str = "lead"):  # type: ignore[no-untyped-def]
+def person_with(*codenames: str, username: str = "lead"):
     person = UserFactory(username=username)
     person.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
     return type(person).objects.get(pk=person.pk)  # fresh permission cache
 
 
-def job_lookups(world, provider_job_id: str) -> list[int]:  # type: ignore[no-untyped-def]
+def job_lookups(world, provider_job_id: str) -> list[int]:
     return [s for m, p, s in world.simulator.state.request_log if m == "GET" and p == f"/v1/fine_tuning/jobs/{provider_job_id}"]
 
 

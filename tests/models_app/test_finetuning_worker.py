@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 SCHEDULE_NAME = "fine-tuning: sync active jobs"
 
 
-def running_job(world) -> FineTuningJob:  # type: ignore[no-untyped-def]
+def running_job(world) -> FineTuningJob:
     with DEMO_TRAINING_FILE.open("rb") as stream:
         training_file = training_file_upload(agent=world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)
     job = finetuning_job_create(agent=world.agent, training_file=training_file)
@@ -52,7 +52,7 @@ def registered(job: FineTuningJob) -> FineTuningJob | None:
     return fresh if fresh.model_version_id else None
 
 
-def assert_registered_once(world, job: FineTuningJob) -> FineTuningJob:  # type: ignore[no-untyped-def]
+def assert_registered_once(world, job: FineTuningJob) -> FineTuningJob:
     job = FineTuningJob.objects.select_related("model_version").get(pk=job.pk)
     assert job.status == "SUCCESS"
     versions = ModelVersion.objects.filter(agent=world.agent, kind="fine_tuned")
@@ -63,14 +63,14 @@ def assert_registered_once(world, job: FineTuningJob) -> FineTuningJob:  # type:
     return job
 
 
-def wait_for_task(worker, task_id: str, *, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for_task(worker, task_id: str, *, timeout: float = 30.0) -> None:
     wait_until(
         lambda: f"[{task_id}] succeeded" in worker.log_path.read_text(errors="replace"),
         timeout=timeout, what=f"task {task_id} to finish on the worker",
     )
 
 
-def test_beat_entry_is_installed_every_minute_for_a_registered_task(db) -> None:  # type: ignore[no-untyped-def]
+def test_beat_entry_is_installed_every_minute_for_a_registered_task(db) -> None:
     entry = next(schedule for schedule in DEFAULT_SCHEDULES if schedule.name == SCHEDULE_NAME)
     assert entry.task in app.tasks and entry.task == sync_active_fine_tuning_jobs.name
     install_default_schedules()
@@ -107,7 +107,7 @@ def test_a_worker_killed_during_sync_and_replaced_registers_the_model_once(ft_wo
         arrivals.append(time.monotonic())
         return next_fault()
 
-    simulator.state.next_fault = note_arrival  # type: ignore[method-assign]
+    simulator.state.next_fault = note_arrival
     set_simulator(simulator, latency_ms=5000)
     first = start_worker()
     original = sync_fine_tuning_job.delay(job.pk)

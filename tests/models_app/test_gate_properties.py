@@ -98,7 +98,7 @@ def test_the_run_seed_is_derived_from_the_run_id():
 def needed(**changes: float) -> int | None:
     options = {"threshold": THRESHOLD, "rule": AT_LEAST, "delta_sd": 0.36, "baseline_mean": 0.6,
                "planned_improvement": 0.2, **changes}
-    return gate.plan_sample_size(**options).cases_needed  # type: ignore[arg-type]
+    return gate.plan_sample_size(**options).cases_needed
 
 
 def test_the_planner_asks_more_cases_for_a_higher_threshold_a_wider_spread_and_the_stricter_rule():

@@ -211,10 +211,10 @@ class MemoryCache:
     def __init__(self) -> None:
         self.data: dict[str, dict] = {}
 
-    def get(self, key):  # type: ignore[no-untyped-def]
+    def get(self, key):
         return self.data.get(key)
 
-    def set(self, key, value):  # type: ignore[no-untyped-def]
+    def set(self, key, value):
         self.data[key] = dict(value)
 
 
@@ -366,7 +366,7 @@ def test_unusable_options_are_refused_at_import_and_are_a_spec_error_when_scored
 
 def test_an_error_raised_inside_a_scorer_is_a_spec_error_for_that_case():
     class UnreadableCache(MemoryCache):
-        def get(self, key):  # type: ignore[no-untyped-def]
+        def get(self, key):
             return {"score": "high", "reason": "written by something else"}
 
     judge = JudgeContext(ask=lambda model, m: JudgeReply('{"score": 1}'), cache=UnreadableCache(), default_model="j")

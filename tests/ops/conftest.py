@@ -77,7 +77,7 @@ class GenesisServer:
 
 
 @pytest.fixture
-def genesis_server(transactional_db, tmp_path) -> Iterator[GenesisServer]:  # type: ignore[no-untyped-def]
+def genesis_server(transactional_db, tmp_path) -> Iterator[GenesisServer]:
     metrics_dir = tmp_path / "prometheus-multiproc"
     metrics_dir.mkdir()
     port = free_port()

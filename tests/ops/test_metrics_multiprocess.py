@@ -23,7 +23,7 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return found
 
 
-def processes_counting_requests(metrics_dir) -> set[str]:  # type: ignore[no-untyped-def]
+def processes_counting_requests(metrics_dir) -> set[str]:
     """The multiprocess files (one per process) holding a genesis_agent_requests_total value."""
     return {path.name for path in metrics_dir.glob("counter_*.db")
             if any('"genesis_agent_requests_total"' in key for key, *_ in MmapedDict.read_all_values_from_file(str(path)))}

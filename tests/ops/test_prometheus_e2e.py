@@ -101,10 +101,10 @@ class Prometheus:
 
 
 @pytest.fixture
-def prometheus_for(tmp_path):  # type: ignore[no-untyped-def]
+def prometheus_for(tmp_path):
     started: list[Prometheus] = []
 
-    def start(server) -> Prometheus:  # type: ignore[no-untyped-def]
+    def start(server) -> Prometheus:
         started.append(Prometheus(target_port=server.port, tmp_path=tmp_path))
         return started[-1]
 

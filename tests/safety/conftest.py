@@ -9,7 +9,7 @@ from tests.models_app.conftest import demo_simulator, empty_broker, simulator_fa
 
 
 @pytest.fixture
-def chief(db):  # type: ignore[no-untyped-def]
+def chief(db):
     from tests.factories import UserFactory
 
     return UserFactory(username="chief", is_superuser=True)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def root_client(client):  # type: ignore[no-untyped-def]
+def root_client(client):
     client.force_login(UserFactory(username="root", is_superuser=True))
     return client
 

@@ -17,7 +17,7 @@ from safety.services import waltz_build_create, waltz_build_execute
 pytestmark = pytest.mark.django_db
 
 
-def _lines(dataset) -> list[dict]:  # type: ignore[no-untyped-def]
+def _lines(dataset) -> list[dict]:
     return [json.loads(line) for line in dataset_file_path(dataset=dataset).read_text().splitlines()]
 
 
@@ -54,7 +54,7 @@ def test_a_build_from_the_builtin_sets_writes_both_agents_files_clean_labelled_a
             assert set(label) == set(labels.LABEL_KEYS)
 
     # No prompt in both splits, none in a benchmark suite.
-    def prompts(dataset) -> set[str]:  # type: ignore[no-untyped-def]
+    def prompts(dataset) -> set[str]:
         return {next(m["content"] for m in line["messages"] if m["role"] == "user") for line in _lines(dataset)}
 
     train, valid = prompts(build.conversation_train), prompts(build.conversation_valid)

@@ -30,7 +30,7 @@ def test_a_worker_killed_mid_build_is_resumed_without_paying_twice_for_any_promp
         arrivals.append(time.monotonic())
         return next_fault()
 
-    simulator.state.next_fault = note_arrival  # type: ignore[method-assign]
+    simulator.state.next_fault = note_arrival
     first = start_worker(queues="default")
     build = waltz_build_create(agent=Agent.objects.get(slug="qa_agent"), target=120)
     wait_until(lambda: WaltzItem.objects.filter(build=build, done=True).count() >= 15, timeout=60)
