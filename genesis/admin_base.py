@@ -5,7 +5,7 @@ breadcrumbs) and templates/admin/form_page.html (a form that calls a service).""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django import forms
@@ -72,14 +72,18 @@ class ServiceAddFormMixin(admin.ModelAdmin):
     def add_form_initial(self, request: HttpRequest) -> dict[str, Any] | None:
         return None
 
-    def add_through_service(self, request: HttpRequest, form: forms.Form) -> Any:
-        raise NotImplementedError
+    # Every admin supplies these two; a class without them is refused when it is defined.
+    add_through_service: Callable[[HttpRequest, forms.Form], Any]  # calls the service: the row it wrote
+    add_done: Callable[[HttpRequest, Any], HttpResponse]  # says what was added and redirects
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = [hook for hook in ("add_through_service", "add_done") if not callable(getattr(cls, hook, None))]
+        if missing:
+            raise TypeError(f"{cls.__name__} uses ServiceAddFormMixin without {' and '.join(missing)}")
 
     def add_refused(self, request: HttpRequest, form: forms.Form, error: DomainError) -> None:
         form.add_error(None, error.message)
-
-    def add_done(self, request: HttpRequest, added: Any) -> HttpResponse:
-        raise NotImplementedError
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if not self.has_add_permission(request):
