@@ -75,7 +75,8 @@ CHUNK_STALLED_AFTER_SECONDS = 60.0
 # A queued chunk is sent again after this long when nothing else says its message is lost: a broker
 # outage at enqueue time, a receipt that could not be noted, a sweep without a ping. A worker killed
 # after receiving the message does not wait for this: the chunk names it (`received_by`) and the sweep
-# re-sends at once once it no longer answers. A duplicate is harmless.
+# re-sends at once once it no longer answers (with every chunk that names nobody, for a worker killed
+# before it could note the receipt). A duplicate is harmless.
 QUEUED_CHUNK_RESEND_AFTER_SECONDS = 600.0
 # Rounds of transient failures a chunk may go through (each after per-call retries) before the run fails.
 MAX_CHUNK_ATTEMPTS = 6
@@ -697,28 +698,43 @@ def benchmark_runs_resume_stalled(
     `stalled_after_seconds`. A queued chunk is sent again at once when the worker that received its
     message (`received_by`, see `benchmark_chunk_received`) is not among `live_workers`: killed
     before claiming the chunk, it left the message unacknowledged in Redis until the visibility
-    timeout. Any other queued chunk is sent again once it has waited longer than
+    timeout. When a worker named on a chunk no longer answers, every queued chunk that names no
+    receiver is sent again too: the worker may have taken its message off the queue in the instant
+    before noting the receipt. Any other queued chunk is sent again once it has waited longer than
     `resend_queued_after_seconds` (a message lost some other way, or no ping to judge by). A chunk
     sent again forgets its receiver until the new message's receiver notes itself. Duplicated
     messages are harmless: a chunk is claimed by one worker at a time and scored pairs are skipped.
     Results left off the ledger for as long get their posting sent again."""
     now = now or timezone.now()
     stalled_before = now - timedelta(seconds=stalled_after_seconds)
-    resend: list[int] = []
-    chunks = BenchmarkChunk.objects.select_for_update(skip_locked=True).filter(
-        run__status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING],
-        status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING],
+    resend_before = now - timedelta(seconds=resend_queued_after_seconds)
+    chunks = list(
+        BenchmarkChunk.objects.select_for_update(skip_locked=True).filter(
+            run__status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING],
+            status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING],
+        )
     )
+    # The workers named on a chunk, as holder or as receiver of its message, that no longer answer.
+    named = {worker_node(chunk.worker) for chunk in chunks if chunk.status == BenchmarkChunkStatus.RUNNING}
+    named |= {chunk.received_by for chunk in chunks if chunk.received_by}
+    gone = named - set(live_workers) if live_workers is not None else set()
+    resend = [chunk for chunk in chunks if _take_back(chunk, gone=gone, stalled_before=stalled_before)]
+    taken = {chunk.pk for chunk in resend}
     for chunk in chunks:
-        if _take_back_for_resending(
-            chunk, live_workers=live_workers, stalled_before=stalled_before,
-            resend_before=now - timedelta(seconds=resend_queued_after_seconds),
-        ):
-            chunk.enqueued_at, chunk.received_by = now, ""
-            chunk.save(update_fields=["status", "lease_token", "error", "enqueued_at", "received_by"])
-            resend.append(chunk.pk)
+        if chunk.status != BenchmarkChunkStatus.QUEUED or chunk.pk in taken:
+            continue
+        if gone and not chunk.received_by:
+            why = f"worker {min(gone)} no longer answers and may have taken this chunk's message before noting it"
+            logger.warning("benchmark run #%s chunk %s: %s; sending it again", chunk.run_id, chunk.index, why)
+            chunk.error = f"{why}; sent again"
+            resend.append(chunk)
+        elif chunk.enqueued_at is None or chunk.enqueued_at < resend_before:
+            resend.append(chunk)
+    for chunk in resend:
+        chunk.enqueued_at, chunk.received_by = now, ""
+        chunk.save(update_fields=["status", "lease_token", "error", "enqueued_at", "received_by"])
     if resend:
-        send_chunks_on_commit(resend)
+        send_chunks_on_commit([chunk.pk for chunk in resend])
     # The ledger's outbox: results whose posting message was lost (a worker killed before it ran).
     unposted = (
         BenchmarkResult.objects.filter(cost_posted_at__isnull=True, created_at__lt=stalled_before)
@@ -735,20 +751,15 @@ def benchmark_runs_resume_stalled(
     for run_id in finished_chunks_only.values_list("pk", flat=True):
         logger.warning("benchmark run #%s: every chunk is done but the run was not finished; finishing it", run_id)
         benchmark_run_finish_if_complete(run_id=run_id)
-    return resend
+    return [chunk.pk for chunk in resend]
 
 
-def _take_back_for_resending(
-    chunk: BenchmarkChunk, *, live_workers: Collection[str] | None, stalled_before: datetime, resend_before: datetime
-) -> bool:
-    """Whether the sweep sends the chunk again (see `benchmark_runs_resume_stalled`); a running chunk
-    taken back is queued again here, with the reason on the row."""
-
-    def gone(node: str) -> bool:
-        return live_workers is not None and node not in live_workers
-
+def _take_back(chunk: BenchmarkChunk, *, gone: set[str], stalled_before: datetime) -> bool:
+    """Whether the chunk's holder, or the worker that received its message, is among the `gone`
+    workers or silent (see `benchmark_runs_resume_stalled`). A running chunk taken back is queued
+    again here; either way the reason is on the row."""
     if chunk.status == BenchmarkChunkStatus.RUNNING:
-        worker_gone = gone(worker_node(chunk.worker))
+        worker_gone = worker_node(chunk.worker) in gone
         silent = chunk.heartbeat_at is None or chunk.heartbeat_at < stalled_before
         if not (worker_gone or silent):
             return False
@@ -756,12 +767,12 @@ def _take_back_for_resending(
         logger.warning("benchmark run #%s chunk %s: %s; handing it to another worker", chunk.run_id, chunk.index, why)
         chunk.status, chunk.lease_token, chunk.error = BenchmarkChunkStatus.QUEUED, None, f"{why}; handed on"
         return True
-    if chunk.received_by and gone(chunk.received_by):
+    if chunk.received_by in gone:
         why = f"worker {chunk.received_by} received its message and no longer answers"
         logger.warning("benchmark run #%s chunk %s: %s; sending it again", chunk.run_id, chunk.index, why)
         chunk.error = f"{why}; sent again"
         return True
-    return chunk.enqueued_at is None or chunk.enqueued_at < resend_before
+    return False
 
 
 _limiters: dict[tuple[Any, ...], ProviderLimiter] = {}

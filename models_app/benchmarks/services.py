@@ -32,7 +32,9 @@ soft time limit) gives its lease back at once, so its retry need not wait for th
 A worker killed while it held chunk messages it had not claimed yet (waiting for a pool process, or a
 retry's countdown) leaves them unacknowledged in Redis until the visibility timeout; each worker notes
 on the chunk that it received the message (`benchmark_chunk_received`, called as the message arrives),
-so the same sweep sends such a chunk again as soon as that worker no longer answers.
+so the same sweep sends such a chunk again as soon as that worker no longer answers — and, since
+the worker may have been killed between taking a message and noting it, every queued chunk that no
+worker has noted goes again with it.
 """
 
 from __future__ import annotations
