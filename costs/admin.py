@@ -9,6 +9,7 @@ and never "added successfully" for a row that was not written."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -49,9 +50,13 @@ class ServiceForm(forms.ModelForm):
 
     actor: Actor = None  # the request's user; ServiceFormAdminMixin.get_form sets it
     saved: models.Model  # the row the service wrote: set once validation passes, which the admin's save requires
+    # Every form supplies this (called with actor=…); a form without it is refused when it is defined.
+    save_through_service: Callable[..., models.Model]  # calls the service: the row it wrote
 
-    def save_through_service(self, *, actor: Actor) -> models.Model:
-        raise NotImplementedError
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not callable(getattr(cls, "save_through_service", None)):
+            raise TypeError(f"{cls.__name__} is a ServiceForm without save_through_service")
 
     def full_clean(self) -> None:
         super().full_clean()

@@ -11,8 +11,10 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.forms import modelform_factory
 from django.test.utils import CaptureQueriesContext
 
+from costs.admin import PriceTableForm, ServiceForm
 from costs.models import Budget, CostEntry, CostReport, PriceTable
 from costs.services import budget_upsert, cost_record, cost_report_run
 from tests.factories import UserFactory
@@ -167,3 +169,14 @@ def test_budget_list_costs_one_query_per_budget(admin_client, qa_agent, legal_ag
     three, page = queries_for_the_list()
     assert three - one == 2
     assert "$16.00 (53.3 %)" in first_page and "$16.00 (80 %)" in page and "$0.00 (0 %)" in page
+
+
+def test_a_service_form_without_its_service_call_is_refused_at_definition():
+    with pytest.raises(TypeError, match="^NoServiceForm is a ServiceForm without save_through_service$"):
+        class NoServiceForm(ServiceForm):
+            class Meta:
+                model = PriceTable
+                fields = ("model",)
+
+    # The admin builds a subclass of the form it is given (modelform_factory); it keeps the call.
+    assert callable(modelform_factory(PriceTable, form=PriceTableForm, fields=("model",)).save_through_service)
