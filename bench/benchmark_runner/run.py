@@ -244,7 +244,8 @@ def print_timeline(run: BenchmarkRun, *, requested_at: float) -> None:
         pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
         print(f"    call latency ms: mean {sum(latencies) / len(latencies):.1f}, p50 {pick(0.5):.1f}, p90 {pick(0.9):.1f}, "
               f"p99 {pick(0.99):.1f}, max {latencies[-1]:.1f}")
-    print(f"    run finished {run.finished_at.timestamp() - requested_at:.3f} s after the request")
+    if run.finished_at:
+        print(f"    run finished {run.finished_at.timestamp() - requested_at:.3f} s after the request")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                     benchmark_run_post_all_costs(run_id=run.pk)
                 time.sleep(0.05)
             ledger = time.perf_counter() - started
+            assert run.finished_at and run.started_at  # a completed run has both
             span = (run.finished_at - run.started_at).total_seconds()
             chunks = run.chunks.count()
             ratio = ideal / wall

@@ -99,7 +99,7 @@ def _flips(args: tuple[int, str, float, int]) -> dict[str, Any]:
     verdict differs, with production's resampling and with the old 2 000 resamples and no refinement."""
     seed, rule, improvement, suites = args
     rng = np.random.default_rng([seed, 7, FLIP_SIZE])
-    settings = {
+    settings: dict[str, dict[str, Any]] = {
         "production (10 000 + refinement)": {"resamples": gate.DEFAULT_RESAMPLES, "refine": True},
         "2 000, no refinement": {"resamples": 2_000, "refine": False},
     }

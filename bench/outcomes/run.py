@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "route")]
+sys.path.insert(0, str(ROOT))
 
 from bench.targets import meets_target  # noqa: E402
 
@@ -95,7 +95,7 @@ def main() -> int:
         print("set DATABASE_URL to a scratch PostgreSQL database", file=sys.stderr)
         return 2
 
-    from run import setup_world, start_server  # bench/route/run.py: migrate, seed, start qa_agent's experiment
+    from bench.route.run import setup_world, start_server  # migrate, seed, start qa_agent's experiment
 
     load_at_start = os.getloadavg()[0]  # other work on the machine: these numbers are wall-clock
     key = setup_world()

@@ -465,7 +465,7 @@ def command_scan(args: argparse.Namespace) -> int:
         ratio = ours.mb_per_s / score.mb_per_s
         weaker = [
             t for t in TYPES
-            if score.recall[t] is not None and score.found[t] and (ours.recall[t] or 0.0) < score.recall[t]
+            if (theirs := score.recall[t]) is not None and score.found[t] and (ours.recall[t] or 0.0) < theirs
         ]
         verdict = "recall ≥ theirs on every type they detect" if not weaker else f"recall BELOW theirs on {weaker}"
         print(f"ours/{name}: {ratio:.1f}× faster; {verdict}")

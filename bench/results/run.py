@@ -61,6 +61,7 @@ def setup(outcomes: int) -> Experiment:
             raise SystemExit(f"{AGENT} has no draft experiment to start (seed_demo makes one on a fresh database)")
         experiment = experiment_start(experiment=draft, actor=None, override_reason="bench/results: synthetic data")
     experiment = Experiment.objects.select_related("control", "treatment", "current_stage").get(pk=experiment.pk)
+    assert experiment.current_stage is not None  # a started experiment is in a stage
     have = OutcomeEvent.objects.filter(experiment=experiment).count()
     if have < outcomes:
         started = time.perf_counter()
@@ -134,9 +135,12 @@ def main() -> int:
 
     from experiments.selectors import experiment_results, get_experiment
 
+    stage = experiment.current_stage
+    assert stage is not None  # setup() started the experiment
+
     def bare() -> list[tuple[Any, ...]]:
         with connection.cursor() as cursor:
-            cursor.execute(BARE_SQL, {"exp": experiment.pk, "stage": experiment.current_stage.started_at})
+            cursor.execute(BARE_SQL, {"exp": experiment.pk, "stage": stage.started_at})
             return cursor.fetchall()
 
     def selector() -> dict[str, Any]:

@@ -106,20 +106,19 @@ def _send(port: int, path: str, key: str, user: str) -> None:
     body = json.dumps({"agent": "qa_agent", "user_id": user})
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     for attempt in (1, 2):
-        if _connection is None:
-            _connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection = _connection = _connection or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
-            _connection.request("POST", path, body=body, headers=headers)
-            response = _connection.getresponse()
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
             response.read()
             break
         except (http.client.HTTPException, ConnectionError):
-            _connection.close()
+            connection.close()
             _connection = None
             if attempt == 2:
                 raise
     if response.will_close:
-        _connection.close()
+        connection.close()
         _connection = None
     if response.status != 200:
         raise RuntimeError(f"{path} answered {response.status}")
@@ -138,7 +137,8 @@ def open_loop(args: tuple[int, str, str, float, int, float]) -> list[float]:
     """Send at a fixed rate; latency from each request's scheduled time (no coordinated omission)."""
     port, path, key, seconds, client, rate = args
     interval, start = 1.0 / rate, time.monotonic() + 0.05 * client / max(rate, 1)
-    latencies, sent = [], 0
+    latencies: list[float] = []
+    sent = 0
     while True:
         scheduled = start + sent * interval
         if scheduled - start > seconds:
