@@ -55,6 +55,7 @@ from genesis.jobs import advance
 from genesis.locks import worker_lock
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
+from models_app.benchmarks.limits import ProviderLimiter
 from models_app.benchmarks.models import BenchmarkCase
 from models_app.benchmarks.runner import provider_limiter
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
@@ -62,6 +63,7 @@ from models_app.finetuning.models import FineTuningJob
 from models_app.finetuning.rules import CHARS_PER_TOKEN
 from models_app.finetuning.services import finetuning_job_create, training_file_upload
 from models_app.providers import PermanentProviderError, call_with_retries
+from models_app.providers.base import ChatProvider, ChatResult
 from models_app.providers.retry import BATCH_CALL_RETRY
 from models_app.registry.gateway import generation_parameters, provider_for
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
@@ -344,8 +346,8 @@ def _worker_lock(build_id: int) -> Any:
 
 @dataclass(frozen=True)
 class _Route:
-    provider: Any
-    limiter: Any
+    provider: ChatProvider
+    limiter: ProviderLimiter
     model: str
     base_model: str | None
 
@@ -354,8 +356,8 @@ def _route(account: ProviderAccount, model: str, base_model: str | None) -> _Rou
     return _Route(provider=provider_for(account), limiter=provider_limiter(account), model=model, base_model=base_model)
 
 
-def _ask(route: _Route, messages: list[dict[str, Any]], parameters: dict[str, Any]) -> Any:
-    def attempt() -> Any:
+def _ask(route: _Route, messages: list[dict[str, Any]], parameters: dict[str, Any]) -> ChatResult:
+    def attempt() -> ChatResult:
         with route.limiter.slot():
             return route.provider.chat(model=route.model, messages=messages, parameters=parameters)
 

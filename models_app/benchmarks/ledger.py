@@ -15,7 +15,7 @@ from django.db.models import Case, F, When
 from django.utils import timezone
 
 from costs.models import Operation
-from costs.pricing import inference_cost
+from costs.pricing import Price, inference_cost
 from costs.selectors import ledger_keys_recorded, price_in_force
 from costs.services import Charge, cost_hold_release, cost_record_many
 from genesis.errors import Conflict, NotFound
@@ -36,7 +36,7 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE))
 
 
-def price_for_estimate(model: str, base_model: str | None) -> Any:
+def price_for_estimate(model: str, base_model: str | None) -> Price:
     """The price in force for `model` (costs app), or a Conflict saying where to add it."""
 
     try:

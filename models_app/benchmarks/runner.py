@@ -25,7 +25,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from costs.pricing import inference_cost
+from costs.pricing import Price, inference_cost
 from genesis.errors import Conflict
 from genesis.jobs import check_move
 from models_app.benchmarks import scorers
@@ -59,7 +59,7 @@ from models_app.providers import (
     UnsupportedParameterError,
     call_with_retries,
 )
-from models_app.providers.base import ChatResult
+from models_app.providers.base import ChatProvider, ChatResult
 from models_app.providers.retry import BATCH_CALL_RETRY
 from models_app.registry.gateway import provider_for
 from models_app.registry.models import ModelVersion, ProviderAccount
@@ -248,7 +248,7 @@ class _Route:
     """How a chunk's threads reach one provider account: its process-wide client and shared limits,
     looked up once per chunk rather than at every call."""
 
-    provider: Any
+    provider: ChatProvider
     limiter: ProviderLimiter
 
     @classmethod
@@ -263,8 +263,8 @@ class _ChunkContext:
     cases: dict[int, BenchmarkCase]
     versions: dict[int, ModelVersion]
     routes: dict[int, _Route]  # by model version id
-    prices: dict[int, Any]
-    judge_price: Any
+    prices: dict[int, Price]
+    judge_price: Price | None
     judge_route: _Route | None
     # Answers of earlier rounds whose judge failed, by (model version id, case id).
     unscored: dict[tuple[int, int], BenchmarkUnscoredAnswer] = field(default_factory=dict)
@@ -377,6 +377,7 @@ def _score_answer(context: _ChunkContext, case: BenchmarkCase, answer: Answer) -
     except PermanentProviderError as error:
         graded = scorers.Score(0.0, f"judge refused: {str(error)[:200]}")
     if any(judge_spent):
+        assert context.judge_price is not None  # looked up with the judge's route, which was asked
         answer.judge_prompt_tokens += judge_spent[0]
         answer.judge_completion_tokens += judge_spent[1]
         answer.cost_usd += inference_cost(price=context.judge_price, input_tokens=judge_spent[0], output_tokens=judge_spent[1])
