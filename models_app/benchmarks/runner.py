@@ -715,22 +715,7 @@ def benchmark_runs_resume_stalled(
             status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING],
         )
     )
-    # The workers named on a chunk, as holder or as receiver of its message, that no longer answer.
-    named = {worker_node(chunk.worker) for chunk in chunks if chunk.status == BenchmarkChunkStatus.RUNNING}
-    named |= {chunk.received_by for chunk in chunks if chunk.received_by}
-    gone = named - set(live_workers) if live_workers is not None else set()
-    resend = [chunk for chunk in chunks if _take_back(chunk, gone=gone, stalled_before=stalled_before)]
-    taken = {chunk.pk for chunk in resend}
-    for chunk in chunks:
-        if chunk.status != BenchmarkChunkStatus.QUEUED or chunk.pk in taken:
-            continue
-        if gone and not chunk.received_by:
-            why = f"worker {min(gone)} no longer answers and may have taken this chunk's message before noting it"
-            logger.warning("benchmark run #%s chunk %s: %s; sending it again", chunk.run_id, chunk.index, why)
-            chunk.error = f"{why}; sent again"
-            resend.append(chunk)
-        elif chunk.enqueued_at is None or chunk.enqueued_at < resend_before:
-            resend.append(chunk)
+    resend = _to_send_again(chunks, live_workers=live_workers, stalled_before=stalled_before, resend_before=resend_before)
     for chunk in resend:
         chunk.enqueued_at, chunk.received_by = now, ""
         chunk.save(update_fields=["status", "lease_token", "error", "enqueued_at", "received_by"])
@@ -753,6 +738,30 @@ def benchmark_runs_resume_stalled(
         logger.warning("benchmark run #%s: every chunk is done but the run was not finished; finishing it", run_id)
         benchmark_run_finish_if_complete(run_id=run_id)
     return [chunk.pk for chunk in resend]
+
+
+def _to_send_again(
+    chunks: list[BenchmarkChunk], *, live_workers: Collection[str] | None, stalled_before: datetime, resend_before: datetime
+) -> list[BenchmarkChunk]:
+    """The chunks the sweep sends again, by the rules of `benchmark_runs_resume_stalled`; each with
+    its reason on the row (not saved)."""
+    # The workers named on a chunk, as holder or as receiver of its message, that no longer answer.
+    named = {worker_node(chunk.worker) for chunk in chunks if chunk.status == BenchmarkChunkStatus.RUNNING}
+    named |= {chunk.received_by for chunk in chunks if chunk.received_by}
+    gone = named - set(live_workers) if live_workers is not None else set()
+    resend = [chunk for chunk in chunks if _take_back(chunk, gone=gone, stalled_before=stalled_before)]
+    taken = {chunk.pk for chunk in resend}
+    for chunk in chunks:
+        if chunk.status != BenchmarkChunkStatus.QUEUED or chunk.pk in taken:
+            continue
+        if gone and not chunk.received_by:
+            why = f"worker {min(gone)} no longer answers and may have taken this chunk's message before noting it"
+            logger.warning("benchmark run #%s chunk %s: %s; sending it again", chunk.run_id, chunk.index, why)
+            chunk.error = f"{why}; sent again"
+            resend.append(chunk)
+        elif chunk.enqueued_at is None or chunk.enqueued_at < resend_before:
+            resend.append(chunk)
+    return resend
 
 
 def _take_back(chunk: BenchmarkChunk, *, gone: set[str], stalled_before: datetime) -> bool:
