@@ -23,11 +23,9 @@ migrate: install
 	$(PY) manage.py migrate --noinput
 
 # Migrate, seed the demo world, then run the simulator, Celery worker, Celery beat and the web server
-# until Ctrl-C. Embedded SQLite + file-system broker under var/ unless DATABASE_URL / REDIS_URL are set.
-# The demo provider is pointed at the simulator scripts/run.sh starts (GENESIS_SIMULATOR_PORT), unless
-# GENESIS_SIMULATOR_URL names another.
-run: migrate
-	GENESIS_SIMULATOR_URL="$${GENESIS_SIMULATOR_URL:-http://127.0.0.1:$${GENESIS_SIMULATOR_PORT:-8765}}" $(PY) manage.py seed_demo
+# until Ctrl-C (all in scripts/run.sh, after it has checked that its ports are free). Embedded SQLite +
+# file-system broker under var/ unless DATABASE_URL / REDIS_URL are set.
+run: install
 	./scripts/run.sh
 
 # The whole suite, with the API fuzz test (schemathesis, requirements-test.txt) and the browser tests

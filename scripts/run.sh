@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the Mistral simulator, a Celery worker, Celery beat and the web server together; Ctrl-C stops all.
+# Migrate, seed the demo world, then run the Mistral simulator, a Celery worker, Celery beat and the web
+# server together; Ctrl-C stops all. `make run` calls it (after installing .venv).
 #
 # Reads: GENESIS_PORT (web, default 8000), GENESIS_SIMULATOR_PORT (default 8765),
 # GENESIS_SIMULATOR_JOB_SECONDS (a simulated fine-tuning job's length, default 60),
@@ -8,10 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 mkdir -p var/log
-# Web, worker and beat count metrics in files here; /metrics adds them up (genesis/metrics.py). Emptied
-# at each start, as prometheus_client's multiprocess mode requires.
-export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/prometheus}"
-rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 port="${GENESIS_PORT:-8000}"
 simulator_port="${GENESIS_SIMULATOR_PORT:-8765}"
@@ -38,6 +35,17 @@ for check in "web server:$port:GENESIS_PORT" "Mistral simulator:$simulator_port:
     exit 1
   fi
 done
+
+# Only now that nothing else holds the ports: a refused start must not touch a running Genesis' database
+# or metrics.
+$PY manage.py migrate --noinput
+# The demo provider points at the simulator started below, unless GENESIS_SIMULATOR_URL names another.
+GENESIS_SIMULATOR_URL="${GENESIS_SIMULATOR_URL:-http://127.0.0.1:$simulator_port}" $PY manage.py seed_demo
+
+# Web, worker and beat count metrics in files here; /metrics adds them up (genesis/metrics.py). Emptied
+# at each start, as prometheus_client's multiprocess mode requires.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/prometheus}"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 pids=()
 stopping=0
