@@ -157,10 +157,11 @@ def format_percent(value: Decimal) -> str:
     return f"{text} %"
 
 
-def money_str(amount: Decimal) -> str:
-    """Money for JSON: exact (the ledger's micro-dollars), at least two decimals: 7.5 → "7.50",
-    0.000025 → "0.000025"."""
-    exact = amount.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
+def money_str(amount: Decimal, *, places: int = 6) -> str:
+    """Money for JSON, the one format of the API: a plain decimal string (never "0E-8"), exact to
+    `places` decimals (the ledger's micro-dollars; an outcome's cost has eight), at least two:
+    7.5 → "7.50", 0.000025 → "0.000025", 0 → "0.00"."""
+    exact = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP).normalize()
     if exact == exact.to_integral_value() or -int(exact.as_tuple().exponent) < 2:
         return f"{exact.quantize(CENT):f}"
     return f"{exact:f}"

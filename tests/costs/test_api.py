@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from costs.services import budget_upsert, cost_record
+from costs.services import budget_upsert, cost_entry_reverse, cost_record
 from tests.factories import AgentFactory
 
 pytestmark = pytest.mark.django_db
@@ -33,6 +33,14 @@ def test_summary_has_the_contract_shape_with_decimal_strings(client, qa_agent, l
         "by_agent": {"legal_agent": "8.000125", "qa_agent": "7.25"},
         "by_operation": {"benchmark": "7.25", "inference": "8.000125"},
     }
+
+
+def test_zero_spend_is_a_plain_decimal_string(client, qa_agent, default_budget, api_key_for):
+    # A reversal brings an operation's sum back to zero: "0.00", never "0E-6" (str of a zero Decimal).
+    entry = charge(qa_agent, "0.000001", "tiny", operation="inference")
+    cost_entry_reverse(entry=entry, actor=None, reason="test")
+    body = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent"))).json()
+    assert (body["spent_usd"], body["by_agent"], body["by_operation"]) == ("0.00", {"qa_agent": "0.00"}, {"inference": "0.00"})
 
 
 def test_summary_by_agent_names_only_the_agents_the_key_may_act_for(client, qa_agent, legal_agent, default_budget, api_key_for):

@@ -117,6 +117,10 @@ def test_percent_is_shown_rounded_down_and_money_strings_are_exact():
     assert money_str(Decimal("30")) == "30.00"
     assert money_str(Decimal("0.000025")) == "0.000025"
     assert money_str(Decimal("-1.2")) == "-1.20"
+    # Zero with many places is still fixed-point (str(Decimal("0E-8")) is "0E-8").
+    assert money_str(Decimal("0E-8")) == money_str(Decimal("0E-8"), places=8) == "0.00"
+    assert money_str(Decimal("0.00000123"), places=8) == "0.00000123"
+    assert money_str(Decimal("0.00000123")) == "0.000001"
 
 
 def test_projection_from_burn_rate():
