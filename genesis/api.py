@@ -103,7 +103,7 @@ def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> H
 
 @api.exception_handler(DomainError)
 def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
-    response = error_response(request, status=exc.status_code, code=exc.code, detail=exc.message)
+    response = error_response(request, status=exc.status_code, code=exc.code, detail=exc.api_message)
     if exc.status_code == 503:
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response

@@ -43,14 +43,17 @@ def field_errors(detail: str) -> list[dict[str, str]]:
 
 class DomainError(Exception):
     """A request the domain refuses. `status_code` is the HTTP status the API answers with, `code`
-    the stable name of the refusal (a class default, or a more specific one given when raised)."""
+    the stable name of the refusal (a class default, or a more specific one given when raised).
+    `api_message`, when given, is what the API says instead of `message`: the same refusal, for a
+    caller that cannot take the remedy a person can (an API key cannot override a budget)."""
 
     status_code = 400
     code = "malformed_request"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, api_message: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.api_message = api_message or message
         if code is not None:
             if code not in ERROR_CODES:
                 raise ValueError(f"unknown error code {code!r}: add it to genesis.errors.ERROR_CODES and the README")

@@ -76,9 +76,11 @@ def test_budget_check_answers_409_with_the_message_when_one_dollar_is_left(clien
     refused = client.post("/api/v1/costs/budget-check", {"agent": "qa_agent", "estimate_usd": "2.00"},
                           content_type="application/json", **bearer(key))
     assert refused.status_code == 409
+    # An API key cannot override: the refusal says who can, and where (not "pass an override reason").
     assert refused.json() == {"detail": (
         "budget 'default' is at 96.6 % of $30.00 ($29.00 spent); this run needs an estimated $2.00 but only $1.00 is "
-        "left — raise the budget or pass an override reason as a user with costs.override_budget"),
+        "left — raise the budget or have a person with costs.override_budget override it with a reason in the "
+        "admin or the command line (an API key cannot override a budget)"),
         "code": "budget_exceeded"}
     fits = client.post("/api/v1/costs/budget-check", {"agent": "qa_agent", "estimate_usd": "0.75"},
                        content_type="application/json", **bearer(key))

@@ -99,6 +99,8 @@ def test_refusals_are_409_with_the_reason(client, demo_simulator, api_key_for):
     budget_upsert(name="default", amount_usd="0.0001")
     broke = client.post(URL, {"agent": "legal_agent"}, content_type="application/json", **bearer(api_key_for("legal_agent")))
     assert broke.status_code == 409 and "budget 'default'" in broke.json()["detail"]
+    assert "an API key cannot override a budget" in broke.json()["detail"]
+    assert "pass an override reason" not in broke.json()["detail"]
 
 
 def test_a_finished_run_shows_verdict_interval_tags_and_regressions(client, demo_simulator, api_key_for):
