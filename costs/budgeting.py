@@ -157,10 +157,11 @@ def format_percent(value: Decimal) -> str:
     return f"{text} %"
 
 
-def money_str(amount: Decimal) -> str:
-    """Money for JSON: exact (the ledger's micro-dollars), at least two decimals: 7.5 → "7.50",
-    0.000025 → "0.000025"."""
-    exact = amount.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
+def money_str(amount: Decimal, *, places: int = 6) -> str:
+    """Money for JSON, the one format of the API: a plain decimal string (never "0E-8"), exact to
+    `places` decimals (the ledger's micro-dollars; an outcome's cost has eight), at least two:
+    7.5 → "7.50", 0.000025 → "0.000025", 0 → "0.00"."""
+    exact = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP).normalize()
     if exact == exact.to_integral_value() or -int(exact.as_tuple().exponent) < 2:
         return f"{exact.quantize(CENT):f}"
     return f"{exact:f}"
@@ -193,7 +194,9 @@ def estimate_shortfall(
     return Shortfall(budget=budget, limit=limit, spent=spent, estimate=estimate, period=period, held=held)
 
 
-def refusal_message(shortfall: Shortfall, *, override_permission: str) -> str:
+def refusal_message(shortfall: Shortfall, *, override_permission: str, to_api_key: bool = False) -> str:
+    """Why the budget refuses and what to do. A person (admin, CLI) can override with a reason; an API
+    key cannot (`to_api_key`), so the API's words say who can, and where."""
     period = "" if shortfall.period.key == PERIOD_TOTAL else f" for {shortfall.period.label}"
     percent = format_percent(percent_used(spent=shortfall.spent, limit=shortfall.limit))
     if shortfall.remaining <= 0:
@@ -204,10 +207,14 @@ def refusal_message(shortfall: Shortfall, *, override_permission: str) -> str:
             f"but only {format_usd(shortfall.remaining)} is left"
         )
     held = f", {format_usd(shortfall.held)} held by work still running" if shortfall.held > 0 else ""
+    if to_api_key:
+        override = (f"have a person with {override_permission} override it with a reason in the admin or "
+                    "the command line (an API key cannot override a budget)")
+    else:
+        override = f"pass an override reason as a user with {override_permission}"
     return (
         f"budget '{shortfall.budget}' is at {percent} of {format_usd(shortfall.limit)}{period} "
-        f"({format_usd(shortfall.spent)} spent{held}); {need} — raise the budget or pass an override reason "
-        f"as a user with {override_permission}"
+        f"({format_usd(shortfall.spent)} spent{held}); {need} — raise the budget or {override}"
     )
 
 

@@ -635,6 +635,9 @@ def _budget_override(
         raise Conflict(
             "; ".join(budgeting.refusal_message(s, override_permission=OVERRIDE_PERMISSION) for _, s in shortfalls),
             code="budget_exceeded",
+            api_message="; ".join(
+                budgeting.refusal_message(s, override_permission=OVERRIDE_PERMISSION, to_api_key=True) for _, s in shortfalls
+            ),
         )
     if actor is None:
         raise PermissionDenied(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +23,7 @@ from django.db import connection
 from django.db.models import Aggregate, FloatField, QuerySet
 from django.utils import timezone
 
+from costs import budgeting
 from experiments import stats
 from experiments.calendar import CalendarEntry, PlannedStage, rollout_calendar
 from experiments.models import (
@@ -38,7 +39,8 @@ from experiments.models import (
 from genesis.errors import NotFound
 
 ARMS = (Variant.CONTROL.value, Variant.TREATMENT.value)
-COST_QUANTUM = Decimal("0.00000001")
+# An outcome's cost is kept to eight decimals (OutcomeEvent.cost_usd): sums and means are shown to as many.
+COST_PLACES = 8
 METRICS = ("success_rate", "latency_ms", "quality", "cost_per_request")
 # Quality and cost are optional in an outcome: an agent that never reports them cannot hold a stage
 # on them forever. A metric with no observation at all in either arm is "not_reported".
@@ -473,7 +475,7 @@ def _float(value: float | None) -> float | None:
 
 
 def _money(value: Decimal) -> str:
-    return str(value.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP))
+    return budgeting.money_str(value, places=COST_PLACES)
 
 
 def _interval_json(interval: stats.Interval | None) -> list[float | None] | None:

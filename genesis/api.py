@@ -26,7 +26,7 @@ from ninja.security import HttpBearer
 from audits.api import router as audits_router
 from costs.api import router as costs_router
 from experiments.api import router as experiments_router
-from genesis.errors import DomainError
+from genesis.errors import WHOLE_BODY, DomainError, field_errors
 from genesis.openapi import declare_error_responses
 from launch.api import router as launch_router
 from models_app.api import router as models_router
@@ -72,6 +72,9 @@ api = GenesisAPI(
 
 
 def error_response(request: HttpRequest, *, status: int, code: str, detail: str, **extra: Any) -> HttpResponse:
+    if status == 422 and "errors" not in extra:
+        # Every 422 names its fields, not only pydantic's: a service's refusal, an unparsable body.
+        extra["errors"] = field_errors(detail)
     return api.create_response(request, {"detail": detail, "code": code, **extra}, status=status)
 
 
@@ -80,7 +83,7 @@ def _field_name(location: list[Any]) -> str:
     parts = [str(part) for part in location]
     if len(parts) >= 2 and parts[0] in {"body", "query", "path", "form", "file"}:
         parts = parts[2:] if len(parts) > 2 else parts[1:]
-    return ".".join(parts) or "body"
+    return ".".join(parts) or WHOLE_BODY
 
 
 @api.exception_handler(ValidationError)
@@ -100,7 +103,7 @@ def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> H
 
 @api.exception_handler(DomainError)
 def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
-    response = error_response(request, status=exc.status_code, code=exc.code, detail=exc.message)
+    response = error_response(request, status=exc.status_code, code=exc.code, detail=exc.api_message)
     if exc.status_code == 503:
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response

@@ -5,6 +5,8 @@ CLI. Every code the API can answer with is listed in ERROR_CODES and in the READ
 
 from __future__ import annotations
 
+import re
+
 # code → what it means. The API's error bodies are {"detail": str, "code": one of these}.
 ERROR_CODES: dict[str, str] = {
     "unauthenticated": "401: missing, malformed, unknown or revoked API key",
@@ -17,23 +19,41 @@ ERROR_CODES: dict[str, str] = {
     "payload_too_large": "413: the request body is larger than the API accepts (the detail says the limit)",
     "malformed_request": "400: the request could not be parsed (a broken multipart body, too many fields)",
     "invalid_field": "422: a field, parameter or body failed validation (the detail and `errors` name it)",
-    "invalid_input": "422: the service refused a value (the detail names the field)",
+    "invalid_input": "422: the service refused a value (the detail and `errors` name the field)",
     "provider_unavailable": "503: the model provider did not answer even after retries; try again later",
     "service_unavailable": "503: the database or another service needed for this request is unreachable; retry after Retry-After seconds",
     "internal_error": "500: a bug; it has been logged",
 }
 
 
+# A refusal's message begins with the field it refuses, "agent: sent more than once" (the convention of
+# every InvalidInput); a message that names no field is about the request body as a whole.
+_FIELD_PREFIX = re.compile(r"(?P<field>[A-Za-z_]\w*(?:\[\d+\])?(?:\.[A-Za-z_]\w*(?:\[\d+\])?)*): (?P<message>.+)", re.DOTALL)
+WHOLE_BODY = "body"
+
+
+def field_errors(detail: str) -> list[dict[str, str]]:
+    """The `errors` list of a 422 built from its human message: one entry naming the field the message
+    begins with ("estimate_usd: cannot be negative"), or the body when the message names none."""
+    named = _FIELD_PREFIX.fullmatch(detail)
+    if named is None:
+        return [{"field": WHOLE_BODY, "message": detail}]
+    return [{"field": named["field"], "message": named["message"]}]
+
+
 class DomainError(Exception):
     """A request the domain refuses. `status_code` is the HTTP status the API answers with, `code`
-    the stable name of the refusal (a class default, or a more specific one given when raised)."""
+    the stable name of the refusal (a class default, or a more specific one given when raised).
+    `api_message`, when given, is what the API says instead of `message`: the same refusal, for a
+    caller that cannot take the remedy a person can (an API key cannot override a budget)."""
 
     status_code = 400
     code = "malformed_request"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, api_message: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.api_message = api_message or message
         if code is not None:
             if code not in ERROR_CODES:
                 raise ValueError(f"unknown error code {code!r}: add it to genesis.errors.ERROR_CODES and the README")

@@ -14,7 +14,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotFound, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -27,7 +27,7 @@ from experiments import services as experiment_services
 from experiments.admin import rollout_action
 from experiments.admin_health import AgentWithHealthAdmin
 from experiments.models import ACTIVE_STATUSES, Experiment
-from genesis.errors import Conflict, DomainError
+from genesis.errors import Conflict, DomainError, NotFound
 from launch import report as launch_report
 from launch import selectors
 from models_app.benchmarks.services import benchmark_run_create
@@ -132,14 +132,21 @@ admin.site.register(ModelVersion, ModelVersionLineageAdmin)
 
 
 def report_download(request: HttpRequest) -> HttpResponse:
-    """The Go/No-Go report as a file (?format=md|html|json, default md)."""
+    """The Go/No-Go report as a file (?format=md|html|json, default md; ?agent=A for one agent). An
+    unknown format (400) or agent (404) is refused as `launch_report` refuses them, in plain text."""
     fmt = request.GET.get("format", "md")
-    if fmt not in ("md", "html", "json"):
-        fmt = "md"
+    if fmt not in launch_report.FORMATS:
+        return HttpResponseBadRequest(
+            f"unknown format '{fmt}'; the report comes as {', '.join(launch_report.FORMATS)}",
+            content_type="text/plain; charset=utf-8",
+        )
+    try:
+        facts = selectors.launch_report_facts(agent_slug=request.GET.get("agent") or None)
+    except NotFound as exc:
+        return HttpResponseNotFound(exc.message, content_type="text/plain; charset=utf-8")
     now = timezone.now()
-    text = launch_report.render(selectors.launch_report_facts(agent_slug=request.GET.get("agent") or None), fmt=fmt, generated_at=now)
-    content_type = {"md": "text/markdown", "html": "text/html", "json": "application/json"}[fmt]
-    response = HttpResponse(text, content_type=f"{content_type}; charset=utf-8")
+    text = launch_report.render(facts, fmt=fmt, generated_at=now)
+    response = HttpResponse(text, content_type=f"{launch_report.FORMATS[fmt]}; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="launch_report_{now:%Y%m%d}.{fmt}"'
     return response
 

@@ -295,5 +295,9 @@ def _inline(text: str) -> str:
     return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
 
 
+# The report's formats and their media types: `launch_report --format` and the admin's download.
+FORMATS = {"md": "text/markdown", "html": "text/html", "json": "application/json"}
+
+
 def render(entries: list[dict[str, Any]], *, fmt: str, generated_at: datetime) -> str:
     return {"md": render_markdown, "html": render_html, "json": render_json}[fmt](entries, generated_at=generated_at)

@@ -25,6 +25,7 @@ from costs.selectors import spend_by
 from experiments import selectors as experiment_selectors
 from experiments.calendar import CalendarEntry
 from experiments.models import ACTIVE_STATUSES, ApprovalStatus, EventAction, Experiment, ExperimentStatus, StageApproval
+from genesis.errors import NotFound
 from launch.report import power_short
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus
 from models_app.benchmarks.selectors import stored_plan
@@ -604,7 +605,12 @@ def launch_facts(*, agent: Agent) -> dict[str, Any]:
 
 
 def launch_report_facts(*, agent_slug: str | None = None) -> list[dict[str, Any]]:
+    """The report's facts for every agent, or for `agent_slug` alone (NotFound when there is no such
+    agent: a report of nobody would read as "all GO")."""
     agents = Agent.objects.order_by("slug")
     if agent_slug is not None:
         agents = agents.filter(slug=agent_slug)
+        if not agents.exists():
+            known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
+            raise NotFound(f"unknown agent '{agent_slug}'; known agents: {known}")
     return [launch_facts(agent=agent) for agent in agents]

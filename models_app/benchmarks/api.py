@@ -28,7 +28,8 @@ router = Router(tags=["benchmarks"])
 class RunIn(Schema):
     agent: Slug = Field(..., description="The agent whose models are compared, e.g. qa_agent")
     suite: Slug | None = Field(None, description="Suite slug; default: the agent's latest suite")
-    candidate: Identifier | None = Field(None, description="Model id of the fine-tuned candidate; default: the newest benchmarkable one")
+    candidate: Identifier | None = Field(None, description="Model id of the candidate; default: the newest fine-tune that is registered, "
+                                          "approved for rollout or being benchmarked (409 naming the run while it is)")
     baseline: Identifier | None = Field(None, description="Model id of the baseline; default: the live model")
 
 

@@ -29,6 +29,10 @@ from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersi
 
 # A candidate can be benchmarked from these statuses (lifecycle: → benchmarking).
 BENCHMARKABLE_STATUSES = (ModelStatus.REGISTERED, ModelStatus.APPROVED_FOR_ROLLOUT)
+# The default candidate is the newest fine-tune in one of these. A version already being benchmarked
+# stays the default, so a second request is refused naming its run instead of quietly benchmarking an
+# older fine-tune (an approved version keeps its status while it is benchmarked; the run shows it busy).
+DEFAULT_CANDIDATE_STATUSES = (*BENCHMARKABLE_STATUSES, ModelStatus.BENCHMARKING)
 ACTIVE_RUN_STATUSES = (BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING)
 ZERO = Decimal(0)
 MICRO_DOLLAR = Decimal("0.000001")  # the ledger's quantum (costs.pricing.LEDGER_QUANTUM)
@@ -48,10 +52,12 @@ def latest_suite(*, agent: Agent, slug: str | None = None) -> BenchmarkSuite | N
 
 
 def default_candidate(*, agent: Agent) -> ModelVersion | None:
-    """The newest fine-tuned version that may be benchmarked now."""
+    """The candidate a run takes when none is named (the API, `benchmark_finetuned`, `run_all_benchmarks`):
+    the newest fine-tuned version that may be benchmarked or is being benchmarked. The service refuses
+    the latter naming its run; it never falls back to an older version."""
     return (
         agent.versions.select_related("provider", "agent")
-        .filter(kind=ModelKind.FINE_TUNED, status__in=BENCHMARKABLE_STATUSES)
+        .filter(kind=ModelKind.FINE_TUNED, status__in=DEFAULT_CANDIDATE_STATUSES)
         .order_by("-created_at", "-pk")
         .first()
     )
@@ -74,9 +80,10 @@ def version_named(*, agent: Agent, model_id: str, field: str) -> ModelVersion:
 
 
 def agents_with_benchmark_candidates() -> list[Agent]:
-    """Agents with a fine-tuned version ready to benchmark, for `run_all_benchmarks`."""
+    """Agents with a default candidate, for `run_all_benchmarks` (one being benchmarked is listed too:
+    its refusal names the run, where leaving the agent out would say nothing)."""
     return list(
-        Agent.objects.filter(versions__kind=ModelKind.FINE_TUNED, versions__status__in=BENCHMARKABLE_STATUSES)
+        Agent.objects.filter(versions__kind=ModelKind.FINE_TUNED, versions__status__in=DEFAULT_CANDIDATE_STATUSES)
         .distinct()
         .order_by("slug")
     )

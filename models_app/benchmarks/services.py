@@ -215,7 +215,7 @@ def _resolve_versions(
     if candidate is None:
         raise Conflict(
             f"agent '{agent.slug}' has no fine-tuned version to benchmark (registered or approved_for_rollout): "
-            "register one first, or name it with --candidate"
+            "register one first, or name the candidate model explicitly"
         )
     baseline = baseline or baseline_version(agent=agent)
     if baseline is None:

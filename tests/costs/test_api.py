@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from costs.services import budget_upsert, cost_record
+from costs.services import budget_upsert, cost_entry_reverse, cost_record
 from tests.factories import AgentFactory
 
 pytestmark = pytest.mark.django_db
@@ -33,6 +33,14 @@ def test_summary_has_the_contract_shape_with_decimal_strings(client, qa_agent, l
         "by_agent": {"legal_agent": "8.000125", "qa_agent": "7.25"},
         "by_operation": {"benchmark": "7.25", "inference": "8.000125"},
     }
+
+
+def test_zero_spend_is_a_plain_decimal_string(client, qa_agent, default_budget, api_key_for):
+    # A reversal brings an operation's sum back to zero: "0.00", never "0E-6" (str of a zero Decimal).
+    entry = charge(qa_agent, "0.000001", "tiny", operation="inference")
+    cost_entry_reverse(entry=entry, actor=None, reason="test")
+    body = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent"))).json()
+    assert (body["spent_usd"], body["by_agent"], body["by_operation"]) == ("0.00", {"qa_agent": "0.00"}, {"inference": "0.00"})
 
 
 def test_summary_by_agent_names_only_the_agents_the_key_may_act_for(client, qa_agent, legal_agent, default_budget, api_key_for):
@@ -68,9 +76,11 @@ def test_budget_check_answers_409_with_the_message_when_one_dollar_is_left(clien
     refused = client.post("/api/v1/costs/budget-check", {"agent": "qa_agent", "estimate_usd": "2.00"},
                           content_type="application/json", **bearer(key))
     assert refused.status_code == 409
+    # An API key cannot override: the refusal says who can, and where (not "pass an override reason").
     assert refused.json() == {"detail": (
         "budget 'default' is at 96.6 % of $30.00 ($29.00 spent); this run needs an estimated $2.00 but only $1.00 is "
-        "left — raise the budget or pass an override reason as a user with costs.override_budget"),
+        "left — raise the budget or have a person with costs.override_budget override it with a reason in the "
+        "admin or the command line (an API key cannot override a budget)"),
         "code": "budget_exceeded"}
     fits = client.post("/api/v1/costs/budget-check", {"agent": "qa_agent", "estimate_usd": "0.75"},
                        content_type="application/json", **bearer(key))

@@ -109,6 +109,17 @@ def test_a_spent_budget_refuses_an_estimate_of_zero_and_says_nothing_is_left():
     )
 
 
+def test_the_refusal_to_an_api_key_says_who_can_override_and_where():
+    total = Period("total", None, None)
+    short = estimate_shortfall(budget="default", limit=Decimal("30"), spent=Decimal("29"), estimate=Decimal("2"), period=total)
+    person = refusal_message(short, override_permission="costs.override_budget")
+    api = refusal_message(short, override_permission="costs.override_budget", to_api_key=True)
+    # The same facts; only the way on differs.
+    assert person.split(" — ")[0] == api.split(" — ")[0]
+    assert api.endswith("raise the budget or have a person with costs.override_budget override it with a reason in the "
+                        "admin or the command line (an API key cannot override a budget)")
+
+
 def test_percent_is_shown_rounded_down_and_money_strings_are_exact():
     assert format_percent(Decimal("96.6666")) == "96.6 %"
     assert format_percent(Decimal("82.99")) == "82.9 %"
@@ -117,6 +128,10 @@ def test_percent_is_shown_rounded_down_and_money_strings_are_exact():
     assert money_str(Decimal("30")) == "30.00"
     assert money_str(Decimal("0.000025")) == "0.000025"
     assert money_str(Decimal("-1.2")) == "-1.20"
+    # Zero with many places is still fixed-point (str(Decimal("0E-8")) is "0E-8").
+    assert money_str(Decimal("0E-8")) == money_str(Decimal("0E-8"), places=8) == "0.00"
+    assert money_str(Decimal("0.00000123"), places=8) == "0.00000123"
+    assert money_str(Decimal("0.00000123")) == "0.000001"
 
 
 def test_projection_from_burn_rate():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from costs.budgeting import money_str
 from experiments.models import OutcomeEvent
 from experiments.outcomes import outcomes_ingest
 from experiments.selectors import experiment_results, get_experiment
@@ -57,8 +58,9 @@ def test_per_arm_numbers_match_an_independent_python_computation(experiment_with
         assert got["latency_p50_ms"] == pytest.approx(np.percentile(latencies, 50))  # linear, as percentile_cont
         assert got["latency_p95_ms"] == pytest.approx(np.percentile(latencies, 95))
         costs = [c for c in OutcomeEvent.objects.filter(variant=arm).values_list("cost_usd", flat=True)]
-        assert got["cost_usd"] == str((sum(costs)).quantize(Decimal("0.00000001")))
+        assert Decimal(got["cost_usd"]) == (sum(costs)).quantize(Decimal("0.00000001"))
         assert Decimal(got["cost_per_request_usd"]) == (sum(costs) / len(costs)).quantize(Decimal("0.00000001"))
+        assert money_str(Decimal(got["cost_usd"]), places=8) == got["cost_usd"]  # the API's one money format
 
 
 def test_lift_interval_and_p_value_of_the_success_rate(experiment_with_data):
@@ -119,19 +121,23 @@ def test_an_experiment_without_outcomes_has_empty_arms_and_no_comparison():
     experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
     results = experiment_results(experiment=experiment)
     assert results["variants"]["control"]["n"] == 0 and results["variants"]["control"]["success_rate"] is None
+    assert results["variants"]["control"]["cost_usd"] == "0.00" and results["variants"]["control"]["cost_per_request_usd"] is None
     assert results["relative_lift"] is None and results["p_value"] is None
     assert {g["state"] for g in results["guardrails"]} == {"no_data", "not_reported"}
     # No data is null, never a fake interval [0, 0] with p = 1.
     assert results["ci95"] is None and results["comparisons"]["success_rate"] is None
 
 
-def test_one_outcome_per_arm_gives_null_statistics_not_zeros():
+def test_one_outcome_per_arm_gives_null_statistics_not_zeros(client, api_key_for):
     team = rollout_team()
     experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], stage_plan=[20, 100]), actor=team["starter"])
     outcomes_ingest(principal=None, events=outcome_events(experiment, arm="control", n=1, success_rate=1.0, seed=3)
                     + outcome_events(experiment, arm="treatment", n=1, success_rate=0.0, seed=4))
     results = experiment_results(experiment=experiment)
     assert results["variants"]["control"]["n"] == 1 and results["variants"]["treatment"]["n"] == 1
+    # No cost reported: zero dollars as a plain decimal string like all money in the API (was "0E-8").
+    served = client.get(f"/api/v1/experiments/{experiment.key}/results", **bearer(api_key_for("qa_agent"))).json()
+    assert served["variants"]["control"]["cost_usd"] == served["variants"]["treatment"]["cost_usd"] == "0.00"
     assert results["p_value"] is None and results["ci95"] is None and results["relative_lift"] is None
 
 

@@ -38,6 +38,14 @@ def assert_invalid_field(response, field: str) -> None:
     body = response.json()
     assert body["code"] == "invalid_field", body
     assert field in body["detail"], body
+    assert_names_fields(body)
+
+
+def assert_names_fields(body: dict) -> None:
+    # Every 422 has the `errors` list, one {"field", "message"} per refused field (README).
+    assert isinstance(body.get("errors"), list) and body["errors"], body
+    for error in body["errors"]:
+        assert set(error) == {"field", "message"} and error["field"] and error["message"], body
 
 
 NUL_GETS = [
@@ -89,6 +97,30 @@ def test_a_repeated_multipart_field_is_refused_not_silently_picked(client, key, 
     assert_invalid_field(response, "agent: sent more than once")
     files = [SimpleUploadedFile("a.jsonl", b"{}\n"), SimpleUploadedFile("b.jsonl", b"{}\n")]
     assert_invalid_field(client.post("/api/v1/audits/datasets", {"file": files, "agent": "qa_agent"}, **bearer(key)), "file")
+
+
+def test_a_422_that_is_not_pydantics_still_names_the_field(client, key, media_root):
+    # The repeated multipart field (refused by the validation layer, not the schema) names the field…
+    upload = SimpleUploadedFile("train.jsonl", b'{"messages": []}\n')
+    repeated = client.post("/api/v1/audits/datasets", {"file": upload, "agent": ["qa_agent", "qa_agent"]}, **bearer(key))
+    assert repeated.status_code == 422, repeated.content
+    assert repeated.json()["errors"] == [
+        {"field": "agent", "message": "sent more than once; send each multipart field once"}
+    ]
+    # …and a body that is not JSON names the body.
+    unparsable = client.post("/api/v1/route", "notjson", content_type="application/json", **bearer(key))
+    assert (unparsable.status_code, unparsable.json()["code"]) == (422, "invalid_field")
+    assert [error["field"] for error in unparsable.json()["errors"]] == ["body"]
+
+
+def test_field_errors_reads_the_field_a_refusal_begins_with():
+    from genesis.errors import field_errors
+
+    assert field_errors("estimate_usd: cannot be negative") == [{"field": "estimate_usd", "message": "cannot be negative"}]
+    assert field_errors("guardrails[0].metric: 'x' is not one of a, b") == [
+        {"field": "guardrails[0].metric", "message": "'x' is not one of a, b"}
+    ]
+    assert field_errors("Cannot parse request body") == [{"field": "body", "message": "Cannot parse request body"}]
 
 
 def test_a_body_over_the_limit_is_a_413_that_says_the_limit(client, key, settings):
@@ -180,6 +212,8 @@ def test_every_error_body_has_a_detail_and_a_listed_code(client, key):
         body = answer.json()
         assert isinstance(body["detail"], str) and body["detail"]
         assert body["code"] in ERROR_CODES
+        if answer.status_code == 422:
+            assert_names_fields(body)
     assert answers[-1].json()["code"] == "budget_exceeded"
 
 

@@ -126,3 +126,16 @@ def test_the_go_no_go_report_downloads(seeded_demo, client):
     response = client.get("/admin/launch/report/?format=md")
     assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
     assert "# Go/No-Go report" in response.content.decode() and "NO-GO" in response.content.decode()
+
+
+def test_the_report_download_refuses_an_unknown_agent_or_format_as_the_command_does(seeded_demo, client):
+    # Was 200 {"all_go": true, "agents": []} for an agent that does not exist, and markdown for ?format=pdf.
+    client.force_login(member("adam", "Rollout approvers"))
+    nobody = client.get("/admin/launch/report/?format=json&agent=nope")
+    assert nobody.status_code == 404 and nobody["Content-Type"].startswith("text/plain")
+    assert nobody.content.decode().startswith("unknown agent 'nope'; known agents: analyst_agent, ")
+    pdf = client.get("/admin/launch/report/?format=pdf")
+    assert pdf.status_code == 400 and pdf["Content-Type"].startswith("text/plain")
+    assert pdf.content.decode() == "unknown format 'pdf'; the report comes as md, html, json"
+    one = client.get("/admin/launch/report/?format=json&agent=qa_agent")
+    assert one.status_code == 200 and one["Content-Type"].startswith("application/json")

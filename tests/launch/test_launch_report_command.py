@@ -63,7 +63,8 @@ def test_a_passed_candidate_is_go_and_the_numbers_match_the_run_and_the_ledger(d
 
 
 def test_usage_errors_exit_2(seeded_demo, tmp_path):
-    assert launch_report("--agent", "nobody")[0] == 2
+    code, _, err = launch_report("--agent", "nobody")
+    assert code == 2 and "unknown agent 'nobody'; known agents: analyst_agent, " in err
     code, _, err = launch_report("--out", str(tmp_path / "missing" / "r.md"))
     assert code == 2 and "cannot write" in err
 

@@ -92,12 +92,15 @@ def test_refusals_are_409_with_the_reason(client, demo_simulator, api_key_for):
     again = {"agent": "qa_agent", "candidate": first["candidate"]["model"]}
     busy = client.post(URL, again, content_type="application/json", **key)
     assert busy.status_code == 409 and f"already being benchmarked by run #{first['run']}" in busy.json()["detail"]
-    none_left = client.post(URL, {"agent": "qa_agent"}, content_type="application/json", **key)
-    assert none_left.status_code == 409 and "no fine-tuned version to benchmark" in none_left.json()["detail"]
+    # Without a candidate the default is still the newest fine-tune, the one in the run.
+    default = client.post(URL, {"agent": "qa_agent"}, content_type="application/json", **key)
+    assert default.status_code == 409 and default.json()["detail"] == busy.json()["detail"]
 
     budget_upsert(name="default", amount_usd="0.0001")
     broke = client.post(URL, {"agent": "legal_agent"}, content_type="application/json", **bearer(api_key_for("legal_agent")))
     assert broke.status_code == 409 and "budget 'default'" in broke.json()["detail"]
+    assert "an API key cannot override a budget" in broke.json()["detail"]
+    assert "pass an override reason" not in broke.json()["detail"]
 
 
 def test_a_finished_run_shows_verdict_interval_tags_and_regressions(client, demo_simulator, api_key_for):

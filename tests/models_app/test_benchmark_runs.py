@@ -324,6 +324,37 @@ def test_a_candidate_cannot_be_in_two_runs_at_once(demo_simulator):
 
 
 @pytest.mark.django_db
+def test_the_default_candidate_stays_the_newest_fine_tune_while_it_is_benchmarked(demo_simulator):
+    # The API and `benchmark_finetuned` without a candidate: the newest fine-tune, refused naming its run
+    # while it is benchmarked — never a quiet fall-back to an older fine-tune, nor "nothing to benchmark".
+    agent = Agent.objects.get(slug="support_agent")
+    older = agent.versions.get(kind="fine_tuned")
+    newer = model_version_register(agent=agent, provider=older.provider, model_id=f"{older.model_id}-v2",
+                                   base_model=older.base_model, kind="fine_tuned")
+    first = benchmark_run_create(agent=agent)
+    assert first.candidate_id == newer.pk
+    with pytest.raises(Conflict, match=f"{newer.model_id} is already being benchmarked by run #{first.pk}"):
+        benchmark_run_create(agent=agent)
+    assert list(BenchmarkRun.objects.filter(agent=agent).values_list("pk", flat=True)) == [first.pk]
+    assert ModelVersion.objects.get(pk=older.pk).status == "registered"
+
+    only = Agent.objects.get(slug="qa_agent")  # one fine-tune, in a run
+    busy = benchmark_run_create(agent=only)
+    with pytest.raises(Conflict, match=f"already being benchmarked by run #{busy.pk}"):
+        benchmark_run_create(agent=only)
+
+
+@pytest.mark.django_db
+def test_with_no_fine_tune_to_benchmark_the_refusal_names_no_command_flag(demo_simulator):
+    # The same message reaches the API (field `candidate`) and the command (flag `--candidate`).
+    agent = Agent.objects.get(slug="qa_agent")
+    agent.versions.filter(kind="fine_tuned").update(status="rejected")
+    with pytest.raises(Conflict, match="no fine-tuned version to benchmark") as refused:
+        benchmark_run_create(agent=agent)
+    assert "--" not in refused.value.message and "name the candidate" in refused.value.message
+
+
+@pytest.mark.django_db
 def test_budget_refusal_is_a_conflict_and_an_override_needs_the_permission_and_a_reason(demo_simulator):
     budget_upsert(name="default", amount_usd="0.0001", hard_limit=True)
     agent = Agent.objects.get(slug="qa_agent")

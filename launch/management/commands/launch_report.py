@@ -10,9 +10,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from genesis.errors import NotFound
 from launch import report
 from launch.selectors import launch_report_facts
-from models_app.registry.models import Agent
 
 
 class Command(BaseCommand):
@@ -24,14 +24,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--agent", metavar="A", help="only this agent")
-        parser.add_argument("--format", dest="fmt", choices=("md", "html", "json"), default="md")
+        parser.add_argument("--format", dest="fmt", choices=tuple(report.FORMATS), default="md")
         parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
 
     def handle(self, *args: Any, agent: str | None, fmt: str, out: str | None, **options: Any) -> None:
-        if agent is not None and not Agent.objects.filter(slug=agent).exists():
-            known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
-            raise CommandError(f"unknown agent '{agent}'; known agents: {known}", returncode=2)
-        entries = launch_report_facts(agent_slug=agent)
+        try:
+            entries = launch_report_facts(agent_slug=agent)
+        except NotFound as exc:
+            raise CommandError(exc.message, returncode=2) from None
         text = report.render(entries, fmt=fmt, generated_at=timezone.now())
         go = report.all_go(entries)
         if out:

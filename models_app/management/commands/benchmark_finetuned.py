@@ -40,7 +40,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--agent", required=True, metavar="NAME", help="agent slug, e.g. qa_agent")
         parser.add_argument("--suite", metavar="SLUG", help="suite slug (default: the agent's latest suite)")
-        parser.add_argument("--candidate", metavar="MODEL", help="candidate model id (default: newest benchmarkable fine-tune)")
+        parser.add_argument("--candidate", metavar="MODEL", help="candidate model id (default: the newest fine-tune that is registered, approved "
+                                 "or being benchmarked; refused, naming the run, while it is)")
         parser.add_argument("--baseline", metavar="MODEL", help="baseline model id (default: the live model)")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
