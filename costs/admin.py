@@ -39,7 +39,7 @@ from costs.models import (
 )
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
 from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, admin_page
-from genesis.errors import DomainError
+from genesis.errors import DomainError, field_errors
 from genesis.permissions import Actor, request_actor
 
 
@@ -66,9 +66,9 @@ class ServiceForm(forms.ModelForm):
             self.saved = self.save_through_service(actor=self.actor)
         except DomainError as exc:
             # Services prefix a message with the parameter it is about ("amount_usd: …"); show it on that field.
-            parameter, separator, rest = exc.message.partition(": ")
-            if separator and parameter in self.fields:
-                self.add_error(parameter, rest)
+            [named] = field_errors(exc.message)
+            if named["field"] in self.fields:
+                self.add_error(named["field"], named["message"])
             else:
                 self.add_error(None, exc.message)
 
