@@ -12,6 +12,8 @@ Two kinds of metric, chosen by where the truth lives:
 * **Read at scrape time** (the ledger, rollout state, job states, queue depths, beat's last tick,
   dead letters): a ``Collector`` registered with :func:`register_scrape_collector`. Rows and Redis
   keys are shared by every process, so any process answers the same, and a restart resets nothing.
+  Every web machine scraped exports the same totals, so rules, panels and runbooks take
+  ``max without (instance)`` of these and ``sum`` only the counted kind.
 
 Celery figures (this module, because genesis owns the Celery app):
 
@@ -28,14 +30,14 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
@@ -44,19 +46,38 @@ WORKER_HEARTBEAT_KEY = "genesis:celery:workers:"  # + hostname → JSON list of 
 WORKER_HEARTBEAT_SECONDS = 15
 WORKER_HEARTBEAT_TTL_SECONDS = 60
 
-_scrape_collectors: list[Collector] = []
+
+class ScrapeCollector(Collector, Protocol):
+    def describe(self) -> Iterable[Metric]:
+        """The families it exports, without reading anything (registration and the names below ask)."""
+        ...
+
+
+_scrape_collectors: list[ScrapeCollector] = []
 
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def register_scrape_collector(collector: Collector) -> None:
+def register_scrape_collector(collector: ScrapeCollector) -> None:
     """Serve `collector` at /metrics. Registered once per process (AppConfig.ready may run twice)."""
     if any(type(existing) is type(collector) for existing in _scrape_collectors):
         return
     _scrape_collectors.append(collector)
     REGISTRY.register(collector)
+
+
+def scrape_time_metric_names() -> set[str]:
+    """The sample names every registered scrape-time collector exports (a counter's with ``_total``):
+    the same on every process and machine, so a query over several scraped instances must take one
+    copy (``max without (instance)``), not add them up (tests/ops/test_instance_aggregation.py)."""
+    register_metrics()
+    return {
+        family.name + ("_total" if family.type == "counter" else "")
+        for collector in _scrape_collectors
+        for family in collector.describe()
+    }
 
 
 def exposition() -> bytes:

@@ -1,0 +1,82 @@
+"""Every web machine scraped exports the same figures read from the database and Redis at scrape time
+(the ledger, budgets, rollout state, jobs, Celery): a query over them takes one copy with
+`max without (instance)` before anything else aggregates, in every rule, dashboard panel and runbook
+query. A `sum` straight over them counts the ledger once per machine ("$5 in an hour" firing at $2.50
+with two machines). Counters of events (genesis_agent_*, genesis_provider_*, genesis_model_*) are each
+machine's share and are summed; ops/prometheus/alerts_test.yml shows the alerts with two instances."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from genesis.metrics import scrape_time_metric_names
+from tests.ops.test_prometheus_e2e import METRIC_NAME, panel_expressions, rule_expressions, runbook_queries
+
+AGGREGATION_BEFORE = re.compile(
+    r"\b(?P<op>sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile|count_values)\s*"
+    r"(?:(?P<clause>by|without)\s*\((?P<labels>[^()]*)\))?\s*$"
+)
+# Whether this instance could read the database: per instance is the point (DatabaseMetricsUnavailable).
+PER_INSTANCE_HEALTH = {"genesis_cost_metrics_up"}
+
+
+def first_aggregation_around(expr: str, position: int) -> str | None:
+    """The innermost aggregation whose argument holds `position` ('max without (instance)'), or None;
+    function calls (rate, increase, sort_desc …) and plain brackets between are passed over."""
+    depth = 0
+    for index in range(position - 1, -1, -1):
+        if expr[index] == ")":
+            depth += 1
+        elif expr[index] == "(" and depth:
+            depth -= 1
+        elif expr[index] == "(":
+            found = AGGREGATION_BEFORE.search(expr[:index])
+            if found:
+                labels = ", ".join(label.strip() for label in (found["labels"] or "").split(",") if label.strip())
+                return f"{found['op']} {found['clause']} ({labels})" if found["clause"] else found["op"]
+    return None
+
+
+def uncollapsed(expr: str, shared: set[str]) -> list[str]:
+    """Each scrape-time metric in `expr` not first taken once per series by max without (instance)."""
+    return [f"{match.group()} under {first_aggregation_around(expr, match.start())}"
+            for match in METRIC_NAME.finditer(expr)
+            if match.group() in shared and first_aggregation_around(expr, match.start()) != "max without (instance)"]
+
+
+@pytest.fixture(scope="module")
+def shared() -> set[str]:
+    return scrape_time_metric_names() - PER_INSTANCE_HEALTH
+
+
+def test_the_scrape_time_metrics_are_those_read_from_the_database_and_redis(shared) -> None:
+    assert {"genesis_cost_usd_total", "genesis_cost_reversed_usd_total", "genesis_budget_used_ratio",
+            "genesis_experiment_rollbacks_total", "genesis_rollout_paused", "genesis_benchmark_runs",
+            "genesis_finetuning_jobs", "genesis_celery_workers", "genesis_celery_beat_last_tick_timestamp_seconds",
+            "genesis_exposure_dead_letter_batches"} <= shared
+    assert not {"genesis_agent_requests_total", "genesis_provider_calls_total", "genesis_model_fallbacks_total"} & shared
+
+
+def test_the_check_tells_a_sum_over_instances_from_one_copy(shared) -> None:
+    assert uncollapsed("sum(increase(genesis_cost_usd_total[1h])) > 5", shared) == ["genesis_cost_usd_total under sum"]
+    assert uncollapsed("genesis_budget_spent_usd", shared) == ["genesis_budget_spent_usd under None"]
+    assert uncollapsed("sum by (agent) (max without (instance) (increase(genesis_cost_usd_total[1h])))", shared) == []
+    assert uncollapsed("time() - max without(instance) (genesis_celery_beat_last_tick_timestamp_seconds) > 600", shared) == []
+    assert uncollapsed("sum by (agent) (rate(genesis_agent_requests_total[5m]))", shared) == []
+
+
+def test_every_rule_takes_one_copy_of_a_scrape_time_metric(shared) -> None:
+    wrong = {alert: found for alert, expr in rule_expressions().items() if (found := uncollapsed(expr, shared))}
+    assert wrong == {}
+
+
+def test_every_panel_takes_one_copy_of_a_scrape_time_metric(shared) -> None:
+    wrong = [(title, found) for title, expr in panel_expressions() if (found := uncollapsed(expr, shared))]
+    assert wrong == []
+
+
+def test_every_runbook_query_takes_one_copy_of_a_scrape_time_metric(shared) -> None:
+    wrong = [(expr, found) for expr in runbook_queries() if (found := uncollapsed(expr, shared))]
+    assert wrong == []
