@@ -3,12 +3,15 @@ stops cleanly; queue lengths come from the broker."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
+from django.test import override_settings
+from prometheus_client.parser import text_string_to_metric_families
 
-from genesis.metrics import CeleryCollector
-from tests.conftest import WorkerProcess
+from genesis.metrics import CeleryCollector, exposition
+from tests.conftest import ROOT, WorkerProcess
 from tests.ops.test_prometheus_e2e import forget_killed_workers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,3 +47,20 @@ def test_queue_lengths_count_waiting_messages() -> None:
             app.send_task("genesis.no_such_task", queue="benchmarks", producer=producer)
     assert gauges("genesis_celery_queue_length") == {"default": 0, "benchmarks": 3}
     app.control.purge()
+
+
+def emitted_names() -> set[str]:
+    return {sample.name for family in text_string_to_metric_families(exposition().decode()) for sample in family.samples}
+
+
+def test_the_readme_names_exactly_what_the_embedded_mode_does_not_emit() -> None:
+    # README › Monitoring: without REDIS_URL (a bare `make run`) the worker count and the exposure dead
+    # letters are never emitted; everything else is.
+    readme = (ROOT / "README.md").read_text()
+    paragraph = readme.split("\nWithout `REDIS_URL` (the embedded mode", 1)[1].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`(genesis_[a-z_]+)`", paragraph))
+    with_redis = emitted_names()
+    with override_settings(REDIS_URL=""):
+        embedded = emitted_names()
+    assert documented == with_redis - embedded == {"genesis_celery_workers", "genesis_exposure_dead_letter_batches"}
+    assert embedded <= with_redis
