@@ -67,3 +67,11 @@ def test_every_rule_has_a_firing_and_a_quiet_case() -> None:
         mine = [case for case in cases if case["alertname"] == rule["alert"]]
         assert any(case.get("exp_alerts") for case in mine), f"{rule['alert']}: no firing case"
         assert any(not case.get("exp_alerts") for case in mine), f"{rule['alert']}: no quiet case"
+
+
+def test_the_target_down_rule_watches_the_scrape_job_of_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    config = yaml.safe_load(readme.split("cat > /etc/prometheus/prometheus.yml <<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0])
+    (job,) = [scrape["job_name"] for scrape in config["scrape_configs"]]
+    expr = next(rule["expr"] for rule in alert_rules() if rule["alert"] == "MetricsTargetDown")
+    assert f'up{{job="{job}"}} == 0' in expr
