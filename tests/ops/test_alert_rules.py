@@ -4,6 +4,7 @@ a severity, a summary, a description and a runbook; and no rule goes without a t
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,3 +76,13 @@ def test_the_target_down_rule_watches_the_scrape_job_of_the_readme() -> None:
     (job,) = [scrape["job_name"] for scrape in config["scrape_configs"]]
     expr = next(rule["expr"] for rule in alert_rules() if rule["alert"] == "MetricsTargetDown")
     assert f'up{{job="{job}"}} == 0' in expr
+
+
+def test_the_readme_states_when_celery_beat_stalled_fires() -> None:
+    # The rule: the last tick older than N seconds, for M minutes — so it fires N/60 + M minutes after it.
+    rule = next(rule for rule in alert_rules() if rule["alert"] == "CeleryBeatStalled")
+    threshold = int(re.search(r"> (\d+)$", rule["expr"].strip())[1])
+    minutes = int(rule["for"].removesuffix("m"))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"CeleryBeatStalled (beat's last recorded tick over {threshold // 60} min old for {minutes} min: "
+            f"it fires about {threshold // 60 + minutes} min after the last tick") in readme
