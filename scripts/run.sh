@@ -42,6 +42,10 @@ $PY manage.py migrate --noinput
 # The demo provider points at the simulator started below, unless GENESIS_SIMULATOR_URL names another.
 GENESIS_SIMULATOR_URL="${GENESIS_SIMULATOR_URL:-http://127.0.0.1:$simulator_port}" $PY manage.py seed_demo
 
+# The demo provider reads the simulator's key from the environment in every process (the web server,
+# the worker, and a command run from another terminal): the same default as the Makefile's.
+export GENESIS_SIMULATOR_API_KEY="${GENESIS_SIMULATOR_API_KEY:-sim-key}"
+
 # Web, worker and beat count metrics in files here; /metrics adds them up (genesis/metrics.py). Emptied
 # at each start, as prometheus_client's multiprocess mode requires.
 export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/prometheus}"
@@ -82,7 +86,9 @@ echo "  admin      http://127.0.0.1:${port}/admin/   — the launch board"
 echo "             user 'admin', ${password_line}"
 echo "  API docs   http://127.0.0.1:${port}/api/v1/docs"
 echo "  readiness  http://127.0.0.1:${port}/readyz"
-echo "  simulator  http://127.0.0.1:${simulator_port}/v1/models (key: \$GENESIS_SIMULATOR_API_KEY, 'sim-key' here)"
+echo "  simulator  http://127.0.0.1:${simulator_port}/v1/models (key: \$GENESIS_SIMULATOR_API_KEY, 'sim-key' unless set)"
+echo "  commands   .venv/bin/python manage.py … from another terminal: export the same GENESIS_SIMULATOR_API_KEY"
+echo "             there first (export GENESIS_SIMULATOR_API_KEY=sim-key), or the demo provider refuses (401)"
 echo "  logs       var/log/{simulator,worker,beat}.log"
 echo "Ctrl-C stops everything."
 echo
