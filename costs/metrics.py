@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from costs.models import Budget, BudgetAlert, CostEntry, Operation
 from costs.selectors import budget_status
+from genesis.aggregates import DecimalTotal
 from genesis.metrics import register_scrape_collector
 from models_app.registry.models import Agent
 
@@ -75,7 +76,8 @@ class CostMetricsCollector(Collector):
     def _fill(families: dict[str, CounterMetricFamily | GaugeMetricFamily]) -> None:
         rows = (
             CostEntry.objects.values("agent__slug", "operation")
-            .annotate(charged=Sum("amount_usd", filter=Q(amount_usd__gt=0)), reversed=Sum("amount_usd", filter=Q(amount_usd__lt=0)))
+            .annotate(charged=DecimalTotal("amount_usd", filter=Q(amount_usd__gt=0)),
+                      reversed=DecimalTotal("amount_usd", filter=Q(amount_usd__lt=0)))
             .order_by("agent__slug", "operation")
         )
         seen = set()

@@ -13,20 +13,20 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Count, DecimalField, Min, Q, QuerySet, Sum, Value
+from django.db.models import Count, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from costs import budgeting, pricing
 from costs.models import Budget, BudgetAlert, CostEntry, CostHold, PriceTable
+from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
 
 ZERO = Decimal(0)
-_MONEY_SUM = DecimalField(max_digits=20, decimal_places=6)
 
 
-def _sum_amount() -> Coalesce:
-    return Coalesce(Sum("amount_usd"), Value(ZERO), output_field=_MONEY_SUM)
+def _sum_amount() -> DecimalTotal:
+    return DecimalTotal("amount_usd")
 
 
 # --- prices -----------------------------------------------------------------------------------------

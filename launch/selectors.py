@@ -13,8 +13,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Q, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
@@ -25,6 +24,7 @@ from costs.selectors import spend_by
 from experiments import selectors as experiment_selectors
 from experiments.calendar import CalendarEntry
 from experiments.models import ACTIVE_STATUSES, ApprovalStatus, EventAction, Experiment, ExperimentStatus, StageApproval
+from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
 from launch.report import power_short
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus
@@ -138,7 +138,7 @@ def _candidate_entries(version: ModelVersion) -> QuerySet[CostEntry]:
 
 def candidate_costs(*, version: ModelVersion) -> dict[str, Decimal]:
     """What the ledger holds for the candidate's path, by operation, and `total` — summed in SQL."""
-    rows = _candidate_entries(version).values("operation").annotate(total=Coalesce(Sum("amount_usd"), ZERO)).order_by("operation")
+    rows = _candidate_entries(version).values("operation").annotate(total=DecimalTotal("amount_usd")).order_by("operation")
     by_operation = {row["operation"]: row["total"] for row in rows}
     return {**by_operation, "total": sum(by_operation.values(), ZERO)}
 

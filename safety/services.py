@@ -30,7 +30,7 @@ import math
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from audits.formats import conversation_text
@@ -50,6 +50,7 @@ from costs.models import Operation
 from costs.pricing import inference_cost
 from costs.selectors import fine_tuning_cost, price_in_force
 from costs.services import budget_check, cost_hold_release, cost_record
+from genesis.aggregates import DecimalTotal
 from genesis.errors import Conflict, InvalidInput, NotFound
 from genesis.jobs import advance
 from genesis.locks import worker_lock
@@ -480,13 +481,24 @@ def waltz_build_execute(*, build_id: int) -> WaltzBuild:
                                   build.conversation_model.base_model)
             judge_route = _route(build.judge_provider, build.judge_model, None)
             scrubber = Scrubber(mode="placeholder")
-            for item in build.items.filter(done=False).order_by("position").iterator(chunk_size=200):
+            for item in _items_not_done(build):
                 _process_item(build, item, conversation, judge_route, scrubber)
             return _finish(build_id)
         except PermanentProviderError as exc:
             return _fail(build_id, f"the provider refused a call: {exc}")
         except (InvalidInput, Conflict, NotFound) as exc:
             return _fail(build_id, exc.message)
+
+
+def _items_not_done(build: WaltzBuild, *, page_size: int = 200) -> Iterator[WaltzItem]:
+    """The build's items not done yet, in order, read a page at a time and each page whole: no read
+    stays open while an item is saved. On SQLite (the embedded `make run`) a read still open on the
+    connection pins an old snapshot, and the item's write then fails at once with "database is locked"
+    as soon as another process (the worker, beat) has written in between."""
+    after = -1
+    while page := list(build.items.filter(done=False, position__gt=after).order_by("position")[:page_size]):
+        yield from page
+        after = page[-1].position
 
 
 def waltz_builds_resend_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -> list[int]:
@@ -638,7 +650,7 @@ def _finish(build_id: int) -> WaltzBuild:
         build.conversation_valid = datasets.get("conversation_valid")
         build.feedback_train = datasets.get("feedback_train")
         build.feedback_valid = datasets.get("feedback_valid")
-        build.cost_usd = build.items.aggregate(total=Sum("cost_usd"))["total"] or Decimal(0)
+        build.cost_usd = build.items.aggregate(total=DecimalTotal("cost_usd"))["total"]
         report["cost"]["actual_usd"] = str(build.cost_usd)
         build.report, build.shortfall, build.finished_at = report, "; ".join(shortfalls), timezone.now()
         build.completed_items = len(items)

@@ -9,11 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, DecimalField, Max, QuerySet, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
 
 from costs.selectors import ledger_total_for
+from genesis.aggregates import DecimalTotal
 from genesis.errors import Conflict, NotFound
 from models_app.benchmarks import stats as benchmark_stats
 from models_app.benchmarks.models import (
@@ -117,13 +117,8 @@ def benchmark_run_get(*, run_id: int) -> BenchmarkRun | None:
 def benchmark_run_cost(*, run: BenchmarkRun) -> Decimal:
     """What the run has cost so far, summed in SQL: its results, plus what the ledger holds against
     the run itself (answers paid for again after their pair's result was written; ledger.py
-    `charge_paid_twice`). Quantized to the column's places because SQLite (the embedded mode) sums
-    decimals as floats."""
-
-    results = run.results.aggregate(
-        total=Coalesce(Sum("cost_usd"), Value(ZERO), output_field=DecimalField(max_digits=20, decimal_places=8))
-    )["total"]
-    return (Decimal(results) + ledger_total_for(source=run)).quantize(Decimal("0.00000001"))
+    `charge_paid_twice`)."""
+    return run.results.aggregate(total=DecimalTotal("cost_usd"))["total"] + ledger_total_for(source=run)
 
 
 def benchmark_run_pairs(*, run: BenchmarkRun) -> list[benchmark_stats.PairedScore]:

@@ -110,3 +110,22 @@ def test_pii_is_scrubbed_and_benchmark_cases_and_duplicates_are_kept_out(demo_si
     for dataset in (build.conversation_train, build.feedback_train):
         assert "jane.doe@example.com" not in dataset_file_path(dataset=dataset).read_text()
         assert sum(audit_file(dataset_file_path(dataset=dataset)).pii_counts.values()) == 0
+
+
+def test_the_items_not_done_are_read_page_by_page_in_order_while_earlier_ones_are_saved(demo_simulator) -> None:
+    """The worker's loop reads its items a page at a time and each page whole, so no read is open while
+    an item is saved (on SQLite an open read made that save fail with "database is locked" once another
+    process had written). Marking items done as they come must neither skip nor repeat one."""
+    from safety.models import WaltzItem
+    from safety.services import _items_not_done
+
+    build = waltz_build_create(agent=Agent.objects.get(slug="support_agent"), target=20, enqueue=False)
+    positions = list(build.items.order_by("position").values_list("position", flat=True))
+    WaltzItem.objects.filter(build=build, position=positions[4]).update(done=True)  # done by a worker before
+
+    seen = []
+    for item in _items_not_done(build, page_size=3):
+        seen.append(item.position)
+        WaltzItem.objects.filter(pk=item.pk).update(done=True)  # what _save does
+
+    assert seen == [p for p in positions if p != positions[4]] and len(positions) > 3 * 2
