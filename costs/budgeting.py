@@ -123,6 +123,18 @@ def thresholds_reached(*, spent: Decimal, limit: Decimal, thresholds: list[Thres
     return [threshold for threshold in thresholds if spent * 100 >= limit * threshold.percent]
 
 
+# The notice that a budget is used up: at 100 %, an emergency, unless a configured threshold of 100 %
+# or more already speaks for the budget at and beyond its limit (BUDGET_THRESHOLDS stays 25/50/83).
+EXHAUSTED = Threshold(100, "emergency")
+
+
+def alert_thresholds(thresholds: list[Threshold]) -> list[Threshold]:
+    """What alerts fire at: the configured thresholds, and EXHAUSTED when every one is below 100 %."""
+    if any(threshold.percent >= EXHAUSTED.percent for threshold in thresholds):
+        return list(thresholds)
+    return [*thresholds, EXHAUSTED]
+
+
 def format_usd(amount: Decimal) -> str:
     """Money for people, the one helper of the admin, the reports and the commands: cents from a cent
     up ("$1,234.50"), and below a cent two significant digits, so a small amount is never shown as
