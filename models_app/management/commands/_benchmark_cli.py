@@ -9,7 +9,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from django.core.management.base import BaseCommand, CommandError
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from genesis.errors import DomainError
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
@@ -31,6 +32,26 @@ RESUME_CHECK_SECONDS = 30.0
 
 def usage_error(message: str) -> CommandError:
     return CommandError(message, returncode=2)
+
+
+def add_actor_arguments(parser: CommandParser) -> None:
+    """`--as` and `--override-reason`, as `fine_tune create` takes them: the budget refusal's advice
+    ("pass an override reason as a user with costs.override_budget") is done here; the service checks
+    the permission."""
+    parser.add_argument("--as", dest="username", metavar="USERNAME",
+                        help="start the run as this user (permissions and history); default: the system")
+    parser.add_argument("--override-reason", metavar="TEXT",
+                        help="go over a hard budget that refuses the run (needs --as a user with costs.override_budget); "
+                             "kept on the run and as a budget override")
+
+
+def resolve_user(username: str | None) -> Any:
+    if not username:
+        return None
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise usage_error(f"--as: no user '{username}'")
+    return user
 
 
 def resolve_agent(slug: str) -> Agent:
