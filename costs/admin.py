@@ -43,6 +43,17 @@ from genesis.errors import DomainError, field_errors
 from genesis.permissions import Actor, request_actor
 
 
+def usd_column(field_name: str, description: str) -> Callable[[Any], str]:
+    """A changelist column showing the money in `field_name` as people read it (format_usd: "$0.0028",
+    never "0.00" or "0.150000"), sorted by the field."""
+
+    def column(row: Any) -> str:
+        amount = getattr(row, field_name)
+        return "—" if amount is None else budgeting.format_usd(amount)
+
+    return admin.display(description=description, ordering=field_name)(column)
+
+
 class ServiceForm(forms.ModelForm):
     """A ModelForm whose save is a service call, made as the last step of validation so that a
     DomainError becomes a form error. The admin runs the whole view in one transaction, so the
@@ -154,7 +165,8 @@ class ReverseForm(forms.Form):
 class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin):
     """The ledger is append-only: an entry is added or reversed (a new entry), never changed or deleted."""
 
-    list_display = ("id", "occurred_at", "agent", "operation", "model", "amount_usd", "tokens", "source", "actor", "reverses")
+    list_display = ("id", "occurred_at", "agent", "operation", "model", usd_column("amount_usd", "amount"), "tokens", "source",
+                    "actor", "reverses")
     list_filter = ("operation", "agent", "occurred_at")
     search_fields = ("idempotency_key", "model", "source", "note", "agent__slug")
     date_hierarchy = "occurred_at"
@@ -260,7 +272,7 @@ class BudgetForm(ServiceForm):
 @admin.register(Budget)
 class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
     form = BudgetForm
-    list_display = ("name", "scope", "period", "amount_usd", "spent", "hard_limit", "active")
+    list_display = ("name", "scope", "period", usd_column("amount_usd", "amount"), "spent", "hard_limit", "active")
     list_filter = ("period", "hard_limit", "active")
     list_select_related = ("agent",)
 
@@ -285,14 +297,16 @@ class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
 
 @admin.register(BudgetAlert)
 class BudgetAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "budget", "period_key", "threshold_percent", "severity", "spent_usd", "budget_usd",
-                    "delivery", "delivery_attempts")
-    list_filter = ("severity", "delivery", "budget")
+    list_display = ("created_at", "budget", "period_key", "threshold_percent", "kind", "severity",
+                    usd_column("spent_usd", "spent"), usd_column("budget_usd", "of"), "rearmed_at", "delivery",
+                    "delivery_attempts")
+    list_filter = ("severity", "kind", "delivery", "budget")
 
 
 @admin.register(BudgetOverride)
 class BudgetOverrideAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "budget", "agent", "actor", "estimate_usd", "spent_usd", "budget_usd", "reason")
+    list_display = ("created_at", "budget", "agent", "actor", usd_column("estimate_usd", "estimate"),
+                    usd_column("spent_usd", "spent then"), usd_column("budget_usd", "budget then"), "reason")
     list_filter = ("budget", "agent")
 
 
@@ -300,7 +314,7 @@ class BudgetOverrideAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class CostHoldAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Estimates set aside by paid work still running; they count against hard limits until released."""
 
-    list_display = ("created_at", "agent", "operation", "amount_usd", "source", "released_at", "expires_at")
+    list_display = ("created_at", "agent", "operation", usd_column("amount_usd", "held"), "source", "released_at", "expires_at")
     list_filter = ("operation", "agent", ("released_at", admin.EmptyFieldListFilter))
 
 
@@ -309,7 +323,8 @@ class CostHoldAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(CostReport)
 class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "created_at", "schedule_key", "status", "finished_at", "entry_count", "total_usd", "downloads")
+    list_display = ("id", "created_at", "schedule_key", "status", "finished_at", "entry_count", usd_column("total_usd", "total"),
+                    "downloads")
     list_filter = ("status",)
     exclude = ("markdown", "csv")
     readonly_fields = ("downloads", "preview")

@@ -115,6 +115,25 @@ def test_dashboard_is_on_the_index_and_shows_gauge_projection_and_alerts(admin_c
     assert 'class="bar"' in page and "qa_agent $16.00" in page
 
 
+def test_money_in_the_costs_admin_is_written_by_the_one_formatter(admin_client, qa_agent, overrider):
+    from costs.models import BudgetOverride
+    from costs.services import budget_check
+
+    budget_upsert(name="default", amount_usd="0.01", thresholds="25")
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("0.002832"), idempotency_key="small")
+    budget_check(agent=qa_agent, estimate_usd="4", actor=overrider, override_reason="release check", hold_for=qa_agent,
+                 operation="benchmark")
+    assert BudgetOverride.objects.count() == 1
+    dashboard = admin_client.get("/admin/costs/costdashboard/").content.decode()
+    alerts = dashboard[dashboard.index('id="alerts"'):]
+    assert "<td>$0.0028</td>" in alerts and "<td>$0.01</td>" in alerts and "0.00<" not in alerts
+    assert "<td>$4.00</td>" in alerts  # the override's estimate
+    ledger = admin_client.get("/admin/costs/costentry/").content.decode()
+    assert "$0.0028" in ledger and "0.002832" not in ledger
+    holds = admin_client.get("/admin/costs/costhold/").content.decode()
+    assert "$4.00" in holds and "4.000000" not in holds
+
+
 def test_dashboard_needs_the_ledger_view_permission(client, db):
     client.force_login(UserFactory(username="nobody_special"))
     assert client.get("/admin/costs/costdashboard/").status_code == 403

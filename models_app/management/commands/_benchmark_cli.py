@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from decimal import Decimal
 from typing import Any, TextIO
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from costs.budgeting import format_usd
 from genesis.errors import DomainError
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
 from models_app.benchmarks.selectors import (
@@ -19,7 +21,6 @@ from models_app.benchmarks.selectors import (
     benchmark_run_get,
     benchmark_run_summary,
     benchmark_summary_not_started,
-    money,
     version_named,
 )
 from models_app.benchmarks.tasks import benchmark_runs_resume, benchmark_workers
@@ -215,7 +216,7 @@ def comparison_text(run: BenchmarkRun) -> str:
     if run.error:
         lines.append(f"  error: {run.error}")
     lines.append(f"  suite's power: {benchmark_run_gate(run=run).plan.summary()}")
-    lines.append(f"  cost: ${summary['cost_usd']} (estimated ${money(run.estimated_cost_usd)})")
+    lines.append(f"  cost: {format_usd(Decimal(summary['cost_usd']))} (estimated {format_usd(run.estimated_cost_usd)})")
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from costs.budgeting import format_usd
 from genesis.errors import DomainError, InvalidInput
 from models_app.benchmarks.models import BenchmarkVerdict
 from models_app.benchmarks.services import benchmark_run_create
@@ -76,7 +77,7 @@ class Command(BaseCommand):
         if not options["json"]:
             self.stderr.write(
                 f"run #{run.pk}: {run.candidate.model_id} vs {run.baseline.model_id}, {run.total_items} pairs, "
-                f"estimated ${run.estimated_cost_usd}; waiting for the workers…"
+                f"estimated {format_usd(run.estimated_cost_usd)}; waiting for the workers…"
             )
         (finished,) = wait_or_stop(self, [run.pk])
         if options["json"]:
