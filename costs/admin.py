@@ -51,6 +51,7 @@ def usd_column(field_name: str, description: str) -> Callable[[Any], str]:
         amount = getattr(row, field_name)
         return "—" if amount is None else budgeting.format_usd(amount)
 
+    column.__name__ = field_name  # the cell's CSS class, field-<name>, as the raw field had
     return admin.display(description=description, ordering=field_name)(column)
 
 
@@ -272,9 +273,13 @@ class BudgetForm(ServiceForm):
 @admin.register(Budget)
 class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
     form = BudgetForm
-    list_display = ("name", "scope", "period", usd_column("amount_usd", "amount"), "spent", "hard_limit", "active")
+    list_display = ("name", "scope", "period", usd_column("amount_usd", "amount"), "spent", usd_column("held_usd", "held"),
+                    "hard_limit", "active")
     list_filter = ("period", "hard_limit", "active")
     list_select_related = ("agent",)
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet[Budget]:
+        return selectors.with_held(super().get_queryset(request))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Budget | None = None) -> tuple[str, ...]:
         return ("name",) if obj else ()
@@ -412,6 +417,7 @@ class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 status=status,
                 spent=budgeting.format_usd(status.spent),
                 limit=budgeting.format_usd(budget.amount_usd),
+                held=budgeting.format_usd(status.held),
                 remaining=budgeting.format_usd(status.remaining),
                 percent=budgeting.format_percent(status.percent),
                 burn=budgeting.format_usd(status.projection.burn_usd_per_day),

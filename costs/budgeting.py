@@ -111,8 +111,10 @@ def period_containing(period: str, at: datetime) -> Period:
 
 
 def percent_used(*, spent: Decimal, limit: Decimal) -> Decimal:
+    """spent / limit × 100. A $0 budget with any spend is used up: 100 % (not ∞), as the API, the
+    admin and the reports all read it."""
     if limit <= 0:
-        return Decimal(0) if spent <= 0 else Decimal("Infinity")
+        return Decimal(0) if spent <= 0 else Decimal(100)
     return spent * 100 / limit
 
 
@@ -162,8 +164,6 @@ def format_usd_tick(value: Decimal, *, step: Decimal) -> str:
 
 def format_percent(value: Decimal) -> str:
     """91 → "91 %", 96.666… → "96.6 %" (rounded down, so a threshold is never shown as reached early)."""
-    if value.is_infinite():
-        return "∞ %"
     shown = value.quantize(Decimal("0.1"), rounding=ROUND_DOWN)
     text = f"{shown:f}".removesuffix(".0")
     return f"{text} %"

@@ -121,7 +121,7 @@ def report_as_dict(data: ReportData) -> dict[str, Any]:
         ],
         "budgets": [
             {"name": b.name, "scope": b.scope, "period": b.period, "budget_usd": money_str(b.limit),
-             "spent_usd": money_str(b.spent), "percent": float(round(b.percent, 2)) if b.percent.is_finite() else None,
+             "spent_usd": money_str(b.spent), "percent": float(round(b.percent, 2)),
              "thresholds": [t.as_dict() for t in b.thresholds], "thresholds_crossed": b.reached,
              "hard_limit": b.hard_limit, "burn_rate_usd_per_day": money_str(b.burn_usd_per_day),
              "projected_exhaustion_at": b.exhaustion_at.isoformat() if b.exhaustion_at else None}

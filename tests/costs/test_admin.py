@@ -134,6 +134,29 @@ def test_money_in_the_costs_admin_is_written_by_the_one_formatter(admin_client, 
     assert "$4.00" in holds and "4.000000" not in holds
 
 
+def test_dashboard_and_budget_list_count_money_held_by_running_work_as_not_left(admin_client, qa_agent, default_budget):
+    from costs.services import budget_check
+
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("1.05"), idempotency_key="spent")
+    budget_check(agent=qa_agent, estimate_usd="8", actor=None, hold_for=qa_agent, operation="benchmark")
+    page = admin_client.get("/admin/costs/costdashboard/").content.decode()
+    assert 'data-testid="spent">$1.05</div>' in page and 'data-testid="held">$8.00</div>' in page
+    assert 'data-testid="remaining">$20.95</div>' in page  # $30 − $1.05 − $8.00, what budget_check says is left
+    budgets = admin_client.get("/admin/costs/budget/").content.decode()
+    assert '<td class="field-held_usd">$8.00</td>' in budgets
+
+
+def test_a_zero_dollar_budget_reads_as_the_api_reads_it(admin_client, qa_agent, client, api_key_for):
+    budget_upsert(name="default", amount_usd="0")
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("0.50"), idempotency_key="any")
+    budgets = admin_client.get("/admin/costs/budget/").content.decode()
+    assert "$0.50 (100 %)" in budgets and "∞" not in budgets
+    assert 'data-testid="percent">100 %</div>' in admin_client.get("/admin/costs/costdashboard/").content.decode()
+    key = api_key_for("qa_agent")
+    summary = client.get("/api/v1/costs/summary", headers={"Authorization": f"Bearer {key}"}).json()
+    assert summary["percent"] == 100.0
+
+
 def test_dashboard_needs_the_ledger_view_permission(client, db):
     client.force_login(UserFactory(username="nobody_special"))
     assert client.get("/admin/costs/costdashboard/").status_code == 403
