@@ -225,6 +225,29 @@ def _original_entry(entry: CostEntry, *, key: str, identity: _ChargeIdentity) ->
     return entry
 
 
+def _same_values(
+    entry: CostEntry, *, key: str, amount_usd: Any, model: str, tokens: int | None, note: str
+) -> CostEntry:
+    """`entry`, recorded under `key` before, when the values given now are those it was recorded with
+    (an exact repeat); Conflict naming the entry and its values otherwise."""
+    given = {
+        "amount": None if amount_usd is None else _ledger_amount(amount_usd),
+        "model": model, "tokens": tokens, "note": note,
+    }
+    recorded = {"amount": entry.amount_usd, "model": entry.model, "tokens": entry.tokens, "note": entry.note}
+    different = [name for name, value in given.items() if value is not None and value != recorded[name]]
+    if different:
+        values = ", ".join(
+            [budgeting.format_usd(entry.amount_usd), entry.operation, f"agent {entry.agent.slug}"]
+            + [f"{name} {recorded[name]!r}" for name in ("model", "tokens", "note") if recorded[name] not in (None, "")]
+        )
+        raise Conflict(
+            f"idempotency_key: '{key}' was already used for entry #{entry.pk} ({values}), recorded with a different "
+            f"{' and '.join(different)}; repeat it exactly to get that entry back, or use a new key for a new charge"
+        )
+    return entry
+
+
 def _checked_key(
     idempotency_key: str, operation: str, *, tokens: int | None, input_tokens: int | None, output_tokens: int | None,
     where: str = "",
@@ -268,6 +291,7 @@ def cost_record(
     actor: Actor = None,
     note: str = "",
     occurred_at: datetime | None = None,
+    exact_replay: bool = False,
 ) -> CostEntry:
     """Put one charge on the ledger and raise the budget alerts it causes.
 
@@ -275,13 +299,20 @@ def cost_record(
     inference/benchmark from input_tokens + output_tokens, fine_tuning from training `tokens` (with the
     minimum fee), storage as one month. Idempotent on `idempotency_key`: a retry — the same key for the
     same agent, operation and source row — returns the entry already recorded, as it was recorded
-    (nothing is priced again); the key reused for a different agent, operation or source is refused."""
+    (nothing is priced again); the key reused for a different agent, operation or source is refused.
+    With `exact_replay` (a person's entry: track_costs, where a key is typed) the amount, model, tokens
+    and note given must be those recorded too: the same key with another amount is another charge, and
+    is refused naming the entry it would be mistaken for."""
     require_permission(actor=actor, permission="costs.add_costentry", action="record costs")
     key = _checked_key(idempotency_key, operation, tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens)
     identity = _ChargeIdentity.of_request(agent=agent, operation=operation, source_object=source_object)
-    existing = CostEntry.objects.filter(idempotency_key=key).first()
+    replayed = partial(
+        _same_values, key=key, amount_usd=amount_usd, model=model, note=note,
+        tokens=_total_tokens(tokens, input_tokens, output_tokens),
+    ) if exact_replay else (lambda entry: entry)
+    existing = CostEntry.objects.select_related("agent").filter(idempotency_key=key).first()
     if existing is not None:
-        return _original_entry(existing, key=key, identity=identity)
+        return replayed(_original_entry(existing, key=key, identity=identity))
 
     occurred_at = occurred_at or timezone.now()
     amount = _amount_for(
@@ -301,10 +332,10 @@ def cost_record(
                 idempotency_key=key, note=note,
             )
     except IntegrityError:
-        existing = CostEntry.objects.filter(idempotency_key=key).first()
+        existing = CostEntry.objects.select_related("agent").filter(idempotency_key=key).first()
         if existing is None:
             raise
-        return _original_entry(existing, key=key, identity=identity)
+        return replayed(_original_entry(existing, key=key, identity=identity))
 
     for budget in budgets:
         _raise_alerts(budget=budget, at=entry.occurred_at, triggered_by=entry)
