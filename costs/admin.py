@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import models
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -359,10 +359,10 @@ class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def download_view(self, request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
         if not self.has_view_permission(request):
             raise DjangoPermissionDenied
+        if fmt not in ("md", "csv"):
+            raise Http404(f"a report downloads as md or csv, not '{fmt}'")
         report = get_object_or_404(CostReport, pk=pk, status=CostReport.Status.SUCCEEDED)
-        content, content_type = {"md": (report.markdown, "text/markdown"), "csv": (report.csv, "text/csv")}.get(fmt, (None, ""))
-        if content is None:
-            raise DjangoPermissionDenied
+        content, content_type = {"md": (report.markdown, "text/markdown"), "csv": (report.csv, "text/csv")}[fmt]
         response = HttpResponse(content, content_type=f"{content_type}; charset=utf-8")
         stamp = (report.as_of or report.created_at).strftime("%Y-%m-%d")
         response["Content-Disposition"] = f'attachment; filename="genesis-costs-{stamp}-{report.pk}.{fmt}"'

@@ -169,6 +169,17 @@ def format_percent(value: Decimal) -> str:
     return f"{text} %"
 
 
+def format_share(part: Decimal, whole: Decimal) -> str:
+    """`part`'s share of `whole` for a report: one decimal rounded half-up (99.785 → "99.8 %"), and a
+    share that is not nothing never reads as nothing ("<0.1 %"); "—" when the whole is zero."""
+    if whole == 0:
+        return "—"
+    share = (part * 100 / whole).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    if share == 0 and part != 0:
+        return "<0.1 %"
+    return f"{f'{share:f}'.removesuffix('.0')} %"
+
+
 def money_str(amount: Decimal, *, places: int = 6) -> str:
     """Money for JSON, the one format of the API: a plain decimal string (never "0E-8"), exact to
     `places` decimals (the ledger's micro-dollars; an outcome's cost has eight), at least two:

@@ -26,7 +26,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from costs.models import Budget, BudgetAlert, CostEntry, Operation
-from costs.selectors import budget_status
+from costs.pricing import to_ledger_amount
+from costs.selectors import ZERO, budget_status
 from genesis.metrics import register_scrape_collector
 from models_app.registry.models import Agent
 
@@ -82,8 +83,9 @@ class CostMetricsCollector(Collector):
         for row in rows:
             labels = [row["agent__slug"], row["operation"]]
             seen.add(tuple(labels))
-            families["cost"].add_metric(labels, float(row["charged"] or 0))
-            families["reversed"].add_metric(labels, float(-(row["reversed"] or 0)))
+            # Decimal to the micro-dollar (an SQLite sum reads back with float noise), then one conversion.
+            families["cost"].add_metric(labels, float(to_ledger_amount(row["charged"] or ZERO)))
+            families["reversed"].add_metric(labels, float(-to_ledger_amount(row["reversed"] or ZERO)))
         # Every agent × operation from zero: increase() cannot see the first charge of a series that
         # appears already holding it, so the burn alerts would miss a new agent's first big spend.
         for slug in Agent.objects.order_by("slug").values_list("slug", flat=True):
@@ -98,7 +100,7 @@ class CostMetricsCollector(Collector):
             families["ratio"].add_metric([budget.name], float(status.spent / budget.amount_usd) if budget.amount_usd else 0.0)
             for threshold in status.thresholds:
                 families["threshold"].add_metric(
-                    [budget.name, str(threshold.percent)], float(budget.amount_usd) * threshold.percent / 100
+                    [budget.name, str(threshold.percent)], float(budget.amount_usd * threshold.percent / 100)
                 )
             families["crossed"].add_metric([budget.name], max((t.percent for t in status.reached), default=0))
         alert_counts = BudgetAlert.objects.values("budget__name", "severity").annotate(n=Count("id"))

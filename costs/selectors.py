@@ -29,6 +29,13 @@ def _sum_amount() -> Coalesce:
     return Coalesce(Sum("amount_usd"), Value(ZERO), output_field=_MONEY_SUM)
 
 
+def _exact(total: Decimal) -> Decimal:
+    """A sum of ledger amounts, to the micro-dollar every amount has. PostgreSQL sums decimals exactly;
+    embedded SQLite sums them as floats and Django reads the float back to 15 digits
+    (5.87897799999995 for 5.878978), which would reach the metrics and the reports."""
+    return pricing.to_ledger_amount(total)
+
+
 # --- prices -----------------------------------------------------------------------------------------
 
 
@@ -87,7 +94,7 @@ def entries_in_scope(*, budget: Budget, period: budgeting.Period) -> QuerySet[Co
 
 
 def budget_spent(*, budget: Budget, period: budgeting.Period) -> Decimal:
-    return entries_in_scope(budget=budget, period=period).aggregate(total=_sum_amount())["total"]
+    return _exact(entries_in_scope(budget=budget, period=period).aggregate(total=_sum_amount())["total"])
 
 
 def ledger_keys_recorded(*, keys: Collection[str]) -> set[str]:
@@ -99,7 +106,7 @@ def ledger_total_for(*, source: Any) -> Decimal:
     """What the ledger holds against the row `source` (entries whose source object it is, reversals
     included)."""
     entries = CostEntry.objects.filter(source_type=ContentType.objects.get_for_model(source), source_id=str(source.pk))
-    return entries.aggregate(total=_sum_amount())["total"]
+    return _exact(entries.aggregate(total=_sum_amount())["total"])
 
 
 def open_holds(*, now: datetime | None = None) -> QuerySet[CostHold]:
@@ -112,7 +119,7 @@ def budget_held(*, budget: Budget, now: datetime | None = None) -> Decimal:
     holds = open_holds(now=now)
     if budget.agent_id is not None:
         holds = holds.filter(agent_id=budget.agent_id)
-    return holds.aggregate(total=_sum_amount())["total"]
+    return _exact(holds.aggregate(total=_sum_amount())["total"])
 
 
 def with_held(budgets: QuerySet[Budget], *, now: datetime | None = None) -> QuerySet[Budget]:
@@ -152,7 +159,7 @@ def budget_status(*, budget: Budget, now: datetime | None = None) -> BudgetStatu
     period = budgeting.period_containing(budget.period, now)
     in_period = entries_in_scope(budget=budget, period=period)
     totals = in_period.aggregate(total=_sum_amount(), first=Min("occurred_at"))
-    spent = totals["total"]
+    spent = _exact(totals["total"])
     thresholds = budgeting.parse_thresholds(budget.thresholds)
     window_start = budgeting.burn_window_start(now=now, period_start=period.start, first_entry_at=totals["first"])
     window_spend = in_period.filter(occurred_at__gte=window_start, occurred_at__lte=now).aggregate(total=_sum_amount())["total"]
@@ -187,7 +194,7 @@ def spend_by(*, dimension: str, budget: Budget | None = None, period: budgeting.
     if budget is not None:
         entries = entries_in_scope(budget=budget, period=period or budgeting.period_containing(budget.period, timezone.localtime()))
     rows = entries.values(field_name).annotate(total=_sum_amount()).order_by(field_name)
-    return {row[field_name] or "": row["total"] for row in rows}
+    return {row[field_name] or "": _exact(row["total"]) for row in rows}
 
 
 def cost_summary(*, budget: Budget, now: datetime | None = None, visible_agents: frozenset[str] | None = None) -> dict[str, Any]:
@@ -238,7 +245,7 @@ def daily_spend(*, dimension: str, days: int = 30, budget: Budget | None = None,
     series: dict[str, list[Decimal]] = defaultdict(lambda: [ZERO] * days)
     for row in rows:
         if row["day"] in index:
-            series[row[field_name]][index[row["day"]]] += row["total"]
+            series[row[field_name]][index[row["day"]]] += _exact(row["total"])
     return DailySeries(days=all_days, series=dict(sorted(series.items())))
 
 
@@ -275,6 +282,7 @@ class BudgetLine:
     reached: list[int]
     hard_limit: bool
     burn_usd_per_day: Decimal
+    exhausted: bool  # nothing left in the period
     exhaustion_at: datetime | None
     within_period: bool
 
@@ -330,7 +338,7 @@ def charged_by_source(*, model: type[Any], source_ids: Collection[int], as_of: d
         .values("source_id")
         .annotate(total=_sum_amount())
     )
-    return {int(row["source_id"]): row["total"] for row in rows}
+    return {int(row["source_id"]): _exact(row["total"]) for row in rows}
 
 
 # The report lists fine-tuning jobs, which the costs app does not know (it sits below fine-tuning): the
@@ -362,7 +370,7 @@ def cost_report_data(*, as_of: datetime | None = None) -> ReportData:
     rows = [
         SpendRow(
             day=row["day"], agent=row["agent__slug"], operation=row["operation"], model=row["model"],
-            entries=row["n"], tokens=int(row["token_sum"]), amount=row["total"],
+            entries=row["n"], tokens=int(row["token_sum"]), amount=_exact(row["total"]),
         )
         for row in grouped
     ]
@@ -381,6 +389,7 @@ def cost_report_data(*, as_of: datetime | None = None) -> ReportData:
                 reached=[threshold.percent for threshold in status.reached],
                 hard_limit=budget.hard_limit,
                 burn_usd_per_day=status.projection.burn_usd_per_day,
+                exhausted=status.projection.exhausted,
                 exhaustion_at=status.projection.exhaustion_at,
                 within_period=status.projection.within_period,
             )

@@ -98,6 +98,8 @@ def test_reports_download_and_generate_now(admin_client, qa_agent):
     assert download["Content-Disposition"] == f'attachment; filename="genesis-costs-{report.as_of:%Y-%m-%d}-{report.pk}.csv"'
     assert download.content.decode() == report.csv
     assert admin_client.get(f"/admin/costs/costreport/{report.pk}/download/md/").content.decode() == report.markdown
+    assert admin_client.get(f"/admin/costs/costreport/{report.pk}/download/pdf/").status_code == 404
+    assert admin_client.get(f"/admin/costs/costreport/{report.pk + 99}/download/md/").status_code == 404
     assert admin_client.post("/admin/costs/costreport/generate/").status_code == 302
     queued = CostReport.objects.exclude(pk=report.pk).get()
     assert (queued.status, queued.requested_by) == ("pending", admin_client.user)
