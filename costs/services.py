@@ -248,6 +248,16 @@ def _same_values(
     return entry
 
 
+def _recorded(*, key: str, identity: _ChargeIdentity, exact_values: dict[str, Any] | None) -> CostEntry | None:
+    """The entry already recorded under `key`, as a repeat gets it back (`_original_entry`; with
+    `exact_values`, `_same_values` too), or None when the key is new."""
+    existing = CostEntry.objects.select_related("agent").filter(idempotency_key=key).first()
+    if existing is None:
+        return None
+    entry = _original_entry(existing, key=key, identity=identity)
+    return entry if exact_values is None else _same_values(entry, key=key, **exact_values)
+
+
 def _checked_key(
     idempotency_key: str, operation: str, *, tokens: int | None, input_tokens: int | None, output_tokens: int | None,
     where: str = "",
@@ -300,19 +310,15 @@ def cost_record(
     minimum fee), storage as one month. Idempotent on `idempotency_key`: a retry — the same key for the
     same agent, operation and source row — returns the entry already recorded, as it was recorded
     (nothing is priced again); the key reused for a different agent, operation or source is refused.
-    With `exact_replay` (a person's entry: track_costs, where a key is typed) the amount, model, tokens
-    and note given must be those recorded too: the same key with another amount is another charge, and
-    is refused naming the entry it would be mistaken for."""
+    With `exact_replay` (a person typed the key: track_costs) the amount, model, tokens and note must
+    match the entry's too, else the key is refused naming the entry it would be mistaken for."""
     require_permission(actor=actor, permission="costs.add_costentry", action="record costs")
     key = _checked_key(idempotency_key, operation, tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens)
     identity = _ChargeIdentity.of_request(agent=agent, operation=operation, source_object=source_object)
-    replayed = partial(
-        _same_values, key=key, amount_usd=amount_usd, model=model, note=note,
-        tokens=_total_tokens(tokens, input_tokens, output_tokens),
-    ) if exact_replay else (lambda entry: entry)
-    existing = CostEntry.objects.select_related("agent").filter(idempotency_key=key).first()
-    if existing is not None:
-        return replayed(_original_entry(existing, key=key, identity=identity))
+    exact_values = {"amount_usd": amount_usd, "model": model, "note": note,
+                    "tokens": _total_tokens(tokens, input_tokens, output_tokens)} if exact_replay else None
+    if (existing := _recorded(key=key, identity=identity, exact_values=exact_values)) is not None:
+        return existing
 
     occurred_at = occurred_at or timezone.now()
     amount = _amount_for(
@@ -332,10 +338,9 @@ def cost_record(
                 idempotency_key=key, note=note,
             )
     except IntegrityError:
-        existing = CostEntry.objects.select_related("agent").filter(idempotency_key=key).first()
-        if existing is None:
+        if (existing := _recorded(key=key, identity=identity, exact_values=exact_values)) is None:
             raise
-        return replayed(_original_entry(existing, key=key, identity=identity))
+        return existing
 
     for budget in budgets:
         _raise_alerts(budget=budget, at=entry.occurred_at, triggered_by=entry)
