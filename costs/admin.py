@@ -20,10 +20,13 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
+from simple_history.models import ModelChange, ModelChangeValue
+from simple_history.template_utils import HistoricalRecordContextHelper
 
 from costs import budgeting, charts, selectors
 from costs.models import (
@@ -172,8 +175,17 @@ class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin):
     search_fields = ("idempotency_key", "model", "source", "note", "agent__slug")
     date_hierarchy = "occurred_at"
     list_select_related = ("agent", "actor")
+    change_list_template = "admin/costs/costentry/change_list.html"
     readonly = ("id", "amount_usd", "agent", "operation", "model", "tokens", "input_tokens", "output_tokens", "source",
                 "source_link", "occurred_at", "recorded_at", "actor", "idempotency_key", "note", "reverses", "reversal_link")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        if isinstance(response, TemplateResponse) and response.context_data and "cl" in response.context_data:
+            # Not a redirect: the total of the rows the filters select, on every page.
+            entries = response.context_data["cl"].queryset
+            response.context_data["ledger_total"] = budgeting.format_usd(selectors.ledger_total(entries=entries))
+        return response
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
@@ -253,7 +265,7 @@ class BudgetForm(ServiceForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         current = self.instance.thresholds if self.instance.pk else budgeting.default_thresholds(settings.BUDGET_THRESHOLDS)
-        self.initial["thresholds"] = ", ".join(f"{t.percent} {t.severity}" for t in budgeting.parse_thresholds(current))
+        self.initial["thresholds"] = budgeting.thresholds_text(budgeting.parse_thresholds(current))
 
     def clean_thresholds(self) -> list[dict[str, object]]:
         try:
@@ -270,6 +282,18 @@ class BudgetForm(ServiceForm):
         )
 
 
+class BudgetHistoryContext(HistoricalRecordContextHelper):
+    """A budget's history shows its thresholds as people read them, not as the stored JSON."""
+
+    def prepare_delta_change_value(self, change: ModelChange, value: ModelChangeValue) -> Any:
+        if change.field == "thresholds":
+            try:
+                return budgeting.thresholds_text(budgeting.parse_thresholds(value))
+            except ValueError:
+                return value  # a row written before the thresholds were checked: shown as stored
+        return super().prepare_delta_change_value(change, value)
+
+
 @admin.register(Budget)
 class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
     form = BudgetForm
@@ -280,6 +304,9 @@ class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
 
     def get_queryset(self, request: HttpRequest) -> models.QuerySet[Budget]:
         return selectors.with_held(super().get_queryset(request))
+
+    def get_historical_record_context_helper(self, request: HttpRequest, historical_record: Any) -> BudgetHistoryContext:
+        return BudgetHistoryContext(self.model, historical_record)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Budget | None = None) -> tuple[str, ...]:
         return ("name",) if obj else ()
@@ -319,8 +346,17 @@ class BudgetOverrideAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class CostHoldAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Estimates set aside by paid work still running; they count against hard limits until released."""
 
-    list_display = ("created_at", "agent", "operation", usd_column("amount_usd", "held"), "source", "released_at", "expires_at")
+    list_display = ("created_at", "agent", "operation", usd_column("amount_usd", "held"), "work", "released_at", "expires_at")
     list_filter = ("operation", "agent", ("released_at", admin.EmptyFieldListFilter))
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet[CostHold]:
+        return super().get_queryset(request).select_related("agent").prefetch_related("source_object")
+
+    @admin.display(description="held for")
+    def work(self, hold: CostHold) -> str:
+        """The work as it is now (a job's state moves on), not the text saved when the hold was placed."""
+        target = hold.source_object
+        return hold.source if target is None else str(target)
 
 
 # --- reports ---------------------------------------------------------------------------------------------------------

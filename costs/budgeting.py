@@ -83,6 +83,12 @@ def parse_thresholds(raw: object) -> list[Threshold]:
     return sorted(Threshold(percent, severities[percent] or defaults[percent]) for percent in percents)
 
 
+def thresholds_text(thresholds: list[Threshold]) -> str:
+    """"25 % warning, 50 % critical, 83 % emergency": how people read thresholds, and how they type
+    them (parse_thresholds reads it back)."""
+    return ", ".join(f"{threshold.percent} % {threshold.severity}" for threshold in thresholds)
+
+
 @dataclass(frozen=True)
 class Period:
     key: str  # "total", "2026-11" or "2026-11-25": one alert per (budget, key, threshold)

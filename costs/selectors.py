@@ -102,6 +102,11 @@ def ledger_keys_recorded(*, keys: Collection[str]) -> set[str]:
     return set(CostEntry.objects.filter(idempotency_key__in=list(keys)).values_list("idempotency_key", flat=True))
 
 
+def ledger_total(*, entries: QuerySet[CostEntry]) -> Decimal:
+    """The sum of `entries` (e.g. the ledger rows a changelist's filters select)."""
+    return _exact(entries.order_by().aggregate(total=_sum_amount())["total"])
+
+
 def ledger_total_for(*, source: Any) -> Decimal:
     """What the ledger holds against the row `source` (entries whose source object it is, reversals
     included)."""

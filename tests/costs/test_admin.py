@@ -78,6 +78,16 @@ def test_budget_form_parses_thresholds_and_keeps_who_changed_it(admin_client):
     assert bad.status_code == 200 and "&#x27;loud&#x27;: severity is one of warning, critical, emergency" in bad.content.decode()
 
 
+def test_budget_history_and_form_show_thresholds_as_people_write_them(admin_client):
+    budget = budget_upsert(name="team", amount_usd="10", thresholds="25, 50, 83")
+    budget_upsert(name="team", amount_usd="10", thresholds="25, 50, 90")
+    history = admin_client.get(f"/admin/costs/budget/{budget.pk}/history/").content.decode()
+    assert "25 % warning, 50 % critical, 83 % emergency" in history and "25 % warning, 50 % critical, 90 % emergency" in history
+    assert "&#x27;percent&#x27;" not in history and "'percent'" not in history
+    form = admin_client.get(f"/admin/costs/budget/{budget.pk}/change/").content.decode()
+    assert 'value="25 % warning, 50 % critical, 90 % emergency"' in form
+
+
 def test_price_added_in_the_admin_names_its_author(admin_client):
     response = admin_client.post("/admin/costs/pricetable/add/", {
         "model": "mistral-small-latest", "effective_from": "2026-01-01", "input_usd_per_million": "0.1",
@@ -157,6 +167,27 @@ def test_a_zero_dollar_budget_reads_as_the_api_reads_it(admin_client, qa_agent, 
     key = api_key_for("qa_agent")
     summary = client.get("/api/v1/costs/summary", headers={"Authorization": f"Bearer {key}"}).json()
     assert summary["percent"] == 100.0
+
+
+def test_the_ledger_list_totals_the_entries_its_filters_select(admin_client, qa_agent, legal_agent):
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("0.15"), idempotency_key="a")
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("0.002832"), idempotency_key="b")
+    cost_record(agent=legal_agent, operation="manual", amount_usd=Decimal("4"), idempotency_key="c")
+    everything = admin_client.get("/admin/costs/costentry/").content.decode()
+    assert 'Total of the 3 entries selected: <strong>$4.15</strong>' in everything
+    filtered = admin_client.get(f"/admin/costs/costentry/?agent__id__exact={qa_agent.pk}").content.decode()
+    assert 'Total of the 2 entries selected: <strong>$0.15</strong>' in filtered
+
+
+def test_a_hold_names_its_work_as_it_is_now(admin_client, qa_agent, default_budget):
+    from costs.services import budget_check
+    from tests.costs.factories import FineTuningJobFactory
+
+    job = FineTuningJobFactory(agent=qa_agent, status="NOT_CREATED")
+    budget_check(agent=qa_agent, estimate_usd="4", actor=None, hold_for=job, operation="fine_tuning")
+    type(job).objects.filter(pk=job.pk).update(status="QUEUED")
+    holds = admin_client.get("/admin/costs/costhold/").content.decode()
+    assert "(QUEUED)" in holds and "NOT_CREATED" not in holds
 
 
 def test_dashboard_needs_the_ledger_view_permission(client, db):
