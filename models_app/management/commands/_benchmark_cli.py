@@ -10,11 +10,11 @@ import time
 from decimal import Decimal
 from typing import Any, TextIO
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from costs.budgeting import format_usd
-from genesis.errors import DomainError
+from genesis.errors import DomainError, InvalidInput
+from genesis.permissions import acting_user
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
 from models_app.benchmarks.selectors import (
     benchmark_run_gate,
@@ -47,12 +47,10 @@ def add_actor_arguments(parser: CommandParser) -> None:
 
 
 def resolve_user(username: str | None) -> Any:
-    if not username:
-        return None
-    user = get_user_model().objects.filter(username=username).first()
-    if user is None:
-        raise usage_error(f"--as: no user '{username}'")
-    return user
+    try:
+        return acting_user(username)
+    except InvalidInput as exc:
+        raise usage_error(exc.message) from None
 
 
 def resolve_agent(slug: str) -> Agent:
