@@ -18,12 +18,15 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import models
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
+from simple_history.models import ModelChange, ModelChangeValue
+from simple_history.template_utils import HistoricalRecordContextHelper
 
 from costs import budgeting, charts, selectors
 from costs.models import (
@@ -41,6 +44,18 @@ from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_
 from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, admin_page
 from genesis.errors import DomainError, field_errors
 from genesis.permissions import Actor, request_actor
+
+
+def usd_column(field_name: str, description: str) -> Callable[[Any], str]:
+    """A changelist column showing the money in `field_name` as people read it (format_usd: "$0.0028",
+    never "0.00" or "0.150000"), sorted by the field."""
+
+    def column(row: Any) -> str:
+        amount = getattr(row, field_name)
+        return "—" if amount is None else budgeting.format_usd(amount)
+
+    column.__name__ = field_name  # the cell's CSS class, field-<name>, as the raw field had
+    return admin.display(description=description, ordering=field_name)(column)
 
 
 class ServiceForm(forms.ModelForm):
@@ -154,13 +169,23 @@ class ReverseForm(forms.Form):
 class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin):
     """The ledger is append-only: an entry is added or reversed (a new entry), never changed or deleted."""
 
-    list_display = ("id", "occurred_at", "agent", "operation", "model", "amount_usd", "tokens", "source", "actor", "reverses")
+    list_display = ("id", "occurred_at", "agent", "operation", "model", usd_column("amount_usd", "amount"), "tokens", "source",
+                    "actor", "reverses")
     list_filter = ("operation", "agent", "occurred_at")
     search_fields = ("idempotency_key", "model", "source", "note", "agent__slug")
     date_hierarchy = "occurred_at"
     list_select_related = ("agent", "actor")
+    change_list_template = "admin/costs/costentry/change_list.html"
     readonly = ("id", "amount_usd", "agent", "operation", "model", "tokens", "input_tokens", "output_tokens", "source",
                 "source_link", "occurred_at", "recorded_at", "actor", "idempotency_key", "note", "reverses", "reversal_link")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        if isinstance(response, TemplateResponse) and response.context_data and "cl" in response.context_data:
+            # Not a redirect: the total of the rows the filters select, on every page.
+            entries = response.context_data["cl"].queryset
+            response.context_data["ledger_total"] = budgeting.format_usd(selectors.ledger_total(entries=entries))
+        return response
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
@@ -240,7 +265,7 @@ class BudgetForm(ServiceForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         current = self.instance.thresholds if self.instance.pk else budgeting.default_thresholds(settings.BUDGET_THRESHOLDS)
-        self.initial["thresholds"] = ", ".join(f"{t.percent} {t.severity}" for t in budgeting.parse_thresholds(current))
+        self.initial["thresholds"] = budgeting.thresholds_text(budgeting.parse_thresholds(current))
 
     def clean_thresholds(self) -> list[dict[str, object]]:
         try:
@@ -257,12 +282,31 @@ class BudgetForm(ServiceForm):
         )
 
 
+class BudgetHistoryContext(HistoricalRecordContextHelper):
+    """A budget's history shows its thresholds as people read them, not as the stored JSON."""
+
+    def prepare_delta_change_value(self, change: ModelChange, value: ModelChangeValue) -> Any:
+        if change.field == "thresholds":
+            try:
+                return budgeting.thresholds_text(budgeting.parse_thresholds(value))
+            except ValueError:
+                return value  # a row written before the thresholds were checked: shown as stored
+        return super().prepare_delta_change_value(change, value)
+
+
 @admin.register(Budget)
 class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
     form = BudgetForm
-    list_display = ("name", "scope", "period", "amount_usd", "spent", "hard_limit", "active")
+    list_display = ("name", "scope", "period", usd_column("amount_usd", "amount"), "spent", usd_column("held_usd", "held"),
+                    "hard_limit", "active")
     list_filter = ("period", "hard_limit", "active")
     list_select_related = ("agent",)
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet[Budget]:
+        return selectors.with_held(super().get_queryset(request))
+
+    def get_historical_record_context_helper(self, request: HttpRequest, historical_record: Any) -> BudgetHistoryContext:
+        return BudgetHistoryContext(self.model, historical_record)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Budget | None = None) -> tuple[str, ...]:
         return ("name",) if obj else ()
@@ -285,14 +329,16 @@ class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
 
 @admin.register(BudgetAlert)
 class BudgetAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "budget", "period_key", "threshold_percent", "severity", "spent_usd", "budget_usd",
-                    "delivery", "delivery_attempts")
-    list_filter = ("severity", "delivery", "budget")
+    list_display = ("created_at", "budget", "period_key", "threshold_percent", "kind", "severity",
+                    usd_column("spent_usd", "spent"), usd_column("budget_usd", "of"), "rearmed_at", "delivery",
+                    "delivery_attempts")
+    list_filter = ("severity", "kind", "delivery", "budget")
 
 
 @admin.register(BudgetOverride)
 class BudgetOverrideAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "budget", "agent", "actor", "estimate_usd", "spent_usd", "budget_usd", "reason")
+    list_display = ("created_at", "budget", "agent", "actor", usd_column("estimate_usd", "estimate"),
+                    usd_column("spent_usd", "spent then"), usd_column("budget_usd", "budget then"), "reason")
     list_filter = ("budget", "agent")
 
 
@@ -300,8 +346,17 @@ class BudgetOverrideAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class CostHoldAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Estimates set aside by paid work still running; they count against hard limits until released."""
 
-    list_display = ("created_at", "agent", "operation", "amount_usd", "source", "released_at", "expires_at")
+    list_display = ("created_at", "agent", "operation", usd_column("amount_usd", "held"), "work", "released_at", "expires_at")
     list_filter = ("operation", "agent", ("released_at", admin.EmptyFieldListFilter))
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet[CostHold]:
+        return super().get_queryset(request).select_related("agent").prefetch_related("source_object")
+
+    @admin.display(description="held for")
+    def work(self, hold: CostHold) -> str:
+        """The work as it is now (a job's state moves on), not the text saved when the hold was placed."""
+        target = hold.source_object
+        return hold.source if target is None else str(target)
 
 
 # --- reports ---------------------------------------------------------------------------------------------------------
@@ -309,7 +364,8 @@ class CostHoldAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(CostReport)
 class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "created_at", "schedule_key", "status", "finished_at", "entry_count", "total_usd", "downloads")
+    list_display = ("id", "created_at", "schedule_key", "status", "finished_at", "entry_count", usd_column("total_usd", "total"),
+                    "downloads")
     list_filter = ("status",)
     exclude = ("markdown", "csv")
     readonly_fields = ("downloads", "preview")
@@ -339,10 +395,10 @@ class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def download_view(self, request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
         if not self.has_view_permission(request):
             raise DjangoPermissionDenied
+        if fmt not in ("md", "csv"):
+            raise Http404(f"a report downloads as md or csv, not '{fmt}'")
         report = get_object_or_404(CostReport, pk=pk, status=CostReport.Status.SUCCEEDED)
-        content, content_type = {"md": (report.markdown, "text/markdown"), "csv": (report.csv, "text/csv")}.get(fmt, (None, ""))
-        if content is None:
-            raise DjangoPermissionDenied
+        content, content_type = {"md": (report.markdown, "text/markdown"), "csv": (report.csv, "text/csv")}[fmt]
         response = HttpResponse(content, content_type=f"{content_type}; charset=utf-8")
         stamp = (report.as_of or report.created_at).strftime("%Y-%m-%d")
         response["Content-Disposition"] = f'attachment; filename="genesis-costs-{stamp}-{report.pk}.{fmt}"'
@@ -397,6 +453,7 @@ class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 status=status,
                 spent=budgeting.format_usd(status.spent),
                 limit=budgeting.format_usd(budget.amount_usd),
+                held=budgeting.format_usd(status.held),
                 remaining=budgeting.format_usd(status.remaining),
                 percent=budgeting.format_percent(status.percent),
                 burn=budgeting.format_usd(status.projection.burn_usd_per_day),

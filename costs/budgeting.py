@@ -83,6 +83,12 @@ def parse_thresholds(raw: object) -> list[Threshold]:
     return sorted(Threshold(percent, severities[percent] or defaults[percent]) for percent in percents)
 
 
+def thresholds_text(thresholds: list[Threshold]) -> str:
+    """"25 % warning, 50 % critical, 83 % emergency": how people read thresholds, and how they type
+    them (parse_thresholds reads it back)."""
+    return ", ".join(f"{threshold.percent} % {threshold.severity}" for threshold in thresholds)
+
+
 @dataclass(frozen=True)
 class Period:
     key: str  # "total", "2026-11" or "2026-11-25": one alert per (budget, key, threshold)
@@ -111,8 +117,10 @@ def period_containing(period: str, at: datetime) -> Period:
 
 
 def percent_used(*, spent: Decimal, limit: Decimal) -> Decimal:
+    """spent / limit × 100. A $0 budget with any spend is used up: 100 % (not ∞), as the API, the
+    admin and the reports all read it."""
     if limit <= 0:
-        return Decimal(0) if spent <= 0 else Decimal("Infinity")
+        return Decimal(0) if spent <= 0 else Decimal(100)
     return spent * 100 / limit
 
 
@@ -121,6 +129,18 @@ def thresholds_reached(*, spent: Decimal, limit: Decimal, thresholds: list[Thres
     if limit <= 0:
         return list(thresholds) if spent > 0 else []
     return [threshold for threshold in thresholds if spent * 100 >= limit * threshold.percent]
+
+
+# The notice that a budget is used up: at 100 %, an emergency, unless a configured threshold of 100 %
+# or more already speaks for the budget at and beyond its limit (BUDGET_THRESHOLDS stays 25/50/83).
+EXHAUSTED = Threshold(100, "emergency")
+
+
+def alert_thresholds(thresholds: list[Threshold]) -> list[Threshold]:
+    """What alerts fire at: the configured thresholds, and EXHAUSTED when every one is below 100 %."""
+    if any(threshold.percent >= EXHAUSTED.percent for threshold in thresholds):
+        return list(thresholds)
+    return [*thresholds, EXHAUSTED]
 
 
 def format_usd(amount: Decimal) -> str:
@@ -150,11 +170,20 @@ def format_usd_tick(value: Decimal, *, step: Decimal) -> str:
 
 def format_percent(value: Decimal) -> str:
     """91 → "91 %", 96.666… → "96.6 %" (rounded down, so a threshold is never shown as reached early)."""
-    if value.is_infinite():
-        return "∞ %"
     shown = value.quantize(Decimal("0.1"), rounding=ROUND_DOWN)
     text = f"{shown:f}".removesuffix(".0")
     return f"{text} %"
+
+
+def format_share(part: Decimal, whole: Decimal) -> str:
+    """`part`'s share of `whole` for a report: one decimal rounded half-up (99.785 → "99.8 %"), and a
+    share that is not nothing never reads as nothing ("<0.1 %"); "—" when the whole is zero."""
+    if whole == 0:
+        return "—"
+    share = (part * 100 / whole).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    if share == 0 and part != 0:
+        return "<0.1 %"
+    return f"{f'{share:f}'.removesuffix('.0')} %"
 
 
 def money_str(amount: Decimal, *, places: int = 6) -> str:

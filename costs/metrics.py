@@ -84,8 +84,9 @@ class CostMetricsCollector(Collector):
         for row in rows:
             labels = [row["agent__slug"], row["operation"]]
             seen.add(tuple(labels))
-            families["cost"].add_metric(labels, float(row["charged"] or 0))
-            families["reversed"].add_metric(labels, float(-(row["reversed"] or 0)))
+            # Decimal to the micro-dollar (an SQLite sum reads back with float noise), then one conversion.
+            families["cost"].add_metric(labels, float(row["charged"]))
+            families["reversed"].add_metric(labels, float(-row["reversed"]))
         # Every agent × operation from zero: increase() cannot see the first charge of a series that
         # appears already holding it, so the burn alerts would miss a new agent's first big spend.
         for slug in Agent.objects.order_by("slug").values_list("slug", flat=True):
@@ -100,7 +101,7 @@ class CostMetricsCollector(Collector):
             families["ratio"].add_metric([budget.name], float(status.spent / budget.amount_usd) if budget.amount_usd else 0.0)
             for threshold in status.thresholds:
                 families["threshold"].add_metric(
-                    [budget.name, str(threshold.percent)], float(budget.amount_usd) * threshold.percent / 100
+                    [budget.name, str(threshold.percent)], float(budget.amount_usd * threshold.percent / 100)
                 )
             families["crossed"].add_metric([budget.name], max((t.percent for t in status.reached), default=0))
         alert_counts = BudgetAlert.objects.values("budget__name", "severity").annotate(n=Count("id"))

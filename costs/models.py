@@ -169,23 +169,39 @@ class Budget(models.Model):
 
 
 class BudgetAlert(models.Model):
-    """A threshold crossed in one period of one budget. The unique constraint, together with the
-    budget row lock taken while it is created, makes it exactly once."""
+    """A threshold crossed upward in one period of one budget. The unique constraint over the alerts
+    still armed, together with the budget row lock taken while one is created, makes it once per
+    crossing. When the spend no longer reaches the threshold (the budget was raised, its thresholds
+    changed, a charge was reversed) the alert is re-armed (`rearmed_at`): kept as sent, and the
+    threshold fires again when spend reaches it."""
 
     class Delivery(models.TextChoices):
         PENDING = "pending"
         DELIVERED = "delivered"
         FAILED = "failed", "Failed (gave up)"
 
+    class Kind(models.TextChoices):
+        THRESHOLD = "threshold"
+        EXHAUSTED = "exhausted", "Exhausted (100 %)"
+
     budget = models.ForeignKey(Budget, on_delete=models.PROTECT, related_name="alerts")
     period_key = models.CharField(max_length=10, help_text="'total', 'YYYY-MM' or 'YYYY-MM-DD'.")
     period_start = models.DateTimeField(null=True, blank=True)
     threshold_percent = models.PositiveSmallIntegerField()
+    kind = models.CharField(
+        max_length=10, choices=Kind.choices, default=Kind.THRESHOLD,
+        help_text="'exhausted': the notice at 100 % sent when no configured threshold is 100 % or more.",
+    )
     severity = models.CharField(max_length=10, choices=Severity.choices)
     budget_usd = models.DecimalField(**BUDGET_MONEY, help_text="The budget's amount when it was crossed.")
     spent_usd = models.DecimalField(**LEDGER_MONEY, help_text="Spend in the period when it was crossed.")
     triggered_by = models.ForeignKey(CostEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    rearmed_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When spend stopped reaching the threshold (budget raised, thresholds changed, a reversal): "
+        "from then on the threshold fires again when spend reaches it.",
+    )
     delivery = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.PENDING)
     delivery_attempts = models.PositiveSmallIntegerField(default=0)
     deliveries = models.JSONField(default=dict, blank=True, help_text="Per channel: 'ok' or the failure.")
@@ -199,7 +215,8 @@ class BudgetAlert(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["budget", "period_key", "threshold_percent"], name="one_alert_per_budget_period_threshold"
+                fields=["budget", "period_key", "threshold_percent"], condition=Q(rearmed_at__isnull=True),
+                name="one_armed_alert_per_budget_period_threshold",
             )
         ]
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from costs.budgeting import format_percent, format_usd, money_str
+from costs.budgeting import format_percent, format_share, format_usd, money_str
 
 if TYPE_CHECKING:
     from costs.selectors import ReportData
@@ -43,7 +43,7 @@ def render_csv(data: ReportData) -> str:
 def _table(title: str, totals: dict[str, Decimal], grand_total: Decimal) -> list[str]:
     lines = [f"### {title}", "", "| | spend | share |", "|---|---:|---:|"]
     for key, amount in totals.items():
-        share = format_percent(amount * 100 / grand_total) if grand_total else "—"
+        share = format_share(amount, grand_total)
         lines.append(f"| {key} | {format_usd(amount)} | {share} |")
     if not totals:
         lines.append("| (no spend) | $0.00 | |")
@@ -65,7 +65,9 @@ def render_markdown(data: ReportData) -> str:
                   "|---|---|---|---:|---:|---:|---|---|---:|---|"]
         for budget in data.budgets:
             reached = ", ".join(f"{percent} %" for percent in budget.reached) or "none"
-            if budget.exhaustion_at is None:
+            if budget.exhausted:
+                projection = "exhausted"
+            elif budget.exhaustion_at is None:
                 projection = "not in sight (no recent spend)"
             else:
                 projection = f"{budget.exhaustion_at:%Y-%m-%d}" + ("" if budget.within_period else " (after the period resets)")
@@ -121,9 +123,10 @@ def report_as_dict(data: ReportData) -> dict[str, Any]:
         ],
         "budgets": [
             {"name": b.name, "scope": b.scope, "period": b.period, "budget_usd": money_str(b.limit),
-             "spent_usd": money_str(b.spent), "percent": float(round(b.percent, 2)) if b.percent.is_finite() else None,
+             "spent_usd": money_str(b.spent), "percent": float(round(b.percent, 2)),
              "thresholds": [t.as_dict() for t in b.thresholds], "thresholds_crossed": b.reached,
              "hard_limit": b.hard_limit, "burn_rate_usd_per_day": money_str(b.burn_usd_per_day),
+             "exhausted": b.exhausted,
              "projected_exhaustion_at": b.exhaustion_at.isoformat() if b.exhaustion_at else None}
             for b in data.budgets
         ],

@@ -1,7 +1,7 @@
 """Reads of the costs app: prices in force, spend per budget period, burn rate and projection, the
 summary the API serves, the series the dashboard draws and the data a report is made of.
 
-Money is summed in SQL (Sum over a DecimalField is exact on PostgreSQL) and stays Decimal."""
+Money is summed in SQL (genesis.aggregates.DecimalTotal: exact on PostgreSQL and SQLite alike) and stays Decimal."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Count, Min, Q, QuerySet, Sum, Value
+from django.db.models import Count, DecimalField, F, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -23,6 +23,7 @@ from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
 
 ZERO = Decimal(0)
+_MONEY_SUM = DecimalField(max_digits=20, decimal_places=6)
 
 
 def _sum_amount() -> DecimalTotal:
@@ -95,6 +96,11 @@ def ledger_keys_recorded(*, keys: Collection[str]) -> set[str]:
     return set(CostEntry.objects.filter(idempotency_key__in=list(keys)).values_list("idempotency_key", flat=True))
 
 
+def ledger_total(*, entries: QuerySet[CostEntry]) -> Decimal:
+    """The sum of `entries` (e.g. the ledger rows a changelist's filters select)."""
+    return entries.order_by().aggregate(total=_sum_amount())["total"]
+
+
 def ledger_total_for(*, source: Any) -> Decimal:
     """What the ledger holds against the row `source` (entries whose source object it is, reversals
     included)."""
@@ -115,11 +121,22 @@ def budget_held(*, budget: Budget, now: datetime | None = None) -> Decimal:
     return holds.aggregate(total=_sum_amount())["total"]
 
 
+def with_held(budgets: QuerySet[Budget], *, now: datetime | None = None) -> QuerySet[Budget]:
+    """`budgets` annotated with `held_usd`, what `budget_held` answers for each, in the same query
+    (a list of budgets costs no query more per row)."""
+    # An all-agents budget (agent NULL) counts every hold: the hold's agent compared with itself.
+    holds = open_holds(now=now).filter(agent_id=Coalesce(OuterRef("agent_id"), F("agent_id")))
+    # Open holds all have released_at NULL: grouping by it sums them in one row.
+    total = holds.order_by().values("released_at").annotate(total=Sum("amount_usd")).values("total")
+    return budgets.annotate(held_usd=Coalesce(Subquery(total, output_field=_MONEY_SUM), Value(ZERO), output_field=_MONEY_SUM))
+
+
 @dataclass(frozen=True)
 class BudgetStatus:
     budget: Budget
     period: budgeting.Period
     spent: Decimal
+    held: Decimal  # set aside by work still running
     percent: Decimal
     thresholds: list[budgeting.Threshold]
     reached: list[budgeting.Threshold]
@@ -131,7 +148,8 @@ class BudgetStatus:
 
     @property
     def remaining(self) -> Decimal:
-        return max(self.limit - self.spent, ZERO)
+        """What is left for new work: the limit less the spend and the holds (as budget_check counts it)."""
+        return max(self.limit - self.spent - self.held, ZERO)
 
 
 def budget_status(*, budget: Budget, now: datetime | None = None) -> BudgetStatus:
@@ -152,6 +170,7 @@ def budget_status(*, budget: Budget, now: datetime | None = None) -> BudgetStatu
         budget=budget,
         period=period,
         spent=spent,
+        held=budget_held(budget=budget, now=now),
         percent=budgeting.percent_used(spent=spent, limit=budget.amount_usd),
         thresholds=thresholds,
         reached=budgeting.thresholds_reached(spent=spent, limit=budget.amount_usd, thresholds=thresholds),
@@ -183,11 +202,10 @@ def cost_summary(*, budget: Budget, now: datetime | None = None, visible_agents:
     agents) `by_agent` names only those: one agent's key must not learn another agent's spend; the
     total and the split by operation stay the budget's."""
     status = budget_status(budget=budget, now=now)
-    percent = status.percent if status.percent.is_finite() else Decimal(100)
     return {
         "budget_usd": budgeting.money_str(budget.amount_usd),
         "spent_usd": budgeting.money_str(status.spent),
-        "percent": float(round(percent, 2)),
+        "percent": float(round(status.percent, 2)),
         "thresholds_crossed": [threshold.percent for threshold in status.reached],
         "by_agent": {
             k: budgeting.money_str(v) for k, v in spend_by(dimension="agent", budget=budget, period=status.period).items()
@@ -263,6 +281,7 @@ class BudgetLine:
     reached: list[int]
     hard_limit: bool
     burn_usd_per_day: Decimal
+    exhausted: bool  # nothing left in the period
     exhaustion_at: datetime | None
     within_period: bool
 
@@ -369,6 +388,7 @@ def cost_report_data(*, as_of: datetime | None = None) -> ReportData:
                 reached=[threshold.percent for threshold in status.reached],
                 hard_limit=budget.hard_limit,
                 burn_usd_per_day=status.projection.burn_usd_per_day,
+                exhausted=status.projection.exhausted,
                 exhaustion_at=status.projection.exhaustion_at,
                 within_period=status.projection.within_period,
             )

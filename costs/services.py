@@ -4,7 +4,9 @@ that guards paid work, alert delivery, storage charges and reports.
 Exactly-once alerts: `cost_record` locks (SELECT … FOR UPDATE) every budget that covers the entry's
 agent, in primary-key order, before inserting the entry, and evaluates the thresholds in the same
 transaction. Entries counted by one budget are therefore added one at a time, each sees the total
-including all earlier ones, and the unique constraint on (budget, period, threshold) backs it up.
+including all earlier ones, and the unique constraint on (budget, period, threshold) among the alerts
+still armed backs it up. An alert fires when spend crosses its threshold upward: one whose threshold
+the spend no longer reaches (the budget was raised, a charge reversed) is re-armed, not deleted.
 (LiteLLM's max_budget was bypassed by concurrent requests, #34732: its check read a cached total.)
 """
 
@@ -223,6 +225,39 @@ def _original_entry(entry: CostEntry, *, key: str, identity: _ChargeIdentity) ->
     return entry
 
 
+def _same_values(
+    entry: CostEntry, *, key: str, amount_usd: Any, model: str, tokens: int | None, note: str
+) -> CostEntry:
+    """`entry`, recorded under `key` before, when the values given now are those it was recorded with
+    (an exact repeat); Conflict naming the entry and its values otherwise."""
+    given = {
+        "amount": None if amount_usd is None else _ledger_amount(amount_usd),
+        "model": model, "tokens": tokens, "note": note,
+    }
+    recorded = {"amount": entry.amount_usd, "model": entry.model, "tokens": entry.tokens, "note": entry.note}
+    different = [name for name, value in given.items() if value is not None and value != recorded[name]]
+    if different:
+        values = ", ".join(
+            [budgeting.format_usd(entry.amount_usd), entry.operation, f"agent {entry.agent.slug}"]
+            + [f"{name} {recorded[name]!r}" for name in ("model", "tokens", "note") if recorded[name] not in (None, "")]
+        )
+        raise Conflict(
+            f"idempotency_key: '{key}' was already used for entry #{entry.pk} ({values}), recorded with a different "
+            f"{' and '.join(different)}; repeat it exactly to get that entry back, or use a new key for a new charge"
+        )
+    return entry
+
+
+def _recorded(*, key: str, identity: _ChargeIdentity, exact_values: dict[str, Any] | None) -> CostEntry | None:
+    """The entry already recorded under `key`, as a repeat gets it back (`_original_entry`; with
+    `exact_values`, `_same_values` too), or None when the key is new."""
+    existing = CostEntry.objects.select_related("agent").filter(idempotency_key=key).first()
+    if existing is None:
+        return None
+    entry = _original_entry(existing, key=key, identity=identity)
+    return entry if exact_values is None else _same_values(entry, key=key, **exact_values)
+
+
 def _checked_key(
     idempotency_key: str, operation: str, *, tokens: int | None, input_tokens: int | None, output_tokens: int | None,
     where: str = "",
@@ -266,6 +301,7 @@ def cost_record(
     actor: Actor = None,
     note: str = "",
     occurred_at: datetime | None = None,
+    exact_replay: bool = False,
 ) -> CostEntry:
     """Put one charge on the ledger and raise the budget alerts it causes.
 
@@ -273,13 +309,16 @@ def cost_record(
     inference/benchmark from input_tokens + output_tokens, fine_tuning from training `tokens` (with the
     minimum fee), storage as one month. Idempotent on `idempotency_key`: a retry — the same key for the
     same agent, operation and source row — returns the entry already recorded, as it was recorded
-    (nothing is priced again); the key reused for a different agent, operation or source is refused."""
+    (nothing is priced again); the key reused for a different agent, operation or source is refused.
+    With `exact_replay` (a person typed the key: track_costs) the amount, model, tokens and note must
+    match the entry's too, else the key is refused naming the entry it would be mistaken for."""
     require_permission(actor=actor, permission="costs.add_costentry", action="record costs")
     key = _checked_key(idempotency_key, operation, tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens)
     identity = _ChargeIdentity.of_request(agent=agent, operation=operation, source_object=source_object)
-    existing = CostEntry.objects.filter(idempotency_key=key).first()
-    if existing is not None:
-        return _original_entry(existing, key=key, identity=identity)
+    exact_values = {"amount_usd": amount_usd, "model": model, "note": note,
+                    "tokens": _total_tokens(tokens, input_tokens, output_tokens)} if exact_replay else None
+    if (existing := _recorded(key=key, identity=identity, exact_values=exact_values)) is not None:
+        return existing
 
     occurred_at = occurred_at or timezone.now()
     amount = _amount_for(
@@ -299,10 +338,9 @@ def cost_record(
                 idempotency_key=key, note=note,
             )
     except IntegrityError:
-        existing = CostEntry.objects.filter(idempotency_key=key).first()
-        if existing is None:
+        if (existing := _recorded(key=key, identity=identity, exact_values=exact_values)) is None:
             raise
-        return _original_entry(existing, key=key, identity=identity)
+        return existing
 
     for budget in budgets:
         _raise_alerts(budget=budget, at=entry.occurred_at, triggered_by=entry)
@@ -438,14 +476,14 @@ def cost_entry_reverse(*, entry: CostEntry, actor: Actor, reason: str) -> CostEn
     if entry.reverses_id is not None:
         raise Conflict(f"entry #{entry.pk} is itself a reversal of #{entry.reverses_id}; record a new charge instead")
     # Same budgets locked as for a charge, so totals seen by concurrent threshold checks stay exact.
-    list(selectors.budgets_covering(agent_ids=[entry.agent_id]).select_for_update())
+    budgets = list(selectors.budgets_covering(agent_ids=[entry.agent_id]).select_for_update())
     existing = CostEntry.objects.filter(reverses=entry).first()
     if existing is not None:
         return existing
     key = f"reversal:{entry.pk}"
     try:
         with transaction.atomic():  # a savepoint, so the refusal below leaves the caller's transaction usable
-            return CostEntry.objects.create(
+            reversal = CostEntry.objects.create(
                 amount_usd=-entry.amount_usd, agent=entry.agent, operation=entry.operation, model=entry.model,
                 tokens=-entry.tokens if entry.tokens is not None else None,
                 source_type_id=entry.source_type_id, source_id=entry.source_id, source=f"reversal of #{entry.pk}",
@@ -464,44 +502,61 @@ def cost_entry_reverse(*, entry: CostEntry, actor: Actor, reason: str) -> CostEn
             f"taken by entry #{holder.pk} ({holder.source or 'no source'}), which is not a reversal of it; "
             f"check entry #{holder.pk} (keys starting with 'reversal:' are meant for reversals)"
         ) from None
+    for budget in budgets:  # spend went down: a threshold it no longer reaches is re-armed
+        _raise_alerts(budget=budget, at=reversal.occurred_at, triggered_by=None)
+    return reversal
 
 
 # --- budgets and alerts -------------------------------------------------------------------------------------
 
 
 def _raise_alerts(*, budget: Budget, at: datetime, triggered_by: CostEntry | None) -> list[BudgetAlert]:
-    """Create the alerts for thresholds the budget's period containing `at` has reached and that have
-    none yet. The caller holds the budget's row lock."""
+    """Bring the alerts of the budget's period containing `at` in line with its spend under its
+    current amount and thresholds: an alert still armed whose threshold the spend no longer reaches
+    (the budget was raised, a charge reversed) is re-armed — kept as sent, marked — and every
+    threshold reached without an armed alert fires, lowest first, delivered in that order. The
+    caller holds the budget's row lock."""
     period = budgeting.period_containing(budget.period, timezone.localtime(at))
     spent = selectors.budget_spent(budget=budget, period=period)
-    reached = budgeting.thresholds_reached(
-        spent=spent, limit=budget.amount_usd, thresholds=budgeting.parse_thresholds(budget.thresholds)
+    armed = {
+        alert.threshold_percent: alert
+        for alert in BudgetAlert.objects.filter(budget=budget, period_key=period.key, rearmed_at__isnull=True)
+    }
+    still_reached = budgeting.thresholds_reached(
+        spent=spent, limit=budget.amount_usd, thresholds=[budgeting.Threshold(percent, "") for percent in armed]
     )
-    if not reached:
-        return []
-    already = set(
-        BudgetAlert.objects.filter(budget=budget, period_key=period.key).values_list("threshold_percent", flat=True)
+    rearm = set(armed) - {threshold.percent for threshold in still_reached}
+    if rearm:
+        BudgetAlert.objects.filter(pk__in=[armed[percent].pk for percent in rearm]).update(rearmed_at=timezone.now())
+    configured = budgeting.parse_thresholds(budget.thresholds)
+    reached = budgeting.thresholds_reached(
+        spent=spent, limit=budget.amount_usd, thresholds=budgeting.alert_thresholds(configured)
     )
     created = []
     for threshold in reached:
-        if threshold.percent in already:
+        if threshold.percent in armed and threshold.percent not in rearm:
             continue
+        kind = BudgetAlert.Kind.THRESHOLD if threshold in configured else BudgetAlert.Kind.EXHAUSTED
         try:
             with transaction.atomic():
                 alert = BudgetAlert.objects.create(
                     budget=budget, period_key=period.key, period_start=period.start, threshold_percent=threshold.percent,
-                    severity=threshold.severity, budget_usd=budget.amount_usd, spent_usd=spent, triggered_by=triggered_by,
+                    kind=kind, severity=threshold.severity, budget_usd=budget.amount_usd, spent_usd=spent,
+                    triggered_by=triggered_by,
                 )
         except IntegrityError:
             continue  # the constraint is the last line of defence; the lock should make this unreachable
         created.append(alert)
-        transaction.on_commit(partial(_enqueue_alert_delivery, alert.pk))
+    if created:
+        transaction.on_commit(partial(_enqueue_alert_delivery, [alert.pk for alert in created]))
     return created
 
 
-def _enqueue_alert_delivery(alert_id: int) -> None:
-    # A message the broker cannot take leaves the alert undelivered: redeliver_budget_alerts sends it.
-    send_task("costs.deliver_budget_alert", alert_id, what=f"delivery of budget alert {alert_id}")
+def _enqueue_alert_delivery(alert_ids: list[int]) -> None:
+    # One task for the alerts raised together, so they go out lowest threshold first (separate tasks
+    # may run on two workers at once). A message the broker cannot take leaves the alerts undelivered:
+    # redeliver_budget_alerts sends them.
+    send_task("costs.deliver_budget_alerts", alert_ids, what=f"delivery of budget alerts {alert_ids}")
 
 
 def _budget_values(*, amount_usd: Any, period: str, thresholds: Any) -> tuple[Decimal, list[budgeting.Threshold]]:
@@ -532,7 +587,9 @@ def budget_upsert(
     reason: str = "",
 ) -> Budget:
     """Create or change a budget. Thresholds default to settings.BUDGET_THRESHOLDS (25/50/83 →
-    warning/critical/emergency). Lowering the amount below what is spent raises the alerts at once."""
+    warning/critical/emergency). Lowering the amount below what is spent raises the alerts at once;
+    raising it re-arms the alerts of thresholds the current period's spend no longer reaches, so they
+    fire again when spend gets there (a threshold still reached does not fire twice)."""
     require_permission(actor=actor, permission="costs.change_budget", action="edit budgets")
     if not name.strip():
         raise InvalidInput("name: must not be empty")
@@ -691,8 +748,10 @@ def alert_notice(alert: BudgetAlert) -> notifications.Notice:
     budget = alert.budget
     scope = f"agent {budget.agent.slug}" if budget.agent is not None else "all agents"
     period = "all time" if alert.period_key == budgeting.PERIOD_TOTAL else alert.period_key
+    exhausted = alert.kind == BudgetAlert.Kind.EXHAUSTED
+    reached = "is exhausted (100 %)" if exhausted else f"reached {alert.threshold_percent} %"
     text = (
-        f"Budget '{budget.name}' ({scope}, {period}) reached {alert.threshold_percent} %: "
+        f"Budget '{budget.name}' ({scope}, {period}) {reached}: "
         f"{budgeting.format_usd(alert.spent_usd)} of {budgeting.format_usd(alert.budget_usd)} spent."
     )
     entry = alert.triggered_by
@@ -701,7 +760,8 @@ def alert_notice(alert: BudgetAlert) -> notifications.Notice:
     if budget.hard_limit:
         text += " Hard limit is on: paid work that does not fit will be refused."
     return notifications.Notice(
-        subject=f"[Genesis] {alert.severity.upper()}: budget '{budget.name}' at {alert.threshold_percent} %",
+        subject=f"[Genesis] {alert.severity.upper()}: budget '{budget.name}' "
+        + ("exhausted" if exhausted else f"at {alert.threshold_percent} %"),
         text=text, severity=alert.severity,
     )
 
@@ -750,17 +810,23 @@ def budget_alert_deliver(*, alert_id: int) -> BudgetAlert | None:
         return alert
 
 
+def budget_alerts_deliver(*, alert_ids: list[int]) -> list[BudgetAlert | None]:
+    """`budget_alert_deliver` for alerts raised together, one after the other in the order given."""
+    return [budget_alert_deliver(alert_id=alert_id) for alert_id in alert_ids]
+
+
 def budget_alerts_redeliver(*, older_than_seconds: int = 60) -> int:
     """Retry pending alerts older than a minute (a failed channel, or a process that died between
-    commit and enqueue, or while sending). Returns how many were attempted."""
+    commit and enqueue, or while sending), oldest first and, among alerts raised together, lowest
+    threshold first. Returns how many were attempted."""
     now = timezone.now()
     pending = list(
         BudgetAlert.objects.filter(delivery=BudgetAlert.Delivery.PENDING, created_at__lt=now - timedelta(seconds=older_than_seconds))
         .filter(models.Q(delivery_claimed_at__isnull=True) | models.Q(delivery_claimed_at__lte=now - ALERT_DELIVERY_LEASE))
+        .order_by("pk")
         .values_list("pk", flat=True)[:200]
     )
-    for alert_id in pending:
-        budget_alert_deliver(alert_id=alert_id)
+    budget_alerts_deliver(alert_ids=pending)
     return len(pending)
 
 

@@ -23,6 +23,13 @@ def deliver_budget_alert(alert_id: int) -> str:
     return alert.delivery
 
 
+@shared_task(name="costs.deliver_budget_alerts")
+def deliver_budget_alerts(alert_ids: list[int]) -> list[str]:
+    """The alerts one threshold check raised, lowest threshold first (`deliver_budget_alert` stays for
+    messages queued before this task existed)."""
+    return [alert.delivery if alert is not None else "skipped" for alert in services.budget_alerts_deliver(alert_ids=alert_ids)]
+
+
 @shared_task(name="costs.redeliver_budget_alerts")
 def redeliver_budget_alerts() -> int:
     return services.budget_alerts_redeliver()

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from django.http import HttpRequest
 
-from genesis.errors import PermissionDenied
+from genesis.errors import InvalidInput, PermissionDenied
 
 if TYPE_CHECKING:
     # Only for the annotation: django.contrib.auth.models needs the app registry, and genesis sits
@@ -27,6 +27,19 @@ def require_permission(*, actor: Actor, permission: str, action: str) -> None:
     if not getattr(actor, "is_active", False) or not actor.has_perm(permission):
         name = getattr(actor, "get_username", lambda: str(actor))()
         raise PermissionDenied(f"user '{name}' may not {action}: it needs the permission '{permission}'")
+
+
+def acting_user(username: str | None) -> User | None:
+    """The user a command acts as (`--as USERNAME`), None for the system when no name is given;
+    InvalidInput (a usage error) when nobody has that name."""
+    if not username:
+        return None
+    from django.contrib.auth import get_user_model  # the app registry is ready once a command runs
+
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise InvalidInput(f"--as: no user '{username}'")
+    return user
 
 
 def request_actor(request: HttpRequest) -> User:

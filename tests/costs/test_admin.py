@@ -78,6 +78,16 @@ def test_budget_form_parses_thresholds_and_keeps_who_changed_it(admin_client):
     assert bad.status_code == 200 and "&#x27;loud&#x27;: severity is one of warning, critical, emergency" in bad.content.decode()
 
 
+def test_budget_history_and_form_show_thresholds_as_people_write_them(admin_client):
+    budget = budget_upsert(name="team", amount_usd="10", thresholds="25, 50, 83")
+    budget_upsert(name="team", amount_usd="10", thresholds="25, 50, 90")
+    history = admin_client.get(f"/admin/costs/budget/{budget.pk}/history/").content.decode()
+    assert "25 % warning, 50 % critical, 83 % emergency" in history and "25 % warning, 50 % critical, 90 % emergency" in history
+    assert "&#x27;percent&#x27;" not in history and "'percent'" not in history
+    form = admin_client.get(f"/admin/costs/budget/{budget.pk}/change/").content.decode()
+    assert 'value="25 % warning, 50 % critical, 90 % emergency"' in form
+
+
 def test_price_added_in_the_admin_names_its_author(admin_client):
     response = admin_client.post("/admin/costs/pricetable/add/", {
         "model": "mistral-small-latest", "effective_from": "2026-01-01", "input_usd_per_million": "0.1",
@@ -98,6 +108,8 @@ def test_reports_download_and_generate_now(admin_client, qa_agent):
     assert download["Content-Disposition"] == f'attachment; filename="genesis-costs-{report.as_of:%Y-%m-%d}-{report.pk}.csv"'
     assert download.content.decode() == report.csv
     assert admin_client.get(f"/admin/costs/costreport/{report.pk}/download/md/").content.decode() == report.markdown
+    assert admin_client.get(f"/admin/costs/costreport/{report.pk}/download/pdf/").status_code == 404
+    assert admin_client.get(f"/admin/costs/costreport/{report.pk + 99}/download/md/").status_code == 404
     assert admin_client.post("/admin/costs/costreport/generate/").status_code == 302
     queued = CostReport.objects.exclude(pk=report.pk).get()
     assert (queued.status, queued.requested_by) == ("pending", admin_client.user)
@@ -113,6 +125,69 @@ def test_dashboard_is_on_the_index_and_shows_gauge_projection_and_alerts(admin_c
     assert 'data-testid="percent">53.3 %</div>' in page
     assert page.count('class="alert-row"') == 2
     assert 'class="bar"' in page and "qa_agent $16.00" in page
+
+
+def test_money_in_the_costs_admin_is_written_by_the_one_formatter(admin_client, qa_agent, overrider):
+    from costs.models import BudgetOverride
+    from costs.services import budget_check
+
+    budget_upsert(name="default", amount_usd="0.01", thresholds="25")
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("0.002832"), idempotency_key="small")
+    budget_check(agent=qa_agent, estimate_usd="4", actor=overrider, override_reason="release check", hold_for=qa_agent,
+                 operation="benchmark")
+    assert BudgetOverride.objects.count() == 1
+    dashboard = admin_client.get("/admin/costs/costdashboard/").content.decode()
+    alerts = dashboard[dashboard.index('id="alerts"'):]
+    assert "<td>$0.0028</td>" in alerts and "<td>$0.01</td>" in alerts and "0.00<" not in alerts
+    assert "<td>$4.00</td>" in alerts  # the override's estimate
+    ledger = admin_client.get("/admin/costs/costentry/").content.decode()
+    assert "$0.0028" in ledger and "0.002832" not in ledger
+    holds = admin_client.get("/admin/costs/costhold/").content.decode()
+    assert "$4.00" in holds and "4.000000" not in holds
+
+
+def test_dashboard_and_budget_list_count_money_held_by_running_work_as_not_left(admin_client, qa_agent, default_budget):
+    from costs.services import budget_check
+
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("1.05"), idempotency_key="spent")
+    budget_check(agent=qa_agent, estimate_usd="8", actor=None, hold_for=qa_agent, operation="benchmark")
+    page = admin_client.get("/admin/costs/costdashboard/").content.decode()
+    assert 'data-testid="spent">$1.05</div>' in page and 'data-testid="held">$8.00</div>' in page
+    assert 'data-testid="remaining">$20.95</div>' in page  # $30 − $1.05 − $8.00, what budget_check says is left
+    budgets = admin_client.get("/admin/costs/budget/").content.decode()
+    assert '<td class="field-held_usd">$8.00</td>' in budgets
+
+
+def test_a_zero_dollar_budget_reads_as_the_api_reads_it(admin_client, qa_agent, client, api_key_for):
+    budget_upsert(name="default", amount_usd="0")
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("0.50"), idempotency_key="any")
+    budgets = admin_client.get("/admin/costs/budget/").content.decode()
+    assert "$0.50 (100 %)" in budgets and "∞" not in budgets
+    assert 'data-testid="percent">100 %</div>' in admin_client.get("/admin/costs/costdashboard/").content.decode()
+    key = api_key_for("qa_agent")
+    summary = client.get("/api/v1/costs/summary", headers={"Authorization": f"Bearer {key}"}).json()
+    assert summary["percent"] == 100.0
+
+
+def test_the_ledger_list_totals_the_entries_its_filters_select(admin_client, qa_agent, legal_agent):
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("0.15"), idempotency_key="a")
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("0.002832"), idempotency_key="b")
+    cost_record(agent=legal_agent, operation="manual", amount_usd=Decimal("4"), idempotency_key="c")
+    everything = admin_client.get("/admin/costs/costentry/").content.decode()
+    assert 'Total of the 3 entries selected: <strong>$4.15</strong>' in everything
+    filtered = admin_client.get(f"/admin/costs/costentry/?agent__id__exact={qa_agent.pk}").content.decode()
+    assert 'Total of the 2 entries selected: <strong>$0.15</strong>' in filtered
+
+
+def test_a_hold_names_its_work_as_it_is_now(admin_client, qa_agent, default_budget):
+    from costs.services import budget_check
+    from tests.costs.factories import FineTuningJobFactory
+
+    job = FineTuningJobFactory(agent=qa_agent, status="NOT_CREATED")
+    budget_check(agent=qa_agent, estimate_usd="4", actor=None, hold_for=job, operation="fine_tuning")
+    type(job).objects.filter(pk=job.pk).update(status="QUEUED")
+    holds = admin_client.get("/admin/costs/costhold/").content.decode()
+    assert "(QUEUED)" in holds and "NOT_CREATED" not in holds
 
 
 def test_dashboard_needs_the_ledger_view_permission(client, db):

@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from costs.budgeting import (
+    EXHAUSTED,
     Period,
     Threshold,
+    alert_thresholds,
     burn_window_start,
     default_thresholds,
     estimate_shortfall,
@@ -42,6 +44,12 @@ def test_parse_thresholds_from_text_json_and_errors():
         parse_thresholds("25, 25")
     with pytest.raises(ValueError, match="between 1 and 1000"):
         parse_thresholds([0])
+
+
+def test_the_exhausted_notice_is_added_unless_a_threshold_of_100_or_more_is_configured():
+    assert alert_thresholds(DEFAULT) == [*DEFAULT, EXHAUSTED] and EXHAUSTED == Threshold(100, "emergency")
+    assert alert_thresholds(parse_thresholds("50, 100 critical")) == parse_thresholds("50, 100 critical")
+    assert alert_thresholds(parse_thresholds("50, 150")) == parse_thresholds("50, 150")
 
 
 def test_periods_and_their_keys():

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from costs.services import cost_entry_reverse, cost_record
+from costs.services import budget_upsert, cost_entry_reverse, cost_record
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -36,3 +36,12 @@ def test_metrics_follow_the_ledger_and_budgets(client, qa_agent, default_budget)
     assert samples[("genesis_budget_limit_usd", (("budget", "default"),))] == 30.0
     assert samples[("genesis_budget_alerts_total", (("budget", "default"), ("severity", "warning")))] == 1.0
     assert samples[("genesis_cost_metrics_up", ())] == 1.0
+
+
+def test_budget_figures_are_decimal_arithmetic_converted_once_without_float_noise(client, qa_agent):
+    budget_upsert(name="small", amount_usd="1.10", thresholds="83")
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("0.000001"), idempotency_key="a")
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("5.878977"), idempotency_key="b")
+    text = client.get("/metrics").content.decode()
+    assert 'genesis_budget_threshold_usd{budget="small",threshold="83"} 0.913\n' in text  # not 0.9130000000000001
+    assert 'genesis_budget_spent_usd{budget="small"} 5.878978\n' in text

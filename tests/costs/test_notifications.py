@@ -87,6 +87,24 @@ def test_alert_enqueues_its_delivery_only_after_commit(qa_agent, default_budget,
     assert len(callbacks) == 1  # one alert, one delivery, run when the entry and alert are committed
 
 
+def test_alerts_raised_together_go_out_lowest_threshold_first(qa_agent, default_budget, alert_channels, mailoutbox):
+    # Not committed, so not enqueued: the sweep sends them, as after a broker outage.
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("31"), idempotency_key="all-at-once")
+    assert budget_alerts_redeliver(older_than_seconds=0) == 4
+    assert [m.subject for m in mailoutbox] == [
+        "[Genesis] WARNING: budget 'default' at 25 %", "[Genesis] CRITICAL: budget 'default' at 50 %",
+        "[Genesis] EMERGENCY: budget 'default' at 83 %", "[Genesis] EMERGENCY: budget 'default' exhausted"]
+    assert "Budget 'default' (all agents, all time) is exhausted (100 %): $31.00 of $30.00 spent." in mailoutbox[3].body
+
+
+def test_alerts_raised_together_are_delivered_by_one_task_in_order(qa_agent, default_budget, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("20"), idempotency_key="two")
+    alerts = list(BudgetAlert.objects.order_by("threshold_percent"))
+    assert [a.threshold_percent for a in alerts] == [25, 50]
+    assert [callback.args for callback in callbacks] == [([alerts[0].pk, alerts[1].pk],)]
+
+
 @pytest.mark.parametrize("failure", ["answers 404", "unreachable"])
 def test_a_failing_webhook_keeps_its_url_out_of_deliveries_and_logs(alert, settings, webhook, caplog, failure):
     """The webhook URL is a secret. A failure is recorded (and shown in the admin) as exception type,

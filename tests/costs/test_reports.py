@@ -104,6 +104,26 @@ def test_report_lists_budgets_alerts_and_fine_tuning_jobs_and_is_sent(qa_agent, 
 
 
 @pytest.mark.django_db
+def test_report_shares_round_half_up_a_small_share_is_not_nothing_and_a_spent_budget_reads_exhausted(
+    qa_agent, legal_agent, default_budget
+):
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("40.9906"), idempotency_key="a")  # 99.785 %
+    cost_record(agent=legal_agent, operation="manual", amount_usd=Decimal("0.0023"), idempotency_key="b")
+    cost_record(agent=legal_agent, operation="benchmark", amount_usd=Decimal("0.0860"), idempotency_key="c")
+    markdown = reports.render_markdown(cost_report_data())
+    assert "| qa_agent | $40.99 | 99.8 % |" in markdown  # 40.9906 / 41.0789 = 99.785 %
+    assert "| benchmark | $0.09 | 0.2 % |" in markdown
+    assert "| manual | $40.99 | 99.8 % |" in markdown
+    assert "| legal_agent | $0.09 | 0.2 % |" in markdown
+    cost_record(agent=legal_agent, operation="inference", amount_usd=Decimal("0.0023"), idempotency_key="d")
+    markdown = reports.render_markdown(cost_report_data())
+    assert "| inference | $0.0023 | <0.1 % |" in markdown
+    budget_line = next(line for line in markdown.splitlines() if line.startswith("| default |"))
+    assert budget_line.endswith("| exhausted |")  # 137 % of $30, as the dashboard says
+    assert json.loads(reports.render_json(cost_report_data()))["budgets"][0]["exhausted"] is True
+
+
+@pytest.mark.django_db
 def test_report_csv_sums_to_the_ledger_for_any_charges(qa_agent, legal_agent):
     from django.db import transaction
     from hypothesis import HealthCheck, given, settings

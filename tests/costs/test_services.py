@@ -269,6 +269,45 @@ def test_lowering_a_budget_below_spend_raises_its_alerts_with_a_trace(qa_agent, 
     assert latest.prev_record.amount_usd == Decimal("30.00")
 
 
+def test_raising_a_budget_rearms_the_thresholds_it_no_longer_reaches_and_keeps_what_was_sent(qa_agent):
+    budget_upsert(name="qa-monthly", amount_usd="1", period="monthly", agent=qa_agent)
+    charge(qa_agent, "0.90", "q1")  # 90 % of $1: 25, 50 and 83 fire
+    sent = list(BudgetAlert.objects.order_by("threshold_percent"))
+    assert [a.threshold_percent for a in sent] == [25, 50, 83]
+    budget_upsert(name="qa-monthly", amount_usd="2", period="monthly", agent=qa_agent)  # $0.90 = 45 % of $2
+    armed = BudgetAlert.objects.filter(rearmed_at__isnull=True)
+    assert sorted(armed.values_list("threshold_percent", flat=True)) == [25]  # still reached: not sent again
+    assert BudgetAlert.objects.count() == 3  # the alerts sent stay, marked re-armed
+    charge(qa_agent, "0.975", "q2")  # $1.875 = 93.75 % of $2: 50 and 83 are crossed again
+    fired_again = list(armed.exclude(pk__in=[a.pk for a in sent]).order_by("threshold_percent"))
+    assert [(a.threshold_percent, a.budget_usd, a.spent_usd) for a in fired_again] == [
+        (50, Decimal("2.00"), Decimal("1.875")), (83, Decimal("2.00"), Decimal("1.875"))]
+    assert BudgetAlert.objects.count() == 5
+    budget_upsert(name="qa-monthly", amount_usd="2", period="monthly", agent=qa_agent, thresholds="25, 50, 90")
+    charge(qa_agent, "0.01", "q3")  # 94 %: 90 is a new threshold, reached; 83 is no longer configured
+    assert sorted(armed.values_list("threshold_percent", flat=True)) == [25, 50, 83, 90]
+
+
+def test_a_reversal_rearms_a_threshold_the_spend_falls_below(qa_agent, default_budget):
+    mistake = charge(qa_agent, "8", "typo")  # 26.7 % of $30: 25 fires
+    cost_entry_reverse(entry=mistake, actor=None, reason="typed 8 for 0.8")
+    assert BudgetAlert.objects.get().rearmed_at is not None
+    charge(qa_agent, "7.50", "real")  # 25 % again: a new upward crossing
+    assert BudgetAlert.objects.filter(rearmed_at__isnull=True).get().threshold_percent == 25
+
+
+def test_an_exhausted_budget_is_announced_once_unless_a_threshold_covers_it(qa_agent, default_budget):
+    charge(qa_agent, "31.50", "over")  # 105 % of $30
+    charge(qa_agent, "45", "far over")  # 255 %: nothing new
+    alerts = list(BudgetAlert.objects.order_by("threshold_percent"))
+    assert [(a.threshold_percent, a.kind, a.severity) for a in alerts] == [
+        (25, "threshold", "warning"), (50, "threshold", "critical"), (83, "threshold", "emergency"),
+        (100, "exhausted", "emergency")]
+    budget_upsert(name="own", amount_usd="10", agent=qa_agent, thresholds="50 warning, 120 emergency")
+    assert sorted(Budget.objects.get(name="own").alerts.values_list("threshold_percent", "kind")) == [
+        (50, "threshold"), (120, "threshold")]
+
+
 def test_budget_thresholds_default_from_settings_and_bad_ones_are_refused(settings):
     settings.BUDGET_THRESHOLDS = [10, 90]
     budget = budget_upsert(name="b", amount_usd="5")
@@ -457,7 +496,8 @@ def test_a_batch_is_priced_once_per_model_inserted_at_once_and_alerts_once(qa_ag
                                                            idempotency_key=f"extra:{i}") for i in range(2))])
     assert [e.pk for e in retried[:20]] == [e.pk for e in entries]
     assert CostEntry.objects.count() == 22
-    assert sorted(BudgetAlert.objects.values_list("threshold_percent", flat=True)) == [25, 50, 83]
+    # $30 = 100 %: 83 and the exhausted notice
+    assert sorted(BudgetAlert.objects.values_list("threshold_percent", flat=True)) == [25, 50, 83, 100]
     with pytest.raises(Conflict, match="appears twice in the batch for different charges"):
         cost_record_many(charges=[Charge(agent=qa_agent, operation="manual", amount_usd="1", idempotency_key="dup"),
                                   Charge(agent=qa_agent, operation="storage", amount_usd="1", idempotency_key="dup")])

@@ -48,6 +48,25 @@ def test_log_with_a_key_records_once_and_as_a_user(qa_agent):
 
 
 @pytest.mark.django_db
+def test_a_key_reused_with_other_values_is_refused_naming_the_entry_and_an_exact_repeat_returns_it(qa_agent):
+    log = ("--log", "--agent", "qa_agent", "--operation", "manual", "--key", "k1")
+    first = track_costs(*log, "--cost", "0.05")
+    entry = CostEntry.objects.get()
+    assert f"recorded entry #{entry.pk}: $0.05 manual for qa_agent" in first
+    assert f"recorded entry #{entry.pk}: $0.05" in track_costs(*log, "--cost", "0.050")  # the same amount
+    with pytest.raises(CommandError) as reused:
+        track_costs(*log, "--cost", "0.07")
+    assert reused.value.returncode == 1
+    assert str(reused.value) == (
+        f"--key: 'k1' was already used for entry #{entry.pk} ($0.05, manual, agent qa_agent), recorded with a different "
+        "amount; repeat it exactly to get that entry back, or use a new key for a new charge"
+    )
+    with pytest.raises(CommandError, match="recorded with a different model and note"):
+        track_costs(*log, "--cost", "0.05", "--model", "open-mistral-7b", "--note", "typo")
+    assert CostEntry.objects.count() == 1
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -60,6 +79,8 @@ def test_log_with_a_key_records_once_and_as_a_user(qa_agent):
         (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--format", "csv"], "--format and --out go with --report"),
         (["--report", "--agent", "qa_agent"], "--agent: only with --log"),
         (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--as", "ghost"], "--as: no user 'ghost'"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "0.1234567"],
+         "--cost: '0.1234567' has more than 6 decimal places (the ledger keeps micro-dollars)"),
         (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "99999999999"],
          "--cost: 99999999999 is too large; it can be at most 9,999,999,999.999999 (10 digits before the decimal point)"),
         (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--tokens", "99999999999999999999"],

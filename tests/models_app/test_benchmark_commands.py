@@ -139,6 +139,44 @@ def test_every_json_answer_has_the_contract_keys_and_invalid_arguments_exit_2(em
     assert json.loads(out.getvalue()) == {key: value for key, value in results[0].items() if key != "agent"}
 
 
+@pytest.mark.worker
+def test_a_run_the_budget_refuses_goes_ahead_with_an_override_reason_as_a_permitted_user(
+    empty_broker, demo_simulator, celery_worker
+):
+    from django.contrib.auth.models import Permission
+
+    from costs.models import BudgetOverride
+    from tests.factories import UserFactory
+
+    lead = UserFactory(username="finance_lead")
+    lead.user_permissions.add(*Permission.objects.filter(codename__in=["override_budget", "add_benchmarkrun"]))
+    budget_upsert(name="default", amount_usd="0.0001")
+    with pytest.raises(CommandError) as refused:
+        call_command("benchmark_finetuned", "--agent", "qa_agent", stdout=io.StringIO(), stderr=io.StringIO())
+    assert refused.value.returncode == 1 and "pass an override reason as a user with costs.override_budget" in str(refused.value)
+    with pytest.raises(CommandError) as nobody:
+        call_command("benchmark_finetuned", "--agent", "qa_agent", "--override-reason", "release check",
+                     stdout=io.StringIO(), stderr=io.StringIO())
+    assert nobody.value.returncode == 1 and "a budget override needs a person" in str(nobody.value)
+
+    out = io.StringIO()
+    call_command("benchmark_finetuned", "--agent", "qa_agent", "--override-reason", "release check", "--as", "finance_lead",
+                 "--json", stdout=out, stderr=io.StringIO())  # PASS: exit 0
+    run = BenchmarkRun.objects.get(pk=json.loads(out.getvalue())["run"])
+    assert (run.requested_by, run.budget_override_reason) == (lead, "release check")
+    override = BudgetOverride.objects.get()
+    assert (override.actor, override.reason, override.agent.slug) == (lead, "release check", "qa_agent")
+
+
+@pytest.mark.django_db
+def test_an_unknown_acting_user_is_a_usage_error(seeded_demo):
+    for command in ("benchmark_finetuned", "run_all_benchmarks"):
+        arguments = ["--agent", "qa_agent"] if command == "benchmark_finetuned" else []
+        with pytest.raises(CommandError) as unknown:
+            call_command(command, *arguments, "--as", "ghost", "--override-reason", "x", stdout=io.StringIO())
+        assert unknown.value.returncode == 2 and "--as: no user 'ghost'" in str(unknown.value)
+
+
 @pytest.mark.django_db
 def test_without_a_worker_json_still_prints_the_contract_objects(empty_broker, demo_simulator):
     out = io.StringIO()

@@ -56,6 +56,8 @@ def test_create_can_upload_and_cancel_a_job(ft_world) -> None:
     out, _ = fine_tune("create", "--agent", "support_agent", "--training", str(DEMO_TRAINING_FILE), "--training-steps", "2")
     job = FineTuningJob.objects.get()
     assert job.hyperparameters == {"training_steps": 2} and "QUEUED" in out
+    # Queued: what the provider says it will cost is its estimate, not a cost, and is written as money.
+    assert "cost ≈$4.00 (the provider's estimate until the job ends)" in out and "4.000000" not in out
     out, _ = fine_tune("cancel", str(job.pk), "--reason", "wrong base model")
     assert "CANCELLATION_REQUESTED" in out
     assert job.history.first().history_change_reason.startswith("cancelled: wrong base model")

@@ -13,11 +13,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from costs import budgeting, reports, selectors
-from costs.models import Operation
+from costs.models import CostEntry, Operation
 from costs.services import cost_record
 from genesis.errors import DomainError, InvalidInput
 from models_app.registry.models import Agent
 
+LEDGER_DECIMALS: int = CostEntry._meta.get_field("amount_usd").decimal_places
 LOG_ONLY = ("agent", "operation", "cost", "tokens", "model", "note", "key")
 # The service names its parameters; a person running the command knows them by their options.
 OPTION_OF_PARAMETER = {"amount_usd": "--cost", "tokens": "--tokens", "model": "--model", "idempotency_key": "--key"}
@@ -93,6 +94,12 @@ class Command(BaseCommand):
             raise usage_error(f"--cost: '{options['cost']}' is not a number of dollars, e.g. 2.50") from None
         if not cost.is_finite() or cost < 0:
             raise usage_error(f"--cost: '{options['cost']}' must be zero or more (correct an entry by reversing it in the admin)")
+        exponent = cost.normalize().as_tuple().exponent  # an int for a finite number
+        if isinstance(exponent, int) and exponent < -LEDGER_DECIMALS:
+            # As the admin's form: a typed amount is never rounded behind the person's back.
+            raise usage_error(
+                f"--cost: '{options['cost']}' has more than {LEDGER_DECIMALS} decimal places (the ledger keeps micro-dollars)"
+            )
         tokens = None
         if options["tokens"] is not None:
             try:
@@ -110,12 +117,12 @@ class Command(BaseCommand):
             entry = cost_record(
                 agent=agent, operation=options["operation"], amount_usd=cost, tokens=tokens, model=options["model"],
                 note=options["note"], actor=actor, source="track_costs --log",
-                idempotency_key=options["key"] or f"manual:{uuid.uuid4()}",
+                idempotency_key=options["key"] or f"manual:{uuid.uuid4()}", exact_replay=True,
             )
         except InvalidInput as exc:
             raise usage_error(in_option_terms(exc.message)) from None
         except DomainError as exc:
-            raise CommandError(exc.message, returncode=1) from None
+            raise CommandError(in_option_terms(exc.message), returncode=1) from None
         self.stdout.write(
             f"recorded entry #{entry.pk}: {budgeting.format_usd(entry.amount_usd)} {entry.operation} for {agent.slug}"
         )

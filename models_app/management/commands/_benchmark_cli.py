@@ -7,18 +7,20 @@ from __future__ import annotations
 import json
 import sys
 import time
+from decimal import Decimal
 from typing import Any, TextIO
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from genesis.errors import DomainError
+from costs.budgeting import format_usd
+from genesis.errors import DomainError, InvalidInput
+from genesis.permissions import acting_user
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
 from models_app.benchmarks.selectors import (
     benchmark_run_gate,
     benchmark_run_get,
     benchmark_run_summary,
     benchmark_summary_not_started,
-    money,
     version_named,
 )
 from models_app.benchmarks.tasks import benchmark_runs_resume, benchmark_workers
@@ -31,6 +33,24 @@ RESUME_CHECK_SECONDS = 30.0
 
 def usage_error(message: str) -> CommandError:
     return CommandError(message, returncode=2)
+
+
+def add_actor_arguments(parser: CommandParser) -> None:
+    """`--as` and `--override-reason`, as `fine_tune create` takes them: the budget refusal's advice
+    ("pass an override reason as a user with costs.override_budget") is done here; the service checks
+    the permission."""
+    parser.add_argument("--as", dest="username", metavar="USERNAME",
+                        help="start the run as this user (permissions and history); default: the system")
+    parser.add_argument("--override-reason", metavar="TEXT",
+                        help="go over a hard budget that refuses the run (needs --as a user with costs.override_budget); "
+                             "kept on the run and as a budget override")
+
+
+def resolve_user(username: str | None) -> Any:
+    try:
+        return acting_user(username)
+    except InvalidInput as exc:
+        raise usage_error(exc.message) from None
 
 
 def resolve_agent(slug: str) -> Agent:
@@ -194,7 +214,7 @@ def comparison_text(run: BenchmarkRun) -> str:
     if run.error:
         lines.append(f"  error: {run.error}")
     lines.append(f"  suite's power: {benchmark_run_gate(run=run).plan.summary()}")
-    lines.append(f"  cost: ${summary['cost_usd']} (estimated ${money(run.estimated_cost_usd)})")
+    lines.append(f"  cost: {format_usd(Decimal(summary['cost_usd']))} (estimated {format_usd(run.estimated_cost_usd)})")
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""`manage.py benchmark_finetuned --agent NAME [--suite SLUG] [--candidate MODEL] [--baseline MODEL] [--json]`
+"""`manage.py benchmark_finetuned --agent NAME [--suite SLUG] [--candidate MODEL] [--baseline MODEL] [--json]
+[--as USERNAME] [--override-reason TEXT]`
 
 Runs the suite on both models through Celery (a worker must consume the `benchmarks` queue), waits,
 and prints the comparison. Exit 0 on PASS, 1 otherwise (FAIL, INCONCLUSIVE, a refusal such as the
@@ -8,6 +9,10 @@ service refuses as invalid, such as the same model as candidate and baseline).
 With --json, every exit 0 or 1 prints the contract's object with all its keys (nulls for what does not
 exist: a run that never started has "run": null), plus "gate" (the rule applied, the resampling and its
 Monte-Carlo error, the suite's sample-size plan); the reason for a missing verdict goes to stderr.
+
+A hard budget that cannot take the run's estimate refuses it (exit 1) unless `--override-reason` is
+given `--as` a user with costs.override_budget (the service checks the permission and records the
+override).
 """
 
 from __future__ import annotations
@@ -17,16 +22,19 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from costs.budgeting import format_usd
 from genesis.errors import DomainError, InvalidInput
 from models_app.benchmarks.models import BenchmarkVerdict
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.management.commands._benchmark_cli import (
+    add_actor_arguments,
     comparison_text,
     json_object,
     not_started_object,
     require_worker,
     resolve_agent,
     resolve_suite,
+    resolve_user,
     resolve_version,
     usage_error,
     wait_or_stop,
@@ -44,17 +52,20 @@ class Command(BaseCommand):
                                  "or being benchmarked; refused, naming the run, while it is)")
         parser.add_argument("--baseline", metavar="MODEL", help="baseline model id (default: the live model)")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+        add_actor_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         agent = resolve_agent(options["agent"])
         suite = resolve_suite(agent, options["suite"])
         candidate = resolve_version(agent, options["candidate"], "candidate")
         baseline = resolve_version(agent, options["baseline"], "baseline")
+        actor = resolve_user(options["username"])
         try:
             require_worker()
             run = benchmark_run_create(
                 agent=agent, suite=suite, candidate=candidate, baseline=baseline,
-                requested_via="command: benchmark_finetuned",
+                requested_via="command: benchmark_finetuned", actor=actor,
+                budget_override_reason=options["override_reason"],
             )
         except InvalidInput as exc:
             raise usage_error(exc.message) from None
@@ -66,7 +77,7 @@ class Command(BaseCommand):
         if not options["json"]:
             self.stderr.write(
                 f"run #{run.pk}: {run.candidate.model_id} vs {run.baseline.model_id}, {run.total_items} pairs, "
-                f"estimated ${run.estimated_cost_usd}; waiting for the workers…"
+                f"estimated {format_usd(run.estimated_cost_usd)}; waiting for the workers…"
             )
         (finished,) = wait_or_stop(self, [run.pk])
         if options["json"]:

@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Model, QuerySet
 
+from costs.budgeting import format_usd
 from genesis.errors import DomainError, InvalidInput
 from genesis.permissions import Actor
 from models_app.finetuning import rules, services
@@ -65,6 +66,15 @@ def job_summary(job: FineTuningJob) -> dict[str, Any]:
         "created_at": job.created_at.isoformat(),
         "last_synced_at": job.last_synced_at.isoformat() if job.last_synced_at else None,
     }
+
+
+def job_cost_text(job: FineTuningJob) -> str:
+    """What the job costs, saying whose figure it is: the provider's final cost once it is on the
+    ledger, before that the provider's running estimate, or our estimate made before creation."""
+    if job.cost_usd is None:
+        return "—" if job.estimated_cost_usd is None else f"≈{format_usd(job.estimated_cost_usd)} (our estimate)"
+    amount = format_usd(job.cost_usd) if job.cost_currency in ("", "USD") else f"{job.cost_usd} {job.cost_currency}"
+    return amount if job.cost_recorded_at is not None else f"≈{amount} (the provider's estimate until the job ends)"
 
 
 class Command(BaseCommand):
@@ -255,7 +265,7 @@ class Command(BaseCommand):
         if self.as_json:
             self.stdout.write(json.dumps(job_summary(job)))
             return
-        cost = f"${job.cost_usd}" if job.cost_usd is not None else f"≈${job.estimated_cost_usd} (estimate)"
+        cost = job_cost_text(job)
         line = (f"job #{job.pk} {job.agent.slug} {job.base_model} {job.status}"
                 f"{' (' + job.provider_job_id + ')' if job.provider_job_id else ''} cost {cost}")
         if job.trained_tokens is not None:

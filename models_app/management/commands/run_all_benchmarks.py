@@ -1,4 +1,6 @@
-"""`manage.py run_all_benchmarks [--json]`: `benchmark_finetuned` for every agent with a candidate.
+"""`manage.py run_all_benchmarks [--json] [--as USERNAME] [--override-reason TEXT]`: `benchmark_finetuned`
+for every agent with a candidate (`--override-reason`, given `--as` a user with costs.override_budget,
+goes over a hard budget for each run it refuses).
 
 Each agent gets its own run (stored on its own); the runs go to the workers together and the command
 waits for all of them. Exit 0 when every run PASSes, 1 otherwise (or when a run could not start).
@@ -20,10 +22,12 @@ from models_app.benchmarks.models import BenchmarkVerdict
 from models_app.benchmarks.selectors import agents_with_benchmark_candidates
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.management.commands._benchmark_cli import (
+    add_actor_arguments,
     comparison_text,
     json_object,
     not_started_object,
     require_worker,
+    resolve_user,
     wait_or_stop,
     write_json,
 )
@@ -34,8 +38,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print a JSON list, one object per agent")
+        add_actor_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        actor = resolve_user(options["username"])
         agents = agents_with_benchmark_candidates()
         if not agents:
             if options["json"]:
@@ -52,7 +58,8 @@ class Command(BaseCommand):
         started, refused = [], []
         for agent in agents:
             try:
-                run = benchmark_run_create(agent=agent, requested_via="command: run_all_benchmarks")
+                run = benchmark_run_create(agent=agent, requested_via="command: run_all_benchmarks", actor=actor,
+                                           budget_override_reason=options["override_reason"])
             except DomainError as exc:
                 refused.append({"agent": agent.slug, **not_started_object()})
                 self.stderr.write(f"{agent.slug}: not started: {exc.message}")

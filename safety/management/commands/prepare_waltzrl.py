@@ -24,6 +24,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audits.services import dataset_file_path
+from costs.budgeting import format_usd
 from genesis.errors import DomainError, InvalidInput, PermissionDenied
 from genesis.permissions import Actor
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
@@ -84,7 +85,7 @@ class Command(BaseCommand):
             self._refused(options, exc.message)
             return
         if not options["json"]:
-            self.stderr.write(f"build #{build.pk}: {build.total_items} prompts, estimated ${build.estimated_cost_usd}")
+            self.stderr.write(f"build #{build.pk}: {build.total_items} prompts, estimated {format_usd(build.estimated_cost_usd)}")
         try:
             build = services.waltz_build_execute(build_id=build.pk)
         except TransientProviderError as exc:
