@@ -223,7 +223,7 @@ def rebalance_file(
     """
     if report is None:
         report = audit_file(source)
-    usable = report.examples_by_level(valid_only=True, drop_duplicates=True)
+    usable = report.examples_by_level(drop_duplicates=True)
     plan = plan_rebalance(levels_by_line=usable, mix=mix, seed=seed, target_size=target_size)
     plan.dropped_duplicates = len(report.redundant_lines())
     plan.dropped_invalid = int(report.lines - int(report.valid_lines.sum()))

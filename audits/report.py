@@ -128,7 +128,7 @@ class AuditReport:
     size_bytes: int
     lines: int
     valid: int
-    examples: int
+    examples: int  # valid examples: the difficulty mix is of these
     format_errors: list[FormatError]
     format_error_total: int
     pii_counts: dict[str, int]
@@ -138,7 +138,7 @@ class AuditReport:
     duplicates: DuplicateReport
     difficulty_counts: dict[str, int]
     difficulty_examples: dict[str, list[DifficultyExample]]
-    levels: np.ndarray  # uint8 per line (index = line - 1): LEVEL_CODES or NOT_AN_EXAMPLE
+    levels: np.ndarray  # uint8 per line (index = line - 1): LEVEL_CODES, NOT_AN_EXAMPLE for invalid lines
     valid_lines: np.ndarray  # bool per line (index = line - 1)
     seconds: float
     workers: int
@@ -164,12 +164,9 @@ class AuditReport:
         """Valid lines a deduplicated copy drops (see :meth:`DuplicateReport.redundant_lines`)."""
         return self.duplicates.redundant_lines(valid_lines=self.valid_lines)
 
-    def examples_by_level(self, *, valid_only: bool = True, drop_duplicates: bool = True) -> dict[int, str]:
-        """Line → level for the examples a rebalanced dataset may use."""
-        usable = self.levels != NOT_AN_EXAMPLE
-        if valid_only:
-            usable &= self.valid_lines
-        lines = np.flatnonzero(usable) + 1
+    def examples_by_level(self, *, drop_duplicates: bool = True) -> dict[int, str]:
+        """Line → level for the examples a rebalanced dataset may use (valid lines only: only they have a level)."""
+        lines = np.flatnonzero(self.levels != NOT_AN_EXAMPLE) + 1
         redundant = self.redundant_lines() if drop_duplicates else set()
         names = difficulty_module.LEVELS
         return {int(line): names[self.levels[line - 1]] for line in lines.tolist() if line not in redundant}
@@ -275,7 +272,9 @@ def _audit_range(
 
             if checked.is_example:
                 normalised = normalise(conversation_text(checked.record))
+                # Invalid examples still take part in duplicate groups (their valid repeat is kept).
                 collector.add_normalised(line=line, normalised=normalised)
+            if checked.is_example and checked.valid:  # the mix is of what can be trained on
                 score = difficulty_module.quick_score(checked.record, normalised_conversation=normalised)
                 level = difficulty_module.level_for(score)
                 levels.append(LEVEL_CODES[level])

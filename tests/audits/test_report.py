@@ -72,7 +72,11 @@ def test_line_numbers_for_pii_duplicates_and_difficulty(tmp_path: Path) -> None:
     assert report.duplicates.exact_groups == [[first_copy, first_copy + 1, first_copy + 2]]
     assert report.level_of_line(1) == "easy"
     assert report.level_of_line(report.lines) == "hard"
-    assert report.level_of_line(report.lines - 1) == "easy"  # the broken line is still an example
+    assert report.level_of_line(report.lines - 1) is None  # the broken line is no example to train on
+    # The mix is of the valid lines only: the broken one is neither counted nor shown as an example.
+    assert report.examples == sum(report.difficulty_counts.values()) == report.valid
+    shown = [example["line"] for examples in report.to_contract_dict()["difficulty_examples"].values() for example in examples]
+    assert report.lines - 1 not in shown
     assert first_copy + 1 not in report.examples_by_level()  # duplicates are not usable for rebalancing
     explained = report.to_contract_dict()["difficulty_examples"]["hard"][0]
     assert explained["line"] == report.lines and explained["explanation"].startswith("hard (")

@@ -237,7 +237,7 @@ def summary_text(report: AuditReport, result: dict[str, Any]) -> str:
     difficulty = report.difficulty
     out.append(
         "Difficulty: " + " · ".join(f"{level} {difficulty[level]:.1%} ({_count(report.difficulty_counts[level])})" for level in LEVELS)
-        + f" of {_count(report.examples)} examples"
+        + f" of {counted(report.examples, 'valid example')}"
     )
 
     out.extend(_derived_lines(result))
