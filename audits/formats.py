@@ -7,8 +7,9 @@ The rules are Mistral's (``mistral-finetune``'s data loader and
 
 * every line is one JSON object with a non-empty ``messages`` list;
 * each message is an object whose ``role`` is system, user, assistant or tool;
-* system, user and tool messages have string ``content``; an assistant message
-  has string ``content`` or ``tool_calls`` (or both);
+* system, user and tool messages have string ``content`` — a user message's
+  not empty or blank (a system prompt or a tool result may be empty); an
+  assistant message has non-blank string ``content`` or ``tool_calls`` (or both);
 * ``tool_calls`` appear only on assistant messages; each call has a 9-character
   ``id`` of a-z, A-Z, 0-9 and a ``function`` with a ``name`` (a-z, A-Z, 0-9,
   ``_``, ``-``; at most 64) and string ``arguments``;
@@ -424,6 +425,9 @@ def _check_message(index: int, message: object, conversation: _Conversation, err
             errors.append(f'{where} ({role}) has no "content"; it must be a string')
         elif not isinstance(content, str):
             errors.append(f"{where}.content must be a string, got {_describe(content)}")
+        elif role == "user" and not content.strip():
+            # Nothing to answer: the assistant turn after it would be learnt as a reply to silence.
+            errors.append(f"{where} (user) needs non-empty content")
         if "weight" in message:
             errors.append(f"{where}.weight is only allowed on assistant messages")
     if role == "tool":
