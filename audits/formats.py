@@ -323,11 +323,15 @@ def _parse_record(text: str, raw: RawLine, problems: Problems) -> tuple[bool, An
     except ValueError as error:
         position = getattr(error, "colno", None)
         reason = getattr(error, "msg", str(error))
-        at = f" at column {position}" if position is not None else ""
         hint = ""
         if not raw.ended_with_newline:
             hint = "; the file ends without a newline here, so the last line looks truncated"
-        problems.append(f"invalid JSON{at}: {reason}{hint}")
+        if position is None:
+            problems.append(f"invalid JSON: {reason}{hint}")
+        elif reason.endswith(" at"):  # json's "Unterminated string starting at" is finished by its position
+            problems.append(f"invalid JSON: {reason} column {position}{hint}")
+        else:
+            problems.append(f"invalid JSON at column {position}: {reason}{hint}")
         return False, None
     except RecursionError:
         problems.append("invalid JSON: nested too deeply")

@@ -88,7 +88,10 @@ def test_a_line_that_is_not_json() -> None:
 
 def test_a_truncated_last_line_says_so() -> None:
     checked = check_line(raw(b'{"messages": [{"role": "user", "cont', ended_with_newline=False))
-    assert "the file ends without a newline here, so the last line looks truncated" in checked.errors[0]
+    assert checked.errors[0] == (
+        "invalid JSON: Unterminated string starting at column 32; "
+        "the file ends without a newline here, so the last line looks truncated"
+    )
 
 
 def test_non_utf8_bytes_are_reported_with_their_position_and_still_parsed() -> None:
