@@ -125,6 +125,12 @@ def _group_view(group: dict[str, Any] | list[int]) -> dict[str, Any]:
     return {"lines": lines, "total": total, "more": max(0, total - len(lines))}
 
 
+def _error_view(error: dict[str, Any]) -> dict[str, Any]:
+    """A format error for a table with its own line column: the detail without its "line N: " prefix."""
+    line = error.get("line")
+    return {**error, "problem": str(error.get("detail", "")).removeprefix(f"line {line}: ")}
+
+
 def report_view(report: dict[str, Any]) -> ReportView:
     pii = report.get("pii", {})
     samples = report.get("pii_samples", {})
@@ -145,7 +151,7 @@ def report_view(report: dict[str, Any]) -> ReportView:
     return ReportView(
         pii_rows=rows,
         pii_total=sum(row.count for row in rows),
-        format_errors=list(report.get("format_errors", []))[:FORMAT_ERRORS_SHOWN],
+        format_errors=[_error_view(error) for error in list(report.get("format_errors", []))[:FORMAT_ERRORS_SHOWN]],
         format_errors_total=int(report.get("format_errors_total", len(report.get("format_errors", [])))),
         exact_groups=[_group_view(group) for group in list(groups.get("exact", []))[:GROUPS_SHOWN]],
         near_groups=[_group_view(group) for group in list(groups.get("near", []))[:GROUPS_SHOWN]],
