@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class PiiSample:
     line: int
     type: str
     masked: str
+    value_key: int = 0  # crc32 of the raw value: tells samples apart without keeping the value
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,14 +297,19 @@ def _audit_range(
 def _record_pii(
     result: _SliceResult, line: int, text: str, matches: list[PiiMatch], samples_per_type: dict[str, int]
 ) -> None:
-    """Count a line's PII; keep its line number and a masked sample (never the value)."""
+    """Count a line's PII; keep its line number and a masked sample of each distinct value (never the
+    value itself: a repeat of a value already sampled is recognised by its checksum)."""
     types_on_line = set()
     for match in matches:
         result.pii_counts[match.type] += 1
         types_on_line.add(match.type)
         if samples_per_type[match.type] < MAX_PII_SAMPLES_PER_TYPE:
+            value = match.value_in(text)
+            key = zlib.crc32(value.encode("utf-8", "surrogatepass"))
+            if any(sample.value_key == key and sample.type == match.type for sample in result.pii_samples):
+                continue
             samples_per_type[match.type] += 1
-            result.pii_samples.append(PiiSample(line, match.type, mask(match.value_in(text), match.type)))
+            result.pii_samples.append(PiiSample(line, match.type, mask(value, match.type), key))
     for pii_type in types_on_line:
         result.pii_line_total[pii_type] += 1
         if len(result.pii_lines[pii_type]) < MAX_PII_LINES_PER_TYPE:
@@ -357,8 +364,9 @@ class _Findings:
             room = MAX_PII_LINES_PER_TYPE - len(self.pii_lines[pii_type])
             self.pii_lines[pii_type].extend(line + offset for line in part.pii_lines[pii_type][:room])
         for sample in part.pii_samples:
-            if len(self.pii_samples[sample.type]) < MAX_PII_SAMPLES_PER_TYPE:
-                self.pii_samples[sample.type].append(PiiSample(sample.line + offset, sample.type, sample.masked))
+            kept = self.pii_samples[sample.type]
+            if len(kept) < MAX_PII_SAMPLES_PER_TYPE and all(other.value_key != sample.value_key for other in kept):
+                kept.append(PiiSample(sample.line + offset, sample.type, sample.masked, sample.value_key))
         for level, examples in part.difficulty_examples.items():
             for example in examples:
                 if len(self.difficulty_examples[level]) < MAX_DIFFICULTY_EXAMPLES_PER_LEVEL:

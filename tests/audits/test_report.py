@@ -220,3 +220,12 @@ def test_duplicate_groups_are_stored_capped_with_their_size(tmp_path: Path) -> N
     lines = [chat_line("How are you today?", "Fine, thanks.")] * 50
     groups = audit_file(write_lines(tmp_path / "same.jsonl", lines)).to_contract_dict()["duplicate_groups"]
     assert groups["exact"] == [{"lines": list(range(1, report_module.MAX_LINES_PER_GROUP + 1)), "total": 50}]
+
+
+def test_pii_samples_are_of_distinct_values(tmp_path: Path) -> None:
+    repeated = " ".join(["write to hans@example.com"] * 5)
+    path = write_lines(tmp_path / "d.jsonl", [chat_line(repeated), chat_line("or to grete@example.org")])
+    report = audit_file(path)
+    assert report.pii_counts["email"] == 6
+    samples = report.to_contract_dict()["pii_samples"]["email"]
+    assert samples == [{"line": 1, "masked": "h***@e***.com"}, {"line": 2, "masked": "g***@e***.org"}]
