@@ -32,6 +32,16 @@ def datasets_for_list() -> QuerySet[Dataset]:
     return Dataset.objects.select_related("agent", "uploaded_by", "latest_audit", "parent")
 
 
+def datasets_for_agents(*, agent_slugs: frozenset[str] | None = None, agent: str | None = None) -> QuerySet[Dataset]:
+    """Datasets newest first, of `agent_slugs` (None: every agent, and datasets of none) or of `agent`."""
+    datasets = Dataset.objects.select_related("agent", "parent", "latest_audit").order_by("-created_at", "-pk")
+    if agent_slugs is not None:
+        datasets = datasets.filter(agent__slug__in=agent_slugs)
+    if agent is not None:
+        datasets = datasets.filter(agent__slug=agent)
+    return datasets
+
+
 def dataset_get(*, dataset_id: int) -> Dataset:
     dataset = Dataset.objects.select_related("agent", "parent", "uploaded_by", "latest_audit").filter(pk=dataset_id).first()
     if dataset is None:
