@@ -212,7 +212,9 @@ def test_downloading_the_raw_file_needs_its_own_permission(client):
     viewer.user_permissions.add(*Permission.objects.filter(content_type__app_label="audits", codename__startswith="view_"))
     client.force_login(viewer)
     assert 'id="download-dataset"' not in client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
-    assert client.get(f"/admin/audits/dataset/{dataset.pk}/download/").status_code == 403
+    refused = client.get(f"/admin/audits/dataset/{dataset.pk}/download/")
+    assert refused.status_code == 403
+    assert f"downloading dataset #{dataset.pk} needs the permission &#x27;audits.download_dataset&#x27;" in refused.content.decode()
     viewer.user_permissions.add(Permission.objects.get(content_type__app_label="audits", codename="download_dataset"))
     viewer = type(viewer).objects.get(pk=viewer.pk)
     client.force_login(viewer)
