@@ -272,10 +272,8 @@ def _audit_range(
                 if matches:
                     _record_pii(result, line, text, matches, samples_per_type)
 
-            if checked.is_example:
-                normalised = normalise(conversation_text(checked.record))
-                # Invalid examples still take part in duplicate groups (their valid repeat is kept).
-                collector.add_normalised(line=line, normalised=normalised)
+            if checked.is_example:  # invalid ones too: their valid repeat is the line a deduplicated copy keeps
+                collector.add_normalised(line=line, normalised=(normalised := normalise(conversation_text(checked.record))))
             if checked.is_example and checked.valid:  # the mix is of what can be trained on
                 score = difficulty_module.quick_score(checked.record, normalised_conversation=normalised)
                 level = difficulty_module.level_for(score)
