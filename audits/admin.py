@@ -254,7 +254,10 @@ class DatasetAdmin(RecordAdminMixin, ServiceAddFormMixin):
         dataset = self._dataset_or_404(pk)
         # Viewing a dataset shows counts and masked samples; the file itself holds the raw PII.
         if not request.user.has_perm(DOWNLOAD_PERMISSION):
-            raise DjangoPermissionDenied
+            raise DjangoPermissionDenied(
+                f"downloading dataset #{pk} needs the permission '{DOWNLOAD_PERMISSION}': the raw file may hold PII, "
+                "which its page shows only masked"
+            )
         if dataset.status != DatasetStatus.READY:
             raise Http404(f"dataset #{pk} has no file yet ({dataset.get_status_display().lower()})")
         try:

@@ -1,8 +1,9 @@
 """HTTP endpoints of the audits app, mounted under /api/v1 by genesis/api.py.
 
-An API key acts for agents: it may upload a dataset for an agent it may act for, and read the
-datasets and audits of those agents. A dataset with no agent belongs to no one agent, so only a key
-allowed for all agents may upload or read it. Keys are not people: the upload service checks the key
+An API key acts for agents: it may upload a dataset for an agent it may act for, and list and read
+the datasets and audits of those agents; any other dataset or audit answers 404, as if it did not
+exist. A dataset with no agent belongs to no one agent, so only a key allowed for all agents may
+upload or read it. Keys are not people: the upload service checks the key
 (`principal`) against the agent, and the row remembers which key it came from (`via`).
 """
 
@@ -12,13 +13,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from django.http import HttpRequest
-from ninja import File, Form, Router, Schema, Status
+from ninja import File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from audits import selectors, services
 from audits.dedupe import DEFAULT_THRESHOLD, MIN_THRESHOLD
 from audits.models import AuditRun, Dataset
-from genesis.errors import NotFound, PermissionDenied
+from genesis.errors import NotFound
 from genesis.validation import ObjectId, Slug, check_text, refuse_repeated_form_fields
 from models_app.registry.models import Agent
 from models_app.registry.services import ApiPrincipal, ensure_agent_access, request_principal
@@ -69,14 +70,9 @@ def _via(principal: ApiPrincipal) -> str:
     return f"api key '{principal.label}' (#{principal.key_id})"
 
 
-def _ensure_dataset_access(principal: ApiPrincipal, dataset: Dataset) -> None:
-    if dataset.agent is not None:
-        ensure_agent_access(principal=principal, agent_slug=dataset.agent.slug)
-    elif not principal.all_agents:
-        raise PermissionDenied(
-            f"API key '{principal.label}' may not read dataset #{dataset.pk}: it belongs to no agent, "
-            "so only a key for all agents may"
-        )
+def _visible(principal: ApiPrincipal, dataset: Dataset) -> bool:
+    """Whether the key may read `dataset`: one of its agents', or — with no agent — any, for a key for all agents."""
+    return principal.may_act_for(dataset.agent.slug) if dataset.agent is not None else principal.all_agents
 
 
 def _run_brief(run: AuditRun | None) -> dict[str, Any] | None:
@@ -132,10 +128,25 @@ def audits_dataset_upload(
     return Status(201, _dataset_out(selectors.dataset_get(dataset_id=dataset.pk)))
 
 
+@router.get("/audits/datasets", response=list[DatasetOut], summary="Datasets of the agents this key may act for, newest first")
+def audits_dataset_list(
+    request: HttpRequest, agent: Slug | None = None, limit: int = Query(50, ge=1, le=200)
+) -> list[dict[str, Any]]:
+    """`agent` narrows the list to one agent (403 for an agent the key may not act for); datasets with
+    no agent are listed for keys for all agents only."""
+    principal = request_principal(request)
+    if agent is not None:
+        ensure_agent_access(principal=principal, agent_slug=agent)
+    slugs = None if principal.all_agents else principal.agent_slugs
+    return [_dataset_out(dataset) for dataset in selectors.datasets_for_agents(agent_slugs=slugs, agent=agent)[:limit]]
+
+
 @router.get("/audits/datasets/{dataset_id}", response=DatasetOut, summary="A dataset and its latest audit")
 def audits_dataset_detail(request: HttpRequest, dataset_id: ObjectId) -> dict[str, Any]:
     dataset = selectors.dataset_get(dataset_id=dataset_id)
-    _ensure_dataset_access(request_principal(request), dataset)
+    # Another agent's dataset answers 404, like a fine-tuning job: its existence is not the key's business.
+    if not _visible(request_principal(request), dataset):
+        raise NotFound(f"dataset #{dataset_id} does not exist")
     return _dataset_out(dataset)
 
 
@@ -145,7 +156,8 @@ def audits_run_detail(request: HttpRequest, run_id: ObjectId) -> dict[str, Any]:
     (`lines`, `valid`, `format_errors`, `pii`, `duplicates`, `difficulty`) with its extras: masked
     samples, line numbers, duplicate groups. It never holds a raw PII value."""
     run = selectors.audit_run_get(run_id=run_id)
-    _ensure_dataset_access(request_principal(request), run.dataset)
+    if not _visible(request_principal(request), run.dataset):
+        raise NotFound(f"audit run #{run_id} does not exist")
     return {
         "id": run.pk, "dataset": run.dataset_id, "status": run.status, "progress": run.progress,
         "near_threshold": run.near_threshold, "created_at": run.created_at, "started_at": run.started_at,

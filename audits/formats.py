@@ -7,8 +7,9 @@ The rules are Mistral's (``mistral-finetune``'s data loader and
 
 * every line is one JSON object with a non-empty ``messages`` list;
 * each message is an object whose ``role`` is system, user, assistant or tool;
-* system, user and tool messages have string ``content``; an assistant message
-  has string ``content`` or ``tool_calls`` (or both);
+* system, user and tool messages have string ``content`` — a user message's
+  not empty or blank (a system prompt or a tool result may be empty); an
+  assistant message has non-blank string ``content`` or ``tool_calls`` (or both);
 * ``tool_calls`` appear only on assistant messages; each call has a 9-character
   ``id`` of a-z, A-Z, 0-9 and a ``function`` with a ``name`` (a-z, A-Z, 0-9,
   ``_``, ``-``; at most 64) and string ``arguments``;
@@ -322,11 +323,15 @@ def _parse_record(text: str, raw: RawLine, problems: Problems) -> tuple[bool, An
     except ValueError as error:
         position = getattr(error, "colno", None)
         reason = getattr(error, "msg", str(error))
-        at = f" at column {position}" if position is not None else ""
         hint = ""
         if not raw.ended_with_newline:
             hint = "; the file ends without a newline here, so the last line looks truncated"
-        problems.append(f"invalid JSON{at}: {reason}{hint}")
+        if position is None:
+            problems.append(f"invalid JSON: {reason}{hint}")
+        elif reason.endswith(" at"):  # json's "Unterminated string starting at" is finished by its position
+            problems.append(f"invalid JSON: {reason} column {position}{hint}")
+        else:
+            problems.append(f"invalid JSON at column {position}: {reason}{hint}")
         return False, None
     except RecursionError:
         problems.append("invalid JSON: nested too deeply")
@@ -424,6 +429,9 @@ def _check_message(index: int, message: object, conversation: _Conversation, err
             errors.append(f'{where} ({role}) has no "content"; it must be a string')
         elif not isinstance(content, str):
             errors.append(f"{where}.content must be a string, got {_describe(content)}")
+        elif role == "user" and not content.strip():
+            # Nothing to answer: the assistant turn after it would be learnt as a reply to silence.
+            errors.append(f"{where} (user) needs non-empty content")
         if "weight" in message:
             errors.append(f"{where}.weight is only allowed on assistant messages")
     if role == "tool":

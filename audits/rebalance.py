@@ -3,14 +3,19 @@
 Pure module (stdlib only); no Django.
 
 Only valid, deduplicated examples are used (the first valid line of each
-duplicate group is kept).  Each level is then down-sampled at random, or up-sampled by
-repeating its examples — each at most ``max_upsample`` (2) times in total.
-Nothing is ever invented: a level that has too few examples stays short, and
-the plan says how many are missing ("0 hard examples: 2500 more needed").
+duplicate group is kept).  The copy then holds the mix as closely as those
+examples allow, by down-sampling alone: its size is the largest that every
+level with a share can fill from its own examples (and at most ``target_size``,
+which defaults to the number of usable examples), so a short level shrinks the
+copy instead of skewing it.  No example is written twice — a repeat adds
+weight, not data, and the copy's own audit would flag it as a duplicate — and
+nothing is invented.  A level the mix asks for but the file lacks entirely is
+left out; the others keep the target's proportions among themselves.  The plan
+says, per short level, how many more examples the full size would need
+("1 hard example: 22 more needed").
 
-The output size defaults to the number of usable examples.  Sampling is
-seeded (``seed``), so the same inputs give the same file.  Lines keep their
-original order; a repeated line follows its original.
+Sampling is seeded (``seed``), so the same inputs give the same file.  Lines
+keep their original order.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from typing import Any
 from audits.difficulty import LEVELS
 from audits.formats import iter_raw_lines
 from audits.report import AuditReport, audit_file
+from audits.wording import counted
 
 DEFAULT_MIX: Mapping[str, float] = {"easy": 0.30, "medium": 0.45, "hard": 0.25}
-MAX_UPSAMPLE = 2
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -56,18 +61,13 @@ def parse_mix(text: str) -> dict[str, float]:
 class LevelPlan:
     level: str
     available: int  # usable distinct examples of this level
-    wanted: int  # examples of this level the target mix asks for
-    taken: int  # examples written (repeats included)
-    repeated: int  # how many of those are second copies
+    wanted: int  # examples of this level the target mix asks for at the target size
+    taken: int  # examples written
 
     @property
     def missing(self) -> int:
-        return max(0, self.wanted - self.taken)
-
-    @property
-    def new_examples_needed(self) -> int:
-        """Distinct new examples that would close the gap, each used up to twice."""
-        return max(0, math.ceil(self.wanted / MAX_UPSAMPLE) - self.available) if self.missing else 0
+        """Examples of this level the file lacks for the target size at the target mix."""
+        return max(0, self.wanted - self.available)
 
 
 @dataclass
@@ -75,13 +75,13 @@ class RebalancePlan:
     target_mix: dict[str, float]
     target_size: int
     levels: dict[str, LevelPlan]
-    copies: dict[int, int]  # line → 1 or 2 copies in the output
+    lines: set[int]  # the lines written, each once
     dropped_duplicates: int = 0
     dropped_invalid: int = 0
 
     @property
     def output_size(self) -> int:
-        return sum(self.copies.values())
+        return len(self.lines)
 
     @property
     def achieved_mix(self) -> dict[str, float]:
@@ -89,16 +89,29 @@ class RebalancePlan:
         return {level: round(plan.taken / total, 4) if total else 0.0 for level, plan in self.levels.items()}
 
     @property
+    def left_out(self) -> list[str]:
+        """Levels the target mix gives a share but the file has no example of."""
+        return [level for level, plan in self.levels.items() if self.target_mix[level] > 0 and plan.available == 0]
+
+    @property
     def shortfalls(self) -> list[str]:
-        """One sentence per level that could not reach its share."""
+        """One sentence per level short of its share, and one on the size and mix that were achievable."""
         messages = []
         for level, plan in self.levels.items():
             if plan.missing:
-                messages.append(
-                    f"{plan.available} {level} examples: {plan.missing} more needed "
-                    f"(target {self.target_mix[level]:.0%} of {self.target_size}; "
-                    f"at least {plan.new_examples_needed} new distinct ones, each used twice)"
+                message = (
+                    f"{counted(plan.available, f'{level} example')}: {plan.missing:,} more needed "
+                    f"(target {self.target_mix[level]:.0%} of {self.target_size:,})"
                 )
+                if level in self.left_out:
+                    message += f"; {level} is left out, the other levels keep the target's proportions"
+                messages.append(message)
+        if messages and self.output_size < self.target_size:
+            achieved = " · ".join(f"{level} {share:.1%}" for level, share in self.achieved_mix.items())
+            messages.append(
+                f"achievable: {counted(self.output_size, 'example')} at {achieved} — the most the short "
+                f"{'levels allow' if len(messages) > 1 else 'level allows'} without repeating an example"
+            )
         return messages
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,15 +121,10 @@ class RebalancePlan:
             "target_size": self.target_size,
             "output_size": self.output_size,
             "levels": {
-                level: {
-                    "available": plan.available,
-                    "wanted": plan.wanted,
-                    "taken": plan.taken,
-                    "repeated": plan.repeated,
-                    "missing": plan.missing,
-                }
+                level: {"available": plan.available, "wanted": plan.wanted, "taken": plan.taken, "missing": plan.missing}
                 for level, plan in self.levels.items()
             },
+            "left_out": self.left_out,
             "shortfalls": self.shortfalls,
             "dropped_duplicates": self.dropped_duplicates,
             "dropped_invalid": self.dropped_invalid,
@@ -133,57 +141,55 @@ def _apportion(total: int, mix: Mapping[str, float]) -> dict[str, int]:
     return shares
 
 
+def _largest_size(available: Mapping[str, int], mix: Mapping[str, float], cap: int) -> int:
+    """The largest size ≤ ``cap`` at which every level's share (``_apportion``) is at hand.
+
+    No larger size is tried even where rounding would still fit: the extra examples would all come
+    from the levels that have plenty, moving the copy away from the mix.
+    """
+    bounds = [available[level] / share for level, share in mix.items() if share > 0]
+    size = min(cap, math.floor(min(bounds) + 1e-9)) if bounds else 0
+    while size > 0 and any(count > available[level] for level, count in _apportion(size, mix).items()):
+        size -= 1
+    return size
+
+
 def plan_rebalance(
     *,
     levels_by_line: Mapping[int, str],
     mix: Mapping[str, float] = DEFAULT_MIX,
     seed: int = 0,
     target_size: int | None = None,
-    max_upsample: int = MAX_UPSAMPLE,
 ) -> RebalancePlan:
-    """Which lines to keep, and how often, for a mix; no I/O.
+    """Which lines to keep for a mix; no I/O.
 
     ``levels_by_line`` holds the usable examples only (valid, deduplicated).
     """
     if set(mix) - set(LEVELS) or not math.isclose(sum(mix.values()), 1.0, abs_tol=1e-6):
         raise ValueError(f"mix must give shares for {', '.join(LEVELS)} that add up to 1, got {dict(mix)}")
-    if max_upsample < 1:
-        raise ValueError("max_upsample must be at least 1")
     pools: dict[str, list[int]] = {level: [] for level in LEVELS}
     for line in sorted(levels_by_line):
         pools[levels_by_line[line]].append(line)
     size = len(levels_by_line) if target_size is None else target_size
     if size < 0:
         raise ValueError("target size must not be negative")
-    wanted = _apportion(size, mix)
+    target = {level: mix.get(level, 0.0) for level in LEVELS}
+    available = {level: len(pool) for level, pool in pools.items()}
+    # Levels with no example at all drop out; the rest keep their proportions among themselves.
+    present = {level: share for level, share in target.items() if share > 0 and available[level]}
+    present_total = sum(present.values())
+    reachable = {level: present.get(level, 0.0) / present_total if present_total else 0.0 for level in LEVELS}
+    taken = _apportion(_largest_size(available, reachable, size), reachable) if present_total else dict.fromkeys(LEVELS, 0)
+    wanted = _apportion(size, target)
     rng = random.Random(seed)
-    copies: dict[int, int] = {}
-    plans: dict[str, LevelPlan] = {}
+    lines: set[int] = set()
     for level in LEVELS:
-        pool = pools[level]
-        taken = min(wanted[level], max_upsample * len(pool))
-        if taken <= len(pool):
-            chosen = rng.sample(pool, taken)
-            repeated = 0
-            for line in chosen:
-                copies[line] = 1
-        else:
-            for line in pool:
-                copies[line] = 1
-            # Spread repeats evenly: nobody gets a third copy before everyone has a second.
-            repeated = taken - len(pool)
-            full_rounds, remainder = divmod(repeated, len(pool))
-            extra = rng.sample(pool, remainder)
-            for line in pool:
-                copies[line] += full_rounds
-            for line in extra:
-                copies[line] += 1
-        plans[level] = LevelPlan(level, len(pool), wanted[level], taken, repeated)
+        lines.update(rng.sample(pools[level], taken[level]))
     return RebalancePlan(
-        target_mix={level: mix.get(level, 0.0) for level in LEVELS},
+        target_mix=target,
         target_size=size,
-        levels=plans,
-        copies=copies,
+        levels={level: LevelPlan(level, available[level], wanted[level], taken[level]) for level in LEVELS},
+        lines=lines,
     )
 
 
@@ -217,7 +223,7 @@ def rebalance_file(
     """
     if report is None:
         report = audit_file(source)
-    usable = report.examples_by_level(valid_only=True, drop_duplicates=True)
+    usable = report.examples_by_level(drop_duplicates=True)
     plan = plan_rebalance(levels_by_line=usable, mix=mix, seed=seed, target_size=target_size)
     plan.dropped_duplicates = len(report.redundant_lines())
     plan.dropped_invalid = int(report.lines - int(report.valid_lines.sum()))
@@ -229,15 +235,13 @@ def rebalance_file(
     try:
         with open(source, "rb") as reader, open(temporary, "wb") as writer:
             for raw in iter_raw_lines(reader):
-                count = plan.copies.get(raw.number, 0)
-                if not count:
+                if raw.number not in plan.lines:
                     continue
                 data = raw.data.rstrip(b"\r")
                 if raw.number == 1:
-                    data = data.removeprefix(b"\xef\xbb\xbf")  # a BOM must not be repeated mid-file
-                for _ in range(count):
-                    writer.write(data + b"\n")
-                    written += 1
+                    data = data.removeprefix(b"\xef\xbb\xbf")  # the copy is written without a BOM
+                writer.write(data + b"\n")
+                written += 1
         os.replace(temporary, destination_path)
     finally:
         if temporary.exists():

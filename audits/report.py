@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class PiiSample:
     line: int
     type: str
     masked: str
+    value_key: int = 0  # crc32 of the raw value: tells samples apart without keeping the value
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +130,7 @@ class AuditReport:
     size_bytes: int
     lines: int
     valid: int
-    examples: int
+    examples: int  # valid examples: the difficulty mix is of these
     format_errors: list[FormatError]
     format_error_total: int
     pii_counts: dict[str, int]
@@ -138,7 +140,7 @@ class AuditReport:
     duplicates: DuplicateReport
     difficulty_counts: dict[str, int]
     difficulty_examples: dict[str, list[DifficultyExample]]
-    levels: np.ndarray  # uint8 per line (index = line - 1): LEVEL_CODES or NOT_AN_EXAMPLE
+    levels: np.ndarray  # uint8 per line (index = line - 1): LEVEL_CODES, NOT_AN_EXAMPLE for invalid lines
     valid_lines: np.ndarray  # bool per line (index = line - 1)
     seconds: float
     workers: int
@@ -164,12 +166,9 @@ class AuditReport:
         """Valid lines a deduplicated copy drops (see :meth:`DuplicateReport.redundant_lines`)."""
         return self.duplicates.redundant_lines(valid_lines=self.valid_lines)
 
-    def examples_by_level(self, *, valid_only: bool = True, drop_duplicates: bool = True) -> dict[int, str]:
-        """Line → level for the examples a rebalanced dataset may use."""
-        usable = self.levels != NOT_AN_EXAMPLE
-        if valid_only:
-            usable &= self.valid_lines
-        lines = np.flatnonzero(usable) + 1
+    def examples_by_level(self, *, drop_duplicates: bool = True) -> dict[int, str]:
+        """Line → level for the examples a rebalanced dataset may use (valid lines only: only they have a level)."""
+        lines = np.flatnonzero(self.levels != NOT_AN_EXAMPLE) + 1
         redundant = self.redundant_lines() if drop_duplicates else set()
         names = difficulty_module.LEVELS
         return {int(line): names[self.levels[line - 1]] for line in lines.tolist() if line not in redundant}
@@ -273,9 +272,9 @@ def _audit_range(
                 if matches:
                     _record_pii(result, line, text, matches, samples_per_type)
 
-            if checked.is_example:
-                normalised = normalise(conversation_text(checked.record))
-                collector.add_normalised(line=line, normalised=normalised)
+            if checked.is_example:  # invalid ones too: their valid repeat is the line a deduplicated copy keeps
+                collector.add_normalised(line=line, normalised=(normalised := normalise(conversation_text(checked.record))))
+            if checked.is_example and checked.valid:  # the mix is of what can be trained on
                 score = difficulty_module.quick_score(checked.record, normalised_conversation=normalised)
                 level = difficulty_module.level_for(score)
                 levels.append(LEVEL_CODES[level])
@@ -296,14 +295,19 @@ def _audit_range(
 def _record_pii(
     result: _SliceResult, line: int, text: str, matches: list[PiiMatch], samples_per_type: dict[str, int]
 ) -> None:
-    """Count a line's PII; keep its line number and a masked sample (never the value)."""
+    """Count a line's PII; keep its line number and a masked sample of each distinct value (never the
+    value itself: a repeat of a value already sampled is recognised by its checksum)."""
     types_on_line = set()
     for match in matches:
         result.pii_counts[match.type] += 1
         types_on_line.add(match.type)
         if samples_per_type[match.type] < MAX_PII_SAMPLES_PER_TYPE:
+            value = match.value_in(text)
+            key = zlib.crc32(value.encode("utf-8", "surrogatepass"))
+            if any(sample.value_key == key and sample.type == match.type for sample in result.pii_samples):
+                continue
             samples_per_type[match.type] += 1
-            result.pii_samples.append(PiiSample(line, match.type, mask(match.value_in(text), match.type)))
+            result.pii_samples.append(PiiSample(line, match.type, mask(value, match.type), key))
     for pii_type in types_on_line:
         result.pii_line_total[pii_type] += 1
         if len(result.pii_lines[pii_type]) < MAX_PII_LINES_PER_TYPE:
@@ -358,8 +362,9 @@ class _Findings:
             room = MAX_PII_LINES_PER_TYPE - len(self.pii_lines[pii_type])
             self.pii_lines[pii_type].extend(line + offset for line in part.pii_lines[pii_type][:room])
         for sample in part.pii_samples:
-            if len(self.pii_samples[sample.type]) < MAX_PII_SAMPLES_PER_TYPE:
-                self.pii_samples[sample.type].append(PiiSample(sample.line + offset, sample.type, sample.masked))
+            kept = self.pii_samples[sample.type]
+            if len(kept) < MAX_PII_SAMPLES_PER_TYPE and all(other.value_key != sample.value_key for other in kept):
+                kept.append(PiiSample(sample.line + offset, sample.type, sample.masked, sample.value_key))
         for level, examples in part.difficulty_examples.items():
             for example in examples:
                 if len(self.difficulty_examples[level]) < MAX_DIFFICULTY_EXAMPLES_PER_LEVEL:

@@ -32,6 +32,16 @@ def datasets_for_list() -> QuerySet[Dataset]:
     return Dataset.objects.select_related("agent", "uploaded_by", "latest_audit", "parent")
 
 
+def datasets_for_agents(*, agent_slugs: frozenset[str] | None = None, agent: str | None = None) -> QuerySet[Dataset]:
+    """Datasets newest first, of `agent_slugs` (None: every agent, and datasets of none) or of `agent`."""
+    datasets = Dataset.objects.select_related("agent", "parent", "latest_audit").order_by("-created_at", "-pk")
+    if agent_slugs is not None:
+        datasets = datasets.filter(agent__slug__in=agent_slugs)
+    if agent is not None:
+        datasets = datasets.filter(agent__slug=agent)
+    return datasets
+
+
 def dataset_get(*, dataset_id: int) -> Dataset:
     dataset = Dataset.objects.select_related("agent", "parent", "uploaded_by", "latest_audit").filter(pk=dataset_id).first()
     if dataset is None:
@@ -125,6 +135,12 @@ def _group_view(group: dict[str, Any] | list[int]) -> dict[str, Any]:
     return {"lines": lines, "total": total, "more": max(0, total - len(lines))}
 
 
+def _error_view(error: dict[str, Any]) -> dict[str, Any]:
+    """A format error for a table with its own line column: the detail without its "line N: " prefix."""
+    line = error.get("line")
+    return {**error, "problem": str(error.get("detail", "")).removeprefix(f"line {line}: ")}
+
+
 def report_view(report: dict[str, Any]) -> ReportView:
     pii = report.get("pii", {})
     samples = report.get("pii_samples", {})
@@ -145,7 +161,7 @@ def report_view(report: dict[str, Any]) -> ReportView:
     return ReportView(
         pii_rows=rows,
         pii_total=sum(row.count for row in rows),
-        format_errors=list(report.get("format_errors", []))[:FORMAT_ERRORS_SHOWN],
+        format_errors=[_error_view(error) for error in list(report.get("format_errors", []))[:FORMAT_ERRORS_SHOWN]],
         format_errors_total=int(report.get("format_errors_total", len(report.get("format_errors", [])))),
         exact_groups=[_group_view(group) for group in list(groups.get("exact", []))[:GROUPS_SHOWN]],
         near_groups=[_group_view(group) for group in list(groups.get("near", []))[:GROUPS_SHOWN]],

@@ -555,8 +555,8 @@ def dataset_rebalance(
     via: str = "",
 ) -> Dataset:
     """Queue a copy of `dataset` moved toward an easy / medium / hard `mix` ("30,45,25"): duplicates
-    and invalid lines dropped, levels down-sampled or repeated at most twice, never invented. The
-    worker stores the mix achieved and the shortfall ("0 hard examples: 250 more needed")."""
+    and invalid lines dropped, levels down-sampled to the mix (audits/rebalance.py), never repeated or
+    invented. The worker stores the mix achieved and the shortfall ("1 hard example: 24 more needed")."""
     require_permission(actor=actor, permission="audits.add_dataset", action="rebalance datasets")
     if isinstance(mix, str):
         try:

@@ -11,6 +11,13 @@ def _table(rows: dict[str, Any], header: tuple[str, str]) -> list[str]:
     return lines
 
 
+def _counts(counts: dict[str, int] | None) -> str:
+    """{"email": 25, "ssn": 1} → "email 25, ssn 1" (largest first); "none" when empty."""
+    if not counts:
+        return "none"
+    return ", ".join(f"{name.replace('_', ' ')} {count:,}" for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def render_markdown(*, build_id: int, status: str, shortfall: str, report: dict[str, Any]) -> str:
     if not report:
         return f"# WaltzRL build #{build_id}\n\nStatus: {status}; no report yet.\n"
@@ -45,10 +52,11 @@ def render_markdown(*, build_id: int, status: str, shortfall: str, report: dict[
     contamination = selection.get("contamination", {})
     lines += ["", "## Cleaning", "",
               f"- duplicate prompts removed: {duplicates.get('total', 0)} (exact {duplicates.get('exact', 0)}, near {duplicates.get('near', 0)})",
-              f"- PII replaced in prompts: {selection.get('pii_replaced_in_prompts') or 'none'}; in answers: {report.get('pii_placeholders_in_answers') or 'none'}",
+              f"- PII replaced in prompts: {_counts(selection.get('pii_replaced_in_prompts'))}; "
+              f"in answers: {_counts(report.get('pii_placeholders_in_answers'))}",
               f"- contamination: {contamination.get('prompts_removed', 0)} prompts removed as near duplicates of "
               f"{contamination.get('benchmark_cases_checked', 0)} benchmark case turns",
-              f"- dropped from the files: {report.get('dropped') or 'nothing'}",
+              f"- dropped from the files: {_counts(report.get('dropped')) if report.get('dropped') else 'nothing'}",
               f"- revisions asked {report['revisions']['asked']}, accepted {report['revisions']['accepted']}", ""]
     lines += ["## Cost", "", f"- estimated ${cost['estimated_usd']}, actual ${cost['actual_usd']} over {cost['calls']} calls (ledger operation data_prep)",
               f"- Stage-1 fine-tune (feedback agent, {stage1['epochs']} epochs of ~{stage1['training_tokens']} tokens on "

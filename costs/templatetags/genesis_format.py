@@ -32,3 +32,14 @@ def percent(value: float | Decimal | str | None) -> str:
         return f"{float(value) * 100:+.1f} %"
     except (TypeError, ValueError):
         return str(value)
+
+
+@register.filter
+def sentence(message: object) -> str:
+    """An admin message as a sentence: its first word capitalised ("user 'ana' may not…" → "User…") —
+    unless that word is a name, which is shown as written: a file ("pii.jsonl stored…"), a field
+    ("training_file: …", "mix: …"), anything with a dot, underscore, colon, digit or quote in it.
+    (Django's admin capitalises every message, which turned "pii.jsonl" into "Pii.jsonl".)"""
+    text = str(message)
+    first = text.split(" ", 1)[0]
+    return text[:1].upper() + text[1:] if first.isalpha() else text

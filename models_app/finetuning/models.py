@@ -15,6 +15,7 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
+from audits.wording import counted
 from genesis.validation import DecimalDigits
 from models_app.finetuning import rules
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
@@ -56,7 +57,7 @@ class TrainingFile(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.filename} ({self.agent.slug}, {self.line_count} lines)"
+        return f"{self.filename} ({self.agent.slug}, {counted(self.line_count, 'line')})"
 
 
 class FineTuningStatus(models.TextChoices):

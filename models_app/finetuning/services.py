@@ -42,6 +42,7 @@ from django.utils import timezone
 
 from audits import formats
 from audits.models import AuditStatus, Dataset, DatasetStatus
+from audits.wording import counted
 from costs.models import Operation
 from costs.pricing import to_ledger_amount
 from costs.selectors import fine_tuning_cost
@@ -79,12 +80,18 @@ LEDGER_KEY_PREFIX = "finetune:"
 
 
 class TrainingFileInvalid(InvalidInput):
-    """The file breaks the fine-tuning format; `problems` names each bad line (1-based)."""
+    """The file breaks the fine-tuning format; `problems` names each bad line (1-based). The message
+    is `findings` plus `advice`: where every problem can be read depends on the surface, so a caller
+    that knows better (the dataset path, the command) re-words the advice, never the findings."""
 
-    def __init__(self, message: str, *, problems: list[tuple[int, str]], invalid_lines: int) -> None:
-        super().__init__(message)
+    def __init__(self, findings: str, *, advice: str, problems: list[tuple[int, str]], invalid_lines: int) -> None:
+        super().__init__(f"{findings}. {advice}")
+        self.findings = findings
         self.problems = problems
         self.invalid_lines = invalid_lines
+
+    def advised(self, advice: str) -> TrainingFileInvalid:
+        return TrainingFileInvalid(self.findings, advice=advice, problems=self.problems, invalid_lines=self.invalid_lines)
 
 
 def _record_history(instance: Any, *, actor: Actor, reason: str) -> None:
@@ -223,9 +230,10 @@ def _refuse_invalid_lines(scanned: _ScannedFile, *, filename: str) -> None:
         shown = "; ".join(detail for _, detail in scanned.problems[:5])
         more = f" (and {len(scanned.problems) - 5} more)" if len(scanned.problems) > 5 else ""
         raise TrainingFileInvalid(
-            f"{filename}: {scanned.invalid_lines} of {scanned.line_count} lines are not valid fine-tuning "
-            f"samples — {shown}{more}. Fix them (manage.py audit_dataset {filename} lists every problem) "
-            "and upload again",
+            f"{filename}: {scanned.invalid_lines:,} of {counted(scanned.line_count, 'line')} "
+            f"{'is not a valid fine-tuning sample' if scanned.invalid_lines == 1 else 'are not valid fine-tuning samples'}"
+            f" — {shown}{more}",
+            advice="Fix them and upload again",
             problems=scanned.problems,
             invalid_lines=scanned.invalid_lines,
         )
@@ -269,10 +277,15 @@ def training_file_from_dataset(*, dataset: Dataset, actor: Actor = None, provide
         state = "has no audit" if audit is None else f"audit #{audit.pk} is {audit.status}"
         raise Conflict(f"dataset #{dataset.pk} {state}; audit it first (Datasets › Audit again)")
     with dataset.file.open("rb") as content:
-        return training_file_upload(
-            agent=agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,
-            provider=provider, actor=actor, dataset=dataset,
-        )
+        try:
+            return training_file_upload(
+                agent=agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,
+                provider=provider, actor=actor, dataset=dataset,
+            )
+        except TrainingFileInvalid as exc:
+            raise exc.advised(
+                f"The audit of dataset #{dataset.pk} lists every problem; fix them and upload the file as a new dataset"
+            ) from None
 
 
 # --- creating a job -------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ def test_upload_form_stores_the_file_and_shows_the_audit_without_raw_pii(admin_c
     assert (media_root / dataset.file.name).read_bytes() == body
 
     queued = admin_client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
+    # The message names the file as it is called: Django's admin would capitalise it ("Customers.jsonl").
+    assert f'<li class="success">customers.jsonl stored as dataset #{dataset.pk}; its audit is queued</li>' in queued
     assert 'data-status="queued"' in queued and 'id="audit-progress"' in queued
     assert '<meta http-equiv="refresh" content="2">' in queued  # the page follows the audit by itself
 
@@ -73,7 +75,9 @@ def test_upload_form_stores_the_file_and_shows_the_audit_without_raw_pii(admin_c
         assert f'<td class="count">{len(PLANTED[pii_type])}</td>' in row
     email_row = re.search(r'<tr data-pii-type="email">(.*?)</tr>', page, re.S).group(1)
     assert "1, 2, 3, 4" in email_row and '<span class="masked">j***@e***.com</span> (line 1)' in email_row
-    assert f"<td>{planted + 3}</td><td>line {planted + 3}: messages[0].role is a 3-character string, not one of" in page
+    # The line has its own column: the problem is not prefixed with "line N:" again.
+    assert f"<td>{planted + 3}</td><td>messages[0].role is a 3-character string, not one of" in page
+    assert "1 line repeats an earlier line exactly, 0 nearly" in page
     assert f'<tr class="duplicate-group" data-kind="exact"><td>exact</td><td>{planted + 1}, {planted + 2}</td></tr>' in page
     assert page.count('class="difficulty-bar"') == 3 and 'data-level="easy" data-fraction="1.0"' in page
     for values in PLANTED.values():
@@ -110,7 +114,7 @@ def test_buttons_call_the_services(admin_client, media_root):
     assert 'data-testid="pii-total">0<' in page and f'data-testid="parent-link">#{dataset.pk} t.jsonl' in page
 
     bad = admin_client.post(f"/admin/audits/dataset/{dataset.pk}/rebalance/", {"mix": "90,20", "seed": "0"}, follow=True)
-    assert "Mix: the mix needs three numbers" in bad.content.decode()
+    assert "<li class=\"error\">mix: the mix needs three numbers" in bad.content.decode()
     assert not Dataset.objects.filter(origin=DatasetOrigin.REBALANCE).exists()
     assert admin_client.post(f"/admin/audits/dataset/{dataset.pk}/rebalance/", {"mix": "50,30,20", "seed": "4"}).status_code == 302
     rebalanced = Dataset.objects.get(origin=DatasetOrigin.REBALANCE)
@@ -125,7 +129,8 @@ def test_rebalanced_page_shows_the_achieved_mix_and_the_shortfall(admin_client):
     rebalanced = services.dataset_derive_execute(dataset_id=services.dataset_rebalance(dataset=dataset).pk)
     page = admin_client.get(f"/admin/audits/dataset/{rebalanced.pk}/change/").content.decode()
     assert f'<span data-level="hard" data-share="{rebalanced.achieved_mix["hard"]}">' in page
-    assert "<li>2 hard examples: " in page and "more needed" in page
+    assert "<li>2 hard examples: 7 more needed (target 25% of 34)</li>" in page
+    assert "8 examples written; 0 duplicates and 0 invalid lines dropped" in page
 
 
 def test_download_streams_the_file_and_a_pending_copy_has_none(admin_client, media_root):
@@ -207,7 +212,9 @@ def test_downloading_the_raw_file_needs_its_own_permission(client):
     viewer.user_permissions.add(*Permission.objects.filter(content_type__app_label="audits", codename__startswith="view_"))
     client.force_login(viewer)
     assert 'id="download-dataset"' not in client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
-    assert client.get(f"/admin/audits/dataset/{dataset.pk}/download/").status_code == 403
+    refused = client.get(f"/admin/audits/dataset/{dataset.pk}/download/")
+    assert refused.status_code == 403
+    assert f"downloading dataset #{dataset.pk} needs the permission &#x27;audits.download_dataset&#x27;" in refused.content.decode()
     viewer.user_permissions.add(Permission.objects.get(content_type__app_label="audits", codename="download_dataset"))
     viewer = type(viewer).objects.get(pk=viewer.pk)
     client.force_login(viewer)

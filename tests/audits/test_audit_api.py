@@ -1,6 +1,6 @@
 """POST /api/v1/audits/datasets (multipart upload; the audit is queued) and GET /api/v1/audits/runs/{id}
 and /audits/datasets/{id}: the JSON report once the run has succeeded, and the same key/agent checks
-as every other endpoint (401 no key, 403 another agent's data, 404 unknown, 422 bad input)."""
+as every other endpoint (401 no key, 403 acting for another agent, 404 unknown — or another agent's data —, 422 bad input)."""
 
 from __future__ import annotations
 
@@ -111,21 +111,38 @@ def test_run_answers_with_the_report_once_it_has_succeeded(client, agents, api_k
     assert detail["latest_audit"] == {"id": run_id, "status": "succeeded", "progress": 1.0, "url": f"/api/v1/audits/runs/{run_id}"}
 
 
-def test_runs_and_datasets_of_other_agents_are_refused(client, agents, api_key_for):
+def test_runs_and_datasets_of_other_agents_answer_404_as_if_they_did_not_exist(client, agents, api_key_for):
     legal_key, qa_key = api_key_for("legal_agent"), api_key_for("qa_agent")
     dataset_id = post_dataset(client, legal_key, agent="legal_agent").json()["id"]
     run_id = Dataset.objects.get(pk=dataset_id).latest_audit_id
-    refused = client.get(f"/api/v1/audits/runs/{run_id}", **bearer(qa_key))
-    assert refused.status_code == 403 and refused.json()["detail"] == "API key 'test qa_agent' may not act for agent 'legal_agent'"
-    assert client.get(f"/api/v1/audits/datasets/{dataset_id}", **bearer(qa_key)).status_code == 403
+    hidden = client.get(f"/api/v1/audits/runs/{run_id}", **bearer(qa_key))
+    assert hidden.status_code == 404 and hidden.json()["detail"] == f"audit run #{run_id} does not exist"
+    hidden = client.get(f"/api/v1/audits/datasets/{dataset_id}", **bearer(qa_key))
+    assert hidden.status_code == 404 and hidden.json()["detail"] == f"dataset #{dataset_id} does not exist"
     assert client.get(f"/api/v1/audits/runs/{run_id}", **bearer(legal_key)).status_code == 200
     gone = client.get("/api/v1/audits/runs/987654", **bearer(qa_key))
     assert gone.status_code == 404 and gone.json()["detail"] == "audit run #987654 does not exist"
     assert client.get("/api/v1/audits/datasets/987654", **bearer(qa_key)).status_code == 404
     unowned = services.dataset_upload(content=SimpleUploadedFile("u.jsonl", body()), original_name="u.jsonl")
-    no_agent = client.get(f"/api/v1/audits/datasets/{unowned.pk}", **bearer(qa_key))
-    assert no_agent.status_code == 403 and "belongs to no agent, so only a key for all agents may" in no_agent.json()["detail"]
+    assert client.get(f"/api/v1/audits/datasets/{unowned.pk}", **bearer(qa_key)).status_code == 404
     assert client.get(f"/api/v1/audits/datasets/{unowned.pk}", **bearer(api_key_for(all_agents=True))).status_code == 200
+
+
+def test_the_list_holds_the_datasets_the_key_may_see_newest_first(client, agents, api_key_for):
+    legal_key, qa_key, every_key = api_key_for("legal_agent"), api_key_for("qa_agent"), api_key_for(all_agents=True)
+    first = post_dataset(client, legal_key, agent="legal_agent").json()["id"]
+    second = post_dataset(client, legal_key, agent="legal_agent").json()["id"]
+    other = post_dataset(client, qa_key, agent="qa_agent").json()["id"]
+    unowned = services.dataset_upload(content=SimpleUploadedFile("u.jsonl", body()), original_name="u.jsonl").pk
+    listed = client.get("/api/v1/audits/datasets", **bearer(legal_key))
+    assert listed.status_code == 200 and [row["id"] for row in listed.json()] == [second, first]
+    assert listed.json()[0]["latest_audit"]["url"].startswith("/api/v1/audits/runs/")
+    assert [row["id"] for row in client.get("/api/v1/audits/datasets", **bearer(every_key)).json()] == [unowned, other, second, first]
+    narrowed = client.get("/api/v1/audits/datasets?agent=qa_agent&limit=1", **bearer(every_key)).json()
+    assert [row["id"] for row in narrowed] == [other]
+    assert client.get("/api/v1/audits/datasets?agent=qa_agent", **bearer(legal_key)).status_code == 403
+    assert client.get("/api/v1/audits/datasets?limit=0", **bearer(legal_key)).status_code == 422
+    assert client.get("/api/v1/audits/datasets").status_code == 401
 
 
 def test_an_upload_over_the_size_limit_is_refused_naming_the_limit(client, agents, api_key_for, settings):

@@ -205,12 +205,14 @@ def test_rebalance_reports_the_mix_it_wrote_and_the_shortfall(tmp_path):
     code, stdout, _ = run_command(str(source), "--rebalance", str(out), "--mix", "30,45,25", "--seed", "5")
     assert code == 0
     assert f"Rebalanced copy: {out} — " in stdout
-    assert "shortfall: 2 hard examples: " in stdout and "more needed" in stdout
+    assert "shortfall: 2 hard examples: 7 more needed (target 25% of 34)" in stdout
+    assert "— 8 examples, each once; achieved easy 25.0% · medium 50.0% · hard 25.0%" in stdout
     code, stdout, _ = run_command(str(source), "--json", "--rebalance", str(out))
     plan = json.loads(stdout)["rebalance"]
     code, balanced, _ = run_command(str(out), "--json")
     assert json.loads(balanced)["difficulty"] == plan["achieved_mix"]
     assert json.loads(balanced)["lines"] == plan["lines_written"] == plan["output_size"]
+    assert json.loads(balanced)["duplicates"] == {"exact": 0, "near": 0} and code == 0
 
 
 @pytest.mark.django_db

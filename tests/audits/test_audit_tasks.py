@@ -84,7 +84,7 @@ def test_a_real_worker_audits_scrubs_and_rebalances(celery_worker, dataset_files
 
     mixed = upload(write_lines(tmp_path / "mix.jsonl", mixed_lines(easy=20, medium=12, hard=6)))
     finished_audit(mixed)
-    rebalanced = services.dataset_rebalance(dataset=mixed, mix="30,45,25", target_size=40)
+    rebalanced = services.dataset_rebalance(dataset=mixed, mix="30,45,25", target_size=20)  # 6 · 9 · 5: all at hand
     rebalance_audit = finished_audit(rebalanced)
     rebalanced.refresh_from_db()
     assert rebalanced.achieved_mix == rebalance_audit.report["difficulty"] == {"easy": 0.3, "medium": 0.45, "hard": 0.25}

@@ -58,6 +58,8 @@ def test_plain_and_tool_calling_examples_are_valid() -> None:
         ({"messages": [{"role": "user", "content": ["a"]}, ANSWER]}, "messages[0].content must be a string, got an array"),
         ({"messages": [{"role": "user"}, ANSWER]}, 'messages[0] (user) has no "content"; it must be a string'),
         ({"messages": [USER, {"role": "assistant", "content": " "}]}, "messages[1] (assistant) needs non-empty content or tool_calls"),
+        ({"messages": [{"role": "user", "content": ""}, ANSWER]}, "messages[0] (user) needs non-empty content"),
+        ({"messages": [USER, ANSWER, {"role": "user", "content": " \n\t"}, ANSWER]}, "messages[2] (user) needs non-empty content"),
         ({"messages": [{**USER, "tool_calls": CALL["tool_calls"]}, ANSWER]}, "messages[0].tool_calls is only allowed on assistant messages (role is 'user')"),
         ({"messages": [USER, {**CALL, "tool_calls": [{**CALL["tool_calls"][0], "id": "call_123"}]}, TOOL_REPLY, ANSWER]}, "messages[1].tool_calls[0].id is a 8-character string; it must be 9 characters of a-z, A-Z, 0-9"),
         ({"messages": [USER, CALL, {**TOOL_REPLY, "tool_call_id": "Zz9Zz9Zz9"}, ANSWER]}, "messages[2].tool_call_id does not answer a tool call of the assistant message before it"),
@@ -86,7 +88,10 @@ def test_a_line_that_is_not_json() -> None:
 
 def test_a_truncated_last_line_says_so() -> None:
     checked = check_line(raw(b'{"messages": [{"role": "user", "cont', ended_with_newline=False))
-    assert "the file ends without a newline here, so the last line looks truncated" in checked.errors[0]
+    assert checked.errors[0] == (
+        "invalid JSON: Unterminated string starting at column 32; "
+        "the file ends without a newline here, so the last line looks truncated"
+    )
 
 
 def test_non_utf8_bytes_are_reported_with_their_position_and_still_parsed() -> None:

@@ -17,6 +17,7 @@ from django.db import connection
 from faker import Faker
 
 from audits import services
+from audits.difficulty import LEVELS
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetOrigin, DatasetStatus
 from audits.pii import PII_TYPES
 from audits.report import audit_file
@@ -310,25 +311,28 @@ def test_rebalance_writes_the_reported_mix_and_the_shortfall(tmp_path, media_roo
     source = write_lines(tmp_path / "mix.jsonl", lines)
     assert audit_file(source).difficulty_counts == {"easy": 21, "medium": 12, "hard": 6}  # the levels the test relies on
     parent = upload(source)
-    pending = services.dataset_rebalance(dataset=parent, mix="30,45,25", seed=3, target_size=40)
+    pending = services.dataset_rebalance(dataset=parent, mix="30,45,25", seed=3, target_size=20)
     assert pending.original_name == "mix.rebalanced-30-45-25.jsonl"
-    assert pending.parameters == {"mix": {"easy": 0.3, "medium": 0.45, "hard": 0.25}, "seed": 3, "target_size": 40, "near_threshold": 0.8}
+    assert pending.parameters == {"mix": {"easy": 0.3, "medium": 0.45, "hard": 0.25}, "seed": 3, "target_size": 20, "near_threshold": 0.8}
     rebalanced = services.dataset_derive_execute(dataset_id=pending.pk)
     assert rebalanced.status == DatasetStatus.READY
-    # 40 wanted: 12 easy, 18 medium (12 available, ×2 at most → 18), 10 hard (6 available → 10).
-    assert rebalanced.result["levels"]["medium"]["taken"] == 18 and rebalanced.result["levels"]["hard"]["taken"] == 10
+    # 20 wanted: 6 easy, 9 medium, 5 hard — every level has them.
+    assert {level: rebalanced.result["levels"][level]["taken"] for level in LEVELS} == {"easy": 6, "medium": 9, "hard": 5}
     assert rebalanced.result["dropped_duplicates"] == 1 and rebalanced.result["dropped_invalid"] == 1
     assert rebalanced.achieved_mix == {"easy": 0.3, "medium": 0.45, "hard": 0.25}
     assert rebalanced.shortfall == ""
-    assert rebalanced.line_count == 40
+    assert rebalanced.line_count == 20
     run = run_queued_audit(rebalanced)
     assert run.report["difficulty"] == rebalanced.achieved_mix  # the copy's own audit agrees
-    assert (run.format_error_total, run.lines) == (0, 40)
+    assert (run.format_error_total, run.lines, run.has_findings) == (0, 20, False)
 
+    # 80 % hard with 6 hard examples: the copy shrinks to 7 (1 · 1 · 5) rather than repeat or skew.
     short = services.dataset_derive_execute(dataset_id=services.dataset_rebalance(dataset=parent, mix="10,10,80").pk)
-    assert short.achieved_mix["hard"] < 0.8
-    assert short.shortfall.startswith("6 hard examples: ") and "more needed" in short.shortfall
-    assert run_queued_audit(short).report["difficulty"] == short.achieved_mix
+    assert short.line_count == 7 and short.result["levels"]["hard"]["taken"] == 5
+    assert short.shortfall.splitlines()[0] == "6 hard examples: 24 more needed (target 80% of 38)"
+    assert short.shortfall.splitlines()[1].startswith("achievable: 7 examples at easy 14.3% · medium 14.3% · hard 71.4%")
+    short_run = run_queued_audit(short)
+    assert short_run.report["difficulty"] == short.achieved_mix and not short_run.has_findings
 
 
 def test_rebalance_refuses_a_bad_mix_with_the_usage(tmp_path):

@@ -72,7 +72,11 @@ def test_line_numbers_for_pii_duplicates_and_difficulty(tmp_path: Path) -> None:
     assert report.duplicates.exact_groups == [[first_copy, first_copy + 1, first_copy + 2]]
     assert report.level_of_line(1) == "easy"
     assert report.level_of_line(report.lines) == "hard"
-    assert report.level_of_line(report.lines - 1) == "easy"  # the broken line is still an example
+    assert report.level_of_line(report.lines - 1) is None  # the broken line is no example to train on
+    # The mix is of the valid lines only: the broken one is neither counted nor shown as an example.
+    assert report.examples == sum(report.difficulty_counts.values()) == report.valid
+    shown = [example["line"] for examples in report.to_contract_dict()["difficulty_examples"].values() for example in examples]
+    assert report.lines - 1 not in shown
     assert first_copy + 1 not in report.examples_by_level()  # duplicates are not usable for rebalancing
     explained = report.to_contract_dict()["difficulty_examples"]["hard"][0]
     assert explained["line"] == report.lines and explained["explanation"].startswith("hard (")
@@ -216,3 +220,12 @@ def test_duplicate_groups_are_stored_capped_with_their_size(tmp_path: Path) -> N
     lines = [chat_line("How are you today?", "Fine, thanks.")] * 50
     groups = audit_file(write_lines(tmp_path / "same.jsonl", lines)).to_contract_dict()["duplicate_groups"]
     assert groups["exact"] == [{"lines": list(range(1, report_module.MAX_LINES_PER_GROUP + 1)), "total": 50}]
+
+
+def test_pii_samples_are_of_distinct_values(tmp_path: Path) -> None:
+    repeated = " ".join(["write to hans@example.com"] * 5)
+    path = write_lines(tmp_path / "d.jsonl", [chat_line(repeated), chat_line("or to grete@example.org")])
+    report = audit_file(path)
+    assert report.pii_counts["email"] == 6
+    samples = report.to_contract_dict()["pii_samples"]["email"]
+    assert samples == [{"line": 1, "masked": "h***@e***.com"}, {"line": 2, "masked": "g***@e***.org"}]

@@ -73,7 +73,8 @@ def test_an_invalid_file_prints_each_line_and_exits_1(ft_world) -> None:
     finally:
         path.unlink()
     assert refused.value.returncode == 1
-    assert "1 of 3 lines are not valid" in str(refused.value)
+    assert "1 of 3 lines is not a valid fine-tuning sample" in str(refused.value)
+    assert str(refused.value).endswith("Fix them and upload again (manage.py audit_dataset FILE lists every problem, with PII and duplicates)")
     assert not TrainingFile.objects.exists()
 
 

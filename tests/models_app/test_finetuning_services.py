@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
+from audits import services as audit_services
 from costs.models import BudgetOverride, CostEntry, CostHold
 from costs.services import budget_upsert, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -32,6 +34,7 @@ from models_app.finetuning.services import (
     finetuning_job_submit,
     finetuning_job_sync,
     finetuning_provider_jobs,
+    training_file_from_dataset,
     training_file_upload,
 )
 from models_app.finetuning.tasks import sync_fine_tuning_job
@@ -92,8 +95,26 @@ def test_an_invalid_file_is_refused_with_line_numbers_before_the_provider_sees_i
     assert refused.value.invalid_lines == 2
     assert "broken.jsonl: 2 of 7 lines" in refused.value.message
     assert "line 4:" in refused.value.message and "line 5: invalid JSON" in refused.value.message
+    assert refused.value.message.endswith(". Fix them and upload again")  # where to read them is the surface's to say
     assert ft_world.requests("/v1/files") == []
     assert not TrainingFile.objects.exists()
+
+
+def test_an_invalid_audited_dataset_points_to_its_audit_not_to_a_command(ft_world) -> None:
+    root = UserFactory(username="root", is_superuser=True)
+    content = chat_lines(2) + b'{"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "Hi."}]}\n'
+    dataset = audit_services.dataset_upload(
+        content=SimpleUploadedFile("blank.jsonl", content), original_name="blank.jsonl", agent=ft_world.agent, actor=root,
+    )
+    audit_services.audit_run_execute(run_id=dataset.latest_audit_id)
+    dataset.refresh_from_db()
+    with pytest.raises(TrainingFileInvalid) as refused:
+        training_file_from_dataset(dataset=dataset, actor=root)
+    assert refused.value.message == (
+        "blank.jsonl: 1 of 3 lines is not a valid fine-tuning sample — line 3: messages[0] (user) needs non-empty "
+        f"content. The audit of dataset #{dataset.pk} lists every problem; fix them and upload the file as a new dataset"
+    )
+    assert "manage.py" not in refused.value.message
 
 
 def test_an_empty_file_is_refused(ft_world) -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from safety import labels, selection
 from safety.data import generate
 from safety.importing import parse_prompts
+from safety.report import render_markdown
 
 # --- labels -----------------------------------------------------------------------------------------------
 
@@ -141,3 +142,23 @@ def test_the_builtin_files_are_the_generators_output_with_300_borderline_prompts
     assert {row["source"] for row in borderline + adversarial} == {"genesis-synthetic"}
     # Templates x vocabulary, yet no two prompts are near duplicates (within or across the sets).
     assert not selection.redundant_indexes([row["prompt"] for row in borderline + adversarial])
+
+
+def test_the_report_reads_counts_as_words_not_python_dicts() -> None:
+    distribution = {"min": 1, "p50": 2, "p95": 3, "max": 4}
+    report = {
+        "counts": {"labels": {"ok": 2}, "by_kind": {}, "by_source": {}, "by_category": {}},
+        "agreement": {"agree": 2, "judged": 2, "rate": 1.0, "disagreements": 0},
+        "json_validity": {"valid": 2, "invalid": 0, "rate": 1.0, "calls": 2, "retried_items": 0},
+        "cost": {"estimated_usd": "0.01", "actual_usd": "0.01", "calls": 4},
+        "stage1_finetune_estimate": {"epochs": 3, "training_tokens": 10, "base_model": "m", "usd": None},
+        "selection": {"pii_replaced_in_prompts": {"ssn": 1, "email": 25}},
+        "pii_placeholders_in_answers": {},
+        "lengths": {"prompt": distribution},
+        "dropped": {"judge_json_invalid": 2},
+        "revisions": {"asked": 0, "accepted": 0},
+    }
+    text = render_markdown(build_id=1, status="succeeded", shortfall="", report=report)
+    assert "- PII replaced in prompts: email 25, ssn 1; in answers: none" in text
+    assert "- dropped from the files: judge json invalid 2" in text
+    assert "{" not in text

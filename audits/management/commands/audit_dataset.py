@@ -6,8 +6,8 @@ worker needed. `--json` prints one object (the contract's keys `lines`, `valid`,
 otherwise a summary for people. Neither ever shows a raw PII value: counts, line numbers and
 masked samples only.
 
-`--scrub OUT` also writes a copy with PII replaced, `--rebalance OUT` a copy moved toward an
-easy/medium/hard mix. `--record` keeps the file and its audit in the database (admin → Datasets).
+`--scrub OUT` also writes a copy with PII replaced, `--rebalance OUT` a copy down-sampled to an
+easy/medium/hard mix (each example at most once: the copy's own audit finds no duplicates). `--record` keeps the file and its audit in the database (admin → Datasets).
 
 Exit 0: clean. 1: findings (format errors, PII or duplicates). 2: usage error or unreadable file
 (missing, a directory, a bad --mix, an output that would overwrite the input).
@@ -30,6 +30,7 @@ from audits.difficulty import LEVELS
 from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
 from audits.services import dataset_record_audit
+from audits.wording import counted
 from genesis.errors import DomainError
 from models_app.registry.models import Agent
 
@@ -59,7 +60,7 @@ class Command(BaseCommand):
         parser.add_argument("--rebalance", metavar="OUT", help="write a copy moved toward the --mix to OUT")
         parser.add_argument("--mix", metavar="E,M,H", help="easy,medium,hard percentages for --rebalance (default 30,45,25)")
         parser.add_argument("--seed", type=int, default=0, help="sampling seed for --rebalance (default 0)")
-        parser.add_argument("--target-size", type=int, metavar="N", help="examples --rebalance writes (default: usable examples)")
+        parser.add_argument("--target-size", type=int, metavar="N", help="at most this many examples in the --rebalance copy (default: all usable examples)")
         parser.add_argument(
             "--near-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="J",
             help=f"similarity at which two examples are near duplicates (default {DEFAULT_THRESHOLD})",
@@ -236,7 +237,7 @@ def summary_text(report: AuditReport, result: dict[str, Any]) -> str:
     difficulty = report.difficulty
     out.append(
         "Difficulty: " + " · ".join(f"{level} {difficulty[level]:.1%} ({_count(report.difficulty_counts[level])})" for level in LEVELS)
-        + f" of {_count(report.examples)} examples"
+        + f" of {counted(report.examples, 'valid example')}"
     )
 
     out.extend(_derived_lines(result))
@@ -290,8 +291,9 @@ def _derived_lines(result: dict[str, Any]) -> list[str]:
         plan = result["rebalance"]
         achieved = " · ".join(f"{level} {plan['achieved_mix'][level]:.1%}" for level in LEVELS)
         target = " · ".join(f"{level} {plan['target_mix'][level]:.0%}" for level in LEVELS)
-        out += ["", f"Rebalanced copy: {plan['destination']} — {plan['lines_written']:,} examples; achieved {achieved} (target {target})",
-                f"  dropped {plan['dropped_duplicates']:,} duplicates and {plan['dropped_invalid']:,} invalid lines"]
+        out += ["", f"Rebalanced copy: {plan['destination']} — {counted(plan['lines_written'], 'example')}, each once; "
+                    f"achieved {achieved} (target {target})",
+                f"  dropped {counted(plan['dropped_duplicates'], 'duplicate')} and {counted(plan['dropped_invalid'], 'invalid line')}"]
         out.extend(f"  shortfall: {message}" for message in plan["shortfalls"])
     if "recorded" in result:
         recorded = result["recorded"]

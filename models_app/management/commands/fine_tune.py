@@ -147,7 +147,8 @@ class Command(BaseCommand):
         except services.TrainingFileInvalid as exc:
             for line, detail in exc.problems:
                 self.stderr.write(detail if line else f"file: {detail}")
-            raise CommandError(exc.message, returncode=REFUSED) from None
+            advice = "Fix them and upload again (manage.py audit_dataset FILE lists every problem, with PII and duplicates)"
+            raise CommandError(exc.advised(advice).message, returncode=REFUSED) from None
         except InvalidInput as exc:
             # What the API answers with 422: the arguments given cannot be used (CONTRACT: 2 = usage error).
             raise CommandError(exc.message, returncode=USAGE) from None
