@@ -30,15 +30,13 @@ from models_app.finetuning import rules
 from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
 from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
 from models_app.finetuning.services import (
-    TrainingFileInvalid,
     finetuning_job_cancel,
     finetuning_job_create,
     finetuning_job_start,
     finetuning_job_submit,
     finetuning_job_sync,
-    training_file_from_dataset,
-    training_file_upload,
 )
+from models_app.finetuning.training_files import TrainingFileInvalid, training_file_from_dataset, training_file_upload
 from models_app.registry.models import Agent, ProviderAccount
 
 STATUS_COLOURS = {
@@ -414,8 +412,10 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
         return admin_page(self, request, "admin/models_app/finetuningjob/adopt.html", context)
 
     def _report(self, request: HttpRequest, job: FineTuningJob, *, done: str) -> None:
-        if job.last_error:
-            answer = f" — the provider said: {job.provider_answer}" if job.provider_answer else ""
+        answer = f" — the provider said: {job.provider_answer}" if job.provider_answer else ""
+        if job.status == rules.REFUSED:
+            messages.error(request, f"{done}: job #{job.pk} is refused; {job.last_error or 'the provider refused it'}{answer}")
+        elif job.last_error:
             messages.warning(request, f"{done}: job #{job.pk} is {job.status}; {job.last_error}{answer}")
         else:
             messages.success(request, f"{done}: job #{job.pk} is {job.get_status_display()}")
@@ -467,5 +467,11 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
         messages.error(request, error.message)
 
     def add_done(self, request: HttpRequest, job: FineTuningJob) -> HttpResponse:
-        self._report(request, job, done="Created")
+        if job.status == rules.REFUSED:
+            done = "Not created — the provider refused it"
+        elif job.status == rules.NOT_CREATED:
+            done = "Saved, not yet created at the provider"
+        else:
+            done = "Created"
+        self._report(request, job, done=done)
         return HttpResponseRedirect(reverse("admin:models_app_finetuningjob_change", args=[job.pk]))

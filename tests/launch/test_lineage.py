@@ -16,7 +16,7 @@ from experiments.services import experiment_start, stage_approve
 from genesis.errors import Conflict
 from launch.selectors import model_lineage
 from models_app.finetuning.models import TrainingFile
-from models_app.finetuning.services import training_file_from_dataset, training_file_upload
+from models_app.finetuning.training_files import training_file_from_dataset, training_file_upload
 from tests.experiments.factories import draft_experiment, feed, person
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, ft_simulator, ft_world  # noqa: F401

@@ -13,11 +13,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from models_app.finetuning.models import FineTuningJob, TrainingFile
-from models_app.finetuning.services import finetuning_job_create, training_file_upload
+from models_app.finetuning.services import finetuning_job_create
+from models_app.finetuning.training_files import training_file_upload
 from models_app.registry.services import provider_account_upsert
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
-from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, wait_until
+from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, restart_simulator, wait_until
 
 
 @pytest.fixture
@@ -98,6 +99,22 @@ def test_the_providers_refusal_is_shown_on_the_job(ft_world, admin_client_for) -
     assert "Refused by the provider" in page
     assert "HTTP 404" in page and "No route POST /gone/v1/fine_tuning/jobs" in page
     assert 'data-job-action="submit"' in page
+
+
+def test_a_job_the_provider_refuses_at_creation_is_shown_as_a_refusal_not_created(ft_world, admin_client_for) -> None:
+    client = admin_client_for(username="root", is_superuser=True)
+    with DEMO_TRAINING_FILE.open("rb") as stream:
+        training_file = training_file_upload(agent=ft_world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)
+    restart_simulator(ft_world.simulator)  # the provider forgets the file
+    response = client.post(reverse("admin:models_app_finetuningjob_add"),
+                           {"agent": "support_agent", "training_file": training_file.pk}, follow=True)
+    job = FineTuningJob.objects.get()
+    assert job.status == "REFUSED"
+    shown = [(message.level_tag, message.message) for message in response.context["messages"]]
+    assert len(shown) == 1 and shown[0][0] == "error"
+    assert shown[0][1].startswith(f"Not created — the provider refused it: job #{job.pk} is refused;")
+    assert "File not found" in shown[0][1] and "upload the file again" in shown[0][1]
+    assert "Created:" not in response.content.decode()
 
 
 def test_buttons_need_the_change_permission(ft_world, admin_client_for) -> None:

@@ -25,23 +25,28 @@ from models_app.finetuning.models import FineTuningJob, TrainingFile
 from models_app.finetuning.provider_calls import ProviderUnavailable
 from models_app.finetuning.selectors import jobs_to_sync
 from models_app.finetuning.services import (
-    TrainingFileInvalid,
     finetuning_job_cancel,
     finetuning_job_create,
     finetuning_job_start,
     finetuning_job_submit,
     finetuning_job_sync,
     finetuning_provider_jobs,
-    training_file_upload,
 )
 from models_app.finetuning.tasks import sync_fine_tuning_job
+from models_app.finetuning.training_files import TrainingFileInvalid, training_file_upload
 from models_app.providers.retry import RetryPolicy
 from models_app.registry.gateway import provider_for
 from models_app.registry.models import ModelVersion
 from models_app.registry.services import provider_account_upsert
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
-from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, DEMO_VALIDATION_FILE, chat_lines, wait_until
+from tests.models_app.finetuning_fixtures import (
+    DEMO_TRAINING_FILE,
+    DEMO_VALIDATION_FILE,
+    chat_lines,
+    restart_simulator,
+    wait_until,
+)
 
 FAST_RETRY = RetryPolicy(max_attempts=2, base_delay_seconds=0.01, max_delay_seconds=0.05)
 
@@ -417,6 +422,75 @@ def test_a_provider_refusing_to_answer_for_a_job_marks_it_and_keeps_it(ft_world,
     assert job.provider_job_id  # not lost: the id is there to follow it up elsewhere
     assert job not in jobs_to_sync()  # and not polled every minute for nothing
     assert "refused" in job.history.first().history_change_reason
+
+
+# --- a provider that forgets its files and jobs, or hands their ids out again -----------------------
+
+
+def test_a_file_id_the_provider_hands_out_again_is_not_taken_for_the_earlier_file(ft_world) -> None:
+    earlier = upload_demo(ft_world)
+    restart_simulator(ft_world.simulator, reuse_ids=True)
+    with pytest.raises(Conflict) as refused:
+        training_file_upload(agent=ft_world.agent, content=io.BytesIO(chat_lines(5)), filename="other.jsonl")
+    message = refused.value.message
+    assert f"gave it the file id {earlier.provider_file_id}" in message
+    assert "other.jsonl (support_agent, training)" in message
+    assert f"training file #{earlier.pk} ({DEMO_TRAINING_FILE.name}, support_agent, training" in message
+    assert list(TrainingFile.objects.all()) == [earlier]
+
+
+def test_an_earlier_upload_the_provider_lost_is_uploaded_again(ft_world) -> None:
+    earlier = upload_demo(ft_world)
+    restart_simulator(ft_world.simulator)
+    again = upload_demo(ft_world)
+    assert again.pk != earlier.pk and again.provider_file_id != earlier.provider_file_id
+    assert again.sha256 == earlier.sha256
+    assert ft_world.simulator.state.get_file(again.provider_file_id).num_lines == 50
+    job = finetuning_job_create(agent=ft_world.agent, training_file=again)
+    assert job.status == "QUEUED"
+
+
+def test_a_job_on_a_file_the_provider_lost_is_refused_saying_to_upload_it_again(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    restart_simulator(ft_world.simulator)
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    assert job.status == "REFUSED" and "File not found" in job.provider_answer
+    assert f"no longer has {DEMO_TRAINING_FILE.name} (training file #{training_file.pk}" in job.last_error
+    assert "upload the file again" in job.last_error
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
+
+
+def test_a_job_id_the_provider_hands_out_again_is_refused_and_holds_nothing(ft_world) -> None:
+    first = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    restart_simulator(ft_world.simulator, reuse_ids=True)
+    second = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    assert second.status == "REFUSED" and second.provider_job_id == ""
+    assert f"answered with job id {first.provider_job_id}, which job #{first.pk} (QUEUED) already tracks" in second.last_error
+    assert CostHold.objects.get(source_id=str(second.pk)).released_at is not None
+    assert ft_world.job(first).provider_job_id == first.provider_job_id
+
+
+def test_a_job_whose_id_the_provider_gave_another_job_is_refused_on_sync(ft_world) -> None:
+    job = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world), auto_start=True)
+    restart_simulator(ft_world.simulator, reuse_ids=True)
+    state = ft_world.simulator.state
+    state.upload_file(filename="first.jsonl", purpose="fine-tune", content=chat_lines(3, prefix="a"))
+    other = state.upload_file(filename="other.jsonl", purpose="fine-tune", content=chat_lines(4, prefix="b"))
+    impostor = state.create_job({"model": "open-mistral-7b", "training_files": [{"file_id": other.id}]})
+    assert impostor.id == job.provider_job_id  # the provider re-used the id
+    job = finetuning_job_sync(job=job)
+    assert job.status == "REFUSED" and job.fine_tuned_model == "" and job.model_version is None
+    assert f"now trains on {other.id}" in job.last_error and "re-used the job id" in job.last_error
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
+
+
+def test_a_job_the_provider_forgot_is_refused_on_sync_and_releases_its_hold(ft_world) -> None:
+    job = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is None
+    restart_simulator(ft_world.simulator)
+    job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
+    assert job.status == "REFUSED" and "Job not found" in job.provider_answer
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
 
 
 def test_an_openai_compatible_account_cannot_fine_tune(ft_world) -> None:

@@ -23,7 +23,7 @@ from django.db.models import Model, QuerySet
 
 from genesis.errors import DomainError, InvalidInput
 from genesis.permissions import Actor
-from models_app.finetuning import rules, services
+from models_app.finetuning import rules, services, training_files
 from models_app.finetuning.adoption import finetuning_job_adopt
 from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
 from models_app.finetuning.selectors import jobs_for_agents, jobs_to_sync
@@ -134,7 +134,7 @@ class Command(BaseCommand):
         handler = getattr(self, f"_{options['action']}")
         try:
             handler(options, actor)
-        except services.TrainingFileInvalid as exc:
+        except training_files.TrainingFileInvalid as exc:
             for line, detail in exc.problems:
                 self.stderr.write(detail if line else f"file: {detail}")
             raise CommandError(exc.message, returncode=REFUSED) from None
@@ -320,5 +320,5 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"{raw_path}: cannot read it ({exc.strerror})", returncode=USAGE) from None
         with stream:
-            return services.training_file_upload(agent=agent, content=stream, filename=path.name, purpose=purpose,
+            return training_files.training_file_upload(agent=agent, content=stream, filename=path.name, purpose=purpose,
                                         provider=provider, actor=actor)
