@@ -54,7 +54,7 @@ from models_app.finetuning.provider_calls import (
     domain_error,
     fine_tuning_provider,
 )
-from models_app.finetuning.training_files import provider_lost_file
+from models_app.finetuning.training_files import provider_lost_file, training_data_gate, training_file_audit
 from models_app.providers.base import FineTuningJobSnapshot
 from models_app.providers.errors import ProviderError, ProviderRefused, TransientProviderError
 from models_app.providers.mistral import MistralProvider
@@ -100,6 +100,20 @@ def estimate_job_cost(*, base_model: str, training_file: TrainingFile, hyperpara
         ) from None
 
 
+def _check_files(*, agent: Agent, training_file: TrainingFile, validation_file: TrainingFile | None) -> None:
+    if training_file.agent_id != agent.pk:
+        raise InvalidInput(f"training_file: {training_file.filename} was uploaded for agent '{training_file.agent.slug}', not '{agent.slug}'")
+    if training_file.purpose != TrainingFilePurpose.TRAINING:
+        raise InvalidInput(f"training_file: {training_file.filename} was uploaded for validation, not training")
+    if validation_file is not None:
+        if validation_file.purpose != TrainingFilePurpose.VALIDATION:
+            raise InvalidInput(f"validation_file: {validation_file.filename} was uploaded for training, not validation")
+        if validation_file.agent_id != agent.pk or validation_file.provider_id != training_file.provider_id:
+            raise InvalidInput("validation_file: it must belong to the same agent and provider as the training file")
+        if validation_file.sha256 == training_file.sha256:
+            raise InvalidInput("validation_file: it is the same file as the training file; hold some samples out")
+
+
 @transaction.atomic
 def _job_insert(
     *,
@@ -112,19 +126,10 @@ def _job_insert(
     auto_start: bool,
     actor: Actor,
     override_reason: str | None,
+    audit_override_reason: str | None,
 ) -> FineTuningJob:
     require_permission(actor=actor, permission="models_app.add_finetuningjob", action="create fine-tuning jobs")
-    if training_file.agent_id != agent.pk:
-        raise InvalidInput(f"training_file: {training_file.filename} was uploaded for agent '{training_file.agent.slug}', not '{agent.slug}'")
-    if training_file.purpose != TrainingFilePurpose.TRAINING:
-        raise InvalidInput(f"training_file: {training_file.filename} was uploaded for validation, not training")
-    if validation_file is not None:
-        if validation_file.purpose != TrainingFilePurpose.VALIDATION:
-            raise InvalidInput(f"validation_file: {validation_file.filename} was uploaded for training, not validation")
-        if validation_file.agent_id != agent.pk or validation_file.provider_id != training_file.provider_id:
-            raise InvalidInput("validation_file: it must belong to the same agent and provider as the training file")
-        if validation_file.sha256 == training_file.sha256:
-            raise InvalidInput("validation_file: it is the same file as the training file; hold some samples out")
+    _check_files(agent=agent, training_file=training_file, validation_file=validation_file)
     hyperparameters = dict(hyperparameters or {})
     problems = rules.hyperparameter_problems(hyperparameters)
     if problems:
@@ -137,6 +142,7 @@ def _job_insert(
         if version is None:
             raise InvalidInput(f"base_model: agent '{agent.slug}' has no baseline to take it from; name one")
         base_model = version.base_model
+    audit_overridden = _check_training_data(training_file, validation_file, actor=actor, override_reason=audit_override_reason)
     _, estimate = estimate_job_cost(base_model=base_model, training_file=training_file, hyperparameters=hyperparameters)
     job = FineTuningJob(
         agent=agent,
@@ -149,6 +155,7 @@ def _job_insert(
         auto_start=auto_start,
         estimated_cost_usd=estimate,
         created_by=actor,
+        audit_override_reason=(audit_override_reason or "").strip() if audit_overridden else "",
     )
     # Saved first because the hold points at the row; its history row is written once, below, when
     # the check has said whether the budget was overridden. A refusal rolls the row back.
@@ -159,6 +166,20 @@ def _job_insert(
     _record_history(job, actor=actor, reason=f"created; estimated ${estimate}" + (" (budget overridden)" if check.overridden else ""))
     job.save()
     return job
+
+
+def _check_training_data(
+    *files: TrainingFile | None, actor: Actor, override_reason: str | None
+) -> bool:
+    """The audit gate (training_data_gate) on each file that has a finished audit; True when a
+    person's reason let blocking findings through. A file uploaded before audits were kept has none."""
+    overridden = False
+    for training_file in files:
+        audit = training_file_audit(training_file) if training_file is not None else None
+        if training_file is not None and audit is not None:
+            findings = training_data_gate(audit=audit, filename=training_file.filename, actor=actor, override_reason=override_reason)
+            overridden = overridden or bool(findings.blocking)
+    return overridden
 
 
 def finetuning_job_create(
@@ -173,9 +194,12 @@ def finetuning_job_create(
     actor: Actor = None,
     override_reason: str | None = None,
     submit: bool = True,
+    audit_override_reason: str | None = None,
 ) -> FineTuningJob:
     """Estimate the job's cost, check it against the agent's budgets (costs.budget_check: refused
-    with Conflict unless a person with costs.override_budget gives `override_reason`), save the row,
+    with Conflict unless a person with costs.override_budget gives `override_reason`) and the files'
+    audits against the training-data rule (refused on PII or format errors unless a person with
+    models_app.override_training_audit gives `audit_override_reason`, kept on the row), save the row,
     and — unless `submit=False` — create it at the provider.
 
     The row is committed before the provider is asked, so a job is never lost: the returned job is
@@ -185,7 +209,7 @@ def finetuning_job_create(
     job = _job_insert(
         agent=agent, training_file=training_file, validation_file=validation_file, base_model=base_model,
         hyperparameters=hyperparameters, suffix=suffix, auto_start=auto_start, actor=actor,
-        override_reason=override_reason,
+        override_reason=override_reason, audit_override_reason=audit_override_reason,
     )
     if submit:
         job = _submit(job_id=job.pk, actor=actor)

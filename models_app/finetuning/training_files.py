@@ -19,8 +19,10 @@ from django.db import transaction
 from django.db.models import Q
 
 from audits import formats
-from audits.models import AuditStatus, Dataset, DatasetStatus
-from genesis.errors import Conflict, InvalidInput
+from audits.models import AuditRun, AuditStatus, Dataset, DatasetStatus
+from audits.report import audit_file
+from audits.services import dataset_record_audit
+from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from genesis.permissions import Actor, require_permission
 from models_app.finetuning import rules
 from models_app.finetuning.models import TrainingFile, TrainingFilePurpose
@@ -37,8 +39,8 @@ from models_app.providers.mistral import MistralProvider
 from models_app.registry.models import Agent, ProviderAccount
 
 MAX_REPORTED_PROBLEMS = 20
-SPOOL_MEMORY_BYTES = 8 * 1024 * 1024  # larger uploads spill to a temporary file while they are checked
 COPY_CHUNK_BYTES = 1024 * 1024
+AUDIT_OVERRIDE_PERMISSION = "models_app.override_training_audit"
 
 
 class TrainingFileInvalid(InvalidInput):
@@ -103,25 +105,27 @@ def training_file_upload(
     provider: ProviderAccount | None = None,
     actor: Actor = None,
     dataset: Dataset | None = None,
+    audit_override_reason: str | None = None,
 ) -> TrainingFile:
-    """Check a chat JSONL file line by line, then upload it to the provider for `agent`.
+    """Check a chat JSONL file line by line and against its audit, then upload it to the provider for `agent`.
 
     The file is linked to `dataset` (an audits.Dataset with the same bytes), or else to the newest
     ready dataset of the agent (or of no agent) with the same sha256, so a model's lineage reaches
     the audit of the data it was trained on.
 
-    `content` is read in chunks into a spooled temporary file (memory up to 8 MiB, then disk), so the
-    check never holds the whole file; the upload itself hands the bytes to the SDK. A file with any
-    bad line is refused with every problem located (TrainingFileInvalid), before the provider sees
-    it. The same bytes uploaded again for the same agent, provider and purpose return the earlier
-    upload instead of a second copy."""
+    `content` is read in chunks into a temporary file, so the check never holds the whole file; the
+    upload itself hands the bytes to the SDK. A file with any bad line is refused with every problem
+    located (TrainingFileInvalid), before the provider sees it. Bytes no finished audit knows are
+    audited now (kept as a dataset); an audit with PII is refused (training_data_gate) unless a person
+    who may gives `audit_override_reason`. The same bytes uploaded again for the same agent, provider
+    and purpose return the earlier upload instead of a second copy."""
     require_permission(actor=actor, permission="models_app.add_trainingfile", action="upload training files")
     if purpose not in TrainingFilePurpose.values:
         raise InvalidInput(f"purpose: '{purpose}' is not one of {', '.join(TrainingFilePurpose.values)}")
     filename = (filename or "").strip() or "training.jsonl"
     account = provider or default_provider_account(agent=agent)
     client = fine_tuning_provider(account)
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as spool:
         while chunk := content.read(COPY_CHUNK_BYTES):
             spool.write(chunk)
         scanned = _scan_training_file(spool)
@@ -129,6 +133,9 @@ def training_file_upload(
         if dataset is not None and dataset.sha256 and dataset.sha256 != scanned.sha256:
             raise InvalidInput(f"dataset: #{dataset.pk} holds other bytes than {filename} (sha256 differs)")
         dataset = dataset or _dataset_with_bytes(agent=agent, sha256=scanned.sha256)
+        audit = _audited(spool, agent=agent, filename=filename, purpose=purpose, actor=actor, dataset=dataset)
+        dataset = audit.dataset
+        training_data_gate(audit=audit, filename=filename, actor=actor, override_reason=audit_override_reason)
         existing = _earlier_upload(agent=agent, account=account, sha256=scanned.sha256, purpose=purpose, dataset=dataset)
         if existing is not None and _still_at_provider(client, existing):
             return existing
@@ -240,7 +247,9 @@ def _dataset_with_bytes(*, agent: Agent, sha256: str) -> Dataset | None:
     )
 
 
-def training_file_from_dataset(*, dataset: Dataset, actor: Actor = None, provider: ProviderAccount | None = None) -> TrainingFile:
+def training_file_from_dataset(
+    *, dataset: Dataset, actor: Actor = None, provider: ProviderAccount | None = None, audit_override_reason: str | None = None
+) -> TrainingFile:
     """Upload an audited dataset (audits.Dataset, purpose training or validation) as a training file
     for its agent — the fine-tuning job form's "…or an audited dataset". Refused while its audit has
     not finished: people choose audited data so that they have read the audit."""
@@ -258,5 +267,57 @@ def training_file_from_dataset(*, dataset: Dataset, actor: Actor = None, provide
     with dataset.file.open("rb") as content:
         return training_file_upload(
             agent=agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,
-            provider=provider, actor=actor, dataset=dataset,
+            provider=provider, actor=actor, dataset=dataset, audit_override_reason=audit_override_reason,
         )
+
+
+# --- the training-data audit gate ---------------------------------------------------------------------
+
+
+def training_file_audit(training_file: TrainingFile) -> AuditRun | None:
+    """The finished audit of the bytes a training file holds (through its dataset), or None."""
+    dataset = training_file.dataset
+    audit = dataset.latest_audit if dataset is not None else None
+    return audit if audit is not None and audit.status == AuditStatus.SUCCEEDED else None
+
+
+def training_data_gate(
+    *, audit: AuditRun, filename: str, actor: Actor, override_reason: str | None
+) -> rules.TrainingDataFindings:
+    """Apply the rule (rules.training_data_findings) to a file's audit: blocking findings refuse
+    (Conflict, code audit_findings) with what to do, unless a person holding
+    models_app.override_training_audit gives a reason. Returns the findings (the warnings to show)."""
+    findings = rules.training_data_findings(audit.report or {})
+    if not findings.blocking:
+        return findings
+    found = " and ".join(findings.blocking)
+    if not (override_reason or "").strip():
+        raise Conflict(
+            f"{filename}: its audit (dataset #{audit.dataset_id}, audit #{audit.pk}) found {found}, so fine-tuning on it "
+            f"is refused. Train on a scrubbed copy (admin › Training-data audits › Datasets › #{audit.dataset_id} › "
+            f"\"Scrub (placeholders)\", or manage.py audit_dataset {filename} --scrub OUT) and fix any format errors; "
+            f"or give a reason to go ahead anyway (needs the permission '{AUDIT_OVERRIDE_PERMISSION}')",
+            code="audit_findings",
+        )
+    if actor is None:
+        raise PermissionDenied(
+            f"an override of the training-data audit needs a person: run it as a user with '{AUDIT_OVERRIDE_PERMISSION}'"
+        )
+    require_permission(actor=actor, permission=AUDIT_OVERRIDE_PERMISSION,
+                       action=f"fine-tune on {filename}, whose audit found {found} (an override)")
+    return findings
+
+
+def _audited(spool: IO[bytes], *, agent: Agent, filename: str, purpose: str, actor: Actor, dataset: Dataset | None) -> AuditRun:
+    """The finished audit of these bytes: `dataset`'s, or one made now and kept as a dataset (so the
+    job's page and the model's lineage show it) — the audit core is fast on a training file."""
+    audit = dataset.latest_audit if dataset is not None else None
+    if audit is not None and audit.status == AuditStatus.SUCCEEDED:
+        return audit
+    spool.flush()
+    report = audit_file(spool.name)
+    # Recorded by the system: the person uploads a training file, which may not let them add datasets.
+    audit = dataset_record_audit(path=spool.name, report=report, purpose=purpose, agent=agent, actor=None,
+                                 via=f"fine-tuning upload by {actor or 'the system'}", original_name=filename)
+    audit.dataset.latest_audit = audit  # written to the row by the service; the instance follows
+    return audit

@@ -17,6 +17,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
 
+from audits.models import Dataset
 from costs.models import BudgetOverride, CostEntry, CostHold
 from costs.services import budget_upsert, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -33,7 +34,7 @@ from models_app.finetuning.services import (
     finetuning_provider_jobs,
 )
 from models_app.finetuning.tasks import sync_fine_tuning_job
-from models_app.finetuning.training_files import TrainingFileInvalid, training_file_upload
+from models_app.finetuning.training_files import TrainingFileInvalid, training_file_from_dataset, training_file_upload
 from models_app.providers.retry import RetryPolicy
 from models_app.registry.gateway import provider_for
 from models_app.registry.models import ModelVersion
@@ -491,6 +492,70 @@ def test_a_job_the_provider_forgot_is_refused_on_sync_and_releases_its_hold(ft_w
     job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
     assert job.status == "REFUSED" and "Job not found" in job.provider_answer
     assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
+
+
+# --- the training-data audit gate ---------------------------------------------------------------
+
+
+PII_LINES = b"".join(
+    json.dumps({"messages": [{"role": "user", "content": f"Mail me at person{n}@example.com please ({n})"},
+                             {"role": "assistant", "content": f"Will do, case {n} noted."}]}).encode() + b"\n"
+    for n in range(6)
+)
+
+
+def test_a_file_whose_audit_found_pii_is_refused_before_it_reaches_the_provider(ft_world) -> None:
+    with pytest.raises(Conflict) as refused:
+        training_file_upload(agent=ft_world.agent, content=io.BytesIO(PII_LINES), filename="pii.jsonl")
+    assert refused.value.code == "audit_findings"
+    message = refused.value.message
+    assert "pii.jsonl: its audit (dataset #" in message and "found 6 PII occurrences (email 6)" in message
+    assert "Scrub (placeholders)" in message and "audit_dataset pii.jsonl --scrub OUT" in message
+    assert "models_app.override_training_audit" in message
+    assert ft_world.requests("/v1/files") == [] and not TrainingFile.objects.exists()
+    # The audit was kept, so the person can read it and scrub the dataset in the admin.
+    assert Dataset.objects.get().latest_audit.pii_total == 6
+
+
+def test_an_audited_dataset_with_pii_is_refused_and_its_scrubbed_copy_is_not(ft_world) -> None:
+    from audits.report import audit_file
+    from audits.scrub import scrub_file
+    from audits.services import dataset_record_audit
+
+    source, scrubbed = DEMO_TRAINING_FILE.parent / "pii_test.jsonl", DEMO_TRAINING_FILE.parent / "pii_test_scrubbed.jsonl"
+    try:
+        source.write_bytes(PII_LINES)
+        dataset = Dataset.objects.get(audit_runs=dataset_record_audit(path=source, report=audit_file(source), agent=ft_world.agent))
+        with pytest.raises(Conflict, match="found 6 PII occurrences"):
+            training_file_from_dataset(dataset=dataset)
+        scrub_file(source=source, destination=scrubbed, mode="placeholder")
+        clean = Dataset.objects.get(audit_runs=dataset_record_audit(path=scrubbed, report=audit_file(scrubbed), agent=ft_world.agent))
+        training_file = training_file_from_dataset(dataset=clean)
+    finally:
+        source.unlink(missing_ok=True)
+        scrubbed.unlink(missing_ok=True)
+    assert training_file.dataset == clean
+    assert finetuning_job_create(agent=ft_world.agent, training_file=training_file).status == "QUEUED"
+
+
+def test_an_audit_override_needs_the_permission_and_is_recorded_on_the_job(ft_world) -> None:
+    person = UserFactory(username="lead")
+    person.user_permissions.add(*Permission.objects.filter(codename__in=["add_trainingfile", "add_finetuningjob"]))
+    upload = dict(agent=ft_world.agent, filename="pii.jsonl", audit_override_reason="synthetic addresses")
+    with pytest.raises(PermissionDenied, match="models_app.override_training_audit"):
+        training_file_upload(content=io.BytesIO(PII_LINES), actor=person, **upload)
+    with pytest.raises(PermissionDenied, match="needs a person"):
+        training_file_upload(content=io.BytesIO(PII_LINES), actor=None, **upload)
+    person.user_permissions.add(Permission.objects.get(codename="override_training_audit"))
+    person = type(person).objects.get(pk=person.pk)  # permissions are cached per instance
+    training_file = training_file_upload(content=io.BytesIO(PII_LINES), actor=person, **upload)
+    with pytest.raises(Conflict, match="audit_dataset pii.jsonl --scrub"):
+        finetuning_job_create(agent=ft_world.agent, training_file=training_file, actor=person)
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file, actor=person,
+                                audit_override_reason="synthetic addresses")
+    assert job.status == "QUEUED" and job.audit_override_reason == "synthetic addresses"
+    clean = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world), audit_override_reason="not needed")
+    assert clean.audit_override_reason == ""  # nothing was overridden
 
 
 def test_an_openai_compatible_account_cannot_fine_tune(ft_world) -> None:

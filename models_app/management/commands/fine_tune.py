@@ -67,6 +67,12 @@ def job_summary(job: FineTuningJob) -> dict[str, Any]:
     }
 
 
+def add_audit_override(parser: CommandParser) -> None:
+    parser.add_argument("--audit-override-reason", metavar="TEXT",
+                        help="train on data whose audit found PII or format errors anyway (needs --as a user with "
+                             "models_app.override_training_audit); otherwise use its scrubbed copy (audit_dataset --scrub)")
+
+
 class Command(BaseCommand):
     help = "Upload training files and create, start, cancel, sync and list fine-tuning jobs (the admin's services)."
 
@@ -85,6 +91,7 @@ class Command(BaseCommand):
         upload.add_argument("--agent", required=True)
         upload.add_argument("--purpose", choices=TrainingFilePurpose.values, default=TrainingFilePurpose.TRAINING)
         upload.add_argument("--provider", help="provider account name (default: the one serving the agent's baseline)")
+        add_audit_override(upload)
 
         create = add("create", "estimate, check the budget, and create a job at the provider")
         create.add_argument("--agent", required=True)
@@ -103,6 +110,7 @@ class Command(BaseCommand):
         create.add_argument("--auto-start", action="store_true", help="the provider starts training once validated")
         create.add_argument("--override-reason", help="go over a hard budget (needs --as a user with costs.override_budget)")
         create.add_argument("--no-submit", action="store_true", help="save the job without creating it at the provider yet")
+        add_audit_override(create)
 
         for name, help_text in (("start", "start a validated job"), ("submit", "create a saved job at the provider"),
                                 ("cancel", "cancel a job")):
@@ -130,6 +138,7 @@ class Command(BaseCommand):
     # --- entry ------------------------------------------------------------------------------------
     def handle(self, *args: Any, **options: Any) -> None:
         self.as_json = options["json"]
+        self.audit_override_reason = options.get("audit_override_reason")
         actor = self._actor(options.get("username"))
         handler = getattr(self, f"_{options['action']}")
         try:
@@ -181,9 +190,15 @@ class Command(BaseCommand):
             agent=agent, training_file=training_file, validation_file=validation_file,
             base_model=options.get("base_model"), hyperparameters=hyperparameters, suffix=options["suffix"],
             auto_start=options["auto_start"], actor=actor, override_reason=options.get("override_reason"),
-            submit=not options["no_submit"],
+            submit=not options["no_submit"], audit_override_reason=self.audit_override_reason,
         )
         self._print(job)
+        for checked in filter(None, (training_file, validation_file)):
+            audit = training_files.training_file_audit(checked)
+            if audit is None:
+                continue
+            for warning in rules.training_data_findings(audit.report or {}).warnings:
+                self.stderr.write(f"warning: {checked.filename}: its audit (dataset #{audit.dataset_id}) found {warning}")
         if job.status == rules.REFUSED or (job.status == rules.NOT_CREATED and job.last_error):
             raise CommandError(f"job #{job.pk} was saved but not created at the provider: {job.last_error}", returncode=REFUSED)
 
@@ -321,4 +336,5 @@ class Command(BaseCommand):
             raise CommandError(f"{raw_path}: cannot read it ({exc.strerror})", returncode=USAGE) from None
         with stream:
             return training_files.training_file_upload(agent=agent, content=stream, filename=path.name, purpose=purpose,
-                                        provider=provider, actor=actor)
+                                                       provider=provider, actor=actor,
+                                                       audit_override_reason=self.audit_override_reason)
