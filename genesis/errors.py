@@ -16,6 +16,7 @@ ERROR_CODES: dict[str, str] = {
     "method_not_allowed": "405: the path exists but not with this method",
     "conflict": "409: refused by the current state (no live model, a transition not allowed, …)",
     "budget_exceeded": "409: the estimate does not fit a hard-limit budget",
+    "audit_findings": "409: the training data's audit found PII or format errors and no override reason was given",
     "payload_too_large": "413: the request body is larger than the API accepts (the detail says the limit)",
     "malformed_request": "400: the request could not be parsed (a broken multipart body, too many fields)",
     "invalid_field": "422: a field, parameter or body failed validation (the detail and `errors` name it)",

@@ -62,7 +62,8 @@ from models_app.benchmarks.runner import provider_limiter
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
 from models_app.finetuning.models import FineTuningJob
 from models_app.finetuning.rules import CHARS_PER_TOKEN
-from models_app.finetuning.services import finetuning_job_create, training_file_upload
+from models_app.finetuning.services import finetuning_job_create
+from models_app.finetuning.training_files import training_file_upload
 from models_app.providers import PermanentProviderError, call_with_retries
 from models_app.providers.base import ChatProvider, ChatResult
 from models_app.providers.retry import BATCH_CALL_RETRY

@@ -21,7 +21,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
-from audits.models import AuditStatus, Dataset, DatasetStatus
+from audits.models import AuditRun, AuditStatus, Dataset, DatasetStatus
 from costs.budgeting import format_usd
 from genesis.admin_base import RecordAdminMixin, ServiceAddFormMixin, admin_page
 from genesis.errors import DomainError, InvalidInput
@@ -30,12 +30,15 @@ from models_app.finetuning import rules
 from models_app.finetuning.adoption import finetuning_adoption_candidates, finetuning_job_adopt
 from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
 from models_app.finetuning.services import (
-    TrainingFileInvalid,
     finetuning_job_cancel,
     finetuning_job_create,
     finetuning_job_start,
     finetuning_job_submit,
     finetuning_job_sync,
+)
+from models_app.finetuning.training_files import (
+    TrainingFileInvalid,
+    training_file_audit,
     training_file_from_dataset,
     training_file_upload,
 )
@@ -79,6 +82,10 @@ def _show_problems(form: forms.Form, field: str, error: TrainingFileInvalid) -> 
         form.add_error(field, problem)
 
 
+def audit_findings(audit: AuditRun) -> rules.TrainingDataFindings:
+    return rules.training_data_findings(audit.report or {})
+
+
 def _html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A plain HTML table for a read-only field: a header row, then one row a sequence, every cell escaped."""
     header = format_html_join("", "<th>{}</th>", ((name,) for name in headers))
@@ -96,6 +103,11 @@ class TrainingFileUploadForm(forms.Form):
     provider = forms.ModelChoiceField(
         queryset=ProviderAccount.objects.filter(enabled=True), required=False,
         help_text="Empty: the provider serving the agent's baseline.",
+    )
+    audit_override_reason = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Audit override reason",
+        help_text="Only when the data's audit found PII or format errors: why it should be used anyway "
+                  "(needs models_app.override_training_audit). Otherwise train on its scrubbed copy.",
     )
 
 
@@ -118,6 +130,7 @@ class TrainingFileAdmin(RecordAdminMixin, ServiceAddFormMixin):
             return training_file_upload(
                 agent=form.cleaned_data["agent"], content=upload, filename=upload.name,
                 purpose=form.cleaned_data["purpose"], provider=form.cleaned_data["provider"], actor=request_actor(request),
+                audit_override_reason=form.cleaned_data["audit_override_reason"] or None,
             )
         except TrainingFileInvalid as exc:
             _show_problems(form, "file", exc)
@@ -186,6 +199,11 @@ class FineTuningJobCreateForm(forms.Form):
         required=False, widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Only when the estimate does not fit a hard budget: why it should go ahead (needs costs.override_budget).",
     )
+    audit_override_reason = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Audit override reason",
+        help_text="Only when the data's audit found PII or format errors: why it should be used anyway "
+                  "(needs models_app.override_training_audit). Otherwise train on its scrubbed copy.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -229,6 +247,7 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
     fieldsets = (
         ("Job", {"fields": ("agent", "provider", "provider_job_id", "base_model", "training_file", "validation_file",
                             "hyperparameters_display", "suffix", "auto_start")}),
+        ("Training data audit", {"fields": ("training_audit_display", "audit_override_reason")}),
         ("Status", {"fields": ("status_display", "provider_status", "provider_answer_display", "last_error",
                                "last_error_at", "submitted_at", "started_at", "finished_at", "last_synced_at",
                                "trained_tokens")}),
@@ -267,6 +286,20 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
             return "—"
         url = reverse("admin:models_app_modelversion_change", args=[version.pk])
         return format_html('<a href="{}">{} ({})</a>', url, version.model_id, version.get_status_display())
+
+    @admin.display(description="audit of the training file")
+    def training_audit_display(self, job: FineTuningJob) -> str:
+        audit = training_file_audit(job.training_file)
+        if audit is None:
+            return "no audit recorded for this file (uploaded before audits were kept)"
+        findings = audit_findings(audit)
+        url = reverse("admin:audits_dataset_change", args=[audit.dataset_id])
+        summary = "; ".join(
+            [f"{audit.lines} lines, {audit.pii_total} PII, {audit.format_error_total} format errors, "
+             f"{audit.duplicates_exact} exact / {audit.duplicates_near} near duplicates"]
+            + [f"blocking: {found}" for found in findings.blocking] + [f"warning: {found}" for found in findings.warnings]
+        )
+        return format_html('<a href="{}">dataset #{}, audit #{}</a> — {}', url, audit.dataset_id, audit.pk, summary)
 
     @admin.display(description="hyperparameters")
     def hyperparameters_display(self, job: FineTuningJob) -> str:
@@ -414,8 +447,10 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
         return admin_page(self, request, "admin/models_app/finetuningjob/adopt.html", context)
 
     def _report(self, request: HttpRequest, job: FineTuningJob, *, done: str) -> None:
-        if job.last_error:
-            answer = f" — the provider said: {job.provider_answer}" if job.provider_answer else ""
+        answer = f" — the provider said: {job.provider_answer}" if job.provider_answer else ""
+        if job.status == rules.REFUSED:
+            messages.error(request, f"{done}: job #{job.pk} is refused; {job.last_error or 'the provider refused it'}{answer}")
+        elif job.last_error:
             messages.warning(request, f"{done}: job #{job.pk} is {job.status}; {job.last_error}{answer}")
         else:
             messages.success(request, f"{done}: job #{job.pk} is {job.get_status_display()}")
@@ -442,7 +477,7 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
             agent=data["agent"], training_file=training_file, validation_file=validation_file,
             base_model=data["base_model"] or None, hyperparameters=cast(FineTuningJobCreateForm, form).hyperparameters(),
             suffix=data["suffix"], auto_start=data["auto_start"], actor=request_actor(request),
-            override_reason=data["override_reason"] or None,
+            override_reason=data["override_reason"] or None, audit_override_reason=data["audit_override_reason"] or None,
         )
 
     def _chosen_file(self, request: HttpRequest, form: forms.Form, purpose: TrainingFilePurpose) -> TrainingFile | None:
@@ -451,12 +486,14 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
         before, or none."""
         data = form.cleaned_data
         dataset, upload = data.get(f"{purpose.value}_dataset"), data.get(f"{purpose.value}_upload")
+        reason = data["audit_override_reason"] or None
         if dataset:
-            return training_file_from_dataset(dataset=dataset, actor=request_actor(request))
+            return training_file_from_dataset(dataset=dataset, actor=request_actor(request), audit_override_reason=reason)
         if upload:
             try:
                 return training_file_upload(
-                    agent=data["agent"], content=upload, filename=upload.name, purpose=purpose, actor=request_actor(request)
+                    agent=data["agent"], content=upload, filename=upload.name, purpose=purpose, actor=request_actor(request),
+                    audit_override_reason=reason,
                 )
             except TrainingFileInvalid as exc:
                 _show_problems(form, f"{purpose.value}_upload", exc)
@@ -467,5 +504,15 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
         messages.error(request, error.message)
 
     def add_done(self, request: HttpRequest, job: FineTuningJob) -> HttpResponse:
-        self._report(request, job, done="Created")
+        if job.status == rules.REFUSED:
+            done = "Not created — the provider refused it"
+        elif job.status == rules.NOT_CREATED:
+            done = "Saved, not yet created at the provider"
+        else:
+            done = "Created"
+        self._report(request, job, done=done)
+        for training_file in filter(None, (job.training_file, job.validation_file)):
+            audit = training_file_audit(training_file)
+            for warning in audit_findings(audit).warnings if audit is not None else ():
+                messages.warning(request, f"{training_file.filename}: its audit warns — {warning}")
         return HttpResponseRedirect(reverse("admin:models_app_finetuningjob_change", args=[job.pk]))

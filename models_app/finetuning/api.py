@@ -42,6 +42,7 @@ class FineTuningJobOut(Schema):
     last_error: str | None
     provider_answer: str | None
     provider_answer_status: int | None
+    audit_override_reason: str | None = None  # why it trains on data whose audit found PII or format errors
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -74,6 +75,7 @@ def _job_out(job: FineTuningJob) -> FineTuningJobOut:
         last_error=job.last_error or None,
         provider_answer=job.provider_answer or None,
         provider_answer_status=job.provider_answer_status,
+        audit_override_reason=job.audit_override_reason or None,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

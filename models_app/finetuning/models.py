@@ -132,6 +132,9 @@ class FineTuningJob(models.Model):
     provider_answer_status = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
     budget_override_reason = models.TextField(blank=True)
+    audit_override_reason = models.TextField(
+        blank=True, help_text="Why it trains on data whose audit found PII or format errors (given by a person who may)."
+    )
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -155,6 +158,7 @@ class FineTuningJob(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "fine-tuning job"
+        permissions = [("override_training_audit", "Can fine-tune on data whose audit found PII or format errors")]
         constraints = [
             models.UniqueConstraint(
                 fields=["provider", "provider_job_id"], condition=~Q(provider_job_id=""),

@@ -9,7 +9,10 @@ for a job the provider does not (or no longer) know: NOT_CREATED and REFUSED.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 # The provider's statuses, exactly as Mistral (and the simulator) spell them.
 QUEUED = "QUEUED"
@@ -133,3 +136,42 @@ def hyperparameter_problems(hyperparameters: dict[str, object]) -> list[str]:
     if isinstance(steps, float) and not steps.is_integer():
         problems.append(f"'training_steps' must be a whole number, got {steps!r}")
     return problems
+
+
+# One difficulty level holding more than this share of the examples: the model learns little of the others.
+DIFFICULTY_SKEW_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class TrainingDataFindings:
+    """What a training file's audit means for fine-tuning on it: `blocking` findings refuse the job
+    unless a person gives a reason; `warnings` are shown, never refuse."""
+
+    blocking: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def training_data_findings(report: Mapping[str, Any]) -> TrainingDataFindings:
+    """The rule, from an audit report (the `audit_dataset --json` object): PII would be sent to the
+    provider and learnt by the model, and a format error fails the job, so both block; duplicates and a
+    difficulty skew only weaken the model, so they warn."""
+    blocking = []
+    format_errors = int(report.get("format_errors_total", len(report.get("format_errors") or [])))
+    if format_errors:
+        blocking.append(f"{format_errors} format error{'s' if format_errors != 1 else ''}")
+    pii = {kind: int(count) for kind, count in (report.get("pii") or {}).items() if count}
+    if pii:
+        total = sum(pii.values())
+        by_type = ", ".join(f"{kind} {count}" for kind, count in sorted(pii.items()))
+        blocking.append(f"{total} PII occurrence{'s' if total != 1 else ''} ({by_type})")
+    warnings = []
+    duplicates = report.get("duplicates") or {}
+    exact, near = int(duplicates.get("exact") or 0), int(duplicates.get("near") or 0)
+    if exact or near:
+        warnings.append(f"{exact} exact and {near} near duplicate lines")
+    difficulty = {level: float(share) for level, share in (report.get("difficulty") or {}).items()}
+    if difficulty:
+        level, share = max(difficulty.items(), key=lambda item: item[1])
+        if share > DIFFICULTY_SKEW_SHARE:
+            warnings.append(f"difficulty skewed: {share:.0%} of the examples are {level}")
+    return TrainingDataFindings(blocking=tuple(blocking), warnings=tuple(warnings))

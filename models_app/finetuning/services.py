@@ -1,6 +1,7 @@
-"""Every write of fine-tuning: upload a training file, create / submit / start / cancel a job, adopt
-the provider job a lost creation answer left untracked, and sync a job with its provider — which, on
-SUCCESS, registers the fine-tuned model and puts the cost on the ledger exactly once.
+"""Every write of fine-tuning jobs: create / submit / start / cancel a job and sync it with its
+provider — which, on SUCCESS, registers the fine-tuned model and puts the cost on the ledger exactly
+once. Training files are uploaded by models_app/finetuning/training_files.py; adopting the provider
+job a lost creation answer left untracked is models_app/finetuning/adoption.py's.
 
 Transactions and provider calls: a provider call can take seconds (or a timeout), so most services
 call the provider first, outside any transaction, and then write the row under `select_for_update`
@@ -26,23 +27,17 @@ errors again: beat's next tick, a minute later, is the next attempt.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import IO, Any
+from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from audits import formats
-from audits.models import AuditStatus, Dataset, DatasetStatus
-from audits.wording import counted
 from costs.models import Operation
 from costs.pricing import to_ledger_amount
 from costs.selectors import fine_tuning_cost
@@ -56,11 +51,11 @@ from models_app.finetuning.provider_calls import (
     INTERACTIVE_RETRY,
     SYNC_RETRY,
     call_provider,
-    default_provider_account,
     domain_error,
     fine_tuning_provider,
 )
-from models_app.providers.base import FineTuningJobSnapshot, UploadedFile
+from models_app.finetuning.training_files import provider_lost_file, training_data_gate, training_file_audit
+from models_app.providers.base import FineTuningJobSnapshot
 from models_app.providers.errors import ProviderError, ProviderRefused, TransientProviderError
 from models_app.providers.mistral import MistralProvider
 from models_app.providers.retry import RetryPolicy
@@ -73,25 +68,7 @@ logger = logging.getLogger(__name__)
 # A job's estimate is held against the budgets until the job ends; a job lost without ending (its row
 # deleted by hand, its provider gone for good) stops holding after this, longer than any training.
 FINE_TUNING_HOLD_LASTS = timedelta(days=7)
-MAX_REPORTED_PROBLEMS = 20
-SPOOL_MEMORY_BYTES = 8 * 1024 * 1024  # larger uploads spill to a temporary file while they are checked
-COPY_CHUNK_BYTES = 1024 * 1024
 LEDGER_KEY_PREFIX = "finetune:"
-
-
-class TrainingFileInvalid(InvalidInput):
-    """The file breaks the fine-tuning format; `problems` names each bad line (1-based). The message
-    is `findings` plus `advice`: where every problem can be read depends on the surface, so a caller
-    that knows better (the dataset path, the command) re-words the advice, never the findings."""
-
-    def __init__(self, findings: str, *, advice: str, problems: list[tuple[int, str]], invalid_lines: int) -> None:
-        super().__init__(f"{findings}. {advice}")
-        self.findings = findings
-        self.problems = problems
-        self.invalid_lines = invalid_lines
-
-    def advised(self, advice: str) -> TrainingFileInvalid:
-        return TrainingFileInvalid(self.findings, advice=advice, problems=self.problems, invalid_lines=self.invalid_lines)
 
 
 def _record_history(instance: Any, *, actor: Actor, reason: str) -> None:
@@ -102,190 +79,6 @@ def _record_history(instance: Any, *, actor: Actor, reason: str) -> None:
 
 def ledger_key(job: FineTuningJob) -> str:
     return f"{LEDGER_KEY_PREFIX}{job.pk}"
-
-
-# --- training files -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _ScannedFile:
-    sha256: str
-    size_bytes: int
-    line_count: int
-    estimated_tokens: int
-    problems: list[tuple[int, str]]
-    invalid_lines: int
-
-
-def _scan_training_file(spool: IO[bytes]) -> _ScannedFile:
-    """Check every line against Mistral's format (audits/formats.py), reading one line at a time."""
-    spool.seek(0)
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := spool.read(COPY_CHUNK_BYTES):
-        digest.update(chunk)
-        size += len(chunk)
-    spool.seek(0)
-    problems: list[tuple[int, str]] = []
-    invalid_lines = samples = characters = 0
-    for raw in formats.iter_raw_lines(spool):
-        checked = formats.check_line(raw)
-        if checked.valid:
-            samples += 1
-            characters += len(checked.text.strip())
-            continue
-        invalid_lines += 1
-        for error in checked.format_errors():
-            if len(problems) < MAX_REPORTED_PROBLEMS:
-                problems.append((error.line, error.detail))
-    if samples == 0 and invalid_lines == 0:
-        problems.append((0, "the file is empty; it needs one chat sample per line"))
-        invalid_lines = 1
-    return _ScannedFile(
-        sha256=digest.hexdigest(),
-        size_bytes=size,
-        line_count=samples + invalid_lines,
-        estimated_tokens=rules.estimate_file_tokens(characters=characters, samples=samples),
-        problems=problems,
-        invalid_lines=invalid_lines,
-    )
-
-
-def training_file_upload(
-    *,
-    agent: Agent,
-    content: IO[bytes],
-    filename: str,
-    purpose: str = TrainingFilePurpose.TRAINING,
-    provider: ProviderAccount | None = None,
-    actor: Actor = None,
-    dataset: Dataset | None = None,
-) -> TrainingFile:
-    """Check a chat JSONL file line by line, then upload it to the provider for `agent`.
-
-    The file is linked to `dataset` (an audits.Dataset with the same bytes), or else to the newest
-    ready dataset of the agent (or of no agent) with the same sha256, so a model's lineage reaches
-    the audit of the data it was trained on.
-
-    `content` is read in chunks into a spooled temporary file (memory up to 8 MiB, then disk), so the
-    check never holds the whole file; the upload itself hands the bytes to the SDK. A file with any
-    bad line is refused with every problem located (TrainingFileInvalid), before the provider sees
-    it. The same bytes uploaded again for the same agent, provider and purpose return the earlier
-    upload instead of a second copy."""
-    require_permission(actor=actor, permission="models_app.add_trainingfile", action="upload training files")
-    if purpose not in TrainingFilePurpose.values:
-        raise InvalidInput(f"purpose: '{purpose}' is not one of {', '.join(TrainingFilePurpose.values)}")
-    filename = (filename or "").strip() or "training.jsonl"
-    account = provider or default_provider_account(agent=agent)
-    client = fine_tuning_provider(account)
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
-        while chunk := content.read(COPY_CHUNK_BYTES):
-            spool.write(chunk)
-        scanned = _scan_training_file(spool)
-        _refuse_invalid_lines(scanned, filename=filename)
-        if dataset is not None and dataset.sha256 and dataset.sha256 != scanned.sha256:
-            raise InvalidInput(f"dataset: #{dataset.pk} holds other bytes than {filename} (sha256 differs)")
-        dataset = dataset or _dataset_with_bytes(agent=agent, sha256=scanned.sha256)
-        existing = _earlier_upload(agent=agent, account=account, sha256=scanned.sha256, purpose=purpose, dataset=dataset)
-        if existing is not None:
-            return existing
-        spool.seek(0)
-        payload = spool.read()
-    uploaded = _upload(client, account=account, filename=filename, payload=payload)
-    with transaction.atomic():
-        training_file, _ = TrainingFile.objects.get_or_create(
-            provider=account,
-            provider_file_id=uploaded.id,
-            defaults={
-                "agent": agent,
-                "filename": filename,
-                "purpose": purpose,
-                "line_count": scanned.line_count,
-                "size_bytes": scanned.size_bytes,
-                "sha256": scanned.sha256,
-                "estimated_tokens": scanned.estimated_tokens,
-                "uploaded_by": actor,
-                "dataset": dataset,
-            },
-        )
-    return training_file
-
-
-def _earlier_upload(
-    *, agent: Agent, account: ProviderAccount, sha256: str, purpose: str, dataset: Dataset | None
-) -> TrainingFile | None:
-    """The same bytes uploaded before for this agent, provider and purpose (linked to `dataset` now if
-    it had none), so a second upload returns it instead of a copy."""
-    existing = TrainingFile.objects.filter(agent=agent, provider=account, sha256=sha256, purpose=purpose).order_by(
-        "-uploaded_at"
-    ).first()
-    if existing is not None and existing.dataset_id is None and dataset is not None:
-        TrainingFile.objects.filter(pk=existing.pk, dataset__isnull=True).update(dataset=dataset)
-        existing.dataset = dataset
-    return existing
-
-
-def _refuse_invalid_lines(scanned: _ScannedFile, *, filename: str) -> None:
-    if scanned.problems:
-        shown = "; ".join(detail for _, detail in scanned.problems[:5])
-        more = f" (and {len(scanned.problems) - 5} more)" if len(scanned.problems) > 5 else ""
-        raise TrainingFileInvalid(
-            f"{filename}: {scanned.invalid_lines:,} of {counted(scanned.line_count, 'line')} "
-            f"{'is not a valid fine-tuning sample' if scanned.invalid_lines == 1 else 'are not valid fine-tuning samples'}"
-            f" — {shown}{more}",
-            advice="Fix them and upload again",
-            problems=scanned.problems,
-            invalid_lines=scanned.invalid_lines,
-        )
-
-
-def _upload(client: MistralProvider, *, account: ProviderAccount, filename: str, payload: bytes) -> UploadedFile:
-    try:
-        return call_provider(lambda: client.upload_file(filename=filename, content=payload), policy=INTERACTIVE_RETRY)
-    except ProviderRefused as error:
-        # The provider's refusal, not a bad argument: a Conflict (HTTP 409, command exit 1).
-        raise Conflict(
-            f"{filename}: provider '{account.name}' refused the file"
-            + (f": {error.provider_answer}" if error.provider_answer else f": {error.message}")
-        ) from None
-    except ProviderError as error:
-        raise domain_error(error, action=f"upload {filename} to provider '{account.name}'") from None
-
-
-def _dataset_with_bytes(*, agent: Agent, sha256: str) -> Dataset | None:
-    return (
-        Dataset.objects.filter(sha256=sha256, status=DatasetStatus.READY)
-        .filter(Q(agent=agent) | Q(agent__isnull=True))
-        .order_by("-created_at", "-pk")
-        .first()
-    )
-
-
-def training_file_from_dataset(*, dataset: Dataset, actor: Actor = None, provider: ProviderAccount | None = None) -> TrainingFile:
-    """Upload an audited dataset (audits.Dataset, purpose training or validation) as a training file
-    for its agent — the fine-tuning job form's "…or an audited dataset". Refused while its audit has
-    not finished: people choose audited data so that they have read the audit."""
-    if dataset.status != DatasetStatus.READY:
-        raise Conflict(f"dataset #{dataset.pk} is {dataset.get_status_display().lower()}; wait until it is ready")
-    if dataset.purpose not in TrainingFilePurpose.values:
-        raise InvalidInput(f"dataset: #{dataset.pk} is a {dataset.purpose} dataset, not training or validation data")
-    agent = dataset.agent
-    if agent is None:
-        raise InvalidInput(f"dataset: #{dataset.pk} belongs to no agent; upload it for the agent the job trains")
-    audit = dataset.latest_audit
-    if audit is None or audit.status != AuditStatus.SUCCEEDED:
-        state = "has no audit" if audit is None else f"audit #{audit.pk} is {audit.status}"
-        raise Conflict(f"dataset #{dataset.pk} {state}; audit it first (Datasets › Audit again)")
-    with dataset.file.open("rb") as content:
-        try:
-            return training_file_upload(
-                agent=agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,
-                provider=provider, actor=actor, dataset=dataset,
-            )
-        except TrainingFileInvalid as exc:
-            raise exc.advised(
-                f"The audit of dataset #{dataset.pk} lists every problem; fix them and upload the file as a new dataset"
-            ) from None
 
 
 # --- creating a job -------------------------------------------------------------------------------
@@ -307,6 +100,20 @@ def estimate_job_cost(*, base_model: str, training_file: TrainingFile, hyperpara
         ) from None
 
 
+def _check_files(*, agent: Agent, training_file: TrainingFile, validation_file: TrainingFile | None) -> None:
+    if training_file.agent_id != agent.pk:
+        raise InvalidInput(f"training_file: {training_file.filename} was uploaded for agent '{training_file.agent.slug}', not '{agent.slug}'")
+    if training_file.purpose != TrainingFilePurpose.TRAINING:
+        raise InvalidInput(f"training_file: {training_file.filename} was uploaded for validation, not training")
+    if validation_file is not None:
+        if validation_file.purpose != TrainingFilePurpose.VALIDATION:
+            raise InvalidInput(f"validation_file: {validation_file.filename} was uploaded for training, not validation")
+        if validation_file.agent_id != agent.pk or validation_file.provider_id != training_file.provider_id:
+            raise InvalidInput("validation_file: it must belong to the same agent and provider as the training file")
+        if validation_file.sha256 == training_file.sha256:
+            raise InvalidInput("validation_file: it is the same file as the training file; hold some samples out")
+
+
 @transaction.atomic
 def _job_insert(
     *,
@@ -319,19 +126,10 @@ def _job_insert(
     auto_start: bool,
     actor: Actor,
     override_reason: str | None,
+    audit_override_reason: str | None,
 ) -> FineTuningJob:
     require_permission(actor=actor, permission="models_app.add_finetuningjob", action="create fine-tuning jobs")
-    if training_file.agent_id != agent.pk:
-        raise InvalidInput(f"training_file: {training_file.filename} was uploaded for agent '{training_file.agent.slug}', not '{agent.slug}'")
-    if training_file.purpose != TrainingFilePurpose.TRAINING:
-        raise InvalidInput(f"training_file: {training_file.filename} was uploaded for validation, not training")
-    if validation_file is not None:
-        if validation_file.purpose != TrainingFilePurpose.VALIDATION:
-            raise InvalidInput(f"validation_file: {validation_file.filename} was uploaded for training, not validation")
-        if validation_file.agent_id != agent.pk or validation_file.provider_id != training_file.provider_id:
-            raise InvalidInput("validation_file: it must belong to the same agent and provider as the training file")
-        if validation_file.sha256 == training_file.sha256:
-            raise InvalidInput("validation_file: it is the same file as the training file; hold some samples out")
+    _check_files(agent=agent, training_file=training_file, validation_file=validation_file)
     hyperparameters = dict(hyperparameters or {})
     problems = rules.hyperparameter_problems(hyperparameters)
     if problems:
@@ -344,6 +142,7 @@ def _job_insert(
         if version is None:
             raise InvalidInput(f"base_model: agent '{agent.slug}' has no baseline to take it from; name one")
         base_model = version.base_model
+    audit_overridden = _check_training_data(training_file, validation_file, actor=actor, override_reason=audit_override_reason)
     _, estimate = estimate_job_cost(base_model=base_model, training_file=training_file, hyperparameters=hyperparameters)
     job = FineTuningJob(
         agent=agent,
@@ -356,6 +155,7 @@ def _job_insert(
         auto_start=auto_start,
         estimated_cost_usd=estimate,
         created_by=actor,
+        audit_override_reason=(audit_override_reason or "").strip() if audit_overridden else "",
     )
     # Saved first because the hold points at the row; its history row is written once, below, when
     # the check has said whether the budget was overridden. A refusal rolls the row back.
@@ -366,6 +166,20 @@ def _job_insert(
     _record_history(job, actor=actor, reason=f"created; estimated ${estimate}" + (" (budget overridden)" if check.overridden else ""))
     job.save()
     return job
+
+
+def _check_training_data(
+    *files: TrainingFile | None, actor: Actor, override_reason: str | None
+) -> bool:
+    """The audit gate (training_data_gate) on each file that has a finished audit; True when a
+    person's reason let blocking findings through. A file uploaded before audits were kept has none."""
+    overridden = False
+    for training_file in files:
+        audit = training_file_audit(training_file) if training_file is not None else None
+        if training_file is not None and audit is not None:
+            findings = training_data_gate(audit=audit, filename=training_file.filename, actor=actor, override_reason=override_reason)
+            overridden = overridden or bool(findings.blocking)
+    return overridden
 
 
 def finetuning_job_create(
@@ -380,18 +194,22 @@ def finetuning_job_create(
     actor: Actor = None,
     override_reason: str | None = None,
     submit: bool = True,
+    audit_override_reason: str | None = None,
 ) -> FineTuningJob:
     """Estimate the job's cost, check it against the agent's budgets (costs.budget_check: refused
-    with Conflict unless a person with costs.override_budget gives `override_reason`), save the row,
+    with Conflict unless a person with costs.override_budget gives `override_reason`) and the files'
+    audits against the training-data rule (refused on PII or format errors unless a person with
+    models_app.override_training_audit gives `audit_override_reason`, kept on the row), save the row,
     and — unless `submit=False` — create it at the provider.
 
     The row is committed before the provider is asked, so a job is never lost: the returned job is
     QUEUED/VALIDATED… when the provider accepted it, REFUSED with the provider's answer when it
-    refused, or NOT_CREATED with `last_error` when the provider could not be reached (submit again)."""
+    refused (and, when it no longer has the training file, how to upload it again), or NOT_CREATED
+    with `last_error` when the provider could not be reached (submit again)."""
     job = _job_insert(
         agent=agent, training_file=training_file, validation_file=validation_file, base_model=base_model,
         hyperparameters=hyperparameters, suffix=suffix, auto_start=auto_start, actor=actor,
-        override_reason=override_reason,
+        override_reason=override_reason, audit_override_reason=audit_override_reason,
     )
     if submit:
         job = _submit(job_id=job.pk, actor=actor)
@@ -447,28 +265,82 @@ def _submit(*, job_id: int, actor: Actor) -> FineTuningJob:
     try:
         snapshot = call_provider(create, policy=INTERACTIVE_RETRY)
     except (ProviderError, _CreationUnanswered) as failure:
-        # Permanent: the provider refused this job (bad model, deprecated route, bad key…); its answer is
-        # kept and the row is REFUSED. Transient: it stays NOT_CREATED and can be submitted again.
-        error = failure.error if isinstance(failure, _CreationUnanswered) else failure
-        _note_error(job, error, now=now)
-        if isinstance(failure, _CreationUnanswered):
-            job.last_error += (
-                " — the provider may have created the job anyway: look for it in the provider's job list "
-                "(the job's \"Adopt a provider job\" page in the admin, or manage.py fine_tune status --provider "
-                f"{job.provider.name}) and adopt it (fine_tune adopt {job.pk} <provider job id>) before submitting again"
-            )
-        if not isinstance(error, TransientProviderError):
-            advance(job, rules.REFUSED, transitions=FINE_TUNING_TRANSITIONS)
-        _record_history(job, actor=actor, reason=f"submit failed: {error.message}")
-        job.save()
-        _release_budget_when_ended(job)
-        return job
+        return _record_failed_creation(job, failure, client=client, actor=actor, now=now)
+    holder = FineTuningJob.objects.filter(provider=job.provider, provider_job_id=snapshot.id).exclude(pk=job.pk).first()
+    if holder is not None:
+        return _refuse_reused_job_id(job, snapshot=snapshot, holder=holder, actor=actor, now=now)
     job.provider_job_id = snapshot.id
     job.submitted_at = now
     _apply_snapshot(job, snapshot, now=now)
     _clear_error(job)
     _record_history(job, actor=actor, reason=f"created at the provider as {snapshot.id} ({snapshot.status})")
     job.save()
+    return job
+
+
+def _record_failed_creation(
+    job: FineTuningJob, failure: ProviderError | _CreationUnanswered, *, client: MistralProvider, actor: Actor, now: datetime
+) -> FineTuningJob:
+    """Permanent: the provider refused this job (bad model, deprecated route, bad key, a file it lost…);
+    its answer is kept and the row is REFUSED. Transient: it stays NOT_CREATED and can be submitted again."""
+    error = failure.error if isinstance(failure, _CreationUnanswered) else failure
+    _note_error(job, error, now=now)
+    if isinstance(failure, _CreationUnanswered):
+        job.last_error += (
+            " — the provider may have created the job anyway: look for it in the provider's job list "
+            "(the job's \"Adopt a provider job\" page in the admin, or manage.py fine_tune status --provider "
+            f"{job.provider.name}) and adopt it (fine_tune adopt {job.pk} <provider job id>) before submitting again"
+        )
+    if not isinstance(error, TransientProviderError):
+        advance(job, rules.REFUSED, transitions=FINE_TUNING_TRANSITIONS)
+        job.last_error += _lost_files_advice(client, job)
+    _record_history(job, actor=actor, reason=f"submit failed: {error.message}")
+    job.save()
+    _release_budget_when_ended(job)
+    return job
+
+
+def _lost_files_advice(client: MistralProvider, job: FineTuningJob) -> str:
+    """After a refused creation: what to do when the provider no longer has the job's files (empty
+    when it has them, or cannot say)."""
+    advice = []
+    for training_file in (job.training_file, job.validation_file):
+        try:
+            lost = training_file is not None and provider_lost_file(client, training_file)
+        except ProviderError:
+            lost = False
+        if not lost or training_file is None:
+            continue
+        again = (
+            f"choose its dataset #{training_file.dataset_id} again or upload the file again"
+            if training_file.dataset_id else "upload the file again (fine_tune create --training PATH, or the form's upload)"
+        )
+        advice.append(
+            f" — provider '{job.provider.name}' no longer has {training_file.filename} (training file #{training_file.pk}, "
+            f"provider file {training_file.provider_file_id}; a restarted simulator forgets its files): create a new "
+            f"job and {again}, which uploads it anew"
+        )
+    return "".join(advice)
+
+
+def _refuse_reused_job_id(
+    job: FineTuningJob, *, snapshot: FineTuningJobSnapshot, holder: FineTuningJob, actor: Actor, now: datetime
+) -> FineTuningJob:
+    """The provider answered the creation with a job id another row already tracks: a provider must
+    never do that (it lost its jobs: a restarted simulator). The row does not take the id — two rows
+    following one provider job would mix their models and costs up — so it is REFUSED and holds nothing."""
+    job.last_error = (
+        f"provider '{job.provider.name}' answered with job id {snapshot.id}, which job #{holder.pk} ({holder.status}) "
+        "already tracks: the provider re-used a job id, so it has probably lost its earlier jobs (a restarted "
+        "simulator forgets them). This job was not linked to that id. The provider may have started a job for it: "
+        f"check its list (manage.py fine_tune status --provider {job.provider.name}) and cancel it there if unwanted"
+    )
+    job.provider_answer, job.provider_answer_status, job.last_error_at = "", None, now
+    advance(job, rules.REFUSED, transitions=FINE_TUNING_TRANSITIONS)
+    _record_history(job, actor=actor, reason=f"submit refused: provider job id {snapshot.id} is job #{holder.pk}'s")
+    job.save()
+    _release_budget_when_ended(job)
+    logger.warning("fine-tuning job #%s: %s", job.pk, job.last_error)
     return job
 
 
@@ -552,6 +424,16 @@ def finetuning_job_sync(*, job: FineTuningJob, actor: Actor = None, retry_policy
         snapshot = call_provider(lambda: client.get_job(job_id=job.provider_job_id), policy=retry_policy)
     except ProviderError as error:
         return _record_provider_error(job_id=job.pk, error=error, actor=actor, operation="sync")
+    if snapshot.training_file_ids and job.training_file.provider_file_id not in snapshot.training_file_ids:
+        # The provider lost this job and handed its id to another one (a restarted simulator): what it
+        # says about that job must not become this row's status, model or cost.
+        foreign = ProviderRefused(
+            f"provider job {snapshot.id} now trains on {', '.join(snapshot.training_file_ids)}, not on this job's "
+            f"{job.training_file.filename} ({job.training_file.provider_file_id}): the provider re-used the job id "
+            "for another job, so it no longer answers for this one",
+            provider=job.provider.name,
+        )
+        return _record_provider_error(job_id=job.pk, error=foreign, actor=actor, operation="sync", gone=True)
     return _settle(job_id=job.pk, snapshot=snapshot, actor=actor, reason="synced")
 
 
@@ -605,10 +487,14 @@ class _CreationUnanswered(Exception):
 
 
 @transaction.atomic
-def _record_provider_error(*, job_id: int, error: ProviderError, actor: Actor, operation: str) -> FineTuningJob:
+def _record_provider_error(
+    *, job_id: int, error: ProviderError, actor: Actor, operation: str, gone: bool | None = None
+) -> FineTuningJob:
+    """Note the provider's error on the row; `gone` (by default: a 404/405/410 refusal) marks it REFUSED."""
     job = FineTuningJob.objects.select_for_update(of=("self",)).select_related("agent", "provider").get(pk=job_id)
     _note_error(job, error, now=timezone.now())
-    gone = isinstance(error, ProviderRefused) and error.status_code in rules.GONE_HTTP_STATUSES
+    if gone is None:
+        gone = isinstance(error, ProviderRefused) and error.status_code in rules.GONE_HTTP_STATUSES
     if gone:
         # The provider will not say anything about this job any more: mark it, keep its last known
         # provider status and the answer, so it is visible and not silently polled forever.
@@ -623,14 +509,14 @@ def _record_provider_error(*, job_id: int, error: ProviderError, actor: Actor, o
 
 
 def _release_budget_when_ended(job: FineTuningJob) -> None:
-    """A job that ended — its training cost on the ledger when it succeeded — or that its provider
-    refused to create holds no budget any more (submitting a refused job again holds it again). A job
-    the provider stopped answering for (REFUSED after it was created) may still be training: it keeps
-    its hold until the hold expires."""
+    """A job that ended — its training cost on the ledger when it succeeded — or that is REFUSED holds
+    no budget any more (submitting a refused job again holds it again). REFUSED by any path: the
+    provider refused to create it, or no longer knows it (a job it lost, a retired route) — nothing
+    follows such a job, so its hold would only block other work until it expired. Should the provider
+    answer for it again and it succeed, its cost still goes on the ledger at that sync."""
     succeeded_and_charged = job.status == rules.SUCCESS and job.model_version_id is not None
     ended_unpaid = job.status in rules.TERMINAL_STATUSES and job.status != rules.SUCCESS
-    never_created = job.status == rules.REFUSED and not job.provider_job_id
-    if succeeded_and_charged or ended_unpaid or never_created:
+    if succeeded_and_charged or ended_unpaid or job.status == rules.REFUSED:
         cost_hold_release(source=job)
 
 

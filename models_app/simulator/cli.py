@@ -19,7 +19,9 @@ def add_simulator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--job-seconds", type=float, default=30.0, help="time a fine-tuning job takes from start to SUCCESS"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of every deterministic choice")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of every deterministic choice, file and job ids included (default 0, with ids "
+                             "unique to each start so a restarted simulator never re-issues one)")
     parser.add_argument(
         "--quality",
         action="append",
@@ -50,7 +52,8 @@ def config_from_arguments(options: argparse.Namespace | dict) -> SimulatorConfig
         latency_ms=values["latency_ms"],
         error_rate=values["error_rate"],
         job_seconds=values["job_seconds"],
-        seed=values["seed"],
+        seed=values["seed"] if values.get("seed") is not None else 0,
+        fixed_ids=values.get("seed") is not None,
         quality=quality,
         log_requests=bool(values.get("log_requests")),
         safety=SafetyBehaviour(

@@ -61,6 +61,10 @@ class SimulatorConfig:
     error_rate: float = 0.0  # fraction of API requests answered 429 (with Retry-After) or 500
     job_seconds: float = 30.0  # a fine-tuning job's time from start to SUCCESS
     seed: int = 0
+    # Ids (files, jobs, and so the fine-tuned model names) from the seed alone, the same at every start,
+    # as `--seed S` promises. Otherwise (make run, which passes no seed) each start mixes in a random
+    # part, so a restarted simulator never re-issues an id Genesis already holds.
+    fixed_ids: bool = False
     api_keys: frozenset[str] = field(default_factory=default_api_keys)
     quality: Mapping[str, float] = field(default_factory=default_quality)
     validation_seconds: float = 1.0  # QUEUED -> VALIDATED / FAILED_VALIDATION

@@ -3,6 +3,11 @@
 A job's status is not advanced by a background thread: it is computed from the wall clock each time
 the job is read (created -> validated -> started -> finished), so the simulator needs no scheduler
 and a job read at the same moment always says the same thing.
+
+File and job ids are unique per start unless the seed was given explicitly (`fixed_ids`), as a real
+provider's are never handed out twice: the memory is lost when the simulator stops, and a client that
+kept an id from an earlier start must get "not found" for it, never another file or job under the same
+id. Everything else follows the seed.
 """
 
 from __future__ import annotations
@@ -170,6 +175,9 @@ class SimulatorState:
         self._files: dict[str, StoredFile] = {}
         self._jobs: dict[str, SimulatedJob] = {}
         self._id_counters: dict[str, int] = {}
+        # Mixed into file and job ids: a restarted simulator (same seed, counters from 1) must not
+        # re-issue an id an earlier start gave out.
+        self.instance = "" if config.fixed_ids else uuid.uuid4().hex
         self._fault_draws = random.Random(stable_hash(config.seed, "faults"))
         self._forced_faults: deque[int] = deque()
         self._chat_counter = 0
@@ -177,11 +185,13 @@ class SimulatorState:
 
     # ---- identifiers -------------------------------------------------------------------------
     def _next_id(self, kind: str) -> str:
-        """A UUID that depends only on the seed and how many of `kind` came before."""
+        """A UUID of this start: from the seed, the start's own random part and how many of `kind`
+        came before, so no two starts hand out the same id."""
         with self._lock:
             number = self._id_counters.get(kind, 0) + 1
             self._id_counters[kind] = number
-        high, low = stable_hash(self.config.seed, kind, number), stable_hash(self.config.seed, kind, number, "low")
+        parts = (self.config.seed, self.instance, kind, number)
+        high, low = stable_hash(*parts), stable_hash(*parts, "low")
         return str(uuid.UUID(int=(high << 64) | low, version=4))
 
     def next_completion_id(self) -> str:

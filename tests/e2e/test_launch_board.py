@@ -25,7 +25,8 @@ from costs.models import CostEntry
 from experiments.models import Experiment, StageApproval
 from launch.selectors import model_lineage
 from models_app.finetuning.models import FineTuningJob
-from models_app.finetuning.services import finetuning_job_create, finetuning_job_sync, training_file_from_dataset
+from models_app.finetuning.services import finetuning_job_create, finetuning_job_sync
+from models_app.finetuning.training_files import training_file_from_dataset
 from models_app.registry.models import Agent, ModelVersion
 from models_app.registry.services import api_key_create
 from models_app.simulator import SimulatorConfig, start_in_thread, stop

@@ -10,13 +10,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models import Sum
 
 from audits import services as audit_services
+from audits.models import Dataset
 from costs.models import CostEntry
 from costs.services import cost_entry_reverse, cost_record
 from experiments.services import experiment_start, stage_approve
 from genesis.errors import Conflict
 from launch.selectors import model_lineage
-from models_app.finetuning.models import TrainingFile
-from models_app.finetuning.services import training_file_from_dataset, training_file_upload
+from models_app.finetuning.training_files import training_file_from_dataset, training_file_upload
 from tests.experiments.factories import draft_experiment, feed, person
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, ft_simulator, ft_world  # noqa: F401
@@ -80,15 +80,15 @@ def test_an_audited_dataset_becomes_the_training_file_and_the_lineage_reaches_it
     training_file = training_file_from_dataset(dataset=dataset, actor=root)
     assert training_file.dataset == dataset and training_file.sha256 == dataset.sha256
 
-    # The same bytes uploaded directly (the CLI's path) are linked to the dataset by their sha256.
+    # Bytes uploaded directly (the CLI's path) are audited on the way and kept as a dataset, so their
+    # lineage reaches an audit too; the same bytes again reuse both.
     other = training_file_upload(agent=ft_world.agent, content=SimpleUploadedFile("v.jsonl", chat_lines(12)),
                                  filename="v.jsonl", purpose="validation", actor=root)
-    assert other.dataset is None
-    same = audit_services.dataset_upload(content=SimpleUploadedFile("v.jsonl", chat_lines(12)), original_name="v.jsonl",
-                                         agent=ft_world.agent, actor=root, purpose="validation", audit=False)
+    assert other.dataset is not None and other.dataset.latest_audit.status == "succeeded"
+    assert other.dataset.via == "fine-tuning upload by root" and other.dataset.sha256 == other.sha256
     again = training_file_upload(agent=ft_world.agent, content=SimpleUploadedFile("v.jsonl", chat_lines(12)),
                                  filename="v.jsonl", purpose="validation", actor=root)
-    assert again.pk == other.pk and TrainingFile.objects.get(pk=other.pk).dataset == same
+    assert again.pk == other.pk and Dataset.objects.filter(sha256=other.sha256).count() == 1
 
 
 def test_lineage_of_a_hand_registered_version_says_there_is_no_job():

@@ -22,6 +22,7 @@ from models_app.finetuning.models import FineTuningJob
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.simulator import SimulatorConfig, start_in_thread, stop
 from models_app.simulator.server import SimulatorHTTPServer
+from models_app.simulator.state import SimulatorState
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_TRAINING_FILE = ROOT / "models_app" / "finetuning" / "demo_data" / "support_agent_train.jsonl"
@@ -38,6 +39,7 @@ __all__ = [
     "chat_lines",
     "ft_simulator",
     "ft_world",
+    "restart_simulator",
     "set_simulator",
     "wait_until",
 ]
@@ -55,6 +57,16 @@ def set_simulator(server: SimulatorHTTPServer, **changes: Any) -> None:
     """Change a running simulator's behaviour (latency, job duration…); each request reads it anew."""
     server.config = replace(server.config, **changes)
     server.state.config = server.config
+
+
+def restart_simulator(server: SimulatorHTTPServer, *, reuse_ids: bool = False) -> None:
+    """Forget every file and job, as a restarted simulator does. `reuse_ids`: hand out the earlier
+    start's ids again (as the simulator did before its ids were unique per start) — a provider that
+    re-uses ids, which Genesis must not be fooled by."""
+    earlier = server.state.instance
+    server.state = SimulatorState(server.config)
+    if reuse_ids:
+        server.state.instance = earlier
 
 
 def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:

@@ -13,11 +13,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from models_app.finetuning.models import FineTuningJob, TrainingFile
-from models_app.finetuning.services import finetuning_job_create, training_file_upload
+from models_app.finetuning.services import finetuning_job_create
+from models_app.finetuning.training_files import training_file_upload
 from models_app.registry.services import provider_account_upsert
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
-from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, wait_until
+from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, chat_lines, restart_simulator, wait_until
 
 
 @pytest.fixture
@@ -98,6 +99,47 @@ def test_the_providers_refusal_is_shown_on_the_job(ft_world, admin_client_for) -
     assert "Refused by the provider" in page
     assert "HTTP 404" in page and "No route POST /gone/v1/fine_tuning/jobs" in page
     assert 'data-job-action="submit"' in page
+
+
+def test_a_job_the_provider_refuses_at_creation_is_shown_as_a_refusal_not_created(ft_world, admin_client_for) -> None:
+    client = admin_client_for(username="root", is_superuser=True)
+    with DEMO_TRAINING_FILE.open("rb") as stream:
+        training_file = training_file_upload(agent=ft_world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)
+    restart_simulator(ft_world.simulator)  # the provider forgets the file
+    response = client.post(reverse("admin:models_app_finetuningjob_add"),
+                           {"agent": "support_agent", "training_file": training_file.pk}, follow=True)
+    job = FineTuningJob.objects.get()
+    assert job.status == "REFUSED"
+    shown = [(message.level_tag, message.message) for message in response.context["messages"]]
+    errors = [text for level, text in shown if level == "error"]
+    assert len(errors) == 1 and not [text for level, text in shown if level == "success"]
+    assert errors[0].startswith(f"Not created — the provider refused it: job #{job.pk} is refused;")
+    assert "File not found" in errors[0] and "upload the file again" in errors[0]
+    assert "Created:" not in response.content.decode()
+
+
+def test_a_dataset_whose_audit_found_pii_is_refused_and_the_job_page_shows_the_audit(ft_world, admin_client_for) -> None:
+    from audits.models import Dataset
+
+    client = admin_client_for(username="root", is_superuser=True)
+    pii = b"".join(
+        b'{"messages": [{"role": "user", "content": "reach me at someone%d@example.com"}, '
+        b'{"role": "assistant", "content": "Noted."}]}\n' % n for n in range(4)
+    )
+    add_url = reverse("admin:models_app_finetuningjob_add")
+    response = client.post(add_url, {"agent": "support_agent", "training_upload": SimpleUploadedFile("pii.jsonl", pii)})
+    page = response.content.decode()
+    assert response.status_code == 200 and "found 4 PII occurrences (email 4)" in page and "Scrub (placeholders)" in page
+    dataset = Dataset.objects.get()  # the audit made on the way is kept
+    assert not FineTuningJob.objects.exists() and not TrainingFile.objects.exists()
+    response = client.post(add_url, {"agent": "support_agent", "training_dataset": dataset.pk,
+                                     "audit_override_reason": "synthetic addresses only"}, follow=True)
+    job = FineTuningJob.objects.get()
+    assert job.audit_override_reason == "synthetic addresses only" and job.status == "QUEUED"
+    page = response.content.decode()
+    assert reverse("admin:audits_dataset_change", args=[dataset.pk]) in page
+    assert f"dataset #{dataset.pk}, audit #{dataset.latest_audit_id}" in page
+    assert "blocking: 4 PII occurrences (email 4)" in page and "synthetic addresses only" in page
 
 
 def test_buttons_need_the_change_permission(ft_world, admin_client_for) -> None:

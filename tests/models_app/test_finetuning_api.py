@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models_app.finetuning.services import finetuning_job_create, training_file_upload
+from models_app.finetuning.services import finetuning_job_create
+from models_app.finetuning.training_files import training_file_upload
 from models_app.registry.services import agent_upsert
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE

@@ -60,7 +60,8 @@ def test_a_person_trains_a_model_from_the_admin(live_server, ft_world, tmp_path)
 
 
 def test_a_person_adopts_the_job_a_lost_creation_left_at_the_provider(live_server, ft_world) -> None:
-    from models_app.finetuning.services import finetuning_job_create, training_file_upload
+    from models_app.finetuning.services import finetuning_job_create
+    from models_app.finetuning.training_files import training_file_upload
     from models_app.registry.gateway import provider_for
 
     chromium_executable()

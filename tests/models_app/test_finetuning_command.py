@@ -145,3 +145,26 @@ def test_adopt_links_a_lost_creation_to_the_providers_job(ft_world) -> None:
     with pytest.raises(CommandError, match=f"already tracks provider job {orphan}") as refused:
         fine_tune("adopt", str(job.pk), orphan)
     assert refused.value.returncode == 1
+
+
+def test_create_audits_a_raw_file_refuses_pii_and_warns_of_a_skew(ft_world) -> None:
+    path = ROOT / "var" / "test_finetuning_pii.jsonl"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": f"Call me on +44 20 7946 09{n:02d}"},
+                                 {"role": "assistant", "content": "Noted."}]}) + "\n"
+        for n in range(10)
+    ))
+    try:
+        with pytest.raises(CommandError) as refused:
+            fine_tune("create", "--agent", "support_agent", "--training", str(path))
+    finally:
+        path.unlink()
+    assert refused.value.returncode == 1
+    assert "found 10 PII occurrences (phone 10)" in str(refused.value) and "--scrub" in str(refused.value)
+    assert not FineTuningJob.objects.exists() and not TrainingFile.objects.exists()
+
+    out, err = fine_tune("create", "--agent", "support_agent", "--training", str(DEMO_TRAINING_FILE))
+    assert "QUEUED" in out
+    assert "warning: support_agent_train.jsonl: its audit (dataset #" in err
+    assert "difficulty skewed: 100% of the examples are easy" in err

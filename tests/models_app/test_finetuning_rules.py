@@ -84,3 +84,22 @@ def test_hyperparameter_problems(hyperparameters: dict, problem: str | None) -> 
         assert found == []
     else:
         assert any(problem in text for text in found), found
+
+
+def audit(**overrides: object) -> dict[str, object]:
+    report: dict[str, object] = {
+        "format_errors": [], "format_errors_total": 0, "pii": {"email": 0, "phone": 0},
+        "duplicates": {"exact": 0, "near": 0}, "difficulty": {"easy": 0.3, "medium": 0.45, "hard": 0.25},
+    }
+    return report | overrides
+
+
+def test_pii_and_format_errors_block_duplicates_and_a_skew_only_warn() -> None:
+    assert rules.training_data_findings(audit()) == rules.TrainingDataFindings(blocking=(), warnings=())
+    found = rules.training_data_findings(audit(pii={"email": 6, "phone": 12, "iban": 0}, format_errors_total=1))
+    assert found.blocking == ("1 format error", "18 PII occurrences (email 6, phone 12)") and found.warnings == ()
+    found = rules.training_data_findings(
+        audit(duplicates={"exact": 2, "near": 1}, difficulty={"easy": 0.9, "medium": 0.1, "hard": 0.0})
+    )
+    assert found.blocking == ()
+    assert found.warnings == ("2 exact and 1 near duplicate lines", "difficulty skewed: 90% of the examples are easy")

@@ -19,6 +19,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
 from audits import services as audit_services
+from audits.models import Dataset
 from costs.models import BudgetOverride, CostEntry, CostHold
 from costs.services import budget_upsert, cost_record
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -27,24 +28,28 @@ from models_app.finetuning.models import FineTuningJob, TrainingFile
 from models_app.finetuning.provider_calls import ProviderUnavailable
 from models_app.finetuning.selectors import jobs_to_sync
 from models_app.finetuning.services import (
-    TrainingFileInvalid,
     finetuning_job_cancel,
     finetuning_job_create,
     finetuning_job_start,
     finetuning_job_submit,
     finetuning_job_sync,
     finetuning_provider_jobs,
-    training_file_from_dataset,
-    training_file_upload,
 )
 from models_app.finetuning.tasks import sync_fine_tuning_job
+from models_app.finetuning.training_files import TrainingFileInvalid, training_file_from_dataset, training_file_upload
 from models_app.providers.retry import RetryPolicy
 from models_app.registry.gateway import provider_for
 from models_app.registry.models import ModelVersion
 from models_app.registry.services import provider_account_upsert
 from tests.factories import UserFactory
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
-from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, DEMO_VALIDATION_FILE, chat_lines, wait_until
+from tests.models_app.finetuning_fixtures import (
+    DEMO_TRAINING_FILE,
+    DEMO_VALIDATION_FILE,
+    chat_lines,
+    restart_simulator,
+    wait_until,
+)
 
 FAST_RETRY = RetryPolicy(max_attempts=2, base_delay_seconds=0.01, max_delay_seconds=0.05)
 
@@ -438,6 +443,139 @@ def test_a_provider_refusing_to_answer_for_a_job_marks_it_and_keeps_it(ft_world,
     assert job.provider_job_id  # not lost: the id is there to follow it up elsewhere
     assert job not in jobs_to_sync()  # and not polled every minute for nothing
     assert "refused" in job.history.first().history_change_reason
+
+
+# --- a provider that forgets its files and jobs, or hands their ids out again -----------------------
+
+
+def test_a_file_id_the_provider_hands_out_again_is_not_taken_for_the_earlier_file(ft_world) -> None:
+    earlier = upload_demo(ft_world)
+    restart_simulator(ft_world.simulator, reuse_ids=True)
+    with pytest.raises(Conflict) as refused:
+        training_file_upload(agent=ft_world.agent, content=io.BytesIO(chat_lines(5)), filename="other.jsonl")
+    message = refused.value.message
+    assert f"gave it the file id {earlier.provider_file_id}" in message
+    assert "other.jsonl (support_agent, training)" in message
+    assert f"training file #{earlier.pk} ({DEMO_TRAINING_FILE.name}, support_agent, training" in message
+    assert list(TrainingFile.objects.all()) == [earlier]
+
+
+def test_an_earlier_upload_the_provider_lost_is_uploaded_again(ft_world) -> None:
+    earlier = upload_demo(ft_world)
+    restart_simulator(ft_world.simulator)
+    again = upload_demo(ft_world)
+    assert again.pk != earlier.pk and again.provider_file_id != earlier.provider_file_id
+    assert again.sha256 == earlier.sha256
+    assert ft_world.simulator.state.get_file(again.provider_file_id).num_lines == 50
+    job = finetuning_job_create(agent=ft_world.agent, training_file=again)
+    assert job.status == "QUEUED"
+
+
+def test_a_job_on_a_file_the_provider_lost_is_refused_saying_to_upload_it_again(ft_world) -> None:
+    training_file = upload_demo(ft_world)
+    restart_simulator(ft_world.simulator)
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    assert job.status == "REFUSED" and "File not found" in job.provider_answer
+    assert f"no longer has {DEMO_TRAINING_FILE.name} (training file #{training_file.pk}" in job.last_error
+    assert "upload the file again" in job.last_error
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
+
+
+def test_a_job_id_the_provider_hands_out_again_is_refused_and_holds_nothing(ft_world) -> None:
+    first = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    restart_simulator(ft_world.simulator, reuse_ids=True)
+    second = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    assert second.status == "REFUSED" and second.provider_job_id == ""
+    assert f"answered with job id {first.provider_job_id}, which job #{first.pk} (QUEUED) already tracks" in second.last_error
+    assert CostHold.objects.get(source_id=str(second.pk)).released_at is not None
+    assert ft_world.job(first).provider_job_id == first.provider_job_id
+
+
+def test_a_job_whose_id_the_provider_gave_another_job_is_refused_on_sync(ft_world) -> None:
+    job = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world), auto_start=True)
+    restart_simulator(ft_world.simulator, reuse_ids=True)
+    state = ft_world.simulator.state
+    state.upload_file(filename="first.jsonl", purpose="fine-tune", content=chat_lines(3, prefix="a"))
+    other = state.upload_file(filename="other.jsonl", purpose="fine-tune", content=chat_lines(4, prefix="b"))
+    impostor = state.create_job({"model": "open-mistral-7b", "training_files": [{"file_id": other.id}]})
+    assert impostor.id == job.provider_job_id  # the provider re-used the id
+    job = finetuning_job_sync(job=job)
+    assert job.status == "REFUSED" and job.fine_tuned_model == "" and job.model_version is None
+    assert f"now trains on {other.id}" in job.last_error and "re-used the job id" in job.last_error
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
+
+
+def test_a_job_the_provider_forgot_is_refused_on_sync_and_releases_its_hold(ft_world) -> None:
+    job = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is None
+    restart_simulator(ft_world.simulator)
+    job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
+    assert job.status == "REFUSED" and "Job not found" in job.provider_answer
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
+
+
+# --- the training-data audit gate ---------------------------------------------------------------
+
+
+PII_LINES = b"".join(
+    json.dumps({"messages": [{"role": "user", "content": f"Mail me at person{n}@example.com please ({n})"},
+                             {"role": "assistant", "content": f"Will do, case {n} noted."}]}).encode() + b"\n"
+    for n in range(6)
+)
+
+
+def test_a_file_whose_audit_found_pii_is_refused_before_it_reaches_the_provider(ft_world) -> None:
+    with pytest.raises(Conflict) as refused:
+        training_file_upload(agent=ft_world.agent, content=io.BytesIO(PII_LINES), filename="pii.jsonl")
+    assert refused.value.code == "audit_findings"
+    message = refused.value.message
+    assert "pii.jsonl: its audit (dataset #" in message and "found 6 PII occurrences (email 6)" in message
+    assert "Scrub (placeholders)" in message and "audit_dataset pii.jsonl --scrub OUT" in message
+    assert "models_app.override_training_audit" in message
+    assert ft_world.requests("/v1/files") == [] and not TrainingFile.objects.exists()
+    # The audit was kept, so the person can read it and scrub the dataset in the admin.
+    assert Dataset.objects.get().latest_audit.pii_total == 6
+
+
+def test_an_audited_dataset_with_pii_is_refused_and_its_scrubbed_copy_is_not(ft_world) -> None:
+    from audits.report import audit_file
+    from audits.scrub import scrub_file
+    from audits.services import dataset_record_audit
+
+    source, scrubbed = DEMO_TRAINING_FILE.parent / "pii_test.jsonl", DEMO_TRAINING_FILE.parent / "pii_test_scrubbed.jsonl"
+    try:
+        source.write_bytes(PII_LINES)
+        dataset = Dataset.objects.get(audit_runs=dataset_record_audit(path=source, report=audit_file(source), agent=ft_world.agent))
+        with pytest.raises(Conflict, match="found 6 PII occurrences"):
+            training_file_from_dataset(dataset=dataset)
+        scrub_file(source=source, destination=scrubbed, mode="placeholder")
+        clean = Dataset.objects.get(audit_runs=dataset_record_audit(path=scrubbed, report=audit_file(scrubbed), agent=ft_world.agent))
+        training_file = training_file_from_dataset(dataset=clean)
+    finally:
+        source.unlink(missing_ok=True)
+        scrubbed.unlink(missing_ok=True)
+    assert training_file.dataset == clean
+    assert finetuning_job_create(agent=ft_world.agent, training_file=training_file).status == "QUEUED"
+
+
+def test_an_audit_override_needs_the_permission_and_is_recorded_on_the_job(ft_world) -> None:
+    person = UserFactory(username="lead")
+    person.user_permissions.add(*Permission.objects.filter(codename__in=["add_trainingfile", "add_finetuningjob"]))
+    upload = dict(agent=ft_world.agent, filename="pii.jsonl", audit_override_reason="synthetic addresses")
+    with pytest.raises(PermissionDenied, match="models_app.override_training_audit"):
+        training_file_upload(content=io.BytesIO(PII_LINES), actor=person, **upload)
+    with pytest.raises(PermissionDenied, match="needs a person"):
+        training_file_upload(content=io.BytesIO(PII_LINES), actor=None, **upload)
+    person.user_permissions.add(Permission.objects.get(codename="override_training_audit"))
+    person = type(person).objects.get(pk=person.pk)  # permissions are cached per instance
+    training_file = training_file_upload(content=io.BytesIO(PII_LINES), actor=person, **upload)
+    with pytest.raises(Conflict, match="audit_dataset pii.jsonl --scrub"):
+        finetuning_job_create(agent=ft_world.agent, training_file=training_file, actor=person)
+    job = finetuning_job_create(agent=ft_world.agent, training_file=training_file, actor=person,
+                                audit_override_reason="synthetic addresses")
+    assert job.status == "QUEUED" and job.audit_override_reason == "synthetic addresses"
+    clean = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world), audit_override_reason="not needed")
+    assert clean.audit_override_reason == ""  # nothing was overridden
 
 
 def test_an_openai_compatible_account_cannot_fine_tune(ft_world) -> None:

@@ -28,8 +28,9 @@ from costs.models import CostEntry
 from genesis.celery import app
 from genesis.schedules import DEFAULT_SCHEDULES, install_default_schedules
 from models_app.finetuning.models import FineTuningJob
-from models_app.finetuning.services import finetuning_job_create, finetuning_job_start, training_file_upload
+from models_app.finetuning.services import finetuning_job_create, finetuning_job_start
 from models_app.finetuning.tasks import sync_active_fine_tuning_jobs, sync_fine_tuning_job
+from models_app.finetuning.training_files import training_file_upload
 from models_app.registry.models import ModelVersion
 from tests.conftest import ROOT, child_environment
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures

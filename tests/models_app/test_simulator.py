@@ -357,8 +357,9 @@ def test_job_with_unknown_base_model_or_file_is_refused(client: Mistral) -> None
 # ---- determinism and the quality knob ----------------------------------------------------------
 
 
-def run_scenario(seed: int) -> tuple[str, str, str, str]:
-    server, base_url = start_in_thread(replace(FAST_JOBS, seed=seed, job_seconds=0.0, validation_seconds=0.0))
+def run_scenario(seed: int, *, fixed_ids: bool = False) -> tuple[str, str, str, str]:
+    config = replace(FAST_JOBS, seed=seed, fixed_ids=fixed_ids, job_seconds=0.0, validation_seconds=0.0)
+    server, base_url = start_in_thread(config)
     try:
         with httpx.Client() as http:
             client = Mistral(api_key=API_KEY, server_url=base_url, client=http, retry_config=None)
@@ -373,11 +374,50 @@ def run_scenario(seed: int) -> tuple[str, str, str, str]:
         stop(server)
 
 
-def test_same_seed_same_answers_ids_and_model_names() -> None:
-    first = run_scenario(seed=3)
-    assert first == run_scenario(seed=3)
-    other = run_scenario(seed=4)
-    assert all(a != b for a, b in zip(first, other, strict=True))
+def test_same_seed_same_answers_but_ids_unique_per_start() -> None:
+    first_reply, first_file, first_job, first_model = run_scenario(seed=3)
+    again_reply, again_file, again_job, again_model = run_scenario(seed=3)
+    assert first_reply == again_reply
+    assert first_reply != run_scenario(seed=4)[0]
+    # A restarted simulator (same seed, counters from 1) must not hand out an id an earlier start gave:
+    # a client keeping it would otherwise train on another file or follow another job.
+    assert first_file != again_file and first_job != again_job and first_model != again_model
+    assert first_model.startswith("ft:open-mistral-7b:") and again_model.startswith("ft:open-mistral-7b:")
+
+
+def test_an_explicit_seed_repeats_the_ids_too() -> None:
+    """`mistral_simulator --seed S` (CONTRACT: deterministic for a given seed) repeats everything, ids
+    included; without --seed (make run) the ids are unique per start."""
+    assert run_scenario(seed=3, fixed_ids=True) == run_scenario(seed=3, fixed_ids=True)
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_simulator_arguments(parser)
+    assert config_from_arguments(parser.parse_args(["--seed", "3"])).fixed_ids
+    unseeded = config_from_arguments(parser.parse_args([]))
+    assert not unseeded.fixed_ids and unseeded.seed == 0
+
+
+def test_a_restarted_simulator_answers_not_found_for_ids_of_the_earlier_start() -> None:
+    config = replace(FAST_JOBS, seed=3)
+    server, base_url = start_in_thread(config)
+    try:
+        with httpx.Client() as http:
+            client = Mistral(api_key=API_KEY, server_url=base_url, client=http, retry_config=None)
+            earlier = client.files.upload(file={"file_name": "t.jsonl", "content": training_file()})
+    finally:
+        stop(server)
+    server, base_url = start_in_thread(config)
+    try:
+        with httpx.Client() as http:
+            client = Mistral(api_key=API_KEY, server_url=base_url, client=http, retry_config=None)
+            later = client.files.upload(file={"file_name": "t.jsonl", "content": training_file()})
+            assert later.id != earlier.id
+            with pytest.raises(sdk_models.SDKError) as raised:
+                client.files.retrieve(file_id=earlier.id)
+            assert raised.value.status_code == 404
+    finally:
+        stop(server)
 
 
 def test_free_replies_vary_in_length(client: Mistral) -> None:

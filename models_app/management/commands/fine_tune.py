@@ -24,7 +24,7 @@ from django.db.models import Model, QuerySet
 from costs.budgeting import format_usd
 from genesis.errors import DomainError, InvalidInput
 from genesis.permissions import Actor
-from models_app.finetuning import rules, services
+from models_app.finetuning import rules, services, training_files
 from models_app.finetuning.adoption import finetuning_job_adopt
 from models_app.finetuning.models import FineTuningJob, TrainingFile, TrainingFilePurpose
 from models_app.finetuning.selectors import jobs_for_agents, jobs_to_sync
@@ -77,6 +77,12 @@ def job_cost_text(job: FineTuningJob) -> str:
     return amount if job.cost_recorded_at is not None else f"≈{amount} (the provider's estimate until the job ends)"
 
 
+def add_audit_override(parser: CommandParser) -> None:
+    parser.add_argument("--audit-override-reason", metavar="TEXT",
+                        help="train on data whose audit found PII or format errors anyway (needs --as a user with "
+                             "models_app.override_training_audit); otherwise use its scrubbed copy (audit_dataset --scrub)")
+
+
 class Command(BaseCommand):
     help = "Upload training files and create, start, cancel, sync and list fine-tuning jobs (the admin's services)."
 
@@ -95,6 +101,7 @@ class Command(BaseCommand):
         upload.add_argument("--agent", required=True)
         upload.add_argument("--purpose", choices=TrainingFilePurpose.values, default=TrainingFilePurpose.TRAINING)
         upload.add_argument("--provider", help="provider account name (default: the one serving the agent's baseline)")
+        add_audit_override(upload)
 
         create = add("create", "estimate, check the budget, and create a job at the provider")
         create.add_argument("--agent", required=True)
@@ -113,6 +120,7 @@ class Command(BaseCommand):
         create.add_argument("--auto-start", action="store_true", help="the provider starts training once validated")
         create.add_argument("--override-reason", help="go over a hard budget (needs --as a user with costs.override_budget)")
         create.add_argument("--no-submit", action="store_true", help="save the job without creating it at the provider yet")
+        add_audit_override(create)
 
         for name, help_text in (("start", "start a validated job"), ("submit", "create a saved job at the provider"),
                                 ("cancel", "cancel a job")):
@@ -140,11 +148,12 @@ class Command(BaseCommand):
     # --- entry ------------------------------------------------------------------------------------
     def handle(self, *args: Any, **options: Any) -> None:
         self.as_json = options["json"]
+        self.audit_override_reason = options.get("audit_override_reason")
         actor = self._actor(options.get("username"))
         handler = getattr(self, f"_{options['action']}")
         try:
             handler(options, actor)
-        except services.TrainingFileInvalid as exc:
+        except training_files.TrainingFileInvalid as exc:
             for line, detail in exc.problems:
                 self.stderr.write(detail if line else f"file: {detail}")
             advice = "Fix them and upload again (manage.py audit_dataset FILE lists every problem, with PII and duplicates)"
@@ -192,9 +201,15 @@ class Command(BaseCommand):
             agent=agent, training_file=training_file, validation_file=validation_file,
             base_model=options.get("base_model"), hyperparameters=hyperparameters, suffix=options["suffix"],
             auto_start=options["auto_start"], actor=actor, override_reason=options.get("override_reason"),
-            submit=not options["no_submit"],
+            submit=not options["no_submit"], audit_override_reason=self.audit_override_reason,
         )
         self._print(job)
+        for checked in filter(None, (training_file, validation_file)):
+            audit = training_files.training_file_audit(checked)
+            if audit is None:
+                continue
+            for warning in rules.training_data_findings(audit.report or {}).warnings:
+                self.stderr.write(f"warning: {checked.filename}: its audit (dataset #{audit.dataset_id}) found {warning}")
         if job.status == rules.REFUSED or (job.status == rules.NOT_CREATED and job.last_error):
             raise CommandError(f"job #{job.pk} was saved but not created at the provider: {job.last_error}", returncode=REFUSED)
 
@@ -331,5 +346,6 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"{raw_path}: cannot read it ({exc.strerror})", returncode=USAGE) from None
         with stream:
-            return services.training_file_upload(agent=agent, content=stream, filename=path.name, purpose=purpose,
-                                        provider=provider, actor=actor)
+            return training_files.training_file_upload(agent=agent, content=stream, filename=path.name, purpose=purpose,
+                                                       provider=provider, actor=actor,
+                                                       audit_override_reason=self.audit_override_reason)
