@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from audits import rebalance as rebalance_core
 from audits import scrub as scrub_core
@@ -31,6 +30,7 @@ from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
 from audits.services import dataset_record_audit
 from audits.wording import counted
+from genesis.commands import command_user, usage_error
 from genesis.errors import DomainError
 from models_app.registry.models import Agent
 
@@ -38,10 +38,6 @@ USAGE = 2
 FINDINGS = 1
 ERRORS_SHOWN = 20
 LINES_SHOWN = 10
-
-
-def usage_error(message: str) -> CommandError:
-    return CommandError(message, returncode=USAGE)
 
 
 class Command(BaseCommand):
@@ -161,12 +157,7 @@ class Command(BaseCommand):
             if agent is None:
                 known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
                 raise usage_error(f"--agent: unknown agent '{options['agent']}'; known agents: {known}")
-        actor = None
-        if options["as_user"]:
-            actor = get_user_model().objects.filter(username=options["as_user"]).first()
-            if actor is None:
-                raise usage_error(f"--as: no user '{options['as_user']}'")
-        return agent, actor
+        return agent, command_user(options["as_user"])
 
     def _record(self, path: Path, report: AuditReport, options: dict[str, Any], owner: tuple[Any, Any]) -> dict[str, Any]:
         agent, actor = owner

@@ -9,12 +9,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from costs import budgeting, reports, selectors
 from costs.models import CostEntry, Operation
 from costs.services import cost_record
+from genesis.commands import command_user, usage_error
 from genesis.errors import DomainError, InvalidInput
 from models_app.registry.models import Agent
 
@@ -22,10 +22,6 @@ LEDGER_DECIMALS: int = CostEntry._meta.get_field("amount_usd").decimal_places
 LOG_ONLY = ("agent", "operation", "cost", "tokens", "model", "note", "key")
 # The service names its parameters; a person running the command knows them by their options.
 OPTION_OF_PARAMETER = {"amount_usd": "--cost", "tokens": "--tokens", "model": "--model", "idempotency_key": "--key"}
-
-
-def usage_error(message: str) -> CommandError:
-    return CommandError(message, returncode=2)
 
 
 def in_option_terms(message: str) -> str:
@@ -108,11 +104,7 @@ class Command(BaseCommand):
                 raise usage_error(f"--tokens: '{options['tokens']}' is not a whole number") from None
             if tokens < 0:
                 raise usage_error("--tokens: cannot be negative")
-        actor = None
-        if options["username"]:
-            actor = get_user_model().objects.filter(username=options["username"]).first()
-            if actor is None:
-                raise usage_error(f"--as: no user '{options['username']}'")
+        actor = command_user(options["username"])
         try:
             entry = cost_record(
                 agent=agent, operation=options["operation"], amount_usd=cost, tokens=tokens, model=options["model"],

@@ -13,8 +13,8 @@ from typing import Any, TextIO
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from costs.budgeting import format_usd
-from genesis.errors import DomainError, InvalidInput
-from genesis.permissions import acting_user
+from genesis.commands import usage_error
+from genesis.errors import DomainError
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
 from models_app.benchmarks.selectors import (
     benchmark_run_gate,
@@ -31,10 +31,6 @@ POLL_SECONDS = 0.5
 RESUME_CHECK_SECONDS = 30.0
 
 
-def usage_error(message: str) -> CommandError:
-    return CommandError(message, returncode=2)
-
-
 def add_actor_arguments(parser: CommandParser) -> None:
     """`--as` and `--override-reason`, as `fine_tune create` takes them: the budget refusal's advice
     ("pass an override reason as a user with costs.override_budget") is done here; the service checks
@@ -44,13 +40,6 @@ def add_actor_arguments(parser: CommandParser) -> None:
     parser.add_argument("--override-reason", metavar="TEXT",
                         help="go over a hard budget that refuses the run (needs --as a user with costs.override_budget); "
                              "kept on the run and as a budget override")
-
-
-def resolve_user(username: str | None) -> Any:
-    try:
-        return acting_user(username)
-    except InvalidInput as exc:
-        raise usage_error(exc.message) from None
 
 
 def resolve_agent(slug: str) -> Agent:

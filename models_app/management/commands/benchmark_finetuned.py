@@ -23,6 +23,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from costs.budgeting import format_usd
+from genesis.commands import command_user, usage_error
 from genesis.errors import DomainError, InvalidInput
 from models_app.benchmarks.models import BenchmarkVerdict
 from models_app.benchmarks.services import benchmark_run_create
@@ -34,9 +35,7 @@ from models_app.management.commands._benchmark_cli import (
     require_worker,
     resolve_agent,
     resolve_suite,
-    resolve_user,
     resolve_version,
-    usage_error,
     wait_or_stop,
     write_json,
 )
@@ -59,7 +58,7 @@ class Command(BaseCommand):
         suite = resolve_suite(agent, options["suite"])
         candidate = resolve_version(agent, options["candidate"], "candidate")
         baseline = resolve_version(agent, options["baseline"], "baseline")
-        actor = resolve_user(options["username"])
+        actor = command_user(options["username"])
         try:
             require_worker()
             run = benchmark_run_create(

@@ -11,9 +11,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from genesis.commands import usage_error
 from models_app.benchmarks.models import BenchmarkSuite
 from models_app.benchmarks.selectors import benchmark_suite_jsonl
-from models_app.management.commands._benchmark_cli import resolve_agent, usage_error
+from models_app.management.commands._benchmark_cli import resolve_agent
 
 
 class Command(BaseCommand):

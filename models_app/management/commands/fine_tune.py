@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Model, QuerySet
 
 from costs.budgeting import format_usd
+from genesis.commands import command_user
 from genesis.errors import DomainError, InvalidInput
 from genesis.permissions import Actor
 from models_app.finetuning import rules, services, training_files
@@ -149,7 +149,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         self.as_json = options["json"]
         self.audit_override_reason = options.get("audit_override_reason")
-        actor = self._actor(options.get("username"))
+        actor = command_user(options.get("username"))
         handler = getattr(self, f"_{options['action']}")
         try:
             handler(options, actor)
@@ -300,14 +300,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {event.get('created_at')} {event.get('name')} {json.dumps(event.get('data', {}))}")
 
     # --- parsing --------------------------------------------------------------------------------------
-    def _actor(self, username: str | None) -> Any:
-        if not username:
-            return None
-        user = get_user_model().objects.filter(username=username).first()
-        if user is None:
-            raise CommandError(f"--as: no user '{username}'", returncode=USAGE)
-        return user
-
     def _agent(self, slug: str) -> Agent:
         agent = Agent.objects.filter(slug=slug).first()
         if agent is None:

@@ -11,9 +11,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from genesis.commands import usage_error
 from genesis.errors import DomainError
 from models_app.benchmarks.services import benchmark_suite_import
-from models_app.management.commands._benchmark_cli import resolve_agent, usage_error
+from models_app.management.commands._benchmark_cli import resolve_agent
 
 
 class Command(BaseCommand):

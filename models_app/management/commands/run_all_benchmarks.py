@@ -17,6 +17,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from genesis.commands import command_user
 from genesis.errors import DomainError
 from models_app.benchmarks.models import BenchmarkVerdict
 from models_app.benchmarks.selectors import agents_with_benchmark_candidates
@@ -27,7 +28,6 @@ from models_app.management.commands._benchmark_cli import (
     json_object,
     not_started_object,
     require_worker,
-    resolve_user,
     wait_or_stop,
     write_json,
 )
@@ -41,7 +41,7 @@ class Command(BaseCommand):
         add_actor_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        actor = resolve_user(options["username"])
+        actor = command_user(options["username"])
         agents = agents_with_benchmark_candidates()
         if not agents:
             if options["json"]:

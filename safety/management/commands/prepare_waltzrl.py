@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audits.services import dataset_file_path
 from costs.budgeting import format_usd
+from genesis.commands import command_user, usage_error
 from genesis.errors import DomainError, InvalidInput, PermissionDenied
 from genesis.permissions import Actor
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL
@@ -36,10 +36,6 @@ from safety.models import BuildStatus, PromptKind
 
 USAGE, REFUSED = 2, 1
 FILES = ("conversation_agent_train", "conversation_agent_valid", "feedback_agent_train", "feedback_agent_valid")
-
-
-def usage_error(message: str) -> CommandError:
-    return CommandError(message, returncode=USAGE)
 
 
 class Command(BaseCommand):
@@ -67,7 +63,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         mix = self._checked_mix(options)
-        actor = self._actor(options["as_user"])
+        actor = command_user(options["as_user"])
         agent = self._agent(options["agent"])
         try:
             prompt_sets = self._prompt_sets(options, actor)
@@ -138,14 +134,6 @@ class Command(BaseCommand):
                                           "shortfall": None, "cost_usd": "0", "error": message}))
         self.stderr.write(f"refused: {message}")
         sys.exit(REFUSED)
-
-    def _actor(self, username: str | None) -> Any:
-        if not username:
-            return None
-        user = get_user_model().objects.filter(username=username).first()
-        if user is None:
-            raise usage_error(f"--as: no user '{username}'")
-        return user
 
     def _agent(self, slug: str | None) -> Agent:
         if slug:
