@@ -41,6 +41,7 @@ from costs.models import (
 )
 from genesis import notifications
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from genesis.history import record_history
 from genesis.jobs import advance, check_move
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit, send_task
@@ -96,12 +97,6 @@ def _check_tokens(**counts: int | None) -> None:
             raise InvalidInput(f"{name}: {count} is too large; it can be at most {MAX_TOKENS:,}")
 
 
-def _record_history(instance: Any, *, actor: Actor, reason: str) -> None:
-    """simple-history reads these when the row is saved: who changed it and why."""
-    instance._history_user = actor
-    instance._change_reason = reason[:100] if reason else ""
-
-
 # --- prices ---------------------------------------------------------------------------------------------
 
 
@@ -155,7 +150,7 @@ def price_upsert(
     fields: dict[str, object] = {**values, "source": source.strip(), "source_date": source_date, "note": note}
     for name, field_value in fields.items():
         setattr(price, name, field_value)
-    _record_history(price, actor=actor, reason=reason)
+    record_history(price, actor=actor, reason=reason)
     price.save()
     return price
 
@@ -603,12 +598,12 @@ def budget_upsert(
     }
     if budget is None:
         budget = Budget(name=name, **changes)
-        _record_history(budget, actor=actor, reason=reason or "created")
+        record_history(budget, actor=actor, reason=reason or "created")
         budget.save()
     elif any(getattr(budget, field_name) != value for field_name, value in changes.items()):
         for field_name, value in changes.items():
             setattr(budget, field_name, value)
-        _record_history(budget, actor=actor, reason=reason or "updated")
+        record_history(budget, actor=actor, reason=reason or "updated")
         budget.save()
     if budget.active:
         _raise_alerts(budget=budget, at=timezone.now(), triggered_by=None)

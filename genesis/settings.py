@@ -79,6 +79,11 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
+# A change's reason is kept whole in each model's history (genesis/history.py): status reasons name who
+# at their end ("fine-tuned by job #1 (…), started by admin"), and simple-history's default column cut
+# them at 100 characters.
+SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
+
 # /api/ requests go through this shorter chain (genesis/wsgi.py): nothing above that only the admin uses.
 # CommonMiddleware is left out too (APPEND_SLASH redirects and PREPEND_WWW are for pages, and it cost
 # ~10 µs a call, bench/route); without it gunicorn sends API answers chunked instead of with a length.

@@ -43,6 +43,7 @@ from costs.pricing import to_ledger_amount
 from costs.selectors import fine_tuning_cost
 from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.errors import Conflict, DomainError, InvalidInput, NotFound
+from genesis.history import record_history
 from genesis.jobs import advance
 from genesis.permissions import Actor, require_permission
 from models_app.finetuning import rules
@@ -69,12 +70,6 @@ logger = logging.getLogger(__name__)
 # deleted by hand, its provider gone for good) stops holding after this, longer than any training.
 FINE_TUNING_HOLD_LASTS = timedelta(days=7)
 LEDGER_KEY_PREFIX = "finetune:"
-
-
-def _record_history(instance: Any, *, actor: Actor, reason: str) -> None:
-    """simple-history reads these when the row is saved: who changed it and why."""
-    instance._history_user = actor
-    instance._change_reason = reason[:100] if reason else ""
 
 
 def ledger_key(job: FineTuningJob) -> str:
@@ -163,7 +158,7 @@ def _job_insert(
     check = budget_check(agent=agent, estimate_usd=estimate, actor=actor, override_reason=override_reason,
                          hold_for=job, operation=Operation.FINE_TUNING, hold_lasts=FINE_TUNING_HOLD_LASTS)
     job.budget_override_reason = (override_reason or "").strip() if check.overridden else ""
-    _record_history(job, actor=actor, reason=f"created; estimated ${estimate}" + (" (budget overridden)" if check.overridden else ""))
+    record_history(job, actor=actor, reason=f"created; estimated ${estimate}" + (" (budget overridden)" if check.overridden else ""))
     job.save()
     return job
 
@@ -273,7 +268,7 @@ def _submit(*, job_id: int, actor: Actor) -> FineTuningJob:
     job.submitted_at = now
     _apply_snapshot(job, snapshot, now=now)
     _clear_error(job)
-    _record_history(job, actor=actor, reason=f"created at the provider as {snapshot.id} ({snapshot.status})")
+    record_history(job, actor=actor, reason=f"created at the provider as {snapshot.id} ({snapshot.status})")
     job.save()
     return job
 
@@ -294,7 +289,7 @@ def _record_failed_creation(
     if not isinstance(error, TransientProviderError):
         advance(job, rules.REFUSED, transitions=FINE_TUNING_TRANSITIONS)
         job.last_error += _lost_files_advice(client, job)
-    _record_history(job, actor=actor, reason=f"submit failed: {error.message}")
+    record_history(job, actor=actor, reason=f"submit failed: {error.message}")
     job.save()
     _release_budget_when_ended(job)
     return job
@@ -337,7 +332,7 @@ def _refuse_reused_job_id(
     )
     job.provider_answer, job.provider_answer_status, job.last_error_at = "", None, now
     advance(job, rules.REFUSED, transitions=FINE_TUNING_TRANSITIONS)
-    _record_history(job, actor=actor, reason=f"submit refused: provider job id {snapshot.id} is job #{holder.pk}'s")
+    record_history(job, actor=actor, reason=f"submit refused: provider job id {snapshot.id} is job #{holder.pk}'s")
     job.save()
     _release_budget_when_ended(job)
     logger.warning("fine-tuning job #%s: %s", job.pk, job.last_error)
@@ -375,7 +370,7 @@ def finetuning_job_cancel(*, job: FineTuningJob, actor: Actor = None, reason: st
                 raise Conflict(f"fine-tuning job #{job.pk} became {job.status} meanwhile; cancel it again")
             advance(job, rules.CANCELLED, transitions=FINE_TUNING_TRANSITIONS)
             job.finished_at = timezone.now()
-            _record_history(job, actor=actor, reason=f"{why} (before it reached the provider)")
+            record_history(job, actor=actor, reason=f"{why} (before it reached the provider)")
             job.save()
             _release_budget_when_ended(job)
             return job
@@ -502,7 +497,7 @@ def _record_provider_error(
         logger.warning("fine-tuning job #%s refused by provider '%s': %s", job.pk, job.provider.name, error.message)
     else:
         logger.warning("fine-tuning job #%s: %s failed: %s", job.pk, operation, error.message)
-    _record_history(job, actor=actor, reason=f"{operation}: {'refused' if gone else 'failed'} ({error.status_code or 'no answer'})")
+    record_history(job, actor=actor, reason=f"{operation}: {'refused' if gone else 'failed'} ({error.status_code or 'no answer'})")
     job.save()
     _release_budget_when_ended(job)
     return job
@@ -599,7 +594,7 @@ def settle_locked(
         job.skip_history_when_saving = True
     else:
         transitions = f"{before['status']} → {job.status}" if before["status"] != job.status else job.status
-        _record_history(job, actor=actor, reason=f"{reason}: {transitions}")
+        record_history(job, actor=actor, reason=f"{reason}: {transitions}")
     job.save()
     _release_budget_when_ended(job)
     return job

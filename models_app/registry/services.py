@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from genesis.history import record_history
 from genesis.permissions import Actor, require_permission
 from models_app.registry import lifecycle
 from models_app.registry.models import (
@@ -29,12 +30,6 @@ from models_app.registry.models import (
 )
 
 API_KEY_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
-
-
-def _record_history(instance: Any, *, actor: Actor, reason: str) -> None:
-    """simple-history reads these when the row is saved: who changed it and why."""
-    instance._history_user = actor
-    instance._change_reason = reason[:100] if reason else ""
 
 
 # --- agents and providers ------------------------------------------------------------------------
@@ -60,7 +55,7 @@ def agent_upsert(*, slug: str, name: str, purpose: str = "", actor: Actor = None
         if any(getattr(agent, field) != value for field, value in changed.items()):
             for field, value in changed.items():
                 setattr(agent, field, value)
-            _record_history(agent, actor=actor, reason="updated")
+            record_history(agent, actor=actor, reason="updated")
             agent.save()
     return agent
 
@@ -117,7 +112,7 @@ def model_version_register(
     )
     if created:
         # get_or_create saved before we could say who; record it on the creation entry.
-        version.history.filter(history_type="+").update(history_user=actor, history_change_reason=reason[:100])
+        version.history.filter(history_type="+").update(history_user=actor, history_change_reason=reason)
     return version
 
 
@@ -153,11 +148,11 @@ def model_version_transition(
         for previous in ModelVersion.objects.select_for_update().filter(agent=version.agent, status=ModelStatus.LIVE):
             previous.status = ModelStatus.RETIRED
             previous.status_changed_at = now
-            _record_history(previous, actor=actor_in_history, reason=f"replaced by {version.model_id}")
+            record_history(previous, actor=actor_in_history, reason=f"replaced by {version.model_id}")
             previous.save(update_fields=["status", "status_changed_at"])
     version.status = to_status
     version.status_changed_at = now
-    _record_history(version, actor=actor_in_history, reason=reason)
+    record_history(version, actor=actor_in_history, reason=reason)
     version.save(update_fields=["status", "status_changed_at"])
     return version
 

@@ -74,6 +74,15 @@ def test_history_records_who_and_why():
     assert latest.prev_record.status == "registered"
 
 
+def test_a_long_reason_is_kept_whole_with_who_at_its_end():
+    """Status reasons name who at their end; the history column cut them at 100 characters."""
+    user = UserFactory(is_superuser=True)
+    version = ModelVersionFactory()
+    reason = "benchmark run #12 PASS: relative improvement +10.4 % (95 % interval +6.1 % to +14.9 %), approved by the second reviewer"
+    model_version_transition(version=version, to_status="benchmarking", actor=user, reason=reason)
+    assert len(reason) > 100 and version.history.latest().history_change_reason == reason
+
+
 def test_user_without_permission_is_refused():
     clerk = UserFactory(username="clerk")
     version = ModelVersionFactory()
