@@ -23,7 +23,7 @@ from django.views.decorators.http import require_POST
 from experiments import rollout_settings, routing, selectors, services
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
-from genesis.errors import DomainError
+from genesis.errors import AlreadyDone, DomainError
 from genesis.permissions import Actor, request_actor
 from models_app.registry.models import ModelStatus, ModelVersion
 from models_app.registry.selectors import CANDIDATE_STATUSES
@@ -267,6 +267,8 @@ class ExperimentAdmin(admin.ModelAdmin):
         try:
             done = rollout_action(action, experiment=experiment, user=request_actor(request), reason=reason,
                                override_reason=request.POST.get("override_reason", ""), shown=request.POST)
+        except AlreadyDone as exc:
+            messages.info(request, exc.message[0].upper() + exc.message[1:])
         except DomainError as exc:
             messages.error(request, f"Refused: {exc.message}")
         else:

@@ -36,7 +36,7 @@ from experiments.models import (
     StageStatus,
 )
 from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, stage_holds
-from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
 from genesis.validation import reject_nul
@@ -439,8 +439,11 @@ def stage_approve_next(
     the current stage (which stage_approve then requests and approves in one go). What the admin's
     and the launch board's Approve button and `rollout_models --approve` do."""
     experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    shown = (StageApproval.objects.filter(pk=approval_id, stage__experiment=experiment, status=ApprovalStatus.APPROVED)
+             .select_related("stage").first() if approval_id is not None else None)
     pending = pending_approval(experiment=experiment)
-    stage = pending.stage if pending is not None else _next_stage(experiment)
+    # The request shown was approved already (a form sent twice): stage_approve says by whom.
+    stage = shown.stage if shown is not None else pending.stage if pending is not None else _next_stage(experiment)
     if stage is None:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; it has no stage to approve")
     return stage_approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version, reason=reason)
@@ -453,6 +456,7 @@ def _approve(
     require_permission(actor=approver, permission="experiments.approve_stage", action="approve stage advances")
     experiment = _lock(stage.experiment)
     stage = ExperimentStage.objects.get(pk=stage.pk)
+    _require_not_yet_approved(experiment, stage=stage, approval_id=approval_id)
     _require_next_stage(experiment, stage)
     approval = (
         StageApproval.objects.select_for_update(of=("self",))
@@ -482,6 +486,24 @@ def _current_stage(experiment: Experiment) -> ExperimentStage:
     if stage is None:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status} but has no current stage")
     return stage
+
+
+def _require_not_yet_approved(experiment: Experiment, *, stage: ExperimentStage, approval_id: int | None) -> None:
+    """The request shown (`approval_id`), or else the advance to `stage`, was approved already — a
+    form sent twice, two approvers at once, or a page left open: say by whom and where the experiment
+    is, rather than refuse it as a skipped stage."""
+    approved = StageApproval.objects.filter(status=ApprovalStatus.APPROVED).select_related("decided_by", "stage")
+    done = approved.filter(pk=approval_id).first() if approval_id is not None else None
+    if done is None and stage.status != StageStatus.PENDING:
+        done = approved.filter(stage=stage).order_by("-decided_at").first()
+    if done is None:
+        return
+    at = experiment.current_stage.percent if experiment.current_stage else 0
+    where = f"the experiment is at {at} %" if experiment.status in ACTIVE_STATUSES else f"the experiment is {experiment.status}"
+    raise AlreadyDone(
+        f"the advance of '{experiment.key}' to {done.stage.percent} % was already approved by "
+        f"{audit.actor_name(done.decided_by)} at {done.decided_at:%Y-%m-%d %H:%M} UTC — {where}"
+    )
 
 
 def _require_next_stage(experiment: Experiment, stage: ExperimentStage) -> None:

@@ -27,7 +27,7 @@ from experiments import services as experiment_services
 from experiments.admin import rollout_action
 from experiments.admin_health import AgentWithHealthAdmin
 from experiments.models import ACTIVE_STATUSES, Experiment
-from genesis.errors import Conflict, DomainError, NotFound
+from genesis.errors import AlreadyDone, Conflict, DomainError, NotFound
 from launch import report as launch_report
 from launch import selectors
 from models_app.benchmarks.services import benchmark_run_create
@@ -58,6 +58,8 @@ def board_act(request: HttpRequest, agent: str, action: str) -> HttpResponse:
         raise DjangoPermissionDenied
     try:
         done = _run(action, agent=agent_row, user=request.user, post=request.POST)
+    except AlreadyDone as exc:
+        messages.info(request, f"Agent {agent_row.slug}: {exc.message}")
     except DomainError as exc:
         messages.error(request, f"Agent {agent_row.slug}: refused — {exc.message}")
     else:

@@ -92,6 +92,13 @@ def test_request_then_approve_from_the_board_with_four_eyes(client):
     done = client.post("/admin/launch/act/qa_agent/approve/", {"approval": approval.pk, "config_version": 1}, follow=True)
     assert "qa_agent: Advanced to 25 %" in text_of(done.content)
     assert Experiment.objects.get().current_stage.percent == 25
+    refusals = experiment.events.filter(action="refusal").count()  # the stale form's, above
+    # The same form sent again answers that it is done, not that a stage was skipped, and leaves no refusal.
+    again = text_of(client.post("/admin/launch/act/qa_agent/approve/", {"approval": approval.pk, "config_version": 1},
+                                follow=True).content)
+    assert "already approved by approver at" in again and "the experiment is at 25 %" in again
+    assert "refused" not in again and "skipped" not in again
+    assert experiment.events.filter(action="refusal").count() == refusals
 
 
 def test_roll_back_from_the_board_needs_a_reason(client):
