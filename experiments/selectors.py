@@ -32,11 +32,14 @@ from experiments.models import (
     Experiment,
     ExperimentEvent,
     ExperimentStage,
+    ExperimentStatus,
     OutcomeEvent,
     StageApproval,
     Variant,
 )
 from genesis.errors import NotFound
+from models_app.registry.models import Agent, ModelStatus, ModelVersion
+from models_app.registry.selectors import candidate_versions
 
 ARMS = (Variant.CONTROL.value, Variant.TREATMENT.value)
 # An outcome's cost is kept to eight decimals (OutcomeEvent.cost_usd): sums and means are shown to as many.
@@ -159,6 +162,31 @@ def experiment_for_agent(*, agent_slug: str) -> Experiment | None:
         or experiments.filter(status="draft").order_by("-created_at").first()
         or experiments.order_by("-created_at").first()
     )
+
+
+@dataclass(frozen=True)
+class RolloutStart:
+    """What starting an agent's rollout does (experiments.services.experiment_start_for_agent): start
+    `draft`, or else create and start an experiment for `treatment`. `other_draft` is the agent's
+    newest draft when it is for another candidate and so is left as it is; nothing to start leaves
+    both `draft` and `treatment` None."""
+
+    draft: Experiment | None
+    treatment: ModelVersion | None
+    other_draft: Experiment | None
+
+
+def rollout_start_plan(*, agent: Agent, candidate_model_id: str = "") -> RolloutStart:
+    """Without a candidate named: the agent's newest draft, or else a new experiment for its newest
+    candidate. With one named, only that model: its own draft, or else a new experiment for it."""
+    drafts = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).select_related("treatment").order_by("-created_at")
+    newest_draft = drafts.first()
+    draft = drafts.filter(treatment__model_id=candidate_model_id).first() if candidate_model_id else newest_draft
+    if draft is not None:
+        return RolloutStart(draft=draft, treatment=draft.treatment, other_draft=None)
+    versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
+    treatment = versions.filter(model_id=candidate_model_id).first() if candidate_model_id else versions.first()
+    return RolloutStart(draft=None, treatment=treatment, other_draft=newest_draft)
 
 
 # The inner query's per-user columns, and the outer query's sums of them: (column, expression).

@@ -35,13 +35,19 @@ from experiments.models import (
     StageApproval,
     StageStatus,
 )
-from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, stage_holds
+from experiments.selectors import (
+    experiment_guardrail_results,
+    experiment_metrics,
+    pending_approval,
+    rollout_start_plan,
+    stage_holds,
+)
 from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
 from genesis.validation import reject_nul
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
-from models_app.registry.selectors import candidate_versions, live_version
+from models_app.registry.selectors import live_version
 from models_app.registry.services import model_version_transition
 
 if TYPE_CHECKING:
@@ -739,15 +745,12 @@ def experiment_start_for_agent(
     for its newest candidate. With one named, only that model is ever started: its own draft, or else
     a new experiment for it (another candidate's draft is left as it is); a name that is not one of
     the agent's candidates is refused, naming the draft that waits, if any."""
-    drafts = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).select_related("treatment").order_by("-created_at")
-    draft = drafts.filter(treatment__model_id=candidate_model_id).first() if candidate_model_id else drafts.first()
-    if draft is not None:
-        return experiment_start(experiment=draft, actor=actor, override_reason=override_reason)
-    versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
-    treatment = versions.filter(model_id=candidate_model_id).first() if candidate_model_id else versions.first()
-    if treatment is not None:
-        return experiment_create_and_start(agent=agent, treatment=treatment, actor=actor, override_reason=override_reason)
-    other = drafts.first()
+    plan = rollout_start_plan(agent=agent, candidate_model_id=candidate_model_id)
+    if plan.draft is not None:
+        return experiment_start(experiment=plan.draft, actor=actor, override_reason=override_reason)
+    if plan.treatment is not None:
+        return experiment_create_and_start(agent=agent, treatment=plan.treatment, actor=actor, override_reason=override_reason)
+    other = plan.other_draft
     if other is not None:
         raise Conflict(
             f"agent '{agent.slug}' has draft experiment '{other.key}' for candidate "

@@ -312,6 +312,21 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
     return rollout, guard_cell, action, calendar
 
 
+def _draft_cell(draft: Experiment, *, candidate: ModelVersion) -> Cell:
+    """A draft as "Start rollout" will treat it (experiment_start_for_agent with the row's candidate):
+    the candidate's own draft is started; another candidate's is left, and a new experiment starts."""
+    plan = experiment_selectors.rollout_start_plan(agent=draft.agent, candidate_model_id=candidate.model_id)
+    link = ("admin:experiments_experiment_change", (draft.pk,))
+    if plan.draft is not None and plan.draft.pk == draft.pk:
+        return Cell(f"draft {draft.key}", IDLE, "Start rollout starts this draft", *link)
+    which = "an older" if draft.treatment.created_at <= candidate.created_at else "another"
+    return Cell(
+        "not started", IDLE,
+        f"draft {draft.key} is for {which} candidate {draft.treatment.model_id} — Start rollout starts a new "
+        f"experiment for {candidate.model_id}", *link,
+    )
+
+
 def _current_spend() -> tuple[dict[str, Decimal], str]:
     budget = Budget.objects.filter(name="default").first()
     if budget is not None:
@@ -358,6 +373,8 @@ def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[
             or Experiment.objects.filter(agent=row_agent).order_by("-created_at").first()
         )
         rollout, guardrails, action, calendar = _rollout_state(experiment, user=user)
+        if candidate is not None and experiment is not None and experiment.status == ExperimentStatus.DRAFT:
+            rollout = _draft_cell(experiment, candidate=candidate)
         if action is None:
             action = _pre_rollout_action(agent=row_agent, candidate=candidate, user=user)
         rows.append(BoardRow(

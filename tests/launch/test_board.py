@@ -101,6 +101,35 @@ def test_request_then_approve_from_the_board_with_four_eyes(client):
     assert experiment.events.filter(action="refusal").count() == refusals
 
 
+def test_a_draft_for_an_older_candidate_is_shown_as_what_start_rollout_will_do(client):
+    # Was: ROLLOUT "draft qa_agent-exp" (the seeded draft of an older fine-tune), while "Start rollout"
+    # started a new experiment for the newest candidate and left that draft.
+    from models_app.registry.services import model_version_transition
+    from tests.factories import ModelVersionFactory
+
+    operator = person("operator", "view_experiment", "add_experiment", "start_experiment")
+    draft = draft_experiment("qa_agent", actor=operator)
+    newer = ModelVersionFactory(agent=draft.agent, model_id="ft:open-mistral-7b:newer:20261102:0ddba11")
+    for status in ("benchmarking", "approved_for_rollout"):
+        newer = model_version_transition(version=newer, to_status=status, reason="test")
+    row = launch_board(user=operator)[0][0]
+    assert row.candidate == newer and row.next_action.action == "rollout"
+    assert row.rollout.text == "not started"
+    assert row.rollout.detail == (f"draft qa_agent-exp is for an older candidate {draft.treatment.model_id} — Start rollout "
+                                  f"starts a new experiment for {newer.model_id}")
+    client.force_login(operator)
+    client.post("/admin/launch/act/qa_agent/rollout/")
+    started = Experiment.objects.get(status="running")
+    assert started.treatment == newer and Experiment.objects.get(pk=draft.pk).status == "draft"  # as the row said
+
+
+def test_the_candidates_own_draft_is_the_one_start_rollout_starts(client):
+    operator = person("operator", "view_experiment", "add_experiment", "start_experiment")
+    draft_experiment("qa_agent", actor=operator)
+    row = launch_board(user=operator)[0][0]
+    assert (row.rollout.text, row.rollout.detail) == ("draft qa_agent-exp", "Start rollout starts this draft")
+
+
 def test_roll_back_from_the_board_needs_a_reason(client):
     roller = person("roller", "view_experiment", "rollback_experiment")
     starter = person("starter", "add_experiment", "start_experiment")
