@@ -430,9 +430,26 @@ class Hold:
     name: str  # min_time | min_samples | guardrails | srm | status
     cleared: bool
     detail: str
+    clears_at: datetime | None = None  # when an open hold clears by itself (min_time); None: it waits for data
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "clears_at": self.clears_at.isoformat() if self.clears_at else None}
+
+
+HOLD_LABELS = {"min_time": "min stage time", "min_samples": "min samples", "guardrails": "guardrails", "srm": "sample ratio",
+               "status": "status"}
+
+
+def holds_wait(holds: list[Hold]) -> str:
+    """When a request held by `holds` can be approved, in words: "after 2026-12-08 10:00 UTC (min stage
+    time)", "once min samples and guardrails clear", both, or "" when nothing holds it."""
+    open_holds = [hold for hold in holds if not hold.cleared]
+    timed = [hold for hold in open_holds if hold.clears_at is not None]
+    waiting = [HOLD_LABELS.get(hold.name, hold.name) for hold in open_holds if hold.clears_at is None]
+    parts = [f"after {hold.clears_at:%Y-%m-%d %H:%M} UTC ({HOLD_LABELS.get(hold.name, hold.name)})" for hold in timed]
+    if waiting:
+        parts.append(f"once {' and '.join(waiting)} clear{'s' if len(waiting) == 1 else ''}")
+    return " and ".join(parts)
 
 
 def stage_holds(
@@ -455,6 +472,7 @@ def stage_holds(
             "min_time", False,
             f"{_hours(elapsed)} of the {_hours(required)} minimum in this stage; clears at "
             f"{(stage.started_at + required):%Y-%m-%d %H:%M} UTC",
+            clears_at=stage.started_at + required,
         ))
 
     need = experiment.min_samples_per_arm

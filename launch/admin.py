@@ -44,7 +44,7 @@ BOARD_ACTIONS = ("benchmark", "rollout", "request", "approve", "resume", "rollba
 def board_index(request: HttpRequest) -> HttpResponse:
     """The admin's home: the launch board above Django's list of apps."""
     rows, period = selectors.launch_board(user=request.user)
-    waiting = list(selectors.experiments_awaiting_approval())
+    waiting = selectors.experiments_awaiting_approval()
     return admin.site.index(request, extra_context={
         "board": rows, "spend_period": period, "awaiting_approval": waiting,
         "board_totals": format_usd(sum((row.spend for row in rows), selectors.ZERO)),
@@ -177,7 +177,7 @@ admin.site.register(Agent, AgentLaunchAdmin)
 
 def approvals_waiting(request: HttpRequest) -> HttpResponse:
     context = {**admin.site.each_context(request), "title": "Stage advances waiting for approval",
-               "awaiting_approval": list(selectors.experiments_awaiting_approval())}
+               "awaiting_approval": selectors.experiments_awaiting_approval()}
     return TemplateResponse(request, "admin/launch/approvals.html", context)
 
 

@@ -298,8 +298,10 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
             blocked = "you started this experiment; another approver must approve"
         elif user is not None and pending.requested_by_id == user.pk:
             blocked = "you requested this advance; another approver must approve"
+        wait = experiment_selectors.holds_wait(holds)
         action = NextAction(
-            f"approve {following.percent} % (requested by {requester})", "approve", f"Approve {following.percent} %",
+            f"approve {following.percent} % {wait} (requested by {requester})" if wait
+            else f"approve {following.percent} % (requested by {requester})", "approve", f"Approve {following.percent} %",
             _user_can(user, "experiments.approve_stage") and not blocked, _who_may("experiments.approve_stage"),
             blocked_by=blocked or waits, approval_id=pending.pk, config_version=experiment.config_version,
             tone=WAIT if open_holds else ATTENTION,
@@ -387,13 +389,25 @@ def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[
     return rows, period_label
 
 
-def experiments_awaiting_approval() -> QuerySet[StageApproval]:
-    """Pending stage requests, oldest first: the approvers' queue."""
-    return (
+@dataclass(frozen=True)
+class AwaitingApproval:
+    """A pending stage request and, while its holds are open, when it can be approved ("after
+    2026-12-08 10:00 UTC (min stage time)"); "" when it can be approved now."""
+
+    approval: StageApproval
+    waits: str
+
+
+def experiments_awaiting_approval() -> list[AwaitingApproval]:
+    """Pending stage requests, oldest first, each with what its holds still wait for: the approvers' queue."""
+    pending = (
         StageApproval.objects.filter(status=ApprovalStatus.PENDING, stage__experiment__status=ExperimentStatus.RUNNING)
-        .select_related("stage__experiment__agent", "stage__experiment__treatment", "requested_by")
+        .select_related("stage__experiment__agent", "stage__experiment__treatment", "stage__experiment__current_stage",
+                        "requested_by")
         .order_by("requested_at")
     )
+    return [AwaitingApproval(approval, experiment_selectors.holds_wait(experiment_selectors.stage_holds(experiment=approval.stage.experiment)))
+            for approval in pending]
 
 
 # --- the agent page ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ action as a button only for people the service would allow — each button calli
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from html import unescape
 
 import pytest
@@ -149,6 +150,37 @@ def test_the_approvals_queue_lists_pending_requests(client):
     client.force_login(person("approver", "view_experiment", "approve_stage"))
     page = text_of(client.get("/admin/launch/approvals/").content)
     assert "qa_agent-exp" in page and "25 %" in page and "starter" in page and "looks good" in page
+
+
+def test_a_request_held_by_its_holds_says_until_when_in_the_queue_and_the_next_action(client):
+    # Was: "approve 25 % (requested by starter)" and a queue row with no sign of the 48 h minimum.
+    starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter, min_stage_hours=48), actor=starter)
+    stage_request_advance(experiment=experiment, actor=starter)
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    experiment.refresh_from_db()
+    clears = f"{experiment.current_stage.started_at + timedelta(hours=48):%Y-%m-%d %H:%M} UTC"
+    for viewer in (starter, person("viewer", "view_experiment"), person("approver", "view_experiment", "approve_stage")):
+        action = launch_board(user=viewer)[0][0].next_action
+        assert action.text == f"approve 25 % after {clears} (min stage time) (requested by starter)"
+    client.force_login(starter)
+    assert f"can be approved after {clears} (min stage time)" in text_of(client.get("/admin/").content)
+    queue = text_of(client.get("/admin/launch/approvals/").content)
+    assert f"after {clears} (min stage time)" in queue
+
+
+def test_a_request_waiting_for_data_says_which_holds(client):
+    starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    stage_request_advance(experiment=experiment, actor=starter)
+    assert launch_board(user=starter)[0][0].next_action.text == (
+        "approve 25 % once min samples and guardrails clear (requested by starter)")
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    assert launch_board(user=starter)[0][0].next_action.text == "approve 25 % (requested by starter)"
+    client.force_login(starter)
+    assert "now" in text_of(client.get("/admin/launch/approvals/").content).split("can be approved")[1]
 
 
 def test_view_site_and_the_root_lead_to_the_board(client):
