@@ -262,7 +262,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     def act_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
         experiment = get_object_or_404(Experiment, pk=pk)
         if not self.has_view_or_change_permission(request, experiment):
-            raise DjangoPermissionDenied
+            raise DjangoPermissionDenied("the experiment's buttons need the permission 'experiments.view_experiment'")
         reason = request.POST.get("reason", "").strip()
         try:
             done = rollout_action(action, experiment=experiment, user=request_actor(request), reason=reason,
