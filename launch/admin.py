@@ -47,7 +47,7 @@ def board_index(request: HttpRequest) -> HttpResponse:
     waiting = selectors.experiments_awaiting_approval()
     return admin.site.index(request, extra_context={
         "board": rows, "spend_period": period, "awaiting_approval": waiting,
-        "board_totals": format_usd(sum((row.spend for row in rows), selectors.ZERO)),
+        "board_totals": format_usd(sum((row.spend or selectors.ZERO for row in rows), selectors.ZERO)) if period else None,
     })
 
 
@@ -143,7 +143,7 @@ def report_download(request: HttpRequest) -> HttpResponse:
             content_type="text/plain; charset=utf-8",
         )
     try:
-        facts = selectors.launch_report_facts(agent_slug=request.GET.get("agent") or None)
+        facts = selectors.launch_report_facts(agent_slug=request.GET.get("agent") or None, user=request.user)
     except NotFound as exc:
         return HttpResponseNotFound(exc.message, content_type="text/plain; charset=utf-8")
     now = timezone.now()

@@ -83,7 +83,7 @@ class BoardRow:
     benchmark: Cell
     rollout: Cell
     guardrails: Cell
-    spend: Decimal
+    spend: Decimal | None  # None: this user may not see costs (costs.view_costentry)
     next_action: NextAction
     experiment: Experiment | None = None
     can_roll_back: bool = False
@@ -361,9 +361,17 @@ def _pre_rollout_action(*, agent: Agent, candidate: ModelVersion | None, user: A
     return NextAction(f"candidate is {candidate.get_status_display().lower()}", tone=WAIT)
 
 
-def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[BoardRow], str]:
-    """One row per agent (or the one `agent`), and the label of the spend period."""
-    spend, period_label = _current_spend()
+def sees_costs(user: Any) -> bool:
+    """Spend is shown to people who may read the ledger (the cost dashboard's permission); None is
+    Genesis itself (the report it sends, the command)."""
+    return user is None or _user_can(user, "costs.view_costentry")
+
+
+def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[BoardRow], str | None]:
+    """One row per agent (or the one `agent`), and the label of the spend period — None, and no
+    row's spend, for a user who may not see costs."""
+    shows_spend = sees_costs(user)
+    spend, period_label = _current_spend() if shows_spend else ({}, None)
     agents = [agent] if agent is not None else list(Agent.objects.order_by("slug"))
     rows = []
     for row_agent in agents:
@@ -382,7 +390,7 @@ def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[
         rows.append(BoardRow(
             agent=row_agent, live=live_version(agent=row_agent), candidate=candidate, audit=_audit_cell(job),
             job=_job_cell(agent=row_agent, candidate=candidate, job=job), benchmark=_benchmark_cell(candidate),
-            rollout=rollout, guardrails=guardrails, spend=spend.get(row_agent.slug, ZERO), next_action=action,
+            rollout=rollout, guardrails=guardrails, spend=spend.get(row_agent.slug, ZERO) if shows_spend else None, next_action=action,
             experiment=experiment, calendar=calendar,
             can_roll_back=bool(experiment and experiment.status in ACTIVE_STATUSES and _user_can(user, "experiments.rollback_experiment")),
         ))
@@ -435,7 +443,7 @@ class VersionTimeline:
 @dataclass
 class AgentPage:
     row: BoardRow
-    spend_period: str
+    spend_period: str | None
     timeline: list[VersionTimeline]
 
 
@@ -587,9 +595,9 @@ def _experiment_json(experiment: Experiment) -> dict[str, Any]:
 # --- the Go/No-Go report's facts --------------------------------------------------------------------
 
 
-def launch_facts(*, agent: Agent) -> dict[str, Any]:
+def launch_facts(*, agent: Agent, with_costs: bool = True) -> dict[str, Any]:
     """Everything the Go/No-Go report says about one agent, as plain data (launch/report.py judges
-    and renders it)."""
+    and renders it). Without `with_costs` (a reader who may not see costs) no money is in it."""
     candidate = agent_candidate(agent=agent)
     live = live_version(agent=agent)
     facts: dict[str, Any] = {"agent": agent.slug, "live": live.model_id if live else None,
@@ -611,7 +619,8 @@ def launch_facts(*, agent: Agent) -> dict[str, Any]:
             # None for a run decided before the planner — nothing is computed here in its place.
             **stored_gate_plan(comparison),
             "per_tag": comparison.get("per_tag") or [], "reasons": comparison.get("reasons") or [],
-            "overridden": run.overrides.exists(), "cost_usd": money(run.cost_usd),
+            "overridden": run.overrides.exists(),
+            **({"cost_usd": money(run.cost_usd)} if with_costs else {}),
         }
     job = fine_tuning_job_of(version=candidate)
     audit = None
@@ -631,17 +640,20 @@ def launch_facts(*, agent: Agent) -> dict[str, Any]:
             rollout["guardrails"] = [{"metric": g["metric"], "state": g["state"]} for g in results["guardrails"]]
             rollout["relative_lift"] = results.get("relative_lift")
         facts["rollout"] = rollout
-    facts["cost_usd"] = money(candidate_costs(version=candidate)["total"])
+    if with_costs:
+        facts["cost_usd"] = money(candidate_costs(version=candidate)["total"])
     return facts
 
 
-def launch_report_facts(*, agent_slug: str | None = None) -> list[dict[str, Any]]:
+def launch_report_facts(*, agent_slug: str | None = None, user: Any = None) -> list[dict[str, Any]]:
     """The report's facts for every agent, or for `agent_slug` alone (NotFound when there is no such
-    agent: a report of nobody would read as "all GO")."""
+    agent: a report of nobody would read as "all GO"), as `user` may read them (None: Genesis — the
+    command and the sent report — sees costs)."""
     agents = Agent.objects.order_by("slug")
     if agent_slug is not None:
         agents = agents.filter(slug=agent_slug)
         if not agents.exists():
             known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
             raise NotFound(f"unknown agent '{agent_slug}'; known agents: {known}")
-    return [launch_facts(agent=agent) for agent in agents]
+    with_costs = sees_costs(user)
+    return [launch_facts(agent=agent, with_costs=with_costs) for agent in agents]

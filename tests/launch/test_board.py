@@ -196,6 +196,31 @@ def test_the_go_no_go_report_downloads(seeded_demo, client):
     assert "# Go/No-Go report" in response.content.decode() and "NO-GO" in response.content.decode()
 
 
+def test_spend_is_shown_only_to_people_who_may_read_costs(seeded_demo, client):
+    # Was: per-agent spend, "Total all time" and the report's "cost so far" for a staff user to whom
+    # the cost dashboard itself answers 403.
+    import json
+
+    outsider = UserFactory(username="outsider")
+    rows, period = launch_board(user=outsider)
+    assert period is None and all(row.spend is None for row in rows)
+    client.force_login(outsider)
+    board = text_of(client.get("/admin/").content)
+    assert "Total" not in board and "spend" not in board and "$" not in board.split("Launch board")[1]
+    report = client.get("/admin/launch/report/?format=md").content.decode()
+    assert "cost so far" not in report.lower() and "$" not in report
+    facts = json.loads(client.get("/admin/launch/report/?format=json").content)["agents"]
+    assert not any("cost_usd" in agent or "cost_usd" in (agent.get("benchmark") or {}) for agent in facts)
+    assert "spend" not in text_of(client.get("/admin/launch/agent/qa_agent/").content)
+
+    reader = member("adam", "Rollout approvers")  # the demo groups may read cost entries
+    rows, period = launch_board(user=reader)
+    assert period and all(row.spend is not None for row in rows)
+    client.force_login(reader)
+    assert "Total " in text_of(client.get("/admin/").content)
+    assert "Cost so far (ledger)" in client.get("/admin/launch/report/?format=md").content.decode()
+
+
 def test_the_report_download_refuses_an_unknown_agent_or_format_as_the_command_does(seeded_demo, client):
     # Was 200 {"all_go": true, "agents": []} for an agent that does not exist, and markdown for ?format=pdf.
     client.force_login(member("adam", "Rollout approvers"))
