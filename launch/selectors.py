@@ -151,7 +151,9 @@ def money(amount: Decimal) -> str:
 # --- the board ------------------------------------------------------------------------------------
 
 
-def _audit_cell(job: FineTuningJob | None) -> Cell:
+def _audit_cell(job: FineTuningJob | None, *, candidate: ModelVersion | None) -> Cell:
+    if candidate is None:
+        return Cell("—", IDLE)  # no candidate (launched, rolled back, none yet): no candidate's data to audit
     if job is None:
         return Cell("no training job", IDLE, "the candidate was registered without a fine-tuning job here")
     dataset = job.training_file.dataset
@@ -178,13 +180,19 @@ def _audit_summary(audit: AuditRun) -> str:
 
 
 def _job_cell(*, agent: Agent, candidate: ModelVersion | None, job: FineTuningJob | None) -> Cell:
-    moving = FineTuningJob.objects.filter(agent=agent, status__in=finetuning_rules.MOVING_STATUSES).order_by("-created_at").first()
-    shown = moving or job
+    """The job that produced the candidate; a newer job still in flight is named beside it ("next: #4
+    validated"), or shown alone while there is no candidate job to show."""
+    in_flight = FineTuningJob.objects.filter(agent=agent, status__in=finetuning_rules.MOVING_STATUSES)
+    moving = (in_flight.exclude(pk=job.pk) if job else in_flight).order_by("-created_at").first()
+    shown = job or moving
     if shown is None:
         return Cell("none", IDLE, "no fine-tuning job for this agent's candidate")
     tone = {finetuning_rules.SUCCESS: OK, finetuning_rules.FAILED: BAD, finetuning_rules.FAILED_VALIDATION: BAD,
             finetuning_rules.REFUSED: BAD, finetuning_rules.CANCELLED: IDLE}.get(shown.status, WAIT)
-    return Cell(f"#{shown.pk} {shown.get_status_display().lower()}", tone, shown.fine_tuned_model or shown.base_model,
+    detail = shown.fine_tuned_model or shown.base_model
+    if job is not None and moving is not None:
+        detail += f"; next: #{moving.pk} {moving.get_status_display().lower()}"
+    return Cell(f"#{shown.pk} {shown.get_status_display().lower()}", tone, detail,
                 "admin:models_app_finetuningjob_change", (shown.pk,))
 
 
@@ -388,7 +396,7 @@ def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[
         if action is None:
             action = _pre_rollout_action(agent=row_agent, candidate=candidate, user=user)
         rows.append(BoardRow(
-            agent=row_agent, live=live_version(agent=row_agent), candidate=candidate, audit=_audit_cell(job),
+            agent=row_agent, live=live_version(agent=row_agent), candidate=candidate, audit=_audit_cell(job, candidate=candidate),
             job=_job_cell(agent=row_agent, candidate=candidate, job=job), benchmark=_benchmark_cell(candidate),
             rollout=rollout, guardrails=guardrails, spend=spend.get(row_agent.slug, ZERO) if shows_spend else None, next_action=action,
             experiment=experiment, calendar=calendar,

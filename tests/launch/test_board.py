@@ -14,7 +14,7 @@ from experiments.models import Experiment, StageApproval
 from experiments.services import experiment_start, stage_request_advance
 from launch.selectors import launch_board
 from models_app.benchmarks.models import BenchmarkRun
-from tests.experiments.factories import draft_experiment, feed, person
+from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, person
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -129,6 +129,40 @@ def test_the_candidates_own_draft_is_the_one_start_rollout_starts(client):
     draft_experiment("qa_agent", actor=operator)
     row = launch_board(user=operator)[0][0]
     assert (row.rollout.text, row.rollout.detail) == ("draft qa_agent-exp", "Start rollout starts this draft")
+
+
+def _job(agent, *, status: str, version=None):
+    from models_app.finetuning.models import FineTuningJob, TrainingFile
+
+    training = TrainingFile.objects.create(agent=agent, provider=agent.versions.first().provider, provider_file_id=f"file-{status}",
+                                           filename="train.jsonl", line_count=10, size_bytes=100, sha256="0" * 64,
+                                           estimated_tokens=1000)
+    return FineTuningJob.objects.create(agent=agent, provider=training.provider, base_model="open-mistral-7b", status=status,
+                                        training_file=training, model_version=version,
+                                        fine_tuned_model=version.model_id if version else "")
+
+
+def test_the_job_cell_shows_the_job_that_produced_the_candidate_and_a_newer_one_beside_it():
+    # Was: candidate ft:… from job #5 and job #5's audit, but the job cell "#4 validated": the newer job in flight.
+    agent, _, candidate = agent_with_candidate("qa_agent", candidate_status="registered")
+    own = _job(agent, status="SUCCESS", version=candidate)
+    row = launch_board()[0][0]
+    assert (row.job.text, row.job.url_args) == (f"#{own.pk} success", (own.pk,))
+    newer = _job(agent, status="VALIDATED")
+    row = launch_board()[0][0]
+    assert (row.job.text, row.job.url_args) == (f"#{own.pk} success", (own.pk,))
+    assert row.job.detail == f"{candidate.model_id}; next: #{newer.pk} validated (waiting for start)"
+
+
+def test_no_candidate_no_candidate_audit_text():
+    # Was: CANDIDATE "—" after a launch, but the audit cell "the candidate was registered without a fine-tuning job here".
+    from models_app.registry.services import model_version_transition
+
+    agent, _, candidate = agent_with_candidate("qa_agent", candidate_status="registered")
+    assert launch_board()[0][0].audit.text == "no training job"
+    model_version_transition(version=candidate, to_status="rejected", reason="test")
+    row = launch_board()[0][0]
+    assert row.candidate is None and (row.audit.text, row.audit.detail) == ("—", "")
 
 
 def test_roll_back_from_the_board_needs_a_reason(client):
