@@ -19,6 +19,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from costs.budgeting import format_usd
@@ -42,29 +43,53 @@ BOARD_ACTIONS = ("benchmark", "rollout", "request", "approve", "resume", "rollba
 
 
 def board_index(request: HttpRequest) -> HttpResponse:
-    """The admin's home: the launch board above Django's list of apps."""
+    """The admin's home: the launch board above Django's list of apps. What a row's button did is
+    shown in that row, where its redirect lands; other messages stay at the top."""
     rows, period = selectors.launch_board(user=request.user)
     waiting = selectors.experiments_awaiting_approval()
     return admin.site.index(request, extra_context={
         "board": rows, "spend_period": period, "awaiting_approval": waiting,
+        "page_messages": _messages_into_rows(request, rows),
         "board_totals": format_usd(sum((row.spend or selectors.ZERO for row in rows), selectors.ZERO)) if period else None,
     })
 
 
+ROW_MESSAGE_TAG = "board-row"
+
+
+def _messages_into_rows(request: HttpRequest, rows: list[selectors.BoardRow]) -> list[Any]:
+    """Hand each row the messages of its button (tagged by board_act); the rest, for the top of the page."""
+    page_messages = []
+    row_of = {f"{ROW_MESSAGE_TAG}-{row.agent.slug}": row for row in rows}
+    for message in messages.get_messages(request):
+        row = row_of.get(message.extra_tags.split()[-1]) if message.extra_tags else None
+        if row is None:
+            page_messages.append(message)
+        else:
+            row.messages.append(message)
+    return page_messages
+
+
 @require_POST
 def board_act(request: HttpRequest, agent: str, action: str) -> HttpResponse:
+    """Press a row's button; back to the page it was pressed on (the board at that row, or the
+    agent page), with the outcome shown in the row."""
     agent_row = get_object_or_404(Agent, slug=agent)
     if action not in BOARD_ACTIONS:
-        raise DjangoPermissionDenied
+        raise DjangoPermissionDenied(f"the board has no button '{action}'")
+    tag = f"{ROW_MESSAGE_TAG}-{agent_row.slug}"
     try:
         done = _run(action, agent=agent_row, user=request.user, post=request.POST)
     except AlreadyDone as exc:
-        messages.info(request, f"Agent {agent_row.slug}: {exc.message}")
+        messages.info(request, f"Agent {agent_row.slug}: {exc.message}", extra_tags=tag)
     except DomainError as exc:
-        messages.error(request, f"Agent {agent_row.slug}: refused — {exc.message}")
+        messages.error(request, f"Agent {agent_row.slug}: refused — {exc.message}", extra_tags=tag)
     else:
-        messages.success(request, f"Agent {agent_row.slug}: {done}")
-    return HttpResponseRedirect(reverse("admin:index") + f"#agent-{agent_row.slug}")
+        messages.success(request, f"Agent {agent_row.slug}: {done}", extra_tags=tag)
+    back = request.POST.get("next", "")
+    if not (back.startswith("/admin/") and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()})):
+        back = reverse("admin:index")
+    return HttpResponseRedirect(f"{back}#agent-{agent_row.slug}")
 
 
 def _active_experiment(agent: Agent) -> Experiment:
@@ -159,7 +184,9 @@ def agent_view(request: HttpRequest, agent: str) -> HttpResponse:
     row = page.row
     cells = [("training data audit", row.audit), ("fine-tuning job", row.job), ("benchmark", row.benchmark),
              ("rollout", row.rollout), ("guardrails", row.guardrails)]
+    page_messages = _messages_into_rows(request, [row])
     context = {**admin.site.each_context(request), "title": f"Agent {row.agent.slug}", "row": row,
+               "page_messages": page_messages,
                "spend_period": page.spend_period, "cells": cells, "timeline": page.timeline}
     return TemplateResponse(request, "admin/launch/agent.html", context)
 

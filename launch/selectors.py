@@ -88,6 +88,7 @@ class BoardRow:
     experiment: Experiment | None = None
     can_roll_back: bool = False
     calendar: list[CalendarEntry] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)  # what this row's button just did (the board view fills it)
 
 
 # --- what belongs to a candidate ------------------------------------------------------------------

@@ -51,6 +51,30 @@ def test_a_person_without_the_permission_sees_who_may_instead_of_a_button(seeded
     assert "for someone in “Rollout operators”" in html
 
 
+def row_messages(html: bytes, slug: str) -> str:
+    row = html.decode().split(f'id="agent-{slug}"')[1].split("</tr>")[0]
+    return text_of(row.split('data-testid="row-messages"')[1].split("</ul>")[0].encode()) if "row-messages" in row else ""
+
+
+def test_a_buttons_outcome_is_shown_in_its_row_where_the_redirect_lands(seeded_demo, client):
+    # Was: a refusal came back at #agent-qa_agent with the message at the top of the page, 484 px out of view.
+    client.force_login(member("adam", "Rollout approvers"))
+    response = client.post("/admin/launch/act/qa_agent/benchmark/", {"next": "/admin/"})
+    assert response["Location"] == "/admin/#agent-qa_agent"
+    board = client.get(response["Location"]).content
+    assert "refused — user 'adam' may not start benchmark runs" in row_messages(board, "qa_agent")
+    assert 'class="messagelist"' not in board.decode().split('id="launch-board"')[0]  # not at the top as well
+    assert row_messages(client.get("/admin/").content, "qa_agent") == ""  # shown once
+
+    # Pressed on the agent page, it returns there.
+    response = client.post("/admin/launch/act/qa_agent/benchmark/", {"next": "/admin/launch/agent/qa_agent/"})
+    assert response["Location"] == "/admin/launch/agent/qa_agent/#agent-qa_agent"
+    assert "may not start benchmark runs" in row_messages(client.get(response["Location"]).content, "qa_agent")
+    # Anywhere else is not followed.
+    assert client.post("/admin/launch/act/qa_agent/benchmark/", {"next": "https://evil.example/admin/"})["Location"] == (
+        "/admin/#agent-qa_agent")
+
+
 def test_the_benchmark_button_calls_the_service_and_a_refusal_is_shown(seeded_demo, client):
     client.force_login(member("olivia", "Rollout operators"))
     response = client.post("/admin/launch/act/support_agent/benchmark/", follow=True)
