@@ -363,12 +363,7 @@ def rollout_page_context(*, experiment: Experiment, user: User) -> dict[str, Any
     def can(codename: str) -> bool:
         return user.is_active and user.has_perm(f"experiments.{codename}")
 
-    four_eyes_blocker = ""
-    if pending is not None:
-        if experiment.started_by_id == user.pk:
-            four_eyes_blocker = "you started this experiment; another approver must approve"
-        elif pending.requested_by_id == user.pk:
-            four_eyes_blocker = "you requested this advance; another approver must approve"
+    four_eyes_blocker = selectors.approval_blocker(experiment=experiment, pending=pending, user=user)
     candidate = experiment.treatment
     needs_override = candidate.status != ModelStatus.APPROVED_FOR_ROLLOUT
     buttons = {

@@ -633,6 +633,20 @@ def experiment_timeline(*, experiment: Experiment) -> list[dict[str, Any]]:
     ]
 
 
+def approval_blocker(*, experiment: Experiment, pending: StageApproval | None, user: Any) -> str:
+    """Why `user` may not approve the pending request, the real reason first: the permission, then
+    the four-eyes rule (they started the experiment or asked for this advance); "" when they may."""
+    if pending is None or user is None:
+        return ""
+    if not (user.is_active and user.has_perm("experiments.approve_stage")):
+        return "you may not approve stages: it needs the permission 'experiments.approve_stage'"
+    if experiment.started_by_id == user.pk:
+        return "you started this experiment; another approver must approve"
+    if pending.requested_by_id == user.pk:
+        return "you requested this advance; another approver must approve"
+    return ""
+
+
 def pending_approval(*, experiment: Experiment) -> StageApproval | None:
     return (
         StageApproval.objects.filter(stage__experiment=experiment, status=ApprovalStatus.PENDING)

@@ -302,16 +302,12 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
         return rollout, guard_cell, None, calendar
     if pending is not None:
         requester = pending.requested_by.get_username() if pending.requested_by else "?"
-        blocked = ""
-        if user is not None and experiment.started_by_id == user.pk:
-            blocked = "you started this experiment; another approver must approve"
-        elif user is not None and pending.requested_by_id == user.pk:
-            blocked = "you requested this advance; another approver must approve"
+        blocked = experiment_selectors.approval_blocker(experiment=experiment, pending=pending, user=user)
         wait = experiment_selectors.holds_wait(holds)
         action = NextAction(
             f"approve {following.percent} % {wait} (requested by {requester})" if wait
             else f"approve {following.percent} % (requested by {requester})", "approve", f"Approve {following.percent} %",
-            _user_can(user, "experiments.approve_stage") and not blocked, _who_may("experiments.approve_stage"),
+            not blocked and _user_can(user, "experiments.approve_stage"), _who_may("experiments.approve_stage"),
             blocked_by=blocked or waits, approval_id=pending.pk, config_version=experiment.config_version,
             tone=WAIT if open_holds else ATTENTION,
         )

@@ -189,6 +189,19 @@ def test_no_candidate_no_candidate_audit_text():
     assert row.candidate is None and (row.audit.text, row.audit.detail) == ("—", "")
 
 
+def test_a_starter_without_the_approve_permission_reads_that_reason_first(client):
+    # Was: "you started this experiment; another approver must approve" for an operator who may not approve at all.
+    starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    stage_request_advance(experiment=experiment, actor=starter)
+    action = launch_board(user=starter)[0][0].next_action
+    assert not action.allowed
+    assert action.blocked_by == "you may not approve stages: it needs the permission 'experiments.approve_stage'"
+    client.force_login(starter)
+    row = text_of(client.get("/admin/").content)
+    assert "it needs the permission 'experiments.approve_stage' — for " in row and "you started this experiment" not in row
+
+
 def test_roll_back_from_the_board_needs_a_reason(client):
     roller = person("roller", "view_experiment", "rollback_experiment")
     starter = person("starter", "add_experiment", "start_experiment")
