@@ -92,9 +92,19 @@ def _audit_judgement(training: dict[str, Any] | None, judgement: Judgement) -> N
         )
 
 
+def override_text(rollout: dict[str, Any]) -> str:
+    """"started without a PASS verdict — overridden by olivia: “…”" ("" for a rollout started on a PASS)."""
+    override = rollout.get("verdict_override")
+    if not override:
+        return ""
+    return f"started without a PASS verdict — overridden by {override['by']}: “{override['reason']}”"
+
+
 def _rollout_judgement(rollout: dict[str, Any] | None, judgement: Judgement) -> None:
     if rollout is None:
         return
+    if rollout.get("verdict_override"):
+        judgement.cautions.append(f"experiment {rollout['experiment']} {override_text(rollout)}")
     status = rollout["status"]
     if status == "rolled_back":
         judgement.blockers.append(f"experiment {rollout['experiment']} was rolled back")
@@ -209,7 +219,8 @@ def _markdown_agent(facts: dict[str, Any]) -> list[str]:
     rollout = facts.get("rollout")
     if rollout:
         stage = f" at {rollout['stage_percent']} %" if rollout.get("stage_percent") is not None else ""
-        lines.append(f"- Rollout: {rollout['experiment']} {rollout['status'].replace('_', ' ')}{stage}")
+        override = f"; {override_text(rollout)}" if rollout.get("verdict_override") else ""
+        lines.append(f"- Rollout: {rollout['experiment']} {rollout['status'].replace('_', ' ')}{stage}{override}")
     else:
         lines.append("- Rollout: not started")
     if "cost_usd" in facts:  # absent for a reader who may not see costs

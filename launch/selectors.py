@@ -639,6 +639,7 @@ def launch_facts(*, agent: Agent, with_costs: bool = True) -> dict[str, Any]:
         rollout: dict[str, Any] = {
             "experiment": experiment.key, "status": experiment.status,
             "stage_percent": experiment.current_stage.percent if experiment.current_stage else None,
+            "verdict_override": _verdict_override(experiment),
         }
         if experiment.status == ExperimentStatus.RUNNING:
             results = experiment_selectors.experiment_results(experiment=experiment)
@@ -648,6 +649,17 @@ def launch_facts(*, agent: Agent, with_costs: bool = True) -> dict[str, Any]:
     if with_costs:
         facts["cost_usd"] = money(candidate_costs(version=candidate)["total"])
     return facts
+
+
+def _verdict_override(experiment: Experiment) -> dict[str, Any] | None:
+    """Who started the rollout without a PASS verdict, when and why (`rollout_models --start
+    --override-reason`, the experiment page's override field); None for a rollout started on a PASS."""
+    if not experiment.verdict_override_reason:
+        return None
+    start = (experiment.events.filter(action=EventAction.START, reason_code="verdict_override")
+             .select_related("actor").order_by("-at").first())
+    return {"by": _username(start.actor if start else experiment.started_by) or "genesis",
+            "reason": experiment.verdict_override_reason, "at": start.at if start else experiment.started_at}
 
 
 def launch_report_facts(*, agent_slug: str | None = None, user: Any = None) -> list[dict[str, Any]]:
