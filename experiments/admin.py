@@ -187,7 +187,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None) -> list[str]:
         if obj is None:
             return []
-        fixed = ["agent", "treatment", "key", "seed", "config_version", "status"]
+        fixed = ["agent", "treatment", "key", "seed", "config_version", "status", "guardrail_rules"]
         if obj.status != ExperimentStatus.DRAFT:
             fixed.append("stage_plan")
         if obj.status in (ExperimentStatus.ROLLED_BACK, ExperimentStatus.COMPLETED):
@@ -197,8 +197,30 @@ class ExperimentAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: Experiment | None = None) -> tuple[str, ...]:
         if obj is None:
             return ExperimentForm.Meta.fields
+        # Read only (a finished experiment, or a person who may only view it): the rules as the same
+        # table the form edits, not the field's JSON.
+        guardrails = "guardrails" if self.has_change_permission(request, obj) else "guardrail_rules"
         return ("key", "agent", "treatment", "status", "seed", "config_version", "description", "stage_plan",
-                "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", "guardrails")
+                "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", guardrails)
+
+    @admin.display(description="guardrails")
+    def guardrail_rules(self, experiment: Experiment) -> SafeString:
+        labels = {name: dict(choices) for name, choices in _GUARDRAIL_CHOICES.items()}
+
+        def label(rule: dict[str, Any], name: str) -> str:
+            value = str(rule.get(name, ""))
+            return labels[name].get(value, value)
+
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (rule.get("metric", ""), label(rule, "harmful_direction"),
+             f"{rule['threshold']:g}" if isinstance(rule.get("threshold"), int | float) else rule.get("threshold"),
+             label(rule, "threshold_kind"), label(rule, "on_violation"))
+            for rule in experiment.guardrails if isinstance(rule, dict)
+        ))
+        return format_html(
+            '<table class="guardrails-form" id="guardrail-rules"><thead><tr><th>metric</th><th>harmful direction</th>'
+            "<th>threshold</th><th>kind</th><th>on violation</th></tr></thead><tbody>{}</tbody></table>", rows,
+        )
 
     def has_delete_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
         return False  # the audit trail must survive; roll back instead

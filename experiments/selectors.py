@@ -408,6 +408,7 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
             alpha=alpha,
             min_samples_per_arm=max(2, experiment.min_samples_per_arm),
             planned_samples_per_arm=experiment.planned_samples_per_arm,
+            format_value=usd_amount if metric == "cost_per_request" else None,
         )
         results.append(GuardrailState(
             metric=metric,
@@ -518,6 +519,12 @@ def _float(value: float | None) -> float | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return float(value)
+
+
+def usd_amount(value: float, *, signed: bool = False) -> str:
+    """A cost for people, sub-cent amounts included ("+$0.000038", not "+0.00"): costs.budgeting.format_usd."""
+    text = budgeting.format_usd(Decimal(repr(float(value))))
+    return f"+{text}" if signed and not text.startswith("-") else text
 
 
 def _money(value: Decimal) -> str:

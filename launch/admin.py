@@ -27,13 +27,13 @@ from experiments import selectors as experiment_selectors
 from experiments import services as experiment_services
 from experiments.admin import rollout_action
 from experiments.admin_health import AgentWithHealthAdmin
-from experiments.models import ACTIVE_STATUSES, Experiment
+from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus, StageStatus
 from genesis.errors import AlreadyDone, Conflict, DomainError, NotFound
 from launch import report as launch_report
 from launch import selectors
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.registry.admin import ModelVersionAdmin
-from models_app.registry.models import Agent, ModelVersion
+from models_app.registry.models import Agent, ModelStatus, ModelVersion
 
 admin.site.index_template = "admin/launch/index.html"
 admin.site.site_url = "/admin/"  # "View site": the board, not a 404 at "/"
@@ -120,8 +120,23 @@ def _run(action: str, *, agent: Agent, user: Any, post: Any) -> str:
                           shown=post)
 
 
+def _with_status_labels(lineage: dict[str, Any]) -> dict[str, Any]:
+    """The lineage as the page shows it: statuses by their labels ("rolled back", not "rolled_back")."""
+    models, experiments, stages = dict(ModelStatus.choices), dict(ExperimentStatus.choices), dict(StageStatus.choices)
+    return {
+        **lineage,
+        "model_version": {**lineage["model_version"],
+                          "status": models.get(lineage["model_version"]["status"], lineage["model_version"]["status"]).lower()},
+        "experiments": [
+            {**experiment, "status": experiments.get(experiment["status"], experiment["status"]).lower(),
+             "stages": [{**stage, "status": stages.get(stage["status"], stage["status"]).lower()} for stage in experiment["stages"]]}
+            for experiment in lineage["experiments"]
+        ],
+    }
+
+
 def lineage_context(version: ModelVersion) -> dict[str, Any]:
-    lineage = selectors.model_lineage(version=version)
+    lineage = _with_status_labels(selectors.model_lineage(version=version))
     costs = lineage["costs"]
     return {
         "lineage": lineage,
@@ -159,7 +174,8 @@ admin.site.register(ModelVersion, ModelVersionLineageAdmin)
 
 
 def report_download(request: HttpRequest) -> HttpResponse:
-    """The Go/No-Go report as a file (?format=md|html|json, default md; ?agent=A for one agent). An
+    """The Go/No-Go report (?format=md|html|json, default md; ?agent=A for one agent): HTML shown in
+    the browser, or as a file with ?download=1; markdown and JSON as files. An
     unknown format (400) or agent (404) is refused as `launch_report` refuses them, in plain text."""
     fmt = request.GET.get("format", "md")
     if fmt not in launch_report.FORMATS:
@@ -174,7 +190,9 @@ def report_download(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     text = launch_report.render(facts, fmt=fmt, generated_at=now)
     response = HttpResponse(text, content_type=f"{launch_report.FORMATS[fmt]}; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="launch_report_{now:%Y%m%d}.{fmt}"'
+    # HTML opens in the browser (the board's "HTML" link) unless ?download=1; markdown and JSON are files.
+    inline = fmt == "html" and not request.GET.get("download")
+    response["Content-Disposition"] = f'{"inline" if inline else "attachment"}; filename="launch_report_{now:%Y%m%d}.{fmt}"'
     return response
 
 

@@ -129,6 +129,17 @@ def test_approving_a_request_that_changed_since_the_page_was_opened_is_refused(c
     assert ExperimentEvent.objects.filter(experiment=experiment, action=EventAction.REFUSAL).count() == 1  # the changed request above
 
 
+def test_a_view_only_person_reads_the_guardrails_as_the_forms_table_not_json(client, team):
+    # Was: the approver's read-only page showed the rules as raw JSON.
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    html = page(client, team["approver"], experiment)
+    assert 'id="guardrail-rules"' in html and "&quot;harmful_direction&quot;" not in html
+    rules = html[html.index('id="guardrail-rules"'):]
+    assert "<td>success_rate</td><td>a decrease harms</td><td>0.05</td><td>absolute</td><td>roll back</td>" in rules
+    editable = page(client, team["starter"], experiment)
+    assert 'name="guardrails-0-metric"' in editable and 'id="guardrail-rules"' not in editable
+
+
 def test_a_staff_user_without_view_permission_gets_403(client, team):
     experiment = draft_experiment(actor=team["starter"])
     outsider = person("outsider")

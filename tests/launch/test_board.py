@@ -265,6 +265,11 @@ def test_the_go_no_go_report_downloads(seeded_demo, client):
     response = client.get("/admin/launch/report/?format=md")
     assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
     assert "# Go/No-Go report" in response.content.decode() and "NO-GO" in response.content.decode()
+    # HTML opens in the browser (was: downloaded); the download is still there.
+    html = client.get("/admin/launch/report/?format=html")
+    assert html["Content-Type"].startswith("text/html") and html["Content-Disposition"].startswith("inline;")
+    assert client.get("/admin/launch/report/?format=html&download=1")["Content-Disposition"].startswith("attachment;")
+    assert 'format=html&amp;download=1"' in client.get("/admin/").content.decode()
 
 
 def test_spend_is_shown_only_to_people_who_may_read_costs(seeded_demo, client):
