@@ -49,11 +49,9 @@ from genesis.tasks import send_on_commit, send_task
 logger = logging.getLogger(__name__)
 
 OVERRIDE_PERMISSION = "costs.override_budget"
-MAX_ALERT_DELIVERY_ATTEMPTS = 5
-# How long a worker may take to send an alert before another may try: far above the channels'
-# timeouts (EMAIL_TIMEOUT, notifications.WEBHOOK_TIMEOUT_SECONDS), so it only runs out when the
-# worker that claimed the alert died while sending.
-ALERT_DELIVERY_LEASE = timedelta(minutes=5)
+# Budget alerts are redelivered as every notice is (genesis.notifications: attempts, lease).
+MAX_ALERT_DELIVERY_ATTEMPTS = notifications.MAX_DELIVERY_ATTEMPTS
+ALERT_DELIVERY_LEASE = notifications.DELIVERY_LEASE
 # Token counts are BigIntegerField columns.
 MAX_TOKENS = 2**63 - 1
 
@@ -781,18 +779,13 @@ def budget_alert_deliver(*, alert_id: int) -> BudgetAlert | None:
         alert.save(update_fields=["delivery_claimed_at"])
 
     configured = notifications.configured_channels()
-    pending = [channel for channel in configured if alert.deliveries.get(channel.name) != notifications.OK]
-    results = notifications.deliver(alert_notice(alert), pending)
+    results = notifications.deliver(alert_notice(alert), notifications.undelivered(configured, alert.deliveries))
 
     with transaction.atomic():
         alert = BudgetAlert.objects.select_for_update().get(pk=alert_id)
         if alert.delivery != BudgetAlert.Delivery.PENDING:
             return alert  # a worker that took over an expired claim finished it
-        deliveries = dict(alert.deliveries)
-        for name, result in results.items():
-            if deliveries.get(name) != notifications.OK:
-                deliveries[name] = result
-        alert.deliveries = deliveries
+        deliveries = alert.deliveries = notifications.merged(alert.deliveries, results)
         alert.delivery_attempts += 1
         if alert.delivery_claimed_at == claimed_at:
             alert.delivery_claimed_at = None

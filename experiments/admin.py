@@ -23,7 +23,7 @@ from django.views.decorators.http import require_POST
 from experiments import rollout_settings, routing, selectors, services
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
-from genesis.errors import DomainError
+from genesis.errors import AlreadyDone, DomainError
 from genesis.permissions import Actor, request_actor
 from models_app.registry.models import ModelStatus, ModelVersion
 from models_app.registry.selectors import CANDIDATE_STATUSES
@@ -187,7 +187,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None) -> list[str]:
         if obj is None:
             return []
-        fixed = ["agent", "treatment", "key", "seed", "config_version", "status"]
+        fixed = ["agent", "treatment", "key", "seed", "config_version", "status", "guardrail_rules"]
         if obj.status != ExperimentStatus.DRAFT:
             fixed.append("stage_plan")
         if obj.status in (ExperimentStatus.ROLLED_BACK, ExperimentStatus.COMPLETED):
@@ -197,8 +197,30 @@ class ExperimentAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: Experiment | None = None) -> tuple[str, ...]:
         if obj is None:
             return ExperimentForm.Meta.fields
+        # Read only (a finished experiment, or a person who may only view it): the rules as the same
+        # table the form edits, not the field's JSON.
+        guardrails = "guardrails" if self.has_change_permission(request, obj) else "guardrail_rules"
         return ("key", "agent", "treatment", "status", "seed", "config_version", "description", "stage_plan",
-                "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", "guardrails")
+                "min_stage_hours", "min_samples_per_arm", "planned_samples_per_arm", guardrails)
+
+    @admin.display(description="guardrails")
+    def guardrail_rules(self, experiment: Experiment) -> SafeString:
+        labels = {name: dict(choices) for name, choices in _GUARDRAIL_CHOICES.items()}
+
+        def label(rule: dict[str, Any], name: str) -> str:
+            value = str(rule.get(name, ""))
+            return labels[name].get(value, value)
+
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (rule.get("metric", ""), label(rule, "harmful_direction"),
+             f"{rule['threshold']:g}" if isinstance(rule.get("threshold"), int | float) else rule.get("threshold"),
+             label(rule, "threshold_kind"), label(rule, "on_violation"))
+            for rule in experiment.guardrails if isinstance(rule, dict)
+        ))
+        return format_html(
+            '<table class="guardrails-form" id="guardrail-rules"><thead><tr><th>metric</th><th>harmful direction</th>'
+            "<th>threshold</th><th>kind</th><th>on violation</th></tr></thead><tbody>{}</tbody></table>", rows,
+        )
 
     def has_delete_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
         return False  # the audit trail must survive; roll back instead
@@ -262,11 +284,13 @@ class ExperimentAdmin(admin.ModelAdmin):
     def act_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
         experiment = get_object_or_404(Experiment, pk=pk)
         if not self.has_view_or_change_permission(request, experiment):
-            raise DjangoPermissionDenied
+            raise DjangoPermissionDenied("the experiment's buttons need the permission 'experiments.view_experiment'")
         reason = request.POST.get("reason", "").strip()
         try:
             done = rollout_action(action, experiment=experiment, user=request_actor(request), reason=reason,
                                override_reason=request.POST.get("override_reason", ""), shown=request.POST)
+        except AlreadyDone as exc:
+            messages.info(request, exc.message[0].upper() + exc.message[1:])
         except DomainError as exc:
             messages.error(request, f"Refused: {exc.message}")
         else:
@@ -361,12 +385,7 @@ def rollout_page_context(*, experiment: Experiment, user: User) -> dict[str, Any
     def can(codename: str) -> bool:
         return user.is_active and user.has_perm(f"experiments.{codename}")
 
-    four_eyes_blocker = ""
-    if pending is not None:
-        if experiment.started_by_id == user.pk:
-            four_eyes_blocker = "you started this experiment; another approver must approve"
-        elif pending.requested_by_id == user.pk:
-            four_eyes_blocker = "you requested this advance; another approver must approve"
+    four_eyes_blocker = selectors.approval_blocker(experiment=experiment, pending=pending, user=user)
     candidate = experiment.treatment
     needs_override = candidate.status != ModelStatus.APPROVED_FOR_ROLLOUT
     buttons = {

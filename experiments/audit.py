@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from django.db import transaction
 
 from experiments.models import EventAction, Experiment, ExperimentEvent
-from genesis.errors import DomainError
+from genesis.errors import AlreadyDone, DomainError
 from genesis.permissions import Actor
 
 _T = TypeVar("_T")
@@ -55,10 +55,13 @@ def actor_name(actor: Actor) -> str:
 
 def recording_refusals(action: str, run: Callable[[], _T], *, experiment: Experiment, actor: Actor) -> _T:
     """Run `run` atomically; when the domain refuses, keep a REFUSAL entry (in its own transaction,
-    after the refused one rolled back) and re-raise."""
+    after the refused one rolled back) and re-raise. What was already done (AlreadyDone) is no refusal
+    and leaves no entry."""
     try:
         with transaction.atomic():
             return run()
+    except AlreadyDone:
+        raise
     except DomainError as exc:
         with transaction.atomic():
             record_event(

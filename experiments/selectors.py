@@ -32,11 +32,14 @@ from experiments.models import (
     Experiment,
     ExperimentEvent,
     ExperimentStage,
+    ExperimentStatus,
     OutcomeEvent,
     StageApproval,
     Variant,
 )
 from genesis.errors import NotFound
+from models_app.registry.models import Agent, ModelStatus, ModelVersion
+from models_app.registry.selectors import candidate_versions
 
 ARMS = (Variant.CONTROL.value, Variant.TREATMENT.value)
 # An outcome's cost is kept to eight decimals (OutcomeEvent.cost_usd): sums and means are shown to as many.
@@ -159,6 +162,31 @@ def experiment_for_agent(*, agent_slug: str) -> Experiment | None:
         or experiments.filter(status="draft").order_by("-created_at").first()
         or experiments.order_by("-created_at").first()
     )
+
+
+@dataclass(frozen=True)
+class RolloutStart:
+    """What starting an agent's rollout does (experiments.services.experiment_start_for_agent): start
+    `draft`, or else create and start an experiment for `treatment`. `other_draft` is the agent's
+    newest draft when it is for another candidate and so is left as it is; nothing to start leaves
+    both `draft` and `treatment` None."""
+
+    draft: Experiment | None
+    treatment: ModelVersion | None
+    other_draft: Experiment | None
+
+
+def rollout_start_plan(*, agent: Agent, candidate_model_id: str = "") -> RolloutStart:
+    """Without a candidate named: the agent's newest draft, or else a new experiment for its newest
+    candidate. With one named, only that model: its own draft, or else a new experiment for it."""
+    drafts = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).select_related("treatment").order_by("-created_at")
+    newest_draft = drafts.first()
+    draft = drafts.filter(treatment__model_id=candidate_model_id).first() if candidate_model_id else newest_draft
+    if draft is not None:
+        return RolloutStart(draft=draft, treatment=draft.treatment, other_draft=None)
+    versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
+    treatment = versions.filter(model_id=candidate_model_id).first() if candidate_model_id else versions.first()
+    return RolloutStart(draft=None, treatment=treatment, other_draft=newest_draft)
 
 
 # The inner query's per-user columns, and the outer query's sums of them: (column, expression).
@@ -380,6 +408,7 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
             alpha=alpha,
             min_samples_per_arm=max(2, experiment.min_samples_per_arm),
             planned_samples_per_arm=experiment.planned_samples_per_arm,
+            format_value=usd_amount if metric == "cost_per_request" else None,
         )
         results.append(GuardrailState(
             metric=metric,
@@ -402,9 +431,26 @@ class Hold:
     name: str  # min_time | min_samples | guardrails | srm | status
     cleared: bool
     detail: str
+    clears_at: datetime | None = None  # when an open hold clears by itself (min_time); None: it waits for data
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "clears_at": self.clears_at.isoformat() if self.clears_at else None}
+
+
+HOLD_LABELS = {"min_time": "min stage time", "min_samples": "min samples", "guardrails": "guardrails", "srm": "sample ratio",
+               "status": "status"}
+
+
+def holds_wait(holds: list[Hold]) -> str:
+    """When a request held by `holds` can be approved, in words: "after 2026-12-08 10:00 UTC (min stage
+    time)", "once min samples and guardrails clear", both, or "" when nothing holds it."""
+    open_holds = [hold for hold in holds if not hold.cleared]
+    timed = [hold for hold in open_holds if hold.clears_at is not None]
+    waiting = [HOLD_LABELS.get(hold.name, hold.name) for hold in open_holds if hold.clears_at is None]
+    parts = [f"after {hold.clears_at:%Y-%m-%d %H:%M} UTC ({HOLD_LABELS.get(hold.name, hold.name)})" for hold in timed]
+    if waiting:
+        parts.append(f"once {' and '.join(waiting)} clear{'s' if len(waiting) == 1 else ''}")
+    return " and ".join(parts)
 
 
 def stage_holds(
@@ -427,6 +473,7 @@ def stage_holds(
             "min_time", False,
             f"{_hours(elapsed)} of the {_hours(required)} minimum in this stage; clears at "
             f"{(stage.started_at + required):%Y-%m-%d %H:%M} UTC",
+            clears_at=stage.started_at + required,
         ))
 
     need = experiment.min_samples_per_arm
@@ -472,6 +519,12 @@ def _float(value: float | None) -> float | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return float(value)
+
+
+def usd_amount(value: float, *, signed: bool = False) -> str:
+    """A cost for people, sub-cent amounts included ("+$0.000038", not "+0.00"): costs.budgeting.format_usd."""
+    text = budgeting.format_usd(Decimal(repr(float(value))))
+    return f"+{text}" if signed and not text.startswith("-") else text
 
 
 def _money(value: Decimal) -> str:
@@ -585,6 +638,20 @@ def experiment_timeline(*, experiment: Experiment) -> list[dict[str, Any]]:
         }
         for stage in experiment.stages.order_by("index")
     ]
+
+
+def approval_blocker(*, experiment: Experiment, pending: StageApproval | None, user: Any) -> str:
+    """Why `user` may not approve the pending request, the real reason first: the permission, then
+    the four-eyes rule (they started the experiment or asked for this advance); "" when they may."""
+    if pending is None or user is None:
+        return ""
+    if not (user.is_active and user.has_perm("experiments.approve_stage")):
+        return "you may not approve stages: it needs the permission 'experiments.approve_stage'"
+    if experiment.started_by_id == user.pk:
+        return "you started this experiment; another approver must approve"
+    if pending.requested_by_id == user.pk:
+        return "you requested this advance; another approver must approve"
+    return ""
 
 
 def pending_approval(*, experiment: Experiment) -> StageApproval | None:

@@ -35,13 +35,19 @@ from experiments.models import (
     StageApproval,
     StageStatus,
 )
-from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, stage_holds
-from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from experiments.selectors import (
+    experiment_guardrail_results,
+    experiment_metrics,
+    pending_approval,
+    rollout_start_plan,
+    stage_holds,
+)
+from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
 from genesis.validation import reject_nul
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
-from models_app.registry.selectors import candidate_versions, live_version
+from models_app.registry.selectors import live_version
 from models_app.registry.services import model_version_transition
 
 if TYPE_CHECKING:
@@ -439,8 +445,11 @@ def stage_approve_next(
     the current stage (which stage_approve then requests and approves in one go). What the admin's
     and the launch board's Approve button and `rollout_models --approve` do."""
     experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    shown = (StageApproval.objects.filter(pk=approval_id, stage__experiment=experiment, status=ApprovalStatus.APPROVED)
+             .select_related("stage").first() if approval_id is not None else None)
     pending = pending_approval(experiment=experiment)
-    stage = pending.stage if pending is not None else _next_stage(experiment)
+    # The request shown was approved already (a form sent twice): stage_approve says by whom.
+    stage = shown.stage if shown is not None else pending.stage if pending is not None else _next_stage(experiment)
     if stage is None:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; it has no stage to approve")
     return stage_approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version, reason=reason)
@@ -453,6 +462,7 @@ def _approve(
     require_permission(actor=approver, permission="experiments.approve_stage", action="approve stage advances")
     experiment = _lock(stage.experiment)
     stage = ExperimentStage.objects.get(pk=stage.pk)
+    _require_not_yet_approved(experiment, stage=stage, approval_id=approval_id)
     _require_next_stage(experiment, stage)
     approval = (
         StageApproval.objects.select_for_update(of=("self",))
@@ -482,6 +492,24 @@ def _current_stage(experiment: Experiment) -> ExperimentStage:
     if stage is None:
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status} but has no current stage")
     return stage
+
+
+def _require_not_yet_approved(experiment: Experiment, *, stage: ExperimentStage, approval_id: int | None) -> None:
+    """The request shown (`approval_id`), or else the advance to `stage`, was approved already — a
+    form sent twice, two approvers at once, or a page left open: say by whom and where the experiment
+    is, rather than refuse it as a skipped stage."""
+    approved = StageApproval.objects.filter(status=ApprovalStatus.APPROVED).select_related("decided_by", "stage")
+    done = approved.filter(pk=approval_id).first() if approval_id is not None else None
+    if done is None and stage.status != StageStatus.PENDING:
+        done = approved.filter(stage=stage).order_by("-decided_at").first()
+    if done is None:
+        return
+    at = experiment.current_stage.percent if experiment.current_stage else 0
+    where = f"the experiment is at {at} %" if experiment.status in ACTIVE_STATUSES else f"the experiment is {experiment.status}"
+    raise AlreadyDone(
+        f"the advance of '{experiment.key}' to {done.stage.percent} % was already approved by "
+        f"{audit.actor_name(done.decided_by)} at {done.decided_at:%Y-%m-%d %H:%M} UTC — {where}"
+    )
 
 
 def _require_next_stage(experiment: Experiment, stage: ExperimentStage) -> None:
@@ -717,15 +745,12 @@ def experiment_start_for_agent(
     for its newest candidate. With one named, only that model is ever started: its own draft, or else
     a new experiment for it (another candidate's draft is left as it is); a name that is not one of
     the agent's candidates is refused, naming the draft that waits, if any."""
-    drafts = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).select_related("treatment").order_by("-created_at")
-    draft = drafts.filter(treatment__model_id=candidate_model_id).first() if candidate_model_id else drafts.first()
-    if draft is not None:
-        return experiment_start(experiment=draft, actor=actor, override_reason=override_reason)
-    versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
-    treatment = versions.filter(model_id=candidate_model_id).first() if candidate_model_id else versions.first()
-    if treatment is not None:
-        return experiment_create_and_start(agent=agent, treatment=treatment, actor=actor, override_reason=override_reason)
-    other = drafts.first()
+    plan = rollout_start_plan(agent=agent, candidate_model_id=candidate_model_id)
+    if plan.draft is not None:
+        return experiment_start(experiment=plan.draft, actor=actor, override_reason=override_reason)
+    if plan.treatment is not None:
+        return experiment_create_and_start(agent=agent, treatment=plan.treatment, actor=actor, override_reason=override_reason)
+    other = plan.other_draft
     if other is not None:
         raise Conflict(
             f"agent '{agent.slug}' has draft experiment '{other.key}' for candidate "

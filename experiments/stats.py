@@ -64,7 +64,7 @@ production traffic.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -419,6 +419,7 @@ def evaluate_guardrail(
     alpha: float = DEFAULT_ALPHA,
     min_samples_per_arm: int = DEFAULT_MIN_SAMPLES_PER_ARM,
     planned_samples_per_arm: int = DEFAULT_PLANNED_SAMPLES_PER_ARM,
+    format_value: Callable[..., str] | None = None,
 ) -> GuardrailResult:
     """Judge one guardrail metric of a running experiment; safe to call every minute.
 
@@ -460,10 +461,11 @@ def evaluate_guardrail(
     harm = (-1.0 if harmful_direction == "decrease" else 1.0) * result.estimate  # > 0: treatment is worse
     limit = threshold if threshold_kind == "absolute" else threshold * abs(control_mean)
     half_width = (result.interval.high - result.interval.low) / 2
+    shown = format_value or format_number  # the metric's own unit: money for cost, say (the caller's formatter)
     summary = (
-        f"{metric}: treatment {format_number(control_mean + result.estimate)} vs control {format_number(control_mean)} "
-        f"(difference {format_number(result.estimate, signed=True)}, {(1 - alpha) * 100:g} % any-time interval "
-        f"{format_number(result.interval.low, signed=True)} to {format_number(result.interval.high, signed=True)}; "
+        f"{metric}: treatment {shown(control_mean + result.estimate)} vs control {shown(control_mean)} "
+        f"(difference {shown(result.estimate, signed=True)}, {(1 - alpha) * 100:g} % any-time interval "
+        f"{shown(result.interval.low, signed=True)} to {shown(result.interval.high, signed=True)}; "
         f"tolerance {_describe_limit(threshold, threshold_kind, harmful_direction)})"
     )
     if harm_beyond_tolerance(harm=harm, half_width=half_width, limit=limit):

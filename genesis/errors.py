@@ -83,6 +83,12 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class AlreadyDone(Conflict):
+    """What was asked is already done — by this person a moment ago (a form sent twice) or by someone
+    else. Nothing was refused and nothing is done again: callers say so as information, and the audit
+    trails record no refusal for it."""
+
+
 class ServiceUnavailable(DomainError):
     """A service this request needs (the database) cannot be reached; worth retrying shortly."""
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -159,6 +160,26 @@ def deliver(notice: Notice, channels: list[Channel]) -> dict[str, str]:
         else:
             results[channel.name] = OK
     return results
+
+
+# Redelivery, shared by every row that keeps its `deliveries` (budget alerts, approval notices): a beat
+# sweep every REDELIVERY_EVERY_SECONDS sends again through the channels that have not taken it yet, at
+# most MAX_DELIVERY_ATTEMPTS times in all. DELIVERY_LEASE is how long a worker may take to send before
+# another may try: far above the channels' timeouts (EMAIL_TIMEOUT, WEBHOOK_TIMEOUT_SECONDS), so it only
+# runs out when the worker that claimed the row died while sending.
+MAX_DELIVERY_ATTEMPTS = 5
+DELIVERY_LEASE = timedelta(minutes=5)
+REDELIVERY_EVERY_SECONDS = 300
+
+
+def undelivered(channels: list[Channel], deliveries: Mapping[str, str]) -> list[Channel]:
+    """The channels of `channels` that have not taken the notice yet (failed, or configured since)."""
+    return [channel for channel in channels if deliveries.get(channel.name) != OK]
+
+
+def merged(deliveries: Mapping[str, str], results: Mapping[str, str]) -> dict[str, str]:
+    """`deliveries` updated by a retry's `results`; a channel that took the notice stays "ok"."""
+    return {**deliveries, **{name: result for name, result in results.items() if deliveries.get(name) != OK}}
 
 
 class WebhookUnavailable(Exception):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from genesis.notifications import REDELIVERY_EVERY_SECONDS
+
 
 @dataclass(frozen=True)
 class DefaultSchedule:
@@ -29,7 +31,7 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
         description="Charges $2/month per stored fine-tuned model; runs daily, charges each model once a month.",
     ),
     DefaultSchedule(
-        name="costs: redeliver budget alerts", task="costs.redeliver_budget_alerts", every_seconds=300,
+        name="costs: redeliver budget alerts", task="costs.redeliver_budget_alerts", every_seconds=REDELIVERY_EVERY_SECONDS,
         description="Retries budget alerts whose notification channels failed.",
     ),
     DefaultSchedule(
@@ -63,6 +65,11 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
     DefaultSchedule(
         name="launch: tell approvers about stage requests", task="launch.notify_approvers", every_seconds=60,
         description="Emails the approvers of each new stage request (and posts to the webhook) once, and reminds once after GENESIS_APPROVAL_REMINDER_HOURS.",
+    ),
+    DefaultSchedule(
+        name="launch: redeliver approval notices", task="launch.redeliver_approval_notices",
+        every_seconds=REDELIVERY_EVERY_SECONDS,
+        description="Retries the channels that failed to take a stage request's notice or reminder, as budget alerts are retried.",
     ),
 ]
 

@@ -10,6 +10,8 @@ admin.site.site_header = "Genesis control plane"
 admin.site.site_title = "Genesis"
 admin.site.index_title = "Fine-tuned models, experiments, costs and audits"
 
+handler403 = "genesis.forbidden.permission_denied"  # says which permission is missing
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

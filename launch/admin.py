@@ -19,6 +19,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from costs.budgeting import format_usd
@@ -26,13 +27,13 @@ from experiments import selectors as experiment_selectors
 from experiments import services as experiment_services
 from experiments.admin import rollout_action
 from experiments.admin_health import AgentWithHealthAdmin
-from experiments.models import ACTIVE_STATUSES, Experiment
-from genesis.errors import Conflict, DomainError, NotFound
+from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus, StageStatus
+from genesis.errors import AlreadyDone, Conflict, DomainError, NotFound
 from launch import report as launch_report
 from launch import selectors
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.registry.admin import ModelVersionAdmin
-from models_app.registry.models import Agent, ModelVersion
+from models_app.registry.models import Agent, ModelStatus, ModelVersion
 
 admin.site.index_template = "admin/launch/index.html"
 admin.site.site_url = "/admin/"  # "View site": the board, not a 404 at "/"
@@ -42,27 +43,53 @@ BOARD_ACTIONS = ("benchmark", "rollout", "request", "approve", "resume", "rollba
 
 
 def board_index(request: HttpRequest) -> HttpResponse:
-    """The admin's home: the launch board above Django's list of apps."""
+    """The admin's home: the launch board above Django's list of apps. What a row's button did is
+    shown in that row, where its redirect lands; other messages stay at the top."""
     rows, period = selectors.launch_board(user=request.user)
-    waiting = list(selectors.experiments_awaiting_approval())
+    waiting = selectors.experiments_awaiting_approval()
     return admin.site.index(request, extra_context={
         "board": rows, "spend_period": period, "awaiting_approval": waiting,
-        "board_totals": format_usd(sum((row.spend for row in rows), selectors.ZERO)),
+        "page_messages": _messages_into_rows(request, rows),
+        "board_totals": format_usd(sum((row.spend or selectors.ZERO for row in rows), selectors.ZERO)) if period else None,
     })
+
+
+ROW_MESSAGE_TAG = "board-row"
+
+
+def _messages_into_rows(request: HttpRequest, rows: list[selectors.BoardRow]) -> list[Any]:
+    """Hand each row the messages of its button (tagged by board_act); the rest, for the top of the page."""
+    page_messages = []
+    row_of = {f"{ROW_MESSAGE_TAG}-{row.agent.slug}": row for row in rows}
+    for message in messages.get_messages(request):
+        row = row_of.get(message.extra_tags.split()[-1]) if message.extra_tags else None
+        if row is None:
+            page_messages.append(message)
+        else:
+            row.messages.append(message)
+    return page_messages
 
 
 @require_POST
 def board_act(request: HttpRequest, agent: str, action: str) -> HttpResponse:
+    """Press a row's button; back to the page it was pressed on (the board at that row, or the
+    agent page), with the outcome shown in the row."""
     agent_row = get_object_or_404(Agent, slug=agent)
     if action not in BOARD_ACTIONS:
-        raise DjangoPermissionDenied
+        raise DjangoPermissionDenied(f"the board has no button '{action}'")
+    tag = f"{ROW_MESSAGE_TAG}-{agent_row.slug}"
     try:
         done = _run(action, agent=agent_row, user=request.user, post=request.POST)
+    except AlreadyDone as exc:
+        messages.info(request, f"Agent {agent_row.slug}: {exc.message}", extra_tags=tag)
     except DomainError as exc:
-        messages.error(request, f"Agent {agent_row.slug}: refused — {exc.message}")
+        messages.error(request, f"Agent {agent_row.slug}: refused — {exc.message}", extra_tags=tag)
     else:
-        messages.success(request, f"Agent {agent_row.slug}: {done}")
-    return HttpResponseRedirect(reverse("admin:index") + f"#agent-{agent_row.slug}")
+        messages.success(request, f"Agent {agent_row.slug}: {done}", extra_tags=tag)
+    back = request.POST.get("next", "")
+    if not (back.startswith("/admin/") and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()})):
+        back = reverse("admin:index")
+    return HttpResponseRedirect(f"{back}#agent-{agent_row.slug}")
 
 
 def _active_experiment(agent: Agent) -> Experiment:
@@ -93,8 +120,23 @@ def _run(action: str, *, agent: Agent, user: Any, post: Any) -> str:
                           shown=post)
 
 
+def _with_status_labels(lineage: dict[str, Any]) -> dict[str, Any]:
+    """The lineage as the page shows it: statuses by their labels ("rolled back", not "rolled_back")."""
+    models, experiments, stages = dict(ModelStatus.choices), dict(ExperimentStatus.choices), dict(StageStatus.choices)
+    return {
+        **lineage,
+        "model_version": {**lineage["model_version"],
+                          "status": models.get(lineage["model_version"]["status"], lineage["model_version"]["status"]).lower()},
+        "experiments": [
+            {**experiment, "status": experiments.get(experiment["status"], experiment["status"]).lower(),
+             "stages": [{**stage, "status": stages.get(stage["status"], stage["status"]).lower()} for stage in experiment["stages"]]}
+            for experiment in lineage["experiments"]
+        ],
+    }
+
+
 def lineage_context(version: ModelVersion) -> dict[str, Any]:
-    lineage = selectors.model_lineage(version=version)
+    lineage = _with_status_labels(selectors.model_lineage(version=version))
     costs = lineage["costs"]
     return {
         "lineage": lineage,
@@ -132,7 +174,8 @@ admin.site.register(ModelVersion, ModelVersionLineageAdmin)
 
 
 def report_download(request: HttpRequest) -> HttpResponse:
-    """The Go/No-Go report as a file (?format=md|html|json, default md; ?agent=A for one agent). An
+    """The Go/No-Go report (?format=md|html|json, default md; ?agent=A for one agent): HTML shown in
+    the browser, or as a file with ?download=1; markdown and JSON as files. An
     unknown format (400) or agent (404) is refused as `launch_report` refuses them, in plain text."""
     fmt = request.GET.get("format", "md")
     if fmt not in launch_report.FORMATS:
@@ -141,13 +184,15 @@ def report_download(request: HttpRequest) -> HttpResponse:
             content_type="text/plain; charset=utf-8",
         )
     try:
-        facts = selectors.launch_report_facts(agent_slug=request.GET.get("agent") or None)
+        facts = selectors.launch_report_facts(agent_slug=request.GET.get("agent") or None, user=request.user)
     except NotFound as exc:
         return HttpResponseNotFound(exc.message, content_type="text/plain; charset=utf-8")
     now = timezone.now()
     text = launch_report.render(facts, fmt=fmt, generated_at=now)
     response = HttpResponse(text, content_type=f"{launch_report.FORMATS[fmt]}; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="launch_report_{now:%Y%m%d}.{fmt}"'
+    # HTML opens in the browser (the board's "HTML" link) unless ?download=1; markdown and JSON are files.
+    inline = fmt == "html" and not request.GET.get("download")
+    response["Content-Disposition"] = f'{"inline" if inline else "attachment"}; filename="launch_report_{now:%Y%m%d}.{fmt}"'
     return response
 
 
@@ -157,7 +202,9 @@ def agent_view(request: HttpRequest, agent: str) -> HttpResponse:
     row = page.row
     cells = [("training data audit", row.audit), ("fine-tuning job", row.job), ("benchmark", row.benchmark),
              ("rollout", row.rollout), ("guardrails", row.guardrails)]
+    page_messages = _messages_into_rows(request, [row])
     context = {**admin.site.each_context(request), "title": f"Agent {row.agent.slug}", "row": row,
+               "page_messages": page_messages,
                "spend_period": page.spend_period, "cells": cells, "timeline": page.timeline}
     return TemplateResponse(request, "admin/launch/agent.html", context)
 
@@ -175,7 +222,7 @@ admin.site.register(Agent, AgentLaunchAdmin)
 
 def approvals_waiting(request: HttpRequest) -> HttpResponse:
     context = {**admin.site.each_context(request), "title": "Stage advances waiting for approval",
-               "awaiting_approval": list(selectors.experiments_awaiting_approval())}
+               "awaiting_approval": selectors.experiments_awaiting_approval()}
     return TemplateResponse(request, "admin/launch/approvals.html", context)
 
 

@@ -1,5 +1,6 @@
 """The launch console's one table: which stage requests their approvers were told about, so each
-request is announced once and reminded once (writes in launch/services.py)."""
+request is announced once and reminded once, and which channels failed, so the redelivery sweep sends
+only those again (writes in launch/services.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ class ApprovalNotice(models.Model):
     approval = models.OneToOneField("experiments.StageApproval", on_delete=models.CASCADE, related_name="launch_notice")
     notified_at = models.DateTimeField()
     deliveries = models.JSONField(default=dict, blank=True, help_text="{channel: ok | failed: …} of the announcement.")
+    delivery_attempts = models.PositiveSmallIntegerField(default=0, help_text="Sends of the announcement so far.")
     reminded_at = models.DateTimeField(null=True, blank=True)
     reminder_deliveries = models.JSONField(default=dict, blank=True)
+    reminder_delivery_attempts = models.PositiveSmallIntegerField(default=0)
     recipients = models.JSONField(default=list, blank=True, help_text="Addresses the email went to.")
+    redelivery_claimed_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Set while a worker sends a failed channel again; others leave the notice alone until the claim "
+                  "is old (genesis.notifications.DELIVERY_LEASE).",
+    )
 
     class Meta:
         ordering = ["-notified_at"]

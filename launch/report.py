@@ -92,9 +92,19 @@ def _audit_judgement(training: dict[str, Any] | None, judgement: Judgement) -> N
         )
 
 
+def override_text(rollout: dict[str, Any]) -> str:
+    """"started without a PASS verdict — overridden by olivia: “…”" ("" for a rollout started on a PASS)."""
+    override = rollout.get("verdict_override")
+    if not override:
+        return ""
+    return f"started without a PASS verdict — overridden by {override['by']}: “{override['reason']}”"
+
+
 def _rollout_judgement(rollout: dict[str, Any] | None, judgement: Judgement) -> None:
     if rollout is None:
         return
+    if rollout.get("verdict_override"):
+        judgement.cautions.append(f"experiment {rollout['experiment']} {override_text(rollout)}")
     status = rollout["status"]
     if status == "rolled_back":
         judgement.blockers.append(f"experiment {rollout['experiment']} was rolled back")
@@ -180,7 +190,8 @@ def _markdown_agent(facts: dict[str, Any]) -> list[str]:
             f"- Benchmark run #{benchmark['run']} on {benchmark['suite']} ({benchmark['suite_cases']} cases): "
             f"**{benchmark['verdict']}**, relative improvement {percent(benchmark['relative_improvement'])} "
             f"({interval(benchmark['ci_low'], benchmark['ci_high'])}); threshold {percent(benchmark['threshold'])}; "
-            f"{_power_line(benchmark)}; cost {format_usd(Decimal(benchmark['cost_usd']))}"
+            f"{_power_line(benchmark)}"
+            + (f"; cost {format_usd(Decimal(benchmark['cost_usd']))}" if "cost_usd" in benchmark else "")
         )
         wins, regressions = tag_wins_and_regressions(benchmark["per_tag"])
         if benchmark["per_tag"]:
@@ -208,10 +219,12 @@ def _markdown_agent(facts: dict[str, Any]) -> list[str]:
     rollout = facts.get("rollout")
     if rollout:
         stage = f" at {rollout['stage_percent']} %" if rollout.get("stage_percent") is not None else ""
-        lines.append(f"- Rollout: {rollout['experiment']} {rollout['status'].replace('_', ' ')}{stage}")
+        override = f"; {override_text(rollout)}" if rollout.get("verdict_override") else ""
+        lines.append(f"- Rollout: {rollout['experiment']} {rollout['status'].replace('_', ' ')}{stage}{override}")
     else:
         lines.append("- Rollout: not started")
-    lines.append(f"- Cost so far (ledger): {format_usd(Decimal(facts['cost_usd']))}")
+    if "cost_usd" in facts:  # absent for a reader who may not see costs
+        lines.append(f"- Cost so far (ledger): {format_usd(Decimal(facts['cost_usd']))}")
     lines += ["", "Reasons:"]
     lines += [f"- ✘ {reason}" for reason in judgement.blockers]
     lines += [f"- ⚠ {reason}" for reason in judgement.cautions]
@@ -223,14 +236,16 @@ def _markdown_agent(facts: dict[str, Any]) -> list[str]:
 def render_markdown(entries: list[dict[str, Any]], *, generated_at: datetime) -> str:
     with_candidate = [facts for facts in entries if facts.get("candidate")]
     go = [facts["agent"] for facts in with_candidate if judge(facts).decision == GO]
+    # Facts made for a reader who may not see costs carry none: no cost column then.
+    costs = not with_candidate or any("cost_usd" in facts for facts in with_candidate)
     lines = [
         f"# Go/No-Go report — {generated_at:%Y-%m-%d %H:%M} UTC",
         "",
         f"{len(go)} of {len(with_candidate)} agent(s) with a candidate are GO"
         + (f": {', '.join(go)}." if go else "."),
         "",
-        "| agent | candidate | verdict | improvement | recommendation | cost so far |",
-        "|---|---|---|---|---|---|",
+        "| agent | candidate | verdict | improvement | recommendation |" + (" cost so far |" if costs else ""),
+        "|---|---|---|---|---|" + ("---|" if costs else ""),
     ]
     for facts in entries:
         benchmark = facts.get("benchmark") or {}
@@ -238,7 +253,8 @@ def render_markdown(entries: list[dict[str, Any]], *, generated_at: datetime) ->
         cost = format_usd(Decimal(facts["cost_usd"])) if facts.get("cost_usd") else "—"
         lines.append(
             f"| {facts['agent']} | {facts.get('candidate') or '—'} | {benchmark.get('verdict') or '—'} "
-            f"| {percent(benchmark.get('relative_improvement')) if benchmark else '—'} | {decision} | {cost} |"
+            f"| {percent(benchmark.get('relative_improvement')) if benchmark else '—'} | {decision} |"
+            + (f" {cost} |" if costs else "")
         )
     lines.append("")
     for facts in entries:

@@ -83,11 +83,12 @@ class BoardRow:
     benchmark: Cell
     rollout: Cell
     guardrails: Cell
-    spend: Decimal
+    spend: Decimal | None  # None: this user may not see costs (costs.view_costentry)
     next_action: NextAction
     experiment: Experiment | None = None
     can_roll_back: bool = False
     calendar: list[CalendarEntry] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)  # what this row's button just did (the board view fills it)
 
 
 # --- what belongs to a candidate ------------------------------------------------------------------
@@ -151,7 +152,9 @@ def money(amount: Decimal) -> str:
 # --- the board ------------------------------------------------------------------------------------
 
 
-def _audit_cell(job: FineTuningJob | None) -> Cell:
+def _audit_cell(job: FineTuningJob | None, *, candidate: ModelVersion | None) -> Cell:
+    if candidate is None:
+        return Cell("—", IDLE)  # no candidate (launched, rolled back, none yet): no candidate's data to audit
     if job is None:
         return Cell("no training job", IDLE, "the candidate was registered without a fine-tuning job here")
     dataset = job.training_file.dataset
@@ -178,13 +181,19 @@ def _audit_summary(audit: AuditRun) -> str:
 
 
 def _job_cell(*, agent: Agent, candidate: ModelVersion | None, job: FineTuningJob | None) -> Cell:
-    moving = FineTuningJob.objects.filter(agent=agent, status__in=finetuning_rules.MOVING_STATUSES).order_by("-created_at").first()
-    shown = moving or job
+    """The job that produced the candidate; a newer job still in flight is named beside it ("next: #4
+    validated"), or shown alone while there is no candidate job to show."""
+    in_flight = FineTuningJob.objects.filter(agent=agent, status__in=finetuning_rules.MOVING_STATUSES)
+    moving = (in_flight.exclude(pk=job.pk) if job else in_flight).order_by("-created_at").first()
+    shown = job or moving
     if shown is None:
         return Cell("none", IDLE, "no fine-tuning job for this agent's candidate")
     tone = {finetuning_rules.SUCCESS: OK, finetuning_rules.FAILED: BAD, finetuning_rules.FAILED_VALIDATION: BAD,
             finetuning_rules.REFUSED: BAD, finetuning_rules.CANCELLED: IDLE}.get(shown.status, WAIT)
-    return Cell(f"#{shown.pk} {shown.get_status_display().lower()}", tone, shown.fine_tuned_model or shown.base_model,
+    detail = shown.fine_tuned_model or shown.base_model
+    if job is not None and moving is not None:
+        detail += f"; next: #{moving.pk} {moving.get_status_display().lower()}"
+    return Cell(f"#{shown.pk} {shown.get_status_display().lower()}", tone, detail,
                 "admin:models_app_finetuningjob_change", (shown.pk,))
 
 
@@ -293,14 +302,12 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
         return rollout, guard_cell, None, calendar
     if pending is not None:
         requester = pending.requested_by.get_username() if pending.requested_by else "?"
-        blocked = ""
-        if user is not None and experiment.started_by_id == user.pk:
-            blocked = "you started this experiment; another approver must approve"
-        elif user is not None and pending.requested_by_id == user.pk:
-            blocked = "you requested this advance; another approver must approve"
+        blocked = experiment_selectors.approval_blocker(experiment=experiment, pending=pending, user=user)
+        wait = experiment_selectors.holds_wait(holds)
         action = NextAction(
-            f"approve {following.percent} % (requested by {requester})", "approve", f"Approve {following.percent} %",
-            _user_can(user, "experiments.approve_stage") and not blocked, _who_may("experiments.approve_stage"),
+            f"approve {following.percent} % {wait} (requested by {requester})" if wait
+            else f"approve {following.percent} % (requested by {requester})", "approve", f"Approve {following.percent} %",
+            not blocked and _user_can(user, "experiments.approve_stage"), _who_may("experiments.approve_stage"),
             blocked_by=blocked or waits, approval_id=pending.pk, config_version=experiment.config_version,
             tone=WAIT if open_holds else ATTENTION,
         )
@@ -310,6 +317,21 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
         _who_may("experiments.request_stage"), blocked_by=waits, tone=ATTENTION,
     )
     return rollout, guard_cell, action, calendar
+
+
+def _draft_cell(draft: Experiment, *, candidate: ModelVersion) -> Cell:
+    """A draft as "Start rollout" will treat it (experiment_start_for_agent with the row's candidate):
+    the candidate's own draft is started; another candidate's is left, and a new experiment starts."""
+    plan = experiment_selectors.rollout_start_plan(agent=draft.agent, candidate_model_id=candidate.model_id)
+    link = ("admin:experiments_experiment_change", (draft.pk,))
+    if plan.draft is not None and plan.draft.pk == draft.pk:
+        return Cell(f"draft {draft.key}", IDLE, "Start rollout starts this draft", *link)
+    which = "an older" if draft.treatment.created_at <= candidate.created_at else "another"
+    return Cell(
+        "not started", IDLE,
+        f"draft {draft.key} is for {which} candidate {draft.treatment.model_id} — Start rollout starts a new "
+        f"experiment for {candidate.model_id}", *link,
+    )
 
 
 def _current_spend() -> tuple[dict[str, Decimal], str]:
@@ -344,9 +366,17 @@ def _pre_rollout_action(*, agent: Agent, candidate: ModelVersion | None, user: A
     return NextAction(f"candidate is {candidate.get_status_display().lower()}", tone=WAIT)
 
 
-def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[BoardRow], str]:
-    """One row per agent (or the one `agent`), and the label of the spend period."""
-    spend, period_label = _current_spend()
+def sees_costs(user: Any) -> bool:
+    """Spend is shown to people who may read the ledger (the cost dashboard's permission); None is
+    Genesis itself (the report it sends, the command)."""
+    return user is None or _user_can(user, "costs.view_costentry")
+
+
+def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[BoardRow], str | None]:
+    """One row per agent (or the one `agent`), and the label of the spend period — None, and no
+    row's spend, for a user who may not see costs."""
+    shows_spend = sees_costs(user)
+    spend, period_label = _current_spend() if shows_spend else ({}, None)
     agents = [agent] if agent is not None else list(Agent.objects.order_by("slug"))
     rows = []
     for row_agent in agents:
@@ -358,25 +388,39 @@ def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[
             or Experiment.objects.filter(agent=row_agent).order_by("-created_at").first()
         )
         rollout, guardrails, action, calendar = _rollout_state(experiment, user=user)
+        if candidate is not None and experiment is not None and experiment.status == ExperimentStatus.DRAFT:
+            rollout = _draft_cell(experiment, candidate=candidate)
         if action is None:
             action = _pre_rollout_action(agent=row_agent, candidate=candidate, user=user)
         rows.append(BoardRow(
-            agent=row_agent, live=live_version(agent=row_agent), candidate=candidate, audit=_audit_cell(job),
+            agent=row_agent, live=live_version(agent=row_agent), candidate=candidate, audit=_audit_cell(job, candidate=candidate),
             job=_job_cell(agent=row_agent, candidate=candidate, job=job), benchmark=_benchmark_cell(candidate),
-            rollout=rollout, guardrails=guardrails, spend=spend.get(row_agent.slug, ZERO), next_action=action,
+            rollout=rollout, guardrails=guardrails, spend=spend.get(row_agent.slug, ZERO) if shows_spend else None, next_action=action,
             experiment=experiment, calendar=calendar,
             can_roll_back=bool(experiment and experiment.status in ACTIVE_STATUSES and _user_can(user, "experiments.rollback_experiment")),
         ))
     return rows, period_label
 
 
-def experiments_awaiting_approval() -> QuerySet[StageApproval]:
-    """Pending stage requests, oldest first: the approvers' queue."""
-    return (
+@dataclass(frozen=True)
+class AwaitingApproval:
+    """A pending stage request and, while its holds are open, when it can be approved ("after
+    2026-12-08 10:00 UTC (min stage time)"); "" when it can be approved now."""
+
+    approval: StageApproval
+    waits: str
+
+
+def experiments_awaiting_approval() -> list[AwaitingApproval]:
+    """Pending stage requests, oldest first, each with what its holds still wait for: the approvers' queue."""
+    pending = (
         StageApproval.objects.filter(status=ApprovalStatus.PENDING, stage__experiment__status=ExperimentStatus.RUNNING)
-        .select_related("stage__experiment__agent", "stage__experiment__treatment", "requested_by")
+        .select_related("stage__experiment__agent", "stage__experiment__treatment", "stage__experiment__current_stage",
+                        "requested_by")
         .order_by("requested_at")
     )
+    return [AwaitingApproval(approval, experiment_selectors.holds_wait(experiment_selectors.stage_holds(experiment=approval.stage.experiment)))
+            for approval in pending]
 
 
 # --- the agent page ---------------------------------------------------------------------------------
@@ -404,7 +448,7 @@ class VersionTimeline:
 @dataclass
 class AgentPage:
     row: BoardRow
-    spend_period: str
+    spend_period: str | None
     timeline: list[VersionTimeline]
 
 
@@ -556,9 +600,9 @@ def _experiment_json(experiment: Experiment) -> dict[str, Any]:
 # --- the Go/No-Go report's facts --------------------------------------------------------------------
 
 
-def launch_facts(*, agent: Agent) -> dict[str, Any]:
+def launch_facts(*, agent: Agent, with_costs: bool = True) -> dict[str, Any]:
     """Everything the Go/No-Go report says about one agent, as plain data (launch/report.py judges
-    and renders it)."""
+    and renders it). Without `with_costs` (a reader who may not see costs) no money is in it."""
     candidate = agent_candidate(agent=agent)
     live = live_version(agent=agent)
     facts: dict[str, Any] = {"agent": agent.slug, "live": live.model_id if live else None,
@@ -580,7 +624,8 @@ def launch_facts(*, agent: Agent) -> dict[str, Any]:
             # None for a run decided before the planner — nothing is computed here in its place.
             **stored_gate_plan(comparison),
             "per_tag": comparison.get("per_tag") or [], "reasons": comparison.get("reasons") or [],
-            "overridden": run.overrides.exists(), "cost_usd": money(run.cost_usd),
+            "overridden": run.overrides.exists(),
+            **({"cost_usd": money(run.cost_usd)} if with_costs else {}),
         }
     job = fine_tuning_job_of(version=candidate)
     audit = None
@@ -594,23 +639,38 @@ def launch_facts(*, agent: Agent) -> dict[str, Any]:
         rollout: dict[str, Any] = {
             "experiment": experiment.key, "status": experiment.status,
             "stage_percent": experiment.current_stage.percent if experiment.current_stage else None,
+            "verdict_override": _verdict_override(experiment),
         }
         if experiment.status == ExperimentStatus.RUNNING:
             results = experiment_selectors.experiment_results(experiment=experiment)
             rollout["guardrails"] = [{"metric": g["metric"], "state": g["state"]} for g in results["guardrails"]]
             rollout["relative_lift"] = results.get("relative_lift")
         facts["rollout"] = rollout
-    facts["cost_usd"] = money(candidate_costs(version=candidate)["total"])
+    if with_costs:
+        facts["cost_usd"] = money(candidate_costs(version=candidate)["total"])
     return facts
 
 
-def launch_report_facts(*, agent_slug: str | None = None) -> list[dict[str, Any]]:
+def _verdict_override(experiment: Experiment) -> dict[str, Any] | None:
+    """Who started the rollout without a PASS verdict, when and why (`rollout_models --start
+    --override-reason`, the experiment page's override field); None for a rollout started on a PASS."""
+    if not experiment.verdict_override_reason:
+        return None
+    start = (experiment.events.filter(action=EventAction.START, reason_code="verdict_override")
+             .select_related("actor").order_by("-at").first())
+    return {"by": _username(start.actor if start else experiment.started_by) or "genesis",
+            "reason": experiment.verdict_override_reason, "at": start.at if start else experiment.started_at}
+
+
+def launch_report_facts(*, agent_slug: str | None = None, user: Any = None) -> list[dict[str, Any]]:
     """The report's facts for every agent, or for `agent_slug` alone (NotFound when there is no such
-    agent: a report of nobody would read as "all GO")."""
+    agent: a report of nobody would read as "all GO"), as `user` may read them (None: Genesis — the
+    command and the sent report — sees costs)."""
     agents = Agent.objects.order_by("slug")
     if agent_slug is not None:
         agents = agents.filter(slug=agent_slug)
         if not agents.exists():
             known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
             raise NotFound(f"unknown agent '{agent_slug}'; known agents: {known}")
-    return [launch_facts(agent=agent) for agent in agents]
+    with_costs = sees_costs(user)
+    return [launch_facts(agent=agent, with_costs=with_costs) for agent in agents]

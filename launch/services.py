@@ -87,7 +87,8 @@ def approval_requests_notify(*, now: datetime | None = None) -> dict[str, int]:
         except IntegrityError:
             continue  # another run announced it
         notice.deliveries = notifications.deliver(_notice(approval, reminder=False), _channels(recipients))
-        notice.save(update_fields=["deliveries"])
+        notice.delivery_attempts = 1
+        notice.save(update_fields=["deliveries", "delivery_attempts"])
         counts["notified"] += 1
     due = now - timedelta(hours=settings.GENESIS_APPROVAL_REMINDER_HOURS)
     for approval in pending.filter(launch_notice__notified_at__lte=due, launch_notice__reminded_at__isnull=True):
@@ -96,9 +97,53 @@ def approval_requests_notify(*, now: datetime | None = None) -> dict[str, int]:
             continue
         recipients = [user.email for user in approvers_of(approval) if user.email]
         deliveries = notifications.deliver(_notice(approval, reminder=True), _channels(recipients))
-        ApprovalNotice.objects.filter(approval=approval).update(reminder_deliveries=deliveries)
+        ApprovalNotice.objects.filter(approval=approval).update(reminder_deliveries=deliveries, reminder_delivery_attempts=1)
         counts["reminded"] += 1
     return counts
+
+
+def _failed(deliveries: dict[str, str]) -> bool:
+    return any(result != notifications.OK for result in deliveries.values())
+
+
+def approval_notices_redeliver(*, now: datetime | None = None) -> int:
+    """Send a pending request's announcement or reminder again through the channels that failed to
+    take it (an SMTP server that refused, a webhook that was down), as budget alerts are redelivered:
+    beat every genesis.notifications.REDELIVERY_EVERY_SECONDS, at most MAX_DELIVERY_ATTEMPTS sends each,
+    a claim that only a dead worker leaves standing for DELIVERY_LEASE. A request decided meanwhile is
+    not announced again. Returns how many notices were sent again."""
+    now = now or timezone.now()
+    limit = notifications.MAX_DELIVERY_ATTEMPTS
+    candidates = (
+        ApprovalNotice.objects.filter(approval__status=ApprovalStatus.PENDING,
+                                      approval__stage__experiment__status=ExperimentStatus.RUNNING)
+        .filter(Q(delivery_attempts__lt=limit) | Q(reminded_at__isnull=False, reminder_delivery_attempts__lt=limit))
+        .filter(Q(redelivery_claimed_at__isnull=True) | Q(redelivery_claimed_at__lte=now - notifications.DELIVERY_LEASE))
+        .select_related("approval__stage__experiment__agent", "approval__stage__experiment__treatment", "approval__requested_by")
+    )
+    sent = 0
+    for notice in candidates[:200]:
+        due = [(reminder, deliveries_field, attempts_field)
+               for reminder, deliveries_field, attempts_field in ((False, "deliveries", "delivery_attempts"),
+                                                                   (True, "reminder_deliveries", "reminder_delivery_attempts"))
+               if _failed(getattr(notice, deliveries_field)) and getattr(notice, attempts_field) < limit]
+        if not due:
+            continue
+        # The claim: one short UPDATE, so no lock is held while the mail server and the webhook answer.
+        claimed = ApprovalNotice.objects.filter(pk=notice.pk, redelivery_claimed_at=notice.redelivery_claimed_at).update(
+            redelivery_claimed_at=now)
+        if not claimed:
+            continue  # another sweep took it
+        updates: dict[str, Any] = {"redelivery_claimed_at": None}
+        for reminder, deliveries_field, attempts_field in due:
+            before = getattr(notice, deliveries_field)
+            channels = notifications.undelivered(_channels(notice.recipients), before)
+            results = notifications.deliver(_notice(notice.approval, reminder=reminder), channels)
+            updates[deliveries_field] = notifications.merged(before, results)
+            updates[attempts_field] = getattr(notice, attempts_field) + 1
+        ApprovalNotice.objects.filter(pk=notice.pk).update(**updates)
+        sent += 1
+    return sent
 
 
 def launch_report_send(*, now: datetime | None = None) -> dict[str, str]:

@@ -12,6 +12,11 @@ def notify_approvers() -> dict[str, int]:
     return services.approval_requests_notify()
 
 
+@shared_task(name="launch.redeliver_approval_notices")
+def redeliver_approval_notices() -> int:
+    return services.approval_notices_redeliver()
+
+
 @shared_task(name="launch.send_launch_report")
 def send_launch_report() -> dict[str, str]:
     return services.launch_report_send()

@@ -100,7 +100,9 @@ class FineTuningJob(models.Model):
     )
     hyperparameters = models.JSONField(default=dict, blank=True, help_text='e.g. {"epochs": 2, "learning_rate": 0.0001}')
     suffix = models.CharField(max_length=rules.MAX_SUFFIX_LENGTH, blank=True)
-    auto_start = models.BooleanField(default=False, help_text="The provider starts training once validated.")
+    auto_start = models.BooleanField(
+        default=False, help_text="On: the provider starts training as soon as it has validated the file. Off: a person presses Start training."
+    )
 
     status = models.CharField(
         max_length=32, choices=FineTuningStatus.choices, default=FineTuningStatus.NOT_CREATED, db_index=True

@@ -105,6 +105,12 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
         # The identity of a registered version never changes; register a new one instead.
         return ("agent", "provider", "model_id", "base_model", "kind", "reason", *self.readonly_fields)
 
+    def get_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> tuple[str, ...]:
+        # "Change status…" only for people who may change it (the service checks again).
+        if obj is not None and not self.has_change_permission(request, obj):
+            return tuple(name for name in self.fields if name != "change_status_link")
+        return self.fields
+
     def has_delete_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
         # A live or rolling-out version serves users; retire it (another goes live) or roll back instead.
         if obj is not None and obj.status in (ModelStatus.LIVE, ModelStatus.ROLLING_OUT):
@@ -139,7 +145,7 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
     def transition_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         version = get_object_or_404(ModelVersion.objects.select_related("agent"), pk=pk)
         if not self.has_change_permission(request, version):
-            raise DjangoPermissionDenied
+            raise DjangoPermissionDenied("changing a model version's status needs the permission 'models_app.change_modelversion'")
         form = TransitionForm(request.POST or None, version=version)
         if request.method == "POST" and form.is_valid():
             try:

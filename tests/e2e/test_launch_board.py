@@ -187,3 +187,33 @@ def test_operator_and_approver_launch_support_agent_from_the_board(
     assert ledger == job.cost_usd + run.cost_usd and ledger > 0
     assert Decimal(model_lineage(version=candidate)["total_cost_usd"]) == ledger
     assert lineage_total.startswith("$")
+
+
+def test_the_board_fits_a_1280_pixel_window_with_its_header_over_the_whole_table(
+    live_server, seeded_demo, e2e_password, tmp_path
+):
+    # Was: 1400–1500 px wide at 1280 (NEXT ACTION clipped) under a header bar ~640 px wide (the
+    # dashboard's 600 px #content).
+    from experiments.services import stage_request_advance
+    from tests.experiments.factories import person
+
+    operator = UserFactory(username="olivia", is_superuser=True)
+    experiment = Experiment.objects.get(key="support_agent-rollout")
+    from experiments.services import experiment_start
+
+    experiment_start(experiment=experiment, actor=operator, override_reason="layout test")
+    stage_request_advance(experiment=experiment, actor=person("eng", "request_stage"))  # the longest next action
+    with chromium_page(width=1280) as page:
+        _login_as(page, live_server.url, "olivia", e2e_password)
+        sizes = page.evaluate("""() => {
+            const board = document.querySelector('#launch-board');
+            const rect = el => el.getBoundingClientRect();
+            const actions = [...board.querySelectorAll('[data-testid=next-action]')].map(cell => rect(cell).right);
+            return {page: document.documentElement.scrollWidth, window: window.innerWidth,
+                    header: rect(board.querySelector('h2')).width, table: rect(board.querySelector('table')).width,
+                    actions: Math.max(...actions)};
+        }""")
+        page.screenshot(path=str(tmp_path / "board-1280.png"), full_page=True)
+    assert sizes["page"] <= sizes["window"], sizes
+    assert sizes["actions"] <= sizes["window"], sizes
+    assert abs(sizes["header"] - sizes["table"]) <= 2, sizes

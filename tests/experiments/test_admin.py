@@ -120,8 +120,24 @@ def test_approving_a_request_that_changed_since_the_page_was_opened_is_refused(c
     # A form that does not say what it showed is refused too; the reloaded page's form goes through.
     response = client.post(act, follow=True)
     assert "does not say which request it showed" in response.content.decode()
-    response = client.post(act, shown_on_page(page(client, team["approver"], experiment)), follow=True)
+    reloaded = shown_on_page(page(client, team["approver"], experiment))
+    response = client.post(act, reloaded, follow=True)
     assert "Advanced to 25 %" in response.content.decode()
+    # Sent twice: the second answer says it is done already, by whom, and where the experiment is.
+    again = client.post(act, reloaded, follow=True).content.decode()
+    assert "already approved by approver at" in again and "the experiment is at 25 %" in again and "Refused:" not in again
+    assert ExperimentEvent.objects.filter(experiment=experiment, action=EventAction.REFUSAL).count() == 1  # the changed request above
+
+
+def test_a_view_only_person_reads_the_guardrails_as_the_forms_table_not_json(client, team):
+    # Was: the approver's read-only page showed the rules as raw JSON.
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    html = page(client, team["approver"], experiment)
+    assert 'id="guardrail-rules"' in html and "&quot;harmful_direction&quot;" not in html
+    rules = html[html.index('id="guardrail-rules"'):]
+    assert "<td>success_rate</td><td>a decrease harms</td><td>0.05</td><td>absolute</td><td>roll back</td>" in rules
+    editable = page(client, team["starter"], experiment)
+    assert 'name="guardrails-0-metric"' in editable and 'id="guardrail-rules"' not in editable
 
 
 def test_a_staff_user_without_view_permission_gets_403(client, team):

@@ -22,7 +22,7 @@ from experiments.services import (
     stage_approve_next,
     stage_request_advance,
 )
-from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
 from models_app.registry.models import ModelVersion
 from models_app.registry.services import model_version_transition
 from tests.experiments.factories import agent_with_candidate, draft_experiment, feed
@@ -328,6 +328,28 @@ def test_stages_cannot_be_skipped(team):
     fifty = experiment.stages.get(percent=50)
     with pytest.raises(Conflict, match="stages cannot be skipped: .* at 10 %, so the next stage is 25 %, not 50 %"):
         stage_approve(stage=fifty, actor=team["approver"])
+
+
+def test_approving_a_request_approved_already_says_so_and_records_no_refusal(team):
+    # Was: the form sent twice answered "stages cannot be skipped: … is at 25 %, so the next stage is
+    # 50 %, not 25 %" and left that refusal on the trail, although the approval had gone through.
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(experiment)
+    approval = stage_request_advance(experiment=experiment, actor=team["requester"])
+    stage = next_stage(experiment)
+    stage_approve_next(experiment=experiment, actor=team["approver"], approval_id=approval.pk, config_version=1)
+    already = r"advance of 'qa_agent-exp' to 25 % was already approved by approver at .* UTC — the experiment is at 25 %"
+    # The same form again (the request is no longer pending), and a second approver's simultaneous
+    # post that read the request before the first one's commit (it names the 25 % stage).
+    with pytest.raises(AlreadyDone, match=already):
+        stage_approve_next(experiment=experiment, actor=team["approver"], approval_id=approval.pk, config_version=1)
+    with pytest.raises(AlreadyDone, match=already):
+        stage_approve(stage=stage, actor=team["requester"], approval_id=approval.pk, config_version=1)
+    with pytest.raises(AlreadyDone, match=already):
+        stage_approve(stage=stage, actor=team["approver"])  # `rollout_models --approve` racing another
+    assert events(experiment, EventAction.REFUSAL) == []
+    experiment.refresh_from_db()
+    assert experiment.current_stage.percent == 25 and len(events(experiment, EventAction.APPROVAL)) == 1
 
 
 def test_a_second_request_for_the_same_stage_is_refused(team):

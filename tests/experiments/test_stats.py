@@ -340,3 +340,18 @@ def test_numbers_for_people_never_use_scientific_notation() -> None:
     assert stats.format_number(-0.0449) == "-0.0449"
     assert stats.format_number(1234.5) == "1,234"
     assert "e" not in stats.format_number(1.23e-7)
+
+
+def test_a_cost_guardrail_reads_in_dollars_with_sub_cent_amounts() -> None:
+    # Was: "(difference +0.00, 95 % any-time interval +0.00 to +0.00 …)" for costs of a few hundredths of a cent.
+    from experiments.selectors import usd_amount
+
+    result = evaluate_guardrail(
+        metric="cost_per_request", harmful_direction="increase", threshold=0.5, threshold_kind="relative",
+        strata=[Stratum(_users_with_mean(1_000, 0.000038, 0.000004), _users_with_mean(1_000, 0.000040, 0.000004))],
+        format_value=usd_amount,
+    )
+    assert ("treatment $0.000040 vs control $0.000038 (difference +$0.000002, 95 % any-time interval +$0.000001 to "
+            "+$0.000003;") in result.reason
+    assert "+0.00" not in result.reason
+    assert usd_amount(-0.0000375, signed=True) == "-$0.000038" and usd_amount(1.5) == "$1.50"

@@ -4,6 +4,7 @@ action as a button only for people the service would allow — each button calli
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from html import unescape
 
 import pytest
@@ -13,7 +14,7 @@ from experiments.models import Experiment, StageApproval
 from experiments.services import experiment_start, stage_request_advance
 from launch.selectors import launch_board
 from models_app.benchmarks.models import BenchmarkRun
-from tests.experiments.factories import draft_experiment, feed, person
+from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, person
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -48,6 +49,30 @@ def test_a_person_without_the_permission_sees_who_may_instead_of_a_button(seeded
     html = client.get("/admin/").content.decode()
     assert 'name="benchmark"' not in html
     assert "for someone in “Rollout operators”" in html
+
+
+def row_messages(html: bytes, slug: str) -> str:
+    row = html.decode().split(f'id="agent-{slug}"')[1].split("</tr>")[0]
+    return text_of(row.split('data-testid="row-messages"')[1].split("</ul>")[0].encode()) if "row-messages" in row else ""
+
+
+def test_a_buttons_outcome_is_shown_in_its_row_where_the_redirect_lands(seeded_demo, client):
+    # Was: a refusal came back at #agent-qa_agent with the message at the top of the page, 484 px out of view.
+    client.force_login(member("adam", "Rollout approvers"))
+    response = client.post("/admin/launch/act/qa_agent/benchmark/", {"next": "/admin/"})
+    assert response["Location"] == "/admin/#agent-qa_agent"
+    board = client.get(response["Location"]).content
+    assert "refused — user 'adam' may not start benchmark runs" in row_messages(board, "qa_agent")
+    assert 'class="messagelist"' not in board.decode().split('id="launch-board"')[0]  # not at the top as well
+    assert row_messages(client.get("/admin/").content, "qa_agent") == ""  # shown once
+
+    # Pressed on the agent page, it returns there.
+    response = client.post("/admin/launch/act/qa_agent/benchmark/", {"next": "/admin/launch/agent/qa_agent/"})
+    assert response["Location"] == "/admin/launch/agent/qa_agent/#agent-qa_agent"
+    assert "may not start benchmark runs" in row_messages(client.get(response["Location"]).content, "qa_agent")
+    # Anywhere else is not followed.
+    assert client.post("/admin/launch/act/qa_agent/benchmark/", {"next": "https://evil.example/admin/"})["Location"] == (
+        "/admin/#agent-qa_agent")
 
 
 def test_the_benchmark_button_calls_the_service_and_a_refusal_is_shown(seeded_demo, client):
@@ -92,6 +117,89 @@ def test_request_then_approve_from_the_board_with_four_eyes(client):
     done = client.post("/admin/launch/act/qa_agent/approve/", {"approval": approval.pk, "config_version": 1}, follow=True)
     assert "qa_agent: Advanced to 25 %" in text_of(done.content)
     assert Experiment.objects.get().current_stage.percent == 25
+    refusals = experiment.events.filter(action="refusal").count()  # the stale form's, above
+    # The same form sent again answers that it is done, not that a stage was skipped, and leaves no refusal.
+    again = text_of(client.post("/admin/launch/act/qa_agent/approve/", {"approval": approval.pk, "config_version": 1},
+                                follow=True).content)
+    assert "already approved by approver at" in again and "the experiment is at 25 %" in again
+    assert "refused" not in again and "skipped" not in again
+    assert experiment.events.filter(action="refusal").count() == refusals
+
+
+def test_a_draft_for_an_older_candidate_is_shown_as_what_start_rollout_will_do(client):
+    # Was: ROLLOUT "draft qa_agent-exp" (the seeded draft of an older fine-tune), while "Start rollout"
+    # started a new experiment for the newest candidate and left that draft.
+    from models_app.registry.services import model_version_transition
+    from tests.factories import ModelVersionFactory
+
+    operator = person("operator", "view_experiment", "add_experiment", "start_experiment")
+    draft = draft_experiment("qa_agent", actor=operator)
+    newer = ModelVersionFactory(agent=draft.agent, model_id="ft:open-mistral-7b:newer:20261102:0ddba11")
+    for status in ("benchmarking", "approved_for_rollout"):
+        newer = model_version_transition(version=newer, to_status=status, reason="test")
+    row = launch_board(user=operator)[0][0]
+    assert row.candidate == newer and row.next_action.action == "rollout"
+    assert row.rollout.text == "not started"
+    assert row.rollout.detail == (f"draft qa_agent-exp is for an older candidate {draft.treatment.model_id} — Start rollout "
+                                  f"starts a new experiment for {newer.model_id}")
+    client.force_login(operator)
+    client.post("/admin/launch/act/qa_agent/rollout/")
+    started = Experiment.objects.get(status="running")
+    assert started.treatment == newer and Experiment.objects.get(pk=draft.pk).status == "draft"  # as the row said
+
+
+def test_the_candidates_own_draft_is_the_one_start_rollout_starts(client):
+    operator = person("operator", "view_experiment", "add_experiment", "start_experiment")
+    draft_experiment("qa_agent", actor=operator)
+    row = launch_board(user=operator)[0][0]
+    assert (row.rollout.text, row.rollout.detail) == ("draft qa_agent-exp", "Start rollout starts this draft")
+
+
+def _job(agent, *, status: str, version=None):
+    from models_app.finetuning.models import FineTuningJob, TrainingFile
+
+    training = TrainingFile.objects.create(agent=agent, provider=agent.versions.first().provider, provider_file_id=f"file-{status}",
+                                           filename="train.jsonl", line_count=10, size_bytes=100, sha256="0" * 64,
+                                           estimated_tokens=1000)
+    return FineTuningJob.objects.create(agent=agent, provider=training.provider, base_model="open-mistral-7b", status=status,
+                                        training_file=training, model_version=version,
+                                        fine_tuned_model=version.model_id if version else "")
+
+
+def test_the_job_cell_shows_the_job_that_produced_the_candidate_and_a_newer_one_beside_it():
+    # Was: candidate ft:… from job #5 and job #5's audit, but the job cell "#4 validated": the newer job in flight.
+    agent, _, candidate = agent_with_candidate("qa_agent", candidate_status="registered")
+    own = _job(agent, status="SUCCESS", version=candidate)
+    row = launch_board()[0][0]
+    assert (row.job.text, row.job.url_args) == (f"#{own.pk} success", (own.pk,))
+    newer = _job(agent, status="VALIDATED")
+    row = launch_board()[0][0]
+    assert (row.job.text, row.job.url_args) == (f"#{own.pk} success", (own.pk,))
+    assert row.job.detail == f"{candidate.model_id}; next: #{newer.pk} validated (waiting for start)"
+
+
+def test_no_candidate_no_candidate_audit_text():
+    # Was: CANDIDATE "—" after a launch, but the audit cell "the candidate was registered without a fine-tuning job here".
+    from models_app.registry.services import model_version_transition
+
+    agent, _, candidate = agent_with_candidate("qa_agent", candidate_status="registered")
+    assert launch_board()[0][0].audit.text == "no training job"
+    model_version_transition(version=candidate, to_status="rejected", reason="test")
+    row = launch_board()[0][0]
+    assert row.candidate is None and (row.audit.text, row.audit.detail) == ("—", "")
+
+
+def test_a_starter_without_the_approve_permission_reads_that_reason_first(client):
+    # Was: "you started this experiment; another approver must approve" for an operator who may not approve at all.
+    starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    stage_request_advance(experiment=experiment, actor=starter)
+    action = launch_board(user=starter)[0][0].next_action
+    assert not action.allowed
+    assert action.blocked_by == "you may not approve stages: it needs the permission 'experiments.approve_stage'"
+    client.force_login(starter)
+    row = text_of(client.get("/admin/").content)
+    assert "it needs the permission 'experiments.approve_stage' — for " in row and "you started this experiment" not in row
 
 
 def test_roll_back_from_the_board_needs_a_reason(client):
@@ -115,6 +223,37 @@ def test_the_approvals_queue_lists_pending_requests(client):
     assert "qa_agent-exp" in page and "25 %" in page and "starter" in page and "looks good" in page
 
 
+def test_a_request_held_by_its_holds_says_until_when_in_the_queue_and_the_next_action(client):
+    # Was: "approve 25 % (requested by starter)" and a queue row with no sign of the 48 h minimum.
+    starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter, min_stage_hours=48), actor=starter)
+    stage_request_advance(experiment=experiment, actor=starter)
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    experiment.refresh_from_db()
+    clears = f"{experiment.current_stage.started_at + timedelta(hours=48):%Y-%m-%d %H:%M} UTC"
+    for viewer in (starter, person("viewer", "view_experiment"), person("approver", "view_experiment", "approve_stage")):
+        action = launch_board(user=viewer)[0][0].next_action
+        assert action.text == f"approve 25 % after {clears} (min stage time) (requested by starter)"
+    client.force_login(starter)
+    assert f"can be approved after {clears} (min stage time)" in text_of(client.get("/admin/").content)
+    queue = text_of(client.get("/admin/launch/approvals/").content)
+    assert f"after {clears} (min stage time)" in queue
+
+
+def test_a_request_waiting_for_data_says_which_holds(client):
+    starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    stage_request_advance(experiment=experiment, actor=starter)
+    assert launch_board(user=starter)[0][0].next_action.text == (
+        "approve 25 % once min samples and guardrails clear (requested by starter)")
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    assert launch_board(user=starter)[0][0].next_action.text == "approve 25 % (requested by starter)"
+    client.force_login(starter)
+    assert "now" in text_of(client.get("/admin/launch/approvals/").content).split("can be approved")[1]
+
+
 def test_view_site_and_the_root_lead_to_the_board(client):
     client.force_login(UserFactory(username="root", is_superuser=True))
     assert client.get("/").headers["Location"] == "/admin/"
@@ -126,6 +265,36 @@ def test_the_go_no_go_report_downloads(seeded_demo, client):
     response = client.get("/admin/launch/report/?format=md")
     assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
     assert "# Go/No-Go report" in response.content.decode() and "NO-GO" in response.content.decode()
+    # HTML opens in the browser (was: downloaded); the download is still there.
+    html = client.get("/admin/launch/report/?format=html")
+    assert html["Content-Type"].startswith("text/html") and html["Content-Disposition"].startswith("inline;")
+    assert client.get("/admin/launch/report/?format=html&download=1")["Content-Disposition"].startswith("attachment;")
+    assert 'format=html&amp;download=1"' in client.get("/admin/").content.decode()
+
+
+def test_spend_is_shown_only_to_people_who_may_read_costs(seeded_demo, client):
+    # Was: per-agent spend, "Total all time" and the report's "cost so far" for a staff user to whom
+    # the cost dashboard itself answers 403.
+    import json
+
+    outsider = UserFactory(username="outsider")
+    rows, period = launch_board(user=outsider)
+    assert period is None and all(row.spend is None for row in rows)
+    client.force_login(outsider)
+    board = text_of(client.get("/admin/").content)
+    assert "Total" not in board and "spend" not in board and "$" not in board.split("Launch board")[1]
+    report = client.get("/admin/launch/report/?format=md").content.decode()
+    assert "cost so far" not in report.lower() and "$" not in report
+    facts = json.loads(client.get("/admin/launch/report/?format=json").content)["agents"]
+    assert not any("cost_usd" in agent or "cost_usd" in (agent.get("benchmark") or {}) for agent in facts)
+    assert "spend" not in text_of(client.get("/admin/launch/agent/qa_agent/").content)
+
+    reader = member("adam", "Rollout approvers")  # the demo groups may read cost entries
+    rows, period = launch_board(user=reader)
+    assert period and all(row.spend is not None for row in rows)
+    client.force_login(reader)
+    assert "Total " in text_of(client.get("/admin/").content)
+    assert "Cost so far (ledger)" in client.get("/admin/launch/report/?format=md").content.decode()
 
 
 def test_the_report_download_refuses_an_unknown_agent_or_format_as_the_command_does(seeded_demo, client):

@@ -62,6 +62,25 @@ def test_a_passed_candidate_is_go_and_the_numbers_match_the_run_and_the_ledger(d
     assert code == 0 and "support_agent GO" in out and "<h2>support_agent</h2>" in target.read_text()
 
 
+def test_a_rollout_started_over_a_missing_pass_names_the_override_who_gave_it_and_why(db):
+    # Was: the report said "Rollout: … running at 10 %" with no word of the override.
+    from experiments.services import experiment_start_for_agent
+    from tests.experiments.factories import agent_with_candidate, person
+
+    agent, _, candidate = agent_with_candidate("qa_agent", candidate_status="registered")
+    operator = person("olivia", "add_experiment", "start_experiment", "override_verdict")
+    experiment_start_for_agent(agent=agent, actor=operator, override_reason="hotfix for the refund bug; benchmark tomorrow")
+
+    code, out, _ = launch_report("--agent", "qa_agent", "--format", "json")
+    override = json.loads(out)["agents"][0]["rollout"]["verdict_override"]
+    assert (override["by"], override["reason"]) == ("olivia", "hotfix for the refund bug; benchmark tomorrow")
+    code, out, _ = launch_report("--agent", "qa_agent", "--format", "md")
+    assert ("running at 10 %; started without a PASS verdict — overridden by olivia: “hotfix for the refund bug; "
+            "benchmark tomorrow”") in out
+    assert out.count("overridden by olivia") == 2  # the rollout line and the reasons (a caution)
+    assert "overridden by olivia" in launch_report("--agent", "qa_agent", "--format", "html")[1]
+
+
 def test_usage_errors_exit_2(seeded_demo, tmp_path):
     code, _, err = launch_report("--agent", "nobody")
     assert code == 2 and "unknown agent 'nobody'; known agents: analyst_agent, " in err

@@ -13,7 +13,7 @@ from audits import services as audit_services
 from audits.models import Dataset
 from costs.models import CostEntry
 from costs.services import cost_entry_reverse, cost_record
-from experiments.services import experiment_start, stage_approve
+from experiments.services import experiment_rollback, experiment_start, stage_approve
 from genesis.errors import Conflict
 from launch.selectors import model_lineage
 from models_app.finetuning.training_files import training_file_from_dataset, training_file_upload
@@ -96,3 +96,15 @@ def test_lineage_of_a_hand_registered_version_says_there_is_no_job():
     lineage = model_lineage(version=experiment.treatment)
     assert lineage["fine_tuning_job"] is None and lineage["datasets"] == [] and lineage["benchmark_runs"] == []
     assert lineage["experiments"][0]["status"] == "draft" and lineage["total_cost_usd"] == "0.00"
+
+
+def test_the_version_page_names_statuses_by_their_labels(client):
+    # Was: "rolled_back" on the page (the API keeps the value).
+    starter = person("starter", "add_experiment", "start_experiment", "rollback_experiment")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    experiment_rollback(experiment=experiment, actor=starter, reason="complaints")
+    client.force_login(UserFactory(username="root", is_superuser=True))
+    lineage = client.get(f"/admin/models_app/modelversion/{experiment.treatment_id}/change/").content.decode()
+    lineage = lineage[lineage.index('id="lineage"'):]
+    assert "rolled_back" not in lineage and "qa_agent-exp</a> — rolled back" in lineage
+    assert model_lineage(version=experiment.treatment)["experiments"][0]["status"] == "rolled_back"

@@ -10,10 +10,12 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from experiments.services import experiment_start, stage_request_advance
+from costs.services import MAX_ALERT_DELIVERY_ATTEMPTS
+from experiments.services import experiment_start, stage_approve, stage_request_advance
+from genesis.schedules import DEFAULT_SCHEDULES
 from launch.models import ApprovalNotice
-from launch.services import approval_requests_notify, launch_report_send
-from tests.costs.test_notifications import use_channels
+from launch.services import approval_notices_redeliver, approval_requests_notify, launch_report_send
+from tests.costs.test_notifications import unused_port, use_channels
 from tests.experiments.factories import draft_experiment, feed, person
 
 pytestmark = pytest.mark.django_db
@@ -47,6 +49,60 @@ def test_a_request_is_announced_once_and_reminded_once(settings):
     assert approval_requests_notify(now=later)["reminded"] == 1
     assert approval_requests_notify(now=later + timedelta(hours=5))["reminded"] == 0
     assert len(mail.outbox) == 2 and mail.outbox[1].subject.startswith("[Genesis] reminder: approve")
+
+
+def test_a_notice_the_mail_server_refused_is_sent_again_by_the_redelivery_sweep(settings):
+    # Was: deliveries {'log': 'ok', 'email': 'failed: …'} and never sent again.
+    use_channels(settings)
+    settings.GENESIS_APPROVAL_REMINDER_HOURS = 2
+    starter = person("starter", "add_experiment", "start_experiment", "request_stage")
+    approver = person("approver", "approve_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    stage_request_advance(experiment=experiment, actor=starter)
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    # A real SMTP connection to a port nobody listens on: refused.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", unused_port(), 2
+    approval_requests_notify()
+    notice = ApprovalNotice.objects.get()
+    assert notice.deliveries["log"] == "ok" and notice.deliveries["email"].startswith("failed: ConnectionRefusedError")
+    assert approval_notices_redeliver() == 1  # still refused: counted, kept failed
+    notice.refresh_from_db()
+    assert notice.delivery_attempts == 2 and notice.deliveries["email"].startswith("failed:")
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # the mail server is back
+    assert approval_notices_redeliver() == 1
+    notice.refresh_from_db()
+    assert notice.deliveries == {"log": "ok", "email": "ok"} and notice.delivery_attempts == 3
+    assert [message.to for message in mail.outbox] == [[approver.email]]  # only the failed channel, once
+    assert approval_notices_redeliver() == 0  # nothing failed any more
+
+
+def test_redelivery_stops_after_the_budget_alerts_attempt_limit_and_for_a_decided_request(settings):
+    use_channels(settings)
+    starter = person("starter", "add_experiment", "start_experiment", "request_stage")
+    approver = person("approver", "approve_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    approval = stage_request_advance(experiment=experiment, actor=starter)
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", unused_port(), 2
+    approval_requests_notify()
+    for _ in range(MAX_ALERT_DELIVERY_ATTEMPTS - 1):
+        assert approval_notices_redeliver() == 1
+    assert ApprovalNotice.objects.get().delivery_attempts == MAX_ALERT_DELIVERY_ATTEMPTS
+    assert approval_notices_redeliver() == 0  # given up, as a budget alert is
+
+    ApprovalNotice.objects.update(delivery_attempts=1)
+    stage_approve(stage=approval.stage, actor=approver)  # decided meanwhile: nobody needs telling
+    assert approval_notices_redeliver() == 0
+
+
+def test_the_redelivery_runs_on_the_budget_alerts_schedule():
+    schedules = {entry.task: entry for entry in DEFAULT_SCHEDULES}
+    assert schedules["launch.redeliver_approval_notices"].every_seconds == schedules["costs.redeliver_budget_alerts"].every_seconds
 
 
 def test_the_weekly_report_goes_through_the_cost_report_channels(seeded_demo, settings):

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments import selectors, services
 from experiments.models import Experiment, ExperimentStatus
-from genesis.errors import DomainError
+from genesis.errors import AlreadyDone, DomainError
 from genesis.permissions import Actor
 from models_app.registry.models import Agent
 
@@ -77,6 +77,11 @@ class Command(BaseCommand):
 
         try:
             experiment = self._act(action, agent_row, user, reason=reason, candidate=candidate, override_reason=override_reason)
+        except AlreadyDone as exc:
+            # Done already (a second --approve of the same stage, by anyone): nothing refused, exit 0.
+            self._report(selectors.experiment_for_agent(agent_slug=agent), agent=agent, action=action, ok=True,
+                         detail=exc.message, as_json=as_json)
+            return
         except DomainError as exc:
             experiment = selectors.experiment_for_agent(agent_slug=agent)
             self._report(experiment, agent=agent, action=action, ok=False, detail=exc.message, as_json=as_json)
