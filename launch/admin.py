@@ -135,11 +135,14 @@ def _with_status_labels(lineage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def lineage_context(version: ModelVersion) -> dict[str, Any]:
+def lineage_context(version: ModelVersion, *, user: Any) -> dict[str, Any]:
+    """The page's lineage; its costs only for a user who may see costs (selectors.sees_costs), as on
+    the board."""
     lineage = _with_status_labels(selectors.model_lineage(version=version))
     costs = lineage["costs"]
     return {
         "lineage": lineage,
+        "show_costs": selectors.sees_costs(user),
         "lineage_total": format_usd(Decimal(costs["total_usd"])),
         "lineage_total_exact": costs["total_usd"],
         "lineage_costs": [(operation, format_usd(Decimal(amount))) for operation, amount in costs["by_operation"].items()],
@@ -165,7 +168,7 @@ class ModelVersionLineageAdmin(ModelVersionAdmin):
         version = ModelVersion.objects.select_related("agent", "provider").filter(pk=object_id).first()
         extra_context = dict(extra_context or {})
         if version is not None and self.has_view_or_change_permission(request, version):
-            extra_context.update(lineage_context(version))
+            extra_context.update(lineage_context(version, user=request.user))
         return super().change_view(request, object_id, form_url, extra_context)
 
 

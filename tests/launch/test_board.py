@@ -288,6 +288,15 @@ def test_spend_is_shown_only_to_people_who_may_read_costs(seeded_demo, client):
     facts = json.loads(client.get("/admin/launch/report/?format=json").content)["agents"]
     assert not any("cost_usd" in agent or "cost_usd" in (agent.get("benchmark") or {}) for agent in facts)
     assert "spend" not in text_of(client.get("/admin/launch/agent/qa_agent/").content)
+    # The model version page's lineage keeps its facts but not their costs.
+    from django.contrib.auth.models import Permission
+
+    from models_app.registry.models import ModelVersion
+
+    outsider.user_permissions.add(Permission.objects.get(content_type__app_label="models_app", codename="view_modelversion"))
+    version_page = f"/admin/models_app/modelversion/{ModelVersion.objects.filter(agent__slug='qa_agent').first().pk}/change/"
+    lineage = client.get(version_page).content.decode()
+    assert 'id="lineage-runs"' in lineage and 'id="lineage-costs"' not in lineage and "<th>cost</th>" not in lineage
 
     reader = member("adam", "Rollout approvers")  # the demo groups may read cost entries
     rows, period = launch_board(user=reader)
@@ -295,6 +304,7 @@ def test_spend_is_shown_only_to_people_who_may_read_costs(seeded_demo, client):
     client.force_login(reader)
     assert "Total " in text_of(client.get("/admin/").content)
     assert "Cost so far (ledger)" in client.get("/admin/launch/report/?format=md").content.decode()
+    assert 'id="lineage-costs"' in client.get(version_page).content.decode()
 
 
 def test_the_report_download_refuses_an_unknown_agent_or_format_as_the_command_does(seeded_demo, client):
