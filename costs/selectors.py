@@ -114,16 +114,16 @@ def open_holds(*, now: datetime | None = None) -> QuerySet[CostHold]:
 
 
 def budget_held(*, budget: Budget, now: datetime | None = None) -> Decimal:
-    """Money set aside by running work of the budget's agents (whatever the period: it lands now)."""
-    holds = open_holds(now=now)
-    if budget.agent_id is not None:
-        holds = holds.filter(agent_id=budget.agent_id)
-    return holds.aggregate(total=_sum_amount())["total"]
+    """Money set aside by running work of the budget's agents (whatever the period: it lands now):
+    the one rule of `with_held`, for one budget. Rounded to the micro-dollar every hold has, as
+    SQLite (the embedded mode) hands a sum back as a float."""
+    held = with_held(Budget.objects.filter(pk=budget.pk), now=now).values_list("held_usd", flat=True).get()
+    return pricing.to_ledger_amount(held)
 
 
 def with_held(budgets: QuerySet[Budget], *, now: datetime | None = None) -> QuerySet[Budget]:
-    """`budgets` annotated with `held_usd`, what `budget_held` answers for each, in the same query
-    (a list of budgets costs no query more per row)."""
+    """`budgets` annotated with `held_usd`: open holds of the budget's agent, or of every agent for an
+    all-agents budget — in the same query (a list of budgets costs no query more per row)."""
     # An all-agents budget (agent NULL) counts every hold: the hold's agent compared with itself.
     holds = open_holds(now=now).filter(agent_id=Coalesce(OuterRef("agent_id"), F("agent_id")))
     # Open holds all have released_at NULL: grouping by it sums them in one row.

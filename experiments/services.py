@@ -498,7 +498,9 @@ def _require_not_yet_approved(experiment: Experiment, *, stage: ExperimentStage,
     """The request shown (`approval_id`), or else the advance to `stage`, was approved already — a
     form sent twice, two approvers at once, or a page left open: say by whom and where the experiment
     is, rather than refuse it as a skipped stage."""
-    approved = StageApproval.objects.filter(status=ApprovalStatus.APPROVED).select_related("decided_by", "stage")
+    approved = StageApproval.objects.filter(stage__experiment=experiment, status=ApprovalStatus.APPROVED).select_related(
+        "decided_by", "stage"
+    )
     done = approved.filter(pk=approval_id).first() if approval_id is not None else None
     if done is None and stage.status != StageStatus.PENDING:
         done = approved.filter(stage=stage).order_by("-decided_at").first()

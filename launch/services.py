@@ -122,7 +122,9 @@ def approval_notices_redeliver(*, now: datetime | None = None) -> int:
         .select_related("approval__stage__experiment__agent", "approval__stage__experiment__treatment", "approval__requested_by")
     )
     sent = 0
-    for notice in candidates[:200]:
+    # No cut: a running experiment has at most one pending request, so these are few — and a cut taken
+    # before the failed ones are picked out could leave a failed notice behind it for ever.
+    for notice in candidates:
         due = [(reminder, deliveries_field, attempts_field)
                for reminder, deliveries_field, attempts_field in ((False, "deliveries", "delivery_attempts"),
                                                                    (True, "reminder_deliveries", "reminder_delivery_attempts"))

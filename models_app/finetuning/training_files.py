@@ -288,10 +288,13 @@ def training_file_from_dataset(
 
 
 def training_file_audit(training_file: TrainingFile) -> AuditRun | None:
-    """The finished audit of the bytes a training file holds (through its dataset), or None."""
-    dataset = training_file.dataset
-    audit = dataset.latest_audit if dataset is not None else None
-    return audit if audit is not None and audit.status == AuditStatus.SUCCEEDED else None
+    """The newest finished audit of the bytes a training file holds (through its dataset), or None.
+    Not the dataset's latest audit: an "Audit again" still queued or one that failed would otherwise
+    switch the gate off for data whose finished audit found PII."""
+    if training_file.dataset_id is None:
+        return None
+    return (AuditRun.objects.filter(dataset_id=training_file.dataset_id, status=AuditStatus.SUCCEEDED)
+            .order_by("-finished_at", "-pk").first())
 
 
 def training_data_gate(

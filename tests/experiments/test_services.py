@@ -352,6 +352,23 @@ def test_approving_a_request_approved_already_says_so_and_records_no_refusal(tea
     assert experiment.current_stage.percent == 25 and len(events(experiment, EventAction.APPROVAL)) == 1
 
 
+def test_another_experiments_approved_request_is_no_already_approved_answer(team):
+    # A request id from another experiment (a crafted or mixed-up post) is a mismatched request, not
+    # "already approved" — which would tell the approver this experiment's advance had happened.
+    first = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(first)
+    approved = stage_request_advance(experiment=first, actor=team["requester"])
+    stage_approve_next(experiment=first, actor=team["approver"], approval_id=approved.pk, config_version=1)
+    second = experiment_start(experiment=draft_experiment("content_agent", actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(second)
+    stage_request_advance(experiment=second, actor=team["requester"])
+    with pytest.raises(Conflict) as refused:
+        stage_approve_next(experiment=second, actor=team["approver"], approval_id=approved.pk, config_version=1)
+    assert not isinstance(refused.value, AlreadyDone)
+    second.refresh_from_db()
+    assert second.current_stage.percent == 10
+
+
 def test_a_second_request_for_the_same_stage_is_refused(team):
     experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
     stage_request_advance(experiment=experiment, actor=team["requester"])

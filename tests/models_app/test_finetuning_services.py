@@ -577,6 +577,15 @@ def test_an_audit_override_needs_the_permission_and_is_recorded_on_the_job(ft_wo
     clean = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world), audit_override_reason="not needed")
     assert clean.audit_override_reason == ""  # nothing was overridden
 
+    # "Audit again" still queued (or failed) does not switch the gate off: the finished audit counts.
+    from audits.services import audit_start
+
+    audit_start(dataset=training_file.dataset, actor=None)
+    training_file = TrainingFile.objects.get(pk=training_file.pk)
+    assert training_file.dataset.latest_audit.status == "queued"
+    with pytest.raises(Conflict, match="found 6 PII occurrences"):
+        finetuning_job_create(agent=ft_world.agent, training_file=training_file, actor=person)
+
 
 def test_an_openai_compatible_account_cannot_fine_tune(ft_world) -> None:
     account = provider_account_upsert(name="vllm", kind="openai_compatible", base_url="http://127.0.0.1:9/v1", api_key_env="")
