@@ -117,7 +117,8 @@ def budget_held(*, budget: Budget, now: datetime | None = None) -> Decimal:
     """Money set aside by running work of the budget's agents (whatever the period: it lands now):
     the one rule of `with_held`, for one budget. Rounded to the micro-dollar every hold has, as
     SQLite (the embedded mode) hands a sum back as a float."""
-    held = with_held(Budget.objects.filter(pk=budget.pk), now=now).values_list("held_usd", flat=True).get()
+    one = with_held(Budget.objects.filter(pk=budget.pk), now=now)
+    held = one.values_list("held_usd", flat=True).get()  # type: ignore[misc]  # django-stubs: an annotation
     return pricing.to_ledger_amount(held)
 
 
