@@ -177,15 +177,22 @@ class RolloutStart:
 
 
 def rollout_start_plan(*, agent: Agent, candidate_model_id: str = "") -> RolloutStart:
-    """Without a candidate named: the agent's newest draft, or else a new experiment for its newest
-    candidate. With one named, only that model: its own draft, or else a new experiment for it."""
+    """The candidate named, or else the agent's newest candidate (the one the launch board shows, so
+    the board's button and `rollout_models --start` do the same): its own draft, or else a new
+    experiment for it; another candidate's draft is left as it is. With no candidate at all, the
+    agent's newest draft (its start then says what stops it)."""
     drafts = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).select_related("treatment").order_by("-created_at")
     newest_draft = drafts.first()
-    draft = drafts.filter(treatment__model_id=candidate_model_id).first() if candidate_model_id else newest_draft
+    versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
+    if not candidate_model_id:
+        newest = versions.first()
+        if newest is None:
+            return RolloutStart(draft=newest_draft, treatment=newest_draft.treatment if newest_draft else None, other_draft=None)
+        candidate_model_id = newest.model_id
+    draft = drafts.filter(treatment__model_id=candidate_model_id).first()
     if draft is not None:
         return RolloutStart(draft=draft, treatment=draft.treatment, other_draft=None)
-    versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
-    treatment = versions.filter(model_id=candidate_model_id).first() if candidate_model_id else versions.first()
+    treatment = versions.filter(model_id=candidate_model_id).first()
     return RolloutStart(draft=None, treatment=treatment, other_draft=newest_draft)
 
 

@@ -743,10 +743,10 @@ def experiment_start_for_agent(
     *, agent: Agent, actor: Actor = None, candidate_model_id: str = "", override_reason: str = ""
 ) -> Experiment:
     """Start the agent's rollout — what the launch board's "Start rollout" and `rollout_models
-    --start` both do. Without a candidate named: the agent's newest draft, or else a new experiment
-    for its newest candidate. With one named, only that model is ever started: its own draft, or else
-    a new experiment for it (another candidate's draft is left as it is); a name that is not one of
-    the agent's candidates is refused, naming the draft that waits, if any."""
+    --start` both do (selectors.rollout_start_plan): the candidate named, else the agent's newest
+    candidate — its own draft, or else a new experiment for it (another candidate's draft is left as
+    it is); a name that is not one of the agent's candidates is refused, naming the draft that waits,
+    if any."""
     plan = rollout_start_plan(agent=agent, candidate_model_id=candidate_model_id)
     if plan.draft is not None:
         return experiment_start(experiment=plan.draft, actor=actor, override_reason=override_reason)
@@ -756,8 +756,8 @@ def experiment_start_for_agent(
     if other is not None:
         raise Conflict(
             f"agent '{agent.slug}' has draft experiment '{other.key}' for candidate "
-            f"'{other.treatment.model_id}', not '{candidate_model_id}': start it without a candidate, or edit "
-            "the draft in the admin"
+            f"'{other.treatment.model_id}', not '{candidate_model_id}': name that candidate to start the draft, "
+            "or edit the draft in the admin"
         )
     raise Conflict(
         f"agent '{agent.slug}' has no candidate" + (f" '{candidate_model_id}'" if candidate_model_id else "")

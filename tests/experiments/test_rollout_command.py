@@ -92,6 +92,22 @@ def test_start_without_a_draft_creates_one_for_the_newest_candidate(team):
     assert Experiment.objects.get().created_by == team["starter"]
 
 
+def test_start_without_a_candidate_starts_what_the_boards_button_starts(team):
+    # Was: the newest draft, although it was for an older candidate, while the board's "Start rollout"
+    # (CONTRACT: the same services the admin buttons call) started the newest candidate.
+    from models_app.registry.services import model_version_transition
+    from tests.factories import ModelVersionFactory
+
+    draft = draft_experiment(actor=team["starter"])
+    newer = ModelVersionFactory(agent=draft.agent, model_id="ft:open-mistral-7b:newer:20261102:0ddba11")
+    for status in ("benchmarking", "approved_for_rollout"):
+        newer = model_version_transition(version=newer, to_status=status, reason="test")
+    code, out, _ = rollout("--agent", "qa_agent", "--start", "--as", "starter", "--json")
+    assert code == 0 and json.loads(out)["treatment"] == newer.model_id
+    assert Experiment.objects.get(pk=draft.pk).status == "draft"  # left as it is, as on the board
+    assert Experiment.objects.get(status="running").treatment == newer
+
+
 def test_unknown_agent_or_user_is_a_usage_error(team):
     assert rollout("--agent", "nobody_agent", "--status", "--as", "starter")[0] == 2
     draft_experiment(actor=team["starter"])

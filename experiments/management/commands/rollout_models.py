@@ -31,7 +31,7 @@ class Command(BaseCommand):
         action = parser.add_mutually_exclusive_group(required=True)
         action.add_argument("--status", action="store_const", const="status", dest="action", help="show stages, holds, guardrails")
         action.add_argument("--start", action="store_const", const="start", dest="action",
-                            help="start the agent's draft experiment (one is created for the newest candidate if none exists)")
+                            help="start the newest candidate's rollout, as the board's Start rollout: its draft, or a new experiment")
         action.add_argument("--request", action="store_const", const="request", dest="action", help="request the next stage")
         action.add_argument("--approve", action="store_const", const="approve", dest="action",
                             help="approve the next stage (not as the starter); without a --request by someone "
@@ -44,7 +44,7 @@ class Command(BaseCommand):
         parser.add_argument("--as", dest="username", default="", metavar="USERNAME",
                             help="the person acting (required except with --status, which only reads)")
         parser.add_argument("--candidate", default="", metavar="MODEL",
-                            help="--start: the candidate model id (must match the agent's draft, if it has one)")
+                            help="--start: the candidate model id (default: the agent's newest candidate)")
         parser.add_argument("--override-reason", default="", metavar="TEXT",
                             help="--start a candidate without a PASS verdict (needs experiments.override_verdict)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
