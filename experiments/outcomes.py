@@ -5,6 +5,7 @@ ledger (experiments/costing.py), counted for /metrics (experiments/metrics.py)."
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +32,9 @@ MAX_OUTCOME_TOKENS = 10_000_000
 MAX_OUTCOME_CLOCK_SKEW = timedelta(minutes=5)
 
 
+ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
 class OutcomeEventIn(BaseModel):
     """One outcome as the contract names it; unknown fields are ignored."""
 
@@ -48,10 +52,11 @@ class OutcomeEventIn(BaseModel):
     # Upper bounds keep the per-arm sums (Σx² of latency, tokens × price in cost_usd numeric(14, 8))
     # finite: one absurd value would otherwise make every results query fail. An hour is more than
     # any request takes; ten million tokens more than any context window.
-    latency_ms: float = Field(ge=0, le=MAX_OUTCOME_LATENCY_MS, allow_inf_nan=False)
-    input_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS)
-    output_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS)
-    quality: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    # strict: JSON numbers only — true, "12" or "1e3" were taken as 1, 12 and 1000, and 5.0 tokens as 5.
+    latency_ms: float = Field(ge=0, le=MAX_OUTCOME_LATENCY_MS, allow_inf_nan=False, strict=True)
+    input_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS, strict=True)
+    output_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTCOME_TOKENS, strict=True)
+    quality: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False, strict=True)
     occurred_at: datetime | None = None
 
     @field_validator("success", mode="before")
@@ -60,6 +65,15 @@ class OutcomeEventIn(BaseModel):
         # "yes", 1 or "0" are too easy to get wrong for the metric everything hangs on.
         if not isinstance(value, bool):
             raise ValueError("must be true or false")
+        return value
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _date_time(cls, value: Any) -> Any:
+        # A date and a time, as the schema says (format date-time): a bare date was taken as midnight
+        # and a number (or a string of digits) as seconds since 1970 — guesses, not what was sent.
+        if value is not None and not (isinstance(value, str) and ISO_DATE_TIME.match(value)):
+            raise ValueError("must be an ISO-8601 date and time, e.g. 2026-12-06T10:15:00Z")
         return value
 
 
