@@ -81,6 +81,8 @@ def error_response(request: HttpRequest, *, status: int, code: str, detail: str,
 def _field_name(location: list[Any]) -> str:
     # ninja prefixes the parameter source and name ("body", "payload"); people think in fields.
     parts = [str(part) for part in location]
+    if parts[:1] == ["body"] and len(parts) <= 2:
+        return WHOLE_BODY  # the body's own parameter ("payload"): the body as a whole is missing or wrong
     if len(parts) >= 2 and parts[0] in {"body", "query", "path", "form", "file"}:
         parts = parts[2:] if len(parts) > 2 else parts[1:]
     return ".".join(parts) or WHOLE_BODY

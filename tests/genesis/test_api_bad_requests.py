@@ -111,6 +111,10 @@ def test_a_422_that_is_not_pydantics_still_names_the_field(client, key, media_ro
     unparsable = client.post("/api/v1/route", "notjson", content_type="application/json", **bearer(key))
     assert (unparsable.status_code, unparsable.json()["code"]) == (422, "invalid_field")
     assert [error["field"] for error in unparsable.json()["errors"]] == ["body"]
+    # …and so does an empty body (was "payload", the view's parameter name).
+    empty = client.post("/api/v1/outcomes", "", content_type="application/json", **bearer(key))
+    assert empty.status_code == 422 and [error["field"] for error in empty.json()["errors"]] == ["body"]
+    assert empty.json()["detail"].startswith("body: ")
 
 
 def test_field_errors_reads_the_field_a_refusal_begins_with():
