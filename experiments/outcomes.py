@@ -32,7 +32,8 @@ MAX_OUTCOME_TOKENS = 10_000_000
 MAX_OUTCOME_CLOCK_SKEW = timedelta(minutes=5)
 
 
-ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+# ISO-8601 as the contract says: a date (taken as midnight UTC) with or without a time of day.
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:$|[Tt ]\d{2}:\d{2})")
 
 
 class OutcomeEventIn(BaseModel):
@@ -70,10 +71,10 @@ class OutcomeEventIn(BaseModel):
     @field_validator("occurred_at", mode="before")
     @classmethod
     def _date_time(cls, value: Any) -> Any:
-        # A date and a time, as the schema says (format date-time): a bare date was taken as midnight
-        # and a number (or a string of digits) as seconds since 1970 — guesses, not what was sent.
-        if value is not None and not (isinstance(value, str) and ISO_DATE_TIME.match(value)):
-            raise ValueError("must be an ISO-8601 date and time, e.g. 2026-12-06T10:15:00Z")
+        # ISO-8601 only: a number (or a string of digits) was taken as seconds since 1970 — a guess at
+        # what the sender meant, not what the contract asks for.
+        if value is not None and not (isinstance(value, str) and ISO_DATE.match(value)):
+            raise ValueError("must be an ISO-8601 date-time (or date), e.g. 2026-12-06T10:15:00Z")
         return value
 
 

@@ -85,14 +85,15 @@ def test_each_bad_event_is_rejected_by_index_and_the_rest_accepted(client, runni
 
 
 def test_numbers_and_times_are_taken_only_as_the_schema_types_them(client, running, api_key_for):
-    # Was: accepted and stored changed — true as 1, "1e3" as 1000, 5.0 tokens as 5, a bare date as
-    # midnight and a number as seconds since 1970.
+    # Was: accepted and stored changed — true as 1, "1e3" as 1000, 5.0 tokens as 5 and a number as
+    # seconds since 1970. A date alone is ISO-8601 (the contract's word): midnight UTC.
     wrong = [
         {"latency_ms": True}, {"latency_ms": "1e3"}, {"latency_ms": "12"}, {"quality": True},
         {"input_tokens": True}, {"input_tokens": "5"}, {"output_tokens": 5.0},
-        {"occurred_at": "2026-12-06"}, {"occurred_at": 1733000000}, {"occurred_at": "1733000000"},
+        {"occurred_at": 1733000000}, {"occurred_at": "1733000000"}, {"occurred_at": "12/06/2026"},
     ]
-    right = [{"latency_ms": 12}, {"quality": 1}, {"input_tokens": 5}, {"occurred_at": "2026-11-30 10:00:00+00:00"}]
+    right = [{"latency_ms": 12}, {"quality": 1}, {"input_tokens": 5}, {"occurred_at": "2026-11-30 10:00:00+00:00"},
+             {"occurred_at": "2026-11-30"}]
     events = [event(event_id=f"w-{n}", **change) for n, change in enumerate(wrong)]
     events += [event(event_id=f"r-{n}", **change) for n, change in enumerate(right)]
     body = post(client, api_key_for("qa_agent"), events).json()
@@ -100,7 +101,7 @@ def test_numbers_and_times_are_taken_only_as_the_schema_types_them(client, runni
     assert sorted(rejected) == list(range(len(wrong))) and body["accepted"] == len(right)
     for index, change in enumerate(wrong):
         assert rejected[index].startswith(f"{next(iter(change))}: "), rejected[index]
-    assert "ISO-8601 date and time" in rejected[7]
+    assert "ISO-8601 date-time" in rejected[7]
 
 
 def test_more_than_1000_events_is_422(client, running, api_key_for):
