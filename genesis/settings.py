@@ -18,6 +18,12 @@ from genesis.config.loader import ConfigError, load_config, normalise_env_name
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("GENESIS_VAR_DIR", BASE_DIR / "var"))
 
+# prometheus_client's multiprocess mode writes its files into this folder as soon as a process counts
+# anything, and a gunicorn worker died at boot ("No such file or directory") when it was missing — a
+# tmpfs folder such as /run/genesis-metrics is gone after a reboot. Made here, before any metric is.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
 DEV_SECRET_KEY = "genesis-dev-insecure-secret-key-change-me"
 
 try:

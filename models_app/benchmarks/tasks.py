@@ -19,7 +19,9 @@ from typing import Any
 from celery import Task, current_app, shared_task
 from celery.signals import task_received
 from django.db import close_old_connections
+from kombu.exceptions import OperationalError
 
+from genesis.errors import ServiceUnavailable
 from genesis.tasks import RETRY_ON_DATABASE_ERRORS, SWEEP_OPTIONS
 from models_app.benchmarks.ledger import benchmark_run_post_all_costs
 from models_app.benchmarks.runner import (
@@ -90,11 +92,15 @@ def benchmark_runs_resume() -> list[int]:
 
 
 def benchmark_workers(*, timeout: float = 3.0) -> list[str]:
-    """Names of the running workers that consume the `benchmarks` queue (empty when none answers)."""
+    """Names of the running workers that consume the `benchmarks` queue (empty when none answers);
+    ServiceUnavailable when the broker itself cannot be reached — "start a worker" would send the
+    operator after a worker that is running."""
     try:
         replies = current_app.control.ping(timeout=min(timeout, 2.0))
-    except Exception:  # noqa: BLE001 - an unreachable broker means no worker, said by the caller
-        return []
+    except (OperationalError, OSError) as exc:  # Redis refused (kombu wraps it), or the file broker's folder
+        raise ServiceUnavailable(
+            f"the Celery broker cannot be reached ({exc}); check REDIS_URL and that Redis answers there"
+        ) from None
     if not replies:
         return []
     try:

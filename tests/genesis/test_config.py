@@ -196,3 +196,18 @@ def test_json_log_lines_are_valid_json_with_the_traceback():
     assert "\n" not in line
     assert entry["message"] == 'failed: quote " inside'
     assert "ValueError" in entry["exception"]
+
+
+def test_a_missing_metrics_folder_is_made_at_start(tmp_path):
+    # Was: a gunicorn worker died at boot (FileNotFoundError: …/counter_1668.db) when the folder named
+    # by PROMETHEUS_MULTIPROC_DIR did not exist, e.g. a tmpfs folder after a reboot.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, child_environment
+
+    folder = tmp_path / "gone-after-reboot" / "genesis-metrics"
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=child_environment(PROMETHEUS_MULTIPROC_DIR=str(folder)))
+    assert result.returncode == 0, result.stderr
+    assert folder.is_dir()

@@ -290,3 +290,25 @@ def test_export_to_a_path_that_cannot_be_written_is_a_usage_error(seeded_demo, t
     with pytest.raises(CommandError) as refused:
         call_command("export_benchmark_suite", "--agent", "qa_agent", "--slug", "core", "--out", str(target), stderr=io.StringIO())
     assert refused.value.returncode == 2 and str(refused.value).startswith(f"--out {target}: cannot write it (")
+
+
+@pytest.mark.django_db
+def test_an_unreachable_broker_is_named_not_blamed_on_a_missing_worker(seeded_demo):
+    # Was: "no Celery worker consuming the 'benchmarks' queue answered … start one with …" while the
+    # worker ran and Redis was what could not be reached.
+    from celery import current_app
+
+    conf = current_app.conf
+    before = (conf.broker_url, conf.broker_transport, conf.broker_connection_retry, conf.broker_connection_max_retries)
+    conf.broker_url, conf.broker_transport = "redis://127.0.0.1:1/0", None  # nothing listens on port 1
+    conf.broker_connection_max_retries = 0
+    current_app._pool, current_app.amqp._producer_pool = None, None  # connections made from the new URL
+    try:
+        with pytest.raises(CommandError) as refused:
+            call_command("benchmark_finetuned", "--agent", "qa_agent", stdout=io.StringIO(), stderr=io.StringIO())
+    finally:
+        conf.broker_url, conf.broker_transport, conf.broker_connection_retry, conf.broker_connection_max_retries = before
+        current_app._pool, current_app.amqp._producer_pool = None, None
+    assert refused.value.returncode == 1
+    assert "the Celery broker cannot be reached" in str(refused.value) and "REDIS_URL" in str(refused.value)
+    assert "start one with" not in str(refused.value) and not BenchmarkRun.objects.exists()

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from costs.budgeting import format_usd
 from genesis.commands import usage_error
-from genesis.errors import DomainError
+from genesis.errors import DomainError, ServiceUnavailable
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
 from models_app.benchmarks.selectors import (
     benchmark_run_gate,
@@ -70,8 +70,11 @@ def resolve_version(agent: Agent, model_id: str | None, role: str) -> ModelVersi
 
 
 def require_worker(timeout: float = 3.0) -> None:
-
-    if not benchmark_workers(timeout=timeout):
+    try:
+        workers = benchmark_workers(timeout=timeout)
+    except ServiceUnavailable as exc:
+        raise CommandError(exc.message, returncode=1) from None
+    if not workers:
         raise CommandError(
             f"no Celery worker consuming the 'benchmarks' queue answered within {timeout:g} s; start one with:\n"
             f"  {START_WORKER_COMMAND}\n(or `make run`, which starts one), then run this command again",
