@@ -205,7 +205,8 @@ CELERY_TASK_QUEUES = [Queue("default"), Queue("benchmarks")]
 # Where a task goes when it is not the default queue; here rather than on the task, so a task sent by name
 # (genesis/tasks.py send_on_commit) from a process that never imported it is routed the same way.
 CELERY_TASK_ROUTES = {"models_app.benchmark_chunk_run": {"queue": "benchmarks"}}
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# One beat sends at a time (a Redis lock; genesis/beat.py): a second beat waits as a standby.
+CELERY_BEAT_SCHEDULER = "genesis.beat:SingleBeatScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = GENESIS.time_zone
 

@@ -117,6 +117,31 @@ class WorkerProcess:
             self.log.close()
 
 
+class BeatProcess:
+    """A real `celery beat` subprocess on the test database and the test broker, ticking every second."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "genesis", "beat", "--loglevel", "INFO", "--pidfile=",
+             "--max-interval", "1"],
+            cwd=ROOT, env=child_environment(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
 @pytest.fixture
 def celery_worker(transactional_db, tmp_path) -> Iterator[WorkerProcess]:
     """A running worker. Tests using it write committed rows (transactional_db) so the worker sees them."""

@@ -12,12 +12,7 @@ registered once and charged once.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -32,7 +27,7 @@ from models_app.finetuning.services import finetuning_job_create, finetuning_job
 from models_app.finetuning.tasks import sync_active_fine_tuning_jobs, sync_fine_tuning_job
 from models_app.finetuning.training_files import training_file_upload
 from models_app.registry.models import ModelVersion
-from tests.conftest import ROOT, child_environment
+from tests.conftest import BeatProcess
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, set_simulator, wait_until
 
@@ -139,25 +134,6 @@ def test_a_worker_killed_during_sync_and_replaced_registers_the_model_once(ft_wo
     wait_for_task(second, tick.id)
     wait_for_task(second, duplicate.id)
     assert_registered_once(ft_world, job)
-
-
-class BeatProcess:
-    def __init__(self, log_path: Path) -> None:
-        self.log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "genesis", "beat", "--loglevel", "INFO", "--pidfile=",
-             "--max-interval", "1"],
-            cwd=ROOT, env=child_environment(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-        self.log.close()
 
 
 def test_real_beat_and_worker_move_a_job_to_success(ft_world, celery_worker, tmp_path) -> None:

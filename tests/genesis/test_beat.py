@@ -1,0 +1,110 @@
+"""One beat sends periodic tasks at a time (genesis/beat.py): the lock itself, then two real beats."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from genesis.beat import BEAT_LOCK_KEY, BeatLock, BeatLockLost
+from tests.conftest import BeatProcess
+from tests.models_app.finetuning_fixtures import wait_until
+
+pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="the beat lock lives in Redis (REDIS_URL)")
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def key(client: redis.Redis) -> Iterator[str]:
+    name = f"genesis:test:beat-lock:{uuid.uuid4().hex}"
+    yield name
+    client.delete(name)
+
+
+def test_a_second_beat_cannot_take_a_held_lock_and_learns_who_holds_it(client, key) -> None:
+    first, second = BeatLock(client, key=key), BeatLock(client, key=key)
+    assert first.acquire()
+    assert not second.acquire()
+    assert second.current_holder() == first.holder
+    assert first.holder.split(" pid ")[1].isdigit()
+
+
+def test_a_released_lock_goes_to_the_standby(client, key) -> None:
+    first, second = BeatLock(client, key=key), BeatLock(client, key=key)
+    assert first.acquire()
+    first.release()
+    assert second.acquire()
+    assert first.current_holder() == second.holder
+
+
+def test_a_killed_beats_lock_expires_and_the_old_holder_then_stops(client, key) -> None:
+    first, second = BeatLock(client, key=key, seconds=0.5), BeatLock(client, key=key)
+    assert first.acquire()
+    first.renew()  # renewing one's own lock is quiet
+    time.sleep(0.7)  # the holder stalled past the expiry, as a killed beat would
+    assert second.acquire()
+    with pytest.raises(BeatLockLost, match="now held by"):
+        first.renew()
+    assert not first.held
+
+
+def test_a_lock_lost_with_redis_is_taken_again_when_nobody_else_took_it(client, key) -> None:
+    first, second = BeatLock(client, key=key), BeatLock(client, key=key)
+    assert first.acquire()
+    client.delete(key)  # Redis restarted without persistence
+    first.renew()
+    assert first.held and not second.acquire()
+
+
+PROBE_TASK = "genesis.tests.beat_probe"
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_two_real_beats_never_send_together_and_the_standby_takes_over(client, tmp_path) -> None:
+    # One probe task every second: each message names the sending process in its `origin` header, so
+    # the queue shows who sent what, in order. No worker runs, and the probes are removed at the end.
+    every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="beat probe", task=PROBE_TASK, interval=every_second)
+
+    def probes() -> list[bytes]:  # oldest first: kombu pushes a message at the head and pops at the tail
+        return [raw for raw in reversed(client.lrange("default", 0, -1)) if json.loads(raw)["headers"]["task"] == PROBE_TASK]
+
+    def senders() -> list[int]:
+        return [int(json.loads(raw)["headers"]["origin"].split("@")[0].removeprefix("gen")) for raw in probes()]
+
+    first = BeatProcess(tmp_path / "beat-1.log")
+    second = None
+    try:
+        wait_until(lambda: "holds the beat lock" in first.output(), timeout=30, what="the first beat to hold the lock")
+        second = BeatProcess(tmp_path / "beat-2.log")
+        wait_until(lambda: "waiting as a standby for" in second.output(), timeout=30, what="the second beat to wait")
+        assert f"pid {first.process.pid}" in second.output()
+        wait_until(lambda: len(senders()) >= 3, timeout=20, what="three probes")
+        time.sleep(2)
+        assert set(senders()) == {first.process.pid}, second.output()[-2000:]
+
+        first.stop()  # a clean stop releases the lock: the standby takes over within a few seconds
+        wait_until(lambda: second.process.pid in senders(), timeout=20, what="the standby to send")
+        sent = senders()
+        switch = sent.index(second.process.pid)
+        assert set(sent[:switch]) == {first.process.pid} and set(sent[switch:]) == {second.process.pid}
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        for raw in probes():
+            client.lrem("default", 1, raw)
+        client.delete(BEAT_LOCK_KEY)
