@@ -25,7 +25,8 @@ Exposures
 Each decision inside an experiment is remembered in a process-local buffer (deduplicated per
 experiment, user and arm). At most every ``EXPOSURE_FLUSH_SECONDS`` or ``EXPOSURE_FLUSH_SIZE``
 entries, the request that notices pushes the whole buffer to a Redis list as one JSON blob — one
-Redis call per batch, none per request — and the ``experiments.flush_exposures`` task writes the
+Redis call per batch, none per request; a timer does it when no request comes — and the
+``experiments.flush_exposures`` task writes the
 rows in bulk (``Assignment``, idempotent on (experiment, user, arm)). Without Redis the batch is
 written to the database directly (dev mode). A process that dies loses at most its unflushed
 buffer; the outcomes path also records the exposure of every user it sees, so no user with an
@@ -46,7 +47,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models import Max
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -316,6 +317,8 @@ def reset() -> None:
     with _lock:
         _table, _stale, _last_check, _redis_client, _redis_retry_at = None, False, 0.0, None, 0.0
     with _exposure_lock:
+        if _flush_timer is not None:
+            _flush_timer.cancel()
         _exposures.clear()
         _exposure_state["started"] = time.monotonic()
         _exposure_state["dropped"] = 0
@@ -353,9 +356,13 @@ _exposures: dict[tuple[int, str, str], tuple[int | None, float]] = {}
 _exposure_state: dict[str, float] = {"started": time.monotonic(), "dropped": 0}
 
 
+_flush_timer: threading.Timer | None = None
+
+
 def record_exposure(*, experiment_id: int, stage_id: int | None, user_id: str, variant: str) -> None:
     key = (experiment_id, user_id, variant)
     with _exposure_lock:
+        first_in_buffer = not _exposures
         if key not in _exposures:
             if len(_exposures) >= EXPOSURE_BUFFER_CAP:
                 _exposure_state["dropped"] += 1
@@ -367,6 +374,37 @@ def record_exposure(*, experiment_id: int, stage_id: int | None, user_id: str, v
         )
     if due:
         flush_exposure_buffer()
+    elif first_in_buffer:
+        _arm_flush_timer()
+
+
+def _arm_flush_timer() -> None:
+    """Flush EXPOSURE_FLUSH_SECONDS from now even if no request comes to notice it is due: a web process
+    that gets no more requests after a burst would otherwise hold those exposures until its next one."""
+    global _flush_timer
+    with _exposure_lock:
+        if _flush_timer is not None and _flush_timer.is_alive():
+            return
+        _flush_timer = threading.Timer(EXPOSURE_FLUSH_SECONDS, _flush_when_idle)
+        _flush_timer.daemon = True
+        _flush_timer.start()
+
+
+def _flush_when_idle() -> None:
+    global _flush_timer
+    with _exposure_lock:
+        _flush_timer = None
+    try:
+        flush_exposure_buffer()
+    except Exception as exc:  # noqa: BLE001 - the next request or timer tries again
+        _warn("exposures", "routing: timed flush of exposures failed (%s)", exc)
+    finally:
+        if not settings.REDIS_URL:
+            connections.close_all()  # this timer thread's own connection (the embedded mode writes rows)
+    with _exposure_lock:
+        still_buffered = bool(_exposures)  # Redis is failing: keep trying, as requests would
+    if still_buffered:
+        _arm_flush_timer()
 
 
 def _take_buffer() -> list[list[Any]]:

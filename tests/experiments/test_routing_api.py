@@ -269,6 +269,27 @@ def test_routed_users_become_assignment_rows_off_the_request_path(client, runnin
     assert Assignment.objects.filter(experiment=running).count() == 300
 
 
+@pytest.mark.django_db(transaction=True)  # the timer's thread writes with its own connection without Redis
+def test_exposures_leave_the_process_without_a_later_request(client, running, api_key_for, monkeypatch):
+    """After a burst, a web process that gets no further request still sends what it buffered."""
+    from experiments.outcomes import exposures_flush
+
+    monkeypatch.setattr(routing, "EXPOSURE_FLUSH_SECONDS", 0.3)
+    answers = variants(client, api_key_for("qa_agent"), ["quiet-1", "quiet-2"])  # then silence
+    assert not Assignment.objects.exists()
+
+    def delivered() -> bool:
+        if routing.settings.REDIS_URL:
+            exposures_flush()  # what beat's task does every 10 s
+        return Assignment.objects.filter(experiment=running).count() == 2
+
+    deadline = time.monotonic() + 10
+    while not delivered():
+        assert time.monotonic() < deadline, "the buffered exposures never left the process"
+        time.sleep(0.1)
+    assert dict(Assignment.objects.filter(experiment=running).values_list("user_id", "variant")) == answers
+
+
 def test_without_redis_the_table_is_rebuilt_every_check_interval(client, running, team, api_key_for, settings,
                                                                   django_assert_max_num_queries):
     """The embedded mode: no shared counter, so a change made anywhere shows within the interval."""
