@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -91,8 +92,13 @@ class SingleBeatScheduler(DatabaseScheduler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Wait for the lock before the schedule is read: a beat that takes over after hours of waiting
-        # must start from the last_run_at the other beat wrote, not from what it read at start. A lazy
-        # scheduler is only built for beat's start-up banner; it sends nothing and takes no lock.
+        # must start from the last_run_at the other beat wrote, not from what it read at start.
+        # Two schedulers send nothing and take no lock: the lazy one built for beat's start-up banner,
+        # and the one beat's SIGTERM handler builds to save a schedule it never got while this process
+        # waits (it would otherwise wait for the lock inside the handler; the handler's SystemExit
+        # then ends the wait).
+        if _standby.is_set():
+            kwargs["lazy"] = True
         lazy = bool(kwargs.get("lazy"))
         self.beat_lock = _wait_for_beat_lock() if settings.REDIS_URL and not lazy else None
         super().__init__(*args, **kwargs)
@@ -119,20 +125,27 @@ class SingleBeatScheduler(DatabaseScheduler):
                 self.beat_lock.release()
 
 
+_standby = threading.Event()  # set while this process waits for the lock
+
+
 def _wait_for_beat_lock() -> BeatLock:
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
     lock = BeatLock(client)
     said_at: float | None = None
-    while True:
-        try:
-            if lock.acquire():
-                logger.info("beat: holds the beat lock %s; sending periodic tasks", lock.key)
-                return lock
-            waiting_for = lock.current_holder()
-        except redis.RedisError as exc:
-            waiting_for = f"Redis to answer ({type(exc).__name__}: {exc})"
-        if said_at is None or time.monotonic() - said_at >= STANDBY_REPEAT_SECONDS:
-            logger.warning("beat: waiting as a standby for %s; another beat sends the periodic tasks, and this "
-                           "one takes over when it stops", waiting_for)
-            said_at = time.monotonic()
-        time.sleep(STANDBY_POLL_SECONDS)
+    _standby.set()
+    try:
+        while True:
+            try:
+                if lock.acquire():
+                    logger.info("beat: holds the beat lock %s; sending periodic tasks", lock.key)
+                    return lock
+                waiting_for = lock.current_holder()
+            except redis.RedisError as exc:
+                waiting_for = f"Redis to answer ({type(exc).__name__}: {exc})"
+            if said_at is None or time.monotonic() - said_at >= STANDBY_REPEAT_SECONDS:
+                logger.warning("beat: waiting as a standby for %s; another beat sends the periodic tasks, and "
+                               "this one takes over when it stops", waiting_for)
+                said_at = time.monotonic()
+            time.sleep(STANDBY_POLL_SECONDS)
+    finally:
+        _standby.clear()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -108,3 +110,20 @@ def test_two_real_beats_never_send_together_and_the_standby_takes_over(client, t
         for raw in probes():
             client.lrem("default", 1, raw)
         client.delete(BEAT_LOCK_KEY)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_waiting_standby_stops_at_once_on_sigterm_and_leaves_the_lock_alone(client, tmp_path) -> None:
+    holder = BeatLock(client)
+    assert holder.acquire()  # another beat, as far as the standby can tell
+    standby = BeatProcess(tmp_path / "standby.log")
+    try:
+        wait_until(lambda: "waiting as a standby for" in standby.output(), timeout=30, what="the standby to wait")
+        os.killpg(standby.process.pid, signal.SIGTERM)
+        standby.process.wait(timeout=10)
+        assert client.get(BEAT_LOCK_KEY).decode().startswith(holder.holder)
+        assert "Sending due task" not in standby.output()
+    finally:
+        standby.stop()
+        holder.release()
