@@ -147,7 +147,7 @@ def test_adopt_links_a_lost_creation_to_the_providers_job(ft_world) -> None:
     assert refused.value.returncode == 1
 
 
-def test_create_audits_a_raw_file_refuses_pii_and_warns_of_a_skew(ft_world) -> None:
+def test_create_audits_a_raw_file_refuses_pii_and_warns_of_a_skew(ft_world, tmp_path) -> None:
     path = ROOT / "var" / "test_finetuning_pii.jsonl"
     path.parent.mkdir(exist_ok=True)
     path.write_text("".join(
@@ -164,7 +164,14 @@ def test_create_audits_a_raw_file_refuses_pii_and_warns_of_a_skew(ft_world) -> N
     assert "found 10 PII occurrences (phone 10)" in str(refused.value) and "--scrub" in str(refused.value)
     assert not FineTuningJob.objects.exists() and not TrainingFile.objects.exists()
 
+    skewed = tmp_path / "test_finetuning_skew.jsonl"
+    skewed.write_bytes(chat_lines(10, prefix="how do I pay"))
+    out, err = fine_tune("create", "--agent", "support_agent", "--training", str(skewed))
+    assert "QUEUED" in out
+    assert "warning: test_finetuning_skew.jsonl: its audit (dataset #" in err
+    assert "difficulty skewed: 100% of the examples are easy" in err
+
+    # The demo file holds the default easy / medium / hard mix: a demo fine-tune shows no warning to ignore.
     out, err = fine_tune("create", "--agent", "support_agent", "--training", str(DEMO_TRAINING_FILE))
     assert "QUEUED" in out
-    assert "warning: support_agent_train.jsonl: its audit (dataset #" in err
-    assert "difficulty skewed: 100% of the examples are easy" in err
+    assert "warning" not in err

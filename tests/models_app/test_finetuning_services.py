@@ -135,7 +135,7 @@ def test_create_estimates_checks_the_budget_and_creates_the_job_at_the_provider(
     job = finetuning_job_create(agent=ft_world.agent, training_file=training_file, hyperparameters={"epochs": 2})
     assert job.status == "QUEUED" and job.provider_job_id
     assert job.base_model == "open-mistral-7b"  # the baseline's
-    # 2 epochs of ~4 300 tokens at $2 / 1M is far below the $4 minimum fee.
+    # 2 epochs of ~9 500 tokens at $2 / 1M is far below the $4 minimum fee.
     assert job.estimated_cost_usd == Decimal("4")
     assert job.cost_usd == Decimal("4.0") and job.cost_currency == "USD"  # the provider's own figure
     remote = ft_world.simulator.state.get_job(job.provider_job_id)
