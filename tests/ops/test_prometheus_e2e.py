@@ -235,10 +235,12 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
         queues = {series["metric"]["queue"] for series in prometheus.query(expressions["CeleryQueueWithoutWorker"])}
         assert queues == {"benchmarks"}  # the worker consumes only "default"
         assert prometheus.query(expressions["CeleryBeatStalled"]) == []
-        # The app is scraped and reads its database: the alerts on missing metrics stay quiet.
+        # The app is scraped and reads its database and Redis: the alerts on missing metrics stay quiet.
         assert prometheus.query('up{job="genesis"}') and prometheus.query("genesis_cost_metrics_up == 1")
+        assert prometheus.query("genesis_redis_metrics_up == 1")
         assert prometheus.query(expressions["MetricsTargetDown"]) == []
         assert prometheus.query(expressions["DatabaseMetricsUnavailable"]) == []
+        assert prometheus.query(expressions["RedisMetricsUnavailable"]) == []
         # Every other rule's expression is valid PromQL against the real data.
         for expr in expressions.values():
             prometheus.query(expr)
