@@ -88,6 +88,11 @@ def _check_celery(arguments: list[str]) -> None:
         from celery.worker.control import Panel
 
         assert arguments[3] in Panel.meta, f"celery inspect: no method {arguments[3]}"
+    if subcommand == "call":
+        from genesis.celery import app
+
+        app.loader.import_default_modules()  # the apps' tasks modules, as a worker loads them
+        assert arguments[3] in app.tasks, f"celery call: no task named {arguments[3]}"
 
 
 def _check_redis(arguments: list[str]) -> None:
@@ -126,6 +131,11 @@ def test_every_quoted_command_exists_and_its_flags_parse(runbook: str, line: str
         program, arguments = words[0], words[1:]
     assert program in CHECKERS, f"{runbook}: '{line}' is not a command this test knows how to check"
     CHECKERS[program](arguments)
+
+
+def test_a_task_that_does_not_exist_is_caught() -> None:
+    with pytest.raises(AssertionError, match="no task named"):
+        _check_celery(["-A", "genesis", "call", "models_app.benchmark_runs_resume_everything"])
 
 
 def test_a_wrong_flag_is_caught() -> None:
