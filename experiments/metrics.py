@@ -13,7 +13,10 @@ without bound:
 
 Read at scrape time from the database and Redis (shared by every process, so every process answers
 the same; the rollout figures are cached for ``ROLLOUT_CACHE_SECONDS`` because judging guardrails
-reads the experiment's outcomes):
+reads the experiment's outcomes). The cache (Redis with ``REDIS_URL``) and the dead-letter list are
+read through the scrape's one ``RedisReads`` (genesis/metrics.py): with Redis unreachable the rollout
+figures are computed from the database on every scrape instead of vanishing, the dead-letter count is
+left out and ``genesis_redis_metrics_up`` says so:
 
 - ``genesis_experiment_rollbacks_total{agent,reason}``, ``genesis_experiment_pauses_total{agent,reason}``
   from the audit trail (a rollback usually happens in a Celery worker), and
@@ -38,14 +41,13 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from django.core.cache import cache
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from experiments.models import EventAction
 from experiments.selectors_monitoring import event_counts, exposure_dead_letter_size, last_rollbacks, rollout_states
-from genesis.metrics import add_unlabelled, register_scrape_collector
+from genesis.metrics import redis_reads, register_scrape_collector
 from models_app.registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -231,28 +233,34 @@ class RolloutCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = _rollout_families()
-        try:
-            states = cache.get(ROLLOUT_CACHE_KEY)
-            if states is None:
-                states = [state.as_tuple() for state in rollout_states()]
-                cache.set(ROLLOUT_CACHE_KEY, states, ROLLOUT_CACHE_SECONDS)
-            for agent, status, percent, pause_reason, holds, guardrails, stage_started, srm_p in states:
-                families["stage"].add_metric([agent], percent)
-                families["experiment"].add_metric([agent, status], 1)
-                if status == "paused":
-                    families["paused"].add_metric([agent, pause_reason or "unspecified"], 1)
-                if status == "running":
-                    families["holds"].add_metric([agent], holds)
-                for metric, state in guardrails:
-                    families["guardrail"].add_metric([agent, metric, state], 1)
-                if stage_started is not None:
-                    families["stage_started"].add_metric([agent], stage_started)
-                if srm_p is not None:
-                    families["srm"].add_metric([agent], srm_p)
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("metrics: cannot read rollout state: %s: %s", type(exc).__name__, exc)
-        add_unlabelled(families["dead"], read=exposure_dead_letter_size, what="the exposure dead letters")
+        with redis_reads() as reads:
+            try:
+                states = reads.cached(ROLLOUT_CACHE_KEY, _rollout_state_tuples, seconds=ROLLOUT_CACHE_SECONDS,
+                                      what="the rollout cache")
+            except Exception as exc:  # noqa: BLE001 - the database is away: the scrape still answers
+                logger.warning("metrics: cannot read rollout state: %s: %s", type(exc).__name__, exc)
+                states = []
+            dead = reads.read("the exposure dead letters", lambda client: exposure_dead_letter_size(client=client))
+        for agent, status, percent, pause_reason, holds, guardrails, stage_started, srm_p in states:
+            families["stage"].add_metric([agent], percent)
+            families["experiment"].add_metric([agent, status], 1)
+            if status == "paused":
+                families["paused"].add_metric([agent, pause_reason or "unspecified"], 1)
+            if status == "running":
+                families["holds"].add_metric([agent], holds)
+            for metric, state in guardrails:
+                families["guardrail"].add_metric([agent, metric, state], 1)
+            if stage_started is not None:
+                families["stage_started"].add_metric([agent], stage_started)
+            if srm_p is not None:
+                families["srm"].add_metric([agent], srm_p)
+        if dead is not None:
+            families["dead"].add_metric([], dead)
         yield from families.values()
+
+
+def _rollout_state_tuples() -> list[tuple[Any, ...]]:
+    return [state.as_tuple() for state in rollout_states()]
 
 
 def register_metrics() -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Q
 from django.utils import timezone
@@ -26,7 +25,6 @@ from experiments.selectors import (
     experiment_metrics,
     stage_holds,
 )
-from genesis.metrics import redis_client
 from models_app.registry.models import Agent, ModelVersion
 
 HEALTH_WINDOWS = {"window_5m": timedelta(minutes=5), "window_15m": timedelta(minutes=15)}
@@ -111,15 +109,10 @@ def last_rollbacks() -> list[tuple[str, str, float]]:
     return [(agent, reason, last.timestamp()) for agent, reason, last in rows]
 
 
-def exposure_dead_letter_size() -> int | None:
-    """Exposure batches parked in Redis because they could not be written; None without Redis."""
-    if not settings.REDIS_URL:
-        return None
-    client = redis_client()
-    try:
-        return int(client.llen(EXPOSURE_DEAD_LETTER_KEY))
-    finally:
-        client.close()
+def exposure_dead_letter_size(*, client: Any) -> int:
+    """Exposure batches parked in Redis because they could not be written (`client`: a redis-py client;
+    /metrics passes the scrape's own, genesis.metrics.RedisReads)."""
+    return int(client.llen(EXPOSURE_DEAD_LETTER_KEY))
 
 
 # --- health ---------------------------------------------------------------------------------------

@@ -21,6 +21,18 @@ Celery figures (this module, because genesis owns the Celery app):
 - ``genesis_celery_workers{queue}``                 workers consuming the queue (heartbeats < 60 s old)
 - ``genesis_celery_beat_last_tick_timestamp_seconds``  when beat last sent a periodic task (Unix time;
   django-celery-beat writes ``last_run_at`` back every few minutes, so the figure lags by up to that)
+
+Redis, read at scrape time (queue lengths, worker heartbeats, the exposure dead letters, the rollout
+cache), goes through one :class:`RedisReads` per scrape, whichever collector reads: one client and one
+verdict. After the first failure the scrape's other Redis reads are skipped (a Redis that answers
+nothing costs one timeout per scrape, not one per read) and their figures are left out, so
+
+- ``genesis_redis_metrics_up``  1 when every Redis read of this scrape succeeded, 0 when one failed
+
+says whether their absence means "Redis unreachable from this machine" rather than "nothing to report"
+(the alerts on them go quiet exactly then: RedisMetricsUnavailable). Per machine, like
+``genesis_cost_metrics_up``. Not emitted without ``REDIS_URL`` (the embedded mode: file broker, local
+cache), where nothing is read from Redis.
 """
 
 from __future__ import annotations
@@ -31,9 +43,12 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -65,19 +80,23 @@ def register_scrape_collector(collector: ScrapeCollector) -> None:
     if any(type(existing) is type(collector) for existing in _scrape_collectors):
         return
     _scrape_collectors.append(collector)
-    REGISTRY.register(collector)
+    # All of them are served as one collector (ScrapeTimeCollector), registered again with every
+    # addition so that the registry checks the new names against the others.
+    try:
+        REGISTRY.unregister(_SCRAPE_TIME)
+    except KeyError:  # the first one
+        pass
+    REGISTRY.register(_SCRAPE_TIME)
 
 
 def scrape_time_metric_names() -> set[str]:
     """The sample names every registered scrape-time collector exports (a counter's with ``_total``):
     the same on every process and machine, so a query over several scraped instances must take one
-    copy (``max without (instance)``), not add them up (tests/ops/test_instance_aggregation.py)."""
+    copy (``max without (instance)``), not add them up (tests/ops/test_instance_aggregation.py) —
+    except the per-machine verdicts on reading them (``genesis_redis_metrics_up``,
+    ``genesis_cost_metrics_up``), which that test sets apart."""
     register_metrics()
-    return {
-        family.name + ("_total" if family.type == "counter" else "")
-        for collector in _scrape_collectors
-        for family in collector.describe()
-    }
+    return {family.name + ("_total" if family.type == "counter" else "") for family in _SCRAPE_TIME.describe()}
 
 
 def exposition() -> bytes:
@@ -89,8 +108,7 @@ def exposition() -> bytes:
     # them twice. The scrape-time collectors read shared state and are added once.
     registry = CollectorRegistry(auto_describe=False)
     multiprocess.MultiProcessCollector(registry)
-    for collector in _scrape_collectors:
-        registry.register(collector)
+    registry.register(_SCRAPE_TIME)
     return generate_latest(registry)
 
 
@@ -111,13 +129,121 @@ def add_unlabelled(family: GaugeMetricFamily, *, read: Callable[[], float | None
         family.add_metric([], value)
 
 
-# --- Celery ------------------------------------------------------------------------------------------
+# --- Redis, read at scrape time ----------------------------------------------------------------------
 
 
 def redis_client() -> Any:
     import redis
 
     return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+
+T = TypeVar("T")
+
+
+class RedisReads:
+    """The Redis reads of one scrape: one client, one verdict (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+        self.failure = ""  # the first read that failed, and why
+
+    def read(self, what: str, read: Callable[[Any], T]) -> T | None:
+        """`read(client)`; None without Redis, once a read of this scrape has failed, or when this one
+        fails (logged, naming `what`)."""
+        if not settings.REDIS_URL or self.failure:
+            return None
+        try:
+            if self._client is None:
+                self._client = redis_client()
+            return read(self._client)
+        except Exception as exc:  # noqa: BLE001 - a scrape answers even when Redis does not
+            self.failure = f"{what}: {type(exc).__name__}: {exc}"
+            logger.warning("metrics: cannot read %s from Redis (%s: %s); this scrape reads nothing more from Redis",
+                           what, type(exc).__name__, exc)
+            return None
+
+    def cached(self, key: str, compute: Callable[[], T], *, seconds: float, what: str) -> T:
+        """`compute()`, kept in Django's cache for `seconds`. With REDIS_URL that cache is Redis: its get
+        and set are reads of this scrape like the others, and once Redis has failed `compute()` answers
+        every scrape (the figures stay; only the caching is lost). Without it, the local-memory cache."""
+        if not settings.REDIS_URL:
+            value = cache.get(key)
+            if value is None:
+                value = compute()
+                cache.set(key, value, seconds)
+            return value
+        value = self.read(what, lambda _client: cache.get(key))
+        if value is None:
+            value = compute()
+            self.read(what, lambda _client: cache.set(key, value, seconds))
+        return value
+
+    def up_family(self) -> GaugeMetricFamily:
+        family = _redis_up_family()
+        if settings.REDIS_URL:
+            family.add_metric([], 0 if self.failure else 1)
+        return family
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception as exc:  # noqa: BLE001
+                logger.debug("metrics: closing the Redis client: %s", exc)
+            self._client = None
+
+
+_current_reads: ContextVar[RedisReads | None] = ContextVar("genesis_metrics_redis_reads", default=None)
+
+
+@contextmanager
+def redis_reads() -> Iterator[RedisReads]:
+    """The Redis reads of the scrape in progress (shared by every collector it runs), or of this
+    collection alone when a collector is asked outside a scrape. Yield figures after leaving the
+    block, not inside it: a collector is a generator."""
+    current = _current_reads.get()
+    if current is not None:
+        yield current
+        return
+    reads = RedisReads()
+    token = _current_reads.set(reads)
+    try:
+        yield reads
+    finally:
+        _current_reads.reset(token)
+        reads.close()
+
+
+def _redis_up_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "genesis_redis_metrics_up",
+        "1 if every Redis read of this scrape (Celery queues and workers, dead letters, rollout cache) succeeded, 0 if one failed",
+    )
+
+
+class ScrapeTimeCollector(Collector):
+    """Every registered scrape-time collector, collected as one scrape: they share its RedisReads, and
+    its verdict comes after all of them (registration order cannot put it before a reader)."""
+
+    def describe(self) -> Iterator[Metric]:
+        for collector in list(_scrape_collectors):
+            yield from collector.describe()
+        yield _redis_up_family()
+
+    def collect(self) -> Iterator[Metric]:
+        with redis_reads() as reads:
+            families = [family for collector in list(_scrape_collectors) for family in collector.collect()]
+            up = reads.up_family()
+        yield from families
+        if up.samples:
+            yield up
+
+
+_SCRAPE_TIME = ScrapeTimeCollector()
+
+
+# --- Celery ------------------------------------------------------------------------------------------
 
 
 def _queue_names() -> list[str]:
@@ -184,21 +310,20 @@ class CeleryCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = self._families()
-        try:
-            if settings.REDIS_URL:
-                client = redis_client()
-                try:
-                    lengths, workers = _redis_queue_lengths(client), _worker_counts(client)
-                finally:
-                    client.close()
-                for queue, count in sorted(workers.items()):
-                    families["workers"].add_metric([queue], count)
-            else:
+        lengths: dict[str, int] | None = None
+        if settings.REDIS_URL:
+            with redis_reads() as reads:
+                lengths = reads.read("the Celery queue lengths", _redis_queue_lengths)
+                workers = reads.read("the worker heartbeats", _worker_counts)
+            for queue, count in sorted((workers or {}).items()):
+                families["workers"].add_metric([queue], count)
+        else:
+            try:
                 lengths = _file_queue_lengths()
-            for queue, length in sorted(lengths.items()):
-                families["queue"].add_metric([queue], length)
-        except Exception as exc:  # noqa: BLE001 - a scrape answers even when Redis does not
-            logger.warning("metrics: cannot read Celery queues: %s: %s", type(exc).__name__, exc)
+            except OSError as exc:
+                logger.warning("metrics: cannot read the embedded broker's queues: %s: %s", type(exc).__name__, exc)
+        for queue, length in sorted((lengths or {}).items()):
+            families["queue"].add_metric([queue], length)
         add_unlabelled(families["beat"], read=_beat_last_tick, what="beat's last tick")
         yield from families.values()
 

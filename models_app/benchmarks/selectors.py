@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, QuerySet
+from django.db.models import Count, Max, Min, QuerySet
 from django.utils import timezone
 
 from costs.selectors import ledger_total_for
@@ -347,3 +347,16 @@ def benchmark_runs_since_progress(*, now: datetime | None = None) -> list[tuple[
         last = max(filter(None, (last_chunk.get(run.pk), run.started_at or run.created_at)))
         worst[run.agent.slug] = max(worst.get(run.agent.slug, 0.0), (now - last).total_seconds())
     return sorted(worst.items())
+
+
+def benchmark_runs_waiting_to_start(*, now: datetime | None = None) -> list[tuple[str, float]]:
+    """(agent, seconds) for each agent with a queued run: how long its oldest queued run has waited,
+    since it was queued, for a worker to claim its first chunk (the claim makes it running). Normally
+    seconds, or as long as the runs queued before it keep the workers busy; a run whose chunk messages
+    were never sent (broker away at enqueue time) waits here until the resume sweep sends them again."""
+    now = now or timezone.now()
+    rows = (
+        BenchmarkRun.objects.filter(status=BenchmarkRunStatus.QUEUED)
+        .values("agent__slug").annotate(queued_at=Min("created_at")).order_by("agent__slug")
+    )
+    return [(row["agent__slug"], max(0.0, (now - row["queued_at"]).total_seconds())) for row in rows]

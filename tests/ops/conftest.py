@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class GenesisServer:
     url: str
     port: int
     metrics_dir: Path
+    log: Path
 
     def request(self, method: str, path: str, *, key: str | None = None, body: object = None) -> tuple[int, object]:
         data = json.dumps(body).encode() if body is not None else None
@@ -76,13 +78,15 @@ class GenesisServer:
             return response.read().decode()
 
 
-@pytest.fixture
-def genesis_server(transactional_db, tmp_path) -> Iterator[GenesisServer]:
+@contextmanager
+def running_genesis_server(tmp_path: Path, **env: str) -> Iterator[GenesisServer]:
+    """gunicorn as production runs it (two gthread workers, multiprocess metrics), with `env` on top
+    of the tests' environment (e.g. REDIS_URL pointing at a Redis that is not there)."""
     metrics_dir = tmp_path / "prometheus-multiproc"
     metrics_dir.mkdir()
     port = free_port()
     log = tmp_path / "gunicorn.log"
-    env = child_environment(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), GENESIS_LOG_LEVEL="WARNING")
+    env = child_environment(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), GENESIS_LOG_LEVEL="WARNING", **env)
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "genesis.wsgi:application", "--workers", "2", "--worker-class", "gthread",
@@ -91,6 +95,12 @@ def genesis_server(transactional_db, tmp_path) -> Iterator[GenesisServer]:
         )
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", process=process, timeout=60, log=log)
-        yield GenesisServer(url=f"http://127.0.0.1:{port}", port=port, metrics_dir=metrics_dir)
+        yield GenesisServer(url=f"http://127.0.0.1:{port}", port=port, metrics_dir=metrics_dir, log=log)
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def genesis_server(transactional_db, tmp_path) -> Iterator[GenesisServer]:
+    with running_genesis_server(tmp_path) as server:
+        yield server

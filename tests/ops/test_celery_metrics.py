@@ -54,13 +54,14 @@ def emitted_names() -> set[str]:
 
 
 def test_the_readme_names_exactly_what_the_embedded_mode_does_not_emit() -> None:
-    # README › Monitoring: without REDIS_URL (a bare `make run`) the worker count and the exposure dead
-    # letters are never emitted; everything else is.
+    # README › Monitoring: without REDIS_URL (a bare `make run`) the worker count, the exposure dead
+    # letters and the verdict on reading Redis are never emitted; everything else is.
     readme = (ROOT / "README.md").read_text()
     paragraph = readme.split("\nWithout `REDIS_URL` (the embedded mode", 1)[1].split("\n\n", 1)[0]
     documented = set(re.findall(r"`(genesis_[a-z_]+)`", paragraph))
     with_redis = emitted_names()
     with override_settings(REDIS_URL=""):
         embedded = emitted_names()
-    assert documented == with_redis - embedded == {"genesis_celery_workers", "genesis_exposure_dead_letter_batches"}
+    assert documented == with_redis - embedded == {
+        "genesis_celery_workers", "genesis_exposure_dead_letter_batches", "genesis_redis_metrics_up"}
     assert embedded <= with_redis

@@ -18,8 +18,9 @@ AGGREGATION_BEFORE = re.compile(
     r"\b(?P<op>sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile|count_values)\s*"
     r"(?:(?P<clause>by|without)\s*\((?P<labels>[^()]*)\))?\s*$"
 )
-# Whether this instance could read the database: per instance is the point (DatabaseMetricsUnavailable).
-PER_INSTANCE_HEALTH = {"genesis_cost_metrics_up"}
+# Whether this instance could read the database or Redis: per instance is the point
+# (DatabaseMetricsUnavailable, RedisMetricsUnavailable).
+PER_INSTANCE_HEALTH = {"genesis_cost_metrics_up", "genesis_redis_metrics_up"}
 
 
 def first_aggregation_around(expr: str, position: int) -> str | None:
@@ -57,6 +58,11 @@ def test_the_scrape_time_metrics_are_those_read_from_the_database_and_redis(shar
             "genesis_finetuning_jobs", "genesis_celery_workers", "genesis_celery_beat_last_tick_timestamp_seconds",
             "genesis_exposure_dead_letter_batches"} <= shared
     assert not {"genesis_agent_requests_total", "genesis_provider_calls_total", "genesis_model_fallbacks_total"} & shared
+
+
+def test_the_per_instance_verdicts_are_scrape_time_metrics_set_apart() -> None:
+    # Read at scrape time, but each machine's own verdict on its reads: not one copy of shared state.
+    assert PER_INSTANCE_HEALTH <= scrape_time_metric_names()
 
 
 def test_the_check_tells_a_sum_over_instances_from_one_copy(shared) -> None:

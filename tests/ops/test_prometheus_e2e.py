@@ -122,7 +122,8 @@ def events(agent: str, model: str, *, n: int, failures: int, latency_ms: float, 
 def world() -> dict:
     """seed_demo's five agents: qa_agent runs an experiment (faulty, slow treatment), support_agent's
     is paused on an SRM, analyst_agent's rolled back; legal_agent gets a benchmark run that stopped
-    moving 20 minutes ago; beat last ran a minute ago."""
+    moving 20 minutes ago, content_agent one queued 30 minutes ago that no worker takes (the test's
+    worker consumes only `default`); beat last ran a minute ago."""
     import io
 
     from django.core.management import call_command
@@ -146,6 +147,8 @@ def world() -> dict:
     run = benchmark_run_create(agent=Agent.objects.get(slug="legal_agent"), actor=root)
     twenty_minutes_ago = timezone.now() - timezone.timedelta(minutes=20)
     BenchmarkRun.objects.filter(pk=run.pk).update(status="running", created_at=twenty_minutes_ago, started_at=twenty_minutes_ago)
+    waiting = benchmark_run_create(agent=Agent.objects.get(slug="content_agent"), actor=root)
+    BenchmarkRun.objects.filter(pk=waiting.pk).update(created_at=timezone.now() - timezone.timedelta(minutes=30))
     PeriodicTask.objects.filter(pk=PeriodicTask.objects.order_by("pk").values("pk")[:1]).update(
         last_run_at=timezone.now() - timezone.timedelta(minutes=1)
     )
@@ -232,13 +235,21 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
         assert agents("ExperimentPausedBySRM") == {("support_agent", "")}
         assert agents("ExperimentRolledBack") == {("analyst_agent", "")}
         assert agents("BenchmarkRunStalled") == {("legal_agent", "")}
+        # content_agent's run has waited 30 minutes, but with its chunks in the queue and no worker on
+        # it: CeleryQueueWithoutWorker's case (below), not a run whose messages are lost.
+        assert [series["metric"]["agent"] for series in prometheus.query(
+            "max without (instance) (genesis_benchmark_run_seconds_queued) > 1700")] == ["content_agent"]
+        assert prometheus.query('max without (instance) (genesis_celery_queue_length{queue="benchmarks"}) > 0')
+        assert agents("BenchmarkRunNotStarted") == set()
         queues = {series["metric"]["queue"] for series in prometheus.query(expressions["CeleryQueueWithoutWorker"])}
         assert queues == {"benchmarks"}  # the worker consumes only "default"
         assert prometheus.query(expressions["CeleryBeatStalled"]) == []
-        # The app is scraped and reads its database: the alerts on missing metrics stay quiet.
+        # The app is scraped and reads its database and Redis: the alerts on missing metrics stay quiet.
         assert prometheus.query('up{job="genesis"}') and prometheus.query("genesis_cost_metrics_up == 1")
+        assert prometheus.query("genesis_redis_metrics_up == 1")
         assert prometheus.query(expressions["MetricsTargetDown"]) == []
         assert prometheus.query(expressions["DatabaseMetricsUnavailable"]) == []
+        assert prometheus.query(expressions["RedisMetricsUnavailable"]) == []
         # Every other rule's expression is valid PromQL against the real data.
         for expr in expressions.values():
             prometheus.query(expr)

@@ -1,13 +1,17 @@
 """docs/runbooks: every alert's runbook_url names an existing runbook and a section of it; every command a
 runbook quotes exists and its flags parse (manage.py commands by their own parsers, celery subcommands
-by celery, Redis commands by the Redis server); every runbook has the four parts."""
+by celery, Redis commands by the Redis server), and every curl is answered, not redirected to HTTPS, by
+the app under production settings at the addresses docs/runbooks/README.md gives; every runbook has the
+four parts."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -15,6 +19,8 @@ import pytest
 import yaml
 from django.conf import settings
 from django.core.management import get_commands, load_command_class
+
+from tests.conftest import child_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "docs" / "runbooks"
@@ -88,6 +94,11 @@ def _check_celery(arguments: list[str]) -> None:
         from celery.worker.control import Panel
 
         assert arguments[3] in Panel.meta, f"celery inspect: no method {arguments[3]}"
+    if subcommand == "call":
+        from genesis.celery import app
+
+        app.loader.import_default_modules()  # the apps' tasks modules, as a worker loads them
+        assert arguments[3] in app.tasks, f"celery call: no task named {arguments[3]}"
 
 
 def _check_redis(arguments: list[str]) -> None:
@@ -102,16 +113,49 @@ def _check_redis(arguments: list[str]) -> None:
     assert arguments[2].lower() in names, f"redis-cli: no Redis command {arguments[2]}"
 
 
+ADDRESS_VARIABLES = ("$GENESIS_URL", "$GENESIS_INSTANCE_URL")
+# What the app answers over plain HTTP under production settings instead of redirecting to HTTPS.
+PLAIN_HTTP_PATHS = {"/healthz", "/readyz", "/metrics"}
+
+
+@dataclass(frozen=True)
+class CurlRequest:
+    variable: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str
+
+
+def curl_request(arguments: list[str]) -> CurlRequest:
+    """The request a quoted `curl` line makes (the options the runbooks use: -s -S -H -d)."""
+    headers: dict[str, str] = {}
+    body, url = "", ""
+    words = iter(arguments)
+    for word in words:
+        if word in ("-H", "--header"):
+            name, _, value = next(words).partition(":")
+            headers[name.strip()] = value.strip()
+        elif word in ("-d", "--data"):
+            body = next(words)
+        elif word.startswith("-"):
+            assert set(word[1:]) <= {"s", "S"}, f"curl {word}: an option this check does not know (-L: see docs/runbooks/README.md)"
+        else:
+            url = word
+    variable = next((name for name in ADDRESS_VARIABLES if url.startswith(name + "/")), "")
+    assert variable, f"curl {url}: not $GENESIS_URL/… or $GENESIS_INSTANCE_URL/…"
+    return CurlRequest(variable=variable, method="POST" if body else "GET", path=url[len(variable):], headers=headers,
+                       body=body)
+
+
 def _check_curl(arguments: list[str]) -> None:
-    urls = [arg for arg in arguments if arg.startswith('$GENESIS_URL') or arg.startswith('"$GENESIS_URL')]
-    assert urls, arguments
-    path = urls[0].split("$GENESIS_URL", 1)[1].strip('"')
+    request = curl_request(arguments)
     from django.urls import Resolver404, resolve
 
     try:
-        resolve(path)
+        resolve(request.path)
     except Resolver404:
-        pytest.fail(f"curl {path}: no such endpoint")
+        pytest.fail(f"curl {request.path}: no such endpoint")
 
 
 CHECKERS = {"manage.py": _check_manage_py, "celery": _check_celery, "redis-cli": _check_redis, "curl": _check_curl}
@@ -128,8 +172,86 @@ def test_every_quoted_command_exists_and_its_flags_parse(runbook: str, line: str
     CHECKERS[program](arguments)
 
 
+def test_a_task_that_does_not_exist_is_caught() -> None:
+    with pytest.raises(AssertionError, match="no task named"):
+        _check_celery(["-A", "genesis", "call", "models_app.benchmark_runs_resume_everything"])
+
+
 def test_a_wrong_flag_is_caught() -> None:
     from django.core.management import CommandError
 
     with pytest.raises(CommandError):
         _check_manage_py(["rollout_models", "--agent", "qa_agent", "--rollback", "--as", "alice", "--yes-really"])
+
+
+def address_conventions() -> dict[str, str]:
+    """docs/runbooks/README.md's table of addresses: variable → its staging and production example."""
+    rows = re.findall(r"^\| `(\$[A-Z_]+)` \| [^|]+ \| `([^`]+)`", (RUNBOOKS / "README.md").read_text(), re.MULTILINE)
+    return dict(rows)
+
+
+# Each request through genesis.wsgi (both middleware stacks), under GENESIS_ENV=production; a request to
+# an https:// address arrives as the TLS proxy forwards it: plain HTTP with X-Forwarded-Proto.
+PRODUCTION_REQUESTS = """
+import json, os, sys
+from genesis.wsgi import application
+from django.test import RequestFactory
+
+answers = []
+for request in json.load(sys.stdin):
+    headers = {"HTTP_" + name.upper().replace("-", "_"): value for name, value in request["headers"].items()}
+    if request["scheme"] == "https":
+        headers["HTTP_X_FORWARDED_PROTO"] = "https"
+    environ = RequestFactory().generic(
+        request["method"], request["path"], request["body"].encode(), HTTP_HOST=request["host"],
+        content_type=request["headers"].get("Content-Type", "application/octet-stream"), **headers,
+    ).environ
+    started = []
+    b"".join(application(environ, lambda status, headers, exc_info=None: started.append((status, dict(headers)))))
+    answers.append([int(started[0][0].split()[0]), started[0][1].get("Location", "")])
+print(json.dumps(answers))
+"""
+
+
+def answers_under_production_settings(requests: list[dict[str, object]], *, hosts: set[str]) -> list[tuple[int, str]]:
+    # Production requires a REDIS_URL; none of these requests needs Redis to answer (or not) with a redirect.
+    env = child_environment(GENESIS_ENV="production", GENESIS_DEBUG="false", GENESIS_SECRET_KEY="runbook-check-" * 4,
+                            GENESIS_ALLOWED_HOSTS=",".join(sorted(hosts)), GENESIS_LOG_LEVEL="ERROR",
+                            PYTHONPATH=str(ROOT), REDIS_URL=settings.REDIS_URL or "redis://127.0.0.1:6379/0")
+    env.pop("GENESIS_SSL_REDIRECT", None)  # production's default: on
+    result = subprocess.run([sys.executable, "-c", PRODUCTION_REQUESTS], input=json.dumps(requests), cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [tuple(answer) for answer in json.loads(result.stdout.strip().splitlines()[-1])]
+
+
+@pytest.mark.django_db
+def test_every_curl_is_answered_not_redirected_at_the_production_addresses() -> None:
+    # Was: one address, "e.g. http://127.0.0.1:8000" — under production settings every API call there
+    # got a 301 to https:// (and `curl -s` printed nothing).
+    addresses = address_conventions()
+    assert set(addresses) == set(ADDRESS_VARIABLES)
+    quoted = [(runbook, curl_request(shlex.split(line)[1:])) for runbook, line in quoted_commands() if line.startswith("curl ")]
+    assert {request.variable for _, request in quoted} == set(ADDRESS_VARIABLES)
+    requests = []
+    for _, request in quoted:
+        address = urlparse(addresses[request.variable])
+        headers = {name: value.replace("$GENESIS_API_KEY", "not-a-key") for name, value in request.headers.items()}
+        requests.append({**asdict(request), "headers": headers, "scheme": address.scheme, "host": address.netloc})
+    # The check sees a redirect: an API call to one machine in plain HTTP is sent to https://.
+    control = {"method": "GET", "path": "/api/v1/costs/summary", "headers": {}, "body": "", "scheme": "http",
+               "host": urlparse(addresses["$GENESIS_INSTANCE_URL"]).netloc}
+    *answers, control_answer = answers_under_production_settings(
+        [*requests, control], hosts={urlparse(url).hostname or "" for url in addresses.values()})
+    assert control_answer[0] == 301 and control_answer[1].startswith("https://")
+    redirected = [(runbook, request.path, answer) for (runbook, request), answer in zip(quoted, answers, strict=True)
+                  if 300 <= answer[0] < 400]
+    assert redirected == []
+    # The plain-HTTP address of one machine is only for what production serves over plain HTTP.
+    assert urlparse(addresses["$GENESIS_INSTANCE_URL"]).scheme == "http"
+    assert {request.path for _, request in quoted if request.variable == "$GENESIS_INSTANCE_URL"} <= PLAIN_HTTP_PATHS
+
+
+def test_curl_follow_redirects_is_refused() -> None:
+    with pytest.raises(AssertionError, match="-L"):
+        curl_request(["-sSL", "$GENESIS_URL/api/v1/costs/summary"])
