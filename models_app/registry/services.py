@@ -150,7 +150,8 @@ def model_version_transition(
     if to_status == ModelStatus.LIVE:
         # Serialises everything that makes one of this agent's versions live (a first baseline put live by
         # hand, a rollout completing), so "the agent has no live version" cannot change under the check.
-        Agent.objects.select_for_update().filter(pk=version.agent_id).first()
+        # NO KEY: rows that refer to the agent (outcomes, cost entries) are still written meanwhile.
+        Agent.objects.select_for_update(no_key=True).filter(pk=version.agent_id).first()
     version = ModelVersion.objects.select_for_update().select_related("agent").get(pk=version.pk)
     refusal = lifecycle.transition_refusal(
         current=version.status, target=to_status, kind=version.kind, verdict_overridden=verdict_overridden,
