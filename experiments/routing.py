@@ -9,8 +9,8 @@ How the copy stays fresh
   marks this process's copy stale.
 * A request looks at the Redis counter at most once per ``CHECK_INTERVAL_SECONDS`` (one GET,
   ~0.1 ms); when the generation moved, the copy is rebuilt from the database (five queries).
-* Changes made outside these services (say, a person makes another baseline live in the registry
-  admin) do not bump the counter, so the copy is also rebuilt when it is older than
+* Changes made outside these services (say, a person puts an agent's first baseline live in the
+  registry admin) do not bump the counter, so the copy is also rebuilt when it is older than
   ``MAX_AGE_SECONDS`` — such a change reaches every process within that time.
 * Without Redis (the embedded dev mode) there is no shared counter: the copy is rebuilt every
   ``CHECK_INTERVAL_SECONDS`` instead.

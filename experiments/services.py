@@ -338,7 +338,7 @@ def _move_candidate_to_rollout(experiment: Experiment, *, actor: Actor, override
             raise Conflict(f"candidate '{treatment.model_id}' is {treatment.status}; it cannot be rolled out")
         if not override_reason:
             raise Conflict(
-                f"candidate '{treatment.model_id}' has no PASS verdict (it is {treatment.status}): run "
+                f"candidate '{treatment.model_id}' has no PASS verdict against the live model (it is {treatment.status}): run "
                 f"`manage.py benchmark_finetuned --agent {experiment.agent.slug}` first, or give an override reason "
                 "as a user with experiments.override_verdict"
             )

@@ -2,8 +2,8 @@
 data) and renders them as markdown, HTML or JSON. Pure: no Django, no database — the same facts
 always give the same report.
 
-A candidate is GO when its last completed benchmark PASSed (or a person overrode the verdict, which
-is named), its training data's audit found no PII and no format error, and its rollout has neither
+A candidate is GO when its last completed benchmark against the live model PASSed (or a person
+overrode the verdict, which is named; a PASS against any other baseline is no approval), its training data's audit found no PII and no format error, and its rollout has neither
 been rolled back nor breached a guardrail. Cautions (data not linked to an audit, duplicates, a
 guardrail warning, tags where the candidate scored lower) are listed but do not block."""
 
@@ -53,10 +53,14 @@ def _benchmark_judgement(benchmark: dict[str, Any] | None, judgement: Judgement)
     verdict = benchmark["verdict"]
     line = (f"benchmark run #{benchmark['run']}: {verdict}, {percent(benchmark['relative_improvement'])} "
             f"({interval(benchmark['ci_low'], benchmark['ci_high'])}) on {benchmark['n']} paired cases")
-    if verdict == "PASS":
+    if verdict == "PASS" and benchmark.get("approves", True):
         judgement.passed.append(line)
     elif benchmark["overridden"]:
         judgement.cautions.append(f"{line} — verdict overridden by a person (see the run's overrides)")
+    elif benchmark.get("note"):
+        # A verdict against a baseline that was not the live version (facts from before this was recorded have
+        # no "approves" and count as they did then).
+        judgement.blockers.append(f"{line} — {benchmark['note']}: benchmark the candidate against the live model")
     else:
         more = f"; about {benchmark['more_cases_needed']} more cases would decide it" if benchmark.get("more_cases_needed") else ""
         judgement.blockers.append(f"{line}{more}")
@@ -188,7 +192,8 @@ def _markdown_agent(facts: dict[str, Any]) -> list[str]:
     if benchmark:
         lines.append(
             f"- Benchmark run #{benchmark['run']} on {benchmark['suite']} ({benchmark['suite_cases']} cases): "
-            f"**{benchmark['verdict']}**, relative improvement {percent(benchmark['relative_improvement'])} "
+            f"**{benchmark['verdict']}**" + (f" ({benchmark['note']})" if benchmark.get("note") else "")
+            + f", relative improvement {percent(benchmark['relative_improvement'])} "
             f"({interval(benchmark['ci_low'], benchmark['ci_high'])}); threshold {percent(benchmark['threshold'])}; "
             f"{_power_line(benchmark)}"
             + (f"; cost {format_usd(Decimal(benchmark['cost_usd']))}" if "cost_usd" in benchmark else "")

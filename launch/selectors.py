@@ -28,7 +28,7 @@ from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
 from launch.report import power_short
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus
-from models_app.benchmarks.selectors import stored_plan
+from models_app.benchmarks.selectors import run_approves_candidate, run_verdict_note, stored_plan
 from models_app.finetuning import rules as finetuning_rules
 from models_app.finetuning.models import FineTuningJob
 from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
@@ -237,10 +237,11 @@ def _benchmark_cell(candidate: ModelVersion | None) -> Cell:
     if run.status != BenchmarkRunStatus.COMPLETED:
         return Cell(f"run #{run.pk} {run.status}", BAD, run.error[:200], *link)
     comparison = run.comparison or {}
-    tone = {"PASS": OK, "FAIL": BAD}.get(run.verdict, ATTENTION)
-    text = f"{run.verdict} {format_relative(comparison.get('relative_improvement'))}"
+    note = run_verdict_note(run=run)
+    tone = ATTENTION if note else {"PASS": OK, "FAIL": BAD}.get(run.verdict, ATTENTION)
+    text = f"{run.verdict} {format_relative(comparison.get('relative_improvement'))}" + (" (a comparison)" if note else "")
     gate = stored_gate_plan(comparison)
-    detail = "; ".join(part for part in (run_interval_text(comparison), power_short(gate["plan"])) if part)
+    detail = "; ".join(part for part in (note, run_interval_text(comparison), power_short(gate["plan"])) if part)
     return Cell(text, tone, detail, *link, title=gate["plan_text"] or "")
 
 
@@ -561,7 +562,10 @@ def _benchmark_run_json(run: BenchmarkRun) -> dict[str, Any]:
     ci95 = [comparison["ci_low"], comparison["ci_high"]] if comparison.get("ci_low") is not None and comparison.get("ci_high") is not None else None
     return {
         "id": run.pk, "status": run.status, "verdict": run.verdict or None, "suite": str(run.suite),
-        "baseline": run.baseline.model_id, "n": comparison.get("n"),
+        "baseline": run.baseline.model_id,
+        # Only a PASS against the agent's live version approves; any other verdict's note says so plainly.
+        "baseline_status": comparison.get("baseline_status"), "approves": run_approves_candidate(run=run),
+        "note": run_verdict_note(run=run), "n": comparison.get("n"),
         "relative_improvement": comparison.get("relative_improvement"), "ci95": ci95,
         "cost_usd": money(run.cost_usd), "requested_by": _username(run.requested_by),
         "created_at": run.created_at, "finished_at": run.finished_at,
@@ -610,13 +614,18 @@ def launch_facts(*, agent: Agent, with_costs: bool = True) -> dict[str, Any]:
     if candidate is None:
         return facts
     facts["candidate_status"] = candidate.status
-    run = BenchmarkRun.objects.filter(candidate=candidate, status=BenchmarkRunStatus.COMPLETED).select_related("suite").order_by("-finished_at", "-pk").first()
+    completed = BenchmarkRun.objects.filter(candidate=candidate, status=BenchmarkRunStatus.COMPLETED).select_related(
+        "suite", "baseline").order_by("-finished_at", "-pk")
+    # The run that decided the candidate (against the live version), else a comparison — which the report
+    # then names as no approval.
+    run = completed.exclude(comparison__baseline_live=False).first() or completed.first()
     if run is None:
         facts["benchmark"] = None
     else:
         comparison = run.comparison or {}
         facts["benchmark"] = {
             "run": run.pk, "verdict": run.verdict, "suite": str(run.suite), "suite_cases": run.suite.case_count,
+            "approves": run_approves_candidate(run=run), "note": run_verdict_note(run=run),
             "n": comparison.get("n"), "relative_improvement": comparison.get("relative_improvement"),
             "ci_low": comparison.get("ci_low"), "ci_high": comparison.get("ci_high"),
             "threshold": comparison.get("threshold"), "more_cases_needed": comparison.get("more_cases_needed"),

@@ -31,13 +31,15 @@ from models_app.benchmarks.models import (
     BenchmarkRun,
     BenchmarkRunStatus,
     BenchmarkSuite,
-    BenchmarkVerdict,
     BenchmarkVerdictOverride,
 )
 from models_app.benchmarks.selectors import (
     BENCHMARKABLE_STATUSES,
     benchmark_run_report,
     benchmark_suite_jsonl,
+    comparison_only_warning,
+    run_approves_candidate,
+    run_verdict_note,
     suite_sample_size_plan,
 )
 from models_app.benchmarks.services import (
@@ -153,7 +155,9 @@ class RunStartForm(forms.Form):
         required=False, help_text="Default: the agent's newest registered or approved fine-tune.",
     )
     baseline = forms.ModelChoiceField(queryset=ModelVersion.objects.select_related("agent"), required=False,
-                                      help_text="Default: the agent's live model.")
+                                      help_text="Default: the agent's live model. Only a PASS against the live model "
+                                      "approves the candidate for rollout; against any other version the run is a "
+                                      "comparison.")
     budget_override_reason = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Only if the budget refuses the run and you hold costs.override_budget: why it should go ahead.",
@@ -207,8 +211,8 @@ class BenchmarkRunAdmin(RecordAdminMixin, ServiceAddFormMixin):
     """Runs are advanced by the workers (the report page below has the buttons) and kept, each on its
     own, as the evidence for a verdict. The add page starts a run through the service."""
 
-    list_display = ("id", "agent", "suite_label", "candidate_model", "baseline_model", "status", "progress", "verdict",
-                    "cost", "created_at")
+    list_display = ("id", "agent", "suite_label", "candidate_model", "baseline_model", "status", "progress",
+                    "verdict_label", "cost", "created_at")
     list_filter = ("status", "verdict", "agent")
     search_fields = ("candidate__model_id", "baseline__model_id", "agent__slug")
     list_select_related = ("agent", "suite", "candidate", "baseline")
@@ -232,6 +236,12 @@ class BenchmarkRunAdmin(RecordAdminMixin, ServiceAddFormMixin):
     @admin.display(description="baseline")
     def baseline_model(self, run: BenchmarkRun) -> str:
         return run.baseline.model_id
+
+    @admin.display(description="verdict", ordering="verdict")
+    def verdict_label(self, run: BenchmarkRun) -> str:
+        # A verdict against a baseline that was not the live version decides nothing: say so in the list too.
+        note = run_verdict_note(run=run)
+        return f"{run.verdict} ({note.split(': ', 1)[1]})" if note else run.verdict
 
     @admin.display(description="progress")
     def progress(self, run: BenchmarkRun) -> str:
@@ -261,6 +271,8 @@ class BenchmarkRunAdmin(RecordAdminMixin, ServiceAddFormMixin):
 
     def add_done(self, request: HttpRequest, run: BenchmarkRun) -> HttpResponse:
         messages.success(request, f"run #{run.pk} queued: {run.candidate.model_id} vs {run.baseline.model_id}")
+        if run.baseline.status != ModelStatus.LIVE:
+            messages.warning(request, comparison_only_warning(run=run))
         return HttpResponseRedirect(reverse("admin:models_app_benchmarkrun_change", args=[run.pk]))
 
     # The "change" page is the run's report.
@@ -282,7 +294,8 @@ class BenchmarkRunAdmin(RecordAdminMixin, ServiceAddFormMixin):
             "overrides": BenchmarkVerdictOverride.objects.filter(run=run).select_related("actor"),
             "can_cancel": not run.is_finished and request.user.has_perm("models_app.change_benchmarkrun"),
             # The service checks the same two permissions; the button is offered only to who can use it.
-            "can_override": run.status == BenchmarkRunStatus.COMPLETED and run.verdict != BenchmarkVerdict.PASS
+            "verdict_note": run_verdict_note(run=run),
+            "can_override": run.status == BenchmarkRunStatus.COMPLETED and not run_approves_candidate(run=run)
             and run.candidate.status != ModelStatus.APPROVED_FOR_ROLLOUT
             and request.user.has_perm(OVERRIDE_PERMISSION) and request.user.has_perm(CHANGE_VERSION_PERMISSION),
             "override_form": OverrideForm(),

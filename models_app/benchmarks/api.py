@@ -30,7 +30,9 @@ class RunIn(Schema):
     suite: Slug | None = Field(None, description="Suite slug; default: the agent's latest suite")
     candidate: Identifier | None = Field(None, description="Model id of the candidate; default: the newest fine-tune that is registered, "
                                           "approved for rollout or being benchmarked (409 naming the run while it is)")
-    baseline: Identifier | None = Field(None, description="Model id of the baseline; default: the live model")
+    baseline: Identifier | None = Field(None, description="Model id of the baseline; default: the live model. Only a PASS "
+                                         "against the agent's live version approves the candidate for rollout; against "
+                                         "any other version the run is a comparison, and its reasons say so")
 
 
 class ModelScoreOut(Schema):

@@ -23,6 +23,7 @@ from models_app.benchmarks.models import (
     BenchmarkRun,
     BenchmarkRunStatus,
     BenchmarkSuite,
+    BenchmarkVerdict,
 )
 from models_app.benchmarks.suites import SuiteCase, suite_jsonl
 from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
@@ -147,6 +148,58 @@ def _model_summary(run: BenchmarkRun, version: ModelVersion, comparison: dict[st
         values = list(scored)
         mean, n = (round(sum(values) / len(values), 6) if values else None), len(values)
     return {"model": version.model_id, "mean_score": mean, "n": n}
+
+
+# --- which runs decide a candidate ---------------------------------------------------------------------
+#
+# A run may compare a candidate with any version of its agent (exploring: against a retired baseline,
+# another candidate…), but only a run whose baseline is the agent's live version — the model the
+# candidate would replace — decides the candidate: PASS approves it for rollout, FAIL rejects it. The
+# gate records which it was when it decided (comparison["baseline_live"], with the baseline's status
+# then in comparison["baseline_status"]); runs decided before it did count as they did then.
+
+
+def run_decides_candidate(*, run: BenchmarkRun) -> bool:
+    """Whether the run's verdict is the gate's decision on its candidate (its baseline was the agent's
+    live version when the verdict was reached). True for a run not decided yet or decided before this
+    was recorded."""
+    return bool((run.comparison or {}).get("baseline_live", True))
+
+
+def run_approves_candidate(*, run: BenchmarkRun) -> bool:
+    """A PASS against the live version: what moves a candidate to approved_for_rollout."""
+    return run.verdict == BenchmarkVerdict.PASS and run_decides_candidate(run=run)
+
+
+def _status_adjective(status: str) -> str:
+    label = ModelStatus(status).label.lower().replace(" ", "-") if status in ModelStatus.values else "non-live"
+    return f"{'an' if label[0] in 'aeiou' else 'a'} {label}"
+
+
+def comparison_only_note(*, verdict: str, baseline_model: str, baseline_status: str) -> str:
+    """The plain words for a verdict against a baseline that is not the live version:
+    "PASS against a retired baseline (open-mistral-7b): not an approval"."""
+    against = f"{verdict} against {_status_adjective(baseline_status)} baseline ({baseline_model})"
+    if verdict == BenchmarkVerdict.PASS:
+        return f"{against}: not an approval"
+    return f"{against}: a comparison, not a decision on the candidate"
+
+
+def comparison_only_warning(*, run: BenchmarkRun) -> str:
+    """What to tell whoever starts a run whose baseline is not the live version (the admin, the command)."""
+    return (
+        f"run #{run.pk}: the baseline {run.baseline.model_id} is {run.baseline.status}, not {run.agent.slug}'s live "
+        "version — a comparison: its verdict will not approve (nor reject) the candidate"
+    )
+
+
+def run_verdict_note(*, run: BenchmarkRun) -> str:
+    """The note a run's verdict needs wherever it is shown (admin, commands, lineage, launch board and
+    report): "" for a run that decides its candidate, else `comparison_only_note`'s words."""
+    if not run.verdict or run_decides_candidate(run=run):
+        return ""
+    return comparison_only_note(verdict=run.verdict, baseline_model=run.baseline.model_id,
+                                baseline_status=str((run.comparison or {}).get("baseline_status", "")))
 
 
 def benchmark_run_summary(*, run: BenchmarkRun) -> dict[str, Any]:

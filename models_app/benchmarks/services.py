@@ -18,8 +18,10 @@ How a run goes (the admin, the API and the commands all start it with `benchmark
    An answer whose LLM judge fails transiently is kept (BenchmarkUnscoredAnswer) with its cost, so
    the chunk's retry asks only the judge: the model is never asked, nor paid, twice.
 3. The chunk that completes the run computes the comparison (models_app/benchmarks/stats.py) and
-   moves the candidate: PASS → approved_for_rollout, INCONCLUSIVE → registered, FAIL → rejected.
-   A candidate that was already approved_for_rollout is left there (see `_decide_candidate`).
+   moves the candidate: PASS → approved_for_rollout, INCONCLUSIVE → registered, FAIL → rejected —
+   when the baseline is the agent's live version then; against any other baseline the run is a
+   comparison and the candidate gets its status back. A candidate that was already
+   approved_for_rollout is left there (see `_decide_candidate`).
 
 Cancelling or failing a run does not wait for the answers already in flight: they are written when
 they land, and their cost is added to the run's total then (and posted to the ledger like any other).
@@ -82,12 +84,14 @@ from models_app.benchmarks.selectors import (
     active_run_for_candidate,
     benchmark_run_cost,
     benchmark_run_pairs,
+    comparison_only_note,
     default_candidate,
     latest_suite,
+    run_approves_candidate,
 )
 from models_app.benchmarks.suites import cases_fingerprint, parse_suite_jsonl
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
-from models_app.registry.selectors import baseline_version
+from models_app.registry.selectors import live_version
 from models_app.registry.services import model_version_transition
 
 logger = logging.getLogger(__name__)
@@ -217,9 +221,15 @@ def _resolve_versions(
             f"agent '{agent.slug}' has no fine-tuned version to benchmark (registered or approved_for_rollout): "
             "register one first, or name the candidate model explicitly"
         )
-    baseline = baseline or baseline_version(agent=agent)
+    # The gate compares a candidate with the model it would replace. Any other version may be named, for
+    # a comparison that decides nothing (see _decide_candidate).
+    baseline = baseline or live_version(agent=agent)
     if baseline is None:
-        raise Conflict(f"agent '{agent.slug}' has no baseline (no live version and no baseline version): register one")
+        raise Conflict(
+            f"agent '{agent.slug}' has no live version to benchmark against (the gate compares a candidate with "
+            "the model it would replace): put the agent's first baseline live (admin: Change status…), or name a "
+            "baseline for a comparison that approves nothing"
+        )
     for role, version in (("candidate", candidate), ("baseline", baseline)):
         if version.agent_id != agent.pk:
             raise InvalidInput(f"{role}: {version.model_id} belongs to agent '{version.agent.slug}', not '{agent.slug}'")
@@ -262,7 +272,8 @@ def benchmark_run_create(
     budget_override_reason: str | None = None,
 ) -> BenchmarkRun:
     """Queue a run of `suite` (default: the agent's latest) on `candidate` (default: its newest
-    benchmarkable fine-tune) and `baseline` (default: its live model). Refused (Conflict) when the
+    benchmarkable fine-tune) and `baseline` (default: its live model; any other version of the agent
+    makes a comparison whose verdict decides nothing about the candidate). Refused (Conflict) when the
     budget cannot take the estimate, unless a person with costs.override_budget gives a reason."""
 
     require_permission(actor=actor, permission="models_app.add_benchmarkrun", action="start benchmark runs")
@@ -384,7 +395,8 @@ def benchmark_run_cancel(*, run: BenchmarkRun, actor: Actor, reason: str = "") -
 
 @transaction.atomic
 def benchmark_verdict_override(*, run: BenchmarkRun, actor: Actor, reason: str) -> BenchmarkVerdictOverride:
-    """Approve the candidate for rollout despite a non-PASS verdict. Needs a person with the permissions
+    """Approve the candidate for rollout despite a verdict that did not: a non-PASS, or a PASS against a
+    baseline that was not the live version (a comparison only). Needs a person with the permissions
     models_app.override_benchmark_verdict and models_app.change_modelversion (the override changes the
     version's status), and a reason; recorded as a BenchmarkVerdictOverride and in the model version's
     history, both under the overrider's name."""
@@ -402,7 +414,7 @@ def benchmark_verdict_override(*, run: BenchmarkRun, actor: Actor, reason: str) 
     run = BenchmarkRun.objects.select_for_update().select_related("candidate").get(pk=run.pk)
     if run.status != BenchmarkRunStatus.COMPLETED:
         raise Conflict(f"run #{run.pk} is {run.status}; only a completed run's verdict can be overridden")
-    if run.verdict == BenchmarkVerdict.PASS:
+    if run_approves_candidate(run=run):
         raise Conflict(f"run #{run.pk} passed; there is nothing to override")
     candidate = ModelVersion.objects.select_for_update().get(pk=run.candidate_id)
     if candidate.status == ModelStatus.APPROVED_FOR_ROLLOUT:
@@ -471,7 +483,12 @@ def benchmark_run_finish_if_complete(*, run_id: int) -> BenchmarkRun | None:
     run.verdict = comparison.verdict
     run.finished_at = timezone.now()
     run.cost_usd = benchmark_run_cost(run=run)
-    data["candidate_status"] = _decide_candidate(run, comparison, data["reasons"])
+    # Which model the candidate would replace is read now, not when the run started: a rollout may have
+    # completed meanwhile, and a PASS against the version it retired approves nothing.
+    live = live_version(agent=run.agent)
+    data["baseline_live"] = live is not None and live.pk == run.baseline_id
+    data["baseline_status"] = ModelVersion.objects.filter(pk=run.baseline_id).values_list("status", flat=True).get()
+    data["candidate_status"] = _decide_candidate(run, comparison, data, live=live)
     run.comparison = data
     run.save(update_fields=["status", "verdict", "finished_at", "cost_usd", "comparison"])
     release_budget_when_settled(run)
@@ -479,19 +496,38 @@ def benchmark_run_finish_if_complete(*, run_id: int) -> BenchmarkRun | None:
     return run
 
 
-def _decide_candidate(run: BenchmarkRun, comparison: benchmark_stats.Comparison, reasons: list[str]) -> str:
+def _decide_candidate(
+    run: BenchmarkRun, comparison: benchmark_stats.Comparison, data: dict[str, Any], *, live: ModelVersion | None
+) -> str:
     """Move the candidate as the verdict says and return its status; when it is left elsewhere, say
-    why in `reasons`.
+    why in data["reasons"].
+
+    Only a run against the agent's live version (data["baseline_live"]) decides the candidate: a PASS
+    against a weaker model — a retired baseline, say — says nothing about the model the candidate would
+    replace, so it approves nothing (and a FAIL against another candidate rejects nothing). The candidate
+    gets back the status it had before the run.
 
     A candidate that was approved_for_rollout before the run stays approved whatever the new verdict:
     an experiment may be using it (a draft about to start), and demoting it behind that experiment's
     back is not a benchmark's call. The verdict is recorded on the run and said in its reasons and in
     the log; a person decides (reject or retire it by hand, or roll it out anyway)."""
-    target = VERDICT_TO_STATUS[BenchmarkVerdict(comparison.verdict)]
+    reasons: list[str] = data["reasons"]
+    target: str = VERDICT_TO_STATUS[BenchmarkVerdict(comparison.verdict)]
+    why = f"{comparison.verdict} ({comparison.reasons[0]})"
     approved = ModelStatus.APPROVED_FOR_ROLLOUT
     candidate = ModelVersion.objects.select_for_update().get(pk=run.candidate_id)
     was_approved = run.candidate_status_before == approved
-    if was_approved and target != approved and candidate.status in (approved, ModelStatus.BENCHMARKING):
+    if not data["baseline_live"]:
+        before = run.candidate_status_before or ModelStatus.REGISTERED
+        target = ModelStatus.REGISTERED if before == ModelStatus.BENCHMARKING else before
+        note = comparison_only_note(verdict=comparison.verdict, baseline_model=run.baseline.model_id,
+                                    baseline_status=data["baseline_status"])
+        decides = "approves a candidate for rollout" if comparison.verdict == BenchmarkVerdict.PASS else "decides a candidate"
+        why = (f"{note} — only a run against the agent's live version ({live.model_id if live else 'none'}) {decides}; "
+               f"the candidate stays {target}")
+        reasons.append(why)
+        logger.warning("benchmark run #%s of %s: %s", run.pk, candidate.model_id, why)
+    elif was_approved and target != approved and candidate.status in (approved, ModelStatus.BENCHMARKING):
         message = (
             f"the candidate stays {approved} despite this {comparison.verdict}: it was approved before the run and an "
             "experiment may use it, so a re-run does not demote it; reject or retire it by hand if this verdict "
@@ -504,10 +540,7 @@ def _decide_candidate(run: BenchmarkRun, comparison: benchmark_stats.Comparison,
         return target  # an approved candidate re-run: nothing moves
     if candidate.status == ModelStatus.BENCHMARKING:
         # Moved to benchmarking when the run started: give it the verdict's status.
-        model_version_transition(
-            version=candidate, to_status=target, actor=None,
-            reason=f"benchmark run #{run.pk}: {comparison.verdict} ({comparison.reasons[0]})",
-        )
+        model_version_transition(version=candidate, to_status=target, actor=None, reason=f"benchmark run #{run.pk}: {why}")
         return target
     reasons.append(
         f"the candidate was not moved to {target}: it was {candidate.status} when the run finished (changed meanwhile)"

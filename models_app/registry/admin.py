@@ -15,12 +15,12 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
-from genesis.admin_base import ReadOnlyTabularInline, admin_page
+from genesis.admin_base import ReadOnlyTabularInline, ServiceAddFormMixin, admin_page
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
 from models_app.registry import lifecycle
-from models_app.registry.models import Agent, ApiKey, ModelStatus, ModelVersion, ProviderAccount
-from models_app.registry.selectors import CANDIDATE_STATUSES
+from models_app.registry.models import Agent, ApiKey, ModelKind, ModelStatus, ModelVersion, ProviderAccount
+from models_app.registry.selectors import CANDIDATE_STATUSES, agent_has_live_version
 from models_app.registry.services import (
     agent_ensure,
     agent_upsert,
@@ -80,18 +80,39 @@ class AgentAdmin(SimpleHistoryAdmin):
         return format_html_join(", ", "{} ({})", ((v.model_id, v.get_status_display()) for v in pending))
 
 
+def manual_targets_of(version: ModelVersion) -> list[str]:
+    """What "Change status…" offers: the service refuses anything else (lifecycle.py)."""
+    return lifecycle.manual_targets(
+        current=version.status, kind=version.kind,
+        agent_has_live=agent_has_live_version(agent_id=version.agent_id, other_than=version.pk),
+    )
+
+
 class TransitionForm(forms.Form):
     to_status = forms.ChoiceField(label="Move to")
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=True)
 
     def __init__(self, *args: Any, version: ModelVersion, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        allowed = lifecycle.manual_targets(current=version.status, kind=version.kind)
+        allowed = manual_targets_of(version)
         cast(forms.ChoiceField, self.fields["to_status"]).choices = [(status, ModelStatus(status).label) for status in allowed]
 
 
+class ModelVersionRegisterForm(forms.Form):
+    agent = forms.ModelChoiceField(queryset=Agent.objects.order_by("slug"))
+    provider = forms.ModelChoiceField(queryset=ProviderAccount.objects.order_by("name"))
+    model_id = forms.CharField(max_length=200, help_text="The provider's model id, e.g. open-mistral-7b or ft:open-mistral-7b:…")
+    base_model = forms.CharField(max_length=120)
+    kind = forms.ChoiceField(
+        choices=ModelKind.choices,
+        help_text="A baseline is a provider's base model: an agent's first one may be put live by hand. Any later "
+        "model — a fine-tune (ft:…) or another baseline — replaces the live one only by a benchmark and a rollout.",
+    )
+    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text="Why it is registered.")
+
+
 @admin.register(ModelVersion)
-class ModelVersionAdmin(SimpleHistoryAdmin):
+class ModelVersionAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
     list_display = ("model_id", "agent", "kind", "status", "provider", "registered_by", "created_at")
     list_filter = ("status", "kind", "agent", "provider")
     search_fields = ("model_id", "base_model", "agent__slug")
@@ -100,9 +121,7 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
               "status_changed_at", "registered_by", "created_at")
 
     def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> tuple[str, ...]:
-        if obj is None:
-            return ("status", "status_changed_at", "created_at", "registered_by", "change_status_link")
-        # The identity of a registered version never changes; register a new one instead.
+        # The add page is the register form above. The identity of a registered version never changes; register a new one instead.
         return ("agent", "provider", "model_id", "base_model", "kind", "reason", *self.readonly_fields)
 
     def get_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> tuple[str, ...]:
@@ -117,20 +136,28 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    add_form = ModelVersionRegisterForm
+    add_page = {"title": "Register a model version", "submit_label": "Register"}
+
+    def add_through_service(self, request: HttpRequest, form: forms.Form) -> ModelVersion:
+        data = form.cleaned_data
+        return model_version_register(
+            agent=data["agent"], provider=data["provider"], model_id=data["model_id"].strip(),
+            base_model=data["base_model"].strip(), kind=data["kind"], actor=request_actor(request), reason=data["reason"],
+        )
+
+    def add_done(self, request: HttpRequest, version: ModelVersion) -> HttpResponse:
+        messages.success(request, f"{version} is registered ({version.get_status_display()})")
+        return HttpResponseRedirect(reverse("admin:models_app_modelversion_change", args=[version.pk]))
+
     def save_model(
         self, request: HttpRequest, obj: ModelVersion, form: forms.ModelForm[ModelVersion], change: bool
     ) -> None:
-        if change:
-            return  # nothing is editable on a registered version; its status moves through services
-        registered = model_version_register(
-            agent=obj.agent, provider=obj.provider, model_id=obj.model_id, base_model=obj.base_model,
-            kind=obj.kind, actor=request_actor(request), reason=obj.reason,
-        )
-        obj.pk = registered.pk
+        pass  # nothing is editable on a registered version (added above); its status moves through services
 
     @admin.display(description="change status")
     def change_status_link(self, version: ModelVersion) -> str:
-        if not version.pk or not lifecycle.manual_targets(current=version.status, kind=version.kind):
+        if not version.pk or not manual_targets_of(version):
             return "—"
         url = reverse("admin:models_app_modelversion_transition", args=[version.pk])
         return format_html('<a class="button" href="{}">Change status…</a>', url)

@@ -34,6 +34,15 @@ def live_version(*, agent: Agent) -> ModelVersion | None:
     return agent.versions.select_related("provider").filter(status=ModelStatus.LIVE).first()
 
 
+def agent_has_live_version(*, agent_id: int, other_than: int | None = None) -> bool:
+    """Whether the agent has a live version (other than `other_than`): what decides whether a baseline
+    may go live by hand (lifecycle.py)."""
+    versions = ModelVersion.objects.filter(agent_id=agent_id, status=ModelStatus.LIVE)
+    if other_than is not None:
+        versions = versions.exclude(pk=other_than)
+    return versions.exists()
+
+
 def baseline_version(*, agent: Agent) -> ModelVersion | None:
     """The version a fine-tune is compared against: the live one, else the newest baseline."""
     return live_version(agent=agent) or (

@@ -28,8 +28,11 @@ from models_app.registry.models import (
     ProviderAccount,
     ProviderKind,
 )
+from models_app.registry.selectors import agent_has_live_version
 
 API_KEY_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
+# How Mistral (and the simulator, and OpenAI) name a fine-tuned model: ft:<base>:…
+FINE_TUNED_PREFIX = "ft:"
 
 
 # --- agents and providers ------------------------------------------------------------------------
@@ -104,6 +107,13 @@ def model_version_register(
         raise InvalidInput(f"kind: '{kind}' is not one of {', '.join(ModelKind.values)}")
     if not model_id.strip():
         raise InvalidInput("model_id: must not be empty")
+    if kind == ModelKind.BASELINE and model_id.strip().startswith(FINE_TUNED_PREFIX):
+        # Whoever registers declares the kind, and a baseline is what an agent's first live model may be
+        # without a benchmark (lifecycle.py): a fine-tune must not pass for one.
+        raise InvalidInput(
+            f"kind: '{model_id}' is a fine-tuned model (its id starts with '{FINE_TUNED_PREFIX}'); register it "
+            f"as {ModelKind.FINE_TUNED}, to be benchmarked and rolled out"
+        )
     version, created = ModelVersion.objects.get_or_create(
         agent=agent,
         provider=provider,
@@ -137,9 +147,15 @@ def model_version_transition(
         actor_in_history = on_behalf_of
     else:
         actor_in_history = actor
+    if to_status == ModelStatus.LIVE:
+        # Serialises everything that makes one of this agent's versions live (a first baseline put live by
+        # hand, a rollout completing), so "the agent has no live version" cannot change under the check.
+        # NO KEY: rows that refer to the agent (outcomes, cost entries) are still written meanwhile.
+        Agent.objects.select_for_update(no_key=True).filter(pk=version.agent_id).first()
     version = ModelVersion.objects.select_for_update().select_related("agent").get(pk=version.pk)
     refusal = lifecycle.transition_refusal(
-        current=version.status, target=to_status, kind=version.kind, verdict_overridden=verdict_overridden
+        current=version.status, target=to_status, kind=version.kind, verdict_overridden=verdict_overridden,
+        agent_has_live=agent_has_live_version(agent_id=version.agent_id, other_than=version.pk),
     )
     if refusal:
         raise Conflict(f"{version.agent.slug} / {version.model_id}: {refusal}")
@@ -161,17 +177,25 @@ def model_version_transition(
 def model_version_change_status_by_hand(
     *, version: ModelVersion, to_status: str, actor: Actor, reason: str
 ) -> ModelVersion:
-    """A person retires or rejects a version (or puts a baseline live). Benchmarks and rollouts move
-    versions through their own services; this refuses to stand in for them."""
+    """A person retires or rejects a version that serves nobody, or puts an agent's first baseline live
+    (lifecycle.py says why only the first). Benchmarks and rollouts move versions through their own
+    services; this refuses to stand in for them."""
     if not reason.strip():
         raise InvalidInput("reason: say why the status changes; it is kept in the version's history")
-    allowed = lifecycle.manual_targets(current=version.status, kind=version.kind)
+    agent_has_live = agent_has_live_version(agent_id=version.agent_id, other_than=version.pk)
+    allowed = lifecycle.manual_targets(current=version.status, kind=version.kind, agent_has_live=agent_has_live)
     if to_status not in allowed:
+        why = lifecycle.transition_refusal(
+            current=version.status, target=to_status, kind=version.kind, agent_has_live=agent_has_live
+        )
         raise Conflict(
             f"{version.agent.slug} / {version.model_id}: a person may move a {version.status} version only to "
-            f"{', '.join(allowed) or 'nothing'} by hand; benchmarking and approval come from a benchmark run "
-            "(or a verdict override), rolling out and going live from an approved rollout"
+            f"{', '.join(allowed) or 'nothing'} by hand"
+            + (f" — {why}" if why else "")
+            + "; benchmarking and approval come from a benchmark run (or a verdict override), rolling out and "
+            "going live from an approved rollout"
         )
+    # model_version_transition checks the same rule again under the agent's lock.
     return model_version_transition(version=version, to_status=to_status, actor=actor, reason=reason)
 
 

@@ -856,6 +856,139 @@ def test_overriding_a_verdict_also_needs_the_permission_to_change_model_versions
     assert candidate.history.latest().history_user == reviewer
 
 
+# ---- only a PASS against the live version approves (security review, finding 9) --------------------------------------
+
+# The retired base model is weak; the model that replaced it is as good as the fine-tune.
+WEAK_RETIRED_BASELINE = {"ft:*": 0.85, "mistral-small-latest": 0.85, "open-mistral-7b": 0.3, "*": 0.55}
+
+
+def replace_live_model(agent: Agent, model_id: str) -> ModelVersion:
+    """A newer base model that replaced the agent's live one, as a completed rollout does (which retires it)."""
+    from models_app.registry.services import model_version_transition
+
+    version = model_version_register(agent=agent, provider=ProviderAccount.objects.get(name="simulator"), model_id=model_id,
+                                     base_model=model_id, kind="baseline")
+    for status in ("benchmarking", "approved_for_rollout", "rolling_out", "live"):
+        version = model_version_transition(version=version, to_status=status, reason="test: rolled out")
+    return version
+
+
+@pytest.mark.django_db
+def test_a_pass_against_a_retired_baseline_chosen_by_an_agent_key_does_not_approve_the_candidate(
+    seeded_demo, simulator_factory, client, api_key_for
+):
+    """Was: POST /benchmarks/runs {"baseline": "open-mistral-7b"} while it was retired → a PASS against the
+    weak old model moved the candidate to approved_for_rollout."""
+    point_demo_provider_at(simulator_factory(quality=WEAK_RETIRED_BASELINE), rate_limit_per_minute=60_000, max_concurrency=8)
+    agent = Agent.objects.get(slug="qa_agent")
+    live = replace_live_model(agent, "mistral-small-latest")
+    assert agent.versions.get(model_id="open-mistral-7b").status == "retired"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key_for('qa_agent')}"}
+
+    started = client.post("/api/v1/benchmarks/runs", {"agent": "qa_agent", "baseline": "open-mistral-7b"},
+                          content_type="application/json", **auth)
+    assert started.status_code == 202, started.content  # comparing with any version stays possible
+    run = run_inline(BenchmarkRun.objects.get(pk=started.json()["run"]))
+
+    assert run.verdict == "PASS", run.comparison["reasons"]
+    candidate = ModelVersion.objects.get(pk=run.candidate_id)
+    assert candidate.status == "registered" and run.comparison["candidate_status"] == "registered"
+    assert (run.comparison["baseline_live"], run.comparison["baseline_status"]) == (False, "retired")
+    note = "PASS against a retired baseline (open-mistral-7b): not an approval"
+    said = f"{note} — only a run against the agent's live version (mistral-small-latest) approves a candidate for rollout"
+    assert any(reason.startswith(said) for reason in run.comparison["reasons"])
+    assert candidate.history.latest().history_change_reason.startswith(f"benchmark run #{run.pk}: {note}")
+    assert any(reason.startswith(note) for reason in client.get(f"/api/v1/benchmarks/runs/{run.pk}", **auth).json()["reasons"])
+
+    # The gate proper — against the live model, which the fine-tune does not beat — is the default baseline.
+    gate = run_inline(benchmark_run_create(agent=agent))
+    assert gate.baseline_id == live.pk and gate.comparison["baseline_live"] is True
+    assert gate.verdict in ("FAIL", "INCONCLUSIVE")
+    assert ModelVersion.objects.get(pk=candidate.pk).status == {"FAIL": "rejected", "INCONCLUSIVE": "registered"}[gate.verdict]
+
+
+@pytest.mark.django_db
+def test_a_run_whose_baseline_was_replaced_while_it_ran_decides_nothing(seeded_demo, simulator_factory):
+    point_demo_provider_at(simulator_factory(quality=WEAK_RETIRED_BASELINE), rate_limit_per_minute=60_000, max_concurrency=8)
+    agent = Agent.objects.get(slug="qa_agent")
+    run = benchmark_run_create(agent=agent)
+    assert run.baseline.model_id == "open-mistral-7b" and run.baseline.status == "live"
+    replace_live_model(agent, "mistral-small-latest")  # a rollout completes meanwhile
+
+    run = run_inline(run)
+
+    assert run.verdict == "PASS" and run.comparison["baseline_live"] is False
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "registered"
+
+
+@pytest.mark.django_db
+def test_a_fail_against_a_version_that_is_not_live_rejects_nothing(seeded_demo, simulator_factory):
+    point_demo_provider_at(simulator_factory(quality={"ft:*": 0.3, "*": 0.85}), rate_limit_per_minute=60_000, max_concurrency=8)
+    agent = Agent.objects.get(slug="legal_agent")
+    other = model_version_register(agent=agent, provider=ProviderAccount.objects.get(name="simulator"),
+                                   model_id="mistral-small-latest", base_model="mistral-small-latest", kind="baseline")
+    run = run_inline(benchmark_run_create(agent=agent, baseline=other))
+
+    assert run.verdict == "FAIL" and run.comparison["baseline_status"] == "registered"
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "registered"  # not rejected
+    assert any(reason.startswith("FAIL against a registered baseline (mistral-small-latest): a comparison, not a decision")
+               for reason in run.comparison["reasons"])
+
+
+@pytest.mark.django_db
+def test_the_default_baseline_is_the_live_version_and_an_agent_without_one_must_name_one(seeded_demo):
+    from tests.factories import AgentFactory, ModelVersionFactory
+
+    # Was: the newest baseline, whatever its status, when the agent had no live version.
+    agent = AgentFactory(slug="new_agent")
+    baseline = ModelVersionFactory(agent=agent, kind="baseline", model_id="open-mistral-7b")  # registered, not live
+    ModelVersionFactory(agent=agent)
+    benchmark_suite_import(agent=agent, slug="core", lines=[json.dumps(
+        {"id": "c1", "messages": [{"role": "user", "content": "2+2?"}], "reference": "4", "scorer": {"name": "exact"}})])
+
+    with pytest.raises(Conflict, match="agent 'new_agent' has no live version to benchmark against .* or name a baseline"):
+        benchmark_run_create(agent=agent)
+    assert benchmark_run_create(agent=agent, baseline=baseline).baseline_id == baseline.pk
+
+
+@pytest.mark.django_db
+def test_a_pass_that_is_not_an_approval_is_said_plainly_and_may_be_overridden(seeded_demo, simulator_factory, client):
+    from launch.selectors import launch_facts, model_lineage
+    from models_app.management.commands._benchmark_cli import comparison_text, json_object, verdict_note_line
+
+    point_demo_provider_at(simulator_factory(quality=WEAK_RETIRED_BASELINE), rate_limit_per_minute=60_000, max_concurrency=8)
+    agent = Agent.objects.get(slug="qa_agent")
+    replace_live_model(agent, "mistral-small-latest")
+    run = run_inline(benchmark_run_create(agent=agent, baseline=agent.versions.get(model_id="open-mistral-7b")))
+    assert run.verdict == "PASS"
+    note = "PASS against a retired baseline (open-mistral-7b): not an approval"
+
+    # The commands: the contract's --json keys unchanged, the note in the text and beside the JSON.
+    assert set(json_object(run)) == {"run", "verdict", "baseline", "candidate", "relative_improvement", "ci95", "cost_usd", "gate"}
+    assert f"  verdict: PASS\n  {note}" in comparison_text(run)
+    assert note in verdict_note_line(run)
+    # The lineage and the Go/No-Go facts.
+    entry = model_lineage(version=run.candidate)["benchmark_runs"][0]
+    assert (entry["approves"], entry["baseline_status"], entry["note"]) == (False, "retired", note)
+    from launch.report import judge
+
+    facts = launch_facts(agent=agent)
+    assert facts["benchmark"]["approves"] is False
+    judgement = judge(facts)
+    assert judgement.decision == "NO-GO" and any(note in blocker for blocker in judgement.blockers)
+    # The admin: the run page says it, and offers the override to who may use it.
+    client.force_login(UserFactory(username="root", is_superuser=True))
+    page = client.get(f"/admin/models_app/benchmarkrun/{run.pk}/change/").content.decode()
+    assert 'id="bm-verdict-note"' in page and note in page and "Override the verdict" in page
+    listing = client.get("/admin/models_app/benchmarkrun/").content.decode()
+    assert "PASS (not an approval)" in listing
+
+    reviewer = UserFactory(username="reviewer")
+    reviewer.user_permissions.add(*_permissions("models_app.override_benchmark_verdict", "models_app.change_modelversion"))
+    override = benchmark_verdict_override(run=run, actor=_fresh(reviewer), reason="the live model was a stop-gap")
+    assert override.verdict_before == "PASS" and ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
+
+
 # ---- a chunk whose task raises gives its lease back ------------------------------------------------------------------
 
 

@@ -51,14 +51,18 @@ def test_illegal_transitions_are_refused_with_a_message(path, target, message):
 def test_every_listed_transition_is_accepted_by_the_table():
     for current, targets in lifecycle.ALLOWED_TRANSITIONS.items():
         for target in targets:
-            kind = "baseline"  # a baseline may skip the benchmark; everything else is the same
-            overridden = current == "rejected" and target == "approved_for_rollout"
-            assert lifecycle.transition_refusal(current=current, target=target, kind=kind, verdict_overridden=overridden) is None
+            # Under its most permissive conditions: an agent's first baseline going live, and approval
+            # without a PASS only by a verdict override (a baseline's too, since the security review).
+            overridden = target == "approved_for_rollout" and current in ("registered", "rejected")
+            assert lifecycle.transition_refusal(
+                current=current, target=target, kind="baseline", agent_has_live=False, verdict_overridden=overridden
+            ) is None
 
 
 def test_override_lets_an_unbenchmarked_fine_tune_be_approved():
     version = ModelVersionFactory()
-    assert lifecycle.transition_refusal(current="registered", target="approved_for_rollout", kind="fine_tuned")
+    for kind in ("fine_tuned", "baseline"):
+        assert lifecycle.transition_refusal(current="registered", target="approved_for_rollout", kind=kind, agent_has_live=True)
     model_version_transition(version=version, to_status="approved_for_rollout", reason="judged by hand", verdict_overridden=True)
     assert ModelVersion.objects.get(pk=version.pk).status == "approved_for_rollout"
 
@@ -117,9 +121,60 @@ def test_by_hand_a_person_may_only_retire_or_reject_or_put_a_baseline_live():
 def test_manual_targets_never_offer_rollout_states():
     for current in lifecycle.ALLOWED_TRANSITIONS:
         for kind in ("baseline", "fine_tuned"):
-            offered = set(lifecycle.manual_targets(current=current, kind=kind))
-            assert not offered & {"benchmarking", "approved_for_rollout", "rolling_out", "registered"}
-            assert ("live" in offered) == (kind == "baseline" and current == "registered")
+            for agent_has_live in (False, True):
+                offered = set(lifecycle.manual_targets(current=current, kind=kind, agent_has_live=agent_has_live))
+                assert not offered & {"benchmarking", "approved_for_rollout", "rolling_out", "registered"}
+                # Live by hand: only an agent's first baseline. A live version is offered nothing.
+                assert ("live" in offered) == (kind == "baseline" and current == "registered" and not agent_has_live)
+                assert not (current == "live" and offered)
+
+
+def test_a_baseline_goes_live_by_hand_only_as_the_agents_first_model():
+    """Security review, finding 1: registry permissions alone put any self-declared "baseline" live
+    over the agent's live model (no benchmark, no four-eyes). Now only an agent's first one."""
+    from models_app.registry.services import model_version_change_status_by_hand
+
+    user = UserFactory(username="operator", is_superuser=True)
+    agent = AgentFactory(slug="qa_agent")
+    first = ModelVersionFactory(agent=agent, kind="baseline", model_id="open-mistral-7b")
+    assert model_version_change_status_by_hand(version=first, to_status="live", actor=user, reason="serves today").status == "live"
+
+    untested = ModelVersionFactory(agent=agent, kind="baseline", model_id="untested-model-x")
+    with pytest.raises(Conflict, match="the agent already has a live version, and a baseline goes live by hand only as an agent's first model"):
+        model_version_change_status_by_hand(version=untested, to_status="live", actor=user, reason="x")
+    # Not as Genesis either (seed_demo, a service): the rule is the lifecycle's, not the admin's.
+    with pytest.raises(Conflict, match="the agent already has a live version"):
+        model_version_transition(version=untested, to_status="live", reason="x")
+    assert ModelVersion.objects.get(pk=untested.pk).status == "registered"
+    assert ModelVersion.objects.get(pk=first.pk).status == "live"
+    # The way that remains: a rollout completing (the experiment services), which retires the old one.
+    replaced = walk(untested, "benchmarking", "approved_for_rollout", "rolling_out", "live")
+    assert replaced.status == "live" and ModelVersion.objects.get(pk=first.pk).status == "retired"
+
+
+def test_the_live_version_is_not_retired_by_hand():
+    """Retiring the live model, then putting any registered baseline live as the agent's "first" one,
+    would be the same by-hand replacement in two steps."""
+    from models_app.registry.services import model_version_change_status_by_hand
+
+    user = UserFactory(username="operator", is_superuser=True)
+    live = walk(ModelVersionFactory(kind="baseline", model_id="open-mistral-7b"), "live")
+    assert lifecycle.manual_targets(current="live", kind="baseline", agent_has_live=False) == []
+    with pytest.raises(Conflict, match="a live version is retired only when its successor goes live"):
+        model_version_change_status_by_hand(version=live, to_status="retired", actor=user, reason="switch it off")
+    with pytest.raises(Conflict, match="a live version is retired only when its successor goes live"):
+        model_version_transition(version=live, to_status="retired", reason="switch it off")
+    assert ModelVersion.objects.get(pk=live.pk).status == "live"
+
+
+@pytest.mark.parametrize("model_id", ["ft:open-mistral-7b:0123abcd:20261101:deadbeef", "ft:mistral-small-latest:my-suffix:1a2b3c4d"])
+def test_a_fine_tuned_model_id_cannot_be_registered_as_a_baseline(model_id):
+    agent, provider = AgentFactory(), ProviderAccountFactory()
+    with pytest.raises(InvalidInput, match="is a fine-tuned model .* register it as fine_tuned"):
+        model_version_register(agent=agent, provider=provider, model_id=model_id, base_model="open-mistral-7b", kind="baseline")
+    assert not ModelVersion.objects.filter(agent=agent).exists()
+    assert model_version_register(agent=agent, provider=provider, model_id=model_id, base_model="open-mistral-7b",
+                                  kind="fine_tuned").kind == "fine_tuned"
 
 
 @pytest.mark.parametrize("name", ["DATABASE_URL", "GENESIS_SECRET_KEY", "lowercase_api_key", "MISTRAL_KEY"])

@@ -63,8 +63,13 @@ def test_seed_demo_keeps_what_people_changed():
     call_command("seed_demo", stdout=io.StringIO())
     agent_upsert(slug="qa_agent", name="QA agent", purpose="edited by a person", system_prompt="Be terse.")
     baseline = ModelVersion.objects.get(agent__slug="qa_agent", kind="baseline")
-    model_version_transition(version=baseline, to_status="retired", reason="replaced elsewhere")
+    # The fine-tune replaced the baseline, as a completed rollout does (a live version is retired only
+    # then: it cannot be retired by hand).
+    fine_tune = ModelVersion.objects.get(agent__slug="qa_agent", kind="fine_tuned")
+    for status in ("benchmarking", "approved_for_rollout", "rolling_out", "live"):
+        model_version_transition(version=fine_tune, to_status=status, reason="rolled out elsewhere")
     call_command("seed_demo", stdout=io.StringIO())  # must neither fail nor undo the edits
     agent = Agent.objects.get(slug="qa_agent")
     assert (agent.purpose, agent.system_prompt) == ("edited by a person", "Be terse.")
     assert ModelVersion.objects.get(pk=baseline.pk).status == "retired"
+    assert ModelVersion.objects.get(pk=fine_tune.pk).status == "live"

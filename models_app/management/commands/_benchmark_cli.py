@@ -21,10 +21,12 @@ from models_app.benchmarks.selectors import (
     benchmark_run_get,
     benchmark_run_summary,
     benchmark_summary_not_started,
+    comparison_only_warning,
+    run_verdict_note,
     version_named,
 )
 from models_app.benchmarks.tasks import benchmark_runs_resume, benchmark_workers
-from models_app.registry.models import Agent, ModelVersion
+from models_app.registry.models import Agent, ModelStatus, ModelVersion
 
 START_WORKER_COMMAND = ".venv/bin/celery -A genesis worker -Q default,benchmarks --loglevel INFO"
 POLL_SECONDS = 0.5
@@ -158,7 +160,7 @@ def write_json(command: BaseCommand, payload: Any, *, runs: list[BenchmarkRun]) 
     """The --json answer on stdout; why a run has no verdict on stderr."""
     command.stdout.write(json.dumps(payload))
     for run in runs:
-        if note := no_verdict_note(run):
+        if note := no_verdict_note(run) or verdict_note_line(run):
             command.stderr.write(note)
 
 
@@ -185,6 +187,8 @@ def comparison_text(run: BenchmarkRun) -> str:
             f"(threshold {percent(comparison.get('threshold'))})"
         )
         lines.append(f"  verdict: {run.verdict}")
+        if note := run_verdict_note(run=run):
+            lines.append(f"  {note} (the baseline was not the live version: this run only compares)")
         gate = benchmark_run_gate(run=run)
         lines.append(f"  rule: {gate.rule} — {gate.rule_text}")
         if gate.mc_se:
@@ -220,6 +224,18 @@ def json_object(run: BenchmarkRun) -> dict[str, Any]:
 def not_started_object() -> dict[str, Any]:
     """The object of a run that could not start: the contract's keys with nulls, and "gate" null too."""
     return {**benchmark_summary_not_started(), "gate": None}
+
+
+def verdict_note_line(run: BenchmarkRun) -> str | None:
+    """For standard error beside --json (whose object keeps the contract's keys): a verdict that decides
+    nothing about the candidate, said plainly."""
+    note = run_verdict_note(run=run)
+    return f"run #{run.pk} {run.agent.slug}: {note} (the baseline was not the live version: this run only compares)" if note else None
+
+
+def starting_note(run: BenchmarkRun) -> str | None:
+    """Said as a run starts whose baseline is not the live version."""
+    return None if run.baseline.status == ModelStatus.LIVE else comparison_only_warning(run=run)
 
 
 def no_verdict_note(run: BenchmarkRun) -> str | None:

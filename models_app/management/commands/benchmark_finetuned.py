@@ -2,7 +2,9 @@
 [--as USERNAME] [--override-reason TEXT]`
 
 Runs the suite on both models through Celery (a worker must consume the `benchmarks` queue), waits,
-and prints the comparison. Exit 0 on PASS, 1 otherwise (FAIL, INCONCLUSIVE, a refusal such as the
+and prints the comparison. Only a PASS against the agent's live model (the default baseline) approves
+the candidate for rollout; a verdict against another --baseline is a comparison, said so in the text and on
+stderr beside --json. Exit 0 on PASS, 1 otherwise (FAIL, INCONCLUSIVE, a refusal such as the
 budget, a failed run, no worker), 2 on a usage error (a name that matches nothing, or arguments the
 service refuses as invalid, such as the same model as candidate and baseline).
 
@@ -36,6 +38,7 @@ from models_app.management.commands._benchmark_cli import (
     resolve_agent,
     resolve_suite,
     resolve_version,
+    starting_note,
     wait_or_stop,
     write_json,
 )
@@ -49,7 +52,8 @@ class Command(BaseCommand):
         parser.add_argument("--suite", metavar="SLUG", help="suite slug (default: the agent's latest suite)")
         parser.add_argument("--candidate", metavar="MODEL", help="candidate model id (default: the newest fine-tune that is registered, approved "
                                  "or being benchmarked; refused, naming the run, while it is)")
-        parser.add_argument("--baseline", metavar="MODEL", help="baseline model id (default: the live model)")
+        parser.add_argument("--baseline", metavar="MODEL", help="baseline model id (default: the live model; a PASS against "
+                                 "any other version is a comparison, not an approval)")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
         add_actor_arguments(parser)
 
@@ -73,6 +77,8 @@ class Command(BaseCommand):
             if options["json"]:
                 self.stdout.write(json.dumps(not_started_object()))
             raise CommandError(str(exc), returncode=1) from None
+        if note := starting_note(run):
+            self.stderr.write(note)
         if not options["json"]:
             self.stderr.write(
                 f"run #{run.pk}: {run.candidate.model_id} vs {run.baseline.model_id}, {run.total_items} pairs, "
