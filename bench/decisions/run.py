@@ -42,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 from experiments import simulation, stats  # noqa: E402  (after the path is set)
 
 DROPS = (0.0, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.15, 0.20)
-OPERATING_CURVES: tuple[tuple[str, dict[str, float]], ...] = (
-    ("base rate 0.9, 2 000 users/h", {}),
-    ("base rate 0.75, 2 000 users/h", {"control_rate": 0.75}),
-    ("base rate 0.6, 2 000 users/h", {"control_rate": 0.6}),
-    ("base rate 0.9, 200 users/h", {"users_per_hour": 200}),
+# (label, control's success rate, users per hour)
+OPERATING_CURVES = (
+    ("base rate 0.9, 2 000 users/h", 0.9, 2_000.0),
+    ("base rate 0.75, 2 000 users/h", 0.75, 2_000.0),
+    ("base rate 0.6, 2 000 users/h", 0.6, 2_000.0),
+    ("base rate 0.9, 200 users/h", 0.9, 200.0),
 )
 
 
@@ -81,12 +82,11 @@ def part_guardrails(*, experiments: int, seed: int) -> None:
         _line(label, _rate(simulation.simulate_rollbacks(rollout=rollout, experiments=count, seed=seed)))
     # The curve at the default, then where a rollback decision is hardest: a base rate nearer 0.5
     # (more variance per user) and a tenth of the traffic (the first looks come from few users).
-    for label, setting in OPERATING_CURVES:
+    for label, control_rate, users_per_hour in OPERATING_CURVES:
         print(f"  Operating curve — P(rollback) over the rollout, by true drop ({label}):")
         for drop in DROPS:
-            result = simulation.simulate_rollbacks(
-                rollout=replace(base, treatment_drop=drop, **setting), experiments=experiments // 2, seed=seed + 1
-            )
+            rollout = replace(base, treatment_drop=drop, control_rate=control_rate, users_per_hour=users_per_hour)
+            result = simulation.simulate_rollbacks(rollout=rollout, experiments=experiments // 2, seed=seed + 1)
             _line(f"    drop {drop * 100:.0f} points", _rate(result))
 
 
