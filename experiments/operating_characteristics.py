@@ -10,14 +10,21 @@ smaller scale on every run.
 from __future__ import annotations
 
 SUCCESS_RATE_ROLLBACK_CURVE = {
-    "conditions": "tolerance 5 points, alpha 5 %, 2 000 users/h, stages 10 → 25 → 50 % of 48 h each, checked every minute",
+    "conditions": (
+        "tolerance 5 points, alpha 5 %, base rate 0.9, 2 000 users/h, stages 10 → 25 → 50 % of 48 h each, checked "
+        "every minute; at base rate 0.6 a 5-point drop is rolled back 2.2 %, a 10-point one in 4.1 h median; at "
+        "200 users/h 0.4 % and 28 h (README)"
+    ),
     "rows": [
         {"drop_points": 0, "rollback": "0.0 %", "median_hours": None},
         {"drop_points": 2, "rollback": "0.0 %", "median_hours": None},
-        {"drop_points": 3, "rollback": "0.2 %", "median_hours": "1.0"},
-        {"drop_points": 4, "rollback": "1.4 %", "median_hours": "1.0"},
-        {"drop_points": 5, "rollback": "5.4 %", "median_hours": "1.0"},
-        {"drop_points": 6, "rollback": "100 %", "median_hours": "49"},
-        {"drop_points": 10, "rollback": "100 %", "median_hours": "1.0"},
+        {"drop_points": 3, "rollback": "0.0 %", "median_hours": None},
+        {"drop_points": 4, "rollback": "0.0 %", "median_hours": None},
+        {"drop_points": 5, "rollback": "1.0 %", "median_hours": "10"},
+        {"drop_points": 6, "rollback": "100 %", "median_hours": "52"},
+        {"drop_points": 8, "rollback": "100 %", "median_hours": "6.5"},
+        {"drop_points": 10, "rollback": "100 %", "median_hours": "2.8"},
+        {"drop_points": 15, "rollback": "100 %", "median_hours": "0.92"},
+        {"drop_points": 20, "rollback": "100 %", "median_hours": "0.77"},
     ],
 }

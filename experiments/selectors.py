@@ -376,8 +376,9 @@ def _unreported_reason(metric: str, *, rule: dict[str, Any], control_reports: fl
 
 def guardrail_alphas(*, rules: list[dict[str, Any]]) -> list[float]:
     """The level each rule is tested at: the rules that roll back share guardrail_alpha (Bonferroni),
-    so a good candidate is rolled back by any of them with probability at most guardrail_alpha; a
-    warning rule, which only holds the stage, gets the whole of it."""
+    so a candidate within every tolerance is rolled back by any of them with probability at most
+    guardrail_alpha; a warning rule, whose confident verdict only asks for a review, gets the whole
+    of it. (No level bounds the holds: an estimate beyond a tolerance holds the stage without a test.)"""
     alpha = settings.GENESIS.ab_testing.guardrail_alpha
     breach_rules = sum(1 for rule in rules if rule["on_violation"] == "breach") or 1
     return [alpha / breach_rules if rule["on_violation"] == "breach" else alpha for rule in rules]

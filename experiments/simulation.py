@@ -7,8 +7,9 @@ treatment with the stage's share and reports ``outcomes_per_user`` outcomes at o
 within the user (a beta-binomial with intra-user correlation ``within_user_correlation``). The
 stages (10 → 25 → 50 % for 48 h each by default) are the strata of experiments/stats.py; every
 ``check_every_minutes`` the guardrail rule of stats.evaluate_guardrail is applied, vectorised over
-experiments × minutes with exactly the formulas of stats.stratified_estimate and
-stats.sequential_critical_z (a test checks the two agree on the same data).
+experiments × minutes with exactly the formulas of stats.stratified_estimate and the decision of
+stats.harm_beyond_tolerance with stats.guardrail_critical_z (a test checks the two agree on the same
+data).
 """
 
 from __future__ import annotations
@@ -170,16 +171,17 @@ def simulate_rollbacks(*, rollout: Rollout, experiments: int, seed: int, batch: 
         control = _Cells(*(getattr(control, name)[:, looks] for name in ("users", "total", "squares")))
         treatment = _Cells(*(getattr(treatment, name)[:, looks] for name in ("users", "total", "squares")))
         difference, standard_error, effective, _, _ = stratified_difference(control, treatment, k)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            critical = stats.sequential_critical_z(
-                information_fraction=effective / rollout.planned_users_per_arm, alpha=rollout.alpha
-            )
+        critical = stats.guardrail_critical_z(
+            effective_users=effective, alpha=rollout.alpha, planned_samples_per_arm=rollout.planned_users_per_arm,
+            early_samples_per_arm=stats.EARLY_HORIZON_PER_MIN_SAMPLE * rollout.min_users_per_arm,
+        )
         enough = (control.users.sum(axis=-1) >= rollout.min_users_per_arm) & (
             treatment.users.sum(axis=-1) >= rollout.min_users_per_arm
         )
-        breach = enough & (effective > 0) & stats.harm_beyond_tolerance(
-            harm=-difference, half_width=critical * standard_error, limit=rollout.tolerance
-        )
+        with np.errstate(invalid="ignore"):
+            breach = enough & (effective > 0) & stats.harm_beyond_tolerance(
+                harm=-difference, limit=rollout.tolerance, standard_error=standard_error, critical=critical
+            )
         first = np.where(breach.any(axis=1), breach.argmax(axis=1), -1)
         look_minutes = np.flatnonzero(looks) + 1
         for index in first[first >= 0]:

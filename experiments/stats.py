@@ -37,19 +37,25 @@ users in an arm, or no spread at all) gives ``None`` for intervals and p-values,
 
 Sequential guardrails (checked every minute)
 --------------------------------------------
-:func:`sequential_difference` — a confidence sequence for treatment − control::
+:func:`sequential_critical_z` — the normal-mixture confidence sequence for treatment − control::
 
     Δ̂ ± SE · c(τ),    c(τ)² = (1 + 1/(uτ)) · (ln(1 + uτ) + 2 ln(1/α))
 
 the two-sided normal-mixture boundary (Robbins 1970; Howard et al. 2021, in the asymptotic form of
 Waudby-Smith et al. 2023), the boundary GrowthBook's sequential testing draws. τ is the information
-fraction (effective users / planned users per arm) and u = ρ²·horizon is chosen, as GrowthBook
-does, so that the interval is narrowest at the planned sample: u = −2 ln α + ln(1 − 2 ln α).
-Drawn at level α itself, the boundary holds at **every** sample size, for ever (Ville's
-inequality): ten times the planned traffic, or an experiment left running for a month, cannot
-raise the false-alarm rate above α. The planned sample only decides where the interval is
-tightest. (An earlier version drew the boundary at a calibrated α_b ≈ 0.126 to be exact up to the
-planned sample; past it the error rate rose towards α_b.)
+fraction (effective users / horizon) and u = ρ²·horizon is chosen, as GrowthBook does, so that the
+interval is narrowest at the horizon: u = −2 ln α + ln(1 − 2 ln α). The boundary holds at
+**every** sample size, for ever (Ville's inequality): ten times the planned traffic, or an
+experiment left running for a month, cannot raise the false-alarm rate above α. The horizon only
+decides where the interval is tightest.
+
+A guardrail rolls back on one side only (treatment worse by more than the tolerance), so it uses
+the boundary one-sided (:func:`one_sided_level`), and two of them, each at α/2
+(:func:`guardrail_critical_z`): one narrowest at the planned sample, one at twice the minimum
+sample, which judges a gross regression on its first looks. P(a true harm of exactly the tolerance
+is ever rolled back) ≤ α by a union bound. (Until 2026-12 the rule also rolled back "confidently
+worse, estimate more than twice the tolerance" on the two-sided interval; that clause spent no α
+and rolled back 5–11 % at the tolerance.)
 
 SRM (sample-ratio mismatch), also checked every minute
 ------------------------------------------------------
@@ -340,43 +346,7 @@ def srm_threshold_per_stage(*, rollout_alpha: float, stage_plan: Sequence[int]) 
 
 
 # --------------------------------------------------------------------------------------------
-# Sequential (always-valid) interval for treatment − control
-
-
-@dataclass(frozen=True)
-class SequentialDifference:
-    estimate: float  # treatment mean − control mean
-    control_mean: float
-    interval: Interval  # holds at every look, at every sample size, with probability 1 − alpha
-    information_fraction: float  # τ: 1.0 at the planned sample per arm
-    critical: float  # c(τ): standard errors either side
-
-    @property
-    def excludes_zero(self) -> bool:
-        return not self.interval.contains(0.0)
-
-
-def sequential_difference(
-    strata: Sequence[Stratum],
-    *,
-    alpha: float = DEFAULT_ALPHA,
-    planned_samples_per_arm: int = DEFAULT_PLANNED_SAMPLES_PER_ARM,
-) -> SequentialDifference | None:
-    """The confidence-sequence interval for treatment − control (stratified by stage). None while
-    no stage has two users in each arm."""
-    estimate = stratified_estimate(strata)
-    if estimate is None:
-        return None
-    information_fraction = estimate.effective_users / planned_samples_per_arm
-    critical = float(sequential_critical_z(information_fraction=information_fraction, alpha=alpha))
-    half_width = critical * estimate.standard_error
-    return SequentialDifference(
-        estimate=estimate.difference,
-        control_mean=estimate.control_mean,
-        interval=Interval(estimate.difference - half_width, estimate.difference + half_width),
-        information_fraction=information_fraction,
-        critical=critical,
-    )
+# Sequential (always-valid) boundaries
 
 
 def sequential_critical_z(*, information_fraction: float | np.ndarray, alpha: float = DEFAULT_ALPHA) -> float | np.ndarray:
@@ -392,6 +362,48 @@ def _mixture_tuning(alpha: float) -> float:
     # u = ρ²·horizon, GrowthBook's choice of ρ: the boundary is narrowest at the planned horizon.
     log_term = -2.0 * math.log(alpha)
     return log_term + math.log1p(log_term)
+
+
+def one_sided_level(alpha: float) -> float:
+    """The level β at which the two-sided boundary c(τ; β) of :func:`sequential_critical_z` is a
+    one-sided boundary at level ``alpha``: P(z ever ≥ c(τ; β)) ≤ alpha.
+
+    Why: with the half-normal mixture (the normal prior on the harmful side only) the martingale is
+    M⁺ = 2·Φ(w)·M, M the symmetric one and w = z·√(uτ / (1 + uτ)). Where z reaches c(τ; β),
+    M = 1/β and w² = ln(1 + uτ) + 2 ln(1/β) ≥ 2 ln(1/β), so M⁺ ≥ 2·Φ(√(2 ln(1/β)))/β, and Ville's
+    inequality bounds the chance of that ever happening by β / (2·Φ(√(2 ln(1/β)))) — set equal to
+    alpha here (β ≈ 1.99·alpha: 0.0496 for 0.025)."""
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
+    level = 2.0 * alpha
+    for _ in range(50):  # a contraction: settles to 1e-15 in a handful of steps
+        updated = 2.0 * alpha * float(scipy_stats.norm.cdf(math.sqrt(2.0 * math.log(1.0 / level))))
+        if abs(updated - level) < 1e-15:
+            break
+        level = updated
+    return level
+
+
+# The guardrail's second sequence is narrowest at this many (effective) users per arm per minimum
+# sample per arm: at a 10 % stage both arms reach the minimum at about 1.8× it, so a gross regression
+# is judged by a boundary tuned to its first looks rather than to the planned sample.
+EARLY_HORIZON_PER_MIN_SAMPLE = 2.0
+
+
+def guardrail_critical_z(
+    *, effective_users: Any, alpha: float, planned_samples_per_arm: float, early_samples_per_arm: float
+) -> Any:
+    """Standard errors between the estimated harm and the harm the guardrail is confident of
+    (vectorised, for bench/decisions): the narrower of two one-sided confidence sequences, each at
+    alpha/2 — one tuned to the planned sample, one to the first looks (``early_samples_per_arm``).
+    Either may be the one that is crossed, so P(ever rolled back | true harm at the tolerance) ≤
+    alpha/2 + alpha/2 = alpha (a union bound, at every sample size)."""
+    level = one_sided_level(alpha / 2)
+    effective = np.asarray(effective_users, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        planned = sequential_critical_z(information_fraction=effective / planned_samples_per_arm, alpha=level)
+        early = sequential_critical_z(information_fraction=effective / early_samples_per_arm, alpha=level)
+    return np.minimum(planned, early)
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,23 +436,30 @@ def evaluate_guardrail(
     """Judge one guardrail metric of a running experiment; safe to call every minute.
 
     What "roll back when success drops more than 5 points" means (:func:`harm_beyond_tolerance`):
+    the treatment is **confidently worse by more than the tolerance** — a sequential
+    non-inferiority test. The harm's lower bound is drawn from two one-sided confidence sequences
+    at alpha/2 each (:func:`guardrail_critical_z`): one narrowest at ``planned_samples_per_arm``,
+    one at twice ``min_samples_per_arm``, so a gross regression is judged by a boundary tuned to
+    the first looks. A true harm of exactly the tolerance is rolled back with probability at most
+    alpha however long the rollout runs and however often it is checked; smaller harms less often.
+    (Until 2026-12 a second clause also rolled back "confidently worse, estimate more than twice
+    the tolerance": not error-controlled — 11 % at the tolerance at base rate 0.6.)
 
-    1. **confident the harm exceeds the tolerance** — the whole any-time interval of the harm lies
-       beyond it (a non-inferiority test at level alpha: a true drop of exactly the tolerance is
-       rolled back with probability at most alpha, smaller drops less often), or
-    2. **confident of harm, and the estimate is more than twice the tolerance** — a gross regression
-       is acted on at once instead of waiting until the interval is narrow enough for (1): at
-       2 000 users/h a 10-point drop is rolled back in about an hour instead of three.
-
-    bench/decisions measures the rollback probability at each drop size; the README and the admin's
-    guardrail help publish it. ``threshold`` is in the metric's units (``absolute``: 0.05 = 5 points
-    of success rate) or a fraction of control's mean (``relative``: 0.30 = 30 % slower). The caller
-    divides alpha among the rules that roll back (Bonferroni).
+    bench/decisions measures the rollback probability and time at each drop size; the README and
+    the admin's guardrail help publish it. ``threshold`` is in the metric's units (``absolute``:
+    0.05 = 5 points of success rate) or a fraction of control's mean (``relative``: 0.30 = 30 %
+    slower); a relative test is of treatment − (1 ± threshold)·control, whose standard error
+    carries the (1 ± threshold)² on control's variance. The caller divides alpha among the rules
+    that roll back (Bonferroni).
 
     * ``no_data`` — an arm has fewer than ``min_samples_per_arm`` users. Holds the stage.
     * ``on_violation`` ('breach' or 'warning') — the rule above holds.
-    * ``warning`` — the estimate is beyond the tolerance but the rule does not hold yet.
+    * ``warning`` — the estimate is beyond the tolerance but the rule does not hold yet (no error
+      control: a point estimate; it holds the stage while it lasts).
     * ``healthy`` — otherwise.
+
+    The ``interval`` shown is treatment − control ± the same number of standard errors: each end is
+    an any-time bound at 1 − alpha (the two ends together at 1 − 2·alpha).
     """
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0, got {threshold!r}")
@@ -448,8 +467,8 @@ def evaluate_guardrail(
         raise ValueError("min_samples_per_arm must be at least 2: a variance needs two users")
     control_users = sum(stratum.control.users for stratum in strata)
     treatment_users = sum(stratum.treatment.users for stratum in strata)
-    result = sequential_difference(strata, alpha=alpha, planned_samples_per_arm=planned_samples_per_arm)
-    if control_users < min_samples_per_arm or treatment_users < min_samples_per_arm or result is None:
+    estimate = stratified_estimate(strata)
+    if control_users < min_samples_per_arm or treatment_users < min_samples_per_arm or estimate is None:
         return GuardrailResult(
             metric=metric, state="no_data", estimate=None, interval=None,
             reason=(
@@ -457,18 +476,31 @@ def evaluate_guardrail(
                 f"the {min_samples_per_arm} users per arm needed"
             ),
         )
-    control_mean = result.control_mean
-    harm = (-1.0 if harmful_direction == "decrease" else 1.0) * result.estimate  # > 0: treatment is worse
-    limit = threshold if threshold_kind == "absolute" else threshold * abs(control_mean)
-    half_width = (result.interval.high - result.interval.low) / 2
+    critical = float(guardrail_critical_z(
+        effective_users=estimate.effective_users, alpha=alpha, planned_samples_per_arm=planned_samples_per_arm,
+        early_samples_per_arm=EARLY_HORIZON_PER_MIN_SAMPLE * min_samples_per_arm,
+    ))
+    control_mean, difference = estimate.control_mean, estimate.difference
+    sign = -1.0 if harmful_direction == "decrease" else 1.0
+    harm = sign * difference  # > 0: treatment is worse
+    if threshold_kind == "absolute":
+        limit, control_factor = threshold, 1.0
+    else:
+        # harm − threshold·|control| = sign·treatment − (sign + threshold·sgn(control))·control
+        limit, control_factor = threshold * abs(control_mean), sign + threshold * math.copysign(1.0, control_mean)
+    harm_standard_error = math.sqrt(
+        estimate.variance_of_treatment_mean + control_factor**2 * estimate.variance_of_control_mean
+    )
+    half_width = critical * estimate.standard_error
+    interval = Interval(difference - half_width, difference + half_width)
     shown = format_value or format_number  # the metric's own unit: money for cost, say (the caller's formatter)
     summary = (
-        f"{metric}: treatment {shown(control_mean + result.estimate)} vs control {shown(control_mean)} "
-        f"(difference {shown(result.estimate, signed=True)}, {(1 - alpha) * 100:g} % any-time interval "
-        f"{shown(result.interval.low, signed=True)} to {shown(result.interval.high, signed=True)}; "
+        f"{metric}: treatment {shown(control_mean + difference)} vs control {shown(control_mean)} "
+        f"(difference {shown(difference, signed=True)}, any-time interval {shown(interval.low, signed=True)} to "
+        f"{shown(interval.high, signed=True)}, each end a {(1 - alpha) * 100:g} % bound; "
         f"tolerance {_describe_limit(threshold, threshold_kind, harmful_direction)})"
     )
-    if harm_beyond_tolerance(harm=harm, half_width=half_width, limit=limit):
+    if harm_beyond_tolerance(harm=harm, limit=limit, standard_error=harm_standard_error, critical=critical):
         action = "roll back" if on_violation == "breach" else "review the candidate"
         state: GuardrailState = on_violation
         reason = f"{summary} — confidently worse than the tolerance allows: {action}"
@@ -476,19 +508,15 @@ def evaluate_guardrail(
         state, reason = "warning", f"{summary} — beyond the tolerance but not yet confident: hold and keep watching"
     else:
         state, reason = "healthy", f"{summary} — within the tolerance"
-    return GuardrailResult(metric=metric, state=state, estimate=result.estimate, interval=result.interval, reason=reason)
+    return GuardrailResult(metric=metric, state=state, estimate=difference, interval=interval, reason=reason)
 
 
-# A confident harm estimated at more than this many tolerances is acted on without waiting for the
-# interval to clear the tolerance itself (see evaluate_guardrail).
-GROSS_HARM_MULTIPLE = 2.0
-
-
-def harm_beyond_tolerance(*, harm: Any, half_width: Any, limit: Any) -> Any:
-    """The guardrail's decision (vectorised, for bench/decisions): harm is the estimated harm
-    (> 0: treatment worse), half_width the any-time interval's c·SE, limit the tolerance."""
-    lower = harm - half_width
-    return np.logical_or(lower > limit, np.logical_and(lower > 0, harm > GROSS_HARM_MULTIPLE * limit))
+def harm_beyond_tolerance(*, harm: Any, limit: Any, standard_error: Any, critical: Any) -> Any:
+    """The guardrail's decision (vectorised, for bench/decisions): the harm's any-time lower bound
+    lies beyond the tolerance. harm is the estimated harm (> 0: treatment worse), limit the tolerance
+    in the metric's units, standard_error that of harm − limit, critical from
+    :func:`guardrail_critical_z`."""
+    return np.asarray(harm) - np.asarray(critical) * np.asarray(standard_error) > np.asarray(limit)
 
 
 def guardrail_rule_text(
@@ -501,8 +529,9 @@ def guardrail_rule_text(
     tolerance = _describe_limit(threshold, threshold_kind, harmful_direction)
     return (
         f"{action} when treatment's {metric} is confidently {worse} than control's by more than the tolerance "
-        f"({tolerance}), or confidently {worse} with an estimated change of more than {GROSS_HARM_MULTIPLE:g}× the "
-        f"tolerance; confidence {(1 - alpha) * 100:g} %, by an interval valid at every check."
+        f"({tolerance}); confidence {(1 - alpha) * 100:g} %, by a bound valid at every check, so a change of "
+        f"exactly the tolerance {'is rolled back' if on_violation == 'breach' else 'warns'} at most "
+        f"{alpha * 100:g} % of the time."
     )
 
 

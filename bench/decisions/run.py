@@ -10,7 +10,8 @@ Parts (each a few minutes at most on 2 cores):
   48 h stages (10 → 25 → 50 %) at 2 000 users/h: one outcome per user, ten correlated outcomes per
   user (intra-user correlation 0.2, and the old per-outcome analysis on the same data for
   contrast), ten times the planned traffic; then the rollback probability and median time at drops
-  of 0, 2, 3, 4, 5, 6 and 10 points (tolerance 5).
+  of 0, 2, 3, 4, 5, 6, 8, 10, 15 and 20 points (tolerance 5), at base rate 0.9, 0.75 and 0.6
+  (2 000 users/h) and at base rate 0.9 with 200 users/h.
 * ``srm`` — correctly split rollouts paused by the per-minute SRM check, and the time to catch a
   10 % vs 11 % split.
 * ``estimates`` — an A/A whose base rate drifts 0.91 → 0.89 over the six days: the results page's
@@ -40,7 +41,14 @@ sys.path.insert(0, str(ROOT))
 
 from experiments import simulation, stats  # noqa: E402  (after the path is set)
 
-DROPS = (0.0, 0.02, 0.03, 0.04, 0.05, 0.06, 0.10)
+DROPS = (0.0, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.15, 0.20)
+# (label, control's success rate, users per hour)
+OPERATING_CURVES = (
+    ("base rate 0.9, 2 000 users/h", 0.9, 2_000.0),
+    ("base rate 0.75, 2 000 users/h", 0.75, 2_000.0),
+    ("base rate 0.6, 2 000 users/h", 0.6, 2_000.0),
+    ("base rate 0.9, 200 users/h", 0.9, 200.0),
+)
 
 
 def _line(label: str, value: str) -> None:
@@ -72,10 +80,14 @@ def part_guardrails(*, experiments: int, seed: int) -> None:
     ]
     for label, rollout, count in scenarios:
         _line(label, _rate(simulation.simulate_rollbacks(rollout=rollout, experiments=count, seed=seed)))
-    print("  Operating curve — P(rollback) over the rollout, by true drop:")
-    for drop in DROPS:
-        result = simulation.simulate_rollbacks(rollout=replace(base, treatment_drop=drop), experiments=experiments // 2, seed=seed + 1)
-        _line(f"    drop {drop * 100:.0f} points", _rate(result))
+    # The curve at the default, then where a rollback decision is hardest: a base rate nearer 0.5
+    # (more variance per user) and a tenth of the traffic (the first looks come from few users).
+    for label, control_rate, users_per_hour in OPERATING_CURVES:
+        print(f"  Operating curve — P(rollback) over the rollout, by true drop ({label}):")
+        for drop in DROPS:
+            rollout = replace(base, treatment_drop=drop, control_rate=control_rate, users_per_hour=users_per_hour)
+            result = simulation.simulate_rollbacks(rollout=rollout, experiments=experiments // 2, seed=seed + 1)
+            _line(f"    drop {drop * 100:.0f} points", _rate(result))
 
 
 def part_srm(*, experiments: int, seed: int) -> None:

@@ -83,8 +83,11 @@ class AbTestingSection(Section):
     # The chance that a correctly split rollout is ever paused for SRM, over all its stages, checked
     # every minute (the anytime-valid test of experiments/stats.py; each stage gets an equal share).
     srm_alpha: float = Field(default=0.01, gt=0, lt=1)
-    # The chance that a good candidate is ever rolled back by a guardrail (shared by the rules that
-    # roll back) or held by a warning rule, at any sample size.
+    # The chance that a candidate whose harm is within every tolerance is ever rolled back by a
+    # guardrail, at any sample size (shared by the rules that roll back, Bonferroni). A warning rule
+    # is tested at the whole of it, and only for its "confidently worse: review" verdict; it bounds no
+    # hold: any guardrail whose estimate is beyond its tolerance holds the stage while it is (a point
+    # estimate, not a test), so a good candidate near a tolerance can be held, never rolled back.
     guardrail_alpha: float = Field(default=0.05, gt=0, lt=0.5)
 
 

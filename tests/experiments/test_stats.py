@@ -206,6 +206,15 @@ def test_simulation_applies_exactly_the_guardrail_rule_of_the_stats_module() -> 
     assert difference[0, look] == pytest.approx(estimate.difference, rel=1e-9)
     assert standard_error[0, look] == pytest.approx(estimate.standard_error, rel=1e-9)
     assert effective[0, look] == pytest.approx(estimate.effective_users, rel=1e-9)
+    # … and the same boundary: the guardrail's interval is the simulation's critical value × SE.
+    critical = stats.guardrail_critical_z(
+        effective_users=effective[0, look], alpha=rollout.alpha, planned_samples_per_arm=rollout.planned_users_per_arm,
+        early_samples_per_arm=stats.EARLY_HORIZON_PER_MIN_SAMPLE * rollout.min_users_per_arm,
+    )
+    result = evaluate_guardrail(metric="success_rate", harmful_direction="decrease", threshold=rollout.tolerance,
+                                strata=strata, min_samples_per_arm=rollout.min_users_per_arm)
+    assert result.interval is not None
+    assert (result.interval.high - result.interval.low) / 2 == pytest.approx(critical * standard_error[0, look], rel=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -230,9 +239,17 @@ def test_analysing_every_outcome_as_independent_would_roll_back_good_candidates(
     assert per_event.rate > 0.15, per_event.rate
 
 
-def test_a_ten_point_drop_is_rolled_back_within_two_hours_median() -> None:
+def test_a_ten_point_drop_is_rolled_back_within_four_hours_median() -> None:
+    # Was within two hours, by the gross-harm shortcut that was not error-controlled (below); the
+    # error-controlled rule needs the harm's bound past 5 points, not past 0: about 3 h here.
     result = simulation.simulate_rollbacks(rollout=simulation.Rollout(stage_hours=4, treatment_drop=0.10), experiments=60, seed=23)
-    assert result.rate == 1.0 and result.median_hours is not None and result.median_hours < 2.0, result
+    assert result.rate == 1.0 and result.median_hours is not None and result.median_hours < 4.0, result
+
+
+def test_a_twenty_point_drop_is_rolled_back_at_the_first_looks() -> None:
+    # 150 treatment users at a 10 % stage of 2 000 users/h take 45 min; gross harm goes soon after.
+    result = simulation.simulate_rollbacks(rollout=simulation.Rollout(stage_hours=4, treatment_drop=0.20), experiments=60, seed=23)
+    assert result.rate == 1.0 and result.median_hours is not None and result.median_hours < 1.0, result
 
 
 def test_operating_curve_matches_the_label_down_more_than_five_points() -> None:
@@ -242,8 +259,32 @@ def test_operating_curve_matches_the_label_down_more_than_five_points() -> None:
         for drop in (0.03, 0.05, 0.08)
     }
     assert curve[0.03] <= 0.03, curve  # well within the tolerance: almost never
-    assert curve[0.05] <= 0.12, curve  # exactly the tolerance: about alpha (5 %), 100 runs of noise
+    assert curve[0.05] <= 0.08, curve  # exactly the tolerance: at most alpha (5 %), 100 runs of noise
     assert curve[0.08] >= 0.95, curve  # clearly beyond: caught
+
+
+def test_a_drop_of_exactly_the_tolerance_at_base_rate_0_6_is_rolled_back_at_most_alpha() -> None:
+    # The old "confidently worse and the estimate beyond 2× the tolerance" clause rolled back 12.5 % of
+    # these same rollouts (11.4 % over 3 × 48 h, /tmp/stats/clustered_tolerance.py): noisy first looks
+    # at a base rate where each user carries more variance. Now 1.5 %.
+    rollout = simulation.Rollout(control_rate=0.6, stage_hours=12, treatment_drop=0.05)
+    result = simulation.simulate_rollbacks(rollout=rollout, experiments=200, seed=24)
+    assert result.rate <= 0.05, result
+
+
+def test_the_guardrail_boundary_is_one_sided_at_half_alpha_each_and_narrowest_where_tuned() -> None:
+    # β solves β = 2γ·Φ(√(2 ln 1/β)): the two-sided formula at β is a one-sided boundary at γ.
+    level = stats.one_sided_level(0.025)
+    assert level == pytest.approx(2 * 0.025 * scipy_stats.norm.cdf(math.sqrt(2 * math.log(1 / level))), rel=1e-12)
+    assert 0.049 < level < 0.05
+    users = np.array([150.0, 300.0, 2_000.0, 20_000.0])
+    critical = stats.guardrail_critical_z(effective_users=users, alpha=0.05, planned_samples_per_arm=2_000,
+                                          early_samples_per_arm=300)
+    planned = stats.sequential_critical_z(information_fraction=users / 2_000, alpha=level)
+    early = stats.sequential_critical_z(information_fraction=users / 300, alpha=level)
+    assert np.allclose(critical, np.minimum(planned, early))
+    assert critical[0] < planned[0] - 0.5  # at the first looks the early sequence is much narrower
+    assert critical[2] == pytest.approx(planned[2])  # at the plan, the planned one
 
 
 # ------------------------------------------------------------------ guardrail decisions
@@ -274,11 +315,22 @@ def test_success_rate_down_fifteen_points_is_a_breach() -> None:
     assert "roll back" in result.reason
 
 
-def test_a_gross_drop_is_a_breach_before_the_interval_clears_the_tolerance() -> None:
-    # 16 points down on few users: confidently worse, estimate > 2 × tolerance, interval not yet past 5.
+def test_a_gross_drop_on_few_users_is_a_breach() -> None:
+    # 16 points down on 160 treatment users, near the minimum sample: the early sequence's bound is
+    # already past the 5-point tolerance.
     result = evaluate_default("success_rate", control=_binary_users(1_500, 0.92), treatment=_binary_users(160, 0.76))
-    assert result.interval is not None and result.interval.high > -0.05 and result.interval.high < 0
+    assert result.interval is not None and result.interval.high < -0.05
     assert result.state == "breach", result.reason
+
+
+def test_a_confident_harm_above_twice_the_tolerance_is_not_rolled_back_until_its_bound_clears_the_tolerance() -> None:
+    # 12 points down on 150 treatment users: confidently worse (the interval excludes 0) and the
+    # estimate beyond 2 × 5 points — the old shortcut rolled this back. The harm's bound (about 1.5
+    # points) is within the tolerance, so it holds the stage instead.
+    result = evaluate_default("success_rate", control=_binary_users(1_500, 0.90), treatment=_binary_users(150, 0.78))
+    assert result.estimate is not None and result.estimate < -0.10
+    assert result.interval is not None and -0.05 < result.interval.high < 0
+    assert result.state == "warning", result.reason
 
 
 def test_equal_arms_are_healthy() -> None:
@@ -293,7 +345,7 @@ def test_a_drop_beyond_the_tolerance_without_enough_evidence_is_a_warning_not_a_
     assert "not yet confident" in result.reason
 
 
-def test_a_confident_drop_of_less_than_twice_the_tolerance_waits_for_the_interval() -> None:
+def test_a_confident_drop_whose_bound_is_within_the_tolerance_waits_for_the_interval() -> None:
     # 7 points down, clearly real, but the interval still reaches into the tolerance: hold, not roll back.
     result = evaluate_default("success_rate", control=_binary_users(3_000, 0.95), treatment=_binary_users(400, 0.88))
     assert result.interval is not None and result.interval.high < 0 and result.interval.high > -0.05
@@ -318,6 +370,22 @@ def test_latency_up_ten_percent_is_within_a_thirty_percent_limit() -> None:
     result = evaluate_default("latency_ms", control=_users_with_mean(3_000, 800.0, 200.0),
                               treatment=_users_with_mean(1_000, 880.0, 200.0))
     assert result.state == "healthy", result.reason
+
+
+def test_a_relative_tolerance_counts_the_uncertainty_of_control_in_the_tolerance_itself() -> None:
+    # "latency up more than 30 %" tests treatment − 1.3·control, whose variance has 1.3² on control's:
+    # with a noisy control (200 users, SD 400) the bound is about 26 ms wider than with 1² — enough
+    # to keep a +42 % estimate from rolling back, while +50 % still does.
+    control = _users_with_mean(200, 800.0, 400.0)
+
+    def judge(treatment_mean: float):
+        return evaluate_guardrail(metric="latency_ms", harmful_direction="increase", threshold=0.3,
+                                  threshold_kind="relative", strata=[Stratum(control, _users_with_mean(2_000, treatment_mean, 100.0))])
+
+    borderline = judge(1_137.0)
+    assert borderline.interval is not None and borderline.interval.low > 0.3 * 800.0  # the 1² bound: past 240 ms …
+    assert borderline.state == "warning", borderline.reason  # … the (1.3)² one is not
+    assert judge(1_200.0).state == "breach"
 
 
 def test_harm_in_the_other_direction_is_not_harm() -> None:
@@ -351,7 +419,7 @@ def test_a_cost_guardrail_reads_in_dollars_with_sub_cent_amounts() -> None:
         strata=[Stratum(_users_with_mean(1_000, 0.000038, 0.000004), _users_with_mean(1_000, 0.000040, 0.000004))],
         format_value=usd_amount,
     )
-    assert ("treatment $0.000040 vs control $0.000038 (difference +$0.000002, 95 % any-time interval +$0.000001 to "
-            "+$0.000003;") in result.reason
+    assert ("treatment $0.000040 vs control $0.000038 (difference +$0.000002, any-time interval +$0.000001 to "
+            "+$0.000003, each end a 95 % bound;") in result.reason
     assert "+0.00" not in result.reason
     assert usd_amount(-0.0000375, signed=True) == "-$0.000038" and usd_amount(1.5) == "$1.50"
