@@ -265,7 +265,7 @@ def test_operating_curve_matches_the_label_down_more_than_five_points() -> None:
 
 def test_a_drop_of_exactly_the_tolerance_at_base_rate_0_6_is_rolled_back_at_most_alpha() -> None:
     # The old "confidently worse and the estimate beyond 2× the tolerance" clause rolled back 12.5 % of
-    # these same rollouts (11.4 % over 3 × 48 h, /tmp/stats/clustered_tolerance.py): noisy first looks
+    # these same rollouts (11.4 % over 3 × 48 h in the bench's base-0.6 curve, before): noisy first looks
     # at a base rate where each user carries more variance. Now 1.5 %.
     rollout = simulation.Rollout(control_rate=0.6, stage_hours=12, treatment_drop=0.05)
     result = simulation.simulate_rollbacks(rollout=rollout, experiments=200, seed=24)
