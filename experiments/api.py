@@ -10,6 +10,7 @@ import json
 from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse
+from django.utils.http import parse_etags
 from ninja import Field, Router, Schema, Status
 from pydantic import BaseModel, WithJsonSchema
 
@@ -180,17 +181,30 @@ def route(request: HttpRequest, payload: RouteIn) -> HttpResponse:
     return HttpResponse(json.dumps(body), content_type="application/json")
 
 
+def _none_match_fails(if_none_match: str, *, etag: str) -> bool:
+    """Whether `If-None-Match` names the current representation, so the answer is 304: RFC 9110
+    §13.1.2 — `*`, or a list of entity tags compared weakly (W/"x" matches "x"). A proxy that
+    compresses the body weakens the ETag it passes on (nginx with gzip), and its clients send that
+    back."""
+    tags = parse_etags(if_none_match)
+    if tags == ["*"]:
+        return True
+    current = etag.removeprefix("W/")
+    return any(tag.removeprefix("W/") == current for tag in tags)
+
+
 @router.get(
     "/agents/{agent}/config",
     response={200: AgentConfigOut, 304: None},
     summary="Everything an agent needs to route locally (ETag; If-None-Match → 304)",
 )
 def agent_config(request: HttpRequest, agent: Slug) -> HttpResponse:
+    """The agent's routing config with an `ETag`. Send the ETag back in `If-None-Match` (a list of
+    tags, weak `W/"…"` ones included, or `*`) to get 304 with no body while the config is unchanged."""
     entry = _entry(request, agent)
     if entry.problem:
         raise Conflict(entry.problem)
-    if_none_match = request.headers.get("If-None-Match", "")
-    if entry.etag in {tag.strip() for tag in if_none_match.split(",")} or if_none_match.strip() == "*":
+    if _none_match_fails(request.headers.get("If-None-Match", ""), etag=entry.etag):
         response = HttpResponse(status=304)
     else:
         response = HttpResponse(json.dumps(entry.config_json), content_type="application/json")
