@@ -17,9 +17,9 @@ from pydantic import BaseModel, WithJsonSchema
 from experiments import routing, selectors_monitoring
 from experiments.outcomes import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_ingest
 from experiments.selectors import experiment_results, get_experiment
-from genesis.errors import Conflict, PermissionDenied
+from genesis.errors import Conflict
 from genesis.validation import Identifier, Slug
-from models_app.registry.services import ensure_agent_access, request_principal
+from models_app.registry.services import ensure_agent_access, ensure_object_access, request_principal
 
 router = Router(tags=["experiments"])
 
@@ -222,9 +222,7 @@ def outcomes(request: HttpRequest, payload: OutcomesIn) -> Status[dict[str, Any]
 @router.get("/experiments/{key}/results", response=ResultsOut, summary="Per-arm metrics, lift, SRM and guardrails")
 def results(request: HttpRequest, key: Identifier) -> dict[str, Any]:
     experiment = get_experiment(key=key)
-    principal = request_principal(request)
-    if not principal.may_act_for(experiment.agent.slug):
-        raise PermissionDenied(f"API key '{principal.label}' may not act for agent '{experiment.agent.slug}'")
+    ensure_object_access(principal=request_principal(request), owner_slug=experiment.agent.slug, what=f"experiment '{key}'")
     return experiment_results(experiment=experiment)
 
 

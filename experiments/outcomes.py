@@ -18,10 +18,10 @@ from experiments import costing, routing
 from experiments.bulk import insert_ignoring_conflicts, staged_rows
 from experiments.metrics import outcomes_count
 from experiments.models import ASSIGNMENT_COLUMNS, Assignment, Experiment, ExperimentStatus, OutcomeEvent, Variant
-from genesis.errors import InvalidInput, PermissionDenied
+from genesis.errors import InvalidInput
 from genesis.validation import Identifier, Slug
 from models_app.registry.models import Agent
-from models_app.registry.services import ApiPrincipal
+from models_app.registry.services import ApiPrincipal, ensure_may_act_for
 
 MAX_OUTCOME_EVENTS = 1000
 
@@ -96,16 +96,17 @@ def _describe_validation_error(exc: ValidationError) -> str:
 def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], received_at: datetime | None = None) -> IngestResult:
     """Validate each event on its own, then insert the valid ones in one statement. A repeated
     event_id (earlier, or twice in this batch) counts as a duplicate and is stored once. Raises
-    PermissionDenied when the key may not act for an agent named in the batch."""
+    PermissionDenied when the key may not act for an agent a valid event names (existing or not); an
+    event of an agent that does not exist is rejected on its own."""
     if len(events) > MAX_OUTCOME_EVENTS:
         raise InvalidInput(f"events: at most {MAX_OUTCOME_EVENTS} per request, got {len(events)}; send them in batches")
     received_at = received_at or timezone.now()
     valid, rejected = _validated(events)
-    agents = {agent.slug: agent for agent in Agent.objects.filter(slug__in={event.agent for _, event in valid})}
     if principal is not None:
-        forbidden = sorted({event.agent for _, event in valid if event.agent in agents and not principal.may_act_for(event.agent)})
-        if forbidden:
-            raise PermissionDenied(f"API key '{principal.label}' may not act for agent(s) {', '.join(forbidden)}")
+        # The whole batch, before anything is looked up: an agent the key may not act for is refused
+        # alike whether it exists or not (models_app.registry.services, "Which agents a key may learn about").
+        ensure_may_act_for(principal=principal, agent_slugs=(event.agent for _, event in valid))
+    agents = {agent.slug: agent for agent in Agent.objects.filter(slug__in={event.agent for _, event in valid})}
     rows, duplicates = _outcome_rows(valid, agents=agents, received_at=received_at, rejected=rejected)
     rejected.sort(key=lambda item: item["index"])
     if not rows:

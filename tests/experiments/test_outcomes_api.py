@@ -67,7 +67,8 @@ def test_each_bad_event_is_rejected_by_index_and_the_rest_accepted(client, runni
         event(event_id="", user_id="u"),
         event(event_id="bad-9", latency_ms="fast"),
     ]
-    body = post(client, api_key_for("qa_agent"), events).json()
+    # A key for all agents: one for qa_agent alone would be refused the batch for nobody_agent (403).
+    body = post(client, api_key_for(all_agents=True), events).json()
     assert body["accepted"] == 2 and body["duplicates"] == 0
     rejected = {item["index"]: item["detail"] for item in body["rejected"]}
     assert sorted(rejected) == [1, 2, 3, 4, 5, 6, 8, 9]
@@ -119,7 +120,15 @@ def test_a_key_may_report_only_for_its_agents(client, running, api_key_for):
     AgentFactory(slug="legal_agent")
     response = post(client, api_key_for("qa_agent"), [event(), event(event_id="e-2", agent="legal_agent")])
     assert response.status_code == 403
-    assert response.json()["detail"] == "API key 'test qa_agent' may not act for agent(s) legal_agent"
+    assert response.json()["detail"] == "API key 'test qa_agent' may not act for agent 'legal_agent'"
+    # An agent that does not exist is, to this key, one more it may not act for (the same 403, so the
+    # key cannot tell which agents exist); an invalid event's agent is not asked about.
+    response = post(client, api_key_for("qa_agent"), [
+        event(), event(event_id="e-2", agent="nobody_agent"), event(event_id="e-3", agent="legal_agent"),
+        event(event_id="e-4", agent="other_agent", success="yes"),
+    ])
+    assert response.status_code == 403
+    assert response.json()["detail"] == "API key 'test qa_agent' may not act for agents 'legal_agent', 'nobody_agent'"
     assert not OutcomeEvent.objects.exists()
     assert post(client, "gk_nope", [event()]).status_code == 401
 
