@@ -87,10 +87,20 @@ class RejectedOut(Schema):
     detail: str
 
 
+class UnchargedOut(Schema):
+    model: str
+    indexes: list[int] = Field(description="Where in `events` the accepted events of this model with tokens are")
+    detail: str = Field(description="Why their tokens are not on the ledger (no price in force on which days) and what to do")
+
+
 class OutcomesOut(Schema):
-    accepted: int
-    duplicates: int
-    rejected: list[RejectedOut]
+    accepted: int = Field(description="Events stored now")
+    duplicates: int = Field(description="Events whose (agent, event_id) was already stored, or repeated in this batch")
+    rejected: list[RejectedOut] = Field(description="Events refused, each by its index in `events`, naming the field")
+    uncharged: list[UnchargedOut] = Field(
+        description="Accepted events with tokens whose model has no price in force, one entry per model: their "
+        "inference cost is not on the ledger, and resending them will not add it. Empty when every token was charged",
+    )
 
 
 class ArmOut(Schema):
@@ -216,7 +226,8 @@ def agent_config(request: HttpRequest, agent: Slug) -> HttpResponse:
 @router.post("/outcomes", response={202: OutcomesOut}, summary="Report what happened (≤ 1 000 events)")
 def outcomes(request: HttpRequest, payload: OutcomesIn) -> Status[dict[str, Any]]:
     result = outcomes_ingest(principal=request_principal(request), events=payload.events)
-    return Status(202, {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected})
+    return Status(202, {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected,
+                        "uncharged": result.uncharged})
 
 
 @router.get("/experiments/{key}/results", response=ResultsOut, summary="Per-arm metrics, lift, SRM and guardrails")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,6 +83,8 @@ class IngestResult:
     accepted: int
     duplicates: int
     rejected: list[dict[str, Any]]
+    # Accepted events whose tokens found no price, by model (experiments.costing.uncharged_events).
+    uncharged: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
@@ -118,7 +120,8 @@ def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], receiv
         inserted = [row for row in rows if (row["agent_id"], row["event_id"]) not in skipped] if skipped else rows
         costing.record_rows(rows=inserted, agents={agent.pk: agent for agent in agents.values()})
     outcomes_count(rows=inserted, agent_slugs={agent.pk: slug for slug, agent in agents.items()})  # /metrics
-    return IngestResult(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted), rejected=rejected)
+    return IngestResult(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted), rejected=rejected,
+                        uncharged=costing.uncharged_events(rows=inserted))
 
 
 def _validated(events: list[Any]) -> tuple[list[tuple[int, OutcomeEventIn]], list[dict[str, Any]]]:
@@ -183,6 +186,7 @@ def _outcome_rows(
         seen_in_batch.add(key)
         variant, experiment_id = arms.get(agent_id, {}).get(event.model, live)
         rows.append({
+            "index": index,  # in the request; not stored
             "event_id": event.event_id,
             "agent_id": agent_id,
             "experiment_id": experiment_id,
