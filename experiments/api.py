@@ -64,21 +64,33 @@ class AgentConfigOut(Schema):
 
 
 def _outcome_event_schema() -> dict[str, Any]:
-    schema = OutcomeEventIn.model_json_schema()
-    schema.pop("title", None)
-    schema["description"] = (
-        "One outcome. Each event is checked on its own: one that breaks these rules is listed in `rejected` "
-        "with its index and field, and the others are accepted. Unknown fields are ignored."
+    event = OutcomeEventIn.model_json_schema()
+    event["title"] = OUTCOME_EVENT
+    event["description"] = (
+        "One outcome, an item of POST /outcomes' `events`. Each event is checked on its own: one that breaks these "
+        "rules is listed in `rejected` with its index and field, and the others are accepted. Unknown fields are ignored."
     )
-    return schema
+    return event
+
+
+OUTCOME_EVENT = "OutcomeEvent"
+# Schemas the OpenAPI document lists beside those of the operations (genesis/api.py adds them).
+OPENAPI_SCHEMAS: dict[str, dict[str, Any]] = {OUTCOME_EVENT: _outcome_event_schema()}
 
 
 class OutcomesIn(Schema):
     # Items are checked one by one by the service, so one bad event is rejected by index instead of
-    # failing the whole batch; only the batch size is checked here. The document still shows what
-    # an event is (OutcomeEventIn's fields, types and bounds).
+    # failing the whole batch; only the batch size is checked here. So the document declares the items
+    # as any value, as the server takes them — declared as OutcomeEvent objects, it said a batch with
+    # another item is refused, when it is answered 202 with that item in `rejected` (schemathesis
+    # ST201) — and describes an event in the OutcomeEvent schema, which client generators turn into a type.
     events: Annotated[list[Any], WithJsonSchema({
-        "type": "array", "maxItems": MAX_OUTCOME_EVENTS, "items": _outcome_event_schema(),
+        "type": "array", "maxItems": MAX_OUTCOME_EVENTS,
+        "items": {"description": (
+            f"An outcome event: an object as #/components/schemas/{OUTCOME_EVENT} describes. Any item is taken; "
+            "one that is not a valid event (not an object, a field missing or out of bounds) is listed in `rejected` "
+            "with its index, and the others are accepted."
+        )},
     })] = Field(max_length=MAX_OUTCOME_EVENTS)
 
 
