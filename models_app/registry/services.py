@@ -189,7 +189,7 @@ def hash_api_key(raw_key: str) -> str:
 
 @transaction.atomic
 def api_key_create(
-    *, label: str, agents: list[Agent] | None = None, all_agents: bool = False, actor: Actor = None
+    *, label: str, agents: list[Agent] | None = None, all_agents: bool = False, actor: Actor = None, reason: str = "",
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its raw value, which is shown once and never stored."""
     require_permission(actor=actor, permission="models_app.add_apikey", action="create API keys")
@@ -198,26 +198,53 @@ def api_key_create(
     if not all_agents and not agents:
         raise InvalidInput("agents: name at least one agent, or allow all agents")
     raw_key = f"{API_KEY_PREFIX}{secrets.token_urlsafe(32)}"
-    key = ApiKey.objects.create(
+    key = ApiKey(
         label=label,
         prefix=raw_key[: len(API_KEY_PREFIX) + 8],
         hashed_key=hash_api_key(raw_key),
         all_agents=all_agents,
         created_by=actor,
     )
+    record_history(key, actor=actor, reason=reason)
+    key.save()
     if agents:
         key.agents.set(agents)
     return key, raw_key
 
 
 @transaction.atomic
-def api_key_revoke(*, key: ApiKey, actor: Actor = None) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, actor: Actor = None, reason: str = "") -> ApiKey:
+    """Revoke a key (it stops authenticating within API_KEY_CACHE_SECONDS everywhere); revoking a
+    revoked key changes nothing. The key's history names who and why."""
     require_permission(actor=actor, permission="models_app.change_apikey", action="revoke API keys")
+    key = ApiKey.objects.select_for_update().get(pk=key.pk)
     if not key.revoked:
         key.revoked = True
         key.revoked_at = timezone.now()
+        record_history(key, actor=actor, reason=reason)
         key.save(update_fields=["revoked", "revoked_at"])
     return key
+
+
+@transaction.atomic
+def api_key_rotate(*, key: ApiKey, actor: Actor = None, reason: str = "") -> tuple[ApiKey, str]:
+    """Replace a key: a new key with the same label and scope, returned with its raw value (shown
+    once), and the old one revoked, in one transaction. A revoked key is not rotated — create a new
+    key instead, so a rotation never brings a scope back to life by accident."""
+    require_permission(actor=actor, permission="models_app.add_apikey", action="rotate API keys")
+    require_permission(actor=actor, permission="models_app.change_apikey", action="rotate API keys")
+    old = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if old.revoked:
+        raise Conflict(
+            f"API key '{old.label}' ({old.prefix}…) is revoked: it is not rotated; make a new key with create_api_key"
+        )
+    new, raw_key = api_key_create(
+        label=old.label, agents=list(old.agents.all()), all_agents=old.all_agents, actor=actor,
+        reason=f"rotation of {old.prefix}…: {reason}" if reason else f"rotation of {old.prefix}…",
+    )
+    api_key_revoke(key=old, actor=actor, reason=f"rotated (replaced by {new.prefix}…): {reason}" if reason else
+                   f"rotated (replaced by {new.prefix}…)")
+    return new, raw_key
 
 
 @dataclass(frozen=True)
