@@ -56,9 +56,24 @@ class ExperimentRoutingOut(Schema):
     treatment: ModelRefOut
 
 
+# Two fields share the name `config_version` (clients read both, so neither is renamed): each says which it is.
+ROUTING_CONFIG_VERSION = (
+    "Version of this routing config, for caching: the time, in milliseconds since 1970 (UTC), of the newest change to "
+    "the agent's model versions or experiments — a new live model, a start, a stage, a pause, a rollback. It grows "
+    "with each change, so a higher number is a newer config; the ETag changes with it. Not the experiment's settings version "
+    "that GET /experiments/{key}/results calls config_version."
+)
+EXPERIMENT_SETTINGS_VERSION = (
+    "Version of the experiment's settings: 1 when created, +1 with each edit of its stage plan, holds, guardrails or "
+    "description. A stage approval holds for the version it was requested at, so an edit voids pending approvals. "
+    "Moving a stage or pausing does not change it. Not the routing config's cache version that GET "
+    "/agents/{agent}/config calls config_version."
+)
+
+
 class AgentConfigOut(Schema):
     agent: str
-    config_version: int
+    config_version: int = Field(description=ROUTING_CONFIG_VERSION)
     live: ModelRefOut
     experiment: ExperimentRoutingOut | None
 
@@ -168,7 +183,7 @@ class ResultsOut(Schema):
     agent: str
     status: str
     stage_percent: int | None
-    config_version: int
+    config_version: int = Field(description=EXPERIMENT_SETTINGS_VERSION)
     control: ModelRefOut
     treatment: ModelRefOut
     variants: dict[str, ArmOut]

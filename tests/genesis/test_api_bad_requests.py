@@ -285,6 +285,16 @@ def test_outcome_events_are_documented_field_by_field(openapi):
     assert {"input_tokens", "output_tokens", "quality", "occurred_at"} <= set(properties)
 
 
+def test_the_two_config_versions_say_which_they_are(openapi):
+    # The same name means two things: a cache version of the agent's routing config, and the version
+    # of an experiment's settings. Clients use both names, so each field says what it is.
+    schemas = openapi["components"]["schemas"]
+    routing = schemas["AgentConfigOut"]["properties"]["config_version"]["description"]
+    settings = schemas["ResultsOut"]["properties"]["config_version"]["description"]
+    assert "routing config" in routing and "milliseconds" in routing and "/experiments/{key}/results" in routing
+    assert "settings" in settings and "approval" in settings and "/agents/{agent}/config" in settings
+
+
 def test_the_outcomes_schema_takes_every_batch_the_server_answers_202(openapi):
     # Was: items declared as event objects, while a batch with any other item is answered 202 with
     # that item in `rejected` — the document said such a request is invalid (schemathesis ST201).

@@ -39,6 +39,7 @@ def _scope(summary: dict[str, Any]) -> str:
 
 
 def _minute(moment: str | None) -> str:
+    # The ISO time of key_summary, in UTC as the database gives it, to the minute.
     return moment[:16].replace("T", " ") if moment else "never"
 
 
@@ -98,7 +99,7 @@ class Command(BaseCommand):
         if not keys:
             self.stdout.write("no API keys" + (f" may act for {agent_slug}" if agent_slug else "") + " (create one with create_api_key)")
             return
-        rows = [("id", "prefix", "label", "agents", "created", "by", "last used", "status")] + [
+        rows = [("id", "prefix", "label", "agents", "created (UTC)", "by", "last used", "status")] + [
             (str(key["id"]), key["prefix"], key["label"], _scope(key), _minute(key["created_at"]), key["created_by"] or "—",
              _minute(key["last_used_at"]), f"revoked {_minute(key['revoked_at'])}" if key["revoked"] else "active")
             for key in keys
