@@ -162,3 +162,17 @@ def test_the_process_exits_2_on_a_usage_error(keys):
                             timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
+
+
+def test_the_admin_shows_the_trace_and_its_revoke_action_leaves_one(admin_client, keys, keeper):
+    _, key = keys["qa"]
+    run("--revoke", key.prefix, "--as", "keeper", "--reason", "leaked in a CI log")
+    page = admin_client.get(f"/admin/models_app/apikey/{key.pk}/history/")
+    assert page.status_code == 200 and "leaked in a CI log" in page.content.decode() and "keeper" in page.content.decode()
+    assert key.hashed_key not in page.content.decode()
+
+    _, other = keys["legal"]
+    admin_client.post("/admin/models_app/apikey/", {"action": "revoke_selected", "_selected_action": [other.pk]})
+    other.refresh_from_db()
+    latest = other.history.latest()
+    assert other.revoked and latest.history_change_reason == "revoked in the admin" and latest.history_user.username == "admin"
