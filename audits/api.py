@@ -118,9 +118,8 @@ def audits_dataset_upload(
     principal = request_principal(request)
     owner = None
     if agent:
-        owner = Agent.objects.filter(slug=agent).first()
-        if owner is None:
-            raise NotFound(f"agent '{agent}' does not exist")
+        ensure_agent_access(principal=principal, agent_slug=agent)
+        owner = Agent.objects.get(slug=agent)
     dataset = services.dataset_upload(
         content=file, original_name=file.name or "dataset.jsonl", purpose=purpose, agent=owner,
         principal=principal, via=_via(principal), near_threshold=near_threshold,

@@ -13,7 +13,7 @@ from ninja import Field, Router, Schema
 from costs import budgeting, selectors, services
 from genesis.validation import MoneyUSD, Slug
 from models_app.registry.models import Agent
-from models_app.registry.services import ensure_agent_access, request_principal
+from models_app.registry.services import ensure_agent_access, ensure_object_access, request_principal
 
 router = Router(tags=["costs"])
 
@@ -40,7 +40,7 @@ def costs_summary(request: HttpRequest, budget: Slug = "default") -> dict[str, A
     principal = request_principal(request)
     if selected.agent is not None:
         # A budget of one agent is that agent's business.
-        ensure_agent_access(principal=principal, agent_slug=selected.agent.slug)
+        ensure_object_access(principal=principal, owner_slug=selected.agent.slug, what=f"budget '{selected.name}'")
     return selectors.cost_summary(
         budget=selected, visible_agents=None if principal.all_agents else principal.agent_slugs,
     )

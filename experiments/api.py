@@ -10,15 +10,16 @@ import json
 from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse
+from django.utils.http import parse_etags
 from ninja import Field, Router, Schema, Status
 from pydantic import BaseModel, WithJsonSchema
 
 from experiments import routing, selectors_monitoring
 from experiments.outcomes import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_ingest
 from experiments.selectors import experiment_results, get_experiment
-from genesis.errors import Conflict, PermissionDenied
+from genesis.errors import Conflict
 from genesis.validation import Identifier, Slug
-from models_app.registry.services import ensure_agent_access, request_principal
+from models_app.registry.services import ensure_agent_access, ensure_object_access, request_principal
 
 router = Router(tags=["experiments"])
 
@@ -55,29 +56,56 @@ class ExperimentRoutingOut(Schema):
     treatment: ModelRefOut
 
 
+# Two fields share the name `config_version` (clients read both, so neither is renamed): each says which it is.
+ROUTING_CONFIG_VERSION = (
+    "Version of this routing config, for caching: the time, in milliseconds since 1970 (UTC), of the newest change to "
+    "the agent's model versions or experiments — a new live model, a start, a stage, a pause, a rollback. It grows "
+    "with each change, so a higher number is a newer config; the ETag changes with it. Not the experiment's settings version "
+    "that GET /experiments/{key}/results calls config_version."
+)
+EXPERIMENT_SETTINGS_VERSION = (
+    "Version of the experiment's settings: 1 when created, +1 with each edit of its stage plan, holds, guardrails or "
+    "description. A stage approval holds for the version it was requested at, so an edit voids pending approvals. "
+    "Moving a stage or pausing does not change it. Not the routing config's cache version that GET "
+    "/agents/{agent}/config calls config_version."
+)
+
+
 class AgentConfigOut(Schema):
     agent: str
-    config_version: int
+    config_version: int = Field(description=ROUTING_CONFIG_VERSION)
     live: ModelRefOut
     experiment: ExperimentRoutingOut | None
 
 
 def _outcome_event_schema() -> dict[str, Any]:
-    schema = OutcomeEventIn.model_json_schema()
-    schema.pop("title", None)
-    schema["description"] = (
-        "One outcome. Each event is checked on its own: one that breaks these rules is listed in `rejected` "
-        "with its index and field, and the others are accepted. Unknown fields are ignored."
+    event = OutcomeEventIn.model_json_schema()
+    event["title"] = OUTCOME_EVENT
+    event["description"] = (
+        "One outcome, an item of POST /outcomes' `events`. Each event is checked on its own: one that breaks these "
+        "rules is listed in `rejected` with its index and field, and the others are accepted. Unknown fields are ignored."
     )
-    return schema
+    return event
+
+
+OUTCOME_EVENT = "OutcomeEvent"
+# Schemas the OpenAPI document lists beside those of the operations (genesis/api.py adds them).
+OPENAPI_SCHEMAS: dict[str, dict[str, Any]] = {OUTCOME_EVENT: _outcome_event_schema()}
 
 
 class OutcomesIn(Schema):
     # Items are checked one by one by the service, so one bad event is rejected by index instead of
-    # failing the whole batch; only the batch size is checked here. The document still shows what
-    # an event is (OutcomeEventIn's fields, types and bounds).
+    # failing the whole batch; only the batch size is checked here. So the document declares the items
+    # as any value, as the server takes them — declared as OutcomeEvent objects, it said a batch with
+    # another item is refused, when it is answered 202 with that item in `rejected` (schemathesis
+    # ST201) — and describes an event in the OutcomeEvent schema, which client generators turn into a type.
     events: Annotated[list[Any], WithJsonSchema({
-        "type": "array", "maxItems": MAX_OUTCOME_EVENTS, "items": _outcome_event_schema(),
+        "type": "array", "maxItems": MAX_OUTCOME_EVENTS,
+        "items": {"description": (
+            f"An outcome event: an object as #/components/schemas/{OUTCOME_EVENT} describes. Any item is taken; "
+            "one that is not a valid event (not an object, a field missing or out of bounds) is listed in `rejected` "
+            "with its index, and the others are accepted."
+        )},
     })] = Field(max_length=MAX_OUTCOME_EVENTS)
 
 
@@ -86,10 +114,20 @@ class RejectedOut(Schema):
     detail: str
 
 
+class UnchargedOut(Schema):
+    model: str
+    indexes: list[int] = Field(description="Where in `events` the accepted events of this model with tokens are")
+    detail: str = Field(description="Why their tokens are not on the ledger (no price in force on which days) and what to do")
+
+
 class OutcomesOut(Schema):
-    accepted: int
-    duplicates: int
-    rejected: list[RejectedOut]
+    accepted: int = Field(description="Events stored now")
+    duplicates: int = Field(description="Events whose (agent, event_id) was already stored, or repeated in this batch")
+    rejected: list[RejectedOut] = Field(description="Events refused, each by its index in `events`, naming the field")
+    uncharged: list[UnchargedOut] = Field(
+        description="Accepted events with tokens whose model has no price in force, one entry per model: their "
+        "inference cost is not on the ledger, and resending them will not add it. Empty when every token was charged",
+    )
 
 
 class ArmOut(Schema):
@@ -145,7 +183,7 @@ class ResultsOut(Schema):
     agent: str
     status: str
     stage_percent: int | None
-    config_version: int
+    config_version: int = Field(description=EXPERIMENT_SETTINGS_VERSION)
     control: ModelRefOut
     treatment: ModelRefOut
     variants: dict[str, ArmOut]
@@ -180,17 +218,30 @@ def route(request: HttpRequest, payload: RouteIn) -> HttpResponse:
     return HttpResponse(json.dumps(body), content_type="application/json")
 
 
+def _none_match_fails(if_none_match: str, *, etag: str) -> bool:
+    """Whether `If-None-Match` names the current representation, so the answer is 304: RFC 9110
+    §13.1.2 — `*`, or a list of entity tags compared weakly (W/"x" matches "x"). A proxy that
+    compresses the body weakens the ETag it passes on (nginx with gzip), and its clients send that
+    back."""
+    tags = parse_etags(if_none_match)
+    if tags == ["*"]:
+        return True
+    current = etag.removeprefix("W/")
+    return any(tag.removeprefix("W/") == current for tag in tags)
+
+
 @router.get(
     "/agents/{agent}/config",
     response={200: AgentConfigOut, 304: None},
     summary="Everything an agent needs to route locally (ETag; If-None-Match → 304)",
 )
 def agent_config(request: HttpRequest, agent: Slug) -> HttpResponse:
+    """The agent's routing config with an `ETag`. Send the ETag back in `If-None-Match` (a list of
+    tags, weak `W/"…"` ones included, or `*`) to get 304 with no body while the config is unchanged."""
     entry = _entry(request, agent)
     if entry.problem:
         raise Conflict(entry.problem)
-    if_none_match = request.headers.get("If-None-Match", "")
-    if entry.etag in {tag.strip() for tag in if_none_match.split(",")} or if_none_match.strip() == "*":
+    if _none_match_fails(request.headers.get("If-None-Match", ""), etag=entry.etag):
         response = HttpResponse(status=304)
     else:
         response = HttpResponse(json.dumps(entry.config_json), content_type="application/json")
@@ -202,15 +253,14 @@ def agent_config(request: HttpRequest, agent: Slug) -> HttpResponse:
 @router.post("/outcomes", response={202: OutcomesOut}, summary="Report what happened (≤ 1 000 events)")
 def outcomes(request: HttpRequest, payload: OutcomesIn) -> Status[dict[str, Any]]:
     result = outcomes_ingest(principal=request_principal(request), events=payload.events)
-    return Status(202, {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected})
+    return Status(202, {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected,
+                        "uncharged": result.uncharged})
 
 
 @router.get("/experiments/{key}/results", response=ResultsOut, summary="Per-arm metrics, lift, SRM and guardrails")
 def results(request: HttpRequest, key: Identifier) -> dict[str, Any]:
     experiment = get_experiment(key=key)
-    principal = request_principal(request)
-    if not principal.may_act_for(experiment.agent.slug):
-        raise PermissionDenied(f"API key '{principal.label}' may not act for agent '{experiment.agent.slug}'")
+    ensure_object_access(principal=request_principal(request), owner_slug=experiment.agent.slug, what=f"experiment '{key}'")
     return experiment_results(experiment=experiment)
 
 

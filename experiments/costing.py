@@ -4,7 +4,7 @@
   the day it occurred (costs.selectors.price_in_force; a fine-tuned ``ft:<base>:…`` model without
   prices of its own is priced as its base). An outcome whose model has no price keeps ``cost_usd``
   empty and is still accepted — a missing price must not lose the outcome — and a warning names the
-  model once per batch.
+  model once per batch, and :func:`uncharged_events` tells the sender in the 202 (``uncharged``).
 * :func:`record_rows` puts the cost of the *newly accepted* outcomes on the ledger with
   costs.services.cost_record_many: one entry per (agent, model, day) per request, whose amount is the
   sum of the outcomes' own costs, so the ledger and the results page agree to the micro-dollar. The
@@ -66,6 +66,33 @@ def price_rows(*, rows: list[dict[str, Any]]) -> None:
             "outcomes: no price for %s; their tokens are not on the ledger — add prices in the admin "
             "(Costs and budgets › Prices)", ", ".join(sorted(unpriced)),
         )
+
+
+def uncharged_events(*, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the answer to POST /outcomes says about the tokens that are not on the ledger: one entry
+    per model, `{"model", "indexes", "detail"}`, of the newly accepted `rows` (priced by price_rows,
+    each with its ``index`` in the request) that carry tokens but found no price. Sorted by model;
+    empty when every token was charged. Grouped by model, not listed per event, so a batch of a
+    thousand events of an unpriced model answers with one entry, not a thousand."""
+    missing: dict[str, tuple[list[int], set[date]]] = {}
+    days: dict[datetime, date] = {}
+    for row in rows:
+        if row["cost_usd"] is None and (row["input_tokens"] or row["output_tokens"]):
+            indexes, on = missing.setdefault(row["model"], ([], set()))
+            indexes.append(row["index"])
+            on.add(_local_day(row["occurred_at"], days))
+    return [
+        {
+            "model": model,
+            "indexes": sorted(indexes),
+            "detail": (
+                f"no price for model '{model}' in force on {', '.join(day.isoformat() for day in sorted(on))}: these events' "
+                "tokens are not on the ledger, and sending them again will not charge them (they are duplicates "
+                "then); add the price in the admin (Costs and budgets › Prices) for the events to come"
+            ),
+        }
+        for model, (indexes, on) in sorted(missing.items())
+    ]
 
 
 def record_rows(*, rows: list[dict[str, Any]], agents: dict[int, Any]) -> None:

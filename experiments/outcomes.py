@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,10 +18,10 @@ from experiments import costing, routing
 from experiments.bulk import insert_ignoring_conflicts, staged_rows
 from experiments.metrics import outcomes_count
 from experiments.models import ASSIGNMENT_COLUMNS, Assignment, Experiment, ExperimentStatus, OutcomeEvent, Variant
-from genesis.errors import InvalidInput, PermissionDenied
+from genesis.errors import InvalidInput
 from genesis.validation import Identifier, Slug
 from models_app.registry.models import Agent
-from models_app.registry.services import ApiPrincipal
+from models_app.registry.services import ApiPrincipal, ensure_may_act_for
 
 MAX_OUTCOME_EVENTS = 1000
 
@@ -83,6 +83,8 @@ class IngestResult:
     accepted: int
     duplicates: int
     rejected: list[dict[str, Any]]
+    # Accepted events whose tokens found no price, by model (experiments.costing.uncharged_events).
+    uncharged: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
@@ -96,16 +98,17 @@ def _describe_validation_error(exc: ValidationError) -> str:
 def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], received_at: datetime | None = None) -> IngestResult:
     """Validate each event on its own, then insert the valid ones in one statement. A repeated
     event_id (earlier, or twice in this batch) counts as a duplicate and is stored once. Raises
-    PermissionDenied when the key may not act for an agent named in the batch."""
+    PermissionDenied when the key may not act for an agent a valid event names (existing or not); an
+    event of an agent that does not exist is rejected on its own."""
     if len(events) > MAX_OUTCOME_EVENTS:
         raise InvalidInput(f"events: at most {MAX_OUTCOME_EVENTS} per request, got {len(events)}; send them in batches")
     received_at = received_at or timezone.now()
     valid, rejected = _validated(events)
-    agents = {agent.slug: agent for agent in Agent.objects.filter(slug__in={event.agent for _, event in valid})}
     if principal is not None:
-        forbidden = sorted({event.agent for _, event in valid if event.agent in agents and not principal.may_act_for(event.agent)})
-        if forbidden:
-            raise PermissionDenied(f"API key '{principal.label}' may not act for agent(s) {', '.join(forbidden)}")
+        # The whole batch, before anything is looked up: an agent the key may not act for is refused
+        # alike whether it exists or not (models_app.registry.services, "Which agents a key may learn about").
+        ensure_may_act_for(principal=principal, agent_slugs=(event.agent for _, event in valid))
+    agents = {agent.slug: agent for agent in Agent.objects.filter(slug__in={event.agent for _, event in valid})}
     rows, duplicates = _outcome_rows(valid, agents=agents, received_at=received_at, rejected=rejected)
     rejected.sort(key=lambda item: item["index"])
     if not rows:
@@ -117,7 +120,8 @@ def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], receiv
         inserted = [row for row in rows if (row["agent_id"], row["event_id"]) not in skipped] if skipped else rows
         costing.record_rows(rows=inserted, agents={agent.pk: agent for agent in agents.values()})
     outcomes_count(rows=inserted, agent_slugs={agent.pk: slug for slug, agent in agents.items()})  # /metrics
-    return IngestResult(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted), rejected=rejected)
+    return IngestResult(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted), rejected=rejected,
+                        uncharged=costing.uncharged_events(rows=inserted))
 
 
 def _validated(events: list[Any]) -> tuple[list[tuple[int, OutcomeEventIn]], list[dict[str, Any]]]:
@@ -182,6 +186,7 @@ def _outcome_rows(
         seen_in_batch.add(key)
         variant, experiment_id = arms.get(agent_id, {}).get(event.model, live)
         rows.append({
+            "index": index,  # in the request; not stored
             "event_id": event.event_id,
             "agent_id": agent_id,
             "experiment_id": experiment_id,

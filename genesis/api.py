@@ -25,9 +25,10 @@ from ninja.security import HttpBearer
 
 from audits.api import router as audits_router
 from costs.api import router as costs_router
+from experiments.api import OPENAPI_SCHEMAS as experiments_schemas
 from experiments.api import router as experiments_router
 from genesis.errors import WHOLE_BODY, DomainError, field_errors
-from genesis.openapi import declare_error_responses
+from genesis.openapi import declare_error_responses, declare_schemas
 from launch.api import router as launch_router
 from models_app.api import router as models_router
 from models_app.registry.services import ApiPrincipal, api_key_authenticate
@@ -58,6 +59,7 @@ class GenesisAPI(NinjaAPI):
     ) -> OpenAPISchema:
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         declare_error_responses(schema)  # in place
+        declare_schemas(schema, experiments_schemas)
         return schema
 
 

@@ -1,9 +1,13 @@
 """The error answers of every operation, added to the OpenAPI document genesis/api.py serves.
 
 Each operation declares the statuses it can answer besides its own: those every request can get
-(401 without a valid key, 403, 404, 409, 422, 503 with Retry-After when the database is out of reach)
-and, for an operation with a request body, 413 (too large) and 400 (a multipart body that cannot be
-parsed). All of them share the schema of the error body, `{"detail", "code"}`.
+(401 without a valid key, 403, 404, 409, 422, 500 for a bug, 503 with Retry-After when the database is
+out of reach) and, for an operation with a request body, 413 (too large) and 400 (a multipart body that
+cannot be parsed). All of them share the schema of the error body, `{"detail", "code"}`.
+
+405 belongs to no operation — it answers a method that no operation of the path declares — so it is
+described once, as the reusable response `components.responses.MethodNotAllowed`, with its `Allow`
+header (genesis/middleware.py gives it the same JSON body).
 """
 
 from __future__ import annotations
@@ -35,14 +39,15 @@ ERROR_SCHEMA: dict[str, Any] = {
 _DESCRIPTIONS = {
     400: "The body could not be parsed (a broken multipart body, too many fields)",
     401: "Missing, malformed, unknown or revoked API key",
-    403: "The key may not act for that agent",
-    404: "Unknown agent, experiment, budget or object",
+    403: "The key may not act for that agent (to a key for some agents, also an agent that does not exist)",
+    404: "Unknown agent (said only to a key that may act for every agent), experiment, budget or object",
     409: "Refused by the current state (e.g. budget exhausted, no live model)",
     413: "The request body is larger than the API accepts",
     422: "A field, parameter or body is invalid (`errors` names each field)",
+    500: "A bug on the server (`internal_error`); it has been logged",
     503: "The database is unreachable; retry after Retry-After seconds",
 }
-_ALWAYS = (403, 404, 409, 422, 503)
+_ALWAYS = (403, 404, 409, 422, 500, 503)
 _WITH_BODY = (400, 413)
 _HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
@@ -57,9 +62,30 @@ def _error_response(status: int) -> dict[str, Any]:
     return response
 
 
+METHOD_NOT_ALLOWED_NAME = "MethodNotAllowed"
+METHOD_NOT_ALLOWED: dict[str, Any] = {
+    "description": "405 (`method_not_allowed`): the path exists but serves no operation for this method",
+    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}}},
+    "headers": {"Allow": {"schema": {"type": "string"}, "description": "The methods the path serves, e.g. GET, POST"}},
+}
+
+
+def declare_schemas(schema: dict[str, Any], schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """List `schemas` (name → JSON schema) among the document's components, in place: types a client
+    needs that no operation's own schema names (a router's OPENAPI_SCHEMAS)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in schemas.items():
+        if name in components and components[name] != definition:
+            raise ValueError(f"two different OpenAPI schemas are named {name!r}")
+        components[name] = definition
+    return schema
+
+
 def declare_error_responses(schema: dict[str, Any]) -> dict[str, Any]:
     """Add the error answers to every operation of `schema` (an OpenAPI dict), in place."""
-    schema.setdefault("components", {}).setdefault("schemas", {})[ERROR_SCHEMA_NAME] = ERROR_SCHEMA
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {})[ERROR_SCHEMA_NAME] = ERROR_SCHEMA
+    components.setdefault("responses", {})[METHOD_NOT_ALLOWED_NAME] = METHOD_NOT_ALLOWED
     for path_item in schema.get("paths", {}).values():
         for method, operation in path_item.items():
             if method not in _HTTP_METHODS:

@@ -12,7 +12,7 @@ from genesis.errors import NotFound
 from genesis.validation import ObjectId
 from launch.selectors import model_lineage
 from models_app.registry.models import ModelVersion
-from models_app.registry.services import ensure_agent_access, request_principal
+from models_app.registry.services import ensure_object_access, request_principal
 
 router = Router(tags=["launch"])
 
@@ -24,5 +24,5 @@ def lineage(request: HttpRequest, version_id: ObjectId) -> dict[str, Any]:
     version = ModelVersion.objects.select_related("agent", "provider").filter(pk=version_id).first()
     if version is None:
         raise NotFound(f"model version {version_id} does not exist")
-    ensure_agent_access(principal=request_principal(request), agent_slug=version.agent.slug)
+    ensure_object_access(principal=request_principal(request), owner_slug=version.agent.slug, what=f"model version {version_id}")
     return model_lineage(version=version)

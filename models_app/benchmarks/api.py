@@ -20,7 +20,7 @@ from models_app.benchmarks.selectors import (
 )
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.registry.models import Agent, ModelVersion
-from models_app.registry.services import ensure_agent_access, request_principal
+from models_app.registry.services import ensure_agent_access, ensure_object_access, request_principal
 
 router = Router(tags=["benchmarks"])
 
@@ -149,5 +149,5 @@ def get_run(request: HttpRequest, run_id: ObjectId) -> dict[str, Any]:
     run = benchmark_run_get(run_id=run_id)
     if run is None:
         raise NotFound(f"benchmark run #{run_id} does not exist")
-    ensure_agent_access(principal=request_principal(request), agent_slug=run.agent.slug)
+    ensure_object_access(principal=request_principal(request), owner_slug=run.agent.slug, what=f"benchmark run #{run_id}")
     return _run_out(run, detail=True)

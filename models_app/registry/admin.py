@@ -222,7 +222,7 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(SimpleHistoryAdmin):  # "History": who created, revoked or rotated the key, and why
     list_display = ("label", "prefix", "scope", "created_by", "created_at", "last_used_at", "revoked")
     list_filter = ("revoked", "all_agents")
     search_fields = ("label", "prefix")
@@ -270,5 +270,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
-            api_key_revoke(key=key, actor=request_actor(request))
+            api_key_revoke(key=key, actor=request_actor(request), reason="revoked in the admin")
         self.message_user(request, f"revoked {queryset.count()} key(s)")

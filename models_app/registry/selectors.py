@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
-from models_app.registry.models import Agent, ModelStatus, ModelVersion
+from genesis.errors import InvalidInput, NotFound
+from models_app.registry.models import Agent, ApiKey, ModelStatus, ModelVersion
 
 CANDIDATE_STATUSES = (
     ModelStatus.REGISTERED,
@@ -56,3 +57,36 @@ def candidate_versions(*, agent: Agent) -> QuerySet[ModelVersion]:
         .filter(kind="fine_tuned", status__in=CANDIDATE_STATUSES)
         .order_by("-created_at")
     )
+
+
+def api_keys_for(*, agent_slug: str | None = None) -> QuerySet[ApiKey]:
+    """API keys, newest first, revoked ones included; with `agent_slug`, the keys that may act for
+    that agent (its own and those for all agents)."""
+    keys = ApiKey.objects.select_related("created_by").prefetch_related("agents")
+    if agent_slug is not None:
+        keys = keys.filter(Q(all_agents=True) | Q(agents__slug=agent_slug)).distinct()
+    return keys.order_by("-created_at", "-pk")
+
+
+def api_key_find(*, ref: str) -> ApiKey:
+    """The key `ref` names: its id ("12" or "#12") or the prefix listings show ("gk_AbCdEfGh", with or
+    without a trailing "…"). NotFound when none; InvalidInput for a whole key (it would stay in the
+    shell's history) or a prefix that names several keys (8 random characters rarely collide)."""
+    ref = ref.strip().removesuffix("…")
+    if ref.removeprefix("#").isdigit():
+        key = ApiKey.objects.filter(pk=int(ref.removeprefix("#"))).first()
+        if key is None:
+            raise NotFound(f"no API key has the id {ref.removeprefix('#')}")
+        return key
+    prefix_length = ApiKey._meta.get_field("prefix").max_length or 0
+    if len(ref) > prefix_length:
+        raise InvalidInput(
+            "that is longer than a key's prefix: give the prefix (its first characters, as api_keys --list shows "
+            "them) or the id, not the whole key — a key typed on a command line stays in the shell's history"
+        )
+    found = list(ApiKey.objects.filter(prefix=ref).order_by("pk")[:10])
+    if not found:
+        raise NotFound(f"no API key has the prefix '{ref}' (api_keys --list shows them)")
+    if len(found) > 1:
+        raise InvalidInput(f"the prefix '{ref}' names keys {', '.join(f'#{key.pk}' for key in found)}: give the id")
+    return found[0]

@@ -8,6 +8,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,7 +213,7 @@ def hash_api_key(raw_key: str) -> str:
 
 @transaction.atomic
 def api_key_create(
-    *, label: str, agents: list[Agent] | None = None, all_agents: bool = False, actor: Actor = None
+    *, label: str, agents: list[Agent] | None = None, all_agents: bool = False, actor: Actor = None, reason: str = "",
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its raw value, which is shown once and never stored."""
     require_permission(actor=actor, permission="models_app.add_apikey", action="create API keys")
@@ -221,26 +222,53 @@ def api_key_create(
     if not all_agents and not agents:
         raise InvalidInput("agents: name at least one agent, or allow all agents")
     raw_key = f"{API_KEY_PREFIX}{secrets.token_urlsafe(32)}"
-    key = ApiKey.objects.create(
+    key = ApiKey(
         label=label,
         prefix=raw_key[: len(API_KEY_PREFIX) + 8],
         hashed_key=hash_api_key(raw_key),
         all_agents=all_agents,
         created_by=actor,
     )
+    record_history(key, actor=actor, reason=reason)
+    key.save()
     if agents:
         key.agents.set(agents)
     return key, raw_key
 
 
 @transaction.atomic
-def api_key_revoke(*, key: ApiKey, actor: Actor = None) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, actor: Actor = None, reason: str = "") -> ApiKey:
+    """Revoke a key (it stops authenticating within API_KEY_CACHE_SECONDS everywhere); revoking a
+    revoked key changes nothing. The key's history names who and why."""
     require_permission(actor=actor, permission="models_app.change_apikey", action="revoke API keys")
+    key = ApiKey.objects.select_for_update().get(pk=key.pk)
     if not key.revoked:
         key.revoked = True
         key.revoked_at = timezone.now()
+        record_history(key, actor=actor, reason=reason)
         key.save(update_fields=["revoked", "revoked_at"])
     return key
+
+
+@transaction.atomic
+def api_key_rotate(*, key: ApiKey, actor: Actor = None, reason: str = "") -> tuple[ApiKey, str]:
+    """Replace a key: a new key with the same label and scope, returned with its raw value (shown
+    once), and the old one revoked, in one transaction. A revoked key is not rotated — create a new
+    key instead, so a rotation never brings a scope back to life by accident."""
+    require_permission(actor=actor, permission="models_app.add_apikey", action="rotate API keys")
+    require_permission(actor=actor, permission="models_app.change_apikey", action="rotate API keys")
+    old = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if old.revoked:
+        raise Conflict(
+            f"API key '{old.label}' ({old.prefix}…) is revoked: it is not rotated; make a new key with create_api_key"
+        )
+    new, raw_key = api_key_create(
+        label=old.label, agents=list(old.agents.all()), all_agents=old.all_agents, actor=actor,
+        reason=f"rotation of {old.prefix}…: {reason}" if reason else f"rotation of {old.prefix}…",
+    )
+    api_key_revoke(key=old, actor=actor, reason=f"rotated (replaced by {new.prefix}…): {reason}" if reason else
+                   f"rotated (replaced by {new.prefix}…)")
+    return new, raw_key
 
 
 @dataclass(frozen=True)
@@ -318,10 +346,37 @@ def api_key_cache_clear() -> None:
         _principal_cache.clear()
 
 
+# Which agents a key may learn about. A key for some agents gets 403 for every other agent's name,
+# whether or not such an agent exists: were an unknown name a 404 beside a 403 for a real one, the key
+# could list the other agents by trying names. Only a key that may act for a name (in practice, one
+# for all agents) learns that no agent has it (404). Every API endpoint asks through these three.
+
+
+def ensure_may_act_for(*, principal: ApiPrincipal, agent_slugs: Iterable[str]) -> None:
+    """403 naming each agent, as the request named it, that this key may not act for. Asks no question
+    of the database, so the answer is the same for an agent that exists and one that does not."""
+    refused = sorted({slug for slug in agent_slugs if not principal.may_act_for(slug)})
+    if refused:
+        names = ", ".join(f"'{slug}'" for slug in refused)
+        raise PermissionDenied(f"API key '{principal.label}' may not act for agent{'s' if len(refused) > 1 else ''} {names}")
+
+
 def ensure_agent_access(*, principal: ApiPrincipal, agent_slug: str, known_agents: frozenset[str] | None = None) -> None:
-    """404 for an agent that does not exist, 403 for one this key may not act for."""
+    """For a request that names an agent: 403 when the key may not act for that name (see above),
+    then 404 when no agent has it. `known_agents`: every agent's slug, when the caller holds them in
+    memory (the routing table), so no query is made."""
+    ensure_may_act_for(principal=principal, agent_slugs=(agent_slug,))
     exists = agent_slug in known_agents if known_agents is not None else Agent.objects.filter(slug=agent_slug).exists()
     if not exists:
         raise NotFound(f"agent '{agent_slug}' does not exist")
-    if not principal.may_act_for(agent_slug):
-        raise PermissionDenied(f"API key '{principal.label}' may not act for agent '{agent_slug}'")
+
+
+def ensure_object_access(*, principal: ApiPrincipal, owner_slug: str | None, what: str) -> None:
+    """For an object the request names by its id or key (`what`: "experiment 'x'", "benchmark run #3"):
+    403 when it belongs to an agent this key may not act for. The refusal names the object, never its
+    agent — ids are sequential, and naming owners would list the agents. `owner_slug` None: an object
+    of no agent, which any key may read."""
+    if owner_slug is not None and not principal.may_act_for(owner_slug):
+        raise PermissionDenied(
+            f"API key '{principal.label}' may not read {what}: it belongs to an agent this key may not act for"
+        )

@@ -62,7 +62,8 @@ def test_summary_of_another_budget_unknown_budget_and_missing_key(client, qa_age
     qa_key = api_key_for("qa_agent")
     assert client.get("/api/v1/costs/summary?budget=legal", **bearer(api_key_for("legal_agent"))).json()["spent_usd"] == "3.00"
     refused = client.get("/api/v1/costs/summary?budget=legal", **bearer(qa_key))
-    assert (refused.status_code, refused.json()["detail"]) == (403, "API key 'test qa_agent' may not act for agent 'legal_agent'")
+    assert (refused.status_code, refused.json()["detail"]) == (
+        403, "API key 'test qa_agent' may not read budget 'legal': it belongs to an agent this key may not act for")
     unknown = client.get("/api/v1/costs/summary?budget=nope", **bearer(qa_key))
     assert unknown.status_code == 404
     # Says only that it does not exist: no list of the budgets, which would name other agents' budgets to this key.

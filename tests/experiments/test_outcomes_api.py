@@ -38,7 +38,7 @@ def test_a_valid_batch_is_accepted_with_202(client, running, api_key_for):
     events = outcome_events(running, arm="treatment", n=30, success_rate=0.8, quality=0.7)
     response = post(client, api_key_for("qa_agent"), events)
     assert response.status_code == 202
-    assert response.json() == {"accepted": 30, "duplicates": 0, "rejected": []}
+    assert response.json() == {"accepted": 30, "duplicates": 0, "rejected": [], "uncharged": []}
     stored = OutcomeEvent.objects.filter(experiment=running, variant="treatment")
     assert stored.count() == 30 and stored.filter(success=True).count() == 24
 
@@ -46,11 +46,11 @@ def test_a_valid_batch_is_accepted_with_202(client, running, api_key_for):
 def test_a_repeated_event_id_is_counted_once(client, running, api_key_for):
     key = api_key_for("qa_agent")
     events = outcome_events(running, arm="control", n=10, success_rate=0.9)
-    assert post(client, key, events).json() == {"accepted": 10, "duplicates": 0, "rejected": []}
-    assert post(client, key, events).json() == {"accepted": 0, "duplicates": 10, "rejected": []}
+    assert post(client, key, events).json() == {"accepted": 10, "duplicates": 0, "rejected": [], "uncharged": []}
+    assert post(client, key, events).json() == {"accepted": 0, "duplicates": 10, "rejected": [], "uncharged": []}
     # Twice within one batch, and once more next to a new event.
     fresh = event(event_id="new-1")
-    assert post(client, key, [fresh, fresh, events[0]]).json() == {"accepted": 1, "duplicates": 2, "rejected": []}
+    assert post(client, key, [fresh, fresh, events[0]]).json() == {"accepted": 1, "duplicates": 2, "rejected": [], "uncharged": []}
     assert OutcomeEvent.objects.count() == 11
 
 
@@ -67,7 +67,8 @@ def test_each_bad_event_is_rejected_by_index_and_the_rest_accepted(client, runni
         event(event_id="", user_id="u"),
         event(event_id="bad-9", latency_ms="fast"),
     ]
-    body = post(client, api_key_for("qa_agent"), events).json()
+    # A key for all agents: one for qa_agent alone would be refused the batch for nobody_agent (403).
+    body = post(client, api_key_for(all_agents=True), events).json()
     assert body["accepted"] == 2 and body["duplicates"] == 0
     rejected = {item["index"]: item["detail"] for item in body["rejected"]}
     assert sorted(rejected) == [1, 2, 3, 4, 5, 6, 8, 9]
@@ -119,7 +120,15 @@ def test_a_key_may_report_only_for_its_agents(client, running, api_key_for):
     AgentFactory(slug="legal_agent")
     response = post(client, api_key_for("qa_agent"), [event(), event(event_id="e-2", agent="legal_agent")])
     assert response.status_code == 403
-    assert response.json()["detail"] == "API key 'test qa_agent' may not act for agent(s) legal_agent"
+    assert response.json()["detail"] == "API key 'test qa_agent' may not act for agent 'legal_agent'"
+    # An agent that does not exist is, to this key, one more it may not act for (the same 403, so the
+    # key cannot tell which agents exist); an invalid event's agent is not asked about.
+    response = post(client, api_key_for("qa_agent"), [
+        event(), event(event_id="e-2", agent="nobody_agent"), event(event_id="e-3", agent="legal_agent"),
+        event(event_id="e-4", agent="other_agent", success="yes"),
+    ])
+    assert response.status_code == 403
+    assert response.json()["detail"] == "API key 'test qa_agent' may not act for agents 'legal_agent', 'nobody_agent'"
     assert not OutcomeEvent.objects.exists()
     assert post(client, "gk_nope", [event()]).status_code == 401
 
@@ -151,7 +160,7 @@ def test_without_an_experiment_outcomes_are_stored_as_live(client, api_key_for):
 
 
 def test_an_empty_batch_is_fine(client, running, api_key_for):
-    assert post(client, api_key_for("qa_agent"), []).json() == {"accepted": 0, "duplicates": 0, "rejected": []}
+    assert post(client, api_key_for("qa_agent"), []).json() == {"accepted": 0, "duplicates": 0, "rejected": [], "uncharged": []}
 
 
 def test_tokens_become_inference_cost_on_the_ledger_once(client, running, api_key_for):
@@ -186,6 +195,45 @@ def test_tokens_become_inference_cost_on_the_ledger_once(client, running, api_ke
 
     assert post(client, key, events).json()["duplicates"] == 5
     assert CostEntry.objects.filter(operation="inference").count() == 2  # a resent batch is charged nothing
+
+
+def test_the_answer_names_the_events_whose_tokens_could_not_be_charged(client, running, api_key_for):
+    # Was: a 202 saying nothing, and only a line in the server's log, so the sender could not tell
+    # that part of its cost was missing from the ledger.
+    from datetime import date
+
+    from costs.models import CostEntry
+    from costs.services import price_upsert
+
+    price_upsert(model="open-mistral-7b", effective_from=date(2024, 6, 1), input_usd_per_million="0.25",
+                 output_usd_per_million="0.75", source="test price list", source_date=date(2024, 6, 1))
+    events = [
+        event(event_id="priced", input_tokens=100, output_tokens=100),
+        event(event_id="n-1", model="unpriced-model", input_tokens=10, output_tokens=0),
+        event(event_id="o-1", model="other-model", output_tokens=5),
+        event(event_id="n-no-tokens", model="unpriced-model"),  # nothing to charge
+        event(event_id="n-zero", model="unpriced-model", input_tokens=0, output_tokens=0),
+        event(event_id="bad", model="unpriced-model", input_tokens=-1),  # rejected, not uncharged
+        event(event_id="n-2", model="unpriced-model", input_tokens=7),
+        event(event_id="n-1", model="unpriced-model", input_tokens=10),  # a duplicate in the batch
+        event(event_id="before-price", input_tokens=3, occurred_at="2024-01-01T12:00:00Z"),  # priced only from June
+    ]
+    key = api_key_for("qa_agent")
+    body = post(client, key, events).json()
+    assert (body["accepted"], body["duplicates"], [item["index"] for item in body["rejected"]]) == (7, 1, [5])
+    uncharged = {item["model"]: item for item in body["uncharged"]}
+    assert [item["model"] for item in body["uncharged"]] == ["open-mistral-7b", "other-model", "unpriced-model"]
+    assert {model: item["indexes"] for model, item in uncharged.items()} == {
+        "open-mistral-7b": [8], "other-model": [2], "unpriced-model": [1, 6],
+    }
+    assert uncharged["unpriced-model"]["detail"].startswith("no price for model 'unpriced-model' in force on ")
+    assert "on 2024-01-01:" in uncharged["open-mistral-7b"]["detail"]
+    assert "not on the ledger" in uncharged["other-model"]["detail"]
+    assert CostEntry.objects.filter(operation="inference").count() == 1  # only "priced"
+    # Sent again: duplicates, charged nothing and listed nowhere.
+    assert post(client, key, events).json() == {
+        "accepted": 0, "duplicates": 8, "rejected": body["rejected"], "uncharged": [],
+    }
 
 
 def test_values_that_would_break_the_aggregates_are_rejected_naming_the_field(client, running, api_key_for):
@@ -228,7 +276,7 @@ def test_event_ids_are_unique_per_agent_not_across_agents(client, api_key_for):
         baseline = ModelVersionFactory(agent=AgentFactory(slug=slug), model_id="open-mistral-7b", kind="baseline")
         model_version_transition(version=baseline, to_status="live", reason="test")
     qa, legal = api_key_for("qa_agent"), api_key_for("legal_agent")
-    assert post(client, qa, [event(event_id="1")]).json() == {"accepted": 1, "duplicates": 0, "rejected": []}
-    assert post(client, legal, [event(event_id="1", agent="legal_agent")]).json() == {"accepted": 1, "duplicates": 0, "rejected": []}
-    assert post(client, qa, [event(event_id="1")]).json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+    assert post(client, qa, [event(event_id="1")]).json() == {"accepted": 1, "duplicates": 0, "rejected": [], "uncharged": []}
+    assert post(client, legal, [event(event_id="1", agent="legal_agent")]).json() == {"accepted": 1, "duplicates": 0, "rejected": [], "uncharged": []}
+    assert post(client, qa, [event(event_id="1")]).json() == {"accepted": 0, "duplicates": 1, "rejected": [], "uncharged": []}
     assert sorted(OutcomeEvent.objects.values_list("agent__slug", "event_id")) == [("legal_agent", "1"), ("qa_agent", "1")]

@@ -184,7 +184,9 @@ def test_errors_follow_the_contract(client, running, api_key_for):
     time.sleep(routing.CHECK_INTERVAL_SECONDS + 0.05)
     forbidden = route(client, key, "u", agent="legal_agent")
     assert forbidden.status_code == 403 and forbidden.json()["detail"] == "API key 'test qa_agent' may not act for agent 'legal_agent'"
-    unknown = route(client, key, "u", agent="nobody_agent")
+    unknown = route(client, key, "u", agent="nobody_agent")  # to this key, one more agent it may not act for
+    assert unknown.status_code == 403 and unknown.json()["detail"] == "API key 'test qa_agent' may not act for agent 'nobody_agent'"
+    unknown = route(client, api_key_for(all_agents=True), "u", agent="nobody_agent")
     assert unknown.status_code == 404 and unknown.json()["detail"] == "agent 'nobody_agent' does not exist"
     empty = client.post("/api/v1/route", {"agent": "qa_agent", "user_id": ""}, content_type="application/json", **bearer(key))
     assert empty.status_code == 422 and "user_id" in empty.json()["detail"]
@@ -219,6 +221,30 @@ def test_config_has_the_client_shape_an_etag_and_304_when_unchanged(client, runn
         assert decide_route(config=config, user_id=f"user-{i}").to_json() == route(client, key, f"user-{i}").json()
     unchanged = client.get("/api/v1/agents/qa_agent/config", HTTP_IF_NONE_MATCH=etag, **bearer(key))
     assert unchanged.status_code == 304 and unchanged["ETag"] == etag and unchanged.content == b""
+
+
+def test_if_none_match_is_compared_weakly_and_takes_a_list_or_star(client, running, api_key_for):
+    # RFC 9110 §13.1.2: If-None-Match uses the weak comparison. Was strong only, so a client behind a
+    # proxy that weakens ETags when it compresses (nginx with gzip sends W/"…") never got a 304.
+    key = api_key_for("qa_agent")
+    etag = client.get("/api/v1/agents/qa_agent/config", **bearer(key))["ETag"]
+    other = '"0123456789abcdef0123456789abcdef"'
+
+    def status(if_none_match: str) -> int:
+        response = client.get("/api/v1/agents/qa_agent/config", HTTP_IF_NONE_MATCH=if_none_match, **bearer(key))
+        assert response["ETag"] == etag  # the current tag, with a 304 as with a 200
+        assert response.status_code == 200 or response.content == b""
+        return response.status_code
+
+    assert status(f"W/{etag}") == 304
+    assert status(f"{other}, W/{etag}") == 304
+    assert status(f'{other},{etag} , W/"x"') == 304
+    assert status("*") == 304
+    assert status(other) == 200
+    assert status(f"W/{other}") == 200
+    assert status(f"{other}, W/{other}") == 200
+    assert status(etag.strip('"')) == 200  # not an entity tag: no quotes
+    assert status("") == 200
 
 
 def test_config_version_and_etag_change_when_the_stage_moves(client, running, team, api_key_for,

@@ -44,9 +44,10 @@ def test_agent_key_is_accepted_for_its_agent_and_403_for_another(client, seeded_
     refused = client.get("/api/v1/agents/legal_agent", **bearer(raw))
     assert refused.status_code == 403
     assert refused.json()["detail"] == "API key 'qa_agent' may not act for agent 'legal_agent'"
+    # An agent that does not exist is, to this key, one more agent it may not act for.
     unknown = client.get("/api/v1/agents/nobody_agent", **bearer(raw))
-    assert unknown.status_code == 404
-    assert unknown.json()["detail"] == "agent 'nobody_agent' does not exist"
+    assert unknown.status_code == 403
+    assert unknown.json()["detail"] == "API key 'qa_agent' may not act for agent 'nobody_agent'"
 
 
 def test_wrong_or_missing_key_gets_401_json(client, seeded_demo):
@@ -134,3 +135,76 @@ def test_an_unexpected_error_is_json_500(client, seeded_demo, monkeypatch):
     response = client.get("/api/v1/agents", **bearer(raw))
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error; it has been logged", "code": "internal_error"}
+
+
+# --- which agents a key may learn about ------------------------------------------------------------
+
+
+def _ask_about(client, key: str, agent: str):
+    """Every endpoint that takes an agent's name, asking about `agent`."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    headers = bearer(key)
+    event = {"event_id": "e1", "agent": agent, "user_id": "u1", "model": "m", "success": True, "latency_ms": 5}
+    upload = SimpleUploadedFile("data.jsonl", b'{"messages": []}\n', content_type="application/jsonl")
+    return {
+        "POST /route": client.post("/api/v1/route", {"agent": agent, "user_id": "u1"}, content_type="application/json", **headers),
+        "GET /agents/{agent}": client.get(f"/api/v1/agents/{agent}", **headers),
+        "GET /agents/{agent}/config": client.get(f"/api/v1/agents/{agent}/config", **headers),
+        "GET /agents/{agent}/health": client.get(f"/api/v1/agents/{agent}/health", **headers),
+        "POST /outcomes": client.post("/api/v1/outcomes", {"events": [event]}, content_type="application/json", **headers),
+        "POST /costs/budget-check": client.post("/api/v1/costs/budget-check", {"agent": agent, "estimate_usd": "1"},
+                                                content_type="application/json", **headers),
+        "POST /benchmarks/runs": client.post("/api/v1/benchmarks/runs", {"agent": agent}, content_type="application/json", **headers),
+        "GET /benchmarks/runs?agent=": client.get(f"/api/v1/benchmarks/runs?agent={agent}", **headers),
+        "GET /fine-tuning/jobs?agent=": client.get(f"/api/v1/fine-tuning/jobs?agent={agent}", **headers),
+        "GET /audits/datasets?agent=": client.get(f"/api/v1/audits/datasets?agent={agent}", **headers),
+        "POST /audits/datasets": client.post("/api/v1/audits/datasets", {"file": upload, "agent": agent}, **headers),
+    }
+
+
+def test_a_key_scoped_to_some_agents_cannot_tell_another_agent_from_one_that_does_not_exist(client, seeded_demo, settings, tmp_path):
+    # Was: 403 for legal_agent but 404 "agent 'ghost_agent' does not exist" (and for POST /outcomes
+    # a 202 rejecting the event as unknown), so a key of one agent could list the others by trying names.
+    settings.MEDIA_ROOT = tmp_path / "media"
+    qa_key = create_key_via_command("--agent", "qa_agent", "--label", "qa service")
+    real = _ask_about(client, qa_key, "legal_agent")
+    made_up = _ask_about(client, qa_key, "ghost_agent")
+    for endpoint, refused in real.items():
+        assert refused.status_code == 403, (endpoint, refused.content)
+        assert refused.json()["code"] == "forbidden"
+        answer = made_up[endpoint]
+        assert (answer.status_code, answer.json()) == (403, {
+            **refused.json(), "detail": refused.json()["detail"].replace("legal_agent", "ghost_agent"),
+        }), endpoint
+        assert answer.json()["detail"].startswith("API key 'qa service' may not act for agent"), endpoint
+
+
+def test_only_a_key_that_may_act_for_the_name_learns_the_agent_does_not_exist(client, seeded_demo, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    answers = _ask_about(client, create_key_via_command("--all-agents"), "ghost_agent")
+    outcome = answers.pop("POST /outcomes")
+    # Each event is checked on its own: an unknown agent rejects that event, not the batch.
+    assert outcome.status_code == 202 and outcome.json()["rejected"] == [{"index": 0, "detail": "agent: 'ghost_agent' does not exist"}]
+    for endpoint, answer in answers.items():
+        assert answer.status_code == 404, (endpoint, answer.content)
+        assert answer.json() == {"detail": "agent 'ghost_agent' does not exist", "code": "not_found"}, endpoint
+
+
+def test_an_object_of_another_agent_is_refused_without_naming_that_agent(client, api_key_for):
+    # Objects are named by id or key, and ids are sequential: a 403 naming the owner would list the agents.
+    from tests.experiments.factories import draft_experiment, rollout_team
+    from tests.factories import AgentFactory
+
+    experiment = draft_experiment(actor=rollout_team()["starter"], key="exp-7")  # qa_agent's
+    AgentFactory(slug="legal_agent")
+    legal_key = api_key_for("legal_agent")
+    for url, what in (
+        ("/api/v1/experiments/exp-7/results", "experiment 'exp-7'"),
+        (f"/api/v1/models/{experiment.treatment_id}/lineage", f"model version {experiment.treatment_id}"),
+    ):
+        refused = client.get(url, **bearer(legal_key))
+        assert refused.status_code == 403, url
+        assert refused.json()["detail"] == (
+            f"API key 'test legal_agent' may not read {what}: it belongs to an agent this key may not act for"
+        )

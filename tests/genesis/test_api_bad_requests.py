@@ -201,11 +201,11 @@ def test_an_unknown_api_path_and_a_wrong_method_answer_json_errors(client, key):
     assert "GET" in wrong["Allow"]
 
 
-def test_every_error_body_has_a_detail_and_a_listed_code(client, key):
+def test_every_error_body_has_a_detail_and_a_listed_code(client, key, api_key_for):
     answers = [
         client.get("/api/v1/agents"),  # 401
         client.get("/api/v1/agents/legal_agent", **bearer(key)),  # 403
-        client.get("/api/v1/agents/ghost_agent", **bearer(key)),  # 404
+        client.get("/api/v1/agents/ghost_agent", **bearer(api_key_for(all_agents=True))),  # 404 (403 to a key of qa_agent)
         client.get("/api/v1/benchmarks/runs?limit=0", **bearer(key)),  # 422
         client.post("/api/v1/costs/budget-check", "{not json", content_type="application/json", **bearer(key)),
         client.post("/api/v1/costs/budget-check", json.dumps({"agent": "qa_agent", "estimate_usd": "31"}),
@@ -240,7 +240,7 @@ def test_every_operation_declares_its_error_statuses_with_the_error_schema(opena
     assert error["required"] == ["detail", "code"]
     assert set(error["properties"]["code"]["enum"]) == set(ERROR_CODES)
     for path, method, operation in operations(openapi):
-        expected = {"403", "404", "409", "422", "503"}
+        expected = {"403", "404", "409", "422", "500", "503"}
         if operation.get("security"):
             expected.add("401")
         if "requestBody" in operation:
@@ -251,6 +251,10 @@ def test_every_operation_declares_its_error_statuses_with_the_error_schema(opena
             schema = operation["responses"][status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
         assert "Retry-After" in operation["responses"]["503"]["headers"]
+    # 405 answers a method no operation declares, so it is described once, with its Allow header.
+    method_not_allowed = openapi["components"]["responses"]["MethodNotAllowed"]
+    assert method_not_allowed["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert "Allow" in method_not_allowed["headers"]
 
 
 def test_the_schema_bounds_match_what_the_api_accepts(openapi):
@@ -271,13 +275,38 @@ def test_the_schema_bounds_match_what_the_api_accepts(openapi):
 def test_outcome_events_are_documented_field_by_field(openapi):
     events = openapi["components"]["schemas"]["OutcomesIn"]["properties"]["events"]
     assert events["maxItems"] == 1000
-    item = events["items"]
+    assert "#/components/schemas/OutcomeEvent" in events["items"]["description"]
+    item = openapi["components"]["schemas"]["OutcomeEvent"]
     assert set(item["required"]) == {"event_id", "agent", "user_id", "model", "success", "latency_ms"}
     properties = item["properties"]
     assert properties["latency_ms"]["maximum"] == 3_600_000 and properties["latency_ms"]["minimum"] == 0
     assert properties["success"]["type"] == "boolean"
     assert properties["event_id"]["maxLength"] == 200
     assert {"input_tokens", "output_tokens", "quality", "occurred_at"} <= set(properties)
+
+
+def test_the_two_config_versions_say_which_they_are(openapi):
+    # The same name means two things: a cache version of the agent's routing config, and the version
+    # of an experiment's settings. Clients use both names, so each field says what it is.
+    schemas = openapi["components"]["schemas"]
+    routing = schemas["AgentConfigOut"]["properties"]["config_version"]["description"]
+    settings = schemas["ResultsOut"]["properties"]["config_version"]["description"]
+    assert "routing config" in routing and "milliseconds" in routing and "/experiments/{key}/results" in routing
+    assert "settings" in settings and "approval" in settings and "/agents/{agent}/config" in settings
+
+
+def test_the_outcomes_schema_takes_every_batch_the_server_answers_202(openapi):
+    # Was: items declared as event objects, while a batch with any other item is answered 202 with
+    # that item in `rejected` — the document said such a request is invalid (schemathesis ST201).
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator({"$ref": "#/components/schemas/OutcomesIn", "components": openapi["components"]})
+    event = {"event_id": "e", "agent": "qa_agent", "user_id": "u", "model": "m", "success": True, "latency_ms": 1}
+    for batch in ([event], ["not an object", [None, None], 3, None, {"event_id": "e"}, {**event, "latency_ms": -1}], []):
+        assert validator.is_valid({"events": batch}), batch
+    # What the server does refuse (422), the schema refuses too.
+    for body in ({}, {"events": "e"}, {"events": [event] * 1001}):
+        assert not validator.is_valid(body)
 
 
 def test_a_nul_that_slips_past_validation_is_still_a_422(rf, key):
