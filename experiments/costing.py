@@ -2,7 +2,8 @@
 
 * :func:`price_rows` sets ``cost_usd`` on each outcome that carries tokens, at the price in force on
   the day it occurred (costs.selectors.price_in_force; a fine-tuned ``ft:<base>:…`` model without
-  prices of its own is priced as its base). An outcome whose model has no price keeps ``cost_usd``
+  prices of its own is priced as its base) — only for a model registered for the event's agent. An
+  outcome whose model has no price, or is not the agent's, keeps ``cost_usd``
   empty and is still accepted — a missing price must not lose the outcome — and a warning names the
   model once per batch, and :func:`uncharged_events` tells the sender in the 202 (``uncharged``).
 * :func:`record_rows` puts the cost of the *newly accepted* outcomes on the ledger with
@@ -28,6 +29,7 @@ from costs.models import Operation
 from costs.selectors import price_in_force
 from costs.services import Charge, cost_record_many
 from genesis.errors import NotFound
+from models_app.registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +43,20 @@ def _local_day(moment: datetime, cache: dict[datetime, date]) -> date:
 
 
 def price_rows(*, rows: list[dict[str, Any]]) -> None:
+    """Set ``cost_usd`` on each row with tokens whose model is one of its agent's registered model
+    versions and has a price that day. Tokens reported for any other model stay off the ledger
+    (``uncharged`` names why): an agent's key must not be able to put spend on the shared budget — and so
+    stop every agent's paid work — by naming an expensive model it does not run."""
+    served = _registered_models(rows)
     prices: dict[tuple[str, date], Any] = {}
     unpriced: set[str] = set()
     days: dict[datetime, date] = {}
     for row in rows:
         input_tokens, output_tokens = row["input_tokens"], row["output_tokens"]
         if input_tokens is None and output_tokens is None:
+            continue
+        if (row["agent_id"], row["model"]) not in served:
+            row["uncharged"] = UNREGISTERED
             continue
         day = _local_day(row["occurred_at"], days)
         key = (row["model"], day)
@@ -57,7 +67,9 @@ def price_rows(*, rows: list[dict[str, Any]]) -> None:
                 prices[key] = None
                 unpriced.add(row["model"])
         price = prices[key]
-        if price is not None:
+        if price is None:
+            row["uncharged"] = UNPRICED
+        else:
             row["cost_usd"] = pricing.inference_cost(
                 price=price, input_tokens=input_tokens or 0, output_tokens=output_tokens or 0
             )
@@ -68,31 +80,53 @@ def price_rows(*, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def uncharged_events(*, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+UNPRICED, UNREGISTERED = "unpriced", "unregistered"
+
+
+def _registered_models(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    """(agent id, model id) of the rows' agents' registered model versions, in one query."""
+    with_tokens = [row for row in rows if row["input_tokens"] is not None or row["output_tokens"] is not None]
+    if not with_tokens:
+        return set()
+    return set(ModelVersion.objects.filter(
+        agent_id__in={row["agent_id"] for row in with_tokens}, model_id__in={row["model"] for row in with_tokens},
+    ).values_list("agent_id", "model_id"))
+
+
+def uncharged_events(*, rows: list[dict[str, Any]], agent_slugs: dict[int, str]) -> list[dict[str, Any]]:
     """What the answer to POST /outcomes says about the tokens that are not on the ledger: one entry
-    per model, `{"model", "indexes", "detail"}`, of the newly accepted `rows` (priced by price_rows,
-    each with its ``index`` in the request) that carry tokens but found no price. Sorted by model;
-    empty when every token was charged. Grouped by model, not listed per event, so a batch of a
+    per model and reason, `{"model", "indexes", "detail"}`, of the newly accepted `rows` (priced by
+    price_rows, each with its ``index`` in the request) that carry tokens but were not charged. Sorted
+    by model; empty when every token was charged. Grouped, not listed per event, so a batch of a
     thousand events of an unpriced model answers with one entry, not a thousand."""
-    missing: dict[str, tuple[list[int], set[date]]] = {}
+    missing: dict[tuple[str, str], tuple[list[int], set[date], set[str]]] = {}
     days: dict[datetime, date] = {}
     for row in rows:
-        if row["cost_usd"] is None and (row["input_tokens"] or row["output_tokens"]):
-            indexes, on = missing.setdefault(row["model"], ([], set()))
+        reason = row.get("uncharged")
+        if reason is not None and (row["input_tokens"] or row["output_tokens"]):
+            indexes, on, agents = missing.setdefault((row["model"], reason), ([], set(), set()))
             indexes.append(row["index"])
             on.add(_local_day(row["occurred_at"], days))
+            agents.add(agent_slugs[row["agent_id"]])
     return [
-        {
-            "model": model,
-            "indexes": sorted(indexes),
-            "detail": (
-                f"no price for model '{model}' in force on {', '.join(day.isoformat() for day in sorted(on))}: these events' "
-                "tokens are not on the ledger, and sending them again will not charge them (they are duplicates "
-                "then); add the price in the admin (Costs and budgets › Prices) for the events to come"
-            ),
-        }
-        for model, (indexes, on) in sorted(missing.items())
+        {"model": model, "indexes": sorted(indexes), "detail": _uncharged_detail(model, reason, on, agents)}
+        for (model, reason), (indexes, on, agents) in sorted(missing.items())
     ]
+
+
+def _uncharged_detail(model: str, reason: str, on: set[date], agents: set[str]) -> str:
+    if reason == UNREGISTERED:
+        return (
+            f"model '{model}' is not a registered model of {', '.join(repr(slug) for slug in sorted(agents))}: "
+            "tokens are charged only for an agent's own model versions (its live model and candidates), so "
+            "these events' tokens are not on the ledger; register the model for the agent in the admin if it "
+            "really serves it"
+        )
+    return (
+        f"no price for model '{model}' in force on {', '.join(day.isoformat() for day in sorted(on))}: these events' "
+        "tokens are not on the ledger, and sending them again will not charge them (they are duplicates "
+        "then); add the price in the admin (Costs and budgets › Prices) for the events to come"
+    )
 
 
 def record_rows(*, rows: list[dict[str, Any]], agents: dict[int, Any]) -> None:

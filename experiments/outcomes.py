@@ -119,9 +119,10 @@ def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], receiv
         skipped = _store_outcomes_and_exposures(rows)
         inserted = [row for row in rows if (row["agent_id"], row["event_id"]) not in skipped] if skipped else rows
         costing.record_rows(rows=inserted, agents={agent.pk: agent for agent in agents.values()})
-    outcomes_count(rows=inserted, agent_slugs={agent.pk: slug for slug, agent in agents.items()})  # /metrics
+    slugs = {agent.pk: slug for slug, agent in agents.items()}
+    outcomes_count(rows=inserted, agent_slugs=slugs)  # /metrics
     return IngestResult(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted), rejected=rejected,
-                        uncharged=costing.uncharged_events(rows=inserted))
+                        uncharged=costing.uncharged_events(rows=inserted, agent_slugs=slugs))
 
 
 def _validated(events: list[Any]) -> tuple[list[tuple[int, OutcomeEventIn]], list[dict[str, Any]]]:

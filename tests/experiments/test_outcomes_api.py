@@ -204,9 +204,11 @@ def test_the_answer_names_the_events_whose_tokens_could_not_be_charged(client, r
 
     from costs.models import CostEntry
     from costs.services import price_upsert
+    from tests.factories import ModelVersionFactory
 
     price_upsert(model="open-mistral-7b", effective_from=date(2024, 6, 1), input_usd_per_million="0.25",
                  output_usd_per_million="0.75", source="test price list", source_date=date(2024, 6, 1))
+    ModelVersionFactory(agent=running.agent, model_id="unpriced-model")  # the agent's, with no price
     events = [
         event(event_id="priced", input_tokens=100, output_tokens=100),
         event(event_id="n-1", model="unpriced-model", input_tokens=10, output_tokens=0),
@@ -228,12 +230,36 @@ def test_the_answer_names_the_events_whose_tokens_could_not_be_charged(client, r
     }
     assert uncharged["unpriced-model"]["detail"].startswith("no price for model 'unpriced-model' in force on ")
     assert "on 2024-01-01:" in uncharged["open-mistral-7b"]["detail"]
-    assert "not on the ledger" in uncharged["other-model"]["detail"]
+    assert uncharged["other-model"]["detail"].startswith("model 'other-model' is not a registered model of 'qa_agent'")
     assert CostEntry.objects.filter(operation="inference").count() == 1  # only "priced"
     # Sent again: duplicates, charged nothing and listed nowhere.
     assert post(client, key, events).json() == {
         "accepted": 0, "duplicates": 8, "rejected": body["rejected"], "uncharged": [],
     }
+
+
+def test_an_agent_key_cannot_put_another_models_spend_on_the_shared_budget(client, running, api_key_for):
+    # A security review put $160 on the shared budget with one event naming an expensive model the
+    # agent does not run, and every agent's paid work was refused. Tokens are charged only for the
+    # agent's own model versions — not for a model registered to another agent either.
+    from datetime import date
+
+    from costs.models import CostEntry
+    from costs.services import price_upsert
+    from tests.factories import AgentFactory, ModelVersionFactory
+
+    price_upsert(model="mistral-large-latest", effective_from=date(2024, 6, 1), input_usd_per_million="8",
+                 output_usd_per_million="24", source="test price list", source_date=date(2024, 6, 1))
+    ModelVersionFactory(agent=AgentFactory(slug="legal_agent"), model_id="mistral-large-latest")
+    burn = event(event_id="burn", model="mistral-large-latest", input_tokens=10_000_000, output_tokens=10_000_000)
+    body = post(client, api_key_for("qa_agent"), [burn]).json()
+    assert body["accepted"] == 1 and [item["indexes"] for item in body["uncharged"]] == [[0]]
+    assert "not a registered model of 'qa_agent'" in body["uncharged"][0]["detail"]
+    assert not CostEntry.objects.filter(operation="inference").exists()
+
+    ModelVersionFactory(agent=running.agent, model_id="mistral-large-latest")  # now qa_agent's own model
+    body = post(client, api_key_for("qa_agent"), [{**burn, "event_id": "served"}]).json()
+    assert body["uncharged"] == [] and CostEntry.objects.get(operation="inference").amount_usd == 320
 
 
 def test_values_that_would_break_the_aggregates_are_rejected_naming_the_field(client, running, api_key_for):
