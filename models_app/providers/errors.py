@@ -83,6 +83,11 @@ class UnsupportedParameterError(PermanentProviderError):
     """A chat parameter this provider kind does not understand."""
 
 
+class ProviderDestinationRefused(PermanentProviderError):
+    """The account's URL is not a destination the environment allows for its key (destinations.py):
+    nothing was sent."""
+
+
 _UNKNOWN_MODEL = re.compile(
     r"invalid[ _]model|unknown model|model\b.{0,120}\b(not found|does not exist|not exist|is not available)"
     r"|no such model|model_not_found",

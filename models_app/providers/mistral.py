@@ -84,8 +84,10 @@ class _SynchronousOnly:
 class MistralProvider(HttpProvider):
     default_address = "the Mistral API"
 
-    def __init__(self, settings: ProviderSettings, *, http_client: ProviderHttpClient | None = None) -> None:
-        super().__init__(settings, http_client=http_client)
+    def __init__(
+        self, settings: ProviderSettings, *, http_client: ProviderHttpClient | None = None, refusal: str | None = None
+    ) -> None:
+        super().__init__(settings, http_client=http_client, refusal=refusal)
         self._sdk = Mistral(
             # None, not "": an empty key must reach the provider as "no key" (and a clear 401).
             api_key=settings.api_key or None,
