@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
 
 from genesis.errors import InvalidInput, field_errors
 from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun
@@ -21,7 +23,7 @@ from models_app.providers.destinations import provider_destinations
 from models_app.registry.gateway import chat_for_version
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.registry.services import provider_account_upsert
-from tests.factories import AgentFactory, ModelVersionFactory
+from tests.factories import AgentFactory, ModelVersionFactory, UserFactory
 
 SECRET = "the-production-key-3f9a"  # what the listener must never see unless allowed
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -225,3 +227,57 @@ def test_a_benchmark_run_on_an_edited_account_fails_at_once_and_sends_nothing(li
     assert run.status == "failed"
     assert f"$MISTRAL_API_KEY may not be sent to 127.0.0.1:{listener.port}" in run.error
     assert listener.requests == []
+
+
+# --- the admin ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def provider_editor(client, seeded_demo):
+    """Staff with nothing but the permission to change provider accounts (and see them)."""
+    editor = UserFactory(username="editor", is_staff=True)
+    editor.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label="models_app", codename__in=["change_provideraccount", "view_provideraccount"]))
+    client.force_login(editor)
+    return client
+
+
+def change_form(account: ProviderAccount, **changes: object) -> dict[str, object]:
+    fields = ("kind", "base_url", "api_key_env", "rate_limit_per_minute", "max_concurrency", "timeout_seconds")
+    data: dict[str, object] = {name: getattr(account, name) for name in fields}
+    data["enabled"] = "on" if account.enabled else ""
+    return {**data, **changes}
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_a_destination_not_allowed_on_the_base_url_field(provider_editor, listener, provider_hosts):
+    provider_hosts("")  # what a deployment has without GENESIS_PROVIDER_HOSTS (the test run allows any loopback port)
+    account = ProviderAccount.objects.get(name="simulator")
+    url = reverse("admin:models_app_provideraccount_change", args=[account.pk])
+
+    page = provider_editor.post(url, change_form(account, base_url=listener.url)).content.decode()
+
+    assert "errors field-base_url" in page
+    assert f"$GENESIS_SIMULATOR_API_KEY may not be sent to 127.0.0.1:{listener.port}" in page
+    assert "GENESIS_PROVIDER_HOSTS" in page
+    assert ProviderAccount.objects.get(pk=account.pk).base_url == account.base_url
+    assert listener.requests == []
+
+
+@pytest.mark.django_db
+def test_an_allowed_change_in_the_admin_records_who_changed_what(provider_editor, listener, provider_hosts):
+    provider_hosts(f"GENESIS_SIMULATOR_API_KEY=127.0.0.1:{listener.port}")
+    account = ProviderAccount.objects.get(name="simulator")
+    url = reverse("admin:models_app_provideraccount_change", args=[account.pk])
+
+    response = provider_editor.post(url, change_form(account, base_url=listener.url, max_concurrency=2))
+
+    assert response.status_code == 302
+    entry = ProviderAccount.history.filter(name="simulator").latest("history_date")
+    assert entry.history_user.username == "editor"
+    assert entry.history_change_reason == f"base_url: {account.base_url} → {listener.url}; max_concurrency: 8 → 2"
+    changelist = reverse("admin:models_app_provideraccount_changelist")
+    allowed = '<td class="field-destination_allowed"><img src="/static/admin/img/icon-yes.svg" alt="True"></td>'
+    assert allowed in provider_editor.get(changelist).content.decode()
+    provider_hosts("")  # the environment no longer allows it: the list says so (and calls are refused)
+    assert allowed.replace("yes", "no").replace("True", "False") in provider_editor.get(changelist).content.decode()
