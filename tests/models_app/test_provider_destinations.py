@@ -207,7 +207,7 @@ def test_plain_http_to_another_machine_is_refused_when_saved_outside_dev(setting
     assert saved.base_url == "https://vllm.internal:8000/v1"
 
 
-# --- the finding's benchmark run ----------------------------------------------------------------
+# --- the finding's benchmark run, and what a provider's answer may leave behind --------------------
 
 
 def run_inline(agent_slug: str) -> BenchmarkRun:
@@ -227,6 +227,24 @@ def test_a_benchmark_run_on_an_edited_account_fails_at_once_and_sends_nothing(li
     assert run.status == "failed"
     assert f"$MISTRAL_API_KEY may not be sent to 127.0.0.1:{listener.port}" in run.error
     assert listener.requests == []
+
+
+@pytest.mark.django_db
+def test_a_hostile_answer_is_kept_short_on_one_line_and_shown_escaped(listener, production_key, provider_hosts,
+                                                                       seeded_demo, admin_client):
+    provider_hosts(f"MISTRAL_API_KEY=127.0.0.1:{listener.port}")
+    provider_account_upsert(name="simulator", kind="simulator", base_url=listener.url, api_key_env="MISTRAL_API_KEY")
+    listener.status = 400
+    listener.body = "invalid model <script>alert(1)</script>\r\n2026-01-01 INFO forged line\x1b[2J" + " INTERNAL-SECRET-BODY" * 400
+
+    run = run_inline("qa_agent")
+
+    assert run.status == "failed" and listener.requests
+    assert "invalid model <script>alert(1)</script> 2026-01-01 INFO forged line [2J" in run.error
+    assert "\n" not in run.error and "\x1b" not in run.error
+    assert len(run.error) < 1000 and "more characters)" in run.error
+    page = admin_client.get(reverse("admin:models_app_benchmarkrun_change", args=[run.pk])).content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
 
 
 # --- the admin ------------------------------------------------------------------------------------
