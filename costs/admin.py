@@ -2,8 +2,8 @@
 added to and reversed here, never edited or deleted. The cost dashboard is the changelist of the
 CostDashboard proxy, so it sits on the admin index next to the ledger.
 
-Add and change forms save through their service while the form is validated (ServiceForm): the admin
-then either shows the service's refusal as a form error or reports a save that happened — never a 500
+Add and change forms save through their service while the form is validated (ServiceForm,
+genesis/admin_base.py): the admin then either shows the service's refusal as a form error or reports a save that happened — never a 500
 and never "added successfully" for a row that was not written."""
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from costs.models import (
     PriceTable,
 )
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
-from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, admin_page
-from genesis.errors import DomainError, field_errors
+from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, ServiceForm, ServiceFormAdminMixin, admin_page
+from genesis.errors import DomainError
 from genesis.permissions import Actor, request_actor
 
 
@@ -56,52 +56,6 @@ def usd_column(field_name: str, description: str) -> Callable[[Any], str]:
 
     column.__name__ = field_name  # the cell's CSS class, field-<name>, as the raw field had
     return admin.display(description=description, ordering=field_name)(column)
-
-
-class ServiceForm(forms.ModelForm):
-    """A ModelForm whose save is a service call, made as the last step of validation so that a
-    DomainError becomes a form error. The admin runs the whole view in one transaction, so the
-    service's write commits only with a response that reports it."""
-
-    actor: Actor = None  # the request's user; ServiceFormAdminMixin.get_form sets it
-    saved: models.Model  # the row the service wrote: set once validation passes, which the admin's save requires
-    # Every form supplies this (called with actor=…); a form without it is refused when it is defined.
-    save_through_service: Callable[..., models.Model]  # calls the service: the row it wrote
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not callable(getattr(cls, "save_through_service", None)):
-            raise TypeError(f"{cls.__name__} is a ServiceForm without save_through_service")
-
-    def full_clean(self) -> None:
-        super().full_clean()
-        if not self.is_bound or self.errors:
-            return
-        try:
-            self.saved = self.save_through_service(actor=self.actor)
-        except DomainError as exc:
-            # Services prefix a message with the parameter it is about ("amount_usd: …"); show it on that field.
-            [named] = field_errors(exc.message)
-            if named["field"] in self.fields:
-                self.add_error(named["field"], named["message"])
-            else:
-                self.add_error(None, exc.message)
-
-
-class ServiceFormAdminMixin(admin.ModelAdmin):
-    """For a ModelAdmin whose form is a ServiceForm: the form gets the user, and saving the model is
-    taking the row the service wrote. A ModelAdmin itself only so that its hooks are typed: among an
-    admin's bases, put it before any other ModelAdmin (SimpleHistoryAdmin)."""
-
-    def get_form(
-        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
-    ) -> type[forms.ModelForm[Any]]:
-        form_class = super().get_form(request, obj, change, **kwargs)
-        return type(form_class.__name__, (form_class,), {"actor": request_actor(request)})
-
-    def save_model(self, request: HttpRequest, obj: models.Model, form: ServiceForm, change: bool) -> None:
-        obj.pk = form.saved.pk
-        obj._state.adding = False
 
 
 # --- prices ------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """What the apps' admin pages share: rows that are records (viewed, never edited or deleted here),
-inlines that only list rows, the add page of a model whose rows only a service writes, and the
-context every page of our own needs. The templates' side is templates/admin/model_page.html (the
-breadcrumbs) and templates/admin/form_page.html (a form that calls a service)."""
+inlines that only list rows, the add page of a model whose rows only a service writes, add and change
+forms that save through their service (ServiceForm), and the context every page of our own needs. The
+templates' side is templates/admin/model_page.html (the breadcrumbs) and templates/admin/form_page.html
+(a form that calls a service)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import flatten
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import models
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from genesis.errors import DomainError
+from genesis.errors import DomainError, field_errors
+from genesis.permissions import Actor, request_actor
 
 
 class RecordAdminMixin:
@@ -97,3 +100,49 @@ class ServiceAddFormMixin(admin.ModelAdmin):
             else:
                 return self.add_done(request, added)
         return admin_page(self, request, self.add_form_template, {**self.add_page, "form": form})
+
+
+class ServiceForm(forms.ModelForm):
+    """A ModelForm whose save is a service call, made as the last step of validation so that a
+    DomainError becomes a form error. The admin runs the whole view in one transaction, so the
+    service's write commits only with a response that reports it."""
+
+    actor: Actor = None  # the request's user; ServiceFormAdminMixin.get_form sets it
+    saved: models.Model  # the row the service wrote: set once validation passes, which the admin's save requires
+    # Every form supplies this (called with actor=…); a form without it is refused when it is defined.
+    save_through_service: Callable[..., models.Model]  # calls the service: the row it wrote
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not callable(getattr(cls, "save_through_service", None)):
+            raise TypeError(f"{cls.__name__} is a ServiceForm without save_through_service")
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        if not self.is_bound or self.errors:
+            return
+        try:
+            self.saved = self.save_through_service(actor=self.actor)
+        except DomainError as exc:
+            # Services prefix a message with the parameter it is about ("amount_usd: …"); show it on that field.
+            [named] = field_errors(exc.message)
+            if named["field"] in self.fields:
+                self.add_error(named["field"], named["message"])
+            else:
+                self.add_error(None, exc.message)
+
+
+class ServiceFormAdminMixin(admin.ModelAdmin):
+    """For a ModelAdmin whose form is a ServiceForm: the form gets the user, and saving the model is
+    taking the row the service wrote. A ModelAdmin itself only so that its hooks are typed: among an
+    admin's bases, put it before any other ModelAdmin (SimpleHistoryAdmin)."""
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Any]]:
+        form_class = super().get_form(request, obj, change, **kwargs)
+        return type(form_class.__name__, (form_class,), {"actor": request_actor(request)})
+
+    def save_model(self, request: HttpRequest, obj: models.Model, form: ServiceForm, change: bool) -> None:
+        obj.pk = form.saved.pk
+        obj._state.adding = False

@@ -50,6 +50,9 @@ def choose_services(environ: dict[str, str] | os._Environ[str]) -> list[str]:
 _problems = choose_services(os.environ)
 # Tests never talk to a real provider: the simulator accepts this key.
 os.environ.setdefault("GENESIS_SIMULATOR_API_KEY", "sim-key")
+# Tests start simulators and stub servers on free loopback ports: the simulator's key, and accounts
+# without a key, may call any of them (tests/models_app/test_provider_destinations.py checks the rules).
+os.environ.setdefault("GENESIS_PROVIDER_HOSTS", "GENESIS_SIMULATOR_API_KEY=127.0.0.1:*,127.0.0.1:*")
 os.environ["GENESIS_ENV"] = "dev"
 
 

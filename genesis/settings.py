@@ -283,4 +283,6 @@ BENCHMARK_MIN_CASES = GENESIS.benchmarks.min_cases
 BENCHMARK_GATE_RULE = GENESIS.benchmarks.gate_rule
 BUDGET_THRESHOLDS = GENESIS.costs.thresholds
 GENESIS_SIMULATOR_URL = GENESIS.simulator_url
+# Where provider accounts may send requests and their keys (models_app/registry/gateway.py provider_destinations).
+GENESIS_PROVIDER_HOSTS = GENESIS.providers.hosts
 AUDIT_MAX_UPLOAD_BYTES = GENESIS.audits.max_upload_bytes

@@ -40,7 +40,10 @@ done
 # or metrics.
 $PY manage.py migrate --noinput
 # The demo provider points at the simulator started below, unless GENESIS_SIMULATOR_URL names another.
-GENESIS_SIMULATOR_URL="${GENESIS_SIMULATOR_URL:-http://127.0.0.1:$simulator_port}" $PY manage.py seed_demo
+# Exported: every process binds the simulator's key to that URL (GENESIS_PROVIDER_HOSTS in the README), so
+# the worker must see the same one as seed_demo or it would refuse the demo provider on another port.
+export GENESIS_SIMULATOR_URL="${GENESIS_SIMULATOR_URL:-http://127.0.0.1:$simulator_port}"
+$PY manage.py seed_demo
 
 # The demo provider reads the simulator's key from the environment in every process (the web server,
 # the worker, and a command run from another terminal): the same default as the Makefile's.

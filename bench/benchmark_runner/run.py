@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
 os.environ.setdefault("GENESIS_SIMULATOR_API_KEY", "sim-key")
+# The simulator runs on a free port, so its key may go to any loopback port (here and in the workers).
+os.environ.setdefault("GENESIS_PROVIDER_HOSTS", "GENESIS_SIMULATOR_API_KEY=127.0.0.1:*")
 # As in production (this process and the workers it starts): DEBUG on would wrap every cursor and
 # keep every query in memory.
 os.environ.setdefault("GENESIS_DEBUG", "false")

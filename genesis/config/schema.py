@@ -6,8 +6,10 @@ Secrets never live here: the YAML may only *name* environment variables through 
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -53,9 +55,47 @@ def _rollout_stages(values: list[int]) -> list[int]:
     return values
 
 
+class ProviderHost(NamedTuple):
+    """One entry of GENESIS_PROVIDER_HOSTS: provider accounts whose key is in $`api_key_env` ("" for
+    accounts without a key) may call `host` on `port` (None: any port)."""
+
+    api_key_env: str
+    host: str  # lower case; an IPv6 address without its brackets
+    port: int | None
+
+
+# The names a provider account may give its key (models_app/registry/services.py API_KEY_ENV_NAME).
+_API_KEY_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
+PROVIDER_HOST_SYNTAX = "NAME_API_KEY=host[:port] (or host[:port] for accounts without a key; port 443 when left out, * for any)"
+
+
+def parse_provider_host(value: object) -> object:
+    """`"VLLM_API_KEY=vllm.internal:8000"` → ProviderHost("VLLM_API_KEY", "vllm.internal", 8000). A host
+    without a port means 443 (https); `host:*` any port; an entry without `NAME=` is for accounts that
+    send no key."""
+    if not isinstance(value, str):
+        return value
+    entry = value.strip()
+    name, separator, address = entry.rpartition("=")
+    name, address = name.strip(), address.strip()
+    if separator and not _API_KEY_VARIABLE.fullmatch(name):
+        raise ValueError(f"{entry!r}: {name!r} is not an API key variable; expected {PROVIDER_HOST_SYNTAX}")
+    any_port = address.endswith(":*")
+    try:
+        parts = urlsplit("//" + (address[:-2] if any_port else address))
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or not parts.hostname or parts.path or parts.query or parts.fragment or parts.username is not None \
+            or not parts.hostname.isascii() or port == 0:
+        raise ValueError(f"{entry!r}: expected {PROVIDER_HOST_SYNTAX}, without a scheme or a path")
+    return ProviderHost(api_key_env=name, host=parts.hostname, port=None if any_port else 443 if port is None else port)
+
+
 PercentSteps = Annotated[list[int], BeforeValidator(_split_commas), AfterValidator(_percent_steps)]
 RolloutStages = Annotated[list[int], BeforeValidator(_split_commas), AfterValidator(_rollout_stages)]
 StrList = Annotated[list[str], BeforeValidator(_split_commas)]
+ProviderHostList = Annotated[list[Annotated[ProviderHost, BeforeValidator(parse_provider_host)]], BeforeValidator(_split_commas)]
 
 
 class Section(BaseModel):
@@ -125,6 +165,12 @@ class AuditsSection(Section):
     max_upload_bytes: int = Field(default=1 << 30, ge=1)
 
 
+class ProvidersSection(Section):
+    # Where provider accounts may send requests, and which key with them (models_app/providers/destinations.py;
+    # README "Providers"), beyond the built-in MISTRAL_API_KEY=api.mistral.ai and the simulator's URL.
+    hosts: ProviderHostList = Field(default_factory=list)
+
+
 class AlertingSection(Section):
     slack_webhook: str = ""
     email_to: StrList = Field(default_factory=list)
@@ -145,4 +191,5 @@ class GenesisConfig(Section):
     logging: LoggingSection = Field(default_factory=LoggingSection)
     features: FeaturesSection = Field(default_factory=FeaturesSection)
     audits: AuditsSection = Field(default_factory=AuditsSection)
+    providers: ProvidersSection = Field(default_factory=ProvidersSection)
     alerting: AlertingSection = Field(default_factory=AlertingSection)

@@ -54,6 +54,7 @@ from models_app.benchmarks.suites import case_messages
 from models_app.providers import (
     PermanentProviderError,
     ProviderAuthError,
+    ProviderDestinationRefused,
     TransientProviderError,
     UnknownModelError,
     UnsupportedParameterError,
@@ -328,7 +329,7 @@ def _ask_model(context: _ChunkContext, version_id: int, case_id: int) -> Answer:
     messages = case_messages(case_messages=case.messages, system_prompt=str(params.get("system_prompt") or ""))
     try:
         result = _ask(context.routes[version_id], version.model_id, messages, generation)
-    except (ProviderAuthError, UnknownModelError, UnsupportedParameterError) as error:
+    except (ProviderAuthError, ProviderDestinationRefused, UnknownModelError, UnsupportedParameterError) as error:
         # Not about this case: every pair would fail the same way, so the run fails now, saying why.
         return Answer(version_id, case_id, "fatal", error=f"{version.model_id}: {error}")
     except PermanentProviderError as error:

@@ -16,9 +16,11 @@ from .base import (
     ProviderSettings,
     UploadedFile,
 )
+from .destinations import ProviderDestinations, provider_destinations
 from .errors import (
     PermanentProviderError,
     ProviderAuthError,
+    ProviderDestinationRefused,
     ProviderError,
     ProviderRefused,
     TransientProviderError,
@@ -48,6 +50,8 @@ __all__ = [
     "PermanentProviderError",
     "ProviderAuthError",
     "ProviderCache",
+    "ProviderDestinationRefused",
+    "ProviderDestinations",
     "ProviderError",
     "ProviderKind",
     "ProviderRefused",
@@ -60,5 +64,6 @@ __all__ = [
     "UploadedFile",
     "build_provider",
     "call_with_retries",
+    "provider_destinations",
     "chat_with_fallback",
 ]

@@ -14,11 +14,17 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 BODY_EXCERPT_CHARS = 500
+# Control characters, line breaks included, and the invisible ones that reorder text: an answer is shown in
+# the admin, in logs and in terminals as one line of plain text, and must not move the cursor, forge a log
+# line or hide what it says.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
 
 
 def body_excerpt(body: str | None) -> str:
-    """The provider's answer, short enough for an admin page or a log line."""
-    text = (body or "").strip()
+    """The provider's answer as one line of plain text, short enough for an admin page or a log line:
+    never kept whole (what an answer says is the provider's choice), and escaped wherever it is shown as
+    HTML."""
+    text = " ".join(_CONTROL_CHARACTERS.sub(" ", body or "").split())
     if len(text) > BODY_EXCERPT_CHARS:
         return text[:BODY_EXCERPT_CHARS] + f"… ({len(text) - BODY_EXCERPT_CHARS} more characters)"
     return text
@@ -81,6 +87,11 @@ class ProviderRefused(PermanentProviderError):
 
 class UnsupportedParameterError(PermanentProviderError):
     """A chat parameter this provider kind does not understand."""
+
+
+class ProviderDestinationRefused(PermanentProviderError):
+    """The account's URL is not a destination the environment allows for its key (destinations.py):
+    nothing was sent."""
 
 
 _UNKNOWN_MODEL = re.compile(

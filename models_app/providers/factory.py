@@ -4,10 +4,12 @@
         kind=account.kind, name=account.name, base_url=account.base_url,
         api_key=os.environ.get(account.api_key_env, ""), api_key_env=account.api_key_env,
         timeout_seconds=account.timeout_seconds, max_concurrency=account.max_concurrency,
-        rate_limit_per_minute=account.rate_limit_per_minute,
+        rate_limit_per_minute=account.rate_limit_per_minute, destinations=destinations,
     )
 
-Never reads settings or the environment itself.
+Never reads settings or the environment itself. A caller that reads the key from a variable an account
+names must pass `destinations` (models_app/registry/gateway.py does): a provider whose URL the rules do
+not allow for that variable is built without the key and refuses every call, sending nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 from typing import Any
 
 from .base import ChatProvider, ProviderKind, ProviderSettings
+from .destinations import ProviderDestinations
 from .http import ProviderHttpClient, tls_context
 from .mistral import MistralProvider
 from .openai_compatible import OpenAICompatibleProvider
@@ -34,20 +37,26 @@ def build_provider(
     rate_limit_per_minute: int | None = None,
     strip_answer_markers: bool | None = None,
     http_client: ProviderHttpClient | None = None,
+    destinations: ProviderDestinations | None = None,
 ) -> MistralProvider | OpenAICompatibleProvider:
     """A provider for `kind`. "simulator" is the Mistral implementation pointed at the simulator;
-    it alone receives benchmark answer markers unless `strip_answer_markers` says otherwise."""
+    it alone receives benchmark answer markers unless `strip_answer_markers` says otherwise.
+    With `destinations`, one its rules refuse holds no key and raises ProviderDestinationRefused on every
+    call (so what it is used for fails the way a refused call does, saying what to change)."""
     try:
         provider_kind = ProviderKind(kind)
     except ValueError:
         raise ValueError(f"unknown provider kind {kind!r}; expected one of {', '.join(k.value for k in ProviderKind)}") from None
     if provider_kind is not ProviderKind.MISTRAL and not base_url:
         raise ValueError(f"a {provider_kind.value} provider needs a base_url")
+    if destinations is not None and api_key and not api_key_env:
+        raise ValueError("destinations check a key by the name of its variable: pass api_key_env with api_key")
+    refusal = destinations.refusal(kind=provider_kind, base_url=base_url, api_key_env=api_key_env) if destinations else None
     settings = ProviderSettings(
         name=name or provider_kind.value,
         kind=provider_kind,
         base_url=base_url or None,
-        api_key=api_key,
+        api_key="" if refusal else api_key,
         api_key_env=api_key_env or None,
         timeout_seconds=timeout_seconds,
         max_concurrency=max_concurrency,
@@ -57,8 +66,8 @@ def build_provider(
         ),
     )
     if provider_kind is ProviderKind.OPENAI_COMPATIBLE:
-        return OpenAICompatibleProvider(settings, http_client=http_client)
-    return MistralProvider(settings, http_client=http_client)
+        return OpenAICompatibleProvider(settings, http_client=http_client, refusal=refusal)
+    return MistralProvider(settings, http_client=http_client, refusal=refusal)
 
 
 def warm_up() -> None:

@@ -15,7 +15,13 @@ from typing import TypeVar
 import httpx
 
 from .base import ProviderSettings
-from .errors import PermanentProviderError, ProviderError, TransientProviderError, error_from_response
+from .errors import (
+    PermanentProviderError,
+    ProviderDestinationRefused,
+    ProviderError,
+    TransientProviderError,
+    error_from_response,
+)
 from .http import ProviderHttpClient, ResponseTooLargeError, new_http_client
 from .throttle import CallGate
 
@@ -33,8 +39,12 @@ class HttpProvider:
         http_client: ProviderHttpClient | None = None,
         client_base_url: str | None = None,
         client_headers: Mapping[str, str] | None = None,
+        refusal: str | None = None,
     ) -> None:
+        """`refusal`: why this account may not be called at all (destinations.py; the factory passes it
+        with the key left out): every call raises ProviderDestinationRefused before anything is sent."""
         self.settings = settings
+        self.refusal = refusal
         self._owns_http_client = http_client is None
         self._http = http_client or new_http_client(settings, base_url=client_base_url, headers=client_headers)
         self._gate = CallGate(
@@ -63,6 +73,10 @@ class HttpProvider:
         """`request()` once the call gate admits it, with its latency in milliseconds; any failure
         is raised as the provider error `_provider_error` sorts it into. `refusal_is_expected` marks
         management routes (see errors.error_from_response)."""
+        if self.refusal is not None:
+            raise ProviderDestinationRefused(
+                f"provider '{self.name}' is not called: {self.refusal}", provider=self.name
+            )
         try:
             with self._gate.admit():
                 started = time.perf_counter()

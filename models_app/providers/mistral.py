@@ -36,7 +36,7 @@ from .base import (
     UploadedFile,
     prepared_messages,
 )
-from .errors import PermanentProviderError, ProviderError, UnsupportedParameterError
+from .errors import PermanentProviderError, ProviderError, UnsupportedParameterError, body_excerpt
 from .http import ProviderHttpClient
 from .http_provider import HttpProvider
 
@@ -84,8 +84,10 @@ class _SynchronousOnly:
 class MistralProvider(HttpProvider):
     default_address = "the Mistral API"
 
-    def __init__(self, settings: ProviderSettings, *, http_client: ProviderHttpClient | None = None) -> None:
-        super().__init__(settings, http_client=http_client)
+    def __init__(
+        self, settings: ProviderSettings, *, http_client: ProviderHttpClient | None = None, refusal: str | None = None
+    ) -> None:
+        super().__init__(settings, http_client=http_client, refusal=refusal)
         self._sdk = Mistral(
             # None, not "": an empty key must reach the provider as "no key" (and a clear 401).
             api_key=settings.api_key or None,
@@ -223,7 +225,7 @@ class MistralProvider(HttpProvider):
     ) -> ProviderError | None:
         """The SDK's own errors first: an answer it could not read, an error answer, no answer."""
         if isinstance(error, sdk_models.ResponseValidationError) and 200 <= error.status_code < 300:
-            return self._unreadable_answer(operation, f"a shape the SDK cannot read: {error.message}",
+            return self._unreadable_answer(operation, f"a shape the SDK cannot read: {body_excerpt(error.message)}",
                                            status_code=error.status_code, answer=error.body)
         if isinstance(error, sdk_models.MistralError):
             return self._error_from_answer(operation=operation, status_code=error.status_code, body=error.body,

@@ -30,13 +30,16 @@ def api_root(base_url: str) -> str:
 
 
 class OpenAICompatibleProvider(HttpProvider):
-    def __init__(self, settings: ProviderSettings, *, http_client: ProviderHttpClient | None = None) -> None:
+    def __init__(
+        self, settings: ProviderSettings, *, http_client: ProviderHttpClient | None = None, refusal: str | None = None
+    ) -> None:
         if not settings.base_url:
             raise ValueError(f"provider '{settings.name}': an OpenAI-compatible provider needs a base_url")
         headers = {"Accept": "application/json"}
         if settings.api_key:  # local servers (Ollama, llama.cpp) need none
             headers["Authorization"] = f"Bearer {settings.api_key}"
-        super().__init__(settings, http_client=http_client, client_base_url=api_root(settings.base_url), client_headers=headers)
+        super().__init__(settings, http_client=http_client, client_base_url=api_root(settings.base_url), client_headers=headers,
+                         refusal=refusal)
 
     def chat(
         self, *, model: str, messages: Sequence[ChatMessage], parameters: Mapping[str, Any] | None = None

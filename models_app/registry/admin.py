@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
 from django import forms
@@ -15,10 +16,17 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
-from genesis.admin_base import ReadOnlyTabularInline, ServiceAddFormMixin, admin_page
+from genesis.admin_base import (
+    ReadOnlyTabularInline,
+    ServiceAddFormMixin,
+    ServiceForm,
+    ServiceFormAdminMixin,
+    admin_page,
+)
 from genesis.errors import DomainError
-from genesis.permissions import request_actor
+from genesis.permissions import Actor, request_actor
 from models_app.registry import lifecycle
+from models_app.registry.gateway import provider_destinations
 from models_app.registry.models import Agent, ApiKey, ModelKind, ModelStatus, ModelVersion, ProviderAccount
 from models_app.registry.selectors import CANDIDATE_STATUSES, agent_has_live_version
 from models_app.registry.services import (
@@ -189,30 +197,50 @@ class ModelVersionAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
         return admin_page(self, request, "admin/models_app/modelversion/transition.html", context)
 
 
+PROVIDER_FIELDS = ("base_url", "api_key_env", "rate_limit_per_minute", "max_concurrency", "timeout_seconds", "enabled")
+
+
+class ProviderAccountForm(ServiceForm):
+    # A URL typed without a scheme is taken as https://, as Django 6 will.
+    base_url = forms.URLField(max_length=300, assume_scheme="https")
+
+    class Meta:
+        model = ProviderAccount
+        fields = ("name", "kind", *PROVIDER_FIELDS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "base_url" in self.fields:
+            allowed = ", ".join(str(rule) for rule in provider_destinations().rules)
+            self.fields["base_url"].help_text = (
+                "Requests, with the key, go only to a host the environment allows for the key variable "
+                f"(GENESIS_PROVIDER_HOSTS): {allowed}."
+            )
+
+    def save_through_service(self, *, actor: Actor) -> ProviderAccount:
+        account = self.instance  # the name comes from the row when it is read-only
+        return provider_account_upsert(
+            name=account.name, kind=account.kind, actor=actor, **{field: getattr(account, field) for field in PROVIDER_FIELDS}
+        )
+
+
 @admin.register(ProviderAccount)
-class ProviderAccountAdmin(SimpleHistoryAdmin):
-    list_display = ("name", "kind", "base_url", "api_key_env", "key_present", "max_concurrency", "enabled")
+class ProviderAccountAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
+    form = ProviderAccountForm
+    list_display = ("name", "kind", "base_url", "api_key_env", "key_present", "destination_allowed", "max_concurrency", "enabled")
     list_filter = ("kind", "enabled")
+
     def get_readonly_fields(self, request: HttpRequest, obj: ProviderAccount | None = None) -> tuple[str, ...]:
         return ("name",) if obj else ()  # model versions name their provider; it is not renamed
 
-    PROVIDER_FIELDS = ("base_url", "api_key_env", "rate_limit_per_minute", "max_concurrency", "timeout_seconds", "enabled")
-
-    def save_model(
-        self, request: HttpRequest, obj: ProviderAccount, form: forms.ModelForm[ProviderAccount], change: bool
-    ) -> None:
-        values = {field: form.cleaned_data[field] for field in self.PROVIDER_FIELDS}
-        try:
-            saved = provider_account_upsert(name=obj.name, kind=form.cleaned_data["kind"], actor=request_actor(request), **values)
-        except DomainError as exc:
-            raise DjangoPermissionDenied(exc.message) from None
-        obj.pk = saved.pk
-
     @admin.display(boolean=True, description="key set in environment")
     def key_present(self, provider: ProviderAccount) -> bool:
-        import os
-
         return bool(provider.api_key_env and os.environ.get(provider.api_key_env))
+
+    @admin.display(boolean=True, description="destination allowed")
+    def destination_allowed(self, provider: ProviderAccount) -> bool:
+        """False for a row the environment's allow-list no longer admits: its calls are refused."""
+        return provider_destinations().refusal(kind=provider.kind, base_url=provider.base_url, api_key_env=provider.api_key_env) is None
 
 
 class ApiKeyCreateForm(forms.ModelForm):

@@ -3,7 +3,9 @@
 transient failure when the configuration allows it.
 
 The provider layer (models_app/providers/) is Django-free; this module is the seam that reads
-accounts, keys from the environment and settings, and counts fallbacks in Prometheus.
+accounts, keys from the environment and settings, and counts fallbacks in Prometheus. It is the one
+place a key is read by the name an account gives, and every provider it builds is checked against
+`provider_destinations()`: a row edited to point elsewhere gets a provider that refuses every call.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
+from models_app.providers import destinations
 from models_app.providers.base import ChatMessage
 from models_app.providers.factory import ProviderCache
 from models_app.providers.fallback import ChatOutcome, FallbackEvent, ModelRoute, chat_with_fallback
@@ -27,9 +30,22 @@ logger = logging.getLogger(__name__)
 _providers = ProviderCache()
 
 
+def provider_destinations() -> destinations.ProviderDestinations:
+    """Where provider accounts may send requests and which key with them, as the environment says:
+    GENESIS_PROVIDER_HOSTS, MISTRAL_API_KEY to api.mistral.ai, GENESIS_SIMULATOR_API_KEY to
+    GENESIS_SIMULATOR_URL; plain http:// beyond loopback only in dev."""
+    return destinations.provider_destinations(
+        hosts=settings.GENESIS_PROVIDER_HOSTS,
+        simulator_url=settings.GENESIS_SIMULATOR_URL,
+        plain_http_loopback_only=settings.GENESIS_ENV != "dev",
+    )
+
+
 def provider_for(account: ProviderAccount) -> InstrumentedProvider:
-    """The process-wide provider client of an account; its key is read from the environment only.
-    Every call through it is counted in genesis_provider_calls_total (models_app/registry/metrics.py)."""
+    """The process-wide provider client of an account; its key is read from the environment only, and
+    sent only where `provider_destinations()` allows (otherwise every call raises
+    ProviderDestinationRefused). Every call through it is counted in genesis_provider_calls_total
+    (models_app/registry/metrics.py)."""
     provider = _providers.get(
         kind=account.kind,
         name=account.name,
@@ -39,6 +55,7 @@ def provider_for(account: ProviderAccount) -> InstrumentedProvider:
         timeout_seconds=account.timeout_seconds,
         max_concurrency=account.max_concurrency,
         rate_limit_per_minute=account.rate_limit_per_minute,
+        destinations=provider_destinations(),
     )
     return InstrumentedProvider(provider, record=provider_call_recorder(account.name))
 

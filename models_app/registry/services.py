@@ -20,6 +20,7 @@ from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.history import record_history
 from genesis.permissions import Actor, require_permission
 from models_app.registry import lifecycle
+from models_app.registry.gateway import provider_destinations
 from models_app.registry.models import (
     Agent,
     ApiKey,
@@ -66,14 +67,39 @@ def agent_upsert(*, slug: str, name: str, purpose: str = "", actor: Actor = None
 
 @transaction.atomic
 def provider_account_upsert(*, name: str, kind: str, base_url: str, api_key_env: str, actor: Actor = None, **defaults: Any) -> ProviderAccount:
+    """Create or change the provider account `name`. Its URL must be a destination the environment
+    allows for its key variable (gateway.provider_destinations: GENESIS_PROVIDER_HOSTS): who may edit
+    accounts chooses among those, never where a key goes. The history entry names who changed what."""
     require_permission(actor=actor, permission="models_app.change_provideraccount", action="edit providers")
     validate_api_key_env(api_key_env)
     if kind not in ProviderKind.values:
         raise InvalidInput(f"kind: '{kind}' is not one of {', '.join(ProviderKind.values)}")
-    provider, _ = ProviderAccount.objects.update_or_create(
-        name=name, defaults={"kind": kind, "base_url": base_url, "api_key_env": api_key_env, **defaults}
-    )
+    refusal = provider_destinations().refusal(kind=kind, base_url=base_url, api_key_env=api_key_env)
+    if refusal:
+        raise InvalidInput(f"base_url: {refusal}")
+    values = {"kind": kind, "base_url": base_url, "api_key_env": api_key_env, **defaults}
+    provider = ProviderAccount.objects.select_for_update().filter(name=name).first()
+    if provider is None:
+        provider = ProviderAccount(name=name)
+        changes = "created: " + _changes_text({}, values)
+    else:
+        changes = _changes_text({field: getattr(provider, field) for field in values}, values)
+        if not changes:
+            return provider
+    for field, value in values.items():
+        setattr(provider, field, value)
+    record_history(provider, actor=actor, reason=changes)
+    provider.save()
     return provider
+
+
+def _changes_text(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """The fields whose value changes, as "base_url: http://a → https://b; enabled: True → False"."""
+    return "; ".join(
+        f"{field}: {before[field]} → {value}" if field in before else f"{field}: {value}"
+        for field, value in after.items()
+        if field not in before or before[field] != value
+    )
 
 
 def validate_api_key_env(name: str) -> None:

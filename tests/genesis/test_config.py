@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from genesis.config.loader import ConfigError, expand_variables, load_config, normalise_env_name
+from genesis.config.schema import ProviderHost
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,6 +111,24 @@ def test_the_benchmark_minimum_of_cases_comes_from_the_environment_and_must_be_p
     with pytest.raises(ConfigError) as exc:
         load_config(env_name="dev", environ={**environ, "BENCHMARK_MIN_CASES": "0"})
     assert "dev.yaml: benchmarks.min_cases:" in str(exc.value)
+
+
+def test_provider_hosts_come_from_the_environment_and_a_malformed_entry_stops_start_up():
+    environ = {"DATABASE_URL": "postgres://x/y"}
+    assert load_config(env_name="dev", environ=environ).providers.hosts == []
+    hosts = "VLLM_API_KEY=vllm.internal:8000, TOGETHER_API_KEY=API.together.xyz,localhost:11434,GENESIS_SIMULATOR_API_KEY=[::1]:*"
+    assert load_config(env_name="dev", environ={**environ, "GENESIS_PROVIDER_HOSTS": hosts}).providers.hosts == [
+        ProviderHost("VLLM_API_KEY", "vllm.internal", 8000), ProviderHost("TOGETHER_API_KEY", "api.together.xyz", 443),
+        ProviderHost("", "localhost", 11434), ProviderHost("GENESIS_SIMULATOR_API_KEY", "::1", None),
+    ]
+    for entry, problem in [("DATABASE_URL=db.internal", "'DATABASE_URL' is not an API key variable"),
+                           ("VLLM_API_KEY=https://vllm.internal", "without a scheme or a path"),
+                           ("VLLM_API_KEY=vllm.internal/v1", "without a scheme or a path"),
+                           ("VLLM_API_KEY=vllm.internal:0", "expected NAME_API_KEY=host[:port]")]:
+        with pytest.raises(ConfigError) as exc:
+            load_config(env_name="production", environ={**environ, "REDIS_URL": "redis://x", "GENESIS_ALLOWED_HOSTS": "a",
+                                                        "GENESIS_PROVIDER_HOSTS": f"localhost:11434,{entry}"})
+        assert "production.yaml: providers.hosts.1: " in str(exc.value) and problem in str(exc.value)
 
 
 def run_django(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from genesis.config.schema import ProvidersSection
 from models_app.simulator import SimulatorConfig, start_in_thread, stop
 from models_app.simulator.server import SimulatorHTTPServer
 
@@ -31,6 +32,17 @@ def simulator_factory() -> Iterator[Callable[..., SimulatorHTTPServer]]:
     yield start
     for server in servers:
         stop(server)
+
+
+@pytest.fixture
+def provider_hosts(settings) -> Callable[[str], None]:
+    """`provider_hosts("VLLM_API_KEY=127.0.0.1:9,…")` sets the allow-list of provider destinations for the
+    test, as GENESIS_PROVIDER_HOSTS would (read by the real config schema)."""
+
+    def allow(entries: str) -> None:
+        settings.GENESIS_PROVIDER_HOSTS = ProvidersSection.model_validate({"hosts": entries}).hosts
+
+    return allow
 
 
 def point_demo_provider_at(server: SimulatorHTTPServer, **account: Any) -> None:

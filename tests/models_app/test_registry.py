@@ -178,8 +178,10 @@ def test_a_fine_tuned_model_id_cannot_be_registered_as_a_baseline(model_id):
 
 
 @pytest.mark.parametrize("name", ["DATABASE_URL", "GENESIS_SECRET_KEY", "lowercase_api_key", "MISTRAL_KEY"])
-def test_provider_key_variable_must_be_an_api_key(name):
+def test_provider_key_variable_must_be_an_api_key(name, provider_hosts):
     from models_app.registry.services import provider_account_upsert
+
+    provider_hosts("VLLM_API_KEY=127.0.0.1:9")
 
     with pytest.raises(InvalidInput, match=f"api_key_env: '{name}' is not allowed"):
         provider_account_upsert(name="evil", kind="openai_compatible", base_url="http://127.0.0.1:9/v1", api_key_env=name)
