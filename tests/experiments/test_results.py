@@ -10,10 +10,11 @@ import pytest
 from scipy import stats as scipy_stats
 
 from costs.budgeting import money_str
+from experiments import stats
 from experiments.models import OutcomeEvent
 from experiments.outcomes import outcomes_ingest
 from experiments.selectors import experiment_results, get_experiment
-from experiments.services import experiment_start
+from experiments.services import experiment_start, stage_approve
 from tests.experiments.factories import draft_experiment, outcome_events, rollout_team
 
 pytestmark = pytest.mark.django_db
@@ -164,3 +165,52 @@ def test_a_user_with_many_outcomes_counts_once_in_the_interval():
     # Every user has 10 outcomes, so the ratio metric is the mean of the users' rates.
     welch = scipy_stats.ttest_ind(rates["treatment"], rates["control"], equal_var=False)
     assert results["p_value"] == pytest.approx(welch.pvalue, rel=1e-6)
+
+
+def test_users_returning_in_a_later_stage_cluster_the_variance(django_assert_max_num_queries):
+    """120 users with persistent success rates, active in the 20 % stage and again in the 50 % one
+    (users 24–59 move from control to treatment): the selector's SQL gives exactly the estimate
+    stats computes from the same users' numbers in Python, clustered by user, and wider than the
+    stages taken as independent."""
+    team = rollout_team()
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], stage_plan=[20, 50, 100]), actor=team["starter"])
+    rng = np.random.default_rng(11)
+    users = 120
+    rates = np.resize([0.2, 0.6, 1.0], users)
+    successes, outcomes, latency = np.zeros((users, 2)), np.zeros((users, 2)), np.zeros((users, 2))
+    treated = np.zeros((users, 2), dtype=bool)
+    counter = 0
+    for stage, share in enumerate((0.2, 0.5)):
+        if stage == 1:
+            assert stage_approve(stage=experiment.stages.get(index=1), actor=team["approver"]).percent == 50
+        events = []
+        for user in range(users):
+            arm = "treatment" if user < share * users else "control"
+            model = (experiment.treatment if arm == "treatment" else experiment.control).model_id
+            treated[user, stage] = arm == "treatment"
+            visits = int(rng.integers(1, 6))
+            for visit in range(visits):  # each user's success rate is its own, stage after stage
+                success, served_in = visit < round(rates[user] * visits), float(300 + 200 * rates[user] + rng.normal(0, 20))
+                events.append({"event_id": f"returning-{counter}", "agent": experiment.agent.slug, "user_id": f"user-{user}",
+                               "model": model, "success": success, "latency_ms": served_in})
+                counter += 1
+                successes[user, stage] += success
+                outcomes[user, stage] += 1
+                latency[user, stage] += served_in
+        assert outcomes_ingest(principal=None, events=events).accepted == len(events)
+    experiment = get_experiment(key=experiment.key)
+    with django_assert_max_num_queries(3):  # stage windows, the aggregate statement, the percentiles
+        results = experiment_results(experiment=experiment)
+    assert results["analysis"]["covers"] == "stages 20 %, 50 %"
+    for metric, numerators in (("success_rate", successes), ("latency_ms", latency)):
+        strata = stats.strata_from_users(numerators, outcomes, treated)
+        assert {pair.second for stratum in strata for pair in stratum.shared} >= {(1, "control"), (1, "treatment")}
+        expected = stats.compare(strata)
+        independent = stats.compare([stats.Stratum(s.control, s.treatment) for s in strata])
+        assert expected is not None and independent is not None and expected.absolute_interval and independent.absolute_interval
+        got = results["comparisons"][metric]
+        assert got["p_value"] == pytest.approx(expected.p_value, rel=1e-9)
+        assert got["absolute_ci95"] == pytest.approx([expected.absolute_interval.low, expected.absolute_interval.high], rel=1e-9)
+        # Persistent users counted in both stages: the clustered interval is the wider one.
+        clustered_width = expected.absolute_interval.high - expected.absolute_interval.low
+        assert clustered_width > 1.05 * (independent.absolute_interval.high - independent.absolute_interval.low)
