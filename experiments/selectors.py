@@ -637,8 +637,11 @@ def _analysis_json(metrics: ExperimentMetrics) -> dict[str, Any]:
     return {
         "unit": "user",
         "method": "per-user ratio metrics (delta method), each stage compared within itself and the stages "
-                  "combined with Cochran–Mantel–Haenszel weights; Welch t p-values and intervals from one "
-                  "standard error; relative intervals by Fieller's method",
+                  "combined with Cochran–Mantel–Haenszel weights, the variance clustered by user across stages "
+                  "(a user returning in several stages is one unit); Welch t p-values and intervals from one "
+                  "standard error; relative intervals by Fieller's method. The p-values and intervals are "
+                  "fixed-horizon: valid at the planned end, not for stopping early — the guardrails' "
+                  "sequential test is what stops",
         "covers": f"stages {covered}",
         "stages": stages,
     }

@@ -83,6 +83,7 @@ def test_lift_interval_and_p_value_of_the_success_rate(experiment_with_data):
     # The relative (Fieller) interval, the absolute interval and the p-value agree about "no effect".
     assert (results["p_value"] < 0.05) == (low > 0 or high < 0) == (absolute[0] > 0 or absolute[1] < 0)
     assert results["analysis"]["unit"] == "user" and results["analysis"]["covers"] == "stages 20 %"
+    assert "fixed-horizon: valid at the planned end, not for stopping early" in results["analysis"]["method"]
     assert results["comparisons"]["latency_ms"]["relative_lift"] < 0  # treatment is faster
     assert results["comparisons"]["quality"]["p_value"] < 0.05
 
@@ -109,6 +110,10 @@ def test_the_endpoint_serves_the_results_to_keys_of_that_agent_only(client, expe
     assert set(body["variants"]["control"]) >= {"n", "success_rate", "mean_quality", "latency_p50_ms",
                                                  "latency_p95_ms", "cost_per_request_usd"}
     assert {"relative_lift", "ci95", "p_value", "srm_p", "guardrails"} <= set(body)
+    # The schema labels the p-value for what it is: fixed-horizon, not a stopping rule.
+    schema = client.get("/api/v1/openapi.json").json()["components"]["schemas"]
+    assert "not for stopping early" in schema["ResultsOut"]["properties"]["p_value"]["description"]
+    assert "not for stopping early" in schema["ComparisonOut"]["properties"]["p_value"]["description"]
     from tests.factories import AgentFactory
 
     AgentFactory(slug="legal_agent")
