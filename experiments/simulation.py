@@ -280,31 +280,31 @@ class FinalEstimates:
         return float(self.differences.std(ddof=1) / math.sqrt(float((self.standard_errors**2).mean())))
 
 
-def final_estimates(
-    *, rollout: Rollout, experiments: int, seed: int, returning: bool = True, clustered: bool = True
-) -> FinalEstimates:
-    """stats.compare on each simulated rollout's users (``rollout.user_population`` of them).
-    ``clustered`` False drops the shared-user sums: the stages as independent strata (the old way)."""
+def final_estimates(*, rollout: Rollout, experiments: int, seed: int, returning: bool = True) -> tuple[FinalEstimates, FinalEstimates]:
+    """stats.compare on each simulated rollout's users (``rollout.user_population`` of them), as
+    production computes it (clustered by user) and, on the same data, with the shared-user sums
+    dropped: the stages as independent strata (the old way)."""
     rng = np.random.default_rng(seed)
-    p_values, covered, errors, differences, truths = [], [], [], [], []
+    collected: dict[bool, list[list[float]]] = {True: [], False: []}
     for _ in range(experiments):
         successes, outcomes, treated, stage_truth = simulate_users(rng, rollout, returning=returning)
-        strata = stats.strata_from_users(successes, outcomes, treated)
-        if not clustered:
-            strata = [stats.Stratum(stratum.control, stratum.treatment) for stratum in strata]
-        comparison = stats.compare(strata)
-        estimate = stats.stratified_estimate(strata)
-        if comparison is None or estimate is None or comparison.p_value is None or comparison.absolute_interval is None:
-            continue
-        sizes = np.array([[s.control.users, s.treatment.users] for s in strata], dtype=float)
+        clustered = stats.strata_from_users(successes, outcomes, treated)
+        sizes = np.array([[s.control.users, s.treatment.users] for s in clustered], dtype=float)
         weights = sizes[:, 0] * sizes[:, 1] / sizes.sum(axis=1)
         truth = float(weights @ stage_truth / weights.sum())
-        p_values.append(comparison.p_value)
-        covered.append(comparison.absolute_interval.contains(truth))
-        errors.append(estimate.standard_error)
-        differences.append(estimate.difference - truth)
-        truths.append(truth)
-    return FinalEstimates(*(np.asarray(values) for values in (p_values, covered, errors, differences, truths)))
+        for is_clustered, strata in ((True, clustered), (False, [stats.Stratum(s.control, s.treatment) for s in clustered])):
+            comparison, estimate = stats.compare(strata), stats.stratified_estimate(strata)
+            if comparison is None or estimate is None or comparison.p_value is None or comparison.absolute_interval is None:
+                continue
+            collected[is_clustered].append([
+                comparison.p_value, float(comparison.absolute_interval.contains(truth)), estimate.standard_error,
+                estimate.difference - truth, truth,
+            ])
+    results = []
+    for is_clustered in (True, False):
+        columns = np.asarray(collected[is_clustered], dtype=float).reshape(-1, 5).T
+        results.append(FinalEstimates(columns[0], columns[1].astype(bool), columns[2], columns[3], columns[4]))
+    return results[0], results[1]
 
 
 # --------------------------------------------------------------------------------------------

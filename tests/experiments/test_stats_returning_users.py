@@ -145,8 +145,7 @@ def test_a_and_a_with_returning_users_rejects_about_alpha_only_when_clustered() 
     """bench/decisions' returning-users A/A at a smaller scale (seeded): the clustered standard error
     matches the estimate's real spread; the independent-strata one understates it."""
     rollout = simulation.Rollout(user_population=4_000, users_per_hour=400, within_user_correlation=0.2)
-    clustered = simulation.final_estimates(rollout=rollout, experiments=300, seed=21)
-    independent = simulation.final_estimates(rollout=rollout, experiments=300, seed=21, clustered=False)
+    clustered, independent = simulation.final_estimates(rollout=rollout, experiments=300, seed=21)
     assert 0.88 <= clustered.sd_over_se <= 1.12, clustered.sd_over_se
     assert clustered.rejection_rate() <= 0.09 and clustered.coverage >= 0.91
     assert independent.sd_over_se >= 1.12, independent.sd_over_se
