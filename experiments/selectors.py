@@ -255,13 +255,15 @@ def _per_user_sql(windows: int) -> str:
         f" FROM {OutcomeEvent._meta.db_table}"
         f" WHERE experiment_id = %s AND variant IN (%s, %s) AND occurred_at >= %s"
         f" GROUP BY 1, variant, user_id"
+        f"), shared_users AS ("
+        f" SELECT * FROM per_user WHERE stage IS NOT NULL AND user_id IN ("
+        f"  SELECT user_id FROM per_user WHERE stage IS NOT NULL GROUP BY user_id HAVING COUNT(*) > 1)"
         f") SELECT stage, variant, stage AS stage_b, variant AS variant_b, {per_cell}"
         f" FROM per_user WHERE stage IS NOT NULL GROUP BY stage, variant"
         f" UNION ALL"
         f" SELECT a.stage, a.variant, b.stage, b.variant, {per_pair}"
-        f" FROM per_user AS a JOIN per_user AS b ON a.user_id = b.user_id"
+        f" FROM shared_users AS a JOIN shared_users AS b ON a.user_id = b.user_id"
         f" AND (a.stage < b.stage OR (a.stage = b.stage AND a.variant < b.variant))"
-        f" WHERE a.stage IS NOT NULL AND b.stage IS NOT NULL"
         f" GROUP BY a.stage, a.variant, b.stage, b.variant"
     )
 

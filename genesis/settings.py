@@ -148,6 +148,11 @@ if USING_SQLITE:
 else:
     DATABASES = {"default": dict(dj_database_url.parse(GENESIS.database_url, conn_max_age=60, conn_health_checks=True))}
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+    if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        # No JIT: the results statement (experiments/selectors.py) joins per-user rows of a CTE, which
+        # the planner cannot estimate, and compiling it cost 2.4-3.3 s on a 3.3 s query (bench/results);
+        # nothing here runs long enough for compiled expressions to pay that back.
+        DATABASES["default"]["OPTIONS"].setdefault("options", "-c jit=off")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache and Redis ---------------------------------------------------------------------------
