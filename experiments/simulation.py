@@ -215,6 +215,25 @@ def final_p_values(*, rollout: Rollout, experiments: int, seed: int, stratified:
     return 2 * scipy_stats.norm.sf(np.abs(difference[:, 0]) / standard_error[:, 0])
 
 
+def peeking_rejections(*, rollout: Rollout, experiments: int, seed: int, batch: int = 25) -> dict[str, float]:
+    """How often the results page's fixed-horizon p-value of success rate (normal approximation) is
+    below 0.05 at the end of the rollout, at some daily look, and at some hourly look from hour 3:
+    what reading it as a stopping rule would cost."""
+    rng = np.random.default_rng(seed)
+    hourly = np.arange(59, rollout.minutes, 60)
+    counts = {"end": 0, "daily": 0, "hourly": 0}
+    for start in range(0, experiments, batch):
+        control, treatment = simulate_cells(rng, rollout, min(batch, experiments - start))
+        picked = [_Cells(*(getattr(arm, name)[:, hourly] for name in ("users", "total", "squares"))) for arm in (control, treatment)]
+        difference, standard_error, _, _, _ = stratified_difference(picked[0], picked[1], rollout.outcomes_per_user)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            significant = 2 * scipy_stats.norm.sf(np.abs(difference) / standard_error) < 0.05
+        counts["end"] += int(significant[:, -1].sum())
+        counts["daily"] += int(significant[:, 23::24].any(axis=1).sum())
+        counts["hourly"] += int(significant[:, 2:].any(axis=1).sum())
+    return {look: count / experiments for look, count in counts.items()}
+
+
 # --------------------------------------------------------------------------------------------
 # Returning users: the results page's estimate at the end of the rollout
 
