@@ -151,7 +151,11 @@ class ComparisonOut(Schema):
     absolute_ci95: list[float | None] | None = Field(description="95 % interval of treatment − control; null without spread")
     relative_lift: float | None
     ci95: list[float | None] | None = Field(description="95 % Fieller interval of the relative lift; null when unbounded")
-    p_value: float | None = Field(description="Two-sided Welch t, from the same standard error as the intervals")
+    p_value: float | None = Field(description=(
+        "Fixed-horizon two-sided Welch t, from the same standard error as the intervals: valid at the planned end "
+        "of the rollout, not for stopping early (looked at daily, an A/A crosses 0.05 in about 15 % of rollouts); "
+        "the guardrails' sequential test is what stops"
+    ))
 
 
 class GuardrailOut(Schema):
@@ -188,8 +192,11 @@ class ResultsOut(Schema):
     treatment: ModelRefOut
     variants: dict[str, ArmOut]
     relative_lift: float | None = Field(description="Success rate, treatment vs control")
-    ci95: list[float | None] | None = Field(description="95 % interval of the relative lift")
-    p_value: float | None
+    ci95: list[float | None] | None = Field(description="95 % interval of the relative lift (fixed-horizon, as p_value)")
+    p_value: float | None = Field(description=(
+        "Success rate, fixed-horizon: valid at the planned end of the rollout, not for stopping early — the "
+        "guardrails' sequential (any-time) test is what stops"
+    ))
     analysis: AnalysisOut
     comparisons: dict[str, ComparisonOut | None]
     srm_p: float | None = Field(description="Any-time-valid sample-ratio-mismatch p-value of the current stage")

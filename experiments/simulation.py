@@ -10,6 +10,12 @@ stages (10 → 25 → 50 % for 48 h each by default) are the strata of experimen
 experiments × minutes with exactly the formulas of stats.stratified_estimate and the decision of
 stats.harm_beyond_tolerance with stats.guardrail_critical_z (a test checks the two agree on the same
 data).
+
+Returning users (``Rollout.user_population``): the arrivals are visits of a fixed population of
+users, each keeping its hash bucket (control stays control, a treated user stays treated as the
+share rises) and its own success propensity across the stages, as real users do. The results
+page's final estimate is then computed per simulated rollout by stats.compare itself, on the cells
+and shared-user sums stats.strata_from_users builds from the users (what the selector's SQL builds).
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ class Rollout:
     planned_users_per_arm: int = stats.DEFAULT_PLANNED_SAMPLES_PER_ARM
     # Analyse each user as one unit (True, production) or every outcome as independent (the old way).
     per_user: bool = True
+    # None: every arrival is a new user. N: the arrivals are visits (Poisson) of N users who return
+    # across stages with their bucket and their propensity (beta, within_user_correlation); each
+    # visit reports outcomes_per_user outcomes. Only final_estimates simulates them.
+    user_population: int | None = None
 
     @property
     def minutes_per_stage(self) -> int:
@@ -110,6 +120,9 @@ def _arm_minutes(
 
 
 def simulate_cells(rng: np.random.Generator, rollout: Rollout, experiments: int) -> tuple[_Cells, _Cells]:
+    if rollout.user_population is not None:
+        raise ValueError("simulate_cells draws a new user per arrival; returning users (user_population) are "
+                         "simulated by final_estimates")
     minutes, per_stage, stages = rollout.minutes, rollout.minutes_per_stage, len(rollout.stage_fractions)
     minute = np.arange(minutes)
     stage_of_minute = minute // per_stage
@@ -202,6 +215,117 @@ def final_p_values(*, rollout: Rollout, experiments: int, seed: int, stratified:
         last = [_Cells(*(getattr(arm, name).sum(axis=-1, keepdims=True) for name in ("users", "total", "squares"))) for arm in last]
     difference, standard_error, _, _, _ = stratified_difference(last[0], last[1], k)
     return 2 * scipy_stats.norm.sf(np.abs(difference[:, 0]) / standard_error[:, 0])
+
+
+def peeking_rejections(*, rollout: Rollout, experiments: int, seed: int, batch: int = 25) -> dict[str, float]:
+    """How often the results page's fixed-horizon p-value of success rate (normal approximation) is
+    below 0.05 at the end of the rollout, at some daily look, and at some hourly look from hour 3:
+    what reading it as a stopping rule would cost."""
+    rng = np.random.default_rng(seed)
+    hourly = np.arange(59, rollout.minutes, 60)
+    counts = {"end": 0, "daily": 0, "hourly": 0}
+    for start in range(0, experiments, batch):
+        control, treatment = simulate_cells(rng, rollout, min(batch, experiments - start))
+        picked = [_Cells(*(getattr(arm, name)[:, hourly] for name in ("users", "total", "squares"))) for arm in (control, treatment)]
+        difference, standard_error, _, _, _ = stratified_difference(picked[0], picked[1], rollout.outcomes_per_user)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            significant = 2 * scipy_stats.norm.sf(np.abs(difference) / standard_error) < 0.05
+        counts["end"] += int(significant[:, -1].sum())
+        counts["daily"] += int(significant[:, 23::24].any(axis=1).sum())
+        counts["hourly"] += int(significant[:, 2:].any(axis=1).sum())
+    return {look: count / experiments for look, count in counts.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Returning users: the results page's estimate at the end of the rollout
+
+
+def simulate_users(
+    rng: np.random.Generator, rollout: Rollout, *, returning: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One rollout of ``rollout.user_population`` users, per (user, stage): successes, outcomes,
+    whether treated, and the expected difference of the stage's arms (per stage). ``returning``
+    False draws new users in every stage (independent strata, for contrast): ``population`` rows
+    per stage, each present in its own stage only."""
+    population = rollout.user_population
+    if population is None or population < 2:
+        raise ValueError("simulate_users needs Rollout.user_population (at least 2 users)")
+    stages = len(rollout.stage_fractions)
+    stage_middle = (np.arange(stages) + 0.5) * rollout.minutes_per_stage
+    control_rates, _ = _rates(rollout, stage_middle)
+    visits_per_user = rollout.users_per_hour * rollout.stage_hours / population
+    rho = rollout.within_user_correlation
+    # Treatment scales each user's propensity, so an arm's expected rate drops by exactly treatment_drop.
+    treatment_factor = 1 - rollout.treatment_drop / rollout.control_rate
+    draws = 1 if returning else stages
+    bucket = rng.random((population, draws))
+    if rho > 0:
+        strength = (1 - rho) / rho
+        base = rollout.control_rate
+        propensity = rng.beta(base * strength, (1 - base) * strength, size=(population, draws))
+    else:
+        propensity = np.full((population, draws), rollout.control_rate)
+    bucket, propensity = np.broadcast_to(bucket, (population, stages)), np.broadcast_to(propensity, (population, stages))
+    treated = bucket < np.asarray(rollout.stage_fractions)
+    rate = np.clip(propensity * (control_rates / rollout.control_rate) * np.where(treated, treatment_factor, 1.0), 0, 1)
+    outcomes = rng.poisson(visits_per_user, size=(population, stages)) * rollout.outcomes_per_user
+    successes = rng.binomial(outcomes, rate)
+    if not returning:  # stage s's users are rows s·population … (s + 1)·population − 1
+        blocks = np.kron(np.eye(stages, dtype=bool), np.ones((population, 1), dtype=bool))
+        outcomes = np.where(blocks, np.tile(outcomes, (stages, 1)), 0)
+        successes = np.where(blocks, np.tile(successes, (stages, 1)), 0)
+        treated = np.tile(treated, (stages, 1))
+    return successes.astype(float), outcomes.astype(float), treated, control_rates * (treatment_factor - 1)
+
+
+@dataclass(frozen=True)
+class FinalEstimates:
+    """The results page's success-rate comparison at the end of each simulated rollout."""
+
+    p_values: np.ndarray
+    covered: np.ndarray  # the 95 % absolute interval holds the true difference
+    standard_errors: np.ndarray
+    differences: np.ndarray
+    true_differences: np.ndarray
+
+    def rejection_rate(self, alpha: float = 0.05) -> float:
+        return float((self.p_values < alpha).mean())
+
+    @property
+    def coverage(self) -> float:
+        return float(self.covered.mean())
+
+    @property
+    def sd_over_se(self) -> float:
+        """The estimate's spread over the rollouts against the standard error reported (1: honest)."""
+        return float(self.differences.std(ddof=1) / math.sqrt(float((self.standard_errors**2).mean())))
+
+
+def final_estimates(*, rollout: Rollout, experiments: int, seed: int, returning: bool = True) -> tuple[FinalEstimates, FinalEstimates]:
+    """stats.compare on each simulated rollout's users (``rollout.user_population`` of them), as
+    production computes it (clustered by user) and, on the same data, with the shared-user sums
+    dropped: the stages as independent strata (the old way)."""
+    rng = np.random.default_rng(seed)
+    collected: dict[bool, list[list[float]]] = {True: [], False: []}
+    for _ in range(experiments):
+        successes, outcomes, treated, stage_truth = simulate_users(rng, rollout, returning=returning)
+        clustered = stats.strata_from_users(successes, outcomes, treated)
+        sizes = np.array([[s.control.users, s.treatment.users] for s in clustered], dtype=float)
+        weights = sizes[:, 0] * sizes[:, 1] / sizes.sum(axis=1)
+        truth = float(weights @ stage_truth / weights.sum())
+        for is_clustered, strata in ((True, clustered), (False, [stats.Stratum(s.control, s.treatment) for s in clustered])):
+            comparison, estimate = stats.compare(strata), stats.stratified_estimate(strata)
+            if comparison is None or estimate is None or comparison.p_value is None or comparison.absolute_interval is None:
+                continue
+            collected[is_clustered].append([
+                comparison.p_value, float(comparison.absolute_interval.contains(truth)), estimate.standard_error,
+                estimate.difference - truth, truth,
+            ])
+    results = []
+    for is_clustered in (True, False):
+        columns = np.asarray(collected[is_clustered], dtype=float).reshape(-1, 5).T
+        results.append(FinalEstimates(columns[0], columns[1].astype(bool), columns[2], columns[3], columns[4]))
+    return results[0], results[1]
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,13 @@ Parts (each a few minutes at most on 2 cores):
   10 % vs 11 % split.
 * ``estimates`` — an A/A whose base rate drifts 0.91 → 0.89 over the six days: the results page's
   p < 0.05 rate stratified by stage (production) and pooled (the old way); the relative-lift
-  interval's coverage at p 0.05 → 0.06 with 200 users per arm; p-value/interval agreement.
+  interval's coverage at p 0.05 → 0.06 with 200 users per arm; p-value/interval agreement; how often
+  an A/A's fixed-horizon p-value dips below 0.05 when looked at daily or hourly (peeking).
+* ``returning`` — users who return across the stages (a population of 20 000 users visiting at
+  2 000 visits/h, each keeping its hash bucket and its own success propensity, intra-user
+  correlation 0.2): the results page's A/A p < 0.05 rate and the 95 % interval's coverage at a true
+  2-point drop, with the variance clustered by user (production) and with the stages taken as
+  independent strata (the old way) on the same data; fresh users in every stage for contrast.
 * ``gate`` — the benchmark gate's P(PASS / FAIL / INCONCLUSIVE) (bench/decisions/gate.py).
 * ``gbstats`` — relative lift, intervals and p-values of per-user ratio metrics against gbstats'
   frequentist engine (RatioStatistic + TwoSidedTTest).
@@ -129,6 +135,28 @@ def part_estimates(*, experiments: int, seed: int) -> None:
     _line("relative-lift 95 % interval coverage, p 0.05 → 0.06, n 200 (Fieller)", f"{covered / total:6.1%}  (n={total})")
     _line("  the delta-method interval on the same data", f"{delta_covered / total:6.1%}")
     _line("p < 0.05 exactly when the (bounded) relative interval excludes 0", f"{agree / bounded:6.1%}  (n={bounded})")
+    peeking = simulation.peeking_rejections(rollout=simulation.Rollout(), experiments=count, seed=seed)
+    _line("A/A, fixed-horizon p < 0.05 at the end / some daily / some hourly look",
+          f"{peeking['end']:.1%} / {peeking['daily']:.1%} / {peeking['hourly']:.1%}  (n={count}; why it is labelled "
+          "valid at the planned end only)")
+
+
+def part_returning(*, experiments: int, seed: int) -> None:
+    print("Results page estimates with returning users (3 × 48 h, 10 → 25 → 50 %, success rate 0.9, stats.compare per rollout)")
+    returning = simulation.Rollout(user_population=20_000, within_user_correlation=0.2)
+    scenarios = [
+        ("A/A, fresh users in every stage (~5 outcomes each)", returning, False, experiments // 2),
+        ("A/A, 20 000 returning users (~5 outcomes a stage)", returning, True, experiments),
+        ("A/A, 10 000 returning users (~10 outcomes a stage)", replace(returning, user_population=10_000), True, experiments),
+        ("true drop of 2 points, 20 000 returning users", replace(returning, treatment_drop=0.02), True, experiments // 2),
+    ]
+    for label, rollout, users_return, count in scenarios:
+        clustered, independent = simulation.final_estimates(rollout=rollout, experiments=count, seed=seed, returning=users_return)
+        print(f"  {label}")
+        for name, result in (("clustered by user (production)", clustered), ("stages as independent (the old way)", independent)):
+            low, high = _wilson(result.rejection_rate(), result.p_values.size)
+            _line(f"    {name}: p < 0.05", f"{result.rejection_rate():6.1%}  (95 % CI {low:.1%}–{high:.1%}, n={result.p_values.size}); "
+                  f"coverage {result.coverage:.1%}; true SD / reported SE {result.sd_over_se:.2f}")
 
 
 def part_gate(*, experiments: int, seed: int) -> None:
@@ -186,8 +214,8 @@ def part_gbstats(*, experiments: int, seed: int) -> None:
     _line("  for information: gbstats' relative-test p-value, a different test", f"{relative_test_p:.2e}")
 
 
-PARTS = {"guardrails": part_guardrails, "srm": part_srm, "estimates": part_estimates, "gate": part_gate,
-         "gbstats": part_gbstats}
+PARTS = {"guardrails": part_guardrails, "srm": part_srm, "estimates": part_estimates, "returning": part_returning,
+         "gate": part_gate, "gbstats": part_gbstats}
 
 
 def main() -> None:

@@ -45,6 +45,9 @@ def test_the_page_shows_timeline_holds_metrics_and_trail(client, team):
     assert "min_time" in html and "of the 48.0 h minimum in this stage" in html
     assert 'id="metrics"' in html and "<td>treatment</td><td>25</td>" in html
     assert 'id="audit"' in html and "Started" in html
+    # The results p-value is fixed-horizon, and the page says so where it shows it.
+    assert "fixed-horizon p = " in html and "valid at the planned end, not for stopping" in html
+    assert "sequential test is what stops" in html
 
 
 def test_buttons_follow_permissions_and_four_eyes(client, team):

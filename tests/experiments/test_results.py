@@ -10,10 +10,11 @@ import pytest
 from scipy import stats as scipy_stats
 
 from costs.budgeting import money_str
+from experiments import stats
 from experiments.models import OutcomeEvent
 from experiments.outcomes import outcomes_ingest
 from experiments.selectors import experiment_results, get_experiment
-from experiments.services import experiment_start
+from experiments.services import experiment_start, stage_approve
 from tests.experiments.factories import draft_experiment, outcome_events, rollout_team
 
 pytestmark = pytest.mark.django_db
@@ -42,12 +43,11 @@ def experiment_with_data():
 def test_per_arm_numbers_match_an_independent_python_computation(experiment_with_data, django_assert_max_num_queries):
     experiment, control, treatment = experiment_with_data
     experiment = get_experiment(key=experiment.key)
-    from django.db import connection
 
-    # The stage windows, one per-user aggregate query and one for the percentiles, no loop over
-    # events; SQLite has no percentile_cont, so its documented fallback reads each arm's sorted
-    # latencies (one query per arm).
-    with django_assert_max_num_queries(3 if connection.vendor == "postgresql" else 4):
+    # The stage windows, one per-user aggregate query (after SET LOCAL jit = off on PostgreSQL) and
+    # one for the percentiles, no loop over events; SQLite has no percentile_cont, so its documented
+    # fallback reads each arm's sorted latencies (one query per arm).
+    with django_assert_max_num_queries(4):
         results = experiment_results(experiment=experiment)
     for arm, events in (("control", control), ("treatment", treatment)):
         got = results["variants"][arm]
@@ -82,6 +82,7 @@ def test_lift_interval_and_p_value_of_the_success_rate(experiment_with_data):
     # The relative (Fieller) interval, the absolute interval and the p-value agree about "no effect".
     assert (results["p_value"] < 0.05) == (low > 0 or high < 0) == (absolute[0] > 0 or absolute[1] < 0)
     assert results["analysis"]["unit"] == "user" and results["analysis"]["covers"] == "stages 20 %"
+    assert "fixed-horizon: valid at the planned end, not for stopping early" in results["analysis"]["method"]
     assert results["comparisons"]["latency_ms"]["relative_lift"] < 0  # treatment is faster
     assert results["comparisons"]["quality"]["p_value"] < 0.05
 
@@ -108,6 +109,10 @@ def test_the_endpoint_serves_the_results_to_keys_of_that_agent_only(client, expe
     assert set(body["variants"]["control"]) >= {"n", "success_rate", "mean_quality", "latency_p50_ms",
                                                  "latency_p95_ms", "cost_per_request_usd"}
     assert {"relative_lift", "ci95", "p_value", "srm_p", "guardrails"} <= set(body)
+    # The schema labels the p-value for what it is: fixed-horizon, not a stopping rule.
+    schema = client.get("/api/v1/openapi.json").json()["components"]["schemas"]
+    assert "not for stopping early" in schema["ResultsOut"]["properties"]["p_value"]["description"]
+    assert "not for stopping early" in schema["ComparisonOut"]["properties"]["p_value"]["description"]
     from tests.factories import AgentFactory
 
     AgentFactory(slug="legal_agent")
@@ -164,3 +169,52 @@ def test_a_user_with_many_outcomes_counts_once_in_the_interval():
     # Every user has 10 outcomes, so the ratio metric is the mean of the users' rates.
     welch = scipy_stats.ttest_ind(rates["treatment"], rates["control"], equal_var=False)
     assert results["p_value"] == pytest.approx(welch.pvalue, rel=1e-6)
+
+
+def test_users_returning_in_a_later_stage_cluster_the_variance(django_assert_max_num_queries):
+    """120 users with persistent success rates, active in the 20 % stage and again in the 50 % one
+    (users 24–59 move from control to treatment): the selector's SQL gives exactly the estimate
+    stats computes from the same users' numbers in Python, clustered by user, and wider than the
+    stages taken as independent."""
+    team = rollout_team()
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], stage_plan=[20, 50, 100]), actor=team["starter"])
+    rng = np.random.default_rng(11)
+    users = 120
+    rates = np.resize([0.2, 0.6, 1.0], users)
+    successes, outcomes, latency = np.zeros((users, 2)), np.zeros((users, 2)), np.zeros((users, 2))
+    treated = np.zeros((users, 2), dtype=bool)
+    counter = 0
+    for stage, share in enumerate((0.2, 0.5)):
+        if stage == 1:
+            assert stage_approve(stage=experiment.stages.get(index=1), actor=team["approver"]).percent == 50
+        events = []
+        for user in range(users):
+            arm = "treatment" if user < share * users else "control"
+            model = (experiment.treatment if arm == "treatment" else experiment.control).model_id
+            treated[user, stage] = arm == "treatment"
+            visits = int(rng.integers(1, 6))
+            for visit in range(visits):  # each user's success rate is its own, stage after stage
+                success, served_in = visit < round(rates[user] * visits), float(300 + 200 * rates[user] + rng.normal(0, 20))
+                events.append({"event_id": f"returning-{counter}", "agent": experiment.agent.slug, "user_id": f"user-{user}",
+                               "model": model, "success": success, "latency_ms": served_in})
+                counter += 1
+                successes[user, stage] += success
+                outcomes[user, stage] += 1
+                latency[user, stage] += served_in
+        assert outcomes_ingest(principal=None, events=events).accepted == len(events)
+    experiment = get_experiment(key=experiment.key)
+    with django_assert_max_num_queries(4):  # stage windows, no JIT, the aggregate statement, the percentiles
+        results = experiment_results(experiment=experiment)
+    assert results["analysis"]["covers"] == "stages 20 %, 50 %"
+    for metric, numerators in (("success_rate", successes), ("latency_ms", latency)):
+        strata = stats.strata_from_users(numerators, outcomes, treated)
+        assert {pair.second for stratum in strata for pair in stratum.shared} >= {(1, "control"), (1, "treatment")}
+        expected = stats.compare(strata)
+        independent = stats.compare([stats.Stratum(s.control, s.treatment) for s in strata])
+        assert expected is not None and independent is not None and expected.absolute_interval and independent.absolute_interval
+        got = results["comparisons"][metric]
+        assert got["p_value"] == pytest.approx(expected.p_value, rel=1e-9)
+        assert got["absolute_ci95"] == pytest.approx([expected.absolute_interval.low, expected.absolute_interval.high], rel=1e-9)
+        # Persistent users counted in both stages: the clustered interval is the wider one.
+        clustered_width = expected.absolute_interval.high - expected.absolute_interval.low
+        assert clustered_width > 1.05 * (independent.absolute_interval.high - independent.absolute_interval.low)
