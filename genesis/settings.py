@@ -103,6 +103,13 @@ API_MIDDLEWARE = [
 # \uXXXX escapes and extra fields) is under 8 MB; above this limit the API answers 413 and says so.
 # Files in multipart uploads do not count (AUDIT_MAX_UPLOAD_BYTES bounds those).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
+# Files: the first handler stops an upload once the request's files pass AUDIT_MAX_UPLOAD_BYTES (or its
+# Content-Length says they will), before the two after it have stored the excess (genesis/uploads.py).
+FILE_UPLOAD_HANDLERS = [
+    "genesis.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 if not DEBUG:
     # runserver serves static files in development; in production WhiteNoise serves the collected ones.

@@ -11,6 +11,7 @@ admin.site.site_title = "Genesis"
 admin.site.index_title = "Fine-tuned models, experiments, costs and audits"
 
 handler403 = "genesis.forbidden.permission_denied"  # says which permission is missing
+handler400 = "genesis.uploads.upload_too_large_or_bad_request"  # an upload over the limit: 413, saying it
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
