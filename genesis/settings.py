@@ -268,6 +268,10 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     CSRF_TRUSTED_ORIGINS = [f"https://{host}" for host in ALLOWED_HOSTS if host and "*" not in host]
 
+# The debug page and error e-mails hide credentials in URLs, webhooks and the GENESIS config object too,
+# not only in settings named like Django's list (genesis/error_reports.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "genesis.error_reports.CredentialsExceptionReporterFilter"
+
 # --- logging -------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

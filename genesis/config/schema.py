@@ -6,10 +6,13 @@ Secrets never live here: the YAML may only *name* environment variables through 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from genesis.config.redaction import MASK, without_credentials
 
 
 def _split_commas(value: object) -> object:
@@ -60,6 +63,19 @@ StrList = Annotated[list[str], BeforeValidator(_split_commas)]
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Fields whose whole value is a credential (a webhook URL is its own key): their repr says only
+    # that they are set. Every other text field's repr has the passwords of its URLs masked, so the
+    # config object printed — by the debug page, a log line, a shell — shows no secret.
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name in self.secret_fields and value:
+                yield name, MASK
+            elif isinstance(value, str):
+                yield name, without_credentials(value)
+            else:
+                yield name, value
 
 
 class ModelsSection(Section):
@@ -123,6 +139,8 @@ class AuditsSection(Section):
 
 
 class AlertingSection(Section):
+    secret_fields = frozenset({"slack_webhook"})
+
     slack_webhook: str = ""
     email_to: StrList = Field(default_factory=list)
 

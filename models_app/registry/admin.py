@@ -15,7 +15,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
-from genesis.admin_base import ReadOnlyTabularInline, admin_page
+from genesis.admin_base import ReadOnlyTabularInline, admin_page, service_action
 from genesis.errors import DomainError
 from genesis.permissions import request_actor
 from models_app.registry import lifecycle
@@ -240,8 +240,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False  # revoke instead, so the audit trail keeps the key's record
 
-    @admin.action(description="Revoke selected keys")
+    @service_action(description="Revoke selected keys", permissions=("change",))
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        for key in queryset:
+        keys = list(queryset)
+        for key in keys:
             api_key_revoke(key=key, actor=request_actor(request))
-        self.message_user(request, f"revoked {queryset.count()} key(s)")
+        self.message_user(request, f"revoked {len(keys)} key(s)")
