@@ -285,6 +285,10 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 
+# /metrics: when set, a scrape must send `Authorization: Bearer <token>` (genesis/metrics_auth.py); a secret,
+# so from the environment only.
+GENESIS_METRICS_TOKEN = os.environ.get("GENESIS_METRICS_TOKEN", "")
+
 # --- Genesis domain settings (named as in the public contract) -----------------------------------
 ROLLOUT_STAGES = GENESIS.ab_testing.stages
 ROLLOUT_MIN_STAGE_HOURS = GENESIS.ab_testing.min_stage_hours
