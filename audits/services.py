@@ -52,6 +52,7 @@ from genesis.jobs import advance, advance_locked
 from genesis.locks import worker_lock
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
+from genesis.uploads import size_text
 from models_app.registry.models import Agent
 from models_app.registry.services import ApiPrincipal
 
@@ -163,7 +164,7 @@ def _tally(
         size += len(chunk)
         if max_bytes is not None and size > max_bytes:
             raise InvalidInput(
-                f"file: the dataset is larger than the upload limit of {_size_text(max_bytes)} "
+                f"file: the dataset is larger than the upload limit of {size_text(max_bytes)} "
                 "(AUDIT_MAX_UPLOAD_BYTES); split it, or ask an operator to raise the limit"
             )
         if out is not None:
@@ -174,13 +175,6 @@ def _tally(
     # The cores count a last line without a newline as a line; so do we.
     lines = newlines + (1 if size and last != b"\n" else 0)
     return StoredFile(name=name, size_bytes=size, line_count=lines, sha256=digest.hexdigest())
-
-
-def _size_text(size: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale:
-            return f"{size / scale:g} {unit}"
-    return f"{size} bytes"
 
 
 def _delete_quietly(name: str) -> None:
@@ -271,8 +265,9 @@ def dataset_upload(
     """Store an uploaded JSONL file as a dataset and (by default) queue its audit.
 
     `content` is a binary stream or a Django `File`/`UploadedFile`; it is copied a chunk at a time
-    while its sha256, size and line count are computed, up to settings.AUDIT_MAX_UPLOAD_BYTES. The
-    copy is made before the transaction (see the module doc) and removed if recording it fails.
+    while its sha256, size and line count are computed, up to settings.AUDIT_MAX_UPLOAD_BYTES (an HTTP
+    upload over it never gets here: genesis/uploads.py stops it while Django reads it). The copy is
+    made before the transaction (see the module doc) and removed if recording it fails.
     The uploader is a person (`actor`, checked for permissions) or an API key (`principal`, checked
     for the agent); neither means the system itself.
     """

@@ -1,12 +1,12 @@
 """Render a cost report (costs.selectors.ReportData) as markdown, CSV or JSON. No Django, no I/O.
 
 The CSV is the spend table — one row per (day, agent, operation, model) and a TOTAL row — with exact
-ledger amounts (micro-dollars), so its sum agrees with the ledger to the cent and beyond. Budget status,
-alerts and fine-tuning jobs are in the markdown and JSON forms."""
+ledger amounts (micro-dollars), so its sum agrees with the ledger to the cent and beyond; text cells
+a spreadsheet would run as a formula are quoted (genesis/spreadsheets.py), amounts stay numbers. Budget
+status, alerts and fine-tuning jobs are in the markdown and JSON forms."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections import defaultdict
@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from costs.budgeting import format_percent, format_share, format_usd, money_str
+from genesis.spreadsheets import csv_writer
 
 if TYPE_CHECKING:
     from costs.selectors import ReportData
@@ -32,7 +33,7 @@ def _totals_by(data: ReportData, attribute: str) -> dict[str, Decimal]:
 
 def render_csv(data: ReportData) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv_writer(out, lineterminator="\n")  # a model name or note starting with "=" stays text
     writer.writerow(CSV_HEADER)
     for row in data.rows:
         writer.writerow([row.day.isoformat(), row.agent, row.operation, row.model, row.entries, row.tokens, money_str(row.amount)])

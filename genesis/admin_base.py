@@ -1,19 +1,21 @@
 """What the apps' admin pages share: rows that are records (viewed, never edited or deleted here),
 inlines that only list rows, the add page of a model whose rows only a service writes, add and change
-forms that save through their service (ServiceForm), and the context every page of our own needs. The
-templates' side is templates/admin/model_page.html (the breadcrumbs) and templates/admin/form_page.html
-(a form that calls a service)."""
+forms that save through their service (ServiceForm), actions on the selected rows that call a service,
+and the context every page of our own needs. The templates' side is templates/admin/model_page.html (the
+breadcrumbs) and templates/admin/form_page.html (a form that calls a service)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.db import models
+from django.db import models, transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
@@ -146,3 +148,32 @@ class ServiceFormAdminMixin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: models.Model, form: ServiceForm, change: bool) -> None:
         obj.pk = form.saved.pk
         obj._state.adding = False
+
+
+_AdminT = TypeVar("_AdminT", bound=admin.ModelAdmin)  # any ModelAdmin
+ServiceActionFunction = Callable[[_AdminT, HttpRequest, "QuerySet[Any]"], HttpResponse | None]
+
+
+def service_action(
+    *, description: str, permissions: Sequence[str],
+) -> Callable[[ServiceActionFunction[_AdminT]], ServiceActionFunction[_AdminT]]:
+    """`@admin.action` for an action that calls a service on the selected rows. Offered only to people
+    with `permissions` (the ModelAdmin's `has_<name>_permission`, as Django's own `permissions=`): an
+    admin action Django offers without one is offered to anyone who may view the list. A DomainError
+    the service raises is its refusal, shown as an error message instead of a 500 (whose debug page
+    would show settings); the action runs in one transaction, so a refusal part-way undoes the rows
+    done before it."""
+
+    def decorate(action: ServiceActionFunction[_AdminT]) -> ServiceActionFunction[_AdminT]:
+        @functools.wraps(action)
+        def run(model_admin: _AdminT, request: HttpRequest, queryset: QuerySet[models.Model]) -> HttpResponse | None:
+            try:
+                with transaction.atomic():
+                    return action(model_admin, request, queryset)
+            except DomainError as exc:
+                model_admin.message_user(request, f"{description}: refused, nothing changed — {exc.message}", level=messages.ERROR)
+                return None
+
+        return admin.action(run, description=description, permissions=permissions)
+
+    return decorate

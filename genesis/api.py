@@ -29,6 +29,7 @@ from experiments.api import OPENAPI_SCHEMAS as experiments_schemas
 from experiments.api import router as experiments_router
 from genesis.errors import WHOLE_BODY, DomainError, field_errors
 from genesis.openapi import declare_error_responses, declare_schemas
+from genesis.uploads import UploadTooLarge
 from launch.api import router as launch_router
 from models_app.api import router as models_router
 from models_app.registry.services import ApiPrincipal, api_key_authenticate
@@ -129,6 +130,12 @@ def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpRespo
         detail=f"the request body is larger than the API accepts ({limit:,} bytes, files in multipart "
                f"uploads excepted); send fewer events per request (POST /outcomes takes at most 1 000)",
     )
+
+
+@api.exception_handler(UploadTooLarge)
+def on_upload_too_large(request: HttpRequest, exc: UploadTooLarge) -> HttpResponse:
+    # Raised while the body is parsed, before the endpoint runs: nothing was stored (genesis/uploads.py).
+    return error_response(request, status=413, code="payload_too_large", detail=str(exc))
 
 
 # ninja types a handler's exception as `E | type[E]`.

@@ -1,6 +1,7 @@
 """The 403 page: what was refused and which permission it needs, instead of Django's bare "403
-Forbidden". A view that knows the permission says it in its PermissionDenied; for the admin's own
-model pages (add, change, delete, list, history) it is read from the URL's name."""
+Forbidden". A view that knows the permission says it in its PermissionDenied — with the groups that
+have it when it raises genesis.permissions.PagePermissionRequired; for the admin's own model pages (add,
+change, delete, list, history) it is read from the URL's name."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def groups_with(permission: str) -> list[str]:
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """handler403 (genesis/urls.py)."""
     reason = str(exception or "")
-    permission = needed_permission(request)
+    permission = getattr(exception, "permission", "") or needed_permission(request)  # PagePermissionRequired's, else the URL's
     if not reason and permission:
         reason = f"this page needs the permission '{permission}'"
     groups = groups_with(permission) if permission else []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpRequest
 
 from genesis.errors import InvalidInput, PermissionDenied
@@ -49,3 +50,18 @@ def request_actor(request: HttpRequest) -> User:
     if not request.user.is_authenticated:
         raise PermissionDenied("sign in to do this")
     return request.user
+
+
+class PagePermissionRequired(DjangoPermissionDenied):
+    """A page of our own refused for want of `permission`: the 403 page (genesis/forbidden.py) names it
+    and the groups that have it, as it does for the admin's model pages."""
+
+    def __init__(self, permission: str, *, page: str) -> None:
+        super().__init__(f"{page} needs the permission '{permission}'")
+        self.permission = permission
+
+
+def require_page_permission(request: HttpRequest, permission: str, *, page: str) -> None:
+    """Refuse the signed-in person `page` (a 403 naming `permission`) unless they hold it."""
+    if not request.user.has_perm(permission):
+        raise PagePermissionRequired(permission, page=page)

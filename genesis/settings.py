@@ -103,6 +103,13 @@ API_MIDDLEWARE = [
 # \uXXXX escapes and extra fields) is under 8 MB; above this limit the API answers 413 and says so.
 # Files in multipart uploads do not count (AUDIT_MAX_UPLOAD_BYTES bounds those).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
+# Files: the first handler stops an upload once the request's files pass AUDIT_MAX_UPLOAD_BYTES (or its
+# Content-Length says they will), before the two after it have stored the excess (genesis/uploads.py).
+FILE_UPLOAD_HANDLERS = [
+    "genesis.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 if not DEBUG:
     # runserver serves static files in development; in production WhiteNoise serves the collected ones.
@@ -261,6 +268,10 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     CSRF_TRUSTED_ORIGINS = [f"https://{host}" for host in ALLOWED_HOSTS if host and "*" not in host]
 
+# The debug page and error e-mails hide credentials in URLs, webhooks and the GENESIS config object too,
+# not only in settings named like Django's list (genesis/error_reports.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "genesis.error_reports.CredentialsExceptionReporterFilter"
+
 # --- logging -------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
@@ -273,6 +284,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": GENESIS.logging.level},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# /metrics: when set, a scrape must send `Authorization: Bearer <token>` (genesis/metrics_auth.py); a secret,
+# so from the environment only.
+GENESIS_METRICS_TOKEN = os.environ.get("GENESIS_METRICS_TOKEN", "")
 
 # --- Genesis domain settings (named as in the public contract) -----------------------------------
 ROLLOUT_STAGES = GENESIS.ab_testing.stages

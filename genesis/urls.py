@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 
 from genesis import health, metrics
 from genesis.api import api
+from genesis.metrics_auth import metrics_token_required
 from launch.admin import launch_urls
 
 admin.site.site_header = "Genesis control plane"
@@ -11,11 +12,12 @@ admin.site.site_title = "Genesis"
 admin.site.index_title = "Fine-tuned models, experiments, costs and audits"
 
 handler403 = "genesis.forbidden.permission_denied"  # says which permission is missing
+handler400 = "genesis.uploads.upload_too_large_or_bad_request"  # an upload over the limit: 413, saying it
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("metrics", metrics.metrics_view, name="prometheus-django-metrics"),
+    path("metrics", metrics_token_required(metrics.metrics_view), name="prometheus-django-metrics"),
     path("api/v1/", api.urls),
     path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
     *launch_urls(),  # the launch board is the admin's home page

@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotFound, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -29,6 +28,7 @@ from experiments.admin import rollout_action
 from experiments.admin_health import AgentWithHealthAdmin
 from experiments.models import ACTIVE_STATUSES, Experiment, ExperimentStatus, StageStatus
 from genesis.errors import AlreadyDone, Conflict, DomainError, NotFound
+from genesis.permissions import require_page_permission
 from launch import report as launch_report
 from launch import selectors
 from models_app.benchmarks.services import benchmark_run_create
@@ -41,14 +41,25 @@ admin.site.empty_value_display = "—"  # an empty cell, never "None" or "-"
 
 BOARD_ACTIONS = ("benchmark", "rollout", "request", "approve", "resume", "rollback")
 
+# What the launch pages show — the board, an agent's page, the approvals queue, the Go/No-Go report — is
+# the rollout of each agent's candidate: its experiments (who asked, who approved), with the benchmark,
+# training data and job states that judge it. Reading an experiment is what every rollout role holds
+# (seed_demo's "Rollout operators" and "Rollout approvers", and each rollout permission's holder in the
+# tests), while a staff user with no permission, or one who only reads costs or datasets, holds none
+# of it. Spend on the board and in the report needs costs.view_costentry besides.
+LAUNCH_VIEW_PERMISSION = "experiments.view_experiment"
+
 
 def board_index(request: HttpRequest) -> HttpResponse:
     """The admin's home: the launch board above Django's list of apps. What a row's button did is
-    shown in that row, where its redirect lands; other messages stay at the top."""
+    shown in that row, where its redirect lands; other messages stay at the top. Without
+    LAUNCH_VIEW_PERMISSION, Django's list of apps alone: the home page of every staff user."""
+    if not request.user.has_perm(LAUNCH_VIEW_PERMISSION):
+        return admin.site.index(request, extra_context={"show_board": False, "page_messages": _messages_into_rows(request, [])})
     rows, period = selectors.launch_board(user=request.user)
     waiting = selectors.experiments_awaiting_approval()
     return admin.site.index(request, extra_context={
-        "board": rows, "spend_period": period, "awaiting_approval": waiting,
+        "show_board": True, "board": rows, "spend_period": period, "awaiting_approval": waiting,
         "page_messages": _messages_into_rows(request, rows),
         "board_totals": format_usd(sum((row.spend or selectors.ZERO for row in rows), selectors.ZERO)) if period else None,
     })
@@ -180,6 +191,7 @@ def report_download(request: HttpRequest) -> HttpResponse:
     """The Go/No-Go report (?format=md|html|json, default md; ?agent=A for one agent): HTML shown in
     the browser, or as a file with ?download=1; markdown and JSON as files. An
     unknown format (400) or agent (404) is refused as `launch_report` refuses them, in plain text."""
+    require_page_permission(request, LAUNCH_VIEW_PERMISSION, page="the Go/No-Go report")
     fmt = request.GET.get("format", "md")
     if fmt not in launch_report.FORMATS:
         return HttpResponseBadRequest(
@@ -201,6 +213,7 @@ def report_download(request: HttpRequest) -> HttpResponse:
 
 def agent_view(request: HttpRequest, agent: str) -> HttpResponse:
     """An agent's launch page: its board row in full, its model versions' timeline, links below."""
+    require_page_permission(request, LAUNCH_VIEW_PERMISSION, page="an agent's launch page")
     page = selectors.agent_page(agent=get_object_or_404(Agent, slug=agent), user=request.user)
     row = page.row
     cells = [("training data audit", row.audit), ("fine-tuning job", row.job), ("benchmark", row.benchmark),
@@ -224,6 +237,7 @@ admin.site.register(Agent, AgentLaunchAdmin)
 
 
 def approvals_waiting(request: HttpRequest) -> HttpResponse:
+    require_page_permission(request, LAUNCH_VIEW_PERMISSION, page="the approvals queue")
     context = {**admin.site.each_context(request), "title": "Stage advances waiting for approval",
                "awaiting_approval": selectors.experiments_awaiting_approval()}
     return TemplateResponse(request, "admin/launch/approvals.html", context)
@@ -235,7 +249,7 @@ def launch_urls() -> list[Any]:
     return [
         path("admin/", view(board_index), name="launch_board"),
         path("admin/launch/act/<slug:agent>/<slug:action>/", view(board_act), name="launch_board_act"),
-        path("admin/launch/report/", view(staff_member_required(report_download)), name="launch_report_download"),
+        path("admin/launch/report/", view(report_download), name="launch_report_download"),
         path("admin/launch/approvals/", view(approvals_waiting), name="launch_approvals"),
         path("admin/launch/agent/<slug:agent>/", view(agent_view), name="launch_agent"),
     ]

@@ -7,7 +7,9 @@ migrations or bench/):
 - a `# noqa: C901` (ruff's complexity limit, 15) says why after the code;
 - no import of a project module inside a function unless the line, or the comment just above its
   group of imports, says `# import here: <why>` — an import placed there to dodge a cycle is still a
-  cycle (GUIDE, "The house").
+  cycle (GUIDE, "The house");
+- no CSV written but through genesis.spreadsheets.csv_writer, which keeps a cell a spreadsheet would
+  run as a formula text.
 """
 
 from __future__ import annotations
@@ -191,3 +193,44 @@ def test_long_marker_must_give_a_reason() -> None:
         (function,) = _functions(tree)
         assert _function_length(function) > MAX_FUNCTION_LINES
         assert _explained_as_long(source_lines, function) is expected
+
+
+SPREADSHEETS = ROOT / "genesis" / "spreadsheets.py"
+_CSV_WRITERS = {"writer", "DictWriter"}
+
+
+def _csv_writers_made(tree: ast.Module) -> list[int]:
+    """Lines that make a writer of the csv module itself (`csv.writer(…)`, `csv.DictWriter(…)`, or one
+    imported from csv)."""
+    imported = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "csv"
+                for alias in node.names if alias.name in _CSV_WRITERS}
+    return [
+        node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call) and (
+            (isinstance(node.func, ast.Attribute) and node.func.attr in _CSV_WRITERS
+             and isinstance(node.func.value, ast.Name) and node.func.value.id == "csv")
+            or (isinstance(node.func, ast.Name) and node.func.id in imported)
+        )
+    ]
+
+
+def test_every_csv_is_written_through_the_spreadsheet_safe_writer() -> None:
+    direct = [_where(path, line) for path in SOURCES if path != SPREADSHEETS for line in _csv_writers_made(_parsed(path)[1])]
+    assert not direct, (
+        "CSV written with the csv module's own writer: use genesis.spreadsheets.csv_writer, which keeps a text "
+        "cell starting with = + - @ from being run as a formula:\n" + "\n".join(direct)
+    )
+    assert _csv_writers_made(_parsed(SPREADSHEETS)[1])  # the check finds what it looks for
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("import csv\ncsv.writer(out)\n", True),
+        ("import csv\ncsv.DictWriter(out, fieldnames=[])\n", True),
+        ("from csv import writer as w\nw(out)\n", True),
+        ("from genesis.spreadsheets import csv_writer\ncsv_writer(out)\n", False),
+        ("import csv\ncsv.reader(source)\n", False),
+    ],
+)
+def test_csv_writer_check_reads_what_it_should(source: str, found: bool) -> None:
+    assert bool(_csv_writers_made(ast.parse(source))) is found

@@ -7,11 +7,14 @@ Secrets never live here: the YAML may only *name* environment variables through 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from genesis.config.redaction import MASK, without_credentials
 
 
 def _split_commas(value: object) -> object:
@@ -100,6 +103,19 @@ ProviderHostList = Annotated[list[Annotated[ProviderHost, BeforeValidator(parse_
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Fields whose whole value is a credential (a webhook URL is its own key): their repr says only
+    # that they are set. Every other text field's repr has the passwords of its URLs masked, so the
+    # config object printed — by the debug page, a log line, a shell — shows no secret.
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name in self.secret_fields and value:
+                yield name, MASK
+            elif isinstance(value, str):
+                yield name, without_credentials(value)
+            else:
+                yield name, value
 
 
 class ModelsSection(Section):
@@ -172,6 +188,8 @@ class ProvidersSection(Section):
 
 
 class AlertingSection(Section):
+    secret_fields = frozenset({"slack_webhook"})
+
     slack_webhook: str = ""
     email_to: StrList = Field(default_factory=list)
 

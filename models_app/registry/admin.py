@@ -22,6 +22,7 @@ from genesis.admin_base import (
     ServiceForm,
     ServiceFormAdminMixin,
     admin_page,
+    service_action,
 )
 from genesis.errors import DomainError
 from genesis.permissions import Actor, request_actor
@@ -295,8 +296,9 @@ class ApiKeyAdmin(SimpleHistoryAdmin):  # "History": who created, revoked or rot
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False  # revoke instead, so the audit trail keeps the key's record
 
-    @admin.action(description="Revoke selected keys")
+    @service_action(description="Revoke selected keys", permissions=("change",))
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        for key in queryset:
+        keys = list(queryset)
+        for key in keys:
             api_key_revoke(key=key, actor=request_actor(request), reason="revoked in the admin")
-        self.message_user(request, f"revoked {queryset.count()} key(s)")
+        self.message_user(request, f"revoked {len(keys)} key(s)")

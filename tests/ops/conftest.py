@@ -1,11 +1,12 @@
 """The running app for the monitoring tests: gunicorn with two worker processes (gthread) on a free
-loopback port, on the test database, its metrics in prometheus_client's multiprocess directory —
-as production runs it."""
+loopback port, on the test database, its metrics in prometheus_client's multiprocess directory and
+behind a GENESIS_METRICS_TOKEN — as production runs it."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -58,6 +59,7 @@ class GenesisServer:
     port: int
     metrics_dir: Path
     log: Path
+    metrics_token: str  # what a scrape must send (README › Monitoring)
 
     def request(self, method: str, path: str, *, key: str | None = None, body: object = None) -> tuple[int, object]:
         data = json.dumps(body).encode() if body is not None else None
@@ -74,7 +76,8 @@ class GenesisServer:
         return status, json.loads(raw) if raw.startswith((b"{", b"[")) else raw.decode()
 
     def metrics_text(self) -> str:
-        with urllib.request.urlopen(self.url + "/metrics", timeout=30) as response:
+        request = urllib.request.Request(self.url + "/metrics", headers={"Authorization": f"Bearer {self.metrics_token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
             return response.read().decode()
 
 
@@ -86,7 +89,9 @@ def running_genesis_server(tmp_path: Path, **env: str) -> Iterator[GenesisServer
     metrics_dir.mkdir()
     port = free_port()
     log = tmp_path / "gunicorn.log"
-    env = child_environment(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), GENESIS_LOG_LEVEL="WARNING", **env)
+    metrics_token = secrets.token_urlsafe(24)
+    env = child_environment(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), GENESIS_LOG_LEVEL="WARNING",
+                            GENESIS_METRICS_TOKEN=metrics_token, **env)
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "genesis.wsgi:application", "--workers", "2", "--worker-class", "gthread",
@@ -95,7 +100,8 @@ def running_genesis_server(tmp_path: Path, **env: str) -> Iterator[GenesisServer
         )
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", process=process, timeout=60, log=log)
-        yield GenesisServer(url=f"http://127.0.0.1:{port}", port=port, metrics_dir=metrics_dir, log=log)
+        yield GenesisServer(url=f"http://127.0.0.1:{port}", port=port, metrics_dir=metrics_dir, log=log,
+                            metrics_token=metrics_token)
     finally:
         stop_process(process)
 

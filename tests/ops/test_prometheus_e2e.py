@@ -59,14 +59,26 @@ def panel_expressions() -> list[tuple[str, str]]:
             for panel in dashboard["panels"] for target in panel.get("targets", [])]
 
 
+def readme_scrape_job() -> dict:
+    """The `genesis` scrape job of the prometheus.yml README › Monitoring writes."""
+    block = (ROOT / "README.md").read_text().split("cat > /etc/prometheus/prometheus.yml <<'YAML'\n", 1)[1].split("\nYAML", 1)[0]
+    return next(job for job in yaml.safe_load(block)["scrape_configs"] if job["job_name"] == "genesis")
+
+
 class Prometheus:
-    def __init__(self, *, target_port: int, tmp_path: Path) -> None:
+    def __init__(self, *, target_port: int, metrics_token: str, tmp_path: Path) -> None:
         self.port = free_port()
         config = tmp_path / "prometheus.yml"
+        token_file = tmp_path / "genesis_metrics_token"
+        token_file.write_text(metrics_token)
+        # README's job (the token sent from a file through `authorization`), on this test's target and file.
+        job = readme_scrape_job()
+        job["authorization"]["credentials_file"] = str(token_file)
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{target_port}"]}]
         config.write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": "genesis", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
+            "scrape_configs": [job],
         }))
         self.log = tmp_path / "prometheus.log"
         with self.log.open("ab") as out:
@@ -105,7 +117,7 @@ def prometheus_for(tmp_path):
     started: list[Prometheus] = []
 
     def start(server) -> Prometheus:
-        started.append(Prometheus(target_port=server.port, tmp_path=tmp_path))
+        started.append(Prometheus(target_port=server.port, metrics_token=server.metrics_token, tmp_path=tmp_path))
         return started[-1]
 
     yield start
@@ -244,9 +256,12 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
         queues = {series["metric"]["queue"] for series in prometheus.query(expressions["CeleryQueueWithoutWorker"])}
         assert queues == {"benchmarks"}  # the worker consumes only "default"
         assert prometheus.query(expressions["CeleryBeatStalled"]) == []
-        # The app is scraped and reads its database and Redis: the alerts on missing metrics stay quiet.
-        assert prometheus.query('up{job="genesis"}') and prometheus.query("genesis_cost_metrics_up == 1")
+        # The app is scraped (with its token: without it, 401) and reads its database and Redis: the
+        # alerts on missing metrics stay quiet.
+        assert prometheus.query('up{job="genesis"} == 1') and prometheus.query("genesis_cost_metrics_up == 1")
         assert prometheus.query("genesis_redis_metrics_up == 1")
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(genesis_server.url + "/metrics", timeout=10)
         assert prometheus.query(expressions["MetricsTargetDown"]) == []
         assert prometheus.query(expressions["DatabaseMetricsUnavailable"]) == []
         assert prometheus.query(expressions["RedisMetricsUnavailable"]) == []
