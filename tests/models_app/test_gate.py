@@ -323,7 +323,7 @@ def test_fail_side_high_is_fieller_with_one_pseudo_case_where_the_candidate_wins
     assert fail_side_high(baseline, candidate, confidence=0.95) == pytest.approx(expected[1])
     # The correction shrinks with the suite: 1/n on the mean delta.
     highs = [fail_side_high(np.tile(baseline, k), np.tile(candidate, k), confidence=0.95) for k in (1, 4, 16)]
-    assert highs[0] > highs[1] > highs[2] > 0  # type: ignore[operator]
+    assert highs[0] > highs[1] > highs[2] > 0
     assert highs[2] < 0.08  # 640 ties: a candidate 8 % better would have won somewhere
 
 
@@ -366,13 +366,13 @@ def test_a_rerun_reads_a_wider_interval_and_says_which_run_it_is():
     baseline = (rng.random(200) < 0.6).astype(float)
     candidate = np.where(rng.random(200) < 0.25, 1.0, baseline)
     args = dict(threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=11)
-    single = compare_paired(pairs(list(baseline), list(candidate)), **args)  # type: ignore[arg-type]
-    first = compare_paired(pairs(list(baseline), list(candidate)), run_number=1, **args)  # type: ignore[arg-type]
-    third = compare_paired(pairs(list(baseline), list(candidate)), run_number=3, **args)  # type: ignore[arg-type]
+    single = compare_paired(pairs(list(baseline), list(candidate)), **args)
+    first = compare_paired(pairs(list(baseline), list(candidate)), run_number=1, **args)
+    third = compare_paired(pairs(list(baseline), list(candidate)), run_number=3, **args)
     assert single.run_number is None and single.alpha == pytest.approx(0.05) and single.confidence == 0.95
     assert first.run_number == 1 and first.alpha == pytest.approx(0.05 / ZETA_3)
     assert third.alpha == pytest.approx(0.05 / (ZETA_3 * 27))
-    assert third.ci_low < first.ci_low < single.ci_low  # type: ignore[operator]
-    assert third.ci_high > first.ci_high > single.ci_high  # type: ignore[operator]
+    assert third.ci_low < first.ci_low < single.ci_low
+    assert third.ci_high > first.ci_high > single.ci_high
     assert "run 3 of this candidate on this suite" in third.reasons[-1] and "99.85 %" in third.reasons[-1]
     assert not any("of this candidate on this suite" in reason for reason in single.reasons)
