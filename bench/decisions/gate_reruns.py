@@ -32,6 +32,7 @@ from scipy import stats as scipy_stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from models_app.benchmarks import stats as gate  # noqa: E402
+from models_app.benchmarks.reruns import rerun_confidence  # noqa: E402
 from models_app.benchmarks.simulation import _solve_offset  # noqa: E402
 
 THRESHOLD = 0.08
@@ -77,7 +78,7 @@ def _cell(args: tuple[int, int, float, float, int, int, int]) -> dict[str, Any]:
                 rerun_scores(rng, n=n, true_improvement=improvement, runs=runs, redraw=redraw), start=1):
             seed_of_run = int(rng.integers(2**63))
             for chain in sorted(open_chains):
-                confidence = CONFIDENCE if chain == "before" else gate.rerun_confidence(confidence=CONFIDENCE, run_number=run)
+                confidence = CONFIDENCE if chain == "before" else rerun_confidence(confidence=CONFIDENCE, run_number=run)
                 verdict = gate.gate_scores(baseline, candidate, threshold=THRESHOLD, rule=gate.RULE_AT_LEAST_THRESHOLD,
                                            resamples=resamples, seed=seed_of_run, confidence=confidence).verdict
                 if verdict == gate.PASS:

@@ -16,6 +16,7 @@ from costs.selectors import ledger_total_for
 from genesis.aggregates import DecimalTotal
 from genesis.errors import Conflict, NotFound
 from models_app.benchmarks import stats as benchmark_stats
+from models_app.benchmarks.breakdown import score_histogram
 from models_app.benchmarks.models import (
     BenchmarkCase,
     BenchmarkChunk,
@@ -24,6 +25,7 @@ from models_app.benchmarks.models import (
     BenchmarkRunStatus,
     BenchmarkSuite,
 )
+from models_app.benchmarks.reruns import rerun_alpha
 from models_app.benchmarks.suites import SuiteCase, suite_jsonl
 from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
 
@@ -96,7 +98,7 @@ def active_run_for_candidate(*, candidate: ModelVersion) -> BenchmarkRun | None:
 def benchmark_run_number(*, candidate: ModelVersion, suite: BenchmarkSuite) -> int:
     """Which run of `candidate` on `suite` the next one is: 1 + its completed runs on any version of the
     suite (a re-import with a case changed is the same suite; cancelled and failed runs decided nothing).
-    The gate spends its α over these runs (stats.rerun_alpha), so re-running until PASS gains nothing."""
+    The gate spends its α over these runs (reruns.rerun_alpha), so re-running until PASS gains nothing."""
     earlier = BenchmarkRun.objects.filter(
         candidate=candidate, suite__agent_id=suite.agent_id, suite__slug=suite.slug, status=BenchmarkRunStatus.COMPLETED,
     ).count()
@@ -252,7 +254,7 @@ def benchmark_run_gate(*, run: BenchmarkRun) -> GateReport:
     run_number = (comparison if decided else parameters).get("run_number")
     alpha = comparison.get("alpha") if decided and run_number else None
     if run_number and alpha is None:
-        alpha = benchmark_stats.rerun_alpha(alpha=1 - float(parameters.get("confidence", 0.95)), run_number=int(run_number))
+        alpha = rerun_alpha(alpha=1 - float(parameters.get("confidence", 0.95)), run_number=int(run_number))
     return GateReport(
         rule=rule, rule_text=benchmark_stats.RULES.get(rule or "", "decided before the rule was recorded"),
         resamples=comparison.get("resamples") if decided else parameters.get("bootstrap_resamples"),
@@ -326,8 +328,8 @@ def benchmark_run_report(*, run: BenchmarkRun, worst: int = 20) -> RunReport:
         summary=benchmark_run_summary(run=run),
         comparison=run.comparison,
         histogram_bins=[f"{i / bins:.1f}–{(i + 1) / bins:.1f}" for i in range(bins)],
-        baseline_histogram=benchmark_stats.score_histogram(baseline_scores, bins=bins),
-        candidate_histogram=benchmark_stats.score_histogram(candidate_scores, bins=bins),
+        baseline_histogram=score_histogram(baseline_scores, bins=bins),
+        candidate_histogram=score_histogram(candidate_scores, bins=bins),
         regressions=[
             RegressionLine(
                 key=key, tags=tuple(candidate.case.tags or ()), baseline_score=baseline.score,

@@ -275,7 +275,7 @@ def benchmark_run_create(
     candidate, baseline = _resolve_versions(agent=agent, candidate=candidate, baseline=baseline)
     candidate = _lock_benchmarkable(candidate)
     params = _run_parameters(agent=agent, overrides=parameters)
-    # Frozen with the run: the verdict reads its interval at this run's share of α (stats.rerun_alpha).
+    # Frozen with the run: the verdict reads its interval at this run's share of α (reruns.rerun_alpha).
     params["run_number"] = benchmark_run_number(candidate=candidate, suite=suite)
     cases = list(suite.cases.order_by("position"))
     if not cases:

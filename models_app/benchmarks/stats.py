@@ -27,7 +27,7 @@ that reach t (16.6 % at n = 20 and a baseline of 0.85, where 2.5 % is the promis
 P(FAIL | r ≥ t) ≤ 2.5 % on every scenario bench/decisions/gate.py checks. When only the extra case
 keeps a verdict from FAIL, the reasons say so.
 
-Re-runs spend α (`rerun_alpha`): the k-th completed run of a candidate on a suite reads its interval at
+Re-runs spend α (`reruns.rerun_alpha`): the k-th completed run of a candidate on a suite reads its interval at
 α/(ζ(3)·k³) (95.8 %, 99.5 %, 99.85 % …), so that re-running an INCONCLUSIVE candidate until it PASSes
 keeps P(some run PASSes | r = t) within the one-run promise; the reasons name the run and its α.
 
@@ -86,6 +86,9 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats as scipy_stats
 
+from models_app.benchmarks.breakdown import PairedScore, Regression, TagBreakdown, regressions, tag_breakdown
+from models_app.benchmarks.reruns import rerun_confidence, rerun_reason
+
 PASS = "PASS"
 FAIL = "FAIL"
 INCONCLUSIVE = "INCONCLUSIVE"
@@ -122,35 +125,6 @@ ASSUMED_DELTA_SD = 0.40
 ASSUMED_BASELINE_MEAN = 0.60
 
 
-# Re-runs of one candidate on one suite spend the gate's α: the k-th completed run reads its interval at
-# α_k = α / (ζ(3)·k³), so Σ_k α_k = α however often a candidate is re-run (INCONCLUSIVE sends it back to
-# registered), and P(some run PASSes | r = t) stays within the single run's promise. k³ rather than the
-# textbook 6/(π²k²) keeps the first run close to today's 95 % (95.8 %); the second reads 99.5 %.
-ZETA_3 = 1.2020569031595942
-
-
-def rerun_alpha(*, alpha: float, run_number: int) -> float:
-    """The two-sided α the `run_number`-th run (1, 2, …) of a candidate on a suite is read at."""
-    if run_number < 1:
-        raise ValueError(f"run_number must be >= 1, got {run_number}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be within (0, 1), got {alpha}")
-    return alpha / (ZETA_3 * run_number ** 3)
-
-
-def rerun_confidence(*, confidence: float, run_number: int) -> float:
-    """The interval's confidence for the `run_number`-th run when all runs together keep `confidence`."""
-    return 1 - rerun_alpha(alpha=1 - confidence, run_number=run_number)
-
-
-def rerun_reason(*, run_number: int, confidence: float, run_confidence: float) -> str:
-    """The sentence that says which run this is and the α it spent."""
-    ordinal = {1: "1st", 2: "2nd", 3: "3rd"}.get(run_number, f"{run_number}th")
-    return (f"run {run_number} of this candidate on this suite: its interval is read at {run_confidence * 100:.2f} % "
-            f"(α = {(1 - run_confidence) * 100:.3f} %, the {ordinal} share of α = {(1 - confidence) * 100:g} % spent as "
-            f"α/(ζ(3)·k³) over re-runs), so re-running until PASS cannot raise the chance of a false PASS")
-
-
 def run_seed(*, run_id: int) -> int:
     """The bootstrap seed of a benchmark run: a stable 63-bit hash of its id (different for every run,
     the same every time the run is decided again)."""
@@ -162,36 +136,6 @@ def check_rule(rule: str) -> str:
     if rule not in RULES:
         raise ValueError(f"unknown gate rule {rule!r}; known: {', '.join(RULES)}")
     return rule
-
-
-@dataclass(frozen=True)
-class PairedScore:
-    key: str
-    baseline: float
-    candidate: float
-    tags: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TagBreakdown:
-    tag: str
-    n: int
-    baseline_mean: float
-    candidate_mean: float
-    mean_delta: float
-    relative_improvement: float | None
-    wins: int
-    losses: int
-    ties: int
-
-
-@dataclass(frozen=True)
-class Regression:
-    key: str
-    baseline: float
-    candidate: float
-    delta: float
-    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -637,8 +581,7 @@ def compare_paired(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be within (0, 1), got {confidence}")
     family_confidence = confidence
-    if run_number is not None:
-        confidence = rerun_confidence(confidence=family_confidence, run_number=run_number)
+    confidence = confidence if run_number is None else rerun_confidence(confidence=confidence, run_number=run_number)
     if min_cases < 1:
         raise ValueError(f"min_cases must be >= 1, got {min_cases}")
     n = len(pairs)
@@ -853,47 +796,3 @@ def assumed_plan(*, threshold: float, rule: str, current_cases: int | None, min_
         basis=f"assumed per-case delta SD {ASSUMED_DELTA_SD:.2f} on a baseline mean of {ASSUMED_BASELINE_MEAN:.2f}: "
               "no finished run of this suite to measure it on",
     )
-
-
-def tag_breakdown(pairs: Sequence[PairedScore]) -> list[TagBreakdown]:
-    """Means and win/loss counts per tag (a case counts under each of its tags), sorted by tag."""
-    by_tag: dict[str, list[PairedScore]] = {}
-    for pair in pairs:
-        for tag in pair.tags:
-            by_tag.setdefault(tag, []).append(pair)
-    rows = []
-    for tag in sorted(by_tag):
-        group = by_tag[tag]
-        base = np.array([pair.baseline for pair in group], dtype=float)
-        cand = np.array([pair.candidate for pair in group], dtype=float)
-        deltas = cand - base
-        baseline_mean, candidate_mean = float(base.mean()), float(cand.mean())
-        rows.append(
-            TagBreakdown(
-                tag=tag, n=len(group), baseline_mean=baseline_mean, candidate_mean=candidate_mean,
-                mean_delta=candidate_mean - baseline_mean,
-                relative_improvement=(candidate_mean - baseline_mean) / baseline_mean if baseline_mean else None,
-                wins=int((deltas > 0).sum()), losses=int((deltas < 0).sum()), ties=int((deltas == 0).sum()),
-            )
-        )
-    return rows
-
-
-def regressions(pairs: Sequence[PairedScore], *, limit: int | None = None) -> list[Regression]:
-    """Cases where the candidate scored lower than the baseline, worst first."""
-    worse = [
-        Regression(key=p.key, baseline=p.baseline, candidate=p.candidate, delta=p.candidate - p.baseline, tags=p.tags)
-        for p in pairs
-        if p.candidate < p.baseline
-    ]
-    worse.sort(key=lambda item: (item.delta, item.key))
-    return worse if limit is None else worse[:limit]
-
-
-def score_histogram(scores: Sequence[float], *, bins: int = 10) -> list[int]:
-    """Counts of scores in `bins` equal slices of [0, 1]; a score of exactly 1 falls in the last."""
-    counts = [0] * bins
-    for score in scores:
-        index = min(bins - 1, max(0, int(score * bins)))
-        counts[index] += 1
-    return counts

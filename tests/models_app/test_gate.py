@@ -10,24 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models_app.benchmarks.breakdown import regressions, score_histogram, tag_breakdown
+from models_app.benchmarks.reruns import ZETA_3, rerun_alpha, rerun_confidence
 from models_app.benchmarks.stats import (
     FAIL,
     INCONCLUSIVE,
     PASS,
     RULE_AT_LEAST_THRESHOLD,
     RULE_IMPROVES_AND_REACHES,
-    ZETA_3,
     PairedScore,
     compare_paired,
     fail_side_high,
     fieller_interval,
     gate_verdict,
     more_cases_to_decide,
-    regressions,
-    rerun_alpha,
-    rerun_confidence,
-    score_histogram,
-    tag_breakdown,
 )
 
 MIN_CASES = 20  # BENCHMARK_MIN_CASES's default

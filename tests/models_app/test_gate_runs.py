@@ -193,7 +193,7 @@ def test_each_rerun_of_a_candidate_on_a_suite_reads_a_wider_interval_and_says_wh
 ):
     from django.urls import reverse
 
-    from models_app.benchmarks.stats import ZETA_3
+    from models_app.benchmarks.reruns import ZETA_3
 
     point_demo_provider_at(simulator_factory(quality=PERFECT_FINE_TUNE), rate_limit_per_minute=60_000)
     agent = Agent.objects.get(slug="qa_agent")

@@ -179,7 +179,7 @@ def comparison_text(run: BenchmarkRun) -> str:
         lines.append(f"  {side:<9}  {entry['model']:<45} mean {mean}  (n={entry['n']})")
     if run.verdict:
         ci = summary["ci95"]
-        # A re-run reads a wider interval than 95 % (stats.rerun_alpha): say which.
+        # A re-run reads a wider interval than 95 % (reruns.rerun_alpha): say which.
         level = f"{float(comparison.get('confidence', 0.95)) * 100:.4g} % CI"
         interval = f"{level} [{percent(ci[0])}, {percent(ci[1])}]" if ci else f"{level} —"
         lines.append(
