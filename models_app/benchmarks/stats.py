@@ -464,7 +464,8 @@ def paired_interval(
         spread_low, spread_high = MC_CLOSE_SES * (se_low or 0.0), MC_CLOSE_SES * (se_high or 0.0)
         # The bootstrap end matters only where it is (or could be, within MC error) the hull's end.
         low_binding = fieller is None or boot_low <= fieller[0] + spread_low
-        high_binding = fieller is None or boot_high >= max(fieller[1], fail_fieller or -math.inf) - spread_high
+        fail_end = -math.inf if statistic != "relative" else math.inf if fail_fieller is None else fail_fieller
+        high_binding = fieller is None or boot_high >= max(fieller[1], fail_end) - spread_high
         close = (low_binding and _near(boot_low, se_low, low_boundaries)) or (
             high_binding and _near(boot_high, se_high, high_boundaries))
         drawn = len(values)
