@@ -15,8 +15,13 @@ a boundary) to stay within a few minutes on 2 cores; that only adds Monte-Carlo 
 which the hull with Fieller's interval mostly hides. The seed-flip part uses the production defaults.
 Each probability is printed with its binomial standard error.
 
+P(FAIL | r ≥ t) is checked on the table and on small and near-ceiling suites (FAIL_SCENARIOS: the
+reference mix at n = 20 and 32; right/wrong suites at baseline 0.85, n = 20…100, and 0.6, n = 20), and
+re-running an INCONCLUSIVE candidate up to 5 times (bench/decisions/gate_reruns.py) before and after
+re-runs spend α.
+
     .venv/bin/python bench/decisions/gate.py [--simulations 1000] [--resamples 2000] [--flip-suites 300]
-                                            [--seed 20261206] [--workers 2] [--json]
+                                            [--rerun-suites 400] [--seed 20261206] [--workers 2] [--json]
 
 Importable: `gate_operating_characteristics(seed=...)` returns the numbers as a dict, and `main(seed=...)`
 prints them (bench/decisions/run.py's `gate` part calls it).
@@ -38,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.decisions import gate_reruns  # noqa: E402
 from models_app.benchmarks import stats as gate  # noqa: E402
 from models_app.benchmarks.simulation import simulate_scores  # noqa: E402
 
@@ -53,6 +59,21 @@ DEFAULT_SEED = 20261206
 # The issue's "done when": P(PASS | r ≤ 0) ≤ 2.5 % under both rules, P(PASS | r = t) ≤ 5 % under at_least.
 NULL_PASS_LIMIT = 0.025
 AT_THRESHOLD_PASS_LIMIT = 0.05
+# Review F3: a candidate at or above the threshold is rejected at most 2.5 % of the time (FAIL reads the
+# interval's upper end, a one-sided 2.5 % test of r ≥ t), also on small and near-ceiling suites.
+ABOVE_THRESHOLD_FAIL_LIMIT = 0.025
+FAIL_IMPROVEMENTS = (0.08, 0.10, 0.12)
+# (label, n, simulate_scores keyword arguments): the reference mix at small n, and the review's
+# right/wrong suites — near the ceiling (baseline 0.85), where candidate wins are rare ±1 deltas.
+FAIL_SCENARIOS: tuple[tuple[str, int, dict[str, float]], ...] = (
+    ("reference mix", 20, {}),
+    ("reference mix", 32, {}),
+    ("right/wrong, baseline 0.85", 20, {"graded_share": 0.0, "baseline_mean": 0.85}),
+    ("right/wrong, baseline 0.85", 32, {"graded_share": 0.0, "baseline_mean": 0.85}),
+    ("right/wrong, baseline 0.85", 50, {"graded_share": 0.0, "baseline_mean": 0.85}),
+    ("right/wrong, baseline 0.85", 100, {"graded_share": 0.0, "baseline_mean": 0.85}),
+    ("right/wrong, baseline 0.6", 20, {"graded_share": 0.0}),
+)
 
 
 def _cell(args: tuple[int, int, float, int, int]) -> list[dict[str, Any]]:
@@ -76,6 +97,24 @@ def _cell(args: tuple[int, int, float, int, int]) -> list[dict[str, Any]]:
             "pass_se": math.sqrt(share[gate.PASS] * (1 - share[gate.PASS]) / simulations),
         })
     return rows
+
+
+def _fail_cell(args: tuple[int, int, str, int, float, int, int]) -> dict[str, Any]:
+    """One (scenario, r ≥ t) cell: how often `simulations` suites FAIL (FAIL reads the same upper end under
+    both rules, so the default rule's verdict is the FAIL rate of either)."""
+    seed, index, label, n, improvement, simulations, resamples = args
+    options = dict(FAIL_SCENARIOS[index][2])
+    rng = np.random.default_rng([seed, 3, index, round(improvement * 1000)])
+    fails = 0
+    for _ in range(simulations):
+        baseline, candidate = simulate_scores(rng, n=n, true_improvement=improvement,
+                                              baseline_mean=options.get("baseline_mean", 0.6),
+                                              graded_share=options.get("graded_share", 0.3))
+        fails += gate.gate_scores(baseline, candidate, threshold=THRESHOLD, rule=gate.RULE_AT_LEAST_THRESHOLD,
+                                  resamples=resamples, seed=int(rng.integers(2**63))).verdict == gate.FAIL
+    share = fails / simulations
+    return {"scenario": label, "n": n, "true_improvement": improvement, "simulations": simulations, "fail": share,
+            "fail_se": math.sqrt(share * (1 - share) / simulations)}
 
 
 def reference_relative_sd(seed: int) -> float:
@@ -134,7 +173,7 @@ def gate_call_seconds(*, n: int = 1_000, repeats: int = 3) -> float:
 
 def gate_operating_characteristics(
     *, seed: int = DEFAULT_SEED, simulations: int = SIMULATIONS, resamples: int = BENCH_RESAMPLES,
-    flip_suites: int = FLIP_SUITES, workers: int | None = None,
+    flip_suites: int = FLIP_SUITES, workers: int | None = None, rerun_suites: int = gate_reruns.SUITES,
 ) -> dict[str, Any]:
     """The gate's table, seed-flip rates and call time, as plain data (deterministic for a seed)."""
     started = time.perf_counter()
@@ -143,9 +182,16 @@ def gate_operating_characteristics(
     relative_sd = reference_relative_sd(seed)
     flip_jobs = [(seed, rule, borderline_improvement(rule=rule, n=FLIP_SIZE, relative_sd=relative_sd), flip_suites)
                  for rule in RULES]
+    fail_jobs = [(seed, index, label, n, improvement, simulations, resamples)
+                 for index, (label, n, _options) in enumerate(FAIL_SCENARIOS) for improvement in FAIL_IMPROVEMENTS]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         table = [row for rows in pool.map(_cell, cells) for row in rows]
         flips = list(pool.map(_flips, flip_jobs))
+        fail_rows = list(pool.map(_fail_cell, fail_jobs))
+    reruns = gate_reruns.rerun_pass_rates(seed=seed, suites=rerun_suites, resamples=resamples, workers=workers)
+    # P(FAIL | r ≥ t): the small and near-ceiling scenarios, and every table cell at or above the threshold.
+    fail_above = max([row["fail"] for row in fail_rows]
+                     + [row["fail"] for row in table if row["true_improvement"] >= THRESHOLD])
     null_pass = {rule: max(row["pass"] for row in table if row["rule"] == rule and row["true_improvement"] <= 0)
                  for rule in RULES}
     at_threshold = max(row["pass"] for row in table
@@ -160,7 +206,13 @@ def gate_operating_characteristics(
             "pass_given_no_improvement_ok": all(value <= NULL_PASS_LIMIT for value in null_pass.values()),
             "pass_at_threshold_at_least_rule": at_threshold,
             "pass_at_threshold_at_least_rule_ok": at_threshold <= AT_THRESHOLD_PASS_LIMIT,
+            "fail_given_at_least_threshold": fail_above,
+            "fail_given_at_least_threshold_ok": fail_above <= ABOVE_THRESHOLD_FAIL_LIMIT,
+            "pass_within_reruns_at_threshold": reruns["check"]["pass_within_runs_at_threshold_after"],
+            "pass_within_reruns_at_threshold_ok": reruns["check"]["ok"],
         },
+        "fail_above_threshold": fail_rows,
+        "reruns": reruns,
         "seconds": time.perf_counter() - started,
     }
 
@@ -192,6 +244,17 @@ def _format(result: dict[str, Any]) -> str:
     lines.append(f"           P(PASS | r = threshold) ≤ 5 % under at_least_threshold: "
                  f"{checks['pass_at_threshold_at_least_rule'] * 100:.1f} %"
                  + (" — ok" if checks["pass_at_threshold_at_least_rule_ok"] else " — NOT MET"))
+    lines.append(f"           P(FAIL | r ≥ threshold) ≤ {ABOVE_THRESHOLD_FAIL_LIMIT * 100:.1f} % (the table's cells at r ≥ t and "
+                 f"the scenarios below): {checks['fail_given_at_least_threshold'] * 100:.1f} %"
+                 + (" — ok" if checks["fail_given_at_least_threshold_ok"] else " — NOT MET"))
+    lines.append(f"\nP(FAIL) when the candidate reaches the threshold, small and near-ceiling suites "
+                 f"({result['simulations']} suites a cell, {result['resamples']} resamples + refinement), in % (± binomial SE):")
+    for label, n, _options in FAIL_SCENARIOS:
+        cells = [row for row in result["fail_above_threshold"] if row["scenario"] == label and row["n"] == n]
+        lines.append(f"  {label:<27} n = {n:<4} " + "   ".join(
+            f"r = {row['true_improvement']:.2f}: {row['fail'] * 100:4.1f} ±{row['fail_se'] * 100:.1f}" for row in cells))
+    lines.append("")
+    lines += gate_reruns.format_rerun_rates(result["reruns"])
     lines.append(f"({result['seconds']:.0f} s)")
     return "\n".join(lines)
 
@@ -204,16 +267,18 @@ def main(argv: list[str] | None = None, *, seed: int | None = None) -> int:
     parser.add_argument("--simulations", type=int, default=SIMULATIONS, help="simulated suites per (n, r) cell")
     parser.add_argument("--resamples", type=int, default=BENCH_RESAMPLES, help="bootstrap resamples per verdict in the table")
     parser.add_argument("--flip-suites", type=int, default=FLIP_SUITES, help="borderline suites for the seed-flip rate")
+    parser.add_argument("--rerun-suites", type=int, default=gate_reruns.SUITES, help="suites per re-run cell")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args([] if argv is None and seed is not None else argv)
     if seed is not None:
         args.seed = seed
     result = gate_operating_characteristics(seed=args.seed, simulations=args.simulations, resamples=args.resamples,
-                                            flip_suites=args.flip_suites, workers=args.workers)
+                                            flip_suites=args.flip_suites, workers=args.workers,
+                                            rerun_suites=args.rerun_suites)
     print(json.dumps(result, indent=2) if args.json else _format(result))
     checks = result["checks"]
-    return 0 if checks["pass_given_no_improvement_ok"] and checks["pass_at_threshold_at_least_rule_ok"] else 1
+    return 0 if all(value for key, value in checks.items() if key.endswith("_ok")) else 1
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ class RunOut(Schema):
     candidate: ModelScoreOut
     relative_improvement: float | None
     ci95: tuple[float, float] | None = Field(
-        ..., description="95 % interval of the relative improvement; null when there is none (no verdict yet, "
+        ..., description="the interval of the relative improvement the verdict read: 95 % on a single look, "
+        "wider on a candidate's first and later runs on one suite, which spend α as α/(ζ(3)·k³) "
+        "(95.84 %, 99.48 %, 99.85 % …; the reasons name the run); null when there is none (no verdict yet, "
         "a baseline that scored 0 everywhere, or an unbounded end — the reasons say which)",
     )
     cost_usd: str = Field(..., description="Decimal string")

@@ -16,6 +16,7 @@ from costs.selectors import ledger_total_for
 from genesis.aggregates import DecimalTotal
 from genesis.errors import Conflict, NotFound
 from models_app.benchmarks import stats as benchmark_stats
+from models_app.benchmarks.breakdown import score_histogram
 from models_app.benchmarks.models import (
     BenchmarkCase,
     BenchmarkChunk,
@@ -25,6 +26,7 @@ from models_app.benchmarks.models import (
     BenchmarkSuite,
     BenchmarkVerdict,
 )
+from models_app.benchmarks.reruns import rerun_alpha
 from models_app.benchmarks.suites import SuiteCase, suite_jsonl
 from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
 
@@ -92,6 +94,16 @@ def agents_with_benchmark_candidates() -> list[Agent]:
 
 def active_run_for_candidate(*, candidate: ModelVersion) -> BenchmarkRun | None:
     return BenchmarkRun.objects.filter(candidate=candidate, status__in=ACTIVE_RUN_STATUSES).order_by("-pk").first()
+
+
+def benchmark_run_number(*, candidate: ModelVersion, suite: BenchmarkSuite) -> int:
+    """Which run of `candidate` on `suite` the next one is: 1 + its completed runs on any version of the
+    suite (a re-import with a case changed is the same suite; cancelled and failed runs decided nothing).
+    The gate spends its α over these runs (reruns.rerun_alpha), so re-running until PASS gains nothing."""
+    earlier = BenchmarkRun.objects.filter(
+        candidate=candidate, suite__agent_id=suite.agent_id, suite__slug=suite.slug, status=BenchmarkRunStatus.COMPLETED,
+    ).count()
+    return earlier + 1
 
 
 def benchmark_runs(
@@ -263,13 +275,24 @@ class GateReport:
     bootstrap_ci: list[float] | None
     fieller_ci: list[float] | None
     plan: benchmark_stats.SampleSizePlan
+    # Which completed run of the candidate on this suite (None: decided before re-runs spent α) and the
+    # two-sided α its interval is read at.
+    run_number: int | None = None
+    alpha: float | None = None
+
+    @property
+    def rerun_text(self) -> str:
+        if self.run_number is None or self.alpha is None:
+            return "one look at the full α (decided before re-runs spent α)"
+        return (f"run {self.run_number} of this candidate on this suite: interval at {(1 - self.alpha) * 100:.2f} % "
+                f"(α = {self.alpha * 100:.3f} %; re-runs spend α as α/(ζ(3)·k³))")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "rule": self.rule, "rule_text": self.rule_text, "resamples": self.resamples, "seed": self.seed,
             "mc_se": list(self.mc_se) if self.mc_se else None, "mc_close": self.mc_close,
             "bootstrap_ci": self.bootstrap_ci, "fieller_ci": self.fieller_ci, "plan": self.plan.as_dict(),
-            "plan_text": self.plan.summary(),
+            "plan_text": self.plan.summary(), "run_number": self.run_number, "alpha": self.alpha,
         }
 
 
@@ -281,13 +304,18 @@ def benchmark_run_gate(*, run: BenchmarkRun) -> GateReport:
     rule = comparison.get("rule") or parameters.get("gate_rule")
     plan = stored_plan(comparison.get("plan")) or suite_sample_size_plan(suite=run.suite)
     decided = bool(comparison)
+    run_number = (comparison if decided else parameters).get("run_number")
+    alpha = comparison.get("alpha") if decided and run_number else None
+    if run_number and alpha is None:
+        alpha = rerun_alpha(alpha=1 - float(parameters.get("confidence", 0.95)), run_number=int(run_number))
     return GateReport(
         rule=rule, rule_text=benchmark_stats.RULES.get(rule or "", "decided before the rule was recorded"),
         resamples=comparison.get("resamples") if decided else parameters.get("bootstrap_resamples"),
         seed=comparison.get("seed") if decided else parameters.get("bootstrap_seed"),
         mc_se=(comparison.get("mc_se_low"), comparison.get("mc_se_high")) if decided else None,
         mc_close=bool(comparison.get("mc_close")), bootstrap_ci=comparison.get("bootstrap_ci"),
-        fieller_ci=comparison.get("fieller_ci"), plan=plan,
+        fieller_ci=comparison.get("fieller_ci"), plan=plan, run_number=int(run_number) if run_number else None,
+        alpha=alpha,
     )
 
 
@@ -353,8 +381,8 @@ def benchmark_run_report(*, run: BenchmarkRun, worst: int = 20) -> RunReport:
         summary=benchmark_run_summary(run=run),
         comparison=run.comparison,
         histogram_bins=[f"{i / bins:.1f}–{(i + 1) / bins:.1f}" for i in range(bins)],
-        baseline_histogram=benchmark_stats.score_histogram(baseline_scores, bins=bins),
-        candidate_histogram=benchmark_stats.score_histogram(candidate_scores, bins=bins),
+        baseline_histogram=score_histogram(baseline_scores, bins=bins),
+        candidate_histogram=score_histogram(candidate_scores, bins=bins),
         regressions=[
             RegressionLine(
                 key=key, tags=tuple(candidate.case.tags or ()), baseline_score=baseline.score,

@@ -83,6 +83,7 @@ from models_app.benchmarks.selectors import (
     BENCHMARKABLE_STATUSES,
     active_run_for_candidate,
     benchmark_run_cost,
+    benchmark_run_number,
     benchmark_run_pairs,
     comparison_only_note,
     default_candidate,
@@ -285,6 +286,8 @@ def benchmark_run_create(
     candidate, baseline = _resolve_versions(agent=agent, candidate=candidate, baseline=baseline)
     candidate = _lock_benchmarkable(candidate)
     params = _run_parameters(agent=agent, overrides=parameters)
+    # Frozen with the run: the verdict reads its interval at this run's share of α (reruns.rerun_alpha).
+    params["run_number"] = benchmark_run_number(candidate=candidate, suite=suite)
     cases = list(suite.cases.order_by("position"))
     if not cases:
         raise Conflict(f"suite {suite} has no case")
@@ -476,6 +479,8 @@ def benchmark_run_finish_if_complete(*, run_id: int) -> BenchmarkRun | None:
         resamples=int(params.get("bootstrap_resamples", settings.GENESIS.benchmarks.bootstrap_resamples)),
         seed=int(params.get("bootstrap_seed", benchmark_stats.run_seed(run_id=run.pk))),
         confidence=float(params.get("confidence", 0.95)),
+        # Runs created before re-runs spent α have no run_number: decided at the full confidence, as then.
+        run_number=int(params["run_number"]) if params.get("run_number") else None,
     )
     data = comparison.as_dict()
     data["errors"] = run.results.exclude(error="").count()

@@ -135,7 +135,11 @@ def test_each_run_is_stored_on_its_own(demo_simulator):
     first = run_inline(benchmark_run_create(agent=agent))
     second = run_inline(benchmark_run_create(agent=agent))  # approved_for_rollout may be benchmarked again
 
-    assert first.pk != second.pk and first.verdict == second.verdict == "PASS"
+    assert first.pk != second.pk and first.verdict == "PASS" and second.status == "completed"
+    # The second run of the candidate on the suite spends the second share of α; whatever it says, the
+    # approved candidate stays approved (_decide_candidate).
+    assert (first.comparison["run_number"], second.comparison["run_number"]) == (1, 2)
+    assert ModelVersion.objects.get(pk=second.candidate_id).status == "approved_for_rollout"
     assert BenchmarkResult.objects.filter(run=first).count() == BenchmarkResult.objects.filter(run=second).count() == 64
     assert ledger_entries(first).count() == ledger_entries(second).count() == 64
 

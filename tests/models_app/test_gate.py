@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models_app.benchmarks.breakdown import regressions, score_histogram, tag_breakdown
+from models_app.benchmarks.reruns import ZETA_3, rerun_alpha, rerun_confidence
 from models_app.benchmarks.stats import (
     FAIL,
     INCONCLUSIVE,
@@ -18,11 +20,10 @@ from models_app.benchmarks.stats import (
     RULE_IMPROVES_AND_REACHES,
     PairedScore,
     compare_paired,
+    fail_side_high,
+    fieller_interval,
     gate_verdict,
     more_cases_to_decide,
-    regressions,
-    score_histogram,
-    tag_breakdown,
 )
 
 MIN_CASES = 20  # BENCHMARK_MIN_CASES's default
@@ -95,12 +96,24 @@ def test_a_constant_improvement_has_a_zero_width_interval_and_passes():
     assert result.verdict == PASS and result.wins == 40 and result.regressions == []
 
 
-def test_identical_models_fail_the_gate():
-    scores = [1.0, 0.0, 1.0, 1.0, 0.0] * 8
+def test_identical_models_fail_the_gate_on_a_large_suite():
+    scores = [1.0, 0.0, 1.0, 1.0, 0.0] * 20
     result = compare_paired(pairs(scores, scores), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=0)
     assert (result.relative_improvement, result.ci_low, result.ci_high) == (0.0, 0.0, 0.0)
-    assert result.verdict == FAIL and result.ties == 40
+    assert result.verdict == FAIL and result.ties == 100
     assert "even its optimistic end is not enough" in result.reasons[1]
+
+
+def test_identical_models_on_40_cases_are_not_rejected_for_want_of_a_single_win():
+    # 40 ties and no disagreement: a candidate 8 % better than a 0.6 baseline wins at least 4.8 % of the
+    # cases, so 40 cases without a win happen with probability up to 0.952⁴⁰ ≈ 14 % — no ground for FAIL.
+    # The zero-width interval alone would FAIL; one more candidate win lifts its upper end to ≈ +14 %.
+    scores = [1.0, 0.0, 1.0, 1.0, 0.0] * 8
+    result = compare_paired(pairs(scores, scores), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=0)
+    assert (result.ci_low, result.ci_high) == (0.0, 0.0)
+    assert result.verdict == INCONCLUSIVE
+    assert "one more where the candidate is right and the baseline wrong" in result.reasons[1]
+    assert "+14.0 %" in result.reasons[1] and "not FAIL" in result.reasons[1]
 
 
 def test_two_case_bootstrap_known_answer():
@@ -281,3 +294,81 @@ def test_comparison_serialises_to_json_ready_rounded_values():
     data = compare_paired(pairs([0.5] * 3, [2 / 3] * 3, ("t",)), threshold=0.08, rule=AT_LEAST, min_cases=NO_MINIMUM, resamples=2000, seed=0).as_dict()
     assert data["candidate_mean"] == 0.666667 and data["per_tag"][0]["tag"] == "t"
     assert isinstance(data["reasons"], list) and data["verdict"] == PASS
+
+
+# ---- FAIL needs one more candidate win to stay below the threshold (review F3) ------------------------------
+
+
+@pytest.mark.parametrize("rule", [AT_LEAST, IMPROVES])
+def test_fail_reads_the_one_more_win_upper_end_when_given(rule):
+    # The interval alone ends below t; the upper end after one more candidate win does not: not FAIL.
+    assert gate_verdict(relative_improvement=0.0, ci_low=-0.05, ci_high=0.07, threshold=0.08, rule=rule) == FAIL
+    assert gate_verdict(relative_improvement=0.0, ci_low=-0.05, ci_high=0.07, threshold=0.08, rule=rule,
+                        fail_high=0.09) == INCONCLUSIVE
+    assert gate_verdict(relative_improvement=0.0, ci_low=-0.05, ci_high=0.07, threshold=0.08, rule=rule,
+                        fail_high=0.079) == FAIL
+    assert gate_verdict(relative_improvement=0.0, ci_low=-0.05, ci_high=0.07, threshold=0.08, rule=rule,
+                        fail_high=math.inf) == INCONCLUSIVE
+
+
+def test_fail_side_high_is_fieller_with_one_pseudo_case_where_the_candidate_wins():
+    baseline = np.array([1.0, 0.0, 1.0, 1.0, 0.0] * 8)
+    candidate = baseline.copy()
+    expected = fieller_interval(np.append(baseline, 0.0), np.append(candidate, 1.0), statistic="relative", confidence=0.95)
+    assert expected is not None
+    assert fail_side_high(baseline, candidate, confidence=0.95) == pytest.approx(expected[1])
+    # The correction shrinks with the suite: 1/n on the mean delta.
+    highs = [fail_side_high(np.tile(baseline, k), np.tile(candidate, k), confidence=0.95) for k in (1, 4, 16)]
+    assert highs[0] > highs[1] > highs[2] > 0
+    assert highs[2] < 0.08  # 640 ties: a candidate 8 % better would have won somewhere
+
+
+def test_no_candidate_win_on_a_small_near_ceiling_suite_is_not_a_fail():
+    # The review's case: right/wrong, baseline 0.85, 20 cases, the candidate loses one case and wins none.
+    # The hull's upper end (≈ +6 %) is below t = 8 %, but a candidate 8 % better misses every win this
+    # often; one more win puts the upper end above t.
+    baseline = [1.0] * 17 + [0.0] * 3
+    candidate = [1.0] * 16 + [0.0] * 4
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=4)
+    assert result.ci_high is not None and result.ci_high < 0.08
+    assert result.verdict == INCONCLUSIVE
+    assert "too few cases (or too few disagreements) to reject" in result.reasons[1]
+
+
+def test_a_clear_loss_still_fails_on_a_small_suite():
+    # 20 cases, the candidate loses 8 and wins 1: one more win changes nothing.
+    baseline = [1.0] * 14 + [0.0] * 6
+    candidate = [0.0] * 8 + [1.0] * 6 + [1.0] + [0.0] * 5
+    result = compare_paired(pairs(baseline, candidate), threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=5)
+    assert result.verdict == FAIL
+
+
+# ---- re-runs spend alpha (review F5) ------------------------------------------------------------------------
+
+
+def test_rerun_alpha_spends_at_most_alpha_over_any_number_of_runs():
+    alphas = [rerun_alpha(alpha=0.05, run_number=k) for k in range(1, 10_001)]
+    assert sum(alphas) <= 0.05
+    assert sum(alphas) == pytest.approx(0.05, rel=1e-7)
+    assert alphas == sorted(alphas, reverse=True)
+    assert alphas[0] == pytest.approx(0.05 / ZETA_3)  # 4.16 %: the first run reads a 95.84 % interval
+    assert rerun_confidence(confidence=0.95, run_number=2) == pytest.approx(1 - 0.05 / (ZETA_3 * 8))
+    with pytest.raises(ValueError):
+        rerun_alpha(alpha=0.05, run_number=0)
+
+
+def test_a_rerun_reads_a_wider_interval_and_says_which_run_it_is():
+    rng = np.random.default_rng(8)
+    baseline = (rng.random(200) < 0.6).astype(float)
+    candidate = np.where(rng.random(200) < 0.25, 1.0, baseline)
+    args = dict(threshold=0.08, rule=AT_LEAST, min_cases=MIN_CASES, resamples=2000, seed=11)
+    single = compare_paired(pairs(list(baseline), list(candidate)), **args)
+    first = compare_paired(pairs(list(baseline), list(candidate)), run_number=1, **args)
+    third = compare_paired(pairs(list(baseline), list(candidate)), run_number=3, **args)
+    assert single.run_number is None and single.alpha == pytest.approx(0.05) and single.confidence == 0.95
+    assert first.run_number == 1 and first.alpha == pytest.approx(0.05 / ZETA_3)
+    assert third.alpha == pytest.approx(0.05 / (ZETA_3 * 27))
+    assert third.ci_low < first.ci_low < single.ci_low
+    assert third.ci_high > first.ci_high > single.ci_high
+    assert "run 3 of this candidate on this suite" in third.reasons[-1] and "99.85 %" in third.reasons[-1]
+    assert not any("of this candidate on this suite" in reason for reason in single.reasons)

@@ -181,7 +181,9 @@ def comparison_text(run: BenchmarkRun) -> str:
         lines.append(f"  {side:<9}  {entry['model']:<45} mean {mean}  (n={entry['n']})")
     if run.verdict:
         ci = summary["ci95"]
-        interval = f"95 % CI [{percent(ci[0])}, {percent(ci[1])}]" if ci else "95 % CI —"
+        # A re-run reads a wider interval than 95 % (reruns.rerun_alpha): say which.
+        level = f"{float(comparison.get('confidence', 0.95)) * 100:.4g} % CI"
+        interval = f"{level} [{percent(ci[0])}, {percent(ci[1])}]" if ci else f"{level} —"
         lines.append(
             f"  relative improvement {percent(summary['relative_improvement'])}, {interval} "
             f"(threshold {percent(comparison.get('threshold'))})"
@@ -191,6 +193,7 @@ def comparison_text(run: BenchmarkRun) -> str:
             lines.append(f"  {note} (the baseline was not the live version: this run only compares)")
         gate = benchmark_run_gate(run=run)
         lines.append(f"  rule: {gate.rule} — {gate.rule_text}")
+        lines.append(f"  {gate.rerun_text}")
         if gate.mc_se:
             errors = ", ".join("—" if se is None else f"±{se:.5f}" for se in gate.mc_se)
             lines.append(f"  {gate.resamples} resamples, seed {gate.seed}; Monte-Carlo error of the interval's ends {errors}"
