@@ -158,8 +158,8 @@ def lineage_context(version: ModelVersion, *, user: Any) -> dict[str, Any]:
         "lineage_total_exact": costs["total_usd"],
         "lineage_costs": [(operation, format_usd(Decimal(amount))) for operation, amount in costs["by_operation"].items()],
         "lineage_runs": [
-            {**run, "improvement": selectors.format_relative(run["relative_improvement"]),
-             "interval": launch_report.interval(*(run["ci95"] or (None, None))),
+            {**run, "improvement": launch_report.percent(run["relative_improvement"]),
+             "interval": launch_report.interval(*(run["ci95"] or (None, None)), alpha=run["alpha"]),
              "cost": format_usd(Decimal(run["cost_usd"]))}
             for run in lineage["benchmark_runs"]
         ],

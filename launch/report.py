@@ -34,10 +34,13 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:+.1f} %"
 
 
-def interval(low: float | None, high: float | None) -> str:
+def interval(low: float | None, high: float | None, *, alpha: float | None = None) -> str:
+    """A benchmark run's interval at the level the verdict read it: a re-run reads a wider one (its
+    `alpha` is stored with the run); a run stored without one was read at 95 %."""
     if low is None or high is None:
         return "interval unbounded"
-    return f"95 % interval {percent(low)} to {percent(high)}"
+    level = 0.95 if alpha is None else 1 - alpha
+    return f"{level * 100:.4g} % interval {percent(low)} to {percent(high)}"
 
 
 def tag_wins_and_regressions(per_tag: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -52,7 +55,7 @@ def _benchmark_judgement(benchmark: dict[str, Any] | None, judgement: Judgement)
         return
     verdict = benchmark["verdict"]
     line = (f"benchmark run #{benchmark['run']}: {verdict}, {percent(benchmark['relative_improvement'])} "
-            f"({interval(benchmark['ci_low'], benchmark['ci_high'])}) on {benchmark['n']} paired cases")
+            f"({interval(benchmark['ci_low'], benchmark['ci_high'], alpha=benchmark.get('alpha'))}) on {benchmark['n']} paired cases")
     if verdict == "PASS" and benchmark.get("approves", True):
         judgement.passed.append(line)
     elif benchmark["overridden"]:
@@ -194,7 +197,7 @@ def _markdown_agent(facts: dict[str, Any]) -> list[str]:
             f"- Benchmark run #{benchmark['run']} on {benchmark['suite']} ({benchmark['suite_cases']} cases): "
             f"**{benchmark['verdict']}**" + (f" ({benchmark['note']})" if benchmark.get("note") else "")
             + f", relative improvement {percent(benchmark['relative_improvement'])} "
-            f"({interval(benchmark['ci_low'], benchmark['ci_high'])}); threshold {percent(benchmark['threshold'])}; "
+            f"({interval(benchmark['ci_low'], benchmark['ci_high'], alpha=benchmark.get('alpha'))}); threshold {percent(benchmark['threshold'])}; "
             f"{_power_line(benchmark)}"
             + (f"; cost {format_usd(Decimal(benchmark['cost_usd']))}" if "cost_usd" in benchmark else "")
         )

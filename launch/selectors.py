@@ -26,7 +26,7 @@ from experiments.calendar import CalendarEntry
 from experiments.models import ACTIVE_STATUSES, ApprovalStatus, EventAction, Experiment, ExperimentStatus, StageApproval
 from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
-from launch.report import power_short
+from launch.report import interval, percent, power_short
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus
 from models_app.benchmarks.selectors import run_approves_candidate, run_verdict_note, stored_plan
 from models_app.finetuning import rules as finetuning_rules
@@ -197,18 +197,10 @@ def _job_cell(*, agent: Agent, candidate: ModelVersion | None, job: FineTuningJo
                 "admin:models_app_finetuningjob_change", (shown.pk,))
 
 
-def format_relative(value: float | None) -> str:
-    """0.1234 → "+12.3 %"."""
-    return "—" if value is None else f"{value * 100:+.1f} %"
-
-
 def run_interval_text(comparison: dict[str, Any] | None) -> str:
     if not comparison:
         return ""
-    low, high = comparison.get("ci_low"), comparison.get("ci_high")
-    if low is None or high is None:
-        return "interval unbounded"
-    return f"95 % interval {format_relative(low)} to {format_relative(high)}"
+    return interval(comparison.get("ci_low"), comparison.get("ci_high"), alpha=comparison.get("alpha"))
 
 
 def stored_gate_plan(comparison: dict[str, Any] | None) -> dict[str, Any]:
@@ -239,7 +231,7 @@ def _benchmark_cell(candidate: ModelVersion | None) -> Cell:
     comparison = run.comparison or {}
     note = run_verdict_note(run=run)
     tone = ATTENTION if note else {"PASS": OK, "FAIL": BAD}.get(run.verdict, ATTENTION)
-    text = f"{run.verdict} {format_relative(comparison.get('relative_improvement'))}" + (" (a comparison)" if note else "")
+    text = f"{run.verdict} {percent(comparison.get('relative_improvement'))}" + (" (a comparison)" if note else "")
     gate = stored_gate_plan(comparison)
     detail = "; ".join(part for part in (note, run_interval_text(comparison), power_short(gate["plan"])) if part)
     return Cell(text, tone, detail, *link, title=gate["plan_text"] or "")
@@ -567,6 +559,7 @@ def _benchmark_run_json(run: BenchmarkRun) -> dict[str, Any]:
         "baseline_status": comparison.get("baseline_status"), "approves": run_approves_candidate(run=run),
         "note": run_verdict_note(run=run), "n": comparison.get("n"),
         "relative_improvement": comparison.get("relative_improvement"), "ci95": ci95,
+        "alpha": comparison.get("alpha"),  # the interval's level is 1 − alpha (wider on a re-run); None: 95 %
         "cost_usd": money(run.cost_usd), "requested_by": _username(run.requested_by),
         "created_at": run.created_at, "finished_at": run.finished_at,
         "overrides": [{"by": _username(o.actor), "reason": o.reason, "at": o.created_at} for o in run.overrides.all()],
@@ -627,7 +620,7 @@ def launch_facts(*, agent: Agent, with_costs: bool = True) -> dict[str, Any]:
             "run": run.pk, "verdict": run.verdict, "suite": str(run.suite), "suite_cases": run.suite.case_count,
             "approves": run_approves_candidate(run=run), "note": run_verdict_note(run=run),
             "n": comparison.get("n"), "relative_improvement": comparison.get("relative_improvement"),
-            "ci_low": comparison.get("ci_low"), "ci_high": comparison.get("ci_high"),
+            "ci_low": comparison.get("ci_low"), "ci_high": comparison.get("ci_high"), "alpha": comparison.get("alpha"),
             "threshold": comparison.get("threshold"), "more_cases_needed": comparison.get("more_cases_needed"),
             # The gate's plan as the run stored it (rule, power at the planned improvement, cases needed);
             # None for a run decided before the planner — nothing is computed here in its place.

@@ -43,6 +43,16 @@ def test_a_pass_on_clean_audited_data_is_go_with_its_reasons():
     assert judgement.cautions == ["scored lower on tag(s) refunds (-16.7 %, 3 losses)"]
 
 
+def test_the_interval_is_named_at_the_level_the_verdict_read_it():
+    # A re-run reads its interval wider (re-runs spend α); the report must not call that a 95 % interval.
+    from models_app.benchmarks.reruns import rerun_alpha
+
+    second_run = {**facts()["benchmark"], "alpha": rerun_alpha(alpha=0.05, run_number=2)}
+    judgement = report.judge(facts(benchmark=second_run))
+    assert any("PASS, +50.0 % (99.48 % interval +20.0 % to +100.0 %)" in p for p in judgement.passed), judgement.passed
+    assert "99.48 % interval" in report.render_markdown([facts(benchmark=second_run)], generated_at=NOW)
+
+
 def test_each_blocker_makes_it_no_go():
     fail = facts(benchmark={**facts()["benchmark"], "verdict": "FAIL"})
     pii = facts(training_data={"job": 3, "file": "f.jsonl", "audit": {"audit": {
