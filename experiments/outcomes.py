@@ -98,17 +98,18 @@ def _describe_validation_error(exc: ValidationError) -> str:
 def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], received_at: datetime | None = None) -> IngestResult:
     """Validate each event on its own, then insert the valid ones in one statement. A repeated
     event_id (earlier, or twice in this batch) counts as a duplicate and is stored once. Raises
-    PermissionDenied when the key may not act for an agent a valid event names (existing or not); an
-    event of an agent that does not exist is rejected on its own."""
+    PermissionDenied when the key may not act for an existing agent a valid event names; an event of
+    an agent that does not exist is rejected on its own."""
     if len(events) > MAX_OUTCOME_EVENTS:
         raise InvalidInput(f"events: at most {MAX_OUTCOME_EVENTS} per request, got {len(events)}; send them in batches")
     received_at = received_at or timezone.now()
     valid, rejected = _validated(events)
-    if principal is not None:
-        # The whole batch, before anything is looked up: an agent the key may not act for is refused
-        # alike whether it exists or not (models_app.registry.services, "Which agents a key may learn about").
-        ensure_may_act_for(principal=principal, agent_slugs=(event.agent for _, event in valid))
     agents = {agent.slug: agent for agent in Agent.objects.filter(slug__in={event.agent for _, event in valid})}
+    if principal is not None:
+        # The whole batch: an existing agent the key may not act for refuses it (nothing stored); an
+        # unknown agent only rejects its own events (models_app.registry.services, "Which agents a key
+        # may learn about").
+        ensure_may_act_for(principal=principal, agent_slugs=(event.agent for _, event in valid if event.agent in agents))
     rows, duplicates = _outcome_rows(valid, agents=agents, received_at=received_at, rejected=rejected)
     rejected.sort(key=lambda item: item["index"])
     if not rows:

@@ -372,15 +372,15 @@ def api_key_cache_clear() -> None:
         _principal_cache.clear()
 
 
-# Which agents a key may learn about. A key for some agents gets 403 for every other agent's name,
-# whether or not such an agent exists: were an unknown name a 404 beside a 403 for a real one, the key
-# could list the other agents by trying names. Only a key that may act for a name (in practice, one
-# for all agents) learns that no agent has it (404). Every API endpoint asks through these three.
+# Which agents a key may learn about. The CONTRACT's order: 404 for a name no agent has (any key), then
+# 403 for a real agent outside the key's scope. A scoped key can therefore tell an existing agent from a
+# made-up name; agent names are not secrets (they name services), and an outside client relies on
+# "404 unknown agent". Every API endpoint asks through these three.
 
 
 def ensure_may_act_for(*, principal: ApiPrincipal, agent_slugs: Iterable[str]) -> None:
-    """403 naming each agent, as the request named it, that this key may not act for. Asks no question
-    of the database, so the answer is the same for an agent that exists and one that does not."""
+    """403 naming each agent of `agent_slugs` (existing agents, as the request named them) that this
+    key may not act for."""
     refused = sorted({slug for slug in agent_slugs if not principal.may_act_for(slug)})
     if refused:
         names = ", ".join(f"'{slug}'" for slug in refused)
@@ -388,13 +388,13 @@ def ensure_may_act_for(*, principal: ApiPrincipal, agent_slugs: Iterable[str]) -
 
 
 def ensure_agent_access(*, principal: ApiPrincipal, agent_slug: str, known_agents: frozenset[str] | None = None) -> None:
-    """For a request that names an agent: 403 when the key may not act for that name (see above),
-    then 404 when no agent has it. `known_agents`: every agent's slug, when the caller holds them in
-    memory (the routing table), so no query is made."""
-    ensure_may_act_for(principal=principal, agent_slugs=(agent_slug,))
+    """For a request that names an agent: 404 when no agent has that name, then 403 when the key may
+    not act for it. `known_agents`: every agent's slug, when the caller holds them in memory (the
+    routing table), so no query is made."""
     exists = agent_slug in known_agents if known_agents is not None else Agent.objects.filter(slug=agent_slug).exists()
     if not exists:
         raise NotFound(f"agent '{agent_slug}' does not exist")
+    ensure_may_act_for(principal=principal, agent_slugs=(agent_slug,))
 
 
 def ensure_object_access(*, principal: ApiPrincipal, owner_slug: str | None, what: str) -> None:

@@ -72,8 +72,8 @@ def test_upload_checks_the_key_and_the_input(client, agents, api_key_for):
     assert post_dataset(client, "gk_nonsense", agent="qa_agent").status_code == 401
     other = post_dataset(client, qa_key, agent="legal_agent")
     assert other.status_code == 403 and other.json()["detail"] == "API key 'test qa_agent' may not act for agent 'legal_agent'"
-    unknown = post_dataset(client, qa_key, agent="ghost_agent")  # to this key, one more agent it may not act for
-    assert unknown.status_code == 403 and unknown.json()["detail"] == "API key 'test qa_agent' may not act for agent 'ghost_agent'"
+    unknown = post_dataset(client, qa_key, agent="ghost_agent")  # 404 to every key (CONTRACT)
+    assert unknown.status_code == 404
     unknown = post_dataset(client, api_key_for(all_agents=True), agent="ghost_agent")
     assert unknown.status_code == 404 and unknown.json()["detail"] == "agent 'ghost_agent' does not exist"
     nobody = post_dataset(client, qa_key)

@@ -75,7 +75,7 @@ def test_health_is_scoped_like_every_agent_endpoint(client, api_key_for):
     agent_with_candidate("legal_agent")
     key = api_key_for("qa_agent")
     assert client.get("/api/v1/agents/legal_agent/health", **bearer(key)).status_code == 403
-    assert client.get("/api/v1/agents/nobody/health", **bearer(key)).status_code == 403
+    assert client.get("/api/v1/agents/nobody/health", **bearer(key)).status_code == 404
     assert client.get("/api/v1/agents/nobody/health", **bearer(api_key_for(all_agents=True))).status_code == 404
     assert client.get("/api/v1/agents/qa_agent/health").status_code == 401
 

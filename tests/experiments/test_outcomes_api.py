@@ -121,15 +121,18 @@ def test_a_key_may_report_only_for_its_agents(client, running, api_key_for):
     response = post(client, api_key_for("qa_agent"), [event(), event(event_id="e-2", agent="legal_agent")])
     assert response.status_code == 403
     assert response.json()["detail"] == "API key 'test qa_agent' may not act for agent 'legal_agent'"
-    # An agent that does not exist is, to this key, one more it may not act for (the same 403, so the
-    # key cannot tell which agents exist); an invalid event's agent is not asked about.
+    # Only existing agents are asked about (an unknown one rejects its own event; an invalid event's
+    # agent is not looked at): the refusal names legal_agent alone.
     response = post(client, api_key_for("qa_agent"), [
         event(), event(event_id="e-2", agent="nobody_agent"), event(event_id="e-3", agent="legal_agent"),
         event(event_id="e-4", agent="other_agent", success="yes"),
     ])
     assert response.status_code == 403
-    assert response.json()["detail"] == "API key 'test qa_agent' may not act for agents 'legal_agent', 'nobody_agent'"
+    assert response.json()["detail"] == "API key 'test qa_agent' may not act for agent 'legal_agent'"
     assert not OutcomeEvent.objects.exists()
+    # Without the other agent's event, the unknown agent's event is rejected on its own (CONTRACT).
+    body = post(client, api_key_for("qa_agent"), [event(), event(event_id="e-2", agent="nobody_agent")]).json()
+    assert body["accepted"] == 1 and body["rejected"] == [{"index": 1, "detail": "agent: 'nobody_agent' does not exist"}]
     assert post(client, "gk_nope", [event()]).status_code == 401
 
 

@@ -184,8 +184,8 @@ def test_errors_follow_the_contract(client, running, api_key_for):
     time.sleep(routing.CHECK_INTERVAL_SECONDS + 0.05)
     forbidden = route(client, key, "u", agent="legal_agent")
     assert forbidden.status_code == 403 and forbidden.json()["detail"] == "API key 'test qa_agent' may not act for agent 'legal_agent'"
-    unknown = route(client, key, "u", agent="nobody_agent")  # to this key, one more agent it may not act for
-    assert unknown.status_code == 403 and unknown.json()["detail"] == "API key 'test qa_agent' may not act for agent 'nobody_agent'"
+    unknown = route(client, key, "u", agent="nobody_agent")  # 404 to every key (CONTRACT)
+    assert unknown.status_code == 404 and unknown.json()["detail"] == "agent 'nobody_agent' does not exist"
     unknown = route(client, api_key_for(all_agents=True), "u", agent="nobody_agent")
     assert unknown.status_code == 404 and unknown.json()["detail"] == "agent 'nobody_agent' does not exist"
     empty = client.post("/api/v1/route", {"agent": "qa_agent", "user_id": ""}, content_type="application/json", **bearer(key))

@@ -43,7 +43,7 @@ def test_auth_and_scope(client, demo_simulator, api_key_for):
     forbidden = client.post(URL, {"agent": "qa_agent"}, content_type="application/json", **other)
     assert forbidden.status_code == 403 and "may not act for agent 'qa_agent'" in forbidden.json()["detail"]
     unknown = client.post(URL, {"agent": "nobody"}, content_type="application/json", **other)
-    assert unknown.status_code == 403
+    assert unknown.status_code == 404  # to every key (CONTRACT)
     everyone = bearer(api_key_for(all_agents=True))
     assert client.post(URL, {"agent": "nobody"}, content_type="application/json", **everyone).status_code == 404
 
