@@ -114,7 +114,9 @@ class SingleBeatScheduler(DatabaseScheduler):
             except BeatLockLost as exc:
                 logger.error("beat: %s; stopping so that only one beat sends periodic tasks "
                              "(restarted by its process manager, it waits as a standby)", exc)
-                raise SystemExit(1) from exc
+                # Not SystemExit: beat's loop takes that for a clean stop and the process would exit 0,
+                # which a process manager restarting on failure leaves down. An error exits non-zero.
+                raise
         return float(super().tick(*args, **kwargs))
 
     def close(self) -> None:

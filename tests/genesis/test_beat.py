@@ -127,3 +127,19 @@ def test_a_waiting_standby_stops_at_once_on_sigterm_and_leaves_the_lock_alone(cl
     finally:
         standby.stop()
         holder.release()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_beat_whose_lock_another_took_exits_with_an_error(client, tmp_path) -> None:
+    # An error, not a clean stop: a process manager restarting on failure brings it back as a standby.
+    beat = BeatProcess(tmp_path / "beat.log")
+    try:
+        wait_until(lambda: "holds the beat lock" in beat.output(), timeout=30, what="the beat to hold the lock")
+        client.set(BEAT_LOCK_KEY, "otherhost pid 1 0123abcd")  # another beat took it (ours had expired)
+        assert beat.process.wait(timeout=20) != 0
+        assert "now held by otherhost pid 1" in beat.output()
+        assert client.get(BEAT_LOCK_KEY) == b"otherhost pid 1 0123abcd"  # and it left that one's lock alone
+    finally:
+        beat.stop()
+        client.delete(BEAT_LOCK_KEY)
