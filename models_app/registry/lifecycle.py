@@ -34,7 +34,8 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     # → live only as an agent's first baseline; → approved_for_rollout only by a verdict override.
     REGISTERED: frozenset({BENCHMARKING, APPROVED_FOR_ROLLOUT, REJECTED, RETIRED, LIVE}),
     BENCHMARKING: frozenset({REGISTERED, APPROVED_FOR_ROLLOUT, REJECTED}),
-    APPROVED_FOR_ROLLOUT: frozenset({BENCHMARKING, ROLLING_OUT, REJECTED, RETIRED}),
+    # → registered when another version goes live: its approval was a PASS against the model it replaced.
+    APPROVED_FOR_ROLLOUT: frozenset({REGISTERED, BENCHMARKING, ROLLING_OUT, REJECTED, RETIRED}),
     ROLLING_OUT: frozenset({LIVE, APPROVED_FOR_ROLLOUT, REJECTED}),
     # A live version is retired when its successor goes live (model_version_transition), never on its own.
     LIVE: frozenset(),

@@ -193,6 +193,16 @@ def model_version_transition(
             previous.status_changed_at = now
             record_history(previous, actor=actor_in_history, reason=f"replaced by {version.model_id}")
             previous.save(update_fields=["status", "status_changed_at"])
+        # Every approval was a PASS (or an override) against the model that served until now: against the
+        # new live model it proves nothing, so those candidates are benchmarked again before a rollout.
+        stale = ModelVersion.objects.select_for_update().filter(agent=version.agent, status=ModelStatus.APPROVED_FOR_ROLLOUT)
+        for candidate in stale.exclude(pk=version.pk):
+            candidate.status = ModelStatus.REGISTERED
+            candidate.status_changed_at = now
+            record_history(candidate, actor=actor_in_history, reason=(
+                f"approved against the live model of then; {version.model_id} is live now: benchmark it again "
+                "against the live model (or override) before a rollout"))
+            candidate.save(update_fields=["status", "status_changed_at"])
     version.status = to_status
     version.status_changed_at = now
     record_history(version, actor=actor_in_history, reason=reason)

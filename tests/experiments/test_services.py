@@ -434,3 +434,19 @@ def test_a_manual_rollback_rejects_the_candidate_and_is_audited(team):
     assert rollback.after["status"] == "rolled_back" and rollback.after["stage_percent"] == 0
     with pytest.raises(Conflict, match="is rolled_back"):
         experiment_start(experiment=experiment, actor=team["starter"])
+
+
+def test_a_candidate_approved_against_a_replaced_live_model_is_benchmarked_again_before_a_rollout(team):
+    # A second reviewer's walk: C1 and C2 both PASSed against L1; C2 rolled out and went live; C1 was still
+    # "approved for rollout" and started against C2 with no new benchmark and no override.
+    agent, first_live, approved = agent_with_candidate("qa_agent")
+    successor = ModelVersionFactory(agent=agent, model_id="ft:open-mistral-7b:aaaaaaaa:20261101:deadbeef")
+    for status in ("benchmarking", "approved_for_rollout", "rolling_out", "live"):
+        successor = model_version_transition(version=successor, to_status=status, reason="test")
+    first_live.refresh_from_db()
+    approved.refresh_from_db()
+    assert (first_live.status, approved.status) == ("retired", "registered")
+    assert "benchmark it again against the live model" in approved.history.first().history_change_reason
+    experiment = experiment_create(agent=agent, treatment=approved, actor=team["starter"], key="stale-approval")
+    with pytest.raises(Conflict, match="has no PASS verdict against the live model"):
+        experiment_start(experiment=experiment, actor=team["starter"])
