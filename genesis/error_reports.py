@@ -33,6 +33,18 @@ class CredentialsExceptionReporterFilter(SafeExceptionReporterFilter):
         return without_credentials(cleansed) if isinstance(cleansed, str) else cleansed
 
     def cleanse_special_types(self, request: HttpRequest | None, value: Any) -> Any:
-        # A traceback's variables: a connection URL held in a local is shown without its password.
-        cleansed = super().cleanse_special_types(request, value)
-        return without_credentials(cleansed) if isinstance(cleansed, str) else cleansed
+        # A traceback's variables: a connection URL held in a local — or in a dict, list or tuple a
+        # local holds (connection settings) — is shown without its password.
+        return _without_credentials_within(super().cleanse_special_types(request, value))
+
+
+def _without_credentials_within(value: Any, *, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return without_credentials(value)
+    if depth >= 4:  # deep enough for connection settings; a traceback page need not walk whole graphs
+        return value
+    if isinstance(value, dict):
+        return {key: _without_credentials_within(item, depth=depth + 1) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_without_credentials_within(item, depth=depth + 1) for item in value)
+    return value

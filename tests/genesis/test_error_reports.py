@@ -89,3 +89,26 @@ def test_the_config_objects_repr_masks_its_secrets(settings_with_credentials):
 ])
 def test_without_credentials_masks_passwords_and_keeps_the_rest(text, shown):
     assert without_credentials(text) == shown
+
+
+def test_a_connection_url_inside_a_dict_or_list_local_is_masked_too(rf):
+    # Second reviewer: plain-string locals were masked, a dict or list holding the URL was shown whole.
+    # The secrets are put together at run time: the page also shows the function's source lines.
+    dict_secret, list_secret, tuple_secret = ("".join(("SEC", kind, "RET")) for kind in ("DICT", "LIST", "TUPLE"))
+
+    def connect() -> None:
+        settings_of_the_cache = {"url": f"redis://default:{dict_secret}@cache:6379/0",
+                                 "options": ("x", f"postgres://u:{tuple_secret}@db/x")}
+        replicas = [f"postgres://genesis:{list_secret}@db/genesis"]
+        raise ConnectionError(f"cannot connect ({len(settings_of_the_cache)}, {len(replicas)})")
+
+    try:
+        connect()
+    except ConnectionError:
+        info = sys.exc_info()
+    reporter = ExceptionReporter(rf.get("/x"), *info)
+    html = reporter.get_traceback_html()
+    assert "cache:6379/0" in html and "db/genesis" in html  # the locals are shown, their passwords not
+    for page in (html, reporter.get_traceback_text()):
+        for secret in (dict_secret, list_secret, tuple_secret):
+            assert f"{secret}@" not in page, secret  # (the bare word is this test's own local, shown too)
