@@ -374,8 +374,13 @@ def record_exposure(*, experiment_id: int, stage_id: int | None, user_id: str, v
         )
     if due:
         flush_exposure_buffer()
-    elif first_in_buffer:
-        _arm_flush_timer()
+    if first_in_buffer or due:
+        # After a flush that failed or was skipped (Redis away) the exposures are back in the buffer:
+        # the timer keeps trying when no later request comes (nothing is armed twice).
+        with _exposure_lock:
+            buffered = bool(_exposures)
+        if buffered:
+            _arm_flush_timer()
 
 
 def _arm_flush_timer() -> None:
@@ -385,7 +390,8 @@ def _arm_flush_timer() -> None:
     with _exposure_lock:
         if _flush_timer is not None and _flush_timer.is_alive():
             return
-        _flush_timer = threading.Timer(EXPOSURE_FLUSH_SECONDS, _flush_when_idle)
+        # At least half a second: while Redis is away each try fails at once, and the timer must not spin.
+        _flush_timer = threading.Timer(max(EXPOSURE_FLUSH_SECONDS, 0.5), _flush_when_idle)
         _flush_timer.daemon = True
         _flush_timer.start()
 

@@ -151,6 +151,30 @@ def test_when_redis_is_down_routing_keeps_answering_from_the_last_config(client,
 
 
 @needs_redis
+@pytest.mark.django_db(transaction=True)
+def test_exposures_a_failed_flush_kept_leave_the_process_when_redis_returns_without_a_request(
+        client, running, api_key_for, settings, monkeypatch):
+    from experiments.outcomes import exposures_flush
+
+    key = api_key_for("qa_agent")
+    real_redis = settings.REDIS_URL
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    monkeypatch.setattr(routing, "_redis_client", None)
+    monkeypatch.setattr(routing, "REDIS_RETRY_AFTER_SECONDS", 0.2)
+    monkeypatch.setattr(routing, "EXPOSURE_FLUSH_SECONDS", 0.0)  # every request tries to flush, and fails
+    answers = variants(client, key, ["back-1", "back-2"])
+    assert len(routing._exposures) == 2
+    settings.REDIS_URL = real_redis  # Redis is back; no request comes
+    monkeypatch.setattr(routing, "_redis_client", None)
+    deadline = time.monotonic() + 10
+    while not Assignment.objects.filter(experiment=running).count() == 2:
+        assert time.monotonic() < deadline, "the exposures stayed in memory after Redis came back"
+        exposures_flush()  # what beat's task does every 10 s
+        time.sleep(0.1)
+    assert dict(Assignment.objects.filter(experiment=running).values_list("user_id", "variant")) == answers
+
+
+@needs_redis
 def test_a_change_in_another_process_reaches_this_one_through_the_redis_generation(client, running, api_key_for, team):
     key = api_key_for("qa_agent")
     assert route(client, key, "user-1").json()["experiment"] == "qa_agent-exp"
