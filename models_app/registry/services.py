@@ -74,11 +74,15 @@ def provider_account_upsert(*, name: str, kind: str, base_url: str, api_key_env:
     validate_api_key_env(api_key_env)
     if kind not in ProviderKind.values:
         raise InvalidInput(f"kind: '{kind}' is not one of {', '.join(ProviderKind.values)}")
-    refusal = provider_destinations().refusal(kind=kind, base_url=base_url, api_key_env=api_key_env)
-    if refusal:
-        raise InvalidInput(f"base_url: {refusal}")
     values = {"kind": kind, "base_url": base_url, "api_key_env": api_key_env, **defaults}
     provider = ProviderAccount.objects.select_for_update().filter(name=name).first()
+    # The destination is judged when it is set or changed. An account the environment no longer allows
+    # can still be changed otherwise — disabled, say — and sends nothing anyway (the gateway refuses it).
+    destination = (kind, base_url, api_key_env)
+    if provider is None or destination != (provider.kind, provider.base_url, provider.api_key_env):
+        refusal = provider_destinations().refusal(kind=kind, base_url=base_url, api_key_env=api_key_env)
+        if refusal:
+            raise InvalidInput(f"base_url: {refusal}")
     if provider is None:
         provider = ProviderAccount(name=name)
         changes = "created: " + _changes_text({}, values)

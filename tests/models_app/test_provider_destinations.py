@@ -196,6 +196,22 @@ def test_the_service_refuses_a_destination_not_allowed_naming_the_field(listener
 
 
 @pytest.mark.django_db
+def test_an_account_the_environment_no_longer_allows_can_still_be_disabled(listener, production_key, provider_hosts):
+    # Second reviewer: the destination was judged on every save, so such an account could not even be
+    # switched off. It is judged when set or changed; the gateway refuses the account meanwhile anyway.
+    provider_hosts(f"MISTRAL_API_KEY=127.0.0.1:{listener.port}")
+    provider_account_upsert(name="vllm", kind="openai_compatible", base_url=listener.url, api_key_env="MISTRAL_API_KEY")
+    provider_hosts("")  # the allow-list changed since
+
+    disabled = provider_account_upsert(name="vllm", kind="openai_compatible", base_url=listener.url,
+                                       api_key_env="MISTRAL_API_KEY", enabled=False)
+    assert not disabled.enabled
+    with pytest.raises(InvalidInput, match="base_url: "):  # pointing it anywhere new is judged again
+        provider_account_upsert(name="vllm", kind="openai_compatible", base_url=f"http://127.0.0.1:{listener.port + 1}",
+                                api_key_env="MISTRAL_API_KEY", enabled=False)
+
+
+@pytest.mark.django_db
 def test_plain_http_to_another_machine_is_refused_when_saved_outside_dev(settings, provider_hosts):
     provider_hosts("VLLM_API_KEY=vllm.internal:8000")
     settings.GENESIS_ENV = "production"
