@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
+from models_app.registry.lifecycle import FINE_TUNED_PREFIX  # pure, as this module
+
 # The ledger keeps micro-dollars: one inference call on a small model costs a few of them, and a
 # total of many such calls must still agree to the cent with the sum of its parts.
 LEDGER_QUANTUM = Decimal("0.000001")
@@ -23,9 +25,6 @@ MILLION = Decimal(1_000_000)
 # job comes with a minimum fee of $4, and there's a monthly storage fee of $2 for each model."
 DEFAULT_FINE_TUNING_MINIMUM_USD = Decimal("4")
 DEFAULT_STORAGE_USD_PER_MONTH = Decimal("2")
-
-FINE_TUNED_PREFIX = "ft:"
-
 
 @dataclass(frozen=True)
 class Price:

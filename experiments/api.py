@@ -117,7 +117,8 @@ class RejectedOut(Schema):
 class UnchargedOut(Schema):
     model: str
     indexes: list[int] = Field(description="Where in `events` the accepted events of this model with tokens are")
-    detail: str = Field(description="Why their tokens are not on the ledger (no price in force on which days) and what to do")
+    detail: str = Field(description="Why their tokens are not on the ledger (no price in force on which days, or the "
+                        "model is not one of the agent's registered models) and what to do")
 
 
 class OutcomesOut(Schema):
@@ -125,8 +126,9 @@ class OutcomesOut(Schema):
     duplicates: int = Field(description="Events whose (agent, event_id) was already stored, or repeated in this batch")
     rejected: list[RejectedOut] = Field(description="Events refused, each by its index in `events`, naming the field")
     uncharged: list[UnchargedOut] = Field(
-        description="Accepted events with tokens whose model has no price in force, one entry per model: their "
-        "inference cost is not on the ledger, and resending them will not add it. Empty when every token was charged",
+        description="Accepted events with tokens that were not charged — their model has no price in force, or is "
+        "not one of the agent's registered models — one entry per model and reason: their inference cost is not "
+        "on the ledger, and resending them will not add it. Empty when every token was charged",
     )
 
 

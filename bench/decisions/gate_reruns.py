@@ -3,7 +3,7 @@
 An INCONCLUSIVE candidate goes back to `registered` and may be benchmarked again on the same suite; a
 PASS is absorbing (a later run does not demote an approved candidate) and a FAIL rejects it. With
 temperature 0.2 (the agent default) and an LLM judge, a re-run redraws part of each answer's noise
-while the cases stay the same. Adapted from the review's /tmp/stats/gate_reruns.py.
+while the cases stay the same. Adapted from a statistics review's own simulation of re-runs.
 
 Score model: `models_app.benchmarks.simulation.simulate_scores`'s reference mix (same marginals: 70 %
 right/wrong, 30 % judge-graded, baseline 0.60, errors correlated 0.7), with a share `redraw` of each

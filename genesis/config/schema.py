@@ -67,8 +67,8 @@ class ProviderHost(NamedTuple):
     port: int | None
 
 
-# The names a provider account may give its key (models_app/registry/services.py API_KEY_ENV_NAME).
-_API_KEY_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
+# The names a provider account may give its key variable (and GENESIS_PROVIDER_HOSTS binds to hosts).
+API_KEY_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
 PROVIDER_HOST_SYNTAX = "NAME_API_KEY=host[:port] (or host[:port] for accounts without a key; port 443 when left out, * for any)"
 
 
@@ -81,7 +81,7 @@ def parse_provider_host(value: object) -> object:
     entry = value.strip()
     name, separator, address = entry.rpartition("=")
     name, address = name.strip(), address.strip()
-    if separator and not _API_KEY_VARIABLE.fullmatch(name):
+    if separator and not API_KEY_VARIABLE.fullmatch(name):
         raise ValueError(f"{entry!r}: {name!r} is not an API key variable; expected {PROVIDER_HOST_SYNTAX}")
     any_port = address.endswith(":*")
     try:

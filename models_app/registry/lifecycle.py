@@ -20,6 +20,9 @@ caller (the admin's "Change status…", seed_demo, the rollout services):
 
 from __future__ import annotations
 
+# How Mistral (and the simulator, and OpenAI) name a fine-tuned model: ft:<base>:…
+FINE_TUNED_PREFIX = "ft:"
+
 REGISTERED = "registered"
 BENCHMARKING = "benchmarking"
 APPROVED_FOR_ROLLOUT = "approved_for_rollout"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import secrets
 import threading
 import time
@@ -16,6 +15,7 @@ from django.db import DatabaseError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from genesis.config.schema import API_KEY_VARIABLE
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.history import record_history
 from genesis.permissions import Actor, require_permission
@@ -31,11 +31,6 @@ from models_app.registry.models import (
     ProviderKind,
 )
 from models_app.registry.selectors import agent_has_live_version
-
-API_KEY_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
-# How Mistral (and the simulator, and OpenAI) name a fine-tuned model: ft:<base>:…
-FINE_TUNED_PREFIX = "ft:"
-
 
 # --- agents and providers ------------------------------------------------------------------------
 
@@ -110,7 +105,7 @@ def validate_api_key_env(name: str) -> None:
     """A provider's key is sent as a bearer token to the provider's URL, so the variable it names must
     be an API key's: naming DATABASE_URL or GENESIS_SECRET_KEY would hand that secret to whoever can
     edit the account."""
-    if name and not API_KEY_ENV_NAME.fullmatch(name):
+    if name and not API_KEY_VARIABLE.fullmatch(name):
         raise InvalidInput(
             f"api_key_env: '{name}' is not allowed; name an environment variable ending in _API_KEY, "
             "e.g. MISTRAL_API_KEY"
@@ -138,11 +133,11 @@ def model_version_register(
         raise InvalidInput(f"kind: '{kind}' is not one of {', '.join(ModelKind.values)}")
     if not model_id.strip():
         raise InvalidInput("model_id: must not be empty")
-    if kind == ModelKind.BASELINE and model_id.strip().startswith(FINE_TUNED_PREFIX):
+    if kind == ModelKind.BASELINE and model_id.strip().startswith(lifecycle.FINE_TUNED_PREFIX):
         # Whoever registers declares the kind, and a baseline is what an agent's first live model may be
         # without a benchmark (lifecycle.py): a fine-tune must not pass for one.
         raise InvalidInput(
-            f"kind: '{model_id}' is a fine-tuned model (its id starts with '{FINE_TUNED_PREFIX}'); register it "
+            f"kind: '{model_id}' is a fine-tuned model (its id starts with '{lifecycle.FINE_TUNED_PREFIX}'); register it "
             f"as {ModelKind.FINE_TUNED}, to be benchmarked and rolled out"
         )
     version, created = ModelVersion.objects.get_or_create(

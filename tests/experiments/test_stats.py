@@ -240,14 +240,16 @@ def test_analysing_every_outcome_as_independent_would_roll_back_good_candidates(
 
 
 def test_a_ten_point_drop_is_rolled_back_within_four_hours_median() -> None:
-    # Was within two hours, by the gross-harm shortcut that was not error-controlled (below); the
-    # error-controlled rule needs the harm's bound past 5 points, not past 0: about 3 h here.
+    # Was within two hours, by a gross-harm shortcut that was not error-controlled (it rolled back up to
+    # 11 % of drops of exactly the tolerance); the error-controlled rule needs the harm's bound past
+    # 5 points, not past 0: about 3 h here.
     result = simulation.simulate_rollbacks(rollout=simulation.Rollout(stage_hours=4, treatment_drop=0.10), experiments=60, seed=23)
     assert result.rate == 1.0 and result.median_hours is not None and result.median_hours < 4.0, result
 
 
 def test_a_twenty_point_drop_is_rolled_back_at_the_first_looks() -> None:
-    # 150 treatment users at a 10 % stage of 2 000 users/h take 45 min; gross harm goes soon after.
+    # 150 treatment users at a 10 % stage of 2 000 users/h take 45 min; the early-tuned sequence rolls
+    # a drop this large back soon after.
     result = simulation.simulate_rollbacks(rollout=simulation.Rollout(stage_hours=4, treatment_drop=0.20), experiments=60, seed=23)
     assert result.rate == 1.0 and result.median_hours is not None and result.median_hours < 1.0, result
 
