@@ -172,10 +172,14 @@ def _model_summary(run: BenchmarkRun, version: ModelVersion, comparison: dict[st
 
 
 def run_decides_candidate(*, run: BenchmarkRun) -> bool:
-    """Whether the run's verdict is the gate's decision on its candidate (its baseline was the agent's
-    live version when the verdict was reached). True for a run not decided yet or decided before this
-    was recorded."""
-    return bool((run.comparison or {}).get("baseline_live", True))
+    """Whether the run's verdict is the gate's decision on its candidate: its baseline was the agent's
+    live version when the verdict was reached, and still is — a verdict against a model another version
+    has since replaced decides nothing now (registry services send such approved candidates back to
+    registered). True for a run not decided yet; a run decided before `baseline_live` was recorded is
+    judged by its baseline's status alone."""
+    if not run.verdict:
+        return True
+    return bool((run.comparison or {}).get("baseline_live", True)) and run.baseline.status == ModelStatus.LIVE
 
 
 def run_approves_candidate(*, run: BenchmarkRun) -> bool:
@@ -211,7 +215,7 @@ def run_verdict_note(*, run: BenchmarkRun) -> str:
     if not run.verdict or run_decides_candidate(run=run):
         return ""
     return comparison_only_note(verdict=run.verdict, baseline_model=run.baseline.model_id,
-                                baseline_status=str((run.comparison or {}).get("baseline_status", "")))
+                                baseline_status=run.baseline.status)  # what it is now: why it decides nothing
 
 
 def benchmark_run_summary(*, run: BenchmarkRun) -> dict[str, Any]:

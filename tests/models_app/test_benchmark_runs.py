@@ -926,6 +926,25 @@ def test_a_run_whose_baseline_was_replaced_while_it_ran_decides_nothing(seeded_d
 
 
 @pytest.mark.django_db
+def test_a_pass_approves_only_while_its_baseline_is_still_the_live_model(seeded_demo, simulator_factory):
+    # Second reviewer: a PASS against the live model of then kept reading "approves" on the board and in
+    # the Go/No-Go report after another rollout replaced that model.
+    from models_app.benchmarks.selectors import run_approves_candidate, run_verdict_note
+
+    point_demo_provider_at(simulator_factory(quality=WEAK_RETIRED_BASELINE), rate_limit_per_minute=60_000, max_concurrency=8)
+    agent = Agent.objects.get(slug="qa_agent")
+    run = run_inline(benchmark_run_create(agent=agent))
+    assert run.verdict == "PASS" and run_approves_candidate(run=run) and run_verdict_note(run=run) == ""
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
+
+    replace_live_model(agent, "mistral-small-latest")
+    run = BenchmarkRun.objects.select_related("baseline").get(pk=run.pk)
+    assert not run_approves_candidate(run=run)
+    assert run_verdict_note(run=run) == "PASS against a retired baseline (open-mistral-7b): not an approval"
+    assert ModelVersion.objects.get(pk=run.candidate_id).status == "registered"  # benchmarked again before a rollout
+
+
+@pytest.mark.django_db
 def test_a_fail_against_a_version_that_is_not_live_rejects_nothing(seeded_demo, simulator_factory):
     point_demo_provider_at(simulator_factory(quality={"ft:*": 0.3, "*": 0.85}), rate_limit_per_minute=60_000, max_concurrency=8)
     agent = Agent.objects.get(slug="legal_agent")
