@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from costs.budgeting import format_usd
+from models_app.benchmarks.reruns import confidence_text
 
 GO, NO_GO = "GO", "NO-GO"
 
@@ -39,8 +40,7 @@ def interval(low: float | None, high: float | None, *, alpha: float | None = Non
     `alpha` is stored with the run); a run stored without one was read at 95 %."""
     if low is None or high is None:
         return "interval unbounded"
-    level = 0.95 if alpha is None else 1 - alpha
-    return f"{level * 100:.4g} % interval {percent(low)} to {percent(high)}"
+    return f"{confidence_text(0.95 if alpha is None else 1 - alpha)} interval {percent(low)} to {percent(high)}"
 
 
 def tag_wins_and_regressions(per_tag: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

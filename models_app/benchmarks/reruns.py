@@ -30,9 +30,14 @@ def rerun_confidence(*, confidence: float, run_number: int) -> float:
     return 1 - rerun_alpha(alpha=1 - confidence, run_number=run_number)
 
 
+def confidence_text(confidence: float) -> str:
+    """How every page and command names an interval's level: 0.95 → "95 %", 0.958404 → "95.84 %"."""
+    return f"{confidence * 100:.4g} %"
+
+
 def rerun_reason(*, run_number: int, confidence: float, run_confidence: float) -> str:
     """The sentence that says which run this is and the α it spent."""
     ordinal = {1: "1st", 2: "2nd", 3: "3rd"}.get(run_number, f"{run_number}th")
-    return (f"run {run_number} of this candidate on this suite: its interval is read at {run_confidence * 100:.2f} % "
+    return (f"run {run_number} of this candidate on this suite: its interval is read at {confidence_text(run_confidence)} "
             f"(α = {(1 - run_confidence) * 100:.3f} %, the {ordinal} share of α = {(1 - confidence) * 100:g} % spent as "
             f"α/(ζ(3)·k³) over re-runs), so re-running until PASS cannot raise the chance of a false PASS")

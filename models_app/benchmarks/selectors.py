@@ -26,7 +26,7 @@ from models_app.benchmarks.models import (
     BenchmarkSuite,
     BenchmarkVerdict,
 )
-from models_app.benchmarks.reruns import rerun_alpha
+from models_app.benchmarks.reruns import confidence_text, rerun_alpha
 from models_app.benchmarks.suites import SuiteCase, suite_jsonl
 from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
 
@@ -288,7 +288,7 @@ class GateReport:
     def rerun_text(self) -> str:
         if self.run_number is None or self.alpha is None:
             return "one look at the full α (decided before re-runs spent α)"
-        return (f"run {self.run_number} of this candidate on this suite: interval at {(1 - self.alpha) * 100:.2f} % "
+        return (f"run {self.run_number} of this candidate on this suite: interval at {confidence_text(1 - self.alpha)} "
                 f"(α = {self.alpha * 100:.3f} %; re-runs spend α as α/(ζ(3)·k³))")
 
     def as_dict(self) -> dict[str, Any]:

@@ -87,7 +87,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from models_app.benchmarks.breakdown import PairedScore, Regression, TagBreakdown, regressions, tag_breakdown
-from models_app.benchmarks.reruns import rerun_confidence, rerun_reason
+from models_app.benchmarks.reruns import confidence_text, rerun_confidence, rerun_reason
 
 PASS = "PASS"
 FAIL = "FAIL"
@@ -638,7 +638,7 @@ def _mc_reason(interval: GateInterval) -> list[str]:
 
 def _decide_absolute(*, n: int, candidate_mean: float, interval: GateInterval, confidence: float) -> _Decision:
     """The baseline scored 0 on every case: judge the absolute gain against zero."""
-    level = f"{confidence * 100:g} %"
+    level = confidence_text(confidence)
     mean_delta = candidate_mean
     low, high = interval.low, interval.high
     if low > 0:

@@ -16,6 +16,7 @@ from costs.budgeting import format_usd
 from genesis.commands import usage_error
 from genesis.errors import DomainError, ServiceUnavailable
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
+from models_app.benchmarks.reruns import confidence_text
 from models_app.benchmarks.selectors import (
     benchmark_run_gate,
     benchmark_run_get,
@@ -182,7 +183,7 @@ def comparison_text(run: BenchmarkRun) -> str:
     if run.verdict:
         ci = summary["ci95"]
         # A re-run reads a wider interval than 95 % (reruns.rerun_alpha): say which.
-        level = f"{float(comparison.get('confidence', 0.95)) * 100:.4g} % CI"
+        level = f"{confidence_text(float(comparison.get('confidence', 0.95)))} CI"
         interval = f"{level} [{percent(ci[0])}, {percent(ci[1])}]" if ci else f"{level} —"
         lines.append(
             f"  relative improvement {percent(summary['relative_improvement'])}, {interval} "
