@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from experiments import client as client_module
 from experiments.assignment import assign_variant
 from experiments.client import (
     AgentConfigClient,
@@ -22,18 +23,16 @@ from experiments.client import (
     decide_route,
 )
 
-CONFIG: dict[str, Any] = {
-    "agent": "qa_agent",
-    "config_version": 12,
-    "live": {"model": "open-mistral-7b", "provider": "simulator"},
-    "experiment": {
-        "key": "qa_agent-ft-2025-06-01",
-        "seed": "9f2c4e1a7b3d5e60",
-        "stage_percent": 25,
-        "control": {"model": "open-mistral-7b", "provider": "simulator"},
-        "treatment": {"model": "ft:open-mistral-7b:1a2b3c4d:20250601:5e6f7a8b", "provider": "simulator"},
-    },
-}
+
+def _documented_config() -> dict[str, Any]:
+    """The example config in experiments.client's docstring: the tests decide from it, so the example a
+    reader copies stays one the client accepts."""
+    doc = client_module.__doc__ or ""
+    example = doc[doc.index("::\n") + 3:]
+    return json.loads(example[:example.index("\n    }\n") + 6])
+
+
+CONFIG: dict[str, Any] = _documented_config()
 ROUTE_RESPONSE_KEYS = {"agent", "model", "provider", "variant", "experiment", "stage_percent"}  # CONTRACT.md, POST /route
 
 
