@@ -360,10 +360,15 @@ def _who(actor: Actor, requested_via: str = "") -> str:
 
 
 def send_chunks_on_commit(chunk_ids: list[int]) -> None:
-    # A chunk that cannot be sent stays queued: the resume sweep sends it again.
+    # A chunk that cannot be sent stays queued: the resume sweep sends it again. The first refusal ends
+    # the sending: a broker that is down makes each attempt wait for its connection timeout, and the
+    # person who started the run would wait that long once per chunk for nothing.
     def send_all() -> None:
-        for chunk_id in chunk_ids:
-            send_task("models_app.benchmark_chunk_run", chunk_id, what=f"benchmark chunk {chunk_id}")
+        for position, chunk_id in enumerate(chunk_ids):
+            if not send_task("models_app.benchmark_chunk_run", chunk_id, what=f"benchmark chunk {chunk_id}"):
+                if left := len(chunk_ids) - position - 1:
+                    logger.warning("%s more benchmark chunk(s) not sent either: the resume sweep sends them", left)
+                return
 
     transaction.on_commit(send_all)
 
