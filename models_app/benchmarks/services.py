@@ -91,6 +91,7 @@ from models_app.benchmarks.selectors import (
     run_approves_candidate,
 )
 from models_app.benchmarks.suites import cases_fingerprint, parse_suite_jsonl
+from models_app.registry.gateway import destination_refusal
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
 from models_app.registry.selectors import live_version
 from models_app.registry.services import model_version_transition
@@ -236,6 +237,9 @@ def _resolve_versions(
             raise InvalidInput(f"{role}: {version.model_id} belongs to agent '{version.agent.slug}', not '{agent.slug}'")
         if not version.provider.enabled:
             raise Conflict(f"{role}: provider '{version.provider.name}' of {version.model_id} is disabled; enable it in the admin")
+        # Said now, not by a worker minutes later: every call of the run would be refused.
+        if refusal := destination_refusal(version.provider):
+            raise Conflict(f"{role}: provider '{version.provider.name}' of {version.model_id} may not be called: {refusal}")
     if candidate.pk == baseline.pk:
         raise InvalidInput(f"candidate and baseline are the same version ({candidate.model_id}); compare two different models")
     return candidate, baseline

@@ -27,7 +27,7 @@ from genesis.admin_base import (
 from genesis.errors import DomainError
 from genesis.permissions import Actor, request_actor
 from models_app.registry import lifecycle
-from models_app.registry.gateway import provider_destinations
+from models_app.registry.gateway import destination_refusal, provider_destinations
 from models_app.registry.models import Agent, ApiKey, ModelKind, ModelStatus, ModelVersion, ProviderAccount
 from models_app.registry.selectors import CANDIDATE_STATUSES, agent_has_live_version
 from models_app.registry.services import (
@@ -241,7 +241,7 @@ class ProviderAccountAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
     @admin.display(boolean=True, description="destination allowed")
     def destination_allowed(self, provider: ProviderAccount) -> bool:
         """False for a row the environment's allow-list no longer admits: its calls are refused."""
-        return provider_destinations().refusal(kind=provider.kind, base_url=provider.base_url, api_key_env=provider.api_key_env) is None
+        return destination_refusal(provider) is None
 
 
 class ApiKeyCreateForm(forms.ModelForm):

@@ -41,6 +41,12 @@ def provider_destinations() -> destinations.ProviderDestinations:
     )
 
 
+def destination_refusal(account: ProviderAccount) -> str | None:
+    """Why every call through `account` would be refused now (its destination is not one the
+    environment allows for its key), or None when it may be called."""
+    return provider_destinations().refusal(kind=account.kind, base_url=account.base_url, api_key_env=account.api_key_env)
+
+
 def provider_for(account: ProviderAccount) -> InstrumentedProvider:
     """The process-wide provider client of an account; its key is read from the environment only, and
     sent only where `provider_destinations()` allows (otherwise every call raises

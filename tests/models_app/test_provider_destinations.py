@@ -14,7 +14,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from genesis.errors import InvalidInput, field_errors
+from genesis.errors import Conflict, InvalidInput, field_errors
 from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun
 from models_app.benchmarks.runner import benchmark_chunk_execute
 from models_app.benchmarks.services import benchmark_run_create
@@ -226,19 +226,38 @@ def test_plain_http_to_another_machine_is_refused_when_saved_outside_dev(setting
 # --- the finding's benchmark run, and what a provider's answer may leave behind --------------------
 
 
-def run_inline(agent_slug: str) -> BenchmarkRun:
-    run = benchmark_run_create(agent=Agent.objects.get(slug=agent_slug))
+def execute_inline(run: BenchmarkRun) -> BenchmarkRun:
     for chunk in BenchmarkChunk.objects.filter(run=run):
         benchmark_chunk_execute(chunk_id=chunk.pk, worker="inline@test")
     run.refresh_from_db()
     return run
 
 
-@pytest.mark.django_db
-def test_a_benchmark_run_on_an_edited_account_fails_at_once_and_sends_nothing(listener, production_key, seeded_demo):
+def run_inline(agent_slug: str) -> BenchmarkRun:
+    return execute_inline(benchmark_run_create(agent=Agent.objects.get(slug=agent_slug)))
+
+
+def edit_behind_the_service(listener: Listener) -> None:
     ProviderAccount.objects.filter(name="simulator").update(base_url=listener.url, api_key_env="MISTRAL_API_KEY")
 
-    run = run_inline("qa_agent")
+
+@pytest.mark.django_db
+def test_a_benchmark_run_on_an_edited_account_is_refused_when_asked_for(listener, production_key, seeded_demo):
+    edit_behind_the_service(listener)
+
+    with pytest.raises(Conflict) as refused:
+        benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
+
+    assert f"may not be called: $MISTRAL_API_KEY may not be sent to 127.0.0.1:{listener.port}" in str(refused.value)
+    assert not BenchmarkRun.objects.exists() and listener.requests == []
+
+
+@pytest.mark.django_db
+def test_a_queued_run_whose_account_is_edited_fails_at_once_and_sends_nothing(listener, production_key, seeded_demo):
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"))
+    edit_behind_the_service(listener)
+
+    run = execute_inline(run)
 
     assert run.status == "failed"
     assert f"$MISTRAL_API_KEY may not be sent to 127.0.0.1:{listener.port}" in run.error
