@@ -30,6 +30,11 @@ class Answer:
     judge_completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     retry_after: float | None = None
+    # False when the judge cannot be called at all: kept for its cost, counted in no mean.
+    scored: bool = True
+    # Set when this answer shows that no pair of the run can be graded (the judge's key is refused, say):
+    # the answer is written, then the run fails with this.
+    run_error: str = ""
     kept_id: int | None = None  # the BenchmarkUnscoredAnswer this answer was taken from
     # What that kept answer had cost before this round (its model, earlier judges), and its judge
     # tokens then: counted wherever the kept answer is counted.
@@ -55,7 +60,7 @@ def result_cost_key(*, run_id: int, model_version_id: int, case_id: int) -> str:
 def result_row(run_id: int, answer: Answer) -> BenchmarkResult:
     return BenchmarkResult(
         run_id=run_id, model_version_id=answer.model_version_id, case_id=answer.case_id, output=answer.output,
-        score=answer.score, reason=answer.reason[:300], error=answer.error, finish_reason=answer.finish_reason[:32],
+        score=answer.score, scored=answer.scored, reason=answer.reason[:300], error=answer.error, finish_reason=answer.finish_reason[:32],
         latency_ms=answer.latency_ms, prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
         judge_prompt_tokens=answer.judge_prompt_tokens, judge_completion_tokens=answer.judge_completion_tokens,
         cost_usd=answer.cost_usd,

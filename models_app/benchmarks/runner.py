@@ -90,6 +90,8 @@ FLUSH_EVERY_SECONDS = 0.25
 FLUSH_MAX_RESULTS = 48
 # Per call: retries of transient errors inside the chunk, with backoff (the provider layer's policy).
 CALL_RETRY_POLICY = BATCH_CALL_RETRY
+# A call refused for what it is, not for the case it carries: every call of the run would be refused too.
+CALL_CANNOT_SUCCEED = (ProviderAuthError, ProviderDestinationRefused, UnknownModelError, UnsupportedParameterError)
 JUDGE_CACHE_SECONDS = 30 * 24 * 3600
 # A shared call slot outlives a killed holder by at most this long (live holders renew theirs).
 LIMITER_LEASE_SECONDS = 6.0
@@ -329,7 +331,7 @@ def _ask_model(context: _ChunkContext, version_id: int, case_id: int) -> Answer:
     messages = case_messages(case_messages=case.messages, system_prompt=str(params.get("system_prompt") or ""))
     try:
         result = _ask(context.routes[version_id], version.model_id, messages, generation)
-    except (ProviderAuthError, ProviderDestinationRefused, UnknownModelError, UnsupportedParameterError) as error:
+    except CALL_CANNOT_SUCCEED as error:
         # Not about this case: every pair would fail the same way, so the run fails now, saying why.
         return Answer(version_id, case_id, "fatal", error=f"{version.model_id}: {error}")
     except PermanentProviderError as error:
@@ -375,8 +377,18 @@ def _score_answer(context: _ChunkContext, case: BenchmarkCase, answer: Answer) -
         # The judge failed transiently: the answer is kept, and only the judge is asked again later.
         answer.kind, answer.error, answer.retry_after = "unscored", f"judge: {error}", error.retry_after
         graded = None
+    except CALL_CANNOT_SUCCEED as error:
+        # No answer of the run can be judged: this one is kept for its cost, and the run fails.
+        graded = None
+        answer.scored, answer.reason, answer.error = False, "not graded: the judge cannot be called", f"judge: {error}"
+        answer.run_error = f"the judge cannot be called: {error}"
     except PermanentProviderError as error:
-        graded = scorers.Score(0.0, f"judge refused: {str(error)[:200]}")
+        # The judge refused this answer (a content filter, say): there is no grade, and a missing grade must
+        # never help the candidate — a filter may refuse exactly its worst answers. So the pair is compared
+        # as the worst case for the candidate (0 for its answer, 1 for the baseline's), and says so.
+        worst = 0.0 if answer.model_version_id == context.run.candidate_id else 1.0
+        graded = scorers.Score(worst, f"not graded: the judge refused it; counted as the worst case for the candidate ({worst:g})")
+        answer.error = f"judge refused: {str(error)[:2000]}"
     if any(judge_spent):
         assert context.judge_price is not None  # looked up with the judge's route, which was asked
         answer.judge_prompt_tokens += judge_spent[0]
@@ -573,6 +585,9 @@ class _Collected:
             context.stop.set()
         elif answer.kind in ("scored", "refused"):
             self.buffer.append(answer)
+            if answer.run_error:  # written with the others first: it was paid for
+                self.fatal = self.fatal or answer.run_error
+                context.stop.set()
         elif answer.kind == "unscored":
             self.buffer.append(answer)  # kept (paid for) at the next write
             self.transient.append(answer)  # and its judge asked again in the next round

@@ -179,7 +179,7 @@ class SimulatorState:
         # re-issue an id an earlier start gave out.
         self.instance = "" if config.fixed_ids else uuid.uuid4().hex
         self._fault_draws = random.Random(stable_hash(config.seed, "faults"))
-        self._forced_faults: deque[int] = deque()
+        self._forced_faults: deque[int | None] = deque()
         self._chat_counter = 0
         self.request_log: deque[tuple[str, str, int]] = deque(maxlen=10_000)  # (method, path, status)
 
@@ -201,8 +201,9 @@ class SimulatorState:
         return f"cmpl-{stable_hash(self.config.seed, 'chat', number):016x}"
 
     # ---- fault injection ---------------------------------------------------------------------
-    def queue_faults(self, *statuses: int) -> None:
-        """Force the next requests to fail with these statuses (429 or 5xx), in order. For tests."""
+    def queue_faults(self, *statuses: int | None) -> None:
+        """Force the next requests to fail with these statuses (429, 4xx or 5xx), in order; None lets its
+        request through (to fail a later one). For tests."""
         with self._lock:
             self._forced_faults.extend(statuses)
 

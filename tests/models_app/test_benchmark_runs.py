@@ -727,6 +727,43 @@ def test_a_transient_judge_failure_asks_only_the_judge_again_and_every_call_is_p
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("refused_side", ["baseline", "candidate"])
+def test_an_answer_the_judge_refuses_counts_as_the_worst_case_for_the_candidate(refused_side, seeded_demo, simulator_factory):
+    run, models, judge = _judged_run("support_agent", simulator_factory)
+    # One call at a time, in pair order: the judge grades the baseline's answer first, then the
+    # candidate's. A refusal (a content filter, say) is not retried.
+    ProviderAccount.objects.filter(name="simulator").update(max_concurrency=1)
+    judge.state.queue_faults(*{"baseline": [400], "candidate": [None, 400]}[refused_side])
+
+    run = run_inline(run)
+
+    assert run.status == "completed", run.error
+    results = {result.model_version_id: result for result in BenchmarkResult.objects.filter(run=run)}
+    refused = results[run.baseline_id if refused_side == "baseline" else run.candidate_id]
+    graded = results[run.candidate_id if refused_side == "baseline" else run.baseline_id]
+    worst = 1.0 if refused_side == "baseline" else 0.0  # never to the candidate's advantage
+    assert refused.score == worst and refused.reason.startswith("not graded: the judge refused it; counted as the worst case")
+    assert refused.error.startswith("judge refused:") and refused.cost_usd > 0  # the model's answer was paid
+    assert graded.score == 0.75 and not graded.error
+    assert run.comparison["n"] == 1  # the pair is compared, not dropped
+    assert_scored_once_and_paid_once(run)
+
+
+@pytest.mark.django_db
+def test_a_judge_whose_key_is_refused_fails_the_run_and_what_was_paid_is_kept(seeded_demo, simulator_factory):
+    run, models, judge = _judged_run("support_agent", simulator_factory)
+    judge.state.queue_faults(401, 401)
+
+    run = run_inline(run)
+
+    assert run.status == "failed" and "the judge cannot be called" in run.error
+    results = list(BenchmarkResult.objects.filter(run=run))
+    assert results and all(not result.scored and result.error.startswith("judge: ") for result in results)
+    assert run.cost_usd == sum(result.cost_usd for result in results) > 0
+    assert ledger_entries(run).aggregate(total=Sum("amount_usd"))["total"] == run.cost_usd
+
+
+@pytest.mark.django_db
 def test_answers_kept_for_the_judge_are_still_paid_when_the_run_ends_before_it_answers(seeded_demo, simulator_factory):
     run, models, judge = _judged_run("support_agent", simulator_factory)
     _fail_every_judge_call_of_one_round(judge)
