@@ -8,6 +8,9 @@ from decimal import Decimal
 
 from models_app.benchmarks.models import BenchmarkResult
 
+# How a result's error starts when the judge refused to grade its answer (the verdict counts them).
+JUDGE_REFUSED = "judge refused: "
+
 
 @dataclass
 class Answer:

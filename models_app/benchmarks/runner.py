@@ -29,7 +29,7 @@ from costs.pricing import Price, inference_cost
 from genesis.errors import Conflict
 from genesis.jobs import check_move
 from models_app.benchmarks import scorers
-from models_app.benchmarks.answers import Answer, result_row
+from models_app.benchmarks.answers import JUDGE_REFUSED, Answer, result_row
 from models_app.benchmarks.ledger import charge_paid_twice, cost_if_run_ended, post_costs_on_commit, price_for_estimate
 from models_app.benchmarks.limits import ProviderLimiter, RedisProviderLimiter
 from models_app.benchmarks.models import (
@@ -388,7 +388,7 @@ def _score_answer(context: _ChunkContext, case: BenchmarkCase, answer: Answer) -
         # as the worst case for the candidate (0 for its answer, 1 for the baseline's), and says so.
         worst = 0.0 if answer.model_version_id == context.run.candidate_id else 1.0
         graded = scorers.Score(worst, f"not graded: the judge refused it; counted as the worst case for the candidate ({worst:g})")
-        answer.error = f"judge refused: {str(error)[:2000]}"
+        answer.error = f"{JUDGE_REFUSED}{str(error)[:2000]}"
     if any(judge_spent):
         assert context.judge_price is not None  # looked up with the judge's route, which was asked
         answer.judge_prompt_tokens += judge_spent[0]

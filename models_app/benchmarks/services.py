@@ -59,7 +59,7 @@ from genesis.jobs import advance
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_task
 from models_app.benchmarks import stats as benchmark_stats
-from models_app.benchmarks.answers import Answer, result_row
+from models_app.benchmarks.answers import JUDGE_REFUSED, Answer, result_row
 from models_app.benchmarks.ledger import (
     benchmark_cost_estimate,
     charge_paid_twice,
@@ -493,6 +493,11 @@ def benchmark_run_finish_if_complete(*, run_id: int) -> BenchmarkRun | None:
     )
     data = comparison.as_dict()
     data["errors"] = run.results.exclude(error="").count()
+    if refused_by_judge := run.results.filter(error__startswith=JUDGE_REFUSED).count():
+        data["reasons"].append(
+            f"{refused_by_judge} answer(s) the judge refused to grade are compared as the worst case for the candidate "
+            "(0 for its answer, 1 for the baseline's): see the results marked 'not graded'"
+        )
     advance(run, BenchmarkRunStatus.COMPLETED, transitions=RUN_TRANSITIONS)
     run.verdict = comparison.verdict
     run.finished_at = timezone.now()

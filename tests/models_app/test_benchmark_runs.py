@@ -745,7 +745,9 @@ def test_an_answer_the_judge_refuses_counts_as_the_worst_case_for_the_candidate(
     assert refused.score == worst and refused.reason.startswith("not graded: the judge refused it; counted as the worst case")
     assert refused.error.startswith("judge refused:") and refused.cost_usd > 0  # the model's answer was paid
     assert graded.score == 0.75 and not graded.error
-    assert run.comparison["n"] == 1  # the pair is compared, not dropped
+    assert run.comparison["n"] == 1  # the pair is compared, not dropped, and the verdict's reasons say how
+    assert any(reason.startswith("1 answer(s) the judge refused to grade are compared as the worst case")
+               for reason in run.comparison["reasons"])
     assert_scored_once_and_paid_once(run)
 
 
