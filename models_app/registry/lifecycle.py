@@ -54,10 +54,15 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 # (benchmarking, approved_for_rollout, back to registered), a verdict override with its permission and
 # reason, and a rollout with its four-eyes approvals (rolling_out, and live from rolling_out).
 MANUAL_TARGETS = frozenset({RETIRED, REJECTED})
+# Versions that serve users: a rolling-out one serves its experiment's treatment arm, and leaves it only
+# by the rollout's own services (a rollback rejects it and stops the routing; completion makes it live).
+SERVING = frozenset({ROLLING_OUT, LIVE})
 
 
 def manual_targets(*, current: str, kind: str, agent_has_live: bool) -> list[str]:
     """The statuses a person may move a version to by hand, in a stable order."""
+    if current in SERVING:
+        return []
     targets = set(MANUAL_TARGETS) | ({LIVE} if current == REGISTERED else set())
     return sorted(
         target

@@ -155,7 +155,7 @@ def model_version_register(
 @transaction.atomic
 def model_version_transition(
     *, version: ModelVersion, to_status: str, actor: Actor = None, reason: str = "", verdict_overridden: bool = False,
-    on_behalf_of: Actor = None,
+    on_behalf_of: Actor = None, by_hand: bool = False,
 ) -> ModelVersion:
     """Move a version along its lifecycle (models_app/registry/lifecycle.py), refusing illegal moves with a
     message. Making a version live retires the agent's previous live version in the same transaction.
@@ -167,7 +167,10 @@ def model_version_transition(
     `on_behalf_of`: the person whose action in another service moved the version (a rollout's
     starter or approver), when that service checked its own permission and calls as Genesis
     (`actor=None`): the history entries name that person, without asking them for
-    models_app.change_modelversion."""
+    models_app.change_modelversion.
+
+    `by_hand`: a person's own change (the admin's "Change status…"), held to lifecycle.manual_targets —
+    checked here, on the row as it is under the lock, not as the caller last read it."""
     require_permission(actor=actor, permission="models_app.change_modelversion", action="change model status")
     if actor is None and getattr(on_behalf_of, "pk", None):
         actor_in_history = on_behalf_of
@@ -179,10 +182,14 @@ def model_version_transition(
         # NO KEY: rows that refer to the agent (outcomes, cost entries) are still written meanwhile.
         Agent.objects.select_for_update(no_key=True).filter(pk=version.agent_id).first()
     version = ModelVersion.objects.select_for_update().select_related("agent").get(pk=version.pk)
-    refusal = lifecycle.transition_refusal(
-        current=version.status, target=to_status, kind=version.kind, verdict_overridden=verdict_overridden,
-        agent_has_live=agent_has_live_version(agent_id=version.agent_id, other_than=version.pk),
-    )
+    agent_has_live = agent_has_live_version(agent_id=version.agent_id, other_than=version.pk)
+    if by_hand:
+        refusal = _by_hand_refusal(version=version, to_status=to_status, agent_has_live=agent_has_live)
+    else:
+        refusal = lifecycle.transition_refusal(
+            current=version.status, target=to_status, kind=version.kind, verdict_overridden=verdict_overridden,
+            agent_has_live=agent_has_live,
+        )
     if refusal:
         raise Conflict(f"{version.agent.slug} / {version.model_id}: {refusal}")
     now = timezone.now()
@@ -218,21 +225,22 @@ def model_version_change_status_by_hand(
     services; this refuses to stand in for them."""
     if not reason.strip():
         raise InvalidInput("reason: say why the status changes; it is kept in the version's history")
-    agent_has_live = agent_has_live_version(agent_id=version.agent_id, other_than=version.pk)
+    return model_version_transition(version=version, to_status=to_status, actor=actor, reason=reason, by_hand=True)
+
+
+def _by_hand_refusal(*, version: ModelVersion, to_status: str, agent_has_live: bool) -> str | None:
     allowed = lifecycle.manual_targets(current=version.status, kind=version.kind, agent_has_live=agent_has_live)
-    if to_status not in allowed:
-        why = lifecycle.transition_refusal(
-            current=version.status, target=to_status, kind=version.kind, agent_has_live=agent_has_live
-        )
-        raise Conflict(
-            f"{version.agent.slug} / {version.model_id}: a person may move a {version.status} version only to "
-            f"{', '.join(allowed) or 'nothing'} by hand"
-            + (f" — {why}" if why else "")
-            + "; benchmarking and approval come from a benchmark run (or a verdict override), rolling out and "
-            "going live from an approved rollout"
-        )
-    # model_version_transition checks the same rule again under the agent's lock.
-    return model_version_transition(version=version, to_status=to_status, actor=actor, reason=reason)
+    if to_status in allowed:
+        return None
+    why = lifecycle.transition_refusal(current=version.status, target=to_status, kind=version.kind, agent_has_live=agent_has_live)
+    if version.status == ModelStatus.ROLLING_OUT:
+        why = "it serves its experiment's treatment arm: roll the experiment back (that rejects it) or complete it"
+    return (
+        f"a person may move a {version.status} version only to {', '.join(allowed) or 'nothing'} by hand"
+        + (f" — {why}" if why else "")
+        + "; benchmarking and approval come from a benchmark run (or a verdict override), rolling out and "
+        "going live from an approved rollout"
+    )
 
 
 # --- API keys -------------------------------------------------------------------------------------

@@ -152,6 +152,20 @@ def test_a_baseline_goes_live_by_hand_only_as_the_agents_first_model():
     assert replaced.status == "live" and ModelVersion.objects.get(pk=first.pk).status == "retired"
 
 
+def test_a_rolling_out_version_is_not_rejected_by_hand_even_from_a_stale_read():
+    """Race review, finding 1: a version serving an experiment's treatment arm was rejected by hand while
+    the experiment kept routing users to it. Its ways out are the rollout's: rollback or completion."""
+    from models_app.registry.services import model_version_change_status_by_hand
+
+    user = UserFactory(username="operator", is_superuser=True)
+    stale = walk(ModelVersionFactory(), "benchmarking", "approved_for_rollout")
+    walk(ModelVersion.objects.get(pk=stale.pk), "rolling_out")  # the rollout starts after the page was read
+    assert lifecycle.manual_targets(current="rolling_out", kind="fine_tuned", agent_has_live=True) == []
+    with pytest.raises(Conflict, match="it serves its experiment's treatment arm: roll the experiment back"):
+        model_version_change_status_by_hand(version=stale, to_status="rejected", actor=user, reason="bad tone")
+    assert ModelVersion.objects.get(pk=stale.pk).status == "rolling_out"
+
+
 def test_the_live_version_is_not_retired_by_hand():
     """Retiring the live model, then putting any registered baseline live as the agent's "first" one,
     would be the same by-hand replacement in two steps."""
