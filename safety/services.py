@@ -451,8 +451,14 @@ def _fail(build_id: int, message: str) -> WaltzBuild:
 
 
 def waltz_build_fail(*, build_id: int, error: str) -> WaltzBuild:
-    """End a build that cannot go on (the task gave up on a provider); its hold is released."""
-    return _fail(build_id, error)
+    """End a build that cannot go on (the task gave up on a provider); its hold is released. A build
+    another worker is on (a second delivery of its message) is left to that worker: failed under it,
+    the worker would go on paying for every item left with no hold behind the spend."""
+    with _worker_lock(build_id) as mine:
+        if not mine:
+            logger.warning("WaltzRL build %s not failed (%s): another worker is on it", build_id, error)
+            return WaltzBuild.objects.get(pk=build_id)
+        return _fail(build_id, error)
 
 
 def waltz_build_execute(*, build_id: int) -> WaltzBuild:
@@ -483,6 +489,10 @@ def waltz_build_execute(*, build_id: int) -> WaltzBuild:
             judge_route = _route(build.judge_provider, build.judge_model, None)
             scrubber = Scrubber(mode="placeholder")
             for item in _items_not_done(build):
+                # Ended meanwhile by another path: its hold is released, so no more paid calls (one
+                # indexed read before each item's calls).
+                if not WaltzBuild.objects.filter(pk=build_id, status=BuildStatus.RUNNING).exists():
+                    return WaltzBuild.objects.get(pk=build_id)
                 _process_item(build, item, conversation, judge_route, scrubber)
             return _finish(build_id)
         except PermanentProviderError as exc:

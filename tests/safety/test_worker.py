@@ -81,3 +81,43 @@ def test_a_build_whose_message_was_lost_is_sent_again_by_the_sweep_and_finishes(
     assert build.status == "succeeded", build.error
     assert WaltzBuild.objects.get(pk=fresh.pk).status == "queued"
     assert waltz_builds_resend_stranded() == []
+
+
+def test_a_build_a_worker_is_on_is_not_failed_under_it_and_a_build_ended_meanwhile_stops_paying(
+    transactional_db, seeded_demo, simulator_factory
+) -> None:
+    """Race review, finding 2: the task's give-up path failed a build (and released its hold) while a
+    second delivery of its message was working on it; that worker then paid for every item left."""
+    import threading
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from safety.services import _fail, waltz_build_execute, waltz_build_fail
+
+    point_demo_provider_at(simulator_factory(latency_ms=20), rate_limit_per_minute=60_000, max_concurrency=4)
+    build = waltz_build_create(agent=Agent.objects.get(slug="qa_agent"), target=60, enqueue=False)
+
+    def work() -> None:
+        try:
+            waltz_build_execute(build_id=build.pk)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    wait_until(lambda: WaltzItem.objects.filter(build=build, done=True).count() >= 5, timeout=60)
+
+    # The give-up path leaves a build another worker holds to that worker.
+    assert waltz_build_fail(build_id=build.pk, error="the provider kept failing").status == "running"
+
+    # Ended by another path all the same: the worker stops before its next item's calls.
+    ended_at = timezone.now()
+    _fail(build.pk, "ended while running")
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    build.refresh_from_db()
+    assert build.status == "failed" and build.completed_items < build.total_items
+    notes = CostEntry.objects.filter(source_id=str(build.pk), recorded_at__gt=ended_at).values_list("note", flat=True)
+    # At most the item in flight when it ended (its answer, judge calls, revision: "item 7 judge-1").
+    assert len({note.rsplit(" ", 1)[0] for note in notes}) <= 1
