@@ -101,6 +101,9 @@ class PriceTableAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
 
 class CostEntryAddForm(ServiceForm):
     amount_usd = forms.DecimalField(min_value=Decimal(0), decimal_places=6, max_digits=16, label="Amount (USD)")
+    # Made when the form is shown and sent back with it, as the entry's idempotency key: the same form
+    # sent twice (a double click, a browser's re-send) records one charge, not two.
+    submission = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
 
     class Meta:
         model = CostEntry
@@ -111,7 +114,7 @@ class CostEntryAddForm(ServiceForm):
         return cost_record(
             agent=data["agent"], operation=data["operation"], amount_usd=data["amount_usd"], model=data.get("model") or "",
             tokens=data.get("tokens"), note=data.get("note") or "", actor=actor, source="admin",
-            idempotency_key=f"admin:{uuid.uuid4()}",
+            idempotency_key=f"admin:{data['submission']}", exact_replay=True,
         )
 
 
@@ -149,7 +152,7 @@ class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin):
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: CostEntry | None = None) -> tuple[str, ...]:
-        return self.readonly if obj else ("agent", "operation", "amount_usd", "model", "tokens", "note")
+        return self.readonly if obj else ("agent", "operation", "amount_usd", "model", "tokens", "note", "submission")
 
     def get_readonly_fields(self, request: HttpRequest, obj: CostEntry | None = None) -> tuple[str, ...]:
         return self.readonly if obj else ()

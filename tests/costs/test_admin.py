@@ -38,15 +38,40 @@ def admin_client(client):
     return client
 
 
+def shown_submission(client) -> str:
+    """The add form's hidden submission id, as the browser would send it back."""
+    page = client.get("/admin/costs/costentry/add/").content.decode()
+    return re.search(r'name="submission" value="([0-9a-f-]{36})"', page).group(1)
+
+
 def test_admin_adds_a_manual_entry_through_the_service(admin_client, qa_agent, default_budget):
+    submission = shown_submission(admin_client)
     response = admin_client.post("/admin/costs/costentry/add/", {
         "agent": qa_agent.pk, "operation": "manual", "amount_usd": "12.50", "model": "", "tokens": "", "note": "invoice 42",
+        "submission": submission,
     })
     assert response.status_code == 302, response.content.decode()[:2000]
     entry = CostEntry.objects.get()
     assert (entry.amount_usd, entry.actor, entry.source, entry.note) == (Decimal("12.5"), admin_client.user, "admin", "invoice 42")
-    assert entry.idempotency_key.startswith("admin:")
+    assert entry.idempotency_key == f"admin:{submission}"
     assert sorted(default_budget.alerts.values_list("threshold_percent", flat=True)) == [25]
+
+
+def test_the_add_form_sent_twice_records_one_charge(admin_client, qa_agent, default_budget):
+    """Race review, finding 3: a double click booked the same charge twice (and could cross thresholds)."""
+    form = {"agent": qa_agent.pk, "operation": "manual", "amount_usd": "12.50", "model": "", "tokens": "",
+            "note": "invoice 42", "submission": shown_submission(admin_client)}
+    assert admin_client.post("/admin/costs/costentry/add/", form).status_code == 302
+    assert admin_client.post("/admin/costs/costentry/add/", form).status_code == 302
+
+    assert CostEntry.objects.count() == 1 and CostEntry.objects.get().amount_usd == Decimal("12.5")
+    # The same form changed and sent again is refused, naming the entry it would be taken for.
+    changed = admin_client.post("/admin/costs/costentry/add/", {**form, "amount_usd": "13"})
+    assert changed.status_code == 200 and "already" in changed.content.decode()
+    assert CostEntry.objects.count() == 1
+    # A form shown anew is a new charge.
+    assert admin_client.post("/admin/costs/costentry/add/", {**form, "submission": shown_submission(admin_client)}).status_code == 302
+    assert CostEntry.objects.count() == 2
 
 
 def test_ledger_entries_cannot_be_edited_or_deleted_only_reversed(admin_client, qa_agent):
