@@ -144,6 +144,12 @@ class ArmOut(Schema):
     cost_per_request_usd: str | None
     cost_usd: str
     stage_users: int
+    served_other_model: int = Field(description=(
+        "Outcomes counted in this arm that a model other than the arm's served, as reported — the live model "
+        "answering when the candidate failed (fallback), or any other. Outcomes count in the arm the user was "
+        "assigned to, whichever model served (intention to treat)"
+    ))
+    served_other_model_rate: float | None = Field(description="served_other_model over the arm's outcomes; null without outcomes")
 
 
 class ComparisonOut(Schema):

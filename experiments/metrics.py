@@ -3,7 +3,8 @@
 Counted as outcomes arrive (``POST /outcomes``; merged across processes in multiprocess mode), labelled
 by agent, model and variant only — never a user id. The model label is the reported model when it
 is one of the agent's registered model versions, else ``other``, so a client cannot grow the series
-without bound:
+without bound. The variant is the arm the user was assigned to (experiments/outcomes.py), so the
+live model under ``variant="treatment"`` counts the candidate's fallbacks:
 
 - ``genesis_agent_requests_total{agent,model,variant}``   outcomes recorded (duplicates not counted)
 - ``genesis_agent_errors_total{agent,model,variant}``     of which ``success: false``

@@ -176,7 +176,9 @@ ASSIGNMENT_COLUMNS = (
 class OutcomeEvent(models.Model):
     """What happened when a model served a request, reported by the agent. `event_id` makes a
     resent event count once; it is the agent's own id, so unique per agent (two agents may both
-    number their events from 1). The variant is the arm whose model served it (as reported).
+    number their events from 1). The variant is the arm the user was assigned to when it occurred
+    (intention to treat, experiments/outcomes.py); `model` is the model that served it, as reported —
+    another model than the arm's when the agent fell back.
 
     The hot table (bench/outcomes: 20 000 events/s is the target), so its two foreign keys are kept
     by Django, not by database constraints: PostgreSQL checks a foreign key with one trigger call per

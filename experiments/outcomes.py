@@ -15,9 +15,18 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from experiments import costing, routing
+from experiments.assignment import assign_variant
 from experiments.bulk import insert_ignoring_conflicts, staged_rows
 from experiments.metrics import outcomes_count
-from experiments.models import ASSIGNMENT_COLUMNS, Assignment, Experiment, ExperimentStatus, OutcomeEvent, Variant
+from experiments.models import (
+    ASSIGNMENT_COLUMNS,
+    Assignment,
+    Experiment,
+    ExperimentStage,
+    ExperimentStatus,
+    OutcomeEvent,
+    Variant,
+)
 from genesis.errors import InvalidInput
 from genesis.validation import Identifier, Slug
 from models_app.registry.models import Agent
@@ -141,20 +150,51 @@ def _validated(events: list[Any]) -> tuple[list[tuple[int, OutcomeEventIn]], lis
     return valid, rejected
 
 
-def _arms_of_running_experiments(agents: dict[str, Agent]) -> dict[int, dict[str, tuple[str, int]]]:
-    """agent id → {model id → (variant, experiment id)} of the agents' running experiments.
+@dataclass(frozen=True)
+class _RunningExperiment:
+    """What ingestion needs to know of a running experiment to name an outcome's arm."""
+
+    experiment_id: int
+    seed: str
+    # (started_at, ended_at, percent) of each started stage, newest first: an outcome usually
+    # belongs to the current one.
+    stages: list[tuple[datetime, datetime | None, int]]
+
+    def arm_of(self, *, user_id: str, occurred_at: datetime) -> str | None:
+        """The arm /route gave this user when the outcome occurred: the hash of the seed and the user
+        (experiments.client.decide_route) at the percent of the stage whose window [started_at,
+        ended_at) holds occurred_at — the window the results put the outcome in. None outside every
+        window: before the start, or before a resume (everyone had the live model while paused)."""
+        for started_at, ended_at, percent in self.stages:
+            if started_at <= occurred_at and (ended_at is None or occurred_at < ended_at):
+                return assign_variant(seed=self.seed, user_id=user_id, treatment_fraction=percent / 100)
+        return None
+
+
+def _running_experiments(agents: dict[str, Agent]) -> dict[int, _RunningExperiment]:
+    """agent id → its running experiment, from one query per batch (not per event).
+
+    An outcome counts in the arm its user was *assigned* to (intention to treat), not in the arm
+    whose model served it: an agent's router answers with the live model when the candidate fails
+    (models_app/providers/fallback.py), and counting those answers as control would move the
+    candidate's hardest requests out of its own arm and flatter it. The model that served stays on
+    the row, so the results can say how often an arm was served by another model.
 
     Only a running experiment's outcomes are its own: while paused everyone gets the live model, so
-    those outcomes are "live" (counting them as control would trip the SRM check on resume).
-    The arm is the model that served, as the agent reports it: a client that routes wrongly then
-    shows up as a sample-ratio mismatch instead of silently polluting an arm. Worked out once per
-    agent and batch, not per event; treatment is written last so it wins if both arms share a model."""
-    return {
-        agent_id: {control_model: (Variant.CONTROL.value, experiment_id), treatment_model: (Variant.TREATMENT.value, experiment_id)}
-        for experiment_id, agent_id, control_model, treatment_model in Experiment.objects.filter(
-            agent_id__in=[agent.pk for agent in agents.values()], status=ExperimentStatus.RUNNING
-        ).values_list("pk", "agent_id", "control__model_id", "treatment__model_id")
-    }
+    those outcomes are "live" (counting them in an arm would trip the SRM check on resume)."""
+    running: dict[int, _RunningExperiment] = {}
+    for experiment_id, agent_id, seed, started_at, ended_at, percent in (
+        ExperimentStage.objects.filter(
+            experiment__agent_id__in=[agent.pk for agent in agents.values()],
+            experiment__status=ExperimentStatus.RUNNING,
+        )
+        .order_by("-started_at")
+        .values_list("experiment_id", "experiment__agent_id", "experiment__seed", "started_at", "ended_at", "percent")
+    ):
+        experiment = running.setdefault(agent_id, _RunningExperiment(experiment_id=experiment_id, seed=seed, stages=[]))
+        if started_at is not None:  # a stage to come has no window yet
+            experiment.stages.append((started_at, ended_at, percent))
+    return running
 
 
 def _outcome_rows(
@@ -162,8 +202,7 @@ def _outcome_rows(
 ) -> tuple[list[dict[str, Any]], int]:
     """The rows to insert, one per new (agent, event_id) of the batch, and how many repeated an
     event_id within the batch. Events of unknown agents or from the future go to `rejected`."""
-    arms = _arms_of_running_experiments(agents)
-    live = (Variant.LIVE.value, None)
+    running = _running_experiments(agents)
     agent_ids = {slug: agent.pk for slug, agent in agents.items()}
     latest_allowed = received_at + MAX_OUTCOME_CLOCK_SKEW
     rows: list[dict[str, Any]] = []
@@ -186,13 +225,15 @@ def _outcome_rows(
             duplicates += 1
             continue
         seen_in_batch.add(key)
-        variant, experiment_id = arms.get(agent_id, {}).get(event.model, live)
+        experiment = running.get(agent_id)
+        variant = experiment.arm_of(user_id=event.user_id, occurred_at=occurred_at) if experiment else None
+        experiment_id = experiment.experiment_id if experiment and variant else None
         rows.append({
             "index": index,  # in the request; not stored
             "event_id": event.event_id,
             "agent_id": agent_id,
             "experiment_id": experiment_id,
-            "variant": variant,
+            "variant": variant or Variant.LIVE.value,
             "user_id": event.user_id,
             "model": event.model,
             "success": event.success,

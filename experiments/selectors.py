@@ -8,8 +8,9 @@ the per-user rows on the user per pair of cells that share users (a user returni
 stage), the stats.SharedUsers the variance is clustered by. The stage of an outcome is the stage
 whose window [started_at, ended_at) holds its occurred_at. The statistics in experiments/stats.py
 work from those aggregates, stage by stage (stratified). No Python loop over events. Latency
-percentiles (descriptive, over all the arm's outcomes) come from `percentile_cont` on PostgreSQL;
-on SQLite (the embedded dev mode), which has none, from the sorted latencies in Python.
+percentiles and the outcomes another model served (descriptive, over all the arm's outcomes) come
+from `percentile_cont` and a filtered count on PostgreSQL; on SQLite (the embedded dev mode), which
+has no percentile_cont, from the sorted latencies in Python.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Aggregate, FloatField, QuerySet
+from django.db.models import Aggregate, Count, FloatField, Q, QuerySet
 from django.utils import timezone
 
 from costs import budgeting
@@ -108,6 +109,29 @@ class ArmTotals:
     cost_total: Decimal
     latency_p50: float | None
     latency_p95: float | None
+    # Of the arm's outcomes, those a model other than the arm's served (as reported), and their share.
+    served_other_model: int = 0
+    served_other_model_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class ArmDescriptives:
+    """Over all of an arm's outcomes, unstratified: latency percentiles, and how many outcomes a model
+    other than the arm's answered — the live model falling back for a failing candidate, say. They
+    count in the arm all the same (intention to treat, experiments/outcomes.py); this says how often
+    an arm did not get the model it was assigned (non-compliance)."""
+
+    latency_p50: float | None
+    latency_p95: float | None
+    outcomes: int
+    served_other_model: int
+
+    @property
+    def served_other_model_rate(self) -> float | None:
+        return self.served_other_model / self.outcomes if self.outcomes else None
+
+
+NO_DESCRIPTIVES = ArmDescriptives(latency_p50=None, latency_p95=None, outcomes=0, served_other_model=0)
 
 
 @dataclass(frozen=True)
@@ -334,10 +358,11 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
                    treatment=cells.get((position, Variant.TREATMENT), EMPTY_CELL))
         for position, stage in enumerate(started)
     ]
-    percentiles = _latency_percentiles(experiment=experiment) if include_percentiles else {}
+    descriptives = _arm_descriptives(experiment=experiment) if include_percentiles else {}
     arms = {}
     for arm in ARMS:
         arm_cells = [stage.arm(arm) for stage in stage_cells]
+        described = descriptives.get(arm, NO_DESCRIPTIVES)
         arms[arm] = ArmTotals(
             users=sum(cell.users for cell in arm_cells),
             outcomes=sum(cell.outcomes for cell in arm_cells),
@@ -347,8 +372,10 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
             latency_sum=sum(cell.metrics["latency_ms"].numerator_sum for cell in arm_cells),
             cost_n=round(sum(cell.metrics["cost_per_request"].denominator_sum for cell in arm_cells)),
             cost_total=sum((cell.cost_total for cell in arm_cells), Decimal(0)),
-            latency_p50=percentiles.get(arm, (None, None))[0],
-            latency_p95=percentiles.get(arm, (None, None))[1],
+            latency_p50=described.latency_p50,
+            latency_p95=described.latency_p95,
+            served_other_model=described.served_other_model,
+            served_other_model_rate=described.served_other_model_rate,
         )
     stage = experiment.current_stage
     current = stage_cells[-1] if stage is not None and stage_cells and stage_cells[-1].index == stage.index else None
@@ -375,18 +402,28 @@ def srm_threshold_per_stage(*, experiment: Experiment) -> float:
     )
 
 
-def _latency_percentiles(*, experiment: Experiment) -> dict[str, tuple[float | None, float | None]]:
+def _arm_descriptives(*, experiment: Experiment) -> dict[str, ArmDescriptives]:
+    """Each arm's ArmDescriptives: one query on PostgreSQL, one per arm on SQLite."""
     outcomes = OutcomeEvent.objects.filter(experiment=experiment, variant__in=ARMS)
+    arm_models = {Variant.CONTROL.value: experiment.control.model_id, Variant.TREATMENT.value: experiment.treatment.model_id}
     if connection.vendor == "postgresql":
+        as_assigned = Q(variant=Variant.CONTROL, model=arm_models[Variant.CONTROL]) | Q(
+            variant=Variant.TREATMENT, model=arm_models[Variant.TREATMENT])
         rows = outcomes.values("variant").order_by("variant").annotate(
-            p50=PercentileCont("latency_ms", fraction=0.50), p95=PercentileCont("latency_ms", fraction=0.95)
+            p50=PercentileCont("latency_ms", fraction=0.50), p95=PercentileCont("latency_ms", fraction=0.95),
+            n=Count("pk"), other=Count("pk", filter=~as_assigned),
         )
-        return {row["variant"]: (row["p50"], row["p95"]) for row in rows}
+        return {row["variant"]: ArmDescriptives(latency_p50=row["p50"], latency_p95=row["p95"], outcomes=row["n"],
+                                                served_other_model=row["other"]) for row in rows}
     # SQLite: linear interpolation between order statistics, as percentile_cont does.
     found = {}
-    for arm in ARMS:
-        values = list(outcomes.filter(variant=arm).order_by("latency_ms").values_list("latency_ms", flat=True))
-        found[arm] = (_percentile_cont(values, 0.50), _percentile_cont(values, 0.95))
+    for arm, arm_model in arm_models.items():
+        served = list(outcomes.filter(variant=arm).order_by("latency_ms").values_list("latency_ms", "model"))
+        latencies = [latency for latency, _ in served]
+        found[arm] = ArmDescriptives(
+            latency_p50=_percentile_cont(latencies, 0.50), latency_p95=_percentile_cont(latencies, 0.95), outcomes=len(served),
+            served_other_model=sum(1 for _, model in served if model != arm_model),
+        )
     return found
 
 
@@ -631,6 +668,8 @@ def _arm_json(arm: ArmTotals, *, stage_users: int) -> dict[str, Any]:
         "cost_per_request_usd": _money(arm.cost_total / arm.cost_n) if arm.cost_n else None,
         "cost_usd": _money(arm.cost_total),
         "stage_users": stage_users,
+        "served_other_model": arm.served_other_model,
+        "served_other_model_rate": _float(arm.served_other_model_rate),
     }
 
 

@@ -100,7 +100,7 @@ def part_srm(*, experiments: int, seed: int) -> None:
     print("SRM (anytime-valid, rollout budget 1 %, checked every minute over 3 × 48 h at 2 000 users/h)")
     _line("correct split: rollouts paused", _rate(simulation.simulate_srm(experiments=experiments * 2, seed=seed)))
     mismatch = simulation.simulate_srm(experiments=experiments // 2, seed=seed + 1, true_fractions=(0.11, 0.25, 0.50))
-    _line("10 % planned, 11 % served: caught", _rate(mismatch))
+    _line("10 % planned, 11 % observed: caught", _rate(mismatch))
     within_day = sum(hours <= 24 for hours in mismatch.hours_to_trigger) / mismatch.experiments
     _line("  … within 24 h", f"{within_day:6.1%}")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.contrib.auth.models import Permission
 
+from experiments.assignment import bucket
 from experiments.models import Experiment
 from experiments.outcomes import outcomes_ingest
 from experiments.services import experiment_create
@@ -61,6 +62,22 @@ def draft_experiment(slug: str = "qa_agent", *, actor: Any = None, **options: An
     return experiment_create(agent=agent, treatment=candidate, actor=actor, key=options.pop("key", f"{slug}-exp"), **options)
 
 
+def user_in_buckets(experiment: Experiment, *, base: str, low: float, high: float) -> str:
+    """`base`, or else the first of `base~1`, `base~2`… whose bucket in the experiment lies in [low, high)."""
+    for attempt in itertools.count():
+        user_id = f"{base}~{attempt}" if attempt else base
+        if low <= bucket(seed=experiment.seed, user_id=user_id) < high:
+            return user_id
+    raise AssertionError("unreachable")
+
+
+def user_in_arm(experiment: Experiment, arm: str, *, percent: int, base: str) -> str:
+    """A user the experiment's hash assigns to `arm` when the stage is at `percent`."""
+    fraction = percent / 100
+    low, high = (0.0, fraction) if arm == "treatment" else (fraction, 1.0)
+    return user_in_buckets(experiment, base=base, low=low, high=high)
+
+
 def outcome_events(
     experiment: Experiment,
     *,
@@ -72,17 +89,22 @@ def outcome_events(
     seed: int = 0,
     user_prefix: str | None = None,
 ) -> list[dict[str, Any]]:
-    """`n` events from distinct users served by the arm's model; exactly round(n·rate) succeed."""
+    """`n` events from distinct users of the arm, served by the arm's model; exactly round(n·rate)
+    succeed. While the experiment runs, the users are ones its hash assigns to `arm` at the current
+    stage (`user_prefix-i`, or the nearest `user_prefix-i~k`): outcomes count in the arm the user was
+    assigned to, as /route answered, whichever model served (experiments/outcomes.py)."""
     rng = random.Random(seed)
     model = (experiment.treatment if arm == "treatment" else experiment.control).model_id
     successes = set(rng.sample(range(n), round(n * success_rate)))
     prefix = user_prefix or f"{arm}-{seed}"
+    percent = Experiment.objects.filter(pk=experiment.pk, status="running").values_list("current_stage__percent", flat=True).first()
     events = []
     for i in range(n):
+        user_id = f"{prefix}-{i}" if percent is None else user_in_arm(experiment, arm, percent=percent, base=f"{prefix}-{i}")
         event = {
             "event_id": f"evt-{next(_event_ids)}",
             "agent": experiment.agent.slug,
-            "user_id": f"{prefix}-{i}",
+            "user_id": user_id,
             "model": model,
             "success": i in successes,
             "latency_ms": latency_ms * rng.uniform(0.8, 1.2),

@@ -1,5 +1,6 @@
 """POST /outcomes: 202 with accepted / duplicates / per-index rejections, idempotent on event_id, the
-1 000-event limit, agent permissions, and attribution of each event to an arm."""
+1 000-event limit, agent permissions, and attribution of each event to its user's assigned arm
+(more in test_attribution.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from experiments.models import Assignment, OutcomeEvent
 from experiments.services import experiment_start
-from tests.experiments.factories import draft_experiment, outcome_events, rollout_team
+from tests.experiments.factories import draft_experiment, outcome_events, rollout_team, user_in_arm
 
 pytestmark = pytest.mark.django_db
 
@@ -136,20 +137,25 @@ def test_a_key_may_report_only_for_its_agents(client, running, api_key_for):
     assert post(client, "gk_nope", [event()]).status_code == 401
 
 
-def test_events_are_attributed_to_the_arm_whose_model_served_them(client, running, api_key_for):
+def test_events_count_in_the_arm_their_user_was_assigned_to_whichever_model_served(client, running, api_key_for):
     key = api_key_for("qa_agent")
+    treated = user_in_arm(running, "treatment", percent=10, base="u-t")
+    controlled = user_in_arm(running, "control", percent=10, base="u-c")
+    control_model, treatment_model = running.control.model_id, running.treatment.model_id
     body = post(client, key, [
-        event(event_id="t", user_id="u-t", model=running.treatment.model_id),
-        event(event_id="c", user_id="u-c", model=running.control.model_id),
-        event(event_id="x", user_id="u-x", model="some-other-model"),
+        event(event_id="t", user_id=treated, model=treatment_model),
+        event(event_id="t-fallback", user_id=treated, model=control_model, success=False),  # the candidate failed
+        event(event_id="c", user_id=controlled, model=control_model),
+        event(event_id="c-other", user_id=controlled, model="some-other-model"),
     ]).json()
-    assert body["accepted"] == 3
-    arms = dict(OutcomeEvent.objects.values_list("event_id", "variant"))
-    assert arms == {"t": "treatment", "c": "control", "x": "live"}
-    assert OutcomeEvent.objects.get(event_id="x").experiment is None
-    # Agents that route in-process never call /route: their outcomes record the exposure.
+    assert body["accepted"] == 4
+    arms = dict(OutcomeEvent.objects.filter(experiment=running).values_list("event_id", "variant"))
+    assert arms == {"t": "treatment", "t-fallback": "treatment", "c": "control", "c-other": "control"}
+    assert OutcomeEvent.objects.get(event_id="t-fallback").model == control_model  # what served stays on the row
+    # Agents that route in-process never call /route: their outcomes record the exposure, in the
+    # assigned arm only (a fallback does not put the user in control too).
     assert set(Assignment.objects.values_list("user_id", "variant", "stage__percent")) == {
-        ("u-t", "treatment", 10), ("u-c", "control", 10)
+        (treated, "treatment", 10), (controlled, "control", 10)
     }
 
 

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from experiments.bulk import insert_ignoring_conflicts
-from experiments.models import ASSIGNMENT_COLUMNS, Assignment, OutcomeEvent
+from experiments.models import ASSIGNMENT_COLUMNS, Assignment, ExperimentStage, OutcomeEvent
 from experiments.outcomes import OUTCOME_COLUMNS, outcomes_ingest
 from experiments.services import experiment_start
-from tests.experiments.factories import draft_experiment, rollout_team
+from tests.experiments.factories import draft_experiment, rollout_team, user_in_arm
 
 pytestmark = pytest.mark.django_db
 
@@ -73,23 +73,26 @@ def test_a_second_batch_in_the_same_transaction_sees_none_of_the_first(running):
 def test_exposures_come_from_new_outcomes_only_with_the_earliest_sighting(running):
     early = datetime.now(UTC) - timedelta(hours=2)
     late = early + timedelta(hours=1)
-    first = event(running, event_id="same", user_id="u-a", occurred_at=late.isoformat())
+    # The stage began before both sightings: an outcome from before the start would be no one's.
+    ExperimentStage.objects.filter(pk=running.current_stage_id).update(started_at=early - timedelta(hours=1))
+    user_a, user_b = (user_in_arm(running, arm, percent=10, base=base) for arm, base in (("control", "u-a"), ("treatment", "u-b")))
+    first = event(running, event_id="same", user_id=user_a, occurred_at=late.isoformat())
     result = outcomes_ingest(principal=None, events=[
         first,
-        event(running, user_id="u-a", occurred_at=early.isoformat()),
-        event(running, user_id="u-b", model=running.treatment.model_id),
+        event(running, user_id=user_a, occurred_at=early.isoformat()),
+        event(running, user_id=user_b, model=running.treatment.model_id),
     ])
     assert result.accepted == 3
     exposures = {(a.user_id, a.variant): a for a in Assignment.objects.all()}
-    assert set(exposures) == {("u-a", "control"), ("u-b", "treatment")}
-    assert exposures[("u-a", "control")].first_seen == early
+    assert set(exposures) == {(user_a, "control"), (user_b, "treatment")}
+    assert exposures[(user_a, "control")].first_seen == early
     assert {a.stage_id for a in exposures.values()} == {running.current_stage_id}
 
     # The same event id again, now claiming another user: a duplicate, so it records nothing.
     again = outcomes_ingest(principal=None, events=[{**first, "user_id": "u-c"}])
     assert (again.accepted, again.duplicates) == (0, 1)
     assert not Assignment.objects.filter(user_id="u-c").exists()
-    assert OutcomeEvent.objects.get(event_id="same").user_id == "u-a"
+    assert OutcomeEvent.objects.get(event_id="same").user_id == user_a
 
 
 def test_the_number_of_queries_does_not_grow_with_the_batch(running, django_assert_num_queries):

@@ -43,6 +43,8 @@ def test_resuming_does_not_trip_srm_with_the_paused_traffic(team):
     for event in late:
         event["occurred_at"] = (timezone.now() - timedelta(minutes=1)).isoformat()
     outcomes_ingest(principal=None, events=late)
+    # No arm was assigned then (everyone had the live model), so they are live traffic.
+    assert OutcomeEvent.objects.filter(user_id__startswith="late-", variant="live", experiment=None).count() == 100
     feed(experiment, arm="treatment", n=5, success_rate=0.9, seed=5, user_prefix="after-t")
     feed(experiment, arm="control", n=45, success_rate=0.9, seed=6, user_prefix="after-c")
 

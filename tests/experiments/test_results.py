@@ -15,7 +15,7 @@ from experiments.models import OutcomeEvent
 from experiments.outcomes import outcomes_ingest
 from experiments.selectors import experiment_results, get_experiment
 from experiments.services import experiment_start, stage_approve
-from tests.experiments.factories import draft_experiment, outcome_events, rollout_team
+from tests.experiments.factories import draft_experiment, outcome_events, rollout_team, user_in_arm, user_in_buckets
 
 pytestmark = pytest.mark.django_db
 
@@ -159,8 +159,9 @@ def test_a_user_with_many_outcomes_counts_once_in_the_interval():
         for user in range(30):
             base = outcome_events(experiment, arm=arm, n=10, success_rate=float(rng.choice([0.5, 0.8, 1.0])),
                                   seed=user, user_prefix=f"{arm}-user-{user}")
+            one_user = user_in_arm(experiment, arm, percent=50, base=f"{arm}-user-{user}")
             for event in base:
-                event["user_id"] = f"{arm}-user-{user}"
+                event["user_id"] = one_user
             rates[arm].append(np.mean([e["success"] for e in base]))
             events += base
     outcomes_ingest(principal=None, events=events)
@@ -184,6 +185,11 @@ def test_users_returning_in_a_later_stage_cluster_the_variance(django_assert_max
     successes, outcomes, latency = np.zeros((users, 2)), np.zeros((users, 2)), np.zeros((users, 2))
     treated = np.zeros((users, 2), dtype=bool)
     counter = 0
+    # Outcomes count in the arm the hash assigns (intention to treat): users 0–23 in buckets below
+    # 0.2, 24–59 in [0.2, 0.5), the rest above.
+    user_ids = [user_in_buckets(experiment, base=f"user-{user}", low=low, high=high)
+                for user in range(users)
+                for low, high in [(0.0, 0.2) if user < 0.2 * users else (0.2, 0.5) if user < 0.5 * users else (0.5, 1.0)]]
     for stage, share in enumerate((0.2, 0.5)):
         if stage == 1:
             assert stage_approve(stage=experiment.stages.get(index=1), actor=team["approver"]).percent == 50
@@ -195,7 +201,7 @@ def test_users_returning_in_a_later_stage_cluster_the_variance(django_assert_max
             visits = int(rng.integers(1, 6))
             for visit in range(visits):  # each user's success rate is its own, stage after stage
                 success, served_in = visit < round(rates[user] * visits), float(300 + 200 * rates[user] + rng.normal(0, 20))
-                events.append({"event_id": f"returning-{counter}", "agent": experiment.agent.slug, "user_id": f"user-{user}",
+                events.append({"event_id": f"returning-{counter}", "agent": experiment.agent.slug, "user_id": user_ids[user],
                                "model": model, "success": success, "latency_ms": served_in})
                 counter += 1
                 successes[user, stage] += success

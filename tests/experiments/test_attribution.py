@@ -1,0 +1,104 @@
+"""Outcomes count in the arm the user was assigned to (intention to treat), not in the arm whose
+model served them: an agent's router falls back to the live model when the candidate fails, and
+counting those answers as control would move the candidate's failures out of its own arm."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from experiments.models import Assignment, Experiment, OutcomeEvent
+from experiments.outcomes import outcomes_ingest
+from experiments.selectors import experiment_metrics, experiment_results, get_experiment
+from experiments.services import experiment_start, stage_approve
+from tests.experiments.factories import draft_experiment, feed, user_in_arm, user_in_buckets
+
+pytestmark = pytest.mark.django_db
+
+
+def running(team, **options) -> Experiment:
+    return experiment_start(experiment=draft_experiment(actor=team["starter"], **options), actor=team["starter"])
+
+
+def event(experiment: Experiment, event_id: str, user_id: str, *, model: str, success: bool = True, **extra: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "agent": experiment.agent.slug, "user_id": user_id, "model": model,
+            "success": success, "latency_ms": 400.0, **extra}
+
+
+def with_fallbacks(experiment: Experiment, *, users: int, fell_back: int, percent: int) -> list[dict[str, Any]]:
+    """One outcome per user of each arm. Every control user succeeds on the live model; in treatment
+    `fell_back` users' requests failed on the candidate and the live model's answer failed too, the
+    rest succeed on the candidate."""
+    control, treatment = experiment.control.model_id, experiment.treatment.model_id
+    events = []
+    for i in range(users):
+        user = user_in_arm(experiment, "treatment", percent=percent, base=f"t-{i}")
+        events.append(event(experiment, f"t-{i}", user, model=control if i < fell_back else treatment, success=i >= fell_back))
+        events.append(event(experiment, f"c-{i}", user_in_arm(experiment, "control", percent=percent, base=f"c-{i}"), model=control))
+    return events
+
+
+def test_a_fallback_failure_of_a_treatment_user_counts_against_treatment(team):
+    experiment = running(team, stage_plan=[50, 100])
+    outcomes_ingest(principal=None, events=with_fallbacks(experiment, users=40, fell_back=12, percent=50))
+
+    results = experiment_results(experiment=get_experiment(key=experiment.key))
+    treatment, control = results["variants"]["treatment"], results["variants"]["control"]
+    # By the model that served, treatment would be 28 of 28 (100 %) and control 40 of 52.
+    assert (treatment["n"], treatment["users"], treatment["success_rate"]) == (40, 40, pytest.approx(0.7))
+    assert (control["n"], control["users"], control["success_rate"]) == (40, 40, 1.0)
+    assert results["relative_lift"] == pytest.approx(-0.3)
+    # How often an arm got another model than its own (the fallback), said beside the estimate.
+    assert (treatment["served_other_model"], treatment["served_other_model_rate"]) == (12, pytest.approx(0.3))
+    assert (control["served_other_model"], control["served_other_model_rate"]) == (0, 0.0)
+
+
+def test_fallbacks_do_not_skew_the_sample_ratio(team):
+    """Users whose candidate failed stay in treatment, so the split is the planned one; counted by
+    the serving model, 80 of the 200 treatment users would have moved to control (SRM)."""
+    experiment = running(team, stage_plan=[50, 100])
+    outcomes_ingest(principal=None, events=with_fallbacks(experiment, users=200, fell_back=80, percent=50))
+
+    metrics = experiment_metrics(experiment=Experiment.objects.select_related("current_stage").get(pk=experiment.pk))
+    assert (metrics.stage_users_control, metrics.stage_users_treatment) == (200, 200)
+    assert not metrics.srm_flagged
+
+
+def test_an_outcome_counts_in_the_arm_of_the_stage_it_occurred_in(team):
+    """A user in buckets [0.10, 0.25) is control at 10 % and treatment at 25 %: an outcome served at
+    10 % and reported after the advance is control's, as /route answered then, and lands in the 10 %
+    stage's cell."""
+    experiment = running(team)
+    mover = user_in_buckets(experiment, base="mover", low=0.10, high=0.25)
+    served_at_10 = timezone.now()
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)  # the 10 % stage's holds
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    stage_approve(stage=experiment.stages.get(index=1), actor=team["approver"])
+
+    control, treatment = experiment.control.model_id, experiment.treatment.model_id
+    outcomes_ingest(principal=None, events=[
+        event(experiment, "at-10", mover, model=control, occurred_at=served_at_10.isoformat()),
+        event(experiment, "at-25", mover, model=treatment),
+    ])
+    assert dict(OutcomeEvent.objects.filter(user_id=mover).values_list("event_id", "variant")) == {
+        "at-10": "control", "at-25": "treatment"}
+    metrics = experiment_metrics(experiment=Experiment.objects.select_related("current_stage").get(pk=experiment.pk))
+    assert [(stage.percent, stage.control.users, stage.treatment.users) for stage in metrics.stages] == [
+        (10, 181, 20), (25, 0, 1)]
+
+
+def test_an_outcome_outside_every_stage_is_live(team):
+    """Before the start (and while paused) everyone had the live model: no assignment was in effect."""
+    experiment = running(team)
+    started_at = experiment.stages.get(index=0).started_at
+    user = user_in_arm(experiment, "treatment", percent=10, base="early")
+    outcomes_ingest(principal=None, events=[
+        event(experiment, "early", user, model=experiment.control.model_id,
+              occurred_at=(started_at - timedelta(minutes=1)).isoformat()),
+    ])
+    stored = OutcomeEvent.objects.get()
+    assert (stored.variant, stored.experiment_id) == ("live", None)
+    assert not Assignment.objects.exists()
