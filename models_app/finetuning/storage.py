@@ -34,7 +34,14 @@ def storage_charge_month(*, month: date | None = None) -> list[CostEntry]:
         .order_by("pk")
     )
     charged = []
+    keys: set[str] = set()
     for version in versions:
+        # The provider stores a model once, however many agents registered it: the first version (by id)
+        # pays, the others are skipped (their key would name another source row, which the ledger refuses).
+        key = f"storage:{version.provider.name}:{version.model_id}:{month_start:%Y-%m}"
+        if key in keys:
+            continue
+        keys.add(key)
         try:
             price = price_in_force(model=version.model_id, on=month_start, base_model=version.base_model)
         except NotFound as exc:
@@ -44,7 +51,7 @@ def storage_charge_month(*, month: date | None = None) -> list[CostEntry]:
             cost_record(
                 agent=version.agent, operation=Operation.STORAGE, amount_usd=storage_cost(price=price),
                 model=version.model_id, source_object=version, source=f"storage {month_start:%Y-%m}",
-                idempotency_key=f"storage:{version.provider.name}:{version.model_id}:{month_start:%Y-%m}",
+                idempotency_key=key,
                 occurred_at=occurred_at, note=f"monthly storage of a fine-tuned model ({price.model} price of {price.effective_from})",
             )
         )

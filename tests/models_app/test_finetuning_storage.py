@@ -33,3 +33,16 @@ def test_monthly_storage_charges_each_stored_fine_tuned_model_once_a_month():
     previous_month = timezone.localdate().replace(day=1) - timedelta(days=1)
     storage_charge_month(month=previous_month)
     assert CostEntry.objects.count() == 2
+
+
+def test_a_model_two_agents_registered_is_charged_once_and_does_not_stop_the_others():
+    """Race review: the second agent's version of the same stored model made the ledger refuse its key
+    (another source row), which stopped the month's charges of every model after it."""
+    PriceTableFactory()
+    first = ModelVersionFactory(agent=AgentFactory(slug="qa_agent"), model_id=FT_MODEL)
+    ModelVersionFactory(agent=AgentFactory(slug="support_agent"), model_id=FT_MODEL, provider=first.provider)
+    later = ModelVersionFactory(agent=first.agent, model_id="ft:open-mistral-7b:22222222:20261101:33333333", provider=first.provider)
+
+    storage_charge_month()
+
+    assert sorted(CostEntry.objects.values_list("source_id", flat=True)) == sorted([str(first.pk), str(later.pk)])
