@@ -505,18 +505,23 @@ class Hold:
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "clears_at": self.clears_at.isoformat() if self.clears_at else None}
 
+    @property
+    def label(self) -> str:
+        """The hold as pages and messages name it ("min users" for min_samples: it counts users)."""
+        return HOLD_LABELS.get(self.name, self.name)
 
-HOLD_LABELS = {"min_time": "min stage time", "min_samples": "min samples", "guardrails": "guardrails", "srm": "sample ratio",
+
+HOLD_LABELS = {"min_time": "min stage time", "min_samples": "min users", "guardrails": "guardrails", "srm": "sample ratio",
                "status": "status"}
 
 
 def holds_wait(holds: list[Hold]) -> str:
     """When a request held by `holds` can be approved, in words: "after 2026-12-08 10:00 UTC (min stage
-    time)", "once min samples and guardrails clear", both, or "" when nothing holds it."""
+    time)", "once min users and guardrails clear", both, or "" when nothing holds it."""
     open_holds = [hold for hold in holds if not hold.cleared]
     timed = [hold for hold in open_holds if hold.clears_at is not None]
-    waiting = [HOLD_LABELS.get(hold.name, hold.name) for hold in open_holds if hold.clears_at is None]
-    parts = [f"after {hold.clears_at:%Y-%m-%d %H:%M} UTC ({HOLD_LABELS.get(hold.name, hold.name)})" for hold in timed]
+    waiting = [hold.label for hold in open_holds if hold.clears_at is None]
+    parts = [f"after {hold.clears_at:%Y-%m-%d %H:%M} UTC ({hold.label})" for hold in timed]
     if waiting:
         parts.append(f"once {' and '.join(waiting)} clear{'s' if len(waiting) == 1 else ''}")
     return " and ".join(parts)
@@ -545,12 +550,13 @@ def stage_holds(
             clears_at=stage.started_at + required,
         ))
 
+    # Users, not outcomes: the statistics cluster by user, so 150 outcomes from 3 heavy users carry
+    # about the information of 3. min_samples_per_arm (ROLLOUT_MIN_SAMPLES_PER_ARM) counts users.
     need = experiment.min_samples_per_arm
-    current = metrics.current
-    control_n, treatment_n = (current.control.outcomes, current.treatment.outcomes) if current else (0, 0)
+    control_n, treatment_n = metrics.stage_users_control, metrics.stage_users_treatment
     holds.append(Hold(
         "min_samples", control_n >= need and treatment_n >= need,
-        f"control {control_n} and treatment {treatment_n} outcomes in this stage (minimum {need} per arm)",
+        f"control {control_n} and treatment {treatment_n} users with outcomes in this stage (minimum {need} per arm)",
     ))
 
     guardrails = experiment_guardrail_results(experiment=experiment, metrics=metrics)
