@@ -31,6 +31,7 @@ from experiments.calendar import CalendarEntry, PlannedStage, rollout_calendar
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
+    EventAction,
     Experiment,
     ExperimentEvent,
     ExperimentStage,
@@ -117,7 +118,8 @@ class ExperimentMetrics:
     stage_percent: int | None
     stage_started_at: datetime | None
     srm_p: float | None  # anytime-valid p of the current stage's split; None outside a stage with control
-    srm_threshold: float  # the current stage's share of the rollout's false-pause budget
+    srm_threshold: float  # where the current test pauses: its part of the stage's share of the false-pause budget
+    srm_test: int  # which SRM test of the current stage runs: 1 + the resumes in the stage (srm_test_number)
     # Per metric, the users two (stage, arm) cells share: a user returning in a later stage, or
     # seen in both arms; the statistics cluster the variance by user over them.
     shared: dict[str, list[stats.SharedUsers]] = field(default_factory=dict)
@@ -129,6 +131,13 @@ class ExperimentMetrics:
     @property
     def srm_flagged(self) -> bool:
         return self.srm_p is not None and self.srm_p < self.srm_threshold
+
+    @property
+    def srm_rule(self) -> str:
+        """Which test this is and where it pauses, as the hold and the pause reason say it."""
+        resumes = self.srm_test - 1
+        after = f", after {resumes} resume{'s' if resumes > 1 else ''}" if resumes else ""
+        return f"test {self.srm_test} of this stage{after}: pauses below {stats.format_number(self.srm_threshold)}"
 
     def strata(self, metric: str) -> list[stats.Stratum]:
         shared = self.shared.get(metric, [])
@@ -352,8 +361,9 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
         )
     stage = experiment.current_stage
     current = stage_cells[-1] if stage is not None and stage_cells and stage_cells[-1].index == stage.index else None
-    srm_p = None
+    srm_p, srm_test = None, 1
     if current is not None and 0 < current.percent < 100:
+        srm_test = srm_test_number(experiment=experiment, stage_percent=current.percent)
         fraction = current.percent / 100
         srm_p = stats.srm_p_value(
             observed=[current.control.users, current.treatment.users], expected_fractions=[1 - fraction, fraction]
@@ -364,15 +374,22 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
         stage_percent=stage.percent if stage else None,
         stage_started_at=stage.started_at if stage else None,
         srm_p=srm_p,
-        srm_threshold=srm_threshold_per_stage(experiment=experiment),
+        srm_threshold=stats.srm_threshold(
+            rollout_alpha=settings.GENESIS.ab_testing.srm_alpha, stage_plan=experiment.stage_plan, test=srm_test
+        ),
+        srm_test=srm_test,
         shared=shared,
     )
 
 
-def srm_threshold_per_stage(*, experiment: Experiment) -> float:
-    return stats.srm_threshold_per_stage(
-        rollout_alpha=settings.GENESIS.ab_testing.srm_alpha, stage_plan=experiment.stage_plan
-    )
+def srm_test_number(*, experiment: Experiment, stage_percent: int) -> int:
+    """Which SRM test of the stage runs now: 1 + the resumes in the stage. A resume restarts the
+    stage's window and with it the test, whatever the pause was for (services._resume), so every
+    resume starts a new one, which stats.srm_threshold gives a smaller part of the stage's share.
+    A resume's audit entry names the stage by its percent, unique in a strictly increasing plan."""
+    return 1 + ExperimentEvent.objects.filter(
+        experiment=experiment, action=EventAction.RESUME, after__stage_percent=stage_percent
+    ).count()
 
 
 def _latency_percentiles(*, experiment: Experiment) -> dict[str, tuple[float | None, float | None]]:
@@ -575,8 +592,7 @@ def stage_holds(
     else:
         holds.append(Hold(
             "srm", not metrics.srm_flagged,
-            f"{split}: any-time SRM p = {stats.format_number(metrics.srm_p)} (pauses below "
-            f"{stats.format_number(metrics.srm_threshold)})"
+            f"{split}: any-time SRM p = {stats.format_number(metrics.srm_p)} ({metrics.srm_rule})"
             + (" — mismatch: check assignment and logging" if metrics.srm_flagged else ""),
         ))
     return holds
@@ -688,6 +704,7 @@ def experiment_results(*, experiment: Experiment) -> dict[str, Any]:
         "comparisons": comparisons,
         "srm_p": _float(metrics.srm_p),
         "srm_threshold": metrics.srm_threshold,
+        "srm_test": metrics.srm_test,
         "srm_flagged": metrics.srm_flagged,
         "guardrails": [g.as_json() for g in guardrails],
     }
