@@ -393,7 +393,7 @@ def rollout_page_context(*, experiment: Experiment, user: User) -> dict[str, Any
         "needs_override": needs_override,
         "request": running and pending is None and next_percent is not None and can("request_stage"),
         "approve": running and pending is not None and can("approve_stage") and not four_eyes_blocker,
-        "approve_blocked_by": "; ".join(f"{hold.name}: {hold.detail}" for hold in open_holds),
+        "approve_blocked_by": "; ".join(f"{hold.label}: {hold.detail}" for hold in open_holds),
         "pause": running and can("pause_experiment"),
         "resume": experiment.status == ExperimentStatus.PAUSED and can("pause_experiment"),
         "rollback": experiment.status in ACTIVE_STATUSES and can("rollback_experiment"),

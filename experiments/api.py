@@ -208,7 +208,13 @@ class ResultsOut(Schema):
     analysis: AnalysisOut
     comparisons: dict[str, ComparisonOut | None]
     srm_p: float | None = Field(description="Any-time-valid sample-ratio-mismatch p-value of the current stage")
-    srm_threshold: float = Field(description="The current stage's pause threshold for srm_p")
+    srm_threshold: float = Field(description=(
+        "Where srm_p pauses the experiment: the current test's part of its stage's share of srm_alpha "
+        "(the k-th test of a stage, k = srm_test, at share/(ζ(3)·k³))"
+    ))
+    srm_test: int = Field(description=(
+        "Which SRM test of the current stage runs: 1 + the resumes in the stage (a resume restarts the test)"
+    ))
     srm_flagged: bool
     guardrails: list[GuardrailOut]
 

@@ -34,7 +34,12 @@ class Experiment(models.Model):
     seed = models.CharField(max_length=64, help_text="Hash seed of this experiment; never changes once set.")
     stage_plan = models.JSONField(help_text="Treatment percentages, strictly increasing, ending at 100.")
     min_stage_hours = models.FloatField()
-    min_samples_per_arm = models.PositiveIntegerField()
+    # Counts users, not outcomes (the statistics cluster by user); the name is the setting's, ROLLOUT_MIN_SAMPLES_PER_ARM.
+    min_samples_per_arm = models.PositiveIntegerField(
+        "min users per arm",
+        help_text="Users with outcomes needed in each arm of the current stage before it may advance (not outcomes: "
+                  "the statistics count users).",
+    )
     planned_samples_per_arm = models.PositiveIntegerField(
         default=2000, help_text="Sample per arm the sequential guardrail test is tuned for."
     )

@@ -32,6 +32,7 @@ from experiments.calendar import CalendarEntry, PlannedStage, rollout_calendar
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
+    EventAction,
     Experiment,
     ExperimentEvent,
     ExperimentStage,
@@ -141,7 +142,8 @@ class ExperimentMetrics:
     stage_percent: int | None
     stage_started_at: datetime | None
     srm_p: float | None  # anytime-valid p of the current stage's split; None outside a stage with control
-    srm_threshold: float  # the current stage's share of the rollout's false-pause budget
+    srm_threshold: float  # where the current test pauses: its part of the stage's share of the false-pause budget
+    srm_test: int  # which SRM test of the current stage runs: 1 + the resumes in the stage (srm_test_number)
     # Per metric, the users two (stage, arm) cells share: a user returning in a later stage, or
     # seen in both arms; the statistics cluster the variance by user over them.
     shared: dict[str, list[stats.SharedUsers]] = field(default_factory=dict)
@@ -153,6 +155,13 @@ class ExperimentMetrics:
     @property
     def srm_flagged(self) -> bool:
         return self.srm_p is not None and self.srm_p < self.srm_threshold
+
+    @property
+    def srm_rule(self) -> str:
+        """Which test this is and where it pauses, as the hold and the pause reason say it."""
+        resumes = self.srm_test - 1
+        after = f", after {resumes} resume{'s' if resumes > 1 else ''}" if resumes else ""
+        return f"test {self.srm_test} of this stage{after}: pauses below {stats.format_number(self.srm_threshold)}"
 
     def strata(self, metric: str) -> list[stats.Stratum]:
         shared = self.shared.get(metric, [])
@@ -379,8 +388,9 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
         )
     stage = experiment.current_stage
     current = stage_cells[-1] if stage is not None and stage_cells and stage_cells[-1].index == stage.index else None
-    srm_p = None
+    srm_p, srm_test = None, 1
     if current is not None and 0 < current.percent < 100:
+        srm_test = srm_test_number(experiment=experiment, stage_percent=current.percent)
         fraction = current.percent / 100
         srm_p = stats.srm_p_value(
             observed=[current.control.users, current.treatment.users], expected_fractions=[1 - fraction, fraction]
@@ -391,15 +401,22 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
         stage_percent=stage.percent if stage else None,
         stage_started_at=stage.started_at if stage else None,
         srm_p=srm_p,
-        srm_threshold=srm_threshold_per_stage(experiment=experiment),
+        srm_threshold=stats.srm_threshold(
+            rollout_alpha=settings.GENESIS.ab_testing.srm_alpha, stage_plan=experiment.stage_plan, test=srm_test
+        ),
+        srm_test=srm_test,
         shared=shared,
     )
 
 
-def srm_threshold_per_stage(*, experiment: Experiment) -> float:
-    return stats.srm_threshold_per_stage(
-        rollout_alpha=settings.GENESIS.ab_testing.srm_alpha, stage_plan=experiment.stage_plan
-    )
+def srm_test_number(*, experiment: Experiment, stage_percent: int) -> int:
+    """Which SRM test of the stage runs now: 1 + the resumes in the stage. A resume restarts the
+    stage's window and with it the test, whatever the pause was for (services._resume), so every
+    resume starts a new one, which stats.srm_threshold gives a smaller part of the stage's share.
+    A resume's audit entry names the stage by its percent, unique in a strictly increasing plan."""
+    return 1 + ExperimentEvent.objects.filter(
+        experiment=experiment, action=EventAction.RESUME, after__stage_percent=stage_percent
+    ).count()
 
 
 def _arm_descriptives(*, experiment: Experiment) -> dict[str, ArmDescriptives]:
@@ -542,18 +559,23 @@ class Hold:
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "clears_at": self.clears_at.isoformat() if self.clears_at else None}
 
+    @property
+    def label(self) -> str:
+        """The hold as pages and messages name it ("min users" for min_samples: it counts users)."""
+        return HOLD_LABELS.get(self.name, self.name)
 
-HOLD_LABELS = {"min_time": "min stage time", "min_samples": "min samples", "guardrails": "guardrails", "srm": "sample ratio",
+
+HOLD_LABELS = {"min_time": "min stage time", "min_samples": "min users", "guardrails": "guardrails", "srm": "sample ratio",
                "status": "status"}
 
 
 def holds_wait(holds: list[Hold]) -> str:
     """When a request held by `holds` can be approved, in words: "after 2026-12-08 10:00 UTC (min stage
-    time)", "once min samples and guardrails clear", both, or "" when nothing holds it."""
+    time)", "once min users and guardrails clear", both, or "" when nothing holds it."""
     open_holds = [hold for hold in holds if not hold.cleared]
     timed = [hold for hold in open_holds if hold.clears_at is not None]
-    waiting = [HOLD_LABELS.get(hold.name, hold.name) for hold in open_holds if hold.clears_at is None]
-    parts = [f"after {hold.clears_at:%Y-%m-%d %H:%M} UTC ({HOLD_LABELS.get(hold.name, hold.name)})" for hold in timed]
+    waiting = [hold.label for hold in open_holds if hold.clears_at is None]
+    parts = [f"after {hold.clears_at:%Y-%m-%d %H:%M} UTC ({hold.label})" for hold in timed]
     if waiting:
         parts.append(f"once {' and '.join(waiting)} clear{'s' if len(waiting) == 1 else ''}")
     return " and ".join(parts)
@@ -582,12 +604,13 @@ def stage_holds(
             clears_at=stage.started_at + required,
         ))
 
+    # Users, not outcomes: the statistics cluster by user, so 150 outcomes from 3 heavy users carry
+    # about the information of 3. min_samples_per_arm (ROLLOUT_MIN_SAMPLES_PER_ARM) counts users.
     need = experiment.min_samples_per_arm
-    current = metrics.current
-    control_n, treatment_n = (current.control.outcomes, current.treatment.outcomes) if current else (0, 0)
+    control_n, treatment_n = metrics.stage_users_control, metrics.stage_users_treatment
     holds.append(Hold(
         "min_samples", control_n >= need and treatment_n >= need,
-        f"control {control_n} and treatment {treatment_n} outcomes in this stage (minimum {need} per arm)",
+        f"control {control_n} and treatment {treatment_n} users with outcomes in this stage (minimum {need} per arm)",
     ))
 
     guardrails = experiment_guardrail_results(experiment=experiment, metrics=metrics)
@@ -606,8 +629,7 @@ def stage_holds(
     else:
         holds.append(Hold(
             "srm", not metrics.srm_flagged,
-            f"{split}: any-time SRM p = {stats.format_number(metrics.srm_p)} (pauses below "
-            f"{stats.format_number(metrics.srm_threshold)})"
+            f"{split}: any-time SRM p = {stats.format_number(metrics.srm_p)} ({metrics.srm_rule})"
             + (" — mismatch: check assignment and logging" if metrics.srm_flagged else ""),
         ))
     return holds
@@ -721,6 +743,7 @@ def experiment_results(*, experiment: Experiment) -> dict[str, Any]:
         "comparisons": comparisons,
         "srm_p": _float(metrics.srm_p),
         "srm_threshold": metrics.srm_threshold,
+        "srm_test": metrics.srm_test,
         "srm_flagged": metrics.srm_flagged,
         "guardrails": [g.as_json() for g in guardrails],
     }

@@ -631,7 +631,8 @@ def _resume(*, experiment: Experiment, actor: Actor, reason: str) -> Experiment:
     now = timezone.now()
     # Restart the stage clock: while paused everyone got the live model, so the paused time must
     # count neither toward min_stage_hours nor toward the stage's sample and SRM window (both read
-    # from started_at). The stage's first start stays on the audit trail.
+    # from started_at): a new SRM test starts, at a smaller threshold (selectors.srm_test_number
+    # counts this entry). The stage's first start stays on the audit trail.
     stage = _current_stage(experiment)
     stage_started_before = stage.started_at
     stage.started_at = now
@@ -725,8 +726,8 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
     if metrics.srm_flagged and metrics.srm_p is not None:
         reason = (
             f"sample-ratio mismatch: {metrics.stage_users_control} control and {metrics.stage_users_treatment} treatment "
-            f"users in this {metrics.stage_percent} % stage (any-time p = {stats.format_number(metrics.srm_p)} < "
-            f"{stats.format_number(metrics.srm_threshold)}); check assignment and outcome logging before resuming"
+            f"users in this {metrics.stage_percent} % stage (any-time p = {stats.format_number(metrics.srm_p)}; "
+            f"{metrics.srm_rule}); check assignment and outcome logging before resuming"
         )
         experiment_pause(experiment=experiment, actor=None, reason=reason, reason_code="srm")
         return GuardrailCheck(action="paused", reason=reason, states=states)

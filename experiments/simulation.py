@@ -332,6 +332,18 @@ def final_estimates(*, rollout: Rollout, experiments: int, seed: int, returning:
 # SRM
 
 
+@dataclass(frozen=True)
+class SrmPauses(TriggerRate):
+    """TriggerRate's first pauses, and every pause counted: a rollout resumed after a pause can be
+    paused again. ``triggered`` counts rollouts paused at least once, ``pauses`` all their pauses."""
+
+    pauses: int = 0
+
+    @property
+    def pauses_per_rollout(self) -> float:
+        return self.pauses / self.experiments
+
+
 def simulate_srm(
     *,
     experiments: int,
@@ -342,32 +354,77 @@ def simulate_srm(
     stage_hours: float = 48,
     check_every_minutes: int = 1,
     rollout_alpha: float = 0.01,
-    concentration: float = stats.SRM_PRIOR_CONCENTRATION,
-) -> TriggerRate:
-    """How often the per-minute SRM check pauses a rollout, and how soon. ``true_fractions`` is the
-    share treatment really gets (the planned one when None: a correct split)."""
+    manual_resumes: int = 0,
+    srm_resumes: int = 0,
+    spend_on_resumes: bool = True,
+) -> SrmPauses:
+    """How often the per-minute SRM check pauses a rollout, and how soon (running hours from the start).
+    ``true_fractions``: the share treatment really gets (the planned one when None: a correct split).
+
+    Resumes restart the stage's window, and with it the SRM test, as production does; the stage then
+    runs ``stage_hours`` from its last resume. In each stage a person pauses and resumes
+    ``manual_resumes`` times for reasons of their own (each at a uniformly random minute of the
+    window), and resumes up to ``srm_resumes`` SRM pauses (they find nothing wrong); past that an
+    SRM pause stops the rollout. The k-th test of a stage pauses below stats.srm_threshold(test=k);
+    with ``spend_on_resumes=False`` every test pauses below the stage's whole share (before 2026-12)."""
     rng = np.random.default_rng(seed)
     true_fractions = stage_fractions if true_fractions is None else true_fractions
     per_stage = round(stage_hours * 60)
-    threshold = stats.srm_threshold_per_stage(
-        rollout_alpha=rollout_alpha, stage_plan=[round(f * 100) for f in stage_fractions] + [100]
+    plan = [round(fraction * 100) for fraction in stage_fractions] + [100]
+    share = stats.srm_stage_share(rollout_alpha=rollout_alpha, stage_plan=plan)
+
+    def log_threshold(test: int) -> float:
+        threshold = stats.srm_threshold(rollout_alpha=rollout_alpha, stage_plan=plan, test=test) if spend_on_resumes else share
+        return -math.log(threshold)
+
+    first_pause, pauses = np.full(experiments, -1.0), np.zeros(experiments, dtype=int)
+    elapsed, stopped = np.zeros(experiments), np.zeros(experiments, dtype=bool)  # running minutes; paused for good
+    for planned, true in zip(stage_fractions, true_fractions):
+        test, running = np.ones(experiments, dtype=int), ~stopped
+        manual_left, srm_left = np.full(experiments, manual_resumes), np.full(experiments, srm_resumes)
+        while running.any():
+            index = np.flatnonzero(running)
+            length = np.where(manual_left[index] > 0, rng.integers(1, per_stage + 1, size=index.size), per_stage)
+            minute = _srm_first_pause(
+                rng, users_per_minute=users_per_hour / 60, minutes=per_stage, planned=planned, true=true,
+                log_thresholds=np.array([log_threshold(k) for k in test[index]]), window=length,
+                check_every_minutes=check_every_minutes,
+            )
+            paused, manual = minute > 0, (minute == 0) & (manual_left[index] > 0)
+            elapsed[index] += np.where(paused, minute, length)
+            pauses[index[paused]] += 1
+            first = index[paused & (first_pause[index] < 0)]
+            first_pause[first] = elapsed[first] / 60
+            resumed = paused & (srm_left[index] > 0)
+            srm_left[index[resumed]] -= 1
+            manual_left[index[manual]] -= 1
+            test[index[resumed | manual]] += 1
+            stopped[index[paused & ~resumed]] = True
+            running[index[~(resumed | manual)]] = False
+    ever = first_pause >= 0
+    return SrmPauses(experiments=experiments, triggered=int(ever.sum()), hours_to_trigger=list(first_pause[ever]),
+                     pauses=int(pauses.sum()))
+
+
+def _srm_first_pause(
+    rng: np.random.Generator, *, users_per_minute: float, minutes: int, planned: float, true: float,
+    log_thresholds: np.ndarray, window: np.ndarray, check_every_minutes: int,
+    concentration: float = stats.SRM_PRIOR_CONCENTRATION,
+) -> np.ndarray:
+    """The minute (1, 2, …) at which each of a batch of fresh SRM tests first pauses within its
+    ``window`` (minutes), 0 where it never does: the Bayes factor of stats.srm_bayes_factor for two
+    arms, vectorised over tests × minutes, against each test's own threshold."""
+    arrivals = rng.poisson(users_per_minute, size=(log_thresholds.size, minutes))
+    treated = np.cumsum(rng.binomial(arrivals, true), axis=1).astype(float)
+    total = np.cumsum(arrivals, axis=1).astype(float)
+    control = total - treated
+    a, b = concentration * planned, concentration * (1 - planned)
+    log_factor = (
+        special.gammaln(a + b) - special.gammaln(a + b + total)
+        + special.gammaln(a + treated) - special.gammaln(a) + special.gammaln(b + control) - special.gammaln(b)
+        - treated * math.log(planned) - control * math.log(1 - planned)
     )
-    log_threshold = -math.log(threshold)
-    first_pause = np.full(experiments, -1.0)
-    for stage, (planned, true) in enumerate(zip(stage_fractions, true_fractions)):
-        arrivals = rng.poisson(users_per_hour / 60, size=(experiments, per_stage))
-        treated = np.cumsum(rng.binomial(arrivals, true), axis=1).astype(float)
-        total = np.cumsum(arrivals, axis=1).astype(float)
-        control = total - treated
-        a, b = concentration * planned, concentration * (1 - planned)
-        log_factor = (
-            special.gammaln(a + b) - special.gammaln(a + b + total)
-            + special.gammaln(a + treated) - special.gammaln(a) + special.gammaln(b + control) - special.gammaln(b)
-            - treated * math.log(planned) - control * math.log(1 - planned)
-        )
-        looks = np.arange(per_stage) % check_every_minutes == check_every_minutes - 1
-        flagged = (log_factor >= log_threshold) & looks
-        hit = flagged.any(axis=1) & (first_pause < 0)
-        first_pause[hit] = (stage * per_stage + flagged[hit].argmax(axis=1) + 1) / 60
-    paused = first_pause >= 0
-    return TriggerRate(experiments=experiments, triggered=int(paused.sum()), hours_to_trigger=list(first_pause[paused]))
+    minute = np.arange(minutes)
+    looks = (minute % check_every_minutes == check_every_minutes - 1) & (minute < window[:, None])
+    flagged = (log_factor >= log_thresholds[:, None]) & looks
+    return np.where(flagged.any(axis=1), flagged.argmax(axis=1) + 1, 0)

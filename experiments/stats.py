@@ -85,7 +85,9 @@ Bayes factor of the observed arm counts against the planned split, p = min(1, 1/
 correct split the Bayes factor is a non-negative martingale, so P(p ever falls below a) ≤ a
 however often anyone looks (Ville). The prior is concentrated around the planned split
 (``SRM_PRIOR_CONCENTRATION``) so that mismatches of about a point are found within hours at
-production traffic.
+production traffic. A resume restarts the stage's window and so starts a new test; the k-th test of
+a stage pauses below its stage's share of the budget spent as share/(ζ(3)·k³)
+(:func:`srm_threshold`), so resumes cannot add false pauses beyond the rollout's budget.
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ from typing import Any, Literal
 import numpy as np
 from scipy import special
 from scipy import stats as scipy_stats
+
+# The one α-spending series of Genesis (pure, like this module): re-runs of a benchmark and re-started SRM tests.
+from models_app.benchmarks.reruns import rerun_alpha
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_CONFIDENCE = 0.95
@@ -468,11 +473,22 @@ def srm_p_value(
     return 0.0 if math.isinf(factor) else min(1.0, 1.0 / factor)
 
 
-def srm_threshold_per_stage(*, rollout_alpha: float, stage_plan: Sequence[int]) -> float:
+def srm_stage_share(*, rollout_alpha: float, stage_plan: Sequence[int]) -> float:
     """Each stage with a control arm (below 100 %) is tested on its own users, so the rollout's
-    false-pause budget is shared among them (Bonferroni): P(any false pause) ≤ rollout_alpha."""
+    false-pause budget is shared among them (Bonferroni)."""
     tested = sum(1 for percent in stage_plan if 0 < percent < 100) or 1
     return rollout_alpha / tested
+
+
+def srm_threshold(*, rollout_alpha: float, stage_plan: Sequence[int], test: int) -> float:
+    """Where the ``test``-th SRM test of a stage pauses: its stage's share spent as share/(ζ(3)·k³)
+    (reruns.rerun_alpha, the benchmark gate's series). A resume restarts the stage's window, and with
+    it the test, whatever the pause was for: each test is a fresh chance of a false pause. With the
+    whole share for every test, a stage paused and resumed three times had four; spent this way the
+    tests of a stage together stay within its share however often it is resumed, so P(a correctly
+    split rollout is ever paused) ≤ rollout_alpha. The first test gets 83 % of the share, the second
+    10 %, the third 3 %."""
+    return rerun_alpha(alpha=srm_stage_share(rollout_alpha=rollout_alpha, stage_plan=stage_plan), run_number=test)
 
 
 # --------------------------------------------------------------------------------------------

@@ -278,7 +278,7 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
     holds = experiment_selectors.stage_holds(experiment=experiment, metrics=metrics)
     guardrails = experiment_selectors.experiment_guardrail_results(experiment=experiment, metrics=metrics)
     open_holds = [hold for hold in holds if not hold.cleared]
-    waits = "; ".join(f"{hold.name.replace('_', ' ')}: {hold.detail}" for hold in open_holds)
+    waits = "; ".join(f"{hold.label}: {hold.detail}" for hold in open_holds)
     states = [g.state for g in guardrails]
     worst = next((state for state in ("breach", "warning", "no_data") if state in states), "healthy")
     guard_tone = {"breach": BAD, "warning": ATTENTION, "no_data": WAIT, "healthy": OK}[worst]
@@ -289,7 +289,7 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
     pending = experiment_selectors.pending_approval(experiment=experiment)
     following = experiment.stages.filter(index=experiment.current_stage.index + 1).first() if experiment.current_stage else None
     rollout = Cell(f"{percent} %", WAIT if open_holds else OK,
-                   ("waits for " + ", ".join(hold.name.replace("_", " ") for hold in open_holds)) if open_holds else "holds clear",
+                   ("waits for " + ", ".join(hold.label for hold in open_holds)) if open_holds else "holds clear",
                    *link, title=waits)
     if following is None:
         return rollout, guard_cell, None, calendar

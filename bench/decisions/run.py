@@ -13,7 +13,9 @@ Parts (each a few minutes at most on 2 cores):
   of 0, 2, 3, 4, 5, 6, 8, 10, 15 and 20 points (tolerance 5), at base rate 0.9, 0.75 and 0.6
   (2 000 users/h) and at base rate 0.9 with 200 users/h.
 * ``srm`` — correctly split rollouts paused by the per-minute SRM check, and the time to catch a
-  10 % vs 11 % split.
+  10 % vs 11 % split; then with resumes (each restarts the stage's test): SRM pauses resumed, manual
+  pause/resume cycles, both — before (every test at the stage's whole share) and after (the k-th
+  test of a stage at share/(ζ(3)·k³)).
 * ``estimates`` — an A/A whose base rate drifts 0.91 → 0.89 over the six days: the results page's
   p < 0.05 rate stratified by stage (production) and pooled (the old way); the relative-lift
   interval's coverage at p 0.05 → 0.06 with 200 users per arm; p-value/interval agreement; how often
@@ -54,6 +56,15 @@ OPERATING_CURVES = (
     ("base rate 0.75, 2 000 users/h", 0.75, 2_000.0),
     ("base rate 0.6, 2 000 users/h", 0.6, 2_000.0),
     ("base rate 0.9, 200 users/h", 0.9, 200.0),
+)
+
+
+# (label, manual pause/resumes a stage, SRM pauses resumed a stage at most): simulate_srm's options.
+SRM_RESUMES = (
+    ("no resume", 0, 0),
+    ("every SRM pause resumed (up to 3 a stage)", 0, 3),
+    ("3 manual pause/resumes a stage", 3, 0),
+    ("both", 3, 3),
 )
 
 
@@ -103,6 +114,19 @@ def part_srm(*, experiments: int, seed: int) -> None:
     _line("10 % planned, 11 % observed: caught", _rate(mismatch))
     within_day = sum(hours <= 24 for hours in mismatch.hours_to_trigger) / mismatch.experiments
     _line("  … within 24 h", f"{within_day:6.1%}")
+    # A resume restarts the stage's test. Before 2026-12 every test had the stage's whole share; now
+    # the k-th test of a stage has share/(ζ(3)·k³) (stats.srm_threshold). Same seed both ways.
+    print("  Resumes, correct split — rollouts ever paused (pauses per rollout), before: every test at the stage's")
+    print("  share / after: the k-th test of a stage at share/(ζ(3)·k³)")
+    for label, manual_resumes, srm_resumes in SRM_RESUMES:
+        for when, spend in (("before", False), ("after", True)):
+            result = simulation.simulate_srm(experiments=experiments * 2, seed=seed + 2, manual_resumes=manual_resumes,
+                                             srm_resumes=srm_resumes, spend_on_resumes=spend)
+            _line(f"    {label}, {when}", f"{_rate(result)}; {result.pauses_per_rollout:.2%} pauses per rollout")
+    for when, spend in (("before", False), ("after", True)):
+        caught = simulation.simulate_srm(experiments=experiments // 2, seed=seed + 1, true_fractions=(0.11, 0.25, 0.50),
+                                         manual_resumes=3, spend_on_resumes=spend)
+        _line(f"  10 % vs 11 %, 3 manual pause/resumes a stage: caught, {when}", _rate(caught))
 
 
 def part_estimates(*, experiments: int, seed: int) -> None:

@@ -42,7 +42,8 @@ def test_the_page_shows_timeline_holds_metrics_and_trail(client, team):
     feed(experiment, arm="control", n=225, success_rate=0.9, seed=2)
     html = page(client, team["approver"], experiment)
     assert 'id="timeline"' in html and "10 % — active" in html and "100 % — pending" in html
-    assert "min_time" in html and "of the 48.0 h minimum in this stage" in html
+    assert "<td>min stage time</td>" in html and "of the 48.0 h minimum in this stage" in html
+    assert "<td>min users</td>" in html and "control 225 and treatment 25 users with outcomes in this stage" in html
     assert 'id="metrics"' in html and "<td>treatment</td><td>25</td>" in html
     assert 'id="audit"' in html and "Started" in html
     # The results p-value is fixed-horizon, and the page says so where it shows it.
@@ -63,7 +64,7 @@ def test_buttons_follow_permissions_and_four_eyes(client, team):
     assert "Cannot approve: you requested this advance" in page(client, team["requester"], experiment)
     approver_html = page(client, team["approver"], experiment)
     # Holds are open (no outcomes yet): the button is there but disabled, saying what it waits for.
-    assert 'name="approve" disabled' in approver_html and "waiting for: min_samples" in approver_html
+    assert 'name="approve" disabled' in approver_html and "waiting for: min users: control 0 and treatment 0 users with outcomes" in approver_html
 
 
 def test_pressing_buttons_calls_the_services(client, team):

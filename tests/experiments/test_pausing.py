@@ -10,8 +10,16 @@ from django.utils import timezone
 
 from experiments.models import EventAction, Experiment, ExperimentEvent, ExperimentStage, OutcomeEvent
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_metrics, stage_holds
-from experiments.services import experiment_pause, experiment_resume, experiment_start, guardrails_check
+from experiments.selectors import experiment_metrics, experiment_results, stage_holds
+from experiments.services import (
+    experiment_pause,
+    experiment_resume,
+    experiment_start,
+    guardrails_check,
+    stage_approve_next,
+    stage_request_advance,
+)
+from models_app.benchmarks.reruns import ZETA_3
 from tests.experiments.factories import draft_experiment, feed, outcome_events
 
 pytestmark = pytest.mark.django_db
@@ -69,3 +77,51 @@ def test_paused_time_does_not_count_toward_the_minimum_stage_time(team):
     assert not min_time.cleared and "0.0 h of the 2.0 h minimum" in min_time.detail
     resumed = ExperimentEvent.objects.get(experiment=experiment, action=EventAction.RESUME)
     assert resumed.before["stage_started_at"] == first_start.isoformat()
+
+
+def feed_mismatched_split(experiment):
+    """200 control and 65 treatment users at a planned 90/10: any-time SRM p ≈ 0.003, below the first
+    test's threshold of a [10, 100] plan (1 %/ζ(3) ≈ 0.0083) but not the second's (0.0010)."""
+    feed(experiment, arm="control", n=200, success_rate=0.9, seed=1, user_prefix="c")
+    feed(experiment, arm="treatment", n=65, success_rate=0.9, seed=2, user_prefix="t")
+
+
+def test_the_first_srm_test_of_a_stage_pauses_at_its_share_of_the_budget(team):
+    experiment = running(team, stage_plan=[10, 100])
+    feed_mismatched_split(experiment)
+    result = guardrails_check(experiment_id=experiment.pk)
+    assert result.action == "paused"
+    assert "(any-time p = 0.003132; test 1 of this stage: pauses below 0.008319)" in result.reason
+
+
+def test_a_resume_starts_a_new_srm_test_at_a_smaller_threshold(team):
+    # A resume restarts the stage's window and so the test, whatever the pause was for: the k-th test
+    # of a stage pauses below share/(ζ(3)·k³), so resumes cannot spend more than the stage's share.
+    experiment = running(team, stage_plan=[10, 100])
+    experiment_pause(experiment=experiment, actor=team["starter"], reason="incident elsewhere")
+    experiment_resume(experiment=experiment, actor=team["starter"])
+    feed_mismatched_split(experiment)
+
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    metrics = experiment_metrics(experiment=experiment)
+    assert metrics.srm_test == 2 and metrics.srm_threshold == pytest.approx(0.01 / (ZETA_3 * 8))
+    srm = next(hold for hold in stage_holds(experiment=experiment) if hold.name == "srm")
+    assert srm.cleared and srm.detail.endswith("(test 2 of this stage, after 1 resume: pauses below 0.00104)")
+    results = experiment_results(experiment=experiment)
+    assert (results["srm_test"], results["srm_flagged"]) == (2, False)
+    assert guardrails_check(experiment_id=experiment.pk).action == "none"
+
+
+def test_a_new_stage_starts_with_its_first_srm_test(team):
+    experiment = running(team, stage_plan=[10, 50, 100])
+    experiment_pause(experiment=experiment, actor=team["starter"])
+    experiment_resume(experiment=experiment, actor=team["starter"])
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    stage_approve_next(experiment=experiment, actor=team["approver"])
+
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    metrics = experiment_metrics(experiment=experiment)
+    assert metrics.stage_percent == 50 and metrics.srm_test == 1
+    assert metrics.srm_threshold == pytest.approx(0.01 / 2 / ZETA_3)  # two stages with control share the 1 %

@@ -15,6 +15,7 @@ from experiments.models import OutcomeEvent
 from experiments.outcomes import outcomes_ingest
 from experiments.selectors import experiment_results, get_experiment
 from experiments.services import experiment_start, stage_approve
+from models_app.benchmarks.reruns import ZETA_3
 from tests.experiments.factories import draft_experiment, outcome_events, rollout_team, user_in_arm, user_in_buckets
 
 pytestmark = pytest.mark.django_db
@@ -44,10 +45,11 @@ def test_per_arm_numbers_match_an_independent_python_computation(experiment_with
     experiment, control, treatment = experiment_with_data
     experiment = get_experiment(key=experiment.key)
 
-    # The stage windows, one per-user aggregate query (after SET LOCAL jit = off on PostgreSQL) and
-    # one for the percentiles, no loop over events; SQLite has no percentile_cont, so its documented
-    # fallback reads each arm's sorted latencies (one query per arm).
-    with django_assert_max_num_queries(4):
+    # The stage windows, one per-user aggregate query (after SET LOCAL jit = off on PostgreSQL), one
+    # counting the stage's resumes (which SRM test runs) and one for the percentiles, no loop over
+    # events; SQLite has no percentile_cont, so its documented fallback reads each arm's sorted
+    # latencies (one query per arm).
+    with django_assert_max_num_queries(5):
         results = experiment_results(experiment=experiment)
     for arm, events in (("control", control), ("treatment", treatment)):
         got = results["variants"][arm]
@@ -92,7 +94,8 @@ def test_srm_and_guardrail_states(experiment_with_data):
     results = experiment_results(experiment=experiment)
     # 400 / 100 users against a planned 80 / 20 split: exactly as planned.
     assert results["srm_p"] == pytest.approx(1.0) and results["srm_flagged"] is False
-    assert results["srm_threshold"] == pytest.approx(0.01)  # the rollout's 1 %, one stage with control
+    # The rollout's 1 %, one stage with control, spent on its first test as 1 %/ζ(3) (stats.srm_threshold).
+    assert results["srm_threshold"] == pytest.approx(0.01 / ZETA_3) and results["srm_test"] == 1
     states = {g["metric"]: g["state"] for g in results["guardrails"]}
     assert states["success_rate"] == "healthy" and states["latency_ms"] == "healthy"
     assert set(states) == {"success_rate", "latency_ms", "quality", "cost_per_request"}
@@ -209,7 +212,7 @@ def test_users_returning_in_a_later_stage_cluster_the_variance(django_assert_max
                 latency[user, stage] += served_in
         assert outcomes_ingest(principal=None, events=events).accepted == len(events)
     experiment = get_experiment(key=experiment.key)
-    with django_assert_max_num_queries(4):  # stage windows, no JIT, the aggregate statement, the percentiles
+    with django_assert_max_num_queries(5):  # stage windows, no JIT, the aggregate statement, the resumes, the percentiles
         results = experiment_results(experiment=experiment)
     assert results["analysis"]["covers"] == "stages 20 %, 50 %"
     for metric, numerators in (("success_rate", successes), ("latency_ms", latency)):

@@ -51,7 +51,7 @@ def test_start_request_approve_and_status_with_four_eyes(team):
     assert code == 0
     assert "qa_agent-exp (qa_agent): running at 25 %" in out
     assert "stages: [ 10% done]  [>25% active]  [ 50% pending]  [ 100% pending]" in out
-    assert "HOLD min_samples: control 0 and treatment 0 outcomes in this stage (minimum 20 per arm)" in out
+    assert "HOLD min_samples: control 0 and treatment 0 users with outcomes in this stage (minimum 20 per arm)" in out
 
 
 def test_a_user_without_permission_is_refused_with_exit_1(team):

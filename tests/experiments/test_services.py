@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import ApprovalStatus, EventAction, Experiment, ExperimentEvent, ExperimentStage, StageApproval
+from experiments.outcomes import outcomes_ingest
 from experiments.selectors import stage_holds
 from experiments.services import (
     experiment_create,
@@ -25,7 +26,7 @@ from experiments.services import (
 from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
 from models_app.registry.models import ModelVersion
 from models_app.registry.services import model_version_transition
-from tests.experiments.factories import agent_with_candidate, draft_experiment, feed
+from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, outcome_events
 from tests.factories import ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
@@ -266,6 +267,21 @@ def test_approve_next_takes_the_requested_stage_or_else_the_one_after_the_curren
         stage_approve_next(experiment=draft, actor=team["approver"])
 
 
+def test_the_sample_hold_counts_users_not_outcomes(team):
+    # 180 outcomes an arm from 3 users each: the statistics cluster by user, so that is the
+    # information of about 3 samples, not 180; the hold waits for 20 users.
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    for arm, seed in (("control", 1), ("treatment", 2)):
+        events = outcome_events(experiment, arm=arm, n=180, success_rate=0.9, seed=seed)
+        for index, event in enumerate(events):
+            event["user_id"] = f"{arm}-heavy-{index % 3}"
+        outcomes_ingest(principal=None, events=events)
+    experiment.refresh_from_db()
+    hold = next(hold for hold in stage_holds(experiment=experiment) if hold.name == "min_samples")
+    assert not hold.cleared
+    assert hold.detail == "control 3 and treatment 3 users with outcomes in this stage (minimum 20 per arm)"
+
+
 def test_a_stage_with_open_holds_cannot_be_approved(team):
     experiment = experiment_start(
         experiment=draft_experiment(actor=team["starter"], min_stage_hours=48), actor=team["starter"]
@@ -275,7 +291,7 @@ def test_a_stage_with_open_holds_cannot_be_approved(team):
         stage_approve(stage=next_stage(experiment), actor=team["approver"])
     message = refused.value.message
     assert "min_time: 0.0 h of the 48.0 h minimum" in message
-    assert "min_samples: control 0 and treatment 0 outcomes in this stage (minimum 20 per arm)" in message
+    assert "min_samples: control 0 and treatment 0 users with outcomes in this stage (minimum 20 per arm)" in message
     assert "guardrails: success_rate: waiting for data" in message
 
     satisfy_sample_holds(experiment)

@@ -99,7 +99,7 @@ def test_request_then_approve_from_the_board_with_four_eyes(client):
 
     rows, _ = launch_board(user=starter)
     assert rows[0].next_action.action == "request" and rows[0].next_action.allowed
-    assert "min samples" in rows[0].rollout.detail  # what the stage waits for, in words
+    assert "min users" in rows[0].rollout.detail  # what the stage waits for, in words
     client.force_login(starter)
     client.post("/admin/launch/act/qa_agent/request/")
     approval = StageApproval.objects.get()
@@ -247,7 +247,7 @@ def test_a_request_waiting_for_data_says_which_holds(client):
     experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
     stage_request_advance(experiment=experiment, actor=starter)
     assert launch_board(user=starter)[0][0].next_action.text == (
-        "approve 25 % once min samples and guardrails clear (requested by starter)")
+        "approve 25 % once min users and guardrails clear (requested by starter)")
     feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
     feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
     assert launch_board(user=starter)[0][0].next_action.text == "approve 25 % (requested by starter)"
