@@ -145,19 +145,30 @@ def alert_thresholds(thresholds: list[Threshold]) -> list[Threshold]:
 
 def format_usd(amount: Decimal) -> str:
     """Money for people, the one helper of the admin, the reports and the commands: cents from a cent
-    up ("$1,234.50"), and below a cent two significant digits, so a small amount is never shown as
+    up ("$1,234.50"), and below a cent (0.005 included: not "$0.01") two significant digits, so a small amount is never shown as
     nothing: 0.0013 → "$0.0013", 0.000934 → "$0.00093" (the ledger keeps micro-dollars, so at most
     six decimals). Zero is "$0.00"."""
     amount = Decimal(amount)
     sign = "-" if amount < 0 else ""
     magnitude = abs(amount)
-    if magnitude == 0 or magnitude >= Decimal("0.005"):
-        return f"{sign}${magnitude.quantize(CENT, rounding=ROUND_HALF_UP):,.2f}"
-    places = min(6, max(2, 1 - magnitude.adjusted()))  # two significant digits
-    shown = magnitude.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-    if shown == 0:
-        return f"{sign}<$0.000001" if not sign else "-$0.000001"
+    shown = magnitude
+    if 0 < magnitude < CENT:
+        shown = _two_significant_digits(magnitude)
+        if shown == 0:
+            return f"{sign}<$0.000001" if not sign else "-$0.000001"
+    if shown == 0 or shown >= CENT:  # $0.0096 rounds to a cent: shown as one
+        return f"{sign}${shown.quantize(CENT, rounding=ROUND_HALF_UP):,.2f}"
     return f"{sign}${shown:f}"
+
+
+def _two_significant_digits(magnitude: Decimal) -> Decimal:
+    """0.0013 → 0.0013, 0.000934 → 0.00093; a carry keeps two digits (0.000996 → 0.0010, not 0.00100).
+    At most six decimals (the ledger's micro-dollars), so 0.0000004 → 0."""
+    places = min(6, 1 - magnitude.adjusted())
+    shown = magnitude.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    if shown and shown.adjusted() > magnitude.adjusted():
+        shown = shown.quantize(Decimal(1).scaleb(1 - places))
+    return shown
 
 
 def format_usd_tick(value: Decimal, *, step: Decimal) -> str:
