@@ -46,7 +46,7 @@ from models_app.benchmarks.services import (
 )
 from models_app.providers import TransientProviderError
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
-from models_app.registry.services import model_version_register
+from models_app.registry.services import model_version_register, model_version_transition
 from models_app.simulator.markers import format_answer_marker
 from tests.factories import UserFactory
 from tests.models_app.conftest import point_demo_provider_at, wait_until
@@ -907,8 +907,6 @@ WEAK_RETIRED_BASELINE = {"ft:*": 0.85, "mistral-small-latest": 0.85, "open-mistr
 
 def replace_live_model(agent: Agent, model_id: str) -> ModelVersion:
     """A newer base model that replaced the agent's live one, as a completed rollout does (which retires it)."""
-    from models_app.registry.services import model_version_transition
-
     version = model_version_register(agent=agent, provider=ProviderAccount.objects.get(name="simulator"), model_id=model_id,
                                      base_model=model_id, kind="baseline")
     for status in ("benchmarking", "approved_for_rollout", "rolling_out", "live"):
@@ -981,6 +979,27 @@ def test_a_pass_approves_only_while_its_baseline_is_still_the_live_model(seeded_
     assert not run_approves_candidate(run=run)
     assert run_verdict_note(run=run) == "PASS against a retired baseline (open-mistral-7b): not an approval"
     assert ModelVersion.objects.get(pk=run.candidate_id).status == "registered"  # benchmarked again before a rollout
+
+
+@pytest.mark.django_db
+def test_the_pass_a_candidate_was_launched_on_stays_its_approval(seeded_demo, simulator_factory):
+    # UX review: once the candidate's rollout completed (retiring the baseline), the run page, the runs list
+    # and the lineage called the PASS it was launched on "not an approval".
+    from launch.selectors import model_lineage
+    from models_app.benchmarks.selectors import run_approves_candidate, run_verdict_note
+
+    point_demo_provider_at(simulator_factory(quality=WEAK_RETIRED_BASELINE), rate_limit_per_minute=60_000, max_concurrency=8)
+    agent = Agent.objects.get(slug="qa_agent")
+    run = run_inline(benchmark_run_create(agent=agent))
+    assert run.verdict == "PASS"
+    for status in ("rolling_out", "live"):  # what a completed rollout does (experiments/services.py)
+        model_version_transition(version=run.candidate, to_status=status, reason=f"rollout: {status}")
+
+    run = BenchmarkRun.objects.select_related("baseline", "candidate").get(pk=run.pk)
+    assert run.baseline.status == "retired"
+    assert run_approves_candidate(run=run) and run_verdict_note(run=run) == ""
+    entry = model_lineage(version=run.candidate)["benchmark_runs"][0]
+    assert (entry["approves"], entry["note"]) == (True, "")
 
 
 @pytest.mark.django_db
