@@ -664,7 +664,7 @@ def _decide_relative(
     confidence: float, rule: str,
 ) -> _Decision:
     """The verdict rule on the relative improvement and its bootstrap interval."""
-    level = f"{confidence * 100:g} %"
+    level = confidence_text(confidence)
     relative_improvement = (candidate_mean - baseline_mean) / baseline_mean
     ci_low, ci_high = interval.low, interval.high
     verdict = gate_verdict(

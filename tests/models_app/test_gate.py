@@ -375,3 +375,12 @@ def test_a_rerun_reads_a_wider_interval_and_says_which_run_it_is():
     assert third.ci_high > first.ci_high > single.ci_high
     assert "run 3 of this candidate on this suite" in third.reasons[-1] and "99.85 %" in third.reasons[-1]
     assert not any("of this candidate on this suite" in reason for reason in single.reasons)
+
+
+def test_the_verdicts_reasons_name_the_level_as_every_page_does():
+    # UX review: the reason said "the 95.8405 % interval" where the run page and summary said 95.84 %.
+    scored = [PairedScore(key=f"c{i}", baseline=0.5, candidate=0.7 if i % 4 else 0.5) for i in range(40)]
+    comparison = compare_paired(scored, threshold=0.08, rule=AT_LEAST, min_cases=20, resamples=2000, seed=1, confidence=0.95,
+                                run_number=1)
+    level = confidence_text(1 - 0.05 / ZETA_3)
+    assert level == "95.84 %" and any(f"the {level} interval" in reason for reason in comparison.reasons), comparison.reasons
