@@ -21,6 +21,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from experiments import rollout_settings, routing, selectors, services
+from experiments.holds import stage_holds
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
 from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
 from genesis.errors import AlreadyDone, DomainError
@@ -374,7 +375,7 @@ def rollout_page_context(*, experiment: Experiment, user: User) -> dict[str, Any
     """What the page shows, and which buttons this person gets (the services check again)."""
     running = experiment.status == ExperimentStatus.RUNNING
     metrics = selectors.experiment_metrics(experiment=experiment) if running else None
-    holds = selectors.stage_holds(experiment=experiment, metrics=metrics) if running else []
+    holds = stage_holds(experiment=experiment, metrics=metrics) if running else []
     pending = selectors.pending_approval(experiment=experiment)
     open_holds = [hold for hold in holds if not hold.cleared]
     next_percent = None

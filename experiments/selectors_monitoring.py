@@ -16,15 +16,10 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from experiments.health import WindowStats, health_status
+from experiments.holds import stage_holds
 from experiments.models import ACTIVE_STATUSES, EventAction, Experiment, ExperimentEvent, OutcomeEvent
 from experiments.routing import EXPOSURE_DEAD_LETTER_KEY
-from experiments.selectors import (
-    PercentileCont,
-    _percentile_cont,
-    experiment_guardrail_results,
-    experiment_metrics,
-    stage_holds,
-)
+from experiments.selectors import PercentileCont, _percentile_cont, experiment_guardrail_results, experiment_metrics
 from models_app.registry.models import Agent, ModelVersion
 
 HEALTH_WINDOWS = {"window_5m": timedelta(minutes=5), "window_15m": timedelta(minutes=15)}

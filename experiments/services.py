@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from experiments import audit, rollout_settings, routing, stats
 from experiments.assignment import new_experiment_seed
+from experiments.holds import stage_holds
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
@@ -35,13 +36,7 @@ from experiments.models import (
     StageApproval,
     StageStatus,
 )
-from experiments.selectors import (
-    experiment_guardrail_results,
-    experiment_metrics,
-    pending_approval,
-    rollout_start_plan,
-    stage_holds,
-)
+from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, rollout_start_plan
 from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
@@ -451,6 +446,9 @@ def stage_approve_next(
     # The request shown was approved already (a form sent twice): stage_approve says by whom.
     stage = shown.stage if shown is not None else pending.stage if pending is not None else _next_stage(experiment)
     if stage is None:
+        last = experiment.stages.order_by("-index").first()
+        if experiment.status == ExperimentStatus.COMPLETED and last is not None:
+            _require_not_yet_approved(experiment, stage=last, approval_id=None)  # AlreadyDone: who approved 100 %
         raise Conflict(f"experiment '{experiment.key}' is {experiment.status}; it has no stage to approve")
     return stage_approve(stage=stage, actor=actor, approval_id=approval_id, config_version=config_version, reason=reason)
 

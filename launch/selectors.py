@@ -23,6 +23,7 @@ from costs.models import Budget, CostEntry, Operation
 from costs.selectors import spend_by
 from experiments import selectors as experiment_selectors
 from experiments.calendar import CalendarEntry
+from experiments.holds import holds_wait, stage_holds
 from experiments.models import ACTIVE_STATUSES, ApprovalStatus, EventAction, Experiment, ExperimentStatus, StageApproval
 from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
@@ -275,7 +276,7 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
         return Cell(f"{percent} % — paused", ATTENTION, "", *link), Cell("paused", IDLE), action, calendar
 
     metrics = experiment_selectors.experiment_metrics(experiment=experiment)
-    holds = experiment_selectors.stage_holds(experiment=experiment, metrics=metrics)
+    holds = stage_holds(experiment=experiment, metrics=metrics)
     guardrails = experiment_selectors.experiment_guardrail_results(experiment=experiment, metrics=metrics)
     open_holds = [hold for hold in holds if not hold.cleared]
     waits = "; ".join(f"{hold.label}: {hold.detail}" for hold in open_holds)
@@ -296,7 +297,7 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
     if pending is not None:
         requester = pending.requested_by.get_username() if pending.requested_by else "?"
         blocked = experiment_selectors.approval_blocker(experiment=experiment, pending=pending, user=user)
-        wait = experiment_selectors.holds_wait(holds)
+        wait = holds_wait(holds)
         action = NextAction(
             f"approve {following.percent} % {wait} (requested by {requester})" if wait
             else f"approve {following.percent} % (requested by {requester})", "approve", f"Approve {following.percent} %",
@@ -412,7 +413,7 @@ def experiments_awaiting_approval() -> list[AwaitingApproval]:
                         "requested_by")
         .order_by("requested_at")
     )
-    return [AwaitingApproval(approval, experiment_selectors.holds_wait(experiment_selectors.stage_holds(experiment=approval.stage.experiment)))
+    return [AwaitingApproval(approval, holds_wait(stage_holds(experiment=approval.stage.experiment)))
             for approval in pending]
 
 

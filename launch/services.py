@@ -14,8 +14,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from experiments.holds import stage_holds
 from experiments.models import ApprovalStatus, ExperimentStatus, StageApproval
-from experiments.selectors import stage_holds
 from genesis import notifications
 from launch import report as launch_report
 from launch.models import ApprovalNotice

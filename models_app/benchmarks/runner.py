@@ -1,7 +1,7 @@
 """The benchmark runner: a worker claims a chunk of (model, case) pairs (a lease with a heartbeat),
 asks the models from a pool of threads within the provider's shared limits, scores the answers and
-writes them in small batches; a sweep hands the chunks of dead workers on. See services.py for how a
-run goes as a whole; the ledger side of each answer is in ledger.py."""
+writes them in small batches. The sweep that hands the chunks of dead workers on is sweep.py; how a run
+goes as a whole is services.py; the ledger side of each answer is ledger.py."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import queue
 import time
 import uuid
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from threading import Event
 from typing import Any
@@ -44,12 +44,7 @@ from models_app.benchmarks.models import (
     BenchmarkUnscoredAnswer,
 )
 from models_app.benchmarks.scorers import DEFAULT_JUDGE_MODEL, uses_judge
-from models_app.benchmarks.services import (
-    benchmark_run_fail,
-    benchmark_run_finish_if_complete,
-    send_chunks_on_commit,
-    write_unscored_results,
-)
+from models_app.benchmarks.services import benchmark_run_fail, benchmark_run_finish_if_complete, write_unscored_results
 from models_app.benchmarks.suites import case_messages
 from models_app.providers import (
     PermanentProviderError,
@@ -73,12 +68,6 @@ logger = logging.getLogger(__name__)
 CHUNK_HEARTBEAT_SECONDS = 5.0
 # …so a running chunk whose heartbeat is older than this has lost its worker and is handed on.
 CHUNK_STALLED_AFTER_SECONDS = 60.0
-# A queued chunk is sent again after this long when nothing else says its message is lost: a broker
-# outage at enqueue time, a receipt that could not be noted, a sweep without a ping. A worker killed
-# after receiving the message does not wait for this: the chunk names it (`received_by`) and the sweep
-# re-sends at once once it no longer answers (with every chunk that names nobody, for a worker killed
-# before it could note the receipt). A duplicate is harmless.
-QUEUED_CHUNK_RESEND_AFTER_SECONDS = 600.0
 # Rounds of transient failures a chunk may go through (each after per-call retries) before the run fails.
 MAX_CHUNK_ATTEMPTS = 6
 # Claims of one chunk (retries, hand-overs after dead workers) after which the run fails instead of
@@ -698,107 +687,6 @@ def _chunk_context(run: BenchmarkRun, lease: ChunkLease) -> _ChunkContext:
         }
     return _ChunkContext(run=run, cases=cases, versions=versions, routes=routes, prices=prices, judge_price=judge_price,
                          judge_route=_Route.of(judge_account) if judge_account is not None else None, unscored=unscored)
-
-
-@transaction.atomic
-def benchmark_runs_resume_stalled(
-    *,
-    live_workers: Collection[str] | None,
-    now: datetime | None = None,
-    stalled_after_seconds: float = CHUNK_STALLED_AFTER_SECONDS,
-    resend_queued_after_seconds: float = QUEUED_CHUNK_RESEND_AFTER_SECONDS,
-) -> list[int]:
-    """Hand the chunks of dead workers to live ones; returns the chunk ids sent again.
-
-    A running chunk is taken back when its worker is not among `live_workers` (the names that
-    answered a Celery ping; None when the ping could not be made) or its heartbeat is older than
-    `stalled_after_seconds`. A queued chunk is sent again at once when the worker that received its
-    message (`received_by`, see `benchmark_chunk_received`) is not among `live_workers`: killed
-    before claiming the chunk, it left the message unacknowledged in Redis until the visibility
-    timeout. When a worker named on a chunk no longer answers, every queued chunk that names no
-    receiver is sent again too: the worker may have taken its message off the queue in the instant
-    before noting the receipt. Any other queued chunk is sent again once it has waited longer than
-    `resend_queued_after_seconds` (a message lost some other way, or no ping to judge by). A chunk
-    sent again forgets its receiver until the new message's receiver notes itself. Duplicated
-    messages are harmless: a chunk is claimed by one worker at a time and scored pairs are skipped.
-    Results left off the ledger for as long get their posting sent again."""
-    now = now or timezone.now()
-    stalled_before = now - timedelta(seconds=stalled_after_seconds)
-    resend_before = now - timedelta(seconds=resend_queued_after_seconds)
-    chunks = list(
-        BenchmarkChunk.objects.select_for_update(skip_locked=True).filter(
-            run__status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING],
-            status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING],
-        )
-    )
-    resend = _to_send_again(chunks, live_workers=live_workers, stalled_before=stalled_before, resend_before=resend_before)
-    for chunk in resend:
-        chunk.enqueued_at, chunk.received_by = now, ""
-        chunk.save(update_fields=["status", "lease_token", "error", "enqueued_at", "received_by"])
-    if resend:
-        send_chunks_on_commit([chunk.pk for chunk in resend])
-    # The ledger's outbox: results whose posting message was lost (a worker killed before it ran).
-    unposted = (
-        BenchmarkResult.objects.filter(cost_posted_at__isnull=True, created_at__lt=stalled_before)
-        .values_list("run_id", flat=True)
-        .distinct()
-    )
-    for run_id in unposted:
-        post_costs_on_commit(run_id)
-    # A run whose chunks are all done but which is still running: its worker died (or its database
-    # call failed) between releasing the last chunk and finishing the run. Finishing is safe twice.
-    finished_chunks_only = BenchmarkRun.objects.filter(status=BenchmarkRunStatus.RUNNING).exclude(
-        chunks__status__in=[BenchmarkChunkStatus.QUEUED, BenchmarkChunkStatus.RUNNING]
-    )
-    for run_id in finished_chunks_only.values_list("pk", flat=True):
-        logger.warning("benchmark run #%s: every chunk is done but the run was not finished; finishing it", run_id)
-        benchmark_run_finish_if_complete(run_id=run_id)
-    return [chunk.pk for chunk in resend]
-
-
-def _to_send_again(
-    chunks: list[BenchmarkChunk], *, live_workers: Collection[str] | None, stalled_before: datetime, resend_before: datetime
-) -> list[BenchmarkChunk]:
-    """The chunks the sweep sends again, by the rules of `benchmark_runs_resume_stalled`; each with
-    its reason on the row (not saved)."""
-    # The workers named on a chunk, as holder or as receiver of its message, that no longer answer.
-    named = {worker_node(chunk.worker) for chunk in chunks if chunk.status == BenchmarkChunkStatus.RUNNING}
-    named |= {chunk.received_by for chunk in chunks if chunk.received_by}
-    gone = named - set(live_workers) if live_workers is not None else set()
-    resend = [chunk for chunk in chunks if _take_back(chunk, gone=gone, stalled_before=stalled_before)]
-    taken = {chunk.pk for chunk in resend}
-    for chunk in chunks:
-        if chunk.status != BenchmarkChunkStatus.QUEUED or chunk.pk in taken:
-            continue
-        if gone and not chunk.received_by:
-            why = f"worker {min(gone)} no longer answers and may have taken this chunk's message before noting it"
-            logger.warning("benchmark run #%s chunk %s: %s; sending it again", chunk.run_id, chunk.index, why)
-            chunk.error = f"{why}; sent again"
-            resend.append(chunk)
-        elif chunk.enqueued_at is None or chunk.enqueued_at < resend_before:
-            resend.append(chunk)
-    return resend
-
-
-def _take_back(chunk: BenchmarkChunk, *, gone: set[str], stalled_before: datetime) -> bool:
-    """Whether the chunk's holder, or the worker that received its message, is among the `gone`
-    workers or silent (see `benchmark_runs_resume_stalled`). A running chunk taken back is queued
-    again here; either way the reason is on the row."""
-    if chunk.status == BenchmarkChunkStatus.RUNNING:
-        worker_gone = worker_node(chunk.worker) in gone
-        silent = chunk.heartbeat_at is None or chunk.heartbeat_at < stalled_before
-        if not (worker_gone or silent):
-            return False
-        why = f"worker {chunk.worker} " + ("no longer answers" if worker_gone else f"sent no heartbeat since {chunk.heartbeat_at:%H:%M:%S}")
-        logger.warning("benchmark run #%s chunk %s: %s; handing it to another worker", chunk.run_id, chunk.index, why)
-        chunk.status, chunk.lease_token, chunk.error = BenchmarkChunkStatus.QUEUED, None, f"{why}; handed on"
-        return True
-    if chunk.received_by in gone:
-        why = f"worker {chunk.received_by} received its message and no longer answers"
-        logger.warning("benchmark run #%s chunk %s: %s; sending it again", chunk.run_id, chunk.index, why)
-        chunk.error = f"{why}; sent again"
-        return True
-    return False
 
 
 _limiters: dict[tuple[Any, ...], ProviderLimiter] = {}

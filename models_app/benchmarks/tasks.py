@@ -28,9 +28,9 @@ from models_app.benchmarks.runner import (
     MAX_CHUNK_ATTEMPTS,
     benchmark_chunk_execute,
     benchmark_chunk_received,
-    benchmark_runs_resume_stalled,
     worker_identity,
 )
+from models_app.benchmarks.sweep import benchmark_runs_resume_stalled
 
 logger = logging.getLogger(__name__)
 

@@ -172,10 +172,7 @@ def model_version_transition(
     `by_hand`: a person's own change (the admin's "Change status…"), held to lifecycle.manual_targets —
     checked here, on the row as it is under the lock, not as the caller last read it."""
     require_permission(actor=actor, permission="models_app.change_modelversion", action="change model status")
-    if actor is None and getattr(on_behalf_of, "pk", None):
-        actor_in_history = on_behalf_of
-    else:
-        actor_in_history = actor
+    actor_in_history = on_behalf_of if actor is None and getattr(on_behalf_of, "pk", None) else actor
     if to_status == ModelStatus.LIVE:
         # Serialises everything that makes one of this agent's versions live (a first baseline put live by
         # hand, a rollout completing), so "the agent has no live version" cannot change under the check.

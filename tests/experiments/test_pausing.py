@@ -8,9 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from experiments.holds import stage_holds
 from experiments.models import EventAction, Experiment, ExperimentEvent, ExperimentStage, OutcomeEvent
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_metrics, experiment_results, stage_holds
+from experiments.selectors import experiment_metrics, experiment_results
 from experiments.services import (
     experiment_pause,
     experiment_resume,

@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from experiments.holds import stage_holds
 from experiments.models import ApprovalStatus, EventAction, Experiment, ExperimentEvent, ExperimentStage, StageApproval
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import stage_holds
 from experiments.services import (
     experiment_create,
     experiment_pause,
@@ -26,7 +26,7 @@ from experiments.services import (
 from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
 from models_app.registry.models import ModelVersion
 from models_app.registry.services import model_version_transition
-from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, outcome_events
+from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, outcome_events, user_in_arm
 from tests.factories import ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
@@ -273,8 +273,9 @@ def test_the_sample_hold_counts_users_not_outcomes(team):
     experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
     for arm, seed in (("control", 1), ("treatment", 2)):
         events = outcome_events(experiment, arm=arm, n=180, success_rate=0.9, seed=seed)
+        heavy = [user_in_arm(experiment, arm, percent=experiment.current_stage.percent, base=f"{arm}-heavy-{n}") for n in range(3)]
         for index, event in enumerate(events):
-            event["user_id"] = f"{arm}-heavy-{index % 3}"
+            event["user_id"] = heavy[index % 3]
         outcomes_ingest(principal=None, events=events)
     experiment.refresh_from_db()
     hold = next(hold for hold in stage_holds(experiment=experiment) if hold.name == "min_samples")
@@ -412,6 +413,10 @@ def test_approving_100_percent_completes_and_makes_the_candidate_live(team):
     assert complete.actor == team["approver"] and complete.after["status"] == "completed"
     with pytest.raises(Conflict, match="is completed"):
         stage_request_advance(experiment=experiment, actor=team["requester"])
+    # Approving again (a repeated `rollout_models --approve`) is what was done already, not a refusal.
+    with pytest.raises(AlreadyDone, match=r"the advance of 'qa_agent-exp' to 100 % was already approved by approver at "
+                                          r".* UTC — the experiment is completed"):
+        stage_approve_next(experiment=experiment, actor=team["approver"])
 
 
 # --- pause, resume, rollback --------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from django.core.management import call_command
 
 from models_app.benchmarks.metrics import BenchmarkRunsCollector
 from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun
-from models_app.benchmarks.runner import QUEUED_CHUNK_RESEND_AFTER_SECONDS, benchmark_runs_resume_stalled
 from models_app.benchmarks.selectors import benchmark_runs_waiting_to_start
 from models_app.benchmarks.services import benchmark_run_create
+from models_app.benchmarks.sweep import QUEUED_CHUNK_RESEND_AFTER_SECONDS, benchmark_runs_resume_stalled
 from models_app.registry.models import Agent
 
 pytestmark = pytest.mark.django_db

@@ -32,18 +32,14 @@ from models_app.benchmarks.models import (
     BenchmarkUnscoredAnswer,
     BenchmarkVerdictOverride,
 )
-from models_app.benchmarks.runner import (
-    benchmark_chunk_claim,
-    benchmark_chunk_execute,
-    benchmark_chunk_received,
-    benchmark_runs_resume_stalled,
-)
+from models_app.benchmarks.runner import benchmark_chunk_claim, benchmark_chunk_execute, benchmark_chunk_received
 from models_app.benchmarks.services import (
     benchmark_run_cancel,
     benchmark_run_create,
     benchmark_suite_import,
     benchmark_verdict_override,
 )
+from models_app.benchmarks.sweep import benchmark_runs_resume_stalled
 from models_app.providers import TransientProviderError
 from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.registry.services import model_version_register, model_version_transition

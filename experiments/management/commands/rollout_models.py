@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments import selectors, services
+from experiments.holds import stage_holds
 from experiments.models import Experiment, ExperimentStatus
 from genesis.errors import AlreadyDone, DomainError
 from genesis.permissions import Actor
@@ -187,7 +188,7 @@ def _state(experiment: Experiment | None) -> dict[str, Any]:
             {"percent": pending.stage.percent, "requested_by": pending.requested_by.get_username() if pending.requested_by else None,
              "requested_at": pending.requested_at, "config_version": pending.config_version} if pending else None
         ),
-        "holds": [hold.as_json() for hold in selectors.stage_holds(experiment=experiment, metrics=metrics)] if running else [],
+        "holds": [hold.as_json() for hold in stage_holds(experiment=experiment, metrics=metrics)] if running else [],
         "guardrails": (
             [g.as_json() for g in selectors.experiment_guardrail_results(experiment=experiment, metrics=metrics)] if metrics else []
         ),
