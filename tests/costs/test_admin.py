@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.forms import modelform_factory
 from django.test.utils import CaptureQueriesContext
@@ -218,6 +218,19 @@ def test_a_hold_names_its_work_as_it_is_now(admin_client, qa_agent, default_budg
 def test_dashboard_needs_the_ledger_view_permission(client, db):
     client.force_login(UserFactory(username="nobody_special"))
     assert client.get("/admin/costs/costdashboard/").status_code == 403
+
+
+def test_the_costs_pages_link_only_to_what_the_person_may_open(client, db):
+    # UX review: the dashboard's Reports, Budgets and Prices links, and "Generate a report now", led a
+    # reader of the ledger to "not allowed".
+    reader = staff_client(client, "view_costentry", "view_costreport")
+    links = reader.get("/admin/costs/costdashboard/").content.decode().split('class="dashboard-links"')[1].split("</p>")[0]
+    assert "/admin/costs/costentry/" in links and "/admin/costs/costreport/" in links
+    assert "/admin/costs/budget/" not in links and "/admin/costs/pricetable/" not in links
+    assert "Generate a report now" not in reader.get("/admin/costs/costreport/").content.decode()
+    User.objects.get(username="clerk").user_permissions.add(Permission.objects.get(content_type__app_label="costs",
+                                                                               codename="add_costreport"))
+    assert "Generate a report now" in reader.get("/admin/costs/costreport/").content.decode()
 
 
 def test_dashboard_without_a_budget_says_how_to_make_one(admin_client):
