@@ -242,35 +242,35 @@ def _products() -> list[tuple[str, str, str]]:
 
 
 def _cap_sql(column: str) -> str:
-    """The pooled cap of one column (stats.pooled_cap): its value of rank stats.cap_rank among the
-    analysed outcomes of both arms that report it — nearest rank, in SQL that PostgreSQL and SQLite
-    both run (OFFSET = rank − 1 = (p·n − 1) / 100 in integers; 0 when n is 0). NULL without values."""
+    """stats.pooled_cap of a column over both arms' analysed outcomes (NULL without any), in SQL that
+    PostgreSQL and SQLite both run. Counted from the top (OFFSET n − rank = (100 − p)·n / 100), so
+    PostgreSQL keeps the top 1 % in a bounded heap instead of sorting all (bench/results: 2.3 → 1.2 s)."""
     reported = f"FROM analysed WHERE stage IS NOT NULL AND {column} IS NOT NULL"
-    offset = f"(SELECT ({stats.CAP_PERCENTILE} * COUNT(*) - 1) / 100 {reported})"
-    return f"(SELECT {column} {reported} ORDER BY {column} LIMIT 1 OFFSET {offset})"
+    offset = f"(SELECT {100 - stats.CAP_PERCENTILE} * COUNT(*) / 100 {reported})"
+    return f"(SELECT {column} {reported} ORDER BY {column} DESC LIMIT 1 OFFSET {offset})"
 
 
 def _per_user_sql(windows: int) -> str:
-    """One statement: the pooled caps of latency and cost (stats.CAP_PERCENTILE of both arms'
-    analysed outcomes), the per-(stage, arm, user) sums, then (1) per (stage, arm) cell their sums,
-    squares and products — the RatioSummary of each metric — and (2) per pair of cells that share
-    users (a user returning in a later stage, or in the other arm) the sums over those users of
-    the products of their two cells' columns — the stats.SharedUsers of each metric. A cell's row
-    names itself as both cells; the shared rows leave the single sums NULL."""
+    """One statement: the pooled caps of latency and cost, the per-(stage, arm, user) sums (latency
+    and cost also capped), then (1) per (stage, arm) cell their sums, squares and products — the
+    RatioSummary of each metric — and (2) per pair of cells that share users (a user returning in a
+    later stage, or in the other arm) the sums over those users of the products of their two cells'
+    columns — the stats.SharedUsers of each metric. A cell's row names itself as both cells."""
     stage_case = " ".join(f"WHEN occurred_at >= %s AND occurred_at < %s THEN {index}" for index in range(windows))
     per_user = ", ".join(f"{expression} AS {name}" for name, expression in _PER_USER_COLUMNS)
     columns = [name for name, _ in _PER_USER_COLUMNS]
     products = _products()
     per_cell = ", ".join(
         ["COUNT(*) AS users"] + [f"SUM({name}) AS {name}" for name in columns]
-        + [f"SUM({first} * {second}) AS {name}" for name, first, second in products] + ["lat_cap", "c_cap"]
+        + [f"SUM({first} * {second}) AS {name}" for name, first, second in products]
+        + [f"(SELECT {cap} FROM caps) AS {cap}" for cap in CAPPED_METRICS.values()]
     )
     per_pair = ", ".join(
         ["COUNT(*)"] + ["NULL" for _ in columns]
         + [f"SUM(a.{first} * b.{second})" for _, first, second in products] + ["NULL", "NULL"]
     )
     return (
-        f"WITH analysed AS ("
+        f"WITH analysed AS NOT MATERIALIZED ("  # each use rescans: 1 M rows written to a CTE cost 1.5 s
         f" SELECT CASE {stage_case} END AS stage, variant, user_id, success, latency_ms, quality, cost_usd"
         f" FROM {OutcomeEvent._meta.db_table}"
         f" WHERE experiment_id = %s AND variant IN (%s, %s) AND occurred_at >= %s"
@@ -282,7 +282,7 @@ def _per_user_sql(windows: int) -> str:
         f"), shared_users AS ("
         f" SELECT * FROM per_user WHERE user_id IN (SELECT user_id FROM per_user GROUP BY user_id HAVING COUNT(*) > 1)"
         f") SELECT stage, variant, stage AS stage_b, variant AS variant_b, {per_cell}"
-        f" FROM per_user CROSS JOIN caps GROUP BY stage, variant, lat_cap, c_cap"
+        f" FROM per_user GROUP BY stage, variant"
         f" UNION ALL"
         f" SELECT a.stage, a.variant, b.stage, b.variant, {per_pair}"
         f" FROM shared_users AS a JOIN shared_users AS b ON a.user_id = b.user_id"
