@@ -14,7 +14,7 @@ from django.utils.http import parse_etags
 from ninja import Field, Router, Schema, Status
 from pydantic import BaseModel, WithJsonSchema
 
-from experiments import routing, selectors_monitoring
+from experiments import routing, selectors_monitoring, stats
 from experiments.outcomes import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_ingest
 from experiments.selectors import experiment_results, get_experiment
 from genesis.errors import Conflict
@@ -153,6 +153,15 @@ class ArmOut(Schema):
 
 
 class ComparisonOut(Schema):
+    measures: str = Field(description=(
+        "What the means and lifts estimate; for latency and cost the mean of requests each capped at capped_at"
+    ))
+    capped_at: float | None = Field(description=(
+        f"Latency and cost: each request's value is capped here (the {stats.CAP_PERCENTILE}th percentile of both arms' "
+        "analysed requests) "
+        "before the means, lifts and guardrails; the arms' mean_latency_ms and cost_per_request_usd are uncapped. "
+        "Null for the other metrics"
+    ))
     control: float | None
     treatment: float | None
     absolute_lift: float | None

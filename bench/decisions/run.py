@@ -25,6 +25,10 @@ Parts (each a few minutes at most on 2 cores):
   correlation 0.2): the results page's A/A p < 0.05 rate and the 95 % interval's coverage at a true
   2-point drop, with the variance clustered by user (production) and with the stages taken as
   independent strata (the old way) on the same data; fresh users in every stage for contrast.
+* ``tails`` — latency and cost per request are heavy-tailed: the relative-lift 95 % interval's
+  coverage at a 9:1 split (the 10 % stage) and 1:1, log-normal requests (log-sd 1.5 and 2.0: heavy;
+  0.3: light), with each request capped at the pooled 99th percentile (production) and uncapped
+  (the old way) on the same data.
 * ``gate`` — the benchmark gate's P(PASS / FAIL / INCONCLUSIVE) (bench/decisions/gate.py).
 * ``gbstats`` — relative lift, intervals and p-values of per-user ratio metrics against gbstats'
   frequentist engine (RatioStatistic + TwoSidedTTest).
@@ -183,6 +187,33 @@ def part_returning(*, experiments: int, seed: int) -> None:
                   f"coverage {result.coverage:.1%}; true SD / reported SE {result.sd_over_se:.2f}")
 
 
+# (label, the metric's simulated stage, experiments per 1 000 of --experiments)
+TAILED = (
+    ("heavy (log-sd 1.5), 2 000 users, 9:1, A/A", simulation.TailedMetric(users=2_000, sigma=1.5), 2),
+    ("heavy (log-sd 1.5), 2 000 users, 1:1, A/A", simulation.TailedMetric(users=2_000, sigma=1.5, treatment_share=0.5), 2),
+    ("heavy (log-sd 1.5), 2 000 users, 9:1, treatment +20 %", simulation.TailedMetric(users=2_000, sigma=1.5, lift=0.2), 2),
+    ("heavier (log-sd 2.0), 2 000 users, 9:1, A/A", simulation.TailedMetric(users=2_000, sigma=2.0), 2),
+    ("heavier (log-sd 2.0), 5 000 users, 9:1, A/A", simulation.TailedMetric(users=5_000, sigma=2.0), 2),
+    ("heavier (log-sd 2.0), 5 000 users, 1:1, A/A", simulation.TailedMetric(users=5_000, sigma=2.0, treatment_share=0.5), 2),
+    ("light (log-sd 0.3), 2 000 users, 9:1, A/A", simulation.TailedMetric(users=2_000, sigma=0.3, user_sigma=0.15), 2),
+    ("light (log-sd 0.3), 2 000 users, 1:1, A/A", simulation.TailedMetric(users=2_000, sigma=0.3, user_sigma=0.15, treatment_share=0.5), 2),
+)
+
+
+def part_tails(*, experiments: int, seed: int) -> None:
+    print(f"Relative-lift 95 % interval of a per-request metric (latency, cost), one stage, 1 + Poisson(1) requests per "
+          f"user: coverage with requests capped at the pooled {stats.CAP_PERCENTILE}th percentile (production) and uncapped")
+    for position, (label, metric, per_thousand) in enumerate(TAILED):
+        count = experiments * per_thousand
+        found = simulation.tailed_coverage(metric=metric, experiments=count, seed=seed + position)
+        print(f"  {label}")
+        for name in ("capped", "uncapped"):
+            result = found[name]
+            low, high = _wilson(result.rate, result.experiments)
+            _line(f"    {name}", f"{result.rate:6.1%}  (95 % CI {low:.1%}–{high:.1%}, n={result.experiments}); the truth "
+                  f"below / above the interval {result.truth_below / count:.1%} / {result.truth_above / count:.1%}")
+
+
 def part_gate(*, experiments: int, seed: int) -> None:
     try:
         from bench.decisions import gate
@@ -239,7 +270,7 @@ def part_gbstats(*, experiments: int, seed: int) -> None:
 
 
 PARTS = {"guardrails": part_guardrails, "srm": part_srm, "estimates": part_estimates, "returning": part_returning,
-         "gate": part_gate, "gbstats": part_gbstats}
+         "tails": part_tails, "gate": part_gate, "gbstats": part_gbstats}
 
 
 def main() -> None:

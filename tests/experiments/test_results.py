@@ -179,13 +179,14 @@ def test_users_returning_in_a_later_stage_cluster_the_variance(django_assert_max
     """120 users with persistent success rates, active in the 20 % stage and again in the 50 % one
     (users 24–59 move from control to treatment): the selector's SQL gives exactly the estimate
     stats computes from the same users' numbers in Python, clustered by user, and wider than the
-    stages taken as independent."""
+    stages taken as independent. Latency is each request's, capped at the pooled 99th percentile."""
     team = rollout_team()
     experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], stage_plan=[20, 50, 100]), actor=team["starter"])
     rng = np.random.default_rng(11)
     users = 120
     rates = np.resize([0.2, 0.6, 1.0], users)
-    successes, outcomes, latency = np.zeros((users, 2)), np.zeros((users, 2)), np.zeros((users, 2))
+    successes, outcomes = np.zeros((users, 2)), np.zeros((users, 2))
+    requests = []  # (user, stage, latency) of every request
     treated = np.zeros((users, 2), dtype=bool)
     counter = 0
     # Outcomes count in the arm the hash assigns (intention to treat): users 0–23 in buckets below
@@ -209,12 +210,17 @@ def test_users_returning_in_a_later_stage_cluster_the_variance(django_assert_max
                 counter += 1
                 successes[user, stage] += success
                 outcomes[user, stage] += 1
-                latency[user, stage] += served_in
+                requests.append((user, stage, served_in))
         assert outcomes_ingest(principal=None, events=events).accepted == len(events)
     experiment = get_experiment(key=experiment.key)
     with django_assert_max_num_queries(5):  # stage windows, no JIT, the aggregate statement, the resumes, the percentiles
         results = experiment_results(experiment=experiment)
     assert results["analysis"]["covers"] == "stages 20 %, 50 %"
+    cap = stats.pooled_cap([served_in for _, _, served_in in requests])
+    latency = np.zeros((users, 2))
+    for user, stage, served_in in requests:
+        latency[user, stage] += min(served_in, cap)
+    assert results["comparisons"]["latency_ms"]["capped_at"] == pytest.approx(cap)
     for metric, numerators in (("success_rate", successes), ("latency_ms", latency)):
         strata = stats.strata_from_users(numerators, outcomes, treated)
         assert {pair.second for stratum in strata for pair in stratum.shared} >= {(1, "control"), (1, "treatment")}
@@ -227,3 +233,45 @@ def test_users_returning_in_a_later_stage_cluster_the_variance(django_assert_max
         # Persistent users counted in both stages: the clustered interval is the wider one.
         clustered_width = expected.absolute_interval.high - expected.absolute_interval.low
         assert clustered_width > 1.05 * (independent.absolute_interval.high - independent.absolute_interval.low)
+
+
+def test_latency_and_cost_are_compared_on_requests_capped_at_the_pooled_99th_percentile():
+    """Heavy-tailed latency and cost (log-normal, one slow, costly outlier in treatment): the
+    comparisons use each request capped at the 99th percentile of both arms' requests (nearest rank,
+    stats.pooled_cap), say so, and the guardrails judge the same capped means; the arms' mean latency
+    and cost per request stay the real, uncapped ones, and success rate is not capped."""
+    team = rollout_team()
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], stage_plan=[10, 100]), actor=team["starter"])
+    rng = np.random.default_rng(5)
+    events = outcome_events(experiment, arm="control", n=450, success_rate=0.9, seed=1)
+    events += outcome_events(experiment, arm="treatment", n=50, success_rate=0.8, seed=2)
+    for event in events:
+        event["latency_ms"] = float(np.exp(rng.normal(6.5, 1.5)))
+    events[-1]["latency_ms"] = 3_000_000.0  # 50 min: one stuck request
+    assert outcomes_ingest(principal=None, events=events).accepted == len(events)
+    stored = list(OutcomeEvent.objects.filter(experiment=experiment).order_by("event_id"))
+    for row in stored:
+        row.cost_usd = Decimal(f"{float(np.exp(rng.normal(-8, 1.5))):.8f}")
+    next(row for row in stored if row.variant == "treatment").cost_usd = Decimal("4.00000000")
+    OutcomeEvent.objects.bulk_update(stored, ["cost_usd"])
+
+    results = experiment_results(experiment=get_experiment(key=experiment.key))
+    for metric, column in (("latency_ms", "latency_ms"), ("cost_per_request", "cost_usd")):
+        values = {arm: np.array([float(getattr(row, column)) for row in stored if row.variant == arm]) for arm in ("control", "treatment")}
+        cap = stats.pooled_cap(np.concatenate(list(values.values())))
+        assert cap < 0.01 * max(values["treatment"])  # the outlier is capped
+        got = results["comparisons"][metric]
+        assert got["capped_at"] == pytest.approx(cap, rel=1e-12)
+        assert "capped at" in got["measures"] and f"{stats.CAP_PERCENTILE}th percentile" in got["measures"]
+        for arm in ("control", "treatment"):
+            assert got[arm] == pytest.approx(np.minimum(values[arm], cap).mean(), rel=1e-9)
+    for arm in ("control", "treatment"):
+        real = [row for row in stored if row.variant == arm]
+        assert results["variants"][arm]["mean_latency_ms"] == pytest.approx(np.mean([row.latency_ms for row in real]))
+        total = sum(row.cost_usd for row in real)
+        assert Decimal(results["variants"][arm]["cost_per_request_usd"]) == (total / len(real)).quantize(Decimal("0.00000001"))
+    success = results["comparisons"]["success_rate"]
+    assert success["capped_at"] is None and (success["control"], success["treatment"]) == pytest.approx((0.9, 0.8))
+    latency_guardrail = next(g for g in results["guardrails"] if g["metric"] == "latency_ms")
+    assert "capped at the pooled 99th percentile" in latency_guardrail["reason"]
+    assert "capped at the pooled 99th percentile" in latency_guardrail["rule"]
