@@ -85,7 +85,8 @@ def render_markdown(data: ReportData) -> str:
         for alert in data.alerts:
             lines.append(
                 f"| {alert.created_at:%Y-%m-%d %H:%M} | {alert.budget} | {alert.period} | {alert.threshold} % | {alert.severity} "
-                f"| {format_usd(alert.spent)} | {format_usd(alert.limit)} | {alert.delivery} |"
+                f"| {format_usd(alert.spent)} | {format_usd(alert.limit)} | {alert.delivery}"
+                + (f" (re-armed {alert.rearmed_at:%Y-%m-%d %H:%M})" if alert.rearmed_at else "") + " |"
             )
     else:
         lines.append("No alert.")
@@ -134,7 +135,7 @@ def report_as_dict(data: ReportData) -> dict[str, Any]:
         "alerts": [
             {"budget": a.budget, "period": a.period, "threshold": a.threshold, "severity": a.severity,
              "spent_usd": money_str(a.spent), "budget_usd": money_str(a.limit), "created_at": a.created_at.isoformat(),
-             "delivery": a.delivery}
+             "delivery": a.delivery, "rearmed_at": a.rearmed_at.isoformat() if a.rearmed_at else None}
             for a in data.alerts
         ],
         "fine_tuning_jobs": [

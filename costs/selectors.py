@@ -297,6 +297,9 @@ class AlertLine:
     limit: Decimal
     created_at: datetime
     delivery: str
+    # When spend fell back below the threshold (budget raised, charge reversed): the alert stays as sent,
+    # and the threshold may fire again — a second line for it is not a duplicate.
+    rearmed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -398,7 +401,7 @@ def cost_report_data(*, as_of: datetime | None = None) -> ReportData:
         AlertLine(
             budget=alert.budget.name, period=alert.period_key, threshold=alert.threshold_percent,
             severity=alert.severity, spent=alert.spent_usd, limit=alert.budget_usd, created_at=alert.created_at,
-            delivery=alert.delivery,
+            delivery=alert.delivery, rearmed_at=alert.rearmed_at,
         )
         for alert in BudgetAlert.objects.filter(created_at__lte=as_of).select_related("budget").order_by("-created_at", "-id")[:100]
     ]

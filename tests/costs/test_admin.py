@@ -293,3 +293,19 @@ def test_a_service_form_without_its_service_call_is_refused_at_definition():
 
     # The admin builds a subclass of the form it is given (modelform_factory); it keeps the call.
     assert callable(modelform_factory(PriceTable, form=PriceTableForm, fields=("model",)).save_through_service)
+
+
+def test_a_rearmed_alert_is_marked_on_the_dashboard_and_in_the_report(admin_client, qa_agent, default_budget):
+    # UX review: after a budget change two alerts of one threshold showed with nothing to say why.
+    from costs.reports import render
+    from costs.selectors import cost_report_data
+    from costs.services import cost_entry_reverse
+
+    mistake = cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("8"), idempotency_key="typo")  # 25 % fires
+    cost_entry_reverse(entry=mistake, actor=None, reason="typed 8 for 0.8")  # spend falls back: re-armed
+
+    dashboard = admin_client.get("/admin/costs/costdashboard/").content.decode()
+    assert "— re-armed " in dashboard[dashboard.index('id="alerts"'):]
+    data = cost_report_data()
+    assert "(re-armed " in render(data, fmt="md")
+    assert '"rearmed_at": "' in render(data, fmt="json")
