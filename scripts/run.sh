@@ -43,6 +43,8 @@ $PY manage.py migrate --noinput
 # Exported: every process binds the simulator's key to that URL (GENESIS_PROVIDER_HOSTS in the README), so
 # the worker must see the same one as seed_demo or it would refuse the demo provider on another port.
 export GENESIS_SIMULATOR_URL="${GENESIS_SIMULATOR_URL:-http://127.0.0.1:$simulator_port}"
+# Links in approvers' e-mails and in the launch report point here, so they follow GENESIS_PORT.
+export GENESIS_PUBLIC_URL="${GENESIS_PUBLIC_URL:-http://127.0.0.1:$port}"
 $PY manage.py seed_demo
 
 # The demo provider reads the simulator's key from the environment in every process (the web server,
@@ -90,8 +92,9 @@ echo "             user 'admin', ${password_line}"
 echo "  API docs   http://127.0.0.1:${port}/api/v1/docs"
 echo "  readiness  http://127.0.0.1:${port}/readyz"
 echo "  simulator  http://127.0.0.1:${simulator_port}/v1/models (key: \$GENESIS_SIMULATOR_API_KEY, 'sim-key' unless set)"
-echo "  commands   .venv/bin/python manage.py … from another terminal: export the same GENESIS_SIMULATOR_API_KEY"
-echo "             there first (export GENESIS_SIMULATOR_API_KEY=sim-key), or the demo provider refuses (401)"
+echo "  commands   .venv/bin/python manage.py … from another terminal: give it the same simulator first, or the"
+echo "             demo provider is refused:"
+echo "             export GENESIS_SIMULATOR_API_KEY=${GENESIS_SIMULATOR_API_KEY} GENESIS_SIMULATOR_URL=${GENESIS_SIMULATOR_URL}"
 echo "  logs       var/log/{simulator,worker,beat}.log"
 echo "Ctrl-C stops everything."
 echo

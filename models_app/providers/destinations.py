@@ -24,6 +24,7 @@ import httpx
 # Where the Mistral SDK sends requests when an account gives no URL.
 MISTRAL_DEFAULT_URL = "https://api.mistral.ai"
 SETTING = "GENESIS_PROVIDER_HOSTS"
+SIMULATOR_KEY = "GENESIS_SIMULATOR_API_KEY"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -80,6 +81,14 @@ class ProviderDestinations:
         if any(rule.api_key_env == key and rule.host == host and rule.port in (None, port) for rule in self.rules):
             return None
         listed = ", ".join(str(replace(rule, api_key_env="")) for rule in self.rules if rule.api_key_env == key) or "no host"
+        if key == SIMULATOR_KEY:
+            # Almost always a simulator on another port than this process was told (`make run` with
+            # GENESIS_SIMULATOR_PORT, a command run from another terminal).
+            return (
+                f"${key} may not be sent to {address}: it goes to the simulator's URL, {listed} here. If the "
+                f"simulator runs at {address}, give this process GENESIS_SIMULATOR_URL={url.scheme}://{address} (as "
+                f"`make run` gives its own); for another server, add {key}={address} to {SETTING}"
+            )
         if key:
             return (
                 f"${key} may not be sent to {address}: {SETTING} binds it to {listed}. If that host should "
@@ -99,7 +108,7 @@ def provider_destinations(
     rules = [HostRule("MISTRAL_API_KEY", "api.mistral.ai", 443)]
     try:
         simulator = httpx.URL(simulator_url)
-        rules.append(HostRule("GENESIS_SIMULATOR_API_KEY", simulator.raw_host.decode("ascii").lower(),
+        rules.append(HostRule(SIMULATOR_KEY, simulator.raw_host.decode("ascii").lower(),
                               simulator.port or _DEFAULT_PORTS.get(simulator.scheme, 443)))
     except (httpx.InvalidURL, UnicodeDecodeError):
         pass  # a malformed simulator URL binds nothing; accounts pointing at it are refused with their own message
