@@ -114,7 +114,14 @@ def _run(action: str, *, agent: Agent, user: Any, post: Any) -> str:
     reason = (post.get("reason") or "").strip()
     if action == "benchmark":
         candidate = selectors.agent_candidate(agent=agent)
-        run = benchmark_run_create(agent=agent, candidate=candidate, actor=user, requested_via="launch board")
+        try:
+            run = benchmark_run_create(agent=agent, candidate=candidate, actor=user, requested_via="launch board")
+        except Conflict as refused:
+            if refused.code != "budget_exceeded":
+                raise
+            # The refusal's "pass an override reason" needs a field this button does not have.
+            raise Conflict(f"{refused.message} (the board takes no override reason: start the run from Benchmark runs › "
+                           "Add, which does)", code=refused.code) from None
         return f"benchmark run #{run.pk} queued: {run.candidate.model_id} against {run.baseline.model_id} on {run.suite}"
     if action == "rollout":
         # The board's candidate: its draft if it has one, else a new experiment (the one rule of

@@ -92,6 +92,18 @@ def test_the_benchmark_button_calls_the_service_and_a_refusal_is_shown(seeded_de
     assert client.get("/admin/launch/act/qa_agent/benchmark/").status_code == 405
 
 
+def test_a_budget_refusal_on_the_board_says_where_an_override_can_be_given(seeded_demo, client):
+    # UX review: "pass an override reason" named a field the board's button does not have.
+    from costs.services import budget_upsert
+
+    budget_upsert(name="default", amount_usd="0.000001")
+    client.force_login(member("olivia", "Rollout operators"))
+    page = text_of(client.post("/admin/launch/act/support_agent/benchmark/", follow=True).content)
+    assert "raise the budget or pass an override reason" in page
+    assert "the board takes no override reason: start the run from Benchmark runs › Add, which does" in page
+    assert not BenchmarkRun.objects.exists()
+
+
 def test_request_then_approve_from_the_board_with_four_eyes(client):
     starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage", "approve_stage")
     approver = person("approver", "view_experiment", "approve_stage")
