@@ -188,7 +188,8 @@ def _job_cell(*, agent: Agent, candidate: ModelVersion | None, job: FineTuningJo
     moving = (in_flight.exclude(pk=job.pk) if job else in_flight).order_by("-created_at").first()
     shown = job or moving
     if shown is None:
-        return Cell("none", IDLE, "no fine-tuning job for this agent's candidate")
+        why = "no fine-tuning job for this agent's candidate" if candidate is not None else "no candidate, and no job in flight"
+        return Cell("none", IDLE, why)
     tone = {finetuning_rules.SUCCESS: OK, finetuning_rules.FAILED: BAD, finetuning_rules.FAILED_VALIDATION: BAD,
             finetuning_rules.REFUSED: BAD, finetuning_rules.CANCELLED: IDLE}.get(shown.status, WAIT)
     detail = shown.fine_tuned_model or shown.base_model

@@ -245,7 +245,8 @@ class BenchmarkRunAdmin(RecordAdminMixin, ServiceAddFormMixin):
 
     @admin.display(description="progress")
     def progress(self, run: BenchmarkRun) -> str:
-        return f"{run.completed_items}/{run.total_items} ({run.progress_percent:g} %)"
+        # Items are (model, case) answers: a 48-case suite is 96 of them, two per case.
+        return f"{run.completed_items}/{run.total_items} answers ({run.progress_percent:g} %)"
 
     def get_urls(self) -> list[URLPattern]:
         return [

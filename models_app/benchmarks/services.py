@@ -353,8 +353,8 @@ def _queue_chunks(run: BenchmarkRun, *, cases: list[BenchmarkCase], baseline: Mo
     )
     send_chunks_on_commit([chunk.pk for chunk in chunks])
     logger.info(
-        "benchmark run #%s queued: %s vs %s on %s (%s pairs in %s chunks, estimate $%s)",
-        run.pk, candidate.model_id, baseline.model_id, run.suite, len(items), len(chunks), run.estimated_cost_usd,
+        "benchmark run #%s queued: %s vs %s on %s (%s answers — %s cases × 2 models — in %s chunk(s), estimate $%s)",
+        run.pk, candidate.model_id, baseline.model_id, run.suite, len(items), len(cases), len(chunks), run.estimated_cost_usd,
     )
 
 

@@ -80,6 +80,9 @@ def test_rollback_needs_a_reason_and_records_it(team):
     assert code == 0 and json.loads(out)["status"] == "rolled_back"
     event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
     assert event.actor == team["roller"] and event.reason == "tone complaints"
+    # --status says who rolled it back and why (UX review: it showed a bare "rolled_back").
+    code, out, _ = rollout("--status")
+    assert code == 0 and f"qa_agent: qa_agent-exp rolled back by roller at {event.at:%Y-%m-%d %H:%M} UTC: tone complaints" in out
 
 
 def test_start_without_a_draft_creates_one_for_the_newest_candidate(team):

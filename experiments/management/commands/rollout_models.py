@@ -10,9 +10,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from experiments import selectors, services
+from experiments import audit, selectors, services
 from experiments.holds import stage_holds
-from experiments.models import Experiment, ExperimentStatus
+from experiments.models import EventAction, Experiment, ExperimentStatus
 from genesis.errors import AlreadyDone, DomainError
 from genesis.permissions import Actor
 from models_app.registry.models import Agent
@@ -130,7 +130,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{experiment.key}: {detail}")
         stage = f" at {state['stage_percent']} %" if state["stage_percent"] is not None else ""
         self.stdout.write(
-            f"{experiment.key} ({agent}): {state['status']}{stage} — control {state['control']}, treatment {state['treatment']}"
+            f"{experiment.key} ({agent}): {_status_text(state)}{stage} — control {state['control']}, treatment {state['treatment']}"
         )
         self.stdout.write("stages: " + "  ".join(
             f"[{'>' if s['current'] else ' '}{s['percent']}% {s['status']}]" for s in state["stages"]
@@ -162,14 +162,30 @@ class Command(BaseCommand):
             pending = state["pending_request"]
             extra = f"; {pending['percent']} % requested by {pending['requested_by']}, waits for approval" if pending else ""
             extra += f"; holds: {', '.join(waiting)}" if waiting else ""
-            self.stdout.write(f"{state['agent']}: {state['experiment']} {state['status']}{stage}{extra}")
+            self.stdout.write(f"{state['agent']}: {state['experiment']} {_status_text(state)}{stage}{extra}")
+
+
+def _status_text(state: dict[str, Any]) -> str:
+    """"running", or "rolled back by ops at 2026-12-06 10:00 UTC: tone complaints"."""
+    text = str(state["status"]).replace("_", " ")
+    if rollback := state["rollback"]:
+        text += f" by {rollback['by']} at {rollback['at']:%Y-%m-%d %H:%M} UTC: {rollback['reason']}"
+    return text
+
+
+def _rollback(experiment: Experiment) -> dict[str, Any] | None:
+    """Who rolled the experiment back, when and why (None unless it was)."""
+    if experiment.status != ExperimentStatus.ROLLED_BACK:
+        return None
+    event = experiment.events.filter(action=EventAction.ROLLBACK).select_related("actor").order_by("-at").first()
+    return {"by": audit.actor_name(event.actor), "at": event.at, "reason": event.reason} if event else None
 
 
 def _state(experiment: Experiment | None) -> dict[str, Any]:
     """What --status shows (and every --json object carries)."""
     if experiment is None:
-        return {"experiment": None, "status": None, "stage_percent": None, "stages": [], "pending_request": None,
-                "holds": [], "guardrails": []}
+        return {"experiment": None, "status": None, "rollback": None, "stage_percent": None, "stages": [],
+                "pending_request": None, "holds": [], "guardrails": []}
     experiment = selectors.get_experiment(key=experiment.key)
     running = experiment.status == ExperimentStatus.RUNNING
     metrics = selectors.experiment_metrics(experiment=experiment) if running else None
@@ -178,6 +194,7 @@ def _state(experiment: Experiment | None) -> dict[str, Any]:
     return {
         "experiment": experiment.key,
         "status": experiment.status,
+        "rollback": _rollback(experiment),
         "stage_percent": experiment.current_stage.percent if experiment.current_stage and experiment.status in ("running", "paused") else None,
         "config_version": experiment.config_version,
         "control": experiment.control.model_id,
