@@ -154,8 +154,8 @@ def format_usd(amount: Decimal) -> str:
     shown = magnitude
     if 0 < magnitude < CENT:
         shown = _two_significant_digits(magnitude)
-        if shown == 0:
-            return f"{sign}<$0.000001" if not sign else "-$0.000001"
+        if shown == 0:  # below the ledger's micro-dollar, either way: "−$0.000001" would overstate it
+            return f"{sign}<$0.000001"
     if shown == 0 or shown >= CENT:  # $0.0096 rounds to a cent: shown as one
         return f"{sign}${shown.quantize(CENT, rounding=ROUND_HALF_UP):,.2f}"
     return f"{sign}${shown:f}"
