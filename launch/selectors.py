@@ -227,9 +227,9 @@ def _benchmark_cell(candidate: ModelVersion | None) -> Cell:
         return Cell("not benchmarked", ATTENTION)
     link = ("admin:models_app_benchmarkrun_change", (run.pk,))
     if not run.is_finished:
-        return Cell(f"run #{run.pk} {run.status} ({run.progress_percent:.0f} %)", WAIT, "", *link)
+        return Cell(f"run #{run.pk} {run.get_status_display().lower()} ({run.progress_percent:.0f} %)", WAIT, "", *link)
     if run.status != BenchmarkRunStatus.COMPLETED:
-        return Cell(f"run #{run.pk} {run.status}", BAD, run.error[:200], *link)
+        return Cell(f"run #{run.pk} {run.get_status_display().lower()}", BAD, run.error[:200], *link)
     comparison = run.comparison or {}
     note = run_verdict_note(run=run)
     tone = ATTENTION if note else {"PASS": OK, "FAIL": BAD}.get(run.verdict, ATTENTION)
@@ -347,7 +347,8 @@ def _pre_rollout_action(*, agent: Agent, candidate: ModelVersion | None, user: A
                           _user_can(user, "models_app.add_finetuningjob"), _who_may("models_app.add_finetuningjob"), tone=IDLE)
     active_run = BenchmarkRun.objects.filter(candidate=candidate, status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING]).first()
     if active_run is not None:
-        return NextAction(f"wait for benchmark run #{active_run.pk} ({active_run.progress_percent:.0f} %)", tone=WAIT)
+        # Its progress is in the benchmark cell beside: read once, so the row shows one figure.
+        return NextAction(f"wait for benchmark run #{active_run.pk}", tone=WAIT)
     if candidate.status == ModelStatus.APPROVED_FOR_ROLLOUT:
         return NextAction(
             "start the rollout at the first stage", "rollout", "Start rollout", _user_can(user, "experiments.start_experiment"),
