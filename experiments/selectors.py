@@ -49,6 +49,11 @@ ARMS = (Variant.CONTROL.value, Variant.TREATMENT.value)
 # An outcome's cost is kept to eight decimals (OutcomeEvent.cost_usd): sums and means are shown to as many.
 COST_PLACES = 8
 METRICS = ("success_rate", "latency_ms", "quality", "cost_per_request")
+# The guardrails judge latency and cost on real requests, not capped ones: at the 10 % stage the
+# candidate is a tenth of the pooled requests, so a cap at their 99th percentile would cut away a
+# candidate hanging on up to ~10 % of its requests (5 % at 30 s: +265 % real, +12 % capped).
+GUARDED_AS = {"latency_ms": "latency_ms_uncapped", "cost_per_request": "cost_per_request_uncapped"}
+ANALYSED = (*METRICS, *GUARDED_AS.values())
 # Quality and cost are optional in an outcome: an agent that never reports them cannot hold a stage
 # on them forever. A metric with no observation at all in either arm is "not_reported".
 OPTIONAL_METRICS = ("quality", "cost_per_request")
@@ -82,7 +87,7 @@ class ArmCell:
         return self.metrics[metric]
 
 
-EMPTY_CELL = ArmCell(users=0, outcomes=0, metrics={metric: stats.EMPTY for metric in METRICS}, cost_total=Decimal(0))
+EMPTY_CELL = ArmCell(users=0, outcomes=0, metrics={metric: stats.EMPTY for metric in ANALYSED}, cost_total=Decimal(0))
 
 
 @dataclass(frozen=True)
@@ -244,8 +249,9 @@ def rollout_start_plan(*, agent: Agent, candidate_model_id: str = "") -> Rollout
 
 
 # The inner query's per-user columns, and the outer query's sums of them: (column, expression).
-# lat and c are the real totals (shown as mean latency and cost per request); the comparisons and
-# guardrails use lat_capped and c_capped, each request capped at the pooled stats.CAP_PERCENTILE.
+# lat and c are the real totals (shown as mean latency and cost per request, and judged by the
+# guardrails: GUARDED_AS); the comparisons use lat_capped and c_capped, each request capped at the
+# pooled stats.CAP_PERCENTILE.
 _PER_USER_COLUMNS = (
     ("n", "COUNT(*)"),
     ("succ", "SUM(CASE WHEN success THEN 1 ELSE 0 END)"),
@@ -259,7 +265,7 @@ _PER_USER_COLUMNS = (
 )
 # metric → (numerator column, denominator column) of its per-user ratio
 _RATIOS = {"success_rate": ("succ", "n"), "latency_ms": ("lat_capped", "n"), "quality": ("q", "q_n"),
-           "cost_per_request": ("c_capped", "c_n")}
+           "cost_per_request": ("c_capped", "c_n"), "latency_ms_uncapped": ("lat", "n"), "cost_per_request_uncapped": ("c", "c_n")}
 CAPPED_METRICS = {"latency_ms": "lat_cap", "cost_per_request": "c_cap"}  # metric → the column of its cap
 
 
@@ -347,7 +353,7 @@ def _cells_by_stage(
     *, experiment: Experiment, stages: list[ExperimentStage]
 ) -> tuple[dict[tuple[int, str], ArmCell], dict[str, list[stats.SharedUsers]], dict[str, float | None]]:
     """Each (stage position, arm) cell, per metric the users shared by two cells, and the caps."""
-    shared: dict[str, list[stats.SharedUsers]] = {metric: [] for metric in METRICS}
+    shared: dict[str, list[stats.SharedUsers]] = {metric: [] for metric in ANALYSED}
     caps: dict[str, float | None] = dict.fromkeys(CAPPED_METRICS)
     if not stages:
         return {}, shared, caps
@@ -532,11 +538,9 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
     results = []
     for rule, alpha in zip(experiment.guardrails, guardrail_alphas(rules=experiment.guardrails)):
         metric = rule["metric"]
-        strata = metrics.strata(metric)
-        # Latency and cost are judged on capped requests, as the comparisons are: the texts say so.
-        named = f"{metric} (each request capped at the pooled {stats.CAP_PERCENTILE}th percentile)" if metric in CAPPED_METRICS else metric
+        strata = metrics.strata(GUARDED_AS.get(metric, metric))
         rule_text = stats.guardrail_rule_text(
-            metric=named, harmful_direction=rule["harmful_direction"], threshold=rule["threshold"],
+            metric=metric, harmful_direction=rule["harmful_direction"], threshold=rule["threshold"],
             threshold_kind=rule["threshold_kind"], on_violation=rule["on_violation"], alpha=alpha,
         )
         unreported = _unreported_reason(
@@ -551,7 +555,7 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
             ))
             continue
         result = stats.evaluate_guardrail(
-            metric=named,
+            metric=metric,
             harmful_direction=rule["harmful_direction"],
             threshold=rule["threshold"],
             threshold_kind=rule["threshold_kind"],

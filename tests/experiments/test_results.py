@@ -238,8 +238,8 @@ def test_users_returning_in_a_later_stage_cluster_the_variance(django_assert_max
 def test_latency_and_cost_are_compared_on_requests_capped_at_the_pooled_99th_percentile():
     """Heavy-tailed latency and cost (log-normal, one slow, costly outlier in treatment): the
     comparisons use each request capped at the 99th percentile of both arms' requests (nearest rank,
-    stats.pooled_cap), say so, and the guardrails judge the same capped means; the arms' mean latency
-    and cost per request stay the real, uncapped ones, and success rate is not capped."""
+    stats.pooled_cap) and say so; the guardrails judge the real requests; the arms' mean latency and cost
+    per request stay the real, uncapped ones, and success rate is not capped."""
     team = rollout_team()
     experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], stage_plan=[10, 100]), actor=team["starter"])
     rng = np.random.default_rng(5)
@@ -272,6 +272,9 @@ def test_latency_and_cost_are_compared_on_requests_capped_at_the_pooled_99th_per
         assert Decimal(results["variants"][arm]["cost_per_request_usd"]) == (total / len(real)).quantize(Decimal("0.00000001"))
     success = results["comparisons"]["success_rate"]
     assert success["capped_at"] is None and (success["control"], success["treatment"]) == pytest.approx((0.9, 0.8))
+    # The guardrails judge the real requests (second reviewer: a cap at the pooled 99th percentile hid a
+    # candidate hanging on 5 % of its requests from the latency guardrail): the stuck request counts whole.
     latency_guardrail = next(g for g in results["guardrails"] if g["metric"] == "latency_ms")
-    assert "capped at the pooled 99th percentile" in latency_guardrail["reason"]
-    assert "capped at the pooled 99th percentile" in latency_guardrail["rule"]
+    real = {arm: np.mean([row.latency_ms for row in stored if row.variant == arm]) for arm in ("control", "treatment")}
+    assert latency_guardrail["estimate"] == pytest.approx(real["treatment"] - real["control"], rel=1e-9)  # ms
+    assert "capped" not in latency_guardrail["reason"] and "capped" not in latency_guardrail["rule"]
