@@ -175,9 +175,10 @@ def run_decides_candidate(*, run: BenchmarkRun) -> bool:
     """Whether the run's verdict is the gate's decision on its candidate: its baseline was the agent's
     live version when the verdict was reached, and still is — a verdict against a model another version
     has since replaced decides nothing now (registry services send such approved candidates back to
-    registered). The candidate itself replacing that baseline is the exception: rolled out after the
-    verdict, the verdict stays the approval it was launched on. True for a run not decided yet; a run
-    decided before `baseline_live` was recorded is judged by its baseline's status alone."""
+    registered). The candidate itself replacing that baseline is the exception: gone live after the
+    verdict (its rollout completed), the verdict stays the approval it was launched on — a rollout
+    rolled back is no launch. True for a run not decided yet; a run decided before `baseline_live` was
+    recorded is judged by its baseline's status alone."""
     if not run.verdict:
         return True
     if not (run.comparison or {}).get("baseline_live", True):
@@ -185,7 +186,7 @@ def run_decides_candidate(*, run: BenchmarkRun) -> bool:
     if run.baseline.status == ModelStatus.LIVE:
         return True
     return run.finished_at is not None and run.candidate.history.filter(
-        status=ModelStatus.ROLLING_OUT, history_date__gte=run.finished_at
+        status=ModelStatus.LIVE, history_date__gte=run.finished_at
     ).exists()
 
 

@@ -999,6 +999,23 @@ def test_the_pass_a_candidate_was_launched_on_stays_its_approval(seeded_demo, si
 
 
 @pytest.mark.django_db
+def test_a_rolled_back_candidates_pass_is_no_approval_once_another_model_replaced_its_baseline(seeded_demo, simulator_factory):
+    # Second reviewer: "rolled out after the verdict" was read from any rolling_out entry, so a candidate
+    # rolled back kept its PASS "approving" after another model replaced the baseline.
+    from models_app.benchmarks.selectors import run_approves_candidate
+
+    point_demo_provider_at(simulator_factory(quality=WEAK_RETIRED_BASELINE), rate_limit_per_minute=60_000, max_concurrency=8)
+    agent = Agent.objects.get(slug="qa_agent")
+    run = run_inline(benchmark_run_create(agent=agent))
+    for status in ("rolling_out", "rejected"):  # started, then rolled back
+        model_version_transition(version=run.candidate, to_status=status, reason=f"rollout: {status}")
+    replace_live_model(agent, "mistral-small-latest")
+
+    run = BenchmarkRun.objects.select_related("baseline", "candidate").get(pk=run.pk)
+    assert not run_approves_candidate(run=run)
+
+
+@pytest.mark.django_db
 def test_a_fail_against_a_version_that_is_not_live_rejects_nothing(seeded_demo, simulator_factory):
     point_demo_provider_at(simulator_factory(quality={"ft:*": 0.3, "*": 0.85}), rate_limit_per_minute=60_000, max_concurrency=8)
     agent = Agent.objects.get(slug="legal_agent")
