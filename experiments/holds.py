@@ -1,5 +1,6 @@
 """What stands between a running experiment's current stage and the next — the holds: the stage's
-minimum time, its minimum users per arm, the guardrails and the sample ratio. Shown on the board, the
+minimum time, its minimum users per arm, the guardrails, the sample ratio and whether each arm was
+served its own model. Shown on the board, the
 queue, the experiment page and by `rollout_models --status`; the services refuse an approval while one
 is open."""
 
@@ -13,12 +14,17 @@ from django.utils import timezone
 
 from experiments import stats
 from experiments.models import Experiment
-from experiments.selectors import ExperimentMetrics, experiment_guardrail_results, experiment_metrics
+from experiments.selectors import ARMS, ExperimentMetrics, experiment_guardrail_results, experiment_metrics
+
+# The share of an arm's outcomes in a stage that another model than the arm's may serve before the
+# stage holds: the line of the fallback alert (ops/prometheus/alerts.yml, HighFallbackRate). At a true
+# 5 % and 150 outcomes the share exceeds it 0.4 % of the time (binomial); at a true 10 %, 43 %.
+MAX_SERVED_BY_OTHER_MODEL = 0.10
 
 
 @dataclass(frozen=True)
 class Hold:
-    name: str  # min_time | min_samples | guardrails | srm | status
+    name: str  # min_time | min_samples | guardrails | srm | served | status
     cleared: bool
     detail: str
     clears_at: datetime | None = None  # when an open hold clears by itself (min_time); None: it waits for data
@@ -33,6 +39,7 @@ class Hold:
 
 
 HOLD_LABELS = {"min_time": "min stage time", "min_samples": "min users", "guardrails": "guardrails", "srm": "sample ratio",
+               "served": "arms served their models",
                "status": "status"}
 
 
@@ -51,7 +58,7 @@ def holds_wait(holds: list[Hold]) -> str:
 def stage_holds(
     *, experiment: Experiment, metrics: ExperimentMetrics | None = None, now: datetime | None = None
 ) -> list[Hold]:
-    """What stands between the current stage and the next: time, samples, guardrails, SRM."""
+    """What stands between the current stage and the next: time, users, guardrails, SRM, arms served."""
     now = now or timezone.now()
     stage = experiment.current_stage
     if experiment.status != "running" or stage is None or stage.started_at is None:
@@ -99,7 +106,31 @@ def stage_holds(
             f"{split}: any-time SRM p = {stats.format_number(metrics.srm_p)} ({metrics.srm_rule})"
             + (" — mismatch: check assignment and logging" if metrics.srm_flagged else ""),
         ))
+    holds.append(_served_hold(metrics))
     return holds
+
+
+def _served_hold(metrics: ExperimentMetrics) -> Hold:
+    """Each arm of the current stage served by its own model. Outcomes count by assignment (intention to
+    treat), so a client that never routes — everyone served the live model — splits perfectly and
+    clears every other hold: this one sees it, as it sees a candidate failing over to the live model."""
+    current, parts, over = metrics.current, [], []
+    for arm in ARMS:
+        cell = current.arm(arm) if current is not None else None
+        if cell is None or not cell.outcomes:
+            continue
+        share = cell.served_other / cell.outcomes
+        parts.append(f"{arm} {cell.served_other} of {cell.outcomes} ({share:.0%})")
+        if share > MAX_SERVED_BY_OTHER_MODEL:
+            over.append(arm)
+    detail = "outcomes in this stage another model than the arm's served: " + (", ".join(parts) or "none yet")
+    if over:
+        detail += (
+            f" — over {MAX_SERVED_BY_OTHER_MODEL:.0%} in {' and '.join(over)}: a router that does not route (a stale "
+            "config, a hash of its own) or the candidate failing over to the live model; check the agent's router "
+            "and the candidate's errors"
+        )
+    return Hold("served", not over, detail)
 
 
 def _hours(delta: timedelta) -> str:

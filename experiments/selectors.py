@@ -1,16 +1,16 @@
 """Reads of online evaluation: per-user, per-stage aggregates (in SQL), results, guardrail states, holds.
 
 Every metric starts from one SQL query over the experiment's outcome events: an inner GROUP BY per
-(stage, arm, user) — each user's outcomes, successes, summed latency, quality and cost — and an
+(stage, arm, user) — each user's outcomes, successes, summed latency, quality and cost, and the
+outcomes another model than the arm's served — and an
 outer GROUP BY per (stage, arm) of those per-user numbers and their squares and products, the
 sufficient statistics of experiments/stats.RatioSummary — and, in the same statement, a join of
 the per-user rows on the user per pair of cells that share users (a user returning in a later
 stage), the stats.SharedUsers the variance is clustered by. The stage of an outcome is the stage
 whose window [started_at, ended_at) holds its occurred_at. The statistics in experiments/stats.py
 work from those aggregates, stage by stage (stratified). No Python loop over events. Latency
-percentiles and the outcomes another model served (descriptive, over all the arm's outcomes) come
-from `percentile_cont` and a filtered count on PostgreSQL; on SQLite (the embedded dev mode), which
-has no percentile_cont, from the sorted latencies in Python.
+percentiles (descriptive, over all the arm's outcomes) come from `percentile_cont` on PostgreSQL;
+on SQLite (the embedded dev mode), which has none, from the sorted latencies in Python.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Aggregate, Count, FloatField, Q, QuerySet
+from django.db.models import Aggregate, FloatField, QuerySet
 from django.utils import timezone
 
 from costs import budgeting
@@ -82,6 +82,9 @@ class ArmCell:
     metrics: dict[str, stats.RatioSummary]
     cost_total: Decimal
     latency_total: float = 0.0
+    # Outcomes a model other than the arm's served (a fallback, a client that does not route): they
+    # count in the arm all the same (intention to treat, experiments/outcomes.py).
+    served_other: int = 0
 
     def summary(self, metric: str) -> stats.RatioSummary:
         return self.metrics[metric]
@@ -120,26 +123,6 @@ class ArmTotals:
     # Of the arm's outcomes, those a model other than the arm's served (as reported), and their share.
     served_other_model: int = 0
     served_other_model_rate: float | None = None
-
-
-@dataclass(frozen=True)
-class ArmDescriptives:
-    """Over all of an arm's outcomes, unstratified: latency percentiles, and how many outcomes a model
-    other than the arm's answered — the live model falling back for a failing candidate, say. They
-    count in the arm all the same (intention to treat, experiments/outcomes.py); this says how often
-    an arm did not get the model it was assigned (non-compliance)."""
-
-    latency_p50: float | None
-    latency_p95: float | None
-    outcomes: int
-    served_other_model: int
-
-    @property
-    def served_other_model_rate(self) -> float | None:
-        return self.served_other_model / self.outcomes if self.outcomes else None
-
-
-NO_DESCRIPTIVES = ArmDescriptives(latency_p50=None, latency_p95=None, outcomes=0, served_other_model=0)
 
 
 @dataclass(frozen=True)
@@ -262,6 +245,7 @@ _PER_USER_COLUMNS = (
     ("c_n", "COUNT(cost_usd)"),
     ("c", "COALESCE(SUM(cost_usd), 0)"),
     ("c_capped", "COALESCE(SUM(CASE WHEN cost_usd > c_cap THEN c_cap ELSE cost_usd END), 0)"),
+    ("served_other", "SUM(other_model)"),
 )
 # metric → (numerator column, denominator column) of its per-user ratio
 _RATIOS = {"success_rate": ("succ", "n"), "latency_ms": ("lat_capped", "n"), "quality": ("q", "q_n"),
@@ -310,7 +294,8 @@ def _per_user_sql(windows: int) -> str:
     )
     return (
         f"WITH analysed AS NOT MATERIALIZED ("  # each use rescans: 1 M rows written to a CTE cost 1.5 s
-        f" SELECT CASE {stage_case} END AS stage, variant, user_id, success, latency_ms, quality, cost_usd"
+        f" SELECT CASE {stage_case} END AS stage, variant, user_id, success, latency_ms, quality, cost_usd,"
+        f" CASE WHEN model = (CASE WHEN variant = %s THEN %s ELSE %s END) THEN 0 ELSE 1 END AS other_model"
         f" FROM {OutcomeEvent._meta.db_table}"
         f" WHERE experiment_id = %s AND variant IN (%s, %s) AND occurred_at >= %s"
         f"), caps AS (SELECT {_cap_sql('latency_ms')} AS lat_cap, {_cap_sql('cost_usd')} AS c_cap"
@@ -361,6 +346,7 @@ def _cells_by_stage(
     params: list[Any] = []
     for stage in stages:
         params += [stage.started_at, stage.ended_at or far_future]
+    params += [Variant.CONTROL.value, experiment.control.model_id, experiment.treatment.model_id]  # other_model
     params += [experiment.pk, *ARMS, stages[0].started_at]
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -383,6 +369,7 @@ def _cells_by_stage(
             metrics={metric: _ratio(row, numerator, denominator) for metric, (numerator, denominator) in _RATIOS.items()},
             cost_total=Decimal(str(row["c"] or 0)),
             latency_total=float(row["lat"] or 0),
+            served_other=int(row["served_other"] or 0),
         )
         caps = {metric: None if row[column] is None else float(row[column]) for metric, column in CAPPED_METRICS.items()}
     return cells, shared, caps
@@ -399,24 +386,25 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
                    treatment=cells.get((position, Variant.TREATMENT), EMPTY_CELL))
         for position, stage in enumerate(started)
     ]
-    descriptives = _arm_descriptives(experiment=experiment) if include_percentiles else {}
+    percentiles = _latency_percentiles(experiment=experiment) if include_percentiles else {}
     arms = {}
     for arm in ARMS:
         arm_cells = [stage.arm(arm) for stage in stage_cells]
-        described = descriptives.get(arm, NO_DESCRIPTIVES)
+        outcomes = sum(cell.outcomes for cell in arm_cells)
+        served_other = sum(cell.served_other for cell in arm_cells)
         arms[arm] = ArmTotals(
             users=sum(cell.users for cell in arm_cells),
-            outcomes=sum(cell.outcomes for cell in arm_cells),
+            outcomes=outcomes,
             successes=sum(cell.metrics["success_rate"].numerator_sum for cell in arm_cells),
             quality_n=round(sum(cell.metrics["quality"].denominator_sum for cell in arm_cells)),
             quality_sum=sum(cell.metrics["quality"].numerator_sum for cell in arm_cells),
             latency_sum=sum(cell.latency_total for cell in arm_cells),
             cost_n=round(sum(cell.metrics["cost_per_request"].denominator_sum for cell in arm_cells)),
             cost_total=sum((cell.cost_total for cell in arm_cells), Decimal(0)),
-            latency_p50=described.latency_p50,
-            latency_p95=described.latency_p95,
-            served_other_model=described.served_other_model,
-            served_other_model_rate=described.served_other_model_rate,
+            latency_p50=percentiles.get(arm, (None, None))[0],
+            latency_p95=percentiles.get(arm, (None, None))[1],
+            served_other_model=served_other,
+            served_other_model_rate=served_other / outcomes if outcomes else None,
         )
     stage = experiment.current_stage
     current = stage_cells[-1] if stage is not None and stage_cells and stage_cells[-1].index == stage.index else None
@@ -452,28 +440,20 @@ def srm_test_number(*, experiment: Experiment, stage_percent: int) -> int:
     ).count()
 
 
-def _arm_descriptives(*, experiment: Experiment) -> dict[str, ArmDescriptives]:
-    """Each arm's ArmDescriptives: one query on PostgreSQL, one per arm on SQLite."""
+def _latency_percentiles(*, experiment: Experiment) -> dict[str, tuple[float | None, float | None]]:
+    """Each arm's latency p50 and p95 over all its outcomes (descriptive): one query on PostgreSQL,
+    one per arm on SQLite."""
     outcomes = OutcomeEvent.objects.filter(experiment=experiment, variant__in=ARMS)
-    arm_models = {Variant.CONTROL.value: experiment.control.model_id, Variant.TREATMENT.value: experiment.treatment.model_id}
     if connection.vendor == "postgresql":
-        as_assigned = Q(variant=Variant.CONTROL, model=arm_models[Variant.CONTROL]) | Q(
-            variant=Variant.TREATMENT, model=arm_models[Variant.TREATMENT])
         rows = outcomes.values("variant").order_by("variant").annotate(
-            p50=PercentileCont("latency_ms", fraction=0.50), p95=PercentileCont("latency_ms", fraction=0.95),
-            n=Count("pk"), other=Count("pk", filter=~as_assigned),
+            p50=PercentileCont("latency_ms", fraction=0.50), p95=PercentileCont("latency_ms", fraction=0.95)
         )
-        return {row["variant"]: ArmDescriptives(latency_p50=row["p50"], latency_p95=row["p95"], outcomes=row["n"],
-                                                served_other_model=row["other"]) for row in rows}
+        return {row["variant"]: (row["p50"], row["p95"]) for row in rows}
     # SQLite: linear interpolation between order statistics, as percentile_cont does.
     found = {}
-    for arm, arm_model in arm_models.items():
-        served = list(outcomes.filter(variant=arm).order_by("latency_ms").values_list("latency_ms", "model"))
-        latencies = [latency for latency, _ in served]
-        found[arm] = ArmDescriptives(
-            latency_p50=_percentile_cont(latencies, 0.50), latency_p95=_percentile_cont(latencies, 0.95), outcomes=len(served),
-            served_other_model=sum(1 for _, model in served if model != arm_model),
-        )
+    for arm in ARMS:
+        values = list(outcomes.filter(variant=arm).order_by("latency_ms").values_list("latency_ms", flat=True))
+        found[arm] = (_percentile_cont(values, 0.50), _percentile_cont(values, 0.95))
     return found
 
 

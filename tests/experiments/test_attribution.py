@@ -102,3 +102,55 @@ def test_an_outcome_outside_every_stage_is_live(team):
     stored = OutcomeEvent.objects.get()
     assert (stored.variant, stored.experiment_id) == ("live", None)
     assert not Assignment.objects.exists()
+
+
+def test_a_client_that_never_routes_holds_the_stage(team):
+    """Second reviewer: counted by assignment, a client serving every user the live model splits
+    perfectly and cleared every hold; the 'served' hold sees that the candidate served nobody."""
+    from experiments.holds import stage_holds
+    from experiments.services import guardrails_check
+
+    experiment = running(team, stage_plan=[50, 100])
+    live = experiment.control.model_id
+    events = [event(experiment, f"{arm}-{i}", user_in_arm(experiment, arm, percent=50, base=f"{arm}-{i}"), model=live)
+              for i in range(60) for arm in ("control", "treatment")]
+    assert outcomes_ingest(principal=None, events=events).accepted == 120
+
+    experiment = get_experiment(key=experiment.key)
+    assert experiment_results(experiment=experiment)["variants"]["treatment"]["served_other_model_rate"] == 1.0
+    assert guardrails_check(experiment_id=experiment.pk).action == "none"  # nothing else sees it
+    holds = {hold.name: hold for hold in stage_holds(experiment=experiment)}
+    assert [name for name, hold in holds.items() if not hold.cleared] == ["served"]
+    assert holds["served"].detail.startswith(
+        "outcomes in this stage another model than the arm's served: control 0 of 60 (0%), treatment 60 of 60 (100%) "
+        "— over 10% in treatment: a router that does not route")
+
+
+def test_a_few_fallbacks_do_not_hold_the_stage(team):
+    experiment = running(team, stage_plan=[50, 100])
+    feed(experiment, arm="control", n=40, success_rate=0.9, seed=1)
+    feed(experiment, arm="treatment", n=36, success_rate=0.9, seed=2)
+    fallbacks = [event(experiment, f"fb-{i}", user_in_arm(experiment, "treatment", percent=50, base=f"fb-{i}"),
+                       model=experiment.control.model_id) for i in range(4)]  # 4 of 40: 10 %, at the line
+    outcomes_ingest(principal=None, events=fallbacks)
+    from experiments.holds import stage_holds
+
+    served = next(hold for hold in stage_holds(experiment=get_experiment(key=experiment.key)) if hold.name == "served")
+    assert served.cleared and "treatment 4 of 40 (10%)" in served.detail
+
+
+def test_served_other_model_counts_the_outcomes_n_counts(team):
+    """Second reviewer: it counted every outcome of the arm, also those before a resume that n leaves out."""
+    from experiments.services import experiment_pause, experiment_resume
+
+    experiment = running(team, stage_plan=[50, 100])
+    live = experiment.control.model_id
+    outcomes_ingest(principal=None, events=[
+        event(experiment, f"fb-{i}", user_in_arm(experiment, "treatment", percent=50, base=f"fb-{i}"), model=live, success=False)
+        for i in range(10)])  # before the pause: outside the analysed window once resumed
+    experiment_pause(experiment=experiment, actor=team["starter"], reason="incident")
+    experiment_resume(experiment=experiment, actor=team["starter"])
+    feed(experiment, arm="treatment", n=10, success_rate=1.0, seed=1)
+
+    treatment = experiment_results(experiment=get_experiment(key=experiment.key))["variants"]["treatment"]
+    assert (treatment["n"], treatment["served_other_model"], treatment["served_other_model_rate"]) == (10, 0, 0.0)
