@@ -267,7 +267,7 @@ def _products() -> list[tuple[str, str, str]]:
 def _cap_sql(column: str) -> str:
     """stats.pooled_cap of a column over both arms' analysed outcomes (NULL without any), in SQL that
     PostgreSQL and SQLite both run. Counted from the top (OFFSET n − rank = (100 − p)·n / 100), so
-    PostgreSQL keeps the top 1 % in a bounded heap instead of sorting all (bench/results: 2.3 → 1.2 s)."""
+    PostgreSQL keeps the top 1 % in a bounded heap instead of sorting all (bench/results measures it)."""
     reported = f"FROM analysed WHERE stage IS NOT NULL AND {column} IS NOT NULL"
     offset = f"(SELECT {100 - stats.CAP_PERCENTILE} * COUNT(*) / 100 {reported})"
     return f"(SELECT {column} {reported} ORDER BY {column} DESC LIMIT 1 OFFSET {offset})"

@@ -189,14 +189,16 @@ EMPTY = RatioSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
 # of a small arm skewed, and at a 9:1 split (the 10 % stage) the relative interval covered 91.1 %
 # instead of 95 % (88.3 % with heavier tails; bench/decisions, part tails). So each request's value is capped at this percentile
 # of the analysed requests of both arms together (winsorised, as GrowthBook, Statsig and Eppo cap)
-# before it enters a mean; success rate and quality are bounded and are not capped.
+# before it enters a comparison's mean (the guardrails judge the real requests: selectors.GUARDED_AS);
+# success rate and quality are bounded and are not capped.
 CAP_PERCENTILE = 99
 
 
 def cap_rank(count: int, percentile: int = CAP_PERCENTILE) -> int:
     """The 1-based rank of the cap among ``count`` sorted values: the smallest value with at least
     ``percentile`` % of the values at or below it (nearest rank, percentile_disc), ⌈p·n / 100⌉. The
-    results selector's SQL skips rank − 1 = (p·n − 1) / 100 rows, in integers."""
+    results selector's SQL counts from the top instead: it skips n − rank = ⌊(100 − p)·n / 100⌋ rows of
+    the values in descending order."""
     return (percentile * count + 99) // 100
 
 
