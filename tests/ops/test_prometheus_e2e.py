@@ -18,6 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -27,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from experiments.metrics import ROLLOUT_CACHE_KEY
 from tests.conftest import ROOT, WorkerProcess, child_environment
+from tests.experiments.factories import user_in_arm
 from tests.ops.conftest import free_port, stop_process, wait_for
 from tests.ops.tools import tool
 
@@ -125,8 +127,16 @@ def prometheus_for(tmp_path):
         prometheus.stop()
 
 
-def events(agent: str, model: str, *, n: int, failures: int, latency_ms: float, prefix: str) -> list[dict]:
-    return [{"event_id": f"{prefix}-{i}", "agent": agent, "user_id": f"{prefix}-user-{i}", "model": model,
+def events(agent: str, model: str, *, n: int, failures: int, latency_ms: float, prefix: str, arm_of: Any = None) -> list[dict]:
+    """`n` events served by `model`; with `arm_of` (experiment, arm), from users its hash assigns to that
+    arm — outcomes count by assignment, so a model's events from users of the other arm would count there."""
+    def user(i: int) -> str:
+        if arm_of is None:
+            return f"{prefix}-user-{i}"
+        experiment, arm = arm_of
+        return user_in_arm(experiment, arm, percent=experiment.current_stage.percent, base=f"{prefix}-user-{i}")
+
+    return [{"event_id": f"{prefix}-{i}", "agent": agent, "user_id": user(i), "model": model,
              "success": i >= failures, "latency_ms": latency_ms * (0.9 + 0.2 * i / n),
              "input_tokens": 40, "output_tokens": 60} for i in range(n)]
 
@@ -166,7 +176,7 @@ def world() -> dict:
     )
     qa = started["qa_agent"]
     live = {slug: ModelVersion.objects.get(agent__slug=slug, status="live").model_id for slug in ("content_agent",)}
-    return {"control": qa.control.model_id, "treatment": qa.treatment.model_id, "content": live["content_agent"]}
+    return {"control": qa.control.model_id, "treatment": qa.treatment.model_id, "content": live["content_agent"], "qa": qa}
 
 
 def fallback_in_another_process(*, metrics_dir: Path, simulator_url: str, tmp_path: Path) -> None:
@@ -222,8 +232,10 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
         posted = 0
         for wave in (1, 2):
             batches = [
-                events("qa_agent", models["control"], n=100, failures=2, latency_ms=400, prefix=f"c{wave}"),
-                events("qa_agent", models["treatment"], n=100, failures=40, latency_ms=12_000, prefix=f"t{wave}"),
+                events("qa_agent", models["control"], n=100, failures=2, latency_ms=400, prefix=f"c{wave}",
+                       arm_of=(models["qa"], "control")),
+                events("qa_agent", models["treatment"], n=100, failures=40, latency_ms=12_000, prefix=f"t{wave}",
+                       arm_of=(models["qa"], "treatment")),
                 events("content_agent", models["content"], n=150, failures=1, latency_ms=600, prefix=f"h{wave}"),
             ]
             for batch in batches:
