@@ -16,6 +16,11 @@ users, each keeping its hash bucket (control stays control, a treated user stays
 share rises) and its own success propensity across the stages, as real users do. The results
 page's final estimate is then computed per simulated rollout by stats.compare itself, on the cells
 and shared-user sums stats.strata_from_users builds from the users (what the selector's SQL builds).
+
+The latency guardrail (:func:`simulate_latency_guardrail`): log-normal requests, judged uncapped as
+the guardrails judge them (the comparisons' cap does not apply), on each cell's running per-user
+sums (:func:`cell_sums`); the looks a vectorised screen puts at or near the line are judged by
+stats.evaluate_guardrail itself, so every verdict counted is the product's.
 """
 
 from __future__ import annotations
@@ -528,3 +533,160 @@ def tailed_coverage(*, metric: TailedMetric, experiments: int, seed: int) -> dic
             tally[2] += int(truths[name] < interval.low)
             tally[3] += int(truths[name] > interval.high)
     return {name: Coverage(*tally) for name, tally in counts.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The latency guardrail over a rollout: the real (uncapped) requests, as the guardrails judge them
+
+
+@dataclass(frozen=True)
+class LatencyRollout:
+    """A rollout (stages, traffic, the rule's α and samples: ``rollout``; its success-rate fields
+    are unused) whose users each send 1 + Poisson(1) requests of log-normal latency (``metric``: its
+    ``sigma``, ``user_sigma`` and ``median``; ``users``, ``treatment_share`` and ``lift`` are unused),
+    judged by the default latency guardrail: "mean latency up more than ``tolerance``" (relative)."""
+
+    rollout: Rollout = Rollout()
+    metric: TailedMetric = TailedMetric()
+    tolerance: float = 0.30
+
+
+@dataclass(frozen=True)
+class _LatencyUsers:
+    """One simulated rollout, per user in arrival order: its minute, (stage, arm) cell
+    2·stage + treated, requests and summed latency."""
+
+    minute: np.ndarray
+    cell: np.ndarray
+    requests: np.ndarray
+    latency: np.ndarray
+
+
+def _latency_users(rng: np.random.Generator, setup: LatencyRollout, increase: float) -> _LatencyUsers:
+    """Treatment's every request is (1 + increase) times what it would have been, so its mean
+    latency is exactly ``increase`` above control's."""
+    rollout, metric = setup.rollout, setup.metric
+    per_stage = rollout.minutes_per_stage
+    arrivals = rng.poisson(rollout.users_per_hour / 60, size=rollout.minutes)
+    minute = np.repeat(np.arange(rollout.minutes), arrivals)
+    stage = minute // per_stage
+    treated = rng.random(minute.size) < np.asarray(rollout.stage_fractions)[stage]
+    requests = 1 + rng.poisson(1.0, size=minute.size)
+    owner = np.repeat(np.arange(minute.size), requests)
+    request_sigma = math.sqrt(max(metric.sigma**2 - metric.user_sigma**2, 0.0))
+    user_log = math.log(metric.median) + np.log1p(increase) * treated + rng.normal(0.0, metric.user_sigma, size=minute.size)
+    values = np.exp(user_log[owner] + rng.normal(0.0, request_sigma, size=owner.size))
+    return _LatencyUsers(minute=minute, cell=2 * stage + treated, requests=requests.astype(float),
+                         latency=np.bincount(owner, weights=values, minlength=minute.size))
+
+
+CELL_SUMS = ("users", "x", "xx", "y", "yy", "xy")  # a RatioSummary's fields, x the user's summed latency
+
+
+def cell_sums(users: _LatencyUsers, minutes: int, first_look: int) -> np.ndarray:
+    """Per look (minute) from ``first_look`` on, per (stage, arm) cell, the running totals of
+    CELL_SUMS over the cell's users so far: shape (looks, cells, 6)."""
+    cells = 6
+    index = users.minute * cells + users.cell
+    x, y = users.latency, users.requests
+    columns = (np.ones_like(x), x, x**2, y, y**2, x * y)
+    return np.stack([np.bincount(index, weights=column, minlength=minutes * cells).reshape(minutes, cells)
+                     for column in columns], axis=-1).cumsum(axis=0)[first_look:]
+
+
+def latency_guardrail_margins(sums: np.ndarray, setup: LatencyRollout) -> tuple[np.ndarray, np.ndarray]:
+    """stats.evaluate_guardrail on a relative "up more than tolerance" rule at every look of
+    ``sums`` (cell_sums), vectorised with the formulas of stats.stratified_estimate and
+    RatioSummary.variance (fresh users: no shared-user terms): (harm − bound − tolerance, > 0 where
+    the rule holds; harm − tolerance, > 0 where the estimate is beyond it), NaN without data."""
+    rollout = setup.rollout
+    n, x, xx, y, yy, xy = (sums[..., column].reshape(len(sums), -1, 2) for column in range(6))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_x, mean_y = x / n, y / n
+        var_x, var_y = np.maximum(xx - x * x / n, 0) / (n - 1), np.maximum(yy - y * y / n, 0) / (n - 1)
+        covariance = (xy - x * y / n) / (n - 1)
+        variance = np.maximum(var_x / mean_y**2 - 2 * covariance * mean_x / mean_y**3 + mean_x**2 * var_y / mean_y**4, 0)
+        usable = np.all((n >= 2) & (y > 0), axis=-1)
+        cmh = np.where(usable, n[..., 0] * n[..., 1] / (n[..., 0] + n[..., 1]), 0.0)
+        weights = cmh / cmh.sum(axis=1, keepdims=True)
+        means = np.nansum(np.where(usable[..., None], weights[..., None] * x / y, 0.0), axis=1)
+        variances = np.nansum(np.where(usable[..., None], weights[..., None] ** 2 * variance / n, 0.0), axis=1)
+    control, treatment = means[:, 0], means[:, 1]
+    limit = setup.tolerance * np.abs(control)
+    factor = 1 + setup.tolerance * np.sign(control)
+    standard_error = np.sqrt(np.maximum(variances[:, 1] + factor**2 * variances[:, 0], 0.0))
+    critical = stats.guardrail_critical_z(
+        effective_users=2 * cmh.sum(axis=1), alpha=rollout.alpha, planned_samples_per_arm=rollout.planned_users_per_arm,
+        early_samples_per_arm=stats.EARLY_HORIZON_PER_MIN_SAMPLE * rollout.min_users_per_arm,
+    )
+    arm_users = n.sum(axis=1)
+    enough = (arm_users >= rollout.min_users_per_arm).all(axis=1) & usable.any(axis=1)
+    harm = treatment - control
+    return np.where(enough, harm - critical * standard_error - limit, np.nan), np.where(enough, harm - limit, np.nan)
+
+
+def latency_guardrail_state(sums_at_look: np.ndarray, setup: LatencyRollout) -> str:
+    """stats.evaluate_guardrail's state on one look's cell sums. The rule is asked to 'breach' so
+    that its confident verdict reads apart from a hold (both are 'warning' for the default rule)."""
+    summaries = [stats.RatioSummary(int(round(cell[0])), *(float(value) for value in cell[1:])) for cell in sums_at_look]
+    strata = [stats.Stratum(summaries[index], summaries[index + 1]) for index in range(0, len(summaries), 2)]
+    return stats.evaluate_guardrail(
+        metric="latency_ms", harmful_direction="increase", threshold=setup.tolerance, threshold_kind="relative",
+        on_violation="breach", strata=strata, alpha=setup.rollout.alpha,
+        min_samples_per_arm=setup.rollout.min_users_per_arm, planned_samples_per_arm=setup.rollout.planned_users_per_arm,
+    ).state
+
+
+@dataclass(frozen=True)
+class LatencyGuardrail:
+    """How often the latency guardrail's confident verdict came (``fired``: what α bounds) and how often
+    its estimate went beyond the tolerance at some look (``held``: a hold, not error-controlled), each
+    read from stats.evaluate_guardrail itself; ``disagreements``: looks where the vectorised screen and
+    it differed (0)."""
+
+    fired: TriggerRate
+    held: TriggerRate
+    disagreements: int
+
+
+def _first_by_the_product(sums: np.ndarray, margin: np.ndarray, setup: LatencyRollout, states: tuple[str, ...]) -> tuple[int | None, int]:
+    """The first look whose stats.evaluate_guardrail state is in ``states``, asking it at the looks the
+    vectorised margin puts at or near the line (a micro-millisecond of rounding below it), in order;
+    and how many of those looks the two disagreed on."""
+    disagreements = 0
+    with np.errstate(invalid="ignore"):
+        candidates = np.flatnonzero(margin > -1e-6)
+    for look in candidates:
+        in_state = latency_guardrail_state(sums[look], setup) in states
+        disagreements += int(in_state != (margin[look] > 0))
+        if in_state:
+            return int(look), disagreements
+    return None, disagreements
+
+
+def simulate_latency_guardrail(*, setup: LatencyRollout, increase: float, experiments: int, seed: int) -> LatencyGuardrail:
+    """The default latency guardrail through whole rollouts, checked every minute, with the treatment's
+    mean latency ``increase`` above control's (relative)."""
+    rng = np.random.default_rng(seed)
+    rollout = setup.rollout
+    hours: dict[str, list[float]] = {"fired": [], "held": []}
+    disagreements = 0
+    for _ in range(experiments):
+        users = _latency_users(rng, setup, increase)
+        arm_users = np.stack([np.bincount(users.minute[users.cell % 2 == arm], minlength=rollout.minutes) for arm in (0, 1)])
+        enough = (arm_users.cumsum(axis=1) >= rollout.min_users_per_arm).all(axis=0)
+        if not enough.any():
+            continue
+        first = int(enough.argmax())
+        sums = cell_sums(users, rollout.minutes, first)
+        fire_margin, hold_margin = latency_guardrail_margins(sums, setup)
+        for name, margin, states in (("fired", fire_margin, ("breach",)), ("held", hold_margin, ("warning", "breach"))):
+            look, disagreed = _first_by_the_product(sums, margin, setup, states)
+            disagreements += disagreed
+            if look is not None:
+                hours[name].append((first + look + 1) / 60)
+    return LatencyGuardrail(
+        fired=TriggerRate(experiments=experiments, triggered=len(hours["fired"]), hours_to_trigger=hours["fired"]),
+        held=TriggerRate(experiments=experiments, triggered=len(hours["held"]), hours_to_trigger=hours["held"]),
+        disagreements=disagreements,
+    )

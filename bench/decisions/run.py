@@ -29,6 +29,12 @@ Parts (each a few minutes at most on 2 cores):
   coverage at a 9:1 split (the 10 % stage) and 1:1, log-normal requests (log-sd 1.5 and 2.0: heavy;
   0.3: light), with each request capped at the pooled 99th percentile (production) and uncapped
   (the old way) on the same data.
+* ``latency_guardrail`` — the default latency guardrail (mean latency up more than 30 % warns, α 5 %)
+  as beat runs it: checked every minute through three 48 h stages (10 → 25 → 50 %) at 2 000 users/h,
+  1 + Poisson(1) log-normal requests per user (log-sd 1.5), judged on the real requests, uncapped,
+  as the guardrails judge them (the comparisons' cap does not apply); how often its confident
+  verdict comes (and how often its estimate holds the stage) in an A/A, with the mean latency up
+  exactly 30 % (the tolerance) and up 60 %. Every verdict is stats.evaluate_guardrail's own.
 * ``gate`` — the benchmark gate's P(PASS / FAIL / INCONCLUSIVE) (bench/decisions/gate.py).
 * ``gbstats`` — relative lift, intervals and p-values of per-user ratio metrics against gbstats'
   frequentist engine (RatioStatistic + TwoSidedTTest).
@@ -214,6 +220,27 @@ def part_tails(*, experiments: int, seed: int) -> None:
                   f"below / above the interval {result.truth_below / count:.1%} / {result.truth_above / count:.1%}")
 
 
+# (label, the treatment's mean latency above control's, rollouts per 1 000 of --experiments)
+LATENCY_INCREASES = (
+    ("A/A", 0.0, 500),
+    ("mean latency up 30 % (the tolerance)", 0.30, 500),
+    ("mean latency up 60 %", 0.60, 200),
+)
+
+
+def part_latency_guardrail(*, experiments: int, seed: int) -> None:
+    setup = simulation.LatencyRollout()
+    print(f"Latency guardrail (up more than {setup.tolerance:.0%} warns, alpha {setup.rollout.alpha:.0%}; checked every minute, "
+          f"3 × 48 h at 2 000 users/h, log-normal requests of log-sd {setup.metric.sigma}, judged uncapped)")
+    for position, (label, increase, per_thousand) in enumerate(LATENCY_INCREASES):
+        count = max(1, experiments * per_thousand // 1_000)
+        result = simulation.simulate_latency_guardrail(setup=setup, increase=increase, experiments=count, seed=seed + position)
+        print(f"  {label} (seed {seed + position})")
+        _line("    confident verdict ('review the candidate')", _rate(result.fired))
+        _line("    estimate beyond the tolerance at some look (holds)", _rate(result.held))
+        _line("    looks where the vectorised screen and stats.evaluate_guardrail differ", str(result.disagreements))
+
+
 def part_gate(*, experiments: int, seed: int) -> None:
     try:
         from bench.decisions import gate
@@ -270,7 +297,7 @@ def part_gbstats(*, experiments: int, seed: int) -> None:
 
 
 PARTS = {"guardrails": part_guardrails, "srm": part_srm, "estimates": part_estimates, "returning": part_returning,
-         "tails": part_tails, "gate": part_gate, "gbstats": part_gbstats}
+         "tails": part_tails, "latency_guardrail": part_latency_guardrail, "gate": part_gate, "gbstats": part_gbstats}
 
 
 def main() -> None:

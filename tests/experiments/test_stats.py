@@ -475,3 +475,37 @@ def test_a_cost_guardrail_reads_in_dollars_with_sub_cent_amounts() -> None:
             "+$0.000003, each end a 95 % bound;") in result.reason
     assert "+0.00" not in result.reason
     assert usd_amount(-0.0000375, signed=True) == "-$0.000038" and usd_amount(1.5) == "$1.50"
+
+
+# ------------------------------------------------------------------ the latency guardrail over a rollout
+
+
+def test_the_latency_guardrail_simulation_sums_and_judges_as_the_product_does() -> None:
+    """simulation.simulate_latency_guardrail (bench/decisions, part latency_guardrail) at a smaller
+    scale: its per-cell sums at each look are those of the real (uncapped) latency of the users
+    arrived by then, and its vectorised verdict is stats.evaluate_guardrail's."""
+    setup = simulation.LatencyRollout(rollout=simulation.Rollout(stage_hours=3))
+    users = simulation._latency_users(np.random.default_rng(7), setup, 0.6)
+    first = 40
+    sums = simulation.cell_sums(users, setup.rollout.minutes, first)
+    fire, hold = simulation.latency_guardrail_margins(sums, setup)
+    states = set()
+    for look in range(first, setup.rollout.minutes, 9):
+        for cell in range(6):
+            mine = (users.minute <= look) & (users.cell == cell)
+            x, y = users.latency[mine], users.requests[mine]
+            assert sums[look - first, cell] == pytest.approx([x.size, x.sum(), x @ x, y.sum(), y @ y, x @ y], rel=1e-12)
+        state = simulation.latency_guardrail_state(sums[look - first], setup)
+        index = look - first
+        vectorised = "no_data" if np.isnan(fire[index]) else "breach" if fire[index] > 0 else "warning" if hold[index] > 0 else "healthy"
+        assert state == vectorised
+        states.add(state)
+    assert states >= {"warning", "breach"}  # the comparison saw the verdicts that matter
+
+
+def test_the_latency_guardrail_catches_a_doubling_and_rarely_warns_confidently_in_an_aa() -> None:
+    setup = simulation.LatencyRollout(rollout=simulation.Rollout(stage_hours=6))
+    same = simulation.simulate_latency_guardrail(setup=setup, increase=0.0, experiments=30, seed=31)
+    doubled = simulation.simulate_latency_guardrail(setup=setup, increase=1.0, experiments=10, seed=32)
+    assert same.fired.rate <= 0.05 and same.disagreements == 0
+    assert doubled.fired.rate == 1.0 and doubled.disagreements == 0
