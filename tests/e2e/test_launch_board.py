@@ -40,9 +40,22 @@ _event_ids = itertools.count()
 
 
 def _outcomes(base_url: str, key: str, *, model: str, n: int, prefix: str) -> None:
-    """`n` outcomes served by `model`, 90 % successful, posted to the API as the agent would."""
+    """`n` outcomes served by `model`, 90 % successful, posted to the API as the agent would: from users
+    the agent's own routing (its config, decided locally) sends to that model — outcomes count by
+    assignment, so a model's outcomes from users of the other arm would count there."""
+    from experiments.assignment import assign_variant
+
+    auth = {"Authorization": f"Bearer {key}"}
+    experiment = requests.get(f"{base_url}/api/v1/agents/support_agent/config", headers=auth, timeout=30).json()["experiment"]
+    arm = "treatment" if model == experiment["treatment"]["model"] else "control"
+
+    def user(i: int) -> str:
+        return next(user_id for user_id in (f"{prefix}-{i}~{attempt}" for attempt in itertools.count())
+                    if assign_variant(seed=experiment["seed"], user_id=user_id,
+                                      treatment_fraction=experiment["stage_percent"] / 100) == arm)
+
     events = [
-        {"event_id": f"{prefix}-{next(_event_ids)}", "agent": "support_agent", "user_id": f"{prefix}-{i}", "model": model,
+        {"event_id": f"{prefix}-{next(_event_ids)}", "agent": "support_agent", "user_id": user(i), "model": model,
          "success": i % 10 != 0, "latency_ms": 400 + (i % 7) * 10}
         for i in range(n)
     ]
