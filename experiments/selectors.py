@@ -264,13 +264,13 @@ def _products() -> list[tuple[str, str, str]]:
     return [(name, first, second) for name, (first, second) in products.items()]
 
 
-def _cap_sql(column: str) -> str:
+def _cap_sql(column: str, count: str) -> str:
     """stats.pooled_cap of a column over both arms' analysed outcomes (NULL without any), in SQL that
-    PostgreSQL and SQLite both run. Counted from the top (OFFSET n − rank = (100 − p)·n / 100), so
-    PostgreSQL keeps the top 1 % in a bounded heap instead of sorting all (bench/results measures it)."""
-    reported = f"FROM analysed WHERE stage IS NOT NULL AND {column} IS NOT NULL"
-    offset = f"(SELECT {100 - stats.CAP_PERCENTILE} * COUNT(*) / 100 {reported})"
-    return f"(SELECT {column} {reported} ORDER BY {column} DESC LIMIT 1 OFFSET {offset})"
+    PostgreSQL and SQLite both run; `count` is the column of `counts` that counts its values. Counted
+    from the top (OFFSET n − rank = (100 − p)·n / 100), so PostgreSQL keeps the top 1 % in a bounded
+    heap instead of sorting all (bench/results measures it)."""
+    return (f"(SELECT {column} FROM analysed WHERE stage IS NOT NULL AND {column} IS NOT NULL ORDER BY {column} DESC"
+            f" LIMIT 1 OFFSET (SELECT {100 - stats.CAP_PERCENTILE} * {count} / 100 FROM counts))")
 
 
 def _per_user_sql(windows: int) -> str:
@@ -298,7 +298,9 @@ def _per_user_sql(windows: int) -> str:
         f" CASE WHEN model = (CASE WHEN variant = %s THEN %s ELSE %s END) THEN 0 ELSE 1 END AS other_model"
         f" FROM {OutcomeEvent._meta.db_table}"
         f" WHERE experiment_id = %s AND variant IN (%s, %s) AND occurred_at >= %s"
-        f"), caps AS (SELECT {_cap_sql('latency_ms')} AS lat_cap, {_cap_sql('cost_usd')} AS c_cap"
+        # Both caps' counts in one pass over the outcomes, not one each.
+        f"), counts AS MATERIALIZED (SELECT COUNT(latency_ms) AS lat_n, COUNT(cost_usd) AS c_n FROM analysed WHERE stage IS NOT NULL"
+        f"), caps AS (SELECT {_cap_sql('latency_ms', 'lat_n')} AS lat_cap, {_cap_sql('cost_usd', 'c_n')} AS c_cap"
         f"), per_user AS ("
         f" SELECT stage, variant, user_id, {per_user}"
         f" FROM analysed CROSS JOIN caps WHERE stage IS NOT NULL"
