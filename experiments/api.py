@@ -159,7 +159,8 @@ class ComparisonOut(Schema):
     capped_at: float | None = Field(description=(
         f"Latency and cost: each request's value is capped here (the {stats.CAP_PERCENTILE}th percentile of both arms' "
         "analysed requests) "
-        "before the means, lifts and guardrails; the arms' mean_latency_ms and cost_per_request_usd are uncapped. "
+        "before the comparison's means and lifts; the guardrails and the arms' mean_latency_ms and "
+        "cost_per_request_usd use the real, uncapped values. "
         "Null for the other metrics"
     ))
     control: float | None

@@ -650,7 +650,8 @@ def _analysis_json(metrics: ExperimentMetrics) -> dict[str, Any]:
                   "combined with Cochran–Mantel–Haenszel weights, the variance clustered by user across stages "
                   "(a user returning in several stages is one unit); latency and cost are means of requests each "
                   f"capped at the {stats.CAP_PERCENTILE}th percentile of both arms' requests (winsorised: their "
-                  "tails made a small arm's interval too narrow); Welch t p-values and intervals from one "
+                  "tails made a small arm's interval too narrow; the guardrails judge the real requests); Welch t "
+                  "p-values and intervals from one "
                   "standard error; relative intervals by Fieller's method. The p-values and intervals are "
                   "fixed-horizon: valid at the planned end, not for stopping early — the guardrails' "
                   "sequential test is what stops",
