@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -69,6 +71,18 @@ def child_environment(**extra: str) -> dict[str, str]:
     env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1", **extra}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return env
+
+
+def on_migrated_sqlite(tmp_path: Path, script: str, *, timeout: float = 120) -> Any:
+    """Run `script` (Python, in `manage.py shell`) on a freshly migrated SQLite database — the embedded
+    `make run` — in a child process, and return the JSON it prints last."""
+    env = child_environment(DATABASE_URL=f"sqlite:///{tmp_path / 'embedded.sqlite3'}")
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0", "--noinput"], cwd=ROOT, env=env, check=True, timeout=180)
+    shell = subprocess.run([*manage, "shell", "-v0", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=timeout)
+    assert shell.returncode == 0, shell.stderr
+    return json.loads(shell.stdout.strip().splitlines()[-1])
 
 
 class WorkerProcess:

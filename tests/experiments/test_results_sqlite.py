@@ -8,17 +8,14 @@ uncapped requests: their estimates must be stats.compare's on those."""
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from collections import defaultdict
 
 import numpy as np
 import pytest
 
 from experiments import stats
-from tests.conftest import ROOT, child_environment
+from tests.conftest import on_migrated_sqlite
 
 SCRIPT = """
 import json
@@ -67,12 +64,7 @@ def _compared(rows: list[list], column: int, cap: float = math.inf) -> stats.Com
 
 
 def test_latency_and_cost_are_capped_on_sqlite_as_stats_computes_it(tmp_path):
-    env = child_environment(DATABASE_URL=f"sqlite:///{tmp_path / 'embedded.sqlite3'}")
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0", "--noinput"], cwd=ROOT, env=env, check=True, timeout=180)
-    shell = subprocess.run([*manage, "shell", "-v0", "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert shell.returncode == 0, shell.stderr
-    found = json.loads(shell.stdout.strip().splitlines()[-1])
+    found = on_migrated_sqlite(tmp_path, SCRIPT)
     rows = found["rows"]
     assert len(rows) == 150 and len({row[1] for row in rows}) == 75  # two requests per user
 

@@ -4,11 +4,7 @@ and was shown so on the WaltzRL build page and in command output."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.conftest import ROOT, child_environment
+from tests.conftest import on_migrated_sqlite
 
 SCRIPT = """
 import json, random
@@ -37,12 +33,7 @@ print(json.dumps({
 
 
 def test_a_decimal_total_on_sqlite_is_exact_to_the_columns_places(tmp_path):
-    env = child_environment(DATABASE_URL=f"sqlite:///{tmp_path / 'embedded.sqlite3'}")
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0", "--noinput"], cwd=ROOT, env=env, check=True, timeout=180)
-    shell = subprocess.run([*manage, "shell", "-v0", "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert shell.returncode == 0, shell.stderr
-    sums = json.loads(shell.stdout.strip().splitlines()[-1])
+    sums = on_migrated_sqlite(tmp_path, SCRIPT, timeout=60)
 
     assert sums["plain"] != sums["exact"]  # what SQLite does to a plain Sum: why DecimalTotal exists
     assert sums["total"] == sums["exact"] and sums["filtered"] == sums["exact_filtered"]
