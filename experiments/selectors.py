@@ -741,6 +741,11 @@ def pending_approval(*, experiment: Experiment) -> StageApproval | None:
     )
 
 
+def experiment_rollback_event(*, experiment: Experiment) -> ExperimentEvent | None:
+    """The entry of the experiment's rollback (who, when, why), None when it was not rolled back."""
+    return experiment.events.filter(action=EventAction.ROLLBACK).select_related("actor").order_by("-at").first()
+
+
 def experiment_events(*, experiment: Experiment, limit: int = 50) -> QuerySet[ExperimentEvent]:
     return experiment.events.select_related("actor").order_by("-at", "-id")[:limit]
 

@@ -268,7 +268,7 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
     if experiment.status == ExperimentStatus.COMPLETED:
         return Cell("100 % — completed", OK, "", *link), Cell("—", IDLE), None, calendar
     if experiment.status == ExperimentStatus.ROLLED_BACK:
-        event = experiment.events.filter(action=EventAction.ROLLBACK).order_by("-at").first()
+        event = experiment_selectors.experiment_rollback_event(experiment=experiment)
         return Cell("rolled back", BAD, event.reason if event else "", *link), Cell("—", IDLE), None, calendar
     percent = experiment.current_stage.percent if experiment.current_stage else 0
     if experiment.status == ExperimentStatus.PAUSED:
@@ -574,7 +574,7 @@ def _experiment_json(experiment: Experiment) -> dict[str, Any]:
     approvals: dict[int, list[StageApproval]] = {}
     for approval in StageApproval.objects.filter(stage__experiment=experiment).select_related("requested_by", "decided_by").order_by("requested_at"):
         approvals.setdefault(approval.stage_id, []).append(approval)
-    rollback = experiment.events.filter(action=EventAction.ROLLBACK).select_related("actor").order_by("-at").first()
+    rollback = experiment_selectors.experiment_rollback_event(experiment=experiment)
     return {
         "id": experiment.pk, "key": experiment.key, "status": experiment.status, "control": experiment.control.model_id,
         "started_by": _username(experiment.started_by), "started_at": experiment.started_at, "ended_at": experiment.ended_at,

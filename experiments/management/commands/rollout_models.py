@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments import audit, selectors, services
 from experiments.holds import stage_holds
-from experiments.models import EventAction, Experiment, ExperimentStatus
+from experiments.models import Experiment, ExperimentStatus
 from genesis.errors import AlreadyDone, DomainError
 from genesis.permissions import Actor
 from models_app.registry.models import Agent
@@ -177,7 +177,7 @@ def _rollback(experiment: Experiment) -> dict[str, Any] | None:
     """Who rolled the experiment back, when and why (None unless it was)."""
     if experiment.status != ExperimentStatus.ROLLED_BACK:
         return None
-    event = experiment.events.filter(action=EventAction.ROLLBACK).select_related("actor").order_by("-at").first()
+    event = selectors.experiment_rollback_event(experiment=experiment)
     return {"by": audit.actor_name(event.actor), "at": event.at, "reason": event.reason} if event else None
 
 
