@@ -10,6 +10,7 @@ from typing import Any, cast
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
@@ -41,6 +42,7 @@ from models_app.benchmarks.selectors import (
     run_approves_candidate,
     run_verdict_note,
     suite_sample_size_plan,
+    with_verdict_facts,
 )
 from models_app.benchmarks.services import (
     CHANGE_VERSION_PERMISSION,
@@ -77,6 +79,7 @@ class BenchmarkSuiteAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     immutable (import a new file instead) and runs refer to it."""
 
     list_display = ("__str__", "agent", "slug", "version", "case_count", "source", "created_by", "created_at", "actions_links")
+    list_select_related = ("agent", "created_by")  # created_by may be NULL: not followed by default
     list_filter = ("agent",)
     search_fields = ("slug", "description", "agent__slug")
     readonly_fields = ("agent", "slug", "version", "description", "fingerprint", "case_count", "sample_size_plan",
@@ -220,6 +223,10 @@ class BenchmarkRunAdmin(RecordAdminMixin, ServiceAddFormMixin):
     add_form = RunStartForm
     add_form_template = "admin/models_app/benchmarkrun/start.html"
     add_page = {"title": "Start a benchmark run"}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BenchmarkRun]:
+        # The verdict column's note reads whether each candidate went live since: in the list's query.
+        return with_verdict_facts(super().get_queryset(request))
 
     @admin.display(description="cost", ordering="cost_usd")
     def cost(self, run: BenchmarkRun) -> str:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, QuerySet
+from django.db.models import Count, Exists, Max, Min, OuterRef, QuerySet
 from django.utils import timezone
 
 from costs.selectors import ledger_total_for
@@ -185,9 +185,22 @@ def run_decides_candidate(*, run: BenchmarkRun) -> bool:
         return False
     if run.baseline.status == ModelStatus.LIVE:
         return True
-    return run.finished_at is not None and run.candidate.history.filter(
-        status=ModelStatus.LIVE, history_date__gte=run.finished_at
-    ).exists()
+    went_live = getattr(run, "candidate_live_after_verdict", None)
+    if went_live is None:  # a run not read through with_verdict_facts: ask its history
+        went_live = run.finished_at is not None and run.candidate.history.filter(
+            status=ModelStatus.LIVE, history_date__gte=run.finished_at
+        ).exists()
+    return bool(went_live)
+
+
+def with_verdict_facts(runs: QuerySet[BenchmarkRun]) -> QuerySet[BenchmarkRun]:
+    """`runs` carrying what run_decides_candidate reads beyond the row and its baseline — whether the
+    candidate went live after the verdict — from the same query: a list of runs showing their verdict
+    notes then costs no query per run (the history lookup was one per row)."""
+    went_live = ModelVersion.history.filter(
+        id=OuterRef("candidate_id"), status=ModelStatus.LIVE, history_date__gte=OuterRef("finished_at")
+    )  # no row when finished_at is NULL (a comparison with NULL is not true), as for an unfinished run
+    return runs.annotate(candidate_live_after_verdict=Exists(went_live))
 
 
 def run_approves_candidate(*, run: BenchmarkRun) -> bool:

@@ -117,6 +117,7 @@ class TrainingFileAdmin(RecordAdminMixin, ServiceAddFormMixin):
     to it and the audit trail needs it, so none is deleted."""
 
     list_display = ("filename", "agent", "purpose", "line_count", "estimated_tokens", "provider", "provider_file_id", "uploaded_by", "uploaded_at")
+    list_select_related = ("agent", "provider", "uploaded_by")  # uploaded_by may be NULL: not followed by default
     list_filter = ("purpose", "agent", "provider")
     search_fields = ("filename", "provider_file_id", "sha256", "agent__slug")
     readonly_fields = ("agent", "provider", "provider_file_id", "filename", "purpose", "line_count", "size_bytes", "sha256",

@@ -123,6 +123,7 @@ class ModelVersionRegisterForm(forms.Form):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
     list_display = ("model_id", "agent", "kind", "status", "provider", "registered_by", "created_at")
+    list_select_related = ("agent", "provider", "registered_by")  # registered_by may be NULL: not followed by default
     list_filter = ("status", "kind", "agent", "provider")
     search_fields = ("model_id", "base_model", "agent__slug")
     readonly_fields = ("status", "status_changed_at", "created_at", "registered_by", "change_status_link")
@@ -256,6 +257,10 @@ class ApiKeyAdmin(SimpleHistoryAdmin):  # "History": who created, revoked or rot
     list_filter = ("revoked", "all_agents")
     search_fields = ("label", "prefix")
     actions = ["revoke_selected"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        # The creator and the agents each row names, read with the list instead of once per key.
+        return super().get_queryset(request).select_related("created_by").prefetch_related("agents")
 
     def get_form(
         self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any
