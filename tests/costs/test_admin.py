@@ -10,9 +10,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
-from django.db import connection
 from django.forms import modelform_factory
-from django.test.utils import CaptureQueriesContext
 
 from costs.admin import PriceTableForm, ServiceForm
 from costs.models import Budget, CostEntry, CostReport, PriceTable
@@ -263,25 +261,6 @@ def test_a_price_the_service_refuses_is_a_form_error_not_a_500(client):
     assert response.status_code == 200
     assert "may not edit prices: it needs the permission &#x27;costs.change_pricetable&#x27;" in response.content.decode()
     assert not PriceTable.objects.exists() and not LogEntry.objects.exists()
-
-
-def test_budget_list_costs_one_query_per_budget(admin_client, qa_agent, legal_agent):
-    """Spend and percent come from one computation per row (not a full budget_status per column)."""
-    budget_upsert(name="all", amount_usd="30")
-    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("16"), idempotency_key="x")
-
-    def queries_for_the_list() -> tuple[int, str]:
-        with CaptureQueriesContext(connection) as queries:
-            page = admin_client.get("/admin/costs/budget/")
-        assert page.status_code == 200
-        return len(queries), page.content.decode()
-
-    one, first_page = queries_for_the_list()
-    budget_upsert(name="qa", amount_usd="20", agent=qa_agent)
-    budget_upsert(name="legal", amount_usd="10", agent=legal_agent)
-    three, page = queries_for_the_list()
-    assert three - one == 2
-    assert "$16.00 (53.3 %)" in first_page and "$16.00 (80 %)" in page and "$0.00 (0 %)" in page
 
 
 def test_a_service_form_without_its_service_call_is_refused_at_definition():
