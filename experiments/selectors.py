@@ -23,7 +23,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Aggregate, FloatField, QuerySet
+from django.db.models import Aggregate, Count, FloatField, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from costs import budgeting
@@ -133,7 +135,7 @@ class ExperimentMetrics:
     stage_started_at: datetime | None
     srm_p: float | None  # anytime-valid p of the current stage's split; None outside a stage with control
     srm_threshold: float  # where the current test pauses: its part of the stage's share of the false-pause budget
-    srm_test: int  # which SRM test of the current stage runs: 1 + the resumes in the stage (srm_test_number)
+    srm_test: int  # which SRM test of the current stage runs: 1 + the resumes in the stage (stages_with_resumes)
     # Per metric, the users two (stage, arm) cells share: a user returning in a later stage, or
     # seen in both arms; the statistics cluster the variance by user over them.
     shared: dict[str, list[stats.SharedUsers]] = field(default_factory=dict)
@@ -380,7 +382,7 @@ def _cells_by_stage(
 def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = False) -> ExperimentMetrics:
     """Per-stage, per-arm, per-user aggregates of the experiment's outcomes in one SQL query (plus
     the latency percentiles when asked: one query on PostgreSQL, one per arm on SQLite)."""
-    started = [stage for stage in experiment.stages.order_by("index") if stage.started_at is not None]
+    started = [stage for stage in stages_with_resumes(experiment.stages.order_by("index")) if stage.started_at is not None]
     cells, shared, caps = _cells_by_stage(experiment=experiment, stages=started)
     stage_cells = [
         StageCells(index=stage.index, percent=stage.percent, started_at=stage.started_at,  # type: ignore[arg-type]
@@ -412,7 +414,7 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
     current = stage_cells[-1] if stage is not None and stage_cells and stage_cells[-1].index == stage.index else None
     srm_p, srm_test = None, 1
     if current is not None and 0 < current.percent < 100:
-        srm_test = srm_test_number(experiment=experiment, stage_percent=current.percent)
+        srm_test = 1 + started[-1].resumes  # type: ignore[attr-defined]  # the current stage, annotated by stages_with_resumes
         fraction = current.percent / 100
         srm_p = stats.srm_p_value(
             observed=[current.control.users, current.treatment.users], expected_fractions=[1 - fraction, fraction]
@@ -432,14 +434,20 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
     )
 
 
-def srm_test_number(*, experiment: Experiment, stage_percent: int) -> int:
-    """Which SRM test of the stage runs now: 1 + the resumes in the stage. A resume restarts the
-    stage's window and with it the test, whatever the pause was for (services._resume), so every
-    resume starts a new one, which stats.srm_threshold gives a smaller part of the stage's share.
-    A resume's audit entry names the stage by its percent, unique in a strictly increasing plan."""
-    return 1 + ExperimentEvent.objects.filter(
-        experiment=experiment, action=EventAction.RESUME, after__stage_percent=stage_percent
-    ).count()
+def stages_with_resumes(stages: QuerySet[ExperimentStage]) -> QuerySet[ExperimentStage]:
+    """`stages` annotated with `resumes`: how many times each was resumed. Which SRM test of a stage
+    runs is 1 + its resumes: a resume restarts the stage's window and with it the test, whatever the
+    pause was for (services._resume), so every resume starts a new one, which stats.srm_threshold gives
+    a smaller part of the stage's share. A resume's audit entry names the stage by its percent, unique
+    in a strictly increasing plan. Counted in the query that reads the stages (results and metrics
+    read them anyway), not in one of its own."""
+    resumes = (
+        ExperimentEvent.objects.filter(experiment_id=OuterRef("experiment_id"), action=EventAction.RESUME)
+        .annotate(resumed_percent=Cast(KeyTextTransform("stage_percent", "after"), IntegerField()))
+        .filter(resumed_percent=OuterRef("percent"))
+        .order_by().values("experiment_id").annotate(n=Count("pk")).values("n")
+    )
+    return stages.annotate(resumes=Coalesce(Subquery(resumes, output_field=IntegerField()), Value(0)))
 
 
 def _latency_percentiles(*, experiment: Experiment) -> dict[str, tuple[float | None, float | None]]:

@@ -113,6 +113,23 @@ def test_a_resume_starts_a_new_srm_test_at_a_smaller_threshold(team):
     assert guardrails_check(experiment_id=experiment.pk).action == "none"
 
 
+def test_each_resume_of_the_stage_counts_and_only_its_own_experiments(team):
+    # Another agent's experiment resumed at the same percent is no resume of this one.
+    other = experiment_start(experiment=draft_experiment("legal_agent", actor=team["starter"], key="other", stage_plan=[10, 100]),
+                             actor=team["starter"])
+    experiment_pause(experiment=other, actor=team["starter"])
+    experiment_resume(experiment=other, actor=team["starter"])
+    experiment = running(team, stage_plan=[10, 100])
+    for _ in range(2):
+        experiment_pause(experiment=experiment, actor=team["starter"])
+        experiment_resume(experiment=experiment, actor=team["starter"])
+
+    metrics = experiment_metrics(experiment=Experiment.objects.select_related("current_stage").get(pk=experiment.pk))
+    assert metrics.srm_test == 3 and metrics.srm_threshold == pytest.approx(0.01 / (ZETA_3 * 27))
+    other_metrics = experiment_metrics(experiment=Experiment.objects.select_related("current_stage").get(pk=other.pk))
+    assert other_metrics.srm_test == 2
+
+
 def test_a_new_stage_starts_with_its_first_srm_test(team):
     experiment = running(team, stage_plan=[10, 50, 100])
     experiment_pause(experiment=experiment, actor=team["starter"])
