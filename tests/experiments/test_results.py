@@ -46,10 +46,10 @@ def test_per_arm_numbers_match_an_independent_python_computation(experiment_with
     experiment = get_experiment(key=experiment.key)
 
     # The stage windows, one per-user aggregate query (after SET LOCAL jit = off on PostgreSQL), one
-    # counting the stage's resumes (which SRM test runs) and one for the percentiles, no loop over
-    # events; SQLite has no percentile_cont, so its documented fallback reads each arm's sorted
-    # latencies (one query per arm).
-    with django_assert_max_num_queries(5):
+    # counting the stage's resumes (which SRM test runs), one the rollout's (which guardrail segment)
+    # and one for the percentiles, no loop over events; SQLite has no percentile_cont, so its
+    # documented fallback reads each arm's sorted latencies (one query per arm).
+    with django_assert_max_num_queries(6):
         results = experiment_results(experiment=experiment)
     for arm, events in (("control", control), ("treatment", treatment)):
         got = results["variants"][arm]
@@ -213,7 +213,8 @@ def test_users_returning_in_a_later_stage_cluster_the_variance(django_assert_max
                 requests.append((user, stage, served_in))
         assert outcomes_ingest(principal=None, events=events).accepted == len(events)
     experiment = get_experiment(key=experiment.key)
-    with django_assert_max_num_queries(5):  # stage windows, no JIT, the aggregate statement, the resumes, the percentiles
+    # Stage windows, no JIT, the aggregate statement, the stage's resumes, the rollout's, the percentiles.
+    with django_assert_max_num_queries(6):
         results = experiment_results(experiment=experiment)
     assert results["analysis"]["covers"] == "stages 20 %, 50 %"
     cap = stats.pooled_cap([served_in for _, _, served_in in requests])
