@@ -90,6 +90,28 @@ def test_an_outcome_counts_in_the_arm_of_the_stage_it_occurred_in(team):
         (10, 181, 20), (25, 0, 1)]
 
 
+def test_an_outcome_dated_ahead_of_the_server_stays_in_the_stage_it_was_received_in(team):
+    """An agent clock a few minutes fast (within MAX_OUTCOME_CLOCK_SKEW): the outcome occurred by the
+    time it arrived, at 10 %, so it is control's and in the 10 % cell — not, as when it was stored at
+    the agent's time, control's arm in the 25 % cell the stage advanced into a minute later, where the
+    user is treatment."""
+    experiment = running(team)
+    mover = user_in_buckets(experiment, base="mover", low=0.10, high=0.25)
+    ahead = timezone.now() + timedelta(minutes=4)
+    outcomes_ingest(principal=None, events=[
+        event(experiment, "fast-clock", mover, model=experiment.control.model_id, occurred_at=ahead.isoformat()),
+    ])
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)  # the 10 % stage's holds
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    stage_approve(stage=experiment.stages.get(index=1), actor=team["approver"])
+
+    metrics = experiment_metrics(experiment=Experiment.objects.select_related("current_stage").get(pk=experiment.pk))
+    assert [(stage.percent, stage.control.users, stage.treatment.users) for stage in metrics.stages] == [
+        (10, 181, 20), (25, 0, 0)]
+    stored = OutcomeEvent.objects.get(event_id="fast-clock")
+    assert stored.variant == "control" and stored.occurred_at == stored.received_at
+
+
 def test_an_outcome_outside_every_stage_is_live(team):
     """Before the start (and while paused) everyone had the live model: no assignment was in effect."""
     experiment = running(team)
