@@ -144,7 +144,7 @@ def test_a_client_that_never_routes_holds_the_stage(team):
     holds = {hold.name: hold for hold in stage_holds(experiment=experiment)}
     assert [name for name, hold in holds.items() if not hold.cleared] == ["served"]
     assert holds["served"].detail.startswith(
-        "outcomes in this stage another model than the arm's served: control 0 of 60 (0%), treatment 60 of 60 (100%) "
+        "outcomes in this stage another model than the arm's served: control 0 of 60 (0.0%), treatment 60 of 60 (100.0%) "
         "— over 10% in treatment: a router that does not route")
 
 
@@ -158,7 +158,27 @@ def test_a_few_fallbacks_do_not_hold_the_stage(team):
     from experiments.holds import stage_holds
 
     served = next(hold for hold in stage_holds(experiment=get_experiment(key=experiment.key)) if hold.name == "served")
-    assert served.cleared and "treatment 4 of 40 (10%)" in served.detail
+    assert served.cleared and "treatment 4 of 40 (10.0%)" in served.detail
+
+
+def test_the_served_hold_shows_a_share_just_over_the_line_as_over_it():
+    """15 of 144 is 10.4 %: in whole percents it read "(10%) — over 10%"."""
+    from decimal import Decimal
+
+    from experiments import stats
+    from experiments.holds import _served_hold
+    from experiments.selectors import ArmCell, ExperimentMetrics, StageCells
+
+    def cell(outcomes: int, served_other: int) -> ArmCell:
+        return ArmCell(users=outcomes, outcomes=outcomes, metrics={}, cost_total=Decimal(0), served_other=served_other)
+
+    now = timezone.now()
+    stage = StageCells(index=0, percent=50, started_at=now, control=cell(150, 0), treatment=cell(144, 15))
+    metrics = ExperimentMetrics(stages=[stage], arms={}, stage_percent=50, stage_started_at=now, srm_p=None,
+                                srm_threshold=stats.srm_threshold(rollout_alpha=0.01, stage_plan=[50, 100], test=1), srm_test=1)
+    served = _served_hold(metrics)
+    assert not served.cleared
+    assert "control 0 of 150 (0.0%), treatment 15 of 144 (10.4%) — over 10% in treatment" in served.detail
 
 
 def test_served_other_model_counts_the_outcomes_n_counts(team):
