@@ -19,8 +19,8 @@ from experiments.selectors import ARMS, ExperimentMetrics, experiment_guardrail_
 # The share of an arm's outcomes in a stage that another model than the arm's may serve before the
 # stage holds: the line of the fallback alert (ops/prometheus/alerts.yml, HighFallbackRate). At a true
 # 5 % and 150 outcomes the share exceeds it 0.4 % of the time, at a true 10 % 43 % — binomial, so for
-# independent outcomes: a user's outcomes fall back together more than apart (the same request, the
-# same candidate trouble), which spreads the share further and makes both rates higher.
+# independent outcomes. Outcomes cluster by user: if each user's all fall back or none do, 150 outcomes
+# of 75 users exceed it 3.4 % / 48 % of the time, of 30 users 6.1 % / 35 % (binomials over users; README).
 MAX_SERVED_BY_OTHER_MODEL = 0.10
 
 
