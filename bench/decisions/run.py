@@ -20,7 +20,8 @@ Parts (each a few minutes at most on 2 cores):
   sequence: P(rollback) at a true drop of exactly the tolerance with 0, 1 and 3 resumes (each at a
   uniformly random minute), before (every segment at the whole α) and after (the rollout's k-th
   segment at α/(ζ(3)·k³)), same data both ways; one 50 % stage of 48 h at 2 000 users/h, base rate
-  0.75 (the review's setting), and the default three stages at base rate 0.6 (the hardest curve).
+  0.75 (the review's setting), and the default three stages at base rate 0.6 (the hardest curve);
+  the longest part, about 10 min on a loaded 2-core machine.
 * ``estimates`` — an A/A whose base rate drifts 0.91 → 0.89 over the six days: the results page's
   p < 0.05 rate stratified by stage (production) and pooled (the old way); the relative-lift
   interval's coverage at p 0.05 → 0.06 with 200 users per arm; p-value/interval agreement; how often
