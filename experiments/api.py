@@ -184,7 +184,12 @@ class GuardrailOut(Schema):
     interval: list[float] | None
     reason: str
     rule: str = Field(description="What this guardrail's decision means")
-    alpha: float = Field(description="The level this rule is tested at (rules that roll back share guardrail_alpha)")
+    alpha: float = Field(description=(
+        "This rule's level over the whole rollout (rules that roll back share guardrail_alpha); resumes spend it"
+    ))
+    segment_alpha: float = Field(description=(
+        "The level the current segment is judged at: alpha/(ζ(3)·k³) for the k-th segment, k = guardrail_segment"
+    ))
 
 
 class AnalysisStageOut(Schema):
@@ -226,6 +231,11 @@ class ResultsOut(Schema):
         "Which SRM test of the current stage runs: 1 + the resumes in the stage (a resume restarts the test)"
     ))
     srm_flagged: bool
+    guardrail_segment: int = Field(description=(
+        "Which guardrail segment of the rollout runs: 1 + the resumes so far (a resume restarts the current "
+        "stage's window, and with it the guardrails' sequential test; the k-th segment is judged at "
+        "alpha/(ζ(3)·k³))"
+    ))
     guardrails: list[GuardrailOut]
 
 

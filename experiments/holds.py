@@ -18,7 +18,9 @@ from experiments.selectors import ARMS, ExperimentMetrics, experiment_guardrail_
 
 # The share of an arm's outcomes in a stage that another model than the arm's may serve before the
 # stage holds: the line of the fallback alert (ops/prometheus/alerts.yml, HighFallbackRate). At a true
-# 5 % and 150 outcomes the share exceeds it 0.4 % of the time (binomial); at a true 10 %, 43 %.
+# 5 % and 150 outcomes the share exceeds it 0.4 % of the time, at a true 10 % 43 % — binomial, so for
+# independent outcomes. Outcomes cluster by user: if each user's all fall back or none do, 150 outcomes
+# of 75 users exceed it 3.4 % / 48 % of the time, of 30 users 6.1 % / 35 % (binomials over users; README).
 MAX_SERVED_BY_OTHER_MODEL = 0.10
 
 
@@ -120,7 +122,8 @@ def _served_hold(metrics: ExperimentMetrics) -> Hold:
         if cell is None or not cell.outcomes:
             continue
         share = cell.served_other / cell.outcomes
-        parts.append(f"{arm} {cell.served_other} of {cell.outcomes} ({share:.0%})")
+        # One decimal: rounded to whole percents, 15 of 144 (10.4 %) read "(10%) — over 10%".
+        parts.append(f"{arm} {cell.served_other} of {cell.outcomes} ({share:.1%})")
         if share > MAX_SERVED_BY_OTHER_MODEL:
             over.append(arm)
     detail = "outcomes in this stage another model than the arm's served: " + (", ".join(parts) or "none yet")

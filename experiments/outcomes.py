@@ -220,6 +220,12 @@ def _outcome_rows(
                 f"allowing {MAX_OUTCOME_CLOCK_SKEW.total_seconds() / 60:g} minutes of clock skew); check the agent's clock and time zone"
             )})
             continue
+        # Within the skew allowed, a time ahead of the server's is the agent's clock: the outcome
+        # occurred by the time it was received, when the stage current now was in effect. So it is
+        # stored at received_at, for the arm and for the stage window alike: kept as sent, an outcome
+        # dated after an advance that came a minute later would carry the old stage's arm into the new
+        # stage's cell (a user control at 10 % counted as control at 25 %, where it is treatment).
+        occurred_at = min(occurred_at, received_at)
         key = (agent_id, event.event_id)
         if key in seen_in_batch:
             duplicates += 1

@@ -141,6 +141,12 @@ class ExperimentMetrics:
     shared: dict[str, list[stats.SharedUsers]] = field(default_factory=dict)
     # Per capped metric (CAPPED_METRICS), the value each outcome was capped at; None without data.
     caps: dict[str, float | None] = field(default_factory=dict)
+    # Which guardrail segment of the rollout runs: 1 + the resumes so far in any stage. A resume
+    # restarts the current stage's window (services._resume; earlier stages' data stay) and with it the
+    # sequence every guardrail follows, so each resume is a fresh chance of a false rollback;
+    # stats.guardrail_segment_alpha gives the k-th segment alpha/(ζ(3)·k³). Counted over the rollout,
+    # not per stage as srm_test is: the guardrails judge every stage at once.
+    guardrail_segment: int = 1
 
     @property
     def current(self) -> StageCells | None:
@@ -431,6 +437,7 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
         srm_test=srm_test,
         shared=shared,
         caps=caps,
+        guardrail_segment=1 + sum(stage.resumes for stage in started),  # type: ignore[attr-defined]  # stages_with_resumes
     )
 
 
@@ -488,7 +495,9 @@ class GuardrailState:
     interval: tuple[float, float] | None
     reason: str
     rule: str  # what the decision means (stats.guardrail_rule_text)
-    alpha: float  # the level this rule is tested at, after the Bonferroni share
+    alpha: float  # the rule's level over the whole rollout, after the Bonferroni share
+    # The level the current segment (ExperimentMetrics.guardrail_segment) judges at: alpha/(ζ(3)·k³).
+    segment_alpha: float
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -528,6 +537,7 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
     results = []
     for rule, alpha in zip(experiment.guardrails, guardrail_alphas(rules=experiment.guardrails)):
         metric = rule["metric"]
+        segment_alpha = stats.guardrail_segment_alpha(alpha=alpha, segment=metrics.guardrail_segment)
         strata = metrics.strata(GUARDED_AS.get(metric, metric))
         rule_text = stats.guardrail_rule_text(
             metric=metric, harmful_direction=rule["harmful_direction"], threshold=rule["threshold"],
@@ -541,7 +551,7 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
         if unreported:
             results.append(GuardrailState(
                 metric=metric, state="not_reported", on_violation=rule["on_violation"], estimate=None, interval=None,
-                reason=unreported, rule=rule_text, alpha=alpha,
+                reason=unreported, rule=rule_text, alpha=alpha, segment_alpha=segment_alpha,
             ))
             continue
         result = stats.evaluate_guardrail(
@@ -555,6 +565,7 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
             min_samples_per_arm=max(2, experiment.min_samples_per_arm),
             planned_samples_per_arm=experiment.planned_samples_per_arm,
             format_value=usd_amount if metric == "cost_per_request" else None,
+            segment=metrics.guardrail_segment,
         )
         results.append(GuardrailState(
             metric=metric,
@@ -565,6 +576,7 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
             reason=result.reason,
             rule=rule_text,
             alpha=alpha,
+            segment_alpha=segment_alpha,
         ))
     return results
 
@@ -698,6 +710,7 @@ def experiment_results(*, experiment: Experiment) -> dict[str, Any]:
         "srm_threshold": metrics.srm_threshold,
         "srm_test": metrics.srm_test,
         "srm_flagged": metrics.srm_flagged,
+        "guardrail_segment": metrics.guardrail_segment,
         "guardrails": [g.as_json() for g in guardrails],
     }
 

@@ -208,6 +208,65 @@ def simulate_rollbacks(*, rollout: Rollout, experiments: int, seed: int, batch: 
     return TriggerRate(experiments=experiments, triggered=rolled_back, hours_to_trigger=hours)
 
 
+def simulate_guardrail_resumes(
+    *, rollout: Rollout, resumes: int, experiments: int, seed: int, spend_on_resumes: bool = True, batch: int = 25
+) -> TriggerRate:
+    """How often the success-rate guardrail rolls back a rollout paused and resumed ``resumes`` times,
+    each resume at a uniformly random minute of the rollout (the paused time itself is not simulated:
+    the rollout's minutes are the same). As production does (services._resume), a resume restarts
+    the current stage's stratum — its data before the resume drop out, earlier stages' stay — and
+    starts the rollout's next guardrail segment: the k-th judges at stats.guardrail_critical_z(segment=k);
+    with ``spend_on_resumes=False`` every segment at the whole alpha (before 2026-12). The same seed
+    draws the same data both ways."""
+    rng = np.random.default_rng(seed)
+    k, minutes = rollout.outcomes_per_user, rollout.minutes
+    looks = np.arange(minutes) % rollout.check_every_minutes == rollout.check_every_minutes - 1
+    look_minutes = np.flatnonzero(looks) + 1
+    rolled_back, hours = 0, []
+    for start in range(0, experiments, batch):
+        size = min(batch, experiments - start)
+        arms = simulate_cells(rng, rollout, size)
+        cuts = np.sort(rng.integers(1, minutes, size=(size, resumes)), axis=1)
+        for arm in arms:
+            _restart_strata(arm, cuts, rollout.minutes_per_stage)
+        control, treatment = (_Cells(*(getattr(arm, name)[:, looks] for name in ("users", "total", "squares"))) for arm in arms)
+        segment = 1 + (cuts[:, None, :] <= np.arange(minutes)[None, :, None]).sum(axis=-1)[:, looks]
+        difference, standard_error, effective, _, _ = stratified_difference(control, treatment, k)
+        critical = np.empty_like(effective)
+        for number in range(1, resumes + 2):
+            at = segment == number
+            critical[at] = stats.guardrail_critical_z(
+                effective_users=effective[at], alpha=rollout.alpha, planned_samples_per_arm=rollout.planned_users_per_arm,
+                early_samples_per_arm=stats.EARLY_HORIZON_PER_MIN_SAMPLE * rollout.min_users_per_arm,
+                segment=number if spend_on_resumes else None,
+            )
+        enough = (control.users.sum(axis=-1) >= rollout.min_users_per_arm) & (
+            treatment.users.sum(axis=-1) >= rollout.min_users_per_arm
+        )
+        with np.errstate(invalid="ignore"):
+            breach = enough & (effective > 0) & stats.harm_beyond_tolerance(
+                harm=-difference, limit=rollout.tolerance, standard_error=standard_error, critical=critical
+            )
+        first = np.where(breach.any(axis=1), breach.argmax(axis=1), -1)
+        hours += [look_minutes[index] / 60 for index in first[first >= 0]]
+        rolled_back += int((first >= 0).sum())
+    return TriggerRate(experiments=experiments, triggered=rolled_back, hours_to_trigger=hours)
+
+
+def _restart_strata(cells: _Cells, cuts: np.ndarray, per_stage: int) -> None:
+    """Drop, in place, each stage's running sums from before each of its resumes (``cuts``: per
+    experiment, the sorted minutes the resumes happen at): the stage's stratum counts from the resume,
+    as production's stage window [started_at, …) does. Sorted, so each cut drops what the previous
+    one left."""
+    for experiment, minute in zip(*np.nonzero(cuts >= 0)):
+        cut = int(cuts[experiment, minute])
+        stage = cut // per_stage
+        if cut % per_stage == 0:  # resumed at the stage's first minute: nothing before it in the stage
+            continue
+        for running in (cells.users, cells.total, cells.squares):
+            running[experiment, cut:, stage] -= running[experiment, cut - 1, stage]
+
+
 def final_p_values(*, rollout: Rollout, experiments: int, seed: int, stratified: bool = True) -> np.ndarray:
     """The results page's two-sided p-value of success rate at the end of each simulated rollout,
     stratified by stage (production) or pooled over stages (the old way). Normal approximation: the

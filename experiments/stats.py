@@ -78,6 +78,16 @@ is ever rolled back) ≤ α by a union bound. (Until 2026-12 the rule also rolle
 worse, estimate more than twice the tolerance" on the two-sided interval; that clause spent no α
 and rolled back 5–11 % at the tolerance.)
 
+A resume restarts the current stage's window (earlier stages' data stay), so the sequence the
+guardrail follows starts again: each resume is a fresh chance of a false rollback (one 50 % stage at
+exactly the tolerance: 2–3 % with no resume, 6.5–7 % with three — bench/decisions, part
+guardrail_resumes). So α is spent over the rollout's *segments*, as the SRM test spends its share
+and the benchmark gate its re-runs: the k-th segment (k = 1 + the resumes so far in the whole
+rollout) judges at α/(ζ(3)·k³) (:func:`guardrail_segment_alpha`). Each segment's sequence holds at
+its own level, so by a union bound over the segments P(a true harm of exactly the tolerance is ever
+rolled back) ≤ Σ_k α/(ζ(3)·k³) = α however often the rollout is paused and resumed; the first
+segment judges at α/ζ(3) (4.16 % for 5 %).
+
 SRM (sample-ratio mismatch), also checked every minute
 ------------------------------------------------------
 :func:`srm_p_value` is the anytime-valid p-value of Lindon & Malek (2022): the Dirichlet-multinomial
@@ -102,7 +112,7 @@ from scipy import special
 from scipy import stats as scipy_stats
 
 # The one α-spending series of Genesis (pure, like this module): re-runs of a benchmark and re-started SRM tests.
-from models_app.benchmarks.reruns import rerun_alpha
+from models_app.benchmarks.reruns import confidence_text, rerun_alpha
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_CONFIDENCE = 0.95
@@ -188,8 +198,9 @@ EMPTY = RatioSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
 # Latency and cost per request are heavy-tailed: a few very slow or expensive requests make the mean
 # of a small arm skewed, and at a 9:1 split (the 10 % stage) the relative interval covered 91.1 %
 # instead of 95 % (88.3 % with heavier tails; bench/decisions, part tails). So each request's value is capped at this percentile
-# of the analysed requests of both arms together (winsorised, as GrowthBook, Statsig and Eppo cap)
-# before it enters a comparison's mean (the guardrails judge the real requests: selectors.GUARDED_AS);
+# of the analysed requests of both arms together (winsorised) before it enters a comparison's mean. The
+# tools that winsorise cap differently: Statsig, for one, caps each user's aggregated value (the
+# percentile of the unit-level values); Genesis caps each request, before the per-user sums (the guardrails judge the real requests: selectors.GUARDED_AS);
 # success rate and quality are bounded and are not capped.
 CAP_PERCENTILE = 99
 
@@ -560,15 +571,29 @@ def one_sided_level(alpha: float) -> float:
 EARLY_HORIZON_PER_MIN_SAMPLE = 2.0
 
 
+def guardrail_segment_alpha(*, alpha: float, segment: int) -> float:
+    """The level the rollout's ``segment``-th guardrail segment (1 + the resumes so far in the whole
+    rollout) judges at: alpha/(ζ(3)·k³) (reruns.rerun_alpha, the series of the SRM test and the
+    benchmark gate). A resume restarts the current stage's window and with it the sequence the
+    guardrail follows; each segment's sequence holds at its level, so by a union bound over the
+    segments the rollout's false rollbacks at the tolerance stay within Σ_k alpha/(ζ(3)·k³) = alpha
+    however often it is resumed. The first segment gets 83 % of alpha, the second 10 %, the third 3 %."""
+    return rerun_alpha(alpha=alpha, run_number=segment)
+
+
 def guardrail_critical_z(
-    *, effective_users: Any, alpha: float, planned_samples_per_arm: float, early_samples_per_arm: float
+    *, effective_users: Any, alpha: float, planned_samples_per_arm: float, early_samples_per_arm: float,
+    segment: int | None = 1,
 ) -> Any:
     """Standard errors between the estimated harm and the harm the guardrail is confident of
     (vectorised, for bench/decisions): the narrower of two one-sided confidence sequences, each at
-    alpha/2 — one tuned to the planned sample, one to the first looks (``early_samples_per_arm``).
-    Either may be the one that is crossed, so P(ever rolled back | true harm at the tolerance) ≤
-    alpha/2 + alpha/2 = alpha (a union bound, at every sample size)."""
-    level = one_sided_level(alpha / 2)
+    half the segment's level — one tuned to the planned sample, one to the first looks
+    (``early_samples_per_arm``). Either may be the one that is crossed, so P(the segment ever rolls
+    back | true harm at the tolerance) ≤ its level (a union bound, at every sample size), and over the
+    rollout's segments ≤ alpha (:func:`guardrail_segment_alpha`). ``segment=None`` judges at the whole
+    alpha, unspent: the rule before 2026-12, for bench/decisions' contrast only."""
+    spent = alpha if segment is None else guardrail_segment_alpha(alpha=alpha, segment=segment)
+    level = one_sided_level(spent / 2)
     effective = np.asarray(effective_users, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         planned = sequential_critical_z(information_fraction=effective / planned_samples_per_arm, alpha=level)
@@ -602,6 +627,7 @@ def evaluate_guardrail(
     min_samples_per_arm: int = DEFAULT_MIN_SAMPLES_PER_ARM,
     planned_samples_per_arm: int = DEFAULT_PLANNED_SAMPLES_PER_ARM,
     format_value: Callable[..., str] | None = None,
+    segment: int = 1,
 ) -> GuardrailResult:
     """Judge one guardrail metric of a running experiment; safe to call every minute.
 
@@ -612,6 +638,8 @@ def evaluate_guardrail(
     one at twice ``min_samples_per_arm``, so a gross regression is judged by a boundary tuned to
     the first looks. A true harm of exactly the tolerance is rolled back with probability at most
     alpha however long the rollout runs and however often it is checked; smaller harms less often.
+    ``segment`` is the rollout's guardrail segment (1 + the resumes so far): it judges at
+    alpha/(ζ(3)·k³) (:func:`guardrail_segment_alpha`), so resumes cannot add false rollbacks.
     (Until 2026-12 a second clause also rolled back "confidently worse, estimate more than twice
     the tolerance": not error-controlled — 11 % at the tolerance at base rate 0.6.)
 
@@ -629,7 +657,7 @@ def evaluate_guardrail(
     * ``healthy`` — otherwise.
 
     The ``interval`` shown is treatment − control ± the same number of standard errors: each end is
-    an any-time bound at 1 − alpha (the two ends together at 1 − 2·alpha).
+    an any-time bound at 1 − the segment's level (the two ends together at 1 − twice it).
     """
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0, got {threshold!r}")
@@ -648,8 +676,9 @@ def evaluate_guardrail(
         )
     critical = float(guardrail_critical_z(
         effective_users=estimate.effective_users, alpha=alpha, planned_samples_per_arm=planned_samples_per_arm,
-        early_samples_per_arm=EARLY_HORIZON_PER_MIN_SAMPLE * min_samples_per_arm,
+        early_samples_per_arm=EARLY_HORIZON_PER_MIN_SAMPLE * min_samples_per_arm, segment=segment,
     ))
+    level = guardrail_segment_alpha(alpha=alpha, segment=segment)
     control_mean, difference = estimate.control_mean, estimate.difference
     sign = -1.0 if harmful_direction == "decrease" else 1.0
     harm = sign * difference  # > 0: treatment is worse
@@ -670,7 +699,7 @@ def evaluate_guardrail(
     summary = (
         f"{metric}: treatment {shown(control_mean + difference)} vs control {shown(control_mean)} "
         f"(difference {shown(difference, signed=True)}, any-time interval {shown(interval.low, signed=True)} to "
-        f"{shown(interval.high, signed=True)}, each end a {(1 - alpha) * 100:g} % bound; "
+        f"{shown(interval.high, signed=True)}, each end a {confidence_text(1 - level)} bound; "
         f"tolerance {_describe_limit(threshold, threshold_kind, harmful_direction)})"
     )
     if harm_beyond_tolerance(harm=harm, limit=limit, standard_error=harm_standard_error, critical=critical):
@@ -702,9 +731,11 @@ def guardrail_rule_text(
     tolerance = _describe_limit(threshold, threshold_kind, harmful_direction)
     return (
         f"{action} when treatment's {metric} is confidently {worse} than control's by more than the tolerance "
-        f"({tolerance}); confidence {(1 - alpha) * 100:g} %, by a bound valid at every check, so a change of "
-        f"exactly the tolerance {'is rolled back' if on_violation == 'breach' else 'warns'} at most "
-        f"{alpha * 100:g} % of the time."
+        f"({tolerance}), by bounds valid at every check, so a change of exactly the tolerance "
+        f"{'is rolled back' if on_violation == 'breach' else 'warns'} at most {alpha * 100:g} % of the time over "
+        f"the rollout, however often it is paused and resumed: the k-th stretch between resumes is judged at "
+        f"{alpha * 100:g} %/(ζ(3)·k³), {confidence_text(1 - guardrail_segment_alpha(alpha=alpha, segment=1))} "
+        f"confidence before the first resume."
     )
 
 

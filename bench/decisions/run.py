@@ -16,6 +16,12 @@ Parts (each a few minutes at most on 2 cores):
   10 % vs 11 % split; then with resumes (each restarts the stage's test): SRM pauses resumed, manual
   pause/resume cycles, both — before (every test at the stage's whole share) and after (the k-th
   test of a stage at share/(ζ(3)·k³)).
+* ``guardrail_resumes`` — a resume restarts the current stage's window and with it the guardrail's
+  sequence: P(rollback) at a true drop of exactly the tolerance with 0, 1 and 3 resumes (each at a
+  uniformly random minute), before (every segment at the whole α) and after (the rollout's k-th
+  segment at α/(ζ(3)·k³)), same data both ways; one 50 % stage of 48 h at 2 000 users/h, base rate
+  0.75 (the review's setting), and the default three stages at base rate 0.6 (the hardest curve);
+  the longest part, about 10 min on a loaded 2-core machine.
 * ``estimates`` — an A/A whose base rate drifts 0.91 → 0.89 over the six days: the results page's
   p < 0.05 rate stratified by stage (production) and pooled (the old way); the relative-lift
   interval's coverage at p 0.05 → 0.06 with 200 users per arm; p-value/interval agreement; how often
@@ -137,6 +143,30 @@ def part_srm(*, experiments: int, seed: int) -> None:
         caught = simulation.simulate_srm(experiments=experiments // 2, seed=seed + 1, true_fractions=(0.11, 0.25, 0.50),
                                          manual_resumes=3, spend_on_resumes=spend)
         _line(f"  10 % vs 11 %, 3 manual pause/resumes a stage: caught, {when}", _rate(caught))
+
+
+# (label, rollout, rollouts per 1 000 of --experiments)
+RESUMED_ROLLOUTS = (
+    ("one 50 % stage of 48 h, 2 000 users/h, base rate 0.75, drop 5 points",
+     simulation.Rollout(stage_fractions=(0.5,), control_rate=0.75, treatment_drop=0.05), 10_000),
+    ("10 → 25 → 50 % of 48 h each, 2 000 users/h, base rate 0.6, drop 5 points",
+     simulation.Rollout(control_rate=0.6, treatment_drop=0.05), 5_000),
+)
+
+
+def part_guardrail_resumes(*, experiments: int, seed: int) -> None:
+    print("Guardrail resumes (success rate, tolerance 5 points, alpha 5 %, checked every minute): P(rollback) at a true "
+          "drop of exactly the tolerance, each resume at a random minute restarting the current stage's window; "
+          "before: every segment at alpha / after: the rollout's k-th segment at alpha/(ζ(3)·k³)")
+    for position, (label, rollout, per_thousand) in enumerate(RESUMED_ROLLOUTS):
+        count = max(1, experiments * per_thousand // 1_000)
+        print(f"  {label} (seed {seed + position})")
+        for resumes in (0, 1, 3):
+            for when, spend in (("before", False), ("after", True)):
+                result = simulation.simulate_guardrail_resumes(
+                    rollout=rollout, resumes=resumes, experiments=count, seed=seed + position, spend_on_resumes=spend
+                )
+                _line(f"    {resumes} resume{'' if resumes == 1 else 's'}, {when}", _rate(result))
 
 
 def part_estimates(*, experiments: int, seed: int) -> None:
@@ -296,7 +326,7 @@ def part_gbstats(*, experiments: int, seed: int) -> None:
     _line("  for information: gbstats' relative-test p-value, a different test", f"{relative_test_p:.2e}")
 
 
-PARTS = {"guardrails": part_guardrails, "srm": part_srm, "estimates": part_estimates, "returning": part_returning,
+PARTS = {"guardrails": part_guardrails, "guardrail_resumes": part_guardrail_resumes, "srm": part_srm, "estimates": part_estimates, "returning": part_returning,
          "tails": part_tails, "latency_guardrail": part_latency_guardrail, "gate": part_gate, "gbstats": part_gbstats}
 
 

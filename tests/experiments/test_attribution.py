@@ -90,6 +90,28 @@ def test_an_outcome_counts_in_the_arm_of_the_stage_it_occurred_in(team):
         (10, 181, 20), (25, 0, 1)]
 
 
+def test_an_outcome_dated_ahead_of_the_server_stays_in_the_stage_it_was_received_in(team):
+    """An agent clock a few minutes fast (within MAX_OUTCOME_CLOCK_SKEW): the outcome occurred by the
+    time it arrived, at 10 %, so it is control's and in the 10 % cell — not, as when it was stored at
+    the agent's time, control's arm in the 25 % cell the stage advanced into a minute later, where the
+    user is treatment."""
+    experiment = running(team)
+    mover = user_in_buckets(experiment, base="mover", low=0.10, high=0.25)
+    ahead = timezone.now() + timedelta(minutes=4)
+    outcomes_ingest(principal=None, events=[
+        event(experiment, "fast-clock", mover, model=experiment.control.model_id, occurred_at=ahead.isoformat()),
+    ])
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)  # the 10 % stage's holds
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    stage_approve(stage=experiment.stages.get(index=1), actor=team["approver"])
+
+    metrics = experiment_metrics(experiment=Experiment.objects.select_related("current_stage").get(pk=experiment.pk))
+    assert [(stage.percent, stage.control.users, stage.treatment.users) for stage in metrics.stages] == [
+        (10, 181, 20), (25, 0, 0)]
+    stored = OutcomeEvent.objects.get(event_id="fast-clock")
+    assert stored.variant == "control" and stored.occurred_at == stored.received_at
+
+
 def test_an_outcome_outside_every_stage_is_live(team):
     """Before the start (and while paused) everyone had the live model: no assignment was in effect."""
     experiment = running(team)
@@ -122,7 +144,7 @@ def test_a_client_that_never_routes_holds_the_stage(team):
     holds = {hold.name: hold for hold in stage_holds(experiment=experiment)}
     assert [name for name, hold in holds.items() if not hold.cleared] == ["served"]
     assert holds["served"].detail.startswith(
-        "outcomes in this stage another model than the arm's served: control 0 of 60 (0%), treatment 60 of 60 (100%) "
+        "outcomes in this stage another model than the arm's served: control 0 of 60 (0.0%), treatment 60 of 60 (100.0%) "
         "— over 10% in treatment: a router that does not route")
 
 
@@ -136,7 +158,27 @@ def test_a_few_fallbacks_do_not_hold_the_stage(team):
     from experiments.holds import stage_holds
 
     served = next(hold for hold in stage_holds(experiment=get_experiment(key=experiment.key)) if hold.name == "served")
-    assert served.cleared and "treatment 4 of 40 (10%)" in served.detail
+    assert served.cleared and "treatment 4 of 40 (10.0%)" in served.detail
+
+
+def test_the_served_hold_shows_a_share_just_over_the_line_as_over_it():
+    """15 of 144 is 10.4 %: in whole percents it read "(10%) — over 10%"."""
+    from decimal import Decimal
+
+    from experiments import stats
+    from experiments.holds import _served_hold
+    from experiments.selectors import ArmCell, ExperimentMetrics, StageCells
+
+    def cell(outcomes: int, served_other: int) -> ArmCell:
+        return ArmCell(users=outcomes, outcomes=outcomes, metrics={}, cost_total=Decimal(0), served_other=served_other)
+
+    now = timezone.now()
+    stage = StageCells(index=0, percent=50, started_at=now, control=cell(150, 0), treatment=cell(144, 15))
+    metrics = ExperimentMetrics(stages=[stage], arms={}, stage_percent=50, stage_started_at=now, srm_p=None,
+                                srm_threshold=stats.srm_threshold(rollout_alpha=0.01, stage_plan=[50, 100], test=1), srm_test=1)
+    served = _served_hold(metrics)
+    assert not served.cleared
+    assert "control 0 of 150 (0.0%), treatment 15 of 144 (10.4%) — over 10% in treatment" in served.detail
 
 
 def test_served_other_model_counts_the_outcomes_n_counts(team):

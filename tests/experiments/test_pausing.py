@@ -130,6 +130,30 @@ def test_each_resume_of_the_stage_counts_and_only_its_own_experiments(team):
     assert other_metrics.srm_test == 2
 
 
+def test_resumes_spend_the_guardrails_alpha_over_the_whole_rollout(team):
+    # A resume restarts the current stage's window and with it the guardrails' sequential test: the
+    # rollout's k-th segment (k = 1 + every resume so far, in any stage) judges at alpha/(ζ(3)·k³).
+    experiment = running(team, stage_plan=[10, 50, 100])
+    experiment_pause(experiment=experiment, actor=team["starter"])
+    experiment_resume(experiment=experiment, actor=team["starter"])
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    stage_request_advance(experiment=experiment, actor=team["requester"])
+    stage_approve_next(experiment=experiment, actor=team["approver"])
+    experiment_pause(experiment=experiment, actor=team["starter"])
+    experiment_resume(experiment=experiment, actor=team["starter"])
+
+    experiment = Experiment.objects.select_related("current_stage").get(pk=experiment.pk)
+    metrics = experiment_metrics(experiment=experiment)
+    assert (metrics.srm_test, metrics.guardrail_segment) == (2, 3)  # the stage's second SRM test, the rollout's third segment
+    results = experiment_results(experiment=experiment)
+    assert results["guardrail_segment"] == 3
+    for guardrail in results["guardrails"]:
+        assert guardrail["segment_alpha"] == pytest.approx(guardrail["alpha"] / (ZETA_3 * 27))
+    success = next(guardrail for guardrail in results["guardrails"] if guardrail["metric"] == "success_rate")
+    assert "each end a 99.85 % bound" in success["reason"]  # 1 − 5 %/(ζ(3)·27)
+
+
 def test_a_new_stage_starts_with_its_first_srm_test(team):
     experiment = running(team, stage_plan=[10, 50, 100])
     experiment_pause(experiment=experiment, actor=team["starter"])

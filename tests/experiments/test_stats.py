@@ -16,6 +16,7 @@ from scipy import stats as scipy_stats
 
 from experiments import simulation, stats
 from experiments.stats import RatioSummary, Stratum, compare, evaluate_guardrail
+from models_app.benchmarks.reruns import ZETA_3
 
 
 def _binary_users(n: int, rate: float) -> RatioSummary:
@@ -330,13 +331,48 @@ def test_the_guardrail_boundary_is_one_sided_at_half_alpha_each_and_narrowest_wh
     assert level == pytest.approx(2 * 0.025 * scipy_stats.norm.cdf(math.sqrt(2 * math.log(1 / level))), rel=1e-12)
     assert 0.049 < level < 0.05
     users = np.array([150.0, 300.0, 2_000.0, 20_000.0])
-    critical = stats.guardrail_critical_z(effective_users=users, alpha=0.05, planned_samples_per_arm=2_000,
-                                          early_samples_per_arm=300)
+    whole = stats.guardrail_critical_z(effective_users=users, alpha=0.05, planned_samples_per_arm=2_000,
+                                       early_samples_per_arm=300, segment=None)
     planned = stats.sequential_critical_z(information_fraction=users / 2_000, alpha=level)
     early = stats.sequential_critical_z(information_fraction=users / 300, alpha=level)
-    assert np.allclose(critical, np.minimum(planned, early))
-    assert critical[0] < planned[0] - 0.5  # at the first looks the early sequence is much narrower
-    assert critical[2] == pytest.approx(planned[2])  # at the plan, the planned one
+    assert np.allclose(whole, np.minimum(planned, early))
+    assert whole[0] < planned[0] - 0.5  # at the first looks the early sequence is much narrower
+    assert whole[2] == pytest.approx(planned[2])  # at the plan, the planned one
+    # The rollout's first segment (no resume yet) judges at alpha/ζ(3), each sequence at half of it.
+    first = stats.guardrail_critical_z(effective_users=users, alpha=0.05, planned_samples_per_arm=2_000,
+                                       early_samples_per_arm=300)
+    first_level = stats.one_sided_level(0.05 / ZETA_3 / 2)
+    assert np.allclose(first, np.minimum(stats.sequential_critical_z(information_fraction=users / 2_000, alpha=first_level),
+                                         stats.sequential_critical_z(information_fraction=users / 300, alpha=first_level)))
+    assert (first > whole).all()
+
+
+def test_resumes_spend_the_guardrail_alpha_so_any_number_stays_within_it() -> None:
+    # A resume restarts the current stage's window and with it the guardrail's sequence: each segment
+    # was a fresh chance of a false rollback at the whole alpha (3 resumes: 6.5-7 % at the tolerance
+    # where alpha is 5 %). The rollout's k-th segment judges at alpha/(ζ(3)·k³), summing to alpha.
+    levels = [stats.guardrail_segment_alpha(alpha=0.05, segment=k) for k in range(1, 10_001)]
+    assert levels[0] == pytest.approx(0.05 / ZETA_3) and levels[1] == pytest.approx(levels[0] / 8)
+    assert sum(levels) <= 0.05
+    users = np.array([150.0, 2_000.0])
+    by_segment = [stats.guardrail_critical_z(effective_users=users, alpha=0.05, planned_samples_per_arm=2_000,
+                                             early_samples_per_arm=300, segment=k) for k in (1, 2, 3)]
+    assert (by_segment[0] < by_segment[1]).all() and (by_segment[1] < by_segment[2]).all()
+    # The same data: confidently beyond the tolerance in the first segment, not yet in the second.
+    control, treatment = _binary_users(2_000, 0.90), _binary_users(2_000, 0.812)
+    rule = dict(metric="success_rate", harmful_direction="decrease", threshold=0.05, strata=[Stratum(control, treatment)])
+    first, second = evaluate_guardrail(**rule), evaluate_guardrail(**rule, segment=2)
+    assert (first.state, second.state) == ("breach", "warning"), (first.reason, second.reason)
+    assert "each end a 95.84 % bound" in first.reason and "each end a 99.48 % bound" in second.reason
+
+
+def test_resumes_do_not_raise_false_rollbacks_at_the_tolerance_above_alpha() -> None:
+    # One 50 % stage at exactly the tolerance, resumed three times at random minutes: every segment at
+    # the whole alpha rolled back 6.5-7 % of 2 000 rollouts (the review's script); spent, within alpha.
+    rollout = simulation.Rollout(stage_fractions=(0.5,), stage_hours=24, control_rate=0.75, treatment_drop=0.05)
+    spent = simulation.simulate_guardrail_resumes(rollout=rollout, resumes=3, experiments=1_000, seed=21)
+    whole = simulation.simulate_guardrail_resumes(rollout=rollout, resumes=3, experiments=1_000, seed=21, spend_on_resumes=False)
+    assert spent.rate <= 0.05 < whole.rate, (spent.rate, whole.rate)
 
 
 # ------------------------------------------------------------------ guardrail decisions
@@ -472,7 +508,7 @@ def test_a_cost_guardrail_reads_in_dollars_with_sub_cent_amounts() -> None:
         format_value=usd_amount,
     )
     assert ("treatment $0.000040 vs control $0.000038 (difference +$0.000002, any-time interval +$0.000001 to "
-            "+$0.000003, each end a 95 % bound;") in result.reason
+            "+$0.000003, each end a 95.84 % bound;") in result.reason
     assert "+0.00" not in result.reason
     assert usd_amount(-0.0000375, signed=True) == "-$0.000038" and usd_amount(1.5) == "$1.50"
 
