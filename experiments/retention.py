@@ -123,20 +123,12 @@ def outcomes_prune(
         )
     outcomes, batches, complete = (
         _delete_in_batches(live, batch_size=batch_size, deadline=deadline) if live_before is not None else (0, 0, True))
-    assignments, emptied = 0, []
-    for experiment in ended if complete else []:
-        deleted_outcomes, outcome_batches, complete = _delete_in_batches(
-            OutcomeEvent.objects.filter(experiment_id=experiment.pk), batch_size=batch_size, deadline=deadline)
-        deleted_assignments = assignment_batches = 0
-        if complete:  # its exposures go once its outcomes have
-            deleted_assignments, assignment_batches, complete = _delete_in_batches(
-                Assignment.objects.filter(experiment_id=experiment.pk), batch_size=batch_size, deadline=deadline)
-        outcomes, assignments = outcomes + deleted_outcomes, assignments + deleted_assignments
-        batches += outcome_batches + assignment_batches
-        if deleted_outcomes or deleted_assignments:
-            emptied.append(experiment.key)
-        if not complete:
-            break
+    if complete:
+        ended_outcomes, assignments, ended_batches, emptied, complete = _delete_ended(
+            ended, batch_size=batch_size, deadline=deadline)
+        outcomes, batches = outcomes + ended_outcomes, batches + ended_batches
+    else:
+        assignments, emptied = 0, []
     result = PruneResult(live_before=live_before, ended_before=ended_before, dry_run=False, outcomes=outcomes,
                          assignments=assignments, experiments=emptied, batches=batches, complete=complete)
     if outcomes or assignments:
@@ -181,6 +173,27 @@ def _ended_experiments_with_data(before: datetime) -> list[Experiment]:
         if OutcomeEvent.objects.filter(experiment_id=experiment.pk).exists()
         or Assignment.objects.filter(experiment_id=experiment.pk).exists()
     ]
+
+
+def _delete_ended(ended: list[Experiment], *, batch_size: int, deadline: float | None) -> tuple[int, int, int, list[str], bool]:
+    """Delete the outcomes, then the exposures, of each ended experiment in turn. Returns (outcomes,
+    exposures, batches, keys of the experiments whose data went, whether all of it went)."""
+    outcomes = assignments = batches = 0
+    emptied: list[str] = []
+    for experiment in ended:
+        deleted_outcomes, outcome_batches, complete = _delete_in_batches(
+            OutcomeEvent.objects.filter(experiment_id=experiment.pk), batch_size=batch_size, deadline=deadline)
+        deleted_assignments = assignment_batches = 0
+        if complete:  # its exposures go once its outcomes have
+            deleted_assignments, assignment_batches, complete = _delete_in_batches(
+                Assignment.objects.filter(experiment_id=experiment.pk), batch_size=batch_size, deadline=deadline)
+        outcomes, assignments = outcomes + deleted_outcomes, assignments + deleted_assignments
+        batches += outcome_batches + assignment_batches
+        if deleted_outcomes or deleted_assignments:
+            emptied.append(experiment.key)
+        if not complete:
+            return outcomes, assignments, batches, emptied, False
+    return outcomes, assignments, batches, emptied, True
 
 
 def _delete_in_batches(rows: QuerySet, *, batch_size: int, deadline: float | None) -> tuple[int, int, bool]:
