@@ -296,6 +296,10 @@ class CostReport(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     as_of = models.DateTimeField(null=True, blank=True, help_text="Entries recorded up to this moment are included.")
+    # The beat-made report covers its month (costs.services.cost_report_daily), so each stays the size of a
+    # month however old the ledger grows; one made on request covers the whole ledger.
+    spend_since = models.DateField(null=True, blank=True,
+                                   help_text="First day of the spend listed (local time); empty: the whole ledger.")
     entry_count = models.PositiveIntegerField(null=True, blank=True)
     total_usd = models.DecimalField(**LEDGER_MONEY, null=True, blank=True)
     markdown = models.TextField(blank=True)

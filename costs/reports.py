@@ -56,7 +56,8 @@ def render_markdown(data: ReportData) -> str:
     lines = [
         f"# Genesis cost report — {data.as_of:%Y-%m-%d %H:%M %Z}",
         "",
-        f"Ledger total: **{format_usd(total)}** ({money_str(total)} USD exact) over {data.entry_count} entries.",
+        (f"Spend since {data.since.isoformat()}: **{format_usd(total)}** ({money_str(total)} USD exact) over {data.entry_count} entries."
+         if data.since else f"Ledger total: **{format_usd(total)}** ({money_str(total)} USD exact) over {data.entry_count} entries."),
         "",
         "## Budgets",
         "",

@@ -366,6 +366,7 @@ class FineTuningJobLine:
 class ReportData:
     as_of: datetime
     rows: list[SpendRow]
+    since: date | None = None  # the first day of the spend listed; None: the whole ledger
     budgets: list[BudgetLine] = field(default_factory=list)
     alerts: list[AlertLine] = field(default_factory=list)
     fine_tuning_jobs: list[FineTuningJobLine] = field(default_factory=list)
@@ -410,10 +411,14 @@ def fine_tuning_jobs_for_report(*, as_of: datetime, limit: int = 100) -> list[Fi
     return _fine_tuning_jobs_source(as_of=as_of, limit=limit) if _fine_tuning_jobs_source else []
 
 
-def cost_report_data(*, as_of: datetime | None = None) -> ReportData:
-    """Everything a cost report holds, for the ledger as it stood at `as_of` (entries recorded by then)."""
+def cost_report_data(*, as_of: datetime | None = None, since: date | None = None) -> ReportData:
+    """Everything a cost report holds, for the ledger as it stood at `as_of` (entries recorded by then);
+    with `since`, the spend only of the entries that occurred from that day on (local time). Budgets,
+    alerts and jobs are the same either way: each budget's own period, the last 100 of the others."""
     as_of = as_of or timezone.now()
     entries = CostEntry.objects.filter(recorded_at__lte=as_of)
+    if since is not None:
+        entries = entries.filter(occurred_at__gte=timezone.make_aware(datetime.combine(since, datetime.min.time())))
     grouped = (
         entries.annotate(day=TruncDate("occurred_at"))
         .values("day", "agent__slug", "operation", "model")
@@ -456,5 +461,5 @@ def cost_report_data(*, as_of: datetime | None = None) -> ReportData:
         for alert in BudgetAlert.objects.filter(created_at__lte=as_of).select_related("budget").order_by("-created_at", "-id")[:100]
     ]
     return ReportData(
-        as_of=as_of, rows=rows, budgets=budgets, alerts=alerts, fine_tuning_jobs=fine_tuning_jobs_for_report(as_of=as_of)
+        as_of=as_of, rows=rows, since=since, budgets=budgets, alerts=alerts, fine_tuning_jobs=fine_tuning_jobs_for_report(as_of=as_of)
     )

@@ -831,10 +831,27 @@ def cost_report_request(*, actor: Actor = None) -> CostReport:
 
 
 def cost_report_daily(*, day: date | None = None) -> CostReport:
-    """The beat-made report of `day` (today): one per day however often beat fires."""
+    """The beat-made report of `day` (today): one per day however often beat fires. It covers the month
+    of the day before (from its first day to now), so the report of the 1st is the whole past month and
+    each one is at most a month of rows — the whole ledger, every day, grew without end. Then reports
+    older than GENESIS_RETAIN_COST_REPORTS_DAYS are deleted: any of them can be made again from the
+    append-only ledger (`cost_report_data(as_of=…)`)."""
     day = day or timezone.localdate()
-    report, _ = CostReport.objects.get_or_create(schedule_key=f"daily:{day.isoformat()}")
-    return cost_report_run(report_id=report.pk)
+    report, _ = CostReport.objects.get_or_create(
+        schedule_key=f"daily:{day.isoformat()}", defaults={"spend_since": (day - timedelta(days=1)).replace(day=1)}
+    )
+    report = cost_report_run(report_id=report.pk)
+    cost_reports_prune()
+    return report
+
+
+def cost_reports_prune(*, now: datetime | None = None) -> int:
+    """Delete the stored reports created more than GENESIS_RETAIN_COST_REPORTS_DAYS ago (0: keep all)."""
+    days = settings.GENESIS_RETAIN_COST_REPORTS_DAYS
+    if not days:
+        return 0
+    deleted, _ = CostReport.objects.filter(created_at__lt=(now or timezone.now()) - timedelta(days=days)).delete()
+    return deleted
 
 
 def cost_report_run(*, report_id: int) -> CostReport:
@@ -867,7 +884,7 @@ def cost_report_run(*, report_id: int) -> CostReport:
     # The finish is one conditional UPDATE on the claim, so a run whose claim was taken over stores nothing.
     claim = CostReport.objects.filter(pk=report_id, status=CostReport.Status.RUNNING, started_at=claimed_at)
     try:
-        data = selectors.cost_report_data(as_of=timezone.now())
+        data = selectors.cost_report_data(as_of=timezone.now(), since=report.spend_since)
         markdown, csv_text = reports.render_markdown(data), reports.render_csv(data)
     except Exception as exc:
         check_move(REPORT_TRANSITIONS, name=f"cost report #{report_id}", current=CostReport.Status.RUNNING, to=CostReport.Status.FAILED)

@@ -22,8 +22,9 @@ from django.views.decorators.http import require_POST
 
 from experiments import rollout_settings, routing, selectors, services
 from experiments.holds import stage_holds
-from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, Experiment, ExperimentStatus
+from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, DataDeletion, Experiment, ExperimentStatus
 from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
+from genesis.admin_base import ReadOnlyAdminMixin
 from genesis.errors import AlreadyDone, DomainError
 from genesis.permissions import Actor, request_actor
 from models_app.registry.models import ModelStatus, ModelVersion
@@ -419,3 +420,13 @@ def rollout_page_context(*, experiment: Experiment, user: User) -> dict[str, Any
 
 # The Agent list gains a health column (experiments/admin_health.py).
 from experiments import admin_health  # noqa: E402,F401
+
+
+@admin.register(DataDeletion)
+class DataDeletionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The trail of deleted end-user data (prunes and erasures); written only by experiments/retention.py.
+    Search by the hash `erase_user_data --dry-run` prints for an id to show that it was erased."""
+
+    list_display = ("at", "kind", "actor", "agent", "outcomes_deleted", "assignments_deleted", "subject_hash")
+    list_filter = ("kind",)
+    search_fields = ("subject_hash",)

@@ -212,6 +212,7 @@ class OutcomeEvent(models.Model):
     class Meta:
         indexes = [models.Index(fields=["experiment", "variant", "occurred_at"], name="outcome_exp_variant_time")]
         constraints = [models.UniqueConstraint(fields=["agent", "event_id"], name="unique_event_id_per_agent")]
+        permissions = [("erase_user_data", "Can erase one end user's outcomes and exposures")]
 
     def __str__(self) -> str:
         return f"outcome {self.event_id} ({self.variant}, {'success' if self.success else 'failure'})"
@@ -253,3 +254,32 @@ class ExperimentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment.key}: {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class DataDeletion(models.Model):
+    """The trace of end users' data deleted on purpose (experiments/retention.py): a retention prune
+    (by beat or `prune_outcomes`) or the erasure of one user (`erase_user_data`). An erased user is
+    named only by a keyed hash of their id (`subject_hash`), so the trace does not keep what was erased,
+    yet an operator holding the id can still show that it was."""
+
+    class Kind(models.TextChoices):
+        PRUNE = "prune"
+        ERASURE = "erasure"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+    agent = models.CharField(max_length=100, blank=True, help_text="The agent's slug; empty: every agent.")
+    subject_hash = models.CharField(max_length=64, blank=True, db_index=True,
+                                    help_text="HMAC-SHA256 of the erased user id (keyed by the secret key); empty for a prune.")
+    criteria = models.JSONField(default=dict, blank=True, help_text="What was asked: the cut-offs of a prune, the options of an erasure.")
+    outcomes_deleted = models.PositiveBigIntegerField(default=0)
+    assignments_deleted = models.PositiveBigIntegerField(default=0)
+    experiments = models.JSONField(default=list, blank=True, help_text="Keys of the experiments whose data this changed.")
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.at:%Y-%m-%d %H:%M}: {self.outcomes_deleted} outcomes, {self.assignments_deleted} exposures"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from experiments import alerts, outcomes, services
+from experiments import alerts, outcomes, retention, services
 from experiments.models import Experiment, ExperimentStatus
 from genesis.notifications import WebhookUnavailable
 from genesis.tasks import SWEEP_OPTIONS
@@ -33,6 +33,14 @@ def evaluate_experiment_guardrails(*, experiment_id: int) -> str:
 def flush_exposures() -> int:
     """Beat, every 10 s: move exposures buffered by /route from Redis into Assignment rows."""
     return outcomes.exposures_flush()
+
+
+@shared_task(name="experiments.prune_outcomes")
+def prune_outcomes() -> int:
+    """Beat, daily: delete the outcomes and exposures past the settings' retentions (experiments/retention.py);
+    returns the rows deleted. It stops starting batches before its time limit; the next run goes on."""
+    result = retention.outcomes_prune_scheduled()
+    return result.outcomes + result.assignments if result else 0
 
 
 @shared_task(

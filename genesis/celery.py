@@ -13,6 +13,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
 app = Celery("genesis")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.autodiscover_tasks(["genesis"])  # genesis/tasks.py: the project is no Django app of its own
 
 
 @worker_init.connect

@@ -51,6 +51,15 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
         description="Writes the exposures /route buffered in Redis as Assignment rows.",
     ),
     DefaultSchedule(
+        name="experiments: prune old outcomes", task="experiments.prune_outcomes", crontab="30 3 * * *",
+        description="Deletes live outcomes older than GENESIS_RETAIN_LIVE_OUTCOMES_DAYS (90) and, when "
+                    "GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS is set, the data of experiments ended longer ago; never a running or paused experiment's.",
+    ),
+    DefaultSchedule(
+        name="sessions: clear expired sessions", task="genesis.clear_expired_sessions", crontab="45 3 * * *",
+        description="Django's clearsessions: deletes expired admin sessions.",
+    ),
+    DefaultSchedule(
         name="audits: resend stranded audits", task="audits.sweep_stranded", every_seconds=300,
         description="Sends again the audits and dataset copies whose message was lost (queued > 10 min, or killed past the time limit).",
     ),

@@ -247,6 +247,27 @@ LOGIN_URL = "admin:login"
 GENESIS_PUBLIC_URL = os.environ.get("GENESIS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 GENESIS_APPROVAL_REMINDER_HOURS = float(os.environ.get("GENESIS_APPROVAL_REMINDER_HOURS", "24"))
 
+
+
+def _env_days(name: str, default: int) -> int:
+    """A whole number of days from the environment; 0 means "keep forever". A malformed value stops
+    start-up naming the variable."""
+    raw = os.environ.get(name, str(default)).strip()
+    if not raw.isdigit():
+        raise ImproperlyConfigured(f"{name}: '{raw}' is not a whole number of days (0 keeps forever)")
+    return int(raw)
+
+
+# --- data retention (README "Data retention"): what the daily beat tasks delete, in days; 0 keeps forever.
+# Outcomes outside every experiment ("live"): their cost is on the ledger, and nothing reads them after
+# the health windows (15 minutes); 90 days leaves room for investigations.
+GENESIS_RETAIN_LIVE_OUTCOMES_DAYS = _env_days("GENESIS_RETAIN_LIVE_OUTCOMES_DAYS", 90)
+# The outcomes and exposures of rolled-back or completed experiments are their results, the evidence of
+# a launch decision: kept unless an operator chooses a retention for them.
+GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = _env_days("GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS", 0)
+# Stored cost reports (each can be made again from the append-only ledger with its as_of).
+GENESIS_RETAIN_COST_REPORTS_DAYS = _env_days("GENESIS_RETAIN_COST_REPORTS_DAYS", 400)
+
 EMAIL_HOST = os.environ.get("GENESIS_EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("GENESIS_EMAIL_PORT", "25"))
 EMAIL_HOST_USER = os.environ.get("GENESIS_EMAIL_USER", "")

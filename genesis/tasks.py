@@ -1,5 +1,6 @@
 """What every app's Celery tasks share: the options of a task that retries database blips, the limits
-of a once-a-minute sweep, and sending a task by name once the current transaction commits.
+of a once-a-minute sweep, and sending a task by name once the current transaction commits; and the
+project's own task, clearing expired sessions.
 
 The project-wide defaults (acks_late, reject_on_worker_lost, soft and hard time limits, which queue a
 task goes to) are in settings.py's CELERY_* block; a task names only what differs from them.
@@ -11,7 +12,8 @@ import logging
 from functools import partial
 from typing import Any
 
-from celery import current_app
+from celery import current_app, shared_task
+from django.core.management import call_command
 from django.db import InterfaceError, OperationalError, transaction
 
 logger = logging.getLogger(__name__)
@@ -48,3 +50,9 @@ def send_task(task_name: str, *args: Any, what: str, **kwargs: Any) -> bool:
 def send_on_commit(task_name: str, *args: Any, what: str, **kwargs: Any) -> None:
     """`send_task` once the current transaction commits (at once outside one)."""
     transaction.on_commit(partial(send_task, task_name, *args, what=what, **kwargs))
+
+
+@shared_task(name="genesis.clear_expired_sessions")
+def clear_expired_sessions() -> None:
+    """Beat, daily: Django's `clearsessions` — the session table keeps every admin sign-in otherwise."""
+    call_command("clearsessions")

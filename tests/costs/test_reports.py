@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,6 +16,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from costs import reports
+from costs.budgeting import format_usd
 from costs.models import CostEntry, CostReport
 from costs.selectors import ReportData, SpendRow, cost_report_data
 from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_run
@@ -59,25 +60,35 @@ def test_beat_made_report_and_track_costs_csv_agree_with_the_ledger(celery_worke
     ledger = CostEntry.objects.aggregate(total=Sum("amount_usd"))["total"]
     assert ledger == Decimal("3.833333")
 
+    # Spend from before the report's month: in the ledger's report, not in the daily one.
+    cost_record(agent=qa, operation="manual", amount_usd=Decimal("5"), idempotency_key="old", occurred_at=now - timedelta(days=40))
+
     install_default_schedules()
     schedule = PeriodicTask.objects.get(name="costs: daily cost report")
     assert (schedule.task, schedule.crontab.minute, schedule.crontab.hour) == ("costs.daily_cost_report", "5", "0")
     app.send_task(schedule.task, kwargs=json.loads(schedule.kwargs))  # what beat does at 00:05
     report = wait_for_report(f"daily:{timezone.localdate().isoformat()}")
     assert report.status == CostReport.Status.SUCCEEDED, report.error
-    assert report.total_usd == ledger and report.entry_count == 7
+    # The month of yesterday, from its first day: the report of the 1st is the whole past month.
+    since = (timezone.localdate() - timedelta(days=1)).replace(day=1)
+    period = CostEntry.objects.filter(occurred_at__gte=timezone.make_aware(datetime.combine(since, datetime.min.time())))
+    in_period = period.aggregate(total=Sum("amount_usd"))["total"]
+    assert report.spend_since == since
+    assert report.total_usd == in_period and report.entry_count == period.count()
     assert report.deliveries == {"log": "ok"}
     assert report.started_at <= report.finished_at
 
     out = io.StringIO()
     call_command("track_costs", "--report", "--format", "csv", stdout=out)
     cli_csv = out.getvalue()
-    assert cli_csv == report.csv  # the same rows, amount for amount
-    for text in (cli_csv, report.csv):
-        rows_sum, total_row = csv_total(text)
-        assert rows_sum == total_row == ledger
-        assert total_row.quantize(Decimal("0.01")) == ledger.quantize(Decimal("0.01")) == Decimal("3.83")
-    assert "Ledger total: **$3.83**" in report.markdown
+    rows_sum, total_row = csv_total(cli_csv)
+    assert rows_sum == total_row == ledger + Decimal("5")  # track_costs --report: the whole ledger, as ever
+    rows_sum, total_row = csv_total(report.csv)
+    assert rows_sum == total_row == in_period
+    # The same rows, amount for amount, for the days the report covers.
+    cli_rows = [row for row in cli_csv.splitlines()[1:-1] if row[:10] >= since.isoformat()]
+    assert report.csv.splitlines()[1:-1] == cli_rows
+    assert f"Spend since {since.isoformat()}: **{format_usd(in_period)}**" in report.markdown
 
     # Beat firing again the same day does not make a second report.
     finished_at = report.finished_at
@@ -86,6 +97,35 @@ def test_beat_made_report_and_track_costs_csv_agree_with_the_ledger(celery_worke
     assert CostReport.objects.count() == 1
     report.refresh_from_db()
     assert report.finished_at == finished_at
+
+
+@pytest.mark.django_db
+def test_daily_report_covers_its_month_and_old_reports_are_deleted(qa_agent, settings):
+    from costs.services import cost_report_daily
+
+    today = timezone.localdate()
+    for months_back in range(4):  # one entry on the 2nd of each of the last four months
+        day = (today.replace(day=1) - timedelta(days=months_back * 31)).replace(day=2)
+        cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("1"), idempotency_key=f"m{months_back}",
+                    occurred_at=timezone.make_aware(datetime.combine(day, datetime.min.time())) + timedelta(hours=12))
+    first_of_month = today.replace(day=1)
+    # The report made on the 1st covers the whole past month; the one of the 3rd, this month.
+    report = cost_report_daily(day=first_of_month)
+    assert (report.spend_since, report.total_usd, report.entry_count) == (
+        (first_of_month - timedelta(days=1)).replace(day=1), Decimal("1"), 1)
+    assert len(report.csv.splitlines()) == 3  # header, one day, TOTAL: not the ledger since day one
+    report = cost_report_daily(day=first_of_month.replace(day=3))
+    assert report.spend_since == first_of_month
+    assert "Spend since" in report.markdown
+
+    settings.GENESIS_RETAIN_COST_REPORTS_DAYS = 30
+    old = CostReport.objects.create(schedule_key="daily:2020-01-01")
+    CostReport.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
+    kept = CostReport.objects.create(schedule_key="daily:2020-01-02")
+    CostReport.objects.filter(pk=kept.pk).update(created_at=timezone.now() - timedelta(days=29))
+    cost_report_daily(day=first_of_month.replace(day=4))
+    assert not CostReport.objects.filter(pk=old.pk).exists() and CostReport.objects.filter(pk=kept.pk).exists()
+    assert CostEntry.objects.count() == 4  # the ledger is never pruned
 
 
 @pytest.mark.django_db

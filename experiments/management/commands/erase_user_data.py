@@ -1,0 +1,71 @@
+"""`manage.py erase_user_data --user-id U [--agent A] --as USERNAME`: delete one end user's outcomes
+and exposures (experiments/retention.py user_data_erase). Exit 0 done, 1 refused (permission, or data in
+a running or paused experiment without --allow-active-experiments), 2 usage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from experiments import retention
+from genesis.commands import command_user, usage_error
+from genesis.errors import DomainError, InvalidInput
+from models_app.registry.models import Agent
+
+
+class Command(BaseCommand):
+    help = (
+        "Erase one end user's outcomes and exposures, at one agent (--agent) or every agent. The trail "
+        "(Admin › Data deletions) keeps who, when, how many and a keyed hash of the id, never the id."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--user-id", required=True, metavar="U",
+                            help="the end user's id exactly as the agent sends it; '-' reads it from stdin (kept out of shell history)")
+        parser.add_argument("--agent", metavar="NAME", help="only this agent's data (default: every agent)")
+        parser.add_argument("--as", dest="username", metavar="USERNAME", help="the person acting (needs experiments.erase_user_data)")
+        parser.add_argument("--reason", default="", metavar="TEXT", help="why (e.g. the request's ticket); kept on the trail")
+        parser.add_argument("--allow-active-experiments", action="store_true",
+                            help="erase even data a running or paused experiment reads (its results change; recorded)")
+        parser.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        user_id = sys.stdin.readline().rstrip("\r\n") if options["user_id"] == "-" else options["user_id"]
+        if not user_id:
+            raise usage_error("--user-id: empty")
+        if not options["username"]:
+            raise usage_error("erase_user_data needs --as USERNAME: the person answering for the erasure")
+        actor = command_user(options["username"])
+        agent = None
+        if options["agent"]:
+            agent = Agent.objects.filter(slug=options["agent"]).first()
+            if agent is None:
+                known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none"
+                raise usage_error(f"--agent: unknown agent '{options['agent']}'; known agents: {known}")
+        try:
+            result = retention.user_data_erase(
+                user_id=user_id, agent=agent, actor=actor, reason=options["reason"],
+                allow_active_experiments=options["allow_active_experiments"], dry_run=options["dry_run"],
+            )
+        except InvalidInput as exc:
+            raise usage_error(exc.message.replace("user_id:", "--user-id:", 1)) from None
+        except DomainError as exc:
+            raise CommandError(f"refused: {exc.message.removeprefix('user_id: ')}", returncode=1) from None
+        if options["json"]:
+            self.stdout.write(json.dumps(asdict(result), default=str))
+            return
+        scope = f"at {result.agent}" if result.agent else "at every agent"
+        verb = "would erase" if result.dry_run else "erased"
+        self.stdout.write(f"{verb} {result.outcomes} outcomes and {result.assignments} exposures of user "
+                          f"#{result.subject_hash[:12]} {scope}")
+        if result.experiments:
+            self.stdout.write(f"  experiments whose data changes: {', '.join(result.experiments)}")
+        if result.active_experiments:
+            self.stdout.write(f"  still running or paused: {', '.join(result.active_experiments)} (their results change)")
+        for at in result.earlier_erasures:
+            self.stdout.write(f"  erased before at {at:%Y-%m-%d %H:%M %Z}")

@@ -1,0 +1,283 @@
+"""Data retention of online evaluation: the writes that delete end users' data on purpose.
+
+* :func:`outcomes_prune` deletes old outcomes and exposures that no decision still needs, in bounded
+  batches (each its own short transaction, so ingestion and the results never wait long on a huge
+  table): outcomes outside every experiment ("live") that occurred before a cut-off — their cost is
+  already on the ledger, and nothing reads them after the health windows (15 minutes) — and, only when
+  asked, everything of the experiments that ended (rolled back or completed) before another cut-off.
+  The data of a running or paused experiment is never touched: its results, guardrails and stage holds
+  read all of it. An ended experiment's data goes whole or not at all, because a part of it would be
+  results that look complete and are not.
+* :func:`user_data_erase` deletes one end user's outcomes and exposures (a privacy request).
+
+Both leave a DataDeletion row (who, when, what was asked, how many rows, which experiments changed);
+an erased user appears there only as a keyed hash of their id. The cost ledger is not touched: it holds
+no user ids, and money records stay (its trigger refuses DELETE).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from experiments import routing
+from experiments.models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    Assignment,
+    DataDeletion,
+    Experiment,
+    OutcomeEvent,
+    Variant,
+)
+from genesis.errors import Conflict, InvalidInput
+from genesis.permissions import Actor, require_permission
+from models_app.registry.models import Agent
+
+logger = logging.getLogger(__name__)
+
+# Rows per DELETE: ~0.1 s each on PostgreSQL (README "Data retention"), short enough that nothing waits.
+DEFAULT_BATCH_SIZE = 10_000
+# The newest cut-off a prune accepts: the health windows read the last 15 minutes, and agents report
+# outcomes late; a day leaves both alone.
+MIN_RETENTION = timedelta(days=1)
+# The beat task stops starting batches after this long, below its soft time limit; a backlog (the first
+# run on a year of data) is worked off over the following nights, or at once by `prune_outcomes`.
+SCHEDULED_MAX_SECONDS = 25 * 60
+_HASH_SALT = "genesis.experiments.erasure.user_id"
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    live_before: datetime | None
+    ended_before: datetime | None
+    dry_run: bool
+    outcomes: int = 0  # deleted, or that would be with dry_run
+    assignments: int = 0
+    experiments: list[str] = field(default_factory=list)  # ended experiments whose data went (or would)
+    batches: int = 0
+    complete: bool = True  # False: the time budget ran out with rows left; the next run goes on
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    subject_hash: str
+    agent: str  # slug, "" for every agent
+    dry_run: bool
+    outcomes: int
+    assignments: int
+    experiments: list[str]  # experiments whose data changed (or would)
+    active_experiments: list[str]  # those of them still running or paused
+    earlier_erasures: list[datetime]  # when the same user id was erased before
+
+
+def user_id_hash(user_id: str) -> str:
+    """The keyed hash a DataDeletion names an erased user by. Keyed (by SECRET_KEY) so that a list of
+    likely ids (e-mail addresses, numbers) cannot be hashed and matched against the trail."""
+    return salted_hmac(_HASH_SALT, user_id, algorithm="sha256").hexdigest()
+
+
+# --- prune ------------------------------------------------------------------------------------------------
+
+
+def outcomes_prune(
+    *,
+    live_before: datetime | None,
+    ended_before: datetime | None = None,
+    actor: Actor,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+    max_seconds: float | None = None,
+    now: datetime | None = None,
+) -> PruneResult:
+    """Delete the live outcomes that occurred before `live_before`, and every outcome and exposure of
+    the experiments that ended before `ended_before` (None: not that kind). With `dry_run`, count."""
+    require_permission(actor=actor, permission="experiments.delete_outcomeevent", action="prune outcomes")
+    now = now or timezone.now()
+    for name, cutoff in (("live_before", live_before), ("ended_before", ended_before)):
+        if cutoff is not None and cutoff > now - MIN_RETENTION:
+            raise InvalidInput(f"{name}: {cutoff:%Y-%m-%d %H:%M} is less than a day ago; the health windows and late "
+                               "outcomes need the last day — give an earlier cut-off")
+    if live_before is None and ended_before is None:
+        raise InvalidInput("live_before: give a cut-off for live outcomes, for ended experiments, or both")
+    if batch_size < 1:
+        raise InvalidInput(f"batch_size: {batch_size} must be at least 1")
+    deadline = time.monotonic() + max_seconds if max_seconds is not None else None
+    ended = _ended_experiments_with_data(ended_before) if ended_before is not None else []
+    live = _live_outcomes(live_before) if live_before is not None else OutcomeEvent.objects.none()
+    if dry_run:
+        ended_ids = [experiment.pk for experiment in ended]
+        return PruneResult(
+            live_before=live_before, ended_before=ended_before, dry_run=True,
+            outcomes=live.count() + OutcomeEvent.objects.filter(experiment_id__in=ended_ids).count(),
+            assignments=Assignment.objects.filter(experiment_id__in=ended_ids).count(),
+            experiments=[experiment.key for experiment in ended],
+        )
+    outcomes, batches, complete = (
+        _delete_in_batches(live, batch_size=batch_size, deadline=deadline) if live_before is not None else (0, 0, True))
+    if complete:
+        ended_outcomes, assignments, ended_batches, emptied, complete = _delete_ended(
+            ended, batch_size=batch_size, deadline=deadline)
+        outcomes, batches = outcomes + ended_outcomes, batches + ended_batches
+    else:
+        assignments, emptied = 0, []
+    result = PruneResult(live_before=live_before, ended_before=ended_before, dry_run=False, outcomes=outcomes,
+                         assignments=assignments, experiments=emptied, batches=batches, complete=complete)
+    if outcomes or assignments:
+        DataDeletion.objects.create(
+            kind=DataDeletion.Kind.PRUNE, actor=actor, outcomes_deleted=outcomes, assignments_deleted=assignments,
+            experiments=emptied, criteria={
+                "live_before": live_before.isoformat() if live_before else None,
+                "ended_before": ended_before.isoformat() if ended_before else None,
+                "batch_size": batch_size, "complete": complete,
+            },
+        )
+    logger.info("pruned %s outcomes and %s exposures in %s batches (%s)", outcomes, assignments, batches,
+                "complete" if complete else "time budget spent, rows left for the next run")
+    return result
+
+
+def outcomes_prune_scheduled(*, now: datetime | None = None) -> PruneResult | None:
+    """The beat task's prune, with the retentions of the settings (None: both keep forever)."""
+    now = now or timezone.now()
+    live_days, ended_days = settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS
+    if not live_days and not ended_days:
+        return None
+    return outcomes_prune(
+        live_before=now - timedelta(days=live_days) if live_days else None,
+        ended_before=now - timedelta(days=ended_days) if ended_days else None,
+        actor=None, max_seconds=SCHEDULED_MAX_SECONDS, now=now,
+    )
+
+
+def _live_outcomes(before: datetime) -> QuerySet[OutcomeEvent]:
+    # Outcomes in no experiment. `variant = 'live'` beside the null experiment lets the
+    # (experiment, variant, occurred_at) index find them as one range; ingestion writes no other pair.
+    return OutcomeEvent.objects.filter(experiment_id__isnull=True, variant=Variant.LIVE, occurred_at__lt=before)
+
+
+def _ended_experiments_with_data(before: datetime) -> list[Experiment]:
+    """Rolled-back or completed experiments that ended before `before` and still hold data. Their
+    status is final (none goes back to running), so nothing can start reading their rows meanwhile."""
+    candidates = Experiment.objects.filter(status__in=FINAL_STATUSES, ended_at__lt=before).order_by("ended_at", "pk")
+    return [
+        experiment for experiment in candidates
+        if OutcomeEvent.objects.filter(experiment_id=experiment.pk).exists()
+        or Assignment.objects.filter(experiment_id=experiment.pk).exists()
+    ]
+
+
+def _delete_ended(ended: list[Experiment], *, batch_size: int, deadline: float | None) -> tuple[int, int, int, list[str], bool]:
+    """Delete the outcomes, then the exposures, of each ended experiment in turn. Returns (outcomes,
+    exposures, batches, keys of the experiments whose data went, whether all of it went)."""
+    outcomes = assignments = batches = 0
+    emptied: list[str] = []
+    for experiment in ended:
+        deleted_outcomes, outcome_batches, complete = _delete_in_batches(
+            OutcomeEvent.objects.filter(experiment_id=experiment.pk), batch_size=batch_size, deadline=deadline)
+        deleted_assignments = assignment_batches = 0
+        if complete:  # its exposures go once its outcomes have
+            deleted_assignments, assignment_batches, complete = _delete_in_batches(
+                Assignment.objects.filter(experiment_id=experiment.pk), batch_size=batch_size, deadline=deadline)
+        outcomes, assignments = outcomes + deleted_outcomes, assignments + deleted_assignments
+        batches += outcome_batches + assignment_batches
+        if deleted_outcomes or deleted_assignments:
+            emptied.append(experiment.key)
+        if not complete:
+            return outcomes, assignments, batches, emptied, False
+    return outcomes, assignments, batches, emptied, True
+
+
+def _delete_in_batches(rows: QuerySet, *, batch_size: int, deadline: float | None) -> tuple[int, int, bool]:
+    """Delete `rows` `batch_size` at a time, each DELETE its own transaction, until none is left or
+    `deadline` (time.monotonic) passes. Returns (rows deleted, batches, whether none is left)."""
+    deleted = batches = 0
+    while deadline is None or time.monotonic() < deadline:
+        with transaction.atomic():
+            count = _delete_batch(rows, batch_size=batch_size)
+        deleted, batches = deleted + count, batches + 1
+        if count < batch_size:
+            return deleted, batches, True
+    return deleted, batches, False
+
+
+def _delete_batch(rows: QuerySet, *, batch_size: int) -> int:
+    ids = rows.values("pk")[:batch_size]
+    if connection.vendor != "postgresql":
+        # The tables have no cascades or delete signals: Django deletes without reading the rows first.
+        return rows.model.objects.filter(pk__in=ids).delete()[0]
+    # `id = ANY(ARRAY(…))`, not `id IN (…)`: the ids become one array first, then the primary key index
+    # finds each — PostgreSQL planned the IN form as a hash join over a scan of the whole table, every batch.
+    select, params = ids.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {connection.ops.quote_name(rows.model._meta.db_table)} WHERE id = ANY(ARRAY({select}))", params)
+        return cursor.rowcount
+
+
+# --- erasure ----------------------------------------------------------------------------------------------
+
+
+def user_data_erase(
+    *,
+    user_id: str,
+    agent: Agent | None,
+    actor: Actor,
+    reason: str = "",
+    allow_active_experiments: bool = False,
+    dry_run: bool = False,
+) -> ErasureResult:
+    """Delete the outcomes and exposures of end user `user_id` at `agent` (None: every agent).
+
+    Refused (Conflict) while a running or paused experiment holds some of them, unless
+    `allow_active_experiments`: deleting them changes that experiment's results, guardrails and holds
+    while it is being decided on, and the user goes on being served in it and reporting new outcomes.
+    Ending the experiment first (or waiting for it to end) keeps its numbers whole; a request that
+    cannot wait goes ahead with the flag and the changed experiments are named on the trail."""
+    require_permission(actor=actor, permission="experiments.erase_user_data", action="erase an end user's data")
+    if not user_id:
+        raise InvalidInput("user_id: give the end user's id, exactly as the agent sends it")
+    subject_hash = user_id_hash(user_id)
+    experiments = Experiment.objects.filter(agent=agent) if agent is not None else Experiment.objects.all()
+    experiment_ids = list(experiments.values_list("pk", flat=True))
+    # Exposures buffered by /route are written first, so none of this user's lands after the erasure.
+    routing.drain_exposure_queue()
+    outcomes = OutcomeEvent.objects.filter(user_id=user_id, **({"agent_id": agent.pk} if agent is not None else {}))
+    assignments = Assignment.objects.filter(user_id=user_id, experiment_id__in=experiment_ids)
+    touched_ids = set(assignments.values_list("experiment_id", flat=True))
+    active_ids = set(experiments.filter(status__in=ACTIVE_STATUSES).values_list("pk", flat=True))
+    touched_ids |= set(outcomes.filter(experiment_id__in=active_ids).values_list("experiment_id", flat=True).distinct())
+    touched = dict(Experiment.objects.filter(pk__in=touched_ids).order_by("key").values_list("key", "status"))
+    active = [key for key, status in touched.items() if status in ACTIVE_STATUSES]
+    earlier = list(DataDeletion.objects.filter(kind=DataDeletion.Kind.ERASURE, subject_hash=subject_hash)
+                   .order_by("at").values_list("at", flat=True))
+    scope = agent.slug if agent is not None else ""
+    if dry_run:
+        return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=True, outcomes=outcomes.count(),
+                             assignments=assignments.count(), experiments=list(touched), active_experiments=active,
+                             earlier_erasures=earlier)
+    if active and not allow_active_experiments:
+        raise Conflict(
+            f"user_id: this user has data in the {'experiment' if len(active) == 1 else 'experiments'} "
+            f"{', '.join(active)}, still {' / '.join(sorted({touched[key] for key in active}))}; erasing it changes "
+            "their results and guardrails while they are decided on — erase after they end, or pass "
+            "--allow-active-experiments (the change is recorded)"
+        )
+    with transaction.atomic():
+        deleted_outcomes, _ = outcomes.delete()
+        deleted_assignments, _ = assignments.delete()
+        DataDeletion.objects.create(
+            kind=DataDeletion.Kind.ERASURE, actor=actor, agent=scope, subject_hash=subject_hash, reason=reason,
+            outcomes_deleted=deleted_outcomes, assignments_deleted=deleted_assignments, experiments=list(touched),
+            criteria={"allow_active_experiments": allow_active_experiments, "active_experiments": active},
+        )
+    return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=False, outcomes=deleted_outcomes,
+                         assignments=deleted_assignments, experiments=list(touched), active_experiments=active,
+                         earlier_erasures=earlier)

@@ -1,0 +1,203 @@
+"""Data retention (experiments/retention.py): prunes delete only what no decision needs — never a
+running or paused experiment's data — in batches, and leave a trace; an erasure deletes one end user's
+data, names them only by a keyed hash, and will not silently change a running experiment."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from experiments import retention
+from experiments.models import Assignment, DataDeletion, Experiment, OutcomeEvent
+from experiments.services import experiment_pause, experiment_rollback, experiment_start
+from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from genesis.schedules import DEFAULT_SCHEDULES
+from tests.experiments.factories import draft_experiment, person
+
+pytestmark = pytest.mark.django_db
+
+NOW = timezone.now()
+OLD = NOW - timedelta(days=200)
+_ids = itertools.count()
+
+
+def outcomes(*, agent_id: int, n: int, at: datetime, experiment: Experiment | None = None, variant: str = "",
+             user: str = "") -> None:
+    """`n` stored outcomes (and, in an experiment, their exposures) that occurred at `at`."""
+    variant = variant or ("control" if experiment else "live")
+    OutcomeEvent.objects.bulk_create(
+        OutcomeEvent(event_id=f"e{next(_ids)}", agent_id=agent_id, experiment=experiment, variant=variant,
+                     user_id=user or f"u{i}", model="m", success=True, latency_ms=100.0, occurred_at=at, received_at=at)
+        for i in range(n)
+    )
+    if experiment is not None:
+        Assignment.objects.bulk_create(
+            [Assignment(experiment=experiment, user_id=user or f"u{i}", variant=variant, first_seen=at) for i in range(n)],
+            ignore_conflicts=True,
+        )
+
+
+@pytest.fixture
+def world() -> dict[str, Any]:
+    """Four agents: one experiment running, one paused, one rolled back 200 days ago, one completed
+    yesterday; each with 200-day-old data, plus old and recent live outcomes."""
+    running = experiment_start(experiment=draft_experiment("qa_agent"))
+    paused = experiment_pause(experiment=experiment_start(experiment=draft_experiment("legal_agent")), reason="test")
+    rolled_back = experiment_rollback(experiment=experiment_start(experiment=draft_experiment("content_agent")), reason="test")
+    completed = experiment_rollback(experiment=experiment_start(experiment=draft_experiment("support_agent")), reason="test")
+    Experiment.objects.filter(pk=rolled_back.pk).update(ended_at=OLD)
+    Experiment.objects.filter(pk=completed.pk).update(status="completed", ended_at=NOW - timedelta(days=1, hours=1))
+    for experiment in (running, paused, rolled_back, completed):
+        outcomes(agent_id=experiment.agent_id, n=30, at=OLD, experiment=experiment)
+    outcomes(agent_id=running.agent_id, n=25, at=OLD)  # live, old
+    outcomes(agent_id=running.agent_id, n=5, at=NOW - timedelta(hours=1))  # live, recent
+    return {"running": running, "paused": paused, "rolled_back": rolled_back, "completed": completed}
+
+
+def counts(experiment: Experiment | None) -> tuple[int, int]:
+    if experiment is None:
+        return OutcomeEvent.objects.filter(experiment__isnull=True).count(), 0
+    return (OutcomeEvent.objects.filter(experiment=experiment).count(),
+            Assignment.objects.filter(experiment=experiment).count())
+
+
+def test_prune_never_touches_running_or_paused_experiments_even_with_the_latest_cut_offs(world):
+    cutoff = NOW - retention.MIN_RETENTION  # the newest the service accepts: takes everything else it may
+    result = retention.outcomes_prune(live_before=cutoff, ended_before=cutoff, actor=None, batch_size=7, now=NOW)
+    assert counts(world["running"]) == (30, 30)
+    assert counts(world["paused"]) == (30, 30)
+    # The ended experiments go whole; the recent live outcomes stay.
+    assert counts(world["rolled_back"]) == (0, 0) and counts(world["completed"]) == (0, 0)
+    assert counts(None) == (5, 0)
+    assert (result.outcomes, result.assignments) == (25 + 60, 60)
+    assert result.experiments == ["content_agent-exp", "support_agent-exp"] and result.complete
+    trace = DataDeletion.objects.get()
+    assert (trace.kind, trace.outcomes_deleted, trace.assignments_deleted) == ("prune", 85, 60)
+    assert trace.experiments == ["content_agent-exp", "support_agent-exp"]
+
+
+def test_ended_experiments_are_kept_unless_asked_and_then_only_those_ended_before_the_cut_off(world):
+    retention.outcomes_prune(live_before=NOW - timedelta(days=90), actor=None, now=NOW)
+    assert counts(world["rolled_back"]) == (30, 30) and counts(world["completed"]) == (30, 30)
+    assert counts(None) == (5, 0)
+    retention.outcomes_prune(live_before=None, ended_before=NOW - timedelta(days=30), actor=None, now=NOW)
+    assert counts(world["rolled_back"]) == (0, 0)
+    assert counts(world["completed"]) == (30, 30)  # ended yesterday: within the retention
+
+
+def test_batches_delete_bounded_rows_one_statement_each(world):
+    outcomes(agent_id=world["running"].agent_id, n=100, at=OLD)  # 125 old live outcomes now
+    with CaptureQueriesContext(connection) as queries:
+        result = retention.outcomes_prune(live_before=NOW - timedelta(days=90), actor=None, batch_size=10, now=NOW)
+    assert result.outcomes == 125 and result.batches == 13  # 12 full batches and one of 5
+    deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 13 and all("LIMIT 10" in sql for sql in deletes)
+    assert not any(q["sql"].startswith('SELECT "experiments_outcomeevent"."id", "experiments_outcomeevent"."event_id"')
+                   for q in queries.captured_queries)  # rows are never read into Python first
+
+
+def test_a_spent_time_budget_stops_between_batches_and_the_next_run_goes_on(world):
+    result = retention.outcomes_prune(live_before=NOW - timedelta(days=90), actor=None, batch_size=10, max_seconds=0, now=NOW)
+    assert (result.outcomes, result.complete) == (0, False)
+    assert retention.outcomes_prune(live_before=NOW - timedelta(days=90), actor=None, batch_size=10, now=NOW).outcomes == 25
+
+
+def test_dry_run_counts_and_deletes_nothing(world):
+    result = retention.outcomes_prune(live_before=NOW - timedelta(days=90), ended_before=NOW - timedelta(days=30),
+                                      actor=None, dry_run=True, now=NOW)
+    assert (result.outcomes, result.assignments, result.experiments) == (55, 30, ["content_agent-exp"])
+    assert OutcomeEvent.objects.count() == 150 and not DataDeletion.objects.exists()
+
+
+def test_cut_offs_within_the_last_day_and_people_without_permission_are_refused(world):
+    with pytest.raises(InvalidInput, match="live_before: .* less than a day ago"):
+        retention.outcomes_prune(live_before=NOW - timedelta(hours=23), actor=None, now=NOW)
+    with pytest.raises(PermissionDenied, match="experiments.delete_outcomeevent"):
+        retention.outcomes_prune(live_before=OLD, actor=person("nobody"), now=NOW)
+    assert OutcomeEvent.objects.count() == 150
+
+
+def test_scheduled_prune_follows_the_settings(world, settings):
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 0, 0
+    assert retention.outcomes_prune_scheduled(now=NOW) is None
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS = 90
+    assert retention.outcomes_prune_scheduled(now=NOW).outcomes == 25
+    assert counts(world["rolled_back"]) == (30, 30)
+    settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 180
+    assert retention.outcomes_prune_scheduled(now=NOW).experiments == ["content_agent-exp"]
+    tasks = {entry.task: entry.crontab for entry in DEFAULT_SCHEDULES}
+    assert tasks["experiments.prune_outcomes"] == "30 3 * * *"
+    assert tasks["genesis.clear_expired_sessions"] == "45 3 * * *"
+
+
+def run(command: str, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command(command, *args, stdout=out, stderr=err)
+    except CommandError as exc:
+        return exc.returncode, out.getvalue(), str(exc)
+    return 0, out.getvalue(), err.getvalue()
+
+
+def test_prune_outcomes_command(world):
+    assert run("prune_outcomes")[0] == 2
+    assert run("prune_outcomes", "--before", "yesterday")[0] == 2
+    code, _, err = run("prune_outcomes", "--before", f"{NOW + timedelta(days=1):%Y-%m-%d}")
+    assert code == 2 and "--before/--older-than-days:" in err and "less than a day ago" in err
+    assert run("prune_outcomes", "--older-than-days", "90", "--as", "nobody")[0] == 2  # no such user
+    person("nobody")
+    assert run("prune_outcomes", "--older-than-days", "90", "--as", "nobody")[0] == 1
+    code, out, _ = run("prune_outcomes", "--older-than-days", "90", "--dry-run")
+    assert (code, out.splitlines()[0]) == (0, "would delete 25 outcomes and 0 exposures")
+    code, out, _ = run("prune_outcomes", "--older-than-days", "90", "--ended-older-than-days", "30", "--batch-size", "4", "--json")
+    assert code == 0
+    assert {k: v for k, v in json.loads(out).items() if k in ("outcomes", "assignments", "experiments", "batches")} == {
+        "outcomes": 55, "assignments": 30, "experiments": ["content_agent-exp"], "batches": 7 + 8 + 8,
+    }
+
+
+def test_erasure_deletes_one_users_data_and_keeps_only_a_keyed_hash(world):
+    rolled_back = world["rolled_back"]
+    outcomes(agent_id=rolled_back.agent_id, n=3, at=OLD, experiment=rolled_back, user="alice@example.com")
+    outcomes(agent_id=rolled_back.agent_id, n=2, at=NOW, user="alice@example.com")  # live
+    outcomes(agent_id=world["running"].agent_id, n=2, at=NOW, user="alice@example.com")  # live, another agent
+    eraser = person("dpo", "erase_user_data")
+    with pytest.raises(PermissionDenied, match="experiments.erase_user_data"):
+        retention.user_data_erase(user_id="alice@example.com", agent=None, actor=person("nobody"))
+    result = retention.user_data_erase(user_id="alice@example.com", agent=rolled_back.agent, actor=eraser, reason="ticket 12")
+    assert (result.outcomes, result.assignments, result.experiments) == (5, 1, ["content_agent-exp"])
+    assert OutcomeEvent.objects.filter(user_id="alice@example.com").count() == 2  # the other agent's stay
+    assert OutcomeEvent.objects.filter(experiment=rolled_back).count() == 30  # other users untouched
+    trace = DataDeletion.objects.get(kind="erasure")
+    assert trace.subject_hash == retention.user_id_hash("alice@example.com") != retention.user_id_hash("bob@example.com")
+    assert (trace.actor, trace.agent, trace.reason) == (eraser, "content_agent", "ticket 12")
+    stored = json.dumps([trace.subject_hash, trace.criteria, trace.experiments, trace.reason, trace.agent])
+    assert "alice" not in stored
+    again = retention.user_data_erase(user_id="alice@example.com", agent=None, actor=eraser, dry_run=True)
+    assert (again.outcomes, again.earlier_erasures) == (2, [trace.at])
+
+
+def test_erasure_refuses_to_change_a_running_experiment_unless_allowed(world):
+    running = world["running"]
+    outcomes(agent_id=running.agent_id, n=1, at=NOW, experiment=running, user="carol", variant="treatment")
+    eraser = person("dpo", "erase_user_data")
+    with pytest.raises(Conflict, match="qa_agent-exp, still running"):
+        retention.user_data_erase(user_id="carol", agent=None, actor=eraser)
+    assert OutcomeEvent.objects.filter(user_id="carol").count() == 1 and not DataDeletion.objects.exists()
+    code, _, err = run("erase_user_data", "--user-id", "carol", "--as", "dpo")
+    assert code == 1 and "--allow-active-experiments" in err
+    assert run("erase_user_data", "--user-id", "carol")[0] == 2  # --as is required
+    code, out, _ = run("erase_user_data", "--user-id", "carol", "--agent", "qa_agent", "--as", "dpo", "--allow-active-experiments")
+    assert code == 0 and out.startswith("erased 1 outcomes and 1 exposures of user #") and "qa_agent-exp" in out
+    assert not OutcomeEvent.objects.filter(user_id="carol").exists()
+    assert DataDeletion.objects.get().criteria == {"allow_active_experiments": True, "active_experiments": ["qa_agent-exp"]}
+    assert counts(running) == (30, 30)
