@@ -64,7 +64,7 @@ class Dataset(models.Model):
     line_count = models.BigIntegerField(default=0, help_text="Physical lines; a last line without a newline counts.")
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     uploaded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     via = models.CharField(max_length=200, blank=True, help_text="How it arrived: admin, API key, command, worker.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -120,7 +120,7 @@ class AuditRun(models.Model):
     )
     find_near_duplicates = models.BooleanField(default=True)
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     via = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

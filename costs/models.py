@@ -61,7 +61,7 @@ class PriceTable(models.Model):
     source = models.CharField(max_length=500, help_text="Where the prices were read: a URL or document.")
     source_date = models.DateField(help_text="When the source was read.")
     note = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     history = HistoricalRecords()
 
@@ -290,7 +290,7 @@ class CostReport(models.Model):
         max_length=40, null=True, blank=True, unique=True,
         help_text="'daily:YYYY-MM-DD' for the beat-made report, so a repeated beat makes one report a day.",
     )
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -50,8 +50,8 @@ class Experiment(models.Model):
         "ExperimentStage", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     verdict_override_reason = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -121,10 +121,10 @@ class StageApproval(models.Model):
     stage = models.ForeignKey(ExperimentStage, on_delete=models.CASCADE, related_name="approvals")
     status = models.CharField(max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
     config_version = models.PositiveIntegerField(help_text="The experiment's config version when requested.")
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
     requested_at = models.DateTimeField(auto_now_add=True)
     note = models.TextField(blank=True)
-    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     decided_at = models.DateTimeField(null=True, blank=True)
     void_reason = models.TextField(blank=True)
 
@@ -235,11 +235,12 @@ class EventAction(models.TextChoices):
 
 class ExperimentEvent(models.Model):
     """The audit trail: who did what to an experiment, when, from which state to which, and why.
-    `actor` null means Genesis itself (the guardrail task)."""
+    `actor` null means Genesis itself (the guardrail task): a person who acted is deactivated, never
+    deleted (PROTECT, genesis/admin_users.py), so a null is never a deleted user."""
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="events")
     action = models.CharField(max_length=24, choices=EventAction.choices)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     at = models.DateTimeField(auto_now_add=True)
     before = models.JSONField(default=dict, blank=True)
     after = models.JSONField(default=dict, blank=True)
@@ -267,7 +268,8 @@ class DataDeletion(models.Model):
         ERASURE = "erasure"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # null: Genesis itself (the scheduled prune).
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     at = models.DateTimeField(auto_now_add=True)
     agent = models.CharField(max_length=100, blank=True, help_text="The agent's slug; empty: every agent.")
     subject_hash = models.CharField(max_length=64, blank=True, db_index=True,

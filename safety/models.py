@@ -40,7 +40,7 @@ class PromptSet(models.Model):
     prompt_count = models.PositiveIntegerField(default=0)
     problem_count = models.PositiveIntegerField(default=0, help_text="Lines skipped as malformed.")
     problems = models.JSONField(default=list, blank=True, help_text='[{"line": n, "detail": "…"}, …] (first 1 000)')
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -90,7 +90,7 @@ class WaltzBuild(models.Model):
     shortfall = models.TextField(blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     via = models.CharField(max_length=200, blank=True)
     budget_override_reason = models.TextField(blank=True)
     conversation_train = models.ForeignKey("audits.Dataset", null=True, blank=True, on_delete=models.PROTECT, related_name="+")

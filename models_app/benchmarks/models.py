@@ -27,7 +27,7 @@ class BenchmarkSuite(models.Model):
     case_count = models.PositiveIntegerField(default=0)
     source = models.CharField(max_length=200, blank=True, help_text="Where the cases came from (file name, seed).")
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -90,7 +90,7 @@ class BenchmarkRun(models.Model):
     comparison = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     requested_via = models.CharField(max_length=120, blank=True, help_text="admin, API key label, command…")
     budget_override_reason = models.TextField(blank=True)
@@ -98,7 +98,7 @@ class BenchmarkRun(models.Model):
         max_length=24, blank=True, help_text="The candidate's status before the run, restored if the run fails."
     )
     cancelled_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

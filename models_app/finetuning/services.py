@@ -487,6 +487,7 @@ def _record_provider_error(
 ) -> FineTuningJob:
     """Note the provider's error on the row; `gone` (by default: a 404/405/410 refusal) marks it REFUSED."""
     job = FineTuningJob.objects.select_for_update(of=("self",)).select_related("agent", "provider").get(pk=job_id)
+    noted_before = (job.status, job.last_error)
     _note_error(job, error, now=timezone.now())
     if gone is None:
         gone = isinstance(error, ProviderRefused) and error.status_code in rules.GONE_HTTP_STATUSES
@@ -497,8 +498,13 @@ def _record_provider_error(
         logger.warning("fine-tuning job #%s refused by provider '%s': %s", job.pk, job.provider.name, error.message)
     else:
         logger.warning("fine-tuning job #%s: %s failed: %s", job.pk, operation, error.message)
-    record_history(job, actor=actor, reason=f"{operation}: {'refused' if gone else 'failed'} ({error.status_code or 'no answer'})")
-    job.save()
+    if (job.status, job.last_error) == noted_before:
+        # The same failure again: beat syncs every minute, and a provider outage would write 1 440
+        # identical history rows a day per job. The row still says when it last failed (last_error_at).
+        job.save_without_historical_record()
+    else:
+        record_history(job, actor=actor, reason=f"{operation}: {'refused' if gone else 'failed'} ({error.status_code or 'no answer'})")
+        job.save()
     _release_budget_when_ended(job)
     return job
 

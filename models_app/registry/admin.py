@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from genesis.admin_base import (
+    DeleteWhenUnusedMixin,
     ReadOnlyTabularInline,
     ServiceAddFormMixin,
     ServiceForm,
@@ -48,10 +49,12 @@ class ModelVersionInline(ReadOnlyTabularInline):
 
 
 @admin.register(Agent)
-class AgentAdmin(SimpleHistoryAdmin):
+class AgentAdmin(DeleteWhenUnusedMixin, SimpleHistoryAdmin):
     list_display: tuple[str, ...] = ("slug", "name", "live_model", "candidates")  # extended by experiments/admin_health.py
     search_fields = ("slug", "name", "purpose")
     readonly_fields = ("created_at", "updated_at")
+    # An agent just added by mistake goes; one with versions, outcomes or costs is part of the record.
+    delete_instead = "An agent with a history stays in the registry; to stop its traffic, revoke its API keys."
 
     def get_readonly_fields(self, request: HttpRequest, obj: Agent | None = None) -> tuple[str, ...]:
         # API keys, experiments and the ledger refer to agents by slug: it never changes.
@@ -121,7 +124,7 @@ class ModelVersionRegisterForm(forms.Form):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
+class ModelVersionAdmin(ServiceAddFormMixin, DeleteWhenUnusedMixin, SimpleHistoryAdmin):
     list_display = ("model_id", "agent", "kind", "status", "provider", "registered_by", "created_at")
     list_select_related = ("agent", "provider", "registered_by")  # registered_by may be NULL: not followed by default
     list_filter = ("status", "kind", "agent", "provider")
@@ -139,6 +142,13 @@ class ModelVersionAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
         if obj is not None and not self.has_change_permission(request, obj):
             return tuple(name for name in self.fields if name != "change_status_link")
         return self.fields
+
+    # A version an experiment, a benchmark, a fine-tuning job or the ledger (its storage charges) names is
+    # part of the record; only one registered by mistake and never used goes.
+    delete_instead = (
+        "Retire it instead (Change status… → retired; a live version is retired when its successor goes live): "
+        "a retired version is no longer charged for storage."
+    )
 
     def has_delete_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
         # A live or rolling-out version serves users; retire it (another goes live) or roll back instead.
@@ -227,8 +237,9 @@ class ProviderAccountForm(ServiceForm):
 
 
 @admin.register(ProviderAccount)
-class ProviderAccountAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
+class ProviderAccountAdmin(ServiceFormAdminMixin, DeleteWhenUnusedMixin, SimpleHistoryAdmin):
     form = ProviderAccountForm
+    delete_instead = "Disable it instead (untick Enabled): no new fine-tuning job or benchmark uses a disabled provider."
     list_display = ("name", "kind", "base_url", "api_key_env", "key_present", "destination_allowed", "max_concurrency", "enabled")
     list_filter = ("kind", "enabled")
 

@@ -91,7 +91,7 @@ class ModelVersion(models.Model):
     kind = models.CharField(max_length=16, choices=ModelKind.choices)
     status = models.CharField(max_length=24, choices=ModelStatus.choices, default=ModelStatus.REGISTERED)
     registered_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     reason = models.TextField(blank=True, help_text="Why it was registered.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -122,7 +122,7 @@ class ApiKey(models.Model):
     all_agents = models.BooleanField(default=False)
     agents = models.ManyToManyField(Agent, blank=True, related_name="api_keys")
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)

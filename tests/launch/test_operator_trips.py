@@ -14,7 +14,7 @@ from experiments.services import experiment_rollback, experiment_start
 from models_app.finetuning.models import FineTuningJob
 from models_app.registry.models import Agent, ModelVersion
 from tests.experiments.factories import draft_experiment, person
-from tests.factories import UserFactory
+from tests.factories import ModelVersionFactory, UserFactory
 from tests.models_app.finetuning_fixtures import DEMO_TRAINING_FILE, ft_simulator, ft_world  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -38,9 +38,13 @@ def test_a_live_version_offers_no_delete(admin_client):
     live = experiment.control
     page = admin_client.get(reverse("admin:models_app_modelversion_change", args=[live.pk])).content.decode()
     assert "deletelink" not in page
-    assert admin_client.post(reverse("admin:models_app_modelversion_delete", args=[live.pk]), {"post": "yes"}).status_code == 403
+    refused = admin_client.post(reverse("admin:models_app_modelversion_delete", args=[live.pk]), {"post": "yes"})
+    assert refused.status_code == 302 and ModelVersion.objects.filter(pk=live.pk).exists()  # told why on its page
     candidate_page = admin_client.get(reverse("admin:models_app_modelversion_change", args=[experiment.treatment_id])).content.decode()
-    assert "deletelink" in candidate_page  # a registered candidate may still go
+    assert "deletelink" not in candidate_page  # its experiment names it (tests/models_app/test_registry_delete.py)
+    unused = ModelVersionFactory(agent=experiment.agent, provider=live.provider)
+    unused_page = admin_client.get(reverse("admin:models_app_modelversion_change", args=[unused.pk])).content.decode()
+    assert "deletelink" in unused_page  # a version registered by mistake may still go
 
 
 def test_a_finished_experiment_has_no_save_buttons(admin_client):

@@ -345,6 +345,24 @@ def test_a_transient_failure_is_retried_once_and_then_noted_not_raised(ft_world)
     assert job.last_error == "" and job.provider_answer == ""
 
 
+def test_the_same_sync_failure_again_writes_no_new_history_row(ft_world) -> None:
+    """Data-lifecycle review: every failed sync wrote a history row — beat syncs every minute, so a
+    provider outage wrote 1 440 rows a day per job. A row is written when the error or the status changes."""
+    job = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    rows = job.history.count()
+    for _ in range(3):
+        ft_world.simulator.state.queue_faults(503, 503)
+        job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
+    assert "503" in job.last_error and job.history.count() == rows + 1
+    first_failure = job.last_error_at
+    ft_world.simulator.state.queue_faults(502, 502)  # another error: recorded
+    job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
+    assert "502" in job.last_error and job.history.count() == rows + 2
+    assert job.last_error_at > first_failure  # the row still says when it last failed
+    reasons = list(job.history.values_list("history_change_reason", flat=True)[:2])
+    assert reasons == ["sync: failed (502)", "sync: failed (503)"]
+
+
 def test_a_creation_is_asked_again_after_a_429_but_never_after_an_answer_that_may_hide_a_job(ft_world) -> None:
     training_file = upload_demo(ft_world)
 

@@ -9,7 +9,9 @@ import pytest
 from django.utils import timezone
 
 from costs.models import CostEntry
-from models_app.finetuning.storage import storage_charge_month
+from models_app.finetuning.storage import StorageChargesFailed, storage_charge_month
+from models_app.finetuning.tasks import charge_monthly_storage
+from models_app.registry.models import ModelVersion
 from tests.costs.factories import PriceTableFactory
 from tests.factories import AgentFactory, ModelVersionFactory
 
@@ -26,7 +28,7 @@ def test_monthly_storage_charges_each_stored_fine_tuned_model_once_a_month():
     ModelVersionFactory(agent=qa_agent, model_id="open-mistral-7b", kind="baseline", base_model="open-mistral-7b")
     first = storage_charge_month()
     again = storage_charge_month()
-    assert [e.pk for e in first] == [e.pk for e in again]
+    assert [e.pk for e in first.charged] == [e.pk for e in again.charged] and not again.failed
     entry = CostEntry.objects.get()
     assert (entry.operation, entry.amount_usd, entry.model, entry.source_object) == ("storage", Decimal("2.000000"), FT_MODEL, stored)
     assert entry.idempotency_key == f"storage:simulator:{FT_MODEL}:{timezone.localdate():%Y-%m}"
@@ -46,3 +48,37 @@ def test_a_model_two_agents_registered_is_charged_once_and_does_not_stop_the_oth
     storage_charge_month()
 
     assert sorted(CostEntry.objects.values_list("source_id", flat=True)) == sorted([str(first.pk), str(later.pk)])
+
+
+def test_a_model_paid_for_the_month_under_another_version_row_is_not_charged_again_and_later_ones_are():
+    """Data-lifecycle review: the month's entry named a version since retired (or deleted); the model,
+    registered again, made the ledger refuse the key (another source row) — every daily run failed for
+    the rest of the month, and a model fine-tuned later was never charged."""
+    PriceTableFactory()
+    first = ModelVersionFactory(agent=AgentFactory(slug="legal_agent"), model_id=FT_MODEL)
+    storage_charge_month()
+    ModelVersion.objects.filter(pk=first.pk).update(status="retired")
+    again = ModelVersionFactory(agent=AgentFactory(slug="content_agent"), model_id=FT_MODEL, provider=first.provider)
+    later = ModelVersionFactory(agent=again.agent, model_id="ft:open-mistral-7b:1a7e0000:20261206:1a7e0000", provider=first.provider)
+
+    month = storage_charge_month()
+
+    assert not month.failed
+    assert [e.source_id for e in month.charged] == [str(first.pk), str(later.pk)]  # paid once, by the first row
+    assert CostEntry.objects.filter(model=FT_MODEL).count() == 1 and CostEntry.objects.filter(model=later.model_id).count() == 1
+
+
+def test_a_model_that_cannot_be_charged_does_not_stop_the_others_and_fails_the_daily_task():
+    PriceTableFactory()
+    agent = AgentFactory(slug="qa_agent")
+    # An id as long as the registry allows makes a key longer than the ledger's (200 characters).
+    unchargeable = ModelVersionFactory(agent=agent, model_id="ft:open-mistral-7b:" + "f" * 181)
+    chargeable = ModelVersionFactory(agent=agent, model_id=FT_MODEL, provider=unchargeable.provider)
+
+    month = storage_charge_month()
+
+    assert list(month.failed) == [unchargeable.model_id]
+    assert [e.source_id for e in month.charged] == [str(chargeable.pk)]
+    with pytest.raises(StorageChargesFailed, match="1 model\\(s\\) not charged for storage"):
+        charge_monthly_storage()
+    assert CostEntry.objects.count() == 1
