@@ -60,12 +60,13 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
         description="Django's clearsessions: deletes expired admin sessions.",
     ),
     DefaultSchedule(
-        name="audits: resend stranded audits", task="audits.sweep_stranded", every_seconds=300,
-        description="Sends again the audits and dataset copies whose message was lost (queued > 10 min, or killed past the time limit).",
+        name="audits: resend stranded audits", task="audits.sweep_stranded", every_seconds=60,
+        description="Sends again the audits and dataset copies whose message was lost (queued > 10 min) or whose "
+                    "worker died (running > 1 min with no worker holding its lock).",
     ),
     DefaultSchedule(
-        name="safety: resend stranded WaltzRL builds", task="safety.resend_stranded_builds", every_seconds=300,
-        description="Sends again WaltzRL builds queued > 5 min, or running with no worker on them, so they resume.",
+        name="safety: resend stranded WaltzRL builds", task="safety.resend_stranded_builds", every_seconds=60,
+        description="Sends again WaltzRL builds queued > 5 min, or running > 1 min with no worker holding their lock, so they resume.",
     ),
     DefaultSchedule(
         name="launch: weekly Go/No-Go report", task="launch.send_launch_report", crontab="0 7 * * 1",
