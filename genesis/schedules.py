@@ -27,6 +27,11 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
         description="Markdown and CSV cost report (spend, budgets, alerts, fine-tuning jobs), sent to the alert channels.",
     ),
     DefaultSchedule(
+        name="costs: resend stranded cost reports", task="costs.resend_stranded_reports", every_seconds=60,
+        description="Sends again cost reports pending > 5 min (the broker was down) or left running by a killed worker, "
+                    "at most 5 times, then marks them failed; makes the daily report again if beat fired it but its message was lost.",
+    ),
+    DefaultSchedule(
         name="costs: monthly storage charges", task="costs.charge_monthly_storage", crontab="15 0 * * *",
         description="Charges $2/month per stored fine-tuned model; runs daily, charges each model once a month.",
     ),
