@@ -49,7 +49,7 @@ from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.jobs import advance, advance_locked
-from genesis.locks import worker_lock
+from genesis.locks import running_without_worker, worker_lock
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
 from genesis.uploads import size_text
@@ -645,37 +645,28 @@ def _derive_fail(dataset: Dataset, message: str) -> Dataset:
 # --- beat's sweep ----------------------------------------------------------------------------------------
 
 
-def _lock_is_free(namespace: int, pk: int) -> bool:
-    with _worker_lock(namespace, pk) as free:
-        return free
-
-
 def audits_sweep_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -> dict[str, int]:
-    """Beat, every few minutes: the backstop for work whose message is gone.
+    """Beat, every minute: the backstop for work whose message is gone.
 
     * an audit still queued, or a copy still pending and never started, after `older_than_seconds`
       lost its message (the broker was down when it was sent): its task is sent again;
-    * an audit or copy "running" for longer than the task's hard time limit with no worker holding
-      its lock was killed without being handed back (a hard time limit is not redelivered): it is
-      sent again too, and the attempts cap turns a job that always dies into a failure with a reason.
+    * an audit or copy running with no worker holding its lock lost its worker (killed, out of
+      memory; genesis/locks.py `running_without_worker`: a minute after it started): it is sent again
+      too — its message would otherwise wait out Redis' visibility timeout, or never come back after a
+      hard time limit — and the attempts cap turns a job that always dies into a failure with a reason.
 
     A duplicate message is harmless: the tasks skip work that is finished or held by a live worker.
     """
-    now = timezone.now()
-    cutoff = now - timedelta(seconds=older_than_seconds)
-    dead_cutoff = now - timedelta(seconds=getattr(settings, "CELERY_TASK_TIME_LIMIT", 1860) + 60)
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     runs = list(AuditRun.objects.filter(status=AuditStatus.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True))
-    runs += [
-        pk for pk in AuditRun.objects.filter(status=AuditStatus.RUNNING, started_at__lt=dead_cutoff).values_list("pk", flat=True)
-        if _lock_is_free(_LOCK_NAMESPACE_RUN, pk)
-    ]
+    runs += running_without_worker(AuditRun.objects.filter(status=AuditStatus.RUNNING), _LOCK_NAMESPACE_RUN)
     copies = list(
         Dataset.objects.filter(status=DatasetStatus.PENDING, started_at__isnull=True, created_at__lt=cutoff).values_list("pk", flat=True)
     )
-    copies += [
-        pk for pk in Dataset.objects.filter(status=DatasetStatus.PENDING, started_at__lt=dead_cutoff).values_list("pk", flat=True)
-        if _lock_is_free(_LOCK_NAMESPACE_DATASET, pk)
-    ]
+    # A copy has no running status: pending and started is one a worker began.
+    copies += running_without_worker(
+        Dataset.objects.filter(status=DatasetStatus.PENDING, started_at__isnull=False), _LOCK_NAMESPACE_DATASET
+    )
     for pk in runs:
         send_on_commit("audits.run_audit", pk, what=f"audit run #{pk}")
     for pk in copies:

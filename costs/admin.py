@@ -40,7 +40,14 @@ from costs.models import (
     Operation,
     PriceTable,
 )
-from costs.services import budget_upsert, cost_entry_reverse, cost_record, cost_report_request, price_upsert
+from costs.services import (
+    RequestedReport,
+    budget_upsert,
+    cost_entry_reverse,
+    cost_record,
+    cost_report_request,
+    price_upsert,
+)
 from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, ServiceForm, ServiceFormAdminMixin, admin_page
 from genesis.errors import DomainError
 from genesis.permissions import Actor, request_actor
@@ -365,12 +372,24 @@ class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:costs_costreport_changelist"))
         try:
-            report = cost_report_request(actor=request_actor(request))
+            requested = cost_report_request(actor=request_actor(request))
         except DomainError as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, f"report #{report.pk} queued; a worker makes it in a moment")
+            messages.add_message(request, *_generate_message(requested))
         return HttpResponseRedirect(reverse("admin:costs_costreport_changelist"))
+
+
+def _generate_message(requested: RequestedReport) -> tuple[int, str]:
+    """What "Generate now" tells the person: queued, or saved but not queued (the broker is down)."""
+    pk = requested.report.pk
+    if requested.sent is False:
+        return messages.WARNING, (
+            f"report #{pk} is saved but could not be queued: the task broker (Redis) did not answer. "
+            "Beat's “costs: resend stranded cost reports” sends it again within minutes of the broker "
+            "answering; it stays Pending until then (after 5 tries it is marked failed with the reason)."
+        )
+    return messages.SUCCESS, f"report #{pk} queued; a worker makes it in a moment"
 
 
 # --- the dashboard -----------------------------------------------------------------------------------------------------

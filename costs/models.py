@@ -305,6 +305,9 @@ class CostReport(models.Model):
     markdown = models.TextField(blank=True)
     csv = models.TextField(blank=True)
     deliveries = models.JSONField(default=dict, blank=True)
+    resends = models.PositiveSmallIntegerField(
+        default=0, help_text="Times beat's sweep sent this report's task again (its message was lost, or its worker died)."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -314,9 +317,10 @@ class CostReport(models.Model):
 
 
 # running → running: a report abandoned by a killed worker is claimed again; failed → running: a
-# failed report is made again when its task is sent again.
+# failed report is made again when its task is sent again; pending → failed: the sweep gave up sending
+# a report no worker ever started (costs/report_sweep.py).
 REPORT_TRANSITIONS: dict[str, frozenset[str]] = {
-    CostReport.Status.PENDING: frozenset({CostReport.Status.RUNNING}),
+    CostReport.Status.PENDING: frozenset({CostReport.Status.RUNNING, CostReport.Status.FAILED}),
     CostReport.Status.RUNNING: frozenset(
         {CostReport.Status.RUNNING, CostReport.Status.SUCCEEDED, CostReport.Status.FAILED}
     ),

@@ -20,7 +20,7 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from costs import budgeting, pricing
-from costs.models import Budget, BudgetAlert, CostEntry, CostHold, PriceTable
+from costs.models import Budget, BudgetAlert, CostEntry, CostHold, CostReport, PriceTable
 from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
 
@@ -463,3 +463,23 @@ def cost_report_data(*, as_of: datetime | None = None, since: date | None = None
     return ReportData(
         as_of=as_of, rows=rows, since=since, budgets=budgets, alerts=alerts, fine_tuning_jobs=fine_tuning_jobs_for_report(as_of=as_of)
     )
+
+
+def daily_report_missed(*, now: datetime, after: timedelta) -> date | None:
+    """The day whose daily cost report beat fired (its enabled schedule's last run, within the last
+    day and more than `after` ago) but no report row exists for — its message was lost, or never
+    published: beat records the run before it publishes. None when nothing is missing."""
+    from django_celery_beat.models import PeriodicTask  # the schedule tables; costs does not own them
+
+    fired = (
+        PeriodicTask.objects.filter(
+            task="costs.daily_cost_report", enabled=True, last_run_at__gt=now - timedelta(days=1), last_run_at__lt=now - after
+        )
+        .order_by("-last_run_at")
+        .values_list("last_run_at", flat=True)
+        .first()
+    )
+    if fired is None:
+        return None
+    day = timezone.localdate(fired)
+    return None if CostReport.objects.filter(schedule_key=f"daily:{day.isoformat()}").exists() else day

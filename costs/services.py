@@ -44,7 +44,7 @@ from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.history import record_history
 from genesis.jobs import advance, check_move
 from genesis.permissions import Actor, require_permission
-from genesis.tasks import send_on_commit, send_task
+from genesis.tasks import send_task
 
 logger = logging.getLogger(__name__)
 
@@ -821,12 +821,36 @@ def budget_alerts_redeliver(*, older_than_seconds: int = 60) -> int:
 # --- reports ------------------------------------------------------------------------------------------------
 
 
-@transaction.atomic
-def cost_report_request(*, actor: Actor = None) -> CostReport:
-    """Queue a report (the admin's "Generate now"); a worker makes it."""
+@dataclass
+class RequestedReport:
+    """A report row asked for, and whether the broker took its task: None until the transaction the
+    request ran in commits (at once when it ran in none, as from the admin)."""
+
+    report: CostReport
+    sent: bool | None = None
+
+
+def cost_report_request(*, actor: Actor = None) -> RequestedReport:
+    """Queue a report (the admin's "Generate now"); a worker makes it. A broker that cannot take the
+    task leaves the row pending (`sent` False), for the caller to say so and for beat's sweep
+    (costs/report_sweep.py) to send again."""
     require_permission(actor=actor, permission="costs.add_costreport", action="generate cost reports")
-    report = CostReport.objects.create(requested_by=actor)
-    send_on_commit("costs.run_cost_report", report.pk, what=f"cost report #{report.pk}")
+    with transaction.atomic():
+        requested = RequestedReport(CostReport.objects.create(requested_by=actor))
+        pk = requested.report.pk
+
+        def send() -> None:
+            requested.sent = send_task("costs.run_cost_report", pk, what=f"cost report #{pk}")
+
+        transaction.on_commit(send)
+    return requested
+
+
+def cost_report_daily_row(*, day: date) -> CostReport:
+    """The row of `day`'s beat-made report, made pending if it is not there yet."""
+    report, _ = CostReport.objects.get_or_create(
+        schedule_key=f"daily:{day.isoformat()}", defaults={"spend_since": (day - timedelta(days=1)).replace(day=1)}
+    )
     return report
 
 
@@ -836,11 +860,7 @@ def cost_report_daily(*, day: date | None = None) -> CostReport:
     each one is at most a month of rows — the whole ledger, every day, grew without end. Then reports
     older than GENESIS_RETAIN_COST_REPORTS_DAYS are deleted: any of them can be made again from the
     append-only ledger (`cost_report_data(as_of=…)`)."""
-    day = day or timezone.localdate()
-    report, _ = CostReport.objects.get_or_create(
-        schedule_key=f"daily:{day.isoformat()}", defaults={"spend_since": (day - timedelta(days=1)).replace(day=1)}
-    )
-    report = cost_report_run(report_id=report.pk)
+    report = cost_report_run(report_id=cost_report_daily_row(day=day or timezone.localdate()).pk)
     cost_reports_prune()
     return report
 

@@ -9,8 +9,9 @@ import logging
 
 from celery import shared_task
 
-from costs import services
+from costs import report_sweep, services
 from genesis.errors import NotFound
+from genesis.tasks import SWEEP_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -47,3 +48,8 @@ def run_cost_report(report_id: int) -> str:
     except NotFound as exc:
         logger.info("cost report %s not run: %s", report_id, exc.message)
         return "skipped"
+
+
+@shared_task(name="costs.resend_stranded_reports", **SWEEP_OPTIONS)
+def resend_stranded_reports() -> dict[str, list[int]]:
+    return report_sweep.cost_reports_resend_stranded()

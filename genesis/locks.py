@@ -1,11 +1,17 @@
-"""The advisory lock that says "a worker is on this row right now" (audits, safety builds)."""
+"""The advisory lock that says "a worker is on this row right now" (audits, safety builds), and the
+one rule the sweeps use to tell a running job whose worker died from one a worker is on."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
 
+from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
+from django.utils import timezone
 
 
 @contextmanager
@@ -27,3 +33,31 @@ def worker_lock(namespace: int, pk: int) -> Iterator[bool]:
         if acquired:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+
+
+# A job "running" whose lock no worker holds has lost its worker (killed, out of memory, its machine
+# gone: the lock went with its connection). A minute after the job started, not at once: a worker whose
+# database connection blipped right after it started retries by itself within a minute (the tasks'
+# backoff stops at 60 s). A duplicate message is harmless either way: the tasks skip finished work and
+# work another worker's lock holds.
+WORKER_GONE_AFTER_SECONDS = 60
+
+
+def lock_is_free(namespace: int, pk: int) -> bool:
+    """True when no worker holds the row's lock right now (always True off PostgreSQL)."""
+    with worker_lock(namespace, pk) as free:
+        return free
+
+
+def running_without_worker(running: QuerySet[Any], namespace: int, *, now: datetime | None = None) -> list[int]:
+    """The pks of the `running` rows (a queryset of jobs already filtered to "running", with a
+    `started_at`) whose worker is gone: on PostgreSQL, started over WORKER_GONE_AFTER_SECONDS ago and
+    their lock free. Elsewhere (embedded SQLite) no lock tells a live worker from a dead one, and a
+    second worker would take over under the first: only Celery's hard time limit (plus a minute)
+    proves the first one is gone. Audits, dataset copies and WaltzRL builds all go by this one rule."""
+    now = now or timezone.now()
+    if connection.vendor != "postgresql":
+        limit = getattr(settings, "CELERY_TASK_TIME_LIMIT", 1860) + 60
+        return list(running.filter(started_at__lt=now - timedelta(seconds=limit)).values_list("pk", flat=True))
+    started = running.filter(started_at__lt=now - timedelta(seconds=WORKER_GONE_AFTER_SECONDS))
+    return [pk for pk in started.order_by("pk").values_list("pk", flat=True) if lock_is_free(namespace, pk)]

@@ -27,6 +27,11 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
         description="Markdown and CSV cost report (spend, budgets, alerts, fine-tuning jobs), sent to the alert channels.",
     ),
     DefaultSchedule(
+        name="costs: resend stranded cost reports", task="costs.resend_stranded_reports", every_seconds=60,
+        description="Sends again cost reports pending > 5 min (the broker was down) or left running by a killed worker, "
+                    "at most 5 times, then marks them failed; makes the daily report again if beat fired it but its message was lost.",
+    ),
+    DefaultSchedule(
         name="costs: monthly storage charges", task="costs.charge_monthly_storage", crontab="15 0 * * *",
         description="Charges $2/month per stored fine-tuned model; runs daily, charges each model once a month.",
     ),
@@ -60,12 +65,13 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
         description="Django's clearsessions: deletes expired admin sessions.",
     ),
     DefaultSchedule(
-        name="audits: resend stranded audits", task="audits.sweep_stranded", every_seconds=300,
-        description="Sends again the audits and dataset copies whose message was lost (queued > 10 min, or killed past the time limit).",
+        name="audits: resend stranded audits", task="audits.sweep_stranded", every_seconds=60,
+        description="Sends again the audits and dataset copies whose message was lost (queued > 10 min) or whose "
+                    "worker died (running > 1 min with no worker holding its lock).",
     ),
     DefaultSchedule(
-        name="safety: resend stranded WaltzRL builds", task="safety.resend_stranded_builds", every_seconds=300,
-        description="Sends again WaltzRL builds queued > 5 min, or running with no worker on them, so they resume.",
+        name="safety: resend stranded WaltzRL builds", task="safety.resend_stranded_builds", every_seconds=60,
+        description="Sends again WaltzRL builds queued > 5 min, or running > 1 min with no worker holding their lock, so they resume.",
     ),
     DefaultSchedule(
         name="launch: weekly Go/No-Go report", task="launch.send_launch_report", crontab="0 7 * * 1",

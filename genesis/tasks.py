@@ -37,7 +37,7 @@ def send_task(task_name: str, *args: Any, what: str, **kwargs: Any) -> bool:
     By name, so a service that hands work to the queue does not import the task module that calls it
     back (the task is the entry point above the service). A broker that cannot take the message is
     logged, not raised: the row is committed as it should be, and the job's sweep (audits, WaltzRL
-    builds, benchmark chunks, budget alerts) sends the task again. `what` names the work in that log
+    builds, benchmark chunks, budget alerts, cost reports) sends the task again. `what` names the work in that log
     line."""
     try:
         current_app.send_task(task_name, args=args, kwargs=kwargs)

@@ -53,7 +53,7 @@ from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.aggregates import DecimalTotal
 from genesis.errors import Conflict, InvalidInput, NotFound
 from genesis.jobs import advance
-from genesis.locks import worker_lock
+from genesis.locks import running_without_worker, worker_lock
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
 from models_app.benchmarks.limits import ProviderLimiter
@@ -513,16 +513,14 @@ def _items_not_done(build: WaltzBuild, *, page_size: int = 200) -> Iterator[Walt
 
 
 def waltz_builds_resend_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -> list[int]:
-    """Beat, every few minutes: send again the builds whose message is gone — queued for longer than
+    """Beat, every minute: send again the builds whose message is gone — queued for longer than
     `older_than_seconds` (the broker was down when it was sent), or running with no worker holding
-    their lock (the worker died; its message would otherwise wait out Redis' visibility timeout). A
+    their lock (the worker died; its message would otherwise wait out Redis' visibility timeout) — by
+    the rule audits use too (genesis/locks.py `running_without_worker`: a minute after it started). A
     duplicate is harmless: the task skips finished builds and builds another worker holds."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     stranded = list(WaltzBuild.objects.filter(status=BuildStatus.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True))
-    for pk in WaltzBuild.objects.filter(status=BuildStatus.RUNNING, started_at__lt=cutoff).values_list("pk", flat=True):
-        with _worker_lock(pk) as free:
-            if free:
-                stranded.append(pk)
+    stranded += running_without_worker(WaltzBuild.objects.filter(status=BuildStatus.RUNNING), _LOCK_NAMESPACE)
     for pk in stranded:
         send_on_commit("safety.run_waltz_build", pk, what=f"WaltzRL build #{pk}")
     if stranded:

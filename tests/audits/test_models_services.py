@@ -448,6 +448,69 @@ def test_the_sweep_resends_only_stranded_work(tmp_path, django_capture_on_commit
     # fresh's own audit (just queued), held's (locked), done's (finished) and the new copy are left alone.
 
 
+def _hold_lock(namespace: int, pk: int) -> psycopg.Connection:
+    """Another connection holding a row's advisory lock: a live worker on it."""
+    settings_dict = connection.settings_dict
+    other = psycopg.connect(host=settings_dict["HOST"] or "127.0.0.1", port=settings_dict["PORT"] or 5432,
+                            user=settings_dict["USER"], dbname=settings_dict["NAME"], autocommit=True)
+    other.execute("SELECT pg_advisory_lock(%s, %s)", (namespace, pk))
+    return other
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a live worker's hold is a PostgreSQL advisory lock")
+def test_an_audit_or_copy_whose_worker_was_killed_is_sent_again_a_minute_after_it_started(tmp_path, django_capture_on_commit_callbacks):
+    """Chaos review: an audit whose worker was SIGKILLed showed "running" for 32 minutes — the sweep
+    waited out the task's hard time limit although the free lock already proved no worker held it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from genesis.locks import WORKER_GONE_AFTER_SECONDS
+
+    a_minute_ago = timezone.now() - timedelta(seconds=WORKER_GONE_AFTER_SECONDS + 30)
+    just_now = timezone.now() - timedelta(seconds=5)
+    killed, held, starting = (upload(write_lines(tmp_path / f"{name}.jsonl", [chat_line(name)])) for name in "abc")
+    run_ids = {"killed": killed.latest_audit_id, "held": held.latest_audit_id, "starting": starting.latest_audit_id}
+    AuditRun.objects.filter(pk__in=[run_ids["killed"], run_ids["held"]]).update(status=AuditStatus.RUNNING, started_at=a_minute_ago)
+    AuditRun.objects.filter(pk=run_ids["starting"]).update(status=AuditStatus.RUNNING, started_at=just_now)
+    killed_copy, held_copy = services.dataset_scrub(dataset=killed), services.dataset_scrub(dataset=held)
+    Dataset.objects.filter(pk__in=[killed_copy.pk, held_copy.pk]).update(started_at=a_minute_ago)
+
+    locks = [_hold_lock(services._LOCK_NAMESPACE_RUN, run_ids["held"]), _hold_lock(services._LOCK_NAMESPACE_DATASET, held_copy.pk)]
+    try:
+        with django_capture_on_commit_callbacks() as callbacks:
+            counts = services.audits_sweep_stranded()
+    finally:
+        for other in locks:
+            other.close()
+    assert counts == {"audit_runs": 1, "datasets": 1}
+    sent = sorted(callback.args[:2] for callback in callbacks)
+    assert sent == sorted([("audits.run_audit", run_ids["killed"]), ("audits.derive_dataset", killed_copy.pk)])
+    # The resend takes the killed run over and finishes it; the attempts cap still counts it.
+    run = services.audit_run_execute(run_id=run_ids["killed"])
+    assert (run.status, run.attempts) == (AuditStatus.SUCCEEDED, 1)
+
+
+def test_off_postgresql_only_the_hard_time_limit_proves_a_running_job_dead(tmp_path, monkeypatch, settings):
+    """Embedded SQLite has no lock to tell a live worker from a dead one (`worker_lock` always says
+    free): a minute-old running job there may well have a live worker, and a second one would work
+    under it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from genesis.locks import running_without_worker
+
+    live, dead = (upload(write_lines(tmp_path / f"{name}.jsonl", [chat_line(name)])) for name in "ab")
+    now = timezone.now()
+    AuditRun.objects.filter(pk=live.latest_audit_id).update(status=AuditStatus.RUNNING, started_at=now - timedelta(minutes=5))
+    AuditRun.objects.filter(pk=dead.latest_audit_id).update(
+        status=AuditStatus.RUNNING, started_at=now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 61))
+    running = AuditRun.objects.filter(status=AuditStatus.RUNNING)
+    monkeypatch.setattr(connection, "vendor", "sqlite")
+    assert running_without_worker(running, services._LOCK_NAMESPACE_RUN) == [dead.latest_audit_id]
+
+
 # --- review fixes ---------------------------------------------------------------------------------------
 
 

@@ -121,3 +121,43 @@ def test_a_build_a_worker_is_on_is_not_failed_under_it_and_a_build_ended_meanwhi
     notes = CostEntry.objects.filter(source_id=str(build.pk), recorded_at__gt=ended_at).values_list("note", flat=True)
     # At most the item in flight when it ended (its answer, judge calls, revision: "item 7 judge-1").
     assert len({note.rsplit(" ", 1)[0] for note in notes}) <= 1
+
+
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+                    reason="a live worker's hold is a PostgreSQL advisory lock")
+def test_a_running_build_whose_worker_died_is_sent_again_a_minute_after_it_started_by_the_audits_rule(
+    seeded_demo, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    """Chaos review: builds waited 5 minutes where audits waited 32 for the same proof (a free lock);
+    both now go by genesis/locks.py `running_without_worker`. Off PostgreSQL the lock proves nothing
+    (it is always free), and the old rule sent a build a live worker was on to a second worker after 5
+    minutes: there only the hard time limit counts."""
+    from datetime import timedelta
+
+    import psycopg
+    from django.db import connection
+    from django.utils import timezone
+
+    from genesis.locks import WORKER_GONE_AFTER_SECONDS
+    from safety.services import _LOCK_NAMESPACE, waltz_builds_resend_stranded
+
+    agent = Agent.objects.get(slug="qa_agent")
+    killed, held, starting = (waltz_build_create(agent=agent, target=30, seed=seed, enqueue=False) for seed in range(3))
+    now = timezone.now()
+    WaltzBuild.objects.filter(pk__in=[killed.pk, held.pk]).update(
+        status="running", started_at=now - timedelta(seconds=WORKER_GONE_AFTER_SECONDS + 30))
+    WaltzBuild.objects.filter(pk=starting.pk).update(status="running", started_at=now - timedelta(seconds=5))
+    db = connection.settings_dict
+    other = psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"],
+                            autocommit=True)
+    try:  # a live worker on `held`
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, held.pk))
+        with django_capture_on_commit_callbacks() as callbacks:
+            assert waltz_builds_resend_stranded() == [killed.pk]
+    finally:
+        other.close()
+    assert [callback.args[:2] for callback in callbacks] == [("safety.run_waltz_build", killed.pk)]
+
+    WaltzBuild.objects.filter(pk__in=[killed.pk, held.pk, starting.pk]).update(started_at=now - timedelta(minutes=6))
+    monkeypatch.setattr(connection, "vendor", "sqlite")
+    assert waltz_builds_resend_stranded() == []
