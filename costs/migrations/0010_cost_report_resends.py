@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('costs', '0008_cost_report_spend_since'),
+        ('costs', '0009_who_columns_protect'),
     ]
 
     operations = [
