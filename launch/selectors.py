@@ -33,7 +33,7 @@ from models_app.benchmarks.selectors import run_approves_candidate, run_verdict_
 from models_app.finetuning import rules as finetuning_rules
 from models_app.finetuning.models import FineTuningJob
 from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
-from models_app.registry.selectors import CANDIDATE_STATUSES, live_version
+from models_app.registry.selectors import CANDIDATE_STATUSES, known_agents_text, live_version
 
 ZERO = Decimal(0)
 LEDGER_DECIMALS = Decimal("0.000001")
@@ -680,7 +680,6 @@ def launch_report_facts(*, agent_slug: str | None = None, user: Any = None) -> l
     if agent_slug is not None:
         agents = agents.filter(slug=agent_slug)
         if not agents.exists():
-            known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
-            raise NotFound(f"unknown agent '{agent_slug}'; known agents: {known}")
+            raise NotFound(f"unknown agent '{agent_slug}'; known agents: {known_agents_text()}")
     with_costs = sees_costs(user)
     return [launch_facts(agent=agent, with_costs=with_costs) for agent in agents]

@@ -31,6 +31,11 @@ def agents_with_versions(*, slugs: frozenset[str] | None = None) -> QuerySet[Age
     )
 
 
+def known_agents_text() -> str:
+    """The agents' slugs for a message about an unknown one (a typo is the usual cause)."""
+    return ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
+
+
 def live_version(*, agent: Agent) -> ModelVersion | None:
     return agent.versions.select_related("provider").filter(status=ModelStatus.LIVE).first()
 

@@ -30,9 +30,8 @@ from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
 from audits.services import dataset_record_audit
 from audits.wording import counted
-from genesis.commands import command_user, usage_error
+from genesis.commands import command_agent, command_user, usage_error
 from genesis.errors import DomainError
-from models_app.registry.models import Agent
 
 USAGE = 2
 FINDINGS = 1
@@ -151,12 +150,7 @@ class Command(BaseCommand):
 
     def _record_owner(self, options: dict[str, Any]) -> tuple[Any, Any]:
         """(agent, actor) that --agent and --as name; a usage error when either does not exist."""
-        agent = None
-        if options["agent"]:
-            agent = Agent.objects.filter(slug=options["agent"]).first()
-            if agent is None:
-                known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
-                raise usage_error(f"--agent: unknown agent '{options['agent']}'; known agents: {known}")
+        agent = command_agent(options["agent"]) if options["agent"] else None
         return agent, command_user(options["as_user"])
 
     def _record(self, path: Path, report: AuditReport, options: dict[str, Any], owner: tuple[Any, Any]) -> dict[str, Any]:

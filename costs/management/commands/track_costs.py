@@ -14,9 +14,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from costs import budgeting, reports, selectors
 from costs.models import CostEntry, Operation
 from costs.services import cost_record
-from genesis.commands import command_user, usage_error
+from genesis.commands import command_agent, command_user, usage_error
 from genesis.errors import DomainError, InvalidInput
-from models_app.registry.models import Agent
 
 LEDGER_DECIMALS: int = CostEntry._meta.get_field("amount_usd").decimal_places
 LOG_ONLY = ("agent", "operation", "cost", "tokens", "model", "note", "key")
@@ -78,10 +77,7 @@ class Command(BaseCommand):
         missing = [f"--{name}" for name in ("agent", "operation", "cost") if not options.get(name)]
         if missing:
             raise usage_error(f"--log needs {', '.join(missing)}")
-        agent = Agent.objects.filter(slug=options["agent"]).first()
-        if agent is None:
-            known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
-            raise usage_error(f"--agent: unknown agent '{options['agent']}'; known agents: {known}")
+        agent = command_agent(options["agent"])
         if options["operation"] not in Operation.values:
             raise usage_error(f"--operation: '{options['operation']}' is not one of {', '.join(Operation.values)}")
         try:

@@ -12,9 +12,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments import retention
-from genesis.commands import command_user, usage_error
+from genesis.commands import command_agent, command_user, usage_error
 from genesis.errors import DomainError, InvalidInput
-from models_app.registry.models import Agent
 
 
 class Command(BaseCommand):
@@ -41,12 +40,7 @@ class Command(BaseCommand):
         if not options["username"]:
             raise usage_error("erase_user_data needs --as USERNAME: the person answering for the erasure")
         actor = command_user(options["username"])
-        agent = None
-        if options["agent"]:
-            agent = Agent.objects.filter(slug=options["agent"]).first()
-            if agent is None:
-                known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none"
-                raise usage_error(f"--agent: unknown agent '{options['agent']}'; known agents: {known}")
+        agent = command_agent(options["agent"]) if options["agent"] else None
         try:
             result = retention.user_data_erase(
                 user_id=user_id, agent=agent, actor=actor, reason=options["reason"],

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from experiments import audit, selectors, services
 from experiments.holds import stage_holds
 from experiments.models import Experiment, ExperimentStatus
+from genesis.commands import command_agent
 from genesis.errors import AlreadyDone, DomainError
 from genesis.permissions import Actor
 from models_app.registry.models import Agent
@@ -62,10 +63,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--{action} needs --agent NAME (only --status shows every agent)", returncode=2)
             self._status_of_all(as_json=as_json)
             return
-        agent_row = Agent.objects.filter(slug=agent).first()
-        if agent_row is None:
-            known = ", ".join(Agent.objects.values_list("slug", flat=True)) or "none (run seed_demo)"
-            raise CommandError(f"unknown agent '{agent}'; known agents: {known}", returncode=2)
+        agent_row = command_agent(agent)
         user = None
         if username or action != "status":
             if not username:

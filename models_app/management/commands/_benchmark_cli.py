@@ -45,14 +45,6 @@ def add_actor_arguments(parser: CommandParser) -> None:
                              "kept on the run and as a budget override")
 
 
-def resolve_agent(slug: str) -> Agent:
-    agent = Agent.objects.filter(slug=slug).first()
-    if agent is None:
-        known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
-        raise usage_error(f"unknown agent '{slug}'; known agents: {known}")
-    return agent
-
-
 def resolve_suite(agent: Agent, slug: str | None) -> BenchmarkSuite | None:
     if slug is None:
         return None

@@ -11,9 +11,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from genesis.commands import command_user, usage_error
+from genesis.commands import command_agent, command_user, usage_error
 from genesis.errors import DomainError, InvalidInput, NotFound
-from models_app.registry.models import Agent, ApiKey
+from models_app.registry.models import ApiKey
 from models_app.registry.selectors import api_key_find, api_keys_for
 from models_app.registry.services import API_KEY_CACHE_SECONDS, api_key_revoke, api_key_rotate
 
@@ -89,9 +89,8 @@ class Command(BaseCommand):
             raise CommandError(f"refused: {exc.message}", returncode=1) from None
 
     def _list(self, *, agent_slug: str | None, as_json: bool) -> None:
-        if agent_slug is not None and not Agent.objects.filter(slug=agent_slug).exists():
-            known = ", ".join(Agent.objects.order_by("slug").values_list("slug", flat=True)) or "none (run seed_demo)"
-            raise usage_error(f"--agent: unknown agent '{agent_slug}'; known agents: {known}")
+        if agent_slug is not None:
+            command_agent(agent_slug)  # a usage error for a typo, not an empty list
         keys = [key_summary(key) for key in api_keys_for(agent_slug=agent_slug)]
         if as_json:
             self.stdout.write(json.dumps(keys))

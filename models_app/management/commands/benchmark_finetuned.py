@@ -25,7 +25,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from costs.budgeting import format_usd
-from genesis.commands import command_user, usage_error
+from genesis.commands import command_agent, command_user, usage_error
 from genesis.errors import DomainError, InvalidInput
 from models_app.benchmarks.models import BenchmarkVerdict
 from models_app.benchmarks.services import benchmark_run_create
@@ -35,7 +35,6 @@ from models_app.management.commands._benchmark_cli import (
     json_object,
     not_started_object,
     require_worker,
-    resolve_agent,
     resolve_suite,
     resolve_version,
     starting_note,
@@ -58,7 +57,7 @@ class Command(BaseCommand):
         add_actor_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        agent = resolve_agent(options["agent"])
+        agent = command_agent(options["agent"])
         suite = resolve_suite(agent, options["suite"])
         candidate = resolve_version(agent, options["candidate"], "candidate")
         baseline = resolve_version(agent, options["baseline"], "baseline")

@@ -4,8 +4,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from genesis.commands import usage_error
 from genesis.errors import DomainError
 from models_app.registry.models import Agent
+from models_app.registry.selectors import known_agents_text
 from models_app.registry.services import api_key_create
 
 
@@ -24,8 +26,7 @@ class Command(BaseCommand):
             found = {agent.slug: agent for agent in Agent.objects.filter(slug__in=agents)}
             missing = [slug for slug in agents if slug not in found]
             if missing:
-                known = ", ".join(Agent.objects.values_list("slug", flat=True)) or "none (run seed_demo)"
-                raise CommandError(f"unknown agent(s): {', '.join(missing)}; known agents: {known}", returncode=2)
+                raise usage_error(f"--agent: unknown agent(s): {', '.join(missing)}; known agents: {known_agents_text()}")
             selected = [found[slug] for slug in dict.fromkeys(agents)]
         label = label or ("all agents" if all_agents else ", ".join(agent.slug for agent in selected))
         try:

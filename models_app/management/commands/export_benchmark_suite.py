@@ -11,10 +11,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from genesis.commands import usage_error
+from genesis.commands import command_agent, usage_error
 from models_app.benchmarks.models import BenchmarkSuite
 from models_app.benchmarks.selectors import benchmark_suite_jsonl
-from models_app.management.commands._benchmark_cli import resolve_agent
 
 
 class Command(BaseCommand):
@@ -29,7 +28,7 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, agent: str, slug: str, suite_version: int | None, out: str | None, **options: Any
     ) -> None:
-        found = resolve_agent(agent)
+        found = command_agent(agent)
         suites = BenchmarkSuite.objects.filter(agent=found, slug=slug)
         suite = (suites.filter(version=suite_version) if suite_version else suites.order_by("-version")).first()
         if suite is None:

@@ -21,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Model, QuerySet
 
 from costs.budgeting import format_usd
-from genesis.commands import command_user
+from genesis.commands import command_agent, command_user
 from genesis.errors import DomainError, InvalidInput
 from genesis.permissions import Actor
 from models_app.finetuning import rules, services, training_files
@@ -166,7 +166,7 @@ class Command(BaseCommand):
 
     # --- actions ----------------------------------------------------------------------------------
     def _upload(self, options: dict[str, Any], actor: Actor) -> None:
-        agent = self._agent(options["agent"])
+        agent = command_agent(options["agent"])
         training_file = self._upload_path(options["path"], agent=agent, purpose=options["purpose"],
                                           provider=self._provider(options.get("provider")), actor=actor)
         if self.as_json:
@@ -183,7 +183,7 @@ class Command(BaseCommand):
             )
 
     def _create(self, options: dict[str, Any], actor: Actor) -> None:
-        agent = self._agent(options["agent"])
+        agent = command_agent(options["agent"])
         if options["training"]:
             training_file = self._upload_path(options["training"], agent=agent, purpose=TrainingFilePurpose.TRAINING, actor=actor)
         else:
@@ -251,7 +251,7 @@ class Command(BaseCommand):
             self._print(self._job(options["job"]), detailed=True)
             return
         if options.get("agent"):
-            self._agent(options["agent"])
+            command_agent(options["agent"])
         jobs = list(jobs_for_agents(agent=options.get("agent"))[: max(1, options["limit"])])
         if self.as_json:
             self.stdout.write(json.dumps([job_summary(job) for job in jobs]))
@@ -300,13 +300,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {event.get('created_at')} {event.get('name')} {json.dumps(event.get('data', {}))}")
 
     # --- parsing --------------------------------------------------------------------------------------
-    def _agent(self, slug: str) -> Agent:
-        agent = Agent.objects.filter(slug=slug).first()
-        if agent is None:
-            known = ", ".join(Agent.objects.values_list("slug", flat=True)) or "none (run seed_demo)"
-            raise CommandError(f"--agent: unknown agent '{slug}'; known agents: {known}", returncode=USAGE)
-        return agent
-
     def _provider(self, name: str | None) -> ProviderAccount | None:
         if not name:
             return None

@@ -11,10 +11,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from genesis.commands import usage_error
+from genesis.commands import command_agent, usage_error
 from genesis.errors import DomainError
 from models_app.benchmarks.services import benchmark_suite_import
-from models_app.management.commands._benchmark_cli import resolve_agent
 
 
 class Command(BaseCommand):
@@ -29,7 +28,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, path: str, agent: str, slug: str, description: str | None, **options: Any) -> None:
         import sys
 
-        found = resolve_agent(agent)
+        found = command_agent(agent)
         try:
             handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
