@@ -2,7 +2,7 @@
 
 Two kinds of metric, chosen by where the truth lives:
 
-* **Counted as it happens** (outcomes, provider calls, fallbacks): prometheus_client counters and
+* **Counted as it happens** (outcomes, fallbacks among them, provider calls): prometheus_client counters and
   histograms. Gunicorn runs several worker processes and Celery several pool processes, and a scrape
   reaches only one of them, so with ``PROMETHEUS_MULTIPROC_DIR`` set (scripts/run.sh and the
   deployment do; it must be set before the process starts and emptied when the whole service
