@@ -36,7 +36,8 @@ left out and ``genesis_redis_metrics_up`` says so:
 - ``genesis_rollout_holds_open{agent}``         holds keeping the current stage from advancing
 - ``genesis_rollout_guardrail_state{agent,metric,state}``  1 for each guardrail's current state
 - ``genesis_rollout_stage_started_timestamp_seconds{agent}``  when the current stage began
-- ``genesis_rollout_srm_p_value{agent}``        sample-ratio-mismatch p-value of the current stage
+- ``genesis_rollout_srm_p_value{agent}``        sample-ratio-mismatch p-value of the current stage (of a paused
+  experiment too: the split it paused on)
 - ``genesis_exposure_dead_letter_batches``      exposure batches parked in Redis for a person to inspect
 """
 
@@ -245,7 +246,7 @@ def _rollout_families() -> dict[str, GaugeMetricFamily]:
         "stage_started": GaugeMetricFamily(
             "genesis_rollout_stage_started_timestamp_seconds", "When the current stage began (Unix time)", labels=["agent"]
         ),
-        "srm": GaugeMetricFamily("genesis_rollout_srm_p_value", "Sample-ratio-mismatch p-value of the current stage", labels=["agent"]),
+        "srm": GaugeMetricFamily("genesis_rollout_srm_p_value", "Sample-ratio-mismatch p-value of the current stage (running or paused)", labels=["agent"]),
         "dead": GaugeMetricFamily("genesis_exposure_dead_letter_batches", "Exposure batches parked in the dead-letter list"),
     }
 
