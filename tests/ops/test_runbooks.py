@@ -277,3 +277,11 @@ def test_the_database_confirm_step_fails_when_the_database_is_down_and_passes_wh
                         text=True, timeout=120)
     assert down.returncode != 0 and "OperationalError" in down.stderr, down.stdout + down.stderr
     assert up.returncode == 0, up.stdout + up.stderr
+
+
+def test_no_runbook_curl_names_an_experiment_key_only_the_demo_has() -> None:
+    # high-latency.md asked for /experiments/qa_agent-rollout/results: a key of the demo's, not of an
+    # operator's experiment. The key comes from the agent's health (a variable in the runbook).
+    paths = [curl_request(shlex.split(line)[1:]).path for _, line in quoted_commands() if line.startswith("curl ")]
+    keys = [path.split("/")[4] for path in paths if path.startswith("/api/v1/experiments/")]
+    assert keys and all(key.startswith("$") for key in keys), keys
