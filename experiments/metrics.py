@@ -4,11 +4,18 @@ Counted as outcomes arrive (``POST /outcomes``; merged across processes in multi
 by agent, model and variant only — never a user id. The model label is the reported model when it
 is one of the agent's registered model versions, else ``other``, so a client cannot grow the series
 without bound. The variant is the arm the user was assigned to (experiments/outcomes.py), so the
-live model under ``variant="treatment"`` counts the candidate's fallbacks:
+live model under ``variant="treatment"`` counts the candidate's fallbacks. The three counters of a
+label set are made together, at the label set's first outcome: an agent that has never succeeded
+shows ``genesis_agent_successes_total`` at 0, not no series (a ratio whose numerator is missing
+returns nothing, and LowSuccessRate would stay silent through a total failure):
 
 - ``genesis_agent_requests_total{agent,model,variant}``   outcomes recorded (duplicates not counted)
 - ``genesis_agent_errors_total{agent,model,variant}``     of which ``success: false``
 - ``genesis_agent_successes_total{agent,model,variant}``  of which ``success: true``
+- ``genesis_agent_served_by_other_model_total{agent,variant}``  of an experiment arm's outcomes
+  (variant control or treatment), those another model than the arm's served — the candidate failing
+  over to the live model, or a router that does not route. Genesis makes no agent's calls: this is
+  how it sees fallbacks (HighFallbackRate; the stage's "served" hold, experiments/holds.py)
 - ``genesis_agent_request_duration_seconds{agent,model,variant}``  histogram of the reported latency
 - ``genesis_agent_tokens_total{agent,model,direction}``   input / output tokens reported
 
@@ -29,7 +36,8 @@ left out and ``genesis_redis_metrics_up`` says so:
 - ``genesis_rollout_holds_open{agent}``         holds keeping the current stage from advancing
 - ``genesis_rollout_guardrail_state{agent,metric,state}``  1 for each guardrail's current state
 - ``genesis_rollout_stage_started_timestamp_seconds{agent}``  when the current stage began
-- ``genesis_rollout_srm_p_value{agent}``        sample-ratio-mismatch p-value of the current stage
+- ``genesis_rollout_srm_p_value{agent}``        sample-ratio-mismatch p-value of the current stage (of a paused
+  experiment too: the split it paused on)
 - ``genesis_exposure_dead_letter_batches``      exposure batches parked in Redis for a person to inspect
 """
 
@@ -69,6 +77,11 @@ DURATION = Histogram(
     buckets=LATENCY_BUCKETS_SECONDS,
 )
 TOKENS = Counter("genesis_agent_tokens_total", "Tokens reported in outcomes", ["agent", "model", "direction"])
+SERVED_BY_OTHER_MODEL = Counter(
+    "genesis_agent_served_by_other_model_total",
+    "Outcomes of an experiment arm that another model than the arm's served (a fallback, a router that does not route)",
+    ["agent", "variant"],
+)
 
 
 class _KnownModels:
@@ -104,7 +117,8 @@ _known_models = _KnownModels()
 
 
 def outcomes_count(*, rows: Iterable[Mapping[str, Any]], agent_slugs: Mapping[int, str]) -> None:
-    """Count stored outcome rows (dicts with agent_id, model, variant, success, latency_ms, tokens).
+    """Count stored outcome rows (dicts with agent_id, model, variant, success, latency_ms, tokens, and
+    arm_model: the model of the row's experiment arm, None outside an experiment).
 
     Summed per label set first, then one increment per series: in multiprocess mode every increment
     is a locked write to a memory-mapped file, and per-event increments cost ~40 % of a 1 000-event
@@ -121,32 +135,41 @@ def outcomes_count(*, rows: Iterable[Mapping[str, Any]], agent_slugs: Mapping[in
             if group is None:
                 group = groups[labels] = _Group()
             group.add(row)
+        served_by_other: dict[tuple[str, str], int] = {}
         for labels, group in groups.items():
             REQUESTS.labels(*labels).inc(group.requests)
-            if group.errors:
-                ERRORS.labels(*labels).inc(group.errors)
-            if group.requests > group.errors:
-                SUCCESSES.labels(*labels).inc(group.requests - group.errors)
+            # inc(0) too: the child exists from now on (see the module docstring).
+            ERRORS.labels(*labels).inc(group.errors)
+            SUCCESSES.labels(*labels).inc(group.requests - group.errors)
             _observe_many(DURATION.labels(*labels), group.latencies_seconds)
-            agent, model, _ = labels
+            agent, model, variant = labels
+            if group.in_arm:
+                served_by_other[(agent, variant)] = served_by_other.get((agent, variant), 0) + group.served_by_other
             if group.input_tokens:
                 TOKENS.labels(agent, model, "input").inc(group.input_tokens)
             if group.output_tokens:
                 TOKENS.labels(agent, model, "output").inc(group.output_tokens)
+        for (agent, variant), count in served_by_other.items():
+            SERVED_BY_OTHER_MODEL.labels(agent, variant).inc(count)  # 0 too: the ratio's numerator exists
     except Exception:  # noqa: BLE001 - the outcomes are stored; a metrics failure must not fail the request
         logger.exception("metrics: outcomes stored but not counted")
 
 
 class _Group:
-    __slots__ = ("requests", "errors", "latencies_seconds", "input_tokens", "output_tokens")
+    __slots__ = ("requests", "errors", "latencies_seconds", "input_tokens", "output_tokens", "in_arm", "served_by_other")
 
     def __init__(self) -> None:
-        self.requests = self.errors = self.input_tokens = self.output_tokens = 0
+        self.requests = self.errors = self.input_tokens = self.output_tokens = self.served_by_other = 0
+        self.in_arm = False
         self.latencies_seconds: list[float] = []
 
     def add(self, row: Mapping[str, Any]) -> None:
         self.requests += 1
         self.errors += not row["success"]
+        arm_model = row.get("arm_model")
+        if arm_model is not None:
+            self.in_arm = True
+            self.served_by_other += row["model"] != arm_model
         self.latencies_seconds.append(max(0.0, float(row["latency_ms"])) / 1000.0)
         self.input_tokens += row.get("input_tokens") or 0
         self.output_tokens += row.get("output_tokens") or 0
@@ -223,7 +246,7 @@ def _rollout_families() -> dict[str, GaugeMetricFamily]:
         "stage_started": GaugeMetricFamily(
             "genesis_rollout_stage_started_timestamp_seconds", "When the current stage began (Unix time)", labels=["agent"]
         ),
-        "srm": GaugeMetricFamily("genesis_rollout_srm_p_value", "Sample-ratio-mismatch p-value of the current stage", labels=["agent"]),
+        "srm": GaugeMetricFamily("genesis_rollout_srm_p_value", "Sample-ratio-mismatch p-value of the current stage (running or paused)", labels=["agent"]),
         "dead": GaugeMetricFamily("genesis_exposure_dead_letter_batches", "Exposure batches parked in the dead-letter list"),
     }
 

@@ -159,6 +159,9 @@ class _RunningExperiment:
     # (started_at, ended_at, percent) of each started stage, newest first: an outcome usually
     # belongs to the current one.
     stages: list[tuple[datetime, datetime | None, int]]
+    # arm → the model id that arm's users are routed to: an outcome another model served is counted
+    # (genesis_agent_served_by_other_model_total, experiments/metrics.py) — Genesis's one sight of fallbacks.
+    arm_models: dict[str, str]
 
     def arm_of(self, *, user_id: str, occurred_at: datetime) -> str | None:
         """The arm /route gave this user when the outcome occurred: the hash of the seed and the user
@@ -175,23 +178,28 @@ def _running_experiments(agents: dict[str, Agent]) -> dict[int, _RunningExperime
     """agent id → its running experiment, from one query per batch (not per event).
 
     An outcome counts in the arm its user was *assigned* to (intention to treat), not in the arm
-    whose model served it: an agent's router answers with the live model when the candidate fails
-    (models_app/providers/fallback.py), and counting those answers as control would move the
+    whose model served it: an agent's router may answer with the live model when the candidate fails
+    (a fallback of the agent's own), and counting those answers as control would move the
     candidate's hardest requests out of its own arm and flatter it. The model that served stays on
-    the row, so the results can say how often an arm was served by another model.
+    the row, so the results can say how often an arm was served by another model, and /metrics
+    counts those outcomes as they arrive (genesis_agent_served_by_other_model_total).
 
     Only a running experiment's outcomes are its own: while paused everyone gets the live model, so
     those outcomes are "live" (counting them in an arm would trip the SRM check on resume)."""
     running: dict[int, _RunningExperiment] = {}
-    for experiment_id, agent_id, seed, started_at, ended_at, percent in (
+    for experiment_id, agent_id, seed, control_model, treatment_model, started_at, ended_at, percent in (
         ExperimentStage.objects.filter(
             experiment__agent_id__in=[agent.pk for agent in agents.values()],
             experiment__status=ExperimentStatus.RUNNING,
         )
         .order_by("-started_at")
-        .values_list("experiment_id", "experiment__agent_id", "experiment__seed", "started_at", "ended_at", "percent")
+        .values_list("experiment_id", "experiment__agent_id", "experiment__seed", "experiment__control__model_id",
+                     "experiment__treatment__model_id", "started_at", "ended_at", "percent")
     ):
-        experiment = running.setdefault(agent_id, _RunningExperiment(experiment_id=experiment_id, seed=seed, stages=[]))
+        experiment = running.setdefault(agent_id, _RunningExperiment(
+            experiment_id=experiment_id, seed=seed, stages=[],
+            arm_models={Variant.CONTROL.value: control_model, Variant.TREATMENT.value: treatment_model},
+        ))
         if started_at is not None:  # a stage to come has no window yet
             experiment.stages.append((started_at, ended_at, percent))
     return running
@@ -236,6 +244,7 @@ def _outcome_rows(
         experiment_id = experiment.experiment_id if experiment and variant else None
         rows.append({
             "index": index,  # in the request; not stored
+            "arm_model": experiment.arm_models[variant] if experiment and variant else None,  # for /metrics; not stored
             "event_id": event.event_id,
             "agent_id": agent_id,
             "experiment_id": experiment_id,

@@ -767,6 +767,11 @@ def experiment_rollback_event(*, experiment: Experiment) -> ExperimentEvent | No
     return experiment.events.filter(action=EventAction.ROLLBACK).select_related("actor").order_by("-at").first()
 
 
+def experiment_pause_event(*, experiment: Experiment) -> ExperimentEvent | None:
+    """The entry of the experiment's latest pause (who, when, why, its reason code), None if never paused."""
+    return experiment.events.filter(action=EventAction.PAUSE).select_related("actor").order_by("-at", "-id").first()
+
+
 def experiment_events(*, experiment: Experiment, limit: int = 50) -> QuerySet[ExperimentEvent]:
     return experiment.events.select_related("actor").order_by("-at", "-id")[:limit]
 

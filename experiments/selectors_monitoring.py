@@ -66,11 +66,14 @@ def rollout_states() -> list[RolloutState]:
             continue
         stage = experiment.current_stage
         stage_started = stage.started_at.timestamp() if stage is not None and stage.started_at else None
-        if experiment.status != "running":
-            states.append(RolloutState(agent.slug, experiment.status, 0, pause_reasons.get(experiment.pk, ""), 0, (),
-                                       stage_started, None))
-            continue
         metrics = experiment_metrics(experiment=experiment)
+        if experiment.status != "running":
+            # Paused: the stage's split as it stood when the experiment paused (its outcomes since are
+            # "live", so the figure stays put) — the p-value an SRM pause was about, for the runbook's
+            # Confirm step.
+            states.append(RolloutState(agent.slug, experiment.status, 0, pause_reasons.get(experiment.pk, ""), 0, (),
+                                       stage_started, metrics.srm_p))
+            continue
         guardrails = experiment_guardrail_results(experiment=experiment, metrics=metrics)
         holds = stage_holds(experiment=experiment, metrics=metrics)
         states.append(RolloutState(

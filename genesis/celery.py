@@ -35,7 +35,7 @@ def _announce_worker(sender: object = None, **_: object) -> None:
 
 
 @worker_shutdown.connect
-def _retire_worker(sender: object = None, **_: object) -> None:
+def _retire_worker(**_: object) -> None:
     from genesis.metrics import stop_worker_heartbeat  # import here: see the module docstring
 
-    stop_worker_heartbeat(hostname=getattr(sender, "hostname", "") or "")
+    stop_worker_heartbeat()

@@ -2,7 +2,7 @@
 
 Two kinds of metric, chosen by where the truth lives:
 
-* **Counted as it happens** (outcomes, provider calls, fallbacks): prometheus_client counters and
+* **Counted as it happens** (outcomes, fallbacks among them, provider calls): prometheus_client counters and
   histograms. Gunicorn runs several worker processes and Celery several pool processes, and a scrape
   reaches only one of them, so with ``PROMETHEUS_MULTIPROC_DIR`` set (scripts/run.sh and the
   deployment do; it must be set before the process starts and emptied when the whole service
@@ -42,6 +42,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -57,7 +58,10 @@ from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
 
-WORKER_HEARTBEAT_KEY = "genesis:celery:workers:"  # + hostname → JSON list of queues, expiring
+# + "<node name>:<pid>:<random>" → JSON list of queues, expiring. One key per worker process: two
+# workers started without -n on one host are both celery@host, and a key per node name let each
+# overwrite the other's queues and the first to stop delete the other's announcement.
+WORKER_HEARTBEAT_KEY = "genesis:celery:workers:"
 WORKER_HEARTBEAT_SECONDS = 15
 WORKER_HEARTBEAT_TTL_SECONDS = 60
 
@@ -328,46 +332,63 @@ class CeleryCollector(Collector):
         yield from families.values()
 
 
-_stop_heartbeat = threading.Event()
+class WorkerHeartbeat:
+    """A Celery worker's announcement, in Redis, of the queues it consumes, so /metrics can count workers
+    per queue without pinging them during a scrape: written every 15 s under a key of its own (the node
+    name, the process id and a random part, so workers sharing a node name on one host are each
+    counted), removed by `stop` — only this key —, and expiring within a minute if the worker is killed."""
 
+    def __init__(self, *, hostname: str, queues: list[str]) -> None:
+        self.key = f"{WORKER_HEARTBEAT_KEY}{hostname or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._payload = json.dumps(sorted(queues))
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="genesis-worker-heartbeat", daemon=True)
 
-def start_worker_heartbeat(*, hostname: str, queues: list[str]) -> threading.Thread | None:
-    """In a Celery worker's main process: say every 15 s, in Redis, which queues it consumes, so
-    /metrics can count workers per queue without pinging them during a scrape. A worker that stops
-    cleanly removes its key (stop_worker_heartbeat); a killed one's expires within a minute."""
-    if not settings.REDIS_URL:
-        return None
-    key = f"{WORKER_HEARTBEAT_KEY}{hostname or socket.gethostname()}"
-    payload = json.dumps(sorted(queues))
-    _stop_heartbeat.clear()
+    def start(self) -> WorkerHeartbeat:
+        self._thread.start()
+        return self
 
-    def beat() -> None:
+    def _beat(self) -> None:
         client = None
-        while not _stop_heartbeat.is_set():
+        while not self._stopped.is_set():
             try:
                 client = client or redis_client()
-                client.set(key, payload, ex=WORKER_HEARTBEAT_TTL_SECONDS)
+                client.set(self.key, self._payload, ex=WORKER_HEARTBEAT_TTL_SECONDS)
             except Exception as exc:  # noqa: BLE001 - Redis away: try again next time
                 logger.warning("worker heartbeat not written: %s: %s", type(exc).__name__, exc)
                 client = None
-            _stop_heartbeat.wait(WORKER_HEARTBEAT_SECONDS)
+            self._stopped.wait(WORKER_HEARTBEAT_SECONDS)
 
-    thread = threading.Thread(target=beat, name="genesis-worker-heartbeat", daemon=True)
-    thread.start()
-    return thread
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)  # a write in flight must not land after the delete
+        client = redis_client()
+        try:
+            client.delete(self.key)
+        except Exception as exc:  # noqa: BLE001 - the key expires by itself
+            logger.warning("worker heartbeat not removed: %s: %s", type(exc).__name__, exc)
+        finally:
+            client.close()
 
 
-def stop_worker_heartbeat(*, hostname: str) -> None:
-    _stop_heartbeat.set()
+_heartbeat: WorkerHeartbeat | None = None  # this worker process's own
+
+
+def start_worker_heartbeat(*, hostname: str, queues: list[str]) -> WorkerHeartbeat | None:
+    """In a Celery worker's main process (worker_ready): announce its queues until stop_worker_heartbeat."""
+    global _heartbeat
     if not settings.REDIS_URL:
-        return
-    client = redis_client()
-    try:
-        client.delete(f"{WORKER_HEARTBEAT_KEY}{hostname or socket.gethostname()}")
-    except Exception as exc:  # noqa: BLE001 - the key expires by itself
-        logger.warning("worker heartbeat not removed: %s: %s", type(exc).__name__, exc)
-    finally:
-        client.close()
+        return None
+    _heartbeat = WorkerHeartbeat(hostname=hostname, queues=queues).start()
+    return _heartbeat
+
+
+def stop_worker_heartbeat() -> None:
+    """In the same process (worker_shutdown): withdraw this worker's announcement, and no other's."""
+    global _heartbeat
+    if _heartbeat is not None:
+        _heartbeat.stop()
+        _heartbeat = None
 
 
 def register_metrics() -> None:

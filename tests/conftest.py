@@ -88,15 +88,16 @@ def on_migrated_sqlite(tmp_path: Path, script: str, *, timeout: float = 120) -> 
 class WorkerProcess:
     """A real `celery worker` subprocess on the test database and the test broker."""
 
-    def __init__(self, *, queues: str = "default,benchmarks", concurrency: int = 2, log_path: Path) -> None:
+    def __init__(self, *, queues: str = "default,benchmarks", concurrency: int = 2, log_path: Path, name: str = "") -> None:
         self.queues, self.concurrency, self.log_path = queues, concurrency, log_path
+        self.name = name  # the node name (-n); by default one of its own
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 30.0) -> WorkerProcess:
         from genesis.celery import app
 
         self.log = self.log_path.open("ab")
-        self.name = f"test-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
+        self.name = self.name or f"test-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "genesis", "worker", "-Q", self.queues,
              "--concurrency", str(self.concurrency), "--pool", "prefork", "--loglevel", "INFO",

@@ -1,6 +1,6 @@
 """The schema every `genesis/config/<env>.yaml` must satisfy.
 
-Every section forbids unknown keys, so a typo (`use_finetunned`) is reported instead of ignored.
+Every section forbids unknown keys, so a typo (`min_stage_hour`) is reported instead of ignored.
 Secrets never live here: the YAML may only *name* environment variables through `${VAR}`.
 """
 
@@ -118,16 +118,6 @@ class Section(BaseModel):
                 yield name, value
 
 
-class ModelsSection(Section):
-    use_finetuned: bool = True
-    fallback_enabled: bool = True
-
-
-class ObservabilitySection(Section):
-    metrics_enabled: bool = True
-    log_requests: bool = False
-
-
 class AbTestingSection(Section):
     stages: RolloutStages = Field(default_factory=lambda: [10, 25, 50, 100])
     min_stage_hours: float = Field(default=48, ge=0)
@@ -157,7 +147,6 @@ class BenchmarksSection(Section):
     gate_rule: Literal["at_least_threshold", "improves_and_reaches"] = "at_least_threshold"
     # At least 10 000: the verdict must not hang on the resampling seed (more are drawn near a boundary).
     bootstrap_resamples: int = Field(default=10_000, ge=10_000)
-    concurrency: int = Field(default=8, ge=1)
 
 
 class CostsSection(Section):
@@ -169,11 +158,6 @@ class CostsSection(Section):
 class LoggingSection(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
-
-
-class FeaturesSection(Section):
-    gateway: bool = False
-    waltzrl: bool = False
 
 
 class AuditsSection(Section):
@@ -201,13 +185,10 @@ class GenesisConfig(Section):
     redis_url: str = ""
     simulator_url: str = "http://127.0.0.1:8765"
     time_zone: str = "UTC"
-    models: ModelsSection = Field(default_factory=ModelsSection)
-    observability: ObservabilitySection = Field(default_factory=ObservabilitySection)
     ab_testing: AbTestingSection = Field(default_factory=AbTestingSection)
     benchmarks: BenchmarksSection = Field(default_factory=BenchmarksSection)
     costs: CostsSection = Field(default_factory=CostsSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
-    features: FeaturesSection = Field(default_factory=FeaturesSection)
     audits: AuditsSection = Field(default_factory=AuditsSection)
     providers: ProvidersSection = Field(default_factory=ProvidersSection)
     alerting: AlertingSection = Field(default_factory=AlertingSection)

@@ -1,7 +1,7 @@
 """The provider layer: every model call in Genesis goes through `ChatProvider.chat`.
 
 No Django here. Build providers with `build_provider(...)` (or a `ProviderCache`), retry with
-`call_with_retries(...)` (the only retry layer), fall back with `chat_with_fallback(...)`.
+`call_with_retries(...)` (the only retry layer).
 """
 
 from .base import (
@@ -28,7 +28,6 @@ from .errors import (
     UnsupportedParameterError,
 )
 from .factory import ProviderCache, build_provider
-from .fallback import ChatOutcome, FallbackEvent, ModelRoute, chat_with_fallback
 from .mistral import MistralProvider
 from .openai_compatible import OpenAICompatibleProvider
 from .retry import NO_RETRY, RetryAttempt, RetryPolicy, call_with_retries
@@ -36,16 +35,13 @@ from .retry import NO_RETRY, RetryAttempt, RetryPolicy, call_with_retries
 __all__ = [
     "NO_RETRY",
     "ChatMessage",
-    "ChatOutcome",
     "ChatProvider",
     "ChatResult",
-    "FallbackEvent",
     "FineTuningJobSnapshot",
     "JobCheckpoint",
     "JobEvent",
     "MistralProvider",
     "ModelInfo",
-    "ModelRoute",
     "OpenAICompatibleProvider",
     "PermanentProviderError",
     "ProviderAuthError",
@@ -65,5 +61,4 @@ __all__ = [
     "build_provider",
     "call_with_retries",
     "provider_destinations",
-    "chat_with_fallback",
 ]

@@ -62,14 +62,14 @@ class AgentAdmin(DeleteWhenUnusedMixin, SimpleHistoryAdmin):
     inlines = [ModelVersionInline]
     fieldsets = (
         (None, {"fields": ("slug", "name", "purpose")}),
-        ("Generation defaults", {"fields": ("system_prompt", "temperature", "max_tokens", "top_p", "fallback_enabled")}),
+        ("Generation defaults", {"fields": ("system_prompt", "temperature", "max_tokens", "top_p")}),
         ("When", {"fields": ("created_at", "updated_at")}),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
         return super().get_queryset(request).prefetch_related("versions")
 
-    AGENT_FIELDS = ("name", "purpose", "system_prompt", "temperature", "max_tokens", "top_p", "fallback_enabled")
+    AGENT_FIELDS = ("name", "purpose", "system_prompt", "temperature", "max_tokens", "top_p")
 
     def save_model(self, request: HttpRequest, obj: Agent, form: forms.ModelForm[Agent], change: bool) -> None:
         values = {field: form.cleaned_data[field] for field in self.AGENT_FIELDS}

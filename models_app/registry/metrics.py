@@ -1,5 +1,5 @@
-"""Prometheus metrics of the control plane's own provider calls (benchmarks, judges, fine-tuning) and
-of the gateway's fallbacks. The states of benchmark runs and fine-tuning jobs are collected by their
+"""Prometheus metrics of the control plane's own provider calls (benchmarks, judges, fine-tuning, safety
+data). The states of benchmark runs and fine-tuning jobs are collected by their
 domains (models_app/benchmarks/metrics.py, models_app/finetuning/metrics.py).
 
 Counted as they happen, in whichever process makes the call (a Celery pool process, usually; merged
@@ -8,8 +8,9 @@ across processes by genesis/metrics.py in multiprocess mode):
 - ``genesis_provider_calls_total{provider,model,operation,status}``  status: ok, rate_limited,
   transient, permanent, error; model ``-`` for calls about no single model (files, jobs)
 - ``genesis_provider_call_duration_seconds{provider,operation}``      histogram
-- ``genesis_model_chat_calls_total{agent,model}``  chats through the gateway (the fallback ratio's base)
-- ``genesis_model_fallbacks_total{agent,primary_model,fallback_model}``  answered by the baseline
+
+Fallbacks are the agents' own (Genesis makes no agent's calls): they are counted from the outcomes the
+agents report, as genesis_agent_served_by_other_model_total (experiments/metrics.py).
 """
 
 from __future__ import annotations
@@ -24,12 +25,6 @@ PROVIDER_CALLS = Counter(
 PROVIDER_CALL_SECONDS = Histogram(
     "genesis_provider_call_duration_seconds", "Duration of the control plane's provider calls (seconds)",
     ["provider", "operation"], buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),
-)
-CHAT_CALLS = Counter("genesis_model_chat_calls_total", "Chats asked through the gateway, by primary model", ["agent", "model"])
-FALLBACKS = Counter(
-    "genesis_model_fallbacks_total",
-    "Calls answered by the baseline because the fine-tuned model failed transiently",
-    ["agent", "primary_model", "fallback_model"],
 )
 
 

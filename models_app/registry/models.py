@@ -54,9 +54,6 @@ class Agent(models.Model):
     temperature = models.FloatField(default=0.2, validators=[MinValueValidator(0), MaxValueValidator(2)])
     max_tokens = models.PositiveIntegerField(default=512, validators=[MinValueValidator(1)])
     top_p = models.FloatField(default=1.0, validators=[MinValueValidator(0), MaxValueValidator(1)])
-    fallback_enabled = models.BooleanField(
-        default=True, help_text="On a transient failure of a fine-tuned model, answer with the baseline."
-    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords()

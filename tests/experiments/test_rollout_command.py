@@ -187,3 +187,36 @@ def test_a_refusal_is_printed_once_from_the_command_line(team):
                             cwd=ROOT, env=child_environment(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.count("may not start experiments") == 1 and "CommandError" not in result.stderr
+
+
+def test_status_of_an_experiment_paused_on_a_sample_ratio_mismatch_says_why_and_shows_the_split(team):
+    # The runbook's Confirm step for ExperimentPausedBySRM: --status showed no reason and no split, and
+    # --json held "holds": [] — nothing to confirm with while the alert fired.
+    from experiments.selectors_monitoring import rollout_states
+    from experiments.services import experiment_start, guardrails_check
+
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    feed(experiment, arm="treatment", n=100, success_rate=0.9, seed=1)  # half and half at a 10 % stage
+    feed(experiment, arm="control", n=100, success_rate=0.9, seed=2)
+    assert guardrails_check(experiment_id=experiment.pk).action == "paused"
+
+    code, out, _ = rollout("--agent", "qa_agent", "--status", "--json")
+    state = json.loads(out)
+    assert code == 0 and state["status"] == "paused"
+    assert state["pause"]["reason_code"] == "srm" and state["pause"]["reason"].startswith("sample-ratio mismatch: 100 control")
+    split = state["split"]
+    assert (split["control_users"], split["treatment_users"], split["planned_percent"]) == (100, 100, 10)
+    assert split["srm_flagged"] is True and split["srm_p"] < split["srm_threshold"]
+
+    code, out, _ = rollout("--agent", "qa_agent", "--status")
+    assert "qa_agent-exp (qa_agent): paused (srm) at 10 %" in out
+    assert "\npaused by genesis at " in out and " UTC: sample-ratio mismatch: 100 control" in out
+    assert "split when paused: control 100 and treatment 100 users vs planned 90/10 %; any-time SRM p = " in out
+    assert out.rstrip().endswith("— mismatch")
+    code, out, _ = rollout("--status")
+    assert "qa_agent: qa_agent-exp paused (srm) at 10 %" in out
+
+    # /metrics exports the p-value the pause was about (genesis_rollout_srm_p_value), not nothing.
+    [paused] = [state for state in rollout_states() if state.agent == "qa_agent"]
+    assert paused.status == "paused" and paused.pause_reason == "srm"
+    assert paused.srm_p == pytest.approx(split["srm_p"])

@@ -20,10 +20,10 @@ from models_app.benchmarks.runner import benchmark_chunk_execute
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.providers import ProviderDestinationRefused
 from models_app.providers.destinations import provider_destinations
-from models_app.registry.gateway import chat_for_version
-from models_app.registry.models import Agent, ModelVersion, ProviderAccount
+from models_app.registry.gateway import provider_for
+from models_app.registry.models import Agent, ProviderAccount
 from models_app.registry.services import provider_account_upsert
-from tests.factories import AgentFactory, ModelVersionFactory, UserFactory
+from tests.factories import UserFactory
 
 SECRET = "the-production-key-3f9a"  # what the listener must never see unless allowed
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -148,10 +148,6 @@ def test_plain_http_beyond_loopback_is_refused_outside_dev():
 # --- at call time: the key never leaves for a host not allowed ------------------------------------
 
 
-def version_on(account: ProviderAccount) -> ModelVersion:
-    return ModelVersionFactory(agent=AgentFactory(slug="support_agent"), provider=account, model_id="m", kind="baseline")
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("kind", ["simulator", "mistral", "openai_compatible"])
 def test_an_account_changed_behind_the_service_is_refused_and_the_listener_gets_nothing(kind, listener, production_key):
@@ -161,7 +157,7 @@ def test_an_account_changed_behind_the_service_is_refused_and_the_listener_gets_
     account.refresh_from_db()
 
     with pytest.raises(ProviderDestinationRefused) as refused:
-        chat_for_version(version=version_on(account), messages=MESSAGES)
+        provider_for(account).chat(model="m", messages=MESSAGES)
 
     assert str(refused.value) == (
         f"provider 'edited' is not called: $MISTRAL_API_KEY may not be sent to 127.0.0.1:{listener.port}: "
@@ -178,9 +174,9 @@ def test_an_allowed_listener_gets_the_key(kind, listener, production_key, provid
     provider_hosts(f"MISTRAL_API_KEY=127.0.0.1:{listener.port}")
     account = provider_account_upsert(name="allowed", kind=kind, base_url=listener.url, api_key_env="MISTRAL_API_KEY")
 
-    outcome = chat_for_version(version=version_on(account), messages=MESSAGES)
+    result = provider_for(account).chat(model="m", messages=MESSAGES)
 
-    assert outcome.result.text == "hi"
+    assert result.text == "hi"
     assert listener.requests == [("POST", "/v1/chat/completions", f"Bearer {SECRET}")]
 
 

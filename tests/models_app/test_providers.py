@@ -19,7 +19,6 @@ import pytest
 from models_app.providers import (
     ChatResult,
     MistralProvider,
-    ModelRoute,
     OpenAICompatibleProvider,
     PermanentProviderError,
     ProviderAuthError,
@@ -31,7 +30,6 @@ from models_app.providers import (
     UnsupportedParameterError,
     build_provider,
     call_with_retries,
-    chat_with_fallback,
 )
 from models_app.providers.throttle import CallGate
 from models_app.simulator import SimulatorConfig, format_answer_marker, start_in_thread, stop
@@ -41,7 +39,6 @@ API_KEY = "provider-test-key"
 CONFIG = SimulatorConfig(
     port=0, seed=5, job_seconds=0.6, validation_seconds=0.05, cancel_seconds=0.1, api_keys=frozenset({API_KEY})
 )
-FT_MODEL = "ft:open-mistral-7b:0123abcd:20250101:89abcdef"
 QUESTION = [{"role": "user", "content": "How do I reset my password?"}]
 
 
@@ -352,40 +349,6 @@ def test_a_retry_after_beyond_the_cap_is_raised_not_waited() -> None:
     with pytest.raises(TransientProviderError) as raised:
         call_with_retries(operation, policy=RetryPolicy(max_delay_seconds=20), sleep=lambda _: pytest.fail("waited"))
     assert raised.value.retry_after == 120 and len(calls) == 1
-
-
-# ---- fallback ----------------------------------------------------------------------------------
-
-
-def test_transient_failure_of_the_fine_tuned_model_falls_back_to_the_baseline(simulator: SimulatorHTTPServer) -> None:
-    provider = simulator_provider(simulator)
-    simulator.state.queue_faults(500, 503)
-    events = []
-    outcome = chat_with_fallback(
-        primary=ModelRoute(provider, FT_MODEL),
-        fallback=ModelRoute(provider, "open-mistral-7b"),
-        messages=QUESTION,
-        retry_policy=RetryPolicy(max_attempts=2, base_delay_seconds=0.01),
-        on_fallback=events.append,
-    )
-    assert outcome.fell_back and outcome.model == "open-mistral-7b" and outcome.result.text
-    assert "503" in outcome.reason and FT_MODEL in outcome.reason
-    assert [(event.primary_model, event.fallback_model) for event in events] == [(FT_MODEL, "open-mistral-7b")]
-    assert chat_requests(simulator) == [500, 503, 200]
-
-
-def test_no_fallback_when_the_primary_answers_or_fails_permanently(simulator: SimulatorHTTPServer) -> None:
-    provider = simulator_provider(simulator)
-    fallback = ModelRoute(provider, "open-mistral-7b")
-    outcome = chat_with_fallback(primary=ModelRoute(provider, FT_MODEL), fallback=fallback, messages=QUESTION)
-    assert (outcome.fell_back, outcome.model, outcome.reason) == (False, FT_MODEL, None)
-
-    events = []
-    with pytest.raises(UnknownModelError):
-        chat_with_fallback(
-            primary=ModelRoute(provider, "ft:gone"), fallback=fallback, messages=QUESTION, on_fallback=events.append
-        )
-    assert events == []
 
 
 # ---- answer markers reach the simulator only ---------------------------------------------------

@@ -1,9 +1,11 @@
 """Celery figures at /metrics: a real worker announces the queues it consumes and withdraws when it
-stops cleanly; queue lengths come from the broker."""
+stops cleanly — each worker for itself, even two sharing a node name on one host; queue lengths come
+from the broker."""
 
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import pytest
@@ -33,6 +35,32 @@ def test_a_worker_is_counted_on_its_queues_while_it_runs(tmp_path) -> None:
         assert gauges("genesis_celery_workers") == {"default": 1, "benchmarks": 0}
     finally:
         worker.stop()
+    assert gauges("genesis_celery_workers") == {"default": 0, "benchmarks": 0}
+
+
+def wait_for_workers(expected: dict[str, int], *, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while gauges("genesis_celery_workers") != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gauges("genesis_celery_workers") == expected
+
+
+def test_two_workers_with_one_node_name_on_one_host_are_both_counted(tmp_path) -> None:
+    # Started without -n, two workers on one host are both celery@<host>: their heartbeats shared a
+    # key, so the benchmarks worker's announcement was overwritten by the default one's (the
+    # benchmarks queue read 0 workers while one ran), and the first to stop deleted the other's.
+    forget_killed_workers()
+    shared_name = f"celery-{time.monotonic_ns()}@{socket.gethostname()}"
+    default = WorkerProcess(queues="default", concurrency=1, log_path=tmp_path / "default.log", name=shared_name).start()
+    benchmarks = WorkerProcess(queues="benchmarks", concurrency=1, log_path=tmp_path / "benchmarks.log", name=shared_name)
+    try:
+        benchmarks.start()
+        wait_for_workers({"default": 1, "benchmarks": 1})
+        default.stop()
+        wait_for_workers({"default": 0, "benchmarks": 1}, timeout=5)  # its own key only: gone at once
+    finally:
+        default.stop()
+        benchmarks.stop()
     assert gauges("genesis_celery_workers") == {"default": 0, "benchmarks": 0}
 
 

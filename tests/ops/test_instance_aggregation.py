@@ -2,7 +2,7 @@
 (the ledger, budgets, rollout state, jobs, Celery): a query over them takes one copy with
 `max without (instance)` before anything else aggregates, in every rule, dashboard panel and runbook
 query. A `sum` straight over them counts the ledger once per machine ("$5 in an hour" firing at $2.50
-with two machines). Counters of events (genesis_agent_*, genesis_provider_*, genesis_model_*) are each
+with two machines). Counters of events (genesis_agent_*, genesis_provider_*) are each
 machine's share and are summed; ops/prometheus/alerts_test.yml shows the alerts with two instances."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_the_scrape_time_metrics_are_those_read_from_the_database_and_redis(shar
             "genesis_experiment_rollbacks_total", "genesis_rollout_paused", "genesis_benchmark_runs",
             "genesis_finetuning_jobs", "genesis_celery_workers", "genesis_celery_beat_last_tick_timestamp_seconds",
             "genesis_exposure_dead_letter_batches"} <= shared
-    assert not {"genesis_agent_requests_total", "genesis_provider_calls_total", "genesis_model_fallbacks_total"} & shared
+    assert not {"genesis_agent_requests_total", "genesis_provider_calls_total", "genesis_agent_served_by_other_model_total"} & shared
 
 
 def test_the_per_instance_verdicts_are_scrape_time_metrics_set_apart() -> None:

@@ -1,7 +1,8 @@
 """End to end with a real Prometheus (Debian's `prometheus`) scraping the running app (gunicorn, two
 workers) and evaluating ops/prometheus/alerts.yml: after traffic in which qa_agent's treatment fails
-often and answers slowly, the error-rate and latency alerts' expressions return series for qa_agent
-and none for content_agent (healthy) or legal_agent (idle); every metric a rule or a Grafana panel
+often, answers slowly and is often served the live model (the agent's own fallback, as its outcomes
+report it), the error-rate, latency and fallback alerts' expressions return series for qa_agent and
+none for content_agent (healthy) or legal_agent (idle); every metric a rule or a Grafana panel
 names (and every runbook's PromQL) is in /metrics and in Prometheus; every panel's and runbook's query
 runs without error."""
 
@@ -179,27 +180,21 @@ def world() -> dict:
     return {"control": qa.control.model_id, "treatment": qa.treatment.model_id, "content": live["content_agent"], "qa": qa}
 
 
-def fallback_in_another_process(*, metrics_dir: Path, simulator_url: str, tmp_path: Path) -> None:
-    """A control-plane chat in a separate process (as a Celery task would make it): content_agent's
-    fine-tuned model is unreachable, so the baseline answers — one fallback, provider calls counted."""
+def provider_calls_in_another_process(*, metrics_dir: Path, simulator_url: str) -> None:
+    """A control-plane provider call in a separate process, as the admin's list of a provider's
+    fine-tuning jobs makes it (models_app/finetuning/services.py): counted in genesis_provider_calls_total
+    by the app's own instrumentation, merged into /metrics from the multiprocess directory."""
     script = textwrap.dedent(f"""
         import os
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
         import django
         django.setup()
-        from models_app.registry.models import ModelVersion, ProviderAccount
-        from models_app.registry.gateway import chat_for_version
-        dead, _ = ProviderAccount.objects.get_or_create(name="unreachable", defaults=dict(
-            kind="simulator", base_url="http://127.0.0.1:9", api_key_env="GENESIS_SIMULATOR_API_KEY"))
+        from models_app.finetuning.services import finetuning_provider_jobs
+        from models_app.registry.models import ProviderAccount
         ProviderAccount.objects.filter(name="simulator").update(base_url="{simulator_url}")
-        candidate = ModelVersion.objects.filter(agent__slug="content_agent", kind="fine_tuned").first()
-        ModelVersion.objects.filter(pk=candidate.pk).update(provider=dead)
-        candidate.refresh_from_db()
-        baseline = ModelVersion.objects.get(agent__slug="content_agent", status="live")
-        outcome = chat_for_version(version=candidate, fallback=baseline, messages=[{{"role": "user", "content": "hello"}}])
-        assert outcome.fell_back, outcome
+        finetuning_provider_jobs(provider=ProviderAccount.objects.get(name="simulator"), actor=None)
     """)
-    env = child_environment(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    env = child_environment(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), GENESIS_SIMULATOR_URL=simulator_url)
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -226,7 +221,7 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
     simulator, _ = start_in_thread(SimulatorConfig(port=0, seed=0, api_keys=frozenset({os.environ.get("GENESIS_SIMULATOR_API_KEY", "sim-key")})))
     worker = WorkerProcess(queues="default", concurrency=1, log_path=tmp_path / "worker.log").start()
     try:
-        fallback_in_another_process(metrics_dir=genesis_server.metrics_dir, simulator_url=simulator.base_url, tmp_path=tmp_path)
+        provider_calls_in_another_process(metrics_dir=genesis_server.metrics_dir, simulator_url=simulator.base_url)
         prometheus = prometheus_for(genesis_server)
         key = api_key_for("qa_agent", "content_agent")
         posted = 0
@@ -235,6 +230,9 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
                 events("qa_agent", models["control"], n=100, failures=2, latency_ms=400, prefix=f"c{wave}",
                        arm_of=(models["qa"], "control")),
                 events("qa_agent", models["treatment"], n=100, failures=40, latency_ms=12_000, prefix=f"t{wave}",
+                       arm_of=(models["qa"], "treatment")),
+                # Treatment users the agent served with the live model (its own fallback): 30 of 130.
+                events("qa_agent", models["control"], n=30, failures=0, latency_ms=400, prefix=f"f{wave}",
                        arm_of=(models["qa"], "treatment")),
                 events("content_agent", models["content"], n=150, failures=1, latency_ms=600, prefix=f"h{wave}"),
             ]
@@ -255,6 +253,8 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
         assert agents("LowSuccessRate") == {("qa_agent", "")}
         assert agents("HighModelLatency") == {("qa_agent", "treatment")}
         assert agents("VeryHighModelLatency") == {("qa_agent", "treatment")}
+        # Counted at ingestion from what the agent reported, not from any call Genesis made.
+        assert agents("HighFallbackRate") == {("qa_agent", "treatment")}
         assert agents("ModelUnavailable") == set()  # traffic is flowing; legal_agent is idle, not down
         assert agents("ExperimentPausedBySRM") == {("support_agent", "")}
         assert agents("ExperimentRolledBack") == {("analyst_agent", "")}

@@ -255,3 +255,33 @@ def test_every_curl_is_answered_not_redirected_at_the_production_addresses() -> 
 def test_curl_follow_redirects_is_refused() -> None:
     with pytest.raises(AssertionError, match="-L"):
         curl_request(["-sSL", "$GENESIS_URL/api/v1/costs/summary"])
+
+
+@pytest.mark.django_db  # the test database exists, for the step's passing run
+def test_the_database_confirm_step_fails_when_the_database_is_down_and_passes_when_it_is_up() -> None:
+    # DatabaseMetricsUnavailable's Confirm step was `manage.py check --database default`, which does not
+    # connect: it exited 0 with nothing listening on the database's port.
+    from tests.conftest import test_database_url
+    from tests.ops.conftest import free_port
+
+    section = (RUNBOOKS / "metrics.md").read_text().split("## DatabaseMetricsUnavailable", 1)[1].split("\n## ", 1)[0]
+    [line] = [line for block in SH_BLOCK.findall(section) for line in block.splitlines() if "manage.py" in line]
+    words = shlex.split(line)
+    assert words[:2] == ["python", "manage.py"]
+    command = [sys.executable, "manage.py", *words[2:]]
+    closed = f"postgres://postgres@127.0.0.1:{free_port()}/genesis"  # nothing listens there
+
+    down = subprocess.run(command, cwd=ROOT, env=child_environment(DATABASE_URL=closed), capture_output=True, text=True,
+                          timeout=120)
+    up = subprocess.run(command, cwd=ROOT, env=child_environment(DATABASE_URL=test_database_url()), capture_output=True,
+                        text=True, timeout=120)
+    assert down.returncode != 0 and "OperationalError" in down.stderr, down.stdout + down.stderr
+    assert up.returncode == 0, up.stdout + up.stderr
+
+
+def test_no_runbook_curl_names_an_experiment_key_only_the_demo_has() -> None:
+    # high-latency.md asked for /experiments/qa_agent-rollout/results: a key of the demo's, not of an
+    # operator's experiment. The key comes from the agent's health (a variable in the runbook).
+    paths = [curl_request(shlex.split(line)[1:]).path for _, line in quoted_commands() if line.startswith("curl ")]
+    keys = [path.split("/")[4] for path in paths if path.startswith("/api/v1/experiments/")]
+    assert keys and all(key.startswith("$") for key in keys), keys

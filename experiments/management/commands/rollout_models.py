@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from experiments import audit, selectors, services
+from experiments import audit, selectors, services, stats
 from experiments.holds import stage_holds
 from experiments.models import Experiment, ExperimentStatus
 from genesis.commands import command_agent
@@ -136,6 +136,10 @@ class Command(BaseCommand):
         if state["pending_request"]:
             request = state["pending_request"]
             self.stdout.write(f"requested: advance to {request['percent']} % by {request['requested_by']} — waits for a second person")
+        if pause := state["pause"]:
+            self.stdout.write(f"paused by {pause['by']} at {pause['at']:%Y-%m-%d %H:%M} UTC: {pause['reason']}")
+        if state["status"] == ExperimentStatus.PAUSED and state["split"]:
+            self.stdout.write("split when paused: " + _split_text(state["split"]))
         for hold in state["holds"]:
             self.stdout.write(f"  {'ok  ' if hold['cleared'] else 'HOLD'} {hold['name']}: {hold['detail']}")
 
@@ -164,11 +168,41 @@ class Command(BaseCommand):
 
 
 def _status_text(state: dict[str, Any]) -> str:
-    """"running", or "rolled back by ops at 2026-12-06 10:00 UTC: tone complaints"."""
+    """"running", "rolled back by ops at 2026-12-06 10:00 UTC: tone complaints", or "paused (srm)"."""
     text = str(state["status"]).replace("_", " ")
     if rollback := state["rollback"]:
         text += f" by {rollback['by']} at {rollback['at']:%Y-%m-%d %H:%M} UTC: {rollback['reason']}"
+    if pause := state["pause"]:
+        text += f" ({pause['reason_code'] or 'unspecified'})"
     return text
+
+
+def _split_text(split: dict[str, Any]) -> str:
+    """"control 180 and treatment 20 users vs planned 90/10 %; any-time SRM p = 0.0003 (test 1 …) — mismatch"."""
+    text = (f"control {split['control_users']} and treatment {split['treatment_users']} users vs planned "
+            f"{100 - split['planned_percent']}/{split['planned_percent']} %")
+    if split["srm_p"] is None:
+        return text + "; no control arm to compare with"
+    return (text + f"; any-time SRM p = {stats.format_number(split['srm_p'])} ({split['srm_rule']})"
+            + (" — mismatch" if split["srm_flagged"] else ""))
+
+
+def _pause(experiment: Experiment) -> dict[str, Any] | None:
+    """Who paused the experiment, when, why and the reason code (srm, manual…); None unless it is paused."""
+    if experiment.status != ExperimentStatus.PAUSED:
+        return None
+    event = selectors.experiment_pause_event(experiment=experiment)
+    return ({"by": audit.actor_name(event.actor), "at": event.at, "reason": event.reason, "reason_code": event.reason_code}
+            if event else None)
+
+
+def _split(metrics: selectors.ExperimentMetrics) -> dict[str, Any] | None:
+    """The current stage's users per arm against its plan, and the sample-ratio test on them."""
+    if metrics.stage_percent is None:
+        return None
+    return {"control_users": metrics.stage_users_control, "treatment_users": metrics.stage_users_treatment,
+            "planned_percent": metrics.stage_percent, "srm_p": metrics.srm_p, "srm_threshold": metrics.srm_threshold,
+            "srm_rule": metrics.srm_rule, "srm_flagged": metrics.srm_flagged}
 
 
 def _rollback(experiment: Experiment) -> dict[str, Any] | None:
@@ -182,29 +216,34 @@ def _rollback(experiment: Experiment) -> dict[str, Any] | None:
 def _state(experiment: Experiment | None) -> dict[str, Any]:
     """What --status shows (and every --json object carries)."""
     if experiment is None:
-        return {"experiment": None, "status": None, "rollback": None, "stage_percent": None, "stages": [],
-                "pending_request": None, "holds": [], "guardrails": []}
+        return {"experiment": None, "status": None, "rollback": None, "pause": None, "stage_percent": None, "stages": [],
+                "split": None, "pending_request": None, "holds": [], "guardrails": []}
     experiment = selectors.get_experiment(key=experiment.key)
     running = experiment.status == ExperimentStatus.RUNNING
-    metrics = selectors.experiment_metrics(experiment=experiment) if running else None
+    # A paused experiment's split too: why an SRM pause paused it is the first thing to confirm.
+    in_stage = experiment.status in (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED)
+    metrics = selectors.experiment_metrics(experiment=experiment) if in_stage else None
     pending = selectors.pending_approval(experiment=experiment)
     timeline = selectors.experiment_timeline(experiment=experiment)
     return {
         "experiment": experiment.key,
         "status": experiment.status,
         "rollback": _rollback(experiment),
+        "pause": _pause(experiment),
         "stage_percent": experiment.current_stage.percent if experiment.current_stage and experiment.status in ("running", "paused") else None,
         "config_version": experiment.config_version,
         "control": experiment.control.model_id,
         "treatment": experiment.treatment.model_id,
         "stages": [{"percent": s["percent"], "status": s["status"], "current": bool(s.get("current")),
                     "started_at": s["started_at"], "ended_at": s["ended_at"]} for s in timeline],
+        "split": _split(metrics) if metrics else None,
         "pending_request": (
             {"percent": pending.stage.percent, "requested_by": pending.requested_by.get_username() if pending.requested_by else None,
              "requested_at": pending.requested_at, "config_version": pending.config_version} if pending else None
         ),
         "holds": [hold.as_json() for hold in stage_holds(experiment=experiment, metrics=metrics)] if running else [],
         "guardrails": (
-            [g.as_json() for g in selectors.experiment_guardrail_results(experiment=experiment, metrics=metrics)] if metrics else []
+            [g.as_json() for g in selectors.experiment_guardrail_results(experiment=experiment, metrics=metrics)]
+            if running and metrics else []
         ),
     }
