@@ -8,7 +8,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('models_app', '0011_api_key_history'),
+        ('models_app', '0012_who_columns_protect'),
     ]
 
     operations = [
