@@ -193,14 +193,8 @@ def simulate_rollbacks(*, rollout: Rollout, experiments: int, seed: int, batch: 
             effective_users=effective, alpha=rollout.alpha, planned_samples_per_arm=rollout.planned_users_per_arm,
             early_samples_per_arm=stats.EARLY_HORIZON_PER_MIN_SAMPLE * rollout.min_users_per_arm,
         )
-        enough = (control.users.sum(axis=-1) >= rollout.min_users_per_arm) & (
-            treatment.users.sum(axis=-1) >= rollout.min_users_per_arm
-        )
-        with np.errstate(invalid="ignore"):
-            breach = enough & (effective > 0) & stats.harm_beyond_tolerance(
-                harm=-difference, limit=rollout.tolerance, standard_error=standard_error, critical=critical
-            )
-        first = np.where(breach.any(axis=1), breach.argmax(axis=1), -1)
+        first = _first_rollback_look(rollout, control, treatment, difference=difference, standard_error=standard_error,
+                                     effective=effective, critical=critical)
         look_minutes = np.flatnonzero(looks) + 1
         for index in first[first >= 0]:
             hours.append(look_minutes[index] / 60)
@@ -240,17 +234,27 @@ def simulate_guardrail_resumes(
                 early_samples_per_arm=stats.EARLY_HORIZON_PER_MIN_SAMPLE * rollout.min_users_per_arm,
                 segment=number if spend_on_resumes else None,
             )
-        enough = (control.users.sum(axis=-1) >= rollout.min_users_per_arm) & (
-            treatment.users.sum(axis=-1) >= rollout.min_users_per_arm
-        )
-        with np.errstate(invalid="ignore"):
-            breach = enough & (effective > 0) & stats.harm_beyond_tolerance(
-                harm=-difference, limit=rollout.tolerance, standard_error=standard_error, critical=critical
-            )
-        first = np.where(breach.any(axis=1), breach.argmax(axis=1), -1)
+        first = _first_rollback_look(rollout, control, treatment, difference=difference, standard_error=standard_error,
+                                     effective=effective, critical=critical)
         hours += [look_minutes[index] / 60 for index in first[first >= 0]]
         rolled_back += int((first >= 0).sum())
     return TriggerRate(experiments=experiments, triggered=rolled_back, hours_to_trigger=hours)
+
+
+def _first_rollback_look(
+    rollout: Rollout, control: _Cells, treatment: _Cells, *, difference: np.ndarray, standard_error: np.ndarray,
+    effective: np.ndarray, critical: np.ndarray,
+) -> np.ndarray:
+    """Per simulated rollout, the index of the first look at which the guardrail rolls back (both arms
+    past the minimum users and the harm beyond the tolerance at `critical`), -1 when none does."""
+    enough = (control.users.sum(axis=-1) >= rollout.min_users_per_arm) & (
+        treatment.users.sum(axis=-1) >= rollout.min_users_per_arm
+    )
+    with np.errstate(invalid="ignore"):
+        breach = enough & (effective > 0) & stats.harm_beyond_tolerance(
+            harm=-difference, limit=rollout.tolerance, standard_error=standard_error, critical=critical
+        )
+    return np.where(breach.any(axis=1), breach.argmax(axis=1), -1)
 
 
 def _restart_strata(cells: _Cells, cuts: np.ndarray, per_stage: int) -> None:
