@@ -181,7 +181,10 @@ from kombu import Queue  # noqa: E402
 CELERY_LONGEST_TASK_SECONDS = 30 * 60
 CELERY_BROKER_URL = REDIS_URL or "filesystem://localhost//"  # a host, or kombu warns on every connection
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": CELERY_LONGEST_TASK_SECONDS + 600}
-if not REDIS_URL:
+if REDIS_URL:
+    # kombu's Redis transport, whose worker survives a Redis outage mid-task (genesis/broker.py says how).
+    CELERY_BROKER_TRANSPORT = "genesis.broker:RedisTransport"
+else:
     # The embedded broker: messages are files under var/celery, shared by web, worker and beat, written
     # whole before a worker can see them (genesis/broker.py says why kombu's own transport is not used).
     CELERY_BROKER_TRANSPORT = "genesis.broker:Transport"
