@@ -201,6 +201,9 @@ else:
         polling_interval=0.1,
     )
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker (or beat) that lost the broker tries again every 30 s at most, for as long as it takes:
+# Celery's default gives up after 100 attempts (about 45 minutes of outage) and the process exits.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
