@@ -1,16 +1,32 @@
-"""The embedded Celery broker (no REDIS_URL): kombu's file-system transport, with messages that appear
-whole.
+"""Genesis's Celery transports: kombu's, each with one fault fixed. settings.CELERY_BROKER_TRANSPORT
+names the one the broker URL needs.
+
+The embedded broker (no REDIS_URL), `Transport`: kombu's file-system transport, with messages that
+appear whole.
 
 kombu's `_put` creates the message file under its final name and then writes it, while `_get` takes
 any file with that name without a lock: a worker polling at the wrong instant read an empty file and
 stopped with "Unrecoverable error: JSONDecodeError" (`make run` then stopped everything; beat's
 10-second exposure flush made it a matter of minutes). Here a message is written under a name no
-queue matches and renamed into place, which POSIX makes atomic. settings.CELERY_BROKER_TRANSPORT
-names this class.
+queue matches and renamed into place, which POSIX makes atomic.
+
+Redis (REDIS_URL), `RedisTransport`: kombu's Redis transport, whose worker outlives a broker outage
+while it runs a task (kombu and Celery 5.7.0, the newest releases, still crash). On losing the broker,
+Celery detaches the connection's transport (`Connection.collect`), then closes the connection; closing
+a channel still open puts its unacknowledged messages back, and kombu builds the Redis client for that
+from connection info the transport no longer has: AttributeError ("'NoneType' object has no attribute
+'hostname'"), not a connection error, so Celery called it unrecoverable and the worker exited. An idle
+worker has no message to put back; with acks_late every running task has one. The task, still running
+in the pool, is acknowledged through that same closed channel when it ends: the same error, at the
+end of the task instead. Here a channel whose connection is closed leaves its messages alone: they
+are still in Redis' unacked set, whose visibility timeout gives them back (a task run again finds its
+work done: GUIDE, "Tasks are idempotent"), and if Redis lost them, Genesis's sweeps send the stranded
+jobs again. (Putting a message back while its task still runs here would only get it run twice.)
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from time import monotonic
@@ -18,8 +34,11 @@ from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
+from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
+
+logger = logging.getLogger(__name__)
 
 # `_get` takes only files named `<stamp>_<uuid>.<queue>.msg`; a file being written ends in this.
 PARTIAL_SUFFIX = ".partial"
@@ -41,3 +60,45 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+
+class RedisQoS(kombu_redis.QoS):
+    """Unacknowledged messages of a channel whose connection is closed stay in Redis (see above)."""
+
+    def _detached(self) -> bool:
+        transport = self.channel.connection
+        return transport is None or transport.client is None
+
+    def restore_unacked(self, client: Any = None) -> None:
+        if client is None and self._detached():
+            if self._delivered:
+                logger.warning("%d unacknowledged message(s) not put back: the broker connection is closed; "
+                               "Redis gives them back after the visibility timeout", len(self._delivered))
+            self._delivered.clear()
+            return
+        super().restore_unacked(client)
+
+    def ack(self, delivery_tag: Any) -> None:
+        # A task that was running when the connection was lost ends on the new connection, but its
+        # message belongs to the old channel. Its task is idempotent, so redelivery after the
+        # visibility timeout (if Redis kept the message) only finds its work done.
+        if self._detached():
+            logger.warning("message %s not acknowledged: its broker connection was closed while its task ran; "
+                           "Redis gives it back after the visibility timeout", delivery_tag)
+            return
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if self._detached():
+            logger.warning("message %s not rejected: its broker connection was closed while its task ran; "
+                           "Redis gives it back after the visibility timeout", delivery_tag)
+            return
+        super().reject(delivery_tag, requeue=requeue)
+
+
+class RedisChannel(kombu_redis.Channel):
+    QoS = RedisQoS
+
+
+class RedisTransport(kombu_redis.Transport):
+    Channel = RedisChannel

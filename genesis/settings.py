@@ -181,7 +181,10 @@ from kombu import Queue  # noqa: E402
 CELERY_LONGEST_TASK_SECONDS = 30 * 60
 CELERY_BROKER_URL = REDIS_URL or "filesystem://localhost//"  # a host, or kombu warns on every connection
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": CELERY_LONGEST_TASK_SECONDS + 600}
-if not REDIS_URL:
+if REDIS_URL:
+    # kombu's Redis transport, whose worker survives a Redis outage mid-task (genesis/broker.py says how).
+    CELERY_BROKER_TRANSPORT = "genesis.broker:RedisTransport"
+else:
     # The embedded broker: messages are files under var/celery, shared by web, worker and beat, written
     # whole before a worker can see them (genesis/broker.py says why kombu's own transport is not used).
     CELERY_BROKER_TRANSPORT = "genesis.broker:Transport"
@@ -198,6 +201,9 @@ if not REDIS_URL:
         polling_interval=0.1,
     )
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker (or beat) that lost the broker tries again every 30 s at most, for as long as it takes:
+# Celery's default gives up after 100 attempts (about 45 minutes of outage) and the process exits.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -140,6 +140,18 @@ def benchmark_chunk_received(*, chunk_id: int, worker: str) -> bool:
     )
 
 
+def benchmark_chunk_retry_not_sent(*, chunk_id: int) -> bool:
+    """The chunk was released to retry (`enqueued_at` set: its task's retry message on its way), but
+    the broker could not take that message, and Celery drops the one being handled. Forget the
+    enqueue, so the resume sweep sends the chunk at its next pass rather than
+    QUEUED_CHUNK_RESEND_AFTER_SECONDS later. Only while the chunk is queued and unheld; a message sent
+    meanwhile by the sweep is then only duplicated, which is harmless. Returns whether it was queued."""
+    return bool(
+        BenchmarkChunk.objects.filter(pk=chunk_id, status=BenchmarkChunkStatus.QUEUED, lease_token__isnull=True)
+        .update(enqueued_at=None)
+    )
+
+
 @transaction.atomic
 def benchmark_chunk_claim(*, chunk_id: int, worker: str) -> ChunkLease | None:
     """Take the chunk for `worker` (see `worker_identity`), or None when it is done, its run is over,

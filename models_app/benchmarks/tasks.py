@@ -3,7 +3,8 @@
 Chunks go to the `benchmarks` queue (scale it out with `celery -A genesis worker -Q benchmarks`).
 A chunk task that still has transiently failing pairs after the per-call retries is retried with
 a countdown (honouring the provider's Retry-After); database connection blips are retried with
-backoff. Nothing else is retried: a permanent provider error fails the run with its message.
+backoff. Nothing else is retried: a permanent provider error fails the run with its message. A
+retry the broker cannot take (Redis away) leaves the chunk to the resume sweep's next pass.
 
 A worker notes on a chunk that it received its message the moment the message arrives (the
 `task_received` hook below), before it waits for a pool process or a retry's countdown: killed
@@ -17,6 +18,7 @@ import logging
 from typing import Any
 
 from celery import Task, current_app, shared_task
+from celery.exceptions import Reject
 from celery.signals import task_received
 from django.db import close_old_connections
 from kombu.exceptions import OperationalError
@@ -28,6 +30,7 @@ from models_app.benchmarks.runner import (
     MAX_CHUNK_ATTEMPTS,
     benchmark_chunk_execute,
     benchmark_chunk_received,
+    benchmark_chunk_retry_not_sent,
     worker_identity,
 )
 from models_app.benchmarks.sweep import benchmark_runs_resume_stalled
@@ -43,7 +46,13 @@ def benchmark_chunk_run(self: Task, chunk_id: int) -> str:
     outcome = benchmark_chunk_execute(chunk_id=chunk_id, worker=worker_identity(node=self.request.hostname or "unknown-worker"))
     if outcome.retry_in is not None:
         # The service released the chunk and will fail the run itself once MAX_CHUNK_ATTEMPTS is reached.
-        raise self.retry(countdown=outcome.retry_in, max_retries=None)
+        try:
+            retry = self.retry(countdown=outcome.retry_in, max_retries=None, throw=False)
+        except Reject:
+            # The broker could not take the retry (Redis away) and Celery drops this message.
+            benchmark_chunk_retry_not_sent(chunk_id=chunk_id)
+            raise
+        raise retry
     if outcome.skipped_reason:
         return f"chunk {chunk_id}: skipped ({outcome.skipped_reason})"
     return f"chunk {chunk_id}: {outcome.scored} pair(s) scored" + (f"; {outcome.error}" if outcome.error else "")

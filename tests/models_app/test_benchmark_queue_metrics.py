@@ -1,7 +1,8 @@
 """A benchmark run created while the broker is away: the run and its chunks are committed, the chunk
 messages are not sent (logged), and nothing but the run's age says it waits for nothing — until the
 resume sweep sends its chunks again QUEUED_CHUNK_RESEND_AFTER_SECONDS after they were queued.
-/metrics exports that age (genesis_benchmark_run_seconds_queued, watched by BenchmarkRunNotStarted)."""
+/metrics exports that age (genesis_benchmark_run_seconds_queued, watched by BenchmarkRunNotStarted).
+A chunk whose retry the broker could not take is sent again by the sweep's next pass."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ from datetime import timedelta
 
 import pytest
 from celery import current_app
+from celery.exceptions import Reject
 from django.core.management import call_command
+from django.utils import timezone
 
 from models_app.benchmarks.metrics import BenchmarkRunsCollector
 from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun
 from models_app.benchmarks.selectors import benchmark_runs_waiting_to_start
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.benchmarks.sweep import QUEUED_CHUNK_RESEND_AFTER_SECONDS, benchmark_runs_resume_stalled
+from models_app.benchmarks.tasks import benchmark_chunk_run
 from models_app.registry.models import Agent
+from tests.models_app.conftest import point_demo_provider_at
 
 pytestmark = pytest.mark.django_db
 
@@ -90,3 +95,32 @@ def test_the_oldest_queued_run_of_each_agent_counts_and_a_started_one_leaves(dja
     # A run a worker has claimed a chunk of is running: no longer waiting to start.
     BenchmarkRun.objects.filter(pk=qa.pk).update(status="running", started_at=now)
     assert [agent for agent, _ in benchmark_runs_waiting_to_start(now=now)] == ["content_agent"]
+
+
+def test_a_chunk_whose_retry_could_not_be_sent_is_sent_again_by_the_next_sweep(
+    seeded_demo, simulator_factory, broker_away, django_capture_on_commit_callbacks
+):
+    # Every provider call fails (500) through all its retries: the chunk is released to retry later.
+    simulator = simulator_factory()
+    simulator.state.queue_faults(*[500] * 400)
+    point_demo_provider_at(simulator, rate_limit_per_minute=60_000, max_concurrency=8)
+    with django_capture_on_commit_callbacks(execute=False):  # no message sent: the test runs the chunk
+        run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 2})
+    chunk = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
+
+    # The task as a worker runs it (not eagerly): its retry goes to the broker, which is away.
+    benchmark_chunk_run.push_request(id="retry-not-sent", retries=0, called_directly=False, is_eager=False,
+                                     hostname="w@test", delivery_info={})
+    try:
+        with pytest.raises(Reject):  # Celery drops the message
+            benchmark_chunk_run.run(chunk.pk)
+    finally:
+        benchmark_chunk_run.pop_request()
+
+    chunk.refresh_from_db()
+    assert chunk.status == "queued" and chunk.lease_token is None and chunk.attempts == 1
+    # No message is on its way: the sweep a minute later sends the chunk again, not ten minutes later.
+    assert chunk.enqueued_at is None
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert chunk.pk in benchmark_runs_resume_stalled(live_workers=None, now=timezone.now() + timedelta(minutes=1))
+    assert sent
