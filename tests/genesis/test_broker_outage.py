@@ -15,12 +15,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from kombu import Connection
 
 from genesis.celery import app
+from genesis.locks import WORKER_GONE_AFTER_SECONDS
 from models_app.registry.models import Agent
 from safety.models import WaltzBuild, WaltzItem
 from safety.services import waltz_build_create
@@ -99,7 +102,7 @@ def finished(build: WaltzBuild) -> WaltzBuild | None:
 
 
 def sweep_stranded_builds(redis_url: str) -> None:
-    """What beat runs every few minutes, now, in a process whose broker is `redis_url`: a build whose
+    """What beat runs every minute, now, in a process whose broker is `redis_url`: a build whose
     task gave up while Redis was away (its retry could not be sent) is sent again; one still running is not."""
     script = ("import django; django.setup(); from safety.services import waltz_builds_resend_stranded; "
               "print(waltz_builds_resend_stranded(older_than_seconds=0))")
@@ -127,6 +130,10 @@ def test_a_worker_running_a_task_outlives_a_redis_outage_and_the_work_completes(
         # The worker takes up the broker again; the build ends, by its running task or (if the provider
         # calls gave up while Redis was away) by the sweep sending it again.
         wait_until(lambda: log_path.read_text(errors="replace").count("Connected to") >= 2, timeout=60)
+        # The sweep takes over a running build whose lock is free once it started a minute ago
+        # (genesis/locks.py running_without_worker), as beat's next run would.
+        started_at = WaltzBuild.objects.get(pk=build.pk).started_at
+        time.sleep(max(0.0, (started_at + timedelta(seconds=WORKER_GONE_AFTER_SECONDS + 1) - timezone.now()).total_seconds()))
         sweep_stranded_builds(own_redis.url)
         build = wait_until(lambda: finished(build), timeout=120)
         assert build.status == "succeeded", build.error
