@@ -429,6 +429,11 @@ def queued_seconds(queued: QuerySet[Any], *, now: datetime) -> float | None:
 
 
 class BackgroundJobsCollector(Collector):
+    """genesis_jobs_stalled and genesis_jobs_queued_seconds of every registered kind. Like the sweep,
+    the read tries the lock of each job running for over a minute (a query or two per such job, per
+    scrape, per web machine): a worker taking the job over at that very instant finds the lock taken
+    and leaves it, and the next sweep sends it again — a minute's delay, as with the sweep itself."""
+
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield from self._families()
 
