@@ -1,9 +1,12 @@
 """Reads of the audits app that are more than a `.get()`: the dataset list, a dataset's page (its
-audit report arranged for people), and the rows the API answers with."""
+audit report arranged for people), the rows the API answers with, and the jobs beat's sweep sends
+again (which /metrics counts as stalled)."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -12,6 +15,7 @@ from audits.difficulty import LEVELS
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetStatus
 from audits.pii import PII_TYPES
 from genesis.errors import NotFound
+from genesis.locks import stranded
 
 PII_LABELS = {
     "email": "E-mail address",
@@ -25,6 +29,13 @@ PII_LABELS = {
 LINES_SHOWN = 30
 FORMAT_ERRORS_SHOWN = 100
 GROUPS_SHOWN = 20
+# Keys of the Postgres advisory locks that say "a worker is on this row right now" (taken by the
+# services, tested here by the sweep's rule).
+LOCK_NAMESPACE_RUN = zlib.crc32(b"audits.AuditRun") & 0x7FFFFFFF
+LOCK_NAMESPACE_DATASET = zlib.crc32(b"audits.Dataset") & 0x7FFFFFFF
+# Beat's sweep (audits_sweep_stranded): a job queued this long without a worker starting it lost
+# its message (e.g. the broker was down when it was sent) and is sent again.
+STRANDED_AFTER_SECONDS = 10 * 60
 
 
 def datasets_for_list() -> QuerySet[Dataset]:
@@ -202,3 +213,31 @@ def dataset_page(*, dataset: Dataset, run_id: int | None = None) -> DatasetPage:
     derived = list(dataset.derived.select_related("latest_audit").order_by("-created_at", "-id"))
     view = report_view(run.report) if run is not None and run.status == AuditStatus.SUCCEEDED and run.report else None
     return DatasetPage(dataset=dataset, run=run, runs=runs, derived=derived, view=view)
+
+
+# --- the sweep's backlog ------------------------------------------------------------------------------
+
+
+def audit_runs_queued() -> QuerySet[AuditRun]:
+    """Audit runs no worker has started yet."""
+    return AuditRun.objects.filter(status=AuditStatus.QUEUED)
+
+
+def dataset_copies_queued() -> QuerySet[Dataset]:
+    """Scrubbed or rebalanced copies no worker has started writing yet (a copy has no running status:
+    pending and started is one a worker began)."""
+    return Dataset.objects.filter(status=DatasetStatus.PENDING, started_at__isnull=True)
+
+
+def audit_runs_stranded(*, older_than_seconds: float = STRANDED_AFTER_SECONDS, now: datetime | None = None) -> list[int]:
+    """The audit runs beat's sweep sends again (genesis/locks.py `stranded`): queued too long, or
+    running with their worker gone."""
+    return stranded(queued=audit_runs_queued(), running=AuditRun.objects.filter(status=AuditStatus.RUNNING),
+                    namespace=LOCK_NAMESPACE_RUN, older_than_seconds=older_than_seconds, now=now)
+
+
+def dataset_copies_stranded(*, older_than_seconds: float = STRANDED_AFTER_SECONDS, now: datetime | None = None) -> list[int]:
+    """The dataset copies beat's sweep sends again, by the same rule."""
+    started = Dataset.objects.filter(status=DatasetStatus.PENDING, started_at__isnull=False)
+    return stranded(queued=dataset_copies_queued(), running=started, namespace=LOCK_NAMESPACE_DATASET,
+                    older_than_seconds=older_than_seconds, now=now)

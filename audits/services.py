@@ -18,10 +18,8 @@ import logging
 import os
 import time
 import uuid
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,9 +45,16 @@ from audits.models import (
 )
 from audits.pii import PII_TYPES
 from audits.report import AuditReport, UnreadableDataset, audit_file
+from audits.selectors import (
+    LOCK_NAMESPACE_DATASET,
+    LOCK_NAMESPACE_RUN,
+    STRANDED_AFTER_SECONDS,
+    audit_runs_stranded,
+    dataset_copies_stranded,
+)
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.jobs import advance, advance_locked
-from genesis.locks import running_without_worker, worker_lock
+from genesis.locks import worker_lock
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
 from genesis.uploads import size_text
@@ -64,16 +69,10 @@ COPY_CHUNK_BYTES = 1024 * 1024
 # does not spend its time writing progress and a slow one still moves visibly.
 PROGRESS_STEP = 0.02
 PROGRESS_MIN_SECONDS = 0.5
-# Keys of the Postgres advisory locks that say "a worker is on this row right now".
-_LOCK_NAMESPACE_RUN = zlib.crc32(b"audits.AuditRun") & 0x7FFFFFFF
-_LOCK_NAMESPACE_DATASET = zlib.crc32(b"audits.Dataset") & 0x7FFFFFFF
 MAX_ERROR_CHARS = 4000
 # A worker killed mid-job (out of memory, a hard time limit) gets its message back and tries again;
 # a job that kills its worker every time must stop somewhere, with a reason, not loop forever.
 MAX_ATTEMPTS = 3
-# Beat's sweep (audits_sweep_stranded): a job queued this long without a worker starting it lost
-# its message (e.g. the broker was down when it was sent) and is sent again.
-STRANDED_AFTER_SECONDS = 10 * 60
 
 
 def _gave_up(attempts: int) -> str:
@@ -383,7 +382,7 @@ def audit_run_execute(*, run_id: int, workers: int = 1) -> AuditRun:
     only reads the file, so redoing it is harmless. Not one transaction: the row's progress must be
     visible while the audit runs.
     """
-    with _worker_lock(_LOCK_NAMESPACE_RUN, run_id) as mine:
+    with _worker_lock(LOCK_NAMESPACE_RUN, run_id) as mine:
         if not mine:
             run = AuditRun.objects.filter(pk=run_id).first()
             if run is None:
@@ -581,7 +580,7 @@ def dataset_derive_execute(*, dataset_id: int, workers: int = 1) -> Dataset:
     """Write a pending scrubbed / rebalanced dataset (the `audits.derive_dataset` task), then queue
     its audit: pending → ready | failed. Safe to call twice, like `audit_run_execute`: the copy is
     written beside its final name and moved into place, so a redo replaces, never appends."""
-    with _worker_lock(_LOCK_NAMESPACE_DATASET, dataset_id) as mine:
+    with _worker_lock(LOCK_NAMESPACE_DATASET, dataset_id) as mine:
         dataset = Dataset.objects.select_related("parent").filter(pk=dataset_id).first()
         if dataset is None:
             raise NotFound(f"dataset #{dataset_id} does not exist")
@@ -656,17 +655,11 @@ def audits_sweep_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -
       hard time limit — and the attempts cap turns a job that always dies into a failure with a reason.
 
     A duplicate message is harmless: the tasks skip work that is finished or held by a live worker.
+    The rule is audits/selectors.py's (`audit_runs_stranded`, `dataset_copies_stranded`), which
+    /metrics counts as stalled jobs.
     """
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    runs = list(AuditRun.objects.filter(status=AuditStatus.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True))
-    runs += running_without_worker(AuditRun.objects.filter(status=AuditStatus.RUNNING), _LOCK_NAMESPACE_RUN)
-    copies = list(
-        Dataset.objects.filter(status=DatasetStatus.PENDING, started_at__isnull=True, created_at__lt=cutoff).values_list("pk", flat=True)
-    )
-    # A copy has no running status: pending and started is one a worker began.
-    copies += running_without_worker(
-        Dataset.objects.filter(status=DatasetStatus.PENDING, started_at__isnull=False), _LOCK_NAMESPACE_DATASET
-    )
+    runs = audit_runs_stranded(older_than_seconds=older_than_seconds)
+    copies = dataset_copies_stranded(older_than_seconds=older_than_seconds)
     for pk in runs:
         send_on_commit("audits.run_audit", pk, what=f"audit run #{pk}")
     for pk in copies:

@@ -1,5 +1,6 @@
-"""The advisory lock that says "a worker is on this row right now" (audits, safety builds), and the
-one rule the sweeps use to tell a running job whose worker died from one a worker is on."""
+"""The advisory lock that says "a worker is on this row right now" (audits, safety builds), the one
+rule the sweeps use to tell a running job whose worker died from one a worker is on, and the rule for
+what they send again (`stranded`), which /metrics counts as stalled."""
 
 from __future__ import annotations
 
@@ -61,3 +62,18 @@ def running_without_worker(running: QuerySet[Any], namespace: int, *, now: datet
         return list(running.filter(started_at__lt=now - timedelta(seconds=limit)).values_list("pk", flat=True))
     started = running.filter(started_at__lt=now - timedelta(seconds=WORKER_GONE_AFTER_SECONDS))
     return [pk for pk in started.order_by("pk").values_list("pk", flat=True) if lock_is_free(namespace, pk)]
+
+
+def stranded(
+    *, queued: QuerySet[Any], running: QuerySet[Any], namespace: int, older_than_seconds: float, now: datetime | None = None
+) -> list[int]:
+    """The pks a sweep sends again: the `queued` rows (never started; with a `created_at`) created over
+    `older_than_seconds` ago — their message was lost (the broker was away when it was sent) or still
+    waits behind others (a duplicate is harmless) — then the `running` rows whose worker is gone
+    (`running_without_worker`). The audits and WaltzRL sweeps send these, and /metrics counts them as
+    stalled (genesis_jobs_stalled): one rule, so the gauge cannot say "stuck" of a job the sweep leaves
+    alone, or the reverse."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    lost = list(queued.filter(created_at__lt=cutoff).order_by("pk").values_list("pk", flat=True))
+    return lost + running_without_worker(running, namespace, now=now)

@@ -22,6 +22,14 @@ Celery figures (this module, because genesis owns the Celery app):
 - ``genesis_celery_beat_last_tick_timestamp_seconds``  when beat last sent a periodic task (Unix time;
   django-celery-beat writes ``last_run_at`` back every few minutes, so the figure lags by up to that)
 
+Background jobs whose sweep resends them (audits, dataset copies, WaltzRL builds), registered by
+their apps (:func:`register_job_backlog`; genesis cannot read their rows):
+
+- ``genesis_jobs_stalled{kind}``         jobs of the kind the sweep would send again now: queued past its
+  resend time or running with no worker holding its lock (genesis/locks.py ``stranded``); 0 included
+- ``genesis_jobs_queued_seconds{kind}``  how long the oldest job of the kind not yet started has waited
+  (no series when none waits)
+
 Redis, read at scrape time (queue lengths, worker heartbeats, the exposure dead letters, the rollout
 cache), goes through one :class:`RedisReads` per scrape, whichever collector reads: one client and one
 verdict. After the first failure the scrape's other Redis reads are skipped (a Redis that answers
@@ -46,10 +54,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Min, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -391,5 +402,70 @@ def stop_worker_heartbeat() -> None:
         _heartbeat = None
 
 
+# --- background jobs resent by their sweeps -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobBacklog:
+    """One kind of background job as /metrics reports it."""
+
+    stalled: int  # what its sweep would send again now (genesis/locks.py `stranded`)
+    oldest_queued_seconds: float | None  # None: no job of the kind waits to be started
+
+
+_job_backlogs: dict[str, Callable[[], JobBacklog]] = {}
+
+
+def register_job_backlog(kind: str, read: Callable[[], JobBacklog]) -> None:
+    """Export `read()` as the `kind` series of genesis_jobs_stalled and genesis_jobs_queued_seconds. Called
+    by the app that owns the rows (its AppConfig.ready): genesis sits below the apps and cannot read them."""
+    _job_backlogs[kind] = read
+
+
+def queued_seconds(queued: QuerySet[Any], *, now: datetime) -> float | None:
+    """How long the oldest of `queued` (rows with a `created_at`) has waited; None when there is none."""
+    oldest = queued.aggregate(oldest=Min("created_at"))["oldest"]
+    return None if oldest is None else max(0.0, (now - oldest).total_seconds())
+
+
+class BackgroundJobsCollector(Collector):
+    """genesis_jobs_stalled and genesis_jobs_queued_seconds of every registered kind. Like the sweep,
+    the read tries the lock of each job running for over a minute (a query or two per such job, per
+    scrape, per web machine): a worker taking the job over at that very instant finds the lock taken
+    and leaves it, and the next sweep sends it again — a minute's delay, as with the sweep itself."""
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families()
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "genesis_jobs_stalled",
+                "Background jobs their sweep would send again: queued past its resend time, or running with no worker",
+                labels=["kind"],
+            ),
+            GaugeMetricFamily(
+                "genesis_jobs_queued_seconds",
+                "How long the oldest background job of the kind not yet started has waited (seconds)",
+                labels=["kind"],
+            ),
+        )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stalled, queued = self._families()
+        for kind, read in sorted(_job_backlogs.items()):
+            try:
+                backlog = read()
+            except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the database does not
+                logger.warning("metrics: cannot read the %s jobs: %s: %s", kind, type(exc).__name__, exc)
+                continue
+            stalled.add_metric([kind], backlog.stalled)
+            if backlog.oldest_queued_seconds is not None:
+                queued.add_metric([kind], backlog.oldest_queued_seconds)
+        yield from (stalled, queued)
+
+
 def register_metrics() -> None:
     register_scrape_collector(CeleryCollector())
+    register_scrape_collector(BackgroundJobsCollector())

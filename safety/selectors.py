@@ -1,11 +1,24 @@
-"""Reads of the safety app: a build's contract summary and its report as markdown."""
+"""Reads of the safety app: a build's contract summary, its report as markdown, and the builds beat's
+sweep sends again (which /metrics counts as stalled)."""
 
 from __future__ import annotations
 
+import zlib
+from datetime import datetime
 from typing import Any
 
-from safety.models import WaltzBuild
+from django.db.models import QuerySet
+
+from genesis.locks import stranded
+from safety.models import BuildStatus, WaltzBuild
 from safety.report import render_markdown
+
+# The Postgres advisory lock that says "a worker is on this build right now" (taken by the services,
+# tested here by the sweep's rule).
+LOCK_NAMESPACE = zlib.crc32(b"safety.WaltzBuild") & 0x7FFFFFFF
+# Beat's sweep (waltz_builds_resend_stranded): a build queued this long without a worker starting it
+# lost its message (the broker was away when it was sent) and is sent again.
+STRANDED_AFTER_SECONDS = 5 * 60
 
 
 def waltz_build_summary(*, build: WaltzBuild) -> dict[str, Any]:
@@ -36,3 +49,15 @@ def waltz_build_summary(*, build: WaltzBuild) -> dict[str, Any]:
 
 def waltz_build_markdown(*, build: WaltzBuild) -> str:
     return render_markdown(build_id=build.pk, status=build.status, shortfall=build.shortfall, report=build.report or {})
+
+
+def waltz_builds_queued() -> QuerySet[WaltzBuild]:
+    """Builds no worker has started yet."""
+    return WaltzBuild.objects.filter(status=BuildStatus.QUEUED)
+
+
+def waltz_builds_stranded(*, older_than_seconds: float = STRANDED_AFTER_SECONDS, now: datetime | None = None) -> list[int]:
+    """The builds beat's sweep sends again (genesis/locks.py `stranded`, the audits' rule): queued too
+    long, or running with their worker gone."""
+    return stranded(queued=waltz_builds_queued(), running=WaltzBuild.objects.filter(status=BuildStatus.RUNNING),
+                    namespace=LOCK_NAMESPACE, older_than_seconds=older_than_seconds, now=now)

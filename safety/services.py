@@ -53,7 +53,7 @@ from costs.services import budget_check, cost_hold_release, cost_record
 from genesis.aggregates import DecimalTotal
 from genesis.errors import Conflict, InvalidInput, NotFound
 from genesis.jobs import advance
-from genesis.locks import running_without_worker, worker_lock
+from genesis.locks import worker_lock
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
 from models_app.benchmarks.limits import ProviderLimiter
@@ -83,6 +83,7 @@ from safety.models import (
     WaltzBuild,
     WaltzItem,
 )
+from safety.selectors import LOCK_NAMESPACE, STRANDED_AFTER_SECONDS, waltz_builds_stranded
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,6 @@ JUDGE_MAX_TOKENS = 300
 HOLD_LASTS = timedelta(days=1)
 STAGE1_EPOCHS = 3
 MAX_SHOWN = 50
-STRANDED_AFTER_SECONDS = 5 * 60
-_LOCK_NAMESPACE = zlib.crc32(b"safety.WaltzBuild") & 0x7FFFFFFF
 _FINETUNE_LOCK_NAMESPACE = zlib.crc32(b"safety.WaltzBuild.finetune") & 0x7FFFFFFF
 
 
@@ -343,7 +342,7 @@ def _items_create(build: WaltzBuild, prompts: list[tuple[SafetyPrompt, str]], *,
 
 def _worker_lock(build_id: int) -> Any:
     """A Postgres advisory lock while a worker is on the build (genesis/locks.py)."""
-    return worker_lock(_LOCK_NAMESPACE, build_id)
+    return worker_lock(LOCK_NAMESPACE, build_id)
 
 
 @dataclass(frozen=True)
@@ -517,10 +516,9 @@ def waltz_builds_resend_stranded(*, older_than_seconds: int = STRANDED_AFTER_SEC
     `older_than_seconds` (the broker was down when it was sent), or running with no worker holding
     their lock (the worker died; its message would otherwise wait out Redis' visibility timeout) — by
     the rule audits use too (genesis/locks.py `running_without_worker`: a minute after it started). A
-    duplicate is harmless: the task skips finished builds and builds another worker holds."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    stranded = list(WaltzBuild.objects.filter(status=BuildStatus.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True))
-    stranded += running_without_worker(WaltzBuild.objects.filter(status=BuildStatus.RUNNING), _LOCK_NAMESPACE)
+    duplicate is harmless: the task skips finished builds and builds another worker holds. The rule is
+    safety/selectors.py's `waltz_builds_stranded`, which /metrics counts as stalled builds."""
+    stranded = waltz_builds_stranded(older_than_seconds=older_than_seconds)
     for pk in stranded:
         send_on_commit("safety.run_waltz_build", pk, what=f"WaltzRL build #{pk}")
     if stranded:

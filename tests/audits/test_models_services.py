@@ -16,7 +16,7 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 from faker import Faker
 
-from audits import services
+from audits import selectors, services
 from audits.difficulty import LEVELS
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetOrigin, DatasetStatus
 from audits.pii import PII_TYPES
@@ -182,10 +182,10 @@ def test_a_run_another_live_worker_holds_is_left_alone(tmp_path):
         password=settings_dict["PASSWORD"] or None, dbname=settings_dict["NAME"], autocommit=True,
     )
     try:
-        other.execute("SELECT pg_advisory_lock(%s, %s)", (services._LOCK_NAMESPACE_RUN, run_id))
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (selectors.LOCK_NAMESPACE_RUN, run_id))
         skipped = services.audit_run_execute(run_id=run_id)
         assert (skipped.status, skipped.attempts) == (AuditStatus.QUEUED, 0)
-        other.execute("SELECT pg_advisory_unlock(%s, %s)", (services._LOCK_NAMESPACE_RUN, run_id))
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", (selectors.LOCK_NAMESPACE_RUN, run_id))
     finally:
         other.close()
     assert services.audit_run_execute(run_id=run_id).status == AuditStatus.SUCCEEDED
@@ -418,7 +418,7 @@ def test_the_sweep_resends_only_stranded_work(tmp_path, django_capture_on_commit
 
     from django.utils import timezone
 
-    old = timezone.now() - timedelta(seconds=services.STRANDED_AFTER_SECONDS + 5)
+    old = timezone.now() - timedelta(seconds=selectors.STRANDED_AFTER_SECONDS + 5)
     long_ago = timezone.now() - timedelta(hours=2)
     lost = upload(write_lines(tmp_path / "a.jsonl", [chat_line("a")]))
     fresh = upload(write_lines(tmp_path / "b.jsonl", [chat_line("b")]))
@@ -438,7 +438,7 @@ def test_the_sweep_resends_only_stranded_work(tmp_path, django_capture_on_commit
     other = psycopg.connect(host=settings_dict["HOST"] or "127.0.0.1", port=settings_dict["PORT"] or 5432,
                             user=settings_dict["USER"], dbname=settings_dict["NAME"], autocommit=True)
     try:  # a live worker still holds `held`
-        other.execute("SELECT pg_advisory_lock(%s, %s)", (services._LOCK_NAMESPACE_RUN, held.latest_audit_id))
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (selectors.LOCK_NAMESPACE_RUN, held.latest_audit_id))
         with django_capture_on_commit_callbacks() as callbacks:
             counts = services.audits_sweep_stranded()
     finally:
@@ -476,7 +476,7 @@ def test_an_audit_or_copy_whose_worker_was_killed_is_sent_again_a_minute_after_i
     killed_copy, held_copy = services.dataset_scrub(dataset=killed), services.dataset_scrub(dataset=held)
     Dataset.objects.filter(pk__in=[killed_copy.pk, held_copy.pk]).update(started_at=a_minute_ago)
 
-    locks = [_hold_lock(services._LOCK_NAMESPACE_RUN, run_ids["held"]), _hold_lock(services._LOCK_NAMESPACE_DATASET, held_copy.pk)]
+    locks = [_hold_lock(selectors.LOCK_NAMESPACE_RUN, run_ids["held"]), _hold_lock(selectors.LOCK_NAMESPACE_DATASET, held_copy.pk)]
     try:
         with django_capture_on_commit_callbacks() as callbacks:
             counts = services.audits_sweep_stranded()
@@ -508,7 +508,7 @@ def test_off_postgresql_only_the_hard_time_limit_proves_a_running_job_dead(tmp_p
         status=AuditStatus.RUNNING, started_at=now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 61))
     running = AuditRun.objects.filter(status=AuditStatus.RUNNING)
     monkeypatch.setattr(connection, "vendor", "sqlite")
-    assert running_without_worker(running, services._LOCK_NAMESPACE_RUN) == [dead.latest_audit_id]
+    assert running_without_worker(running, selectors.LOCK_NAMESPACE_RUN) == [dead.latest_audit_id]
 
 
 # --- review fixes ---------------------------------------------------------------------------------------

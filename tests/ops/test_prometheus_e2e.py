@@ -146,7 +146,8 @@ def world() -> dict:
     """seed_demo's five agents: qa_agent runs an experiment (faulty, slow treatment), support_agent's
     is paused on an SRM, analyst_agent's rolled back; legal_agent gets a benchmark run that stopped
     moving 20 minutes ago, content_agent one queued 30 minutes ago that no worker takes (the test's
-    worker consumes only `default`); beat last ran a minute ago."""
+    worker consumes only `default`); a WaltzRL build of qa_agent queued 30 minutes ago whose message
+    was never sent (nothing runs beat's sweep here); beat last ran a minute ago."""
     import io
 
     from django.core.management import call_command
@@ -157,6 +158,8 @@ def world() -> dict:
     from models_app.benchmarks.models import BenchmarkRun
     from models_app.benchmarks.services import benchmark_run_create
     from models_app.registry.models import Agent, ModelVersion
+    from safety.models import WaltzBuild
+    from safety.services import waltz_build_create
     from tests.factories import UserFactory
 
     call_command("seed_demo", stdout=io.StringIO())
@@ -172,6 +175,8 @@ def world() -> dict:
     BenchmarkRun.objects.filter(pk=run.pk).update(status="running", created_at=twenty_minutes_ago, started_at=twenty_minutes_ago)
     waiting = benchmark_run_create(agent=Agent.objects.get(slug="content_agent"), actor=root)
     BenchmarkRun.objects.filter(pk=waiting.pk).update(created_at=timezone.now() - timezone.timedelta(minutes=30))
+    build = waltz_build_create(agent=Agent.objects.get(slug="qa_agent"), target=30, enqueue=False)
+    WaltzBuild.objects.filter(pk=build.pk).update(created_at=timezone.now() - timezone.timedelta(minutes=30))
     PeriodicTask.objects.filter(pk=PeriodicTask.objects.order_by("pk").values("pk")[:1]).update(
         last_run_at=timezone.now() - timezone.timedelta(minutes=1)
     )
@@ -265,6 +270,8 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
             "max without (instance) (genesis_benchmark_run_seconds_queued) > 1700")] == ["content_agent"]
         assert prometheus.query('max without (instance) (genesis_celery_queue_length{queue="benchmarks"}) > 0')
         assert agents("BenchmarkRunNotStarted") == set()
+        # The build waits past its sweep's resend time: stalled (the alert waits 10 minutes more to fire).
+        assert [series["metric"]["kind"] for series in prometheus.query(expressions["BackgroundJobStalled"])] == ["waltz_build"]
         queues = {series["metric"]["queue"] for series in prometheus.query(expressions["CeleryQueueWithoutWorker"])}
         assert queues == {"benchmarks"}  # the worker consumes only "default"
         assert prometheus.query(expressions["CeleryBeatStalled"]) == []

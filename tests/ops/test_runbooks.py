@@ -55,6 +55,18 @@ def test_every_rule_links_an_existing_runbook_section() -> None:
         assert url.fragment == rule["alert"].lower() and url.fragment in headings, f"{rule['alert']}: no section #{url.fragment}"
 
 
+def test_every_rule_is_in_the_runbooks_index_and_the_readme_alert_list() -> None:
+    # An alert added to alerts.yml with its runbook but left out of the two lists people read first.
+    index = {alert.strip(): runbook for alerts, runbook in
+             re.findall(r"^\| ([A-Za-z, ]+) \| \[[a-z-]+\.md\]\(([a-z-]+\.md)\) \|$", (RUNBOOKS / "README.md").read_text(), re.MULTILINE)
+             for alert in alerts.split(",")}
+    readme = (ROOT / "README.md").read_text().split("\nAlerts (each with `severity`", 1)[1].split("\n\n", 1)[0]
+    for rule in alert_rules():
+        runbook = urlparse(rule["annotations"]["runbook_url"]).path.rsplit("/", 1)[1]
+        assert index.get(rule["alert"]) == runbook, f"{rule['alert']}: not listed with {runbook} in docs/runbooks/README.md"
+        assert re.search(rf"\b{rule['alert']}\b", readme), f"{rule['alert']}: not in README › Monitoring's list of alerts"
+
+
 def test_every_runbook_section_says_what_it_means_how_to_confirm_act_and_verify() -> None:
     for path in runbook_files():
         sections = re.split(r"^## ", path.read_text(), flags=re.MULTILINE)[1:]

@@ -139,7 +139,8 @@ def test_a_running_build_whose_worker_died_is_sent_again_a_minute_after_it_start
     from django.utils import timezone
 
     from genesis.locks import WORKER_GONE_AFTER_SECONDS
-    from safety.services import _LOCK_NAMESPACE, waltz_builds_resend_stranded
+    from safety.selectors import LOCK_NAMESPACE
+    from safety.services import waltz_builds_resend_stranded
 
     agent = Agent.objects.get(slug="qa_agent")
     killed, held, starting = (waltz_build_create(agent=agent, target=30, seed=seed, enqueue=False) for seed in range(3))
@@ -151,7 +152,7 @@ def test_a_running_build_whose_worker_died_is_sent_again_a_minute_after_it_start
     other = psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"],
                             autocommit=True)
     try:  # a live worker on `held`
-        other.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, held.pk))
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, held.pk))
         with django_capture_on_commit_callbacks() as callbacks:
             assert waltz_builds_resend_stranded() == [killed.pk]
     finally:
