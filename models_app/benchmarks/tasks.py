@@ -22,6 +22,7 @@ from celery.exceptions import Reject
 from celery.signals import task_received
 from django.db import close_old_connections
 from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from genesis.errors import ServiceUnavailable
 from genesis.tasks import RETRY_ON_DATABASE_ERRORS, SWEEP_OPTIONS
@@ -106,7 +107,9 @@ def benchmark_workers(*, timeout: float = 3.0) -> list[str]:
     operator after a worker that is running."""
     try:
         replies = current_app.control.ping(timeout=min(timeout, 2.0))
-    except (OperationalError, OSError) as exc:  # Redis refused (kombu wraps it), or the file broker's folder
+    # Redis refused the connection (kombu wraps it), Redis went away during the ping (redis-py's own
+    # error, not wrapped), or the file broker's folder.
+    except (OperationalError, RedisConnectionError, OSError) as exc:
         raise ServiceUnavailable(
             f"the Celery broker cannot be reached ({exc}); check REDIS_URL and that Redis answers there"
         ) from None

@@ -321,3 +321,20 @@ def test_an_unreachable_broker_is_named_not_blamed_on_a_missing_worker(seeded_de
     assert refused.value.returncode == 1
     assert "the Celery broker cannot be reached" in str(refused.value) and "REDIS_URL" in str(refused.value)
     assert "start one with" not in str(refused.value) and not BenchmarkRun.objects.exists()
+
+
+def test_a_broker_lost_during_the_worker_check_is_named_too(seeded_demo, monkeypatch):
+    # Redis dying while the ping waits raises redis-py's own ConnectionError, which kombu does not
+    # wrap: the command ended in a traceback.
+    from celery import current_app
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    def ping(**_: object) -> None:
+        raise RedisConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(current_app.control, "ping", ping)
+    with pytest.raises(CommandError) as refused:
+        call_command("benchmark_finetuned", "--agent", "qa_agent", stdout=io.StringIO(), stderr=io.StringIO())
+    assert refused.value.returncode == 1
+    assert "the Celery broker cannot be reached (Connection closed by server.)" in str(refused.value)
+    assert not BenchmarkRun.objects.exists()
