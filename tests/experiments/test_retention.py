@@ -111,6 +111,52 @@ def test_a_spent_time_budget_stops_between_batches_and_the_next_run_goes_on(worl
     assert retention.outcomes_prune(live_before=NOW - timedelta(days=90), actor=None, batch_size=10, now=NOW).outcomes == 25
 
 
+def test_a_time_budget_never_stops_inside_an_ended_experiment(world, monkeypatch):
+    """Second review: the budget ran out between two batches of one ended experiment and left it half
+    deleted — results that look complete and are not. It is looked at only before an experiment starts."""
+    rolled_back = world["rolled_back"]
+    outcomes(agent_id=rolled_back.agent_id, n=20, at=OLD, experiment=rolled_back, variant="treatment")  # 50 now
+    ticks = itertools.count()
+    monkeypatch.setattr(retention.time, "monotonic", lambda: float(next(ticks)))  # each look at the clock: 1 s
+    result = retention.outcomes_prune(live_before=None, ended_before=NOW - timedelta(days=30), actor=None,
+                                      batch_size=10, max_seconds=3, now=NOW)
+    assert counts(rolled_back) == (0, 0)  # begun within the budget, so finished past it
+    assert (result.outcomes, result.assignments, result.experiments, result.complete) == (50, 50, ["content_agent-exp"], True)
+
+    experiment_rollback(experiment=world["running"], reason="test")  # a second ended experiment, ended now
+    Experiment.objects.filter(pk=world["running"].pk).update(ended_at=OLD)
+    result = retention.outcomes_prune(live_before=None, ended_before=NOW - timedelta(days=30), actor=None,
+                                      batch_size=10, max_seconds=0, now=NOW)
+    assert counts(world["running"]) == (30, 30) and (result.outcomes, result.complete) == (0, False)  # not begun
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prune_stopped_half_way_leaves_what_it_deleted_on_the_trail(monkeypatch):
+    """Second review: the DataDeletion row was written after the last batch, and each batch commits
+    alone — a prune killed or failing half-way had deleted rows that no trail named."""
+    from models_app.registry.models import Agent
+
+    agent = Agent.objects.create(slug="trail_agent", name="t")
+    outcomes(agent_id=agent.pk, n=30, at=OLD)
+    real, calls = retention._delete_batch, itertools.count()
+
+    def failing_second(rows, *, batch_size):
+        if next(calls) == 1:
+            raise RuntimeError("worker lost")
+        return real(rows, batch_size=batch_size)
+
+    monkeypatch.setattr(retention, "_delete_batch", failing_second)
+    with pytest.raises(RuntimeError):
+        retention.outcomes_prune(live_before=NOW - timedelta(days=90), actor=None, batch_size=10, now=NOW)
+    assert OutcomeEvent.objects.filter(agent=agent).count() == 20
+    trace = DataDeletion.objects.get()
+    assert (trace.outcomes_deleted, trace.criteria["complete"]) == (10, False)
+
+    monkeypatch.setattr(retention, "_delete_batch", real)
+    retention.outcomes_prune(live_before=NOW - timedelta(days=90), actor=None, batch_size=10, now=NOW)
+    assert [(t.outcomes_deleted, t.criteria["complete"]) for t in DataDeletion.objects.order_by("pk")] == [(10, False), (20, True)]
+
+
 def test_dry_run_counts_and_deletes_nothing(world):
     result = retention.outcomes_prune(live_before=NOW - timedelta(days=90), ended_before=NOW - timedelta(days=30),
                                       actor=None, dry_run=True, now=NOW)
