@@ -80,6 +80,7 @@ class ErasureResult:
     experiments: list[str]  # experiments whose data changed (or would)
     active_experiments: list[str]  # those of them still running or paused
     earlier_erasures: list[datetime]  # when the same user id was erased before
+    dead_letter_batches: int = 0  # exposure batches in Redis's dead-letter list holding the id: not erased
 
 
 def user_id_hash(user_id: str) -> str:
@@ -264,39 +265,41 @@ def user_data_erase(
     `allow_active_experiments`: deleting them changes that experiment's results, guardrails and holds
     while it is being decided on, and the user goes on being served in it and reporting new outcomes.
     Ending the experiment first (or waiting for it to end) keeps its numbers whole; a request that
-    cannot wait goes ahead with the flag and the changed experiments are named on the trail."""
+    cannot wait goes ahead with the flag and the changed experiments are named on the trail.
+
+    The check and the delete are one transaction, and without the flag the delete itself leaves an
+    active experiment's rows alone; a row that reached one after the check (the user was routed into
+    an experiment started meanwhile) is found again before the commit and refuses the whole erasure.
+    Exposure batches in Redis's dead-letter list are not searched by the delete: the result counts
+    those that hold the id, for a person to remove (docs/runbooks/exposure-dead-letters.md)."""
     require_permission(actor=actor, permission="experiments.erase_user_data", action="erase an end user's data")
     if not user_id:
         raise InvalidInput("user_id: give the end user's id, exactly as the agent sends it")
-    subject_hash = user_id_hash(user_id)
-    experiments = Experiment.objects.filter(agent=agent) if agent is not None else Experiment.objects.all()
-    experiment_ids = list(experiments.values_list("pk", flat=True))
-    # Exposures buffered by /route are written first, so none of this user's lands after the erasure.
-    routing.drain_exposure_queue()
-    outcomes = OutcomeEvent.objects.filter(user_id=user_id, **({"agent_id": agent.pk} if agent is not None else {}))
-    assignments = Assignment.objects.filter(user_id=user_id, experiment_id__in=experiment_ids)
-    touched_ids = set(assignments.values_list("experiment_id", flat=True))
-    active_ids = set(experiments.filter(status__in=ACTIVE_STATUSES).values_list("pk", flat=True))
-    touched_ids |= set(outcomes.filter(experiment_id__in=active_ids).values_list("experiment_id", flat=True).distinct())
-    touched = dict(Experiment.objects.filter(pk__in=touched_ids).order_by("key").values_list("key", "status"))
-    active = [key for key, status in touched.items() if status in ACTIVE_STATUSES]
+    subject_hash, scope = user_id_hash(user_id), agent.slug if agent is not None else ""
     earlier = list(DataDeletion.objects.filter(kind=DataDeletion.Kind.ERASURE, subject_hash=subject_hash)
                    .order_by("at").values_list("at", flat=True))
-    scope = agent.slug if agent is not None else ""
-    if dry_run:
-        return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=True, outcomes=outcomes.count(),
-                             assignments=assignments.count(), experiments=list(touched), active_experiments=active,
-                             earlier_erasures=earlier)
-    if active and not allow_active_experiments:
-        raise Conflict(
-            f"user_id: this user has data in the {'experiment' if len(active) == 1 else 'experiments'} "
-            f"{', '.join(active)}, still {' / '.join(sorted({touched[key] for key in active}))}; erasing it changes "
-            "their results and guardrails while they are decided on — erase after they end, or pass "
-            "--allow-active-experiments (the change is recorded)"
-        )
+    erasure = _Erasure.of(user_id=user_id, agent=agent)
+    if dry_run:  # counts what is stored, and writes nothing: the buffered exposures are not drained
+        touched = erasure.experiments()
+        active = _active(touched)
+        return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=True, outcomes=erasure.outcomes.count(),
+                             assignments=erasure.assignments.count(), experiments=list(touched), active_experiments=active,
+                             earlier_erasures=earlier, dead_letter_batches=routing.dead_letter_batches_naming(user_id))
+    # Exposures buffered by /route are written first, so none of this user's lands after the erasure.
+    routing.drain_exposure_queue()
     with transaction.atomic():
+        touched = erasure.experiments()
+        active = _active(touched)
+        if active and not allow_active_experiments:
+            raise _refusal(touched, active)
+        outcomes, assignments = erasure.outcomes, erasure.assignments
+        if not allow_active_experiments:
+            outcomes = outcomes.exclude(experiment__status__in=ACTIVE_STATUSES)
+            assignments = assignments.exclude(experiment__status__in=ACTIVE_STATUSES)
         deleted_outcomes, _ = outcomes.delete()
         deleted_assignments, _ = assignments.delete()
+        if not allow_active_experiments and (arrived := _active(now_touched := erasure.experiments())):
+            raise _refusal(now_touched, arrived)  # rolls the deletes back
         DataDeletion.objects.create(
             kind=DataDeletion.Kind.ERASURE, actor=actor, agent=scope, subject_hash=subject_hash, reason=reason,
             outcomes_deleted=deleted_outcomes, assignments_deleted=deleted_assignments, experiments=list(touched),
@@ -304,4 +307,42 @@ def user_data_erase(
         )
     return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=False, outcomes=deleted_outcomes,
                          assignments=deleted_assignments, experiments=list(touched), active_experiments=active,
-                         earlier_erasures=earlier)
+                         earlier_erasures=earlier, dead_letter_batches=routing.dead_letter_batches_naming(user_id))
+
+
+@dataclass(frozen=True)
+class _Erasure:
+    """One end user's stored rows in the erasure's scope, and the experiments they are in."""
+
+    outcomes: QuerySet[OutcomeEvent]
+    assignments: QuerySet[Assignment]
+    scope_experiments: QuerySet[Experiment]
+
+    @classmethod
+    def of(cls, *, user_id: str, agent: Agent | None) -> _Erasure:
+        experiments = Experiment.objects.filter(agent=agent) if agent is not None else Experiment.objects.all()
+        return cls(
+            outcomes=OutcomeEvent.objects.filter(user_id=user_id, **({"agent_id": agent.pk} if agent is not None else {})),
+            assignments=Assignment.objects.filter(user_id=user_id, experiment_id__in=experiments.values("pk")),
+            scope_experiments=experiments,
+        )
+
+    def experiments(self) -> dict[str, str]:
+        """The experiments holding the user's rows, key → status, by key."""
+        touched_ids = set(self.assignments.values_list("experiment_id", flat=True))
+        active_ids = self.scope_experiments.filter(status__in=ACTIVE_STATUSES).values("pk")
+        touched_ids |= set(self.outcomes.filter(experiment_id__in=active_ids).values_list("experiment_id", flat=True).distinct())
+        return dict(Experiment.objects.filter(pk__in=touched_ids).order_by("key").values_list("key", "status"))
+
+
+def _active(statuses: dict[str, str]) -> list[str]:
+    return [key for key, status in statuses.items() if status in ACTIVE_STATUSES]
+
+
+def _refusal(statuses: dict[str, str], active: list[str]) -> Conflict:
+    return Conflict(
+        f"user_id: this user has data in the {'experiment' if len(active) == 1 else 'experiments'} "
+        f"{', '.join(active)}, still {' / '.join(sorted({statuses[key] for key in active}))}; erasing it changes "
+        "their results and guardrails while they are decided on — erase after they end, or pass "
+        "--allow-active-experiments (the change is recorded)"
+    )

@@ -7,16 +7,19 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from experiments import retention
+from experiments import retention, routing
 from experiments.models import Assignment, DataDeletion, Experiment, OutcomeEvent
 from experiments.services import experiment_pause, experiment_rollback, experiment_start
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
@@ -247,3 +250,57 @@ def test_erasure_refuses_to_change_a_running_experiment_unless_allowed(world):
     assert not OutcomeEvent.objects.filter(user_id="carol").exists()
     assert DataDeletion.objects.get().criteria == {"allow_active_experiments": True, "active_experiments": ["qa_agent-exp"]}
     assert counts(running) == (30, 30)
+
+
+needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the exposure queue and its dead letters live in Redis")
+
+
+@needs_redis
+def test_a_dry_run_erasure_writes_nothing_and_counts_the_dead_letters_that_hold_the_id(world):
+    """Second review: --dry-run drained the exposures /route buffered in Redis into the database, and
+    the dead-letter list of exposures — which can hold the user's id — was mentioned nowhere."""
+    rolled_back = world["rolled_back"]
+    outcomes(agent_id=rolled_back.agent_id, n=1, at=OLD, experiment=rolled_back, user="dave")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    buffered = json.dumps([[world["running"].pk, "dave", "treatment", world["running"].current_stage_id, time.time()]])
+    client.rpush(routing.EXPOSURE_LIST_KEY, buffered)
+    client.rpush(routing.EXPOSURE_DEAD_LETTER_KEY, json.dumps([[rolled_back.pk, "dave", "nul\x00", None, 0]]),
+                 json.dumps([[rolled_back.pk, "davey", "control", None, 0]]), b"not json, naming \"dave\"")
+    person("dpo", "erase_user_data")
+
+    code, out, _ = run("erase_user_data", "--user-id", "dave", "--as", "dpo", "--dry-run")
+    assert code == 0 and out.startswith("would erase 1 outcomes and 1 exposures")
+    assert "not erased: 2 exposure batch(es) in the Redis list genesis:experiments:exposures:dead" in out
+    assert client.llen(routing.EXPOSURE_LIST_KEY) == 1 and not Assignment.objects.filter(user_id="dave", experiment=world["running"]).exists()
+    assert not DataDeletion.objects.exists()
+
+    # The real erasure writes the buffered exposure first: it is in a running experiment, so it refuses.
+    code, _, err = run("erase_user_data", "--user-id", "dave", "--as", "dpo")
+    assert code == 1 and "qa_agent-exp, still running" in err
+    assert client.llen(routing.EXPOSURE_LIST_KEY) == 0 and OutcomeEvent.objects.filter(user_id="dave").count() == 1
+    result = retention.user_data_erase(user_id="dave", agent=None, actor=None, allow_active_experiments=True)
+    assert (result.outcomes, result.assignments, result.dead_letter_batches) == (1, 2, 2)
+    client.close()
+
+
+def test_an_erasure_refuses_rows_that_reached_a_running_experiment_after_its_check(world, monkeypatch):
+    """Second review: the active-experiment check ran outside the delete's transaction, so a row that
+    reached a running experiment in between was deleted without --allow-active-experiments."""
+    rolled_back, running = world["rolled_back"], world["running"]
+    outcomes(agent_id=rolled_back.agent_id, n=1, at=OLD, experiment=rolled_back, user="erin")
+    checks = itertools.count()
+    real = retention._Erasure.experiments
+
+    def check_then_erin_is_served(erasure):
+        seen = real(erasure)
+        if next(checks) == 0:  # a request of erin's, committed between the check and the delete
+            outcomes(agent_id=running.agent_id, n=1, at=NOW, experiment=running, user="erin", variant="treatment")
+        return seen
+
+    monkeypatch.setattr(retention._Erasure, "experiments", check_then_erin_is_served)
+    with pytest.raises(Conflict, match="qa_agent-exp, still running"):
+        retention.user_data_erase(user_id="erin", agent=None, actor=None)
+    # Nothing erased: the delete of the ended experiment's row is rolled back with the rest (the injected
+    # row too — here it was written inside the erasure's transaction, where a real request's is not).
+    assert list(OutcomeEvent.objects.filter(user_id="erin").values_list("experiment", flat=True)) == [rolled_back.pk]
+    assert not DataDeletion.objects.exists()
