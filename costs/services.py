@@ -856,8 +856,9 @@ def cost_report_daily_row(*, day: date) -> CostReport:
 
 def cost_report_daily(*, day: date | None = None) -> CostReport:
     """The beat-made report of `day` (today): one per day however often beat fires. It covers the month
-    of the day before (from its first day to now), so the report of the 1st is the whole past month and
-    each one is at most a month of rows — the whole ledger, every day, grew without end. Then reports
+    of the day before, from its first day to the moment it is made (nothing recorded or dated later), so
+    the report of the 1st is the whole past month and each one is at most a month of rows — the whole
+    ledger, every day, grew without end. Then reports
     older than GENESIS_RETAIN_COST_REPORTS_DAYS are deleted: any of them can be made again from the
     append-only ledger (`cost_report_data(as_of=…)`)."""
     report = cost_report_run(report_id=cost_report_daily_row(day=day or timezone.localdate()).pk)
