@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from costs import budgeting, pricing, reports, selectors
 from costs.models import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
     REPORT_TRANSITIONS,
     Budget,
     BudgetAlert,
@@ -261,6 +262,9 @@ def _checked_key(
     key = (idempotency_key or "").strip()
     if not key:
         raise InvalidInput(f"{prefix}idempotency_key: must not be empty" + ("" if where else " (e.g. 'benchmark-result:42')"))
+    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise InvalidInput(f"{prefix}idempotency_key: {len(key)} characters, more than the ledger's {IDEMPOTENCY_KEY_MAX_LENGTH}; "
+                           "shorten it (hash its long part: the key only has to be the same on a retry)")
     if operation not in Operation.values:
         raise InvalidInput(f"{prefix}operation: '{operation}' is not one of {', '.join(Operation.values)}")
     try:
