@@ -47,7 +47,7 @@ from models_app.registry.models import Agent
 
 logger = logging.getLogger(__name__)
 
-# Rows per DELETE: ~0.1 s each on PostgreSQL (README "Data retention"), short enough that nothing waits.
+# Rows per DELETE: ~20 ms each on PostgreSQL (bench/retention/run.py), short enough that nothing waits.
 DEFAULT_BATCH_SIZE = 10_000
 # The newest cut-off a prune accepts: the health windows read the last 15 minutes, and agents report
 # outcomes late; a day leaves both alone.
