@@ -27,6 +27,9 @@ from genesis.validation import DecimalDigits
 RATE: DecimalDigits = {"max_digits": 12, "decimal_places": 6}
 LEDGER_MONEY: DecimalDigits = {"max_digits": 16, "decimal_places": 6}
 BUDGET_MONEY: DecimalDigits = {"max_digits": 12, "decimal_places": 2}
+# A charge's idempotency key: cost_record refuses a longer one (PostgreSQL would refuse the row, SQLite
+# would store it), and callers that build keys from long names hash them to fit.
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
 
 
 class Operation(models.TextChoices):
@@ -93,7 +96,7 @@ class CostEntry(models.Model):
     occurred_at = models.DateTimeField(db_index=True)
     recorded_at = models.DateTimeField(auto_now_add=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    idempotency_key = models.CharField(max_length=IDEMPOTENCY_KEY_MAX_LENGTH, unique=True)
     note = models.TextField(blank=True)
     reverses = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversal",

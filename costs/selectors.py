@@ -413,12 +413,16 @@ def fine_tuning_jobs_for_report(*, as_of: datetime, limit: int = 100) -> list[Fi
 
 def cost_report_data(*, as_of: datetime | None = None, since: date | None = None) -> ReportData:
     """Everything a cost report holds, for the ledger as it stood at `as_of` (entries recorded by then);
-    with `since`, the spend only of the entries that occurred from that day on (local time). Budgets,
-    alerts and jobs are the same either way: each budget's own period, the last 100 of the others."""
+    with `since`, the spend of a period: the entries that occurred from that day on (local time) up to
+    `as_of` — one dated later (a provider's clock ahead of ours) belongs to a later period, as one
+    recorded later does. Budgets, alerts and jobs are the same either way: each budget's own period,
+    the last 100 of the others."""
     as_of = as_of or timezone.now()
     entries = CostEntry.objects.filter(recorded_at__lte=as_of)
     if since is not None:
-        entries = entries.filter(occurred_at__gte=timezone.make_aware(datetime.combine(since, datetime.min.time())))
+        entries = entries.filter(
+            occurred_at__gte=timezone.make_aware(datetime.combine(since, datetime.min.time())), occurred_at__lte=as_of
+        )
     grouped = (
         entries.annotate(day=TruncDate("occurred_at"))
         .values("day", "agent__slug", "operation", "model")

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from costs import budgeting, pricing, reports, selectors
 from costs.models import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
     REPORT_TRANSITIONS,
     Budget,
     BudgetAlert,
@@ -261,6 +262,9 @@ def _checked_key(
     key = (idempotency_key or "").strip()
     if not key:
         raise InvalidInput(f"{prefix}idempotency_key: must not be empty" + ("" if where else " (e.g. 'benchmark-result:42')"))
+    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise InvalidInput(f"{prefix}idempotency_key: {len(key)} characters, more than the ledger's {IDEMPOTENCY_KEY_MAX_LENGTH}; "
+                           "shorten it (hash its long part: the key only has to be the same on a retry)")
     if operation not in Operation.values:
         raise InvalidInput(f"{prefix}operation: '{operation}' is not one of {', '.join(Operation.values)}")
     try:
@@ -856,8 +860,9 @@ def cost_report_daily_row(*, day: date) -> CostReport:
 
 def cost_report_daily(*, day: date | None = None) -> CostReport:
     """The beat-made report of `day` (today): one per day however often beat fires. It covers the month
-    of the day before (from its first day to now), so the report of the 1st is the whole past month and
-    each one is at most a month of rows — the whole ledger, every day, grew without end. Then reports
+    of the day before, from its first day to the moment it is made (nothing recorded or dated later), so
+    the report of the 1st is the whole past month and each one is at most a month of rows — the whole
+    ledger, every day, grew without end. Then reports
     older than GENESIS_RETAIN_COST_REPORTS_DAYS are deleted: any of them can be made again from the
     append-only ledger (`cost_report_data(as_of=…)`)."""
     report = cost_report_run(report_id=cost_report_daily_row(day=day or timezone.localdate()).pk)

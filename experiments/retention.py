@@ -7,12 +7,14 @@
   asked, everything of the experiments that ended (rolled back or completed) before another cut-off.
   The data of a running or paused experiment is never touched: its results, guardrails and stage holds
   read all of it. An ended experiment's data goes whole or not at all, because a part of it would be
-  results that look complete and are not.
+  results that look complete and are not: the time budget is looked at only between experiments, and a
+  prune killed inside one (a worker lost) leaves the rest of it to the next run, which finishes it.
 * :func:`user_data_erase` deletes one end user's outcomes and exposures (a privacy request).
 
-Both leave a DataDeletion row (who, when, what was asked, how many rows, which experiments changed);
-an erased user appears there only as a keyed hash of their id. The cost ledger is not touched: it holds
-no user ids, and money records stay (its trigger refuses DELETE).
+Both leave a DataDeletion row (who, when, what was asked, how many rows, which experiments changed),
+written in the same transaction as the rows it counts; an erased user appears there only as a keyed
+hash of their id. The cost ledger is not touched: it holds no user ids, and money records stay (its
+trigger refuses DELETE).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -44,7 +47,7 @@ from models_app.registry.models import Agent
 
 logger = logging.getLogger(__name__)
 
-# Rows per DELETE: ~0.1 s each on PostgreSQL (README "Data retention"), short enough that nothing waits.
+# Rows per DELETE: ~20 ms each on PostgreSQL (bench/retention/run.py), short enough that nothing waits.
 DEFAULT_BATCH_SIZE = 10_000
 # The newest cut-off a prune accepts: the health windows read the last 15 minutes, and agents report
 # outcomes late; a day leaves both alone.
@@ -77,6 +80,7 @@ class ErasureResult:
     experiments: list[str]  # experiments whose data changed (or would)
     active_experiments: list[str]  # those of them still running or paused
     earlier_erasures: list[datetime]  # when the same user id was erased before
+    dead_letter_batches: int = 0  # exposure batches in Redis's dead-letter list holding the id: not erased
 
 
 def user_id_hash(user_id: str) -> str:
@@ -121,28 +125,57 @@ def outcomes_prune(
             assignments=Assignment.objects.filter(experiment_id__in=ended_ids).count(),
             experiments=[experiment.key for experiment in ended],
         )
-    outcomes, batches, complete = (
-        _delete_in_batches(live, batch_size=batch_size, deadline=deadline) if live_before is not None else (0, 0, True))
+    trail = _PruneTrail(actor=actor, criteria={
+        "live_before": live_before.isoformat() if live_before else None,
+        "ended_before": ended_before.isoformat() if ended_before else None,
+        "batch_size": batch_size, "complete": False,
+    })
+    complete = _delete_in_batches(live, trail=trail, batch_size=batch_size, deadline=deadline) if live_before is not None else True
     if complete:
-        ended_outcomes, assignments, ended_batches, emptied, complete = _delete_ended(
-            ended, batch_size=batch_size, deadline=deadline)
-        outcomes, batches = outcomes + ended_outcomes, batches + ended_batches
-    else:
-        assignments, emptied = 0, []
-    result = PruneResult(live_before=live_before, ended_before=ended_before, dry_run=False, outcomes=outcomes,
-                         assignments=assignments, experiments=emptied, batches=batches, complete=complete)
-    if outcomes or assignments:
-        DataDeletion.objects.create(
-            kind=DataDeletion.Kind.PRUNE, actor=actor, outcomes_deleted=outcomes, assignments_deleted=assignments,
-            experiments=emptied, criteria={
-                "live_before": live_before.isoformat() if live_before else None,
-                "ended_before": ended_before.isoformat() if ended_before else None,
-                "batch_size": batch_size, "complete": complete,
-            },
-        )
-    logger.info("pruned %s outcomes and %s exposures in %s batches (%s)", outcomes, assignments, batches,
+        complete = _delete_ended(ended, trail=trail, batch_size=batch_size, deadline=deadline)
+    trail.finish(complete=complete)
+    logger.info("pruned %s outcomes and %s exposures in %s batches (%s)", trail.outcomes, trail.assignments, trail.batches,
                 "complete" if complete else "time budget spent, rows left for the next run")
-    return result
+    return PruneResult(live_before=live_before, ended_before=ended_before, dry_run=False, outcomes=trail.outcomes,
+                       assignments=trail.assignments, experiments=trail.experiments, batches=trail.batches, complete=complete)
+
+
+@dataclass
+class _PruneTrail:
+    """A prune's DataDeletion row, kept in step with what is deleted: written in the transaction of the
+    first batch that deletes rows and brought up to date in each one after, so a prune stopped half-way
+    (killed, or an error) leaves every row it deleted on the trail — and none when it deleted nothing.
+    Its criteria say `complete: false` until the prune has run to its end."""
+
+    actor: Actor
+    criteria: dict[str, Any]
+    row: DataDeletion | None = None
+    outcomes: int = 0
+    assignments: int = 0
+    experiments: list[str] = field(default_factory=list)
+    batches: int = 0
+
+    def record(self, count: int, *, of: type[models.Model], experiment: Experiment | None) -> None:
+        """Count a batch of `count` rows of `of` deleted; called inside the batch's transaction."""
+        self.batches += 1
+        if not count:
+            return
+        if of is OutcomeEvent:
+            self.outcomes += count
+        else:
+            self.assignments += count
+        if experiment is not None and experiment.key not in self.experiments:
+            self.experiments.append(experiment.key)
+        if self.row is None:
+            self.row = DataDeletion(kind=DataDeletion.Kind.PRUNE, actor=self.actor, criteria=self.criteria)
+        self.row.outcomes_deleted, self.row.assignments_deleted = self.outcomes, self.assignments
+        self.row.experiments = list(self.experiments)
+        self.row.save()
+
+    def finish(self, *, complete: bool) -> None:
+        if self.row is not None:
+            self.row.criteria = {**self.criteria, "complete": complete}
+            self.row.save(update_fields=["criteria"])
 
 
 def outcomes_prune_scheduled(*, now: datetime | None = None) -> PruneResult | None:
@@ -175,38 +208,30 @@ def _ended_experiments_with_data(before: datetime) -> list[Experiment]:
     ]
 
 
-def _delete_ended(ended: list[Experiment], *, batch_size: int, deadline: float | None) -> tuple[int, int, int, list[str], bool]:
-    """Delete the outcomes, then the exposures, of each ended experiment in turn. Returns (outcomes,
-    exposures, batches, keys of the experiments whose data went, whether all of it went)."""
-    outcomes = assignments = batches = 0
-    emptied: list[str] = []
+def _delete_ended(ended: list[Experiment], *, trail: _PruneTrail, batch_size: int, deadline: float | None) -> bool:
+    """Delete the outcomes, then the exposures, of each ended experiment in turn; whether all of them went.
+    The time budget is looked at only before an experiment is started: once started it is deleted to the
+    end, whole (a part would be results that look complete and are not)."""
     for experiment in ended:
-        deleted_outcomes, outcome_batches, complete = _delete_in_batches(
-            OutcomeEvent.objects.filter(experiment_id=experiment.pk), batch_size=batch_size, deadline=deadline)
-        deleted_assignments = assignment_batches = 0
-        if complete:  # its exposures go once its outcomes have
-            deleted_assignments, assignment_batches, complete = _delete_in_batches(
-                Assignment.objects.filter(experiment_id=experiment.pk), batch_size=batch_size, deadline=deadline)
-        outcomes, assignments = outcomes + deleted_outcomes, assignments + deleted_assignments
-        batches += outcome_batches + assignment_batches
-        if deleted_outcomes or deleted_assignments:
-            emptied.append(experiment.key)
-        if not complete:
-            return outcomes, assignments, batches, emptied, False
-    return outcomes, assignments, batches, emptied, True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        for rows in (OutcomeEvent.objects.filter(experiment_id=experiment.pk), Assignment.objects.filter(experiment_id=experiment.pk)):
+            _delete_in_batches(rows, trail=trail, batch_size=batch_size, deadline=None, experiment=experiment)
+    return True
 
 
-def _delete_in_batches(rows: QuerySet, *, batch_size: int, deadline: float | None) -> tuple[int, int, bool]:
-    """Delete `rows` `batch_size` at a time, each DELETE its own transaction, until none is left or
-    `deadline` (time.monotonic) passes. Returns (rows deleted, batches, whether none is left)."""
-    deleted = batches = 0
+def _delete_in_batches(
+    rows: QuerySet, *, trail: _PruneTrail, batch_size: int, deadline: float | None, experiment: Experiment | None = None,
+) -> bool:
+    """Delete `rows` `batch_size` at a time, each DELETE its own transaction with its line on the trail,
+    until none is left (True) or `deadline` (time.monotonic) passes (False)."""
     while deadline is None or time.monotonic() < deadline:
         with transaction.atomic():
             count = _delete_batch(rows, batch_size=batch_size)
-        deleted, batches = deleted + count, batches + 1
+            trail.record(count, of=rows.model, experiment=experiment)
         if count < batch_size:
-            return deleted, batches, True
-    return deleted, batches, False
+            return True
+    return False
 
 
 def _delete_batch(rows: QuerySet, *, batch_size: int) -> int:
@@ -240,39 +265,41 @@ def user_data_erase(
     `allow_active_experiments`: deleting them changes that experiment's results, guardrails and holds
     while it is being decided on, and the user goes on being served in it and reporting new outcomes.
     Ending the experiment first (or waiting for it to end) keeps its numbers whole; a request that
-    cannot wait goes ahead with the flag and the changed experiments are named on the trail."""
+    cannot wait goes ahead with the flag and the changed experiments are named on the trail.
+
+    The check and the delete are one transaction, and without the flag the delete itself leaves an
+    active experiment's rows alone; a row that reached one after the check (the user was routed into
+    an experiment started meanwhile) is found again before the commit and refuses the whole erasure.
+    Exposure batches in Redis's dead-letter list are not searched by the delete: the result counts
+    those that hold the id, for a person to remove (docs/runbooks/exposure-dead-letters.md)."""
     require_permission(actor=actor, permission="experiments.erase_user_data", action="erase an end user's data")
     if not user_id:
         raise InvalidInput("user_id: give the end user's id, exactly as the agent sends it")
-    subject_hash = user_id_hash(user_id)
-    experiments = Experiment.objects.filter(agent=agent) if agent is not None else Experiment.objects.all()
-    experiment_ids = list(experiments.values_list("pk", flat=True))
-    # Exposures buffered by /route are written first, so none of this user's lands after the erasure.
-    routing.drain_exposure_queue()
-    outcomes = OutcomeEvent.objects.filter(user_id=user_id, **({"agent_id": agent.pk} if agent is not None else {}))
-    assignments = Assignment.objects.filter(user_id=user_id, experiment_id__in=experiment_ids)
-    touched_ids = set(assignments.values_list("experiment_id", flat=True))
-    active_ids = set(experiments.filter(status__in=ACTIVE_STATUSES).values_list("pk", flat=True))
-    touched_ids |= set(outcomes.filter(experiment_id__in=active_ids).values_list("experiment_id", flat=True).distinct())
-    touched = dict(Experiment.objects.filter(pk__in=touched_ids).order_by("key").values_list("key", "status"))
-    active = [key for key, status in touched.items() if status in ACTIVE_STATUSES]
+    subject_hash, scope = user_id_hash(user_id), agent.slug if agent is not None else ""
     earlier = list(DataDeletion.objects.filter(kind=DataDeletion.Kind.ERASURE, subject_hash=subject_hash)
                    .order_by("at").values_list("at", flat=True))
-    scope = agent.slug if agent is not None else ""
-    if dry_run:
-        return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=True, outcomes=outcomes.count(),
-                             assignments=assignments.count(), experiments=list(touched), active_experiments=active,
-                             earlier_erasures=earlier)
-    if active and not allow_active_experiments:
-        raise Conflict(
-            f"user_id: this user has data in the {'experiment' if len(active) == 1 else 'experiments'} "
-            f"{', '.join(active)}, still {' / '.join(sorted({touched[key] for key in active}))}; erasing it changes "
-            "their results and guardrails while they are decided on — erase after they end, or pass "
-            "--allow-active-experiments (the change is recorded)"
-        )
+    erasure = _Erasure.of(user_id=user_id, agent=agent)
+    if dry_run:  # counts what is stored, and writes nothing: the buffered exposures are not drained
+        touched = erasure.experiments()
+        active = _active(touched)
+        return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=True, outcomes=erasure.outcomes.count(),
+                             assignments=erasure.assignments.count(), experiments=list(touched), active_experiments=active,
+                             earlier_erasures=earlier, dead_letter_batches=routing.dead_letter_batches_naming(user_id))
+    # Exposures buffered by /route are written first, so none of this user's lands after the erasure.
+    routing.drain_exposure_queue()
     with transaction.atomic():
+        touched = erasure.experiments()
+        active = _active(touched)
+        if active and not allow_active_experiments:
+            raise _refusal(touched, active)
+        outcomes, assignments = erasure.outcomes, erasure.assignments
+        if not allow_active_experiments:
+            outcomes = outcomes.exclude(experiment__status__in=ACTIVE_STATUSES)
+            assignments = assignments.exclude(experiment__status__in=ACTIVE_STATUSES)
         deleted_outcomes, _ = outcomes.delete()
         deleted_assignments, _ = assignments.delete()
+        if not allow_active_experiments and (arrived := _active(now_touched := erasure.experiments())):
+            raise _refusal(now_touched, arrived)  # rolls the deletes back
         DataDeletion.objects.create(
             kind=DataDeletion.Kind.ERASURE, actor=actor, agent=scope, subject_hash=subject_hash, reason=reason,
             outcomes_deleted=deleted_outcomes, assignments_deleted=deleted_assignments, experiments=list(touched),
@@ -280,4 +307,42 @@ def user_data_erase(
         )
     return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=False, outcomes=deleted_outcomes,
                          assignments=deleted_assignments, experiments=list(touched), active_experiments=active,
-                         earlier_erasures=earlier)
+                         earlier_erasures=earlier, dead_letter_batches=routing.dead_letter_batches_naming(user_id))
+
+
+@dataclass(frozen=True)
+class _Erasure:
+    """One end user's stored rows in the erasure's scope, and the experiments they are in."""
+
+    outcomes: QuerySet[OutcomeEvent]
+    assignments: QuerySet[Assignment]
+    scope_experiments: QuerySet[Experiment]
+
+    @classmethod
+    def of(cls, *, user_id: str, agent: Agent | None) -> _Erasure:
+        experiments = Experiment.objects.filter(agent=agent) if agent is not None else Experiment.objects.all()
+        return cls(
+            outcomes=OutcomeEvent.objects.filter(user_id=user_id, **({"agent_id": agent.pk} if agent is not None else {})),
+            assignments=Assignment.objects.filter(user_id=user_id, experiment_id__in=experiments.values("pk")),
+            scope_experiments=experiments,
+        )
+
+    def experiments(self) -> dict[str, str]:
+        """The experiments holding the user's rows, key → status, by key."""
+        touched_ids = set(self.assignments.values_list("experiment_id", flat=True))
+        active_ids = self.scope_experiments.filter(status__in=ACTIVE_STATUSES).values("pk")
+        touched_ids |= set(self.outcomes.filter(experiment_id__in=active_ids).values_list("experiment_id", flat=True).distinct())
+        return dict(Experiment.objects.filter(pk__in=touched_ids).order_by("key").values_list("key", "status"))
+
+
+def _active(statuses: dict[str, str]) -> list[str]:
+    return [key for key, status in statuses.items() if status in ACTIVE_STATUSES]
+
+
+def _refusal(statuses: dict[str, str], active: list[str]) -> Conflict:
+    return Conflict(
+        f"user_id: this user has data in the {'experiment' if len(active) == 1 else 'experiments'} "
+        f"{', '.join(active)}, still {' / '.join(sorted({statuses[key] for key in active}))}; erasing it changes "
+        "their results and guardrails while they are decided on — erase after they end, or pass "
+        "--allow-active-experiments (the change is recorded)"
+    )

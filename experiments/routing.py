@@ -507,6 +507,17 @@ def drain_exposure_queue(*, max_batches: int = 200) -> int:
     return written
 
 
+def dead_letter_batches_naming(user_id: str) -> int:
+    """How many exposure batches in the dead-letter list hold `user_id` — read, never changed: a person
+    handles that list (docs/runbooks/exposure-dead-letters.md). A batch is searched as the text it was
+    pushed as (json.dumps), so one that is not the JSON the flush expects is searched too."""
+    client = _redis()
+    if client is None:
+        return 0  # embedded mode: exposures go straight to the database, and there is no such list
+    needle = json.dumps(user_id).encode()
+    return sum(needle in raw for raw in client.lrange(EXPOSURE_DEAD_LETTER_KEY, 0, -1))
+
+
 @atexit.register
 def _flush_on_exit() -> None:  # pragma: no cover - process shutdown
     try:

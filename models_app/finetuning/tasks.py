@@ -81,6 +81,6 @@ def charge_monthly_storage() -> int:
     if month.failed:
         # The others are charged; failing the task puts the rest where failed tasks are seen. The next
         # daily run tries them again.
-        failures = "; ".join(f"{model}: {why}" for model, why in month.failed.items())
+        failures = "; ".join(f"{model} at {provider}: {why}" for (provider, model), why in month.failed.items())
         raise StorageChargesFailed(f"{len(month.failed)} model(s) not charged for storage: {failures}")
     return len(month.charged)

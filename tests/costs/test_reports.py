@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -99,33 +99,65 @@ def test_beat_made_report_and_track_costs_csv_agree_with_the_ledger(celery_worke
     assert report.finished_at == finished_at
 
 
+class Clock:
+    """timezone.now() at a chosen local time: entries are recorded, and reports made, when the test says."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = timezone.now()
+        monkeypatch.setattr(timezone, "now", lambda: self.now)
+
+    def at(self, *args: int) -> datetime:
+        self.now = local(*args)
+        return self.now
+
+
+def local(*args: int) -> datetime:
+    return timezone.make_aware(datetime(*args))
+
+
 @pytest.mark.django_db
-def test_daily_report_covers_its_month_and_old_reports_are_deleted(qa_agent, settings):
+def test_daily_report_covers_yesterdays_month_up_to_when_it_is_made_and_old_reports_are_deleted(qa_agent, settings, monkeypatch):
+    """Second review: the test put "one entry on the 2nd of each of the last four months" 31 days apart
+    (skipping a month after one of 30 days), and the report of the 1st passed only by counting this
+    month's entry — the spend had no upper bound. The report of day D lists what occurred from the
+    first of D - 1's month up to the moment it is made, and nothing the ledger records later."""
     from costs.services import cost_report_daily
 
-    today = timezone.localdate()
-    for months_back in range(4):  # one entry on the 2nd of each of the last four months
-        day = (today.replace(day=1) - timedelta(days=months_back * 31)).replace(day=2)
-        cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("1"), idempotency_key=f"m{months_back}",
-                    occurred_at=timezone.make_aware(datetime.combine(day, datetime.min.time())) + timedelta(hours=12))
-    first_of_month = today.replace(day=1)
-    # The report made on the 1st covers the whole past month; the one of the 3rd, this month.
-    report = cost_report_daily(day=first_of_month)
-    assert (report.spend_since, report.total_usd, report.entry_count) == (
-        (first_of_month - timedelta(days=1)).replace(day=1), Decimal("1"), 1)
-    assert len(report.csv.splitlines()) == 3  # header, one day, TOTAL: not the ledger since day one
-    report = cost_report_daily(day=first_of_month.replace(day=3))
-    assert report.spend_since == first_of_month
-    assert "Spend since" in report.markdown
+    clock = Clock(monkeypatch)
+
+    def charge(amount: int, *, recorded: tuple[int, ...], occurred: tuple[int, ...] | None = None) -> None:
+        clock.at(*recorded)
+        cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal(amount), idempotency_key=f"m{amount}",
+                    occurred_at=local(*(occurred or recorded)))
+
+    charge(1, recorded=(2027, 1, 31, 23, 30))  # January: before the month the 1st of March reports
+    charge(2, recorded=(2027, 2, 1, 0, 0))  # February, first moment
+    charge(4, recorded=(2027, 2, 28, 23, 59))  # February, last minute (28 days)
+    charge(8, recorded=(2027, 3, 1, 0, 1))  # March, before the report is made at 00:05
+    charge(16, recorded=(2027, 3, 1, 0, 2), occurred=(2027, 3, 1, 6, 0))  # dated after the report's moment
+    charge(32, recorded=(2027, 3, 1, 0, 10))  # recorded after the report was made
+
+    clock.at(2027, 3, 1, 0, 5)  # beat's run on the 1st
+    report = cost_report_daily()
+    assert report.schedule_key == "daily:2027-03-01"
+    assert (report.spend_since, report.as_of, report.total_usd, report.entry_count) == (
+        date(2027, 2, 1), local(2027, 3, 1, 0, 5), Decimal("14"), 3)  # 2 + 4 + 8
+    assert [line.split(",")[0] for line in report.csv.splitlines()] == ["day", "2027-02-01", "2027-02-28", "2027-03-01", "TOTAL"]
+    assert "Spend since 2027-02-01: **$14.00**" in report.markdown
+
+    clock.at(2027, 3, 3, 0, 5)
+    report = cost_report_daily()
+    assert (report.spend_since, report.total_usd, report.entry_count) == (date(2027, 3, 1), Decimal("56"), 3)  # 8 + 16 + 32
 
     settings.GENESIS_RETAIN_COST_REPORTS_DAYS = 30
     old = CostReport.objects.create(schedule_key="daily:2020-01-01")
     CostReport.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
     kept = CostReport.objects.create(schedule_key="daily:2020-01-02")
     CostReport.objects.filter(pk=kept.pk).update(created_at=timezone.now() - timedelta(days=29))
-    cost_report_daily(day=first_of_month.replace(day=4))
+    clock.at(2027, 3, 4, 0, 5)
+    cost_report_daily()
     assert not CostReport.objects.filter(pk=old.pk).exists() and CostReport.objects.filter(pk=kept.pk).exists()
-    assert CostEntry.objects.count() == 4  # the ledger is never pruned
+    assert CostEntry.objects.count() == 6  # the ledger is never pruned
 
 
 @pytest.mark.django_db

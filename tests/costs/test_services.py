@@ -78,6 +78,19 @@ def test_same_idempotency_key_charges_once(qa_agent):
     assert CostEntry.objects.count() == 1
 
 
+def test_a_key_longer_than_the_ledger_holds_is_refused_the_same_on_every_database(qa_agent):
+    """Second review: a 201-character key was a DataError on PostgreSQL and was stored as given on
+    SQLite; the service refuses it first, naming the field, on both."""
+    from costs.services import Charge, cost_record_many
+
+    assert charge(qa_agent, "1", "k" * 200).idempotency_key == "k" * 200
+    with pytest.raises(InvalidInput, match="idempotency_key: 201 characters, more than the ledger's 200"):
+        charge(qa_agent, "1", "k" * 201)
+    with pytest.raises(InvalidInput, match=r"charges\[0\]\.idempotency_key: 201 characters"):
+        cost_record_many(charges=[Charge(agent=qa_agent, operation="manual", amount_usd="1", idempotency_key="l" * 201)])
+    assert CostEntry.objects.count() == 1
+
+
 def test_reusing_a_key_for_another_agent_operation_or_source_is_refused(qa_agent, legal_agent):
     job, other_job = ModelVersionFactory(agent=qa_agent), ModelVersionFactory(agent=qa_agent)
     charge(qa_agent, "1.25", "job:7", source_object=job)

@@ -7,16 +7,19 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from experiments import retention
+from experiments import retention, routing
 from experiments.models import Assignment, DataDeletion, Experiment, OutcomeEvent
 from experiments.services import experiment_pause, experiment_rollback, experiment_start
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
@@ -111,6 +114,52 @@ def test_a_spent_time_budget_stops_between_batches_and_the_next_run_goes_on(worl
     assert retention.outcomes_prune(live_before=NOW - timedelta(days=90), actor=None, batch_size=10, now=NOW).outcomes == 25
 
 
+def test_a_time_budget_never_stops_inside_an_ended_experiment(world, monkeypatch):
+    """Second review: the budget ran out between two batches of one ended experiment and left it half
+    deleted — results that look complete and are not. It is looked at only before an experiment starts."""
+    rolled_back = world["rolled_back"]
+    outcomes(agent_id=rolled_back.agent_id, n=20, at=OLD, experiment=rolled_back, variant="treatment")  # 50 now
+    ticks = itertools.count()
+    monkeypatch.setattr(retention.time, "monotonic", lambda: float(next(ticks)))  # each look at the clock: 1 s
+    result = retention.outcomes_prune(live_before=None, ended_before=NOW - timedelta(days=30), actor=None,
+                                      batch_size=10, max_seconds=3, now=NOW)
+    assert counts(rolled_back) == (0, 0)  # begun within the budget, so finished past it
+    assert (result.outcomes, result.assignments, result.experiments, result.complete) == (50, 50, ["content_agent-exp"], True)
+
+    experiment_rollback(experiment=world["running"], reason="test")  # a second ended experiment, ended now
+    Experiment.objects.filter(pk=world["running"].pk).update(ended_at=OLD)
+    result = retention.outcomes_prune(live_before=None, ended_before=NOW - timedelta(days=30), actor=None,
+                                      batch_size=10, max_seconds=0, now=NOW)
+    assert counts(world["running"]) == (30, 30) and (result.outcomes, result.complete) == (0, False)  # not begun
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prune_stopped_half_way_leaves_what_it_deleted_on_the_trail(monkeypatch):
+    """Second review: the DataDeletion row was written after the last batch, and each batch commits
+    alone — a prune killed or failing half-way had deleted rows that no trail named."""
+    from models_app.registry.models import Agent
+
+    agent = Agent.objects.create(slug="trail_agent", name="t")
+    outcomes(agent_id=agent.pk, n=30, at=OLD)
+    real, calls = retention._delete_batch, itertools.count()
+
+    def failing_second(rows, *, batch_size):
+        if next(calls) == 1:
+            raise RuntimeError("worker lost")
+        return real(rows, batch_size=batch_size)
+
+    monkeypatch.setattr(retention, "_delete_batch", failing_second)
+    with pytest.raises(RuntimeError):
+        retention.outcomes_prune(live_before=NOW - timedelta(days=90), actor=None, batch_size=10, now=NOW)
+    assert OutcomeEvent.objects.filter(agent=agent).count() == 20
+    trace = DataDeletion.objects.get()
+    assert (trace.outcomes_deleted, trace.criteria["complete"]) == (10, False)
+
+    monkeypatch.setattr(retention, "_delete_batch", real)
+    retention.outcomes_prune(live_before=NOW - timedelta(days=90), actor=None, batch_size=10, now=NOW)
+    assert [(t.outcomes_deleted, t.criteria["complete"]) for t in DataDeletion.objects.order_by("pk")] == [(10, False), (20, True)]
+
+
 def test_dry_run_counts_and_deletes_nothing(world):
     result = retention.outcomes_prune(live_before=NOW - timedelta(days=90), ended_before=NOW - timedelta(days=30),
                                       actor=None, dry_run=True, now=NOW)
@@ -201,3 +250,57 @@ def test_erasure_refuses_to_change_a_running_experiment_unless_allowed(world):
     assert not OutcomeEvent.objects.filter(user_id="carol").exists()
     assert DataDeletion.objects.get().criteria == {"allow_active_experiments": True, "active_experiments": ["qa_agent-exp"]}
     assert counts(running) == (30, 30)
+
+
+needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the exposure queue and its dead letters live in Redis")
+
+
+@needs_redis
+def test_a_dry_run_erasure_writes_nothing_and_counts_the_dead_letters_that_hold_the_id(world):
+    """Second review: --dry-run drained the exposures /route buffered in Redis into the database, and
+    the dead-letter list of exposures — which can hold the user's id — was mentioned nowhere."""
+    rolled_back = world["rolled_back"]
+    outcomes(agent_id=rolled_back.agent_id, n=1, at=OLD, experiment=rolled_back, user="dave")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    buffered = json.dumps([[world["running"].pk, "dave", "treatment", world["running"].current_stage_id, time.time()]])
+    client.rpush(routing.EXPOSURE_LIST_KEY, buffered)
+    client.rpush(routing.EXPOSURE_DEAD_LETTER_KEY, json.dumps([[rolled_back.pk, "dave", "nul\x00", None, 0]]),
+                 json.dumps([[rolled_back.pk, "davey", "control", None, 0]]), b"not json, naming \"dave\"")
+    person("dpo", "erase_user_data")
+
+    code, out, _ = run("erase_user_data", "--user-id", "dave", "--as", "dpo", "--dry-run")
+    assert code == 0 and out.startswith("would erase 1 outcomes and 1 exposures")
+    assert "not erased: 2 exposure batch(es) in the Redis list genesis:experiments:exposures:dead" in out
+    assert client.llen(routing.EXPOSURE_LIST_KEY) == 1 and not Assignment.objects.filter(user_id="dave", experiment=world["running"]).exists()
+    assert not DataDeletion.objects.exists()
+
+    # The real erasure writes the buffered exposure first: it is in a running experiment, so it refuses.
+    code, _, err = run("erase_user_data", "--user-id", "dave", "--as", "dpo")
+    assert code == 1 and "qa_agent-exp, still running" in err
+    assert client.llen(routing.EXPOSURE_LIST_KEY) == 0 and OutcomeEvent.objects.filter(user_id="dave").count() == 1
+    result = retention.user_data_erase(user_id="dave", agent=None, actor=None, allow_active_experiments=True)
+    assert (result.outcomes, result.assignments, result.dead_letter_batches) == (1, 2, 2)
+    client.close()
+
+
+def test_an_erasure_refuses_rows_that_reached_a_running_experiment_after_its_check(world, monkeypatch):
+    """Second review: the active-experiment check ran outside the delete's transaction, so a row that
+    reached a running experiment in between was deleted without --allow-active-experiments."""
+    rolled_back, running = world["rolled_back"], world["running"]
+    outcomes(agent_id=rolled_back.agent_id, n=1, at=OLD, experiment=rolled_back, user="erin")
+    checks = itertools.count()
+    real = retention._Erasure.experiments
+
+    def check_then_erin_is_served(erasure):
+        seen = real(erasure)
+        if next(checks) == 0:  # a request of erin's, committed between the check and the delete
+            outcomes(agent_id=running.agent_id, n=1, at=NOW, experiment=running, user="erin", variant="treatment")
+        return seen
+
+    monkeypatch.setattr(retention._Erasure, "experiments", check_then_erin_is_served)
+    with pytest.raises(Conflict, match="qa_agent-exp, still running"):
+        retention.user_data_erase(user_id="erin", agent=None, actor=None)
+    # Nothing erased: the delete of the ended experiment's row is rolled back with the rest (the injected
+    # row too — here it was written inside the erasure's transaction, where a real request's is not).
+    assert list(OutcomeEvent.objects.filter(user_id="erin").values_list("experiment", flat=True)) == [rolled_back.pk]
+    assert not DataDeletion.objects.exists()

@@ -62,3 +62,20 @@ def test_a_user_added_by_mistake_is_still_deleted(admin_client):
     assert page.status_code == 200 and "Are you sure" in page.content.decode()
     assert admin_client.post(reverse("admin:auth_user_delete", args=[typo.pk]), {"post": "yes"}).status_code == 302
     assert not User.objects.filter(pk=typo.pk).exists()
+
+
+def test_an_admin_who_only_granted_permissions_is_not_deleted_and_the_admin_log_stays(admin_client):
+    """Second review: the admin log's `user` column is CASCADE — a staff member whose only trace was the
+    log (they granted someone a permission) was deleted, and the record of the grant with them."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    granter = UserFactory(username="granter", is_staff=True)
+    grantee = UserFactory(username="grantee")
+    LogEntry.objects.log_actions(user_id=granter.pk, queryset=[grantee], action_flag=CHANGE,
+                                 change_message="Changed user permissions: experiments | stage | Can approve stage",
+                                 single_object=True)
+    refused = admin_client.post(reverse("admin:auth_user_delete", args=[granter.pk]), {"post": "yes"})
+    [message] = [str(m) for m in get_messages(refused.wsgi_request)]
+    assert "User 'granter' cannot be deleted" in message and "log entries (user)" in message
+    assert User.objects.filter(pk=granter.pk).exists()
+    assert LogEntry.objects.filter(user=granter, object_id=str(grantee.pk)).count() == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from decimal import Decimal
 
@@ -9,11 +10,11 @@ import pytest
 from django.utils import timezone
 
 from costs.models import CostEntry
-from models_app.finetuning.storage import StorageChargesFailed, storage_charge_month
+from models_app.finetuning.storage import StorageChargesFailed, storage_charge_month, storage_key
 from models_app.finetuning.tasks import charge_monthly_storage
 from models_app.registry.models import ModelVersion
 from tests.costs.factories import PriceTableFactory
-from tests.factories import AgentFactory, ModelVersionFactory
+from tests.factories import AgentFactory, ModelVersionFactory, ProviderAccountFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -69,16 +70,41 @@ def test_a_model_paid_for_the_month_under_another_version_row_is_not_charged_aga
 
 
 def test_a_model_that_cannot_be_charged_does_not_stop_the_others_and_fails_the_daily_task():
+    """A charge the ledger refuses (here: a storage price below zero) is named by provider and model —
+    the same id at two providers is two failures, not one (they were keyed by the id alone)."""
     PriceTableFactory()
     agent = AgentFactory(slug="qa_agent")
-    # An id as long as the registry allows makes a key longer than the ledger's (200 characters).
-    unchargeable = ModelVersionFactory(agent=agent, model_id="ft:open-mistral-7b:" + "f" * 181)
+    unchargeable = ModelVersionFactory(agent=agent, model_id="ft:open-mistral-7b:0badc0de:20261101:0badc0de")
+    PriceTableFactory(model=unchargeable.model_id, storage_usd_per_month=Decimal("-1"))
+    elsewhere = ModelVersionFactory(agent=agent, model_id=unchargeable.model_id, provider=ProviderAccountFactory(name="mistral"))
     chargeable = ModelVersionFactory(agent=agent, model_id=FT_MODEL, provider=unchargeable.provider)
 
     month = storage_charge_month()
 
-    assert list(month.failed) == [unchargeable.model_id]
+    assert sorted(month.failed) == [("mistral", elsewhere.model_id), ("simulator", unchargeable.model_id)]
+    assert all("amount_usd: -1.000000 is negative" in why for why in month.failed.values())
     assert [e.source_id for e in month.charged] == [str(chargeable.pk)]
-    with pytest.raises(StorageChargesFailed, match="1 model\\(s\\) not charged for storage"):
+    with pytest.raises(StorageChargesFailed, match="2 model\\(s\\) not charged for storage: ft:open-mistral-7b:0badc0de"):
         charge_monthly_storage()
     assert CostEntry.objects.count() == 1
+
+
+def test_a_model_id_too_long_for_the_plain_key_is_charged_under_a_hashed_one_on_every_database():
+    """Second review: `storage:{provider}:{model}:{month}` for an id as long as the registry allows (200)
+    is longer than the ledger's key: PostgreSQL refused it (never charged, the daily task failing every
+    day) and SQLite stored it. Such a key is now the provider and id hashed; short keys are unchanged."""
+    PriceTableFactory()
+    long_id = "ft:open-mistral-7b:" + "f" * 181
+    version = ModelVersionFactory(agent=AgentFactory(slug="qa_agent"), model_id=long_id)
+    assert len(long_id) == ModelVersion._meta.get_field("model_id").max_length
+
+    first, again = storage_charge_month(), storage_charge_month()
+
+    assert not first.failed and [e.pk for e in first.charged] == [e.pk for e in again.charged]
+    entry = CostEntry.objects.get()
+    assert (entry.model, entry.source_object) == (long_id, version)
+    month = f"{timezone.localdate():%Y-%m}"
+    digest = hashlib.sha256(f"simulator:{long_id}".encode()).hexdigest()
+    assert entry.idempotency_key == storage_key(provider="simulator", model_id=long_id, month_start=timezone.localdate().replace(day=1)) \
+        == f"storage:sha256:{digest}:{month}"
+    assert storage_key(provider="simulator", model_id=FT_MODEL, month_start=timezone.localdate()) == f"storage:simulator:{FT_MODEL}:{month}"

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from experiments import retention
+from experiments import retention, routing
 from genesis.commands import command_agent, command_user, usage_error
 from genesis.errors import DomainError, InvalidInput
 
@@ -63,3 +63,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  still running or paused: {', '.join(result.active_experiments)} (their results change)")
         for at in result.earlier_erasures:
             self.stdout.write(f"  erased before at {at:%Y-%m-%d %H:%M %Z}")
+        if result.dead_letter_batches:
+            self.stdout.write(
+                f"  not erased: {result.dead_letter_batches} exposure batch(es) in the Redis list {routing.EXPOSURE_DEAD_LETTER_KEY} "
+                "hold this id — remove them by hand (docs/runbooks/exposure-dead-letters.md)"
+            )
