@@ -21,7 +21,9 @@ in the pool, is acknowledged through that same closed channel when it ends: the 
 end of the task instead. Here a channel whose connection is closed leaves its messages alone: they
 are still in Redis' unacked set, whose visibility timeout gives them back (a task run again finds its
 work done: GUIDE, "Tasks are idempotent"), and if Redis lost them, Genesis's sweeps send the stranded
-jobs again. (Putting a message back while its task still runs here would only get it run twice.)
+jobs again. A shorter break, with Redis still there, puts the messages back as kombu does; the worker
+stops the tasks that were running on them (settings.CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS),
+so each runs again once, not beside itself.
 """
 
 from __future__ import annotations

@@ -210,6 +210,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True  # a background job's outcome lives on its row, not in a result store
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A running task whose broker connection broke can no longer be acknowledged, and its message goes
+# back to the queue as the worker reconnects: without this, a short break ran the task a second time
+# beside the first (seen: two runs of one message, 2 s apart). Stopped instead, it runs once more from
+# its row (tasks are idempotent), or, when Redis lost the message, the sweeps send it (genesis/broker.py).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_LONGEST_TASK_SECONDS
 CELERY_TASK_TIME_LIMIT = CELERY_LONGEST_TASK_SECONDS + 60

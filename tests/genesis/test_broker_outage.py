@@ -149,3 +149,37 @@ def test_a_worker_running_a_task_outlives_a_redis_outage_and_the_work_completes(
                 worker.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
+
+
+def test_a_short_break_in_the_broker_connection_runs_a_task_once_more_not_twice_at_once(own_redis, tmp_path) -> None:
+    # Redis stays up, only the worker's connections break: kombu puts the running task's message back
+    # at once, and the worker used to run it again beside the first run (two runs 2 s apart).
+    runs, log_path = tmp_path / "runs.txt", tmp_path / "worker.log"
+    env = {**child_environment(BLIP_BROKER_URL=own_redis.url), "PYTHONPATH": str(ROOT)}
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tests.genesis.blip_app", "worker", "-Q", "default", "--concurrency", "2",
+             "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", f"blip-{os.getpid()}@%h"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_until(lambda: " ready." in log_path.read_text(errors="replace"), timeout=60)
+        send = f"from tests.genesis.blip_app import slow; slow.delay({str(runs)!r}, 6)"
+        subprocess.run([sys.executable, "-c", send], cwd=ROOT, env=env, check=True, timeout=60)
+        wait_until(lambda: runs.exists() and "start" in runs.read_text(), timeout=30)
+        time.sleep(1)
+        subprocess.run(["redis-cli", "-p", str(own_redis.port), "CLIENT", "KILL", "TYPE", "normal"], check=True, timeout=10)
+        time.sleep(12)
+        lines = runs.read_text().split()
+        starts = [float(at) for word, at in zip(lines[::2], lines[1::2], strict=True) if word == "start"]
+        ends = [float(at) for word, at in zip(lines[::2], lines[1::2], strict=True) if word == "end"]
+        # The first run was stopped when its connection broke; the message ran once more, alone.
+        assert len(starts) == 2 and len(ends) == 1 and ends[0] > starts[1], runs.read_text()
+        assert worker.poll() is None
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
