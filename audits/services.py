@@ -645,7 +645,7 @@ def _derive_fail(dataset: Dataset, message: str) -> Dataset:
 
 
 def audits_sweep_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -> dict[str, int]:
-    """Beat, every minute: the backstop for work whose message is gone.
+    """Beat, every 5 minutes: the backstop for work whose message is gone.
 
     * an audit still queued, or a copy still pending and never started, after `older_than_seconds`
       lost its message (the broker was down when it was sent): its task is sent again;

@@ -9,8 +9,11 @@ Three ways a report is stranded, each seen from its row or its schedule:
   message waits out Redis' visibility timeout). Sent again: `cost_report_run` claims it again;
 * no row at all for the day beat fired the daily report: celery beat marks an entry run *before* it
   publishes the message (celery/beat.py, `Scheduler.tick`: `reserve`, then `apply_entry`, which only
-  logs a publish error), so a broker down at 00:05 loses that day's report until the next day's.
-  The sweep makes that day's row and sends it.
+  logs a publish error), so a publish that fails at 00:05 loses that day's report until the next
+  day's. With Redis as the broker that is rare (beat renews its lock in Redis first, genesis/beat.py,
+  so a beat that cannot reach Redis does not fire at all, and fires when Redis is back); with the
+  embedded file broker, or Redis lost between the renewal and the send, it happens. The sweep makes
+  that day's row and sends it, and prunes the old reports as the daily task does.
 
 Bounded: a report is sent again at most MAX_REPORT_RESENDS times, the k-th no sooner than k × 5 min
 after it was requested; a report still not made after that is marked failed with the reason (a worker
@@ -28,7 +31,7 @@ from django.utils import timezone
 
 from costs.models import REPORT_TRANSITIONS, CostReport
 from costs.selectors import daily_report_missed
-from costs.services import cost_report_daily_row
+from costs.services import cost_report_daily_row, cost_reports_prune
 from genesis.jobs import advance
 from genesis.tasks import send_on_commit, send_task
 
@@ -51,6 +54,7 @@ def cost_reports_resend_stranded(*, now: datetime | None = None) -> dict[str, li
         send_on_commit("costs.run_cost_report", report.pk, what=f"the daily cost report of {day} (beat's was lost)")
         logger.warning("cost report sweep: beat fired the daily report of %s but no row was made; made #%s", day, report.pk)
         done["made_up"].append(report.pk)
+        cost_reports_prune(now=now)
     abandoned_before = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
     stranded = CostReport.objects.filter(
         models.Q(status=CostReport.Status.PENDING)

@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 
 from genesis.notifications import REDELIVERY_EVERY_SECONDS
 
+# The audits' and WaltzRL builds' sweeps: every 5 minutes, not every one. A queued job the workers have
+# not reached yet looks like one whose message was lost, and each sweep sends it again; and a build
+# waiting out a retry's countdown has no worker holding its lock. Each minute that made a duplicate per
+# waiting job and, for builds, a parallel chain of retries that used up their attempts (second review).
+STRANDED_SWEEP_EVERY_SECONDS = 300
+
 
 @dataclass(frozen=True)
 class DefaultSchedule:
@@ -65,13 +71,13 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
         description="Django's clearsessions: deletes expired admin sessions.",
     ),
     DefaultSchedule(
-        name="audits: resend stranded audits", task="audits.sweep_stranded", every_seconds=60,
+        name="audits: resend stranded audits", task="audits.sweep_stranded", every_seconds=STRANDED_SWEEP_EVERY_SECONDS,
         description="Sends again the audits and dataset copies whose message was lost (queued > 10 min) or whose "
-                    "worker died (running > 1 min with no worker holding its lock).",
+                    "worker died (running > 1 min with no worker holding its lock); every 5 minutes.",
     ),
     DefaultSchedule(
-        name="safety: resend stranded WaltzRL builds", task="safety.resend_stranded_builds", every_seconds=60,
-        description="Sends again WaltzRL builds queued > 5 min, or running > 1 min with no worker holding their lock, so they resume.",
+        name="safety: resend stranded WaltzRL builds", task="safety.resend_stranded_builds", every_seconds=STRANDED_SWEEP_EVERY_SECONDS,
+        description="Sends again WaltzRL builds queued > 5 min, or running > 1 min with no worker holding their lock, so they resume; every 5 minutes.",
     ),
     DefaultSchedule(
         name="launch: weekly Go/No-Go report", task="launch.send_launch_report", crontab="0 7 * * 1",

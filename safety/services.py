@@ -512,7 +512,7 @@ def _items_not_done(build: WaltzBuild, *, page_size: int = 200) -> Iterator[Walt
 
 
 def waltz_builds_resend_stranded(*, older_than_seconds: int = STRANDED_AFTER_SECONDS) -> list[int]:
-    """Beat, every minute: send again the builds whose message is gone — queued for longer than
+    """Beat, every 5 minutes: send again the builds whose message is gone — queued for longer than
     `older_than_seconds` (the broker was down when it was sent), or running with no worker holding
     their lock (the worker died; its message would otherwise wait out Redis' visibility timeout) — by
     the rule audits use too (genesis/locks.py `running_without_worker`: a minute after it started). A

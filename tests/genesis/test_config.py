@@ -243,6 +243,7 @@ def test_every_environment_variable_the_settings_read_is_in_the_readmes_tables()
         text = path.read_text()
         read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
         read |= set(re.findall(r"os\.environ(?:\.get)?[(\[]\"([A-Z][A-Z0-9_]*)\"", text))
+        read |= set(re.findall(r"\b_env_\w+\(\"([A-Z][A-Z0-9_]*)\"", text))  # settings' typed readers, e.g. _env_days
     configuration = (ROOT / "README.md").read_text().split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
     tabled = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)`", configuration, re.MULTILINE))
     assert read - tabled == {"GENESIS_ENV", "PROMETHEUS_MULTIPROC_DIR"}
