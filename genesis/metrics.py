@@ -55,13 +55,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Min, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -407,25 +407,26 @@ def stop_worker_heartbeat() -> None:
 
 @dataclass(frozen=True)
 class JobBacklog:
-    """One kind of background job as /metrics reports it."""
+    """One kind of background job, as its app hands it to /metrics: the selectors its sweep reads."""
 
-    stalled: int  # what its sweep would send again now (genesis/locks.py `stranded`)
-    oldest_queued_seconds: float | None  # None: no job of the kind waits to be started
+    stranded: Callable[..., list[int]]  # (now=) what the sweep would send again now (genesis/locks.py `stranded`)
+    queued: Callable[[], QuerySet[Any]]  # the jobs not started yet (rows with a `created_at`)
 
-
-_job_backlogs: dict[str, Callable[[], JobBacklog]] = {}
-
-
-def register_job_backlog(kind: str, read: Callable[[], JobBacklog]) -> None:
-    """Export `read()` as the `kind` series of genesis_jobs_stalled and genesis_jobs_queued_seconds. Called
-    by the app that owns the rows (its AppConfig.ready): genesis sits below the apps and cannot read them."""
-    _job_backlogs[kind] = read
+    def read(self) -> tuple[int, float | None]:
+        """(stalled, seconds the oldest job not started has waited — None when none waits)."""
+        now = timezone.now()
+        oldest = self.queued().aggregate(oldest=Min("created_at"))["oldest"]
+        return len(self.stranded(now=now)), None if oldest is None else max(0.0, (now - oldest).total_seconds())
 
 
-def queued_seconds(queued: QuerySet[Any], *, now: datetime) -> float | None:
-    """How long the oldest of `queued` (rows with a `created_at`) has waited; None when there is none."""
-    oldest = queued.aggregate(oldest=Min("created_at"))["oldest"]
-    return None if oldest is None else max(0.0, (now - oldest).total_seconds())
+_job_backlogs: dict[str, JobBacklog] = {}
+
+
+def register_job_backlog(kind: str, *, stranded: Callable[..., list[int]], queued: Callable[[], QuerySet[Any]]) -> None:
+    """Export the `kind` series of genesis_jobs_stalled and genesis_jobs_queued_seconds from the sweep's own
+    selectors. Called by the app that owns the rows (its AppConfig.ready): genesis sits below the apps and
+    cannot read them."""
+    _job_backlogs[kind] = JobBacklog(stranded=stranded, queued=queued)
 
 
 class BackgroundJobsCollector(Collector):
@@ -454,15 +455,15 @@ class BackgroundJobsCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         stalled, queued = self._families()
-        for kind, read in sorted(_job_backlogs.items()):
+        for kind, backlog in sorted(_job_backlogs.items()):
             try:
-                backlog = read()
+                stalled_jobs, oldest_queued_seconds = backlog.read()
             except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the database does not
                 logger.warning("metrics: cannot read the %s jobs: %s: %s", kind, type(exc).__name__, exc)
                 continue
-            stalled.add_metric([kind], backlog.stalled)
-            if backlog.oldest_queued_seconds is not None:
-                queued.add_metric([kind], backlog.oldest_queued_seconds)
+            stalled.add_metric([kind], stalled_jobs)
+            if oldest_queued_seconds is not None:
+                queued.add_metric([kind], oldest_queued_seconds)
         yield from (stalled, queued)
 
 
