@@ -104,6 +104,11 @@ class WaltzBuild(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the worker's own retry after a transient provider failure is due; beat's sweep leaves the "
+                  "build to it until a minute after.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -4,12 +4,13 @@ sweep sends again (which /metrics counts as stalled)."""
 from __future__ import annotations
 
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from genesis.locks import stranded
+from genesis.locks import WORKER_GONE_AFTER_SECONDS, stranded
 from safety.models import BuildStatus, WaltzBuild
 from safety.report import render_markdown
 
@@ -58,6 +59,12 @@ def waltz_builds_queued() -> QuerySet[WaltzBuild]:
 
 def waltz_builds_stranded(*, older_than_seconds: float = STRANDED_AFTER_SECONDS, now: datetime | None = None) -> list[int]:
     """The builds beat's sweep sends again (genesis/locks.py `stranded`, the audits' rule): queued too
-    long, or running with their worker gone."""
-    return stranded(queued=waltz_builds_queued(), running=WaltzBuild.objects.filter(status=BuildStatus.RUNNING),
-                    namespace=LOCK_NAMESPACE, older_than_seconds=older_than_seconds, now=now)
+    long, or running with their worker gone — except a build waiting out its task's own retry (its
+    `retry_at`, plus the minute the rule gives any worker to show itself): no lock is held during the
+    countdown, yet its message is in the broker."""
+    now = now or timezone.now()
+    running = WaltzBuild.objects.filter(status=BuildStatus.RUNNING).exclude(
+        retry_at__gt=now - timedelta(seconds=WORKER_GONE_AFTER_SECONDS)
+    )
+    return stranded(queued=waltz_builds_queued(), running=running, namespace=LOCK_NAMESPACE,
+                    older_than_seconds=older_than_seconds, now=now)

@@ -32,7 +32,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -449,6 +449,13 @@ def _fail(build_id: int, message: str) -> WaltzBuild:
     return build
 
 
+def waltz_build_retry_at(*, build_id: int, when: datetime) -> None:
+    """Note when the task's own retry of a running build is due (a transient provider failure): beat's
+    sweep leaves the build to that retry instead of sending a second message, which would start a
+    second retry chain beside it (each spending the build's attempts)."""
+    WaltzBuild.objects.filter(pk=build_id, status=BuildStatus.RUNNING).update(retry_at=when)
+
+
 def waltz_build_fail(*, build_id: int, error: str) -> WaltzBuild:
     """End a build that cannot go on (the task gave up on a provider); its hold is released. A build
     another worker is on (a second delivery of its message) is left to that worker: failed under it,
@@ -480,8 +487,9 @@ def waltz_build_execute(*, build_id: int) -> WaltzBuild:
             advance(build, BuildStatus.RUNNING, transitions=BUILD_TRANSITIONS)
             build.attempts += 1
             build.started_at = build.started_at or timezone.now()
+            build.retry_at = None
             build.completed_items = build.items.filter(done=True).count()
-            build.save(update_fields=["status", "attempts", "started_at", "completed_items"])
+            build.save(update_fields=["status", "attempts", "started_at", "retry_at", "completed_items"])
         try:
             conversation = _route(build.conversation_model.provider, build.conversation_model.model_id,
                                   build.conversation_model.base_model)

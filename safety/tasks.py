@@ -9,8 +9,10 @@ per-call retries is retried here with a countdown; a database blip likewise.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import Task, shared_task
+from django.utils import timezone
 
 from genesis.errors import NotFound
 from genesis.tasks import RETRY_ON_DATABASE_ERRORS, SWEEP_OPTIONS
@@ -31,7 +33,9 @@ def run_waltz_build(self: Task, build_id: int) -> str:
         if self.request.retries >= 5:
             services.waltz_build_fail(build_id=build_id, error=f"the provider kept failing: {exc}")
             return "failed"
-        raise self.retry(countdown=min(60, 5 * 2 ** self.request.retries), max_retries=None) from exc
+        countdown = min(60, 5 * 2 ** self.request.retries)
+        services.waltz_build_retry_at(build_id=build_id, when=timezone.now() + timedelta(seconds=countdown))
+        raise self.retry(countdown=countdown, max_retries=None) from exc
 
 
 @shared_task(name="safety.resend_stranded_builds", **SWEEP_OPTIONS)

@@ -162,3 +162,44 @@ def test_a_running_build_whose_worker_died_is_sent_again_a_minute_after_it_start
     WaltzBuild.objects.filter(pk__in=[killed.pk, held.pk, starting.pk]).update(started_at=now - timedelta(minutes=6))
     monkeypatch.setattr(connection, "vendor", "sqlite")
     assert waltz_builds_resend_stranded() == []
+
+
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+                    reason="the sweep tells a dead worker by its PostgreSQL advisory lock")
+def test_a_build_waiting_out_its_own_retry_is_left_to_it_by_the_sweep_until_a_minute_after_it_is_due(
+    seeded_demo, simulator_factory, admin_client
+) -> None:
+    """A build whose task met a transient provider failure is "running" with no lock
+    held while its retry counts down; the sweep sent it again, and the second message started a second
+    retry chain beside the first, each spending the build's attempts."""
+    from datetime import timedelta
+
+    from celery.exceptions import Retry
+    from django.utils import timezone
+
+    from genesis.locks import WORKER_GONE_AFTER_SECONDS
+    from safety.selectors import waltz_builds_stranded
+    from safety.tasks import run_waltz_build
+
+    point_demo_provider_at(simulator_factory(error_rate=1.0))
+    build = waltz_build_create(agent=Agent.objects.get(slug="qa_agent"), target=30, seed=0, enqueue=False)
+    with pytest.raises(Retry):  # the retry Celery would schedule
+        run_waltz_build.run(build.pk)
+    build.refresh_from_db()
+    assert build.status == "running" and build.retry_at is not None and build.retry_at > timezone.now()
+    page = admin_client.get(f"/admin/safety/waltzbuild/{build.pk}/change/").content.decode()
+    assert "the provider failed transiently; the worker tries again at" in page
+
+    # Started long ago, lock free: without the retry's due time this is a dead worker's build.
+    long_ago = timezone.now() - timedelta(minutes=10)
+    WaltzBuild.objects.filter(pk=build.pk).update(started_at=long_ago)
+    assert waltz_builds_stranded() == []
+    assert waltz_builds_stranded(now=build.retry_at + timedelta(seconds=WORKER_GONE_AFTER_SECONDS - 1)) == []
+    assert waltz_builds_stranded(now=build.retry_at + timedelta(seconds=WORKER_GONE_AFTER_SECONDS + 1)) == [build.pk]
+
+    # The retry clears it when it starts (here it fails again and sets a new due time).
+    WaltzBuild.objects.filter(pk=build.pk).update(retry_at=long_ago)
+    with pytest.raises(Retry):
+        run_waltz_build.run(build.pk)
+    build.refresh_from_db()
+    assert build.attempts == 2 and build.retry_at > timezone.now()
