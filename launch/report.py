@@ -5,12 +5,20 @@ always give the same report.
 A candidate is GO when its last completed benchmark against the live model PASSed (or a person
 overrode the verdict, which is named; a PASS against any other baseline is no approval), its training data's audit found no PII and no format error, and its rollout has neither
 been rolled back nor breached a guardrail. Cautions (data not linked to an audit, duplicates, a
-guardrail warning, tags where the candidate scored lower) are listed but do not block."""
+guardrail warning, tags where the candidate scored significantly lower) are listed but do not block.
+
+A tag "regressed" only when the candidate lost on it more often than chance explains: a one-sided exact
+sign test on the tag's cases where the two models scored differently (wins against losses, ties left out —
+for right/wrong scores this is the exact McNemar test), its p-value Holm-adjusted across the run's tags,
+below REGRESSION_ALPHA (5 %). A tag whose mean is lower within chance is named as such, not as a caution.
+Without the test, a 48-case suite of six tags flagged some tag on most candidates that were better
+everywhere; bench/launch/tag_cautions.py measures both rules and the README publishes the numbers."""
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -43,10 +51,51 @@ def interval(low: float | None, high: float | None, *, alpha: float | None = Non
     return f"{confidence_text(0.95 if alpha is None else 1 - alpha)} interval {percent(low)} to {percent(high)}"
 
 
-def tag_wins_and_regressions(per_tag: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+# Family-wise: the chance that a run flags any tag of a candidate no worse on any tag stays within this.
+REGRESSION_ALPHA = 0.05
+
+
+def sign_test_lower_p(*, wins: int, losses: int) -> float:
+    """One-sided exact sign test: P(at most `wins` wins among the wins + losses cases where the two models
+    differ, were either as likely to win each) — small when the candidate loses more than chance explains."""
+    differing = wins + losses
+    if differing == 0:
+        return 1.0
+    return sum(math.comb(differing, k) for k in range(wins + 1)) / 2**differing
+
+
+def holm_adjusted(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: compare each adjusted p-value with α and the family-wise error stays ≤ α."""
+    order = sorted(range(len(p_values)), key=lambda index: p_values[index])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def tag_regression_p(per_tag: list[dict[str, Any]]) -> list[float]:
+    """Each tag's Holm-adjusted sign-test p-value for "the candidate is worse here", across all the run's tags."""
+    return holm_adjusted([sign_test_lower_p(wins=tag.get("wins") or 0, losses=tag.get("losses") or 0) for tag in per_tag])
+
+
+def tag_wins_and_regressions(
+    per_tag: list[dict[str, Any]], *, alpha: float = REGRESSION_ALPHA,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(tags won: mean higher; tags regressed: mean lower and the adjusted sign test below `alpha`; tags lower
+    within chance). Each regressed or lower tag carries its adjusted p-value as `regression_p`."""
     wins = [tag for tag in per_tag if (tag.get("mean_delta") or 0) > 0]
-    regressions = [tag for tag in per_tag if (tag.get("mean_delta") or 0) < 0]
-    return wins, regressions
+    regressions: list[dict[str, Any]] = []
+    lower: list[dict[str, Any]] = []
+    for tag, p_value in zip(per_tag, tag_regression_p(per_tag), strict=True):
+        if (tag.get("mean_delta") or 0) < 0:
+            (regressions if p_value < alpha else lower).append({**tag, "regression_p": p_value})
+    return wins, regressions, lower
+
+
+def _p_text(p_value: float) -> str:
+    return f"p = {p_value:.3f}" if p_value >= 0.001 else "p < 0.001"
 
 
 def _benchmark_judgement(benchmark: dict[str, Any] | None, judgement: Judgement) -> None:
@@ -67,10 +116,11 @@ def _benchmark_judgement(benchmark: dict[str, Any] | None, judgement: Judgement)
     else:
         more = f"; about {benchmark['more_cases_needed']} more cases would decide it" if benchmark.get("more_cases_needed") else ""
         judgement.blockers.append(f"{line}{more}")
-    _, regressions = tag_wins_and_regressions(benchmark["per_tag"])
+    _, regressions, _ = tag_wins_and_regressions(benchmark["per_tag"])
     if regressions:
-        judgement.cautions.append("scored lower on tag(s) " + ", ".join(
-            f"{tag['tag']} ({percent(tag.get('relative_improvement'))}, {tag.get('losses', 0)} losses)" for tag in regressions
+        judgement.cautions.append("regressed on tag(s) " + ", ".join(
+            f"{tag['tag']} ({percent(tag.get('relative_improvement'))}, {tag.get('wins', 0)} wins / {tag.get('losses', 0)} losses, "
+            f"sign test {_p_text(tag['regression_p'])} Holm-adjusted over {len(benchmark['per_tag'])} tags)" for tag in regressions
         ))
 
 
@@ -201,7 +251,7 @@ def _markdown_agent(facts: dict[str, Any]) -> list[str]:
             f"{_power_line(benchmark)}"
             + (f"; cost {format_usd(Decimal(benchmark['cost_usd']))}" if "cost_usd" in benchmark else "")
         )
-        wins, regressions = tag_wins_and_regressions(benchmark["per_tag"])
+        wins, regressions, lower = tag_wins_and_regressions(benchmark["per_tag"])
         if benchmark["per_tag"]:
             lines += ["", "| tag | n | baseline | candidate | relative | wins | losses |", "|---|---|---|---|---|---|---|"]
             for tag in benchmark["per_tag"]:
@@ -210,8 +260,9 @@ def _markdown_agent(facts: dict[str, Any]) -> list[str]:
                     f"| {percent(tag.get('relative_improvement'))} | {tag['wins']} | {tag['losses']} |"
                 )
             lines.append("")
-        lines.append(f"- Tags won: {', '.join(t['tag'] for t in wins) or 'none'}; tags regressed: "
-                     f"{', '.join(t['tag'] for t in regressions) or 'none'}")
+        lines.append(f"- Tags won: {', '.join(t['tag'] for t in wins) or 'none'}; tags regressed (sign test, Holm, 5 %): "
+                     f"{', '.join(t['tag'] for t in regressions) or 'none'}"
+                     + (f"; lower within chance: {', '.join(t['tag'] for t in lower)}" if lower else ""))
     else:
         lines.append("- Benchmark: none completed")
     training = facts.get("training_data") or {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from launch import report
 
 NOW = datetime(2026, 12, 7, 7, 0, tzinfo=UTC)
@@ -39,8 +41,8 @@ def test_a_pass_on_clean_audited_data_is_go_with_its_reasons():
     judgement = report.judge(facts())
     assert judgement.decision == report.GO and judgement.blockers == []
     assert any("benchmark run #7: PASS, +50.0 % (95 % interval +20.0 % to +100.0 %) on 32 paired cases" in p for p in judgement.passed)
-    # A tag the candidate scored lower on is named, as a caution.
-    assert judgement.cautions == ["scored lower on tag(s) refunds (-16.7 %, 3 losses)"]
+    # A tag the candidate scored lower on within chance (1 win, 3 losses) is no caution.
+    assert judgement.cautions == []
 
 
 def test_the_interval_is_named_at_the_level_the_verdict_read_it():
@@ -119,3 +121,44 @@ def test_json_and_html_carry_the_same_decision():
     assert [(a["agent"], a["recommendation"]) for a in data["agents"]] == [("support_agent", "GO"), ("qa_agent", "NO-GO")]
     page = report.render_html([facts()], generated_at=NOW)
     assert "<strong>Recommendation: GO</strong>" in page and "<td>refunds</td>" in page and "<script" not in page
+
+
+def _tags(refunds_wins: int, refunds_losses: int) -> dict:
+    base = facts()["benchmark"]
+    refunds = {**base["per_tag"][1], "wins": refunds_wins, "losses": refunds_losses, "ties": 12 - refunds_wins - refunds_losses}
+    return facts(benchmark={**base, "per_tag": [base["per_tag"][0], refunds]})
+
+
+def test_a_tag_is_regressed_only_when_its_losses_beat_chance_across_the_runs_tags():
+    # 0 wins, 9 losses: one-sided sign test p = 1/512, Holm over the run's 2 tags: 0.004 < 5 %.
+    judgement = report.judge(_tags(0, 9))
+    assert judgement.decision == report.GO
+    assert judgement.cautions == [
+        "regressed on tag(s) refunds (-16.7 %, 0 wins / 9 losses, sign test p = 0.004 Holm-adjusted over 2 tags)"]
+    assert "tags regressed (sign test, Holm, 5 %): refunds" in report.render_markdown([_tags(0, 9)], generated_at=NOW)
+    # 1 win, 5 losses: p = 7/64 = 0.109 (0.219 adjusted): lower within chance, said so, no caution.
+    assert report.judge(_tags(1, 5)).cautions == []
+    text = report.render_markdown([_tags(1, 5)], generated_at=NOW)
+    assert "tags regressed (sign test, Holm, 5 %): none; lower within chance: refunds" in text
+
+
+def test_the_sign_test_and_holms_adjustment():
+    assert report.sign_test_lower_p(wins=0, losses=5) == 1 / 32
+    assert report.sign_test_lower_p(wins=3, losses=3) == 42 / 64
+    assert report.sign_test_lower_p(wins=0, losses=0) == 1.0  # all ties: no evidence either way
+    assert report.holm_adjusted([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert report.holm_adjusted([]) == []
+    # Six tags: a tag needs at least 7 cases where the models differ, all losses, to be named (6 · 0.5^7 < 5 %).
+    six = [{"tag": f"t{i}", "mean_delta": -0.1, "wins": 0, "losses": 6 if i == 0 else 1} for i in range(6)]
+    assert report.tag_wins_and_regressions(six)[1] == []
+    six[0]["losses"] = 7
+    assert [tag["tag"] for tag in report.tag_wins_and_regressions(six)[1]] == ["t0"]
+
+
+def test_the_false_caution_rate_is_measured_under_both_rules():
+    """bench/launch/tag_cautions.py, small: the old rule named a tag on most uniformly better candidates."""
+    from bench.launch import tag_cautions
+
+    numbers = tag_cautions.measure(suites=150, seed=7)
+    at_threshold = next(row for row in numbers["false_caution"] if row["improvement"] == 0.08)
+    assert at_threshold["before"] > 0.5 and at_threshold["after"] <= 0.05
