@@ -42,6 +42,10 @@ Parts (each a few minutes at most on 2 cores):
   verdict comes (and how often its estimate holds the stage) in an A/A, with the mean latency up
   exactly 30 % (the tolerance) and up 60 %. Every verdict is stats.evaluate_guardrail's own.
 * ``gate`` — the benchmark gate's P(PASS / FAIL / INCONCLUSIVE) (bench/decisions/gate.py).
+* ``health`` — agent health's P(degraded / failing) per read by true error rate, p95 and traffic
+  (bench/health/run.py).
+* ``tag_cautions`` — the Go/No-Go report's per-tag "regressed" caution: false cautions on uniformly
+  better candidates and power on a truly worse tag (bench/launch/tag_cautions.py).
 * ``gbstats`` — relative lift, intervals and p-values of per-user ratio metrics against gbstats'
   frequentist engine (RatioStatistic + TwoSidedTTest).
 
@@ -280,6 +284,20 @@ def part_gate(*, experiments: int, seed: int) -> None:
     gate.main(seed=seed)
 
 
+def part_health(*, experiments: int, seed: int) -> None:
+    from bench.health import run as health
+
+    print("Agent health (GET /agents/{agent}/health, the Agent admin column)")
+    health.main(["--seed", str(seed)])
+
+
+def part_tag_cautions(*, experiments: int, seed: int) -> None:
+    from bench.launch import tag_cautions
+
+    print("The Go/No-Go report's per-tag regressed caution")
+    tag_cautions.main(["--seed", str(seed)])
+
+
 def part_gbstats(*, experiments: int, seed: int) -> None:
     print("Parity with GrowthBook's gbstats (frequentist, per-user ratio metrics, one stage)")
     try:
@@ -327,7 +345,8 @@ def part_gbstats(*, experiments: int, seed: int) -> None:
 
 
 PARTS = {"guardrails": part_guardrails, "guardrail_resumes": part_guardrail_resumes, "srm": part_srm, "estimates": part_estimates, "returning": part_returning,
-         "tails": part_tails, "latency_guardrail": part_latency_guardrail, "gate": part_gate, "gbstats": part_gbstats}
+         "tails": part_tails, "latency_guardrail": part_latency_guardrail, "gate": part_gate,
+         "health": part_health, "tag_cautions": part_tag_cautions, "gbstats": part_gbstats}
 
 
 def main() -> None:
