@@ -70,7 +70,9 @@ def render_markdown(data: ReportData) -> str:
             if budget.exhausted:
                 projection = "exhausted"
             elif budget.exhaustion_at is None:
-                projection = "not in sight (no recent spend)"
+                # None: no spend in the window, or so little that the money lasts beyond the horizon.
+                why = "more than 100 years at the current burn rate" if budget.burn_usd_per_day > 0 else "no recent spend"
+                projection = f"not in sight ({why})"
             else:
                 projection = f"{budget.exhaustion_at:%Y-%m-%d}" + ("" if budget.within_period else " (after the period resets)")
             lines.append(

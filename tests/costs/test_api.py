@@ -92,3 +92,12 @@ def test_budget_check_answers_409_with_the_message_when_one_dollar_is_left(clien
     negative = client.post("/api/v1/costs/budget-check", {"agent": "qa_agent", "estimate_usd": "-1"},
                            content_type="application/json", **bearer(key))
     assert negative.status_code == 422 and negative.json()["errors"][0]["field"] == "estimate_usd"
+
+
+def test_a_tiny_charge_leaves_the_summary_answering(client, qa_agent, default_budget, api_key_for):
+    """Money review: one $0.00001 charge on the $30 budget projected exhaustion three million days on,
+    past the year 9999: building that date raised OverflowError and the summary answered 500."""
+    charge(qa_agent, "0.00001", "tiny", operation="inference")
+    response = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent")))
+    assert response.status_code == 200, response.content
+    assert (response.json()["spent_usd"], response.json()["percent"]) == ("0.00001", 0.0)

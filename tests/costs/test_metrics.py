@@ -45,3 +45,12 @@ def test_budget_figures_are_decimal_arithmetic_converted_once_without_float_nois
     text = client.get("/metrics").content.decode()
     assert 'genesis_budget_threshold_usd{budget="small",threshold="83"} 0.913\n' in text  # not 0.9130000000000001
     assert 'genesis_budget_spent_usd{budget="small"} 5.878978\n' in text
+
+
+def test_a_tiny_charge_leaves_the_cost_metrics_up(client, qa_agent, default_budget):
+    """Money review: one $0.00001 charge made the budget's projection overflow, so the collector
+    failed and /metrics read genesis_cost_metrics_up 0 with no cost series."""
+    cost_record(agent=qa_agent, operation="inference", amount_usd=Decimal("0.00001"), idempotency_key="tiny")
+    samples = scrape(client)
+    assert samples[("genesis_cost_metrics_up", ())] == 1.0
+    assert samples[("genesis_budget_spent_usd", (("budget", "default"),))] == 0.00001

@@ -299,3 +299,16 @@ def test_report_csv_writes_negative_amounts_and_tokens_as_numbers():
     written = list(csv.reader(io.StringIO(reports.render_csv(ReportData(as_of=as_of, rows=rows)))))
     assert written[1][3:] == ["'=1+1", "1", "-120", "-0.01"]
     assert written[2] == ["TOTAL", "", "", "", "1", "-120", "-0.01"]
+
+
+@pytest.mark.django_db
+def test_a_tiny_charge_does_not_fail_the_daily_report(qa_agent, default_budget, alert_channels, mailoutbox):
+    """Money review: the budget's projection overflowed on one $0.00001 charge and the daily report
+    ended `failed`."""
+    from costs.services import cost_report_daily
+
+    cost_record(agent=qa_agent, operation="inference", amount_usd=Decimal("0.00001"), idempotency_key="tiny")
+    report = cost_report_daily()
+    assert report.status == CostReport.Status.SUCCEEDED, report.error
+    assert "| not in sight (more than 100 years at the current burn rate) |" in report.markdown
+    assert len(mailoutbox) == 1

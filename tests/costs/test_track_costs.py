@@ -145,3 +145,18 @@ def test_report_csv_keeps_a_model_name_a_spreadsheet_would_run_as_text(qa_agent)
     assert sorted(row[3] for row in rows[1:-1]) == sorted(
         [f"'{formula}", "'@SUM(1+1)", "'-2+3+cmd|' /C calc'!A0", "open-mistral-7b"])
     assert [row[6] for row in rows[1:]] == ["0.01", "0.01", "0.01", "0.01", "0.04"]  # amounts stay numbers
+
+
+@pytest.mark.django_db
+def test_a_tiny_charge_is_logged_once_without_an_error_and_the_report_says_exhaustion_is_not_in_sight(qa_agent, default_budget):
+    """Money review: `--log --cost 0.00001` committed its entry, then raised OverflowError printing the
+    budget (exhaustion three million days on): an operator who ran it again was charged twice. The
+    report crashed the same way."""
+    printed = track_costs("--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "0.00001")
+    entry = CostEntry.objects.get()
+    assert printed.splitlines() == [
+        f"recorded entry #{entry.pk}: $0.000010 manual for qa_agent",
+        "budget 'default': $0.000010 of $30.00 (0 %; thresholds reached: none)",
+    ]
+    assert "| not in sight (more than 100 years at the current burn rate) |" in track_costs("--report")
+    assert json.loads(track_costs("--report", "--format", "json"))["budgets"][0]["projected_exhaustion_at"] is None
