@@ -183,9 +183,16 @@ def format_usd_tick(value: Decimal, *, step: Decimal) -> str:
     return f"${value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,.{places}f}"
 
 
+def percent_shown(value: Decimal, *, places: int) -> Decimal:
+    """A percent as it is shown, to `places` decimals, rounded down — so a threshold is never shown as
+    reached before it is (24.995 → 24.99 beside no threshold crossed, not 25.0). The one rule of the
+    admin and the commands (format_percent, one decimal) and the API and reports (two)."""
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
+
+
 def format_percent(value: Decimal) -> str:
     """91 → "91 %", 96.666… → "96.6 %" (rounded down, so a threshold is never shown as reached early)."""
-    shown = value.quantize(Decimal("0.1"), rounding=ROUND_DOWN)
+    shown = percent_shown(value, places=1)
     text = f"{shown:f}".removesuffix(".0")
     return f"{text} %"
 

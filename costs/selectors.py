@@ -256,7 +256,7 @@ def cost_summary(*, budget: Budget, now: datetime | None = None, visible_agents:
     return {
         "budget_usd": budgeting.money_str(budget.amount_usd),
         "spent_usd": budgeting.money_str(status.spent),
-        "percent": float(round(status.percent, 2)),
+        "percent": float(budgeting.percent_shown(status.percent, places=2)),
         "thresholds_crossed": [threshold.percent for threshold in status.reached],
         "by_agent": {
             k: budgeting.money_str(v) for k, v in spend_by(dimension="agent", budget=budget, period=status.period).items()

@@ -101,3 +101,14 @@ def test_a_tiny_charge_leaves_the_summary_answering(client, qa_agent, default_bu
     response = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent")))
     assert response.status_code == 200, response.content
     assert (response.json()["spent_usd"], response.json()["percent"]) == ("0.00001", 0.0)
+
+
+def test_percent_is_rounded_down_so_it_never_reads_a_threshold_not_crossed(client, qa_agent, default_budget, api_key_for):
+    """Money review: $7.4985 of $30 is 24.995 %; round() (half-even) answered 25.0 beside
+    "thresholds_crossed": [] — the admin's rule is to round down, and the API now follows it."""
+    charge(qa_agent, "7.4985", "just-under")
+    body = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent"))).json()
+    assert (body["percent"], body["thresholds_crossed"]) == (24.99, [])
+    charge(qa_agent, "0.0015", "at-25")
+    body = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent"))).json()
+    assert (body["percent"], body["thresholds_crossed"]) == (25.0, [25])

@@ -312,3 +312,12 @@ def test_a_tiny_charge_does_not_fail_the_daily_report(qa_agent, default_budget, 
     assert report.status == CostReport.Status.SUCCEEDED, report.error
     assert "| not in sight (more than 100 years at the current burn rate) |" in report.markdown
     assert len(mailoutbox) == 1
+
+
+@pytest.mark.django_db
+def test_a_budgets_percent_in_the_json_report_is_rounded_down_as_everywhere(qa_agent, default_budget):
+    """Money review: $7.4985 of $30 (24.995 %) read 25.0 in the JSON report, beside no threshold crossed."""
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("7.4985"), idempotency_key="just-under")
+    budget = reports.report_as_dict(cost_report_data())["budgets"][0]
+    assert (budget["percent"], budget["thresholds_crossed"]) == (24.99, [])
+    assert "| 24.9 % | none |" in reports.render_markdown(cost_report_data())
