@@ -416,8 +416,9 @@ def cost_report_data(*, as_of: datetime | None = None, since: date | None = None
     with `since`, the spend of a period: the entries that occurred from that day on (local time) up to
     `as_of` — one dated later (a provider's clock ahead of ours) belongs to a later period, as one
     recorded later does. Budgets, alerts and jobs are the same either way: each budget's own period,
-    the last 100 of the others."""
-    as_of = as_of or timezone.now()
+    the last 100 of the others. `as_of` comes back in local time, as a report names its day by it (the
+    report keyed daily:2027-04-01 in Paris was titled 2027-03-31 in UTC)."""
+    as_of = timezone.localtime(as_of or timezone.now())
     entries = CostEntry.objects.filter(recorded_at__lte=as_of)
     if since is not None:
         entries = entries.filter(

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -104,7 +104,8 @@ class Clock:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.now = timezone.now()
-        monkeypatch.setattr(timezone, "now", lambda: self.now)
+        # In UTC, as timezone.now() answers: a local time here hid a report named by its UTC day.
+        monkeypatch.setattr(timezone, "now", lambda: self.now.astimezone(UTC))
 
     def at(self, *args: int) -> datetime:
         self.now = local(*args)
@@ -321,3 +322,27 @@ def test_a_budgets_percent_in_the_json_report_is_rounded_down_as_everywhere(qa_a
     budget = reports.report_as_dict(cost_report_data())["budgets"][0]
     assert (budget["percent"], budget["thresholds_crossed"]) == (24.99, [])
     assert "| 24.9 % | none |" in reports.render_markdown(cost_report_data())
+
+
+@pytest.mark.django_db
+def test_the_daily_report_is_named_by_its_local_day(qa_agent, settings, monkeypatch, alert_channels, mailoutbox, admin_client):
+    """Money review: with TIME_ZONE=Europe/Paris the report keyed daily:2027-04-01 (made at 00:05 Paris,
+    22:05 UTC the day before) was titled "cost report 2027-03-31", with attachments
+    genesis-costs-2027-03-31.*: named by its moment in UTC."""
+    from costs.services import cost_report_daily
+
+    settings.TIME_ZONE = "Europe/Paris"
+    clock = Clock(monkeypatch)
+    today = clock.now
+    clock.at(2027, 3, 31, 12, 0)
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("1"), idempotency_key="march")
+    clock.at(2027, 4, 1, 0, 5)
+    report = cost_report_daily()
+    assert report.schedule_key == "daily:2027-04-01" and report.status == CostReport.Status.SUCCEEDED
+    assert report.markdown.startswith("# Genesis cost report — 2027-04-01 00:05 CEST\n")
+    assert mailoutbox[0].subject == "[Genesis] cost report 2027-04-01: $1.00"
+    assert [a[0] for a in mailoutbox[0].attachments] == ["genesis-costs-2027-04-01.md", "genesis-costs-2027-04-01.csv"]
+    assert mailoutbox[0].body.startswith("Genesis cost report 2027-04-01: $1.00 over 1 entries.")
+    clock.now = today  # the admin's session was opened today
+    download = admin_client.get(f"/admin/costs/costreport/{report.pk}/download/csv/")
+    assert download["Content-Disposition"] == f'attachment; filename="genesis-costs-2027-04-01-{report.pk}.csv"'
