@@ -83,6 +83,15 @@ def test_a_key_reused_with_other_values_is_refused_naming_the_entry_and_an_exact
          "--cost: '0.1234567' has more than 6 decimal places (the ledger keeps micro-dollars)"),
         (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "99999999999"],
          "--cost: 99999999999 is too large; it can be at most 9,999,999,999.999999 (10 digits before the decimal point)"),
+        # Money review: Decimal() took "1_0" as $10 and "-0" as zero; --cost is read as the API reads money.
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1_0"],
+         "--cost: '1_0' is not written as dollars: up to 10 digits, then optionally a point and up to 6 more, e.g. 2.50 "
+         "(no sign, exponent, underscore or space)"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "-0"], "--cost: '-0' must be zero or more, written without a sign"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1e1"], "--cost: '1e1' is not written as dollars"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", " 2"], "--cost: ' 2' is not written as dollars"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "+2"], "--cost: '+2' is not written as dollars"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "Infinity"], "--cost: 'Infinity' is not a number of dollars"),
         (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--tokens", "99999999999999999999"],
          "--tokens: 99999999999999999999 is too large; it can be at most 9,223,372,036,854,775,807"),
     ],
