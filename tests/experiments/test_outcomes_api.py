@@ -206,6 +206,33 @@ def test_tokens_become_inference_cost_on_the_ledger_once(client, running, api_ke
     assert CostEntry.objects.filter(operation="inference").count() == 2  # a resent batch is charged nothing
 
 
+def test_each_outcomes_cost_is_exact_to_its_eight_places_and_the_ledger_rounds_their_sum_once(client, running, api_key_for):
+    """Money review: each outcome's cost was rounded to the micro-dollar before it was stored and
+    summed, so a thousand one-token events at $0.25/M put $0.000000 on the ledger (true: $0.00025), and
+    a thousand of 1 input + 2 output tokens at $0.25/$0.75 put $0.002 (true: $0.00175)."""
+    from datetime import date
+    from decimal import Decimal
+
+    from costs.models import CostEntry
+    from costs.services import price_upsert
+
+    price_upsert(model="open-mistral-7b", effective_from=date(2024, 1, 1), input_usd_per_million="0.25",
+                 output_usd_per_million="0.75", source="test price list", source_date=date(2024, 1, 1))
+    key = api_key_for("qa_agent")
+    model = running.control.model_id
+
+    one_token = [event(event_id=f"one-{i}", user_id=f"u-{i}", model=model, input_tokens=1, output_tokens=0) for i in range(1000)]
+    assert post(client, key, one_token).json()["accepted"] == 1000
+    assert set(OutcomeEvent.objects.values_list("cost_usd", flat=True)) == {Decimal("0.00000025")}
+    assert CostEntry.objects.get(operation="inference").amount_usd == Decimal("0.000250")
+
+    three_tokens = [event(event_id=f"three-{i}", user_id=f"u-{i}", model=model, input_tokens=1, output_tokens=2) for i in range(1000)]
+    assert post(client, key, three_tokens).json()["accepted"] == 1000
+    assert set(OutcomeEvent.objects.filter(event_id__startswith="three-").values_list("cost_usd", flat=True)) == {Decimal("0.00000175")}
+    assert sorted(CostEntry.objects.filter(operation="inference").values_list("amount_usd", flat=True)) == [
+        Decimal("0.000250"), Decimal("0.001750")]
+
+
 def test_the_answer_names_the_events_whose_tokens_could_not_be_charged(client, running, api_key_for):
     # Was: a 202 saying nothing, and only a line in the server's log, so the sender could not tell
     # that part of its cost was missing from the ledger.
