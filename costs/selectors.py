@@ -52,6 +52,27 @@ def price_in_force(*, model: str, on: date | None = None, base_model: str | None
         raise NotFound(str(exc)) from None
 
 
+def price_first_in_force(*, model: str, start: date, end: date, base_model: str | None = None) -> pricing.Price:
+    """The price in force for `model` on `start`, else the first that takes effect from then to `end`
+    (inclusive): what a charge for the period from `start` to `end` is made at — a price added from
+    the middle of a month applies to that month, which had no price at its first day. NotFound when
+    no price is in force at any time in the period."""
+    try:
+        return price_in_force(model=model, on=start, base_model=base_model)
+    except NotFound:
+        candidates = pricing.price_candidates(model, base_model)
+        first = PriceTable.objects.filter(
+            model__in=candidates, effective_from__gt=start, effective_from__lte=end
+        ).aggregate(first=Min("effective_from"))["first"]
+        if first is None:
+            tried = f" or its base model '{candidates[-1]}'" if len(candidates) > 1 else ""
+            raise NotFound(
+                f"no price for model '{model}'{tried} in force from {start.isoformat()} to {end.isoformat()}; "
+                "add one in the admin (Costs and budgets › Prices)"
+            ) from None
+    return price_in_force(model=model, on=first, base_model=base_model)
+
+
 def inference_cost(
     *, model: str, input_tokens: int, output_tokens: int, on: date | None = None, base_model: str | None = None
 ) -> Decimal:
