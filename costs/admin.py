@@ -364,7 +364,7 @@ class CostReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         report = get_object_or_404(CostReport, pk=pk, status=CostReport.Status.SUCCEEDED)
         content, content_type = {"md": (report.markdown, "text/markdown"), "csv": (report.csv, "text/csv")}[fmt]
         response = HttpResponse(content, content_type=f"{content_type}; charset=utf-8")
-        stamp = (report.as_of or report.created_at).strftime("%Y-%m-%d")
+        stamp = f"{timezone.localtime(report.as_of or report.created_at):%Y-%m-%d}"  # the day its title names
         response["Content-Disposition"] = f'attachment; filename="genesis-costs-{stamp}-{report.pk}.{fmt}"'
         return response
 

@@ -22,7 +22,7 @@ router = Router(tags=["costs"])
 class CostSummaryOut(Schema):
     budget_usd: str = Field(..., description='Decimal string, e.g. "30.00"')
     spent_usd: str = Field(..., description="Decimal string: the exact ledger amount, at least two decimals")
-    percent: float = Field(..., description="spent / budget × 100, two decimals")
+    percent: float = Field(..., description="spent / budget × 100, two decimals rounded down (24.995 → 24.99)")
     thresholds_crossed: list[int] = Field(..., description="Thresholds (percent) the current period's spend has reached")
     by_agent: dict[str, str] = Field(
         ..., description="Spend per agent (decimal strings), only of the agents this key may act for; "

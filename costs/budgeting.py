@@ -22,6 +22,10 @@ SEVERITIES = ("warning", "critical", "emergency")
 # Burn rate looks back this far: long enough to smooth one expensive benchmark, short enough to
 # follow a change of pace.
 BURN_RATE_WINDOW = timedelta(days=7)
+# How far ahead a projection names a date. A tiny burn rate (one $0.00001 charge on a $30 budget: three
+# million days) put the date past the year 9999, and building it raised OverflowError — the summary API,
+# the dashboard, /metrics and the reports failed with it. Beyond this horizon nothing is in sight.
+EXHAUSTION_HORIZON = timedelta(days=36525)  # a hundred years
 
 
 @dataclass(frozen=True, order=True)
@@ -179,9 +183,16 @@ def format_usd_tick(value: Decimal, *, step: Decimal) -> str:
     return f"${value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,.{places}f}"
 
 
+def percent_shown(value: Decimal, *, places: int) -> Decimal:
+    """A percent as it is shown, to `places` decimals, rounded down — so a threshold is never shown as
+    reached before it is (24.995 → 24.99 beside no threshold crossed, not 25.0). The one rule of the
+    admin and the commands (format_percent, one decimal) and the API and reports (two)."""
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
+
+
 def format_percent(value: Decimal) -> str:
     """91 → "91 %", 96.666… → "96.6 %" (rounded down, so a threshold is never shown as reached early)."""
-    shown = value.quantize(Decimal("0.1"), rounding=ROUND_DOWN)
+    shown = percent_shown(value, places=1)
     text = f"{shown:f}".removesuffix(".0")
     return f"{text} %"
 
@@ -266,7 +277,7 @@ class Projection:
     burn_usd_per_day: Decimal
     window_days: Decimal
     exhausted: bool
-    exhaustion_at: datetime | None  # None: no spending, so no exhaustion in sight
+    exhaustion_at: datetime | None  # None: no spending, or so little that it lasts past EXHAUSTION_HORIZON
     within_period: bool  # False when the money outlasts the period (it resets first)
 
 
@@ -281,7 +292,8 @@ def project_exhaustion(
 ) -> Projection:
     """Burn rate = spend in the window / the window's length in days (at least one day, so a first
     expensive hour is not extrapolated to a full day twenty-four times). Exhaustion = now + what is
-    left / burn rate."""
+    left / burn rate, compared in Decimal with EXHAUSTION_HORIZON first: further away than that it is
+    None (not in sight, not within the period), never a date past what a datetime can hold."""
     window_days = max(Decimal(str((now - window_start).total_seconds())) / Decimal(86400), Decimal(1))
     burn = max(window_spend, Decimal(0)) / window_days
     remaining = limit - spent
@@ -289,7 +301,7 @@ def project_exhaustion(
     exhaustion_at: datetime | None
     if exhausted:
         exhaustion_at = now
-    elif burn > 0:
+    elif burn > 0 and remaining / burn <= EXHAUSTION_HORIZON.days:
         exhaustion_at = now + timedelta(days=float(remaining / burn))
     else:
         exhaustion_at = None

@@ -9,7 +9,8 @@ per scrape reads it. Counters stay monotonic because charges and reversals are e
 - genesis_cost_reversed_usd_total{agent,operation}   counter: reversals (as positive amounts);
   net spend = charges − reversals
 - genesis_budget_limit_usd{budget}, genesis_budget_spent_usd{budget}   gauges, current period
-- genesis_budget_used_ratio{budget}                   gauge: spent / limit in the current period
+- genesis_budget_used_ratio{budget}                   gauge: spent / limit in the current period (a $0 budget
+  with any spend: 1, as it reads 100 % everywhere)
 - genesis_budget_threshold_usd{budget,threshold}      gauge: each alert threshold in dollars (dashboard lines)
 - genesis_budget_threshold_crossed_percent{budget}    gauge: highest threshold reached this period (0: none)
 - genesis_budget_alerts_total{budget,severity}        counter: alerts raised
@@ -98,7 +99,9 @@ class CostMetricsCollector(Collector):
             status = budget_status(budget=budget)
             families["limit"].add_metric([budget.name], float(budget.amount_usd))
             families["spent"].add_metric([budget.name], float(status.spent))
-            families["ratio"].add_metric([budget.name], float(status.spent / budget.amount_usd) if budget.amount_usd else 0.0)
+            # percent_used's rule, as the API and the admin read it: a $0 budget with any spend is used up
+            # (1, so BudgetExhausted fires), not 0.
+            families["ratio"].add_metric([budget.name], float(status.percent / 100))
             for threshold in status.thresholds:
                 families["threshold"].add_metric(
                     [budget.name, str(threshold.percent)], float(budget.amount_usd * threshold.percent / 100)

@@ -85,11 +85,14 @@ def resolve_price(*, model: str, on: date, prices: Iterable[Price], base_model: 
     )
 
 
-def inference_cost(*, price: Price, input_tokens: int, output_tokens: int) -> Decimal:
+def inference_cost(*, price: Price, input_tokens: int, output_tokens: int, quantum: Decimal = LEDGER_QUANTUM) -> Decimal:
+    """What the tokens cost, rounded half-up to `quantum`: the ledger's micro-dollar for a charge that is
+    one entry, finer for a cost that is summed with others before it becomes one (an outcome's cost is
+    kept to eight places, and its ledger entry is the sum of many, rounded once)."""
     if input_tokens < 0 or output_tokens < 0:
         raise ValueError("token counts cannot be negative")
     raw = (Decimal(input_tokens) * price.input_usd_per_million + Decimal(output_tokens) * price.output_usd_per_million) / MILLION
-    return to_ledger_amount(raw)
+    return raw.quantize(quantum, rounding=ROUND_HALF_UP)
 
 
 def fine_tuning_cost(*, price: Price, training_tokens: int) -> Decimal:

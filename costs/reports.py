@@ -13,7 +13,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from costs.budgeting import format_percent, format_share, format_usd, money_str
+from costs.budgeting import format_percent, format_share, format_usd, money_str, percent_shown
 from genesis.spreadsheets import csv_writer
 
 if TYPE_CHECKING:
@@ -70,7 +70,9 @@ def render_markdown(data: ReportData) -> str:
             if budget.exhausted:
                 projection = "exhausted"
             elif budget.exhaustion_at is None:
-                projection = "not in sight (no recent spend)"
+                # None: no spend in the window, or so little that the money lasts beyond the horizon.
+                why = "more than 100 years at the current burn rate" if budget.burn_usd_per_day > 0 else "no recent spend"
+                projection = f"not in sight ({why})"
             else:
                 projection = f"{budget.exhaustion_at:%Y-%m-%d}" + ("" if budget.within_period else " (after the period resets)")
             lines.append(
@@ -126,7 +128,7 @@ def report_as_dict(data: ReportData) -> dict[str, Any]:
         ],
         "budgets": [
             {"name": b.name, "scope": b.scope, "period": b.period, "budget_usd": money_str(b.limit),
-             "spent_usd": money_str(b.spent), "percent": float(round(b.percent, 2)),
+             "spent_usd": money_str(b.spent), "percent": float(percent_shown(b.percent, places=2)),
              "thresholds": [t.as_dict() for t in b.thresholds], "thresholds_crossed": b.reached,
              "hard_limit": b.hard_limit, "burn_rate_usd_per_day": money_str(b.burn_usd_per_day),
              "exhausted": b.exhausted,

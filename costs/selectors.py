@@ -52,6 +52,27 @@ def price_in_force(*, model: str, on: date | None = None, base_model: str | None
         raise NotFound(str(exc)) from None
 
 
+def price_first_in_force(*, model: str, start: date, end: date, base_model: str | None = None) -> pricing.Price:
+    """The price in force for `model` on `start`, else the first that takes effect from then to `end`
+    (inclusive): what a charge for the period from `start` to `end` is made at — a price added from
+    the middle of a month applies to that month, which had no price at its first day. NotFound when
+    no price is in force at any time in the period."""
+    try:
+        return price_in_force(model=model, on=start, base_model=base_model)
+    except NotFound:
+        candidates = pricing.price_candidates(model, base_model)
+        first = PriceTable.objects.filter(
+            model__in=candidates, effective_from__gt=start, effective_from__lte=end
+        ).aggregate(first=Min("effective_from"))["first"]
+        if first is None:
+            tried = f" or its base model '{candidates[-1]}'" if len(candidates) > 1 else ""
+            raise NotFound(
+                f"no price for model '{model}'{tried} in force from {start.isoformat()} to {end.isoformat()}; "
+                "add one in the admin (Costs and budgets › Prices)"
+            ) from None
+    return price_in_force(model=model, on=first, base_model=base_model)
+
+
 def inference_cost(
     *, model: str, input_tokens: int, output_tokens: int, on: date | None = None, base_model: str | None = None
 ) -> Decimal:
@@ -256,7 +277,7 @@ def cost_summary(*, budget: Budget, now: datetime | None = None, visible_agents:
     return {
         "budget_usd": budgeting.money_str(budget.amount_usd),
         "spent_usd": budgeting.money_str(status.spent),
-        "percent": float(round(status.percent, 2)),
+        "percent": float(budgeting.percent_shown(status.percent, places=2)),
         "thresholds_crossed": [threshold.percent for threshold in status.reached],
         "by_agent": {
             k: budgeting.money_str(v) for k, v in spend_by(dimension="agent", budget=budget, period=status.period).items()
@@ -416,8 +437,9 @@ def cost_report_data(*, as_of: datetime | None = None, since: date | None = None
     with `since`, the spend of a period: the entries that occurred from that day on (local time) up to
     `as_of` — one dated later (a provider's clock ahead of ours) belongs to a later period, as one
     recorded later does. Budgets, alerts and jobs are the same either way: each budget's own period,
-    the last 100 of the others."""
-    as_of = as_of or timezone.now()
+    the last 100 of the others. `as_of` comes back in local time, as a report names its day by it (the
+    report keyed daily:2027-04-01 in Paris was titled 2027-03-31 in UTC)."""
+    as_of = timezone.localtime(as_of or timezone.now())
     entries = CostEntry.objects.filter(recorded_at__lte=as_of)
     if since is not None:
         entries = entries.filter(

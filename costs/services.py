@@ -271,6 +271,13 @@ def _checked_key(
         _check_tokens(tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens)
     except InvalidInput as exc:
         raise InvalidInput(f"{prefix}{exc.message}") from None
+    total = _total_tokens(tokens, input_tokens, output_tokens)
+    if total is not None and total > MAX_TOKENS:
+        # Each fits its column, their sum (the entry's `tokens`) not: PostgreSQL refused the row (a 500).
+        raise InvalidInput(
+            f"{prefix}tokens: input_tokens + output_tokens = {total} is too large; it can be at most {MAX_TOKENS:,} "
+            "(give tokens, or split the charge)"
+        )
     return key
 
 

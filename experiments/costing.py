@@ -8,7 +8,9 @@
   model once per batch, and :func:`uncharged_events` tells the sender in the 202 (``uncharged``).
 * :func:`record_rows` puts the cost of the *newly accepted* outcomes on the ledger with
   costs.services.cost_record_many: one entry per (agent, model, day) per request, whose amount is the
-  sum of the outcomes' own costs, so the ledger and the results page agree to the micro-dollar. The
+  sum of the outcomes' own costs — each exact to the outcome column's eight places, the sum rounded
+  once to the ledger's micro-dollar — so the ledger and the results page agree to the micro-dollar (a
+  thousand one-token events at $0.25/M are $0.00025 on both, not $0 from rounding each first). The
   idempotency key is derived from the event ids, and only events the database just inserted are
   charged, so a resent batch is charged nothing.
 """
@@ -28,10 +30,15 @@ from costs import pricing
 from costs.models import Operation
 from costs.selectors import price_in_force
 from costs.services import Charge, cost_record_many
+from experiments.models import OutcomeEvent
 from genesis.errors import NotFound
 from models_app.registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
+
+# An outcome's cost as its column keeps it (OutcomeEvent.cost_usd, eight places), not the ledger's
+# micro-dollar: the ledger entry sums many of them, and is rounded once (cost_record_many).
+OUTCOME_COST_QUANTUM = Decimal(1).scaleb(-OutcomeEvent._meta.get_field("cost_usd").decimal_places)
 
 
 def _local_day(moment: datetime, cache: dict[datetime, date]) -> date:
@@ -71,7 +78,7 @@ def price_rows(*, rows: list[dict[str, Any]]) -> None:
             row["uncharged"] = UNPRICED
         else:
             row["cost_usd"] = pricing.inference_cost(
-                price=price, input_tokens=input_tokens or 0, output_tokens=output_tokens or 0
+                price=price, input_tokens=input_tokens or 0, output_tokens=output_tokens or 0, quantum=OUTCOME_COST_QUANTUM
             )
     if unpriced:
         logger.warning(

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from experiments import costing, routing
+from experiments import costing, retention, routing
 from experiments.assignment import assign_variant
 from experiments.bulk import insert_ignoring_conflicts, staged_rows
 from experiments.metrics import outcomes_count
@@ -209,10 +209,11 @@ def _outcome_rows(
     valid: list[tuple[int, OutcomeEventIn]], *, agents: dict[str, Agent], received_at: datetime, rejected: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], int]:
     """The rows to insert, one per new (agent, event_id) of the batch, and how many repeated an
-    event_id within the batch. Events of unknown agents or from the future go to `rejected`."""
+    event_id within the batch. Events of unknown agents, from the future or older than the outcome
+    retention go to `rejected`."""
     running = _running_experiments(agents)
     agent_ids = {slug: agent.pk for slug, agent in agents.items()}
-    latest_allowed = received_at + MAX_OUTCOME_CLOCK_SKEW
+    age_limit = retention.outcome_age_limit(received_at=received_at)
     rows: list[dict[str, Any]] = []
     seen_in_batch: set[tuple[int, str]] = set()  # (agent id, event_id): event ids are unique per agent
     duplicates = 0
@@ -222,11 +223,9 @@ def _outcome_rows(
             rejected.append({"index": index, "detail": f"agent: '{event.agent}' does not exist"})
             continue
         occurred_at = _occurred_at(event, received_at=received_at)
-        if occurred_at > latest_allowed:
-            rejected.append({"index": index, "detail": (
-                f"occurred_at: {occurred_at.isoformat()} is in the future (received at {received_at.isoformat()}, "
-                f"allowing {MAX_OUTCOME_CLOCK_SKEW.total_seconds() / 60:g} minutes of clock skew); check the agent's clock and time zone"
-            )})
+        refusal = _time_refusal(occurred_at, received_at=received_at, age_limit=age_limit)
+        if refusal is not None:
+            rejected.append({"index": index, "detail": refusal})
             continue
         # Within the skew allowed, a time ahead of the server's is the agent's clock: the outcome
         # occurred by the time it was received, when the stage current now was in effect. So it is
@@ -261,6 +260,24 @@ def _outcome_rows(
             "received_at": received_at,
         })
     return rows, duplicates
+
+
+def _time_refusal(occurred_at: datetime, *, received_at: datetime, age_limit: retention.OutcomeAgeLimit | None) -> str | None:
+    """Why an event that occurred at `occurred_at` is not stored, or None when its time is fine."""
+    if occurred_at > received_at + MAX_OUTCOME_CLOCK_SKEW:
+        return (
+            f"occurred_at: {occurred_at.isoformat()} is in the future (received at {received_at.isoformat()}, "
+            f"allowing {MAX_OUTCOME_CLOCK_SKEW.total_seconds() / 60:g} minutes of clock skew); check the agent's clock and time zone"
+        )
+    if age_limit is not None and occurred_at < age_limit.oldest:
+        # "A repeated event_id is counted once" holds only while the first one is stored: an outcome
+        # this old may have been pruned, and sent again it would be stored and charged a second time.
+        return (
+            f"occurred_at: {occurred_at.isoformat()} is older than the {age_limit.days}-day outcome retention "
+            f"({age_limit.setting}; received at {received_at.isoformat()}): outcomes that old are pruned, so it "
+            "could not be told from one already counted and charged; not stored"
+        )
+    return None
 
 
 def _occurred_at(event: OutcomeEventIn, *, received_at: datetime) -> datetime:

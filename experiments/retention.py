@@ -191,6 +191,36 @@ def outcomes_prune_scheduled(*, now: datetime | None = None) -> PruneResult | No
     )
 
 
+@dataclass(frozen=True)
+class OutcomeAgeLimit:
+    """The oldest outcome ingestion stores: one that occurred before `oldest` may already have been
+    pruned, so its event_id would not be known as a repeat and its tokens would be charged again."""
+
+    oldest: datetime
+    days: int
+    setting: str  # the retention that sets it
+
+
+def outcome_age_limit(*, received_at: datetime) -> OutcomeAgeLimit | None:
+    """The age limit of outcomes received at `received_at`, from the retentions the scheduled prune
+    applies (the shorter when both are set: an ended experiment's pruned outcome would come back as
+    live); None when both keep forever. The prune deletes what occurred before its run less the
+    retention, and every run is at or after any earlier receipt, so nothing it could have deleted is
+    younger than this limit."""
+    retentions = [
+        (days, name)
+        for days, name in (
+            (settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, "GENESIS_RETAIN_LIVE_OUTCOMES_DAYS"),
+            (settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS, "GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS"),
+        )
+        if days
+    ]
+    if not retentions:
+        return None
+    days, name = min(retentions)
+    return OutcomeAgeLimit(oldest=received_at - timedelta(days=days), days=days, setting=name)
+
+
 def _live_outcomes(before: datetime) -> QuerySet[OutcomeEvent]:
     # Outcomes in no experiment. `variant = 'live'` beside the null experiment lets the
     # (experiment, variant, occurred_at) index find them as one range; ingestion writes no other pair.

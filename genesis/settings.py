@@ -271,7 +271,8 @@ def _env_days(name: str, default: int) -> int:
 
 # --- data retention (README "Data retention"): what the daily beat tasks delete, in days; 0 keeps forever.
 # Outcomes outside every experiment ("live"): their cost is on the ledger, and nothing reads them after
-# the health windows (15 minutes); 90 days leaves room for investigations.
+# the health windows (15 minutes); 90 days leaves room for investigations. POST /outcomes rejects events
+# older than this (experiments.retention.outcome_age_limit): a pruned event sent again would be charged twice.
 GENESIS_RETAIN_LIVE_OUTCOMES_DAYS = _env_days("GENESIS_RETAIN_LIVE_OUTCOMES_DAYS", 90)
 # The outcomes and exposures of rolled-back or completed experiments are their results, the evidence of
 # a launch decision: kept unless an operator chooses a retention for them.

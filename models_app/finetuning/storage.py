@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 
 from django.utils import timezone
 
 from costs.models import IDEMPOTENCY_KEY_MAX_LENGTH, CostEntry, Operation
 from costs.pricing import storage_cost
-from costs.selectors import price_in_force
+from costs.selectors import price_first_in_force
 from costs.services import cost_record
 from genesis.errors import DomainError, NotFound
 from models_app.registry.models import ModelKind, ModelStatus, ModelVersion
@@ -22,11 +22,22 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StorageMonth:
-    """A run of the month's storage charges: the month's entry of each model charged (by this run or an
-    earlier one), and each model whose charge failed — (provider, model id) → why."""
+    """A run of the storage charges: the month's entry of each model charged (by this run or an earlier
+    one); the entries of earlier months this run charged (a month missed); and each model whose charge
+    failed — (provider, model id) → why."""
 
     charged: list[CostEntry]
     failed: dict[tuple[str, str], str]
+    back_charged: list[CostEntry] = field(default_factory=list)
+
+
+# How many months a run looks at: the month charged and the ones before it. A month is missed when beat
+# was down all of it, when a model was registered after the month's last daily run, or when its price
+# took effect after the run of that month; the next run charges it. Bounded so that a run's work does
+# not grow with the age of the registry: a year covers any outage that is noticed.
+STORAGE_MONTHS_LOOKED_AT = 12
+# Keys per ledger lookup, well below PostgreSQL's 65 535 parameters of a statement.
+_KEYS_PER_QUERY = 5_000
 
 
 class StorageChargesFailed(Exception):
@@ -47,15 +58,16 @@ def storage_key(*, provider: str, model_id: str, month_start: date) -> str:
 
 
 def storage_charge_month(*, month: date | None = None) -> StorageMonth:
-    """Charge one month of storage for every fine-tuned model the provider keeps (every fine-tuned
-    version not retired or rejected). Once per provider, model and month, so the daily beat run
-    charges each model once a month. Not one transaction: each charge commits on its own, and a model
-    that cannot be charged (no price, a refusal, an error) is logged and left for the next daily run
-    without holding back the others."""
+    """Charge storage for every fine-tuned model the provider keeps (every fine-tuned version not
+    retired or rejected), for each month from its registration up to `month` (the current one) that
+    has no entry yet, looking back STORAGE_MONTHS_LOOKED_AT months: a month is not lost because the
+    daily run missed it. Once per provider, model and month (the idempotency key), so the daily run
+    charges each model once a month and two runs at once charge it once. Not one transaction: each
+    charge commits on its own, and a model that cannot be charged (no price, a refusal, an error) is
+    logged and left for the next daily run without holding back the others."""
     now = timezone.localtime()
-    month_start = (month or now.date()).replace(day=1)
-    in_month = (now.year, now.month) == (month_start.year, month_start.month)
-    occurred_at = now if in_month else timezone.make_aware(datetime.combine(month_start, datetime.min.time()))
+    last = (month or now.date()).replace(day=1)
+    months = [_months_before(last, back) for back in reversed(range(STORAGE_MONTHS_LOOKED_AT))]
     versions = list(
         ModelVersion.objects.filter(kind=ModelKind.FINE_TUNED)
         .exclude(status__in=[ModelStatus.RETIRED, ModelStatus.REJECTED])
@@ -64,24 +76,48 @@ def storage_charge_month(*, month: date | None = None) -> StorageMonth:
     )
     # The provider stores a model once, however many agents registered it, and bills it once a month:
     # an entry under the (provider, model, month) key means the month is paid, whichever version row it
-    # names — another agent's, or one since retired or deleted and the model registered again.
-    keys = {version.pk: storage_key(provider=version.provider.name, model_id=version.model_id, month_start=month_start)
-            for version in versions}
-    recorded = {entry.idempotency_key: entry for entry in CostEntry.objects.filter(idempotency_key__in=set(keys.values()))}
-    charged: list[CostEntry] = []
-    failed: dict[tuple[str, str], str] = {}
-    for version in versions:
-        key = keys[version.pk]
+    # names — another agent's, or one since retired or deleted and the model registered again. A month
+    # is charged to the first version (by id) registered by then.
+    due: dict[str, tuple[ModelVersion, date]] = {}
+    for month_start in months:
+        for version in versions:
+            if _registered_month(version) <= month_start:
+                key = storage_key(provider=version.provider.name, model_id=version.model_id, month_start=month_start)
+                due.setdefault(key, (version, month_start))
+    recorded = _recorded_entries(list(due))
+    run = StorageMonth(charged=[], failed={})
+    for key, (version, month_start) in due.items():  # oldest month first
         if key not in recorded:
-            outcome = _charge(version=version, key=key, month_start=month_start, occurred_at=occurred_at)
+            outcome = _charge(version=version, key=key, month_start=month_start, now=now)
             if isinstance(outcome, _Refused):
-                failed[(version.provider.name, version.model_id)] = outcome.why
+                where = (version.provider.name, version.model_id)
+                why = f"{month_start:%Y-%m}: {outcome.why}"
+                run.failed[where] = f"{run.failed[where]}; {why}" if where in run.failed else why
             if not isinstance(outcome, CostEntry):
                 continue
             recorded[key] = outcome
-        if recorded[key] not in charged:
-            charged.append(recorded[key])
-    return StorageMonth(charged=charged, failed=failed)
+            if month_start != last:
+                run.back_charged.append(outcome)
+        if month_start == last and recorded[key] not in run.charged:
+            run.charged.append(recorded[key])
+    return run
+
+
+def _months_before(month_start: date, count: int) -> date:
+    index = month_start.year * 12 + month_start.month - 1 - count
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _registered_month(version: ModelVersion) -> date:
+    return timezone.localtime(version.created_at).date().replace(day=1)
+
+
+def _recorded_entries(keys: list[str]) -> dict[str, CostEntry]:
+    recorded: dict[str, CostEntry] = {}
+    for offset in range(0, len(keys), _KEYS_PER_QUERY):
+        chunk = keys[offset:offset + _KEYS_PER_QUERY]
+        recorded.update((entry.idempotency_key, entry) for entry in CostEntry.objects.filter(idempotency_key__in=chunk))
+    return recorded
 
 
 @dataclass(frozen=True)
@@ -89,15 +125,23 @@ class _Refused:
     why: str
 
 
-def _charge(*, version: ModelVersion, key: str, month_start: date, occurred_at: datetime) -> CostEntry | _Refused | None:
+def _charge(*, version: ModelVersion, key: str, month_start: date, now: datetime) -> CostEntry | _Refused | None:
     """The month's storage entry of `version`'s model; why it could not be charged; or None when the
-    model has no price (a known gap: warned about, as every charge without a price is)."""
+    model has no price at any time in the month (a known gap: warned about, as every charge without a
+    price is). The price is the one in force on the month's first day, or the first to take effect in
+    it (up to today): a price added from the 15th charges that month, it does not skip it."""
     month = f"{month_start:%Y-%m}"
+    next_month = _months_before(month_start, -1)
+    month_end = min(next_month - timedelta(days=1), now.date())
     try:
-        price = price_in_force(model=version.model_id, on=month_start, base_model=version.base_model)
+        price = price_first_in_force(model=version.model_id, start=month_start, end=month_end, base_model=version.base_model)
     except NotFound as exc:
         logger.warning("no storage charge for %s in %s: %s", version.model_id, month, exc.message)
         return None
+    if (now.year, now.month) == (month_start.year, month_start.month):
+        occurred_at = now
+    else:  # a month gone by: dated within it, from the model's registration if that came later
+        occurred_at = max(timezone.make_aware(datetime.combine(month_start, datetime.min.time())), version.created_at)
     try:
         return cost_record(
             agent=version.agent, operation=Operation.STORAGE, amount_usd=storage_cost(price=price),

@@ -288,3 +288,12 @@ def test_a_rearmed_alert_is_marked_on_the_dashboard_and_in_the_report(admin_clie
     data = cost_report_data()
     assert "(re-armed " in render(data, fmt="md")
     assert '"rearmed_at": "' in render(data, fmt="json")
+
+
+def test_the_dashboard_of_a_budget_barely_spent_says_exhaustion_is_not_in_sight(admin_client, qa_agent, default_budget):
+    """Money review: a $0.00001 charge made the projection overflow and the dashboard answered 500."""
+    cost_record(agent=qa_agent, operation="inference", amount_usd=Decimal("0.00001"), idempotency_key="tiny")
+    response = admin_client.get("/admin/costs/costdashboard/")
+    assert response.status_code == 200
+    projection = response.content.decode().split('id="projection"')[1].split("</section>")[0]
+    assert "not in sight" in projection and "more than 100 years away at the current burn rate" in projection

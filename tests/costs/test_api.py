@@ -92,3 +92,23 @@ def test_budget_check_answers_409_with_the_message_when_one_dollar_is_left(clien
     negative = client.post("/api/v1/costs/budget-check", {"agent": "qa_agent", "estimate_usd": "-1"},
                            content_type="application/json", **bearer(key))
     assert negative.status_code == 422 and negative.json()["errors"][0]["field"] == "estimate_usd"
+
+
+def test_a_tiny_charge_leaves_the_summary_answering(client, qa_agent, default_budget, api_key_for):
+    """Money review: one $0.00001 charge on the $30 budget projected exhaustion three million days on,
+    past the year 9999: building that date raised OverflowError and the summary answered 500."""
+    charge(qa_agent, "0.00001", "tiny", operation="inference")
+    response = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent")))
+    assert response.status_code == 200, response.content
+    assert (response.json()["spent_usd"], response.json()["percent"]) == ("0.00001", 0.0)
+
+
+def test_percent_is_rounded_down_so_it_never_reads_a_threshold_not_crossed(client, qa_agent, default_budget, api_key_for):
+    """Money review: $7.4985 of $30 is 24.995 %; round() (half-even) answered 25.0 beside
+    "thresholds_crossed": [] — the admin's rule is to round down, and the API now follows it."""
+    charge(qa_agent, "7.4985", "just-under")
+    body = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent"))).json()
+    assert (body["percent"], body["thresholds_crossed"]) == (24.99, [])
+    charge(qa_agent, "0.0015", "at-25")
+    body = client.get("/api/v1/costs/summary", **bearer(api_key_for("qa_agent"))).json()
+    assert (body["percent"], body["thresholds_crossed"]) == (25.0, [25])

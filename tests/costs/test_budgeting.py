@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from costs.budgeting import (
     EXHAUSTED,
+    EXHAUSTION_HORIZON,
     Period,
     Threshold,
     alert_thresholds,
@@ -158,6 +159,37 @@ def test_projection_from_burn_rate():
     assert not late.within_period
     over = project_exhaustion(spent=Decimal("31"), limit=Decimal("30"), window_spend=Decimal("8"), window_start=start, now=now, period_end=None)
     assert over.exhausted and over.remaining == 0 and over.exhaustion_at == now
+
+
+def test_a_projection_beyond_the_horizon_is_not_in_sight_rather_than_an_overflow():
+    """Money review: one $0.00001 charge on the default $30 budget is a burn rate of $0.00001 a day:
+    three million days left, past the year 9999 — `now + timedelta(...)` raised OverflowError, and the
+    summary API, the dashboard, /metrics and the reports failed with it."""
+    now = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    start = now - timedelta(days=1)
+    tiny = project_exhaustion(spent=Decimal("0.00001"), limit=Decimal("30"), window_spend=Decimal("0.00001"),
+                              window_start=start, now=now, period_end=None)
+    assert tiny.burn_usd_per_day == Decimal("0.00001") and tiny.remaining == Decimal("29.99999")
+    assert tiny.exhaustion_at is None and not tiny.within_period and not tiny.exhausted
+    # At the horizon exactly a date is still named; a micro-dollar a day less spend and it is not.
+    horizon_days = Decimal(EXHAUSTION_HORIZON.days)
+    at = project_exhaustion(spent=Decimal(0), limit=horizon_days, window_spend=Decimal(1), window_start=start, now=now, period_end=None)
+    assert at.exhaustion_at == now + EXHAUSTION_HORIZON and at.within_period
+    past = project_exhaustion(spent=Decimal(0), limit=horizon_days + Decimal("0.000001"), window_spend=Decimal(1),
+                              window_start=start, now=now, period_end=None)
+    assert past.exhaustion_at is None and not past.within_period
+
+
+@given(
+    limit=st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("9999999999.999999"), places=6),
+    window_spend=st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("9999999999.999999"), places=6),
+    window_days=st.integers(min_value=0, max_value=7),
+)
+def test_a_projection_never_overflows_for_any_ledger_amounts(limit, window_spend, window_days):
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    projection = project_exhaustion(spent=Decimal(0), limit=limit, window_spend=window_spend,
+                                    window_start=now - timedelta(days=window_days), now=now, period_end=None)
+    assert projection.exhaustion_at is None or now <= projection.exhaustion_at <= now + EXHAUSTION_HORIZON
 
 
 def test_burn_window_is_a_week_or_since_the_first_entry():

@@ -56,6 +56,8 @@ def test_inference_cost_per_million_tokens_in_micro_dollars():
     assert inference_cost(price=BASE_2024, input_tokens=100, output_tokens=20) == Decimal("0.000030")
     # 1 token at $0.25 / 1M = $0.00000025, rounded half-up to the ledger's micro-dollar.
     assert inference_cost(price=BASE_2024, input_tokens=1, output_tokens=1) == Decimal("0.000001")
+    # A cost summed with others before it is one ledger entry (an outcome's) is kept finer, and rounded once later.
+    assert inference_cost(price=BASE_2024, input_tokens=1, output_tokens=0, quantum=Decimal("0.00000001")) == Decimal("0.00000025")
 
 
 def test_fine_tuning_costs_at_least_the_minimum_fee():

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -104,7 +104,8 @@ class Clock:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.now = timezone.now()
-        monkeypatch.setattr(timezone, "now", lambda: self.now)
+        # In UTC, as timezone.now() answers: a local time here hid a report named by its UTC day.
+        monkeypatch.setattr(timezone, "now", lambda: self.now.astimezone(UTC))
 
     def at(self, *args: int) -> datetime:
         self.now = local(*args)
@@ -299,3 +300,49 @@ def test_report_csv_writes_negative_amounts_and_tokens_as_numbers():
     written = list(csv.reader(io.StringIO(reports.render_csv(ReportData(as_of=as_of, rows=rows)))))
     assert written[1][3:] == ["'=1+1", "1", "-120", "-0.01"]
     assert written[2] == ["TOTAL", "", "", "", "1", "-120", "-0.01"]
+
+
+@pytest.mark.django_db
+def test_a_tiny_charge_does_not_fail_the_daily_report(qa_agent, default_budget, alert_channels, mailoutbox):
+    """Money review: the budget's projection overflowed on one $0.00001 charge and the daily report
+    ended `failed`."""
+    from costs.services import cost_report_daily
+
+    cost_record(agent=qa_agent, operation="inference", amount_usd=Decimal("0.00001"), idempotency_key="tiny")
+    report = cost_report_daily()
+    assert report.status == CostReport.Status.SUCCEEDED, report.error
+    assert "| not in sight (more than 100 years at the current burn rate) |" in report.markdown
+    assert len(mailoutbox) == 1
+
+
+@pytest.mark.django_db
+def test_a_budgets_percent_in_the_json_report_is_rounded_down_as_everywhere(qa_agent, default_budget):
+    """Money review: $7.4985 of $30 (24.995 %) read 25.0 in the JSON report, beside no threshold crossed."""
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("7.4985"), idempotency_key="just-under")
+    budget = reports.report_as_dict(cost_report_data())["budgets"][0]
+    assert (budget["percent"], budget["thresholds_crossed"]) == (24.99, [])
+    assert "| 24.9 % | none |" in reports.render_markdown(cost_report_data())
+
+
+@pytest.mark.django_db
+def test_the_daily_report_is_named_by_its_local_day(qa_agent, settings, monkeypatch, alert_channels, mailoutbox, admin_client):
+    """Money review: with TIME_ZONE=Europe/Paris the report keyed daily:2027-04-01 (made at 00:05 Paris,
+    22:05 UTC the day before) was titled "cost report 2027-03-31", with attachments
+    genesis-costs-2027-03-31.*: named by its moment in UTC."""
+    from costs.services import cost_report_daily
+
+    settings.TIME_ZONE = "Europe/Paris"
+    clock = Clock(monkeypatch)
+    today = clock.now
+    clock.at(2027, 3, 31, 12, 0)
+    cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("1"), idempotency_key="march")
+    clock.at(2027, 4, 1, 0, 5)
+    report = cost_report_daily()
+    assert report.schedule_key == "daily:2027-04-01" and report.status == CostReport.Status.SUCCEEDED
+    assert report.markdown.startswith("# Genesis cost report — 2027-04-01 00:05 CEST\n")
+    assert mailoutbox[0].subject == "[Genesis] cost report 2027-04-01: $1.00"
+    assert [a[0] for a in mailoutbox[0].attachments] == ["genesis-costs-2027-04-01.md", "genesis-costs-2027-04-01.csv"]
+    assert mailoutbox[0].body.startswith("Genesis cost report 2027-04-01: $1.00 over 1 entries.")
+    clock.now = today  # the admin's session was opened today
+    download = admin_client.get(f"/admin/costs/costreport/{report.pk}/download/csv/")
+    assert download["Content-Disposition"] == f'attachment; filename="genesis-costs-2027-04-01-{report.pk}.csv"'

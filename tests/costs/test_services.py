@@ -14,7 +14,16 @@ from django.utils import timezone
 
 from costs.models import Budget, BudgetAlert, BudgetOverride, CostEntry, CostHold, PriceTable
 from costs.selectors import budget_status, inference_cost
-from costs.services import budget_check, budget_upsert, cost_entry_reverse, cost_hold_release, cost_record, price_upsert
+from costs.services import (
+    Charge,
+    budget_check,
+    budget_upsert,
+    cost_entry_reverse,
+    cost_hold_release,
+    cost_record,
+    cost_record_many,
+    price_upsert,
+)
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from tests.costs.factories import PriceTableFactory
 from tests.factories import ModelVersionFactory, UserFactory
@@ -129,6 +138,14 @@ def test_amounts_that_do_not_fit_their_columns_are_refused_naming_the_limit(qa_a
                     output_tokens=10**18, idempotency_key="many-tokens")
     with pytest.raises(InvalidInput, match=r"^tokens: 9223372036854775808 is too large"):
         cost_record(agent=qa_agent, operation="manual", amount_usd="1", tokens=2**63, idempotency_key="t")
+    # Money review: each count fits its column, their sum (the entry's tokens) did not — a DataError, 500.
+    with pytest.raises(InvalidInput, match=r"^tokens: input_tokens \+ output_tokens = 9223372036854775808 is too large; "
+                                           r"it can be at most 9,223,372,036,854,775,807"):
+        cost_record(agent=qa_agent, operation="inference", amount_usd="1", input_tokens=2**63 - 1, output_tokens=1,
+                    idempotency_key="sum")
+    with pytest.raises(InvalidInput, match=r"^charges\[0\]\.tokens: input_tokens \+ output_tokens = 9223372036854775808"):
+        cost_record_many(charges=[Charge(agent=qa_agent, operation="inference", amount_usd="1", input_tokens=2**63 - 1,
+                                         output_tokens=1, idempotency_key="sum")])
     with pytest.raises(InvalidInput, match=r"^input_usd_per_million: 1000000 is too large; it can be at most 999,999\.999999"):
         price_upsert(model="m", effective_from=date(2026, 1, 1), input_usd_per_million="1000000", output_usd_per_million="1",
                      source="typo", source_date=date(2026, 1, 1))

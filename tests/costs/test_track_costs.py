@@ -83,6 +83,15 @@ def test_a_key_reused_with_other_values_is_refused_naming_the_entry_and_an_exact
          "--cost: '0.1234567' has more than 6 decimal places (the ledger keeps micro-dollars)"),
         (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "99999999999"],
          "--cost: 99999999999 is too large; it can be at most 9,999,999,999.999999 (10 digits before the decimal point)"),
+        # Money review: Decimal() took "1_0" as $10 and "-0" as zero; --cost is read as the API reads money.
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1_0"],
+         "--cost: '1_0' is not written as dollars: up to 10 digits, then optionally a point and up to 6 more, e.g. 2.50 "
+         "(no sign, exponent, underscore or space)"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "-0"], "--cost: '-0' must be zero or more, written without a sign"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1e1"], "--cost: '1e1' is not written as dollars"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", " 2"], "--cost: ' 2' is not written as dollars"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "+2"], "--cost: '+2' is not written as dollars"),
+        (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "Infinity"], "--cost: 'Infinity' is not a number of dollars"),
         (["--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "1", "--tokens", "99999999999999999999"],
          "--tokens: 99999999999999999999 is too large; it can be at most 9,223,372,036,854,775,807"),
     ],
@@ -145,3 +154,18 @@ def test_report_csv_keeps_a_model_name_a_spreadsheet_would_run_as_text(qa_agent)
     assert sorted(row[3] for row in rows[1:-1]) == sorted(
         [f"'{formula}", "'@SUM(1+1)", "'-2+3+cmd|' /C calc'!A0", "open-mistral-7b"])
     assert [row[6] for row in rows[1:]] == ["0.01", "0.01", "0.01", "0.01", "0.04"]  # amounts stay numbers
+
+
+@pytest.mark.django_db
+def test_a_tiny_charge_is_logged_once_without_an_error_and_the_report_says_exhaustion_is_not_in_sight(qa_agent, default_budget):
+    """Money review: `--log --cost 0.00001` committed its entry, then raised OverflowError printing the
+    budget (exhaustion three million days on): an operator who ran it again was charged twice. The
+    report crashed the same way."""
+    printed = track_costs("--log", "--agent", "qa_agent", "--operation", "manual", "--cost", "0.00001")
+    entry = CostEntry.objects.get()
+    assert printed.splitlines() == [
+        f"recorded entry #{entry.pk}: $0.000010 manual for qa_agent",
+        "budget 'default': $0.000010 of $30.00 (0 %; thresholds reached: none)",
+    ]
+    assert "| not in sight (more than 100 years at the current burn rate) |" in track_costs("--report")
+    assert json.loads(track_costs("--report", "--format", "json"))["budgets"][0]["projected_exhaustion_at"] is None

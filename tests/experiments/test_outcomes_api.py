@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,6 +13,10 @@ from experiments.services import experiment_start
 from tests.experiments.factories import draft_experiment, outcome_events, rollout_team, user_in_arm
 
 pytestmark = pytest.mark.django_db
+
+# A past time within the outcome retention (GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, 90 days): a fixed date
+# would be refused as too old once the calendar moved past it.
+A_MONTH_AGO = (datetime.now(UTC) - timedelta(days=30)).replace(hour=10, minute=0, second=0, microsecond=0)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -64,7 +68,7 @@ def test_each_bad_event_is_rejected_by_index_and_the_rest_accepted(client, runni
         event(event_id="bad-4", success="yes"),
         event(event_id="bad-5", agent="nobody_agent"),
         "not an object",
-        event(event_id="ok-7", occurred_at="2026-11-01T10:00:00Z", input_tokens=12, output_tokens=30),
+        event(event_id="ok-7", occurred_at=f"{A_MONTH_AGO:%Y-%m-%dT%H:%M:%SZ}", input_tokens=12, output_tokens=30),
         event(event_id="", user_id="u"),
         event(event_id="bad-9", latency_ms="fast"),
     ]
@@ -82,7 +86,7 @@ def test_each_bad_event_is_rejected_by_index_and_the_rest_accepted(client, runni
     assert rejected[8].startswith("event_id: ")
     assert rejected[9].startswith("latency_ms: ")
     seven = OutcomeEvent.objects.get(event_id="ok-7")
-    assert seven.occurred_at == datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+    assert seven.occurred_at == A_MONTH_AGO
     assert (seven.input_tokens, seven.output_tokens) == (12, 30)
 
 
@@ -94,8 +98,8 @@ def test_numbers_and_times_are_taken_only_as_the_schema_types_them(client, runni
         {"input_tokens": True}, {"input_tokens": "5"}, {"output_tokens": 5.0},
         {"occurred_at": 1733000000}, {"occurred_at": "1733000000"}, {"occurred_at": "12/06/2026"},
     ]
-    right = [{"latency_ms": 12}, {"quality": 1}, {"input_tokens": 5}, {"occurred_at": "2026-11-30 10:00:00+00:00"},
-             {"occurred_at": "2026-11-30"}]
+    right = [{"latency_ms": 12}, {"quality": 1}, {"input_tokens": 5}, {"occurred_at": f"{A_MONTH_AGO:%Y-%m-%d} 10:00:00+00:00"},
+             {"occurred_at": f"{A_MONTH_AGO:%Y-%m-%d}"}]
     events = [event(event_id=f"w-{n}", **change) for n, change in enumerate(wrong)]
     events += [event(event_id=f"r-{n}", **change) for n, change in enumerate(right)]
     body = post(client, api_key_for("qa_agent"), events).json()
@@ -104,6 +108,18 @@ def test_numbers_and_times_are_taken_only_as_the_schema_types_them(client, runni
     for index, change in enumerate(wrong):
         assert rejected[index].startswith(f"{next(iter(change))}: "), rejected[index]
     assert "ISO-8601 date-time" in rejected[7]
+
+
+def test_an_event_older_than_the_outcome_retention_is_rejected_naming_it(client, running, api_key_for, settings):
+    """Money review: an outcome the retention prune may have deleted, sent again, was stored and
+    charged again; one older than the retention is now rejected (test_retention.py has the whole story)."""
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS = 90
+    old = (datetime.now(UTC) - timedelta(days=100)).replace(microsecond=0)
+    body = post(client, api_key_for("qa_agent"), [event(event_id="old", occurred_at=old.isoformat()), event(event_id="new")]).json()
+    assert body["accepted"] == 1 and [item["index"] for item in body["rejected"]] == [0]
+    assert body["rejected"][0]["detail"].startswith(
+        f"occurred_at: {old.isoformat()} is older than the 90-day outcome retention (GENESIS_RETAIN_LIVE_OUTCOMES_DAYS; received at ")
+    assert list(OutcomeEvent.objects.values_list("event_id", flat=True)) == ["new"]
 
 
 def test_more_than_1000_events_is_422(client, running, api_key_for):
@@ -206,17 +222,44 @@ def test_tokens_become_inference_cost_on_the_ledger_once(client, running, api_ke
     assert CostEntry.objects.filter(operation="inference").count() == 2  # a resent batch is charged nothing
 
 
+def test_each_outcomes_cost_is_exact_to_its_eight_places_and_the_ledger_rounds_their_sum_once(client, running, api_key_for):
+    """Money review: each outcome's cost was rounded to the micro-dollar before it was stored and
+    summed, so a thousand one-token events at $0.25/M put $0.000000 on the ledger (true: $0.00025), and
+    a thousand of 1 input + 2 output tokens at $0.25/$0.75 put $0.002 (true: $0.00175)."""
+    from datetime import date
+    from decimal import Decimal
+
+    from costs.models import CostEntry
+    from costs.services import price_upsert
+
+    price_upsert(model="open-mistral-7b", effective_from=date(2024, 1, 1), input_usd_per_million="0.25",
+                 output_usd_per_million="0.75", source="test price list", source_date=date(2024, 1, 1))
+    key = api_key_for("qa_agent")
+    model = running.control.model_id
+
+    one_token = [event(event_id=f"one-{i}", user_id=f"u-{i}", model=model, input_tokens=1, output_tokens=0) for i in range(1000)]
+    assert post(client, key, one_token).json()["accepted"] == 1000
+    assert set(OutcomeEvent.objects.values_list("cost_usd", flat=True)) == {Decimal("0.00000025")}
+    assert CostEntry.objects.get(operation="inference").amount_usd == Decimal("0.000250")
+
+    three_tokens = [event(event_id=f"three-{i}", user_id=f"u-{i}", model=model, input_tokens=1, output_tokens=2) for i in range(1000)]
+    assert post(client, key, three_tokens).json()["accepted"] == 1000
+    assert set(OutcomeEvent.objects.filter(event_id__startswith="three-").values_list("cost_usd", flat=True)) == {Decimal("0.00000175")}
+    assert sorted(CostEntry.objects.filter(operation="inference").values_list("amount_usd", flat=True)) == [
+        Decimal("0.000250"), Decimal("0.001750")]
+
+
 def test_the_answer_names_the_events_whose_tokens_could_not_be_charged(client, running, api_key_for):
     # Was: a 202 saying nothing, and only a line in the server's log, so the sender could not tell
     # that part of its cost was missing from the ledger.
-    from datetime import date
-
     from costs.models import CostEntry
     from costs.services import price_upsert
     from tests.factories import ModelVersionFactory
 
-    price_upsert(model="open-mistral-7b", effective_from=date(2024, 6, 1), input_usd_per_million="0.25",
-                 output_usd_per_million="0.75", source="test price list", source_date=date(2024, 6, 1))
+    # Dates within the outcome retention (90 days), where an event is still taken.
+    price_from, before_price = A_MONTH_AGO.date(), A_MONTH_AGO.date() - timedelta(days=10)
+    price_upsert(model="open-mistral-7b", effective_from=price_from, input_usd_per_million="0.25",
+                 output_usd_per_million="0.75", source="test price list", source_date=price_from)
     ModelVersionFactory(agent=running.agent, model_id="unpriced-model")  # the agent's, with no price
     events = [
         event(event_id="priced", input_tokens=100, output_tokens=100),
@@ -227,7 +270,7 @@ def test_the_answer_names_the_events_whose_tokens_could_not_be_charged(client, r
         event(event_id="bad", model="unpriced-model", input_tokens=-1),  # rejected, not uncharged
         event(event_id="n-2", model="unpriced-model", input_tokens=7),
         event(event_id="n-1", model="unpriced-model", input_tokens=10),  # a duplicate in the batch
-        event(event_id="before-price", input_tokens=3, occurred_at="2024-01-01T12:00:00Z"),  # priced only from June
+        event(event_id="before-price", input_tokens=3, occurred_at=f"{before_price}T12:00:00Z"),  # priced only from later
     ]
     key = api_key_for("qa_agent")
     body = post(client, key, events).json()
@@ -238,7 +281,7 @@ def test_the_answer_names_the_events_whose_tokens_could_not_be_charged(client, r
         "open-mistral-7b": [8], "other-model": [2], "unpriced-model": [1, 6],
     }
     assert uncharged["unpriced-model"]["detail"].startswith("no price for model 'unpriced-model' in force on ")
-    assert "on 2024-01-01:" in uncharged["open-mistral-7b"]["detail"]
+    assert f"on {before_price}:" in uncharged["open-mistral-7b"]["detail"]
     assert uncharged["other-model"]["detail"].startswith("model 'other-model' is not a registered model of 'qa_agent'")
     assert CostEntry.objects.filter(operation="inference").count() == 1  # only "priced"
     # Sent again: duplicates, charged nothing and listed nowhere.

@@ -8,7 +8,8 @@ import io
 import itertools
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,15 +17,20 @@ import redis
 from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from costs.models import CostEntry
+from costs.services import price_upsert
 from experiments import retention, routing
 from experiments.models import Assignment, DataDeletion, Experiment, OutcomeEvent
+from experiments.outcomes import IngestResult, outcomes_ingest
 from experiments.services import experiment_pause, experiment_rollback, experiment_start
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from genesis.schedules import DEFAULT_SCHEDULES
 from tests.experiments.factories import draft_experiment, person
+from tests.factories import AgentFactory, ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -186,6 +192,50 @@ def test_scheduled_prune_follows_the_settings(world, settings):
     tasks = {entry.task: entry.crontab for entry in DEFAULT_SCHEDULES}
     assert tasks["experiments.prune_outcomes"] == "30 3 * * *"
     assert tasks["genesis.clear_expired_sessions"] == "45 3 * * *"
+
+
+def test_an_event_resent_after_the_prune_deleted_it_is_rejected_not_charged_again(settings):
+    """Money review: e1 and e2, 1M tokens at $1/M each, were stored and charged ($2); the scheduled
+    prune deleted them (older than GENESIS_RETAIN_LIVE_OUTCOMES_DAYS); e1 sent again was accepted and
+    charged again ($3) — "a repeated event_id is counted once" held only while the first was stored.
+    Ingestion now refuses events older than the retention, so nothing the prune deleted comes back."""
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 90, 0
+    agent = AgentFactory(slug="qa_agent")
+    ModelVersionFactory(agent=agent, model_id="open-mistral-7b", kind="baseline", base_model="open-mistral-7b")
+    price_upsert(model="open-mistral-7b", effective_from=date(2020, 1, 1), input_usd_per_million="1",
+                 output_usd_per_million="1", source="test price list", source_date=date(2020, 1, 1))
+
+    def send(event_id: str, *, occurred_at: datetime, received_at: datetime) -> IngestResult:
+        return outcomes_ingest(principal=None, received_at=received_at, events=[{
+            "event_id": event_id, "agent": "qa_agent", "user_id": "u", "model": "open-mistral-7b", "success": True,
+            "latency_ms": 10, "input_tokens": 1_000_000, "output_tokens": 0, "occurred_at": occurred_at.isoformat(),
+        }])
+
+    def ledger() -> Decimal:
+        return CostEntry.objects.filter(operation="inference").aggregate(total=Sum("amount_usd"))["total"]
+
+    occurred = NOW - timedelta(days=100)
+    # Sent 20 days ago, when they were 80 days old: stored and charged.
+    for event_id in ("e1", "e2"):
+        assert send(event_id, occurred_at=occurred, received_at=NOW - timedelta(days=20)).accepted == 1
+    assert ledger() == Decimal("2")
+    assert retention.outcomes_prune_scheduled(now=NOW).outcomes == 2
+
+    again = send("e1", occurred_at=occurred, received_at=NOW)
+    assert (again.accepted, again.duplicates) == (0, 0)
+    assert again.rejected == [{"index": 0, "detail": (
+        f"occurred_at: {occurred.isoformat()} is older than the 90-day outcome retention "
+        f"(GENESIS_RETAIN_LIVE_OUTCOMES_DAYS; received at {NOW.isoformat()}): outcomes that old are pruned, so it could "
+        "not be told from one already counted and charged; not stored")}]
+    assert ledger() == Decimal("2") and not OutcomeEvent.objects.exists()
+    # At the limit exactly an event is still taken; the shorter of two retentions is the limit.
+    assert send("e3", occurred_at=NOW - timedelta(days=90), received_at=NOW).accepted == 1
+    settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 30
+    late = send("e4", occurred_at=NOW - timedelta(days=31), received_at=NOW)
+    assert late.accepted == 0 and "older than the 30-day outcome retention (GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS;" in late.rejected[0]["detail"]
+    # Keeping outcomes forever sets no limit.
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 0, 0
+    assert send("e5", occurred_at=NOW - timedelta(days=3650), received_at=NOW).accepted == 1
 
 
 def run(command: str, *args: str) -> tuple[int, str, str]:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
 from costs.models import CostEntry
-from models_app.finetuning.storage import StorageChargesFailed, storage_charge_month, storage_key
+from models_app.finetuning.storage import (
+    STORAGE_MONTHS_LOOKED_AT,
+    StorageChargesFailed,
+    storage_charge_month,
+    storage_key,
+)
 from models_app.finetuning.tasks import charge_monthly_storage
 from models_app.registry.models import ModelVersion
 from tests.costs.factories import PriceTableFactory
@@ -19,6 +24,21 @@ from tests.factories import AgentFactory, ModelVersionFactory, ProviderAccountFa
 pytestmark = pytest.mark.django_db
 
 FT_MODEL = "ft:open-mistral-7b:1a2b3c4d:20261101:5e6f7a8b"
+
+
+def registered(day: date, hour: int = 12) -> datetime:
+    """A version's registration time (created_at) on `day`, local time."""
+    return timezone.make_aware(datetime.combine(day, time(hour)))
+
+
+def month_start(back: int) -> date:
+    """The first day of the month `back` months before this one."""
+    index = timezone.localdate().year * 12 + timezone.localdate().month - 1 - back
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def storage_months(model_id: str = FT_MODEL) -> list[str]:
+    return sorted(key.rsplit(":", 1)[1] for key in CostEntry.objects.filter(model=model_id).values_list("idempotency_key", flat=True))
 
 
 def test_monthly_storage_charges_each_stored_fine_tuned_model_once_a_month():
@@ -34,6 +54,9 @@ def test_monthly_storage_charges_each_stored_fine_tuned_model_once_a_month():
     assert (entry.operation, entry.amount_usd, entry.model, entry.source_object) == ("storage", Decimal("2.000000"), FT_MODEL, stored)
     assert entry.idempotency_key == f"storage:simulator:{FT_MODEL}:{timezone.localdate():%Y-%m}"
     previous_month = timezone.localdate().replace(day=1) - timedelta(days=1)
+    storage_charge_month(month=previous_month)
+    assert CostEntry.objects.count() == 1  # registered this month: nothing to pay for the one before
+    ModelVersion.objects.filter(pk=stored.pk).update(created_at=registered(previous_month))
     storage_charge_month(month=previous_month)
     assert CostEntry.objects.count() == 2
 
@@ -108,3 +131,60 @@ def test_a_model_id_too_long_for_the_plain_key_is_charged_under_a_hashed_one_on_
     assert entry.idempotency_key == storage_key(provider="simulator", model_id=long_id, month_start=timezone.localdate().replace(day=1)) \
         == f"storage:sha256:{digest}:{month}"
     assert storage_key(provider="simulator", model_id=FT_MODEL, month_start=timezone.localdate()) == f"storage:simulator:{FT_MODEL}:{month}"
+
+
+def test_months_the_daily_run_missed_are_charged_by_the_next_run():
+    """Money review: a month missed whole (beat down from the 2nd of one month to the 3rd of the month
+    after next) was never charged, and neither was the month of a model registered after that month's
+    last daily run: each run charged only the current month. A run now charges every month since the
+    model's registration that has no entry, within STORAGE_MONTHS_LOOKED_AT."""
+    PriceTableFactory()
+    agent = AgentFactory(slug="qa_agent")
+    stored = ModelVersionFactory(agent=agent, model_id=FT_MODEL)
+    ModelVersion.objects.filter(pk=stored.pk).update(created_at=registered(month_start(2) - timedelta(days=20)))
+    late = ModelVersionFactory(agent=agent, model_id="ft:open-mistral-7b:1a7e0000:20261206:1a7e0000", provider=stored.provider)
+    # Registered after the previous month's last daily run (23:59 of its last day).
+    ModelVersion.objects.filter(pk=late.pk).update(created_at=registered(month_start(0) - timedelta(days=1), hour=23))
+    storage_charge_month(month=month_start(2))  # the last run before beat went down: two months ago
+    assert storage_months() == [f"{month_start(3):%Y-%m}", f"{month_start(2):%Y-%m}"]  # its registration month too
+
+    run = storage_charge_month()
+
+    assert not run.failed
+    assert storage_months() == [f"{month_start(back):%Y-%m}" for back in (3, 2, 1, 0)]
+    assert storage_months(late.model_id) == [f"{month_start(back):%Y-%m}" for back in (1, 0)]
+    assert sorted(e.model for e in run.charged) == sorted([FT_MODEL, late.model_id])  # this month's
+    assert sorted((e.model, f"{timezone.localtime(e.occurred_at):%Y-%m}") for e in run.back_charged) == sorted(
+        [(FT_MODEL, f"{month_start(1):%Y-%m}"), (late.model_id, f"{month_start(1):%Y-%m}")])
+    late_entry = next(e for e in run.back_charged if e.model == late.model_id)
+    assert late_entry.occurred_at == registered(month_start(0) - timedelta(days=1), hour=23)  # within its month, once registered
+    again = storage_charge_month()
+    assert not again.back_charged and CostEntry.objects.count() == 6
+
+
+def test_a_month_whose_price_took_effect_after_its_first_day_is_charged_at_that_price():
+    """Money review: the price was looked up on the month's first day only, so a price that took effect
+    on the 15th sent the month down the "no price" branch — skipped without a failure."""
+    model_id = "ft:mistral-small-latest:5ba11000:20261101:5ba11000"
+    PriceTableFactory(model="mistral-small-latest", effective_from=month_start(1) + timedelta(days=14),
+                      storage_usd_per_month=Decimal("3"))
+    version = ModelVersionFactory(agent=AgentFactory(slug="qa_agent"), model_id=model_id, base_model="mistral-small-latest")
+    ModelVersion.objects.filter(pk=version.pk).update(created_at=registered(month_start(1) + timedelta(days=1)))
+
+    run = storage_charge_month()
+
+    assert not run.failed
+    entry = CostEntry.objects.get(model=model_id, idempotency_key__endswith=f":{month_start(1):%Y-%m}")
+    assert entry.amount_usd == Decimal("3.000000")
+    assert entry.note == f"monthly storage of a fine-tuned model (mistral-small-latest price of {month_start(1) + timedelta(days=14)})"
+    assert storage_months(model_id) == [f"{month_start(back):%Y-%m}" for back in (1, 0)]
+
+
+def test_a_run_looks_back_a_bounded_number_of_months():
+    PriceTableFactory()
+    version = ModelVersionFactory(agent=AgentFactory(slug="qa_agent"), model_id=FT_MODEL)
+    ModelVersion.objects.filter(pk=version.pk).update(created_at=registered(month_start(STORAGE_MONTHS_LOOKED_AT + 8)))
+
+    storage_charge_month()
+
+    assert storage_months() == sorted(f"{month_start(back):%Y-%m}" for back in range(STORAGE_MONTHS_LOOKED_AT))

@@ -12,12 +12,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from costs import budgeting, reports, selectors
-from costs.models import CostEntry, Operation
+from costs.models import Operation
 from costs.services import cost_record
 from genesis.commands import command_agent, command_user, usage_error
 from genesis.errors import DomainError, InvalidInput
+from genesis.validation import MONEY_DECIMALS, MONEY_INTEGER_DIGITS, parse_money
 
-LEDGER_DECIMALS: int = CostEntry._meta.get_field("amount_usd").decimal_places
 LOG_ONLY = ("agent", "operation", "cost", "tokens", "model", "note", "key")
 # The service names its parameters; a person running the command knows them by their options.
 OPTION_OF_PARAMETER = {"amount_usd": "--cost", "tokens": "--tokens", "model": "--model", "idempotency_key": "--key"}
@@ -28,6 +28,37 @@ def in_option_terms(message: str) -> str:
     parameter, separator, rest = message.partition(": ")
     option = OPTION_OF_PARAMETER.get(parameter)
     return f"{option}: {rest}" if separator and option else message
+
+
+def parse_cost(text: str) -> Decimal:
+    """`--cost` as the API reads a dollar amount (genesis.validation.parse_money: MONEY_PATTERN, digits
+    with at most one point, at most 10 digits before it and 6 after), or a usage error saying what is
+    wrong with it. Decimal() alone also took "1_0" ($10), "-0", " 2" and "1e1"."""
+    try:
+        return parse_money(text)
+    except ValueError:
+        pass
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite():
+        raise usage_error(f"--cost: '{text}' is not a number of dollars, e.g. 2.50")
+    if amount.is_signed():
+        raise usage_error(f"--cost: '{text}' must be zero or more, written without a sign (correct an entry by reversing it in the admin)")
+    exponent = amount.as_tuple().exponent  # an int for a finite number
+    if isinstance(exponent, int) and exponent < -MONEY_DECIMALS:
+        # As the admin's form: a typed amount is never rounded behind the person's back.
+        raise usage_error(f"--cost: '{text}' has more than {MONEY_DECIMALS} decimal places (the ledger keeps micro-dollars)")
+    if amount.adjusted() >= MONEY_INTEGER_DIGITS:
+        largest = Decimal(10) ** MONEY_INTEGER_DIGITS - Decimal(1).scaleb(-MONEY_DECIMALS)
+        raise usage_error(
+            f"--cost: {text} is too large; it can be at most {largest:,f} ({MONEY_INTEGER_DIGITS} digits before the decimal point)"
+        )
+    raise usage_error(
+        f"--cost: '{text}' is not written as dollars: up to {MONEY_INTEGER_DIGITS} digits, then optionally a point and up to "
+        f"{MONEY_DECIMALS} more, e.g. 2.50 (no sign, exponent, underscore or space)"
+    )
 
 
 class Command(BaseCommand):
@@ -80,18 +111,7 @@ class Command(BaseCommand):
         agent = command_agent(options["agent"])
         if options["operation"] not in Operation.values:
             raise usage_error(f"--operation: '{options['operation']}' is not one of {', '.join(Operation.values)}")
-        try:
-            cost = Decimal(options["cost"])
-        except InvalidOperation:
-            raise usage_error(f"--cost: '{options['cost']}' is not a number of dollars, e.g. 2.50") from None
-        if not cost.is_finite() or cost < 0:
-            raise usage_error(f"--cost: '{options['cost']}' must be zero or more (correct an entry by reversing it in the admin)")
-        exponent = cost.normalize().as_tuple().exponent  # an int for a finite number
-        if isinstance(exponent, int) and exponent < -LEDGER_DECIMALS:
-            # As the admin's form: a typed amount is never rounded behind the person's back.
-            raise usage_error(
-                f"--cost: '{options['cost']}' has more than {LEDGER_DECIMALS} decimal places (the ledger keeps micro-dollars)"
-            )
+        cost = parse_cost(options["cost"])
         tokens = None
         if options["tokens"] is not None:
             try:
