@@ -33,9 +33,15 @@ which does the connection work that is easy to get subtly wrong by hand:
 - a cap on the answer's size (`max_response_bytes`, 32 MiB by default: a chat completion or a page
   of fine-tuning jobs is far below it): a larger answer raises ResponseTooLargeError, which the
   providers turn into a permanent error naming the limit, and the connection is dropped unread.
+  The request asks for no compression (http.client sends `Accept-Encoding: identity`), but a server
+  may compress anyway: such an answer (gzip, deflate) is decoded here a chunk at a time and the cap
+  holds for the decoded bytes — a 300 KB gzip that expands to 300 MiB is refused at 32 MiB, not
+  expanded whole — and the response handed on carries no Content-Encoding, so httpx does not decode
+  it again. An encoding it cannot decode, or a body that does not decode as its encoding says,
+  raises httpx.DecodingError (a permanent provider error);
 
 Left out on purpose: HTTP/2, cookies, redirects (a 3xx is returned as it is, and the provider's error
-names the status), asking for compressed answers, and streaming (`stream=True` still reads the answer
+names the status), asking for compressed answers (one sent anyway is decoded, see above), and streaming (`stream=True` still reads the answer
 whole). A request body of unknown length is read whole and sent with its length.
 """
 
@@ -56,6 +62,7 @@ import urllib3
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    DecodeError,
     MaxRetryError,
     NewConnectionError,
     ProtocolError,
@@ -63,6 +70,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from urllib3.response import HTTPResponse
 from urllib3.util import Retry, parse_url
 
 from .base import ProviderSettings
@@ -71,6 +79,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _USER_AGENT = "genesis-provider-client"
 CONNECT_TIMEOUT_SECONDS = 10.0
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# A compressed answer is decoded this much at a time, so what it expands to is counted as it grows.
+_DECODED_CHUNK_BYTES = 256 * 1024
 
 
 @functools.cache
@@ -217,18 +227,23 @@ class ProviderHttpClient:
                 redirect=False, assert_same_host=False, preload_content=False, decode_content=False,
                 timeout=urllib3.Timeout(connect=timeouts["connect"], read=timeouts["read"]),
             )
-            content = self._read_capped(answer, request)
-        except ResponseTooLargeError:
+            content, decoded = self._read_capped(answer, request)
+        except (ResponseTooLargeError, httpx.DecodingError):
             raise
         except ValueError as error:  # http.client refuses a header with a line break in it
             raise httpx.LocalProtocolError(f"invalid request to {url.host}: {error}", request=request) from error
         except urllib3.exceptions.HTTPError as error:
             raise _httpx_error(error, request, host=host, port=port, proxy=pool.proxy, timeouts=timeouts) from error
+        headers: list[tuple[str, str]] = list(answer.headers.items())
+        if decoded:
+            # The content is decoded already: httpx must not decode it again (without a limit), and
+            # the length it carries is its own.
+            headers = [(name, value) for name, value in headers if name.lower() not in ("content-encoding", "content-length")]
         response = httpx.Response(
             answer.status,
             # http.client decoded the header bytes as latin-1; httpx takes them back as bytes, so a
             # non-ASCII value (which httpx would refuse as text) is kept as it came.
-            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()],
+            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
             content=content, request=request,
             extensions={"http_version": b"HTTP/1.0" if answer.version == 10 else b"HTTP/1.1",
                         "reason_phrase": (answer.reason or "").encode("latin-1", "replace")},
@@ -290,22 +305,65 @@ class ProviderHttpClient:
                 self._proxy_managers[proxy_url] = manager
             return manager
 
-    def _read_capped(self, answer: urllib3.BaseHTTPResponse, request: httpx.Request) -> bytes:
-        """The whole answer, unless it is larger than `max_response_bytes`: then the connection is
-        dropped (what is left of the answer is not read) and ResponseTooLargeError raised."""
+    def _read_capped(self, answer: urllib3.BaseHTTPResponse, request: httpx.Request) -> tuple[bytes, bool]:
+        """The whole answer, decoded when the server compressed it (though the request asked for
+        `identity`, as http.client does), and whether it was; unless it is larger than
+        `max_response_bytes` once decoded: then the connection is dropped (what is left of the answer
+        is not read) and ResponseTooLargeError raised. The limit holds for what is decoded, a chunk
+        at a time, so a small compressed answer cannot expand past it in memory. An encoding this
+        client cannot decode, or content that does not decode, raises httpx.DecodingError."""
         limit = self.max_response_bytes
         declared = answer.length_remaining  # the Content-Length, when the server sent one
-        content = b"" if declared is not None and declared > limit else answer.read(None if declared is not None else limit + 1)
-        if (declared is not None and declared > limit) or len(content) > limit:
-            answer.close()
-            answer.release_conn()  # the closed connection goes back to the pool, to be opened anew
-            raise ResponseTooLargeError(
-                f"{request.url.host} answered {request.method} {request.url.path} with more than {limit} bytes "
-                f"({declared if declared is not None else 'no length given'}); the provider HTTP client's "
-                "max_response_bytes refuses it", request=request, limit_bytes=limit,
+        if declared is not None and declared > limit:
+            self._drop(answer)
+            raise self._too_large(request, limit=limit, declared=declared)
+        encoding = (answer.headers.get("content-encoding") or "").strip().lower()
+        if encoding in ("", "identity"):
+            content = answer.read(None if declared is not None else limit + 1, decode_content=False)
+            if len(content) > limit:
+                self._drop(answer)
+                raise self._too_large(request, limit=limit, declared=declared)
+            answer.release_conn()  # read to its end, so already back in the pool: this is a no-op then
+            return content, False
+        unknown = [part for part in (p.strip() for p in encoding.split(",")) if part and part != "identity"
+                   and part not in HTTPResponse.CONTENT_DECODERS]
+        if unknown:
+            self._drop(answer)
+            raise httpx.DecodingError(
+                f"{request.url.host} answered {request.method} {request.url.path} with Content-Encoding: {encoding}, "
+                "which this client cannot decode (it asked for identity)", request=request,
             )
-        answer.release_conn()  # read to its end, so already back in the pool: this is a no-op then
-        return content
+        parts: list[bytes] = []
+        size = 0
+        try:
+            for part in answer.stream(_DECODED_CHUNK_BYTES, decode_content=True):
+                size += len(part)
+                if size > limit:
+                    self._drop(answer)
+                    raise self._too_large(request, limit=limit, declared=None, encoding=encoding)
+                parts.append(part)
+        except DecodeError as error:
+            self._drop(answer)
+            raise httpx.DecodingError(
+                f"{request.url.host} answered {request.method} {request.url.path} with a body marked Content-Encoding: "
+                f"{encoding} that does not decode as such ({error})", request=request,
+            ) from error
+        answer.release_conn()
+        return b"".join(parts), True
+
+    @staticmethod
+    def _drop(answer: urllib3.BaseHTTPResponse) -> None:
+        answer.close()
+        answer.release_conn()  # the closed connection goes back to the pool, to be opened anew
+
+    @staticmethod
+    def _too_large(request: httpx.Request, *, limit: int, declared: int | None, encoding: str = "") -> ResponseTooLargeError:
+        size = (f"decoded from Content-Encoding: {encoding}" if encoding
+                else str(declared) if declared is not None else "no length given")
+        return ResponseTooLargeError(
+            f"{request.url.host} answered {request.method} {request.url.path} with more than {limit} bytes "
+            f"({size}); the provider HTTP client's max_response_bytes refuses it", request=request, limit_bytes=limit,
+        )
 
 
 def _wire_headers(request: httpx.Request, body: bytes) -> dict[str, str]:

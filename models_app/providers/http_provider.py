@@ -100,6 +100,11 @@ class HttpProvider:
                 "client's limit (max_response_bytes): a provider answer this large is not one Genesis asked for",
                 provider=self.name,
             )
+        if isinstance(error, httpx.DecodingError):
+            # The same bytes would come again: not worth a retry.
+            return PermanentProviderError(
+                f"provider '{self.name}' answered {operation} with a body that cannot be decoded: {error}", provider=self.name
+            )
         if isinstance(error, httpx.TimeoutException):
             return TransientProviderError(
                 f"provider '{self.name}' timed out after {self.settings.timeout_seconds:g}s on {operation}",

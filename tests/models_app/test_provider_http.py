@@ -3,6 +3,7 @@ keep-alive, connections the server dropped, timeouts, base URLs, proxies and TLS
 
 from __future__ import annotations
 
+import gzip
 import json
 import select
 import socket
@@ -485,3 +486,50 @@ def test_a_proxy_refusing_the_tunnel_is_a_proxy_error_asked_once(tls_server, cer
         http.request("GET", f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models")
     assert len(TunnelHandler.tunnels) == 1
     http.close()
+
+
+def encoded_answer(body: bytes, *, encoding: str) -> Callable[[BaseHTTPRequestHandler], None]:
+    """An answer with a Content-Encoding the client did not ask for (it sends Accept-Encoding: identity)."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Encoding", encoding)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return answer
+
+
+def test_a_compressed_answer_is_decoded_once_and_the_size_cap_holds_for_the_decoded_bytes(serve) -> None:
+    small = json.dumps({"text": "x" * 500}).encode()
+    bomb = json.dumps({"text": "x" * 40_000}).encode()  # about 200 bytes once gzipped
+    server = serve(lambda handler: encoded_answer(gzip.compress(bomb if handler.path == "/bomb" else small),
+                                                  encoding="gzip")(handler))
+    http = client(max_response_bytes=10_000)
+    answered = http.request("GET", server.url + "/small")
+    assert server.seen.headers[0]["accept-encoding"] == "identity"
+    assert answered.json() == {"text": "x" * 500}  # decoded here, and not a second time by httpx
+    assert "content-encoding" not in answered.headers and answered.headers["content-length"] == str(len(small))
+    assert len(gzip.compress(bomb)) < 10_000
+    with pytest.raises(ResponseTooLargeError, match="more than 10000 bytes \\(decoded from Content-Encoding: gzip\\)"):
+        http.request("GET", server.url + "/bomb")
+    assert http.request("GET", server.url + "/small").status_code == 200  # the client goes on working
+    http.close()
+
+
+def test_a_body_that_is_not_what_its_content_encoding_says_is_a_permanent_provider_error(serve) -> None:
+    server = serve(lambda handler: encoded_answer(
+        b'{"choices": []}' if handler.path.endswith("/chat/completions") else gzip.compress(b"{}"),
+        encoding="gzip" if handler.path.endswith("/chat/completions") else "compress")(handler))
+    settings = ProviderSettings(name="local-llm", kind=ProviderKind.OPENAI_COMPATIBLE, base_url=server.url)
+    provider = OpenAICompatibleProvider(settings, http_client=client(base_url=server.url + "/v1"))
+    with pytest.raises(PermanentProviderError) as refused:
+        provider.chat(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert str(refused.value).startswith(
+        "provider 'local-llm' answered chat completion with a body that cannot be decoded: 127.0.0.1 answered POST "
+        "/v1/chat/completions with a body marked Content-Encoding: gzip that does not decode as such")
+    with pytest.raises(PermanentProviderError, match="with Content-Encoding: compress, which this client cannot decode"):
+        provider.list_models()
+    assert not isinstance(refused.value, TransientProviderError)
