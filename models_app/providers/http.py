@@ -14,7 +14,8 @@ which does the connection work that is easy to get subtly wrong by hand:
   is noticed and replaced before it is used;
 - TLS with the process's one context (`tls_context()`): certificates and host names verified;
 - proxies from the environment, read as httpx and requests read them: HTTP_PROXY, HTTPS_PROXY,
-  ALL_PROXY and NO_PROXY, in lower or upper case (lower case wins). Plain HTTP goes to the proxy as
+  ALL_PROXY and NO_PROXY, in lower or upper case (lower case wins), NO_PROXY with requests' networks
+  (`10.0.0.0/8`) too; a loopback destination never goes through a proxy. Plain HTTP goes to the proxy as
   an absolute-form request; HTTPS goes through it in a CONNECT tunnel, so the TLS session is still
   with the provider. The proxy itself may be `http://` or `https://` (then TLS to the proxy too,
   verified with the same context); credentials in its URL are sent as Proxy-Authorization;
@@ -48,6 +49,7 @@ whole). A request body of unknown length is read whole and sent with its length.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import ssl
 import threading
 import time
@@ -74,6 +76,7 @@ from urllib3.response import HTTPResponse
 from urllib3.util import Retry, parse_url
 
 from .base import ProviderSettings
+from .destinations import is_loopback
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _USER_AGENT = "genesis-provider-client"
@@ -278,12 +281,12 @@ class ProviderHttpClient:
 
     def _pools_for(self, scheme: str, host: str) -> urllib3.PoolManager:
         """The pool manager that reaches `host`: the direct one, or the proxy's for `scheme` unless
-        NO_PROXY names the host. Decided once per (scheme, host)."""
+        the host is loopback or NO_PROXY names it. Decided once per (scheme, host)."""
         route = self._route.get((scheme, host))
         if route is not None:
             return route
         address = self._proxies.get(scheme) or self._proxies.get("all")
-        if not address or urllib.request.proxy_bypass_environment(host, self._proxies):  # type: ignore[attr-defined]  # in urllib.request at runtime; typeshed omits it
+        if not address or bypasses_proxy(host, self._proxies):
             route = self._direct
         else:
             route = self._proxy_manager(address)
@@ -364,6 +367,34 @@ class ProviderHttpClient:
             f"{request.url.host} answered {request.method} {request.url.path} with more than {limit} bytes "
             f"({size}); the provider HTTP client's max_response_bytes refuses it", request=request, limit_bytes=limit,
         )
+
+
+def bypasses_proxy(host: str, proxies: Mapping[str, str]) -> bool:
+    """Whether a request to `host` goes directly rather than through the environment's proxy.
+
+    Loopback always does: a proxy's 127.0.0.1 is not ours, and plain http:// is allowed only to
+    loopback (destinations.py) because it never leaves the machine — through a proxy the API key and
+    the prompts would cross the network in clear text. Otherwise NO_PROXY decides, as requests reads
+    it: an IP address is bypassed when an entry is that address or a network containing it
+    (`10.0.0.0/8`, `::1/128`), a name when an entry is it or a domain it ends in, `*` bypasses every
+    host (the last two are urllib's rule, which requests and httpx follow too)."""
+    if is_loopback(host):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        for entry in (proxies.get("no") or "").split(","):
+            entry = entry.strip()
+            if "/" not in entry:
+                continue
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue  # not a network: urllib's rule below reads it
+    return bool(urllib.request.proxy_bypass_environment(host, proxies))  # type: ignore[attr-defined]  # in urllib.request at runtime; typeshed omits it
 
 
 def _wire_headers(request: httpx.Request, body: bytes) -> dict[str, str]:

@@ -251,14 +251,51 @@ def test_plain_http_goes_through_the_proxy_with_its_credentials_unless_no_proxy_
     direct.close()
 
 
+def test_a_loopback_destination_never_goes_through_a_proxy(serve, monkeypatch) -> None:
+    # Plain http:// is allowed only to loopback because it never leaves the machine: through a proxy
+    # the key and the prompts would cross the network in clear text (and the proxy's 127.0.0.1 is not ours).
+    proxy = serve(lambda handler: reply(handler, {"via": "proxy"}))
+    origin = serve(lambda handler: reply(handler, {"via": "origin"}))
+    set_proxy_environment(monkeypatch, http_proxy=f"http://127.0.0.1:{proxy.server_address[1]}",
+                          all_proxy=f"http://127.0.0.1:{proxy.server_address[1]}")
+    http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, headers={"Authorization": "Bearer secret"})
+    port = origin.server_address[1]
+    for url in (f"http://127.0.0.1:{port}/v1/models", f"http://localhost:{port}/v1/models"):
+        assert http.request("GET", url).json() == {"via": "origin"}
+    assert proxy.seen.request_lines == []
+    assert origin.seen.headers[0]["authorization"] == "Bearer secret"
+    assert http.request("GET", "http://provider.invalid/v1/models").json() == {"via": "proxy"}  # others still do
+    http.close()
+
+
+@pytest.mark.parametrize(("no_proxy", "proxied"), [
+    ("192.0.2.0/24", False), ("example.org, 192.0.2.0/28 ,", False), ("192.0.2.1", False),
+    ("198.51.100.0/24", True), ("192.0.2.0/not-a-mask", True),
+])
+def test_no_proxy_networks_are_honoured_as_requests_reads_them(serve, monkeypatch, no_proxy: str, proxied: bool) -> None:
+    proxy = serve(lambda handler: reply(handler, {"via": "proxy"}))
+    set_proxy_environment(monkeypatch, http_proxy=f"http://127.0.0.1:{proxy.server_address[1]}", no_proxy=no_proxy)
+    http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, connect_timeout_seconds=0.2)
+    url = "http://192.0.2.1:9/v1/models"  # TEST-NET-1: nothing answers there directly
+    if proxied:
+        assert http.request("GET", url).json() == {"via": "proxy"}
+        assert proxy.seen.request_lines == [f"GET {url} HTTP/1.1"]
+    else:
+        with pytest.raises((httpx.ConnectError, httpx.ConnectTimeout), match="192.0.2.1:9"):
+            http.request("GET", url)
+        assert proxy.seen.request_lines == []
+    http.close()
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (openssl, as on every machine Genesis runs on)."""
+    """A self-signed certificate for 127.0.0.1 and PROXIED_HOST (openssl, as on every machine Genesis
+    runs on)."""
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+         "-addext", f"subjectAltName=IP:127.0.0.1,DNS:{PROXIED_HOST}", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )
     return cert, key
@@ -285,8 +322,14 @@ def test_https_verifies_the_servers_certificate(tls_server, certificate) -> None
         client(ssl_context=tls_context()).request("GET", url)
 
 
+# A name only the test proxies know (they send it to 127.0.0.1): a loopback destination is never
+# proxied, so a request that must go through a proxy names a host that is not loopback.
+PROXIED_HOST = "provider.test"
+
+
 class TunnelHandler(BaseHTTPRequestHandler):
-    """A CONNECT proxy: the bytes of the tunnel pass through untouched (TLS stays end to end)."""
+    """A CONNECT proxy: the bytes of the tunnel pass through untouched (TLS stays end to end). It
+    reaches PROXIED_HOST at 127.0.0.1."""
 
     protocol_version = "HTTP/1.1"
     tunnels: list[tuple[str, str]] = []
@@ -300,7 +343,7 @@ class TunnelHandler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         host, _, port = self.path.rpartition(":")
-        upstream = socket.create_connection((host, int(port)))
+        upstream = socket.create_connection(("127.0.0.1" if host == PROXIED_HOST else host, int(port)))
         self.send_response(200, "Connection established")
         self.end_headers()
         sockets = [self.connection, upstream]
@@ -325,9 +368,9 @@ def test_https_through_a_proxy_is_a_connect_tunnel(tls_server, certificate, tunn
     proxy = tunnel_proxy()
     set_proxy_environment(monkeypatch, https_proxy=f"http://ops:secret@127.0.0.1:{proxy.server_address[1]}")
     http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
-    url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models"
+    url = f"https://{PROXIED_HOST}:{tls_server.server_address[1]}/v1/models"
     assert http.request("GET", url).json() == {"secure": True}
-    assert TunnelHandler.tunnels == [(f"127.0.0.1:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
+    assert TunnelHandler.tunnels == [(f"{PROXIED_HOST}:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
     http.close()
 
 
@@ -470,10 +513,10 @@ def test_https_through_an_https_proxy_read_from_the_upper_case_variable(tls_serv
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", f"https://ops:secret@127.0.0.1:{proxy.server_address[1]}")
     http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
-    url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models"
+    url = f"https://{PROXIED_HOST}:{tls_server.server_address[1]}/v1/models"
     assert http.request("GET", url).json() == {"secure": True}
     assert http.request("GET", url).json() == {"secure": True}  # the tunnel is kept alive and used again
-    assert TunnelHandler.tunnels == [(f"127.0.0.1:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
+    assert TunnelHandler.tunnels == [(f"{PROXIED_HOST}:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
     http.close()
 
 
@@ -481,9 +524,9 @@ def test_a_proxy_refusing_the_tunnel_is_a_proxy_error_asked_once(tls_server, cer
     proxy = tunnel_proxy(refuse=407)
     set_proxy_environment(monkeypatch, https_proxy=f"http://ops:wrong@127.0.0.1:{proxy.server_address[1]}")
     http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
-    with pytest.raises(httpx.ProxyError, match=f"could not connect to 127.0.0.1:{tls_server.server_address[1]} through the "
-                       f"proxy 127.0.0.1:{proxy.server_address[1]}: Tunnel connection failed: 407"):
-        http.request("GET", f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models")
+    with pytest.raises(httpx.ProxyError, match=f"could not connect to {PROXIED_HOST}:{tls_server.server_address[1]} through "
+                       f"the proxy 127.0.0.1:{proxy.server_address[1]}: Tunnel connection failed: 407"):
+        http.request("GET", f"https://{PROXIED_HOST}:{tls_server.server_address[1]}/v1/models")
     assert len(TunnelHandler.tunnels) == 1
     http.close()
 
