@@ -106,6 +106,15 @@ class ResponseTooLargeError(httpx.RequestError):
         self.limit_bytes = limit_bytes
 
 
+class CertificateVerificationError(httpx.ConnectError):
+    """The TLS certificate of the server (or of an https:// proxy) failed verification: its name, its
+    issuer or its dates. A matter of configuration — the same certificate fails the next time too."""
+
+
+class UnsupportedProxyError(httpx.ProxyError):
+    """The environment names a proxy this client cannot use (socks5://…): nothing was sent."""
+
+
 class _RetryBrokenIdempotentRequest(Retry):
     """urllib3's retry policy for the one case retried here (see the module's docstring): a read
     error — the connection broke before the answer — on an idempotent method, once. urllib3 counts a
@@ -285,18 +294,24 @@ class ProviderHttpClient:
         route = self._route.get((scheme, host))
         if route is not None:
             return route
-        address = self._proxies.get(scheme) or self._proxies.get("all")
+        variable = scheme if self._proxies.get(scheme) else "all"
+        address = self._proxies.get(variable)
         if not address or bypasses_proxy(host, self._proxies):
             route = self._direct
         else:
-            route = self._proxy_manager(address)
+            route = self._proxy_manager(address, variable=f"{variable.upper()}_PROXY")
         with self._lock:
             return self._route.setdefault((scheme, host), route)
 
-    def _proxy_manager(self, address: str) -> urllib3.ProxyManager:
+    def _proxy_manager(self, address: str, *, variable: str) -> urllib3.ProxyManager:
         proxy = parse_url(address if "://" in address else f"http://{address}")
         if proxy.scheme not in ("http", "https") or not proxy.host:
-            raise httpx.ProxyError(f"proxy {address!r}: expected http://host:port or https://host:port")
+            shown = proxy._replace(auth=None).url if proxy.auth else address  # its password is not for messages
+            raise UnsupportedProxyError(
+                f"the proxy {shown!r} in {variable} (or its lower-case twin) is not one this client can use: it "
+                "takes http://host:port or https://host:port proxies only; set one of those, or name the host "
+                "in NO_PROXY"
+            )
         proxy_url = proxy._replace(auth=None, path=None, query=None, fragment=None).url
         with self._lock:
             manager = self._proxy_managers.get(proxy_url)
@@ -420,6 +435,31 @@ def _tunnel_refused(error: ProtocolError) -> bool:
     return any(isinstance(cause, OSError) and "Tunnel connection failed" in str(cause) for cause in error.args)
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and what it wraps, as urllib3 wraps it (arguments, a proxy's original error, causes)."""
+    seen: list[BaseException] = []
+    todo = [error]
+    while todo:
+        current = todo.pop()
+        if current in seen or len(seen) > 20:
+            continue
+        seen.append(current)
+        todo.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        for linked in (getattr(current, "original_error", None), getattr(current, "reason", None),
+                       current.__cause__, current.__context__):
+            if isinstance(linked, BaseException):
+                todo.append(linked)
+    return seen
+
+
+def _certificate_refused(error: BaseException) -> bool:
+    return any(isinstance(cause, ssl.SSLCertVerificationError) for cause in _causes(error))
+
+
+def _certificate_problem(error: BaseException) -> str:
+    return str(next(cause for cause in _causes(error) if isinstance(cause, ssl.SSLCertVerificationError)))
+
+
 def _httpx_error(
     error: urllib3.exceptions.HTTPError, request: httpx.Request, *, host: str, port: int, proxy: Any, timeouts: Mapping[str, Any]
 ) -> httpx.TransportError:
@@ -427,14 +467,18 @@ def _httpx_error(
     if isinstance(error, MaxRetryError) and error.reason is not None:
         error = error.reason  # type: ignore[assignment]
     via = f" through the proxy {proxy.host}:{proxy.port}" if proxy is not None else ""
+    if _certificate_refused(error):
+        whose = f"the proxy {proxy.host}:{proxy.port}" if isinstance(error, ProxyError) else f"{host}:{port}{via}"
+        return CertificateVerificationError(f"the TLS certificate of {whose} failed verification: {_certificate_problem(error)}",
+                                            request=request)
     if isinstance(error, ProxyError):
         return httpx.ProxyError(f"could not connect to {host}:{port}{via}: {error.original_error}", request=request)
     if isinstance(error, ProtocolError) and _tunnel_refused(error):
         return httpx.ProxyError(f"could not connect to {host}:{port}{via}: {error.args[-1]}", request=request)
-    if isinstance(error, NewConnectionError | SSLError):  # refused, unknown host, TLS verification…
+    if isinstance(error, NewConnectionError | SSLError):  # refused, unknown host, a TLS handshake that broke…
         return httpx.ConnectError(f"could not connect to {host}:{port}{via}: {error}", request=request)
     if isinstance(error, ConnectTimeoutError):
-        return httpx.ConnectTimeout(f"timed out connecting to {host}:{port}{via}", request=request)
+        return httpx.ConnectTimeout(f"timed out connecting to {host}:{port}{via} ({timeouts['connect']:g}s)", request=request)
     if isinstance(error, ReadTimeoutError):
         return httpx.ReadTimeout(f"no answer from {host} within {timeouts['read']}s", request=request)
     if isinstance(error, ProtocolError) and _timed_out(error):

@@ -22,7 +22,13 @@ from .errors import (
     TransientProviderError,
     error_from_response,
 )
-from .http import ProviderHttpClient, ResponseTooLargeError, new_http_client
+from .http import (
+    CertificateVerificationError,
+    ProviderHttpClient,
+    ResponseTooLargeError,
+    UnsupportedProxyError,
+    new_http_client,
+)
 from .throttle import CallGate
 
 T = TypeVar("T")
@@ -105,6 +111,21 @@ class HttpProvider:
             return PermanentProviderError(
                 f"provider '{self.name}' answered {operation} with a body that cannot be decoded: {error}", provider=self.name
             )
+        if isinstance(error, CertificateVerificationError):
+            return PermanentProviderError(
+                f"provider '{self.name}' at {self.settings.base_url or self.default_address} is not called for {operation}: "
+                f"{error}. Retrying cannot help: give the server a certificate for that name from a CA this process "
+                "trusts, or point SSL_CERT_FILE at the CA that signed it (and restart the web and worker processes)",
+                provider=self.name,
+            )
+        if isinstance(error, UnsupportedProxyError):
+            return PermanentProviderError(f"provider '{self.name}' is not called for {operation}: {error}", provider=self.name)
+        if isinstance(error, httpx.ConnectTimeout):
+            return TransientProviderError(
+                f"provider '{self.name}' at {self.settings.base_url or self.default_address}: connect timed out "
+                f"({_connect_timeout(error, default=self.settings.timeout_seconds):g}s) on {operation}",
+                provider=self.name,
+            )
         if isinstance(error, httpx.TimeoutException):
             return TransientProviderError(
                 f"provider '{self.name}' timed out after {self.settings.timeout_seconds:g}s on {operation}",
@@ -154,3 +175,11 @@ class HttpProvider:
             status_code=status_code,
             provider_answer=answer,
         )
+
+
+def _connect_timeout(error: httpx.ConnectTimeout, *, default: float) -> float:
+    """The connect timeout the request was sent with (the client's, at most the account's timeout)."""
+    try:
+        return float(error.request.extensions["timeout"]["connect"])
+    except (RuntimeError, KeyError, TypeError, ValueError):  # no request attached, or no timeout on it
+        return default

@@ -3,6 +3,7 @@ keep-alive, connections the server dropped, timeouts, base URLs, proxies and TLS
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import select
@@ -20,7 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from models_app.providers import OpenAICompatibleProvider, PermanentProviderError, TransientProviderError
+from models_app.providers import (
+    OpenAICompatibleProvider,
+    PermanentProviderError,
+    RetryPolicy,
+    TransientProviderError,
+    call_with_retries,
+)
 from models_app.providers.base import ProviderKind, ProviderSettings
 from models_app.providers.http import ProviderHttpClient, ResponseTooLargeError, tls_context
 
@@ -410,9 +417,10 @@ def test_a_slow_answer_is_not_waited_for_twice_even_for_a_get(serve) -> None:
     assert server.seen.request_lines == ["GET /v1/models HTTP/1.1"]
 
 
-def test_connecting_has_its_own_shorter_timeout_and_sending_shares_it(serve) -> None:
-    # A listening socket that never accepts, its backlog full: the kernel leaves new connections
-    # unanswered, so connecting waits until the connect timeout.
+@contextlib.contextmanager
+def unaccepting_port() -> Iterator[int]:
+    """A port whose listening socket never accepts, its backlog full: the kernel leaves new
+    connections unanswered, so connecting waits until the connect timeout."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
@@ -423,21 +431,69 @@ def test_connecting_has_its_own_shorter_timeout_and_sending_shares_it(serve) -> 
             filler.setblocking(False)
             filler.connect_ex(listener.getsockname())
             fillers.append(filler)
-        http = client(timeout_seconds=5.0, connect_timeout_seconds=0.3)
-        request = http.build_request("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/")
-        assert request.extensions["timeout"] == {"connect": 0.3, "read": 5.0, "write": 0.3, "pool": None}
-        started = time.monotonic()
-        with pytest.raises(httpx.ConnectTimeout, match="timed out connecting to 127.0.0.1"):
-            http.send(request)
-        assert 0.25 < time.monotonic() - started < 2.0  # the connect timeout, not the 5 s read timeout
+        yield listener.getsockname()[1]
     finally:
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+def test_connecting_has_its_own_shorter_timeout_and_sending_shares_it(serve) -> None:
+    with unaccepting_port() as port:
+        http = client(timeout_seconds=5.0, connect_timeout_seconds=0.3)
+        request = http.build_request("GET", f"http://127.0.0.1:{port}/")
+        assert request.extensions["timeout"] == {"connect": 0.3, "read": 5.0, "write": 0.3, "pool": None}
+        started = time.monotonic()
+        with pytest.raises(httpx.ConnectTimeout, match="timed out connecting to 127.0.0.1:[0-9]+ \\(0.3s\\)"):
+            http.send(request)
+        assert 0.25 < time.monotonic() - started < 2.0  # the connect timeout, not the 5 s read timeout
     # The connect timeout is never longer than the request's own timeout.
     assert client(timeout_seconds=2.0).build_request("GET", "http://h/").extensions["timeout"]["connect"] == 2.0
     assert client(timeout_seconds=60.0).build_request("GET", "http://h/", timeout=0.5).extensions["timeout"] == {
         "connect": 0.5, "read": 0.5, "write": 0.5, "pool": None}
+
+
+def local_llm(base_url: str, **options: Any) -> OpenAICompatibleProvider:
+    settings = ProviderSettings(name="local-llm", kind=ProviderKind.OPENAI_COMPATIBLE, base_url=base_url, timeout_seconds=5.0)
+    return OpenAICompatibleProvider(settings, http_client=client(base_url=base_url + "/v1", **options))
+
+
+def test_a_provider_reports_a_connect_timeout_with_the_connect_limit_not_the_accounts(serve) -> None:
+    with unaccepting_port() as port:
+        with pytest.raises(TransientProviderError) as raised:
+            local_llm(f"http://127.0.0.1:{port}", connect_timeout_seconds=0.3).list_models()
+    assert str(raised.value) == f"provider 'local-llm' at http://127.0.0.1:{port}: connect timed out (0.3s) on list models"
+
+
+def test_a_certificate_that_fails_verification_is_a_permanent_error(tls_server) -> None:
+    url = f"https://127.0.0.1:{tls_server.server_address[1]}"
+    attempts: list[int] = []
+
+    def attempt() -> Any:
+        attempts.append(1)
+        return local_llm(url, ssl_context=tls_context()).list_models()  # the CA bundle does not know it
+
+    with pytest.raises(PermanentProviderError) as refused:
+        call_with_retries(attempt, policy=RetryPolicy(max_attempts=4, base_delay_seconds=0.01))
+    assert attempts == [1]  # not retried: the same certificate fails the next time too
+    message = str(refused.value)
+    assert message.startswith(f"provider 'local-llm' at {url} is not called for list models: the TLS certificate of "
+                              f"127.0.0.1:{tls_server.server_address[1]} failed verification: [SSL: CERTIFICATE_VERIFY_FAILED]")
+    assert "point SSL_CERT_FILE at the CA that signed it" in message
+
+
+def test_a_proxy_of_a_scheme_the_client_cannot_use_is_a_permanent_error_without_its_password(monkeypatch) -> None:
+    set_proxy_environment(monkeypatch, https_proxy="socks5://ops:hunter2@127.0.0.1:1080")
+    settings = ProviderSettings(name="remote", kind=ProviderKind.OPENAI_COMPATIBLE, base_url=f"https://{PROXIED_HOST}")
+    provider = OpenAICompatibleProvider(settings)  # its own client, which reads the environment
+    with pytest.raises(PermanentProviderError) as refused:
+        provider.list_models()
+    assert not isinstance(refused.value, TransientProviderError)
+    assert str(refused.value) == (
+        "provider 'remote' is not called for list models: the proxy 'socks5://127.0.0.1:1080' in HTTPS_PROXY (or its "
+        "lower-case twin) is not one this client can use: it takes http://host:port or https://host:port proxies only; "
+        "set one of those, or name the host in NO_PROXY")
+    provider.close()
 
 
 def big_answer(size: int, *, with_length: bool) -> Callable[[BaseHTTPRequestHandler], None]:
