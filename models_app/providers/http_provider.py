@@ -21,6 +21,7 @@ from .errors import (
     ProviderError,
     TransientProviderError,
     error_from_response,
+    redact_secrets,
 )
 from .http import (
     CertificateVerificationError,
@@ -87,13 +88,30 @@ class HttpProvider:
             with self._gate.admit():
                 started = time.perf_counter()
                 return request(), (time.perf_counter() - started) * 1000
-        except ProviderError:
+        except ProviderError as raised:
+            self._redacted(raised)
             raise
         except Exception as error:
             failure = self._provider_error(error, operation=operation, model=model, refusal_is_expected=refusal_is_expected)
             if failure is None:
                 raise
-            raise failure from error
+            if self._redact(str(error)) != str(error):
+                # The client's own error quotes the credential (the SDK's carries the whole body): not
+                # chained, so that no traceback prints it.
+                raise self._redacted(failure) from None
+            raise self._redacted(failure) from error
+
+    def _redact(self, text: str) -> str:
+        return redact_secrets(text, (self.settings.api_key,))
+
+    def _redacted(self, failure: ProviderError) -> ProviderError:
+        """The error without the account's key or any bearer credential, whatever path its words took
+        (an echoed header in an answer, an exception's text): they are logged, kept on rows and shown."""
+        failure.message = self._redact(failure.message)
+        failure.args = (failure.message, *failure.args[1:])
+        if failure.provider_answer:
+            failure.provider_answer = self._redact(failure.provider_answer)
+        return failure
 
     def _provider_error(
         self, error: Exception, *, operation: str, model: str | None, refusal_is_expected: bool
@@ -165,6 +183,7 @@ class HttpProvider:
             api_key_present=bool(self.settings.api_key),
             refusal_is_expected=refusal_is_expected,
             model=model,
+            api_key=self.settings.api_key,
         )
 
     def _unreadable_answer(self, operation: str, what: str, *, status_code: int, answer: str | None) -> PermanentProviderError:
@@ -173,7 +192,7 @@ class HttpProvider:
             f"provider '{self.name}' answered {operation} with {what}",
             provider=self.name,
             status_code=status_code,
-            provider_answer=answer,
+            provider_answer=self._redact(answer) if answer else answer,
         )
 
 

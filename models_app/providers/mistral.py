@@ -225,7 +225,7 @@ class MistralProvider(HttpProvider):
     ) -> ProviderError | None:
         """The SDK's own errors first: an answer it could not read, an error answer, no answer."""
         if isinstance(error, sdk_models.ResponseValidationError) and 200 <= error.status_code < 300:
-            return self._unreadable_answer(operation, f"a shape the SDK cannot read: {body_excerpt(error.message)}",
+            return self._unreadable_answer(operation, f"a shape the SDK cannot read: {body_excerpt(self._redact(error.message))}",
                                            status_code=error.status_code, answer=error.body)
         if isinstance(error, sdk_models.MistralError):
             return self._error_from_answer(operation=operation, status_code=error.status_code, body=error.body,

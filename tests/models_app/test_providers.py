@@ -495,3 +495,30 @@ def test_every_provider_of_a_process_shares_one_tls_context_and_warm_up_sends_no
     finally:
         mistral.close()
         compatible.close()
+
+
+# ---- what a provider answers is kept without the key -------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["openai_compatible", "mistral"])
+def test_a_provider_echoing_the_key_in_an_error_has_it_redacted(stub: StubServer, kind: str) -> None:
+    key = "sk-live-0123456789abcdef"
+    echo = {"error": "bad request", "echo": {"authorization": f"Bearer {key}"}, "your_key": key,
+            "note": "also seen: authorization: bearer someone-elses-token"}
+    stub.replies[("POST", "/v1/chat/completions")] = StubReply(400, echo)
+    stub.replies[("POST", "/v1/fine_tuning/jobs")] = StubReply(422, {"detail": f"key {key} may not fine-tune"})
+    provider = build_provider(kind=kind, name="echo", base_url=stub.url, api_key=key, api_key_env="ECHO_API_KEY")
+    with pytest.raises(PermanentProviderError) as raised:
+        provider.chat(model="m", messages=QUESTION)
+    said = f"{raised.value} {raised.value.provider_answer} {raised.value.args}"
+    assert key not in said and "someone-elses-token" not in said
+    assert "Bearer [redacted]" in raised.value.provider_answer and "bearer [redacted]" in raised.value.provider_answer
+    assert '"your_key": "[redacted]"' in raised.value.provider_answer
+    assert "bad request" in str(raised.value)  # the rest of the answer is kept
+    cause = raised.value.__cause__
+    assert cause is None or key not in str(cause)  # no traceback prints it either
+    if kind == "mistral":
+        with pytest.raises(ProviderRefused) as refused:
+            provider.create_job(base_model="open-mistral-7b", training_file_ids=["f"])
+        assert key not in f"{refused.value} {refused.value.provider_answer}"
+        assert "key [redacted] may not fine-tune" in refused.value.provider_answer
