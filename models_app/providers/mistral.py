@@ -39,6 +39,7 @@ from .base import (
 from .errors import PermanentProviderError, ProviderError, UnsupportedParameterError, body_excerpt
 from .http import ProviderHttpClient
 from .http_provider import HttpProvider
+from .usage import chat_token_counts
 
 mistral_sdk_caches.install()
 
@@ -117,15 +118,20 @@ class MistralProvider(HttpProvider):
                 f"provider '{self.name}' answered the chat completion without any choice", provider=self.name
             )
         choice = response.choices[0]
-        usage = response.usage
+        text = _content_text(choice.message.content)
+        # The SDK fills a count the answer left out with 0: only those the answer gave are the provider's.
+        reported: dict[str, Any] = {name: getattr(response.usage, name) for name in ("prompt_tokens", "completion_tokens")
+                    if name in response.usage.model_fields_set}
+        tokens = chat_token_counts(provider=self.name, model=model, usage=reported, messages=prepared, completion=text)
         return ChatResult(
-            text=_content_text(choice.message.content),
-            prompt_tokens=int(usage.prompt_tokens or 0),
-            completion_tokens=int(usage.completion_tokens or 0),
+            text=text,
+            prompt_tokens=tokens.prompt,
+            completion_tokens=tokens.completion,
             latency_ms=round(latency_ms, 2),
             finish_reason=str(choice.finish_reason),
             model=response.model or model,
             provider=self.name,
+            tokens_estimated=tokens.estimated,
         )
 
     def list_models(self) -> list[ModelInfo]:

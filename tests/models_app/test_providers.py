@@ -392,6 +392,7 @@ def test_openai_compatible_provider_against_a_stub_server(stub: StubServer) -> N
     assert (sent["json"]["max_tokens"], sent["json"]["seed"]) == (20, 3)
     assert result.text == "Bonjour"
     assert (result.prompt_tokens, result.completion_tokens) == (5, 2)  # no usage reported: ~4 chars a token
+    assert result.tokens_estimated
     assert [model.id for model in provider.list_models()] == ["llama3"]
 
 
@@ -522,3 +523,36 @@ def test_a_provider_echoing_the_key_in_an_error_has_it_redacted(stub: StubServer
             provider.create_job(base_model="open-mistral-7b", training_file_ids=["f"])
         assert key not in f"{refused.value} {refused.value.provider_answer}"
         assert "key [redacted] may not fine-tune" in refused.value.provider_answer
+
+
+# ---- usage: checked, or estimated alike by both kinds ------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["openai_compatible", "mistral"])
+@pytest.mark.parametrize("usage", ["n/a", {"prompt_tokens": "seventeen", "completion_tokens": 2},
+                                   {"prompt_tokens": -5, "completion_tokens": 2}, {"prompt_tokens": 3, "completion_tokens": 1.5}])
+def test_malformed_usage_is_a_permanent_error_naming_the_provider(stub: StubServer, kind: str, usage: Any) -> None:
+    stub.replies[("POST", "/v1/chat/completions")] = StubReply(200, {**openai_completion("Bonjour"), "usage": usage})
+    provider = build_provider(kind=kind, name="odd-llm", base_url=stub.url, api_key="k")
+    with pytest.raises(PermanentProviderError) as raised:
+        provider.chat(model="llama3", messages=QUESTION)
+    assert str(raised.value).startswith("provider 'odd-llm' answered")
+    assert "usage" in str(raised.value)
+
+
+@pytest.mark.parametrize("kind", ["openai_compatible", "mistral"])
+def test_missing_usage_counts_are_estimated_alike_and_marked(stub: StubServer, kind: str, caplog) -> None:
+    provider = build_provider(kind=kind, name=f"partial-{kind}", base_url=stub.url, api_key="k")
+    route = ("POST", "/v1/chat/completions")
+    # 27 characters of prompt, 7 of answer: 7 and 2 tokens at four characters a token.
+    stub.replies[route] = StubReply(200, openai_completion("Bonjour", usage={"prompt_tokens": None, "completion_tokens": 9}))
+    partial = provider.chat(model="llama3", messages=QUESTION)
+    assert (partial.prompt_tokens, partial.completion_tokens, partial.tokens_estimated) == (7, 9, True)  # not 0: charged
+    stub.replies[route] = StubReply(200, openai_completion("Bonjour", usage={"completion_tokens": 9}))
+    assert provider.chat(model="llama3", messages=QUESTION).prompt_tokens == 7
+    stub.replies[route] = StubReply(200, openai_completion("Bonjour", usage={"prompt_tokens": 0, "completion_tokens": 9}))
+    reported = provider.chat(model="llama3", messages=QUESTION)
+    assert (reported.prompt_tokens, reported.completion_tokens, reported.tokens_estimated) == (0, 9, False)
+    warnings = [record.getMessage() for record in caplog.records if record.name == "models_app.providers.usage"]
+    assert warnings == [f"provider 'partial-{kind}' reported no prompt_tokens for model 'llama3': its token counts (and "
+                        "the costs computed from them) are estimated at 4 characters a token (logged once per process)"]
