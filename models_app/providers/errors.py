@@ -79,9 +79,11 @@ def _rebuild_error(cls: type[ProviderError], fields: dict[str, object]) -> Provi
 
 class TransientProviderError(ProviderError):
     def __init__(self, message: str, *, retry_after: float | None = None, **fields: Any) -> None:
-        """`fields`: ProviderError's (provider, status_code, provider_answer)."""
+        """`fields`: ProviderError's (provider, status_code, provider_answer). `attempts`: how many
+        calls failed so, set by call_with_retries when it gives up (1 for a single call)."""
         super().__init__(message, **fields)
         self.retry_after = retry_after
+        self.attempts = 1
 
 
 class PermanentProviderError(ProviderError):

@@ -334,9 +334,9 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 def test_retries_stop_at_max_attempts_and_never_touch_permanent_errors() -> None:
     calls, operation = flaky(10, TransientProviderError("busy", provider="p"))
-    with pytest.raises(TransientProviderError):
+    with pytest.raises(TransientProviderError) as raised:
         call_with_retries(operation, policy=RetryPolicy(max_attempts=3), sleep=lambda _: None)
-    assert len(calls) == 3
+    assert len(calls) == 3 and raised.value.attempts == 3  # the error says how many calls were made
 
     calls, operation = flaky(10, PermanentProviderError("bad request", provider="p"))
     with pytest.raises(PermanentProviderError):
@@ -348,7 +348,7 @@ def test_a_retry_after_beyond_the_cap_is_raised_not_waited() -> None:
     calls, operation = flaky(1, TransientProviderError("slow down", provider="p", retry_after=120))
     with pytest.raises(TransientProviderError) as raised:
         call_with_retries(operation, policy=RetryPolicy(max_delay_seconds=20), sleep=lambda _: pytest.fail("waited"))
-    assert raised.value.retry_after == 120 and len(calls) == 1
+    assert raised.value.retry_after == 120 and len(calls) == 1 and raised.value.attempts == 1
 
 
 # ---- answer markers reach the simulator only ---------------------------------------------------
