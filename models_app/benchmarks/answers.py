@@ -33,6 +33,7 @@ class Answer:
     judge_completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     retry_after: float | None = None
+    attempts: int = 0  # calls made for a transient failure (the per-call retries included)
     # False when the judge cannot be called at all: kept for its cost, counted in no mean.
     scored: bool = True
     # Set when this answer shows that no pair of the run can be graded (the judge's key is refused, say):

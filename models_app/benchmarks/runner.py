@@ -68,6 +68,13 @@ logger = logging.getLogger(__name__)
 CHUNK_HEARTBEAT_SECONDS = 5.0
 # …so a running chunk whose heartbeat is older than this has lost its worker and is handed on.
 CHUNK_STALLED_AFTER_SECONDS = 60.0
+# A queued chunk is sent again after this long when nothing else says its message is lost: a broker
+# outage at enqueue time, a receipt that could not be noted, a sweep without a ping. A worker killed
+# after receiving the message does not wait for this: the chunk names it (`received_by`) and the sweep
+# re-sends at once once it no longer answers (with every chunk that names nobody, for a worker killed
+# before it could note the receipt). A duplicate is harmless. (The resume sweep's rule, sweep.py; here
+# because a chunk's retry must come sooner: chunk_retry_wait_limit.)
+QUEUED_CHUNK_RESEND_AFTER_SECONDS = 600.0
 # Rounds of transient failures a chunk may go through (each after per-call retries) before the run fails.
 MAX_CHUNK_ATTEMPTS = 6
 # Claims of one chunk (retries, hand-overs after dead workers) after which the run fails instead of
@@ -338,7 +345,7 @@ def _ask_model(context: _ChunkContext, version_id: int, case_id: int) -> Answer:
     except PermanentProviderError as error:
         return Answer(version_id, case_id, "refused", reason="the provider refused this case", error=str(error)[:2000])
     except TransientProviderError as error:
-        return Answer(version_id, case_id, "transient", error=str(error), retry_after=error.retry_after)
+        return Answer(version_id, case_id, "transient", error=str(error), retry_after=error.retry_after, attempts=error.attempts)
     return Answer(
         version_id, case_id, "scored", output=result.text, finish_reason=result.finish_reason,
         latency_ms=result.latency_ms, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
@@ -377,6 +384,7 @@ def _score_answer(context: _ChunkContext, case: BenchmarkCase, answer: Answer) -
     except TransientProviderError as error:
         # The judge failed transiently: the answer is kept, and only the judge is asked again later.
         answer.kind, answer.error, answer.retry_after = "unscored", f"judge: {error}", error.retry_after
+        answer.attempts = error.attempts
         graded = None
     except CALL_CANNOT_SUCCEED as error:
         # No answer of the run can be judged: this one is kept for its cost, and the run fails.
@@ -657,23 +665,44 @@ def _conclude_chunk(lease: ChunkLease, collected: _Collected) -> ChunkOutcome:
         outcome.skipped_reason = "the run stopped or the chunk was handed to another worker"
         return outcome
     if collected.transient:
-        message = (
-            f"{len(collected.transient)} pair(s) failed transiently after {CALL_RETRY_POLICY.max_attempts} attempts "
-            f"each, e.g. {collected.transient[0].error}"
-        )
+        message = f"{len(collected.transient)} pair(s) failed transiently {_attempts_made(collected.transient)}, e.g. {collected.transient[0].error}"
         attempts = BenchmarkChunk.objects.filter(pk=lease.chunk_id).values_list("attempts", flat=True).get()
         if attempts >= MAX_CHUNK_ATTEMPTS:
             return _fail_chunk_and_run(
                 lease, outcome, error=message, run_error=f"chunk {lease.chunk_id} gave up after {attempts} rounds: {message}"
             )
-        _release_chunk(lease, done=False, error=message)
         waits = [a.retry_after for a in collected.transient if a.retry_after is not None]
-        outcome.retry_in = max([5.0 * attempts, *waits])
+        wanted, limit = max([5.0 * attempts, *waits]), chunk_retry_wait_limit()
+        if wanted > limit:
+            message += (f"; the provider asked to wait {wanted:.0f}s, longer than a chunk waits for its retry: "
+                        f"retried in {limit:.0f}s")
+        _release_chunk(lease, done=False, error=message)
+        outcome.retry_in = min(wanted, limit)
         outcome.error = message
         return outcome
     _release_chunk(lease, done=True)
     outcome.run_finished = benchmark_run_finish_if_complete(run_id=lease.run_id) is not None
     return outcome
+
+
+def _attempts_made(transient: list[Answer]) -> str:
+    """How many calls the failed pairs were given: a long Retry-After stops a pair's retries at its
+    first call."""
+    made = sorted({answer.attempts for answer in transient if answer.attempts}) or [CALL_RETRY_POLICY.max_attempts]
+    if len(made) == 1:
+        return f"after {made[0]} attempt{'' if made[0] == 1 else 's'} each"
+    return f"after {made[0]} to {made[-1]} attempts each"
+
+
+def chunk_retry_wait_limit() -> float:
+    """The longest a chunk waits for its retry, whatever Retry-After the provider sent (an HTTP date
+    decades away would otherwise become the countdown): half the time after which the resume sweep
+    sends a queued chunk again (it would send it a second time meanwhile) and of the broker's
+    visibility timeout (Redis hands out again a message held unacknowledged longer, and a retry's
+    message is held by the worker until its countdown ends)."""
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout")
+    held_for = float(visibility) if isinstance(visibility, int | float) and visibility > 0 else QUEUED_CHUNK_RESEND_AFTER_SECONDS
+    return min(QUEUED_CHUNK_RESEND_AFTER_SECONDS, held_for) / 2
 
 
 def _chunk_context(run: BenchmarkRun, lease: ChunkLease) -> _ChunkContext:

@@ -20,17 +20,13 @@ from models_app.benchmarks.models import (
     BenchmarkRun,
     BenchmarkRunStatus,
 )
-from models_app.benchmarks.runner import CHUNK_STALLED_AFTER_SECONDS, worker_node
+from models_app.benchmarks.runner import CHUNK_STALLED_AFTER_SECONDS, QUEUED_CHUNK_RESEND_AFTER_SECONDS, worker_node
 from models_app.benchmarks.services import benchmark_run_finish_if_complete, send_chunks_on_commit
 
 logger = logging.getLogger(__name__)
 
-# A queued chunk is sent again after this long when nothing else says its message is lost: a broker
-# outage at enqueue time, a receipt that could not be noted, a sweep without a ping. A worker killed
-# after receiving the message does not wait for this: the chunk names it (`received_by`) and the sweep
-# re-sends at once once it no longer answers (with every chunk that names nobody, for a worker killed
-# before it could note the receipt). A duplicate is harmless.
-QUEUED_CHUNK_RESEND_AFTER_SECONDS = 600.0
+# QUEUED_CHUNK_RESEND_AFTER_SECONDS (runner.py, where a chunk's retry wait is kept below it): how long a
+# queued chunk waits before the sweep sends it again.
 
 
 @transaction.atomic

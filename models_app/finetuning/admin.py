@@ -273,6 +273,8 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
 
     @admin.display(description="cost (provider)")
     def cost_display(self, job: FineTuningJob) -> str:
+        if job.cost_recorded_at is None and job.status in rules.UNCHARGED_STATUSES:
+            return f"— ({job.get_status_display().lower()}, not charged)"
         if job.cost_usd is None:
             return f"≈ {format_usd(job.estimated_cost_usd)} (estimate)" if job.estimated_cost_usd is not None else "—"
         state = "charged" if job.cost_recorded_at else "reported, not yet charged"

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from genesis.errors import Conflict, DomainError, InvalidInput
-from models_app.providers.errors import ProviderError, TransientProviderError
+from models_app.providers.destinations import MISTRAL_DEFAULT_URL
+from models_app.providers.errors import ProviderError, ProviderRefused, TransientProviderError
 from models_app.providers.mistral import MistralProvider
 from models_app.providers.retry import RetryPolicy, call_with_retries
 from models_app.registry.gateway import provider_for
@@ -49,7 +50,8 @@ def fine_tuning_provider(account: ProviderAccount) -> MistralProvider:
     if not account.enabled:
         raise Conflict(f"provider account '{account.name}' is disabled; enable it in the admin first")
     if account.kind not in (ProviderKind.MISTRAL, ProviderKind.SIMULATOR):
-        raise InvalidInput(
+        # The account's refusal, not a bad argument (the agent or account named exists): HTTP 409, exit 1.
+        raise Conflict(
             f"provider account '{account.name}' is {account.get_kind_display()}, which cannot fine-tune; "
             "use a Mistral or simulator account"
         )
@@ -59,6 +61,20 @@ def fine_tuning_provider(account: ProviderAccount) -> MistralProvider:
     # The counting proxy answers every MistralProvider call as the wrapped provider does (it forwards
     # through __getattr__), which no static type can say: typed as what it forwards to.
     return provider  # type: ignore[return-value]
+
+
+def fine_tuning_routes_missing(account: ProviderAccount, *, method: str, path: str, error: ProviderRefused, then: str) -> str:
+    """What a person is told when the provider answers a fine-tuning route as one it does not serve
+    (rules.ROUTE_MISSING_HTTP_STATUSES): not a problem of their file or job, but of the account.
+    `path` is below the account's URL; `then` what to do once on another account."""
+    base = (account.base_url or MISTRAL_DEFAULT_URL).rstrip("/")
+    said = f": {error.provider_answer}" if error.provider_answer else ""
+    return (
+        f"provider '{account.name}' does not serve Mistral's fine-tuning routes: {method} {base}{path} answered "
+        f"{error.status_code}{said}. Mistral retired its fine-tuning API in 2026 (later mistralai 2.x releases no "
+        "longer ship it), so this account cannot train models: use a provider account that still offers fine-tuning "
+        f"(a Mistral account with fine-tuning access, or the simulator for a demo) and {then}"
+    )
 
 
 def call_provider(operation: Callable[[], T], *, policy: RetryPolicy) -> T:

@@ -33,6 +33,8 @@ NOT_CREATED = "NOT_CREATED"
 REFUSED = "REFUSED"
 
 TERMINAL_STATUSES = frozenset({SUCCESS, FAILED, FAILED_VALIDATION, CANCELLED})
+# Ended without a charge: no cost goes on the ledger for these, so no estimate is shown for them either.
+UNCHARGED_STATUSES = frozenset({REFUSED, FAILED, FAILED_VALIDATION, CANCELLED})
 # What the provider may still change: beat polls these.
 MOVING_STATUSES = frozenset({QUEUED, VALIDATING, VALIDATED, RUNNING, CANCELLATION_REQUESTED})
 STARTABLE_STATUSES = frozenset({QUEUED, VALIDATING, VALIDATED})
@@ -52,9 +54,27 @@ _PROGRESS_RANK = {
     CANCELLED: 5,
 }
 
-# HTTP statuses with which a provider says the job or its route is gone (Mistral's deprecated
-# fine-tuning routes answer 404/410): the job cannot be followed there any more.
+# HTTP statuses with which a provider says a file (or the route to it) is gone (Mistral's deprecated
+# fine-tuning routes answer 404/410).
 GONE_HTTP_STATUSES = frozenset({404, 405, 410})
+# …and those with which it says it does not serve the fine-tuning routes at all: 501 too (a server
+# that implements only chat, an OpenAI-compatible gateway in front of a Mistral-kind account).
+ROUTE_MISSING_HTTP_STATUSES = GONE_HTTP_STATUSES | {501}
+# A refusal of a job's routes (get, start, cancel) that still leaves the job followed: the key was
+# refused (a person fixes it, and the next sync goes on), a rate limit, and — for start and cancel —
+# a state conflict (409: the job is there, in another state than the row thinks, e.g. started by
+# auto_start or finished meanwhile; the next sync says which). Any other refusal (404/410 of a
+# retired route, 501, a 400/422 "deprecated", …) ends the job's tracking: REFUSED, its budget hold
+# released, the answer shown. Polling a job the provider will not answer for would go on forever.
+_STILL_FOLLOWED_AFTER = frozenset({401, 403, 429})
+
+
+def job_refusal_ends_tracking(status_code: int | None, *, asked_to_act: bool) -> bool:
+    """Whether a provider's refusal (an HTTP error answer, `status_code`) on a job's get
+    (`asked_to_act` False) or start/cancel (True) route means the job can no longer be followed."""
+    if status_code is None or not 400 <= status_code < 600 or status_code in _STILL_FOLLOWED_AFTER:
+        return False
+    return not (asked_to_act and status_code == 409)
 
 # Mistral reports `train_tokens_per_step` per job; 131 072 is its value for the small models (and the
 # simulator's). Used only to estimate a job given in training steps before the provider has seen it.

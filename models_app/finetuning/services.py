@@ -405,8 +405,9 @@ def finetuning_job_sync(*, job: FineTuningJob, actor: Actor = None, retry_policy
     """Ask the provider where the job is and write it down. On SUCCESS, register the fine-tuned
     model (fine_tuned, registered) and record the training cost on the ledger — exactly once.
 
-    Provider trouble does not raise: a refusal that says the job is gone (404/410, e.g. Mistral's
-    deprecated routes) marks the job REFUSED with the provider's answer; any other failure is kept in
+    Provider trouble does not raise: a refusal to answer for the job (404/410 of Mistral's retired
+    routes, 501, a 400/422 "deprecated" — any refusal but of the key or a rate limit) marks the job
+    REFUSED with the provider's answer and releases its budget hold; any other failure is kept in
     `last_error` and the next sync tries again. The returned job says what happened."""
     require_permission(actor=actor, permission="models_app.change_finetuningjob", action="sync fine-tuning jobs")
     job = job_reload(job)
@@ -485,12 +486,14 @@ class _CreationUnanswered(Exception):
 def _record_provider_error(
     *, job_id: int, error: ProviderError, actor: Actor, operation: str, gone: bool | None = None
 ) -> FineTuningJob:
-    """Note the provider's error on the row; `gone` (by default: a 404/405/410 refusal) marks it REFUSED."""
+    """Note the provider's error on the row; `gone` (by default: a refusal that ends the job's tracking,
+    rules.job_refusal_ends_tracking) marks it REFUSED."""
     job = FineTuningJob.objects.select_for_update(of=("self",)).select_related("agent", "provider").get(pk=job_id)
     noted_before = (job.status, job.last_error)
     _note_error(job, error, now=timezone.now())
     if gone is None:
-        gone = isinstance(error, ProviderRefused) and error.status_code in rules.GONE_HTTP_STATUSES
+        gone = isinstance(error, ProviderRefused) and rules.job_refusal_ends_tracking(
+            error.status_code, asked_to_act=operation in ("start", "cancel"))
     if gone:
         # The provider will not say anything about this job any more: mark it, keep its last known
         # provider status and the answer, so it is visible and not silently polled forever.

@@ -33,6 +33,7 @@ from models_app.finetuning.provider_calls import (
     default_provider_account,
     domain_error,
     fine_tuning_provider,
+    fine_tuning_routes_missing,
 )
 from models_app.providers.base import UploadedFile
 from models_app.providers.errors import ProviderError, ProviderRefused
@@ -238,6 +239,12 @@ def _upload(client: MistralProvider, *, account: ProviderAccount, filename: str,
         return call_provider(lambda: client.upload_file(filename=filename, content=payload), policy=INTERACTIVE_RETRY)
     except ProviderRefused as error:
         # The provider's refusal, not a bad argument: a Conflict (HTTP 409, command exit 1).
+        if error.status_code in rules.ROUTE_MISSING_HTTP_STATUSES:
+            # Not the file's fault: the account has no fine-tuning at all.
+            raise Conflict(fine_tuning_routes_missing(
+                account, method="POST", path="/v1/files", error=error,
+                then=f"upload {filename} there (fine_tune upload --provider NAME, or choose that account in the form)",
+            )) from None
         raise Conflict(
             f"{filename}: provider '{account.name}' refused the file"
             + (f": {error.provider_answer}" if error.provider_answer else f": {error.message}")

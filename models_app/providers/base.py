@@ -60,6 +60,9 @@ class ChatResult:
     finish_reason: str  # "stop", "length", "tool_calls", "error"…, as the provider said
     model: str = ""  # the model that answered, as the provider reported it
     provider: str = ""
+    # The provider reported no usage (or only part of it): the token counts are estimated at about four
+    # characters a token (providers/usage.py), and so is any cost computed from them.
+    tokens_estimated: bool = False
 
     @property
     def total_tokens(self) -> int:

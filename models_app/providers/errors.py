@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -20,11 +21,26 @@ BODY_EXCERPT_CHARS = 500
 _CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
 
 
-def body_excerpt(body: str | None) -> str:
-    """The provider's answer as one line of plain text, short enough for an admin page or a log line:
-    never kept whole (what an answer says is the provider's choice), and escaped wherever it is shown as
-    HTML."""
-    text = " ".join(_CONTROL_CHARACTERS.sub(" ", body or "").split())
+# A bearer credential as a provider may echo it (an Authorization header repeated in an error body).
+_BEARER_CREDENTIAL = re.compile(r"\b(bearer)\s+[^\s\"'`,;<>(){}\[\]]+", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+def redact_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` without the given secrets (an account's API key) nor any "Bearer <credential>": what a
+    provider answers is kept, logged and shown, and a provider that echoes the request's headers in
+    an error must not put the key there."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return _BEARER_CREDENTIAL.sub(rf"\1 {REDACTED}", text)
+
+
+def body_excerpt(body: str | None, *, secrets: Iterable[str] = ()) -> str:
+    """The provider's answer as one line of plain text, short enough for an admin page or a log line,
+    any bearer credential and the given `secrets` redacted: never kept whole (what an answer says is
+    the provider's choice), and escaped wherever it is shown as HTML."""
+    text = redact_secrets(" ".join(_CONTROL_CHARACTERS.sub(" ", redact_secrets(body or "", secrets)).split()), secrets)
     if len(text) > BODY_EXCERPT_CHARS:
         return text[:BODY_EXCERPT_CHARS] + f"… ({len(text) - BODY_EXCERPT_CHARS} more characters)"
     return text
@@ -63,9 +79,11 @@ def _rebuild_error(cls: type[ProviderError], fields: dict[str, object]) -> Provi
 
 class TransientProviderError(ProviderError):
     def __init__(self, message: str, *, retry_after: float | None = None, **fields: Any) -> None:
-        """`fields`: ProviderError's (provider, status_code, provider_answer)."""
+        """`fields`: ProviderError's (provider, status_code, provider_answer). `attempts`: how many
+        calls failed so, set by call_with_retries when it gives up (1 for a single call)."""
         super().__init__(message, **fields)
         self.retry_after = retry_after
+        self.attempts = 1
 
 
 class PermanentProviderError(ProviderError):
@@ -176,12 +194,16 @@ def error_from_response(
     refusal_is_expected: bool = False,
     model: str | None = None,
     location_header: str | None = None,
+    api_key: str = "",
 ) -> ProviderError:
     """Sort an HTTP error answer into the error the caller can act on.
 
     `refusal_is_expected` marks management routes (files, fine-tuning) where any other 4xx means the
-    provider refuses the operation, e.g. Mistral's deprecated routes answering 404/410.
+    provider refuses the operation, e.g. Mistral's deprecated routes answering 404/410. `api_key`, the
+    key the request carried, is redacted from the body before any of it is kept.
     """
+    if body:
+        body = redact_secrets(body, (api_key,))
     answer = body_excerpt(body)
     said = f": {answer}" if answer else ""
     if status_code in (401, 403):

@@ -14,7 +14,8 @@ which does the connection work that is easy to get subtly wrong by hand:
   is noticed and replaced before it is used;
 - TLS with the process's one context (`tls_context()`): certificates and host names verified;
 - proxies from the environment, read as httpx and requests read them: HTTP_PROXY, HTTPS_PROXY,
-  ALL_PROXY and NO_PROXY, in lower or upper case (lower case wins). Plain HTTP goes to the proxy as
+  ALL_PROXY and NO_PROXY, in lower or upper case (lower case wins), NO_PROXY with requests' networks
+  (`10.0.0.0/8`) too; a loopback destination never goes through a proxy. Plain HTTP goes to the proxy as
   an absolute-form request; HTTPS goes through it in a CONNECT tunnel, so the TLS session is still
   with the provider. The proxy itself may be `http://` or `https://` (then TLS to the proxy too,
   verified with the same context); credentials in its URL are sent as Proxy-Authorization;
@@ -33,15 +34,22 @@ which does the connection work that is easy to get subtly wrong by hand:
 - a cap on the answer's size (`max_response_bytes`, 32 MiB by default: a chat completion or a page
   of fine-tuning jobs is far below it): a larger answer raises ResponseTooLargeError, which the
   providers turn into a permanent error naming the limit, and the connection is dropped unread.
+  The request asks for no compression (http.client sends `Accept-Encoding: identity`), but a server
+  may compress anyway: such an answer (gzip, deflate) is decoded here a chunk at a time and the cap
+  holds for the decoded bytes — a 300 KB gzip that expands to 300 MiB is refused at 32 MiB, not
+  expanded whole — and the response handed on carries no Content-Encoding, so httpx does not decode
+  it again. An encoding it cannot decode, or a body that does not decode as its encoding says,
+  raises httpx.DecodingError (a permanent provider error);
 
 Left out on purpose: HTTP/2, cookies, redirects (a 3xx is returned as it is, and the provider's error
-names the status), asking for compressed answers, and streaming (`stream=True` still reads the answer
+names the status), asking for compressed answers (one sent anyway is decoded, see above), and streaming (`stream=True` still reads the answer
 whole). A request body of unknown length is read whole and sent with its length.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import ssl
 import threading
 import time
@@ -56,6 +64,7 @@ import urllib3
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    DecodeError,
     MaxRetryError,
     NewConnectionError,
     ProtocolError,
@@ -63,14 +72,18 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from urllib3.response import HTTPResponse
 from urllib3.util import Retry, parse_url
 
 from .base import ProviderSettings
+from .destinations import is_loopback
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _USER_AGENT = "genesis-provider-client"
 CONNECT_TIMEOUT_SECONDS = 10.0
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# A compressed answer is decoded this much at a time, so what it expands to is counted as it grows.
+_DECODED_CHUNK_BYTES = 256 * 1024
 
 
 @functools.cache
@@ -91,6 +104,15 @@ class ResponseTooLargeError(httpx.RequestError):
     def __init__(self, message: str, *, request: httpx.Request, limit_bytes: int) -> None:
         super().__init__(message, request=request)
         self.limit_bytes = limit_bytes
+
+
+class CertificateVerificationError(httpx.ConnectError):
+    """The TLS certificate of the server (or of an https:// proxy) failed verification: its name, its
+    issuer or its dates. A matter of configuration — the same certificate fails the next time too."""
+
+
+class UnsupportedProxyError(httpx.ProxyError):
+    """The environment names a proxy this client cannot use (socks5://…): nothing was sent."""
 
 
 class _RetryBrokenIdempotentRequest(Retry):
@@ -217,18 +239,23 @@ class ProviderHttpClient:
                 redirect=False, assert_same_host=False, preload_content=False, decode_content=False,
                 timeout=urllib3.Timeout(connect=timeouts["connect"], read=timeouts["read"]),
             )
-            content = self._read_capped(answer, request)
-        except ResponseTooLargeError:
+            content, decoded = self._read_capped(answer, request)
+        except (ResponseTooLargeError, httpx.DecodingError):
             raise
         except ValueError as error:  # http.client refuses a header with a line break in it
             raise httpx.LocalProtocolError(f"invalid request to {url.host}: {error}", request=request) from error
         except urllib3.exceptions.HTTPError as error:
             raise _httpx_error(error, request, host=host, port=port, proxy=pool.proxy, timeouts=timeouts) from error
+        headers: list[tuple[str, str]] = list(answer.headers.items())
+        if decoded:
+            # The content is decoded already: httpx must not decode it again (without a limit), and
+            # the length it carries is its own.
+            headers = [(name, value) for name, value in headers if name.lower() not in ("content-encoding", "content-length")]
         response = httpx.Response(
             answer.status,
             # http.client decoded the header bytes as latin-1; httpx takes them back as bytes, so a
             # non-ASCII value (which httpx would refuse as text) is kept as it came.
-            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()],
+            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
             content=content, request=request,
             extensions={"http_version": b"HTTP/1.0" if answer.version == 10 else b"HTTP/1.1",
                         "reason_phrase": (answer.reason or "").encode("latin-1", "replace")},
@@ -263,22 +290,28 @@ class ProviderHttpClient:
 
     def _pools_for(self, scheme: str, host: str) -> urllib3.PoolManager:
         """The pool manager that reaches `host`: the direct one, or the proxy's for `scheme` unless
-        NO_PROXY names the host. Decided once per (scheme, host)."""
+        the host is loopback or NO_PROXY names it. Decided once per (scheme, host)."""
         route = self._route.get((scheme, host))
         if route is not None:
             return route
-        address = self._proxies.get(scheme) or self._proxies.get("all")
-        if not address or urllib.request.proxy_bypass_environment(host, self._proxies):  # type: ignore[attr-defined]  # in urllib.request at runtime; typeshed omits it
+        variable = scheme if self._proxies.get(scheme) else "all"
+        address = self._proxies.get(variable)
+        if not address or bypasses_proxy(host, self._proxies):
             route = self._direct
         else:
-            route = self._proxy_manager(address)
+            route = self._proxy_manager(address, variable=f"{variable.upper()}_PROXY")
         with self._lock:
             return self._route.setdefault((scheme, host), route)
 
-    def _proxy_manager(self, address: str) -> urllib3.ProxyManager:
+    def _proxy_manager(self, address: str, *, variable: str) -> urllib3.ProxyManager:
         proxy = parse_url(address if "://" in address else f"http://{address}")
         if proxy.scheme not in ("http", "https") or not proxy.host:
-            raise httpx.ProxyError(f"proxy {address!r}: expected http://host:port or https://host:port")
+            shown = proxy._replace(auth=None).url if proxy.auth else address  # its password is not for messages
+            raise UnsupportedProxyError(
+                f"the proxy {shown!r} in {variable} (or its lower-case twin) is not one this client can use: it "
+                "takes http://host:port or https://host:port proxies only; set one of those, or name the host "
+                "in NO_PROXY"
+            )
         proxy_url = proxy._replace(auth=None, path=None, query=None, fragment=None).url
         with self._lock:
             manager = self._proxy_managers.get(proxy_url)
@@ -290,22 +323,93 @@ class ProviderHttpClient:
                 self._proxy_managers[proxy_url] = manager
             return manager
 
-    def _read_capped(self, answer: urllib3.BaseHTTPResponse, request: httpx.Request) -> bytes:
-        """The whole answer, unless it is larger than `max_response_bytes`: then the connection is
-        dropped (what is left of the answer is not read) and ResponseTooLargeError raised."""
+    def _read_capped(self, answer: urllib3.BaseHTTPResponse, request: httpx.Request) -> tuple[bytes, bool]:
+        """The whole answer, decoded when the server compressed it (though the request asked for
+        `identity`, as http.client does), and whether it was; unless it is larger than
+        `max_response_bytes` once decoded: then the connection is dropped (what is left of the answer
+        is not read) and ResponseTooLargeError raised. The limit holds for what is decoded, a chunk
+        at a time, so a small compressed answer cannot expand past it in memory. An encoding this
+        client cannot decode, or content that does not decode, raises httpx.DecodingError."""
         limit = self.max_response_bytes
         declared = answer.length_remaining  # the Content-Length, when the server sent one
-        content = b"" if declared is not None and declared > limit else answer.read(None if declared is not None else limit + 1)
-        if (declared is not None and declared > limit) or len(content) > limit:
-            answer.close()
-            answer.release_conn()  # the closed connection goes back to the pool, to be opened anew
-            raise ResponseTooLargeError(
-                f"{request.url.host} answered {request.method} {request.url.path} with more than {limit} bytes "
-                f"({declared if declared is not None else 'no length given'}); the provider HTTP client's "
-                "max_response_bytes refuses it", request=request, limit_bytes=limit,
+        if declared is not None and declared > limit:
+            self._drop(answer)
+            raise self._too_large(request, limit=limit, declared=declared)
+        encoding = (answer.headers.get("content-encoding") or "").strip().lower()
+        if encoding in ("", "identity"):
+            content = answer.read(None if declared is not None else limit + 1, decode_content=False)
+            if len(content) > limit:
+                self._drop(answer)
+                raise self._too_large(request, limit=limit, declared=declared)
+            answer.release_conn()  # read to its end, so already back in the pool: this is a no-op then
+            return content, False
+        unknown = [part for part in (p.strip() for p in encoding.split(",")) if part and part != "identity"
+                   and part not in HTTPResponse.CONTENT_DECODERS]
+        if unknown:
+            self._drop(answer)
+            raise httpx.DecodingError(
+                f"{request.url.host} answered {request.method} {request.url.path} with Content-Encoding: {encoding}, "
+                "which this client cannot decode (it asked for identity)", request=request,
             )
-        answer.release_conn()  # read to its end, so already back in the pool: this is a no-op then
-        return content
+        parts: list[bytes] = []
+        size = 0
+        try:
+            for part in answer.stream(_DECODED_CHUNK_BYTES, decode_content=True):
+                size += len(part)
+                if size > limit:
+                    self._drop(answer)
+                    raise self._too_large(request, limit=limit, declared=None, encoding=encoding)
+                parts.append(part)
+        except DecodeError as error:
+            self._drop(answer)
+            raise httpx.DecodingError(
+                f"{request.url.host} answered {request.method} {request.url.path} with a body marked Content-Encoding: "
+                f"{encoding} that does not decode as such ({error})", request=request,
+            ) from error
+        answer.release_conn()
+        return b"".join(parts), True
+
+    @staticmethod
+    def _drop(answer: urllib3.BaseHTTPResponse) -> None:
+        answer.close()
+        answer.release_conn()  # the closed connection goes back to the pool, to be opened anew
+
+    @staticmethod
+    def _too_large(request: httpx.Request, *, limit: int, declared: int | None, encoding: str = "") -> ResponseTooLargeError:
+        size = (f"decoded from Content-Encoding: {encoding}" if encoding
+                else str(declared) if declared is not None else "no length given")
+        return ResponseTooLargeError(
+            f"{request.url.host} answered {request.method} {request.url.path} with more than {limit} bytes "
+            f"({size}); the provider HTTP client's max_response_bytes refuses it", request=request, limit_bytes=limit,
+        )
+
+
+def bypasses_proxy(host: str, proxies: Mapping[str, str]) -> bool:
+    """Whether a request to `host` goes directly rather than through the environment's proxy.
+
+    Loopback always does: a proxy's 127.0.0.1 is not ours, and plain http:// is allowed only to
+    loopback (destinations.py) because it never leaves the machine — through a proxy the API key and
+    the prompts would cross the network in clear text. Otherwise NO_PROXY decides, as requests reads
+    it: an IP address is bypassed when an entry is that address or a network containing it
+    (`10.0.0.0/8`, `::1/128`), a name when an entry is it or a domain it ends in, `*` bypasses every
+    host (the last two are urllib's rule, which requests and httpx follow too)."""
+    if is_loopback(host):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        for entry in (proxies.get("no") or "").split(","):
+            entry = entry.strip()
+            if "/" not in entry:
+                continue
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue  # not a network: urllib's rule below reads it
+    return bool(urllib.request.proxy_bypass_environment(host, proxies))  # type: ignore[attr-defined]  # in urllib.request at runtime; typeshed omits it
 
 
 def _wire_headers(request: httpx.Request, body: bytes) -> dict[str, str]:
@@ -331,6 +435,31 @@ def _tunnel_refused(error: ProtocolError) -> bool:
     return any(isinstance(cause, OSError) and "Tunnel connection failed" in str(cause) for cause in error.args)
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and what it wraps, as urllib3 wraps it (arguments, a proxy's original error, causes)."""
+    seen: list[BaseException] = []
+    todo = [error]
+    while todo:
+        current = todo.pop()
+        if current in seen or len(seen) > 20:
+            continue
+        seen.append(current)
+        todo.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        for linked in (getattr(current, "original_error", None), getattr(current, "reason", None),
+                       current.__cause__, current.__context__):
+            if isinstance(linked, BaseException):
+                todo.append(linked)
+    return seen
+
+
+def _certificate_refused(error: BaseException) -> bool:
+    return any(isinstance(cause, ssl.SSLCertVerificationError) for cause in _causes(error))
+
+
+def _certificate_problem(error: BaseException) -> str:
+    return str(next(cause for cause in _causes(error) if isinstance(cause, ssl.SSLCertVerificationError)))
+
+
 def _httpx_error(
     error: urllib3.exceptions.HTTPError, request: httpx.Request, *, host: str, port: int, proxy: Any, timeouts: Mapping[str, Any]
 ) -> httpx.TransportError:
@@ -338,14 +467,18 @@ def _httpx_error(
     if isinstance(error, MaxRetryError) and error.reason is not None:
         error = error.reason  # type: ignore[assignment]
     via = f" through the proxy {proxy.host}:{proxy.port}" if proxy is not None else ""
+    if _certificate_refused(error):
+        whose = f"the proxy {proxy.host}:{proxy.port}" if isinstance(error, ProxyError) else f"{host}:{port}{via}"
+        return CertificateVerificationError(f"the TLS certificate of {whose} failed verification: {_certificate_problem(error)}",
+                                            request=request)
     if isinstance(error, ProxyError):
         return httpx.ProxyError(f"could not connect to {host}:{port}{via}: {error.original_error}", request=request)
     if isinstance(error, ProtocolError) and _tunnel_refused(error):
         return httpx.ProxyError(f"could not connect to {host}:{port}{via}: {error.args[-1]}", request=request)
-    if isinstance(error, NewConnectionError | SSLError):  # refused, unknown host, TLS verification…
+    if isinstance(error, NewConnectionError | SSLError):  # refused, unknown host, a TLS handshake that broke…
         return httpx.ConnectError(f"could not connect to {host}:{port}{via}: {error}", request=request)
     if isinstance(error, ConnectTimeoutError):
-        return httpx.ConnectTimeout(f"timed out connecting to {host}:{port}{via}", request=request)
+        return httpx.ConnectTimeout(f"timed out connecting to {host}:{port}{via} ({timeouts['connect']:g}s)", request=request)
     if isinstance(error, ReadTimeoutError):
         return httpx.ReadTimeout(f"no answer from {host} within {timeouts['read']}s", request=request)
     if isinstance(error, ProtocolError) and _timed_out(error):

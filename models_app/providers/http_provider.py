@@ -21,8 +21,15 @@ from .errors import (
     ProviderError,
     TransientProviderError,
     error_from_response,
+    redact_secrets,
 )
-from .http import ProviderHttpClient, ResponseTooLargeError, new_http_client
+from .http import (
+    CertificateVerificationError,
+    ProviderHttpClient,
+    ResponseTooLargeError,
+    UnsupportedProxyError,
+    new_http_client,
+)
 from .throttle import CallGate
 
 T = TypeVar("T")
@@ -81,13 +88,30 @@ class HttpProvider:
             with self._gate.admit():
                 started = time.perf_counter()
                 return request(), (time.perf_counter() - started) * 1000
-        except ProviderError:
+        except ProviderError as raised:
+            self._redacted(raised)
             raise
         except Exception as error:
             failure = self._provider_error(error, operation=operation, model=model, refusal_is_expected=refusal_is_expected)
             if failure is None:
                 raise
-            raise failure from error
+            if self._redact(str(error)) != str(error):
+                # The client's own error quotes the credential (the SDK's carries the whole body): not
+                # chained, so that no traceback prints it.
+                raise self._redacted(failure) from None
+            raise self._redacted(failure) from error
+
+    def _redact(self, text: str) -> str:
+        return redact_secrets(text, (self.settings.api_key,))
+
+    def _redacted(self, failure: ProviderError) -> ProviderError:
+        """The error without the account's key or any bearer credential, whatever path its words took
+        (an echoed header in an answer, an exception's text): they are logged, kept on rows and shown."""
+        failure.message = self._redact(failure.message)
+        failure.args = (failure.message, *failure.args[1:])
+        if failure.provider_answer:
+            failure.provider_answer = self._redact(failure.provider_answer)
+        return failure
 
     def _provider_error(
         self, error: Exception, *, operation: str, model: str | None, refusal_is_expected: bool
@@ -98,6 +122,26 @@ class HttpProvider:
             return PermanentProviderError(
                 f"provider '{self.name}' answered {operation} with more than {error.limit_bytes} bytes, the HTTP "
                 "client's limit (max_response_bytes): a provider answer this large is not one Genesis asked for",
+                provider=self.name,
+            )
+        if isinstance(error, httpx.DecodingError):
+            # The same bytes would come again: not worth a retry.
+            return PermanentProviderError(
+                f"provider '{self.name}' answered {operation} with a body that cannot be decoded: {error}", provider=self.name
+            )
+        if isinstance(error, CertificateVerificationError):
+            return PermanentProviderError(
+                f"provider '{self.name}' at {self.settings.base_url or self.default_address} is not called for {operation}: "
+                f"{error}. Retrying cannot help: give the server a certificate for that name from a CA this process "
+                "trusts, or point SSL_CERT_FILE at the CA that signed it (and restart the web and worker processes)",
+                provider=self.name,
+            )
+        if isinstance(error, UnsupportedProxyError):
+            return PermanentProviderError(f"provider '{self.name}' is not called for {operation}: {error}", provider=self.name)
+        if isinstance(error, httpx.ConnectTimeout):
+            return TransientProviderError(
+                f"provider '{self.name}' at {self.settings.base_url or self.default_address}: connect timed out "
+                f"({_connect_timeout(error, default=self.settings.timeout_seconds):g}s) on {operation}",
                 provider=self.name,
             )
         if isinstance(error, httpx.TimeoutException):
@@ -139,6 +183,7 @@ class HttpProvider:
             api_key_present=bool(self.settings.api_key),
             refusal_is_expected=refusal_is_expected,
             model=model,
+            api_key=self.settings.api_key,
         )
 
     def _unreadable_answer(self, operation: str, what: str, *, status_code: int, answer: str | None) -> PermanentProviderError:
@@ -147,5 +192,13 @@ class HttpProvider:
             f"provider '{self.name}' answered {operation} with {what}",
             provider=self.name,
             status_code=status_code,
-            provider_answer=answer,
+            provider_answer=self._redact(answer) if answer else answer,
         )
+
+
+def _connect_timeout(error: httpx.ConnectTimeout, *, default: float) -> float:
+    """The connect timeout the request was sent with (the client's, at most the account's timeout)."""
+    try:
+        return float(error.request.extensions["timeout"]["connect"])
+    except (RuntimeError, KeyError, TypeError, ValueError):  # no request attached, or no timeout on it
+        return default

@@ -39,6 +39,7 @@ from .base import (
 from .errors import PermanentProviderError, ProviderError, UnsupportedParameterError, body_excerpt
 from .http import ProviderHttpClient
 from .http_provider import HttpProvider
+from .usage import chat_token_counts
 
 mistral_sdk_caches.install()
 
@@ -117,15 +118,20 @@ class MistralProvider(HttpProvider):
                 f"provider '{self.name}' answered the chat completion without any choice", provider=self.name
             )
         choice = response.choices[0]
-        usage = response.usage
+        text = _content_text(choice.message.content)
+        # The SDK fills a count the answer left out with 0: only those the answer gave are the provider's.
+        reported: dict[str, Any] = {name: getattr(response.usage, name) for name in ("prompt_tokens", "completion_tokens")
+                    if name in response.usage.model_fields_set}
+        tokens = chat_token_counts(provider=self.name, model=model, usage=reported, messages=prepared, completion=text)
         return ChatResult(
-            text=_content_text(choice.message.content),
-            prompt_tokens=int(usage.prompt_tokens or 0),
-            completion_tokens=int(usage.completion_tokens or 0),
+            text=text,
+            prompt_tokens=tokens.prompt,
+            completion_tokens=tokens.completion,
             latency_ms=round(latency_ms, 2),
             finish_reason=str(choice.finish_reason),
             model=response.model or model,
             provider=self.name,
+            tokens_estimated=tokens.estimated,
         )
 
     def list_models(self) -> list[ModelInfo]:
@@ -225,7 +231,7 @@ class MistralProvider(HttpProvider):
     ) -> ProviderError | None:
         """The SDK's own errors first: an answer it could not read, an error answer, no answer."""
         if isinstance(error, sdk_models.ResponseValidationError) and 200 <= error.status_code < 300:
-            return self._unreadable_answer(operation, f"a shape the SDK cannot read: {body_excerpt(error.message)}",
+            return self._unreadable_answer(operation, f"a shape the SDK cannot read: {body_excerpt(self._redact(error.message))}",
                                            status_code=error.status_code, answer=error.body)
         if isinstance(error, sdk_models.MistralError):
             return self._error_from_answer(operation=operation, status_code=error.status_code, body=error.body,

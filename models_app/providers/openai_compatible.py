@@ -8,7 +8,6 @@ One attempt per call; retries live in providers/retry.py.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,8 +19,7 @@ from .base import ChatMessage, ChatResult, ModelInfo, ProviderSettings, prepared
 from .errors import PermanentProviderError
 from .http import ProviderHttpClient
 from .http_provider import HttpProvider
-
-CHARS_PER_TOKEN_ESTIMATE = 4  # only when a server reports no usage (some llama.cpp builds)
+from .usage import chat_token_counts, malformed_usage
 
 
 def api_root(base_url: str) -> str:
@@ -58,21 +56,19 @@ class OpenAICompatibleProvider(HttpProvider):
         except (KeyError, IndexError, TypeError, AttributeError):
             raise self._unreadable_answer("chat completion", "no choices[0].message",
                                           status_code=response.status_code, answer=response.text) from None
-        usage = body.get("usage") or {}
-        prompt_tokens = usage.get("prompt_tokens")
-        completion_tokens = usage.get("completion_tokens")
-        if prompt_tokens is None:
-            prompt_tokens = _estimate_tokens("".join(message_text(m.get("content")) for m in prepared))
-        if completion_tokens is None:
-            completion_tokens = _estimate_tokens(text)
+        usage = body.get("usage")
+        if usage is not None and not isinstance(usage, dict):
+            raise malformed_usage(provider=self.name, usage=usage)
+        tokens = chat_token_counts(provider=self.name, model=model, usage=usage, messages=prepared, completion=text)
         return ChatResult(
             text=text,
-            prompt_tokens=int(prompt_tokens),
-            completion_tokens=int(completion_tokens),
+            prompt_tokens=tokens.prompt,
+            completion_tokens=tokens.completion,
             latency_ms=round(latency_ms, 2),
             finish_reason=finish_reason,
             model=str(body.get("model") or model),
             provider=self.name,
+            tokens_estimated=tokens.estimated,
         )
 
     def list_models(self) -> list[ModelInfo]:
@@ -101,6 +97,3 @@ class OpenAICompatibleProvider(HttpProvider):
                                           status_code=response.status_code, answer=response.text)
         return body, response, latency_ms
 
-
-def _estimate_tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE))

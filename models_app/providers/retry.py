@@ -64,7 +64,8 @@ def call_with_retries(
 
     A Retry-After is honoured as a minimum wait. If the provider asks for longer than
     `policy.max_delay_seconds`, the error is raised at once with its `retry_after`, so a Celery task
-    can reschedule itself instead of blocking a worker.
+    can reschedule itself instead of blocking a worker. The error raised carries in `attempts` how
+    many calls were made (1 when a long Retry-After stopped the retries at once).
     """
     draw = draw or random.Random()
     retry_number = 0
@@ -73,6 +74,7 @@ def call_with_retries(
             return operation()
         except TransientProviderError as error:
             retry_number += 1
+            error.attempts = retry_number
             if retry_number >= policy.max_attempts:
                 raise
             if error.retry_after is not None and error.retry_after > policy.max_delay_seconds:

@@ -9,10 +9,12 @@ tests/models_app/conftest.py belongs to the benchmark tests.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,12 @@ __all__ = [
     "DEMO_TRAINING_FILE",
     "DEMO_VALIDATION_FILE",
     "FineTuningWorld",
+    "ScriptedProvider",
     "chat_lines",
     "ft_simulator",
     "ft_world",
     "restart_simulator",
+    "scripted_provider",
     "set_simulator",
     "wait_until",
 ]
@@ -126,3 +130,50 @@ def ft_world(db, ft_simulator) -> FineTuningWorld:
     )
     budget_upsert(name="default", amount_usd="30")
     return FineTuningWorld(agent=agent, provider=provider, baseline=baseline, simulator=ft_simulator)
+
+
+class ScriptedHandler(BaseHTTPRequestHandler):
+    """Answers every request with the status and JSON body its server's `answer(method, path)` gives."""
+
+    protocol_version = "HTTP/1.1"
+    server: ScriptedProvider
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        status, payload = self.server.answer(self.command, self.path)
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+class ScriptedProvider(ThreadingHTTPServer):
+    """A stand-in provider whose every answer the test scripts: `answer(method, path)` → (status, JSON body)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.answer: Any = lambda method, path: (404, {"detail": "Not Found"})
+        super().__init__(("127.0.0.1", 0), ScriptedHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def scripted_provider() -> Iterator[ScriptedProvider]:
+    server = ScriptedProvider()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -13,6 +13,7 @@ import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
@@ -1105,3 +1106,63 @@ def test_a_chunk_whose_task_raises_gives_its_lease_back_at_once(empty_broker, se
     assert released.lease_token is None and "SoftTimeLimitExceeded" in released.error
     assert released.enqueued_at is None  # nothing retries it: the sweep sends it again at its next pass
     assert benchmark_chunk_claim(chunk_id=chunk.pk, worker="celery@elsewhere#1") is not None
+
+
+class _RateLimitingForDecades(ThreadingHTTPServer):
+    """A provider that answers every chat completion 429 with a Retry-After decades away (an HTTP date)."""
+
+    daemon_threads = True
+    RETRY_AFTER = "Wed, 21 Oct 2099 07:28:00 GMT"
+
+    def __init__(self) -> None:
+        self.chat_calls = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.chat_calls += 1
+                body = b'{"object": "error", "message": "slow down", "type": "rate_limited"}'
+                self.send_response(429)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Retry-After", _RateLimitingForDecades.RETRY_AFTER)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.mark.django_db
+def test_a_retry_after_decades_away_is_capped_and_the_chunk_says_how_many_calls_were_made(seeded_demo):
+    from models_app.benchmarks.runner import QUEUED_CHUNK_RESEND_AFTER_SECONDS, chunk_retry_wait_limit
+
+    server = _RateLimitingForDecades()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        point_demo_provider_at(server, rate_limit_per_minute=60_000, max_concurrency=8)
+        run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 16})
+        chunk = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
+        outcome = benchmark_chunk_execute(chunk_id=chunk.pk, worker="w@test")
+    finally:
+        server.shutdown()
+        server.server_close()
+    # The countdown the task retries with: below the sweep's resend time and Redis' visibility timeout.
+    limit = chunk_retry_wait_limit()
+    assert outcome.retry_in == limit
+    assert limit < QUEUED_CHUNK_RESEND_AFTER_SECONDS and limit < settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    assert server.chat_calls == 16  # each pair of the chunk asked once: a wait that long is not retried in place
+    assert outcome.error.startswith("16 pair(s) failed transiently after 1 attempt each, e.g. provider 'simulator' is "
+                                    "rate limiting chat completion (429); retry after")
+    assert outcome.error.endswith(f"longer than a chunk waits for its retry: retried in {limit:.0f}s")
+    run.refresh_from_db()
+    assert run.status == "running" and BenchmarkChunk.objects.get(pk=chunk.pk).status == "queued"

@@ -220,3 +220,22 @@ def test_the_adopt_page_needs_the_change_permission(ft_world, admin_client_for) 
     assert client.post(adopt_url, {"provider_job_id": orphan}).status_code == 403
     job.refresh_from_db()
     assert job.provider_job_id == ""
+
+
+def test_the_job_list_shows_no_estimate_for_a_job_that_will_never_be_charged(ft_world, admin_client_for, scripted_provider) -> None:
+    from models_app.finetuning.services import finetuning_job_cancel
+
+    client = admin_client_for(username="root", is_superuser=True)
+    with DEMO_TRAINING_FILE.open("rb") as stream:
+        training_file = training_file_upload(agent=ft_world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)
+    queued = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    cancelled = finetuning_job_cancel(job=finetuning_job_create(agent=ft_world.agent, training_file=training_file, submit=False))
+    scripted_provider.answer = lambda method, path: (410, {"message": "Fine-tuning API is deprecated"})
+    provider_account_upsert(name="sim-ft", kind="simulator", base_url=scripted_provider.url, api_key_env="GENESIS_SIMULATOR_API_KEY")
+    refused = finetuning_job_create(agent=ft_world.agent, training_file=training_file)
+    assert (queued.status, cancelled.status, refused.status) == ("QUEUED", "CANCELLED", "REFUSED")
+    assert cancelled.estimated_cost_usd and refused.estimated_cost_usd and refused.cost_usd is None
+    page = client.get(reverse("admin:models_app_finetuningjob_changelist")).content.decode()
+    assert "$4.00 (reported, not yet charged)" in page  # the queued job: the provider's figure
+    assert "— (cancelled, not charged)" in page and "— (refused by the provider, not charged)" in page
+    assert "(estimate)" not in page  # neither will ever be charged

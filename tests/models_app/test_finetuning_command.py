@@ -175,3 +175,34 @@ def test_create_audits_a_raw_file_refuses_pii_and_warns_of_a_skew(ft_world, tmp_
     out, err = fine_tune("create", "--agent", "support_agent", "--training", str(DEMO_TRAINING_FILE))
     assert "QUEUED" in out
     assert "warning" not in err
+
+
+def test_an_agent_on_an_account_that_cannot_fine_tune_is_refused_with_exit_1(ft_world) -> None:
+    from models_app.registry.services import agent_upsert, model_version_register, provider_account_upsert
+
+    vllm = provider_account_upsert(name="vllm", kind="openai_compatible", base_url="http://127.0.0.1:9/v1", api_key_env="")
+    agent = agent_upsert(slug="qa_agent", name="QA agent")
+    model_version_register(agent=agent, provider=vllm, model_id="llama3", base_model="llama3", kind="baseline")
+    with pytest.raises(CommandError) as refused:
+        fine_tune("create", "--agent", "qa_agent", "--training", str(DEMO_TRAINING_FILE))
+    assert refused.value.returncode == 1  # a refusal, not a usage error
+    assert str(refused.value) == ("provider account 'vllm' is OpenAI-compatible server (vLLM, Ollama, llama.cpp, Together), "
+                                  "which cannot fine-tune; use a Mistral or simulator account")
+
+
+def test_a_provider_refusing_a_job_on_sync_exits_1_and_shows_no_estimate(ft_world, scripted_provider) -> None:
+    from models_app.registry.services import provider_account_upsert
+
+    out, _ = fine_tune("create", "--agent", "support_agent", "--training", str(DEMO_TRAINING_FILE))
+    assert "cost ≈$4.00" in out
+    job = FineTuningJob.objects.get()
+    scripted_provider.answer = lambda method, path: (501, {"detail": "Not Implemented"})
+    provider_account_upsert(name="sim-ft", kind="simulator", base_url=scripted_provider.url, api_key_env="GENESIS_SIMULATOR_API_KEY")
+    out = io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("fine_tune", "sync", str(job.pk), stdout=out)
+    assert refused.value.returncode == 1
+    shown = out.getvalue()
+    assert f"job #{job.pk} support_agent open-mistral-7b REFUSED ({job.provider_job_id}) cost — (refused by the provider, not charged)" in shown
+    assert "≈" not in shown  # it will never be charged: no estimate
+    assert 'provider\'s answer (HTTP 501): {"detail": "Not Implemented"}' in shown

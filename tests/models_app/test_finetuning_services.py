@@ -463,6 +463,76 @@ def test_a_provider_refusing_to_answer_for_a_job_marks_it_and_keeps_it(ft_world,
     assert "refused" in job.history.first().history_change_reason
 
 
+@pytest.mark.parametrize("status", [404, 405, 410, 501])
+def test_an_account_without_fine_tuning_routes_is_named_as_such_on_upload(ft_world, scripted_provider, status: int) -> None:
+    scripted_provider.answer = lambda method, path: (status, {"detail": "Not Found"})
+    point_provider_at(ft_world, scripted_provider.url)
+    with pytest.raises(Conflict) as refused:
+        upload_demo(ft_world)
+    message = refused.value.message
+    assert message.startswith(
+        f"provider 'sim-ft' does not serve Mistral's fine-tuning routes: POST {scripted_provider.url}/v1/files answered "
+        f"{status}: {{\"detail\": \"Not Found\"}}. Mistral retired its fine-tuning API in 2026")
+    assert "refused the file" not in message  # the file is not what is wrong
+    assert "use a provider account that still offers fine-tuning" in message
+    assert f"upload {DEMO_TRAINING_FILE.name} there" in message
+    assert not TrainingFile.objects.exists()
+
+
+@pytest.mark.parametrize(("status", "answer"), [
+    (501, {"detail": "Not Implemented"}),
+    (400, {"object": "error", "message": "The fine-tuning API is deprecated", "type": "invalid_request_error"}),
+    (422, {"detail": "fine-tuning jobs are no longer supported"}),
+    (404, {"detail": "Not Found"}),
+])
+def test_a_permanent_refusal_on_sync_ends_the_jobs_tracking(ft_world, scripted_provider, status: int, answer: Any) -> None:
+    job = started_job(ft_world)
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is None
+    scripted_provider.answer = lambda method, path: (status, answer)
+    point_provider_at(ft_world, scripted_provider.url)
+    job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
+    assert job.status == "REFUSED" and job.provider_status == "RUNNING"
+    assert job.provider_answer_status == status and json.dumps(answer) == job.provider_answer
+    assert f"({status})" in job.last_error
+    assert job not in jobs_to_sync()  # not polled every minute for a week
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
+
+
+@pytest.mark.parametrize("status", [401, 429])
+def test_a_refused_key_or_a_rate_limit_on_sync_keeps_the_job_followed(ft_world, scripted_provider, status: int) -> None:
+    job = started_job(ft_world)
+    scripted_provider.answer = lambda method, path: (status, {"detail": "not now"})
+    point_provider_at(ft_world, scripted_provider.url)
+    job = finetuning_job_sync(job=job, retry_policy=FAST_RETRY)
+    assert job.status == "RUNNING" and f"({status})" in job.last_error
+    assert job in jobs_to_sync()
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is None
+
+
+def test_a_start_the_provider_does_not_implement_refuses_the_job(ft_world, scripted_provider) -> None:
+    job = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world))
+    scripted_provider.answer = lambda method, path: (501, {"detail": "Not Implemented"})
+    point_provider_at(ft_world, scripted_provider.url)
+    with pytest.raises(Conflict, match=r"refused to start fine-tuning job .* \(501\)"):
+        finetuning_job_start(job=job)
+    job = ft_world.job(job)
+    assert job.status == "REFUSED" and job.provider_answer_status == 501
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
+
+
+def test_a_start_refused_because_the_job_already_moved_on_keeps_it_followed(ft_world) -> None:
+    job = finetuning_job_create(agent=ft_world.agent, training_file=upload_demo(ft_world), auto_start=True)
+    assert job.status == "QUEUED"  # what creation said; the provider starts it by itself
+    wait_until(lambda: ft_world.simulator.state.get_job(job.provider_job_id).status(time.time()) == "RUNNING",
+               timeout=5, what="the simulated job to start")
+    with pytest.raises(Conflict, match=r"\(409\)"):
+        finetuning_job_start(job=job)
+    job = ft_world.job(job)
+    assert job.status == "QUEUED" and job.provider_answer_status == 409
+    assert job in jobs_to_sync()  # the next sync finds it running, and later registers its model
+    assert finetuning_job_sync(job=job).status == "RUNNING"
+
+
 # --- a provider that forgets its files and jobs, or hands their ids out again -----------------------
 
 
@@ -607,7 +677,7 @@ def test_an_audit_override_needs_the_permission_and_is_recorded_on_the_job(ft_wo
 
 def test_an_openai_compatible_account_cannot_fine_tune(ft_world) -> None:
     account = provider_account_upsert(name="vllm", kind="openai_compatible", base_url="http://127.0.0.1:9/v1", api_key_env="")
-    with pytest.raises(InvalidInput, match="cannot fine-tune"):
+    with pytest.raises(Conflict, match="cannot fine-tune"):  # the account's refusal (409), not invalid input
         training_file_upload(agent=ft_world.agent, content=io.BytesIO(chat_lines(2)), filename="x.jsonl", provider=account)
 
 

@@ -3,6 +3,8 @@ keep-alive, connections the server dropped, timeouts, base URLs, proxies and TLS
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import select
 import socket
@@ -19,7 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from models_app.providers import OpenAICompatibleProvider, PermanentProviderError, TransientProviderError
+from models_app.providers import (
+    OpenAICompatibleProvider,
+    PermanentProviderError,
+    RetryPolicy,
+    TransientProviderError,
+    call_with_retries,
+)
 from models_app.providers.base import ProviderKind, ProviderSettings
 from models_app.providers.http import ProviderHttpClient, ResponseTooLargeError, tls_context
 
@@ -250,14 +258,51 @@ def test_plain_http_goes_through_the_proxy_with_its_credentials_unless_no_proxy_
     direct.close()
 
 
+def test_a_loopback_destination_never_goes_through_a_proxy(serve, monkeypatch) -> None:
+    # Plain http:// is allowed only to loopback because it never leaves the machine: through a proxy
+    # the key and the prompts would cross the network in clear text (and the proxy's 127.0.0.1 is not ours).
+    proxy = serve(lambda handler: reply(handler, {"via": "proxy"}))
+    origin = serve(lambda handler: reply(handler, {"via": "origin"}))
+    set_proxy_environment(monkeypatch, http_proxy=f"http://127.0.0.1:{proxy.server_address[1]}",
+                          all_proxy=f"http://127.0.0.1:{proxy.server_address[1]}")
+    http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, headers={"Authorization": "Bearer secret"})
+    port = origin.server_address[1]
+    for url in (f"http://127.0.0.1:{port}/v1/models", f"http://localhost:{port}/v1/models"):
+        assert http.request("GET", url).json() == {"via": "origin"}
+    assert proxy.seen.request_lines == []
+    assert origin.seen.headers[0]["authorization"] == "Bearer secret"
+    assert http.request("GET", "http://provider.invalid/v1/models").json() == {"via": "proxy"}  # others still do
+    http.close()
+
+
+@pytest.mark.parametrize(("no_proxy", "proxied"), [
+    ("192.0.2.0/24", False), ("example.org, 192.0.2.0/28 ,", False), ("192.0.2.1", False),
+    ("198.51.100.0/24", True), ("192.0.2.0/not-a-mask", True),
+])
+def test_no_proxy_networks_are_honoured_as_requests_reads_them(serve, monkeypatch, no_proxy: str, proxied: bool) -> None:
+    proxy = serve(lambda handler: reply(handler, {"via": "proxy"}))
+    set_proxy_environment(monkeypatch, http_proxy=f"http://127.0.0.1:{proxy.server_address[1]}", no_proxy=no_proxy)
+    http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, connect_timeout_seconds=0.2)
+    url = "http://192.0.2.1:9/v1/models"  # TEST-NET-1: nothing answers there directly
+    if proxied:
+        assert http.request("GET", url).json() == {"via": "proxy"}
+        assert proxy.seen.request_lines == [f"GET {url} HTTP/1.1"]
+    else:
+        with pytest.raises((httpx.ConnectError, httpx.ConnectTimeout), match="192.0.2.1:9"):
+            http.request("GET", url)
+        assert proxy.seen.request_lines == []
+    http.close()
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (openssl, as on every machine Genesis runs on)."""
+    """A self-signed certificate for 127.0.0.1 and PROXIED_HOST (openssl, as on every machine Genesis
+    runs on)."""
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+         "-addext", f"subjectAltName=IP:127.0.0.1,DNS:{PROXIED_HOST}", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )
     return cert, key
@@ -284,8 +329,14 @@ def test_https_verifies_the_servers_certificate(tls_server, certificate) -> None
         client(ssl_context=tls_context()).request("GET", url)
 
 
+# A name only the test proxies know (they send it to 127.0.0.1): a loopback destination is never
+# proxied, so a request that must go through a proxy names a host that is not loopback.
+PROXIED_HOST = "provider.test"
+
+
 class TunnelHandler(BaseHTTPRequestHandler):
-    """A CONNECT proxy: the bytes of the tunnel pass through untouched (TLS stays end to end)."""
+    """A CONNECT proxy: the bytes of the tunnel pass through untouched (TLS stays end to end). It
+    reaches PROXIED_HOST at 127.0.0.1."""
 
     protocol_version = "HTTP/1.1"
     tunnels: list[tuple[str, str]] = []
@@ -299,7 +350,7 @@ class TunnelHandler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         host, _, port = self.path.rpartition(":")
-        upstream = socket.create_connection((host, int(port)))
+        upstream = socket.create_connection(("127.0.0.1" if host == PROXIED_HOST else host, int(port)))
         self.send_response(200, "Connection established")
         self.end_headers()
         sockets = [self.connection, upstream]
@@ -324,9 +375,9 @@ def test_https_through_a_proxy_is_a_connect_tunnel(tls_server, certificate, tunn
     proxy = tunnel_proxy()
     set_proxy_environment(monkeypatch, https_proxy=f"http://ops:secret@127.0.0.1:{proxy.server_address[1]}")
     http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
-    url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models"
+    url = f"https://{PROXIED_HOST}:{tls_server.server_address[1]}/v1/models"
     assert http.request("GET", url).json() == {"secure": True}
-    assert TunnelHandler.tunnels == [(f"127.0.0.1:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
+    assert TunnelHandler.tunnels == [(f"{PROXIED_HOST}:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
     http.close()
 
 
@@ -366,9 +417,10 @@ def test_a_slow_answer_is_not_waited_for_twice_even_for_a_get(serve) -> None:
     assert server.seen.request_lines == ["GET /v1/models HTTP/1.1"]
 
 
-def test_connecting_has_its_own_shorter_timeout_and_sending_shares_it(serve) -> None:
-    # A listening socket that never accepts, its backlog full: the kernel leaves new connections
-    # unanswered, so connecting waits until the connect timeout.
+@contextlib.contextmanager
+def unaccepting_port() -> Iterator[int]:
+    """A port whose listening socket never accepts, its backlog full: the kernel leaves new
+    connections unanswered, so connecting waits until the connect timeout."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
@@ -379,21 +431,69 @@ def test_connecting_has_its_own_shorter_timeout_and_sending_shares_it(serve) -> 
             filler.setblocking(False)
             filler.connect_ex(listener.getsockname())
             fillers.append(filler)
-        http = client(timeout_seconds=5.0, connect_timeout_seconds=0.3)
-        request = http.build_request("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/")
-        assert request.extensions["timeout"] == {"connect": 0.3, "read": 5.0, "write": 0.3, "pool": None}
-        started = time.monotonic()
-        with pytest.raises(httpx.ConnectTimeout, match="timed out connecting to 127.0.0.1"):
-            http.send(request)
-        assert 0.25 < time.monotonic() - started < 2.0  # the connect timeout, not the 5 s read timeout
+        yield listener.getsockname()[1]
     finally:
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+def test_connecting_has_its_own_shorter_timeout_and_sending_shares_it(serve) -> None:
+    with unaccepting_port() as port:
+        http = client(timeout_seconds=5.0, connect_timeout_seconds=0.3)
+        request = http.build_request("GET", f"http://127.0.0.1:{port}/")
+        assert request.extensions["timeout"] == {"connect": 0.3, "read": 5.0, "write": 0.3, "pool": None}
+        started = time.monotonic()
+        with pytest.raises(httpx.ConnectTimeout, match="timed out connecting to 127.0.0.1:[0-9]+ \\(0.3s\\)"):
+            http.send(request)
+        assert 0.25 < time.monotonic() - started < 2.0  # the connect timeout, not the 5 s read timeout
     # The connect timeout is never longer than the request's own timeout.
     assert client(timeout_seconds=2.0).build_request("GET", "http://h/").extensions["timeout"]["connect"] == 2.0
     assert client(timeout_seconds=60.0).build_request("GET", "http://h/", timeout=0.5).extensions["timeout"] == {
         "connect": 0.5, "read": 0.5, "write": 0.5, "pool": None}
+
+
+def local_llm(base_url: str, **options: Any) -> OpenAICompatibleProvider:
+    settings = ProviderSettings(name="local-llm", kind=ProviderKind.OPENAI_COMPATIBLE, base_url=base_url, timeout_seconds=5.0)
+    return OpenAICompatibleProvider(settings, http_client=client(base_url=base_url + "/v1", **options))
+
+
+def test_a_provider_reports_a_connect_timeout_with_the_connect_limit_not_the_accounts(serve) -> None:
+    with unaccepting_port() as port:
+        with pytest.raises(TransientProviderError) as raised:
+            local_llm(f"http://127.0.0.1:{port}", connect_timeout_seconds=0.3).list_models()
+    assert str(raised.value) == f"provider 'local-llm' at http://127.0.0.1:{port}: connect timed out (0.3s) on list models"
+
+
+def test_a_certificate_that_fails_verification_is_a_permanent_error(tls_server) -> None:
+    url = f"https://127.0.0.1:{tls_server.server_address[1]}"
+    attempts: list[int] = []
+
+    def attempt() -> Any:
+        attempts.append(1)
+        return local_llm(url, ssl_context=tls_context()).list_models()  # the CA bundle does not know it
+
+    with pytest.raises(PermanentProviderError) as refused:
+        call_with_retries(attempt, policy=RetryPolicy(max_attempts=4, base_delay_seconds=0.01))
+    assert attempts == [1]  # not retried: the same certificate fails the next time too
+    message = str(refused.value)
+    assert message.startswith(f"provider 'local-llm' at {url} is not called for list models: the TLS certificate of "
+                              f"127.0.0.1:{tls_server.server_address[1]} failed verification: [SSL: CERTIFICATE_VERIFY_FAILED]")
+    assert "point SSL_CERT_FILE at the CA that signed it" in message
+
+
+def test_a_proxy_of_a_scheme_the_client_cannot_use_is_a_permanent_error_without_its_password(monkeypatch) -> None:
+    set_proxy_environment(monkeypatch, https_proxy="socks5://ops:hunter2@127.0.0.1:1080")
+    settings = ProviderSettings(name="remote", kind=ProviderKind.OPENAI_COMPATIBLE, base_url=f"https://{PROXIED_HOST}")
+    provider = OpenAICompatibleProvider(settings)  # its own client, which reads the environment
+    with pytest.raises(PermanentProviderError) as refused:
+        provider.list_models()
+    assert not isinstance(refused.value, TransientProviderError)
+    assert str(refused.value) == (
+        "provider 'remote' is not called for list models: the proxy 'socks5://127.0.0.1:1080' in HTTPS_PROXY (or its "
+        "lower-case twin) is not one this client can use: it takes http://host:port or https://host:port proxies only; "
+        "set one of those, or name the host in NO_PROXY")
+    provider.close()
 
 
 def big_answer(size: int, *, with_length: bool) -> Callable[[BaseHTTPRequestHandler], None]:
@@ -469,10 +569,10 @@ def test_https_through_an_https_proxy_read_from_the_upper_case_variable(tls_serv
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", f"https://ops:secret@127.0.0.1:{proxy.server_address[1]}")
     http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
-    url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models"
+    url = f"https://{PROXIED_HOST}:{tls_server.server_address[1]}/v1/models"
     assert http.request("GET", url).json() == {"secure": True}
     assert http.request("GET", url).json() == {"secure": True}  # the tunnel is kept alive and used again
-    assert TunnelHandler.tunnels == [(f"127.0.0.1:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
+    assert TunnelHandler.tunnels == [(f"{PROXIED_HOST}:{tls_server.server_address[1]}", "Basic b3BzOnNlY3JldA==")]
     http.close()
 
 
@@ -480,8 +580,55 @@ def test_a_proxy_refusing_the_tunnel_is_a_proxy_error_asked_once(tls_server, cer
     proxy = tunnel_proxy(refuse=407)
     set_proxy_environment(monkeypatch, https_proxy=f"http://ops:wrong@127.0.0.1:{proxy.server_address[1]}")
     http = ProviderHttpClient(timeout_seconds=5, max_idle_connections=2, ssl_context=trusting(certificate))
-    with pytest.raises(httpx.ProxyError, match=f"could not connect to 127.0.0.1:{tls_server.server_address[1]} through the "
-                       f"proxy 127.0.0.1:{proxy.server_address[1]}: Tunnel connection failed: 407"):
-        http.request("GET", f"https://127.0.0.1:{tls_server.server_address[1]}/v1/models")
+    with pytest.raises(httpx.ProxyError, match=f"could not connect to {PROXIED_HOST}:{tls_server.server_address[1]} through "
+                       f"the proxy 127.0.0.1:{proxy.server_address[1]}: Tunnel connection failed: 407"):
+        http.request("GET", f"https://{PROXIED_HOST}:{tls_server.server_address[1]}/v1/models")
     assert len(TunnelHandler.tunnels) == 1
     http.close()
+
+
+def encoded_answer(body: bytes, *, encoding: str) -> Callable[[BaseHTTPRequestHandler], None]:
+    """An answer with a Content-Encoding the client did not ask for (it sends Accept-Encoding: identity)."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Encoding", encoding)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return answer
+
+
+def test_a_compressed_answer_is_decoded_once_and_the_size_cap_holds_for_the_decoded_bytes(serve) -> None:
+    small = json.dumps({"text": "x" * 500}).encode()
+    bomb = json.dumps({"text": "x" * 40_000}).encode()  # about 200 bytes once gzipped
+    server = serve(lambda handler: encoded_answer(gzip.compress(bomb if handler.path == "/bomb" else small),
+                                                  encoding="gzip")(handler))
+    http = client(max_response_bytes=10_000)
+    answered = http.request("GET", server.url + "/small")
+    assert server.seen.headers[0]["accept-encoding"] == "identity"
+    assert answered.json() == {"text": "x" * 500}  # decoded here, and not a second time by httpx
+    assert "content-encoding" not in answered.headers and answered.headers["content-length"] == str(len(small))
+    assert len(gzip.compress(bomb)) < 10_000
+    with pytest.raises(ResponseTooLargeError, match="more than 10000 bytes \\(decoded from Content-Encoding: gzip\\)"):
+        http.request("GET", server.url + "/bomb")
+    assert http.request("GET", server.url + "/small").status_code == 200  # the client goes on working
+    http.close()
+
+
+def test_a_body_that_is_not_what_its_content_encoding_says_is_a_permanent_provider_error(serve) -> None:
+    server = serve(lambda handler: encoded_answer(
+        b'{"choices": []}' if handler.path.endswith("/chat/completions") else gzip.compress(b"{}"),
+        encoding="gzip" if handler.path.endswith("/chat/completions") else "compress")(handler))
+    settings = ProviderSettings(name="local-llm", kind=ProviderKind.OPENAI_COMPATIBLE, base_url=server.url)
+    provider = OpenAICompatibleProvider(settings, http_client=client(base_url=server.url + "/v1"))
+    with pytest.raises(PermanentProviderError) as refused:
+        provider.chat(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert str(refused.value).startswith(
+        "provider 'local-llm' answered chat completion with a body that cannot be decoded: 127.0.0.1 answered POST "
+        "/v1/chat/completions with a body marked Content-Encoding: gzip that does not decode as such")
+    with pytest.raises(PermanentProviderError, match="with Content-Encoding: compress, which this client cannot decode"):
+        provider.list_models()
+    assert not isinstance(refused.value, TransientProviderError)

@@ -334,9 +334,9 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 def test_retries_stop_at_max_attempts_and_never_touch_permanent_errors() -> None:
     calls, operation = flaky(10, TransientProviderError("busy", provider="p"))
-    with pytest.raises(TransientProviderError):
+    with pytest.raises(TransientProviderError) as raised:
         call_with_retries(operation, policy=RetryPolicy(max_attempts=3), sleep=lambda _: None)
-    assert len(calls) == 3
+    assert len(calls) == 3 and raised.value.attempts == 3  # the error says how many calls were made
 
     calls, operation = flaky(10, PermanentProviderError("bad request", provider="p"))
     with pytest.raises(PermanentProviderError):
@@ -348,7 +348,7 @@ def test_a_retry_after_beyond_the_cap_is_raised_not_waited() -> None:
     calls, operation = flaky(1, TransientProviderError("slow down", provider="p", retry_after=120))
     with pytest.raises(TransientProviderError) as raised:
         call_with_retries(operation, policy=RetryPolicy(max_delay_seconds=20), sleep=lambda _: pytest.fail("waited"))
-    assert raised.value.retry_after == 120 and len(calls) == 1
+    assert raised.value.retry_after == 120 and len(calls) == 1 and raised.value.attempts == 1
 
 
 # ---- answer markers reach the simulator only ---------------------------------------------------
@@ -392,6 +392,7 @@ def test_openai_compatible_provider_against_a_stub_server(stub: StubServer) -> N
     assert (sent["json"]["max_tokens"], sent["json"]["seed"]) == (20, 3)
     assert result.text == "Bonjour"
     assert (result.prompt_tokens, result.completion_tokens) == (5, 2)  # no usage reported: ~4 chars a token
+    assert result.tokens_estimated
     assert [model.id for model in provider.list_models()] == ["llama3"]
 
 
@@ -495,3 +496,63 @@ def test_every_provider_of_a_process_shares_one_tls_context_and_warm_up_sends_no
     finally:
         mistral.close()
         compatible.close()
+
+
+# ---- what a provider answers is kept without the key -------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["openai_compatible", "mistral"])
+def test_a_provider_echoing_the_key_in_an_error_has_it_redacted(stub: StubServer, kind: str) -> None:
+    key = "sk-live-0123456789abcdef"
+    echo = {"error": "bad request", "echo": {"authorization": f"Bearer {key}"}, "your_key": key,
+            "note": "also seen: authorization: bearer someone-elses-token"}
+    stub.replies[("POST", "/v1/chat/completions")] = StubReply(400, echo)
+    stub.replies[("POST", "/v1/fine_tuning/jobs")] = StubReply(422, {"detail": f"key {key} may not fine-tune"})
+    provider = build_provider(kind=kind, name="echo", base_url=stub.url, api_key=key, api_key_env="ECHO_API_KEY")
+    with pytest.raises(PermanentProviderError) as raised:
+        provider.chat(model="m", messages=QUESTION)
+    said = f"{raised.value} {raised.value.provider_answer} {raised.value.args}"
+    assert key not in said and "someone-elses-token" not in said
+    assert "Bearer [redacted]" in raised.value.provider_answer and "bearer [redacted]" in raised.value.provider_answer
+    assert '"your_key": "[redacted]"' in raised.value.provider_answer
+    assert "bad request" in str(raised.value)  # the rest of the answer is kept
+    cause = raised.value.__cause__
+    assert cause is None or key not in str(cause)  # no traceback prints it either
+    if kind == "mistral":
+        with pytest.raises(ProviderRefused) as refused:
+            provider.create_job(base_model="open-mistral-7b", training_file_ids=["f"])
+        assert key not in f"{refused.value} {refused.value.provider_answer}"
+        assert "key [redacted] may not fine-tune" in refused.value.provider_answer
+
+
+# ---- usage: checked, or estimated alike by both kinds ------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["openai_compatible", "mistral"])
+@pytest.mark.parametrize("usage", ["n/a", {"prompt_tokens": "seventeen", "completion_tokens": 2},
+                                   {"prompt_tokens": -5, "completion_tokens": 2}, {"prompt_tokens": 3, "completion_tokens": 1.5}])
+def test_malformed_usage_is_a_permanent_error_naming_the_provider(stub: StubServer, kind: str, usage: Any) -> None:
+    stub.replies[("POST", "/v1/chat/completions")] = StubReply(200, {**openai_completion("Bonjour"), "usage": usage})
+    provider = build_provider(kind=kind, name="odd-llm", base_url=stub.url, api_key="k")
+    with pytest.raises(PermanentProviderError) as raised:
+        provider.chat(model="llama3", messages=QUESTION)
+    assert str(raised.value).startswith("provider 'odd-llm' answered")
+    assert "usage" in str(raised.value)
+
+
+@pytest.mark.parametrize("kind", ["openai_compatible", "mistral"])
+def test_missing_usage_counts_are_estimated_alike_and_marked(stub: StubServer, kind: str, caplog) -> None:
+    provider = build_provider(kind=kind, name=f"partial-{kind}", base_url=stub.url, api_key="k")
+    route = ("POST", "/v1/chat/completions")
+    # 27 characters of prompt, 7 of answer: 7 and 2 tokens at four characters a token.
+    stub.replies[route] = StubReply(200, openai_completion("Bonjour", usage={"prompt_tokens": None, "completion_tokens": 9}))
+    partial = provider.chat(model="llama3", messages=QUESTION)
+    assert (partial.prompt_tokens, partial.completion_tokens, partial.tokens_estimated) == (7, 9, True)  # not 0: charged
+    stub.replies[route] = StubReply(200, openai_completion("Bonjour", usage={"completion_tokens": 9}))
+    assert provider.chat(model="llama3", messages=QUESTION).prompt_tokens == 7
+    stub.replies[route] = StubReply(200, openai_completion("Bonjour", usage={"prompt_tokens": 0, "completion_tokens": 9}))
+    reported = provider.chat(model="llama3", messages=QUESTION)
+    assert (reported.prompt_tokens, reported.completion_tokens, reported.tokens_estimated) == (0, 9, False)
+    warnings = [record.getMessage() for record in caplog.records if record.name == "models_app.providers.usage"]
+    assert warnings == [f"provider 'partial-{kind}' reported no prompt_tokens for model 'llama3': its token counts (and "
+                        "the costs computed from them) are estimated at 4 characters a token (logged once per process)"]
