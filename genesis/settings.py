@@ -225,6 +225,12 @@ CELERY_TASK_QUEUES = [Queue("default"), Queue("benchmarks")]
 CELERY_TASK_ROUTES = {"models_app.benchmark_chunk_run": {"queue": "benchmarks"}}
 # One beat sends at a time (a Redis lock; genesis/beat.py): a second beat waits as a standby.
 CELERY_BEAT_SCHEDULER = "genesis.beat:SingleBeatScheduler"
+# Beat saves each task's last_run_at right after sending it, not every 3 minutes (django-celery-beat's
+# sync_every): a standby that takes over from a killed beat reads the schedule from the database, and
+# sent again everything the dead beat had sent since its last save (seen: the weekly report twice).
+# What is still left — a beat killed between sending and saving — the reports absorb: one per day and
+# week (CostReport.schedule_key, launch.WeeklyLaunchReport).
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = GENESIS.time_zone
 
