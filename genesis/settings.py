@@ -155,6 +155,10 @@ if USING_SQLITE:
 else:
     DATABASES = {"default": dict(dj_database_url.parse(GENESIS.database_url, conn_max_age=60, conn_health_checks=True))}
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+    # `.iterator()` outside a transaction would use a WITH HOLD cursor fetched over several statements,
+    # which PgBouncer in transaction mode (fine for web processes, README "Scaling out") may send to
+    # different server connections; the rows are read client-side instead.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache and Redis ---------------------------------------------------------------------------
