@@ -135,6 +135,14 @@ TEMPLATES = [
 ]
 
 # --- database ----------------------------------------------------------------------------------
+def _env_seconds(name: str, default: int) -> int:
+    """A whole number of seconds from the environment. A malformed value stops start-up naming the variable."""
+    raw = os.environ.get(name, str(default)).strip()
+    if not raw.isdigit():
+        raise ImproperlyConfigured(f"{name}: '{raw}' is not a whole number of seconds")
+    return int(raw)
+
+
 USING_SQLITE = GENESIS.database_url.startswith("sqlite")
 DATABASES: dict[str, dict[str, Any]]
 if USING_SQLITE:
@@ -153,7 +161,10 @@ if USING_SQLITE:
         }
     }
 else:
-    DATABASES = {"default": dict(dj_database_url.parse(GENESIS.database_url, conn_max_age=60, conn_health_checks=True))}
+    # Each process (each gunicorn thread, each Celery pool process) keeps its connection this long after a
+    # request or task (README "Scaling out" sizes max_connections by it); 0 closes it after each one.
+    DATABASES = {"default": dict(dj_database_url.parse(
+        GENESIS.database_url, conn_max_age=_env_seconds("GENESIS_DB_CONN_MAX_AGE", 60), conn_health_checks=True))}
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
     # `.iterator()` outside a transaction would use a WITH HOLD cursor fetched over several statements,
     # which PgBouncer in transaction mode (fine for web processes, README "Scaling out") may send to
