@@ -50,6 +50,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models import Max
 from redis.backoff import NoBackoff
+from redis.exceptions import LockError
 from redis.retry import Retry
 
 from experiments.bulk import insert_ignoring_conflicts
@@ -66,6 +67,11 @@ EXPOSURE_LIST_KEY = "genesis:experiments:exposures"
 # Batches the drain could not write because of what they hold (not because the database is away):
 # kept for a person to look at instead of blocking every batch queued behind them.
 EXPOSURE_DEAD_LETTER_KEY = "genesis:experiments:exposures:dead"
+# One drain at a time (drain_exposure_queue): each drain reads the head batch, writes it and only then
+# removes it, so concurrent drains wrote the same batches over again (4 drains: ~5 row-writes a row).
+# Renewed after every batch; a drain that died frees it when it expires.
+EXPOSURE_DRAIN_LOCK_KEY = "genesis:experiments:exposures:drain"
+EXPOSURE_DRAIN_LOCK_SECONDS = 60
 EXPOSURE_FLUSH_SECONDS = 2.0
 EXPOSURE_FLUSH_SIZE = 500
 EXPOSURE_BUFFER_CAP = 100_000  # beyond this, while Redis is down, new exposures are dropped (and counted)
@@ -476,15 +482,33 @@ def write_exposures(*, rows: list[list[Any]]) -> int:
     return len(values)
 
 
-def drain_exposure_queue(*, max_batches: int = 200) -> int:
-    """Move exposure batches from Redis into the database; safe to run concurrently and twice (the
-    insert ignores rows already stored; a batch is removed from Redis only after it is written).
-    A batch that cannot be written because of its content goes to EXPOSURE_DEAD_LETTER_KEY (logged),
-    so it never blocks the batches behind it; when the database itself is unreachable the batch stays
-    at the head and the next run tries again."""
+def drain_exposure_queue(*, max_batches: int = 200, wait_seconds: float = 0) -> int:
+    """Move exposure batches from Redis into the database, one drain at a time (a Redis lock,
+    EXPOSURE_DRAIN_LOCK_KEY): a drain that finds another running returns 0 at once — that one drains
+    the queue — unless `wait_seconds` is given, when it waits that long for the lock and then drains
+    anyway (the erasure, which must see every buffered exposure written before it deletes). Safe
+    however it runs: the insert ignores rows already stored, and a batch is removed from Redis only
+    after it is written. A batch that cannot be written because of its content goes to
+    EXPOSURE_DEAD_LETTER_KEY (logged), so it never blocks the batches behind it; when the database
+    itself is unreachable the batch stays at the head and the next run tries again."""
     client = _redis()
     if client is None:
         return 0
+    lock = client.lock(EXPOSURE_DRAIN_LOCK_KEY, timeout=EXPOSURE_DRAIN_LOCK_SECONDS, thread_local=False)
+    held = bool(lock.acquire(blocking=wait_seconds > 0, blocking_timeout=wait_seconds or None))
+    if not held and not wait_seconds:
+        return 0
+    try:
+        return _drain(client, lock if held else None, max_batches=max_batches)
+    finally:
+        if held:
+            try:
+                lock.release()
+            except LockError:
+                pass  # expired (and maybe taken by another drain): nothing of ours to release
+
+
+def _drain(client: Any, lock: Any, *, max_batches: int) -> int:
     written = 0
     for _ in range(max_batches):
         raw = client.lindex(EXPOSURE_LIST_KEY, 0)
@@ -501,9 +525,15 @@ def drain_exposure_queue(*, max_batches: int = 200) -> int:
             logger.error("exposures: a batch of %d bytes cannot be written (%s: %s); moved to Redis list %s",
                          len(raw), type(exc).__name__, exc, EXPOSURE_DEAD_LETTER_KEY)
             client.pipeline(transaction=True).rpush(EXPOSURE_DEAD_LETTER_KEY, raw).lrem(EXPOSURE_LIST_KEY, 1, raw).execute()
-            continue
-        # Remove exactly the batch we wrote; if another drainer already took it, this is a no-op.
-        client.lrem(EXPOSURE_LIST_KEY, 1, raw)
+        else:
+            # Remove exactly the batch we wrote; if another drainer already took it, this is a no-op.
+            client.lrem(EXPOSURE_LIST_KEY, 1, raw)
+        if lock is not None:
+            try:
+                lock.reacquire()
+            except LockError:
+                logger.warning("exposures: the drain lock expired during a batch; leaving the queue to the next drain")
+                break
     return written
 
 

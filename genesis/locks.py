@@ -4,7 +4,7 @@ what they send again (`stranded`), which /metrics counts as stalled."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +20,11 @@ def worker_lock(namespace: int, pk: int) -> Iterator[bool]:
     """True when this process may work on the row. On Postgres a session advisory lock, held while
     the work runs: a message delivered twice while the first worker is alive finds it taken and
     leaves; when a worker dies its connection closes and the lock goes with it, so the redelivered
-    message takes over. Other databases (the embedded SQLite run) have one worker host: always True."""
+    message takes over. Other databases (the embedded SQLite run) have one worker host: always True.
+
+    Only workers take it, and they need a session of their own for the work's length: a direct
+    connection or PgBouncer in session mode (in transaction mode the lock and the unlock may reach two
+    server connections, and the lock stays on the first). Web processes only read it (`locks_held`)."""
     if connection.vendor != "postgresql":
         yield True
         return
@@ -44,10 +48,32 @@ def worker_lock(namespace: int, pk: int) -> Iterator[bool]:
 WORKER_GONE_AFTER_SECONDS = 60
 
 
+def locks_held(namespace: int, pks: Iterable[int]) -> set[int]:
+    """The `pks` whose worker lock some session holds right now (none off PostgreSQL).
+
+    Read from pg_locks, taking no lock: web processes ask this (/metrics' genesis_jobs_stalled), and
+    they may sit behind PgBouncer in transaction mode, where a probe that took the session lock and
+    released it in a second statement could reach two server connections — the lock then stayed on the
+    first for good, workers skipped that job as "a live worker's", the sweep never sent it again and the
+    gauge read 0. It also leaves nothing for a worker that takes the lock at that moment to trip on, and
+    is one query for all rows."""
+    wanted = {pk & 0x7FFFFFFF: pk for pk in pks}
+    if connection.vendor != "postgresql" or not wanted:
+        return set()
+    with connection.cursor() as cursor:
+        # pg_advisory_lock(int4, int4) shows as classid = key 1, objid = key 2, objsubid = 2.
+        cursor.execute(
+            "SELECT DISTINCT objid::text::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND objsubid = 2 AND classid = %s::bigint::oid AND objid = ANY(%s::bigint[]::oid[])",
+            [namespace, list(wanted)],
+        )
+        return {wanted[row[0]] for row in cursor.fetchall()}
+
+
 def lock_is_free(namespace: int, pk: int) -> bool:
     """True when no worker holds the row's lock right now (always True off PostgreSQL)."""
-    with worker_lock(namespace, pk) as free:
-        return free
+    return not locks_held(namespace, [pk])
 
 
 def running_without_worker(running: QuerySet[Any], namespace: int, *, now: datetime | None = None) -> list[int]:
@@ -60,8 +86,10 @@ def running_without_worker(running: QuerySet[Any], namespace: int, *, now: datet
     if connection.vendor != "postgresql":
         limit = getattr(settings, "CELERY_TASK_TIME_LIMIT", 1860) + 60
         return list(running.filter(started_at__lt=now - timedelta(seconds=limit)).values_list("pk", flat=True))
-    started = running.filter(started_at__lt=now - timedelta(seconds=WORKER_GONE_AFTER_SECONDS))
-    return [pk for pk in started.order_by("pk").values_list("pk", flat=True) if lock_is_free(namespace, pk)]
+    started = list(running.filter(started_at__lt=now - timedelta(seconds=WORKER_GONE_AFTER_SECONDS))
+                   .order_by("pk").values_list("pk", flat=True))
+    held = locks_held(namespace, started)
+    return [pk for pk in started if pk not in held]
 
 
 def stranded(

@@ -12,8 +12,8 @@ Two kinds of metric, chosen by where the truth lives:
 * **Read at scrape time** (the ledger, rollout state, job states, queue depths, beat's last tick,
   dead letters): a ``Collector`` registered with :func:`register_scrape_collector`. Rows and Redis
   keys are shared by every process, so any process answers the same, and a restart resets nothing.
-  Every web machine scraped exports the same totals, so rules, panels and runbooks take
-  ``max without (instance)`` of these and ``sum`` only the counted kind.
+  Every web machine scraped exports the same totals, so rules, panels and runbooks take one copy of
+  these by their own labels (``max by (agent, operation) (…)``) and ``sum`` only the counted kind.
 
 Celery figures (this module, because genesis owns the Celery app):
 
@@ -104,14 +104,22 @@ def register_scrape_collector(collector: ScrapeCollector) -> None:
     REGISTRY.register(_SCRAPE_TIME)
 
 
-def scrape_time_metric_names() -> set[str]:
-    """The sample names every registered scrape-time collector exports (a counter's with ``_total``):
-    the same on every process and machine, so a query over several scraped instances must take one
-    copy (``max without (instance)``), not add them up (tests/ops/test_instance_aggregation.py) —
+def scrape_time_metric_labels() -> dict[str, tuple[str, ...]]:
+    """The sample names every registered scrape-time collector exports (a counter's with ``_total``),
+    each with its own label names: the same on every process and machine, so a query over several
+    scraped instances must take one copy by those labels (``max by (agent, operation) (…)``), not add
+    them up — and not ``max without (instance)`` either, which keeps any other per-target label (a
+    Kubernetes ``pod``) and so as many copies as targets (tests/ops/test_instance_aggregation.py) —
     except the per-machine verdicts on reading them (``genesis_redis_metrics_up``,
     ``genesis_cost_metrics_up``), which that test sets apart."""
     register_metrics()
-    return {family.name + ("_total" if family.type == "counter" else "") for family in _SCRAPE_TIME.describe()}
+    return {family.name + ("_total" if family.type == "counter" else ""): tuple(getattr(family, "_labelnames", ()))
+            for family in _SCRAPE_TIME.describe()}
+
+
+def scrape_time_metric_names() -> set[str]:
+    """The names of `scrape_time_metric_labels`."""
+    return set(scrape_time_metric_labels())
 
 
 def exposition() -> bytes:

@@ -135,6 +135,14 @@ TEMPLATES = [
 ]
 
 # --- database ----------------------------------------------------------------------------------
+def _env_seconds(name: str, default: int) -> int:
+    """A whole number of seconds from the environment. A malformed value stops start-up naming the variable."""
+    raw = os.environ.get(name, str(default)).strip()
+    if not raw.isdigit():
+        raise ImproperlyConfigured(f"{name}: '{raw}' is not a whole number of seconds")
+    return int(raw)
+
+
 USING_SQLITE = GENESIS.database_url.startswith("sqlite")
 DATABASES: dict[str, dict[str, Any]]
 if USING_SQLITE:
@@ -153,8 +161,15 @@ if USING_SQLITE:
         }
     }
 else:
-    DATABASES = {"default": dict(dj_database_url.parse(GENESIS.database_url, conn_max_age=60, conn_health_checks=True))}
+    # Each process (each gunicorn thread, each Celery pool process) keeps its connection this long after a
+    # request or task (README "Scaling out" sizes max_connections by it); 0 closes it after each one.
+    DATABASES = {"default": dict(dj_database_url.parse(
+        GENESIS.database_url, conn_max_age=_env_seconds("GENESIS_DB_CONN_MAX_AGE", 60), conn_health_checks=True))}
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+    # `.iterator()` outside a transaction would use a WITH HOLD cursor fetched over several statements,
+    # which PgBouncer in transaction mode (fine for web processes, README "Scaling out") may send to
+    # different server connections; the rows are read client-side instead.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache and Redis ---------------------------------------------------------------------------
@@ -225,6 +240,12 @@ CELERY_TASK_QUEUES = [Queue("default"), Queue("benchmarks")]
 CELERY_TASK_ROUTES = {"models_app.benchmark_chunk_run": {"queue": "benchmarks"}}
 # One beat sends at a time (a Redis lock; genesis/beat.py): a second beat waits as a standby.
 CELERY_BEAT_SCHEDULER = "genesis.beat:SingleBeatScheduler"
+# Beat saves each task's last_run_at right after sending it, not every 3 minutes (django-celery-beat's
+# sync_every): a standby that takes over from a killed beat reads the schedule from the database, and
+# sent again everything the dead beat had sent since its last save (seen: the weekly report twice).
+# What is still left — a beat killed between sending and saving — the reports absorb: one per day and
+# week (CostReport.schedule_key, launch.WeeklyLaunchReport).
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = GENESIS.time_zone
 

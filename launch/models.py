@@ -27,3 +27,24 @@ class ApprovalNotice(models.Model):
 
     def __str__(self) -> str:
         return f"notice of approval request #{self.approval_id}"
+
+
+class WeeklyLaunchReport(models.Model):
+    """The beat-made Go/No-Go report of one ISO week (local time), so a repeated beat — a standby
+    taking over after a killed beat re-sends what that beat sent since it last saved the schedule —
+    sends one report a week (launch.services.launch_report_send), as CostReport.schedule_key does for
+    the daily cost report."""
+
+    week = models.CharField(max_length=10, unique=True, help_text="ISO week, 'YYYY-Www' (local time).")
+    claimed_at = models.DateTimeField(
+        help_text="When a worker started sending it; another leaves it alone until the claim is older than the task "
+                  "time limit (a killed worker's claim is taken over)."
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)
+    deliveries = models.JSONField(default=dict, blank=True, help_text="{channel: ok | failed: …}")
+
+    class Meta:
+        ordering = ["-week"]
+
+    def __str__(self) -> str:
+        return f"Go/No-Go report of {self.week}"

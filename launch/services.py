@@ -4,6 +4,7 @@ Slack-compatible webhook — genesis/notifications.py)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,8 +19,10 @@ from experiments.holds import stage_holds
 from experiments.models import ApprovalStatus, ExperimentStatus, StageApproval
 from genesis import notifications
 from launch import report as launch_report
-from launch.models import ApprovalNotice
+from launch.models import ApprovalNotice, WeeklyLaunchReport
 from launch.selectors import launch_report_facts
+
+logger = logging.getLogger(__name__)
 
 
 def approvers_of(approval: StageApproval) -> list[Any]:
@@ -148,9 +151,32 @@ def approval_notices_redeliver(*, now: datetime | None = None) -> int:
     return sent
 
 
+def launch_report_week(now: datetime) -> str:
+    """The ISO week of `now` in local time, 'YYYY-Www': the key of its weekly report."""
+    year, week, _ = timezone.localdate(now).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
 def launch_report_send(*, now: datetime | None = None) -> dict[str, str]:
-    """Make the Go/No-Go report and send it (summary in the text, markdown and HTML attached)."""
+    """Make the Go/No-Go report and send it (summary in the text, markdown and HTML attached) — once per
+    ISO week however often beat fires: a standby beat that takes over from a killed one sends again
+    what that beat sent since it last saved its schedule. The week's row is claimed before anything is
+    sent; a claim older than the task time limit was a killed worker's and is taken over. Returns the
+    channels' results, or those of the week's report already sent ({} while another worker sends it)."""
     now = now or timezone.now()
+    week = launch_report_week(now)
+    claimed_at = timezone.now()
+    with transaction.atomic():
+        row, created = WeeklyLaunchReport.objects.select_for_update().get_or_create(
+            week=week, defaults={"claimed_at": claimed_at})
+        if not created:
+            stale_before = claimed_at - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+            if row.sent_at is not None or row.claimed_at > stale_before:
+                logger.info("launch report of %s already %s; not sending it again",
+                            week, "sent" if row.sent_at else "being sent by another worker")
+                return dict(row.deliveries)
+            row.claimed_at = claimed_at
+            row.save(update_fields=["claimed_at"])
     entries = launch_report_facts()
     markdown = launch_report.render_markdown(entries, generated_at=now)
     judged = [(facts["agent"], launch_report.judge(facts).decision) for facts in entries]
@@ -164,4 +190,6 @@ def launch_report_send(*, now: datetime | None = None) -> dict[str, str]:
                                      launch_report.render_html(entries, generated_at=now), "text/html"),
         ),
     )
-    return notifications.deliver(notice, notifications.configured_channels())
+    deliveries = notifications.deliver(notice, notifications.configured_channels())
+    WeeklyLaunchReport.objects.filter(pk=row.pk, claimed_at=claimed_at).update(sent_at=timezone.now(), deliveries=deliveries)
+    return deliveries

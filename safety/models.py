@@ -101,6 +101,11 @@ class WaltzBuild(models.Model):
         "models_app.FineTuningJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="The Stage-1 (feedback agent) fine-tuning job started from this build.",
     )
+    finetune_claimed_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Set while a person's request creates the Stage-1 job (uploads, then the provider), so a second "
+                  "click is refused; a claim older than safety.services.FINETUNE_CLAIM_LASTS was a process that died.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import tempfile
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audits.formats import conversation_text
@@ -103,7 +102,9 @@ JUDGE_MAX_TOKENS = 300
 HOLD_LASTS = timedelta(days=1)
 STAGE1_EPOCHS = 3
 MAX_SHOWN = 50
-_FINETUNE_LOCK_NAMESPACE = zlib.crc32(b"safety.WaltzBuild.finetune") & 0x7FFFFFFF
+# How long a request creating a build's Stage-1 job may take (uploads and the provider's answer) before
+# its claim counts as a process that died, and another request may create it.
+FINETUNE_CLAIM_LASTS = timedelta(minutes=15)
 
 
 # --- prompt sets -----------------------------------------------------------------------------------------
@@ -728,12 +729,25 @@ def _report(build: WaltzBuild, items: Sequence[WaltzItem], *, files: dict[str, A
 def waltz_build_finetune(*, build: WaltzBuild, actor: Actor = None, override_reason: str | None = None,
                          submit: bool = True) -> FineTuningJob:
     """Create the Stage-1 fine-tuning job (the feedback agent) from the build's files: they are
-    uploaded to the provider and the job goes through the fine-tuning service's budget check. An
-    advisory lock makes two clicks at once start one job (the second is refused)."""
+    uploaded to the provider and the job goes through the fine-tuning service's budget check. A claim
+    on the build's row (`finetune_claimed_at`, one conditional UPDATE) makes two clicks at once start
+    one job (the second is refused). Not an advisory lock: this runs in web processes, which may sit
+    behind PgBouncer in transaction mode, where a session lock's unlock can reach another server
+    connection than its lock and the lock leaks; and not a transaction around it all: the job's row
+    must be committed before the provider is asked (finetuning_job_create)."""
     require_permission(actor=actor, permission="safety.finetune_waltzbuild", action="fine-tune from WaltzRL builds")
-    with worker_lock(_FINETUNE_LOCK_NAMESPACE, build.pk) as mine:
-        if not mine:
-            raise Conflict(f"the Stage-1 job of WaltzRL build #{build.pk} is being created right now")
+    claimed_at = timezone.now()
+    claimed = WaltzBuild.objects.filter(pk=build.pk, finetuning_job__isnull=True).filter(
+        Q(finetune_claimed_at__isnull=True) | Q(finetune_claimed_at__lt=claimed_at - FINETUNE_CLAIM_LASTS)
+    ).update(finetune_claimed_at=claimed_at)
+    if not claimed:
+        current = WaltzBuild.objects.filter(pk=build.pk).values_list("finetuning_job_id", flat=True).first()
+        if current:
+            raise Conflict(f"WaltzRL build #{build.pk} already started fine-tuning job #{current}")
+        if not WaltzBuild.objects.filter(pk=build.pk).exists():
+            raise NotFound(f"WaltzRL build #{build.pk} does not exist")
+        raise Conflict(f"the Stage-1 job of WaltzRL build #{build.pk} is being created right now")
+    try:
         build = WaltzBuild.objects.select_related("agent", "feedback_train", "feedback_valid").get(pk=build.pk)
         if build.status != BuildStatus.SUCCEEDED or build.feedback_train is None:
             raise Conflict(f"WaltzRL build #{build.pk} is {build.status} and has no feedback-agent training file yet")
@@ -751,3 +765,5 @@ def waltz_build_finetune(*, build: WaltzBuild, actor: Actor = None, override_rea
                                     suffix="waltzfb", actor=actor, override_reason=override_reason, submit=submit)
         WaltzBuild.objects.filter(pk=build.pk).update(finetuning_job=job)
         return job
+    finally:
+        WaltzBuild.objects.filter(pk=build.pk, finetune_claimed_at=claimed_at).update(finetune_claimed_at=None)

@@ -390,3 +390,62 @@ def test_a_batch_that_cannot_be_written_is_set_aside_and_does_not_block_the_queu
     assert [raw.decode() for raw in client.lrange(routing.EXPOSURE_DEAD_LETTER_KEY, 0, -1)] == [bad]
     assert any(routing.EXPOSURE_DEAD_LETTER_KEY in record.getMessage() for record in caplog.records)
     client.close()
+
+
+@pytest.mark.skipif(not routing.settings.REDIS_URL, reason="the exposure queue lives in Redis")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_drains_write_each_batch_once(running):
+    """Beat's drain every 10 s, a slow one still running, an erasure's: one drains at a time (a Redis
+    lock), so the rows written are the rows queued — four drains side by side each wrote the head batch
+    before any removed it (96 000 row-writes for 20 000 rows)."""
+    import json
+    import threading
+
+    from django.db import connection
+
+    client = redis.Redis.from_url(routing.settings.REDIS_URL)
+    now = time.time()
+    batches, per_batch = 300, 20
+    client.rpush(routing.EXPOSURE_LIST_KEY, *[
+        json.dumps([[running.pk, f"u{batch}-{row}", "control", running.current_stage_id, now] for row in range(per_batch)])
+        for batch in range(batches)])
+    writes: list[int] = []
+
+    def drain_until_empty() -> None:
+        try:
+            while client.llen(routing.EXPOSURE_LIST_KEY):
+                written = routing.drain_exposure_queue()
+                writes.append(written)
+                if not written:
+                    time.sleep(0.01)  # another drain holds the lock
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=drain_until_empty) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert Assignment.objects.count() == batches * per_batch
+    assert sum(writes) == batches * per_batch
+    assert not client.exists(routing.EXPOSURE_DRAIN_LOCK_KEY)
+    client.close()
+
+
+@pytest.mark.skipif(not routing.settings.REDIS_URL, reason="the exposure queue lives in Redis")
+def test_a_drain_that_finds_another_running_skips_unless_told_to_wait(running):
+    import json
+
+    client = redis.Redis.from_url(routing.settings.REDIS_URL)
+    client.rpush(routing.EXPOSURE_LIST_KEY, json.dumps([[running.pk, "waiting-user", "control", running.current_stage_id, time.time()]]))
+    other = client.lock(routing.EXPOSURE_DRAIN_LOCK_KEY, timeout=1)
+    assert other.acquire(blocking=False)
+    try:
+        assert routing.drain_exposure_queue() == 0  # the other drain has it
+        assert client.llen(routing.EXPOSURE_LIST_KEY) == 1
+        # The erasure waits for it (here: until it expires) and then drains.
+        assert routing.drain_exposure_queue(wait_seconds=5) == 1
+        assert list(Assignment.objects.values_list("user_id", flat=True)) == ["waiting-user"]
+    finally:
+        client.delete(routing.EXPOSURE_DRAIN_LOCK_KEY)
+        client.close()

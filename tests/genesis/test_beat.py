@@ -143,3 +143,31 @@ def test_a_beat_whose_lock_another_took_exits_with_an_error(client, tmp_path) ->
     finally:
         beat.stop()
         client.delete(BEAT_LOCK_KEY)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_beat_has_saved_every_run_it_sent(client, tmp_path) -> None:
+    """A standby that takes over reads last_run_at from the database: what the killed beat sent but had
+    not saved, it sends again. Beat saves after every send (CELERY_BEAT_SYNC_EVERY = 1), not every 3
+    minutes — so after a kill -9 the saved run count is the number of probes sent (one fewer at most,
+    for a kill between a send and its save)."""
+    every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="beat probe", task=PROBE_TASK, interval=every_second)
+
+    def probes() -> list[bytes]:
+        return [raw for raw in client.lrange("default", 0, -1) if json.loads(raw)["headers"]["task"] == PROBE_TASK]
+
+    beat = BeatProcess(tmp_path / "beat.log")
+    try:
+        wait_until(lambda: len(probes()) >= 4, timeout=30, what="four probes")
+        os.killpg(beat.process.pid, signal.SIGKILL)
+        beat.process.wait(timeout=10)
+        sent = len(probes())
+        saved = PeriodicTask.objects.get(name="beat probe").total_run_count
+        assert sent - 1 <= saved <= sent, (sent, saved)
+    finally:
+        beat.stop()
+        for raw in probes():
+            client.lrem("default", 1, raw)
+        client.delete(BEAT_LOCK_KEY)

@@ -247,3 +247,23 @@ def test_every_environment_variable_the_settings_read_is_in_the_readmes_tables()
     configuration = (ROOT / "README.md").read_text().split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
     tabled = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)`", configuration, re.MULTILINE))
     assert read - tabled == {"GENESIS_ENV", "PROMETHEUS_MULTIPROC_DIR"}
+
+
+def test_the_database_connection_age_comes_from_the_environment_and_a_malformed_one_stops_start_up() -> None:
+    from django.conf import settings
+
+    from tests.conftest import ROOT, child_environment
+
+    if settings.USING_SQLITE:
+        pytest.skip("the connection age applies to PostgreSQL")
+
+    def run(value: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", "from django.db import connection; print(connection.settings_dict['CONN_MAX_AGE'])"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, env=child_environment(GENESIS_DB_CONN_MAX_AGE=value))
+
+    closing = run("0")
+    assert closing.returncode == 0, closing.stderr
+    assert closing.stdout.strip().splitlines()[-1] == "0"
+    malformed = run("1m")
+    assert malformed.returncode != 0 and "GENESIS_DB_CONN_MAX_AGE: '1m' is not a whole number of seconds" in malformed.stderr

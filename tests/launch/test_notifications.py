@@ -4,7 +4,7 @@ goes to the alert channels."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core import mail
@@ -13,7 +13,7 @@ from django.utils import timezone
 from costs.services import MAX_ALERT_DELIVERY_ATTEMPTS
 from experiments.services import experiment_start, stage_approve, stage_request_advance
 from genesis.schedules import DEFAULT_SCHEDULES
-from launch.models import ApprovalNotice
+from launch.models import ApprovalNotice, WeeklyLaunchReport
 from launch.services import approval_notices_redeliver, approval_requests_notify, launch_report_send
 from tests.costs.test_notifications import unused_port, use_channels
 from tests.experiments.factories import draft_experiment, feed, person
@@ -112,3 +112,31 @@ def test_the_weekly_report_goes_through_the_cost_report_channels(seeded_demo, se
     message = mail.outbox[-1]
     assert message.to == ["ops@example.com"] and "Go/No-Go report" in message.subject
     assert [name for name, _, _ in message.attachments][0].startswith("launch-report-")
+
+
+def test_the_weekly_report_goes_out_once_a_week_however_often_beat_fires(seeded_demo, settings):
+    """A standby beat taking over from a killed one fires again what that beat fired since it last saved
+    its schedule: the second send of the same ISO week sends nothing; the next week's goes out."""
+    use_channels(settings, email_to=("ops@example.com",))
+    monday = timezone.make_aware(datetime(2026, 11, 30, 7, 0))
+    assert launch_report_send(now=monday) == {"log": "ok", "email": "ok"}
+    assert launch_report_send(now=monday + timedelta(minutes=1)) == {"log": "ok", "email": "ok"}  # what was sent
+    assert launch_report_send(now=monday + timedelta(days=6, hours=16)) == {"log": "ok", "email": "ok"}  # Sunday
+    assert len(mail.outbox) == 1
+    assert launch_report_send(now=monday + timedelta(days=7)) == {"log": "ok", "email": "ok"}
+    assert len(mail.outbox) == 2
+    assert sorted(WeeklyLaunchReport.objects.values_list("week", flat=True)) == ["2026-W49", "2026-W50"]
+
+
+def test_a_weekly_report_claimed_by_a_killed_worker_is_sent_once_its_claim_is_stale(seeded_demo, settings):
+    use_channels(settings, email_to=("ops@example.com",))
+    monday = timezone.make_aware(datetime(2026, 11, 30, 7, 0))
+    # Another worker is sending it now: left to it.
+    WeeklyLaunchReport.objects.create(week="2026-W49", claimed_at=timezone.now())
+    assert launch_report_send(now=monday) == {}
+    assert mail.outbox == []
+    # That worker was killed before it sent: past the task time limit its claim is taken over.
+    WeeklyLaunchReport.objects.update(claimed_at=timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 1))
+    assert launch_report_send(now=monday) == {"log": "ok", "email": "ok"}
+    assert len(mail.outbox) == 1
+    assert WeeklyLaunchReport.objects.get().sent_at is not None

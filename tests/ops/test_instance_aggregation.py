@@ -1,9 +1,11 @@
 """Every web machine scraped exports the same figures read from the database and Redis at scrape time
 (the ledger, budgets, rollout state, jobs, Celery): a query over them takes one copy with
-`max without (instance)` before anything else aggregates, in every rule, dashboard panel and runbook
-query. A `sum` straight over them counts the ledger once per machine ("$5 in an hour" firing at $2.50
-with two machines). Counters of events (genesis_agent_*, genesis_provider_*) are each
-machine's share and are summed; ops/prometheus/alerts_test.yml shows the alerts with two instances."""
+`max by (<the metric's own labels>)` before anything else aggregates, in every rule, dashboard panel and
+runbook query. A `sum` straight over them counts the ledger once per machine ("$5 in an hour" firing at
+$2.50 with two machines), and so did `max without (instance)` when the targets carry another label of
+their own (Kubernetes' `pod`: two pods exporting a $3/h ledger read "$6.00"). Counters of events
+(genesis_agent_*, genesis_provider_*) are each machine's share and are summed;
+ops/prometheus/alerts_test.yml shows the alerts with two instances, and with two pods."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import re
 
 import pytest
 
-from genesis.metrics import scrape_time_metric_names
+from genesis.metrics import scrape_time_metric_labels, scrape_time_metric_names
 from tests.ops.test_prometheus_e2e import METRIC_NAME, panel_expressions, rule_expressions, runbook_queries
 
 AGGREGATION_BEFORE = re.compile(
@@ -24,7 +26,7 @@ PER_INSTANCE_HEALTH = {"genesis_cost_metrics_up", "genesis_redis_metrics_up"}
 
 
 def first_aggregation_around(expr: str, position: int) -> str | None:
-    """The innermost aggregation whose argument holds `position` ('max without (instance)'), or None;
+    """The innermost aggregation whose argument holds `position` ('max by (agent, operation)'), or None;
     function calls (rate, increase, sort_desc …) and plain brackets between are passed over."""
     depth = 0
     for index in range(position - 1, -1, -1):
@@ -40,24 +42,35 @@ def first_aggregation_around(expr: str, position: int) -> str | None:
     return None
 
 
-def uncollapsed(expr: str, shared: set[str]) -> list[str]:
-    """Each scrape-time metric in `expr` not first taken once per series by max without (instance)."""
+def one_copy(aggregation: str | None, own_labels: tuple[str, ...]) -> bool:
+    """Whether `aggregation` keeps exactly the metric's own labels: `max by (…its labels, any order)`,
+    or `max` for a metric without labels."""
+    if aggregation is None:
+        return False
+    if not own_labels and aggregation in ("max", "max by ()"):
+        return True
+    head, _, rest = aggregation.partition(" (")
+    return head == "max by" and {label.strip() for label in rest.rstrip(")").split(",") if label.strip()} == set(own_labels)
+
+
+def uncollapsed(expr: str, shared: dict[str, tuple[str, ...]]) -> list[str]:
+    """Each scrape-time metric in `expr` not first taken once per series by max by (its own labels)."""
     return [f"{match.group()} under {first_aggregation_around(expr, match.start())}"
             for match in METRIC_NAME.finditer(expr)
-            if match.group() in shared and first_aggregation_around(expr, match.start()) != "max without (instance)"]
+            if match.group() in shared and not one_copy(first_aggregation_around(expr, match.start()), shared[match.group()])]
 
 
 @pytest.fixture(scope="module")
-def shared() -> set[str]:
-    return scrape_time_metric_names() - PER_INSTANCE_HEALTH
+def shared() -> dict[str, tuple[str, ...]]:
+    return {name: labels for name, labels in scrape_time_metric_labels().items() if name not in PER_INSTANCE_HEALTH}
 
 
 def test_the_scrape_time_metrics_are_those_read_from_the_database_and_redis(shared) -> None:
     assert {"genesis_cost_usd_total", "genesis_cost_reversed_usd_total", "genesis_budget_used_ratio",
             "genesis_experiment_rollbacks_total", "genesis_rollout_paused", "genesis_benchmark_runs",
             "genesis_finetuning_jobs", "genesis_celery_workers", "genesis_celery_beat_last_tick_timestamp_seconds",
-            "genesis_exposure_dead_letter_batches"} <= shared
-    assert not {"genesis_agent_requests_total", "genesis_provider_calls_total", "genesis_agent_served_by_other_model_total"} & shared
+            "genesis_exposure_dead_letter_batches"} <= set(shared)
+    assert not {"genesis_agent_requests_total", "genesis_provider_calls_total", "genesis_agent_served_by_other_model_total"} & set(shared)
 
 
 def test_the_per_instance_verdicts_are_scrape_time_metrics_set_apart() -> None:
@@ -68,9 +81,14 @@ def test_the_per_instance_verdicts_are_scrape_time_metrics_set_apart() -> None:
 def test_the_check_tells_a_sum_over_instances_from_one_copy(shared) -> None:
     assert uncollapsed("sum(increase(genesis_cost_usd_total[1h])) > 5", shared) == ["genesis_cost_usd_total under sum"]
     assert uncollapsed("genesis_budget_spent_usd", shared) == ["genesis_budget_spent_usd under None"]
-    assert uncollapsed("sum by (agent) (max without (instance) (increase(genesis_cost_usd_total[1h])))", shared) == []
-    assert uncollapsed("time() - max without(instance) (genesis_celery_beat_last_tick_timestamp_seconds) > 600", shared) == []
+    assert uncollapsed("sum by (agent) (max by (operation, agent) (increase(genesis_cost_usd_total[1h])))", shared) == []
+    assert uncollapsed("time() - max(genesis_celery_beat_last_tick_timestamp_seconds) > 600", shared) == []
     assert uncollapsed("sum by (agent) (rate(genesis_agent_requests_total[5m]))", shared) == []
+    # Keeps a per-target label (pod), or drops one of the metric's own (operation): not one copy.
+    assert uncollapsed("sum(max without (instance) (increase(genesis_cost_usd_total[1h])))", shared) == [
+        "genesis_cost_usd_total under max without (instance)"]
+    assert uncollapsed("sum(max by (agent) (increase(genesis_cost_usd_total[1h])))", shared) == [
+        "genesis_cost_usd_total under max by (agent)"]
 
 
 def test_every_rule_takes_one_copy_of_a_scrape_time_metric(shared) -> None:

@@ -267,8 +267,8 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
         # content_agent's run has waited 30 minutes, but with its chunks in the queue and no worker on
         # it: CeleryQueueWithoutWorker's case (below), not a run whose messages are lost.
         assert [series["metric"]["agent"] for series in prometheus.query(
-            "max without (instance) (genesis_benchmark_run_seconds_queued) > 1700")] == ["content_agent"]
-        assert prometheus.query('max without (instance) (genesis_celery_queue_length{queue="benchmarks"}) > 0')
+            "max by (agent) (genesis_benchmark_run_seconds_queued) > 1700")] == ["content_agent"]
+        assert prometheus.query('max by (queue) (genesis_celery_queue_length{queue="benchmarks"}) > 0')
         assert agents("BenchmarkRunNotStarted") == set()
         # The build waits past its sweep's resend time: stalled (the alert waits 10 minutes more to fire).
         assert [series["metric"]["kind"] for series in prometheus.query(expressions["BackgroundJobStalled"])] == ["waltz_build"]

@@ -4,17 +4,20 @@ build, read its report (agreement, cost), and the Stage-1 button through the fin
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone
 
 from costs.models import CostHold
 from costs.services import budget_upsert
+from genesis.errors import Conflict
 from models_app.finetuning.models import FineTuningJob
 from models_app.registry.models import Agent
 from safety.models import PromptSet, WaltzBuild
-from safety.services import waltz_build_create, waltz_build_execute
+from safety.services import FINETUNE_CLAIM_LASTS, waltz_build_create, waltz_build_execute, waltz_build_finetune
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -78,3 +81,23 @@ def test_a_build_is_started_from_the_add_page(root_client, seeded_demo) -> None:
     assert build.status == "queued" and build.requested_by.username == "root" and build.total_items >= 40
     assert CostHold.objects.filter(operation="data_prep", source_id=str(build.pk), released_at__isnull=True).exists()
     assert "queued" in response.content.decode()
+
+
+def test_a_second_request_while_the_stage1_job_is_being_created_is_refused(demo_simulator) -> None:
+    """Two clicks at once start one job: the build's row is claimed (no advisory lock, which the web
+    tier behind PgBouncer in transaction mode could leak); a claim left by a process that died stops
+    counting after FINETUNE_CLAIM_LASTS."""
+    build = finished_build()
+    root = UserFactory(username="root", is_superuser=True)
+    WaltzBuild.objects.filter(pk=build.pk).update(finetune_claimed_at=timezone.now())  # another request, now
+    with pytest.raises(Conflict, match="being created right now"):
+        waltz_build_finetune(build=build, actor=root)
+    assert not FineTuningJob.objects.exists()
+
+    WaltzBuild.objects.filter(pk=build.pk).update(finetune_claimed_at=timezone.now() - FINETUNE_CLAIM_LASTS - timedelta(seconds=1))
+    job = waltz_build_finetune(build=build, actor=root)
+    build.refresh_from_db()
+    assert build.finetuning_job == job and build.finetune_claimed_at is None
+    with pytest.raises(Conflict, match=f"already started fine-tuning job #{job.pk}"):
+        waltz_build_finetune(build=build, actor=root)
+    assert FineTuningJob.objects.count() == 1
