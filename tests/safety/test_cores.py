@@ -38,6 +38,7 @@ def test_the_refusal_detector() -> None:
     assert labels.looks_like_refusal("I'm sorry, but I can't help with that.")
     assert labels.looks_like_refusal("I won't provide that.")
     assert labels.looks_like_refusal("I cannot assist with making weapons.")
+    assert labels.looks_like_refusal("Sorry, I can’t assist with that request.")  # a typographic apostrophe
     assert not labels.looks_like_refusal("Sure. To kill a Python process, run `kill -9 PID`.")
     assert not labels.looks_like_refusal("Sorry to hear that! Here is how to fix your sink.")
 
