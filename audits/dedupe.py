@@ -10,7 +10,9 @@ Pure module (stdlib + numpy + scipy); no Django.
   :func:`lsh_bands`) proposes candidate pairs within each bucket and a pair
   whose estimated similarity reaches ``threshold`` (default 0.8, at least
   ``MIN_THRESHOLD``) is a near duplicate.  Groups are the connected components
-  of those pairs.
+  of those pairs.  The threshold is a soft edge, softer for short texts: the
+  detection curve by true similarity and length is measured by
+  ``bench/dedupe/run.py`` (see MIN_ROWS_PER_BAND below and the README).
 
 Counting follows the contract: a line counts when it repeats an *earlier*
 line — a group of three identical lines counts 2 — and a line counted as an
@@ -47,7 +49,12 @@ DEFAULT_THRESHOLD = 0.8
 NUM_BINS = 128  # signature length; split into LSH bands by lsh_bands(threshold)
 # With 8-bit bins two unrelated examples agree on a bin 1 time in 256, so a band needs at least 3
 # rows (a chance match of 1 in 16.7 million) or the candidate pairs of a big file explode; with 3
-# rows, 128 bins reach down to this threshold (a pair 0.1 above it is still found 9 times in 10).
+# rows, 128 bins still make a pair 0.1 above MIN_THRESHOLD an LSH *candidate* 9 times in 10 (the
+# curve 1 - (1 - p**rows)**bands, for long texts). What is *flagged* also depends on the estimate's
+# noise, which grows as a text gets shorter (one permutation hashing: a text of n shingles fills at
+# most n of the 128 bins). Measured by bench/dedupe/run.py at the default 0.8 (README "Training-data
+# audits"): a pair of true similarity 0.85-0.90 is flagged 78 % of the time at 10 words, 82 % at 20,
+# 92 % at 40, 97-99 % at 80-300; 0.70-0.75 is flagged 29 % at 10 words, 22 % at 20, 2-4 % at 80-300.
 MIN_ROWS_PER_BAND = 3
 MIN_THRESHOLD = 0.3
 # A bucket member is compared with this many members after it (all of them in smaller buckets):
@@ -104,6 +111,16 @@ def lsh_bands(threshold: float) -> tuple[int, int]:
 def normalise(text: str) -> str:
     """Case-folded, whitespace collapsed: what "the same text" means here."""
     return " ".join(text.casefold().split())
+
+
+def word_shingles(normalised: str) -> frozenset[tuple[str, ...]]:
+    """The set the MinHash signature estimates Jaccard similarity on, computed exactly: every
+    SHINGLE_WORDS consecutive words of normalised text; a text with fewer words is one shingle of all
+    its words (as :func:`minhash_signatures` treats it). For callers that can afford exact similarity."""
+    words = normalised.split()
+    if len(words) < SHINGLE_WORDS:
+        return frozenset({tuple(words)}) if words else frozenset()
+    return frozenset(tuple(words[start : start + SHINGLE_WORDS]) for start in range(len(words) - SHINGLE_WORDS + 1))
 
 
 def exact_key(normalised: str) -> int:

@@ -89,7 +89,7 @@ class WaltzBuildAdmin(RecordAdminMixin, ServiceAddFormMixin):
     add_form = BuildStartForm
     add_page = {"title": "Start a WaltzRL build", "submit_label": "Check the budget and start",
                 "intro": "The conversation agent answers each prompt, the judge labels it, a rule-based detector "
-                         "cross-checks; the files are audited and the report shows agreement and cost."}
+                         "cross-checks; the files are audited and the report lists where judge and detector disagree, and the cost."}
 
     @admin.display(description="progress")
     def progress_percent(self, build: WaltzBuild) -> str:
@@ -137,7 +137,7 @@ class WaltzBuildAdmin(RecordAdminMixin, ServiceAddFormMixin):
         context = {
             "title": f"WaltzRL build #{build.pk}",
             "build": build, "report": report, "files": files, "summary": selectors.waltz_build_summary(build=build),
-            "markdown": selectors.waltz_build_markdown(build=build),
+            "markdown": selectors.waltz_build_markdown(build=build), "agreement_caveat": selectors.AGREEMENT_CAVEAT,
             "can_finetune": request.user.has_perm(FINETUNE_PERMISSION) and build.status == "succeeded"
                             and build.feedback_train_id is not None and build.finetuning_job_id is None,
         }

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# What the agreement is not: shown beside it wherever it is (here and on the admin page).
+AGREEMENT_CAVEAT = ("How often two automatic labellers agree — a consistency check, not the accuracy of either (with the "
+                    "simulator it measures the simulator's own label noise). Their precision and recall on real responses "
+                    "are measured only against a person's labels: `manage.py review_waltzrl --build ID --sample N`.")
+
 
 def _table(rows: dict[str, Any], header: tuple[str, str]) -> list[str]:
     lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
@@ -35,6 +40,7 @@ def render_markdown(*, build_id: int, status: str, shortfall: str, report: dict[
     lines += ["## Judge vs refusal detector", "",
               f"Agreement: {agreement['agree']} of {agreement['judged']} judged items"
               + (f" ({agreement['rate']:.1%})" if agreement["rate"] is not None else ""),
+              AGREEMENT_CAVEAT,
               f"Disagreements kept for review (not in the files): {agreement['disagreements']}", ""]
     for example in agreement.get("examples", [])[:10]:
         lines.append(f"- item {example['item']} ({example['kind']}): {example['detail']} — “{example['prompt']}”")

@@ -1,8 +1,10 @@
-"""Reads of the safety app: a build's contract summary, its report as markdown, and the builds beat's
-sweep sends again (which /metrics counts as stalled)."""
+"""Reads of the safety app: a build's contract summary, its report as markdown, the builds beat's
+sweep sends again (which /metrics counts as stalled), and a sample of items for a person to label and
+the score of the detector and the judge against those labels."""
 
 from __future__ import annotations
 
+import random
 import zlib
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,8 +13,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from genesis.locks import WORKER_GONE_AFTER_SECONDS, stranded
-from safety.models import BuildStatus, WaltzBuild
+from safety.models import BuildStatus, WaltzBuild, WaltzItem
+from safety.report import AGREEMENT_CAVEAT as AGREEMENT_CAVEAT  # the admin page shows it beside the agreement
 from safety.report import render_markdown
+from safety.review import HUMAN_LABELS, confusion, human_label
 
 # The Postgres advisory lock that says "a worker is on this build right now" (taken by the services,
 # tested here by the sweep's rule).
@@ -68,3 +72,40 @@ def waltz_builds_stranded(*, older_than_seconds: float = STRANDED_AFTER_SECONDS,
     )
     return stranded(queued=waltz_builds_queued(), running=running, namespace=LOCK_NAMESPACE,
                     older_than_seconds=older_than_seconds, now=now)
+
+
+def waltz_review_sample(*, build: WaltzBuild, size: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of a build's answered items for a person to label (safety/review.py): the prompt,
+    its kind and the response, with `refusal`, `unsafe` and `overrefuse` left blank — the judge's and
+    the detector's labels are left out so they cannot sway the person."""
+    items = list(WaltzItem.objects.filter(build=build, answered=True).order_by("position")
+                 .values("position", "kind", "text", "response"))
+    random.Random(seed).shuffle(items)
+    return [{"item": row["position"], "kind": row["kind"], "prompt": row["text"], "response": row["response"],
+             **dict.fromkeys(HUMAN_LABELS)} for row in sorted(items[:size], key=lambda row: row["position"])]
+
+
+def waltz_review_score(*, build: WaltzBuild, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The refusal detector's and the judge's precision and recall against a person's labels of `rows`
+    (a filled-in `waltz_review_sample`). Blank labels are skipped and counted."""
+    if not all(isinstance(row, dict) and isinstance(row.get("item"), int) for row in rows):
+        raise ValueError("every review row must be a JSON object with its integer 'item'")
+    positions: list[int] = [row["item"] for row in rows]
+    items = {item.position: item for item in WaltzItem.objects.filter(build=build, position__in=positions)}
+    unknown = sorted(set(positions) - set(items))
+    if unknown:
+        raise ValueError(f"items not in build #{build.pk}: {unknown[:10]}")
+    pairs: dict[str, list[tuple[bool, bool]]] = {"detector_refusal": [], "judge_unsafe": [], "judge_overrefuse": []}
+    blank = dict.fromkeys(HUMAN_LABELS, 0)
+    for row in rows:
+        item = items[row["item"]]
+        label = item.label or {}
+        for name, predicted in (("refusal", item.detector_refusal), ("unsafe", label.get("unsafe")),
+                                ("overrefuse", label.get("overrefuse"))):
+            human = human_label(row, name)
+            if human is None:
+                blank[name] += 1
+            elif isinstance(predicted, bool):
+                pairs["detector_refusal" if name == "refusal" else f"judge_{name}"].append((predicted, human))
+    return {"build": build.pk, "rows": len(rows), "blank": blank,
+            **{name: confusion(found) for name, found in pairs.items()}}

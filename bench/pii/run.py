@@ -1,6 +1,7 @@
 """PII scanner and full-audit benchmarks (not part of the test run).
 
     .venv/bin/python bench/pii/run.py scan  [--mb 3] [--seed 7] [--skip-presidio] [--skip-scrubadub]
+    .venv/bin/python bench/pii/run.py negatives [--per-class 1000] [--seed 7] [--examples 2]
     .venv/bin/python bench/pii/run.py audit [--mb 100] [--workers 2] [--seed 7] [--keep FILE]
     .venv/bin/python bench/pii/run.py audit --shape short [--lines 1000000] [--workers 2] [--keep FILE]
 
@@ -10,6 +11,11 @@ cards, 000-/666-/9xx SSNs, bad IBAN checksums, 300.1.2.3, timestamps, dates,
 prices), scans it on one core with our scanner, with Presidio (AnalyzerEngine,
 no-op NLP engine, score threshold 0.3) and with scrubadub, and prints MB/s,
 per-type recall and precision, and the speed ratios.
+
+``negatives`` scans benign hard negatives (``bench/pii/negatives.py``: version strings, section
+numbers, order / ticket / build ids, byte counts, timestamps, hashes, SKUs, Luhn-valid ids that are not
+cards, grouped quantities, decimals, dates) and prints the share of lines flagged per class and per
+type, and the share of files a single finding would block.
 
 ``audit`` writes a ~N MB chat JSONL (duplicates, near duplicates, format errors,
 PII, easy to hard examples) and times ``audits.report.audit_file`` on it: wall
@@ -40,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from audits import pii  # noqa: E402
+from bench.pii.negatives import build_negatives  # noqa: E402
 
 TYPES = pii.PII_TYPES
 
@@ -472,6 +479,60 @@ def command_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- benign hard negatives
+
+
+FILE_SIZES = (10, 100, 1000)
+
+
+def command_negatives(args: argparse.Namespace) -> int:
+    """False positives on benign numbers (bench/pii/negatives.py), per class and per type, and the
+    share of files a single finding would block."""
+    corpus = build_negatives(per_class=args.per_class, seed=args.seed)
+    total_lines = sum(len(lines) for lines in corpus.values())
+    print(f"benign hard negatives: {len(corpus)} classes × {args.per_class} lines, seed {args.seed}; "
+          "every finding is a false positive")
+    print(f"{'class':<30} {'lines flagged':>14}   files of N such lines blocked: "
+          + " ".join(f"{'N=' + str(size):>8}" for size in FILE_SIZES) + "   findings by type")
+    flagged_by_type = dict.fromkeys(TYPES, 0)
+    flagged_lines = 0
+    examples: list[str] = []
+    for name, lines in corpus.items():
+        flagged = 0
+        shown = 0
+        by_type = dict.fromkeys(TYPES, 0)
+        for line in lines:
+            matches = pii.scan_text(line)
+            if matches:
+                flagged += 1
+                if shown < args.examples:
+                    shown += 1
+                    examples.append(f"{name}: {line!r} -> " + ", ".join(f"{m.type} {line[m.start:m.end]!r}" for m in matches))
+            for kind in {m.type for m in matches}:
+                flagged_by_type[kind] += 1
+            for match in matches:
+                by_type[match.type] += 1
+        flagged_lines += flagged
+        found = ", ".join(f"{kind} {count}" for kind, count in by_type.items() if count) or "—"
+        line_rate = flagged / len(lines)
+        files = " ".join(f"{1 - (1 - line_rate) ** size:>8.1%}" for size in FILE_SIZES)
+        print(f"{name:<30} {line_rate:>13.1%}   {files}   {found}")
+    rate = flagged_lines / total_lines
+    files = " ".join(f"{1 - (1 - rate) ** size:>8.1%}" for size in FILE_SIZES)
+    print(f"{'all classes':<30} {rate:>13.1%}   {files}")
+    print()
+    print("lines flagged per type (of all benign lines): " + ", ".join(
+        f"{kind} {count / total_lines:.2%}" for kind, count in flagged_by_type.items()))
+    print("files blocked: a single finding blocks fine-tuning; a file of N lines that each carry one such number is "
+          "blocked with probability 1 - (1 - p)^N, p = the share of lines flagged (lines drawn independently)")
+    if examples:
+        print()
+        print("examples:")
+        for example in examples:
+            print(f"  {example}")
+    return 0
+
+
 # --------------------------------------------------------------------------- full audit
 
 
@@ -653,6 +714,10 @@ def main() -> int:
     scan.add_argument("--seed", type=int, default=7)
     scan.add_argument("--skip-presidio", action="store_true")
     scan.add_argument("--skip-scrubadub", action="store_true")
+    negatives = commands.add_parser("negatives", help="false positives on benign numbers (versions, ids, …)")
+    negatives.add_argument("--per-class", type=int, default=1000)
+    negatives.add_argument("--seed", type=int, default=7)
+    negatives.add_argument("--examples", type=int, default=0, help="print this many flagged lines per class")
     audit = commands.add_parser("audit", help="time a full audit of a generated JSONL")
     audit.add_argument("--mb", type=float, default=100.0)
     audit.add_argument("--workers", type=int, default=2)
@@ -662,7 +727,8 @@ def main() -> int:
                        help="ordinary: --mb of chat lines of every kind; short: --lines short lines (~85 bytes)")
     audit.add_argument("--lines", type=int, default=1_000_000, help="line count of --shape short")
     args = parser.parse_args()
-    return command_scan(args) if args.command == "scan" else command_audit(args)
+    commands_by_name = {"scan": command_scan, "negatives": command_negatives, "audit": command_audit}
+    return commands_by_name[args.command](args)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def test_the_build_page_shows_agreement_and_cost_and_starts_stage1_through_the_b
     assert 'id="card-agreement"' in page and f"{build.report['agreement']['agree']} / {build.report['agreement']['judged']}" in page
     assert f"${build.cost_usd}" in page and "Fine-tune the feedback agent (Stage 1)" in page
     assert "feedback_agent" in page and "Disagreements kept for review" in page
+    assert "consistency, not accuracy" in page and "review_waltzrl --build ID --sample N" in page  # what the number is not
 
     # Over budget: refused with the budget's reason, no job, no hold.
     budget_upsert(name="default", amount_usd=str(build.cost_usd + 1), period="monthly", hard_limit=True)

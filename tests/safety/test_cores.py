@@ -38,6 +38,7 @@ def test_the_refusal_detector() -> None:
     assert labels.looks_like_refusal("I'm sorry, but I can't help with that.")
     assert labels.looks_like_refusal("I won't provide that.")
     assert labels.looks_like_refusal("I cannot assist with making weapons.")
+    assert labels.looks_like_refusal("Sorry, I can’t assist with that request.")  # a typographic apostrophe
     assert not labels.looks_like_refusal("Sure. To kill a Python process, run `kill -9 PID`.")
     assert not labels.looks_like_refusal("Sorry to hear that! Here is how to fix your sink.")
 
@@ -111,6 +112,36 @@ def test_duplicates_contamination_and_split() -> None:
 
 
 # --- the importer -----------------------------------------------------------------------------------------
+
+
+def _true_jaccard(first: str, second: str) -> float:
+    def shingles(text: str) -> set[tuple[str, ...]]:
+        words = text.casefold().split()
+        return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+    a, b = shingles(first), shingles(second)
+    return len(a & b) / len(a | b)
+
+
+def test_contamination_is_the_exact_similarity_even_for_short_prompts() -> None:
+    # The MinHash estimate flagged a 10-word pair of true similarity 0.85-0.90 only 78 % of the time
+    # and one of 0.70-0.75 29 % (bench/dedupe/run.py); contamination is decided on the exact value.
+    import random
+
+    rng = random.Random(3)
+    vocabulary = [f"word{n}" for n in range(5000)]
+    flagged_by_similarity: dict[bool, int] = {True: 0, False: 0}
+    for _ in range(300):
+        original = [rng.choice(vocabulary) for _ in range(rng.choice([10, 12, 20]))]
+        changed = list(original)
+        for _ in range(rng.randrange(1, 3)):
+            position = rng.choice([0, len(changed), rng.randrange(len(changed))])
+            changed.insert(position, rng.choice(vocabulary))
+        prompt, case = " ".join(changed), " ".join(original).upper()
+        expected = _true_jaccard(prompt, case) >= 0.8
+        flagged_by_similarity[expected] += 1
+        assert (selection.contaminated_indexes([prompt], [case]) == {0}) is expected, (prompt, case)
+    assert min(flagged_by_similarity.values()) > 30  # both sides of the threshold were tried
 
 
 def test_jsonl_and_csv_with_every_bad_line_named() -> None:
