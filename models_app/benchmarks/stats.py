@@ -88,21 +88,19 @@ from scipy import stats as scipy_stats
 
 from models_app.benchmarks.breakdown import PairedScore, Regression, TagBreakdown, regressions, tag_breakdown
 from models_app.benchmarks.reruns import confidence_text, rerun_confidence, rerun_reason
+from models_app.benchmarks.rules import (  # noqa: F401  (re-exported: the gate's rules are part of its interface)
+    DEFAULT_RULE,
+    RULE_AT_LEAST_THRESHOLD,
+    RULE_IMPROVES_AND_REACHES,
+    RULES,
+    check_rule,
+    rule_text,
+)
 
 PASS = "PASS"
 FAIL = "FAIL"
 INCONCLUSIVE = "INCONCLUSIVE"
 VERDICTS = (PASS, FAIL, INCONCLUSIVE)
-
-RULE_AT_LEAST_THRESHOLD = "at_least_threshold"
-RULE_IMPROVES_AND_REACHES = "improves_and_reaches"
-RULES: dict[str, str] = {
-    RULE_AT_LEAST_THRESHOLD: "confident the improvement is at least the threshold (PASS when the 95 % interval's "
-                             "lower end ≥ threshold; FAIL when its upper end < threshold)",
-    RULE_IMPROVES_AND_REACHES: "confident it improves, and the estimate reaches the threshold (PASS when the 95 % "
-                               "interval's lower end > 0 and the estimate ≥ threshold; FAIL when its upper end < threshold)",
-}
-DEFAULT_RULE = RULE_AT_LEAST_THRESHOLD
 
 DEFAULT_RESAMPLES = 10_000
 # An interval end this many Monte-Carlo standard errors (or fewer) from a boundary the rule reads is
@@ -130,12 +128,6 @@ def run_seed(*, run_id: int) -> int:
     the same every time the run is decided again)."""
     digest = hashlib.sha256(f"genesis-benchmark-run:{run_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
-
-
-def check_rule(rule: str) -> str:
-    if rule not in RULES:
-        raise ValueError(f"unknown gate rule {rule!r}; known: {', '.join(RULES)}")
-    return rule
 
 
 @dataclass(frozen=True)
