@@ -179,10 +179,13 @@ def simulate_rollbacks(*, rollout: Rollout, experiments: int, seed: int, batch: 
     """How often the success-rate guardrail rolls a rollout back, and how soon."""
     rng = np.random.default_rng(seed)
     rolled_back, hours = 0, []
-    k = rollout.outcomes_per_user
     for start in range(0, experiments, batch):
         size = min(batch, experiments - start)
         control, treatment = simulate_cells(rng, rollout, size)
+        # Per batch: the per-event view counts each outcome as a user of one outcome (k = 1). Overwriting
+        # the rollout's k here (before 2026-12-07) converted every later batch with k = 1, reading a
+        # user's success count as a rate: 64 % "rollbacks" of an A/A that were the bug's.
+        k = rollout.outcomes_per_user
         if not rollout.per_user:
             control, treatment, k = _per_event(control, k), _per_event(treatment, k), 1
         looks = np.arange(rollout.minutes) % rollout.check_every_minutes == rollout.check_every_minutes - 1

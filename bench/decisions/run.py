@@ -9,7 +9,8 @@ Parts (each a few minutes at most on 2 cores):
 * ``guardrails`` — A/A rollbacks of the success-rate guardrail, checked every minute through three
   48 h stages (10 → 25 → 50 %) at 2 000 users/h: one outcome per user, ten correlated outcomes per
   user (intra-user correlation 0.2, and the old per-outcome analysis on the same data for
-  contrast), ten times the planned traffic; then the rollback probability and median time at drops
+  contrast), the same at a true drop of exactly the tolerance (per user and per outcome), ten times
+  the planned traffic; then the rollback probability and median time at drops
   of 0, 2, 3, 4, 5, 6, 8, 10, 15 and 20 points (tolerance 5), at base rate 0.9, 0.75 and 0.6
   (2 000 users/h) and at base rate 0.9 with 200 users/h.
 * ``srm`` — correctly split rollouts paused by the per-minute SRM check, and the time to catch a
@@ -101,17 +102,25 @@ def _wilson(rate: float, n: int) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def part_guardrails(*, experiments: int, seed: int) -> None:
-    print("Guardrail (success rate, tolerance 5 points, alpha 5 %, checked every minute, 3 × 48 h at 2 000 users/h)")
+def guardrail_scenarios(*, experiments: int) -> list[tuple[str, simulation.Rollout, int]]:
+    """The guardrails part's single scenarios: (label, rollout, rollouts)."""
     base = simulation.Rollout()
     clustered = replace(base, outcomes_per_user=10, within_user_correlation=0.2)
-    scenarios = [
+    at_tolerance = replace(clustered, treatment_drop=base.tolerance)
+    return [
         ("A/A, one outcome per user", base, experiments),
         ("A/A, 10 outcomes per user (correlation 0.2)", clustered, experiments // 2),
         ("  same data, every outcome counted as independent (per event)", replace(clustered, per_user=False), experiments // 4),
+        ("10 outcomes per user, true drop of exactly the tolerance", at_tolerance, experiments // 4),
+        ("  same data, every outcome counted as independent (per event)", replace(at_tolerance, per_user=False), experiments // 4),
         ("A/A, traffic 10× the plan (20 000 users/h)", replace(base, users_per_hour=20_000), experiments // 2),
     ]
-    for label, rollout, count in scenarios:
+
+
+def part_guardrails(*, experiments: int, seed: int) -> None:
+    print("Guardrail (success rate, tolerance 5 points, alpha 5 %, checked every minute, 3 × 48 h at 2 000 users/h)")
+    base = simulation.Rollout()
+    for label, rollout, count in guardrail_scenarios(experiments=experiments):
         _line(label, _rate(simulation.simulate_rollbacks(rollout=rollout, experiments=count, seed=seed)))
     # The curve at the default, then where a rollback decision is hardest: a base rate nearer 0.5
     # (more variance per user) and a tenth of the traffic (the first looks come from few users).

@@ -281,12 +281,26 @@ def test_aa_rollouts_checked_every_minute_are_rarely_rolled_back(name, rollout) 
     assert result.rate <= 0.05, (name, result.rate)
 
 
-def test_analysing_every_outcome_as_independent_would_roll_back_good_candidates() -> None:
-    """The per-user analysis is what keeps the clustered A/A above valid: the old per-event one
-    (and its minimum counted in outcomes) fails on the same data."""
-    clustered = simulation.Rollout(stage_hours=6, outcomes_per_user=10, within_user_correlation=0.2)
-    per_event = simulation.simulate_rollbacks(rollout=simulation.Rollout(**{**clustered.__dict__, "per_user": False}),
-                                              experiments=60, seed=22)
+def test_the_per_event_view_converts_every_batch_with_its_own_outcomes_per_user() -> None:
+    """Each batch of simulated rollouts is converted to the per-event view with the rollout's k. Until
+    2026-12-07 the first batch overwrote k with 1, so every later batch read a user's success count
+    (~9 of 10) as a rate with no variance: 52 % of these A/A rollouts "rolled back" (all but the first
+    batch's), which the README published as the per-event analysis's 64 %."""
+    clustered = simulation.Rollout(stage_hours=6, outcomes_per_user=10, within_user_correlation=0.2, per_user=False)
+    result = simulation.simulate_rollbacks(rollout=clustered, experiments=40, seed=22, batch=10)
+    assert result.rate <= 0.05, result.rate
+
+
+def test_analysing_every_outcome_as_independent_rolls_back_drops_at_the_tolerance_beyond_alpha() -> None:
+    """Ten correlated outcomes per user (correlation 0.2: design effect 2.8): counted as ten independent
+    outcomes, the standard error is about 1.7× too small, and a true drop of exactly the tolerance is rolled
+    back far more often than α (29 % here); per user, within α (2 %). In an A/A both stay near 0 %: the
+    non-inferiority margin hides the understated error there."""
+    at_tolerance = simulation.Rollout(stage_hours=6, outcomes_per_user=10, within_user_correlation=0.2, treatment_drop=0.05)
+    per_user = simulation.simulate_rollbacks(rollout=at_tolerance, experiments=100, seed=22, batch=10)
+    per_event = simulation.simulate_rollbacks(rollout=simulation.Rollout(**{**at_tolerance.__dict__, "per_user": False}),
+                                              experiments=100, seed=22, batch=10)
+    assert per_user.rate <= 0.05, per_user.rate
     assert per_event.rate > 0.15, per_event.rate
 
 
