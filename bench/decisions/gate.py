@@ -188,6 +188,9 @@ def gate_operating_characteristics(
         table = [row for rows in pool.map(_cell, cells) for row in rows]
         flips = list(pool.map(_flips, flip_jobs))
         fail_rows = list(pool.map(_fail_cell, fail_jobs))
+    for row in table:  # the planner's normal model of the same P(PASS), printed beside the simulated one
+        row["modelled_pass"] = gate.gate_power(n=row["n"], true_improvement=row["true_improvement"], threshold=THRESHOLD,
+                                               rule=row["rule"], relative_sd=relative_sd)
     reruns = gate_reruns.rerun_pass_rates(seed=seed, suites=rerun_suites, resamples=resamples, workers=workers)
     # P(FAIL | r ≥ t): the small and near-ceiling scenarios, and every table cell at or above the threshold.
     fail_above = max([row["fail"] for row in fail_rows]
@@ -231,6 +234,7 @@ def _format(result: dict[str, Any]) -> str:
             lines.append(f"  {n:<5} " + "".join(
                 f"{row['pass'] * 100:4.1f}/{row['fail'] * 100:4.1f}/{row['inconclusive'] * 100:4.1f} ±{row['pass_se'] * 100:.1f}  "
                 for row in cells))
+            lines.append("        planner's model: " + " / ".join(f"{row['modelled_pass'] * 100:.1f}" for row in cells))
     lines.append(f"\nSeed flips at n = {FLIP_SIZE}, borderline suites (true r where the rule PASSes about half the time):")
     for flip in result["seed_flips"]:
         rates = ", ".join(f"{label}: {rate * 100:.1f} %" for label, rate in flip["flip_rate"].items())
