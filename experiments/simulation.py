@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import optimize, special
@@ -638,6 +638,9 @@ class LatencyRollout:
 # The default warning rules of experiments.services.default_guardrails, beside the latency one.
 QUALITY_ROLLOUT = LatencyRollout(tolerance=0.05, guardrail_metric="quality", harmful_direction="decrease",
                                  threshold_kind="absolute", values="quality")
+# The same rule on scores spread towards 0 and 1 (per-request SD 0.37 instead of 0.20): judge scores that
+# are mostly right/wrong, the noisier case for the rule.
+QUALITY_SPREAD_ROLLOUT = replace(QUALITY_ROLLOUT, quality_request_concentration=0.5)
 COST_ROLLOUT = LatencyRollout(tolerance=0.50, guardrail_metric="cost_per_request")
 
 

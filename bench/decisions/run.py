@@ -318,12 +318,12 @@ def part_latency_guardrail(*, experiments: int, seed: int) -> None:
 
 
 def part_quality_guardrail(*, experiments: int, seed: int) -> None:
-    setup = simulation.QUALITY_ROLLOUT
-    print(f"Quality guardrail (down more than {setup.tolerance:g} warns, alpha {setup.rollout.alpha:.0%}; checked every minute, "
-          f"3 × 48 h at 2 000 users/h, 1 + Poisson(1) requests per user, every one scored: Beta scores of mean "
-          f"{setup.quality_mean}, user concentration {setup.quality_user_concentration:g}, request concentration "
-          f"{setup.quality_request_concentration:g})")
-    _warning_rule(setup, QUALITY_CHANGES, experiments=experiments, seed=seed)
+    for setup in (simulation.QUALITY_ROLLOUT, simulation.QUALITY_SPREAD_ROLLOUT):
+        print(f"Quality guardrail (down more than {setup.tolerance:g} warns, alpha {setup.rollout.alpha:.0%}; checked every "
+              f"minute, 3 × 48 h at 2 000 users/h, 1 + Poisson(1) requests per user, every one scored: Beta scores of mean "
+              f"{setup.quality_mean}, user concentration {setup.quality_user_concentration:g}, request concentration "
+              f"{setup.quality_request_concentration:g})")
+        _warning_rule(setup, QUALITY_CHANGES, experiments=experiments, seed=seed)
 
 
 def part_cost_guardrail(*, experiments: int, seed: int) -> None:
