@@ -23,7 +23,12 @@ from django.views.decorators.http import require_POST
 from experiments import rollout_settings, routing, selectors, services
 from experiments.holds import stage_holds
 from experiments.models import ACTIVE_STATUSES, FINAL_STATUSES, DataDeletion, Experiment, ExperimentStatus
-from experiments.operating_characteristics import SUCCESS_RATE_ROLLBACK_CURVE
+from experiments.operating_characteristics import (
+    SUCCESS_RATE_ROLLBACK_CURVE,
+    curve_command,
+    curve_differences,
+    success_rate_rollback_rule,
+)
 from genesis.admin_base import ReadOnlyAdminMixin
 from genesis.errors import AlreadyDone, DomainError
 from genesis.permissions import Actor, request_actor
@@ -412,10 +417,27 @@ def rollout_page_context(*, experiment: Experiment, user: User) -> dict[str, Any
         "agent_config_version": _agent_config_version(experiment),
         "calendar": selectors.experiment_calendar(experiment=experiment),
         "can_plan": experiment.status not in FINAL_STATUSES and can("change_experiment"),
-        "operating_curve": SUCCESS_RATE_ROLLBACK_CURVE,
+        **_operating_curve(experiment),
         "buttons": buttons,
         "any_button": any(buttons[name] for name in ("start", "request", "approve", "pause", "resume", "rollback")),
     }
+
+
+def _operating_curve(experiment: Experiment) -> dict[str, Any]:
+    """The published success-rate curve only where it was measured at this experiment's settings (the
+    defaults); otherwise what differs and the bench command that measures this experiment's own curve."""
+    rules = list(experiment.guardrails or [])
+    rule = success_rate_rollback_rule(rules)
+    alpha = selectors.guardrail_alphas(rules=rules)[rules.index(rule)] if rule is not None else None
+    settings_now: dict[str, Any] = {"stage_plan": list(experiment.stage_plan), "min_stage_hours": experiment.min_stage_hours,
+                    "min_samples_per_arm": experiment.min_samples_per_arm,
+                    "planned_samples_per_arm": experiment.planned_samples_per_arm, "guardrails": rules, "alpha": alpha}
+    differences = curve_differences(**settings_now)
+    if not differences:
+        return {"operating_curve": SUCCESS_RATE_ROLLBACK_CURVE, "operating_curve_differs": None}
+    return {"operating_curve": None, "operating_curve_differs": {
+        "differences": differences, "command": curve_command(**settings_now) if rule is not None else None,
+    }}
 
 
 # The Agent list gains a health column (experiments/admin_health.py).

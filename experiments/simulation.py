@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import optimize, special
@@ -175,14 +175,19 @@ def stratified_difference(control: _Cells, treatment: _Cells, k: int) -> tuple[n
     return difference, np.sqrt(variances[0] + variances[1]), 2 * weight_sum, means[0], means[1]
 
 
-def simulate_rollbacks(*, rollout: Rollout, experiments: int, seed: int, batch: int = 25) -> TriggerRate:
-    """How often the success-rate guardrail rolls a rollout back, and how soon."""
+def simulate_rollbacks(*, rollout: Rollout, experiments: int, seed: int, batch: int = 25, hold: bool = False) -> TriggerRate:
+    """How often the success-rate guardrail rolls a rollout back, and how soon. ``hold=True``: how often
+    (and how soon) its estimate goes beyond the tolerance at some look instead — the 'warning' that
+    holds the stage (stats.evaluate_guardrail: harm > limit; a point estimate, not error-controlled)."""
     rng = np.random.default_rng(seed)
     rolled_back, hours = 0, []
-    k = rollout.outcomes_per_user
     for start in range(0, experiments, batch):
         size = min(batch, experiments - start)
         control, treatment = simulate_cells(rng, rollout, size)
+        # Per batch: the per-event view counts each outcome as a user of one outcome (k = 1). Overwriting
+        # the rollout's k here (before 2026-12-07) converted every later batch with k = 1, reading a
+        # user's success count as a rate: 64 % "rollbacks" of an A/A that were the bug's.
+        k = rollout.outcomes_per_user
         if not rollout.per_user:
             control, treatment, k = _per_event(control, k), _per_event(treatment, k), 1
         looks = np.arange(rollout.minutes) % rollout.check_every_minutes == rollout.check_every_minutes - 1
@@ -193,6 +198,8 @@ def simulate_rollbacks(*, rollout: Rollout, experiments: int, seed: int, batch: 
             effective_users=effective, alpha=rollout.alpha, planned_samples_per_arm=rollout.planned_users_per_arm,
             early_samples_per_arm=stats.EARLY_HORIZON_PER_MIN_SAMPLE * rollout.min_users_per_arm,
         )
+        if hold:
+            critical = np.zeros_like(critical)
         first = _first_rollback_look(rollout, control, treatment, difference=difference, standard_error=standard_error,
                                      effective=effective, critical=critical)
         look_minutes = np.flatnonzero(looks) + 1
@@ -607,11 +614,34 @@ class LatencyRollout:
     """A rollout (stages, traffic, the rule's α and samples: ``rollout``; its success-rate fields
     are unused) whose users each send 1 + Poisson(1) requests of log-normal latency (``metric``: its
     ``sigma``, ``user_sigma`` and ``median``; ``users``, ``treatment_share`` and ``lift`` are unused),
-    judged by the default latency guardrail: "mean latency up more than ``tolerance``" (relative)."""
+    judged by the default latency guardrail: "mean latency up more than ``tolerance``" (relative).
+
+    The other per-request warning rules run through the same machinery: ``guardrail_metric``,
+    ``harmful_direction`` and ``threshold_kind`` are the rule's (COST_ROLLOUT: cost per request up more
+    than 50 %, log-normal like latency); ``values="quality"`` draws scores in [0, 1] instead — each
+    user's mean quality Beta around ``quality_mean`` (concentration ``quality_user_concentration``),
+    each request's score Beta around the user's (``quality_request_concentration``) — for the rule
+    "quality down more than 0.05" (QUALITY_ROLLOUT), every request scored."""
 
     rollout: Rollout = Rollout()
     metric: TailedMetric = TailedMetric()
     tolerance: float = 0.30
+    guardrail_metric: str = "latency_ms"
+    harmful_direction: stats.HarmfulDirection = "increase"
+    threshold_kind: stats.ThresholdKind = "relative"
+    values: str = "lognormal"  # or "quality"
+    quality_mean: float = 0.70
+    quality_user_concentration: float = 20.0
+    quality_request_concentration: float = 4.0
+
+
+# The default warning rules of experiments.services.default_guardrails, beside the latency one.
+QUALITY_ROLLOUT = LatencyRollout(tolerance=0.05, guardrail_metric="quality", harmful_direction="decrease",
+                                 threshold_kind="absolute", values="quality")
+# The same rule on scores spread towards 0 and 1 (per-request SD 0.37 instead of 0.20): judge scores that
+# are mostly right/wrong, the noisier case for the rule.
+QUALITY_SPREAD_ROLLOUT = replace(QUALITY_ROLLOUT, quality_request_concentration=0.5)
+COST_ROLLOUT = LatencyRollout(tolerance=0.50, guardrail_metric="cost_per_request")
 
 
 @dataclass(frozen=True)
@@ -627,7 +657,8 @@ class _LatencyUsers:
 
 def _latency_users(rng: np.random.Generator, setup: LatencyRollout, increase: float) -> _LatencyUsers:
     """Treatment's every request is (1 + increase) times what it would have been, so its mean
-    latency is exactly ``increase`` above control's."""
+    latency is exactly ``increase`` above control's. With ``values="quality"`` ``increase`` is
+    absolute instead: treatment's mean score is ``quality_mean + increase`` (−0.05: 5 points lower)."""
     rollout, metric = setup.rollout, setup.metric
     per_stage = rollout.minutes_per_stage
     arrivals = rng.poisson(rollout.users_per_hour / 60, size=rollout.minutes)
@@ -636,6 +667,13 @@ def _latency_users(rng: np.random.Generator, setup: LatencyRollout, increase: fl
     treated = rng.random(minute.size) < np.asarray(rollout.stage_fractions)[stage]
     requests = 1 + rng.poisson(1.0, size=minute.size)
     owner = np.repeat(np.arange(minute.size), requests)
+    if setup.values == "quality":
+        arm_mean = setup.quality_mean + increase * treated
+        user_mean = rng.beta(arm_mean * setup.quality_user_concentration, (1 - arm_mean) * setup.quality_user_concentration)
+        concentration = setup.quality_request_concentration
+        scores = rng.beta(user_mean[owner] * concentration, (1 - user_mean[owner]) * concentration)
+        return _LatencyUsers(minute=minute, cell=2 * stage + treated, requests=requests.astype(float),
+                             latency=np.bincount(owner, weights=scores, minlength=minute.size))
     request_sigma = math.sqrt(max(metric.sigma**2 - metric.user_sigma**2, 0.0))
     user_log = math.log(metric.median) + np.log1p(increase) * treated + rng.normal(0.0, metric.user_sigma, size=minute.size)
     values = np.exp(user_log[owner] + rng.normal(0.0, request_sigma, size=owner.size))
@@ -658,7 +696,7 @@ def cell_sums(users: _LatencyUsers, minutes: int, first_look: int) -> np.ndarray
 
 
 def latency_guardrail_margins(sums: np.ndarray, setup: LatencyRollout) -> tuple[np.ndarray, np.ndarray]:
-    """stats.evaluate_guardrail on a relative "up more than tolerance" rule at every look of
+    """stats.evaluate_guardrail on the setup's rule (the latency one: "up more than tolerance") at every look of
     ``sums`` (cell_sums), vectorised with the formulas of stats.stratified_estimate and
     RatioSummary.variance (fresh users: no shared-user terms): (harm − bound − tolerance, > 0 where
     the rule holds; harm − tolerance, > 0 where the estimate is beyond it), NaN without data."""
@@ -675,8 +713,11 @@ def latency_guardrail_margins(sums: np.ndarray, setup: LatencyRollout) -> tuple[
         means = np.nansum(np.where(usable[..., None], weights[..., None] * x / y, 0.0), axis=1)
         variances = np.nansum(np.where(usable[..., None], weights[..., None] ** 2 * variance / n, 0.0), axis=1)
     control, treatment = means[:, 0], means[:, 1]
-    limit = setup.tolerance * np.abs(control)
-    factor = 1 + setup.tolerance * np.sign(control)
+    sign = -1.0 if setup.harmful_direction == "decrease" else 1.0
+    if setup.threshold_kind == "absolute":
+        limit, factor = np.full_like(control, setup.tolerance), np.full_like(control, sign)
+    else:
+        limit, factor = setup.tolerance * np.abs(control), sign + setup.tolerance * np.sign(control)
     standard_error = np.sqrt(np.maximum(variances[:, 1] + factor**2 * variances[:, 0], 0.0))
     critical = stats.guardrail_critical_z(
         effective_users=2 * cmh.sum(axis=1), alpha=rollout.alpha, planned_samples_per_arm=rollout.planned_users_per_arm,
@@ -684,7 +725,7 @@ def latency_guardrail_margins(sums: np.ndarray, setup: LatencyRollout) -> tuple[
     )
     arm_users = n.sum(axis=1)
     enough = (arm_users >= rollout.min_users_per_arm).all(axis=1) & usable.any(axis=1)
-    harm = treatment - control
+    harm = sign * (treatment - control)
     return np.where(enough, harm - critical * standard_error - limit, np.nan), np.where(enough, harm - limit, np.nan)
 
 
@@ -694,7 +735,8 @@ def latency_guardrail_state(sums_at_look: np.ndarray, setup: LatencyRollout) -> 
     summaries = [stats.RatioSummary(int(round(cell[0])), *(float(value) for value in cell[1:])) for cell in sums_at_look]
     strata = [stats.Stratum(summaries[index], summaries[index + 1]) for index in range(0, len(summaries), 2)]
     return stats.evaluate_guardrail(
-        metric="latency_ms", harmful_direction="increase", threshold=setup.tolerance, threshold_kind="relative",
+        metric=setup.guardrail_metric, harmful_direction=setup.harmful_direction, threshold=setup.tolerance,
+        threshold_kind=setup.threshold_kind,
         on_violation="breach", strata=strata, alpha=setup.rollout.alpha,
         min_samples_per_arm=setup.rollout.min_users_per_arm, planned_samples_per_arm=setup.rollout.planned_users_per_arm,
     ).state

@@ -22,6 +22,7 @@ re-runs spend α.
 
     .venv/bin/python bench/decisions/gate.py [--simulations 1000] [--resamples 2000] [--flip-suites 300]
                                             [--rerun-suites 400] [--seed 20261206] [--workers 2] [--json]
+    .venv/bin/python bench/decisions/gate.py --at-threshold-only --simulations 10000   # P(PASS | r = t), ± SE
 
 Importable: `gate_operating_characteristics(seed=...)` returns the numbers as a dict, and `main(seed=...)`
 prints them (bench/decisions/run.py's `gate` part calls it).
@@ -188,6 +189,9 @@ def gate_operating_characteristics(
         table = [row for rows in pool.map(_cell, cells) for row in rows]
         flips = list(pool.map(_flips, flip_jobs))
         fail_rows = list(pool.map(_fail_cell, fail_jobs))
+    for row in table:  # the planner's normal model of the same P(PASS), printed beside the simulated one
+        row["modelled_pass"] = gate.gate_power(n=row["n"], true_improvement=row["true_improvement"], threshold=THRESHOLD,
+                                               rule=row["rule"], relative_sd=relative_sd)
     reruns = gate_reruns.rerun_pass_rates(seed=seed, suites=rerun_suites, resamples=resamples, workers=workers)
     # P(FAIL | r ≥ t): the small and near-ceiling scenarios, and every table cell at or above the threshold.
     fail_above = max([row["fail"] for row in fail_rows]
@@ -231,6 +235,7 @@ def _format(result: dict[str, Any]) -> str:
             lines.append(f"  {n:<5} " + "".join(
                 f"{row['pass'] * 100:4.1f}/{row['fail'] * 100:4.1f}/{row['inconclusive'] * 100:4.1f} ±{row['pass_se'] * 100:.1f}  "
                 for row in cells))
+            lines.append("        planner's model: " + " / ".join(f"{row['modelled_pass'] * 100:.1f}" for row in cells))
     lines.append(f"\nSeed flips at n = {FLIP_SIZE}, borderline suites (true r where the rule PASSes about half the time):")
     for flip in result["seed_flips"]:
         rates = ", ".join(f"{label}: {rate * 100:.1f} %" for label, rate in flip["flip_rate"].items())
@@ -259,6 +264,20 @@ def _format(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def at_threshold_cells(*, seed: int, simulations: int, resamples: int) -> str:
+    """The table's cells at r = t (the same seeds: their first 1 000 suites are the table's), each with its
+    Monte-Carlo standard error and 95 % Wilson interval: how tight "P(PASS | r = t)" is."""
+    lines = [f"P(PASS | r = t = {THRESHOLD}) in %, {simulations} suites a cell, {resamples} resamples, seed {seed}:"]
+    for n in SIZES:
+        for row in _cell((seed, n, THRESHOLD, simulations, resamples)):
+            share, z = row["pass"], 1.96
+            centre = (share + z * z / (2 * simulations)) / (1 + z * z / simulations)
+            half = z * math.sqrt(share * (1 - share) / simulations + z * z / (4 * simulations**2)) / (1 + z * z / simulations)
+            lines.append(f"  {row['rule']:<22} n = {n:<4} {share * 100:5.2f} ± {row['pass_se'] * 100:.2f} "
+                         f"(95 % {(centre - half) * 100:.2f}–{(centre + half) * 100:.2f})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None, *, seed: int | None = None) -> int:
     """Print the gate's numbers. `main(seed=…)` (as bench/decisions/run.py calls it) reads no command
     line: the caller's own arguments are not this script's."""
@@ -270,9 +289,14 @@ def main(argv: list[str] | None = None, *, seed: int | None = None) -> int:
     parser.add_argument("--rerun-suites", type=int, default=gate_reruns.SUITES, help="suites per re-run cell")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.add_argument("--at-threshold-only", action="store_true",
+                        help="only the cells P(PASS | r = t) of the table (both rules), with --simulations suites each")
     args = parser.parse_args([] if argv is None and seed is not None else argv)
     if seed is not None:
         args.seed = seed
+    if args.at_threshold_only:
+        print(at_threshold_cells(seed=args.seed, simulations=args.simulations, resamples=args.resamples))
+        return 0
     result = gate_operating_characteristics(seed=args.seed, simulations=args.simulations, resamples=args.resamples,
                                             flip_suites=args.flip_suites, workers=args.workers,
                                             rerun_suites=args.rerun_suites)

@@ -9,7 +9,8 @@ Parts (each a few minutes at most on 2 cores):
 * ``guardrails`` — A/A rollbacks of the success-rate guardrail, checked every minute through three
   48 h stages (10 → 25 → 50 %) at 2 000 users/h: one outcome per user, ten correlated outcomes per
   user (intra-user correlation 0.2, and the old per-outcome analysis on the same data for
-  contrast), ten times the planned traffic; then the rollback probability and median time at drops
+  contrast), the same at a true drop of exactly the tolerance (per user and per outcome), ten times
+  the planned traffic; then the rollback probability and median time at drops
   of 0, 2, 3, 4, 5, 6, 8, 10, 15 and 20 points (tolerance 5), at base rate 0.9, 0.75 and 0.6
   (2 000 users/h) and at base rate 0.9 with 200 users/h.
 * ``srm`` — correctly split rollouts paused by the per-minute SRM check, and the time to catch a
@@ -41,6 +42,16 @@ Parts (each a few minutes at most on 2 cores):
   as the guardrails judge them (the comparisons' cap does not apply); how often its confident
   verdict comes (and how often its estimate holds the stage) in an A/A, with the mean latency up
   exactly 30 % (the tolerance) and up 60 %. Every verdict is stats.evaluate_guardrail's own.
+* ``quality_guardrail`` / ``cost_guardrail`` — the other default warning rules the same way: mean
+  quality down more than 0.05 (absolute; Beta-distributed scores in [0, 1], every request scored) and
+  cost per request up more than 50 % (relative; log-normal requests as for latency): in an A/A, at
+  exactly the tolerance and at twice it.
+* ``success_rate_hold`` — how often the success-rate guardrail's estimate goes beyond its 5-point
+  tolerance at some look (the 'warning' that holds the stage, not error-controlled) at drops of 0, 2
+  and 5 points, on the four operating curves' settings.
+* ``curve`` — the success-rate rollback curve at one experiment's own settings (--stages, --stage-hours,
+  --tolerance, --min-users, --planned-users, --alpha, --users-per-hour, --base-rate): what the admin's
+  experiment page tells an experiment that differs from the defaults to run.
 * ``gate`` — the benchmark gate's P(PASS / FAIL / INCONCLUSIVE) (bench/decisions/gate.py).
 * ``health`` — agent health's P(degraded / failing) per read by true error rate, p95 and traffic
   (bench/health/run.py).
@@ -105,17 +116,25 @@ def _wilson(rate: float, n: int) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def part_guardrails(*, experiments: int, seed: int) -> None:
-    print("Guardrail (success rate, tolerance 5 points, alpha 5 %, checked every minute, 3 × 48 h at 2 000 users/h)")
+def guardrail_scenarios(*, experiments: int) -> list[tuple[str, simulation.Rollout, int]]:
+    """The guardrails part's single scenarios: (label, rollout, rollouts)."""
     base = simulation.Rollout()
     clustered = replace(base, outcomes_per_user=10, within_user_correlation=0.2)
-    scenarios = [
+    at_tolerance = replace(clustered, treatment_drop=base.tolerance)
+    return [
         ("A/A, one outcome per user", base, experiments),
         ("A/A, 10 outcomes per user (correlation 0.2)", clustered, experiments // 2),
         ("  same data, every outcome counted as independent (per event)", replace(clustered, per_user=False), experiments // 4),
+        ("10 outcomes per user, true drop of exactly the tolerance", at_tolerance, experiments // 4),
+        ("  same data, every outcome counted as independent (per event)", replace(at_tolerance, per_user=False), experiments // 4),
         ("A/A, traffic 10× the plan (20 000 users/h)", replace(base, users_per_hour=20_000), experiments // 2),
     ]
-    for label, rollout, count in scenarios:
+
+
+def part_guardrails(*, experiments: int, seed: int) -> None:
+    print("Guardrail (success rate, tolerance 5 points, alpha 5 %, checked every minute, 3 × 48 h at 2 000 users/h)")
+    base = simulation.Rollout()
+    for label, rollout, count in guardrail_scenarios(experiments=experiments):
         _line(label, _rate(simulation.simulate_rollbacks(rollout=rollout, experiments=count, seed=seed)))
     # The curve at the default, then where a rollback decision is hardest: a base rate nearer 0.5
     # (more variance per user) and a tenth of the traffic (the first looks come from few users).
@@ -125,6 +144,26 @@ def part_guardrails(*, experiments: int, seed: int) -> None:
             rollout = replace(base, treatment_drop=drop, control_rate=control_rate, users_per_hour=users_per_hour)
             result = simulation.simulate_rollbacks(rollout=rollout, experiments=experiments // 2, seed=seed + 1)
             _line(f"    drop {drop * 100:.0f} points", _rate(result))
+
+
+def part_curve(*, experiments: int, seed: int, options: argparse.Namespace | None = None) -> None:
+    """The success-rate rollback curve at one experiment's own settings (the admin's experiment page
+    prints this command with them when they differ from the defaults the published curve is for)."""
+    options = options or argparse.Namespace(stages="10,25,50", stage_hours=48.0, tolerance=0.05, min_users=150,
+                                            planned_users=2_000, alpha=0.05, users_per_hour=2_000.0, base_rate=0.9)
+    stages = tuple(int(percent) / 100 for percent in options.stages.split(",") if int(percent) < 100)
+    base = simulation.Rollout(stage_fractions=stages or (0.5,), stage_hours=options.stage_hours, tolerance=options.tolerance,
+                              min_users_per_arm=options.min_users, planned_users_per_arm=options.planned_users,
+                              alpha=options.alpha, users_per_hour=options.users_per_hour, control_rate=options.base_rate)
+    print(f"Success-rate rollback curve: stages {options.stages} % of {options.stage_hours:g} h, tolerance "
+          f"{options.tolerance:g}, alpha {options.alpha:g}, min users {options.min_users}, planned users "
+          f"{options.planned_users}, {options.users_per_hour:g} users/h, base rate {options.base_rate:g}, checked every "
+          f"minute ({experiments // 2} rollouts a drop, seed {seed + 1})")
+    for multiple in (0.0, 0.4, 0.8, 1.0, 1.2, 1.6, 2.0, 3.0):
+        drop = round(multiple * options.tolerance, 6)
+        result = simulation.simulate_rollbacks(rollout=replace(base, treatment_drop=drop),
+                                               experiments=max(1, experiments // 2), seed=seed + 1)
+        _line(f"  drop {drop * 100:g} points ({multiple:g} × the tolerance)", _rate(result))
 
 
 def part_srm(*, experiments: int, seed: int) -> None:
@@ -262,11 +301,57 @@ LATENCY_INCREASES = (
 )
 
 
+# The other default warning rules (experiments.services.default_guardrails), measured the same way.
+QUALITY_CHANGES = (
+    ("A/A", 0.0, 500),
+    ("mean quality down 0.05 (the tolerance)", -0.05, 500),
+    ("mean quality down 0.10", -0.10, 200),
+)
+COST_INCREASES = (
+    ("A/A", 0.0, 500),
+    ("cost per request up 50 % (the tolerance)", 0.50, 500),
+    ("cost per request up 100 %", 1.00, 200),
+)
+
+
 def part_latency_guardrail(*, experiments: int, seed: int) -> None:
     setup = simulation.LatencyRollout()
     print(f"Latency guardrail (up more than {setup.tolerance:.0%} warns, alpha {setup.rollout.alpha:.0%}; checked every minute, "
           f"3 × 48 h at 2 000 users/h, log-normal requests of log-sd {setup.metric.sigma}, judged uncapped)")
-    for position, (label, increase, per_thousand) in enumerate(LATENCY_INCREASES):
+    _warning_rule(setup, LATENCY_INCREASES, experiments=experiments, seed=seed)
+
+
+def part_quality_guardrail(*, experiments: int, seed: int) -> None:
+    for setup in (simulation.QUALITY_ROLLOUT, simulation.QUALITY_SPREAD_ROLLOUT):
+        print(f"Quality guardrail (down more than {setup.tolerance:g} warns, alpha {setup.rollout.alpha:.0%}; checked every "
+              f"minute, 3 × 48 h at 2 000 users/h, 1 + Poisson(1) requests per user, every one scored: Beta scores of mean "
+              f"{setup.quality_mean}, user concentration {setup.quality_user_concentration:g}, request concentration "
+              f"{setup.quality_request_concentration:g})")
+        _warning_rule(setup, QUALITY_CHANGES, experiments=experiments, seed=seed)
+
+
+def part_cost_guardrail(*, experiments: int, seed: int) -> None:
+    setup = simulation.COST_ROLLOUT
+    print(f"Cost-per-request guardrail (up more than {setup.tolerance:.0%} warns, alpha {setup.rollout.alpha:.0%}; checked "
+          f"every minute, 3 × 48 h at 2 000 users/h, log-normal requests of log-sd {setup.metric.sigma} as for latency, "
+          "judged uncapped)")
+    _warning_rule(setup, COST_INCREASES, experiments=experiments, seed=seed)
+
+
+def part_success_rate_hold(*, experiments: int, seed: int) -> None:
+    print("Success-rate guardrail's hold (the estimate more than 5 points down at some look: 'warning', holds the stage; "
+          "not error-controlled), checked every minute, 3 × 48 h, one outcome per user")
+    for label, control_rate, users_per_hour in OPERATING_CURVES:
+        print(f"  {label}")
+        for drop in (0.0, 0.02, 0.05):
+            rollout = simulation.Rollout(treatment_drop=drop, control_rate=control_rate, users_per_hour=users_per_hour)
+            result = simulation.simulate_rollbacks(rollout=rollout, experiments=max(1, experiments // 2), seed=seed + 1, hold=True)
+            _line(f"    drop {drop * 100:.0f} points: held at some look", _rate(result))
+
+
+def _warning_rule(setup: simulation.LatencyRollout, changes: tuple[tuple[str, float, int], ...], *, experiments: int,
+                  seed: int) -> None:
+    for position, (label, increase, per_thousand) in enumerate(changes):
         count = max(1, experiments * per_thousand // 1_000)
         result = simulation.simulate_latency_guardrail(setup=setup, increase=increase, experiments=count, seed=seed + position)
         print(f"  {label} (seed {seed + position})")
@@ -345,7 +430,8 @@ def part_gbstats(*, experiments: int, seed: int) -> None:
 
 
 PARTS = {"guardrails": part_guardrails, "guardrail_resumes": part_guardrail_resumes, "srm": part_srm, "estimates": part_estimates, "returning": part_returning,
-         "tails": part_tails, "latency_guardrail": part_latency_guardrail, "gate": part_gate,
+         "tails": part_tails, "latency_guardrail": part_latency_guardrail, "quality_guardrail": part_quality_guardrail,
+         "cost_guardrail": part_cost_guardrail, "curve": part_curve, "success_rate_hold": part_success_rate_hold, "gate": part_gate,
          "health": part_health, "tag_cautions": part_tag_cautions, "gbstats": part_gbstats}
 
 
@@ -354,10 +440,22 @@ def main() -> None:
     parser.add_argument("--part", action="append", choices=sorted(PARTS), help="run only these parts (repeatable)")
     parser.add_argument("--experiments", type=int, default=1_000, help="simulated rollouts per scenario (default 1 000)")
     parser.add_argument("--seed", type=int, default=20261206)
+    curve = parser.add_argument_group("--part curve: one experiment's own settings (defaults: the published curve's)")
+    curve.add_argument("--stages", default="10,25,50", help="treatment percentages with a control arm")
+    curve.add_argument("--stage-hours", type=float, default=48.0)
+    curve.add_argument("--tolerance", type=float, default=0.05, help="success-rate drop that rolls back (absolute)")
+    curve.add_argument("--min-users", type=int, default=150, help="minimum users per arm")
+    curve.add_argument("--planned-users", type=int, default=2_000, help="planned users per arm")
+    curve.add_argument("--alpha", type=float, default=0.05, help="the success-rate rule's level")
+    curve.add_argument("--users-per-hour", type=float, default=2_000.0)
+    curve.add_argument("--base-rate", type=float, default=0.9, help="control's success rate")
     args = parser.parse_args()
-    for name in args.part or list(PARTS):
+    for name in args.part or [part for part in PARTS if part != "curve"]:
         started = time.perf_counter()
-        PARTS[name](experiments=args.experiments, seed=args.seed)
+        if name == "curve":
+            part_curve(experiments=args.experiments, seed=args.seed, options=args)
+        else:
+            PARTS[name](experiments=args.experiments, seed=args.seed)
         print(f"  [{name}: {time.perf_counter() - started:.0f} s]\n", flush=True)
 
 

@@ -333,8 +333,12 @@ def benchmark_run_gate(*, run: BenchmarkRun) -> GateReport:
     alpha = comparison.get("alpha") if decided and run_number else None
     if run_number and alpha is None:
         alpha = rerun_alpha(alpha=1 - float(parameters.get("confidence", 0.95)), run_number=int(run_number))
+    confidence = 1 - alpha if alpha is not None else float(
+        comparison.get("confidence") or parameters.get("confidence") or 0.95)
+    text = (benchmark_stats.rule_text(rule, confidence=confidence) if rule in benchmark_stats.RULES
+            else "decided before the rule was recorded")
     return GateReport(
-        rule=rule, rule_text=benchmark_stats.RULES.get(rule or "", "decided before the rule was recorded"),
+        rule=rule, rule_text=text,
         resamples=comparison.get("resamples") if decided else parameters.get("bootstrap_resamples"),
         seed=comparison.get("seed") if decided else parameters.get("bootstrap_seed"),
         mc_se=(comparison.get("mc_se_low"), comparison.get("mc_se_high")) if decided else None,

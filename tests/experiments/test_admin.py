@@ -202,3 +202,45 @@ def test_guardrails_are_edited_in_a_table_not_as_json(client, team):
     experiment.refresh_from_db()
     assert [(rule["metric"], rule["threshold"], rule["on_violation"]) for rule in experiment.guardrails] == [
         ("success_rate", 0.03, "breach"), ("latency_ms", 0.2, "warning")]
+
+
+def test_the_published_rollback_curve_is_shown_only_for_the_settings_it_was_measured_at(client, team):
+    """The curve on the page is the defaults' (stages 10/25/50/100 of 48 h, 150 and 2 000 users per arm,
+    down 5 points at α 5 %). Until 2026-12-07 every experiment showed it; one with its own settings is now
+    told that it does not apply, what differs and the bench command that measures its own."""
+    defaults = experiment_start(experiment=draft_experiment(actor=team["starter"], min_stage_hours=48, min_samples_per_arm=150),
+                                actor=team["starter"])
+    feed(defaults, arm="control", n=30, success_rate=0.9, seed=3)
+    html = page(client, team["approver"], defaults)
+    assert 'id="operating-curve"' in html and "How often the default success-rate rule" in html
+    assert "drop 5 points → 0.6 %" in html and "does not apply here" not in html
+
+    own = experiment_start(experiment=draft_experiment("content_agent", actor=team["starter"], min_stage_hours=48,
+                                                       min_samples_per_arm=40), actor=team["starter"])
+    feed(own, arm="control", n=30, success_rate=0.9, seed=4)
+    html = page(client, team["approver"], own)
+    assert 'id="operating-curve"' in html and "drop 5 points → 0.6 %" not in html
+    assert "this experiment differs (40 minimum users per arm, not 150), so it does not apply here" in html
+    assert ("bench/decisions/run.py --part curve --stages 10,25,50 --stage-hours 48 --tolerance 0.05 --min-users 40 "
+            "--planned-users 2000 --alpha 0.05") in html
+
+
+def test_the_curve_differences_name_every_setting_the_curve_depends_on():
+    from experiments.operating_characteristics import curve_command, curve_differences
+
+    rule = {"metric": "success_rate", "harmful_direction": "decrease", "threshold": 0.05, "threshold_kind": "absolute",
+            "on_violation": "breach"}
+    measured = {"stage_plan": [10, 25, 50, 100], "min_stage_hours": 48.0, "min_samples_per_arm": 150,
+                "planned_samples_per_arm": 2000, "guardrails": [rule], "alpha": 0.05}
+    assert curve_differences(**measured) == []
+    assert curve_differences(**{**measured, "guardrails": [{**rule, "threshold": 0.03}]}) == [
+        "success-rate rule decrease 0.03 (absolute), not down 0.05 (absolute)"]
+    assert curve_differences(**{**measured, "alpha": 0.025}) == [
+        "the rule is tested at α 2.5 % (shared by the rules that roll back), not 5 %"]
+    assert curve_differences(**{**measured, "stage_plan": [5, 50, 100], "min_stage_hours": 24, "planned_samples_per_arm": 500}) == [
+        "stages 5, 50, 100 %, not 10, 25, 50, 100 %", "24 h a stage, not 48 h", "500 planned users per arm, not 2 000"]
+    assert curve_differences(**{**measured, "guardrails": [{**rule, "on_violation": "warning"}]}) == [
+        "it has no success-rate rule that rolls back"]
+    assert curve_command(**{**measured, "stage_plan": [5, 50, 100], "alpha": 0.025}).startswith(
+        "python bench/decisions/run.py --part curve --stages 5,50 --stage-hours 48 --tolerance 0.05 --min-users 150 "
+        "--planned-users 2000 --alpha 0.025")

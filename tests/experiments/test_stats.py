@@ -281,12 +281,26 @@ def test_aa_rollouts_checked_every_minute_are_rarely_rolled_back(name, rollout) 
     assert result.rate <= 0.05, (name, result.rate)
 
 
-def test_analysing_every_outcome_as_independent_would_roll_back_good_candidates() -> None:
-    """The per-user analysis is what keeps the clustered A/A above valid: the old per-event one
-    (and its minimum counted in outcomes) fails on the same data."""
-    clustered = simulation.Rollout(stage_hours=6, outcomes_per_user=10, within_user_correlation=0.2)
-    per_event = simulation.simulate_rollbacks(rollout=simulation.Rollout(**{**clustered.__dict__, "per_user": False}),
-                                              experiments=60, seed=22)
+def test_the_per_event_view_converts_every_batch_with_its_own_outcomes_per_user() -> None:
+    """Each batch of simulated rollouts is converted to the per-event view with the rollout's k. Until
+    2026-12-07 the first batch overwrote k with 1, so every later batch read a user's success count
+    (~9 of 10) as a rate with no variance: 52 % of these A/A rollouts "rolled back" (all but the first
+    batch's), which the README published as the per-event analysis's 64 %."""
+    clustered = simulation.Rollout(stage_hours=6, outcomes_per_user=10, within_user_correlation=0.2, per_user=False)
+    result = simulation.simulate_rollbacks(rollout=clustered, experiments=40, seed=22, batch=10)
+    assert result.rate <= 0.05, result.rate
+
+
+def test_analysing_every_outcome_as_independent_rolls_back_drops_at_the_tolerance_beyond_alpha() -> None:
+    """Ten correlated outcomes per user (correlation 0.2: design effect 2.8): counted as ten independent
+    outcomes, the standard error is about 1.7× too small, and a true drop of exactly the tolerance is rolled
+    back far more often than α (29 % here); per user, within α (2 %). In an A/A both stay near 0 %: the
+    non-inferiority margin hides the understated error there."""
+    at_tolerance = simulation.Rollout(stage_hours=6, outcomes_per_user=10, within_user_correlation=0.2, treatment_drop=0.05)
+    per_user = simulation.simulate_rollbacks(rollout=at_tolerance, experiments=100, seed=22, batch=10)
+    per_event = simulation.simulate_rollbacks(rollout=simulation.Rollout(**{**at_tolerance.__dict__, "per_user": False}),
+                                              experiments=100, seed=22, batch=10)
+    assert per_user.rate <= 0.05, per_user.rate
     assert per_event.rate > 0.15, per_event.rate
 
 
@@ -516,12 +530,20 @@ def test_a_cost_guardrail_reads_in_dollars_with_sub_cent_amounts() -> None:
 # ------------------------------------------------------------------ the latency guardrail over a rollout
 
 
-def test_the_latency_guardrail_simulation_sums_and_judges_as_the_product_does() -> None:
-    """simulation.simulate_latency_guardrail (bench/decisions, part latency_guardrail) at a smaller
-    scale: its per-cell sums at each look are those of the real (uncapped) latency of the users
-    arrived by then, and its vectorised verdict is stats.evaluate_guardrail's."""
-    setup = simulation.LatencyRollout(rollout=simulation.Rollout(stage_hours=3))
-    users = simulation._latency_users(np.random.default_rng(7), setup, 0.6)
+@pytest.mark.parametrize("rule, change", [
+    (simulation.LatencyRollout(), 0.6),
+    (simulation.COST_ROLLOUT, 1.0),  # cost per request up more than 50 %
+    (simulation.QUALITY_ROLLOUT, -0.07),  # quality down more than 0.05 (absolute, a decrease)
+])
+def test_the_latency_guardrail_simulation_sums_and_judges_as_the_product_does(rule, change) -> None:
+    """simulation.simulate_latency_guardrail (bench/decisions, parts latency_guardrail, cost_guardrail,
+    quality_guardrail) at a smaller scale: its per-cell sums at each look are those of the real
+    (uncapped) values of the users arrived by then, and its vectorised verdict is
+    stats.evaluate_guardrail's, for each default warning rule."""
+    from dataclasses import replace
+
+    setup = replace(rule, rollout=simulation.Rollout(stage_hours=3))
+    users = simulation._latency_users(np.random.default_rng(7), setup, change)
     first = 40
     sums = simulation.cell_sums(users, setup.rollout.minutes, first)
     fire, hold = simulation.latency_guardrail_margins(sums, setup)
@@ -545,3 +567,33 @@ def test_the_latency_guardrail_catches_a_doubling_and_rarely_warns_confidently_i
     doubled = simulation.simulate_latency_guardrail(setup=setup, increase=1.0, experiments=10, seed=32)
     assert same.fired.rate <= 0.05 and same.disagreements == 0
     assert doubled.fired.rate == 1.0 and doubled.disagreements == 0
+
+
+def test_the_quality_simulation_moves_treatments_mean_score_by_exactly_the_change() -> None:
+    setup = simulation.QUALITY_ROLLOUT
+    users = simulation._latency_users(np.random.default_rng(3), setup, -0.05)
+    treated = users.cell % 2 == 1
+    means = [users.latency[arm].sum() / users.requests[arm].sum() for arm in (~treated, treated)]
+    assert means[0] == pytest.approx(0.70, abs=0.003) and means[1] - means[0] == pytest.approx(-0.05, abs=0.006)
+    assert users.latency.min() >= 0 and (users.latency <= users.requests).all()  # scores in [0, 1]
+
+
+def test_the_default_quality_and_cost_warnings_rarely_fire_at_their_tolerance_and_catch_twice_it() -> None:
+    for setup, tolerance in ((simulation.QUALITY_ROLLOUT, -0.05), (simulation.COST_ROLLOUT, 0.50)):
+        from dataclasses import replace
+
+        short = replace(setup, rollout=simulation.Rollout(stage_hours=6))
+        at = simulation.simulate_latency_guardrail(setup=short, increase=tolerance, experiments=20, seed=41)
+        twice = simulation.simulate_latency_guardrail(setup=short, increase=2 * tolerance, experiments=8, seed=42)
+        assert at.fired.rate <= 0.05 and at.disagreements == 0, setup.guardrail_metric
+        assert twice.fired.rate == 1.0 and twice.disagreements == 0, setup.guardrail_metric
+
+
+def test_the_success_rate_hold_is_the_estimate_beyond_the_tolerance_not_the_confident_verdict() -> None:
+    """simulate_rollbacks(hold=True) (bench part success_rate_hold): at a drop of exactly the tolerance the
+    estimate is beyond it at some look in most rollouts, while the confident rollback stays within α."""
+    rollout = simulation.Rollout(stage_hours=6, treatment_drop=0.05)
+    held = simulation.simulate_rollbacks(rollout=rollout, experiments=40, seed=25, hold=True)
+    rolled_back = simulation.simulate_rollbacks(rollout=rollout, experiments=40, seed=25)
+    assert held.rate >= 0.9 and rolled_back.rate <= 0.05, (held.rate, rolled_back.rate)
+    assert held.median_hours is not None and held.median_hours < 1.0

@@ -24,6 +24,7 @@ from models_app.benchmarks.stats import (
     fieller_interval,
     gate_verdict,
     more_cases_to_decide,
+    rule_text,
 )
 
 MIN_CASES = 20  # BENCHMARK_MIN_CASES's default
@@ -384,3 +385,22 @@ def test_the_verdicts_reasons_name_the_level_as_every_page_does():
                                 run_number=1)
     level = confidence_text(1 - 0.05 / ZETA_3)
     assert level == "95.84 %" and any(f"the {level} interval" in reason for reason in comparison.reasons), comparison.reasons
+
+
+def test_the_rule_text_states_the_rule_gate_verdict_applies_at_the_runs_level() -> None:
+    """Before 2026-12-07 the run page and --json said "95 %" whatever the run's α, and FAIL without its
+    one more win."""
+    first = rule_text(AT_LEAST, confidence=rerun_confidence(confidence=0.95, run_number=1))
+    assert "on the 95.84 % interval" in first and "95 %" not in first.replace("95.84 %", "")
+    assert "PASS when its lower end ≥ threshold" in first
+    assert "FAIL when its upper end < threshold and would stay below it with one more case where the candidate is right" in first
+    reaches = rule_text(IMPROVES, confidence=0.95)
+    assert "on the 95 % interval" in reaches and "PASS when its lower end > 0 and the estimate ≥ threshold" in reaches
+    # What the text says FAIL needs is what gate_verdict does: an upper end below t is not FAIL while one
+    # more win would lift it to t.
+    assert gate_verdict(relative_improvement=0.0, ci_low=-0.1, ci_high=0.07, threshold=0.08,
+                              rule=AT_LEAST, fail_high=0.09) == INCONCLUSIVE
+    assert gate_verdict(relative_improvement=0.0, ci_low=-0.1, ci_high=0.07, threshold=0.08,
+                              rule=AT_LEAST, fail_high=0.075) == FAIL
+    with pytest.raises(ValueError):
+        rule_text("sometimes")

@@ -226,6 +226,11 @@ def test_each_rerun_of_a_candidate_on_a_suite_reads_a_wider_interval_and_says_wh
     assert printed["ci95"] == [second.comparison["ci_low"], second.comparison["ci_high"]]
     page = admin_client.get(reverse("admin:models_app_benchmarkrun_change", args=[second.pk])).content.decode()
     assert "run 2 of this candidate on this suite: interval at 99.48 %" in page
+    # The rule as applied: at the run's own level, with FAIL's one more win (it said "95 %" before 2026-12-07).
+    assert printed["gate"]["rule_text"].startswith("confident the improvement is at least the threshold: on the 99.48 % interval")
+    assert "one more case where the candidate is right and the baseline wrong" in printed["gate"]["rule_text"]
+    assert "95 %" not in printed["gate"]["rule_text"]
+    assert "on the 99.48 % interval" in page and "on the 95 % interval" not in page
 
     # A new version of the same suite continues the count; another suite starts its own.
     reimported = benchmark_suite_import(agent=agent, slug="few-wins", lines=lines + [free_case("both-extra")]).suite
