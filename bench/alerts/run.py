@@ -24,7 +24,7 @@ False alarms: the true rate constant at the given fraction of the rule's line fo
 at half the line then 90 minutes at 1.5× or 2× it; the minutes from the step to the rule's firing (0 when
 it was firing already), and the share of steps it fired within the 90 minutes.
 
-    .venv/bin/python bench/alerts/run.py [--days 7] [--step-days 4] [--seed 20261207] [--port 18950] [--json rows.json]
+    .venv/bin/python bench/alerts/run.py [--days 7] [--step-days 4] [--rpm 2 6 30] [--seed 20261207] [--port 18950] [--json rows.json]
     .venv/bin/python bench/alerts/run.py --check   # the `for:` handling against promtool test rules
 
 Needs ``prometheus`` and ``promtool`` (Debian: apt install prometheus) on the PATH; the scratch TSDB is
@@ -173,7 +173,8 @@ class Plan:
     cost_end: int = 0
 
 
-def plan(*, days: float, step_days: float) -> Plan:
+def plan(*, days: float, step_days: float, rpms: tuple[float, ...] = TRAFFIC_RPM,
+         quiet_rpms: tuple[float, ...] = QUIET_TRAFFIC_RPM) -> Plan:
     steady_seconds, step_seconds = int(days * 86400), int(step_days * 86400)
     result = Plan(agents_seconds=max(steady_seconds, step_seconds))
     families: dict[str, list[RuleSpec]] = {}
@@ -182,7 +183,7 @@ def plan(*, days: float, step_days: float) -> Plan:
     cost_cursor = result.agents_seconds + COST_GAP_SECONDS
     for family, specs in families.items():
         rules = tuple(spec.name for spec in specs)
-        for rpm in TRAFFIC_RPM:
+        for rpm in rpms:
             # Rules of one family share their steady scenarios (one agent at 5 % errors is LowSuccessRate's
             # half-line and HighModelErrorRate's line).
             levels = sorted({level for spec in specs for level in spec.steady})
@@ -199,7 +200,7 @@ def plan(*, days: float, step_days: float) -> Plan:
         if scenario.family == "cost":  # the ledger is summed whole: one scenario at a time
             scenario.start = cost_cursor
             cost_cursor += scenario.seconds + COST_GAP_SECONDS
-    for rpm in QUIET_TRAFFIC_RPM:
+    for rpm in quiet_rpms:
         scenario = Scenario(f"quiet_r{rpm:g}", "quiet", rpm, 0.0, rules=(QUIET_RULE,))
         scenario.seconds = steady_seconds
         result.scenarios.append(scenario)
@@ -473,14 +474,14 @@ def step_label(spec: RuleSpec, level: float) -> str:
             f"{show_level(level, spec.unit)} |")
 
 
-def print_tables(rows: list[dict[str, Any]]) -> None:
+def print_tables(rows: list[dict[str, Any]], rpms: tuple[float, ...] = TRAFFIC_RPM) -> None:
     print("\nFalse alarms: firings per day (share of time firing) at a steady true rate below the line")
-    print("| rule (line) | true value | " + " | ".join(f"{rpm:g} req/min" for rpm in TRAFFIC_RPM) + " |")
-    print("|---|---|" + "---|" * len(TRAFFIC_RPM))
+    print("| rule (line) | true value | " + " | ".join(f"{rpm:g} req/min" for rpm in rpms) + " |")
+    print("|---|---|" + "---|" * len(rpms))
     for spec in SPECS:
         for level in spec.steady:
             cells = []
-            for rpm in TRAFFIC_RPM:
+            for rpm in rpms:
                 row = next(r for r in rows if r["rule"] == spec.name and r["kind"] == "steady"
                            and r["rpm"] == rpm and r["level"] == level)
                 cells.append(f"{row['per_day']:.2f} ({row['firing_share'] * 100:.1f} %)")
@@ -493,12 +494,12 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
         print("| " + " | ".join(f"{r['per_day']:.2f} ({r['firing_share'] * 100:.1f} %)" for r in quiet) + " |")
     print("\nTime to fire after a step from half the line: fired within 90 min / steps; median and 90th "
           "percentile minutes of those that fired")
-    print("| rule (line) | step | " + " | ".join(f"{rpm:g} req/min" for rpm in TRAFFIC_RPM) + " |")
-    print("|---|---|" + "---|" * len(TRAFFIC_RPM))
+    print("| rule (line) | step | " + " | ".join(f"{rpm:g} req/min" for rpm in rpms) + " |")
+    print("|---|---|" + "---|" * len(rpms))
     for spec in SPECS:
         for level in spec.steps:
             cells = []
-            for rpm in TRAFFIC_RPM:
+            for rpm in rpms:
                 row = next(r for r in rows if r["rule"] == spec.name and r["kind"] == "step"
                            and r["rpm"] == rpm and r["level"] == level)
                 if row["fired"]:
@@ -512,6 +513,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, default=7.0, help="simulated days per false-alarm scenario")
     parser.add_argument("--step-days", type=float, default=4.0, help="simulated days per step scenario (6 steps a day)")
+    parser.add_argument("--rpm", type=float, nargs="+", default=list(TRAFFIC_RPM),
+                        help="traffic levels, requests per minute (default: 2 6 30)")
+    parser.add_argument("--quiet-rpm", type=float, nargs="*", default=list(QUIET_TRAFFIC_RPM),
+                        help="ModelUnavailable's low traffic levels (default: 0.2 0.5 1; none: leave it out)")
     parser.add_argument("--seed", type=int, default=20261207)
     parser.add_argument("--port", type=int, default=0, help="Prometheus' port (default: a free one)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a temporary one)")
@@ -534,7 +539,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     rules = load_rules((*(spec.name for spec in SPECS), QUIET_RULE))
     buckets = latency_buckets()
-    the_plan = plan(days=args.days, step_days=args.step_days)
+    rpms, quiet_rpms = tuple(args.rpm), tuple(args.quiet_rpm)
+    the_plan = plan(days=args.days, step_days=args.step_days, rpms=rpms, quiet_rpms=quiet_rpms)
     workdir = Path(tempfile.mkdtemp(prefix="genesis-alerts-", dir=args.workdir))
     tsdb = workdir / "tsdb"
     # Old enough that every scenario lies in the past, on a whole day (the blocks' boundaries).
@@ -564,7 +570,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"seed {args.seed}; {args.days:g} days per false-alarm scenario (the first 2 h not counted), "
           f"{args.step_days:g} per step scenario; rules from {ALERTS.relative_to(ROOT)}, evaluated every "
           f"{EVAL_SECONDS} s by Prometheus")
-    print_tables(rows)
+    print_tables(rows, rpms)
     print(f"\n{time.monotonic() - began:.0f} s", file=sys.stderr)
 
 
