@@ -39,8 +39,8 @@ ERROR_SCHEMA: dict[str, Any] = {
 _DESCRIPTIONS = {
     400: "The body could not be parsed (a broken multipart body, too many fields)",
     401: "Missing, malformed, unknown or revoked API key",
-    403: "The key may not act for that agent (to a key for some agents, also an agent that does not exist)",
-    404: "Unknown agent (said only to a key that may act for every agent), experiment, budget or object",
+    403: "The key may not act for that agent (an existing agent outside the key's scope)",
+    404: "Unknown agent (a name no agent has, to every key), experiment, budget or object",
     409: "Refused by the current state (e.g. budget exhausted, no live model)",
     413: "The request body is larger than the API accepts",
     422: "A field, parameter or body is invalid (`errors` names each field)",
