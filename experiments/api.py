@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse
 from django.utils.http import parse_etags
@@ -38,7 +38,7 @@ class RouteOut(Schema):
     agent: str
     model: str
     provider: str
-    variant: str = Field(description="control | treatment | live (no running experiment)")
+    variant: Literal["control", "treatment", "live"] = Field(description="control | treatment | live (no running experiment)")
     experiment: str | None
     stage_percent: int | None
 
@@ -271,10 +271,21 @@ def _none_match_fails(if_none_match: str, *, etag: str) -> bool:
     return any(tag.removeprefix("W/") == current for tag in tags)
 
 
+# Declared on the config's 200 and 304 (ninja's `response=` describes bodies only): both always carry them.
+_ETAG_HEADER = {"description": "The config's version; send it back in If-None-Match", "required": True,
+                "schema": {"type": "string"}}
+_NO_CACHE_HEADER = {"description": "no-cache: revalidate with If-None-Match before each use", "required": True,
+                    "schema": {"type": "string"}}
+
+
 @router.get(
     "/agents/{agent}/config",
     response={200: AgentConfigOut, 304: None},
     summary="Everything an agent needs to route locally (ETag; If-None-Match → 304)",
+    openapi_extra={"responses": {
+        200: {"headers": {"ETag": _ETAG_HEADER, "Cache-Control": _NO_CACHE_HEADER}},
+        304: {"headers": {"ETag": _ETAG_HEADER, "Cache-Control": _NO_CACHE_HEADER}},
+    }},
 )
 def agent_config(request: HttpRequest, agent: Slug) -> HttpResponse:
     """The agent's routing config with an `ETag`. Send the ETag back in `If-None-Match` (a list of
@@ -319,7 +330,7 @@ class HealthExperimentOut(Schema):
 
 class AgentHealthOut(Schema):
     agent: str
-    status: str = Field(description="ok | degraded | failing | idle")
+    status: Literal["ok", "degraded", "failing", "idle"] = Field(description="ok | degraded | failing | idle")
     window_5m: HealthWindowOut
     window_15m: HealthWindowOut
     live_model: str | None

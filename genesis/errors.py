@@ -18,7 +18,7 @@ ERROR_CODES: dict[str, str] = {
     "budget_exceeded": "409: the estimate does not fit a hard-limit budget",
     "audit_findings": "409: the training data's audit found PII or format errors and no override reason was given",
     "payload_too_large": "413: the request body is larger than the API accepts (the detail says the limit)",
-    "malformed_request": "400: the request could not be parsed (a broken multipart body, too many fields)",
+    "malformed_request": "400: the request could not be parsed (a broken multipart body, too many fields) or its Host header is not one this server answers for (ALLOWED_HOSTS)",
     "invalid_field": "422: a field, parameter or body failed validation (the detail and `errors` name it)",
     "invalid_input": "422: the service refused a value (the detail and `errors` name the field)",
     "provider_unavailable": "503: the model provider did not answer even after retries; try again later",

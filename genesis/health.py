@@ -17,7 +17,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from genesis.celery import app
 
@@ -29,7 +29,7 @@ CHECK_TIMEOUT_SECONDS = 0.6
 logger = logging.getLogger(__name__)
 
 
-@require_GET
+@require_safe  # GET and HEAD: probes use either (RFC 9110: HEAD wherever GET)
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
@@ -119,7 +119,7 @@ def run_readiness_checks() -> dict[str, tuple[bool, str]]:
     return results
 
 
-@require_GET
+@require_safe  # GET and HEAD: probes use either (RFC 9110: HEAD wherever GET)
 def readyz(request: HttpRequest) -> JsonResponse:
     results = run_readiness_checks()
     ready = all(ok for ok, _ in results.values())

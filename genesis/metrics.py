@@ -62,7 +62,7 @@ from django.core.cache import cache
 from django.db.models import Min, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -135,7 +135,7 @@ def exposition() -> bytes:
     return generate_latest(registry)
 
 
-@require_GET
+@require_safe  # GET and HEAD: probes use either (RFC 9110: HEAD wherever GET)
 def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
 

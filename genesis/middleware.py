@@ -1,12 +1,22 @@
-"""Keeps the API's promise that every error is JSON `{"detail", "code"}`, also for the answers Django
-gives before the API's own handlers run: an unknown path under /api/v1/ (Django's HTML 404) and a
-method the path does not serve (ninja's empty 405)."""
+"""Keeps the API's promises on its short middleware chain (genesis/wsgi.py), where the answers Django
+gives before the API's own handlers run would otherwise break them:
+
+- every error is JSON `{"detail", "code"}`: an unknown path under /api/v1/ (Django's HTML 404) and a
+  method the path does not serve (ninja's empty 405) are given that body;
+- the Host header is checked against ALLOWED_HOSTS, as CommonMiddleware does on every other path (the
+  API chain leaves CommonMiddleware out): a host not allowed is a JSON 400 and reaches no view;
+- HEAD is answered wherever GET is (RFC 9110 §9.3.2; probes and caches use it): the GET operation
+  runs and its status and headers are sent without the body. ninja routes by method
+  and the OpenAPI document lists GET only, as is usual.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 
 API_PREFIX = "/api/v1/"
@@ -14,6 +24,12 @@ _JSON_BODIES = {
     404: ("not_found", "no such API path: see /api/v1/docs for the operations"),
     405: ("method_not_allowed", "this path does not serve that method"),
 }
+# Django logs a DisallowedHost under this logger name wherever it is raised; the API's answer does too.
+security_logger = logging.getLogger("django.security.DisallowedHost")
+
+
+def json_error(status: int, code: str, detail: str) -> HttpResponse:
+    return HttpResponse(json.dumps({"detail": detail, "code": code}), status=status, content_type="application/json")
 
 
 class ApiJsonErrorsMiddleware:
@@ -21,18 +37,43 @@ class ApiJsonErrorsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
-        if (
-            response.status_code in _JSON_BODIES
-            and request.path.startswith(API_PREFIX)
-            and not response.get("Content-Type", "").startswith("application/json")
-        ):
-            code, detail = _JSON_BODIES[response.status_code]
-            if response.status_code == 405 and response.get("Allow"):
-                detail = f"{detail}; allowed: {response['Allow']}"
-            replacement = HttpResponse(json.dumps({"detail": detail, "code": code}), status=response.status_code,
-                                       content_type="application/json")
-            if response.get("Allow"):
-                replacement["Allow"] = response["Allow"]
-            return replacement
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        try:
+            request.get_host()
+        except DisallowedHost as exc:
+            security_logger.error(str(exc), extra={"status_code": 400, "request": request})
+            return json_error(400, "malformed_request", f"this server does not answer for that Host header: {exc}")
+        head = request.method == "HEAD"
+        if head:
+            request.method = "GET"
+        response = self._json_error_body(request, self.get_response(request))
+        if head:
+            request.method = "HEAD"
+            _drop_body(response)
         return response
+
+    @staticmethod
+    def _json_error_body(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if response.status_code not in _JSON_BODIES or response.get("Content-Type", "").startswith("application/json"):
+            return response
+        code, detail = _JSON_BODIES[response.status_code]
+        allow = response.get("Allow")
+        if response.status_code == 405 and allow:
+            if "GET" in allow.replace(" ", "").split(","):
+                allow = f"{allow}, HEAD"  # answered for every GET operation (above)
+            detail = f"{detail}; allowed: {allow}"
+        replacement = json_error(response.status_code, code, detail)
+        if allow:
+            replacement["Allow"] = allow
+        return replacement
+
+
+def _drop_body(response: HttpResponse) -> None:
+    """HEAD: the GET answer's headers, unchanged, without its body."""
+    if response.streaming:
+        return  # the WSGI server sends no body for HEAD (gunicorn and runserver do so)
+    length = response.get("Content-Length")
+    response.content = b""
+    if length is not None:
+        response["Content-Length"] = length

@@ -1,9 +1,9 @@
 """The error answers of every operation, added to the OpenAPI document genesis/api.py serves.
 
 Each operation declares the statuses it can answer besides its own: those every request can get
-(401 without a valid key, 403, 404, 409, 422, 500 for a bug, 503 with Retry-After when the database is
-out of reach) and, for an operation with a request body, 413 (too large) and 400 (a multipart body that
-cannot be parsed). All of them share the schema of the error body, `{"detail", "code"}`.
+(400 for a Host header not in ALLOWED_HOSTS or a body that cannot be parsed, 401 without a valid key,
+403, 404, 409, 422, 500 for a bug, 503 with Retry-After when the database is out of reach) and, for an
+operation with a request body, 413 (too large). All of them share the schema of the error body, `{"detail", "code"}`.
 
 405 belongs to no operation — it answers a method that no operation of the path declares — so it is
 described once, as the reusable response `components.responses.MethodNotAllowed`, with its `Allow`
@@ -37,18 +37,18 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 _DESCRIPTIONS = {
-    400: "The body could not be parsed (a broken multipart body, too many fields)",
+    400: "The request could not be parsed (a broken multipart body, too many fields) or names a Host this server does not answer for",
     401: "Missing, malformed, unknown or revoked API key",
-    403: "The key may not act for that agent (to a key for some agents, also an agent that does not exist)",
-    404: "Unknown agent (said only to a key that may act for every agent), experiment, budget or object",
+    403: "The key may not act for that agent (an existing agent outside the key's scope)",
+    404: "Unknown agent (a name no agent has, to every key), experiment, budget or object",
     409: "Refused by the current state (e.g. budget exhausted, no live model)",
     413: "The request body is larger than the API accepts",
     422: "A field, parameter or body is invalid (`errors` names each field)",
     500: "A bug on the server (`internal_error`); it has been logged",
     503: "The database is unreachable; retry after Retry-After seconds",
 }
-_ALWAYS = (403, 404, 409, 422, 500, 503)
-_WITH_BODY = (400, 413)
+_ALWAYS = (400, 403, 404, 409, 422, 500, 503)
+_WITH_BODY = (413,)
 _HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 

@@ -37,18 +37,37 @@ def waltz_build_summary(*, build: WaltzBuild) -> dict[str, Any]:
     def counts(name: str) -> dict[str, int]:
         return {"train": int(files.get(name, {}).get("train", 0)), "valid": int(files.get(name, {}).get("valid", 0))}
 
+    empty = waltz_build_summary_empty()
     return {
         "build": build.pk,
         "status": build.status,
         "conversation_agent": counts("conversation_agent"),
         "feedback_agent": counts("feedback_agent"),
-        "mix": files.get("feedback_agent", {}).get("mix", {}),
-        "labels": files.get("feedback_agent", {}).get("labels", {"unsafe": 0, "overrefuse": 0, "ok": 0}),
+        "mix": files.get("feedback_agent", {}).get("mix", empty["mix"]),
+        "labels": files.get("feedback_agent", {}).get("labels", empty["labels"]),
         "shortfall": build.shortfall or None,
         "cost_usd": str(build.cost_usd),
         "estimated_cost_usd": str(build.estimated_cost_usd),
         "agreement_rate": report.get("agreement", {}).get("rate"),
         "error": build.error or None,
+    }
+
+
+def waltz_build_summary_empty() -> dict[str, Any]:
+    """The same object's shape when no build was made (refused before it started): every key, with
+    zero counts and null where there is nothing to say."""
+    return {
+        "build": None,
+        "status": None,
+        "conversation_agent": {"train": 0, "valid": 0},
+        "feedback_agent": {"train": 0, "valid": 0},
+        "mix": {"adversarial": 0, "borderline": 0},
+        "labels": {"unsafe": 0, "overrefuse": 0, "ok": 0},
+        "shortfall": None,
+        "cost_usd": "0",
+        "estimated_cost_usd": None,
+        "agreement_rate": None,
+        "error": None,
     }
 
 

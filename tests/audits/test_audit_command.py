@@ -174,6 +174,13 @@ def test_directory_and_usage_errors_exit_2(tmp_path):
         (clean, "--scrub", str(tmp_path / "missing-dir" / "s.jsonl")): "does not exist",
         (clean, "--near-threshold", "0"): "--near-threshold: near-duplicate threshold must be between 0.3 and 1, got 0",
         (clean, "--agent", "qa_agent"): "--agent only mean something with --record",
+        # Flags that would be ignored, as --mix would be: each named.
+        (clean, "--seed", "3"): "--seed goes with --rebalance OUT",
+        (clean, "--target-size", "10"): "--target-size goes with --rebalance OUT",
+        (clean, "--scrub-mode", "pseudonym"): "--scrub-mode goes with --scrub OUT",
+        (clean, "--rebalance", str(tmp_path / "r.jsonl"), "--scrub-mode", "pseudonym"): "--scrub-mode goes with --scrub OUT",
+        (clean, "--workers", "0"): "--workers must be at least 1 (got 0)",
+        (clean, "--workers", "-1"): "--workers must be at least 1 (got -1)",
     }
     for args, message in cases.items():
         code, out, err = run_command(*args)

@@ -116,6 +116,10 @@ def test_unknown_agent_or_user_is_a_usage_error(team):
     draft_experiment(actor=team["starter"])
     code, _, err = rollout("--agent", "qa_agent", "--status", "--as", "ghost")
     assert code == 2 and "unknown user 'ghost'" in err
+    # --status of every agent reads only, yet an --as naming nobody is still a usage error, nothing shown.
+    code, out, err = rollout("--status", "--as", "ghost")
+    assert code == 2 and "unknown user 'ghost'" in err and out == ""
+    assert rollout("--status", "--as", "starter")[0] == 0
 
 
 def test_bad_arguments_exit_2_from_the_command_line():

@@ -240,11 +240,11 @@ def test_every_operation_declares_its_error_statuses_with_the_error_schema(opena
     assert error["required"] == ["detail", "code"]
     assert set(error["properties"]["code"]["enum"]) == set(ERROR_CODES)
     for path, method, operation in operations(openapi):
-        expected = {"403", "404", "409", "422", "500", "503"}
+        expected = {"400", "403", "404", "409", "422", "500", "503"}  # 400: also a Host not in ALLOWED_HOSTS
         if operation.get("security"):
             expected.add("401")
         if "requestBody" in operation:
-            expected |= {"400", "413"}
+            expected.add("413")
         declared = {str(status) for status in operation["responses"]}
         assert expected <= declared, (method, path, expected - declared)
         for status in expected:
@@ -255,6 +255,17 @@ def test_every_operation_declares_its_error_statuses_with_the_error_schema(opena
     method_not_allowed = openapi["components"]["responses"]["MethodNotAllowed"]
     assert method_not_allowed["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     assert "Allow" in method_not_allowed["headers"]
+
+
+def test_the_contracts_enums_and_the_config_etag_are_in_the_schema(openapi):
+    schemas = openapi["components"]["schemas"]
+    assert schemas["RouteOut"]["properties"]["variant"]["enum"] == ["control", "treatment", "live"]
+    assert schemas["AgentHealthOut"]["properties"]["status"]["enum"] == ["ok", "degraded", "failing", "idle"]
+    responses = openapi["paths"]["/api/v1/agents/{agent}/config"]["get"]["responses"]
+    for status in ("200", "304"):
+        etag = responses[status]["headers"]["ETag"]
+        assert etag["required"] is True and etag["schema"] == {"type": "string"}, status
+    assert responses["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/AgentConfigOut"}
 
 
 def test_the_schema_bounds_match_what_the_api_accepts(openapi):

@@ -9,22 +9,32 @@ import json
 
 import pytest
 from django.conf import settings
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 
 pytestmark = pytest.mark.django_db
 
 
-def call(path: str) -> tuple[str, dict[str, str], bytes]:
+def call(path: str, *, method: str = "GET", host: str = "testserver", **headers: str) -> tuple[str, dict[str, str], bytes]:
     from genesis.wsgi import application
 
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "testserver", "SERVER_PORT": "80",
-               "HTTP_HOST": "testserver", "wsgi.input": io.BytesIO(b""), "wsgi.url_scheme": "http",
-               "SERVER_PROTOCOL": "HTTP/1.1"}
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SERVER_NAME": "testserver", "SERVER_PORT": "80",
+               "HTTP_HOST": host, "wsgi.input": io.BytesIO(b""), "wsgi.url_scheme": "http",
+               "SERVER_PROTOCOL": "HTTP/1.1", **headers}
     answer: dict[str, object] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
         answer["status"], answer["headers"] = status, dict(headers)
 
-    body = b"".join(application(environ, start_response))
+    # As Django's test client does: the handler's close_old_connections would close the connection that
+    # holds the test's transaction (the demo world) between requests.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        body = b"".join(application(environ, start_response))
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
     return str(answer["status"]), answer["headers"], body
 
 
@@ -49,3 +59,48 @@ def test_an_unknown_api_path_answers_json_on_the_short_chain_too():
     status, headers, body = call("/api/v1/no-such-thing")
     assert status.startswith("404") and headers["Content-Type"].startswith("application/json")
     assert json.loads(body)["code"] == "not_found"
+
+
+def test_the_api_checks_the_host_header_as_the_rest_of_the_site_does(seeded_demo, api_key_for):
+    # The short chain has no CommonMiddleware (which checks ALLOWED_HOSTS for every other path); the API
+    # checks the host itself, before any view runs, and says so in its error shape.
+    key = api_key_for("qa_agent")
+    status, headers, body = call("/api/v1/agents/qa_agent/config", host="evil.example", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert status.startswith("400") and headers["Content-Type"].startswith("application/json")
+    error = json.loads(body)
+    assert error["code"] == "malformed_request" and "evil.example" in error["detail"]
+    for path in ("/api/v1/openapi.json", "/api/v1/no-such-thing"):
+        assert call(path, host="evil.example")[0].startswith("400"), path
+    assert call("/healthz", host="evil.example")[0].startswith("400")  # the full stack, as before
+    # An allowed host is served as before.
+    assert call("/api/v1/agents/qa_agent/config", HTTP_AUTHORIZATION=f"Bearer {key}")[0].startswith("200")
+    assert call("/api/v1/agents/qa_agent/config", host="localhost:8000", HTTP_AUTHORIZATION=f"Bearer {key}")[0].startswith("200")
+
+
+def test_head_is_answered_wherever_get_is(seeded_demo, api_key_for):
+    key = api_key_for("qa_agent")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    status, get_headers, get_body = call("/api/v1/agents/qa_agent/config", **auth)
+    status_head, head_headers, head_body = call("/api/v1/agents/qa_agent/config", method="HEAD", **auth)
+    assert status.startswith("200") and status_head.startswith("200") and head_body == b""
+    assert head_headers == get_headers and "ETag" in head_headers and get_body
+    # The GET's other answers too: no key is 401, a conditional HEAD is 304.
+    assert call("/api/v1/agents/qa_agent/config", method="HEAD")[0].startswith("401")
+    assert call("/api/v1/agents/qa_agent/config", method="HEAD", HTTP_IF_NONE_MATCH=get_headers["ETag"], **auth)[0].startswith("304")
+    assert call("/api/v1/openapi.json", method="HEAD")[1:] == (call("/api/v1/openapi.json")[1], b"")
+    # The probes and /metrics (plain Django views, the full stack): HEAD is allowed; the WSGI server
+    # (gunicorn, runserver) sends no body for it.
+    assert call("/healthz", method="HEAD")[0].startswith("200")
+    assert call("/readyz", method="HEAD")[0][:3] in ("200", "503")
+    assert call("/metrics", method="HEAD")[0].startswith("200")
+    # A path that serves no GET still refuses HEAD; a GET path's Allow names HEAD beside GET.
+    status, headers, _ = call("/api/v1/route", method="HEAD")
+    assert status.startswith("405") and headers["Allow"] == "POST"
+    status, headers, body = call("/api/v1/agents/qa_agent/config", method="DELETE", **auth)
+    assert status.startswith("405") and headers["Allow"] == "GET, HEAD" and json.loads(body)["code"] == "method_not_allowed"
+
+
+def test_the_openapi_document_keeps_get_only(client):
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    assert not any("head" in operations for operations in paths.values())
+    assert "get" in paths["/api/v1/agents/{agent}/config"]

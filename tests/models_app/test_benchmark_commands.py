@@ -26,8 +26,9 @@ from tests.conftest import ROOT, child_environment
 from tests.models_app.conftest import point_demo_provider_at, wait_until
 
 CONTRACT_KEYS = {"run", "verdict", "baseline", "candidate", "relative_improvement", "ci95", "cost_usd"}
-# Every contract key, exactly, plus the one extra key the commands add: the gate's rule, resampling and plan.
-PRINTED_KEYS = CONTRACT_KEYS | {"gate"}
+# Every contract key, exactly, plus the two extra keys the commands add: the gate's rule, resampling and
+# plan, and "error" (null when the gate decided; why not, when the verdict is INCONCLUSIVE for want of a run).
+PRINTED_KEYS = CONTRACT_KEYS | {"gate", "error"}
 
 
 def manage(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -49,7 +50,7 @@ def test_benchmark_finetuned_prints_the_contract_object_and_the_verdict_follows_
     assert len(lines) == 1
     result = json.loads(lines[0])
     assert set(result) == PRINTED_KEYS
-    assert result["verdict"] == "PASS"
+    assert result["verdict"] == "PASS" and result["error"] is None
     assert result["baseline"]["model"] == "open-mistral-7b" and result["candidate"]["model"].startswith("ft:open-mistral-7b:")
     assert result["baseline"]["n"] == result["candidate"]["n"] == 48
     assert result["candidate"]["mean_score"] > result["baseline"]["mean_score"]
@@ -115,7 +116,7 @@ def test_every_json_answer_has_the_contract_keys_and_invalid_arguments_exit_2(em
     assert same.value.returncode == 2 and "same version" in str(same.value)
     assert out.getvalue() == "" and not BenchmarkRun.objects.exists()
 
-    # A run that fails: the contract's object with a null verdict; why goes to stderr.
+    # A run that fails: the contract's object; it decided nothing, so INCONCLUSIVE, with why in "error" and on stderr.
     unknown = model_version_register(
         agent=agent, provider=ProviderAccount.objects.get(name="simulator"),
         model_id="ft:open-mixtral-8x7b:0badc0de:20261101:0badc0de", base_model="open-mixtral-8x7b", kind="fine_tuned",
@@ -125,11 +126,12 @@ def test_every_json_answer_has_the_contract_keys_and_invalid_arguments_exit_2(em
         call_command("benchmark_finetuned", "--agent", "qa_agent", "--candidate", unknown.model_id, "--json", stdout=out, stderr=err)
     result = json.loads(out.getvalue())
     assert failed.value.code == 1 and set(result) == PRINTED_KEYS
-    assert result["run"] == BenchmarkRun.objects.get().pk and result["verdict"] is None and result["ci95"] is None
+    assert result["run"] == BenchmarkRun.objects.get().pk and result["verdict"] == "INCONCLUSIVE" and result["ci95"] is None
+    assert result["error"].startswith("run failed: ") and "does not serve" in result["error"]
     assert set(result["candidate"]) == {"model", "mean_score", "n"}
     assert f"run #{result['run']} qa_agent: failed: " in err.getvalue() and "does not serve" in err.getvalue()
 
-    # Runs that cannot start (the budget is spent): the same keys, "run": null, for each agent.
+    # Runs that cannot start (the budget is spent): the same keys, "run": null, INCONCLUSIVE and the reason, for each agent.
     budget_upsert(name="default", amount_usd="0.0001")
     out, err = io.StringIO(), io.StringIO()
     with pytest.raises(SystemExit):
@@ -137,7 +139,8 @@ def test_every_json_answer_has_the_contract_keys_and_invalid_arguments_exit_2(em
     results = json.loads(out.getvalue())
     assert [r["agent"] for r in results] == ["analyst_agent", "content_agent", "legal_agent", "qa_agent", "support_agent"]
     for entry in results:
-        assert set(entry) == PRINTED_KEYS | {"agent"} and entry["run"] is None and entry["verdict"] is None
+        assert set(entry) == PRINTED_KEYS | {"agent"} and entry["run"] is None and entry["verdict"] == "INCONCLUSIVE"
+        assert entry["error"].startswith("budget 'default'")
         assert entry["baseline"] == entry["candidate"] == {"model": None, "mean_score": None, "n": 0}
         assert entry["cost_usd"] == "0.000000" and f"{entry['agent']}: not started: budget 'default'" in err.getvalue()
 
@@ -192,13 +195,16 @@ def test_without_a_worker_json_still_prints_the_contract_objects(empty_broker, d
     with pytest.raises(CommandError) as refused:
         call_command("benchmark_finetuned", "--agent", "qa_agent", "--json", stdout=out, stderr=io.StringIO())
     assert refused.value.returncode == 1 and "no Celery worker" in str(refused.value)
-    assert set(json.loads(out.getvalue())) == PRINTED_KEYS and json.loads(out.getvalue())["run"] is None
+    not_started = json.loads(out.getvalue())
+    assert set(not_started) == PRINTED_KEYS and not_started["run"] is None and not_started["verdict"] == "INCONCLUSIVE"
+    assert "no Celery worker" in not_started["error"]
 
     out = io.StringIO()
     with pytest.raises(CommandError):
         call_command("run_all_benchmarks", "--json", stdout=out, stderr=io.StringIO())
     results = json.loads(out.getvalue())
     assert len(results) == 5 and all(set(r) == PRINTED_KEYS | {"agent"} and r["run"] is None for r in results)
+    assert all(r["verdict"] == "INCONCLUSIVE" and "no Celery worker" in r["error"] for r in results)
     assert not BenchmarkRun.objects.exists()
 
 

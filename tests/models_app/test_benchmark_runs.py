@@ -1059,7 +1059,7 @@ def test_a_pass_that_is_not_an_approval_is_said_plainly_and_may_be_overridden(se
     note = "PASS against a retired baseline (open-mistral-7b): not an approval"
 
     # The commands: the contract's --json keys unchanged, the note in the text and beside the JSON.
-    assert set(json_object(run)) == {"run", "verdict", "baseline", "candidate", "relative_improvement", "ci95", "cost_usd", "gate"}
+    assert set(json_object(run)) == {"run", "verdict", "baseline", "candidate", "relative_improvement", "ci95", "cost_usd", "gate", "error"}
     assert f"  verdict: PASS\n  {note}" in comparison_text(run)
     assert note in verdict_note_line(run)
     # The lineage and the Go/No-Go facts.

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from audits.report import audit_file
+from costs.models import CostEntry, CostHold
 from costs.services import budget_upsert
 from safety import labels
 from safety.models import PromptSet, WaltzBuild
@@ -96,8 +97,34 @@ def test_usage_errors_exit_2_and_a_budget_refusal_exits_1(demo_simulator, tmp_pa
     budget_upsert(name="default", amount_usd="0.0001", period="monthly", hard_limit=True)
     code, out, err = run("--agent", "qa_agent", "--target", "100", "--json")
     assert code == 1 and "budget" in err
-    assert json.loads(out)["build"] is None
+    refusal = json.loads(out)
+    assert refusal["build"] is None
     assert not WaltzBuild.objects.exists()  # refused whole: no build row, no hold
+    # The refusal has the success output's shape: every key, zero counts, nulls, and the reason.
+    assert refusal["mix"] == {"adversarial": 0, "borderline": 0}
+    assert refusal["labels"] == {"unsafe": 0, "overrefuse": 0, "ok": 0}
+    assert refusal["conversation_agent"] == refusal["feedback_agent"] == {"train": 0, "valid": 0}
+    assert refusal["cost_usd"] == "0" and refusal["shortfall"] is None and "budget" in refusal["error"]
+    _, success_out, _ = run_ok_build(tmp_path)
+    assert set(refusal) == set(json.loads(success_out))
+
+
+def run_ok_build(tmp_path: Path) -> tuple[int, str, str]:
+    budget_upsert(name="default", amount_usd="30", period="monthly", hard_limit=True)
+    code, out, err = run("--agent", "qa_agent", "--target", "20", "--out", str(tmp_path / "ok"), "--json")
+    assert code == 0, err
+    return code, out, err
+
+
+def test_an_unwritable_out_is_a_usage_error_before_anything_is_built_or_charged(demo_simulator, tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for out in ("/proc/nope", str(blocker / "sub")):
+        code, stdout, err = run("--agent", "support_agent", "--target", "20", "--out", out, "--json")
+        assert code == 2 and "--out: cannot write" in err, (out, err)
+        assert stdout == ""
+    assert not WaltzBuild.objects.exists()
+    assert not CostEntry.objects.filter(operation="data_prep").exists() and not CostHold.objects.exists()
 
 
 def test_the_finetune_flag_starts_the_stage1_job_through_the_budget_check(demo_simulator, tmp_path) -> None:

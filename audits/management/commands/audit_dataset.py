@@ -10,7 +10,8 @@ masked samples only.
 easy/medium/hard mix (each example at most once: the copy's own audit finds no duplicates). `--record` keeps the file and its audit in the database (admin → Datasets).
 
 Exit 0: clean. 1: findings (format errors, PII or duplicates). 2: usage error or unreadable file
-(missing, a directory, a bad --mix, an output that would overwrite the input).
+(missing, a directory, a bad --mix, an output that would overwrite the input, --workers below 1, a
+--mix, --seed, --target-size or --scrub-mode without the --rebalance or --scrub it shapes).
 """
 
 from __future__ import annotations
@@ -39,6 +40,22 @@ ERRORS_SHOWN = 20
 LINES_SHOWN = 10
 
 
+# A flag that only shapes another option's output: given without that option it would be ignored, and
+# the person meant something by it, so it is a usage error.
+_FLAGS_NEEDING = (
+    ("mix", "--mix", "rebalance", "--rebalance OUT (it is the mix the rebalanced copy aims for)"),
+    ("seed", "--seed", "rebalance", "--rebalance OUT (it shapes the rebalanced copy)"),
+    ("target_size", "--target-size", "rebalance", "--rebalance OUT (it shapes the rebalanced copy)"),
+    ("scrub_mode", "--scrub-mode", "scrub", "--scrub OUT (it is how the scrubbed copy replaces PII)"),
+)
+
+
+def _check_flags_in_company(options: dict[str, Any]) -> None:
+    for key, flag, needs, what in _FLAGS_NEEDING:
+        if options[key] is not None and not options[needs]:
+            raise usage_error(f"{flag} goes with {what}")
+
+
 class Command(BaseCommand):
     help = "Audit a chat JSONL file (format, PII, duplicates, difficulty); optionally scrub or rebalance it."
     # Auditing a file needs neither the database nor the system checks; it must work anywhere.
@@ -49,12 +66,12 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
         parser.add_argument("--scrub", metavar="OUT", help="write a copy with PII replaced to OUT")
         parser.add_argument(
-            "--scrub-mode", choices=scrub_core.SCRUB_MODES, default="placeholder",
+            "--scrub-mode", choices=scrub_core.SCRUB_MODES,
             help="placeholder: [EMAIL]; pseudonym: <EMAIL_1>, the same value → the same stand-in (default: placeholder)",
         )
         parser.add_argument("--rebalance", metavar="OUT", help="write a copy moved toward the --mix to OUT")
         parser.add_argument("--mix", metavar="E,M,H", help="easy,medium,hard percentages for --rebalance (default 30,45,25)")
-        parser.add_argument("--seed", type=int, default=0, help="sampling seed for --rebalance (default 0)")
+        parser.add_argument("--seed", type=int, help="sampling seed for --rebalance (default 0)")
         parser.add_argument("--target-size", type=int, metavar="N", help="at most this many examples in the --rebalance copy (default: all usable examples)")
         parser.add_argument(
             "--near-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="J",
@@ -75,7 +92,7 @@ class Command(BaseCommand):
         progress = _Progress(sys.stderr) if not options["json"] and sys.stderr.isatty() else None
         try:
             report = audit_file(
-                path, workers=max(1, options["workers"]), near_threshold=options["near_threshold"],
+                path, workers=options["workers"], near_threshold=options["near_threshold"],
                 find_near_duplicates=not options["no_near"], progress=progress,
             )
         except UnreadableDataset as exc:
@@ -85,7 +102,7 @@ class Command(BaseCommand):
                 progress.clear()
         result: dict[str, Any] = report.to_contract_dict()
         if options["scrub"]:
-            result["scrub"] = self._scrub(path, Path(options["scrub"]), options["scrub_mode"])
+            result["scrub"] = self._scrub(path, Path(options["scrub"]), options["scrub_mode"] or "placeholder")
         if options["rebalance"]:
             result["rebalance"] = self._rebalance(path, Path(options["rebalance"]), report, mix, options)
         if owner is not None:  # --record
@@ -100,8 +117,9 @@ class Command(BaseCommand):
     # --- usage ------------------------------------------------------------------------------------
 
     def _check_usage(self, path: Path, options: dict[str, Any]) -> dict[str, float]:
-        if options["mix"] is not None and not options["rebalance"]:
-            raise usage_error("--mix goes with --rebalance OUT (it is the mix the rebalanced copy aims for)")
+        _check_flags_in_company(options)
+        if options["workers"] < 1:
+            raise usage_error(f"--workers must be at least 1 (got {options['workers']})")
         try:
             mix = rebalance_core.parse_mix(options["mix"] or "30,45,25")
         except ValueError as exc:
@@ -141,7 +159,7 @@ class Command(BaseCommand):
     ) -> dict[str, Any]:
         try:
             rebalanced = rebalance_core.rebalance_file(
-                source=path, destination=out, report=report, mix=mix, seed=options["seed"],
+                source=path, destination=out, report=report, mix=mix, seed=options["seed"] or 0,
                 target_size=options["target_size"],
             )
         except (ValueError, OSError) as exc:

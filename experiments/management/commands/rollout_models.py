@@ -58,19 +58,20 @@ class Command(BaseCommand):
     def handle(self, *args: Any, agent: str | None, action: str, reason: str, username: str, candidate: str,
                override_reason: str, **options: Any) -> None:
         as_json = bool(options["json"])
-        if agent is None:
-            if action != "status":
-                raise CommandError(f"--{action} needs --agent NAME (only --status shows every agent)", returncode=2)
-            self._status_of_all(as_json=as_json)
-            return
-        agent_row = command_agent(agent)
+        if agent is None and action != "status":
+            raise CommandError(f"--{action} needs --agent NAME (only --status shows every agent)", returncode=2)
         user = None
         if username or action != "status":
+            # Checked before anything is shown: an unknown --as is a usage error even for --status.
             if not username:
                 raise CommandError(f"--{action} needs --as USERNAME: the person acting", returncode=2)
             user = get_user_model().objects.filter(username=username).first()
             if user is None:
                 raise CommandError(f"unknown user '{username}' (--as names the person acting)", returncode=2)
+        if agent is None:
+            self._status_of_all(as_json=as_json)
+            return
+        agent_row = command_agent(agent)
         if action == "rollback" and not reason.strip():
             raise CommandError("--rollback needs --reason TEXT: it goes on the audit trail and the alert", returncode=2)
 

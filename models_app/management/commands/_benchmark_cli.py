@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from costs.budgeting import format_usd
 from genesis.commands import usage_error
 from genesis.errors import DomainError, ServiceUnavailable
-from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
+from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite, BenchmarkVerdict
 from models_app.benchmarks.reruns import confidence_text
 from models_app.benchmarks.selectors import (
     benchmark_run_gate,
@@ -211,15 +211,23 @@ def comparison_text(run: BenchmarkRun) -> str:
 
 
 def json_object(run: BenchmarkRun) -> dict[str, Any]:
-    """The contract's object, with exactly its keys whatever became of the run (a failed or cancelled
-    run has a null verdict; `no_verdict_note` says why, for standard error), plus one extra key, "gate":
-    the rule applied, the resampling and its Monte-Carlo error, and the suite's sample-size plan."""
-    return {**benchmark_run_summary(run=run), "gate": benchmark_run_gate(run=run).as_dict()}
+    """The contract's object, with its keys whatever became of the run, plus two extra keys: "gate" (the
+    rule applied, the resampling and its Monte-Carlo error, and the suite's sample-size plan) and
+    "error" (null when the gate decided). A failed or cancelled run decided nothing: its verdict is
+    INCONCLUSIVE — the contract's verdict is one of PASS, FAIL, INCONCLUSIVE — and "error" says why."""
+    summary = benchmark_run_summary(run=run)
+    error = None
+    if summary["verdict"] is None:
+        summary["verdict"] = BenchmarkVerdict.INCONCLUSIVE.value
+        error = f"run {run.status}" + (f": {run.error}" if run.error else "")
+    return {**summary, "gate": benchmark_run_gate(run=run).as_dict(), "error": error}
 
 
-def not_started_object() -> dict[str, Any]:
-    """The object of a run that could not start: the contract's keys with nulls, and "gate" null too."""
-    return {**benchmark_summary_not_started(), "gate": None}
+def not_started_object(reason: str) -> dict[str, Any]:
+    """The object of a run that could not start: the contract's keys, "run" and "gate" null, nothing
+    measured, verdict INCONCLUSIVE (no conclusion could be drawn) and `reason` as "error"."""
+    return {**benchmark_summary_not_started(), "verdict": BenchmarkVerdict.INCONCLUSIVE.value, "gate": None,
+            "error": reason}
 
 
 def verdict_note_line(run: BenchmarkRun) -> str | None:

@@ -74,7 +74,7 @@ class Command(BaseCommand):
         except (DomainError, CommandError) as exc:
             # Refused (budget, a candidate already in a run, …) or no worker: nothing started.
             if options["json"]:
-                self.stdout.write(json.dumps(not_started_object()))
+                self.stdout.write(json.dumps(not_started_object(str(exc))))
             raise CommandError(str(exc), returncode=1) from None
         if note := starting_note(run):
             self.stderr.write(note)

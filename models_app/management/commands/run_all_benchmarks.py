@@ -51,9 +51,9 @@ class Command(BaseCommand):
             return
         try:
             require_worker()
-        except CommandError:
+        except CommandError as exc:
             if options["json"]:
-                self.stdout.write(json.dumps([{"agent": agent.slug, **not_started_object()} for agent in agents]))
+                self.stdout.write(json.dumps([{"agent": agent.slug, **not_started_object(str(exc))} for agent in agents]))
             raise
         started, refused = [], []
         for agent in agents:
@@ -61,7 +61,7 @@ class Command(BaseCommand):
                 run = benchmark_run_create(agent=agent, requested_via="command: run_all_benchmarks", actor=actor,
                                            budget_override_reason=options["override_reason"])
             except DomainError as exc:
-                refused.append({"agent": agent.slug, **not_started_object()})
+                refused.append({"agent": agent.slug, **not_started_object(exc.message)})
                 self.stderr.write(f"{agent.slug}: not started: {exc.message}")
                 continue
             started.append(run.pk)

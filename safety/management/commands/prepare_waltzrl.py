@@ -9,7 +9,8 @@ feedback_agent_{train,valid}.jsonl into --out. `--finetune` then starts the Stag
 (the feedback agent) through the fine-tuning budget check.
 
 Exit 0 done; 1 refused (budget, provider), failed, or short of the target (the shortfall is printed);
-2 usage (bad flags, unknown agent or user, unreadable file, a file without one usable prompt).
+2 usage (bad flags, unknown agent or user, unreadable file, a file without one usable prompt, an --out
+that cannot be written — checked before the build starts, so nothing is built or charged).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,7 @@ class Command(BaseCommand):
         mix = self._checked_mix(options)
         actor = command_user(options["as_user"])
         agent = self._agent(options["agent"])
+        out_dir = self._checked_out(options["out"])
         try:
             prompt_sets = self._prompt_sets(options, actor)
         except (InvalidInput, PermissionDenied) as exc:
@@ -88,7 +91,7 @@ class Command(BaseCommand):
             self.stderr.write(f"build #{build.pk} paused: the provider kept failing ({exc}). Its answers so far are kept; "
                               "a worker resumes it: beat's sweep re-sends it to the default queue within minutes.")
             sys.exit(REFUSED)
-        out = Path(options["out"] or Path("var") / "waltzrl" / f"build-{build.pk}")
+        out = out_dir if options["out"] else out_dir / f"build-{build.pk}"
         if build.status == BuildStatus.SUCCEEDED:
             self._write_files(build, out)
         job = None
@@ -127,11 +130,23 @@ class Command(BaseCommand):
             raise usage_error("--validation must be between 0 and 0.5")
         return mix
 
+    @staticmethod
+    def _checked_out(out: str | None) -> Path:
+        """The directory the files go to (the default's parent, var/waltzrl, when --out is not given),
+        created and proven writable now: a usage error before anything is built or charged."""
+        directory = Path(out) if out else Path("var") / "waltzrl"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as exc:
+            raise usage_error(f"--out: cannot write {directory}: {exc.strerror or exc}") from None
+        return directory
+
     def _refused(self, options: dict[str, Any], message: str) -> None:
         if options["json"]:
-            self.stdout.write(json.dumps({"build": None, "conversation_agent": {"train": 0, "valid": 0},
-                                          "feedback_agent": {"train": 0, "valid": 0}, "mix": {}, "labels": {},
-                                          "shortfall": None, "cost_usd": "0", "error": message}))
+            self.stdout.write(json.dumps({**selectors.waltz_build_summary_empty(), "files": None, "finetuning_job": None,
+                                          "error": message}))
         self.stderr.write(f"refused: {message}")
         sys.exit(REFUSED)
 
