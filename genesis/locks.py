@@ -57,7 +57,10 @@ def locks_held(namespace: int, pks: Iterable[int]) -> set[int]:
     first for good, workers skipped that job as "a live worker's", the sweep never sent it again and the
     gauge read 0. It also leaves nothing for a worker that takes the lock at that moment to trip on, and
     is one query for all rows."""
-    wanted = {pk & 0x7FFFFFFF: pk for pk in pks}
+    # Rows whose pks share a key (pk & 0x7FFFFFFF) share the lock: each key stands for all of them.
+    wanted: dict[int, list[int]] = {}
+    for pk in pks:
+        wanted.setdefault(pk & 0x7FFFFFFF, []).append(pk)
     if connection.vendor != "postgresql" or not wanted:
         return set()
     with connection.cursor() as cursor:
@@ -66,9 +69,11 @@ def locks_held(namespace: int, pks: Iterable[int]) -> set[int]:
             "SELECT DISTINCT objid::text::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND objsubid = 2 AND classid = %s::bigint::oid AND objid = ANY(%s::bigint[]::oid[])",
-            [namespace, list(wanted)],
+            # PostgreSQL records key 1 as an unsigned oid: a negative namespace is its 32-bit two's complement
+            # (and `-5::bigint::oid` would parse as -(5::oid), which has no operator).
+            [namespace & 0xFFFFFFFF, list(wanted)],
         )
-        return {wanted[row[0]] for row in cursor.fetchall()}
+        return {pk for row in cursor.fetchall() for pk in wanted[row[0]]}
 
 
 def lock_is_free(namespace: int, pk: int) -> bool:

@@ -64,3 +64,23 @@ def test_a_row_whose_pk_is_past_the_key_range_is_found_by_its_key() -> None:
         assert held == 1
         assert locks_held(NAMESPACE, [pk]) == {pk}
     assert locks_held(NAMESPACE, [pk]) == set()
+
+
+def test_a_negative_namespace_is_probed_as_postgresql_records_it() -> None:
+    # pg_locks shows key 1 as an unsigned oid; the probe cast a negative namespace into invalid SQL.
+    namespace = -12345
+    assert locks_held(namespace, [7]) == set()
+    with other_session() as worker:
+        worker.execute("SELECT pg_advisory_lock(%s, %s)", (namespace, 7))
+        assert locks_held(namespace, [6, 7]) == {7}
+        assert not lock_is_free(namespace, 7) and lock_is_free(-namespace, 7)
+        worker.execute("SELECT pg_advisory_unlock(%s, %s)", (namespace, 7))
+    assert lock_is_free(namespace, 7)
+
+
+def test_pks_sharing_a_key_are_all_reported_held() -> None:
+    # worker_lock keys 9 and 2**31 + 9 alike: both are held while the lock is, not only the last one listed.
+    with other_session() as worker:
+        worker.execute("SELECT pg_advisory_lock(%s, %s)", (NAMESPACE, 9))
+        assert locks_held(NAMESPACE, [9, 2**31 + 9, 2**32 + 9, 10]) == {9, 2**31 + 9, 2**32 + 9}
+        worker.execute("SELECT pg_advisory_unlock(%s, %s)", (NAMESPACE, 9))
