@@ -138,7 +138,7 @@ TEMPLATES = [
 def _env_seconds(name: str, default: int) -> int:
     """A whole number of seconds from the environment. A malformed value stops start-up naming the variable."""
     raw = os.environ.get(name, str(default)).strip()
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # isdigit alone takes '²', which int() refuses
         raise ImproperlyConfigured(f"{name}: '{raw}' is not a whole number of seconds")
     return int(raw)
 
@@ -285,7 +285,7 @@ def _env_days(name: str, default: int) -> int:
     """A whole number of days from the environment; 0 means "keep forever". A malformed value stops
     start-up naming the variable."""
     raw = os.environ.get(name, str(default)).strip()
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # isdigit alone takes '²', which int() refuses
         raise ImproperlyConfigured(f"{name}: '{raw}' is not a whole number of days (0 keeps forever)")
     return int(raw)
 

@@ -267,3 +267,14 @@ def test_the_database_connection_age_comes_from_the_environment_and_a_malformed_
     assert closing.stdout.strip().splitlines()[-1] == "0"
     malformed = run("1m")
     assert malformed.returncode != 0 and "GENESIS_DB_CONN_MAX_AGE: '1m' is not a whole number of seconds" in malformed.stderr
+
+
+@pytest.mark.parametrize(("variable", "unit"), [("GENESIS_DB_CONN_MAX_AGE", "seconds"), ("GENESIS_RETAIN_LIVE_OUTCOMES_DAYS", "days")])
+def test_a_unicode_digit_in_a_whole_number_variable_stops_start_up_naming_the_variable(variable: str, unit: str) -> None:
+    # str.isdigit() takes '²' (a digit to Unicode), which int() refuses: start-up died on a bare ValueError.
+    from tests.conftest import ROOT, child_environment
+
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=child_environment(**{variable: "²"}))
+    assert done.returncode != 0
+    assert f"{variable}: '²' is not a whole number of {unit}" in done.stderr, done.stderr[-2000:]
