@@ -316,8 +316,9 @@ def user_data_erase(
                              assignments=erasure.assignments.count(), experiments=list(touched), active_experiments=active,
                              earlier_erasures=earlier, dead_letter_batches=routing.dead_letter_batches_naming(user_id))
     # Exposures buffered by /route are written first, so none of this user's lands after the erasure —
-    # waiting for a drain already running (beat's) to finish, not skipping the drain because of it.
-    routing.drain_exposure_queue(wait_seconds=routing.EXPOSURE_DRAIN_LOCK_SECONDS)
+    # waiting for a drain already running (beat's) to finish, not skipping the drain because of it —
+    # and every batch queued by now, not a beat drain's share of them.
+    routing.drain_exposure_queue(max_batches=None, wait_seconds=routing.EXPOSURE_DRAIN_LOCK_SECONDS)
     with transaction.atomic():
         touched = erasure.experiments()
         active = _active(touched)

@@ -482,7 +482,7 @@ def write_exposures(*, rows: list[list[Any]]) -> int:
     return len(values)
 
 
-def drain_exposure_queue(*, max_batches: int = 200, wait_seconds: float = 0) -> int:
+def drain_exposure_queue(*, max_batches: int | None = 200, wait_seconds: float = 0) -> int:
     """Move exposure batches from Redis into the database, one drain at a time (a Redis lock,
     EXPOSURE_DRAIN_LOCK_KEY): a drain that finds another running returns 0 at once — that one drains
     the queue — unless `wait_seconds` is given, when it waits that long for the lock and then drains
@@ -490,7 +490,10 @@ def drain_exposure_queue(*, max_batches: int = 200, wait_seconds: float = 0) -> 
     however it runs: the insert ignores rows already stored, and a batch is removed from Redis only
     after it is written. A batch that cannot be written because of its content goes to
     EXPOSURE_DEAD_LETTER_KEY (logged), so it never blocks the batches behind it; when the database
-    itself is unreachable the batch stays at the head and the next run tries again."""
+    itself is unreachable the batch stays at the head and the next run tries again. `max_batches=None`
+    drains every batch queued when the drain began, however many (the erasure: a user's exposure behind
+    a backlog longer than a beat drain's share was written after the erasure had committed), and goes on
+    if the lock expires under it (a batch that took over a minute): two drains at once are safe."""
     client = _redis()
     if client is None:
         return 0
@@ -508,9 +511,12 @@ def drain_exposure_queue(*, max_batches: int = 200, wait_seconds: float = 0) -> 
                 pass  # expired (and maybe taken by another drain): nothing of ours to release
 
 
-def _drain(client: Any, lock: Any, *, max_batches: int) -> int:
+def _drain(client: Any, lock: Any, *, max_batches: int | None) -> int:
     written = 0
-    for _ in range(max_batches):
+    complete = max_batches is None
+    # The backlog as it stands: batches /route pushes meanwhile come after the ones that mattered, and
+    # leaving them to beat keeps the drain bounded while /route goes on queueing.
+    for _ in range(int(client.llen(EXPOSURE_LIST_KEY)) if max_batches is None else max_batches):
         raw = client.lindex(EXPOSURE_LIST_KEY, 0)
         if raw is None:
             break
@@ -532,6 +538,10 @@ def _drain(client: Any, lock: Any, *, max_batches: int) -> int:
             try:
                 lock.reacquire()
             except LockError:
+                if complete:  # the caller needs every batch written: go on beside whichever drain took it
+                    logger.warning("exposures: the drain lock expired during a batch; draining on without it")
+                    lock = None
+                    continue
                 logger.warning("exposures: the drain lock expired during a batch; leaving the queue to the next drain")
                 break
     return written

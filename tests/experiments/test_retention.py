@@ -333,6 +333,25 @@ def test_a_dry_run_erasure_writes_nothing_and_counts_the_dead_letters_that_hold_
     client.close()
 
 
+@needs_redis
+def test_an_erasure_writes_the_users_buffered_exposure_behind_a_backlog_longer_than_a_beat_drain(world):
+    """Third review: the erasure drained at most 200 batches, so the user's exposure queued behind a
+    longer backlog was written after the erasure had committed (which reported 0 exposures deleted)."""
+    running = world["running"]
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    now = time.time()
+    backlog = [json.dumps([[running.pk, f"other{b}", "control", running.current_stage_id, now]]) for b in range(250)]
+    client.rpush(routing.EXPOSURE_LIST_KEY, *backlog, json.dumps([[running.pk, "frank", "control", running.current_stage_id, now]]))
+
+    result = retention.user_data_erase(user_id="frank", agent=None, actor=None, allow_active_experiments=True)
+    assert result.assignments == 1
+    assert client.llen(routing.EXPOSURE_LIST_KEY) == 0
+    routing.drain_exposure_queue()  # beat's next drain finds nothing of frank's left to write
+    assert not Assignment.objects.filter(user_id="frank").exists()
+    assert Assignment.objects.filter(experiment=running, user_id__startswith="other").count() == 250
+    client.close()
+
+
 def test_an_erasure_refuses_rows_that_reached_a_running_experiment_after_its_check(world, monkeypatch):
     """Second review: the active-experiment check ran outside the delete's transaction, so a row that
     reached a running experiment in between was deleted without --allow-active-experiments."""
