@@ -5,12 +5,13 @@ Slack-compatible webhook — genesis/notifications.py)."""
 from __future__ import annotations
 
 import logging
+import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
@@ -18,11 +19,15 @@ from django.utils import timezone
 from experiments.holds import stage_holds
 from experiments.models import ApprovalStatus, ExperimentStatus, StageApproval
 from genesis import notifications
+from genesis.locks import worker_lock
 from launch import report as launch_report
 from launch.models import ApprovalNotice, WeeklyLaunchReport
 from launch.selectors import launch_report_facts
 
 logger = logging.getLogger(__name__)
+
+# The worker lock of the weekly report (genesis.locks), one key per ISO week (launch_report_lock_key).
+LAUNCH_REPORT_LOCK_NAMESPACE = zlib.crc32(b"launch.WeeklyLaunchReport") & 0x7FFFFFFF
 
 
 def approvers_of(approval: StageApproval) -> list[Any]:
@@ -157,21 +162,41 @@ def launch_report_week(now: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
+def launch_report_lock_key(week: str) -> int:
+    """The worker-lock key of a week's report (genesis.locks): 'YYYY-Www' as YYYYWW."""
+    return int(week.replace("-W", ""))
+
+
 def launch_report_send(*, now: datetime | None = None) -> dict[str, str]:
     """Make the Go/No-Go report and send it (summary in the text, markdown and HTML attached) — once per
     ISO week however often beat fires: a standby beat that takes over from a killed one sends again
-    what that beat sent since it last saved its schedule. The week's row is claimed before anything is
-    sent; a claim older than the task time limit was a killed worker's and is taken over. Returns the
-    channels' results, or those of the week's report already sent ({} while another worker sends it)."""
+    what that beat sent since it last saved its schedule. The sender holds the week's worker lock
+    (genesis.locks, a session lock that goes with a killed worker's connection) while it claims, builds
+    and sends: a message delivered again while it is alive leaves it to that worker; one redelivered
+    because it died (acks_late) finds the week claimed, unsent and its lock free, and sends it. The lock
+    was needed: a claim alone, left by a worker killed after claiming, made the redelivery seconds later
+    leave the week to a dead worker, and beat fires weekly — the week's report was lost. Off PostgreSQL
+    no lock tells a live worker from a dead one: a claim younger than the task time limit is left alone.
+    Returns the channels' results, or those of the week's report already sent ({} while another worker
+    sends it)."""
     now = now or timezone.now()
     week = launch_report_week(now)
+    with worker_lock(LAUNCH_REPORT_LOCK_NAMESPACE, launch_report_lock_key(week)) as mine:
+        if not mine:
+            logger.info("launch report of %s is being sent by another worker; not sending it again", week)
+            return {}
+        return _launch_report_send_locked(now=now, week=week)
+
+
+def _launch_report_send_locked(*, now: datetime, week: str) -> dict[str, str]:
     claimed_at = timezone.now()
     with transaction.atomic():
         row, created = WeeklyLaunchReport.objects.select_for_update().get_or_create(
             week=week, defaults={"claimed_at": claimed_at})
         if not created:
             stale_before = claimed_at - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
-            if row.sent_at is not None or row.claimed_at > stale_before:
+            live_claim = connection.vendor != "postgresql" and row.claimed_at > stale_before
+            if row.sent_at is not None or live_claim:
                 logger.info("launch report of %s already %s; not sending it again",
                             week, "sent" if row.sent_at else "being sent by another worker")
                 return dict(row.deliveries)

@@ -4,19 +4,31 @@ goes to the alert channels."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import pytest
 from django.core import mail
+from django.db import connection
 from django.utils import timezone
 
 from costs.services import MAX_ALERT_DELIVERY_ATTEMPTS
 from experiments.services import experiment_start, stage_approve, stage_request_advance
+from genesis.locks import lock_is_free
 from genesis.schedules import DEFAULT_SCHEDULES
+from launch import services
 from launch.models import ApprovalNotice, WeeklyLaunchReport
-from launch.services import approval_notices_redeliver, approval_requests_notify, launch_report_send
+from launch.services import (
+    LAUNCH_REPORT_LOCK_NAMESPACE,
+    approval_notices_redeliver,
+    approval_requests_notify,
+    launch_report_lock_key,
+    launch_report_send,
+    launch_report_week,
+)
 from tests.costs.test_notifications import unused_port, use_channels
 from tests.experiments.factories import draft_experiment, feed, person
+from tests.genesis.test_locks import other_session
 
 pytestmark = pytest.mark.django_db
 
@@ -128,15 +140,51 @@ def test_the_weekly_report_goes_out_once_a_week_however_often_beat_fires(seeded_
     assert sorted(WeeklyLaunchReport.objects.values_list("week", flat=True)) == ["2026-W49", "2026-W50"]
 
 
-def test_a_weekly_report_claimed_by_a_killed_worker_is_sent_once_its_claim_is_stale(seeded_demo, settings):
+def test_a_weekly_report_claimed_by_a_killed_worker_is_sent_by_the_redelivered_task(seeded_demo, settings):
+    """Third review: a worker killed after claiming the week left a fresh claim; the message redelivered
+    seconds later (acks_late) left the week to that dead worker, and beat fires weekly: the report was lost.
+    A live sender holds the week's worker lock; a dead one's went with its connection."""
     use_channels(settings, email_to=("ops@example.com",))
     monday = timezone.make_aware(datetime(2026, 11, 30, 7, 0))
-    # Another worker is sending it now: left to it.
-    WeeklyLaunchReport.objects.create(week="2026-W49", claimed_at=timezone.now())
-    assert launch_report_send(now=monday) == {}
-    assert mail.outbox == []
-    # That worker was killed before it sent: past the task time limit its claim is taken over.
-    WeeklyLaunchReport.objects.update(claimed_at=timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 1))
-    assert launch_report_send(now=monday) == {"log": "ok", "email": "ok"}
+    week = launch_report_week(monday)
+    WeeklyLaunchReport.objects.create(week=week, claimed_at=timezone.now())  # claimed, unsent, seconds ago
+    if connection.vendor == "postgresql":
+        # While the claimant is alive (it holds the week's lock), a duplicate message leaves the week to it.
+        with other_session() as live_worker:
+            live_worker.execute("SELECT pg_advisory_lock(%s, %s)", (LAUNCH_REPORT_LOCK_NAMESPACE, launch_report_lock_key(week)))
+            assert launch_report_send(now=monday) == {}
+            assert mail.outbox == [] and WeeklyLaunchReport.objects.get().sent_at is None
+        # It dies (its connection, and the lock, gone — the server ends the session a moment after the
+        # client went): the redelivered message sends the week, once.
+        for _ in range(100):
+            if lock_is_free(LAUNCH_REPORT_LOCK_NAMESPACE, launch_report_lock_key(week)):
+                break
+            time.sleep(0.05)
+        assert launch_report_send(now=monday) == {"log": "ok", "email": "ok"}
+    else:  # no lock off PostgreSQL: the claim is taken over once older than the task time limit
+        assert launch_report_send(now=monday) == {}
+        WeeklyLaunchReport.objects.update(claimed_at=timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 1))
+        assert launch_report_send(now=monday) == {"log": "ok", "email": "ok"}
+    assert launch_report_send(now=monday) == {"log": "ok", "email": "ok"}  # what was sent, not sent again
     assert len(mail.outbox) == 1
     assert WeeklyLaunchReport.objects.get().sent_at is not None
+
+
+def test_a_worker_killed_while_building_the_report_leaves_it_to_the_redelivered_task(seeded_demo, settings, monkeypatch):
+    use_channels(settings, email_to=("ops@example.com",))
+    monday = timezone.make_aware(datetime(2026, 11, 30, 7, 0))
+
+    class WorkerKilled(BaseException):
+        pass
+
+    def killed() -> None:
+        raise WorkerKilled  # the pool child dies (OOM, SIGKILL) after the claim, before delivery
+
+    real = services.launch_report_facts
+    monkeypatch.setattr(services, "launch_report_facts", killed)
+    with pytest.raises(WorkerKilled):
+        launch_report_send(now=monday)
+    monkeypatch.setattr(services, "launch_report_facts", real)
+    assert WeeklyLaunchReport.objects.get().sent_at is None
+    assert launch_report_send(now=monday) == {"log": "ok", "email": "ok"}  # redelivered at once
+    assert len(mail.outbox) == 1
