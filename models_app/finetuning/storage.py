@@ -61,8 +61,9 @@ def storage_charge_month(*, month: date | None = None) -> StorageMonth:
     """Charge storage for every fine-tuned model the provider keeps (every fine-tuned version not
     retired or rejected), for each month from its registration up to `month` (the current one) that
     has no entry yet, looking back STORAGE_MONTHS_LOOKED_AT months: a month is not lost because the
-    daily run missed it. Once per provider, model and month (the idempotency key), so the daily run
-    charges each model once a month and two runs at once charge it once. Not one transaction: each
+    daily run missed it — but not a month the version spent rejected from its first day to its last (one
+    revived by a verdict override was not stored then). Once per provider, model and month (the
+    idempotency key), so the daily run charges each model once a month and two runs at once charge it once. Not one transaction: each
     charge commits on its own, and a model that cannot be charged (no price, a refusal, an error) is
     logged and left for the next daily run without holding back the others."""
     now = timezone.localtime()
@@ -78,10 +79,13 @@ def storage_charge_month(*, month: date | None = None) -> StorageMonth:
     # an entry under the (provider, model, month) key means the month is paid, whichever version row it
     # names — another agent's, or one since retired or deleted and the model registered again. A month
     # is charged to the first version (by id) registered by then.
+    # A month spent rejected all through is not stored: a version rejected and revived months later
+    # (a verdict override) was charged every month it had been rejected for.
+    unstored = _months_rejected_throughout(versions, months)
     due: dict[str, tuple[ModelVersion, date]] = {}
     for month_start in months:
         for version in versions:
-            if _registered_month(version) <= month_start:
+            if _registered_month(version) <= month_start and month_start not in unstored.get(version.pk, ()):
                 key = storage_key(provider=version.provider.name, model_id=version.model_id, month_start=month_start)
                 due.setdefault(key, (version, month_start))
     recorded = _recorded_entries(list(due))
@@ -110,6 +114,43 @@ def _months_before(month_start: date, count: int) -> date:
 
 def _registered_month(version: ModelVersion) -> date:
     return timezone.localtime(version.created_at).date().replace(day=1)
+
+
+def _months_rejected_throughout(versions: list[ModelVersion], months: list[date]) -> dict[int, set[date]]:
+    """Version pk → the `months` it spent rejected from their first day to their last, read from the
+    versions' history (every status change is saved with one: model_version_transition). One query, for
+    the versions stored now that were ever rejected — a rejected version leaves it only by a revival
+    (REJECTED → APPROVED_FOR_ROLLOUT), and a retired one never comes back."""
+    if not versions or not months:
+        return {}
+    by_pk = {version.pk: version for version in versions}
+    ever_rejected = ModelVersion.history.filter(status=ModelStatus.REJECTED, kind=ModelKind.FINE_TUNED).values("id")
+    rows = (ModelVersion.history.filter(id__in=ever_rejected, kind=ModelKind.FINE_TUNED)
+            .order_by("id", "history_date", "history_id").values_list("id", "history_date", "status"))
+    windows: dict[int, list[tuple[datetime, datetime | None]]] = {}
+    for pk, at, status in rows:
+        if pk not in by_pk:
+            continue  # rejected or retired now: not charged at all
+        spans = windows.setdefault(pk, [])
+        if status == ModelStatus.REJECTED:
+            if not spans or spans[-1][1] is not None:
+                spans.append((at, None))
+        elif spans and spans[-1][1] is None:
+            spans[-1] = (spans[-1][0], at)
+    unstored: dict[int, set[date]] = {}
+    for pk, spans in windows.items():
+        for entered, left in spans:
+            # A revival the history did not see (a row changed without a save) ended by the last status change.
+            left = left or max(by_pk[pk].status_changed_at, entered)
+            unstored.setdefault(pk, set()).update(
+                month for month in months
+                if entered <= _local_midnight(month) and left >= _local_midnight(_months_before(month, -1))
+            )
+    return unstored
+
+
+def _local_midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
 
 
 def _recorded_entries(keys: list[str]) -> dict[str, CostEntry]:

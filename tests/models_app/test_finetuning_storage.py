@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -17,7 +18,8 @@ from models_app.finetuning.storage import (
     storage_key,
 )
 from models_app.finetuning.tasks import charge_monthly_storage
-from models_app.registry.models import ModelVersion
+from models_app.registry.models import ModelStatus, ModelVersion
+from models_app.registry.services import model_version_transition
 from tests.costs.factories import PriceTableFactory
 from tests.factories import AgentFactory, ModelVersionFactory, ProviderAccountFactory
 
@@ -188,3 +190,29 @@ def test_a_run_looks_back_a_bounded_number_of_months():
     storage_charge_month()
 
     assert storage_months() == sorted(f"{month_start(back):%Y-%m}" for back in range(STORAGE_MONTHS_LOOKED_AT))
+
+
+def test_months_a_revived_version_spent_rejected_are_not_charged():
+    """Third review: a version rejected for months, then approved by a verdict override, was back-charged
+    every month it had spent rejected (the run skips rejected versions, so those months had no entry)."""
+    PriceTableFactory()
+    version = ModelVersionFactory(agent=AgentFactory(slug="qa_agent"), model_id=FT_MODEL)
+    ModelVersion.objects.filter(pk=version.pk).update(created_at=registered(month_start(5)))
+    ModelVersion.history.filter(id=version.pk).update(history_date=registered(month_start(5)))
+
+    def moved(to_status: str, at: datetime, **how: Any) -> None:
+        model_version_transition(version=ModelVersion.objects.get(pk=version.pk), to_status=to_status, **how)
+        ModelVersion.history.filter(id=version.pk, history_date__gt=at).update(history_date=at)
+        ModelVersion.objects.filter(pk=version.pk).update(status_changed_at=at)
+
+    moved(ModelStatus.REJECTED, registered(month_start(5) + timedelta(days=10)))  # a benchmark FAIL
+    for back in (4, 3, 2, 1):
+        storage_charge_month(month=month_start(back))  # the daily runs skip a rejected version
+    assert storage_months() == []
+
+    moved(ModelStatus.APPROVED_FOR_ROLLOUT, timezone.now(), verdict_overridden=True)  # revived this month
+    run = storage_charge_month()
+
+    # Month -5 (stored until the 10th; beat missed it) and this one; not the four it spent rejected.
+    assert storage_months() == [f"{month_start(5):%Y-%m}", f"{month_start(0):%Y-%m}"]
+    assert [entry.idempotency_key[-7:] for entry in run.back_charged] == [f"{month_start(5):%Y-%m}"]
