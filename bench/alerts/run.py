@@ -21,10 +21,11 @@ the cost rules, which sum the whole ledger: their scenarios follow each other in
 
 False alarms: the true rate constant at the given fraction of the rule's line for --days days (the first
 2 hours, the windows' warm-up, not counted). Time to fire: --step-days days of 4-hour cycles, 150 minutes
-at half the line then 90 minutes at 1.5× or 2× it; the minutes from the step to the rule's firing (0 when
+at half the line (ModelFailing: at 5 % errors) then 90 minutes at 1.5× or 2× it (ModelFailing: 75 % or
+100 % errors; ModelUnavailable: no requests at all); the minutes from the step to the rule's firing (0 when
 it was firing already), and the share of steps it fired within the 90 minutes.
 
-    .venv/bin/python bench/alerts/run.py [--days 7] [--step-days 4] [--rpm 2 6 30] [--seed 20261207] [--port 18950] [--json rows.json]
+    .venv/bin/python bench/alerts/run.py [--days 7] [--step-days 4] [--rpm 1 2 6 12 30] [--seed 20261207] [--port 18950] [--json rows.json]
     .venv/bin/python bench/alerts/run.py --check   # the `for:` handling against promtool test rules
 
 Needs ``prometheus`` and ``promtool`` (Debian: apt install prometheus) on the PATH; the scratch TSDB is
@@ -67,8 +68,10 @@ LOG_SIGMA = 0.6
 Z95 = 1.6448536269514722
 COST_SHAPE = 2.0
 MAX_POINTS = 10_000  # query_range answers at most 11 000 points per series
-TRAFFIC_RPM = (2.0, 6.0, 30.0)
-QUIET_TRAFFIC_RPM = (0.2, 0.5, 1.0)  # ModelUnavailable: an agent this quiet has 15-minute gaps
+TRAFFIC_RPM = (1.0, 2.0, 6.0, 12.0, 30.0)
+# ModelUnavailable: an agent this quiet has 15-minute gaps (false alarms), and an outage of 90 minutes
+# every 4 hours at each rate (time to fire)
+QUIET_TRAFFIC_RPM = (0.2, 0.5, 1.0, 2.0, 6.0)
 
 
 def latency_buckets() -> tuple[float, ...]:
@@ -122,6 +125,11 @@ class RuleSpec:
     # true value when steady (below the line), and the step's levels (above it)
     steady: tuple[float, ...]
     steps: tuple[float, ...]
+    base: float | None = None  # the level before each step (default: half the line)
+
+    @property
+    def step_base(self) -> float:
+        return self.line * 0.5 if self.base is None else self.base
 
 
 SPECS = (
@@ -129,6 +137,9 @@ SPECS = (
     RuleSpec("HighModelErrorRate", "errors", 0.05, "% errors", (0.02, 0.025, 0.03, 0.04), (0.075, 0.10)),
     # LowSuccessRate: < 90 % successes over 15 min, i.e. > 10 % errors.
     RuleSpec("LowSuccessRate", "errors", 0.10, "% errors", (0.05, 0.08), (0.15, 0.20)),
+    # ModelFailing: ≥ 50 % errors (and ≥ 5 of them) over 10 min; quiet at a realistic 2–5 %, and the step
+    # is from 5 % (a healthy agent) to a near-total or total failure.
+    RuleSpec("ModelFailing", "errors", 0.50, "% errors", (0.02, 0.05, 0.25), (0.75, 1.0), base=0.05),
     RuleSpec("HighModelLatency", "latency", 5.0, "s p95", (2.5, 4.0), (7.5, 10.0)),
     RuleSpec("VeryHighModelLatency", "latency", 10.0, "s p95", (5.0, 8.0), (15.0, 20.0)),
     RuleSpec("HighFallbackRate", "fallback", 0.10, "% by another model", (0.05, 0.08), (0.15, 0.20)),
@@ -187,7 +198,7 @@ def plan(*, days: float, step_days: float, rpms: tuple[float, ...] = TRAFFIC_RPM
             # Rules of one family share their steady scenarios (one agent at 5 % errors is LowSuccessRate's
             # half-line and HighModelErrorRate's line).
             levels = sorted({level for spec in specs for level in spec.steady})
-            steps = [(spec.line * 0.5, level, spec.name) for spec in specs for level in spec.steps]
+            steps = [(spec.step_base, level, spec.name) for spec in specs for level in spec.steps]
             for level in levels:
                 scenario = Scenario(f"{family}_r{rpm:g}_v{level:g}", family, rpm, level, rules=rules)
                 scenario.seconds = steady_seconds
@@ -204,6 +215,10 @@ def plan(*, days: float, step_days: float, rpms: tuple[float, ...] = TRAFFIC_RPM
         scenario = Scenario(f"quiet_r{rpm:g}", "quiet", rpm, 0.0, rules=(QUIET_RULE,))
         scenario.seconds = steady_seconds
         result.scenarios.append(scenario)
+        # An outage: no requests at all for the step's 90 minutes (level 1: the share of requests lost).
+        outage = Scenario(f"quiet_r{rpm:g}_outage", "quiet", rpm, 1.0, base=0.0, rules=(QUIET_RULE,))
+        outage.seconds = step_seconds
+        result.scenarios.append(outage)
     result.cost_end = cost_cursor
     return result
 
@@ -229,6 +244,9 @@ def simulate(out: TextIO, scenario: Scenario, *, t0: int, rng: np.random.Generat
     arrivals = rng.poisson(scenario.rpm * SCRAPE_SECONDS / 60.0, size=intervals)
     arrivals[0] = 0  # the series appear at 0 (the app makes them at an agent's first outcome)
     level = scenario.level_at(offsets)
+    if scenario.family == "quiet":  # the level is the share of requests lost (1 in an outage)
+        arrivals = rng.binomial(arrivals, 1.0 - level)
+        level = np.zeros(intervals)
     requests = np.cumsum(arrivals)
     agent = f'agent="{scenario.key}"'
     samples = 0
@@ -356,13 +374,13 @@ def firing_episodes(true_at: list[float], *, start: float, end: float, for_secon
 
 def promtool_agreement(workdir: Path, *, port: int, hours: float = 3.0, seed: int = 7) -> tuple[int, int]:
     """Check `firing_episodes` on Prometheus' answers against `promtool test rules` (the rule manager's own
-    `for:`): HighModelErrorRate at 6 req/min and 4 % errors, VeryHighModelLatency at 6 req/min and a p95
-    of 8 s (both fire often), evaluated on the scrapes as promtool does. Every evaluation's expected alerts
+    `for:`): HighModelErrorRate at 6 req/min and 8 % errors, VeryHighModelLatency at 6 req/min and a p95
+    of 12 s (both above their line: they fire, after their windows fill), evaluated on the scrapes as promtool does. Every evaluation's expected alerts
     are the bench's; promtool fails on any difference. Returns (evaluations checked, of which firing)."""
     names = ("HighModelErrorRate", "VeryHighModelLatency")
     rules = load_rules(names)
-    scenarios = {"HighModelErrorRate": Scenario("errors_check", "errors", 6.0, 0.04, seconds=int(hours * 3600)),
-                 "VeryHighModelLatency": Scenario("latency_check", "latency", 6.0, 8.0, seconds=int(hours * 3600))}
+    scenarios = {"HighModelErrorRate": Scenario("errors_check", "errors", 6.0, 0.08, seconds=int(hours * 3600)),
+                 "VeryHighModelLatency": Scenario("latency_check", "latency", 6.0, 12.0, seconds=int(hours * 3600))}
     t0 = (int(time.time()) - 5 * 86400) // 86400 * 86400
     rng = np.random.default_rng(seed)
     text = io.StringIO()
@@ -470,8 +488,14 @@ def steady_label(spec: RuleSpec, level: float) -> str:
 
 def step_label(spec: RuleSpec, level: float) -> str:
     """The first two cells of a time-to-fire row."""
-    return (f"| {spec.name} ({show_level(spec.line, spec.unit)}) | {show_level(spec.line * 0.5, spec.unit)} → "
+    return (f"| {spec.name} ({show_level(spec.line, spec.unit)}) | {show_level(spec.step_base, spec.unit)} → "
             f"{show_level(level, spec.unit)} |")
+
+
+def step_cell(row: dict[str, Any]) -> str:
+    if row["fired"]:
+        return f"{row['fired']}/{row['steps']}: {row['median_min']:.1f}, {row['p90_min']:.1f}"
+    return f"0/{row['steps']}: never"
 
 
 def print_tables(rows: list[dict[str, Any]], rpms: tuple[float, ...] = TRAFFIC_RPM) -> None:
@@ -486,14 +510,17 @@ def print_tables(rows: list[dict[str, Any]], rpms: tuple[float, ...] = TRAFFIC_R
                            and r["rpm"] == rpm and r["level"] == level)
                 cells.append(f"{row['per_day']:.2f} ({row['firing_share'] * 100:.1f} %)")
             print(f"{steady_label(spec, level)} " + " | ".join(cells) + " |")
-    quiet = [r for r in rows if r["rule"] == QUIET_RULE]
+    quiet = [r for r in rows if r["rule"] == QUIET_RULE and r["kind"] == "steady"]
+    outages = {r["rpm"]: r for r in rows if r["rule"] == QUIET_RULE and r["kind"] == "step"}
     if quiet:
-        print(f"\n{QUIET_RULE} at steady low traffic (no outage): firings per day (share of time firing)")
-        print("| " + " | ".join(f"{r['rpm']:g} req/min" for r in quiet) + " |")
-        print("|" + "---|" * len(quiet))
-        print("| " + " | ".join(f"{r['per_day']:.2f} ({r['firing_share'] * 100:.1f} %)" for r in quiet) + " |")
-    print("\nTime to fire after a step from half the line: fired within 90 min / steps; median and 90th "
-          "percentile minutes of those that fired")
+        print(f"\n{QUIET_RULE}: firings per day (share of time firing) with no outage, and after an outage "
+              "(no requests for 90 minutes): fired / outages, median and 90th percentile minutes")
+        print("| | " + " | ".join(f"{r['rpm']:g} req/min" for r in quiet) + " |")
+        print("|---|" + "---|" * len(quiet))
+        print("| no outage | " + " | ".join(f"{r['per_day']:.2f} ({r['firing_share'] * 100:.1f} %)" for r in quiet) + " |")
+        print("| outage | " + " | ".join(step_cell(outages[r["rpm"]]) for r in quiet if r["rpm"] in outages) + " |")
+    print("\nTime to fire after a step from half the line (ModelFailing: from 5 %): fired within 90 min / steps; "
+          "median and 90th percentile minutes of those that fired")
     print("| rule (line) | step | " + " | ".join(f"{rpm:g} req/min" for rpm in rpms) + " |")
     print("|---|---|" + "---|" * len(rpms))
     for spec in SPECS:
@@ -502,10 +529,7 @@ def print_tables(rows: list[dict[str, Any]], rpms: tuple[float, ...] = TRAFFIC_R
             for rpm in rpms:
                 row = next(r for r in rows if r["rule"] == spec.name and r["kind"] == "step"
                            and r["rpm"] == rpm and r["level"] == level)
-                if row["fired"]:
-                    cells.append(f"{row['fired']}/{row['steps']}: {row['median_min']:.1f}, {row['p90_min']:.1f}")
-                else:
-                    cells.append(f"0/{row['steps']}: never")
+                cells.append(step_cell(row))
             print(f"{step_label(spec, level)} " + " | ".join(cells) + " |")
 
 
@@ -514,9 +538,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--days", type=float, default=7.0, help="simulated days per false-alarm scenario")
     parser.add_argument("--step-days", type=float, default=4.0, help="simulated days per step scenario (6 steps a day)")
     parser.add_argument("--rpm", type=float, nargs="+", default=list(TRAFFIC_RPM),
-                        help="traffic levels, requests per minute (default: 2 6 30)")
+                        help="traffic levels, requests per minute (default: 1 2 6 12 30)")
     parser.add_argument("--quiet-rpm", type=float, nargs="*", default=list(QUIET_TRAFFIC_RPM),
-                        help="ModelUnavailable's low traffic levels (default: 0.2 0.5 1; none: leave it out)")
+                        help="ModelUnavailable's traffic levels, with and without an outage (default: 0.2 0.5 1 2 6; "
+                             "none: leave it out)")
     parser.add_argument("--seed", type=int, default=20261207)
     parser.add_argument("--port", type=int, default=0, help="Prometheus' port (default: a free one)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a temporary one)")

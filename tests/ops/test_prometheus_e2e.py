@@ -256,6 +256,7 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
 
         assert agents("HighModelErrorRate") == {("qa_agent", "")}
         assert agents("LowSuccessRate") == {("qa_agent", "")}
+        assert agents("ModelFailing") == set()  # qa_agent's 18 % is no near-total failure
         assert agents("HighModelLatency") == {("qa_agent", "treatment")}
         assert agents("VeryHighModelLatency") == {("qa_agent", "treatment")}
         # Counted at ingestion from what the agent reported, not from any call Genesis made.
