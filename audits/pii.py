@@ -26,18 +26,8 @@ candidate search followed by a strict validator that only runs on candidates
 
 Counts are occurrences, never lines.  Matches never overlap: when two
 detectors claim the same characters the more specific one wins.
-
-A finding in a known benign context is dropped (:func:`_benign_context`): a
-dotted quad after a version or section word; an unbroken number after an
-identifier word ("order #", "invoice no.", "build id", "SKU"), before a unit
-("bytes", "ns", "rows") or glued to a following letter (a hex digest); a dotted
-date read as a phone; a phone inside thousands written with spaces.  What they
-leave — version strings after a product name, ids after other words, Luhn-valid
-ids in a card range — is measured by ``bench/pii/run.py negatives``.
 """
 
-# Long: one scanner — every detector works on the same byte shapes of one pass, and the benign-context
-# rules work on the findings of the digit runs; split, each part would reach into the others' privates.
 from __future__ import annotations
 
 import functools
@@ -452,60 +442,6 @@ def _find_digit_runs(
             position = guarded.end()
 
 
-# Benign contexts of numbers that are valid look-alikes (bench/pii negatives measures them). Each is
-# checked only on a finding, so it costs nothing on text without one.
-# A dotted quad after a version or section word is a version or section number, not an IPv4 address
-# ("version 1.7.12.2", "firmware 3.1.19.165", "section 4.2.1.3").
-_VERSION_BEFORE = re.compile(
-    rb"(?:\b(?:version|ver\.?|v|release|rel\.?|build|firmware|fw|section|sec\.?|clause|chapter|paragraph|para\.?|step|"
-    rb"rule|item)|\xc2\xa7)\s*:?\s*$",
-    re.IGNORECASE,
-)
-# An unbroken digit run named as an identifier ("order #4155552671", "invoice no. 2125550123", "build
-# id 5105105105105100") is that identifier, even when it is also a valid phone number or passes Luhn.
-_ID_BEFORE = re.compile(
-    rb"\b(?:order|invoice|ticket|case|ref|reference|tracking|customer|build|job|run|pipeline|trace|request|"
-    rb"transaction|txn|sku|ean|upc|gtin|isbn|barcode|serial|imei|commit)"
-    rb"(?:\s*(?:#|no\.?|nr\.?|number|num\.?|id))?(?:\s+is)?\s*[:#]?\s*$",
-    re.IGNORECASE,
-)
-# ... or followed by a unit: a quantity ("2147483648 bytes", "8005551234 ns").
-_UNIT_AFTER = re.compile(
-    rb"\s*(?:bytes?|[KMGT]i?B|B|ns|\xc2\xb5s|us|ms|rows|records|tokens|requests|items|times|points|lines)\b"
-)
-# A digit run glued to a following letter or underscore is part of a word ("3232873427f7", a hex digest).
-_WORD_AFTER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
-# Dotted dates "06.08.2010" / "2010.08.06" (valid day and month) are not phones.
-_DOTTED_DATE = re.compile(r"(?:(\d{2})\.(\d{2})\.\d{4}|\d{4}\.(\d{2})\.(\d{2}))")
-# Thousands written with spaces or commas ("933 098 595 600", "1,234,567,890"): no phone inside.
-_THOUSANDS = re.compile(r"[0-9]{1,3}(?:([ ,])[0-9]{3})(?:\1[0-9]{3}){2,}")
-
-
-def _is_dotted_date(piece: str) -> bool:
-    date = _DOTTED_DATE.fullmatch(piece)
-    if date is None:
-        return False
-    day, month = (date.group(1), date.group(2)) if date.group(1) else (date.group(4), date.group(3))
-    return 1 <= int(day) <= 31 and 1 <= int(month) <= 12
-
-
-def _benign_context(kind: str, raw: bytes, start: int, end: int) -> bool:
-    """Whether a finding is a known benign look-alike, by the bytes around it."""
-    if kind == IP_ADDRESS:
-        return _VERSION_BEFORE.search(raw, max(0, start - 24), start) is not None
-    if kind not in (PHONE, CREDIT_CARD):
-        return False
-    piece = raw[start:end]
-    if piece.isdigit():
-        if end < len(raw) and raw[end] in _WORD_AFTER:
-            return True
-        if _ID_BEFORE.search(raw, max(0, start - 40), start) is not None:
-            return True
-        if _UNIT_AFTER.match(raw, end) is not None:
-            return True
-    return kind == PHONE and _is_dotted_date(piece.decode("ascii"))
-
-
 def _classify_run_span(
     raw: bytes, start: int, end: int, out: list[tuple[str, int, int]], regions: tuple[str, ...]
 ) -> None:
@@ -519,10 +455,6 @@ def _classify_run_span(
         run = run[1:-1] if run[-1] == ")" and run.count("(") == run.count(")") else run[1:]
         start += 1
     for kind, piece_start, piece_end in _classify_run(run, regions):
-        if kind == PHONE and _THOUSANDS.fullmatch(run) is not None:
-            continue
-        if _benign_context(kind, raw, start + piece_start, start + piece_end):
-            continue
         out.append((kind, start + piece_start, start + piece_end))
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pii/run.py scan  [--mb 3] [--seed 7] [--skip-presidio] [--skip-scrubadub]
     .venv/bin/python bench/pii/run.py negatives [--per-class 1000] [--seed 7] [--examples 2]
+    .venv/bin/python bench/pii/run.py context [--per-type 20] [--seed 7]
     .venv/bin/python bench/pii/run.py audit [--mb 100] [--workers 2] [--seed 7] [--keep FILE]
     .venv/bin/python bench/pii/run.py audit --shape short [--lines 1000000] [--workers 2] [--keep FILE]
 
@@ -16,6 +17,10 @@ per-type recall and precision, and the speed ratios.
 numbers, order / ticket / build ids, byte counts, timestamps, hashes, SKUs, Luhn-valid ids that are not
 cards, grouped quantities, decimals, dates) and prints the share of lines flagged per class and per
 type, and the share of files a single finding would block.
+
+``context`` scans real PII written in support-chat contexts (``bench/pii/context_positives.py``: an id
+word before a phone or card, a rule or step word before an address, letters glued to a number) and prints
+the recall per type and every line missed; the test suite requires 1.0.
 
 ``audit`` writes a ~N MB chat JSONL (duplicates, near duplicates, format errors,
 PII, easy to hard examples) and times ``audits.report.audit_file`` on it: wall
@@ -46,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from audits import pii  # noqa: E402
+from bench.pii.context_positives import build_context_positives  # noqa: E402
 from bench.pii.negatives import build_negatives  # noqa: E402
 
 TYPES = pii.PII_TYPES
@@ -533,6 +539,32 @@ def command_negatives(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_context(args: argparse.Namespace) -> int:
+    """Recall on real PII in support-chat contexts (bench/pii/context_positives.py), per type."""
+    corpus = build_context_positives(seed=args.seed, per_type=args.per_type)
+    planted = dict.fromkeys(TYPES, 0)
+    found = dict.fromkeys(TYPES, 0)
+    missed: list[str] = []
+    for line, kind, value in corpus:
+        start = line.index(value)
+        end = start + len(value)
+        planted[kind] += 1
+        if any(m.type == kind and m.start < end and m.end > start for m in pii.scan_text(line)):
+            found[kind] += 1
+        else:
+            missed.append(f"  {kind}: {line!r}")
+    total = sum(planted.values())
+    print(f"real PII in support-chat contexts: {total} lines, seed {args.seed}")
+    for kind in TYPES:
+        if planted[kind]:
+            print(f"{kind:<12} recall {found[kind]}/{planted[kind]} = {found[kind] / planted[kind]:.3f}")
+    print(f"{'all':<12} recall {sum(found.values())}/{total} = {sum(found.values()) / total:.3f}")
+    if missed:
+        print("missed:")
+        print("\n".join(missed))
+    return 0
+
+
 # --------------------------------------------------------------------------- full audit
 
 
@@ -718,6 +750,9 @@ def main() -> int:
     negatives.add_argument("--per-class", type=int, default=1000)
     negatives.add_argument("--seed", type=int, default=7)
     negatives.add_argument("--examples", type=int, default=0, help="print this many flagged lines per class")
+    context = commands.add_parser("context", help="recall on real PII in support-chat contexts")
+    context.add_argument("--per-type", type=int, default=20)
+    context.add_argument("--seed", type=int, default=7)
     audit = commands.add_parser("audit", help="time a full audit of a generated JSONL")
     audit.add_argument("--mb", type=float, default=100.0)
     audit.add_argument("--workers", type=int, default=2)
@@ -727,7 +762,7 @@ def main() -> int:
                        help="ordinary: --mb of chat lines of every kind; short: --lines short lines (~85 bytes)")
     audit.add_argument("--lines", type=int, default=1_000_000, help="line count of --shape short")
     args = parser.parse_args()
-    commands_by_name = {"scan": command_scan, "negatives": command_negatives, "audit": command_audit}
+    commands_by_name = {"scan": command_scan, "negatives": command_negatives, "context": command_context, "audit": command_audit}
     return commands_by_name[args.command](args)
 
 

@@ -273,11 +273,15 @@ class FineTuningJobAdmin(ServiceAddFormMixin, SimpleHistoryAdmin):
 
     @admin.display(description="cost (provider)")
     def cost_display(self, job: FineTuningJob) -> str:
-        if job.cost_recorded_at is None and job.status in rules.UNCHARGED_STATUSES:
+        ended_uncharged = job.cost_recorded_at is None and job.status in rules.UNCHARGED_STATUSES
+        if ended_uncharged and (job.cost_usd is None or job.status not in rules.TERMINAL_STATUSES):
             return f"— ({job.get_status_display().lower()}, not charged)"
         if job.cost_usd is None:
             return f"≈ {format_usd(job.estimated_cost_usd)} (estimate)" if job.estimated_cost_usd is not None else "—"
-        state = "charged" if job.cost_recorded_at else "reported, not yet charged"
+        # Only a SUCCESS goes on the ledger: what the provider reported for a job it ended otherwise (failed,
+        # cancelled) is shown as its figure, not as a charge. A REFUSED job's figure was a running estimate.
+        state = (f"reported by the provider; {job.get_status_display().lower()}, not on the ledger" if ended_uncharged
+                 else "charged" if job.cost_recorded_at else "reported, not yet charged")
         if job.cost_currency in ("", "USD"):
             return f"{format_usd(job.cost_usd)} ({state})"
         return f"{job.cost_usd} {job.cost_currency} ({state})"

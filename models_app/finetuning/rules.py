@@ -60,21 +60,26 @@ GONE_HTTP_STATUSES = frozenset({404, 405, 410})
 # …and those with which it says it does not serve the fine-tuning routes at all: 501 too (a server
 # that implements only chat, an OpenAI-compatible gateway in front of a Mistral-kind account).
 ROUTE_MISSING_HTTP_STATUSES = GONE_HTTP_STATUSES | {501}
-# A refusal of a job's routes (get, start, cancel) that still leaves the job followed: the key was
-# refused (a person fixes it, and the next sync goes on), a rate limit, and — for start and cancel —
-# a state conflict (409: the job is there, in another state than the row thinks, e.g. started by
-# auto_start or finished meanwhile; the next sync says which). Any other refusal (404/410 of a
-# retired route, 501, a 400/422 "deprecated", …) ends the job's tracking: REFUSED, its budget hold
-# released, the answer shown. Polling a job the provider will not answer for would go on forever.
+# A refusal of a job's routes that still leaves the job followed. On get (sync): the key was refused (a
+# person fixes it, and the next sync goes on) or a rate limit; any other refusal (404/410 of a retired
+# route, 501, a 400/422 "deprecated", …) ends the job's tracking: REFUSED, its budget hold released, the
+# answer shown. Polling a job the provider will not answer for would go on forever.
+# On start and cancel only a missing route (404/405/410/501) ends it. Any other refusal — a 400/422 "job
+# cannot be cancelled in its current state", a 409 — says nothing about whether the job still runs: it
+# may be training and, if it succeeds, cost money and deliver a model. So it stays followed with its
+# hold, the answer is shown, and the next sync (a get) says where it is.
 _STILL_FOLLOWED_AFTER = frozenset({401, 403, 429})
 
 
 def job_refusal_ends_tracking(status_code: int | None, *, asked_to_act: bool) -> bool:
     """Whether a provider's refusal (an HTTP error answer, `status_code`) on a job's get
     (`asked_to_act` False) or start/cancel (True) route means the job can no longer be followed."""
-    if status_code is None or not 400 <= status_code < 600 or status_code in _STILL_FOLLOWED_AFTER:
+    if status_code is None or not 400 <= status_code < 600:
         return False
-    return not (asked_to_act and status_code == 409)
+    if asked_to_act:
+        return status_code in ROUTE_MISSING_HTTP_STATUSES
+    return status_code not in _STILL_FOLLOWED_AFTER
+
 
 # Mistral reports `train_tokens_per_step` per job; 131 072 is its value for the small models (and the
 # simulator's). Used only to estimate a job given in training steps before the provider has seen it.

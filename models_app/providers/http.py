@@ -65,6 +65,7 @@ from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
+    LocationParseError,
     MaxRetryError,
     NewConnectionError,
     ProtocolError,
@@ -113,6 +114,13 @@ class CertificateVerificationError(httpx.ConnectError):
 
 class UnsupportedProxyError(httpx.ProxyError):
     """The environment names a proxy this client cannot use (socks5://…): nothing was sent."""
+
+
+def _without_credentials(address: str) -> str:
+    """A proxy address with whatever stands before its host's '@' (user and password) left out; for an
+    address urllib3 cannot parse too, so everything up to the last '@' goes."""
+    scheme, separator, rest = address.partition("://") if "://" in address else ("", "", address)
+    return f"{scheme}{separator}{rest.rpartition('@')[2]}"
 
 
 class _RetryBrokenIdempotentRequest(Retry):
@@ -304,9 +312,13 @@ class ProviderHttpClient:
             return self._route.setdefault((scheme, host), route)
 
     def _proxy_manager(self, address: str, *, variable: str) -> urllib3.ProxyManager:
-        proxy = parse_url(address if "://" in address else f"http://{address}")
-        if proxy.scheme not in ("http", "https") or not proxy.host:
-            shown = proxy._replace(auth=None).url if proxy.auth else address  # its password is not for messages
+        try:
+            proxy = parse_url(address if "://" in address else f"http://{address}")
+        except LocationParseError:
+            proxy = None  # urllib3's message quotes the whole address, password and all
+        if proxy is None or proxy.scheme not in ("http", "https") or not proxy.host:
+            # Its password is not for messages.
+            shown = _without_credentials(address) if proxy is None or proxy.auth else address
             raise UnsupportedProxyError(
                 f"the proxy {shown!r} in {variable} (or its lower-case twin) is not one this client can use: it "
                 "takes http://host:port or https://host:port proxies only; set one of those, or name the host "
@@ -336,21 +348,25 @@ class ProviderHttpClient:
             self._drop(answer)
             raise self._too_large(request, limit=limit, declared=declared)
         encoding = (answer.headers.get("content-encoding") or "").strip().lower()
-        if encoding in ("", "identity"):
+        # `identity` means "not encoded", but urllib3 decodes a listed identity as deflate
+        # ("identity, gzip" would come out as garbage): it is left out of what urllib3 is told.
+        applied = ", ".join(part for part in (p.strip() for p in encoding.split(",")) if part and part != "identity")
+        if not applied:
             content = answer.read(None if declared is not None else limit + 1, decode_content=False)
             if len(content) > limit:
                 self._drop(answer)
                 raise self._too_large(request, limit=limit, declared=declared)
             answer.release_conn()  # read to its end, so already back in the pool: this is a no-op then
             return content, False
-        unknown = [part for part in (p.strip() for p in encoding.split(",")) if part and part != "identity"
-                   and part not in HTTPResponse.CONTENT_DECODERS]
+        unknown = [part for part in applied.split(", ") if part not in HTTPResponse.CONTENT_DECODERS]
         if unknown:
             self._drop(answer)
             raise httpx.DecodingError(
                 f"{request.url.host} answered {request.method} {request.url.path} with Content-Encoding: {encoding}, "
                 "which this client cannot decode (it asked for identity)", request=request,
             )
+        if applied != encoding:
+            answer.headers["content-encoding"] = applied  # read by urllib3 when the stream starts
         parts: list[bytes] = []
         size = 0
         try:

@@ -182,32 +182,6 @@ def test_a_mask_shows_at_most_a_third_of_the_digits(pii_type: str, value: str) -
     assert shown <= digits / 3
 
 
-BENIGN_LOOK_ALIKES = [
-    # The four lines of the review (phone 2, ip 1, credit card 1 before the context rules).
-    "Upgraded the agent to version 1.7.12.2 last night.",
-    "Your order number is 2125550123, it ships tomorrow.",
-    "The dump is 3145728000 bytes.",
-    "CI build 5105105105105100 passed.",
-    # Others of bench/pii negatives' classes.
-    "see section 4.2.1.3 of the spec",
-    "Release 2.4.10.3 fixes the crash.",
-    "Order #4155552671 was refunded.",
-    "invoice no. 2125550123 is open",
-    "request id 2896128811 timed out.",
-    "wrote 2139332692 µs in total.",
-    "etag 3232873427f7 matches.",
-    "SKU 004630281365 is in stock.",
-    "serial number 4349321843100795 registered.",
-    "the table holds 933 098 595 600 rows.",
-    "signed on 06.08.2010 at 16:35.",
-]
-
-
-@pytest.mark.parametrize("text", BENIGN_LOOK_ALIKES)
-def test_numbers_in_a_benign_context_are_not_pii(text: str) -> None:
-    assert scan_text(text) == []
-
-
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -221,5 +195,5 @@ def test_numbers_in_a_benign_context_are_not_pii(text: str) -> None:
         ("charge 4111 1111 1111 1111 for the build", ("credit_card", "4111 1111 1111 1111")),
     ],
 )
-def test_the_benign_context_rules_leave_pii_in_its_own_context(text: str, expected: tuple[str, str]) -> None:
+def test_pii_is_found_in_its_own_context(text: str, expected: tuple[str, str]) -> None:
     assert [(m.type, m.value_in(text)) for m in scan_text(text)] == [expected]

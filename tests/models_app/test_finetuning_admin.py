@@ -239,3 +239,25 @@ def test_the_job_list_shows_no_estimate_for_a_job_that_will_never_be_charged(ft_
     assert "$4.00 (reported, not yet charged)" in page  # the queued job: the provider's figure
     assert "— (cancelled, not charged)" in page and "— (refused by the provider, not charged)" in page
     assert "(estimate)" not in page  # neither will ever be charged
+
+
+def test_a_cancelled_job_shows_the_cost_its_provider_reported_as_not_on_the_ledger(ft_world, admin_client_for) -> None:
+    from costs.budgeting import format_usd
+    from costs.models import CostEntry
+    from models_app.finetuning.services import finetuning_job_cancel, finetuning_job_start, finetuning_job_sync
+    from models_app.management.commands.fine_tune import job_cost_text
+
+    client = admin_client_for(username="root", is_superuser=True)
+    with DEMO_TRAINING_FILE.open("rb") as stream:
+        training_file = training_file_upload(agent=ft_world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)
+    job = finetuning_job_start(job=finetuning_job_create(agent=ft_world.agent, training_file=training_file))
+    finetuning_job_cancel(job=job)
+    job = wait_until(lambda: (synced := finetuning_job_sync(job=job)).status == "CANCELLED" and synced,
+                     timeout=5, what="the job to be cancelled")
+    assert job.cost_usd is not None and job.cost_recorded_at is None  # the simulator reports a cost for every job
+    assert not CostEntry.objects.exists()  # and only a SUCCESS is charged
+    shown = format_usd(job.cost_usd)
+    assert job_cost_text(job) == f"{shown} reported by the provider (cancelled; not on the ledger)"
+    page = client.get(reverse("admin:models_app_finetuningjob_changelist")).content.decode()
+    assert f"{shown} (reported by the provider; cancelled, not on the ledger)" in page
+    assert "not charged" not in page and "(estimate)" not in page

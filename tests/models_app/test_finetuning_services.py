@@ -533,6 +533,42 @@ def test_a_start_refused_because_the_job_already_moved_on_keeps_it_followed(ft_w
     assert finetuning_job_sync(job=job).status == "RUNNING"
 
 
+@pytest.mark.parametrize(("status", "answer"), [
+    (400, {"object": "error", "message": "Job cannot be cancelled in its current state", "type": "invalid_request_error"}),
+    (422, {"detail": "Job cannot be cancelled in its current state"}),
+])
+def test_a_cancel_refused_while_the_job_runs_keeps_it_followed_with_its_hold(
+    ft_world, scripted_provider, status: int, answer: Any
+) -> None:
+    job = started_job(ft_world)
+    assert job.status == "RUNNING"
+    scripted_provider.answer = lambda method, path: (status, answer)
+    point_provider_at(ft_world, scripted_provider.url)
+    with pytest.raises(Conflict, match=rf"refused to cancel fine-tuning job .* \({status}\)") as refused:
+        finetuning_job_cancel(job=job)
+    assert "cannot be cancelled in its current state" in refused.value.message  # the provider's answer, shown
+    job = ft_world.job(job)
+    assert job.status == "RUNNING" and job.provider_answer_status == status
+    assert f"({status})" in job.last_error and "cannot be cancelled" in job.provider_answer
+    assert job in jobs_to_sync()
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is None
+    # The next sync asks where the job is; it is still training at the provider.
+    point_provider_at(ft_world, ft_world.simulator.base_url)
+    assert finetuning_job_sync(job=job).status == "RUNNING"
+
+
+@pytest.mark.parametrize("status", [404, 405, 410, 501])
+def test_a_cancel_on_a_route_the_provider_does_not_serve_ends_the_jobs_tracking(ft_world, scripted_provider, status: int) -> None:
+    job = started_job(ft_world)
+    scripted_provider.answer = lambda method, path: (status, {"detail": "Not Found"})
+    point_provider_at(ft_world, scripted_provider.url)
+    with pytest.raises(Conflict):
+        finetuning_job_cancel(job=job)
+    job = ft_world.job(job)
+    assert job.status == "REFUSED" and job not in jobs_to_sync()
+    assert CostHold.objects.get(source_id=str(job.pk)).released_at is not None
+
+
 # --- a provider that forgets its files and jobs, or hands their ids out again -----------------------
 
 

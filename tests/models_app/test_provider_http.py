@@ -632,3 +632,31 @@ def test_a_body_that_is_not_what_its_content_encoding_says_is_a_permanent_provid
     with pytest.raises(PermanentProviderError, match="with Content-Encoding: compress, which this client cannot decode"):
         provider.list_models()
     assert not isinstance(refused.value, TransientProviderError)
+
+
+@pytest.mark.parametrize("address", ["http://ops:hunter2@proxy.example:99999", "ops:hunter2@proxy.example:99999"])
+def test_a_proxy_address_that_does_not_parse_is_a_permanent_error_without_its_password(monkeypatch, address: str) -> None:
+    set_proxy_environment(monkeypatch, https_proxy=address)
+    settings = ProviderSettings(name="remote", kind=ProviderKind.OPENAI_COMPATIBLE, base_url=f"https://{PROXIED_HOST}")
+    provider = OpenAICompatibleProvider(settings)
+    with pytest.raises(PermanentProviderError) as refused:
+        provider.list_models()
+    assert not isinstance(refused.value, TransientProviderError)
+    shown = address.replace("ops:hunter2@", "")
+    assert str(refused.value).startswith(
+        f"provider 'remote' is not called for list models: the proxy {shown!r} in HTTPS_PROXY (or its lower-case twin) "
+        "is not one this client can use")
+    assert "hunter2" not in str(refused.value) and "ops" not in str(refused.value)
+    assert refused.value.__cause__ is None or "hunter2" not in str(refused.value.__cause__)
+    provider.close()
+
+
+@pytest.mark.parametrize("encoding", ["identity, gzip", "gzip, identity", "Identity,gzip", "identity, identity"])
+def test_identity_in_a_content_encoding_list_is_not_decoded_as_anything(serve, encoding: str) -> None:
+    body = json.dumps({"text": "x" * 500}).encode()
+    encoded = body if encoding == "identity, identity" else gzip.compress(body)
+    server = serve(encoded_answer(encoded, encoding=encoding))
+    http = client(max_response_bytes=10_000)
+    answered = http.request("GET", server.url + "/mixed")
+    assert answered.json() == {"text": "x" * 500}
+    http.close()

@@ -70,10 +70,16 @@ def job_summary(job: FineTuningJob) -> dict[str, Any]:
 
 def job_cost_text(job: FineTuningJob) -> str:
     """What the job costs, saying whose figure it is: the provider's final cost once it is on the
-    ledger, before that the provider's running estimate, or our estimate made before creation; none
-    for a job that ended without a charge (refused, failed, cancelled)."""
+    ledger, before that the provider's running estimate, or our estimate made before creation; for a
+    job that ended without a charge (refused, failed, cancelled) no estimate, but for one the provider
+    ended (failed, cancelled) its figure when it reported one — labelled as not on the ledger (only a
+    SUCCESS is charged there)."""
     if job.cost_recorded_at is None and job.status in rules.UNCHARGED_STATUSES:
-        return f"— ({job.get_status_display().lower()}, not charged)"
+        ended = job.get_status_display().lower()
+        if job.cost_usd is None or job.status not in rules.TERMINAL_STATUSES:  # REFUSED: no final word from it
+            return f"— ({ended}, not charged)"
+        amount = format_usd(job.cost_usd) if job.cost_currency in ("", "USD") else f"{job.cost_usd} {job.cost_currency}"
+        return f"{amount} reported by the provider ({ended}; not on the ledger)"
     if job.cost_usd is None:
         return "—" if job.estimated_cost_usd is None else f"≈{format_usd(job.estimated_cost_usd)} (our estimate)"
     amount = format_usd(job.cost_usd) if job.cost_currency in ("", "USD") else f"{job.cost_usd} {job.cost_currency}"
