@@ -46,7 +46,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,18 +498,23 @@ def step_cell(row: dict[str, Any]) -> str:
     return f"0/{row['steps']}: never"
 
 
+def print_rule_rows(rows: list[dict[str, Any]], kind: str, rpms: tuple[float, ...],
+                    cell: Callable[[dict[str, Any]], str]) -> None:
+    """One table line per rule and level of `kind` ("steady": its false-alarm levels, "step": its
+    steps), one cell per traffic level."""
+    for spec in SPECS:
+        for level in spec.steady if kind == "steady" else spec.steps:
+            cells = [cell(next(r for r in rows if r["rule"] == spec.name and r["kind"] == kind
+                               and r["rpm"] == rpm and r["level"] == level)) for rpm in rpms]
+            label = steady_label(spec, level) if kind == "steady" else step_label(spec, level)
+            print(f"{label} " + " | ".join(cells) + " |")
+
+
 def print_tables(rows: list[dict[str, Any]], rpms: tuple[float, ...] = TRAFFIC_RPM) -> None:
     print("\nFalse alarms: firings per day (share of time firing) at a steady true rate below the line")
     print("| rule (line) | true value | " + " | ".join(f"{rpm:g} req/min" for rpm in rpms) + " |")
     print("|---|---|" + "---|" * len(rpms))
-    for spec in SPECS:
-        for level in spec.steady:
-            cells = []
-            for rpm in rpms:
-                row = next(r for r in rows if r["rule"] == spec.name and r["kind"] == "steady"
-                           and r["rpm"] == rpm and r["level"] == level)
-                cells.append(f"{row['per_day']:.2f} ({row['firing_share'] * 100:.1f} %)")
-            print(f"{steady_label(spec, level)} " + " | ".join(cells) + " |")
+    print_rule_rows(rows, "steady", rpms, cell=lambda row: f"{row['per_day']:.2f} ({row['firing_share'] * 100:.1f} %)")
     quiet = [r for r in rows if r["rule"] == QUIET_RULE and r["kind"] == "steady"]
     outages = {r["rpm"]: r for r in rows if r["rule"] == QUIET_RULE and r["kind"] == "step"}
     if quiet:
@@ -523,14 +528,7 @@ def print_tables(rows: list[dict[str, Any]], rpms: tuple[float, ...] = TRAFFIC_R
           "median and 90th percentile minutes of those that fired")
     print("| rule (line) | step | " + " | ".join(f"{rpm:g} req/min" for rpm in rpms) + " |")
     print("|---|---|" + "---|" * len(rpms))
-    for spec in SPECS:
-        for level in spec.steps:
-            cells = []
-            for rpm in rpms:
-                row = next(r for r in rows if r["rule"] == spec.name and r["kind"] == "step"
-                           and r["rpm"] == rpm and r["level"] == level)
-                cells.append(step_cell(row))
-            print(f"{step_label(spec, level)} " + " | ".join(cells) + " |")
+    print_rule_rows(rows, "step", rpms, cell=step_cell)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -103,22 +103,26 @@ def _pct(value: float) -> str:
     return f"{value * 100:.1f}"
 
 
+def _table(title: str, cells: list[dict[str, float]], *, row_head: str, rows: list[tuple[float, str]],
+           key: str, traffic: tuple[int, ...]) -> list[str]:
+    """A markdown table of P(degraded) / P(failing): one line per `rows` value (cells whose `key` equals
+    it, in traffic order), one column per requests-per-5-minutes level."""
+    lines = [title, "", f"| {row_head} | " + " | ".join(f"{n}/5 min" for n in traffic) + " |",
+             "|---|" + "---|" * len(traffic)]
+    for value, label in rows:
+        row = [c for c in cells if c[key] == value]
+        lines.append(f"| {label} | " + " | ".join(f"{_pct(c['degraded'])} / {_pct(c['failing'])}" for c in row) + " |")
+    return lines
+
+
 def render(numbers: dict[str, list[dict[str, float]]]) -> str:
-    lines = ["P(degraded) / P(failing) per read, in %, by true error rate (rows) and requests per 5 minutes "
-             "(columns); latency fast. Exact binomial.", "",
-             "| true error rate | " + " | ".join(f"{n}/5 min" for n in TRAFFIC_PER_5M) + " |",
-             "|---|" + "---|" * len(TRAFFIC_PER_5M)]
-    for p in ERROR_RATES:
-        row = [c for c in numbers["errors"] if c["error_rate"] == p]
-        lines.append(f"| {p * 100:g} % | " + " | ".join(f"{_pct(c['degraded'])} / {_pct(c['failing'])}" for c in row) + " |")
-    lines += ["", "P(degraded) / P(failing) per read, in %, by true p95 latency (rows) and requests per 5 minutes "
-              "(columns); no errors. Simulated.", "",
-              "| true p95 | " + " | ".join(f"{n}/5 min" for n in LATENCY_TRAFFIC) + " |",
-              "|---|" + "---|" * len(LATENCY_TRAFFIC)]
-    for s in P95_SECONDS:
-        row = [c for c in numbers["latency"] if c["p95_s"] == s]
-        lines.append(f"| {s:g} s | " + " | ".join(f"{_pct(c['degraded'])} / {_pct(c['failing'])}" for c in row) + " |")
-    return "\n".join(lines)
+    errors = _table("P(degraded) / P(failing) per read, in %, by true error rate (rows) and requests per 5 minutes "
+                    "(columns); latency fast. Exact binomial.", numbers["errors"], row_head="true error rate",
+                    rows=[(p, f"{p * 100:g} %") for p in ERROR_RATES], key="error_rate", traffic=TRAFFIC_PER_5M)
+    latency = _table("P(degraded) / P(failing) per read, in %, by true p95 latency (rows) and requests per 5 minutes "
+                     "(columns); no errors. Simulated.", numbers["latency"], row_head="true p95",
+                     rows=[(s, f"{s:g} s") for s in P95_SECONDS], key="p95_s", traffic=LATENCY_TRAFFIC)
+    return "\n".join([*errors, "", *latency])
 
 
 def main(argv: list[str] | None = None) -> None:
