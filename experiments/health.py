@@ -3,15 +3,15 @@
 The lines are the alert rules' (ops/prometheus/alerts.yml), so the endpoint, the admin column and the
 pager read the same numbers: an error ratio above 5 % (HighModelErrorRate) or a p95 above 5 s
 (HighModelLatency) is degraded; above 10 % (LowSuccessRate: success below 90 %) or 10 s
-(VeryHighModelLatency) failing. Like those rules, a window is judged on at least 20 requests: the
-5-minute window decides once it has 20, else the 15-minute one. A 15-minute window with fewer than 20
+(VeryHighModelLatency) failing. A window is judged on at least 20 requests (the alerts, which hold for
+minutes, want 100 over 30 minutes): the 5-minute window decides once it has 20, else the 15-minute one. A 15-minute window with fewer than 20
 requests is read as if the missing requests up to 20 had succeeded — errors / 20, not errors / requests,
 and no latency judgement (the p95 of a few requests is their slowest) — so one failure of three is
 "ok", not "failing", while three failures of three still read "failing".
 
 What health does not copy from the alerts, and why: it is one read, not a condition held `for:` 5 or 15
 minutes (it turns at once and may flicker; the alert waits), it reads "failing" from the 5-minute window
-where LowSuccessRate waits for 50 requests over 15 minutes, its latency is the agent's where the latency
+where LowSuccessRate waits for 100 requests over 30 minutes, its latency is the agent's where the latency
 alerts are per variant, and it judges an agent with fewer than 20 requests where the alerts stay silent.
 Its measured operating characteristic — P(status | true error rate, p95, traffic) per read — is
 bench/health/run.py's table, published in README › API beside the endpoint.
@@ -25,8 +25,8 @@ DEGRADED_ERROR_RATIO = 0.05
 FAILING_ERROR_RATIO = 0.10
 DEGRADED_P95_MS = 5_000.0
 FAILING_P95_MS = 10_000.0
-# The alert rules' minimum over 5 minutes (HighModelErrorRate, HighModelLatency): fewer requests say
-# too little (one failure of three is not "failing"), in either window.
+# Fewer requests say too little (one failure of three is not "failing"), in either window. The alert
+# rules' gate is larger (100 requests over 30 minutes) because they page; one read only reports.
 MIN_REQUESTS_TO_JUDGE = 20
 
 

@@ -1,4 +1,4 @@
-"""The health rule itself (experiments/health.py, pure): the alert rules' lines and minimum, a short window
+"""The health rule itself (experiments/health.py, pure): the alert rules' lines, a minimum of 20 requests, a short window
 judged as if its missing requests had succeeded, and the characteristic published beside it in the README."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _alert(name: str) -> dict:
     return next(rule for group in groups for rule in group["rules"] if rule.get("alert") == name)
 
 
-def test_the_lines_and_the_minimum_are_the_alert_rules():
+def test_the_lines_are_the_alert_rules_and_the_minimum_is_below_their_gate():
     """README and the module say "the alert rules' lines": hold them to it."""
     def number(expr: str, pattern: str) -> float:
         found = re.search(pattern, expr)
@@ -62,12 +62,13 @@ def test_the_lines_and_the_minimum_are_the_alert_rules():
 
     error_rate = _alert("HighModelErrorRate")["expr"]
     assert number(error_rate, r"\)\s*>\s*([\d.]+)") == health.DEGRADED_ERROR_RATIO
-    assert number(error_rate, r">=\s*(\d+)") == health.MIN_REQUESTS_TO_JUDGE
+    # The pages need more requests than one read (they hold for minutes); health never waits for more.
+    assert number(error_rate, r">=\s*(\d+)") >= health.MIN_REQUESTS_TO_JUDGE
     assert 1 - number(_alert("LowSuccessRate")["expr"], r"\)\s*<\s*([\d.]+)") == pytest.approx(health.FAILING_ERROR_RATIO)
     for name, line in (("HighModelLatency", health.DEGRADED_P95_MS), ("VeryHighModelLatency", health.FAILING_P95_MS)):
         expr = _alert(name)["expr"]
         assert number(expr, r"\)\)\)\s*>\s*([\d.]+)") * 1000 == line
-        assert number(expr, r">=\s*(\d+)") == health.MIN_REQUESTS_TO_JUDGE
+        assert number(expr, r">=\s*(\d+)") >= health.MIN_REQUESTS_TO_JUDGE
 
 
 def test_the_readme_publishes_the_rules_measured_characteristic():
