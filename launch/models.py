@@ -37,8 +37,9 @@ class WeeklyLaunchReport(models.Model):
 
     week = models.CharField(max_length=10, unique=True, help_text="ISO week, 'YYYY-Www' (local time).")
     claimed_at = models.DateTimeField(
-        help_text="When a worker started sending it; another leaves it alone until the claim is older than the task "
-                  "time limit (a killed worker's claim is taken over)."
+        help_text="When a worker started sending it. On PostgreSQL the sender's advisory lock tells a live worker from "
+                  "a killed one (whose claim is taken over at once); elsewhere a claim younger than the task time "
+                  "limit is left alone."
     )
     sent_at = models.DateTimeField(null=True, blank=True)
     deliveries = models.JSONField(default=dict, blank=True, help_text="{channel: ok | failed: …}")
