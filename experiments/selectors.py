@@ -225,17 +225,21 @@ def rollout_start_plan(*, agent: Agent, candidate_model_id: str = "") -> Rollout
     experiment for it; another candidate's draft is left as it is. With no candidate at all, the
     agent's newest draft (its start then says what stops it)."""
     drafts = Experiment.objects.filter(agent=agent, status=ExperimentStatus.DRAFT).select_related("treatment").order_by("-created_at")
-    newest_draft = drafts.first()
     versions = candidate_versions(agent=agent).exclude(status=ModelStatus.ROLLING_OUT)
+    return rollout_start_choice(drafts=list(drafts), versions=list(versions), candidate_model_id=candidate_model_id)
+
+
+def rollout_start_choice(*, drafts: list[Experiment], versions: list[ModelVersion], candidate_model_id: str = "") -> RolloutStart:
+    """rollout_start_plan's rule over the agent's drafts and candidates not rolling out, newest first."""
+    newest_draft = drafts[0] if drafts else None
     if not candidate_model_id:
-        newest = versions.first()
-        if newest is None:
+        if not versions:
             return RolloutStart(draft=newest_draft, treatment=newest_draft.treatment if newest_draft else None, other_draft=None)
-        candidate_model_id = newest.model_id
-    draft = drafts.filter(treatment__model_id=candidate_model_id).first()
+        candidate_model_id = versions[0].model_id
+    draft = next((draft for draft in drafts if draft.treatment.model_id == candidate_model_id), None)
     if draft is not None:
         return RolloutStart(draft=draft, treatment=draft.treatment, other_draft=None)
-    treatment = versions.filter(model_id=candidate_model_id).first()
+    treatment = next((version for version in versions if version.model_id == candidate_model_id), None)
     return RolloutStart(draft=None, treatment=treatment, other_draft=newest_draft)
 
 
@@ -581,9 +585,6 @@ def experiment_guardrail_results(*, experiment: Experiment, metrics: ExperimentM
     return results
 
 
-# --- holds ----------------------------------------------------------------------------------------
-
-
 # --- results --------------------------------------------------------------------------------------
 
 
@@ -755,16 +756,25 @@ def approval_blocker(*, experiment: Experiment, pending: StageApproval | None, u
 
 
 def pending_approval(*, experiment: Experiment) -> StageApproval | None:
-    return (
-        StageApproval.objects.filter(stage__experiment=experiment, status=ApprovalStatus.PENDING)
-        .select_related("stage", "requested_by")
-        .first()
-    )
+    return pending_approvals(experiments=[experiment]).get(experiment.pk)
+
+
+def pending_approvals(*, experiments: list[Experiment]) -> dict[int, StageApproval]:
+    """Each experiment's pending request (the newest, were there two) by experiment id, in one query."""
+    pending = StageApproval.objects.filter(stage__experiment__in=experiments, status=ApprovalStatus.PENDING)
+    # Oldest first: an experiment's newest request is the one its key keeps.
+    return {approval.stage.experiment_id: approval for approval in pending.select_related("stage", "requested_by").order_by("requested_at")}
 
 
 def experiment_rollback_event(*, experiment: Experiment) -> ExperimentEvent | None:
     """The entry of the experiment's rollback (who, when, why), None when it was not rolled back."""
-    return experiment.events.filter(action=EventAction.ROLLBACK).select_related("actor").order_by("-at").first()
+    return rollback_events(experiments=[experiment]).get(experiment.pk)
+
+
+def rollback_events(*, experiments: list[Experiment]) -> dict[int, ExperimentEvent]:
+    """experiment_rollback_event of each experiment that has one, by experiment id, in one query."""
+    events = ExperimentEvent.objects.filter(experiment__in=experiments, action=EventAction.ROLLBACK).select_related("actor")
+    return {event.experiment_id: event for event in events.order_by("at", "id")}  # oldest first: the newest is kept
 
 
 def experiment_pause_event(*, experiment: Experiment) -> ExperimentEvent | None:
@@ -776,14 +786,15 @@ def experiment_events(*, experiment: Experiment, limit: int = 50) -> QuerySet[Ex
     return experiment.events.select_related("actor").order_by("-at", "-id")[:limit]
 
 
-def experiment_calendar(*, experiment: Experiment, now: datetime | None = None) -> list[CalendarEntry]:
-    """The launch calendar (experiments/calendar.py) of an experiment: its stages, their earliest
-    start given the minimum hours, and the operator's targets."""
+def experiment_calendar(*, experiment: Experiment, now: datetime | None = None, stages: list[ExperimentStage] | None = None) -> list[CalendarEntry]:
+    """The launch calendar (experiments/calendar.py) of an experiment: its stages (`stages`, by index,
+    when the caller read them), their earliest start given the minimum hours, and the operator's targets."""
     now = now or timezone.now()
     if experiment.status == "draft":
-        stages = [PlannedStage(percent, "planned", None) for percent in experiment.stage_plan]
+        planned = [PlannedStage(percent, "planned", None) for percent in experiment.stage_plan]
     else:
-        stages = [PlannedStage(stage.percent, stage.status, stage.started_at) for stage in experiment.stages.order_by("index")]
+        rows = stages if stages is not None else experiment.stages.order_by("index")
+        planned = [PlannedStage(stage.percent, stage.status, stage.started_at) for stage in rows]
     targets = {int(percent): datetime.fromisoformat(when) for percent, when in (experiment.stage_targets or {}).items()}
-    return rollout_calendar(stages=stages, min_stage_hours=experiment.min_stage_hours, targets=targets, now=now,
+    return rollout_calendar(stages=planned, min_stage_hours=experiment.min_stage_hours, targets=targets, now=now,
                             running=experiment.status in ("draft", "running"))

@@ -13,7 +13,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
@@ -24,16 +24,25 @@ from costs.selectors import spend_by
 from experiments import selectors as experiment_selectors
 from experiments.calendar import CalendarEntry
 from experiments.holds import holds_wait, stage_holds
-from experiments.models import ACTIVE_STATUSES, ApprovalStatus, EventAction, Experiment, ExperimentStatus, StageApproval
+from experiments.models import (
+    ACTIVE_STATUSES,
+    ApprovalStatus,
+    EventAction,
+    Experiment,
+    ExperimentEvent,
+    ExperimentStatus,
+    StageApproval,
+)
 from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
+from launch.chains import Chains
 from launch.report import interval, percent, power_short
-from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus
+from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus, BenchmarkVerdictOverride
 from models_app.benchmarks.selectors import run_approves_candidate, run_verdict_note, stored_plan, with_verdict_facts
 from models_app.finetuning import rules as finetuning_rules
 from models_app.finetuning.models import FineTuningJob
 from models_app.registry.models import Agent, ModelKind, ModelStatus, ModelVersion
-from models_app.registry.selectors import CANDIDATE_STATUSES, known_agents_text, live_version
+from models_app.registry.selectors import CANDIDATE_STATUSES, known_agents_text
 
 ZERO = Decimal(0)
 LEDGER_DECIMALS = Decimal("0.000001")
@@ -127,25 +136,51 @@ def experiments_of(*, version: ModelVersion) -> QuerySet[Experiment]:
     return Experiment.objects.filter(treatment=version).select_related("control", "current_stage", "started_by").order_by("created_at", "pk")
 
 
-def _candidate_entries(version: ModelVersion) -> QuerySet[CostEntry]:
+def _candidate_condition(version: ModelVersion, *, job_id: int | None, run_ids: list[int], via: str = "") -> Q:
     """Ledger entries of a candidate's path to launch: its fine-tuning job, every benchmark run of
     it (both models' answers and any answer paid twice), the inference its experiments served on it
-    and its storage — plus any reversal of those."""
-    condition = Q(agent_id=version.agent_id, model=version.model_id, operation__in=[Operation.INFERENCE, Operation.STORAGE])
-    job = FineTuningJob.objects.filter(model_version=version).only("pk").first()
-    if job is not None:
-        condition |= Q(source_type=ContentType.objects.get_for_model(FineTuningJob), source_id=str(job.pk))
-    for run_id in BenchmarkRun.objects.filter(candidate=version).values_list("pk", flat=True):
-        condition |= Q(operation=Operation.BENCHMARK, idempotency_key__startswith=f"benchmark:{run_id}:")
-    base = CostEntry.objects.filter(condition)
-    return CostEntry.objects.filter(Q(pk__in=base.values("pk")) | Q(reverses__in=base.values("pk")))
+    and its storage. `via="reverses__"`: the entries that reverse one of those."""
+    condition = Q(**{f"{via}agent_id": version.agent_id, f"{via}model": version.model_id,
+                     f"{via}operation__in": [Operation.INFERENCE, Operation.STORAGE]})
+    if job_id is not None:
+        condition |= Q(**{f"{via}source_type": ContentType.objects.get_for_model(FineTuningJob), f"{via}source_id": str(job_id)})
+    for run_id in run_ids:
+        condition |= Q(**{f"{via}operation": Operation.BENCHMARK, f"{via}idempotency_key__startswith": f"benchmark:{run_id}:"})
+    return condition
+
+
+def candidates_costs(*, paths: dict[int, tuple[ModelVersion, int | None, list[int]]]) -> dict[int, dict[str, Decimal]]:
+    """What the ledger holds for each candidate's path — `paths`: version id → (the version, its
+    fine-tuning job's id, its benchmark runs' ids) — by operation, and `total`, plus any reversal
+    of those entries; summed in SQL, every candidate in one query (a column pair per candidate)."""
+    if not paths:
+        return {}
+    conditions = {
+        pk: _candidate_condition(version, job_id=job_id, run_ids=run_ids)
+        | _candidate_condition(version, job_id=job_id, run_ids=run_ids, via="reverses__")
+        for pk, (version, job_id, run_ids) in paths.items()
+    }
+    columns: dict[str, Any] = {}  # total_<id>, entries_<id> of each candidate
+    for pk, condition in conditions.items():
+        columns[f"total_{pk}"] = DecimalTotal("amount_usd", filter=condition)
+        columns[f"entries_{pk}"] = Count("pk", filter=condition)
+    any_path = Q()
+    for condition in conditions.values():
+        any_path |= condition
+    rows: Any = CostEntry.objects.filter(any_path).values("operation").annotate(**columns).order_by("operation")
+    by_operation: dict[int, dict[str, Decimal]] = {pk: {} for pk in paths}
+    for row in rows:
+        for pk in paths:
+            if row[f"entries_{pk}"]:  # an operation the path has entries of, even if they sum to 0 (a reversal)
+                by_operation[pk][row["operation"]] = row[f"total_{pk}"]
+    return {pk: {**operations, "total": sum(operations.values(), ZERO)} for pk, operations in by_operation.items()}
 
 
 def candidate_costs(*, version: ModelVersion) -> dict[str, Decimal]:
     """What the ledger holds for the candidate's path, by operation, and `total` — summed in SQL."""
-    rows = _candidate_entries(version).values("operation").annotate(total=DecimalTotal("amount_usd")).order_by("operation")
-    by_operation = {row["operation"]: row["total"] for row in rows}
-    return {**by_operation, "total": sum(by_operation.values(), ZERO)}
+    job = FineTuningJob.objects.filter(model_version=version).only("pk").first()
+    run_ids = list(BenchmarkRun.objects.filter(candidate=version).values_list("pk", flat=True))
+    return candidates_costs(paths={version.pk: (version, job.pk if job else None, run_ids)})[version.pk]
 
 
 def money(amount: Decimal) -> str:
@@ -184,11 +219,11 @@ def _audit_summary(audit: AuditRun) -> str:
     )
 
 
-def _job_cell(*, agent: Agent, candidate: ModelVersion | None, job: FineTuningJob | None) -> Cell:
-    """The job that produced the candidate; a newer job still in flight is named beside it ("next: #4
-    validated"), or shown alone while there is no candidate job to show."""
-    in_flight = FineTuningJob.objects.filter(agent=agent, status__in=finetuning_rules.MOVING_STATUSES)
-    moving = (in_flight.exclude(pk=job.pk) if job else in_flight).order_by("-created_at").first()
+def _job_cell(*, candidate: ModelVersion | None, job: FineTuningJob | None, in_flight: list[FineTuningJob]) -> Cell:
+    """The job that produced the candidate; a newer job still in flight (`in_flight`: the agent's,
+    newest first) is named beside it ("next: #4 validated"), or shown alone while there is no
+    candidate job to show."""
+    moving = next((other for other in in_flight if job is None or other.pk != job.pk), None)
     shown = job or moving
     if shown is None:
         why = "no fine-tuning job for this agent's candidate" if candidate is not None else "no candidate, and no job in flight"
@@ -222,11 +257,10 @@ def stored_gate_plan(comparison: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _benchmark_cell(candidate: ModelVersion | None) -> Cell:
+def _benchmark_cell(candidate: ModelVersion | None, run: BenchmarkRun | None) -> Cell:
+    """The candidate's latest run (read with with_verdict_facts, its baseline and candidate)."""
     if candidate is None:
         return Cell("—", IDLE)
-    run = with_verdict_facts(BenchmarkRun.objects.filter(candidate=candidate).select_related("baseline", "candidate")
-                             ).order_by("-created_at", "-pk").first()
     if run is None:
         return Cell("not benchmarked", ATTENTION)
     link = ("admin:models_app_benchmarkrun_change", (run.pk,))
@@ -247,6 +281,18 @@ def _user_can(user: Any, perm: str) -> bool:
     return bool(user is not None and user.is_active and user.has_perm(perm))
 
 
+class _WhoMay:
+    """Who may do what, for the rows of one page: each permission's holders read once, not per row."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+
+    def __call__(self, perm: str) -> str:
+        if perm not in self._names:
+            self._names[perm] = _who_may(perm)
+        return self._names[perm]
+
+
 def _who_may(perm: str) -> str:
     app_label, codename = perm.split(".")
     groups = list(Group.objects.filter(permissions__codename=codename, permissions__content_type__app_label=app_label)
@@ -261,23 +307,26 @@ def _who_may(perm: str) -> str:
     return ", ".join(names) if names else f"a user with {perm}"
 
 
-def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, Cell, NextAction | None, list[CalendarEntry]]:
+def _rollout_state(
+    experiment: Experiment | None, *, chain: Chains, user: Any, who_may: _WhoMay
+) -> tuple[Cell, Cell, NextAction | None, list[CalendarEntry]]:
     """The rollout and guardrail cells and, for a running or paused experiment, its next action."""
     if experiment is None:
         return Cell("not started", IDLE), Cell("—", IDLE), None, []
-    calendar = experiment_selectors.experiment_calendar(experiment=experiment)
+    stages = chain.stages.get(experiment.pk, [])
+    calendar = experiment_selectors.experiment_calendar(experiment=experiment, stages=stages)
     link = ("admin:experiments_experiment_change", (experiment.pk,))
     if experiment.status == ExperimentStatus.DRAFT:
         return Cell(f"draft {experiment.key}", IDLE, "", *link), Cell("—", IDLE), None, calendar
     if experiment.status == ExperimentStatus.COMPLETED:
         return Cell("100 % — completed", OK, "", *link), Cell("—", IDLE), None, calendar
     if experiment.status == ExperimentStatus.ROLLED_BACK:
-        event = experiment_selectors.experiment_rollback_event(experiment=experiment)
+        event = chain.rollbacks.get(experiment.pk)
         return Cell("rolled back", BAD, event.reason if event else "", *link), Cell("—", IDLE), None, calendar
     percent = experiment.current_stage.percent if experiment.current_stage else 0
     if experiment.status == ExperimentStatus.PAUSED:
         action = NextAction("resume the paused rollout", "resume", "Resume", _user_can(user, "experiments.pause_experiment"),
-                            _who_may("experiments.pause_experiment"), tone=ATTENTION)
+                            who_may("experiments.pause_experiment"), tone=ATTENTION)
         return Cell(f"{percent} % — paused", ATTENTION, "", *link), Cell("paused", IDLE), action, calendar
 
     metrics = experiment_selectors.experiment_metrics(experiment=experiment)
@@ -292,8 +341,9 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
     guard_cell = Cell(guard_text, guard_tone, ", ".join(g.metric for g in guardrails if g.state == worst and worst != "healthy"),
                       title="; ".join(g.reason for g in guardrails if g.state == worst))
 
-    pending = experiment_selectors.pending_approval(experiment=experiment)
-    following = experiment.stages.filter(index=experiment.current_stage.index + 1).first() if experiment.current_stage else None
+    pending = chain.pending.get(experiment.pk)
+    following = (next((stage for stage in stages if stage.index == experiment.current_stage.index + 1), None)
+                 if experiment.current_stage else None)
     rollout = Cell(f"{percent} %", WAIT if open_holds else OK,
                    ("waits for " + ", ".join(hold.label for hold in open_holds)) if open_holds else "holds clear",
                    *link, title=waits)
@@ -306,22 +356,27 @@ def _rollout_state(experiment: Experiment | None, *, user: Any) -> tuple[Cell, C
         action = NextAction(
             f"approve {following.percent} % {wait} (requested by {requester})" if wait
             else f"approve {following.percent} % (requested by {requester})", "approve", f"Approve {following.percent} %",
-            not blocked and _user_can(user, "experiments.approve_stage"), _who_may("experiments.approve_stage"),
+            not blocked and _user_can(user, "experiments.approve_stage"), who_may("experiments.approve_stage"),
             blocked_by=blocked or waits, approval_id=pending.pk, config_version=experiment.config_version,
             tone=WAIT if open_holds else ATTENTION,
         )
         return rollout, guard_cell, action, calendar
     action = NextAction(
         f"request {following.percent} %", "request", f"Request {following.percent} %", _user_can(user, "experiments.request_stage"),
-        _who_may("experiments.request_stage"), blocked_by=waits, tone=ATTENTION,
+        who_may("experiments.request_stage"), blocked_by=waits, tone=ATTENTION,
     )
     return rollout, guard_cell, action, calendar
 
 
-def _draft_cell(draft: Experiment, *, candidate: ModelVersion) -> Cell:
+def _draft_cell(draft: Experiment, *, candidate: ModelVersion, chain: Chains) -> Cell:
     """A draft as "Start rollout" will treat it (experiment_start_for_agent with the row's candidate):
     the candidate's own draft is started; another candidate's is left, and a new experiment starts."""
-    plan = experiment_selectors.rollout_start_plan(agent=draft.agent, candidate_model_id=candidate.model_id)
+    agent_id = draft.agent_id
+    plan = experiment_selectors.rollout_start_choice(
+        drafts=[experiment for experiment in chain.experiments.get(agent_id, []) if experiment.status == ExperimentStatus.DRAFT],
+        versions=[version for version in chain.candidate_versions.get(agent_id, []) if version.status != ModelStatus.ROLLING_OUT],
+        candidate_model_id=candidate.model_id,
+    )
     link = ("admin:experiments_experiment_change", (draft.pk,))
     if plan.draft is not None and plan.draft.pk == draft.pk:
         return Cell(f"draft {draft.key}", IDLE, "Start rollout starts this draft", *link)
@@ -342,26 +397,26 @@ def _current_spend() -> tuple[dict[str, Decimal], str]:
     return spend_by(dimension="agent"), "all time"
 
 
-def _pre_rollout_action(*, agent: Agent, candidate: ModelVersion | None, user: Any) -> NextAction:
+def _pre_rollout_action(*, agent: Agent, candidate: ModelVersion | None, chain: Chains, user: Any, who_may: _WhoMay) -> NextAction:
     if candidate is None:
-        moving = FineTuningJob.objects.filter(agent=agent, status__in=finetuning_rules.MOVING_STATUSES).exists()
-        if moving:
+        if chain.jobs_in_flight.get(agent.pk):
             return NextAction("wait for the fine-tuning job", tone=WAIT)
         return NextAction("fine-tune a candidate", "finetune", "Create a fine-tuning job",
-                          _user_can(user, "models_app.add_finetuningjob"), _who_may("models_app.add_finetuningjob"), tone=IDLE)
-    active_run = BenchmarkRun.objects.filter(candidate=candidate, status__in=[BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING]).first()
+                          _user_can(user, "models_app.add_finetuningjob"), who_may("models_app.add_finetuningjob"), tone=IDLE)
+    active_run = next((run for run in chain.runs.get(candidate.pk, [])
+                       if run.status in (BenchmarkRunStatus.QUEUED, BenchmarkRunStatus.RUNNING)), None)
     if active_run is not None:
         # Its progress is in the benchmark cell beside: read once, so the row shows one figure.
         return NextAction(f"wait for benchmark run #{active_run.pk}", tone=WAIT)
     if candidate.status == ModelStatus.APPROVED_FOR_ROLLOUT:
         return NextAction(
             "start the rollout at the first stage", "rollout", "Start rollout", _user_can(user, "experiments.start_experiment"),
-            _who_may("experiments.start_experiment"), tone=ATTENTION,
+            who_may("experiments.start_experiment"), tone=ATTENTION,
         )
     if candidate.status == ModelStatus.REGISTERED:
         return NextAction(
             "benchmark the candidate against the live model", "benchmark", "Start benchmark",
-            _user_can(user, "models_app.add_benchmarkrun"), _who_may("models_app.add_benchmarkrun"), tone=ATTENTION,
+            _user_can(user, "models_app.add_benchmarkrun"), who_may("models_app.add_benchmarkrun"), tone=ATTENTION,
         )
     return NextAction(f"candidate is {candidate.get_status_display().lower()}", tone=WAIT)
 
@@ -374,27 +429,29 @@ def sees_costs(user: Any) -> bool:
 
 def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[BoardRow], str | None]:
     """One row per agent (or the one `agent`), and the label of the spend period — None, and no
-    row's spend, for a user who may not see costs."""
+    row's spend, for a user who may not see costs. Every agent's rows are read at once (Chains):
+    a fixed number of queries however many agents, plus the outcome aggregate of each running
+    rollout (experiment_metrics)."""
     shows_spend = sees_costs(user)
     spend, period_label = _current_spend() if shows_spend else ({}, None)
     agents = [agent] if agent is not None else list(Agent.objects.order_by("slug"))
+    chain = Chains.of(agents)
+    who_may = _WhoMay()
     rows = []
     for row_agent in agents:
-        candidate = agent_candidate(agent=row_agent)
-        job = fine_tuning_job_of(version=candidate) if candidate else None
-        experiment = (
-            Experiment.objects.filter(agent=row_agent, status__in=ACTIVE_STATUSES).select_related("current_stage", "treatment").first()
-            or (Experiment.objects.filter(agent=row_agent, treatment=candidate).order_by("-created_at").first() if candidate else None)
-            or Experiment.objects.filter(agent=row_agent).order_by("-created_at").first()
-        )
-        rollout, guardrails, action, calendar = _rollout_state(experiment, user=user)
+        candidate = chain.candidate(row_agent)
+        job = chain.jobs.get(candidate.pk) if candidate else None
+        experiment = chain.row_experiment(row_agent, candidate=candidate)
+        rollout, guardrails, action, calendar = _rollout_state(experiment, chain=chain, user=user, who_may=who_may)
         if candidate is not None and experiment is not None and experiment.status == ExperimentStatus.DRAFT:
-            rollout = _draft_cell(experiment, candidate=candidate)
+            rollout = _draft_cell(experiment, candidate=candidate, chain=chain)
         if action is None:
-            action = _pre_rollout_action(agent=row_agent, candidate=candidate, user=user)
+            action = _pre_rollout_action(agent=row_agent, candidate=candidate, chain=chain, user=user, who_may=who_may)
+        runs = chain.runs.get(candidate.pk, []) if candidate else []
         rows.append(BoardRow(
-            agent=row_agent, live=live_version(agent=row_agent), candidate=candidate, audit=_audit_cell(job, candidate=candidate),
-            job=_job_cell(agent=row_agent, candidate=candidate, job=job), benchmark=_benchmark_cell(candidate),
+            agent=row_agent, live=chain.live.get(row_agent.pk), candidate=candidate, audit=_audit_cell(job, candidate=candidate),
+            job=_job_cell(candidate=candidate, job=job, in_flight=chain.jobs_in_flight.get(row_agent.pk, [])),
+            benchmark=_benchmark_cell(candidate, runs[0] if runs else None),
             rollout=rollout, guardrails=guardrails, spend=spend.get(row_agent.slug, ZERO) if shows_spend else None, next_action=action,
             experiment=experiment, calendar=calendar,
             can_roll_back=bool(experiment and experiment.status in ACTIVE_STATUSES and _user_can(user, "experiments.rollback_experiment")),
@@ -415,8 +472,8 @@ def experiments_awaiting_approval() -> list[AwaitingApproval]:
     """Pending stage requests, oldest first, each with what its holds still wait for: the approvers' queue."""
     pending = (
         StageApproval.objects.filter(status=ApprovalStatus.PENDING, stage__experiment__status=ExperimentStatus.RUNNING)
-        .select_related("stage__experiment__agent", "stage__experiment__treatment", "stage__experiment__current_stage",
-                        "requested_by")
+        .select_related("stage__experiment__agent", "stage__experiment__treatment", "stage__experiment__control",
+                        "stage__experiment__current_stage", "requested_by")
         .order_by("requested_at")
     )
     return [AwaitingApproval(approval, holds_wait(stage_holds(experiment=approval.stage.experiment)))
@@ -608,66 +665,110 @@ def _experiment_json(experiment: Experiment) -> dict[str, Any]:
 def launch_facts(*, agent: Agent, with_costs: bool = True) -> dict[str, Any]:
     """Everything the Go/No-Go report says about one agent, as plain data (launch/report.py judges
     and renders it). Without `with_costs` (a reader who may not see costs) no money is in it."""
-    candidate = agent_candidate(agent=agent)
-    live = live_version(agent=agent)
-    facts: dict[str, Any] = {"agent": agent.slug, "live": live.model_id if live else None,
-                             "candidate": candidate.model_id if candidate else None}
-    if candidate is None:
-        return facts
-    facts["candidate_status"] = candidate.status
-    completed = with_verdict_facts(BenchmarkRun.objects.filter(candidate=candidate, status=BenchmarkRunStatus.COMPLETED)
-                                   .select_related("suite", "baseline", "candidate")).order_by("-finished_at", "-pk")
-    # The run that decided the candidate (against the live version), else a comparison — which the report
-    # then names as no approval.
-    run = completed.exclude(comparison__baseline_live=False).first() or completed.first()
-    if run is None:
-        facts["benchmark"] = None
-    else:
-        comparison = run.comparison or {}
-        facts["benchmark"] = {
-            "run": run.pk, "verdict": run.verdict, "suite": str(run.suite), "suite_cases": run.suite.case_count,
-            "approves": run_approves_candidate(run=run), "note": run_verdict_note(run=run),
-            "n": comparison.get("n"), "relative_improvement": comparison.get("relative_improvement"),
-            "ci_low": comparison.get("ci_low"), "ci_high": comparison.get("ci_high"), "alpha": comparison.get("alpha"),
-            "threshold": comparison.get("threshold"), "more_cases_needed": comparison.get("more_cases_needed"),
-            # The gate's plan as the run stored it (rule, power at the planned improvement, cases needed);
-            # None for a run decided before the planner — nothing is computed here in its place.
-            **stored_gate_plan(comparison),
-            "per_tag": comparison.get("per_tag") or [], "reasons": comparison.get("reasons") or [],
-            "overridden": run.overrides.exists(),
-            **({"cost_usd": money(run.cost_usd)} if with_costs else {}),
-        }
-    job = fine_tuning_job_of(version=candidate)
-    audit = None
-    if job is not None and job.training_file.dataset is not None:
-        audit = _dataset_json(job.training_file.dataset, role="training", filename=job.training_file.filename)
-    facts["training_data"] = {"job": job.pk if job else None, "file": job.training_file.filename if job else None, "audit": audit}
-    experiment = Experiment.objects.filter(treatment=candidate).select_related("current_stage").order_by("-created_at").first()
-    if experiment is None:
-        facts["rollout"] = None
-    else:
-        rollout: dict[str, Any] = {
-            "experiment": experiment.key, "status": experiment.status,
-            "stage_percent": experiment.current_stage.percent if experiment.current_stage else None,
-            "verdict_override": _verdict_override(experiment),
-        }
-        if experiment.status == ExperimentStatus.RUNNING:
-            results = experiment_selectors.experiment_results(experiment=experiment)
-            rollout["guardrails"] = [{"metric": g["metric"], "state": g["state"]} for g in results["guardrails"]]
-            rollout["relative_lift"] = results.get("relative_lift")
-        facts["rollout"] = rollout
-    if with_costs:
-        facts["cost_usd"] = money(candidate_costs(version=candidate)["total"])
-    return facts
+    return _launch_facts_of([agent], with_costs=with_costs)[0]
 
 
-def _verdict_override(experiment: Experiment) -> dict[str, Any] | None:
+def _decisive_runs(candidates: list[ModelVersion]) -> dict[int, BenchmarkRun]:
+    """Each candidate's run that decided it (its newest completed run against the live version), else
+    its newest completed run — a comparison, which the report then names as no approval."""
+    completed = with_verdict_facts(BenchmarkRun.objects.filter(candidate__in=candidates, status=BenchmarkRunStatus.COMPLETED)
+                                   .select_related("suite__agent", "baseline", "candidate")).order_by("-finished_at", "-pk")
+    newest: dict[int, BenchmarkRun] = {}
+    for run in completed.exclude(comparison__baseline_live=False):
+        newest.setdefault(run.candidate_id, run)
+    for run in completed:
+        newest.setdefault(run.candidate_id, run)  # only where no run against the live version was found
+    return newest
+
+
+def _launch_facts_of(agents: list[Agent], *, with_costs: bool) -> list[dict[str, Any]]:
+    """launch_facts of each agent, each kind of row read once for all of them (Chains), plus the
+    results of each running rollout (experiment_results)."""
+    chain = Chains.of(agents)
+    candidates = {agent.pk: chain.candidate(agent) for agent in agents}
+    present = [candidate for candidate in candidates.values() if candidate is not None]
+    decisive = _decisive_runs(present)
+    overridden = set(BenchmarkVerdictOverride.objects.filter(run__in=list(decisive.values())).values_list("run_id", flat=True))
+    experiments = {
+        candidate.pk: next((experiment for experiment in chain.experiments.get(candidate.agent_id, [])
+                            if experiment.treatment_id == candidate.pk), None)
+        for candidate in present
+    }
+    overrides = _verdict_override_starts([experiment for experiment in experiments.values()
+                                          if experiment is not None and experiment.verdict_override_reason])
+    costs = candidates_costs(paths={
+        candidate.pk: (candidate, chain.jobs[candidate.pk].pk if candidate.pk in chain.jobs else None,
+                       [run.pk for run in chain.runs.get(candidate.pk, [])])
+        for candidate in present
+    }) if with_costs else {}
+    entries = []
+    for agent in agents:
+        candidate = candidates[agent.pk]
+        live = chain.live.get(agent.pk)
+        facts: dict[str, Any] = {"agent": agent.slug, "live": live.model_id if live else None,
+                                 "candidate": candidate.model_id if candidate else None}
+        entries.append(facts)
+        if candidate is None:
+            continue
+        facts["candidate_status"] = candidate.status
+        run = decisive.get(candidate.pk)
+        facts["benchmark"] = None if run is None else _benchmark_facts(run, overridden=run.pk in overridden, with_costs=with_costs)
+        job = chain.jobs.get(candidate.pk)
+        audit = None
+        if job is not None and job.training_file.dataset is not None:
+            audit = _dataset_json(job.training_file.dataset, role="training", filename=job.training_file.filename)
+        facts["training_data"] = {"job": job.pk if job else None, "file": job.training_file.filename if job else None, "audit": audit}
+        experiment = experiments[candidate.pk]
+        if experiment is None:
+            facts["rollout"] = None
+        else:
+            rollout: dict[str, Any] = {
+                "experiment": experiment.key, "status": experiment.status,
+                "stage_percent": experiment.current_stage.percent if experiment.current_stage else None,
+                "verdict_override": _verdict_override(experiment, start=overrides.get(experiment.pk)),
+            }
+            if experiment.status == ExperimentStatus.RUNNING:
+                results = experiment_selectors.experiment_results(experiment=experiment)
+                rollout["guardrails"] = [{"metric": g["metric"], "state": g["state"]} for g in results["guardrails"]]
+                rollout["relative_lift"] = results.get("relative_lift")
+            facts["rollout"] = rollout
+        if with_costs:
+            facts["cost_usd"] = money(costs[candidate.pk]["total"])
+    return entries
+
+
+def _benchmark_facts(run: BenchmarkRun, *, overridden: bool, with_costs: bool) -> dict[str, Any]:
+    comparison = run.comparison or {}
+    return {
+        "run": run.pk, "verdict": run.verdict, "suite": str(run.suite), "suite_cases": run.suite.case_count,
+        "approves": run_approves_candidate(run=run), "note": run_verdict_note(run=run),
+        "n": comparison.get("n"), "relative_improvement": comparison.get("relative_improvement"),
+        "ci_low": comparison.get("ci_low"), "ci_high": comparison.get("ci_high"), "alpha": comparison.get("alpha"),
+        "threshold": comparison.get("threshold"), "more_cases_needed": comparison.get("more_cases_needed"),
+        # The gate's plan as the run stored it (rule, power at the planned improvement, cases needed);
+        # None for a run decided before the planner — nothing is computed here in its place.
+        **stored_gate_plan(comparison),
+        "per_tag": comparison.get("per_tag") or [], "reasons": comparison.get("reasons") or [],
+        "overridden": overridden,
+        **({"cost_usd": money(run.cost_usd)} if with_costs else {}),
+    }
+
+
+def _verdict_override_starts(experiments: list[Experiment]) -> dict[int, ExperimentEvent]:
+    """The entry of each experiment's start without a PASS verdict (the newest, were there two)."""
+    starts: dict[int, ExperimentEvent] = {}
+    for event in (ExperimentEvent.objects.filter(experiment__in=experiments, action=EventAction.START, reason_code="verdict_override")
+                  .select_related("actor").order_by("-at", "-id")):
+        starts.setdefault(event.experiment_id, event)
+    return starts
+
+
+def _verdict_override(experiment: Experiment, *, start: ExperimentEvent | None) -> dict[str, Any] | None:
     """Who started the rollout without a PASS verdict, when and why (`rollout_models --start
-    --override-reason`, the experiment page's override field); None for a rollout started on a PASS."""
+    --override-reason`, the experiment page's override field; `start`: the start's entry); None for a
+    rollout started on a PASS."""
     if not experiment.verdict_override_reason:
         return None
-    start = (experiment.events.filter(action=EventAction.START, reason_code="verdict_override")
-             .select_related("actor").order_by("-at").first())
     return {"by": _username(start.actor if start else experiment.started_by) or "genesis",
             "reason": experiment.verdict_override_reason, "at": start.at if start else experiment.started_at}
 
@@ -681,5 +782,4 @@ def launch_report_facts(*, agent_slug: str | None = None, user: Any = None) -> l
         agents = agents.filter(slug=agent_slug)
         if not agents.exists():
             raise NotFound(f"unknown agent '{agent_slug}'; known agents: {known_agents_text()}")
-    with_costs = sees_costs(user)
-    return [launch_facts(agent=agent, with_costs=with_costs) for agent in agents]
+    return _launch_facts_of(list(agents), with_costs=sees_costs(user))

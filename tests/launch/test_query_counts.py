@@ -1,18 +1,25 @@
-"""The launch console's per-version and per-agent pages cost a fixed number of queries however many
-benchmark runs the version has (each run's verdict note, suite, requester and overrides come with
-the runs)."""
+"""The launch console's pages cost a fixed number of queries however many rows they show: the
+per-version and per-agent pages however many benchmark runs the version has (each run's verdict
+note, suite, requester and overrides come with the runs), and the board, the agent page, the
+approvals queue, the Go/No-Go report and `launch_report` however many agents there are — but for
+the outcomes of each running rollout, read once per experiment."""
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
+from experiments.models import Experiment
+from experiments.selectors import experiment_metrics, experiment_results, get_experiment
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite, BenchmarkVerdictOverride
-from tests.experiments.factories import agent_with_candidate
+from tests.experiments.factories import agent_with_candidate, person
 from tests.factories import ModelVersionFactory, UserFactory
-from tests.query_counts import assert_same_queries_with_more_rows
+from tests.launch.launch_world import RUNNING_ROLLOUTS, STATES, add_agents, default_budget
+from tests.query_counts import assert_same_queries_with_more_rows, queries_of
 
 pytestmark = pytest.mark.django_db
 
@@ -66,3 +73,63 @@ def test_the_version_page_and_the_agent_page_read_every_run_at_once(client, vers
             return response
         page = assert_same_queries_with_more_rows(read, lambda: add_runs(3))
         assert "qa_agent/qa v1" in page.content.decode()
+
+
+# --- every launch page over many agents ------------------------------------------------------------
+
+
+@pytest.fixture
+def world(client):
+    """Every point of the chain once (tests/launch/launch_world.py), a budget for the spend column,
+    and a logged-in operator who may see costs and press some of the buttons, not all."""
+    team = {"root": UserFactory(username="root", is_superuser=True),
+            "starter": person("starter", "add_experiment", "start_experiment", "request_stage"),
+            "approver": person("approver", "view_experiment", "approve_stage", "pause_experiment", "rollback_experiment")}
+    default_budget()
+    add_agents(team=team)
+    client.force_login(person("olivia", "view_experiment", "start_experiment", "request_stage", "models_app.add_benchmarkrun",
+                              "costs.view_costentry"))
+    return team
+
+
+def _page(client, url):
+    def read():
+        response = client.get(url)
+        assert response.status_code == 200
+        return response
+    return read
+
+
+def _launch_report_command():
+    try:
+        call_command("launch_report", "--format", "json", stdout=io.StringIO(), stderr=io.StringIO())
+    except SystemExit as exit:  # 1: some agent is NO-GO, as here
+        assert exit.code == 1
+
+
+LAUNCH_PAGES = {
+    "board": "/admin/", "agent page": "/admin/launch/agent/world_00/", "approvals queue": "/admin/launch/approvals/",
+    "report": "/admin/launch/report/?format=json",
+}
+
+
+@pytest.mark.parametrize("page", [*LAUNCH_PAGES, "launch_report command"])
+def test_a_launch_page_reads_each_kind_of_row_once_however_many_agents(client, world, page):
+    # Was: about 13 queries more per agent on the board (1, 5, 20 agents: 18, 71, 265), 11 in the report (13, 56, 212).
+    read = _page(client, LAUNCH_PAGES[page]) if page in LAUNCH_PAGES else _launch_report_command
+    others = tuple(state for state in STATES if state not in RUNNING_ROLLOUTS)
+    assert_same_queries_with_more_rows(read, lambda: add_agents(team=world, states=others * 2))
+
+
+@pytest.mark.parametrize("page", ["board", "report"])
+def test_a_running_rollout_adds_only_the_reading_of_its_outcomes(client, world, page):
+    """What does grow: a running rollout's row reads its outcomes (experiments.selectors), one
+    aggregate per experiment — the same queries as reading them alone."""
+    read = _page(client, LAUNCH_PAGES[page])
+    read()
+    before, _ = queries_of(read)
+    agent, = add_agents(team=world, states=("running",))
+    after, _ = queries_of(read)
+    experiment = get_experiment(key=Experiment.objects.get(agent=agent).key)
+    outcomes, _ = queries_of(lambda: (experiment_metrics if page == "board" else experiment_results)(experiment=experiment))
+    assert after - before == outcomes
