@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from launch.selectors import launch_board, launch_facts, launch_report_facts
+from launch.chains import Chains
+from launch.selectors import agent_candidate, launch_board, launch_facts, launch_report_facts
 from models_app.registry.models import Agent
 from tests.experiments.factories import person
 from tests.factories import UserFactory
@@ -82,3 +83,12 @@ def test_the_reports_facts_are_the_same_for_all_agents_and_for_each_alone(operat
              for state, entry in zip(STATES, facts, strict=True)}
     assert shown == EXPECTED_FACTS
     assert [launch_facts(agent=agent) for agent in Agent.objects.order_by("slug")] == facts
+
+
+def test_the_buttons_candidate_is_the_rows_candidate(operator):
+    # agent_candidate (one agent's queries, for a button press) and Chains.candidate (the board's lists)
+    # write one rule twice; they must name the same version for an agent at every point of the chain.
+    agents = list(Agent.objects.order_by("slug"))
+    chains = Chains.of(agents)
+    assert [agent_candidate(agent=agent) for agent in agents] == [chains.candidate(agent) for agent in agents]
+    assert sum(chains.candidate(agent) is not None for agent in agents) >= len(STATES) - 1  # not all None
