@@ -526,19 +526,23 @@ def test_the_shared_limiter_paces_calls_and_frees_the_slots_of_dead_holders():
     assert time.monotonic() - started >= 4 * 0.05 * 0.9  # 1 200 a minute: 50 ms apart
 
     provider = f"test-{uuid.uuid4().hex[:8]}"
-    options = dict(provider=provider, max_concurrency=1, rate_limit_per_minute=None, lease_seconds=0.3, wait_limit_seconds=0.1)
+    # Leases of 1.5 s, renewed every 0.5 s: a renewal (or a look at the slots) the machine's load delays
+    # by up to a second still lands in time; with 0.3 s leases a delay of 0.2 s would have lost the slot.
+    options = dict(provider=provider, max_concurrency=1, rate_limit_per_minute=None, lease_seconds=1.5, wait_limit_seconds=0.1)
     holder = RedisProviderLimiter(client, **options)
     other = RedisProviderLimiter(client, **options)
     with holder.slot():
-        time.sleep(0.6)  # longer than the lease: the holder's renewals keep the slot
+        time.sleep(2.0)  # longer than the lease: the holder's renewals keep the slot
         with pytest.raises(TransientProviderError, match="shared call slots stayed busy"):
             other._take()
     dead = RedisProviderLimiter(client, **{**options, "sleep": lambda seconds: time.sleep(3600)})  # never renews
+    before_the_death = time.monotonic()
     dead._take()  # a holder that died without releasing its slot
     with pytest.raises(TransientProviderError):
         other._take()
-    time.sleep(0.35)
-    other.release(other._take()[0])  # its lease ran out
+    patient = RedisProviderLimiter(client, **{**options, "wait_limit_seconds": 30})
+    patient.release(patient._take()[0])  # its lease ran out…
+    assert time.monotonic() - before_the_death >= 1.5 * 0.9  # …and not before (measured from before it was taken)
 
 
 # ---- real Celery workers -------------------------------------------------------------------------------------------

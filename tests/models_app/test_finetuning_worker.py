@@ -107,7 +107,7 @@ def test_a_worker_killed_during_sync_and_replaced_registers_the_model_once(ft_wo
     set_simulator(simulator, latency_ms=5000)
     first = start_worker()
     original = sync_fine_tuning_job.delay(job.pk)
-    wait_until(lambda: arrivals, timeout=20, interval=0.05, what="the sync to ask the provider")
+    wait_until(lambda: arrivals, timeout=60, interval=0.05, what="the sync to ask the provider")
     time.sleep(0.3)
     first.kill()
 
