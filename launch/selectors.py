@@ -23,7 +23,7 @@ from costs.models import Budget, CostEntry, Operation
 from costs.selectors import spend_by
 from experiments import selectors as experiment_selectors
 from experiments.calendar import CalendarEntry
-from experiments.holds import holds_wait, stage_holds
+from experiments.holds import Hold, holds_wait, stage_holds
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
@@ -98,6 +98,7 @@ class BoardRow:
     experiment: Experiment | None = None
     can_roll_back: bool = False
     calendar: list[CalendarEntry] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)  # a running rollout's stage holds, as this row judged them
     messages: list[Any] = field(default_factory=list)  # what this row's button just did (the board view fills it)
 
 
@@ -309,25 +310,26 @@ def _who_may(perm: str) -> str:
 
 def _rollout_state(
     experiment: Experiment | None, *, chain: Chains, user: Any, who_may: _WhoMay
-) -> tuple[Cell, Cell, NextAction | None, list[CalendarEntry]]:
-    """The rollout and guardrail cells and, for a running or paused experiment, its next action."""
+) -> tuple[Cell, Cell, NextAction | None, list[CalendarEntry], list[Hold]]:
+    """The rollout and guardrail cells, for a running or paused experiment its next action, and for a
+    running one its stage holds."""
     if experiment is None:
-        return Cell("not started", IDLE), Cell("—", IDLE), None, []
+        return Cell("not started", IDLE), Cell("—", IDLE), None, [], []
     stages = chain.stages.get(experiment.pk, [])
     calendar = experiment_selectors.experiment_calendar(experiment=experiment, stages=stages)
     link = ("admin:experiments_experiment_change", (experiment.pk,))
     if experiment.status == ExperimentStatus.DRAFT:
-        return Cell(f"draft {experiment.key}", IDLE, "", *link), Cell("—", IDLE), None, calendar
+        return Cell(f"draft {experiment.key}", IDLE, "", *link), Cell("—", IDLE), None, calendar, []
     if experiment.status == ExperimentStatus.COMPLETED:
-        return Cell("100 % — completed", OK, "", *link), Cell("—", IDLE), None, calendar
+        return Cell("100 % — completed", OK, "", *link), Cell("—", IDLE), None, calendar, []
     if experiment.status == ExperimentStatus.ROLLED_BACK:
         event = chain.rollbacks.get(experiment.pk)
-        return Cell("rolled back", BAD, event.reason if event else "", *link), Cell("—", IDLE), None, calendar
+        return Cell("rolled back", BAD, event.reason if event else "", *link), Cell("—", IDLE), None, calendar, []
     percent = experiment.current_stage.percent if experiment.current_stage else 0
     if experiment.status == ExperimentStatus.PAUSED:
         action = NextAction("resume the paused rollout", "resume", "Resume", _user_can(user, "experiments.pause_experiment"),
                             who_may("experiments.pause_experiment"), tone=ATTENTION)
-        return Cell(f"{percent} % — paused", ATTENTION, "", *link), Cell("paused", IDLE), action, calendar
+        return Cell(f"{percent} % — paused", ATTENTION, "", *link), Cell("paused", IDLE), action, calendar, []
 
     metrics = experiment_selectors.experiment_metrics(experiment=experiment)
     holds = stage_holds(experiment=experiment, metrics=metrics)
@@ -348,7 +350,7 @@ def _rollout_state(
                    ("waits for " + ", ".join(hold.label for hold in open_holds)) if open_holds else "holds clear",
                    *link, title=waits)
     if following is None:
-        return rollout, guard_cell, None, calendar
+        return rollout, guard_cell, None, calendar, holds
     if pending is not None:
         requester = pending.requested_by.get_username() if pending.requested_by else "?"
         blocked = experiment_selectors.approval_blocker(experiment=experiment, pending=pending, user=user)
@@ -360,12 +362,12 @@ def _rollout_state(
             blocked_by=blocked or waits, approval_id=pending.pk, config_version=experiment.config_version,
             tone=WAIT if open_holds else ATTENTION,
         )
-        return rollout, guard_cell, action, calendar
+        return rollout, guard_cell, action, calendar, holds
     action = NextAction(
         f"request {following.percent} %", "request", f"Request {following.percent} %", _user_can(user, "experiments.request_stage"),
         who_may("experiments.request_stage"), blocked_by=waits, tone=ATTENTION,
     )
-    return rollout, guard_cell, action, calendar
+    return rollout, guard_cell, action, calendar, holds
 
 
 def _draft_cell(draft: Experiment, *, candidate: ModelVersion, chain: Chains) -> Cell:
@@ -442,7 +444,7 @@ def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[
         candidate = chain.candidate(row_agent)
         job = chain.jobs.get(candidate.pk) if candidate else None
         experiment = chain.row_experiment(row_agent, candidate=candidate)
-        rollout, guardrails, action, calendar = _rollout_state(experiment, chain=chain, user=user, who_may=who_may)
+        rollout, guardrails, action, calendar, holds = _rollout_state(experiment, chain=chain, user=user, who_may=who_may)
         if candidate is not None and experiment is not None and experiment.status == ExperimentStatus.DRAFT:
             rollout = _draft_cell(experiment, candidate=candidate, chain=chain)
         if action is None:
@@ -453,7 +455,7 @@ def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[
             job=_job_cell(candidate=candidate, job=job, in_flight=chain.jobs_in_flight.get(row_agent.pk, [])),
             benchmark=_benchmark_cell(candidate, runs[0] if runs else None),
             rollout=rollout, guardrails=guardrails, spend=spend.get(row_agent.slug, ZERO) if shows_spend else None, next_action=action,
-            experiment=experiment, calendar=calendar,
+            experiment=experiment, calendar=calendar, holds=holds,
             can_roll_back=bool(experiment and experiment.status in ACTIVE_STATUSES and _user_can(user, "experiments.rollback_experiment")),
         ))
     return rows, period_label
@@ -468,15 +470,19 @@ class AwaitingApproval:
     waits: str
 
 
-def experiments_awaiting_approval() -> list[AwaitingApproval]:
-    """Pending stage requests, oldest first, each with what its holds still wait for: the approvers' queue."""
+def experiments_awaiting_approval(*, judged: dict[int, list[Hold]] | None = None) -> list[AwaitingApproval]:
+    """Pending stage requests, oldest first, each with what its holds still wait for: the approvers' queue.
+    `judged`: holds already judged, by experiment id (the board's rows), so that a page showing both
+    reads no experiment's outcomes twice."""
+    judged = judged or {}
     pending = (
         StageApproval.objects.filter(status=ApprovalStatus.PENDING, stage__experiment__status=ExperimentStatus.RUNNING)
         .select_related("stage__experiment__agent", "stage__experiment__treatment", "stage__experiment__control",
                         "stage__experiment__current_stage", "requested_by")
         .order_by("requested_at")
     )
-    return [AwaitingApproval(approval, holds_wait(stage_holds(experiment=approval.stage.experiment)))
+    return [AwaitingApproval(approval, holds_wait(judged.get(approval.stage.experiment_id)
+                                                  or stage_holds(experiment=approval.stage.experiment)))
             for approval in pending]
 
 

@@ -121,14 +121,16 @@ def test_a_launch_page_reads_each_kind_of_row_once_however_many_agents(client, w
     assert_same_queries_with_more_rows(read, lambda: add_agents(team=world, states=others * 2))
 
 
+@pytest.mark.parametrize("state", RUNNING_ROLLOUTS)
 @pytest.mark.parametrize("page", ["board", "report"])
-def test_a_running_rollout_adds_only_the_reading_of_its_outcomes(client, world, page):
+def test_a_running_rollout_adds_only_the_reading_of_its_outcomes(client, world, page, state):
     """What does grow: a running rollout's row reads its outcomes (experiments.selectors), one
-    aggregate per experiment — the same queries as reading them alone."""
+    aggregate per experiment — the same queries as reading them alone; once, even when the board's
+    approvals list shows it too (was: twice)."""
     read = _page(client, LAUNCH_PAGES[page])
     read()
     before, _ = queries_of(read)
-    agent, = add_agents(team=world, states=("running",))
+    agent, = add_agents(team=world, states=(state,))
     after, _ = queries_of(read)
     experiment = get_experiment(key=Experiment.objects.get(agent=agent).key)
     outcomes, _ = queries_of(lambda: (experiment_metrics if page == "board" else experiment_results)(experiment=experiment))
