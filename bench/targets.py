@@ -3,6 +3,9 @@
 The scripts exit 0 when all their targets are met and 1 otherwise, so a script can gate a change.
 """
 
+import os
+import sys
+
 
 def meets_target(what: str, value: float, *, at_least: float | None = None, at_most: float | None = None,
                  digits: int = 2, unit: str = "") -> bool:
@@ -15,3 +18,14 @@ def meets_target(what: str, value: float, *, at_least: float | None = None, at_m
         raise ValueError("give exactly one of at_least and at_most")
     print(f"{what}: {value:,.{digits}f}{unit} (target {op} {bound:,.{digits}f}{unit}) {'PASS' if met else 'FAIL'}")
     return met
+
+
+def services_missing(why: str, *, redis: bool = False) -> bool:
+    """Whether DATABASE_URL names no PostgreSQL database (or, with `redis`, REDIS_URL is unset), saying
+    what to set and `why` on stderr: the benches measure the real services, never SQLite's stand-ins."""
+    postgres = os.environ.get("DATABASE_URL", "").startswith("postgres")
+    if postgres and (os.environ.get("REDIS_URL") or not redis):
+        return False
+    wanted = "DATABASE_URL (a scratch PostgreSQL database)" + (" and REDIS_URL (a Redis database of its own)" if redis else "")
+    print(f"set {wanted}: {why}", file=sys.stderr)
+    return True

@@ -46,7 +46,7 @@ os.environ.setdefault("GENESIS_PROVIDER_HOSTS", "GENESIS_SIMULATOR_API_KEY=127.0
 # keep every query in memory.
 os.environ.setdefault("GENESIS_DEBUG", "false")
 
-from bench.targets import meets_target  # noqa: E402
+from bench.targets import meets_target, services_missing  # noqa: E402
 
 if TYPE_CHECKING:
     from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
@@ -273,8 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     # A SIGTERM (e.g. `timeout`) must still stop the workers below: left running, they would take
     # the next bench's or test run's messages from the same Redis database.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
-        print("set DATABASE_URL (PostgreSQL) and REDIS_URL (a Redis database of its own)", file=sys.stderr)
+    if services_missing("the runner's leases and call slots live in Redis", redis=True):
         return 2
 
     import django

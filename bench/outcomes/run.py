@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.targets import meets_target  # noqa: E402
+from bench.targets import meets_target, services_missing  # noqa: E402
 
 # As in production, for the in-process measurement too (the HTTP server is started with DEBUG off):
 # DEBUG on would wrap every cursor and keep every query in memory.
@@ -91,8 +91,7 @@ def main() -> int:
     parser.add_argument("--no-tokens", action="store_true", help="events without tokens (no pricing, no ledger)")
     parser.add_argument("--no-http", action="store_true")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        print("set DATABASE_URL to a scratch PostgreSQL database", file=sys.stderr)
+    if services_missing("outcomes are written as in production"):
         return 2
 
     from bench.route.run import setup_world, start_server  # migrate, seed, start qa_agent's experiment

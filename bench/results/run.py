@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.targets import meets_target  # noqa: E402
+from bench.targets import meets_target, services_missing  # noqa: E402
 
 if TYPE_CHECKING:
     from experiments.models import Experiment
@@ -126,8 +126,7 @@ def main() -> int:
     parser.add_argument("--outcomes", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        print("set DATABASE_URL to a scratch PostgreSQL database (percentile_cont is PostgreSQL's)", file=sys.stderr)
+    if services_missing("percentile_cont is PostgreSQL's"):
         return 2
     experiment = setup(args.outcomes)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.targets import meets_target  # noqa: E402
+from bench.targets import meets_target, services_missing  # noqa: E402
 
 PRUNE_TARGET_RATIO = 10.0
 ERASURE_TARGET_RATIO = 2.0
@@ -108,8 +108,7 @@ def main() -> int:
     parser.add_argument("--daily", type=int, default=10_000, help="old outcomes of a steady-state prune (one day's)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        print("set DATABASE_URL to a scratch PostgreSQL database (the prune's batches are PostgreSQL's)", file=sys.stderr)
+    if services_missing("the prune's batches are PostgreSQL's"):
         return 2
     agent_id = setup(args.rows)
 

@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.targets import meets_target  # noqa: E402
+from bench.targets import meets_target, services_missing  # noqa: E402
 
 TARGET_THROUGHPUT_RATIO = 0.8
 TARGET_P99_MS = 25.0
@@ -173,8 +173,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--port", type=int, default=8811)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
-        print("set DATABASE_URL (PostgreSQL) and REDIS_URL: the routing cache is refreshed through Redis", file=sys.stderr)
+    if services_missing("the routing cache is refreshed through Redis", redis=True):
         return 2
 
     import tempfile
