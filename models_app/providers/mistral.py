@@ -39,7 +39,7 @@ from .base import (
 from .errors import PermanentProviderError, ProviderError, UnsupportedParameterError, body_excerpt
 from .http import ProviderHttpClient
 from .http_provider import HttpProvider
-from .usage import chat_token_counts
+from .usage import chat_result
 
 mistral_sdk_caches.install()
 
@@ -122,17 +122,8 @@ class MistralProvider(HttpProvider):
         # The SDK fills a count the answer left out with 0: only those the answer gave are the provider's.
         reported: dict[str, Any] = {name: getattr(response.usage, name) for name in ("prompt_tokens", "completion_tokens")
                     if name in response.usage.model_fields_set}
-        tokens = chat_token_counts(provider=self.name, model=model, usage=reported, messages=prepared, completion=text)
-        return ChatResult(
-            text=text,
-            prompt_tokens=tokens.prompt,
-            completion_tokens=tokens.completion,
-            latency_ms=round(latency_ms, 2),
-            finish_reason=str(choice.finish_reason),
-            model=response.model or model,
-            provider=self.name,
-            tokens_estimated=tokens.estimated,
-        )
+        return chat_result(provider=self.name, model=model, usage=reported, messages=prepared, text=text, latency_ms=latency_ms,
+                           finish_reason=str(choice.finish_reason), answered_by=response.model or "")
 
     def list_models(self) -> list[ModelInfo]:
         listing = self._call("list models", lambda: self._sdk.models.list())

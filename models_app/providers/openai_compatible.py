@@ -19,7 +19,7 @@ from .base import ChatMessage, ChatResult, ModelInfo, ProviderSettings, prepared
 from .errors import PermanentProviderError
 from .http import ProviderHttpClient
 from .http_provider import HttpProvider
-from .usage import chat_token_counts, malformed_usage
+from .usage import chat_result, malformed_usage
 
 
 def api_root(base_url: str) -> str:
@@ -59,17 +59,8 @@ class OpenAICompatibleProvider(HttpProvider):
         usage = body.get("usage")
         if usage is not None and not isinstance(usage, dict):
             raise malformed_usage(provider=self.name, usage=usage)
-        tokens = chat_token_counts(provider=self.name, model=model, usage=usage, messages=prepared, completion=text)
-        return ChatResult(
-            text=text,
-            prompt_tokens=tokens.prompt,
-            completion_tokens=tokens.completion,
-            latency_ms=round(latency_ms, 2),
-            finish_reason=finish_reason,
-            model=str(body.get("model") or model),
-            provider=self.name,
-            tokens_estimated=tokens.estimated,
-        )
+        return chat_result(provider=self.name, model=model, usage=usage, messages=prepared, text=text, latency_ms=latency_ms,
+                           finish_reason=finish_reason, answered_by=str(body.get("model") or ""))
 
     def list_models(self) -> list[ModelInfo]:
         body, _, _ = self._send("GET", "models", "list models")

@@ -20,6 +20,7 @@ from typing import Any
 
 from models_app.simulator.responder import message_text
 
+from .base import ChatResult
 from .errors import PermanentProviderError
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,32 @@ def chat_token_counts(
         prompt=estimate_tokens(prompt_text(messages)) if prompt is None else prompt,
         completion=estimate_tokens(completion) if completed is None else completed,
         estimated=bool(missing),
+    )
+
+
+def chat_result(
+    *,
+    provider: str,
+    model: str,
+    usage: Mapping[str, Any] | None,
+    messages: Sequence[Mapping[str, Any]],
+    text: str,
+    latency_ms: float,
+    finish_reason: str,
+    answered_by: str,
+) -> ChatResult:
+    """A chat completion's result, for both provider kinds alike: its token counts as
+    chat_token_counts gives them, and the model that answered (`answered_by`, else the one asked)."""
+    tokens = chat_token_counts(provider=provider, model=model, usage=usage, messages=messages, completion=text)
+    return ChatResult(
+        text=text,
+        prompt_tokens=tokens.prompt,
+        completion_tokens=tokens.completion,
+        latency_ms=round(latency_ms, 2),
+        finish_reason=finish_reason,
+        model=answered_by or model,
+        provider=provider,
+        tokens_estimated=tokens.estimated,
     )
 
 
