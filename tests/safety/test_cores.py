@@ -160,6 +160,52 @@ def test_jsonl_and_csv_with_every_bad_line_named() -> None:
     assert parse_prompts(b"a,b\n1,2\n", name="x.csv", field="text").problems == [(1, "the header has no column 'text' (columns: a, b)")]
 
 
+
+def test_a_line_python_cannot_read_is_named_not_a_crash() -> None:
+    # json.loads raises RecursionError (deep nesting) and a plain ValueError (an integer of more than
+    # 4 300 digits), neither a JSONDecodeError: one such line used to fail the whole import.
+    deep = b'{"prompt": "x", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    long_number = b'{"prompt": "x", "id": ' + b"7" * 5000 + b"}"
+    parsed = parse_prompts(b"\n".join([deep, long_number, b'{"prompt": "kept"}']), name="x.jsonl")
+    assert [row.prompt for row in parsed.rows] == ["kept"]
+    assert [line for line, _ in parsed.problems] == [1, 2]
+    assert all(detail.startswith("not JSON") for _, detail in parsed.problems)
+
+
+def test_text_that_cannot_be_stored_is_a_named_line_not_a_failed_import() -> None:
+    # Postgres refuses NUL in text and jsonb, and an unpaired surrogate cannot be encoded at all:
+    # such a prompt is skipped and named; a category, a source or a field name shown in a problem
+    # has them replaced, so the set and its problems can be saved.
+    jsonl = "\n".join([
+        json.dumps({"prompt": "a\u0000b"}), json.dumps({"prompt": "a\ud800b"}),
+        json.dumps({"prompt": "kept", "category": "c\u0000", "source": "s\udfff"}), json.dumps({"text\u0000\ud800": 1}),
+    ]).encode()
+    parsed = parse_prompts(jsonl, name="x.jsonl")
+    assert [(row.line, row.prompt, row.category, row.source) for row in parsed.rows] == [(3, "kept", "c\ufffd", "s\ufffd")]
+    assert [line for line, _ in parsed.problems] == [1, 2, 4]
+    assert all(not re.search("[\x00\ud800-\udfff]", detail) for _, detail in parsed.problems)
+    parsed = parse_prompts(b"prompt,category\na\x00b,c\nkept,d\x00\n", name="x.csv")
+    assert [(row.line, row.prompt, row.category) for row in parsed.rows] == [(3, "kept", "d\ufffd")]
+    assert [line for line, _ in parsed.problems] == [2]
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_jsonl_line() -> None:
+    content = b'\xef\xbb\xbf{"prompt": "first"}\n{"prompt": "second"}\n'
+    for name in ("x.jsonl", "export"):  # also when the format is told by the content
+        parsed = parse_prompts(content, name=name)
+        assert [row.prompt for row in parsed.rows] == ["first", "second"] and parsed.problems == []
+
+
+def test_a_bad_csv_row_is_named_with_its_line_and_the_rows_after_it_are_kept() -> None:
+    # A field past the csv module's limit (128 KiB) and bytes that are not UTF-8 spoil their own row
+    # only; they used to end the import there (or refuse the whole file), and the csv error was
+    # named with the line of the row before it.
+    content = b"prompt\nfirst\nsecond\n" + b"a" * 200_000 + b"\n\xff\xfe\nthird\n"
+    parsed = parse_prompts(content, name="x.csv")
+    assert [(row.line, row.prompt) for row in parsed.rows] == [(2, "first"), (3, "second"), (6, "third")]
+    assert [line for line, _ in parsed.problems] == [4, 5]
+    assert parsed.problems[1] == (5, "not UTF-8")
+
 # --- the built-in sets ------------------------------------------------------------------------------------
 
 
