@@ -32,6 +32,7 @@ memory, so a 1 GB file — or a 1 GB file with no newline at all — is fine.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -271,6 +272,21 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        # 1e999 is grammatical JSON, but read as infinity it can only be written back as Infinity, which is
+        # not: a scrubbed copy would break. Its digits are not repeated (a number can be PII).
+        raise ValueError("a number too large for a 64-bit float (it reads as infinity)")
+    return value
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` as the audit reads JSON: NaN, Infinity and numbers that overflow to infinity are
+    refused (ValueError), so whatever it accepts can be encoded again as JSON."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def check_line(
     raw: RawLine, *, first_in_file: bool | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 ) -> CheckedLine:
@@ -319,7 +335,7 @@ def _parse_record(text: str, raw: RawLine, problems: Problems) -> tuple[bool, An
     """(True, the JSON value) of a line, or (False, None) with the reason added to `problems`.
     Lone surrogates are replaced by U+FFFD (and reported), so the value can be stored and printed."""
     try:
-        record = json.loads(text, parse_constant=_refuse_constant)
+        record = parse_json(text)
     except ValueError as error:
         position = getattr(error, "colno", None)
         reason = getattr(error, "msg", str(error))
@@ -494,11 +510,12 @@ def _check_tool_calls(where: str, tool_calls: object, errors: Problems) -> list[
         else:
             # Mistral parses the arguments; so does scrubbing (to replace PII without breaking them).
             try:
-                json.loads(arguments, parse_constant=_refuse_constant)
+                parse_json(arguments)
             except ValueError as error:
                 errors.append(
                     f"{call_where}.function.arguments is not valid JSON "
-                    f"({getattr(error, 'msg', 'unparsable')} at column {getattr(error, 'colno', '?')})"
+                    f"({getattr(error, 'msg', error)}"
+                    + (f" at column {error.colno})" if isinstance(error, json.JSONDecodeError) else ")")
                 )
             except RecursionError:
                 errors.append(f"{call_where}.function.arguments is not valid JSON (nested too deeply)")

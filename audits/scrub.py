@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from audits.formats import DEFAULT_MAX_LINE_BYTES, RawLine, check_line, is_long_integer, iter_raw_lines
+from audits.formats import DEFAULT_MAX_LINE_BYTES, RawLine, check_line, is_long_integer, iter_raw_lines, parse_json
 from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, scan_text
 
 ScrubMode = Literal["placeholder", "pseudonym"]
@@ -149,7 +149,7 @@ class Scrubber:
 
     def _scrub_arguments(self, text: str) -> str:
         try:
-            parsed = json.loads(text)
+            parsed = parse_json(text)
         except (ValueError, RecursionError):
             return self.scrub_text(text)  # not JSON (the audit reports it): scrubbed as text
         if isinstance(parsed, str):

@@ -151,3 +151,20 @@ def test_deeply_nested_lines_are_scrubbed_without_a_recursion_error(tmp_path: Pa
     result = scrub_file(source=source, destination=tmp_path / "out.jsonl")
     assert result.replaced["email"] == 2
     assert "jo@example.com" not in (tmp_path / "out.jsonl").read_text()
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e400"])
+def test_the_scrub_never_turns_a_line_into_one_the_audit_refuses(tmp_path: Path, number: str) -> None:
+    # 1e999 is a JSON number Python reads as infinity; re-encoded it became the literal Infinity, which
+    # is not JSON: the scrubbed copy had a format error its source did not. The audit now names such a
+    # number itself, and the scrub leaves it as it was.
+    lines = [
+        chat_line("mail jo@example.com").removesuffix("}") + f', "n": {number}}}',
+        tool_call_line('{"to": "jo@example.com", "amount": ' + number + "}"),
+    ]
+    source = write_lines(tmp_path / "big.jsonl", lines)
+    scrub_file(source=source, destination=tmp_path / "out.jsonl")
+    before, after = audit_file(source), audit_file(tmp_path / "out.jsonl")
+    assert [error.line for error in before.format_errors] == [1, 2]
+    assert [error.detail for error in after.format_errors] == [error.detail for error in before.format_errors]
+    assert not any(after.pii_counts.values()) and "Infinity" not in (tmp_path / "out.jsonl").read_text()
