@@ -281,10 +281,30 @@ def _finite_float(literal: str) -> float:
     return value
 
 
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        # The first value would be lost to every reader, and hidden from the PII scan of the parsed line.
+        counts: dict[str, int] = {}
+        for key, _ in pairs:
+            counts[key] = counts.get(key, 0) + 1
+        repeated = next(key for key, count in counts.items() if count > 1)
+        name = f'"{repeated}"' if repeated in _KNOWN_KEYS else "a key"  # other keys may be PII
+        raise ValueError(f"an object has {name} twice (JSON readers keep only the last value)")
+    return record
+
+
+# One decoder for every line: json.loads with options builds a new one per call.
+_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_object_without_repeated_keys
+)
+
+
 def parse_json(text: str) -> Any:
-    """``json.loads`` as the audit reads JSON: NaN, Infinity and numbers that overflow to infinity are
-    refused (ValueError), so whatever it accepts can be encoded again as JSON."""
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    """JSON as the audit reads it: NaN, Infinity, numbers that overflow to infinity and keys repeated
+    in one object are refused (ValueError), so what it accepts is what every reader sees and can be
+    encoded again as JSON."""
+    return _DECODER.decode(text)
 
 
 def check_line(

@@ -299,3 +299,23 @@ def test_a_number_that_reads_as_infinity_is_named_without_its_digits() -> None:
         "messages[1].tool_calls[0].function.arguments is not valid JSON (a number too large for a 64-bit float (it reads as infinity))"
     ]
     assert check_line(RawLine(1, b'{"messages": [], "n": 1e308, "m": 1e-999}', True)).errors == ['"messages" is empty; an example needs at least a user and an assistant message']
+
+
+def test_a_key_given_twice_is_an_error_and_its_hidden_value_is_still_scanned(tmp_path: Path) -> None:
+    # JSON readers keep the last value of a repeated key: the first one was lost without a word, and
+    # the PII scan (which reads the parsed line) never saw it although the file still holds it.
+    lines = [
+        b'{"messages": [{"role": "user", "content": "mail jo@example.com", "content": "hi"}, {"role": "assistant", "content": "ok"}]}',
+        b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}], "jo@example.com": 1, "jo@example.com": 2}',
+        b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}',
+    ]
+    assert check_line(RawLine(1, lines[0], True)).errors == [
+        'invalid JSON: an object has "content" twice (JSON readers keep only the last value)'
+    ]
+    assert check_line(RawLine(2, lines[1], True)).errors == ["invalid JSON: an object has a key twice (JSON readers keep only the last value)"]
+    path = tmp_path / "repeated.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = audit_file(path)
+    assert (report.valid, [error.line for error in report.format_errors]) == (1, [1, 2])
+    assert report.pii_lines["email"] == [1, 2]
+    assert "jo@example.com" not in json.dumps(report.to_contract_dict())

@@ -168,3 +168,13 @@ def test_the_scrub_never_turns_a_line_into_one_the_audit_refuses(tmp_path: Path,
     assert [error.line for error in before.format_errors] == [1, 2]
     assert [error.detail for error in after.format_errors] == [error.detail for error in before.format_errors]
     assert not any(after.pii_counts.values()) and "Infinity" not in (tmp_path / "out.jsonl").read_text()
+
+
+def test_pii_in_the_hidden_value_of_a_repeated_key_is_scrubbed(tmp_path: Path) -> None:
+    # A JSON reader sees only the last "content": the email before it used to pass the audit and be
+    # copied byte for byte into the "clean" copy.
+    line = '{"messages": [{"role": "user", "content": "mail jo@example.com", "content": "hi"}, {"role": "assistant", "content": "ok"}]}'
+    source = write_lines(tmp_path / "repeated.jsonl", [line])
+    result = scrub_file(source=source, destination=tmp_path / "out.jsonl")
+    assert result.replaced["email"] == 1
+    assert "jo@example.com" not in (tmp_path / "out.jsonl").read_text()
