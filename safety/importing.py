@@ -1,6 +1,7 @@
 """Reading prompt files: JSONL or CSV, the prompt in a named field, optional category and source fields.
-Pure (stdlib): bytes in, rows and line-numbered problems out. A bad line is named and skipped; the
-good lines are kept, so an export with a few broken lines is still usable — and says which.
+Pure (stdlib + audits.pii, to mask PII in the field names a problem shows): bytes in, rows and
+line-numbered problems out. A bad line is named and skipped; the good lines are kept, so an export
+with a few broken lines is still usable — and says which.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+
+from audits.pii import mask, scan_text
 
 MAX_PROMPT_CHARS = 8000
 MAX_PROBLEMS_KEPT = 1000
@@ -54,6 +57,18 @@ def _storable(text: str) -> str:
     return _UNSTORABLE.sub("\ufffd", text)
 
 
+def _shown_names(names: list[str]) -> str:
+    """Field names as a problem shows them: a key or a column can be PII as easily as a value, so what
+    the PII scan finds in one is masked, as in an audit's samples."""
+    shown = []
+    for name in names:
+        name = _storable(str(name))
+        for match in reversed(scan_text(name)):
+            name = name[: match.start] + mask(match.value_in(name), match.type) + name[match.end :]
+        shown.append(name)
+    return ", ".join(shown)
+
+
 def _text_field(record: dict, name: str) -> str:
     value = record.get(name)
     return _storable(value.strip()) if isinstance(value, str) else ""
@@ -62,7 +77,7 @@ def _text_field(record: dict, name: str) -> str:
 def _take(parsed: ParsedPrompts, line: int, record: dict, *, field: str, category_field: str, source_field: str,
           default_source: str) -> None:
     if field not in record:
-        parsed.problem(line, f"no field '{field}' (fields: {', '.join(sorted(map(_storable, map(str, record)))[:8]) or 'none'})")
+        parsed.problem(line, f"no field '{field}' (fields: {_shown_names(sorted(map(str, record))[:8]) or 'none'})")
         return
     value = record[field]
     if not isinstance(value, str):
@@ -135,7 +150,7 @@ def _parse_csv(parsed: ParsedPrompts, content: bytes, *, tab_separated: bool, fi
         parsed.problem(1, "no header row")
         return
     if field not in reader.fieldnames:
-        parsed.problem(1, f"the header has no column '{field}' (columns: {_storable(', '.join(reader.fieldnames))})")
+        parsed.problem(1, f"the header has no column '{field}' (columns: {_shown_names(list(reader.fieldnames))})")
         return
     while True:
         try:

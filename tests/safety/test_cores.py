@@ -206,6 +206,15 @@ def test_a_bad_csv_row_is_named_with_its_line_and_the_rows_after_it_are_kept() -
     assert [line for line, _ in parsed.problems] == [4, 5]
     assert parsed.problems[1] == (5, "not UTF-8")
 
+
+def test_field_names_shown_in_a_problem_never_carry_pii_unmasked() -> None:
+    # A key or a column can be PII as easily as a value (audits.formats never names other keys); the
+    # names are shown to say which field to choose, so PII in them is masked as in an audit's samples.
+    parsed = parse_prompts(b'{"jo.doe@example.com": "x", "text": "y"}\n', name="x.jsonl")
+    assert parsed.problems == [(1, "no field 'prompt' (fields: j***@e***.com, text)")]
+    parsed = parse_prompts(b"id,+1 415 555 2671\n1,2\n", name="x.csv")
+    assert parsed.problems == [(1, "the header has no column 'prompt' (columns: id, +* *** *** **71)")]
+
 # --- the built-in sets ------------------------------------------------------------------------------------
 
 
