@@ -611,6 +611,47 @@ def iter_texts(value: object) -> Iterator[str]:
             yield str(item)
 
 
+# The rest of a JSON string literal after its opening quote: escapes and other characters, the closing quote.
+_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def split_strings(text: str) -> list[tuple[str, str | None]]:
+    """A line that did not parse, in pieces: (the raw piece, its value when it is a complete JSON string
+    literal, else None). So a line the audit cannot parse is still read as a parser reads its strings:
+    PII written with escapes (``"jo\\u0040example.com"``) is found, and a scrub can write each string
+    back as a JSON string instead of replacing text in the middle of an escape. A piece that starts
+    with '"' is (the start of) a string; the others are outside any. Linear: an unterminated string ends
+    the splitting, as it runs to the end of the line.
+    """
+    pieces: list[tuple[str, str | None]] = []
+    position = 0
+    while (quote := text.find('"', position)) != -1:
+        if quote > position:
+            pieces.append((text[position:quote], None))
+            position = quote
+        rest = _STRING_REST.match(text, quote + 1)
+        if rest is None:
+            break
+        literal = text[quote : rest.end()]
+        try:
+            value: str | None = _SURROGATE.sub("\ufffd", json.loads(literal, strict=False))
+        except ValueError:  # e.g. an invalid escape: left as text
+            value = None
+        pieces.append((literal, value))
+        position = rest.end()
+    if position < len(text):
+        pieces.append((text[position:], None))
+    return pieces
+
+
+def unparsed_text(text: str) -> str:
+    """What the PII scan reads of a line that did not parse: its strings decoded (:func:`split_strings`),
+    the rest as it is, joined by "\\x00" (which no detector matches across)."""
+    if '"' not in text:
+        return text
+    return "\x00".join(raw if value is None else value for raw, value in split_strings(text))
+
+
 def conversation_text(record: dict[str, Any]) -> str:
     """The words of an example: user, assistant and tool message contents and tool-call arguments,
     in order.
