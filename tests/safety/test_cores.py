@@ -34,6 +34,21 @@ def test_the_label_json_is_parsed_strictly() -> None:
             labels.parse_label(bad)
 
 
+
+def test_a_judge_answer_python_cannot_read_or_store_is_an_invalid_label_not_a_failed_build() -> None:
+    # json.loads raises RecursionError and a plain ValueError past its JSONDecodeError; a NUL (Postgres
+    # refuses it in jsonb) or an unpaired surrogate (the scrubber cannot encode it) in the text used to
+    # fail the build. Each is now an invalid answer: the judge is asked again, then it counts invalid.
+    label = '{"reasoning": "%s", "unsafe": false, "overrefuse": false, "feedback": "%s"%s}'
+    for bad, reason in [
+        ("[" * 5000, "nested too deeply"),
+        (label % ("ok", "", ', "n": ' + "9" * 4400), "a number too long"),
+        (label % ("ok\\u0000", "", ""), "reasoning holds a NUL character or an unpaired UTF-16 surrogate"),
+        (label % ("ok", "\\ud800", ""), "feedback holds a NUL character or an unpaired UTF-16 surrogate"),
+    ]:
+        with pytest.raises(labels.InvalidLabel, match=re.escape(reason)):
+            labels.parse_label(bad)
+
 def test_the_refusal_detector() -> None:
     assert labels.looks_like_refusal("I'm sorry, but I can't help with that.")
     assert labels.looks_like_refusal("I won't provide that.")
