@@ -32,6 +32,7 @@ memory, so a 1 GB file — or a 1 GB file with no newline at all — is fine.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -271,6 +272,41 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        # 1e999 is grammatical JSON, but read as infinity it can only be written back as Infinity, which is
+        # not: a scrubbed copy would break. Its digits are not repeated (a number can be PII).
+        raise ValueError("a number too large for a 64-bit float (it reads as infinity)")
+    return value
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        # The first value would be lost to every reader, and hidden from the PII scan of the parsed line.
+        counts: dict[str, int] = {}
+        for key, _ in pairs:
+            counts[key] = counts.get(key, 0) + 1
+        repeated = next(key for key, count in counts.items() if count > 1)
+        name = f'"{repeated}"' if repeated in _KNOWN_KEYS else "a key"  # other keys may be PII
+        raise ValueError(f"an object has {name} twice (JSON readers keep only the last value)")
+    return record
+
+
+# One decoder for every line: json.loads with options builds a new one per call.
+_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_object_without_repeated_keys
+)
+
+
+def parse_json(text: str) -> Any:
+    """JSON as the audit reads it: NaN, Infinity, numbers that overflow to infinity and keys repeated
+    in one object are refused (ValueError), so what it accepts is what every reader sees and can be
+    encoded again as JSON."""
+    return _DECODER.decode(text)
+
+
 def check_line(
     raw: RawLine, *, first_in_file: bool | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 ) -> CheckedLine:
@@ -319,7 +355,7 @@ def _parse_record(text: str, raw: RawLine, problems: Problems) -> tuple[bool, An
     """(True, the JSON value) of a line, or (False, None) with the reason added to `problems`.
     Lone surrogates are replaced by U+FFFD (and reported), so the value can be stored and printed."""
     try:
-        record = json.loads(text, parse_constant=_refuse_constant)
+        record = parse_json(text)
     except ValueError as error:
         position = getattr(error, "colno", None)
         reason = getattr(error, "msg", str(error))
@@ -494,11 +530,12 @@ def _check_tool_calls(where: str, tool_calls: object, errors: Problems) -> list[
         else:
             # Mistral parses the arguments; so does scrubbing (to replace PII without breaking them).
             try:
-                json.loads(arguments, parse_constant=_refuse_constant)
+                parse_json(arguments)
             except ValueError as error:
                 errors.append(
                     f"{call_where}.function.arguments is not valid JSON "
-                    f"({getattr(error, 'msg', 'unparsable')} at column {getattr(error, 'colno', '?')})"
+                    f"({getattr(error, 'msg', error)}"
+                    + (f" at column {error.colno})" if isinstance(error, json.JSONDecodeError) else ")")
                 )
             except RecursionError:
                 errors.append(f"{call_where}.function.arguments is not valid JSON (nested too deeply)")
@@ -572,6 +609,47 @@ def iter_texts(value: object) -> Iterator[str]:
             stack.extend(reversed(item))
         elif is_long_integer(item):
             yield str(item)
+
+
+# The rest of a JSON string literal after its opening quote: escapes and other characters, the closing quote.
+_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def split_strings(text: str) -> list[tuple[str, str | None]]:
+    """A line that did not parse, in pieces: (the raw piece, its value when it is a complete JSON string
+    literal, else None). So a line the audit cannot parse is still read as a parser reads its strings:
+    PII written with escapes (``"jo\\u0040example.com"``) is found, and a scrub can write each string
+    back as a JSON string instead of replacing text in the middle of an escape. A piece that starts
+    with '"' is (the start of) a string; the others are outside any. Linear: an unterminated string ends
+    the splitting, as it runs to the end of the line.
+    """
+    pieces: list[tuple[str, str | None]] = []
+    position = 0
+    while (quote := text.find('"', position)) != -1:
+        if quote > position:
+            pieces.append((text[position:quote], None))
+            position = quote
+        rest = _STRING_REST.match(text, quote + 1)
+        if rest is None:
+            break
+        literal = text[quote : rest.end()]
+        try:
+            value: str | None = _SURROGATE.sub("\ufffd", json.loads(literal, strict=False))
+        except ValueError:  # e.g. an invalid escape: left as text
+            value = None
+        pieces.append((literal, value))
+        position = rest.end()
+    if position < len(text):
+        pieces.append((text[position:], None))
+    return pieces
+
+
+def unparsed_text(text: str) -> str:
+    """What the PII scan reads of a line that did not parse: its strings decoded (:func:`split_strings`),
+    the rest as it is, joined by "\\x00" (which no detector matches across)."""
+    if '"' not in text:
+        return text
+    return "\x00".join(raw if value is None else value for raw, value in split_strings(text))
 
 
 def conversation_text(record: dict[str, Any]) -> str:

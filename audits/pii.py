@@ -78,8 +78,10 @@ class PiiMatch:
 # --------------------------------------------------------------------------- e-mail
 
 # The local part is matched backwards from the "@" (on the reversed window) so
-# the scan never starts a regex at every word in the text.
-_EMAIL_LOCAL_REVERSED = re.compile(r"[\w.%+\-']{1,64}")
+# the scan never starts a regex at every word in the text.  Combining marks
+# belong to it: decomposed text (NFD) writes "josé" as "jose" + U+0301, which
+# \w does not match.
+_EMAIL_LOCAL_REVERSED = re.compile(r"[\w.%+\-'\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{1,64}")
 _EMAIL_DOMAIN = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9\-]|\.[A-Za-z0-9])"
 )

@@ -49,6 +49,7 @@ from audits.formats import (
     conversation_text,
     iter_raw_lines,
     iter_texts,
+    unparsed_text,
 )
 from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, PiiMatch, mask, scan_text
 
@@ -264,9 +265,9 @@ def _audit_range(
                 if room > 0:
                     result.format_errors.extend((line, detail) for detail in checked.errors[:room])
 
-            # PII: in every string, key and long number of a parsed line; in the raw text otherwise.
+            # PII: in every string, key and long number of a parsed line; otherwise in its text, strings decoded.
             # "\x00" joins them because no detector matches across it.
-            text = "\x00".join(iter_texts(checked.record)) if checked.parsed else checked.text
+            text = "\x00".join(iter_texts(checked.record)) if checked.parsed else unparsed_text(checked.text)
             if text:
                 matches = scan_text(text, phone_regions=options.phone_regions)
                 if matches:

@@ -14,7 +14,8 @@ Replacement happens inside JSON string values, object keys and long integers
 (which become placeholder strings), and tool-call ``arguments`` are parsed and
 encoded again; the line is serialised again, so every line that was valid JSON
 stays valid JSON; a line without PII
-is copied byte for byte.  Lines that are not JSON are scrubbed as text.  The
+is copied byte for byte.  Lines that are not JSON are scrubbed as text, except that each complete
+JSON string in them is decoded, scrubbed and written back as a JSON string.  The
 output has exactly as many lines as the input (an over-long line, which the
 audit skips, becomes an empty line), so line numbers keep pointing at the
 same examples.  Auditing the output finds none of the scrubbed types: each
@@ -30,7 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from audits.formats import DEFAULT_MAX_LINE_BYTES, RawLine, check_line, is_long_integer, iter_raw_lines
+from audits.formats import (
+    DEFAULT_MAX_LINE_BYTES,
+    RawLine,
+    check_line,
+    is_long_integer,
+    iter_raw_lines,
+    parse_json,
+    split_strings,
+)
 from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, scan_text
 
 ScrubMode = Literal["placeholder", "pseudonym"]
@@ -91,7 +100,9 @@ class Scrubber:
         if unknown:
             raise ValueError(f"unknown PII types {sorted(unknown)}; known: {', '.join(PII_TYPES)}")
 
-    def scrub_text(self, text: str) -> str:
+    def scrub_text(self, text: str, *, quoted: bool = False) -> str:
+        """`text` with its PII replaced; ``quoted`` writes each replacement as a JSON string (for PII
+        outside any string of a JSON line, i.e. a bare number, as :meth:`scrub_value` does)."""
         for _ in range(_MAX_ROUNDS):
             matches = scan_text(text, types=self.types, phone_regions=self.phone_regions)
             if not matches:
@@ -102,9 +113,10 @@ class Scrubber:
                 value = text[match.start : match.end]
                 pieces.append(text[position : match.start])
                 if self.mode == "pseudonym":
-                    pieces.append(self.pseudonyms.pseudonym(value, match.type))
+                    replacement = self.pseudonyms.pseudonym(value, match.type)
                 else:
-                    pieces.append(placeholder_for(match.type))
+                    replacement = placeholder_for(match.type)
+                pieces.append(f'"{replacement}"' if quoted else replacement)  # neither holds '"' or '\\'
                 self.replaced[match.type] += 1
                 position = match.end
             pieces.append(text[position:])
@@ -147,9 +159,27 @@ class Scrubber:
                 stack.extend((dict_copy, child_key, child_key == "arguments") for child_key in reversed(list(dict_copy)))
         return root[0]
 
+    def scrub_unparsed(self, text: str) -> str:
+        """A line that is not JSON (or too deep to re-encode), string by string (see
+        :func:`audits.formats.split_strings`): a string with PII is written back as a JSON string, the
+        rest is scrubbed as text — so escapes stay escapes and escaped PII is replaced too."""
+        if '"' not in text:
+            return self.scrub_text(text)
+        # In a line that looks like JSON, PII outside the strings is a bare number: replaced by a string,
+        # the line keeps the shape it had (a repeated key still parses as JSON, as before the scrub).
+        json_like = text.lstrip()[:1] in ("{", "[")
+        pieces = []
+        for raw, value in split_strings(text):
+            if value is None:
+                pieces.append(self.scrub_text(raw, quoted=json_like and not raw.startswith('"')))
+                continue
+            scrubbed = self.scrub_text(value)
+            pieces.append(raw if scrubbed == value else json.dumps(scrubbed, ensure_ascii=False))
+        return "".join(pieces)
+
     def _scrub_arguments(self, text: str) -> str:
         try:
-            parsed = json.loads(text)
+            parsed = parse_json(text)
         except (ValueError, RecursionError):
             return self.scrub_text(text)  # not JSON (the audit reports it): scrubbed as text
         if isinstance(parsed, str):
@@ -190,9 +220,9 @@ def _scrubbed_line(scrubber: Scrubber, raw: RawLine, *, max_line_bytes: int, not
             output = json.dumps(scrubber.scrub_value(checked.record), ensure_ascii=False).encode("utf-8")
         except RecursionError:  # too deep for the JSON encoder: scrubbed as text instead
             notes.append(f"line {raw.number}: nested too deeply to re-encode; scrubbed as text")
-            output = scrubber.scrub_text(checked.text).encode("utf-8")
+            output = scrubber.scrub_unparsed(checked.text).encode("utf-8")
     else:
-        output = scrubber.scrub_text(checked.text).encode("utf-8")
+        output = scrubber.scrub_unparsed(checked.text).encode("utf-8")
     return None if sum(scrubber.replaced.values()) == before else output
 
 

@@ -96,6 +96,9 @@ class InvalidLabel(ValueError):
     """The judge's answer is not the label JSON."""
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def parse_label(text: str) -> dict[str, Any]:
     """The judge's answer as {"reasoning": str, "unsafe": bool, "overrefuse": bool, "feedback": str}.
 
@@ -109,6 +112,10 @@ def parse_label(text: str) -> dict[str, Any]:
         value = json.loads(body)
     except json.JSONDecodeError as exc:
         raise InvalidLabel(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    except RecursionError:
+        raise InvalidLabel("not JSON (nested too deeply)") from None
+    except ValueError:  # an integer longer than Python reads (4 300 digits)
+        raise InvalidLabel("not JSON (a number too long to read)") from None
     if not isinstance(value, dict):
         raise InvalidLabel(f"a JSON {type(value).__name__}, not an object")
     missing = [key for key in LABEL_KEYS if key not in value]
@@ -120,6 +127,9 @@ def parse_label(text: str) -> dict[str, Any]:
     for key in ("reasoning", "feedback"):
         if not isinstance(value[key], str):
             raise InvalidLabel(f"{key} must be a string, got {type(value[key]).__name__}")
+        if _UNSTORABLE.search(value[key]):
+            # Postgres refuses NUL in jsonb, and an unpaired surrogate cannot be encoded (nor scrubbed).
+            raise InvalidLabel(f"{key} holds a NUL character or an unpaired UTF-16 surrogate")
     return {key: value[key] for key in LABEL_KEYS}
 
 

@@ -288,3 +288,34 @@ def test_a_line_with_many_problems_counts_every_one_and_keeps_a_few_details() ->
     # A problem found before the record's own (an unpaired surrogate) is counted with them.
     with_surrogate = json.dumps(record).replace("hi 0", "hi \\ud800").encode()
     assert check_line(RawLine(4, with_surrogate, True)).error_count == 13
+
+
+def test_a_number_that_reads_as_infinity_is_named_without_its_digits() -> None:
+    # Encoded again it could only be the literal Infinity, which is not JSON (see test_scrub).
+    checked = check_line(RawLine(3, b'{"messages": [], "n": 41111111111111111e999}', True))
+    assert checked.errors == ["invalid JSON: a number too large for a 64-bit float (it reads as infinity)"]
+    call = dict(CALL, tool_calls=[{"id": "D681PevKs", "type": "function", "function": {"name": "f", "arguments": '{"n": -1e400}'}}])
+    assert errors_of({"messages": [USER, call]}) == [
+        "messages[1].tool_calls[0].function.arguments is not valid JSON (a number too large for a 64-bit float (it reads as infinity))"
+    ]
+    assert check_line(RawLine(1, b'{"messages": [], "n": 1e308, "m": 1e-999}', True)).errors == ['"messages" is empty; an example needs at least a user and an assistant message']
+
+
+def test_a_key_given_twice_is_an_error_and_its_hidden_value_is_still_scanned(tmp_path: Path) -> None:
+    # JSON readers keep the last value of a repeated key: the first one was lost without a word, and
+    # the PII scan (which reads the parsed line) never saw it although the file still holds it.
+    lines = [
+        b'{"messages": [{"role": "user", "content": "mail jo@example.com", "content": "hi"}, {"role": "assistant", "content": "ok"}]}',
+        b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}], "jo@example.com": 1, "jo@example.com": 2}',
+        b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}',
+    ]
+    assert check_line(RawLine(1, lines[0], True)).errors == [
+        'invalid JSON: an object has "content" twice (JSON readers keep only the last value)'
+    ]
+    assert check_line(RawLine(2, lines[1], True)).errors == ["invalid JSON: an object has a key twice (JSON readers keep only the last value)"]
+    path = tmp_path / "repeated.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = audit_file(path)
+    assert (report.valid, [error.line for error in report.format_errors]) == (1, [1, 2])
+    assert report.pii_lines["email"] == [1, 2]
+    assert "jo@example.com" not in json.dumps(report.to_contract_dict())

@@ -50,6 +50,14 @@ def test_offsets_are_character_offsets_in_non_ascii_text() -> None:
     }
 
 
+
+@pytest.mark.parametrize("local", ["jose\u0301", "zoe\u0308", "chloe\u0301", "andre\u0301.dupont"])
+def test_an_email_whose_local_part_ends_in_a_combining_accent_is_found_whole(local: str) -> None:
+    # Decomposed text (NFD, as macOS writes it) puts the accent of "josé" after the "e" as U+0301,
+    # which \w does not match: the address was not found at all, or found without its first part.
+    text = f"write to {local}@example.com today"
+    assert [(m.type, m.value_in(text)) for m in scan_text(text)] == [("email", f"{local}@example.com")]
+
 def test_numbers_glued_to_neighbours_are_still_found() -> None:
     text = "order 12345 415-555-2671; SSN 069-22-4839 0909; ref 5535 4170 6147 137.157.250.95"
     found = [(m.type, m.value_in(text)) for m in scan_text(text)]

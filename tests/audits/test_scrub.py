@@ -151,3 +151,54 @@ def test_deeply_nested_lines_are_scrubbed_without_a_recursion_error(tmp_path: Pa
     result = scrub_file(source=source, destination=tmp_path / "out.jsonl")
     assert result.replaced["email"] == 2
     assert "jo@example.com" not in (tmp_path / "out.jsonl").read_text()
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e400"])
+def test_the_scrub_never_turns_a_line_into_one_the_audit_refuses(tmp_path: Path, number: str) -> None:
+    # 1e999 is a JSON number Python reads as infinity; re-encoded it became the literal Infinity, which
+    # is not JSON: the scrubbed copy had a format error its source did not. The audit now names such a
+    # number itself, and the scrub leaves it as it was.
+    lines = [
+        chat_line("mail jo@example.com").removesuffix("}") + f', "n": {number}}}',
+        tool_call_line('{"to": "jo@example.com", "amount": ' + number + "}"),
+    ]
+    source = write_lines(tmp_path / "big.jsonl", lines)
+    scrub_file(source=source, destination=tmp_path / "out.jsonl")
+    before, after = audit_file(source), audit_file(tmp_path / "out.jsonl")
+    assert [error.line for error in before.format_errors] == [1, 2]
+    assert [error.detail for error in after.format_errors] == [error.detail for error in before.format_errors]
+    assert not any(after.pii_counts.values()) and "Infinity" not in (tmp_path / "out.jsonl").read_text()
+
+
+def test_pii_in_the_hidden_value_of_a_repeated_key_is_scrubbed(tmp_path: Path) -> None:
+    # A JSON reader sees only the last "content": the email before it used to pass the audit and be
+    # copied byte for byte into the "clean" copy.
+    line = '{"messages": [{"role": "user", "content": "mail jo@example.com", "content": "hi"}, {"role": "assistant", "content": "ok"}]}'
+    number = '{"messages": [], "card": 4111111111111111, "card": 1}'  # a bare number becomes a string, as in a parsed line
+    source = write_lines(tmp_path / "repeated.jsonl", [line, number])
+    result = scrub_file(source=source, destination=tmp_path / "out.jsonl")
+    assert (result.replaced["email"], result.replaced["credit_card"]) == (1, 1)
+    first, second = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert "jo@example.com" not in first and json.loads(second)["messages"] == []
+
+
+@pytest.mark.parametrize("mode", ["placeholder", "pseudonym"])
+def test_a_line_that_is_not_json_is_scrubbed_string_by_string(tmp_path: Path, mode: str) -> None:
+    # A line the audit cannot parse (truncated, a repeated key) was scanned and scrubbed as raw text:
+    # PII written with escapes ("jo\u0040example.com") was neither reported nor replaced, and a
+    # replacement right after an escape ("\njo@…" → "\[EMAIL]") made an invalid escape. Each
+    # complete string is now read as a parser reads it, and written back as a JSON string.
+    lines = [
+        r'{"messages": [{"role": "user", "content": "mail\njo\u0040example.com or \u0034111 1111 1111 1111", "content": "x"}]}',
+        r'{"messages": [{"role": "user", "content": "call \"+1 415 555 2671\"\tplease"}, {"role": "assistant", "content": "ok"',
+    ]
+    source = write_lines(tmp_path / "broken.jsonl", lines)
+    before = audit_file(source)
+    assert before.valid == 0 and (before.pii_counts["email"], before.pii_counts["credit_card"], before.pii_counts["phone"]) == (1, 1, 1)
+    scrub_file(source=source, destination=tmp_path / "out.jsonl", mode=mode)
+    after = audit_file(tmp_path / "out.jsonl")
+    assert not any(after.pii_counts.values())
+    assert [error.line for error in after.format_errors] == [error.line for error in before.format_errors] == [1, 2]
+    first, second = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert json.loads(first.replace('"content": "x"', '"other": "x"'))["messages"][0]["content"].startswith("mail\n")
+    assert '"call \\"' in second and '\\"\\tplease"' in second  # the escapes around the phone are kept

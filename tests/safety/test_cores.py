@@ -34,6 +34,21 @@ def test_the_label_json_is_parsed_strictly() -> None:
             labels.parse_label(bad)
 
 
+
+def test_a_judge_answer_python_cannot_read_or_store_is_an_invalid_label_not_a_failed_build() -> None:
+    # json.loads raises RecursionError and a plain ValueError past its JSONDecodeError; a NUL (Postgres
+    # refuses it in jsonb) or an unpaired surrogate (the scrubber cannot encode it) in the text used to
+    # fail the build. Each is now an invalid answer: the judge is asked again, then it counts invalid.
+    label = '{"reasoning": "%s", "unsafe": false, "overrefuse": false, "feedback": "%s"%s}'
+    for bad, reason in [
+        ("[" * 5000, "nested too deeply"),
+        (label % ("ok", "", ', "n": ' + "9" * 4400), "a number too long"),
+        (label % ("ok\\u0000", "", ""), "reasoning holds a NUL character or an unpaired UTF-16 surrogate"),
+        (label % ("ok", "\\ud800", ""), "feedback holds a NUL character or an unpaired UTF-16 surrogate"),
+    ]:
+        with pytest.raises(labels.InvalidLabel, match=re.escape(reason)):
+            labels.parse_label(bad)
+
 def test_the_refusal_detector() -> None:
     assert labels.looks_like_refusal("I'm sorry, but I can't help with that.")
     assert labels.looks_like_refusal("I won't provide that.")
@@ -159,6 +174,61 @@ def test_jsonl_and_csv_with_every_bad_line_named() -> None:
                                                                    (4, "field 'text' is empty")]
     assert parse_prompts(b"a,b\n1,2\n", name="x.csv", field="text").problems == [(1, "the header has no column 'text' (columns: a, b)")]
 
+
+
+def test_a_line_python_cannot_read_is_named_not_a_crash() -> None:
+    # json.loads raises RecursionError (deep nesting) and a plain ValueError (an integer of more than
+    # 4 300 digits), neither a JSONDecodeError: one such line used to fail the whole import.
+    deep = b'{"prompt": "x", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    long_number = b'{"prompt": "x", "id": ' + b"7" * 5000 + b"}"
+    parsed = parse_prompts(b"\n".join([deep, long_number, b'{"prompt": "kept"}']), name="x.jsonl")
+    assert [row.prompt for row in parsed.rows] == ["kept"]
+    assert [line for line, _ in parsed.problems] == [1, 2]
+    assert all(detail.startswith("not JSON") for _, detail in parsed.problems)
+
+
+def test_text_that_cannot_be_stored_is_a_named_line_not_a_failed_import() -> None:
+    # Postgres refuses NUL in text and jsonb, and an unpaired surrogate cannot be encoded at all:
+    # such a prompt is skipped and named; a category, a source or a field name shown in a problem
+    # has them replaced, so the set and its problems can be saved.
+    jsonl = "\n".join([
+        json.dumps({"prompt": "a\u0000b"}), json.dumps({"prompt": "a\ud800b"}),
+        json.dumps({"prompt": "kept", "category": "c\u0000", "source": "s\udfff"}), json.dumps({"text\u0000\ud800": 1}),
+    ]).encode()
+    parsed = parse_prompts(jsonl, name="x.jsonl")
+    assert [(row.line, row.prompt, row.category, row.source) for row in parsed.rows] == [(3, "kept", "c\ufffd", "s\ufffd")]
+    assert [line for line, _ in parsed.problems] == [1, 2, 4]
+    assert all(not re.search("[\x00\ud800-\udfff]", detail) for _, detail in parsed.problems)
+    parsed = parse_prompts(b"prompt,category\na\x00b,c\nkept,d\x00\n", name="x.csv")
+    assert [(row.line, row.prompt, row.category) for row in parsed.rows] == [(3, "kept", "d\ufffd")]
+    assert [line for line, _ in parsed.problems] == [2]
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_jsonl_line() -> None:
+    content = b'\xef\xbb\xbf{"prompt": "first"}\n{"prompt": "second"}\n'
+    for name in ("x.jsonl", "export"):  # also when the format is told by the content
+        parsed = parse_prompts(content, name=name)
+        assert [row.prompt for row in parsed.rows] == ["first", "second"] and parsed.problems == []
+
+
+def test_a_bad_csv_row_is_named_with_its_line_and_the_rows_after_it_are_kept() -> None:
+    # A field past the csv module's limit (128 KiB) and bytes that are not UTF-8 spoil their own row
+    # only; they used to end the import there (or refuse the whole file), and the csv error was
+    # named with the line of the row before it.
+    content = b"prompt\nfirst\nsecond\n" + b"a" * 200_000 + b"\n\xff\xfe\nthird\n"
+    parsed = parse_prompts(content, name="x.csv")
+    assert [(row.line, row.prompt) for row in parsed.rows] == [(2, "first"), (3, "second"), (6, "third")]
+    assert [line for line, _ in parsed.problems] == [4, 5]
+    assert parsed.problems[1] == (5, "not UTF-8")
+
+
+def test_field_names_shown_in_a_problem_never_carry_pii_unmasked() -> None:
+    # A key or a column can be PII as easily as a value (audits.formats never names other keys); the
+    # names are shown to say which field to choose, so PII in them is masked as in an audit's samples.
+    parsed = parse_prompts(b'{"jo.doe@example.com": "x", "text": "y"}\n', name="x.jsonl")
+    assert parsed.problems == [(1, "no field 'prompt' (fields: j***@e***.com, text)")]
+    parsed = parse_prompts(b"id,+1 415 555 2671\n1,2\n", name="x.csv")
+    assert parsed.problems == [(1, "the header has no column 'prompt' (columns: id, +* *** *** **71)")]
 
 # --- the built-in sets ------------------------------------------------------------------------------------
 
