@@ -133,15 +133,15 @@ class ReverseForm(forms.Form):
 class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin):
     """The ledger is append-only: an entry is added or reversed (a new entry), never changed or deleted."""
 
-    list_display = ("id", "occurred_at", "agent", "operation", "model", usd_column("amount_usd", "amount"), "tokens", "source",
-                    "actor", "reverses")
-    list_filter = ("operation", "agent", "occurred_at")
+    list_display = ("id", "occurred_at", "agent", "operation", "model", usd_column("amount_usd", "amount"), "tokens",
+                    "tokens_estimated", "source", "actor", "reverses")
+    list_filter = ("operation", "agent", "tokens_estimated", "occurred_at")
     search_fields = ("idempotency_key", "model", "source", "note", "agent__slug")
     date_hierarchy = "occurred_at"
     list_select_related = ("agent", "actor")
     change_list_template = "admin/costs/costentry/change_list.html"
-    readonly = ("id", "amount_usd", "agent", "operation", "model", "tokens", "input_tokens", "output_tokens", "source",
-                "source_link", "occurred_at", "recorded_at", "actor", "idempotency_key", "note", "reverses", "reversal_link")
+    readonly = ("id", "amount_usd", "agent", "operation", "model", "tokens", "input_tokens", "output_tokens",
+                "tokens_estimated", "source", "source_link", "occurred_at", "recorded_at", "actor", "idempotency_key", "note", "reverses", "reversal_link")
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)

@@ -88,6 +88,10 @@ class CostEntry(models.Model):
     tokens = models.BigIntegerField(null=True, blank=True, help_text="All tokens the entry paid for.")
     input_tokens = models.BigIntegerField(null=True, blank=True)
     output_tokens = models.BigIntegerField(null=True, blank=True)
+    tokens_estimated = models.BooleanField(
+        default=False, db_default=False,
+        help_text="Some of the tokens it paid for were estimated (the provider reported no usage): the amount is an estimate.",
+    )
     # What caused the charge: a row (content type + id) when there is one, and/or a free-form source.
     source_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     source_id = models.CharField(max_length=64, blank=True)

@@ -51,13 +51,23 @@ def _table(title: str, totals: dict[str, Decimal], grand_total: Decimal) -> list
     return [*lines, ""]
 
 
+def _estimated_part(data: ReportData) -> str:
+    """" $0.42 of it from estimated token counts (…)." when some of the spend was charged for tokens the
+    provider did not report (estimated at about four characters a token), else nothing."""
+    estimated = data.estimated_total
+    if not estimated:
+        return ""
+    return f" {format_usd(estimated)} of it from estimated token counts (the provider reported no usage)."
+
+
 def render_markdown(data: ReportData) -> str:
     total = data.total
     lines = [
         f"# Genesis cost report — {data.as_of:%Y-%m-%d %H:%M %Z}",
         "",
         (f"Spend since {data.since.isoformat()}: **{format_usd(total)}** ({money_str(total)} USD exact) over {data.entry_count} entries."
-         if data.since else f"Ledger total: **{format_usd(total)}** ({money_str(total)} USD exact) over {data.entry_count} entries."),
+         if data.since else f"Ledger total: **{format_usd(total)}** ({money_str(total)} USD exact) over {data.entry_count} entries.")
+        + _estimated_part(data),
         "",
         "## Budgets",
         "",
@@ -116,6 +126,7 @@ def report_as_dict(data: ReportData) -> dict[str, Any]:
     return {
         "as_of": data.as_of.isoformat(),
         "total_usd": money_str(data.total),
+        "estimated_usd": money_str(data.estimated_total),  # of the total, charged for estimated token counts
         "entries": data.entry_count,
         "by_agent": money_map(_totals_by(data, "agent")),
         "by_operation": money_map(_totals_by(data, "operation")),
@@ -162,7 +173,8 @@ def render(data: ReportData, *, fmt: str) -> str:
 
 def report_summary_text(data: ReportData) -> str:
     """A few lines for a chat channel or an email body."""
-    lines = [f"Genesis cost report {data.as_of:%Y-%m-%d}: {format_usd(data.total)} over {data.entry_count} entries."]
+    lines = [f"Genesis cost report {data.as_of:%Y-%m-%d}: {format_usd(data.total)} over {data.entry_count} entries."
+             + _estimated_part(data)]
     for budget in data.budgets:
         lines.append(
             f"- budget '{budget.name}' ({budget.scope}, {budget.period}): {format_usd(budget.spent)} of "

@@ -339,6 +339,8 @@ class SpendRow:
     entries: int
     tokens: int
     amount: Decimal
+    # Of `amount`, what entries marked tokens_estimated charged (their provider reported no usage).
+    estimated: Decimal = ZERO
 
 
 @dataclass(frozen=True)
@@ -400,6 +402,11 @@ class ReportData:
     def entry_count(self) -> int:
         return sum(row.entries for row in self.rows)
 
+    @property
+    def estimated_total(self) -> Decimal:
+        """Of the total, what rests on estimated token counts."""
+        return sum((row.estimated for row in self.rows), ZERO)
+
 
 def charged_by_source(*, model: type[Any], source_ids: Collection[int], as_of: datetime) -> dict[int, Decimal]:
     """What the ledger had charged each row of `model` among `source_ids` by `as_of` (entries whose
@@ -448,13 +455,14 @@ def cost_report_data(*, as_of: datetime | None = None, since: date | None = None
     grouped = (
         entries.annotate(day=TruncDate("occurred_at"))
         .values("day", "agent__slug", "operation", "model")
-        .annotate(total=_sum_amount(), n=Count("id"), token_sum=Coalesce(Sum("tokens"), Value(0)))
+        .annotate(total=_sum_amount(), n=Count("id"), token_sum=Coalesce(Sum("tokens"), Value(0)),
+                  estimated=DecimalTotal("amount_usd", filter=Q(tokens_estimated=True)))
         .order_by("day", "agent__slug", "operation", "model")
     )
     rows = [
         SpendRow(
             day=row["day"], agent=row["agent__slug"], operation=row["operation"], model=row["model"],
-            entries=row["n"], tokens=int(row["token_sum"]), amount=row["total"],
+            entries=row["n"], tokens=int(row["token_sum"]), amount=row["total"], estimated=row["estimated"],
         )
         for row in grouped
     ]

@@ -300,6 +300,7 @@ def cost_record(
     tokens: int | None = None,
     input_tokens: int | None = None,
     output_tokens: int | None = None,
+    tokens_estimated: bool = False,
     source: str = "",
     source_object: models.Model | None = None,
     actor: Actor = None,
@@ -329,17 +330,16 @@ def cost_record(
         operation=operation, amount_usd=amount_usd, model=model, base_model=base_model, tokens=tokens,
         input_tokens=input_tokens, output_tokens=output_tokens, on=timezone.localdate(occurred_at),
     )
-    tokens = _total_tokens(tokens, input_tokens, output_tokens)
 
     # The lock that makes threshold checks (and the alerts) exactly-once; see the module docstring.
     budgets = list(selectors.budgets_covering(agent_ids=[agent.pk]).select_for_update())
     try:
         with transaction.atomic():  # a savepoint: a lost race on the key must not abort the caller
             entry = CostEntry.objects.create(
-                amount_usd=amount, agent=agent, operation=operation, model=model, tokens=tokens,
-                input_tokens=input_tokens, output_tokens=output_tokens, source_type_id=identity.source_type_id,
-                source_id=identity.source_id, source=source[:300], occurred_at=occurred_at, actor=actor,
-                idempotency_key=key, note=note,
+                amount_usd=amount, agent=agent, operation=operation, model=model, input_tokens=input_tokens,
+                output_tokens=output_tokens, tokens=_total_tokens(tokens, input_tokens, output_tokens),
+                tokens_estimated=tokens_estimated, source_type_id=identity.source_type_id, source_id=identity.source_id,
+                source=source[:300], occurred_at=occurred_at, actor=actor, idempotency_key=key, note=note,
             )
     except IntegrityError:
         if (existing := _recorded(key=key, identity=identity, exact_values=exact_values)) is None:
@@ -364,6 +364,7 @@ class Charge:
     tokens: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    tokens_estimated: bool = False  # the provider reported no usage: the tokens, so the amount, are estimates
     source: str = ""
     source_object: models.Model | None = None
     note: str = ""
@@ -430,7 +431,8 @@ def _planned_entries(
         planned[key] = CostEntry(
             amount_usd=amount, agent=charge.agent, operation=charge.operation, model=charge.model,
             tokens=_total_tokens(charge.tokens, charge.input_tokens, charge.output_tokens),
-            input_tokens=charge.input_tokens, output_tokens=charge.output_tokens, source_type_id=identity.source_type_id,
+            input_tokens=charge.input_tokens, output_tokens=charge.output_tokens,
+            tokens_estimated=charge.tokens_estimated, source_type_id=identity.source_type_id,
             source_id=identity.source_id, source=charge.source[:300], occurred_at=occurred_at, actor=actor,
             idempotency_key=key, note=charge.note,
         )
@@ -489,7 +491,7 @@ def cost_entry_reverse(*, entry: CostEntry, actor: Actor, reason: str) -> CostEn
         with transaction.atomic():  # a savepoint, so the refusal below leaves the caller's transaction usable
             reversal = CostEntry.objects.create(
                 amount_usd=-entry.amount_usd, agent=entry.agent, operation=entry.operation, model=entry.model,
-                tokens=-entry.tokens if entry.tokens is not None else None,
+                tokens=-entry.tokens if entry.tokens is not None else None, tokens_estimated=entry.tokens_estimated,
                 source_type_id=entry.source_type_id, source_id=entry.source_id, source=f"reversal of #{entry.pk}",
                 # Backdated to the charge it cancels, so the correction lands in the same day and budget period.
                 occurred_at=entry.occurred_at, actor=actor, idempotency_key=key, note=reason, reverses=entry,

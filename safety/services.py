@@ -372,6 +372,11 @@ class _Call:
     route: _Route
     input_tokens: int
     output_tokens: int
+    tokens_estimated: bool = False  # the provider reported no usage: the counts (and the charge) are estimates
+
+    @classmethod
+    def of(cls, step: str, route: _Route, result: ChatResult) -> _Call:
+        return cls(step, route, result.prompt_tokens, result.completion_tokens, result.tokens_estimated)
 
 
 def _charge(build: WaltzBuild, item: WaltzItem, calls: list[_Call]) -> Decimal:
@@ -381,7 +386,8 @@ def _charge(build: WaltzBuild, item: WaltzItem, calls: list[_Call]) -> Decimal:
         entry = cost_record(
             agent=build.agent, operation=Operation.DATA_PREP, idempotency_key=f"waltzrl:{build.pk}:{item.pk}:{call.step}",
             model=call.route.model, base_model=call.route.base_model, input_tokens=call.input_tokens,
-            output_tokens=call.output_tokens, source=f"WaltzRL build #{build.pk}", source_object=build,
+            output_tokens=call.output_tokens, tokens_estimated=call.tokens_estimated, source=f"WaltzRL build #{build.pk}",
+            source_object=build,
             note=f"item {item.position} {call.step}",
         )
         total += entry.amount_usd
@@ -403,14 +409,14 @@ def _process_item(build: WaltzBuild, item: WaltzItem, conversation: _Route, judg
     if not item.answered:
         result = _ask(conversation, labels.conversation_messages(prompt=item.text, system_prompt=build.agent.system_prompt), parameters)
         item.response, item.answered = scrubber.scrub_text(result.text), True
-        _save(build, item, [_Call("answer", conversation, result.prompt_tokens, result.completion_tokens)], ["response", "answered"])
+        _save(build, item, [_Call.of("answer", conversation, result)], ["response", "answered"])
     if item.judge_valid is None:
         calls: list[_Call] = []
         label = None
         for attempt in range(1, MAX_JUDGE_ATTEMPTS + 1):
             result = _ask(judge_route, labels.judge_messages(prompt=item.text, response=item.response, attempt=attempt),
                           {"temperature": 0.0, "max_tokens": JUDGE_MAX_TOKENS})
-            calls.append(_Call(f"judge-{attempt}", judge_route, result.prompt_tokens, result.completion_tokens))
+            calls.append(_Call.of(f"judge-{attempt}", judge_route, result))
             item.judge_raw, item.judge_attempts = result.text[:4000], attempt
             try:
                 label = labels.parse_label(result.text)
@@ -433,7 +439,7 @@ def _process_item(build: WaltzBuild, item: WaltzItem, conversation: _Route, judg
         result = _ask(conversation, messages, parameters)
         item.revision, item.revised = scrubber.scrub_text(result.text), True
         item.revision_ok = labels.revision_acceptable(kind=item.kind, revision=item.revision)
-        _save(build, item, [_Call("revision", conversation, result.prompt_tokens, result.completion_tokens)],
+        _save(build, item, [_Call.of("revision", conversation, result)],
               ["revision", "revised", "revision_ok"])
     WaltzItem.objects.filter(pk=item.pk).update(done=True)
     WaltzBuild.objects.filter(pk=build.pk).update(completed_items=F("completed_items") + 1)

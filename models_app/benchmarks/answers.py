@@ -31,6 +31,10 @@ class Answer:
     completion_tokens: int = 0
     judge_prompt_tokens: int = 0
     judge_completion_tokens: int = 0
+    # Some of the counts above (the model's or a judge's) were estimated: the provider reported no usage.
+    tokens_estimated: bool = False
+    # Whether the judge calls of this round were among them: all a kept answer pays this round.
+    judge_estimated_this_round: bool = False
     cost_usd: Decimal = Decimal(0)
     retry_after: float | None = None
     attempts: int = 0  # calls made for a transient failure (the per-call retries included)
@@ -54,6 +58,7 @@ class Answer:
             self, cost_usd=self.cost_usd - self.kept_cost_usd, prompt_tokens=0, completion_tokens=0,
             judge_prompt_tokens=self.judge_prompt_tokens - self.kept_judge_tokens[0],
             judge_completion_tokens=self.judge_completion_tokens - self.kept_judge_tokens[1],
+            tokens_estimated=self.judge_estimated_this_round,
         )
 
 
@@ -67,6 +72,6 @@ def result_row(run_id: int, answer: Answer) -> BenchmarkResult:
         score=answer.score, scored=answer.scored, reason=answer.reason[:300], error=answer.error, finish_reason=answer.finish_reason[:32],
         latency_ms=answer.latency_ms, prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
         judge_prompt_tokens=answer.judge_prompt_tokens, judge_completion_tokens=answer.judge_completion_tokens,
-        cost_usd=answer.cost_usd,
+        tokens_estimated=answer.tokens_estimated, cost_usd=answer.cost_usd,
         cost_key=result_cost_key(run_id=run_id, model_version_id=answer.model_version_id, case_id=answer.case_id),
     )

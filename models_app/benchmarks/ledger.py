@@ -91,7 +91,7 @@ def benchmark_run_post_costs(*, run_id: int, batch_size: int = 200) -> int:
             agent=run.agent, operation=Operation.BENCHMARK, idempotency_key=row.cost_key, amount_usd=row.cost_usd,
             model=row.model_version.model_id, base_model=row.model_version.base_model,
             input_tokens=row.prompt_tokens + row.judge_prompt_tokens,
-            output_tokens=row.completion_tokens + row.judge_completion_tokens,
+            output_tokens=row.completion_tokens + row.judge_completion_tokens, tokens_estimated=row.tokens_estimated,
             source=f"benchmark run #{run.pk}: case {row.case.key} on {row.model_version.model_id}", source_object=row,
         )
         for row in rows
@@ -164,6 +164,7 @@ def charge_paid_twice(run: BenchmarkRun, answers: Sequence[Answer], *, attempt: 
             model=versions[answer.model_version_id].model_id, base_model=versions[answer.model_version_id].base_model,
             input_tokens=answer.prompt_tokens + answer.judge_prompt_tokens,
             output_tokens=answer.completion_tokens + answer.judge_completion_tokens,
+            tokens_estimated=answer.tokens_estimated,
             source=f"benchmark run #{run.pk}: case {case_keys[answer.case_id]} on "
                    f"{versions[answer.model_version_id].model_id} paid again ({attempt}) after its result was written",
             source_object=run,

@@ -179,6 +179,10 @@ class ModelAnswer(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     judge_prompt_tokens = models.PositiveIntegerField(default=0)
     judge_completion_tokens = models.PositiveIntegerField(default=0)
+    tokens_estimated = models.BooleanField(
+        default=False, db_default=False,
+        help_text="Some of its token counts (the answer's or its judge's) were estimated: the provider reported no usage.",
+    )
 
     class Meta:
         abstract = True

@@ -327,7 +327,7 @@ def _kept_answer(kept: Any, version_id: int, case_id: int) -> Answer:
         version_id, case_id, "scored", output=kept.output, finish_reason=kept.finish_reason, latency_ms=kept.latency_ms,
         prompt_tokens=kept.prompt_tokens, completion_tokens=kept.completion_tokens,
         judge_prompt_tokens=kept.judge_prompt_tokens, judge_completion_tokens=kept.judge_completion_tokens,
-        cost_usd=kept.cost_usd, kept_id=kept.pk, kept_cost_usd=kept.cost_usd,
+        tokens_estimated=kept.tokens_estimated, cost_usd=kept.cost_usd, kept_id=kept.pk, kept_cost_usd=kept.cost_usd,
         kept_judge_tokens=(kept.judge_prompt_tokens, kept.judge_completion_tokens),
     )
 
@@ -349,7 +349,7 @@ def _ask_model(context: _ChunkContext, version_id: int, case_id: int) -> Answer:
     return Answer(
         version_id, case_id, "scored", output=result.text, finish_reason=result.finish_reason,
         latency_ms=result.latency_ms, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-        cost_usd=inference_cost(
+        tokens_estimated=result.tokens_estimated, cost_usd=inference_cost(
             price=context.prices[version_id], input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens
         ),
     )
@@ -361,6 +361,7 @@ def _score_answer(context: _ChunkContext, case: BenchmarkCase, answer: Answer) -
     # Every judge reply received for this answer, counted as it arrives: a composite scorer may have
     # paid one judge before another failed, and what was paid must reach the ledger either way.
     judge_spent = [0, 0]
+    judge_estimated = [False]  # any of those replies came without usage: its counts were estimated
     judge = None
     if context.judge_route is not None:
         judge_route = context.judge_route
@@ -369,6 +370,7 @@ def _score_answer(context: _ChunkContext, case: BenchmarkCase, answer: Answer) -
             reply = _ask(judge_route, model, judge_messages, {"temperature": 0.0, "max_tokens": 200})
             judge_spent[0] += reply.prompt_tokens
             judge_spent[1] += reply.completion_tokens
+            judge_estimated[0] = judge_estimated[0] or reply.tokens_estimated
             return scorers.JudgeReply(reply.text, reply.prompt_tokens, reply.completion_tokens)
 
         judge = scorers.JudgeContext(
@@ -403,6 +405,8 @@ def _score_answer(context: _ChunkContext, case: BenchmarkCase, answer: Answer) -
         answer.judge_prompt_tokens += judge_spent[0]
         answer.judge_completion_tokens += judge_spent[1]
         answer.cost_usd += inference_cost(price=context.judge_price, input_tokens=judge_spent[0], output_tokens=judge_spent[1])
+        answer.judge_estimated_this_round = judge_estimated[0]
+        answer.tokens_estimated = answer.tokens_estimated or judge_estimated[0]
     if graded is not None:
         answer.score, answer.reason = graded.score, graded.reason
 
@@ -504,7 +508,8 @@ def _keep_unscored(run_id: int, answers: list[Answer]) -> None:
             # Kept already and failed again: a composite scorer may have paid another judge meanwhile.
             BenchmarkUnscoredAnswer.objects.filter(pk=answer.kept_id).update(
                 judge_prompt_tokens=answer.judge_prompt_tokens, judge_completion_tokens=answer.judge_completion_tokens,
-                cost_usd=answer.cost_usd, error=answer.error[:2000], updated_at=timezone.now(),
+                tokens_estimated=answer.tokens_estimated, cost_usd=answer.cost_usd, error=answer.error[:2000],
+                updated_at=timezone.now(),
             )
     BenchmarkUnscoredAnswer.objects.bulk_create(
         [
@@ -512,7 +517,8 @@ def _keep_unscored(run_id: int, answers: list[Answer]) -> None:
                 run_id=run_id, model_version_id=a.model_version_id, case_id=a.case_id, output=a.output,
                 finish_reason=a.finish_reason[:32], latency_ms=a.latency_ms, prompt_tokens=a.prompt_tokens,
                 completion_tokens=a.completion_tokens, judge_prompt_tokens=a.judge_prompt_tokens,
-                judge_completion_tokens=a.judge_completion_tokens, cost_usd=a.cost_usd, error=a.error[:2000],
+                judge_completion_tokens=a.judge_completion_tokens, tokens_estimated=a.tokens_estimated,
+                cost_usd=a.cost_usd, error=a.error[:2000],
             )
             for a in answers
             if a.kept_id is None

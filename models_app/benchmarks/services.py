@@ -603,7 +603,7 @@ def write_unscored_answers_as_results(run: BenchmarkRun) -> None:
             row.model_version_id, row.case_id, "unscored", output=row.output, finish_reason=row.finish_reason,
             latency_ms=row.latency_ms, prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
             judge_prompt_tokens=row.judge_prompt_tokens, judge_completion_tokens=row.judge_completion_tokens,
-            cost_usd=row.cost_usd, error=row.error,
+            tokens_estimated=row.tokens_estimated, cost_usd=row.cost_usd, error=row.error,
         )
         for row in kept
     ])

@@ -202,6 +202,18 @@ def test_the_ledger_list_totals_the_entries_its_filters_select(admin_client, qa_
     assert 'Total of the 2 entries selected: <strong>$0.15</strong>' in filtered
 
 
+def test_the_ledger_list_shows_and_filters_the_entries_charged_for_estimated_tokens(admin_client, qa_agent):
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("0.25"), idempotency_key="measured")
+    estimated = cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("4"), idempotency_key="no-usage",
+                            tokens_estimated=True)
+    everything = admin_client.get("/admin/costs/costentry/").content.decode()
+    assert "column-tokens_estimated" in everything and "By tokens estimated" in everything
+    filtered = admin_client.get("/admin/costs/costentry/?tokens_estimated__exact=1").content.decode()
+    assert 'Total of the 1 entry selected: <strong>$4.00</strong>' in filtered
+    detail = admin_client.get(f"/admin/costs/costentry/{estimated.pk}/change/").content.decode()
+    assert "the amount is an estimate" in detail  # the field's help text, beside its value
+
+
 def test_a_hold_names_its_work_as_it_is_now(admin_client, qa_agent, default_budget):
     from costs.services import budget_check
     from tests.costs.factories import FineTuningJobFactory

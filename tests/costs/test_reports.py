@@ -177,6 +177,34 @@ def test_report_lists_budgets_alerts_and_fine_tuning_jobs_and_is_sent(qa_agent, 
 
 
 @pytest.mark.django_db
+def test_report_says_how_much_of_the_spend_rests_on_estimated_token_counts(qa_agent, alert_channels, mailoutbox):
+    admin = UserFactory(is_superuser=True)
+    cost_record(agent=qa_agent, operation="inference", amount_usd=Decimal("1.58"), idempotency_key="measured")
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("0.40"), idempotency_key="no-usage-1",
+                input_tokens=900, output_tokens=100, tokens_estimated=True)
+    cost_record(agent=qa_agent, operation="data_prep", amount_usd=Decimal("0.02"), idempotency_key="no-usage-2",
+                input_tokens=40, output_tokens=10, tokens_estimated=True)
+    wrong = cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("0.30"), idempotency_key="no-usage-3",
+                        tokens_estimated=True)
+    reversal = cost_entry_reverse(entry=wrong, actor=admin, reason="charged twice")
+    assert reversal.tokens_estimated  # it takes back an estimate
+
+    report = cost_report_run(report_id=CostReport.objects.create().pk)
+
+    assert report.status == CostReport.Status.SUCCEEDED and report.total_usd == Decimal("2.00")
+    assert ("Ledger total: **$2.00** (2.00 USD exact) over 5 entries. $0.42 of it from estimated token counts "
+            "(the provider reported no usage).") in report.markdown
+    assert "$0.42 of it from estimated token counts" in alert_channels.texts()[0]
+    assert json.loads(reports.render_json(cost_report_data()))["estimated_usd"] == "0.42"
+
+    cost_entry_reverse(entry=CostEntry.objects.get(idempotency_key="no-usage-1"), actor=admin, reason="refunded")
+    cost_entry_reverse(entry=CostEntry.objects.get(idempotency_key="no-usage-2"), actor=admin, reason="refunded")
+    markdown = reports.render_markdown(cost_report_data())
+    assert "Ledger total: **$1.58** (1.58 USD exact) over 7 entries.\n" in markdown  # nothing estimated left: as before
+    assert "estimated" not in markdown.split("## Budgets")[0]
+
+
+@pytest.mark.django_db
 def test_report_shares_round_half_up_a_small_share_is_not_nothing_and_a_spent_budget_reads_exhausted(
     qa_agent, legal_agent, default_budget
 ):

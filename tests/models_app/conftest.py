@@ -1,13 +1,18 @@
 """Fixtures of the models_app tests: the Mistral simulator in a thread on an ephemeral port, with the
 seeded `simulator` provider account pointed at it (so Celery workers started by the tests reach it
-over real HTTP, as the demo does)."""
+over real HTTP, as the demo does); and a server that answers as a simulator does but without token
+`usage`, as some vLLM / llama.cpp builds do."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from genesis.config.schema import ProvidersSection
@@ -32,6 +37,64 @@ def simulator_factory() -> Iterator[Callable[..., SimulatorHTTPServer]]:
     yield start
     for server in servers:
         stop(server)
+
+
+class UsageOmittingServer(ThreadingHTTPServer):
+    """An OpenAI-compatible server that reports no token usage: it passes each request on to a simulator
+    (its answers, markers honoured) and drops `usage` from the reply."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: SimulatorHTTPServer) -> None:
+        self.upstream = upstream.base_url
+        self.client = httpx.Client(timeout=10)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                server: UsageOmittingServer = self.server  # type: ignore[assignment]
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer = server.client.post(server.upstream + self.path, content=body, headers={
+                    "Authorization": self.headers.get("Authorization", ""), "Content-Type": "application/json"})
+                reply = answer.json()
+                if isinstance(reply, dict):
+                    reply.pop("usage", None)
+                payload = json.dumps(reply).encode()
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def usage_omitting_factory() -> Iterator[Callable[[SimulatorHTTPServer], UsageOmittingServer]]:
+    """`usage_omitting_factory(simulator)` starts a UsageOmittingServer in front of `simulator`; every
+    one started is stopped after the test. Reach it with an `openai_compatible` account at
+    `base_url + "/v1"` (a Mistral-kind client refuses an answer without usage)."""
+    servers: list[UsageOmittingServer] = []
+
+    def start(upstream: SimulatorHTTPServer) -> UsageOmittingServer:
+        server = UsageOmittingServer(upstream)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+        server.client.close()
 
 
 @pytest.fixture

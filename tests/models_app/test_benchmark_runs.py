@@ -471,6 +471,85 @@ def test_llm_judge_cases_ask_the_judge_once_per_reply_and_pay_for_it(seeded_demo
     assert first.cost_usd > second.cost_usd
 
 
+# ---- token counts the provider did not report: estimated, and the ledger says so --------------------------------
+
+
+def _small_suite(agent: Agent, slug: str):
+    lines = [json.dumps({"id": f"q{number}", "reference": "Yes", "scorer": {"name": "normalized_match"},
+                         "messages": [{"role": "user", "content": f"Is {number} + {number} even? [[answer: Yes | No]]"}]})
+             for number in range(3)]
+    return benchmark_suite_import(agent=agent, slug=slug, lines=lines).suite
+
+
+@pytest.mark.django_db
+def test_a_provider_without_usage_puts_its_charges_on_the_ledger_marked_estimated(
+    seeded_demo, simulator_factory, usage_omitting_factory
+):
+    from models_app.registry.services import provider_account_upsert
+
+    server = simulator_factory()
+    agent = Agent.objects.get(slug="qa_agent")
+    suite = _small_suite(agent, "estimated")
+    # A vLLM / llama.cpp server that reports no usage: the counts are estimated at ~4 characters a token.
+    provider_account_upsert(name="simulator", kind="openai_compatible", base_url=usage_omitting_factory(server).base_url + "/v1",
+                            api_key_env="GENESIS_SIMULATOR_API_KEY", rate_limit_per_minute=60_000)
+    estimated = run_inline(benchmark_run_create(agent=agent, suite=suite))
+    ModelVersion.objects.filter(pk=estimated.candidate_id).update(status="registered")
+    # The same models through a provider that reports its usage.
+    provider_account_upsert(name="simulator", kind="simulator", base_url=server.base_url,
+                            api_key_env="GENESIS_SIMULATOR_API_KEY", rate_limit_per_minute=60_000)
+    measured = run_inline(benchmark_run_create(agent=agent, suite=suite))
+
+    assert estimated.status == measured.status == "completed"
+    assert_scored_once_and_paid_once(estimated)
+    assert_scored_once_and_paid_once(measured)
+    results = BenchmarkResult.objects.filter(run=estimated)
+    assert results.count() == 6 and all(result.tokens_estimated and result.prompt_tokens > 0 for result in results)
+    assert list(ledger_entries(estimated).values_list("tokens_estimated", flat=True)) == [True] * 6
+    assert not BenchmarkResult.objects.filter(run=measured, tokens_estimated=True).exists()
+    assert list(ledger_entries(measured).values_list("tokens_estimated", flat=True)) == [False] * 6
+
+
+@pytest.mark.django_db
+def test_a_judge_without_usage_marks_the_answers_it_graded_and_their_charges_estimated(
+    seeded_demo, simulator_factory, usage_omitting_factory
+):
+    from models_app.registry.services import provider_account_upsert
+
+    run, models, judge = _judged_run("support_agent", simulator_factory)
+    # The models report their usage; the judge's server does not.
+    provider_account_upsert(name="judge", kind="openai_compatible", base_url=usage_omitting_factory(judge).base_url + "/v1",
+                            api_key_env="GENESIS_SIMULATOR_API_KEY", rate_limit_per_minute=60_000)
+
+    run = run_inline(run)
+
+    assert run.status == "completed", run.error
+    results = list(BenchmarkResult.objects.filter(run=run))
+    # (Its grades do not matter here: an OpenAI-compatible client strips the simulator's answer markers.)
+    assert len(results) == 2 and all(result.judge_prompt_tokens > 0 and result.prompt_tokens > 0 for result in results)
+    assert all(result.tokens_estimated for result in results), [result.reason for result in results]
+    assert list(ledger_entries(run).values_list("tokens_estimated", flat=True)) == [True, True]
+
+
+@pytest.mark.django_db
+def test_a_kept_answer_stays_marked_estimated_through_the_judges_retry(seeded_demo, simulator_factory, usage_omitting_factory):
+    from models_app.registry.services import provider_account_upsert
+
+    run, models, judge = _judged_run("support_agent", simulator_factory)
+    # The models' server reports no usage; the judge's does, but fails one round first.
+    provider_account_upsert(name="simulator", kind="openai_compatible", base_url=usage_omitting_factory(models).base_url + "/v1",
+                            api_key_env="GENESIS_SIMULATOR_API_KEY", rate_limit_per_minute=60_000)
+    _fail_every_judge_call_of_one_round(judge)
+    benchmark_chunk_execute(chunk_id=BenchmarkChunk.objects.get(run=run).pk, worker="w@test")
+    assert [answer.tokens_estimated for answer in BenchmarkUnscoredAnswer.objects.filter(run=run)] == [True, True]
+
+    run = run_inline(run)
+
+    assert run.status == "completed", run.error
+    assert [result.tokens_estimated for result in BenchmarkResult.objects.filter(run=run)] == [True, True]
+    assert list(ledger_entries(run).values_list("tokens_estimated", flat=True)) == [True, True]
+
+
 def _permissions(*names: str):
     from django.contrib.auth.models import Permission
 

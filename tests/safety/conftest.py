@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.models_app.conftest import demo_simulator, empty_broker, simulator_factory  # noqa: F401 - fixtures
+from tests.models_app.conftest import demo_simulator, empty_broker, simulator_factory, usage_omitting_factory  # noqa: F401 - fixtures
 
 
 @pytest.fixture

@@ -129,3 +129,24 @@ def test_the_items_not_done_are_read_page_by_page_in_order_while_earlier_ones_ar
         WaltzItem.objects.filter(pk=item.pk).update(done=True)  # what _save does
 
     assert seen == [p for p in positions if p != positions[4]] and len(positions) > 3 * 2
+
+
+def test_the_calls_of_a_judge_that_reports_no_usage_are_charged_marked_estimated(
+    demo_simulator, usage_omitting_factory
+) -> None:
+    from models_app.registry.services import provider_account_upsert
+
+    # The conversation model's provider reports its usage; the judge's server does not.
+    judge = provider_account_upsert(
+        name="local-judge", kind="openai_compatible", base_url=usage_omitting_factory(demo_simulator).base_url + "/v1",
+        api_key_env="GENESIS_SIMULATOR_API_KEY", rate_limit_per_minute=60_000,
+    )
+    agent = Agent.objects.get(slug="support_agent")
+    build = waltz_build_execute(build_id=waltz_build_create(agent=agent, target=20, judge_provider=judge, enqueue=False).pk)
+
+    assert build.status == "succeeded", build.error
+    entries = CostEntry.objects.filter(operation="data_prep", agent=agent)
+    judged = {entry.note: entry.tokens_estimated for entry in entries if " judge-" in entry.note}
+    answered = {entry.note: entry.tokens_estimated for entry in entries if " judge-" not in entry.note}
+    assert judged and all(judged.values())
+    assert answered and not any(answered.values())
