@@ -30,6 +30,7 @@ detectors claim the same characters the more specific one wins.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
 import re
@@ -613,6 +614,54 @@ def _find_ipv6(text: str, out: list[tuple[str, int, int]]) -> None:
         colon = text.find(":", resume)
 
 
+# --------------------------------------------------------------------------- look-alike characters
+
+# Characters that read as ASCII punctuation, digits or nothing at all, and so
+# hide PII from the detectors above (all of which look for ASCII): fullwidth
+# forms (NFKC of U+FF01–FF5E is their ASCII letter), no-break and thin spaces
+# (French typography groups "06 12 34 56 78" with them), Unicode hyphens and
+# dashes, and invisible characters (zero-width space / joiners, word joiner,
+# BOM, soft hyphen) pushed into "jo\u200b@example.com" to evade a scan.
+_INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+_LOOK_ALIKE_TABLE: dict[int, str | None] = {
+    **{code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
+    **dict.fromkeys(map(ord, "\u00a0\u2007\u2009\u202f\u3000"), " "),
+    **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2212"), "-"),
+    **dict.fromkeys(map(ord, _INVISIBLE)),
+}
+# The same characters in UTF-8: a byte search (literal prefixes) is how a
+# non-ASCII text that holds none of them is told apart cheaply.
+_LOOK_ALIKE_BYTES = re.compile(
+    rb"\xc2[\xa0\xad]|\xe2\x80[\x87\x89\x8b-\x8d\x90-\x93\xaf]|\xe2\x81\xa0|\xe2\x88\x92"
+    rb"|\xe3\x80\x80|\xef\xbb\xbf|\xef\xbc[\x81-\xbf]|\xef\xbd[\x80-\x9e]"
+)
+_INVISIBLE_CHAR = re.compile(f"[{_INVISIBLE}]")
+_ASCII_BYTES = bytes(range(128))
+
+
+def normalised(text: str) -> str:
+    """``text`` as the scanner reads it: fullwidth forms as ASCII, no-break and
+    thin spaces as spaces, Unicode hyphens and dashes as ``-``, zero-width
+    characters and soft hyphens removed."""
+    return text if text.isascii() else text.translate(_LOOK_ALIKE_TABLE)
+
+
+def _scan_normalised(text: str, wanted: frozenset[str], regions: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """Scan the normalised text; map the spans back onto ``text``, invisible
+    characters inside a value included (so a scrub removes them with it)."""
+    clean = text.translate(_LOOK_ALIKE_TABLE)
+    found = _scan(clean, wanted, regions, None)
+    if not found or len(clean) == len(text):
+        return found  # every replacement is one character for one: same offsets
+    # The k-th removed character sat before the clean text's character at
+    # (its position - k): a clean offset moves right by the removals before it.
+    removed_at = [match.start() - k for k, match in enumerate(_INVISIBLE_CHAR.finditer(text))]
+    return [
+        (kind, start + bisect.bisect_right(removed_at, start), end + bisect.bisect_right(removed_at, end - 1))
+        for kind, start, end in found
+    ]
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -654,6 +703,9 @@ def scan_text(
 
     ``types`` limits what is reported (default: all of :data:`PII_TYPES`);
     ``phone_regions`` are the ISO regions whose national phone formats count.
+    Text with look-alike characters (fullwidth forms, zero-width characters,
+    no-break spaces, Unicode dashes) is scanned as :func:`normalised` reads it;
+    the offsets still point into ``text``.
     """
     if types is None:
         wanted = _ALL_TYPES
@@ -663,6 +715,23 @@ def scan_text(
         if unknown:
             raise ValueError(f"unknown PII types {sorted(unknown)}; known: {', '.join(PII_TYPES)}")
     regions = phone_regions if isinstance(phone_regions, tuple) else tuple(phone_regions)
+    # str.isascii() is O(1): ordinary ASCII text never pays for the look-alike check.
+    if text.isascii():
+        found = _scan(text, wanted, regions, None)
+    else:
+        raw = text.encode("utf-8")
+        # Searched in the non-ASCII bytes alone (a C-speed delete first): each
+        # pattern starts at a UTF-8 lead byte, so no match can span two characters.
+        if _LOOK_ALIKE_BYTES.search(raw.translate(None, _ASCII_BYTES)) is None:
+            found = _scan(text, wanted, regions, raw)
+        else:
+            found = _scan_normalised(text, wanted, regions)
+    return [PiiMatch(kind, start, end) for kind, start, end in found if kind in wanted]
+
+
+def _scan(
+    text: str, wanted: frozenset[str], regions: tuple[str, ...], raw: bytes | None
+) -> list[tuple[str, int, int]]:
     # Detectors that work on characters (e-mail, IPv6) see the str; the others
     # see its UTF-8 bytes (see "byte-level candidates" above).
     found: list[tuple[str, int, int]] = []
@@ -672,7 +741,8 @@ def scan_text(
         _find_emails(text, found)
     if IP_ADDRESS in wanted:
         _find_ipv6(text, found)
-    raw = text.encode("utf-8")
+    if raw is None:
+        raw = text.encode("utf-8")
     by_bytes: list[tuple[str, int, int]] = []
     shape = raw.translate(_SHAPE_DIGITS_CAPITALS)
     _find_digit_runs(raw, shape, by_bytes, regions)
@@ -682,7 +752,7 @@ def scan_text(
         if len(raw) != len(text):
             by_bytes = _byte_to_char_offsets(raw, by_bytes)
         found.extend(by_bytes)
-    return [PiiMatch(kind, start, end) for kind, start, end in _without_overlaps(found) if kind in wanted]
+    return _without_overlaps(found)
 
 
 _ALL_TYPES = frozenset(PII_TYPES)
@@ -725,8 +795,11 @@ def mask(value: str, pii_type: str) -> str:
 
     ``john.doe@example.com`` → ``j***@e***.com``; a card → ``****-****-****-4242``;
     an SSN → ``***-**-**89``; a key → ``sk-…[48 chars]``.  At most the last four
-    digits of a number survive, and never more than a third of them.
+    digits of a number survive, and never more than a third of them.  The value
+    is masked as the scanner read it (:func:`normalised`): "jo＠example.com" as an
+    e-mail.
     """
+    value = normalised(value)
     if pii_type == EMAIL and "@" in value:
         local, _, domain = value.rpartition("@")
         tld = domain.rsplit(".", 1)[-1] if "." in domain else ""
