@@ -82,16 +82,29 @@ class PiiMatch:
 # the scan never starts a regex at every word in the text.  Combining marks
 # belong to it: decomposed text (NFD) writes "josé" as "jose" + U+0301, which
 # \w does not match.
-_EMAIL_LOCAL_REVERSED = re.compile(r"[\w.%+\-'\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{1,64}")
-_EMAIL_DOMAIN = re.compile(
+_COMBINING = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_EMAIL_LOCAL_REVERSED = re.compile(rf"[\w.%+\-'{_COMBINING}]{{1,64}}")
+_EMAIL_DOMAIN_ASCII = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9\-]|\.[A-Za-z0-9])"
+)
+# Internationalised domains ("jo@bücher.de", "info@例え.jp") are written in
+# letters of any script: a label is letters and digits (\w without "_", and
+# combining marks after its first character) joined by hyphens.  Tried only
+# when the ASCII pattern (a single character class, faster) fails or stops at
+# a non-ASCII character.
+_LABEL_CHAR = rf"[^\W_]|[{_COMBINING}]"
+_EMAIL_DOMAIN = re.compile(
+    rf"(?:[^\W_](?:(?:{_LABEL_CHAR}|-){{0,61}}(?:{_LABEL_CHAR}))?\.)+(?:(?:[^\W\d_]|[{_COMBINING}]){{2,24}}|xn--[A-Za-z0-9]{{1,59}})"
+    rf"(?!{_LABEL_CHAR}|-|\.[^\W_])"
 )
 
 
 def _find_emails(text: str, out: list[tuple[str, int, int]]) -> None:
     at = text.find("@")
     while at != -1:
-        domain = _EMAIL_DOMAIN.match(text, at + 1)
+        domain = _EMAIL_DOMAIN_ASCII.match(text, at + 1)
+        if domain is None or (domain.end() < len(text) and not text[domain.end()].isascii()):
+            domain = _EMAIL_DOMAIN.match(text, at + 1)
         if domain is not None and at > 0:
             window_start = max(0, at - 64)
             local = _EMAIL_LOCAL_REVERSED.match(text[window_start:at][::-1])

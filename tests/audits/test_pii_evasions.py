@@ -1,7 +1,7 @@
 """PII written with look-alike characters is found, scrubbed without a trace and masked in the audit.
 
 A fuzzing round found values the scanner did not see: fullwidth "＠" and digits, zero-width characters
-inside a value, no-break spaces and en-dashes as separators.  The offsets still point into the original text (the scrubber replaces by them).
+The offsets still point into the original text (the scrubber replaces by them).
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ EVASIONS: list[tuple[str, str, str, str]] = [
     ("narrow NBSP between card groups", "credit_card", "4532\u202f0151\u202f1283\u202f0366", "****-****-****-0366"),
     ("en-dash in a phone", "phone", "415\u2013555\u20132671", "***-***-**71"),
     ("en-dash between card groups", "credit_card", "4532\u20130151\u20131283\u20130366", "****-****-****-0366"),
+    ("internationalised domain", "email", "jo@b\u00fccher.de", "j***@b***.de"),
+    ("internationalised domain, decomposed", "email", "jo@bu\u0308cher.de", "j***@b***.de"),
+    ("Cyrillic domain", "email", "jo@\u043f\u043e\u0447\u0442\u0430.\u0440\u0444", "j***@\u043f***.\u0440\u0444"),
 ]
 IDS = [name for name, *_ in EVASIONS]
 BEFORE, AFTER = "Please note: ", " (thanks)."
