@@ -17,7 +17,7 @@ candidate search followed by a strict validator that only runs on candidates
   most specific first: IPv4 (``ipaddress``), US SSN (valid ranges only),
   payment card (Luhn + issuer range + length + a layout people use), then
   phone (``phonenumbers``, only for 8–15 digits, results cached);
-* IBANs are checked against the country's length and the ISO 13616 mod-97
+* IBANs (in either case) are checked against the country's length and the ISO 13616 mod-97
   checksum;
 * IPv6 starts from a colon with hex digits on both sides; ``ipaddress`` decides;
 * API keys and secrets are runs of 15+ key characters (another shape) that
@@ -145,6 +145,9 @@ _DIGIT_RUN_SHAPE = re.compile(rb"0(?:[ \-.]?\(?0|\)[ \-.]?\(?0)*\)?")
 _DIGIT_RUN_GUARDED = re.compile(
     rb"(?<![A-Za-z0-9_.+\-/\x80-\xff])(?:\+ ?)?\(?[0-9](?:[ \-.]?\(?[0-9]|\)[ \-.]?\(?[0-9])*\)?"
 )
+_CAPITALS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LETTERS = _CAPITALS | frozenset(b"abcdefghijklmnopqrstuvwxyz")
+_WORD_BYTES = _LETTERS | frozenset(b"0123456789_") | frozenset(range(0x80, 0x100))
 _RUN_BLOCKERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-/")
 _GROUP_SPLIT = re.compile(r"[^0-9]+")
 _DIGIT_GROUPS = re.compile(r"[0-9]+")
@@ -436,7 +439,16 @@ def _find_digit_runs(
 ) -> None:
     for candidate in _DIGIT_RUN_SHAPE.finditer(shape):
         start, end = candidate.span()
-        if end - start < 7:
+        length = end - start
+        if length < 7:
+            if (
+                length == 2
+                and start > 1
+                and raw[start - 1] in _LETTERS
+                and raw[start - 2] in _LETTERS
+                and (start == 2 or raw[start - 3] not in _WORD_BYTES)
+            ):
+                _add_lower_case_iban(raw, start - 2, out)  # "gb29 nwbk …", "nl91abna…"
             continue  # "42", "2024", "3.5": shorter than the shortest IPv4 ("1.2.3.4")
         if start and raw[start - 1] == 0x28:  # "("
             start -= 1
@@ -447,6 +459,8 @@ def _find_digit_runs(
         if start == 0 or raw[start - 1] not in _RUN_BLOCKERS and raw[start - 1] < 0x80:
             _classify_run_span(raw, start, end, out, regions)
             continue
+        if start > 1 and raw[start - 1] in _LETTERS and _iban_head(raw, start - 2):
+            _add_lower_case_iban(raw, start - 2, out)  # "de89 3704 …"
         # Glued to a word ("H2O", "v1.2.3", "id42 415 555 2671"): only the part
         # of the run that starts after a space can still be PII.
         position = start
@@ -456,6 +470,21 @@ def _find_digit_runs(
                 break
             _classify_run_span(raw, guarded.start(), guarded.end(), out, regions)
             position = guarded.end()
+
+
+def _iban_head(raw: bytes, start: int) -> bool:
+    """Whether a word starts at ``start`` with a letter (the next is one too): an IBAN's country."""
+    return raw[start] in _LETTERS and (start == 0 or raw[start - 1] not in _WORD_BYTES)
+
+
+def _add_lower_case_iban(raw: bytes, start: int, out: list[tuple[str, int, int]]) -> None:
+    """An IBAN typed in lower or mixed case, from the run of its check digits (a capitalised one is
+    found by :func:`_find_ibans`)."""
+    if raw[start] in _CAPITALS and raw[start + 1] in _CAPITALS:
+        return
+    end = _iban_end(raw, start)
+    if end is not None:
+        out.append((IBAN, start, end))  # the overlap rule drops what the run yields inside it
 
 
 def _classify_run_span(
@@ -492,7 +521,14 @@ IBAN_LENGTHS: dict[str, int] = {
     "YE": 30,
 }  # fmt: skip
 
-_IBAN_CANDIDATE = re.compile(rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{1,4}){3,8}")
+_IBAN_LENGTH_BY_PREFIX: dict[bytes, int] = {
+    (a + b).encode("ascii"): length
+    for country, length in IBAN_LENGTHS.items()
+    for a in (country[0], country[0].lower())
+    for b in (country[1], country[1].lower())
+}
+# Any case: people type "de89 3704 …" too; the country length and the checksum decide.
+_IBAN_CANDIDATE = re.compile(rb"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{1,4}){3,8}")
 
 
 def iban_valid(compact: str) -> bool:
@@ -511,29 +547,38 @@ def _word_byte_before(raw: bytes, position: int) -> bool:
     return byte >= 0x80 or byte == 0x5F or chr(byte).isalnum()
 
 
+def _iban_end(raw: bytes, position: int) -> int | None:
+    """Where the IBAN starting at ``position`` ends, or None when there is none."""
+    expected = _IBAN_LENGTH_BY_PREFIX.get(raw[position : position + 2])
+    if expected is None or _word_byte_before(raw, position):
+        return None
+    match = _IBAN_CANDIDATE.match(raw, position)
+    if match is None:
+        return None
+    # The candidate may run into the next capitalised word; cut it at
+    # the country's length, which must fall on a character boundary.
+    kept = 0
+    end = position
+    for byte in match.group():
+        if kept == expected:
+            break
+        end += 1
+        if byte != 0x20:
+            kept += 1
+    if kept != expected or (end < len(raw) and (raw[end] >= 0x80 or chr(raw[end]).isalnum())):
+        return None
+    return end if iban_valid(raw[position:end].decode("ascii").replace(" ", "").upper()) else None
+
+
 def _find_ibans(raw: bytes, shape: bytes, out: list[tuple[str, int, int]]) -> None:
+    """Capitalised IBANs ("DE89 3704 …"); one typed in lower or mixed case ("de89 3704 …") is
+    found from its digit run (:func:`_find_digit_runs`), which keeps this search on a literal."""
     position = shape.find(b"AA00")
     while position != -1:
-        resume = position + 1
-        match = None if _word_byte_before(raw, position) else _IBAN_CANDIDATE.match(raw, position)
-        expected = IBAN_LENGTHS.get(raw[position : position + 2].decode("ascii")) if match else None
-        if match is not None and expected is not None:
-            # The candidate may run into the next capitalised word; cut it at
-            # the country's length, which must fall on a character boundary.
-            kept = 0
-            end = position
-            for byte in match.group():
-                if kept == expected:
-                    break
-                end += 1
-                if byte != 0x20:
-                    kept += 1
-            if kept == expected and not (end < len(raw) and (raw[end] >= 0x80 or chr(raw[end]).isalnum())):
-                compact = raw[position:end].decode("ascii").replace(" ", "")
-                if iban_valid(compact):
-                    out.append((IBAN, position, end))
-                    resume = end
-        position = shape.find(b"AA00", resume)
+        end = _iban_end(raw, position)
+        if end is not None:
+            out.append((IBAN, position, end))
+        position = shape.find(b"AA00", position + 1 if end is None else end)
 
 
 # --------------------------------------------------------------------------- API keys

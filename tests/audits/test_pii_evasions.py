@@ -1,7 +1,8 @@
 """PII written with look-alike characters is found, scrubbed without a trace and masked in the audit.
 
 A fuzzing round found values the scanner did not see: fullwidth "＠" and digits, zero-width characters
-The offsets still point into the original text (the scrubber replaces by them).
+inside a value, no-break spaces and en-dashes as separators, internationalised domains, IBANs typed in
+lower case.  The offsets still point into the original text (the scrubber replaces by them).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ EVASIONS: list[tuple[str, str, str, str]] = [
     ("internationalised domain", "email", "jo@b\u00fccher.de", "j***@b***.de"),
     ("internationalised domain, decomposed", "email", "jo@bu\u0308cher.de", "j***@b***.de"),
     ("Cyrillic domain", "email", "jo@\u043f\u043e\u0447\u0442\u0430.\u0440\u0444", "j***@\u043f***.\u0440\u0444"),
+    ("lower-case IBAN", "iban", "de89370400440532013000", "de****************3000"),
+    ("lower-case grouped IBAN", "iban", "de89 3704 0044 0532 0130 00", "de****************3000"),
+    ("lower-case IBAN with letters", "iban", "gb29 nwbk 6016 1331 9268 19", "gb****************6819"),
+    ("mixed-case IBAN", "iban", "Gb29NWBK60161331926819", "Gb****************6819"),
 ]
 IDS = [name for name, *_ in EVASIONS]
 BEFORE, AFTER = "Please note: ", " (thanks)."
@@ -113,6 +118,7 @@ def test_a_zero_width_space_inside_any_planted_value_does_not_hide_it(pii_type: 
         "caf\u00e9 \u2014 \u201cquoted\u201d \u2026 text",
         "\ufeffa BOM at the start",
         "ab12 cd34 de89 and de12",
+        "IDs: de89370400440532013001",  # a lower-case IBAN whose checksum fails
     ],
 )
 def test_look_alike_characters_in_ordinary_text_are_not_pii(text: str) -> None:
