@@ -351,6 +351,17 @@ def check_line(
     return checked
 
 
+def _invalid_json_hint(text: str, *, ended_with_newline: bool) -> str:
+    """What to add to an "invalid JSON" problem: the likely cause when the line shows one."""
+    if "\r" in text:
+        # A file with old-Mac line endings (CR only) reads as one line ("Extra data" after its first
+        # record), without a final newline: the CRs explain both.
+        return "; the line holds carriage returns (CR): the file seems to use CR (old Mac) line endings; convert them to LF"
+    if not ended_with_newline:
+        return "; the file ends without a newline here, so the last line looks truncated"
+    return ""
+
+
 def _parse_record(text: str, raw: RawLine, problems: Problems) -> tuple[bool, Any]:
     """(True, the JSON value) of a line, or (False, None) with the reason added to `problems`.
     Lone surrogates are replaced by U+FFFD (and reported), so the value can be stored and printed."""
@@ -359,9 +370,7 @@ def _parse_record(text: str, raw: RawLine, problems: Problems) -> tuple[bool, An
     except ValueError as error:
         position = getattr(error, "colno", None)
         reason = getattr(error, "msg", str(error))
-        hint = ""
-        if not raw.ended_with_newline:
-            hint = "; the file ends without a newline here, so the last line looks truncated"
+        hint = _invalid_json_hint(text, ended_with_newline=raw.ended_with_newline)
         if position is None:
             problems.append(f"invalid JSON: {reason}{hint}")
         elif reason.endswith(" at"):  # json's "Unterminated string starting at" is finished by its position

@@ -1,3 +1,6 @@
+# Long: one scanner - its detectors share the byte shapes, the overlap rule and the look-alike
+# normalisation, and the speed rationale below covers them together; masking is the values' other half.
+
 """PII and secret detection for training data: fast, validated, explainable.
 
 Pure module (stdlib + ``phonenumbers``); no Django.  The Django layer and the
@@ -17,12 +20,20 @@ candidate search followed by a strict validator that only runs on candidates
   most specific first: IPv4 (``ipaddress``), US SSN (valid ranges only),
   payment card (Luhn + issuer range + length + a layout people use), then
   phone (``phonenumbers``, only for 8–15 digits, results cached);
-* IBANs are checked against the country's length and the ISO 13616 mod-97
+* IBANs (in either case) are checked against the country's length and the ISO 13616 mod-97
   checksum;
 * IPv6 starts from a colon with hex digits on both sides; ``ipaddress`` decides;
 * API keys and secrets are runs of 15+ key characters (another shape) that
   start with an issuer's fixed prefix (the gitleaks rules), and PEM
   ``PRIVATE KEY`` blocks.
+
+Text that holds look-alike characters (fullwidth forms, no-break and thin
+spaces, Unicode dashes, zero-width characters: see "look-alike characters"
+below) is scanned as :func:`normalised` reads it, the spans mapped back onto
+the original; ASCII text skips that check at the cost of one O(1)
+``str.isascii()``.  Only those characters are normalised, not all of NFKC:
+mathematical or circled digits and other scripts' digits are not read as
+digits.
 
 Counts are occurrences, never lines.  Matches never overlap: when two
 detectors claim the same characters the more specific one wins.
@@ -30,6 +41,7 @@ detectors claim the same characters the more specific one wins.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
 import re
@@ -81,16 +93,29 @@ class PiiMatch:
 # the scan never starts a regex at every word in the text.  Combining marks
 # belong to it: decomposed text (NFD) writes "josé" as "jose" + U+0301, which
 # \w does not match.
-_EMAIL_LOCAL_REVERSED = re.compile(r"[\w.%+\-'\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{1,64}")
-_EMAIL_DOMAIN = re.compile(
+_COMBINING = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_EMAIL_LOCAL_REVERSED = re.compile(rf"[\w.%+\-'{_COMBINING}]{{1,64}}")
+_EMAIL_DOMAIN_ASCII = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9\-]|\.[A-Za-z0-9])"
+)
+# Internationalised domains ("jo@bücher.de", "info@例え.jp") are written in
+# letters of any script: a label is letters and digits (\w without "_", and
+# combining marks after its first character) joined by hyphens.  Tried only
+# when the ASCII pattern (a single character class, faster) fails or stops at
+# a non-ASCII character.
+_LABEL_CHAR = rf"[^\W_]|[{_COMBINING}]"
+_EMAIL_DOMAIN = re.compile(
+    rf"(?:[^\W_](?:(?:{_LABEL_CHAR}|-){{0,61}}(?:{_LABEL_CHAR}))?\.)+(?:(?:[^\W\d_]|[{_COMBINING}]){{2,24}}|xn--[A-Za-z0-9]{{1,59}})"
+    rf"(?!{_LABEL_CHAR}|-|\.[^\W_])"
 )
 
 
 def _find_emails(text: str, out: list[tuple[str, int, int]]) -> None:
     at = text.find("@")
     while at != -1:
-        domain = _EMAIL_DOMAIN.match(text, at + 1)
+        domain = _EMAIL_DOMAIN_ASCII.match(text, at + 1)
+        if domain is None or (domain.end() < len(text) and not text[domain.end()].isascii()):
+            domain = _EMAIL_DOMAIN.match(text, at + 1)
         if domain is not None and at > 0:
             window_start = max(0, at - 64)
             local = _EMAIL_LOCAL_REVERSED.match(text[window_start:at][::-1])
@@ -131,6 +156,9 @@ _DIGIT_RUN_SHAPE = re.compile(rb"0(?:[ \-.]?\(?0|\)[ \-.]?\(?0)*\)?")
 _DIGIT_RUN_GUARDED = re.compile(
     rb"(?<![A-Za-z0-9_.+\-/\x80-\xff])(?:\+ ?)?\(?[0-9](?:[ \-.]?\(?[0-9]|\)[ \-.]?\(?[0-9])*\)?"
 )
+_CAPITALS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LETTERS = _CAPITALS | frozenset(b"abcdefghijklmnopqrstuvwxyz")
+_WORD_BYTES = _LETTERS | frozenset(b"0123456789_") | frozenset(range(0x80, 0x100))
 _RUN_BLOCKERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-/")
 _GROUP_SPLIT = re.compile(r"[^0-9]+")
 _DIGIT_GROUPS = re.compile(r"[0-9]+")
@@ -422,7 +450,16 @@ def _find_digit_runs(
 ) -> None:
     for candidate in _DIGIT_RUN_SHAPE.finditer(shape):
         start, end = candidate.span()
-        if end - start < 7:
+        length = end - start
+        if length < 7:
+            if (
+                length == 2
+                and start > 1
+                and raw[start - 1] in _LETTERS
+                and raw[start - 2] in _LETTERS
+                and (start == 2 or raw[start - 3] not in _WORD_BYTES)
+            ):
+                _add_lower_case_iban(raw, start - 2, out)  # "gb29 nwbk …", "nl91abna…"
             continue  # "42", "2024", "3.5": shorter than the shortest IPv4 ("1.2.3.4")
         if start and raw[start - 1] == 0x28:  # "("
             start -= 1
@@ -433,6 +470,8 @@ def _find_digit_runs(
         if start == 0 or raw[start - 1] not in _RUN_BLOCKERS and raw[start - 1] < 0x80:
             _classify_run_span(raw, start, end, out, regions)
             continue
+        if start > 1 and raw[start - 1] in _LETTERS and _iban_head(raw, start - 2):
+            _add_lower_case_iban(raw, start - 2, out)  # "de89 3704 …"
         # Glued to a word ("H2O", "v1.2.3", "id42 415 555 2671"): only the part
         # of the run that starts after a space can still be PII.
         position = start
@@ -442,6 +481,21 @@ def _find_digit_runs(
                 break
             _classify_run_span(raw, guarded.start(), guarded.end(), out, regions)
             position = guarded.end()
+
+
+def _iban_head(raw: bytes, start: int) -> bool:
+    """Whether a word starts at ``start`` with a letter (the next is one too): an IBAN's country."""
+    return raw[start] in _LETTERS and (start == 0 or raw[start - 1] not in _WORD_BYTES)
+
+
+def _add_lower_case_iban(raw: bytes, start: int, out: list[tuple[str, int, int]]) -> None:
+    """An IBAN typed in lower or mixed case, from the run of its check digits (a capitalised one is
+    found by :func:`_find_ibans`)."""
+    if raw[start] in _CAPITALS and raw[start + 1] in _CAPITALS:
+        return
+    end = _iban_end(raw, start)
+    if end is not None:
+        out.append((IBAN, start, end))  # the overlap rule drops what the run yields inside it
 
 
 def _classify_run_span(
@@ -478,7 +532,14 @@ IBAN_LENGTHS: dict[str, int] = {
     "YE": 30,
 }  # fmt: skip
 
-_IBAN_CANDIDATE = re.compile(rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{1,4}){3,8}")
+_IBAN_LENGTH_BY_PREFIX: dict[bytes, int] = {
+    (a + b).encode("ascii"): length
+    for country, length in IBAN_LENGTHS.items()
+    for a in (country[0], country[0].lower())
+    for b in (country[1], country[1].lower())
+}
+# Any case: people type "de89 3704 …" too; the country length and the checksum decide.
+_IBAN_CANDIDATE = re.compile(rb"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{1,4}){3,8}")
 
 
 def iban_valid(compact: str) -> bool:
@@ -497,29 +558,38 @@ def _word_byte_before(raw: bytes, position: int) -> bool:
     return byte >= 0x80 or byte == 0x5F or chr(byte).isalnum()
 
 
+def _iban_end(raw: bytes, position: int) -> int | None:
+    """Where the IBAN starting at ``position`` ends, or None when there is none."""
+    expected = _IBAN_LENGTH_BY_PREFIX.get(raw[position : position + 2])
+    if expected is None or _word_byte_before(raw, position):
+        return None
+    match = _IBAN_CANDIDATE.match(raw, position)
+    if match is None:
+        return None
+    # The candidate may run into the next capitalised word; cut it at
+    # the country's length, which must fall on a character boundary.
+    kept = 0
+    end = position
+    for byte in match.group():
+        if kept == expected:
+            break
+        end += 1
+        if byte != 0x20:
+            kept += 1
+    if kept != expected or (end < len(raw) and (raw[end] >= 0x80 or chr(raw[end]).isalnum())):
+        return None
+    return end if iban_valid(raw[position:end].decode("ascii").replace(" ", "").upper()) else None
+
+
 def _find_ibans(raw: bytes, shape: bytes, out: list[tuple[str, int, int]]) -> None:
+    """Capitalised IBANs ("DE89 3704 …"); one typed in lower or mixed case ("de89 3704 …") is
+    found from its digit run (:func:`_find_digit_runs`), which keeps this search on a literal."""
     position = shape.find(b"AA00")
     while position != -1:
-        resume = position + 1
-        match = None if _word_byte_before(raw, position) else _IBAN_CANDIDATE.match(raw, position)
-        expected = IBAN_LENGTHS.get(raw[position : position + 2].decode("ascii")) if match else None
-        if match is not None and expected is not None:
-            # The candidate may run into the next capitalised word; cut it at
-            # the country's length, which must fall on a character boundary.
-            kept = 0
-            end = position
-            for byte in match.group():
-                if kept == expected:
-                    break
-                end += 1
-                if byte != 0x20:
-                    kept += 1
-            if kept == expected and not (end < len(raw) and (raw[end] >= 0x80 or chr(raw[end]).isalnum())):
-                compact = raw[position:end].decode("ascii").replace(" ", "")
-                if iban_valid(compact):
-                    out.append((IBAN, position, end))
-                    resume = end
-        position = shape.find(b"AA00", resume)
+        end = _iban_end(raw, position)
+        if end is not None:
+            out.append((IBAN, position, end))
+        position = shape.find(b"AA00", position + 1 if end is None else end)
 
 
 # --------------------------------------------------------------------------- API keys
@@ -613,6 +683,64 @@ def _find_ipv6(text: str, out: list[tuple[str, int, int]]) -> None:
         colon = text.find(":", resume)
 
 
+# --------------------------------------------------------------------------- look-alike characters
+
+# Characters that read as ASCII punctuation, digits or nothing at all, and so
+# hide PII from the detectors above (all of which look for ASCII): fullwidth
+# forms (NFKC of U+FF01–FF5E is their ASCII letter), no-break and thin spaces
+# (French typography groups "06 12 34 56 78" with them), Unicode hyphens and
+# dashes, and invisible characters (zero-width space / joiners, word joiner,
+# BOM, soft hyphen) pushed into "jo\u200b@example.com" to evade a scan.
+_INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+_LOOK_ALIKE_TABLE: dict[int, str | None] = {
+    **{code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
+    **dict.fromkeys(map(ord, "\u00a0\u2007\u2009\u202f\u3000"), " "),
+    **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2212"), "-"),
+    **dict.fromkeys(map(ord, _INVISIBLE)),
+}
+# The same characters in UTF-8: a byte search (literal prefixes) is how a
+# non-ASCII text that holds none of them is told apart cheaply.
+_LOOK_ALIKE_BYTES = re.compile(
+    rb"\xc2[\xa0\xad]|\xe2\x80[\x87\x89\x8b-\x8d\x90-\x93\xaf]|\xe2\x81\xa0|\xe2\x88\x92"
+    rb"|\xe3\x80\x80|\xef\xbb\xbf|\xef\xbc[\x81-\xbf]|\xef\xbd[\x80-\x9e]"
+)
+_INVISIBLE_CHAR = re.compile(f"[{_INVISIBLE}]")
+# str.translate looks every character up in the table (~10 times slower than a scan), so the few
+# look-alikes are found by a regex and replaced one by one.
+_LOOK_ALIKE_CHAR = re.compile("[" + "".join(map(chr, _LOOK_ALIKE_TABLE)) + "]")
+_LOOK_ALIKE_REPLACEMENT = {chr(code): replacement or "" for code, replacement in _LOOK_ALIKE_TABLE.items()}
+
+
+def _replace_look_alike(match: re.Match[str]) -> str:
+    return _LOOK_ALIKE_REPLACEMENT[match.group()]
+
+
+_ASCII_BYTES = bytes(range(128))
+
+
+def normalised(text: str) -> str:
+    """``text`` as the scanner reads it: fullwidth forms as ASCII, no-break and
+    thin spaces as spaces, Unicode hyphens and dashes as ``-``, zero-width
+    characters and soft hyphens removed."""
+    return text if text.isascii() else _LOOK_ALIKE_CHAR.sub(_replace_look_alike, text)
+
+
+def _scan_normalised(text: str, wanted: frozenset[str], regions: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """Scan the normalised text; map the spans back onto ``text``, invisible
+    characters inside a value included (so a scrub removes them with it)."""
+    clean = _LOOK_ALIKE_CHAR.sub(_replace_look_alike, text)
+    found = _scan(clean, wanted, regions, None)
+    if not found or len(clean) == len(text):
+        return found  # every replacement is one character for one: same offsets
+    # The k-th removed character sat before the clean text's character at
+    # (its position - k): a clean offset moves right by the removals before it.
+    removed_at = [match.start() - k for k, match in enumerate(_INVISIBLE_CHAR.finditer(text))]
+    return [
+        (kind, start + bisect.bisect_right(removed_at, start), end + bisect.bisect_right(removed_at, end - 1))
+        for kind, start, end in found
+    ]
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -654,6 +782,9 @@ def scan_text(
 
     ``types`` limits what is reported (default: all of :data:`PII_TYPES`);
     ``phone_regions`` are the ISO regions whose national phone formats count.
+    Text with look-alike characters (fullwidth forms, zero-width characters,
+    no-break spaces, Unicode dashes) is scanned as :func:`normalised` reads it;
+    the offsets still point into ``text``.
     """
     if types is None:
         wanted = _ALL_TYPES
@@ -663,6 +794,23 @@ def scan_text(
         if unknown:
             raise ValueError(f"unknown PII types {sorted(unknown)}; known: {', '.join(PII_TYPES)}")
     regions = phone_regions if isinstance(phone_regions, tuple) else tuple(phone_regions)
+    # str.isascii() is O(1): ordinary ASCII text never pays for the look-alike check.
+    if text.isascii():
+        found = _scan(text, wanted, regions, None)
+    else:
+        raw = text.encode("utf-8")
+        # Searched in the non-ASCII bytes alone (a C-speed delete first): each
+        # pattern starts at a UTF-8 lead byte, so no match can span two characters.
+        if _LOOK_ALIKE_BYTES.search(raw.translate(None, _ASCII_BYTES)) is None:
+            found = _scan(text, wanted, regions, raw)
+        else:
+            found = _scan_normalised(text, wanted, regions)
+    return [PiiMatch(kind, start, end) for kind, start, end in found if kind in wanted]
+
+
+def _scan(
+    text: str, wanted: frozenset[str], regions: tuple[str, ...], raw: bytes | None
+) -> list[tuple[str, int, int]]:
     # Detectors that work on characters (e-mail, IPv6) see the str; the others
     # see its UTF-8 bytes (see "byte-level candidates" above).
     found: list[tuple[str, int, int]] = []
@@ -672,7 +820,8 @@ def scan_text(
         _find_emails(text, found)
     if IP_ADDRESS in wanted:
         _find_ipv6(text, found)
-    raw = text.encode("utf-8")
+    if raw is None:
+        raw = text.encode("utf-8")
     by_bytes: list[tuple[str, int, int]] = []
     shape = raw.translate(_SHAPE_DIGITS_CAPITALS)
     _find_digit_runs(raw, shape, by_bytes, regions)
@@ -682,7 +831,7 @@ def scan_text(
         if len(raw) != len(text):
             by_bytes = _byte_to_char_offsets(raw, by_bytes)
         found.extend(by_bytes)
-    return [PiiMatch(kind, start, end) for kind, start, end in _without_overlaps(found) if kind in wanted]
+    return _without_overlaps(found)
 
 
 _ALL_TYPES = frozenset(PII_TYPES)
@@ -725,8 +874,11 @@ def mask(value: str, pii_type: str) -> str:
 
     ``john.doe@example.com`` → ``j***@e***.com``; a card → ``****-****-****-4242``;
     an SSN → ``***-**-**89``; a key → ``sk-…[48 chars]``.  At most the last four
-    digits of a number survive, and never more than a third of them.
+    digits of a number survive, and never more than a third of them.  The value
+    is masked as the scanner read it (:func:`normalised`): "jo＠example.com" as an
+    e-mail.
     """
+    value = normalised(value)
     if pii_type == EMAIL and "@" in value:
         local, _, domain = value.rpartition("@")
         tld = domain.rsplit(".", 1)[-1] if "." in domain else ""

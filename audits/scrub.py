@@ -40,7 +40,7 @@ from audits.formats import (
     parse_json,
     split_strings,
 )
-from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, scan_text
+from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, normalised, scan_text
 
 ScrubMode = Literal["placeholder", "pseudonym"]
 SCRUB_MODES: tuple[str, ...] = ("placeholder", "pseudonym")
@@ -52,6 +52,7 @@ def placeholder_for(pii_type: str) -> str:
 
 
 def _canonical(value: str, pii_type: str) -> str:
+    value = normalised(value)  # "jo\u200b@x.com" is "jo@x.com": one pseudonym
     if pii_type == "email":
         return value.casefold()
     if pii_type in ("phone", "credit_card", "ssn"):

@@ -19,7 +19,7 @@ MAX_PROBLEMS_KEPT = 1000
 _BOM = b"\xef\xbb\xbf"
 # What Postgres cannot store: NUL (refused in text and jsonb) and unpaired UTF-16 surrogates (from a
 # "\ud800" escape, or a byte that is not UTF-8 read with surrogateescape), which cannot be encoded.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
 
 
@@ -52,9 +52,10 @@ def detect_format(name: str, head: bytes) -> str:
     return "jsonl" if head.removeprefix(_BOM).lstrip()[:1] in (b"{", b"[") else "csv"
 
 
-def _storable(text: str) -> str:
-    """`text` with what Postgres cannot store replaced by U+FFFD (for a category, a source, a field name)."""
-    return _UNSTORABLE.sub("\ufffd", text)
+def storable(text: str) -> str:
+    """`text` with what Postgres cannot store (or the PII scrubber encode) replaced by U+FFFD: for a
+    category, a source, a field name, and a model's answer in a WaltzRL build."""
+    return UNSTORABLE.sub("\ufffd", text)
 
 
 def _shown_names(names: list[str]) -> str:
@@ -62,7 +63,7 @@ def _shown_names(names: list[str]) -> str:
     the PII scan finds in one is masked, as in an audit's samples."""
     shown = []
     for name in names:
-        name = _storable(str(name))
+        name = storable(str(name))
         for match in reversed(scan_text(name)):
             name = name[: match.start] + mask(match.value_in(name), match.type) + name[match.end :]
         shown.append(name)
@@ -71,7 +72,7 @@ def _shown_names(names: list[str]) -> str:
 
 def _text_field(record: dict, name: str) -> str:
     value = record.get(name)
-    return _storable(value.strip()) if isinstance(value, str) else ""
+    return storable(value.strip()) if isinstance(value, str) else ""
 
 
 def _take(parsed: ParsedPrompts, line: int, record: dict, *, field: str, category_field: str, source_field: str,
@@ -90,7 +91,7 @@ def _take(parsed: ParsedPrompts, line: int, record: dict, *, field: str, categor
     if len(prompt) > MAX_PROMPT_CHARS:
         parsed.problem(line, f"field '{field}' has {len(prompt)} characters (at most {MAX_PROMPT_CHARS})")
         return
-    if _UNSTORABLE.search(prompt):
+    if UNSTORABLE.search(prompt):
         parsed.problem(line, f"field '{field}' holds a NUL character or an unpaired UTF-16 surrogate, which cannot be stored")
         return
     parsed.rows.append(PromptRow(

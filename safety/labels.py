@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from safety.importing import UNSTORABLE
+
 ADVERSARIAL = "adversarial"
 BORDERLINE = "borderline"
 KINDS = (ADVERSARIAL, BORDERLINE)
@@ -96,9 +98,6 @@ class InvalidLabel(ValueError):
     """The judge's answer is not the label JSON."""
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def parse_label(text: str) -> dict[str, Any]:
     """The judge's answer as {"reasoning": str, "unsafe": bool, "overrefuse": bool, "feedback": str}.
 
@@ -127,7 +126,7 @@ def parse_label(text: str) -> dict[str, Any]:
     for key in ("reasoning", "feedback"):
         if not isinstance(value[key], str):
             raise InvalidLabel(f"{key} must be a string, got {type(value[key]).__name__}")
-        if _UNSTORABLE.search(value[key]):
+        if UNSTORABLE.search(value[key]):
             # Postgres refuses NUL in jsonb, and an unpaired surrogate cannot be encoded (nor scrubbed).
             raise InvalidLabel(f"{key} holds a NUL character or an unpaired UTF-16 surrogate")
     return {key: value[key] for key in LABEL_KEYS}

@@ -71,7 +71,7 @@ from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.registry.selectors import baseline_version, live_version
 from models_app.simulator.markers import strip_answer_markers
 from safety import labels, selection
-from safety.importing import parse_prompts
+from safety.importing import parse_prompts, storable
 from safety.models import (
     BUILD_TRANSITIONS,
     BuildStatus,
@@ -408,7 +408,9 @@ def _process_item(build: WaltzBuild, item: WaltzItem, conversation: _Route, judg
     parameters = {**generation_parameters(build.agent), "max_tokens": CONVERSATION_MAX_TOKENS}
     if not item.answered:
         result = _ask(conversation, labels.conversation_messages(prompt=item.text, system_prompt=build.agent.system_prompt), parameters)
-        item.response, item.answered = scrubber.scrub_text(result.text), True
+        # A NUL or an unpaired surrogate in an answer fails the scrub (it encodes the text) or the save
+        # (Postgres refuses NUL): both become U+FFFD first, as in imported prompts.
+        item.response, item.answered = scrubber.scrub_text(storable(result.text)), True
         _save(build, item, [_Call.of("answer", conversation, result)], ["response", "answered"])
     if item.judge_valid is None:
         calls: list[_Call] = []
@@ -417,7 +419,7 @@ def _process_item(build: WaltzBuild, item: WaltzItem, conversation: _Route, judg
             result = _ask(judge_route, labels.judge_messages(prompt=item.text, response=item.response, attempt=attempt),
                           {"temperature": 0.0, "max_tokens": JUDGE_MAX_TOKENS})
             calls.append(_Call.of(f"judge-{attempt}", judge_route, result))
-            item.judge_raw, item.judge_attempts = result.text[:4000], attempt
+            item.judge_raw, item.judge_attempts = storable(result.text[:4000]), attempt
             try:
                 label = labels.parse_label(result.text)
                 break
@@ -437,7 +439,7 @@ def _process_item(build: WaltzBuild, item: WaltzItem, conversation: _Route, judg
         messages = [*labels.system_turn(build.agent.system_prompt),
                     *labels.revision_messages(prompt=item.text, response=item.response, feedback=feedback)]
         result = _ask(conversation, messages, parameters)
-        item.revision, item.revised = scrubber.scrub_text(result.text), True
+        item.revision, item.revised = scrubber.scrub_text(storable(result.text)), True
         item.revision_ok = labels.revision_acceptable(kind=item.kind, revision=item.revision)
         _save(build, item, [_Call.of("revision", conversation, result)],
               ["revision", "revised", "revision_ok"])

@@ -319,3 +319,20 @@ def test_a_key_given_twice_is_an_error_and_its_hidden_value_is_still_scanned(tmp
     assert (report.valid, [error.line for error in report.format_errors]) == (1, [1, 2])
     assert report.pii_lines["email"] == [1, 2]
     assert "jo@example.com" not in json.dumps(report.to_contract_dict())
+
+
+def test_a_file_with_old_mac_line_endings_gets_a_hint(tmp_path: Path) -> None:
+    # CR only: the whole file reads as one line without a newline, "Extra data" after its first record.
+    line = json.dumps({"messages": [USER, ANSWER]})
+    path = tmp_path / "mac.jsonl"
+    path.write_bytes(f"{line}\r{line}\r{line}\r".encode())
+    report = audit_file(path)
+    assert report.lines == 1 and report.valid == 0
+    assert report.format_errors[0].detail == (
+        f"line 1: invalid JSON at column {len(line) + 2}: Extra data; the line holds carriage returns (CR): "
+        "the file seems to use CR (old Mac) line endings; convert them to LF"
+    )
+    # A CR inside a line of an LF file that does not parse gets the hint too; a CRLF line end is harmless.
+    assert "CR (old Mac) line endings" in check_line(raw(b'{"messages": [\r}')).errors[0]
+    assert "carriage" not in check_line(raw(b'{"messages": [}\r')).errors[0]
+    assert check_line(raw(line.encode() + b"\r")).valid

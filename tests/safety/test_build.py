@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from decimal import Decimal
 
@@ -150,3 +151,36 @@ def test_the_calls_of_a_judge_that_reports_no_usage_are_charged_marked_estimated
     answered = {entry.note: entry.tokens_estimated for entry in entries if " judge-" not in entry.note}
     assert judged and all(judged.values())
     assert answered and not any(answered.values())
+
+
+def test_an_answer_or_revision_holding_a_nul_or_an_unpaired_surrogate_is_stored_with_u_fffd(
+    demo_simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model's answer with "\\x00" (Postgres refuses it) or "\\ud800" (the scrubber cannot encode it)
+    failed the whole build; both are now U+FFFD, and the PII next to them is still scrubbed."""
+    from safety import services
+
+    class Unstorable:  # the simulator, its conversation answers and revisions ending in both characters
+        def __init__(self, provider) -> None:
+            self.provider = provider
+
+        def __getattr__(self, name: str):
+            return getattr(self.provider, name)
+
+        def chat(self, *, model, messages, parameters=None):
+            result = self.provider.chat(model=model, messages=messages, parameters=parameters)
+            if (parameters or {}).get("max_tokens") == services.CONVERSATION_MAX_TOKENS:
+                result = dataclasses.replace(result, text=result.text + " Mail jo@example.com\x00 or\ud800 not.")
+            return result
+
+    real_provider_for = services.provider_for
+    monkeypatch.setattr(services, "provider_for", lambda account: Unstorable(real_provider_for(account)))
+    build = waltz_build_create(agent=Agent.objects.get(slug="support_agent"), target=12, enqueue=False)
+    build = waltz_build_execute(build_id=build.pk)
+    assert build.status == "succeeded", build.error
+    items = list(build.items.all())
+    assert items and all(item.response.endswith(" Mail [EMAIL]\ufffd or\ufffd not.") for item in items)
+    revised = [item for item in items if item.revised]
+    assert revised and all(item.revision.endswith(" Mail [EMAIL]\ufffd or\ufffd not.") for item in revised)
+    for dataset in (build.conversation_train, build.feedback_train):
+        assert "jo@example.com" not in dataset_file_path(dataset=dataset).read_text()

@@ -1,0 +1,125 @@
+"""PII written with look-alike characters is found, scrubbed without a trace and masked in the audit.
+
+A fuzzing round found values the scanner did not see: fullwidth "＠" and digits, zero-width characters
+inside a value, no-break spaces and en-dashes as separators, internationalised domains, IBANs typed in
+lower case.  The offsets still point into the original text (the scrubber replaces by them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from audits.pii import PII_TYPES, mask, normalised, scan_text
+from audits.report import audit_file
+from audits.scrub import Scrubber, scrub_file
+from tests.audits.samples import PLANTED, chat_line, write_lines
+
+
+def fullwidth(value: str) -> str:
+    return "".join(chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else char for char in value)
+
+
+# (what the value evades with, type, value as written, its mask in the audit report: of the value as the
+# scanner reads it, so no-break spaces are spaces and dashes hyphens)
+EVASIONS: list[tuple[str, str, str, str]] = [
+    ("fullwidth @", "email", "jo\uff20example.com", "j***@e***.com"),
+    ("fullwidth e-mail", "email", fullwidth("jo@example.com"), "j***@e***.com"),
+    ("fullwidth card digits", "credit_card", fullwidth("4532015112830366"), "****-****-****-0366"),
+    ("fullwidth spaced card", "credit_card", fullwidth("4532 0151 1283 0366"), "****-****-****-0366"),
+    ("fullwidth phone digits", "phone", fullwidth("415-555-2671"), "***-***-**71"),
+    ("zero-width space in an e-mail", "email", "jo\u200b@example.com", "j***@e***.com"),
+    ("zero-width joiner in a domain", "email", "jo@exa\u200dmple.com", "j***@e***.com"),
+    ("BOM in an e-mail", "email", "j\ufeffo@example.com", "j***@e***.com"),
+    ("soft hyphen in an e-mail", "email", "jo\u00adhn@example.com", "j***@e***.com"),
+    ("zero-width characters between card groups", "credit_card", "4532\u200c0151\u20601283\ufeff0366", "****-****-****-0366"),
+    ("zero-width space inside a card", "credit_card", "45320151\u200b12830366", "****-****-****-0366"),
+    ("zero-width non-joiner inside a phone", "phone", "415-555-\u200c2671", "***-***-**71"),
+    ("NBSP in a French phone", "phone", "06\u00a012\u00a034\u00a056\u00a078", "** ** ** ** 78"),
+    ("narrow NBSP in a French phone", "phone", "06\u202f12\u202f34\u202f56\u202f78", "** ** ** ** 78"),
+    ("NBSP in an international phone", "phone", "+33\u00a06\u00a012\u00a034\u00a056\u00a078", "+** * ** ** ** 78"),
+    ("NBSP between card groups", "credit_card", "4532\u00a00151\u00a01283\u00a00366", "****-****-****-0366"),
+    ("narrow NBSP between card groups", "credit_card", "4532\u202f0151\u202f1283\u202f0366", "****-****-****-0366"),
+    ("en-dash in a phone", "phone", "415\u2013555\u20132671", "***-***-**71"),
+    ("en-dash between card groups", "credit_card", "4532\u20130151\u20131283\u20130366", "****-****-****-0366"),
+    ("internationalised domain", "email", "jo@b\u00fccher.de", "j***@b***.de"),
+    ("internationalised domain, decomposed", "email", "jo@bu\u0308cher.de", "j***@b***.de"),
+    ("Cyrillic domain", "email", "jo@\u043f\u043e\u0447\u0442\u0430.\u0440\u0444", "j***@\u043f***.\u0440\u0444"),
+    ("lower-case IBAN", "iban", "de89370400440532013000", "de****************3000"),
+    ("lower-case grouped IBAN", "iban", "de89 3704 0044 0532 0130 00", "de****************3000"),
+    ("lower-case IBAN with letters", "iban", "gb29 nwbk 6016 1331 9268 19", "gb****************6819"),
+    ("mixed-case IBAN", "iban", "Gb29NWBK60161331926819", "Gb****************6819"),
+]
+IDS = [name for name, *_ in EVASIONS]
+BEFORE, AFTER = "Please note: ", " (thanks)."
+
+
+@pytest.mark.parametrize(("name", "pii_type", "value", "masked"), EVASIONS, ids=IDS)
+def test_an_evasive_value_is_found_with_its_span_in_the_original_text(name: str, pii_type: str, value: str, masked: str) -> None:
+    text = BEFORE + value + AFTER
+    assert [(m.type, m.start, m.end) for m in scan_text(text)] == [(pii_type, len(BEFORE), len(BEFORE) + len(value))]
+
+
+@pytest.mark.parametrize(("name", "pii_type", "value", "masked"), EVASIONS, ids=IDS)
+def test_the_scrubbed_text_keeps_no_trace_of_an_evasive_value(name: str, pii_type: str, value: str, masked: str) -> None:
+    scrubber = Scrubber()
+    assert scrubber.scrub_text(BEFORE + value + AFTER) == f"{BEFORE}[{pii_type.upper()}]{AFTER}"
+    # The same value written plainly gets the same pseudonym.
+    pseudonyms = Scrubber(mode="pseudonym")
+    assert pseudonyms.scrub_text(f"{value} / {normalised(value)}") == f"<{pii_type.upper()}_1> / <{pii_type.upper()}_1>"
+
+
+@pytest.mark.parametrize(("name", "pii_type", "value", "masked"), EVASIONS, ids=IDS)
+def test_the_mask_of_an_evasive_value(name: str, pii_type: str, value: str, masked: str) -> None:
+    assert mask(value, pii_type) == masked
+
+
+def test_the_audit_counts_evasive_values_and_masks_them_and_the_scrubbed_copy_has_none(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "s.jsonl", [chat_line(BEFORE + value + AFTER) for _, _, value, _ in EVASIONS])
+    report = audit_file(source).to_contract_dict()
+    expected = dict.fromkeys(PII_TYPES, 0)
+    for _, pii_type, _, _ in EVASIONS:
+        expected[pii_type] += 1
+    assert report["pii"] == expected
+    dumped = json.dumps(report, ensure_ascii=False)
+    for _, _, value, _ in EVASIONS:
+        assert value not in dumped and normalised(value) not in dumped
+    assert report["pii_samples"]["email"][0] == {"line": 1, "masked": "j***@e***.com"}
+    for pii_type in PII_TYPES:  # up to 5 samples a type, each the mask of its line's value
+        for sample in report["pii_samples"][pii_type]:
+            assert EVASIONS[sample["line"] - 1][1:4:2] == (pii_type, sample["masked"])
+
+    destination = tmp_path / "d.jsonl"
+    scrub_file(source=source, destination=destination)
+    assert audit_file(destination).pii_counts == dict.fromkeys(PII_TYPES, 0)
+    scrubbed = destination.read_text(encoding="utf-8")
+    for _, _, value, _ in EVASIONS:
+        assert value not in scrubbed and normalised(value) not in json.loads(json.dumps(scrubbed))
+    for invisible in "\u200b\u200c\u200d\u2060\ufeff\u00ad\uff20":
+        assert invisible not in scrubbed and json.dumps(invisible)[1:-1] not in scrubbed
+
+
+@pytest.mark.parametrize(("pii_type", "value"), [(t, v) for t, values in PLANTED.items() for v in values])
+def test_a_zero_width_space_inside_any_planted_value_does_not_hide_it(pii_type: str, value: str) -> None:
+    middle = len(value) // 2
+    hidden = value[:middle] + "\u200b" + value[middle:]
+    text = f"see {hidden} here"
+    assert [(m.type, m.value_in(text)) for m in scan_text(text)] == [(pii_type, hidden)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pages 10\u201320 and 1990\u20132020",
+        "1\u00a0000\u00a0000\u00a0\u20ac",
+        "un total de 12\u202f345,67\u00a0\u20ac",
+        "caf\u00e9 \u2014 \u201cquoted\u201d \u2026 text",
+        "\ufeffa BOM at the start",
+        "ab12 cd34 de89 and de12",
+        "IDs: de89370400440532013001",  # a lower-case IBAN whose checksum fails
+    ],
+)
+def test_look_alike_characters_in_ordinary_text_are_not_pii(text: str) -> None:
+    assert scan_text(text) == []
