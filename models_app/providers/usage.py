@@ -1,4 +1,4 @@
-"""The token counts of a chat completion, for both provider kinds alike: the provider's `usage`,
+"""A chat completion's result, for both provider kinds alike: its token counts from the provider's `usage`,
 checked, or an estimate where it reported none.
 
 A count the provider gave must be a whole number of tokens, zero or more: anything else ("n/a",
@@ -15,7 +15,6 @@ import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from models_app.simulator.responder import message_text
@@ -33,42 +32,12 @@ _logged: set[tuple[str, str, str]] = set()
 _logged_lock = threading.Lock()
 
 
-@dataclass(frozen=True)
-class TokenCounts:
-    prompt: int
-    completion: int
-    estimated: bool  # True when either count is an estimate
-
-
 def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE))
 
 
 def prompt_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return "".join(message_text(message.get("content")) for message in messages)
-
-
-def chat_token_counts(
-    *,
-    provider: str,
-    model: str,
-    usage: Mapping[str, Any] | None,
-    messages: Sequence[Mapping[str, Any]],
-    completion: str,
-) -> TokenCounts:
-    """The prompt and completion tokens from `usage` (None: the answer had none), each estimated when
-    absent or null. PermanentProviderError when a count is there but not a whole number ≥ 0."""
-    fields = usage or {}
-    prompt = _reported(fields.get("prompt_tokens", _MISSING), provider=provider, name="prompt_tokens")
-    completed = _reported(fields.get("completion_tokens", _MISSING), provider=provider, name="completion_tokens")
-    missing = [name for name, value in (("prompt_tokens", prompt), ("completion_tokens", completed)) if value is None]
-    if missing:
-        _log_estimate(provider=provider, model=model, missing="usage" if usage is None else ", ".join(missing))
-    return TokenCounts(
-        prompt=estimate_tokens(prompt_text(messages)) if prompt is None else prompt,
-        completion=estimate_tokens(completion) if completed is None else completed,
-        estimated=bool(missing),
-    )
 
 
 def chat_result(
@@ -82,18 +51,25 @@ def chat_result(
     finish_reason: str,
     answered_by: str,
 ) -> ChatResult:
-    """A chat completion's result, for both provider kinds alike: its token counts as
-    chat_token_counts gives them, and the model that answered (`answered_by`, else the one asked)."""
-    tokens = chat_token_counts(provider=provider, model=model, usage=usage, messages=messages, completion=text)
+    """A chat completion's result, for both provider kinds alike: the prompt and completion tokens
+    from `usage` (None: the answer had none), each estimated when absent or null, and the model that
+    answered (`answered_by`, else the one asked). PermanentProviderError when a count is there but not
+    a whole number ≥ 0."""
+    fields = usage or {}
+    prompt = _reported(fields.get("prompt_tokens", _MISSING), provider=provider, name="prompt_tokens")
+    completed = _reported(fields.get("completion_tokens", _MISSING), provider=provider, name="completion_tokens")
+    missing = [name for name, value in (("prompt_tokens", prompt), ("completion_tokens", completed)) if value is None]
+    if missing:
+        _log_estimate(provider=provider, model=model, missing="usage" if usage is None else ", ".join(missing))
     return ChatResult(
         text=text,
-        prompt_tokens=tokens.prompt,
-        completion_tokens=tokens.completion,
+        prompt_tokens=estimate_tokens(prompt_text(messages)) if prompt is None else prompt,
+        completion_tokens=estimate_tokens(text) if completed is None else completed,
         latency_ms=round(latency_ms, 2),
         finish_reason=finish_reason,
         model=answered_by or model,
         provider=provider,
-        tokens_estimated=tokens.estimated,
+        tokens_estimated=bool(missing),
     )
 
 
