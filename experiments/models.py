@@ -279,6 +279,13 @@ class DataDeletion(models.Model):
     assignments_deleted = models.PositiveBigIntegerField(default=0)
     experiments = models.JSONField(default=list, blank=True, help_text="Keys of the experiments whose data this changed.")
     reason = models.TextField(blank=True)
+    # Read by every POST /outcomes batch (experiments.retention.outcome_age_limit: the newest one, by the index).
+    outcomes_before = models.DateTimeField(
+        null=True, blank=True, db_index=True,
+        help_text="A prune that deleted outcomes: the newest cut-off it deleted them by (every deleted outcome occurred "
+                  "before it). Ingestion refuses events older than the newest of these, which may have been deleted: "
+                  "sent again, they would be stored and charged a second time. Empty for an erasure.",
+    )
 
     class Meta:
         ordering = ["-at", "-id"]

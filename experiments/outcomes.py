@@ -210,7 +210,7 @@ def _outcome_rows(
 ) -> tuple[list[dict[str, Any]], int]:
     """The rows to insert, one per new (agent, event_id) of the batch, and how many repeated an
     event_id within the batch. Events of unknown agents, from the future or older than the outcome
-    retention go to `rejected`."""
+    retention or the newest prune's cut-off (retention.outcome_age_limit) go to `rejected`."""
     running = _running_experiments(agents)
     agent_ids = {slug: agent.pk for slug, agent in agents.items()}
     age_limit = retention.outcome_age_limit(received_at=received_at)
@@ -271,12 +271,9 @@ def _time_refusal(occurred_at: datetime, *, received_at: datetime, age_limit: re
         )
     if age_limit is not None and occurred_at < age_limit.oldest:
         # "A repeated event_id is counted once" holds only while the first one is stored: an outcome
-        # this old may have been pruned, and sent again it would be stored and charged a second time.
-        return (
-            f"occurred_at: {occurred_at.isoformat()} is older than the {age_limit.days}-day outcome retention "
-            f"({age_limit.setting}; received at {received_at.isoformat()}): outcomes that old are pruned, so it "
-            "could not be told from one already counted and charged; not stored"
-        )
+        # this old may have been pruned (by the retention, or a prune's cut-off), and sent again it
+        # would be stored and charged a second time.
+        return f"occurred_at: {occurred_at.isoformat()} {age_limit.reason}"
     return None
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -101,9 +101,12 @@ def outcomes_prune(
     dry_run: bool = False,
     max_seconds: float | None = None,
     now: datetime | None = None,
+    scheduled: bool = False,
 ) -> PruneResult:
     """Delete the live outcomes that occurred before `live_before`, and every outcome and exposure of
-    the experiments that ended before `ended_before` (None: not that kind). With `dry_run`, count."""
+    the experiments that ended before `ended_before` (None: not that kind). With `dry_run`, count.
+    `scheduled`: the beat task's run (recorded on the trail, and named when ingestion refuses an event
+    by its cut-off — see outcome_age_limit)."""
     require_permission(actor=actor, permission="experiments.delete_outcomeevent", action="prune outcomes")
     now = now or timezone.now()
     for name, cutoff in (("live_before", live_before), ("ended_before", ended_before)):
@@ -128,7 +131,7 @@ def outcomes_prune(
     trail = _PruneTrail(actor=actor, criteria={
         "live_before": live_before.isoformat() if live_before else None,
         "ended_before": ended_before.isoformat() if ended_before else None,
-        "batch_size": batch_size, "complete": False,
+        "batch_size": batch_size, "scheduled": scheduled, "complete": False,
     })
     complete = _delete_in_batches(live, trail=trail, batch_size=batch_size, deadline=deadline) if live_before is not None else True
     if complete:
@@ -145,7 +148,9 @@ class _PruneTrail:
     """A prune's DataDeletion row, kept in step with what is deleted: written in the transaction of the
     first batch that deletes rows and brought up to date in each one after, so a prune stopped half-way
     (killed, or an error) leaves every row it deleted on the trail — and none when it deleted nothing.
-    Its criteria say `complete: false` until the prune has run to its end."""
+    Its criteria say `complete: false` until the prune has run to its end. Its `outcomes_before` is the
+    newest cut-off by which it deleted outcomes, written in the same transaction as those deletes: from
+    the moment an outcome is gone, ingestion refuses it (outcome_age_limit)."""
 
     actor: Actor
     criteria: dict[str, Any]
@@ -162,12 +167,20 @@ class _PruneTrail:
             return
         if of is OutcomeEvent:
             self.outcomes += count
+            # Every outcome deleted occurred before the cut-off of its kind: a live one before
+            # live_before; an ended experiment's before it ended (its arm came from a stage window
+            # while it ran, at most the time of receipt), so before ended_before.
+            cut_off = datetime.fromisoformat(self.criteria["ended_before" if experiment is not None else "live_before"])
+            if self.row is not None and self.row.outcomes_before is not None:
+                cut_off = max(cut_off, self.row.outcomes_before)
         else:
             self.assignments += count
         if experiment is not None and experiment.key not in self.experiments:
             self.experiments.append(experiment.key)
         if self.row is None:
             self.row = DataDeletion(kind=DataDeletion.Kind.PRUNE, actor=self.actor, criteria=self.criteria)
+        if of is OutcomeEvent:
+            self.row.outcomes_before = cut_off
         self.row.outcomes_deleted, self.row.assignments_deleted = self.outcomes, self.assignments
         self.row.experiments = list(self.experiments)
         self.row.save()
@@ -187,7 +200,7 @@ def outcomes_prune_scheduled(*, now: datetime | None = None) -> PruneResult | No
     return outcomes_prune(
         live_before=now - timedelta(days=live_days) if live_days else None,
         ended_before=now - timedelta(days=ended_days) if ended_days else None,
-        actor=None, max_seconds=SCHEDULED_MAX_SECONDS, now=now,
+        actor=None, max_seconds=SCHEDULED_MAX_SECONDS, now=now, scheduled=True,
     )
 
 
@@ -197,16 +210,22 @@ class OutcomeAgeLimit:
     pruned, so its event_id would not be known as a repeat and its tokens would be charged again."""
 
     oldest: datetime
-    days: int
-    setting: str  # the retention that sets it
+    reason: str  # why an older event is refused, naming what set the limit (follows "occurred_at: <its time> ")
 
 
 def outcome_age_limit(*, received_at: datetime) -> OutcomeAgeLimit | None:
-    """The age limit of outcomes received at `received_at`, from the retentions the scheduled prune
-    applies (the shorter when both are set: an ended experiment's pruned outcome would come back as
-    live); None when both keep forever. The prune deletes what occurred before its run less the
-    retention, and every run is at or after any earlier receipt, so nothing it could have deleted is
-    younger than this limit."""
+    """The age limit of outcomes received at `received_at`: the later of two, None when neither is set.
+
+    * The retentions the scheduled prune applies (the shorter when both are set: an ended experiment's
+      pruned outcome would come back as live). The prune deletes what occurred before its run less the
+      retention, and every run is at or after any earlier receipt, so nothing it will delete is younger.
+    * The newest cut-off any prune has deleted outcomes by (DataDeletion.outcomes_before): a prune run by
+      hand with a later cut-off than the retention's (`prune_outcomes --before`, `--ended-before`), or
+      the scheduled prune of a retention since lengthened or turned off — what it deleted is gone for
+      good, whatever the settings say now.
+
+    One query per call (ingestion: one per batch): the newest such row, through the index on outcomes_before."""
+    limits: list[OutcomeAgeLimit] = []
     retentions = [
         (days, name)
         for days, name in (
@@ -215,10 +234,36 @@ def outcome_age_limit(*, received_at: datetime) -> OutcomeAgeLimit | None:
         )
         if days
     ]
-    if not retentions:
-        return None
-    days, name = min(retentions)
-    return OutcomeAgeLimit(oldest=received_at - timedelta(days=days), days=days, setting=name)
+    if retentions:
+        days, name = min(retentions)
+        limits.append(OutcomeAgeLimit(oldest=received_at - timedelta(days=days), reason=(
+            f"is older than the {days}-day outcome retention ({name}; received at {received_at.isoformat()}): outcomes "
+            "that old are pruned, so it could not be told from one already counted and charged; not stored"
+        )))
+    newest = (DataDeletion.objects.filter(outcomes_before__isnull=False).order_by("-outcomes_before")
+              .values_list("outcomes_before", "at", "actor__username", "criteria").first())
+    if newest is not None:
+        cut_off, at, username, criteria = newest
+        if cut_off is not None:  # filtered on: for the type checker
+            limits.append(_prune_limit(cut_off, at=at, username=username, criteria=criteria))
+    # On a tie the retention's (the first): the scheduled prune's own cut-off is at most the retention's limit.
+    return max(limits, key=lambda limit: limit.oldest, default=None)
+
+
+def _prune_limit(cut_off: datetime, *, at: datetime, username: str | None, criteria: dict[str, Any]) -> OutcomeAgeLimit:
+    """The limit a prune's recorded cut-off sets, its reason naming that prune."""
+    cut_off, at = cut_off.astimezone(UTC), at.astimezone(UTC)
+    if criteria.get("scheduled"):
+        who = "the scheduled prune"
+    else:
+        who = "a prune run by hand (prune_outcomes" + (f" as {username})" if username else ")")
+    live = bool(criteria.get("live_before")) and datetime.fromisoformat(criteria["live_before"]) == cut_off
+    what = "live outcomes that occurred before it" if live else "all data of the experiments that ended before it"
+    return OutcomeAgeLimit(oldest=cut_off, reason=(
+        f"is before {cut_off.isoformat()}, the cut-off of {who} on {at:%Y-%m-%d %H:%M} UTC, which deleted {what}: "
+        "an event that old may already have been deleted, and one sent again could not be told from it, so it is "
+        "not stored or charged again"
+    ))
 
 
 def _live_outcomes(before: datetime) -> QuerySet[OutcomeEvent]:

@@ -8,7 +8,7 @@ import io
 import itertools
 import json
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +29,7 @@ from experiments.outcomes import IngestResult, outcomes_ingest
 from experiments.services import experiment_pause, experiment_rollback, experiment_start
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from genesis.schedules import DEFAULT_SCHEDULES
+from models_app.registry.models import Agent
 from tests.experiments.factories import draft_experiment, person
 from tests.factories import AgentFactory, ModelVersionFactory
 
@@ -143,7 +144,6 @@ def test_a_time_budget_never_stops_inside_an_ended_experiment(world, monkeypatch
 def test_a_prune_stopped_half_way_leaves_what_it_deleted_on_the_trail(monkeypatch):
     """Second review: the DataDeletion row was written after the last batch, and each batch commits
     alone — a prune killed or failing half-way had deleted rows that no trail named."""
-    from models_app.registry.models import Agent
 
     agent = Agent.objects.create(slug="trail_agent", name="t")
     outcomes(agent_id=agent.pk, n=30, at=OLD)
@@ -233,9 +233,103 @@ def test_an_event_resent_after_the_prune_deleted_it_is_rejected_not_charged_agai
     settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 30
     late = send("e4", occurred_at=NOW - timedelta(days=31), received_at=NOW)
     assert late.accepted == 0 and "older than the 30-day outcome retention (GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS;" in late.rejected[0]["detail"]
-    # Keeping outcomes forever sets no limit.
+    # Keeping outcomes forever sets no retention limit; but what the prune deleted (before NOW - 90
+    # days) is gone whatever the settings say now, so its cut-off still is one.
     settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 0, 0
-    assert send("e5", occurred_at=NOW - timedelta(days=3650), received_at=NOW).accepted == 1
+    assert "the cut-off of the scheduled prune on" in send("e5", occurred_at=NOW - timedelta(days=3650), received_at=NOW).rejected[0]["detail"]
+    assert send("e6", occurred_at=NOW - timedelta(days=89), received_at=NOW).accepted == 1
+    DataDeletion.objects.all().delete()  # no prune ever deleted outcomes: no limit at all
+    assert send("e7", occurred_at=NOW - timedelta(days=3650), received_at=NOW).accepted == 1
+
+
+def _priced_qa_agent() -> None:
+    """qa_agent serving open-mistral-7b at $1 per million tokens (its experiment's candidate too)."""
+    price_upsert(model="open-mistral-7b", effective_from=date(2020, 1, 1), input_usd_per_million="1",
+                 output_usd_per_million="1", source="test price list", source_date=date(2020, 1, 1))
+
+
+def _send(event_id: str, *, occurred_at: datetime, received_at: datetime = NOW, user: str = "u") -> IngestResult:
+    return outcomes_ingest(principal=None, received_at=received_at, events=[{
+        "event_id": event_id, "agent": "qa_agent", "user_id": user, "model": "open-mistral-7b", "success": True,
+        "latency_ms": 10, "input_tokens": 1_000_000, "output_tokens": 0, "occurred_at": occurred_at.isoformat(),
+    }])
+
+
+def _ledger() -> Decimal:
+    return CostEntry.objects.filter(operation="inference").aggregate(total=Sum("amount_usd"))["total"]
+
+
+def test_an_event_a_prune_by_hand_deleted_within_the_retention_is_rejected_when_sent_again(settings):
+    """Known gap closed: `prune_outcomes --before` with a cut-off later than the retention's deleted e1
+    (40 days old, within the 90-day retention); e1 sent again was taken as new and charged a second
+    time. Each prune now records its cut-off, and ingestion refuses events older than the newest one."""
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 90, 0
+    ModelVersionFactory(agent=AgentFactory(slug="qa_agent"), model_id="open-mistral-7b", kind="baseline")
+    _priced_qa_agent()
+    occurred = NOW - timedelta(days=40)
+    assert _send("e1", occurred_at=occurred, received_at=occurred).accepted == 1
+    assert _ledger() == Decimal("1")
+    cut_off_day = (NOW - timedelta(days=30)).date()
+    call_command("prune_outcomes", "--before", cut_off_day.isoformat(), stdout=io.StringIO())
+    assert not OutcomeEvent.objects.exists()
+    trace = DataDeletion.objects.get()
+    cut_off = timezone.make_aware(datetime.combine(cut_off_day, datetime.min.time())).astimezone(UTC)
+    assert trace.outcomes_before == cut_off and trace.criteria["scheduled"] is False
+
+    again = _send("e1", occurred_at=occurred)
+    assert (again.accepted, again.duplicates) == (0, 0)
+    assert again.rejected == [{"index": 0, "detail": (
+        f"occurred_at: {occurred.isoformat()} is before {cut_off.isoformat()}, the cut-off of a prune run by hand "
+        f"(prune_outcomes) on {trace.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC, which deleted live outcomes that occurred "
+        "before it: an event that old may already have been deleted, and one sent again could not be told from it, so "
+        "it is not stored or charged again")}]
+    assert _ledger() == Decimal("1") and not OutcomeEvent.objects.exists()
+    # After the cut-off an event is taken and charged, as before.
+    assert _send("e2", occurred_at=cut_off + timedelta(seconds=1)).accepted == 1
+    assert _ledger() == Decimal("2")
+
+
+def test_an_ended_experiments_outcome_a_prune_by_hand_deleted_does_not_come_back_as_live(settings):
+    """`prune_outcomes --ended-older-than-days 30` deleted an outcome of an experiment that ended 40
+    days ago; sent again, the experiment no longer running, it was stored as live and charged twice."""
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 90, 0
+    _priced_qa_agent()
+    experiment = experiment_start(experiment=draft_experiment("qa_agent"))
+    experiment.stages.update(started_at=NOW - timedelta(days=60))
+    occurred = NOW - timedelta(days=50)
+    assert _send("e1", occurred_at=occurred, received_at=occurred).accepted == 1
+    assert OutcomeEvent.objects.get().experiment_id == experiment.pk and _ledger() == Decimal("1")
+    experiment_rollback(experiment=experiment, reason="test")
+    Experiment.objects.filter(pk=experiment.pk).update(ended_at=NOW - timedelta(days=40))
+    call_command("prune_outcomes", "--ended-older-than-days", "30", stdout=io.StringIO())
+    assert not OutcomeEvent.objects.exists()
+
+    again = _send("e1", occurred_at=occurred)
+    assert again.accepted == 0 and "which deleted all data of the experiments that ended before it" in again.rejected[0]["detail"]
+    assert _ledger() == Decimal("1") and not OutcomeEvent.objects.exists()
+    assert _send("e2", occurred_at=NOW - timedelta(days=29)).accepted == 1  # after the cut-off: live, as before
+
+
+def test_the_scheduled_prunes_own_cut_off_leaves_the_retention_limit_as_it_was(settings):
+    """The scheduled prune records its cut-off too (run at NOW - 1 day: NOW - 91 days), but that is
+    never later than the retention's limit of a later receipt: events are refused by the retention,
+    as before — the limit exactly still taken — at one query of the trail per batch, not per event."""
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 90, 0
+    ModelVersionFactory(agent=AgentFactory(slug="qa_agent"), model_id="open-mistral-7b", kind="baseline")
+    _priced_qa_agent()
+    outcomes(agent_id=Agent.objects.get(slug="qa_agent").pk, n=3, at=OLD)
+    assert retention.outcomes_prune_scheduled(now=NOW - timedelta(days=1)).outcomes == 3
+    assert DataDeletion.objects.get().outcomes_before == NOW - timedelta(days=91)
+
+    assert _send("e1", occurred_at=NOW - timedelta(days=90)).accepted == 1
+    late = _send("e2", occurred_at=NOW - timedelta(days=90, seconds=1))
+    assert late.accepted == 0 and "is older than the 90-day outcome retention (GENESIS_RETAIN_LIVE_OUTCOMES_DAYS;" in late.rejected[0]["detail"]
+    events = [{"event_id": f"b{i}", "agent": "qa_agent", "user_id": "u", "model": "open-mistral-7b", "success": True,
+               "latency_ms": 10, "occurred_at": (NOW - timedelta(days=i)).isoformat()} for i in range(0, 100)]
+    with CaptureQueriesContext(connection) as queries:
+        batch = outcomes_ingest(principal=None, received_at=NOW, events=events)
+    assert (batch.accepted, len(batch.rejected)) == (91, 9)
+    assert sum('"experiments_datadeletion"' in q["sql"] for q in queries.captured_queries) == 1
 
 
 def run(command: str, *args: str) -> tuple[int, str, str]:
