@@ -449,7 +449,7 @@ class DataDeletionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The trail of deleted end-user data (prunes and erasures); written only by experiments/retention.py.
     Search by the hash `erase_user_data --dry-run` prints for an id to show that it was erased."""
 
-    list_display = ("at", "kind", "actor", "agent", "outcomes_deleted", "assignments_deleted", "subject_hash")
+    list_display = ("at", "kind", "actor", "agent", "outcomes_deleted", "assignments_deleted", "outcomes_before", "subject_hash")
     list_select_related = ("actor",)
     list_filter = ("kind",)
     search_fields = ("subject_hash",)

@@ -253,7 +253,9 @@ def outcome_age_limit(*, received_at: datetime) -> OutcomeAgeLimit | None:
 def _prune_limit(cut_off: datetime, *, at: datetime, username: str | None, criteria: dict[str, Any]) -> OutcomeAgeLimit:
     """The limit a prune's recorded cut-off sets, its reason naming that prune."""
     cut_off, at = cut_off.astimezone(UTC), at.astimezone(UTC)
-    if criteria.get("scheduled"):
+    if "scheduled" not in criteria:  # recorded before prunes said which (migration 0009 filled the cut-off in)
+        who = "a prune" + (f" by {username}" if username else "")
+    elif criteria["scheduled"]:
         who = "the scheduled prune"
     else:
         who = "a prune run by hand (prune_outcomes" + (f" as {username})" if username else ")")

@@ -467,3 +467,16 @@ def test_an_erasure_refuses_rows_that_reached_a_running_experiment_after_its_che
     # row too — here it was written inside the erasure's transaction, where a real request's is not).
     assert list(OutcomeEvent.objects.filter(user_id="erin").values_list("experiment", flat=True)) == [rolled_back.pk]
     assert not DataDeletion.objects.exists()
+
+
+def test_a_prune_recorded_before_prunes_said_which_kind_is_named_as_a_prune(settings):
+    """A trail row of a prune from before the cut-off was recorded (filled in by migration 0009, whose
+    criteria do not say whether it was scheduled) still limits ingestion, named without guessing."""
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 90, 0
+    AgentFactory(slug="qa_agent")
+    cut_off = NOW - timedelta(days=10)
+    DataDeletion.objects.create(kind=DataDeletion.Kind.PRUNE, outcomes_deleted=1, outcomes_before=cut_off,
+                                criteria={"live_before": cut_off.isoformat(), "ended_before": None, "complete": True})
+    detail = _send("e1", occurred_at=NOW - timedelta(days=11)).rejected[0]["detail"]
+    assert f"is before {cut_off.isoformat()}, the cut-off of a prune on " in detail
+    assert "which deleted live outcomes that occurred before it" in detail
