@@ -167,10 +167,11 @@ class _PruneTrail:
             return
         if of is OutcomeEvent:
             self.outcomes += count
-            # Every outcome deleted occurred before the cut-off of its kind: a live one before
-            # live_before; an ended experiment's before it ended (its arm came from a stage window
-            # while it ran, at most the time of receipt), so before ended_before.
-            cut_off = datetime.fromisoformat(self.criteria["ended_before" if experiment is not None else "live_before"])
+            # Every outcome deleted occurred before its cut-off: a live one before live_before; an ended
+            # experiment's by the time it ended (its arm came from a stage window while it ran, at most
+            # the time of receipt) — that end, not ended_before, so live events between the two stay welcome.
+            cut_off = experiment.ended_at if experiment is not None and experiment.ended_at else \
+                datetime.fromisoformat(self.criteria["ended_before" if experiment is not None else "live_before"])
             if self.row is not None and self.row.outcomes_before is not None:
                 cut_off = max(cut_off, self.row.outcomes_before)
         else:
@@ -260,7 +261,7 @@ def _prune_limit(cut_off: datetime, *, at: datetime, username: str | None, crite
     else:
         who = "a prune run by hand (prune_outcomes" + (f" as {username})" if username else ")")
     live = bool(criteria.get("live_before")) and datetime.fromisoformat(criteria["live_before"]) == cut_off
-    what = "live outcomes that occurred before it" if live else "all data of the experiments that ended before it"
+    what = "live outcomes that occurred before it" if live else "the data of experiments that had ended by then"
     return OutcomeAgeLimit(oldest=cut_off, reason=(
         f"is before {cut_off.isoformat()}, the cut-off of {who} on {at:%Y-%m-%d %H:%M} UTC, which deleted {what}: "
         "an event that old may already have been deleted, and one sent again could not be told from it, so it is "

@@ -305,9 +305,10 @@ def test_an_ended_experiments_outcome_a_prune_by_hand_deleted_does_not_come_back
     assert not OutcomeEvent.objects.exists()
 
     again = _send("e1", occurred_at=occurred)
-    assert again.accepted == 0 and "which deleted all data of the experiments that ended before it" in again.rejected[0]["detail"]
+    assert again.accepted == 0 and "which deleted the data of experiments that had ended by then" in again.rejected[0]["detail"]
     assert _ledger() == Decimal("1") and not OutcomeEvent.objects.exists()
-    assert _send("e2", occurred_at=NOW - timedelta(days=29)).accepted == 1  # after the cut-off: live, as before
+    # The cut-off is when the experiment ended, not the option's 30 days: a live event since is taken.
+    assert _send("e2", occurred_at=NOW - timedelta(days=35)).accepted == 1
 
 
 def test_the_scheduled_prunes_own_cut_off_leaves_the_retention_limit_as_it_was(settings):
