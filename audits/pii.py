@@ -110,12 +110,27 @@ _EMAIL_DOMAIN = re.compile(
 )
 
 
+def _email_domain(text: str, start: int) -> re.Match[str] | None:
+    """The domain of an e-mail whose "@" is just before ``start``. The ASCII pattern decides unless
+    non-ASCII text follows what it matched; then an internationalised domain is taken only when it
+    is one — not an ASCII top-level domain run into the words after it ("jo@example.comまで",
+    "…@example.com電話2024", which would lose the address or swallow the words)."""
+    plain = _EMAIL_DOMAIN_ASCII.match(text, start)
+    if plain is not None and (plain.end() == len(text) or text[plain.end()].isascii()):
+        return plain
+    wide = _EMAIL_DOMAIN.match(text, start)
+    if wide is None:
+        return plain
+    top_level = wide.group().rsplit(".", 1)[-1]
+    if not top_level.isascii() and any(character.isascii() for character in top_level):
+        return plain  # a top-level domain is one script or the other, never "comまで"
+    return wide
+
+
 def _find_emails(text: str, out: list[tuple[str, int, int]]) -> None:
     at = text.find("@")
     while at != -1:
-        domain = _EMAIL_DOMAIN_ASCII.match(text, at + 1)
-        if domain is None or (domain.end() < len(text) and not text[domain.end()].isascii()):
-            domain = _EMAIL_DOMAIN.match(text, at + 1)
+        domain = _email_domain(text, at + 1)
         if domain is not None and at > 0:
             window_start = max(0, at - 64)
             local = _EMAIL_LOCAL_REVERSED.match(text[window_start:at][::-1])

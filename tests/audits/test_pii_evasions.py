@@ -123,3 +123,19 @@ def test_a_zero_width_space_inside_any_planted_value_does_not_hide_it(pii_type: 
 )
 def test_look_alike_characters_in_ordinary_text_are_not_pii(text: str) -> None:
     assert scan_text(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("jo@example.com\u96fb\u8a712024", "jo@example.com"),
+        ("Mail: john.doe@example.com\u00e91", "john.doe@example.com"),
+        ("john.doe@example.de\u00fc2", "john.doe@example.de"),
+        ("\u30e1\u30fc\u30eb jo@example.com\u307e\u3067\u304a\u9858\u3044\u3057\u307e\u3059", "jo@example.com"),
+        ("write to jo@b\u00fccher.de, thanks", "jo@b\u00fccher.de"),
+    ],
+)
+def test_an_ascii_address_followed_by_non_ascii_words_is_found_and_ends_at_its_domain(text: str, address: str) -> None:
+    # Was, while internationalised domains were being added: not found at all ("…com電話2024"), or run
+    # on into the words after it ("…comまでお願いします"), which a scrub would then erase.
+    assert [(m.type, m.value_in(text)) for m in scan_text(text)] == [("email", address)]
