@@ -468,13 +468,13 @@ def _find_digit_runs(
         length = end - start
         if length < 7:
             if (
-                length == 2
+                length >= 2
                 and start > 1
                 and raw[start - 1] in _LETTERS
                 and raw[start - 2] in _LETTERS
                 and (start == 2 or raw[start - 3] not in _WORD_BYTES)
             ):
-                _add_lower_case_iban(raw, start - 2, out)  # "gb29 nwbk …", "nl91abna…"
+                _add_lower_case_iban(raw, start - 2, out)  # "gb29 nwbk …", "nl91abna…", "kz86 125k …"
             continue  # "42", "2024", "3.5": shorter than the shortest IPv4 ("1.2.3.4")
         if start and raw[start - 1] == 0x28:  # "("
             start -= 1

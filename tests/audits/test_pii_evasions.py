@@ -51,6 +51,9 @@ EVASIONS: list[tuple[str, str, str, str]] = [
     ("lower-case grouped IBAN", "iban", "de89 3704 0044 0532 0130 00", "de****************3000"),
     ("lower-case IBAN with letters", "iban", "gb29 nwbk 6016 1331 9268 19", "gb****************6819"),
     ("mixed-case IBAN", "iban", "Gb29NWBK60161331926819", "Gb****************6819"),
+    # Its check digits run on into 1–4 more digits before a letter (was: a phone "0410 0100", or nothing).
+    ("lower-case IBAN, digits after the check digits", "iban", "kz86 125k zt50 0410 0100", "kz**************0100"),
+    ("lower-case IBAN, digits after the check digits, ungrouped", "iban", "kz86125kzt5004100100", "kz**************0100"),
 ]
 IDS = [name for name, *_ in EVASIONS]
 BEFORE, AFTER = "Please note: ", " (thanks)."
