@@ -55,6 +55,11 @@ class Experiment(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    data_deleted_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When a prune deleted this ended experiment's outcomes and exposures. Ingestion then refuses the "
+                  "agent's events from before it ended: sent again, one of them would be stored and charged twice.",
+    )
     # Set by every change that can alter a routing decision; the agent's config version derives from it.
     routing_changed_at = models.DateTimeField(auto_now_add=True)
     # The last guardrail evaluation, kept for the admin page and for "warning" state changes.
@@ -282,9 +287,10 @@ class DataDeletion(models.Model):
     # Read by every POST /outcomes batch (experiments.retention.outcome_age_limit: the newest one, by the index).
     outcomes_before = models.DateTimeField(
         null=True, blank=True, db_index=True,
-        help_text="A prune that deleted outcomes: the newest cut-off it deleted them by (every deleted outcome occurred "
-                  "before it). Ingestion refuses events older than the newest of these, which may have been deleted: "
-                  "sent again, they would be stored and charged a second time. Empty for an erasure.",
+        help_text="A prune that deleted live outcomes: the newest cut-off it deleted them by (every deleted outcome "
+                  "occurred before it). Ingestion refuses events older than the newest of these, which may have been "
+                  "deleted: sent again, they would be stored and charged a second time. Empty for an erasure and for a "
+                  "prune of ended experiments alone (those mark the experiment: Experiment.data_deleted_at).",
     )
 
     class Meta:

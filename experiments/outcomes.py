@@ -210,10 +210,10 @@ def _outcome_rows(
 ) -> tuple[list[dict[str, Any]], int]:
     """The rows to insert, one per new (agent, event_id) of the batch, and how many repeated an
     event_id within the batch. Events of unknown agents, from the future or older than the outcome
-    retention or the newest prune's cut-off (retention.outcome_age_limit) go to `rejected`."""
+    retention or a prune's cut-off (retention.outcome_age_limits) go to `rejected`."""
     running = _running_experiments(agents)
     agent_ids = {slug: agent.pk for slug, agent in agents.items()}
-    age_limit = retention.outcome_age_limit(received_at=received_at)
+    age_limits = retention.outcome_age_limits(received_at=received_at, agent_ids=list(agent_ids.values()))
     rows: list[dict[str, Any]] = []
     seen_in_batch: set[tuple[int, str]] = set()  # (agent id, event_id): event ids are unique per agent
     duplicates = 0
@@ -223,7 +223,7 @@ def _outcome_rows(
             rejected.append({"index": index, "detail": f"agent: '{event.agent}' does not exist"})
             continue
         occurred_at = _occurred_at(event, received_at=received_at)
-        refusal = _time_refusal(occurred_at, received_at=received_at, age_limit=age_limit)
+        refusal = _time_refusal(occurred_at, received_at=received_at, age_limit=age_limits[agent_id])
         if refusal is not None:
             rejected.append({"index": index, "detail": refusal})
             continue

@@ -167,21 +167,17 @@ class _PruneTrail:
             return
         if of is OutcomeEvent:
             self.outcomes += count
-            # Every outcome deleted occurred before its cut-off: a live one before live_before; an ended
-            # experiment's by the time it ended (its arm came from a stage window while it ran, at most
-            # the time of receipt) — that end, not ended_before, so live events between the two stay welcome.
-            cut_off = experiment.ended_at if experiment is not None and experiment.ended_at else \
-                datetime.fromisoformat(self.criteria["ended_before" if experiment is not None else "live_before"])
-            if self.row is not None and self.row.outcomes_before is not None:
-                cut_off = max(cut_off, self.row.outcomes_before)
         else:
             self.assignments += count
         if experiment is not None and experiment.key not in self.experiments:
             self.experiments.append(experiment.key)
+            # Its outcomes occurred by the time it ended (the arm came from a stage window while it ran):
+            # ingestion refuses that agent's events from before its end (outcome_age_limits), no other's.
+            Experiment.objects.filter(pk=experiment.pk, data_deleted_at__isnull=True).update(data_deleted_at=timezone.now())
         if self.row is None:
             self.row = DataDeletion(kind=DataDeletion.Kind.PRUNE, actor=self.actor, criteria=self.criteria)
-        if of is OutcomeEvent:
-            self.row.outcomes_before = cut_off
+        if of is OutcomeEvent and experiment is None:  # live outcomes, of every agent: all occurred before live_before
+            self.row.outcomes_before = datetime.fromisoformat(self.criteria["live_before"])
         self.row.outcomes_deleted, self.row.assignments_deleted = self.outcomes, self.assignments
         self.row.experiments = list(self.experiments)
         self.row.save()
@@ -214,18 +210,39 @@ class OutcomeAgeLimit:
     reason: str  # why an older event is refused, naming what set the limit (follows "occurred_at: <its time> ")
 
 
-def outcome_age_limit(*, received_at: datetime) -> OutcomeAgeLimit | None:
-    """The age limit of outcomes received at `received_at`: the later of two, None when neither is set.
+def outcome_age_limits(*, received_at: datetime, agent_ids: list[int]) -> dict[int, OutcomeAgeLimit | None]:
+    """The age limit of each agent's outcomes received at `received_at`: the latest of three, None when
+    none is set.
 
     * The retentions the scheduled prune applies (the shorter when both are set: an ended experiment's
       pruned outcome would come back as live). The prune deletes what occurred before its run less the
       retention, and every run is at or after any earlier receipt, so nothing it will delete is younger.
-    * The newest cut-off any prune has deleted outcomes by (DataDeletion.outcomes_before): a prune run by
-      hand with a later cut-off than the retention's (`prune_outcomes --before`, `--ended-before`), or
-      the scheduled prune of a retention since lengthened or turned off — what it deleted is gone for
-      good, whatever the settings say now.
+    * The newest cut-off any prune has deleted live outcomes by (DataDeletion.outcomes_before): a prune
+      run by hand with a later cut-off than the retention's (`prune_outcomes --before`), or the scheduled
+      prune of a retention since lengthened or turned off — what it deleted is gone for good, whatever
+      the settings say now.
+    * For an agent, the end of its newest ended experiment whose data a prune deleted
+      (Experiment.data_deleted_at, `--ended-before` and the like): sent again, one of its outcomes would
+      come back as a live one. Only that agent's: the others' late events are still taken.
 
-    One query per call (ingestion: one per batch): the newest such row, through the index on outcomes_before."""
+    Two queries per call (ingestion: per batch, not per event)."""
+    base = _global_age_limit(received_at=received_at)
+    limits: dict[int, OutcomeAgeLimit | None] = dict.fromkeys(agent_ids, base)
+    ended = (Experiment.objects.filter(agent_id__in=agent_ids, data_deleted_at__isnull=False, ended_at__isnull=False)
+             .values_list("agent_id", "key", "ended_at"))
+    for agent_id, key, ended_at in ended:
+        current = limits[agent_id]
+        if ended_at is not None and (current is None or ended_at > current.oldest):  # filtered on: for the type checker
+            limits[agent_id] = OutcomeAgeLimit(oldest=ended_at, reason=(
+                f"is before {ended_at.astimezone(UTC).isoformat()}, when this agent's experiment '{key}' ended, whose "
+                "outcomes a prune has deleted: an event that old may have been one of them, and one sent again could not "
+                "be told from it, so it is not stored or charged again"
+            ))
+    return limits
+
+
+def _global_age_limit(*, received_at: datetime) -> OutcomeAgeLimit | None:
+    """The limit for every agent: the retention's, or the newest live prune's cut-off when later."""
     limits: list[OutcomeAgeLimit] = []
     retentions = [
         (days, name)
@@ -260,10 +277,9 @@ def _prune_limit(cut_off: datetime, *, at: datetime, username: str | None, crite
         who = "the scheduled prune"
     else:
         who = "a prune run by hand (prune_outcomes" + (f" as {username})" if username else ")")
-    live = bool(criteria.get("live_before")) and datetime.fromisoformat(criteria["live_before"]) == cut_off
-    what = "live outcomes that occurred before it" if live else "the data of experiments that had ended by then"
     return OutcomeAgeLimit(oldest=cut_off, reason=(
-        f"is before {cut_off.isoformat()}, the cut-off of {who} on {at:%Y-%m-%d %H:%M} UTC, which deleted {what}: "
+        f"is before {cut_off.isoformat()}, the cut-off of {who} on {at:%Y-%m-%d %H:%M} UTC, which deleted live outcomes "
+        "that occurred before it: "
         "an event that old may already have been deleted, and one sent again could not be told from it, so it is "
         "not stored or charged again"
     ))

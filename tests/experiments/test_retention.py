@@ -305,10 +305,18 @@ def test_an_ended_experiments_outcome_a_prune_by_hand_deleted_does_not_come_back
     assert not OutcomeEvent.objects.exists()
 
     again = _send("e1", occurred_at=occurred)
-    assert again.accepted == 0 and "which deleted the data of experiments that had ended by then" in again.rejected[0]["detail"]
+    assert again.accepted == 0 and f"when this agent's experiment '{experiment.key}' ended" in again.rejected[0]["detail"]
     assert _ledger() == Decimal("1") and not OutcomeEvent.objects.exists()
     # The cut-off is when the experiment ended, not the option's 30 days: a live event since is taken.
     assert _send("e2", occurred_at=NOW - timedelta(days=35)).accepted == 1
+    # And it is this agent's alone: another agent's late event from before that end is still taken
+    # (a second reviewer: one prune of one agent's ended experiment refused every agent's).
+    AgentFactory(slug="other_agent")
+    late = outcomes_ingest(principal=None, received_at=NOW, events=[{
+        "event_id": "o1", "agent": "other_agent", "user_id": "u", "model": "open-mistral-7b", "success": True,
+        "latency_ms": 10, "occurred_at": occurred.isoformat(),
+    }])
+    assert (late.accepted, late.rejected) == (1, [])
 
 
 def test_the_scheduled_prunes_own_cut_off_leaves_the_retention_limit_as_it_was(settings):

@@ -39,8 +39,9 @@ class Command(BaseCommand):
         "Delete outcomes outside every experiment that occurred before a cut-off (--before DATE or "
         "--older-than-days N) and, with --ended-before / --ended-older-than-days, every outcome and exposure of the "
         "experiments that ended (rolled back or completed) before it. Never a running or paused experiment's data. "
-        "Once it has deleted outcomes, POST /outcomes rejects events that occurred before its cut-off (a deleted event "
-        "sent again is not stored or charged twice)."
+        "Once it has deleted outcomes, POST /outcomes rejects events that occurred before its cut-off — for an ended "
+        "experiment's, that agent's events from before the experiment ended (a deleted event sent again is not stored "
+        "or charged twice)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
