@@ -17,6 +17,7 @@ import pytest
 from django.db import connection
 
 from models_app.registry.services import api_key_cache_clear
+from tests.http_servers import WebhookRecorder, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -202,3 +203,11 @@ def seeded_demo(db):
     from django.core.management import call_command
 
     call_command("seed_demo", stdout=io.StringIO())
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookRecorder]:
+    """A Slack-compatible webhook receiver on loopback, recording what it is sent (tests/http_servers.py)."""
+    recorder = WebhookRecorder()
+    with serving(recorder.server):
+        yield recorder

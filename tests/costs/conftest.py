@@ -42,63 +42,9 @@ def overrider(db):
     return user
 
 
-class WebhookRecorder:
-    """A real HTTP server standing in for a Slack-compatible webhook: it keeps every JSON body it is
-    sent and answers `status` (200 unless a test makes it fail). A failure's body repeats the request
-    path, as many proxies' error pages do. `on_request`, when set, runs in the server's thread while
-    the sender waits for the answer."""
-
-    def __init__(self) -> None:
-        import http.server
-        import json
-        import threading
-
-        recorder = self
-        self.bodies: list[dict[str, object]] = []
-        self.status = 200
-        self.on_request = None
-        self._lock = threading.Lock()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                with recorder._lock:
-                    recorder.bodies.append(body)
-                    status = recorder.status
-                if recorder.on_request is not None:
-                    recorder.on_request()
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"ok" if status < 300 else f"upstream trouble at {self.path}".encode())
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/genesis"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def texts(self) -> list[str]:
-        with self._lock:
-            return [str(body.get("text", "")) for body in self.bodies]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def webhook():
-    recorder = WebhookRecorder()
-    yield recorder
-    recorder.close()
-
-
 @pytest.fixture
 def alert_channels(settings, webhook):
-    """In this process, alerts go to the log, email (Django's test outbox) and the webhook above."""
+    """In this process, alerts go to the log, email (Django's test outbox) and the `webhook` fixture's receiver."""
     settings.GENESIS = settings.GENESIS.model_copy(
         update={"alerting": settings.GENESIS.alerting.model_copy(update={"slack_webhook": webhook.url, "email_to": ["finance@example.com"]})}
     )

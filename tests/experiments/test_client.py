@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from experiments.client import (
     ConfigUnavailableError,
     decide_route,
 )
+from tests.http_servers import QuietHandler, on_loopback, serving, url_of
 
 
 def _documented_config() -> dict[str, Any]:
@@ -115,7 +115,7 @@ class FakeControlPlane:
 def control_plane() -> Iterator[tuple[FakeControlPlane, str, ThreadingHTTPServer]]:
     plane = FakeControlPlane()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             plane.requests.append({"path": self.path, "if_none_match": self.headers.get("If-None-Match")})
             if self.headers.get("Authorization") != f"Bearer {plane.api_key}":
@@ -139,18 +139,8 @@ def control_plane() -> Iterator[tuple[FakeControlPlane, str, ThreadingHTTPServer
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield plane, f"http://127.0.0.1:{server.server_address[1]}", server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(on_loopback(Handler)) as server:
+        yield plane, url_of(server), server
 
 
 def test_client_refreshes_with_etag_and_routes_without_the_network(control_plane: Any) -> None:

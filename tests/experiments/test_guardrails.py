@@ -5,14 +5,11 @@ real beat process rolls back an experiment fed bad treatment outcomes."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import nullcontext
 
 import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -27,41 +24,7 @@ from genesis.notifications import WebhookUnavailable
 from models_app.registry.models import ModelVersion
 from tests.conftest import ROOT, child_environment
 from tests.experiments.factories import draft_experiment, feed, rollout_team
-
-
-class WebhookReceiver:
-    """A real HTTP server standing in for Slack: records every JSON body posted to it."""
-
-    def __init__(self) -> None:
-        received: list[dict] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length", 0))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.received = received
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    yield receiver
-    receiver.close()
+from tests.http_servers import WebhookRecorder, serving
 
 
 def running_experiment(**options) -> Experiment:
@@ -151,7 +114,7 @@ def test_the_rollback_alert_is_posted_to_the_webhook(webhook, settings):
         assert rollback_notify(event_id=event.pk) is True
     finally:
         settings.GENESIS.alerting.slack_webhook = original
-    [body] = webhook.received
+    [body] = webhook.bodies
     assert body["experiment"] == "qa_agent-exp" and body["reason_code"] == "guardrail_success_rate"
     assert "rolled back experiment *qa_agent-exp* of *qa_agent*" in body["text"] and "By: genesis" in body["text"]
 
@@ -220,9 +183,9 @@ def test_the_real_worker_and_beat_roll_back_a_bad_candidate_by_themselves(client
         assert ModelVersion.objects.get(pk=experiment.treatment_id).status == "rejected"
         assert rollback_metric_line(client, "qa_agent", "guardrail_success_rate").endswith(" 1.0")
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not webhook.received:
+        while time.monotonic() < deadline and not webhook.bodies:
             time.sleep(0.2)
-        assert webhook.received and webhook.received[0]["reason_code"] == "guardrail_success_rate"
+        assert webhook.bodies and webhook.bodies[0]["reason_code"] == "guardrail_success_rate"
     finally:
         beat.terminate()
         try:
@@ -246,30 +209,17 @@ def test_a_failing_webhook_is_reported_without_its_secret_url(settings, failure)
     experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
     event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
 
-    class Failing(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            self.send_response(500)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
-    port = server.server_address[1]
-    if failure == "http_500":
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    else:
-        server.server_close()  # nothing listens on the port any more
+    failing = WebhookRecorder(path=SECRET_PATH)
+    failing.status = 500
+    if failure == "connection_refused":
+        failing.server.server_close()  # nothing listens on the port any more
     original = settings.GENESIS.alerting.slack_webhook
-    settings.GENESIS.alerting.slack_webhook = f"http://127.0.0.1:{port}{SECRET_PATH}"
+    settings.GENESIS.alerting.slack_webhook = failing.url
     try:
-        with pytest.raises(WebhookUnavailable) as raised:
+        with serving(failing.server) if failure == "http_500" else nullcontext(), pytest.raises(WebhookUnavailable) as raised:
             rollback_notify(event_id=event.pk)
     finally:
         settings.GENESIS.alerting.slack_webhook = original
-        if failure == "http_500":
-            server.shutdown()
-            server.server_close()
     text = _failure_text(raised.value)
     assert "secret-token" not in text and "/services/" not in text
     assert "alert webhook at 127.0.0.1" in str(raised.value)
@@ -285,24 +235,15 @@ def test_a_webhook_that_refuses_the_alert_for_good_is_logged_not_retried(setting
     experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
     event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
 
-    class Gone(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            self.send_response(404)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Gone)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gone = WebhookRecorder(path=SECRET_PATH)
+    gone.status = 404
     original = settings.GENESIS.alerting.slack_webhook
-    settings.GENESIS.alerting.slack_webhook = f"http://127.0.0.1:{server.server_address[1]}{SECRET_PATH}"
+    settings.GENESIS.alerting.slack_webhook = gone.url
     try:
-        assert rollback_notify(event_id=event.pk) is False
+        with serving(gone.server):
+            assert rollback_notify(event_id=event.pk) is False
     finally:
         settings.GENESIS.alerting.slack_webhook = original
-        server.shutdown()
-        server.server_close()
     [refusal] = [record for record in caplog.records if "refused" in record.getMessage()]
     assert "127.0.0.1" in refusal.getMessage() and "HTTP 404" in refusal.getMessage()
     assert "secret-token" not in caplog.text

@@ -6,10 +6,10 @@ over real HTTP, as the demo does); and a server that answers as a simulator does
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -18,6 +18,7 @@ import pytest
 from genesis.config.schema import ProvidersSection
 from models_app.simulator import SimulatorConfig, start_in_thread, stop
 from models_app.simulator.server import SimulatorHTTPServer
+from tests.http_servers import QuietHandler, serving
 
 SIMULATOR_KEY = "sim-key"  # GENESIS_SIMULATOR_API_KEY in tests (genesis/pytest_services.py)
 
@@ -49,7 +50,7 @@ class UsageOmittingServer(ThreadingHTTPServer):
         self.upstream = upstream.base_url
         self.client = httpx.Client(timeout=10)
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802
@@ -67,9 +68,6 @@ class UsageOmittingServer(ThreadingHTTPServer):
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
         super().__init__(("127.0.0.1", 0), Handler)
 
     @property
@@ -82,19 +80,14 @@ def usage_omitting_factory() -> Iterator[Callable[[SimulatorHTTPServer], UsageOm
     """`usage_omitting_factory(simulator)` starts a UsageOmittingServer in front of `simulator`; every
     one started is stopped after the test. Reach it with an `openai_compatible` account at
     `base_url + "/v1"` (a Mistral-kind client refuses an answer without usage)."""
-    servers: list[UsageOmittingServer] = []
+    with ExitStack() as servers:
 
-    def start(upstream: SimulatorHTTPServer) -> UsageOmittingServer:
-        server = UsageOmittingServer(upstream)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return server
+        def start(upstream: SimulatorHTTPServer) -> UsageOmittingServer:
+            server = UsageOmittingServer(upstream)
+            servers.callback(server.client.close)
+            return servers.enter_context(serving(server))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-        server.client.close()
+        yield start
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ tests/models_app/conftest.py belongs to the benchmark tests.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.simulator import SimulatorConfig, start_in_thread, stop
 from models_app.simulator.server import SimulatorHTTPServer
 from models_app.simulator.state import SimulatorState
+from tests.http_servers import QuietHandler, serving, url_of
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_TRAINING_FILE = ROOT / "models_app" / "finetuning" / "demo_data" / "support_agent_train.jsonl"
@@ -132,7 +132,7 @@ def ft_world(db, ft_simulator) -> FineTuningWorld:
     return FineTuningWorld(agent=agent, provider=provider, baseline=baseline, simulator=ft_simulator)
 
 
-class ScriptedHandler(BaseHTTPRequestHandler):
+class ScriptedHandler(QuietHandler):
     """Answers every request with the status and JSON body its server's `answer(method, path)` gives."""
 
     protocol_version = "HTTP/1.1"
@@ -152,9 +152,6 @@ class ScriptedHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = _answer  # noqa: N815
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
 
 class ScriptedProvider(ThreadingHTTPServer):
     """A stand-in provider whose every answer the test scripts: `answer(method, path)` → (status, JSON body)."""
@@ -167,13 +164,10 @@ class ScriptedProvider(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return url_of(self)
 
 
 @pytest.fixture
 def scripted_provider() -> Iterator[ScriptedProvider]:
-    server = ScriptedProvider()
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(ScriptedProvider()) as server:
+        yield server

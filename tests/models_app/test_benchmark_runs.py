@@ -13,7 +13,7 @@ import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import redis
@@ -46,6 +46,7 @@ from models_app.registry.models import Agent, ModelVersion, ProviderAccount
 from models_app.registry.services import model_version_register, model_version_transition
 from models_app.simulator.markers import format_answer_marker
 from tests.factories import UserFactory
+from tests.http_servers import QuietHandler, serving, url_of
 from tests.models_app.conftest import point_demo_provider_at, wait_until
 
 EQUAL_QUALITY = {"ft:*": 0.55, "*": 0.55}
@@ -1201,7 +1202,7 @@ class _RateLimitingForDecades(ThreadingHTTPServer):
         self.chat_calls = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802
@@ -1215,30 +1216,22 @@ class _RateLimitingForDecades(ThreadingHTTPServer):
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
         super().__init__(("127.0.0.1", 0), Handler)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return url_of(self)
 
 
 @pytest.mark.django_db
 def test_a_retry_after_decades_away_is_capped_and_the_chunk_says_how_many_calls_were_made(seeded_demo):
     from models_app.benchmarks.runner import QUEUED_CHUNK_RESEND_AFTER_SECONDS, chunk_retry_wait_limit
 
-    server = _RateLimitingForDecades()
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
+    with serving(_RateLimitingForDecades()) as server:
         point_demo_provider_at(server, rate_limit_per_minute=60_000, max_concurrency=8)
         run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 16})
         chunk = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
         outcome = benchmark_chunk_execute(chunk_id=chunk.pk, worker="w@test")
-    finally:
-        server.shutdown()
-        server.server_close()
     # The countdown the task retries with: below the sweep's resend time and Redis' visibility timeout.
     limit = chunk_retry_wait_limit()
     assert outcome.retry_in == limit

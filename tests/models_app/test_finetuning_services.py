@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -42,6 +42,7 @@ from models_app.registry.gateway import provider_for
 from models_app.registry.models import ModelVersion
 from models_app.registry.services import provider_account_upsert
 from tests.factories import UserFactory
+from tests.http_servers import QuietHandler, serving, url_of
 from tests.models_app.finetuning_fixtures import *  # noqa: F403 - fixtures
 from tests.models_app.finetuning_fixtures import (
     DEMO_TRAINING_FILE,
@@ -399,10 +400,10 @@ class RefusingProvider(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return url_of(self)
 
 
-class RefusingHandler(BaseHTTPRequestHandler):
+class RefusingHandler(QuietHandler):
     protocol_version = "HTTP/1.1"
 
     def _answer(self) -> None:
@@ -419,18 +420,11 @@ class RefusingHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = _answer  # noqa: N815
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
 
 @pytest.fixture
 def refusing_provider() -> Iterator[RefusingProvider]:
-    server = RefusingProvider()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(RefusingProvider()) as server:
+        yield server
 
 
 def point_provider_at(world, url: str) -> None:

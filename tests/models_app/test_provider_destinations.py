@@ -4,9 +4,7 @@ listener on loopback that records every request it gets."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +22,7 @@ from models_app.registry.gateway import provider_for
 from models_app.registry.models import Agent, ProviderAccount
 from models_app.registry.services import provider_account_upsert
 from tests.factories import UserFactory
+from tests.http_servers import QuietHandler, on_loopback, serving
 
 SECRET = "the-production-key-3f9a"  # what the listener must never see unless allowed
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -53,7 +52,7 @@ class Listener:
 def listener() -> Iterator[Listener]:
     state = Listener()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             self.answer()
 
@@ -70,16 +69,9 @@ def listener() -> Iterator[Listener]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serving(on_loopback(Handler)) as server:
+        state.port = server.server_address[1]
+        yield state
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import select
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +30,7 @@ from models_app.providers import (
 )
 from models_app.providers.base import ProviderKind, ProviderSettings
 from models_app.providers.http import ProviderHttpClient, ResponseTooLargeError, tls_context
+from tests.http_servers import QuietHandler, serving, url_of
 
 
 @dataclass
@@ -54,13 +55,13 @@ class StubServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return url_of(self)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # e.g. the slow answer written after the client gave up: expected, not worth a traceback
 
 
-class StubHandler(BaseHTTPRequestHandler):
+class StubHandler(QuietHandler):
     server: StubServer
     protocol_version = "HTTP/1.1"
 
@@ -78,9 +79,6 @@ class StubHandler(BaseHTTPRequestHandler):
         seen.raw_headers.append(list(self.headers.items()))
         seen.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 def reply(handler: BaseHTTPRequestHandler, payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> None:
     body = json.dumps(payload).encode()
@@ -95,18 +93,8 @@ def reply(handler: BaseHTTPRequestHandler, payload: Any, *, status: int = 200, h
 
 @pytest.fixture()
 def serve() -> Iterator[Callable[[Callable[[BaseHTTPRequestHandler], None]], StubServer]]:
-    servers: list[StubServer] = []
-
-    def start(answer: Callable[[BaseHTTPRequestHandler], None]) -> StubServer:
-        server = StubServer(answer)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with ExitStack() as servers:
+        yield lambda answer: servers.enter_context(serving(StubServer(answer)))
 
 
 def client(**options: Any) -> ProviderHttpClient:
@@ -334,7 +322,7 @@ def test_https_verifies_the_servers_certificate(tls_server, certificate) -> None
 PROXIED_HOST = "provider.test"
 
 
-class TunnelHandler(BaseHTTPRequestHandler):
+class TunnelHandler(QuietHandler):
     """A CONNECT proxy: the bytes of the tunnel pass through untouched (TLS stays end to end). It
     reaches PROXIED_HOST at 127.0.0.1."""
 
@@ -366,9 +354,6 @@ class TunnelHandler(BaseHTTPRequestHandler):
                 while isinstance(sock, ssl.SSLSocket) and sock.pending():  # TLS to the proxy: what select cannot see
                     data += sock.recv(sock.pending())
                 (upstream if sock is self.connection else self.connection).sendall(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 def test_https_through_a_proxy_is_a_connect_tunnel(tls_server, certificate, tunnel_proxy, monkeypatch) -> None:
@@ -542,7 +527,7 @@ def test_a_provider_reports_an_oversized_answer_as_a_permanent_error_naming_the_
 
 @pytest.fixture()
 def tunnel_proxy() -> Iterator[Callable[..., ThreadingHTTPServer]]:
-    proxies: list[ThreadingHTTPServer] = []
+    proxies = ExitStack()
 
     def start(*, tls: tuple[Path, Path] | None = None, refuse: int | None = None) -> ThreadingHTTPServer:
         TunnelHandler.tunnels = []
@@ -553,14 +538,10 @@ def tunnel_proxy() -> Iterator[Callable[..., ThreadingHTTPServer]]:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(*tls)
             proxy.socket = context.wrap_socket(proxy.socket, server_side=True)
-        threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        proxies.append(proxy)
-        return proxy
+        return proxies.enter_context(serving(proxy))
 
-    yield start
-    for proxy in proxies:
-        proxy.shutdown()
-        proxy.server_close()
+    with proxies:
+        yield start
 
 
 def test_https_through_an_https_proxy_read_from_the_upper_case_variable(tls_server, certificate, tunnel_proxy, monkeypatch) -> None:

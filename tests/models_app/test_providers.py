@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import random
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -34,6 +33,7 @@ from models_app.providers import (
 from models_app.providers.throttle import CallGate
 from models_app.simulator import SimulatorConfig, format_answer_marker, start_in_thread, stop
 from models_app.simulator.server import SimulatorHTTPServer
+from tests.http_servers import QuietHandler, serving, url_of
 
 API_KEY = "provider-test-key"
 CONFIG = SimulatorConfig(
@@ -87,10 +87,10 @@ class StubServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return url_of(self)
 
 
-class StubHandler(BaseHTTPRequestHandler):
+class StubHandler(QuietHandler):
     server: StubServer
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -117,18 +117,11 @@ class StubHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._answer("POST")
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
 
 @pytest.fixture()
 def stub() -> Iterator[StubServer]:
-    server = StubServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(StubServer()) as server:
+        yield server
 
 
 def openai_completion(text: str, *, usage: dict[str, int] | None = None) -> dict[str, Any]:
