@@ -706,9 +706,15 @@ def _find_ipv6(text: str, out: list[tuple[str, int, int]]) -> None:
 # (French typography groups "06 12 34 56 78" with them), Unicode hyphens and
 # dashes, and invisible characters (zero-width space / joiners, word joiner,
 # BOM, soft hyphen) pushed into "jo\u200b@example.com" to evade a scan.
+# Digits of other scripts too: Arabic-Indic and Persian (how Arabic and Farsi
+# speakers type a phone or card number), Devanagari, Bengali and Thai, and
+# the "mathematical" bold/double-struck/monospace digits of fancy-text
+# generators (𝟒𝟓𝟑𝟐…). Each is one character for one digit.
 _INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+_OTHER_DIGITS_FROM = (0x0660, 0x06F0, 0x0966, 0x09E6, 0x0E50, *range(0x1D7CE, 0x1D800, 10))
 _LOOK_ALIKE_TABLE: dict[int, str | None] = {
     **{code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
+    **{zero + value: str(value) for zero in _OTHER_DIGITS_FROM for value in range(10)},
     **dict.fromkeys(map(ord, "\u00a0\u2007\u2009\u202f\u3000"), " "),
     **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2212"), "-"),
     **dict.fromkeys(map(ord, _INVISIBLE)),
@@ -718,6 +724,8 @@ _LOOK_ALIKE_TABLE: dict[int, str | None] = {
 _LOOK_ALIKE_BYTES = re.compile(
     rb"\xc2[\xa0\xad]|\xe2\x80[\x87\x89\x8b-\x8d\x90-\x93\xaf]|\xe2\x81\xa0|\xe2\x88\x92"
     rb"|\xe3\x80\x80|\xef\xbb\xbf|\xef\xbc[\x81-\xbf]|\xef\xbd[\x80-\x9e]"
+    rb"|\xd9[\xa0-\xa9]|\xdb[\xb0-\xb9]|\xe0\xa5[\xa6-\xaf]|\xe0\xa7[\xa6-\xaf]|\xe0\xb9[\x90-\x99]"
+    rb"|\xf0\x9d\x9f[\x8e-\xbf]"
 )
 _INVISIBLE_CHAR = re.compile(f"[{_INVISIBLE}]")
 # str.translate looks every character up in the table (~10 times slower than a scan), so the few
@@ -734,9 +742,9 @@ _ASCII_BYTES = bytes(range(128))
 
 
 def normalised(text: str) -> str:
-    """``text`` as the scanner reads it: fullwidth forms as ASCII, no-break and
-    thin spaces as spaces, Unicode hyphens and dashes as ``-``, zero-width
-    characters and soft hyphens removed."""
+    """``text`` as the scanner reads it: fullwidth forms and the digits of other
+    scripts as ASCII, no-break and thin spaces as spaces, Unicode hyphens and
+    dashes as ``-``, zero-width characters and soft hyphens removed."""
     return text if text.isascii() else _LOOK_ALIKE_CHAR.sub(_replace_look_alike, text)
 
 

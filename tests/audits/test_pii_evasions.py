@@ -2,7 +2,7 @@
 
 A fuzzing round found values the scanner did not see: fullwidth "＠" and digits, zero-width characters
 inside a value, no-break spaces and en-dashes as separators, internationalised domains, IBANs typed in
-lower case.  The offsets still point into the original text (the scrubber replaces by them).
+lower case; digits of other scripts (Arabic-Indic, Persian, Devanagari, Bengali, Thai, mathematical).  The offsets still point into the original text (the scrubber replaces by them).
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from tests.audits.samples import PLANTED, chat_line, write_lines
 
 def fullwidth(value: str) -> str:
     return "".join(chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else char for char in value)
+
+
+def in_digits_from(zero: int, value: str) -> str:
+    """``value`` with its ASCII digits written in another script's digits, ``zero`` being its 0."""
+    return "".join(chr(zero + int(char)) if char.isdigit() else char for char in value)
 
 
 # (what the value evades with, type, value as written, its mask in the audit report: of the value as the
@@ -47,6 +52,13 @@ EVASIONS: list[tuple[str, str, str, str]] = [
     ("internationalised domain", "email", "jo@b\u00fccher.de", "j***@b***.de"),
     ("internationalised domain, decomposed", "email", "jo@bu\u0308cher.de", "j***@b***.de"),
     ("Cyrillic domain", "email", "jo@\u043f\u043e\u0447\u0442\u0430.\u0440\u0444", "j***@\u043f***.\u0440\u0444"),
+    ("Arabic-Indic card digits", "credit_card", in_digits_from(0x0660, "4532 0151 1283 0366"), "****-****-****-0366"),
+    ("Persian phone digits", "phone", in_digits_from(0x06F0, "415-555-2671"), "***-***-**71"),
+    ("Devanagari phone digits", "phone", in_digits_from(0x0966, "+33 6 12 34 56 78"), "+** * ** ** ** 78"),
+    ("Bengali card digits", "credit_card", in_digits_from(0x09E6, "4532015112830366"), "****-****-****-0366"),
+    ("Thai phone digits", "phone", in_digits_from(0x0E50, "(415) 555-2671"), "(***) ***-**71"),
+    ("mathematical bold card digits", "credit_card", in_digits_from(0x1D7CE, "4532015112830366"), "****-****-****-0366"),
+    ("mathematical monospace phone digits", "phone", in_digits_from(0x1D7F6, "415-555-2671"), "***-***-**71"),
     ("lower-case IBAN", "iban", "de89370400440532013000", "de****************3000"),
     ("lower-case grouped IBAN", "iban", "de89 3704 0044 0532 0130 00", "de****************3000"),
     ("lower-case IBAN with letters", "iban", "gb29 nwbk 6016 1331 9268 19", "gb****************6819"),
