@@ -583,7 +583,9 @@ class _Erasure:
 
     @classmethod
     def of(cls, *, user_id: str, agent: Agent | None, before: datetime | None = None) -> _Erasure:
-        """`before`: only the rows of what happened before then (an outcome stored, an exposure first seen)."""
+        """`before`: only the rows of what happened before then (an outcome stored, an exposure first seen) —
+        compared with times the web machines wrote, so their clocks and this one's must agree (NTP), as
+        everywhere received_at is compared."""
         experiments = Experiment.objects.filter(agent=agent) if agent is not None else Experiment.objects.all()
         outcomes = OutcomeEvent.objects.filter(user_id=user_id, **({"agent_id": agent.pk} if agent is not None else {}))
         assignments = Assignment.objects.filter(user_id=user_id, experiment_id__in=experiments.values("pk"))
