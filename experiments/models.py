@@ -3,6 +3,8 @@ the audit trail. Every write goes through experiments/services.py (outcomes: exp
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -57,8 +59,9 @@ class Experiment(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     data_deleted_at = models.DateTimeField(
         null=True, blank=True,
-        help_text="When a prune deleted this ended experiment's outcomes and exposures. Ingestion then refuses the "
-                  "agent's events from before it ended: sent again, one of them would be stored and charged twice.",
+        help_text="When a prune began deleting this ended experiment's outcomes and exposures (marked before the first "
+                  "delete). Ingestion then refuses the agent's events from before it ended, plus the 5 minutes of clock "
+                  "skew allowed: sent again, one of them would be stored and charged twice.",
     )
     # Set by every change that can alter a routing decision; the agent's config version derives from it.
     routing_changed_at = models.DateTimeField(auto_now_add=True)
@@ -183,6 +186,14 @@ ASSIGNMENT_COLUMNS = (
 )
 
 
+# How far ahead of the server's clock an outcome's occurred_at may be: agents' clocks drift a little;
+# further ahead is a bug (a wrong time zone, milliseconds read as seconds) and is refused
+# (experiments/outcomes.py). One within it is stored at its time of receipt, so a stored occurred_at
+# is at most this much earlier than the time the agent sent — which is why a deletion's limit on what
+# ingestion takes again is its cut-off plus this (experiments/retention.py, outcome_age_limits).
+MAX_OUTCOME_CLOCK_SKEW = timedelta(minutes=5)
+
+
 class OutcomeEvent(models.Model):
     """What happened when a model served a request, reported by the agent. `event_id` makes a
     resent event count once; it is the agent's own id, so unique per agent (two agents may both
@@ -275,7 +286,8 @@ class DataDeletion(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     # null: Genesis itself (the scheduled prune).
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    at = models.DateTimeField(auto_now_add=True)
+    # Indexed: every POST /outcomes batch reads the erasures since its oldest event (retention.outcome_age_limits).
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
     agent = models.CharField(max_length=100, blank=True, help_text="The agent's slug; empty: every agent.")
     subject_hash = models.CharField(max_length=64, blank=True, db_index=True,
                                     help_text="HMAC-SHA256 of the erased user id (keyed by the secret key); empty for a prune.")
@@ -284,13 +296,15 @@ class DataDeletion(models.Model):
     assignments_deleted = models.PositiveBigIntegerField(default=0)
     experiments = models.JSONField(default=list, blank=True, help_text="Keys of the experiments whose data this changed.")
     reason = models.TextField(blank=True)
-    # Read by every POST /outcomes batch (experiments.retention.outcome_age_limit: the newest one, by the index).
+    # Read by every POST /outcomes batch (experiments.retention.outcome_age_limits: the newest one, by the index).
     outcomes_before = models.DateTimeField(
         null=True, blank=True, db_index=True,
-        help_text="A prune that deleted live outcomes: the newest cut-off it deleted them by (every deleted outcome "
-                  "occurred before it). Ingestion refuses events older than the newest of these, which may have been "
-                  "deleted: sent again, they would be stored and charged a second time. Empty for an erasure and for a "
-                  "prune of ended experiments alone (those mark the experiment: Experiment.data_deleted_at).",
+        help_text="A prune of live outcomes: the cut-off it deletes them by (every deleted outcome was stored as "
+                  "occurred before it), recorded before its first delete. Ingestion refuses events that occurred before "
+                  "the newest of these plus the 5 minutes of clock skew allowed, which may have been deleted: sent again, "
+                  "they would be stored and charged a second time. Empty for an erasure (its time and user hash limit "
+                  "ingestion) and for a prune of ended experiments alone (those mark the experiment: "
+                  "Experiment.data_deleted_at).",
     )
 
     class Meta:

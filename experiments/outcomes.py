@@ -7,7 +7,7 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -20,6 +20,7 @@ from experiments.bulk import insert_ignoring_conflicts, staged_rows
 from experiments.metrics import outcomes_count
 from experiments.models import (
     ASSIGNMENT_COLUMNS,
+    MAX_OUTCOME_CLOCK_SKEW,
     Assignment,
     Experiment,
     ExperimentStage,
@@ -36,9 +37,6 @@ MAX_OUTCOME_EVENTS = 1000
 
 MAX_OUTCOME_LATENCY_MS = 3_600_000
 MAX_OUTCOME_TOKENS = 10_000_000
-# Agents' clocks drift a little; an outcome from further in the future than this is a bug (a wrong
-# time zone, milliseconds read as seconds) and would sit in every "since the stage began" window.
-MAX_OUTCOME_CLOCK_SKEW = timedelta(minutes=5)
 
 
 # ISO-8601 as the contract says: a date (taken as midnight UTC) with or without a time of day.
@@ -119,13 +117,17 @@ def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], receiv
         # unknown agent only rejects its own events (models_app.registry.services, "Which agents a key
         # may learn about").
         ensure_may_act_for(principal=principal, agent_slugs=(event.agent for _, event in valid if event.agent in agents))
-    rows, duplicates = _outcome_rows(valid, agents=agents, received_at=received_at, rejected=rejected)
-    rejected.sort(key=lambda item: item["index"])
-    if not rows:
-        return IngestResult(accepted=0, duplicates=duplicates, rejected=rejected)
-
-    costing.price_rows(rows=rows)
     with transaction.atomic():
+        # From reading the limits (what a prune or an erasure deleted) to storing what they let through,
+        # one transaction behind the intake fence: a deletion records its limit only once this has
+        # committed, so it finds what this stores, and it deletes nothing before its limit is recorded,
+        # so this cannot store again what it deleted (experiments/retention.py, intake_fence_hold).
+        retention.intake_fence_hold()
+        rows, duplicates = _outcome_rows(valid, agents=agents, received_at=received_at, rejected=rejected)
+        rejected.sort(key=lambda item: item["index"])
+        if not rows:
+            return IngestResult(accepted=0, duplicates=duplicates, rejected=rejected)
+        costing.price_rows(rows=rows)
         skipped = _store_outcomes_and_exposures(rows)
         inserted = [row for row in rows if (row["agent_id"], row["event_id"]) not in skipped] if skipped else rows
         costing.record_rows(rows=inserted, agents={agent.pk: agent for agent in agents.values()})
@@ -209,21 +211,23 @@ def _outcome_rows(
     valid: list[tuple[int, OutcomeEventIn]], *, agents: dict[str, Agent], received_at: datetime, rejected: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], int]:
     """The rows to insert, one per new (agent, event_id) of the batch, and how many repeated an
-    event_id within the batch. Events of unknown agents, from the future or older than the outcome
-    retention or a prune's cut-off (retention.outcome_age_limits) go to `rejected`."""
+    event_id within the batch. Events of unknown agents, from the future, or older than the outcome
+    retention or what a prune or an erasure deleted allows (retention.outcome_age_limits) go to `rejected`."""
     running = _running_experiments(agents)
     agent_ids = {slug: agent.pk for slug, agent in agents.items()}
-    age_limits = retention.outcome_age_limits(received_at=received_at, agent_ids=list(agent_ids.values()))
+    sent_at = [_occurred_at(event, received_at=received_at) for _, event in valid]
+    age_limits = retention.outcome_age_limits(received_at=received_at, agents={pk: slug for slug, pk in agent_ids.items()},
+                                              oldest_event=min(sent_at, default=received_at))
     rows: list[dict[str, Any]] = []
     seen_in_batch: set[tuple[int, str]] = set()  # (agent id, event_id): event ids are unique per agent
     duplicates = 0
-    for index, event in valid:
+    for (index, event), occurred_at in zip(valid, sent_at, strict=True):
         agent_id = agent_ids.get(event.agent)
         if agent_id is None:
             rejected.append({"index": index, "detail": f"agent: '{event.agent}' does not exist"})
             continue
-        occurred_at = _occurred_at(event, received_at=received_at)
-        refusal = _time_refusal(occurred_at, received_at=received_at, age_limit=age_limits[agent_id])
+        refusal = _time_refusal(occurred_at, received_at=received_at,
+                                age_limit=age_limits.of(agent_id=agent_id, user_id=event.user_id))
         if refusal is not None:
             rejected.append({"index": index, "detail": refusal})
             continue
@@ -271,8 +275,10 @@ def _time_refusal(occurred_at: datetime, *, received_at: datetime, age_limit: re
         )
     if age_limit is not None and occurred_at < age_limit.oldest:
         # "A repeated event_id is counted once" holds only while the first one is stored: an outcome
-        # this old may have been pruned (by the retention, or a prune's cut-off), and sent again it
-        # would be stored and charged a second time.
+        # this old may have been pruned (by the retention, or a prune's cut-off) or erased, and sent
+        # again it would be stored and charged a second time. The time compared is the one sent, not
+        # the one stored (below): it is the same on every copy of the event, where the stored one
+        # depends on when each copy arrived — the limits allow for that (outcome_age_limits).
         return f"occurred_at: {occurred_at.isoformat()} {age_limit.reason}"
     return None
 

@@ -12,22 +12,32 @@
 * :func:`user_data_erase` deletes one end user's outcomes and exposures (a privacy request).
 
 Both leave a DataDeletion row (who, when, what was asked, how many rows, which experiments changed),
-written in the same transaction as the rows it counts; an erased user appears there only as a keyed
-hash of their id. The cost ledger is not touched: it holds no user ids, and money records stay (its
-trigger refuses DELETE).
+kept in step with the rows it counts; an erased user appears there only as a keyed hash of their id.
+The cost ledger is not touched: it holds no user ids, and money records stay (its trigger refuses
+DELETE).
+
+What a deletion took must not come back: sent again, a deleted outcome would find no stored copy to be
+a repeat of, and would be stored — and charged — a second time, an erased user's data with it. So each
+deletion first records the limit it sets on ingestion (a prune's cut-off, an ended experiment's mark,
+an erasure's user and time), in a transaction of its own behind the intake fence
+(:func:`intake_fence_hold`), and deletes only after that; :func:`outcome_age_limits` is what ingestion
+reads. A deletion that then fails leaves its limit standing: some of what it covers may be gone.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -35,6 +45,7 @@ from experiments import routing
 from experiments.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    MAX_OUTCOME_CLOCK_SKEW,
     Assignment,
     DataDeletion,
     Experiment,
@@ -56,6 +67,10 @@ MIN_RETENTION = timedelta(days=1)
 # run on a year of data) is worked off over the following nights, or at once by `prune_outcomes`.
 SCHEDULED_MAX_SECONDS = 25 * 60
 _HASH_SALT = "genesis.experiments.erasure.user_id"
+# The PostgreSQL advisory lock between ingestion and the deletions that change its limits (see
+# intake_fence_hold). A transaction's lock: released when it commits or rolls back, so it holds behind
+# PgBouncer in transaction mode too.
+_INTAKE_FENCE = (zlib.crc32(b"experiments.intake_fence") & 0x7FFFFFFF, 0)
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,38 @@ def user_id_hash(user_id: str) -> str:
     """The keyed hash a DataDeletion names an erased user by. Keyed (by SECRET_KEY) so that a list of
     likely ids (e-mail addresses, numbers) cannot be hashed and matched against the trail."""
     return salted_hmac(_HASH_SALT, user_id, algorithm="sha256").hexdigest()
+
+
+# --- the intake fence -------------------------------------------------------------------------------------
+
+
+def intake_fence_hold() -> None:
+    """Ingestion's side of the fence: called first in the transaction in which it reads its limits
+    (outcome_age_limits) and stores what they let through, it holds the fence until that transaction
+    ends — shared, so ingestions never wait on one another.
+
+    Without it a deletion could slip between the two: a request read the limits, a prune's batch (or an
+    erasure) deleted an event's stored copy and recorded its limit, and the request's insert, finding no
+    copy, stored the event again and charged it twice. A deletion records its limit behind the fence
+    (_limit_recorded) before it deletes: it waits for the requests holding the fence to commit — what
+    they stored is then there for its deletes to find — and the requests after it read its limit."""
+    _fence("pg_advisory_xact_lock_shared")
+
+
+@contextmanager
+def _limit_recorded() -> Iterator[None]:
+    """The transaction in which a deletion records the limit it sets on ingestion, before it deletes
+    anything that limit covers: it holds the fence exclusively (intake_fence_hold). Short — a row or two
+    written — so requests wait at most about as long as one request takes."""
+    with transaction.atomic():
+        _fence("pg_advisory_xact_lock")
+        yield
+
+
+def _fence(function: str) -> None:
+    if connection.vendor == "postgresql":  # the embedded SQLite run (one host, a demo) has no such lock
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {function}(%s, %s)", _INTAKE_FENCE)
 
 
 # --- prune ------------------------------------------------------------------------------------------------
@@ -133,7 +180,9 @@ def outcomes_prune(
         "ended_before": ended_before.isoformat() if ended_before else None,
         "batch_size": batch_size, "scheduled": scheduled, "complete": False,
     })
-    complete = _delete_in_batches(live, trail=trail, batch_size=batch_size, deadline=deadline) if live_before is not None else True
+    complete = True
+    if live_before is not None:
+        complete = _delete_live(live, cut_off=live_before, trail=trail, batch_size=batch_size, deadline=deadline)
     if complete:
         complete = _delete_ended(ended, trail=trail, batch_size=batch_size, deadline=deadline)
     trail.finish(complete=complete)
@@ -145,12 +194,15 @@ def outcomes_prune(
 
 @dataclass
 class _PruneTrail:
-    """A prune's DataDeletion row, kept in step with what is deleted: written in the transaction of the
-    first batch that deletes rows and brought up to date in each one after, so a prune stopped half-way
-    (killed, or an error) leaves every row it deleted on the trail — and none when it deleted nothing.
-    Its criteria say `complete: false` until the prune has run to its end. Its `outcomes_before` is the
-    newest cut-off by which it deleted outcomes, written in the same transaction as those deletes: from
-    the moment an outcome is gone, ingestion refuses it (outcome_age_limit)."""
+    """A prune's DataDeletion row, written ahead of what it deletes and kept in step with it.
+
+    Before its first batch of live outcomes it records the cut-off (`outcomes_before`), and before an
+    ended experiment's first batch it marks the experiment (`Experiment.data_deleted_at`) — each in a
+    transaction of its own behind the intake fence, so ingestion refuses what they cover before any of
+    it is gone (outcome_age_limits). Each batch's transaction then brings the counts up to date, so a
+    prune stopped half-way (killed, or an error) leaves every row it deleted on the trail and its limits
+    standing — and no row when it had nothing to delete. Its criteria say `complete: false` until the
+    prune has run to its end."""
 
     actor: Actor
     criteria: dict[str, Any]
@@ -160,7 +212,25 @@ class _PruneTrail:
     experiments: list[str] = field(default_factory=list)
     batches: int = 0
 
-    def record(self, count: int, *, of: type[models.Model], experiment: Experiment | None) -> None:
+    def begin_live(self, cut_off: datetime) -> None:
+        """Record the cut-off live outcomes are about to be deleted by (all of them occurred before it)."""
+        with _limit_recorded():
+            row = self._row()
+            row.outcomes_before = cut_off
+            row.save()
+
+    def begin_experiment(self, experiment: Experiment) -> None:
+        """Mark an ended experiment whose outcomes and exposures are about to be deleted."""
+        with _limit_recorded():
+            # Its outcomes occurred by the time it ended (the arm came from a stage window while it ran):
+            # ingestion refuses that agent's events from before its end (outcome_age_limits), no other's.
+            Experiment.objects.filter(pk=experiment.pk, data_deleted_at__isnull=True).update(data_deleted_at=timezone.now())
+            self.experiments.append(experiment.key)
+            row = self._row()
+            row.experiments = list(self.experiments)
+            row.save()
+
+    def record(self, count: int, *, of: type[models.Model]) -> None:
         """Count a batch of `count` rows of `of` deleted; called inside the batch's transaction."""
         self.batches += 1
         if not count:
@@ -169,23 +239,19 @@ class _PruneTrail:
             self.outcomes += count
         else:
             self.assignments += count
-        if experiment is not None and experiment.key not in self.experiments:
-            self.experiments.append(experiment.key)
-            # Its outcomes occurred by the time it ended (the arm came from a stage window while it ran):
-            # ingestion refuses that agent's events from before its end (outcome_age_limits), no other's.
-            Experiment.objects.filter(pk=experiment.pk, data_deleted_at__isnull=True).update(data_deleted_at=timezone.now())
-        if self.row is None:
-            self.row = DataDeletion(kind=DataDeletion.Kind.PRUNE, actor=self.actor, criteria=self.criteria)
-        if of is OutcomeEvent and experiment is None:  # live outcomes, of every agent: all occurred before live_before
-            self.row.outcomes_before = datetime.fromisoformat(self.criteria["live_before"])
-        self.row.outcomes_deleted, self.row.assignments_deleted = self.outcomes, self.assignments
-        self.row.experiments = list(self.experiments)
-        self.row.save()
+        row = self._row()  # begun before the first delete
+        row.outcomes_deleted, row.assignments_deleted = self.outcomes, self.assignments
+        row.save(update_fields=["outcomes_deleted", "assignments_deleted"])
 
     def finish(self, *, complete: bool) -> None:
         if self.row is not None:
             self.row.criteria = {**self.criteria, "complete": complete}
             self.row.save(update_fields=["criteria"])
+
+    def _row(self) -> DataDeletion:
+        if self.row is None:
+            self.row = DataDeletion(kind=DataDeletion.Kind.PRUNE, actor=self.actor, criteria=self.criteria)
+        return self.row
 
 
 def outcomes_prune_scheduled(*, now: datetime | None = None) -> PruneResult | None:
@@ -204,15 +270,39 @@ def outcomes_prune_scheduled(*, now: datetime | None = None) -> PruneResult | No
 @dataclass(frozen=True)
 class OutcomeAgeLimit:
     """The oldest outcome ingestion stores: one that occurred before `oldest` may already have been
-    pruned, so its event_id would not be known as a repeat and its tokens would be charged again."""
+    pruned or erased, so its event_id would not be known as a repeat and its tokens would be charged again."""
 
     oldest: datetime
     reason: str  # why an older event is refused, naming what set the limit (follows "occurred_at: <its time> ")
 
 
-def outcome_age_limits(*, received_at: datetime, agent_ids: list[int]) -> dict[int, OutcomeAgeLimit | None]:
-    """The age limit of each agent's outcomes received at `received_at`: the latest of three, None when
-    none is set.
+@dataclass
+class OutcomeAgeLimits:
+    """The age limits of one batch's events: each agent's, and those of the erasures that could refuse
+    some of them."""
+
+    by_agent: dict[int, OutcomeAgeLimit | None]
+    agent_slugs: dict[int, str]
+    erasures: dict[str, list[tuple[str, OutcomeAgeLimit]]]  # user hash → (agent slug, "" for every agent; limit)
+    _hashes: dict[str, str] = field(default_factory=dict)  # user id → user_id_hash, as needed
+
+    def of(self, *, agent_id: int, user_id: str) -> OutcomeAgeLimit | None:
+        """The limit of an event of `user_id` at the agent: the latest that applies, None when none does."""
+        limit = self.by_agent[agent_id]
+        if not self.erasures:  # the usual batch: no erasure since its oldest event, no id to hash
+            return limit
+        subject_hash = self._hashes.get(user_id)
+        if subject_hash is None:
+            subject_hash = self._hashes[user_id] = user_id_hash(user_id)
+        for scope, erased in self.erasures.get(subject_hash, ()):
+            if scope in ("", self.agent_slugs[agent_id]) and (limit is None or erased.oldest > limit.oldest):
+                limit = erased
+        return limit
+
+
+def outcome_age_limits(*, received_at: datetime, agents: dict[int, str], oldest_event: datetime) -> OutcomeAgeLimits:
+    """The age limits of events received at `received_at` from `agents` (id → slug), the oldest of
+    which occurred (as sent) at `oldest_event`: for each event the latest of these that applies.
 
     * The retentions the scheduled prune applies (the shorter when both are set: an ended experiment's
       pruned outcome would come back as live). The prune deletes what occurred before its run less the
@@ -224,26 +314,45 @@ def outcome_age_limits(*, received_at: datetime, agent_ids: list[int]) -> dict[i
     * For an agent, the end of its newest ended experiment whose data a prune deleted
       (Experiment.data_deleted_at, `--ended-before` and the like): sent again, one of its outcomes would
       come back as a live one. Only that agent's: the others' late events are still taken.
+    * For a user, when their data was erased (an erasure's DataDeletion: the keyed hash of the id, the
+      agent or every agent): events from before it would bring the erased data back. Their later events
+      are new data, and taken. Only the erasures that could refuse one of the batch's events are read —
+      those since its oldest event (less the skew, below) — so a batch of fresh events reads none and
+      hashes no id; a batch reaching back to the retention's limit reads the erasures since then.
 
-    Two queries per call (ingestion: per batch, not per event)."""
-    base = _global_age_limit(received_at=received_at)
-    limits: dict[int, OutcomeAgeLimit | None] = dict.fromkeys(agent_ids, base)
-    ended = (Experiment.objects.filter(agent_id__in=agent_ids, data_deleted_at__isnull=False, ended_at__isnull=False)
+    Each deletion's limit is its cut-off (or its time) plus MAX_OUTCOME_CLOCK_SKEW. Ingestion compares
+    the time an event is sent with — the same on every copy of it — while a copy is stored at its receipt
+    when the agent's clock was ahead, up to the skew earlier: a copy deleted as stored before the cut-off
+    may be sent again with a time up to the skew after it, and only from then on can no copy have been
+    deleted. (The time stored cannot be compared instead: it depends on when each copy arrives, and a late
+    copy is stored at its own, later time.) What the margin refuses for good are events dated within the
+    skew after a cut-off — for a prune a day old or more; after an erasure, that user's next 5 minutes.
+    The retention's own limit needs none: it only keeps out what the next prune would delete, and that
+    prune's recorded cut-off is what refuses the copies it deleted.
+
+    Two queries per call (ingestion: per batch, not per event): the trail (the newest prune's cut-off and
+    the erasures since the oldest event, by their indexes) and the agents' pruned experiments."""
+    retention_limit = _retention_limit(received_at=received_at)
+    erased_since = max(oldest_event, retention_limit.oldest) if retention_limit else oldest_event  # older: refused anyway
+    newest_prune, erasures = _trail_limits(erased_since=erased_since - MAX_OUTCOME_CLOCK_SKEW)
+    base = max((limit for limit in (retention_limit, newest_prune) if limit is not None),
+               key=lambda limit: limit.oldest, default=None)  # on a tie the retention's, as the scheduled prune's own
+    by_agent: dict[int, OutcomeAgeLimit | None] = dict.fromkeys(agents, base)
+    ended = (Experiment.objects.filter(agent_id__in=list(agents), data_deleted_at__isnull=False, ended_at__isnull=False)
              .values_list("agent_id", "key", "ended_at"))
     for agent_id, key, ended_at in ended:
-        current = limits[agent_id]
-        if ended_at is not None and (current is None or ended_at > current.oldest):  # filtered on: for the type checker
-            limits[agent_id] = OutcomeAgeLimit(oldest=ended_at, reason=(
-                f"is before {ended_at.astimezone(UTC).isoformat()}, when this agent's experiment '{key}' ended, whose "
-                "outcomes a prune has deleted: an event that old may have been one of them, and one sent again could not "
-                "be told from it, so it is not stored or charged again"
-            ))
-    return limits
+        if ended_at is None:  # filtered on: for the type checker
+            continue
+        limit = _after(ended_at, what=f"when this agent's experiment '{key}' ended, whose outcomes a prune has deleted",
+                       why="may have been one of them, and one sent again could not be told from it, so it is not "
+                           "stored or charged again")
+        current = by_agent[agent_id]
+        if current is None or limit.oldest > current.oldest:
+            by_agent[agent_id] = limit
+    return OutcomeAgeLimits(by_agent=by_agent, agent_slugs=agents, erasures=erasures)
 
 
-def _global_age_limit(*, received_at: datetime) -> OutcomeAgeLimit | None:
-    """The limit for every agent: the retention's, or the newest live prune's cut-off when later."""
-    limits: list[OutcomeAgeLimit] = []
+def _retention_limit(*, received_at: datetime) -> OutcomeAgeLimit | None:
     retentions = [
         (days, name)
         for days, name in (
@@ -252,36 +361,60 @@ def _global_age_limit(*, received_at: datetime) -> OutcomeAgeLimit | None:
         )
         if days
     ]
-    if retentions:
-        days, name = min(retentions)
-        limits.append(OutcomeAgeLimit(oldest=received_at - timedelta(days=days), reason=(
-            f"is older than the {days}-day outcome retention ({name}; received at {received_at.isoformat()}): outcomes "
-            "that old are pruned, so it could not be told from one already counted and charged; not stored"
-        )))
-    newest = (DataDeletion.objects.filter(outcomes_before__isnull=False).order_by("-outcomes_before")
-              .values_list("outcomes_before", "at", "actor__username", "criteria").first())
-    if newest is not None:
-        cut_off, at, username, criteria = newest
-        if cut_off is not None:  # filtered on: for the type checker
-            limits.append(_prune_limit(cut_off, at=at, username=username, criteria=criteria))
-    # On a tie the retention's (the first): the scheduled prune's own cut-off is at most the retention's limit.
-    return max(limits, key=lambda limit: limit.oldest, default=None)
+    if not retentions:
+        return None
+    days, name = min(retentions)
+    return OutcomeAgeLimit(oldest=received_at - timedelta(days=days), reason=(
+        f"is older than the {days}-day outcome retention ({name}; received at {received_at.isoformat()}): outcomes "
+        "that old are pruned, so it could not be told from one already counted and charged; not stored"
+    ))
+
+
+_TRAIL_LIMIT_FIELDS = ("kind", "outcomes_before", "at", "actor__username", "criteria", "agent", "subject_hash")
+
+
+def _trail_limits(*, erased_since: datetime) -> tuple[OutcomeAgeLimit | None, dict[str, list[tuple[str, OutcomeAgeLimit]]]]:
+    """The limit of the newest cut-off a prune deleted live outcomes by (None: none did), and that of each
+    erasure after `erased_since` (user hash → (agent slug or "", limit)): one query, each half through
+    an index (outcomes_before; at)."""
+    newest_cut_off = DataDeletion.objects.filter(outcomes_before__isnull=False).order_by("-outcomes_before").values("outcomes_before")[:1]
+    prunes = DataDeletion.objects.filter(outcomes_before=Subquery(newest_cut_off)).order_by().values_list(*_TRAIL_LIMIT_FIELDS)
+    erasures = (DataDeletion.objects.filter(kind=DataDeletion.Kind.ERASURE, at__gt=erased_since).order_by()
+                .values_list(*_TRAIL_LIMIT_FIELDS))
+    prune: tuple[datetime, OutcomeAgeLimit] | None = None  # (when that prune ran, its limit)
+    erased: dict[str, list[tuple[str, OutcomeAgeLimit]]] = {}
+    for kind, cut_off, at, username, criteria, scope, subject_hash in prunes.union(erasures, all=True):
+        if kind == DataDeletion.Kind.ERASURE:
+            erased.setdefault(subject_hash, []).append((scope, _after(
+                at, what=f"when this user_id's data at {scope or 'every agent'} was erased (erase_user_data)",
+                why="may be one of those erased, and one sent again could not be told from it, so it is not stored "
+                    "(nor charged) again; events of this user from after that are taken",
+            )))
+        elif cut_off is not None and (prune is None or at > prune[0]):  # of prunes with the same cut-off, the last named
+            prune = (at, _prune_limit(cut_off, at=at, username=username, criteria=criteria))
+    return (prune[1] if prune else None), erased
 
 
 def _prune_limit(cut_off: datetime, *, at: datetime, username: str | None, criteria: dict[str, Any]) -> OutcomeAgeLimit:
     """The limit a prune's recorded cut-off sets, its reason naming that prune."""
-    cut_off, at = cut_off.astimezone(UTC), at.astimezone(UTC)
     if "scheduled" not in criteria:  # recorded before prunes said which (migration 0009 filled the cut-off in)
         who = "a prune" + (f" by {username}" if username else "")
     elif criteria["scheduled"]:
         who = "the scheduled prune"
     else:
         who = "a prune run by hand (prune_outcomes" + (f" as {username})" if username else ")")
-    return OutcomeAgeLimit(oldest=cut_off, reason=(
-        f"is before {cut_off.isoformat()}, the cut-off of {who} on {at:%Y-%m-%d %H:%M} UTC, which deleted live outcomes "
-        "that occurred before it: "
-        "an event that old may already have been deleted, and one sent again could not be told from it, so it is "
-        "not stored or charged again"
+    return _after(cut_off, what=f"the cut-off of {who} on {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC, which deleted live "
+                                "outcomes stored before it",
+                  why="may already have been deleted, and one sent again could not be told from it, so it is not "
+                      "stored or charged again")
+
+
+def _after(moment: datetime, *, what: str, why: str) -> OutcomeAgeLimit:
+    """The limit a deletion at `moment` sets: that moment plus the clock skew allowed (outcome_age_limits)."""
+    oldest = moment + MAX_OUTCOME_CLOCK_SKEW
+    return OutcomeAgeLimit(oldest=oldest, reason=(
+        f"is before {oldest.astimezone(UTC).isoformat()}, {MAX_OUTCOME_CLOCK_SKEW.total_seconds() / 60:g} minutes (the clock "
+        f"skew allowed) after {moment.astimezone(UTC).isoformat()}, {what}: an event sent with a time that early {why}"
     ))
 
 
@@ -302,27 +435,38 @@ def _ended_experiments_with_data(before: datetime) -> list[Experiment]:
     ]
 
 
+def _delete_live(rows: QuerySet[OutcomeEvent], *, cut_off: datetime, trail: _PruneTrail, batch_size: int,
+                 deadline: float | None) -> bool:
+    """Delete the live outcomes `rows` (all that occurred before `cut_off`), the cut-off recorded first;
+    whether all of them went."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return False
+    if not rows.exists():  # nothing to delete: no cut-off to record, no trail
+        return True
+    trail.begin_live(cut_off)
+    return _delete_in_batches(rows, trail=trail, batch_size=batch_size, deadline=deadline)
+
+
 def _delete_ended(ended: list[Experiment], *, trail: _PruneTrail, batch_size: int, deadline: float | None) -> bool:
-    """Delete the outcomes, then the exposures, of each ended experiment in turn; whether all of them went.
-    The time budget is looked at only before an experiment is started: once started it is deleted to the
-    end, whole (a part would be results that look complete and are not)."""
+    """Delete the outcomes, then the exposures, of each ended experiment in turn, each marked first;
+    whether all of them went. The time budget is looked at only before an experiment is started: once
+    started it is deleted to the end, whole (a part would be results that look complete and are not)."""
     for experiment in ended:
         if deadline is not None and time.monotonic() >= deadline:
             return False
+        trail.begin_experiment(experiment)
         for rows in (OutcomeEvent.objects.filter(experiment_id=experiment.pk), Assignment.objects.filter(experiment_id=experiment.pk)):
-            _delete_in_batches(rows, trail=trail, batch_size=batch_size, deadline=None, experiment=experiment)
+            _delete_in_batches(rows, trail=trail, batch_size=batch_size, deadline=None)
     return True
 
 
-def _delete_in_batches(
-    rows: QuerySet, *, trail: _PruneTrail, batch_size: int, deadline: float | None, experiment: Experiment | None = None,
-) -> bool:
+def _delete_in_batches(rows: QuerySet, *, trail: _PruneTrail, batch_size: int, deadline: float | None) -> bool:
     """Delete `rows` `batch_size` at a time, each DELETE its own transaction with its line on the trail,
     until none is left (True) or `deadline` (time.monotonic) passes (False)."""
     while deadline is None or time.monotonic() < deadline:
         with transaction.atomic():
             count = _delete_batch(rows, batch_size=batch_size)
-            trail.record(count, of=rows.model, experiment=experiment)
+            trail.record(count, of=rows.model)
         if count < batch_size:
             return True
     return False
@@ -361,11 +505,18 @@ def user_data_erase(
     Ending the experiment first (or waiting for it to end) keeps its numbers whole; a request that
     cannot wait goes ahead with the flag and the changed experiments are named on the trail.
 
-    The check and the delete are one transaction, and without the flag the delete itself leaves an
-    active experiment's rows alone; a row that reached one after the check (the user was routed into
-    an experiment started meanwhile) is found again before the commit and refuses the whole erasure.
+    Checked before anything is written (the usual refusal), and again in the delete's transaction, where
+    without the flag the delete itself leaves an active experiment's rows alone; a row that reached one
+    after the checks (the user was routed into an experiment started meanwhile) is found again before the
+    commit and refuses the whole erasure.
     Exposure batches in Redis's dead-letter list are not searched by the delete: the result counts
-    those that hold the id, for a person to remove (docs/runbooks/exposure-dead-letters.md)."""
+    those that hold the id, for a person to remove (docs/runbooks/exposure-dead-letters.md).
+
+    It sticks: its DataDeletion row is written first, behind the intake fence, and ingestion then refuses
+    the user's events (in its scope) from before it, plus the clock skew (outcome_age_limits) — they would
+    bring the erased data back, and be charged again. What was stored before it is deleted; later outcomes
+    are new data. Refused after that, it removes its row (nothing erased); failing, it leaves the row
+    (`complete: false`) and its limit."""
     require_permission(actor=actor, permission="experiments.erase_user_data", action="erase an end user's data")
     if not user_id:
         raise InvalidInput("user_id: give the end user's id, exactly as the agent sends it")
@@ -383,6 +534,26 @@ def user_data_erase(
     # waiting for a drain already running (beat's) to finish, not skipping the drain because of it —
     # and every batch queued by now, not a beat drain's share of them.
     routing.drain_exposure_queue(max_batches=None, wait_seconds=routing.EXPOSURE_DRAIN_LOCK_SECONDS)
+    if not allow_active_experiments and (active := _active(touched := erasure.experiments())):
+        raise _refusal(touched, active)  # before anything is written: the usual refusal refuses no event
+    with _limit_recorded():  # from its commit on, ingestion refuses the user's events from before it
+        trail = DataDeletion.objects.create(kind=DataDeletion.Kind.ERASURE, actor=actor, agent=scope, subject_hash=subject_hash,
+                                            reason=reason, criteria={"allow_active_experiments": allow_active_experiments, "complete": False})
+    try:
+        active = _erase_before(_Erasure.of(user_id=user_id, agent=agent, before=trail.at), trail=trail,
+                               allow_active_experiments=allow_active_experiments)
+    except Conflict:
+        trail.delete()  # nothing erased, so nothing for ingestion to refuse
+        raise
+    return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=False, outcomes=trail.outcomes_deleted,
+                         assignments=trail.assignments_deleted, experiments=trail.experiments, active_experiments=active,
+                         earlier_erasures=earlier, dead_letter_batches=routing.dead_letter_batches_naming(user_id))
+
+
+def _erase_before(erasure: _Erasure, *, trail: DataDeletion, allow_active_experiments: bool) -> list[str]:
+    """Delete the erasure's rows (those from before its trail row) and complete that row, in one
+    transaction; the active experiments whose data went. Conflict (the deletes rolled back) when, without
+    `allow_active_experiments`, an active experiment holds some of them."""
     with transaction.atomic():
         touched = erasure.experiments()
         active = _active(touched)
@@ -392,18 +563,14 @@ def user_data_erase(
         if not allow_active_experiments:
             outcomes = outcomes.exclude(experiment__status__in=ACTIVE_STATUSES)
             assignments = assignments.exclude(experiment__status__in=ACTIVE_STATUSES)
-        deleted_outcomes, _ = outcomes.delete()
-        deleted_assignments, _ = assignments.delete()
+        trail.outcomes_deleted, _ = outcomes.delete()
+        trail.assignments_deleted, _ = assignments.delete()
         if not allow_active_experiments and (arrived := _active(now_touched := erasure.experiments())):
             raise _refusal(now_touched, arrived)  # rolls the deletes back
-        DataDeletion.objects.create(
-            kind=DataDeletion.Kind.ERASURE, actor=actor, agent=scope, subject_hash=subject_hash, reason=reason,
-            outcomes_deleted=deleted_outcomes, assignments_deleted=deleted_assignments, experiments=list(touched),
-            criteria={"allow_active_experiments": allow_active_experiments, "active_experiments": active},
-        )
-    return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=False, outcomes=deleted_outcomes,
-                         assignments=deleted_assignments, experiments=list(touched), active_experiments=active,
-                         earlier_erasures=earlier, dead_letter_batches=routing.dead_letter_batches_naming(user_id))
+        trail.experiments = list(touched)
+        trail.criteria = {**trail.criteria, "active_experiments": active, "complete": True}
+        trail.save(update_fields=["outcomes_deleted", "assignments_deleted", "experiments", "criteria"])
+    return active
 
 
 @dataclass(frozen=True)
@@ -415,13 +582,16 @@ class _Erasure:
     scope_experiments: QuerySet[Experiment]
 
     @classmethod
-    def of(cls, *, user_id: str, agent: Agent | None) -> _Erasure:
+    def of(cls, *, user_id: str, agent: Agent | None, before: datetime | None = None) -> _Erasure:
+        """`before`: only the rows of what happened before then (an outcome stored, an exposure first seen) —
+        compared with times the web machines wrote, so their clocks and this one's must agree (NTP), as
+        everywhere received_at is compared."""
         experiments = Experiment.objects.filter(agent=agent) if agent is not None else Experiment.objects.all()
-        return cls(
-            outcomes=OutcomeEvent.objects.filter(user_id=user_id, **({"agent_id": agent.pk} if agent is not None else {})),
-            assignments=Assignment.objects.filter(user_id=user_id, experiment_id__in=experiments.values("pk")),
-            scope_experiments=experiments,
-        )
+        outcomes = OutcomeEvent.objects.filter(user_id=user_id, **({"agent_id": agent.pk} if agent is not None else {}))
+        assignments = Assignment.objects.filter(user_id=user_id, experiment_id__in=experiments.values("pk"))
+        if before is not None:
+            outcomes, assignments = outcomes.filter(occurred_at__lt=before), assignments.filter(first_seen__lt=before)
+        return cls(outcomes=outcomes, assignments=assignments, scope_experiments=experiments)
 
     def experiments(self) -> dict[str, str]:
         """The experiments holding the user's rows, key → status, by key."""

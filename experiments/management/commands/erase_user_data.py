@@ -19,7 +19,10 @@ from genesis.errors import DomainError, InvalidInput
 class Command(BaseCommand):
     help = (
         "Erase one end user's outcomes and exposures, at one agent (--agent) or every agent. The trail "
-        "(Admin › Data deletions) keeps who, when, how many and a keyed hash of the id, never the id."
+        "(Admin › Data deletions) keeps who, when, how many and a keyed hash of the id, never the id. The erasure "
+        "sticks: from then on POST /outcomes rejects the user's events (at that agent or every agent) that occurred "
+        "before it, plus the 5 minutes of clock skew it allows — sent again, they would bring the erased data back "
+        "and be charged again; the user's later events are taken."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

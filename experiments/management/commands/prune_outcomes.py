@@ -39,9 +39,10 @@ class Command(BaseCommand):
         "Delete outcomes outside every experiment that occurred before a cut-off (--before DATE or "
         "--older-than-days N) and, with --ended-before / --ended-older-than-days, every outcome and exposure of the "
         "experiments that ended (rolled back or completed) before it. Never a running or paused experiment's data. "
-        "Once it has deleted outcomes, POST /outcomes rejects events that occurred before its cut-off — for an ended "
-        "experiment's, that agent's events from before the experiment ended (a deleted event sent again is not stored "
-        "or charged twice)."
+        "Before it deletes anything it records its cut-off, and from then on POST /outcomes rejects events that "
+        "occurred before that cut-off plus the 5 minutes of clock skew it allows — for an ended experiment's, that "
+        "agent's events from before the experiment ended, plus the skew — even if the prune then stops half-way (a "
+        "deleted event sent again is not stored or charged twice). So give no later a cut-off than you mean."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
