@@ -10,8 +10,8 @@ page view, it took about as many aggregates as there are running rollouts (5 her
         [--outcomes 200000] [--repeats 5]
 
 Uses a scratch database: migrates, seeds, starts each demo agent's draft rollout (five), fills each with
-`--outcomes` synthetic outcomes (generate_series, once; later runs reuse them: 10 % treatment, as the
-first stage), and runs one guardrail evaluation of each, as beat does every minute. Each side is timed
+`--outcomes` synthetic outcomes (bench/synthetic_outcomes.py, as bench/results: once; later runs reuse
+them), and runs one guardrail evaluation of each, as beat does every minute. Each side is timed
 `--repeats` times after a warm-up, alternating; the best time counts.
 """
 
@@ -29,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.synthetic_outcomes import fill_outcomes  # noqa: E402
 from bench.targets import meets_target, services_missing  # noqa: E402
 
 TARGET_RATIO = 0.5
@@ -41,9 +42,8 @@ def setup(outcomes: int) -> list[Any]:
 
     django.setup()
     from django.core.management import call_command
-    from django.db import connection, transaction
 
-    from experiments.models import Experiment, OutcomeEvent
+    from experiments.models import Experiment
     from experiments.services import experiment_start, guardrails_check
 
     call_command("migrate", verbosity=0)
@@ -51,34 +51,11 @@ def setup(outcomes: int) -> list[Any]:
     for draft in Experiment.objects.filter(status="draft").exclude(agent__experiments__status="running"):
         experiment_start(experiment=draft, actor=None, override_reason="bench/launch/board: synthetic data")
     running = list(Experiment.objects.filter(status="running").select_related("control", "treatment", "current_stage"))
-    users = max(10, outcomes // 5 // 10 * 10)  # a multiple of 10: treatment users are exactly a tenth (no SRM)
     for experiment in running:
-        have = OutcomeEvent.objects.filter(experiment=experiment).count()
-        if have >= outcomes:
-            continue
         started = time.perf_counter()
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                """
-                INSERT INTO experiments_outcomeevent (event_id, agent_id, experiment_id, variant, user_id, model, success,
-                    latency_ms, input_tokens, output_tokens, quality, cost_usd, occurred_at, received_at)
-                SELECT 'bench-board-' || %(exp)s || '-' || g, %(agent)s, %(exp)s,
-                       CASE WHEN g %% 10 = 0 THEN 'treatment' ELSE 'control' END,
-                       'user-' || (g %% %(users)s),
-                       CASE WHEN g %% 10 = 0 THEN %(treatment)s ELSE %(control)s END,
-                       random() < 0.9, 200 + random() * 600, 100 + (random() * 500)::int, 50 + (random() * 300)::int,
-                       random(), (random() * 0.0005)::numeric(14, 8),
-                       %(start)s + (g || ' milliseconds')::interval, now()
-                FROM generate_series(%(first)s, %(last)s) AS g
-                ON CONFLICT (agent_id, event_id) DO NOTHING
-                """,
-                {"exp": experiment.pk, "agent": experiment.agent_id, "treatment": experiment.treatment.model_id,
-                 "control": experiment.control.model_id, "start": experiment.current_stage.started_at,  # type: ignore[union-attr]
-                 "first": have + 1, "last": outcomes, "users": users},
-            )
-        print(f"{experiment.key}: inserted {outcomes - have:,} synthetic outcomes in {time.perf_counter() - started:.1f} s")
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE experiments_outcomeevent")
+        inserted = fill_outcomes(experiment, outcomes=outcomes, prefix="bench-board-")
+        if inserted:
+            print(f"{experiment.key}: inserted {inserted:,} synthetic outcomes in {time.perf_counter() - started:.1f} s")
     for experiment in running:
         guardrails_check(experiment_id=experiment.pk)  # what beat does every minute
     still = list(Experiment.objects.filter(pk__in=[e.pk for e in running], status="running").select_related(
