@@ -65,8 +65,14 @@ class Experiment(models.Model):
     )
     # Set by every change that can alter a routing decision; the agent's config version derives from it.
     routing_changed_at = models.DateTimeField(auto_now_add=True)
-    # The last guardrail evaluation, kept for the admin page and for "warning" state changes.
+    # The last guardrail evaluation (experiments.services.guardrails_check, beat every minute), as of
+    # guardrails_checked_at: each guardrail's state (for "warning" state changes, and shown), and the
+    # figures of the current stage the holds read (experiments.holds.StageFigures as JSON: users, outcomes
+    # served by another model, the sample-ratio test, the success-rate lift). The launch pages show a
+    # running rollout from these instead of reading its outcomes on every view (experiments.holds.
+    # stored_evaluation); the decisions (request, approve) still judge the outcomes afresh.
     guardrail_states = models.JSONField(default=list, blank=True)
+    stage_figures = models.JSONField(default=dict, blank=True)
     guardrails_checked_at = models.DateTimeField(null=True, blank=True)
     # The launch calendar: the date the operator aims to start each stage at ({"25": ISO datetime}),
     # shown beside the earliest time the holds allow (experiments/calendar.py). A plan, not a hold.

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from experiments import audit, rollout_settings, routing, stats
 from experiments.assignment import new_experiment_seed
-from experiments.holds import stage_holds
+from experiments.holds import StageFigures, stage_holds
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
@@ -712,9 +712,12 @@ def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
     results = experiment_guardrail_results(experiment=experiment, metrics=metrics)
     states = [result.as_json() for result in results]
     previous = {state["metric"]: state["state"] for state in experiment.guardrail_states or []}
+    # With the states, what the holds read of this stage: the launch pages show the rollout from them
+    # (holds.stored_evaluation) rather than reading its outcomes again on every view.
     experiment.guardrail_states = states
+    experiment.stage_figures = StageFigures.of(experiment=experiment, metrics=metrics).as_json()
     experiment.guardrails_checked_at = timezone.now()
-    experiment.save(update_fields=["guardrail_states", "guardrails_checked_at"])
+    experiment.save(update_fields=["guardrail_states", "stage_figures", "guardrails_checked_at"])
 
     breaches = [result for result in results if result.state == "breach"]
     if breaches:

@@ -57,7 +57,7 @@ def board_index(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm(LAUNCH_VIEW_PERMISSION):
         return admin.site.index(request, extra_context={"show_board": False, "page_messages": _messages_into_rows(request, [])})
     rows, period = selectors.launch_board(user=request.user)
-    waiting = selectors.experiments_awaiting_approval(judged={row.experiment.pk: row.holds for row in rows if row.experiment and row.holds})
+    waiting = selectors.experiments_awaiting_approval()
     return admin.site.index(request, extra_context={
         "show_board": True, "board": rows, "spend_period": period, "awaiting_approval": waiting,
         "page_messages": _messages_into_rows(request, rows),

@@ -20,7 +20,7 @@ import html
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +41,26 @@ class Judgement:
 def percent(value: float | None) -> str:
     """A relative change as a signed percent: 0.1234 → "+12.3 %"."""
     return "—" if value is None else f"{value * 100:+.1f} %"
+
+
+def age_text(age: timedelta) -> str:
+    """How old something is, to the unit that matters: "40 s", "12 min", "3.5 h", "2 d"."""
+    seconds = max(0, int(age.total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds // 86400} d"
+
+
+def as_of_text(at: datetime, *, now: datetime) -> str:
+    """When figures were taken, and how long ago: "as of 14:03 UTC (2 min ago)", with the date unless
+    it is `now`'s — a running rollout's guardrails and holds as the latest guardrail evaluation judged them."""
+    at, now = at.astimezone(UTC), now.astimezone(UTC)
+    when = f"{at:%H:%M} UTC" if at.date() == now.date() else f"{at:%Y-%m-%d %H:%M} UTC"
+    return f"as of {when} ({age_text(now - at)} ago)"
 
 
 def interval(low: float | None, high: float | None, *, alpha: float | None = None) -> str:
@@ -167,6 +187,11 @@ def _rollout_judgement(rollout: dict[str, Any] | None, judgement: Judgement) -> 
         judgement.blockers.append(f"experiment {rollout['experiment']} was rolled back")
     elif status == "completed":
         judgement.passed.append(f"experiment {rollout['experiment']} completed at 100 %")
+    elif status == "running" and rollout.get("guardrails") is None:
+        judgement.cautions.append(f"the guardrails of {rollout['experiment']} have not been evaluated in its current stage yet")
+    elif status == "running" and rollout.get("evaluation_stale"):
+        judgement.cautions.append(f"the guardrails of {rollout['experiment']} were last evaluated at {rollout['evaluated_at']:%Y-%m-%d %H:%M} "
+                                  "UTC: stale — is Celery beat running?")
     for guardrail in rollout.get("guardrails") or []:
         if guardrail["state"] == "breach":
             judgement.blockers.append(f"guardrail {guardrail['metric']} breached in {rollout['experiment']}")
@@ -232,7 +257,7 @@ def render_json(entries: list[dict[str, Any]], *, generated_at: datetime) -> str
     return json.dumps(as_dict(entries, generated_at=generated_at), indent=2, default=str)
 
 
-def _markdown_agent(facts: dict[str, Any]) -> list[str]:
+def _markdown_agent(facts: dict[str, Any], *, generated_at: datetime) -> list[str]:
     judgement = judge(facts)
     lines = [f"## {facts['agent']}", ""]
     lines.append(f"- Live model: `{facts['live'] or 'none'}`")
@@ -275,13 +300,7 @@ def _markdown_agent(facts: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append(f"- Training data: {training.get('file') or 'no fine-tuning job'} — not audited")
-    rollout = facts.get("rollout")
-    if rollout:
-        stage = f" at {rollout['stage_percent']} %" if rollout.get("stage_percent") is not None else ""
-        override = f"; {override_text(rollout)}" if rollout.get("verdict_override") else ""
-        lines.append(f"- Rollout: {rollout['experiment']} {rollout['status'].replace('_', ' ')}{stage}{override}")
-    else:
-        lines.append("- Rollout: not started")
+    lines.append(_rollout_line(facts.get("rollout"), generated_at=generated_at))
     if "cost_usd" in facts:  # absent for a reader who may not see costs
         lines.append(f"- Cost so far (ledger): {format_usd(Decimal(facts['cost_usd']))}")
     lines += ["", "Reasons:"]
@@ -290,6 +309,19 @@ def _markdown_agent(facts: dict[str, Any]) -> list[str]:
     lines += [f"- ✔ {reason}" for reason in judgement.passed]
     lines.append("")
     return lines
+
+
+def _rollout_line(rollout: dict[str, Any] | None, *, generated_at: datetime) -> str:
+    if not rollout:
+        return "- Rollout: not started"
+    stage = f" at {rollout['stage_percent']} %" if rollout.get("stage_percent") is not None else ""
+    override = f"; {override_text(rollout)}" if rollout.get("verdict_override") else ""
+    evaluated = ""  # a running rollout's guardrails are the latest guardrail evaluation's
+    if rollout.get("evaluated_at"):
+        evaluated = f"; guardrails {as_of_text(rollout['evaluated_at'], now=generated_at)}"
+    elif rollout["status"] == "running" and rollout.get("guardrails") is None:
+        evaluated = "; guardrails not evaluated in this stage yet"
+    return f"- Rollout: {rollout['experiment']} {rollout['status'].replace('_', ' ')}{stage}{override}{evaluated}"
 
 
 def render_markdown(entries: list[dict[str, Any]], *, generated_at: datetime) -> str:
@@ -317,7 +349,7 @@ def render_markdown(entries: list[dict[str, Any]], *, generated_at: datetime) ->
         )
     lines.append("")
     for facts in entries:
-        lines += _markdown_agent(facts)
+        lines += _markdown_agent(facts, generated_at=generated_at)
     return "\n".join(lines)
 
 

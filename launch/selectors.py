@@ -1,12 +1,16 @@
 """Reads of the launch console: one row per agent for the board, a model version's lineage, and the
 facts the Go/No-Go report judges. They read across every app (this app is at the top of the
 dependency order) and write nothing; the numbers come from the other apps' rows and selectors —
-benchmark verdicts as the gate stored them, holds and guardrails from experiments.selectors, money
+benchmark verdicts as the gate stored them, a running rollout's holds and guardrails as the latest
+guardrail evaluation stored them (experiments.holds.stored_evaluation: no outcome is read here), money
 summed from the ledger in SQL."""
+# Long: the board, the agent page, the lineage and the Go/No-Go facts are built from the same reads of
+# every agent's chain (Chains) and share their cells', costs' and audits' rules.
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +27,7 @@ from costs.models import Budget, CostEntry, Operation
 from costs.selectors import spend_by
 from experiments import selectors as experiment_selectors
 from experiments.calendar import CalendarEntry
-from experiments.holds import Hold, holds_wait, stage_holds
+from experiments.holds import Evaluation, Hold, evaluation_holds, holds_wait, stored_evaluation
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
@@ -36,7 +40,7 @@ from experiments.models import (
 from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
 from launch.chains import Chains
-from launch.report import interval, percent, power_short
+from launch.report import as_of_text, interval, percent, power_short
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus, BenchmarkVerdictOverride
 from models_app.benchmarks.selectors import run_approves_candidate, run_verdict_note, stored_plan, with_verdict_facts
 from models_app.finetuning import rules as finetuning_rules
@@ -98,7 +102,7 @@ class BoardRow:
     experiment: Experiment | None = None
     can_roll_back: bool = False
     calendar: list[CalendarEntry] = field(default_factory=list)
-    holds: list[Hold] = field(default_factory=list)  # a running rollout's stage holds, as this row judged them
+    holds: list[Hold] = field(default_factory=list)  # a running rollout's stage holds, as its latest guardrail evaluation judged them
     messages: list[Any] = field(default_factory=list)  # what this row's button just did (the board view fills it)
 
 
@@ -308,11 +312,30 @@ def _who_may(perm: str) -> str:
     return ", ".join(names) if names else f"a user with {perm}"
 
 
+def _guardrails_cell(evaluation: Evaluation | None, *, now: datetime) -> Cell:
+    """A running rollout's guardrails as the latest evaluation of its stage judged them, and when. A stale
+    one (holds.EVALUATION_STALE_AFTER: beat or the guardrail task is down) is never shown in a calm tone."""
+    if evaluation is None:
+        return Cell("not evaluated yet", WAIT, "the guardrail task judges this stage within a minute (beat)")
+    states = [g.state for g in evaluation.guardrails]
+    worst = next((state for state in ("breach", "warning", "no_data") if state in states), "healthy")
+    tone = {"breach": BAD, "warning": ATTENTION, "no_data": WAIT, "healthy": OK}[worst]
+    text = {"breach": "breach", "warning": "warning", "no_data": "waiting for data", "healthy": "healthy"}[worst]
+    metrics = [g.metric for g in evaluation.guardrails if g.state == worst and worst != "healthy"]
+    title = "; ".join(g.reason for g in evaluation.guardrails if g.state == worst)
+    as_of = as_of_text(evaluation.at, now=now)
+    if evaluation.is_stale(now):
+        tone, as_of = (BAD if tone == BAD else ATTENTION), as_of + " — stale: is Celery beat running?"
+        title = f"No guardrail evaluation for over ten minutes: nothing guards this rollout (runbook: CeleryBeatStalled). {title}"
+    return Cell(text, tone, "; ".join(part for part in (", ".join(metrics), as_of) if part), title=title)
+
+
 def _rollout_state(
-    experiment: Experiment | None, *, chain: Chains, user: Any, who_may: _WhoMay
+    experiment: Experiment | None, *, chain: Chains, user: Any, who_may: _WhoMay, now: datetime
 ) -> tuple[Cell, Cell, NextAction | None, list[CalendarEntry], list[Hold]]:
     """The rollout and guardrail cells, for a running or paused experiment its next action, and for a
-    running one its stage holds."""
+    running one its stage holds — as the latest guardrail evaluation of its stage judged them (the
+    stage's time judged at `now`): the board reads no outcome."""
     if experiment is None:
         return Cell("not started", IDLE), Cell("—", IDLE), None, [], []
     stages = chain.stages.get(experiment.pk, [])
@@ -331,17 +354,11 @@ def _rollout_state(
                             who_may("experiments.pause_experiment"), tone=ATTENTION)
         return Cell(f"{percent} % — paused", ATTENTION, "", *link), Cell("paused", IDLE), action, calendar, []
 
-    metrics = experiment_selectors.experiment_metrics(experiment=experiment)
-    holds = stage_holds(experiment=experiment, metrics=metrics)
-    guardrails = experiment_selectors.experiment_guardrail_results(experiment=experiment, metrics=metrics)
+    evaluation = stored_evaluation(experiment=experiment)
+    holds = evaluation_holds(experiment=experiment, evaluation=evaluation, now=now)
     open_holds = [hold for hold in holds if not hold.cleared]
     waits = "; ".join(f"{hold.label}: {hold.detail}" for hold in open_holds)
-    states = [g.state for g in guardrails]
-    worst = next((state for state in ("breach", "warning", "no_data") if state in states), "healthy")
-    guard_tone = {"breach": BAD, "warning": ATTENTION, "no_data": WAIT, "healthy": OK}[worst]
-    guard_text = {"breach": "breach", "warning": "warning", "no_data": "waiting for data", "healthy": "healthy"}[worst]
-    guard_cell = Cell(guard_text, guard_tone, ", ".join(g.metric for g in guardrails if g.state == worst and worst != "healthy"),
-                      title="; ".join(g.reason for g in guardrails if g.state == worst))
+    guard_cell = _guardrails_cell(evaluation, now=now)
 
     pending = chain.pending.get(experiment.pk)
     following = (next((stage for stage in stages if stage.index == experiment.current_stage.index + 1), None)
@@ -431,9 +448,10 @@ def sees_costs(user: Any) -> bool:
 
 def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[BoardRow], str | None]:
     """One row per agent (or the one `agent`), and the label of the spend period — None, and no
-    row's spend, for a user who may not see costs. Every agent's rows are read at once (Chains):
-    a fixed number of queries however many agents, plus the outcome aggregate of each running
-    rollout (experiment_metrics)."""
+    row's spend, for a user who may not see costs. Every agent's rows are read at once (Chains): a
+    fixed number of queries however many agents and running rollouts, whose figures come from their
+    latest guardrail evaluation, stored on the experiment (experiments.holds.stored_evaluation)."""
+    now = timezone.now()
     shows_spend = sees_costs(user)
     spend, period_label = _current_spend() if shows_spend else ({}, None)
     agents = [agent] if agent is not None else list(Agent.objects.order_by("slug"))
@@ -444,7 +462,7 @@ def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[
         candidate = chain.candidate(row_agent)
         job = chain.jobs.get(candidate.pk) if candidate else None
         experiment = chain.row_experiment(row_agent, candidate=candidate)
-        rollout, guardrails, action, calendar, holds = _rollout_state(experiment, chain=chain, user=user, who_may=who_may)
+        rollout, guardrails, action, calendar, holds = _rollout_state(experiment, chain=chain, user=user, who_may=who_may, now=now)
         if candidate is not None and experiment is not None and experiment.status == ExperimentStatus.DRAFT:
             rollout = _draft_cell(experiment, candidate=candidate, chain=chain)
         if action is None:
@@ -464,26 +482,31 @@ def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[
 @dataclass(frozen=True)
 class AwaitingApproval:
     """A pending stage request and, while its holds are open, when it can be approved ("after
-    2026-12-08 10:00 UTC (min stage time)"); "" when it can be approved now."""
+    2026-12-08 10:00 UTC (min stage time)"); "" when it can be approved now — as the latest guardrail
+    evaluation of its stage judged the holds (`as_of`: when, "" before the first)."""
 
     approval: StageApproval
     waits: str
+    as_of: str = ""
 
 
-def experiments_awaiting_approval(*, judged: dict[int, list[Hold]] | None = None) -> list[AwaitingApproval]:
-    """Pending stage requests, oldest first, each with what its holds still wait for: the approvers' queue.
-    `judged`: holds already judged, by experiment id (the board's rows), so that a page showing both
-    reads no experiment's outcomes twice."""
-    judged = judged or {}
+def experiments_awaiting_approval() -> list[AwaitingApproval]:
+    """Pending stage requests, oldest first, each with what its holds still wait for: the approvers'
+    queue. The holds are the latest guardrail evaluation's (no outcome is read: a fixed number of
+    queries however many requests wait); approving judges them afresh."""
+    now = timezone.now()
     pending = (
         StageApproval.objects.filter(status=ApprovalStatus.PENDING, stage__experiment__status=ExperimentStatus.RUNNING)
         .select_related("stage__experiment__agent", "stage__experiment__treatment", "stage__experiment__control",
                         "stage__experiment__current_stage", "requested_by")
         .order_by("requested_at")
     )
-    return [AwaitingApproval(approval, holds_wait(judged.get(approval.stage.experiment_id)
-                                                  or stage_holds(experiment=approval.stage.experiment)))
-            for approval in pending]
+    waiting = []
+    for approval in pending:
+        evaluation = stored_evaluation(experiment=approval.stage.experiment)
+        holds = evaluation_holds(experiment=approval.stage.experiment, evaluation=evaluation, now=now)
+        waiting.append(AwaitingApproval(approval, holds_wait(holds), as_of_text(evaluation.at, now=now) if evaluation else ""))
+    return waiting
 
 
 # --- the agent page ---------------------------------------------------------------------------------
@@ -688,8 +711,9 @@ def _decisive_runs(candidates: list[ModelVersion]) -> dict[int, BenchmarkRun]:
 
 
 def _launch_facts_of(agents: list[Agent], *, with_costs: bool) -> list[dict[str, Any]]:
-    """launch_facts of each agent, each kind of row read once for all of them (Chains), plus the
-    results of each running rollout (experiment_results)."""
+    """launch_facts of each agent, each kind of row read once for all of them (Chains); a running
+    rollout's guardrails and lift as its latest guardrail evaluation stored them (stored_evaluation)."""
+    now = timezone.now()
     chain = Chains.of(agents)
     candidates = {agent.pk: chain.candidate(agent) for agent in agents}
     present = [candidate for candidate in candidates.values() if candidate is not None]
@@ -734,9 +758,13 @@ def _launch_facts_of(agents: list[Agent], *, with_costs: bool) -> list[dict[str,
                 "verdict_override": _verdict_override(experiment, start=overrides.get(experiment.pk)),
             }
             if experiment.status == ExperimentStatus.RUNNING:
-                results = experiment_selectors.experiment_results(experiment=experiment)
-                rollout["guardrails"] = [{"metric": g["metric"], "state": g["state"]} for g in results["guardrails"]]
-                rollout["relative_lift"] = results.get("relative_lift")
+                # None (guardrails, lift, time) until the guardrail task has judged the current stage.
+                evaluation = stored_evaluation(experiment=experiment)
+                rollout["guardrails"] = ([{"metric": g.metric, "state": g.state} for g in evaluation.guardrails]
+                                         if evaluation else None)
+                rollout["relative_lift"] = evaluation.figures.relative_lift if evaluation else None
+                rollout["evaluated_at"] = evaluation.at if evaluation else None
+                rollout["evaluation_stale"] = evaluation.is_stale(now) if evaluation else None
             facts["rollout"] = rollout
         if with_costs:
             facts["cost_usd"] = money(costs[candidate.pk]["total"])

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.synthetic_outcomes import fill_outcomes  # noqa: E402
 from bench.targets import meets_target, services_missing  # noqa: E402
 
 if TYPE_CHECKING:
@@ -47,9 +48,8 @@ def setup(outcomes: int) -> Experiment:
 
     django.setup()
     from django.core.management import call_command
-    from django.db import connection, transaction
 
-    from experiments.models import Experiment, OutcomeEvent
+    from experiments.models import Experiment
     from experiments.services import experiment_start
 
     call_command("migrate", verbosity=0)
@@ -62,33 +62,10 @@ def setup(outcomes: int) -> Experiment:
         experiment = experiment_start(experiment=draft, actor=None, override_reason="bench/results: synthetic data")
     experiment = Experiment.objects.select_related("control", "treatment", "current_stage").get(pk=experiment.pk)
     assert experiment.current_stage is not None  # a started experiment is in a stage
-    have = OutcomeEvent.objects.filter(experiment=experiment).count()
-    if have < outcomes:
-        started = time.perf_counter()
-        # 10 % treatment (the first stage); treatment succeeds a little less and is a little slower.
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                """
-                INSERT INTO experiments_outcomeevent (event_id, agent_id, experiment_id, variant, user_id, model, success,
-                    latency_ms, input_tokens, output_tokens, quality, cost_usd, occurred_at, received_at)
-                SELECT 'bench-results-' || %(exp)s || '-' || g, %(agent)s, %(exp)s,
-                       CASE WHEN g %% 10 = 0 THEN 'treatment' ELSE 'control' END,
-                       'user-' || (g %% 200000),
-                       CASE WHEN g %% 10 = 0 THEN %(treatment)s ELSE %(control)s END,
-                       random() < CASE WHEN g %% 10 = 0 THEN 0.88 ELSE 0.90 END,
-                       200 + random() * 600 + CASE WHEN g %% 10 = 0 THEN 20 ELSE 0 END,
-                       100 + (random() * 500)::int, 50 + (random() * 300)::int,
-                       random(), (random() * 0.0005)::numeric(14, 8),
-                       %(start)s + (g || ' milliseconds')::interval, now()
-                FROM generate_series(%(first)s, %(last)s) AS g
-                ON CONFLICT (agent_id, event_id) DO NOTHING
-                """,
-                {"exp": experiment.pk, "agent": experiment.agent_id, "treatment": experiment.treatment.model_id,
-                 "control": experiment.control.model_id, "start": experiment.current_stage.started_at,
-                 "first": have + 1, "last": outcomes},
-            )
-            cursor.execute("ANALYZE experiments_outcomeevent")
-        print(f"inserted {outcomes - have:,} synthetic outcomes in {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
+    inserted = fill_outcomes(experiment, outcomes=outcomes, prefix="bench-results-")
+    if inserted:
+        print(f"inserted {inserted:,} synthetic outcomes in {time.perf_counter() - started:.1f} s")
     return experiment
 
 

@@ -77,11 +77,22 @@ def _reload_until(page, slug: str, text: str, *, timeout: float = 90.0) -> None:
         page.reload()
 
 
+def _beat_evaluates_guardrails() -> None:
+    """What beat sends every minute (no beat runs here): the worker judges every running experiment and
+    stores the evaluation the board shows. Only a message to the broker: no ORM inside the browser's loop."""
+    from experiments.tasks import evaluate_guardrails
+
+    evaluate_guardrails.delay()
+
+
 def _reload_until_enabled(page, slug: str, button: str, *, timeout: float = 60.0) -> None:
+    """Reload until the row's `button` is active; the board shows a running rollout's holds as the
+    guardrail task last judged them, so each try first asks for an evaluation, as beat would."""
     deadline = time.monotonic() + timeout
     while _row(page, slug).locator(f"button[name={button}]:not([disabled])").count() != 1:
         if time.monotonic() > deadline:
             raise AssertionError(f"the board's {button} button never became active: {_row(page, slug).inner_text()}")
+        _beat_evaluates_guardrails()
         time.sleep(1)
         page.reload()
 

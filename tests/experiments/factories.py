@@ -13,7 +13,7 @@ from django.contrib.auth.models import Permission
 from experiments.assignment import bucket
 from experiments.models import Experiment
 from experiments.outcomes import outcomes_ingest
-from experiments.services import experiment_create
+from experiments.services import experiment_create, guardrails_check
 from models_app.registry.models import Agent, ModelVersion
 from models_app.registry.services import model_version_transition
 from tests.factories import AgentFactory, ModelVersionFactory, UserFactory
@@ -122,3 +122,9 @@ def feed(experiment: Experiment, **kwargs: Any) -> int:
     for start in range(0, len(events), 1000):
         accepted += outcomes_ingest(principal=None, events=events[start : start + 1000]).accepted
     return accepted
+
+
+def evaluate(experiment: Experiment) -> str:
+    """What beat does every minute: the guardrail task judges the running experiment and stores its
+    evaluation, which the launch pages show (experiments.holds.stored_evaluation). Returns its action."""
+    return guardrails_check(experiment_id=experiment.pk).action

@@ -163,20 +163,13 @@ def test_a_few_fallbacks_do_not_hold_the_stage(team):
 
 def test_the_served_hold_shows_a_share_just_over_the_line_as_over_it():
     """15 of 144 is 10.4 %: in whole percents it read "(10%) — over 10%"."""
-    from decimal import Decimal
+    from experiments.holds import StageFigures, _served_hold
 
-    from experiments import stats
-    from experiments.holds import _served_hold
-    from experiments.selectors import ArmCell, ExperimentMetrics, StageCells
-
-    def cell(outcomes: int, served_other: int) -> ArmCell:
-        return ArmCell(users=outcomes, outcomes=outcomes, metrics={}, cost_total=Decimal(0), served_other=served_other)
-
-    now = timezone.now()
-    stage = StageCells(index=0, percent=50, started_at=now, control=cell(150, 0), treatment=cell(144, 15))
-    metrics = ExperimentMetrics(stages=[stage], arms={}, stage_percent=50, stage_started_at=now, srm_p=None,
-                                srm_threshold=stats.srm_threshold(rollout_alpha=0.01, stage_plan=[50, 100], test=1), srm_test=1)
-    served = _served_hold(metrics)
+    figures = StageFigures(stage_id=1, stage_started_at=timezone.now(), config_version=1, stage_percent=50,
+                           users={"control": 150, "treatment": 144}, outcomes={"control": 150, "treatment": 144},
+                           served_other={"control": 0, "treatment": 15}, srm_p=None, srm_flagged=False, srm_rule="",
+                           relative_lift=None)
+    served = _served_hold(figures)
     assert not served.cleared
     assert "control 0 of 150 (0.0%), treatment 15 of 144 (10.4%) — over 10% in treatment" in served.detail
 

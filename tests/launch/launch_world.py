@@ -26,15 +26,17 @@ from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite, Benchmark
 from models_app.finetuning.models import FineTuningJob, TrainingFile
 from models_app.registry.models import Agent, ModelVersion
 from models_app.registry.services import model_version_transition
-from tests.experiments.factories import agent_with_candidate, feed
+from tests.experiments.factories import agent_with_candidate, evaluate, feed
 from tests.factories import ModelVersionFactory
 
 _files = itertools.count()
 
 # The points of the chain an agent can be at (add_agent builds each); RUNNING_ROLLOUTS are those whose
-# experiment runs, whose rows read its outcomes.
-STATES = ("demo", "passed_with_draft", "awaiting_approval", "paused", "rolled_back", "benchmarking", "other_draft", "running")
-RUNNING_ROLLOUTS = ("awaiting_approval", "running")
+# experiment runs: their rows show its latest guardrail evaluation, which beat makes every minute (here
+# once, after the outcomes), or, just started, that none has judged its stage yet.
+STATES = ("demo", "passed_with_draft", "awaiting_approval", "paused", "rolled_back", "benchmarking", "other_draft", "running",
+          "just_started")
+RUNNING_ROLLOUTS = ("awaiting_approval", "running", "just_started")
 
 
 def _job(agent: Agent, *, status: str, version: ModelVersion | None, audit: dict[str, Any] | None) -> FineTuningJob:
@@ -98,8 +100,11 @@ def add_agent(slug: str, state: str, *, team: dict[str, Any]) -> Agent:
         _job(agent, status="VALIDATED", version=None, audit=None)  # a newer job in flight, named beside
         return agent
     experiment = experiment_start(experiment=experiment, actor=starter)
+    if state == "just_started":
+        return agent
     feed(experiment, arm="treatment", n=25, success_rate=0.9, seed=1)
     feed(experiment, arm="control", n=60, success_rate=0.85, seed=2)
+    evaluate(experiment)  # as beat does every minute
     if state == "awaiting_approval":
         stage_request_advance(experiment=experiment, actor=starter, note="looks fine")
     elif state == "paused":

@@ -9,13 +9,15 @@ from html import unescape
 
 import pytest
 from django.contrib.auth.models import Group
+from django.utils.timezone import now as timezone_now
 
 from experiments.models import Experiment, StageApproval
 from experiments.services import experiment_start, stage_request_advance
-from launch.selectors import launch_board
+from launch.report import judge, render_markdown
+from launch.selectors import launch_board, launch_facts
 from models_app.benchmarks.models import BenchmarkRun
 from models_app.registry.models import Agent
-from tests.experiments.factories import agent_with_candidate, draft_experiment, feed, person
+from tests.experiments.factories import agent_with_candidate, draft_experiment, evaluate, feed, person
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -108,6 +110,7 @@ def test_request_then_approve_from_the_board_with_four_eyes(client):
     starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage", "approve_stage")
     approver = person("approver", "view_experiment", "approve_stage")
     experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    evaluate(experiment)
 
     rows, _ = launch_board(user=starter)
     assert rows[0].next_action.action == "request" and rows[0].next_action.allowed
@@ -117,6 +120,7 @@ def test_request_then_approve_from_the_board_with_four_eyes(client):
     approval = StageApproval.objects.get()
     feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
     feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    evaluate(experiment)
 
     starter_row = launch_board(user=starter)[0][0]
     assert starter_row.next_action.action == "approve" and not starter_row.next_action.allowed
@@ -243,6 +247,7 @@ def test_a_request_held_by_its_holds_says_until_when_in_the_queue_and_the_next_a
     stage_request_advance(experiment=experiment, actor=starter)
     feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
     feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    evaluate(experiment)
     experiment.refresh_from_db()
     clears = f"{experiment.current_stage.started_at + timedelta(hours=48):%Y-%m-%d %H:%M} UTC"
     for viewer in (starter, person("viewer", "view_experiment"), person("approver", "view_experiment", "approve_stage")):
@@ -258,10 +263,12 @@ def test_a_request_waiting_for_data_says_which_holds(client):
     starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage")
     experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
     stage_request_advance(experiment=experiment, actor=starter)
+    evaluate(experiment)
     assert launch_board(user=starter)[0][0].next_action.text == (
         "approve 25 % once min users and guardrails clear (requested by starter)")
     feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
     feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    evaluate(experiment)
     assert launch_board(user=starter)[0][0].next_action.text == "approve 25 % (requested by starter)"
     client.force_login(starter)
     assert "now" in text_of(client.get("/admin/launch/approvals/").content).split("can be approved")[1]
@@ -367,3 +374,100 @@ def test_the_demo_groups_read_every_launch_page(seeded_demo, client, group):
         assert client.get(page).status_code == 200, page
     agent = Agent.objects.get(slug="qa_agent")
     assert 'id="agent-launch-page"' in client.get(f"/admin/models_app/agent/{agent.pk}/change/").content.decode()
+
+
+# --- a running rollout as its latest guardrail evaluation judged it -----------------------------------
+
+
+def _running_with_request(*, feed_treatment: int):
+    """qa_agent's rollout at 10 %, its advance to 25 % requested by the starter, `feed_treatment`
+    treatment users and 180 control users with outcomes; nothing evaluated yet."""
+    starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    stage_request_advance(experiment=experiment, actor=starter)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    feed(experiment, arm="treatment", n=feed_treatment, success_rate=0.9, seed=1)
+    return experiment, starter, person("approver", "view_experiment", "approve_stage")
+
+
+def test_the_board_shows_the_latest_guardrail_evaluation_as_of_its_time_not_the_outcomes_since(client):
+    # Was: every view read each running rollout's outcomes afresh (seconds at a million outcomes, and
+    # queries per rollout). Now the board shows what the guardrail task last judged, and when.
+    from datetime import UTC
+
+    experiment, _, approver = _running_with_request(feed_treatment=5)
+    evaluate(experiment)
+    at = Experiment.objects.get().guardrails_checked_at.astimezone(UTC)
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=3)  # enough users now, not evaluated yet
+
+    row = launch_board(user=approver)[0][0]
+    assert row.rollout.detail == "waits for min users, guardrails"
+    assert "control 180 and treatment 5 users with outcomes in this stage" in row.rollout.title  # the evaluation's figures
+    assert row.guardrails.text == "waiting for data" and f"as of {at:%H:%M} UTC (" in row.guardrails.detail
+    assert row.next_action.text == "approve 25 % once min users and guardrails clear (requested by starter)"
+    client.force_login(approver)
+    board = text_of(client.get("/admin/").content)
+    assert f"as of {at:%H:%M} UTC (" in board and "waits for the holds" in board
+    queue = text_of(client.get("/admin/launch/approvals/").content)
+    assert f"once min users and guardrails clear holds as of {at:%H:%M} UTC (" in queue
+
+    evaluate(experiment)  # beat's next run
+    row = launch_board(user=approver)[0][0]
+    assert (row.rollout.detail, row.guardrails.text, row.guardrails.tone) == ("holds clear", "healthy", "ok")
+    assert row.guardrails.detail.startswith("as of ") and row.next_action.text == "approve 25 % (requested by starter)"
+    html = client.get("/admin/").content.decode()
+    assert 'name="approve">' in html and 'name="approve" disabled' not in html
+
+
+def test_an_evaluation_older_than_ten_minutes_is_shown_as_stale(client):
+    from django.utils import timezone
+
+    experiment, _, approver = _running_with_request(feed_treatment=25)
+    evaluate(experiment)
+    row = launch_board(user=approver)[0][0]
+    assert (row.guardrails.text, row.guardrails.tone) == ("healthy", "ok") and "stale" not in row.guardrails.detail
+    # Beat stopped 25 minutes ago: the figures age, and the board says so rather than look healthy.
+    Experiment.objects.filter(pk=experiment.pk).update(guardrails_checked_at=timezone.now() - timedelta(minutes=25))
+    row = launch_board(user=approver)[0][0]
+    assert (row.guardrails.text, row.guardrails.tone) == ("healthy", "attention")
+    assert row.guardrails.detail.endswith("(25 min ago) — stale: is Celery beat running?")
+    assert "CeleryBeatStalled" in row.guardrails.title
+    facts = launch_facts(agent=experiment.agent)
+    assert facts["rollout"]["evaluation_stale"] is True
+    assert any("stale — is Celery beat running?" in caution for caution in judge(facts).cautions)
+
+
+def test_a_stage_not_evaluated_yet_says_so_and_its_approval_is_judged_afresh_from_the_outcomes(client):
+    experiment, _, approver = _running_with_request(feed_treatment=25)
+    row = launch_board(user=approver)[0][0]
+    assert (row.guardrails.text, row.guardrails.tone) == ("not evaluated yet", "wait")
+    assert row.rollout.detail == "waits for the stage's first guardrail evaluation"
+    assert row.next_action.text == "approve 25 % once the stage's first guardrail evaluation clears (requested by starter)"
+    assert "the guardrail task has not judged this stage yet" in row.next_action.blocked_by
+    facts = launch_facts(agent=experiment.agent)
+    assert facts["rollout"]["guardrails"] is None and facts["rollout"]["evaluated_at"] is None
+    assert "guardrails not evaluated in this stage yet" in render_markdown([facts], generated_at=timezone_now())
+    client.force_login(approver)
+    assert 'name="approve" disabled' in client.get("/admin/").content.decode()
+
+    # The board is a view: the approval judges the outcomes themselves, which clear every hold.
+    shown = {"approval": StageApproval.objects.get().pk, "config_version": 1}  # what the page shows
+    done = client.post("/admin/launch/act/qa_agent/approve/", shown, follow=True)
+    assert "qa_agent: Advanced to 25 %" in text_of(done.content)
+    # At 25 % the row waits for that stage's first evaluation, then shows it.
+    row = launch_board(user=approver)[0][0]
+    assert (row.rollout.text, row.guardrails.text) == ("25 %", "not evaluated yet")
+    evaluate(experiment)
+    assert launch_board(user=approver)[0][0].guardrails.text == "healthy"
+
+
+def test_holds_the_board_shows_clear_do_not_approve_what_the_outcomes_since_hold(client):
+    experiment, _, approver = _running_with_request(feed_treatment=25)
+    evaluate(experiment)
+    assert launch_board(user=approver)[0][0].next_action.text == "approve 25 % (requested by starter)"
+    feed(experiment, arm="treatment", n=200, success_rate=0.2, seed=4)  # the candidate fails, after the evaluation
+    client.force_login(approver)
+    shown = {"approval": StageApproval.objects.get().pk, "config_version": 1}
+    refused = text_of(client.post("/admin/launch/act/qa_agent/approve/", shown, follow=True).content)
+    assert "qa_agent: refused — cannot advance 'qa_agent-exp' to 25 % yet" in refused and "guardrails:" in refused
+    assert Experiment.objects.get().current_stage.percent == 10

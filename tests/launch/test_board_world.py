@@ -34,12 +34,13 @@ EXPECTED_ROWS = {
     "other_draft": ("no training job", "none", "not benchmarked", "not started", "—", "start the rollout at the first stage", True,
                     "0"),
     "running": ("clean", "#N success", "PASS +12.0 %", "10 %", "healthy", "request 25 %", True, "1.670000"),
+    "just_started": ("clean", "#N success", "PASS +12.0 %", "10 %", "not evaluated yet", "request 25 %", True, "1.670000"),
 }
 # state → the report's cost, whether its run was overridden, its rollout's status
 EXPECTED_FACTS = {
     "demo": ("0.00", None, None), "passed_with_draft": ("1.67", False, "draft"), "awaiting_approval": ("1.67", False, "running"),
     "paused": ("0.42", True, "paused"), "rolled_back": (None, None, None), "benchmarking": ("0.00", None, None),
-    "other_draft": ("0.00", None, None), "running": ("1.67", False, "running"),
+    "other_draft": ("0.00", None, None), "running": ("1.67", False, "running"), "just_started": ("1.67", False, "running"),
 }
 
 

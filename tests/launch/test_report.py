@@ -162,3 +162,36 @@ def test_the_false_caution_rate_is_measured_under_both_rules():
     numbers = tag_cautions.measure(suites=150, seed=7)
     at_threshold = next(row for row in numbers["false_caution"] if row["improvement"] == 0.08)
     assert at_threshold["before"] > 0.5 and at_threshold["after"] <= 0.05
+
+
+def test_a_running_rollouts_guardrails_are_dated_and_a_stale_or_missing_evaluation_is_a_caution():
+    # The report shows a running rollout's guardrails as the latest guardrail evaluation stored them
+    # (launch.selectors, experiments.holds.stored_evaluation), never as fresher than they are.
+    running = {"experiment": "support-x", "status": "running", "stage_percent": 10,
+               "guardrails": [{"metric": "success_rate", "state": "healthy"}], "relative_lift": 0.01,
+               "evaluated_at": datetime(2026, 12, 7, 6, 58, tzinfo=UTC), "evaluation_stale": False}
+    fresh = facts(rollout=running)
+    assert report.judge(fresh).decision == report.GO and report.judge(fresh).cautions == []
+    assert "- Rollout: support-x running at 10 %; guardrails as of 06:58 UTC (2 min ago)" in report.render_markdown(
+        [fresh], generated_at=NOW)
+    assert json.loads(report.render_json([fresh], generated_at=NOW))["agents"][0]["rollout"]["evaluated_at"].startswith(
+        "2026-12-07 06:58")
+
+    stale = facts(rollout={**running, "evaluated_at": datetime(2026, 12, 6, 21, 30, tzinfo=UTC), "evaluation_stale": True})
+    assert report.judge(stale).decision == report.GO  # a caution: the evaluation is old, not bad
+    assert report.judge(stale).cautions == [
+        "the guardrails of support-x were last evaluated at 2026-12-06 21:30 UTC: stale — is Celery beat running?"]
+    assert "guardrails as of 2026-12-06 21:30 UTC (9.5 h ago)" in report.render_markdown([stale], generated_at=NOW)
+
+    missing = facts(rollout={**running, "guardrails": None, "relative_lift": None, "evaluated_at": None, "evaluation_stale": None})
+    assert report.judge(missing).decision == report.GO
+    assert report.judge(missing).cautions == ["the guardrails of support-x have not been evaluated in its current stage yet"]
+    assert "- Rollout: support-x running at 10 %; guardrails not evaluated in this stage yet" in report.render_markdown(
+        [missing], generated_at=NOW)
+
+
+def test_ages_are_said_in_the_unit_that_matters():
+    from datetime import timedelta
+
+    assert [report.age_text(timedelta(seconds=s)) for s in (-3, 0, 59, 60, 3599, 3600, 5400, 86399, 86400 * 3)] == [
+        "0 s", "0 s", "59 s", "1 min", "59 min", "1.0 h", "1.5 h", "24.0 h", "3 d"]
