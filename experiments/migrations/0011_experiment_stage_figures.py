@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('experiments', '0009_data_deletion_outcomes_before'),
+        ('experiments', '0010_data_deletion_at_index'),
     ]
 
     operations = [
