@@ -21,7 +21,7 @@ from django.db.models import Q
 from audits import formats
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetStatus
 from audits.report import audit_file
-from audits.services import dataset_record_audit
+from audits.services import dataset_file_open, dataset_record_audit
 from audits.wording import counted
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
 from genesis.permissions import Actor, require_permission
@@ -279,7 +279,7 @@ def training_file_from_dataset(
     if audit is None or audit.status != AuditStatus.SUCCEEDED:
         state = "has no audit" if audit is None else f"audit #{audit.pk} is {audit.status}"
         raise Conflict(f"dataset #{dataset.pk} {state}; audit it first (Datasets › Audit again)")
-    with dataset.file.open("rb") as content:
+    with dataset_file_open(dataset=dataset) as content:
         try:
             return training_file_upload(
                 agent=agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,
