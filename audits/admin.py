@@ -261,9 +261,9 @@ class DatasetAdmin(RecordAdminMixin, ServiceAddFormMixin):
         if dataset.status != DatasetStatus.READY:
             raise Http404(f"dataset #{pk} has no file yet ({dataset.get_status_display().lower()})")
         try:
-            stream = open(services.dataset_file_path(dataset=dataset), "rb")  # noqa: SIM115 - FileResponse closes it
-        except OSError:
-            raise Http404(f"the file of dataset #{pk} is missing from MEDIA_ROOT") from None
+            stream = services.dataset_file_open(dataset=dataset)  # FileResponse closes it
+        except DomainError as exc:  # the file is missing or unreadable: said, not a 500
+            raise Http404(exc.message) from None
         return FileResponse(stream, as_attachment=True, filename=dataset.original_name, content_type="application/jsonl")
 
 

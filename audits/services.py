@@ -98,6 +98,21 @@ def dataset_file_path(*, dataset: Dataset) -> Path:
     return Path(default_storage.path(_storage_name(dataset)))
 
 
+def dataset_file_open(*, dataset: Dataset) -> IO[bytes]:
+    """The dataset's file, open for reading; Conflict naming the dataset when it cannot be read — the row
+    outlived its file (MEDIA_ROOT restored from an older backup than the database, or not shared with
+    this machine), which a person fixes, not a retry."""
+    path = dataset_file_path(dataset=dataset)
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as exc:
+        raise Conflict(
+            f"the file of dataset #{dataset.pk} ({dataset.original_name}) cannot be read from MEDIA_ROOT ({path}: "
+            f"{exc.strerror or exc}): restore it from the file backup taken with the database "
+            "(docs/runbooks/backup-restore.md), or upload the file again as a new dataset"
+        ) from None
+
+
 def _storage_name(dataset: Dataset) -> str:
     """The storage name of the dataset's file: every dataset is created with its file."""
     if not dataset.file.name:

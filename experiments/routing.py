@@ -55,7 +55,14 @@ from redis.retry import Retry
 
 from experiments.bulk import insert_ignoring_conflicts
 from experiments.client import AgentRouteConfig, RouteDecision, decide_route
-from experiments.models import ACTIVE_STATUSES, ASSIGNMENT_COLUMNS, Assignment, Experiment, ExperimentStatus
+from experiments.models import (
+    ACTIVE_STATUSES,
+    ASSIGNMENT_COLUMNS,
+    Assignment,
+    Experiment,
+    ExperimentStage,
+    ExperimentStatus,
+)
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -460,7 +467,13 @@ def flush_exposure_buffer() -> int:
 
 def write_exposures(*, rows: list[list[Any]]) -> int:
     """Insert exposure rows [experiment_id, user_id, variant, stage_id, first_seen_epoch] in bulk;
-    rows already stored are skipped (unique per experiment, user and arm)."""
+    rows already stored are skipped (unique per experiment, user and arm).
+
+    Only exposures the database can have produced are written: of an experiment that has started, in a
+    stage of it that has started. Routing records an exposure only in a running experiment's current
+    stage, so any other row comes from a future the database does not know — a backup restored to an
+    earlier point while Redis kept the exposures routed after it (a draft experiment, a stage still
+    pending; docs/runbooks/backup-restore.md). Such rows are left out and counted in a warning."""
     if not rows:
         return 0
     # Earliest sighting per (experiment, user, arm) wins within the batch.
@@ -469,12 +482,23 @@ def write_exposures(*, rows: list[list[Any]]) -> int:
         key = (int(exp_id), str(user_id), str(variant))
         if key not in earliest or seen < earliest[key][1]:
             earliest[key] = (stage_id, seen)
-    existing_experiments = set(Experiment.objects.filter(pk__in={key[0] for key in earliest}).values_list("pk", flat=True))
+    started_experiments = set(
+        Experiment.objects.filter(pk__in={key[0] for key in earliest}, started_at__isnull=False).values_list("pk", flat=True)
+    )
+    started_stages = set(ExperimentStage.objects.filter(
+        experiment_id__in=started_experiments, started_at__isnull=False,
+        pk__in={stage_id for stage_id, _ in earliest.values() if stage_id is not None},
+    ).values_list("pk", "experiment_id"))
     values = [
         [exp_id, user_id, variant, stage_id, datetime.fromtimestamp(seen, tz=UTC)]
         for (exp_id, user_id, variant), (stage_id, seen) in earliest.items()
-        if exp_id in existing_experiments
+        if exp_id in started_experiments and (stage_id is None or (stage_id, exp_id) in started_stages)
     ]
+    if len(values) < len(earliest):
+        logger.warning(
+            "exposures: %d of %d left out — their experiment or stage does not exist or has not started in the "
+            "database (restored from a backup older than the exposures?)", len(earliest) - len(values), len(earliest),
+        )
     insert_ignoring_conflicts(
         table=Assignment._meta.db_table, columns=ASSIGNMENT_COLUMNS, rows=values,
         conflict=["experiment_id", "user_id", "variant"],

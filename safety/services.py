@@ -44,7 +44,7 @@ from audits.formats import conversation_text
 from audits.models import DatasetPurpose
 from audits.report import audit_file
 from audits.scrub import Scrubber
-from audits.services import dataset_file_path, dataset_record_audit
+from audits.services import dataset_file_open, dataset_record_audit
 from costs.models import Operation
 from costs.pricing import inference_cost
 from costs.selectors import fine_tuning_cost, price_in_force
@@ -763,7 +763,7 @@ def waltz_build_finetune(*, build: WaltzBuild, actor: Actor = None, override_rea
             raise Conflict(f"WaltzRL build #{build.pk} already started fine-tuning job #{build.finetuning_job_id}")
 
         def upload(dataset: Any, purpose: str) -> Any:
-            with open(dataset_file_path(dataset=dataset), "rb") as content:
+            with dataset_file_open(dataset=dataset) as content:
                 return training_file_upload(agent=build.agent, content=content, filename=dataset.original_name,
                                             purpose=purpose, actor=actor)
 

@@ -21,9 +21,9 @@ from django.db.models import Q
 from audits import formats
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetStatus
 from audits.report import audit_file
-from audits.services import dataset_record_audit
+from audits.services import dataset_file_open, dataset_record_audit
 from audits.wording import counted
-from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.permissions import Actor, require_permission
 from models_app.finetuning import rules
 from models_app.finetuning.models import TrainingFile, TrainingFilePurpose
@@ -114,6 +114,7 @@ def training_file_upload(
     actor: Actor = None,
     dataset: Dataset | None = None,
     audit_override_reason: str | None = None,
+    provider_file_id: str = "",
 ) -> TrainingFile:
     """Check a chat JSONL file line by line and against its audit, then upload it to the provider for `agent`.
 
@@ -126,7 +127,12 @@ def training_file_upload(
     located (TrainingFileInvalid), before the provider sees it. Bytes no finished audit knows are
     audited now (kept as a dataset); an audit with PII is refused (training_data_gate) unless a person
     who may gives `audit_override_reason`. The same bytes uploaded again for the same agent, provider
-    and purpose return the earlier upload instead of a second copy."""
+    and purpose return the earlier upload instead of a second copy.
+
+    `provider_file_id`: the provider already holds these bytes under that id, but no row does — they were
+    uploaded after the backup the database was restored from. Nothing is uploaded: the provider is asked
+    for the file, which must have the bytes' size and line count, and the row records it, so a job the
+    provider ran on it can be adopted (docs/runbooks/backup-restore.md)."""
     require_permission(actor=actor, permission="models_app.add_trainingfile", action="upload training files")
     if purpose not in TrainingFilePurpose.values:
         raise InvalidInput(f"purpose: '{purpose}' is not one of {', '.join(TrainingFilePurpose.values)}")
@@ -144,12 +150,14 @@ def training_file_upload(
         audit = _audited(spool, agent=agent, filename=filename, purpose=purpose, actor=actor, dataset=dataset)
         dataset = audit.dataset
         training_data_gate(audit=audit, filename=filename, actor=actor, override_reason=audit_override_reason)
-        existing = _earlier_upload(agent=agent, account=account, sha256=scanned.sha256, purpose=purpose, dataset=dataset)
-        if existing is not None and _still_at_provider(client, existing):
-            return existing
-        spool.seek(0)
-        payload = spool.read()
-    uploaded = _upload(client, account=account, filename=filename, payload=payload)
+        if provider_file_id:
+            uploaded = _file_at_provider(client, account=account, filename=filename, file_id=provider_file_id, scanned=scanned)
+        else:
+            existing = _earlier_upload(agent=agent, account=account, sha256=scanned.sha256, purpose=purpose, dataset=dataset)
+            if existing is not None and _still_at_provider(client, existing):
+                return existing
+            spool.seek(0)
+            uploaded = _upload(client, account=account, filename=filename, payload=spool.read())
     return _record_upload(uploaded, account=account, agent=agent, filename=filename, purpose=purpose, scanned=scanned,
                           actor=actor, dataset=dataset)
 
@@ -253,6 +261,29 @@ def _upload(client: MistralProvider, *, account: ProviderAccount, filename: str,
         raise domain_error(error, action=f"upload {filename} to provider '{account.name}'") from None
 
 
+def _file_at_provider(
+    client: MistralProvider, *, account: ProviderAccount, filename: str, file_id: str, scanned: _ScannedFile
+) -> UploadedFile:
+    """The provider's file `file_id`, checked against the bytes of `filename` as far as the provider tells:
+    its size, and its line count when it reports one (it gives no hash)."""
+    try:
+        stored = call_provider(lambda: client.retrieve_file(file_id=file_id), policy=INTERACTIVE_RETRY)
+    except ProviderRefused as error:
+        if error.status_code in rules.GONE_HTTP_STATUSES:
+            raise NotFound(f"provider '{account.name}' has no file '{file_id}'; upload {filename} without naming a provider file") from None
+        raise domain_error(error, action=f"look up file {file_id} at provider '{account.name}'") from None
+    except ProviderError as error:
+        raise domain_error(error, action=f"look up file {file_id} at provider '{account.name}'") from None
+    if stored.size_bytes != scanned.size_bytes or (stored.num_lines is not None and stored.num_lines != scanned.line_count):
+        lines = f", {counted(stored.num_lines, 'line')}" if stored.num_lines is not None else ""
+        raise Conflict(
+            f"provider file {file_id} ({stored.filename}: {stored.size_bytes} bytes{lines}) does not hold the bytes of "
+            f"{filename} ({scanned.size_bytes} bytes, {counted(scanned.line_count, 'line')}); give the file it was "
+            "uploaded from"
+        )
+    return stored
+
+
 def _dataset_with_bytes(*, agent: Agent, sha256: str) -> Dataset | None:
     return (
         Dataset.objects.filter(sha256=sha256, status=DatasetStatus.READY)
@@ -279,7 +310,7 @@ def training_file_from_dataset(
     if audit is None or audit.status != AuditStatus.SUCCEEDED:
         state = "has no audit" if audit is None else f"audit #{audit.pk} is {audit.status}"
         raise Conflict(f"dataset #{dataset.pk} {state}; audit it first (Datasets › Audit again)")
-    with dataset.file.open("rb") as content:
+    with dataset_file_open(dataset=dataset) as content:
         try:
             return training_file_upload(
                 agent=agent, content=content, filename=dataset.original_name, purpose=dataset.purpose,

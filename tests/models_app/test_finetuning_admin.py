@@ -142,6 +142,28 @@ def test_a_dataset_whose_audit_found_pii_is_refused_and_the_job_page_shows_the_a
     assert "blocking: 4 PII occurrences (email 4)" in page and "synthetic addresses only" in page
 
 
+def test_a_dataset_whose_file_is_gone_is_refused_with_the_reason_not_a_500(ft_world, admin_client_for) -> None:
+    """The restore drill (docs/runbooks/backup-restore.md): MEDIA_ROOT restored from an older backup than the
+    database leaves dataset rows without their file. Choosing one for a job answered 500 (FileNotFoundError)."""
+    from audits.models import Dataset
+    from audits.services import dataset_file_path
+
+    client = admin_client_for(username="root", is_superuser=True)
+    add_url = reverse("admin:models_app_finetuningjob_add")
+    client.post(add_url, {"agent": "support_agent", "training_upload": demo_upload(), "epochs": "1"})
+    dataset = Dataset.objects.get()  # the audit made on the way is kept
+    FineTuningJob.objects.all().delete()
+    TrainingFile.objects.all().delete()
+    dataset_file_path(dataset=dataset).unlink()
+    client.raise_request_exception = False
+    response = client.post(add_url, {"agent": "support_agent", "training_dataset": dataset.pk, "epochs": "1"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"file of dataset #{dataset.pk} ({dataset.original_name}) cannot be read from MEDIA_ROOT" in page
+    assert "backup-restore.md" in page
+    assert not FineTuningJob.objects.exists() and not TrainingFile.objects.exists()
+
+
 def test_buttons_need_the_change_permission(ft_world, admin_client_for) -> None:
     with DEMO_TRAINING_FILE.open("rb") as stream:
         training_file = training_file_upload(agent=ft_world.agent, content=stream, filename=DEMO_TRAINING_FILE.name)

@@ -147,6 +147,40 @@ def test_adopt_links_a_lost_creation_to_the_providers_job(ft_world) -> None:
     assert refused.value.returncode == 1
 
 
+def test_after_a_restore_a_providers_job_on_a_file_the_database_lost_is_adopted(ft_world, tmp_path) -> None:
+    """The restore drill (docs/runbooks/backup-restore.md): a job created, with its training file, after the
+    backup the database was restored from is at the provider and in no row. Uploading the bytes again gives
+    another provider file, so the job could not be adopted; `upload --provider-file-id` records the file the
+    provider holds, and the job is adopted on it — registered and charged once."""
+    from costs.models import CostEntry
+    from models_app.registry.gateway import provider_for
+
+    client = provider_for(ft_world.provider)  # what the Genesis after the backup did
+    lost_file = client.upload_file(filename=DEMO_TRAINING_FILE.name, content=DEMO_TRAINING_FILE.read_bytes()).id
+    orphan = client.create_job(base_model=ft_world.baseline.base_model, training_file_ids=[lost_file], auto_start=True).id
+    wait_until(lambda: ft_world.simulator.state.get_job(orphan).status(time.time()) == "SUCCESS",
+               timeout=10, what="the simulated job to finish")
+    other_bytes = tmp_path / "other.jsonl"
+    other_bytes.write_bytes(chat_lines(5))
+    with pytest.raises(CommandError, match=f"provider file {lost_file} .* does not hold the bytes of other.jsonl") as refused:
+        fine_tune("upload", "--agent", "support_agent", str(other_bytes), "--provider-file-id", lost_file)
+    assert refused.value.returncode == 1
+    with pytest.raises(CommandError, match="has no file 'file-nope'"):
+        fine_tune("upload", "--agent", "support_agent", str(DEMO_TRAINING_FILE), "--provider-file-id", "file-nope")
+    assert not TrainingFile.objects.exists()
+
+    requests_before = len(ft_world.requests("/v1/files"))
+    out, _ = fine_tune("upload", "--agent", "support_agent", str(DEMO_TRAINING_FILE), "--provider-file-id", lost_file)
+    assert out.startswith(f"recorded {DEMO_TRAINING_FILE.name} for support_agent: 50 samples") and lost_file in out
+    assert [method for method, *_ in ft_world.requests("/v1/files")[requests_before:]] == ["GET"]  # nothing uploaded
+    fine_tune("create", "--agent", "support_agent", "--training-file", lost_file, "--no-submit")
+    job = FineTuningJob.objects.get()
+    out, _ = fine_tune("adopt", str(job.pk), orphan, "--reason", "restored from a backup taken before it", "--json")
+    adopted = json.loads(out)
+    assert adopted["status"] == "SUCCESS" and adopted["model_version_id"] and adopted["cost_recorded"] is True
+    assert list(CostEntry.objects.filter(operation="fine_tuning").values_list("idempotency_key", flat=True)) == [f"finetune:{job.pk}"]
+
+
 def test_create_audits_a_raw_file_refuses_pii_and_warns_of_a_skew(ft_world, tmp_path) -> None:
     path = ROOT / "var" / "test_finetuning_pii.jsonl"
     path.parent.mkdir(exist_ok=True)

@@ -110,6 +110,8 @@ class Command(BaseCommand):
         upload.add_argument("--agent", required=True)
         upload.add_argument("--purpose", choices=TrainingFilePurpose.values, default=TrainingFilePurpose.TRAINING)
         upload.add_argument("--provider", help="provider account name (default: the one serving the agent's baseline)")
+        upload.add_argument("--provider-file-id", metavar="ID", default="", help="record the file the provider holds under this "
+                            "id instead of uploading a copy (it was uploaded after the backup the database was restored from)")
         add_audit_override(upload)
 
         create = add("create", "estimate, check the budget, and create a job at the provider")
@@ -177,7 +179,8 @@ class Command(BaseCommand):
     def _upload(self, options: dict[str, Any], actor: Actor) -> None:
         agent = command_agent(options["agent"])
         training_file = self._upload_path(options["path"], agent=agent, purpose=options["purpose"],
-                                          provider=self._provider(options.get("provider")), actor=actor)
+                                          provider=self._provider(options.get("provider")), actor=actor,
+                                          provider_file_id=options["provider_file_id"])
         if self.as_json:
             self.stdout.write(json.dumps({
                 "id": training_file.pk, "provider_file_id": training_file.provider_file_id, "agent": agent.slug,
@@ -186,7 +189,8 @@ class Command(BaseCommand):
             }))
         else:
             self.stdout.write(
-                f"uploaded {training_file.filename} for {agent.slug}: {training_file.line_count} samples, "
+                f"{'recorded' if options['provider_file_id'] else 'uploaded'} {training_file.filename} for {agent.slug}: "
+                f"{training_file.line_count} samples, "
                 f"~{training_file.estimated_tokens} tokens, provider file {training_file.provider_file_id} "
                 f"(training file id {training_file.pk})"
             )
@@ -333,7 +337,7 @@ class Command(BaseCommand):
         return found
 
     def _upload_path(self, raw_path: str, *, agent: Agent, purpose: str, actor: Actor,
-                     provider: ProviderAccount | None = None) -> TrainingFile:
+                     provider: ProviderAccount | None = None, provider_file_id: str = "") -> TrainingFile:
         path = Path(raw_path)
         try:
             stream = path.open("rb")
@@ -341,5 +345,5 @@ class Command(BaseCommand):
             raise CommandError(f"{raw_path}: cannot read it ({exc.strerror})", returncode=USAGE) from None
         with stream:
             return training_files.training_file_upload(agent=agent, content=stream, filename=path.name, purpose=purpose,
-                                                       provider=provider, actor=actor,
+                                                       provider=provider, actor=actor, provider_file_id=provider_file_id,
                                                        audit_override_reason=self.audit_override_reason)
