@@ -85,6 +85,20 @@ def test_builtin_sets_write_the_four_files_and_the_contract_json(demo_simulator,
         labels.parse_label(json.loads(line)["messages"][-1]["content"])
 
 
+def test_without_out_the_files_go_under_the_var_dir_not_the_working_directory(demo_simulator, tmp_path, settings, monkeypatch) -> None:
+    # The backup runbook's drill found them in the directory the command ran in, outside GENESIS_VAR_DIR.
+    settings.VAR_DIR = tmp_path / "state"
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    code, out, err = run("--agent", "support_agent", "--target", "20", "--json")
+
+    assert code == 0, err
+    build_dir = tmp_path / "state" / "waltzrl" / f"build-{json.loads(out)['build']}"
+    assert {path.name for path in build_dir.iterdir()} == {
+        "conversation_agent_train.jsonl", "conversation_agent_valid.jsonl", "feedback_agent_train.jsonl", "feedback_agent_valid.jsonl"}
+    assert not any((tmp_path / "cwd").iterdir())
+
+
 def test_usage_errors_exit_2_and_a_budget_refusal_exits_1(demo_simulator, tmp_path) -> None:
     assert run("--mix", "60,50")[0] == 2
     assert run("--target", "5000")[0] == 2

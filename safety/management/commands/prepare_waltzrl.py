@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audits.services import dataset_file_path
@@ -57,7 +58,8 @@ class Command(BaseCommand):
         parser.add_argument("--validation", type=float, default=services.DEFAULT_VALIDATION, metavar="F",
                             help="share held out for validation (default 0.1)")
         parser.add_argument("--seed", type=int, default=0, metavar="N")
-        parser.add_argument("--out", metavar="DIR", help="where the four files go (default var/waltzrl/build-<id>)")
+        parser.add_argument("--out", metavar="DIR",
+                            help="where the four files go (default $GENESIS_VAR_DIR/waltzrl/build-<id>, var/ of the project unless set)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--as", dest="as_user", metavar="USERNAME", help="act as this user (permissions, overrides)")
         parser.add_argument("--override-reason", metavar="TEXT", help="start over budget (needs costs.override_budget)")
@@ -132,9 +134,10 @@ class Command(BaseCommand):
 
     @staticmethod
     def _checked_out(out: str | None) -> Path:
-        """The directory the files go to (the default's parent, var/waltzrl, when --out is not given),
+        """The directory the files go to (the default's parent, waltzrl/ under GENESIS_VAR_DIR — where the
+        deployment keeps its files, not the directory the command runs in — when --out is not given),
         created and proven writable now: a usage error before anything is built or charged."""
-        directory = Path(out) if out else Path("var") / "waltzrl"
+        directory = Path(out) if out else settings.VAR_DIR / "waltzrl"
         try:
             directory.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=directory):
