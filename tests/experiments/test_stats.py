@@ -117,6 +117,21 @@ def test_fieller_interval_covers_the_relative_lift_at_small_rates_where_the_delt
     assert delta_covered / total < covered / total
 
 
+def test_an_interval_holds_its_own_ends() -> None:
+    # Closed: a p-value of exactly alpha does not reject, so its interval's end sits on "no effect" and
+    # still contains it (the p-value and the interval never disagree).
+    interval = stats.Interval(-0.25, 0.5)
+    assert interval.contains(-0.25) and interval.contains(0.5)
+    assert not interval.contains(0.5000001) and not interval.contains(-0.2500001)
+
+
+def test_strata_from_users_refuses_arrays_that_are_not_one_users_by_stages_shape() -> None:
+    with pytest.raises(ValueError, match=r"same \(users, stages\) shape"):
+        stats.strata_from_users(np.ones((3, 2)), np.ones((3, 2)), np.ones((3, 1), dtype=bool))
+    with pytest.raises(ValueError, match=r"same \(users, stages\) shape"):
+        stats.strata_from_users(np.ones(3), np.ones(3), np.ones(3, dtype=bool))
+
+
 def test_too_little_data_gives_none_not_a_zero_interval_and_p_one() -> None:
     one_each = compare([Stratum(_binary_users(1, 1.0), _binary_users(1, 0.0))])
     assert one_each is None
@@ -193,6 +208,13 @@ def test_srm_edge_cases() -> None:
     assert stats.srm_p_value(observed=[10, 0], expected_fractions=[1.0, 0.0]) == 1.0
     with pytest.raises(ValueError):
         stats.srm_p_value(observed=[1, 2], expected_fractions=[0.5, 0.6])
+    # A count per planned arm, two arms at least: three counts against a two-arm plan are refused, not zipped.
+    with pytest.raises(ValueError, match="same length"):
+        stats.srm_p_value(observed=[90, 10, 5], expected_fractions=[0.9, 0.1])
+    with pytest.raises(ValueError, match="non-negative"):
+        stats.srm_p_value(observed=[-1, 10], expected_fractions=[0.9, 0.1])
+    with pytest.raises(ValueError, match="concentration"):
+        stats.srm_p_value(observed=[90, 10], expected_fractions=[0.9, 0.1], concentration=0.0)
     assert stats.srm_stage_share(rollout_alpha=0.01, stage_plan=[10, 25, 50, 100]) == pytest.approx(0.01 / 3)
 
 
