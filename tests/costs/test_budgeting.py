@@ -21,10 +21,12 @@ from costs.budgeting import (
     format_percent,
     money_str,
     parse_thresholds,
+    percent_used,
     period_containing,
     project_exhaustion,
     refusal_message,
     thresholds_reached,
+    thresholds_text,
 )
 
 DEFAULT = default_thresholds([25, 50, 83])
@@ -45,6 +47,15 @@ def test_parse_thresholds_from_text_json_and_errors():
         parse_thresholds("25, 25")
     with pytest.raises(ValueError, match="between 1 and 1000"):
         parse_thresholds([0])
+    with pytest.raises(ValueError, match="between 1 and 1000"):
+        parse_thresholds([1001])
+    # Both ends of "a percent between 1 and 1000" are thresholds.
+    assert [threshold.percent for threshold in parse_thresholds("1, 1000")] == [1, 1000]
+
+
+def test_thresholds_read_as_people_type_them_and_parse_back():
+    assert thresholds_text(DEFAULT) == "25 % warning, 50 % critical, 83 % emergency"
+    assert parse_thresholds(thresholds_text(DEFAULT)) == DEFAULT
 
 
 def test_the_exhausted_notice_is_added_unless_a_threshold_of_100_or_more_is_configured():
@@ -60,6 +71,13 @@ def test_periods_and_their_keys():
     assert (monthly.key, monthly.start, monthly.end) == ("2026-12", datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
     daily = period_containing("daily", at)
     assert (daily.key, daily.start, daily.end) == ("2026-12-31", datetime(2026, 12, 31, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+
+
+def test_a_zero_budget_is_used_up_by_any_spend_and_untouched_without():
+    # "A $0 budget with any spend is used up: 100 % (not ∞)", and nothing spent of nothing is 0 %.
+    assert percent_used(spent=Decimal("0.000001"), limit=Decimal(0)) == 100
+    assert percent_used(spent=Decimal(0), limit=Decimal(0)) == 0
+    assert percent_used(spent=Decimal("7.50"), limit=Decimal(30)) == 25
 
 
 def test_thresholds_are_reached_exactly_at_the_percent():

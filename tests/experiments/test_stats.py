@@ -524,6 +524,9 @@ def test_guardrail_refuses_meaningless_settings() -> None:
     with pytest.raises(ValueError, match="min_samples_per_arm"):
         evaluate_guardrail(metric="m", harmful_direction="decrease", threshold=0.05,
                            strata=[Stratum(_binary_users(10, 0.5), _binary_users(10, 0.5))], min_samples_per_arm=1)
+    for alpha in (0.0, 1.0):  # a level is strictly between 0 and 1
+        with pytest.raises(ValueError, match="alpha must be in"):
+            stats.sequential_critical_z(information_fraction=1.0, alpha=alpha)
 
 
 def test_numbers_for_people_never_use_scientific_notation() -> None:

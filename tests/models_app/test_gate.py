@@ -51,6 +51,7 @@ def pairs(baseline: list[float], candidate: list[float], tags: tuple[str, ...] =
         (0.0, -0.05, 0.05, FAIL),  # no change
         (-0.20, -0.30, -0.10, FAIL),  # worse
         (0.10, 0.0, 0.20, INCONCLUSIVE),  # a lower bound of exactly zero is not above zero
+        (0.05, 0.01, 0.08, INCONCLUSIVE),  # an upper end exactly at the threshold still reaches it: not FAIL
     ],
 )
 def test_improves_and_reaches_rule_known_answers(improvement, low, high, verdict):
@@ -64,6 +65,7 @@ def test_improves_and_reaches_rule_known_answers(improvement, low, high, verdict
         (0.10, 0.02, 0.18, INCONCLUSIVE),  # improves, confidently, but not confidently by 8 %
         (0.30, 0.079, 0.50, INCONCLUSIVE),  # just short of the threshold at the lower end
         (0.07, 0.01, 0.079, FAIL),  # confidently below the threshold
+        (0.07, 0.01, 0.08, INCONCLUSIVE),  # FAIL is an upper end below the threshold, not at it
         (-0.20, -0.30, -0.10, FAIL),
     ],
 )
