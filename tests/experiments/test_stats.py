@@ -431,6 +431,16 @@ def test_below_the_minimum_sample_the_guardrail_has_no_data() -> None:
     assert "40 of the 150 users" in result.reason
 
 
+def test_the_minimum_sample_itself_is_enough_to_judge() -> None:
+    # no_data is "fewer than min_samples_per_arm users": 150 in each arm is judged, 149 in either is not.
+    for control_users, treatment_users, judged in ((150, 150, True), (149, 150, False), (150, 149, False)):
+        result = evaluate_default("success_rate", control=_binary_users(control_users, 0.9),
+                                  treatment=_binary_users(treatment_users, 0.6))
+        assert (result.state != "no_data") == judged, (control_users, treatment_users, result.state)
+    assert result.state == "no_data"
+    assert evaluate_default("success_rate", control=_binary_users(150, 0.9), treatment=_binary_users(150, 0.6)).state == "breach"
+
+
 def test_success_rate_down_fifteen_points_is_a_breach() -> None:
     result = evaluate_default("success_rate", control=_binary_users(4_000, 0.95), treatment=_binary_users(1_000, 0.80))
     assert result.state == "breach", result.reason
@@ -527,6 +537,22 @@ def test_guardrail_refuses_meaningless_settings() -> None:
     for alpha in (0.0, 1.0):  # a level is strictly between 0 and 1
         with pytest.raises(ValueError, match="alpha must be in"):
             stats.sequential_critical_z(information_fraction=1.0, alpha=alpha)
+    for alpha in (0.0, 0.5):  # a one-sided level is below a half
+        with pytest.raises(ValueError, match="alpha must be in"):
+            stats.one_sided_level(alpha)
+    with pytest.raises(ValueError, match="threshold must be >= 0"):
+        evaluate_guardrail(metric="m", harmful_direction="decrease", threshold=-0.01,
+                           strata=[Stratum(_binary_users(10, 0.5), _binary_users(10, 0.5))], min_samples_per_arm=2)
+
+
+def test_a_zero_tolerance_and_a_two_user_minimum_are_meaningful_settings() -> None:
+    # A tolerance of 0 rolls back on any confident harm; two users per arm are enough for a variance.
+    result = evaluate_guardrail(metric="m", harmful_direction="decrease", threshold=0.0, min_samples_per_arm=2,
+                                strata=[Stratum(_binary_users(400, 0.9), _binary_users(400, 0.5))])
+    assert result.state == "breach"
+    two = evaluate_guardrail(metric="m", harmful_direction="decrease", threshold=0.05, min_samples_per_arm=2,
+                             strata=[Stratum(_binary_users(2, 0.5), _binary_users(2, 0.5))])
+    assert two.state != "no_data"
 
 
 def test_numbers_for_people_never_use_scientific_notation() -> None:

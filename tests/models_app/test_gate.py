@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as scipy_stats
 
 from models_app.benchmarks.breakdown import regressions, score_histogram, tag_breakdown
 from models_app.benchmarks.reruns import ZETA_3, confidence_text, rerun_alpha, rerun_confidence
@@ -20,10 +21,12 @@ from models_app.benchmarks.stats import (
     RULE_IMPROVES_AND_REACHES,
     PairedScore,
     compare_paired,
+    expanded_tail,
     fail_side_high,
     fieller_interval,
     gate_verdict,
     more_cases_to_decide,
+    quantile_mc_se,
     rule_text,
 )
 
@@ -312,6 +315,35 @@ def test_fail_reads_the_one_more_win_upper_end_when_given(rule):
                         fail_high=0.079) == FAIL
     assert gate_verdict(relative_improvement=0.0, ci_low=-0.05, ci_high=0.07, threshold=0.08, rule=rule,
                         fail_high=math.inf) == INCONCLUSIVE
+
+
+def test_the_expanded_tail_is_hesterbergs_from_two_cases_and_plain_below():
+    # Φ(−√(n/(n−1))·t_{n−1, 0.975}); the plain 2.5 % only below two cases (no t quantile there).
+    for n in (2, 3, 32):
+        expected = scipy_stats.norm.sf(math.sqrt(n / (n - 1)) * scipy_stats.t.ppf(0.975, df=n - 1))
+        assert expanded_tail(n=n, confidence=0.95) == pytest.approx(expected, rel=1e-12)
+    assert expanded_tail(n=2, confidence=0.95) < 1e-6
+    assert expanded_tail(n=1, confidence=0.95) == pytest.approx(0.025)
+
+
+def test_the_gain_interval_is_the_paired_t_interval_of_the_mean_delta():
+    # A zero baseline is judged on the absolute gain: Fieller's set is then the paired t interval.
+    baseline = np.zeros(6)
+    candidate = np.array([0.0, 1.0, 0.5, 1.0, 0.0, 1.0])
+    half = scipy_stats.t.ppf(0.975, df=5) * candidate.std(ddof=1) / math.sqrt(6)
+    low, high = fieller_interval(baseline, candidate, statistic="gain", confidence=0.95)
+    assert (low, high) == pytest.approx((candidate.mean() - half, candidate.mean() + half), rel=1e-12)
+
+
+def test_an_end_whose_neighbouring_quantile_is_infinite_has_no_monte_carlo_error():
+    # Zero-baseline resamples make the top of the relative bootstrap +∞: the upper end's MC error is
+    # then unknown (None), never ∞ (which would also read every boundary as "close").
+    values = np.concatenate([np.linspace(0.0, 1.0, 990), np.full(10, np.inf)])
+    middle = quantile_mc_se(values, q=0.5)
+    assert middle is not None and 0 < middle < 0.02
+    # q = 0.988 ± one binomial SE (0.0034): the quantile below is finite, the one above is +∞.
+    assert quantile_mc_se(values, q=0.988) is None
+    assert quantile_mc_se(values, q=0.999) is None
 
 
 def test_fail_side_high_is_fieller_with_one_pseudo_case_where_the_candidate_wins():
