@@ -177,6 +177,10 @@ def test_projection_from_burn_rate():
     assert not late.within_period
     over = project_exhaustion(spent=Decimal("31"), limit=Decimal("30"), window_spend=Decimal("8"), window_start=start, now=now, period_end=None)
     assert over.exhausted and over.remaining == 0 and over.exhaustion_at == now
+    # Spent to the cent is used up too ("nothing is left"), not a budget about to run out.
+    spent_out = project_exhaustion(spent=Decimal("30"), limit=Decimal("30"), window_spend=Decimal("8"), window_start=start,
+                                   now=now, period_end=None)
+    assert spent_out.exhausted and spent_out.remaining == 0 and spent_out.exhaustion_at == now
 
 
 def test_a_projection_beyond_the_horizon_is_not_in_sight_rather_than_an_overflow():

@@ -486,6 +486,16 @@ def test_a_confident_drop_whose_bound_is_within_the_tolerance_waits_for_the_inte
     assert result.state == "warning", result.reason
 
 
+def test_an_estimate_exactly_at_the_tolerance_is_within_it() -> None:
+    # warning is "the estimate is beyond the tolerance": a drop of exactly 25 points against a 25-point
+    # tolerance is not (0.75 − 0.5 is exact in floating point), a drop of 25.5 points is.
+    def judged(treatment_rate: float) -> str:
+        return evaluate_guardrail(metric="success_rate", harmful_direction="decrease", threshold=0.25,
+                                  strata=[Stratum(_binary_users(200, 0.75), _binary_users(200, treatment_rate))]).state
+    assert judged(0.5) == "healthy"
+    assert judged(0.495) == "warning"
+
+
 def test_a_real_but_small_drop_within_the_tolerance_is_healthy() -> None:
     result = evaluate_default("success_rate", control=_binary_users(50_000, 0.95), treatment=_binary_users(50_000, 0.93))
     assert result.interval is not None and result.interval.high < 0  # the drop is real …
