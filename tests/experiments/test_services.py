@@ -302,6 +302,18 @@ def test_the_min_time_hold_clears_at_exactly_the_minimum_and_names_when_until_th
     assert on_time.cleared and on_time.clears_at is None
 
 
+
+def test_hold_hours_read_to_a_tenth_below_100_and_whole_from_100(team):
+    experiment = experiment_start(
+        experiment=draft_experiment(actor=team["starter"], min_stage_hours=100), actor=team["starter"]
+    )
+    experiment.refresh_from_db()
+    started = experiment.current_stage.started_at
+    min_time = next(hold for hold in stage_holds(experiment=experiment, now=started + timedelta(minutes=90))
+                    if hold.name == "min_time")
+    assert min_time.detail.startswith("1.5 h of the 100 h minimum in this stage")
+
+
 def test_a_paused_experiment_is_held_by_its_status_alone(team):
     # Only a running experiment advances: a paused one shows one open hold saying so, not the data holds
     # of a stage whose clock and split are stopped.

@@ -496,6 +496,20 @@ def test_an_estimate_exactly_at_the_tolerance_is_within_it() -> None:
     assert judged(0.495) == "warning"
 
 
+def test_a_certain_drop_of_exactly_the_tolerance_is_not_rolled_back() -> None:
+    # The rule is "confidently worse by more than the tolerance". With no spread at all (every user 3 of
+    # 4 against 4 of 4) the drop is known to be exactly 25 points: not more than a 25-point tolerance,
+    # but more than a 20-point one.
+    control = RatioSummary.from_users([(4.0, 4.0)] * 200)
+    treatment = RatioSummary.from_users([(3.0, 4.0)] * 200)
+
+    def judged(threshold: float) -> str:
+        return evaluate_guardrail(metric="success_rate", harmful_direction="decrease", threshold=threshold,
+                                  strata=[Stratum(control, treatment)]).state
+    assert judged(0.25) == "healthy"
+    assert judged(0.2) == "breach"
+
+
 def test_a_real_but_small_drop_within_the_tolerance_is_healthy() -> None:
     result = evaluate_default("success_rate", control=_binary_users(50_000, 0.95), treatment=_binary_users(50_000, 0.93))
     assert result.interval is not None and result.interval.high < 0  # the drop is real …
