@@ -510,6 +510,21 @@ def test_a_certain_drop_of_exactly_the_tolerance_is_not_rolled_back() -> None:
     assert judged(0.2) == "breach"
 
 
+def test_the_rule_and_its_tolerance_read_in_the_direction_of_harm() -> None:
+    # What people read beside the state: which way is worse, what happens, and the tolerance.
+    success = stats.guardrail_rule_text(metric="success_rate", harmful_direction="decrease", threshold=0.05,
+                                        threshold_kind="absolute", on_violation="breach", alpha=0.05)
+    assert success.startswith("Rolls back when treatment's success_rate is confidently lower than control's by more "
+                              "than the tolerance (down 0.05)")
+    latency = stats.guardrail_rule_text(metric="latency_ms", harmful_direction="increase", threshold=0.3,
+                                        threshold_kind="relative", on_violation="warning", alpha=0.05)
+    assert latency.startswith("Warns when treatment's latency_ms is confidently higher than control's by more than "
+                              "the tolerance (up 30%)")
+    result = evaluate_guardrail(metric="success_rate", harmful_direction="decrease", threshold=0.05,
+                                strata=[Stratum(_binary_users(200, 0.9), _binary_users(200, 0.9))])
+    assert result.reason.endswith("tolerance down 0.05) — within the tolerance")
+
+
 def test_a_real_but_small_drop_within_the_tolerance_is_healthy() -> None:
     result = evaluate_default("success_rate", control=_binary_users(50_000, 0.95), treatment=_binary_users(50_000, 0.93))
     assert result.interval is not None and result.interval.high < 0  # the drop is real …

@@ -20,6 +20,7 @@ from models_app.benchmarks.stats import (
     RULE_AT_LEAST_THRESHOLD,
     RULE_IMPROVES_AND_REACHES,
     PairedScore,
+    bootstrap_means,
     compare_paired,
     expanded_tail,
     fail_side_high,
@@ -231,7 +232,11 @@ def test_a_baseline_that_scores_on_few_cases_passes_without_a_half_open_interval
     assert result.relative_improvement == pytest.approx(9.0)
     assert result.verdict == PASS and "lies entirely above zero" in result.reasons[1]
     assert (result.ci_low, result.ci_high) == (None, None)
-    assert "of 2000 resamples drew only cases where the baseline scored 0" in result.reasons[-1]
+    # The count named is of the resamples whose baseline mean is 0 (the same seed draws the same resamples).
+    base_means, _ = bootstrap_means(np.array(baseline), np.array(candidate), resamples=2000, seed=0)
+    zero = int((base_means == 0).sum())
+    assert 0.09 < zero / 2000 < 0.17
+    assert f"{zero} of 2000 resamples drew only cases where the baseline scored 0" in result.reasons[-1]
     json.dumps(result.as_dict(), allow_nan=False)  # nothing infinite or NaN reaches the stored JSON
 
 
