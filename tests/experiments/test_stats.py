@@ -600,6 +600,9 @@ def test_numbers_for_people_never_use_scientific_notation() -> None:
     assert stats.format_number(-0.0449) == "-0.0449"
     assert stats.format_number(1234.5) == "1,234"
     assert "e" not in stats.format_number(1.23e-7)
+    # About four significant digits: two decimals from 1, none from 100; what is not a number says so.
+    assert (stats.format_number(1.0), stats.format_number(99.99), stats.format_number(100.0)) == ("1.00", "99.99", "100")
+    assert (stats.format_number(math.inf), stats.format_number(math.nan)) == ("inf", "nan")
 
 
 def test_a_cost_guardrail_reads_in_dollars_with_sub_cent_amounts() -> None:

@@ -132,6 +132,7 @@ def test_two_case_bootstrap_known_answer():
     # The reported interval is the hull with Fieller's: with t₁ = 12.71 on two cases, −0.5 ± 12.71·0.5.
     assert (result.ci_low, result.ci_high) == (pytest.approx(-0.5 - 12.7062 * 0.5, abs=1e-3), pytest.approx(5.853, abs=1e-3))
     assert result.verdict == INCONCLUSIVE  # two cases cannot rule out +8 % (the bootstrap alone said FAIL)
+    assert result.delta_sd == pytest.approx(math.sqrt(0.5))  # two cases have a spread (deltas 0 and −1)
     assert [r.key for r in result.regressions] == ["c001"]
 
 
