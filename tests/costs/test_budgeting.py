@@ -19,6 +19,7 @@ from costs.budgeting import (
     default_thresholds,
     estimate_shortfall,
     format_percent,
+    format_share,
     money_str,
     parse_thresholds,
     percent_used,
@@ -145,6 +146,13 @@ def test_the_refusal_to_an_api_key_says_who_can_override_and_where():
     assert person.split(" — ")[0] == api.split(" — ")[0]
     assert api.endswith("raise the budget or have a person with costs.override_budget override it with a reason in the "
                         "admin or the command line (an API key cannot override a budget)")
+
+
+def test_a_share_that_is_not_nothing_never_reads_as_nothing():
+    assert format_share(Decimal("0.0004"), Decimal("1")) == "<0.1 %"
+    assert format_share(Decimal(0), Decimal("1")) == "0 %"
+    assert format_share(Decimal("0.99785"), Decimal("1")) == "99.8 %"
+    assert format_share(Decimal(1), Decimal(0)) == "—"
 
 
 def test_percent_is_shown_rounded_down_and_money_strings_are_exact():
