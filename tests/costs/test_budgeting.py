@@ -19,12 +19,15 @@ from costs.budgeting import (
     default_thresholds,
     estimate_shortfall,
     format_percent,
+    format_share,
     money_str,
     parse_thresholds,
+    percent_used,
     period_containing,
     project_exhaustion,
     refusal_message,
     thresholds_reached,
+    thresholds_text,
 )
 
 DEFAULT = default_thresholds([25, 50, 83])
@@ -45,6 +48,15 @@ def test_parse_thresholds_from_text_json_and_errors():
         parse_thresholds("25, 25")
     with pytest.raises(ValueError, match="between 1 and 1000"):
         parse_thresholds([0])
+    with pytest.raises(ValueError, match="between 1 and 1000"):
+        parse_thresholds([1001])
+    # Both ends of "a percent between 1 and 1000" are thresholds.
+    assert [threshold.percent for threshold in parse_thresholds("1, 1000")] == [1, 1000]
+
+
+def test_thresholds_read_as_people_type_them_and_parse_back():
+    assert thresholds_text(DEFAULT) == "25 % warning, 50 % critical, 83 % emergency"
+    assert parse_thresholds(thresholds_text(DEFAULT)) == DEFAULT
 
 
 def test_the_exhausted_notice_is_added_unless_a_threshold_of_100_or_more_is_configured():
@@ -60,6 +72,13 @@ def test_periods_and_their_keys():
     assert (monthly.key, monthly.start, monthly.end) == ("2026-12", datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
     daily = period_containing("daily", at)
     assert (daily.key, daily.start, daily.end) == ("2026-12-31", datetime(2026, 12, 31, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+
+
+def test_a_zero_budget_is_used_up_by_any_spend_and_untouched_without():
+    # "A $0 budget with any spend is used up: 100 % (not ∞)", and nothing spent of nothing is 0 %.
+    assert percent_used(spent=Decimal("0.000001"), limit=Decimal(0)) == 100
+    assert percent_used(spent=Decimal(0), limit=Decimal(0)) == 0
+    assert percent_used(spent=Decimal("7.50"), limit=Decimal(30)) == 25
 
 
 def test_thresholds_are_reached_exactly_at_the_percent():
@@ -129,6 +148,13 @@ def test_the_refusal_to_an_api_key_says_who_can_override_and_where():
                         "admin or the command line (an API key cannot override a budget)")
 
 
+def test_a_share_that_is_not_nothing_never_reads_as_nothing():
+    assert format_share(Decimal("0.0004"), Decimal("1")) == "<0.1 %"
+    assert format_share(Decimal(0), Decimal("1")) == "0 %"
+    assert format_share(Decimal("0.99785"), Decimal("1")) == "99.8 %"
+    assert format_share(Decimal(1), Decimal(0)) == "—"
+
+
 def test_percent_is_shown_rounded_down_and_money_strings_are_exact():
     assert format_percent(Decimal("96.6666")) == "96.6 %"
     assert format_percent(Decimal("82.99")) == "82.9 %"
@@ -159,6 +185,10 @@ def test_projection_from_burn_rate():
     assert not late.within_period
     over = project_exhaustion(spent=Decimal("31"), limit=Decimal("30"), window_spend=Decimal("8"), window_start=start, now=now, period_end=None)
     assert over.exhausted and over.remaining == 0 and over.exhaustion_at == now
+    # Spent to the cent is used up too ("nothing is left"), not a budget about to run out.
+    spent_out = project_exhaustion(spent=Decimal("30"), limit=Decimal("30"), window_spend=Decimal("8"), window_start=start,
+                                   now=now, period_end=None)
+    assert spent_out.exhausted and spent_out.remaining == 0 and spent_out.exhaustion_at == now
 
 
 def test_a_projection_beyond_the_horizon_is_not_in_sight_rather_than_an_overflow():

@@ -29,3 +29,4 @@ def test_axis_ticks_of_sub_cent_spend_have_a_unit_that_tells_them_apart():
     assert labels == ["$0.0000", "$0.0005", "$0.0010", "$0.0015", "$0.0020"]
     assert len(set(labels)) == 5
     assert format_usd_tick(Decimal("7.5"), step=Decimal("2.5")) == "$7.50"
+    assert format_usd_tick(Decimal(0), step=Decimal(0)) == "$0.00"  # an axis with no step: cents

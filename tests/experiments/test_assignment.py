@@ -156,13 +156,37 @@ def test_new_experiment_seeds_differ() -> None:
 
 def test_stage_percent_becomes_its_fraction() -> None:
     assert treatment_fraction_for_stage(stage_percent=25) == 0.25
-    with pytest.raises(ValueError, match="stage_percent"):
-        treatment_fraction_for_stage(stage_percent=101)
+    # 0 and 100 are stages too (everyone in control, everyone in treatment); just outside is refused.
+    assert (treatment_fraction_for_stage(stage_percent=0), treatment_fraction_for_stage(stage_percent=100)) == (0.0, 1.0)
+    for outside in (-1, 101):
+        with pytest.raises(ValueError, match="stage_percent"):
+            treatment_fraction_for_stage(stage_percent=outside)
+
+
+# Users of the seed "genesis-boundary" whose bucket is exactly k/100 (found by search): the first bucket
+# a stage of k % leaves in control.
+BOUNDARY_USERS = {0: "user-1328", 10: "user-1992", 25: "user-3697", 50: "user-6058"}
+
+
+@pytest.mark.parametrize("percent", sorted(BOUNDARY_USERS))
+def test_the_user_whose_bucket_is_exactly_the_stage_fraction_stays_in_control(percent: int) -> None:
+    # "treatment when bucket < treatment_fraction": at 10 % exactly buckets 0..999 are treatment, so
+    # bucket 0.1000 is control at 10 % (and 0 % sends everyone, bucket 0.0 included, to control).
+    user_id = BOUNDARY_USERS[percent]
+    assert bucket(seed="genesis-boundary", user_id=user_id) == percent / 100
+    assign = {
+        stage: assign_variant(seed="genesis-boundary", user_id=user_id,
+                              treatment_fraction=treatment_fraction_for_stage(stage_percent=stage))
+        for stage in (percent, percent + 1)
+    }
+    assert assign == {percent: "control", percent + 1: "treatment"}
 
 
 def test_invalid_inputs_are_refused_with_the_reason() -> None:
-    with pytest.raises(ValueError, match="treatment_fraction"):
-        assign_variant(seed="s", user_id="u", treatment_fraction=1.5)
+    for outside in (-0.01, 1.01, 1.5):
+        with pytest.raises(ValueError, match="treatment_fraction"):
+            assign_variant(seed="s", user_id="u", treatment_fraction=outside)
+    assert assign_variant(seed="s", user_id="u", treatment_fraction=1.0) == "treatment"
     with pytest.raises(ValueError, match="user_id"):
         assign_variant(seed="s", user_id="", treatment_fraction=0.5)
 

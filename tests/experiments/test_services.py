@@ -283,6 +283,49 @@ def test_the_sample_hold_counts_users_not_outcomes(team):
     assert hold.detail == "control 3 and treatment 3 users with outcomes in this stage (minimum 20 per arm)"
 
 
+def test_the_min_time_hold_clears_at_exactly_the_minimum_and_names_when_until_then(team):
+    # ROLLOUT_MIN_STAGE_HOURS is the minimum time in a stage: 48 h in it is enough, a second less is not.
+    experiment = experiment_start(
+        experiment=draft_experiment(actor=team["starter"], min_stage_hours=48), actor=team["starter"]
+    )
+    experiment.refresh_from_db()
+    started = experiment.current_stage.started_at
+    clears = started + timedelta(hours=48)
+
+    def min_time(now):
+        return next(hold for hold in stage_holds(experiment=experiment, now=now) if hold.name == "min_time")
+
+    early = min_time(clears - timedelta(seconds=1))
+    assert not early.cleared and early.clears_at == clears
+    assert f"clears at {clears:%Y-%m-%d %H:%M} UTC" in early.detail
+    on_time = min_time(clears)
+    assert on_time.cleared and on_time.clears_at is None
+
+
+
+def test_hold_hours_read_to_a_tenth_below_100_and_whole_from_100(team):
+    experiment = experiment_start(
+        experiment=draft_experiment(actor=team["starter"], min_stage_hours=100), actor=team["starter"]
+    )
+    experiment.refresh_from_db()
+    started = experiment.current_stage.started_at
+    min_time = next(hold for hold in stage_holds(experiment=experiment, now=started + timedelta(minutes=90))
+                    if hold.name == "min_time")
+    assert min_time.detail.startswith("1.5 h of the 100 h minimum in this stage")
+
+
+def test_a_paused_experiment_is_held_by_its_status_alone(team):
+    # Only a running experiment advances: a paused one shows one open hold saying so, not the data holds
+    # of a stage whose clock and split are stopped.
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    satisfy_sample_holds(experiment)
+    experiment_pause(experiment=experiment, actor=team["starter"], reason="investigating")
+    experiment.refresh_from_db()
+    holds = stage_holds(experiment=experiment)
+    assert [(hold.name, hold.cleared) for hold in holds] == [("status", False)]
+    assert holds[0].detail == "the experiment is paused; only a running experiment advances"
+
+
 def test_a_stage_with_open_holds_cannot_be_approved(team):
     experiment = experiment_start(
         experiment=draft_experiment(actor=team["starter"], min_stage_hours=48), actor=team["starter"]

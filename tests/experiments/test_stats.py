@@ -117,6 +117,21 @@ def test_fieller_interval_covers_the_relative_lift_at_small_rates_where_the_delt
     assert delta_covered / total < covered / total
 
 
+def test_an_interval_holds_its_own_ends() -> None:
+    # Closed: a p-value of exactly alpha does not reject, so its interval's end sits on "no effect" and
+    # still contains it (the p-value and the interval never disagree).
+    interval = stats.Interval(-0.25, 0.5)
+    assert interval.contains(-0.25) and interval.contains(0.5)
+    assert not interval.contains(0.5000001) and not interval.contains(-0.2500001)
+
+
+def test_strata_from_users_refuses_arrays_that_are_not_one_users_by_stages_shape() -> None:
+    with pytest.raises(ValueError, match=r"same \(users, stages\) shape"):
+        stats.strata_from_users(np.ones((3, 2)), np.ones((3, 2)), np.ones((3, 1), dtype=bool))
+    with pytest.raises(ValueError, match=r"same \(users, stages\) shape"):
+        stats.strata_from_users(np.ones(3), np.ones(3), np.ones(3, dtype=bool))
+
+
 def test_too_little_data_gives_none_not_a_zero_interval_and_p_one() -> None:
     one_each = compare([Stratum(_binary_users(1, 1.0), _binary_users(1, 0.0))])
     assert one_each is None
@@ -193,6 +208,13 @@ def test_srm_edge_cases() -> None:
     assert stats.srm_p_value(observed=[10, 0], expected_fractions=[1.0, 0.0]) == 1.0
     with pytest.raises(ValueError):
         stats.srm_p_value(observed=[1, 2], expected_fractions=[0.5, 0.6])
+    # A count per planned arm, two arms at least: three counts against a two-arm plan are refused, not zipped.
+    with pytest.raises(ValueError, match="same length"):
+        stats.srm_p_value(observed=[90, 10, 5], expected_fractions=[0.9, 0.1])
+    with pytest.raises(ValueError, match="non-negative"):
+        stats.srm_p_value(observed=[-1, 10], expected_fractions=[0.9, 0.1])
+    with pytest.raises(ValueError, match="concentration"):
+        stats.srm_p_value(observed=[90, 10], expected_fractions=[0.9, 0.1], concentration=0.0)
     assert stats.srm_stage_share(rollout_alpha=0.01, stage_plan=[10, 25, 50, 100]) == pytest.approx(0.01 / 3)
 
 
@@ -409,6 +431,16 @@ def test_below_the_minimum_sample_the_guardrail_has_no_data() -> None:
     assert "40 of the 150 users" in result.reason
 
 
+def test_the_minimum_sample_itself_is_enough_to_judge() -> None:
+    # no_data is "fewer than min_samples_per_arm users": 150 in each arm is judged, 149 in either is not.
+    for control_users, treatment_users, judged in ((150, 150, True), (149, 150, False), (150, 149, False)):
+        result = evaluate_default("success_rate", control=_binary_users(control_users, 0.9),
+                                  treatment=_binary_users(treatment_users, 0.6))
+        assert (result.state != "no_data") == judged, (control_users, treatment_users, result.state)
+    assert result.state == "no_data"
+    assert evaluate_default("success_rate", control=_binary_users(150, 0.9), treatment=_binary_users(150, 0.6)).state == "breach"
+
+
 def test_success_rate_down_fifteen_points_is_a_breach() -> None:
     result = evaluate_default("success_rate", control=_binary_users(4_000, 0.95), treatment=_binary_users(1_000, 0.80))
     assert result.state == "breach", result.reason
@@ -452,6 +484,45 @@ def test_a_confident_drop_whose_bound_is_within_the_tolerance_waits_for_the_inte
     result = evaluate_default("success_rate", control=_binary_users(3_000, 0.95), treatment=_binary_users(400, 0.88))
     assert result.interval is not None and result.interval.high < 0 and result.interval.high > -0.05
     assert result.state == "warning", result.reason
+
+
+def test_an_estimate_exactly_at_the_tolerance_is_within_it() -> None:
+    # warning is "the estimate is beyond the tolerance": a drop of exactly 25 points against a 25-point
+    # tolerance is not (0.75 − 0.5 is exact in floating point), a drop of 25.5 points is.
+    def judged(treatment_rate: float) -> str:
+        return evaluate_guardrail(metric="success_rate", harmful_direction="decrease", threshold=0.25,
+                                  strata=[Stratum(_binary_users(200, 0.75), _binary_users(200, treatment_rate))]).state
+    assert judged(0.5) == "healthy"
+    assert judged(0.495) == "warning"
+
+
+def test_a_certain_drop_of_exactly_the_tolerance_is_not_rolled_back() -> None:
+    # The rule is "confidently worse by more than the tolerance". With no spread at all (every user 3 of
+    # 4 against 4 of 4) the drop is known to be exactly 25 points: not more than a 25-point tolerance,
+    # but more than a 20-point one.
+    control = RatioSummary.from_users([(4.0, 4.0)] * 200)
+    treatment = RatioSummary.from_users([(3.0, 4.0)] * 200)
+
+    def judged(threshold: float) -> str:
+        return evaluate_guardrail(metric="success_rate", harmful_direction="decrease", threshold=threshold,
+                                  strata=[Stratum(control, treatment)]).state
+    assert judged(0.25) == "healthy"
+    assert judged(0.2) == "breach"
+
+
+def test_the_rule_and_its_tolerance_read_in_the_direction_of_harm() -> None:
+    # What people read beside the state: which way is worse, what happens, and the tolerance.
+    success = stats.guardrail_rule_text(metric="success_rate", harmful_direction="decrease", threshold=0.05,
+                                        threshold_kind="absolute", on_violation="breach", alpha=0.05)
+    assert success.startswith("Rolls back when treatment's success_rate is confidently lower than control's by more "
+                              "than the tolerance (down 0.05)")
+    latency = stats.guardrail_rule_text(metric="latency_ms", harmful_direction="increase", threshold=0.3,
+                                        threshold_kind="relative", on_violation="warning", alpha=0.05)
+    assert latency.startswith("Warns when treatment's latency_ms is confidently higher than control's by more than "
+                              "the tolerance (up 30%)")
+    result = evaluate_guardrail(metric="success_rate", harmful_direction="decrease", threshold=0.05,
+                                strata=[Stratum(_binary_users(200, 0.9), _binary_users(200, 0.9))])
+    assert result.reason.endswith("tolerance down 0.05) — within the tolerance")
 
 
 def test_a_real_but_small_drop_within_the_tolerance_is_healthy() -> None:
@@ -502,6 +573,25 @@ def test_guardrail_refuses_meaningless_settings() -> None:
     with pytest.raises(ValueError, match="min_samples_per_arm"):
         evaluate_guardrail(metric="m", harmful_direction="decrease", threshold=0.05,
                            strata=[Stratum(_binary_users(10, 0.5), _binary_users(10, 0.5))], min_samples_per_arm=1)
+    for alpha in (0.0, 1.0):  # a level is strictly between 0 and 1
+        with pytest.raises(ValueError, match="alpha must be in"):
+            stats.sequential_critical_z(information_fraction=1.0, alpha=alpha)
+    for alpha in (0.0, 0.5):  # a one-sided level is below a half
+        with pytest.raises(ValueError, match="alpha must be in"):
+            stats.one_sided_level(alpha)
+    with pytest.raises(ValueError, match="threshold must be >= 0"):
+        evaluate_guardrail(metric="m", harmful_direction="decrease", threshold=-0.01,
+                           strata=[Stratum(_binary_users(10, 0.5), _binary_users(10, 0.5))], min_samples_per_arm=2)
+
+
+def test_a_zero_tolerance_and_a_two_user_minimum_are_meaningful_settings() -> None:
+    # A tolerance of 0 rolls back on any confident harm; two users per arm are enough for a variance.
+    result = evaluate_guardrail(metric="m", harmful_direction="decrease", threshold=0.0, min_samples_per_arm=2,
+                                strata=[Stratum(_binary_users(400, 0.9), _binary_users(400, 0.5))])
+    assert result.state == "breach"
+    two = evaluate_guardrail(metric="m", harmful_direction="decrease", threshold=0.05, min_samples_per_arm=2,
+                             strata=[Stratum(_binary_users(2, 0.5), _binary_users(2, 0.5))])
+    assert two.state != "no_data"
 
 
 def test_numbers_for_people_never_use_scientific_notation() -> None:
@@ -510,6 +600,9 @@ def test_numbers_for_people_never_use_scientific_notation() -> None:
     assert stats.format_number(-0.0449) == "-0.0449"
     assert stats.format_number(1234.5) == "1,234"
     assert "e" not in stats.format_number(1.23e-7)
+    # About four significant digits: two decimals from 1, none from 100; what is not a number says so.
+    assert (stats.format_number(1.0), stats.format_number(99.99), stats.format_number(100.0)) == ("1.00", "99.99", "100")
+    assert (stats.format_number(math.inf), stats.format_number(math.nan)) == ("inf", "nan")
 
 
 def test_a_cost_guardrail_reads_in_dollars_with_sub_cent_amounts() -> None:

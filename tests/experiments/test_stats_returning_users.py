@@ -130,6 +130,29 @@ def test_shared_users_must_name_an_earlier_cell_and_a_cell_of_their_stage() -> N
         stats.stratified_estimate([Stratum(cell, cell, (later,)), Stratum(cell, cell)])
 
 
+def test_a_user_in_both_arms_of_one_stage_makes_the_arms_covary_by_its_own_terms() -> None:
+    # The results selector pairs a stage's control with its treatment when a user has outcomes in both
+    # (its SQL: same stage, control before treatment): the first cell is then in the same stage, which
+    # is "an earlier cell" too. C is in both arms here; its two terms enter Σ_u φ_u² as one user's.
+    control = {"A": (1, 1), "B": (0, 1), "C": (2, 2)}
+    treatment = {"C": (0, 1), "D": (1, 1), "E": (1, 2)}
+    (cx, cy), (tx, ty) = control["C"], treatment["C"]
+    both = SharedUsers(first=(0, "control"), second=(0, "treatment"), users=1, numerator_products=cx * tx,
+                       numerator_denominator=cx * ty, denominator_numerator=cy * tx, denominator_products=cy * ty)
+    stratum = Stratum(RatioSummary.from_users(control.values()), RatioSummary.from_users(treatment.values()), (both,))
+    # One stage: weight 1. Means 3/4 and 2/4; each cell's scale √(n/(n−1)) / Y.
+    k = math.sqrt(3 / 2) / 4
+    phi = {user: 0.0 for user in "ABCDE"}
+    for user, (x, y) in treatment.items():
+        phi[user] += k * (x - 0.5 * y)
+    for user, (x, y) in control.items():
+        phi[user] -= k * (x - 0.75 * y)
+    estimate = stats.stratified_estimate([stratum])
+    assert estimate is not None
+    assert estimate.covariance_of_means == pytest.approx(k * k * (cx - 0.75 * cy) * (tx - 0.5 * ty), rel=1e-12)
+    assert estimate.variance_of_difference == pytest.approx(sum(value**2 for value in phi.values()), rel=1e-12)
+
+
 def test_a_stage_left_out_of_the_estimate_adds_no_shared_terms() -> None:
     # Stage 0 has a single treatment user: not estimable, so its users shared with stage 1 count nowhere.
     x = np.array([[1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as scipy_stats
 
 from models_app.benchmarks.breakdown import regressions, score_histogram, tag_breakdown
 from models_app.benchmarks.reruns import ZETA_3, confidence_text, rerun_alpha, rerun_confidence
@@ -19,11 +20,14 @@ from models_app.benchmarks.stats import (
     RULE_AT_LEAST_THRESHOLD,
     RULE_IMPROVES_AND_REACHES,
     PairedScore,
+    bootstrap_means,
     compare_paired,
+    expanded_tail,
     fail_side_high,
     fieller_interval,
     gate_verdict,
     more_cases_to_decide,
+    quantile_mc_se,
     rule_text,
 )
 
@@ -51,6 +55,7 @@ def pairs(baseline: list[float], candidate: list[float], tags: tuple[str, ...] =
         (0.0, -0.05, 0.05, FAIL),  # no change
         (-0.20, -0.30, -0.10, FAIL),  # worse
         (0.10, 0.0, 0.20, INCONCLUSIVE),  # a lower bound of exactly zero is not above zero
+        (0.05, 0.01, 0.08, INCONCLUSIVE),  # an upper end exactly at the threshold still reaches it: not FAIL
     ],
 )
 def test_improves_and_reaches_rule_known_answers(improvement, low, high, verdict):
@@ -64,6 +69,7 @@ def test_improves_and_reaches_rule_known_answers(improvement, low, high, verdict
         (0.10, 0.02, 0.18, INCONCLUSIVE),  # improves, confidently, but not confidently by 8 %
         (0.30, 0.079, 0.50, INCONCLUSIVE),  # just short of the threshold at the lower end
         (0.07, 0.01, 0.079, FAIL),  # confidently below the threshold
+        (0.07, 0.01, 0.08, INCONCLUSIVE),  # FAIL is an upper end below the threshold, not at it
         (-0.20, -0.30, -0.10, FAIL),
     ],
 )
@@ -126,6 +132,7 @@ def test_two_case_bootstrap_known_answer():
     # The reported interval is the hull with Fieller's: with t₁ = 12.71 on two cases, −0.5 ± 12.71·0.5.
     assert (result.ci_low, result.ci_high) == (pytest.approx(-0.5 - 12.7062 * 0.5, abs=1e-3), pytest.approx(5.853, abs=1e-3))
     assert result.verdict == INCONCLUSIVE  # two cases cannot rule out +8 % (the bootstrap alone said FAIL)
+    assert result.delta_sd == pytest.approx(math.sqrt(0.5))  # two cases have a spread (deltas 0 and −1)
     assert [r.key for r in result.regressions] == ["c001"]
 
 
@@ -226,7 +233,11 @@ def test_a_baseline_that_scores_on_few_cases_passes_without_a_half_open_interval
     assert result.relative_improvement == pytest.approx(9.0)
     assert result.verdict == PASS and "lies entirely above zero" in result.reasons[1]
     assert (result.ci_low, result.ci_high) == (None, None)
-    assert "of 2000 resamples drew only cases where the baseline scored 0" in result.reasons[-1]
+    # The count named is of the resamples whose baseline mean is 0 (the same seed draws the same resamples).
+    base_means, _ = bootstrap_means(np.array(baseline), np.array(candidate), resamples=2000, seed=0)
+    zero = int((base_means == 0).sum())
+    assert 0.09 < zero / 2000 < 0.17
+    assert f"{zero} of 2000 resamples drew only cases where the baseline scored 0" in result.reasons[-1]
     json.dumps(result.as_dict(), allow_nan=False)  # nothing infinite or NaN reaches the stored JSON
 
 
@@ -310,6 +321,35 @@ def test_fail_reads_the_one_more_win_upper_end_when_given(rule):
                         fail_high=0.079) == FAIL
     assert gate_verdict(relative_improvement=0.0, ci_low=-0.05, ci_high=0.07, threshold=0.08, rule=rule,
                         fail_high=math.inf) == INCONCLUSIVE
+
+
+def test_the_expanded_tail_is_hesterbergs_from_two_cases_and_plain_below():
+    # Φ(−√(n/(n−1))·t_{n−1, 0.975}); the plain 2.5 % only below two cases (no t quantile there).
+    for n in (2, 3, 32):
+        expected = scipy_stats.norm.sf(math.sqrt(n / (n - 1)) * scipy_stats.t.ppf(0.975, df=n - 1))
+        assert expanded_tail(n=n, confidence=0.95) == pytest.approx(expected, rel=1e-12)
+    assert expanded_tail(n=2, confidence=0.95) < 1e-6
+    assert expanded_tail(n=1, confidence=0.95) == pytest.approx(0.025)
+
+
+def test_the_gain_interval_is_the_paired_t_interval_of_the_mean_delta():
+    # A zero baseline is judged on the absolute gain: Fieller's set is then the paired t interval.
+    baseline = np.zeros(6)
+    candidate = np.array([0.0, 1.0, 0.5, 1.0, 0.0, 1.0])
+    half = scipy_stats.t.ppf(0.975, df=5) * candidate.std(ddof=1) / math.sqrt(6)
+    low, high = fieller_interval(baseline, candidate, statistic="gain", confidence=0.95)
+    assert (low, high) == pytest.approx((candidate.mean() - half, candidate.mean() + half), rel=1e-12)
+
+
+def test_an_end_whose_neighbouring_quantile_is_infinite_has_no_monte_carlo_error():
+    # Zero-baseline resamples make the top of the relative bootstrap +∞: the upper end's MC error is
+    # then unknown (None), never ∞ (which would also read every boundary as "close").
+    values = np.concatenate([np.linspace(0.0, 1.0, 990), np.full(10, np.inf)])
+    middle = quantile_mc_se(values, q=0.5)
+    assert middle is not None and 0 < middle < 0.02
+    # q = 0.988 ± one binomial SE (0.0034): the quantile below is finite, the one above is +∞.
+    assert quantile_mc_se(values, q=0.988) is None
+    assert quantile_mc_se(values, q=0.999) is None
 
 
 def test_fail_side_high_is_fieller_with_one_pseudo_case_where_the_candidate_wins():
