@@ -9,7 +9,7 @@ import json
 import pytest
 from django.utils import timezone
 
-from experiments.holds import StageFigures, evaluation_holds, stage_holds, stored_evaluation
+from experiments.holds import StageFigures, evaluation_holds, stage_holds, stored_evaluation, stored_stage_figures
 from experiments.outcomes import outcomes_ingest
 from experiments.selectors import experiment_metrics, experiment_results, get_experiment
 from experiments.services import (
@@ -81,7 +81,10 @@ def test_a_stored_evaluation_is_of_one_stage_window_at_one_config_version():
     assert stored() is None and evaluated() is not None
     experiment_pause(experiment=experiment, actor=team["roller"], reason="checking the logs")
     assert stored() is None  # not running
+    # Paused, its stage window stays: the figures are the split it paused on (/metrics' SRM p-value).
+    assert stored_stage_figures(experiment=get_experiment(key=experiment.key)) is not None
     experiment_resume(experiment=experiment, actor=team["roller"])
+    assert stored_stage_figures(experiment=get_experiment(key=experiment.key)) is None  # a new window
     assert stored() is None and evaluated() is not None
     feed(experiment, arm="control", n=180, success_rate=0.9, seed=3)  # the resumed window's own users
     feed(experiment, arm="treatment", n=25, success_rate=0.9, seed=4)
