@@ -36,10 +36,6 @@ class RolloutState:
     stage_started: float | None  # Unix time
     srm_p: float | None
 
-    def as_tuple(self) -> tuple[Any, ...]:
-        return (self.agent, self.status, self.stage_percent, self.pause_reason, self.holds_open,
-                [list(pair) for pair in self.guardrails], self.stage_started, self.srm_p)
-
 
 def _active_experiments() -> dict[int, Experiment]:
     experiments = Experiment.objects.select_related("agent", "current_stage").filter(status__in=ACTIVE_STATUSES)

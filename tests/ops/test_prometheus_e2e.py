@@ -23,11 +23,9 @@ from typing import Any
 
 import pytest
 import yaml
-from django.core.cache import cache
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from experiments.metrics import ROLLOUT_CACHE_KEY
 from tests.conftest import ROOT, WorkerProcess, child_environment
 from tests.experiments.factories import user_in_arm
 from tests.ops.conftest import free_port, stop_process, wait_for
@@ -221,7 +219,6 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
     from models_app.simulator.server import start_in_thread, stop
 
     models = world()
-    cache.delete(ROLLOUT_CACHE_KEY)
     forget_killed_workers()
     simulator, _ = start_in_thread(SimulatorConfig(port=0, seed=0, api_keys=frozenset({os.environ.get("GENESIS_SIMULATOR_API_KEY", "sim-key")})))
     worker = WorkerProcess(queues="default", concurrency=1, log_path=tmp_path / "worker.log").start()
