@@ -17,27 +17,23 @@ makes every minute). Each side is timed `--repeats` times after a warm-up, alter
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.launch.board import best_times, setup  # noqa: E402
-from bench.targets import meets_target, services_missing  # noqa: E402
+from bench.launch.board import best_times, world_from_command_line  # noqa: E402
+from bench.targets import meets_target  # noqa: E402
 
 TARGET_RATIO = 0.1
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--outcomes", type=int, default=200_000, help="outcomes per running rollout")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    if services_missing("the rollouts' aggregates are PostgreSQL's", redis=True):
+    world = world_from_command_line(__doc__, why="the rollouts' aggregates are PostgreSQL's")
+    if world is None:
         return 2
-    running = setup(args.outcomes)
+    args, running = world
 
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
