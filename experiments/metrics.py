@@ -39,6 +39,9 @@ outcomes (bench/metrics/rollout.py). The dead-letter list is read through the sc
 - ``genesis_rollout_stage_started_timestamp_seconds{agent}``  when the current stage began
 - ``genesis_rollout_srm_p_value{agent}``        sample-ratio-mismatch p-value of the current stage (of a paused
   experiment too: the split it paused on)
+- ``genesis_rollout_guardrails_checked_timestamp_seconds{agent}``  when the guardrail task last judged the
+  running experiment — its current stage's start until it has (experiments/holds.py ``judged_at``), so a
+  rollout never judged ages too; running experiments only (RolloutUnguarded: over 10 minutes old)
 - ``genesis_exposure_dead_letter_batches``      exposure batches parked in Redis for a person to inspect
 """
 
@@ -246,6 +249,12 @@ def _rollout_families() -> dict[str, GaugeMetricFamily]:
             "genesis_rollout_stage_started_timestamp_seconds", "When the current stage began (Unix time)", labels=["agent"]
         ),
         "srm": GaugeMetricFamily("genesis_rollout_srm_p_value", "Sample-ratio-mismatch p-value of the current stage (running or paused)", labels=["agent"]),
+        "judged": GaugeMetricFamily(
+            "genesis_rollout_guardrails_checked_timestamp_seconds",
+            "When the guardrail task last judged the agent's running experiment, or its current stage's start before it "
+            "has (Unix time)",
+            labels=["agent"],
+        ),
         "dead": GaugeMetricFamily("genesis_exposure_dead_letter_batches", "Exposure batches parked in the dead-letter list"),
     }
 
@@ -277,6 +286,8 @@ class RolloutCollector(Collector):
                 families["stage_started"].add_metric([agent], state.stage_started)
             if state.srm_p is not None:
                 families["srm"].add_metric([agent], state.srm_p)
+            if state.guardrails_judged is not None:
+                families["judged"].add_metric([agent], state.guardrails_judged)
         if dead is not None:
             families["dead"].add_metric([], dead)
         yield from families.values()

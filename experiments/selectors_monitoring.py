@@ -16,7 +16,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from experiments.health import WindowStats, health_status
-from experiments.holds import evaluation_holds, stored_evaluation, stored_stage_figures
+from experiments.holds import evaluation_holds, judged_at, stored_evaluation, stored_stage_figures
 from experiments.models import ACTIVE_STATUSES, EventAction, Experiment, ExperimentEvent, OutcomeEvent
 from experiments.routing import EXPOSURE_DEAD_LETTER_KEY
 from experiments.selectors import PercentileCont, _percentile_cont
@@ -35,6 +35,8 @@ class RolloutState:
     guardrails: tuple[tuple[str, str], ...]  # (metric, state)
     stage_started: float | None  # Unix time
     srm_p: float | None
+    # Running only: when the guardrail task last judged it, or its stage's start before it has (Unix time).
+    guardrails_judged: float | None = None
 
 
 def _active_experiments() -> dict[int, Experiment]:
@@ -56,7 +58,8 @@ def rollout_states() -> list[RolloutState]:
     stored_evaluation: beat judges every running experiment every minute and stores that on its row).
     Reads no outcome — a few queries however many rollouts and outcomes, where each rollout's outcome
     aggregate took seconds at a million outcomes and a scrape has 10 s. Before the first evaluation of a
-    stage a running rollout has the "evaluation" hold open and no guardrail or SRM figures."""
+    stage a running rollout has the "evaluation" hold open and no guardrail or SRM figures. When the task
+    last judged each running rollout comes too (holds.judged_at): what RolloutUnguarded watches."""
     active = _active_experiments()
     pause_reasons = _last_pause_reasons([e.pk for e in active.values() if e.status == "paused"])
     now = timezone.now()
@@ -67,7 +70,7 @@ def rollout_states() -> list[RolloutState]:
             states.append(RolloutState(agent.slug, "none", 0, "", 0, (), None, None))
             continue
         stage = experiment.current_stage
-        stage_started = stage.started_at.timestamp() if stage is not None and stage.started_at else None
+        stage_started = _timestamp(stage.started_at if stage is not None else None)
         if experiment.status != "running":
             # Paused: the stage's split as the last evaluation before the pause read it — the p-value an
             # SRM pause was about (the task stores it as it pauses), for the runbook's Confirm step.
@@ -82,8 +85,13 @@ def rollout_states() -> list[RolloutState]:
             holds_open=sum(1 for hold in holds if not hold.cleared),
             guardrails=tuple((g.metric, g.state) for g in evaluation.guardrails) if evaluation is not None else (),
             stage_started=stage_started, srm_p=evaluation.figures.srm_p if evaluation is not None else None,
+            guardrails_judged=_timestamp(judged_at(experiment=experiment)),
         ))
     return states
+
+
+def _timestamp(at: datetime | None) -> float | None:
+    return at.timestamp() if at is not None else None
 
 
 def event_counts(*, action: EventAction) -> list[tuple[str, str, int]]:

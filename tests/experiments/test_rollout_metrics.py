@@ -12,24 +12,14 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from experiments.holds import stage_holds
+from experiments.metrics import RolloutCollector
 from experiments.selectors import get_experiment
 from experiments.selectors_monitoring import RolloutState, rollout_states
-from experiments.services import experiment_pause, experiment_start
-from tests.experiments.factories import draft_experiment, evaluate, feed
+from experiments.services import experiment_pause
+from tests.experiments.factories import agent_with_candidate, evaluate, feed, running_rollout
 from tests.query_counts import assert_same_queries_with_more_rows
 
 pytestmark = pytest.mark.django_db
-
-
-def running_rollout(slug: str, *, evaluated: bool = True):
-    """A running rollout of `slug` with a healthy split of outcomes, judged once by the guardrail task (as
-    beat does every minute) unless `evaluated` is False (just started: not judged yet)."""
-    experiment = experiment_start(experiment=draft_experiment(slug), actor=None)
-    if evaluated:
-        feed(experiment, arm="control", n=60, success_rate=0.9, seed=1)
-        feed(experiment, arm="treatment", n=25, success_rate=0.9, seed=2)
-        assert evaluate(experiment) == "none"
-    return get_experiment(key=experiment.key)
 
 
 def state_of(agent: str) -> RolloutState:
@@ -83,3 +73,29 @@ def test_a_running_rollout_shows_its_latest_evaluation_until_the_next():
     assert state_of("qa_agent") == judged
     assert evaluate(experiment) == "rolled_back"
     assert state_of("qa_agent").status == "none"
+
+
+def judged_gauge() -> dict[str, float]:
+    """genesis_rollout_guardrails_checked_timestamp_seconds per agent, as the scrape's rollout part exports it."""
+    [family] = [family for family in RolloutCollector().collect()
+                if family.name == "genesis_rollout_guardrails_checked_timestamp_seconds"]
+    return {sample.labels["agent"]: sample.value for sample in family.samples}
+
+
+def test_the_scrape_says_when_the_guardrail_task_last_judged_each_running_rollout():
+    judged = running_rollout("qa_agent")
+    fresh = running_rollout("content_agent", evaluated=False)
+    paused = running_rollout("support_agent")
+    experiment_pause(experiment=paused, actor=None, reason="checking the logs")
+    agent_with_candidate("legal_agent")  # no experiment
+    assert judged_gauge() == {
+        "qa_agent": judged.guardrails_checked_at.timestamp(),
+        # Not judged yet: its stage's start, so that it ages until the first evaluation comes.
+        "content_agent": fresh.current_stage.started_at.timestamp(),
+    }
+    # An evaluation moves it; a rollout not evaluated since keeps the time of its last one.
+    evaluate(fresh)
+    assert judged_gauge() == {
+        "qa_agent": judged.guardrails_checked_at.timestamp(),
+        "content_agent": get_experiment(key=fresh.key).guardrails_checked_at.timestamp(),
+    }
