@@ -8,7 +8,8 @@ seconds at a million outcomes). The guardrail task judges every running experime
 stores what those holds read (StageFigures, with the guardrails' states) on the experiment; the launch
 pages — the board, an agent's page, the approvals queue, the Go/No-Go report — show the holds from that
 evaluation (stored_evaluation, evaluation_holds), as of its time, instead of reading each rollout's
-outcomes on every view. They are views: pressing Approve still goes through the services."""
+outcomes on every view, and so does /metrics on every scrape (selectors_monitoring.rollout_states). They
+are views: pressing Approve still goes through the services."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ MAX_SERVED_BY_OTHER_MODEL = 0.10
 # A stored evaluation older than this is shown as stale. Beat sends one every minute; after ten minutes
 # without a send CeleryBeatStalled fires (ops/prometheus/alerts.yml), the line this takes too: an
 # evaluation that old means beat, the worker or the guardrail task is down, and the rollout unguarded.
+# RolloutUnguarded (same file) fires on this line, per rollout, whatever the cause (judged_at).
 EVALUATION_STALE_AFTER = timedelta(minutes=10)
 
 
@@ -154,19 +156,43 @@ class Evaluation:
         return now - self.at > EVALUATION_STALE_AFTER
 
 
+def stored_stage_figures(*, experiment: Experiment) -> StageFigures | None:
+    """The figures the guardrail task last stored, when they are of the experiment's current stage window
+    (its stage, since that stage's latest start); None otherwise. A paused experiment keeps its stage
+    window until it resumes, so these are the split it paused on (as of the last evaluation before)."""
+    stage = experiment.current_stage
+    if stage is None or not experiment.stage_figures:
+        return None
+    figures = StageFigures.from_json(experiment.stage_figures)
+    if figures is None or (figures.stage_id, figures.stage_started_at) != (stage.pk, stage.started_at):
+        return None
+    return figures
+
+
 def stored_evaluation(*, experiment: Experiment) -> Evaluation | None:
     """The latest guardrail evaluation of the running experiment's current stage, as the task stored it
     (no query: it is on the experiment's row); None while there is none of this stage window at these
     settings — just started, advanced, resumed or edited since — or the experiment is not running."""
-    stage = experiment.current_stage
     checked_at = experiment.guardrails_checked_at
-    if experiment.status != ExperimentStatus.RUNNING or stage is None or checked_at is None or not experiment.stage_figures:
+    if experiment.status != ExperimentStatus.RUNNING or checked_at is None:
         return None
-    figures = StageFigures.from_json(experiment.stage_figures)
-    if figures is None or (figures.stage_id, figures.stage_started_at, figures.config_version) != (
-            stage.pk, stage.started_at, experiment.config_version):
+    figures = stored_stage_figures(experiment=experiment)
+    if figures is None or figures.config_version != experiment.config_version:
         return None
     return Evaluation(figures, [_guardrail_state(state) for state in experiment.guardrail_states], checked_at)
+
+
+def judged_at(*, experiment: Experiment) -> datetime | None:
+    """When the guardrail task last judged the running experiment — before it has judged the current
+    stage, when that stage started (or resumed) instead, so that a rollout never judged ages as one whose
+    judgements stopped (genesis_rollout_guardrails_checked_timestamp_seconds: RolloutUnguarded fires once it
+    is EVALUATION_STALE_AFTER old). None when the experiment is not running. An evaluation made under
+    settings edited since still counts: the task ran, a minute later it judges the new ones."""
+    stage = experiment.current_stage
+    if experiment.status != ExperimentStatus.RUNNING or stage is None or stage.started_at is None:
+        return None
+    checked_at = experiment.guardrails_checked_at
+    return max(checked_at, stage.started_at) if checked_at is not None else stage.started_at
 
 
 def _status_hold(experiment: Experiment) -> Hold | None:

@@ -20,11 +20,12 @@ returns nothing, and LowSuccessRate would stay silent through a total failure):
 - ``genesis_agent_tokens_total{agent,model,direction}``   input / output tokens reported
 
 Read at scrape time from the database and Redis (shared by every process, so every process answers
-the same; the rollout figures are cached for ``ROLLOUT_CACHE_SECONDS`` because judging guardrails
-reads the experiment's outcomes). The cache (Redis with ``REDIS_URL``) and the dead-letter list are
-read through the scrape's one ``RedisReads`` (genesis/metrics.py): with Redis unreachable the rollout
-figures are computed from the database on every scrape instead of vanishing, the dead-letter count is
-left out and ``genesis_redis_metrics_up`` says so:
+the same). A running rollout's holds, guardrails and split are its latest guardrail evaluation, which
+beat's guardrail task stores on the experiment every minute (experiments/selectors_monitoring.py
+``rollout_states``): a scrape reads no outcome, a few indexed queries however many rollouts and
+outcomes (bench/metrics/rollout.py). The dead-letter list is read through the scrape's one
+``RedisReads`` (genesis/metrics.py): with Redis unreachable its count is left out and
+``genesis_redis_metrics_up`` says so:
 
 - ``genesis_experiment_rollbacks_total{agent,reason}``, ``genesis_experiment_pauses_total{agent,reason}``
   from the audit trail (a rollback usually happens in a Celery worker), and
@@ -38,6 +39,9 @@ left out and ``genesis_redis_metrics_up`` says so:
 - ``genesis_rollout_stage_started_timestamp_seconds{agent}``  when the current stage began
 - ``genesis_rollout_srm_p_value{agent}``        sample-ratio-mismatch p-value of the current stage (of a paused
   experiment too: the split it paused on)
+- ``genesis_rollout_guardrails_checked_timestamp_seconds{agent}``  when the guardrail task last judged the
+  running experiment — its current stage's start until it has (experiments/holds.py ``judged_at``), so a
+  rollout never judged ages too; running experiments only (RolloutUnguarded: over 10 minutes old)
 - ``genesis_exposure_dead_letter_batches``      exposure batches parked in Redis for a person to inspect
 """
 
@@ -65,8 +69,6 @@ logger = logging.getLogger(__name__)
 LATENCY_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
 OTHER_MODEL = "other"
 KNOWN_MODELS_MAX_AGE_SECONDS = 60.0
-ROLLOUT_CACHE_SECONDS = 30
-ROLLOUT_CACHE_KEY = "genesis:metrics:rollout"
 
 _LABELS = ["agent", "model", "variant"]
 REQUESTS = Counter("genesis_agent_requests_total", "Agent requests recorded by POST /outcomes", _LABELS)
@@ -247,6 +249,12 @@ def _rollout_families() -> dict[str, GaugeMetricFamily]:
             "genesis_rollout_stage_started_timestamp_seconds", "When the current stage began (Unix time)", labels=["agent"]
         ),
         "srm": GaugeMetricFamily("genesis_rollout_srm_p_value", "Sample-ratio-mismatch p-value of the current stage (running or paused)", labels=["agent"]),
+        "judged": GaugeMetricFamily(
+            "genesis_rollout_guardrails_checked_timestamp_seconds",
+            "When the guardrail task last judged the agent's running experiment, or its current stage's start before it "
+            "has (Unix time)",
+            labels=["agent"],
+        ),
         "dead": GaugeMetricFamily("genesis_exposure_dead_letter_batches", "Exposure batches parked in the dead-letter list"),
     }
 
@@ -257,34 +265,32 @@ class RolloutCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = _rollout_families()
+        try:
+            states = rollout_states()
+        except Exception as exc:  # noqa: BLE001 - the database is away: the scrape still answers
+            logger.warning("metrics: cannot read rollout state: %s: %s", type(exc).__name__, exc)
+            states = []
         with redis_reads() as reads:
-            try:
-                states = reads.cached(ROLLOUT_CACHE_KEY, _rollout_state_tuples, seconds=ROLLOUT_CACHE_SECONDS,
-                                      what="the rollout cache")
-            except Exception as exc:  # noqa: BLE001 - the database is away: the scrape still answers
-                logger.warning("metrics: cannot read rollout state: %s: %s", type(exc).__name__, exc)
-                states = []
             dead = reads.read("the exposure dead letters", lambda client: exposure_dead_letter_size(client=client))
-        for agent, status, percent, pause_reason, holds, guardrails, stage_started, srm_p in states:
-            families["stage"].add_metric([agent], percent)
-            families["experiment"].add_metric([agent, status], 1)
-            if status == "paused":
-                families["paused"].add_metric([agent, pause_reason or "unspecified"], 1)
-            if status == "running":
-                families["holds"].add_metric([agent], holds)
-            for metric, state in guardrails:
-                families["guardrail"].add_metric([agent, metric, state], 1)
-            if stage_started is not None:
-                families["stage_started"].add_metric([agent], stage_started)
-            if srm_p is not None:
-                families["srm"].add_metric([agent], srm_p)
+        for state in states:
+            agent = state.agent
+            families["stage"].add_metric([agent], state.stage_percent)
+            families["experiment"].add_metric([agent, state.status], 1)
+            if state.status == "paused":
+                families["paused"].add_metric([agent, state.pause_reason or "unspecified"], 1)
+            if state.status == "running":
+                families["holds"].add_metric([agent], state.holds_open)
+            for metric, guardrail_state in state.guardrails:
+                families["guardrail"].add_metric([agent, metric, guardrail_state], 1)
+            if state.stage_started is not None:
+                families["stage_started"].add_metric([agent], state.stage_started)
+            if state.srm_p is not None:
+                families["srm"].add_metric([agent], state.srm_p)
+            if state.guardrails_judged is not None:
+                families["judged"].add_metric([agent], state.guardrails_judged)
         if dead is not None:
             families["dead"].add_metric([], dead)
         yield from families.values()
-
-
-def _rollout_state_tuples() -> list[tuple[Any, ...]]:
-    return [state.as_tuple() for state in rollout_states()]
 
 
 def register_metrics() -> None:

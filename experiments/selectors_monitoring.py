@@ -16,10 +16,10 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from experiments.health import WindowStats, health_status
-from experiments.holds import stage_holds
+from experiments.holds import evaluation_holds, judged_at, stored_evaluation, stored_stage_figures
 from experiments.models import ACTIVE_STATUSES, EventAction, Experiment, ExperimentEvent, OutcomeEvent
 from experiments.routing import EXPOSURE_DEAD_LETTER_KEY
-from experiments.selectors import PercentileCont, _percentile_cont, experiment_guardrail_results, experiment_metrics
+from experiments.selectors import PercentileCont, _percentile_cont
 from models_app.registry.models import Agent, ModelVersion
 
 HEALTH_WINDOWS = {"window_5m": timedelta(minutes=5), "window_15m": timedelta(minutes=15)}
@@ -35,10 +35,8 @@ class RolloutState:
     guardrails: tuple[tuple[str, str], ...]  # (metric, state)
     stage_started: float | None  # Unix time
     srm_p: float | None
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        return (self.agent, self.status, self.stage_percent, self.pause_reason, self.holds_open,
-                [list(pair) for pair in self.guardrails], self.stage_started, self.srm_p)
+    # Running only: when the guardrail task last judged it, or its stage's start before it has (Unix time).
+    guardrails_judged: float | None = None
 
 
 def _active_experiments() -> dict[int, Experiment]:
@@ -55,9 +53,16 @@ def _last_pause_reasons(experiment_ids: list[int]) -> dict[int, str]:
 
 
 def rollout_states() -> list[RolloutState]:
-    """Every agent's rollout: none, or its running / paused experiment with stage, holds and guardrails."""
+    """Every agent's rollout: none, or its running / paused experiment with its stage, and its holds,
+    guardrails and split as the guardrail task's latest evaluation judged them (experiments.holds.
+    stored_evaluation: beat judges every running experiment every minute and stores that on its row).
+    Reads no outcome — a few queries however many rollouts and outcomes, where each rollout's outcome
+    aggregate took seconds at a million outcomes and a scrape has 10 s. Before the first evaluation of a
+    stage a running rollout has the "evaluation" hold open and no guardrail or SRM figures. When the task
+    last judged each running rollout comes too (holds.judged_at): what RolloutUnguarded watches."""
     active = _active_experiments()
     pause_reasons = _last_pause_reasons([e.pk for e in active.values() if e.status == "paused"])
+    now = timezone.now()
     states = []
     for agent in Agent.objects.order_by("slug"):
         experiment = active.get(agent.pk)
@@ -65,24 +70,28 @@ def rollout_states() -> list[RolloutState]:
             states.append(RolloutState(agent.slug, "none", 0, "", 0, (), None, None))
             continue
         stage = experiment.current_stage
-        stage_started = stage.started_at.timestamp() if stage is not None and stage.started_at else None
-        metrics = experiment_metrics(experiment=experiment)
+        stage_started = _timestamp(stage.started_at if stage is not None else None)
         if experiment.status != "running":
-            # Paused: the stage's split as it stood when the experiment paused (its outcomes since are
-            # "live", so the figure stays put) — the p-value an SRM pause was about, for the runbook's
-            # Confirm step.
+            # Paused: the stage's split as the last evaluation before the pause read it — the p-value an
+            # SRM pause was about (the task stores it as it pauses), for the runbook's Confirm step.
+            figures = stored_stage_figures(experiment=experiment)
             states.append(RolloutState(agent.slug, experiment.status, 0, pause_reasons.get(experiment.pk, ""), 0, (),
-                                       stage_started, metrics.srm_p))
+                                       stage_started, figures.srm_p if figures is not None else None))
             continue
-        guardrails = experiment_guardrail_results(experiment=experiment, metrics=metrics)
-        holds = stage_holds(experiment=experiment, metrics=metrics)
+        evaluation = stored_evaluation(experiment=experiment)
+        holds = evaluation_holds(experiment=experiment, evaluation=evaluation, now=now)
         states.append(RolloutState(
             agent=agent.slug, status="running", stage_percent=stage.percent if stage else 0, pause_reason="",
             holds_open=sum(1 for hold in holds if not hold.cleared),
-            guardrails=tuple((g.metric, g.state) for g in guardrails),
-            stage_started=stage_started, srm_p=metrics.srm_p,
+            guardrails=tuple((g.metric, g.state) for g in evaluation.guardrails) if evaluation is not None else (),
+            stage_started=stage_started, srm_p=evaluation.figures.srm_p if evaluation is not None else None,
+            guardrails_judged=_timestamp(judged_at(experiment=experiment)),
         ))
     return states
+
+
+def _timestamp(at: datetime | None) -> float | None:
+    return at.timestamp() if at is not None else None
 
 
 def event_counts(*, action: EventAction) -> list[tuple[str, str, int]]:

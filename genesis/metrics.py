@@ -30,9 +30,8 @@ their apps (:func:`register_job_backlog`; genesis cannot read their rows):
 - ``genesis_jobs_queued_seconds{kind}``  how long the oldest job of the kind not yet started has waited
   (no series when none waits)
 
-Redis, read at scrape time (queue lengths, worker heartbeats, the exposure dead letters, the rollout
-cache), goes through one :class:`RedisReads` per scrape, whichever collector reads: one client and one
-verdict. After the first failure the scrape's other Redis reads are skipped (a Redis that answers
+Redis, read at scrape time (queue lengths, worker heartbeats, the exposure dead letters), goes through
+one :class:`RedisReads` per scrape, whichever collector reads: one client and one verdict. After the first failure the scrape's other Redis reads are skipped (a Redis that answers
 nothing costs one timeout per scrape, not one per read) and their figures are left out, so
 
 - ``genesis_redis_metrics_up``  1 when every Redis read of this scrape succeeded, 0 when one failed
@@ -58,7 +57,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import Min, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -186,22 +184,6 @@ class RedisReads:
                            what, type(exc).__name__, exc)
             return None
 
-    def cached(self, key: str, compute: Callable[[], T], *, seconds: float, what: str) -> T:
-        """`compute()`, kept in Django's cache for `seconds`. With REDIS_URL that cache is Redis: its get
-        and set are reads of this scrape like the others, and once Redis has failed `compute()` answers
-        every scrape (the figures stay; only the caching is lost). Without it, the local-memory cache."""
-        if not settings.REDIS_URL:
-            value = cache.get(key)
-            if value is None:
-                value = compute()
-                cache.set(key, value, seconds)
-            return value
-        value = self.read(what, lambda _client: cache.get(key))
-        if value is None:
-            value = compute()
-            self.read(what, lambda _client: cache.set(key, value, seconds))
-        return value
-
     def up_family(self) -> GaugeMetricFamily:
         family = _redis_up_family()
         if settings.REDIS_URL:
@@ -241,7 +223,7 @@ def redis_reads() -> Iterator[RedisReads]:
 def _redis_up_family() -> GaugeMetricFamily:
     return GaugeMetricFamily(
         "genesis_redis_metrics_up",
-        "1 if every Redis read of this scrape (Celery queues and workers, dead letters, rollout cache) succeeded, 0 if one failed",
+        "1 if every Redis read of this scrape (Celery queues and workers, dead letters) succeeded, 0 if one failed",
     )
 
 

@@ -78,14 +78,23 @@ def best_times(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, fl
     return {name: min(times) for name, times in timings.items()}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def world_from_command_line(doc: str, *, why: str) -> tuple[argparse.Namespace, list[Any]] | None:
+    """The options of a bench over this world (--outcomes, --repeats; `doc` is its --help) and the world
+    `setup` builds; None, with `why` said on stderr, without PostgreSQL and Redis."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outcomes", type=int, default=200_000, help="outcomes per running rollout")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    if services_missing("the board's aggregates are PostgreSQL's", redis=True):
+    if services_missing(why, redis=True):
+        return None
+    return args, setup(args.outcomes)
+
+
+def main() -> int:
+    world = world_from_command_line(__doc__, why="the board's aggregates are PostgreSQL's")
+    if world is None:
         return 2
-    running = setup(args.outcomes)
+    args, running = world
 
     from django.contrib.auth import get_user_model
     from django.db import connection

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Permission
 from experiments.assignment import bucket
 from experiments.models import Experiment
 from experiments.outcomes import outcomes_ingest
-from experiments.services import experiment_create, guardrails_check
+from experiments.services import experiment_create, experiment_start, guardrails_check
 from models_app.registry.models import Agent, ModelVersion
 from models_app.registry.services import model_version_transition
 from tests.factories import AgentFactory, ModelVersionFactory, UserFactory
@@ -128,3 +128,15 @@ def evaluate(experiment: Experiment) -> str:
     """What beat does every minute: the guardrail task judges the running experiment and stores its
     evaluation, which the launch pages show (experiments.holds.stored_evaluation). Returns its action."""
     return guardrails_check(experiment_id=experiment.pk).action
+
+
+def running_rollout(slug: str, *, evaluated: bool = True) -> Experiment:
+    """A running rollout of `slug` (10 % stage, at least 20 users per arm) with a healthy split of outcomes,
+    judged once by the guardrail task as beat does every minute — unless `evaluated` is False: just
+    started, no outcome, not judged yet."""
+    experiment = experiment_start(experiment=draft_experiment(slug), actor=None)
+    if evaluated:
+        feed(experiment, arm="control", n=60, success_rate=0.9, seed=1)
+        feed(experiment, arm="treatment", n=25, success_rate=0.9, seed=2)
+        assert evaluate(experiment) == "none"
+    return Experiment.objects.select_related("agent", "current_stage").get(pk=experiment.pk)

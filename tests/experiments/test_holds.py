@@ -9,7 +9,14 @@ import json
 import pytest
 from django.utils import timezone
 
-from experiments.holds import StageFigures, evaluation_holds, stage_holds, stored_evaluation
+from experiments.holds import (
+    StageFigures,
+    evaluation_holds,
+    judged_at,
+    stage_holds,
+    stored_evaluation,
+    stored_stage_figures,
+)
 from experiments.outcomes import outcomes_ingest
 from experiments.selectors import experiment_metrics, experiment_results, get_experiment
 from experiments.services import (
@@ -81,7 +88,10 @@ def test_a_stored_evaluation_is_of_one_stage_window_at_one_config_version():
     assert stored() is None and evaluated() is not None
     experiment_pause(experiment=experiment, actor=team["roller"], reason="checking the logs")
     assert stored() is None  # not running
+    # Paused, its stage window stays: the figures are the split it paused on (/metrics' SRM p-value).
+    assert stored_stage_figures(experiment=get_experiment(key=experiment.key)) is not None
     experiment_resume(experiment=experiment, actor=team["roller"])
+    assert stored_stage_figures(experiment=get_experiment(key=experiment.key)) is None  # a new window
     assert stored() is None and evaluated() is not None
     feed(experiment, arm="control", n=180, success_rate=0.9, seed=3)  # the resumed window's own users
     feed(experiment, arm="treatment", n=25, success_rate=0.9, seed=4)
@@ -101,3 +111,29 @@ def test_stored_figures_read_back_as_they_were_written():
     assert StageFigures.from_json(json.loads(json.dumps(figures.as_json()))) == figures
     # Figures stored by another version of the class (a field added or gone) are not read as these.
     assert StageFigures.from_json({**figures.as_json(), "new_field": 1}) is None
+
+
+@pytest.mark.django_db
+def test_judged_at_is_the_tasks_last_judgement_or_the_stages_start_before_the_first():
+    # What genesis_rollout_guardrails_checked_timestamp_seconds exports and RolloutUnguarded watches: a
+    # stage the task has not judged yet counts from its start (a rollout never judged ages too), and an
+    # evaluation of an earlier window does not count for the new one.
+    team = rollout_team()
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+
+    def current():
+        return get_experiment(key=experiment.key)
+
+    assert judged_at(experiment=current()) == current().current_stage.started_at
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=1)
+    feed(experiment, arm="treatment", n=25, success_rate=0.9, seed=2)
+    guardrails_check(experiment_id=experiment.pk)
+    checked = current().guardrails_checked_at
+    assert checked > current().current_stage.started_at and judged_at(experiment=current()) == checked
+    experiment_update(experiment=experiment, actor=team["starter"], min_samples_per_arm=25)
+    assert judged_at(experiment=current()) == checked  # edited since: the task still ran then
+    experiment_pause(experiment=experiment, actor=team["roller"], reason="checking the logs")
+    assert judged_at(experiment=current()) is None  # paused: nothing to guard
+    experiment_resume(experiment=experiment, actor=team["roller"])
+    resumed = current().current_stage.started_at
+    assert resumed > checked and judged_at(experiment=current()) == resumed

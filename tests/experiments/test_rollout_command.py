@@ -10,7 +10,7 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
-from experiments.models import EventAction, Experiment, ExperimentEvent
+from experiments.models import EventAction, Experiment, ExperimentEvent, ExperimentStage
 from tests.conftest import ROOT, child_environment
 from tests.experiments.factories import draft_experiment, feed
 
@@ -224,3 +224,34 @@ def test_status_of_an_experiment_paused_on_a_sample_ratio_mismatch_says_why_and_
     [paused] = [state for state in rollout_states() if state.agent == "qa_agent"]
     assert paused.status == "paused" and paused.pause_reason == "srm"
     assert paused.srm_p == pytest.approx(split["srm_p"])
+
+
+def test_status_says_when_the_guardrail_task_last_judged_a_running_rollout(team):
+    # RolloutUnguarded's Confirm step: --status named no evaluation, so a rollout the task had stopped
+    # judging looked like any other.
+    from django.utils import timezone
+
+    from experiments.services import experiment_start, guardrails_check
+
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    started = Experiment.objects.get(pk=experiment.pk).current_stage.started_at
+    code, out, _ = rollout("--agent", "qa_agent", "--status")
+    assert f"guardrail task: has not judged this stage (started {started:%Y-%m-%d %H:%M:%S} UTC)" in out
+    assert "over 10 min ago" not in out
+
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    assert guardrails_check(experiment_id=experiment.pk).action == "none"
+    checked = Experiment.objects.get(pk=experiment.pk).guardrails_checked_at
+    code, out, _ = rollout("--agent", "qa_agent", "--status", "--json")
+    assert json.loads(out)["guardrails_judged_at"] == str(checked)
+    code, out, _ = rollout("--agent", "qa_agent", "--status")
+    assert f"\nguardrail task: last judged {checked:%Y-%m-%d %H:%M:%S} UTC\n" in out
+
+    # A stage begun an hour ago whose evaluations stopped 11 minutes ago (the check failing, no worker):
+    # past RolloutUnguarded's line.
+    now = timezone.now()
+    ExperimentStage.objects.filter(pk=experiment.current_stage_id).update(started_at=now - timezone.timedelta(hours=1))
+    Experiment.objects.filter(pk=experiment.pk).update(guardrails_checked_at=now - timezone.timedelta(minutes=11))
+    code, out, _ = rollout("--agent", "qa_agent", "--status")
+    assert " UTC — over 10 min ago: no breach rolls it back and no sample-ratio mismatch pauses it" in out

@@ -23,13 +23,11 @@ from typing import Any
 
 import pytest
 import yaml
-from django.core.cache import cache
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from experiments.metrics import ROLLOUT_CACHE_KEY
 from tests.conftest import ROOT, WorkerProcess, child_environment
-from tests.experiments.factories import user_in_arm
+from tests.experiments.factories import feed, user_in_arm
 from tests.ops.conftest import free_port, stop_process, wait_for
 from tests.ops.tools import tool
 
@@ -154,7 +152,7 @@ def world() -> dict:
     from django_celery_beat.models import PeriodicTask
 
     from experiments.models import Experiment
-    from experiments.services import experiment_pause, experiment_rollback, experiment_start
+    from experiments.services import experiment_rollback, experiment_start, guardrails_check
     from models_app.benchmarks.models import BenchmarkRun
     from models_app.benchmarks.services import benchmark_run_create
     from models_app.registry.models import Agent, ModelVersion
@@ -167,7 +165,12 @@ def world() -> dict:
     for slug in ("qa_agent", "support_agent", "analyst_agent"):
         draft = Experiment.objects.get(agent__slug=slug, status="draft")
         started[slug] = experiment_start(experiment=draft, actor=None, override_reason="e2e monitoring test")
-    experiment_pause(experiment=started["support_agent"], reason="split mismatch", reason_code="srm")
+    # Beat's guardrail task, as every minute: support_agent's split is off (as many treatment users as
+    # control at a 10 % stage), so the check pauses it; qa_agent's stage is judged before any outcome.
+    feed(started["support_agent"], arm="treatment", n=100, success_rate=0.9, seed=1)
+    feed(started["support_agent"], arm="control", n=100, success_rate=0.9, seed=2)
+    assert guardrails_check(experiment_id=started["support_agent"].pk).action == "paused"
+    assert guardrails_check(experiment_id=started["qa_agent"].pk).action == "none"
     experiment_rollback(experiment=started["analyst_agent"], reason="success rate fell", reason_code="guardrail_success_rate")
     root = UserFactory(username="e2e-root", is_superuser=True)
     run = benchmark_run_create(agent=Agent.objects.get(slug="legal_agent"), actor=root)
@@ -221,7 +224,6 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
     from models_app.simulator.server import start_in_thread, stop
 
     models = world()
-    cache.delete(ROLLOUT_CACHE_KEY)
     forget_killed_workers()
     simulator, _ = start_in_thread(SimulatorConfig(port=0, seed=0, api_keys=frozenset({os.environ.get("GENESIS_SIMULATOR_API_KEY", "sim-key")})))
     worker = WorkerProcess(queues="default", concurrency=1, log_path=tmp_path / "worker.log").start()
@@ -264,6 +266,10 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
         assert agents("ModelUnavailable") == set()  # traffic is flowing; legal_agent is idle, not down
         assert agents("ExperimentPausedBySRM") == {("support_agent", "")}
         assert agents("ExperimentRolledBack") == {("analyst_agent", "")}
+        # qa_agent's rollout was judged a moment ago (support_agent's, paused, is not guarded).
+        assert [series["metric"]["agent"] for series in prometheus.query(
+            "max by (agent) (genesis_rollout_guardrails_checked_timestamp_seconds)")] == ["qa_agent"]
+        assert agents("RolloutUnguarded") == set()
         assert agents("BenchmarkRunStalled") == {("legal_agent", "")}
         # content_agent's run has waited 30 minutes, but with its chunks in the queue and no worker on
         # it: CeleryQueueWithoutWorker's case (below), not a run whose messages are lost.

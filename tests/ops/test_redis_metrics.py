@@ -1,8 +1,8 @@
 """genesis_redis_metrics_up: the figures /metrics reads from Redis (Celery queues and workers, the
-exposure dead letters, the rollout cache) are judged together, once per scrape. With Redis answering
-the gauge is 1 beside them; with a Redis that is not there (a closed port) or that answers nothing (a
-port that accepts and stays silent) the scrape still answers, says 0, keeps the figures it reads from
-the database — the rollout state included — and tries Redis once, not once per reader."""
+exposure dead letters) are judged together, once per scrape. With Redis answering the gauge is 1 beside
+them; with a Redis that is not there (a closed port) or that answers nothing (a port that accepts and
+stays silent) the scrape still answers, says 0, keeps the figures it reads from the database — the
+rollout state included — and tries Redis once, not once per reader."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from django.core.cache import cache
 from prometheus_client.parser import text_string_to_metric_families
 
-from experiments.metrics import ROLLOUT_CACHE_KEY
 from genesis.metrics import exposition
 from tests.experiments.factories import agent_with_candidate
 from tests.ops.conftest import free_port, running_genesis_server
@@ -79,15 +77,13 @@ def test_with_redis_answering_the_gauge_is_1_beside_the_figures_it_vouches_for()
 
 def test_a_redis_that_is_not_there_is_reported_and_the_database_figures_stay(tmp_path) -> None:
     agent_with_candidate("qa_agent")
-    cache.delete(ROLLOUT_CACHE_KEY)
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     with running_genesis_server(tmp_path, REDIS_URL=closed) as server:
         found = samples(server.metrics_text())
         log = server.log.read_text()
     assert found[("genesis_redis_metrics_up", ())] == 0
     assert not READ_FROM_REDIS & names(found)
-    # What comes from the database is all there: the ledger, the jobs, and the rollout state, whose
-    # cache (Redis too) is passed over rather than taking the figures with it.
+    # What comes from the database is all there: the ledger, the jobs, and the rollout state.
     assert found[("genesis_cost_metrics_up", ())] == 1
     assert found[("genesis_benchmark_runs", (("state", "queued"),))] == 0
     assert found[("genesis_rollout_experiment", (("agent", "qa_agent"), ("status", "none")))] == 1
@@ -100,8 +96,8 @@ def test_a_silent_redis_is_tried_once_per_scrape_not_once_per_reader(silent_redi
     assert found[("genesis_redis_metrics_up", ())] == 0
     assert not READ_FROM_REDIS & names(found)
     assert found[("genesis_rollout_experiment", (("agent", "qa_agent"), ("status", "none")))] == 1
-    # The first read to time out settles the scrape: the rollout cache, the dead letters and the
-    # Celery queues would otherwise each wait out their own timeout on a connection of their own.
+    # The first read to time out settles the scrape: the dead letters, the Celery queues and the
+    # worker heartbeats would otherwise each wait out their own timeout on a connection of their own.
     assert silent_redis.connections() == 1
     exposition()
     assert silent_redis.connections() == 2  # the next scrape judges afresh

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from experiments import audit, selectors, services, stats
-from experiments.holds import stage_holds
+from experiments.holds import EVALUATION_STALE_AFTER, judged_at, stage_holds
 from experiments.models import Experiment, ExperimentStatus
 from genesis.commands import command_agent
 from genesis.errors import AlreadyDone, DomainError
@@ -141,6 +143,8 @@ class Command(BaseCommand):
             self.stdout.write(f"paused by {pause['by']} at {pause['at']:%Y-%m-%d %H:%M} UTC: {pause['reason']}")
         if state["status"] == ExperimentStatus.PAUSED and state["split"]:
             self.stdout.write("split when paused: " + _split_text(state["split"]))
+        if state["guardrails_judged_at"] is not None:
+            self.stdout.write(_judged_text(experiment, judged=state["guardrails_judged_at"]))
         for hold in state["holds"]:
             self.stdout.write(f"  {'ok  ' if hold['cleared'] else 'HOLD'} {hold['name']}: {hold['detail']}")
 
@@ -188,6 +192,19 @@ def _split_text(split: dict[str, Any]) -> str:
             + (" — mismatch" if split["srm_flagged"] else ""))
 
 
+def _judged_text(experiment: Experiment, *, judged: datetime) -> str:
+    """"guardrail task: last judged 2026-12-07 14:03:10 UTC", or "… has not judged this stage (started …)",
+    and "— over 10 min ago: …" past the line RolloutUnguarded and the launch pages' "stale" take."""
+    if experiment.guardrails_checked_at != judged:  # judged_at: then the stage's start
+        text = f"guardrail task: has not judged this stage (started {judged:%Y-%m-%d %H:%M:%S} UTC)"
+    else:
+        text = f"guardrail task: last judged {judged:%Y-%m-%d %H:%M:%S} UTC"
+    if timezone.now() - judged > EVALUATION_STALE_AFTER:
+        text += (f" — over {EVALUATION_STALE_AFTER.total_seconds() / 60:.0f} min ago: no breach rolls it back and no "
+                 "sample-ratio mismatch pauses it (docs/runbooks/rollout.md#rolloutunguarded)")
+    return text
+
+
 def _pause(experiment: Experiment) -> dict[str, Any] | None:
     """Who paused the experiment, when, why and the reason code (srm, manual…); None unless it is paused."""
     if experiment.status != ExperimentStatus.PAUSED:
@@ -218,7 +235,7 @@ def _state(experiment: Experiment | None) -> dict[str, Any]:
     """What --status shows (and every --json object carries)."""
     if experiment is None:
         return {"experiment": None, "status": None, "rollback": None, "pause": None, "stage_percent": None, "stages": [],
-                "split": None, "pending_request": None, "holds": [], "guardrails": []}
+                "split": None, "guardrails_judged_at": None, "pending_request": None, "holds": [], "guardrails": []}
     experiment = selectors.get_experiment(key=experiment.key)
     running = experiment.status == ExperimentStatus.RUNNING
     # A paused experiment's split too: why an SRM pause paused it is the first thing to confirm.
@@ -238,6 +255,9 @@ def _state(experiment: Experiment | None) -> dict[str, Any]:
         "stages": [{"percent": s["percent"], "status": s["status"], "current": bool(s.get("current")),
                     "started_at": s["started_at"], "ended_at": s["ended_at"]} for s in timeline],
         "split": _split(metrics) if metrics else None,
+        # When beat's guardrail task last judged it (its stage's start before the first): what /metrics
+        # exports for RolloutUnguarded.
+        "guardrails_judged_at": judged_at(experiment=experiment),
         "pending_request": (
             {"percent": pending.stage.percent, "requested_by": pending.requested_by.get_username() if pending.requested_by else None,
              "requested_at": pending.requested_at, "config_version": pending.config_version} if pending else None
