@@ -191,7 +191,7 @@ def _rollout_judgement(rollout: dict[str, Any] | None, judgement: Judgement) -> 
         judgement.cautions.append(f"the guardrails of {rollout['experiment']} have not been evaluated in its current stage yet")
     elif status == "running" and rollout.get("evaluation_stale"):
         judgement.cautions.append(f"the guardrails of {rollout['experiment']} were last evaluated at {rollout['evaluated_at']:%Y-%m-%d %H:%M} "
-                                  "UTC: stale — is Celery beat running?")
+                                  "UTC: stale — is the guardrail task running (beat, a worker)?")
     for guardrail in rollout.get("guardrails") or []:
         if guardrail["state"] == "breach":
             judgement.blockers.append(f"guardrail {guardrail['metric']} breached in {rollout['experiment']}")

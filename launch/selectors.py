@@ -325,7 +325,7 @@ def _guardrails_cell(evaluation: Evaluation | None, *, now: datetime) -> Cell:
     title = "; ".join(g.reason for g in evaluation.guardrails if g.state == worst)
     as_of = as_of_text(evaluation.at, now=now)
     if evaluation.is_stale(now):
-        tone, as_of = (BAD if tone == BAD else ATTENTION), as_of + " — stale: is Celery beat running?"
+        tone, as_of = (BAD if tone == BAD else ATTENTION), as_of + " — stale: is the guardrail task running (beat, a worker)?"
         title = f"No guardrail evaluation for over ten minutes: nothing guards this rollout (runbook: CeleryBeatStalled). {title}"
     return Cell(text, tone, "; ".join(part for part in (", ".join(metrics), as_of) if part), title=title)
 

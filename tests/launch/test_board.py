@@ -430,11 +430,11 @@ def test_an_evaluation_older_than_ten_minutes_is_shown_as_stale(client):
     Experiment.objects.filter(pk=experiment.pk).update(guardrails_checked_at=timezone.now() - timedelta(minutes=25))
     row = launch_board(user=approver)[0][0]
     assert (row.guardrails.text, row.guardrails.tone) == ("healthy", "attention")
-    assert row.guardrails.detail.endswith("(25 min ago) — stale: is Celery beat running?")
+    assert row.guardrails.detail.endswith("(25 min ago) — stale: is the guardrail task running (beat, a worker)?")
     assert "CeleryBeatStalled" in row.guardrails.title
     facts = launch_facts(agent=experiment.agent)
     assert facts["rollout"]["evaluation_stale"] is True
-    assert any("stale — is Celery beat running?" in caution for caution in judge(facts).cautions)
+    assert any("stale — is the guardrail task running (beat, a worker)?" in caution for caution in judge(facts).cautions)
 
 
 def test_a_stage_not_evaluated_yet_says_so_and_its_approval_is_judged_afresh_from_the_outcomes(client):

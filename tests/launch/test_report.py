@@ -180,7 +180,7 @@ def test_a_running_rollouts_guardrails_are_dated_and_a_stale_or_missing_evaluati
     stale = facts(rollout={**running, "evaluated_at": datetime(2026, 12, 6, 21, 30, tzinfo=UTC), "evaluation_stale": True})
     assert report.judge(stale).decision == report.GO  # a caution: the evaluation is old, not bad
     assert report.judge(stale).cautions == [
-        "the guardrails of support-x were last evaluated at 2026-12-06 21:30 UTC: stale — is Celery beat running?"]
+        "the guardrails of support-x were last evaluated at 2026-12-06 21:30 UTC: stale — is the guardrail task running (beat, a worker)?"]
     assert "guardrails as of 2026-12-06 21:30 UTC (9.5 h ago)" in report.render_markdown([stale], generated_at=NOW)
 
     missing = facts(rollout={**running, "guardrails": None, "relative_lift": None, "evaluated_at": None, "evaluation_stale": None})
