@@ -195,6 +195,13 @@ def judged_at(*, experiment: Experiment) -> datetime | None:
     return max(checked_at, stage.started_at) if checked_at is not None else stage.started_at
 
 
+def unguarded_since(*, experiment: Experiment, now: datetime) -> datetime | None:
+    """judged_at, when it is more than EVALUATION_STALE_AFTER before `now`: since then the guardrail task
+    has not judged the running experiment — nothing guards it (RolloutUnguarded). None otherwise."""
+    judged = judged_at(experiment=experiment)
+    return judged if judged is not None and now - judged > EVALUATION_STALE_AFTER else None
+
+
 def _status_hold(experiment: Experiment) -> Hold | None:
     stage = experiment.current_stage
     if experiment.status != ExperimentStatus.RUNNING or stage is None or stage.started_at is None:

@@ -188,7 +188,8 @@ def _rollout_judgement(rollout: dict[str, Any] | None, judgement: Judgement) -> 
     elif status == "completed":
         judgement.passed.append(f"experiment {rollout['experiment']} completed at 100 %")
     elif status == "running" and rollout.get("guardrails") is None:
-        judgement.cautions.append(f"the guardrails of {rollout['experiment']} have not been evaluated in its current stage yet")
+        stale = " for over ten minutes: stale — is the guardrail task running (beat, a worker)?" if rollout.get("evaluation_stale") else " yet"
+        judgement.cautions.append(f"the guardrails of {rollout['experiment']} have not been evaluated in its current stage{stale}")
     elif status == "running" and rollout.get("evaluation_stale"):
         judgement.cautions.append(f"the guardrails of {rollout['experiment']} were last evaluated at {rollout['evaluated_at']:%Y-%m-%d %H:%M} "
                                   "UTC: stale — is the guardrail task running (beat, a worker)?")

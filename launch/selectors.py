@@ -27,7 +27,7 @@ from costs.models import Budget, CostEntry, Operation
 from costs.selectors import spend_by
 from experiments import selectors as experiment_selectors
 from experiments.calendar import CalendarEntry
-from experiments.holds import Evaluation, Hold, evaluation_holds, holds_wait, stored_evaluation
+from experiments.holds import Evaluation, Hold, evaluation_holds, holds_wait, stored_evaluation, unguarded_since
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
@@ -40,7 +40,7 @@ from experiments.models import (
 from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
 from launch.chains import Chains
-from launch.report import as_of_text, interval, percent, power_short
+from launch.report import age_text, as_of_text, interval, percent, power_short
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkRunStatus, BenchmarkVerdictOverride
 from models_app.benchmarks.selectors import run_approves_candidate, run_verdict_note, stored_plan, with_verdict_facts
 from models_app.finetuning import rules as finetuning_rules
@@ -312,10 +312,19 @@ def _who_may(perm: str) -> str:
     return ", ".join(names) if names else f"a user with {perm}"
 
 
-def _guardrails_cell(evaluation: Evaluation | None, *, now: datetime) -> Cell:
+_UNGUARDED_ASK = "stale: is the guardrail task running (beat, a worker)?"
+_UNGUARDED_TITLE = "No guardrail evaluation for over ten minutes: nothing guards this rollout (runbook: RolloutUnguarded)."
+
+
+def _guardrails_cell(experiment: Experiment, evaluation: Evaluation | None, *, now: datetime) -> Cell:
     """A running rollout's guardrails as the latest evaluation of its stage judged them, and when. A stale
-    one (holds.EVALUATION_STALE_AFTER: beat or the guardrail task is down) is never shown in a calm tone."""
+    one (holds.EVALUATION_STALE_AFTER: beat, the worker or the guardrail task is down) is never shown in a
+    calm tone — nor a stage the task has not judged that long after it began (holds.unguarded_since)."""
     if evaluation is None:
+        unguarded = unguarded_since(experiment=experiment, now=now)
+        if unguarded is not None:
+            return Cell("not evaluated", ATTENTION, f"not judged for {age_text(now - unguarded)} — {_UNGUARDED_ASK}",
+                        title=_UNGUARDED_TITLE)
         return Cell("not evaluated yet", WAIT, "the guardrail task judges this stage within a minute (beat)")
     states = [g.state for g in evaluation.guardrails]
     worst = next((state for state in ("breach", "warning", "no_data") if state in states), "healthy")
@@ -325,8 +334,8 @@ def _guardrails_cell(evaluation: Evaluation | None, *, now: datetime) -> Cell:
     title = "; ".join(g.reason for g in evaluation.guardrails if g.state == worst)
     as_of = as_of_text(evaluation.at, now=now)
     if evaluation.is_stale(now):
-        tone, as_of = (BAD if tone == BAD else ATTENTION), as_of + " — stale: is the guardrail task running (beat, a worker)?"
-        title = f"No guardrail evaluation for over ten minutes: nothing guards this rollout (runbook: CeleryBeatStalled). {title}"
+        tone, as_of = (BAD if tone == BAD else ATTENTION), f"{as_of} — {_UNGUARDED_ASK}"
+        title = f"{_UNGUARDED_TITLE} {title}"
     return Cell(text, tone, "; ".join(part for part in (", ".join(metrics), as_of) if part), title=title)
 
 
@@ -358,7 +367,7 @@ def _rollout_state(
     holds = evaluation_holds(experiment=experiment, evaluation=evaluation, now=now)
     open_holds = [hold for hold in holds if not hold.cleared]
     waits = "; ".join(f"{hold.label}: {hold.detail}" for hold in open_holds)
-    guard_cell = _guardrails_cell(evaluation, now=now)
+    guard_cell = _guardrails_cell(experiment, evaluation, now=now)
 
     pending = chain.pending.get(experiment.pk)
     following = (next((stage for stage in stages if stage.index == experiment.current_stage.index + 1), None)
@@ -764,7 +773,9 @@ def _launch_facts_of(agents: list[Agent], *, with_costs: bool) -> list[dict[str,
                                          if evaluation else None)
                 rollout["relative_lift"] = evaluation.figures.relative_lift if evaluation else None
                 rollout["evaluated_at"] = evaluation.at if evaluation else None
-                rollout["evaluation_stale"] = evaluation.is_stale(now) if evaluation else None
+                # Stale too: a stage the task has not judged ten minutes after it began (holds.unguarded_since).
+                rollout["evaluation_stale"] = (evaluation.is_stale(now) if evaluation
+                                               else unguarded_since(experiment=experiment, now=now) is not None)
             facts["rollout"] = rollout
         if with_costs:
             facts["cost_usd"] = money(costs[candidate.pk]["total"])

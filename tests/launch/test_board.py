@@ -431,10 +431,33 @@ def test_an_evaluation_older_than_ten_minutes_is_shown_as_stale(client):
     row = launch_board(user=approver)[0][0]
     assert (row.guardrails.text, row.guardrails.tone) == ("healthy", "attention")
     assert row.guardrails.detail.endswith("(25 min ago) — stale: is the guardrail task running (beat, a worker)?")
-    assert "CeleryBeatStalled" in row.guardrails.title
+    assert "RolloutUnguarded" in row.guardrails.title
     facts = launch_facts(agent=experiment.agent)
     assert facts["rollout"]["evaluation_stale"] is True
     assert any("stale — is the guardrail task running (beat, a worker)?" in caution for caution in judge(facts).cautions)
+
+
+def test_a_stage_the_guardrail_task_has_not_judged_for_ten_minutes_is_stale_not_a_calm_wait():
+    # A second reviewer: with beat or the worker down since before the stage began, the row said "not
+    # evaluated yet … within a minute" in the calm tone for ever, calmer than a 15-minute-old evaluation.
+    from django.utils import timezone
+
+    experiment, _, approver = _running_with_request(feed_treatment=25)
+    stage = experiment.current_stage
+    type(stage).objects.filter(pk=stage.pk).update(started_at=timezone.now() - timedelta(minutes=11))
+    row = launch_board(user=approver)[0][0]
+    assert (row.guardrails.text, row.guardrails.tone) == ("not evaluated", "attention")
+    assert row.guardrails.detail == "not judged for 11 min — stale: is the guardrail task running (beat, a worker)?"
+    assert "RolloutUnguarded" in row.guardrails.title
+    facts = launch_facts(agent=experiment.agent)
+    assert facts["rollout"]["guardrails"] is None and facts["rollout"]["evaluation_stale"] is True
+    assert (f"the guardrails of {experiment.key} have not been evaluated in its current stage for over ten minutes: stale — "
+            "is the guardrail task running (beat, a worker)?") in judge(facts).cautions
+
+    type(stage).objects.filter(pk=stage.pk).update(started_at=timezone.now() - timedelta(minutes=9))
+    row = launch_board(user=approver)[0][0]
+    assert (row.guardrails.text, row.guardrails.tone) == ("not evaluated yet", "wait")
+    assert launch_facts(agent=experiment.agent)["rollout"]["evaluation_stale"] is False
 
 
 def test_a_stage_not_evaluated_yet_says_so_and_its_approval_is_judged_afresh_from_the_outcomes(client):

@@ -183,7 +183,7 @@ def test_a_running_rollouts_guardrails_are_dated_and_a_stale_or_missing_evaluati
         "the guardrails of support-x were last evaluated at 2026-12-06 21:30 UTC: stale — is the guardrail task running (beat, a worker)?"]
     assert "guardrails as of 2026-12-06 21:30 UTC (9.5 h ago)" in report.render_markdown([stale], generated_at=NOW)
 
-    missing = facts(rollout={**running, "guardrails": None, "relative_lift": None, "evaluated_at": None, "evaluation_stale": None})
+    missing = facts(rollout={**running, "guardrails": None, "relative_lift": None, "evaluated_at": None, "evaluation_stale": False})
     assert report.judge(missing).decision == report.GO
     assert report.judge(missing).cautions == ["the guardrails of support-x have not been evaluated in its current stage yet"]
     assert "- Rollout: support-x running at 10 %; guardrails not evaluated in this stage yet" in report.render_markdown(
