@@ -261,6 +261,17 @@ def test_a_providers_content_larger_than_the_file_is_read_no_further_than_its_si
         f"train.jsonl has {size}; give the file it was uploaded from")
 
 
+def test_a_files_content_under_a_content_type_the_sdk_does_not_take_is_refused_without_quoting_it(
+    ft_world, scripted_provider, tmp_path
+) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(chat_lines(8))
+    lost_file = _provider_holding(ft_world, scripted_provider, path.read_bytes(), content_answer=(200, "secret text"))
+    assert _refused_recording(path, lost_file) == (
+        f"could not download file {lost_file} from provider 'sim-ft': provider 'sim-ft' answered download file "
+        f"{lost_file} with a Content-Type the SDK does not accept (application/json, 200)")
+
+
 def test_a_provider_file_another_training_file_records_is_named_as_that_rows(ft_world) -> None:
     out, _ = fine_tune("upload", "--agent", "support_agent", str(DEMO_TRAINING_FILE), "--json")
     recorded = TrainingFile.objects.get()
