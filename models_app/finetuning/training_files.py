@@ -36,7 +36,8 @@ from models_app.finetuning.provider_calls import (
     fine_tuning_routes_missing,
 )
 from models_app.providers.base import UploadedFile
-from models_app.providers.errors import ProviderError, ProviderRefused
+from models_app.providers.destinations import MISTRAL_DEFAULT_URL
+from models_app.providers.errors import ProviderAnswerTooLarge, ProviderError, ProviderRefused
 from models_app.providers.mistral import MistralProvider
 from models_app.registry.models import Agent, ProviderAccount
 
@@ -131,8 +132,9 @@ def training_file_upload(
 
     `provider_file_id`: the provider already holds these bytes under that id, but no row does — they were
     uploaded after the backup the database was restored from. Nothing is uploaded: the provider is asked
-    for the file, which must have the bytes' size and line count, and the row records it, so a job the
-    provider ran on it can be adopted (docs/runbooks/backup-restore.md)."""
+    for the file, and its content, downloaded, must be these bytes (sha256) — the audit above is of them —
+    before the row records it, so a job the provider ran on it can be adopted
+    (docs/runbooks/backup-restore.md)."""
     require_permission(actor=actor, permission="models_app.add_trainingfile", action="upload training files")
     if purpose not in TrainingFilePurpose.values:
         raise InvalidInput(f"purpose: '{purpose}' is not one of {', '.join(TrainingFilePurpose.values)}")
@@ -159,15 +161,18 @@ def training_file_upload(
             spool.seek(0)
             uploaded = _upload(client, account=account, filename=filename, payload=spool.read())
     return _record_upload(uploaded, account=account, agent=agent, filename=filename, purpose=purpose, scanned=scanned,
-                          actor=actor, dataset=dataset)
+                          actor=actor, dataset=dataset, named_by_person=bool(provider_file_id))
 
 
 @transaction.atomic
 def _record_upload(
     uploaded: UploadedFile, *, account: ProviderAccount, agent: Agent, filename: str, purpose: str,
-    scanned: _ScannedFile, actor: Actor, dataset: Dataset | None,
+    scanned: _ScannedFile, actor: Actor, dataset: Dataset | None, named_by_person: bool = False,
 ) -> TrainingFile:
-    """The row of a file the provider accepted; refused when another file's row holds the id it gave."""
+    """The row of a file the provider accepted; refused when another file's row holds the id it gave.
+    `named_by_person`: the id is the one a person gave (`provider_file_id`), not one the provider just
+    handed out — another row holding it is then that row's record of the same file, not a provider's
+    mistake."""
     training_file, created = TrainingFile.objects.get_or_create(
         provider=account,
         provider_file_id=uploaded.id,
@@ -184,6 +189,13 @@ def _record_upload(
         },
     )
     if not created and (training_file.agent_id, training_file.sha256, training_file.purpose) != (agent.pk, scanned.sha256, purpose):
+        if named_by_person:
+            raise Conflict(
+                f"{filename} ({agent.slug}, {purpose}): training file #{training_file.pk} ({training_file.filename}, "
+                f"{training_file.agent.slug}, {training_file.purpose}) already records provider file {uploaded.id}, and "
+                "a provider file is recorded once. Nothing was recorded: train on that training file, or upload "
+                f"{filename} without naming a provider file for {agent.slug} ({purpose})"
+            )
         raise Conflict(
             f"{filename} ({agent.slug}, {purpose}): provider '{account.name}' gave it the file id {uploaded.id}, "
             f"which training file #{training_file.pk} ({training_file.filename}, {training_file.agent.slug}, "
@@ -264,8 +276,11 @@ def _upload(client: MistralProvider, *, account: ProviderAccount, filename: str,
 def _file_at_provider(
     client: MistralProvider, *, account: ProviderAccount, filename: str, file_id: str, scanned: _ScannedFile
 ) -> UploadedFile:
-    """The provider's file `file_id`, checked against the bytes of `filename` as far as the provider tells:
-    its size, and its line count when it reports one (it gives no hash)."""
+    """The provider's file `file_id`, once its content is known to be the bytes of `filename`: the file's
+    size and line count as the provider reports them first (a cheap refusal), then its content,
+    downloaded and compared by sha256 — the audit of `filename` is what the row vouches for, and a file
+    of the same size can hold other text (PII no audit read). A provider that cannot serve the content
+    is refused: the file is never recorded unverified."""
     try:
         stored = call_provider(lambda: client.retrieve_file(file_id=file_id), policy=INTERACTIVE_RETRY)
     except ProviderRefused as error:
@@ -281,7 +296,54 @@ def _file_at_provider(
             f"{filename} ({scanned.size_bytes} bytes, {counted(scanned.line_count, 'line')}); give the file it was "
             "uploaded from"
         )
+    held = _content_at_provider(client, account=account, filename=filename, file_id=file_id, scanned=scanned)
+    if held != scanned.sha256:
+        raise Conflict(
+            f"provider file {file_id} holds other bytes than {filename}: sha256 {held[:12]}… at provider "
+            f"'{account.name}', {scanned.sha256[:12]}… in {filename} (same size and line count). The audit of "
+            f"{filename} does not describe that file, so it is not recorded; give the file it was uploaded from, or "
+            f"upload {filename} without naming a provider file and train on that"
+        )
     return stored
+
+
+# A file's content answer is read up to its expected size and this much more: enough to see that it is
+# larger, without reading a provider's larger file whole for nothing.
+CONTENT_SLACK_BYTES = 1024
+
+
+def _content_at_provider(
+    client: MistralProvider, *, account: ProviderAccount, filename: str, file_id: str, scanned: _ScannedFile
+) -> str:
+    """The sha256 of the content the provider holds under `file_id` (GET /v1/files/{id}/content), or a
+    refusal saying why it cannot be compared with `filename` and what to do instead."""
+    unverified = (
+        f"so Genesis cannot check that it holds the bytes of {filename}, and records nothing unverified. Upload "
+        f"{filename} without naming a provider file and train again on that upload, or ask the provider for the "
+        f"content of file {file_id} and compare it with {filename}"
+    )
+    try:
+        content = call_provider(
+            lambda: client.download_file(file_id=file_id, max_bytes=scanned.size_bytes + CONTENT_SLACK_BYTES),
+            policy=INTERACTIVE_RETRY,
+        )
+    except ProviderAnswerTooLarge as error:
+        raise Conflict(
+            f"provider file {file_id} holds other bytes than {filename}: its content is more than {error.limit_bytes} "
+            f"bytes, {filename} has {scanned.size_bytes}; give the file it was uploaded from"
+        ) from None
+    except ProviderRefused as error:
+        # A route it does not serve (404/405/501), or a refusal to hand out this file's content (a provider
+        # may keep training files to itself): either way, nothing to compare.
+        base = (account.base_url or MISTRAL_DEFAULT_URL).rstrip("/")
+        said = f": {error.provider_answer}" if error.provider_answer else ""
+        raise Conflict(
+            f"provider '{account.name}' does not serve the content of file {file_id} (GET {base}/v1/files/{file_id}"
+            f"/content answered {error.status_code}{said}), {unverified}"
+        ) from None
+    except ProviderError as error:
+        raise domain_error(error, action=f"download file {file_id} from provider '{account.name}'") from None
+    return hashlib.sha256(content).hexdigest()
 
 
 def _dataset_with_bytes(*, agent: Agent, sha256: str) -> Dataset | None:

@@ -19,6 +19,7 @@ from .base import (
 from .destinations import ProviderDestinations, provider_destinations
 from .errors import (
     PermanentProviderError,
+    ProviderAnswerTooLarge,
     ProviderAuthError,
     ProviderDestinationRefused,
     ProviderError,
@@ -44,6 +45,7 @@ __all__ = [
     "ModelInfo",
     "OpenAICompatibleProvider",
     "PermanentProviderError",
+    "ProviderAnswerTooLarge",
     "ProviderAuthError",
     "ProviderCache",
     "ProviderDestinationRefused",

@@ -107,6 +107,15 @@ class UnsupportedParameterError(PermanentProviderError):
     """A chat parameter this provider kind does not understand."""
 
 
+class ProviderAnswerTooLarge(PermanentProviderError):
+    """The answer held more than `limit_bytes`, the most the call reads (providers/http.py): it was not
+    read whole, and asking again brings the same answer."""
+
+    def __init__(self, message: str, *, limit_bytes: int, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.limit_bytes = limit_bytes
+
+
 class ProviderDestinationRefused(PermanentProviderError):
     """The account's URL is not a destination the environment allows for its key (destinations.py):
     nothing was sent."""

@@ -39,7 +39,9 @@ which does the connection work that is easy to get subtly wrong by hand:
   holds for the decoded bytes — a 300 KB gzip that expands to 300 MiB is refused at 32 MiB, not
   expanded whole — and the response handed on carries no Content-Encoding, so httpx does not decode
   it again. An encoding it cannot decode, or a body that does not decode as its encoding says,
-  raises httpx.DecodingError (a permanent provider error);
+  raises httpx.DecodingError (a permanent provider error). A caller that knows how large an answer can
+  rightly be (a file's content whose size it knows) sets the cap for its calls instead
+  (`answers_limited_to`), above 32 MiB too;
 
 Left out on purpose: HTTP/2, cookies, redirects (a 3xx is returned as it is, and the provider's error
 names the status), asking for compressed answers (one sent anyway is decoded, see above), and streaming (`stream=True` still reads the answer
@@ -54,7 +56,9 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -85,6 +89,24 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 # A compressed answer is decoded this much at a time, so what it expands to is counted as it grows.
 _DECODED_CHUNK_BYTES = 256 * 1024
+# The cap `answers_limited_to` sets for the calls made inside it, in place of the client's.
+_ANSWER_LIMIT: ContextVar[int | None] = ContextVar("provider_answer_limit", default=None)
+
+
+@contextmanager
+def answers_limited_to(max_bytes: int) -> Iterator[None]:
+    """Within it, every answer a provider HTTP client reads in this thread (this context) may hold at
+    most `max_bytes`, in place of the client's `max_response_bytes`: for a download whose right size
+    the caller knows (a file's content), which may be larger than 32 MiB, and whose larger answer is
+    not worth reading. A context variable, not an argument, because the mistralai SDK sits between
+    the caller and the client and passes on no option of its own."""
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    token = _ANSWER_LIMIT.set(max_bytes)
+    try:
+        yield
+    finally:
+        _ANSWER_LIMIT.reset(token)
 
 
 @functools.cache
@@ -341,8 +363,10 @@ class ProviderHttpClient:
         `max_response_bytes` once decoded: then the connection is dropped (what is left of the answer
         is not read) and ResponseTooLargeError raised. The limit holds for what is decoded, a chunk
         at a time, so a small compressed answer cannot expand past it in memory. An encoding this
-        client cannot decode, or content that does not decode, raises httpx.DecodingError."""
-        limit = self.max_response_bytes
+        client cannot decode, or content that does not decode, raises httpx.DecodingError. Inside
+        `answers_limited_to`, its limit stands for `max_response_bytes`."""
+        chosen = _ANSWER_LIMIT.get()
+        limit = self.max_response_bytes if chosen is None else chosen
         declared = answer.length_remaining  # the Content-Length, when the server sent one
         if declared is not None and declared > limit:
             self._drop(answer)
@@ -396,7 +420,8 @@ class ProviderHttpClient:
                 else str(declared) if declared is not None else "no length given")
         return ResponseTooLargeError(
             f"{request.url.host} answered {request.method} {request.url.path} with more than {limit} bytes "
-            f"({size}); the provider HTTP client's max_response_bytes refuses it", request=request, limit_bytes=limit,
+            f"({size}); the provider HTTP client's max_response_bytes (or the caller's answers_limited_to) refuses it",
+            request=request, limit_bytes=limit,
         )
 
 

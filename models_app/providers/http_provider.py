@@ -17,6 +17,7 @@ import httpx
 from .base import ProviderSettings
 from .errors import (
     PermanentProviderError,
+    ProviderAnswerTooLarge,
     ProviderDestinationRefused,
     ProviderError,
     TransientProviderError,
@@ -119,10 +120,10 @@ class HttpProvider:
         """The provider error for a failure of the HTTP client, or None for one that is not the
         provider's (a bug here: raised as it is). Providers extend it for their clients' errors."""
         if isinstance(error, ResponseTooLargeError):
-            return PermanentProviderError(
+            return ProviderAnswerTooLarge(
                 f"provider '{self.name}' answered {operation} with more than {error.limit_bytes} bytes, the HTTP "
                 "client's limit (max_response_bytes): a provider answer this large is not one Genesis asked for",
-                provider=self.name,
+                provider=self.name, limit_bytes=error.limit_bytes,
             )
         if isinstance(error, httpx.DecodingError):
             # The same bytes would come again: not worth a retry.

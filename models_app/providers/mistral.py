@@ -37,7 +37,7 @@ from .base import (
     prepared_messages,
 )
 from .errors import PermanentProviderError, ProviderError, UnsupportedParameterError, body_excerpt
-from .http import ProviderHttpClient
+from .http import ProviderHttpClient, answers_limited_to
 from .http_provider import HttpProvider
 from .usage import chat_result
 
@@ -148,6 +148,16 @@ class MistralProvider(HttpProvider):
         )
         return _uploaded_file(stored)
 
+    def download_file(self, *, file_id: str, max_bytes: int) -> bytes:
+        """The content of file `file_id` (GET /v1/files/{file_id}/content, the SDK's files.download), read
+        up to `max_bytes`: a larger file raises ProviderAnswerTooLarge, read no further than that."""
+        with answers_limited_to(max_bytes):
+            response = self._call(
+                f"download file {file_id}", lambda: self._sdk.files.download(file_id=file_id), refusal_is_expected=True
+            )
+        # Read already (providers/http.py reads every answer whole, within the limit); read() says so to httpx.
+        return response.read()
+
     def create_job(
         self,
         *,
@@ -224,6 +234,14 @@ class MistralProvider(HttpProvider):
         if isinstance(error, sdk_models.ResponseValidationError) and 200 <= error.status_code < 300:
             return self._unreadable_answer(operation, f"a shape the SDK cannot read: {body_excerpt(self._redact(error.message))}",
                                            status_code=error.status_code, answer=error.body)
+        if isinstance(error, sdk_models.MistralError) and 200 <= error.status_code < 300:
+            # A success the SDK does not take (a file's content under another Content-Type than the one it
+            # expects): not a refusal. Its body is left out — a file's content is not for messages and logs.
+            return PermanentProviderError(
+                f"provider '{self.name}' answered {operation} with a Content-Type the SDK does not accept "
+                f"({body_excerpt(error.headers.get('content-type') or 'none')}, {error.status_code})",
+                provider=self.name, status_code=error.status_code,
+            )
         if isinstance(error, sdk_models.MistralError):
             return self._error_from_answer(operation=operation, status_code=error.status_code, body=error.body,
                                            headers=error.headers, model=model, refusal_is_expected=refusal_is_expected)

@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
 from email.utils import collapse_rfc2231_value
@@ -30,6 +31,15 @@ from .state import SimulatorError, SimulatorState
 logger = logging.getLogger("genesis.simulator")
 
 JsonBody = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """An answer that is not JSON: a file's content, as Mistral serves it (application/octet-stream)."""
+
+    content: bytes
+    content_type: str = "application/octet-stream"
+
 Handler = Callable[["SimulatorRequestHandler", re.Match[str]], tuple[int, Any]]
 _HEALTH_PATHS = frozenset({"/healthz", "/health"})
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -111,7 +121,10 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
         remaining = self.server.config.latency_ms / 1000 - (time.monotonic() - started)
         if remaining > 0:
             time.sleep(remaining)
-        self._send_json(status, payload, extra_headers)
+        if isinstance(payload, RawBody):
+            self._send(status, payload.content, payload.content_type, extra_headers)
+        else:
+            self._send(status, json.dumps(payload).encode(), "application/json", extra_headers)
         self.server.state.record_request(method=method, path=path, status=status)
         if self.server.config.log_requests:
             elapsed_ms = (time.monotonic() - started) * 1000
@@ -144,10 +157,9 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
         error = SimulatorError(status, "Internal server error (injected by the simulator)", error_type="internal_error")
         return status, error.body(), {}
 
-    def _send_json(self, status: int, payload: Any, extra_headers: dict[str, str]) -> None:
-        encoded = json.dumps(payload).encode()
+    def _send(self, status: int, encoded: bytes, content_type: str, extra_headers: dict[str, str]) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(encoded)))
         for name, value in extra_headers.items():
             self.send_header(name, value)
@@ -257,6 +269,9 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
     def retrieve_file(self, match: re.Match[str]) -> tuple[int, JsonBody]:
         return 200, self.server.state.get_file(unquote(match["file_id"])).card(retrieved=True)
 
+    def download_file(self, match: re.Match[str]) -> tuple[int, RawBody]:
+        return 200, RawBody(self.server.state.get_file(unquote(match["file_id"])).content)
+
     def create_job(self, _match: re.Match[str]) -> tuple[int, JsonBody]:
         if self.query_value("dry_run") in ("true", "True", "1"):
             raise SimulatorError(400, "dry_run is not supported by the simulator", param="dry_run")
@@ -296,6 +311,7 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], Handler], ...] = (
     ("GET", re.compile(r"/v1/models/(?P<model_id>[^/]+)"), SimulatorRequestHandler.retrieve_model),
     ("POST", re.compile(r"/v1/files"), SimulatorRequestHandler.upload_file),
     ("GET", re.compile(r"/v1/files/(?P<file_id>[^/]+)"), SimulatorRequestHandler.retrieve_file),
+    ("GET", re.compile(r"/v1/files/(?P<file_id>[^/]+)/content"), SimulatorRequestHandler.download_file),
     ("POST", re.compile(r"/v1/fine_tuning/jobs"), SimulatorRequestHandler.create_job),
     ("GET", re.compile(r"/v1/fine_tuning/jobs"), SimulatorRequestHandler.list_jobs),
     ("GET", re.compile(r"/v1/fine_tuning/jobs/(?P<job_id>[^/]+)"), SimulatorRequestHandler.get_job),

@@ -82,6 +82,8 @@ class StoredFile:
     num_lines: int
     tokens: int
     line_digests: frozenset[int]
+    # Kept to be served back (GET /v1/files/{id}/content), as Mistral does.
+    content: bytes = field(default=b"", repr=False)
 
     def card(self, *, retrieved: bool) -> dict[str, Any]:
         card: dict[str, Any] = {
@@ -249,6 +251,7 @@ class SimulatorState:
             num_lines=summary.num_lines,
             tokens=summary.tokens,
             line_digests=summary.line_digests,
+            content=content,
         )
         with self._lock:
             self._files[stored.id] = stored

@@ -3,11 +3,13 @@ for the exit status): upload, create, start, sync, cancel, status, and the exit 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -172,13 +174,119 @@ def test_after_a_restore_a_providers_job_on_a_file_the_database_lost_is_adopted(
     requests_before = len(ft_world.requests("/v1/files"))
     out, _ = fine_tune("upload", "--agent", "support_agent", str(DEMO_TRAINING_FILE), "--provider-file-id", lost_file)
     assert out.startswith(f"recorded {DEMO_TRAINING_FILE.name} for support_agent: 50 samples") and lost_file in out
-    assert [method for method, *_ in ft_world.requests("/v1/files")[requests_before:]] == ["GET"]  # nothing uploaded
+    # Nothing uploaded: the file looked up, then its content downloaded (the SDK's files.download) and compared.
+    assert ft_world.requests("/v1/files")[requests_before:] == [
+        ("GET", f"/v1/files/{lost_file}", 200), ("GET", f"/v1/files/{lost_file}/content", 200)]
+    assert TrainingFile.objects.get().sha256 == hashlib.sha256(DEMO_TRAINING_FILE.read_bytes()).hexdigest()
     fine_tune("create", "--agent", "support_agent", "--training-file", lost_file, "--no-submit")
     job = FineTuningJob.objects.get()
     out, _ = fine_tune("adopt", str(job.pk), orphan, "--reason", "restored from a backup taken before it", "--json")
     adopted = json.loads(out)
     assert adopted["status"] == "SUCCESS" and adopted["model_version_id"] and adopted["cost_recorded"] is True
     assert list(CostEntry.objects.filter(operation="fine_tuning").values_list("idempotency_key", flat=True)) == [f"finetune:{job.pk}"]
+
+
+def _refused_recording(path, provider_file_id: str) -> str:
+    """What `fine_tune upload PATH --provider-file-id ID` says when it refuses (exit 1, nothing recorded)."""
+    with pytest.raises(CommandError) as refused:
+        fine_tune("upload", "--agent", "support_agent", str(path), "--provider-file-id", provider_file_id)
+    assert refused.value.returncode == 1
+    assert not TrainingFile.objects.exists()
+    return str(refused.value)
+
+
+def _same_size_line(text: str) -> str:
+    return json.dumps({"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "ok."}]}) + "\n"
+
+
+def test_a_provider_file_of_other_bytes_with_the_same_size_and_lines_is_not_recorded(ft_world, tmp_path) -> None:
+    """The second reviewer's case: a clean file of the same size and line count as the provider's file, which
+    holds e-mail addresses no audit read. Size and lines agree; the content, downloaded, does not."""
+    from models_app.registry.gateway import provider_for
+
+    clean = "".join(_same_size_line(f"question number {n:02d} about the plan??") for n in range(10)).encode()
+    with_pii = "".join(_same_size_line(f"mail me at bob{n:02d}@example.com plz!!!") for n in range(10)).encode()
+    assert len(clean) == len(with_pii) and clean != with_pii
+    lost_file = provider_for(ft_world.provider).upload_file(filename="x.jsonl", content=with_pii).id
+    path = tmp_path / "clean.jsonl"
+    path.write_bytes(clean)
+    assert _refused_recording(path, lost_file) == (
+        f"provider file {lost_file} holds other bytes than clean.jsonl: sha256 {hashlib.sha256(with_pii).hexdigest()[:12]}… "
+        f"at provider 'sim-ft', {hashlib.sha256(clean).hexdigest()[:12]}… in clean.jsonl (same size and line count). "
+        "The audit of clean.jsonl does not describe that file, so it is not recorded; give the file it was uploaded "
+        "from, or upload clean.jsonl without naming a provider file and train on that")
+    assert ("GET", f"/v1/files/{lost_file}/content", 200) in ft_world.requests("/v1/files")
+
+
+def _provider_holding(ft_world, scripted_provider, content: bytes, *, content_answer: tuple[int, Any]) -> str:
+    """A provider (scripted) that holds `content` under a file id, as the simulator described it, and answers
+    that file's content route with `content_answer`; the account points at it. Returns the file id."""
+    from models_app.registry.gateway import provider_for
+    from models_app.registry.services import provider_account_upsert
+
+    file_id = provider_for(ft_world.provider).upload_file(filename="lost.jsonl", content=content).id
+    card = ft_world.simulator.state.get_file(file_id).card(retrieved=True)
+    scripted_provider.answer = lambda method, path: (
+        content_answer if path == f"/v1/files/{file_id}/content" else (200, card) if path == f"/v1/files/{file_id}"
+        else (404, {"detail": "Not Found"}))
+    provider_account_upsert(name=ft_world.provider.name, kind="simulator", base_url=scripted_provider.url,
+                            api_key_env="GENESIS_SIMULATOR_API_KEY")
+    return file_id
+
+
+@pytest.mark.parametrize("status", [404, 405, 501])
+def test_a_provider_that_does_not_serve_a_files_content_is_refused_with_what_to_do(
+    ft_world, scripted_provider, tmp_path, status: int
+) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(chat_lines(8))
+    lost_file = _provider_holding(ft_world, scripted_provider, path.read_bytes(), content_answer=(status, {"detail": "Not Found"}))
+    assert _refused_recording(path, lost_file) == (
+        f"provider 'sim-ft' does not serve the content of file {lost_file} (GET {scripted_provider.url}/v1/files/"
+        f"{lost_file}/content answered {status}: {{\"detail\": \"Not Found\"}}), so Genesis cannot check that it holds "
+        "the bytes of train.jsonl, and records nothing unverified. Upload train.jsonl without naming a provider file "
+        f"and train again on that upload, or ask the provider for the content of file {lost_file} and compare it with "
+        "train.jsonl")
+
+
+def test_a_providers_content_larger_than_the_file_is_read_no_further_than_its_size_and_a_little(
+    ft_world, scripted_provider, tmp_path
+) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(chat_lines(8))
+    size = len(path.read_bytes())
+    lost_file = _provider_holding(ft_world, scripted_provider, path.read_bytes(), content_answer=(200, "x" * 100_000))
+    assert _refused_recording(path, lost_file) == (
+        f"provider file {lost_file} holds other bytes than train.jsonl: its content is more than {size + 1024} bytes, "
+        f"train.jsonl has {size}; give the file it was uploaded from")
+
+
+def test_a_files_content_under_a_content_type_the_sdk_does_not_take_is_refused_without_quoting_it(
+    ft_world, scripted_provider, tmp_path
+) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(chat_lines(8))
+    lost_file = _provider_holding(ft_world, scripted_provider, path.read_bytes(), content_answer=(200, "secret text"))
+    assert _refused_recording(path, lost_file) == (
+        f"could not download file {lost_file} from provider 'sim-ft': provider 'sim-ft' answered download file "
+        f"{lost_file} with a Content-Type the SDK does not accept (application/json, 200)")
+
+
+def test_a_provider_file_another_training_file_records_is_named_as_that_rows(ft_world) -> None:
+    out, _ = fine_tune("upload", "--agent", "support_agent", str(DEMO_TRAINING_FILE), "--json")
+    recorded = TrainingFile.objects.get()
+    provider_file_id = json.loads(out)["provider_file_id"]
+    with pytest.raises(CommandError) as refused:
+        fine_tune("upload", "--agent", "support_agent", "--purpose", "validation", str(DEMO_TRAINING_FILE),
+                  "--provider-file-id", provider_file_id)
+    assert refused.value.returncode == 1
+    assert str(refused.value) == (
+        f"{DEMO_TRAINING_FILE.name} (support_agent, validation): training file #{recorded.pk} ({DEMO_TRAINING_FILE.name}, "
+        f"support_agent, training) already records provider file {provider_file_id}, and a provider file is recorded "
+        f"once. Nothing was recorded: train on that training file, or upload {DEMO_TRAINING_FILE.name} without naming "
+        "a provider file for support_agent (validation)")
+    assert "lost its earlier files" not in str(refused.value)
+    assert list(TrainingFile.objects.all()) == [recorded]
 
 
 def test_create_audits_a_raw_file_refuses_pii_and_warns_of_a_skew(ft_world, tmp_path) -> None:

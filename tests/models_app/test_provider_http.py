@@ -29,7 +29,7 @@ from models_app.providers import (
     call_with_retries,
 )
 from models_app.providers.base import ProviderKind, ProviderSettings
-from models_app.providers.http import ProviderHttpClient, ResponseTooLargeError, tls_context
+from models_app.providers.http import ProviderHttpClient, ResponseTooLargeError, answers_limited_to, tls_context
 from tests.http_servers import QuietHandler, serving, url_of
 
 
@@ -509,6 +509,21 @@ def test_an_answer_above_the_size_cap_is_refused_and_its_connection_dropped(serv
     assert (f"({declared})" in str(refused.value)) is with_length  # the length the server declared, when it did
     assert open_idle_connections(http, server) == 0
     assert http.request("GET", server.url + "/small").status_code == 200  # the client goes on working
+    http.close()
+
+
+def test_a_callers_limit_stands_for_the_clients_inside_it_and_only_there(serve) -> None:
+    """A download whose size the caller knows (fine_tune upload --provider-file-id) is read up to that size
+    and a little more: above the client's cap when the file is larger, below it to read no more than needed."""
+    server = serve(big_answer(4000, with_length=True))
+    http = client(max_response_bytes=1000)
+    with answers_limited_to(5000):
+        assert http.request("GET", server.url + "/big").json() == {"text": "x" * 4000}
+    with answers_limited_to(100), pytest.raises(ResponseTooLargeError, match="more than 100 bytes") as refused:
+        http.request("GET", server.url + "/big")
+    assert refused.value.limit_bytes == 100
+    with pytest.raises(ResponseTooLargeError, match="more than 1000 bytes"):  # the client's own cap again
+        http.request("GET", server.url + "/big")
     http.close()
 
 

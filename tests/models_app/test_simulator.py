@@ -235,6 +235,19 @@ def test_unknown_file_is_a_404(client: Mistral) -> None:
     with pytest.raises(sdk_models.SDKError) as raised:
         client.files.retrieve(file_id="00000000-0000-4000-8000-000000000000")
     assert raised.value.status_code == 404
+    with pytest.raises(sdk_models.SDKError) as raised:
+        client.files.download(file_id="00000000-0000-4000-8000-000000000000")
+    assert raised.value.status_code == 404
+
+
+def test_a_files_content_is_served_back_as_uploaded(client: Mistral, simulator: SimulatorHTTPServer) -> None:
+    """GET /v1/files/{id}/content, as Mistral serves it and the SDK's files.download reads it (it accepts only
+    application/octet-stream)."""
+    uploaded = client.files.upload(file={"file_name": "train.jsonl", "content": training_file(7)}, purpose="fine-tune")
+    downloaded = client.files.download(file_id=uploaded.id)
+    assert downloaded.read() == training_file(7)
+    assert downloaded.headers["content-type"] == "application/octet-stream"
+    assert simulator.state.request_log[-1] == ("GET", f"/v1/files/{uploaded.id}/content", 200)
 
 
 # ---- fine-tuning jobs --------------------------------------------------------------------------

@@ -110,8 +110,8 @@ class Command(BaseCommand):
         upload.add_argument("--agent", required=True)
         upload.add_argument("--purpose", choices=TrainingFilePurpose.values, default=TrainingFilePurpose.TRAINING)
         upload.add_argument("--provider", help="provider account name (default: the one serving the agent's baseline)")
-        upload.add_argument("--provider-file-id", metavar="ID", default="", help="record the file the provider holds under this "
-                            "id instead of uploading a copy (it was uploaded after the backup the database was restored from)")
+        upload.add_argument("--provider-file-id", metavar="ID", default="", help="record the provider's file ID (uploaded after the "
+                            "restored backup) instead of uploading a copy; its downloaded content must be PATH's bytes")
         add_audit_override(upload)
 
         create = add("create", "estimate, check the budget, and create a job at the provider")
