@@ -774,7 +774,7 @@ def _launch_facts_of(agents: list[Agent], *, with_costs: bool) -> list[dict[str,
                 rollout["relative_lift"] = evaluation.figures.relative_lift if evaluation else None
                 rollout["evaluated_at"] = evaluation.at if evaluation else None
                 # Also stale: a stage not judged ten minutes after it began (holds.unguarded_since).
-                rollout["evaluation_stale"] = unguarded_since(experiment=experiment, now=now) is not None
+                rollout["evaluation_stale"] = evaluation.is_stale(now) if evaluation else unguarded_since(experiment=experiment, now=now) is not None
             facts["rollout"] = rollout
         if with_costs:
             facts["cost_usd"] = money(costs[candidate.pk]["total"])
