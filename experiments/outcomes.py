@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from experiments import costing, retention, routing
+from experiments import costing, intake, retention, routing
 from experiments.assignment import assign_variant
 from experiments.bulk import insert_ignoring_conflicts, staged_rows
 from experiments.metrics import outcomes_count
@@ -121,8 +121,8 @@ def outcomes_ingest(*, principal: ApiPrincipal | None, events: list[Any], receiv
         # From reading the limits (what a prune or an erasure deleted) to storing what they let through,
         # one transaction behind the intake fence: a deletion records its limit only once this has
         # committed, so it finds what this stores, and it deletes nothing before its limit is recorded,
-        # so this cannot store again what it deleted (experiments/retention.py, intake_fence_hold).
-        retention.intake_fence_hold()
+        # so this cannot store again what it deleted (experiments/intake.py, intake_fence_hold).
+        intake.intake_fence_hold()
         rows, duplicates = _outcome_rows(valid, agents=agents, received_at=received_at, rejected=rejected)
         rejected.sort(key=lambda item: item["index"])
         if not rows:

@@ -20,17 +20,14 @@ What a deletion took must not come back: sent again, a deleted outcome would fin
 a repeat of, and would be stored — and charged — a second time, an erased user's data with it. So each
 deletion first records the limit it sets on ingestion (a prune's cut-off, an ended experiment's mark,
 an erasure's user and time), in a transaction of its own behind the intake fence
-(:func:`intake_fence_hold`), and deletes only after that; :func:`outcome_age_limits` is what ingestion
-reads. A deletion that then fails leaves its limit standing: some of what it covers may be gone.
+(experiments/intake.py), and deletes only after that; :func:`outcome_age_limits` is what ingestion
+reads, and the exposure flush (routing.write_exposures) leaves out the exposures of erased users. A deletion that then fails leaves its limit standing: some of what it covers may be gone.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,9 +36,9 @@ from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models import QuerySet, Subquery
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 
 from experiments import routing
+from experiments.intake import ErasedUsers, erasures_since, limit_recorded, user_id_hash
 from experiments.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -66,11 +63,6 @@ MIN_RETENTION = timedelta(days=1)
 # The beat task stops starting batches after this long, below its soft time limit; a backlog (the first
 # run on a year of data) is worked off over the following nights, or at once by `prune_outcomes`.
 SCHEDULED_MAX_SECONDS = 25 * 60
-_HASH_SALT = "genesis.experiments.erasure.user_id"
-# The PostgreSQL advisory lock between ingestion and the deletions that change its limits (see
-# intake_fence_hold). A transaction's lock: released when it commits or rolls back, so it holds behind
-# PgBouncer in transaction mode too.
-_INTAKE_FENCE = (zlib.crc32(b"experiments.intake_fence") & 0x7FFFFFFF, 0)
 
 
 @dataclass(frozen=True)
@@ -96,44 +88,6 @@ class ErasureResult:
     active_experiments: list[str]  # those of them still running or paused
     earlier_erasures: list[datetime]  # when the same user id was erased before
     dead_letter_batches: int = 0  # exposure batches in Redis's dead-letter list holding the id: not erased
-
-
-def user_id_hash(user_id: str) -> str:
-    """The keyed hash a DataDeletion names an erased user by. Keyed (by SECRET_KEY) so that a list of
-    likely ids (e-mail addresses, numbers) cannot be hashed and matched against the trail."""
-    return salted_hmac(_HASH_SALT, user_id, algorithm="sha256").hexdigest()
-
-
-# --- the intake fence -------------------------------------------------------------------------------------
-
-
-def intake_fence_hold() -> None:
-    """Ingestion's side of the fence: called first in the transaction in which it reads its limits
-    (outcome_age_limits) and stores what they let through, it holds the fence until that transaction
-    ends — shared, so ingestions never wait on one another.
-
-    Without it a deletion could slip between the two: a request read the limits, a prune's batch (or an
-    erasure) deleted an event's stored copy and recorded its limit, and the request's insert, finding no
-    copy, stored the event again and charged it twice. A deletion records its limit behind the fence
-    (_limit_recorded) before it deletes: it waits for the requests holding the fence to commit — what
-    they stored is then there for its deletes to find — and the requests after it read its limit."""
-    _fence("pg_advisory_xact_lock_shared")
-
-
-@contextmanager
-def _limit_recorded() -> Iterator[None]:
-    """The transaction in which a deletion records the limit it sets on ingestion, before it deletes
-    anything that limit covers: it holds the fence exclusively (intake_fence_hold). Short — a row or two
-    written — so requests wait at most about as long as one request takes."""
-    with transaction.atomic():
-        _fence("pg_advisory_xact_lock")
-        yield
-
-
-def _fence(function: str) -> None:
-    if connection.vendor == "postgresql":  # the embedded SQLite run (one host, a demo) has no such lock
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT {function}(%s, %s)", _INTAKE_FENCE)
 
 
 # --- prune ------------------------------------------------------------------------------------------------
@@ -214,14 +168,14 @@ class _PruneTrail:
 
     def begin_live(self, cut_off: datetime) -> None:
         """Record the cut-off live outcomes are about to be deleted by (all of them occurred before it)."""
-        with _limit_recorded():
+        with limit_recorded():
             row = self._row()
             row.outcomes_before = cut_off
             row.save()
 
     def begin_experiment(self, experiment: Experiment) -> None:
         """Mark an ended experiment whose outcomes and exposures are about to be deleted."""
-        with _limit_recorded():
+        with limit_recorded():
             # Its outcomes occurred by the time it ended (the arm came from a stage window while it ran):
             # ingestion refuses that agent's events from before its end (outcome_age_limits), no other's.
             Experiment.objects.filter(pk=experiment.pk, data_deleted_at__isnull=True).update(data_deleted_at=timezone.now())
@@ -283,19 +237,13 @@ class OutcomeAgeLimits:
 
     by_agent: dict[int, OutcomeAgeLimit | None]
     agent_slugs: dict[int, str]
-    erasures: dict[str, list[tuple[str, OutcomeAgeLimit]]]  # user hash → (agent slug, "" for every agent; limit)
-    _hashes: dict[str, str] = field(default_factory=dict)  # user id → user_id_hash, as needed
+    erasures: ErasedUsers[OutcomeAgeLimit]
 
     def of(self, *, agent_id: int, user_id: str) -> OutcomeAgeLimit | None:
         """The limit of an event of `user_id` at the agent: the latest that applies, None when none does."""
         limit = self.by_agent[agent_id]
-        if not self.erasures:  # the usual batch: no erasure since its oldest event, no id to hash
-            return limit
-        subject_hash = self._hashes.get(user_id)
-        if subject_hash is None:
-            subject_hash = self._hashes[user_id] = user_id_hash(user_id)
-        for scope, erased in self.erasures.get(subject_hash, ()):
-            if scope in ("", self.agent_slugs[agent_id]) and (limit is None or erased.oldest > limit.oldest):
+        for erased in self.erasures.of(user_id=user_id, agent=self.agent_slugs[agent_id]):
+            if limit is None or erased.oldest > limit.oldest:
                 limit = erased
         return limit
 
@@ -373,14 +321,13 @@ def _retention_limit(*, received_at: datetime) -> OutcomeAgeLimit | None:
 _TRAIL_LIMIT_FIELDS = ("kind", "outcomes_before", "at", "actor__username", "criteria", "agent", "subject_hash")
 
 
-def _trail_limits(*, erased_since: datetime) -> tuple[OutcomeAgeLimit | None, dict[str, list[tuple[str, OutcomeAgeLimit]]]]:
+def _trail_limits(*, erased_since: datetime) -> tuple[OutcomeAgeLimit | None, ErasedUsers[OutcomeAgeLimit]]:
     """The limit of the newest cut-off a prune deleted live outcomes by (None: none did), and that of each
-    erasure after `erased_since` (user hash → (agent slug or "", limit)): one query, each half through
+    erasure since `erased_since`: one query, each half through
     an index (outcomes_before; at)."""
     newest_cut_off = DataDeletion.objects.filter(outcomes_before__isnull=False).order_by("-outcomes_before").values("outcomes_before")[:1]
     prunes = DataDeletion.objects.filter(outcomes_before=Subquery(newest_cut_off)).order_by().values_list(*_TRAIL_LIMIT_FIELDS)
-    erasures = (DataDeletion.objects.filter(kind=DataDeletion.Kind.ERASURE, at__gt=erased_since).order_by()
-                .values_list(*_TRAIL_LIMIT_FIELDS))
+    erasures = erasures_since(erased_since).values_list(*_TRAIL_LIMIT_FIELDS)
     prune: tuple[datetime, OutcomeAgeLimit] | None = None  # (when that prune ran, its limit)
     erased: dict[str, list[tuple[str, OutcomeAgeLimit]]] = {}
     for kind, cut_off, at, username, criteria, scope, subject_hash in prunes.union(erasures, all=True):
@@ -392,7 +339,7 @@ def _trail_limits(*, erased_since: datetime) -> tuple[OutcomeAgeLimit | None, di
             )))
         elif cut_off is not None and (prune is None or at > prune[0]):  # of prunes with the same cut-off, the last named
             prune = (at, _prune_limit(cut_off, at=at, username=username, criteria=criteria))
-    return (prune[1] if prune else None), erased
+    return (prune[1] if prune else None), ErasedUsers(erased)
 
 
 def _prune_limit(cut_off: datetime, *, at: datetime, username: str | None, criteria: dict[str, Any]) -> OutcomeAgeLimit:
@@ -505,18 +452,20 @@ def user_data_erase(
     Ending the experiment first (or waiting for it to end) keeps its numbers whole; a request that
     cannot wait goes ahead with the flag and the changed experiments are named on the trail.
 
-    Checked before anything is written (the usual refusal), and again in the delete's transaction, where
-    without the flag the delete itself leaves an active experiment's rows alone; a row that reached one
-    after the checks (the user was routed into an experiment started meanwhile) is found again before the
-    commit and refuses the whole erasure.
+    Checked before anything is written (the usual refusal), and again, for the user's exposures in active
+    experiments only (cheap), behind the intake fence in the transaction that writes the trail row: a row
+    that reached one after the first check (the user was routed into an experiment started meanwhile)
+    refuses the whole erasure there, before anything that refuses the user's events is committed — and
+    none can reach one after it, since every writer of those rows holds the fence and reads the erasures.
     Exposure batches in Redis's dead-letter list are not searched by the delete: the result counts
     those that hold the id, for a person to remove (docs/runbooks/exposure-dead-letters.md).
 
     It sticks: its DataDeletion row is written first, behind the intake fence, and ingestion then refuses
     the user's events (in its scope) from before it, plus the clock skew (outcome_age_limits) — they would
     bring the erased data back, and be charged again. What was stored before it is deleted; later outcomes
-    are new data. Refused after that, it removes its row (nothing erased); failing, it leaves the row
-    (`complete: false`) and its limit."""
+    are new data. Failing after that, it leaves the row (`complete: false`) and its limit. The exposures a
+    web process still holds in memory, or that a dead-letter batch replayed later brings, are left out
+    when they are written (routing.write_exposures)."""
     require_permission(actor=actor, permission="experiments.erase_user_data", action="erase an end user's data")
     if not user_id:
         raise InvalidInput("user_id: give the end user's id, exactly as the agent sends it")
@@ -536,37 +485,25 @@ def user_data_erase(
     routing.drain_exposure_queue(max_batches=None, wait_seconds=routing.EXPOSURE_DRAIN_LOCK_SECONDS)
     if not allow_active_experiments and (active := _active(touched := erasure.experiments())):
         raise _refusal(touched, active)  # before anything is written: the usual refusal refuses no event
-    with _limit_recorded():  # from its commit on, ingestion refuses the user's events from before it
+    with limit_recorded():  # from its commit on, ingestion refuses the user's events from before it
+        if not allow_active_experiments and (arrived := erasure.exposed_in_active_experiments()):
+            raise _refusal(arrived, list(arrived))  # reached one since the check: still nothing written
         trail = DataDeletion.objects.create(kind=DataDeletion.Kind.ERASURE, actor=actor, agent=scope, subject_hash=subject_hash,
                                             reason=reason, criteria={"allow_active_experiments": allow_active_experiments, "complete": False})
-    try:
-        active = _erase_before(_Erasure.of(user_id=user_id, agent=agent, before=trail.at), trail=trail,
-                               allow_active_experiments=allow_active_experiments)
-    except Conflict:
-        trail.delete()  # nothing erased, so nothing for ingestion to refuse
-        raise
+    active = _erase_before(_Erasure.of(user_id=user_id, agent=agent, before=trail.at), trail=trail)
     return ErasureResult(subject_hash=subject_hash, agent=scope, dry_run=False, outcomes=trail.outcomes_deleted,
                          assignments=trail.assignments_deleted, experiments=trail.experiments, active_experiments=active,
                          earlier_erasures=earlier, dead_letter_batches=routing.dead_letter_batches_naming(user_id))
 
 
-def _erase_before(erasure: _Erasure, *, trail: DataDeletion, allow_active_experiments: bool) -> list[str]:
+def _erase_before(erasure: _Erasure, *, trail: DataDeletion) -> list[str]:
     """Delete the erasure's rows (those from before its trail row) and complete that row, in one
-    transaction; the active experiments whose data went. Conflict (the deletes rolled back) when, without
-    `allow_active_experiments`, an active experiment holds some of them."""
+    transaction; the active experiments whose data went."""
     with transaction.atomic():
         touched = erasure.experiments()
         active = _active(touched)
-        if active and not allow_active_experiments:
-            raise _refusal(touched, active)
-        outcomes, assignments = erasure.outcomes, erasure.assignments
-        if not allow_active_experiments:
-            outcomes = outcomes.exclude(experiment__status__in=ACTIVE_STATUSES)
-            assignments = assignments.exclude(experiment__status__in=ACTIVE_STATUSES)
-        trail.outcomes_deleted, _ = outcomes.delete()
-        trail.assignments_deleted, _ = assignments.delete()
-        if not allow_active_experiments and (arrived := _active(now_touched := erasure.experiments())):
-            raise _refusal(now_touched, arrived)  # rolls the deletes back
+        trail.outcomes_deleted, _ = erasure.outcomes.delete()
+        trail.assignments_deleted, _ = erasure.assignments.delete()
         trail.experiments = list(touched)
         trail.criteria = {**trail.criteria, "active_experiments": active, "complete": True}
         trail.save(update_fields=["outcomes_deleted", "assignments_deleted", "experiments", "criteria"])
@@ -599,6 +536,15 @@ class _Erasure:
         active_ids = self.scope_experiments.filter(status__in=ACTIVE_STATUSES).values("pk")
         touched_ids |= set(self.outcomes.filter(experiment_id__in=active_ids).values_list("experiment_id", flat=True).distinct())
         return dict(Experiment.objects.filter(pk__in=touched_ids).order_by("key").values_list("key", "status"))
+
+    def exposed_in_active_experiments(self) -> dict[str, str]:
+        """The running or paused experiments the user has an exposure in, key → status, by key. Cheap (the
+        unique index of (experiment, user, arm), once per active experiment), so it can run behind the
+        fence; and there it finds every row that reached one since experiments() looked: ingestion records
+        the exposure of each outcome it stores in an experiment, and the exposure flush writes the rest."""
+        active = self.scope_experiments.filter(status__in=ACTIVE_STATUSES)
+        exposed = self.assignments.filter(experiment_id__in=active.values("pk")).values("experiment_id")
+        return dict(active.filter(pk__in=exposed).order_by("key").values_list("key", "status"))
 
 
 def _active(statuses: dict[str, str]) -> list[str]:

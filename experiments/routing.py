@@ -53,6 +53,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import LockError
 from redis.retry import Retry
 
+from experiments import intake
 from experiments.bulk import insert_ignoring_conflicts
 from experiments.client import AgentRouteConfig, RouteDecision, decide_route
 from experiments.models import (
@@ -473,7 +474,13 @@ def write_exposures(*, rows: list[list[Any]]) -> int:
     stage of it that has started. Routing records an exposure only in a running experiment's current
     stage, so any other row comes from a future the database does not know — a backup restored to an
     earlier point while Redis kept the exposures routed after it (a draft experiment, a stage still
-    pending; docs/runbooks/backup-restore.md). Such rows are left out and counted in a warning."""
+    pending; docs/runbooks/backup-restore.md). Nor are those of an erased user from before the erasure
+    (intake.erased_since; at every agent or the experiment's): the erasure drained Redis's queue, but a web
+    process's buffer and a dead-letter batch replayed later are written after it, and would bring the
+    exposure back. Such rows are left out and counted in a warning.
+
+    One transaction behind the intake fence, like an /outcomes batch: an erasure records itself only
+    once this has committed (and then deletes what it wrote), or this reads it."""
     if not rows:
         return 0
     # Earliest sighting per (experiment, user, arm) wins within the batch.
@@ -482,27 +489,35 @@ def write_exposures(*, rows: list[list[Any]]) -> int:
         key = (int(exp_id), str(user_id), str(variant))
         if key not in earliest or seen < earliest[key][1]:
             earliest[key] = (stage_id, seen)
-    started_experiments = set(
-        Experiment.objects.filter(pk__in={key[0] for key in earliest}, started_at__isnull=False).values_list("pk", flat=True)
-    )
-    started_stages = set(ExperimentStage.objects.filter(
-        experiment_id__in=started_experiments, started_at__isnull=False,
-        pk__in={stage_id for stage_id, _ in earliest.values() if stage_id is not None},
-    ).values_list("pk", "experiment_id"))
-    values = [
-        [exp_id, user_id, variant, stage_id, datetime.fromtimestamp(seen, tz=UTC)]
-        for (exp_id, user_id, variant), (stage_id, seen) in earliest.items()
-        if exp_id in started_experiments and (stage_id is None or (stage_id, exp_id) in started_stages)
-    ]
-    if len(values) < len(earliest):
-        logger.warning(
-            "exposures: %d of %d left out — their experiment or stage does not exist or has not started in the "
-            "database (restored from a backup older than the exposures?)", len(earliest) - len(values), len(earliest),
+    with transaction.atomic(savepoint=False):  # the drain's own transaction when it has one
+        intake.intake_fence_hold()
+        started_experiments = dict(
+            Experiment.objects.filter(pk__in={key[0] for key in earliest}, started_at__isnull=False).values_list("pk", "agent__slug")
         )
-    insert_ignoring_conflicts(
-        table=Assignment._meta.db_table, columns=ASSIGNMENT_COLUMNS, rows=values,
-        conflict=["experiment_id", "user_id", "variant"],
-    )
+        started_stages = set(ExperimentStage.objects.filter(
+            experiment_id__in=started_experiments, started_at__isnull=False,
+            pk__in={stage_id for stage_id, _ in earliest.values() if stage_id is not None},
+        ).values_list("pk", "experiment_id"))
+        erased = intake.erased_since(datetime.fromtimestamp(min(seen for _, seen in earliest.values()), tz=UTC))
+        values, unknown, of_erased = [], 0, 0
+        for (exp_id, user_id, variant), (stage_id, seen) in earliest.items():
+            first_seen = datetime.fromtimestamp(seen, tz=UTC)
+            if exp_id not in started_experiments or (stage_id is not None and (stage_id, exp_id) not in started_stages):
+                unknown += 1
+            elif any(at >= first_seen for at in erased.of(user_id=user_id, agent=started_experiments[exp_id])):
+                of_erased += 1
+            else:
+                values.append([exp_id, user_id, variant, stage_id, first_seen])
+        if unknown or of_erased:
+            logger.warning(
+                "exposures: %d of %d left out — %d of an experiment or stage that does not exist or has not started in "
+                "the database (restored from a backup older than the exposures?), %d of users erased since",
+                unknown + of_erased, len(earliest), unknown, of_erased,
+            )
+        insert_ignoring_conflicts(
+            table=Assignment._meta.db_table, columns=ASSIGNMENT_COLUMNS, rows=values,
+            conflict=["experiment_id", "user_id", "variant"],
+        )
     return len(values)
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
 from experiments import alerts, outcomes, retention, services
 from experiments.models import Experiment, ExperimentStatus
+from genesis.errors import Conflict
 from genesis.notifications import WebhookUnavailable
 from genesis.tasks import SWEEP_OPTIONS
 
 # Webhook failures worth another try (connection errors, timeouts, 429, 5xx), already stripped of
 # the secret webhook URL; a 4xx other than 429 will not get better by retrying.
 TRANSIENT_WEBHOOK_ERRORS = (WebhookUnavailable,)
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="experiments.evaluate_guardrails", **SWEEP_OPTIONS)
@@ -39,7 +43,11 @@ def flush_exposures() -> int:
 def prune_outcomes() -> int:
     """Beat, daily: delete the outcomes and exposures past the settings' retentions (experiments/retention.py);
     returns the rows deleted. It stops starting batches before its time limit; the next run goes on."""
-    result = retention.outcomes_prune_scheduled()
+    try:
+        result = retention.outcomes_prune_scheduled()
+    except Conflict as refused:  # the intake fence stayed taken (intake.limit_recorded): tomorrow's run goes on
+        logger.warning("prune: stopped, to try again at the next run: %s", refused.message)
+        return 0
     return result.outcomes + result.assignments if result else 0
 
 

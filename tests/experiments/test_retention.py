@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -461,9 +462,35 @@ def test_an_erasure_writes_the_users_buffered_exposure_behind_a_backlog_longer_t
     client.close()
 
 
-def test_an_erasure_refuses_rows_that_reached_a_running_experiment_after_its_check(world, monkeypatch):
+def test_an_erased_users_exposure_written_after_the_erasure_is_left_out(world, caplog):
+    """Review: an erasure did not stick for exposures. It drains Redis's exposure queue, but a web
+    process's in-memory buffer (flushed every 2 s; up to 100 000 rows while Redis is away) and
+    dead-letter batches replayed later are written by write_exposures, which did not look at erasures:
+    the erased user's exposure from before the erasure was stored again. Her exposures from after it,
+    and those at an agent the erasure did not cover, are new data and written."""
+    running, paused = world["running"], world["paused"]
+    routed_at = time.time() - 1  # /route answered alice a second before the erasure; still in a web buffer
+    retention.user_data_erase(user_id="alice", agent=running.agent, actor=None)
+    erased_at = DataDeletion.objects.get().at
+    written = routing.write_exposures(rows=[
+        [running.pk, "alice", "control", running.current_stage.pk, routed_at],
+        [running.pk, "alice", "treatment", running.current_stage.pk, erased_at.timestamp() + 1],
+        [paused.pk, "alice", "control", paused.current_stage.pk, routed_at],
+    ])
+    assert written == 2
+    assert set(Assignment.objects.filter(user_id="alice").values_list("experiment_id", "variant")) == {
+        (running.pk, "treatment"), (paused.pk, "control")}
+    assert any("1 of 3 left out" in r.getMessage() and "1 of users erased since" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_refuses_rows_that_reached_a_running_experiment_after_its_check_before_it_refuses_any_event(
+        world, monkeypatch):
     """Second review: the active-experiment check ran outside the delete's transaction, so a row that
-    reached a running experiment in between was deleted without --allow-active-experiments."""
+    reached a running experiment in between was deleted without --allow-active-experiments. Third review:
+    refused only after its row was committed, the erasure refused the user's events meanwhile (those
+    dated up to 5 minutes after it), for good — now the row that arrived refuses it before anything is
+    committed: the limits ingestion reads at the moment of the refusal hold none for the user."""
     rolled_back, running = world["rolled_back"], world["running"]
     outcomes(agent_id=rolled_back.agent_id, n=1, at=OLD, experiment=rolled_back, user="erin")
     checks = itertools.count()
@@ -475,11 +502,30 @@ def test_an_erasure_refuses_rows_that_reached_a_running_experiment_after_its_che
             outcomes(agent_id=running.agent_id, n=1, at=NOW, experiment=running, user="erin", variant="treatment")
         return seen
 
+    limits_at_refusal: list[Any] = []
+    real_refusal = retention._refusal
+
+    def refusal_seen_by_ingestion(statuses, active):
+        def read_limits() -> None:  # another session, as an /outcomes batch would read them
+            try:
+                a_minute_ago = timezone.now() - timedelta(minutes=1)  # an event of erin's sent meanwhile
+                limits = retention.outcome_age_limits(received_at=timezone.now(), agents={running.agent_id: "qa_agent"},
+                                                      oldest_event=a_minute_ago)
+                limit = limits.of(agent_id=running.agent_id, user_id="erin")
+                limits_at_refusal.append("refused" if limit is not None and a_minute_ago < limit.oldest else "taken")
+            finally:
+                connection.close()
+        reader = threading.Thread(target=read_limits)
+        reader.start()
+        reader.join(60)
+        return real_refusal(statuses, active)
+
     monkeypatch.setattr(retention._Erasure, "experiments", check_then_erin_is_served)
+    monkeypatch.setattr(retention, "_refusal", refusal_seen_by_ingestion)
     with pytest.raises(Conflict, match="qa_agent-exp, still running"):
         retention.user_data_erase(user_id="erin", agent=None, actor=None)
-    # Nothing erased: the ended experiment's row is still there, beside the one that arrived; and the
-    # erasure's row, written before the delete, is gone again (nothing erased, nothing to refuse).
+    assert limits_at_refusal == ["taken"], "ingestion refused erin's events while the refused erasure was recorded"
+    # Nothing erased: the ended experiment's row is still there, beside the one that arrived; no trail.
     assert sorted(OutcomeEvent.objects.filter(user_id="erin").values_list("experiment", flat=True)) == sorted([rolled_back.pk, running.pk])
     assert not DataDeletion.objects.exists()
 

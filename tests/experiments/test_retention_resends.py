@@ -18,12 +18,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.core.management import call_command
-from django.db import connection
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from experiments import retention
+from experiments import intake, retention, tasks
 from experiments.models import MAX_OUTCOME_CLOCK_SKEW, DataDeletion, Experiment, OutcomeEvent
 from experiments.outcomes import IngestResult, outcomes_ingest
 from experiments.services import experiment_rollback, experiment_start
@@ -177,6 +177,132 @@ def test_a_prune_that_fails_before_it_deletes_anything_has_recorded_its_cut_off(
     assert send("e2", occurred_at=occurred).accepted == 0
 
 
+def _waiting_locks() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                       "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")
+        return cursor.fetchone()[0]
+
+
+def _until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60  # generous: the wait ends on an event, not a time
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+class _Threads:
+    """Functions run in threads of their own (each its own database session): when each finished, and
+    what each raised."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, float] = {}
+        self.errors: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+
+    def run(self, name: str, function: Callable[[], Any]) -> None:
+        def target() -> None:
+            try:
+                function()
+                self.done[name] = time.monotonic()
+            except BaseException as exc:  # handed to the test
+                self.errors.append(exc)
+            finally:
+                connection.close()
+        thread = threading.Thread(target=target, name=name)
+        self.threads.append(thread)
+        thread.start()
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(120)
+        assert not self.errors, self.errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deletion_waiting_for_the_fence_stalls_other_agents_batches_only_for_one_try(settings):
+    """Review: a batch holds the fence shared for its whole transaction, row-lock waits included — a
+    suite import holds qa_agent's row FOR UPDATE, and qa_agent's batch waits for it (CostEntry → agent).
+    An erasure asking for the fence exclusively queued behind that batch, and every later batch of ANY
+    agent queued behind the erasure (PostgreSQL grants a lock only when it conflicts with no earlier
+    waiter): other_agent's batch waited as long as the suite import (5.04 s). Now the erasure waits for
+    the fence one lock_timeout at a time (FENCE_TRY_TIMEOUT_MS, which applies to advisory locks) and lets
+    the queued batches through between tries: other_agent's batch is taken while qa_agent's row is still
+    held, and the erasure gets the fence once it is released."""
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 90, 0
+    _priced_qa_agent()
+    experiment_start(experiment=draft_experiment("qa_agent"))
+    ModelVersionFactory(agent=AgentFactory(slug="other_agent"), model_id="open-mistral-7b", kind="baseline")
+    assert send("z1", occurred_at=timezone.now() - timedelta(hours=1), user="zed", agent="other_agent").accepted == 1
+    release = threading.Event()
+    threads = _Threads()
+
+    def suite_import_of_qa_agent() -> None:  # benchmark_suite_import: Agent FOR UPDATE while it creates the cases
+        with transaction.atomic():
+            Agent.objects.select_for_update().filter(slug="qa_agent").first()
+            release.wait(120)
+
+    threads.run("suite import", suite_import_of_qa_agent)
+    _until(lambda: "suite import" in threads.done or _agent_row_locked(), "the suite import should hold qa_agent's row")
+    before = _waiting_locks()
+    threads.run("qa_agent batch", lambda: send("x1", occurred_at=None, user="u", agent="qa_agent"))
+    _until(lambda: _waiting_locks() > before, "qa_agent's batch should wait for the agent row (CostEntry FK)")
+    threads.run("erasure", lambda: retention.user_data_erase(user_id="zed", agent=None, actor=None))
+    _until(lambda: _waiting_locks() > before + 1, "the erasure should wait for the fence")
+    started = time.monotonic()
+    threads.run("other_agent batch", lambda: send("y1", occurred_at=None, user="v", agent="other_agent"))
+    _until(lambda: "other_agent batch" in threads.done or threads.errors, "other_agent's batch should finish")
+    held_meanwhile = "qa_agent batch" not in threads.done
+    release.set()
+    threads.join()
+    print(f"\nother_agent's batch took {threads.done['other_agent batch'] - started:.2f} s while qa_agent's row was held")
+    assert held_meanwhile, "other_agent's batch waited until qa_agent's row was released"
+    assert DataDeletion.objects.get().criteria["complete"] and not OutcomeEvent.objects.filter(user_id="zed").exists()
+
+
+def _agent_row_locked() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND granted AND pid <> pg_backend_pid() "
+                       "AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())")
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deletion_that_cannot_get_the_fence_gives_up_saying_what_to_do(settings, monkeypatch, caplog):
+    """A batch holding the fence longer than a deletion waits for it in all (FENCE_GIVE_UP_SECONDS):
+    the erasure is refused naming the fence, having recorded nothing; the scheduled prune logs it and
+    leaves the rest to its next run."""
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS, settings.GENESIS_RETAIN_ENDED_EXPERIMENTS_DAYS = 30, 0
+    qa_agent()
+    occurred = timezone.now() - timedelta(days=20)
+    assert send("e1", occurred_at=occurred, received_at=occurred).accepted == 1
+    monkeypatch.setattr(intake, "FENCE_GIVE_UP_SECONDS", 2.5)
+    held, release = threading.Event(), threading.Event()
+    threads = _Threads()
+
+    def batch_holding_the_fence() -> None:
+        with transaction.atomic():
+            intake.intake_fence_hold()
+            held.set()
+            release.wait(120)
+
+    threads.run("batch", batch_holding_the_fence)
+    assert held.wait(60)
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match="refused: the intake fence: POST /outcomes batches held it") as refused:
+        call_command("erase_user_data", "--user-id", "u", "--as", person("dpo", "erase_user_data").username,
+                     stdout=out, stderr=err)
+    assert refused.value.returncode == 1 and "run it again when that lock is gone" in str(refused.value)
+    assert not DataDeletion.objects.exists()
+    settings.GENESIS_RETAIN_LIVE_OUTCOMES_DAYS = 10  # the scheduled prune now has e1 to delete
+    assert tasks.prune_outcomes() == 0
+    assert any("prune: stopped, to try again at the next run: the intake fence" in r.getMessage() for r in caplog.records)
+    assert OutcomeEvent.objects.count() == 1
+    release.set()
+    threads.join()
+    assert tasks.prune_outcomes() == 1
+
+
 # --- 2. the agent's clock ahead ---------------------------------------------------------------------------
 
 
@@ -320,8 +446,8 @@ def test_an_erasure_at_every_agent_refuses_the_user_at_each_and_reads_the_trail_
     assert sum('"experiments_datadeletion"' in q["sql"] for q in queries.captured_queries) == 1
 
     hashed: list[str] = []
-    real_hash = retention.user_id_hash
-    monkeypatch.setattr(retention, "user_id_hash", lambda user_id: hashed.append(user_id) or real_hash(user_id))
+    real_hash = intake.user_id_hash
+    monkeypatch.setattr(intake, "user_id_hash", lambda user_id: hashed.append(user_id) or real_hash(user_id))
     later = DataDeletion.objects.get().at + SKEW + timedelta(seconds=1)
     fresh = outcomes_ingest(principal=None, received_at=later, events=[
         {**event, "event_id": f"f{i}", "occurred_at": later.isoformat()} for i, event in enumerate(events)])
