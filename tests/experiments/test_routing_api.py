@@ -25,6 +25,7 @@ pytestmark = pytest.mark.django_db
 # The embedded mode (no REDIS_URL) has no shared generation counter and rebuilds the table every
 # CHECK_INTERVAL_SECONDS by design; the tests of the Redis-refreshed cache need Redis.
 needs_redis = pytest.mark.skipif(not routing.settings.REDIS_URL, reason="needs Redis (REDIS_URL): the cache is refreshed through it")
+needs_exposure_queue = pytest.mark.skipif(not routing.settings.REDIS_URL, reason="the exposure queue lives in Redis")
 
 ROUTE_KEYS = {"agent", "model", "provider", "variant", "experiment", "stage_percent"}
 
@@ -387,7 +388,7 @@ def test_user_ids_are_used_byte_for_byte_by_route_and_by_outcomes(client, runnin
     assert OutcomeEvent.objects.get(event_id="e-space").user_id == " u1"  # the same id /route hashed
 
 
-@pytest.mark.skipif(not routing.settings.REDIS_URL, reason="the exposure queue lives in Redis")
+@needs_exposure_queue
 def test_a_batch_that_cannot_be_written_is_set_aside_and_does_not_block_the_queue(running, caplog):
     import json
 
@@ -405,7 +406,7 @@ def test_a_batch_that_cannot_be_written_is_set_aside_and_does_not_block_the_queu
     client.close()
 
 
-@pytest.mark.skipif(not routing.settings.REDIS_URL, reason="the exposure queue lives in Redis")
+@needs_exposure_queue
 def test_exposures_the_database_cannot_have_produced_are_left_out(running, caplog):
     """A backup restored to an earlier point while Redis kept the exposures routed after it (the restore
     drill, docs/runbooks/backup-restore.md): they name a stage the restored experiment has not reached, an
@@ -436,7 +437,7 @@ def test_exposures_the_database_cannot_have_produced_are_left_out(running, caplo
         client.close()
 
 
-@pytest.mark.skipif(not routing.settings.REDIS_URL, reason="the exposure queue lives in Redis")
+@needs_exposure_queue
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_drains_write_each_batch_once(running):
     """Beat's drain every 10 s, a slow one still running, an erasure's: one drains at a time (a Redis
@@ -476,7 +477,7 @@ def test_concurrent_drains_write_each_batch_once(running):
     client.close()
 
 
-@pytest.mark.skipif(not routing.settings.REDIS_URL, reason="the exposure queue lives in Redis")
+@needs_exposure_queue
 def test_a_drain_that_finds_another_running_skips_unless_told_to_wait(running):
     import json
 
