@@ -8,16 +8,21 @@ gives before the API's own handlers run would otherwise break them:
 - HEAD is answered wherever GET is (RFC 9110 §9.3.2; probes and caches use it): the GET operation
   runs and its status and headers are sent without the body. ninja routes by method
   and the OpenAPI document lists GET only, as is usual.
+
+`get_and_head_only` gives the views that read and are not ninja operations — the probes, /metrics and
+the API's document — the same 405.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
 
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 
 API_PREFIX = "/api/v1/"
 _JSON_BODIES = {
@@ -30,6 +35,30 @@ security_logger = logging.getLogger("django.security.DisallowedHost")
 
 def json_error(status: int, code: str, detail: str) -> HttpResponse:
     return HttpResponse(json.dumps({"detail": detail, "code": code}), status=status, content_type="application/json")
+
+
+def method_not_allowed(allow: str) -> HttpResponse:
+    code, detail = _JSON_BODIES[405]
+    response = json_error(405, code, f"{detail}; allowed: {allow}")
+    response["Allow"] = allow
+    return response
+
+
+View = Callable[..., HttpResponse]
+
+
+def get_and_head_only(view: View) -> View:
+    """GET and HEAD, as Django's require_safe, but any other method is the API's JSON 405. CSRF-exempt:
+    on the full stack a POST without a CSRF cookie (every probe and script) met the CSRF check's HTML 403
+    before the method was judged, and these views only read."""
+
+    @functools.wraps(view)
+    def guarded(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return method_not_allowed("GET, HEAD")
+        return view(request, *args, **kwargs)
+
+    return csrf_exempt(guarded)
 
 
 class ApiJsonErrorsMiddleware:
@@ -57,16 +86,13 @@ class ApiJsonErrorsMiddleware:
     def _json_error_body(request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if response.status_code not in _JSON_BODIES or response.get("Content-Type", "").startswith("application/json"):
             return response
-        code, detail = _JSON_BODIES[response.status_code]
         allow = response.get("Allow")
         if response.status_code == 405 and allow:
             if "GET" in allow.replace(" ", "").split(","):
                 allow = f"{allow}, HEAD"  # answered for every GET operation (above)
-            detail = f"{detail}; allowed: {allow}"
-        replacement = json_error(response.status_code, code, detail)
-        if allow:
-            replacement["Allow"] = allow
-        return replacement
+            return method_not_allowed(allow)
+        code, detail = _JSON_BODIES[response.status_code]
+        return json_error(response.status_code, code, detail)
 
 
 def _drop_body(response: HttpResponse) -> None:

@@ -104,3 +104,16 @@ def test_the_openapi_document_keeps_get_only(client):
     paths = client.get("/api/v1/openapi.json").json()["paths"]
     assert not any("head" in operations for operations in paths.values())
     assert "get" in paths["/api/v1/agents/{agent}/config"]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/v1/docs"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_a_method_the_probes_and_the_api_document_do_not_serve_is_a_json_405(path, method):
+    # A client sending no CSRF cookie, as every probe and script does: the probes, /metrics and the API's
+    # document answer GET and HEAD only, and any other method is the API's 405 — not the CSRF page's 403
+    # (the probes are on the full stack) nor the document served to a DELETE.
+    status, headers, body = call(path, method=method)
+    assert status.startswith("405"), (status, body[:200])
+    assert headers["Content-Type"].startswith("application/json")
+    assert json.loads(body)["code"] == "method_not_allowed"
+    assert headers["Allow"] == "GET, HEAD"
