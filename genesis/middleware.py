@@ -1,7 +1,7 @@
 """Keeps the API's promises on its short middleware chain (genesis/wsgi.py), where the answers Django
 gives before the API's own handlers run would otherwise break them:
 
-- every error is JSON `{"detail", "code"}`: an unknown path under /api/v1/ (Django's HTML 404) and a
+- every error is JSON `{"detail", "code"}`: an unknown path under /api/ (Django's HTML 404) and a
   method the path does not serve (ninja's empty 405) are given that body;
 - the Host header is checked against ALLOWED_HOSTS, as CommonMiddleware does on every other path (the
   API chain leaves CommonMiddleware out): a host not allowed is a JSON 400 and reaches no view;
@@ -24,7 +24,9 @@ from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-API_PREFIX = "/api/v1/"
+# Every path under /api/ (genesis/wsgi.py sends them all down the API chain), not only /api/v1/: a client
+# with another version or a dropped slash is an API client too, and gets the API's error body.
+API_PREFIX = "/api/"
 _JSON_BODIES = {
     404: ("not_found", "no such API path: see /api/v1/docs for the operations"),
     405: ("method_not_allowed", "this path does not serve that method"),

@@ -61,6 +61,15 @@ def test_an_unknown_api_path_answers_json_on_the_short_chain_too():
     assert json.loads(body)["code"] == "not_found"
 
 
+@pytest.mark.parametrize("path", ["/api/v2/route", "/api/v1", "/api/"])
+def test_a_path_under_api_outside_v1_is_a_json_404_too(path):
+    # A client with the wrong version or a dropped slash is still an API client: it gets the API's error
+    # body, not Django's HTML page.
+    status, headers, body = call(path)
+    assert status.startswith("404") and headers["Content-Type"].startswith("application/json"), (status, body[:100])
+    assert json.loads(body)["code"] == "not_found"
+
+
 def test_the_api_checks_the_host_header_as_the_rest_of_the_site_does(seeded_demo, api_key_for):
     # The short chain has no CommonMiddleware (which checks ALLOWED_HOSTS for every other path); the API
     # checks the host itself, before any view runs, and says so in its error shape.
