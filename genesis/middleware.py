@@ -4,7 +4,8 @@ gives before the API's own handlers run would otherwise break them:
 - every error is JSON `{"detail", "code"}`: an unknown path under /api/ (Django's HTML 404) and a
   method the path does not serve (ninja's empty 405) are given that body;
 - the Host header is checked against ALLOWED_HOSTS, as CommonMiddleware does on every other path (the
-  API chain leaves CommonMiddleware out): a host not allowed is a JSON 400 and reaches no view;
+  API chain leaves CommonMiddleware out): a host not allowed is a JSON 400 and reaches no view — on the
+  probes and /metrics too, which is why the full MIDDLEWARE lists this before CommonMiddleware;
 - HEAD is answered wherever GET is (RFC 9110 §9.3.2; probes and caches use it): the GET operation
   runs and its status and headers are sent without the body. ninja routes by method
   and the OpenAPI document lists GET only, as is usual.
@@ -27,6 +28,9 @@ from django.views.decorators.csrf import csrf_exempt
 # Every path under /api/ (genesis/wsgi.py sends them all down the API chain), not only /api/v1/: a client
 # with another version or a dropped slash is an API client too, and gets the API's error body.
 API_PREFIX = "/api/"
+# The probes and /metrics are part of the HTTP API too (no key): their Host refusal is the same JSON. Their
+# views answer GET and HEAD themselves (get_and_head_only, below), so nothing else here applies to them.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _JSON_BODIES = {
     404: ("not_found", "no such API path: see /api/v1/docs for the operations"),
     405: ("method_not_allowed", "this path does not serve that method"),
@@ -68,13 +72,16 @@ class ApiJsonErrorsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not request.path.startswith(API_PREFIX):
+        probe = request.path in PROBE_PATHS
+        if not (probe or request.path.startswith(API_PREFIX)):
             return self.get_response(request)
         try:
             request.get_host()
         except DisallowedHost as exc:
             security_logger.error(str(exc), extra={"status_code": 400, "request": request})
             return json_error(400, "malformed_request", f"this server does not answer for that Host header: {exc}")
+        if probe:
+            return self.get_response(request)
         head = request.method == "HEAD"
         if head:
             request.method = "GET"

@@ -80,7 +80,12 @@ def test_the_api_checks_the_host_header_as_the_rest_of_the_site_does(seeded_demo
     assert error["code"] == "malformed_request" and "evil.example" in error["detail"]
     for path in ("/api/v1/openapi.json", "/api/v1/no-such-thing"):
         assert call(path, host="evil.example")[0].startswith("400"), path
-    assert call("/healthz", host="evil.example")[0].startswith("400")  # the full stack, as before
+    # The probes and /metrics (the full stack) refuse it too, with the same JSON body: they are part of
+    # the HTTP API, whose every error is {"detail", "code"} (it was Django's HTML 400 page).
+    for path in ("/healthz", "/readyz", "/metrics"):
+        status, headers, body = call(path, host="evil.example")
+        assert status.startswith("400") and headers["Content-Type"].startswith("application/json"), (path, body[:80])
+        assert json.loads(body)["code"] == "malformed_request"
     # An allowed host is served as before.
     assert call("/api/v1/agents/qa_agent/config", HTTP_AUTHORIZATION=f"Bearer {key}")[0].startswith("200")
     assert call("/api/v1/agents/qa_agent/config", host="localhost:8000", HTTP_AUTHORIZATION=f"Bearer {key}")[0].startswith("200")
