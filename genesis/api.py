@@ -28,6 +28,7 @@ from costs.api import router as costs_router
 from experiments.api import OPENAPI_SCHEMAS as experiments_schemas
 from experiments.api import router as experiments_router
 from genesis.errors import WHOLE_BODY, DomainError, field_errors
+from genesis.middleware import get_and_head_only
 from genesis.openapi import declare_error_responses, declare_schemas
 from genesis.uploads import UploadTooLarge
 from launch.api import router as launch_router
@@ -71,6 +72,8 @@ api = GenesisAPI(
                 "Every error is JSON {\"detail\", \"code\"}; the codes are listed in the README.",
     auth=ApiKeyAuth(),
     urls_namespace="api-v1",
+    # The document and its docs page are plain views, not operations: without this they served any method.
+    docs_decorator=get_and_head_only,
 )
 
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_safe
 
 from genesis.celery import app
+from genesis.middleware import get_and_head_only
 
 # The whole probe answers within this, whatever hangs; each check's own network timeouts are shorter
 # so that a refused or silent service is reported as such rather than as "no answer".
@@ -29,7 +29,7 @@ CHECK_TIMEOUT_SECONDS = 0.6
 logger = logging.getLogger(__name__)
 
 
-@require_safe  # GET and HEAD: probes use either (RFC 9110: HEAD wherever GET)
+@get_and_head_only  # probes use either (RFC 9110: HEAD wherever GET); another method is a JSON 405
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
@@ -119,7 +119,7 @@ def run_readiness_checks() -> dict[str, tuple[bool, str]]:
     return results
 
 
-@require_safe  # GET and HEAD: probes use either (RFC 9110: HEAD wherever GET)
+@get_and_head_only  # probes use either (RFC 9110: HEAD wherever GET); another method is a JSON 405
 def readyz(request: HttpRequest) -> JsonResponse:
     results = run_readiness_checks()
     ready = all(ok for ok, _ in results.values())

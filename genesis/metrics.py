@@ -60,7 +60,6 @@ from django.conf import settings
 from django.db.models import Min, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -133,7 +132,7 @@ def exposition() -> bytes:
     return generate_latest(registry)
 
 
-@require_safe  # GET and HEAD: probes use either (RFC 9110: HEAD wherever GET)
+# GET and HEAD only: genesis/urls.py wraps it (genesis.middleware.get_and_head_only, a JSON 405 otherwise).
 def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
 

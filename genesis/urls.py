@@ -5,6 +5,7 @@ from django.views.generic import RedirectView
 from genesis import health, metrics
 from genesis.api import api
 from genesis.metrics_auth import metrics_token_required
+from genesis.middleware import get_and_head_only
 from launch.admin import launch_urls
 
 admin.site.site_header = "Genesis control plane"
@@ -17,7 +18,7 @@ handler400 = "genesis.uploads.upload_too_large_or_bad_request"  # an upload over
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("metrics", metrics_token_required(metrics.metrics_view), name="prometheus-django-metrics"),
+    path("metrics", get_and_head_only(metrics_token_required(metrics.metrics_view)), name="prometheus-django-metrics"),
     path("api/v1/", api.urls),
     path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
     *launch_urls(),  # the launch board is the admin's home page

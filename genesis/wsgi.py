@@ -17,7 +17,7 @@ from django.conf import settings  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.http import HttpResponseBase  # noqa: E402
 
-API_PATH_PREFIX = "/api/"
+from genesis.middleware import API_PREFIX as API_PATH_PREFIX  # noqa: E402  (the paths it answers for)
 
 
 class MiddlewareListWSGIHandler(WSGIHandler):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .cli import add_simulator_arguments, config_from_arguments
-from .server import serve
+from .server import CannotListen, serve
 
 
 def main() -> None:
@@ -16,7 +16,12 @@ def main() -> None:
         config = config_from_arguments(options)
     except ValueError as error:
         parser.error(str(error))  # exits 2, like every usage error
-    serve(config)
+    try:
+        serve(config)
+    except CannotListen as error:
+        if error.usage:
+            parser.error(str(error))
+        parser.exit(1, f"{parser.prog}: {error}\n")
 
 
 if __name__ == "__main__":

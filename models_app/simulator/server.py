@@ -6,10 +6,12 @@ tests or as `manage.py mistral_simulator` / `python -m models_app.simulator`.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -364,9 +366,26 @@ def stop(server: SimulatorHTTPServer) -> None:
     server.server_close()
 
 
+class CannotListen(Exception):
+    """The simulator cannot listen where its options say. `usage`: the --host is no address of this
+    machine (a bad value: exit 2, like every usage error); otherwise the address is fine but taken or
+    forbidden now (a port another program holds: exit 1)."""
+
+    def __init__(self, config: SimulatorConfig, error: OSError) -> None:
+        self.usage = isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL
+        reason = error.strerror or str(error)
+        if error.errno == errno.EADDRINUSE:
+            reason = f"{reason} (another program, or another simulator, holds it: choose another --port)"
+        super().__init__(f"cannot listen on --host {config.host} --port {config.port}: {reason}")
+
+
 def serve(config: SimulatorConfig, *, announce: Callable[[str], None] | None = None) -> None:
-    """Serve until interrupted by Ctrl-C or SIGTERM (as `make run` stops its processes)."""
-    server = SimulatorHTTPServer(config)
+    """Serve until interrupted by Ctrl-C or SIGTERM (as `make run` stops its processes). Raises
+    CannotListen when the host and port cannot be bound."""
+    try:
+        server = SimulatorHTTPServer(config)
+    except OSError as error:  # socket.gaierror included
+        raise CannotListen(config, error) from None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     (announce or (lambda line: print(line, flush=True)))(

@@ -61,6 +61,15 @@ def test_an_unknown_api_path_answers_json_on_the_short_chain_too():
     assert json.loads(body)["code"] == "not_found"
 
 
+@pytest.mark.parametrize("path", ["/api/v2/route", "/api/v1", "/api/"])
+def test_a_path_under_api_outside_v1_is_a_json_404_too(path):
+    # A client with the wrong version or a dropped slash is still an API client: it gets the API's error
+    # body, not Django's HTML page.
+    status, headers, body = call(path)
+    assert status.startswith("404") and headers["Content-Type"].startswith("application/json"), (status, body[:100])
+    assert json.loads(body)["code"] == "not_found"
+
+
 def test_the_api_checks_the_host_header_as_the_rest_of_the_site_does(seeded_demo, api_key_for):
     # The short chain has no CommonMiddleware (which checks ALLOWED_HOSTS for every other path); the API
     # checks the host itself, before any view runs, and says so in its error shape.
@@ -71,7 +80,12 @@ def test_the_api_checks_the_host_header_as_the_rest_of_the_site_does(seeded_demo
     assert error["code"] == "malformed_request" and "evil.example" in error["detail"]
     for path in ("/api/v1/openapi.json", "/api/v1/no-such-thing"):
         assert call(path, host="evil.example")[0].startswith("400"), path
-    assert call("/healthz", host="evil.example")[0].startswith("400")  # the full stack, as before
+    # The probes and /metrics (the full stack) refuse it too, with the same JSON body: they are part of
+    # the HTTP API, whose every error is {"detail", "code"} (it was Django's HTML 400 page).
+    for path in ("/healthz", "/readyz", "/metrics"):
+        status, headers, body = call(path, host="evil.example")
+        assert status.startswith("400") and headers["Content-Type"].startswith("application/json"), (path, body[:80])
+        assert json.loads(body)["code"] == "malformed_request"
     # An allowed host is served as before.
     assert call("/api/v1/agents/qa_agent/config", HTTP_AUTHORIZATION=f"Bearer {key}")[0].startswith("200")
     assert call("/api/v1/agents/qa_agent/config", host="localhost:8000", HTTP_AUTHORIZATION=f"Bearer {key}")[0].startswith("200")
@@ -104,3 +118,16 @@ def test_the_openapi_document_keeps_get_only(client):
     paths = client.get("/api/v1/openapi.json").json()["paths"]
     assert not any("head" in operations for operations in paths.values())
     assert "get" in paths["/api/v1/agents/{agent}/config"]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/v1/docs"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_a_method_the_probes_and_the_api_document_do_not_serve_is_a_json_405(path, method):
+    # A client sending no CSRF cookie, as every probe and script does: the probes, /metrics and the API's
+    # document answer GET and HEAD only, and any other method is the API's 405 — not the CSRF page's 403
+    # (the probes are on the full stack) nor the document served to a DELETE.
+    status, headers, body = call(path, method=method)
+    assert status.startswith("405"), (status, body[:200])
+    assert headers["Content-Type"].startswith("application/json")
+    assert json.loads(body)["code"] == "method_not_allowed"
+    assert headers["Allow"] == "GET, HEAD"

@@ -519,3 +519,27 @@ def test_command_line_options_build_the_config() -> None:
     assert config.quality["ft:*"] == 0.9
     with pytest.raises(ValueError, match="error_rate"):
         config_from_arguments(parser.parse_args(["--error-rate", "2"]))
+
+
+def test_a_host_or_port_the_simulator_cannot_listen_on_is_a_clear_error_not_a_traceback() -> None:
+    # CONTRACT: exit 2 = usage error, always. A --host that is no address of this machine is a bad value
+    # (2); a port another program holds is a refusal of the moment (1). Both name the option; before,
+    # both were a socket traceback and exit 1.
+    import socket
+
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError) as not_a_host:
+        call_command("mistral_simulator", "--host", "256.1.1.1", "--port", "0")
+    assert not_a_host.value.returncode == 2 and "--host 256.1.1.1" in str(not_a_host.value)
+    with pytest.raises(CommandError) as not_ours:
+        call_command("mistral_simulator", "--host", "192.0.2.1", "--port", "0")  # TEST-NET-1: never ours
+    assert not_ours.value.returncode == 2
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(CommandError) as taken:
+            call_command("mistral_simulator", "--port", str(port))
+    assert taken.value.returncode == 1 and f"--port {port}" in str(taken.value)
+    assert "in use" in str(taken.value)

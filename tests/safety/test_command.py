@@ -151,3 +151,28 @@ def test_the_finetune_flag_starts_the_stage1_job_through_the_budget_check(demo_s
     assert WaltzBuild.objects.get(pk=summary["build"]).finetuning_job == job
     assert job.training_file.filename == "feedback_agent_train.jsonl" and job.estimated_cost_usd > 0
     assert job.status not in ("NOT_CREATED", "REFUSED"), job.last_error
+
+
+def test_json_is_printed_when_the_provider_keeps_failing_and_when_the_stage1_job_is_refused(
+        demo_simulator, simulator_factory, tmp_path) -> None:
+    # CONTRACT: `--json` prints the object, exit 1 when refused — the object on every exit 0 or 1, with
+    # `error` saying why. A build the provider kept failing, and a Stage-1 job the budget refused, printed
+    # nothing on stdout (only stderr), so a script reading stdout found no JSON.
+    from tests.models_app.conftest import point_demo_provider_at
+
+    failing = simulator_factory(error_rate=1.0)
+    point_demo_provider_at(failing, rate_limit_per_minute=60_000, max_concurrency=8)
+    code, out, err = run("--agent", "qa_agent", "--target", "20", "--out", str(tmp_path / "paused"), "--json")
+    assert code == 1 and "kept failing" in err
+    paused = json.loads(out)
+    assert CONTRACT_KEYS <= set(paused) and paused["build"] == WaltzBuild.objects.get().pk
+    assert "kept failing" in paused["error"] and paused["files"] is None and paused["finetuning_job"] is None
+
+    point_demo_provider_at(demo_simulator, rate_limit_per_minute=60_000, max_concurrency=8)
+    # Room for the build (cents), not for the job (the provider's $4 minimum fee).
+    budget_upsert(name="default", amount_usd="1", period="monthly", hard_limit=True)
+    code, out, err = run("--agent", "content_agent", "--target", "20", "--out", str(tmp_path / "job"), "--json",
+                         "--finetune")
+    assert code == 1 and "Stage-1 fine-tuning refused" in err
+    refused = json.loads(out)
+    assert CONTRACT_KEYS <= set(refused) and refused["finetuning_job"] is None and refused["error"]

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from models_app.simulator.cli import add_simulator_arguments, config_from_arguments
-from models_app.simulator.server import serve
+from models_app.simulator.server import CannotListen, serve
 
 
 class Command(BaseCommand):
@@ -23,7 +23,10 @@ class Command(BaseCommand):
             config = config_from_arguments(options)
         except ValueError as error:
             raise CommandError(f"mistral_simulator: {error}", returncode=2) from None
-        serve(config, announce=self._announce)
+        try:
+            serve(config, announce=self._announce)
+        except CannotListen as error:
+            raise CommandError(f"mistral_simulator: {error}", returncode=2 if error.usage else 1) from None
 
     def _announce(self, line: str) -> None:
         self.stdout.write(line)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from audits.services import dataset_file_path
 from costs.budgeting import format_usd
@@ -90,9 +90,10 @@ class Command(BaseCommand):
         try:
             build = services.waltz_build_execute(build_id=build.pk)
         except TransientProviderError as exc:
-            self.stderr.write(f"build #{build.pk} paused: the provider kept failing ({exc}). Its answers so far are kept; "
-                              "a worker resumes it: beat's sweep re-sends it to the default queue within minutes.")
-            sys.exit(REFUSED)
+            build.refresh_from_db()
+            self._stopped(options, f"build #{build.pk} paused: the provider kept failing ({exc}). Its answers so far are "
+                                   "kept; a worker resumes it: beat's sweep re-sends it to the default queue within minutes.",
+                          build=build)
         out = out_dir if options["out"] else out_dir / f"build-{build.pk}"
         if build.status == BuildStatus.SUCCEEDED:
             self._write_files(build, out)
@@ -101,12 +102,10 @@ class Command(BaseCommand):
             try:
                 job = services.waltz_build_finetune(build=build, actor=actor, override_reason=options["override_reason"])
             except DomainError as exc:
-                self.stderr.write(f"Stage-1 fine-tuning refused: {exc.message}")
-                raise CommandError(exc.message, returncode=REFUSED) from None
+                self._stopped(options, f"Stage-1 fine-tuning refused: {exc.message}", build=build, out=out)
         summary = selectors.waltz_build_summary(build=build)
         if options["json"]:
-            self.stdout.write(json.dumps({**summary, "files": {name: str(out / f"{name}.jsonl") for name in FILES},
-                                          "finetuning_job": job.pk if job else None}))
+            self.stdout.write(json.dumps({**summary, "files": self._file_paths(out), "finetuning_job": job.pk if job else None}))
         else:
             self.stdout.write(selectors.waltz_build_markdown(build=build))
             self.stdout.write(f"files in {out}")
@@ -147,11 +146,23 @@ class Command(BaseCommand):
         return directory
 
     def _refused(self, options: dict[str, Any], message: str) -> None:
+        """Refused before any build was made."""
+        self._stopped(options, f"refused: {message}", error=message)
+
+    def _stopped(self, options: dict[str, Any], message: str, *, build: Any = None, out: Path | None = None,
+                 error: str | None = None) -> None:
+        """Exit 1, saying why on stderr — and with --json the object on stdout all the same (every exit 0 or 1
+        prints it): the build's, or the empty shape when none was made, with `error`."""
         if options["json"]:
-            self.stdout.write(json.dumps({**selectors.waltz_build_summary_empty(), "files": None, "finetuning_job": None,
-                                          "error": message}))
-        self.stderr.write(f"refused: {message}")
+            summary = selectors.waltz_build_summary(build=build) if build else selectors.waltz_build_summary_empty()
+            self.stdout.write(json.dumps({**summary, "files": self._file_paths(out) if out else None,
+                                          "finetuning_job": None, "error": error or message}))
+        self.stderr.write(message)
         sys.exit(REFUSED)
+
+    @staticmethod
+    def _file_paths(out: Path) -> dict[str, str]:
+        return {name: str(out / f"{name}.jsonl") for name in FILES}
 
     def _agent(self, slug: str | None) -> Agent:
         if slug:
