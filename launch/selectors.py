@@ -348,7 +348,7 @@ def _rollout_state(
     if experiment is None:
         return Cell("not started", IDLE), Cell("—", IDLE), None, [], []
     stages = chain.stages.get(experiment.pk, [])
-    calendar = experiment_selectors.experiment_calendar(experiment=experiment, stages=stages)
+    calendar = experiment_selectors.experiment_calendar(experiment=experiment, stages=stages, now=now)
     link = ("admin:experiments_experiment_change", (experiment.pk,))
     if experiment.status == ExperimentStatus.DRAFT:
         return Cell(f"draft {experiment.key}", IDLE, "", *link), Cell("—", IDLE), None, calendar, []
@@ -416,10 +416,10 @@ def _draft_cell(draft: Experiment, *, candidate: ModelVersion, chain: Chains) ->
     )
 
 
-def _current_spend() -> tuple[dict[str, Decimal], str]:
+def _current_spend(*, now: datetime) -> tuple[dict[str, Decimal], str]:
     budget = Budget.objects.filter(name="default").first()
     if budget is not None:
-        period = budgeting.period_containing(budget.period, timezone.localtime())
+        period = budgeting.period_containing(budget.period, timezone.localtime(now))
         label = {"monthly": "this month", "daily": "today", "total": "all time"}.get(budget.period, budget.period)
         return spend_by(dimension="agent", budget=budget, period=period), label
     return spend_by(dimension="agent"), "all time"
@@ -455,14 +455,18 @@ def sees_costs(user: Any) -> bool:
     return user is None or _user_can(user, "costs.view_costentry")
 
 
-def launch_board(*, user: Any = None, agent: Agent | None = None) -> tuple[list[BoardRow], str | None]:
+def launch_board(
+    *, user: Any = None, agent: Agent | None = None, now: datetime | None = None
+) -> tuple[list[BoardRow], str | None]:
     """One row per agent (or the one `agent`), and the label of the spend period — None, and no
     row's spend, for a user who may not see costs. Every agent's rows are read at once (Chains): a
     fixed number of queries however many agents and running rollouts, whose figures come from their
-    latest guardrail evaluation, stored on the experiment (experiments.holds.stored_evaluation)."""
-    now = timezone.now()
+    latest guardrail evaluation, stored on the experiment (experiments.holds.stored_evaluation).
+    Everything is judged at one moment, `now` (the present): the spend's month, each figure's age
+    ("as of 23:59 UTC (40 s ago)"), the holds' stage time and the calendar's earliest starts."""
+    now = now or timezone.now()
     shows_spend = sees_costs(user)
-    spend, period_label = _current_spend() if shows_spend else ({}, None)
+    spend, period_label = _current_spend(now=now) if shows_spend else ({}, None)
     agents = [agent] if agent is not None else list(Agent.objects.order_by("slug"))
     chain = Chains.of(agents)
     who_may = _WhoMay()

@@ -7,6 +7,7 @@ Secrets never live here: the YAML may only *name* environment variables through 
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
@@ -95,7 +96,19 @@ def parse_provider_host(value: object) -> object:
     return ProviderHost(api_key_env=name, host=parts.hostname, port=None if any_port else 443 if port is None else port)
 
 
+def _time_zone(name: str) -> str:
+    """An IANA zone name. It decides what a budget's month and day are, the day a daily cost report is
+    named by and beat's hours: Django refused a misspelt one with "Incorrect timezone setting", naming
+    neither the file nor the key."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not a time zone name (an IANA name such as UTC or Europe/Paris)") from None
+    return name
+
+
 PercentSteps = Annotated[list[int], BeforeValidator(_split_commas), AfterValidator(_percent_steps)]
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
 RolloutStages = Annotated[list[int], BeforeValidator(_split_commas), AfterValidator(_rollout_stages)]
 StrList = Annotated[list[str], BeforeValidator(_split_commas)]
 ProviderHostList = Annotated[list[Annotated[ProviderHost, BeforeValidator(parse_provider_host)]], BeforeValidator(_split_commas)]
@@ -184,7 +197,7 @@ class GenesisConfig(Section):
     database_url: str
     redis_url: str = ""
     simulator_url: str = "http://127.0.0.1:8765"
-    time_zone: str = "UTC"
+    time_zone: TimeZoneName = "UTC"
     ab_testing: AbTestingSection = Field(default_factory=AbTestingSection)
     benchmarks: BenchmarksSection = Field(default_factory=BenchmarksSection)
     costs: CostsSection = Field(default_factory=CostsSection)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -72,6 +73,33 @@ def test_periods_and_their_keys():
     assert (monthly.key, monthly.start, monthly.end) == ("2026-12", datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
     daily = period_containing("daily", at)
     assert (daily.key, daily.start, daily.end) == ("2026-12-31", datetime(2026, 12, 31, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(("at", "month", "day"), [
+    ((2028, 2, 29, 23, 59, 59, 999_999), ("2028-02", (2028, 2, 1), (2028, 3, 1)), ((2028, 2, 29), (2028, 3, 1))),  # leap day
+    ((2027, 12, 31, 23, 59, 59, 999_999), ("2027-12", (2027, 12, 1), (2028, 1, 1)), ((2027, 12, 31), (2028, 1, 1))),
+    ((2027, 3, 1, 0, 0), ("2027-03", (2027, 3, 1), (2027, 4, 1)), ((2027, 3, 1), (2027, 3, 2))),
+])
+def test_a_period_runs_from_its_first_instant_to_the_next_ones_at_every_month_and_year_end(at, month, day):
+    monthly, daily = period_containing("monthly", datetime(*at, tzinfo=UTC)), period_containing("daily", datetime(*at, tzinfo=UTC))
+    assert (monthly.key, monthly.start, monthly.end) == (month[0], datetime(*month[1], tzinfo=UTC), datetime(*month[2], tzinfo=UTC))
+    assert (daily.start, daily.end) == (datetime(*day[0], tzinfo=UTC), datetime(*day[1], tzinfo=UTC))
+
+
+def test_periods_are_the_months_and_days_of_the_time_zone_of_the_moment_given():
+    """Calendar review: with TIME_ZONE=Europe/Paris a budget's month is Paris's (services pass the moment
+    in local time): 23:30 UTC on 31 January is February there. Its days are midnight to midnight, 23
+    hours on the day summer time starts and 25 on the day it ends."""
+    paris = ZoneInfo("Europe/Paris")
+    february = period_containing("monthly", datetime(2027, 1, 31, 23, 30, tzinfo=UTC).astimezone(paris))
+    assert february.key == "2027-02" and february.start == datetime(2027, 1, 31, 23, 0, tzinfo=UTC)
+    assert february.end == datetime(2027, 2, 28, 23, 0, tzinfo=UTC)
+    spring = period_containing("daily", datetime(2027, 3, 28, 12, 0, tzinfo=paris))
+    autumn = period_containing("daily", datetime(2027, 10, 31, 12, 0, tzinfo=paris))
+    # Measured in UTC: Python subtracts two times of one zone on the wall clock (24 h either day).
+    assert [period.end.astimezone(UTC) - period.start.astimezone(UTC) for period in (spring, autumn)] == [
+        timedelta(hours=23), timedelta(hours=25)]
+    assert spring.end == datetime(2027, 3, 28, 22, 0, tzinfo=UTC) and autumn.start == datetime(2027, 10, 30, 22, 0, tzinfo=UTC)
 
 
 def test_a_zero_budget_is_used_up_by_any_spend_and_untouched_without():

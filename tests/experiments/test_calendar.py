@@ -3,6 +3,7 @@ late and at-risk stages — pure (experiments/calendar.py), through the service,
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -70,3 +71,24 @@ def test_targets_are_set_by_an_operator_recorded_and_shown_on_the_page_and_the_b
     experiment_rollback(experiment=experiment, actor=person("roller", "rollback_experiment"), reason="test")
     with pytest.raises(Conflict, match="history"):
         experiment_set_stage_targets(experiment=experiment, actor=starter, targets={25: None})
+
+
+@pytest.mark.django_db
+def test_the_calendar_form_shows_its_targets_in_utc_so_saving_it_unchanged_moves_nothing(client, settings):
+    """Calendar review: the form reads its times as UTC (its header says so), but the page wrote them in
+    TIME_ZONE: with Europe/Paris a 23:30 UTC target showed as 00:30 the next day, and "Save the
+    calendar" with nothing changed moved it an hour later — every save another hour."""
+    settings.TIME_ZONE = "Europe/Paris"
+    starter = person("starter", "view_experiment", "add_experiment", "change_experiment", "start_experiment")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter, min_stage_hours=48), actor=starter)
+    target = datetime(2027, 1, 31, 23, 30, tzinfo=UTC)  # 00:30 on 1 February in Paris
+    experiment_set_stage_targets(experiment=experiment, actor=starter, targets={25: target})
+    client.force_login(starter)
+
+    page = client.get(reverse("admin:experiments_experiment_change", args=[experiment.pk])).content.decode()
+    shown = re.search(r'name="target_25" value="([^"]*)"', page)
+    assert shown is not None and shown.group(1) == "2027-01-31T23:30"
+    client.post(reverse("admin:experiments_experiment_act", args=[experiment.pk, "targets"]), {"target_25": shown.group(1)})
+
+    experiment.refresh_from_db()
+    assert experiment.stage_targets == {"25": target.isoformat()}

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -358,3 +358,35 @@ def test_event_ids_are_unique_per_agent_not_across_agents(client, api_key_for):
     assert post(client, legal, [event(event_id="1", agent="legal_agent")]).json() == {"accepted": 1, "duplicates": 0, "rejected": [], "uncharged": []}
     assert post(client, qa, [event(event_id="1")]).json() == {"accepted": 0, "duplicates": 1, "rejected": [], "uncharged": []}
     assert sorted(OutcomeEvent.objects.values_list("agent__slug", "event_id")) == [("legal_agent", "1"), ("qa_agent", "1")]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
+def test_a_batch_across_the_midnight_that_ends_a_month_is_charged_to_each_month(client, running, api_key_for, settings, zone):
+    """Calendar review: one request's events of an agent and model are one ledger entry per day of
+    TIME_ZONE, dated by its newest event — a batch sent just after midnight on the 1st puts its last
+    tenth of a second of the old month on the old month's budget, not on the new one's."""
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from costs.models import CostEntry
+    from costs.selectors import budget_status
+    from costs.services import budget_upsert, price_upsert
+
+    settings.TIME_ZONE = zone
+    price_upsert(model="open-mistral-7b", effective_from=date(2024, 1, 1), input_usd_per_million="1000",
+                 output_usd_per_million="0", source="test price list", source_date=date(2024, 1, 1))
+    monthly = budget_upsert(name="monthly", amount_usd="100", period="monthly")
+    now = timezone.localtime()
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)  # the latest midnight of a 1st there
+    last_of_old, first_of_new = month_start - timedelta(milliseconds=100), month_start + timedelta(milliseconds=100)
+    events = [event(event_id="old", occurred_at=last_of_old.isoformat(), input_tokens=1_000, output_tokens=0),  # $1
+              event(event_id="new", user_id="u-2", occurred_at=first_of_new.isoformat(), input_tokens=2_000, output_tokens=0)]
+
+    assert post(client, api_key_for("qa_agent"), events).json()["accepted"] == 2
+
+    entries = CostEntry.objects.filter(operation="inference").order_by("occurred_at")
+    assert [(entry.amount_usd, timezone.localtime(entry.occurred_at).day) for entry in entries] == [
+        (Decimal("1"), last_of_old.day), (Decimal("2"), 1)]
+    assert budget_status(budget=monthly, now=first_of_new).spent == Decimal("2")
+    assert budget_status(budget=monthly, now=last_of_old).spent == Decimal("1")

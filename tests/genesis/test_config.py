@@ -278,3 +278,14 @@ def test_a_unicode_digit_in_a_whole_number_variable_stops_start_up_naming_the_va
                           env=child_environment(**{variable: "²"}))
     assert done.returncode != 0
     assert f"{variable}: '²' is not a whole number of {unit}" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_time_zone_that_does_not_exist_stops_start_up_naming_the_key(tmp_path):
+    """Calendar review: `time_zone` sets what a budget's month and day, the daily report's day and
+    beat's hours are; a misspelt zone was taken by the schema and Django then stopped with
+    "Incorrect timezone setting", naming neither the file nor the key."""
+    config = load_config(env_name="dev", environ={"DATABASE_URL": "x"}, config_dir=write(tmp_path, MINIMAL + "time_zone: Europe/Paris\n"))
+    assert config.time_zone == "Europe/Paris"
+    for wrong in ("Europe/Pariss", "CET/../UTC", ""):
+        with pytest.raises(ConfigError, match=r"dev\.yaml: time_zone: .*not a time zone"):
+            load_config(env_name="dev", environ={"DATABASE_URL": "x"}, config_dir=write(tmp_path, MINIMAL + f"time_zone: '{wrong}'\n"))

@@ -5,10 +5,10 @@ agent is read or all of them — no agent's rows leak into another's."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
+from django.utils import timezone
 
 from launch.chains import Chains
 from launch.selectors import agent_candidate, launch_board, launch_facts, launch_report_facts
@@ -71,11 +71,12 @@ def test_every_row_of_the_board_says_where_its_agent_is(operator):
 
 
 def test_a_row_is_the_same_on_the_board_and_read_alone(operator):
-    def without_calendar(row):  # the calendar's earliest starts are counted from now
-        return dataclasses.replace(row, calendar=[])
-
-    for row in launch_board(user=operator)[0]:
-        assert without_calendar(launch_board(user=operator, agent=row.agent)[0][0]) == without_calendar(row)
+    """Read at one moment. Each read took its own clock: a second ticking between the two turned "as
+    of 14:03 UTC (0 s ago)" into "(1 s ago)", and midnight "as of 23:59 UTC" into "as of 2027-12-31
+    23:59 UTC" — the test failed by the clock (it left the calendar out for the same reason)."""
+    now = timezone.now()
+    for row in launch_board(user=operator, now=now)[0]:
+        assert launch_board(user=operator, agent=row.agent, now=now)[0][0] == row
 
 
 def test_the_reports_facts_are_the_same_for_all_agents_and_for_each_alone(operator):
