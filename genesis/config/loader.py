@@ -77,23 +77,46 @@ def expand_variables(value: Any, *, environ: Mapping[str, str], file: str, key: 
     return value
 
 
-def _describe(error: ErrorDetails) -> str:
+def variables_set_by_key(value: Any, *, environ: Mapping[str, str], key: str = "") -> dict[str, list[str]]:
+    """The environment variables set in `environ` that a key's value (before expansion) takes text from,
+    by key as expand_variables names it: a refused value then names the variable the person set, not
+    only a key of a file they never edited."""
+    if isinstance(value, str):
+        names = [match.group("name") for match in _VARIABLE.finditer(value) if environ.get(match.group("name"), "") != ""]
+        return {key: names} if names else {}
+    found: dict[str, list[str]] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found.update(variables_set_by_key(v, environ=environ, key=f"{key}.{k}" if key else str(k)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found.update(variables_set_by_key(v, environ=environ, key=f"{key}[{i}]"))
+    return found
+
+
+def _describe(error: ErrorDetails, *, variables: Mapping[str, list[str]]) -> str:
     key = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
         return f"{key}: unknown key"
     if kind == "missing":
         return f"{key}: required key is missing"
-    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+    # An item of a list the variable held as a whole ("10,abc,100") is found under the list's key.
+    parts = key.split(".")
+    source = next((variables[prefix] for prefix in (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+                   if prefix in variables), [])
+    named = f" (from {', '.join(source)})" if source else ""
+    return f"{key}{named}: {error['msg']} (got {error.get('input')!r})"
 
 
-def validate_config(raw: Any, *, file: str) -> GenesisConfig:
+def validate_config(raw: Any, *, file: str, variables: Mapping[str, list[str]] | None = None) -> GenesisConfig:
+    """`variables`: the environment variables each key's value was expanded from (variables_set_by_key)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: the top level must be a mapping of keys, got {type(raw).__name__}")
     try:
         return GenesisConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
+        problems = "; ".join(_describe(error, variables=variables or {}) for error in exc.errors())
         raise ConfigError(f"{file}: {problems}") from None
 
 
@@ -111,7 +134,8 @@ def load_config(
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{shown}: not valid YAML: {exc}") from None
-    return validate_config(expand_variables(raw, environ=environ, file=shown), file=shown)
+    return validate_config(expand_variables(raw, environ=environ, file=shown), file=shown,
+                           variables=variables_set_by_key(raw, environ=environ))
 
 
 def _display_path(path: Path) -> str:

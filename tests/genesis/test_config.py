@@ -110,7 +110,7 @@ def test_the_benchmark_minimum_of_cases_comes_from_the_environment_and_must_be_p
     assert load_config(env_name="dev", environ={**environ, "BENCHMARK_MIN_CASES": "50"}).benchmarks.min_cases == 50
     with pytest.raises(ConfigError) as exc:
         load_config(env_name="dev", environ={**environ, "BENCHMARK_MIN_CASES": "0"})
-    assert "dev.yaml: benchmarks.min_cases:" in str(exc.value)
+    assert "dev.yaml: benchmarks.min_cases (from BENCHMARK_MIN_CASES):" in str(exc.value)
 
 
 def test_provider_hosts_come_from_the_environment_and_a_malformed_entry_stops_start_up():
@@ -128,7 +128,7 @@ def test_provider_hosts_come_from_the_environment_and_a_malformed_entry_stops_st
         with pytest.raises(ConfigError) as exc:
             load_config(env_name="production", environ={**environ, "REDIS_URL": "redis://x", "GENESIS_ALLOWED_HOSTS": "a",
                                                         "GENESIS_PROVIDER_HOSTS": f"localhost:11434,{entry}"})
-        assert "production.yaml: providers.hosts.1: " in str(exc.value) and problem in str(exc.value)
+        assert "production.yaml: providers.hosts.1 (from GENESIS_PROVIDER_HOSTS): " in str(exc.value) and problem in str(exc.value)
 
 
 def run_django(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -189,7 +189,7 @@ def test_bad_rollout_stages_stop_start_up_naming_the_key(tmp_path, stages, messa
 
 def test_bad_budget_thresholds_are_refused(tmp_path):
     text = MINIMAL + "costs:\n  thresholds: ${BUDGET_THRESHOLDS}\n"
-    with pytest.raises(ConfigError, match=r"dev.yaml: costs.thresholds: .*between 1 and 100"):
+    with pytest.raises(ConfigError, match=r"dev.yaml: costs.thresholds \(from BUDGET_THRESHOLDS\): .*between 1 and 100"):
         load_config(env_name="dev", environ={"DATABASE_URL": "x", "BUDGET_THRESHOLDS": "25,50,130"}, config_dir=write(tmp_path, text))
 
 
@@ -289,3 +289,29 @@ def test_a_time_zone_that_does_not_exist_stops_start_up_naming_the_key(tmp_path)
     for wrong in ("Europe/Pariss", "CET/../UTC", ""):
         with pytest.raises(ConfigError, match=r"dev\.yaml: time_zone: .*not a time zone"):
             load_config(env_name="dev", environ={"DATABASE_URL": "x"}, config_dir=write(tmp_path, MINIMAL + f"time_zone: '{wrong}'\n"))
+
+
+def test_a_refused_value_names_the_environment_variable_it_came_from(tmp_path):
+    # The person set ROLLOUT_MIN_SAMPLES_PER_ARM, not a key of dev.yaml: the message named only the key.
+    text = MINIMAL + "ab_testing:\n  stages: ${ROLLOUT_STAGES:-10,100}\n  min_samples_per_arm: ${ROLLOUT_MIN_SAMPLES_PER_ARM:-150}\n"
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={"DATABASE_URL": "x", "ROLLOUT_STAGES": "10,abc,100",
+                                             "ROLLOUT_MIN_SAMPLES_PER_ARM": "0"}, config_dir=write(tmp_path, text))
+    message = str(exc.value)
+    assert "ab_testing.min_samples_per_arm (from ROLLOUT_MIN_SAMPLES_PER_ARM): " in message
+    assert "ab_testing.stages.1 (from ROLLOUT_STAGES): " in message  # an item of the list the variable held
+    # A default the file gives is no variable the person set: nothing is named.
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={"DATABASE_URL": "x"},
+                    config_dir=write(tmp_path, MINIMAL + "ab_testing:\n  min_samples_per_arm: ${ROLLOUT_MIN_SAMPLES_PER_ARM:-3}\n"))
+    assert "ab_testing.min_samples_per_arm: " in str(exc.value) and "from" not in str(exc.value)
+
+
+def test_a_command_refused_by_the_configuration_says_so_in_one_line_not_a_traceback():
+    result = run_django("rollout_models", "--agent", "qa_agent", "--status", "--as", "admin",
+                        DATABASE_URL="postgres://postgres@127.0.0.1:5432/test", ROLLOUT_MIN_SAMPLES_PER_ARM="0")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "genesis: the configuration is refused: genesis/config/dev.yaml: ab_testing.min_samples_per_arm "
+        "(from ROLLOUT_MIN_SAMPLES_PER_ARM): Input should be greater than or equal to 20 (got '0')"
+    ], result.stderr

@@ -182,7 +182,7 @@ def test_the_gate_rule_and_resamples_come_from_the_environment_and_are_checked()
     assert chosen.benchmarks.gate_rule == "improves_and_reaches"
     with pytest.raises(ConfigError) as exc:
         load_config(env_name="dev", environ={**environ, "BENCHMARK_GATE_RULE": "sometimes"})
-    assert "dev.yaml: benchmarks.gate_rule:" in str(exc.value)
+    assert "dev.yaml: benchmarks.gate_rule (from BENCHMARK_GATE_RULE):" in str(exc.value)
 
 
 # ---- review F5: re-running an INCONCLUSIVE candidate spends alpha -------------------------------------------
