@@ -92,6 +92,26 @@ def agents_with_benchmark_candidates() -> list[Agent]:
     )
 
 
+def agents_left_out_of_benchmarks(*, benchmarked: list[Agent]) -> list[str]:
+    """The agents not in `benchmarked`, each as "slug (why)": what `run_all_benchmarks` says of those it
+    leaves out, where a missing agent said nothing — its newest fine-tune's status (rolling out, live,
+    rejected …), or that it has none."""
+    newest_status: dict[int, str] = {}
+    for agent_id, status in (
+        ModelVersion.objects.filter(kind=ModelKind.FINE_TUNED)
+        .exclude(agent__in=benchmarked)
+        .order_by("agent_id", "-created_at", "-pk")
+        .values_list("agent_id", "status")
+    ):
+        newest_status.setdefault(agent_id, status)
+    left_out = []
+    for agent in Agent.objects.exclude(pk__in=[agent.pk for agent in benchmarked]).order_by("slug"):
+        status = newest_status.get(agent.pk)
+        why = f"its newest fine-tune is {ModelStatus(status).label.lower()}" if status else "no fine-tuned version"
+        left_out.append(f"{agent.slug} ({why})")
+    return left_out
+
+
 def active_run_for_candidate(*, candidate: ModelVersion) -> BenchmarkRun | None:
     return BenchmarkRun.objects.filter(candidate=candidate, status__in=ACTIVE_RUN_STATUSES).order_by("-pk").first()
 

@@ -209,6 +209,22 @@ def test_without_a_worker_json_still_prints_the_contract_objects(empty_broker, d
 
 
 @pytest.mark.django_db
+def test_run_all_benchmarks_names_the_agents_it_leaves_out_and_why(empty_broker, demo_simulator):
+    # An agent whose fine-tune is rolling out (it passed its gate) or was rejected has no candidate: it was
+    # missing from the list and the output without a word.
+    ModelVersion.objects.filter(agent__slug="qa_agent", kind="fine_tuned").update(status="rolling_out")
+    ModelVersion.objects.filter(agent__slug="legal_agent", kind="fine_tuned").update(status="rejected")
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError):  # no worker: the three others are not started either
+        call_command("run_all_benchmarks", "--json", stdout=out, stderr=err)
+    assert sorted(r["agent"] for r in json.loads(out.getvalue())) == ["analyst_agent", "content_agent", "support_agent"]
+    assert err.getvalue().splitlines()[0] == (
+        "not benchmarked, no fine-tune waiting for its benchmark: legal_agent (its newest fine-tune is rejected); "
+        "qa_agent (its newest fine-tune is rolling out)"
+    )
+
+
+@pytest.mark.django_db
 def test_without_a_worker_the_command_exits_1_and_says_how_to_start_one(empty_broker, demo_simulator):
     with pytest.raises(CommandError) as refused:
         call_command("benchmark_finetuned", "--agent", "qa_agent", stdout=io.StringIO(), stderr=io.StringIO())

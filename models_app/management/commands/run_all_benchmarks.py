@@ -1,5 +1,6 @@
 """`manage.py run_all_benchmarks [--json] [--as USERNAME] [--override-reason TEXT]`: `benchmark_finetuned`
-for every agent with a candidate (`--override-reason`, given `--as` a user with costs.override_budget,
+for every agent with a candidate — a fine-tune registered, approved for rollout or being benchmarked; the
+others are named on stderr with their newest fine-tune's status (`--override-reason`, given `--as` a user with costs.override_budget,
 goes over a hard budget for each run it refuses).
 
 Each agent gets its own run (stored on its own); the runs go to the workers together and the command
@@ -20,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from genesis.commands import command_user
 from genesis.errors import DomainError
 from models_app.benchmarks.models import BenchmarkVerdict
-from models_app.benchmarks.selectors import agents_with_benchmark_candidates
+from models_app.benchmarks.selectors import agents_left_out_of_benchmarks, agents_with_benchmark_candidates
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.management.commands._benchmark_cli import (
     add_actor_arguments,
@@ -43,6 +44,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         actor = command_user(options["username"])
         agents = agents_with_benchmark_candidates()
+        left_out = agents_left_out_of_benchmarks(benchmarked=agents)
+        if left_out:  # a fine-tune rolling out or live has passed its gate; one rejected waits for a new one
+            self.stderr.write(f"not benchmarked, no fine-tune waiting for its benchmark: {'; '.join(left_out)}")
         if not agents:
             if options["json"]:
                 self.stdout.write("[]")
