@@ -106,8 +106,8 @@ def agents_left_out_of_benchmarks(*, benchmarked: list[Agent]) -> list[str]:
         newest_status.setdefault(agent_id, status)
     left_out = []
     for agent in Agent.objects.exclude(pk__in=[agent.pk for agent in benchmarked]).order_by("slug"):
-        status = newest_status.get(agent.pk)
-        why = f"its newest fine-tune is {ModelStatus(status).label.lower()}" if status else "no fine-tuned version"
+        newest = newest_status.get(agent.pk)
+        why = f"its newest fine-tune is {ModelStatus(newest).label.lower()}" if newest else "no fine-tuned version"
         left_out.append(f"{agent.slug} ({why})")
     return left_out
 
