@@ -79,8 +79,8 @@ def expand_variables(value: Any, *, environ: Mapping[str, str], file: str, key: 
 
 def variables_set_by_key(value: Any, *, environ: Mapping[str, str], key: str = "") -> dict[str, list[str]]:
     """The environment variables set in `environ` that a key's value (before expansion) takes text from,
-    by key as expand_variables names it: a refused value then names the variable the person set, not
-    only a key of a file they never edited."""
+    by key as a refusal names it (pydantic's "stages.1" for a list's item): a refused value then names the
+    variable the person set, not only a key of a file they never edited."""
     if isinstance(value, str):
         names = [match.group("name") for match in _VARIABLE.finditer(value) if environ.get(match.group("name"), "") != ""]
         return {key: names} if names else {}
@@ -90,7 +90,7 @@ def variables_set_by_key(value: Any, *, environ: Mapping[str, str], key: str = "
             found.update(variables_set_by_key(v, environ=environ, key=f"{key}.{k}" if key else str(k)))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            found.update(variables_set_by_key(v, environ=environ, key=f"{key}[{i}]"))
+            found.update(variables_set_by_key(v, environ=environ, key=f"{key}.{i}"))
     return found
 
 

@@ -103,7 +103,8 @@ def _time_zone(name: str) -> str:
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{name!r} is not a time zone name (an IANA name such as UTC or Europe/Paris)") from None
+        # The refusal quotes the value after this ("(got 'Europe/Pariss')"): not named twice.
+        raise ValueError("not a time zone name (an IANA name such as UTC or Europe/Paris)") from None
     return name
 
 

@@ -300,6 +300,11 @@ def test_a_refused_value_names_the_environment_variable_it_came_from(tmp_path):
     message = str(exc.value)
     assert "ab_testing.min_samples_per_arm (from ROLLOUT_MIN_SAMPLES_PER_ARM): " in message
     assert "ab_testing.stages.1 (from ROLLOUT_STAGES): " in message  # an item of the list the variable held
+    # A variable that is one item of a YAML list is named too.
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={"DATABASE_URL": "x", "SECOND_STAGE": "abc"},
+                    config_dir=write(tmp_path, MINIMAL + "ab_testing:\n  stages: [10, '${SECOND_STAGE}', 100]\n"))
+    assert "ab_testing.stages.1 (from SECOND_STAGE): " in str(exc.value)
     # A default the file gives is no variable the person set: nothing is named.
     with pytest.raises(ConfigError) as exc:
         load_config(env_name="dev", environ={"DATABASE_URL": "x"},
@@ -315,3 +320,14 @@ def test_a_command_refused_by_the_configuration_says_so_in_one_line_not_a_traceb
         "genesis: the configuration is refused: genesis/config/dev.yaml: ab_testing.min_samples_per_arm "
         "(from ROLLOUT_MIN_SAMPLES_PER_ARM): Input should be greater than or equal to 20 (got '0')"
     ], result.stderr
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["help"]])
+def test_help_and_version_still_answer_when_the_configuration_is_refused(argv):
+    # Django answers them without settings (help lists its own commands and quotes the refusal).
+    result = run_django(*argv, ROLLOUT_MIN_SAMPLES_PER_ARM="0")
+    assert result.returncode == 0, result.stderr
+    if argv == ["help"]:
+        assert "ROLLOUT_MIN_SAMPLES_PER_ARM" in result.stdout + result.stderr
+    else:
+        assert result.stdout.strip().startswith("5.2.")
