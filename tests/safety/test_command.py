@@ -176,3 +176,24 @@ def test_json_is_printed_when_the_provider_keeps_failing_and_when_the_stage1_job
     assert code == 1 and "Stage-1 fine-tuning refused" in err
     refused = json.loads(out)
     assert CONTRACT_KEYS <= set(refused) and refused["finetuning_job"] is None and refused["error"]
+
+
+def test_a_failed_build_names_no_files_since_it_wrote_none(demo_simulator, tmp_path) -> None:
+    # The provider refusing every call (a key it does not know) fails the build: the JSON listed the four
+    # files' paths all the same and the text said "files in …", though nothing was written there.
+    from models_app.simulator import SimulatorConfig, start_in_thread, stop
+    from tests.models_app.conftest import point_demo_provider_at
+
+    refusing, _ = start_in_thread(SimulatorConfig(port=0, seed=0, api_keys=frozenset({"a-key-genesis-does-not-send"})))
+    try:
+        point_demo_provider_at(refusing, rate_limit_per_minute=60_000, max_concurrency=8)
+        code, out, err = run("--agent", "qa_agent", "--target", "20", "--out", str(tmp_path / "json"), "--json")
+        text_code, text_out, _ = run("--agent", "qa_agent", "--target", "20", "--out", str(tmp_path / "text"))
+    finally:
+        stop(refusing)
+    assert code == 1 and "failed" in err
+    failed = json.loads(out)
+    assert WaltzBuild.objects.get(pk=failed["build"]).status == "failed"
+    assert failed["files"] is None and failed["finetuning_job"] is None
+    assert text_code == 1 and "files in" not in text_out
+    assert not list(tmp_path.rglob("*.jsonl"))

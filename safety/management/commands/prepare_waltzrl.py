@@ -104,11 +104,14 @@ class Command(BaseCommand):
             except DomainError as exc:
                 self._stopped(options, f"Stage-1 fine-tuning refused: {exc.message}", build=build, out=out)
         summary = selectors.waltz_build_summary(build=build)
+        written = build.status == BuildStatus.SUCCEEDED  # a failed build writes no file: none is named
         if options["json"]:
-            self.stdout.write(json.dumps({**summary, "files": self._file_paths(out), "finetuning_job": job.pk if job else None}))
+            self.stdout.write(json.dumps({**summary, "files": self._file_paths(out) if written else None,
+                                          "finetuning_job": job.pk if job else None}))
         else:
             self.stdout.write(selectors.waltz_build_markdown(build=build))
-            self.stdout.write(f"files in {out}")
+            if written:
+                self.stdout.write(f"files in {out}")
             if job is not None:
                 self.stdout.write(f"Stage-1 fine-tuning job #{job.pk} ({job.status})")
         if build.status != BuildStatus.SUCCEEDED:
