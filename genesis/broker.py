@@ -1,4 +1,4 @@
-"""Genesis's Celery transports: kombu's, each with one fault fixed. settings.CELERY_BROKER_TRANSPORT
+"""Genesis's Celery transports: kombu's, with their faults fixed. settings.CELERY_BROKER_TRANSPORT
 names the one the broker URL needs.
 
 The embedded broker (no REDIS_URL), `Transport`: kombu's file-system transport, with messages that
@@ -23,13 +23,15 @@ are still in Redis' unacked set, whose visibility timeout gives them back (a tas
 work done: GUIDE, "Tasks are idempotent"), and if Redis lost them, Genesis's sweeps send the stranded
 jobs again. A shorter break, with Redis still there, puts the messages back as kombu does; the worker
 stops the tasks that were running on them (settings.CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS),
-so each runs again once, not beside itself.
+so each runs again once, not beside itself. And a worker's answer to a ping or an inspection expires
+as its reply queue does (`RedisChannel._put` says why kombu's does not).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from time import monotonic
 from typing import Any
@@ -44,6 +46,12 @@ logger = logging.getLogger(__name__)
 
 # `_get` takes only files named `<stamp>_<uuid>.<queue>.msg`; a file being written ends in this.
 PARTIAL_SUFFIX = ".partial"
+
+# kombu's Mailbox sends remote-control replies through the exchange `reply.<namespace>.pidbox`.
+CONTROL_REPLY_EXCHANGE = re.compile(r"reply\.[^.]+\.pidbox")
+# Celery's control_queue_expires, which the asker itself gives the same key: answers are read within
+# the asker's timeout (at most 3 s in Genesis) or never.
+CONTROL_REPLY_EXPIRES_MS = 10_000
 
 
 class Channel(filesystem.Channel):
@@ -100,6 +108,27 @@ class RedisQoS(kombu_redis.QoS):
 
 class RedisChannel(kombu_redis.Channel):
     QoS = RedisQoS
+
+    def _put(self, queue: Any, message: Any, **kwargs: Any) -> None:
+        """A worker's answer to a remote-control command (`ping`, `inspect …`) expires like its queue.
+
+        The asker declares its reply queue with Celery's control_queue_expires (10 s), but kombu keeps
+        that expiry in the asker's channel only: the worker's LPUSH creates the key without a TTL. The
+        asker deletes the key once it stops listening, and a reply that saw the queue's binding just
+        before is pushed just after: a key nobody reads, kept for good. /readyz asks with limit=1, so
+        with two workers the second answer raced the delete on about one probe in four (measured), and
+        an asker killed while it waits leaves every answer behind."""
+        exchange = message["properties"]["delivery_info"].get("exchange") or ""
+        # A batch (`Producer.batch()`) is kombu's own path: neither Celery nor the Mailbox replies in one.
+        if queue in self._expires or kwargs.get("_publish_batch") is not None or not CONTROL_REPLY_EXCHANGE.fullmatch(exchange):
+            super()._put(queue, message, **kwargs)
+            return
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        # One transaction: no moment when the key exists without its expiry.
+        with self.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, dumps(message))
+            pipe.pexpire(key, CONTROL_REPLY_EXPIRES_MS)
+            pipe.execute()
 
 
 class RedisTransport(kombu_redis.Transport):

@@ -66,6 +66,7 @@ def check_celery() -> str:
         # (and leave this thread behind the probe's deadline, retrying).
         connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=CHECK_TIMEOUT_SECONDS / 3)
         # limit=1: one live worker is enough to be ready, and the answer comes as soon as it replies.
+        # The other workers' answers, pushed after the asker has gone, expire (genesis/broker.py).
         replies = app.control.ping(timeout=CHECK_TIMEOUT_SECONDS * 2 / 3, limit=1, connection=connection)
     if not replies:
         raise NoWorkerAnswered("no Celery worker answered a ping")
