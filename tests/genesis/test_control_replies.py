@@ -61,7 +61,11 @@ def test_answers_to_an_asker_killed_while_it_waits_expire(start_worker, broker):
     worker = start_worker(queues="default", concurrency=1)
     before = reply_keys(broker)
     pidbox = broker.pubsub()
-    pidbox.psubscribe("*celery.pidbox")  # kombu's fanout channel: the ping is seen once it is sent
+    # kombu's fanout channel for this Redis database ("/<db>.celery.pidbox"): the ping is seen once it is
+    # sent. Channels are not per database — "*celery.pidbox" saw another suite's pings (a second run on
+    # another index), and the asker was killed before it had sent its own.
+    database = broker.connection_pool.connection_kwargs.get("db", 0)
+    pidbox.psubscribe(f"/{database}.celery.pidbox*")
     pidbox.get_message(timeout=5)  # the subscription's confirmation
     os.killpg(worker.process.pid, signal.SIGSTOP)  # the worker answers only once the asker is gone
     asker = subprocess.Popen([sys.executable, "-c", ASKER], cwd=ROOT, env=child_environment(),
