@@ -22,7 +22,7 @@ def _load(tmp_path: Path, ab_testing: str, **environ: str):
 
 @pytest.mark.parametrize("stages", ["100", "50"])
 def test_a_single_stage_plan_stops_start_up_and_is_refused_for_an_experiment(tmp_path, stages):
-    with pytest.raises(ConfigError, match="ab_testing.stages: .*at least two stages"):
+    with pytest.raises(ConfigError, match=r"ab_testing.stages \(from ROLLOUT_STAGES\): .*at least two stages"):
         _load(tmp_path, "  stages: ${ROLLOUT_STAGES}\n", ROLLOUT_STAGES=stages)
     with pytest.raises(InvalidInput, match="at least two stages"):
         validate_stage_plan([int(stages)])
