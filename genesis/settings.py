@@ -18,6 +18,11 @@ from genesis.config.loader import ConfigError, load_config, normalise_env_name
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("GENESIS_VAR_DIR", BASE_DIR / "var"))
 
+# Set but empty means unset, for prometheus_client too: it goes multiprocess when the variable is present
+# at all and then writes its files into the working directory, which /metrics (genesis/metrics.py,
+# reading empty as unset) never serves. Removed here, before prometheus_client is imported.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 # prometheus_client's multiprocess mode writes its files into this folder as soon as a process counts
 # anything, and a gunicorn worker died at boot ("No such file or directory") when it was missing — a
 # tmpfs folder such as /run/genesis-metrics is gone after a reboot. Made here, before any metric is.

@@ -232,6 +232,22 @@ def test_a_missing_metrics_folder_is_made_at_start(tmp_path):
     assert folder.is_dir()
 
 
+def test_an_empty_metrics_folder_variable_is_unset_and_writes_no_files_into_the_working_directory(tmp_path):
+    # Was: PROMETHEUS_MULTIPROC_DIR="" put prometheus_client in multiprocess mode (it checks only that the
+    # variable is there), which wrote counter_<pid>.db files into the working directory — a soak found them
+    # in the checkout — while /metrics, reading the empty variable as unset, served none of them.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, child_environment
+
+    count = "from prometheus_client import Counter; Counter('genesis_probe_total', 'a probe').inc()"
+    result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "shell", "-c", count], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, env=child_environment(PROMETHEUS_MULTIPROC_DIR=""))
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_every_environment_variable_the_settings_read_is_in_the_readmes_tables() -> None:
     # GENESIS_USE_FINETUNED, GENESIS_FALLBACK_ENABLED and BENCHMARK_CONCURRENCY were read into config keys
     # nothing used, and were in no table; GENESIS_SSL_REDIRECT and GENESIS_VAR_DIR were read and in no
