@@ -17,7 +17,7 @@ from django.conf import settings  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.http import HttpResponseBase  # noqa: E402
 
-from genesis.middleware import API_PREFIX as API_PATH_PREFIX  # noqa: E402  (the paths it answers for)
+from genesis.middleware import API_PREFIX  # noqa: E402  (the paths the API chain answers for)
 
 
 class MiddlewareListWSGIHandler(WSGIHandler):
@@ -42,7 +42,7 @@ def split_application() -> WSGIApplication:
     api_handler, full_handler = MiddlewareListWSGIHandler(settings.API_MIDDLEWARE), WSGIHandler()
 
     def application(environ: WSGIEnvironment, start_response: StartResponse) -> HttpResponseBase:
-        handler = api_handler if environ.get("PATH_INFO", "").startswith(API_PATH_PREFIX) else full_handler
+        handler = api_handler if environ.get("PATH_INFO", "").startswith(API_PREFIX) else full_handler
         return handler(environ, start_response)
 
     return application

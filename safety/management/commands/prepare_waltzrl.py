@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
@@ -84,7 +84,6 @@ class Command(BaseCommand):
             raise usage_error(exc.message) from None
         except DomainError as exc:
             self._refused(options, exc.message)
-            return
         if not options["json"]:
             self.stderr.write(f"build #{build.pk}: {build.total_items} prompts, estimated {format_usd(build.estimated_cost_usd)}")
         try:
@@ -148,12 +147,12 @@ class Command(BaseCommand):
             raise usage_error(f"--out: cannot write {directory}: {exc.strerror or exc}") from None
         return directory
 
-    def _refused(self, options: dict[str, Any], message: str) -> None:
+    def _refused(self, options: dict[str, Any], message: str) -> NoReturn:
         """Refused before any build was made."""
         self._stopped(options, f"refused: {message}", error=message)
 
     def _stopped(self, options: dict[str, Any], message: str, *, build: Any = None, out: Path | None = None,
-                 error: str | None = None) -> None:
+                 error: str | None = None) -> NoReturn:
         """Exit 1, saying why on stderr — and with --json the object on stdout all the same (every exit 0 or 1
         prints it): the build's, or the empty shape when none was made, with `error`."""
         if options["json"]:
