@@ -21,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from genesis.config.redaction import without_credentials
 from genesis.config.schema import GenesisConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -106,7 +107,8 @@ def _describe(error: ErrorDetails, *, variables: Mapping[str, list[str]]) -> str
     source = next((variables[prefix] for prefix in (".".join(parts[:n]) for n in range(len(parts), 0, -1))
                    if prefix in variables), [])
     named = f" (from {', '.join(source)})" if source else ""
-    return f"{key}{named}: {error['msg']} (got {error.get('input')!r})"
+    # A value may carry a password (a host list's "NAME=user:PW@host"): the refusal is printed and logged.
+    return f"{key}{named}: {error['msg']} (got {without_credentials(repr(error.get('input')))})"
 
 
 def validate_config(raw: Any, *, file: str, variables: Mapping[str, list[str]] | None = None) -> GenesisConfig:

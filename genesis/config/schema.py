@@ -79,20 +79,22 @@ def parse_provider_host(value: object) -> object:
     send no key."""
     if not isinstance(value, str):
         return value
-    entry = value.strip()
-    name, separator, address = entry.rpartition("=")
-    name, address = name.strip(), address.strip()
+    # The refusals do not quote the entry: the loader's message does, with any password masked.
+    name, separator, address = value.strip().partition("=")
+    name, address = (name.strip(), address.strip()) if separator else ("", name)
     if separator and not API_KEY_VARIABLE.fullmatch(name):
-        raise ValueError(f"{entry!r}: {name!r} is not an API key variable; expected {PROVIDER_HOST_SYNTAX}")
+        raise ValueError(f"{name!r} is not an API key variable; expected {PROVIDER_HOST_SYNTAX}")
     any_port = address.endswith(":*")
     try:
         parts = urlsplit("//" + (address[:-2] if any_port else address))
         port = parts.port
     except ValueError:
         parts, port = None, None
-    if parts is None or not parts.hostname or parts.path or parts.query or parts.fragment or parts.username is not None \
+    if parts is not None and (parts.username is not None or parts.password is not None):
+        raise ValueError("carries a user name or password; give host[:port] only (the key comes from its variable)")
+    if parts is None or not parts.hostname or parts.path or parts.query or parts.fragment \
             or not parts.hostname.isascii() or port == 0:
-        raise ValueError(f"{entry!r}: expected {PROVIDER_HOST_SYNTAX}, without a scheme or a path")
+        raise ValueError(f"expected {PROVIDER_HOST_SYNTAX}, without a scheme or a path")
     return ProviderHost(api_key_env=name, host=parts.hostname, port=None if any_port else 443 if port is None else port)
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 
 import httpx
 
+from genesis.config.redaction import without_credentials
+
 # Where the Mistral SDK sends requests when an account gives no URL.
 MISTRAL_DEFAULT_URL = "https://api.mistral.ai"
 SETTING = "GENESIS_PROVIDER_HOSTS"
@@ -60,16 +62,17 @@ class ProviderDestinations:
         """Why an account of `kind` may not call `base_url` with the key in $`api_key_env`, or None when
         it may. The message says what to change in the environment."""
         url_text = base_url or (MISTRAL_DEFAULT_URL if kind == "mistral" else "")
+        shown = without_credentials(url_text)  # the refusal is shown on the form and may be logged
         try:
             url = httpx.URL(url_text)
             host = url.raw_host.decode("ascii").lower()
         except (httpx.InvalidURL, UnicodeDecodeError):
-            return f"'{url_text}' is not an http:// or https:// URL"
+            return f"'{shown}' is not an http:// or https:// URL"
         if url.scheme not in _DEFAULT_PORTS or not host:
-            return f"'{url_text}' is not an http:// or https:// URL with a host"
+            return f"'{shown}' is not an http:// or https:// URL with a host"
         if url.userinfo:
             # Nothing to gain, and URL parsers disagree about where such an address ends.
-            return f"'{url_text}' carries a user name or password; give the URL without them (the key comes from its variable)"
+            return f"'{shown}' carries a user name or password; give the URL without them (the key comes from its variable)"
         port = url.port or _DEFAULT_PORTS[url.scheme]
         address = f"{_host_text(host)}:{port}"
         if url.scheme == "http" and self.plain_http_loopback_only and not is_loopback(host):

@@ -131,6 +131,17 @@ def test_provider_hosts_come_from_the_environment_and_a_malformed_entry_stops_st
         assert "production.yaml: providers.hosts.1 (from GENESIS_PROVIDER_HOSTS): " in str(exc.value) and problem in str(exc.value)
 
 
+
+@pytest.mark.parametrize("entry", ["VLLM_API_KEY=ops:Hunter2-pw@vllm.internal:8000", "VLLM_API_KEY=:Hunter2-pw@vllm.internal",
+                                   "https://ops:Hunter2-pw@vllm.internal", "VLLM_API_KEY=vllm.internal/v1?token=Hunter2-pw"])
+def test_a_provider_host_entry_with_a_password_is_refused_without_showing_it(entry):
+    # The refusal stops start-up and lands in the process's log: the entry is quoted, its password masked.
+    with pytest.raises(ConfigError) as exc:
+        load_config(env_name="dev", environ={"DATABASE_URL": "postgres://x/y", "GENESIS_PROVIDER_HOSTS": entry})
+    assert "providers.hosts.0 (from GENESIS_PROVIDER_HOSTS): " in str(exc.value) and "vllm.internal" in str(exc.value)
+    assert "Hunter2" not in str(exc.value)
+    assert str(exc.value).count("vllm.internal") == 1  # quoted once, by the loader
+
 def run_django(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("GENESIS_", "DJANGO_"))}
     environ.update(env)

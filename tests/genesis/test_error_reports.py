@@ -85,6 +85,10 @@ def test_the_config_objects_repr_masks_its_secrets(settings_with_credentials):
     ("https://api.example.com/v1?api_key=K123&limit=5", "https://api.example.com/v1?api_key=********&limit=5"),
     ("connect to redis://u:PW@h:1/0 failed", "connect to redis://u:********@h:1/0 failed"),
     ("alice@example.com", "alice@example.com"),
+    ("VLLM_API_KEY=ops:PW@vllm:8000", "VLLM_API_KEY=ops:********@vllm:8000"),  # a host list entry: no scheme
+    ("(got 'ops:PW@vllm')", "(got 'ops:********@vllm')"),
+    ("at 10:30 bob@example.com", "at 10:30 bob@example.com"),
+    ("'https://h/p?token=K1'", "'https://h/p?token=********'"),  # the quote after a query value stays
     ("", ""),
 ])
 def test_without_credentials_masks_passwords_and_keeps_the_rest(text, shown):
