@@ -49,14 +49,21 @@ def normalise_env_name(raw: str) -> str:
     return name
 
 
-def expand_variables(value: Any, *, environ: Mapping[str, str], file: str, key: str = "") -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string inside `value`, recursively."""
+def expand_variables(
+    value: Any, *, environ: Mapping[str, str], file: str, key: str = "", used: dict[str, list[str]] | None = None
+) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string inside `value`, recursively. `used`, when given,
+    collects the variables set in `environ` that each key's value took text from, by key as a refusal names
+    it (pydantic's "stages.1" for a list's item): a refused value then names the variable the person set,
+    not only a key of a file they never edited."""
     if isinstance(value, str):
+        taken: list[str] = []
 
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group("name"), match.group("default")
             current = environ.get(name, "")
             if current != "":
+                taken.append(name)
                 return current
             if default is not None:
                 return default
@@ -64,35 +71,18 @@ def expand_variables(value: Any, *, environ: Mapping[str, str], file: str, key: 
                 f"{file}: {key or '<root>'}: environment variable {name} is required but not set"
             )
 
-        return _VARIABLE.sub(substitute, value)
+        expanded = _VARIABLE.sub(substitute, value)
+        if taken and used is not None:
+            used[key] = taken
+        return expanded
     if isinstance(value, dict):
         return {
-            k: expand_variables(v, environ=environ, file=file, key=f"{key}.{k}" if key else str(k))
+            k: expand_variables(v, environ=environ, file=file, key=f"{key}.{k}" if key else str(k), used=used)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [
-            expand_variables(v, environ=environ, file=file, key=f"{key}[{i}]")
-            for i, v in enumerate(value)
-        ]
+        return [expand_variables(v, environ=environ, file=file, key=f"{key}.{i}", used=used) for i, v in enumerate(value)]
     return value
-
-
-def variables_set_by_key(value: Any, *, environ: Mapping[str, str], key: str = "") -> dict[str, list[str]]:
-    """The environment variables set in `environ` that a key's value (before expansion) takes text from,
-    by key as a refusal names it (pydantic's "stages.1" for a list's item): a refused value then names the
-    variable the person set, not only a key of a file they never edited."""
-    if isinstance(value, str):
-        names = [match.group("name") for match in _VARIABLE.finditer(value) if environ.get(match.group("name"), "") != ""]
-        return {key: names} if names else {}
-    found: dict[str, list[str]] = {}
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found.update(variables_set_by_key(v, environ=environ, key=f"{key}.{k}" if key else str(k)))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found.update(variables_set_by_key(v, environ=environ, key=f"{key}.{i}"))
-    return found
 
 
 def _describe(error: ErrorDetails, *, variables: Mapping[str, list[str]]) -> str:
@@ -112,7 +102,7 @@ def _describe(error: ErrorDetails, *, variables: Mapping[str, list[str]]) -> str
 
 
 def validate_config(raw: Any, *, file: str, variables: Mapping[str, list[str]] | None = None) -> GenesisConfig:
-    """`variables`: the environment variables each key's value was expanded from (variables_set_by_key)."""
+    """`variables`: the environment variables each key's value was expanded from (expand_variables' `used`)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: the top level must be a mapping of keys, got {type(raw).__name__}")
     try:
@@ -136,8 +126,9 @@ def load_config(
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{shown}: not valid YAML: {exc}") from None
-    return validate_config(expand_variables(raw, environ=environ, file=shown), file=shown,
-                           variables=variables_set_by_key(raw, environ=environ))
+    used: dict[str, list[str]] = {}
+    expanded = expand_variables(raw, environ=environ, file=shown, used=used)
+    return validate_config(expanded, file=shown, variables=used)
 
 
 def _display_path(path: Path) -> str:
