@@ -205,13 +205,14 @@ def _launch_report_send_locked(*, now: datetime, week: str) -> dict[str, str]:
     entries = launch_report_facts()
     markdown = launch_report.render_markdown(entries, generated_at=now)
     judged = [(facts["agent"], launch_report.judge(facts).decision) for facts in entries]
+    day = timezone.localdate(now)  # the day of the week it is named by, as a daily cost report's
     summary = "; ".join(f"{agent}: {decision}" for agent, decision in judged if decision) or "no agent has a candidate"
     notice = notifications.Notice(
-        subject=f"[Genesis] Go/No-Go report {now:%Y-%m-%d}: {'all GO' if launch_report.all_go(entries) else 'not all GO'}",
+        subject=f"[Genesis] Go/No-Go report {day:%Y-%m-%d}: {'all GO' if launch_report.all_go(entries) else 'not all GO'}",
         text=summary,
         attachments=(
-            notifications.Attachment(f"launch-report-{now:%Y-%m-%d}.md", markdown, "text/markdown"),
-            notifications.Attachment(f"launch-report-{now:%Y-%m-%d}.html",
+            notifications.Attachment(f"launch-report-{day:%Y-%m-%d}.md", markdown, "text/markdown"),
+            notifications.Attachment(f"launch-report-{day:%Y-%m-%d}.html",
                                      launch_report.render_html(entries, generated_at=now), "text/html"),
         ),
     )

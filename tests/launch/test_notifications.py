@@ -5,7 +5,7 @@ goes to the alert channels."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core import mail
@@ -125,6 +125,19 @@ def test_the_weekly_report_goes_through_the_cost_report_channels(seeded_demo, se
     assert message.to == ["ops@example.com"] and "Go/No-Go report" in message.subject
     assert [name for name, _, _ in message.attachments][0].startswith("launch-report-")
 
+
+
+def test_the_weekly_report_is_named_by_the_local_day_it_is_sent_on(seeded_demo, settings):
+    # Beat fires at 07:00 on Monday in TIME_ZONE: in Tokyo that is Sunday 22:00 UTC. The subject and the
+    # files named Sunday while the week key said Monday's week.
+    settings.TIME_ZONE = "Asia/Tokyo"
+    use_channels(settings, email_to=("ops@example.com",))
+    monday_in_tokyo = datetime(2027, 1, 3, 22, 0, tzinfo=UTC)
+    assert launch_report_send(now=monday_in_tokyo) == {"log": "ok", "email": "ok"}
+    message = mail.outbox[-1]
+    assert message.subject.startswith("[Genesis] Go/No-Go report 2027-01-04: ")
+    assert [name for name, _, _ in message.attachments] == ["launch-report-2027-01-04.md", "launch-report-2027-01-04.html"]
+    assert WeeklyLaunchReport.objects.get().week == "2027-W01"
 
 def test_the_weekly_report_goes_out_once_a_week_however_often_beat_fires(seeded_demo, settings):
     """A standby beat taking over from a killed one fires again what that beat fired since it last saved
