@@ -78,9 +78,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    # Before CommonMiddleware, whose Host check answers Django's HTML 400: the API's and the probes' is JSON.
+    # Before SecurityMiddleware (whose HTTPS redirect reads the Host) and CommonMiddleware (which checks
+    # it), both answering Django's HTML 400 for a Host not allowed: the API's and the probes' is JSON.
     "genesis.middleware.ApiJsonErrorsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -101,8 +102,8 @@ SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 # ~10 µs a call, bench/route); without it gunicorn sends API answers chunked instead of with a length.
 # ApiJsonErrorsMiddleware stays: it is what turns Django's HTML 404 / empty 405 into the API's JSON.
 API_MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
     "genesis.middleware.ApiJsonErrorsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
 ]
 
 # Request bodies: a full POST /outcomes batch (1 000 events, each with 200-character ids written as

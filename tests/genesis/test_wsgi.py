@@ -15,8 +15,10 @@ from django.db import close_old_connections
 pytestmark = pytest.mark.django_db
 
 
-def call(path: str, *, method: str = "GET", host: str = "testserver", **headers: str) -> tuple[str, dict[str, str], bytes]:
-    from genesis.wsgi import application
+def call(path: str, *, method: str = "GET", host: str = "testserver", application=None,
+         **headers: str) -> tuple[str, dict[str, str], bytes]:
+    if application is None:
+        from genesis.wsgi import application
 
     environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SERVER_NAME": "testserver", "SERVER_PORT": "80",
                "HTTP_HOST": host, "wsgi.input": io.BytesIO(b""), "wsgi.url_scheme": "http",
@@ -49,8 +51,8 @@ def test_the_admin_keeps_the_full_stack():
     status, headers, _ = call("/admin/login/")
     assert status.startswith("200")
     assert headers["X-Frame-Options"] == "DENY" and "Cookie" in headers.get("Vary", "")
-    assert settings.API_MIDDLEWARE == ["django.middleware.security.SecurityMiddleware",
-                                       "genesis.middleware.ApiJsonErrorsMiddleware"]
+    assert settings.API_MIDDLEWARE == ["genesis.middleware.ApiJsonErrorsMiddleware",
+                                       "django.middleware.security.SecurityMiddleware"]
 
 
 def test_an_unknown_api_path_answers_json_on_the_short_chain_too():
@@ -131,3 +133,18 @@ def test_a_method_the_probes_and_the_api_document_do_not_serve_is_a_json_405(pat
     assert headers["Content-Type"].startswith("application/json")
     assert json.loads(body)["code"] == "method_not_allowed"
     assert headers["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/agents/qa_agent/config", "/healthz"])
+def test_a_host_not_allowed_is_the_json_400_before_the_https_redirect(settings, path):
+    # Production redirects plain HTTP to HTTPS (SECURE_SSL_REDIRECT); the redirect reads the Host, and
+    # SecurityMiddleware ran first: a Host not allowed met Django's HTML 400 there.
+    from genesis.wsgi import split_application
+
+    settings.SECURE_SSL_REDIRECT = True
+    production = split_application()  # the middleware reads the setting when the chain is built
+    status, headers, body = call(path, host="evil.example", application=production)
+    assert status.startswith("400") and headers["Content-Type"].startswith("application/json"), (status, body[:100])
+    assert json.loads(body)["code"] == "malformed_request"
+    status, headers, _ = call("/api/v1/agents/qa_agent/config", application=production)
+    assert status.startswith("301") and headers["Location"] == "https://testserver/api/v1/agents/qa_agent/config"
