@@ -5,7 +5,8 @@ gives before the API's own handlers run would otherwise break them:
   method the path does not serve (ninja's empty 405) are given that body;
 - the Host header is checked against ALLOWED_HOSTS, as CommonMiddleware does on every other path (the
   API chain leaves CommonMiddleware out): a host not allowed is a JSON 400 and reaches no view — on the
-  probes and /metrics too, which is why the full MIDDLEWARE lists this before CommonMiddleware;
+  probes and /metrics too, which is why both chains list this first, before SecurityMiddleware's HTTPS
+  redirect and CommonMiddleware's check (each reads the Host and answers Django's HTML 400);
 - HEAD is answered wherever GET is (RFC 9110 §9.3.2; probes and caches use it): the GET operation
   runs and its status and headers are sent without the body. ninja routes by method
   and the OpenAPI document lists GET only, as is usual.
