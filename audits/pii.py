@@ -27,13 +27,13 @@ candidate search followed by a strict validator that only runs on candidates
   start with an issuer's fixed prefix (the gitleaks rules), and PEM
   ``PRIVATE KEY`` blocks.
 
-Text that holds look-alike characters (fullwidth forms, no-break and thin
-spaces, Unicode dashes, zero-width characters: see "look-alike characters"
-below) is scanned as :func:`normalised` reads it, the spans mapped back onto
-the original; ASCII text skips that check at the cost of one O(1)
-``str.isascii()``.  Only those characters are normalised, not all of NFKC:
-mathematical or circled digits and other scripts' digits are not read as
-digits.
+Text that holds look-alike characters (any character Unicode gives a digit
+value, fullwidth forms, every space separator and dash, invisible characters:
+see "look-alike characters" below) is scanned as :func:`normalised` reads it,
+the spans mapped back onto the original; ASCII text skips that check at the
+cost of one O(1) ``str.isascii()``.  Not all of NFKC: a character is read as
+one character (or none), never expanded ("⑴" is "1", not "(1)"), so spans map
+back by the removals alone.
 
 Counts are occurrences, never lines.  Matches never overlap: when two
 detectors claim the same characters the more specific one wins.
@@ -44,7 +44,9 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
+import itertools
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -701,50 +703,95 @@ def _find_ipv6(text: str, out: list[tuple[str, int, int]]) -> None:
 # --------------------------------------------------------------------------- look-alike characters
 
 # Characters that read as ASCII punctuation, digits or nothing at all, and so
-# hide PII from the detectors above (all of which look for ASCII): fullwidth
-# forms (NFKC of U+FF01–FF5E is their ASCII letter), no-break and thin spaces
-# (French typography groups "06 12 34 56 78" with them), Unicode hyphens and
-# dashes, and invisible characters (zero-width space / joiners, word joiner,
-# BOM, soft hyphen) pushed into "jo\u200b@example.com" to evade a scan.
-# Digits of other scripts too: Arabic-Indic and Persian (how Arabic and Farsi
-# speakers type a phone or card number), Devanagari, Bengali and Thai, and
-# the "mathematical" bold/double-struck/monospace digits of fancy-text
-# generators (𝟒𝟓𝟑𝟐…). Each is one character for one digit.
-_INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
-_OTHER_DIGITS_FROM = (0x0660, 0x06F0, 0x0966, 0x09E6, 0x0E50, *range(0x1D7CE, 0x1D800, 10))
-_LOOK_ALIKE_TABLE: dict[int, str | None] = {
-    **{code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
-    **{zero + value: str(value) for zero in _OTHER_DIGITS_FROM for value in range(10)},
-    **dict.fromkeys(map(ord, "\u00a0\u2007\u2009\u202f\u3000"), " "),
-    **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2212"), "-"),
-    **dict.fromkeys(map(ord, _INVISIBLE)),
+# hide PII from the detectors above (all of which look for ASCII), each read
+# as the ASCII it stands for:
+# - every character Unicode gives a digit value 0–9: the decimal digits of
+#   every script (Arabic-Indic and Persian, as Arabic and Farsi speakers type
+#   a phone or card; Devanagari, Myanmar, Khmer, Tamil …), fullwidth and the
+#   "mathematical" bold/monospace digits of fancy-text generators (𝟒𝟓𝟑𝟐…),
+#   and the compatibility digits NFKC reads as digits: circled ①, negative
+#   circled ❶, superscript ¹ and subscript ₁. One character for one digit.
+# - fullwidth forms (NFKC of U+FF01–FF5E is their ASCII character), the small
+#   "﹫", and the full stops IDNA reads as a domain's dot (｡ 。 ﹒ ․);
+# - every space separator (no-break, thin, em, ideographic …: French
+#   typography groups "06 12 34 56 78" with them) as a space, every dash and
+#   the minus sign as "-";
+# - invisible characters removed: every format character (zero-width space /
+#   joiners, word joiner, BOM, soft hyphen, bidirectional marks and isolates,
+#   invisible operators, tags) and the other default-ignorable ones
+#   (variation selectors, combining grapheme joiner, Hangul fillers), and the
+#   keycap mark, pushed into "jo\u200b@example.com" or an RTL number to evade a
+#   scan. What NFKC would expand into several characters ("⑴" → "(1)") is
+#   read as one, so only removals move offsets.
+# Built from the running Python's Unicode database (14.0 on 3.11) at import, in
+# one pass over the planes that hold digits (plane 14's tags and variation
+# selectors added by range), skipping the CJK ideographs and Hangul syllables
+# (letters only, 2/5 of the pass).
+_DIGIT_LOOK_ALIKES: dict[str, str] = {}
+_SPACES_AND_DASHES: dict[str, str] = {"\u2212": "-"}
+_INVISIBLE_LIST = [*map(chr, range(0xE0000, 0xE0080)), *map(chr, range(0xE0100, 0xE01F0))]
+_OTHER_IGNORABLE = "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0\u20e3"
+for _char in map(chr, itertools.chain(range(0x80, 0x3400), range(0xA000, 0xAC00), range(0xD7A4, 0x20000))):
+    _category = unicodedata.category(_char)
+    if _category in ("Nd", "No"):
+        _value = unicodedata.digit(_char, None)
+        if _value is not None:
+            _DIGIT_LOOK_ALIKES[_char] = str(_value)
+    elif _category == "Zs":
+        _SPACES_AND_DASHES[_char] = " "
+    elif _category == "Pd":
+        _SPACES_AND_DASHES[_char] = "-"
+    elif _category == "Cf" or "\ufe00" <= _char <= "\ufe0f" or _char in _OTHER_IGNORABLE:
+        _INVISIBLE_LIST.append(_char)
+del _char, _category
+_INVISIBLE = "".join(_INVISIBLE_LIST)
+_LOOK_ALIKE_TABLE: dict[str, str] = {
+    **{chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
+    **_DIGIT_LOOK_ALIKES,
+    "\ufe6b": "@",
+    **dict.fromkeys("\uff61\u3002\ufe52\u2024", "."),
+    **_SPACES_AND_DASHES,
+    **dict.fromkeys(_INVISIBLE, ""),
 }
-# The same characters in UTF-8: a byte search (literal prefixes) is how a
-# non-ASCII text that holds none of them is told apart cheaply.
-_LOOK_ALIKE_BYTES = re.compile(
-    rb"\xc2[\xa0\xad]|\xe2\x80[\x87\x89\x8b-\x8d\x90-\x93\xaf]|\xe2\x81\xa0|\xe2\x88\x92"
-    rb"|\xe3\x80\x80|\xef\xbb\xbf|\xef\xbc[\x81-\xbf]|\xef\xbd[\x80-\x9e]"
-    rb"|\xd9[\xa0-\xa9]|\xdb[\xb0-\xb9]|\xe0\xa5[\xa6-\xaf]|\xe0\xa7[\xa6-\xaf]|\xe0\xb9[\x90-\x99]"
-    rb"|\xf0\x9d\x9f[\x8e-\xbf]"
-)
-_INVISIBLE_CHAR = re.compile(f"[{_INVISIBLE}]")
+
+
+def _char_class(chars: Iterable[str]) -> str:
+    """A regex character class of ``chars``, consecutive code points as ranges."""
+    runs: list[list[int]] = []
+    for code in sorted(map(ord, chars)):
+        if runs and runs[-1][1] == code - 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    return "[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in runs) + "]"
+
+
+_INVISIBLE_CHAR = re.compile(_char_class(_INVISIBLE))
 # str.translate looks every character up in the table (~10 times slower than a scan), so the few
-# look-alikes are found by a regex and replaced one by one.
-_LOOK_ALIKE_CHAR = re.compile("[" + "".join(map(chr, _LOOK_ALIKE_TABLE)) + "]")
-_LOOK_ALIKE_REPLACEMENT = {chr(code): replacement or "" for code, replacement in _LOOK_ALIKE_TABLE.items()}
+# look-alikes are found by a regex and replaced one by one. A class holding characters beyond U+FFFF is
+# checked range by range (15× slower on French text), so the class holds the BMP ones and any astral
+# character matches, to be looked up in the table (emoji map to themselves).
+_LOOK_ALIKE_CHAR = re.compile(
+    _char_class(char for char in _LOOK_ALIKE_TABLE if char <= "\uffff") + "|[\U00010000-\U0010ffff]"
+)
 
 
 def _replace_look_alike(match: re.Match[str]) -> str:
-    return _LOOK_ALIKE_REPLACEMENT[match.group()]
+    char = match.group()
+    return _LOOK_ALIKE_TABLE.get(char, char)
 
 
-_ASCII_BYTES = bytes(range(128))
+def _has_look_alike(text: str) -> bool:
+    """Whether ``text`` holds a look-alike: one pass of the class (a table lookup per character); an
+    astral character it matches is one only when the table says so."""
+    return any(match.group() in _LOOK_ALIKE_TABLE for match in _LOOK_ALIKE_CHAR.finditer(text))
 
 
 def normalised(text: str) -> str:
-    """``text`` as the scanner reads it: fullwidth forms and the digits of other
-    scripts as ASCII, no-break and thin spaces as spaces, Unicode hyphens and
-    dashes as ``-``, zero-width characters and soft hyphens removed."""
+    """``text`` as the scanner reads it: every character with a digit value
+    (other scripts, circled, superscript …) and fullwidth forms as ASCII, every
+    space separator as a space and every dash as ``-``, invisible characters
+    (zero-width, bidirectional marks, variation selectors …) removed."""
     return text if text.isascii() else _LOOK_ALIKE_CHAR.sub(_replace_look_alike, text)
 
 
@@ -805,8 +852,8 @@ def scan_text(
 
     ``types`` limits what is reported (default: all of :data:`PII_TYPES`);
     ``phone_regions`` are the ISO regions whose national phone formats count.
-    Text with look-alike characters (fullwidth forms, zero-width characters,
-    no-break spaces, Unicode dashes) is scanned as :func:`normalised` reads it;
+    Text with look-alike characters (other digits, fullwidth forms, invisible
+    characters, Unicode spaces and dashes) is scanned as :func:`normalised` reads it;
     the offsets still point into ``text``.
     """
     if types is None:
@@ -820,14 +867,10 @@ def scan_text(
     # str.isascii() is O(1): ordinary ASCII text never pays for the look-alike check.
     if text.isascii():
         found = _scan(text, wanted, regions, None)
+    elif _has_look_alike(text):
+        found = _scan_normalised(text, wanted, regions)
     else:
-        raw = text.encode("utf-8")
-        # Searched in the non-ASCII bytes alone (a C-speed delete first): each
-        # pattern starts at a UTF-8 lead byte, so no match can span two characters.
-        if _LOOK_ALIKE_BYTES.search(raw.translate(None, _ASCII_BYTES)) is None:
-            found = _scan(text, wanted, regions, raw)
-        else:
-            found = _scan_normalised(text, wanted, regions)
+        found = _scan(text, wanted, regions, None)
     return [PiiMatch(kind, start, end) for kind, start, end in found if kind in wanted]
 
 

@@ -15,6 +15,7 @@ import pytest
 from audits.pii import PII_TYPES, mask, normalised, scan_text
 from audits.report import audit_file
 from audits.scrub import Scrubber, scrub_file
+from bench.pii.evasions import NEGATIVES, build_evasion_positives
 from tests.audits.samples import PLANTED, chat_line, write_lines
 
 
@@ -25,6 +26,17 @@ def fullwidth(value: str) -> str:
 def in_digits_from(zero: int, value: str) -> str:
     """``value`` with its ASCII digits written in another script's digits, ``zero`` being its 0."""
     return "".join(chr(zero + int(char)) if char.isdigit() else char for char in value)
+
+
+def in_digits(table: str, value: str) -> str:
+    """``value`` with each ASCII digit d written as ``table[d]`` (circled, superscript … digits)."""
+    return "".join(table[int(char)] if char.isdigit() else char for char in value)
+
+
+CIRCLED = "\u24ea\u2460\u2461\u2462\u2463\u2464\u2465\u2466\u2467\u2468"
+NEGATIVE_CIRCLED = "\u24ff\u2776\u2777\u2778\u2779\u277a\u277b\u277c\u277d\u277e"
+SUPERSCRIPT = "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+SUBSCRIPT = "".join(map(chr, range(0x2080, 0x208A)))
 
 
 # (what the value evades with, type, value as written, its mask in the audit report: of the value as the
@@ -66,6 +78,30 @@ EVASIONS: list[tuple[str, str, str, str]] = [
     # Its check digits run on into 1–4 more digits before a letter (was: a phone "0410 0100", or nothing).
     ("lower-case IBAN, digits after the check digits", "iban", "kz86 125k zt50 0410 0100", "kz**************0100"),
     ("lower-case IBAN, digits after the check digits, ungrouped", "iban", "kz86125kzt5004100100", "kz**************0100"),
+    # An adversarial review (2026-12-07, bench/pii/evasions.py) found these still hid a value: digits
+    # Unicode gives a value but the list above did not name, and invisible characters, spaces and dashes
+    # outside the few named.
+    ("circled phone digits", "phone", in_digits(CIRCLED, "415-555-2671"), "***-***-**71"),
+    ("negative circled card digits", "credit_card", in_digits(NEGATIVE_CIRCLED, "4532 0151 1283 0366"), "****-****-****-0366"),
+    ("superscript phone digits", "phone", in_digits(SUPERSCRIPT, "(415) 555-2671"), "(***) ***-**71"),
+    ("subscript SSN digits", "ssn", in_digits(SUBSCRIPT, "536-22-1234"), "***-**-**34"),
+    ("Myanmar phone digits", "phone", in_digits_from(0x1040, "+33 6 12 34 56 78"), "+** * ** ** ** 78"),
+    ("Khmer card digits", "credit_card", in_digits_from(0x17E0, "4532015112830366"), "****-****-****-0366"),
+    ("Tamil IBAN digits", "iban", in_digits_from(0x0BE6, "DE89 3704 0044 0532 0130 00"), "DE****************3000"),
+    ("left-to-right marks inside a phone", "phone", "\u200e".join("415-555-2671"), "***-***-**71"),
+    ("right-to-left marks between card groups", "credit_card", "4532\u200f0151\u200f1283\u200f0366", "****-****-****-0366"),
+    ("bidi isolates inside an IBAN", "iban", "DE89\u2069\u2066 3704\u2069\u2066 0044 0532 0130 00", "DE****************3000"),
+    ("invisible separator inside an IPv4 address", "ip_address", "198.51\u2063.100.23", "198.***.***.***"),
+    ("variation selector in an e-mail", "email", "jo\ufe0f@example.com", "j***@e***.com"),
+    ("Hangul filler inside a card", "credit_card", "4532\u316401511283\u31640366", "****-****-****-0366"),
+    ("combining grapheme joiner inside a phone", "phone", "020 7946\u034f 0958", "*** **** **58"),
+    ("em spaces between card groups", "credit_card", "4532\u20030151\u20031283\u20030366", "****-****-****-0366"),
+    ("medium mathematical spaces in a French phone", "phone", "06\u205f12\u205f34\u205f56\u205f78", "** ** ** ** 78"),
+    ("em dash in a phone", "phone", "415\u2014555\u20142671", "***-***-**71"),
+    ("small hyphen-minus in an SSN", "ssn", "536\ufe6322\ufe631234", "***-**-**34"),
+    ("small commercial at", "email", "jo\ufe6bexample.com", "j***@e***.com"),
+    ("ideographic full stop in a domain", "email", "jo@example\u3002com", "j***@e***.com"),
+    ("halfwidth ideographic full stop in a domain", "email", "jo@example\uff61com", "j***@e***.com"),
 ]
 IDS = [name for name, *_ in EVASIONS]
 BEFORE, AFTER = "Please note: ", " (thanks)."
@@ -134,6 +170,11 @@ def test_a_zero_width_space_inside_any_planted_value_does_not_hide_it(pii_type: 
         "\ufeffa BOM at the start",
         "ab12 cd34 de89 and de12",
         "IDs: de89370400440532013001",  # a lower-case IBAN whose checksum fails
+        "\u2460 open the app \u2461 tap Settings \u2462 save",  # list markers
+        "population 8 100 000 000\u00b9 (2024 estimate\u00b2)",  # footnotes after a number
+        "E = mc\u00b2, 10\u00b9\u00b2 bytes, H\u2082O",
+        "\u062a\u0627\u0631\u064a\u062e \u0662\u0660\u0662\u0664/\u0661\u0662/\u0660\u0667",  # an Arabic date
+        "\u7b2c1\u7ae0\u3002\u7b2c2\u7ae0\u30022024\u5e74",  # ideographic full stops between numbers
     ],
 )
 def test_look_alike_characters_in_ordinary_text_are_not_pii(text: str) -> None:
@@ -154,3 +195,36 @@ def test_an_ascii_address_followed_by_non_ascii_words_is_found_and_ends_at_its_d
     # Was, while internationalised domains were being added: not found at all ("…com電話2024"), or run
     # on into the words after it ("…comまでお願いします"), which a scrub would then erase.
     assert [(m.type, m.value_in(text)) for m in scan_text(text)] == [("email", address)]
+
+
+# The probe set of the adversarial review: every value in every form (bench/pii/evasions.py).
+PROBES = [probe for probe in build_evasion_positives() if probe[0] in {
+    "fullwidth digits", "Arabic-Indic digits", "Devanagari digits", "mathematical bold digits", "circled digits",
+    "negative circled digits", "superscript digits", "subscript digits", "Myanmar digits", "Khmer digits",
+    "Tamil digits", "Gujarati digits", "Tibetan digits", "keycap digits", "zero-width space", "word joiner",
+    "soft hyphen", "left-to-right mark", "right-to-left mark", "bidi isolates", "invisible separator",
+    "combining grapheme joiner", "variation selector", "Mongolian vowel separator", "Hangul filler", "em space",
+    "en space", "six-per-em space", "medium mathematical space", "em dash", "small hyphen-minus",
+}]
+
+
+@pytest.mark.parametrize(("evasion", "pii_type", "line", "value"), PROBES, ids=[f"{p[0]}-{i}" for i, p in enumerate(PROBES)])
+def test_every_probe_value_is_found_whole(evasion: str, pii_type: str, line: str, value: str) -> None:
+    start = line.index(value)
+    # A keycap's marks after the last digit may stay outside the span: they hold no digit.
+    end = start + len(value.rstrip("\ufe0f\u20e3"))
+    found = [(m.type, m.start, m.end) for m in scan_text(line)]
+    assert any(kind == pii_type and s <= start and e >= end for kind, s, e in found), found
+
+
+@pytest.mark.parametrize(("name", "line"), NEGATIVES, ids=[f"{name}-{i}" for i, (name, _) in enumerate(NEGATIVES)])
+def test_benign_text_written_with_the_same_characters_is_not_pii(name: str, line: str) -> None:
+    assert [(m.type, m.value_in(line)) for m in scan_text(line)] == []
+
+
+def test_keycap_digits_are_read_as_digits_and_scrubbed_without_a_digit_left() -> None:
+    card = "".join(char + "\ufe0f\u20e3" for char in "4532015112830366")
+    text = f"card {card} ok"
+    assert [m.type for m in scan_text(text)] == ["credit_card"]
+    scrubbed = Scrubber().scrub_text(text)
+    assert not any(char.isdigit() for char in scrubbed), scrubbed
