@@ -15,7 +15,8 @@ candidate search followed by a strict validator that only runs on candidates
 * ``@`` is rare, so e-mails start from ``str.find("@")`` and grow outwards;
 * the text's UTF-8 bytes are translated once into "shapes" in which digits
   are ``0`` and capitals ``A``: every digit run (with the separators people
-  type: space, ``-``, ``.``, brackets, a leading ``+``) then starts at a
+  type: space, ``-``, ``.``, brackets, a leading ``+``, and ``/`` or ``_``
+  in a German area code's or a card's layout) then starts at a
   literal, and so does every IBAN (``AA00``).  A run's pieces are classified
   most specific first: IPv4 (``ipaddress``), US SSN (valid ranges only),
   payment card (Luhn + issuer range + length + a layout people use), then
@@ -166,12 +167,14 @@ _SHORTEST_KEY_TOKEN = b"a" * 15
 _KEY_TOKEN_RUN = re.compile(rb"a+")
 
 # A digit run: digits joined by the separators people type (space, "-", ".",
-# brackets), on the digit shape.  A leading "+" or "(" is added afterwards.
-_DIGIT_RUN_SHAPE = re.compile(rb"0(?:[ \-.]?\(?0|\)[ \-.]?\(?0)*\)?")
+# brackets, and "/" or "_", which join a number only in the layouts
+# :func:`_card_grouping_ok` and :func:`_is_phone` accept), on the digit shape.
+# A leading "+" or "(" is added afterwards.
+_DIGIT_RUN_SHAPE = re.compile(rb"0(?:[ \-./_]?\(?0|\)[ \-./_]?\(?0)*\)?")
 # The same run on the real bytes, refusing to start inside a word, after a "."
 # (decimals, versions), a "-"/"/" (ranges, dates, paths) or a non-ASCII letter.
 _DIGIT_RUN_GUARDED = re.compile(
-    rb"(?<![A-Za-z0-9_.+\-/\x80-\xff])(?:\+ ?)?\(?[0-9](?:[ \-.]?\(?[0-9]|\)[ \-.]?\(?[0-9])*\)?"
+    rb"(?<![A-Za-z0-9_.+\-/\x80-\xff])(?:\+ ?)?\(?[0-9](?:[ \-./_]?\(?[0-9]|\)[ \-./_]?\(?[0-9])*\)?"
 )
 _CAPITALS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LETTERS = _CAPITALS | frozenset(b"abcdefghijklmnopqrstuvwxyz")
@@ -251,14 +254,19 @@ def _card_grouping_ok(piece: str) -> bool:
     # People write cards unbroken or in fours (4-4-4-4, 4-4-4-4-3, 4-4-4-1 for a
     # 13-digit Visa), Amex/Diners as 4-6-5 / 4-6-4, with one kind of separator;
     # "6777 9365 691 814" or "3.14159…" is something else.
-    if "(" in piece or ")" in piece or "+" in piece or "." in piece:
+    if "(" in piece or ")" in piece or "+" in piece:
         return False
     separators = {char for char in piece if not char.isdigit()}
     if not separators:
         return True
     if len(separators) > 1:
         return False
-    groups = tuple(len(group) for group in piece.split(separators.pop()))
+    separator = separators.pop()
+    groups = tuple(len(group) for group in piece.split(separator))
+    if separator in "./_":
+        # "4532.0151.1283.0366", "4532/0151/1283/0366", "4532_0151_1283_0366": four fours only, a
+        # layout no decimal, date, version or file name has.
+        return groups == (4, 4, 4, 4)
     if groups in _CARD_LAYOUTS:
         return True
     return all(size == 4 for size in groups[:-1]) and 1 <= groups[-1] <= 4
@@ -359,6 +367,15 @@ def _classify_strong(piece: str, digit_count: int, group_count: int) -> str | No
 def _is_phone(piece: str, digit_count: int, regions: tuple[str, ...]) -> bool:
     if not 8 <= digit_count <= 15:
         return False
+    if "/" in piece or "_" in piece:
+        # German and Austrian numbers are written with a slash after the trunk-prefixed area code
+        # ("030/12345678", "0664/1234567"); any other slash or underscore makes a date, a fraction or a name.
+        area_code, _, number = piece.partition("/")
+        if "_" in piece or "/" in number or not area_code.isdigit() or len(area_code) < 2:
+            return False
+        if area_code[0] != "0" or area_code[1] == "0":
+            return False
+        return _phone_valid("".join(_GROUP_SPLIT.split(piece)), False, regions)
     if "." in piece and piece.count(".") + piece.count(" ") + piece.count("-") < 2:
         return False  # "0.914398414616" is a decimal; dotted phones read "415.555.2671"
     digits = "".join(_GROUP_SPLIT.split(piece))
@@ -411,8 +428,12 @@ def _run_pieces(run: str, groups: list[tuple[int, int]]) -> list[tuple[int, int,
     then left to right."""
     # Numbers that are glued together are separated by spaces; a piece that
     # starts or ends at a "-" or "." cuts one of them in half ("2671 4111 …"
-    # out of "415-555-2671 4111 1111 1111 1111").
-    space_after = [" " in run[groups[index][1] : groups[index + 1][0]] for index in range(len(groups) - 1)]
+    # out of "415-555-2671 4111 1111 1111 1111"). A piece may end at a "/" or
+    # "_" ("415-555-2671/415-555-2672") but never starts after one: what follows
+    # is a path's, a date's or a fraction's next part ("2024/12/07/4155552671").
+    gaps = [run[groups[index][1] : groups[index + 1][0]] for index in range(len(groups) - 1)]
+    space_after = [" " in gap for gap in gaps]
+    end_after = [" " in gap or "/" in gap or "_" in gap for gap in gaps]
     pieces = []
     for first in range(len(groups)):
         if first and not space_after[first - 1]:
@@ -422,7 +443,7 @@ def _run_pieces(run: str, groups: list[tuple[int, int]]) -> list[tuple[int, int,
             digit_count += groups[last][1] - groups[last][0]
             if digit_count > 19:
                 break
-            if (last < len(groups) - 1 and not space_after[last]) or digit_count < 4:
+            if (last < len(groups) - 1 and not end_after[last]) or digit_count < 4:
                 continue
             start = 0 if first == 0 else groups[first][0]
             while start > 0 and run[start - 1] in "+(" and start > groups[first - 1][1]:

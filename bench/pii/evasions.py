@@ -11,7 +11,9 @@ separator people and scripts type between groups (``/`` after a German or Austri
 The negatives are what the same characters write in text that holds no PII: list markers (①, ❶, 1️⃣),
 footnotes and powers (x², 10¹²), dates and fractions with slashes (in any script's digits), paths and
 file names, Python number literals with ``_``, products written with a middle dot, version strings,
-timestamps, UUIDs, prices. Each finding there is a false positive.
+timestamps, UUIDs, prices. Each finding there is a false positive. The scanner's known false-positive
+shapes (a dotted quad, an unbroken 10-digit number that is a valid North American number) are measured
+by ``run.py negatives``, not here.
 
 ``bench/pii/run.py evasions`` prints recall and the negatives' false positives;
 ``tests/audits/test_pii_evasions.py`` requires every value found and no negative flagged.
@@ -174,6 +176,11 @@ NEGATIVES: list[tuple[str, str]] = [
     ("number literals", "n = 1_000_000_000_000 and mask = 0xFFFF_FFFF"),
     ("number literals", "limit = 4_294_967_295  # 2**32 - 1"),
     ("number literals", "budget_2024_q4 = 125_000"),
+    ("number literals", "timeout_ms = 10_000_000_000; ids = [1234_5678_9012_3456]"),
+    ("dates", "Backup 0001/20241207 restored; see 2024/4155552671 in the archive"),
+    ("fractions and ratios", "0/12345678 errors, 089/100 points, 1/4155552671 odds"),
+    ("paths and file names", "2024/12/07/4155552671.log and thumbs/4155552671_thumb.png"),
+    ("versions", "build 2024.1207.1530.0001 of 5432.1098.7654.3210"),
     ("products", "2·3·5·7 = 210 and 2·2·2·3 = 24"),
     ("products", "The area is 12·34 = 408 cm²"),
     ("versions", "Upgraded Python 3.11.4 to 3.12.1 and Django 5.2"),

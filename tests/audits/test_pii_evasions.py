@@ -17,6 +17,7 @@ from audits.report import audit_file
 from audits.scrub import Scrubber, scrub_file
 from bench.pii.evasions import NEGATIVES, build_evasion_positives
 from tests.audits.samples import PLANTED, chat_line, write_lines
+from tests.audits.test_audit_command import run_command
 
 
 def fullwidth(value: str) -> str:
@@ -102,6 +103,13 @@ EVASIONS: list[tuple[str, str, str, str]] = [
     ("small commercial at", "email", "jo\ufe6bexample.com", "j***@e***.com"),
     ("ideographic full stop in a domain", "email", "jo@example\u3002com", "j***@e***.com"),
     ("halfwidth ideographic full stop in a domain", "email", "jo@example\uff61com", "j***@e***.com"),
+    # Separators that joined no number before: a slash after a German or Austrian area code, a slash, an
+    # underscore or a dot between a card's four groups of four.
+    ("slash after a German area code", "phone", "030/12345678", "***/******78"),
+    ("slash after an Austrian mobile prefix", "phone", "0664/1234567", "****/*****67"),
+    ("slashes between card groups", "credit_card", "4532/0151/1283/0366", "****-****-****-0366"),
+    ("underscores between card groups", "credit_card", "5500_0055_5555_5559", "****-****-****-5559"),
+    ("dots between card groups", "credit_card", "4532.0151.1283.0366", "****-****-****-0366"),
 ]
 IDS = [name for name, *_ in EVASIONS]
 BEFORE, AFTER = "Please note: ", " (thanks)."
@@ -198,14 +206,7 @@ def test_an_ascii_address_followed_by_non_ascii_words_is_found_and_ends_at_its_d
 
 
 # The probe set of the adversarial review: every value in every form (bench/pii/evasions.py).
-PROBES = [probe for probe in build_evasion_positives() if probe[0] in {
-    "fullwidth digits", "Arabic-Indic digits", "Devanagari digits", "mathematical bold digits", "circled digits",
-    "negative circled digits", "superscript digits", "subscript digits", "Myanmar digits", "Khmer digits",
-    "Tamil digits", "Gujarati digits", "Tibetan digits", "keycap digits", "zero-width space", "word joiner",
-    "soft hyphen", "left-to-right mark", "right-to-left mark", "bidi isolates", "invisible separator",
-    "combining grapheme joiner", "variation selector", "Mongolian vowel separator", "Hangul filler", "em space",
-    "en space", "six-per-em space", "medium mathematical space", "em dash", "small hyphen-minus",
-}]
+PROBES = build_evasion_positives()
 
 
 @pytest.mark.parametrize(("evasion", "pii_type", "line", "value"), PROBES, ids=[f"{p[0]}-{i}" for i, p in enumerate(PROBES)])
@@ -228,3 +229,33 @@ def test_keycap_digits_are_read_as_digits_and_scrubbed_without_a_digit_left() ->
     assert [m.type for m in scan_text(text)] == ["credit_card"]
     scrubbed = Scrubber().scrub_text(text)
     assert not any(char.isdigit() for char in scrubbed), scrubbed
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        # A number still ends at a slash: the first of two phones, an address before its prefix length.
+        ("call 415-555-2671/415-555-2672", [("phone", "415-555-2671")]),
+        ("allow 192.168.1.0/24 only", [("ip_address", "192.168.1.0")]),
+        ("card 4532 0151 1283 0366/exp 04/27", [("credit_card", "4532 0151 1283 0366")]),
+        # Never a number across a slash or an underscore unless in a layout people write one in.
+        ("due 01/02/2024, ratio 0/12345678, odds 1/4155552671", []),
+        ("ids 4532/015112830366 and 4532_0151_1283_036", []),
+        ("files 2024/12/07/4155552671.log", []),
+    ],
+)
+def test_slashes_and_underscores_join_a_number_only_in_its_layouts(text: str, found: list[tuple[str, str]]) -> None:
+    assert [(m.type, m.value_in(text)) for m in scan_text(text)] == found
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_the_commands_output_shows_every_evasive_value_masked_only(tmp_path: Path, as_json: bool) -> None:
+    # What people read (the admin page and the API show the same masked samples as the report).
+    source = write_lines(tmp_path / "s.jsonl", [chat_line(BEFORE + value + AFTER) for _, _, value, _ in EVASIONS])
+    code, out, _ = run_command(str(source), *(["--json"] if as_json else []))
+    assert code == 1
+    shown = out if not as_json else json.dumps(json.loads(out), ensure_ascii=False)
+    assert "j***@e***.com" in shown and "****-****-****-0366" in shown
+    # Read as the scanner reads it, so no look-alike written into a sample could carry a value out either.
+    for _, _, value, _ in EVASIONS:
+        assert value not in shown and normalised(value) not in normalised(shown)
