@@ -149,6 +149,22 @@ def build_evasion_positives() -> list[tuple[str, str, str, str]]:
     return lines
 
 
+# Written so that no rule of the scanner reads them, left out on purpose (see the module docstring and
+# bench/pii/README.md): (how, type, line). run.py evasions prints how many are found, outside the recall.
+LEFT_OUT: list[tuple[str, str, str]] = [
+    ("spelt-out e-mail, brackets", "email", "write to jo [at] example [dot] com please"),
+    ("spelt-out e-mail, parentheses", "email", "write to jo(at)example(dot)com please"),
+    ("spelt-out e-mail, words", "email", "write to jo at example dot com please"),
+    ("HTML entity e-mail", "email", "write to jo&#64;example.com please"),
+    ("percent-encoded e-mail", "email", "mailto:jo%40example.com"),
+    ("JSON escape left in text", "email", "write to jo\\u0040example.com please"),
+    ("card over two lines", "credit_card", "card 4532 0151\n1283 0366 thanks"),
+    ("phone over two lines", "phone", "call 415-555-\n2671 thanks"),
+    ("middle dots in a phone", "phone", "call 93\u00b7123\u00b745\u00b767 thanks"),
+    ("commas between card groups", "credit_card", "card 4532,0151,1283,0366 thanks"),
+    ("spaced slashes in a phone", "phone", "call 030 / 12345678 thanks"),
+]
+
 # (class, line): text holding no PII, written with the same characters.
 NEGATIVES: list[tuple[str, str]] = [
     ("list markers", "① open the app ② tap Settings ③ choose Privacy ④ save"),

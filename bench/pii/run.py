@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from audits import pii  # noqa: E402
 from bench.pii.context_positives import build_context_positives  # noqa: E402
+from bench.pii.evasions import LEFT_OUT as EVASIONS_LEFT_OUT  # noqa: E402
 from bench.pii.evasions import NEGATIVES as EVASION_NEGATIVES  # noqa: E402
 from bench.pii.evasions import build_evasion_positives  # noqa: E402
 from bench.pii.negatives import build_negatives  # noqa: E402
@@ -605,6 +606,9 @@ def command_evasions(args: argparse.Namespace) -> int:
             flagged.append(f"  {name}: {line!r} -> " + ", ".join(f"{m.type} {m.value_in(line)!r}" for m in matches))
     print(f"benign lines with the same characters: {len(flagged)}/{len(EVASION_NEGATIVES)} flagged "
           f"= {len(flagged) / len(EVASION_NEGATIVES):.3f}")
+    left_out = [(how, any(m.type == kind for m in pii.scan_text(line))) for how, kind, line in EVASIONS_LEFT_OUT]
+    print(f"left out on purpose (not in the recall): {sum(hit for _, hit in left_out)}/{len(left_out)} found — "
+          + ", ".join(f"{how} {'found' if hit else 'missed'}" for how, hit in left_out))
     if missed:
         print("missed:")
         print("\n".join(missed))
