@@ -731,7 +731,8 @@ def _find_ipv6(text: str, out: list[tuple[str, int, int]]) -> None:
 #   a phone or card; Devanagari, Myanmar, Khmer, Tamil …), fullwidth and the
 #   "mathematical" bold/monospace digits of fancy-text generators (𝟒𝟓𝟑𝟐…),
 #   and the compatibility digits NFKC reads as digits: circled ①, negative
-#   circled ❶, superscript ¹ and subscript ₁. One character for one digit.
+#   circled ❶, superscript ¹ and subscript ₁ (one of these right after a digit
+#   is a footnote or a power, read as a space). One character for one digit.
 # - fullwidth forms (NFKC of U+FF01–FF5E is their ASCII character), the small
 #   "﹫", and the full stops IDNA reads as a domain's dot (｡ 。 ﹒ ․);
 # - every space separator (no-break, thin, em, ideographic …: French
@@ -749,6 +750,7 @@ def _find_ipv6(text: str, out: list[tuple[str, int, int]]) -> None:
 # selectors added by range), skipping the CJK ideographs and Hangul syllables
 # (letters only, 2/5 of the pass).
 _DIGIT_LOOK_ALIKES: dict[str, str] = {}
+_COMPATIBILITY_DIGITS: set[str] = set()  # superscript, subscript, circled …: not decimal digits (Nd)
 _SPACES_AND_DASHES: dict[str, str] = {"\u2212": "-"}
 _INVISIBLE_LIST = [*map(chr, range(0xE0000, 0xE0080)), *map(chr, range(0xE0100, 0xE01F0))]
 _OTHER_IGNORABLE = "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0\u20e3"
@@ -758,6 +760,8 @@ for _char in map(chr, itertools.chain(range(0x80, 0x3400), range(0xA000, 0xAC00)
         _value = unicodedata.digit(_char, None)
         if _value is not None:
             _DIGIT_LOOK_ALIKES[_char] = str(_value)
+            if _category == "No":
+                _COMPATIBILITY_DIGITS.add(_char)
     elif _category == "Zs":
         _SPACES_AND_DASHES[_char] = " "
     elif _category == "Pd":
@@ -799,6 +803,10 @@ _LOOK_ALIKE_CHAR = re.compile(
 
 def _replace_look_alike(match: re.Match[str]) -> str:
     char = match.group()
+    if char in _COMPATIBILITY_DIGITS and match.start() and match.string[match.start() - 1].isdecimal():
+        # Right after a digit, a superscript or circled digit is a footnote or a power ("2671¹",
+        # "10¹²"), not the number's next digit: read it as a break, so the value before it stays whole.
+        return " "
     return _LOOK_ALIKE_TABLE.get(char, char)
 
 

@@ -259,3 +259,20 @@ def test_the_commands_output_shows_every_evasive_value_masked_only(tmp_path: Pat
     # Read as the scanner reads it, so no look-alike written into a sample could carry a value out either.
     for _, _, value, _ in EVASIONS:
         assert value not in shown and normalised(value) not in normalised(shown)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Call 415-555-2671\u00b9 for details", ("phone", "415-555-2671")),
+        ("card 4532 0151 1283 0366\u00b2.", ("credit_card", "4532 0151 1283 0366")),
+        ("SSN 536-22-1234\u2460 on file", ("ssn", "536-22-1234")),
+        ("from 198.51.100.23\u00b9\u00b2", ("ip_address", "198.51.100.23")),
+        ("call 4155552671\u00b9\u00b2", ("phone", "4155552671")),
+    ],
+)
+def test_a_footnote_after_a_value_is_not_its_next_digit(text: str, found: tuple[str, str]) -> None:
+    # Once superscript and circled digits read as digits, "2671¹" read as "26711": the phone and the SSN
+    # were lost and the card became a phone whose span left "4532 " in a scrub.
+    assert [(m.type, m.value_in(text)) for m in scan_text(text)] == [found]
+    assert Scrubber().scrub_text(text) == text.replace(found[1], f"[{found[0].upper()}]")
