@@ -12,7 +12,9 @@ Training files are hundreds of megabytes, so every detector is a cheap
 candidate search followed by a strict validator that only runs on candidates
 (see ``bench/pii`` for the measurements):
 
-* ``@`` is rare, so e-mails start from ``str.find("@")`` and grow outwards;
+* ``@`` is rare, so e-mails start from ``str.find("@")`` and grow outwards
+  (an e-mail spelt out, "jo [at] example [dot] com", from ``str.find("at]")``
+  and three more literals);
 * the text's UTF-8 bytes are translated once into "shapes" in which digits
   are ``0`` and capitals ``A``: every digit run (with the separators people
   type: space, ``-``, ``.``, brackets, a leading ``+``, and ``/`` or ``_``
@@ -148,6 +150,47 @@ def _find_emails(text: str, out: list[tuple[str, int, int]]) -> None:
             at = text.find("@", domain.end())
         else:
             at = text.find("@", at + 1)
+
+
+# E-mails spelt out to dodge address harvesters: "jo [at] example [dot] com",
+# "jo(at)example(dot)com", "JO [AT] EXAMPLE.COM". Only with "at" in square or
+# round brackets: bare "at" and "dot" are prose ("look at example dot
+# product"). Found from four literal triggers (str.find), so ordinary text pays
+# four fast searches, never a regex at every word.
+_SPELT_AT_TRIGGERS = ("at]", "at)", "AT]", "AT)")
+_SPELT_AT = re.compile(r" ?[\[(](?:at|AT)[\])] ?")
+_SPELT_DOT = r"(?: ?[\[(](?:dot|DOT)[\])] ?|\.)"
+_SPELT_DOT_WORD = re.compile(_SPELT_DOT)
+_SPELT_DOMAIN = re.compile(
+    rf"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{{0,61}}[A-Za-z0-9])?{_SPELT_DOT})+[A-Za-z]{{2,24}}(?![A-Za-z0-9\-])"
+)
+
+
+def _find_spelt_out_emails(text: str, out: list[tuple[str, int, int]]) -> None:
+    found: set[tuple[int, int]] = set()
+    for trigger in _SPELT_AT_TRIGGERS:
+        position = text.find(trigger)
+        while position != -1:
+            at = _SPELT_AT.search(text, max(0, position - 2), position + len(trigger) + 1)
+            if at is not None and at.start() > 0:
+                domain = _SPELT_DOMAIN.match(text, at.end())
+                local = _EMAIL_LOCAL_REVERSED.match(text[max(0, at.start() - 64) : at.start()][::-1])
+                if domain is not None and local is not None:
+                    start = at.start() - local.end()
+                    while start < at.start() and text[start] in ".'":
+                        start += 1
+                    if start < at.start():
+                        found.add((start, domain.end()))
+            position = text.find(trigger, position + 1)
+    out.extend((EMAIL, start, end) for start, end in found)
+
+
+def spelt_out_email_as_written(value: str) -> str:
+    """The address an e-mail spelt out spells: "jo [at] example [dot] com" is "jo@example.com"."""
+    at = _SPELT_AT.search(value)
+    if at is None:
+        return value
+    return value[: at.start()] + "@" + _SPELT_DOT_WORD.sub(".", value[at.end() :])
 
 
 # --------------------------------------------------------------------------- byte-level candidates
@@ -913,6 +956,7 @@ def _scan(
         # E-mails are found even when only keys are wanted, so the overlap rule
         # decides the same way whatever the selection.
         _find_emails(text, found)
+        _find_spelt_out_emails(text, found)
     if IP_ADDRESS in wanted:
         _find_ipv6(text, found)
     if raw is None:
@@ -974,6 +1018,8 @@ def mask(value: str, pii_type: str) -> str:
     e-mail.
     """
     value = normalised(value)
+    if pii_type == EMAIL and "@" not in value:
+        value = spelt_out_email_as_written(value)
     if pii_type == EMAIL and "@" in value:
         local, _, domain = value.rpartition("@")
         tld = domain.rsplit(".", 1)[-1] if "." in domain else ""

@@ -6,7 +6,8 @@ an IPv4 address, an e-mail) and is written in a chat line with one evasion: the 
 script or a compatibility form (circled, superscript, keycap …), invisible characters inside it
 (zero-width, bidirectional marks, variation selectors, fillers), spaces and dashes of other widths, or a
 separator people and scripts type between groups (``/`` after a German or Austrian area code, ``/``,
-``_`` or ``.`` between a card's groups). Each must be found as its type, its span covering the value.
+``_`` or ``.`` between a card's groups), or an e-mail spelt out with its "at" and "dot" in brackets
+("jo [at] example [dot] com"). Each must be found as its type, its span covering the value.
 
 The negatives are what the same characters write in text that holds no PII: list markers (①, ❶, 1️⃣),
 footnotes and powers (x², 10¹²), dates and fractions with slashes (in any script's digits), paths and
@@ -18,7 +19,7 @@ by ``run.py negatives``, not here.
 ``bench/pii/run.py evasions`` prints recall and the negatives' false positives;
 ``tests/audits/test_pii_evasions.py`` requires every value found and no negative flagged.
 
-Left out, and why (see bench/pii/README.md): e-mails spelt out ("jo [at] example [dot] com"), HTML or
+Left out, and why (see bench/pii/README.md): e-mails spelt out in bare words ("jo at example dot com"), HTML or
 percent escapes left in text (``jo&#64;example.com``, ``jo%40example.com``), values broken over lines,
 and separators that also join ordinary lists of numbers (``,``, ``:``, ``|``, ``·``).
 """
@@ -128,6 +129,8 @@ SEPARATED = [
     ("slash between card groups", "credit_card", ["4532/0151/1283/0366", "5500/0055/5555/5559"]),
     ("underscore between card groups", "credit_card", ["4532_0151_1283_0366", "5500_0055_5555_5559"]),
     ("dot between card groups", "credit_card", ["4532.0151.1283.0366", "5500.0055.5555.5559"]),
+    ("e-mail spelt out in brackets", "email",
+     ["jo [at] example [dot] com", "jo(at)example(dot)co(dot)uk", "JO [AT] EXAMPLE.COM", "anna.k(at)mail.example.org"]),
 ]
 
 
@@ -152,9 +155,8 @@ def build_evasion_positives() -> list[tuple[str, str, str, str]]:
 # Written so that no rule of the scanner reads them, left out on purpose (see the module docstring and
 # bench/pii/README.md): (how, type, line). run.py evasions prints how many are found, outside the recall.
 LEFT_OUT: list[tuple[str, str, str]] = [
-    ("spelt-out e-mail, brackets", "email", "write to jo [at] example [dot] com please"),
-    ("spelt-out e-mail, parentheses", "email", "write to jo(at)example(dot)com please"),
     ("spelt-out e-mail, words", "email", "write to jo at example dot com please"),
+    ("spelt-out e-mail, braces", "email", "write to jo {at} example {dot} com please"),
     ("HTML entity e-mail", "email", "write to jo&#64;example.com please"),
     ("percent-encoded e-mail", "email", "mailto:jo%40example.com"),
     ("JSON escape left in text", "email", "write to jo\\u0040example.com please"),
@@ -214,4 +216,6 @@ NEGATIVES: list[tuple[str, str]] = [
     ("math", "Let f(x) = 3x² − 2x + 1; then f(2) = 9"),
     ("code", "for (i = 0; i < 1024; i++) buf[i] = i % 256;"),
     ("code", "assert divmod(1234, 56) == (22, 2)"),
+    ("brackets around at", "Meet me (at) noon. Then [at] the station [dot] we go"),
+    ("brackets around at", "see [at](https://example.com/docs) and look at example dot com"),
 ]

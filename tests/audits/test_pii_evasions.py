@@ -110,6 +110,10 @@ EVASIONS: list[tuple[str, str, str, str]] = [
     ("slashes between card groups", "credit_card", "4532/0151/1283/0366", "****-****-****-0366"),
     ("underscores between card groups", "credit_card", "5500_0055_5555_5559", "****-****-****-5559"),
     ("dots between card groups", "credit_card", "4532.0151.1283.0366", "****-****-****-0366"),
+    # E-mails spelt out with "at" (and "dot") in brackets.
+    ("e-mail spelt out in square brackets", "email", "jo [at] example [dot] com", "j***@e***.com"),
+    ("e-mail spelt out in round brackets", "email", "jo(at)example(dot)co(dot)uk", "j***@e***.uk"),
+    ("e-mail spelt out in capitals", "email", "anna.k [AT] mail.example.org", "a***@m***.org"),
 ]
 IDS = [name for name, *_ in EVASIONS]
 BEFORE, AFTER = "Please note: ", " (thanks)."
@@ -276,3 +280,8 @@ def test_a_footnote_after_a_value_is_not_its_next_digit(text: str, found: tuple[
     # were lost and the card became a phone whose span left "4532 " in a scrub.
     assert [(m.type, m.value_in(text)) for m in scan_text(text)] == [found]
     assert Scrubber().scrub_text(text) == text.replace(found[1], f"[{found[0].upper()}]")
+
+
+def test_an_e_mail_spelt_out_gets_the_pseudonym_of_the_address_it_spells() -> None:
+    scrubber = Scrubber(mode="pseudonym")
+    assert scrubber.scrub_text("jo [at] example [dot] com, Jo@Example.com") == "<EMAIL_1>, <EMAIL_1>"
