@@ -12,10 +12,13 @@ Training files are hundreds of megabytes, so every detector is a cheap
 candidate search followed by a strict validator that only runs on candidates
 (see ``bench/pii`` for the measurements):
 
-* ``@`` is rare, so e-mails start from ``str.find("@")`` and grow outwards;
+* ``@`` is rare, so e-mails start from ``str.find("@")`` and grow outwards
+  (an e-mail spelt out, "jo [at] example [dot] com", from ``str.find("at]")``
+  and three more literals);
 * the text's UTF-8 bytes are translated once into "shapes" in which digits
   are ``0`` and capitals ``A``: every digit run (with the separators people
-  type: space, ``-``, ``.``, brackets, a leading ``+``) then starts at a
+  type: space, ``-``, ``.``, brackets, a leading ``+``, and ``/`` or ``_``
+  in a German area code's or a card's layout) then starts at a
   literal, and so does every IBAN (``AA00``).  A run's pieces are classified
   most specific first: IPv4 (``ipaddress``), US SSN (valid ranges only),
   payment card (Luhn + issuer range + length + a layout people use), then
@@ -27,13 +30,13 @@ candidate search followed by a strict validator that only runs on candidates
   start with an issuer's fixed prefix (the gitleaks rules), and PEM
   ``PRIVATE KEY`` blocks.
 
-Text that holds look-alike characters (fullwidth forms, no-break and thin
-spaces, Unicode dashes, zero-width characters: see "look-alike characters"
-below) is scanned as :func:`normalised` reads it, the spans mapped back onto
-the original; ASCII text skips that check at the cost of one O(1)
-``str.isascii()``.  Only those characters are normalised, not all of NFKC:
-mathematical or circled digits and other scripts' digits are not read as
-digits.
+Text that holds look-alike characters (any character Unicode gives a digit
+value, fullwidth forms, every space separator and dash, invisible characters:
+see "look-alike characters" below) is scanned as :func:`normalised` reads it,
+the spans mapped back onto the original; ASCII text skips that check at the
+cost of one O(1) ``str.isascii()``.  Not all of NFKC: a character is read as
+one character (or none), never expanded ("⑴" is "1", not "(1)"), so spans map
+back by the removals alone.
 
 Counts are occurrences, never lines.  Matches never overlap: when two
 detectors claim the same characters the more specific one wins.
@@ -44,7 +47,9 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
+import itertools
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -147,6 +152,47 @@ def _find_emails(text: str, out: list[tuple[str, int, int]]) -> None:
             at = text.find("@", at + 1)
 
 
+# E-mails spelt out to dodge address harvesters: "jo [at] example [dot] com",
+# "jo(at)example(dot)com", "JO [AT] EXAMPLE.COM". Only with "at" in square or
+# round brackets: bare "at" and "dot" are prose ("look at example dot
+# product"). Found from four literal triggers (str.find), so ordinary text pays
+# four fast searches, never a regex at every word.
+_SPELT_AT_TRIGGERS = ("at]", "at)", "AT]", "AT)")
+_SPELT_AT = re.compile(r" ?[\[(](?:at|AT)[\])] ?")
+_SPELT_DOT = r"(?: ?[\[(](?:dot|DOT)[\])] ?|\.)"
+_SPELT_DOT_WORD = re.compile(_SPELT_DOT)
+_SPELT_DOMAIN = re.compile(
+    rf"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{{0,61}}[A-Za-z0-9])?{_SPELT_DOT})+[A-Za-z]{{2,24}}(?![A-Za-z0-9\-])"
+)
+
+
+def _find_spelt_out_emails(text: str, out: list[tuple[str, int, int]]) -> None:
+    found: set[tuple[int, int]] = set()
+    for trigger in _SPELT_AT_TRIGGERS:
+        position = text.find(trigger)
+        while position != -1:
+            at = _SPELT_AT.search(text, max(0, position - 2), position + len(trigger) + 1)
+            if at is not None and at.start() > 0:
+                domain = _SPELT_DOMAIN.match(text, at.end())
+                local = _EMAIL_LOCAL_REVERSED.match(text[max(0, at.start() - 64) : at.start()][::-1])
+                if domain is not None and local is not None:
+                    start = at.start() - local.end()
+                    while start < at.start() and text[start] in ".'":
+                        start += 1
+                    if start < at.start():
+                        found.add((start, domain.end()))
+            position = text.find(trigger, position + 1)
+    out.extend((EMAIL, start, end) for start, end in found)
+
+
+def spelt_out_email_as_written(value: str) -> str:
+    """The address an e-mail spelt out spells: "jo [at] example [dot] com" is "jo@example.com"."""
+    at = _SPELT_AT.search(value)
+    if at is None:
+        return value
+    return value[: at.start()] + "@" + _SPELT_DOT_WORD.sub(".", value[at.end() :])
+
+
 # --------------------------------------------------------------------------- byte-level candidates
 
 # Python's regex engine scans a character class at ~150 MB/s but a literal at
@@ -164,12 +210,14 @@ _SHORTEST_KEY_TOKEN = b"a" * 15
 _KEY_TOKEN_RUN = re.compile(rb"a+")
 
 # A digit run: digits joined by the separators people type (space, "-", ".",
-# brackets), on the digit shape.  A leading "+" or "(" is added afterwards.
-_DIGIT_RUN_SHAPE = re.compile(rb"0(?:[ \-.]?\(?0|\)[ \-.]?\(?0)*\)?")
+# brackets, and "/" or "_", which join a number only in the layouts
+# :func:`_card_grouping_ok` and :func:`_is_phone` accept), on the digit shape.
+# A leading "+" or "(" is added afterwards.
+_DIGIT_RUN_SHAPE = re.compile(rb"0(?:[ \-./_]?\(?0|\)[ \-./_]?\(?0)*\)?")
 # The same run on the real bytes, refusing to start inside a word, after a "."
 # (decimals, versions), a "-"/"/" (ranges, dates, paths) or a non-ASCII letter.
 _DIGIT_RUN_GUARDED = re.compile(
-    rb"(?<![A-Za-z0-9_.+\-/\x80-\xff])(?:\+ ?)?\(?[0-9](?:[ \-.]?\(?[0-9]|\)[ \-.]?\(?[0-9])*\)?"
+    rb"(?<![A-Za-z0-9_.+\-/\x80-\xff])(?:\+ ?)?\(?[0-9](?:[ \-./_]?\(?[0-9]|\)[ \-./_]?\(?[0-9])*\)?"
 )
 _CAPITALS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LETTERS = _CAPITALS | frozenset(b"abcdefghijklmnopqrstuvwxyz")
@@ -249,14 +297,19 @@ def _card_grouping_ok(piece: str) -> bool:
     # People write cards unbroken or in fours (4-4-4-4, 4-4-4-4-3, 4-4-4-1 for a
     # 13-digit Visa), Amex/Diners as 4-6-5 / 4-6-4, with one kind of separator;
     # "6777 9365 691 814" or "3.14159…" is something else.
-    if "(" in piece or ")" in piece or "+" in piece or "." in piece:
+    if "(" in piece or ")" in piece or "+" in piece:
         return False
     separators = {char for char in piece if not char.isdigit()}
     if not separators:
         return True
     if len(separators) > 1:
         return False
-    groups = tuple(len(group) for group in piece.split(separators.pop()))
+    separator = separators.pop()
+    groups = tuple(len(group) for group in piece.split(separator))
+    if separator in "./_":
+        # "4532.0151.1283.0366", "4532/0151/1283/0366", "4532_0151_1283_0366": four fours only, a
+        # layout no decimal, date, version or file name has.
+        return groups == (4, 4, 4, 4)
     if groups in _CARD_LAYOUTS:
         return True
     return all(size == 4 for size in groups[:-1]) and 1 <= groups[-1] <= 4
@@ -357,6 +410,15 @@ def _classify_strong(piece: str, digit_count: int, group_count: int) -> str | No
 def _is_phone(piece: str, digit_count: int, regions: tuple[str, ...]) -> bool:
     if not 8 <= digit_count <= 15:
         return False
+    if "/" in piece or "_" in piece:
+        # German and Austrian numbers are written with a slash after the trunk-prefixed area code
+        # ("030/12345678", "0664/1234567"); any other slash or underscore makes a date, a fraction or a name.
+        area_code, _, number = piece.partition("/")
+        if "_" in piece or "/" in number or not area_code.isdigit() or len(area_code) < 2:
+            return False
+        if area_code[0] != "0" or area_code[1] == "0":
+            return False
+        return _phone_valid("".join(_GROUP_SPLIT.split(piece)), False, regions)
     if "." in piece and piece.count(".") + piece.count(" ") + piece.count("-") < 2:
         return False  # "0.914398414616" is a decimal; dotted phones read "415.555.2671"
     digits = "".join(_GROUP_SPLIT.split(piece))
@@ -409,8 +471,12 @@ def _run_pieces(run: str, groups: list[tuple[int, int]]) -> list[tuple[int, int,
     then left to right."""
     # Numbers that are glued together are separated by spaces; a piece that
     # starts or ends at a "-" or "." cuts one of them in half ("2671 4111 …"
-    # out of "415-555-2671 4111 1111 1111 1111").
-    space_after = [" " in run[groups[index][1] : groups[index + 1][0]] for index in range(len(groups) - 1)]
+    # out of "415-555-2671 4111 1111 1111 1111"). A piece may end at a "/" or
+    # "_" ("415-555-2671/415-555-2672") but never starts after one: what follows
+    # is a path's, a date's or a fraction's next part ("2024/12/07/4155552671").
+    gaps = [run[groups[index][1] : groups[index + 1][0]] for index in range(len(groups) - 1)]
+    space_after = [" " in gap for gap in gaps]
+    end_after = [" " in gap or "/" in gap or "_" in gap for gap in gaps]
     pieces = []
     for first in range(len(groups)):
         if first and not space_after[first - 1]:
@@ -420,7 +486,7 @@ def _run_pieces(run: str, groups: list[tuple[int, int]]) -> list[tuple[int, int,
             digit_count += groups[last][1] - groups[last][0]
             if digit_count > 19:
                 break
-            if (last < len(groups) - 1 and not space_after[last]) or digit_count < 4:
+            if (last < len(groups) - 1 and not end_after[last]) or digit_count < 4:
                 continue
             start = 0 if first == 0 else groups[first][0]
             while start > 0 and run[start - 1] in "+(" and start > groups[first - 1][1]:
@@ -701,50 +767,103 @@ def _find_ipv6(text: str, out: list[tuple[str, int, int]]) -> None:
 # --------------------------------------------------------------------------- look-alike characters
 
 # Characters that read as ASCII punctuation, digits or nothing at all, and so
-# hide PII from the detectors above (all of which look for ASCII): fullwidth
-# forms (NFKC of U+FF01–FF5E is their ASCII letter), no-break and thin spaces
-# (French typography groups "06 12 34 56 78" with them), Unicode hyphens and
-# dashes, and invisible characters (zero-width space / joiners, word joiner,
-# BOM, soft hyphen) pushed into "jo\u200b@example.com" to evade a scan.
-# Digits of other scripts too: Arabic-Indic and Persian (how Arabic and Farsi
-# speakers type a phone or card number), Devanagari, Bengali and Thai, and
-# the "mathematical" bold/double-struck/monospace digits of fancy-text
-# generators (𝟒𝟓𝟑𝟐…). Each is one character for one digit.
-_INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
-_OTHER_DIGITS_FROM = (0x0660, 0x06F0, 0x0966, 0x09E6, 0x0E50, *range(0x1D7CE, 0x1D800, 10))
-_LOOK_ALIKE_TABLE: dict[int, str | None] = {
-    **{code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
-    **{zero + value: str(value) for zero in _OTHER_DIGITS_FROM for value in range(10)},
-    **dict.fromkeys(map(ord, "\u00a0\u2007\u2009\u202f\u3000"), " "),
-    **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2212"), "-"),
-    **dict.fromkeys(map(ord, _INVISIBLE)),
+# hide PII from the detectors above (all of which look for ASCII), each read
+# as the ASCII it stands for:
+# - every character Unicode gives a digit value 0–9: the decimal digits of
+#   every script (Arabic-Indic and Persian, as Arabic and Farsi speakers type
+#   a phone or card; Devanagari, Myanmar, Khmer, Tamil …), fullwidth and the
+#   "mathematical" bold/monospace digits of fancy-text generators (𝟒𝟓𝟑𝟐…),
+#   and the compatibility digits NFKC reads as digits: circled ①, negative
+#   circled ❶, superscript ¹ and subscript ₁ (one of these right after a digit
+#   is a footnote or a power, read as a space). One character for one digit.
+# - fullwidth forms (NFKC of U+FF01–FF5E is their ASCII character), the small
+#   "﹫", and the full stops IDNA reads as a domain's dot (｡ 。 ﹒ ․);
+# - every space separator (no-break, thin, em, ideographic …: French
+#   typography groups "06 12 34 56 78" with them) as a space, every dash and
+#   the minus sign as "-";
+# - invisible characters removed: every format character (zero-width space /
+#   joiners, word joiner, BOM, soft hyphen, bidirectional marks and isolates,
+#   invisible operators, tags) and the other default-ignorable ones
+#   (variation selectors, combining grapheme joiner, Hangul fillers), and the
+#   keycap mark, pushed into "jo\u200b@example.com" or an RTL number to evade a
+#   scan. What NFKC would expand into several characters ("⑴" → "(1)") is
+#   read as one, so only removals move offsets.
+# Built from the running Python's Unicode database (14.0 on 3.11) at import, in
+# one pass over the planes that hold digits (plane 14's tags and variation
+# selectors added by range), skipping the CJK ideographs and Hangul syllables
+# (letters only, 2/5 of the pass).
+_DIGIT_LOOK_ALIKES: dict[str, str] = {}
+_COMPATIBILITY_DIGITS: set[str] = set()  # superscript, subscript, circled …: not decimal digits (Nd)
+_SPACES_AND_DASHES: dict[str, str] = {"\u2212": "-"}
+_INVISIBLE_LIST = [*map(chr, range(0xE0000, 0xE0080)), *map(chr, range(0xE0100, 0xE01F0))]
+_OTHER_IGNORABLE = "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0\u20e3"
+for _char in map(chr, itertools.chain(range(0x80, 0x3400), range(0xA000, 0xAC00), range(0xD7A4, 0x20000))):
+    _category = unicodedata.category(_char)
+    if _category in ("Nd", "No"):
+        _value = unicodedata.digit(_char, None)
+        if _value is not None:
+            _DIGIT_LOOK_ALIKES[_char] = str(_value)
+            if _category == "No":
+                _COMPATIBILITY_DIGITS.add(_char)
+    elif _category == "Zs":
+        _SPACES_AND_DASHES[_char] = " "
+    elif _category == "Pd":
+        _SPACES_AND_DASHES[_char] = "-"
+    elif _category == "Cf" or "\ufe00" <= _char <= "\ufe0f" or _char in _OTHER_IGNORABLE:
+        _INVISIBLE_LIST.append(_char)
+del _char, _category
+_INVISIBLE = "".join(_INVISIBLE_LIST)
+_LOOK_ALIKE_TABLE: dict[str, str] = {
+    **{chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
+    **_DIGIT_LOOK_ALIKES,
+    "\ufe6b": "@",
+    **dict.fromkeys("\uff61\u3002\ufe52\u2024", "."),
+    **_SPACES_AND_DASHES,
+    **dict.fromkeys(_INVISIBLE, ""),
 }
-# The same characters in UTF-8: a byte search (literal prefixes) is how a
-# non-ASCII text that holds none of them is told apart cheaply.
-_LOOK_ALIKE_BYTES = re.compile(
-    rb"\xc2[\xa0\xad]|\xe2\x80[\x87\x89\x8b-\x8d\x90-\x93\xaf]|\xe2\x81\xa0|\xe2\x88\x92"
-    rb"|\xe3\x80\x80|\xef\xbb\xbf|\xef\xbc[\x81-\xbf]|\xef\xbd[\x80-\x9e]"
-    rb"|\xd9[\xa0-\xa9]|\xdb[\xb0-\xb9]|\xe0\xa5[\xa6-\xaf]|\xe0\xa7[\xa6-\xaf]|\xe0\xb9[\x90-\x99]"
-    rb"|\xf0\x9d\x9f[\x8e-\xbf]"
-)
-_INVISIBLE_CHAR = re.compile(f"[{_INVISIBLE}]")
+
+
+def _char_class(chars: Iterable[str]) -> str:
+    """A regex character class of ``chars``, consecutive code points as ranges."""
+    runs: list[list[int]] = []
+    for code in sorted(map(ord, chars)):
+        if runs and runs[-1][1] == code - 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    return "[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in runs) + "]"
+
+
+_INVISIBLE_CHAR = re.compile(_char_class(_INVISIBLE))
 # str.translate looks every character up in the table (~10 times slower than a scan), so the few
-# look-alikes are found by a regex and replaced one by one.
-_LOOK_ALIKE_CHAR = re.compile("[" + "".join(map(chr, _LOOK_ALIKE_TABLE)) + "]")
-_LOOK_ALIKE_REPLACEMENT = {chr(code): replacement or "" for code, replacement in _LOOK_ALIKE_TABLE.items()}
+# look-alikes are found by a regex and replaced one by one. A class holding characters beyond U+FFFF is
+# checked range by range (15× slower on French text), so the class holds the BMP ones and any astral
+# character matches, to be looked up in the table (emoji map to themselves).
+_LOOK_ALIKE_CHAR = re.compile(
+    _char_class(char for char in _LOOK_ALIKE_TABLE if char <= "\uffff") + "|[\U00010000-\U0010ffff]"
+)
 
 
 def _replace_look_alike(match: re.Match[str]) -> str:
-    return _LOOK_ALIKE_REPLACEMENT[match.group()]
+    char = match.group()
+    if char in _COMPATIBILITY_DIGITS and match.start() and match.string[match.start() - 1].isdecimal():
+        # Right after a digit, a superscript or circled digit is a footnote or a power ("2671¹",
+        # "10¹²"), not the number's next digit: read it as a break, so the value before it stays whole.
+        return " "
+    return _LOOK_ALIKE_TABLE.get(char, char)
 
 
-_ASCII_BYTES = bytes(range(128))
+def _has_look_alike(text: str) -> bool:
+    """Whether ``text`` holds a look-alike: one pass of the class (a table lookup per character); an
+    astral character it matches is one only when the table says so."""
+    return any(match.group() in _LOOK_ALIKE_TABLE for match in _LOOK_ALIKE_CHAR.finditer(text))
 
 
 def normalised(text: str) -> str:
-    """``text`` as the scanner reads it: fullwidth forms and the digits of other
-    scripts as ASCII, no-break and thin spaces as spaces, Unicode hyphens and
-    dashes as ``-``, zero-width characters and soft hyphens removed."""
+    """``text`` as the scanner reads it: every character with a digit value
+    (other scripts, circled, superscript …) and fullwidth forms as ASCII, every
+    space separator as a space and every dash as ``-``, invisible characters
+    (zero-width, bidirectional marks, variation selectors …) removed."""
     return text if text.isascii() else _LOOK_ALIKE_CHAR.sub(_replace_look_alike, text)
 
 
@@ -805,8 +924,8 @@ def scan_text(
 
     ``types`` limits what is reported (default: all of :data:`PII_TYPES`);
     ``phone_regions`` are the ISO regions whose national phone formats count.
-    Text with look-alike characters (fullwidth forms, zero-width characters,
-    no-break spaces, Unicode dashes) is scanned as :func:`normalised` reads it;
+    Text with look-alike characters (other digits, fullwidth forms, invisible
+    characters, Unicode spaces and dashes) is scanned as :func:`normalised` reads it;
     the offsets still point into ``text``.
     """
     if types is None:
@@ -820,14 +939,10 @@ def scan_text(
     # str.isascii() is O(1): ordinary ASCII text never pays for the look-alike check.
     if text.isascii():
         found = _scan(text, wanted, regions, None)
+    elif _has_look_alike(text):
+        found = _scan_normalised(text, wanted, regions)
     else:
-        raw = text.encode("utf-8")
-        # Searched in the non-ASCII bytes alone (a C-speed delete first): each
-        # pattern starts at a UTF-8 lead byte, so no match can span two characters.
-        if _LOOK_ALIKE_BYTES.search(raw.translate(None, _ASCII_BYTES)) is None:
-            found = _scan(text, wanted, regions, raw)
-        else:
-            found = _scan_normalised(text, wanted, regions)
+        found = _scan(text, wanted, regions, None)
     return [PiiMatch(kind, start, end) for kind, start, end in found if kind in wanted]
 
 
@@ -841,6 +956,7 @@ def _scan(
         # E-mails are found even when only keys are wanted, so the overlap rule
         # decides the same way whatever the selection.
         _find_emails(text, found)
+        _find_spelt_out_emails(text, found)
     if IP_ADDRESS in wanted:
         _find_ipv6(text, found)
     if raw is None:
@@ -902,6 +1018,8 @@ def mask(value: str, pii_type: str) -> str:
     e-mail.
     """
     value = normalised(value)
+    if pii_type == EMAIL and "@" not in value:
+        value = spelt_out_email_as_written(value)
     if pii_type == EMAIL and "@" in value:
         local, _, domain = value.rpartition("@")
         tld = domain.rsplit(".", 1)[-1] if "." in domain else ""

@@ -40,7 +40,7 @@ from audits.formats import (
     parse_json,
     split_strings,
 )
-from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, normalised, scan_text
+from audits.pii import DEFAULT_PHONE_REGIONS, PII_TYPES, normalised, scan_text, spelt_out_email_as_written
 
 ScrubMode = Literal["placeholder", "pseudonym"]
 SCRUB_MODES: tuple[str, ...] = ("placeholder", "pseudonym")
@@ -54,7 +54,7 @@ def placeholder_for(pii_type: str) -> str:
 def _canonical(value: str, pii_type: str) -> str:
     value = normalised(value)  # "jo\u200b@x.com" is "jo@x.com": one pseudonym
     if pii_type == "email":
-        return value.casefold()
+        return spelt_out_email_as_written(value).casefold()  # "jo [at] x [dot] com" is "jo@x.com"
     if pii_type in ("phone", "credit_card", "ssn"):
         return "".join(char for char in value if char.isdigit())
     if pii_type == "iban":

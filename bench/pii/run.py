@@ -3,6 +3,7 @@
     .venv/bin/python bench/pii/run.py scan  [--mb 3] [--seed 7] [--skip-presidio] [--skip-scrubadub]
     .venv/bin/python bench/pii/run.py negatives [--per-class 1000] [--seed 7] [--examples 2]
     .venv/bin/python bench/pii/run.py context [--per-type 20] [--seed 7]
+    .venv/bin/python bench/pii/run.py evasions
     .venv/bin/python bench/pii/run.py audit [--mb 100] [--workers 2] [--seed 7] [--keep FILE]
     .venv/bin/python bench/pii/run.py audit --shape short [--lines 1000000] [--workers 2] [--keep FILE]
 
@@ -21,6 +22,11 @@ type, and the share of files a single finding would block.
 ``context`` scans real PII written in support-chat contexts (``bench/pii/context_positives.py``: an id
 word before a phone or card, a rule or step word before an address, letters glued to a number) and prints
 the recall per type and every line missed; the test suite requires 1.0.
+
+``evasions`` scans real PII written to evade an ASCII scanner (``bench/pii/evasions.py``: other scripts'
+digits and compatibility digits, invisible characters inside a value, other spaces and dashes, ``/``,
+``_`` and ``.`` separators) and benign text written with the same characters; it prints recall per
+evasion, the negatives' false positives, and every miss and false positive (masked).
 
 ``audit`` writes a ~N MB chat JSONL (duplicates, near duplicates, format errors,
 PII, easy to hard examples) and times ``audits.report.audit_file`` on it: wall
@@ -52,6 +58,9 @@ sys.path.insert(0, str(ROOT))
 
 from audits import pii  # noqa: E402
 from bench.pii.context_positives import build_context_positives  # noqa: E402
+from bench.pii.evasions import LEFT_OUT as EVASIONS_LEFT_OUT  # noqa: E402
+from bench.pii.evasions import NEGATIVES as EVASION_NEGATIVES  # noqa: E402
+from bench.pii.evasions import build_evasion_positives  # noqa: E402
 from bench.pii.negatives import build_negatives  # noqa: E402
 
 TYPES = pii.PII_TYPES
@@ -565,6 +574,50 @@ def command_context(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_evasions(args: argparse.Namespace) -> int:
+    """Recall on PII written to evade an ASCII scanner, and false positives on benign text written with
+    the same characters (bench/pii/evasions.py). Values are printed masked: the probe values are made up,
+    but the habit is kept."""
+    positives = build_evasion_positives()
+    found_by_evasion: dict[str, list[int]] = {}
+    missed: list[str] = []
+    for evasion, kind, line, value in positives:
+        # Found: a finding of its type covering the whole value (a partial span would leave digits in a
+        # scrub); a keycap's marks after the last digit may stay outside it.
+        start = line.index(value)
+        end = start + len(value.rstrip("\ufe0f\u20e3"))
+        matches = pii.scan_text(line)
+        hit = any(m.type == kind and m.start <= start and m.end >= end for m in matches)
+        tally = found_by_evasion.setdefault(evasion, [0, 0])
+        tally[0] += hit
+        tally[1] += 1
+        if not hit:
+            got = ", ".join(f"{m.type} {pii.mask(m.value_in(line), m.type)!r}" for m in matches) or "nothing"
+            missed.append(f"  {evasion}: {kind} {pii.mask(value, kind)!r} -> {got}")
+    total_found = sum(found for found, _ in found_by_evasion.values())
+    print(f"PII written to evade an ASCII scanner: {len(positives)} lines, {len(found_by_evasion)} evasions")
+    for evasion, (found, planted) in found_by_evasion.items():
+        print(f"  {evasion:<34} {found:>3}/{planted:<3}")
+    print(f"recall {total_found}/{len(positives)} = {total_found / len(positives):.3f}")
+    flagged = []
+    for name, line in EVASION_NEGATIVES:
+        matches = pii.scan_text(line)
+        if matches:
+            flagged.append(f"  {name}: {line!r} -> " + ", ".join(f"{m.type} {m.value_in(line)!r}" for m in matches))
+    print(f"benign lines with the same characters: {len(flagged)}/{len(EVASION_NEGATIVES)} flagged "
+          f"= {len(flagged) / len(EVASION_NEGATIVES):.3f}")
+    left_out = [(how, any(m.type == kind for m in pii.scan_text(line))) for how, kind, line in EVASIONS_LEFT_OUT]
+    print(f"left out on purpose (not in the recall): {sum(hit for _, hit in left_out)}/{len(left_out)} found — "
+          + ", ".join(f"{how} {'found' if hit else 'missed'}" for how, hit in left_out))
+    if missed:
+        print("missed:")
+        print("\n".join(missed))
+    if flagged:
+        print("false positives:")
+        print("\n".join(flagged))
+    return 0
+
+
 # --------------------------------------------------------------------------- full audit
 
 
@@ -753,6 +806,7 @@ def main() -> int:
     context = commands.add_parser("context", help="recall on real PII in support-chat contexts")
     context.add_argument("--per-type", type=int, default=20)
     context.add_argument("--seed", type=int, default=7)
+    commands.add_parser("evasions", help="recall on PII written to evade an ASCII scanner; false positives beside it")
     audit = commands.add_parser("audit", help="time a full audit of a generated JSONL")
     audit.add_argument("--mb", type=float, default=100.0)
     audit.add_argument("--workers", type=int, default=2)
@@ -762,7 +816,8 @@ def main() -> int:
                        help="ordinary: --mb of chat lines of every kind; short: --lines short lines (~85 bytes)")
     audit.add_argument("--lines", type=int, default=1_000_000, help="line count of --shape short")
     args = parser.parse_args()
-    commands_by_name = {"scan": command_scan, "negatives": command_negatives, "context": command_context, "audit": command_audit}
+    commands_by_name = {"scan": command_scan, "negatives": command_negatives, "context": command_context,
+                        "evasions": command_evasions, "audit": command_audit}
     return commands_by_name[args.command](args)
 
 

@@ -15,7 +15,9 @@ import pytest
 from audits.pii import PII_TYPES, mask, normalised, scan_text
 from audits.report import audit_file
 from audits.scrub import Scrubber, scrub_file
+from bench.pii.evasions import NEGATIVES, build_evasion_positives
 from tests.audits.samples import PLANTED, chat_line, write_lines
+from tests.audits.test_audit_command import run_command
 
 
 def fullwidth(value: str) -> str:
@@ -25,6 +27,17 @@ def fullwidth(value: str) -> str:
 def in_digits_from(zero: int, value: str) -> str:
     """``value`` with its ASCII digits written in another script's digits, ``zero`` being its 0."""
     return "".join(chr(zero + int(char)) if char.isdigit() else char for char in value)
+
+
+def in_digits(table: str, value: str) -> str:
+    """``value`` with each ASCII digit d written as ``table[d]`` (circled, superscript … digits)."""
+    return "".join(table[int(char)] if char.isdigit() else char for char in value)
+
+
+CIRCLED = "\u24ea\u2460\u2461\u2462\u2463\u2464\u2465\u2466\u2467\u2468"
+NEGATIVE_CIRCLED = "\u24ff\u2776\u2777\u2778\u2779\u277a\u277b\u277c\u277d\u277e"
+SUPERSCRIPT = "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+SUBSCRIPT = "".join(map(chr, range(0x2080, 0x208A)))
 
 
 # (what the value evades with, type, value as written, its mask in the audit report: of the value as the
@@ -66,6 +79,41 @@ EVASIONS: list[tuple[str, str, str, str]] = [
     # Its check digits run on into 1–4 more digits before a letter (was: a phone "0410 0100", or nothing).
     ("lower-case IBAN, digits after the check digits", "iban", "kz86 125k zt50 0410 0100", "kz**************0100"),
     ("lower-case IBAN, digits after the check digits, ungrouped", "iban", "kz86125kzt5004100100", "kz**************0100"),
+    # An adversarial review (2026-12-07, bench/pii/evasions.py) found these still hid a value: digits
+    # Unicode gives a value but the list above did not name, and invisible characters, spaces and dashes
+    # outside the few named.
+    ("circled phone digits", "phone", in_digits(CIRCLED, "415-555-2671"), "***-***-**71"),
+    ("negative circled card digits", "credit_card", in_digits(NEGATIVE_CIRCLED, "4532 0151 1283 0366"), "****-****-****-0366"),
+    ("superscript phone digits", "phone", in_digits(SUPERSCRIPT, "(415) 555-2671"), "(***) ***-**71"),
+    ("subscript SSN digits", "ssn", in_digits(SUBSCRIPT, "536-22-1234"), "***-**-**34"),
+    ("Myanmar phone digits", "phone", in_digits_from(0x1040, "+33 6 12 34 56 78"), "+** * ** ** ** 78"),
+    ("Khmer card digits", "credit_card", in_digits_from(0x17E0, "4532015112830366"), "****-****-****-0366"),
+    ("Tamil IBAN digits", "iban", in_digits_from(0x0BE6, "DE89 3704 0044 0532 0130 00"), "DE****************3000"),
+    ("left-to-right marks inside a phone", "phone", "\u200e".join("415-555-2671"), "***-***-**71"),
+    ("right-to-left marks between card groups", "credit_card", "4532\u200f0151\u200f1283\u200f0366", "****-****-****-0366"),
+    ("bidi isolates inside an IBAN", "iban", "DE89\u2069\u2066 3704\u2069\u2066 0044 0532 0130 00", "DE****************3000"),
+    ("invisible separator inside an IPv4 address", "ip_address", "198.51\u2063.100.23", "198.***.***.***"),
+    ("variation selector in an e-mail", "email", "jo\ufe0f@example.com", "j***@e***.com"),
+    ("Hangul filler inside a card", "credit_card", "4532\u316401511283\u31640366", "****-****-****-0366"),
+    ("combining grapheme joiner inside a phone", "phone", "020 7946\u034f 0958", "*** **** **58"),
+    ("em spaces between card groups", "credit_card", "4532\u20030151\u20031283\u20030366", "****-****-****-0366"),
+    ("medium mathematical spaces in a French phone", "phone", "06\u205f12\u205f34\u205f56\u205f78", "** ** ** ** 78"),
+    ("em dash in a phone", "phone", "415\u2014555\u20142671", "***-***-**71"),
+    ("small hyphen-minus in an SSN", "ssn", "536\ufe6322\ufe631234", "***-**-**34"),
+    ("small commercial at", "email", "jo\ufe6bexample.com", "j***@e***.com"),
+    ("ideographic full stop in a domain", "email", "jo@example\u3002com", "j***@e***.com"),
+    ("halfwidth ideographic full stop in a domain", "email", "jo@example\uff61com", "j***@e***.com"),
+    # Separators that joined no number before: a slash after a German or Austrian area code, a slash, an
+    # underscore or a dot between a card's four groups of four.
+    ("slash after a German area code", "phone", "030/12345678", "***/******78"),
+    ("slash after an Austrian mobile prefix", "phone", "0664/1234567", "****/*****67"),
+    ("slashes between card groups", "credit_card", "4532/0151/1283/0366", "****-****-****-0366"),
+    ("underscores between card groups", "credit_card", "5500_0055_5555_5559", "****-****-****-5559"),
+    ("dots between card groups", "credit_card", "4532.0151.1283.0366", "****-****-****-0366"),
+    # E-mails spelt out with "at" (and "dot") in brackets.
+    ("e-mail spelt out in square brackets", "email", "jo [at] example [dot] com", "j***@e***.com"),
+    ("e-mail spelt out in round brackets", "email", "jo(at)example(dot)co(dot)uk", "j***@e***.uk"),
+    ("e-mail spelt out in capitals", "email", "anna.k [AT] mail.example.org", "a***@m***.org"),
 ]
 IDS = [name for name, *_ in EVASIONS]
 BEFORE, AFTER = "Please note: ", " (thanks)."
@@ -134,6 +182,11 @@ def test_a_zero_width_space_inside_any_planted_value_does_not_hide_it(pii_type: 
         "\ufeffa BOM at the start",
         "ab12 cd34 de89 and de12",
         "IDs: de89370400440532013001",  # a lower-case IBAN whose checksum fails
+        "\u2460 open the app \u2461 tap Settings \u2462 save",  # list markers
+        "population 8 100 000 000\u00b9 (2024 estimate\u00b2)",  # footnotes after a number
+        "E = mc\u00b2, 10\u00b9\u00b2 bytes, H\u2082O",
+        "\u062a\u0627\u0631\u064a\u062e \u0662\u0660\u0662\u0664/\u0661\u0662/\u0660\u0667",  # an Arabic date
+        "\u7b2c1\u7ae0\u3002\u7b2c2\u7ae0\u30022024\u5e74",  # ideographic full stops between numbers
     ],
 )
 def test_look_alike_characters_in_ordinary_text_are_not_pii(text: str) -> None:
@@ -154,3 +207,81 @@ def test_an_ascii_address_followed_by_non_ascii_words_is_found_and_ends_at_its_d
     # Was, while internationalised domains were being added: not found at all ("…com電話2024"), or run
     # on into the words after it ("…comまでお願いします"), which a scrub would then erase.
     assert [(m.type, m.value_in(text)) for m in scan_text(text)] == [("email", address)]
+
+
+# The probe set of the adversarial review: every value in every form (bench/pii/evasions.py).
+PROBES = build_evasion_positives()
+
+
+@pytest.mark.parametrize(("evasion", "pii_type", "line", "value"), PROBES, ids=[f"{p[0]}-{i}" for i, p in enumerate(PROBES)])
+def test_every_probe_value_is_found_whole(evasion: str, pii_type: str, line: str, value: str) -> None:
+    start = line.index(value)
+    # A keycap's marks after the last digit may stay outside the span: they hold no digit.
+    end = start + len(value.rstrip("\ufe0f\u20e3"))
+    found = [(m.type, m.start, m.end) for m in scan_text(line)]
+    assert any(kind == pii_type and s <= start and e >= end for kind, s, e in found), found
+
+
+@pytest.mark.parametrize(("name", "line"), NEGATIVES, ids=[f"{name}-{i}" for i, (name, _) in enumerate(NEGATIVES)])
+def test_benign_text_written_with_the_same_characters_is_not_pii(name: str, line: str) -> None:
+    assert [(m.type, m.value_in(line)) for m in scan_text(line)] == []
+
+
+def test_keycap_digits_are_read_as_digits_and_scrubbed_without_a_digit_left() -> None:
+    card = "".join(char + "\ufe0f\u20e3" for char in "4532015112830366")
+    text = f"card {card} ok"
+    assert [m.type for m in scan_text(text)] == ["credit_card"]
+    scrubbed = Scrubber().scrub_text(text)
+    assert not any(char.isdigit() for char in scrubbed), scrubbed
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        # A number still ends at a slash: the first of two phones, an address before its prefix length.
+        ("call 415-555-2671/415-555-2672", [("phone", "415-555-2671")]),
+        ("allow 192.168.1.0/24 only", [("ip_address", "192.168.1.0")]),
+        ("card 4532 0151 1283 0366/exp 04/27", [("credit_card", "4532 0151 1283 0366")]),
+        # Never a number across a slash or an underscore unless in a layout people write one in.
+        ("due 01/02/2024, ratio 0/12345678, odds 1/4155552671", []),
+        ("ids 4532/015112830366 and 4532_0151_1283_036", []),
+        ("files 2024/12/07/4155552671.log", []),
+    ],
+)
+def test_slashes_and_underscores_join_a_number_only_in_its_layouts(text: str, found: list[tuple[str, str]]) -> None:
+    assert [(m.type, m.value_in(text)) for m in scan_text(text)] == found
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_the_commands_output_shows_every_evasive_value_masked_only(tmp_path: Path, as_json: bool) -> None:
+    # What people read (the admin page and the API show the same masked samples as the report).
+    source = write_lines(tmp_path / "s.jsonl", [chat_line(BEFORE + value + AFTER) for _, _, value, _ in EVASIONS])
+    code, out, _ = run_command(str(source), *(["--json"] if as_json else []))
+    assert code == 1
+    shown = out if not as_json else json.dumps(json.loads(out), ensure_ascii=False)
+    assert "j***@e***.com" in shown and "****-****-****-0366" in shown
+    # Read as the scanner reads it, so no look-alike written into a sample could carry a value out either.
+    for _, _, value, _ in EVASIONS:
+        assert value not in shown and normalised(value) not in normalised(shown)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Call 415-555-2671\u00b9 for details", ("phone", "415-555-2671")),
+        ("card 4532 0151 1283 0366\u00b2.", ("credit_card", "4532 0151 1283 0366")),
+        ("SSN 536-22-1234\u2460 on file", ("ssn", "536-22-1234")),
+        ("from 198.51.100.23\u00b9\u00b2", ("ip_address", "198.51.100.23")),
+        ("call 4155552671\u00b9\u00b2", ("phone", "4155552671")),
+    ],
+)
+def test_a_footnote_after_a_value_is_not_its_next_digit(text: str, found: tuple[str, str]) -> None:
+    # Once superscript and circled digits read as digits, "2671¹" read as "26711": the phone and the SSN
+    # were lost and the card became a phone whose span left "4532 " in a scrub.
+    assert [(m.type, m.value_in(text)) for m in scan_text(text)] == [found]
+    assert Scrubber().scrub_text(text) == text.replace(found[1], f"[{found[0].upper()}]")
+
+
+def test_an_e_mail_spelt_out_gets_the_pseudonym_of_the_address_it_spells() -> None:
+    scrubber = Scrubber(mode="pseudonym")
+    assert scrubber.scrub_text("jo [at] example [dot] com, Jo@Example.com") == "<EMAIL_1>, <EMAIL_1>"
