@@ -72,7 +72,9 @@ class Experiment(models.Model):
     # running rollout from these instead of reading its outcomes on every view (experiments.holds.
     # stored_evaluation); the decisions (request, approve) still judge the outcomes afresh.
     guardrail_states = models.JSONField(default=list, blank=True)
-    stage_figures = models.JSONField(default=dict, blank=True)
+    # db_default as well: the column came after a release's code that inserts experiments without it
+    # (0011), and that code, still running in a rolling deploy, must not lose the row it creates.
+    stage_figures = models.JSONField(default=dict, db_default={}, blank=True)
     guardrails_checked_at = models.DateTimeField(null=True, blank=True)
     # The launch calendar: the date the operator aims to start each stage at ({"25": ISO datetime}),
     # shown beside the earliest time the holds allow (experiments/calendar.py). A plan, not a hold.

@@ -1,6 +1,8 @@
 """Default Celery beat schedules, installed into django-celery-beat's tables so people can edit or
-disable them in the admin. Installing never overwrites an existing entry (an edit survives restarts
-and upgrades); run by `seed_demo` and by `manage.py install_schedules` on a deployment."""
+disable them in the admin. Installing never overwrites an existing entry's timing, task, arguments or
+switch (an edit survives restarts and upgrades) but brings its description up to this release's (it
+says what the task does, which a release may change); run by `seed_demo` and by `manage.py
+install_schedules` on a deployment."""
 
 from __future__ import annotations
 
@@ -96,12 +98,19 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
 
 
 def install_default_schedules() -> list[str]:
-    """Create the missing schedules; return the names created."""
+    """Create the missing schedules and bring the descriptions of the others up to date; return the
+    names created."""
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
     created = []
     for entry in DEFAULT_SCHEDULES:
         if PeriodicTask.objects.filter(name=entry.name).exists():
+            # An upgraded installation kept the text of the release that installed it (the audits'
+            # sweep still said "killed past the time limit" after it had come to act within a minute).
+            # update(), not save(): a description is no reason to make beat reload its schedule.
+            PeriodicTask.objects.filter(name=entry.name).exclude(description=entry.description).update(
+                description=entry.description
+            )
             continue
         timing: dict[str, object] = {}
         if entry.every_seconds is not None:
