@@ -40,7 +40,9 @@ STATE_BEFORE_STAGE_FIGURES = ("experiments", "0010_data_deletion_at_index")
 def _project_migrations(loader: MigrationLoader):
     root = Path(settings.BASE_DIR).resolve()
     for key, migration in sorted(loader.disk_migrations.items()):
-        if root in Path(__import__(migration.__module__, fromlist=["_"]).__file__).resolve().parents:
+        path = Path(__import__(migration.__module__, fromlist=["_"]).__file__).resolve()
+        # The checkout's own apps; a virtualenv inside the checkout (`make install`'s .venv) holds others'.
+        if root in path.parents and "site-packages" not in path.parts:
             yield key, migration
 
 
