@@ -43,6 +43,7 @@ from costs.models import (
 from genesis import notifications
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.history import record_history
+from genesis.integrity import is_unique_violation
 from genesis.jobs import advance, check_move
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_task
@@ -550,7 +551,9 @@ def _raise_alerts(*, budget: Budget, at: datetime, triggered_by: CostEntry | Non
                     kind=kind, severity=threshold.severity, budget_usd=budget.amount_usd, spent_usd=spent,
                     triggered_by=triggered_by,
                 )
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise
             continue  # the constraint is the last line of defence; the lock should make this unreachable
         created.append(alert)
     if created:

@@ -38,6 +38,7 @@ from experiments.models import (
 )
 from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, rollout_start_plan
 from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
+from genesis.integrity import is_unique_violation
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
 from genesis.validation import reject_nul
@@ -159,7 +160,9 @@ def _create_experiment_row(**fields: Any) -> Experiment:
     try:
         with transaction.atomic():
             return Experiment.objects.create(**fields)
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
         raise Conflict(f"key: an experiment '{fields['key']}' already exists; choose another key") from None
 
 
@@ -291,7 +294,9 @@ def _start(*, experiment: Experiment, actor: Actor, override_reason: str) -> Exp
         with transaction.atomic():
             experiment.save(update_fields=["status", "started_by", "started_at", "current_stage", "routing_changed_at",
                                            "verdict_override_reason"])
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
         # one_active_experiment_per_agent: another experiment of this agent started at the same moment.
         raise Conflict(f"agent '{experiment.agent.slug}' started another experiment just now; complete or roll it back first") from None
     audit.record_event(
@@ -398,7 +403,9 @@ def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: A
             approval = StageApproval.objects.create(
                 stage=target, config_version=experiment.config_version, requested_by=actor, note=note
             )
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
         raise Conflict(f"an advance to {target.percent} % was requested by someone else just now; it waits for approval") from None
     audit.record_event(
         experiment, action=EventAction.REQUEST, actor=actor,

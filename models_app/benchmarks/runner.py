@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from costs.pricing import Price, inference_cost
 from genesis.errors import Conflict
+from genesis.integrity import is_unique_violation
 from genesis.jobs import check_move
 from models_app.benchmarks import scorers
 from models_app.benchmarks.answers import JUDGE_REFUSED, Answer, result_row
@@ -432,7 +433,9 @@ def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[Answ
         with transaction.atomic():
             BenchmarkResult.objects.bulk_create([result_row(run.pk, a) for a in answers])
             created, still_ours = len(answers), _count_progress(lease, answers)
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
         with transaction.atomic():
             written, paid_twice = [], []
             for answer in answers:
@@ -440,7 +443,9 @@ def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[Answ
                     with transaction.atomic():
                         result_row(run.pk, answer).save(force_insert=True)
                     written.append(answer)
-                except IntegrityError:
+                except IntegrityError as exc:
+                    if not is_unique_violation(exc):
+                        raise
                     paid_twice.append(answer)
             created, still_ours = len(written), _count_progress(lease, written)
             charge_paid_twice(run, paid_twice, attempt=f"claim-{lease.claims}")
@@ -483,7 +488,9 @@ def _store_judge_retries(run: BenchmarkRun, answers: list[Answer], *, attempt: s
             with transaction.atomic():
                 result_row(run_id, answer).save(force_insert=True)
             created.append(answer)
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise
             paid_twice.append(answer)  # written already (the chunk handed on, or the run ended and wrote its kept answers)
     BenchmarkUnscoredAnswer.objects.filter(pk__in=[answer.kept_id for answer in judged]).delete()
     late_cost = Decimal(0)

@@ -55,6 +55,7 @@ from django.utils import timezone
 from costs.models import Operation
 from costs.services import budget_check
 from genesis.errors import Conflict, InvalidInput, PermissionDenied
+from genesis.integrity import is_unique_violation
 from genesis.jobs import advance
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_task
@@ -583,7 +584,9 @@ def write_unscored_results(run_id: int, answers: list[Answer]) -> tuple[Decimal,
         try:
             with transaction.atomic():
                 row.save(force_insert=True)
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise
             written_already.append(answer)
             continue
         cost, written = cost + answer.cost_usd, written + 1

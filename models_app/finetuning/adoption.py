@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from genesis.errors import Conflict, InvalidInput, NotFound
+from genesis.integrity import is_unique_violation
 from genesis.permissions import Actor, require_permission
 from models_app.finetuning import rules
 from models_app.finetuning.models import FineTuningJob
@@ -74,7 +75,9 @@ def finetuning_job_adopt(*, job: FineTuningJob, provider_job_id: str, actor: Act
             # When the provider created it, not when we learnt of it (unless the provider did not say).
             job.submitted_at = snapshot.created_at if snapshot.created_at.timestamp() > 0 else timezone.now()
             job = settle_locked(job, snapshot=snapshot, actor=actor, reason=why, before=before)
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
         # Another row took the same provider job between our check and our write (the unique constraint).
         raise Conflict(_already_tracked_message(job, provider_job_id=snapshot.id)) from None
     logger.info("fine-tuning job #%s %s by %s: now %s", job.pk, why, actor or "the system", job.status)
