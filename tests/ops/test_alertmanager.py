@@ -9,6 +9,7 @@ import grp
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -59,6 +60,20 @@ def test_every_rule_severity_has_a_route() -> None:
     assert severities <= routed
 
 
+def test_every_alert_and_queue_an_inhibit_rule_names_exists() -> None:
+    # An alert renamed in alerts.yml, or a queue in settings, would leave its inhibition matching nothing.
+    from django.conf import settings
+
+    rules = yaml.safe_load((ROOT / "ops" / "prometheus" / "alerts.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    queues = {queue.name for queue in settings.CELERY_TASK_QUEUES}
+    for inhibit in yaml.safe_load(CONFIG.read_text())["inhibit_rules"]:
+        for matcher in inhibit["source_matchers"] + inhibit["target_matchers"]:
+            label, _, values = re.fullmatch(r'(\w+)(=~|=)"(.+)"', matcher).groups()
+            named = set(values.split("|"))
+            assert named <= {"alertname": alerts, "queue": queues}[label], f"{matcher}: {named - alerts - queues}"
+
+
 def secret_files(node: object) -> set[str]:
     """Every `…_file` path in the config (api_url_file, auth_password_file …)."""
     if isinstance(node, dict):
@@ -107,9 +122,8 @@ needs_alertmanager = tool("prometheus-alertmanager", "prometheus-alertmanager")
 
 
 class Notifications(http.server.BaseHTTPRequestHandler):
-    """A webhook receiver: what Alertmanager sends, one (receiver, alertname, labels) per alert."""
-
-    received: list[dict]
+    """A webhook receiver: appends what Alertmanager sends to its server's `received`, one dict per alert
+    (receiver, status and the alert's labels)."""
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
