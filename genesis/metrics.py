@@ -20,7 +20,7 @@ Celery figures (this module, because genesis owns the Celery app):
 - ``genesis_celery_queue_length{queue}``            messages waiting in each declared queue
 - ``genesis_celery_workers{queue}``                 workers consuming the queue (heartbeats < 60 s old)
 - ``genesis_celery_beat_last_tick_timestamp_seconds``  when beat last sent a periodic task (Unix time;
-  django-celery-beat writes ``last_run_at`` back every few minutes, so the figure lags by up to that)
+  beat saves ``last_run_at`` as it sends each task, CELERY_BEAT_SYNC_EVERY = 1, so it lags by seconds)
 
 Background jobs whose sweep resends them (audits, dataset copies, WaltzRL builds), registered by
 their apps (:func:`register_job_backlog`; genesis cannot read their rows):
