@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_slug
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from experiments import audit, rollout_settings, routing, stats
@@ -38,7 +38,7 @@ from experiments.models import (
 )
 from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, rollout_start_plan
 from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
-from genesis.integrity import is_unique_violation
+from genesis.integrity import unique_violation_raises
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
 from genesis.validation import reject_nul
@@ -157,13 +157,9 @@ def experiment_create(
 
 
 def _create_experiment_row(**fields: Any) -> Experiment:
-    try:
-        with transaction.atomic():
-            return Experiment.objects.create(**fields)
-    except IntegrityError as exc:
-        if not is_unique_violation(exc):
-            raise
-        raise Conflict(f"key: an experiment '{fields['key']}' already exists; choose another key") from None
+    taken = Conflict(f"key: an experiment '{fields['key']}' already exists; choose another key")
+    with unique_violation_raises(taken), transaction.atomic():
+        return Experiment.objects.create(**fields)
 
 
 # What experiment_update may change (the admin form offers exactly these).
@@ -290,15 +286,11 @@ def _start(*, experiment: Experiment, actor: Actor, override_reason: str) -> Exp
     experiment.routing_changed_at = now
     if overridden:
         experiment.verdict_override_reason = override_reason
-    try:
-        with transaction.atomic():
-            experiment.save(update_fields=["status", "started_by", "started_at", "current_stage", "routing_changed_at",
-                                           "verdict_override_reason"])
-    except IntegrityError as exc:
-        if not is_unique_violation(exc):
-            raise
-        # one_active_experiment_per_agent: another experiment of this agent started at the same moment.
-        raise Conflict(f"agent '{experiment.agent.slug}' started another experiment just now; complete or roll it back first") from None
+    # one_active_experiment_per_agent: another experiment of this agent may have started at the same moment.
+    raced = Conflict(f"agent '{experiment.agent.slug}' started another experiment just now; complete or roll it back first")
+    with unique_violation_raises(raced), transaction.atomic():
+        experiment.save(update_fields=["status", "started_by", "started_at", "current_stage", "routing_changed_at",
+                                       "verdict_override_reason"])
     audit.record_event(
         experiment, action=EventAction.START, actor=actor, before=before,
         after={**audit.snapshot(experiment), "stages": [stage.percent for stage in stages], "verdict_overridden": overridden},
@@ -398,15 +390,12 @@ def _request(*, experiment: Experiment, actor: Actor, note: str) -> StageApprova
 
 
 def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: Actor, note: str, holds: list[Any]) -> StageApproval:
-    try:
-        with transaction.atomic():  # a savepoint: losing a race must not abort the caller's transaction
-            approval = StageApproval.objects.create(
-                stage=target, config_version=experiment.config_version, requested_by=actor, note=note
-            )
-    except IntegrityError as exc:
-        if not is_unique_violation(exc):
-            raise
-        raise Conflict(f"an advance to {target.percent} % was requested by someone else just now; it waits for approval") from None
+    raced = Conflict(f"an advance to {target.percent} % was requested by someone else just now; it waits for approval")
+    # A savepoint: losing a race must not abort the caller's transaction.
+    with unique_violation_raises(raced), transaction.atomic():
+        approval = StageApproval.objects.create(
+            stage=target, config_version=experiment.config_version, requested_by=actor, note=note
+        )
     audit.record_event(
         experiment, action=EventAction.REQUEST, actor=actor,
         after={**audit.snapshot(experiment), "requested_percent": target.percent, "approval": approval.pk,

@@ -8,7 +8,9 @@ drop rows without a word."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 
 import psycopg.errors
 from django.db import IntegrityError
@@ -21,3 +23,15 @@ def is_unique_violation(exc: IntegrityError) -> bool:
         return True
     # SQLite gives no error class per constraint; its message starts so for a unique one.
     return isinstance(cause, sqlite3.IntegrityError) and str(cause).startswith("UNIQUE constraint failed")
+
+
+@contextlib.contextmanager
+def unique_violation_raises(error: Exception) -> Iterator[None]:
+    """Raise `error` instead of a unique violation in the block; any other integrity error as itself.
+    Outside the block's savepoint: `with unique_violation_raises(Conflict(…)), transaction.atomic(): …`."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
+        raise error from None
