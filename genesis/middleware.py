@@ -41,7 +41,10 @@ security_logger = logging.getLogger("django.security.DisallowedHost")
 
 
 def json_error(status: int, code: str, detail: str) -> HttpResponse:
-    return HttpResponse(json.dumps({"detail": detail, "code": code}), status=status, content_type="application/json")
+    response = HttpResponse(json.dumps({"detail": detail, "code": code}), status=status, content_type="application/json")
+    # The Host refusal is answered before SecurityMiddleware runs: no browser may read the body as anything else.
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def method_not_allowed(allow: str) -> HttpResponse:
@@ -100,9 +103,16 @@ class ApiJsonErrorsMiddleware:
         if response.status_code == 405 and allow:
             if "GET" in allow.replace(" ", "").split(","):
                 allow = f"{allow}, HEAD"  # answered for every GET operation (above)
-            return method_not_allowed(allow)
-        code, detail = _JSON_BODIES[response.status_code]
-        return json_error(response.status_code, code, detail)
+            replacement = method_not_allowed(allow)
+        else:
+            code, detail = _JSON_BODIES[response.status_code]
+            replacement = json_error(response.status_code, code, detail)
+        # The headers SecurityMiddleware (inside this one) set on the answer replaced: nosniff, referrer
+        # policy, HSTS.
+        for header, value in response.items():
+            if header.lower() not in ("content-type", "content-length", "allow"):
+                replacement.headers.setdefault(header, value)
+        return replacement
 
 
 def _drop_body(response: HttpResponse) -> None:

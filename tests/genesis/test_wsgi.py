@@ -148,3 +148,19 @@ def test_a_host_not_allowed_is_the_json_400_before_the_https_redirect(settings, 
     assert json.loads(body)["code"] == "malformed_request"
     status, headers, _ = call("/api/v1/agents/qa_agent/config", application=production)
     assert status.startswith("301") and headers["Location"] == "https://testserver/api/v1/agents/qa_agent/config"
+
+
+@pytest.mark.parametrize(("path", "method"), [("/api/v1/no-such-thing", "GET"), ("/api/v2/route", "GET"),
+                                              ("/api/v1/agents/qa_agent/health", "DELETE")])
+def test_the_json_error_bodies_keep_the_security_headers(path, method):
+    # Second reviewer: the JSON-errors middleware stands outside SecurityMiddleware and replaced its answer,
+    # headers and all.
+    status, headers, _ = call(path, method=method)
+    assert status[:3] in ("404", "405") and headers["Content-Type"].startswith("application/json")
+    assert headers.get("X-Content-Type-Options") == "nosniff", (status, headers)
+    assert headers.get("Referrer-Policy") == "same-origin", (status, headers)
+
+
+def test_the_host_refusal_is_not_sniffed():
+    status, headers, _ = call("/api/v1/agents/qa_agent/config", host="evil.example")
+    assert status.startswith("400") and headers.get("X-Content-Type-Options") == "nosniff"
