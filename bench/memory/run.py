@@ -160,6 +160,19 @@ class Blocks:
                             last_rate / max(first_rate, 1), at_most=TARGET_LAST_TO_FIRST)
 
 
+def measure_blocks(args: argparse.Namespace, block: Callable[[], int], *, unit: str, per: int) -> Blocks:
+    """Run `block` (returning how many `unit`s it did) `args.blocks` times, measuring after each."""
+    if args.frames:
+        tracemalloc.start(args.frames)
+    blocks = Blocks(unit=unit, per=per, top=args.top)
+    for number in range(1, args.blocks + 1):
+        started = time.monotonic()
+        units = block()
+        blocks.close_block(number, units, time.monotonic() - started)
+    tracemalloc.stop()
+    return blocks
+
+
 # --- the web part -----------------------------------------------------------------------------------
 
 
@@ -314,16 +327,15 @@ def measure_web(args: argparse.Namespace, application: Callable[..., Any], keys:
     print(f"web: genesis.wsgi.application in-process, DEBUG off, PROMETHEUS_MULTIPROC_DIR "
           f"{os.environ.get('PROMETHEUS_MULTIPROC_DIR', 'unset')}; {args.blocks} blocks of {args.block_requests:,} requests "
           f"(the soak's mix, ~{args.block_requests / 37 / 60:.0f} soak-minutes each at its 37 requests/s)", flush=True)
-    if args.frames:
-        tracemalloc.start(args.frames)
-    blocks = Blocks(unit="requests", per=10_000, top=args.top)
-    for number in range(1, args.blocks + 1):
-        started, done_before = time.monotonic(), traffic.requests
+
+    def block() -> int:
+        done_before = traffic.requests
         # Ending on an even second, when the outcomes just went out: the bench holds none of its own.
         while traffic.requests - done_before < args.block_requests or traffic.ticks % 2:
             traffic.tick()
-        blocks.close_block(number, traffic.requests - done_before, time.monotonic() - started)
-    tracemalloc.stop()
+        return traffic.requests - done_before
+
+    blocks = measure_blocks(args, block, unit="requests", per=10_000)
     errors = {f"{kind} {status}": n for (kind, status), n in sorted(traffic.statuses.items()) if status >= 400}
     print(f"answers: {traffic.requests:,} requests, {traffic.new_users:,} new users; 4xx/5xx: {errors or 'none'}")
     return blocks.verdict() and not any(status >= 500 for (_, status) in traffic.statuses)
@@ -382,17 +394,16 @@ def run_tasks(args: argparse.Namespace) -> bool:
     print(f"tasks: every simulated minute {', '.join(minutely)}; 6 x experiments.flush_exposures "
           f"({args.exposures_per_flush} new users' exposures each); every 5 minutes {', '.join(every_five)}. "
           f"{args.blocks} blocks of {args.block_minutes} minutes", flush=True)
-    if args.frames:
-        tracemalloc.start(args.frames)
-    blocks = Blocks(unit="minutes", per=100, top=args.top)
     done = 0
-    for number in range(1, args.blocks + 1):
-        started = time.monotonic()
+
+    def block() -> int:
+        nonlocal done
         for _ in range(args.block_minutes):
             done += 1
             minute(done)
-        blocks.close_block(number, args.block_minutes, time.monotonic() - started)
-    tracemalloc.stop()
+        return args.block_minutes
+
+    blocks = measure_blocks(args, block, unit="minutes", per=100)
     print(f"{done} simulated minutes, {users:,} exposures flushed")
     return blocks.verdict()
 
