@@ -10,7 +10,9 @@ watched, in blocks; after each block it collects garbage and records the memory 
   soak's traffic (bench/soak/load.py): each "second" 35 `POST /api/v1/route` for returning users (a pool
   of 3 000) and new ones (30 %), every 2 s one `POST /api/v1/outcomes` per agent with those decisions'
   outcomes (tokens included, a few ids sent again), and the operators' reads at the soak's rhythm —
-  experiment results, the cost summary, agent health and config, `/metrics`, `/readyz`.
+  experiment results, the cost summary, agent health and config, `/metrics`, `/readyz` (a `-Q default`
+  worker is started to answer its ping). `--threads 4` serves them from four long-lived threads, as
+  gunicorn's gthread worker does.
 - `--part tasks`: the Celery task bodies beat runs repeatedly, through Celery's own `apply` (eager, as a
   pool child runs them): the minutely sweeps of genesis/schedules.py, the guardrail check of every running
   experiment (fanned out by evaluate_guardrails), and `experiments.flush_exposures` draining exposure
@@ -21,12 +23,16 @@ block's (the warm-up, measured in the same run), per 10 000 requests (web) or 10
 A leak grows by the same amount every block; warm-up stops growing.
 
     DATABASE_URL=postgres://…/scratch REDIS_URL=redis://…/<n> .venv/bin/python bench/memory/run.py \
-        --part web [--blocks 4] [--block-requests 20000] [--no-multiproc]
+        --part web [--blocks 4] [--block-requests 20000] [--no-multiproc] [--threads 1] [--frames 12]
     … bench/memory/run.py --part tasks [--blocks 4] [--block-minutes 100]
+
+`--frames 0` runs without tracemalloc, several times faster, and judges the RSS: tracemalloc's own
+snapshots move the RSS by megabytes, so with it the verdict is on the traced bytes. What 2026-12-07
+measured (8 blocks of 20 000 requests; 8 blocks of 100 minutes) is in README "Scaling out".
 
 It migrates and seeds the database it is given (seed_demo is idempotent), starts qa_agent's and
 content_agent's rollouts and leaves them running, and adds outcomes, exposures and API keys: use a
-scratch database and Redis index. tracemalloc makes it several times slower than the code is.
+scratch database and Redis index.
 """
 
 from __future__ import annotations
