@@ -43,6 +43,7 @@ import io
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -430,7 +431,11 @@ def main() -> None:
     if services_missing("the memory of the real services' clients is what is measured", redis=True):
         sys.exit(2)
     configure_environment(multiproc=args.part == "web" and not args.no_multiproc)
-    met = run_web(args) if args.part == "web" else run_tasks(args)
+    try:
+        met = run_web(args) if args.part == "web" else run_tasks(args)
+    finally:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)  # the bench's own folder
     sys.exit(0 if met else 1)
 
 
