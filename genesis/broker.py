@@ -24,7 +24,8 @@ work done: GUIDE, "Tasks are idempotent"), and if Redis lost them, Genesis's swe
 jobs again. A shorter break, with Redis still there, puts the messages back as kombu does; the worker
 stops the tasks that were running on them (settings.CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS),
 so each runs again once, not beside itself. And a worker's answer to a ping or an inspection expires
-as its reply queue does (`RedisChannel._put` says why kombu's does not).
+as its reply queue does (`RedisChannel._put` says why kombu's does not), and the asker forgets its deleted
+reply queues in memory too (`RedisChannel.queue_delete`).
 """
 
 from __future__ import annotations
@@ -129,6 +130,24 @@ class RedisChannel(kombu_redis.Channel):
             pipe.lpush(key, dumps(message))
             pipe.pexpire(key, CONTROL_REPLY_EXPIRES_MS)
             pipe.execute()
+
+    def queue_delete(self, queue: Any, if_unused: bool = False, if_empty: bool = False, **kwargs: Any) -> None:
+        """A deleted queue is forgotten in this process too, not only in Redis.
+
+        kombu drops the queue's keys and its bindings, but keeps its entry in the exchange's in-process
+        routing table (which the Redis transport never reads: it routes by the table in Redis) and its
+        expiry. Every ping or inspection declares a reply queue of its own and deletes it when done, so a
+        process asking through one long-lived connection — the benchmark resume sweep, every minute,
+        through Celery's pool — kept ~300 bytes per question for good (bench/memory --part tasks)."""
+        if if_empty and self._size(queue):
+            return  # kept, as kombu keeps it (asking `state.queue_bindings` would add an entry for it)
+        super().queue_delete(queue, if_unused=if_unused, if_empty=if_empty, **kwargs)
+        for exchange in self.state.exchanges.values():
+            table = exchange.get("table")
+            if table:
+                # Entries are (routing_key, pattern, queue) tuples (kombu's `prepare_bind`).
+                table[:] = [entry for entry in table if entry[2] != queue]
+        self._expires.pop(queue, None)
 
 
 class RedisTransport(kombu_redis.Transport):

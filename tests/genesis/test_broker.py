@@ -72,3 +72,26 @@ def test_without_redis_celery_uses_it() -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     assert "genesis.broker.Transport" in printed
+
+
+def test_asking_workers_again_and_again_through_one_connection_keeps_nothing_per_question() -> None:
+    # The benchmark resume sweep pings the workers every minute through Celery's pooled connection, which
+    # lives as long as the pool process. Each ask declares a reply queue of its own and deletes it when
+    # done; kombu forgot it in Redis but kept its binding (the reply exchange's routing table) and its
+    # expiry in the process: ~300 bytes a question, for good (bench/memory --part tasks).
+    from genesis.celery import app
+
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+
+        def kept() -> tuple[int, int, int, int]:
+            exchange = app.control.mailbox.reply_exchange.name
+            return (len(channel.state.exchanges.get(exchange, {}).get("table", [])), len(channel.state.bindings),
+                    len(channel.state.queue_index), len(channel._expires))
+
+        app.control.ping(timeout=0.01, connection=connection)
+        after_first = kept()
+        for _ in range(20):
+            app.control.ping(timeout=0.01, connection=connection)
+
+        assert kept() == after_first
