@@ -21,7 +21,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from genesis.config.redaction import without_credentials
+from genesis.config.redaction import address_shown
 from genesis.config.schema import GenesisConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -98,7 +98,9 @@ def _describe(error: ErrorDetails, *, variables: Mapping[str, list[str]]) -> str
                    if prefix in variables), [])
     named = f" (from {', '.join(source)})" if source else ""
     # A value may carry a password (a host list's "NAME=user:PW@host"): the refusal is printed and logged.
-    return f"{key}{named}: {error['msg']} (got {without_credentials(repr(error.get('input')))})"
+    given = error.get("input")
+    shown = address_shown(given) if isinstance(given, str) else given
+    return f"{key}{named}: {error['msg']} (got {shown!r})"
 
 
 def validate_config(raw: Any, *, file: str, variables: Mapping[str, list[str]] | None = None) -> GenesisConfig:

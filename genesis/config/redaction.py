@@ -13,9 +13,8 @@ MASK = "********"
 
 # scheme://userinfo@ — the userinfo runs to the last "@" before the path, query or fragment.
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s/?#]*)@")
-# user:password@host without a scheme, as a host list's entry may be given ("VLLM_API_KEY=user:PW@vllm:8000"):
-# where the text or a value starts (after "=", ",", a quote or white space).
-_BARE_USERINFO = re.compile(r"(?P<scheme>(?:^|(?<=[\s=,'\"])))(?P<userinfo>[^\s/?#:=,'\"@]*:[^\s/?#'\"]*)@")
+# What may stand before an address's userinfo and is kept: its scheme, or the variable an entry names.
+_ADDRESS_LEAD = re.compile(r"\s*(?:[A-Za-z][A-Za-z0-9+.\-]*://|[A-Z][A-Z0-9_]*=)?")
 _SECRET_QUERY_VALUE = re.compile(
     r"(?P<name>[?&;][^=&;#\s]*(?:pass|secret|token|key|signature|auth|credential)[^=&;#\s]*=)(?P<value>[^&;#\s'\"]+)",
     re.IGNORECASE,
@@ -28,10 +27,20 @@ def _mask_password(match: re.Match[str]) -> str:
 
 
 def without_credentials(text: str) -> str:
-    """`text` with the password of every URL in it (with or without its scheme), and query values named
-    like secrets, replaced by MASK: "postgres://genesis:PW@db:5432/genesis" →
-    "postgres://genesis:********@db:5432/genesis"."""
-    if "@" not in text and "=" not in text:
+    """`text` with the password of every URL in it, and query values named like secrets, replaced by
+    MASK: "postgres://genesis:PW@db:5432/genesis" → "postgres://genesis:********@db:5432/genesis"."""
+    if "://" not in text and "=" not in text:
         return text
-    text = _BARE_USERINFO.sub(_mask_password, _USERINFO.sub(_mask_password, text))
-    return _SECRET_QUERY_VALUE.sub(rf"\g<name>{MASK}", text)
+    return _SECRET_QUERY_VALUE.sub(rf"\g<name>{MASK}", _USERINFO.sub(_mask_password, text))
+
+
+def address_shown(value: str) -> str:
+    """A value given as an address (a URL, a host list's entry, a whole list of them), as a refusal may
+    quote it: all that stands between its scheme (or `NAME=`) and its last "@" masked, and query values
+    named like secrets. A password may hold any character ("/", ",", a space…): only the last "@" is
+    sure to end it. "VLLM_API_KEY=user:p/w@vllm:8000" → "VLLM_API_KEY=********@vllm:8000"."""
+    if "@" in value:
+        userinfo_and_before, _, after = value.rpartition("@")
+        lead = _ADDRESS_LEAD.match(userinfo_and_before)
+        value = f"{userinfo_and_before[: lead.end() if lead else 0]}{MASK}@{after}"
+    return without_credentials(value)

@@ -93,7 +93,7 @@ def parse_provider_host(value: object) -> object:
     if parts is not None and (parts.username is not None or parts.password is not None):
         raise ValueError("carries a user name or password; give host[:port] only (the key comes from its variable)")
     if parts is None or not parts.hostname or parts.path or parts.query or parts.fragment \
-            or not parts.hostname.isascii() or port == 0:
+            or not parts.hostname.isascii() or "=" in parts.hostname or port == 0:
         raise ValueError(f"expected {PROVIDER_HOST_SYNTAX}, without a scheme or a path")
     return ProviderHost(api_key_env=name, host=parts.hostname, port=None if any_port else 443 if port is None else port)
 
@@ -114,7 +114,17 @@ PercentSteps = Annotated[list[int], BeforeValidator(_split_commas), AfterValidat
 TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
 RolloutStages = Annotated[list[int], BeforeValidator(_split_commas), AfterValidator(_rollout_stages)]
 StrList = Annotated[list[str], BeforeValidator(_split_commas)]
-ProviderHostList = Annotated[list[Annotated[ProviderHost, BeforeValidator(parse_provider_host)]], BeforeValidator(_split_commas)]
+def _no_userinfo(value: object) -> object:
+    """Before the list is split at commas: a password may hold one, and each piece's refusal would
+    then quote a part of it unmasked."""
+    if isinstance(value, str) and "@" in value:
+        raise ValueError("an entry carries a user name or password; give host[:port] only (the key comes from its variable)")
+    return value
+
+
+# BeforeValidators run last-listed first: _no_userinfo sees the whole variable before _split_commas.
+ProviderHostList = Annotated[list[Annotated[ProviderHost, BeforeValidator(parse_provider_host)]],
+                             BeforeValidator(_split_commas), BeforeValidator(_no_userinfo)]
 
 
 class Section(BaseModel):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import httpx
 
-from genesis.config.redaction import without_credentials
+from genesis.config.redaction import address_shown
 
 # Where the Mistral SDK sends requests when an account gives no URL.
 MISTRAL_DEFAULT_URL = "https://api.mistral.ai"
@@ -62,7 +62,7 @@ class ProviderDestinations:
         """Why an account of `kind` may not call `base_url` with the key in $`api_key_env`, or None when
         it may. The message says what to change in the environment."""
         url_text = base_url or (MISTRAL_DEFAULT_URL if kind == "mistral" else "")
-        shown = without_credentials(url_text)  # the refusal is shown on the form and may be logged
+        shown = address_shown(url_text)  # the refusal is shown on the form and may be logged
         try:
             url = httpx.URL(url_text)
             host = url.raw_host.decode("ascii").lower()

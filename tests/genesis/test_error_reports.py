@@ -11,7 +11,7 @@ import sys
 import pytest
 from django.views.debug import ExceptionReporter, technical_500_response
 
-from genesis.config.redaction import without_credentials
+from genesis.config.redaction import address_shown, without_credentials
 from genesis.config.schema import AlertingSection
 
 DATABASE_URL = "postgres://postgres:DBSECRETPW@db.internal:5432/genesis"
@@ -85,15 +85,26 @@ def test_the_config_objects_repr_masks_its_secrets(settings_with_credentials):
     ("https://api.example.com/v1?api_key=K123&limit=5", "https://api.example.com/v1?api_key=********&limit=5"),
     ("connect to redis://u:PW@h:1/0 failed", "connect to redis://u:********@h:1/0 failed"),
     ("alice@example.com", "alice@example.com"),
-    ("VLLM_API_KEY=ops:PW@vllm:8000", "VLLM_API_KEY=ops:********@vllm:8000"),  # a host list entry: no scheme
-    ("(got 'ops:PW@vllm')", "(got 'ops:********@vllm')"),
     ("at 10:30 bob@example.com", "at 10:30 bob@example.com"),
+    ("mailto:jo@example.com", "mailto:jo@example.com"),
     ("'https://h/p?token=K1'", "'https://h/p?token=********'"),  # the quote after a query value stays
     ("", ""),
 ])
 def test_without_credentials_masks_passwords_and_keeps_the_rest(text, shown):
     assert without_credentials(text) == shown
 
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("VLLM_API_KEY=ops:PW@vllm:8000", "VLLM_API_KEY=********@vllm:8000"),  # a host list's entry: no scheme
+    ("https://ops:p/w?x#y@api.example/v1", "https://********@api.example/v1"),  # only the last "@" ends a password
+    ("VLLM_API_KEY=u:p,w@vllm,localhost:1", "VLLM_API_KEY=********@vllm,localhost:1"),
+    ("https://TOKEN@api.example", "https://********@api.example"),  # a token given as the user name
+    ("https://api.example/v1?api_key=K1", "https://api.example/v1?api_key=********"),
+    ("vllm.internal:8000", "vllm.internal:8000"),
+])
+def test_an_address_a_refusal_quotes_shows_nothing_before_its_last_at(value, shown):
+    assert address_shown(value) == shown
 
 def test_a_connection_url_inside_a_dict_or_list_local_is_masked_too(rf):
     # Second reviewer: plain-string locals were masked, a dict or list holding the URL was shown whole.
