@@ -19,6 +19,7 @@ from django.utils import timezone
 from experiments.holds import stage_holds
 from experiments.models import ApprovalStatus, ExperimentStatus, StageApproval
 from genesis import notifications
+from genesis.integrity import is_unique_violation
 from genesis.locks import worker_lock
 from launch import report as launch_report
 from launch.models import ApprovalNotice, WeeklyLaunchReport
@@ -92,7 +93,9 @@ def approval_requests_notify(*, now: datetime | None = None) -> dict[str, int]:
         try:
             with transaction.atomic():
                 notice = ApprovalNotice.objects.create(approval=approval, notified_at=now, recipients=recipients)
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise
             continue  # another run announced it
         notice.deliveries = notifications.deliver(_notice(approval, reminder=False), _channels(recipients))
         notice.delivery_attempts = 1
