@@ -156,9 +156,13 @@ def _find_emails(text: str, out: list[tuple[str, int, int]]) -> None:
 # "jo(at)example(dot)com", "JO [AT] EXAMPLE.COM". Only with "at" in square or
 # round brackets: bare "at" and "dot" are prose ("look at example dot
 # product"). Found from four literal triggers (str.find), so ordinary text pays
-# four fast searches, never a regex at every word.
+# four fast searches, never a regex at every word. The "at" is spaced on both
+# sides or on neither: code indexes with one and goes on after a space
+# ("values[at] self.pos"). A capital "AT" is an address's only in a lower-case
+# or an all-capitals address: after a name it is a country code ("Raiffeisen
+# (AT) raiffeisen.at", "Siemens AG (AT) siemens.com").
 _SPELT_AT_TRIGGERS = ("at]", "at)", "AT]", "AT)")
-_SPELT_AT = re.compile(r" ?[\[(](?:at|AT)[\])] ?")
+_SPELT_AT = re.compile(r" [\[(](?:at|AT)[\])] |[\[(](?:at|AT)[\])]")
 _SPELT_DOT = r"(?: ?[\[(](?:dot|DOT)[\])] ?|\.)"
 _SPELT_DOT_WORD = re.compile(_SPELT_DOT)
 _SPELT_DOMAIN = re.compile(
@@ -167,6 +171,12 @@ _SPELT_DOMAIN = re.compile(
 
 
 def _find_spelt_out_emails(text: str, out: list[tuple[str, int, int]]) -> None:
+    # Most texts hold no trigger. Looking for a closing bracket first (one memchr) costs a 78-character
+    # sentence 0.06 µs, the four triggers alone 0.26 µs (measured with the call), the loop below more.
+    if ("]" not in text and ")" not in text) or (
+        "at]" not in text and "at)" not in text and "AT]" not in text and "AT)" not in text
+    ):
+        return
     found: set[tuple[int, int]] = set()
     for trigger in _SPELT_AT_TRIGGERS:
         position = text.find(trigger)
@@ -179,10 +189,18 @@ def _find_spelt_out_emails(text: str, out: list[tuple[str, int, int]]) -> None:
                     start = at.start() - local.end()
                     while start < at.start() and text[start] in ".'":
                         start += 1
-                    if start < at.start():
+                    if start < at.start() and (
+                        "AT" not in at.group() or _capital_at_ok(text[start : domain.end()], at.start() - start)
+                    ):
                         found.add((start, domain.end()))
             position = text.find(trigger, position + 1)
     out.extend((EMAIL, start, end) for start, end in found)
+
+
+def _capital_at_ok(address: str, local_length: int) -> bool:
+    """Whether an address spelt out with a capital "AT" is written in lower case before it or in capitals."""
+    local = address[:local_length]
+    return local == local.lower() or address == address.upper()
 
 
 def spelt_out_email_as_written(value: str) -> str:
@@ -407,18 +425,30 @@ def _classify_strong(piece: str, digit_count: int, group_count: int) -> str | No
     return None
 
 
+def _slash_layout_ok(piece: str, digit_count: int) -> bool:
+    """Whether a piece holding a slash or an underscore is written as German and Austrian phones are: a trunk
+    0 and an area code of one to five digits, one slash, a subscriber number ("030/12345678", "0664/1234567",
+    "01/512 3456", "030/1234 5678"). Shorter is a date, a case number or a fraction ("02/01 2024",
+    "Az. 0815/2024"), longer before the slash a number that ends there ("0301234567/1000")."""
+    area_code, _, number = piece.partition("/")
+    if "_" in piece or "/" in number or not area_code.isdigit() or not 2 <= len(area_code) <= 6:
+        return False
+    if area_code[0] != "0" or area_code[1] == "0":
+        return False
+    # Nine digits at least: eight split by a slash are a reference's NNNN/NNNN ("0815/4711", "0301/2345");
+    # the few eight-digit numbers there are are still found written with a space. The subscriber number
+    # starts with three digits, never a date's two ("07/12 0301"), and is not a year ("012345/2024").
+    subscriber = _GROUP_SPLIT.split(number)
+    if digit_count < 9 or len(subscriber[0]) < 3:
+        return False
+    return not (len(subscriber) == 1 and len(number) == 4 and number[:2] in ("19", "20"))
+
+
 def _is_phone(piece: str, digit_count: int, regions: tuple[str, ...]) -> bool:
     if not 8 <= digit_count <= 15:
         return False
     if "/" in piece or "_" in piece:
-        # German and Austrian numbers are written with a slash after the trunk-prefixed area code
-        # ("030/12345678", "0664/1234567"); any other slash or underscore makes a date, a fraction or a name.
-        area_code, _, number = piece.partition("/")
-        if "_" in piece or "/" in number or not area_code.isdigit() or len(area_code) < 2:
-            return False
-        if area_code[0] != "0" or area_code[1] == "0":
-            return False
-        return _phone_valid("".join(_GROUP_SPLIT.split(piece)), False, regions)
+        return _slash_layout_ok(piece, digit_count) and _phone_valid("".join(_GROUP_SPLIT.split(piece)), False, regions)
     if "." in piece and piece.count(".") + piece.count(" ") + piece.count("-") < 2:
         return False  # "0.914398414616" is a decimal; dotted phones read "415.555.2671"
     digits = "".join(_GROUP_SPLIT.split(piece))
@@ -579,6 +609,20 @@ def _add_lower_case_iban(raw: bytes, start: int, out: list[tuple[str, int, int]]
         out.append((IBAN, start, end))  # the overlap rule drops what the run yields inside it
 
 
+# A slash joins PII in two layouts only: a card's four groups (three slashes) and an area code before a
+# subscriber number (:func:`_slash_layout_ok`); a number may also end at one. Every other piece lies between
+# two slashes, so a run whose parts between them are all shorter than the shortest PII ("1.2.3.4") holds none.
+_SLASH_AFTER_AREA_CODE = re.compile(r"(?<![^ ])0[1-9][0-9]{0,4}/[0-9]{3}")
+
+
+def _slash_may_join_pii(run: str) -> bool:
+    return (
+        run.count("/") >= 3
+        or max(map(len, run.split("/"))) >= 7
+        or _SLASH_AFTER_AREA_CODE.search(run) is not None
+    )
+
+
 def _classify_run_span(
     raw: bytes, start: int, end: int, out: list[tuple[str, int, int]], regions: tuple[str, ...]
 ) -> None:
@@ -591,6 +635,8 @@ def _classify_run_span(
         # "(415-555-2671)": brackets around the whole number are punctuation.
         run = run[1:-1] if run[-1] == ")" and run.count("(") == run.count(")") else run[1:]
         start += 1
+    if "/" in run and not _slash_may_join_pii(run):
+        return  # a date or a path ("2024/12/07"), not worth classifying its every piece
     for kind, piece_start, piece_end in _classify_run(run, regions):
         out.append((kind, start + piece_start, start + piece_end))
 

@@ -285,3 +285,55 @@ def test_a_footnote_after_a_value_is_not_its_next_digit(text: str, found: tuple[
 def test_an_e_mail_spelt_out_gets_the_pseudonym_of_the_address_it_spells() -> None:
     scrubber = Scrubber(mode="pseudonym")
     assert scrubber.scrub_text("jo [at] example [dot] com, Jo@Example.com") == "<EMAIL_1>, <EMAIL_1>"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        # A day/month date then a year, a time or a number: a date's parts are two digits, a subscriber number
+        # after a German or Austrian area code at least three.
+        ("due 02/01 2024 ok", []),
+        ("due 02/01 1530 ok", []),
+        ("07/12 0301/2345", []),
+        ("on 07/12 10115 Berlin", []),
+        # A zero-padded case number over its year.
+        ("Az. 0815/2024", []),
+        ("Az. 012345/2024", []),
+        # An area code has at most five digits after the trunk 0: a number before a slash ends there.
+        ("ratio 0301234567/1000", [("phone", "0301234567")]),
+    ],
+)
+def test_a_slash_joins_a_phone_only_after_an_area_code_and_before_its_subscriber_number(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    assert [(m.type, m.value_in(text)) for m in scan_text(text)] == found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A capital "(AT)" after a name is a country code; a lower-case or an all-capitals address keeps it.
+        "Raiffeisen (AT) raiffeisen.at",
+        "Vienna (AT) erstegroup.com is a bank",
+        "Siemens AG (AT) siemens.com",
+        # Code indexes with "[at]" and goes on after a space; a spelt-out "at" is spaced on both sides or neither.
+        "x = values[at] self.pos",
+    ],
+)
+def test_an_e_mail_spelt_out_is_not_a_country_code_or_an_index(text: str) -> None:
+    assert [(m.type, m.value_in(text)) for m in scan_text(text)] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        # What the rules above keep (the probe set holds the others): a subscriber number grouped after the
+        # slash, a lower-case or an all-capitals address with a capital "AT", "at" unspaced on both sides.
+        ("Berlin 030/1234 5678 ok", "030/1234 5678"),
+        ("write anna.k [AT] mail.example.org", "anna.k [AT] mail.example.org"),
+        ("write JO [AT] EXAMPLE.COM", "JO [AT] EXAMPLE.COM"),
+        ("write jo[at]example[dot]com", "jo[at]example[dot]com"),
+    ],
+)
+def test_the_slash_and_bracket_layouts_people_write_are_still_found(text: str, value: str) -> None:
+    assert [m.value_in(text) for m in scan_text(text)] == [value]
