@@ -230,6 +230,20 @@ WEB_1 = {"job": "genesis", "instance": "web-1:8000"}
     ({"alertname": "RedisMetricsUnavailable", **WEB_1}, {"alertname": "BenchmarkRunStalled", "agent": "legal_agent"}, False),
     ({"alertname": "DatabaseMetricsUnavailable", **WEB_1}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, False),
     ({"alertname": "MetricsTargetDown", **WEB_1}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, False),
+    # No web machine reads Redis (the broker): beat, the workers and everything they drive, and each
+    # machine's own alert.
+    ({"alertname": "RedisUnreachable"}, {"alertname": "RedisMetricsUnavailable", **WEB_1}, True),
+    ({"alertname": "RedisUnreachable"}, {"alertname": "CeleryBeatStalled"}, True),
+    ({"alertname": "RedisUnreachable"}, {"alertname": "RolloutUnguarded", "agent": "qa_agent"}, True),
+    ({"alertname": "RedisUnreachable"}, {"alertname": "BackgroundJobStalled", "kind": "audit"}, True),
+    ({"alertname": "RedisUnreachable"}, {"alertname": "BenchmarkRunStalled", "agent": "legal_agent"}, True),
+    ({"alertname": "RedisUnreachable"}, {"alertname": "ModelFailing", "agent": "qa_agent"}, False),
+    # No database anywhere, or no scrape at all: no outcome counted, every agent with traffic reads as none.
+    ({"alertname": "DatabaseUnreachable"}, {"alertname": "DatabaseMetricsUnavailable", **WEB_1}, True),
+    ({"alertname": "DatabaseUnreachable"}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, True),
+    ({"alertname": "DatabaseUnreachable"}, {"alertname": "ModelFailing", "agent": "qa_agent"}, False),
+    ({"alertname": "AllGenesisTargetsDown"}, {"alertname": "MetricsTargetDown", **WEB_1}, True),
+    ({"alertname": "AllGenesisTargetsDown"}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, True),
     # One agent's failure does not silence another's.
     ({"alertname": "ModelFailing", "agent": "qa_agent"}, {"alertname": "LowSuccessRate", "agent": "qa_agent"}, True),
     ({"alertname": "ModelFailing", "agent": "qa_agent"}, {"alertname": "LowSuccessRate", "agent": "content_agent"}, False),
