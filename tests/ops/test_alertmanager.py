@@ -222,16 +222,28 @@ WEB_1 = {"job": "genesis", "instance": "web-1:8000"}
     ({"alertname": "CeleryQueueWithoutWorker", "queue": "benchmarks"}, {"alertname": "BenchmarkRunStalled", "agent": "legal_agent"}, True),
     ({"alertname": "CeleryQueueWithoutWorker", "queue": "benchmarks"}, {"alertname": "RolloutUnguarded", "agent": "qa_agent"}, False),
     ({"alertname": "CeleryQueueWithoutWorker", "queue": "benchmarks"}, {"alertname": "BackgroundJobStalled", "kind": "audit"}, False),
-    # Redis down: beat, the workers and so everything they drive.
-    ({"alertname": "RedisMetricsUnavailable", **WEB_1}, {"alertname": "CeleryBeatStalled"}, True),
-    ({"alertname": "RedisMetricsUnavailable", **WEB_1}, {"alertname": "RolloutUnguarded", "agent": "qa_agent"}, True),
-    ({"alertname": "RedisMetricsUnavailable", **WEB_1}, {"alertname": "BackgroundJobStalled", "kind": "audit"}, True),
-    ({"alertname": "RedisMetricsUnavailable", **WEB_1}, {"alertname": "BenchmarkRunStalled", "agent": "legal_agent"}, True),
-    ({"alertname": "RedisMetricsUnavailable", **WEB_1}, {"alertname": "ModelFailing", "agent": "qa_agent"}, False),
-    # No database, or no scrape: no outcome counted, so every agent with traffic reads as having none.
-    ({"alertname": "DatabaseMetricsUnavailable", **WEB_1}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, True),
-    ({"alertname": "MetricsTargetDown", **WEB_1}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, True),
-    ({"alertname": "DatabaseMetricsUnavailable", **WEB_1}, {"alertname": "ModelFailing", "agent": "qa_agent"}, False),
+    # A web machine's own alert (it carries `instance`) holds back nothing: one machine cut off from Redis or
+    # the database, or one target down, says nothing of the platform, whose symptoms are then real pages.
+    ({"alertname": "RedisMetricsUnavailable", **WEB_1}, {"alertname": "CeleryBeatStalled"}, False),
+    ({"alertname": "RedisMetricsUnavailable", **WEB_1}, {"alertname": "RolloutUnguarded", "agent": "qa_agent"}, False),
+    ({"alertname": "RedisMetricsUnavailable", **WEB_1}, {"alertname": "BackgroundJobStalled", "kind": "audit"}, False),
+    ({"alertname": "RedisMetricsUnavailable", **WEB_1}, {"alertname": "BenchmarkRunStalled", "agent": "legal_agent"}, False),
+    ({"alertname": "DatabaseMetricsUnavailable", **WEB_1}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, False),
+    ({"alertname": "MetricsTargetDown", **WEB_1}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, False),
+    # No web machine reads Redis (the broker): beat, the workers and everything they drive, and each
+    # machine's own alert.
+    ({"alertname": "RedisUnreachable"}, {"alertname": "RedisMetricsUnavailable", **WEB_1}, True),
+    ({"alertname": "RedisUnreachable"}, {"alertname": "CeleryBeatStalled"}, True),
+    ({"alertname": "RedisUnreachable"}, {"alertname": "RolloutUnguarded", "agent": "qa_agent"}, True),
+    ({"alertname": "RedisUnreachable"}, {"alertname": "BackgroundJobStalled", "kind": "audit"}, True),
+    ({"alertname": "RedisUnreachable"}, {"alertname": "BenchmarkRunStalled", "agent": "legal_agent"}, True),
+    ({"alertname": "RedisUnreachable"}, {"alertname": "ModelFailing", "agent": "qa_agent"}, False),
+    # No database anywhere, or no scrape at all: no outcome counted, every agent with traffic reads as none.
+    ({"alertname": "DatabaseUnreachable"}, {"alertname": "DatabaseMetricsUnavailable", **WEB_1}, True),
+    ({"alertname": "DatabaseUnreachable"}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, True),
+    ({"alertname": "DatabaseUnreachable"}, {"alertname": "ModelFailing", "agent": "qa_agent"}, False),
+    ({"alertname": "AllGenesisTargetsDown"}, {"alertname": "MetricsTargetDown", **WEB_1}, True),
+    ({"alertname": "AllGenesisTargetsDown"}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, True),
     # One agent's failure does not silence another's.
     ({"alertname": "ModelFailing", "agent": "qa_agent"}, {"alertname": "LowSuccessRate", "agent": "qa_agent"}, True),
     ({"alertname": "ModelFailing", "agent": "qa_agent"}, {"alertname": "LowSuccessRate", "agent": "content_agent"}, False),
@@ -272,3 +284,23 @@ def test_beat_stopped_pages_once_and_a_symptom_left_after_it_is_sent(alertmanage
         (sent["alertname"], sent.get("agent"), sent["status"]) for sent in alertmanager.notified()})
     sent_later = {(sent["alertname"], sent.get("agent") or sent.get("kind"), sent["status"]) for sent in alertmanager.notified()[1:]}
     assert sent_later <= {("CeleryBeatStalled", None, "resolved"), ("RolloutUnguarded", "qa_agent", "firing")}
+
+
+@needs_alertmanager
+def test_a_silenced_web_machine_alert_holds_back_no_page(alertmanager) -> None:
+    # web-2's Redis route is being fixed and its RedisMetricsUnavailable silenced meanwhile; beat stops for a
+    # reason of its own. A silenced alert still inhibits in Alertmanager, so the silence must not be what
+    # keeps CeleryBeatStalled from paging: web-2's alerts hold nothing back. The same for its target, out
+    # for maintenance, while web-1 still counts every outcome and qa_agent's outage is real.
+    web_2 = {"job": "genesis", "instance": "web-2:8000", "severity": "critical"}
+    for alertname in ("RedisMetricsUnavailable", "MetricsTargetDown", "DatabaseMetricsUnavailable"):
+        result = amtool("silence", "add", f"alertname={alertname}", "instance=web-2:8000", "--comment=maintenance",
+                        "--author=ops", f"--alertmanager.url={alertmanager.url}")
+        assert result.returncode == 0, result.stderr
+        alertmanager.fire({"alertname": alertname, **web_2})
+    symptoms = [{"alertname": "CeleryBeatStalled", "severity": "critical"},
+                {"alertname": "ModelUnavailable", "agent": "qa_agent", "severity": "critical"}]
+    for symptom in symptoms:
+        alertmanager.fire(symptom)
+    assert eventually(lambda: {sent["alertname"] for sent in alertmanager.notified()} == {"CeleryBeatStalled", "ModelUnavailable"})
+    assert alertmanager.inhibited() == set()
