@@ -99,8 +99,9 @@ def _describe(error: ErrorDetails, *, variables: Mapping[str, list[str]]) -> str
     named = f" (from {', '.join(source)})" if source else ""
     # A value may carry a password (a host list's "NAME=user:PW@host"): the refusal is printed and logged.
     given = error.get("input")
-    shown = address_shown(given) if isinstance(given, str) else given
-    return f"{key}{named}: {error['msg']} (got {shown!r})"
+    # A list or mapping is masked as the text it prints as: a URL inside it has its password too.
+    shown = repr(address_shown(given)) if isinstance(given, str) else address_shown(repr(given))
+    return f"{key}{named}: {error['msg']} (got {shown})"
 
 
 def validate_config(raw: Any, *, file: str, variables: Mapping[str, list[str]] | None = None) -> GenesisConfig:

@@ -8,8 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from genesis.config.loader import ConfigError, expand_variables, load_config, normalise_env_name
+from genesis.config.loader import (
+    CONFIG_DIR,
+    ConfigError,
+    expand_variables,
+    load_config,
+    normalise_env_name,
+    validate_config,
+)
 from genesis.config.schema import ProviderHost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,6 +151,17 @@ def test_a_provider_host_entry_with_a_password_is_refused_without_showing_it(ent
     assert "providers.hosts" in str(exc.value) and "(from GENESIS_PROVIDER_HOSTS): " in str(exc.value)
     assert "vllm.internal" in str(exc.value) and "Hunter2" not in str(exc.value) and "ter2" not in str(exc.value)
     assert str(exc.value).count("vllm.internal") == 1  # quoted once, by the loader
+
+
+@pytest.mark.parametrize("override", [{"database_url": ["postgres://genesis:Hunter2-pw@db/genesis"]},
+                                      {"redis_url": {"u": "redis://:Hunter2-pw@r:6379/0"}},
+                                      {"providers": {"hosts": {"VLLM_API_KEY": "u:Hunter2-pw@h"}}}])
+def test_a_refused_list_or_mapping_is_quoted_with_its_passwords_masked(override):
+    # Third look: the masking of a quoted value applied to strings only.
+    raw = {**yaml.safe_load((CONFIG_DIR / "dev.yaml").read_text()), **override}
+    with pytest.raises(ConfigError) as exc:
+        validate_config(raw, file="dev.yaml")
+    assert "Hunter2" not in str(exc.value) and "(got " in str(exc.value)
 
 def run_django(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("GENESIS_", "DJANGO_"))}
