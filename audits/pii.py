@@ -436,10 +436,12 @@ def _slash_layout_ok(piece: str, digit_count: int) -> bool:
     if area_code[0] != "0" or area_code[1] == "0":
         return False
     # Nine digits at least: eight split by a slash are a reference's NNNN/NNNN ("0815/4711", "0301/2345");
-    # the few eight-digit numbers there are are still found written with a space. The subscriber number
-    # starts with three digits, never a date's two ("07/12 0301"), and is not a year ("012345/2024").
+    # the few eight-digit numbers there are are still found written with a space. After a two-character
+    # "area code" the subscriber number starts with three digits, never a date's two ("02/01 2024",
+    # "07/12 0301"); after a longer one it may be written in pairs ("030/12 34 56 78"). Not a year
+    # ("012345/2024").
     subscriber = _GROUP_SPLIT.split(number)
-    if digit_count < 9 or len(subscriber[0]) < 3:
+    if digit_count < 9 or (len(area_code) < 3 and len(subscriber[0]) < 3):
         return False
     return not (len(subscriber) == 1 and len(number) == 4 and number[:2] in ("19", "20"))
 

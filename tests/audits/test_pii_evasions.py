@@ -330,6 +330,11 @@ def test_an_e_mail_spelt_out_is_not_a_country_code_or_an_index(text: str) -> Non
         # What the rules above keep (the probe set holds the others): a subscriber number grouped after the
         # slash, a lower-case or an all-capitals address with a capital "AT", "at" unspaced on both sides.
         ("Berlin 030/1234 5678 ok", "030/1234 5678"),
+        # Written in pairs after an area code of three digits or more (a third look: lost to the rule above).
+        ("call 089/12 34 56 7 ok", "089/12 34 56 7"),
+        ("call 030/12 34 56 78 ok", "030/12 34 56 78"),
+        ("call 0221/98 76 54 3 ok", "0221/98 76 54 3"),
+        ("call 0664/12 34 567 ok", "0664/12 34 567"),
         ("write anna.k [AT] mail.example.org", "anna.k [AT] mail.example.org"),
         ("write JO [AT] EXAMPLE.COM", "JO [AT] EXAMPLE.COM"),
         ("write jo[at]example[dot]com", "jo[at]example[dot]com"),
