@@ -840,27 +840,35 @@ def _find_ipv6(text: str, out: list[tuple[str, int, int]]) -> None:
 # one pass over the planes that hold digits (plane 14's tags and variation
 # selectors added by range), skipping the CJK ideographs and Hangul syllables
 # (letters only, 2/5 of the pass).
-_DIGIT_LOOK_ALIKES: dict[str, str] = {}
-_COMPATIBILITY_DIGITS: set[str] = set()  # superscript, subscript, circled …: not decimal digits (Nd)
-_SPACES_AND_DASHES: dict[str, str] = {"\u2212": "-"}
-_INVISIBLE_LIST = [*map(chr, range(0xE0000, 0xE0080)), *map(chr, range(0xE0100, 0xE01F0))]
 _OTHER_IGNORABLE = "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0\u20e3"
-for _char in map(chr, itertools.chain(range(0x80, 0x3400), range(0xA000, 0xAC00), range(0xD7A4, 0x20000))):
-    _category = unicodedata.category(_char)
-    if _category in ("Nd", "No"):
-        _value = unicodedata.digit(_char, None)
-        if _value is not None:
-            _DIGIT_LOOK_ALIKES[_char] = str(_value)
-            if _category == "No":
-                _COMPATIBILITY_DIGITS.add(_char)
-    elif _category == "Zs":
-        _SPACES_AND_DASHES[_char] = " "
-    elif _category == "Pd":
-        _SPACES_AND_DASHES[_char] = "-"
-    elif _category == "Cf" or "\ufe00" <= _char <= "\ufe0f" or _char in _OTHER_IGNORABLE:
-        _INVISIBLE_LIST.append(_char)
-del _char, _category
-_INVISIBLE = "".join(_INVISIBLE_LIST)
+
+
+def _unicode_look_alikes() -> tuple[dict[str, str], frozenset[str], dict[str, str], str]:
+    """From the Unicode database: the digit look-alikes (character → its digit), those of them that are
+    compatibility digits (superscript, subscript, circled …: not decimal digits, Nd), the spaces and
+    dashes (→ " " or "-"), and the invisible characters."""
+    digits: dict[str, str] = {}
+    compatibility: set[str] = set()
+    spaces_and_dashes: dict[str, str] = {"\u2212": "-"}
+    invisible = [*map(chr, range(0xE0000, 0xE0080)), *map(chr, range(0xE0100, 0xE01F0))]
+    for char in map(chr, itertools.chain(range(0x80, 0x3400), range(0xA000, 0xAC00), range(0xD7A4, 0x20000))):
+        category = unicodedata.category(char)
+        if category in ("Nd", "No"):
+            value = unicodedata.digit(char, None)
+            if value is not None:
+                digits[char] = str(value)
+                if category == "No":
+                    compatibility.add(char)
+        elif category == "Zs":
+            spaces_and_dashes[char] = " "
+        elif category == "Pd":
+            spaces_and_dashes[char] = "-"
+        elif category == "Cf" or "\ufe00" <= char <= "\ufe0f" or char in _OTHER_IGNORABLE:
+            invisible.append(char)
+    return digits, frozenset(compatibility), spaces_and_dashes, "".join(invisible)
+
+
+_DIGIT_LOOK_ALIKES, _COMPATIBILITY_DIGITS, _SPACES_AND_DASHES, _INVISIBLE = _unicode_look_alikes()
 _LOOK_ALIKE_TABLE: dict[str, str] = {
     **{chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
     **_DIGIT_LOOK_ALIKES,
