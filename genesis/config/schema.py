@@ -71,6 +71,7 @@ class ProviderHost(NamedTuple):
 # The names a provider account may give its key variable (and GENESIS_PROVIDER_HOSTS binds to hosts).
 API_KEY_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
 PROVIDER_HOST_SYNTAX = "NAME_API_KEY=host[:port] (or host[:port] for accounts without a key; port 443 when left out, * for any)"
+_CARRIES_USERINFO = "carries a user name or password; give host[:port] only (the key comes from its variable)"
 
 
 def parse_provider_host(value: object) -> object:
@@ -91,7 +92,7 @@ def parse_provider_host(value: object) -> object:
     except ValueError:
         parts, port = None, None
     if parts is not None and (parts.username is not None or parts.password is not None):
-        raise ValueError("carries a user name or password; give host[:port] only (the key comes from its variable)")
+        raise ValueError(_CARRIES_USERINFO)
     if parts is None or not parts.hostname or parts.path or parts.query or parts.fragment \
             or not parts.hostname.isascii() or "=" in parts.hostname or port == 0:
         raise ValueError(f"expected {PROVIDER_HOST_SYNTAX}, without a scheme or a path")
@@ -118,7 +119,7 @@ def _no_userinfo(value: object) -> object:
     """Before the list is split at commas: a password may hold one, and each piece's refusal would
     then quote a part of it unmasked."""
     if isinstance(value, str) and "@" in value:
-        raise ValueError("an entry carries a user name or password; give host[:port] only (the key comes from its variable)")
+        raise ValueError(f"an entry {_CARRIES_USERINFO}")
     return value
 
 
