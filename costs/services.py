@@ -43,7 +43,7 @@ from costs.models import (
 from genesis import notifications
 from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from genesis.history import record_history
-from genesis.integrity import is_unique_violation
+from genesis.integrity import UniqueKey, is_unique_violation
 from genesis.jobs import advance, check_move
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_task
@@ -56,6 +56,13 @@ MAX_ALERT_DELIVERY_ATTEMPTS = notifications.MAX_DELIVERY_ATTEMPTS
 ALERT_DELIVERY_LEASE = notifications.DELIVERY_LEASE
 # Token counts are BigIntegerField columns.
 MAX_TOKENS = 2**63 - 1
+
+# The unique constraints whose refusal these services expect (any other integrity error, another
+# unique constraint's included, surfaces as itself): a charge's key recorded by a concurrent writer, a
+# reversal written or its key taken meanwhile, an alert raised already.
+ENTRY_KEY_TAKEN = UniqueKey.field(CostEntry, "idempotency_key")
+ENTRY_REVERSED_ALREADY = UniqueKey.field(CostEntry, "reverses")
+ALERT_RAISED_ALREADY = UniqueKey.constraint(BudgetAlert, "one_armed_alert_per_budget_period_threshold")
 
 
 def _decimal(value: Any, *, name: str, column: models.Field | models.ForeignObjectRel | None = None) -> Decimal:
@@ -311,13 +318,12 @@ def cost_record(
 ) -> CostEntry:
     """Put one charge on the ledger and raise the budget alerts it causes.
 
-    The amount is `amount_usd` (e.g. a provider's reported cost) or is computed from the price table:
-    inference/benchmark from input_tokens + output_tokens, fine_tuning from training `tokens` (with the
-    minimum fee), storage as one month. Idempotent on `idempotency_key`: a retry — the same key for the
-    same agent, operation and source row — returns the entry already recorded, as it was recorded
-    (nothing is priced again); the key reused for a different agent, operation or source is refused.
-    With `exact_replay` (a person typed the key: track_costs) the amount, model, tokens and note must
-    match the entry's too, else the key is refused naming the entry it would be mistaken for."""
+    The amount is `amount_usd` (e.g. a provider's reported cost) or is computed from the price table: inference/benchmark
+    from input_tokens + output_tokens, fine_tuning from training `tokens` (with the minimum fee), storage as one month.
+    Idempotent on `idempotency_key`: a retry — the same key for the same agent, operation and source row — returns the
+    entry already recorded, as it was recorded (nothing is priced again); the key reused for a different agent,
+    operation or source is refused. With `exact_replay` (a person typed the key: track_costs) the amount, model, tokens
+    and note must match the entry's too, else the key is refused naming the entry it would be mistaken for."""
     require_permission(actor=actor, permission="costs.add_costentry", action="record costs")
     key = _checked_key(idempotency_key, operation, tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens)
     identity = _ChargeIdentity.of_request(agent=agent, operation=operation, source_object=source_object)
@@ -342,10 +348,11 @@ def cost_record(
                 tokens_estimated=tokens_estimated, source_type_id=identity.source_type_id, source_id=identity.source_id,
                 source=source[:300], occurred_at=occurred_at, actor=actor, idempotency_key=key, note=note,
             )
-    except IntegrityError:
-        if (existing := _recorded(key=key, identity=identity, exact_values=exact_values)) is None:
-            raise
-        return existing
+    except IntegrityError as exc:
+        if is_unique_violation(exc, ENTRY_KEY_TAKEN) and (  # recorded meanwhile; any other refusal is a defect
+                existing := _recorded(key=key, identity=identity, exact_values=exact_values)) is not None:
+            return existing
+        raise
 
     for budget in budgets:
         _raise_alerts(budget=budget, at=entry.occurred_at, triggered_by=entry)
@@ -497,7 +504,9 @@ def cost_entry_reverse(*, entry: CostEntry, actor: Actor, reason: str) -> CostEn
                 # Backdated to the charge it cancels, so the correction lands in the same day and budget period.
                 occurred_at=entry.occurred_at, actor=actor, idempotency_key=key, note=reason, reverses=entry,
             )
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not is_unique_violation(exc, ENTRY_REVERSED_ALREADY, ENTRY_KEY_TAKEN):
+            raise
         existing = CostEntry.objects.filter(reverses=entry).first()
         if existing is not None:
             return existing
@@ -552,7 +561,7 @@ def _raise_alerts(*, budget: Budget, at: datetime, triggered_by: CostEntry | Non
                     triggered_by=triggered_by,
                 )
         except IntegrityError as exc:
-            if not is_unique_violation(exc):
+            if not is_unique_violation(exc, ALERT_RAISED_ALREADY):
                 raise
             continue  # the constraint is the last line of defence; the lock should make this unreachable
         created.append(alert)

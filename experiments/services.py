@@ -38,7 +38,7 @@ from experiments.models import (
 )
 from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, rollout_start_plan
 from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
-from genesis.integrity import unique_violation_raises
+from genesis.integrity import UniqueKey, unique_violation_raises
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_on_commit
 from genesis.validation import reject_nul
@@ -50,6 +50,10 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
+# Refusals answered as a conflict; any other integrity error (another unique constraint's too) is itself.
+EXPERIMENT_KEY_TAKEN = UniqueKey.field(Experiment, "key")
+AGENT_ALREADY_EXPERIMENTING = UniqueKey.constraint(Experiment, "one_active_experiment_per_agent")
+STAGE_ALREADY_REQUESTED = UniqueKey.constraint(StageApproval, "one_pending_approval_per_stage")
 
 
 # --- defaults ------------------------------------------------------------------------------------
@@ -158,7 +162,7 @@ def experiment_create(
 
 def _create_experiment_row(**fields: Any) -> Experiment:
     taken = Conflict(f"key: an experiment '{fields['key']}' already exists; choose another key")
-    with unique_violation_raises(taken), transaction.atomic():
+    with unique_violation_raises(taken, EXPERIMENT_KEY_TAKEN), transaction.atomic():
         return Experiment.objects.create(**fields)
 
 
@@ -288,7 +292,7 @@ def _start(*, experiment: Experiment, actor: Actor, override_reason: str) -> Exp
         experiment.verdict_override_reason = override_reason
     # one_active_experiment_per_agent: another experiment of this agent may have started at the same moment.
     raced = Conflict(f"agent '{experiment.agent.slug}' started another experiment just now; complete or roll it back first")
-    with unique_violation_raises(raced), transaction.atomic():
+    with unique_violation_raises(raced, AGENT_ALREADY_EXPERIMENTING), transaction.atomic():
         experiment.save(update_fields=["status", "started_by", "started_at", "current_stage", "routing_changed_at",
                                        "verdict_override_reason"])
     audit.record_event(
@@ -392,7 +396,7 @@ def _request(*, experiment: Experiment, actor: Actor, note: str) -> StageApprova
 def _create_request(experiment: Experiment, *, target: ExperimentStage, actor: Actor, note: str, holds: list[Any]) -> StageApproval:
     raced = Conflict(f"an advance to {target.percent} % was requested by someone else just now; it waits for approval")
     # A savepoint: losing a race must not abort the caller's transaction.
-    with unique_violation_raises(raced), transaction.atomic():
+    with unique_violation_raises(raced, STAGE_ALREADY_REQUESTED), transaction.atomic():
         approval = StageApproval.objects.create(
             stage=target, config_version=experiment.config_version, requested_by=actor, note=note
         )

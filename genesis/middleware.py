@@ -36,6 +36,16 @@ _JSON_BODIES = {
     404: ("not_found", "no such API path: see /api/v1/docs for the operations"),
     405: ("method_not_allowed", "this path does not serve that method"),
 }
+# What the JSON error bodies keep of the answer they replace: SecurityMiddleware's headers (HSTS on
+# HTTPS, nosniff, referrer policy, cross-origin opener policy) and, on the full chain, the clickjacking
+# one (XFrameOptionsMiddleware).
+SECURITY_HEADERS = (
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "Referrer-Policy",
+    "Cross-Origin-Opener-Policy",
+    "X-Frame-Options",
+)
 # Django logs a DisallowedHost under this logger name wherever it is raised; the API's answer does too.
 security_logger = logging.getLogger("django.security.DisallowedHost")
 
@@ -107,11 +117,13 @@ class ApiJsonErrorsMiddleware:
         else:
             code, detail = _JSON_BODIES[response.status_code]
             replacement = json_error(response.status_code, code, detail)
-        # The headers SecurityMiddleware (inside this one) set on the answer replaced: nosniff, referrer
-        # policy, HSTS.
-        for header, value in response.items():
-            if header.lower() not in ("content-type", "content-length", "allow"):
-                replacement.headers.setdefault(header, value)
+        # The security headers the middleware inside this one set on the answer replaced. Only those: the
+        # rest describe the body replaced (an ETag, a Content-Encoding, a Content-Language) or the
+        # request it was negotiated for (Vary), and a header a middleware added later is not copied
+        # until someone decides here that it should be.
+        for header in SECURITY_HEADERS:
+            if header in response:
+                replacement.headers.setdefault(header, response[header])
         return replacement
 
 

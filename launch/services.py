@@ -19,7 +19,7 @@ from django.utils import timezone
 from experiments.holds import stage_holds
 from experiments.models import ApprovalStatus, ExperimentStatus, StageApproval
 from genesis import notifications
-from genesis.integrity import is_unique_violation
+from genesis.integrity import UniqueKey, is_unique_violation
 from genesis.locks import worker_lock
 from launch import report as launch_report
 from launch.models import ApprovalNotice, WeeklyLaunchReport
@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 # The worker lock of the weekly report (genesis.locks), one key per ISO week (launch_report_lock_key).
 LAUNCH_REPORT_LOCK_NAMESPACE = zlib.crc32(b"launch.WeeklyLaunchReport") & 0x7FFFFFFF
+# A stage request's notice row, claimed by the run that announces it (another run's claim refuses ours).
+NOTICE_CLAIMED = UniqueKey.field(ApprovalNotice, "approval")
 
 
 def approvers_of(approval: StageApproval) -> list[Any]:
@@ -94,7 +96,7 @@ def approval_requests_notify(*, now: datetime | None = None) -> dict[str, int]:
             with transaction.atomic():
                 notice = ApprovalNotice.objects.create(approval=approval, notified_at=now, recipients=recipients)
         except IntegrityError as exc:
-            if not is_unique_violation(exc):
+            if not is_unique_violation(exc, NOTICE_CLAIMED):
                 raise
             continue  # another run announced it
         notice.deliveries = notifications.deliver(_notice(approval, reminder=False), _channels(recipients))

@@ -38,7 +38,10 @@ def address_shown(value: str) -> str:
     """A value given as an address (a URL, a host list's entry, a whole list of them), as a refusal may
     quote it: all that stands between its scheme (or `NAME=`) and its last "@" masked, and query values
     named like secrets. A password may hold any character ("/", ",", a space…): only the last "@" is
-    sure to end it. "VLLM_API_KEY=user:p/w@vllm:8000" → "VLLM_API_KEY=********@vllm:8000"."""
+    sure to end it. "VLLM_API_KEY=user:p/w@vllm:8000" → "VLLM_API_KEY=********@vllm:8000".
+    The price: an "@" in a path or query masks the host before it too ("https://h.example/x?to=a@b.c" →
+    "https://********@b.c"). No rule can do better without showing a secret: "https://tok/en?x@api.example"
+    (a token with "/" and "?" as the user name) is the same text with other letters."""
     if "@" in value:
         userinfo_and_before, _, after = value.rpartition("@")
         lead = _ADDRESS_LEAD.match(userinfo_and_before)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from genesis.integrity import UniqueKey
 from models_app.benchmarks.models import BenchmarkResult
 
 # How a result's error starts when the judge refused to grade its answer (the verdict counts them).
@@ -60,6 +61,14 @@ class Answer:
             judge_completion_tokens=self.judge_completion_tokens - self.kept_judge_tokens[1],
             tokens_estimated=self.judge_estimated_this_round,
         )
+
+
+# A pair written already is refused by either constraint: its cost key is made of the pair (below), and
+# which of the two PostgreSQL checks first is its business. Any other refusal is a defect.
+RESULT_WRITTEN_ALREADY = (
+    UniqueKey.constraint(BenchmarkResult, "unique_benchmark_result"),
+    UniqueKey.field(BenchmarkResult, "cost_key"),
+)
 
 
 def result_cost_key(*, run_id: int, model_version_id: int, case_id: int) -> str:

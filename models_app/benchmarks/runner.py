@@ -30,7 +30,7 @@ from genesis.errors import Conflict
 from genesis.integrity import is_unique_violation
 from genesis.jobs import check_move
 from models_app.benchmarks import scorers
-from models_app.benchmarks.answers import JUDGE_REFUSED, Answer, result_row
+from models_app.benchmarks.answers import JUDGE_REFUSED, RESULT_WRITTEN_ALREADY, Answer, result_row
 from models_app.benchmarks.ledger import charge_paid_twice, cost_if_run_ended, post_costs_on_commit, price_for_estimate
 from models_app.benchmarks.limits import ProviderLimiter, RedisProviderLimiter
 from models_app.benchmarks.models import (
@@ -434,7 +434,7 @@ def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[Answ
             BenchmarkResult.objects.bulk_create([result_row(run.pk, a) for a in answers])
             created, still_ours = len(answers), _count_progress(lease, answers)
     except IntegrityError as exc:
-        if not is_unique_violation(exc):
+        if not is_unique_violation(exc, *RESULT_WRITTEN_ALREADY):
             raise
         with transaction.atomic():
             written, paid_twice = [], []
@@ -444,7 +444,7 @@ def _store_answers(context: _ChunkContext, lease: ChunkLease, answers: list[Answ
                         result_row(run.pk, answer).save(force_insert=True)
                     written.append(answer)
                 except IntegrityError as exc:
-                    if not is_unique_violation(exc):
+                    if not is_unique_violation(exc, *RESULT_WRITTEN_ALREADY):
                         raise
                     paid_twice.append(answer)
             created, still_ours = len(written), _count_progress(lease, written)
@@ -489,7 +489,7 @@ def _store_judge_retries(run: BenchmarkRun, answers: list[Answer], *, attempt: s
                 result_row(run_id, answer).save(force_insert=True)
             created.append(answer)
         except IntegrityError as exc:
-            if not is_unique_violation(exc):
+            if not is_unique_violation(exc, *RESULT_WRITTEN_ALREADY):
                 raise
             paid_twice.append(answer)  # written already (the chunk handed on, or the run ended and wrote its kept answers)
     BenchmarkUnscoredAnswer.objects.filter(pk__in=[answer.kept_id for answer in judged]).delete()

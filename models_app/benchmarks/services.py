@@ -60,7 +60,7 @@ from genesis.jobs import advance
 from genesis.permissions import Actor, require_permission
 from genesis.tasks import send_task
 from models_app.benchmarks import stats as benchmark_stats
-from models_app.benchmarks.answers import JUDGE_REFUSED, Answer, result_row
+from models_app.benchmarks.answers import JUDGE_REFUSED, RESULT_WRITTEN_ALREADY, Answer, result_row
 from models_app.benchmarks.ledger import (
     benchmark_cost_estimate,
     charge_paid_twice,
@@ -585,7 +585,7 @@ def write_unscored_results(run_id: int, answers: list[Answer]) -> tuple[Decimal,
             with transaction.atomic():
                 row.save(force_insert=True)
         except IntegrityError as exc:
-            if not is_unique_violation(exc):
+            if not is_unique_violation(exc, *RESULT_WRITTEN_ALREADY):
                 raise
             written_already.append(answer)
             continue

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from genesis.errors import Conflict, InvalidInput, NotFound
-from genesis.integrity import is_unique_violation
+from genesis.integrity import UniqueKey, is_unique_violation
 from genesis.permissions import Actor, require_permission
 from models_app.finetuning import rules
 from models_app.finetuning.models import FineTuningJob
@@ -21,6 +21,10 @@ from models_app.providers.base import FineTuningJobSnapshot
 from models_app.providers.errors import ProviderError, ProviderRefused
 
 logger = logging.getLogger(__name__)
+
+# Another row tracks the provider job already. Settling may also register the job's model and charge
+# the ledger: their unique constraints refused are defects, not this conflict.
+PROVIDER_JOB_TRACKED = UniqueKey.constraint(FineTuningJob, "unique_fine_tuning_job_per_provider")
 
 
 HYPERPARAMETER_TOLERANCE = 1e-9  # the provider echoes floats through JSON; compare, not ==
@@ -76,7 +80,7 @@ def finetuning_job_adopt(*, job: FineTuningJob, provider_job_id: str, actor: Act
             job.submitted_at = snapshot.created_at if snapshot.created_at.timestamp() > 0 else timezone.now()
             job = settle_locked(job, snapshot=snapshot, actor=actor, reason=why, before=before)
     except IntegrityError as exc:
-        if not is_unique_violation(exc):
+        if not is_unique_violation(exc, PROVIDER_JOB_TRACKED):
             raise
         # Another row took the same provider job between our check and our write (the unique constraint).
         raise Conflict(_already_tracked_message(job, provider_job_id=snapshot.id)) from None

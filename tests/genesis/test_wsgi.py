@@ -164,3 +164,41 @@ def test_the_json_error_bodies_keep_the_security_headers(path, method):
 def test_the_host_refusal_is_not_sniffed():
     status, headers, _ = call("/api/v1/agents/qa_agent/config", host="evil.example")
     assert status.startswith("400") and headers.get("X-Content-Type-Options") == "nosniff"
+
+
+class BodyHeadersMiddleware:
+    """Inside SecurityMiddleware, as GZipMiddleware, ConditionalGetMiddleware or LocaleMiddleware would
+    be: headers that describe the answer's body, or say nothing about security."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        response["ETag"], response["Content-Language"], response["Vary"] = '"html-404"', "fr", "Accept-Language"
+        response["X-Added-Later"] = "by a middleware nobody reviewed here"
+        return response
+
+
+@pytest.mark.parametrize(("path", "method"), [("/api/v1/no-such-thing", "GET"),
+                                              ("/api/v1/agents/qa_agent/health", "DELETE")])
+def test_the_json_error_bodies_keep_the_security_headers_only(settings, path, method):
+    # The JSON body replaces the answer: an ETag or a language of the HTML page replaced would be false,
+    # and a header some other middleware adds later is not copied unless it is listed as one to keep.
+    from genesis.wsgi import MiddlewareListWSGIHandler
+
+    settings.SECURE_HSTS_SECONDS = 3600
+    chain = MiddlewareListWSGIHandler([*settings.API_MIDDLEWARE, f"{__name__}.BodyHeadersMiddleware"])
+    status, headers, _ = call(path, method=method, application=chain, **{"wsgi.url_scheme": "https"})
+    assert status[:3] in ("404", "405") and headers["Content-Type"].startswith("application/json")
+    assert headers.get("Strict-Transport-Security") == "max-age=3600"
+    assert headers.get("X-Content-Type-Options") == "nosniff" and headers.get("Referrer-Policy") == "same-origin"
+    assert headers.get("Cross-Origin-Opener-Policy") == "same-origin"
+    assert not {"ETag", "Content-Language", "Vary", "X-Added-Later"} & set(headers), headers
+
+
+def test_on_the_full_chain_the_json_404_keeps_the_clickjacking_header_too(client):
+    # Django's test client runs settings.MIDDLEWARE, as a deployment without genesis.wsgi's split would.
+    response = client.get("/api/v1/no-such-thing")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+    assert response["X-Frame-Options"] == "DENY" and response["X-Content-Type-Options"] == "nosniff"
