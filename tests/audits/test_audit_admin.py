@@ -239,3 +239,20 @@ def test_the_dataset_page_gives_its_chart_as_text_and_scopes_its_headers(admin_c
     assert sum(counts.values()) == run.valid
     assert desc == ", ".join(f"{level} {run.report['difficulty'][level]:.1%} ({counts[level]} line{'s' * (counts[level] != 1)})"
                              for level in ("easy", "medium", "hard"))
+
+
+def test_the_self_reloading_page_says_so_and_can_be_told_to_stop(admin_client):
+    """While the audit runs the page reloads every 2 s, which puts a screen reader and the keyboard focus
+    back at the top each time (WCAG 2.2.1): it says so and offers to stop, keeping the page's own query."""
+    dataset = services.dataset_upload(content=SimpleUploadedFile("a.jsonl", planted_body()), original_name="a.jsonl",
+                                      actor=admin_client.user)
+    url = f"/admin/audits/dataset/{dataset.pk}/change/"
+
+    reloading = admin_client.get(url, {"run": dataset.latest_audit_id}).content.decode()
+    assert '<meta http-equiv="refresh" content="2">' in reloading
+    assert f'href="?run={dataset.latest_audit_id}&amp;refresh=off" id="stop-refresh">stop reloading</a>' in reloading
+
+    stopped = admin_client.get(url, {"run": dataset.latest_audit_id, "refresh": "off"}).content.decode()
+    assert 'http-equiv="refresh"' not in stopped
+    assert f'href="?run={dataset.latest_audit_id}">reload every 2 s</a>' in stopped
+    assert accessibility_problems(stopped) == []
