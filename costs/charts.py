@@ -33,6 +33,15 @@ class LegendItem:
 
 
 @dataclass(frozen=True)
+class DayRow:
+    """One day of a chart's data table: the amount of each series (in legend order) and their total."""
+
+    day: str
+    amounts: list[str]
+    total: str
+
+
+@dataclass(frozen=True)
 class StackedBars:
     width: int
     height: int
@@ -43,6 +52,9 @@ class StackedBars:
     y_ticks: list[Tick]
     legend: list[LegendItem]
     empty: bool
+    # The same numbers as a table, for people who cannot see the bars or tell their colours apart
+    # (WCAG 1.1.1, 1.4.1): the days with spend only, so a 30-day window stays a short table.
+    table: list[DayRow]
 
 
 def stacked_bars(
@@ -88,9 +100,15 @@ def stacked_bars(
         LegendItem(name=name, colour=colours[name], total=format_usd(sum(values, Decimal(0))))
         for name, values in series.items()
     ]
+    table = [
+        DayRow(day=day.isoformat(), amounts=[format_usd(values[index]) for values in series.values()],
+               total=format_usd(totals[index]))
+        for index, day in enumerate(days)
+        if totals[index] > 0
+    ]
     return StackedBars(
         width=width, height=height, plot_left=left, plot_bottom=plot_bottom, bars=bars, x_ticks=x_ticks,
-        y_ticks=y_ticks, legend=legend, empty=not bars,
+        y_ticks=y_ticks, legend=legend, empty=not bars, table=table,
     )
 
 

@@ -61,26 +61,30 @@ class GuardrailsWidget(forms.Widget):
     def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> SafeString:
         rows = [*self._rules(value), {}, {}]
 
+        # Each control is named by its column and rule, as a screen reader has no <label> to read here.
         def select(field: str, index: int, current: str, choices: Any) -> str:
             options = format_html_join("", '<option value="{}"{}>{}</option>',
                                        ((key, " selected" if key == current else "", label) for key, label in choices))
-            return format_html('<select name="{}-{}-{}">{}</select>', name, index, field, options)
+            return format_html('<select name="{}-{}-{}" aria-label="rule {}: {}">{}</select>', name, index, field,
+                               index + 1, field.replace("_", " "), options)
 
         body = format_html_join("", "<tr>{}</tr>", (
             (format_html(
                 "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
                 select("metric", index, rule.get("metric", ""), (("", "— none —"), *((m, m) for m in rollout_settings.GUARDRAIL_METRICS))),
                 select("harmful_direction", index, rule.get("harmful_direction", "decrease"), _GUARDRAIL_CHOICES["harmful_direction"]),
-                format_html('<input type="number" step="any" min="0" name="{}-{}-threshold" value="{}" style="width:7em">',
-                            name, index, "" if rule.get("threshold") is None else f"{rule['threshold']:g}"),
+                format_html('<input type="number" step="any" min="0" name="{}-{}-threshold" value="{}" aria-label="rule {}: threshold"'
+                            ' style="width:7em">',
+                            name, index, "" if rule.get("threshold") is None else f"{rule['threshold']:g}", index + 1),
                 select("threshold_kind", index, rule.get("threshold_kind", "absolute"), _GUARDRAIL_CHOICES["threshold_kind"]),
                 select("on_violation", index, rule.get("on_violation", "breach"), _GUARDRAIL_CHOICES["on_violation"]),
             ),)
             for index, rule in enumerate(rows)
         ))
         return format_html(
-            '<table class="guardrails-form"><thead><tr><th>metric</th><th>harmful direction</th><th>threshold</th>'
-            "<th>kind</th><th>on violation</th></tr></thead><tbody>{}</tbody></table>"
+            '<table class="guardrails-form"><thead><tr><th scope="col">metric</th><th scope="col">harmful direction</th>'
+            '<th scope="col">threshold</th><th scope="col">kind</th><th scope="col">on violation</th></tr></thead>'
+            "<tbody>{}</tbody></table>"
             '<input type="hidden" name="{}-count" value="{}">',
             body, name, len(rows),
         )

@@ -205,7 +205,10 @@ def histogram_bars(baseline: list[int], candidate: list[int]) -> dict[str, Any]:
                          "height": round(height, 1), "count": count, "css": css, "label_x": round(x + width / 2, 1)})
     labels = [{"x": round(score_bin.centre, 1), "text": f"{index / bins:.1f}–{(index + 1) / bins:.1f}"}
               for index, score_bin in enumerate(score_bins)]
-    return {"bars": bars, "labels": labels, "width": HISTOGRAM_WIDTH, "height": HISTOGRAM_HEIGHT + 18,
+    # The counts as a table too: the SVG is an image to a screen reader, and its two arms differ by colour.
+    rows = [{"bin": label["text"], "baseline": baseline[index], "candidate": candidate[index]}
+            for index, label in enumerate(labels)]
+    return {"bars": bars, "labels": labels, "rows": rows, "width": HISTOGRAM_WIDTH, "height": HISTOGRAM_HEIGHT + 18,
             "axis_y": HISTOGRAM_HEIGHT}
 
 

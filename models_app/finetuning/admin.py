@@ -44,19 +44,21 @@ from models_app.finetuning.training_files import (
 )
 from models_app.registry.models import Agent, ProviderAccount
 
+# The admin's colour variables (and ours in templates/admin/base_site.html), so a status keeps its
+# contrast in dark mode too; the label says the status, the colour only repeats it.
 STATUS_COLOURS = {
-    rules.SUCCESS: "#2e7d32",
-    rules.RUNNING: "#1565c0",
-    rules.FAILED: "#c62828",
-    rules.FAILED_VALIDATION: "#c62828",
-    rules.REFUSED: "#c62828",
-    rules.CANCELLED: "#6d6d6d",
-    rules.NOT_CREATED: "#b26a00",
+    rules.SUCCESS: "var(--genesis-ok-fg)",
+    rules.RUNNING: "var(--link-fg)",
+    rules.FAILED: "var(--error-fg)",
+    rules.FAILED_VALIDATION: "var(--error-fg)",
+    rules.REFUSED: "var(--error-fg)",
+    rules.CANCELLED: "var(--body-quiet-color)",
+    rules.NOT_CREATED: "var(--genesis-warning-fg)",
 }
 
 
 def _status_badge(status: str, label: str) -> str:
-    colour = STATUS_COLOURS.get(status, "#555")
+    colour = STATUS_COLOURS.get(status, "var(--body-fg)")
     return format_html('<strong style="color:{}">{}</strong>', colour, label)
 
 

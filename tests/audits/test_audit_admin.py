@@ -15,6 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from audits import services
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetOrigin, DatasetStatus
 from audits.pii import PII_TYPES
+from tests.accessibility import accessibility_problems, parse
 from tests.audits.samples import PLANTED, chat_line, sentence_with
 from tests.audits.test_models_services import mixed_lines
 from tests.factories import AgentFactory, UserFactory
@@ -221,3 +222,37 @@ def test_downloading_the_raw_file_needs_its_own_permission(client):
     assert 'id="download-dataset"' in client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
     response = client.get(f"/admin/audits/dataset/{dataset.pk}/download/")
     assert response.status_code == 200 and b"".join(response.streaming_content) == planted_body()
+
+
+def test_the_dataset_page_gives_its_chart_as_text_and_scopes_its_headers(admin_client):
+    """The difficulty chart is an image named by its <title> with every level's share in its <desc>;
+    the tables' headers are scoped, the rebalance fields labelled, the download link underlined in text."""
+    dataset = services.dataset_upload(content=SimpleUploadedFile("mixed.jsonl", planted_body()), original_name="mixed.jsonl",
+                                      actor=admin_client.user)
+    run = audited(dataset)
+
+    html = admin_client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
+
+    assert accessibility_problems(html) == []
+    desc = next(node for node in parse(html).iter() if node.attrs.get("id") == "difficulty-chart-desc").all_text()
+    counts = run.report["difficulty_counts"]
+    assert sum(counts.values()) == run.valid
+    assert desc == ", ".join(f"{level} {run.report['difficulty'][level]:.1%} ({counts[level]} line{'s' * (counts[level] != 1)})"
+                             for level in ("easy", "medium", "hard"))
+
+
+def test_the_self_reloading_page_says_so_and_can_be_told_to_stop(admin_client):
+    """While the audit runs the page reloads every 2 s, which puts a screen reader and the keyboard focus
+    back at the top each time (WCAG 2.2.1): it says so and offers to stop, keeping the page's own query."""
+    dataset = services.dataset_upload(content=SimpleUploadedFile("a.jsonl", planted_body()), original_name="a.jsonl",
+                                      actor=admin_client.user)
+    url = f"/admin/audits/dataset/{dataset.pk}/change/"
+
+    reloading = admin_client.get(url, {"run": dataset.latest_audit_id}).content.decode()
+    assert '<meta http-equiv="refresh" content="2">' in reloading
+    assert f'href="?run={dataset.latest_audit_id}&amp;refresh=off" id="stop-refresh">stop reloading</a>' in reloading
+
+    stopped = admin_client.get(url, {"run": dataset.latest_audit_id, "refresh": "off"}).content.decode()
+    assert 'http-equiv="refresh"' not in stopped
+    assert f'href="?run={dataset.latest_audit_id}">reload every 2 s</a>' in stopped
+    assert accessibility_problems(stopped) == []

@@ -4,17 +4,19 @@ prices are edited through their services; reports download; the dashboard render
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.forms import modelform_factory
+from django.utils import timezone
 
 from costs.admin import PriceTableForm, ServiceForm
 from costs.models import Budget, CostEntry, CostReport, PriceTable
 from costs.services import budget_upsert, cost_record, cost_report_run
+from tests.accessibility import accessibility_problems, parse
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -309,3 +311,20 @@ def test_the_dashboard_of_a_budget_barely_spent_says_exhaustion_is_not_in_sight(
     assert response.status_code == 200
     projection = response.content.decode().split('id="projection"')[1].split("</section>")[0]
     assert "not in sight" in projection and "more than 100 years away at the current burn rate" in projection
+
+
+def test_the_dashboard_charts_have_text_alternatives_and_its_colours_follow_the_theme(admin_client, qa_agent, legal_agent, default_budget):
+    """The gauge and both bar charts are images named by their <title>, with their numbers in a <desc>
+    or a table; the severities are words, in the theme's colours (tests/accessibility.py)."""
+    now = timezone.now()
+    cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("6.20"), idempotency_key="a", occurred_at=now - timedelta(days=2))
+    cost_record(agent=legal_agent, operation="fine_tuning", amount_usd=Decimal("10.00"), idempotency_key="b", occurred_at=now)
+    html = admin_client.get("/admin/costs/costdashboard/").content.decode()
+
+    assert accessibility_problems(html) == []
+    table = next(node for node in parse(html).iter() if node.attrs.get("id") == "spend-per-day-by-agent-table")
+    rows = [[cell.all_text() for cell in row.children] for row in table.iter() if row.tag == "tr"]
+    assert rows[0] == ["day", "legal_agent", "qa_agent", "total"]
+    assert rows[1][1:] == ["$0.00", "$6.20", "$6.20"] and rows[2][1:] == ["$10.00", "$0.00", "$10.00"]
+    gauge = next(node for node in parse(html).iter() if node.attrs.get("id") == "budget-gauge-desc").all_text()
+    assert gauge == "Alert thresholds: 25 % warning (reached), 50 % critical (reached), 83 % emergency (not reached)."

@@ -241,3 +241,26 @@ def test_the_board_fits_a_1280_pixel_window_with_its_header_over_the_whole_table
     assert sizes["page"] <= sizes["window"], sizes
     assert sizes["actions"] <= sizes["window"], sizes
     assert abs(sizes["header"] - sizes["table"]) <= 2, sizes
+
+
+def test_at_200_percent_zoom_the_board_scrolls_inside_its_own_box_and_the_page_reflows(
+    live_server, seeded_demo, e2e_password
+):
+    """A 1280 px window at 200 % zoom is 640 CSS px wide (WCAG 1.4.10): the board, a data table, scrolls
+    sideways in its own region (focusable, so a keyboard can scroll it); the page around it — header,
+    messages, the approvals line — does not. Was: the whole page 1 161 px wide, scrolling sideways."""
+    from experiments.services import experiment_start
+
+    operator = UserFactory(username="olivia", is_superuser=True)
+    experiment_start(experiment=Experiment.objects.get(key="support_agent-rollout"), actor=operator, override_reason="layout test")
+    with chromium_page(width=640) as page:
+        _login_as(page, live_server.url, "olivia", e2e_password)
+        sizes = page.evaluate("""() => {
+            const region = document.querySelector('#launch-board .table-scroll');
+            return {page: document.documentElement.scrollWidth, window: window.innerWidth,
+                    region: region.clientWidth, table: region.querySelector('table').scrollWidth,
+                    focusable: region.tabIndex, name: region.getAttribute('aria-label')};
+        }""")
+    assert sizes["page"] <= sizes["window"], sizes
+    assert sizes["table"] > sizes["region"], sizes  # the table is wider: it scrolls inside the region
+    assert (sizes["focusable"], sizes["name"]) == (0, "launch board")

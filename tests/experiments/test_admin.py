@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from experiments.models import EventAction, Experiment, ExperimentEvent
 from experiments.services import experiment_start, stage_request_advance
+from tests.accessibility import accessibility_problems
 from tests.experiments.factories import draft_experiment, feed, person, rollout_team
 
 pytestmark = pytest.mark.django_db
@@ -244,3 +245,16 @@ def test_the_curve_differences_name_every_setting_the_curve_depends_on():
     assert curve_command(**{**measured, "stage_plan": [5, 50, 100], "alpha": 0.025}).startswith(
         "python bench/decisions/run.py --part curve --stages 5,50 --stage-hours 48 --tolerance 0.05 --min-users 150 "
         "--planned-users 2000 --alpha 0.025")
+
+
+def test_the_rollout_panel_is_usable_with_a_screen_reader_keyboard_and_dark_mode(client, team):
+    """Every field of the panel and the guardrails table named, every button named and drawn with
+    focus-showing CSS, headers scoped, the approve button's reason for waiting tied to it, colours
+    that follow the theme (tests/accessibility.py)."""
+    experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
+    stage_request_advance(experiment=experiment, actor=team["requester"], note="ready")
+    html = page(client, person("chief", superuser=True), experiment)
+    assert accessibility_problems(html) == []
+    assert 'name="approve" disabled aria-describedby="approve-blocked-by"' in html and 'name="rollback"' in html
+    assert 'aria-label="target for the 25 % stage (UTC)" name="target_25"' in html
+    assert 'aria-label="rule 1: metric"' in html  # the guardrails form's table

@@ -17,6 +17,7 @@ from launch.report import judge, render_markdown
 from launch.selectors import launch_board, launch_facts
 from models_app.benchmarks.models import BenchmarkRun
 from models_app.registry.models import Agent
+from tests.accessibility import accessibility_problems
 from tests.experiments.factories import agent_with_candidate, draft_experiment, evaluate, feed, person
 from tests.factories import UserFactory
 
@@ -316,7 +317,7 @@ def test_spend_is_shown_only_to_people_who_may_read_costs(seeded_demo, client):
     outsider.user_permissions.add(Permission.objects.get(content_type__app_label="models_app", codename="view_modelversion"))
     version_page = f"/admin/models_app/modelversion/{ModelVersion.objects.filter(agent__slug='qa_agent').first().pk}/change/"
     lineage = client.get(version_page).content.decode()
-    assert 'id="lineage-runs"' in lineage and 'id="lineage-costs"' not in lineage and "<th>cost</th>" not in lineage
+    assert 'id="lineage-runs"' in lineage and 'id="lineage-costs"' not in lineage and ">cost</th>" not in lineage
 
     reader = member("adam", "Rollout approvers")  # the demo groups may read cost entries
     rows, period = launch_board(user=reader)
@@ -494,3 +495,22 @@ def test_holds_the_board_shows_clear_do_not_approve_what_the_outcomes_since_hold
     refused = text_of(client.post("/admin/launch/act/qa_agent/approve/", shown, follow=True).content)
     assert "qa_agent: refused — cannot advance 'qa_agent-exp' to 25 % yet" in refused and "guardrails:" in refused
     assert Experiment.objects.get().current_stage.percent == 10
+
+
+def test_the_board_agent_page_and_queue_name_every_field_and_button_and_scope_their_headers(client):
+    """What a screen reader reads on the three launch pages an approver uses daily: the approve and
+    roll-back fields named for their agent (a placeholder is no label), both buttons named, the roll-back
+    button styled by class so its keyboard focus shows, every header scoped (tests/accessibility.py)."""
+    starter = person("starter", "view_experiment", "add_experiment", "start_experiment", "request_stage")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    stage_request_advance(experiment=experiment, actor=starter)
+    feed(experiment, arm="treatment", n=20, success_rate=0.9, seed=1)
+    feed(experiment, arm="control", n=180, success_rate=0.9, seed=2)
+    evaluate(experiment)
+    client.force_login(person("chief", superuser=True))
+
+    for path in ("/admin/", "/admin/launch/agent/qa_agent/", "/admin/launch/approvals/"):
+        assert accessibility_problems(client.get(path).content.decode()) == [], path
+    board = client.get("/admin/").content.decode()
+    assert 'aria-label="why approve qa_agent (optional)"' in board and 'aria-label="why roll back qa_agent"' in board
+    assert 'class="button danger" name="rollback"' in board

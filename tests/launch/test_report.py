@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from launch import report
+from tests.accessibility import accessibility_problems
 
 NOW = datetime(2026, 12, 7, 7, 0, tzinfo=UTC)
 
@@ -121,6 +122,7 @@ def test_json_and_html_carry_the_same_decision():
     assert [(a["agent"], a["recommendation"]) for a in data["agents"]] == [("support_agent", "GO"), ("qa_agent", "NO-GO")]
     page = report.render_html([facts()], generated_at=NOW)
     assert "<strong>Recommendation: GO</strong>" in page and "<td>refunds</td>" in page and "<script" not in page
+    assert page.startswith("<!doctype html><html lang='en'>") and accessibility_problems(page) == []
 
 
 def _tags(refunds_wins: int, refunds_losses: int) -> dict:

@@ -12,6 +12,7 @@ from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun, Benchmark
 from models_app.benchmarks.runner import benchmark_chunk_execute
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.registry.models import Agent
+from tests.accessibility import accessibility_problems, parse
 
 pytestmark = pytest.mark.django_db
 
@@ -110,3 +111,20 @@ def test_the_override_button_is_offered_only_with_the_right_to_change_model_vers
     client.post(reverse("admin:models_app_benchmarkrun_override", args=[run.pk]), {"reason": "legal says yes"})
     assert ModelVersion.objects.get(pk=run.candidate_id).status == "approved_for_rollout"
     assert BenchmarkVerdictOverride.objects.get().actor == reviewer
+
+
+def test_the_run_page_gives_the_histogram_as_text_and_names_every_field(admin_client, demo_simulator):
+    """The histogram is an image named by its <title> with its counts in a table, the override reason
+    has a label, headers are scoped, the verdict is a word in colours that keep their contrast."""
+    run = benchmark_run_create(agent=Agent.objects.get(slug="content_agent"))
+    for chunk in BenchmarkChunk.objects.filter(run=run):
+        benchmark_chunk_execute(chunk_id=chunk.pk, worker="inline@test")
+    run.refresh_from_db()
+
+    html = admin_client.get(reverse("admin:models_app_benchmarkrun_change", args=[run.pk])).content.decode()
+
+    assert accessibility_problems(html) == []
+    table = next(node for node in parse(html).iter() if node.attrs.get("id") == "bm-hist-table")
+    counts = [[cell.all_text() for cell in row.children] for row in table.iter() if row.tag == "tr"][1:]
+    assert [row[0] for row in counts] == [f"{i / 10:.1f}–{(i + 1) / 10:.1f}" for i in range(10)]
+    assert sum(int(row[2]) for row in counts) == 48  # every case of the suite, candidate side
