@@ -23,6 +23,7 @@ from costs import budgeting, pricing
 from costs.models import Budget, BudgetAlert, CostEntry, CostHold, CostReport, PriceTable
 from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
+from models_app.registry.models import Agent
 
 ZERO = Decimal(0)
 _MONEY_SUM = DecimalField(max_digits=20, decimal_places=6)
@@ -119,9 +120,27 @@ def ledger_keys_recorded(*, keys: Collection[str]) -> set[str]:
     return set(CostEntry.objects.filter(idempotency_key__in=list(keys)).values_list("idempotency_key", flat=True))
 
 
-def ledger_total(*, entries: QuerySet[CostEntry]) -> Decimal:
-    """The sum of `entries` (e.g. the ledger rows a changelist's filters select)."""
-    return entries.order_by().aggregate(total=_sum_amount())["total"]
+@dataclass(frozen=True)
+class LedgerSelection:
+    entries: int
+    total: Decimal
+
+
+def ledger_selection(*, entries: QuerySet[CostEntry]) -> LedgerSelection:
+    """How many `entries` there are (e.g. the ledger rows a changelist's filters select) and their sum,
+    in one pass over them."""
+    totals = entries.order_by().aggregate(entries=Count("pk"), total=_sum_amount())
+    return LedgerSelection(entries=totals["entries"], total=totals["total"])
+
+
+def ledger_search(*, term: str) -> Q:
+    """The ledger entries a search for `term` finds: the entry of that idempotency key, the entries of
+    that model id, or those of the agent of that slug — each an exact match one of the ledger's indexes
+    answers (costs_costentry_idempotency_key_key, costs_entry_model, costs_entry_agent_time), so a
+    search reads only the rows it finds. The agent is looked up first: its slug in the same WHERE (a
+    join) would make PostgreSQL scan the whole ledger to test each entry's agent."""
+    agent_ids = list(Agent.objects.filter(slug=term).values_list("pk", flat=True))
+    return Q(idempotency_key=term) | Q(model=term) | Q(agent_id__in=agent_ids)
 
 
 def ledger_total_for(*, source: Any) -> Decimal:
