@@ -170,12 +170,19 @@ class CostEntryAdmin(RecordAdminMixin, DateHierarchyByProbesMixin, ServiceFormAd
     search_help_text = "Exact match: an entry's idempotency key, a model id (e.g. open-mistral-7b) or an agent's slug."
     sortable_by = ("id", "occurred_at")
     show_full_result_count = False
-    paginator = LedgerPaginator
     date_hierarchy = "occurred_at"
     list_select_related = ("agent", "actor")
     change_list_template = "admin/costs/costentry/change_list.html"
     readonly = ("id", "amount_usd", "agent", "operation", "model", "tokens", "input_tokens", "output_tokens",
                 "tokens_estimated", "source", "source_link", "occurred_at", "recorded_at", "actor", "idempotency_key", "note", "reverses", "reversal_link")
+
+    def get_paginator(
+        self, request: HttpRequest, queryset: Any, per_page: int, orphans: int = 0, allow_empty_first_page: bool = True
+    ) -> Paginator:
+        # The list's pages count and sum the entries together; the history page's admin log entries
+        # (also paged here) are paged as usual.
+        paginator = LedgerPaginator if queryset.model is CostEntry else Paginator
+        return paginator(queryset, per_page, orphans, allow_empty_first_page)
 
     def get_search_results(
         self, request: HttpRequest, queryset: models.QuerySet[CostEntry], search_term: str
