@@ -490,6 +490,7 @@ class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         }
         if budget is not None:
             status = selectors.budget_status(budget=budget)
+            split = selectors.spend_split(budget=budget, period=status.period)
             context.update(
                 status=status,
                 spent=budgeting.format_usd(status.spent),
@@ -499,8 +500,8 @@ class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 percent=budgeting.format_percent(status.percent),
                 burn=budgeting.format_usd(status.projection.burn_usd_per_day),
                 gauge=charts.budget_gauge(percent=status.percent, thresholds=status.thresholds),
-                by_agent_totals=[(k, budgeting.format_usd(v)) for k, v in selectors.spend_by(dimension="agent", budget=budget, period=status.period).items()],
-                by_operation_totals=[(k, budgeting.format_usd(v)) for k, v in selectors.spend_by(dimension="operation", budget=budget, period=status.period).items()],
+                by_agent_totals=[(k, budgeting.format_usd(v)) for k, v in split.by_agent.items()],
+                by_operation_totals=[(k, budgeting.format_usd(v)) for k, v in split.by_operation.items()],
                 alerts=list(selectors.recent_alerts(budget=budget, limit=20)),
                 overrides=list(BudgetOverride.objects.filter(budget=budget).select_related("agent", "actor")[:10]),
             )

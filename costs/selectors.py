@@ -287,22 +287,40 @@ def spend_by(*, dimension: str, budget: Budget | None = None, period: budgeting.
     return {row[field_name] or "": row["total"] for row in rows}
 
 
+@dataclass(frozen=True)
+class SpendSplit:
+    by_agent: dict[str, Decimal]  # agent slug → spend, by slug
+    by_operation: dict[str, Decimal]  # operation → spend, by operation
+
+
+def spend_split(*, budget: Budget, period: budgeting.Period) -> SpendSplit:
+    """`spend_by` agent and by operation within the budget's scope and period, from one pass over its
+    entries (grouped by agent id and operation, no join; a few rows) instead of one pass each: a total
+    budget's period is the whole ledger, 100–170 ms a pass at a million entries."""
+    rows = entries_in_scope(budget=budget, period=period).values("agent_id", "operation").annotate(total=_sum_amount()).order_by()
+    slugs = dict(Agent.objects.values_list("pk", "slug"))
+    by_agent: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    by_operation: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for row in rows:
+        by_agent[slugs[row["agent_id"]]] += row["total"]
+        by_operation[row["operation"]] += row["total"]
+    return SpendSplit(by_agent=dict(sorted(by_agent.items())), by_operation=dict(sorted(by_operation.items())))
+
+
 def cost_summary(*, budget: Budget, now: datetime | None = None, visible_agents: frozenset[str] | None = None) -> dict[str, Any]:
     """What GET /api/v1/costs/summary answers, exactly the contract's keys: money as exact decimal
     strings, spend within the budget's scope and current period. With `visible_agents` (an API key's
     agents) `by_agent` names only those: one agent's key must not learn another agent's spend; the
     total and the split by operation stay the budget's."""
     status = budget_status(budget=budget, now=now)
+    split = spend_split(budget=budget, period=status.period)
     return {
         "budget_usd": budgeting.money_str(budget.amount_usd),
         "spent_usd": budgeting.money_str(status.spent),
         "percent": float(budgeting.percent_shown(status.percent, places=2)),
         "thresholds_crossed": [threshold.percent for threshold in status.reached],
-        "by_agent": {
-            k: budgeting.money_str(v) for k, v in spend_by(dimension="agent", budget=budget, period=status.period).items()
-            if visible_agents is None or k in visible_agents
-        },
-        "by_operation": {k: budgeting.money_str(v) for k, v in spend_by(dimension="operation", budget=budget, period=status.period).items()},
+        "by_agent": {k: budgeting.money_str(v) for k, v in split.by_agent.items() if visible_agents is None or k in visible_agents},
+        "by_operation": {k: budgeting.money_str(v) for k, v in split.by_operation.items()},
     }
 
 
