@@ -24,7 +24,7 @@ from django.utils import timezone
 from audits.models import AuditRun, AuditStatus, Dataset
 from costs import budgeting
 from costs.models import Budget, CostEntry, Operation
-from costs.selectors import spend_by
+from costs.selectors import spend_split
 from experiments import selectors as experiment_selectors
 from experiments.calendar import CalendarEntry
 from experiments.holds import Evaluation, Hold, evaluation_holds, holds_wait, stored_evaluation, unguarded_since
@@ -432,8 +432,8 @@ def _current_spend(*, now: datetime) -> tuple[dict[str, Decimal], str]:
     if budget is not None:
         period = budgeting.period_containing(budget.period, timezone.localtime(now))
         label = {"monthly": "this month", "daily": "today", "total": "all time"}.get(budget.period, budget.period)
-        return spend_by(dimension="agent", budget=budget, period=period), label
-    return spend_by(dimension="agent"), "all time"
+        return spend_split(budget=budget, period=period).by_agent, label
+    return spend_split().by_agent, "all time"
 
 
 def _pre_rollout_action(*, agent: Agent, candidate: ModelVersion | None, chain: Chains, user: Any, who_may: _WhoMay) -> NextAction:
