@@ -16,8 +16,8 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.paginator import Page, Paginator
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.paginator import Page, Paginator
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -144,6 +144,7 @@ class LedgerPaginator(Paginator):
     (`CostEntryAdmin.changelist_view`)."""
 
     total: Decimal
+    object_list: models.QuerySet[CostEntry]  # the changelist's ordered entries (get_paginator)
 
     @cached_property
     def count(self) -> int:
@@ -160,7 +161,7 @@ class LedgerPaginator(Paginator):
         if bottom <= self.count - top:
             return super().page(number)
         rows = list(self.object_list.reverse()[self.count - top:self.count - bottom])
-        return self._get_page(rows[::-1], number, self)
+        return Page(rows[::-1], number, self)
 
 
 @admin.register(CostEntry)

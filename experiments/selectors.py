@@ -682,11 +682,9 @@ def _analysis_json(metrics: ExperimentMetrics) -> dict[str, Any]:
 
 
 def experiment_results(*, experiment: Experiment, metrics: ExperimentMetrics | None = None) -> dict[str, Any]:
-    """Everything the results endpoint and the admin page show, from one aggregate query (and one
-    for the latency percentiles) — or from `metrics`, read by the caller with include_percentiles
-    (the experiment page, whose holds read them too: one pass over the outcomes, not two)."""
-    if metrics is None:
-        metrics = experiment_metrics(experiment=experiment, include_percentiles=True)
+    """Everything the results endpoint and the admin page show, from one aggregate query and one for the
+    latency percentiles — or from `metrics` read with them (the admin page's holds read them too)."""
+    metrics = metrics or experiment_metrics(experiment=experiment, include_percentiles=True)
     comparisons = {metric: _comparison_json(stats.compare(metrics.strata(metric)), metric=metric, caps=metrics.caps)
                    for metric in METRICS}
     success = comparisons["success_rate"]

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from django import forms
 from django.apps import apps
@@ -329,7 +329,10 @@ class PeriodsProbedQuerySet(QuerySet):
     table; the probes read a few index entries per period. Same answer: the periods holding a row, as
     aware datetimes at their local start."""
 
-    def datetimes(self, field_name: str, kind: str, order: str = "ASC", tzinfo: tzinfo | None = None) -> Any:  # type: ignore[override]
+    def datetimes(
+        self, field_name: str, kind: Literal["year", "month", "week", "day", "hour", "minute", "second"],
+        order: Literal["ASC", "DESC"] = "ASC", tzinfo: tzinfo | None = None,
+    ) -> Any:
         if kind not in ("year", "month", "day"):
             return super().datetimes(field_name, kind, order=order, tzinfo=tzinfo)
         zone = tzinfo or timezone.get_current_timezone()

@@ -23,6 +23,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -219,7 +220,7 @@ def fill(scale: float) -> dict[str, int]:
     live = {v.agent_id: v for v in ModelVersion.objects.filter(status=ModelStatus.LIVE)}
     suites = {s.agent_id: s.pk for s in BenchmarkSuite.objects.order_by("version")}
     admin, _ = get_user_model().objects.get_or_create(username="bench-board", defaults={"is_staff": True, "is_superuser": True})
-    params = {
+    params: dict[str, Any] = {
         **wanted, "mark": MARK, "admin": admin.pk, "budget": Budget.objects.get(name="default").pk,
         "agents": [a.pk for a in agents], "baselines": [live[a.pk].pk for a in agents], "suites": [suites[a.pk] for a in agents],
         "provider": live[agents[0].pk].provider_id,

@@ -68,9 +68,9 @@ def admin_pages() -> Iterator[tuple[str, str]]:
         for spec in changelist.filter_specs:
             choices = list(spec.choices(changelist))
             if len(choices) > 1:
-                yield f"{name} list, filter {spec.title}", url + choices[1]["query_string"]
+                yield f"{name} list, filter {spec.title}", url + str(choices[1]["query_string"])
         if model_admin.search_fields:
-            yield f"{name} list, search", f"{url}?q={SEARCH_TERMS.get(name, 'qa')}"
+            yield f"{name} list, search", f"{url}?q={SEARCH_TERMS.get(str(name), 'qa')}"
         sortable_by = model_admin.get_sortable_by(request)  # the column headers a person can click
         for index, column in enumerate(changelist.list_display):
             if column in sortable_by and changelist.get_ordering_field(column) is not None:
@@ -125,24 +125,21 @@ def api_pages() -> Iterator[tuple[str, str]]:
     from models_app.finetuning.models import FineTuningJob
     from models_app.registry.models import ModelVersion
 
+    def newest(model: Any) -> int:
+        return int(model.objects.order_by("-pk").values_list("pk", flat=True)[0])
+
     running = Experiment.objects.filter(status="running", agent__slug="qa_agent").get()
-    api = "/api/v1"
-    yield "API agents", f"{api}/agents"
-    yield "API agent", f"{api}/agents/qa_agent"
-    yield "API agent config", f"{api}/agents/qa_agent/config"
-    yield "API agent health", f"{api}/agents/qa_agent/health"
-    yield "API experiment results (running)", f"{api}/experiments/{running.key}/results"
-    yield "API costs summary", f"{api}/costs/summary"
-    yield "API datasets", f"{api}/audits/datasets"
-    yield "API dataset", f"{api}/audits/datasets/{Dataset.objects.order_by('-pk').values_list('pk', flat=True)[0]}"
-    yield "API audit run", f"{api}/audits/runs/{AuditRun.objects.order_by('-pk').values_list('pk', flat=True)[0]}"
-    yield "API fine-tuning jobs", f"{api}/fine-tuning/jobs"
-    yield "API fine-tuning job", f"{api}/fine-tuning/jobs/{FineTuningJob.objects.order_by('-pk').values_list('pk', flat=True)[0]}"
-    yield "API benchmark runs", f"{api}/benchmarks/runs"
     run = BenchmarkRun.objects.filter(status="completed").order_by("-pk").values_list("pk", flat=True)[0]
-    yield "API benchmark run", f"{api}/benchmarks/runs/{run}"
     version = ModelVersion.objects.filter(kind="fine_tuned", status="rolling_out", agent__slug="qa_agent").get()
-    yield "API lineage (rolling out)", f"{api}/models/{version.pk}/lineage"
+    for name, path in (
+        ("agents", "agents"), ("agent", "agents/qa_agent"), ("agent config", "agents/qa_agent/config"),
+        ("agent health", "agents/qa_agent/health"), ("experiment results (running)", f"experiments/{running.key}/results"),
+        ("costs summary", "costs/summary"), ("datasets", "audits/datasets"), ("dataset", f"audits/datasets/{newest(Dataset)}"),
+        ("audit run", f"audits/runs/{newest(AuditRun)}"), ("fine-tuning jobs", "fine-tuning/jobs"),
+        ("fine-tuning job", f"fine-tuning/jobs/{newest(FineTuningJob)}"), ("benchmark runs", "benchmarks/runs"),
+        ("benchmark run", f"benchmarks/runs/{run}"), ("lineage (rolling out)", f"models/{version.pk}/lineage"),
+    ):
+        yield f"API {name}", f"/api/v1/{path}"
 
 
 def measure(repeats: int, only: str) -> dict[str, dict[str, Any]]:
@@ -170,16 +167,16 @@ def measure(repeats: int, only: str) -> dict[str, dict[str, Any]]:
     for name, url in pages:
         if only not in name:
             continue
-        headers = {"HTTP_AUTHORIZATION": f"Bearer {raw_key}"} if url.startswith("/api/") else {}
+        headers = {"Authorization": f"Bearer {raw_key}"} if url.startswith("/api/") else {}
         connection.queries_log.clear()  # a full log (9 000 queries) would count none
         with CaptureQueriesContext(connection) as queries:
-            response = client.get(url, **headers)  # warm-up: caches, plans
+            response = client.get(url, headers=headers)  # warm-up: caches, plans
         if response.status_code not in (200, 302):  # 302: a change page that leads to the row's own page (audit runs)
             raise SystemExit(f"{name}: {url} answered {response.status_code}")
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
-            client.get(url, **headers)
+            client.get(url, headers=headers)
             times.append((time.perf_counter() - started) * 1000)
         measured[name] = {"ms": statistics.median(times), "queries": len(queries), "url": url}
         print(f"  {name}: {measured[name]['ms']:.0f} ms", file=sys.stderr, flush=True)

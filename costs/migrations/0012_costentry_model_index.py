@@ -12,20 +12,21 @@ from django.db import migrations, models
 INDEX = models.Index(fields=["model"], name="costs_entry_model")
 
 
-def create(apps, schema_editor):
+def _run(schema_editor, apps, operation):
+    method = getattr(schema_editor, operation)  # add_index or remove_index
     model = apps.get_model("costs", "CostEntry")
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.add_index(model, INDEX, concurrently=True)
+        method(model, INDEX, concurrently=True)
     else:
-        schema_editor.add_index(model, INDEX)
+        method(model, INDEX)
+
+
+def create(apps, schema_editor):
+    _run(schema_editor, apps, "add_index")
 
 
 def drop(apps, schema_editor):
-    model = apps.get_model("costs", "CostEntry")
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.remove_index(model, INDEX, concurrently=True)
-    else:
-        schema_editor.remove_index(model, INDEX)
+    _run(schema_editor, apps, "remove_index")
 
 
 class Migration(migrations.Migration):
