@@ -6,13 +6,16 @@ test suite never needs it; the checks axe cannot make (charts' text alternatives
 only colour, header scopes, labelled fields) are locked by tests/genesis/test_accessibility.py.
 
     npm install --prefix /some/dir axe-core@4
-    DATABASE_URL=postgres://…/scratch REDIS_URL=redis://…/<n> GENESIS_SIMULATOR_API_KEY=sim-key \
+    DATABASE_URL=postgres://…/genesis REDIS_URL=redis://…/<n> GENESIS_SIMULATOR_API_KEY=sim-key \
         .venv/bin/python bench/a11y/run.py --axe /some/dir/node_modules/axe-core/axe.min.js [--json out.json]
 
-Uses a scratch database: migrates and seeds the demo world, then fills it as a working week would
+Never writes into the database DATABASE_URL names: it makes `<that name>_a11y_bench` beside it
+(bench/scratch.py, dropped at the end), seeds the demo world there, then fills it as a working week would
 (benchmark runs with verdicts, an audited dataset with PII, duplicates and format errors, a fine-tuning
 job, running rollouts with outcomes and a pending approval, spend that crossed two budget thresholds),
-serves it from a thread and logs in as a second superuser, so the approve buttons are offered.
+serves it from a thread and logs in as a second superuser, so the approve buttons are offered. That
+user's password is random, made for this run. REDIS_URL should be a Redis database nothing else uses: a
+running worker would take the tasks the services enqueue.
 """
 
 from __future__ import annotations
@@ -21,23 +24,28 @@ import argparse
 import io
 import json
 import os
+import secrets
 import sys
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import scratch_database  # noqa: E402
 from bench.synthetic_outcomes import fill_outcomes  # noqa: E402
 from bench.targets import services_missing  # noqa: E402
+
+if TYPE_CHECKING:
+    from django.test.testcases import LiveServerThread
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
-APPROVER, PASSWORD = "a11y-approver", "a11y bench password 1"
+APPROVER = "a11y-approver"
 
 # One line of the audited file per finding the dataset page can show: PII of several types, an exact
 # and a near duplicate, a line that breaks Mistral's format, and plain lines of each difficulty.
@@ -56,8 +64,8 @@ DATASET_LINES = [
 ]
 
 
-def build_world() -> dict[str, str]:
-    """The demo world after a working week; returns the paths of the pages to check, by name."""
+def start_simulator_and_django() -> None:
+    """The simulator in a thread of this process, then Django, which reads the simulator's address."""
     from models_app.simulator import SimulatorConfig, start_in_thread
 
     # The simulator first, on a port of its own: seed_demo gives the demo provider GENESIS_SIMULATOR_URL,
@@ -69,6 +77,10 @@ def build_world() -> dict[str, str]:
     import django
 
     django.setup()
+
+
+def build_world(*, password: str) -> dict[str, str]:
+    """The demo world after a working week; returns the paths of the pages to check, by name."""
     from django.contrib.auth import get_user_model
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
@@ -87,13 +99,12 @@ def build_world() -> dict[str, str]:
     from models_app.finetuning.training_files import training_file_from_dataset
     from models_app.registry.models import Agent, ModelVersion
 
-    call_command("migrate", verbosity=0)
-    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", stdout=io.StringIO())  # on the scratch database, migrated as it was made
 
     User = get_user_model()
     admin = User.objects.filter(is_superuser=True).order_by("pk").first()
-    if not User.objects.filter(username=APPROVER).exists():  # not the requester: offered the approve button
-        User.objects.create_superuser(username=APPROVER, email="approver@example.com", password=PASSWORD)
+    # Not the requester: offered the approve button.
+    User.objects.create_superuser(username=APPROVER, email="approver@example.com", password=password)
 
     agents = {agent.slug: agent for agent in Agent.objects.all()}
     runs = {}
@@ -162,8 +173,8 @@ def build_world() -> dict[str, str]:
     }
 
 
-def serve() -> str:
-    """The site, static files included, from a thread of this process; returns its base URL."""
+def serve() -> LiveServerThread:
+    """The site, static files included, from a thread of this process, on 127.0.0.1:`server.port`."""
     from django.contrib.staticfiles.handlers import StaticFilesHandler
     from django.test.testcases import LiveServerThread
 
@@ -173,11 +184,11 @@ def serve() -> str:
     server.is_ready.wait()
     if server.error:
         raise server.error
-    return f"http://127.0.0.1:{server.port}"
+    return server
 
 
-def axe_pages(base: str, pages: dict[str, str], *, axe_path: Path, schemes: list[Literal["light", "dark"]],
-              width: int, zoom_width: int | None) -> list[dict[str, Any]]:
+def axe_pages(base: str, pages: dict[str, str], *, password: str, axe_path: Path,
+              schemes: list[Literal["light", "dark"]], width: int, zoom_width: int | None) -> list[dict[str, Any]]:
     """axe-core's WCAG 2.1 A/AA violations of every page in every colour scheme (and, with
     `zoom_width`, at that CSS width: 1280 px at 200 % zoom is 640 CSS px)."""
     from playwright.sync_api import sync_playwright
@@ -195,7 +206,7 @@ def axe_pages(base: str, pages: dict[str, str], *, axe_path: Path, schemes: list
                 page = context.new_page()
                 page.goto(f"{base}/admin/login/")
                 page.fill("#id_username", APPROVER)
-                page.fill("#id_password", PASSWORD)
+                page.fill("#id_password", password)
                 page.click("input[type=submit]")
                 page.wait_for_url(f"{base}/admin/")
                 for name, path in pages.items():
@@ -249,10 +260,16 @@ def main() -> int:
         return 2
     if services_missing("the world is built with the real services", redis=True):
         return 2
-    pages = build_world()
-    base = serve()
-    results = axe_pages(base, pages, axe_path=args.axe, schemes=args.schemes, width=args.width,
-                        zoom_width=args.zoom_width or None)
+    password = secrets.token_urlsafe(24)
+    start_simulator_and_django()
+    with scratch_database("a11y_bench"):
+        pages = build_world(password=password)
+        server = serve()
+        try:
+            results = axe_pages(f"http://127.0.0.1:{server.port}", pages, password=password, axe_path=args.axe, schemes=args.schemes,
+                                width=args.width, zoom_width=args.zoom_width or None)
+        finally:
+            server.terminate()  # its threads' connections closed, so the scratch database can be dropped
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 1 if report(results) else 0
