@@ -3,7 +3,8 @@
 Not a speed bench: it prints, per page and colour scheme, the WCAG 2.1 A/AA rules axe-core finds
 violated, and exits 1 when any is. axe-core is not a dependency of the project (npm, not PyPI), so the
 test suite never needs it; the checks axe cannot make (charts' text alternatives, status in words not
-only colour, header scopes, labelled fields) are locked by tests/genesis/test_accessibility.py.
+only colour, header scopes, labelled fields) are tests/accessibility.py's, which the admin pages' tests
+run (and tests/genesis/test_accessibility_checks.py checks).
 
     npm install --prefix /some/dir axe-core@4
     DATABASE_URL=postgres://…/genesis REDIS_URL=redis://…/<n> GENESIS_SIMULATOR_API_KEY=sim-key \
