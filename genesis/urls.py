@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
-from genesis import health, metrics
+from genesis import auto_refresh, health, metrics
 from genesis.api import api
 from genesis.metrics_auth import metrics_token_required
 from genesis.middleware import get_and_head_only
@@ -22,5 +22,6 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
     *launch_urls(),  # the launch board is the admin's home page
+    path("admin/auto-refresh/", auto_refresh.auto_refresh_set, name="auto_refresh"),  # before admin/'s catch-all
     path("admin/", admin.site.urls),
 ]

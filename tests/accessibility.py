@@ -159,6 +159,11 @@ def _status_words(root: Node) -> list[str]:
 
 _RULE = re.compile(r"([^{}]+)\{([^{}]*)\}")
 _FIXED_COLOUR = re.compile(r"(?<![-\w])color\s*:\s*(#[0-9a-fA-F]{3,8}|rgb|hsl|[a-z]+\s*[;}]?)")
+# A background the rule fixes itself. The negative lookahead sits right after the colon and swallows the
+# spaces itself: written `:\s*(?!var)`, the regex backtracks the spaces and `background: var(--x)` matched,
+# so a theme's background passed as fixed. Keywords that fix no background do not count either.
+_FIXED_BACKGROUND = re.compile(
+    r"(?<![-\w])background(-color)?\s*:(?!\s*(?:var\(|(?:transparent|inherit|initial|unset|none|currentcolor)\b))", re.I)
 
 
 def _fixed_colours(root: Node) -> list[str]:
@@ -174,7 +179,7 @@ def _fixed_colours(root: Node) -> list[str]:
                 value = match.group(1).strip(" ;}")
                 if value in ("inherit", "currentcolor", "transparent", "var"):
                     continue
-                if re.search(r"(?<![-\w])background(-color)?\s*:\s*(?!var)", body):
+                if _FIXED_BACKGROUND.search(body):
                     continue  # its own background: the pair keeps its contrast in both themes
                 problems.append(f"{where} {selector.strip()[:60]}: fixed text colour {value}")
     return problems

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,7 @@ os.environ.setdefault("GENESIS_PROVIDER_HOSTS", "GENESIS_SIMULATOR_API_KEY=127.0
 # keep every query in memory.
 os.environ.setdefault("GENESIS_DEBUG", "false")
 
+from bench.scratch import scratch_database  # noqa: E402
 from bench.targets import meets_target, services_missing  # noqa: E402
 
 if TYPE_CHECKING:
@@ -279,20 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    from django.db import connection
 
     from genesis.celery import app
     from models_app.benchmarks.ledger import benchmark_run_post_all_costs
     from models_app.benchmarks.models import BenchmarkResult, BenchmarkRun
     from models_app.benchmarks.services import benchmark_run_create
 
-    base_name = connection.settings_dict["NAME"]
-    connection.settings_dict["TEST"]["NAME"] = f"{base_name}_benchmark_runner"
-    scratch = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False, serialize=False)
-    settings_dict = connection.settings_dict
-    database_url = (f"postgres://{settings_dict['USER'] or 'postgres'}"
-                    f"{':' + settings_dict['PASSWORD'] if settings_dict.get('PASSWORD') else ''}"
-                    f"@{settings_dict['HOST'] or '127.0.0.1'}:{settings_dict['PORT'] or 5432}/{scratch}")
+    scratch = ExitStack()  # left last in `finally`, once the workers that hold connections to it are gone
+    database_url = scratch.enter_context(scratch_database("benchmark_runner"))
     simulator, simulator_url = start_simulator(args.latency_ms)
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -364,8 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.killpg(worker.pid, signal.SIGKILL)
         simulator.terminate()
         simulator.wait(timeout=10)
-        connection.close()
-        connection.creation.destroy_test_db(scratch, verbosity=0)
+        scratch.close()
 
 
 if __name__ == "__main__":

@@ -243,16 +243,26 @@ def test_the_dataset_page_gives_its_chart_as_text_and_scopes_its_headers(admin_c
 
 def test_the_self_reloading_page_says_so_and_can_be_told_to_stop(admin_client):
     """While the audit runs the page reloads every 2 s, which puts a screen reader and the keyboard focus
-    back at the top each time (WCAG 2.2.1): it says so and offers to stop, keeping the page's own query."""
+    back at the top each time (WCAG 2.2.1): it says so right after the title, before the page's content (the
+    first thing reached after a reload), and offers to stop — for this page's links and every other page."""
     dataset = services.dataset_upload(content=SimpleUploadedFile("a.jsonl", planted_body()), original_name="a.jsonl",
                                       actor=admin_client.user)
     url = f"/admin/audits/dataset/{dataset.pk}/change/"
+    history_link = f"{url}?run={dataset.latest_audit_id}"  # the audit history's links: href="?run=N"
 
-    reloading = admin_client.get(url, {"run": dataset.latest_audit_id}).content.decode()
+    reloading = admin_client.get(history_link).content.decode()
     assert '<meta http-equiv="refresh" content="2">' in reloading
-    assert f'href="?run={dataset.latest_audit_id}&amp;refresh=off" id="stop-refresh">stop reloading</a>' in reloading
+    assert 'name="refresh" value="off" id="stop-refresh">stop reloading</button>' in reloading
+    assert reloading.index("<h1>") < reloading.index('id="stop-refresh"') < reloading.index('id="content-main"')
+    assert f'name="next" value="{url}?run={dataset.latest_audit_id}"' in reloading.replace("&amp;", "&")
 
-    stopped = admin_client.get(url, {"run": dataset.latest_audit_id, "refresh": "off"}).content.decode()
-    assert 'http-equiv="refresh"' not in stopped
-    assert f'href="?run={dataset.latest_audit_id}">reload every 2 s</a>' in stopped
+    response = admin_client.post("/admin/auto-refresh/", {"refresh": "off", "next": history_link})
+    assert response.status_code == 302 and response.url == history_link  # back where the button was
+    for page_url in (history_link, url):  # the page again, and through its own link without the choice in it
+        stopped = admin_client.get(page_url).content.decode()
+        assert 'http-equiv="refresh"' not in stopped
+        assert 'value="on" id="start-refresh">reload every 2 s</button>' in stopped
     assert accessibility_problems(stopped) == []
+
+    admin_client.post("/admin/auto-refresh/", {"refresh": "on", "next": url})
+    assert '<meta http-equiv="refresh" content="2">' in admin_client.get(url).content.decode()

@@ -23,6 +23,10 @@ GOOD_CHART = ('<svg role="img" aria-labelledby="t" aria-describedby="d"><title i
     ('<span class="tone tone-bad"></span>', "by colour without text"),
     ("<style>.hold-clear { color: #2e7d32; font-weight: bold; }</style>", "fixed text colour #2e7d32"),
     ('<strong style="color:#c62828">failed</strong>', "fixed text colour #c62828"),
+    # The theme's background is no fixed one, however the spaces around it fall (a lookahead once lost to backtracking).
+    ("<style>.x{background: var(--body-bg); color:#777}</style>", "fixed text colour #777"),
+    ('<span style="background-color:  var(--body-bg);color: #777">late</span>', "fixed text colour #777"),
+    ("<style>.x { background: transparent; color: #777; }</style>", "fixed text colour #777"),
 ])
 def test_each_check_finds_its_problem(html, problem):
     problems = accessibility_problems(html)
@@ -40,6 +44,7 @@ def test_each_check_finds_its_problem(html, problem):
     '<button class="button danger">Roll back<span class="visually-hidden"> qa_agent</span></button><input type="submit" value="Go">',
     '<span class="tone tone-bad">FAIL</span>',
     "<style>.hold-clear { color: var(--genesis-ok-fg); } .bm-PASS { background: #2e7d32; color: #fff; }</style>",
+    "<style>.bm-FAIL{background:#c62828;color:#fff} .bm-none { background-color : #666; color: #fff; }</style>",
 ])
 def test_a_page_made_right_passes(html):
     assert accessibility_problems(html) == []

@@ -82,9 +82,11 @@ def test_the_job_form_takes_an_audited_dataset_and_the_moving_job_page_refreshes
     assert 'http-equiv="refresh"' in response.content.decode()  # it moves: the page follows it
     assert "$4.00" in response.content.decode()  # the estimate, through the money helper
     # …and says so, with a way to stop it: each reload puts a screen reader back at the top (WCAG 2.2.1).
-    assert 'id="stop-refresh">stop reloading</a>' in response.content.decode()
-    still = client.get(reverse("admin:models_app_finetuningjob_change", args=[job.pk]), {"refresh": "off"}).content.decode()
-    assert 'http-equiv="refresh"' not in still and "reload every 10 s</a>" in still
+    assert 'id="stop-refresh">stop reloading</button>' in response.content.decode()
+    job_url = reverse("admin:models_app_finetuningjob_change", args=[job.pk])
+    client.post(reverse("auto_refresh"), {"refresh": "off", "next": job_url})
+    still = client.get(job_url).content.decode()
+    assert 'http-equiv="refresh"' not in still and "reload every 10 s</button>" in still
 
 
 def test_approval_reason_edit_before_after_and_one_config_version(client, api_key_for):

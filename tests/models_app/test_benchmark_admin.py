@@ -128,3 +128,33 @@ def test_the_run_page_gives_the_histogram_as_text_and_names_every_field(admin_cl
     counts = [[cell.all_text() for cell in row.children] for row in table.iter() if row.tag == "tr"][1:]
     assert [row[0] for row in counts] == [f"{i / 10:.1f}–{(i + 1) / 10:.1f}" for i in range(10)]
     assert sum(int(row[2]) for row in counts) == 48  # every case of the suite, candidate side
+
+
+def test_stopping_the_reloads_holds_on_another_running_page(admin_client, demo_simulator):
+    """Stopped on a dataset being audited, a running benchmark's page does not reload either; its stop
+    button comes right after the title, before the summary, and turning it back on holds everywhere too."""
+    from audits.services import dataset_upload
+
+    agent = Agent.objects.get(slug="support_agent")
+    run_url = admin_client.post(reverse("admin:models_app_benchmarkrun_add"), {"agent": agent.pk}).url
+    dataset = dataset_upload(content=SimpleUploadedFile("a.jsonl", b'{"messages": []}\n'), original_name="a.jsonl",
+                             actor=BenchmarkRun.objects.get().requested_by)
+    dataset_url = reverse("admin:audits_dataset_change", args=[dataset.pk])
+    run_page = admin_client.get(run_url).content.decode()
+    assert '<meta http-equiv="refresh" content="3">' in run_page
+    assert run_page.index("<h1>") < run_page.index('id="stop-refresh"') < run_page.index("<h2>Summary</h2>")
+
+    admin_client.post(reverse("auto_refresh"), {"refresh": "off", "next": dataset_url})
+    run_page = admin_client.get(run_url).content.decode()
+    assert 'http-equiv="refresh"' not in run_page and 'id="start-refresh">reload every 3 s</button>' in run_page
+
+    admin_client.post(reverse("auto_refresh"), {"refresh": "on", "next": run_url})
+    assert 'http-equiv="refresh"' in admin_client.get(dataset_url).content.decode()
+
+
+@pytest.mark.parametrize("next_url", ["https://elsewhere.example/", "//elsewhere.example/admin/"])
+def test_the_reload_switch_goes_back_to_this_site_only(admin_client, next_url):
+    response = admin_client.post(reverse("auto_refresh"), {"refresh": "off", "next": next_url})
+    assert response.status_code == 302 and response.url == reverse("admin:index")
+    assert admin_client.post(reverse("auto_refresh"), {"refresh": "maybe"}).status_code == 400
+    assert admin_client.get(reverse("auto_refresh"), {"refresh": "off"}).status_code == 405
