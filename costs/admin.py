@@ -17,12 +17,14 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.paginator import Page, Paginator
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 from simple_history.models import ModelChange, ModelChangeValue
@@ -48,7 +50,14 @@ from costs.services import (
     cost_report_request,
     price_upsert,
 )
-from genesis.admin_base import ReadOnlyAdminMixin, RecordAdminMixin, ServiceForm, ServiceFormAdminMixin, admin_page
+from genesis.admin_base import (
+    DateHierarchyByProbesMixin,
+    ReadOnlyAdminMixin,
+    RecordAdminMixin,
+    ServiceForm,
+    ServiceFormAdminMixin,
+    admin_page,
+)
 from genesis.errors import DomainError
 from genesis.permissions import Actor, request_actor
 
@@ -129,26 +138,78 @@ class ReverseForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="Kept on the reversing entry.")
 
 
+class LedgerPaginator(Paginator):
+    """The ledger list's pages. Counting the entries the filters select also sums them
+    (selectors.ledger_selection): one pass over them, not two, read by the list's total
+    (`CostEntryAdmin.changelist_view`)."""
+
+    total: Decimal
+    object_list: models.QuerySet[CostEntry]  # the changelist's ordered entries (get_paginator)
+
+    @cached_property
+    def count(self) -> int:
+        selection = selectors.ledger_selection(entries=self.object_list)
+        self.total = selection.total
+        return selection.entries
+
+    def page(self, number: int | str) -> Page:
+        """Pages in the second half are read from the end, in the opposite order: an OFFSET reads every
+        row it skips, so the last page of a million entries took 1.3 s; now as long as the first."""
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = min(bottom + self.per_page, self.count) if bottom + self.per_page + self.orphans < self.count else self.count
+        if bottom <= self.count - top:
+            return super().page(number)
+        rows = list(self.object_list.reverse()[self.count - top:self.count - bottom])
+        return Page(rows[::-1], number, self)
+
+
 @admin.register(CostEntry)
-class CostEntryAdmin(RecordAdminMixin, ServiceFormAdminMixin):
-    """The ledger is append-only: an entry is added or reversed (a new entry), never changed or deleted."""
+class CostEntryAdmin(RecordAdminMixin, DateHierarchyByProbesMixin, ServiceFormAdminMixin):
+    """The ledger is append-only: an entry is added or reversed (a new entry), never changed or deleted.
+
+    Its list stays quick with a million entries and more: every query it makes reads an index or the
+    entries selected, once. The count of all entries beside the selection's is not shown
+    (show_full_result_count); the selection is counted and summed in one pass (LedgerPaginator); the
+    date hierarchy's periods are probed (DateHierarchyByProbesMixin); a search is an exact match on
+    indexed columns (selectors.ledger_search); and the list sorts only by indexed columns — sorting a
+    million rows by agent or model took 1.2–1.7 s (the filters select by those instead)."""
 
     list_display = ("id", "occurred_at", "agent", "operation", "model", usd_column("amount_usd", "amount"), "tokens",
                     "tokens_estimated", "source", "actor", "reverses")
     list_filter = ("operation", "agent", "tokens_estimated", "occurred_at")
-    search_fields = ("idempotency_key", "model", "source", "note", "agent__slug")
+    search_fields = ("idempotency_key", "model", "agent__slug")  # what get_search_results matches, exactly
+    search_help_text = "Exact match: an entry's idempotency key, a model id (e.g. open-mistral-7b) or an agent's slug."
+    sortable_by = ("id", "occurred_at")
+    show_full_result_count = False
     date_hierarchy = "occurred_at"
     list_select_related = ("agent", "actor")
     change_list_template = "admin/costs/costentry/change_list.html"
     readonly = ("id", "amount_usd", "agent", "operation", "model", "tokens", "input_tokens", "output_tokens",
                 "tokens_estimated", "source", "source_link", "occurred_at", "recorded_at", "actor", "idempotency_key", "note", "reverses", "reversal_link")
 
+    def get_paginator(
+        self, request: HttpRequest, queryset: Any, per_page: int, orphans: int = 0, allow_empty_first_page: bool = True
+    ) -> Paginator:
+        # The list's pages count and sum the entries together; the history page's admin log entries
+        # (also paged here) are paged as usual.
+        paginator = LedgerPaginator if queryset.model is CostEntry else Paginator
+        return paginator(queryset, per_page, orphans, allow_empty_first_page)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: models.QuerySet[CostEntry], search_term: str
+    ) -> tuple[models.QuerySet[CostEntry], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(selectors.ledger_search(term=term)), False
+
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
         if isinstance(response, TemplateResponse) and response.context_data and "cl" in response.context_data:
-            # Not a redirect: the total of the rows the filters select, on every page.
-            entries = response.context_data["cl"].queryset
-            response.context_data["ledger_total"] = budgeting.format_usd(selectors.ledger_total(entries=entries))
+            # Not a redirect: the total of the rows the filters select, on every page (summed with their count).
+            paginator = response.context_data["cl"].paginator
+            response.context_data["ledger_total"] = budgeting.format_usd(paginator.total)
         return response
 
     def get_form(
@@ -267,7 +328,12 @@ class BudgetAdmin(ServiceFormAdminMixin, SimpleHistoryAdmin):
     list_select_related = ("agent",)
 
     def get_queryset(self, request: HttpRequest) -> models.QuerySet[Budget]:
-        return selectors.with_spent(selectors.with_held(super().get_queryset(request)))
+        queryset = super().get_queryset(request)
+        # Spend and holds are the list's columns, summed for the list only: the change and history
+        # pages read the row alone (each summed the budget's ledger: 0.14 s at a million entries).
+        if request.resolver_match is not None and request.resolver_match.url_name == "costs_budget_changelist":
+            return selectors.with_spent(selectors.with_held(queryset))
+        return queryset
 
     def get_historical_record_context_helper(self, request: HttpRequest, historical_record: Any) -> BudgetHistoryContext:
         return BudgetHistoryContext(self.model, historical_record)
@@ -425,6 +491,7 @@ class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         }
         if budget is not None:
             status = selectors.budget_status(budget=budget)
+            split = selectors.spend_split(budget=budget, period=status.period)
             context.update(
                 status=status,
                 spent=budgeting.format_usd(status.spent),
@@ -434,8 +501,8 @@ class CostDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 percent=budgeting.format_percent(status.percent),
                 burn=budgeting.format_usd(status.projection.burn_usd_per_day),
                 gauge=charts.budget_gauge(percent=status.percent, thresholds=status.thresholds),
-                by_agent_totals=[(k, budgeting.format_usd(v)) for k, v in selectors.spend_by(dimension="agent", budget=budget, period=status.period).items()],
-                by_operation_totals=[(k, budgeting.format_usd(v)) for k, v in selectors.spend_by(dimension="operation", budget=budget, period=status.period).items()],
+                by_agent_totals=[(k, budgeting.format_usd(v)) for k, v in split.by_agent.items()],
+                by_operation_totals=[(k, budgeting.format_usd(v)) for k, v in split.by_operation.items()],
                 alerts=list(selectors.recent_alerts(budget=budget, limit=20)),
                 overrides=list(BudgetOverride.objects.filter(budget=budget).select_related("agent", "actor")[:10]),
             )

@@ -114,6 +114,9 @@ class CostEntry(models.Model):
         indexes = [
             models.Index(fields=["agent", "occurred_at"], name="costs_entry_agent_time"),
             models.Index(fields=["source_type", "source_id"], name="costs_entry_source"),
+            # A model version's costs (its lineage, the launch board and report) and the ledger list's
+            # search select entries by model id; without it each read the whole ledger.
+            models.Index(fields=["model"], name="costs_entry_model"),
         ]
         constraints = [
             # Only a reversal may be negative; anything else that lowers spend would hide it.

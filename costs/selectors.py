@@ -23,6 +23,7 @@ from costs import budgeting, pricing
 from costs.models import Budget, BudgetAlert, CostEntry, CostHold, CostReport, PriceTable
 from genesis.aggregates import DecimalTotal
 from genesis.errors import NotFound
+from models_app.registry.models import Agent
 
 ZERO = Decimal(0)
 _MONEY_SUM = DecimalField(max_digits=20, decimal_places=6)
@@ -119,9 +120,27 @@ def ledger_keys_recorded(*, keys: Collection[str]) -> set[str]:
     return set(CostEntry.objects.filter(idempotency_key__in=list(keys)).values_list("idempotency_key", flat=True))
 
 
-def ledger_total(*, entries: QuerySet[CostEntry]) -> Decimal:
-    """The sum of `entries` (e.g. the ledger rows a changelist's filters select)."""
-    return entries.order_by().aggregate(total=_sum_amount())["total"]
+@dataclass(frozen=True)
+class LedgerSelection:
+    entries: int
+    total: Decimal
+
+
+def ledger_selection(*, entries: QuerySet[CostEntry]) -> LedgerSelection:
+    """How many `entries` there are (e.g. the ledger rows a changelist's filters select) and their sum,
+    in one pass over them."""
+    totals = entries.order_by().aggregate(entries=Count("pk"), total=_sum_amount())
+    return LedgerSelection(entries=totals["entries"], total=totals["total"])
+
+
+def ledger_search(*, term: str) -> Q:
+    """The ledger entries a search for `term` finds: the entry of that idempotency key, the entries of
+    that model id, or those of the agent of that slug — each an exact match one of the ledger's indexes
+    answers (costs_costentry_idempotency_key_key, costs_entry_model, costs_entry_agent_time), so a
+    search reads only the rows it finds. The agent is looked up first: its slug in the same WHERE (a
+    join) would make PostgreSQL scan the whole ledger to test each entry's agent."""
+    agent_ids = list(Agent.objects.filter(slug=term).values_list("pk", flat=True))
+    return Q(idempotency_key=term) | Q(model=term) | Q(agent_id__in=agent_ids)
 
 
 def ledger_total_for(*, source: Any) -> Decimal:
@@ -258,14 +277,29 @@ def budget_by_name(*, name: str) -> Budget:
     return budget
 
 
-def spend_by(*, dimension: str, budget: Budget | None = None, period: budgeting.Period | None = None) -> dict[str, Decimal]:
-    """Spend grouped by `agent`, `operation` or `model`, within a budget's scope and period if given."""
-    field_name = {"agent": "agent__slug", "operation": "operation", "model": "model"}[dimension]
+@dataclass(frozen=True)
+class SpendSplit:
+    by_agent: dict[str, Decimal]  # agent slug → spend, by slug
+    by_operation: dict[str, Decimal]  # operation → spend, by operation
+
+
+def spend_split(*, budget: Budget | None = None, period: budgeting.Period | None = None) -> SpendSplit:
+    """Spend by agent and by operation — within a budget's scope and period (default: its current
+    one) if given, else of the whole ledger — from one pass over the entries, grouped by agent id and
+    operation (a few rows; the agents named from their table, not joined to every entry). A pass each,
+    the by-agent one joined to the agents, took 100–170 ms at a million entries (a total budget's
+    period is the whole ledger)."""
     entries = CostEntry.objects.all()
     if budget is not None:
         entries = entries_in_scope(budget=budget, period=period or budgeting.period_containing(budget.period, timezone.localtime()))
-    rows = entries.values(field_name).annotate(total=_sum_amount()).order_by(field_name)
-    return {row[field_name] or "": row["total"] for row in rows}
+    rows = entries.values("agent_id", "operation").annotate(total=_sum_amount()).order_by()
+    slugs = dict(Agent.objects.values_list("pk", "slug"))
+    by_agent: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    by_operation: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for row in rows:
+        by_agent[slugs[row["agent_id"]]] += row["total"]
+        by_operation[row["operation"]] += row["total"]
+    return SpendSplit(by_agent=dict(sorted(by_agent.items())), by_operation=dict(sorted(by_operation.items())))
 
 
 def cost_summary(*, budget: Budget, now: datetime | None = None, visible_agents: frozenset[str] | None = None) -> dict[str, Any]:
@@ -274,16 +308,14 @@ def cost_summary(*, budget: Budget, now: datetime | None = None, visible_agents:
     agents) `by_agent` names only those: one agent's key must not learn another agent's spend; the
     total and the split by operation stay the budget's."""
     status = budget_status(budget=budget, now=now)
+    split = spend_split(budget=budget, period=status.period)
     return {
         "budget_usd": budgeting.money_str(budget.amount_usd),
         "spent_usd": budgeting.money_str(status.spent),
         "percent": float(budgeting.percent_shown(status.percent, places=2)),
         "thresholds_crossed": [threshold.percent for threshold in status.reached],
-        "by_agent": {
-            k: budgeting.money_str(v) for k, v in spend_by(dimension="agent", budget=budget, period=status.period).items()
-            if visible_agents is None or k in visible_agents
-        },
-        "by_operation": {k: budgeting.money_str(v) for k, v in spend_by(dimension="operation", budget=budget, period=status.period).items()},
+        "by_agent": {k: budgeting.money_str(v) for k, v in split.by_agent.items() if visible_agents is None or k in visible_agents},
+        "by_operation": {k: budgeting.money_str(v) for k, v in split.by_operation.items()},
     }
 
 

@@ -384,7 +384,10 @@ def _agent_config_version(experiment: Experiment) -> int | None:
 def rollout_page_context(*, experiment: Experiment, user: User) -> dict[str, Any]:
     """What the page shows, and which buttons this person gets (the services check again)."""
     running = experiment.status == ExperimentStatus.RUNNING
-    metrics = selectors.experiment_metrics(experiment=experiment) if running else None
+    # One read of the outcome aggregate for the holds and the results (each read it: two passes over
+    # the experiment's outcomes, 0.36 s each at 100 000).
+    started = experiment.status != ExperimentStatus.DRAFT
+    metrics = selectors.experiment_metrics(experiment=experiment, include_percentiles=True) if started else None
     holds = stage_holds(experiment=experiment, metrics=metrics) if running else []
     pending = selectors.pending_approval(experiment=experiment)
     open_holds = [hold for hold in holds if not hold.cleared]
@@ -416,7 +419,7 @@ def rollout_page_context(*, experiment: Experiment, user: User) -> dict[str, Any
         "pending": pending,
         "next_percent": next_percent,
         "four_eyes_blocker": four_eyes_blocker if can("approve_stage") else "",
-        "results": selectors.experiment_results(experiment=experiment) if experiment.status != ExperimentStatus.DRAFT else None,
+        "results": selectors.experiment_results(experiment=experiment, metrics=metrics) if metrics is not None else None,
         "events": [(event, _event_changes(event)) for event in selectors.experiment_events(experiment=experiment)],
         "agent_config_version": _agent_config_version(experiment),
         "calendar": selectors.experiment_calendar(experiment=experiment),

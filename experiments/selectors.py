@@ -681,10 +681,10 @@ def _analysis_json(metrics: ExperimentMetrics) -> dict[str, Any]:
     }
 
 
-def experiment_results(*, experiment: Experiment) -> dict[str, Any]:
-    """Everything the results endpoint and the admin page show, from one aggregate query (and one
-    for the latency percentiles)."""
-    metrics = experiment_metrics(experiment=experiment, include_percentiles=True)
+def experiment_results(*, experiment: Experiment, metrics: ExperimentMetrics | None = None) -> dict[str, Any]:
+    """Everything the results endpoint and the admin page show, from one aggregate query and one for the
+    latency percentiles — or from `metrics` read with them (the admin page's holds read them too)."""
+    metrics = metrics or experiment_metrics(experiment=experiment, include_percentiles=True)
     comparisons = {metric: _comparison_json(stats.compare(metrics.strata(metric)), metric=metric, caps=metrics.caps)
                    for metric in METRICS}
     success = comparisons["success_rate"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import datetime, tzinfo
+from typing import Any, Literal, TypeVar
 
 from django import forms
 from django.apps import apps
@@ -20,10 +21,11 @@ from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import models, transaction
-from django.db.models import ManyToOneRel, QuerySet
+from django.db.models import ManyToOneRel, Max, Min, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.text import capfirst
 
 from genesis.errors import DomainError, field_errors
@@ -300,3 +302,71 @@ class DeleteWhenUnusedMixin(admin.ModelAdmin):
         if in_use:
             return [], {}, set(), [self.delete_refusal(rows[pk], labels) for pk, labels in in_use.items()]
         return super().get_deleted_objects(objs, request)
+
+
+# --- lists of millions of rows ----------------------------------------------------------------------------
+
+
+def _period_start(moment: datetime, kind: str) -> datetime:
+    """The naive local start of the year, month or day `moment` (naive, local) falls in."""
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start.replace(month=1, day=1) if kind == "year" else start.replace(day=1) if kind == "month" else start
+
+
+def _next_period(start: datetime, kind: str) -> datetime:
+    if kind == "year":
+        return start.replace(year=start.year + 1)
+    if kind == "month":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return datetime.fromordinal(start.toordinal() + 1)
+
+
+class PeriodsProbedQuerySet(QuerySet):
+    """A queryset whose `datetimes(field, "year" | "month" | "day")` — what the admin's date hierarchy
+    asks for the years, months or days to offer — probes each period between the first and the last
+    row for one row (an EXISTS the field's index answers) instead of truncating the date of every row
+    selected: on a ledger of a million entries the years took 280 ms, a scan that grows with the
+    table; the probes read a few index entries per period. Same answer: the periods holding a row, as
+    aware datetimes at their local start."""
+
+    def datetimes(
+        self, field_name: str, kind: Literal["year", "month", "week", "day", "hour", "minute", "second"],
+        order: Literal["ASC", "DESC"] = "ASC", tzinfo: tzinfo | None = None,
+    ) -> Any:
+        if kind not in ("year", "month", "day"):
+            return super().datetimes(field_name, kind, order=order, tzinfo=tzinfo)
+        zone = tzinfo or timezone.get_current_timezone()
+        bounds = self.order_by().aggregate(first=Min(field_name), last=Max(field_name))
+        if bounds["first"] is None:
+            return []
+        start, last = (timezone.make_naive(bounds[end], zone) for end in ("first", "last"))
+        start = _period_start(start, kind)
+        periods = []
+        while start <= last:
+            end = _next_period(start, kind)
+            begins, ends = timezone.make_aware(start, zone), timezone.make_aware(end, zone)
+            if self.filter(**{f"{field_name}__gte": begins, f"{field_name}__lt": ends}).exists():
+                periods.append(begins)
+            start = end
+        return periods if order == "ASC" else periods[::-1]
+
+
+class DateHierarchyByProbesMixin(admin.ModelAdmin):
+    """For the admin of a big table with a `date_hierarchy` on an indexed field: the hierarchy's
+    periods come from index probes (PeriodsProbedQuerySet), not a scan of every row selected. A
+    ModelAdmin itself only so that its hooks are typed: among an admin's bases, put it before any
+    other ModelAdmin."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        clone = queryset._chain()  # type: ignore[attr-defined]  # QuerySet's own copy
+        clone.__class__ = _periods_probed(type(queryset))
+        return clone
+
+
+@functools.cache
+def _periods_probed(queryset_class: type[QuerySet[Any]]) -> type[QuerySet[Any]]:
+    """`queryset_class` (the model's own, with its methods) answering datetimes() by probes."""
+    if issubclass(queryset_class, PeriodsProbedQuerySet):
+        return queryset_class
+    return type(f"PeriodsProbed{queryset_class.__name__}", (PeriodsProbedQuerySet, queryset_class), {})

@@ -24,7 +24,7 @@ from django.utils import timezone
 from audits.models import AuditRun, AuditStatus, Dataset
 from costs import budgeting
 from costs.models import Budget, CostEntry, Operation
-from costs.selectors import spend_by
+from costs.selectors import spend_split
 from experiments import selectors as experiment_selectors
 from experiments.calendar import CalendarEntry
 from experiments.holds import Evaluation, Hold, evaluation_holds, holds_wait, stored_evaluation, unguarded_since
@@ -160,24 +160,35 @@ def candidates_costs(*, paths: dict[int, tuple[ModelVersion, int | None, list[in
     of those entries; summed in SQL, every candidate in one query (a column pair per candidate)."""
     if not paths:
         return {}
-    conditions = {
-        pk: _candidate_condition(version, job_id=job_id, run_ids=run_ids)
-        | _candidate_condition(version, job_id=job_id, run_ids=run_ids, via="reverses__")
-        for pk, (version, job_id, run_ids) in paths.items()
-    }
+    conditions: dict[int, Q] = {}  # each candidate's entries and the reversals of them
+    any_entry, any_reversal = Q(), Q()
+    for pk, (version, job_id, run_ids) in paths.items():
+        entry = _candidate_condition(version, job_id=job_id, run_ids=run_ids)
+        reversal = _candidate_condition(version, job_id=job_id, run_ids=run_ids, via="reverses__")
+        conditions[pk] = entry | reversal
+        any_entry |= entry
+        any_reversal |= reversal
     columns: dict[str, Any] = {}  # total_<id>, entries_<id> of each candidate
     for pk, condition in conditions.items():
         columns[f"total_{pk}"] = DecimalTotal("amount_usd", filter=condition)
         columns[f"entries_{pk}"] = Count("pk", filter=condition)
-    any_path = Q()
-    for condition in conditions.values():
-        any_path |= condition
-    rows: Any = CostEntry.objects.filter(any_path).values("operation").annotate(**columns).order_by("operation")
+    # Two queries over rows that do not overlap: the paths' own entries (each condition one an index
+    # answers: costs_entry_model, costs_entry_source, the idempotency key's), then the reversals of
+    # them that are not such entries themselves (read from the few reversals, by reverses' unique
+    # index). One query over "an entry of a path OR the reversal of one" joined every entry to the one
+    # it reverses and read the whole ledger: 0.5 s a version at a million entries.
+    selections = (
+        CostEntry.objects.filter(any_entry),
+        CostEntry.objects.filter(reverses__isnull=False).filter(any_reversal).exclude(any_entry),
+    )
     by_operation: dict[int, dict[str, Decimal]] = {pk: {} for pk in paths}
-    for row in rows:
-        for pk in paths:
-            if row[f"entries_{pk}"]:  # an operation the path has entries of, even if they sum to 0 (a reversal)
-                by_operation[pk][row["operation"]] = row[f"total_{pk}"]
+    for selection in selections:
+        rows: Any = selection.values("operation").annotate(**columns).order_by("operation")
+        for row in rows:
+            for pk in paths:
+                if row[f"entries_{pk}"]:  # an operation the path has entries of, even if they sum to 0 (a reversal)
+                    operations = by_operation[pk]
+                    operations[row["operation"]] = operations.get(row["operation"], ZERO) + row[f"total_{pk}"]
     return {pk: {**operations, "total": sum(operations.values(), ZERO)} for pk, operations in by_operation.items()}
 
 
@@ -421,8 +432,8 @@ def _current_spend(*, now: datetime) -> tuple[dict[str, Decimal], str]:
     if budget is not None:
         period = budgeting.period_containing(budget.period, timezone.localtime(now))
         label = {"monthly": "this month", "daily": "today", "total": "all time"}.get(budget.period, budget.period)
-        return spend_by(dimension="agent", budget=budget, period=period), label
-    return spend_by(dimension="agent"), "all time"
+        return spend_split(budget=budget, period=period).by_agent, label
+    return spend_split().by_agent, "all time"
 
 
 def _pre_rollout_action(*, agent: Agent, candidate: ModelVersion | None, chain: Chains, user: Any, who_may: _WhoMay) -> NextAction:

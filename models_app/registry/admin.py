@@ -47,6 +47,11 @@ class ModelVersionInline(ReadOnlyTabularInline):
     fields = ("model_id", "kind", "status", "provider", "status_changed_at")
     show_change_link = True
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelVersion]:
+        # Each row shows its provider and is named with its agent (ModelVersion.__str__): read with the
+        # rows, not two queries a version (an agent with 120 versions took 250 queries).
+        return super().get_queryset(request).select_related("agent", "provider")
+
 
 @admin.register(Agent)
 class AgentAdmin(DeleteWhenUnusedMixin, SimpleHistoryAdmin):

@@ -108,3 +108,35 @@ def test_the_version_page_names_statuses_by_their_labels(client):
     lineage = lineage[lineage.index('id="lineage"'):]
     assert "rolled_back" not in lineage and "qa_agent-exp</a> — rolled back" in lineage
     assert model_lineage(version=experiment.treatment)["experiments"][0]["status"] == "rolled_back"
+
+
+def test_a_candidates_costs_are_read_through_the_ledgers_indexes():
+    """Scale review: the candidate's entries and their reversals were one query whose OR joined every
+    entry to the one it reverses, so PostgreSQL read the whole ledger (0.5 s a version at a million
+    entries, on the version page, the board and the report). With sequential scans priced out, the plan
+    of the entries' query looks them up by model id (costs_entry_model), as it does on a big ledger."""
+    import re
+
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from launch.selectors import candidate_costs
+
+    starter = person("starter", "add_experiment", "start_experiment")
+    experiment = experiment_start(experiment=draft_experiment("qa_agent", actor=starter), actor=starter)
+    candidate = experiment.treatment
+    root = UserFactory(username="root", is_superuser=True)
+    cost_record(agent=experiment.agent, operation="storage", idempotency_key="s1", amount_usd=Decimal("2"),
+                model=candidate.model_id, actor=root)
+    cost_entry_reverse(entry=CostEntry.objects.get(idempotency_key="s1"), actor=root, reason="charged twice")
+    cost_record(agent=experiment.agent, operation="inference", idempotency_key="i1", amount_usd=Decimal("0.25"),
+                model=candidate.model_id, actor=root)
+    with CaptureQueriesContext(connection) as captured:
+        costs = candidate_costs(version=candidate)
+    assert costs == {"storage": Decimal("0"), "inference": Decimal("0.25"), "total": Decimal("0.25")}
+    ledger_reads = [query["sql"] for query in captured if "costs_costentry" in query["sql"]]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {ledger_reads[0]}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert re.search(r"Cond: .*\(model\)::text = ", plan), plan

@@ -104,3 +104,13 @@ def test_the_agent_list_reads_every_agents_health_at_once(client, root):
     page = assert_same_queries_with_more_rows(listed(client, "/admin/models_app/agent/"),
                                               lambda: [add_agent() for _ in range(4)])
     assert page.content.decode().count('class="agent-health" data-status="idle"') == 5
+
+
+def test_an_agents_page_reads_its_versions_providers_with_them(client, root):
+    """Scale review: the page's table of the agent's versions read each version's agent and provider by
+    a query of its own (an agent with 120 versions: 264 queries)."""
+    agent = AgentFactory(slug="qa_agent")
+    ModelVersionFactory(agent=agent)
+    page = assert_same_queries_with_more_rows(listed(client, f"/admin/models_app/agent/{agent.pk}/change/"),
+                                              lambda: [ModelVersionFactory(agent=agent) for _ in range(4)])
+    assert page.content.decode().count("ft:open-mistral-7b:") >= 5
