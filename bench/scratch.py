@@ -1,29 +1,108 @@
 """A bench's own database, so a bench never writes into the one DATABASE_URL names (a developer's, or
 staging's): `<that database>_<suffix>`, made and migrated as Django's test runner makes its test
-database, and dropped at the end — also when the bench fails."""
+database, and dropped at the end — also when the bench fails. The one place for the rule: every bench
+that writes builds its world inside `scratch_database`, and its world builders call `require_scratch`
+first, so one called on its own refuses before writing anything. Redis has no database to make, so a
+bench that uses it claims REDIS_URL's index (`redis=True`): one holding keys no bench made (a
+developer's cache, a running installation's queues) is refused, never flushed."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# Set in a Redis index by the first bench that claims it while empty; an index without it that holds
+# keys is someone else's.
+REDIS_MARK = "genesis:bench-scratch"
+
+_active: str | None = None  # the scratch database the default connection points at, while one does
+
+
+class NotAScratchDatabase(RuntimeError):
+    """A bench's world builder called outside `scratch_database`: it would write into DATABASE_URL's database."""
+
 
 @contextmanager
-def scratch_database(suffix: str) -> Iterator[str]:
+def scratch_database(suffix: str, *, keep: bool = False, redis: bool = False) -> Iterator[str]:
     """Point Django's default connection at a fresh, migrated `<DATABASE_URL's name>_<suffix>` (an old
-    one of that name, left by a killed run, is dropped first) and yield its postgres:// URL, for the
-    processes the bench starts. Call after django.setup(); close every other connection to it (server
-    threads, workers) before leaving, or Postgres refuses to drop it."""
+    one of that name, left by a killed run, is dropped first) and yield its postgres:// URL, also set as
+    DATABASE_URL meanwhile for the processes the bench starts. Sets Django up if it is not. Connections
+    to it still open at the end (a server's threads, a worker the bench forgot) are the bench's own, and
+    are ended so that it can be dropped.
+
+    `keep`: a database worth keeping between runs (bench/admin_scale's year of history): reused and
+    migrated if it exists, left in place at the end (`dropdb` it when done). `redis`: claim REDIS_URL's
+    index first (`claim_redis`)."""
+    global _active
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
     from django.db import connection
 
+    if redis:
+        claim_redis(settings.REDIS_URL)
     given = connection.settings_dict["NAME"]
     connection.settings_dict["TEST"]["NAME"] = f"{given}_{suffix}"
-    scratch = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False, serialize=False)
-    settings = connection.settings_dict
-    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+    scratch = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=keep, serialize=False)
+    settings_dict = connection.settings_dict
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    url = (f"postgres://{settings_dict['USER'] or 'postgres'}{password}@{settings_dict['HOST'] or '127.0.0.1'}"
+           f":{settings_dict['PORT'] or 5432}/{scratch}")
+    configured_url = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = url
+    _active = scratch
     try:
-        yield (f"postgres://{settings['USER'] or 'postgres'}{password}@{settings['HOST'] or '127.0.0.1'}"
-               f":{settings['PORT'] or 5432}/{scratch}")
+        yield url
     finally:
+        _active = None
+        if configured_url is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = configured_url
         connection.close()
-        connection.creation.destroy_test_db(given, verbosity=0)
+        if keep:
+            settings.DATABASES[connection.alias]["NAME"] = connection.settings_dict["NAME"] = given
+        else:
+            with connection._nodb_cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                               "AND pid <> pg_backend_pid()", [scratch])
+            connection.creation.destroy_test_db(given, verbosity=0)
+
+
+def require_scratch() -> None:
+    """Refuse (NotAScratchDatabase) unless the default connection points at a `scratch_database`: what a
+    bench's world builder calls before its first write."""
+    from django.db import connection
+
+    if _active is None or connection.settings_dict["NAME"] != _active:
+        raise NotAScratchDatabase(
+            f"a bench writes only inside bench.scratch.scratch_database, never into {connection.settings_dict['NAME']!r}")
+
+
+def claim_redis(url: str | None) -> None:
+    """Make REDIS_URL's index the benches' own: an empty one is marked (REDIS_MARK), a marked one is
+    accepted, one holding keys without the mark is refused (SystemExit) — the bench would mix its keys
+    with, or flush, someone else's."""
+    if not url:
+        return
+    import redis
+
+    client = redis.Redis.from_url(url)
+    if not client.exists(REDIS_MARK) and client.dbsize():
+        raise SystemExit(f"{url} holds {client.dbsize()} keys no bench made: give the bench a Redis database of its own")
+    client.set(REDIS_MARK, "1")
+
+
+def flush_redis(url: str | None) -> None:
+    """Empty a claimed Redis index (`claim_redis`'s rule first), keeping it claimed."""
+    if not url:
+        return
+    import redis
+
+    claim_redis(url)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.set(REDIS_MARK, "1")

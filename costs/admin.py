@@ -56,6 +56,7 @@ from genesis.admin_base import (
     RecordAdminMixin,
     ServiceForm,
     ServiceFormAdminMixin,
+    SortableByOnlyMixin,
     admin_page,
 )
 from genesis.errors import DomainError
@@ -165,15 +166,16 @@ class LedgerPaginator(Paginator):
 
 
 @admin.register(CostEntry)
-class CostEntryAdmin(RecordAdminMixin, DateHierarchyByProbesMixin, ServiceFormAdminMixin):
+class CostEntryAdmin(RecordAdminMixin, SortableByOnlyMixin, DateHierarchyByProbesMixin, ServiceFormAdminMixin):
     """The ledger is append-only: an entry is added or reversed (a new entry), never changed or deleted.
 
     Its list stays quick with a million entries and more: every query it makes reads an index or the
     entries selected, once. The count of all entries beside the selection's is not shown
     (show_full_result_count); the selection is counted and summed in one pass (LedgerPaginator); the
     date hierarchy's periods are probed (DateHierarchyByProbesMixin); a search is an exact match on
-    indexed columns (selectors.ledger_search); and the list sorts only by indexed columns — sorting a
-    million rows by agent or model took 1.2–1.7 s (the filters select by those instead)."""
+    indexed columns (selectors.ledger_search); and the list sorts only by indexed columns, also when a URL
+    names another (`?o=3`, SortableByOnlyMixin) — sorting a million rows by agent or model took 1.2–1.7 s
+    (the filters select by those instead)."""
 
     list_display = ("id", "occurred_at", "agent", "operation", "model", usd_column("amount_usd", "amount"), "tokens",
                     "tokens_estimated", "source", "actor", "reverses")

@@ -1,17 +1,15 @@
 """Reads of online evaluation: per-user, per-stage aggregates (in SQL), results, guardrail states, holds.
 
-Every metric starts from one SQL query over the experiment's outcome events: an inner GROUP BY per
-(stage, arm, user) — each user's outcomes, successes, summed latency, quality and cost, and the
-outcomes another model than the arm's served — and an
-outer GROUP BY per (stage, arm) of those per-user numbers and their squares and products, the
-sufficient statistics of experiments/stats.RatioSummary — and, in the same statement, a join of
-the per-user rows on the user per pair of cells that share users (a user returning in a later
-stage), the stats.SharedUsers the variance is clustered by. The stage of an outcome is the stage
-whose window [started_at, ended_at) holds its occurred_at. The statistics in experiments/stats.py
-work from those aggregates, stage by stage (stratified). No Python loop over events. Latency
-percentiles (descriptive, over all the arm's outcomes) come from `percentile_cont` on PostgreSQL;
-on SQLite (the embedded dev mode), which has none, from the sorted latencies in Python.
-"""
+Every metric starts from one SQL query over the experiment's outcome events: an inner GROUP BY per (stage,
+arm, user) — each user's outcomes, successes, summed latency, quality and cost, and the outcomes another
+model than the arm's served — and an outer GROUP BY per (stage, arm) of those per-user numbers and their
+squares and products, the sufficient statistics of experiments/stats.RatioSummary — and, in the same
+statement, a join of the per-user rows on the user per pair of cells that share users (a user returning in
+a later stage), the stats.SharedUsers the variance is clustered by. The stage of an outcome is the stage
+whose window [started_at, ended_at) holds its occurred_at. The statistics in experiments/stats.py work from
+those aggregates, stage by stage (stratified). No Python loop over events. Latency percentiles
+(descriptive, over all the arm's outcomes) come from `percentile_cont` on PostgreSQL; on SQLite (the
+embedded dev mode), which has none, from the sorted latencies in Python."""
 
 from __future__ import annotations
 
@@ -147,6 +145,7 @@ class ExperimentMetrics:
     # stats.guardrail_segment_alpha gives the k-th segment alpha/(ζ(3)·k³). Counted over the rollout,
     # not per stage as srm_test is: the guardrails judge every stage at once.
     guardrail_segment: int = 1
+    percentiles_read: bool = False  # the arms' latency p50/p95 (include_percentiles); None in them otherwise
 
     @property
     def current(self) -> StageCells | None:
@@ -440,7 +439,7 @@ def experiment_metrics(*, experiment: Experiment, include_percentiles: bool = Fa
         ),
         srm_test=srm_test,
         shared=shared,
-        caps=caps,
+        caps=caps, percentiles_read=include_percentiles,
         guardrail_segment=1 + sum(stage.resumes for stage in started),  # type: ignore[attr-defined]  # stages_with_resumes
     )
 
@@ -462,8 +461,7 @@ def stages_with_resumes(stages: QuerySet[ExperimentStage]) -> QuerySet[Experimen
 
 
 def _latency_percentiles(*, experiment: Experiment) -> dict[str, tuple[float | None, float | None]]:
-    """Each arm's latency p50 and p95 over all its outcomes (descriptive): one query on PostgreSQL,
-    one per arm on SQLite."""
+    """Each arm's latency p50 and p95 over its outcomes (descriptive): one query on PostgreSQL, one per arm on SQLite."""
     outcomes = OutcomeEvent.objects.filter(experiment=experiment, variant__in=ARMS)
     if connection.vendor == "postgresql":
         rows = outcomes.values("variant").order_by("variant").annotate(
@@ -684,6 +682,8 @@ def _analysis_json(metrics: ExperimentMetrics) -> dict[str, Any]:
 def experiment_results(*, experiment: Experiment, metrics: ExperimentMetrics | None = None) -> dict[str, Any]:
     """Everything the results endpoint and the admin page show, from one aggregate query and one for the
     latency percentiles — or from `metrics` read with them (the admin page's holds read them too)."""
+    if metrics is not None and not metrics.percentiles_read:  # the page would show the latencies' p50/p95 as None
+        raise ValueError("experiment_results needs metrics read with include_percentiles=True")
     metrics = metrics or experiment_metrics(experiment=experiment, include_percentiles=True)
     comparisons = {metric: _comparison_json(stats.compare(metrics.strata(metric)), metric=metric, caps=metrics.caps)
                    for metric in METRICS}

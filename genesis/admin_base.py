@@ -17,6 +17,7 @@ from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten, unquote
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -349,6 +350,25 @@ class PeriodsProbedQuerySet(QuerySet):
                 periods.append(begins)
             start = end
         return periods if order == "ASC" else periods[::-1]
+
+
+class SortableByChangeList(ChangeList):
+    """A changelist that sorts only by its admin's `sortable_by`. Django leaves the other columns' headers
+    without a link but still sorts by any column a URL names (`?o=3`); here such an `o` is ignored, as an
+    index past the columns is, and the default ordering holds."""
+
+    def get_ordering_field(self, field_name: Any) -> Any:
+        if self.sortable_by is not None and field_name not in self.sortable_by:
+            return None
+        return super().get_ordering_field(field_name)
+
+
+class SortableByOnlyMixin(admin.ModelAdmin):
+    """For an admin whose `sortable_by` keeps a big table's list off unindexed sorts: the list ignores
+    any other column a URL asks to sort by (SortableByChangeList). Put it before any other ModelAdmin."""
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return SortableByChangeList
 
 
 class DateHierarchyByProbesMixin(admin.ModelAdmin):

@@ -3,11 +3,19 @@ and drops it — the one named is never written (bench/a11y once seeded it and r
 
 from __future__ import annotations
 
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
 import pytest
+from django.conf import settings
 from django.db import connection
 
-from bench.scratch import scratch_database
+from bench.scratch import REDIS_MARK, NotAScratchDatabase, flush_redis, scratch_database
 from models_app.registry.models import Agent
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _database_exists(name: str) -> bool:
@@ -28,3 +36,57 @@ def test_a_bench_writes_into_a_scratch_database_and_drops_it():
     assert connection.settings_dict["NAME"] == given
     assert not _database_exists(scratch)
     assert not Agent.objects.filter(slug="only_in_scratch").exists()
+
+
+# Each bench world builder: what it writes (seed_demo, starting every draft rollout, API keys, outcomes).
+WORLD_BUILDERS = {
+    "bench/launch/board.py (and bench/metrics, bench/admin_scale/fill.py)": lambda: _bench("bench.launch.board").setup(1),
+    "bench/admin_scale/fill.py": lambda: _bench("bench.admin_scale.fill").fill(0.0001),
+    "bench/admin_scale/run.py": lambda: _bench("bench.admin_scale.run").measure(1, "nothing"),
+    "bench/route/run.py (and bench/outcomes)": lambda: _bench("bench.route.run").setup_world(),
+    "bench/results/run.py": lambda: _bench("bench.results.run").setup(1),
+    "bench/retention/run.py": lambda: _bench("bench.retention.run").setup(1),
+    "bench/memory/run.py": lambda: _bench("bench.memory.run").setup_world(),
+}
+
+
+def _bench(module: str) -> Any:
+    return importlib.import_module(module)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("bench", WORLD_BUILDERS)
+def test_a_bench_world_builder_refuses_the_configured_database(bench):
+    """Called outside scratch_database, a world builder refuses before its first write: the database
+    DATABASE_URL names (here the test database) keeps what it held. They once migrated and seeded it."""
+    from experiments.models import Experiment
+    from models_app.registry.models import ApiKey
+
+    before = (Agent.objects.count(), Experiment.objects.count(), ApiKey.objects.count())
+    with pytest.raises(NotAScratchDatabase):
+        WORLD_BUILDERS[bench]()
+    assert (Agent.objects.count(), Experiment.objects.count(), ApiKey.objects.count()) == before
+
+
+def test_no_bench_migrates_or_flushes_on_its_own():
+    """Making, migrating and flushing are bench/scratch.py's: a bench that calls migrate or flushdb
+    itself does it to whatever DATABASE_URL / REDIS_URL name."""
+    offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "bench").rglob("*.py")
+                 if path.name != "scratch.py" and re.search(r"""call_command\(\s*["']migrate|\.flushdb\(|\.flushall\(""",
+                                                             path.read_text())]
+    assert offenders == []
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis")
+def test_a_bench_refuses_a_redis_database_holding_keys_it_did_not_make():
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(REDIS_MARK)
+    client.set("someone:else", "1")
+    try:
+        with pytest.raises(SystemExit, match="no bench made"):
+            flush_redis(settings.REDIS_URL)
+        assert client.get("someone:else") == b"1"  # not flushed
+    finally:
+        client.delete("someone:else")

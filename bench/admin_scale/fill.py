@@ -11,10 +11,14 @@ at --scale 1 (production-sized)   600 ended experiments (4 stages, 3 approvals, 
 at --scale 0.01 (the baseline)    a hundredth of each (at least one row of each kind)
 
 Every timestamp lies in the last 365 days, in insertion order (as rows arrive), so BRIN and time
-indexes see what a real table holds. VACUUM ANALYZE at the end. Idempotent: a database that already
-holds the history is left alone.
+indexes see what a real table holds. VACUUM ANALYZE at the end.
 
-    DATABASE_URL=postgres://…/scratch REDIS_URL=redis://…/N .venv/bin/python bench/admin_scale/fill.py [--scale 1]
+Never writes into the database DATABASE_URL names: the world is built in `<that name>_admin_scale_<scale>`
+beside it (`_1`, `_0_01`; bench/scratch.py), which is kept for bench/admin_scale/run.py — a fill takes
+minutes — and reused: one that already holds the history is left alone. `dropdb` it when done. REDIS_URL
+must be an index no one else uses (bench/scratch.py refuses one holding keys no bench made).
+
+    DATABASE_URL=postgres://…/genesis REDIS_URL=redis://…/N .venv/bin/python bench/admin_scale/fill.py [--scale 1]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import require_scratch, scratch_database  # noqa: E402
 from bench.targets import services_missing  # noqa: E402
 
 SIZES = {  # rows at --scale 1
@@ -196,16 +201,23 @@ STATEMENTS: list[tuple[str, str]] = [
 ]
 
 
+def database_suffix(scale: float) -> str:
+    """The suffix of the scratch database of a scale (bench/scratch.py): `admin_scale_1`, `admin_scale_0_01`."""
+    return f"admin_scale_{scale:g}".replace(".", "_")
+
+
 def sizes(scale: float) -> dict[str, int]:
     return {name: max(1, round(rows * scale)) for name, rows in SIZES.items()}
 
 
 def fill(scale: float) -> dict[str, int]:
-    """The world at `scale` (see the module's docstring); returns the sizes it was built to."""
+    """The world at `scale` (see the module's docstring) in the scratch database (refused anywhere else:
+    it starts every draft rollout and rewrites running rollouts' outcomes); returns the sizes it was built to."""
     from bench.launch.board import setup as running_rollouts
 
+    require_scratch()
     wanted = sizes(scale)
-    running_rollouts(wanted["running_outcomes"])  # django.setup, migrate, seed_demo, five running rollouts with outcomes
+    running_rollouts(wanted["running_outcomes"])  # seed_demo, five running rollouts with outcomes
 
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -247,8 +259,9 @@ def main() -> int:
     if services_missing("the bench measures PostgreSQL's plans", redis=True):
         return 2
     started = time.perf_counter()
-    fill(args.scale)
-    print(f"filled at scale {args.scale:g} in {time.perf_counter() - started:.0f} s")
+    with scratch_database(database_suffix(args.scale), keep=True, redis=True) as url:
+        fill(args.scale)
+    print(f"filled {url.rsplit('/', 1)[-1]} at scale {args.scale:g} in {time.perf_counter() - started:.0f} s")
     return 0
 
 

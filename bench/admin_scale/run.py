@@ -11,19 +11,21 @@ benchmark run's report, a model version's lineage) and the read API's list and d
 Target: no page takes more than TARGET_RATIO times its time on the small database (time that grows
 with the tables where it need not), and none more than TARGET_MS on the big one.
 
-    REDIS_URL=redis://…/N .venv/bin/python bench/admin_scale/run.py \\
-        --small postgres://…/scratch_small --big postgres://…/scratch [--fill] [--repeats 5] [--only SUBSTRING]
+    DATABASE_URL=postgres://…/genesis REDIS_URL=redis://…/N .venv/bin/python bench/admin_scale/run.py \\
+        [--fill] [--repeats 5] [--only SUBSTRING]
 
-`--fill` first builds the databases (fill.py at --scale 0.01 and 1; a database already filled is kept).
-Each database is measured in a process of its own (one Django connection each); Redis is flushed
-before each, so neither reads the other's caches. The median of `--repeats` after one warm-up counts.
+Never touches the database DATABASE_URL names: it measures fill.py's databases beside it,
+`<that name>_admin_scale_0_01` (small) and `<that name>_admin_scale_1` (big); `--fill` first builds them
+(fill.py at --scale 0.01 and 1; a database already filled is kept). Each database is measured in a
+process of its own (one Django connection each); REDIS_URL's index is flushed before each, so neither
+reads the other's caches — it must be an index no one else uses (bench/scratch.py refuses to flush one
+holding keys no bench made). The median of `--repeats` after one warm-up counts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,7 +37,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.admin_scale.fill import MARK, database_suffix  # noqa: E402
+from bench.scratch import flush_redis, require_scratch, scratch_database  # noqa: E402
 from bench.targets import meets_target, services_missing  # noqa: E402
+
+SCALES = {"small": 0.01, "big": 1.0}
 
 TARGET_RATIO = 3.0
 TARGET_MS = 300.0
@@ -143,20 +149,21 @@ def api_pages() -> Iterator[tuple[str, str]]:
 
 
 def measure(repeats: int, only: str) -> dict[str, dict[str, Any]]:
-    """This process's database: each page's median milliseconds and its query count."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
-    import django
-
-    django.setup()
-    import redis
+    """The scratch database fill.py built (refused anywhere else: it adds a user and an API key): each
+    page's median milliseconds and its query count."""
+    require_scratch()
+    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext, setup_test_environment
 
+    from models_app.registry.models import ModelVersion
     from models_app.registry.services import api_key_create
 
-    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+    if not ModelVersion.objects.filter(reason=MARK).exists():
+        raise SystemExit(f"{connection.settings_dict['NAME']} holds no history: run bench/admin_scale/run.py with --fill")
+    flush_redis(settings.REDIS_URL)
     setup_test_environment()  # the test client's host, "testserver", is allowed
     user, _ = get_user_model().objects.get_or_create(username="bench-board", defaults={"is_staff": True, "is_superuser": True})
     client = Client()
@@ -183,36 +190,30 @@ def measure(repeats: int, only: str) -> dict[str, dict[str, Any]]:
     return measured
 
 
-def in_child(database_url: str, repeats: int, only: str) -> dict[str, dict[str, Any]]:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    done = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(repeats), "--only", only], env=env,
+def in_child(size: str, repeats: int, only: str) -> dict[str, dict[str, Any]]:
+    done = subprocess.run([sys.executable, __file__, "--child", size, "--repeats", str(repeats), "--only", only],
                           check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(done.stdout)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", help="DATABASE_URL of the baseline database (fill.py --scale 0.01)")
-    parser.add_argument("--big", help="DATABASE_URL of the production-sized database (fill.py --scale 1)")
     parser.add_argument("--fill", action="store_true", help="build both databases first")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", default="", help="time only the pages whose name holds this")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=SCALES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(measure(args.repeats, args.only)))
-        return 0
-    if not (args.small and args.big):
-        parser.error("give --small and --big")
-    os.environ["DATABASE_URL"] = args.big
     if services_missing("the bench measures PostgreSQL's plans", redis=True):
         return 2
+    if args.child:
+        with scratch_database(database_suffix(SCALES[args.child]), keep=True, redis=True):
+            print(json.dumps(measure(args.repeats, args.only)))
+        return 0
     if args.fill:
-        for url, scale in ((args.small, "0.01"), (args.big, "1")):
-            subprocess.run([sys.executable, str(ROOT / "bench/admin_scale/fill.py"), "--scale", scale],
-                           env={**os.environ, "DATABASE_URL": url}, check=True)
-    small = in_child(args.small, args.repeats, args.only)
-    big = in_child(args.big, args.repeats, args.only)
+        for scale in SCALES.values():
+            subprocess.run([sys.executable, str(ROOT / "bench/admin_scale/fill.py"), "--scale", f"{scale:g}"], check=True)
+    small = in_child("small", args.repeats, args.only)
+    big = in_child("big", args.repeats, args.only)
     print(f"{'page':<58} {'small ms':>9} {'big ms':>8} {'ratio':>6} {'queries':>8}")
     worst_ratio, slowest = 0.0, 0.0
     for name, measured in big.items():

@@ -6,12 +6,14 @@ Target: the whole board renders in at most half the time of ONE rollout's aggreg
 its time does not grow with the outcomes of its rollouts. Reading each running rollout's outcomes on every
 page view, it took about as many aggregates as there are running rollouts (5 here).
 
-    DATABASE_URL=postgres://…/scratch REDIS_URL=redis://… .venv/bin/python bench/launch/board.py \
+    DATABASE_URL=postgres://…/genesis REDIS_URL=redis://…/<n> .venv/bin/python bench/launch/board.py \
         [--outcomes 200000] [--repeats 5]
 
-Uses a scratch database: migrates, seeds, starts each demo agent's draft rollout (five), fills each with
-`--outcomes` synthetic outcomes (bench/synthetic_outcomes.py, as bench/results: once; later runs reuse
-them), and runs one guardrail evaluation of each, as beat does every minute. Each side is timed
+Never writes into the database DATABASE_URL names: it makes `<that name>_launch_board` beside it
+(bench/scratch.py, dropped at the end), seeds it, starts each demo agent's draft rollout (five), fills each
+with `--outcomes` synthetic outcomes (bench/synthetic_outcomes.py), and runs one guardrail evaluation of
+each, as beat does every minute. REDIS_URL must be an index no one else uses (bench/scratch.py refuses
+one holding keys no bench made). Each side is timed
 `--repeats` times after a warm-up, alternating; the best time counts.
 """
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import require_scratch, scratch_database  # noqa: E402
 from bench.synthetic_outcomes import fill_outcomes  # noqa: E402
 from bench.targets import meets_target, services_missing  # noqa: E402
 
@@ -36,17 +38,14 @@ TARGET_RATIO = 0.5
 
 
 def setup(outcomes: int) -> list[Any]:
-    """The five demo agents' running rollouts, each with `outcomes` outcomes and a guardrail evaluation."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
-    import django
-
-    django.setup()
+    """The five demo agents' running rollouts, each with `outcomes` outcomes and a guardrail evaluation,
+    in the scratch database (refused anywhere else: it starts every draft rollout)."""
+    require_scratch()
     from django.core.management import call_command
 
     from experiments.models import Experiment
     from experiments.services import experiment_start, guardrails_check
 
-    call_command("migrate", verbosity=0)
     call_command("seed_demo", stdout=io.StringIO())
     for draft in Experiment.objects.filter(status="draft").exclude(agent__experiments__status="running"):
         experiment_start(experiment=draft, actor=None, override_reason="bench/launch/board: synthetic data")
@@ -78,24 +77,25 @@ def best_times(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, fl
     return {name: min(times) for name, times in timings.items()}
 
 
-def world_from_command_line(doc: str, *, why: str) -> tuple[argparse.Namespace, list[Any]] | None:
-    """The options of a bench over this world (--outcomes, --repeats; `doc` is its --help) and the world
-    `setup` builds; None, with `why` said on stderr, without PostgreSQL and Redis."""
+def world_from_command_line(doc: str, *, why: str, suffix: str, measure: Callable[[argparse.Namespace, list[Any]], int]) -> int:
+    """A bench over this world: its options (--outcomes, --repeats; `doc` is its --help), then
+    `measure(options, running rollouts)` over the world `setup` builds in the scratch database
+    `<DATABASE_URL's name>_<suffix>`; 2, with `why` said on stderr, without PostgreSQL and Redis."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outcomes", type=int, default=200_000, help="outcomes per running rollout")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     if services_missing(why, redis=True):
-        return None
-    return args, setup(args.outcomes)
+        return 2
+    with scratch_database(suffix, redis=True):
+        return measure(args, setup(args.outcomes))
 
 
 def main() -> int:
-    world = world_from_command_line(__doc__, why="the board's aggregates are PostgreSQL's")
-    if world is None:
-        return 2
-    args, running = world
+    return world_from_command_line(__doc__, why="the board's aggregates are PostgreSQL's", suffix="launch_board", measure=measure)
 
+
+def measure(args: argparse.Namespace, running: list[Any]) -> int:
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client

@@ -22,7 +22,7 @@ Each process measures against itself: the verdict compares the growth of the las
 block's (the warm-up, measured in the same run), per 10 000 requests (web) or 100 "minutes" (tasks).
 A leak grows by the same amount every block; warm-up stops growing.
 
-    DATABASE_URL=postgres://…/scratch REDIS_URL=redis://…/<n> .venv/bin/python bench/memory/run.py \
+    DATABASE_URL=postgres://…/genesis REDIS_URL=redis://…/<n> .venv/bin/python bench/memory/run.py \
         --part web [--blocks 4] [--block-requests 20000] [--no-multiproc] [--threads 1] [--frames 12]
     … bench/memory/run.py --part tasks [--blocks 4] [--block-minutes 100]
 
@@ -30,9 +30,10 @@ A leak grows by the same amount every block; warm-up stops growing.
 snapshots move the RSS by megabytes, so with it the verdict is on the traced bytes. What 2026-12-07
 measured (8 blocks of 20 000 requests; 8 blocks of 100 minutes) is in README "Scaling out".
 
-It migrates and seeds the database it is given (seed_demo is idempotent), starts qa_agent's and
-content_agent's rollouts and leaves them running, and adds outcomes, exposures and API keys: use a
-scratch database and Redis index.
+Never writes into the database DATABASE_URL names: it seeds `<that name>_memory_bench` beside it
+(bench/scratch.py, dropped at the end), starts qa_agent's and content_agent's rollouts there, and adds
+outcomes, exposures and API keys. REDIS_URL must be an index no one else uses (bench/scratch.py refuses
+one holding keys no bench made).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import require_scratch, scratch_database  # noqa: E402
 from bench.targets import meets_target, services_missing  # noqa: E402
 
 AGENTS = ["qa_agent", "content_agent", "legal_agent", "support_agent", "analyst_agent"]
@@ -82,10 +84,9 @@ def configure_environment(*, multiproc: bool) -> None:
 
 
 def setup_world() -> dict[str, str]:
-    """Migrate, seed, start the two rollouts; return an API key per agent and one for all ("all")."""
-    import django
-
-    django.setup()
+    """Seed the scratch database (refused anywhere else), start the two rollouts; return an API key per
+    agent and one for all ("all")."""
+    require_scratch()
     from django.core.management import call_command
 
     from experiments.models import Experiment, ExperimentStatus
@@ -93,7 +94,6 @@ def setup_world() -> dict[str, str]:
     from models_app.registry.models import Agent
     from models_app.registry.services import api_key_create
 
-    call_command("migrate", verbosity=0)
     call_command("seed_demo", stdout=io.StringIO())
     for slug in ROLLOUTS:
         if Experiment.objects.filter(agent__slug=slug, status=ExperimentStatus.RUNNING).exists():
@@ -432,7 +432,8 @@ def main() -> None:
         sys.exit(2)
     configure_environment(multiproc=args.part == "web" and not args.no_multiproc)
     try:
-        met = run_web(args) if args.part == "web" else run_tasks(args)
+        with scratch_database("memory_bench", redis=True):
+            met = run_web(args) if args.part == "web" else run_tasks(args)
     finally:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)  # the bench's own folder

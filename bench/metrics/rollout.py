@@ -7,18 +7,21 @@ Target: the rollout part takes at most a tenth of ONE rollout's aggregate (TARGE
 time does not grow with the outcomes of its rollouts: Prometheus gives a scrape 10 s by default, and
 reading each running rollout's outcomes took seconds per rollout at a million outcomes.
 
-    DATABASE_URL=postgres://…/scratch REDIS_URL=redis://… .venv/bin/python bench/metrics/rollout.py \
+    DATABASE_URL=postgres://…/genesis REDIS_URL=redis://…/<n> .venv/bin/python bench/metrics/rollout.py \
         [--outcomes 200000] [--repeats 5]
 
-Uses a scratch database and the launch board bench's world (bench/launch/board.py `setup`: the five demo
+Never writes into the database DATABASE_URL names: it builds the launch board bench's world in
+`<that name>_metrics_rollout` beside it (bench/scratch.py, dropped at the end; REDIS_URL an index of its own) (bench/launch/board.py `setup`: the five demo
 agents' rollouts running, `--outcomes` synthetic outcomes each, one guardrail evaluation of each, as beat
 makes every minute). Each side is timed `--repeats` times after a warm-up, alternating; the best time counts.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -30,11 +33,11 @@ TARGET_RATIO = 0.1
 
 
 def main() -> int:
-    world = world_from_command_line(__doc__, why="the rollouts' aggregates are PostgreSQL's")
-    if world is None:
-        return 2
-    args, running = world
+    return world_from_command_line(__doc__, why="the rollouts' aggregates are PostgreSQL's", suffix="metrics_rollout",
+                                   measure=measure)
 
+
+def measure(args: argparse.Namespace, running: list[Any]) -> int:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 

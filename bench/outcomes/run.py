@@ -11,11 +11,13 @@ Two measurements, each in batches of 1 000 (the contract's maximum):
 For reference it also times the bare database insert of the same rows (the INSERT alone), so the
 cost of validation, attribution and pricing is visible.
 
-    DATABASE_URL=postgres://… REDIS_URL=redis://… .venv/bin/python bench/outcomes/run.py \
+    DATABASE_URL=postgres://…/genesis REDIS_URL=redis://…/<n> .venv/bin/python bench/outcomes/run.py \
         [--batches 40] [--workers 2] [--clients 4] [--no-tokens] [--no-http]
 
-Uses a scratch database: it migrates, seeds, starts qa_agent's experiment if needed, vacuums the
-outcome and assignment tables, and deletes the outcome rows it wrote (the ledger entries stay).
+Never writes into the database DATABASE_URL names: it seeds `<that name>_outcomes_bench` beside it
+(bench/scratch.py, dropped at the end; the server it starts is given that database), starts qa_agent's
+experiment and analyzes the outcome and assignment tables there. REDIS_URL, if set, must be an index no
+one else uses.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import scratch_database  # noqa: E402
 from bench.targets import meets_target, services_missing  # noqa: E402
 
 # As in production, for the in-process measurement too (the HTTP server is started with DEBUG off):
@@ -93,8 +96,12 @@ def main() -> int:
     args = parser.parse_args()
     if services_missing("outcomes are written as in production"):
         return 2
+    with scratch_database("outcomes_bench", redis=True):
+        return measure(args)
 
-    from bench.route.run import setup_world, start_server  # migrate, seed, start qa_agent's experiment
+
+def measure(args: argparse.Namespace) -> int:
+    from bench.route.run import setup_world, start_server  # seed, start qa_agent's experiment
 
     load_at_start = os.getloadavg()[0]  # other work on the machine: these numbers are wall-clock
     key = setup_world()
@@ -103,8 +110,8 @@ def main() -> int:
     from experiments.models import Assignment, Experiment, OutcomeEvent
     from experiments.outcomes import outcomes_ingest
 
-    # Earlier runs deleted their rows; clear the dead ones now so every run meets the same table
-    # (a scratch server may run without autovacuum, and the bloat would slow each run a little more).
+    # Statistics for the freshly seeded tables, as autovacuum would have them (a scratch server may run
+    # without it); the timed parts delete their rows between them.
     with connection.cursor() as cursor:  # autocommit: VACUUM cannot run inside a transaction
         cursor.execute(f"VACUUM (ANALYZE) {OutcomeEvent._meta.db_table}, {Assignment._meta.db_table}")
 

@@ -11,16 +11,16 @@ arm), the percentiles, and then the statistics (stratified lift, intervals, p-va
 sequential guardrails).
 Each side is timed `--repeats` times after a warm-up run, alternating; the best time counts.
 
-    DATABASE_URL=postgres://… REDIS_URL=redis://… .venv/bin/python bench/results/run.py [--outcomes 1000000] [--repeats 5]
+    DATABASE_URL=postgres://…/genesis REDIS_URL=redis://…/<n> .venv/bin/python bench/results/run.py [--outcomes 1000000] [--repeats 5]
 
-Uses a scratch database: migrates, seeds, starts analyst_agent's demo experiment if needed, and
-fills it with synthetic outcomes (generate_series, once; later runs reuse them).
+Never writes into the database DATABASE_URL names: it seeds `<that name>_results_bench` beside it
+(bench/scratch.py, dropped at the end), starts analyst_agent's demo experiment there and fills it with
+synthetic outcomes (generate_series). REDIS_URL, if set, must be an index no one else uses.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import require_scratch, scratch_database  # noqa: E402
 from bench.synthetic_outcomes import fill_outcomes  # noqa: E402
 from bench.targets import meets_target, services_missing  # noqa: E402
 
@@ -41,18 +42,15 @@ AGENT = "analyst_agent"
 
 
 def setup(outcomes: int) -> Experiment:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
+    """analyst_agent's running experiment with `outcomes` outcomes, in the scratch database (refused anywhere else)."""
+    require_scratch()
     import io
 
-    import django
-
-    django.setup()
     from django.core.management import call_command
 
     from experiments.models import Experiment
     from experiments.services import experiment_start
 
-    call_command("migrate", verbosity=0)
     call_command("seed_demo", stdout=io.StringIO())
     experiment = Experiment.objects.filter(agent__slug=AGENT, status="running").first()
     if experiment is None:
@@ -105,8 +103,11 @@ def main() -> int:
     args = parser.parse_args()
     if services_missing("percentile_cont is PostgreSQL's"):
         return 2
-    experiment = setup(args.outcomes)
+    with scratch_database("results_bench", redis=True):
+        return measure(args, setup(args.outcomes))
 
+
+def measure(args: argparse.Namespace, experiment: Experiment) -> int:
     from django.db import connection
 
     from experiments.selectors import experiment_results, get_experiment

@@ -15,10 +15,11 @@ Targets (README "Data retention"):
 Before each timed prune or plain DELETE the old rows are inserted again and the table vacuumed; the
 runs alternate and the best of `--repeats` counts.
 
-    DATABASE_URL=postgres://…/scratch .venv/bin/python bench/retention/run.py [--rows 900000] [--backlog 100000] [--daily 10000] [--repeats 3]
+    DATABASE_URL=postgres://…/genesis .venv/bin/python bench/retention/run.py [--rows 900000] [--backlog 100000] [--daily 10000] [--repeats 3]
 
-Uses a scratch database: migrates, makes one agent, and fills it with `--rows` recent live outcomes
-(generate_series, once; later runs reuse them).
+Never writes into the database DATABASE_URL names: it makes `<that name>_retention_bench` beside it
+(bench/scratch.py, dropped at the end), one agent there, and fills it with `--rows` recent live outcomes
+(generate_series). REDIS_URL, if set, must be an index no one else uses.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import require_scratch, scratch_database  # noqa: E402
 from bench.targets import meets_target, services_missing  # noqa: E402
 
 PRUNE_TARGET_RATIO = 10.0
@@ -54,17 +55,13 @@ _runs = itertools.count()
 
 
 def setup(rows: int) -> int:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    """One agent with `rows` recent live outcomes, in the scratch database (refused anywhere else)."""
+    require_scratch()
     from django.db import connection
     from django.utils import timezone
 
     from models_app.registry.models import Agent
 
-    call_command("migrate", verbosity=0)
     agent, _ = Agent.objects.get_or_create(slug=AGENT, defaults={"name": "bench/retention"})
     with connection.cursor() as cursor:
         started = time.perf_counter()
@@ -110,8 +107,11 @@ def main() -> int:
     args = parser.parse_args()
     if services_missing("the prune's batches are PostgreSQL's"):
         return 2
-    agent_id = setup(args.rows)
+    with scratch_database("retention_bench", redis=True):
+        return measure(args, setup(args.rows))
 
+
+def measure(args: argparse.Namespace, agent_id: int) -> int:
     from django.db import connection, transaction
     from django.utils import timezone
 

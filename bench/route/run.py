@@ -20,11 +20,13 @@ half the measured route throughput give the latency percentiles (measured from e
 rounds, best p99. The machine running this is shared with the load generator (and, on a dev box, with
 anything else running): compare the endpoints of one run, not runs with each other.
 
-    DATABASE_URL=postgres://… REDIS_URL=redis://… .venv/bin/python bench/route/run.py \
+    DATABASE_URL=postgres://…/genesis REDIS_URL=redis://…/<n> .venv/bin/python bench/route/run.py \
         [--seconds 8] [--clients 6] [--workers 2] [--threads 4] [--rounds 2] [--port 8811]
 
-It migrates and seeds the database it is given (seed_demo is idempotent) and leaves qa_agent's
-experiment running; use a scratch database.
+Never writes into the database DATABASE_URL names: it seeds `<that name>_route_bench` beside it
+(bench/scratch.py, dropped at the end; the server it starts is given that database) and starts qa_agent's
+experiment there. REDIS_URL must be an index no one else uses (bench/scratch.py refuses one holding keys
+no bench made).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import require_scratch, scratch_database  # noqa: E402
 from bench.targets import meets_target, services_missing  # noqa: E402
 
 TARGET_THROUGHPUT_RATIO = 0.8
@@ -50,13 +53,10 @@ TARGET_P99_MS = 25.0
 
 
 def setup_world() -> str:
-    """Migrate, seed, make sure qa_agent runs an experiment; return an API key for qa_agent."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
+    """Seed the scratch database (refused anywhere else), start qa_agent's experiment; return an API key for qa_agent."""
+    require_scratch()
     import io
 
-    import django
-
-    django.setup()
     from django.core.management import call_command
 
     from experiments.models import Experiment
@@ -64,7 +64,6 @@ def setup_world() -> str:
     from models_app.registry.models import Agent
     from models_app.registry.services import api_key_create
 
-    call_command("migrate", verbosity=0)
     call_command("seed_demo", stdout=io.StringIO())
     if not Experiment.objects.filter(agent__slug="qa_agent", status="running").exists():
         draft = Experiment.objects.filter(agent__slug="qa_agent", status="draft").order_by("-created_at").first()
@@ -178,8 +177,9 @@ def main() -> int:
 
     import tempfile
 
-    key = setup_world()
-    with tempfile.TemporaryDirectory(prefix="bench-route-metrics-") as metrics_dir:
+    # The server's workers are given the scratch database (DATABASE_URL, while inside) and stopped before it is dropped.
+    with scratch_database("route_bench", redis=True), tempfile.TemporaryDirectory(prefix="bench-route-metrics-") as metrics_dir:
+        key = setup_world()
         server = start_server(port=args.port, workers=args.workers, threads=args.threads, metrics_dir=metrics_dir)
         try:
             best, latencies = measure(args, key)

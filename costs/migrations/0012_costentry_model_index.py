@@ -5,7 +5,12 @@ without the index each read the whole ledger (0.5 s at a million entries).
 Built without locking the ledger against writes on PostgreSQL (CREATE INDEX CONCURRENTLY, hence a
 migration outside a transaction): on a ledger of millions of rows a plain CREATE INDEX would hold
 back every charge while it builds. SQLite, the embedded mode's database, has no CONCURRENTLY and no
-concurrent writers to spare: a plain CREATE INDEX there."""
+concurrent writers to spare: a plain CREATE INDEX there.
+
+A CREATE INDEX CONCURRENTLY that failed or was cancelled (a deadlock, a statement timeout, Ctrl-C)
+leaves an INVALID index of the name behind, which no query uses and on which a second `migrate` would
+stop ("relation costs_entry_model already exists"): it is dropped first, and the index built again. A
+valid one (built by hand ahead of the upgrade) is kept."""
 
 from django.db import migrations, models
 
@@ -22,6 +27,14 @@ def _run(schema_editor, apps, operation):
 
 
 def create(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [INDEX.name])
+            found = cursor.fetchone()
+        if found is not None and found[0]:
+            return  # built already, and usable
+        if found is not None:
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema_editor.quote_name(INDEX.name)}")
     _run(schema_editor, apps, "add_index")
 
 

@@ -5,7 +5,7 @@ whole ledger where it need not. Checked on the queries themselves, not on time."
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -148,3 +148,19 @@ def test_the_dashboard_and_the_summary_split_the_spend_in_one_pass(admin_client,
     assert summary["by_agent"] == {"legal_agent": "2.00", "qa_agent": "0.50"}, summary
     assert summary["by_operation"] == {"benchmark": "2.00", "manual": "0.50"}, summary
     assert len([q for q in captured if "costs_costentry" in q["sql"] and "GROUP BY" in q["sql"]]) == 1
+
+
+@pytest.mark.parametrize("order", ["3", "4", "-4", "3.4"])  # operation, model (columns without a sort link)
+def test_the_ledger_list_ignores_a_sort_by_a_column_outside_sortable_by(admin_client, qa_agent, order):
+    """Review: sortable_by hid the other columns' sort links, but `?o=3` still sorted the whole ledger by
+    operation (or model, amount …): a million rows sorted without an index. Such an `o` is ignored."""
+    older = cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("1"), idempotency_key="older",
+                        model="a-model", occurred_at=timezone.now() - timedelta(hours=1))
+    newer = cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("2"), idempotency_key="newer", model="z-model")
+
+    response = admin_client.get(f"/admin/costs/costentry/?o={order}")
+
+    assert response.status_code == 200
+    assert [entry.pk for entry in response.context["cl"].result_list] == [newer.pk, older.pk]  # newest first, the default
+    ordered_by = str(response.context["cl"].result_list.query).split("ORDER BY")[1]
+    assert '"operation"' not in ordered_by and '"model"' not in ordered_by, ordered_by

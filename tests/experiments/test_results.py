@@ -15,7 +15,7 @@ from experiments import stats
 from experiments.assignment import bucket
 from experiments.models import OutcomeEvent
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_results, get_experiment
+from experiments.selectors import experiment_metrics, experiment_results, get_experiment
 from experiments.services import experiment_start, stage_approve
 from models_app.benchmarks.reruns import ZETA_3
 from tests.experiments.factories import draft_experiment, outcome_events, rollout_team, user_in_arm, user_in_buckets
@@ -334,3 +334,14 @@ def test_the_results_statement_pairs_users_by_hash_even_when_the_statistics_pred
     assert results["variants"]["control"]["n"] + results["variants"]["treatment"]["n"] == 2 * len(users)
     assert len(plans) == 1
     assert _nested_loops_over_users(plans[0]) == []
+
+
+def test_results_refuse_metrics_read_without_the_latency_percentiles(experiment_with_data):
+    """Review: metrics read without include_percentiles were accepted, and the results showed each arm's
+    latency p50/p95 as None. Such metrics are refused; with the percentiles they are used as given."""
+    experiment = get_experiment(key=experiment_with_data[0].key)
+    with pytest.raises(ValueError, match="include_percentiles=True"):
+        experiment_results(experiment=experiment, metrics=experiment_metrics(experiment=experiment))
+    given = experiment_results(experiment=experiment, metrics=experiment_metrics(experiment=experiment, include_percentiles=True))
+    assert given["variants"]["control"]["latency_p50_ms"] is not None
+    assert given == experiment_results(experiment=experiment)
