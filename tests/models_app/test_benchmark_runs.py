@@ -776,6 +776,24 @@ def price_for_estimate(model: str, base_model: str | None = None):
 
 
 @pytest.mark.django_db
+def test_the_chunk_retry_line_names_the_run_the_chunk_why_and_when(seeded_demo, simulator_factory, caplog):
+    """Celery's "retry" line is all an on-call engineer sees of a chunk sent again: it printed
+    "Retry in 5.0s" and nothing else (no run, no cause)."""
+    import logging
+
+    from models_app.benchmarks.tasks import benchmark_chunk_run
+
+    run, _, judge = _judged_run("support_agent", simulator_factory)
+    _fail_every_judge_call_of_one_round(judge)
+    chunk = BenchmarkChunk.objects.get(run=run)
+    with caplog.at_level(logging.INFO, logger="celery.app.trace"):
+        benchmark_chunk_run.apply(args=(chunk.pk,))  # eager: the retry runs at once, and the judge answers then
+    [retry] = [r.getMessage() for r in caplog.records if " retry: " in r.getMessage()]
+    assert f"benchmark run #{run.pk} chunk {chunk.pk}: 2 pair(s) failed transiently" in retry
+    assert "judge" in retry and "retried in 5 s" in retry and "the run fails after" in retry
+
+
+@pytest.mark.django_db
 def test_a_transient_judge_failure_asks_only_the_judge_again_and_every_call_is_paid_once(seeded_demo, simulator_factory):
     from costs.pricing import inference_cost
 
