@@ -256,6 +256,22 @@ def test_a_queued_chunk_whose_message_went_to_a_worker_now_dead_is_sent_again_at
 
 
 @pytest.mark.django_db
+def test_a_chunk_queued_too_long_is_sent_again_with_a_line_naming_its_run_and_chunk(demo_simulator, django_capture_on_commit_callbacks, caplog):
+    """The runbook's "messages never sent" case: the sweep's own result line is DEBUG now, so the resend
+    says itself, as the sweep's other resends do."""
+    import logging
+
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 8})
+    first = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
+    BenchmarkChunk.objects.filter(run=run).exclude(pk=first.pk).update(status="done")
+    BenchmarkChunk.objects.filter(pk=first.pk).update(enqueued_at=timezone.now() - timedelta(hours=1))
+    with caplog.at_level(logging.WARNING, logger="models_app.benchmarks.sweep"), django_capture_on_commit_callbacks(execute=False):
+        assert benchmark_runs_resume_stalled(live_workers={"alive@test"}) == [first.pk]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "models_app.benchmarks.sweep"]
+    assert line.startswith(f"benchmark run #{run.pk} chunk {first.index}: queued since ") and line.endswith("sending it again")
+
+
+@pytest.mark.django_db
 def test_a_chunk_given_back_for_a_retry_forgets_who_received_its_earlier_message(demo_simulator):
     from models_app.benchmarks.runner import _release_chunk
 
