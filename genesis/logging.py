@@ -25,6 +25,8 @@ import ast
 import inspect
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -149,6 +151,31 @@ class TextFormatter(logging.Formatter):
         if fields:
             line += " [" + " ".join(f"{key}={value}" for key, value in fields.items()) + "]"
         return line
+
+
+class Throttled:
+    """A line that a condition repeats on every request or poll (Redis away for each route, a model without
+    a price in each outcome batch) is let through once per key every `seconds`, saying how many like it it
+    held back meanwhile: one line a minute tells on-call the condition goes on; thousands tell nothing more
+    and push everything else out of view."""
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (when last let through, held back since)
+
+    def log(self, logger: logging.Logger, level: int, key: str, message: str, *args: Any) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._seen.get(key, (None, 0))
+            if last is not None and now - last < self.seconds:
+                self._seen[key] = (last, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+        if held and last is not None:
+            message, args = message + " (%d more like this in the last %.0f s)", (*args, held, now - last)
+        logger.log(level, message, *args)
+        return True
 
 
 # The messages Celery logs for each task it receives and finishes, and beat for each one it sends.
