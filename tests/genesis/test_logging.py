@@ -228,3 +228,17 @@ def test_gunicorn_and_python_warnings_log_in_the_configured_json_format():
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     [warning] = [json.loads(line) for line in warned.stderr.splitlines() if "deprecated thing" in line]
     assert (warning["logger"], warning["level"]) == ("py.warnings", "WARNING")
+
+
+def test_a_throttled_line_goes_out_once_per_key_and_window_and_then_says_how_many_it_held_back(caplog):
+    from genesis.logging import Throttled
+
+    throttle, logger = Throttled(60.0), logging.getLogger("genesis.test_throttle")
+    with caplog.at_level(logging.WARNING, logger="genesis.test_throttle"):
+        sent = [throttle.log(logger, logging.WARNING, "redis", "redis away (%s)", n) for n in range(100)]
+        throttle.log(logger, logging.WARNING, "database", "database away")
+        throttle.seconds = 0.0
+        throttle.log(logger, logging.WARNING, "redis", "redis away (%s)", "again")
+    assert sent.count(True) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "redis away (0)", "database away", "redis away (again) (99 more like this in the last 0 s)"]
