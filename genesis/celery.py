@@ -21,7 +21,7 @@ app.autodiscover_tasks(["genesis"])  # genesis/tasks.py: the project is no Djang
 def _quiet_housekeeping(**_: object) -> None:
     # Before a worker forks its pool, and in beat: the every-minute sweeps' routine lines go to DEBUG.
     from genesis.logging import set_housekeeping_tasks  # import here: see the module docstring
-    from genesis.schedules import housekeeping_tasks
+    from genesis.schedules import housekeeping_tasks  # import here: see the module docstring
 
     set_housekeeping_tasks(housekeeping_tasks())
 
