@@ -6,7 +6,7 @@ needs (the metrics heartbeat, the providers' warm-up) is imported inside the sig
 import os
 
 from celery import Celery
-from celery.signals import beat_init, worker_init, worker_ready, worker_shutdown
+from celery.signals import beat_init, setup_logging, worker_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
 
@@ -14,6 +14,13 @@ app = Celery("genesis")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.autodiscover_tasks(["genesis"])  # genesis/tasks.py: the project is no Django app of its own
+
+
+@setup_logging.connect
+def _keep_genesis_logging(**_: object) -> None:
+    """Logging is settings.LOGGING in every process (GENESIS_LOG_LEVEL, GENESIS_LOG_FORMAT;
+    genesis/logging.py), set up with Django. Without a receiver here Celery sets the root logger's level
+    from the worker's or beat's --loglevel, so GENESIS_LOG_LEVEL=DEBUG showed nothing more in them."""
 
 
 @worker_init.connect
