@@ -819,6 +819,13 @@ def budget_alert_deliver(*, alert_id: int) -> BudgetAlert | None:
         elif alert.delivery_attempts >= MAX_ALERT_DELIVERY_ATTEMPTS:
             alert.delivery = BudgetAlert.Delivery.FAILED
             logger.error("gave up delivering budget alert %s after %s attempts: %s", alert.pk, alert.delivery_attempts, deliveries)
+        else:
+            # What comes after the "could not deliver" line of each failed channel (genesis/notifications.py).
+            failed = ", ".join(channel.name for channel in notifications.undelivered(configured, deliveries))
+            logger.warning(
+                "budget alert %s not delivered through %s (attempt %s of %s); beat's redelivery tries again within %s s",
+                alert.pk, failed, alert.delivery_attempts, MAX_ALERT_DELIVERY_ATTEMPTS, notifications.REDELIVERY_EVERY_SECONDS,
+            )
         alert.save(update_fields=["deliveries", "delivery_attempts", "delivery", "delivered_at", "delivery_claimed_at"])
         return alert
 

@@ -32,9 +32,11 @@ from costs.selectors import price_in_force
 from costs.services import Charge, cost_record_many
 from experiments.models import OutcomeEvent
 from genesis.errors import NotFound
+from genesis.logging import Throttled
 from models_app.registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
+_unpriced_warnings = Throttled(60.0)
 
 # An outcome's cost as its column keeps it (OutcomeEvent.cost_usd, eight places), not the ledger's
 # micro-dollar: the ledger entry sums many of them, and is rounded once (cost_record_many).
@@ -81,9 +83,11 @@ def price_rows(*, rows: list[dict[str, Any]]) -> None:
                 price=price, input_tokens=input_tokens or 0, output_tokens=output_tokens or 0, quantum=OUTCOME_COST_QUANTUM
             )
     if unpriced:
-        logger.warning(
-            "outcomes: no price for %s; their tokens are not on the ledger — add prices in the admin "
-            "(Costs and budgets › Prices)", ", ".join(sorted(unpriced)),
+        # Every batch of such a model meets it: once a minute per process, with the count held back.
+        models = ", ".join(sorted(unpriced))
+        _unpriced_warnings.log(
+            logger, logging.WARNING, models, "outcomes: no price for %s; their tokens are not on the ledger — add prices in "
+            "the admin (Costs and budgets › Prices)", models,
         )
 
 

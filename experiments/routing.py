@@ -64,6 +64,7 @@ from experiments.models import (
     ExperimentStage,
     ExperimentStatus,
 )
+from genesis.logging import Throttled
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -117,16 +118,14 @@ _lock = threading.Lock()
 _table: RoutingTable | None = None
 _stale = False
 _last_check = 0.0
-_last_warning: dict[str, float] = {}
+# Each kind of failure once a minute at most per process: every route meets it while it lasts.
+_warnings = Throttled(_WARN_EVERY_SECONDS)
 _redis_client: Any = None
 _redis_retry_at = 0.0
 
 
 def _warn(kind: str, message: str, *args: Any) -> None:
-    now = time.monotonic()
-    if now - _last_warning.get(kind, -_WARN_EVERY_SECONDS) >= _WARN_EVERY_SECONDS:
-        _last_warning[kind] = now
-        logger.warning(message, *args)
+    _warnings.log(logger, logging.WARNING, kind, message, *args)
 
 
 def _redis() -> Any:

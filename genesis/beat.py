@@ -30,7 +30,10 @@ from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler
 from redis.exceptions import LockError, LockNotOwnedError
 
+from genesis.logging import Throttled
+
 logger = logging.getLogger(__name__)
+_renew_warnings = Throttled(60.0)
 
 BEAT_LOCK_KEY = "genesis:beat:lock"
 BEAT_LOCK_SECONDS = 60
@@ -108,8 +111,9 @@ class SingleBeatScheduler(DatabaseScheduler):
             try:
                 self.beat_lock.renew()
             except redis.RedisError as exc:
-                logger.warning("beat: cannot renew the beat lock (%s: %s); sending nothing until Redis answers",
-                               type(exc).__name__, exc)
+                # Beat ticks every few seconds: once a minute says the outage goes on.
+                _renew_warnings.log(logger, logging.WARNING, "renew", "beat: cannot renew the beat lock (%s: %s); sending "
+                                    "nothing until Redis answers", type(exc).__name__, exc)
                 return STANDBY_POLL_SECONDS
             except BeatLockLost as exc:
                 logger.error("beat: %s; stopping so that only one beat sends periodic tasks "

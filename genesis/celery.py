@@ -6,7 +6,7 @@ needs (the metrics heartbeat, the providers' warm-up) is imported inside the sig
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.signals import beat_init, setup_logging, worker_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
 
@@ -14,6 +14,23 @@ app = Celery("genesis")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.autodiscover_tasks(["genesis"])  # genesis/tasks.py: the project is no Django app of its own
+
+
+@setup_logging.connect
+def _keep_genesis_logging(**_: object) -> None:
+    """Logging is settings.LOGGING in every process (GENESIS_LOG_LEVEL, GENESIS_LOG_FORMAT;
+    genesis/logging.py), set up with Django. Without a receiver here Celery sets the root logger's level
+    from the worker's or beat's --loglevel, so GENESIS_LOG_LEVEL=DEBUG showed nothing more in them."""
+
+
+@worker_init.connect
+@beat_init.connect
+def _quiet_housekeeping(**_: object) -> None:
+    # Before a worker forks its pool, and in beat: the every-minute sweeps' routine lines go to DEBUG.
+    from genesis.logging import set_housekeeping_tasks  # import here: see the module docstring
+    from genesis.schedules import housekeeping_tasks  # import here: see the module docstring
+
+    set_housekeeping_tasks(housekeeping_tasks())
 
 
 @worker_init.connect

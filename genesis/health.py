@@ -100,6 +100,43 @@ class _Check(threading.Thread):
             self.error = exc
 
 
+class _ReadinessLog:
+    """What the log says about the checks, per process: a check that starts failing (or fails
+    differently) is a WARNING, one still failing the same way is repeated at most once a minute, and
+    its recovery is said once. Load balancers probe every few seconds from several places: during a
+    Redis outage each probe logged two warnings and Django an ERROR for its 503 (159 lines in one
+    minute from one web machine); an on-call reader needs when it started, that it goes on, and when
+    it ended."""
+
+    REPEAT_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failing: dict[str, tuple[str, float, float]] = {}  # check -> (failure, since, last logged)
+
+    def failed(self, name: str, failure: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            previous = self._failing.get(name)
+            if previous is not None and previous[0] == failure and now - previous[2] < self.REPEAT_SECONDS:
+                return
+            since = previous[1] if previous is not None and previous[0] == failure else now
+            self._failing[name] = (failure, since, now)
+        if since == now:
+            logger.warning("readiness check %s failed: %s; /readyz answers 503 until it passes", name, failure)
+        else:
+            logger.warning("readiness check %s still failing after %.0f s: %s", name, now - since, failure)
+
+    def passed(self, name: str) -> None:
+        with self._lock:
+            previous = self._failing.pop(name, None)
+        if previous is not None:
+            logger.info("readiness check %s passes again after %.0f s failing", name, time.monotonic() - previous[1])
+
+
+_readiness_log = _ReadinessLog()
+
+
 def run_readiness_checks() -> dict[str, tuple[bool, str]]:
     threads = {name: _Check(name, check) for name, check in READINESS_CHECKS.items()}
     for thread in threads.values():
@@ -111,11 +148,13 @@ def run_readiness_checks() -> dict[str, tuple[bool, str]]:
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             results[name] = (False, f"failed: no answer within {PROBE_DEADLINE_SECONDS:g} s")
+            _readiness_log.failed(name, f"no answer within {PROBE_DEADLINE_SECONDS:g} s")
         elif thread.error is not None:
             # The endpoint is public: name the kind of failure, keep hosts and credentials in the log.
-            logger.warning("readiness check %s failed: %s", name, thread.error)
+            _readiness_log.failed(name, f"{type(thread.error).__name__}: {thread.error}")
             results[name] = (False, f"failed: {type(thread.error).__name__}")
         else:
+            _readiness_log.passed(name)
             results[name] = (True, thread.result)
     return results
 
@@ -129,4 +168,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         "status": "ok" if ready else f"unavailable: {', '.join(failed)}",
         "checks": {name: message for name, (_, message) in results.items()},
     }
-    return JsonResponse(body, status=200 if ready else 503)
+    response = JsonResponse(body, status=200 if ready else 503)
+    # An expected answer, its cause logged above once per change: not Django's ERROR "Service
+    # Unavailable: /readyz" with each probe (django.utils.log.log_response skips a response marked so).
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response

@@ -1,20 +1,237 @@
-"""A JSON log formatter: one valid JSON object per line, tracebacks included, for log shippers."""
+"""How every Genesis process logs — web (gunicorn or runserver), Celery worker and beat, commands: text or
+JSON (`GENESIS_LOG_FORMAT`), one line per record, with the objects a line is about as fields.
+
+One place for all of it, so the lines of every process read alike and an on-call engineer can filter on
+the same names everywhere:
+
+- `logging_config` is the `LOGGING` of settings.py and gunicorn's `logconfig_dict` (gunicorn.conf.py), so
+  gunicorn's own lines follow the chosen format too.
+- `record_fields` finds the identifiers: the Celery task a line was logged in or is about (`task`,
+  `task_id`, and the task's id arguments — `run_id`, `job_id`, `experiment_id`…: every task takes ids, and
+  only arguments named `id`/`…_id`/`…_ids` holding ids are copied, so no free text reaches a field), the
+  request of Django's request lines (`method`, `path` without its query string, `status_code`), and
+  anything a caller passes with `extra=`. Both formatters show them: JSON as keys, text as `key=value`.
+- `QuietHousekeeping` keeps the periodic sweeps that beat sends every minute or more often (exposure flushes
+  every 10 s, the guardrail, sync and resend sweeps; the list comes from genesis/schedules.py through
+  genesis/celery.py as a worker or beat starts) out of INFO: Celery's "received", "succeeded" and beat's
+  "Sending due task" lines of those tasks are DEBUG. Before, an idle worker and beat printed 33 such lines
+  a minute (measured), and a real failure scrolled away among them. Their retries, failures and anything
+  they log themselves stay at their level.
+"""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
+
+# The attributes every LogRecord has; anything else on a record came from `extra=` (or Celery's `data`).
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# Set by Django's request loggers and by Celery's own lines; turned into plain fields below, never dumped.
+_EXPANDED = frozenset({"request", "data"})
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _id_arguments(task_name: str | None, args: Any, kwargs: Any) -> dict[str, Any]:
+    """The task's arguments that are ids, by parameter name. Positional arguments are named from the
+    task's signature; anything that is not an int (or a list of ints) is left out."""
+    named: dict[str, Any] = dict(kwargs) if isinstance(kwargs, Mapping) else {}
+    if args and task_name:
+        named.update(zip(_parameter_names(task_name), args, strict=False))
+    return {
+        name: value for name, value in named.items()
+        if (name == "id" or name.endswith(("_id", "_ids"))) and _is_id_value(value)
+    }
+
+
+def _is_id_value(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, list | tuple) and all(isinstance(item, int) and not isinstance(item, bool) for item in value)
+
+
+def _parameter_names(task_name: str) -> list[str]:
+    # import here: Celery is loaded only in the processes that log task lines, after Django's setup.
+    from celery import current_app
+
+    run = getattr(current_app.tasks.get(task_name), "run", None)
+    try:
+        # signature() follows the wrapper Celery puts around a task with autoretry_for to the function.
+        parameters = list(inspect.signature(run).parameters.values()) if run is not None else []
+    except (TypeError, ValueError):
+        return []
+    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    # A bound task's first parameter is the task itself.
+    return names[1:] if names and names[0] == "self" else names
+
+
+def _literal(text: Any) -> Any:
+    """Celery's own lines carry the arguments as their repr ("(3,)", "{'experiment_id': 5}")."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
+def _task_fields(record: logging.LogRecord) -> dict[str, Any]:
+    # import here: Celery's state is read only when a line is formatted, in whatever process logs it.
+    from celery._state import get_current_task
+
+    task = get_current_task()
+    request = getattr(task, "request", None)
+    running_id = getattr(request, "id", None)
+    data = getattr(record, "data", None)
+    if isinstance(data, Mapping) and data.get("id"):
+        # One of Celery's own task lines. "received" and "failed" carry the arguments as their repr
+        # ("(3,)", "{'experiment_id': 5}"); "retry" and "succeeded" do not, but run inside the task.
+        name, task_id = data.get("name"), data["id"]
+        if "args" in data or "kwargs" in data:
+            args, kwargs = _literal(data.get("args")), _literal(data.get("kwargs"))
+        elif request is not None and running_id == task_id:
+            args, kwargs = request.args, request.kwargs
+        else:
+            args = kwargs = None
+        return {"task": name, "task_id": task_id, **_id_arguments(name, args, kwargs)}
+    if task is None or request is None or not running_id:
+        return {}
+    return {"task": task.name, "task_id": running_id, **_id_arguments(task.name, request.args, request.kwargs)}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The identifiers of the line, as fields (see the module's docstring)."""
+    fields = _task_fields(record)
+    request = getattr(record, "request", None)
+    if request is not None and hasattr(request, "method") and hasattr(request, "path"):
+        # The path only: a query string may carry a token, and a body is never logged.
+        fields.update(method=request.method, path=request.path)
+    for key, value in vars(record).items():
+        if key not in _RECORD_ATTRIBUTES and key not in _EXPANDED:
+            fields[key] = value
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
+    """One valid JSON object per line: time, level, logger, message, the fields, the traceback."""
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key, value in record_fields(record).items():
+            entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.stack_info:
+            entry["exception"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`TEXT_FORMAT`, then the fields as `key=value` in brackets, then the traceback on its own lines."""
+
+    def __init__(self, fmt: str | None = None, datefmt: str | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(fmt or TEXT_FORMAT, datefmt, *args, **kwargs)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        line = super().formatMessage(record)
+        fields = record_fields(record)
+        if fields:
+            line += " [" + " ".join(f"{key}={value}" for key, value in fields.items()) + "]"
+        return line
+
+
+class Throttled:
+    """A line that a condition repeats on every request or poll (Redis away for each route, a model without
+    a price in each outcome batch) is let through once per key every `seconds`, saying how many like it it
+    held back meanwhile: one line a minute tells on-call the condition goes on; thousands tell nothing more
+    and push everything else out of view."""
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (when last let through, held back since)
+
+    def log(self, logger: logging.Logger, level: int, key: str, message: str, *args: Any) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._seen.get(key, (None, 0))
+            if last is not None and now - last < self.seconds:
+                self._seen[key] = (last, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+        if held and last is not None:
+            message, args = message + " (%d more like this in the last %.0f s)", (*args, held, now - last)
+        logger.log(level, message, *args)
+        return True
+
+
+# The messages Celery logs for each task it receives and finishes, and beat for each one it sends.
+_CELERY_ROUTINE = {"celery.worker.strategy": "received", "celery.app.trace": "succeeded", "celery.beat": "Sending due task"}
+# The tasks whose routine lines are DEBUG: beat's every-minute sweeps, set by genesis/celery.py as a worker or
+# beat starts (the schedule is a layer above this module: genesis/schedules.py).
+_housekeeping_tasks: frozenset[str] = frozenset()
+
+
+def set_housekeeping_tasks(tasks: Iterable[str]) -> None:
+    global _housekeeping_tasks
+    _housekeeping_tasks = frozenset(tasks)
+
+
+def _routine_task_name(record: logging.LogRecord) -> str | None:
+    marker = _CELERY_ROUTINE.get(record.name)
+    if marker is None or record.levelno != logging.INFO or marker not in str(record.msg):
+        return None
+    data = getattr(record, "data", None)
+    if isinstance(data, Mapping):
+        return str(data.get("name"))
+    if record.name == "celery.beat" and isinstance(record.args, tuple) and len(record.args) == 2:
+        return str(record.args[1])  # "Scheduler: Sending due task %s (%s)": the entry's name, its task
+    return None
+
+
+class QuietHousekeeping(logging.Filter):
+    """Celery's routine lines of the every-minute sweeps go to DEBUG (dropped unless DEBUG is on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        task = _routine_task_name(record)
+        if task is None or task not in _housekeeping_tasks:
+            return True
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def logging_config(*, level: str, format: str) -> dict[str, Any]:
+    """The dictConfig of every process: settings.LOGGING, and gunicorn's logconfig_dict."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"text": {"()": "genesis.logging.TextFormatter"}, "json": {"()": "genesis.logging.JsonFormatter"}},
+        "filters": {"housekeeping": {"()": "genesis.logging.QuietHousekeeping"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": format, "filters": ["housekeeping"]},
+        },
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {
+            # DEBUG would print every SQL statement with its parameters: outcome rows, user ids.
+            "django.db.backends": {"level": "INFO"},
+            # gunicorn's own lines go through the root handler, in the chosen format; its access log stays
+            # off as before (a request line carries the query string, which may hold a token).
+            "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+        },
+    }

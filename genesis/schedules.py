@@ -97,6 +97,18 @@ DEFAULT_SCHEDULES: list[DefaultSchedule] = [
 ]
 
 
+# Beat's sweeps this often or more: their routine "received"/"succeeded"/"Sending due task" lines are DEBUG
+# (genesis/logging.py QuietHousekeeping), so an idle worker and beat print nothing at INFO.
+HOUSEKEEPING_MAX_INTERVAL_SECONDS = 60
+
+
+def housekeeping_tasks() -> frozenset[str]:
+    return frozenset(
+        entry.task for entry in DEFAULT_SCHEDULES
+        if entry.every_seconds is not None and entry.every_seconds <= HOUSEKEEPING_MAX_INTERVAL_SECONDS
+    )
+
+
 def install_default_schedules() -> list[str]:
     """Create the missing schedules and bring the descriptions of the others up to date; return the
     names created."""

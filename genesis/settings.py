@@ -6,6 +6,7 @@ missing or malformed value stops start-up with a message naming the key and the 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from genesis.config.loader import ConfigError, load_config, normalise_env_name
+from genesis.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("GENESIS_VAR_DIR", BASE_DIR / "var"))
@@ -334,17 +336,12 @@ if not DEBUG:
 DEFAULT_EXCEPTION_REPORTER_FILTER = "genesis.error_reports.CredentialsExceptionReporterFilter"
 
 # --- logging -------------------------------------------------------------------------------------
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "genesis.logging.JsonFormatter"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GENESIS.logging.format}},
-    "root": {"handlers": ["console"], "level": GENESIS.logging.level},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
+# Text or JSON (GENESIS_LOG_FORMAT), identifiers as fields, the every-minute sweeps' routine lines at DEBUG:
+# genesis/logging.py, which gunicorn.conf.py uses too.
+LOGGING = logging_config(level=GENESIS.logging.level, format=GENESIS.logging.format)
+# Python's warnings (a library's deprecation, Celery's warning about running as root) through the same
+# handler, in the same format, instead of bare lines on stderr that a JSON log shipper cannot parse.
+logging.captureWarnings(True)
 
 # /metrics: when set, a scrape must send `Authorization: Bearer <token>` (genesis/metrics_auth.py); a secret,
 # so from the environment only.

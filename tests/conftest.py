@@ -86,6 +86,11 @@ def on_migrated_sqlite(tmp_path: Path, script: str, *, timeout: float = 120) -> 
     return json.loads(shell.stdout.strip().splitlines()[-1])
 
 
+# The tests read Celery's routine lines of each task ("[id] succeeded", beat's "Sending due task"), which are
+# DEBUG for the every-minute sweeps (genesis/logging.py QuietHousekeeping): the test processes log at DEBUG.
+CELERY_TEST_LOGGING = {"GENESIS_LOG_LEVEL": "DEBUG"}
+
+
 class WorkerProcess:
     """A real `celery worker` subprocess on the test database and the test broker."""
 
@@ -103,7 +108,7 @@ class WorkerProcess:
             [sys.executable, "-m", "celery", "-A", "genesis", "worker", "-Q", self.queues,
              "--concurrency", str(self.concurrency), "--pool", "prefork", "--loglevel", "INFO",
              "--without-gossip", "--without-mingle", "-n", self.name],
-            cwd=ROOT, env=child_environment(), stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=child_environment(**CELERY_TEST_LOGGING), stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -142,7 +147,8 @@ class BeatProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "genesis", "beat", "--loglevel", "INFO", "--pidfile=",
              "--max-interval", "1"],
-            cwd=ROOT, env=child_environment(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT, env=child_environment(**CELERY_TEST_LOGGING), stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def output(self) -> str:

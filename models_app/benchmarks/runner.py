@@ -106,6 +106,7 @@ class ChunkLease:
 @dataclass
 class ChunkOutcome:
     chunk_id: int
+    run_id: int | None = None
     scored: int = 0
     skipped_reason: str = ""
     retry_in: float | None = None  # set when transient failures remain: the task retries after this long
@@ -633,7 +634,7 @@ def _collect_answers(context: _ChunkContext, lease: ChunkLease, pending: list[tu
     """Ask the pending pairs from a pool of threads; the calling thread writes their answers in small
     batches (every FLUSH_EVERY_SECONDS or FLUSH_MAX_RESULTS), renewing the lease at least every
     CHUNK_HEARTBEAT_SECONDS while it waits."""
-    collected = _Collected(outcome=ChunkOutcome(chunk_id=lease.chunk_id))
+    collected = _Collected(outcome=ChunkOutcome(chunk_id=lease.chunk_id, run_id=lease.run_id))
     # As many threads as call slots: with two chunks in two processes that is twice the slots, so a
     # slot handed on finds a thread ready (benchmarks/limits.py); more threads measured slower (GIL).
     threads = min(len(pending), max(v.provider.max_concurrency for v in context.versions.values())) or 1

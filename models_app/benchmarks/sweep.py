@@ -105,6 +105,9 @@ def _to_send_again(
             chunk.error = f"{why}; sent again"
             resend.append(chunk)
         elif chunk.enqueued_at is None or chunk.enqueued_at < resend_before:
+            # Said here like the other cases: the sweep's own "succeeded" line is DEBUG (genesis/logging.py).
+            logger.warning("benchmark run #%s chunk %s: queued since %s and no worker took it; sending it again",
+                           chunk.run_id, chunk.index, f"{chunk.enqueued_at:%Y-%m-%d %H:%M:%S}" if chunk.enqueued_at else "never sent")
             resend.append(chunk)
     return resend
 

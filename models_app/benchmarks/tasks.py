@@ -41,14 +41,23 @@ logger = logging.getLogger(__name__)
 BENCHMARKS_QUEUE = "benchmarks"
 
 
+class ChunkRetry(Exception):
+    """A chunk sent again later because some of its pairs failed transiently (429, 5xx, timeouts)."""
+
+
 # Sent to the `benchmarks` queue (settings.CELERY_TASK_ROUTES).
 @shared_task(bind=True, name="models_app.benchmark_chunk_run", max_retries=MAX_CHUNK_ATTEMPTS, **RETRY_ON_DATABASE_ERRORS)
 def benchmark_chunk_run(self: Task, chunk_id: int) -> str:
     outcome = benchmark_chunk_execute(chunk_id=chunk_id, worker=worker_identity(node=self.request.hostname or "unknown-worker"))
     if outcome.retry_in is not None:
         # The service released the chunk and will fail the run itself once MAX_CHUNK_ATTEMPTS is reached.
+        # The exception is what Celery's retry line prints: which run and chunk, why, and what comes next.
+        why = ChunkRetry(
+            f"benchmark run #{outcome.run_id} chunk {chunk_id}: {outcome.error}; retried in {outcome.retry_in:.0f} s "
+            f"(the run fails after {MAX_CHUNK_ATTEMPTS} rounds)"
+        )
         try:
-            retry = self.retry(countdown=outcome.retry_in, max_retries=None, throw=False)
+            retry = self.retry(countdown=outcome.retry_in, max_retries=None, throw=False, exc=why)
         except Reject:
             # The broker could not take the retry (Redis away) and Celery drops this message.
             benchmark_chunk_retry_not_sent(chunk_id=chunk_id)

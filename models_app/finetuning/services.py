@@ -640,6 +640,11 @@ def _register_fine_tuned_model(job: FineTuningJob, *, now: datetime) -> None:
         return
     job.model_version = version
     job.cost_recorded_at = now
+    # The one line that says the job's result exists (its task's own line says only "SUCCESS"); once committed.
+    transaction.on_commit(partial(
+        logger.info, "fine-tuning job #%s succeeded: %s registered for %s as model version #%s",
+        job.pk, version.model_id, job.agent.slug, version.pk,
+    ))
 
 
 def _record_training_cost(job: FineTuningJob, *, version: ModelVersion, now: datetime) -> None:

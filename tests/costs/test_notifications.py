@@ -69,6 +69,18 @@ def test_a_failing_webhook_is_recorded_and_only_it_is_retried(alert, alert_chann
     assert len(alert_channels.texts()) == 2  # the failed POST and the retry
 
 
+def test_a_failed_attempt_says_which_channels_and_that_the_redelivery_tries_again(alert, alert_channels, caplog):
+    alert_channels.status = 503
+    with caplog.at_level(logging.INFO, logger="costs.services"):
+        budget_alert_deliver(alert_id=alert.pk)
+    [line] = [r for r in caplog.records if r.name == "costs.services"]
+    assert line.levelno == logging.WARNING
+    assert line.getMessage() == (
+        f"budget alert {alert.pk} not delivered through slack (attempt 1 of {MAX_ALERT_DELIVERY_ATTEMPTS}); "
+        "beat's redelivery tries again within 300 s"
+    )
+
+
 def test_after_the_last_attempt_the_alert_is_kept_as_failed(alert, alert_channels):
     alert_channels.status = 500
     for _ in range(MAX_ALERT_DELIVERY_ATTEMPTS):

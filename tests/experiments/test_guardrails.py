@@ -276,3 +276,30 @@ def test_a_candidate_hanging_on_5_percent_of_its_requests_trips_the_latency_guar
     assert real > 2.0 and capped < 0.30  # the comparison is of capped requests; the guardrail must not be
     guard = next(g for g in results["guardrails"] if g["metric"] == "latency_ms")
     assert guard["state"] != "healthy", guard["reason"]
+
+
+@pytest.mark.django_db
+def test_the_rollback_alert_gives_up_after_its_last_try_in_one_error_line_without_traceback(settings, caplog):
+    """Was: Celery's "raised unexpected: WebhookUnavailable(…)" with a traceback, naming neither the
+    event nor that it had given up."""
+    import logging
+
+    from experiments.tasks import notify_rollback
+
+    experiment = running_experiment()
+    experiment_rollback(experiment=experiment, actor=None, reason="guardrail breached — test", reason_code="guardrail_success_rate")
+    event = ExperimentEvent.objects.get(action=EventAction.ROLLBACK)
+    down = WebhookRecorder(path=SECRET_PATH)
+    down.server.server_close()  # nothing listens on the port any more
+    original = settings.GENESIS.alerting.slack_webhook
+    settings.GENESIS.alerting.slack_webhook = down.url
+    try:
+        with caplog.at_level(logging.INFO):
+            result = notify_rollback.apply(kwargs={"event_id": event.pk}, retries=notify_rollback.max_retries)
+    finally:
+        settings.GENESIS.alerting.slack_webhook = original
+    assert result.get() is False
+    [line] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert f"rollback alert of audit event {event.pk} not delivered after {notify_rollback.max_retries + 1} tries; gave up" in line.getMessage()
+    assert "the rollback itself is done" in line.getMessage() and line.exc_info is None
+    assert "secret-token" not in caplog.text

@@ -390,3 +390,26 @@ def test_a_batch_across_the_midnight_that_ends_a_month_is_charged_to_each_month(
         (Decimal("1"), last_of_old.day), (Decimal("2"), 1)]
     assert budget_status(budget=monthly, now=first_of_new).spent == Decimal("2")
     assert budget_status(budget=monthly, now=last_of_old).spent == Decimal("1")
+
+
+def test_a_model_without_a_price_is_logged_once_a_minute_not_with_every_batch(client, running, api_key_for, caplog, monkeypatch):
+    """Each batch of such a model met the warning: an agent posting a batch a second logged 3 600 identical
+    lines an hour. Now one a minute per process, the next one saying how many it held back."""
+    import logging
+
+    from experiments import costing
+    from genesis.logging import Throttled
+    from tests.factories import ModelVersionFactory
+
+    throttle = Throttled(60.0)
+    monkeypatch.setattr(costing, "_unpriced_warnings", throttle)
+    ModelVersionFactory(agent=running.agent, model_id="unpriced-model")
+    key = api_key_for("qa_agent")
+    with caplog.at_level(logging.WARNING, logger="experiments.costing"):
+        for batch in range(5):
+            assert post(client, key, [event(event_id=f"np-{batch}", model="unpriced-model", input_tokens=5)]).status_code == 202
+        throttle.seconds = 0.0  # the minute is over
+        assert post(client, key, [event(event_id="np-last", model="unpriced-model", input_tokens=5)]).status_code == 202
+    lines = [r.getMessage() for r in caplog.records if r.name == "experiments.costing"]
+    assert len(lines) == 2 and all(line.startswith("outcomes: no price for unpriced-model;") for line in lines)
+    assert lines[1].endswith(" (4 more like this in the last 0 s)")

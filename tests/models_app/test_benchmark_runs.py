@@ -256,6 +256,22 @@ def test_a_queued_chunk_whose_message_went_to_a_worker_now_dead_is_sent_again_at
 
 
 @pytest.mark.django_db
+def test_a_chunk_queued_too_long_is_sent_again_with_a_line_naming_its_run_and_chunk(demo_simulator, django_capture_on_commit_callbacks, caplog):
+    """The runbook's "messages never sent" case: the sweep's own result line is DEBUG now, so the resend
+    says itself, as the sweep's other resends do."""
+    import logging
+
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 8})
+    first = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
+    BenchmarkChunk.objects.filter(run=run).exclude(pk=first.pk).update(status="done")
+    BenchmarkChunk.objects.filter(pk=first.pk).update(enqueued_at=timezone.now() - timedelta(hours=1))
+    with caplog.at_level(logging.WARNING, logger="models_app.benchmarks.sweep"), django_capture_on_commit_callbacks(execute=False):
+        assert benchmark_runs_resume_stalled(live_workers={"alive@test"}) == [first.pk]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "models_app.benchmarks.sweep"]
+    assert line.startswith(f"benchmark run #{run.pk} chunk {first.index}: queued since ") and line.endswith("sending it again")
+
+
+@pytest.mark.django_db
 def test_a_chunk_given_back_for_a_retry_forgets_who_received_its_earlier_message(demo_simulator):
     from models_app.benchmarks.runner import _release_chunk
 
@@ -773,6 +789,24 @@ def price_for_estimate(model: str, base_model: str | None = None):
     from costs.selectors import price_in_force
 
     return price_in_force(model=model, base_model=base_model)
+
+
+@pytest.mark.django_db
+def test_the_chunk_retry_line_names_the_run_the_chunk_why_and_when(seeded_demo, simulator_factory, caplog):
+    """Celery's "retry" line is all an on-call engineer sees of a chunk sent again: it printed
+    "Retry in 5.0s" and nothing else (no run, no cause)."""
+    import logging
+
+    from models_app.benchmarks.tasks import benchmark_chunk_run
+
+    run, _, judge = _judged_run("support_agent", simulator_factory)
+    _fail_every_judge_call_of_one_round(judge)
+    chunk = BenchmarkChunk.objects.get(run=run)
+    with caplog.at_level(logging.INFO, logger="celery.app.trace"):
+        benchmark_chunk_run.apply(args=(chunk.pk,))  # eager: the retry runs at once, and the judge answers then
+    [retry] = [r.getMessage() for r in caplog.records if " retry: " in r.getMessage()]
+    assert f"benchmark run #{run.pk} chunk {chunk.pk}: 2 pair(s) failed transiently" in retry
+    assert "judge" in retry and "retried in 5 s" in retry and "the run fails after" in retry
 
 
 @pytest.mark.django_db

@@ -184,10 +184,16 @@ def test_start_is_refused_in_a_state_that_cannot_start(ft_world) -> None:
         finetuning_job_start(job=job)
 
 
-def test_success_registers_the_fine_tuned_model_once_with_its_cost(ft_world) -> None:
+def test_success_registers_the_fine_tuned_model_once_with_its_cost(ft_world, caplog, django_capture_on_commit_callbacks) -> None:
+    import logging
+
     job = started_job(ft_world)
-    job = sync_until(job, "SUCCESS")
+    with caplog.at_level(logging.INFO, logger="models_app.finetuning.services"), django_capture_on_commit_callbacks(execute=True):
+        job = sync_until(job, "SUCCESS")
     version = job.model_version
+    # The log says the result exists, naming the job, the model and its version (was: nothing of ours).
+    assert [r.getMessage() for r in caplog.records if "succeeded" in r.getMessage()] == [
+        f"fine-tuning job #{job.pk} succeeded: {job.fine_tuned_model} registered for {ft_world.agent.slug} as model version #{version.pk}"]
     assert version is not None
     assert (version.kind, version.status, version.agent, version.provider) == ("fine_tuned", "registered", ft_world.agent, ft_world.provider)
     assert version.model_id == job.fine_tuned_model and version.model_id.startswith("ft:open-mistral-7b:")

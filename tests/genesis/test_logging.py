@@ -1,0 +1,244 @@
+"""The log lines an on-call engineer reads (genesis/logging.py): identifiers as fields in both formats,
+nothing secret or personal in them, Celery's and gunicorn's own lines in the configured format, and no
+flood from the every-minute sweeps or from load balancers probing /readyz during an outage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.test import RequestFactory
+
+from genesis import logging as genesis_logging
+from genesis.logging import JsonFormatter, QuietHousekeeping, TextFormatter, record_fields
+from genesis.schedules import housekeeping_tasks
+from tests.conftest import ROOT, child_environment
+
+# Celery's own formats (celery/app/trace.py, celery/worker/strategy.py), as its loggers send them.
+RECEIVED = "Task %(name)s[%(id)s] received"
+SUCCEEDED = "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s"
+RETRY = "Task %(name)s[%(id)s] retry: %(exc)s"
+
+
+def celery_record(logger: str, fmt: str, data: dict, level: int = logging.INFO) -> logging.LogRecord:
+    record = logging.LogRecord(logger, level, __file__, 1, fmt, (data,), None)
+    record.data = data
+    return record
+
+
+class Captured(logging.Handler):
+    """Every record any logger handles, all loggers at DEBUG meanwhile; formatted as it is emitted, since
+    the fields depend on the task running then."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.fields: list[dict] = []
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.fields.append(record_fields(record))
+        self.lines += [JsonFormatter().format(record), TextFormatter().format(record)]
+
+
+@pytest.fixture
+def every_record() -> Iterator[Captured]:
+    handler = Captured()
+    root = logging.getLogger()
+    loggers = [root] + [logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
+    levels = {logger: logger.level for logger in loggers}
+    logging.disable(logging.NOTSET)
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        for logger, level in levels.items():
+            logger.setLevel(level)
+
+
+def test_a_json_line_carries_the_identifiers_as_fields_and_stays_one_valid_object():
+    record = logging.LogRecord("experiments.services", logging.WARNING, __file__, 1, "experiment %s paused:\n%s", ("qa-rollout", "srm"), None)
+    record.experiment = "qa-rollout"
+    record.stage_percent = 25
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert (entry["level"], entry["logger"], entry["message"]) == ("WARNING", "experiments.services", "experiment qa-rollout paused:\nsrm")
+    assert (entry["experiment"], entry["stage_percent"]) == ("qa-rollout", 25)
+
+
+def test_celery_lines_name_the_task_its_id_and_the_ids_it_was_given():
+    from audits.tasks import run_audit  # registers the task, whose parameter is run_id
+
+    received = celery_record("celery.worker.strategy", RECEIVED, {"id": "t-1", "name": run_audit.name, "args": "(42,)", "kwargs": "{}"})
+    notify = celery_record("celery.app.trace", RETRY, {"id": "t-2", "name": "experiments.notify_rollback", "exc": "x", "args": "()", "kwargs": "{'event_id': 7}"})
+    assert {k: v for k, v in json.loads(JsonFormatter().format(received)).items() if k in ("task", "task_id", "run_id")} == {
+        "task": "audits.run_audit", "task_id": "t-1", "run_id": 42}
+    assert json.loads(JsonFormatter().format(notify))["event_id"] == 7
+    text = TextFormatter().format(received)
+    assert text.endswith("Task audits.run_audit[t-1] received [task=audits.run_audit task_id=t-1 run_id=42]")
+
+
+def test_a_line_logged_inside_a_task_names_the_task_and_its_object(db, every_record):
+    from costs.tasks import run_cost_report
+
+    run_cost_report.apply(args=(987654,), task_id="report-task")
+    [(line, fields)] = [(r, f) for r, f in zip(every_record.records, every_record.fields, strict=True) if r.name == "costs.tasks"]
+    assert "987654" in line.getMessage()
+    assert (fields["task"], fields["task_id"], fields["report_id"]) == ("costs.run_cost_report", "report-task", 987654)
+
+
+def test_only_id_arguments_become_fields_never_free_text():
+    # A task given a text (an e-mail, a prompt) by mistake must not copy it into every line.
+    record = celery_record("celery.worker.strategy", RECEIVED, {
+        "id": "t-3", "name": "experiments.notify_rollback", "args": "()",
+        "kwargs": "{'event_id': 'jane.doe@example.com', 'user_id': 'jane.doe@example.com', 'note': 'call +1 415 555 0199'}",
+    })
+    line = JsonFormatter().format(record)
+    assert "jane.doe" not in line.replace(record.getMessage(), "") and "555 0199" not in line
+
+
+def test_request_lines_give_method_path_and_status_but_never_the_query_string():
+    request = RequestFactory().get("/api/v1/experiments/qa-rollout/results?token=s3cr3t-query-token&email=jane@example.com")
+    record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "Not Found: %s", (request.path,), None)
+    record.request, record.status_code = request, 404
+    for line in (JsonFormatter().format(record), TextFormatter().format(record)):
+        assert "s3cr3t-query-token" not in line and "jane@example.com" not in line
+    entry = json.loads(JsonFormatter().format(record))
+    assert (entry["method"], entry["path"], entry["status_code"]) == ("GET", "/api/v1/experiments/qa-rollout/results", 404)
+
+
+def test_no_api_key_user_id_or_prompt_reaches_a_formatted_line(seeded_demo, client, api_key_for, every_record):
+    """Traffic as the agents send it, with personal data in user ids and attributes, plus refusals:
+    every record any logger emitted (DEBUG on), through both formatters, holds none of it."""
+    key = api_key_for("qa_agent")
+    email, phone = "jane.doe.personal@example.com", "+1 415 555 0199"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    routed = client.post("/api/v1/route", {"agent": "qa_agent", "user_id": email, "attributes": {"phone": phone}},
+                         content_type="application/json", **auth)
+    assert routed.status_code == 200
+    event = {"event_id": "e-1", "agent": "qa_agent", "user_id": email, "model": routed.json()["model"], "success": True, "latency_ms": 12}
+    assert client.post("/api/v1/outcomes", {"events": [event, {**event, "event_id": "e-2", "latency_ms": -1}]},
+                       content_type="application/json", **auth).status_code == 202
+    assert client.post("/api/v1/route", {"agent": "nope", "user_id": email, "attributes": {}}, content_type="application/json",
+                       **auth).status_code == 404
+    assert client.post("/api/v1/route", {"agent": "qa_agent", "user_id": email, "attributes": {}}, content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {key}x").status_code == 401
+    lines = every_record.lines
+    assert any("Not Found" in line for line in lines)  # the refusals were logged, and searched
+    for secret in (key, email, phone, "jane.doe"):
+        assert not [line for line in lines if secret in line], secret
+
+
+def test_the_every_minute_sweeps_routine_lines_are_debug_and_everything_else_stays(monkeypatch):
+    from genesis.celery import _quiet_housekeeping
+
+    monkeypatch.setattr(genesis_logging, "_housekeeping_tasks", frozenset())  # put back afterwards
+    _quiet_housekeeping()  # what a worker or beat does as it starts
+    sweep = "experiments.flush_exposures"
+    assert {"experiments.flush_exposures", "experiments.evaluate_guardrails"} <= housekeeping_tasks()
+    assert "costs.daily_cost_report" not in housekeeping_tasks() and "audits.run_audit" not in housekeeping_tasks()
+    quiet = QuietHousekeeping()
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.INFO)
+        assert not quiet.filter(celery_record("celery.app.trace", SUCCEEDED, {"id": "1", "name": sweep}))
+        assert not quiet.filter(celery_record("celery.worker.strategy", RECEIVED, {"id": "1", "name": sweep}))
+        beat = logging.LogRecord("celery.beat", logging.INFO, __file__, 1, "Scheduler: Sending due task %s (%s)", ("a sweep", sweep), None)
+        assert not quiet.filter(beat)
+        # A sweep's retry, its failure, and other tasks' routine lines are kept as they are.
+        assert quiet.filter(celery_record("celery.app.trace", RETRY, {"id": "1", "name": sweep}))
+        assert quiet.filter(celery_record("celery.app.trace", SUCCEEDED, {"id": "1", "name": sweep}, level=logging.ERROR))
+        kept = celery_record("celery.app.trace", SUCCEEDED, {"id": "1", "name": "audits.run_audit"})
+        assert quiet.filter(kept) and kept.levelno == logging.INFO
+        root.setLevel(logging.DEBUG)
+        shown = celery_record("celery.app.trace", SUCCEEDED, {"id": "1", "name": sweep})
+        assert quiet.filter(shown) and (shown.levelno, shown.levelname) == (logging.DEBUG, "DEBUG")
+    finally:
+        root.setLevel(level)
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_readyz_during_an_outage_logs_the_start_and_the_end_not_each_probe(db, client, settings, every_record):
+    from genesis import health
+
+    health._readiness_log = health._ReadinessLog()  # this process's memory of earlier probes
+    good = settings.REDIS_URL
+    settings.REDIS_URL = f"redis://127.0.0.1:{unused_port()}/0"
+    for _ in range(3):
+        assert client.get("/readyz").status_code == 503
+    settings.REDIS_URL = good
+    client.get("/readyz")
+    lines = [r for r in every_record.records if r.levelno >= logging.INFO and r.name in ("genesis.health", "django.request")]
+    redis_lines = [r.getMessage() for r in lines if "check redis" in r.getMessage()]
+    assert len(redis_lines) == 2, redis_lines
+    assert "failed: ConnectionError" in redis_lines[0] and "503 until it passes" in redis_lines[0]
+    assert "passes again after" in redis_lines[1]
+    assert not [r for r in lines if r.name == "django.request"]  # no ERROR "Service Unavailable: /readyz" per probe
+
+
+def _run_until(command: list[str], *, env: dict[str, str], marker: str, timeout: float = 40) -> str:
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    output: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        assert process.stdout is not None
+        os.set_blocking(process.stdout.fileno(), False)
+        while time.monotonic() < deadline and not any(marker in line for line in output):
+            chunk = process.stdout.readline()
+            if chunk:
+                output.append(chunk)
+            elif process.poll() is not None:
+                break
+            else:
+                time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+    return "".join(output) + (rest or "")
+
+
+def test_gunicorn_and_python_warnings_log_in_the_configured_json_format():
+    env = child_environment(GENESIS_LOG_FORMAT="json", GENESIS_LOG_LEVEL="INFO")
+    output = _run_until([sys.executable, "-m", "gunicorn", "genesis.wsgi:application", "-w", "1", "-b", f"127.0.0.1:{unused_port()}"],
+                        env=env, marker="Booting worker")
+    lines = [line for line in output.splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line, gunicorn's own included, is one JSON object
+    assert any(e["logger"] == "gunicorn.error" and e["message"].startswith("Booting worker") for e in entries)
+    warned = subprocess.run([sys.executable, "manage.py", "shell", "-c", "import warnings; warnings.warn('deprecated thing')"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    [warning] = [json.loads(line) for line in warned.stderr.splitlines() if "deprecated thing" in line]
+    assert (warning["logger"], warning["level"]) == ("py.warnings", "WARNING")
+
+
+def test_a_throttled_line_goes_out_once_per_key_and_window_and_then_says_how_many_it_held_back(caplog):
+    from genesis.logging import Throttled
+
+    throttle, logger = Throttled(60.0), logging.getLogger("genesis.test_throttle")
+    with caplog.at_level(logging.WARNING, logger="genesis.test_throttle"):
+        sent = [throttle.log(logger, logging.WARNING, "redis", "redis away (%s)", n) for n in range(100)]
+        throttle.log(logger, logging.WARNING, "database", "database away")
+        throttle.seconds = 0.0
+        throttle.log(logger, logging.WARNING, "redis", "redis away (%s)", "again")
+    assert sent.count(True) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "redis away (0)", "database away", "redis away (again) (99 more like this in the last 0 s)"]
