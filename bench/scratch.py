@@ -4,7 +4,11 @@ database, and dropped at the end — also when the bench fails. The one place fo
 that writes builds its world inside `scratch_database`, and its world builders call `require_scratch`
 first, so one called on its own refuses before writing anything. Redis has no database to make, so a
 bench that uses it claims REDIS_URL's index (`redis=True`): one holding keys no bench made (a
-developer's cache, a running installation's queues) is refused, never flushed."""
+developer's cache, a running installation's queues) is refused, never flushed.
+
+A DATABASE_URL whose options pick the database themselves (`?dbname=`, `?service=`) is refused: libpq
+lets them win over the name, so the "scratch" connection would reach the configured database. Other
+options (sslmode, `options=-c search_path=…`) are carried to the scratch database."""
 
 from __future__ import annotations
 
@@ -15,6 +19,10 @@ from contextlib import contextmanager
 # Set in a Redis index by the first bench that claims it while empty; an index without it that holds
 # keys is someone else's.
 REDIS_MARK = "genesis:bench-scratch"
+
+# Connection options that make libpq connect to a database other than NAME (Django passes OPTIONS
+# after NAME, so they win).
+REDIRECTING_OPTIONS = ("dbname", "service")
 
 _active: str | None = None  # the scratch database the default connection points at, while one does
 
@@ -42,9 +50,14 @@ def scratch_database(suffix: str, *, keep: bool = False, redis: bool = False) ->
     from django.conf import settings
     from django.db import connection
 
+    given = connection.settings_dict["NAME"]
+    redirecting = [key for key in REDIRECTING_OPTIONS if key in connection.settings_dict["OPTIONS"]]
+    if redirecting:
+        raise NotAScratchDatabase(
+            f"DATABASE_URL's {', '.join(redirecting)} option chooses the database itself, over its name {given!r}: "
+            "a bench's connections would reach that database, not a scratch one; name the database in the URL's path only")
     if redis:
         claim_redis(settings.REDIS_URL)
-    given = connection.settings_dict["NAME"]
     connection.settings_dict["TEST"]["NAME"] = f"{given}_{suffix}"
     scratch = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=keep, serialize=False)
     settings_dict = connection.settings_dict
@@ -73,13 +86,16 @@ def scratch_database(suffix: str, *, keep: bool = False, redis: bool = False) ->
 
 
 def require_scratch() -> None:
-    """Refuse (NotAScratchDatabase) unless the default connection points at a `scratch_database`: what a
-    bench's world builder calls before its first write."""
+    """Refuse (NotAScratchDatabase) unless the default connection is connected to a `scratch_database`
+    (asked of the server: what the settings name is not necessarily what it reached): what a bench's
+    world builder calls before its first write."""
     from django.db import connection
 
-    if _active is None or connection.settings_dict["NAME"] != _active:
-        raise NotAScratchDatabase(
-            f"a bench writes only inside bench.scratch.scratch_database, never into {connection.settings_dict['NAME']!r}")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_database()")
+        connected = cursor.fetchone()[0]
+    if _active is None or connected != _active:
+        raise NotAScratchDatabase(f"a bench writes only inside bench.scratch.scratch_database, never into {connected!r}")
 
 
 def claim_redis(url: str | None) -> None:

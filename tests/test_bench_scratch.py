@@ -12,7 +12,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from bench.scratch import REDIS_MARK, NotAScratchDatabase, flush_redis, scratch_database
+import bench.scratch
+from bench.scratch import REDIS_MARK, NotAScratchDatabase, flush_redis, require_scratch, scratch_database
 from models_app.registry.models import Agent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,32 @@ def test_a_bench_writes_into_a_scratch_database_and_drops_it():
     assert connection.settings_dict["NAME"] == given
     assert not _database_exists(scratch)
     assert not Agent.objects.filter(slug="only_in_scratch").exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the benches run on PostgreSQL only")
+@pytest.mark.django_db
+@pytest.mark.parametrize("option", ["dbname", "service"])
+def test_a_database_url_whose_options_choose_the_database_is_refused(monkeypatch, option):
+    """`postgres://…/name?dbname=name`: libpq connects to OPTIONS' dbname whatever NAME says, so the
+    scratch database would be made but the real one migrated and written."""
+    given = connection.settings_dict["NAME"]
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {**connection.settings_dict["OPTIONS"], option: given})
+    with pytest.raises(NotAScratchDatabase, match=option), scratch_database("bench_scratch_redirect"):
+        pass
+    monkeypatch.undo()
+    assert not _database_exists(f"{given}_bench_scratch_redirect")
+    assert connection.settings_dict["NAME"] == given
+
+
+@pytest.mark.django_db
+def test_require_scratch_asks_the_server_which_database_it_reached(monkeypatch):
+    """The settings may name the scratch database while the connection reached another (OPTIONS'
+    dbname): require_scratch believes the server, not the settings."""
+    connection.ensure_connection()  # to the test database, whatever NAME says next
+    monkeypatch.setitem(connection.settings_dict, "NAME", "a_scratch_database")
+    monkeypatch.setattr(bench.scratch, "_active", "a_scratch_database")
+    with pytest.raises(NotAScratchDatabase):
+        require_scratch()
 
 
 # Each bench world builder: what it writes (seed_demo, starting every draft rollout, API keys, outcomes).
