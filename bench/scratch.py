@@ -2,7 +2,10 @@
 staging's): `<that database>_<suffix>`, made and migrated as Django's test runner makes its test
 database, and dropped at the end — also when the bench fails. The one place for the rule: every bench
 that writes builds its world inside `scratch_database`, and its world builders call `require_scratch`
-first, so one called on its own refuses before writing anything. Redis has no database to make, so a
+first, so one called on its own refuses before writing anything. A database is a bench's only if it
+carries the mark (`COMMENT ON DATABASE … IS 'genesis bench scratch'`, SCRATCH_MARK), set when
+`scratch_database` makes it: an existing `<name>_<suffix>` without it is someone's (a developer's
+copy, a restore) and is refused, never dropped nor reused. Redis has no database to make, so a
 bench that uses it claims REDIS_URL's index (`redis=True`): one holding keys no bench made (a
 developer's cache, a running installation's queues) is refused, never flushed.
 
@@ -16,6 +19,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+SCRATCH_MARK = "genesis bench scratch"  # the comment on a database scratch_database made
+
 # Set in a Redis index by the first bench that claims it while empty; an index without it that holds
 # keys is someone else's.
 REDIS_MARK = "genesis:bench-scratch"
@@ -28,7 +33,8 @@ _active: str | None = None  # the scratch database the default connection points
 
 
 class NotAScratchDatabase(RuntimeError):
-    """A bench's world builder called outside `scratch_database`: it would write into DATABASE_URL's database."""
+    """A bench's world builder called outside `scratch_database` (it would write into DATABASE_URL's
+    database), or a database the bench would use that is not a bench's."""
 
 
 @contextmanager
@@ -56,10 +62,13 @@ def scratch_database(suffix: str, *, keep: bool = False, redis: bool = False) ->
         raise NotAScratchDatabase(
             f"DATABASE_URL's {', '.join(redirecting)} option chooses the database itself, over its name {given!r}: "
             "a bench's connections would reach that database, not a scratch one; name the database in the URL's path only")
+    _refuse_unmarked(f"{given}_{suffix}")
     if redis:
         claim_redis(settings.REDIS_URL)
     connection.settings_dict["TEST"]["NAME"] = f"{given}_{suffix}"
     scratch = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=keep, serialize=False)
+    with connection._nodb_cursor() as cursor:
+        cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(scratch)} IS %s", [SCRATCH_MARK])
     settings_dict = connection.settings_dict
     password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
     url = (f"postgres://{settings_dict['USER'] or 'postgres'}{password}@{settings_dict['HOST'] or '127.0.0.1'}"
@@ -83,6 +92,27 @@ def scratch_database(suffix: str, *, keep: bool = False, redis: bool = False) ->
                 cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                                "AND pid <> pg_backend_pid()", [scratch])
             connection.creation.destroy_test_db(given, verbosity=0)
+
+
+def _scratch_mark(name: str) -> str | None:
+    """The comment on database `name` ('' for none), None if there is no such database."""
+    from django.db import connection
+
+    with connection._nodb_cursor() as cursor:
+        cursor.execute("SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s", [name])
+        found = cursor.fetchone()
+    return None if found is None else found[0]
+
+
+def _refuse_unmarked(name: str) -> bool:
+    """Whether database `name` exists; refused (NotAScratchDatabase) if it does without SCRATCH_MARK."""
+    mark = _scratch_mark(name)
+    if mark is not None and mark != SCRATCH_MARK:
+        raise NotAScratchDatabase(
+            f"database {name!r} exists and is not a bench's scratch database (no comment {SCRATCH_MARK!r}): a bench "
+            f"would drop or reuse it. Drop or rename it if it is not needed (dropdb {name}); if it is a bench's own, "
+            f"made before the mark existed: psql -c \"COMMENT ON DATABASE {name} IS '{SCRATCH_MARK}'\"")
+    return mark is not None
 
 
 def require_scratch() -> None:

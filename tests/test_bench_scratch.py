@@ -34,6 +34,7 @@ def test_a_bench_writes_into_a_scratch_database_and_drops_it():
         assert connection.settings_dict["NAME"] == scratch and url.endswith(f"/{scratch}")
         Agent.objects.create(slug="only_in_scratch", name="Only in the scratch database")  # migrated
         assert _database_exists(scratch)
+        assert bench.scratch._scratch_mark(scratch) == bench.scratch.SCRATCH_MARK
     assert connection.settings_dict["NAME"] == given
     assert not _database_exists(scratch)
     assert not Agent.objects.filter(slug="only_in_scratch").exists()
@@ -63,6 +64,26 @@ def test_require_scratch_asks_the_server_which_database_it_reached(monkeypatch):
     monkeypatch.setattr(bench.scratch, "_active", "a_scratch_database")
     with pytest.raises(NotAScratchDatabase):
         require_scratch()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the benches run on PostgreSQL only")
+@pytest.mark.django_db
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_database_of_the_scratch_name_without_the_mark_is_neither_dropped_nor_reused(keep):
+    """`<name>_<suffix>` made by someone else (a copy, a restore) was dropped (autoclobber) or, with keep,
+    written into."""
+    name = f"{connection.settings_dict['NAME']}_bench_scratch_theirs"
+    with connection.creation._nodb_cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        with pytest.raises(NotAScratchDatabase, match=f"{name}.*dropdb"), scratch_database("bench_scratch_theirs", keep=keep):
+            pass
+        assert _database_exists(name)
+        assert bench.scratch._scratch_mark(name) == ""
+    finally:
+        with connection.creation._nodb_cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
 
 
 # Each bench world builder: what it writes (seed_demo, starting every draft rollout, API keys, outcomes).
