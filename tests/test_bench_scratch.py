@@ -118,11 +118,31 @@ def test_a_bench_world_builder_refuses_the_configured_database(bench):
 
 def test_no_bench_migrates_or_flushes_on_its_own():
     """Making, migrating and flushing are bench/scratch.py's: a bench that calls migrate or flushdb
-    itself does it to whatever DATABASE_URL / REDIS_URL name."""
-    offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "bench").rglob("*.py")
-                 if path.name != "scratch.py" and re.search(r"""call_command\(\s*["']migrate|\.flushdb\(|\.flushall\(""",
-                                                             path.read_text())]
+    itself does it to whatever DATABASE_URL / REDIS_URL name. Purging Celery's queues (REDIS_URL is the
+    broker) is allowed only in a bench whose scratch database claims Redis."""
+    offenders = []
+    for path in (ROOT / "bench").rglob("*.py"):
+        text = path.read_text()
+        if path.name == "scratch.py":
+            continue
+        if re.search(r"""call_command\(\s*["']migrate|\.flushdb\(|\.flushall\(""", text):
+            offenders.append(str(path.relative_to(ROOT)))
+        if re.search(r"\.purge\(", text) and not _claims_redis(text):
+            offenders.append(f"{path.relative_to(ROOT)} (purges an unclaimed Redis)")
     assert offenders == []
+
+
+def _claims_redis(text: str) -> bool:
+    calls = re.findall(r"scratch_database\(((?:[^()]|\([^()]*\))*)\)", text)  # arguments may hold a call
+    return bool(calls) and all("redis=True" in arguments for arguments in calls)
+
+
+def test_every_bench_with_a_scratch_database_claims_redis():
+    """A bench's world is built through the services, which enqueue Celery tasks and cache in REDIS_URL:
+    bench/a11y and bench/benchmark_runner (which also purges the queues) once did so unclaimed."""
+    unclaimed = [str(path.relative_to(ROOT)) for path in (ROOT / "bench").rglob("*.py")
+                 if path.name != "scratch.py" and "scratch_database(" in path.read_text() and not _claims_redis(path.read_text())]
+    assert unclaimed == []
 
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis")

@@ -12,7 +12,8 @@ CPU does not share this process's interpreter lock.
 
 The script makes a scratch database `<your database>_benchmark_runner` (migrated, destroyed at the
 end) and uses REDIS_URL as broker and cache — give it a Redis database nothing else uses, or a running
-`make run` worker would take the bench's messages.
+`make run` worker would take the bench's messages; it claims that database (bench/scratch.py) before
+purging its queues, and refuses one holding keys no bench made.
 
 The ideal is N·L/C = 800 × 0.050 s / 16 = 2.5 s. Wall time is from the request (`benchmark_run_create`)
 to the run row saying completed, verdict included (its finished_at: this process looks every 50 ms,
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     from models_app.benchmarks.services import benchmark_run_create
 
     scratch = ExitStack()  # left last in `finally`, once the workers that hold connections to it are gone
-    database_url = scratch.enter_context(scratch_database("benchmark_runner"))
+    database_url = scratch.enter_context(scratch_database("benchmark_runner", redis=True))
     simulator, simulator_url = start_simulator(args.latency_ms)
     workers: list[subprocess.Popen[bytes]] = []
     try:
