@@ -5,9 +5,13 @@ that writes builds its world inside `scratch_database`, and its world builders c
 first, so one called on its own refuses before writing anything. A database is a bench's only if it
 carries the mark (`COMMENT ON DATABASE … IS 'genesis bench scratch'`, SCRATCH_MARK), set when
 `scratch_database` makes it: an existing `<name>_<suffix>` without it is someone's (a developer's
-copy, a restore) and is refused, never dropped nor reused. Redis has no database to make, so a
-bench that uses it claims REDIS_URL's index (`redis=True`): one holding keys no bench made (a
-developer's cache, a running installation's queues) is refused, never flushed.
+copy, a restore) and is refused, never dropped nor reused.
+
+Redis has no database to make, so a bench that uses it claims REDIS_URL's index (`redis=True`) for
+the run only: one holding keys without a live mark (a developer's cache, a running installation's
+queues) is refused, never flushed; an empty or marked one gets the mark (REDIS_MARK), which expires
+after REDIS_MARK_SECONDS, so a crashed run's claim lapses; at the end of the `scratch_database` that
+claimed it the index is emptied, mark included — every key in a claimed index is a bench's.
 
 A DATABASE_URL whose options pick the database themselves (`?dbname=`, `?service=`) is refused: libpq
 lets them win over the name, so the "scratch" connection would reach the configured database. Other
@@ -21,15 +25,16 @@ from contextlib import contextmanager
 
 SCRATCH_MARK = "genesis bench scratch"  # the comment on a database scratch_database made
 
-# Set in a Redis index by the first bench that claims it while empty; an index without it that holds
-# keys is someone else's.
+# Set in a Redis index claimed by a bench; an index without it that holds keys is someone else's.
 REDIS_MARK = "genesis:bench-scratch"
+REDIS_MARK_SECONDS = 6 * 3600  # longer than any bench; a crashed run's claim lapses after it
 
 # Connection options that make libpq connect to a database other than NAME (Django passes OPTIONS
 # after NAME, so they win).
 REDIRECTING_OPTIONS = ("dbname", "service")
 
 _active: str | None = None  # the scratch database the default connection points at, while one does
+_claimed: set[str] = set()  # the Redis URLs claimed by the scratch_database calls under way
 
 
 class NotAScratchDatabase(RuntimeError):
@@ -47,7 +52,7 @@ def scratch_database(suffix: str, *, keep: bool = False, redis: bool = False) ->
 
     `keep`: a database worth keeping between runs (bench/admin_scale's year of history): reused and
     migrated if it exists, left in place at the end (`dropdb` it when done). `redis`: claim REDIS_URL's
-    index first (`claim_redis`)."""
+    index for the run (`claim_redis`; emptied at the end, `release_redis`)."""
     global _active
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
     import django
@@ -63,35 +68,42 @@ def scratch_database(suffix: str, *, keep: bool = False, redis: bool = False) ->
             f"DATABASE_URL's {', '.join(redirecting)} option chooses the database itself, over its name {given!r}: "
             "a bench's connections would reach that database, not a scratch one; name the database in the URL's path only")
     _refuse_unmarked(f"{given}_{suffix}")
-    if redis:
+    claim = bool(redis and settings.REDIS_URL and settings.REDIS_URL not in _claimed)  # else an enclosing call's
+    if claim:
         claim_redis(settings.REDIS_URL)
-    connection.settings_dict["TEST"]["NAME"] = f"{given}_{suffix}"
-    scratch = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=keep, serialize=False)
-    with connection._nodb_cursor() as cursor:
-        cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(scratch)} IS %s", [SCRATCH_MARK])
-    settings_dict = connection.settings_dict
-    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
-    url = (f"postgres://{settings_dict['USER'] or 'postgres'}{password}@{settings_dict['HOST'] or '127.0.0.1'}"
-           f":{settings_dict['PORT'] or 5432}/{scratch}")
-    configured_url = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = url
-    _active = scratch
+        _claimed.add(settings.REDIS_URL)
     try:
-        yield url
+        connection.settings_dict["TEST"]["NAME"] = f"{given}_{suffix}"
+        scratch = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=keep, serialize=False)
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(scratch)} IS %s", [SCRATCH_MARK])
+        settings_dict = connection.settings_dict
+        password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+        url = (f"postgres://{settings_dict['USER'] or 'postgres'}{password}@{settings_dict['HOST'] or '127.0.0.1'}"
+               f":{settings_dict['PORT'] or 5432}/{scratch}")
+        configured_url = os.environ.get("DATABASE_URL")
+        os.environ["DATABASE_URL"] = url
+        _active = scratch
+        try:
+            yield url
+        finally:
+            _active = None
+            if configured_url is None:
+                os.environ.pop("DATABASE_URL", None)
+            else:
+                os.environ["DATABASE_URL"] = configured_url
+            connection.close()
+            if keep:
+                settings.DATABASES[connection.alias]["NAME"] = connection.settings_dict["NAME"] = given
+            else:
+                with connection._nodb_cursor() as cursor:
+                    cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                                   "AND pid <> pg_backend_pid()", [scratch])
+                connection.creation.destroy_test_db(given, verbosity=0)
     finally:
-        _active = None
-        if configured_url is None:
-            os.environ.pop("DATABASE_URL", None)
-        else:
-            os.environ["DATABASE_URL"] = configured_url
-        connection.close()
-        if keep:
-            settings.DATABASES[connection.alias]["NAME"] = connection.settings_dict["NAME"] = given
-        else:
-            with connection._nodb_cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                               "AND pid <> pg_backend_pid()", [scratch])
-            connection.creation.destroy_test_db(given, verbosity=0)
+        if claim:
+            _claimed.discard(settings.REDIS_URL)
+            release_redis(settings.REDIS_URL)
 
 
 def _scratch_mark(name: str) -> str | None:
@@ -129,17 +141,18 @@ def require_scratch() -> None:
 
 
 def claim_redis(url: str | None) -> None:
-    """Make REDIS_URL's index the benches' own: an empty one is marked (REDIS_MARK), a marked one is
-    accepted, one holding keys without the mark is refused (SystemExit) — the bench would mix its keys
-    with, or flush, someone else's."""
+    """Make REDIS_URL's index the benches' own for REDIS_MARK_SECONDS: an empty one is marked, a marked
+    one is accepted (its mark renewed), one holding keys without the mark is refused (SystemExit) — the
+    bench would mix its keys with, or flush, someone else's."""
     if not url:
         return
     import redis
 
     client = redis.Redis.from_url(url)
     if not client.exists(REDIS_MARK) and client.dbsize():
-        raise SystemExit(f"{url} holds {client.dbsize()} keys no bench made: give the bench a Redis database of its own")
-    client.set(REDIS_MARK, "1")
+        raise SystemExit(f"{url} holds {client.dbsize()} keys and no bench's mark (no bench made them, or one that "
+                         f"crashed over {REDIS_MARK_SECONDS // 3600} h ago): give the bench a Redis database of its own")
+    client.set(REDIS_MARK, "1", ex=REDIS_MARK_SECONDS)
 
 
 def flush_redis(url: str | None) -> None:
@@ -151,4 +164,16 @@ def flush_redis(url: str | None) -> None:
     claim_redis(url)
     client = redis.Redis.from_url(url)
     client.flushdb()
-    client.set(REDIS_MARK, "1")
+    client.set(REDIS_MARK, "1", ex=REDIS_MARK_SECONDS)
+
+
+def release_redis(url: str | None) -> None:
+    """End a run's claim: empty the index, the mark with the rest. An index that lost its mark meanwhile
+    (the run outlived REDIS_MARK_SECONDS) is left alone: it may be someone's by now."""
+    if not url:
+        return
+    import redis
+
+    client = redis.Redis.from_url(url)
+    if client.exists(REDIS_MARK):
+        client.flushdb()

@@ -86,6 +86,22 @@ def test_a_database_of_the_scratch_name_without_the_mark_is_neither_dropped_nor_
             cursor.execute(f"DROP DATABASE IF EXISTS {name}")
 
 
+@pytest.mark.skipif(not settings.REDIS_URL or connection.vendor != "postgresql", reason="needs Redis and PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_a_bench_claims_redis_for_its_run_only():
+    """The claim once stayed for ever: an index a bench had used was taken for a bench's afterwards,
+    whatever was later put in it, and a later flush_redis emptied it."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    if client.dbsize():
+        pytest.skip("REDIS_URL's index holds keys: a bench would refuse it")
+    with scratch_database("bench_scratch_redis", redis=True):
+        assert client.ttl(REDIS_MARK) > 0  # a crashed run's claim lapses
+        client.set("bench:left-behind", "1")
+    assert client.dbsize() == 0  # the bench's keys and the mark: the index is no bench's any more
+
+
 # Each bench world builder: what it writes (seed_demo, starting every draft rollout, API keys, outcomes).
 WORLD_BUILDERS = {
     "bench/launch/board.py (and bench/metrics, bench/admin_scale/fill.py)": lambda: _bench("bench.launch.board").setup(1),
