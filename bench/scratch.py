@@ -15,13 +15,16 @@ claimed it the index is emptied, mark included — every key in a claimed index 
 
 A DATABASE_URL whose options pick the database themselves (`?dbname=`, `?service=`) is refused: libpq
 lets them win over the name, so the "scratch" connection would reach the configured database. Other
-options (sslmode, `options=-c search_path=…`) are carried to the scratch database."""
+options (sslmode, `options=-c search_path=…`) are carried to the scratch database and to the URL the
+bench's processes get."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote, urlencode
 
 SCRATCH_MARK = "genesis bench scratch"  # the comment on a database scratch_database made
 
@@ -32,6 +35,8 @@ REDIS_MARK_SECONDS = 6 * 3600  # longer than any bench; a crashed run's claim la
 # Connection options that make libpq connect to a database other than NAME (Django passes OPTIONS
 # after NAME, so they win).
 REDIRECTING_OPTIONS = ("dbname", "service")
+# OPTIONS Django reads itself, not libpq: not part of a postgres:// URL.
+_DJANGO_OPTIONS = ("isolation_level", "server_side_binding", "pool", "assume_role")
 
 _active: str | None = None  # the scratch database the default connection points at, while one does
 _claimed: set[str] = set()  # the Redis URLs claimed by the scratch_database calls under way
@@ -77,10 +82,7 @@ def scratch_database(suffix: str, *, keep: bool = False, redis: bool = False) ->
         scratch = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=keep, serialize=False)
         with connection._nodb_cursor() as cursor:
             cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(scratch)} IS %s", [SCRATCH_MARK])
-        settings_dict = connection.settings_dict
-        password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
-        url = (f"postgres://{settings_dict['USER'] or 'postgres'}{password}@{settings_dict['HOST'] or '127.0.0.1'}"
-               f":{settings_dict['PORT'] or 5432}/{scratch}")
+        url = database_url(connection.settings_dict, scratch)
         configured_url = os.environ.get("DATABASE_URL")
         os.environ["DATABASE_URL"] = url
         _active = scratch
@@ -125,6 +127,21 @@ def _refuse_unmarked(name: str) -> bool:
             f"would drop or reuse it. Drop or rename it if it is not needed (dropdb {name}); if it is a bench's own, "
             f"made before the mark existed: psql -c \"COMMENT ON DATABASE {name} IS '{SCRATCH_MARK}'\"")
     return mark is not None
+
+
+def database_url(settings_dict: Mapping[str, Any], name: str) -> str:
+    """A postgres:// URL for database `name` with `settings_dict`'s user, password, host, port and
+    libpq options, which dj_database_url parses back to the same. An empty host stays empty: libpq's
+    Unix socket, as for Django."""
+    user = quote(settings_dict.get("USER") or "", safe="")
+    password = quote(settings_dict.get("PASSWORD") or "", safe="")
+    userinfo = user + (f":{password}" if password else "")
+    host = quote(settings_dict.get("HOST") or "", safe="")
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    options = {key: value for key, value in (settings_dict.get("OPTIONS") or {}).items()
+               if key not in _DJANGO_OPTIONS and isinstance(value, str | int) and not isinstance(value, bool)}
+    query = f"?{urlencode(options, quote_via=quote)}" if options else ""
+    return f"postgres://{userinfo}{'@' if userinfo else ''}{host}{port}/{quote(name, safe='')}{query}"
 
 
 def require_scratch() -> None:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import dj_database_url
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -31,7 +32,10 @@ def test_a_bench_writes_into_a_scratch_database_and_drops_it():
     given = connection.settings_dict["NAME"]
     scratch = f"{given}_bench_scratch_test"
     with scratch_database("bench_scratch_test") as url:
-        assert connection.settings_dict["NAME"] == scratch and url.endswith(f"/{scratch}")
+        assert connection.settings_dict["NAME"] == scratch
+        parsed = dj_database_url.parse(url)  # what the bench's processes connect with: the same database, options and all
+        assert {key: parsed.get(key) for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS")} == {
+            key: connection.settings_dict[key] or parsed.get(key) for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS")}
         Agent.objects.create(slug="only_in_scratch", name="Only in the scratch database")  # migrated
         assert _database_exists(scratch)
         assert bench.scratch._scratch_mark(scratch) == bench.scratch.SCRATCH_MARK
@@ -100,6 +104,17 @@ def test_a_bench_claims_redis_for_its_run_only():
         assert client.ttl(REDIS_MARK) > 0  # a crashed run's claim lapses
         client.set("bench:left-behind", "1")
     assert client.dbsize() == 0  # the bench's keys and the mark: the index is no bench's any more
+
+
+def test_the_url_handed_to_a_bench_s_processes_keeps_what_connects():
+    """It once dropped the query (sslmode, options), did not encode the user and password, and turned an
+    empty host (a Unix socket) into 127.0.0.1."""
+    settings_dict = {"USER": "bench user", "PASSWORD": "p@ss:w/rd?#%", "HOST": "", "PORT": "",
+                     "OPTIONS": {"sslmode": "require", "options": "-c search_path=genesis,public", "connect_timeout": 5,
+                                 "isolation_level": 2}}
+    parsed = dj_database_url.parse(bench.scratch.database_url(settings_dict, "genesis_bench"))
+    assert (parsed["NAME"], parsed["USER"], parsed["PASSWORD"], parsed["HOST"]) == ("genesis_bench", "bench user", "p@ss:w/rd?#%", "")
+    assert parsed["OPTIONS"] == {"sslmode": "require", "options": "-c search_path=genesis,public", "connect_timeout": 5}
 
 
 # Each bench world builder: what it writes (seed_demo, starting every draft rollout, API keys, outcomes).
