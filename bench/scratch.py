@@ -72,40 +72,66 @@ def scratch_database(suffix: str, *, keep: bool = False, redis: bool = False) ->
         raise NotAScratchDatabase(
             f"DATABASE_URL's {', '.join(redirecting)} option chooses the database itself, over its name {given!r}: "
             "a bench's connections would reach that database, not a scratch one; name the database in the URL's path only")
-    _refuse_unmarked(f"{given}_{suffix}")
+    name = f"{given}_{suffix}"
+    existed = _refuse_unmarked(name)
     claim = bool(redis and settings.REDIS_URL and settings.REDIS_URL not in _claimed)  # else an enclosing call's
     if claim:
         claim_redis(settings.REDIS_URL)
         _claimed.add(settings.REDIS_URL)
     try:
-        connection.settings_dict["TEST"]["NAME"] = f"{given}_{suffix}"
-        scratch = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=keep, serialize=False)
+        test_settings = connection.settings_dict["TEST"]
+        configured_test_name, test_settings["NAME"] = test_settings.get("NAME"), name
+        try:
+            connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=keep, serialize=False)
+        except BaseException:
+            # Half built (a migration failed, Ctrl-C): neither left behind nor the connection pointed at it.
+            # The name was free or a scratch database's (_refuse_unmarked); a kept one is kept.
+            _point_at(given)
+            if not (keep and existed):
+                _drop(name)
+            raise
+        finally:
+            test_settings["NAME"] = configured_test_name
         with connection._nodb_cursor() as cursor:
-            cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(scratch)} IS %s", [SCRATCH_MARK])
-        url = database_url(connection.settings_dict, scratch)
+            cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(name)} IS %s", [SCRATCH_MARK])
+        url = database_url(connection.settings_dict, name)
         configured_url = os.environ.get("DATABASE_URL")
         os.environ["DATABASE_URL"] = url
-        _active = scratch
+        previous, _active = _active, name  # an enclosing scratch_database's, back when this one ends
         try:
             yield url
         finally:
-            _active = None
+            _active = previous
             if configured_url is None:
                 os.environ.pop("DATABASE_URL", None)
             else:
                 os.environ["DATABASE_URL"] = configured_url
-            connection.close()
-            if keep:
-                settings.DATABASES[connection.alias]["NAME"] = connection.settings_dict["NAME"] = given
-            else:
-                with connection._nodb_cursor() as cursor:
-                    cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                                   "AND pid <> pg_backend_pid()", [scratch])
-                connection.creation.destroy_test_db(given, verbosity=0)
+            _point_at(given)
+            if not keep:
+                _drop(name)
     finally:
         if claim:
             _claimed.discard(settings.REDIS_URL)
             release_redis(settings.REDIS_URL)
+
+
+def _point_at(name: str) -> None:
+    """Point the default connection (closed first) at database `name`, as Django's test runner does."""
+    from django.conf import settings
+    from django.db import connection
+
+    connection.close()
+    settings.DATABASES[connection.alias]["NAME"] = connection.settings_dict["NAME"] = name
+
+
+def _drop(name: str) -> None:
+    """Drop scratch database `name`, ending the bench's own connections to it first."""
+    from django.db import connection
+
+    with connection._nodb_cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                       "AND pid <> pg_backend_pid()", [name])
+        cursor.execute(f"DROP DATABASE IF EXISTS {connection.ops.quote_name(name)}")
 
 
 def _scratch_mark(name: str) -> str | None:

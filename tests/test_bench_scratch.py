@@ -39,6 +39,10 @@ def test_a_bench_writes_into_a_scratch_database_and_drops_it():
         Agent.objects.create(slug="only_in_scratch", name="Only in the scratch database")  # migrated
         assert _database_exists(scratch)
         assert bench.scratch._scratch_mark(scratch) == bench.scratch.SCRATCH_MARK
+        with scratch_database("n"):  # a nested one gives the outer one back when it ends
+            require_scratch()
+        assert connection.settings_dict["NAME"] == scratch and not _database_exists(f"{scratch}_n")
+        require_scratch()  # once refused: the inner one's end forgot the outer one
     assert connection.settings_dict["NAME"] == given
     assert not _database_exists(scratch)
     assert not Agent.objects.filter(slug="only_in_scratch").exists()
@@ -104,6 +108,25 @@ def test_a_bench_claims_redis_for_its_run_only():
         assert client.ttl(REDIS_MARK) > 0  # a crashed run's claim lapses
         client.set("bench:left-behind", "1")
     assert client.dbsize() == 0  # the bench's keys and the mark: the index is no bench's any more
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the benches run on PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_a_scratch_database_whose_migrations_fail_is_not_left_behind(monkeypatch):
+    """A migration failing midway (or Ctrl-C) left the half-built database, the connection pointed at it
+    and the changed TEST NAME behind."""
+    import django.core.management
+
+    def failing_migrate(command: str, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"{command} failed")
+
+    given, test_name = connection.settings_dict["NAME"], connection.settings_dict["TEST"].get("NAME")
+    monkeypatch.setattr(django.core.management, "call_command", failing_migrate)
+    with pytest.raises(RuntimeError, match="migrate failed"), scratch_database("bench_scratch_half"):
+        pass
+    monkeypatch.undo()
+    assert (connection.settings_dict["NAME"], connection.settings_dict["TEST"].get("NAME")) == (given, test_name)
+    assert not _database_exists(f"{given}_bench_scratch_half")
 
 
 def test_the_url_handed_to_a_bench_s_processes_keeps_what_connects():

@@ -290,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
 
     scratch = ExitStack()  # left last in `finally`, once the workers that hold connections to it are gone
     database_url = scratch.enter_context(scratch_database("benchmark_runner", redis=True))
-    simulator, simulator_url = start_simulator(args.latency_ms)
+    simulator: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = []
     try:
+        simulator, simulator_url = start_simulator(args.latency_ms)  # in the try: if it fails, the scratch database still goes
         agent, suite, baseline, candidate = build_world(simulator_url=simulator_url, cases=args.cases,
                                                         concurrency=args.concurrency, kind=args.provider_kind)
         app.control.purge()
@@ -359,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                 worker.wait(timeout=15)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(worker.pid, signal.SIGKILL)
-        simulator.terminate()
-        simulator.wait(timeout=10)
+        if simulator is not None:
+            simulator.terminate()
+            simulator.wait(timeout=10)
         scratch.close()
 
 
