@@ -17,7 +17,7 @@ from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten, unquote
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -361,6 +361,27 @@ class SortableByChangeList(ChangeList):
         if self.sortable_by is not None and field_name not in self.sortable_by:
             return None
         return super().get_ordering_field(field_name)
+
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
+        # Django drops the admin's ordering as soon as `o` is given, usable or not: an `o` naming only
+        # ignored columns left the list sorted by pk alone, not by the default (the ledger's newest first).
+        if self.params.get(ORDER_VAR) and not self._orders_by_a_column():
+            params, self.params = self.params, {key: value for key, value in self.params.items() if key != ORDER_VAR}
+            try:
+                return super().get_ordering(request, queryset)
+            finally:
+                self.params = params
+        return super().get_ordering(request, queryset)
+
+    def _orders_by_a_column(self) -> bool:
+        """Whether `o` names a column the list sorts by (Django's parse: `[-]index`, dot-separated)."""
+        for part in str(self.params[ORDER_VAR]).split("."):
+            try:
+                if self.get_ordering_field(self.list_display[int(part.rpartition("-")[2])]):
+                    return True
+            except (IndexError, ValueError):
+                continue
+        return False
 
 
 class SortableByOnlyMixin(admin.ModelAdmin):

@@ -17,8 +17,9 @@ Never writes into the database DATABASE_URL names: it makes `<that name>_a11y_be
 (benchmark runs with verdicts, an audited dataset with PII, duplicates and format errors, a fine-tuning
 job, running rollouts with outcomes and a pending approval, spend that crossed two budget thresholds),
 serves it from a thread and logs in as a second superuser, so the approve buttons are offered. That
-user's password is random, made for this run. REDIS_URL should be a Redis database nothing else uses: a
-running worker would take the tasks the services enqueue.
+user's password is random, made for this run. REDIS_URL must be a Redis database nothing else uses (a
+running worker would take the tasks the services enqueue): the bench claims it (bench/scratch.py) and
+refuses one holding keys no bench made.
 """
 
 from __future__ import annotations
@@ -279,7 +280,7 @@ def main() -> int:
         return 2
     password = secrets.token_urlsafe(24)
     start_simulator_and_django()
-    with scratch_database("a11y_bench"):
+    with scratch_database("a11y_bench", redis=True):
         pages = build_world(password=password)
         server = serve()
         try:

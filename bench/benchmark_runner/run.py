@@ -12,7 +12,8 @@ CPU does not share this process's interpreter lock.
 
 The script makes a scratch database `<your database>_benchmark_runner` (migrated, destroyed at the
 end) and uses REDIS_URL as broker and cache — give it a Redis database nothing else uses, or a running
-`make run` worker would take the bench's messages.
+`make run` worker would take the bench's messages; it claims that database (bench/scratch.py) before
+purging its queues, and refuses one holding keys no bench made.
 
 The ideal is N·L/C = 800 × 0.050 s / 16 = 2.5 s. Wall time is from the request (`benchmark_run_create`)
 to the run row saying completed, verdict included (its finished_at: this process looks every 50 ms,
@@ -288,10 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     from models_app.benchmarks.services import benchmark_run_create
 
     scratch = ExitStack()  # left last in `finally`, once the workers that hold connections to it are gone
-    database_url = scratch.enter_context(scratch_database("benchmark_runner"))
-    simulator, simulator_url = start_simulator(args.latency_ms)
+    database_url = scratch.enter_context(scratch_database("benchmark_runner", redis=True))
+    simulator: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = []
     try:
+        simulator, simulator_url = start_simulator(args.latency_ms)  # in the try: if it fails, the scratch database still goes
         agent, suite, baseline, candidate = build_world(simulator_url=simulator_url, cases=args.cases,
                                                         concurrency=args.concurrency, kind=args.provider_kind)
         app.control.purge()
@@ -358,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                 worker.wait(timeout=15)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(worker.pid, signal.SIGKILL)
-        simulator.terminate()
-        simulator.wait(timeout=10)
+        if simulator is not None:
+            simulator.terminate()
+            simulator.wait(timeout=10)
         scratch.close()
 
 

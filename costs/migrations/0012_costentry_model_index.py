@@ -10,7 +10,9 @@ concurrent writers to spare: a plain CREATE INDEX there.
 A CREATE INDEX CONCURRENTLY that failed or was cancelled (a deadlock, a statement timeout, Ctrl-C)
 leaves an INVALID index of the name behind, which no query uses and on which a second `migrate` would
 stop ("relation costs_entry_model already exists"): it is dropped first, and the index built again. A
-valid one (built by hand ahead of the upgrade) is kept."""
+valid one (built by hand ahead of the upgrade) is kept if it is this index — a plain btree on the
+ledger's model column alone, without a predicate or expression; one of the name covering anything else
+is dropped and built again too."""
 
 from django.db import migrations, models
 
@@ -26,13 +28,28 @@ def _run(schema_editor, apps, operation):
         method(model, INDEX)
 
 
+# (valid, this index): whether an index of the name is valid, and whether it is a plain btree on the
+# table's one column.
+EXISTING = """
+    SELECT i.indisvalid,
+           i.indrelid = to_regclass(%s) AND i.indnkeyatts = 1 AND i.indnatts = 1 AND NOT i.indisunique
+           AND i.indpred IS NULL AND i.indexprs IS NULL AND am.amname = 'btree' AND coalesce(a.attname = %s, false)
+    FROM pg_index i
+    JOIN pg_class c ON c.oid = i.indexrelid
+    JOIN pg_am am ON am.oid = c.relam
+    LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indexrelid = to_regclass(%s)
+"""
+
+
 def create(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
+        model = apps.get_model("costs", "CostEntry")
         with schema_editor.connection.cursor() as cursor:
-            cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [INDEX.name])
+            cursor.execute(EXISTING, [model._meta.db_table, model._meta.get_field("model").column, INDEX.name])
             found = cursor.fetchone()
-        if found is not None and found[0]:
-            return  # built already, and usable
+        if found is not None and all(found):
+            return  # built already, usable, and this index
         if found is not None:
             schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema_editor.quote_name(INDEX.name)}")
     _run(schema_editor, apps, "add_index")

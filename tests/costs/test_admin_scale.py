@@ -153,10 +153,12 @@ def test_the_dashboard_and_the_summary_split_the_spend_in_one_pass(admin_client,
 @pytest.mark.parametrize("order", ["3", "4", "-4", "3.4"])  # operation, model (columns without a sort link)
 def test_the_ledger_list_ignores_a_sort_by_a_column_outside_sortable_by(admin_client, qa_agent, order):
     """Review: sortable_by hid the other columns' sort links, but `?o=3` still sorted the whole ledger by
-    operation (or model, amount …): a million rows sorted without an index. Such an `o` is ignored."""
+    operation (or model, amount …): a million rows sorted without an index. Such an `o` is ignored, and the
+    default order (-occurred_at, -id) holds — not Django's fallback for an `o` it cleared, id alone: the
+    entry that happened later is recorded first here, so the two orders differ."""
+    newer = cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("2"), idempotency_key="newer", model="z-model")
     older = cost_record(agent=qa_agent, operation="benchmark", amount_usd=Decimal("1"), idempotency_key="older",
                         model="a-model", occurred_at=timezone.now() - timedelta(hours=1))
-    newer = cost_record(agent=qa_agent, operation="manual", amount_usd=Decimal("2"), idempotency_key="newer", model="z-model")
 
     response = admin_client.get(f"/admin/costs/costentry/?o={order}")
 

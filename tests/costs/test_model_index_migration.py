@@ -1,6 +1,7 @@
 """costs 0012 builds the ledger's model-id index CONCURRENTLY; a build that failed or was cancelled
 leaves an INVALID `costs_entry_model`, and `migrate` run again stopped on "relation already exists".
-The migration's forward step now drops an invalid one and builds it again, and keeps a valid one."""
+The migration's forward step now drops an invalid one and builds it again, keeps a valid one that is
+this index, and replaces one of the name that covers something else."""
 
 from __future__ import annotations
 
@@ -49,4 +50,23 @@ def test_a_valid_index_of_the_name_is_kept():
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass('costs_entry_model')::oid")
         assert cursor.fetchone() == before
+    assert _validity() == [True]
+
+
+@pytest.mark.parametrize("definition", [
+    "ON costs_costentry (operation)",  # another column
+    "ON costs_costentry (model, agent_id)",  # more columns
+    "ON costs_costentry (model) WHERE amount_usd > 0",  # part of the ledger only
+    "ON costs_costentry (lower(model))",  # an expression
+])
+def test_a_valid_index_of_the_name_covering_something_else_is_rebuilt(definition):
+    """A valid `costs_entry_model` was once kept whatever it covered: the ledger's reads by model id
+    kept scanning."""
+    with connection.cursor() as cursor:
+        cursor.execute("DROP INDEX costs_entry_model")
+        cursor.execute(f"CREATE INDEX costs_entry_model {definition}")
+    _forward()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_indexdef(to_regclass('costs_entry_model'))")
+        assert cursor.fetchone()[0].endswith("USING btree (model)")
     assert _validity() == [True]
