@@ -229,6 +229,14 @@ def logging_config(*, level: str, format: str) -> dict[str, Any]:
         "loggers": {
             # DEBUG would print every SQL statement with its parameters: outcome rows, user ids.
             "django.db.backends": {"level": "INFO"},
+            # Their DEBUG and INFO lines name the URL a request went to — urllib3's request line
+            # ('"POST /services/T000/B000/<token> HTTP/1.1" 200') and redirects, httpx's "HTTP Request:" —
+            # and an alert webhook's or a provider's URL may carry a token in its path or query. Their
+            # warnings (a pool full, a retry) stay. requests and the mistralai SDK log no URLs; the SDK's
+            # logger is switched off anyway (models_app/providers/mistral.py).
+            "urllib3": {"level": "WARNING"},
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
             # gunicorn's own lines go through the root handler, in the chosen format; its access log stays
             # off as before (a request line carries the query string, which may hold a token).
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
