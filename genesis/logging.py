@@ -162,20 +162,31 @@ class Throttled:
     def __init__(self, seconds: float = 60.0) -> None:
         self.seconds = seconds
         self._lock = threading.Lock()
-        self._seen: dict[str, tuple[float, int]] = {}  # key -> (when last let through, held back since)
+        # key -> (when last let through, monotonic; how many held back since; when the first and the last of
+        # them came, wall clock)
+        self._seen: dict[str, tuple[float, int, float, float]] = {}
 
     def log(self, logger: logging.Logger, level: int, key: str, message: str, *args: Any) -> bool:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         with self._lock:
-            last, held = self._seen.get(key, (None, 0))
+            last, held, first_held, last_held = self._seen.get(key, (None, 0, wall, wall))
             if last is not None and now - last < self.seconds:
-                self._seen[key] = (last, held + 1)
+                self._seen[key] = (last, held + 1, first_held if held else wall, wall)
                 return False
-            self._seen[key] = (now, 0)
+            self._seen[key] = (now, 0, wall, wall)
         if held and last is not None:
-            message, args = message + " (%d more like this in the last %.0f s)", (*args, held, now - last)
+            if now - last <= 2 * self.seconds:
+                message, args = message + " (%d more like this in the last %.0f s)", (*args, held, now - last)
+            else:
+                # The condition stopped and came back: the held-back lines belong to the earlier spell, and
+                # "in the last 3 hours" would spread them over a quiet time.
+                message, args = message + " (%d more like this between %s and %s)", (*args, held, _clock(first_held), _clock(last_held))
         logger.log(level, message, *args)
         return True
+
+
+def _clock(wall: float) -> str:
+    return datetime.fromtimestamp(wall, tz=UTC).strftime("%H:%M:%S UTC")
 
 
 # The messages Celery logs for each task it receives and finishes, and beat for each one it sends.

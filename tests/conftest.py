@@ -217,3 +217,26 @@ def webhook() -> Iterator[WebhookRecorder]:
     recorder = WebhookRecorder()
     with serving(recorder.server):
         yield recorder
+
+
+class LogClock:
+    """genesis.logging's `time`, moved by hand: monotonic and wall clock (from 2026-12-07 10:00:00 UTC) together."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1796637600.0 + self.now
+
+
+@pytest.fixture
+def log_clock(monkeypatch) -> LogClock:
+    """The clock genesis.logging.Throttled reads, at 0 s and moved by setting `.now`."""
+    from genesis import logging as genesis_logging
+
+    clock = LogClock()
+    monkeypatch.setattr(genesis_logging, "time", clock)
+    return clock

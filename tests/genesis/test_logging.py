@@ -230,15 +230,35 @@ def test_gunicorn_and_python_warnings_log_in_the_configured_json_format():
     assert (warning["logger"], warning["level"]) == ("py.warnings", "WARNING")
 
 
-def test_a_throttled_line_goes_out_once_per_key_and_window_and_then_says_how_many_it_held_back(caplog):
+def test_a_throttled_line_goes_out_once_per_key_and_window_and_then_says_how_many_it_held_back(caplog, log_clock):
     from genesis.logging import Throttled
 
     throttle, logger = Throttled(60.0), logging.getLogger("genesis.test_throttle")
     with caplog.at_level(logging.WARNING, logger="genesis.test_throttle"):
-        sent = [throttle.log(logger, logging.WARNING, "redis", "redis away (%s)", n) for n in range(100)]
+        sent = []
+        for n in range(100):
+            sent.append(throttle.log(logger, logging.WARNING, "redis", "redis away (%s)", n))
+            log_clock.now += 0.5
         throttle.log(logger, logging.WARNING, "database", "database away")
-        throttle.seconds = 0.0
+        log_clock.now = 61.0
         throttle.log(logger, logging.WARNING, "redis", "redis away (%s)", "again")
     assert sent.count(True) == 1
     assert [r.getMessage() for r in caplog.records] == [
-        "redis away (0)", "database away", "redis away (again) (99 more like this in the last 0 s)"]
+        "redis away (0)", "database away", "redis away (again) (99 more like this in the last 61 s)"]
+
+
+def test_a_throttled_line_after_a_quiet_spell_dates_what_it_held_back_instead_of_spreading_it(caplog, log_clock):
+    """The condition ran for two minutes, stopped, and came back three hours later: the held-back count is
+    said with when those lines came, not as "in the last 10800 s"."""
+    from genesis.logging import Throttled
+
+    throttle, logger = Throttled(60.0), logging.getLogger("genesis.test_throttle")
+    with caplog.at_level(logging.WARNING, logger="genesis.test_throttle"):
+        for second in (0, 10, 50, 70, 90, 100):  # 10:00:00 through; 10:01:10 through
+            log_clock.now = second
+            throttle.log(logger, logging.WARNING, "redis", "redis away")
+        log_clock.now = 3 * 3600 + 100
+        throttle.log(logger, logging.WARNING, "redis", "redis away")
+    assert [r.getMessage() for r in caplog.records] == [
+        "redis away", "redis away (2 more like this in the last 70 s)",
+        "redis away (2 more like this between 10:01:30 UTC and 10:01:40 UTC)"]
