@@ -413,3 +413,25 @@ def test_a_model_without_a_price_is_logged_once_a_minute_not_with_every_batch(cl
     lines = [r.getMessage() for r in caplog.records if r.name == "experiments.costing"]
     assert len(lines) == 2 and all(line.startswith("outcomes: no price for unpriced-model;") for line in lines)
     assert lines[1].endswith(" (4 more like this in the last 61 s)")
+
+
+def test_each_model_without_a_price_has_its_own_minute(client, running, api_key_for, caplog, monkeypatch, log_clock):
+    """The line was throttled by the set of models of the batch: a batch of a and b, then one of a, then one of
+    b logged three times in a minute. One key per model: each is said once a minute, whichever batches it
+    comes in."""
+    import logging
+
+    from experiments import costing
+    from genesis.logging import Throttled
+    from tests.factories import ModelVersionFactory
+
+    monkeypatch.setattr(costing, "_unpriced_warnings", Throttled(60.0))
+    for model in ("unpriced-a", "unpriced-b"):
+        ModelVersionFactory(agent=running.agent, model_id=model)
+    key = api_key_for("qa_agent")
+    with caplog.at_level(logging.WARNING, logger="experiments.costing"):
+        for batch, models in enumerate([("unpriced-a", "unpriced-b"), ("unpriced-a",), ("unpriced-b",)]):
+            events = [event(event_id=f"{model}-{batch}", model=model, input_tokens=5) for model in models]
+            assert post(client, key, events).status_code == 202
+    lines = [r.getMessage() for r in caplog.records if r.name == "experiments.costing"]
+    assert [line.split(";")[0] for line in lines] == ["outcomes: no price for unpriced-a", "outcomes: no price for unpriced-b"]
