@@ -146,11 +146,29 @@ class TextFormatter(logging.Formatter):
         super().__init__(fmt or TEXT_FORMAT, datefmt, *args, **kwargs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        # One record, one line: a line break in the message (a decoded path, an upstream error's text) would
+        # start a line a reader or a shipper takes for another record. The traceback, added after this by
+        # format(), keeps its lines — it is the one part meant to span several.
+        record.message = record.message.translate(_LINE_BREAKS)
         line = super().formatMessage(record)
         fields = record_fields(record)
         if fields:
-            line += " [" + " ".join(f"{key}={value}" for key, value in fields.items()) + "]"
+            line += " [" + " ".join(f"{key}={_text_value(value)}" for key, value in fields.items()) + "]"
         return line
+
+
+# What str.splitlines() breaks on, written as Python writes it in a string ("\n", "\x85", "\u2028").
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _text_value(value: Any) -> str:
+    """A field's value as `key=value` shows it: as is when it is one plain word (an id, a task name, a path
+    without spaces), else quoted with repr(), so a value cannot end the brackets, forge another field or
+    start another line: a path with a line break in it shows as '/a b\\nINFO fake'."""
+    text = str(value)
+    if text and text.isprintable() and not any(c.isspace() or c in "=]'\"" for c in text):
+        return text
+    return repr(text)
 
 
 class Throttled:

@@ -120,6 +120,25 @@ def test_request_lines_give_method_path_and_status_but_never_the_query_string():
     assert (entry["method"], entry["path"], entry["status_code"]) == ("GET", "/api/v1/experiments/qa-rollout/results", 404)
 
 
+def test_a_text_line_is_one_line_whatever_its_message_and_fields_hold():
+    """A decoded path with a line break (`/a%20b%0AINFO%20fake`) printed a second, forged line, and a `]` or
+    `=` in a value forged fields. Values that are not one plain word are quoted with repr(), and a line
+    break in the message is written as its escape; a traceback keeps its own lines after the one line."""
+    request = RequestFactory().get("/a%20b%0AINFO%20fake%20line]%20x=1")
+    record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "Not Found: %s", (request.path,), None)
+    record.request, record.status_code = request, 404
+    line = TextFormatter().format(record)
+    assert line.splitlines() == [line]
+    assert line.endswith("Not Found: /a b\\nINFO fake line] x=1 [method=GET path='/a b\\nINFO fake line] x=1' status_code=404]")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord("genesis", logging.ERROR, __file__, 1, "first\r\nsecond\u2028third", (), sys.exc_info())
+    first, *traceback = TextFormatter().format(failed).split("\n")
+    assert first.endswith(" ERROR genesis first\\r\\nsecond\\u2028third")
+    assert traceback[0] == "Traceback (most recent call last):" and traceback[-1] == "ValueError: boom"
+
+
 def test_no_api_key_user_id_or_prompt_reaches_a_formatted_line(seeded_demo, client, api_key_for, every_record):
     """Traffic as the agents send it, with personal data in user ids and attributes, plus refusals:
     every record any logger emitted (DEBUG on), through both formatters, holds none of it."""
