@@ -136,7 +136,24 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         elif record.stack_info:
             entry["exception"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        try:
+            return _json_line(entry)
+        except (TypeError, ValueError):
+            # A field json cannot write — a dict with tuple keys, NaN or infinity (which json.dumps would
+            # write as bare NaN, invalid JSON) — is written as its str(), rather than the line being lost.
+            return _json_line({key: _json_value(value) for key, value in entry.items()})
+
+
+def _json_line(entry: Mapping[str, Any]) -> str:
+    return json.dumps(entry, ensure_ascii=False, default=str, allow_nan=False)
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        _json_line({"": value})
+    except (TypeError, ValueError):
+        return str(value)
+    return value
 
 
 class TextFormatter(logging.Formatter):

@@ -79,6 +79,17 @@ def test_a_json_line_carries_the_identifiers_as_fields_and_stays_one_valid_objec
     assert (entry["experiment"], entry["stage_percent"]) == ("qa-rollout", 25)
 
 
+def test_a_json_line_survives_fields_json_cannot_write_and_never_writes_nan():
+    """An `extra` dict with tuple keys made json.dumps raise, and logging printed "--- Logging error ---" in
+    place of the line; NaN and infinity came out as bare NaN and Infinity, which no JSON parser takes."""
+    record = logging.LogRecord("genesis", logging.WARNING, __file__, 1, "odd fields", (), None)
+    record.by_arm = {("control", 1): 3}
+    record.ratio, record.limit, record.chunk_id = float("nan"), float("inf"), 6
+    line = JsonFormatter().format(record)
+    entry = json.loads(line, parse_constant=lambda constant: pytest.fail(f"{constant} in {line}"))
+    assert (entry["message"], entry["chunk_id"]) == ("odd fields", 6)
+    assert (entry["by_arm"], entry["ratio"], entry["limit"]) == ("{('control', 1): 3}", "nan", "inf")
+
 def test_celery_lines_name_the_task_its_id_and_the_ids_it_was_given():
     from audits.tasks import run_audit  # registers the task, whose parameter is run_id
 
