@@ -273,6 +273,9 @@ def logging_config(*, level: str, format: str) -> dict[str, Any]:
         },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
+            # Django's own "console" handler (DEBUG=True only) printed every django.* line a second time, in
+            # plain text; its "mail_admins" sends nothing, as ADMINS is not set. Through ours only.
+            "django": {"handlers": [], "propagate": True},
             # DEBUG would print every SQL statement with its parameters: outcome rows, user ids.
             "django.db.backends": {"level": "INFO"},
             # Their DEBUG and INFO lines name the URL a request went to — urllib3's request line

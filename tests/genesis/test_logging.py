@@ -4,6 +4,8 @@ flood from the every-minute sweeps or from load balancers probing /readyz during
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -259,6 +261,22 @@ def test_gunicorn_and_python_warnings_log_in_the_configured_json_format():
     [warning] = [json.loads(line) for line in warned.stderr.splitlines() if "deprecated thing" in line]
     assert (warning["logger"], warning["level"]) == ("py.warnings", "WARNING")
 
+
+def test_in_dev_django_lines_are_printed_once_in_the_configured_format(settings):
+    """With DEBUG=True Django's default "console" handler printed each django.* line a second time, as plain
+    text between the JSON lines."""
+    from django.utils.log import configure_logging
+
+    settings.DEBUG = True
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):  # Django's handlers and ours write to the stderr of when they are made
+            configure_logging(settings.LOGGING_CONFIG, genesis_logging.logging_config(level="INFO", format="json"))
+            logging.getLogger("django.request").warning("Not Found: /nowhere")
+    finally:
+        configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+    [entry] = [json.loads(line) for line in printed.getvalue().splitlines()]
+    assert (entry["logger"], entry["message"]) == ("django.request", "Not Found: /nowhere")
 
 def test_a_throttled_line_goes_out_once_per_key_and_window_and_then_says_how_many_it_held_back(caplog, log_clock):
     from genesis.logging import Throttled
