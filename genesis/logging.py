@@ -58,19 +58,30 @@ def _is_id_value(value: Any) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(item, int) and not isinstance(item, bool) for item in value)
 
 
-def _parameter_names(task_name: str) -> list[str]:
+# task name -> its positional parameter names: read once per task and process, not with every line a task
+# logs (inspect.signature is slow next to formatting a line). A name not (yet) registered is not kept.
+_parameters: dict[str, tuple[str, ...]] = {}
+
+
+def _parameter_names(task_name: str) -> tuple[str, ...]:
+    names = _parameters.get(task_name)
+    if names is not None:
+        return names
     # import here: Celery is loaded only in the processes that log task lines, after Django's setup.
     from celery import current_app
 
     run = getattr(current_app.tasks.get(task_name), "run", None)
+    if run is None:
+        return ()
     try:
         # signature() follows the wrapper Celery puts around a task with autoretry_for to the function.
-        parameters = list(inspect.signature(run).parameters.values()) if run is not None else []
+        parameters = list(inspect.signature(run).parameters.values())
     except (TypeError, ValueError):
-        return []
-    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        parameters = []
+    positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     # A bound task's first parameter is the task itself.
-    return names[1:] if names and names[0] == "self" else names
+    names = _parameters[task_name] = tuple(positional[1:] if positional and positional[0] == "self" else positional)
+    return names
 
 
 def _literal(text: Any) -> Any:

@@ -113,6 +113,26 @@ def test_a_line_logged_inside_a_task_names_the_task_and_its_object(db, every_rec
     assert (fields["task"], fields["task_id"], fields["report_id"]) == ("costs.run_cost_report", "report-task", 987654)
 
 
+def test_a_tasks_parameter_names_are_read_once_not_with_every_line(monkeypatch):
+    """inspect.signature ran for every line of a task given positional arguments."""
+    import inspect
+    from types import SimpleNamespace
+
+    import costs.tasks  # noqa: F401 - registers costs.run_cost_report
+
+    calls = []
+
+    def signature(function):
+        calls.append(function)
+        return inspect.signature(function)
+
+    monkeypatch.setattr(genesis_logging, "inspect", SimpleNamespace(signature=signature))
+    monkeypatch.setattr(genesis_logging, "_parameters", {}, raising=False)  # the names read before
+    records = [celery_record("celery.worker.strategy", RECEIVED, {"id": f"t-{n}", "name": "costs.run_cost_report", "args": f"({n},)"})
+               for n in range(3)]
+    assert [record_fields(record)["report_id"] for record in records] == [0, 1, 2]
+    assert len(calls) == 1
+
 def test_only_id_arguments_become_fields_never_free_text():
     # A task given a text (an e-mail, a prompt) by mistake must not copy it into every line.
     record = celery_record("celery.worker.strategy", RECEIVED, {
