@@ -298,6 +298,20 @@ def test_in_dev_django_lines_are_printed_once_in_the_configured_format(settings)
     [entry] = [json.loads(line) for line in printed.getvalue().splitlines()]
     assert (entry["logger"], entry["message"]) == ("django.request", "Not Found: /nowhere")
 
+def test_what_a_task_prints_is_a_log_line_with_the_tasks_fields(start_worker):
+    """A task's print() came out raw among the JSON lines: Celery's redirect of print into its logger was
+    off, since Genesis sets up logging itself (genesis/celery.py)."""
+    from genesis.celery import app
+
+    worker = start_worker(include="tests.genesis.printing_task", env={"GENESIS_LOG_FORMAT": "json"})
+    app.send_task("tests.genesis.print_a_line", args=(7,), queue="default")
+    deadline = time.monotonic() + 30
+    while "printed by run 7" not in worker.log_path.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [entry] = [json.loads(line) for line in worker.log_path.read_text().splitlines() if "printed by run 7" in line]
+    assert (entry["logger"], entry["message"], entry["task"], entry["run_id"]) == (
+        "celery.redirected", "printed by run 7", "tests.genesis.print_a_line", 7)
+
 def test_a_throttled_line_goes_out_once_per_key_and_window_and_then_says_how_many_it_held_back(caplog, log_clock):
     from genesis.logging import Throttled
 
