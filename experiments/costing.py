@@ -82,12 +82,12 @@ def price_rows(*, rows: list[dict[str, Any]]) -> None:
             row["cost_usd"] = pricing.inference_cost(
                 price=price, input_tokens=input_tokens or 0, output_tokens=output_tokens or 0, quantum=OUTCOME_COST_QUANTUM
             )
-    if unpriced:
-        # Every batch of such a model meets it: once a minute per process, with the count held back.
-        models = ", ".join(sorted(unpriced))
+    # Every batch of such a model meets it: once a minute per process and model, with the count held back.
+    # Per model, not per set of models, so that a and b, then a, then b is two lines, not three.
+    for model in sorted(unpriced):
         _unpriced_warnings.log(
-            logger, logging.WARNING, models, "outcomes: no price for %s; their tokens are not on the ledger — add prices in "
-            "the admin (Costs and budgets › Prices)", models,
+            logger, logging.WARNING, model, "outcomes: no price for %s; its tokens are not on the ledger — add prices in "
+            "the admin (Costs and budgets › Prices)", model,
         )
 
 

@@ -6,7 +6,7 @@ needs (the metrics heartbeat, the providers' warm-up) is imported inside the sig
 import os
 
 from celery import Celery
-from celery.signals import beat_init, setup_logging, worker_init, worker_ready, worker_shutdown
+from celery.signals import beat_init, setup_logging, worker_init, worker_process_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genesis.settings")
 
@@ -21,6 +21,15 @@ def _keep_genesis_logging(**_: object) -> None:
     """Logging is settings.LOGGING in every process (GENESIS_LOG_LEVEL, GENESIS_LOG_FORMAT;
     genesis/logging.py), set up with Django. Without a receiver here Celery sets the root logger's level
     from the worker's or beat's --loglevel, so GENESIS_LOG_LEVEL=DEBUG showed nothing more in them."""
+
+
+@worker_process_init.connect
+def _print_through_logging(**_: object) -> None:
+    """What a task print()s becomes a log line (logger `celery.redirected`, WARNING, with the task's fields),
+    not raw text among the JSON lines. Celery redirects print into its logger only when it set up logging
+    itself, which the receiver above stops; so each pool process, where the tasks run, does it here."""
+    if app.conf.worker_redirect_stdouts:
+        app.log.redirect_stdouts(app.conf.worker_redirect_stdouts_level)
 
 
 @worker_init.connect

@@ -58,19 +58,30 @@ def _is_id_value(value: Any) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(item, int) and not isinstance(item, bool) for item in value)
 
 
-def _parameter_names(task_name: str) -> list[str]:
+# task name -> its positional parameter names: read once per task and process, not with every line a task
+# logs (inspect.signature is slow next to formatting a line). A name not (yet) registered is not kept.
+_parameters: dict[str, tuple[str, ...]] = {}
+
+
+def _parameter_names(task_name: str) -> tuple[str, ...]:
+    names = _parameters.get(task_name)
+    if names is not None:
+        return names
     # import here: Celery is loaded only in the processes that log task lines, after Django's setup.
     from celery import current_app
 
     run = getattr(current_app.tasks.get(task_name), "run", None)
+    if run is None:
+        return ()
     try:
         # signature() follows the wrapper Celery puts around a task with autoretry_for to the function.
-        parameters = list(inspect.signature(run).parameters.values()) if run is not None else []
+        parameters = list(inspect.signature(run).parameters.values())
     except (TypeError, ValueError):
-        return []
-    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        parameters = []
+    positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     # A bound task's first parameter is the task itself.
-    return names[1:] if names and names[0] == "self" else names
+    names = _parameters[task_name] = tuple(positional[1:] if positional and positional[0] == "self" else positional)
+    return names
 
 
 def _literal(text: Any) -> Any:
@@ -136,7 +147,24 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         elif record.stack_info:
             entry["exception"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        try:
+            return _json_line(entry)
+        except (TypeError, ValueError):
+            # A field json cannot write — a dict with tuple keys, NaN or infinity (which json.dumps would
+            # write as bare NaN, invalid JSON) — is written as its str(), rather than the line being lost.
+            return _json_line({key: _json_value(value) for key, value in entry.items()})
+
+
+def _json_line(entry: Mapping[str, Any]) -> str:
+    return json.dumps(entry, ensure_ascii=False, default=str, allow_nan=False)
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        _json_line({"": value})
+    except (TypeError, ValueError):
+        return str(value)
+    return value
 
 
 class TextFormatter(logging.Formatter):
@@ -146,11 +174,29 @@ class TextFormatter(logging.Formatter):
         super().__init__(fmt or TEXT_FORMAT, datefmt, *args, **kwargs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        # One record, one line: a line break in the message (a decoded path, an upstream error's text) would
+        # start a line a reader or a shipper takes for another record. The traceback, added after this by
+        # format(), keeps its lines — it is the one part meant to span several.
+        record.message = record.message.translate(_LINE_BREAKS)
         line = super().formatMessage(record)
         fields = record_fields(record)
         if fields:
-            line += " [" + " ".join(f"{key}={value}" for key, value in fields.items()) + "]"
+            line += " [" + " ".join(f"{key}={_text_value(value)}" for key, value in fields.items()) + "]"
         return line
+
+
+# What str.splitlines() breaks on, written as Python writes it in a string ("\n", "\x85", "\u2028").
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _text_value(value: Any) -> str:
+    """A field's value as `key=value` shows it: as is when it is one plain word (an id, a task name, a path
+    without spaces), else quoted with repr(), so a value cannot end the brackets, forge another field or
+    start another line: a path with a line break in it shows as '/a b\\nINFO fake'."""
+    text = str(value)
+    if text and text.isprintable() and not any(c.isspace() or c in "=]'\"" for c in text):
+        return text
+    return repr(text)
 
 
 class Throttled:
@@ -162,20 +208,31 @@ class Throttled:
     def __init__(self, seconds: float = 60.0) -> None:
         self.seconds = seconds
         self._lock = threading.Lock()
-        self._seen: dict[str, tuple[float, int]] = {}  # key -> (when last let through, held back since)
+        # key -> (when last let through, monotonic; how many held back since; when the first and the last of
+        # them came, wall clock)
+        self._seen: dict[str, tuple[float, int, float, float]] = {}
 
     def log(self, logger: logging.Logger, level: int, key: str, message: str, *args: Any) -> bool:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         with self._lock:
-            last, held = self._seen.get(key, (None, 0))
+            last, held, first_held, last_held = self._seen.get(key, (None, 0, wall, wall))
             if last is not None and now - last < self.seconds:
-                self._seen[key] = (last, held + 1)
+                self._seen[key] = (last, held + 1, first_held if held else wall, wall)
                 return False
-            self._seen[key] = (now, 0)
+            self._seen[key] = (now, 0, wall, wall)
         if held and last is not None:
-            message, args = message + " (%d more like this in the last %.0f s)", (*args, held, now - last)
+            if now - last <= 2 * self.seconds:
+                message, args = message + " (%d more like this in the last %.0f s)", (*args, held, now - last)
+            else:
+                # The condition stopped and came back: the held-back lines belong to the earlier spell, and
+                # "in the last 3 hours" would spread them over a quiet time.
+                message, args = message + " (%d more like this between %s and %s)", (*args, held, _clock(first_held), _clock(last_held))
         logger.log(level, message, *args)
         return True
+
+
+def _clock(wall: float) -> str:
+    return datetime.fromtimestamp(wall, tz=UTC).strftime("%H:%M:%S UTC")
 
 
 # The messages Celery logs for each task it receives and finishes, and beat for each one it sends.
@@ -227,8 +284,19 @@ def logging_config(*, level: str, format: str) -> dict[str, Any]:
         },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
+            # Django's own "console" handler (DEBUG=True only) printed every django.* line a second time, in
+            # plain text; its "mail_admins" sends nothing, as ADMINS is not set. Through ours only.
+            "django": {"handlers": [], "propagate": True},
             # DEBUG would print every SQL statement with its parameters: outcome rows, user ids.
             "django.db.backends": {"level": "INFO"},
+            # Their DEBUG and INFO lines name the URL a request went to — urllib3's request line
+            # ('"POST /services/T000/B000/<token> HTTP/1.1" 200') and redirects, httpx's "HTTP Request:" —
+            # and an alert webhook's or a provider's URL may carry a token in its path or query. Their
+            # warnings (a pool full, a retry) stay. requests and the mistralai SDK log no URLs; the SDK's
+            # logger is switched off anyway (models_app/providers/mistral.py).
+            "urllib3": {"level": "WARNING"},
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
             # gunicorn's own lines go through the root handler, in the chosen format; its access log stays
             # off as before (a request line carries the query string, which may hold a token).
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},

@@ -78,9 +78,9 @@ $PY manage.py mistral_simulator --host 127.0.0.1 --port "$simulator_port" \
   --job-seconds "${GENESIS_SIMULATOR_JOB_SECONDS:-60}" >var/log/simulator.log 2>&1 &
 pids+=($!)
 $PY -m celery -A genesis worker -Q default,benchmarks --concurrency "${GENESIS_WORKER_CONCURRENCY:-4}" \
-  --loglevel INFO >var/log/worker.log 2>&1 &
+  >var/log/worker.log 2>&1 &
 pids+=($!)
-$PY -m celery -A genesis beat --loglevel INFO --pidfile= >var/log/beat.log 2>&1 &
+$PY -m celery -A genesis beat --pidfile= >var/log/beat.log 2>&1 &
 pids+=($!)
 
 password_line="password: the one seed_demo gave it when it created the user (GENESIS_ADMIN_PASSWORD, or

@@ -94,8 +94,10 @@ CELERY_TEST_LOGGING = {"GENESIS_LOG_LEVEL": "DEBUG"}
 class WorkerProcess:
     """A real `celery worker` subprocess on the test database and the test broker."""
 
-    def __init__(self, *, queues: str = "default,benchmarks", concurrency: int = 2, log_path: Path, name: str = "") -> None:
+    def __init__(self, *, queues: str = "default,benchmarks", concurrency: int = 2, log_path: Path, name: str = "",
+                 include: str = "", env: dict[str, str] | None = None) -> None:
         self.queues, self.concurrency, self.log_path = queues, concurrency, log_path
+        self.include, self.env = include, env or {}  # extra modules of tasks (-I), extra environment
         self.name = name  # the node name (-n); by default one of its own
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -107,8 +109,8 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "genesis", "worker", "-Q", self.queues,
              "--concurrency", str(self.concurrency), "--pool", "prefork", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "-n", self.name],
-            cwd=ROOT, env=child_environment(**CELERY_TEST_LOGGING), stdout=self.log, stderr=subprocess.STDOUT,
+             "--without-gossip", "--without-mingle", "-n", self.name, *(["-I", self.include] if self.include else [])],
+            cwd=ROOT, env=child_environment(**CELERY_TEST_LOGGING, **self.env), stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -217,3 +219,26 @@ def webhook() -> Iterator[WebhookRecorder]:
     recorder = WebhookRecorder()
     with serving(recorder.server):
         yield recorder
+
+
+class LogClock:
+    """genesis.logging's `time`, moved by hand: monotonic and wall clock (from 2026-12-07 10:00:00 UTC) together."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1796637600.0 + self.now
+
+
+@pytest.fixture
+def log_clock(monkeypatch) -> LogClock:
+    """The clock genesis.logging.Throttled reads, at 0 s and moved by setting `.now`."""
+    from genesis import logging as genesis_logging
+
+    clock = LogClock()
+    monkeypatch.setattr(genesis_logging, "time", clock)
+    return clock

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import socket
 from decimal import Decimal
+from logging.config import dictConfig
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -19,6 +22,7 @@ from costs.services import (
     cost_record,
     cost_report_run,
 )
+from genesis.logging import logging_config
 from tests.costs.factories import BudgetAlertFactory
 
 SECRET = "T0SECRET-xoxb-9f8e7d6c"
@@ -188,3 +192,25 @@ def test_a_claimed_alert_is_left_alone_until_its_claim_runs_out(settings, webhoo
     assert budget_alerts_redeliver(older_than_seconds=0) == 1
     alert.refresh_from_db()
     assert (alert.delivery, alert.delivery_claimed_at, len(webhook.texts())) == ("delivered", None, 1)
+
+
+def test_at_debug_the_logs_never_carry_the_webhook_token(alert, settings, webhook):
+    """With GENESIS_LOG_LEVEL=DEBUG (the deployed configuration, root at DEBUG, in both formats), posting an
+    alert to a webhook whose path is its token does not print the token: urllib3 logs the request line
+    ('"POST /services/T000/<token> HTTP/1.1" 200') at DEBUG, so it is held at WARNING."""
+    port = webhook.server.server_address[1]
+    use_channels(settings, slack_webhook=f"http://127.0.0.1:{port}/services/T000/{SECRET}")
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):  # the console handler writes to the stderr of when it is made
+            for format in ("text", "json"):
+                BudgetAlert.objects.filter(pk=alert.pk).update(delivery="pending", deliveries={})
+                dictConfig(logging_config(level="DEBUG", format=format))
+                assert logging.getLogger().isEnabledFor(logging.DEBUG)
+                assert budget_alert_deliver(alert_id=alert.pk).deliveries["slack"] == "ok"
+    finally:
+        dictConfig(settings.LOGGING)
+    # Printed where the test reads it, in both formats: the alert's own WARNING line.
+    assert "WARNING genesis.notifications [Genesis]" in printed.getvalue()
+    assert '"logger": "genesis.notifications"' in printed.getvalue()
+    assert SECRET not in printed.getvalue() and len(webhook.texts()) == 2

@@ -392,7 +392,7 @@ def test_a_batch_across_the_midnight_that_ends_a_month_is_charged_to_each_month(
     assert budget_status(budget=monthly, now=last_of_old).spent == Decimal("1")
 
 
-def test_a_model_without_a_price_is_logged_once_a_minute_not_with_every_batch(client, running, api_key_for, caplog, monkeypatch):
+def test_a_model_without_a_price_is_logged_once_a_minute_not_with_every_batch(client, running, api_key_for, caplog, monkeypatch, log_clock):
     """Each batch of such a model met the warning: an agent posting a batch a second logged 3 600 identical
     lines an hour. Now one a minute per process, the next one saying how many it held back."""
     import logging
@@ -408,8 +408,30 @@ def test_a_model_without_a_price_is_logged_once_a_minute_not_with_every_batch(cl
     with caplog.at_level(logging.WARNING, logger="experiments.costing"):
         for batch in range(5):
             assert post(client, key, [event(event_id=f"np-{batch}", model="unpriced-model", input_tokens=5)]).status_code == 202
-        throttle.seconds = 0.0  # the minute is over
+        log_clock.now = 61.0  # the minute is over
         assert post(client, key, [event(event_id="np-last", model="unpriced-model", input_tokens=5)]).status_code == 202
     lines = [r.getMessage() for r in caplog.records if r.name == "experiments.costing"]
     assert len(lines) == 2 and all(line.startswith("outcomes: no price for unpriced-model;") for line in lines)
-    assert lines[1].endswith(" (4 more like this in the last 0 s)")
+    assert lines[1].endswith(" (4 more like this in the last 61 s)")
+
+
+def test_each_model_without_a_price_has_its_own_minute(client, running, api_key_for, caplog, monkeypatch, log_clock):
+    """The line was throttled by the set of models of the batch: a batch of a and b, then one of a, then one of
+    b logged three times in a minute. One key per model: each is said once a minute, whichever batches it
+    comes in."""
+    import logging
+
+    from experiments import costing
+    from genesis.logging import Throttled
+    from tests.factories import ModelVersionFactory
+
+    monkeypatch.setattr(costing, "_unpriced_warnings", Throttled(60.0))
+    for model in ("unpriced-a", "unpriced-b"):
+        ModelVersionFactory(agent=running.agent, model_id=model)
+    key = api_key_for("qa_agent")
+    with caplog.at_level(logging.WARNING, logger="experiments.costing"):
+        for batch, models in enumerate([("unpriced-a", "unpriced-b"), ("unpriced-a",), ("unpriced-b",)]):
+            events = [event(event_id=f"{model}-{batch}", model=model, input_tokens=5) for model in models]
+            assert post(client, key, events).status_code == 202
+    lines = [r.getMessage() for r in caplog.records if r.name == "experiments.costing"]
+    assert [line.split(";")[0] for line in lines] == ["outcomes: no price for unpriced-a", "outcomes: no price for unpriced-b"]

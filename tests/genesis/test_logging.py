@@ -4,6 +4,8 @@ flood from the every-minute sweeps or from load balancers probing /readyz during
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -79,6 +81,17 @@ def test_a_json_line_carries_the_identifiers_as_fields_and_stays_one_valid_objec
     assert (entry["experiment"], entry["stage_percent"]) == ("qa-rollout", 25)
 
 
+def test_a_json_line_survives_fields_json_cannot_write_and_never_writes_nan():
+    """An `extra` dict with tuple keys made json.dumps raise, and logging printed "--- Logging error ---" in
+    place of the line; NaN and infinity came out as bare NaN and Infinity, which no JSON parser takes."""
+    record = logging.LogRecord("genesis", logging.WARNING, __file__, 1, "odd fields", (), None)
+    record.by_arm = {("control", 1): 3}
+    record.ratio, record.limit, record.chunk_id = float("nan"), float("inf"), 6
+    line = JsonFormatter().format(record)
+    entry = json.loads(line, parse_constant=lambda constant: pytest.fail(f"{constant} in {line}"))
+    assert (entry["message"], entry["chunk_id"]) == ("odd fields", 6)
+    assert (entry["by_arm"], entry["ratio"], entry["limit"]) == ("{('control', 1): 3}", "nan", "inf")
+
 def test_celery_lines_name_the_task_its_id_and_the_ids_it_was_given():
     from audits.tasks import run_audit  # registers the task, whose parameter is run_id
 
@@ -100,6 +113,26 @@ def test_a_line_logged_inside_a_task_names_the_task_and_its_object(db, every_rec
     assert (fields["task"], fields["task_id"], fields["report_id"]) == ("costs.run_cost_report", "report-task", 987654)
 
 
+def test_a_tasks_parameter_names_are_read_once_not_with_every_line(monkeypatch):
+    """inspect.signature ran for every line of a task given positional arguments."""
+    import inspect
+    from types import SimpleNamespace
+
+    import costs.tasks  # noqa: F401 - registers costs.run_cost_report
+
+    calls = []
+
+    def signature(function):
+        calls.append(function)
+        return inspect.signature(function)
+
+    monkeypatch.setattr(genesis_logging, "inspect", SimpleNamespace(signature=signature))
+    monkeypatch.setattr(genesis_logging, "_parameters", {}, raising=False)  # the names read before
+    records = [celery_record("celery.worker.strategy", RECEIVED, {"id": f"t-{n}", "name": "costs.run_cost_report", "args": f"({n},)"})
+               for n in range(3)]
+    assert [record_fields(record)["report_id"] for record in records] == [0, 1, 2]
+    assert len(calls) == 1
+
 def test_only_id_arguments_become_fields_never_free_text():
     # A task given a text (an e-mail, a prompt) by mistake must not copy it into every line.
     record = celery_record("celery.worker.strategy", RECEIVED, {
@@ -118,6 +151,25 @@ def test_request_lines_give_method_path_and_status_but_never_the_query_string():
         assert "s3cr3t-query-token" not in line and "jane@example.com" not in line
     entry = json.loads(JsonFormatter().format(record))
     assert (entry["method"], entry["path"], entry["status_code"]) == ("GET", "/api/v1/experiments/qa-rollout/results", 404)
+
+
+def test_a_text_line_is_one_line_whatever_its_message_and_fields_hold():
+    """A decoded path with a line break (`/a%20b%0AINFO%20fake`) printed a second, forged line, and a `]` or
+    `=` in a value forged fields. Values that are not one plain word are quoted with repr(), and a line
+    break in the message is written as its escape; a traceback keeps its own lines after the one line."""
+    request = RequestFactory().get("/a%20b%0AINFO%20fake%20line]%20x=1")
+    record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "Not Found: %s", (request.path,), None)
+    record.request, record.status_code = request, 404
+    line = TextFormatter().format(record)
+    assert line.splitlines() == [line]
+    assert line.endswith("Not Found: /a b\\nINFO fake line] x=1 [method=GET path='/a b\\nINFO fake line] x=1' status_code=404]")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord("genesis", logging.ERROR, __file__, 1, "first\r\nsecond\u2028third", (), sys.exc_info())
+    first, *traceback = TextFormatter().format(failed).split("\n")
+    assert first.endswith(" ERROR genesis first\\r\\nsecond\\u2028third")
+    assert traceback[0] == "Traceback (most recent call last):" and traceback[-1] == "ValueError: boom"
 
 
 def test_no_api_key_user_id_or_prompt_reaches_a_formatted_line(seeded_demo, client, api_key_for, every_record):
@@ -230,15 +282,65 @@ def test_gunicorn_and_python_warnings_log_in_the_configured_json_format():
     assert (warning["logger"], warning["level"]) == ("py.warnings", "WARNING")
 
 
-def test_a_throttled_line_goes_out_once_per_key_and_window_and_then_says_how_many_it_held_back(caplog):
+def test_in_dev_django_lines_are_printed_once_in_the_configured_format(settings):
+    """With DEBUG=True Django's default "console" handler printed each django.* line a second time, as plain
+    text between the JSON lines."""
+    from django.utils.log import configure_logging
+
+    settings.DEBUG = True
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):  # Django's handlers and ours write to the stderr of when they are made
+            configure_logging(settings.LOGGING_CONFIG, genesis_logging.logging_config(level="INFO", format="json"))
+            logging.getLogger("django.request").warning("Not Found: /nowhere")
+    finally:
+        configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+    [entry] = [json.loads(line) for line in printed.getvalue().splitlines()]
+    assert (entry["logger"], entry["message"]) == ("django.request", "Not Found: /nowhere")
+
+def test_what_a_task_prints_is_a_log_line_with_the_tasks_fields(start_worker):
+    """A task's print() came out raw among the JSON lines: Celery's redirect of print into its logger was
+    off, since Genesis sets up logging itself (genesis/celery.py)."""
+    from genesis.celery import app
+
+    worker = start_worker(include="tests.genesis.printing_task", env={"GENESIS_LOG_FORMAT": "json"})
+    app.send_task("tests.genesis.print_a_line", args=(7,), queue="default")
+    deadline = time.monotonic() + 30
+    while "printed by run 7" not in worker.log_path.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [entry] = [json.loads(line) for line in worker.log_path.read_text().splitlines() if "printed by run 7" in line]
+    assert (entry["logger"], entry["message"], entry["task"], entry["run_id"]) == (
+        "celery.redirected", "printed by run 7", "tests.genesis.print_a_line", 7)
+
+def test_a_throttled_line_goes_out_once_per_key_and_window_and_then_says_how_many_it_held_back(caplog, log_clock):
     from genesis.logging import Throttled
 
     throttle, logger = Throttled(60.0), logging.getLogger("genesis.test_throttle")
     with caplog.at_level(logging.WARNING, logger="genesis.test_throttle"):
-        sent = [throttle.log(logger, logging.WARNING, "redis", "redis away (%s)", n) for n in range(100)]
+        sent = []
+        for n in range(100):
+            sent.append(throttle.log(logger, logging.WARNING, "redis", "redis away (%s)", n))
+            log_clock.now += 0.5
         throttle.log(logger, logging.WARNING, "database", "database away")
-        throttle.seconds = 0.0
+        log_clock.now = 61.0
         throttle.log(logger, logging.WARNING, "redis", "redis away (%s)", "again")
     assert sent.count(True) == 1
     assert [r.getMessage() for r in caplog.records] == [
-        "redis away (0)", "database away", "redis away (again) (99 more like this in the last 0 s)"]
+        "redis away (0)", "database away", "redis away (again) (99 more like this in the last 61 s)"]
+
+
+def test_a_throttled_line_after_a_quiet_spell_dates_what_it_held_back_instead_of_spreading_it(caplog, log_clock):
+    """The condition ran for two minutes, stopped, and came back three hours later: the held-back count is
+    said with when those lines came, not as "in the last 10800 s"."""
+    from genesis.logging import Throttled
+
+    throttle, logger = Throttled(60.0), logging.getLogger("genesis.test_throttle")
+    with caplog.at_level(logging.WARNING, logger="genesis.test_throttle"):
+        for second in (0, 10, 50, 70, 90, 100):  # 10:00:00 through; 10:01:10 through
+            log_clock.now = second
+            throttle.log(logger, logging.WARNING, "redis", "redis away")
+        log_clock.now = 3 * 3600 + 100
+        throttle.log(logger, logging.WARNING, "redis", "redis away")
+    assert [r.getMessage() for r in caplog.records] == [
+        "redis away", "redis away (2 more like this in the last 70 s)",
+        "redis away (2 more like this between 10:01:30 UTC and 10:01:40 UTC)"]
