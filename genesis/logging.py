@@ -280,7 +280,10 @@ def logging_config(*, level: str, format: str) -> dict[str, Any]:
         "formatters": {"text": {"()": "genesis.logging.TextFormatter"}, "json": {"()": "genesis.logging.JsonFormatter"}},
         "filters": {"housekeeping": {"()": "genesis.logging.QuietHousekeeping"}},
         "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": format, "filters": ["housekeeping"]},
+            # The level on the handler too: the root's level filters only what is logged to the root itself,
+            # and a logger with a level of its own (urllib3's WARNING below, django.server's INFO) would
+            # print below GENESIS_LOG_LEVEL through it.
+            "console": {"class": "logging.StreamHandler", "formatter": format, "filters": ["housekeeping"], "level": level},
         },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {

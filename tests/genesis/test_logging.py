@@ -298,6 +298,23 @@ def test_in_dev_django_lines_are_printed_once_in_the_configured_format(settings)
     [entry] = [json.loads(line) for line in printed.getvalue().splitlines()]
     assert (entry["logger"], entry["message"]) == ("django.request", "Not Found: /nowhere")
 
+def test_no_logger_prints_below_the_configured_level_whatever_its_own_level(settings):
+    """GENESIS_LOG_LEVEL is the level of every line printed: urllib3 (held at WARNING) and django.server (at
+    INFO by Django's defaults) have levels of their own, which the root's level alone did not filter."""
+    from django.utils.log import configure_logging
+
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            configure_logging(settings.LOGGING_CONFIG, genesis_logging.logging_config(level="ERROR", format="json"))
+            logging.getLogger("urllib3.connectionpool").warning("Connection pool is full, discarding connection")
+            logging.getLogger("django.server").info('"GET / HTTP/1.1" 200 0')
+            logging.getLogger("genesis.example").error("shown")
+    finally:
+        configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+    assert [json.loads(line)["message"] for line in printed.getvalue().splitlines()] == ["shown"]
+
+
 def test_what_a_task_prints_is_a_log_line_with_the_tasks_fields(start_worker):
     """A task's print() came out raw among the JSON lines: Celery's redirect of print into its logger was
     off, since Genesis sets up logging itself (genesis/celery.py)."""
