@@ -43,8 +43,9 @@ def setup(outcomes: int) -> list[Any]:
     require_scratch()
     from django.core.management import call_command
 
+    from experiments.guardrail_check import guardrails_check
     from experiments.models import Experiment
-    from experiments.services import experiment_start, guardrails_check
+    from experiments.services import experiment_start
 
     call_command("seed_demo", stdout=io.StringIO())
     for draft in Experiment.objects.filter(status="draft").exclude(agent__experiments__status="running"):

@@ -129,8 +129,8 @@ def test_an_outcome_outside_every_stage_is_live(team):
 def test_a_client_that_never_routes_holds_the_stage(team):
     """Second reviewer: counted by assignment, a client serving every user the live model splits
     perfectly and cleared every hold; the 'served' hold sees that the candidate served nobody."""
+    from experiments.guardrail_check import guardrails_check
     from experiments.holds import stage_holds
-    from experiments.services import guardrails_check
 
     experiment = running(team, stage_plan=[50, 100])
     live = experiment.control.model_id

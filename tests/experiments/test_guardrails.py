@@ -15,10 +15,11 @@ import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from experiments.alerts import rollback_notify
+from experiments.guardrail_check import guardrails_check
 from experiments.holds import stage_holds
 from experiments.models import EventAction, Experiment, ExperimentEvent
 from experiments.selectors import experiment_guardrail_results, experiment_metrics
-from experiments.services import experiment_rollback, experiment_start, guardrails_check, stage_approve
+from experiments.services import experiment_rollback, experiment_start, stage_approve
 from experiments.tasks import TRANSIENT_WEBHOOK_ERRORS
 from genesis.notifications import WebhookUnavailable
 from models_app.registry.models import ModelVersion

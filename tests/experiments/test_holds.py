@@ -9,6 +9,7 @@ import json
 import pytest
 from django.utils import timezone
 
+from experiments.guardrail_check import guardrails_check
 from experiments.holds import (
     StageFigures,
     evaluation_holds,
@@ -24,7 +25,6 @@ from experiments.services import (
     experiment_resume,
     experiment_start,
     experiment_update,
-    guardrails_check,
     stage_approve_next,
 )
 from tests.experiments.factories import draft_experiment, feed, outcome_events, rollout_team

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from experiments.guardrail_check import guardrails_check
 from experiments.holds import stage_holds
 from experiments.models import EventAction, Experiment, ExperimentEvent, ExperimentStage, OutcomeEvent
 from experiments.outcomes import outcomes_ingest
@@ -16,7 +17,6 @@ from experiments.services import (
     experiment_pause,
     experiment_resume,
     experiment_start,
-    guardrails_check,
     stage_approve_next,
     stage_request_advance,
 )
