@@ -18,7 +18,8 @@ from django.utils import timezone
 from experiments import audit, stats
 from experiments.holds import StageFigures
 from experiments.models import EventAction, Experiment, ExperimentStatus
-from experiments.selectors import experiment_guardrail_results, experiment_metrics
+from experiments.outcome_aggregate import experiment_metrics
+from experiments.results import experiment_guardrail_results
 from experiments.services import experiment_pause, experiment_rollback
 
 # The logger the warning line had while this lived in services.py: on-call searches and filters by the

@@ -629,7 +629,7 @@ def _resume(*, experiment: Experiment, actor: Actor, reason: str) -> Experiment:
     # Restart the stage clock: while paused everyone got the live model, so the paused time must
     # count neither toward min_stage_hours nor toward the stage's sample and SRM window (both read
     # from started_at): a new SRM test starts, at a smaller threshold, and a new guardrail segment,
-    # at a smaller alpha (selectors.stages_with_resumes counts this entry). The stage's first start
+    # at a smaller alpha (outcome_aggregate.stages_with_resumes counts this entry). The stage's first start
     # stays on the audit trail.
     stage = _current_stage(experiment)
     stage_started_before = stage.started_at

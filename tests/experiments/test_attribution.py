@@ -11,8 +11,10 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import Assignment, Experiment, OutcomeEvent
+from experiments.outcome_aggregate import experiment_metrics
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_metrics, experiment_results, get_experiment
+from experiments.results import experiment_results
+from experiments.selectors import get_experiment
 from experiments.services import experiment_start, stage_approve
 from tests.experiments.factories import draft_experiment, feed, user_in_arm, user_in_buckets
 

@@ -18,8 +18,10 @@ from experiments.holds import (
     stored_evaluation,
     stored_stage_figures,
 )
+from experiments.outcome_aggregate import experiment_metrics
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_metrics, experiment_results, get_experiment
+from experiments.results import experiment_results
+from experiments.selectors import get_experiment
 from experiments.services import (
     experiment_pause,
     experiment_resume,
