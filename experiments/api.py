@@ -16,7 +16,8 @@ from pydantic import BaseModel, WithJsonSchema
 
 from experiments import routing, selectors_monitoring, stats
 from experiments.outcomes import MAX_OUTCOME_EVENTS, OutcomeEventIn, outcomes_ingest
-from experiments.selectors import experiment_results, get_experiment
+from experiments.results import experiment_results
+from experiments.selectors import get_experiment
 from genesis.errors import Conflict
 from genesis.validation import Identifier, Slug
 from models_app.registry.services import ensure_agent_access, ensure_object_access, request_principal

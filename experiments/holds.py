@@ -3,7 +3,7 @@ minimum time, its minimum users per arm, the guardrails, the sample ratio and wh
 served its own model. The services refuse a request's approval while one is open, judging the outcomes
 afresh (stage_holds), as the experiment page and `rollout_models --status` show them.
 
-Every hold but the stage's time reads the outcome aggregate (experiments.selectors.experiment_metrics,
+Every hold but the stage's time reads the outcome aggregate (experiments.outcome_aggregate.experiment_metrics,
 seconds at a million outcomes). The guardrail task judges every running experiment every minute and
 stores what those holds read (StageFigures, with the guardrails' states) on the experiment; the launch
 pages — the board, an agent's page, the approvals queue, the Go/No-Go report — show the holds from that
@@ -22,14 +22,8 @@ from django.utils import timezone
 
 from experiments import stats
 from experiments.models import Experiment, ExperimentStatus
-from experiments.selectors import (
-    ARMS,
-    EMPTY_CELL,
-    ExperimentMetrics,
-    GuardrailState,
-    experiment_guardrail_results,
-    experiment_metrics,
-)
+from experiments.outcome_aggregate import ARMS, EMPTY_CELL, ExperimentMetrics, experiment_metrics
+from experiments.results import GuardrailState, experiment_guardrail_results
 
 # The share of an arm's outcomes in a stage that another model than the arm's may serve before the
 # stage holds: the line of the fallback alert (ops/prometheus/alerts.yml, HighFallbackRate). At a true

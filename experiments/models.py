@@ -65,7 +65,7 @@ class Experiment(models.Model):
     )
     # Set by every change that can alter a routing decision; the agent's config version derives from it.
     routing_changed_at = models.DateTimeField(auto_now_add=True)
-    # The last guardrail evaluation (experiments.services.guardrails_check, beat every minute), as of
+    # The last guardrail evaluation (experiments.guardrail_check.guardrails_check, beat every minute), as of
     # guardrails_checked_at: each guardrail's state (for "warning" state changes, and shown), and the
     # figures of the current stage the holds read (experiments.holds.StageFigures as JSON: users, outcomes
     # served by another model, the sample-ratio test, the success-rate lift). The launch pages show a

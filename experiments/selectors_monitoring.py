@@ -18,8 +18,8 @@ from django.utils import timezone
 from experiments.health import WindowStats, health_status
 from experiments.holds import evaluation_holds, judged_at, stored_evaluation, stored_stage_figures
 from experiments.models import ACTIVE_STATUSES, EventAction, Experiment, ExperimentEvent, OutcomeEvent
+from experiments.outcome_aggregate import PercentileCont, _percentile_cont
 from experiments.routing import EXPOSURE_DEAD_LETTER_KEY
-from experiments.selectors import PercentileCont, _percentile_cont
 from models_app.registry.models import Agent, ModelVersion
 
 HEALTH_WINDOWS = {"window_5m": timedelta(minutes=5), "window_15m": timedelta(minutes=15)}

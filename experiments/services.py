@@ -1,8 +1,9 @@
-"""The rollout rules: every write of an experiment, its stages, approvals and guardrail actions.
+"""The rollout rules: every write of an experiment, its stages and approvals.
 The admin buttons, the launch board, `manage.py rollout_models`, the API and the guardrail task all
 call these functions, so they enforce the same permissions, four-eyes rule and holds. (What agents
 report — outcomes and exposures — is written by experiments/outcomes.py; the rollback alert is sent
-by experiments/alerts.py.)
+by experiments/alerts.py; the guardrail task's verdict on a running experiment, which pauses or rolls
+it back through these services, is experiments/guardrail_check.py.)
 
 `actor=None` means Genesis itself (the guardrail task, seed_demo). A person must act for requests and
 approvals: the four-eyes rule is about people.
@@ -12,9 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -23,9 +22,9 @@ from django.core.validators import validate_slug
 from django.db import transaction
 from django.utils import timezone
 
-from experiments import audit, rollout_settings, routing, stats
+from experiments import audit, rollout_settings, routing
 from experiments.assignment import new_experiment_seed
-from experiments.holds import StageFigures, stage_holds
+from experiments.holds import stage_holds
 from experiments.models import (
     ACTIVE_STATUSES,
     ApprovalStatus,
@@ -36,7 +35,7 @@ from experiments.models import (
     StageApproval,
     StageStatus,
 )
-from experiments.selectors import experiment_guardrail_results, experiment_metrics, pending_approval, rollout_start_plan
+from experiments.selectors import pending_approval, rollout_start_plan
 from genesis.errors import AlreadyDone, Conflict, InvalidInput, PermissionDenied
 from genesis.integrity import UniqueKey, unique_violation_raises
 from genesis.permissions import Actor, require_permission
@@ -630,7 +629,7 @@ def _resume(*, experiment: Experiment, actor: Actor, reason: str) -> Experiment:
     # Restart the stage clock: while paused everyone got the live model, so the paused time must
     # count neither toward min_stage_hours nor toward the stage's sample and SRM window (both read
     # from started_at): a new SRM test starts, at a smaller threshold, and a new guardrail segment,
-    # at a smaller alpha (selectors.stages_with_resumes counts this entry). The stage's first start
+    # at a smaller alpha (outcome_aggregate.stages_with_resumes counts this entry). The stage's first start
     # stays on the audit trail.
     stage = _current_stage(experiment)
     stage_started_before = stage.started_at
@@ -689,57 +688,6 @@ def _rollback(*, experiment: Experiment, actor: Actor, reason: str, reason_code:
     # (Alertmanager) say it too if the broker cannot take the webhook's task.
     send_on_commit("experiments.notify_rollback", what=f"the rollback alert of {experiment.key}", event_id=event.pk)
     return experiment
-
-
-# --- guardrails -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GuardrailCheck:
-    action: str  # "none", "paused", "rolled_back", "skipped"
-    reason: str = ""
-    states: list[dict[str, Any]] = field(default_factory=list)
-
-
-@transaction.atomic
-def guardrails_check(*, experiment_id: int) -> GuardrailCheck:
-    """Judge one running experiment now (the beat task's work): a breach rolls it back, a sample-ratio
-    mismatch pauses it, new warnings are logged and recorded; no data changes nothing. Idempotent."""
-    experiment = Experiment.objects.select_for_update(skip_locked=True).filter(pk=experiment_id).first()
-    if experiment is None or experiment.status != ExperimentStatus.RUNNING:
-        return GuardrailCheck(action="skipped", reason="not running (or being changed right now)")
-    metrics = experiment_metrics(experiment=experiment)
-    results = experiment_guardrail_results(experiment=experiment, metrics=metrics)
-    states = [result.as_json() for result in results]
-    previous = {state["metric"]: state["state"] for state in experiment.guardrail_states or []}
-    # With the states, what the holds read of this stage: the launch pages show the rollout from them
-    # (holds.stored_evaluation) rather than reading its outcomes again on every view.
-    experiment.guardrail_states = states
-    experiment.stage_figures = StageFigures.of(experiment=experiment, metrics=metrics).as_json()
-    experiment.guardrails_checked_at = timezone.now()
-    experiment.save(update_fields=["guardrail_states", "stage_figures", "guardrails_checked_at"])
-
-    breaches = [result for result in results if result.state == "breach"]
-    if breaches:
-        first = breaches[0]
-        reason = "guardrail breached — " + "; ".join(result.reason for result in breaches)
-        experiment_rollback(experiment=experiment, actor=None, reason=reason, reason_code=f"guardrail_{first.metric}")
-        return GuardrailCheck(action="rolled_back", reason=reason, states=states)
-    if metrics.srm_flagged and metrics.srm_p is not None:
-        reason = (
-            f"sample-ratio mismatch: {metrics.stage_users_control} control and {metrics.stage_users_treatment} treatment "
-            f"users in this {metrics.stage_percent} % stage (any-time p = {stats.format_number(metrics.srm_p)}; "
-            f"{metrics.srm_rule}); check assignment and outcome logging before resuming"
-        )
-        experiment_pause(experiment=experiment, actor=None, reason=reason, reason_code="srm")
-        return GuardrailCheck(action="paused", reason=reason, states=states)
-    for result in results:
-        if result.state == "warning" and previous.get(result.metric) != "warning":
-            audit.record_event(experiment, action=EventAction.GUARDRAIL_WARNING, actor=None, reason=result.reason,
-                    reason_code=f"guardrail_{result.metric}")
-            message = f"experiment {experiment.key}: guardrail warning — {result.reason}"
-            transaction.on_commit(partial(logger.warning, message))
-    return GuardrailCheck(action="none", states=states)
 
 
 def experiment_start_for_agent(

@@ -200,7 +200,7 @@ EMPTY = RatioSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
 # instead of 95 % (88.3 % with heavier tails; bench/decisions, part tails). So each request's value is capped at this percentile
 # of the analysed requests of both arms together (winsorised) before it enters a comparison's mean. The
 # tools that winsorise cap differently: Statsig, for one, caps each user's aggregated value (the
-# percentile of the unit-level values); Genesis caps each request, before the per-user sums (the guardrails judge the real requests: selectors.GUARDED_AS);
+# percentile of the unit-level values); Genesis caps each request, before the per-user sums (the guardrails judge the real requests: outcome_aggregate.GUARDED_AS);
 # success rate and quality are bounded and are not capped.
 CAP_PERCENTILE = 99
 

@@ -6,7 +6,7 @@ import logging
 
 from celery import Task, shared_task
 
-from experiments import alerts, outcomes, retention, services
+from experiments import alerts, guardrail_check, outcomes, retention
 from experiments.models import Experiment, ExperimentStatus
 from genesis.errors import Conflict
 from genesis.notifications import WebhookUnavailable
@@ -30,7 +30,7 @@ def evaluate_guardrails() -> int:
 # One check a minute per experiment, like a sweep: cut off rather than overlap the next one.
 @shared_task(name="experiments.evaluate_experiment_guardrails", **SWEEP_OPTIONS)
 def evaluate_experiment_guardrails(*, experiment_id: int) -> str:
-    return services.guardrails_check(experiment_id=experiment_id).action
+    return guardrail_check.guardrails_check(experiment_id=experiment_id).action
 
 
 @shared_task(name="experiments.flush_exposures", **SWEEP_OPTIONS)

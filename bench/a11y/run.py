@@ -95,8 +95,9 @@ def build_world(*, password: str) -> dict[str, str]:
     from audits.services import audit_run_execute, dataset_upload
     from costs.models import CostEntry
     from costs.services import budget_upsert, cost_record
+    from experiments.guardrail_check import guardrails_check
     from experiments.models import Experiment
-    from experiments.services import experiment_start, guardrails_check, stage_request_advance
+    from experiments.services import experiment_start, stage_request_advance
     from models_app.benchmarks.models import BenchmarkChunk, BenchmarkSuite
     from models_app.benchmarks.runner import benchmark_chunk_execute
     from models_app.benchmarks.services import benchmark_run_create

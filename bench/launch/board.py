@@ -1,5 +1,5 @@
 """The launch board over running rollouts with many outcomes: how long `/admin/` takes to render, and
-how many queries it makes, against one rollout's outcome aggregate (`experiments.selectors.
+how many queries it makes, against one rollout's outcome aggregate (`experiments.outcome_aggregate.
 experiment_metrics`, what each running row read before the board showed the guardrail task's snapshot).
 
 Target: the whole board renders in at most half the time of ONE rollout's aggregate (TARGET_RATIO), so
@@ -43,8 +43,9 @@ def setup(outcomes: int) -> list[Any]:
     require_scratch()
     from django.core.management import call_command
 
+    from experiments.guardrail_check import guardrails_check
     from experiments.models import Experiment
-    from experiments.services import experiment_start, guardrails_check
+    from experiments.services import experiment_start
 
     call_command("seed_demo", stdout=io.StringIO())
     for draft in Experiment.objects.filter(status="draft").exclude(agent__experiments__status="running"):
@@ -101,7 +102,7 @@ def measure(args: argparse.Namespace, running: list[Any]) -> int:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext, setup_test_environment
 
-    from experiments.selectors import experiment_metrics
+    from experiments.outcome_aggregate import experiment_metrics
 
     setup_test_environment()  # the test client's host, "testserver", is allowed
     user, _ = get_user_model().objects.get_or_create(username="bench-board", defaults={"is_staff": True, "is_superuser": True})

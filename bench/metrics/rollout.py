@@ -1,7 +1,7 @@
 """/metrics over running rollouts with many outcomes: how long the scrape's rollout part
 (`experiments.selectors_monitoring.rollout_states`, what experiments.metrics.RolloutCollector exports)
 and the whole /metrics body take, and how many queries they make, against one rollout's outcome
-aggregate (`experiments.selectors.experiment_metrics`).
+aggregate (`experiments.outcome_aggregate.experiment_metrics`).
 
 Target: the rollout part takes at most a tenth of ONE rollout's aggregate (TARGET_RATIO), so a scrape's
 time does not grow with the outcomes of its rollouts: Prometheus gives a scrape 10 s by default, and
@@ -41,7 +41,7 @@ def measure(args: argparse.Namespace, running: list[Any]) -> int:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from experiments.selectors import experiment_metrics
+    from experiments.outcome_aggregate import experiment_metrics
     from experiments.selectors_monitoring import rollout_states
     from genesis.metrics import exposition
 

@@ -110,7 +110,8 @@ def main() -> int:
 def measure(args: argparse.Namespace, experiment: Experiment) -> int:
     from django.db import connection
 
-    from experiments.selectors import experiment_results, get_experiment
+    from experiments.results import experiment_results
+    from experiments.selectors import get_experiment
 
     stage = experiment.current_stage
     assert stage is not None  # setup() started the experiment

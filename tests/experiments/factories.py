@@ -11,9 +11,10 @@ from typing import Any
 from django.contrib.auth.models import Permission
 
 from experiments.assignment import bucket
+from experiments.guardrail_check import guardrails_check
 from experiments.models import Experiment
 from experiments.outcomes import outcomes_ingest
-from experiments.services import experiment_create, experiment_start, guardrails_check
+from experiments.services import experiment_create, experiment_start
 from models_app.registry.models import Agent, ModelVersion
 from models_app.registry.services import model_version_transition
 from tests.factories import AgentFactory, ModelVersionFactory, UserFactory

@@ -11,8 +11,10 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import Assignment, Experiment, OutcomeEvent
+from experiments.outcome_aggregate import experiment_metrics
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_metrics, experiment_results, get_experiment
+from experiments.results import experiment_results
+from experiments.selectors import get_experiment
 from experiments.services import experiment_start, stage_approve
 from tests.experiments.factories import draft_experiment, feed, user_in_arm, user_in_buckets
 
@@ -129,8 +131,8 @@ def test_an_outcome_outside_every_stage_is_live(team):
 def test_a_client_that_never_routes_holds_the_stage(team):
     """Second reviewer: counted by assignment, a client serving every user the live model splits
     perfectly and cleared every hold; the 'served' hold sees that the candidate served nobody."""
+    from experiments.guardrail_check import guardrails_check
     from experiments.holds import stage_holds
-    from experiments.services import guardrails_check
 
     experiment = running(team, stage_plan=[50, 100])
     live = experiment.control.model_id

@@ -15,10 +15,12 @@ import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from experiments.alerts import rollback_notify
+from experiments.guardrail_check import guardrails_check
 from experiments.holds import stage_holds
 from experiments.models import EventAction, Experiment, ExperimentEvent
-from experiments.selectors import experiment_guardrail_results, experiment_metrics
-from experiments.services import experiment_rollback, experiment_start, guardrails_check, stage_approve
+from experiments.outcome_aggregate import experiment_metrics
+from experiments.results import experiment_guardrail_results
+from experiments.services import experiment_rollback, experiment_start, stage_approve
 from experiments.tasks import TRANSIENT_WEBHOOK_ERRORS
 from genesis.notifications import WebhookUnavailable
 from models_app.registry.models import ModelVersion
@@ -256,7 +258,8 @@ def test_a_candidate_hanging_on_5_percent_of_its_requests_trips_the_latency_guar
     import numpy as np
 
     from experiments.outcomes import outcomes_ingest
-    from experiments.selectors import experiment_results, get_experiment
+    from experiments.results import experiment_results
+    from experiments.selectors import get_experiment
     from tests.experiments.factories import draft_experiment, outcome_events
 
     experiment = experiment_start(experiment=draft_experiment(actor=team["starter"], stage_plan=[10, 100]), actor=team["starter"])

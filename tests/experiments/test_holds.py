@@ -9,6 +9,7 @@ import json
 import pytest
 from django.utils import timezone
 
+from experiments.guardrail_check import guardrails_check
 from experiments.holds import (
     StageFigures,
     evaluation_holds,
@@ -17,14 +18,15 @@ from experiments.holds import (
     stored_evaluation,
     stored_stage_figures,
 )
+from experiments.outcome_aggregate import experiment_metrics
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_metrics, experiment_results, get_experiment
+from experiments.results import experiment_results
+from experiments.selectors import get_experiment
 from experiments.services import (
     experiment_pause,
     experiment_resume,
     experiment_start,
     experiment_update,
-    guardrails_check,
     stage_approve_next,
 )
 from tests.experiments.factories import draft_experiment, feed, outcome_events, rollout_team

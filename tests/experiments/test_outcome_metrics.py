@@ -20,7 +20,8 @@ from experiments.metrics import (
     outcomes_count,
 )
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_results, get_experiment
+from experiments.results import experiment_results
+from experiments.selectors import get_experiment
 from experiments.services import experiment_start
 from tests.experiments.factories import agent_with_candidate, draft_experiment, user_in_arm
 

@@ -8,15 +8,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from experiments.guardrail_check import guardrails_check
 from experiments.holds import stage_holds
 from experiments.models import EventAction, Experiment, ExperimentEvent, ExperimentStage, OutcomeEvent
+from experiments.outcome_aggregate import experiment_metrics
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_metrics, experiment_results
+from experiments.results import experiment_results
 from experiments.services import (
     experiment_pause,
     experiment_resume,
     experiment_start,
-    guardrails_check,
     stage_approve_next,
     stage_request_advance,
 )

@@ -14,8 +14,10 @@ from costs.budgeting import money_str
 from experiments import stats
 from experiments.assignment import bucket
 from experiments.models import OutcomeEvent
+from experiments.outcome_aggregate import experiment_metrics
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_metrics, experiment_results, get_experiment
+from experiments.results import experiment_results
+from experiments.selectors import get_experiment
 from experiments.services import experiment_start, stage_approve
 from models_app.benchmarks.reruns import ZETA_3
 from tests.experiments.factories import draft_experiment, outcome_events, rollout_team, user_in_arm, user_in_buckets

@@ -23,7 +23,8 @@ from decimal import Decimal
 import numpy as np
 from experiments.models import OutcomeEvent
 from experiments.outcomes import outcomes_ingest
-from experiments.selectors import experiment_results, get_experiment
+from experiments.results import experiment_results
+from experiments.selectors import get_experiment
 from experiments.services import experiment_start
 from tests.experiments.factories import draft_experiment, outcome_events, rollout_team
 

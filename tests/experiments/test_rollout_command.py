@@ -196,8 +196,9 @@ def test_a_refusal_is_printed_once_from_the_command_line(team):
 def test_status_of_an_experiment_paused_on_a_sample_ratio_mismatch_says_why_and_shows_the_split(team):
     # The runbook's Confirm step for ExperimentPausedBySRM: --status showed no reason and no split, and
     # --json held "holds": [] — nothing to confirm with while the alert fired.
+    from experiments.guardrail_check import guardrails_check
     from experiments.selectors_monitoring import rollout_states
-    from experiments.services import experiment_start, guardrails_check
+    from experiments.services import experiment_start
 
     experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
     feed(experiment, arm="treatment", n=100, success_rate=0.9, seed=1)  # half and half at a 10 % stage
@@ -231,7 +232,8 @@ def test_status_says_when_the_guardrail_task_last_judged_a_running_rollout(team)
     # judging looked like any other.
     from django.utils import timezone
 
-    from experiments.services import experiment_start, guardrails_check
+    from experiments.guardrail_check import guardrails_check
+    from experiments.services import experiment_start
 
     experiment = experiment_start(experiment=draft_experiment(actor=team["starter"]), actor=team["starter"])
     started = Experiment.objects.get(pk=experiment.pk).current_stage.started_at

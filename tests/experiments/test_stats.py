@@ -607,7 +607,7 @@ def test_numbers_for_people_never_use_scientific_notation() -> None:
 
 def test_a_cost_guardrail_reads_in_dollars_with_sub_cent_amounts() -> None:
     # Was: "(difference +0.00, 95 % any-time interval +0.00 to +0.00 …)" for costs of a few hundredths of a cent.
-    from experiments.selectors import usd_amount
+    from experiments.results import usd_amount
 
     result = evaluate_guardrail(
         metric="cost_per_request", harmful_direction="increase", threshold=0.5, threshold_kind="relative",

@@ -151,8 +151,9 @@ def world() -> dict:
     from django.core.management import call_command
     from django_celery_beat.models import PeriodicTask
 
+    from experiments.guardrail_check import guardrails_check
     from experiments.models import Experiment
-    from experiments.services import experiment_rollback, experiment_start, guardrails_check
+    from experiments.services import experiment_rollback, experiment_start
     from models_app.benchmarks.models import BenchmarkRun
     from models_app.benchmarks.services import benchmark_run_create
     from models_app.registry.models import Agent, ModelVersion

@@ -1,5 +1,5 @@
 """genesis_rollout_guardrails_checked_timestamp_seconds, scraped from the running app (gunicorn, two
-workers, the test database and Redis) after real guardrail evaluations (experiments.services.
+workers, the test database and Redis) after real guardrail evaluations (experiments.guardrail_check.
 guardrails_check, what beat's task runs every minute): it is the time of each running rollout's latest
 evaluation — its stage's start before the first —, and a rollout whose check has stopped succeeding keeps
 the time of its last one while the others move on, so RolloutUnguarded sees it age."""
@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from experiments.guardrail_check import guardrails_check
 from experiments.models import Experiment
-from experiments.services import experiment_pause, guardrails_check
+from experiments.services import experiment_pause
 from tests.experiments.factories import evaluate, running_rollout
 
 pytestmark = pytest.mark.django_db(transaction=True)

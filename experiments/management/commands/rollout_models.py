@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from experiments import audit, selectors, services, stats
+from experiments import audit, outcome_aggregate, results, selectors, services, stats
 from experiments.holds import EVALUATION_STALE_AFTER, judged_at, stage_holds
 from experiments.models import Experiment, ExperimentStatus
 from genesis.commands import command_agent
@@ -214,7 +214,7 @@ def _pause(experiment: Experiment) -> dict[str, Any] | None:
             if event else None)
 
 
-def _split(metrics: selectors.ExperimentMetrics) -> dict[str, Any] | None:
+def _split(metrics: outcome_aggregate.ExperimentMetrics) -> dict[str, Any] | None:
     """The current stage's users per arm against its plan, and the sample-ratio test on them."""
     if metrics.stage_percent is None:
         return None
@@ -240,7 +240,7 @@ def _state(experiment: Experiment | None) -> dict[str, Any]:
     running = experiment.status == ExperimentStatus.RUNNING
     # A paused experiment's split too: why an SRM pause paused it is the first thing to confirm.
     in_stage = experiment.status in (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED)
-    metrics = selectors.experiment_metrics(experiment=experiment) if in_stage else None
+    metrics = outcome_aggregate.experiment_metrics(experiment=experiment) if in_stage else None
     pending = selectors.pending_approval(experiment=experiment)
     timeline = selectors.experiment_timeline(experiment=experiment)
     return {
@@ -264,7 +264,7 @@ def _state(experiment: Experiment | None) -> dict[str, Any]:
         ),
         "holds": [hold.as_json() for hold in stage_holds(experiment=experiment, metrics=metrics)] if running else [],
         "guardrails": (
-            [g.as_json() for g in selectors.experiment_guardrail_results(experiment=experiment, metrics=metrics)]
+            [g.as_json() for g in results.experiment_guardrail_results(experiment=experiment, metrics=metrics)]
             if running and metrics else []
         ),
     }
