@@ -22,14 +22,16 @@ the same names everywhere:
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 # The attributes every LogRecord has; anything else on a record came from `extra=` (or Celery's `data`).
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -40,6 +42,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # starts with its time, so no line of a traceback — an exception's message with a line break in it
 # included — can pass for another record, to a reader or to a shipper's multi-line rule.
 CONTINUATION = "| "
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def _id_arguments(task_name: str | None, args: Any, kwargs: Any) -> dict[str, Any]:
@@ -98,7 +103,13 @@ def _literal(text: Any) -> Any:
         return None
 
 
-def _task_fields(record: logging.LogRecord) -> dict[str, Any]:
+# The fields of the task that started this thread (`with_task_fields`). Celery keeps the running task per
+# thread (a threading.local stack), so a thread a task starts knows no task of its own.
+_carried_task_fields: ContextVar[dict[str, Any] | None] = ContextVar("genesis_carried_task_fields", default=None)
+
+
+def _task_fields(record: logging.LogRecord | None) -> dict[str, Any]:
+    """The fields of the task this thread runs (or was started by), or of the Celery line `record` is."""
     # import here: Celery's state is read only when a line is formatted, in whatever process logs it.
     from celery._state import get_current_task
 
@@ -118,8 +129,27 @@ def _task_fields(record: logging.LogRecord) -> dict[str, Any]:
             args = kwargs = None
         return {"task": name, "task_id": task_id, **_id_arguments(name, args, kwargs)}
     if task is None or request is None or not running_id:
-        return {}
+        return dict(_carried_task_fields.get() or {})
     return {"task": task.name, "task_id": running_id, **_id_arguments(task.name, request.args, request.kwargs)}
+
+
+def with_task_fields(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """`function`, to be run in a thread the running task starts (`pool.submit(with_task_fields(f), …)`):
+    the lines it logs carry the task's fields (`task`, `task_id`, the id arguments) as the task's own
+    lines do. Read now, in the task's thread; outside a task, `function` itself."""
+    fields = _task_fields(None)
+    if not fields:
+        return function
+
+    @functools.wraps(function)
+    def in_task(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        token = _carried_task_fields.set(fields)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _carried_task_fields.reset(token)  # a pool thread runs other work after this
+
+    return in_task
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -194,6 +194,30 @@ def test_no_line_of_a_traceback_can_pass_for_another_record():
         logging.LogRecord("genesis", logging.INFO, __file__, 1, "here", (), None, sinfo=f"Stack:\n{forged}")).splitlines()[1:])
 
 
+def test_a_thread_a_task_starts_logs_with_the_tasks_fields(db):
+    """Celery keeps the running task per thread: lines a task's pool thread logged (a benchmark chunk's
+    answer threads) carried no task fields. with_task_fields carries them, read in the task's thread; a
+    pool thread that runs other work afterwards has none again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from celery import shared_task
+
+    def fields_here() -> dict:
+        return record_fields(logging.LogRecord("genesis", logging.WARNING, __file__, 1, "in a thread", (), None))
+
+    @shared_task(name="tests.genesis.log_in_threads")
+    def log_in_threads(run_id: int) -> tuple[dict, dict, dict]:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            carried = pool.submit(genesis_logging.with_task_fields(fields_here)).result()
+            plain = pool.submit(fields_here).result()
+        return fields_here(), carried, plain
+
+    own, carried, plain = log_in_threads.apply(args=(42,), task_id="threads-task").get()
+    assert own == carried == {"task": "tests.genesis.log_in_threads", "task_id": "threads-task", "run_id": 42}
+    assert plain == {}
+    assert genesis_logging.with_task_fields(fields_here) is fields_here  # outside a task: nothing to carry
+
+
 def test_no_api_key_user_id_or_prompt_reaches_a_formatted_line(seeded_demo, client, api_key_for, every_record):
     """Traffic as the agents send it, with personal data in user ids and attributes, plus refusals:
     every record any logger emitted (DEBUG on), through both formatters, holds none of it."""
