@@ -22,20 +22,29 @@ the same names everywhere:
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 # The attributes every LogRecord has; anything else on a record came from `extra=` (or Celery's `data`).
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 # Set by Django's request loggers and by Celery's own lines; turned into plain fields below, never dumped.
 _EXPANDED = frozenset({"request", "data"})
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# What starts every line of a traceback in the text format (`TextFormatter.format`): a record's own line
+# starts with its time, so no line of a traceback — an exception's message with a line break in it
+# included — can pass for another record, to a reader or to a shipper's multi-line rule.
+CONTINUATION = "| "
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def _id_arguments(task_name: str | None, args: Any, kwargs: Any) -> dict[str, Any]:
@@ -94,7 +103,13 @@ def _literal(text: Any) -> Any:
         return None
 
 
-def _task_fields(record: logging.LogRecord) -> dict[str, Any]:
+# The fields of the task that started this thread (`with_task_fields`). Celery keeps the running task per
+# thread (a threading.local stack), so a thread a task starts knows no task of its own.
+_carried_task_fields: ContextVar[dict[str, Any] | None] = ContextVar("genesis_carried_task_fields", default=None)
+
+
+def _task_fields(record: logging.LogRecord | None) -> dict[str, Any]:
+    """The fields of the task this thread runs (or was started by), or of the Celery line `record` is."""
     # import here: Celery's state is read only when a line is formatted, in whatever process logs it.
     from celery._state import get_current_task
 
@@ -114,8 +129,27 @@ def _task_fields(record: logging.LogRecord) -> dict[str, Any]:
             args = kwargs = None
         return {"task": name, "task_id": task_id, **_id_arguments(name, args, kwargs)}
     if task is None or request is None or not running_id:
-        return {}
+        return dict(_carried_task_fields.get() or {})
     return {"task": task.name, "task_id": running_id, **_id_arguments(task.name, request.args, request.kwargs)}
+
+
+def with_task_fields(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """`function`, to be run in a thread the running task starts (`pool.submit(with_task_fields(f), …)`):
+    the lines it logs carry the task's fields (`task`, `task_id`, the id arguments) as the task's own
+    lines do. Read now, in the task's thread; outside a task, `function` itself."""
+    fields = _task_fields(None)
+    if not fields:
+        return function
+
+    @functools.wraps(function)
+    def in_task(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        token = _carried_task_fields.set(fields)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _carried_task_fields.reset(token)  # a pool thread runs other work after this
+
+    return in_task
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -168,21 +202,45 @@ def _json_value(value: Any) -> Any:
 
 
 class TextFormatter(logging.Formatter):
-    """`TEXT_FORMAT`, then the fields as `key=value` in brackets, then the traceback on its own lines."""
+    """`TEXT_FORMAT`, then the fields as `key=value` in brackets, then the traceback on its own lines, each
+    starting with `CONTINUATION`."""
 
     def __init__(self, fmt: str | None = None, datefmt: str | None = None, *args: Any, **kwargs: Any) -> None:
         super().__init__(fmt or TEXT_FORMAT, datefmt, *args, **kwargs)
 
+    def format(self, record: logging.LogRecord) -> str:
+        # logging.Formatter.format, but every line of the traceback and of the stack is marked: an exception's
+        # message ("bad value 'x\n2026-12-07 … INFO …'"), its notes or a file name may hold a line break, and
+        # the line after it forged a record. Not record.exc_text, which logging caches for whichever
+        # formatter came first (another handler's), unmarked.
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if record.exc_info:
+            line += _continuation_lines(self.formatException(record.exc_info))
+        elif record.exc_text:  # a record made elsewhere (unpickled) with the traceback as text only
+            line += _continuation_lines(record.exc_text)
+        if record.stack_info:
+            line += _continuation_lines(self.formatStack(record.stack_info))
+        return line
+
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         # One record, one line: a line break in the message (a decoded path, an upstream error's text) would
         # start a line a reader or a shipper takes for another record. The traceback, added after this by
-        # format(), keeps its lines — it is the one part meant to span several.
+        # format(), keeps its lines — it is the one part meant to span several, each marked as such.
         record.message = record.message.translate(_LINE_BREAKS)
         line = super().formatMessage(record)
         fields = record_fields(record)
         if fields:
             line += " [" + " ".join(f"{key}={_text_value(value)}" for key, value in fields.items()) + "]"
         return line
+
+
+def _continuation_lines(text: str) -> str:
+    """Each line of `text` on a line of its own after CONTINUATION, split wherever str.splitlines() splits
+    (\\r, \\u2028… too: a terminal or a shipper may break there)."""
+    return "".join(f"\n{CONTINUATION}{line}" for line in text.splitlines())
 
 
 # What str.splitlines() breaks on, written as Python writes it in a string ("\n", "\x85", "\u2028").

@@ -139,6 +139,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # {% load auto_refresh %}: how a page that follows running work reloads (genesis is no app).
+            "libraries": {"auto_refresh": "genesis.auto_refresh"},
         },
     },
 ]

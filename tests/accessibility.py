@@ -185,6 +185,16 @@ def _fixed_colours(root: Node) -> list[str]:
     return problems
 
 
+_META_REFRESH = re.compile(r'<meta http-equiv="refresh" content="(\d+)(?:; url=([^"]*))?">')
+
+
+def self_reload(html: str) -> tuple[int, str] | None:
+    """When a page that reloads itself (admin/includes/auto_refresh_meta.html) does, in seconds, and
+    where to (the address unescaped; "" for the page itself); None for a page that does not."""
+    match = _META_REFRESH.search(html)
+    return (int(match.group(1)), (match.group(2) or "").replace("&amp;", "&")) if match else None
+
+
 def accessibility_problems(html: str) -> list[str]:
     """Every problem of the page the checks above find, as sentences; [] when there is none."""
     root = parse(html)

@@ -29,6 +29,7 @@ from costs.pricing import Price, inference_cost
 from genesis.errors import Conflict
 from genesis.integrity import is_unique_violation
 from genesis.jobs import check_move
+from genesis.logging import with_task_fields
 from models_app.benchmarks import scorers
 from models_app.benchmarks.answers import JUDGE_REFUSED, RESULT_WRITTEN_ALREADY, Answer, result_row
 from models_app.benchmarks.ledger import charge_paid_twice, cost_if_run_ended, post_costs_on_commit, price_for_estimate
@@ -642,7 +643,9 @@ def _collect_answers(context: _ChunkContext, lease: ChunkLease, pending: list[tu
     answers: queue.SimpleQueue[Answer | BaseException] = queue.SimpleQueue()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"benchmark-chunk-{lease.chunk_id}") as pool:
         try:
-            workers = [pool.submit(_answer_pairs, context, todo, answers) for _ in range(threads)]
+            # Their lines (a provider's warning) carry the task's fields, as this thread's do (genesis/logging.py).
+            answer_pairs = with_task_fields(_answer_pairs)
+            workers = [pool.submit(answer_pairs, context, todo, answers) for _ in range(threads)]
             remaining = len(pending)
             last_write = time.monotonic()
             while remaining:

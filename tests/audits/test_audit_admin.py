@@ -15,7 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from audits import services
 from audits.models import AuditRun, AuditStatus, Dataset, DatasetOrigin, DatasetStatus
 from audits.pii import PII_TYPES
-from tests.accessibility import accessibility_problems, parse
+from tests.accessibility import accessibility_problems, parse, self_reload
 from tests.audits.samples import PLANTED, chat_line, sentence_with
 from tests.audits.test_models_services import mixed_lines
 from tests.factories import AgentFactory, UserFactory
@@ -64,7 +64,8 @@ def test_upload_form_stores_the_file_and_shows_the_audit_without_raw_pii(admin_c
     # The message names the file as it is called: Django's admin would capitalise it ("Customers.jsonl").
     assert f'<li class="success">customers.jsonl stored as dataset #{dataset.pk}; its audit is queued</li>' in queued
     assert 'data-status="queued"' in queued and 'id="audit-progress"' in queued
-    assert '<meta http-equiv="refresh" content="2">' in queued  # the page follows the audit by itself
+    # The page follows the audit by itself, the first time after 20 s (time to reach the stop button).
+    assert self_reload(queued) == (20, f"/admin/audits/dataset/{dataset.pk}/change/?reloaded=1")
 
     run = audited(dataset)
     page = admin_client.get(f"/admin/audits/dataset/{dataset.pk}/change/").content.decode()
@@ -244,17 +245,24 @@ def test_the_dataset_page_gives_its_chart_as_text_and_scopes_its_headers(admin_c
 def test_the_self_reloading_page_says_so_and_can_be_told_to_stop(admin_client):
     """While the audit runs the page reloads every 2 s, which puts a screen reader and the keyboard focus
     back at the top each time (WCAG 2.2.1): it says so right after the title, before the page's content (the
-    first thing reached after a reload), and offers to stop — for this page's links and every other page."""
+    first thing reached after a reload), and offers to stop — for this page's links and every other page.
+    Reached by a link it waits 20 s before the first reload: 2 s was too short to reach the button."""
     dataset = services.dataset_upload(content=SimpleUploadedFile("a.jsonl", planted_body()), original_name="a.jsonl",
                                       actor=admin_client.user)
     url = f"/admin/audits/dataset/{dataset.pk}/change/"
     history_link = f"{url}?run={dataset.latest_audit_id}"  # the audit history's links: href="?run=N"
 
-    reloading = admin_client.get(history_link).content.decode()
-    assert '<meta http-equiv="refresh" content="2">' in reloading
+    visited = admin_client.get(history_link).content.decode()
+    assert self_reload(visited) == (20, f"{history_link}&reloaded=1")
+    assert "This page reloads in 20 s, then every 2 s, while the work runs" in visited
+    reloading = admin_client.get(f"{history_link}&reloaded=1").content.decode()  # from then on, every 2 s
+    assert self_reload(reloading) == (2, f"{history_link}&reloaded=1")
+    assert "This page reloads every 2 s while the work runs" in reloading
     assert 'name="refresh" value="off" id="stop-refresh">stop reloading</button>' in reloading
     assert reloading.index("<h1>") < reloading.index('id="stop-refresh"') < reloading.index('id="content-main"')
-    assert f'name="next" value="{url}?run={dataset.latest_audit_id}"' in reloading.replace("&amp;", "&")
+    # The button comes back to the page unmarked: a visit again, with its 20 s.
+    assert f'name="next" value="{history_link}"' in reloading.replace("&amp;", "&")
+    assert accessibility_problems(visited) == []
 
     response = admin_client.post("/admin/auto-refresh/", {"refresh": "off", "next": history_link})
     assert response.status_code == 302 and response.url == history_link  # back where the button was
@@ -265,4 +273,4 @@ def test_the_self_reloading_page_says_so_and_can_be_told_to_stop(admin_client):
     assert accessibility_problems(stopped) == []
 
     admin_client.post("/admin/auto-refresh/", {"refresh": "on", "next": url})
-    assert '<meta http-equiv="refresh" content="2">' in admin_client.get(url).content.decode()
+    assert self_reload(admin_client.get(url).content.decode()) == (20, f"{url}?reloaded=1")

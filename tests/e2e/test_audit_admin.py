@@ -18,7 +18,7 @@ from tests.factories import AgentFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
 
-AUDIT_WAIT_MS = 45_000  # a worker picks the audit up and the page refreshes itself every 2 s
+AUDIT_WAIT_MS = 45_000  # a worker picks the audit up; the page refreshes itself after 20 s, then every 2 s
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.models_app.conftest import point_demo_provider_at, simulator_factory 
 
 pytestmark = pytest.mark.e2e
 
-BUILD_WAIT_MS = 90_000  # the worker answers, judges and audits; the page refreshes itself every 2 s
+BUILD_WAIT_MS = 90_000  # the worker answers, judges and audits; the page refreshes itself after 20 s, then every 2 s
 
 
 @pytest.fixture

@@ -169,7 +169,53 @@ def test_a_text_line_is_one_line_whatever_its_message_and_fields_hold():
         failed = logging.LogRecord("genesis", logging.ERROR, __file__, 1, "first\r\nsecond\u2028third", (), sys.exc_info())
     first, *traceback = TextFormatter().format(failed).split("\n")
     assert first.endswith(" ERROR genesis first\\r\\nsecond\\u2028third")
-    assert traceback[0] == "Traceback (most recent call last):" and traceback[-1] == "ValueError: boom"
+    assert traceback[0] == "| Traceback (most recent call last):" and traceback[-1] == "| ValueError: boom"
+
+
+def test_no_line_of_a_traceback_can_pass_for_another_record():
+    """An exception's message (or note) with a line break in it printed a line of its own that read as a
+    record: a shipper splitting records at a leading time took it for one. Every line after the record's
+    own starts with "| ", wherever str.splitlines() breaks — also when another handler's formatter cached
+    the traceback on the record first, and for a traceback that came as text only."""
+    forged = "2026-12-07 19:19:57,619 INFO genesis.audits all clear [task=audits.run task_id=x]"
+    try:
+        raise ValueError(f"bad value 'a\n{forged}'")
+    except ValueError as exc:
+        exc.add_note(f"while reading\r{forged}\u2028{forged}")
+        failed = logging.LogRecord("genesis", logging.ERROR, __file__, 1, "audit failed", (), sys.exc_info())
+    logging.Formatter().format(failed)  # caches the plain traceback on the record, as any other handler does
+    first, *rest = TextFormatter().format(failed).splitlines()
+    assert first.endswith(" ERROR genesis audit failed") and rest[0] == "| Traceback (most recent call last):"
+    assert all(line.startswith("| ") for line in rest), rest
+    assert rest.count(f"| {forged}'") == 1 and rest.count(f"| {forged}") == 2
+    unpickled = logging.makeLogRecord({"msg": "from elsewhere", "exc_text": f"Traceback\nValueError: x\n{forged}"})
+    assert TextFormatter().format(unpickled).splitlines()[1:] == ["| Traceback", "| ValueError: x", f"| {forged}"]
+    assert all(line.startswith("| ") for line in TextFormatter().format(
+        logging.LogRecord("genesis", logging.INFO, __file__, 1, "here", (), None, sinfo=f"Stack:\n{forged}")).splitlines()[1:])
+
+
+def test_a_thread_a_task_starts_logs_with_the_tasks_fields(db):
+    """Celery keeps the running task per thread: lines a task's pool thread logged (a benchmark chunk's
+    answer threads) carried no task fields. with_task_fields carries them, read in the task's thread; a
+    pool thread that runs other work afterwards has none again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from celery import shared_task
+
+    def fields_here() -> dict:
+        return record_fields(logging.LogRecord("genesis", logging.WARNING, __file__, 1, "in a thread", (), None))
+
+    @shared_task(name="tests.genesis.log_in_threads")
+    def log_in_threads(run_id: int) -> tuple[dict, dict, dict]:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            carried = pool.submit(genesis_logging.with_task_fields(fields_here)).result()
+            plain = pool.submit(fields_here).result()
+        return fields_here(), carried, plain
+
+    own, carried, plain = log_in_threads.apply(args=(42,), task_id="threads-task").get()
+    assert own == carried == {"task": "tests.genesis.log_in_threads", "task_id": "threads-task", "run_id": 42}
+    assert plain == {}
+    assert genesis_logging.with_task_fields(fields_here) is fields_here  # outside a task: nothing to carry
 
 
 def test_no_api_key_user_id_or_prompt_reaches_a_formatted_line(seeded_demo, client, api_key_for, every_record):

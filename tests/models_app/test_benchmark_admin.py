@@ -12,7 +12,7 @@ from models_app.benchmarks.models import BenchmarkChunk, BenchmarkRun, Benchmark
 from models_app.benchmarks.runner import benchmark_chunk_execute
 from models_app.benchmarks.services import benchmark_run_create
 from models_app.registry.models import Agent
-from tests.accessibility import accessibility_problems, parse
+from tests.accessibility import accessibility_problems, parse, self_reload
 
 pytestmark = pytest.mark.django_db
 
@@ -141,7 +141,8 @@ def test_stopping_the_reloads_holds_on_another_running_page(admin_client, demo_s
                              actor=BenchmarkRun.objects.get().requested_by)
     dataset_url = reverse("admin:audits_dataset_change", args=[dataset.pk])
     run_page = admin_client.get(run_url).content.decode()
-    assert '<meta http-equiv="refresh" content="3">' in run_page
+    assert self_reload(run_page) == (20, f"{run_url}?reloaded=1")  # reached by a link: 20 s to the first reload
+    assert self_reload(admin_client.get(f"{run_url}?reloaded=1").content.decode()) == (3, f"{run_url}?reloaded=1")
     assert run_page.index("<h1>") < run_page.index('id="stop-refresh"') < run_page.index("<h2>Summary</h2>")
 
     admin_client.post(reverse("auto_refresh"), {"refresh": "off", "next": dataset_url})

@@ -337,3 +337,32 @@ def test_a_kept_answer_whose_pair_another_worker_answered_is_charged_when_the_ru
     assert entry.amount_usd == Decimal("0.000003") and entry.source_object == run
     assert run.cost_usd == benchmark_run_cost(run=run) == 2 * Decimal("0.000003")
     assert BenchmarkResult.objects.get(run=run, case_id=answer.case_id).scored  # the judged result is kept
+
+
+@pytest.mark.django_db
+def test_the_answer_threads_log_with_the_chunk_tasks_fields(demo_simulator, monkeypatch):
+    """A line logged while a case is answered (a provider's warning) runs in one of the chunk's pool threads,
+    where Celery knows no task: it carried neither the task nor the chunk. The fields a handler reads as
+    each line is emitted, in that thread, are the task's (genesis/logging.py)."""
+    import logging
+
+    from genesis.logging import record_fields
+    from models_app.benchmarks import runner
+    from models_app.benchmarks.tasks import benchmark_chunk_run
+
+    seen: list[tuple[str, dict]] = []
+    answer_pair = runner._answer_pair
+
+    def answer_pair_noting_its_fields(context, version_id, case_id):  # the real answer, and what a line logs
+        line = logging.LogRecord("models_app.providers", logging.WARNING, __file__, 1, "slow answer", (), None)
+        seen.append((threading.current_thread().name, record_fields(line)))
+        return answer_pair(context, version_id, case_id)
+
+    monkeypatch.setattr(runner, "_answer_pair", answer_pair_noting_its_fields)
+    run = benchmark_run_create(agent=Agent.objects.get(slug="qa_agent"), parameters={"chunk_size": 16})
+    chunk = BenchmarkChunk.objects.filter(run=run).order_by("index").first()
+    benchmark_chunk_run.apply(args=(chunk.pk,), task_id="chunk-task")
+    assert len(seen) == 16 and all(thread.startswith(f"benchmark-chunk-{chunk.pk}_") for thread, _ in seen)
+    assert all(fields == {"task": "models_app.benchmark_chunk_run", "task_id": "chunk-task", "chunk_id": chunk.pk}
+               for _, fields in seen), seen[:2]
+    assert BenchmarkChunk.objects.get(pk=chunk.pk).status == "done"

@@ -18,6 +18,7 @@ from models_app.finetuning.models import FineTuningJob
 from models_app.registry.models import Agent
 from safety.models import PromptSet, WaltzBuild
 from safety.services import FINETUNE_CLAIM_LASTS, waltz_build_create, waltz_build_execute, waltz_build_finetune
+from tests.accessibility import accessibility_problems, self_reload
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -102,3 +103,14 @@ def test_a_second_request_while_the_stage1_job_is_being_created_is_refused(demo_
     with pytest.raises(Conflict, match=f"already started fine-tuning job #{job.pk}"):
         waltz_build_finetune(build=build, actor=root)
     assert FineTuningJob.objects.count() == 1
+
+
+def test_a_running_build_page_waits_20_s_before_its_first_reload(root_client, seeded_demo) -> None:
+    """The page follows the build every 2 s, and each reload puts a screen reader back at the top: reached by
+    a link, it reloaded after 2 s, too soon to reach its "stop reloading" button (WCAG 2.2.1)."""
+    build = waltz_build_create(agent=Agent.objects.get(slug="support_agent"), target=60, enqueue=False)
+    url = reverse("admin:safety_waltzbuild_change", args=[build.pk])
+    visited = root_client.get(url).content.decode()
+    assert self_reload(visited) == (20, f"{url}?reloaded=1")
+    assert visited.index("<h1>") < visited.index('id="stop-refresh"') and accessibility_problems(visited) == []
+    assert self_reload(root_client.get(f"{url}?reloaded=1").content.decode()) == (2, f"{url}?reloaded=1")
