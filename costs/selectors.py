@@ -143,13 +143,6 @@ def ledger_search(*, term: str) -> Q:
     return Q(idempotency_key=term) | Q(model=term) | Q(agent_id__in=agent_ids)
 
 
-def ledger_total_for(*, source: Any) -> Decimal:
-    """What the ledger holds against the row `source` (entries whose source object it is, reversals
-    included)."""
-    entries = CostEntry.objects.filter(source_type=ContentType.objects.get_for_model(source), source_id=str(source.pk))
-    return entries.aggregate(total=_sum_amount())["total"]
-
-
 def holds_with_work(holds: QuerySet[CostHold]) -> QuerySet[CostHold]:
     """`holds` with each one's work (its source object) read with the rows the work's name follows —
     its own foreign keys ("run #4 qa_agent: ft:… vs open-mistral-7b") —, one query per kind of work
@@ -440,18 +433,14 @@ class ReportData:
         return sum((row.estimated for row in self.rows), ZERO)
 
 
-def charged_by_source(*, model: type[Any], source_ids: Collection[int], as_of: datetime) -> dict[int, Decimal]:
-    """What the ledger had charged each row of `model` among `source_ids` by `as_of` (entries whose
-    source object is that row); rows with no entry are left out."""
-    rows = (
-        CostEntry.objects.filter(
-            source_type=ContentType.objects.get_for_model(model),
-            source_id__in=[str(pk) for pk in source_ids],
-            recorded_at__lte=as_of,
-        )
-        .values("source_id")
-        .annotate(total=_sum_amount())
-    )
+def charged_by_source(*, model: type[Any], source_ids: Collection[int], as_of: datetime | None = None) -> dict[int, Decimal]:
+    """What the ledger had charged each row of `model` among `source_ids` by `as_of` (default: holds
+    now) — entries whose source object is that row, reversals included —, in one query; rows with no
+    entry are left out."""
+    entries = CostEntry.objects.filter(source_type=ContentType.objects.get_for_model(model), source_id__in=[str(pk) for pk in source_ids])
+    if as_of is not None:
+        entries = entries.filter(recorded_at__lte=as_of)
+    rows = entries.values("source_id").annotate(total=_sum_amount())
     return {int(row["source_id"]): row["total"] for row in rows}
 
 

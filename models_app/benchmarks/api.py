@@ -13,6 +13,7 @@ from genesis.validation import Identifier, ObjectId, Slug
 from models_app.benchmarks.models import BenchmarkRun, BenchmarkSuite
 from models_app.benchmarks.selectors import (
     benchmark_run_get,
+    benchmark_run_summaries,
     benchmark_run_summary,
     benchmark_runs,
     money,
@@ -83,8 +84,7 @@ class RunDetailOut(RunOut):
     regressions: list[dict[str, Any]]
 
 
-def _run_out(run: BenchmarkRun, *, detail: bool = False) -> dict[str, Any]:
-    summary = benchmark_run_summary(run=run)
+def _run_out(run: BenchmarkRun, summary: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
     comparison = run.comparison or {}
     out = {
         **summary,
@@ -128,7 +128,8 @@ def create_run(request: HttpRequest, payload: RunIn) -> Status[dict[str, Any]]:
         baseline=_one_version(agent, payload.baseline, "baseline"), requested_via=f"api: {principal.label}",
     )
     # Read again with the relations the answer shows (the service's row is the same run).
-    return Status(202, _run_out(benchmark_run_get(run_id=run.pk) or run))
+    run = benchmark_run_get(run_id=run.pk) or run
+    return Status(202, _run_out(run, benchmark_run_summary(run=run)))
 
 
 @router.get("/benchmarks/runs", response=list[RunOut], summary="Recent benchmark runs of the agents this key may act for")
@@ -143,7 +144,9 @@ def list_runs(
     if agent is not None:
         ensure_agent_access(principal=principal, agent_slug=agent)
         slugs = frozenset({agent})
-    return [_run_out(run) for run in benchmark_runs(agent_slugs=slugs, status=status, limit=limit)]
+    runs = list(benchmark_runs(agent_slugs=slugs, status=status, limit=limit))
+    # The runs' scores and costs so far in a few queries for the page, not a few per run.
+    return [_run_out(run, summary) for run, summary in zip(runs, benchmark_run_summaries(runs=runs), strict=True)]
 
 
 @router.get("/benchmarks/runs/{run_id}", response=RunDetailOut, summary="One run: progress, verdict, per-tag table, regressions")
@@ -152,4 +155,4 @@ def get_run(request: HttpRequest, run_id: ObjectId) -> dict[str, Any]:
     if run is None:
         raise NotFound(f"benchmark run #{run_id} does not exist")
     ensure_object_access(principal=request_principal(request), owner_slug=run.agent.slug, what=f"benchmark run #{run_id}")
-    return _run_out(run, detail=True)
+    return _run_out(run, benchmark_run_summary(run=run), detail=True)

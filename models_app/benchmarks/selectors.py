@@ -3,6 +3,7 @@ contract's summary object, and the data of the admin's run page."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.db.models import Count, Exists, Max, Min, OuterRef, QuerySet
 from django.utils import timezone
 
-from costs.selectors import ledger_total_for
+from costs.selectors import charged_by_source
 from genesis.aggregates import DecimalTotal
 from genesis.errors import Conflict, NotFound
 from models_app.benchmarks import stats as benchmark_stats
@@ -148,10 +149,28 @@ def benchmark_run_get(*, run_id: int) -> BenchmarkRun | None:
 
 
 def benchmark_run_cost(*, run: BenchmarkRun) -> Decimal:
-    """What the run has cost so far, summed in SQL: its results, plus what the ledger holds against
+    """What the run has cost so far (benchmark_runs_cost)."""
+    return benchmark_runs_cost(run_ids=[run.pk])[run.pk]
+
+
+def benchmark_runs_cost(*, run_ids: Collection[int]) -> dict[int, Decimal]:
+    """What each run has cost so far, summed in SQL: its results, plus what the ledger holds against
     the run itself (answers paid for again after their pair's result was written; ledger.py
-    `charge_paid_twice`)."""
-    return run.results.aggregate(total=DecimalTotal("cost_usd"))["total"] + ledger_total_for(source=run)
+    `charge_paid_twice`) — two queries however many runs (none for none)."""
+    results = BenchmarkResult.objects.filter(run_id__in=run_ids).order_by().values("run_id")
+    paid = dict(results.annotate(total=DecimalTotal("cost_usd")).values_list("run_id", "total"))
+    charged = charged_by_source(model=BenchmarkRun, source_ids=run_ids) if run_ids else {}
+    return {run_id: paid.get(run_id, ZERO) + charged.get(run_id, ZERO) for run_id in run_ids}
+
+
+def _scored_results(*, run_ids: Collection[int]) -> dict[int, dict[int, list[float]]]:
+    """The scores of each run's scored results by model version, for all `run_ids` in one query (none
+    for none), in suite order — a run's own read's order — so that a mean adds them up as it always has."""
+    scores: dict[int, dict[int, list[float]]] = {}
+    rows = BenchmarkResult.objects.filter(run_id__in=run_ids, scored=True).order_by("case__position")
+    for run_id, version_id, score in rows.values_list("run_id", "model_version_id", "score"):
+        scores.setdefault(run_id, {}).setdefault(version_id, []).append(score)
+    return scores
 
 
 def benchmark_run_pairs(*, run: BenchmarkRun) -> list[benchmark_stats.PairedScore]:
@@ -172,13 +191,13 @@ def benchmark_run_pairs(*, run: BenchmarkRun) -> list[benchmark_stats.PairedScor
     return pairs
 
 
-def _model_summary(run: BenchmarkRun, version: ModelVersion, comparison: dict[str, Any] | None, side: str) -> dict[str, Any]:
+def _model_summary(version: ModelVersion, comparison: dict[str, Any] | None, side: str, scores: list[float]) -> dict[str, Any]:
+    """One side of a run: the means its verdict compared, else (no verdict yet, or none reached) the
+    mean of the side's `scores` so far."""
     if comparison is not None:
         mean, n = comparison[f"{side}_mean"], comparison["n"]
     else:
-        scored = run.results.filter(model_version=version, scored=True).values_list("score", flat=True)
-        values = list(scored)
-        mean, n = (round(sum(values) / len(values), 6) if values else None), len(values)
+        mean, n = (round(sum(scores) / len(scores), 6) if scores else None), len(scores)
     return {"model": version.model_id, "mean_score": mean, "n": n}
 
 
@@ -261,6 +280,19 @@ def run_verdict_note(*, run: BenchmarkRun) -> str:
 
 def benchmark_run_summary(*, run: BenchmarkRun) -> dict[str, Any]:
     """The object `benchmark_finetuned --json` prints (the public contract), from the stored run."""
+    return benchmark_run_summaries(runs=[run])[0]
+
+
+def benchmark_run_summaries(*, runs: Sequence[BenchmarkRun]) -> list[dict[str, Any]]:
+    """benchmark_run_summary of each of `runs`, with what their rows do not hold — the scores of the
+    runs without a stored comparison, the cost so far of the unfinished ones — read for all of them at
+    once: at most three queries however many runs (a list page read up to four per run)."""
+    scores = _scored_results(run_ids=[run.pk for run in runs if run.comparison is None])
+    costs = benchmark_runs_cost(run_ids=[run.pk for run in runs if not run.is_finished])
+    return [_run_summary(run, scores=scores.get(run.pk, {}), costs=costs) for run in runs]
+
+
+def _run_summary(run: BenchmarkRun, *, scores: dict[int, list[float]], costs: dict[int, Decimal]) -> dict[str, Any]:
     comparison = run.comparison
     # The contract's ci95 is two numbers or null, never half of an interval. The gate stores both ends or
     # neither; runs decided before it did may hold one end only (an unbounded other end), hence both checked.
@@ -270,11 +302,11 @@ def benchmark_run_summary(*, run: BenchmarkRun) -> dict[str, Any]:
     return {
         "run": run.pk,
         "verdict": run.verdict or None,
-        "baseline": _model_summary(run, run.baseline, comparison, "baseline"),
-        "candidate": _model_summary(run, run.candidate, comparison, "candidate"),
+        "baseline": _model_summary(run.baseline, comparison, "baseline", scores.get(run.baseline_id, [])),
+        "candidate": _model_summary(run.candidate, comparison, "candidate", scores.get(run.candidate_id, [])),
         "relative_improvement": comparison.get("relative_improvement") if comparison else None,
         "ci95": ci95,
-        "cost_usd": money(run.cost_usd if run.is_finished else benchmark_run_cost(run=run)),
+        "cost_usd": money(run.cost_usd if run.is_finished else costs[run.pk]),
     }
 
 
