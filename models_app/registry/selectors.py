@@ -98,6 +98,17 @@ def api_keys_for(*, agent_slug: str | None = None, stale: bool = False, now: dat
     return keys.order_by("-created_at", "-pk")
 
 
+def api_keys_expiring_in_use_count(*, now: datetime) -> int:
+    """Unrevoked keys that expire within API_KEY_EXPIRY_WARNING_DAYS (not yet expired) and were used
+    within API_KEY_UNUSED_DAYS: the services that will start answering 401 unless someone rotates their
+    key (genesis_api_keys_expiring_soon; ApiKeysExpiringSoon). A key nobody uses is left out: its
+    expiry breaks nothing, and --stale already lists it for revoking."""
+    return ApiKey.objects.filter(
+        revoked=False, expires_at__gt=now, expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS),
+        last_used_at__gte=now - timedelta(days=API_KEY_UNUSED_DAYS),
+    ).count()
+
+
 def api_key_attention(key: ApiKey, *, now: datetime) -> list[str]:
     """Why an unrevoked key needs attention, in words ("expires in 3 days", "expired 2 days ago",
     "unused for 120 days", "never used in 95 days"); empty when it needs none."""

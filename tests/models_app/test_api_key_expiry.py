@@ -243,3 +243,20 @@ def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, 
     stale = admin_client.get("/admin/models_app/apikey/?attention=stale").content.decode()
     assert all(f">{name}<" in stale for name in ("expiring", "expired", "idle", "never_used"))
     assert not any(f">{name}<" in stale for name in ("fresh", "later", "revoked"))
+
+
+def test_the_gauge_counts_the_keys_in_use_that_expire_within_14_days(aged_keys, qa):
+    from genesis.metrics import exposition
+
+    unused, _ = api_key_create(label="expiring but unused", agents=[qa], expires_in_days=5)
+    ApiKey.objects.filter(pk=unused.pk).update(created_at=timezone.now() - 100 * DAY)
+    lines = [line for line in exposition().decode().splitlines() if line.startswith("genesis_api_keys_expiring_soon ")]
+    # "expiring" only: "expired" already is (its service is refused now), "later" is weeks away, the unused
+    # one breaks nothing when it expires, the revoked one is gone.
+    assert lines == ["genesis_api_keys_expiring_soon 1.0"]
+    # Rotated (a 30-day key): the old key is revoked, the new one expires 30 days from now.
+    ApiKey.objects.filter(pk=aged_keys["expiring"].pk).update(created_at=timezone.now() - 27 * DAY)
+    new, _ = api_key_rotate(key=aged_keys["expiring"])
+    ApiKey.objects.filter(pk=new.pk).update(last_used_at=timezone.now())
+    lines = [line for line in exposition().decode().splitlines() if line.startswith("genesis_api_keys_expiring_soon ")]
+    assert lines == ["genesis_api_keys_expiring_soon 0.0"]
