@@ -231,6 +231,8 @@ def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, 
     key = ApiKey.objects.get(label="from the admin")
     assert near(key.expires_at, timezone.now() + 10 * DAY)
     assert key.history.get().history_user.username == "admin"  # who set the expiry
+    change = admin_client.get(f"/admin/models_app/apikey/{key.pk}/change/").content.decode()
+    assert "Expires at" in change and "expires in 10 days" in change
 
     too_long = admin_client.post("/admin/models_app/apikey/add/", {"label": "x", "agents": [qa.pk], "expires_in_days": "4000"})
     assert too_long.status_code == 200 and not ApiKey.objects.filter(label="x").exists()
