@@ -9,7 +9,7 @@ import re
 
 # code → what it means. The API's error bodies are {"detail": str, "code": one of these}.
 ERROR_CODES: dict[str, str] = {
-    "unauthenticated": "401: missing, malformed, unknown or revoked API key",
+    "unauthenticated": "401: missing, malformed, unknown, revoked or expired API key",
     "forbidden": "403: the key may not act for that agent (or the action needs a person)",
     "four_eyes": "403: the four-eyes rule: who started or requested may not approve",
     "not_found": "404: unknown agent, experiment, budget, run, job, dataset or route",
@@ -64,6 +64,14 @@ class DomainError(Exception):
 class NotFound(DomainError):
     status_code = 404
     code = "not_found"
+
+
+class Unauthenticated(DomainError):
+    """The caller's credential is refused for a reason worth telling them (an expired key: they can
+    rotate it); an unknown key is refused without one, as ninja's AuthenticationError."""
+
+    status_code = 401
+    code = "unauthenticated"
 
 
 class PermissionDenied(DomainError):

@@ -38,7 +38,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 
 _DESCRIPTIONS = {
     400: "The request could not be parsed (a broken multipart body, too many fields) or names a Host this server does not answer for",
-    401: "Missing, malformed, unknown or revoked API key",
+    401: "Missing, malformed, unknown, revoked or expired API key",
     403: "The key may not act for that agent (an existing agent outside the key's scope)",
     404: "Unknown agent (a name no agent has, to every key), experiment, budget or object",
     409: "Refused by the current state (e.g. budget exhausted, no live model)",

@@ -13,6 +13,7 @@ from django.forms.formsets import BaseFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -30,8 +31,17 @@ from genesis.permissions import Actor, request_actor
 from models_app.registry import lifecycle
 from models_app.registry.gateway import destination_refusal, provider_destinations
 from models_app.registry.models import Agent, ApiKey, ModelKind, ModelStatus, ModelVersion, ProviderAccount
-from models_app.registry.selectors import CANDIDATE_STATUSES, agent_has_live_version
+from models_app.registry.selectors import (
+    API_KEY_EXPIRY_WARNING_DAYS,
+    API_KEY_UNUSED_DAYS,
+    CANDIDATE_STATUSES,
+    agent_has_live_version,
+    api_key_attention,
+    api_keys_expiring_q,
+    api_keys_unused_q,
+)
 from models_app.registry.services import (
+    API_KEY_MAX_EXPIRY_DAYS,
     agent_ensure,
     agent_upsert,
     api_key_create,
@@ -262,15 +272,44 @@ class ProviderAccountAdmin(ServiceFormAdminMixin, DeleteWhenUnusedMixin, SimpleH
 
 
 class ApiKeyCreateForm(forms.ModelForm):
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, max_value=API_KEY_MAX_EXPIRY_DAYS, label="Expires in (days)",
+        help_text=f"The key stops working this many days from now (1 to {API_KEY_MAX_EXPIRY_DAYS}). Leave empty for a key "
+        "that never expires.",
+    )
+
     class Meta:
         model = ApiKey
         fields = ("label", "all_agents", "agents")
 
 
+class ApiKeyAttentionFilter(admin.SimpleListFilter):
+    """The keys a person should look at: about to expire (rotate them) or unused (revoke them)."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [
+            ("stale", f"expiring within {API_KEY_EXPIRY_WARNING_DAYS} days or unused for {API_KEY_UNUSED_DAYS}"),
+            ("expiring", f"expiring within {API_KEY_EXPIRY_WARNING_DAYS} days (or expired)"),
+            ("unused", f"unused for {API_KEY_UNUSED_DAYS} days"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
+        now = timezone.now()
+        condition = {
+            "stale": lambda: api_keys_expiring_q(now=now) | api_keys_unused_q(now=now),
+            "expiring": lambda: api_keys_expiring_q(now=now),
+            "unused": lambda: api_keys_unused_q(now=now),
+        }.get(self.value() or "")
+        return queryset.filter(condition()) if condition else queryset
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(SimpleHistoryAdmin):  # "History": who created, revoked or rotated the key, and why
-    list_display = ("label", "prefix", "scope", "created_by", "created_at", "last_used_at", "revoked")
-    list_filter = ("revoked", "all_agents")
+    list_display = ("label", "prefix", "scope", "created_by", "created_at", "last_used_at", "expires_at", "status")
+    list_filter = (ApiKeyAttentionFilter, "revoked", "all_agents")
     search_fields = ("label", "prefix")
     actions = ["revoke_selected"]
 
@@ -287,8 +326,9 @@ class ApiKeyAdmin(SimpleHistoryAdmin):  # "History": who created, revoked or rot
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ("label", "all_agents", "agents")
-        return ("label", "prefix", "all_agents", "agents", "created_by", "created_at", "last_used_at", "revoked", "revoked_at")
+            return ("label", "all_agents", "agents", "expires_in_days")
+        return ("label", "prefix", "all_agents", "agents", "created_by", "created_at", "last_used_at", "expires_at", "status",
+                "revoked", "revoked_at")
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
@@ -299,12 +339,19 @@ class ApiKeyAdmin(SimpleHistoryAdmin):  # "History": who created, revoked or rot
     def scope(self, key: ApiKey) -> str:
         return "all agents" if key.all_agents else ", ".join(a.slug for a in key.agents.all())
 
+    @admin.display(description="status")
+    def status(self, key: ApiKey) -> str:
+        if key.revoked:
+            return "revoked"
+        return "; ".join(api_key_attention(key, now=timezone.now())) or "active"
+
     def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm[ApiKey], change: bool) -> None:
         if change:
             return
         key, raw_key = api_key_create(
             label=form.cleaned_data["label"], agents=list(form.cleaned_data["agents"]),
             all_agents=form.cleaned_data["all_agents"], actor=request_actor(request),
+            expires_in_days=form.cleaned_data["expires_in_days"],
         )
         obj.pk = key.pk
         messages.warning(request, f"The new key, shown only this once: {raw_key}")

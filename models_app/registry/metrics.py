@@ -11,13 +11,29 @@ across processes by genesis/metrics.py in multiprocess mode):
 
 Fallbacks are the agents' own (Genesis makes no agent's calls): they are counted from the outcomes the
 agents report, as genesis_agent_served_by_other_model_total (experiments/metrics.py).
+
+Read from the database at scrape time:
+
+- ``genesis_api_keys_expiring_soon``  unrevoked API keys in use (used within 90 days) that expire within
+  14 days: a service that will be refused (401) unless its key is rotated (ApiKeysExpiringSoon)
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from collections.abc import Iterator
 
+from django.utils import timezone
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from genesis.metrics import add_unlabelled
 from models_app.providers.instrumented import CallRecorder
+from models_app.registry.selectors import (
+    API_KEY_EXPIRY_WARNING_DAYS,
+    API_KEY_UNUSED_DAYS,
+    api_keys_expiring_in_use_count,
+)
 
 PROVIDER_CALLS = Counter(
     "genesis_provider_calls_total", "Provider calls made by the control plane", ["provider", "model", "operation", "status"]
@@ -34,3 +50,20 @@ def provider_call_recorder(provider_name: str) -> CallRecorder:
         PROVIDER_CALL_SECONDS.labels(provider_name, operation).observe(seconds)
 
     return record
+
+
+class ApiKeysCollector(Collector):
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "genesis_api_keys_expiring_soon",
+            f"Unrevoked API keys used within {API_KEY_UNUSED_DAYS} days that expire within {API_KEY_EXPIRY_WARNING_DAYS} days",
+        )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        add_unlabelled(family, read=lambda: api_keys_expiring_in_use_count(now=timezone.now()), what="expiring API keys")
+        yield family

@@ -125,6 +125,9 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # None: the key never expires (every key made before expiry existed). Past it, authentication
+    # refuses the key as it refuses a revoked one, but says why.
+    expires_at = models.DateTimeField(null=True, blank=True)
     # Who created, revoked or rotated the key and why. No copy of the hash (nor of last_used_at, which
     # authentication refreshes every few seconds by an UPDATE that history does not see anyway).
     history = HistoricalRecords(excluded_fields=["hashed_key", "last_used_at"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.db.models import Prefetch, Q, QuerySet
+from django.utils import timezone
 
 from genesis.errors import InvalidInput, NotFound
 from models_app.registry.models import Agent, ApiKey, ModelStatus, ModelVersion
@@ -64,13 +67,74 @@ def candidate_versions(*, agent: Agent) -> QuerySet[ModelVersion]:
     )
 
 
-def api_keys_for(*, agent_slug: str | None = None) -> QuerySet[ApiKey]:
+# When a key needs a person's attention, as `api_keys --list --stale` and the admin's filter show it:
+# it expires within this many days (a service whose key expires stops working; time to rotate), or it
+# has not been used for this many (a key nobody uses is only a liability: revoke it).
+API_KEY_EXPIRY_WARNING_DAYS = 14
+API_KEY_UNUSED_DAYS = 90
+
+
+def api_keys_expiring_q(*, now: datetime) -> Q:
+    """Unrevoked keys that expire within API_KEY_EXPIRY_WARNING_DAYS, or have expired."""
+    return Q(revoked=False, expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS))
+
+
+def api_keys_unused_q(*, now: datetime) -> Q:
+    """Unrevoked keys not used for API_KEY_UNUSED_DAYS: last used before then, or never used and made before then."""
+    since = now - timedelta(days=API_KEY_UNUSED_DAYS)
+    return Q(revoked=False) & (Q(last_used_at__lt=since) | Q(last_used_at__isnull=True, created_at__lt=since))
+
+
+def api_keys_for(*, agent_slug: str | None = None, stale: bool = False, now: datetime | None = None) -> QuerySet[ApiKey]:
     """API keys, newest first, revoked ones included; with `agent_slug`, the keys that may act for
-    that agent (its own and those for all agents)."""
+    that agent (its own and those for all agents); with `stale`, only the unrevoked keys that expire
+    within API_KEY_EXPIRY_WARNING_DAYS (or have expired) or were not used for API_KEY_UNUSED_DAYS."""
     keys = ApiKey.objects.select_related("created_by").prefetch_related("agents")
     if agent_slug is not None:
         keys = keys.filter(Q(all_agents=True) | Q(agents__slug=agent_slug)).distinct()
+    if stale:
+        now = now or timezone.now()
+        keys = keys.filter(api_keys_expiring_q(now=now) | api_keys_unused_q(now=now))
     return keys.order_by("-created_at", "-pk")
+
+
+def api_keys_expiring_in_use_count(*, now: datetime) -> int:
+    """Unrevoked keys that expire within API_KEY_EXPIRY_WARNING_DAYS (not yet expired) and were used
+    within API_KEY_UNUSED_DAYS: the services that will start answering 401 unless someone rotates their
+    key (genesis_api_keys_expiring_soon; ApiKeysExpiringSoon). A key nobody uses is left out: its
+    expiry breaks nothing, and --stale already lists it for revoking."""
+    return ApiKey.objects.filter(
+        revoked=False, expires_at__gt=now, expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS),
+        last_used_at__gte=now - timedelta(days=API_KEY_UNUSED_DAYS),
+    ).count()
+
+
+def api_key_attention(key: ApiKey, *, now: datetime) -> list[str]:
+    """Why an unrevoked key needs attention, in words ("expires in 3 days", "expired 2 days ago",
+    "unused for 120 days", "never used in 95 days"); empty when it needs none."""
+    if key.revoked:
+        return []
+    reasons = []
+    if key.expires_at is not None:
+        left = key.expires_at - now
+        if left <= timedelta(0):
+            reasons.append(f"expired {_span_text(-left)} ago")
+        elif left <= timedelta(days=API_KEY_EXPIRY_WARNING_DAYS):
+            reasons.append(f"expires in {_span_text(left)}")
+    idle = now - (key.last_used_at or key.created_at)
+    if idle > timedelta(days=API_KEY_UNUSED_DAYS):
+        reasons.append(f"{'unused for' if key.last_used_at else 'never used in'} {_span_text(idle)}")
+    return reasons
+
+
+def _span_text(span: timedelta) -> str:
+    # Rounded, as people say it (2 days 23 hours is "3 days"); under a day in hours, as "expires in 0
+    # days" would not say how urgent it is.
+    if span < timedelta(hours=23, minutes=30):
+        hours = max(1, round(span / timedelta(hours=1)))
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    days = round(span / timedelta(days=1))
+    return f"{days} day{'s' if days != 1 else ''}"
 
 
 def api_key_find(*, ref: str) -> ApiKey:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, transaction
@@ -16,7 +17,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from genesis.config.schema import API_KEY_VARIABLE
-from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from genesis.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from genesis.history import record_history
 from genesis.permissions import Actor, require_permission
 from models_app.registry import lifecycle
@@ -251,24 +252,69 @@ def hash_api_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+# An expiry is asked for in whole days from now, as GitHub and GitLab ask for it. Ten years at most:
+# beyond that "expires" means nothing, and a slip (36500) should be refused, not taken for a choice.
+API_KEY_MAX_EXPIRY_DAYS = 3650
+
+
+def api_key_expiry_refusal(expires_in_days: int | None) -> str | None:
+    """Why `expires_in_days` is not a lifetime a key may be given, or None when it is (None: no expiry)."""
+    if expires_in_days is None:
+        return None
+    if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, int) or not 1 <= expires_in_days <= API_KEY_MAX_EXPIRY_DAYS:
+        return f"must be a whole number of days from 1 to {API_KEY_MAX_EXPIRY_DAYS} (ten years), not {expires_in_days!r}"
+    return None
+
+
+def _expiry_text(expires_at: datetime | None, lifetime: timedelta | None) -> str:
+    # For the key's history: the moment, and the lifetime a person chose (or a rotation carried over).
+    if expires_at is None or lifetime is None:
+        return "never expires"
+    return f"expires {expires_at:%Y-%m-%d %H:%M} UTC (a lifetime of {_days_text(lifetime)})"
+
+
+def _days_text(span: timedelta) -> str:
+    days = span / timedelta(days=1)
+    return f"{days:g} day{'' if days == 1 else 's'}" if days == int(days) else f"{days:.1f} days"
+
+
 @transaction.atomic
 def api_key_create(
     *, label: str, agents: list[Agent] | None = None, all_agents: bool = False, actor: Actor = None, reason: str = "",
+    expires_in_days: int | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key and return it with its raw value, which is shown once and never stored."""
+    """Create a key and return it with its raw value, which is shown once and never stored.
+    `expires_in_days`: the key stops authenticating that many days from now (None: never); the key's
+    history names who set it, as it names who created the key."""
     require_permission(actor=actor, permission="models_app.add_apikey", action="create API keys")
+    refusal = api_key_expiry_refusal(expires_in_days)
+    if refusal:
+        raise InvalidInput(f"expires_in_days: {refusal}")
+    lifetime = timedelta(days=expires_in_days) if expires_in_days is not None else None
+    return _api_key_insert(label=label, agents=agents, all_agents=all_agents, actor=actor, reason=reason, lifetime=lifetime)
+
+
+def _api_key_insert(
+    *, label: str, agents: list[Agent] | None, all_agents: bool, actor: Actor, reason: str, lifetime: timedelta | None,
+) -> tuple[ApiKey, str]:
     if not label.strip():
         raise InvalidInput("label: must not be empty")
     if not all_agents and not agents:
         raise InvalidInput("agents: name at least one agent, or allow all agents")
     raw_key = f"{API_KEY_PREFIX}{secrets.token_urlsafe(32)}"
+    expires_at = timezone.now() + lifetime if lifetime is not None else None
     key = ApiKey(
         label=label,
         prefix=raw_key[: len(API_KEY_PREFIX) + 8],
         hashed_key=hash_api_key(raw_key),
         all_agents=all_agents,
         created_by=actor,
+        expires_at=expires_at,
     )
+    # A key made as before (no expiry) keeps the reason as given; an expiry is said in words beside the
+    # column the history also keeps, so "who set it to when" reads in one line.
+    if expires_at is not None:
+        reason = f"{reason}; {_expiry_text(expires_at, lifetime)}" if reason else _expiry_text(expires_at, lifetime)
     record_history(key, actor=actor, reason=reason)
     key.save()
     if agents:
@@ -291,19 +337,36 @@ def api_key_revoke(*, key: ApiKey, actor: Actor = None, reason: str = "") -> Api
 
 
 @transaction.atomic
-def api_key_rotate(*, key: ApiKey, actor: Actor = None, reason: str = "") -> tuple[ApiKey, str]:
+def api_key_rotate(
+    *, key: ApiKey, actor: Actor = None, reason: str = "", expires_in_days: int | None = None,
+) -> tuple[ApiKey, str]:
     """Replace a key: a new key with the same label and scope, returned with its raw value (shown
     once), and the old one revoked, in one transaction. A revoked key is not rotated — create a new
-    key instead, so a rotation never brings a scope back to life by accident."""
+    key instead, so a rotation never brings a scope back to life by accident; an expired one is (that
+    is what a person does with a key that expired).
+
+    The new key's expiry: `expires_in_days` from now when given; otherwise the old key's lifetime
+    (created → expires), counted from now, as GitHub's "regenerate token" offers — keeping the old
+    key's remaining time instead would hand back, for a key rotated because it is about to expire, a
+    key about to expire. A key that never expired is replaced by one that never expires."""
     require_permission(actor=actor, permission="models_app.add_apikey", action="rotate API keys")
     require_permission(actor=actor, permission="models_app.change_apikey", action="rotate API keys")
+    refusal = api_key_expiry_refusal(expires_in_days)
+    if refusal:
+        raise InvalidInput(f"expires_in_days: {refusal}")
     old = ApiKey.objects.select_for_update().get(pk=key.pk)
     if old.revoked:
         raise Conflict(
             f"API key '{old.label}' ({old.prefix}…) is revoked: it is not rotated; make a new key with create_api_key"
         )
-    new, raw_key = api_key_create(
-        label=old.label, agents=list(old.agents.all()), all_agents=old.all_agents, actor=actor,
+    if expires_in_days is not None:
+        lifetime: timedelta | None = timedelta(days=expires_in_days)
+    else:
+        # To the second: created_at is stamped on insert, a moment after expires_at was computed.
+        lifetime = (timedelta(seconds=round((old.expires_at - old.created_at).total_seconds()))
+                    if old.expires_at is not None else None)
+    new, raw_key = _api_key_insert(
+        label=old.label, agents=list(old.agents.all()), all_agents=old.all_agents, actor=actor, lifetime=lifetime,
         reason=f"rotation of {old.prefix}…: {reason}" if reason else f"rotation of {old.prefix}…",
     )
     api_key_revoke(key=old, actor=actor, reason=f"rotated (replaced by {new.prefix}…): {reason}" if reason else
@@ -319,6 +382,8 @@ class ApiPrincipal:
     label: str
     all_agents: bool
     agent_slugs: frozenset[str]
+    prefix: str = ""
+    expires_at: datetime | None = None  # None: never; judged at every authentication, cached or not
 
     def may_act_for(self, agent_slug: str) -> bool:
         return self.all_agents or agent_slug in self.agent_slugs
@@ -341,10 +406,25 @@ _principal_cache_lock = threading.Lock()
 
 
 def api_key_authenticate(*, raw_key: str) -> ApiPrincipal | None:
-    """The principal for a raw bearer key, or None when the key is unknown or revoked."""
+    """The principal for a raw bearer key, or None when the key is unknown or revoked. An expired key
+    raises Unauthenticated (401) saying so and what to do: its holder can act on that, unlike on
+    "invalid". Expiry is judged on every call against the clock, cached key or not, so a key never
+    outlives its expires_at (the cache only bounds how late a revocation is seen)."""
     if not raw_key.startswith(API_KEY_PREFIX):
         return None
-    digest = hash_api_key(raw_key)
+    principal = _principal_of(hash_api_key(raw_key))
+    if principal is not None and principal.expires_at is not None and principal.expires_at <= timezone.now():
+        raise Unauthenticated(
+            f"API key '{principal.label}' ({principal.prefix}…) expired at {principal.expires_at:%Y-%m-%d %H:%M} UTC: "
+            f"ask whoever manages your API keys to rotate it (manage.py api_keys --rotate {principal.prefix} --as USERNAME "
+            "--reason TEXT, which keeps its scope) or to create a new one (manage.py create_api_key), and send the new key"
+        )
+    return principal
+
+
+def _principal_of(digest: str) -> ApiPrincipal | None:
+    # The key's snapshot, from the process cache when seen within API_KEY_CACHE_SECONDS. Expired keys are
+    # cached too (they exist, so the cache stays bounded) and refused by the caller.
     now = time.monotonic()
     cached = _principal_cache.get(digest)
     if cached and now - cached[0] < API_KEY_CACHE_SECONDS:
@@ -359,25 +439,28 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal | None:
             logger.warning("database unreachable: API key #%s answered from the process cache", cached[1].key_id if cached[1] else "?")
             return cached[1]
         raise
-    principal = None
-    if key is not None:
-        principal = ApiPrincipal(
-            key_id=key.pk,
-            label=key.label,
-            all_agents=key.all_agents,
-            agent_slugs=frozenset(agent.slug for agent in key.agents.all()),
-        )
-        # last_used_at is refreshed when the cache entry is, i.e. at most every few seconds; a
-        # bookkeeping write that fails must not fail the request the key was just verified for.
+    if key is None:
+        return None
+    principal = ApiPrincipal(
+        key_id=key.pk,
+        label=key.label,
+        all_agents=key.all_agents,
+        agent_slugs=frozenset(agent.slug for agent in key.agents.all()),
+        prefix=key.prefix,
+        expires_at=key.expires_at,
+    )
+    if key.expires_at is None or key.expires_at > timezone.now():
+        # last_used_at (the last accepted use, not a refused attempt) is refreshed when the cache entry
+        # is, i.e. at most every few seconds; a bookkeeping write that fails must not fail the request
+        # the key was just verified for.
         try:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
         except DatabaseError:
             logger.warning("could not record last_used_at of API key #%s: database error", key.pk)
-    if principal is not None:
-        with _principal_cache_lock:
-            if len(_principal_cache) >= API_KEY_CACHE_MAX_ENTRIES:
-                _principal_cache.clear()  # rare; the next requests simply look their keys up again
-            _principal_cache[digest] = (now, principal)
+    with _principal_cache_lock:
+        if len(_principal_cache) >= API_KEY_CACHE_MAX_ENTRIES:
+            _principal_cache.clear()  # rare; the next requests simply look their keys up again
+        _principal_cache[digest] = (now, principal)
     return principal
 
 

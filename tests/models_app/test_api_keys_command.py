@@ -60,7 +60,7 @@ def test_list_shows_every_key_and_its_scope_but_no_secret(keys):
     out, _ = run("--list")
     assert_no_secret(out, keys)
     header, *rows = out.splitlines()
-    assert header.split() == ["id", "prefix", "label", "agents", "created", "(UTC)", "by", "last", "used", "status"]
+    assert header.split() == ["id", "prefix", "label", "agents", "created", "(UTC)", "by", "last", "used", "expires", "status"]
     assert [row.split()[1] for row in rows] == [keys[name][1].prefix for name in ("everyone", "legal", "qa")]  # newest first
     assert "qa service" in rows[2] and "qa_agent" in rows[2] and rows[2].endswith("active")
     assert "all agents" in rows[0]
@@ -68,7 +68,7 @@ def test_list_shows_every_key_and_its_scope_but_no_secret(keys):
     listed = json.loads(run("--list", "--agent", "qa_agent", "--json")[0])
     assert [key["label"] for key in listed] == ["ops", "qa service"]  # the keys that may act for qa_agent
     assert set(listed[1]) == {"id", "prefix", "label", "all_agents", "agents", "created_by", "created_at", "last_used_at",
-                              "revoked", "revoked_at"}
+                              "revoked", "revoked_at", "expires_at", "expired", "attention"}
     assert (listed[1]["agents"], listed[1]["all_agents"], listed[0]["all_agents"]) == (["qa_agent"], False, True)
 
 

@@ -1,0 +1,264 @@
+"""API keys may expire (`create_api_key --expires-in-days N`, the admin's add form, `api_keys --rotate`):
+past its expiry a key is refused with a 401 saying so and what to do, cached in the process or not; the
+keys that need a person — expiring within 14 days or unused for 90 — are listed by `api_keys --list
+--stale` and the admin's filter. A key made without the option never expires, as every key did before."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from genesis.errors import InvalidInput, PermissionDenied, Unauthenticated
+from models_app.registry.models import ApiKey
+from models_app.registry.services import api_key_authenticate, api_key_cache_clear, api_key_create, api_key_rotate
+from tests.experiments.factories import person
+from tests.factories import AgentFactory
+
+pytestmark = pytest.mark.django_db
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def qa():
+    return AgentFactory(slug="qa_agent")
+
+
+@pytest.fixture
+def keeper():
+    return person("keeper", "models_app.change_apikey", "models_app.add_apikey")
+
+
+def command(name: str, *args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(name, *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def refused(name: str, *args: str) -> CommandError:
+    with pytest.raises(CommandError) as raised:
+        command(name, *args)
+    return raised.value
+
+
+def key_of(raw: str) -> ApiKey:
+    return ApiKey.objects.get(prefix=raw[: len("gk_") + 8])
+
+
+def near(moment, expected, *, within: timedelta = timedelta(seconds=30)) -> bool:
+    return moment is not None and abs(moment - expected) < within
+
+
+def test_create_api_key_sets_an_expiry_only_when_asked(qa):
+    out, err = command("create_api_key", "--agent", "qa_agent", "--expires-in-days", "30")
+    raw = out.strip().splitlines()[-1]
+    key = key_of(raw)
+    assert near(key.expires_at, timezone.now() + 30 * DAY)
+    assert f"expiring {key.expires_at:%Y-%m-%d %H:%M} UTC" in err
+    created = key.history.get()
+    assert created.expires_at == key.expires_at  # the history keeps the expiry it was set to
+    assert created.history_change_reason == f"expires {key.expires_at:%Y-%m-%d %H:%M} UTC (a lifetime of 30 days)"
+
+    # Without the option: exactly as before — no expiry, no words added to the history.
+    plain = key_of(command("create_api_key", "--all-agents")[0].strip().splitlines()[-1])
+    assert plain.expires_at is None and plain.history.get().history_change_reason == ""
+    assert api_key_authenticate(raw_key=raw).expires_at == key.expires_at
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "3651"])
+def test_an_expiry_out_of_range_is_a_usage_error_and_makes_no_key(qa, days):
+    error = refused("create_api_key", "--agent", "qa_agent", "--expires-in-days", days)
+    assert error.returncode == 2
+    assert str(error) == f"--expires-in-days: must be a whole number of days from 1 to 3650 (ten years), not {int(days)}"
+    assert not ApiKey.objects.exists()
+
+
+def test_a_non_number_of_days_exits_2_from_the_command_line(qa):
+    from tests.conftest import child_environment
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "create_api_key", "--agent", "qa_agent", "--expires-in-days", "soon"],
+        cwd=Path(__file__).resolve().parents[2], env=child_environment(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "--expires-in-days: invalid int value: 'soon'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_the_service_checks_permission_then_the_expiry(qa, keeper):
+    reader = person("reader", "models_app.view_apikey")
+    with pytest.raises(PermissionDenied):
+        api_key_create(label="x", agents=[qa], actor=reader, expires_in_days=30)
+    with pytest.raises(InvalidInput, match="^expires_in_days: must be a whole number"):
+        api_key_create(label="x", agents=[qa], actor=keeper, expires_in_days=0)
+    with pytest.raises(InvalidInput, match="^expires_in_days:"):
+        api_key_rotate(key=api_key_create(label="y", agents=[qa])[0], actor=keeper, expires_in_days=4000)
+    assert ApiKey.objects.filter(revoked=True).count() == 0 and ApiKey.objects.count() == 1
+
+
+def test_an_expired_key_gets_a_401_that_says_so_and_what_to_do(client, qa):
+    key, raw = api_key_create(label="qa service", agents=[qa], expires_in_days=1)
+    assert client.get("/api/v1/agents", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+    used = ApiKey.objects.get(pk=key.pk).last_used_at
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(minutes=1), last_used_at=used)
+    api_key_cache_clear()  # another process, or this one 10 s later
+
+    response = client.get("/api/v1/agents", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 401
+    body = response.json()
+    assert body["code"] == "unauthenticated"
+    assert body["detail"].startswith(f"API key 'qa service' ({key.prefix}…) expired at ")
+    assert f"api_keys --rotate {key.prefix}" in body["detail"] and "create_api_key" in body["detail"]
+    assert raw not in body["detail"]
+    # A refused attempt is not a use: "unused for 90 days" must still be able to find the key.
+    assert ApiKey.objects.get(pk=key.pk).last_used_at == used
+    # Unknown keys keep their plain answer.
+    unknown = client.get("/api/v1/agents", HTTP_AUTHORIZATION="Bearer gk_nothing")
+    assert unknown.status_code == 401 and "missing or invalid API key" in unknown.json()["detail"]
+
+
+def test_a_key_remembered_by_the_process_stops_at_its_expiry_not_10_s_later(qa, django_assert_num_queries):
+    key, raw = api_key_create(label="short", agents=[qa])
+    expires_at = timezone.now() + timedelta(seconds=1.5)
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=expires_at)
+    assert api_key_authenticate(raw_key=raw) is not None  # now in the process cache, for 10 s
+    time.sleep(max(0.0, (expires_at - timezone.now()).total_seconds()) + 0.1)
+    with django_assert_num_queries(0), pytest.raises(Unauthenticated, match="expired at"):
+        api_key_authenticate(raw_key=raw)  # answered from the cache, and refused
+
+
+def test_rotation_gives_the_new_key_the_old_ones_lifetime_from_now_unless_told(qa, keeper):
+    old, _ = api_key_create(label="qa service", agents=[qa], expires_in_days=30)
+    # Made 25 days ago: 5 days left. The new key gets 30 days, not the 5 left.
+    ApiKey.objects.filter(pk=old.pk).update(created_at=old.created_at - 25 * DAY, expires_at=old.expires_at - 25 * DAY)
+    out, err = command("api_keys", "--rotate", old.prefix, "--as", "keeper", "--reason", "expiring")
+    new = key_of(out.strip())
+    assert near(new.expires_at, timezone.now() + 30 * DAY)
+    assert f"expiring {new.expires_at:%Y-%m-%d %H:%M} UTC" in err
+    entry = new.history.get()
+    assert entry.history_user == keeper and entry.expires_at == new.expires_at
+    assert entry.history_change_reason == (
+        f"rotation of {old.prefix}…: expiring; expires {new.expires_at:%Y-%m-%d %H:%M} UTC (a lifetime of 30 days)"
+    )
+
+    # --expires-in-days chooses another lifetime; an expired key is rotated too (what its holder is told to do).
+    ApiKey.objects.filter(pk=new.pk).update(expires_at=timezone.now() - DAY)
+    rotated = json.loads(command("api_keys", "--rotate", new.prefix, "--as", "keeper", "--reason", "r",
+                                 "--expires-in-days", "7", "--json")[0])
+    assert rotated["revoked"]["expired"] is True
+    assert near(ApiKey.objects.get(pk=rotated["created"]["id"]).expires_at, timezone.now() + 7 * DAY)
+
+    # A key that never expired is replaced by one that never expires, as before.
+    forever, _ = api_key_create(label="forever", all_agents=True)
+    again, _ = api_key_rotate(key=forever, actor=keeper)
+    assert again.expires_at is None
+
+
+def test_rotate_usage_errors_for_the_expiry_exit_2(qa, keeper):
+    key, _ = api_key_create(label="qa service", agents=[qa])
+    cases = {
+        ("--rotate", key.prefix, "--as", "keeper", "--reason", "r", "--expires-in-days", "0"): "--expires-in-days: must be",
+        ("--revoke", key.prefix, "--as", "keeper", "--reason", "r", "--expires-in-days", "5"): "--expires-in-days: only with --rotate",
+        ("--list", "--expires-in-days", "5"): "--expires-in-days: only with --rotate",
+        ("--revoke", key.prefix, "--as", "keeper", "--reason", "r", "--stale"): "--stale goes with --list",
+    }
+    for args, message in cases.items():
+        error = refused("api_keys", *args)
+        assert error.returncode == 2 and message in str(error), (args, str(error))
+    assert ApiKey.objects.count() == 1 and not ApiKey.objects.filter(revoked=True).exists()
+
+
+@pytest.fixture
+def aged_keys(qa):
+    """Keys in each state a person may need to see, their times set as if made long ago."""
+    now = timezone.now()
+    made = {name: api_key_create(label=name, agents=[qa])[0] for name in
+            ("fresh", "expiring", "expired", "later", "idle", "never_used", "revoked")}
+    updates = {
+        "fresh": {"last_used_at": now - DAY},
+        "expiring": {"expires_at": now + 3 * DAY, "last_used_at": now},
+        "expired": {"expires_at": now - 2 * DAY, "last_used_at": now - 3 * DAY},
+        "later": {"expires_at": now + 30 * DAY, "last_used_at": now},
+        "idle": {"created_at": now - 400 * DAY, "last_used_at": now - 120 * DAY},
+        "never_used": {"created_at": now - 95 * DAY},
+        "revoked": {"created_at": now - 400 * DAY, "expires_at": now - DAY, "revoked": True, "revoked_at": now},
+    }
+    for name, values in updates.items():
+        ApiKey.objects.filter(pk=made[name].pk).update(**values)
+    return made
+
+
+def test_list_shows_expiry_and_stale_lists_the_keys_that_need_a_person(aged_keys):
+    out, _ = command("api_keys", "--list")
+    header, *rows = out.splitlines()
+    assert header.split()[-4:] == ["last", "used", "expires", "status"]
+    by_label = {row.split()[2]: row for row in rows}
+    assert by_label["fresh"].split()[-2:] == ["never", "active"]
+    expiring_at = ApiKey.objects.get(pk=aged_keys["expiring"].pk).expires_at
+    assert f"{expiring_at:%Y-%m-%d %H:%M}  expires in 3 days" in by_label["expiring"]
+
+    stale = json.loads(command("api_keys", "--list", "--stale", "--json")[0])
+    attention = {key["label"]: key["attention"] for key in stale}
+    assert attention == {
+        "expiring": ["expires in 3 days"],
+        "expired": ["expired 2 days ago"],
+        "idle": ["unused for 120 days"],
+        "never_used": ["never used in 95 days"],
+    }
+    expired = next(key for key in stale if key["label"] == "expired")
+    assert expired["expired"] is True
+    assert expired["expires_at"] == ApiKey.objects.get(pk=aged_keys["expired"].pk).expires_at.isoformat()
+
+    text, _ = command("api_keys", "--list", "--stale", "--agent", "qa_agent")
+    assert sorted(row.split()[2] for row in text.splitlines()[1:]) == ["expired", "expiring", "idle", "never_used"]
+    ApiKey.objects.filter(label__in=["expiring", "expired", "idle", "never_used"]).update(revoked=True)
+    assert command("api_keys", "--list", "--stale")[0].strip() == "no API key needs attention"
+
+
+def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, aged_keys, qa):
+    page = admin_client.post("/admin/models_app/apikey/add/", {"label": "from the admin", "agents": [qa.pk],
+                                                                "expires_in_days": "10"})
+    assert page.status_code == 302
+    key = ApiKey.objects.get(label="from the admin")
+    assert near(key.expires_at, timezone.now() + 10 * DAY)
+    assert key.history.get().history_user.username == "admin"  # who set the expiry
+    change = admin_client.get(f"/admin/models_app/apikey/{key.pk}/change/").content.decode()
+    assert "Expires at" in change and "expires in 10 days" in change
+
+    too_long = admin_client.post("/admin/models_app/apikey/add/", {"label": "x", "agents": [qa.pk], "expires_in_days": "4000"})
+    assert too_long.status_code == 200 and not ApiKey.objects.filter(label="x").exists()
+
+    listed = admin_client.get("/admin/models_app/apikey/").content.decode()
+    assert "expired 2 days ago" in listed and "unused for 120 days" in listed
+    expiring = admin_client.get("/admin/models_app/apikey/?attention=expiring").content.decode()
+    assert all(f">{name}<" in expiring for name in ("expiring", "expired", "from the admin"))
+    assert not any(f">{name}<" in expiring for name in ("fresh", "later", "idle", "revoked"))
+    stale = admin_client.get("/admin/models_app/apikey/?attention=stale").content.decode()
+    assert all(f">{name}<" in stale for name in ("expiring", "expired", "idle", "never_used"))
+    assert not any(f">{name}<" in stale for name in ("fresh", "later", "revoked"))
+
+
+def test_the_gauge_counts_the_keys_in_use_that_expire_within_14_days(aged_keys, qa):
+    from genesis.metrics import exposition
+
+    unused, _ = api_key_create(label="expiring but unused", agents=[qa], expires_in_days=5)
+    ApiKey.objects.filter(pk=unused.pk).update(created_at=timezone.now() - 100 * DAY)
+    lines = [line for line in exposition().decode().splitlines() if line.startswith("genesis_api_keys_expiring_soon ")]
+    # "expiring" only: "expired" already is (its service is refused now), "later" is weeks away, the unused
+    # one breaks nothing when it expires, the revoked one is gone.
+    assert lines == ["genesis_api_keys_expiring_soon 1.0"]
+    # Rotated (a 30-day key): the old key is revoked, the new one expires 30 days from now.
+    ApiKey.objects.filter(pk=aged_keys["expiring"].pk).update(created_at=timezone.now() - 27 * DAY)
+    new, _ = api_key_rotate(key=aged_keys["expiring"])
+    ApiKey.objects.filter(pk=new.pk).update(last_used_at=timezone.now())
+    lines = [line for line in exposition().decode().splitlines() if line.startswith("genesis_api_keys_expiring_soon ")]
+    assert lines == ["genesis_api_keys_expiring_soon 0.0"]
