@@ -1,6 +1,7 @@
 """The audit trail of online evaluation: every change to an experiment, and every refusal, leaves an
 ExperimentEvent with who, when, the state before and after, and why. Written by the services
-(experiments/services.py) inside their transactions; read by the experiment page, the metrics and
+(experiments/services.py) and the guardrail check (experiments/guardrail_check.py) inside their
+transactions; read by the experiment page, the metrics and
 the rollback alert."""
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Tables of online evaluation: experiments, their stage plan and approvals, exposures, outcomes and
-the audit trail. Every write goes through experiments/services.py (outcomes: experiments/outcomes.py); rows hold no business logic."""
+the audit trail. Every write goes through experiments/services.py (outcomes: experiments/outcomes.py; the guardrail
+task's stored evaluation: experiments/guardrail_check.py; deletions by age: experiments/retention.py);
+rows hold no business logic."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """What an experiment's outcome aggregate (experiments/outcome_aggregate.py) says: each guardrail rule
 judged by the sequential test of experiments/stats.py, and the results document — per-arm figures,
 the comparisons of every metric, the sample-ratio test and the guardrails — that the results endpoint,
-the experiment's admin page and `rollout_models --status` show. The guardrail task, the holds and the
-services judge the guardrails through experiment_guardrail_results too.
+the experiment's admin page and `rollout_models --status` show. The guardrail task
+(experiments/guardrail_check.py) and the holds (and through them the services) judge the guardrails
+through experiment_guardrail_results too.
 """
 
 from __future__ import annotations
