@@ -167,7 +167,9 @@ def _scored_results(*, run_ids: Collection[int]) -> dict[int, dict[int, list[flo
     """The scores of each run's scored results by model version, for all `run_ids` in one query (none
     for none), in suite order — a run's own read's order — so that a mean adds them up as it always has."""
     scores: dict[int, dict[int, list[float]]] = {}
-    rows = BenchmarkResult.objects.filter(run_id__in=run_ids, scored=True).order_by("case__position")
+    # case_id breaks ties: positions are not unique by constraint, and the list and a run's own page
+    # must add the same floats in the same order.
+    rows = BenchmarkResult.objects.filter(run_id__in=run_ids, scored=True).order_by("case__position", "case_id")
     for run_id, version_id, score in rows.values_list("run_id", "model_version_id", "score"):
         scores.setdefault(run_id, {}).setdefault(version_id, []).append(score)
     return scores
