@@ -242,3 +242,27 @@ def log_clock(monkeypatch) -> LogClock:
     clock = LogClock()
     monkeypatch.setattr(genesis_logging, "time", clock)
     return clock
+
+
+class ReloadClock:
+    """genesis.auto_refresh's `time`, moved by hand: the wall clock, from 2026-12-07 10:00:00 UTC on."""
+
+    def __init__(self) -> None:
+        self.now = 1796637600.0
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def reload_clock(monkeypatch) -> ReloadClock:
+    """The clock a self-reloading page tells its reload from a visit by (genesis/auto_refresh.py): a test
+    moves it by the seconds the browser would wait instead of waiting them."""
+    from genesis import auto_refresh
+
+    clock = ReloadClock()
+    monkeypatch.setattr(auto_refresh, "time", clock)
+    return clock
