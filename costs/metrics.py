@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from costs.models import Budget, BudgetAlert, CostEntry, Operation
-from costs.selectors import budget_status
+from costs.models import Budget, BudgetAlert, CostEntry, CostSpendTotal, Operation
+from costs.selectors import budget_status, rollup_kept
 from genesis.aggregates import DecimalTotal
 from genesis.metrics import register_scrape_collector
 from models_app.registry.models import Agent
@@ -75,12 +76,18 @@ class CostMetricsCollector(Collector):
 
     @staticmethod
     def _fill(families: dict[str, CounterMetricFamily | GaugeMetricFamily]) -> None:
-        rows = (
-            CostEntry.objects.values("agent__slug", "operation")
-            .annotate(charged=DecimalTotal("amount_usd", filter=Q(amount_usd__gt=0)),
-                      reversed=DecimalTotal("amount_usd", filter=Q(amount_usd__lt=0)))
-            .order_by("agent__slug", "operation")
-        )
+        rows: QuerySet[Any, Any]
+        if rollup_kept():  # the ledger's totals, kept by its trigger: a scrape does not sum the ledger
+            rows = CostSpendTotal.objects.values("agent__slug", "operation").annotate(
+                charged=DecimalTotal("charged_usd"), reversed=DecimalTotal("reversed_usd")
+            ).order_by("agent__slug", "operation")
+        else:
+            rows = (
+                CostEntry.objects.values("agent__slug", "operation")
+                .annotate(charged=DecimalTotal("amount_usd", filter=Q(amount_usd__gt=0)),
+                          reversed=DecimalTotal("amount_usd", filter=Q(amount_usd__lt=0)))
+                .order_by("agent__slug", "operation")
+            )
         seen = set()
         for row in rows:
             labels = [row["agent__slug"], row["operation"]]

@@ -1,5 +1,5 @@
-"""Tables of the costs app: prices, the append-only ledger, budgets with their alerts and overrides,
-the holds of paid work in progress, and cost reports. Every write goes through costs/services.py;
+"""Tables of the costs app: prices, the append-only ledger and the rollup of its spend, budgets with
+their alerts and overrides, the holds of paid work in progress, and cost reports. Every write goes through costs/services.py;
 rows hold no business logic.
 
 The ledger is append-only at three levels: the services never update or delete an entry (a
@@ -9,6 +9,7 @@ UPDATE or DELETE of a row (migration 0002).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -127,6 +128,54 @@ class CostEntry(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.amount_usd} USD {self.operation} {self.agent_id}"
+
+
+# The rollup of spend (CostSpendBucket, CostSpendTotal): how budgets read what is spent without summing
+# the ledger. Every budget period starts at a local midnight, and every UTC offset in use is a whole
+# number of quarter hours, so quarter-hour UTC buckets align with every period in every time zone (a
+# change of TIME_ZONE needs no rebuild); costs/selectors.py sums the ledger itself for any part of a
+# window that is not whole buckets. Both are kept by a PostgreSQL trigger on every insert into the ledger
+# (migration 0013), in the inserting transaction; on SQLite (the embedded mode) they stay empty and the
+# reads sum the ledger.
+SPEND_BUCKET = timedelta(minutes=15)
+SPEND_SUM: DecimalDigits = {"max_digits": 22, "decimal_places": 6}
+
+
+class CostSpendBucket(models.Model):
+    """The ledger's spend of one agent and operation in one quarter hour (UTC), reversals included
+    (a reversal has its charge's time). Written only by the ledger's trigger."""
+
+    agent = models.ForeignKey("models_app.Agent", on_delete=models.PROTECT, related_name="+")
+    operation = models.CharField(max_length=16, choices=Operation.choices)
+    bucket_start = models.DateTimeField(help_text="The quarter hour's start (UTC); entries with occurred_at in it.")
+    amount_usd = models.DecimalField(**SPEND_SUM)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "operation", "bucket_start"], name="costs_spend_bucket_one_per_key"),
+        ]
+        indexes = [models.Index(fields=["bucket_start"], name="costs_spend_bucket_time")]
+
+    def __str__(self) -> str:
+        return f"{self.amount_usd} USD {self.operation} {self.agent_id} from {self.bucket_start.isoformat()}"
+
+
+class CostSpendTotal(models.Model):
+    """The ledger's whole spend of one agent and operation: charges and reversals apart (/metrics
+    counts them apart). Written only by the ledger's trigger."""
+
+    agent = models.ForeignKey("models_app.Agent", on_delete=models.PROTECT, related_name="+")
+    operation = models.CharField(max_length=16, choices=Operation.choices)
+    charged_usd = models.DecimalField(**SPEND_SUM)
+    reversed_usd = models.DecimalField(**SPEND_SUM, help_text="Negative: what reversals took back.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "operation"], name="costs_spend_total_one_per_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.charged_usd + self.reversed_usd} USD {self.operation} {self.agent_id}"
 
 
 class CostDashboard(CostEntry):
