@@ -110,31 +110,36 @@ def api_keys_expiring_in_use_count(*, now: datetime) -> int:
 
 
 def api_key_attention(key: ApiKey, *, now: datetime) -> list[str]:
-    """Why an unrevoked key needs attention, in words ("expires in 3 days", "expired 2 days ago",
-    "unused for 120 days", "never used in 95 days"); empty when it needs none."""
+    """Why an unrevoked key needs attention, in words ("expires in 3 days", "expires in 2 minutes",
+    "expired just now", "expired 2 days ago", "unused for 120 days", "never used in 95 days"); empty
+    when it needs none."""
     if key.revoked:
         return []
     reasons = []
     if key.expires_at is not None:
         left = key.expires_at - now
         if left <= timedelta(0):
-            reasons.append(f"expired {_span_text(-left)} ago")
+            ago = _span_text(-left)
+            reasons.append(f"expired {ago} ago" if ago else "expired just now")
         elif left <= timedelta(days=API_KEY_EXPIRY_WARNING_DAYS):
-            reasons.append(f"expires in {_span_text(left)}")
+            remaining = _span_text(left)
+            reasons.append(f"expires in {remaining}" if remaining else "expires in less than a minute")
     idle = now - (key.last_used_at or key.created_at)
     if idle > timedelta(days=API_KEY_UNUSED_DAYS):
         reasons.append(f"{'unused for' if key.last_used_at else 'never used in'} {_span_text(idle)}")
     return reasons
 
 
-def _span_text(span: timedelta) -> str:
-    # Rounded, as people say it (2 days 23 hours is "3 days"); under a day in hours, as "expires in 0
-    # days" would not say how urgent it is.
-    if span < timedelta(hours=23, minutes=30):
-        hours = max(1, round(span / timedelta(hours=1)))
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    days = round(span / timedelta(days=1))
-    return f"{days} day{'s' if days != 1 else ''}"
+def _span_text(span: timedelta) -> str | None:
+    # Floored, never rounded: time left is never overstated (2 minutes left is not "1 hour", 2 days 23
+    # hours is "2 days"), and time since is counted in whole units passed (5 s after is not "1 hour
+    # ago"). In the largest unit that is at least 1 — days, hours, minutes — so "0 days" never hides how
+    # urgent it is; None under a minute, which the caller words ("just now").
+    for unit, name in ((timedelta(days=1), "day"), (timedelta(hours=1), "hour"), (timedelta(minutes=1), "minute")):
+        count = span // unit
+        if count >= 1:
+            return f"{count} {name}{'s' if count != 1 else ''}"
+    return None
 
 
 def api_key_find(*, ref: str) -> ApiKey:

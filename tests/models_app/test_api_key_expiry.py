@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from genesis.errors import InvalidInput, PermissionDenied, Unauthenticated
 from models_app.registry.models import ApiKey
+from models_app.registry.selectors import api_key_attention
 from models_app.registry.services import api_key_authenticate, api_key_cache_clear, api_key_create, api_key_rotate
 from tests.experiments.factories import person
 from tests.factories import AgentFactory
@@ -185,7 +186,8 @@ def aged_keys(qa):
             ("fresh", "expiring", "expired", "later", "idle", "never_used", "revoked")}
     updates = {
         "fresh": {"last_used_at": now - DAY},
-        "expiring": {"expires_at": now + 3 * DAY, "last_used_at": now},
+        # An hour over 3 days: time left is floored, and the listing is read a moment after this.
+        "expiring": {"expires_at": now + 3 * DAY + timedelta(hours=1), "last_used_at": now},
         "expired": {"expires_at": now - 2 * DAY, "last_used_at": now - 3 * DAY},
         "later": {"expires_at": now + 30 * DAY, "last_used_at": now},
         "idle": {"created_at": now - 400 * DAY, "last_used_at": now - 120 * DAY},
@@ -232,7 +234,8 @@ def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, 
     assert near(key.expires_at, timezone.now() + 10 * DAY)
     assert key.history.get().history_user.username == "admin"  # who set the expiry
     change = admin_client.get(f"/admin/models_app/apikey/{key.pk}/change/").content.decode()
-    assert "Expires at" in change and "expires in 10 days" in change
+    # 10 days less the moments since: floored, never rounded up.
+    assert "Expires at" in change and "expires in 9 days" in change
 
     too_long = admin_client.post("/admin/models_app/apikey/add/", {"label": "x", "agents": [qa.pk], "expires_in_days": "4000"})
     assert too_long.status_code == 200 and not ApiKey.objects.filter(label="x").exists()
@@ -262,3 +265,22 @@ def test_the_gauge_counts_the_keys_in_use_that_expire_within_14_days(aged_keys, 
     ApiKey.objects.filter(pk=new.pk).update(last_used_at=timezone.now())
     lines = [line for line in exposition().decode().splitlines() if line.startswith("genesis_api_keys_expiring_soon ")]
     assert lines == ["genesis_api_keys_expiring_soon 0.0"]
+
+
+@pytest.mark.parametrize(("offset", "said"), [
+    # Time left: floored, never rounded up.
+    (timedelta(minutes=2, seconds=59), "expires in 2 minutes"),
+    (timedelta(seconds=30), "expires in less than a minute"),
+    (timedelta(minutes=59, seconds=59), "expires in 59 minutes"),
+    (timedelta(hours=1, minutes=59), "expires in 1 hour"),
+    (timedelta(days=2, hours=23), "expires in 2 days"),
+    # Time since: floored too (5 s after is not "1 hour ago").
+    (-timedelta(seconds=5), "expired just now"),
+    (-timedelta(seconds=90), "expired 1 minute ago"),
+    (-timedelta(hours=1, minutes=59), "expired 1 hour ago"),
+    (-timedelta(days=2, hours=23), "expired 2 days ago"),
+])
+def test_the_time_to_or_since_the_expiry_is_floored_and_in_minutes_under_an_hour(offset, said):
+    now = timezone.now()
+    key = ApiKey(label="k", created_at=now, last_used_at=now, expires_at=now + offset)
+    assert api_key_attention(key, now=now) == [said]
