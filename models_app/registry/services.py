@@ -414,10 +414,16 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal | None:
         return None
     principal = _principal_of(hash_api_key(raw_key))
     if principal is not None and principal.expires_at is not None and principal.expires_at <= timezone.now():
+        # The caller is not authenticated: the API names the key by its prefix only (which the caller
+        # holds already, and which `api_keys --rotate` takes), never by its label — a label may say
+        # whose service it is or what it reaches. The message for logs and people keeps the label.
+        remedy = (
+            f"expired at {principal.expires_at:%Y-%m-%d %H:%M} UTC: ask whoever manages your API keys to rotate it "
+            f"(manage.py api_keys --rotate {principal.prefix} --as USERNAME --reason TEXT, which keeps its scope) or "
+            "to create a new one (manage.py create_api_key), and send the new key"
+        )
         raise Unauthenticated(
-            f"API key '{principal.label}' ({principal.prefix}…) expired at {principal.expires_at:%Y-%m-%d %H:%M} UTC: "
-            f"ask whoever manages your API keys to rotate it (manage.py api_keys --rotate {principal.prefix} --as USERNAME "
-            "--reason TEXT, which keeps its scope) or to create a new one (manage.py create_api_key), and send the new key"
+            f"API key '{principal.label}' ({principal.prefix}…) {remedy}", api_message=f"API key {principal.prefix}… {remedy}",
         )
     return principal
 

@@ -117,11 +117,17 @@ def test_an_expired_key_gets_a_401_that_says_so_and_what_to_do(client, qa):
     assert response.status_code == 401
     body = response.json()
     assert body["code"] == "unauthenticated"
-    assert body["detail"].startswith(f"API key 'qa service' ({key.prefix}…) expired at ")
+    # The caller is not authenticated: the key is named by the prefix it holds, never by its label.
+    assert body["detail"].startswith(f"API key {key.prefix}… expired at ")
+    assert "qa service" not in body["detail"]
     assert f"api_keys --rotate {key.prefix}" in body["detail"] and "create_api_key" in body["detail"]
     assert raw not in body["detail"]
     # A refused attempt is not a use: "unused for 90 days" must still be able to find the key.
     assert ApiKey.objects.get(pk=key.pk).last_used_at == used
+    # People (logs, the admin, the CLI) may be told the label: the refusal's own message keeps it.
+    with pytest.raises(Unauthenticated) as refusal:
+        api_key_authenticate(raw_key=raw)
+    assert refusal.value.message.startswith(f"API key 'qa service' ({key.prefix}…) expired at ")
     # Unknown keys keep their plain answer.
     unknown = client.get("/api/v1/agents", HTTP_AUTHORIZATION="Bearer gk_nothing")
     assert unknown.status_code == 401 and "missing or invalid API key" in unknown.json()["detail"]
