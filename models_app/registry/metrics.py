@@ -14,12 +14,15 @@ agents report, as genesis_agent_served_by_other_model_total (experiments/metrics
 
 Read from the database at scrape time:
 
-- ``genesis_api_keys_expiring_soon``  unrevoked API keys in use (used within 90 days) that expire within
-  14 days: a service that will be refused (401) unless its key is rotated (ApiKeysExpiringSoon)
+- ``genesis_api_keys_expiring_soon{state}``  unrevoked API keys in use (used within 90 days, or within
+  90 days before their expiry): ``expiring`` within 14 days — a service that will be refused (401) unless
+  its key is rotated (ApiKeysExpiringSoon) — or ``expired`` — a service refused now (ApiKeysExpiredInUse).
+  A key is counted until it is rotated or revoked, so the count drops only when someone acted.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from django.utils import timezone
@@ -27,13 +30,15 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from genesis.metrics import add_unlabelled
 from models_app.providers.instrumented import CallRecorder
 from models_app.registry.selectors import (
+    API_KEY_EXPIRY_STATES,
     API_KEY_EXPIRY_WARNING_DAYS,
     API_KEY_UNUSED_DAYS,
-    api_keys_expiring_in_use_count,
+    api_keys_in_use_by_expiry,
 )
+
+logger = logging.getLogger(__name__)
 
 PROVIDER_CALLS = Counter(
     "genesis_provider_calls_total", "Provider calls made by the control plane", ["provider", "model", "operation", "status"]
@@ -60,10 +65,19 @@ class ApiKeysCollector(Collector):
     def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily(
             "genesis_api_keys_expiring_soon",
-            f"Unrevoked API keys used within {API_KEY_UNUSED_DAYS} days that expire within {API_KEY_EXPIRY_WARNING_DAYS} days",
+            f"Unrevoked API keys in use (used within {API_KEY_UNUSED_DAYS} days, or within {API_KEY_UNUSED_DAYS} days "
+            f"before their expiry) by state: expiring (within {API_KEY_EXPIRY_WARNING_DAYS} days) or expired (refused "
+            "now); a key is counted until rotated or revoked",
+            labels=["state"],
         )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = self._family()
-        add_unlabelled(family, read=lambda: api_keys_expiring_in_use_count(now=timezone.now()), what="expiring API keys")
+        try:
+            counts = api_keys_in_use_by_expiry(now=timezone.now())
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the database does not
+            logger.warning("metrics: cannot count expiring API keys: %s: %s", type(exc).__name__, exc)
+        else:
+            for state in API_KEY_EXPIRY_STATES:  # both, 0 included: an alert reads 0, not nothing
+                family.add_metric([state], counts[state])
         yield family

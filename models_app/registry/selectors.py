@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from genesis.errors import InvalidInput, NotFound
@@ -72,6 +72,8 @@ def candidate_versions(*, agent: Agent) -> QuerySet[ModelVersion]:
 # has not been used for this many (a key nobody uses is only a liability: revoke it).
 API_KEY_EXPIRY_WARNING_DAYS = 14
 API_KEY_UNUSED_DAYS = 90
+# The states api_keys_in_use_by_expiry counts keys in (the gauge's `state` label).
+API_KEY_EXPIRY_STATES = ("expiring", "expired")
 
 
 def api_keys_expiring_q(*, now: datetime) -> Q:
@@ -98,15 +100,27 @@ def api_keys_for(*, agent_slug: str | None = None, stale: bool = False, now: dat
     return keys.order_by("-created_at", "-pk")
 
 
-def api_keys_expiring_in_use_count(*, now: datetime) -> int:
-    """Unrevoked keys that expire within API_KEY_EXPIRY_WARNING_DAYS (not yet expired) and were used
-    within API_KEY_UNUSED_DAYS: the services that will start answering 401 unless someone rotates their
-    key (genesis_api_keys_expiring_soon; ApiKeysExpiringSoon). A key nobody uses is left out: its
-    expiry breaks nothing, and --stale already lists it for revoking."""
+def api_keys_in_use_by_expiry(*, now: datetime) -> dict[str, int]:
+    """Unrevoked keys in use whose expiry needs a person, by state (genesis_api_keys_expiring_soon;
+    ApiKeysExpiringSoon, ApiKeysExpiredInUse):
+
+    - ``expiring``: expires within API_KEY_EXPIRY_WARNING_DAYS and used within API_KEY_UNUSED_DAYS — a
+      service that will start answering 401 unless someone rotates its key;
+    - ``expired``: past its expiry and used within API_KEY_UNUSED_DAYS before it (or before now) — a
+      service answered 401 right now.
+
+    A key stays counted past its expiry until it is rotated or revoked: dropping it then would clear the
+    alert exactly when its service starts failing, and make "expired" read like "rotated". A key nobody
+    used is left out: its expiry breaks nothing, and --stale already lists it for revoking."""
+    recently = Q(last_used_at__gte=now - timedelta(days=API_KEY_UNUSED_DAYS))
     return ApiKey.objects.filter(
-        revoked=False, expires_at__gt=now, expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS),
-        last_used_at__gte=now - timedelta(days=API_KEY_UNUSED_DAYS),
-    ).count()
+        revoked=False, expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS),
+    ).aggregate(
+        expiring=Count("pk", filter=Q(expires_at__gt=now) & recently),
+        # An expired key's uses stop at its expiry (a refused attempt is not one), so "in use" is judged then.
+        expired=Count("pk", filter=Q(expires_at__lte=now) & (
+            recently | Q(last_used_at__gte=F("expires_at") - timedelta(days=API_KEY_UNUSED_DAYS)))),
+    )
 
 
 def api_key_attention(key: ApiKey, *, now: datetime) -> list[str]:

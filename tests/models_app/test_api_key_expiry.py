@@ -19,9 +19,16 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from genesis.errors import InvalidInput, PermissionDenied, Unauthenticated
+from genesis.metrics import exposition
 from models_app.registry.models import ApiKey
-from models_app.registry.selectors import api_key_attention
-from models_app.registry.services import api_key_authenticate, api_key_cache_clear, api_key_create, api_key_rotate
+from models_app.registry.selectors import api_key_attention, api_keys_in_use_by_expiry
+from models_app.registry.services import (
+    api_key_authenticate,
+    api_key_cache_clear,
+    api_key_create,
+    api_key_revoke,
+    api_key_rotate,
+)
 from tests.experiments.factories import person
 from tests.factories import AgentFactory
 
@@ -256,21 +263,45 @@ def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, 
     assert not any(f">{name}<" in stale for name in ("fresh", "later", "revoked"))
 
 
-def test_the_gauge_counts_the_keys_in_use_that_expire_within_14_days(aged_keys, qa):
-    from genesis.metrics import exposition
+def gauge() -> dict[str, float]:
+    """genesis_api_keys_expiring_soon by state, as /metrics serves it."""
+    prefix = "genesis_api_keys_expiring_soon{state=\""
+    return {line[len(prefix):].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in exposition().decode().splitlines() if line.startswith(prefix)}
 
+
+def test_the_gauge_counts_the_keys_in_use_that_expire_within_14_days_or_have_expired(aged_keys, qa):
     unused, _ = api_key_create(label="expiring but unused", agents=[qa], expires_in_days=5)
     ApiKey.objects.filter(pk=unused.pk).update(created_at=timezone.now() - 100 * DAY)
-    lines = [line for line in exposition().decode().splitlines() if line.startswith("genesis_api_keys_expiring_soon ")]
-    # "expiring" only: "expired" already is (its service is refused now), "later" is weeks away, the unused
-    # one breaks nothing when it expires, the revoked one is gone.
-    assert lines == ["genesis_api_keys_expiring_soon 1.0"]
+    forgotten, _ = api_key_create(label="expired, unused for 90 days before", agents=[qa])
+    ApiKey.objects.filter(pk=forgotten.pk).update(expires_at=timezone.now() - 10 * DAY, last_used_at=timezone.now() - 200 * DAY)
+    # "expiring" is about to be refused, "expired" is refused now (used the day before it expired); "later" is
+    # weeks away, the unused ones break nothing when they expire, the revoked one is gone.
+    assert gauge() == {"expiring": 1.0, "expired": 1.0}
     # Rotated (a 30-day key): the old key is revoked, the new one expires 30 days from now.
     ApiKey.objects.filter(pk=aged_keys["expiring"].pk).update(created_at=timezone.now() - 27 * DAY)
     new, _ = api_key_rotate(key=aged_keys["expiring"])
     ApiKey.objects.filter(pk=new.pk).update(last_used_at=timezone.now())
-    lines = [line for line in exposition().decode().splitlines() if line.startswith("genesis_api_keys_expiring_soon ")]
-    assert lines == ["genesis_api_keys_expiring_soon 0.0"]
+    assert gauge() == {"expiring": 0.0, "expired": 1.0}
+    api_key_rotate(key=aged_keys["expired"])
+    assert gauge() == {"expiring": 0.0, "expired": 0.0}
+
+
+def test_a_key_in_use_that_expires_unrotated_stays_counted_until_rotated_or_revoked(qa):
+    # The count must not drop when the key expires: that is when its service starts getting 401s, and
+    # "verify recovery" (the count back to 0) would read the same for an expiry as for a rotation.
+    key, raw = api_key_create(label="qa service", agents=[qa], expires_in_days=3)
+    assert api_key_authenticate(raw_key=raw) is not None  # in use
+    assert gauge() == {"expiring": 1.0, "expired": 0.0}
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    api_key_cache_clear()
+    with pytest.raises(Unauthenticated):
+        api_key_authenticate(raw_key=raw)  # its service is refused now, and its uses stop
+    assert gauge() == {"expiring": 0.0, "expired": 1.0}
+    # Long after: still counted (used within 90 days before its expiry), until a person acts.
+    assert api_keys_in_use_by_expiry(now=timezone.now() + 120 * DAY) == {"expiring": 0, "expired": 1}
+    api_key_revoke(key=key)
+    assert gauge() == {"expiring": 0.0, "expired": 0.0}
 
 
 @pytest.mark.parametrize(("offset", "said"), [
