@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connections
 from django.utils import timezone
 
 from genesis.errors import InvalidInput, PermissionDenied, Unauthenticated
@@ -23,11 +24,13 @@ from genesis.metrics import exposition
 from models_app.registry.models import ApiKey
 from models_app.registry.selectors import api_key_attention, api_keys_in_use_by_expiry
 from models_app.registry.services import (
+    _principal_cache,
     api_key_authenticate,
     api_key_cache_clear,
     api_key_create,
     api_key_revoke,
     api_key_rotate,
+    hash_api_key,
 )
 from tests.experiments.factories import person
 from tests.factories import AgentFactory
@@ -148,6 +151,31 @@ def test_a_key_remembered_by_the_process_stops_at_its_expiry_not_10_s_later(qa, 
     time.sleep(max(0.0, (expires_at - timezone.now()).total_seconds()) + 0.1)
     with django_assert_num_queries(0), pytest.raises(Unauthenticated, match="expired at"):
         api_key_authenticate(raw_key=raw)  # answered from the cache, and refused
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_expired_key_is_refused_from_memory_while_the_database_is_down(qa):
+    # The second reviewer's regression test, with a real unreachable database (a port nothing listens on)
+    # instead of a patched manager: the process answers a key it has seen from memory while the database
+    # is down (tests/genesis/test_database_down.py), and that answer still honours the key's expiry.
+    key, raw = api_key_create(label="qa", agents=[qa])
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() + timedelta(seconds=1))
+    assert api_key_authenticate(raw_key=raw) is not None
+    digest = hash_api_key(raw)
+    seen, principal = _principal_cache[digest]
+    _principal_cache[digest] = (seen - 60, principal)  # older than API_KEY_CACHE_SECONDS: looked up again
+    connection = connections["default"]
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = 1
+    try:
+        assert api_key_authenticate(raw_key=raw) is not None  # the lookup fails: the remembered answer stands
+        time.sleep(1.1)
+        with pytest.raises(Unauthenticated, match="expired at"):
+            api_key_authenticate(raw_key=raw)  # still from memory, and past its expiry
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
 
 
 def test_rotation_gives_the_new_key_the_old_ones_lifetime_from_now_unless_told(qa, keeper):
