@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
@@ -243,7 +243,7 @@ def aged_keys(qa):
 def test_list_shows_expiry_and_stale_lists_the_keys_that_need_a_person(aged_keys):
     out, _ = command("api_keys", "--list")
     header, *rows = out.splitlines()
-    assert header.split()[-4:] == ["last", "used", "expires", "status"]
+    assert header.split()[-5:] == ["last", "used", "expires", "(UTC)", "status"]  # as "created (UTC)"
     by_label = {row.split()[2]: row for row in rows}
     assert by_label["fresh"].split()[-2:] == ["never", "active"]
     expiring_at = ApiKey.objects.get(pk=aged_keys["expiring"].pk).expires_at
@@ -267,7 +267,8 @@ def test_list_shows_expiry_and_stale_lists_the_keys_that_need_a_person(aged_keys
     assert command("api_keys", "--list", "--stale")[0].strip() == "no API key needs attention"
 
 
-def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, aged_keys, qa):
+def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, aged_keys, qa, settings):
+    settings.TIME_ZONE = "Europe/Paris"  # a site whose zone is not UTC: the expiry is still shown in UTC
     page = admin_client.post("/admin/models_app/apikey/add/", {"label": "from the admin", "agents": [qa.pk],
                                                                 "expires_in_days": "10"})
     assert page.status_code == 302
@@ -276,12 +277,14 @@ def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, 
     assert key.history.get().history_user.username == "admin"  # who set the expiry
     change = admin_client.get(f"/admin/models_app/apikey/{key.pk}/change/").content.decode()
     # 10 days less the moments since: floored, never rounded up.
-    assert "Expires at" in change and "expires in 9 days" in change
+    assert "Expires at (UTC)" in change and "expires in 9 days" in change
+    assert f"{key.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" in change  # as the CLI and the 401 say it
 
     too_long = admin_client.post("/admin/models_app/apikey/add/", {"label": "x", "agents": [qa.pk], "expires_in_days": "4000"})
     assert too_long.status_code == 200 and not ApiKey.objects.filter(label="x").exists()
 
     listed = admin_client.get("/admin/models_app/apikey/").content.decode()
+    assert "expires at (utc)" in listed.lower()
     assert "expired 2 days ago" in listed and "unused for 120 days" in listed
     expiring = admin_client.get("/admin/models_app/apikey/?attention=expiring").content.decode()
     assert all(f">{name}<" in expiring for name in ("expiring", "expired", "from the admin"))
