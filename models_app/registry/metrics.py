@@ -8,6 +8,8 @@ across processes by genesis/metrics.py in multiprocess mode):
 - ``genesis_provider_calls_total{provider,model,operation,status}``  status: ok, rate_limited,
   transient, permanent, error; model ``-`` for calls about no single model (files, jobs)
 - ``genesis_provider_call_duration_seconds{provider,operation}``      histogram
+- ``genesis_api_key_refusals_total{reason}``  bearer keys refused by the API: ``expired`` (a key past its
+  expiry — its service is failing) or ``unknown`` (malformed, unknown or revoked); both made at 0
 
 Fallbacks are the agents' own (Genesis makes no agent's calls): they are counted from the outcomes the
 agents report, as genesis_agent_served_by_other_model_total (experiments/metrics.py).
@@ -43,6 +45,13 @@ logger = logging.getLogger(__name__)
 PROVIDER_CALLS = Counter(
     "genesis_provider_calls_total", "Provider calls made by the control plane", ["provider", "model", "operation", "status"]
 )
+# Counted where the key is judged (registry.services.api_key_authenticate), in the web process.
+API_KEY_REFUSALS = Counter(
+    "genesis_api_key_refusals_total", "API keys refused by the API: expired, or unknown (malformed, unknown or revoked)",
+    ["reason"],
+)
+for _reason in ("expired", "unknown"):
+    API_KEY_REFUSALS.labels(_reason)  # at 0 from the start, so a rate reads 0 rather than nothing
 PROVIDER_CALL_SECONDS = Histogram(
     "genesis_provider_call_duration_seconds", "Duration of the control plane's provider calls (seconds)",
     ["provider", "operation"], buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from genesis.errors import InvalidInput, PermissionDenied, Unauthenticated
 from genesis.metrics import exposition
+from models_app.registry.metrics import API_KEY_REFUSALS
 from models_app.registry.models import ApiKey
 from models_app.registry.selectors import api_key_attention, api_keys_in_use_by_expiry
 from models_app.registry.services import (
@@ -141,6 +142,19 @@ def test_an_expired_key_gets_a_401_that_says_so_and_what_to_do(client, qa):
     # Unknown keys keep their plain answer.
     unknown = client.get("/api/v1/agents", HTTP_AUTHORIZATION="Bearer gk_nothing")
     assert unknown.status_code == 401 and "missing or invalid API key" in unknown.json()["detail"]
+
+
+def test_refused_keys_are_counted_by_reason(client, qa):
+    key, raw = api_key_create(label="qa service", agents=[qa], expires_in_days=1)
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    expired, unknown = API_KEY_REFUSALS.labels("expired"), API_KEY_REFUSALS.labels("unknown")
+    before = (expired._value.get(), unknown._value.get())
+    for token in (raw, "gk_nothing", "not-a-key"):
+        assert client.get("/api/v1/agents", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+    assert client.get("/api/v1/agents").status_code == 401  # no key at all: not a key refused, not counted
+    assert (expired._value.get(), unknown._value.get()) == (before[0] + 1, before[1] + 2)
+    served = exposition().decode()
+    assert f'genesis_api_key_refusals_total{{reason="expired"}} {before[0] + 1}' in served
 
 
 def test_a_key_remembered_by_the_process_stops_at_its_expiry_not_10_s_later(qa, django_assert_num_queries):
