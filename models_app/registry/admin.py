@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC
 from typing import Any, cast
 
 from django import forms
@@ -308,7 +309,7 @@ class ApiKeyAttentionFilter(admin.SimpleListFilter):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(SimpleHistoryAdmin):  # "History": who created, revoked or rotated the key, and why
-    list_display = ("label", "prefix", "scope", "created_by", "created_at", "last_used_at", "expires_at", "status")
+    list_display = ("label", "prefix", "scope", "created_by", "created_at", "last_used_at", "expires", "status")
     list_filter = (ApiKeyAttentionFilter, "revoked", "all_agents")
     search_fields = ("label", "prefix")
     actions = ["revoke_selected"]
@@ -327,7 +328,7 @@ class ApiKeyAdmin(SimpleHistoryAdmin):  # "History": who created, revoked or rot
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
             return ("label", "all_agents", "agents", "expires_in_days")
-        return ("label", "prefix", "all_agents", "agents", "created_by", "created_at", "last_used_at", "expires_at", "status",
+        return ("label", "prefix", "all_agents", "agents", "created_by", "created_at", "last_used_at", "expires", "status",
                 "revoked", "revoked_at")
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
@@ -338,6 +339,12 @@ class ApiKeyAdmin(SimpleHistoryAdmin):  # "History": who created, revoked or rot
     @admin.display(description="agents")
     def scope(self, key: ApiKey) -> str:
         return "all agents" if key.all_agents else ", ".join(a.slug for a in key.agents.all())
+
+    # In UTC and said so, as the 401 detail, `api_keys --list` and the key's history give it — not in the
+    # site's TIME_ZONE beside a status ("expires in 3 hours") that a reader would then check against UTC.
+    @admin.display(description="expires at (UTC)", ordering="expires_at")
+    def expires(self, key: ApiKey) -> str:
+        return f"{key.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if key.expires_at else "never"
 
     @admin.display(description="status")
     def status(self, key: ApiKey) -> str:

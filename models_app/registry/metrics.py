@@ -8,18 +8,23 @@ across processes by genesis/metrics.py in multiprocess mode):
 - ``genesis_provider_calls_total{provider,model,operation,status}``  status: ok, rate_limited,
   transient, permanent, error; model ``-`` for calls about no single model (files, jobs)
 - ``genesis_provider_call_duration_seconds{provider,operation}``      histogram
+- ``genesis_api_key_refusals_total{reason}``  bearer keys refused by the API: ``expired`` (a key past its
+  expiry — its service is failing) or ``unknown`` (malformed, unknown or revoked); both made at 0
 
 Fallbacks are the agents' own (Genesis makes no agent's calls): they are counted from the outcomes the
 agents report, as genesis_agent_served_by_other_model_total (experiments/metrics.py).
 
 Read from the database at scrape time:
 
-- ``genesis_api_keys_expiring_soon``  unrevoked API keys in use (used within 90 days) that expire within
-  14 days: a service that will be refused (401) unless its key is rotated (ApiKeysExpiringSoon)
+- ``genesis_api_keys_expiring_soon{state}``  unrevoked API keys in use (used within 90 days, or within
+  90 days before their expiry): ``expiring`` within 14 days — a service that will be refused (401) unless
+  its key is rotated (ApiKeysExpiringSoon) — or ``expired`` — a service refused now (ApiKeysExpiredInUse).
+  A key is counted until it is rotated or revoked, so the count drops only when someone acted.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from django.utils import timezone
@@ -27,17 +32,26 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from genesis.metrics import add_unlabelled
 from models_app.providers.instrumented import CallRecorder
 from models_app.registry.selectors import (
+    API_KEY_EXPIRY_STATES,
     API_KEY_EXPIRY_WARNING_DAYS,
     API_KEY_UNUSED_DAYS,
-    api_keys_expiring_in_use_count,
+    api_keys_in_use_by_expiry,
 )
+
+logger = logging.getLogger(__name__)
 
 PROVIDER_CALLS = Counter(
     "genesis_provider_calls_total", "Provider calls made by the control plane", ["provider", "model", "operation", "status"]
 )
+# Counted where the key is judged (registry.services.api_key_authenticate), in the web process.
+API_KEY_REFUSALS = Counter(
+    "genesis_api_key_refusals_total", "API keys refused by the API: expired, or unknown (malformed, unknown or revoked)",
+    ["reason"],
+)
+for _reason in ("expired", "unknown"):
+    API_KEY_REFUSALS.labels(_reason)  # at 0 from the start, so a rate reads 0 rather than nothing
 PROVIDER_CALL_SECONDS = Histogram(
     "genesis_provider_call_duration_seconds", "Duration of the control plane's provider calls (seconds)",
     ["provider", "operation"], buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),
@@ -60,10 +74,19 @@ class ApiKeysCollector(Collector):
     def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily(
             "genesis_api_keys_expiring_soon",
-            f"Unrevoked API keys used within {API_KEY_UNUSED_DAYS} days that expire within {API_KEY_EXPIRY_WARNING_DAYS} days",
+            f"Unrevoked API keys in use (used within {API_KEY_UNUSED_DAYS} days, or within {API_KEY_UNUSED_DAYS} days "
+            f"before their expiry) by state: expiring (within {API_KEY_EXPIRY_WARNING_DAYS} days) or expired (refused "
+            "now); a key is counted until rotated or revoked",
+            labels=["state"],
         )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = self._family()
-        add_unlabelled(family, read=lambda: api_keys_expiring_in_use_count(now=timezone.now()), what="expiring API keys")
+        try:
+            counts = api_keys_in_use_by_expiry(now=timezone.now())
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the database does not
+            logger.warning("metrics: cannot count expiring API keys: %s: %s", type(exc).__name__, exc)
+        else:
+            for state in API_KEY_EXPIRY_STATES:  # both, 0 included: an alert reads 0, not nothing
+                family.add_metric([state], counts[state])
         yield family

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from genesis.errors import InvalidInput, NotFound
@@ -72,6 +72,8 @@ def candidate_versions(*, agent: Agent) -> QuerySet[ModelVersion]:
 # has not been used for this many (a key nobody uses is only a liability: revoke it).
 API_KEY_EXPIRY_WARNING_DAYS = 14
 API_KEY_UNUSED_DAYS = 90
+# The states api_keys_in_use_by_expiry counts keys in (the gauge's `state` label).
+API_KEY_EXPIRY_STATES = ("expiring", "expired")
 
 
 def api_keys_expiring_q(*, now: datetime) -> Q:
@@ -98,43 +100,60 @@ def api_keys_for(*, agent_slug: str | None = None, stale: bool = False, now: dat
     return keys.order_by("-created_at", "-pk")
 
 
-def api_keys_expiring_in_use_count(*, now: datetime) -> int:
-    """Unrevoked keys that expire within API_KEY_EXPIRY_WARNING_DAYS (not yet expired) and were used
-    within API_KEY_UNUSED_DAYS: the services that will start answering 401 unless someone rotates their
-    key (genesis_api_keys_expiring_soon; ApiKeysExpiringSoon). A key nobody uses is left out: its
-    expiry breaks nothing, and --stale already lists it for revoking."""
+def api_keys_in_use_by_expiry(*, now: datetime) -> dict[str, int]:
+    """Unrevoked keys in use whose expiry needs a person, by state (genesis_api_keys_expiring_soon;
+    ApiKeysExpiringSoon, ApiKeysExpiredInUse):
+
+    - ``expiring``: expires within API_KEY_EXPIRY_WARNING_DAYS and used within API_KEY_UNUSED_DAYS — a
+      service that will start answering 401 unless someone rotates its key;
+    - ``expired``: past its expiry and used within API_KEY_UNUSED_DAYS before it (or before now) — a
+      service answered 401 right now.
+
+    A key stays counted past its expiry until it is rotated or revoked: dropping it then would clear the
+    alert exactly when its service starts failing, and make "expired" read like "rotated". A key nobody
+    used is left out: its expiry breaks nothing, and --stale already lists it for revoking."""
+    recently = Q(last_used_at__gte=now - timedelta(days=API_KEY_UNUSED_DAYS))
     return ApiKey.objects.filter(
-        revoked=False, expires_at__gt=now, expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS),
-        last_used_at__gte=now - timedelta(days=API_KEY_UNUSED_DAYS),
-    ).count()
+        revoked=False, expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS),
+    ).aggregate(
+        expiring=Count("pk", filter=Q(expires_at__gt=now) & recently),
+        # An expired key's uses stop at its expiry (a refused attempt is not one), so "in use" is judged then.
+        expired=Count("pk", filter=Q(expires_at__lte=now) & (
+            recently | Q(last_used_at__gte=F("expires_at") - timedelta(days=API_KEY_UNUSED_DAYS)))),
+    )
 
 
 def api_key_attention(key: ApiKey, *, now: datetime) -> list[str]:
-    """Why an unrevoked key needs attention, in words ("expires in 3 days", "expired 2 days ago",
-    "unused for 120 days", "never used in 95 days"); empty when it needs none."""
+    """Why an unrevoked key needs attention, in words ("expires in 3 days", "expires in 2 minutes",
+    "expired just now", "expired 2 days ago", "unused for 120 days", "never used in 95 days"); empty
+    when it needs none."""
     if key.revoked:
         return []
     reasons = []
     if key.expires_at is not None:
         left = key.expires_at - now
         if left <= timedelta(0):
-            reasons.append(f"expired {_span_text(-left)} ago")
+            ago = _span_text(-left)
+            reasons.append(f"expired {ago} ago" if ago else "expired just now")
         elif left <= timedelta(days=API_KEY_EXPIRY_WARNING_DAYS):
-            reasons.append(f"expires in {_span_text(left)}")
+            remaining = _span_text(left)
+            reasons.append(f"expires in {remaining}" if remaining else "expires in less than a minute")
     idle = now - (key.last_used_at or key.created_at)
     if idle > timedelta(days=API_KEY_UNUSED_DAYS):
         reasons.append(f"{'unused for' if key.last_used_at else 'never used in'} {_span_text(idle)}")
     return reasons
 
 
-def _span_text(span: timedelta) -> str:
-    # Rounded, as people say it (2 days 23 hours is "3 days"); under a day in hours, as "expires in 0
-    # days" would not say how urgent it is.
-    if span < timedelta(hours=23, minutes=30):
-        hours = max(1, round(span / timedelta(hours=1)))
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    days = round(span / timedelta(days=1))
-    return f"{days} day{'s' if days != 1 else ''}"
+def _span_text(span: timedelta) -> str | None:
+    # Floored, never rounded: time left is never overstated (2 minutes left is not "1 hour", 2 days 23
+    # hours is "2 days"), and time since is counted in whole units passed (5 s after is not "1 hour
+    # ago"). In the largest unit that is at least 1 — days, hours, minutes — so "0 days" never hides how
+    # urgent it is; None under a minute, which the caller words ("just now").
+    for unit, name in ((timedelta(days=1), "day"), (timedelta(hours=1), "hour"), (timedelta(minutes=1), "minute")):
+        count = span // unit
+        if count >= 1:
+            return f"{count} {name}{'s' if count != 1 else ''}"
+    return None
 
 
 def api_key_find(*, ref: str) -> ApiKey:

@@ -22,6 +22,7 @@ from genesis.history import record_history
 from genesis.permissions import Actor, require_permission
 from models_app.registry import lifecycle
 from models_app.registry.gateway import provider_destinations
+from models_app.registry.metrics import API_KEY_REFUSALS
 from models_app.registry.models import (
     Agent,
     ApiKey,
@@ -411,13 +412,25 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal | None:
     "invalid". Expiry is judged on every call against the clock, cached key or not, so a key never
     outlives its expires_at (the cache only bounds how late a revocation is seen)."""
     if not raw_key.startswith(API_KEY_PREFIX):
+        API_KEY_REFUSALS.labels("unknown").inc()
         return None
     principal = _principal_of(hash_api_key(raw_key))
-    if principal is not None and principal.expires_at is not None and principal.expires_at <= timezone.now():
+    if principal is None:
+        API_KEY_REFUSALS.labels("unknown").inc()
+    elif principal.expires_at is not None and principal.expires_at <= timezone.now():
+        # A service still calling with an expired key: the gauge says the key expired, this says its
+        # service is failing now (ApiKeysExpiredInUse's runbook reads it).
+        API_KEY_REFUSALS.labels("expired").inc()
+        # The caller is not authenticated: the API names the key by its prefix only (which the caller
+        # holds already, and which `api_keys --rotate` takes), never by its label — a label may say
+        # whose service it is or what it reaches. The message for logs and people keeps the label.
+        remedy = (
+            f"expired at {principal.expires_at:%Y-%m-%d %H:%M} UTC: ask whoever manages your API keys to rotate it "
+            f"(manage.py api_keys --rotate {principal.prefix} --as USERNAME --reason TEXT, which keeps its scope) or "
+            "to create a new one (manage.py create_api_key), and send the new key"
+        )
         raise Unauthenticated(
-            f"API key '{principal.label}' ({principal.prefix}…) expired at {principal.expires_at:%Y-%m-%d %H:%M} UTC: "
-            f"ask whoever manages your API keys to rotate it (manage.py api_keys --rotate {principal.prefix} --as USERNAME "
-            "--reason TEXT, which keeps its scope) or to create a new one (manage.py create_api_key), and send the new key"
+            f"API key '{principal.label}' ({principal.prefix}…) {remedy}", api_message=f"API key {principal.prefix}… {remedy}",
         )
     return principal
 

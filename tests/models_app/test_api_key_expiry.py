@@ -10,17 +10,29 @@ import json
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connections
 from django.utils import timezone
 
 from genesis.errors import InvalidInput, PermissionDenied, Unauthenticated
+from genesis.metrics import exposition
+from models_app.registry.metrics import API_KEY_REFUSALS
 from models_app.registry.models import ApiKey
-from models_app.registry.services import api_key_authenticate, api_key_cache_clear, api_key_create, api_key_rotate
+from models_app.registry.selectors import api_key_attention, api_keys_in_use_by_expiry
+from models_app.registry.services import (
+    _principal_cache,
+    api_key_authenticate,
+    api_key_cache_clear,
+    api_key_create,
+    api_key_revoke,
+    api_key_rotate,
+    hash_api_key,
+)
 from tests.experiments.factories import person
 from tests.factories import AgentFactory
 
@@ -116,14 +128,33 @@ def test_an_expired_key_gets_a_401_that_says_so_and_what_to_do(client, qa):
     assert response.status_code == 401
     body = response.json()
     assert body["code"] == "unauthenticated"
-    assert body["detail"].startswith(f"API key 'qa service' ({key.prefix}…) expired at ")
+    # The caller is not authenticated: the key is named by the prefix it holds, never by its label.
+    assert body["detail"].startswith(f"API key {key.prefix}… expired at ")
+    assert "qa service" not in body["detail"]
     assert f"api_keys --rotate {key.prefix}" in body["detail"] and "create_api_key" in body["detail"]
     assert raw not in body["detail"]
     # A refused attempt is not a use: "unused for 90 days" must still be able to find the key.
     assert ApiKey.objects.get(pk=key.pk).last_used_at == used
+    # People (logs, the admin, the CLI) may be told the label: the refusal's own message keeps it.
+    with pytest.raises(Unauthenticated) as refusal:
+        api_key_authenticate(raw_key=raw)
+    assert refusal.value.message.startswith(f"API key 'qa service' ({key.prefix}…) expired at ")
     # Unknown keys keep their plain answer.
     unknown = client.get("/api/v1/agents", HTTP_AUTHORIZATION="Bearer gk_nothing")
     assert unknown.status_code == 401 and "missing or invalid API key" in unknown.json()["detail"]
+
+
+def test_refused_keys_are_counted_by_reason(client, qa):
+    key, raw = api_key_create(label="qa service", agents=[qa], expires_in_days=1)
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    expired, unknown = API_KEY_REFUSALS.labels("expired"), API_KEY_REFUSALS.labels("unknown")
+    before = (expired._value.get(), unknown._value.get())
+    for token in (raw, "gk_nothing", "not-a-key"):
+        assert client.get("/api/v1/agents", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+    assert client.get("/api/v1/agents").status_code == 401  # no key at all: not a key refused, not counted
+    assert (expired._value.get(), unknown._value.get()) == (before[0] + 1, before[1] + 2)
+    served = exposition().decode()
+    assert f'genesis_api_key_refusals_total{{reason="expired"}} {before[0] + 1}' in served
 
 
 def test_a_key_remembered_by_the_process_stops_at_its_expiry_not_10_s_later(qa, django_assert_num_queries):
@@ -134,6 +165,31 @@ def test_a_key_remembered_by_the_process_stops_at_its_expiry_not_10_s_later(qa, 
     time.sleep(max(0.0, (expires_at - timezone.now()).total_seconds()) + 0.1)
     with django_assert_num_queries(0), pytest.raises(Unauthenticated, match="expired at"):
         api_key_authenticate(raw_key=raw)  # answered from the cache, and refused
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_expired_key_is_refused_from_memory_while_the_database_is_down(qa):
+    # The second reviewer's regression test, with a real unreachable database (a port nothing listens on)
+    # instead of a patched manager: the process answers a key it has seen from memory while the database
+    # is down (tests/genesis/test_database_down.py), and that answer still honours the key's expiry.
+    key, raw = api_key_create(label="qa", agents=[qa])
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() + timedelta(seconds=1))
+    assert api_key_authenticate(raw_key=raw) is not None
+    digest = hash_api_key(raw)
+    seen, principal = _principal_cache[digest]
+    _principal_cache[digest] = (seen - 60, principal)  # older than API_KEY_CACHE_SECONDS: looked up again
+    connection = connections["default"]
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = 1
+    try:
+        assert api_key_authenticate(raw_key=raw) is not None  # the lookup fails: the remembered answer stands
+        time.sleep(1.1)
+        with pytest.raises(Unauthenticated, match="expired at"):
+            api_key_authenticate(raw_key=raw)  # still from memory, and past its expiry
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
 
 
 def test_rotation_gives_the_new_key_the_old_ones_lifetime_from_now_unless_told(qa, keeper):
@@ -185,7 +241,8 @@ def aged_keys(qa):
             ("fresh", "expiring", "expired", "later", "idle", "never_used", "revoked")}
     updates = {
         "fresh": {"last_used_at": now - DAY},
-        "expiring": {"expires_at": now + 3 * DAY, "last_used_at": now},
+        # An hour over 3 days: time left is floored, and the listing is read a moment after this.
+        "expiring": {"expires_at": now + 3 * DAY + timedelta(hours=1), "last_used_at": now},
         "expired": {"expires_at": now - 2 * DAY, "last_used_at": now - 3 * DAY},
         "later": {"expires_at": now + 30 * DAY, "last_used_at": now},
         "idle": {"created_at": now - 400 * DAY, "last_used_at": now - 120 * DAY},
@@ -200,7 +257,7 @@ def aged_keys(qa):
 def test_list_shows_expiry_and_stale_lists_the_keys_that_need_a_person(aged_keys):
     out, _ = command("api_keys", "--list")
     header, *rows = out.splitlines()
-    assert header.split()[-4:] == ["last", "used", "expires", "status"]
+    assert header.split()[-5:] == ["last", "used", "expires", "(UTC)", "status"]  # as "created (UTC)"
     by_label = {row.split()[2]: row for row in rows}
     assert by_label["fresh"].split()[-2:] == ["never", "active"]
     expiring_at = ApiKey.objects.get(pk=aged_keys["expiring"].pk).expires_at
@@ -224,7 +281,8 @@ def test_list_shows_expiry_and_stale_lists_the_keys_that_need_a_person(aged_keys
     assert command("api_keys", "--list", "--stale")[0].strip() == "no API key needs attention"
 
 
-def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, aged_keys, qa):
+def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, aged_keys, qa, settings):
+    settings.TIME_ZONE = "Europe/Paris"  # a site whose zone is not UTC: the expiry is still shown in UTC
     page = admin_client.post("/admin/models_app/apikey/add/", {"label": "from the admin", "agents": [qa.pk],
                                                                 "expires_in_days": "10"})
     assert page.status_code == 302
@@ -232,12 +290,15 @@ def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, 
     assert near(key.expires_at, timezone.now() + 10 * DAY)
     assert key.history.get().history_user.username == "admin"  # who set the expiry
     change = admin_client.get(f"/admin/models_app/apikey/{key.pk}/change/").content.decode()
-    assert "Expires at" in change and "expires in 10 days" in change
+    # 10 days less the moments since: floored, never rounded up.
+    assert "Expires at (UTC)" in change and "expires in 9 days" in change
+    assert f"{key.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" in change  # as the CLI and the 401 say it
 
     too_long = admin_client.post("/admin/models_app/apikey/add/", {"label": "x", "agents": [qa.pk], "expires_in_days": "4000"})
     assert too_long.status_code == 200 and not ApiKey.objects.filter(label="x").exists()
 
     listed = admin_client.get("/admin/models_app/apikey/").content.decode()
+    assert "expires at (utc)" in listed.lower()
     assert "expired 2 days ago" in listed and "unused for 120 days" in listed
     expiring = admin_client.get("/admin/models_app/apikey/?attention=expiring").content.decode()
     assert all(f">{name}<" in expiring for name in ("expiring", "expired", "from the admin"))
@@ -247,18 +308,61 @@ def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, 
     assert not any(f">{name}<" in stale for name in ("fresh", "later", "revoked"))
 
 
-def test_the_gauge_counts_the_keys_in_use_that_expire_within_14_days(aged_keys, qa):
-    from genesis.metrics import exposition
+def gauge() -> dict[str, float]:
+    """genesis_api_keys_expiring_soon by state, as /metrics serves it."""
+    prefix = "genesis_api_keys_expiring_soon{state=\""
+    return {line[len(prefix):].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in exposition().decode().splitlines() if line.startswith(prefix)}
 
+
+def test_the_gauge_counts_the_keys_in_use_that_expire_within_14_days_or_have_expired(aged_keys, qa):
     unused, _ = api_key_create(label="expiring but unused", agents=[qa], expires_in_days=5)
     ApiKey.objects.filter(pk=unused.pk).update(created_at=timezone.now() - 100 * DAY)
-    lines = [line for line in exposition().decode().splitlines() if line.startswith("genesis_api_keys_expiring_soon ")]
-    # "expiring" only: "expired" already is (its service is refused now), "later" is weeks away, the unused
-    # one breaks nothing when it expires, the revoked one is gone.
-    assert lines == ["genesis_api_keys_expiring_soon 1.0"]
+    forgotten, _ = api_key_create(label="expired, unused for 90 days before", agents=[qa])
+    ApiKey.objects.filter(pk=forgotten.pk).update(expires_at=timezone.now() - 10 * DAY, last_used_at=timezone.now() - 200 * DAY)
+    # "expiring" is about to be refused, "expired" is refused now (used the day before it expired); "later" is
+    # weeks away, the unused ones break nothing when they expire, the revoked one is gone.
+    assert gauge() == {"expiring": 1.0, "expired": 1.0}
     # Rotated (a 30-day key): the old key is revoked, the new one expires 30 days from now.
     ApiKey.objects.filter(pk=aged_keys["expiring"].pk).update(created_at=timezone.now() - 27 * DAY)
     new, _ = api_key_rotate(key=aged_keys["expiring"])
     ApiKey.objects.filter(pk=new.pk).update(last_used_at=timezone.now())
-    lines = [line for line in exposition().decode().splitlines() if line.startswith("genesis_api_keys_expiring_soon ")]
-    assert lines == ["genesis_api_keys_expiring_soon 0.0"]
+    assert gauge() == {"expiring": 0.0, "expired": 1.0}
+    api_key_rotate(key=aged_keys["expired"])
+    assert gauge() == {"expiring": 0.0, "expired": 0.0}
+
+
+def test_a_key_in_use_that_expires_unrotated_stays_counted_until_rotated_or_revoked(qa):
+    # The count must not drop when the key expires: that is when its service starts getting 401s, and
+    # "verify recovery" (the count back to 0) would read the same for an expiry as for a rotation.
+    key, raw = api_key_create(label="qa service", agents=[qa], expires_in_days=3)
+    assert api_key_authenticate(raw_key=raw) is not None  # in use
+    assert gauge() == {"expiring": 1.0, "expired": 0.0}
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    api_key_cache_clear()
+    with pytest.raises(Unauthenticated):
+        api_key_authenticate(raw_key=raw)  # its service is refused now, and its uses stop
+    assert gauge() == {"expiring": 0.0, "expired": 1.0}
+    # Long after: still counted (used within 90 days before its expiry), until a person acts.
+    assert api_keys_in_use_by_expiry(now=timezone.now() + 120 * DAY) == {"expiring": 0, "expired": 1}
+    api_key_revoke(key=key)
+    assert gauge() == {"expiring": 0.0, "expired": 0.0}
+
+
+@pytest.mark.parametrize(("offset", "said"), [
+    # Time left: floored, never rounded up.
+    (timedelta(minutes=2, seconds=59), "expires in 2 minutes"),
+    (timedelta(seconds=30), "expires in less than a minute"),
+    (timedelta(minutes=59, seconds=59), "expires in 59 minutes"),
+    (timedelta(hours=1, minutes=59), "expires in 1 hour"),
+    (timedelta(days=2, hours=23), "expires in 2 days"),
+    # Time since: floored too (5 s after is not "1 hour ago").
+    (-timedelta(seconds=5), "expired just now"),
+    (-timedelta(seconds=90), "expired 1 minute ago"),
+    (-timedelta(hours=1, minutes=59), "expired 1 hour ago"),
+    (-timedelta(days=2, hours=23), "expired 2 days ago"),
+])
+def test_the_time_to_or_since_the_expiry_is_floored_and_in_minutes_under_an_hour(offset, said):
+    now = timezone.now()
+    key = ApiKey(label="k", created_at=now, last_used_at=now, expires_at=now + offset)
+    assert api_key_attention(key, now=now) == [said]

@@ -60,7 +60,7 @@ def test_list_shows_every_key_and_its_scope_but_no_secret(keys):
     out, _ = run("--list")
     assert_no_secret(out, keys)
     header, *rows = out.splitlines()
-    assert header.split() == ["id", "prefix", "label", "agents", "created", "(UTC)", "by", "last", "used", "expires", "status"]
+    assert header.split() == ["id", "prefix", "label", "agents", "created", "(UTC)", "by", "last", "used", "expires", "(UTC)", "status"]
     assert [row.split()[1] for row in rows] == [keys[name][1].prefix for name in ("everyone", "legal", "qa")]  # newest first
     assert "qa service" in rows[2] and "qa_agent" in rows[2] and rows[2].endswith("active")
     assert "all agents" in rows[0]

@@ -150,7 +150,7 @@ class Command(BaseCommand):
             else:
                 self.stdout.write("no API keys" + (f" may act for {agent_slug}" if agent_slug else "") + " (create one with create_api_key)")
             return
-        rows = [("id", "prefix", "label", "agents", "created (UTC)", "by", "last used", "expires", "status")] + [
+        rows = [("id", "prefix", "label", "agents", "created (UTC)", "by", "last used", "expires (UTC)", "status")] + [
             (str(key["id"]), key["prefix"], key["label"], _scope(key), _minute(key["created_at"]), key["created_by"] or "—",
              _minute(key["last_used_at"]), _minute(key["expires_at"]), _status(key))
             for key in keys
