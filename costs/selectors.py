@@ -139,9 +139,26 @@ def budget_spent(*, budget: Budget, period: budgeting.Period) -> Decimal:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the buckets' origin, as the trigger's date_bin counts them
 
 
+# The databases (aliases) whose rollup this process has seen complete: once migration 0013's backfill
+# has completed it stays so, and the reads ask no more.
+_ROLLUP_COMPLETE: set[str] = set()
+
+
 def rollup_kept() -> bool:
-    """Whether the database keeps the rollup: PostgreSQL's trigger does; SQLite has none (its reads sum the ledger)."""
-    return connection.vendor == "postgresql"
+    """Whether the rollup holds the whole ledger: on PostgreSQL once migration 0013's backfill has
+    completed (the trigger counts new entries from its start; until it completes, the older ones are
+    not all in — a budget check during the upgrade sums the ledger, slower but right). SQLite has no
+    trigger: its reads always sum the ledger."""
+    if connection.vendor != "postgresql":
+        return False
+    if connection.alias not in _ROLLUP_COMPLETE:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT completed_at IS NOT NULL FROM costs_spend_backfill WHERE id = 1")
+            row = cursor.fetchone()
+        if row is None or not row[0]:
+            return False
+        _ROLLUP_COMPLETE.add(connection.alias)
+    return True
 
 
 def spend_bucket_floor(at: datetime) -> datetime:
