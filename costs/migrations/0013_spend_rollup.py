@@ -7,7 +7,10 @@ rows (its transition table: a bulk insert's ON CONFLICT DO NOTHING duplicates ar
 buckets and totals, in the inserting transaction: one place that every path writing the ledger goes
 through — cost_record, cost_record_many, reversals, raw SQL. The ledger is append-only (migration 0002
 refuses UPDATE and DELETE), so inserts are the only change there is to follow. The rows are upserted
-in key order, so two statements writing the same keys lock them in the same order.
+in key order, each (agent, operation)'s total before its quarter hours (see _upserts), so two
+statements writing the same keys lock them in the same order. Two transactions that each write
+several agents, in different orders and across statements, can still deadlock where no budget covers
+those agents — the risk the budgets' own per-agent locks carry; a budget's lock keeps them apart.
 
 Upgrading needs no downtime: charges go on while the rollup is filled from the ledger already there.
 The migration runs outside a single transaction (as 0012), in steps each short and each committed:
@@ -38,13 +41,12 @@ _BUCKET = "date_bin('15 minutes', occurred_at, TIMESTAMPTZ '1970-01-01 00:00:00+
 
 
 def _upserts(source: str) -> str:
-    """The two statements that add the ledger rows of `source` (a table or transition table) to the rollup."""
+    """The two statements that add the ledger rows of `source` (a table or transition table) to the rollup.
+    The total row of an (agent, operation) is updated before its quarter hours, so it is the first lock
+    any transaction takes on that key: one that writes two quarter hours in two statements cannot hold
+    one while waiting for the total that another, which wrote the second first, holds (a deadlock the
+    second reviewer reproduced with the quarter hours first)."""
     return f"""
-    INSERT INTO costs_costspendbucket (agent_id, operation, bucket_start, amount_usd)
-    SELECT agent_id, operation, {_BUCKET}, sum(amount_usd) FROM {source}
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT ON CONSTRAINT costs_spend_bucket_one_per_key
-    DO UPDATE SET amount_usd = costs_costspendbucket.amount_usd + EXCLUDED.amount_usd;
     INSERT INTO costs_costspendtotal (agent_id, operation, charged_usd, reversed_usd)
     SELECT agent_id, operation, coalesce(sum(amount_usd) FILTER (WHERE amount_usd > 0), 0),
            coalesce(sum(amount_usd) FILTER (WHERE amount_usd < 0), 0) FROM {source}
@@ -52,6 +54,11 @@ def _upserts(source: str) -> str:
     ON CONFLICT ON CONSTRAINT costs_spend_total_one_per_key
     DO UPDATE SET charged_usd = costs_costspendtotal.charged_usd + EXCLUDED.charged_usd,
                   reversed_usd = costs_costspendtotal.reversed_usd + EXCLUDED.reversed_usd;
+    INSERT INTO costs_costspendbucket (agent_id, operation, bucket_start, amount_usd)
+    SELECT agent_id, operation, {_BUCKET}, sum(amount_usd) FROM {source}
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT ON CONSTRAINT costs_spend_bucket_one_per_key
+    DO UPDATE SET amount_usd = costs_costspendbucket.amount_usd + EXCLUDED.amount_usd;
     """
 
 

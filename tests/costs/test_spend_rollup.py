@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -188,6 +189,51 @@ def test_two_threads_writing_at_once_keep_the_rollup_exact(transactional_db):
         thread.join(timeout=60)
     assert errors == []
     assert CostEntry.objects.count() == 2 * (40 + 10 * 3)
+    assert_rollup_exact()
+
+
+def test_two_quarter_hours_in_one_transaction_do_not_deadlock_with_a_writer_of_the_second(transactional_db):
+    """No budget covers the agent. One transaction charges 10:00 and then 11:00; between its two
+    statements another charges 11:00. With the quarter-hour row locked before the (agent, operation)
+    total, the second held 11:00 and waited for the total the first held, which then waited for 11:00:
+    PostgreSQL's deadlock detector killed one (the second reviewer's reproduction). The total is
+    locked first now, so the second waits for the first's commit, and both land."""
+    agent = AgentFactory(slug="two_quarters")
+    ten, eleven = datetime(2026, 12, 1, 10, tzinfo=UTC), datetime(2026, 12, 1, 11, tzinfo=UTC)
+    errors: list[BaseException] = []
+    first_written, second_started = threading.Event(), threading.Event()
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                charge(agent, "first:10", "1", occurred_at=ten)
+                first_written.set()
+                second_started.wait(10)
+                time.sleep(0.3)  # the second is waiting inside its insert by now
+                charge(agent, "first:11", "1", occurred_at=eleven)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def second() -> None:
+        try:
+            first_written.wait(10)
+            with transaction.atomic():
+                second_started.set()
+                charge(agent, "second:11", "1", occurred_at=eleven)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert CostEntry.objects.filter(agent=agent).count() == 3
     assert_rollup_exact()
 
 
