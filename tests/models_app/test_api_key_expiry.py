@@ -157,6 +157,20 @@ def test_refused_keys_are_counted_by_reason(client, qa):
     assert f'genesis_api_key_refusals_total{{reason="expired"}} {before[0] + 1}' in served
 
 
+def test_the_server_log_names_the_expired_key_being_refused_once_per_cache_refresh(client, qa, caplog):
+    # The 401 goes to the caller and the refusals counter has no key label: the person paged by
+    # ApiKeysExpiredInUse finds which key in the web machines' log — once per key and process every
+    # 10 s (the cache), not once per retry.
+    key, raw = api_key_create(label="qa service", agents=[qa], expires_in_days=1)
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    api_key_cache_clear()
+    with caplog.at_level("WARNING", logger="models_app.registry.services"):
+        for _ in range(5):
+            assert client.get("/api/v1/agents", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+    said = [record.getMessage() for record in caplog.records if "is being refused" in record.getMessage()]
+    assert len(said) == 1 and f"'qa service' ({key.prefix}…) expired at" in said[0]
+
+
 def test_a_key_remembered_by_the_process_stops_at_its_expiry_not_10_s_later(qa, django_assert_num_queries):
     key, raw = api_key_create(label="short", agents=[qa])
     expires_at = timezone.now() + timedelta(seconds=1.5)
