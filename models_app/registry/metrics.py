@@ -16,10 +16,12 @@ agents report, as genesis_agent_served_by_other_model_total (experiments/metrics
 
 Read from the database at scrape time:
 
-- ``genesis_api_keys_expiring_soon{state}``  unrevoked API keys in use (used within 90 days, or within
-  90 days before their expiry): ``expiring`` within 14 days — a service that will be refused (401) unless
-  its key is rotated (ApiKeysExpiringSoon) — or ``expired`` — a service refused now (ApiKeysExpiredInUse).
-  A key is counted until it is rotated or revoked, so the count drops only when someone acted.
+- ``genesis_api_keys_expiring_soon{state}``  unrevoked API keys: ``expiring`` within 14 days and used
+  within 90 — a service that will be refused (401) unless its key is rotated — or ``expired`` and last
+  used within 14 days — revoke it if its service moved to another key, rotate it if not (both
+  ApiKeysExpiringSoon). Bounded: an expired key leaves the count 14 days after its last use at the latest,
+  as its uses stop at its expiry. That a service is still calling with an expired key — refused now — is
+  ``genesis_api_key_refusals_total{reason="expired"}`` (ApiKeysExpiredInUse).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from models_app.providers.instrumented import CallRecorder
 from models_app.registry.selectors import (
+    API_KEY_EXPIRED_RECENT_USE_DAYS,
     API_KEY_EXPIRY_STATES,
     API_KEY_EXPIRY_WARNING_DAYS,
     API_KEY_UNUSED_DAYS,
@@ -74,9 +77,8 @@ class ApiKeysCollector(Collector):
     def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily(
             "genesis_api_keys_expiring_soon",
-            f"Unrevoked API keys in use (used within {API_KEY_UNUSED_DAYS} days, or within {API_KEY_UNUSED_DAYS} days "
-            f"before their expiry) by state: expiring (within {API_KEY_EXPIRY_WARNING_DAYS} days) or expired (refused "
-            "now); a key is counted until rotated or revoked",
+            f"Unrevoked API keys by state: expiring (within {API_KEY_EXPIRY_WARNING_DAYS} days, used within "
+            f"{API_KEY_UNUSED_DAYS} days) or expired (last used within {API_KEY_EXPIRED_RECENT_USE_DAYS} days)",
             labels=["state"],
         )
 

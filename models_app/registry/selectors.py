@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from genesis.errors import InvalidInput, NotFound
@@ -72,6 +72,11 @@ def candidate_versions(*, agent: Agent) -> QuerySet[ModelVersion]:
 # has not been used for this many (a key nobody uses is only a liability: revoke it).
 API_KEY_EXPIRY_WARNING_DAYS = 14
 API_KEY_UNUSED_DAYS = 90
+# An expired key is counted (state "expired") while its last accepted use is this recent: a key in use
+# recently that has expired — revoke it if its service moved to another key, rotate it if not. Bounded,
+# so a retired key nobody revoked stops being counted 14 days after its last use, instead of forever.
+# Whether a service is still calling with it is the refusals counter's to say (ApiKeysExpiredInUse).
+API_KEY_EXPIRED_RECENT_USE_DAYS = 14
 # The states api_keys_in_use_by_expiry counts keys in (the gauge's `state` label).
 API_KEY_EXPIRY_STATES = ("expiring", "expired")
 
@@ -102,24 +107,26 @@ def api_keys_for(*, agent_slug: str | None = None, stale: bool = False, now: dat
 
 def api_keys_in_use_by_expiry(*, now: datetime) -> dict[str, int]:
     """Unrevoked keys in use whose expiry needs a person, by state (genesis_api_keys_expiring_soon;
-    ApiKeysExpiringSoon, ApiKeysExpiredInUse):
+    ApiKeysExpiringSoon):
 
     - ``expiring``: expires within API_KEY_EXPIRY_WARNING_DAYS and used within API_KEY_UNUSED_DAYS — a
       service that will start answering 401 unless someone rotates its key;
-    - ``expired``: past its expiry and used within API_KEY_UNUSED_DAYS before it (or before now) — a
-      service answered 401 right now.
+    - ``expired``: past its expiry and last used within API_KEY_EXPIRED_RECENT_USE_DAYS of now — a key
+      in use until recently: revoke it if its service moved to another key, rotate it if not.
 
-    A key stays counted past its expiry until it is rotated or revoked: dropping it then would clear the
-    alert exactly when its service starts failing, and make "expired" read like "rotated". A key nobody
-    used is left out: its expiry breaks nothing, and --stale already lists it for revoking."""
-    recently = Q(last_used_at__gte=now - timedelta(days=API_KEY_UNUSED_DAYS))
+    Bounded in time: a key's accepted uses stop at its expiry (a refused attempt is not one), so an
+    expired key leaves the count at most API_KEY_EXPIRED_RECENT_USE_DAYS after it expired, rotated or
+    not. Counting it until rotated or revoked paged forever for a key whose service had moved on and
+    that nobody revoked. Whether a service is still calling with an expired key — the outage — is
+    counted where it is refused, genesis_api_key_refusals_total{reason="expired"} (ApiKeysExpiredInUse).
+    A key nobody used is left out: its expiry breaks nothing, and --stale already lists it for revoking."""
     return ApiKey.objects.filter(
         revoked=False, expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS),
     ).aggregate(
-        expiring=Count("pk", filter=Q(expires_at__gt=now) & recently),
-        # An expired key's uses stop at its expiry (a refused attempt is not one), so "in use" is judged then.
-        expired=Count("pk", filter=Q(expires_at__lte=now) & (
-            recently | Q(last_used_at__gte=F("expires_at") - timedelta(days=API_KEY_UNUSED_DAYS)))),
+        expiring=Count("pk", filter=Q(expires_at__gt=now, last_used_at__gte=now - timedelta(days=API_KEY_UNUSED_DAYS))),
+        expired=Count("pk", filter=Q(
+            expires_at__lte=now, last_used_at__gte=now - timedelta(days=API_KEY_EXPIRED_RECENT_USE_DAYS),
+        )),
     )
 
 

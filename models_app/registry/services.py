@@ -418,8 +418,8 @@ def api_key_authenticate(*, raw_key: str) -> ApiPrincipal | None:
     if principal is None:
         API_KEY_REFUSALS.labels("unknown").inc()
     elif principal.expires_at is not None and principal.expires_at <= timezone.now():
-        # A service still calling with an expired key: the gauge says the key expired, this says its
-        # service is failing now (ApiKeysExpiredInUse's runbook reads it).
+        # A service still calling with an expired key: failing now (ApiKeysExpiredInUse fires on it; the
+        # gauge only says the key expired, and a retired key's expiry breaks nothing).
         API_KEY_REFUSALS.labels("expired").inc()
         # The caller is not authenticated: the API names the key by its prefix only (which the caller
         # holds already, and which `api_keys --rotate` takes), never by its label — a label may say
@@ -470,6 +470,13 @@ def _principal_of(digest: str) -> ApiPrincipal | None:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
         except DatabaseError:
             logger.warning("could not record last_used_at of API key #%s: database error", key.pk)
+    else:
+        # Which key a failing service holds: the 401 goes to the caller, and the refusals counter has no
+        # key in its labels, so this is where the person paged by ApiKeysExpiredInUse reads it. Logged when
+        # the cache entry is refreshed — at most every API_KEY_CACHE_SECONDS per key and process, however
+        # often the service retries.
+        logger.warning("API key '%s' (%s…) expired at %s UTC is being refused: a caller still uses it (rotate it, or revoke "
+                       "it if retired)", key.label, key.prefix, f"{key.expires_at:%Y-%m-%d %H:%M}")
     with _principal_cache_lock:
         if len(_principal_cache) >= API_KEY_CACHE_MAX_ENTRIES:
             _principal_cache.clear()  # rare; the next requests simply look their keys up again

@@ -157,6 +157,20 @@ def test_refused_keys_are_counted_by_reason(client, qa):
     assert f'genesis_api_key_refusals_total{{reason="expired"}} {before[0] + 1}' in served
 
 
+def test_the_server_log_names_the_expired_key_being_refused_once_per_cache_refresh(client, qa, caplog):
+    # The 401 goes to the caller and the refusals counter has no key label: the person paged by
+    # ApiKeysExpiredInUse finds which key in the web machines' log — once per key and process every
+    # 10 s (the cache), not once per retry.
+    key, raw = api_key_create(label="qa service", agents=[qa], expires_in_days=1)
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    api_key_cache_clear()
+    with caplog.at_level("WARNING", logger="models_app.registry.services"):
+        for _ in range(5):
+            assert client.get("/api/v1/agents", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+    said = [record.getMessage() for record in caplog.records if "is being refused" in record.getMessage()]
+    assert len(said) == 1 and f"'qa service' ({key.prefix}…) expired at" in said[0]
+
+
 def test_a_key_remembered_by_the_process_stops_at_its_expiry_not_10_s_later(qa, django_assert_num_queries):
     key, raw = api_key_create(label="short", agents=[qa])
     expires_at = timezone.now() + timedelta(seconds=1.5)
@@ -332,9 +346,10 @@ def test_the_gauge_counts_the_keys_in_use_that_expire_within_14_days_or_have_exp
     assert gauge() == {"expiring": 0.0, "expired": 0.0}
 
 
-def test_a_key_in_use_that_expires_unrotated_stays_counted_until_rotated_or_revoked(qa):
-    # The count must not drop when the key expires: that is when its service starts getting 401s, and
-    # "verify recovery" (the count back to 0) would read the same for an expiry as for a rotation.
+def test_a_key_in_use_that_expires_unrotated_stays_counted_14_days_after_its_last_use_then_drops(qa):
+    # The count must not drop when the key expires: that is when its service starts getting 401s. But it
+    # is bounded: its uses stop at the expiry, so 14 days after the last one it is no longer counted —
+    # a retired key nobody revoked does not nag (nor page) forever.
     key, raw = api_key_create(label="qa service", agents=[qa], expires_in_days=3)
     assert api_key_authenticate(raw_key=raw) is not None  # in use
     assert gauge() == {"expiring": 1.0, "expired": 0.0}
@@ -343,10 +358,29 @@ def test_a_key_in_use_that_expires_unrotated_stays_counted_until_rotated_or_revo
     with pytest.raises(Unauthenticated):
         api_key_authenticate(raw_key=raw)  # its service is refused now, and its uses stop
     assert gauge() == {"expiring": 0.0, "expired": 1.0}
-    # Long after: still counted (used within 90 days before its expiry), until a person acts.
-    assert api_keys_in_use_by_expiry(now=timezone.now() + 120 * DAY) == {"expiring": 0, "expired": 1}
+    last_use = ApiKey.objects.get(pk=key.pk).last_used_at
+    assert api_keys_in_use_by_expiry(now=last_use + 14 * DAY - timedelta(minutes=1)) == {"expiring": 0, "expired": 1}
+    assert api_keys_in_use_by_expiry(now=last_use + 14 * DAY + timedelta(minutes=1)) == {"expiring": 0, "expired": 0}
+    assert api_keys_in_use_by_expiry(now=timezone.now() + 120 * DAY) == {"expiring": 0, "expired": 0}
+    # Revoked (or rotated) within the 14 days, it leaves the count at once.
     api_key_revoke(key=key)
     assert gauge() == {"expiring": 0.0, "expired": 0.0}
+
+
+def test_a_retired_key_that_expires_unrevoked_is_not_counted_as_expired(qa):
+    # Its service moved to a new key 20 days ago; the old key was never revoked and expired yesterday.
+    # It was counted as expiring while it was used within 90 days (a nag to revoke it); once expired,
+    # with no use for over 14 days, it is not counted at all: nothing is failing.
+    now = timezone.now()
+    retired, _ = api_key_create(label="qa service (old)", agents=[qa])
+    ApiKey.objects.filter(pk=retired.pk).update(expires_at=now + 5 * DAY, last_used_at=now - 20 * DAY)
+    assert api_keys_in_use_by_expiry(now=now) == {"expiring": 1, "expired": 0}
+    ApiKey.objects.filter(pk=retired.pk).update(expires_at=now - DAY)
+    assert gauge() == {"expiring": 0.0, "expired": 0.0}
+    # One used 13 days ago that expired since is counted: in use until recently, now refused.
+    recent, _ = api_key_create(label="qa batch", agents=[qa])
+    ApiKey.objects.filter(pk=recent.pk).update(expires_at=now - DAY, last_used_at=now - 13 * DAY)
+    assert gauge() == {"expiring": 0.0, "expired": 1.0}
 
 
 @pytest.mark.parametrize(("offset", "said"), [

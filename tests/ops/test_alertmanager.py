@@ -244,7 +244,8 @@ WEB_1 = {"job": "genesis", "instance": "web-1:8000"}
     ({"alertname": "DatabaseUnreachable"}, {"alertname": "ModelFailing", "agent": "qa_agent"}, False),
     ({"alertname": "AllGenesisTargetsDown"}, {"alertname": "MetricsTargetDown", **WEB_1}, True),
     ({"alertname": "AllGenesisTargetsDown"}, {"alertname": "ModelUnavailable", "agent": "qa_agent"}, True),
-    # A key in use that has expired (critical) holds back its warning, which goes on firing past the expiry.
+    # A service still calling with an expired key (critical, from its refusals) holds back the warning that
+    # counts that key as expired.
     ({"alertname": "ApiKeysExpiredInUse"}, {"alertname": "ApiKeysExpiringSoon"}, True),
     # One agent's failure does not silence another's.
     ({"alertname": "ModelFailing", "agent": "qa_agent"}, {"alertname": "LowSuccessRate", "agent": "qa_agent"}, True),

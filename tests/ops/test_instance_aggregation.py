@@ -4,12 +4,14 @@
 runbook query. A `sum` straight over them counts the ledger once per machine ("$5 in an hour" firing at
 $2.50 with two machines), and so did `max without (instance)` when the targets carry another label of
 their own (Kubernetes' `pod`: two pods exporting a $3/h ledger read "$6.00"). Counters of events
-(genesis_agent_*, genesis_provider_*) are each machine's share and are summed;
+(genesis_agent_*, genesis_provider_*, genesis_api_key_refusals_total) are each machine's share: each
+series' `rate`/`increase` first (a restart's reset is then a reset), then summed;
 ops/prometheus/alerts_test.yml shows the alerts with two instances, and with two pods."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,9 +27,8 @@ AGGREGATION_BEFORE = re.compile(
 PER_INSTANCE_HEALTH = {"genesis_cost_metrics_up", "genesis_redis_metrics_up"}
 
 
-def first_aggregation_around(expr: str, position: int) -> str | None:
-    """The innermost aggregation whose argument holds `position` ('max by (agent, operation)'), or None;
-    function calls (rate, increase, sort_desc …) and plain brackets between are passed over."""
+def enclosing_brackets(expr: str, position: int) -> Iterator[int]:
+    """The index of each "(" whose bracket holds `position`, innermost first."""
     depth = 0
     for index in range(position - 1, -1, -1):
         if expr[index] == ")":
@@ -35,10 +36,17 @@ def first_aggregation_around(expr: str, position: int) -> str | None:
         elif expr[index] == "(" and depth:
             depth -= 1
         elif expr[index] == "(":
-            found = AGGREGATION_BEFORE.search(expr[:index])
-            if found:
-                labels = ", ".join(label.strip() for label in (found["labels"] or "").split(",") if label.strip())
-                return f"{found['op']} {found['clause']} ({labels})" if found["clause"] else found["op"]
+            yield index
+
+
+def first_aggregation_around(expr: str, position: int) -> str | None:
+    """The innermost aggregation whose argument holds `position` ('max by (agent, operation)'), or None;
+    function calls (rate, increase, sort_desc …) and plain brackets between are passed over."""
+    for index in enclosing_brackets(expr, position):
+        found = AGGREGATION_BEFORE.search(expr[:index])
+        if found:
+            labels = ", ".join(label.strip() for label in (found["labels"] or "").split(",") if label.strip())
+            return f"{found['op']} {found['clause']} ({labels})" if found["clause"] else found["op"]
     return None
 
 
@@ -103,4 +111,56 @@ def test_every_panel_takes_one_copy_of_a_scrape_time_metric(shared) -> None:
 
 def test_every_runbook_query_takes_one_copy_of_a_scrape_time_metric(shared) -> None:
     wrong = [(expr, found) for expr in runbook_queries() if (found := uncollapsed(expr, shared))]
+    assert wrong == []
+
+
+# --- counters of events: each process's and machine's share, so `increase`/`rate` per series, then `sum` ---
+
+COUNTED_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
+PER_SERIES_FUNCTIONS = {"rate", "increase", "irate"}
+
+
+def function_around(expr: str, position: int) -> str | None:
+    """The function whose call holds `position` directly ('increase'), or None."""
+    for index in enclosing_brackets(expr, position):
+        found = re.search(r"([a-z_]+)\s*$", expr[:index])
+        return found[1] if found else None
+    return None
+
+
+def unsummed(expr: str, shared: dict[str, tuple[str, ...]]) -> list[str]:
+    """Each counter of events in `expr` not taken as `rate`/`increase` per series and then summed: a
+    `max` keeps one machine's share, and an `increase` of a sum reads one machine's restart (its counter
+    back to 0) as a reset of the total, counting the other machines' events again (ApiKeysExpiredInUse)."""
+    wrong = []
+    for match in METRIC_NAME.finditer(expr):
+        name = match.group()
+        if name in shared or name in PER_INSTANCE_HEALTH or not name.endswith(COUNTED_SUFFIXES):
+            continue
+        function, aggregation = function_around(expr, match.start()), first_aggregation_around(expr, match.start())
+        if function not in PER_SERIES_FUNCTIONS or aggregation is None or not aggregation.startswith("sum"):
+            wrong.append(f"{name} in {function} under {aggregation}")
+    return wrong
+
+
+def test_the_check_tells_a_sum_of_increases_from_one_share_or_a_raw_counter(shared) -> None:
+    assert unsummed('sum (increase(genesis_api_key_refusals_total{reason="expired"}[10m])) > 0', shared) == []
+    assert unsummed("histogram_quantile(0.95, sum by (agent, le) (rate(genesis_agent_request_duration_seconds_bucket[5m])))",
+                    shared) == []
+    assert unsummed('max by (reason) (increase(genesis_api_key_refusals_total{reason="expired"}[10m])) > 0', shared) == [
+        "genesis_api_key_refusals_total in increase under max by (reason)"]
+    assert unsummed('sum (genesis_api_key_refusals_total{reason="expired"}) > 0', shared) == [
+        "genesis_api_key_refusals_total in sum under sum"]
+    assert unsummed("increase(genesis_api_key_refusals_total[10m]) > 0", shared) == [
+        "genesis_api_key_refusals_total in increase under None"]
+
+
+def test_every_rule_sums_the_increases_of_a_counter_of_events(shared) -> None:
+    wrong = {alert: found for alert, expr in rule_expressions().items() if (found := unsummed(expr, shared))}
+    assert wrong == {}
+
+
+def test_every_panel_and_runbook_query_sums_the_increases_of_a_counter_of_events(shared) -> None:
+    wrong = [(expr, found) for expr in [expr for _, expr in panel_expressions()] + runbook_queries()
+             if (found := unsummed(expr, shared))]
     assert wrong == []

@@ -220,6 +220,28 @@ def forget_killed_workers() -> None:
         client.close()
 
 
+def refused_calls_with_an_expired_key(server, prometheus: Prometheus, expressions: dict[str, str]) -> None:
+    """A service still calling with a key that expired (used yesterday): the web workers' refusal counters,
+    merged per machine and summed, fire ApiKeysExpiredInUse's expression; the gauge counts the key as expired
+    (used within 14 days), ApiKeysExpiringSoon's. Before the calls, nothing refused: the critical is quiet."""
+    from models_app.registry.models import Agent, ApiKey
+    from models_app.registry.services import api_key_create
+
+    assert prometheus.query(expressions["ApiKeysExpiredInUse"]) == []
+    key, raw = api_key_create(label="qa service", agents=[Agent.objects.get(slug="qa_agent")])
+    now = timezone.now()
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=now - timezone.timedelta(hours=1),
+                                            last_used_at=now - timezone.timedelta(days=1))
+    for _ in range(6):
+        status, body = server.request("GET", "/api/v1/agents", key=raw)
+        assert status == 401 and "expired" in body["detail"], body
+    prometheus.wait_until('sum(genesis_api_key_refusals_total{reason="expired"})', 6)
+    (firing,) = prometheus.query(expressions["ApiKeysExpiredInUse"])
+    assert float(firing["value"][1]) >= 6
+    (warning,) = prometheus.query(expressions["ApiKeysExpiringSoon"])
+    assert float(warning["value"][1]) == 1
+
+
 def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_server, prometheus_for, api_key_for, tmp_path):
     from models_app.simulator.config import SimulatorConfig
     from models_app.simulator.server import start_in_thread, stop
@@ -252,6 +274,7 @@ def test_alerts_see_the_faulty_agent_and_every_named_metric_exists(genesis_serve
         time.sleep(2.5)  # two more scrapes, so every rate has samples on both sides of wave 2
 
         expressions = rule_expressions()
+        refused_calls_with_an_expired_key(genesis_server, prometheus, expressions)
 
         def agents(alert: str) -> set[tuple[str, ...]]:
             return {tuple(series["metric"].get(label, "") for label in ("agent", "variant"))
