@@ -16,8 +16,8 @@ agents report, as genesis_agent_served_by_other_model_total (experiments/metrics
 
 Read from the database at scrape time:
 
-- ``genesis_api_keys_expiring_soon{state}``  unrevoked API keys: ``expiring`` within 14 days and used
-  within 90 — a service that will be refused (401) unless its key is rotated — or ``expired`` and last
+- ``genesis_api_keys_expiring_soon{state}``  unrevoked API keys: ``expiring`` within 14 days (or half its
+  lifetime, when shorter) and used within 90 — a service that will be refused (401) unless its key is rotated — or ``expired`` and last
   used within 14 days — revoke it if its service moved to another key, rotate it if not (both
   ApiKeysExpiringSoon). Bounded: an expired key leaves the count 14 days after its last use at the latest,
   as its uses stop at its expiry. That a service is still calling with an expired key — refused now — is

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Prefetch, Q, QuerySet, Value
 from django.utils import timezone
 
 from genesis.errors import InvalidInput, NotFound
@@ -82,8 +82,24 @@ API_KEY_EXPIRY_STATES = ("expiring", "expired")
 
 
 def api_keys_expiring_q(*, now: datetime) -> Q:
-    """Unrevoked keys that expire within API_KEY_EXPIRY_WARNING_DAYS, or have expired."""
-    return Q(revoked=False, expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS))
+    """Unrevoked keys in their warning window (api_key_warning_window), or expired."""
+    return Q(revoked=False) & _in_warning_window_q(now=now)
+
+
+def api_key_warning_window(key: ApiKey) -> timedelta:
+    """How long before its expiry a key is said to expire soon: API_KEY_EXPIRY_WARNING_DAYS, or the
+    second half of its lifetime when that is shorter. With a fixed 14 days a key made to last 7 (a CI
+    token, say) and rotated each week was "expiring" from its first day, so the warning about it
+    never ended; it now starts at half-time, with as long left to rotate as the key has lived."""
+    assert key.expires_at is not None
+    return min(timedelta(days=API_KEY_EXPIRY_WARNING_DAYS), (key.expires_at - key.created_at) / 2)
+
+
+def _in_warning_window_q(*, now: datetime) -> Q:
+    # api_key_warning_window in SQL: time left ≤ 14 days, and time left ≤ half the lifetime, which is
+    # expires_at − now ≤ now − created_at (the two halves compared, no division).
+    left_at_most_lived = ExpressionWrapper(Value(now) + (Value(now) - F("created_at")), output_field=DateTimeField())
+    return Q(expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS)) & Q(expires_at__lte=left_at_most_lived)
 
 
 def api_keys_unused_q(*, now: datetime) -> Q:
@@ -120,9 +136,7 @@ def api_keys_in_use_by_expiry(*, now: datetime) -> dict[str, int]:
     that nobody revoked. Whether a service is still calling with an expired key — the outage — is
     counted where it is refused, genesis_api_key_refusals_total{reason="expired"} (ApiKeysExpiredInUse).
     A key nobody used is left out: its expiry breaks nothing, and --stale already lists it for revoking."""
-    return ApiKey.objects.filter(
-        revoked=False, expires_at__lte=now + timedelta(days=API_KEY_EXPIRY_WARNING_DAYS),
-    ).aggregate(
+    return ApiKey.objects.filter(api_keys_expiring_q(now=now)).aggregate(
         expiring=Count("pk", filter=Q(expires_at__gt=now, last_used_at__gte=now - timedelta(days=API_KEY_UNUSED_DAYS))),
         expired=Count("pk", filter=Q(
             expires_at__lte=now, last_used_at__gte=now - timedelta(days=API_KEY_EXPIRED_RECENT_USE_DAYS),
@@ -142,7 +156,7 @@ def api_key_attention(key: ApiKey, *, now: datetime) -> list[str]:
         if left <= timedelta(0):
             ago = _span_text(-left)
             reasons.append(f"expired {ago} ago" if ago else "expired just now")
-        elif left <= timedelta(days=API_KEY_EXPIRY_WARNING_DAYS):
+        elif left <= api_key_warning_window(key):
             remaining = _span_text(left)
             reasons.append(f"expires in {remaining}" if remaining else "expires in less than a minute")
     idle = now - (key.last_used_at or key.created_at)

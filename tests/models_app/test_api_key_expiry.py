@@ -23,7 +23,7 @@ from genesis.errors import InvalidInput, PermissionDenied, Unauthenticated
 from genesis.metrics import exposition
 from models_app.registry.metrics import API_KEY_REFUSALS
 from models_app.registry.models import ApiKey
-from models_app.registry.selectors import api_key_attention, api_keys_in_use_by_expiry
+from models_app.registry.selectors import api_key_attention, api_keys_for, api_keys_in_use_by_expiry
 from models_app.registry.services import (
     _principal_cache,
     api_key_authenticate,
@@ -256,9 +256,9 @@ def aged_keys(qa):
     updates = {
         "fresh": {"last_used_at": now - DAY},
         # An hour over 3 days: time left is floored, and the listing is read a moment after this.
-        "expiring": {"expires_at": now + 3 * DAY + timedelta(hours=1), "last_used_at": now},
-        "expired": {"expires_at": now - 2 * DAY, "last_used_at": now - 3 * DAY},
-        "later": {"expires_at": now + 30 * DAY, "last_used_at": now},
+        "expiring": {"created_at": now - 60 * DAY, "expires_at": now + 3 * DAY + timedelta(hours=1), "last_used_at": now},
+        "expired": {"created_at": now - 60 * DAY, "expires_at": now - 2 * DAY, "last_used_at": now - 3 * DAY},
+        "later": {"created_at": now - 60 * DAY, "expires_at": now + 30 * DAY, "last_used_at": now},
         "idle": {"created_at": now - 400 * DAY, "last_used_at": now - 120 * DAY},
         "never_used": {"created_at": now - 95 * DAY},
         "revoked": {"created_at": now - 400 * DAY, "expires_at": now - DAY, "revoked": True, "revoked_at": now},
@@ -304,8 +304,12 @@ def test_the_admin_sets_an_expiry_shows_it_and_filters_stale_keys(admin_client, 
     assert near(key.expires_at, timezone.now() + 10 * DAY)
     assert key.history.get().history_user.username == "admin"  # who set the expiry
     change = admin_client.get(f"/admin/models_app/apikey/{key.pk}/change/").content.decode()
+    # A 10-day key is said to expire soon from half-time on (5 days left), not from its first day.
+    assert "Expires at (UTC)" in change and "expires in" not in change
+    ApiKey.objects.filter(pk=key.pk).update(created_at=timezone.now() - 20 * DAY)  # as if a 30-day key
+    change = admin_client.get(f"/admin/models_app/apikey/{key.pk}/change/").content.decode()
     # 10 days less the moments since: floored, never rounded up.
-    assert "Expires at (UTC)" in change and "expires in 9 days" in change
+    assert "expires in 9 days" in change
     assert f"{key.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" in change  # as the CLI and the 401 say it
 
     too_long = admin_client.post("/admin/models_app/apikey/add/", {"label": "x", "agents": [qa.pk], "expires_in_days": "4000"})
@@ -351,6 +355,7 @@ def test_a_key_in_use_that_expires_unrotated_stays_counted_14_days_after_its_las
     # is bounded: its uses stop at the expiry, so 14 days after the last one it is no longer counted —
     # a retired key nobody revoked does not nag (nor page) forever.
     key, raw = api_key_create(label="qa service", agents=[qa], expires_in_days=3)
+    ApiKey.objects.filter(pk=key.pk).update(created_at=timezone.now() - 27 * DAY)  # a 30-day key, 3 days left
     assert api_key_authenticate(raw_key=raw) is not None  # in use
     assert gauge() == {"expiring": 1.0, "expired": 0.0}
     ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
@@ -373,7 +378,7 @@ def test_a_retired_key_that_expires_unrevoked_is_not_counted_as_expired(qa):
     # with no use for over 14 days, it is not counted at all: nothing is failing.
     now = timezone.now()
     retired, _ = api_key_create(label="qa service (old)", agents=[qa])
-    ApiKey.objects.filter(pk=retired.pk).update(expires_at=now + 5 * DAY, last_used_at=now - 20 * DAY)
+    ApiKey.objects.filter(pk=retired.pk).update(created_at=now - 60 * DAY, expires_at=now + 5 * DAY, last_used_at=now - 20 * DAY)
     assert api_keys_in_use_by_expiry(now=now) == {"expiring": 1, "expired": 0}
     ApiKey.objects.filter(pk=retired.pk).update(expires_at=now - DAY)
     assert gauge() == {"expiring": 0.0, "expired": 0.0}
@@ -381,6 +386,24 @@ def test_a_retired_key_that_expires_unrevoked_is_not_counted_as_expired(qa):
     recent, _ = api_key_create(label="qa batch", agents=[qa])
     ApiKey.objects.filter(pk=recent.pk).update(expires_at=now - DAY, last_used_at=now - 13 * DAY)
     assert gauge() == {"expiring": 0.0, "expired": 1.0}
+
+
+def test_a_short_lived_key_is_said_to_expire_soon_from_half_its_lifetime_not_from_its_first_day(qa):
+    # A 7-day key (a CI token rotated each week) was "expiring" from its first use with a fixed 14-day
+    # window, so ApiKeysExpiringSoon never resolved for a team using short keys.
+    key, raw = api_key_create(label="ci token", agents=[qa], expires_in_days=7)
+    assert api_key_authenticate(raw_key=raw) is not None  # in use
+    made = ApiKey.objects.get(pk=key.pk).created_at
+    halfway = made + (key.expires_at - made) / 2
+    for now, counted, said in ((halfway - timedelta(minutes=1), 0, []), (halfway + timedelta(minutes=1), 1, ["expires in 3 days"])):
+        assert api_keys_in_use_by_expiry(now=now) == {"expiring": counted, "expired": 0}
+        assert api_key_attention(ApiKey.objects.get(pk=key.pk), now=now) == said
+        assert (key.pk in {k.pk for k in api_keys_for(stale=True, now=now)}) is bool(counted)
+    # A long-lived key keeps the 14 days.
+    year, _ = api_key_create(label="service", agents=[qa], expires_in_days=365)
+    ApiKey.objects.filter(pk=year.pk).update(last_used_at=year.expires_at - 20 * DAY)  # in use then
+    assert api_keys_in_use_by_expiry(now=year.expires_at - 14 * DAY - timedelta(minutes=1))["expiring"] == 0
+    assert api_keys_in_use_by_expiry(now=year.expires_at - 14 * DAY + timedelta(minutes=1))["expiring"] == 1
 
 
 @pytest.mark.parametrize(("offset", "said"), [
@@ -398,5 +421,5 @@ def test_a_retired_key_that_expires_unrevoked_is_not_counted_as_expired(qa):
 ])
 def test_the_time_to_or_since_the_expiry_is_floored_and_in_minutes_under_an_hour(offset, said):
     now = timezone.now()
-    key = ApiKey(label="k", created_at=now, last_used_at=now, expires_at=now + offset)
+    key = ApiKey(label="k", created_at=now - 60 * DAY, last_used_at=now, expires_at=now + offset)
     assert api_key_attention(key, now=now) == [said]
