@@ -245,24 +245,33 @@ def log_clock(monkeypatch) -> LogClock:
 
 
 class ReloadClock:
-    """genesis.auto_refresh's `time`, moved by hand: the wall clock, from 2026-12-07 10:00:00 UTC on."""
-
-    def __init__(self) -> None:
-        self.now = 1796637600.0
-
-    def time(self) -> float:
-        return self.now
+    """Time passing for genesis.auto_refresh, moved by hand: the page knows when it was last rendered only
+    by how much of its record's time to live (in Redis, by Redis's clock) is left, so a test makes
+    `seconds` pass by taking them off every such record — those run out, as they would — instead of
+    waiting them."""
 
     def advance(self, seconds: float) -> None:
-        self.now += seconds
+        import redis
+
+        from genesis import auto_refresh
+
+        client = auto_refresh._redis()
+        if client is None:
+            return
+        try:
+            keys = list(client.scan_iter(match=auto_refresh._KEY_PREFIX + "*"))
+        except redis.RedisError:  # a test of Redis unreachable: no record to age
+            return
+        for key in keys:
+            left = client.pttl(key) - int(seconds * 1000)
+            if left > 0:
+                client.pexpire(key, left)
+            else:
+                client.delete(key)
 
 
 @pytest.fixture
-def reload_clock(monkeypatch) -> ReloadClock:
+def reload_clock() -> ReloadClock:
     """The clock a self-reloading page tells its reload from a visit by (genesis/auto_refresh.py): a test
     moves it by the seconds the browser would wait instead of waiting them."""
-    from genesis import auto_refresh
-
-    clock = ReloadClock()
-    monkeypatch.setattr(auto_refresh, "time", clock)
-    return clock
+    return ReloadClock()

@@ -317,18 +317,92 @@ def test_a_self_reloading_page_reached_by_a_link_always_waits_20_s(admin_client,
     assert reload_of(url) == (20, "")
 
 
-def test_without_the_cache_a_self_reloading_page_still_answers_and_waits_20_s(admin_client, reload_clock, settings,
-                                                                               caplog):
-    """The page remembers its last render in the cache (Redis): Redis unreachable, the page is still drawn and
-    every reload counts as a visit — 20 s, the side WCAG 2.2.1 asks for — rather than the page failing."""
+def _reloading_dataset_page(client: Client, reload_clock) -> str:
+    """A busy dataset's page, visited and then reloaded once: at its 2 s pace, its last render just now."""
+    dataset = services.dataset_upload(content=SimpleUploadedFile("a.jsonl", planted_body()), original_name="a.jsonl",
+                                      actor=client.user)
+    url = f"/admin/audits/dataset/{dataset.pk}/change/"
+    assert self_reload(client.get(url).content.decode()) == (20, "")
+    reload_clock.advance(20.3)
+    assert self_reload(client.get(url).content.decode()) == (2, "")
+    return url
+
+
+def test_a_person_navigating_is_a_visit_whenever_it_comes(admin_client, reload_clock):
+    """A second tab, a link middle-clicked or copied into one, F5 — landing when the page's reload was due —
+    is a visit: the browser says a person navigated (`Sec-Fetch-User: ?1`, which a meta refresh does not
+    send), and it waits 20 s. Without the header (a browser without Fetch Metadata) the timing alone tells:
+    too early is a visit. A prefetch or a HEAD of the address is not shown: it leaves the reload as it was."""
+    url = _reloading_dataset_page(admin_client, reload_clock)
+    reload_clock.advance(2.0)
+    assert self_reload(admin_client.get(url, HTTP_SEC_FETCH_USER="?1").content.decode()) == (20, "")
+    assert self_reload(admin_client.get(url).content.decode()) == (20, "")  # the tab's own reload then waits too
+
+    url = _reloading_dataset_page(admin_client, reload_clock)
+    reload_clock.advance(1.0)
+    assert self_reload(admin_client.get(url, HTTP_SEC_FETCH_USER="?1").content.decode()) == (20, "")
+    url = _reloading_dataset_page(admin_client, reload_clock)
+    reload_clock.advance(1.0)  # far too early for a 2 s reload
+    assert self_reload(admin_client.get(url).content.decode()) == (20, "")
+    url = _reloading_dataset_page(admin_client, reload_clock)
+    reload_clock.advance(1.7)  # early by more than one clock allows
+    assert self_reload(admin_client.get(url).content.decode()) == (20, "")
+
+    url = _reloading_dataset_page(admin_client, reload_clock)
+    reload_clock.advance(2.0)
+    assert self_reload(admin_client.get(url, HTTP_SEC_PURPOSE="prefetch;prerender").content.decode()) == (20, "")
+    assert self_reload(admin_client.get(url, HTTP_PURPOSE="prefetch").content.decode()) == (20, "")
+    assert admin_client.head(url).status_code == 200
+    assert self_reload(admin_client.get(url).content.decode()) == (2, "")  # the reload, due: at the page's pace
+
+
+def test_web_machines_with_clocks_apart_keep_the_reload_pace(admin_client, reload_clock, monkeypatch):
+    """Several web machines answer in turn; their clocks differ by 2 s. The time of a render is Redis's, not
+    the machine's, so every reload is told as one: 2 s after 2 s, not 2 s and 20 s in turn."""
+    import time
+
+    real_time = time.time
+    url = _reloading_dataset_page(admin_client, reload_clock)
+    paces = []
+    for skew in (2.0, 0.0, 2.0, 0.0, -2.0, 0.0):  # the machine that answers: its clock ahead, right, behind
+        monkeypatch.setattr(time, "time", lambda skew=skew: real_time() + skew)
+        reload_clock.advance(2.1)
+        paces.append(self_reload(admin_client.get(url).content.decode()))
+    assert paces == [(2, "")] * 6
+
+
+def test_stopped_then_resumed_every_page_starts_with_its_20_s(admin_client, reload_clock):
+    """Turned on again from one page, another page whose reload was due then is a visit too: drawn while the
+    reloading was stopped, it kept no reload to count."""
+    url = _reloading_dataset_page(admin_client, reload_clock)
+    reload_clock.advance(0.3)
+    admin_client.post("/admin/auto-refresh/", {"refresh": "off", "next": "/admin/"})
+    reload_clock.advance(0.3)
+    assert self_reload(admin_client.get(url).content.decode()) is None  # its reload, while stopped
+    admin_client.post("/admin/auto-refresh/", {"refresh": "on", "next": "/admin/"})
+    reload_clock.advance(1.4)  # when its 2 s reload would have been due
+    assert self_reload(admin_client.get(url).content.decode()) == (20, "")
+
+
+def test_without_redis_a_self_reloading_page_still_answers_and_waits_20_s(admin_client, reload_clock, settings,
+                                                                           caplog, monkeypatch):
+    """The page remembers its last render in Redis: Redis unreachable, the page is still drawn and every
+    reload counts as a visit — 20 s, the side WCAG 2.2.1 asks for — rather than the page failing. Said once
+    a minute, not twice a render."""
+    from genesis import auto_refresh
+    from genesis.logging import Throttled
+
+    monkeypatch.setattr(auto_refresh, "_warnings", Throttled(60.0))
     dataset = services.dataset_upload(content=SimpleUploadedFile("a.jsonl", planted_body()), original_name="a.jsonl",
                                       actor=admin_client.user)
     url = f"/admin/audits/dataset/{dataset.pk}/change/"
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+                                   "LOCATION": settings.REDIS_URL,
                                    "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}}
-    for _ in range(2):
+    for _ in range(3):
         response = admin_client.get(url)
         assert response.status_code == 200 and self_reload(response.content.decode()) == (20, "")
         reload_clock.advance(20.3)
-    assert "auto refresh: cache unreachable (ConnectionError)" in caplog.text
+    warnings = [record.getMessage() for record in caplog.records if record.getMessage().startswith("auto refresh:")]
+    assert len(warnings) == 1 and "unreachable (ConnectionError)" in warnings[0]
