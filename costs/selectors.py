@@ -153,6 +153,12 @@ def rollup_kept() -> bool:
         return False
     if connection.alias not in _ROLLUP_COMPLETE:
         with connection.cursor() as cursor:
+            # The table is missing before migration 0013's step A (new code started before `migrate`, or
+            # during it): the ledger's sum then. A query on a missing table would abort the caller's
+            # transaction, a charge's included.
+            cursor.execute("SELECT to_regclass('costs_spend_backfill') IS NOT NULL")
+            if not cursor.fetchone()[0]:
+                return False
             cursor.execute("SELECT completed_at IS NOT NULL FROM costs_spend_backfill WHERE id = 1")
             row = cursor.fetchone()
         if row is None or not row[0]:

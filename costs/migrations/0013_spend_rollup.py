@@ -29,12 +29,22 @@ The migration runs outside a single transaction (as 0012), in steps each short a
 - Step C: completed_at. Until then costs.selectors.rollup_kept() is False and the reads sum the
   ledger, as on SQLite: right, only slower.
 
+Assumed, and true of the ledger's sequence as Django makes it: CACHE 1, so ids are handed out in
+order across sessions (with a cache, a session's lower cached id inserted after step A would be counted
+by the trigger and the backfill both). Not supported while the backfill runs: inserting ledger rows
+with explicit ids below the watermark (a data-only restore, hand-written SQL) — the trigger and the
+backfill would both count them. A process remembers that the backfill completed
+(costs.selectors.rollup_kept): restart the processes after reversing 0013 or restoring a database
+dumped in the middle of the backfill, as the runbooks do anyway.
+
 costs_spend_backfill is the migration's own bookkeeping (like django_migrations), not a model, so a
 test database's flush leaves it as it is. SQLite has neither trigger nor backfill; its reads sum the
 ledger (costs/selectors.py)."""
 
+import time
+
 import django.db.models.deletion
-from django.db import migrations, models, transaction
+from django.db import OperationalError, migrations, models, transaction
 
 # date_bin's origin: quarter hours counted from the Unix epoch, UTC (costs.selectors.spend_bucket_floor).
 _BUCKET = "date_bin('15 minutes', occurred_at, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
@@ -82,9 +92,16 @@ BEGIN
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;
-DROP TRIGGER IF EXISTS costs_costentry_spend_rollup ON costs_costentry;
-CREATE TRIGGER costs_costentry_spend_rollup AFTER INSERT ON costs_costentry
-    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION costs_costentry_spend_rollup();
+DO $$ BEGIN
+    -- Made only where missing (a run stopped part-way made it already; the function above is replaced
+    -- in place): dropping an existing trigger takes the ledger's ACCESS EXCLUSIVE lock, which waits for
+    -- every reader (pg_dump included) and deadlocked with a charge that had read the ledger first.
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'costs_costentry_spend_rollup'
+                   AND tgrelid = 'costs_costentry'::regclass) THEN
+        CREATE TRIGGER costs_costentry_spend_rollup AFTER INSERT ON costs_costentry
+            REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION costs_costentry_spend_rollup();
+    END IF;
+END $$;
 INSERT INTO costs_spend_backfill (id, watermark, backfilled_up_to, started_at)
 SELECT 1, coalesce(max(id), 0), coalesce(min(id) - 1, 0), now() FROM costs_costentry
 ON CONFLICT (id) DO NOTHING;
@@ -111,6 +128,10 @@ def create_tables(apps, schema_editor):  # type: ignore[no-untyped-def]
             model = apps.get_model("costs", name)
             if model._meta.db_table not in existing:
                 editor.create_model(model)
+            elif "costs_spend_backfill" not in existing:
+                # No state, so no trigger and no backfill yet (they are made together in step A): what the
+                # table holds is left from a reverse stopped part-way, and the backfill would add it twice.
+                editor.execute(f"TRUNCATE {editor.quote_name(model._meta.db_table)}")
 
 
 def drop_tables(apps, schema_editor):  # type: ignore[no-untyped-def]
@@ -118,11 +139,32 @@ def drop_tables(apps, schema_editor):  # type: ignore[no-untyped-def]
         schema_editor.delete_model(apps.get_model("costs", name))
 
 
+# Step A's lock waits for every transaction writing the ledger right then, and every new charge waits
+# behind it: a transaction left open after a charge (idle in transaction) would hold charges back for
+# as long as it stays open. So each try waits at most LOCK_WAIT, and migrate gives up after LOCK_TRIES.
+LOCK_WAIT = "2s"
+LOCK_TRIES = 15
+
+
 def start(connection) -> None:  # type: ignore[no-untyped-def]
     """Step A: the trigger, and the watermark unless an earlier run recorded one."""
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        cursor.execute(STATE)
-        cursor.execute(START)
+    for attempt in range(1, LOCK_TRIES + 1):
+        try:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+                cursor.execute(STATE)
+                cursor.execute(START)
+            return
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != "55P03":  # not lock_not_available
+                raise
+            if attempt == LOCK_TRIES:
+                raise RuntimeError(
+                    "costs 0013 could not lock the ledger (costs_costentry) to create its trigger: a transaction "
+                    "has been writing it all along (see pg_stat_activity for one 'idle in transaction'); end "
+                    "it and run migrate again — nothing was changed"
+                ) from exc
+            time.sleep(1)
 
 
 def backfill_chunk(connection, *, ids: int = CHUNK_IDS) -> bool:  # type: ignore[no-untyped-def]

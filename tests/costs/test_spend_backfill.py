@@ -143,3 +143,67 @@ def test_once_completed_the_reads_use_the_rollup_and_stop_asking(qa_agent, defau
     assert [q["sql"] for q in first.captured_queries if "costs_spend_backfill" in q["sql"]] != []
     assert [q["sql"] for q in second.captured_queries if "costs_spend_backfill" in q["sql"]] == []  # asked once per process
     assert [q["sql"] for q in first.captured_queries + second.captured_queries if "costs_costentry" in q["sql"]] == []  # no ledger scan
+
+
+def test_reads_before_step_a_sum_the_ledger_and_leave_the_transaction_usable(qa_agent, monkeypatch):
+    """New code started before `migrate` reaches step A: no state table yet. Reading it raised, and
+    inside a charge's transaction that aborted the charge (the backfill's second reviewer)."""
+    charge(qa_agent, "before", "2")
+    monkeypatch.setattr(selectors, "_ROLLUP_COMPLETE", set())
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE costs_spend_backfill")  # rolled back with the test's transaction
+    assert selectors.rollup_kept() is False
+    assert CostEntry.objects.filter(agent=qa_agent).count() == 1  # the transaction goes on
+
+
+def _other_connection():  # type: ignore[no-untyped-def]
+    import psycopg  # import here: only these tests hold a second session of their own
+
+    params = connection.get_connection_params()
+    return psycopg.connect(**params, autocommit=False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_running_step_a_again_does_not_wait_for_readers_of_the_ledger():
+    """A `migrate` run again after a stop finds the trigger made. Dropping and making it again took the
+    ledger's ACCESS EXCLUSIVE lock, which waits for every reader (pg_dump, a budget sum of the release
+    before) while every new charge queues behind it — and deadlocked with a reader that then charged."""
+    import threading
+
+    reader = _other_connection()
+    try:
+        reader.execute("SELECT count(*) FROM costs_costentry")  # holds ACCESS SHARE until it ends
+        done = threading.Event()
+
+        def step_a() -> None:
+            try:
+                MIGRATION.start(connection)
+            finally:
+                connection.close()
+                done.set()
+
+        thread = threading.Thread(target=step_a)
+        thread.start()
+        finished = done.wait(timeout=10)
+    finally:
+        reader.rollback()
+        reader.close()
+        thread.join(timeout=60)
+    assert finished, "step A waited for a reader of the ledger"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_step_a_gives_up_with_what_to_do_when_a_writer_holds_the_ledger(monkeypatch):
+    """A transaction left open after writing the ledger would hold step A's lock wait — and every
+    charge queued behind it — for as long as it stays open; step A tries a bounded number of times."""
+    monkeypatch.setattr(MIGRATION, "LOCK_WAIT", "100ms")
+    monkeypatch.setattr(MIGRATION, "LOCK_TRIES", 2)
+    writer = _other_connection()
+    try:
+        writer.execute("LOCK TABLE costs_costentry IN ROW EXCLUSIVE MODE")  # what an open charge holds
+        with pytest.raises(RuntimeError, match="pg_stat_activity"):
+            MIGRATION.start(connection)
+    finally:
+        writer.rollback()
+        writer.close()
+    MIGRATION.start(connection)  # once it has ended, step A goes through
