@@ -45,13 +45,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models import Max
-from redis.backoff import NoBackoff
 from redis.exceptions import LockError
-from redis.retry import Retry
 
 from experiments import intake
 from experiments.bulk import insert_ignoring_conflicts
@@ -65,6 +62,7 @@ from experiments.models import (
     ExperimentStatus,
 )
 from genesis.logging import Throttled
+from genesis.redis_clients import fail_fast_redis
 from models_app.registry.models import Agent, ModelStatus, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -133,14 +131,8 @@ def _redis() -> Any:
     if not settings.REDIS_URL:
         return None
     if _redis_client is None:
-        # No retries: redis-py's default (3 retries with backoff) holds a request ~4.5 s when Redis
-        # is down. The routing path would rather answer from its last config and try again later.
-        _redis_client = redis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            retry=Retry(NoBackoff(), 0),
-        )
+        # The routing path would rather answer from its last config and try again later.
+        _redis_client = fail_fast_redis(settings.REDIS_URL, timeout=REDIS_TIMEOUT_SECONDS)
     return _redis_client
 
 

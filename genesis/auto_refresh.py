@@ -58,10 +58,9 @@ from django.http import HttpRequest, HttpResponseBadRequest, HttpResponseRedirec
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from genesis.logging import Throttled
+from genesis.redis_clients import fail_fast_redis
 
 logger = logging.getLogger(__name__)
 # Redis away, every render would say so: once a minute tells on-call it goes on.
@@ -76,8 +75,7 @@ RELOAD_LATE_SECONDS = 5.0
 # And how early: one clock (Redis's), and the browser counts from the page's arrival, after the record was
 # written; only the rounding of the time to live (milliseconds) is left to allow for.
 RELOAD_EARLY_SECONDS = 0.05
-# A render must not wait on Redis: as experiments/routing.py, a short timeout and no retries (redis-py's
-# default retries hold a request ~4.5 s when Redis is down).
+# A render must not wait on Redis (genesis.redis_clients.fail_fast_redis: no retries either).
 REDIS_TIMEOUT_SECONDS = 0.5
 _KEY_PREFIX = "genesis:auto_refresh:"
 
@@ -99,8 +97,7 @@ def _redis() -> redis.Redis | None:
     if not url:
         return None
     if _client is None or _client[0] != url:
-        _client = (url, redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-                                             socket_timeout=REDIS_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0)))
+        _client = (url, fail_fast_redis(url, timeout=REDIS_TIMEOUT_SECONDS))
     return _client[1]
 
 
