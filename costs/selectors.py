@@ -115,14 +115,7 @@ def budgets_covering(*, agent_ids: Collection[int]) -> QuerySet[Budget]:
 
 
 def entries_in_scope(*, budget: Budget, period: budgeting.Period) -> QuerySet[CostEntry]:
-    entries = CostEntry.objects.all()
-    if budget.agent_id is not None:
-        entries = entries.filter(agent_id=budget.agent_id)
-    if period.start is not None:
-        entries = entries.filter(occurred_at__gte=period.start)
-    if period.end is not None:
-        entries = entries.filter(occurred_at__lt=period.end)
-    return entries
+    return _entries_between(agent_id=budget.agent_id, start=period.start, end=period.end)
 
 
 def budget_spent(*, budget: Budget, period: budgeting.Period) -> Decimal:
